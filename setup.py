@@ -1,0 +1,4 @@
+"""setuptools shim: everything is declared in setup.cfg."""
+from setuptools import setup
+
+setup()
