@@ -3,6 +3,7 @@
 Modelled on river's learn_one/score_one, in batch form over a ParsedBatch (parsing/batch.py).
 The engine (detection/engine.py) combines tier scores into line scores and incidents.
 """
+import abc
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +39,7 @@ class Finding:
     source: str = ""
 
 
-class Tier:
+class Tier(abc.ABC):
     """Base class: score a batch against current state, then learn from it.
 
     Subclasses keep all state inside themselves, serialisable with state()/load_state()
@@ -52,13 +53,13 @@ class Tier:
         self.enabled = True
         self.learning_rate = float(settings.get("learning_rate", 0.01))
 
+    @abc.abstractmethod
     def score(self, batch, ctx):
         """Return a TierResult for every line of `batch` (state is not changed)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def learn(self, batch, ctx, weights):
         """Update state from `batch`; weights float32[n] (0 = do not learn this line)."""
-        raise NotImplementedError
 
     def advance(self, event_time):
         """Move event time forward; return Findings not tied to a line (default: none)."""
