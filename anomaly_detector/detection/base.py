@@ -2,6 +2,11 @@
 
 Modelled on river's learn_one/score_one, in batch form over a ParsedBatch (parsing/batch.py).
 The engine (detection/engine.py) combines tier scores into line scores and incidents.
+
+Per batch the engine calls, for each enabled tier: advance(ctx.now) -> Findings, then
+score(batch, ctx) -> TierResult, then learn(batch, ctx, weights). Tiers are constructed
+Tier(settings) with settings = their [detection][[tierN]] config section plus
+"learning_rate" and "warmup_lines" from [detection].
 """
 import abc
 from dataclasses import dataclass, field
@@ -22,6 +27,29 @@ class TierResult:
     reasons: dict = field(default_factory=dict)
     expected: dict = field(default_factory=dict)
     observed: dict = field(default_factory=dict)
+
+
+@dataclass
+class BatchContext:
+    """What the engine tells every tier about a batch, beside the batch itself.
+
+    now          event-time watermark after this batch (max finite ts seen so far), epoch s
+    lines_seen   lines learned before this batch (tiers compare it with their own warm-up)
+    warm         True once the engine-wide warm-up ([detection] warmup_lines) is over
+    n_templates  every template_id in the batch is < n_templates (size per-template arrays)
+    ts           float64[n] batch.ts with gaps filled (NaN -> previous line's time), so
+                 tiers never see NaN; batch.ts itself keeps the raw value for output
+    template_text  callable tid -> template string with <*> (explanations only)
+    source_name    callable source_id -> source name (explanations only)
+    """
+
+    now: float
+    lines_seen: int
+    warm: bool
+    n_templates: int
+    ts: np.ndarray
+    template_text: object = str
+    source_name: object = str
 
 
 @dataclass
@@ -52,6 +80,10 @@ class Tier(abc.ABC):
         self.settings = settings
         self.enabled = True
         self.learning_rate = float(settings.get("learning_rate", 0.01))
+
+    def set_learning_rate(self, rate):
+        """Change how fast state follows the stream (engine calls it at run time)."""
+        self.learning_rate = float(rate)
 
     @abc.abstractmethod
     def score(self, batch, ctx):
