@@ -1,0 +1,152 @@
+"""numba kernel that splits many log lines into header fields by running a tiny compiled program.
+
+headers.HeaderFormat compiles a log_format into the program and calls split_headers; the regex
+in HeaderFormat.match is the reference the kernel must agree with wherever it reports ok.
+"""
+import numpy as np
+from numba import njit
+
+# Program opcodes: one (op, arg) row each.
+OP_END, OP_LIT, OP_WS, OP_FIELD = 0, 1, 2, 3
+
+
+@njit(cache=True)
+def ws_len_at(buf, p, e):
+    """Byte length of the whitespace character at p (str.isspace / regex \\s), 0 when none."""
+    if p >= e:
+        return 0
+    b = buf[p]
+    if b == 32 or (9 <= b <= 13) or (28 <= b <= 31):
+        return 1
+    if b < 0x80:
+        return 0
+    if b == 0xC2 and p + 1 < e:
+        c = buf[p + 1]
+        return 2 if (c == 0x85 or c == 0xA0) else 0
+    if p + 2 >= e:
+        return 0
+    c, d = buf[p + 1], buf[p + 2]
+    if b == 0xE1:
+        return 3 if (c == 0x9A and d == 0x80) else 0
+    if b == 0xE2:
+        if c == 0x80 and (0x80 <= d <= 0x8A or d == 0xA8 or d == 0xA9 or d == 0xAF):
+            return 3
+        return 3 if (c == 0x81 and d == 0x9F) else 0
+    if b == 0xE3:
+        return 3 if (c == 0x80 and d == 0x80) else 0
+    return 0
+
+
+@njit(cache=True)
+def ws_len_before(buf, s, e):
+    """Byte length of the whitespace character ending at e (for stripping the line end)."""
+    if e <= s:
+        return 0
+    if ws_len_at(buf, e - 1, e) == 1:
+        return 1
+    if e - 2 >= s and ws_len_at(buf, e - 2, e) == 2:
+        return 2
+    if e - 3 >= s and ws_len_at(buf, e - 3, e) == 3:
+        return 3
+    return 0
+
+
+@njit(cache=True)
+def _match_separator(buf, p, e, prog, pc):
+    """Match the literal/whitespace ops from pc at p; return the end offset or -1."""
+    while True:
+        op = prog[pc, 0]
+        if op == OP_LIT:
+            if p >= e or buf[p] != prog[pc, 1]:
+                return -1
+            p += 1
+        elif op == OP_WS:
+            n = ws_len_at(buf, p, e)
+            if n == 0:
+                return -1
+            while n > 0:  # greedy, as the regex's \s+ tries first
+                p += n
+                n = ws_len_at(buf, p, e)
+        else:
+            return p
+        pc += 1
+
+
+@njit(cache=True)
+def _separator_end_pc(prog, pc):
+    while prog[pc, 0] == OP_LIT or prog[pc, 0] == OP_WS:
+        pc += 1
+    return pc
+
+
+@njit(cache=True)
+def _split_one(buf, s, e, prog, fs, fe):
+    """Run the program over one stripped line; fill fs/fe and return True on success.
+
+    Fields are lazy: each ends where its separator first matches, which is the regex's first
+    choice; when that choice fails later the regex would backtrack, so we report failure.
+    """
+    pos = s
+    pc = 0
+    while True:
+        op = prog[pc, 0]
+        if op == OP_END:
+            return pos == e
+        if op == OP_LIT or op == OP_WS:
+            q = _match_separator(buf, pos, e, prog, pc)
+            if q < 0:
+                return False
+            pos = q
+            pc = _separator_end_pc(prog, pc)
+            continue
+        k = prog[pc, 1]
+        sep_pc = pc + 1
+        if prog[sep_pc, 0] == OP_END:
+            for j in range(pos, e):  # the regex '.' does not match a newline
+                if buf[j] == 10:
+                    return False
+            fs[k] = pos
+            fe[k] = e
+            pos = e
+            pc = sep_pc
+            continue
+        after = _separator_end_pc(prog, sep_pc)
+        to_end = prog[after, 0] == OP_END
+        p = pos
+        q = -1
+        while True:
+            if p > e:
+                return False
+            q = _match_separator(buf, p, e, prog, sep_pc)
+            if q >= 0 and (not to_end or q == e):
+                break
+            if p < e and buf[p] == 10:
+                return False
+            p += 1
+        fs[k] = pos
+        fe[k] = p
+        pos = q
+        pc = after
+
+
+@njit(cache=True)
+def split_headers(buf, starts, ends, prog, k):
+    """Split lines [starts[i], ends[i]) of buf into k fields; returns (ok, field_start, field_end)."""
+    n = starts.shape[0]
+    ok = np.zeros(n, dtype=np.bool_)
+    fs = np.zeros((n, k), dtype=np.int64)
+    fe = np.zeros((n, k), dtype=np.int64)
+    for i in range(n):
+        s, e = starts[i], ends[i]
+        while True:  # str.strip(), as logparser does before matching
+            w = ws_len_at(buf, s, e)
+            if w == 0:
+                break
+            s += w
+        while True:
+            w = ws_len_before(buf, s, e)
+            if w == 0:
+                break
+            e -= w
+        ok[i] = _split_one(buf, s, e, prog, fs[i], fe[i])
+    return ok, fs, fe

@@ -1,0 +1,200 @@
+"""Loghub-style header formats (`<Date> <Time> <Level> <Component>: <Content>`) compiled to a regex.
+
+Used by records.RecordParser and the template miner; header_kernels.py runs the numba fast path.
+"""
+import re
+
+import numpy as np
+
+from anomaly_detector.parsing import header_kernels as hk
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+# The log_format of each Loghub dataset (logparser benchmark settings), see FORMATS.md.
+LOGHUB_FORMATS = {
+    "HDFS": "<Date> <Time> <Pid> <Level> <Component>: <Content>",
+    "Hadoop": r"<Date> <Time> <Level> \[<Process>\] <Component>: <Content>",
+    "Spark": "<Date> <Time> <Level> <Component>: <Content>",
+    "Zookeeper": r"<Date> <Time> - <Level>  \[<Node>:<Component>@<Id>\] - <Content>",
+    "OpenStack": r"<Logrecord> <Date> <Time> <Pid> <Level> <Component> \[<ADDR>\] <Content>",
+    "Apache": r"\[<Time>\] \[<Level>\] <Content>",
+    "Linux": r"<Month> <Date> <Time> <Level> <Component>(\[<PID>\])?: <Content>",
+    "Mac": r"<Month>  <Date> <Time> <User> <Component>\[<PID>\]( \(<Address>\))?: <Content>",
+    "Android": "<Date> <Time>  <Pid>  <Tid> <Level> <Component>: <Content>",
+    "HealthApp": r"<Time>\|<Component>\|<Pid>\|<Content>",
+    "BGL": "<Label> <Timestamp> <Date> <Node> <Time> <NodeRepeat> <Type> <Component> <Level> <Content>",
+    "HPC": "<LogId> <Node> <Component> <State> <Time> <Flag> <Content>",
+    "Thunderbird": (r"<Label> <Timestamp> <Date> <User> <Month> <Day> <Time> <Location> "
+                    r"<Component>(\[<PID>\])?: <Content>"),
+    "Windows": "<Date> <Time>, <Level>                  <Component>    <Content>",
+    "OpenSSH": r"<Date> <Day> <Time> <Component> sshd\[<Pid>\]: <Content>",
+    "Proxifier": r"\[<Time>\] <Program> - <Content>",
+}
+
+
+class HeaderFormatError(ValueError):
+    """A log_format string that cannot be compiled; the message is one line."""
+
+
+def _tokenize(fmt):
+    """Split a format into tokens: ('lit', ch), ('ws',), ('field', name), ('open',), ('close',).
+
+    Follows the logparser convention: runs of spaces match one or more whitespace, `\\X`
+    escapes X, `(...)?` is an optional group; every other character is literal text.
+    """
+    tokens = []
+    i, n = 0, len(fmt)
+    while i < n:
+        ch = fmt[i]
+        if ch == " ":
+            while i < n and fmt[i] == " ":
+                i += 1
+            tokens.append(("ws",))
+            continue
+        if ch == "\\":
+            if i + 1 >= n:
+                raise HeaderFormatError(f"log_format {fmt!r}: ends with a lone backslash; escape it as \\\\")
+            nxt = fmt[i + 1]
+            if nxt.isalnum():
+                raise HeaderFormatError(
+                    f"log_format {fmt!r}: escape \\{nxt} is not supported; only punctuation may be escaped")
+            tokens.append(("lit", nxt))
+            i += 2
+            continue
+        if ch == "<":
+            close = fmt.find(">", i + 1)
+            if close < 0:
+                raise HeaderFormatError(f"log_format {fmt!r}: '<' at position {i} has no closing '>'")
+            name = fmt[i + 1:close]
+            if not _NAME.match(name):
+                raise HeaderFormatError(
+                    f"log_format {fmt!r}: field name <{name}> must be letters, digits and underscores")
+            tokens.append(("field", name))
+            i = close + 1
+            continue
+        if ch == "(":
+            tokens.append(("open",))
+            i += 1
+            continue
+        if ch == ")":
+            if i + 1 >= n or fmt[i + 1] != "?":
+                raise HeaderFormatError(
+                    f"log_format {fmt!r}: ')' at position {i} must close an optional group written (...)?")
+            tokens.append(("close",))
+            i += 2
+            continue
+        tokens.append(("lit", ch))
+        i += 1
+    return tokens
+
+
+def _to_regex(fmt, tokens):
+    """Build the regex source and the field list, checking group balance and names."""
+    parts, fields, depth = [], [], 0
+    optional = set()
+    for tok in tokens:
+        kind = tok[0]
+        if kind == "ws":
+            parts.append(r"\s+")
+        elif kind == "lit":
+            parts.append(re.escape(tok[1]))
+        elif kind == "field":
+            name = tok[1]
+            if name in fields:
+                raise HeaderFormatError(f"log_format {fmt!r}: field <{name}> appears twice")
+            fields.append(name)
+            if depth:
+                optional.add(name)
+            parts.append(f"(?P<{name}>.*?)")
+        elif kind == "open":
+            depth += 1
+            parts.append("(?:")
+        else:
+            if depth == 0:
+                raise HeaderFormatError(f"log_format {fmt!r}: ')?' without a matching '('")
+            depth -= 1
+            parts.append(")?")
+    if depth:
+        raise HeaderFormatError(f"log_format {fmt!r}: '(' without a closing ')?'")
+    if "Content" not in fields:
+        raise HeaderFormatError(f"log_format {fmt!r}: it needs a <Content> field for the message")
+    return "^" + "".join(parts) + "$", fields, optional
+
+
+def _program(tokens, fields):
+    """Compile tokens to the kernel program (int64 array), or None when the kernel cannot run it.
+
+    The kernel handles literal bytes, whitespace runs and fields that are followed by a
+    separator (or end the line); optional groups and two fields in a row fall back to match().
+    """
+    prog = []
+    prev_field = False
+    prev_ws = False
+    for tok in tokens:
+        kind = tok[0]
+        if kind in ("open", "close"):
+            return None
+        if kind == "field":
+            if prev_field:
+                return None
+            prog += [hk.OP_FIELD, fields.index(tok[1])]
+            prev_field, prev_ws = True, False
+            continue
+        if kind == "ws":
+            prog += [hk.OP_WS, 0]
+            prev_ws = True
+        else:
+            data = tok[1].encode("utf-8")
+            if prev_ws and tok[1].isspace():
+                return None  # greedy whitespace before a literal space would need backtracking
+            for b in data:
+                prog += [hk.OP_LIT, b]
+            prev_ws = False
+        prev_field = False
+    prog += [hk.OP_END, 0]
+    return np.array(prog, dtype=np.int64).reshape(-1, 2)
+
+
+class HeaderFormat:
+    """A compiled log_format: `.fields`, `.match(line)` and the batch fast path `.split_batch`."""
+
+    def __init__(self, fmt: str):
+        if not isinstance(fmt, str) or not fmt.strip():
+            raise HeaderFormatError("log_format is empty; give one like '<Date> <Time> <Level> <Content>'")
+        self.format = fmt
+        tokens = _tokenize(fmt)
+        source, self.fields, self.optional_fields = _to_regex(fmt, tokens)
+        try:
+            self._regex = re.compile(source)
+        except re.error as exc:  # defensive: the tokenizer should have caught everything
+            raise HeaderFormatError(f"log_format {fmt!r}: {exc}") from None
+        self.program = _program(tokens, self.fields)
+        self.content_index = self.fields.index("Content")
+
+    def __repr__(self):
+        return f"HeaderFormat({self.format!r})"
+
+    def match(self, line: str):
+        """Split one line into its header fields; None when the line does not fit the format.
+
+        Like logparser, the line is stripped first; a field of an optional group that is
+        absent is ''.
+        """
+        m = self._regex.match(line.strip())
+        if m is None:
+            return None
+        return {name: (value if value is not None else "") for name, value in m.groupdict().items()}
+
+    def split_batch(self, buf, starts, ends):
+        """Split many lines of one UTF-8 buffer at once with the numba kernel.
+
+        Returns (ok bool[n], field_start int64[n, k], field_end int64[n, k]) with byte offsets
+        into buf in the order of `.fields`. Where ok is False the caller falls back to match().
+        """
+        n, k = len(starts), len(self.fields)
+        if self.program is None:
+            return (np.zeros(n, dtype=np.bool_), np.zeros((n, k), dtype=np.int64),
+                    np.zeros((n, k), dtype=np.int64))
+        return hk.split_headers(buf, np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64),
+                                self.program, k)
