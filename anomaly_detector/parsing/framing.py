@@ -1,0 +1,148 @@
+"""Cut byte streams into lines (LF or CRLF) with a hard bound on line length and memory.
+
+Inputs (file tail, stdin, TCP) feed LineFramer chunk by chunk; records.parse_columns uses the
+numba split_lines on whole buffers. Lines come out as bytes; sanitize.py turns them into text.
+"""
+import numpy as np
+from numba import njit
+
+DEFAULT_MAX_LINE_BYTES = 102400
+
+
+class LineFramer:
+    """Incremental line splitter: `.feed(data)` returns complete lines, `.flush()` the last one.
+
+    A line longer than max_line_bytes is either truncated (its first max_line_bytes are returned
+    once, the rest up to the next newline is dropped) or skipped; the held partial line never
+    exceeds max_line_bytes + 2 bytes whatever the input.
+    """
+
+    def __init__(self, max_line_bytes=DEFAULT_MAX_LINE_BYTES, on_long_line="truncate"):
+        if on_long_line not in ("truncate", "skip"):
+            raise ValueError(f"on_long_line must be 'truncate' or 'skip', not {on_long_line!r}")
+        if int(max_line_bytes) < 1:
+            raise ValueError("max_line_bytes must be at least 1")
+        self.max_line_bytes = int(max_line_bytes)
+        self.on_long_line = on_long_line
+        self.lines = 0
+        self.truncated = 0
+        self.skipped = 0
+        self._held = bytearray()
+        self._discarding = False  # inside the tail of a too-long line, until the next newline
+
+    def feed(self, data: bytes) -> list:
+        out = []
+        if not isinstance(data, (bytes, bytearray)):
+            data = bytes(data)
+        pos, n = 0, len(data)
+        while pos < n:
+            nl = data.find(b"\n", pos)
+            if self._discarding:
+                if nl < 0:
+                    return out
+                self._discarding = False
+                pos = nl + 1
+                continue
+            if nl < 0:
+                self._hold(data, pos, out)
+                return out
+            self._complete(data, pos, nl, out)
+            pos = nl + 1
+        return out
+
+    def flush(self) -> list:
+        """Return the held last line (input ended without a newline) and reset."""
+        out = []
+        if self._held and not self._discarding:
+            line = bytes(self._held)
+            if len(line) > self.max_line_bytes:  # held one byte over, hoping for a CRLF
+                self._too_long(line[:self.max_line_bytes], out)
+            else:
+                self._emit(line, out)
+        self._held = bytearray()
+        self._discarding = False
+        return out
+
+    def _hold(self, view, pos, out):
+        # Copy at most what can still belong to an acceptable line (+2 for a CR before the LF).
+        room = self.max_line_bytes + 2 - len(self._held)
+        self._held += view[pos:pos + room]
+        held = len(self._held)
+        limit = self.max_line_bytes
+        if held > limit + 1 or (held == limit + 1 and self._held[-1] != 13):
+            self._too_long(bytes(self._held[:limit]), out)
+            self._held = bytearray()
+            self._discarding = True
+
+    def _complete(self, data, pos, nl, out):
+        held = self._held
+        self._held = bytearray()
+        if nl > pos:
+            has_cr = data[nl - 1] == 13
+        else:
+            has_cr = bool(held) and held[-1] == 13
+        length = len(held) + (nl - pos) - has_cr
+        limit = self.max_line_bytes
+        if length > limit:
+            # slice before joining so a huge line is never copied whole
+            self._too_long((bytes(held) + data[pos:pos + limit])[:limit], out)
+            return
+        line = bytes(held) + data[pos:nl]
+        self._emit(line[:-1] if has_cr else line, out)
+
+    def _emit(self, line, out):
+        self.lines += 1
+        out.append(line)
+
+    def _too_long(self, head, out):
+        if self.on_long_line == "truncate":
+            self.truncated += 1
+            self._emit(head, out)
+        else:
+            self.skipped += 1
+
+
+@njit(cache=True)
+def split_lines(buf):
+    """Line spans of a whole buffer: (starts, ends) int64, CR of CRLF excluded, last line kept."""
+    n = buf.shape[0]
+    count = 0
+    for i in range(n):
+        if buf[i] == 10:
+            count += 1
+    if n > 0 and buf[n - 1] != 10:
+        count += 1
+    starts = np.empty(count, dtype=np.int64)
+    ends = np.empty(count, dtype=np.int64)
+    k = 0
+    s = 0
+    for i in range(n):
+        if buf[i] == 10:
+            e = i - 1 if i > s and buf[i - 1] == 13 else i
+            starts[k] = s
+            ends[k] = e
+            k += 1
+            s = i + 1
+    if s < n:
+        starts[k] = s
+        ends[k] = n
+    return starts, ends
+
+
+def split_lines_py(buf):
+    """Plain-Python twin of split_lines."""
+    data = bytes(buf)
+    starts, ends = [], []
+    pos = 0
+    pieces = data.split(b"\n")
+    for idx, piece in enumerate(pieces):
+        last = idx == len(pieces) - 1
+        if last and not piece:
+            break
+        end = pos + len(piece)
+        if not last and piece.endswith(b"\r"):
+            end -= 1
+        starts.append(pos)
+        ends.append(end)
+        pos += len(piece) + 1
+    return np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64)
