@@ -14,17 +14,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DOC_PATH = os.path.join(ROOT, "docs", "configuration.md")
 INI_PATH = os.path.join(ROOT, "etc", "anomaly-detector", "config.ini")
 
-# The example subsection shipped for each "one subsection per ..." section; None ships it commented out.
+# The example subsection shipped for each "one subsection per ..." section: (name, values, commented out).
 EXAMPLES = {
-    ("inputs",): ("app", {"type": "file", "path": "/var/log/app/*.log", "format": "auto"}),
-    ("rules",): ("out_of_memory", {"pattern": r"(?i)out of memory|oom-killer|OutOfMemoryError"}),
-    ("alerting",): None,
+    ("inputs",): ("app", {"type": "file", "path": "/var/log/app/*.log", "format": "auto"}, False),
+    ("rules",): ("out_of_memory", {"pattern": r"(?i)out of memory|oom-killer|OutOfMemoryError"}, False),
+    ("alerting",): ("am", {"type": "alertmanager", "url": "http://127.0.0.1:9093"}, True),
 }
-COMMENTED_SINK = [
-    "# [[am]]",
-    "# type = alertmanager",
-    "# url = http://127.0.0.1:9093",
-]
 
 
 def _parse_check(check):
@@ -130,17 +125,15 @@ def _render_example(section, path, out):
     depth = len(path) + 1
     indent = "    " * (depth - 1)
     out += ["    " * (depth - 2) + c.strip() for c in section.comments.get(MANY, []) if c.strip()]
-    if example is None:
-        out += ["    " * (depth - 2) + line for line in COMMENTED_SINK]
-        return
-    name, values = example
-    out.append("    " * (depth - 2) + "[" * depth + name + "]" * depth)
+    name, values, commented = example
+    off = "# " if commented else ""
+    out.append("    " * (depth - 2) + off + "[" * depth + name + "]" * depth)
     many = section[MANY]
     for key in many.scalars:
         out += [indent + c.strip() for c in many.comments.get(key, []) if c.strip()]
         _name, default = _parse_check(many[key])
         value = values.get(key, default)
-        out.append("%s%s = %s" % (indent, key, _format_value(many[key], value)))
+        out.append("%s%s%s = %s" % (indent, off, key, _format_value(many[key], value)))
 
 
 def main():

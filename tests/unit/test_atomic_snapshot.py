@@ -1,0 +1,57 @@
+"""Snapshots: atomic replace, one previous generation, corrupt files set aside, never code execution."""
+import os
+import pickle
+
+from anomaly_detector.storage.atomic import (read_json_snapshot, read_snapshot, write_json_snapshot,
+                                             write_snapshot)
+
+
+def test_roundtrip_and_previous_generation(tmp_path):
+    path = str(tmp_path / "templates.snap")
+    write_json_snapshot(path, "templates", 1, {"gen": 1})
+    write_json_snapshot(path, "templates", 1, {"gen": 2})
+    assert read_json_snapshot(path, "templates", 1) == (1, {"gen": 2})
+    assert read_json_snapshot(path + ".prev", "templates", 1) is None or os.path.exists(path + ".prev")
+
+
+def _damage(path, how):
+    data = open(path, "rb").read()
+    if how == "flip":
+        i = len(data) - 3
+        data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
+    elif how == "truncate":
+        data = data[: len(data) // 2]
+    elif how == "zero":
+        data = b"\0" * len(data)
+    elif how == "pickle":
+        data = pickle.dumps({"gen": 666})
+    open(path, "wb").write(data)
+
+
+def test_each_corruption_falls_back_to_previous_and_is_quarantined(tmp_path):
+    for how in ("flip", "truncate", "zero", "pickle"):
+        path = str(tmp_path / ("%s.snap" % how))
+        write_json_snapshot(path, "baselines", 1, {"gen": 1})
+        write_json_snapshot(path, "baselines", 1, {"gen": 2})
+        _damage(path, how)
+        assert read_json_snapshot(path, "baselines", 1) == (1, {"gen": 1}), how
+        assert any(name.startswith("%s.snap.corrupt-" % how) for name in os.listdir(tmp_path)), how
+
+
+def test_wrong_kind_and_newer_version_are_refused(tmp_path):
+    path = str(tmp_path / "x.snap")
+    write_snapshot(path, "statistics", 5, b"{}")
+    assert read_snapshot(path, "templates", 5) is None
+    write_snapshot(path, "statistics", 9, b"{}")
+    assert read_snapshot(path, "statistics", 5) is None
+
+
+def test_missing_file_is_none(tmp_path):
+    assert read_snapshot(str(tmp_path / "none.snap"), "templates", 1) is None
+
+
+def test_no_temporary_files_left(tmp_path):
+    path = str(tmp_path / "t.snap")
+    for i in range(5):
+        write_json_snapshot(path, "templates", 1, {"i": i})
+    assert sorted(os.listdir(tmp_path)) == ["t.snap", "t.snap.prev"]

@@ -1,0 +1,196 @@
+"""The broken-config table: every mistake is reported with its line, section and key, never a traceback."""
+import os
+import subprocess
+import sys
+from unittest import mock
+
+import pytest
+
+from anomaly_detector.config.loader import default_config, load_config, load_spec
+from anomaly_detector.config.problems import ERROR
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SHIPPED = os.path.join(ROOT, "etc", "anomaly-detector", "config.ini")
+
+# (case id, INI text after a valid [paths] header, marker text on the expected line, expected words)
+CASES = [
+    ("typo_key", "[processing]\nwrokers = 2\n", "wrokers", ["wrokers", "did you mean 'workers'"]),
+    ("typo_section", "[procesing]\nworkers = 2\n", "[procesing]", ["[procesing]", "did you mean 'processing'"]),
+    ("unknown_top_level_key", "foo = 1\n", "foo", ["foo", "unknown key"]),
+    ("unknown_input_key", "[inputs]\n[[app]]\npath = /tmp/x.log\npathh = 1\n", "pathh", ["[inputs.app] pathh"]),
+    ("wrong_type_int", "[processing]\nworkers = two\n", "workers", ["workers", "an integer from 1 to 64", "'two'"]),
+    ("too_small", "[processing]\nworkers = 0\n", "workers", ["workers", "from 1 to 64", "'0'"]),
+    ("too_big", "[processing]\nworkers = 1000\n", "workers", ["workers", "'1000'"]),
+    ("float_for_int", "[processing]\nbatch_size = 1.5\n", "batch_size", ["batch_size", "'1.5'"]),
+    ("bad_boolean", "[detection]\n[[tier1]]\nenabled = maybe\n", "enabled", ["[detection.tier1] enabled", "true or false"]),
+    ("bad_option", "[inputs]\n[[app]]\npath = /tmp/x\nformat = xml\n", "format", ["format", "'plain'", "'xml'"]),
+    ("bad_input_type", "[inputs]\n[[app]]\ntype = kafka\npath = /x\n", "type", ["type", "'kafka'"]),
+    ("missing_input_path", "[inputs]\n[[app]]\ntype = file\n", "[[app]]", ["[inputs.app] path", "required for type = file"]),
+    ("cert_without_key", "[http]\ntls_cert = /tmp/c.pem\n", "[http]", ["tls_key", "both or neither"]),
+    ("key_without_cert", "[http]\ntls_key = /tmp/k.pem\n", "[http]", ["tls_cert", "both or neither"]),
+    ("duplicate_key", "[processing]\nworkers = 2\nworkers = 3\n", "workers = 3", ["duplicate keyword name"]),
+    ("duplicate_section", "[processing]\nworkers = 2\n[processing]\nbatch_size = 10\n", "[processing]\nbatch_size",
+     ["duplicate section name"]),
+    ("unterminated_quote", "[service]\nname = \"abc\n", "name", ["parse error in value"]),
+    ("missing_equals", "[processing]\nworkers\n", "workers", ["invalid line"]),
+    ("broken_bracket", "[processing\nworkers = 2\n", "[processing", ["invalid line"]),
+    ("ring_smaller_than_batches", "[processing]\nbatch_size = 5000\nring_size = 6000\n", "ring_size",
+     ["ring_size", "2 x batch_size"]),
+    ("ring_bytes_vs_line", "[processing]\nmax_line_bytes = 1048576\nring_bytes = 1048576\n", "ring_bytes =",
+     ["ring_bytes", "2 x max_line_bytes"]),
+    ("rings_exceed_memory", "[processing]\nworkers = 8\nring_bytes = 268435456\nmax_memory_mb = 1024\n",
+     "ring_bytes", ["exceeds max_memory_mb"]),
+    ("port_out_of_range", "[http]\nport = 70000\n", "port", ["port", "from 0 to 65535", "'70000'"]),
+    ("port_not_number", "[http]\nport = http\n", "port", ["port", "'http'"]),
+    ("learning_rate_zero", "[detection]\nlearning_rate = 0\n", "learning_rate", ["learning_rate", "from 0.0001 to 1"]),
+    ("threshold_over_100", "[detection]\nanomaly_threshold = 150\n", "anomaly_threshold", ["anomaly_threshold"]),
+    ("bad_rule_regex", "[rules]\n[[oom]]\npattern = ([a-z\n", "pattern", ["[rules.oom] pattern", "regular expression"]),
+    ("rule_without_pattern", "[rules]\n[[oom]]\nthreshold = 3\n", "[[oom]]", ["[rules.oom] pattern", "required key is missing"]),
+    ("sink_without_type", "[alerting]\n[[am]]\nurl = http://127.0.0.1:9093\n", "[[am]]", ["[alerting.am] type", "required"]),
+    ("alertmanager_without_url", "[alerting]\n[[am]]\ntype = alertmanager\n", "[[am]]", ["url", "http(s) URL"]),
+    ("webhook_bad_scheme", "[alerting]\n[[hook]]\ntype = webhook\nurl = ftp://x/y\n", "url", ["url", "'ftp://x/y'"]),
+    ("email_without_addresses", "[alerting]\n[[mail]]\ntype = email\n", "[[mail]]", ["to_addresses", "from_address"]),
+    ("redis_missing_stream", "[inputs]\n[[bus]]\ntype = redis\nurl = redis://127.0.0.1:6379/0\ngroup = g\n", "[[bus]]",
+     ["[inputs.bus] stream", "required for type = redis"]),
+    ("redis_bad_url", "[inputs]\n[[bus]]\ntype = redis\nurl = http://x\nstream = s\ngroup = g\n", "url = http",
+     ["url", "redis://"]),
+    ("bad_timezone", "[inputs]\n[[app]]\npath = /x\ntimezone = Mars/Base\n", "timezone", ["timezone", "Mars/Base"]),
+    ("comma_makes_list", "[inputs]\n[[app]]\npath = /x\nlog_format = <Date>, <Content>\n", "log_format",
+     ["log_format", "put the value in quotes"]),
+    ("bad_extra_mask", "[parsing]\nextra_masks = (unclosed,\n", "extra_masks", ["extra_masks", "regular expression"]),
+    ("bad_log_level", "[logging]\nlevel = LOUD\n", "level", ["level", "'LOUD'", "'DEBUG'"]),
+    ("line_limit_too_small", "[processing]\nmax_line_bytes = 10\n", "max_line_bytes", ["max_line_bytes", "from 256"]),
+    ("empty_state_dir", "[service]\nname = \"\"\n", "name", ["[service] name", "from 1 to 64"]),
+]
+
+
+def _write(tmp_path, body):
+    state, logs = tmp_path / "state", tmp_path / "log"
+    header = "[paths]\nstate_dir = %s\nlog_dir = %s\n" % (state, logs)
+    path = tmp_path / "config.ini"
+    path.write_text(header + body)
+    return str(path), header + body
+
+
+def _line_of(text, marker):
+    before = text[: text.index(marker)]
+    return before.count("\n") + 1
+
+
+@pytest.mark.parametrize("case,body,marker,words", CASES, ids=[c[0] for c in CASES])
+def test_broken_config_is_rejected_with_line_and_key(tmp_path, case, body, marker, words):
+    path, text = _write(tmp_path, body)
+    cfg, problems = load_config(path, environment=False)
+    assert cfg is None, "config with %s was accepted" % case
+    errors = [p for p in problems if p.severity == ERROR]
+    expected_line = _line_of(text, marker)
+    rendered = [p.render() for p in errors]
+    matching = [r for r in rendered if all(w in r for w in words)]
+    assert matching, "no error mentions %s: %s" % (words, rendered)
+    assert any(r.startswith("%s:%d: error:" % (path, expected_line)) for r in matching), rendered
+
+
+def test_table_is_at_least_thirty_cases():
+    assert len(CASES) >= 30
+
+
+def test_invalid_utf8_is_one_error_with_its_line(tmp_path):
+    path = tmp_path / "config.ini"
+    path.write_bytes(b"[processing]\nworkers = 2\n[service]\nname = caf\xe9\n")
+    cfg, problems = load_config(str(path))
+    assert cfg is None
+    assert [p.render() for p in problems] == ["%s:4: error: not valid UTF-8 text (byte 0xe9)" % path]
+
+
+@pytest.mark.parametrize("make,words", [
+    (lambda d: str(d / "missing.ini"), "config file not found"),
+    (lambda d: str(d), "is a directory"),
+])
+def test_missing_or_directory_is_one_clear_line(tmp_path, make, words):
+    cfg, problems = load_config(make(tmp_path))
+    assert cfg is None and len(problems) == 1 and words in problems[0].render()
+
+
+def test_unreadable_file_is_one_clear_line(tmp_path):
+    path, _ = _write(tmp_path, "")
+    if os.geteuid() != 0:
+        os.chmod(path, 0)
+        problems = load_config(path)[1]
+    else:  # root reads any file, so make open() fail the way it does for other users
+        with mock.patch("builtins.open", side_effect=PermissionError(13, "Permission denied")):
+            problems = load_config(path)[1]
+    assert [p.message for p in problems] == ["config file not readable by this user (check its permissions)"]
+
+
+def test_every_problem_is_reported_not_just_the_first(tmp_path):
+    path, _ = _write(tmp_path, "[processing]\nworkers = 0\nwrokers = 3\nbatch_size = x\n[http]\nport = -1\n")
+    errors = [p for p in load_config(path, environment=False)[1] if p.severity == ERROR]
+    assert {p.key for p in errors} == {"workers", "wrokers", "batch_size", "port"}
+    assert [p.line for p in errors] == sorted(p.line for p in errors)
+
+
+def test_valid_minimal_config_fills_every_default(tmp_path):
+    path, _ = _write(tmp_path, "")
+    cfg, problems = load_config(path)
+    assert [p.key for p in problems] in ([], ["admin_token_file"])  # the token file is machine-specific
+    assert cfg["processing"]["workers"] == 2 and cfg["http"]["port"] == 8080
+    assert cfg["detection"] == default_config()["detection"]
+
+
+def test_config_holding_only_paths_is_valid(tmp_path):
+    path, _ = _write(tmp_path, "")
+    assert load_config(path)[0] is not None
+
+
+def test_default_config_covers_every_spec_section():
+    spec, cfg = load_spec(), default_config()
+    for section in spec.sections:
+        assert section in cfg
+
+
+def test_shipped_config_validates():
+    cfg, problems = load_config(SHIPPED)
+    assert cfg is not None, [p.render() for p in problems]
+    assert all(p.severity != ERROR for p in problems)
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "anomaly_detector", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=120)
+
+
+def test_cli_validate_shipped_config_exits_zero():
+    result = _cli("--config", SHIPPED, "--validate-config")
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout
+
+
+def test_cli_reports_each_problem_on_one_line_without_traceback(tmp_path):
+    path, _ = _write(tmp_path, "[processing]\nwrokers = 2\nworkers = 0\n")
+    result = _cli("--config", path, "--validate-config")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr
+    assert lines[0].startswith("%s:5: error: [processing] wrokers" % path)
+    assert lines[1].startswith("%s:6: error: [processing] workers" % path)
+    assert lines[-1].endswith("2 error(s), 0 warning(s): invalid")
+
+
+def test_cli_config_path_from_environment(tmp_path):
+    path, _ = _write(tmp_path, "")
+    env = dict(os.environ, ANOMALY_DETECTOR_CONFIG=path)
+    result = _cli("--validate-config", env=env)
+    assert result.returncode == 0 and path in result.stdout
+
+
+def test_cli_missing_file_is_one_line(tmp_path):
+    result = _cli("--config", str(tmp_path / "nope.ini"), "--validate-config")
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0].endswith("config file not found (set --config or ANOMALY_DETECTOR_CONFIG)")
+
+
+def test_cli_version():
+    from anomaly_detector import __version__
+
+    result = _cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == "anomaly_detector %s" % __version__
