@@ -2,8 +2,7 @@
 import os
 import pickle
 
-from anomaly_detector.storage.atomic import (read_json_snapshot, read_snapshot, write_json_snapshot,
-                                             write_snapshot)
+from anomaly_detector.storage.atomic import read_json_snapshot, read_snapshot, write_json_snapshot, write_snapshot
 
 
 def test_roundtrip_and_previous_generation(tmp_path):
