@@ -1,0 +1,1 @@
+"""Metrics: declarations, Prometheus text exposition, and the sidecar's HTTP server."""
