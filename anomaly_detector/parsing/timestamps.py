@@ -1,0 +1,340 @@
+"""Event time from log text: ISO 8601, epoch, syslog, and the stamps of the Loghub datasets.
+
+records.RecordParser uses one TimestampParser per input; it caches the detected format and the
+epoch of each day so a repeated stamp costs a regex match and a few integer conversions.
+"""
+import datetime as _dt
+import operator
+import re
+import time
+import zoneinfo
+
+_MONTHS = {m: i + 1 for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun",
+                                           "jul", "aug", "sep", "oct", "nov", "dec"))}
+_EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
+_CACHE_LIMIT = 20000
+
+# Named groups: Y (4-digit year), y (2-digit year), M (month number), Mon (month name), D (day),
+# h, m, s, f (fraction digits), z (Z or +hh:mm). Formats without Y/y get their year inferred.
+_T = r"(?P<h>\d{1,2}):(?P<m>\d{2}):(?P<s>\d{2})"
+_FRAC = r"(?:[.,:](?P<f>\d{1,9}))?"
+_ZONE = r"(?:\s?(?P<z>Z|[+-]\d{2}:?\d{2}|UTC|GMT))?"
+_MON = r"(?P<Mon>[A-Za-z]{3})[a-z]*"
+_FORMATS = [
+    ("iso", r"(?P<Y>\d{4})-(?P<M>\d{1,2})-(?P<D>\d{1,2})(?:T|\s+)" + _T + _FRAC + _ZONE),
+    ("bgl", r"(?P<Y>\d{4})-(?P<M>\d{2})-(?P<D>\d{2})-(?P<h>\d{2})\.(?P<m>\d{2})\.(?P<s>\d{2})(?:\.(?P<f>\d{1,9}))?"),
+    ("hdfs", r"(?P<y>\d{2})(?P<M>\d{2})(?P<D>\d{2})\s+(?P<h>\d{2})(?P<m>\d{2})(?P<s>\d{2})"),
+    ("ymd_slash", r"(?P<Y>\d{4})/(?P<M>\d{1,2})/(?P<D>\d{1,2})(?:T|\s+)" + _T + _FRAC + _ZONE),
+    ("ymd_dot", r"(?P<Y>\d{4})\.(?P<M>\d{1,2})\.(?P<D>\d{1,2})\s+" + _T + _FRAC),
+    ("spark", r"(?P<y>\d{2})/(?P<M>\d{2})/(?P<D>\d{2})\s+" + _T + _FRAC),
+    ("healthapp", r"(?P<Y>\d{4})(?P<M>\d{2})(?P<D>\d{2})-" + _T + _FRAC),
+    ("ctime", r"[A-Za-z]{3}[a-z]*,?\s+" + _MON + r"\s+(?P<D>\d{1,2})\s+" + _T + _FRAC + r"\s+(?P<Y>\d{4})"),
+    ("clf", r"(?P<D>\d{1,2})/" + _MON + r"/(?P<Y>\d{4}):" + _T + _FRAC + _ZONE),
+    ("syslog_year", _MON + r"\s+(?P<D>\d{1,2})\s+(?P<Y>\d{4})\s+" + _T + _FRAC + _ZONE),
+    ("syslog", _MON + r"\s+(?P<D>\d{1,2})\s+" + _T + _FRAC + _ZONE),
+    ("android", r"(?P<M>\d{2})-(?P<D>\d{2})\s+" + _T + _FRAC),
+    ("proxifier", r"(?P<M>\d{2})\.(?P<D>\d{2})\s+" + _T + _FRAC),
+    ("iso_date", r"(?P<Y>\d{4})-(?P<M>\d{2})-(?P<D>\d{2})" + _ZONE),
+]
+_GROUPS = ("Y", "y", "M", "Mon", "D", "h", "m", "s", "f", "z")
+
+
+_POW10 = [10 ** i for i in range(12)]
+
+
+def _compile(name, source):
+    rx = re.compile(source)
+    # positions in m.groups() of each named part (-1: absent), so no dict per match
+    pos = tuple(rx.groupindex.get(g, 0) - 1 for g in _GROUPS)
+    date_groups = [i for i in pos[:5] if i >= 0]
+    return name, rx, pos, operator.itemgetter(*date_groups)
+
+
+_COMPILED = [_compile(name, rx) for name, rx in _FORMATS]
+_EPOCH = re.compile(r"(?P<n>\d{9,19})(?:\.(?P<f>\d{1,9}))?")
+_BOUNDARY = re.compile(r"\s|[\]\[,;|)(>-]|$")
+_ZONE_RX = re.compile(r"([+-])(\d{2}):?(\d{2})")
+
+
+def _zone_offset(z):
+    if z in ("Z", "UTC", "GMT"):
+        return 0
+    m = _ZONE_RX.fullmatch(z)
+    sign = -1 if m.group(1) == "-" else 1
+    return sign * (int(m.group(2)) * 3600 + int(m.group(3)) * 60)
+
+
+def _epoch_number(digits, frac):
+    """Epoch seconds from a 9-19 digit integer: seconds, ms, us or ns by magnitude."""
+    n = len(digits)
+    value = int(digits)
+    if n <= 11:
+        scale = 1
+    elif n <= 14:
+        scale = 1e3
+    elif n <= 17:
+        scale = 1e6
+    else:
+        scale = 1e9
+    ts = value / scale
+    if frac and scale == 1:
+        ts += int(frac) / 10 ** len(frac)
+    return float(ts)
+
+
+class TimestampParser:
+    """Stateful parser: remembers the detected format, day epochs and the inferred year.
+
+    Year-less stamps (syslog, Android) take the year of the last stamp that had one, else
+    `default_year`, else the current year; a month that falls back by 6 or more (Dec -> Jan)
+    means the year rolled over. Zone-less stamps are read in `timezone` (IANA name).
+    """
+
+    def __init__(self, strptime: str = "", timezone: str = "UTC", default_year=None):
+        try:
+            self._zone = None if timezone in ("", "UTC", "utc", "Z") else zoneinfo.ZoneInfo(timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+            raise ValueError(f"unknown time zone {timezone!r}; use an IANA name such as 'Europe/Paris'") from None
+        self.strptime = strptime or ""
+        self.timezone = timezone or "UTC"
+        self._strptime_has_year = any(d in self.strptime for d in ("%Y", "%y", "%G"))
+        self._default_year = default_year
+        self._year = None
+        self._last_month = None
+        self._cached = None  # index into _COMPILED of the last format that matched
+        self._days = {}
+        self._dates = {}
+        self._offsets = {}
+        self._field_recipe = None
+        self._last_text = None
+        self._last_ts = None
+
+    # ---- public API ------------------------------------------------------------------------
+
+    def parse(self, text):
+        """Epoch seconds of a whole timestamp string, or None. Never raises."""
+        try:
+            if not isinstance(text, str):
+                return self.parse_value(text)
+            text = text.strip()
+            if not text or len(text) > 64:
+                return None
+            if text == self._last_text:  # consecutive lines often share the stamp
+                return self._last_ts
+            ts, end = self._parse_at_start(text)
+            if end != len(text):
+                return None
+            self._last_text, self._last_ts = text, ts
+            return ts
+        except (ValueError, OverflowError, TypeError, KeyError, AttributeError):
+            return None
+
+    def parse_prefix(self, text):
+        """(ts, end) for a timestamp at the start of text followed by a boundary, else (None, 0)."""
+        try:
+            ts, end = self._parse_at_start(text[:64])
+            if ts is None or not _BOUNDARY.match(text, end):
+                return None, 0
+            return ts, end
+        except (ValueError, OverflowError, TypeError, KeyError, AttributeError):
+            return None, 0
+
+    def parse_value(self, value):
+        """A JSON value: numbers are epoch seconds (or ms/us/ns by magnitude), strings parsed."""
+        try:
+            if isinstance(value, bool) or value is None:
+                return None
+            if isinstance(value, (int, float)):
+                v = float(value)
+                if v != v or v in (float("inf"), float("-inf")):
+                    return None
+                a = abs(v)
+                if a >= 1e17:
+                    v /= 1e9
+                elif a >= 1e14:
+                    v /= 1e6
+                elif a >= 1e11:
+                    v /= 1e3
+                return v
+            if isinstance(value, str):
+                return self.parse(value)
+            return None
+        except (ValueError, OverflowError, TypeError):
+            return None
+
+    def from_fields(self, fields):
+        """Combine the header fields of a Loghub format (Date+Time, Month+Date+Time, ...) into a ts."""
+        try:
+            if self._field_recipe is not None:
+                ts = self._try_recipe(self._field_recipe, fields)
+                if ts is not None:
+                    return ts
+            for recipe in _FIELD_RECIPES:
+                if recipe is self._field_recipe:
+                    continue
+                ts = self._try_recipe(recipe, fields)
+                if ts is not None:
+                    self._field_recipe = recipe
+                    return ts
+            return None
+        except (ValueError, OverflowError, TypeError, KeyError, AttributeError):
+            return None
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _try_recipe(self, recipe, fields):
+        parts = []
+        for name in recipe:
+            value = fields.get(name)
+            if not value:
+                return None
+            parts.append(value)
+        return self.parse(" ".join(parts))
+
+    def _parse_at_start(self, text):
+        if self.strptime:
+            return float(self._parse_strptime(text)), len(text)
+        if self._cached is not None:
+            got = self._try_format(self._cached, text)
+            if got is not None:
+                return got
+        m = _EPOCH.match(text)
+        if m and (m.end() == len(text) or _BOUNDARY.match(text, m.end())):
+            return _epoch_number(m.group("n"), m.group("f")), m.end()
+        for idx in range(len(_COMPILED)):
+            if idx == self._cached:
+                continue
+            got = self._try_format(idx, text)
+            if got is not None:
+                self._cached = idx
+                return got
+        return None, 0
+
+    def _try_format(self, idx, text):
+        _, rx, pos, date_key = _COMPILED[idx]
+        m = rx.match(text)
+        if m is None:
+            return None
+        g = m.groups()
+        ts = self._from_groups(g, pos, (idx,) + date_key(g))
+        if ts is None:
+            return None
+        return ts, m.end()
+
+    def _from_groups(self, g, pos, dkey):
+        entry = self._dates.get(dkey)
+        if entry is None:
+            entry = self._date_entry(g, pos)
+            if entry is None:
+                return None
+            if len(self._dates) > _CACHE_LIMIT:
+                self._dates.clear()
+            self._dates[dkey] = entry
+        month, year, day, base = entry
+        if year:
+            self._year = year
+        else:
+            year = self._infer_year(month)
+            base = self._day_epoch(year, month, day)
+        self._last_month = month
+        ih, im, i_s, i_f, iz = pos[5:]
+        if ih < 0:  # a date without time of day
+            hour = minute = second = 0
+        else:
+            hour = int(g[ih])
+            minute = int(g[im])
+            second = int(g[i_s])
+        if hour > 24 or minute > 59 or second > 60:
+            return None
+        ts = float(base + hour * 3600 + minute * 60 + second)
+        frac = g[i_f] if i_f >= 0 else None
+        if frac:
+            ts += int(frac) / _POW10[len(frac)]
+        z = g[iz] if iz >= 0 else None
+        if z:
+            return ts - _zone_offset(z)
+        if self._zone is None:
+            return ts
+        return ts - self._local_offset(year, month, day, hour)
+
+    def _date_entry(self, g, pos):
+        """(month, year or 0 when it must be inferred, day, day epoch or 0); None when invalid."""
+        iY, iy, iM, iMon, iD = pos[:5]
+        month = _MONTHS.get(g[iMon].lower(), 0) if iMon >= 0 else int(g[iM])
+        day = int(g[iD])
+        if not 1 <= month <= 12 or not 1 <= day <= 31:
+            return None
+        if iY >= 0:
+            year = int(g[iY])
+        elif iy >= 0:
+            yy = int(g[iy])
+            year = 2000 + yy if yy < 70 else 1900 + yy
+        else:
+            return month, 0, day, 0
+        if year < 1:
+            return None
+        return month, year, day, self._day_epoch(year, month, day)
+
+    def _infer_year(self, month):
+        if self._year is None:
+            self._year = self._default_year or self._now_year()
+        elif self._last_month is not None and self._last_month - month >= 6:
+            self._year += 1  # Dec -> Jan: the year rolled over
+        return self._year
+
+    def _now_year(self):
+        return _dt.datetime.now(self._zone or _dt.timezone.utc).year
+
+    def _day_epoch(self, year, month, day):
+        key = (year, month, day)
+        value = self._days.get(key)
+        if value is None:
+            if len(self._days) > _CACHE_LIMIT:
+                self._days.clear()
+            value = (_dt.date(year, month, day).toordinal() - _EPOCH_ORDINAL) * 86400
+            self._days[key] = value
+        return value
+
+    def _local_offset(self, year, month, day, hour):
+        if self._zone is None:
+            return 0
+        key = (year, month, day, hour)
+        value = self._offsets.get(key)
+        if value is None:
+            if len(self._offsets) > _CACHE_LIMIT:
+                self._offsets.clear()
+            wall = _dt.datetime(year, month, day, min(hour, 23), tzinfo=self._zone)
+            value = wall.utcoffset().total_seconds()
+            self._offsets[key] = value
+        return value
+
+    def _parse_strptime(self, text):
+        parsed = _dt.datetime.strptime(text, self.strptime)
+        if not self._strptime_has_year:
+            parsed = parsed.replace(year=self._infer_year(parsed.month))
+            self._last_month = parsed.month
+        else:
+            self._year = parsed.year
+        if parsed.tzinfo is not None:
+            return parsed.timestamp()
+        if self._zone is None:
+            return parsed.replace(tzinfo=_dt.timezone.utc).timestamp()
+        return parsed.replace(tzinfo=self._zone).timestamp()
+
+
+# Header-field combinations of the Loghub formats, most specific first.
+_FIELD_RECIPES = [
+    ("Date", "Time"),                # HDFS, Hadoop, Spark, Zookeeper, OpenStack, Android, Windows
+    ("Month", "Date", "Time"),       # Linux, Mac
+    ("Month", "Day", "Time"),        # Thunderbird without its Date
+    ("Date", "Day", "Time"),         # OpenSSH: Date holds the month name
+    ("Time",),                       # Apache, HealthApp, BGL, HPC (epoch), Proxifier
+    ("Timestamp",),                  # BGL and Thunderbird epoch seconds
+    ("Date",),
+    ("Datetime",),
+]
+
+
+def now():
+    """Wall-clock epoch seconds (arrival time when a record has none)."""
+    return time.time()

@@ -1,0 +1,168 @@
+"""TimestampParser: the stamp shapes of ISO, epoch, syslog and every Loghub dataset."""
+import datetime as dt
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anomaly_detector.parsing.headers import LOGHUB_FORMATS, HeaderFormat
+from anomaly_detector.parsing.timestamps import TimestampParser
+
+
+def utc(*args):
+    return dt.datetime(*args, tzinfo=dt.timezone.utc).timestamp()
+
+
+CASES = [
+    ("2026-03-02T10:00:00.000Z", utc(2026, 3, 2, 10)),
+    ("2026-03-02T10:00:00Z", utc(2026, 3, 2, 10)),
+    ("2026-03-02T10:00:00", utc(2026, 3, 2, 10)),
+    ("2026-03-02T10:00:00.25+01:00", utc(2026, 3, 2, 9, 0, 0, 250000)),
+    ("2026-03-02 10:00:00 -0530", utc(2026, 3, 2, 15, 30)),
+    ("2015-07-29 17:41:44,747", utc(2015, 7, 29, 17, 41, 44, 747000)),
+    ("2017-05-16 00:00:00.008", utc(2017, 5, 16, 0, 0, 0, 8000)),
+    ("1717171717", 1717171717.0),
+    ("1717171717.5", 1717171717.5),
+    ("1717171717123", 1717171717.123),
+    ("Sun Dec 04 04:47:44 2005", utc(2005, 12, 4, 4, 47, 44)),
+    ("081109 203615", utc(2008, 11, 9, 20, 36, 15)),
+    ("2005-06-03-15.42.50.675872", utc(2005, 6, 3, 15, 42, 50, 675872)),
+    ("20171223-22:15:29:606", utc(2017, 12, 23, 22, 15, 29, 606000)),
+    ("17/06/09 20:10:40", utc(2017, 6, 9, 20, 10, 40)),
+    ("2005.11.09 12:01:01", utc(2005, 11, 9, 12, 1, 1)),
+    ("04/Dec/2005:04:47:44 +0100", utc(2005, 12, 4, 3, 47, 44)),
+    ("2026-03-02", utc(2026, 3, 2)),
+]
+
+
+@pytest.mark.parametrize("text,want", CASES)
+def test_known_shapes(text, want):
+    got = TimestampParser().parse(text)
+    assert isinstance(got, float)
+    assert got == pytest.approx(want, abs=1e-6)
+
+
+@pytest.mark.parametrize("text,want", [
+    ("Jun 14 15:16:01", utc(2024, 6, 14, 15, 16, 1)),
+    ("Jul  1 09:00:55", utc(2024, 7, 1, 9, 0, 55)),
+    ("03-17 16:13:38.811", utc(2024, 3, 17, 16, 13, 38, 811000)),
+    ("10.30 16:49:06", utc(2024, 10, 30, 16, 49, 6)),
+])
+def test_yearless_stamps_use_default_year(text, want):
+    assert TimestampParser(default_year=2024).parse(text) == pytest.approx(want)
+
+
+def test_yearless_default_is_current_year():
+    got = TimestampParser().parse("Jan  1 00:00:00")
+    assert dt.datetime.fromtimestamp(got, dt.timezone.utc).year == dt.datetime.now(dt.timezone.utc).year
+
+
+def test_new_year_rollover():
+    p = TimestampParser(default_year=2025)
+    a = p.parse("Dec 31 23:59:59")
+    b = p.parse("Jan  1 00:00:01")
+    c = p.parse("Jan  1 00:00:02")
+    assert b - a == 2 and c - b == 1
+    assert dt.datetime.fromtimestamp(b, dt.timezone.utc).year == 2026
+
+
+def test_year_from_previous_full_stamp():
+    p = TimestampParser()
+    p.parse("2019-05-01 10:00:00")
+    assert p.parse("May  2 10:00:00") == utc(2019, 5, 2, 10)
+
+
+def test_timezone_for_zoneless_stamps_and_dst():
+    p = TimestampParser(timezone="Europe/Paris")
+    assert p.parse("2026-01-15 12:00:00") == utc(2026, 1, 15, 11)
+    assert p.parse("2026-07-15 12:00:00") == utc(2026, 7, 15, 10)
+    assert p.parse("2026-07-15T12:00:00Z") == utc(2026, 7, 15, 12)
+
+
+def test_unknown_timezone_is_a_config_error():
+    with pytest.raises(ValueError, match="time zone"):
+        TimestampParser(timezone="Mars/Olympus")
+
+
+def test_strptime_override():
+    p = TimestampParser(strptime="%d.%m.%Y %H:%M:%S", timezone="America/New_York")
+    assert p.parse("02.03.2026 10:00:00") == utc(2026, 3, 2, 15)
+    assert p.parse("2026-03-02 10:00:00") is None
+    q = TimestampParser(strptime="%b %d %H:%M:%S", default_year=2025)
+    assert q.parse("Dec 31 23:59:59") == utc(2025, 12, 31, 23, 59, 59)
+    assert q.parse("Jan 01 00:00:00") == utc(2026, 1, 1)
+
+
+@pytest.mark.parametrize("text", ["", "garbage", "2026-02-31 00:00:00", "2026-13-01 00:00:00", "25:00:00",
+                                  "2026-03-02 24:61:00", "Foo 12 10:00:00", "12345", "x" * 1000, None, [1]])
+def test_unparseable_is_none(text):
+    assert TimestampParser().parse(text) is None
+
+
+def test_parse_value_numbers():
+    p = TimestampParser()
+    assert p.parse_value(1717171717) == 1717171717.0
+    assert p.parse_value(1717171717123) == pytest.approx(1717171717.123)
+    assert p.parse_value("2026-03-02T10:00:00Z") == utc(2026, 3, 2, 10)
+    assert p.parse_value(float("nan")) is None
+    assert p.parse_value(True) is None
+    assert p.parse_value(10 ** 400) is None
+
+
+def test_parse_prefix():
+    p = TimestampParser()
+    ts, end = p.parse_prefix("2026-03-02T10:00:00.000Z ERROR web-1 GET /x")
+    assert ts == utc(2026, 3, 2, 10) and end == 24
+    assert p.parse_prefix("2026-03-02T10:00:00.000Zfoo")[0] is None
+    assert p.parse_prefix("hello 2026-03-02") == (None, 0)
+
+
+FIELD_CASES = {
+    "HDFS": ("081109 203615 148 INFO dfs.DataNode: x", utc(2008, 11, 9, 20, 36, 15)),
+    "Hadoop": ("2015-10-18 18:01:47,978 INFO [main] a.B: x", utc(2015, 10, 18, 18, 1, 47, 978000)),
+    "Spark": ("17/06/09 20:10:40 INFO a.B: x", utc(2017, 6, 9, 20, 10, 40)),
+    "Zookeeper": ("2015-07-29 17:41:44,747 - INFO  [Q:F@774] - x", utc(2015, 7, 29, 17, 41, 44, 747000)),
+    "OpenStack": ("f.log 2017-05-16 00:00:00.008 25746 INFO n.w [r] x", utc(2017, 5, 16, 0, 0, 0, 8000)),
+    "Apache": ("[Sun Dec 04 04:47:44 2005] [notice] x", utc(2005, 12, 4, 4, 47, 44)),
+    "Linux": ("Jun 14 15:16:01 combo sshd(pam_unix)[19939]: x", utc(2024, 6, 14, 15, 16, 1)),
+    "Mac": ("Jul  1 09:00:55 calvisitor kernel[0]: x", utc(2024, 7, 1, 9, 0, 55)),
+    "Android": ("03-17 16:13:38.811  1702  2395 D WindowManager: x", utc(2024, 3, 17, 16, 13, 38, 811000)),
+    "HealthApp": ("20171223-22:15:29:606|Step_LSC|30002312|x", utc(2017, 12, 23, 22, 15, 29, 606000)),
+    "BGL": ("- 1117838570 2005.06.03 R02 2005-06-03-15.42.50.675872 R02 RAS KERNEL INFO x",
+            utc(2005, 6, 3, 15, 42, 50, 675872)),
+    "HPC": ("2560 node-70 action start 1074119817 1 x", 1074119817.0),
+    "Thunderbird": ("- 1131566461 2005.11.09 dn228 Nov 9 12:01:01 dn228/dn228 crond[2915]: x",
+                    utc(2005, 11, 9, 12, 1, 1)),
+    "Windows": ("2016-09-28 04:30:30, Info                  CBS    x", utc(2016, 9, 28, 4, 30, 30)),
+    "OpenSSH": ("Dec 10 06:55:46 LabSZ sshd[24200]: x", utc(2024, 12, 10, 6, 55, 46)),
+    "Proxifier": ("[10.30 16:49:06] chrome.exe - x", utc(2024, 10, 30, 16, 49, 6)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIELD_CASES))
+def test_from_fields_for_every_loghub_format(name):
+    line, want = FIELD_CASES[name]
+    fields = HeaderFormat(LOGHUB_FORMATS[name]).match(line)
+    assert fields is not None
+    p = TimestampParser(default_year=2024)
+    assert p.from_fields(fields) == pytest.approx(want)
+    assert p.from_fields(fields) == pytest.approx(want)  # cached recipe
+    assert p.from_fields({"Content": "x"}) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40))
+def test_parse_never_raises(text):
+    p = TimestampParser()
+    got = p.parse(text)
+    assert got is None or isinstance(got, float)
+    p.parse_prefix(text)
+    p.from_fields({"Date": text, "Time": text, "Month": text})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.datetimes(min_value=dt.datetime(1971, 1, 1), max_value=dt.datetime(2200, 1, 1)))
+def test_iso_roundtrip(moment):
+    stamp = moment.replace(microsecond=moment.microsecond).isoformat(sep=" ")
+    want = moment.replace(tzinfo=dt.timezone.utc).timestamp()
+    assert TimestampParser().parse(stamp) == pytest.approx(want, abs=1e-6)
