@@ -1,0 +1,102 @@
+"""The sidecar's HTTP server: GET /health and GET /metrics, with a combined-format access log.
+
+Reads everything from a source object (metrics/sidecar.py builds it over shared memory), so it
+never touches the workers. Threads are fine here: this process forks nothing.
+"""
+import json
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from anomaly_detector.metrics.exposition import render
+
+CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
+HEADER_TIMEOUT_SECONDS = 10
+log = logging.getLogger(__name__)
+
+
+def _printable(text, limit=512):
+    """Access-log fields without control bytes, so a request cannot forge log lines (CWE-150)."""
+    text = str(text)[:limit]
+    return "".join(c if 0x20 <= ord(c) != 0x7F else "\\x%02x" % ord(c) for c in text if ord(c) < 0x10000)
+
+
+class AccessLog:
+    """Appends one combined-log-format line per request; reopens after logrotate renames it."""
+
+    def __init__(self, path):
+        self.path = path
+        self._lock = threading.Lock()
+
+    def write(self, client, request_line, status, size, referer, agent):
+        stamp = datetime.now(timezone.utc).strftime("%d/%b/%Y:%H:%M:%S +0000")
+        line = '%s - - [%s] "%s" %d %s "%s" "%s"\n' % (
+            _printable(client), stamp, _printable(request_line), status, size if size else "-",
+            _printable(referer or "-"), _printable(agent or "-"))
+        with self._lock, open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "anomaly_detector"
+    sys_version = ""
+    timeout = HEADER_TIMEOUT_SECONDS
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        route = self.path.split("?", 1)[0]
+        if route == "/health":
+            body = self.server.source.health()
+            self._send(200 if body.get("status") == "healthy" else 503, "application/json",
+                       json.dumps(body).encode())
+        elif route == "/metrics":
+            self._send(200, CONTENT_TYPE_METRICS, render(self.server.source.samples()).encode())
+        else:
+            self._send(404, "application/json", b'{"error": "not found"}')
+
+    def do_POST(self):
+        route = self.path.split("?", 1)[0]
+        status = 405 if route in ("/health", "/metrics") else 404
+        self._send(status, "application/json", b'{"error": "%s"}' % (b"method not allowed" if status == 405
+                                                                     else b"not found"))
+
+    def _send(self, status, content_type, body):
+        self.send_response_only(status)
+        self.send_header("Server", self.version_string())
+        self.send_header("Date", self.date_time_string())
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.log_request(status, len(body))
+
+    def log_request(self, code="-", size="-"):
+        """One access-log line per request, also for errors http.server answers itself (400, 414, ...)."""
+        if self.server.access_log is None:
+            return
+        headers = getattr(self, "headers", None)
+        self.server.access_log.write(self.client_address[0], getattr(self, "requestline", ""),
+                                     int(code) if str(code).isdigit() else 0, size if size != "-" else 0,
+                                     headers.get("Referer") if headers else None,
+                                     headers.get("User-Agent") if headers else None)
+
+    def log_message(self, fmt, *args):
+        log.debug("http: " + fmt, *args)
+
+
+class SidecarHTTPServer(ThreadingHTTPServer):
+    """HTTP server over a source with .health() -> dict and .samples() -> dict (see exposition.render)."""
+
+    daemon_threads = True
+
+    def __init__(self, bind, port, source, access_log_path=None):
+        super().__init__((bind, port), _Handler)
+        self.source = source
+        self.access_log = AccessLog(access_log_path) if access_log_path else None
+        self.started = time.time()
+
+    @property
+    def port(self):
+        return self.server_address[1]
