@@ -1,0 +1,185 @@
+"""Detection benchmark: generate labelled workloads, run `anomaly_detector replay` on them, score.
+
+Uses anomaly_detector.workload (generator and scoring) and the replay command as a subprocess;
+prints recall and time to detect per incident kind, false incidents per day, lines/s and peak RSS.
+Exits non-zero only when something fails to run, never because a figure is bad.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+
+# Run as `python bench/detect_bench.py` from a checkout: the package is beside bench/, maybe not installed.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from anomaly_detector.workload.generator import generate  # noqa: E402
+from anomaly_detector.workload.incidents import KINDS  # noqa: E402
+from anomaly_detector.workload.scoring import (  # noqa: E402
+    TOLERANCE_AFTER_S,
+    TOLERANCE_BEFORE_S,
+    detections_from_replay,
+    load_detections,
+    merge_scores,
+    score,
+)
+
+TARGET_RECALL = 0.9
+TARGET_FALSE_PER_DAY = 1.0
+TARGET_LINES_PER_S = 100_000
+
+
+class BenchError(Exception):
+    """Something did not run (as opposed to running and scoring badly)."""
+
+
+def replay_command():
+    exe = shutil.which("anomaly_detector")
+    return [exe] if exe else [sys.executable, "-m", "anomaly_detector"]
+
+
+def tree_rss(proc):
+    """RSS of a process and its children, in bytes (0 once it has gone)."""
+    try:
+        procs = [proc] + proc.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def run_replay(files, out_path, inc_path, config=None, poll_s=0.05):
+    """Run replay on files; return (seconds, peak RSS bytes). Polls the whole process tree's RSS."""
+    cmd = replay_command() + ["replay", "--format", "jsonl", "--output", out_path, "--incidents", inc_path]
+    if config:
+        cmd += ["--config", config]
+    cmd += list(files)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
+    began = time.perf_counter()
+    with open(out_path + ".stderr", "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, env=env)
+        watched = psutil.Process(proc.pid)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, tree_rss(watched))
+            time.sleep(poll_s)
+    took = time.perf_counter() - began
+    if proc.returncode != 0:
+        with open(out_path + ".stderr", encoding="utf-8", errors="replace") as fh:
+            tail = fh.read()[-2000:]
+        raise BenchError(f"replay exited {proc.returncode}: {' '.join(cmd)}\n{tail}")
+    return took, peak
+
+
+def count_lines(path):
+    with open(path, "rb") as fh:
+        return sum(buf.count(b"\n") for buf in iter(lambda: fh.read(1 << 20), b""))
+
+
+def bench_seed(seed, args, work):
+    out_dir = os.path.join(work, f"seed{seed}")
+    began = time.perf_counter()
+    w = generate(out_dir, days=args.days, seed=seed, lines_per_day=args.lines_per_day, fmt="jsonl")
+    gen_s = time.perf_counter() - began
+    out_path = os.path.join(out_dir, "replay.jsonl")
+    inc_path = os.path.join(out_dir, "incidents.jsonl")
+    took, peak = run_replay(w.files, out_path, inc_path, args.config)
+    written = count_lines(out_path)
+    if written != w.lines:
+        raise BenchError(f"replay wrote {written} records for {w.lines} input lines (SPEC §8: one per line)")
+    if os.path.exists(inc_path):
+        detections, via = load_detections(inc_path), "incidents file"
+    else:
+        detections, via = detections_from_replay(out_path, w.files), "flagged lines"
+    labels = {"incidents": w.incidents, "warmup_end": w.warmup_end, "end": w.end}
+    s = score(labels, detections, args.before, args.after)
+    return {"seed": seed, "lines": w.lines, "gen_s": gen_s, "replay_s": took, "rss": peak, "score": s,
+            "via": via, "detections": len(detections), "dir": out_dir}
+
+
+def fmt_pct(x):
+    return "  n/a" if x != x else f"{100 * x:5.1f}%"
+
+
+def fmt_delay(x):
+    return "   n/a" if x != x else f"{x:6.0f}s"
+
+
+def print_report(results):
+    print()
+    print(f"{'seed':>4} {'lines':>10} {'gen s':>7} {'replay s':>9} {'lines/s':>10} {'peak RSS':>10} "
+          f"{'incidents':>9} {'false/day':>9}  source of detections")
+    for r in results:
+        s = r["score"]
+        print(f"{r['seed']:>4} {r['lines']:>10} {r['gen_s']:>7.1f} {r['replay_s']:>9.1f} "
+              f"{r['lines'] / r['replay_s']:>10,.0f} {r['rss'] / 2 ** 20:>8.0f}MB {r['detections']:>9} "
+              f"{s.false_per_day:>9.2f}  {r['via']}")
+    total = merge_scores([r["score"] for r in results])
+    print()
+    print(f"{'kind':<16} {'labelled':>8} {'caught':>6} {'recall':>7} {'median TTD':>10}  target recall >= {TARGET_RECALL}")
+    for kind in KINDS:
+        ks = total.kinds.get(kind)
+        if ks is None:
+            continue
+        mark = "ok" if ks.recall >= TARGET_RECALL else "LOW"
+        print(f"{kind:<16} {ks.labelled:>8} {ks.caught:>6} {fmt_pct(ks.recall):>7} {fmt_delay(ks.median_delay):>10}  {mark}")
+    lines = sum(r["lines"] for r in results)
+    secs = sum(r["replay_s"] for r in results)
+    print()
+    print(f"false incidents after warm-up: {total.false_incidents} over {total.scored_days:.1f} days = "
+          f"{total.false_per_day:.2f}/day (target <= {TARGET_FALSE_PER_DAY}); "
+          f"{total.warmup_detections} during warm-up (not counted)")
+    print(f"replay throughput: {lines / secs:,.0f} lines/s (target >= {TARGET_LINES_PER_S:,}); "
+          f"peak RSS {max(r['rss'] for r in results) / 2 ** 20:.0f} MB")
+    for m in total.missed[:20]:
+        print(f"  missed #{m['id']} {m['kind']} {m['source']} {m['start_iso']}..{m['end_iso']} {m['detail']}")
+    for d in total.false_samples[:10]:
+        print(f"  false {d.ident} source={d.source} first_seen={d.first_seen:.0f} last_seen={d.last_seen:.0f}")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default 1,2,3)")
+    p.add_argument("--days", type=float, default=3.0)
+    p.add_argument("--lines-per-day", type=int, default=1_000_000)
+    p.add_argument("--config", default=None, help="config for replay (default: its built-in defaults)")
+    p.add_argument("--work", default=None, help="keep workloads and outputs here (default: a temp dir, removed)")
+    p.add_argument("--before", type=float, default=TOLERANCE_BEFORE_S, help="match tolerance before a label, s")
+    p.add_argument("--after", type=float, default=TOLERANCE_AFTER_S, help="match tolerance after a label, s")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    work = args.work or tempfile.mkdtemp(prefix="detect_bench_")
+    results = []
+    try:
+        for seed in seeds:
+            r = bench_seed(seed, args, work)
+            print(f"seed {seed}: {r['lines']} lines, replay {r['replay_s']:.1f} s, "
+                  f"{r['detections']} detections ({r['via']})", flush=True)
+            results.append(r)
+    except (BenchError, OSError, ValueError) as e:
+        print(f"detect_bench: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    print_report(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
