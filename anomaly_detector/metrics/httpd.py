@@ -68,9 +68,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Date", self.date_time_string())
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        # Logged before the body goes out, so the line exists once the client has its answer.
+        self.log_request(status, len(body))
         self.end_headers()
         self.wfile.write(body)
-        self.log_request(status, len(body))
 
     def log_request(self, code="-", size="-"):
         """One access-log line per request, also for errors http.server answers itself (400, 414, ...)."""
