@@ -3,7 +3,7 @@
 Modelled on river's learn_one/score_one, in batch form over a ParsedBatch (parsing/batch.py).
 The engine (detection/engine.py) combines tier scores into line scores and incidents.
 
-Per batch the engine calls, for each enabled tier: advance(ctx.now) -> Findings, then
+Per batch the engine calls, for each enabled tier: advance(watermark before the batch) -> Findings, then
 score(batch, ctx) -> TierResult, then learn(batch, ctx, weights). Tiers are constructed
 Tier(settings) with settings = their [detection][[tierN]] config section plus
 "learning_rate" and "warmup_lines" from [detection].
@@ -100,5 +100,5 @@ class Tier(abc.ABC):
     def state(self):
         return {}
 
-    def load_state(self, state):
+    def load_state(self, state):  # noqa: B027 - optional hook: a stateless tier restores nothing
         """Restore from state(); unknown or missing keys fall back to a cold start."""

@@ -1,0 +1,285 @@
+"""The detection engine: runs tiers 1-4 over ParsedBatches in event time, combines and calibrates
+their scores, groups anomalies into incidents, takes feedback and persists the models.
+
+Used by pipeline.py (replay and the daemon's workers); tiers live beside it (tier*_*.py).
+
+Calibration. Every tier reports a surprise score: 10 x -log10(p) of what it saw under its learned
+model (60 = a one-in-a-million event), capped at 100. A line's score is its strongest tier plus
+`corroboration_weight` x the other tiers (independent evidence adds up, discounted because the
+tiers are not independent). The default `anomaly_threshold` of 70 (p ~ 1e-7 per test) is chosen
+for the design target: at most one false incident per day on a steady service logging up to
+about a million lines a day, where each line meets a handful of tests; grouping flagged lines
+into incidents per source turns residual false flags that cluster into at most one alert.
+"""
+import logging
+import os
+
+import numpy as np
+
+from ..storage.atomic import read_json_snapshot, write_json_snapshot
+from .base import BatchContext
+from .incidents import IncidentBook
+from .tier1_rules import RulesTier
+from .tier2_volume import VolumeTier
+from .tier3_novelty import NoveltyTier
+
+try:
+    from .tier4_sequence import SequenceTier
+except ImportError:  # the sequence tier ships separately; without it t4 scores 0
+    SequenceTier = None
+
+log = logging.getLogger(__name__)
+TIER_NAMES = ("t1", "t2", "t3", "t4")
+STATE_VERSION = 1
+EXPLAIN_MIN_SCORE = 20.0
+
+
+class BatchScores:
+    """What the engine hands back for one batch: arrays per line, Python objects only for anomalies."""
+
+    def __init__(self, score, anomaly, tiers, reasons, incidents):
+        self.score = score          # float32[n] 0..100
+        self.anomaly = anomaly      # bool[n]
+        self.tiers = tiers          # float32[4, n] in TIER_NAMES order
+        self.reasons = reasons      # {line index: [(tier score, reason, expected, observed)]}, anomalies only
+        self.incidents = incidents  # incident records closed while scoring this batch
+
+
+class DetectionEngine:
+    """Owns the tiers and the incident book; one per worker (or per replay)."""
+
+    def __init__(self, config):
+        detection = config["detection"]
+        self.threshold = float(detection["anomaly_threshold"])
+        self.corroboration = float(detection["corroboration_weight"])
+        self.anomaly_weight = float(detection["anomaly_learning_weight"])
+        self.warmup_lines = int(detection["warmup_lines"])
+        self.warmup_seconds = float(detection["warmup_seconds"])
+        self.learning_rate = float(detection["learning_rate"])
+        self.tiers = self._build_tiers(detection, config.get("rules", {}))
+        self.book = IncidentBook(detection["incident_window_seconds"])
+        self.lines_seen = 0
+        self.first_time = None
+        self.now = None
+        self.sources = []                # source id -> name, stable across restarts
+        self.template_weight = {}        # template id -> score multiplier from feedback
+        self.closed = []                 # incident records not yet collected
+        self.recent_incidents = []       # the last closed ones, for feedback by id
+
+    def _build_tiers(self, detection, rules):
+        def settings(name):
+            return dict(detection[name], learning_rate=self.learning_rate, warmup_lines=self.warmup_lines)
+        tiers = {"t1": RulesTier(settings("tier1"), rules), "t2": VolumeTier(settings("tier2")),
+                 "t3": NoveltyTier(settings("tier3"))}
+        if SequenceTier is not None:
+            tiers["t4"] = SequenceTier(dict(detection["tier4"], learning_rate=self.learning_rate))
+        for name, tier in tiers.items():
+            tier.enabled = bool(detection["tier" + name[1:]]["enabled"])
+        return tiers
+
+    # -- run-time controls -------------------------------------------------------------------
+
+    def set_tier_enabled(self, name, enabled):
+        """Switch one tier on or off; the others keep working. Unknown or absent tier: ValueError."""
+        if name not in self.tiers:
+            raise ValueError("no tier %r here (have %s)" % (name, ", ".join(sorted(self.tiers))))
+        self.tiers[name].enabled = bool(enabled)
+
+    def set_learning_rate(self, rate):
+        if not 0.0 < rate <= 1.0:
+            raise ValueError("learning rate must be in (0, 1], got %r" % rate)
+        self.learning_rate = float(rate)
+        for tier in self.tiers.values():
+            tier.set_learning_rate(rate)
+
+    def reduce_learning_rate(self, factor=0.5):
+        self.set_learning_rate(max(self.learning_rate * float(factor), 1e-6))
+        return self.learning_rate
+
+    def set_warmup(self, lines=None, seconds=None):
+        if lines is not None:
+            self.warmup_lines = int(lines)
+        if seconds is not None:
+            self.warmup_seconds = float(seconds)
+
+    def mark_template_normal(self, template_id, weight=0.0):
+        """Feedback: scores of this template are multiplied by `weight` (0 suppresses it)."""
+        self.template_weight[int(template_id)] = float(weight)
+
+    def mark_incident_normal(self, incident_id, weight=0.0):
+        """Feedback on an open or recently closed incident: its templates become normal."""
+        candidates = [inc.record() for inc in self.book.open.values()] + self.closed + self.recent_incidents
+        for record in candidates:
+            if record["id"] == incident_id:
+                for tid in record["templates"]:
+                    self.mark_template_normal(tid, weight)
+                return True
+        return False
+
+    # -- scoring -----------------------------------------------------------------------------
+
+    def source_id(self, name):
+        """Stable id of a source name (ids index per-source model arrays)."""
+        try:
+            return self.sources.index(name)
+        except ValueError:
+            self.sources.append(name)
+            return len(self.sources) - 1
+
+    def process(self, batch, n_templates, template_text=str, samples=True):
+        """Score one batch, learn from it and update incidents -> BatchScores."""
+        ctx = self._context(batch, n_templates, template_text)
+        findings = []
+        for tier in self._enabled():
+            findings += tier.advance(self.now if self.now is not None else ctx.now)
+        tiers = np.zeros((4, batch.n), np.float32)
+        results = {}
+        for name, tier in self._enabled_items():
+            results[name] = tier.score(batch, ctx)
+            tiers[TIER_NAMES.index(name)] = results[name].scores
+        tiers *= self._feedback_weights(batch)
+        score = self._combine(tiers)
+        anomaly = score >= self.threshold
+        weights = np.where(anomaly, self.anomaly_weight, 1.0).astype(np.float32)
+        for tier in self._enabled():
+            tier.learn(batch, ctx, weights)
+        self.lines_seen += batch.n
+        self.now = ctx.now
+        reasons = self._reasons(anomaly, tiers, results)
+        self._record_incidents(batch, ctx, anomaly, score, tiers, reasons, results, findings, samples)
+        return BatchScores(score, anomaly, tiers, reasons, self.collect_incidents())
+
+    def _enabled_items(self):
+        return [(n, t) for n, t in sorted(self.tiers.items()) if t.enabled]
+
+    def _enabled(self):
+        return [t for _, t in self._enabled_items()]
+
+    def _context(self, batch, n_templates, template_text):
+        ts = _forward_filled(batch.ts, self.now)
+        finite_max = float(ts.max()) if batch.n else np.nan
+        now = finite_max if self.now is None else max(self.now, finite_max if np.isfinite(finite_max) else self.now)
+        if self.first_time is None and np.isfinite(now):
+            self.first_time = now
+        warm = (self.lines_seen >= self.warmup_lines
+                and self.first_time is not None and now - self.first_time >= self.warmup_seconds)
+        names = batch.sources or self.sources
+        return BatchContext(now=now, lines_seen=self.lines_seen, warm=warm, n_templates=int(n_templates),
+                            ts=ts, template_text=template_text,
+                            source_name=lambda i: names[i] if 0 <= i < len(names) else str(i))
+
+    def _feedback_weights(self, batch):
+        if not self.template_weight:
+            return 1.0
+        ids = np.array(sorted(self.template_weight), np.int64)
+        vals = np.array([self.template_weight[t] for t in ids], np.float32)
+        weights = np.ones(batch.n, np.float32)
+        hit = np.isin(batch.template_id, ids)
+        weights[hit] = vals[np.searchsorted(ids, batch.template_id[hit])]
+        return weights
+
+    def _combine(self, tiers):
+        strongest = tiers.max(axis=0)
+        return np.minimum(strongest + self.corroboration * (tiers.sum(axis=0) - strongest), 100.0).astype(np.float32)
+
+    def _reasons(self, anomaly, tiers, results):
+        """{line: [(tier score, reason, expected, observed)]} for anomalous lines, strongest first."""
+        reasons = {}
+        for i in np.flatnonzero(anomaly):
+            i = int(i)
+            found = []
+            for name, result in results.items():
+                k = TIER_NAMES.index(name)
+                if tiers[k, i] >= EXPLAIN_MIN_SCORE and i in result.reasons:
+                    found.append((float(tiers[k, i]), result.reasons[i], result.expected.get(i, ""),
+                                  result.observed.get(i, "")))
+            reasons[i] = sorted(found, key=lambda r: -r[0])
+        return reasons
+
+    # -- incidents ---------------------------------------------------------------------------
+
+    def _record_incidents(self, batch, ctx, anomaly, score, tiers, reasons, results, findings, samples):
+        for i in np.flatnonzero(anomaly):
+            i = int(i)
+            tid = int(batch.template_id[i])
+            explained = [(r, e, o, s) for s, r, e, o in reasons[i]]
+            if not explained:
+                explained = [("combined score %.0f" % score[i], "", "", float(score[i]))]
+            tier_scores = {TIER_NAMES[k]: float(tiers[k, i]) for k in range(4) if tiers[k, i] > 0}
+            self.closed += [c.record() for c in self.book.add(
+                ctx.source_name(int(batch.source_id[i])), float(ctx.ts[i]), float(score[i]), tier_scores, tid,
+                ctx.template_text(tid), explained, batch.content(i) if samples else "", opened_by=str(tid))]
+        for f in findings:
+            if f.score < self.threshold or self.template_weight.get(f.template_id, 1.0) < 1.0:
+                continue
+            source = self._finding_source(f)
+            template = ctx.template_text(f.template_id) if f.template_id >= 0 else ""
+            self.closed += [c.record() for c in self.book.add(
+                source, f.ts, f.score, {f.tier: f.score}, f.template_id, template,
+                [(f.reason, f.expected, f.observed, f.score)], None, opened_by=f.key)]
+        self.closed += [c.record() for c in self.book.close_quiet(ctx.now)]
+
+    def _finding_source(self, finding):
+        if finding.source.isdigit() and int(finding.source) < len(self.sources):
+            return self.sources[int(finding.source)]
+        return finding.source or finding.key
+
+    def collect_incidents(self):
+        """Incident records closed since the last call."""
+        closed, self.closed = self.closed, []
+        self.recent_incidents = (self.recent_incidents + closed)[-100:]
+        return closed
+
+    def finish(self):
+        """End of input (replay): close every open incident and return all uncollected ones."""
+        self.closed += [c.record() for c in self.book.close_all()]
+        return self.collect_incidents()
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def save(self, state_dir):
+        """Write baselines (t1, t2, engine meta) and statistics (t3, t4) atomically."""
+        meta = {"lines_seen": self.lines_seen, "first_time": self.first_time, "now": self.now,
+                "sources": self.sources, "learning_rate": self.learning_rate,
+                "template_weight": {str(k): v for k, v in self.template_weight.items()}}
+        baselines = {"meta": meta, "t1": self.tiers["t1"].state(), "t2": self.tiers["t2"].state()}
+        statistics = {name: self.tiers[name].state() for name in ("t3", "t4") if name in self.tiers}
+        write_json_snapshot(os.path.join(state_dir, "baselines", "detection.json"), "detection-baselines",
+                            STATE_VERSION, baselines)
+        write_json_snapshot(os.path.join(state_dir, "statistics", "detection.json"), "detection-statistics",
+                            STATE_VERSION, statistics)
+
+    def load(self, state_dir):
+        """Restore what save() wrote; missing or unusable files mean a cold start. Returns True if restored."""
+        baselines = read_json_snapshot(os.path.join(state_dir, "baselines", "detection.json"),
+                                       "detection-baselines", STATE_VERSION)
+        statistics = read_json_snapshot(os.path.join(state_dir, "statistics", "detection.json"),
+                                        "detection-statistics", STATE_VERSION)
+        if baselines is None:
+            return False
+        state = dict(baselines[1], **(statistics[1] if statistics else {}))
+        meta = state.get("meta", {})
+        self.lines_seen = int(meta.get("lines_seen", 0))
+        self.first_time = meta.get("first_time")
+        self.now = meta.get("now")
+        self.sources = list(meta.get("sources", []))
+        self.template_weight = {int(k): float(v) for k, v in meta.get("template_weight", {}).items()}
+        if "learning_rate" in meta:
+            self.set_learning_rate(float(meta["learning_rate"]))
+        for name, tier in self.tiers.items():
+            tier.load_state(state.get(name, {}))
+        return True
+
+
+def _forward_filled(ts, before):
+    """Copy of ts with NaN replaced by the previous finite value (or `before`, or the next one)."""
+    ts = np.asarray(ts, np.float64)
+    good = np.isfinite(ts)
+    if good.all():
+        return ts.copy()
+    if not good.any():
+        return np.full(ts.size, before if before is not None else 0.0)
+    idx = np.where(good, np.arange(ts.size), -1)
+    np.maximum.accumulate(idx, out=idx)
+    first = before if before is not None else ts[good][0]
+    return np.where(idx >= 0, ts[np.maximum(idx, 0)], first)

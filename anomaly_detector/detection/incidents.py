@@ -1,0 +1,117 @@
+"""Incidents: anomalous lines and Findings grouped per source within a quiet-gap window.
+
+The engine (engine.py) feeds them in event time; an incident closes once nothing was added for
+`window_seconds`, so one outage (errors, a spike, a drop, all in one source) is one alert.
+"""
+import hashlib
+from dataclasses import dataclass, field
+
+# Tier whose evidence dominates -> the kind of incident reported to operators.
+KIND_BY_REASON = (("silent", "silent_source"), ("volume drop", "volume_drop"), ("volume spike", "volume_spike"),
+                  ("never-seen", "new_template"), ("rare template", "rare_template"),
+                  ("drift", "value_drift"), ("unusual value", "unusual_value"), ("new value", "new_value"),
+                  ("rule", "rule_burst"))
+MAX_SAMPLES = 5
+
+
+@dataclass
+class Incident:
+    source: str
+    first_seen: float
+    last_seen: float
+    window: float
+    opened_by: str = ""      # template id or finding key of the first evidence: part of the id
+    lines: int = 0
+    score: float = 0.0
+    tier_scores: dict = field(default_factory=dict)
+    template_hits: dict = field(default_factory=dict)     # template id -> [count, text]
+    reason_hits: dict = field(default_factory=dict)       # reason -> [best score, expected, observed]
+    samples: list = field(default_factory=list)
+
+    @property
+    def id(self):
+        bucket = int(self.first_seen // self.window)
+        key = "%s|%s|%d" % (self.source, self.opened_by, bucket)
+        return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+    @property
+    def family(self):
+        """The template (or source-level key) with the most evidence."""
+        if not self.template_hits:
+            return "source"
+        return str(max(self.template_hits.items(), key=lambda kv: (kv[1][0], -kv[0]))[0])
+
+    def add(self, ts, score, tiers, template_id, template, reasons, sample):
+        self.first_seen = min(self.first_seen, ts)
+        self.last_seen = max(self.last_seen, ts)
+        self.lines += 1 if sample is not None else 0
+        self.score = max(self.score, score)
+        for tier, value in tiers.items():
+            self.tier_scores[tier] = max(self.tier_scores.get(tier, 0.0), value)
+        if template_id >= 0:
+            hit = self.template_hits.setdefault(template_id, [0, template])
+            hit[0] += 1
+        for reason, expected, observed, value in reasons:
+            best = self.reason_hits.get(reason)
+            if best is None or value > best[0]:
+                self.reason_hits[reason] = [value, expected, observed]
+        if sample is not None and len(self.samples) < MAX_SAMPLES:
+            self.samples.append(sample)
+
+    def record(self):
+        """The JSON-able incident: what bench/detect_bench.py and the alerter read."""
+        top_reason, (_, expected, observed) = max(self.reason_hits.items(), key=lambda kv: (kv[1][0], kv[0]))
+        family = self.family
+        template = self.template_hits[int(family)][1] if family != "source" else ""
+        return {"id": self.id, "first_seen": self.first_seen, "last_seen": self.last_seen,
+                "source": self.source, "kind": _kind(top_reason), "reason": top_reason,
+                "tiers": sorted(t for t, v in self.tier_scores.items() if v > 0),
+                "tier_scores": {t: round(v, 1) for t, v in sorted(self.tier_scores.items())},
+                "score": round(self.score, 1), "lines": self.lines,
+                "template_id": int(family) if family != "source" else -1, "template": template,
+                "templates": sorted(self.template_hits, key=lambda t: -self.template_hits[t][0])[:10],
+                "expected": expected, "observed": observed, "samples": list(self.samples),
+                "reasons": sorted(self.reason_hits, key=lambda r: -self.reason_hits[r][0])[:5]}
+
+
+def _kind(reason):
+    for needle, kind in KIND_BY_REASON:
+        if needle in reason:
+            return kind
+    return "anomaly"
+
+
+class IncidentBook:
+    """Open incidents per source; closes the ones that have been quiet for a window."""
+
+    def __init__(self, window_seconds):
+        self.window = float(window_seconds)
+        self.open = {}
+
+    def add(self, source, ts, score, tiers, template_id, template, reasons, sample, opened_by):
+        """Add one anomalous line or Finding; return the incidents this closes (same source, too old)."""
+        closed = []
+        incident = self.open.get(source)
+        if incident is not None and ts - incident.last_seen > self.window:
+            closed.append(self.open.pop(source))
+            incident = None
+        if incident is None:
+            incident = self.open[source] = Incident(source, ts, ts, self.window, opened_by=opened_by)
+        incident.add(ts, score, tiers, template_id, template, reasons, sample)
+        return closed
+
+    def close_quiet(self, now):
+        """Remove and return the incidents with nothing new for a whole window before `now`."""
+        quiet = [s for s, inc in self.open.items() if now - inc.last_seen > self.window]
+        return [self.open.pop(s) for s in quiet]
+
+    def close_all(self):
+        closed = list(self.open.values())
+        self.open = {}
+        return closed
+
+    def find(self, incident_id):
+        for incident in self.open.values():
+            if incident.id == incident_id:
+                return incident
+        return None

@@ -1,0 +1,203 @@
+"""numba kernels of tier 3: per-(template, parameter position) numeric and categorical statistics.
+
+tier3_novelty.py owns the arrays and grows them between batches; the tests compare every kernel
+with its plain-Python twin in novelty_twins.py on random inputs.
+
+Numeric values are compared on a signed log scale (latencies and sizes are multiplicative), with a
+streaming Huber location/scale per slot. A value's surprise is its two-sided normal tail, inflated
+by how often the slot has really produced values beyond CAL_Z (so id-like or heavy-tailed
+positions calibrate themselves down). Drift is an exponentially weighted mean of recent z values.
+Categorical values are up to K hashes per slot; a slot with more distinct values stops counting.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+from .stats_kernels import log10_normal_two_sided, surprisal_score
+
+# numeric stats columns (float64[S, NUM_COLS])
+N_OBS, CENTER, SCALE, ZBAR, EXC_HI, EXC_LO, EXC_DRIFT, N_DRIFT = range(8)
+NUM_COLS = 8
+CAL_Z = 4.0                     # z beyond which a value counts as an exceedance for calibration
+CAL_P = 3.167124183311998e-05   # one-sided normal tail at CAL_Z
+CAL_PRIOR = 1000.0              # pseudo-observations at the nominal exceedance rate
+SCALE_FLOOR = 0.05              # smallest spread on the log scale (about 5 %)
+HUBER_C = 3.0
+Z_CLIP = 6.0
+KIND_NONE, KIND_OUTLIER, KIND_DRIFT, KIND_NEW_VALUE = 0, 1, 2, 3
+
+
+@njit(cache=True)
+def signed_log(x):
+    return math.copysign(math.log1p(abs(x)), x)
+
+
+@njit(cache=True)
+def lookup_slots(template_id, param_ptr, param_pos, slot_index):
+    """Slot of every parameter, -1 when its (template, position) has none yet."""
+    m = param_pos.shape[0]
+    out = np.full(m, -1, np.int64)
+    max_pos = slot_index.shape[1]
+    for i in range(template_id.shape[0]):
+        t = template_id[i]
+        if t < 0 or t >= slot_index.shape[0]:
+            continue
+        for j in range(param_ptr[i], param_ptr[i + 1]):
+            p = param_pos[j]
+            if 0 <= p < max_pos:
+                out[j] = slot_index[t, p]
+    return out
+
+
+@njit(cache=True)
+def assign_slots(template_id, param_ptr, param_pos, slot_index, next_slot):
+    """Like lookup_slots, giving new slots to unseen (template, position) pairs; returns next_slot."""
+    m = param_pos.shape[0]
+    out = np.full(m, -1, np.int64)
+    max_pos = slot_index.shape[1]
+    for i in range(template_id.shape[0]):
+        t = template_id[i]
+        if t < 0 or t >= slot_index.shape[0]:
+            continue
+        for j in range(param_ptr[i], param_ptr[i + 1]):
+            p = param_pos[j]
+            if 0 <= p < max_pos:
+                if slot_index[t, p] < 0:
+                    slot_index[t, p] = next_slot
+                    next_slot += 1
+                out[j] = slot_index[t, p]
+    return out, next_slot
+
+
+@njit(cache=True)
+def _robust_z(stats, s, y):
+    scale = max(stats[s, SCALE], SCALE_FLOOR)
+    return (y - stats[s, CENTER]) / (1.2533 * scale)
+
+
+@njit(cache=True)
+def _calibrated_log10p(log10p_nominal, exceedances, n):
+    # Observed rate of |z| > CAL_Z against the nominal one, shrunk towards nominal by CAL_PRIOR.
+    rate = (exceedances + CAL_PRIOR * CAL_P) / (n + CAL_PRIOR)
+    inflation = max(rate / CAL_P, 1.0)
+    return min(log10p_nominal + math.log10(inflation), 0.0)
+
+
+@njit(cache=True)
+def _category_index(cat_hash, cat_nd, s, h):
+    for k in range(cat_nd[s]):
+        if cat_hash[s, k] == h:
+            return k
+    return -1
+
+
+@njit(cache=True)
+def _new_value_log10p(cat_count, cat_nd, s):
+    # Good-Turing: the chance that the next value is unseen is about (values seen once) / total.
+    total = 0.0
+    once = 0.0
+    for k in range(cat_nd[s]):
+        total += cat_count[s, k]
+        if cat_count[s, k] < 1.5:
+            once += 1.0
+    return math.log10((once + 0.5) / (total + 1.0))
+
+
+@njit(cache=True)
+def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_hash, cat_count, cat_nd,
+                 cat_full, min_obs, drift_alpha):
+    """Best parameter surprise per line -> (score float32[n], param index int64[n], kind int8[n]).
+
+    State is read, not changed; the drift mean is advanced on a private copy so that lines later
+    in the batch see the earlier ones.
+    """
+    n = param_ptr.shape[0] - 1
+    best = np.zeros(n, np.float32)
+    which = np.full(n, -1, np.int64)
+    kind = np.zeros(n, np.int8)
+    zbar = num_stats[:, ZBAR].copy()
+    drift_sd = math.sqrt(drift_alpha / (2.0 - drift_alpha))
+    for i in range(n):
+        for j in range(param_ptr[i], param_ptr[i + 1]):
+            s = param_slot[j]
+            if s < 0:
+                continue
+            x = param_num[j]
+            nobs = num_stats[s, N_OBS]
+            if not math.isnan(x) and nobs >= min_obs:
+                z = _robust_z(num_stats, s, signed_log(x))
+                exc = num_stats[s, EXC_HI] if z > 0 else num_stats[s, EXC_LO]
+                sc = surprisal_score(_calibrated_log10p(log10_normal_two_sided(z), exc, nobs))
+                if sc > best[i]:
+                    best[i], which[i], kind[i] = sc, j, KIND_OUTLIER
+                zbar[s] += drift_alpha * (min(max(z, -Z_CLIP), Z_CLIP) - zbar[s])
+                nd = num_stats[s, N_DRIFT]
+                if nd >= 2.0 / drift_alpha:
+                    zd = zbar[s] / drift_sd
+                    sc = surprisal_score(_calibrated_log10p(log10_normal_two_sided(zd), num_stats[s, EXC_DRIFT], nd))
+                    if sc > best[i]:
+                        best[i], which[i], kind[i] = sc, j, KIND_DRIFT
+            if cat_full[s] == 0 and cat_nd[s] > 0 and _category_index(cat_hash, cat_nd, s, param_hash[j]) < 0:
+                total = 0.0
+                for k in range(cat_nd[s]):
+                    total += cat_count[s, k]
+                if total >= min_obs:
+                    sc = surprisal_score(_new_value_log10p(cat_count, cat_nd, s))
+                    if sc > best[i]:
+                        best[i], which[i], kind[i] = sc, j, KIND_NEW_VALUE
+    return best, which, kind
+
+
+@njit(cache=True)
+def learn_params(param_ptr, param_slot, param_num, param_hash, weights, num_stats, cat_hash, cat_count,
+                 cat_nd, cat_full, min_obs, drift_alpha, base_alpha):
+    """Fold one batch into the per-slot statistics (in place). weights float32[n] per line."""
+    drift_sd = math.sqrt(drift_alpha / (2.0 - drift_alpha))
+    max_cat = cat_hash.shape[1]
+    for i in range(param_ptr.shape[0] - 1):
+        w = weights[i]
+        for j in range(param_ptr[i], param_ptr[i + 1]):
+            s = param_slot[j]
+            if s < 0:
+                continue
+            x = param_num[j]
+            if not math.isnan(x):
+                _learn_number(num_stats, s, signed_log(x), w, min_obs, drift_alpha, drift_sd, base_alpha)
+            if cat_full[s] == 0 and w > 0.0:
+                k = _category_index(cat_hash, cat_nd, s, param_hash[j])
+                if k >= 0:
+                    cat_count[s, k] += w
+                elif cat_nd[s] < max_cat:
+                    cat_hash[s, cat_nd[s]] = param_hash[j]
+                    cat_count[s, cat_nd[s]] = w
+                    cat_nd[s] += 1
+                else:
+                    cat_full[s] = 1
+
+
+@njit(cache=True)
+def _learn_number(st, s, y, w, min_obs, drift_alpha, drift_sd, base_alpha):
+    nobs = st[s, N_OBS]
+    if nobs >= min_obs:
+        z = _robust_z(st, s, y)
+        # The short-term drift mean follows every value, whatever its learning weight.
+        st[s, ZBAR] += drift_alpha * (min(max(z, -Z_CLIP), Z_CLIP) - st[s, ZBAR])
+        st[s, N_DRIFT] += 1.0
+        if st[s, N_DRIFT] >= 2.0 / drift_alpha and abs(st[s, ZBAR] / drift_sd) > CAL_Z:
+            st[s, EXC_DRIFT] += 1.0
+        if z > CAL_Z:
+            st[s, EXC_HI] += w
+        elif z < -CAL_Z:
+            st[s, EXC_LO] += w
+    if w <= 0.0:
+        return
+    if nobs == 0.0:
+        st[s, CENTER] = y
+    st[s, N_OBS] = nobs + w
+    alpha = w * max(base_alpha, 1.0 / (nobs + w))
+    # Until min_obs values are in, take them as they come: the scale is not known yet.
+    limit = HUBER_C * max(st[s, SCALE], SCALE_FLOOR) if nobs >= min_obs else np.inf
+    dev = y - st[s, CENTER]
+    st[s, CENTER] += alpha * min(max(dev, -limit), limit)
+    st[s, SCALE] += alpha * (min(abs(dev), limit) - st[s, SCALE])

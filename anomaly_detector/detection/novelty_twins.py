@@ -1,0 +1,112 @@
+"""Plain-Python twins of novelty_kernels.py, written with dicts and per-value objects, for the tests.
+
+They restate the same statistics (signed log scale, Huber location/scale, calibrated normal tails,
+Good-Turing for unseen values) without arrays, so a slip in the kernels' indexing shows up.
+"""
+import math
+
+from . import novelty_kernels as K
+
+
+class SlotTwin:
+    def __init__(self):
+        self.n = 0.0
+        self.center = 0.0
+        self.scale = 0.0
+        self.zbar = 0.0
+        self.exc_hi = 0.0
+        self.exc_lo = 0.0
+        self.exc_drift = 0.0
+        self.n_drift = 0.0
+        self.values = {}   # hash -> weight, insertion ordered
+        self.full = False
+
+    def z(self, y):
+        return (y - self.center) / (1.2533 * max(self.scale, K.SCALE_FLOOR))
+
+
+def _signed_log(x):
+    return math.copysign(math.log1p(abs(x)), x)
+
+
+def _surprise(log10p_nominal, exceedances, n):
+    rate = (exceedances + K.CAL_PRIOR * K.CAL_P) / (n + K.CAL_PRIOR)
+    log10p = min(log10p_nominal + math.log10(max(rate / K.CAL_P, 1.0)), 0.0)
+    return min(100.0, max(0.0, -10.0 * log10p))
+
+
+def _two_sided(z):
+    return math.log10(max(math.erfc(abs(z) / math.sqrt(2.0)), 1e-300))
+
+
+def score_lines(lines, slots, min_obs, drift_alpha):
+    """lines: [[(slot, number or nan, hash), ...], ...] -> [(score, param index in line, kind)]."""
+    zbar = {s: slot.zbar for s, slot in slots.items()}
+    sd = math.sqrt(drift_alpha / (2.0 - drift_alpha))
+    out = []
+    for params in lines:
+        best = (0.0, -1, K.KIND_NONE)
+        for j, (s, x, h) in enumerate(params):
+            slot = slots.get(s)
+            if slot is None:
+                continue
+            candidates = []
+            if not math.isnan(x) and slot.n >= min_obs:
+                z = slot.z(_signed_log(x))
+                candidates.append((_surprise(_two_sided(z), slot.exc_hi if z > 0 else slot.exc_lo, slot.n), K.KIND_OUTLIER))
+                zbar[s] += drift_alpha * (max(-K.Z_CLIP, min(K.Z_CLIP, z)) - zbar[s])
+                if slot.n_drift >= 2.0 / drift_alpha:
+                    candidates.append((_surprise(_two_sided(zbar[s] / sd), slot.exc_drift, slot.n_drift), K.KIND_DRIFT))
+            if not slot.full and slot.values and h not in slot.values and sum(slot.values.values()) >= min_obs:
+                once = sum(1 for c in slot.values.values() if c < 1.5)
+                total = sum(slot.values.values())
+                candidates.append((_surprise_plain(math.log10((once + 0.5) / (total + 1.0))), K.KIND_NEW_VALUE))
+            for score, kind in candidates:
+                if score > best[0]:
+                    best = (score, j, kind)
+        out.append(best)
+    return out
+
+
+def _surprise_plain(log10p):
+    return min(100.0, max(0.0, -10.0 * log10p))
+
+
+def learn_lines(lines, weights, slots, min_obs, drift_alpha, base_alpha, max_values):
+    sd = math.sqrt(drift_alpha / (2.0 - drift_alpha))
+    for params, w in zip(lines, weights):
+        for s, x, h in params:
+            slot = slots.setdefault(s, SlotTwin())
+            if not math.isnan(x):
+                _learn_number(slot, _signed_log(x), w, min_obs, drift_alpha, sd, base_alpha)
+            if not slot.full and w > 0:
+                if h in slot.values:
+                    slot.values[h] += w
+                elif len(slot.values) < max_values:
+                    slot.values[h] = w
+                else:
+                    slot.full = True
+
+
+def _learn_number(slot, y, w, min_obs, drift_alpha, sd, base_alpha):
+    if slot.n >= min_obs:
+        z = slot.z(y)
+        slot.zbar += drift_alpha * (max(-K.Z_CLIP, min(K.Z_CLIP, z)) - slot.zbar)
+        slot.n_drift += 1
+        if slot.n_drift >= 2.0 / drift_alpha and abs(slot.zbar / sd) > K.CAL_Z:
+            slot.exc_drift += 1
+        if z > K.CAL_Z:
+            slot.exc_hi += w
+        elif z < -K.CAL_Z:
+            slot.exc_lo += w
+    if w <= 0:
+        return
+    if slot.n == 0:
+        slot.center = y
+    before = slot.n
+    slot.n += w
+    alpha = w * max(base_alpha, 1.0 / (before + w))
+    limit = K.HUBER_C * max(slot.scale, K.SCALE_FLOOR) if before >= min_obs else float("inf")
+    dev = y - slot.center
+    slot.center += alpha * max(-limit, min(limit, dev))
+    slot.scale += alpha * (min(abs(dev), limit) - slot.scale)

@@ -1,0 +1,135 @@
+"""Tail probabilities as numba kernels: Poisson/quasi-Poisson and normal tails, in log10.
+
+Used by the volume and novelty tiers (tier2_volume.py, tier3_novelty.py) to turn counts and
+robust z values into surprisal scores; each kernel has a plain-Python twin in stats_twins.py.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+LN10 = math.log(10.0)
+_EPS = 1e-15
+
+
+@njit(cache=True)
+def _log_series_p(a, x):
+    # ln P(a, x) by the power series; converges fast for x < a + 1.
+    term = 1.0 / a
+    total = term
+    ap = a
+    for _ in range(10000):
+        ap += 1.0
+        term *= x / ap
+        total += term
+        if term < total * _EPS:
+            break
+    return -x + a * math.log(x) - math.lgamma(a) + math.log(total)
+
+
+@njit(cache=True)
+def _log_cf_q(a, x):
+    # ln Q(a, x) by Lentz's continued fraction; converges fast for x >= a + 1.
+    tiny = 1e-300
+    b = x + 1.0 - a
+    c = 1.0 / tiny
+    d = 1.0 / b
+    h = d
+    for i in range(1, 10000):
+        an = -i * (i - a)
+        b += 2.0
+        d = an * d + b
+        if abs(d) < tiny:
+            d = tiny
+        c = b + an / c
+        if abs(c) < tiny:
+            c = tiny
+        d = 1.0 / d
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < _EPS:
+            break
+    return -x + a * math.log(x) - math.lgamma(a) + math.log(h)
+
+
+@njit(cache=True)
+def log_gamma_p(a, x):
+    """ln of the regularised lower incomplete gamma P(a, x), a > 0, x >= 0."""
+    if x <= 0.0:
+        return -np.inf
+    if x < a + 1.0:
+        return _log_series_p(a, x)
+    q = math.exp(_log_cf_q(a, x))
+    return math.log1p(-min(q, 1.0 - 1e-300))
+
+
+@njit(cache=True)
+def log_gamma_q(a, x):
+    """ln of the regularised upper incomplete gamma Q(a, x) = 1 - P(a, x)."""
+    if x <= 0.0:
+        return 0.0
+    if x < a + 1.0:
+        p = math.exp(_log_series_p(a, x))
+        return math.log1p(-min(p, 1.0 - 1e-300))
+    return _log_cf_q(a, x)
+
+
+@njit(cache=True)
+def log10_count_upper(k, mu, phi):
+    """log10 P(X >= k) for a count X with mean mu and variance phi*mu (quasi-Poisson).
+
+    The over-dispersed count is scaled by 1/phi and treated as Poisson(mu/phi), with the
+    continuous extension P(X >= k) = P(k, mu) so that k/phi need not be an integer.
+    """
+    if k <= 0.0:
+        return 0.0
+    if mu <= 0.0:
+        return -20.0
+    return log_gamma_p(k / phi, mu / phi) / LN10
+
+
+@njit(cache=True)
+def log10_count_lower(k, mu, phi):
+    """log10 P(X <= k) for the same quasi-Poisson count (drops and silence)."""
+    if mu <= 0.0:
+        return 0.0
+    return log_gamma_q(k / phi + 1.0, mu / phi) / LN10
+
+
+@njit(cache=True)
+def log10_normal_two_sided(z):
+    """log10 P(|Z| >= |z|) for a standard normal Z."""
+    az = abs(z)
+    if az < 30.0:
+        return math.log10(max(math.erfc(az / math.sqrt(2.0)), 1e-300))
+    # Mills-ratio asymptote once erfc underflows.
+    return (-0.5 * az * az - math.log(az * math.sqrt(math.pi / 2.0))) / LN10
+
+
+@njit(cache=True)
+def surprisal_score(log10_p):
+    """Score 0..100 from a tail probability: ten times its surprisal in decimal digits."""
+    s = -10.0 * log10_p
+    if s < 0.0:
+        return 0.0
+    if s > 100.0:
+        return 100.0
+    return s
+
+
+@njit(cache=True)
+def count_upper_scores(counts, mus, phis):
+    """Vector form of surprisal_score(log10_count_upper(...)) -> float32 scores."""
+    out = np.zeros(counts.shape[0], np.float32)
+    for i in range(counts.shape[0]):
+        out[i] = surprisal_score(log10_count_upper(counts[i], mus[i], phis[i]))
+    return out
+
+
+@njit(cache=True)
+def count_lower_scores(counts, mus, phis):
+    """Vector form of surprisal_score(log10_count_lower(...)) -> float32 scores."""
+    out = np.zeros(counts.shape[0], np.float32)
+    for i in range(counts.shape[0]):
+        out[i] = surprisal_score(log10_count_lower(counts[i], mus[i], phis[i]))
+    return out

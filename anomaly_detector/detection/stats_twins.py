@@ -1,0 +1,41 @@
+"""Plain-Python twins of the detection kernels, written independently, for the tests to compare.
+
+Each twin answers the same question as its kernel in stats_kernels.py / novelty_kernels.py by
+a different (slower, more obvious) route: direct sums of probability terms, loops over dicts.
+"""
+import math
+
+
+def log10_count_upper(k, mu, phi):
+    """log10 P(X >= k), X ~ Poisson(mu/phi) at k/phi, by the full power series of P(a, x)."""
+    if k <= 0:
+        return 0.0
+    if mu <= 0:
+        return -20.0
+    return math.log10(max(_lower_gamma_series(k / phi, mu / phi), 1e-300))
+
+
+def log10_count_lower(k, mu, phi):
+    if mu <= 0:
+        return 0.0
+    return math.log10(max(1.0 - _lower_gamma_series(k / phi + 1.0, mu / phi), 1e-300))
+
+
+def _lower_gamma_series(a, x):
+    # P(a, x) = e^-x x^a / Gamma(a+1) * sum_n x^n / ((a+1)...(a+n)), summed until it stops changing.
+    if x <= 0:
+        return 0.0
+    term, total, n = 1.0, 1.0, 0
+    while term > total * 1e-17 or n < x:
+        n += 1
+        term *= x / (a + n)
+        total += term
+    return math.exp(-x + a * math.log(x) - math.lgamma(a + 1.0) + math.log(total))
+
+
+def log10_normal_two_sided(z):
+    return math.log10(max(math.erfc(abs(z) / math.sqrt(2.0)), 1e-300))
+
+
+def surprisal_score(log10_p):
+    return min(100.0, max(0.0, -10.0 * log10_p))

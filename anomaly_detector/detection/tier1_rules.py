@@ -1,0 +1,152 @@
+"""Tier 1, rules: severity levels and configured regular expressions, each with a rate threshold.
+
+Works from the first line (no warm-up); after warm-up a rule also needs its count to be improbable
+under the rule's own learned rate, so a service that always logs some errors is not paged all day.
+"""
+import math
+import re
+
+import numpy as np
+
+from ..parsing.batch import LEVEL_CRITICAL, LEVEL_ERROR, LEVEL_WARNING, level_code
+from .base import Tier, TierResult
+from .stats_kernels import count_upper_scores
+
+# Score given when a rule just reaches its threshold; it grows to 100 at 16x the threshold.
+FIRE_SCORE = 80.0
+# Most recent match times kept per (rule, source) for the sliding window.
+MAX_TIMES_KEPT = 4096
+
+
+class Rule:
+    """One counting rule: which lines match, and how many per window make a burst."""
+
+    def __init__(self, name, threshold, window_seconds, min_level=0, pattern=None):
+        self.name = name
+        self.threshold = int(threshold)
+        self.window = float(window_seconds)
+        self.min_level = min_level
+        self.regex = re.compile(pattern.encode()) if pattern else None
+
+    def matches(self, batch):
+        """bool[n]: the lines this rule counts."""
+        hit = batch.level >= self.min_level if self.min_level else np.ones(batch.n, bool)
+        if self.regex is None:
+            return hit
+        found = np.zeros(batch.n, bool)
+        text = batch.buf.tobytes()
+        for m in self.regex.finditer(text):
+            line = np.searchsorted(batch.content_start, m.start(), side="right") - 1
+            if line >= 0 and m.end() <= batch.content_end[line]:
+                found[line] = True
+        return hit & found
+
+
+def build_rules(tier1_settings, rules_section):
+    """Severity rules from [detection][[tier1]] plus one pattern rule per [rules] subsection."""
+    window = tier1_settings["window_seconds"]
+    rules = []
+    for level, key in ((LEVEL_CRITICAL, "critical_threshold"), (LEVEL_ERROR, "error_threshold"),
+                       (LEVEL_WARNING, "warning_threshold")):
+        if tier1_settings[key] > 0:
+            rules.append(Rule(key.split("_")[0], tier1_settings[key], window, min_level=level))
+    for name, rule in sorted((rules_section or {}).items()):
+        rules.append(Rule(name, rule["threshold"], rule["window_seconds"],
+                          min_level=level_code(rule.get("level", "")), pattern=rule["pattern"]))
+    return rules
+
+
+class RulesTier(Tier):
+    """Counts rule matches per (rule, source) in a sliding event-time window."""
+
+    name = "t1"
+
+    def __init__(self, settings, rules_section=None):
+        super().__init__(settings)
+        self.rules = build_rules(settings, rules_section)
+        self.adaptive = bool(settings.get("adapt_to_learned_rate", True))
+        self.recent = {}     # (rule name, source id) -> float64 array of recent match times
+        self.learned = {}    # (rule name, source id) -> [decayed matches, decayed seconds]
+        self.last_now = None
+
+    def score(self, batch, ctx):
+        scores = np.zeros(batch.n, np.float32)
+        result = TierResult(scores)
+        for rule in self.rules:
+            for source, idx, counts in self._window_counts(rule, batch, ctx):
+                self._score_key(rule, source, idx, counts, ctx, result)
+        return result
+
+    def _window_counts(self, rule, batch, ctx):
+        """Yield (source, line indexes, matches within the window ending at each line)."""
+        hit = np.flatnonzero(rule.matches(batch))
+        if hit.size == 0:
+            return
+        sources = batch.source_id[hit]
+        for source in np.unique(sources):
+            idx = hit[sources == source]
+            times = np.maximum.accumulate(ctx.ts[idx])
+            before = self.recent.get((rule.name, int(source)), np.empty(0))
+            all_times = np.concatenate([before, times])
+            ends = np.arange(before.size, all_times.size) + 1
+            starts = np.searchsorted(all_times, times - rule.window, side="right")
+            yield int(source), idx, ends - starts
+
+    def _score_key(self, rule, source, idx, counts, ctx, result):
+        over = counts >= rule.threshold
+        if not over.any():
+            result.scores[idx] = np.maximum(result.scores[idx], 40.0 * counts / rule.threshold)
+            return
+        ratio = np.maximum(counts / rule.threshold, 1.0)
+        fired = np.minimum(FIRE_SCORE + (100.0 - FIRE_SCORE) * np.log2(ratio) / 4.0, 100.0)
+        mean = self._learned_mean(rule, source, ctx)
+        if mean is not None:
+            # Past warm-up: the count must also be surprising given how often this rule matches.
+            surprise = count_upper_scores(counts.astype(np.float64), np.full(counts.size, mean), np.ones(counts.size))
+            fired = np.where(surprise >= 40.0, fired, np.minimum(fired, surprise))
+        line_scores = np.where(over, fired, 40.0 * counts / rule.threshold).astype(np.float32)
+        result.scores[idx] = np.maximum(result.scores[idx], line_scores)
+        src = ctx.source_name(source)
+        expected = "< %d per %gs" % (rule.threshold, rule.window)
+        if mean is not None:
+            expected += " (usually %.1f)" % mean
+        for j in np.flatnonzero(line_scores >= 40.0):
+            i = int(idx[j])
+            result.reasons[i] = "%s rule: %d matching lines in %gs from %s" % (rule.name, counts[j], rule.window, src)
+            result.expected[i] = expected
+            result.observed[i] = "%d per %gs" % (counts[j], rule.window)
+
+    def _learned_mean(self, rule, source, ctx):
+        if not (self.adaptive and ctx.warm):
+            return None
+        matches, seconds = self.learned.get((rule.name, source), (0.0, 0.0))
+        if seconds < 10 * rule.window:
+            return None
+        return max(matches / seconds * rule.window, 1e-3)
+
+    def learn(self, batch, ctx, weights):
+        elapsed = 0.0 if self.last_now is None else max(ctx.now - self.last_now, 0.0)
+        self.last_now = ctx.now
+        for rule in self.rules:
+            self._decay(rule, elapsed, batch)
+            for source, idx, _counts in self._window_counts(rule, batch, ctx):
+                key = (rule.name, source)
+                times = np.concatenate([self.recent.get(key, np.empty(0)), np.maximum.accumulate(ctx.ts[idx])])
+                self.recent[key] = times[times > ctx.now - rule.window][-MAX_TIMES_KEPT:]
+                self.learned.setdefault(key, [0.0, 0.0])[0] += float(weights[idx].sum())
+
+    def _decay(self, rule, elapsed, batch):
+        keep = (1.0 - self.learning_rate) ** (elapsed / rule.window)
+        for source in set(np.unique(batch.source_id).tolist()) | {s for (r, s) in self.learned if r == rule.name}:
+            entry = self.learned.setdefault((rule.name, source), [0.0, 0.0])
+            entry[0] *= keep
+            entry[1] = entry[1] * keep + elapsed
+
+    def state(self):
+        return {"learned": [[r, s, m, t] for (r, s), (m, t) in sorted(self.learned.items())],
+                "last_now": self.last_now}
+
+    def load_state(self, state):
+        self.learned = {(r, int(s)): [float(m), float(t)] for r, s, m, t in state.get("learned", [])}
+        last = state.get("last_now")
+        self.last_now = float(last) if last is not None and math.isfinite(last) else None

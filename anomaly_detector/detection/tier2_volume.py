@@ -1,0 +1,313 @@
+"""Tier 2, volume: per-template and per-source counts in event-time buckets against a learned baseline.
+
+The baseline is an exponentially weighted level per key times a seasonal factor per source
+(hour of day, day of week; each shrunk towards 1 until enough days are seen), with a learned
+over-dispersion. Spikes score the lines that make them; drops and silence become Findings when
+a bucket closes. Counts are judged by quasi-Poisson tail probabilities (stats_kernels.py).
+"""
+import numpy as np
+
+from .base import Finding, Tier, TierResult
+from .stats_kernels import count_lower_scores, count_upper_scores
+
+# Windows (in buckets) over which drops are judged: fast for busy keys, longer for quiet ones.
+DROP_WINDOWS = (1, 5, 15)
+# Residuals beyond this many standard deviations are clipped before they reach the baseline.
+CLIP_SIGMAS = 4.0
+
+
+class KeyBaseline:
+    """Level, dispersion and recent counts for a growing set of keys (templates or sources)."""
+
+    def __init__(self, size=64):
+        self.level = np.zeros(size)       # deseasonalised mean count per bucket
+        self.phi = np.ones(size)          # variance / mean
+        self.age = np.zeros(size, np.int64)  # buckets since first seen
+        self.open_raw = np.zeros(size)    # counts in the open bucket, all lines
+        self.open_learn = np.zeros(size)  # counts in the open bucket, weighted for learning
+        self.obs_win = np.zeros((size, DROP_WINDOWS[-1]))
+        self.exp_win = np.zeros((size, DROP_WINDOWS[-1]))
+
+    @property
+    def size(self):
+        return self.level.size
+
+    def ensure(self, n):
+        """Grow every array (by doubling) so keys < n fit."""
+        if n <= self.size:
+            return
+        new = self.size
+        while new < n:
+            new *= 2
+        for name, arr in vars(self).items():
+            grown = np.ones(new) if name == "phi" else np.zeros((new,) + arr.shape[1:], arr.dtype)
+            grown[: arr.shape[0]] = arr
+            setattr(self, name, grown)
+
+    def state(self):
+        return {k: v.tolist() for k, v in vars(self).items()}
+
+    def load_state(self, state):
+        for name, arr in vars(self).copy().items():
+            if name in state:
+                setattr(self, name, np.asarray(state[name], dtype=arr.dtype).reshape((-1,) + arr.shape[1:]))
+
+
+class Seasonality:
+    """Per-source multiplicative hour-of-day and day-of-week factors with shrinkage towards 1.
+
+    Each slot keeps (observed count, flat expectation, buckets seen); its factor is the
+    observed/expected ratio weighted by the number of periods (days, weeks) the slot has seen,
+    against a prior of 1 worth `prior_periods`: one odd day does not make a season.
+    """
+
+    def __init__(self, size=8):
+        self.hod = np.zeros((size, 3, 24))
+        self.dow = np.zeros((size, 3, 7))
+
+    def ensure(self, n):
+        if n > self.hod.shape[0]:
+            for name in ("hod", "dow"):
+                arr = getattr(self, name)
+                grown = np.zeros((max(n, 2 * arr.shape[0]),) + arr.shape[1:])
+                grown[: arr.shape[0]] = arr
+                setattr(self, name, grown)
+
+    def factor(self, sources, when, bucket_seconds):
+        """Seasonal multiplier for each source (array) at epoch second(s) `when`."""
+        hour, day = _hour_and_day(when)
+        f_hour = _shrunk_ratio(self.hod[sources, :, hour], 3600.0 / bucket_seconds, prior_periods=1.0)
+        f_day = _shrunk_ratio(self.dow[sources, :, day], 86400.0 / bucket_seconds, prior_periods=2.0)
+        return f_hour * f_day
+
+    def update(self, sources, observed, expected_flat, when, keep):
+        hour, day = _hour_and_day(when)
+        self.hod *= keep
+        self.dow *= keep
+        for table, slot in ((self.hod, hour), (self.dow, day)):
+            table[sources, 0, slot] += observed
+            table[sources, 1, slot] += expected_flat
+            table[sources, 2, slot] += 1.0
+
+    def state(self):
+        return {"hod": self.hod.tolist(), "dow": self.dow.tolist()}
+
+    def load_state(self, state):
+        if "hod" in state and "dow" in state:
+            self.hod = np.asarray(state["hod"], float).reshape(-1, 3, 24)
+            self.dow = np.asarray(state["dow"], float).reshape(-1, 3, 7)
+
+
+def _hour_and_day(when):
+    when = np.asarray(when, np.float64)
+    hour = (when % 86400 // 3600).astype(np.int64)
+    day = ((when // 86400).astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday
+    return hour, day
+
+
+def _shrunk_ratio(slots, buckets_per_period, prior_periods):
+    observed, expected, buckets = slots[..., 0], slots[..., 1], slots[..., 2]
+    ratio = np.where(expected > 0, observed / np.maximum(expected, 1e-12), 1.0)
+    periods = buckets / buckets_per_period
+    return np.clip((periods * ratio + prior_periods) / (periods + prior_periods), 0.05, 20.0)
+
+
+class VolumeTier(Tier):
+    """Counts per template and per source, one event-time bucket at a time."""
+
+    name = "t2"
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.bucket_seconds = float(settings["bucket_seconds"])
+        self.min_history = int(settings["min_history_buckets"])
+        self.finding_min_score = float(settings["finding_min_score"])
+        self.templates = KeyBaseline()
+        self.sources = KeyBaseline(8)
+        self.season = Seasonality()
+        self.template_source = np.zeros(64, np.int64)
+        self.open_bucket = None
+        self.pending = []
+
+    # -- scoring -------------------------------------------------------------------------
+
+    def score(self, batch, ctx):
+        scores = np.zeros(batch.n, np.float32)
+        result = TierResult(scores)
+        if self.open_bucket is None or batch.n == 0:
+            return result
+        self._grow(ctx.n_templates, batch)
+        buckets = self._buckets(ctx.ts)
+        for keys, base, kind in ((batch.template_id, self.templates, "template"),
+                                 (batch.source_id, self.sources, "source")):
+            key_scores, counts, mus = self._spike_scores(keys, buckets, base, batch.source_id, ctx)
+            self._explain(result, key_scores, counts, mus, keys, kind, ctx)
+            np.maximum(scores, key_scores, out=scores)
+        return result
+
+    def _spike_scores(self, keys, buckets, base, line_sources, ctx):
+        """Score each line by the count its (bucket, key) has reached when the line arrives."""
+        counts = _running_counts(buckets, keys).astype(np.float64)
+        in_open = buckets == self.open_bucket
+        counts += np.where(in_open, base.open_raw[keys], 0.0)
+        sources = self.template_source[keys] if base is self.templates else keys
+        season = self.season.factor(sources, buckets * self.bucket_seconds, self.bucket_seconds)
+        mus = np.maximum(base.level[keys] * season, 1e-3)
+        scores = count_upper_scores(counts, mus, np.maximum(base.phi[keys], 1.0))
+        scores[base.age[keys] < self.min_history] = 0.0
+        if not ctx.warm:
+            scores[:] = 0.0
+        return scores, counts, mus
+
+    def _explain(self, result, key_scores, counts, mus, keys, kind, ctx):
+        for i in np.flatnonzero(key_scores >= 40.0):
+            i = int(i)
+            if key_scores[i] < result.scores[i]:
+                continue
+            name = ctx.template_text(int(keys[i])) if kind == "template" else ctx.source_name(int(keys[i]))
+            result.reasons[i] = "volume spike of %s %r: %d lines in %gs" % (kind, name, counts[i], self.bucket_seconds)
+            result.expected[i] = "about %.1f per %gs" % (mus[i], self.bucket_seconds)
+            result.observed[i] = "%d per %gs" % (counts[i], self.bucket_seconds)
+
+    # -- learning ------------------------------------------------------------------------
+
+    def learn(self, batch, ctx, weights):
+        if batch.n == 0:
+            return
+        self._grow(ctx.n_templates, batch)
+        self.template_source[batch.template_id] = batch.source_id
+        buckets = self._buckets(ctx.ts)
+        if self.open_bucket is None:
+            self.open_bucket = int(buckets.min())
+            buckets = np.maximum(buckets, self.open_bucket)
+        order = np.argsort(buckets, kind="stable")
+        bounds = np.flatnonzero(np.diff(buckets[order])) + 1
+        for part in np.split(order, bounds):
+            self._close_until(int(buckets[part[0]]), ctx)
+            self._add(batch, part, weights)
+
+    def _add(self, batch, idx, weights):
+        w = weights[idx].astype(np.float64)
+        for keys, base in ((batch.template_id[idx], self.templates), (batch.source_id[idx], self.sources)):
+            base.open_raw += np.bincount(keys, minlength=base.size)[: base.size]
+            base.open_learn += np.bincount(keys, weights=w, minlength=base.size)[: base.size]
+
+    def advance(self, event_time):
+        if self.open_bucket is not None:
+            self._close_until(int(event_time // self.bucket_seconds), None)
+        found, self.pending = self.pending, []
+        return found
+
+    def _close_until(self, bucket, ctx):
+        # A jump of more than a day closes one bucket per hour: silence is still seen, cheaply.
+        while self.open_bucket < bucket:
+            self._close_bucket(ctx)
+            step = 1 if bucket - self.open_bucket < 86400 / self.bucket_seconds else int(3600 / self.bucket_seconds)
+            self.open_bucket += max(step, 1)
+
+    def _close_bucket(self, ctx):
+        when = self.open_bucket * self.bucket_seconds
+        n_src = self.sources.size
+        src_of_tpl = np.minimum(self.template_source, n_src - 1)
+        season_src = self.season.factor(np.arange(n_src), when, self.bucket_seconds)
+        for base, season, kind in ((self.templates, season_src[src_of_tpl], "template"),
+                                   (self.sources, season_src, "source")):
+            self._drop_findings(base, season, kind, when)
+            self._update_baseline(base, season)
+        seen = self.sources.age > 0
+        flat = self.sources.level * 1.0
+        self.season.update(np.flatnonzero(seen), self.sources.open_learn[seen], flat[seen], when,
+                           keep=1.0 - self.learning_rate / 100.0)
+        for base in (self.templates, self.sources):
+            base.open_raw[:] = 0.0
+            base.open_learn[:] = 0.0
+
+    def _drop_findings(self, base, season, kind, when):
+        slot = self.open_bucket % DROP_WINDOWS[-1]
+        expected = base.level * season
+        base.obs_win[:, slot] = base.open_raw
+        base.exp_win[:, slot] = np.where(base.age >= self.min_history, expected, 0.0)
+        mature = np.flatnonzero(base.age >= self.min_history + DROP_WINDOWS[-1])
+        if mature.size == 0:
+            return
+        best = np.zeros(mature.size, np.float32)
+        best_window = np.ones(mature.size, np.int64)
+        for w in DROP_WINDOWS:
+            slots = [(slot - j) % DROP_WINDOWS[-1] for j in range(w)]
+            obs = base.obs_win[mature][:, slots].sum(axis=1)
+            exp = base.exp_win[mature][:, slots].sum(axis=1)
+            s = count_lower_scores(obs, exp, np.maximum(base.phi[mature], 1.0))
+            better = s > best
+            best = np.where(better, s, best)
+            best_window = np.where(better, w, best_window)
+        for j in np.flatnonzero(best >= self.finding_min_score):
+            self.pending.append(self._drop_finding(base, kind, int(mature[j]), int(best_window[j]),
+                                                   float(best[j]), when))
+
+    def _drop_finding(self, base, kind, key, window, score, when):
+        slots = [(self.open_bucket - j) % DROP_WINDOWS[-1] for j in range(window)]
+        obs = base.obs_win[key, slots].sum()
+        exp = base.exp_win[key, slots].sum()
+        span = window * self.bucket_seconds
+        what = "silent" if obs == 0 else "volume drop"
+        source = int(self.template_source[key]) if kind == "template" else key
+        return Finding(tier=self.name, ts=when + self.bucket_seconds, key="%s:%d" % (kind, key), score=score,
+                       reason="%s %s: %d lines in the last %gs" % (kind, what, obs, span),
+                       expected="about %.1f per %gs" % (exp, span), observed="%d per %gs" % (obs, span),
+                       template_id=key if kind == "template" else -1, source=str(source))
+
+    def _update_baseline(self, base, season):
+        seen = base.age > 0
+        new = (base.age == 0) & (base.open_raw > 0)
+        x = base.open_learn / np.maximum(season, 1e-6)
+        mu = base.level
+        sd = np.sqrt(np.maximum(mu * base.phi, 1.0))
+        x_clipped = np.clip(x, mu - CLIP_SIGMAS * sd, mu + CLIP_SIGMAS * sd)
+        alpha = np.maximum(self.learning_rate, 1.0 / (base.age + 1.0))
+        resid2 = np.minimum((x_clipped - mu) ** 2 / np.maximum(mu, 1e-3), 25.0)
+        alpha_phi = np.maximum(self.learning_rate / 5.0, 1.0 / (base.age + 1.0))
+        base.phi = np.where(seen, base.phi + alpha_phi * (resid2 - base.phi), base.phi)
+        base.level = np.where(seen, mu + alpha * (x_clipped - mu), np.where(new, x, mu))
+        base.age += (seen | new).astype(np.int64)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _buckets(self, ts):
+        buckets = (ts // self.bucket_seconds).astype(np.int64)
+        if self.open_bucket is not None:
+            buckets = np.maximum(buckets, self.open_bucket)
+        return buckets
+
+    def _grow(self, n_templates, batch):
+        self.templates.ensure(n_templates)
+        if self.template_source.size < self.templates.size:
+            grown = np.zeros(self.templates.size, np.int64)
+            grown[: self.template_source.size] = self.template_source
+            self.template_source = grown
+        n_src = int(batch.source_id.max()) + 1 if batch.n else 1
+        self.sources.ensure(n_src)
+        self.season.ensure(self.sources.size)
+
+    def state(self):
+        return {"templates": self.templates.state(), "sources": self.sources.state(),
+                "season": self.season.state(), "template_source": self.template_source.tolist(),
+                "open_bucket": self.open_bucket}
+
+    def load_state(self, state):
+        self.templates.load_state(state.get("templates", {}))
+        self.sources.load_state(state.get("sources", {}))
+        self.season.load_state(state.get("season", {}))
+        self.template_source = np.asarray(state.get("template_source", [0] * 64), np.int64)
+        self.open_bucket = state.get("open_bucket")
+
+
+def _running_counts(buckets, keys):
+    """1-based rank of each line among the lines of the batch with the same (bucket, key)."""
+    order = np.lexsort((np.arange(keys.size), keys, buckets))
+    b, k = buckets[order], keys[order]
+    starts = np.ones(keys.size, bool)
+    starts[1:] = (b[1:] != b[:-1]) | (k[1:] != k[:-1])
+    group_start = np.maximum.accumulate(np.where(starts, np.arange(keys.size), 0))
+    ranks = np.empty(keys.size, np.int64)
+    ranks[order] = np.arange(keys.size) - group_start + 1
+    return ranks

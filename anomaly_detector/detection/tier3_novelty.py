@@ -1,0 +1,180 @@
+"""Tier 3, novelty: never-seen and rare templates, numeric outliers and drift, new categorical values.
+
+Template rarity uses Good-Turing estimates per severity class (how much of the stream belongs to
+templates this rare); parameter statistics live in novelty_kernels.py, arrays grown here.
+"""
+import math
+
+import numpy as np
+
+from ..parsing.batch import LEVEL_WARNING
+from . import novelty_kernels as K
+from .base import Tier, TierResult
+
+MAX_POSITIONS = 16   # parameters beyond this position of a template are not modelled
+
+
+class NoveltyTier(Tier):
+    """Template counts plus per-(template, position) statistics."""
+
+    name = "t3"
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.min_obs = float(settings["min_observations"])
+        self.drift_alpha = float(settings["drift_alpha"])
+        self.numeric_memory = float(settings["numeric_memory"])
+        self.max_values = int(settings["max_categories"])
+        self.template_count = np.zeros(64)
+        self.template_severe = np.zeros(64, np.int8)   # 1 once a template was seen at WARNING or worse
+        self.slot_index = np.full((64, MAX_POSITIONS), -1, np.int32)
+        self.next_slot = 0
+        self.num_stats = np.zeros((64, K.NUM_COLS))
+        self.cat_hash = np.zeros((64, self.max_values), np.uint64)
+        self.cat_count = np.zeros((64, self.max_values))
+        self.cat_nd = np.zeros(64, np.int32)
+        self.cat_full = np.zeros(64, np.int8)
+
+    # -- scoring -------------------------------------------------------------------------
+
+    def score(self, batch, ctx):
+        scores = np.zeros(batch.n, np.float32)
+        result = TierResult(scores)
+        if batch.n == 0 or not ctx.warm:
+            return result
+        self._grow_templates(ctx.n_templates)
+        rarity, counts = self._rarity_scores(batch)
+        slots = K.lookup_slots(batch.template_id, batch.param_ptr, batch.param_pos, self.slot_index)
+        param_scores, which, kind = K.score_params(
+            batch.param_ptr, slots, batch.param_num, batch.param_hash, self.num_stats, self.cat_hash,
+            self.cat_count, self.cat_nd, self.cat_full, self.min_obs, self.drift_alpha)
+        np.maximum(rarity, param_scores, out=scores)
+        self._explain_rarity(result, rarity, counts, batch, ctx)
+        self._explain_params(result, param_scores, which, kind, slots, batch, ctx)
+        return result
+
+    def _rarity_scores(self, batch):
+        """Surprise of meeting a template this rare, from the mass of equally rare templates."""
+        counts = self.template_count[batch.template_id]
+        # A known template keeps its class; a new one takes the class of its line's level.
+        severe = np.where(counts > 0, self.template_severe[batch.template_id] == 1, batch.level >= LEVEL_WARNING)
+        total = self.template_count.sum()
+        scores = np.zeros(batch.n, np.float32)
+        for cls in (False, True):
+            lines = np.flatnonzero(severe == cls)
+            if lines.size == 0:
+                continue
+            seen = self.template_count[(self.template_severe == 1) == cls]
+            seen = np.sort(seen[seen > 0])
+            mass_upto = np.concatenate([[0.0], np.cumsum(seen)])
+            singletons = float(np.sum(seen < 1.5))
+            c = counts[lines]
+            # Templates seen at most c times carry this much of the stream; unseen ones about
+            # as much as the singletons (Good-Turing).
+            rare_mass = mass_upto[np.searchsorted(seen, c, side="right")] + singletons + 0.5
+            p = np.minimum(rare_mass / (total + 1.0), 1.0)
+            scores[lines] = np.clip(-10.0 * np.log10(p), 0.0, 100.0)
+        return scores, counts
+
+    def _explain_rarity(self, result, rarity, counts, batch, ctx):
+        for i in np.flatnonzero(rarity >= 40.0):
+            i = int(i)
+            tid = int(batch.template_id[i])
+            seen = int(counts[i])
+            result.reasons[i] = ("never-seen template" if seen == 0 else "rare template (seen %d times)" % seen)
+            result.expected[i] = "a known template"
+            result.observed[i] = "%r seen %d times before" % (ctx.template_text(tid), seen)
+
+    def _explain_params(self, result, param_scores, which, kind, slots, batch, ctx):
+        for i in np.flatnonzero(param_scores >= 40.0):
+            i = int(i)
+            if param_scores[i] < result.scores[i] and i in result.reasons:
+                continue
+            j = int(which[i])
+            s = int(slots[j])
+            pos = int(batch.param_pos[j])
+            tid = int(batch.template_id[i])
+            value = batch.param_num[j]
+            if kind[i] == K.KIND_NEW_VALUE:
+                result.reasons[i] = "new value of parameter %d of %r" % (pos, ctx.template_text(tid))
+                result.expected[i] = "one of %d known values" % int(self.cat_nd[s])
+                result.observed[i] = "a value never seen there"
+                continue
+            center = math.copysign(math.expm1(abs(self.num_stats[s, K.CENTER])), self.num_stats[s, K.CENTER])
+            what = "unusual value" if kind[i] == K.KIND_OUTLIER else "drift"
+            result.reasons[i] = "%s of parameter %d of %r: %g" % (what, pos, ctx.template_text(tid), value)
+            result.expected[i] = "around %.4g" % center
+            result.observed[i] = "%.4g" % value
+
+    # -- learning ------------------------------------------------------------------------
+
+    def learn(self, batch, ctx, weights):
+        if batch.n == 0:
+            return
+        self._grow_templates(ctx.n_templates)
+        self.template_count += np.bincount(batch.template_id, weights=(weights > 0).astype(np.float64),
+                                           minlength=self.template_count.size)[: self.template_count.size]
+        severe_templates = batch.template_id[batch.level >= LEVEL_WARNING]
+        self.template_severe[severe_templates] = 1
+        self._grow_slots(self.next_slot + batch.param_pos.size)
+        slots, self.next_slot = K.assign_slots(batch.template_id, batch.param_ptr, batch.param_pos,
+                                               self.slot_index, self.next_slot)
+        K.learn_params(batch.param_ptr, slots, batch.param_num, batch.param_hash, weights.astype(np.float32),
+                       self.num_stats, self.cat_hash, self.cat_count, self.cat_nd, self.cat_full,
+                       self.min_obs, self.drift_alpha, self._numeric_alpha())
+
+    def _numeric_alpha(self):
+        # learning_rate is "per bucket"; a numeric slot sees many values per bucket, so its
+        # memory is numeric_memory values at the default rate and scales with the rate.
+        return min(1.0, self.learning_rate / 0.01 / self.numeric_memory)
+
+    def _grow_templates(self, n):
+        size = self.template_count.size
+        if n <= size:
+            return
+        new = size
+        while new < n:
+            new *= 2
+        self.template_count = _grown(self.template_count, new, 0)
+        self.template_severe = _grown(self.template_severe, new, 0)
+        self.slot_index = _grown(self.slot_index, new, -1)
+
+    def _grow_slots(self, n):
+        size = self.num_stats.shape[0]
+        if n <= size:
+            return
+        new = size
+        while new < n:
+            new *= 2
+        for name, fill in (("num_stats", 0), ("cat_hash", 0), ("cat_count", 0), ("cat_nd", 0), ("cat_full", 0)):
+            setattr(self, name, _grown(getattr(self, name), new, fill))
+
+    def state(self):
+        used = self.next_slot
+        return {"template_count": self.template_count.tolist(), "template_severe": self.template_severe.tolist(),
+                "slot_index": self.slot_index.tolist(), "next_slot": used,
+                "num_stats": self.num_stats[:used].tolist(),
+                "cat_hash": [[str(h) for h in row] for row in self.cat_hash[:used]],
+                "cat_count": self.cat_count[:used].tolist(), "cat_nd": self.cat_nd[:used].tolist(),
+                "cat_full": self.cat_full[:used].tolist()}
+
+    def load_state(self, state):
+        if "slot_index" not in state:
+            return
+        self.template_count = np.asarray(state["template_count"], np.float64)
+        self.template_severe = np.asarray(state["template_severe"], np.int8)
+        self.slot_index = np.asarray(state["slot_index"], np.int32).reshape(-1, MAX_POSITIONS)
+        self.next_slot = int(state["next_slot"])
+        size = max(64, self.next_slot)
+        self.num_stats = _grown(np.asarray(state["num_stats"], np.float64).reshape(-1, K.NUM_COLS), size, 0)
+        hashes = np.array([[int(h) for h in row] for row in state["cat_hash"]], np.uint64)
+        self.cat_hash = _grown(hashes.reshape(-1, self.max_values), size, 0)
+        self.cat_count = _grown(np.asarray(state["cat_count"], np.float64).reshape(-1, self.max_values), size, 0)
+        self.cat_nd = _grown(np.asarray(state["cat_nd"], np.int32), size, 0)
+        self.cat_full = _grown(np.asarray(state["cat_full"], np.int8), size, 0)
+
+
+def _grown(arr, rows, fill):
+    out = np.full((rows,) + arr.shape[1:], fill, arr.dtype)
+    out[: arr.shape[0]] = arr
+    return out
