@@ -1,0 +1,689 @@
+"""numba kernels of tier 4 (sequence): session ids from line bytes, session walk, transition scores.
+
+tier4_sequence.SequenceTier owns the arrays and calls these per batch; each kernel has a plain-Python
+twin (suffix _py, dicts instead of hash tables) that tests/unit/test_sequence_kernels.py compares with it.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+# Transition keys pack (workflow, previous, next) codes of 21 bits each into one int64.
+CODE_BITS = 21
+CODE_MASK = (1 << CODE_BITS) - 1
+START = CODE_MASK          # "previous" of a session's first line
+END = CODE_MASK - 1        # "next" after a session's last line
+ANY = CODE_MASK - 2        # "next" of the row total of a (workflow, previous) context
+IN = CODE_MASK - 3         # "previous" of composition rows: (workflow, IN, t) = sessions holding t
+GLOBAL = CODE_MASK - 4     # "workflow" of the session-start rows
+MAX_TEMPLATE = CODE_MASK - 8   # template ids at or above this take no part in sessions
+
+# Why a line scored (TierResult reasons are built from these codes).
+WHY_NONE, WHY_UNKNOWN_START, WHY_UNKNOWN_STEP, WHY_UNKNOWN_TRANSITION, WHY_RARE_TRANSITION = range(5)
+# Verdicts on a closed session.
+CLOSED_OK, CLOSED_UNFINISHED, CLOSED_MISSING_STEP, CLOSED_OVERDUE = range(4)
+# Session flags.
+FLAG_TAINTED, FLAG_OVERFLOW = 1, 2
+# Counter slots of the int64 counters array the kernels update.
+C_OPENED, C_DROPPED, C_TRANS_DROPPED, C_TRANS_SIZE, C_CLOSED, C_EVICTED = range(6)
+N_COUNTERS = 6
+
+_FNV_OFFSET = 0xCBF29CE484222325
+_FNV_PRIME = 0x100000001B3
+_KEY_MASK = 0x3FFFFFFFFFFFFFFF
+_U64 = 0xFFFFFFFFFFFFFFFF
+_WS = (32, 9, 10, 11, 12, 13)
+
+
+def pack(wf, prev, nxt):
+    return (int(wf) << (2 * CODE_BITS)) | (int(prev) << CODE_BITS) | int(nxt)
+
+
+@njit(cache=True)
+def pack_nb(wf, prev, nxt):
+    return (np.int64(wf) << np.int64(2 * CODE_BITS)) | (np.int64(prev) << np.int64(CODE_BITS)) | np.int64(nxt)
+
+
+# ---------------------------------------------------------------- hashing and hash tables
+
+@njit(cache=True)
+def _mix(key):
+    """splitmix64 finaliser: spreads packed keys (whose low bits are similar) over the table."""
+    x = np.uint64(key)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+@njit(cache=True)
+def ht_find(hkeys, key):
+    """Linear probing over int64 keys (-1 = empty): slot of key, or -1 - (slot to insert it)."""
+    mask = len(hkeys) - 1
+    i = np.int64(_mix(key) & np.uint64(mask))
+    while True:
+        k = hkeys[i]
+        if k == key:
+            return i
+        if k == -1:
+            return -1 - i
+        i = (i + 1) & mask
+
+
+@njit(cache=True)
+def ht_delete(hkeys, hvals, i):
+    """Remove slot i by backward shift, so lookups never need tombstones."""
+    mask = len(hkeys) - 1
+    j = i
+    while True:
+        j = (j + 1) & mask
+        if hkeys[j] == -1:
+            break
+        home = np.int64(_mix(hkeys[j]) & np.uint64(mask))
+        stays = (i < home <= j) if i <= j else (home > i or home <= j)
+        if not stays:
+            hkeys[i] = hkeys[j]
+            hvals[i] = hvals[j]
+            i = j
+    hkeys[i] = -1
+
+
+@njit(cache=True)
+def ht_get(hkeys, hvals, key):
+    i = ht_find(hkeys, key)
+    return hvals[i] if i >= 0 else 0.0
+
+
+@njit(cache=True)
+def ht_rebuild(keys, vals, capacity):
+    """A fresh table of `capacity` (a power of two) holding keys/vals (after pruning)."""
+    hkeys = np.full(capacity, -1, np.int64)
+    hvals = np.zeros(capacity, np.float64)
+    for j in range(len(keys)):
+        i = -1 - ht_find(hkeys, keys[j])
+        hkeys[i] = keys[j]
+        hvals[i] = vals[j]
+    return hkeys, hvals
+
+
+@njit(cache=True)
+def _add(hkeys, hvals, key, w, counters, max_size):
+    i = ht_find(hkeys, key)
+    if i >= 0:
+        hvals[i] += w
+        return
+    if counters[C_TRANS_SIZE] >= max_size:
+        counters[C_TRANS_DROPPED] += 1
+        return
+    i = -1 - i
+    hkeys[i] = key
+    hvals[i] = w
+    counters[C_TRANS_SIZE] += 1
+
+
+def id_hash_py(data):
+    """Session key of id bytes (non-negative, never -1). Which pattern found the id does not count:
+    "request 3fa2" and "req=3fa2" are one session."""
+    h = _FNV_OFFSET
+    for b in data:
+        h = ((h ^ b) * _FNV_PRIME) & _U64
+    return h & _KEY_MASK
+
+
+@njit(cache=True)
+def _id_hash(buf, s, e):
+    h = np.uint64(_FNV_OFFSET)
+    for p in range(s, e):
+        h = (h ^ np.uint64(buf[p])) * np.uint64(_FNV_PRIME)
+    return np.int64(h & np.uint64(_KEY_MASK))
+
+
+# ---------------------------------------------------------------- session ids from line bytes
+
+@njit(cache=True)
+def _is_ws(b):
+    return b == 32 or (9 <= b <= 13)
+
+
+@njit(cache=True)
+def _token_from_start(buf, s, e, k):
+    """Byte span of the k-th (0-based) whitespace-separated token of [s, e), or (-1, -1)."""
+    p = s
+    seen = 0
+    while p < e:
+        while p < e and _is_ws(buf[p]):
+            p += 1
+        if p >= e:
+            break
+        q = p
+        while q < e and not _is_ws(buf[q]):
+            q += 1
+        if seen == k:
+            return p, q
+        seen += 1
+        p = q
+    return -1, -1
+
+
+@njit(cache=True)
+def _token_from_end(buf, s, e, k):
+    """Byte span of the k-th token counted from the end (1 = last), or (-1, -1)."""
+    q = e
+    seen = 0
+    while q > s:
+        while q > s and _is_ws(buf[q - 1]):
+            q -= 1
+        if q <= s:
+            break
+        p = q
+        while p > s and not _is_ws(buf[p - 1]):
+            p -= 1
+        seen += 1
+        if seen == k:
+            return p, q
+        q = p
+    return -1, -1
+
+
+@njit(cache=True)
+def extract_keys(buf, cstart, cend, tids, loc_mode, loc_tok, loc_pre, loc_suf):
+    """Session key per line (-1: none) and the id's byte span, from each template's learned locator.
+
+    loc_* are indexed by template id. Mode 1: the id is in token loc_tok counted from the start,
+    mode 2: counted from the end (1 = last); loc_pre/loc_suf bytes of that token are not the id.
+    Other modes yield no key here (no id, undecided, or left to the regex path).
+    """
+    n = len(tids)
+    keys = np.full(n, -1, np.int64)
+    ks = np.zeros(n, np.int64)
+    ke = np.zeros(n, np.int64)
+    m = len(loc_mode)
+    for i in range(n):
+        t = tids[i]
+        if t < 0 or t >= m:
+            continue
+        mode = loc_mode[t]
+        if mode == 1:
+            p, q = _token_from_start(buf, cstart[i], cend[i], loc_tok[t])
+        elif mode == 2:
+            p, q = _token_from_end(buf, cstart[i], cend[i], loc_tok[t])
+        else:
+            continue
+        if p < 0:
+            continue
+        a = p + loc_pre[t]
+        b = q - loc_suf[t]
+        if b <= a:
+            continue
+        keys[i] = _id_hash(buf, a, b)
+        ks[i] = a
+        ke[i] = b
+    return keys, ks, ke
+
+
+def token_spans_py(data):
+    """(start, end) of each whitespace-separated token of `data` (bytes)."""
+    spans = []
+    p, e = 0, len(data)
+    while p < e:
+        while p < e and data[p] in _WS:
+            p += 1
+        if p >= e:
+            break
+        q = p
+        while q < e and data[q] not in _WS:
+            q += 1
+        spans.append((p, q))
+        p = q
+    return spans
+
+
+def extract_keys_py(buf, cstart, cend, tids, loc_mode, loc_tok, loc_pre, loc_suf):
+    n = len(tids)
+    keys, ks, ke = [-1] * n, [0] * n, [0] * n
+    raw = bytes(buf)
+    for i in range(n):
+        t = int(tids[i])
+        if not 0 <= t < len(loc_mode) or loc_mode[t] not in (1, 2):
+            continue
+        s = int(cstart[i])
+        spans = token_spans_py(raw[s:int(cend[i])])
+        k = int(loc_tok[t])
+        idx = k if loc_mode[t] == 1 else len(spans) - k
+        if not 0 <= idx < len(spans):
+            continue
+        a, b = s + spans[idx][0] + int(loc_pre[t]), s + spans[idx][1] - int(loc_suf[t])
+        if b <= a:
+            continue
+        keys[i], ks[i], ke[i] = id_hash_py(raw[a:b]), a, b
+    return np.array(keys, np.int64), np.array(ks, np.int64), np.array(ke, np.int64)
+
+
+# ---------------------------------------------------------------- where each line stands in its session
+
+@njit(cache=True)
+def walk_sessions(keys, tids, ix_key, ix_slot, sd_wf, sd_last):
+    """Per line: its session's workflow and previous template (START when the line opens a session).
+
+    Read-only: earlier lines of the same session in this batch count as if already learned.
+    """
+    n = len(keys)
+    wf = np.full(n, -1, np.int32)
+    prev = np.full(n, -1, np.int32)
+    cap = 16
+    while cap < 2 * n:
+        cap *= 2
+    lkey = np.full(cap, -1, np.int64)
+    lwf = np.zeros(cap, np.int32)
+    llast = np.zeros(cap, np.int32)
+    for i in range(n):
+        k = keys[i]
+        t = tids[i]
+        if k < 0 or t < 0 or t >= MAX_TEMPLATE:
+            continue
+        j = ht_find(lkey, k)
+        if j >= 0:
+            wf[i] = lwf[j]
+            prev[i] = llast[j]
+            llast[j] = t
+            continue
+        j = -1 - j
+        lkey[j] = k
+        g = ht_find(ix_key, k)
+        if g >= 0:
+            s = ix_slot[g]
+            wf[i] = sd_wf[s]
+            prev[i] = sd_last[s]
+        else:
+            wf[i] = t
+            prev[i] = START
+        lwf[j] = wf[i]
+        llast[j] = t
+    return wf, prev
+
+
+def walk_sessions_py(keys, tids, sessions):
+    """sessions: {key: (workflow, last template)}."""
+    n = len(keys)
+    wf, prev = [-1] * n, [-1] * n
+    seen = {}
+    for i in range(n):
+        k, t = int(keys[i]), int(tids[i])
+        if k < 0 or not 0 <= t < MAX_TEMPLATE:
+            continue
+        if k in seen:
+            wf[i], prev[i] = seen[k][0], seen[k][1]
+        elif k in sessions:
+            wf[i], prev[i] = sessions[k]
+        else:
+            wf[i], prev[i] = t, START
+        seen[k] = (wf[i], t)
+    return np.array(wf, np.int32), np.array(prev, np.int32)
+
+
+# ---------------------------------------------------------------- scoring transitions
+
+@njit(cache=True)
+def surprise(c, out, min_support, rare_p, top):
+    """0..top: how unexpected a step seen c times out of `out` in its context is.
+
+    Nothing before min_support; top for never seen; between, log-scaled so one sighting in a
+    huge context is nearly as bad as none and a probability of rare_p or more is fine.
+    """
+    if out < min_support:
+        return 0.0
+    if c < 0.5:
+        return top
+    p = c / out
+    if p >= rare_p:
+        return 0.0
+    x = math.log(rare_p / p) / math.log(rare_p * out / 0.5)
+    return top * min(1.0, x)
+
+
+@njit(cache=True)
+def score_transitions(wf, prev, tids, tkeys, tcnt, min_support, rare_p, top):
+    """Score every line from its (workflow, previous, template) against learned counts."""
+    n = len(tids)
+    scores = np.zeros(n, np.float32)
+    why = np.zeros(n, np.int8)
+    for i in range(n):
+        w = wf[i]
+        if w < 0:
+            continue
+        t = tids[i]
+        if prev[i] == START:
+            out = ht_get(tkeys, tcnt, pack_nb(GLOBAL, START, ANY))
+            c = ht_get(tkeys, tcnt, pack_nb(GLOBAL, START, t))
+            s = surprise(c, out, min_support, rare_p, top)
+            if s > 0:
+                scores[i] = s
+                why[i] = WHY_UNKNOWN_START
+            continue
+        sessions = ht_get(tkeys, tcnt, pack_nb(w, IN, ANY))
+        if sessions >= min_support and ht_get(tkeys, tcnt, pack_nb(w, IN, t)) < 0.5:
+            scores[i] = top
+            why[i] = WHY_UNKNOWN_STEP
+            continue
+        out = ht_get(tkeys, tcnt, pack_nb(w, prev[i], ANY))
+        c = ht_get(tkeys, tcnt, pack_nb(w, prev[i], t))
+        s = surprise(c, out, min_support, rare_p, top)
+        if s > 0:
+            scores[i] = s
+            why[i] = WHY_UNKNOWN_TRANSITION if c < 0.5 else WHY_RARE_TRANSITION
+    return scores, why
+
+
+def surprise_py(c, out, min_support, rare_p, top):
+    if out < min_support:
+        return 0.0
+    if c < 0.5:
+        return top
+    if c / out >= rare_p:
+        return 0.0
+    return top * min(1.0, math.log(rare_p * out / c) / math.log(rare_p * out / 0.5))
+
+
+def score_transitions_py(wf, prev, tids, counts, min_support, rare_p, top):
+    """counts: {(workflow, previous, next): count}."""
+    n = len(tids)
+    scores, why = np.zeros(n, np.float32), np.zeros(n, np.int8)
+    for i in range(n):
+        w, p, t = int(wf[i]), int(prev[i]), int(tids[i])
+        if w < 0:
+            continue
+        if p == START:
+            s = surprise_py(counts.get((GLOBAL, START, t), 0.0), counts.get((GLOBAL, START, ANY), 0.0),
+                            min_support, rare_p, top)
+            scores[i], why[i] = s, (WHY_UNKNOWN_START if s > 0 else WHY_NONE)
+            continue
+        if counts.get((w, IN, ANY), 0.0) >= min_support and counts.get((w, IN, t), 0.0) < 0.5:
+            scores[i], why[i] = top, WHY_UNKNOWN_STEP
+            continue
+        c = counts.get((w, p, t), 0.0)
+        s = surprise_py(c, counts.get((w, p, ANY), 0.0), min_support, rare_p, top)
+        if s > 0:
+            scores[i], why[i] = s, (WHY_UNKNOWN_TRANSITION if c < 0.5 else WHY_RARE_TRANSITION)
+    return scores, why
+
+
+# ---------------------------------------------------------------- learning: open and extend sessions
+
+@njit(cache=True)
+def learn_lines(keys, tids, ts, weights, line_scores, src, buf, ks, ke,
+                ix_key, ix_slot, sd_key, sd_wf, sd_last, sd_start, sd_lastts, sd_steps,
+                sd_ntpl, sd_tpl, sd_flags, sd_maxscore, sd_src, sd_id, sd_idlen,
+                free, tkeys, tcnt, counters, max_trans):
+    """Extend (or open) the session of every keyed line and count its transition when weight > 0.
+
+    free[0] is the number of free session slots, free[1:] the stack of them. A line whose
+    session cannot be opened (no free slot) is counted as dropped.
+    """
+    n_tpl_max = sd_tpl.shape[1]
+    id_max = sd_id.shape[1]
+    for i in range(len(keys)):
+        k = keys[i]
+        t = tids[i]
+        if k < 0 or t < 0 or t >= MAX_TEMPLATE:
+            continue
+        w = weights[i]
+        g = ht_find(ix_key, k)
+        if g >= 0:
+            s = ix_slot[g]
+            if w > 0:
+                _add(tkeys, tcnt, pack_nb(sd_wf[s], sd_last[s], t), w, counters, max_trans)
+                _add(tkeys, tcnt, pack_nb(sd_wf[s], sd_last[s], ANY), w, counters, max_trans)
+        else:
+            if free[0] == 0:
+                counters[C_DROPPED] += 1
+                continue
+            s = free[free[0]]
+            free[0] -= 1
+            g = -1 - g
+            ix_key[g] = k
+            ix_slot[g] = s
+            sd_key[s] = k
+            sd_wf[s] = t
+            sd_start[s] = ts[i]
+            sd_lastts[s] = ts[i]
+            sd_steps[s] = 0
+            sd_ntpl[s] = 0
+            sd_flags[s] = 0
+            sd_maxscore[s] = 0.0
+            sd_src[s] = src[i]
+            m = min(id_max, ke[i] - ks[i])
+            for j in range(m):
+                sd_id[s, j] = buf[ks[i] + j]
+            sd_idlen[s] = m
+            counters[C_OPENED] += 1
+            if w > 0:
+                _add(tkeys, tcnt, pack_nb(GLOBAL, START, t), w, counters, max_trans)
+                _add(tkeys, tcnt, pack_nb(GLOBAL, START, ANY), w, counters, max_trans)
+        if w <= 0:
+            sd_flags[s] |= FLAG_TAINTED
+        sd_maxscore[s] = max(sd_maxscore[s], line_scores[i])
+        found = False
+        for j in range(sd_ntpl[s]):
+            if sd_tpl[s, j] == t:
+                found = True
+                break
+        if not found:
+            if sd_ntpl[s] < n_tpl_max:
+                sd_tpl[s, sd_ntpl[s]] = t
+                sd_ntpl[s] += 1
+            else:
+                sd_flags[s] |= FLAG_OVERFLOW
+        sd_last[s] = t
+        sd_lastts[s] = max(sd_lastts[s], ts[i])
+        sd_steps[s] += 1
+
+
+def learn_lines_py(keys, tids, ts, weights, line_scores, counts, sessions, free_slots, max_trans, n_tpl_max):
+    """Twin of learn_lines on dicts. sessions: {key: dict(wf, last, start, lastts, steps, tpl, flags,
+    maxscore)}; free_slots: how many sessions may still open. Returns (free_slots, opened, dropped)."""
+    opened = dropped = 0
+
+    def add(key, w):
+        if key in counts:
+            counts[key] += w
+        elif len(counts) < max_trans:
+            counts[key] = w
+
+    for i in range(len(keys)):
+        k, t, w = int(keys[i]), int(tids[i]), float(weights[i])
+        if k < 0 or not 0 <= t < MAX_TEMPLATE:
+            continue
+        if k in sessions:
+            se = sessions[k]
+            if w > 0:
+                add((se["wf"], se["last"], t), w)
+                add((se["wf"], se["last"], ANY), w)
+        else:
+            if free_slots == 0:
+                dropped += 1
+                continue
+            free_slots -= 1
+            opened += 1
+            se = sessions[k] = dict(wf=t, last=t, start=float(ts[i]), lastts=float(ts[i]), steps=0,
+                                    tpl=[], flags=0, maxscore=0.0)
+            if w > 0:
+                add((GLOBAL, START, t), w)
+                add((GLOBAL, START, ANY), w)
+        if w <= 0:
+            se["flags"] |= FLAG_TAINTED
+        se["maxscore"] = max(se["maxscore"], float(line_scores[i]))
+        if t not in se["tpl"]:
+            if len(se["tpl"]) < n_tpl_max:
+                se["tpl"].append(t)
+            else:
+                se["flags"] |= FLAG_OVERFLOW
+        se["last"] = t
+        se["lastts"] = max(se["lastts"], float(ts[i]))
+        se["steps"] += 1
+    return free_slots, opened, dropped
+
+
+# ---------------------------------------------------------------- closing sessions
+
+@njit(cache=True)
+def duration_limit(mean, var, sigmas):
+    """Seconds beyond which a session of a workflow is overdue (stats of log1p(duration))."""
+    return math.expm1(mean + sigmas * math.sqrt(max(var, 0.0))) * 1.5 + 1.0
+
+
+@njit(cache=True)
+def _judge(s, sd_wf, sd_last, sd_ntpl, sd_tpl, sd_flags, tkeys, tcnt, core_ptr, core_tid, min_support):
+    """(verdict, missing template) for a session that has ended."""
+    w = sd_wf[s]
+    out = ht_get(tkeys, tcnt, pack_nb(w, sd_last[s], ANY))
+    if out >= min_support and ht_get(tkeys, tcnt, pack_nb(w, sd_last[s], END)) < 0.5:
+        return CLOSED_UNFINISHED, -1
+    if (sd_flags[s] & FLAG_OVERFLOW) == 0 and w + 1 < len(core_ptr):
+        for j in range(core_ptr[w], core_ptr[w + 1]):
+            c = core_tid[j]
+            found = False
+            for q in range(sd_ntpl[s]):
+                if sd_tpl[s, q] == c:
+                    found = True
+                    break
+            if not found:
+                return CLOSED_MISSING_STEP, c
+    return CLOSED_OK, -1
+
+
+@njit(cache=True)
+def close_sessions(now, timeout, learn_rate, report_score, min_support, sigmas,
+                   ix_key, ix_slot, sd_key, sd_wf, sd_last, sd_start, sd_lastts,
+                   sd_ntpl, sd_tpl, sd_flags, sd_maxscore, free,
+                   tkeys, tcnt, counters, max_trans, dur_n, dur_mean, dur_var, core_ptr, core_tid):
+    """End sessions idle longer than `timeout` or open longer than learned for their workflow.
+
+    Clean ended sessions (no unlearned line, nothing wrong) teach the END transition, the
+    composition and the duration (learn_rate > 0). Returns (slots, verdicts, missing) of the
+    sessions worth a Finding: their slot data stays readable until the next learn_lines.
+    """
+    n = len(sd_key)
+    out_slots = np.empty(n, np.int32)
+    out_verdict = np.empty(n, np.int8)
+    out_missing = np.empty(n, np.int32)
+    n_out = 0
+    for s in range(n):
+        if sd_key[s] < 0:
+            continue
+        w = sd_wf[s]
+        idle = now - sd_lastts[s] > timeout
+        overdue = False
+        if w < len(dur_n) and dur_n[w] >= min_support:
+            overdue = now - sd_start[s] > duration_limit(dur_mean[w], dur_var[w], sigmas)
+        if not idle and not overdue:
+            continue
+        verdict, missing = _judge(s, sd_wf, sd_last, sd_ntpl, sd_tpl, sd_flags, tkeys, tcnt,
+                                  core_ptr, core_tid, min_support)
+        if not idle:
+            if verdict != CLOSED_UNFINISHED:
+                continue   # overdue but at a step sessions end with: wait until it goes idle
+            verdict = CLOSED_OVERDUE
+        if verdict != CLOSED_OK and sd_maxscore[s] < report_score:
+            out_slots[n_out] = s
+            out_verdict[n_out] = verdict
+            out_missing[n_out] = missing
+            n_out += 1
+        if verdict == CLOSED_OK and (sd_flags[s] & FLAG_TAINTED) == 0 and learn_rate > 0:
+            _learn_ending(s, learn_rate, sd_wf, sd_last, sd_start, sd_lastts, sd_ntpl, sd_tpl, sd_flags,
+                          tkeys, tcnt, counters, max_trans, dur_n, dur_mean, dur_var)
+        g = ht_find(ix_key, sd_key[s])
+        ht_delete(ix_key, ix_slot, g)
+        sd_key[s] = -1
+        free[0] += 1
+        free[free[0]] = s
+        counters[C_CLOSED] += 1
+    return out_slots[:n_out].copy(), out_verdict[:n_out].copy(), out_missing[:n_out].copy()
+
+
+@njit(cache=True)
+def _learn_ending(s, learn_rate, sd_wf, sd_last, sd_start, sd_lastts, sd_ntpl, sd_tpl, sd_flags,
+                  tkeys, tcnt, counters, max_trans, dur_n, dur_mean, dur_var):
+    w = sd_wf[s]
+    _add(tkeys, tcnt, pack_nb(w, sd_last[s], END), 1.0, counters, max_trans)
+    _add(tkeys, tcnt, pack_nb(w, sd_last[s], ANY), 1.0, counters, max_trans)
+    if sd_flags[s] & FLAG_OVERFLOW:
+        return   # composition unknown beyond the kept templates: do not teach a partial one
+    _add(tkeys, tcnt, pack_nb(w, IN, ANY), 1.0, counters, max_trans)
+    for q in range(sd_ntpl[s]):
+        _add(tkeys, tcnt, pack_nb(w, IN, sd_tpl[s, q]), 1.0, counters, max_trans)
+    if w < len(dur_n):
+        # Mean of the first sessions, then an exponential average at the learning rate.
+        d = math.log1p(max(0.0, sd_lastts[s] - sd_start[s]))
+        a = max(1.0 / (dur_n[w] + 1.0), learn_rate)
+        delta = d - dur_mean[w]
+        dur_mean[w] += a * delta
+        dur_var[w] = (1.0 - a) * (dur_var[w] + a * delta * delta)
+        dur_n[w] += 1
+
+
+def close_sessions_py(now, timeout, learn_rate, report_score, min_support, sigmas, sessions, counts,
+                      max_trans, durations, core):
+    """Twin of close_sessions. durations: {wf: [n, mean, var]}; core: {wf: [templates]}.
+    Returns [(key, verdict, missing)] in no particular order; mutates sessions, counts, durations."""
+    def get(key):
+        return counts.get(key, 0.0)
+
+    def add(key, w):
+        if key in counts:
+            counts[key] += w
+        elif len(counts) < max_trans:
+            counts[key] = w
+
+    reported = []
+    for k in list(sessions):
+        se = sessions[k]
+        w = se["wf"]
+        idle = now - se["lastts"] > timeout
+        n, mean, var = durations.get(w, [0, 0.0, 0.0])
+        limit = math.expm1(mean + sigmas * math.sqrt(max(var, 0.0))) * 1.5 + 1.0
+        overdue = n >= min_support and now - se["start"] > limit
+        if not idle and not overdue:
+            continue
+        verdict, missing = CLOSED_OK, -1
+        if get((w, se["last"], ANY)) >= min_support and get((w, se["last"], END)) < 0.5:
+            verdict = CLOSED_UNFINISHED
+        elif not se["flags"] & FLAG_OVERFLOW:
+            for c in core.get(w, []):
+                if c not in se["tpl"]:
+                    verdict, missing = CLOSED_MISSING_STEP, c
+                    break
+        if not idle:
+            if verdict != CLOSED_UNFINISHED:
+                continue
+            verdict = CLOSED_OVERDUE
+        if verdict != CLOSED_OK and se["maxscore"] < report_score:
+            reported.append((k, verdict, missing))
+        if verdict == CLOSED_OK and not se["flags"] & FLAG_TAINTED and learn_rate > 0:
+            add((w, se["last"], END), 1.0)
+            add((w, se["last"], ANY), 1.0)
+            if not se["flags"] & FLAG_OVERFLOW:
+                add((w, IN, ANY), 1.0)
+                for t in se["tpl"]:
+                    add((w, IN, t), 1.0)
+                d = math.log1p(max(0.0, se["lastts"] - se["start"]))
+                a = max(1.0 / (n + 1.0), learn_rate)
+                delta = d - mean
+                durations[w] = [n + 1, mean + a * delta, (1.0 - a) * (var + a * delta * delta)]
+        del sessions[k]
+    return reported
+
+
+@njit(cache=True)
+def evict_slots(slots, ix_key, ix_slot, sd_key, free, counters):
+    """Forget sessions (oldest first, chosen by the caller) to make room; nothing is learned."""
+    for s in slots:
+        if sd_key[s] < 0:
+            continue
+        g = ht_find(ix_key, sd_key[s])
+        ht_delete(ix_key, ix_slot, g)
+        sd_key[s] = -1
+        free[0] += 1
+        free[free[0]] = s
+        counters[C_EVICTED] += 1

@@ -1,0 +1,709 @@
+"""Tier 4, sequence: sessions keyed by an id in the line, judged against learned workflows; window mix.
+
+Reads ParsedBatch (parsing/batch.py) and BatchContext (base.py); the hot loops are the numba kernels
+of sequence_kernels.py. The engine (engine.py) calls advance/score/learn and may switch it off at run time.
+"""
+import math
+import re
+
+import numpy as np
+
+from . import sequence_kernels as sk
+from .base import Finding, Tier, TierResult
+
+# How a template's lines carry their session id (SessionIdLocator.mode).
+MODE_NONE, MODE_FROM_START, MODE_FROM_END, MODE_UNDECIDED, MODE_REGEX = 0, 1, 2, 3, 4
+SAMPLES_PER_TEMPLATE = 8    # lines a locator is decided from
+VERIFY_PER_BATCH = 8        # lines per batch re-checked with the regexes (drift in a template's shape)
+MISSES_TO_REDECIDE = 2
+MAX_DECISIONS = 3           # after this many, a template that keeps changing shape uses the regexes per line
+
+TEMPLATES_PER_SESSION = 16  # distinct templates remembered per session (composition)
+ID_BYTES = 48               # bytes of a session id kept for Findings
+DECAY_LINES = 10000         # counts shrink by (1 - learning_rate) per this many learned lines
+PRUNE_AT, PRUNE_TO = 0.95, 0.75   # of max_transitions
+CORE_REFRESH_LINES = 20000  # learned lines between recomputations of each workflow's core steps
+EXPLAIN_FRACTION = 0.3      # lines scoring at least this share of unknown_score get a reason
+MAX_EXPLAINED = 200         # reasons per batch (the engine needs samples, not every line)
+REPORTED_FRACTION = 0.75    # a session with a line scored this high was reported already: no Finding
+WINDOW_DIMS = 64            # template-count vector length (template id modulo this)
+WINDOW_VARIANCE = 0.95      # share of variance the normal subspace explains
+WINDOW_CLEAN = 0.9          # share of learnable lines a window needs to be learned
+TEXT_CHARS = 80
+
+
+def _pow2_at_least(n):
+    c = 16
+    while c < n:
+        c *= 2
+    return c
+
+
+class SessionIdLocator:
+    """Where each template's lines hold their session id, decided once per template with the regexes.
+
+    Per line the id is then cut out by sequence_kernels.extract_keys (token number from the start or
+    the end, bytes to drop before and after), so no regex runs per line. A few lines per batch are
+    re-checked with the regexes; a template whose lines disagree is decided again.
+    """
+
+    def __init__(self, patterns):
+        self.patterns = []
+        for p in patterns:
+            try:
+                self.patterns.append(re.compile(p.encode("utf-8")))
+            except re.error as e:
+                raise ValueError(f"[detection][[tier4]] session_patterns: bad regular expression {p!r}: {e}") from e
+        self.mode = np.full(0, MODE_UNDECIDED, np.int8)
+        self.tok = np.zeros(0, np.int32)
+        self.pre = np.zeros(0, np.int32)
+        self.suf = np.zeros(0, np.int32)
+        self.misses = np.zeros(0, np.int32)
+        self.decisions = np.zeros(0, np.int32)
+        self.checked_batches = 0
+        self.regex_lines = 0
+        self.redecisions = 0
+
+    def ensure(self, n):
+        if n <= self.mode.size:
+            return
+        size = _pow2_at_least(n)
+        for name in ("mode", "tok", "pre", "suf", "misses", "decisions"):
+            old = getattr(self, name)
+            new = np.full(size, MODE_UNDECIDED, old.dtype) if name == "mode" else np.zeros(size, old.dtype)
+            new[:old.size] = old
+            setattr(self, name, new)
+
+    def find_id(self, content):
+        """(start, end) of the id in content bytes by the first pattern that matches, or None."""
+        for rx in self.patterns:
+            m = rx.search(content)
+            if m:
+                return m.span(1) if rx.groups else m.span()
+        return None
+
+    def keys(self, batch, n_templates):
+        """Session key per line (-1: none) and the id's byte span in batch.buf."""
+        tids = batch.template_id
+        self.ensure(max(n_templates, int(tids.max()) + 1 if tids.size else 0))
+        present = np.unique(tids)
+        self._decide(batch, present[self.mode[present] == MODE_UNDECIDED])
+        keys, ks, ke = sk.extract_keys(batch.buf, batch.content_start, batch.content_end, tids,
+                                       self.mode, self.tok, self.pre, self.suf)
+        by_regex = np.flatnonzero(self.mode[tids] == MODE_REGEX)
+        for i in by_regex.tolist():
+            s = int(batch.content_start[i])
+            span = self.find_id(bytes(batch.buf[s:batch.content_end[i]]))
+            if span and span[1] > span[0]:
+                ks[i], ke[i] = s + span[0], s + span[1]
+                keys[i] = sk.id_hash_py(bytes(batch.buf[ks[i]:ke[i]]))
+        self.regex_lines += by_regex.size
+        self._verify(batch, keys)
+        return keys, ks, ke
+
+    def _locate(self, content):
+        """(token from start, token from end, bytes before, bytes after) of the id; None; or 'split'."""
+        span = self.find_id(content)
+        if span is None or span[1] <= span[0]:
+            return None
+        spans = sk.token_spans_py(content)
+        for k, (p, q) in enumerate(spans):
+            if p <= span[0] and span[1] <= q:
+                return (k, len(spans) - k, span[0] - p, q - span[1])
+        return "split"
+
+    def _decide(self, batch, templates):
+        if templates.size == 0:
+            return
+        tids = batch.template_id
+        idx = np.flatnonzero(np.isin(tids, templates))
+        idx = idx[np.argsort(tids[idx], kind="stable")]
+        bounds = np.flatnonzero(np.diff(tids[idx])) + 1
+        for group in np.split(idx, bounds):
+            t = int(tids[group[0]])
+            locs = [self._locate(bytes(batch.buf[batch.content_start[i]:batch.content_end[i]]))
+                    for i in group[:SAMPLES_PER_TEMPLATE].tolist()]
+            self._set(t, locs)
+
+    def _set(self, t, locs):
+        found = [loc for loc in locs if loc is not None]
+        self.decisions[t] += 1
+        self.misses[t] = 0
+        if len(found) < len(locs) or "split" in found or self.decisions[t] > MAX_DECISIONS:
+            # Some lines without an id, or an id that is not one token: let the regexes do it per line.
+            self.mode[t] = MODE_REGEX if 2 * len(found) >= len(locs) else MODE_NONE
+            return
+        if all(loc[0] == found[0][0] and loc[2:] == found[0][2:] for loc in found):
+            self.mode[t], self.tok[t] = MODE_FROM_START, found[0][0]
+        elif all(loc[1:] == found[0][1:] for loc in found):
+            self.mode[t], self.tok[t] = MODE_FROM_END, found[0][1]
+        else:
+            self.mode[t] = MODE_REGEX
+            return
+        self.pre[t], self.suf[t] = found[0][2], found[0][3]
+
+    def _verify(self, batch, keys):
+        """Re-check a few lines with the regexes: templates change (the miner generalises them)."""
+        tids = batch.template_id
+        eligible = np.flatnonzero(self.mode[tids] <= MODE_FROM_END)
+        if eligible.size == 0:
+            return
+        self.checked_batches += 1
+        rng = np.random.default_rng(self.checked_batches)
+        take = max(1, min(VERIFY_PER_BATCH, eligible.size // 256))
+        for i in rng.choice(eligible, size=min(take, eligible.size), replace=False).tolist():
+            s = int(batch.content_start[i])
+            content = bytes(batch.buf[s:batch.content_end[i]])
+            span = self.find_id(content)
+            want = sk.id_hash_py(content[span[0]:span[1]]) if span and span[1] > span[0] else -1
+            if want == keys[i]:
+                continue
+            t = int(tids[i])
+            self.misses[t] += 1
+            if self.misses[t] >= MISSES_TO_REDECIDE:
+                self.mode[t] = MODE_UNDECIDED if self.decisions[t] < MAX_DECISIONS else MODE_REGEX
+                self.redecisions += 1
+
+    def state(self):
+        return {name: getattr(self, name).tolist() for name in ("mode", "tok", "pre", "suf", "misses", "decisions")}
+
+    def load_state(self, state):
+        for name in ("mode", "tok", "pre", "suf", "misses", "decisions"):
+            if name in state:
+                setattr(self, name, np.asarray(state[name], getattr(self, name).dtype))
+        self.ensure(self.mode.size)
+
+
+class SessionStore:
+    """Open sessions: a hash index key -> slot over fixed arrays of session data, and a free stack."""
+
+    FIELDS = (("key", np.int64), ("wf", np.int32), ("last", np.int32), ("start", np.float64),
+              ("lastts", np.float64), ("steps", np.int32), ("ntpl", np.int32), ("flags", np.int32),
+              ("maxscore", np.float32), ("src", np.int32), ("idlen", np.int32))
+
+    def __init__(self, max_sessions):
+        self.size = max_sessions
+        self.ix_key = np.full(_pow2_at_least(2 * max_sessions), -1, np.int64)
+        self.ix_slot = np.zeros(self.ix_key.size, np.int32)
+        for name, dt in self.FIELDS:
+            setattr(self, name, np.zeros(max_sessions, dt))
+        self.key[:] = -1
+        self.tpl = np.zeros((max_sessions, TEMPLATES_PER_SESSION), np.int32)
+        self.ids = np.zeros((max_sessions, ID_BYTES), np.uint8)
+        self.free = np.zeros(max_sessions + 1, np.int32)
+        self.free[0] = max_sessions
+        self.free[1:] = np.arange(max_sessions - 1, -1, -1)
+
+    @property
+    def open(self):
+        return self.size - int(self.free[0])
+
+    def id_text(self, s):
+        return bytes(self.ids[s, :self.idlen[s]]).decode("utf-8", "replace")
+
+    def state(self):
+        used = np.flatnonzero(self.key >= 0)
+        out = {name: getattr(self, name)[used].tolist() for name, _ in self.FIELDS}
+        out["tpl"] = self.tpl[used].tolist()
+        out["ids"] = [self.id_text(s) for s in used.tolist()]
+        return out
+
+    def load_state(self, state):
+        n = min(len(state.get("key", [])), self.size)
+        if n == 0:
+            return
+        for name, dt in self.FIELDS:
+            getattr(self, name)[:n] = np.asarray(state[name][:n], dt)
+        self.tpl[:n] = np.asarray(state["tpl"][:n], np.int32).reshape(n, TEMPLATES_PER_SESSION)
+        for s, text in enumerate(state["ids"][:n]):
+            raw = text.encode("utf-8")[:ID_BYTES]
+            self.ids[s, :len(raw)] = np.frombuffer(raw, np.uint8)
+            self.idlen[s] = len(raw)
+        for s in range(n):
+            g = sk.ht_find(self.ix_key, self.key[s])
+            self.ix_key[-1 - g], self.ix_slot[-1 - g] = self.key[s], s
+        self.free[0] = self.size - n
+        self.free[1:self.size - n + 1] = np.arange(self.size - 1, n - 1, -1)
+
+
+class WindowStructure:
+    """Template mix per event-time window against a learned normal subspace (PCA of sqrt shares).
+
+    A window whose residual off that subspace is far above the learned residuals becomes a Finding
+    naming the templates that moved most. One small eigh per window; nothing per line but a bincount.
+    """
+
+    def __init__(self, settings):
+        self.seconds = float(settings["window_seconds"])
+        self.min_lines = int(settings["window_min_lines"])
+        self.warmup = int(settings["window_warmup"])
+        self.sigmas = float(settings["window_sigmas"])
+        self.current = math.nan           # index of the open window (event time / seconds)
+        self.counts = np.zeros(WINDOW_DIMS)
+        self.unlearned = 0
+        self.dim_tid = np.full(WINDOW_DIMS, -1, np.int64)
+        self.n = 0
+        self.mu = np.zeros(WINDOW_DIMS)
+        self.cov = np.zeros((WINDOW_DIMS, WINDOW_DIMS))
+        self.basis = np.zeros((WINDOW_DIMS, 0))
+        self.spe_n = 0
+        self.spe_mean = 0.0
+        self.spe_dev = 0.0
+        self.closed = 0
+        self.flagged = 0
+
+    def add(self, ts, tids, weights, learning_rate):
+        """Count lines into windows; return [(window start, residual info)] of windows judged unusual."""
+        if self.seconds <= 0 or ts.size == 0:
+            return []
+        ok = np.isfinite(ts)
+        ts, tids, weights = ts[ok], tids[ok], weights[ok]
+        if ts.size == 0:
+            return []
+        win = np.floor(ts / self.seconds)
+        if math.isnan(self.current):
+            self.current = float(win[0])
+        dims = tids % WINDOW_DIMS
+        self.dim_tid[dims] = tids
+        later = win > self.current
+        unusual = []
+        self._count(dims[~later], weights[~later])   # late lines count in the open window
+        if later.any():
+            wins, inv = np.unique(win[later], return_inverse=True)
+            for j, w in enumerate(wins.tolist()):
+                sel = inv == j
+                unusual += self.close(learning_rate)
+                self.current = w
+                self._count(dims[later][sel], weights[later][sel])
+        return unusual
+
+    def _count(self, dims, weights):
+        self.counts += np.bincount(dims, minlength=WINDOW_DIMS)
+        self.unlearned += int(np.count_nonzero(weights <= 0))
+
+    def close(self, learning_rate):
+        """Judge and learn the open window, then empty it."""
+        counts, total, unlearned = self.counts, self.counts.sum(), self.unlearned
+        start = self.current * self.seconds
+        self.counts = np.zeros(WINDOW_DIMS)
+        self.unlearned = 0
+        if total < self.min_lines:
+            return []
+        self.closed += 1
+        x = np.sqrt(counts / total)
+        d = x - self.mu
+        fitted = self.basis @ (self.basis.T @ d)
+        r = d - fitted
+        spe = float(r @ r)
+        unusual = []
+        if self.n >= self.warmup and self.spe_n >= self.warmup // 2:
+            z = (spe - self.spe_mean) / (1.2533 * self.spe_dev + 1e-12)
+            if z > self.sigmas and spe > 2.0 * self.spe_mean:
+                self.flagged += 1
+                unusual.append((start, x, self.mu + fitted, r, z))
+        if not unusual and unlearned <= (1.0 - WINDOW_CLEAN) * total:
+            self._learn(d, spe, learning_rate)
+        return unusual
+
+    def _learn(self, d, spe, learning_rate):
+        self.n += 1
+        if self.n > self.warmup // 2:
+            # Residuals are only comparable once the subspace has settled a little.
+            self.spe_n += 1
+            b = max(1.0 / self.spe_n, learning_rate)
+            old = self.spe_mean
+            self.spe_mean += b * (spe - old)
+            self.spe_dev += b * (abs(spe - old) - self.spe_dev)
+        a = max(1.0 / self.n, learning_rate)
+        self.mu += a * d
+        self.cov = (1.0 - a) * (self.cov + a * np.outer(d, d))
+        vals, vecs = np.linalg.eigh(self.cov)
+        vals, vecs = vals[::-1], vecs[:, ::-1]
+        total = vals.clip(min=0).sum()
+        if total <= 0:
+            self.basis = np.zeros((WINDOW_DIMS, 0))
+            return
+        k = int(np.searchsorted(np.cumsum(vals.clip(min=0)) / total, WINDOW_VARIANCE)) + 1
+        self.basis = vecs[:, :min(k, WINDOW_DIMS - 1)].copy()
+
+    def state(self):
+        return {"current": None if math.isnan(self.current) else self.current, "counts": self.counts.tolist(),
+                "unlearned": self.unlearned, "dim_tid": self.dim_tid.tolist(), "n": self.n, "mu": self.mu.tolist(),
+                "cov": self.cov.tolist(), "basis": self.basis.tolist(), "spe_n": self.spe_n,
+                "spe_mean": self.spe_mean, "spe_dev": self.spe_dev, "closed": self.closed, "flagged": self.flagged}
+
+    def load_state(self, state):
+        self.current = math.nan if state.get("current") is None else float(state["current"])
+        for name in ("n", "spe_n", "unlearned", "closed", "flagged"):
+            setattr(self, name, int(state.get(name, 0)))
+        self.spe_mean = float(state.get("spe_mean", 0.0))
+        self.spe_dev = float(state.get("spe_dev", 0.0))
+        self.counts = np.asarray(state.get("counts", self.counts), np.float64).reshape(WINDOW_DIMS)
+        self.dim_tid = np.asarray(state.get("dim_tid", self.dim_tid), np.int64).reshape(WINDOW_DIMS)
+        self.mu = np.asarray(state.get("mu", self.mu), np.float64).reshape(WINDOW_DIMS)
+        self.cov = np.asarray(state.get("cov", self.cov), np.float64).reshape(WINDOW_DIMS, WINDOW_DIMS)
+        self.basis = np.asarray(state.get("basis", self.basis), np.float64).reshape(WINDOW_DIMS, -1)
+
+
+class SequenceTier(Tier):
+    """Sessions keyed by an id in the line; transitions, composition, endings and durations per workflow.
+
+    A workflow is the set of sessions that begin with the same template. Counts of (workflow,
+    previous, next) transitions live in one bounded hash table (sequence_kernels), with row totals
+    (next = ANY), session starts (workflow = GLOBAL) and composition (previous = IN) beside them.
+    """
+
+    name = "t4"
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.enabled = bool(settings["enabled"])
+        self.timeout = float(settings["session_timeout_seconds"])
+        self.max_sessions = int(settings["max_sessions"])
+        self.max_transitions = int(settings["max_transitions"])
+        self.min_support = float(settings["min_support"])
+        self.rare_p = float(settings["rare_probability"])
+        self.top = float(settings["unknown_score"])
+        self.core_fraction = float(settings["core_step_fraction"])
+        self.sigmas = float(settings["duration_sigmas"])
+        self.max_findings = int(settings["max_findings_per_batch"])
+        self.patterns = list(settings["session_patterns"])
+        self.locator = SessionIdLocator(self.patterns)
+        self._cold_start()
+
+    # The admin API flips `enabled`; sessions left open while off would all look unfinished.
+    @property
+    def enabled(self):
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, on):
+        if on and not getattr(self, "_enabled", True):
+            self._resumed = True
+        self._enabled = bool(on)
+
+    def _cold_start(self):
+        self.store = SessionStore(self.max_sessions)
+        cap = _pow2_at_least(2 * self.max_transitions)
+        self.tkeys = np.full(cap, -1, np.int64)
+        self.tcnt = np.zeros(cap, np.float64)
+        self.counters = np.zeros(sk.N_COUNTERS, np.int64)
+        self.dur_n = np.zeros(64)
+        self.dur_mean = np.zeros(64)
+        self.dur_var = np.zeros(64)
+        self.core_ptr = np.zeros(1, np.int64)
+        self.core_tid = np.zeros(0, np.int32)
+        self.window = WindowStructure(self.settings)
+        self.pending = []
+        self._cache = None
+        self._ctx = None
+        self._resumed = False
+        self._since_decay = 0
+        self._since_core = CORE_REFRESH_LINES
+        self.learned_lines = 0
+        self.pruned = 0
+        self.findings_dropped = 0
+
+    # ------------------------------------------------------------ per batch
+
+    def score(self, batch, ctx):
+        n = batch.n
+        scores = np.zeros(n, np.float32)
+        if not self.enabled or n == 0:
+            return TierResult(scores)
+        self._ctx = ctx
+        tids = np.ascontiguousarray(batch.template_id, np.int32)
+        keys, ks, ke = self.locator.keys(batch, ctx.n_templates)
+        wf, prev = sk.walk_sessions(keys, tids, self.store.ix_key, self.store.ix_slot, self.store.wf,
+                                    self.store.last)
+        result = TierResult(scores)
+        if ctx.warm:
+            result.scores, why = sk.score_transitions(wf, prev, tids, self.tkeys, self.tcnt, self.min_support,
+                                                      self.rare_p, self.top)
+            self._explain(result, why, wf, prev, tids)
+        self._cache = (batch, keys, ks, ke, prev, result.scores)
+        return result
+
+    def learn(self, batch, ctx, weights):
+        if not self.enabled or batch.n == 0:
+            return
+        self._ctx = ctx
+        tids = np.ascontiguousarray(batch.template_id, np.int32)
+        if self._cache is not None and self._cache[0] is batch:
+            _, keys, ks, ke, prev, scores = self._cache
+        else:
+            keys, ks, ke = self.locator.keys(batch, ctx.n_templates)
+            _, prev = sk.walk_sessions(keys, tids, self.store.ix_key, self.store.ix_slot, self.store.wf,
+                                       self.store.last)
+            scores = np.zeros(batch.n, np.float32)
+        self._cache = None
+        w = np.ascontiguousarray(weights, np.float32)
+        if self.learning_rate <= 0:
+            w = np.zeros_like(w)
+        self._ensure_workflows(ctx.n_templates)
+        self._make_room(int(np.count_nonzero(prev == sk.START)))
+        st = self.store
+        sk.learn_lines(keys, tids, np.ascontiguousarray(ctx.ts, np.float64), w, scores,
+                       np.ascontiguousarray(batch.source_id, np.int32), batch.buf, ks, ke,
+                       st.ix_key, st.ix_slot, st.key, st.wf, st.last, st.start, st.lastts, st.steps,
+                       st.ntpl, st.tpl, st.flags, st.maxscore, st.src, st.ids, st.idlen,
+                       st.free, self.tkeys, self.tcnt, self.counters, self.max_transitions)
+        learned = int(np.count_nonzero((w > 0) & (keys >= 0)))
+        self.learned_lines += learned
+        self._since_core += learned
+        self._forget(learned)
+        self.pending += self._window_findings(self.window.add(ctx.ts, tids.astype(np.int64), w,
+                                                              self.learning_rate))
+
+    def advance(self, event_time):
+        if not self.enabled:
+            return []
+        if self._resumed:
+            self._drop_all_sessions()
+        findings, self.pending = self.pending, []
+        if event_time is None or not math.isfinite(event_time):
+            return self._cap(findings)
+        if self.window.seconds > 0 and not math.isnan(self.window.current) \
+                and event_time >= (self.window.current + 2) * self.window.seconds:
+            # No line for a whole window: judge the open one instead of waiting for the next line.
+            findings += self._window_findings(self.window.close(self.learning_rate))
+            self.window.current = math.floor(event_time / self.window.seconds)
+        self._refresh_core()
+        st = self.store
+        slots, verdicts, missing = sk.close_sessions(
+            float(event_time), self.timeout, self.learning_rate, REPORTED_FRACTION * self.top, self.min_support,
+            self.sigmas, st.ix_key, st.ix_slot, st.key, st.wf, st.last, st.start, st.lastts, st.ntpl, st.tpl,
+            st.flags, st.maxscore, st.free, self.tkeys, self.tcnt, self.counters, self.max_transitions,
+            self.dur_n, self.dur_mean, self.dur_var, self.core_ptr, self.core_tid)
+        if slots.size and self._ctx is not None and self._ctx.warm:
+            findings += self._session_findings(slots, verdicts, missing, float(event_time))
+        return self._cap(findings)
+
+    # ------------------------------------------------------------ bounds and forgetting
+
+    def _ensure_workflows(self, n):
+        if n <= self.dur_n.size:
+            return
+        size = _pow2_at_least(n)
+        for name in ("dur_n", "dur_mean", "dur_var"):
+            grown = np.zeros(size)
+            old = getattr(self, name)
+            grown[:old.size] = old
+            setattr(self, name, grown)
+
+    def _make_room(self, needed):
+        """Evict the least recently active sessions so a batch's new sessions fit."""
+        st = self.store
+        short = needed - int(st.free[0])
+        if short <= 0:
+            return
+        used = np.flatnonzero(st.key >= 0)
+        k = min(used.size, short + max(1, st.size // 100))
+        if k <= 0:
+            return
+        oldest = used[np.argpartition(st.lastts[used], k - 1)[:k]] if k < used.size else used
+        sk.evict_slots(oldest.astype(np.int32), st.ix_key, st.ix_slot, st.key, st.free, self.counters)
+
+    def _drop_all_sessions(self):
+        st = self.store
+        sk.evict_slots(np.flatnonzero(st.key >= 0).astype(np.int32), st.ix_key, st.ix_slot, st.key, st.free,
+                       self.counters)
+        self.window.current = math.nan
+        self.window.counts[:] = 0
+        self.window.unlearned = 0
+        self._resumed = False
+
+    def _forget(self, learned):
+        """Shrink counts at the learning rate so workflows that change are relearned; prune when full."""
+        self._since_decay += learned
+        if self._since_decay >= DECAY_LINES:
+            self.tcnt *= (1.0 - min(self.learning_rate, 1.0)) ** (self._since_decay / DECAY_LINES)
+            self._since_decay = 0
+        if self.counters[sk.C_TRANS_SIZE] < PRUNE_AT * self.max_transitions:
+            return
+        used = np.flatnonzero(self.tkeys >= 0)
+        keep = int(PRUNE_TO * self.max_transitions)
+        kept = used[np.argpartition(-self.tcnt[used], keep - 1)[:keep]]
+        self.tkeys, self.tcnt = sk.ht_rebuild(self.tkeys[kept], self.tcnt[kept], self.tkeys.size)
+        self.pruned += used.size - kept.size
+        self.counters[sk.C_TRANS_SIZE] = kept.size
+
+    def _refresh_core(self):
+        """Each workflow's core steps: templates held by at least core_step_fraction of its sessions."""
+        if self._since_core < CORE_REFRESH_LINES:
+            return
+        self._since_core = 0
+        k, c = self._rows()
+        wf, prev, nxt = k >> (2 * sk.CODE_BITS), (k >> sk.CODE_BITS) & sk.CODE_MASK, k & sk.CODE_MASK
+        n_wf = self.dur_n.size
+        comp = (prev == sk.IN) & (wf < n_wf)
+        totals = np.zeros(n_wf)
+        is_total = comp & (nxt == sk.ANY)
+        totals[wf[is_total]] = c[is_total]
+        rows = comp & (nxt != sk.ANY)
+        tot = totals[wf[rows]]
+        core = (tot >= self.min_support) & (c[rows] >= self.core_fraction * tot)
+        cw, ct = wf[rows][core], nxt[rows][core]
+        order = np.lexsort((ct, cw))
+        self.core_tid = ct[order].astype(np.int32)
+        self.core_ptr = np.zeros(n_wf + 1, np.int64)
+        self.core_ptr[1:] = np.cumsum(np.bincount(cw, minlength=n_wf))
+
+    def _rows(self):
+        used = self.tkeys >= 0
+        return self.tkeys[used], self.tcnt[used]
+
+    def _cap(self, findings):
+        if len(findings) > self.max_findings:
+            self.findings_dropped += len(findings) - self.max_findings
+            findings.sort(key=lambda f: -f.score)
+            findings = findings[:self.max_findings]
+        return findings
+
+    # ------------------------------------------------------------ explanations
+
+    def _text(self, tid):
+        if tid == sk.START:
+            return "(start)"
+        if tid == sk.END:
+            return "(end)"
+        text = self._ctx.template_text(int(tid)) if self._ctx is not None else str(tid)
+        text = str(text)
+        return text if len(text) <= TEXT_CHARS else text[:TEXT_CHARS - 3] + "..."
+
+    def _likely_next(self, contexts, k, c):
+        """{(workflow, previous): "'A' 80%, 'B' 15%"} for the given contexts, from one pass over the table."""
+        hi = k >> sk.CODE_BITS
+        nxt = k & sk.CODE_MASK
+        wanted = np.array([(w << sk.CODE_BITS) | p for w, p in contexts], np.int64)
+        sel = np.isin(hi, wanted) & (nxt != sk.ANY)
+        out = {}
+        for h in np.unique(hi[sel]).tolist():
+            rows = sel & (hi == h)
+            total = c[rows].sum()
+            best = np.argsort(-c[rows])[:3]
+            parts = [f"'{self._text(t)}' {100.0 * v / total:.0f}%"
+                     for t, v in zip(nxt[rows][best].tolist(), c[rows][best].tolist()) if total > 0]
+            out[(h >> sk.CODE_BITS, h & sk.CODE_MASK)] = ", ".join(parts)
+        return out
+
+    def _explain(self, result, why, wf, prev, tids):
+        lines = np.flatnonzero(result.scores >= EXPLAIN_FRACTION * self.top)[:MAX_EXPLAINED]
+        if lines.size == 0:
+            return
+        contexts = set()
+        for i in lines.tolist():
+            contexts.add((sk.GLOBAL, sk.START) if prev[i] == sk.START else (int(wf[i]), int(prev[i])))
+        k, c = self._rows()
+        likely = self._likely_next(contexts, k, c)
+        for i in lines.tolist():
+            t, p, w = int(tids[i]), int(prev[i]), int(wf[i])
+            code = int(why[i])
+            if code == sk.WHY_UNKNOWN_START:
+                result.reasons[i] = f"session opens with a step that never opens sessions: '{self._text(t)}'"
+                result.expected[i] = "sessions open with " + likely.get((sk.GLOBAL, sk.START), "?")
+            else:
+                flow = self._text(w)
+                if code == sk.WHY_UNKNOWN_STEP:
+                    result.reasons[i] = f"step never seen in workflow '{flow}': '{self._text(t)}'"
+                elif code == sk.WHY_UNKNOWN_TRANSITION:
+                    result.reasons[i] = f"unexpected order in workflow '{flow}': '{self._text(t)}' never follows " \
+                                        f"'{self._text(p)}'"
+                else:
+                    result.reasons[i] = f"rare order in workflow '{flow}': '{self._text(t)}' after '{self._text(p)}'"
+                result.expected[i] = f"after '{self._text(p)}': " + likely.get((w, p), "?")
+            result.observed[i] = f"'{self._text(p)}' -> '{self._text(t)}'"
+
+    def _session_findings(self, slots, verdicts, missing, now):
+        st = self.store
+        k, c = self._rows()
+        endings = {}
+        out = []
+        for s, verdict, miss in zip(slots.tolist(), verdicts.tolist(), missing.tolist()):
+            w, last = int(st.wf[s]), int(st.last[s])
+            if w not in endings:
+                endings[w] = self._endings(w, k, c)
+            took = st.lastts[s] - st.start[s]
+            observed = f"last step '{self._text(last)}' after {st.steps[s]} lines in {took:.1f} s"
+            flow = self._text(w)
+            if verdict == sk.CLOSED_MISSING_STEP:
+                reason = f"session of workflow '{flow}' ended without step '{self._text(miss)}'"
+                expected = f"'{self._text(miss)}' is in at least {100 * self.core_fraction:.1f}% of its sessions"
+            elif verdict == sk.CLOSED_OVERDUE:
+                limit = sk.duration_limit(self.dur_mean[w], self.dur_var[w], self.sigmas)
+                reason = f"session of workflow '{flow}' open {now - st.start[s]:.0f} s (learned at most " \
+                         f"{limit:.0f} s) and not finished"
+                expected = "sessions end after " + endings[w]
+            else:
+                reason = f"session of workflow '{flow}' never finished: stopped after '{self._text(last)}'"
+                expected = "sessions end after " + endings[w]
+            source = self._ctx.source_name(int(st.src[s])) if self._ctx is not None else ""
+            out.append(Finding(tier=self.name, ts=float(st.lastts[s]), key="session:" + st.id_text(s),
+                               score=self.top, reason=reason, expected=expected, observed=observed,
+                               template_id=w, source=str(source)))
+        return out
+
+    def _endings(self, w, k, c):
+        rows = ((k >> (2 * sk.CODE_BITS)) == w) & ((k & sk.CODE_MASK) == sk.END)
+        prev = (k[rows] >> sk.CODE_BITS) & sk.CODE_MASK
+        best = np.argsort(-c[rows])[:3]
+        return ", ".join(f"'{self._text(p)}'" for p in prev[best].tolist()) or "?"
+
+    def _window_findings(self, unusual):
+        out = []
+        for start, x, expected, r, z in unusual:
+            dims = np.argsort(-np.abs(r))[:3]
+            parts = []
+            for d in dims.tolist():
+                t = int(self.window.dim_tid[d])
+                parts.append(f"'{self._text(t)}' {100 * x[d] ** 2:.1f}% (expected "
+                             f"{100 * max(expected[d], 0.0) ** 2:.1f}%)")
+            out.append(Finding(tier=self.name, ts=start + self.window.seconds,
+                               key=f"window:{start:.0f}", score=self.top,
+                               reason=f"unusual mix of templates in a {self.window.seconds:.0f} s window "
+                                      f"({z:.0f} deviations off the learned structure)",
+                               expected="; ".join(parts), observed="; ".join(parts[:1]),
+                               template_id=int(self.window.dim_tid[dims[0]])))
+        return out
+
+    # ------------------------------------------------------------ state and stats
+
+    @property
+    def stats(self):
+        c = self.counters
+        return {"sessions_open": self.store.open, "sessions_opened_total": int(c[sk.C_OPENED]),
+                "sessions_closed_total": int(c[sk.C_CLOSED]), "sessions_evicted_total": int(c[sk.C_EVICTED]),
+                "sessions_dropped_total": int(c[sk.C_DROPPED]), "transitions": int(c[sk.C_TRANS_SIZE]),
+                "transitions_dropped_total": int(c[sk.C_TRANS_DROPPED]), "transitions_pruned_total": self.pruned,
+                "findings_dropped_total": self.findings_dropped, "regex_lines_total": self.locator.regex_lines,
+                "locator_redecisions_total": self.locator.redecisions, "windows_closed_total": self.window.closed,
+                "windows_flagged_total": self.window.flagged, "learned_lines_total": self.learned_lines}
+
+    def state(self):
+        k, c = self._rows()
+        return {"version": 1, "patterns": self.patterns, "locator": self.locator.state(),
+                "sessions": self.store.state(), "transition_keys": k.tolist(), "transition_counts": c.tolist(),
+                "counters": self.counters.tolist(), "dur_n": self.dur_n.tolist(), "dur_mean": self.dur_mean.tolist(),
+                "dur_var": self.dur_var.tolist(), "window": self.window.state(), "learned_lines": self.learned_lines,
+                "pruned": self.pruned, "findings_dropped": self.findings_dropped}
+
+    def load_state(self, state):
+        self._cold_start()
+        if not state or state.get("version") != 1:
+            return
+        if state.get("patterns") == self.patterns:
+            # Locators found with other patterns would cut out the wrong ids.
+            self.locator.load_state(state.get("locator", {}))
+        k = np.asarray(state.get("transition_keys", []), np.int64)
+        c = np.asarray(state.get("transition_counts", []), np.float64)
+        keep = min(k.size, self.max_transitions)
+        self.tkeys, self.tcnt = sk.ht_rebuild(k[:keep], c[:keep], self.tkeys.size)
+        self.counters[:] = np.asarray(state.get("counters", self.counters), np.int64)[:sk.N_COUNTERS]
+        self.counters[sk.C_TRANS_SIZE] = keep
+        for name in ("dur_n", "dur_mean", "dur_var"):
+            setattr(self, name, np.asarray(state.get(name, getattr(self, name)), np.float64))
+        self.store.load_state(state.get("sessions", {}))
+        self.window.load_state(state.get("window", {}))
+        self.learned_lines = int(state.get("learned_lines", 0))
+        self.pruned = int(state.get("pruned", 0))
+        self.findings_dropped = int(state.get("findings_dropped", 0))
