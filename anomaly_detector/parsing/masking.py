@@ -1,0 +1,90 @@
+"""Which parts of a message are values: the masking configuration of the template miner.
+
+Read by miner.TemplateMiner; the byte-level maskers themselves are numba kernels in miner_kernels.py.
+
+Maskers (all on by default), applied per whitespace token:
+  numbers   runs of digits with inner dots: 42, 0.25, 1.2.3
+  ids       runs mixing letters and digits: blk_<*> (the digits part), t761, a64f992
+  hex       0x1f, and hex strings of 8+ characters even without digits (ffffffff)
+  ip        IPv4 addresses (10.0.0.1, with the port kept as a separate number)
+  uuid      a token holding 8-4-4-4-12 hex is a value as a whole
+  path      a token starting with "/" (or a quote/bracket then "/") is a value as a whole
+  duration  12ms, 3.5s, 10min
+  size      5KB, 12MiB, 100bytes
+  datetime  month and weekday names (Jan, Sun): dates written inside messages
+  extra     user regexes; a token holding a match is a value as a whole (costs a Python
+            regex pass per line, so the batch path slows down when they are set)
+"""
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from anomaly_detector.parsing import miner_kernels as mk
+
+_FLAG_OF = {
+    "numbers": mk.F_NUMBERS, "ids": mk.F_IDS, "hex": mk.F_HEX, "ip": mk.F_IP, "uuid": mk.F_UUID,
+    "path": mk.F_PATH, "duration": mk.F_DURATION, "size": mk.F_SIZE, "datetime": mk.F_DATETIME,
+}
+WILDCARD = "<*>"
+
+
+@dataclass(frozen=True)
+class MaskingConfig:
+    """Switches for the built-in maskers and extra regexes (see the module docstring)."""
+
+    numbers: bool = True
+    ids: bool = True
+    hex: bool = True
+    ip: bool = True
+    uuid: bool = True
+    path: bool = True
+    duration: bool = True
+    size: bool = True
+    datetime: bool = True
+    extra: tuple = field(default_factory=tuple)
+
+    def __post_init__(self):
+        for pattern in self.extra:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"masking regex {pattern!r} does not compile: {exc}") from None
+
+    @property
+    def flags(self) -> int:
+        """The maskers that are on, as the bit set the kernels take."""
+        return sum(bit for name, bit in _FLAG_OF.items() if getattr(self, name))
+
+    def to_dict(self) -> dict:
+        out = {name: getattr(self, name) for name in _FLAG_OF}
+        out["extra"] = list(self.extra)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MaskingConfig":
+        known = {k: v for k, v in data.items() if k in _FLAG_OF}
+        return cls(**known, extra=tuple(data.get("extra", ())))
+
+    def force_mask(self, buf, starts, ends):
+        """One flag byte per buffer byte, set where an extra regex matched; empty when none are set."""
+        if not self.extra:
+            return np.zeros(0, dtype=np.uint8)
+        force = np.zeros(len(buf), dtype=np.uint8)
+        regexes = [re.compile(p.encode()) for p in self.extra]
+        data = bytes(buf)
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            line = data[s:e]
+            for rx in regexes:
+                for m in rx.finditer(line):
+                    if m.end() > m.start():
+                        force[s + m.start():s + m.end()] = 1
+        return force
+
+    def mask(self, content: str) -> str:
+        """The masked form of one message, values shown as <*> (for people and tests, not hot loops)."""
+        line = content.encode("utf-8", "surrogateescape")
+        buf = np.frombuffer(line, dtype=np.uint8)
+        force = self.force_mask(buf, np.array([0]), np.array([len(line)]))
+        masked = mk.mask_line_py(line, self.flags, bytes(force))
+        return masked.replace(bytes([mk.MARK]), WILDCARD.encode()).decode("utf-8", "surrogateescape")

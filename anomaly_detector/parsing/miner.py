@@ -1,0 +1,526 @@
+"""Online template miner: groups log messages into templates with stable ids and typed parameters.
+
+Fed by the parsing stage (framing/headers give byte spans); its ids and parameters fill
+batch.ParsedBatch for the detection tiers. Hot loops are in miner_kernels.py (numba).
+
+How a line finds its template
+  1. A numba pass masks every token's values (masking.py) and hashes the masked line:
+     its "shape". A numpy hash table maps known shapes to templates; hits never touch Python.
+  2. A miss (a shape not seen before) is matched in Python against the live templates with
+     the same number of tokens. A template token is a glob (literal text and <*>); a line
+     token joins it when the glob matches, or when the two differ only where one side holds
+     a value (a masked run, an empty slot between delimiters, or a dotted/slashed name),
+     in which case the template widens there. Differences between plain words
+     ("VM Started" / "VM Paused") never widen. Of the templates that accept the line, the one
+     with most literally equal tokens wins; at least one token must be equal and equal
+     tokens must be at least `similarity` of equal + widened ones. Otherwise a new template
+     is opened.
+
+Ids are non-negative int32, given in creation order and never reused. A template that widens
+keeps its id; the shape cache and a reload (save/load) give the same line the same id.
+
+Eviction policy
+  At most `max_templates` templates are live. Opening one more evicts the least recently
+  seen sixteenth of them at once (one table rebuild per chunk rather than per template).
+  Evicted templates go to an archive of up to `archive_size` (default 4 x max_templates)
+  entries, together with the shapes that led to them; a line that comes back with such a
+  shape, or that matches an archived template, revives it under its OLD id. Only templates
+  pushed out of the archive too (oldest eviction first) lose their id for good.
+  The shape cache holds at most `max_shapes` shapes; when full it is cleared and relearned
+  through step 2, which maps lines to the same live templates, so ids do not change.
+"""
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from anomaly_detector.parsing import miner_kernels as mk
+from anomaly_detector.parsing.masking import WILDCARD, MaskingConfig
+from anomaly_detector.storage.atomic import read_json_snapshot, write_json_snapshot
+
+M = bytes([mk.MARK])
+SNAPSHOT_KIND = "templates"
+SNAPSHOT_VERSION = 1
+_DELIMS = b"./"
+
+
+@dataclass
+class MinedBatch:
+    """Ids and parameters of n lines in the CSR layout of batch.ParsedBatch (m parameters)."""
+
+    template_id: np.ndarray  # int32[n]
+    param_ptr: np.ndarray    # int64[n+1]
+    param_pos: np.ndarray    # int16[m]  which <*> of the template
+    param_hash: np.ndarray   # uint64[m]
+    param_num: np.ndarray    # float64[m] NaN when not numeric
+    param_start: np.ndarray  # int64[m]  value offsets in the input buffer
+    param_end: np.ndarray    # int64[m]
+
+
+@dataclass
+class MinerStats:
+    lines: int = 0
+    templates: int = 0
+    evictions: int = 0
+    revivals: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+
+# ---------------------------------------------------------------- token generalisation
+def _alnum(c):
+    return 48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122
+
+
+def _split_common(a, b):
+    n = min(len(a), len(b))
+    p = 0
+    while p < n and a[p] == b[p]:
+        p += 1
+    s = 0
+    while s < n - p and a[-1 - s] == b[-1 - s]:
+        s += 1
+    return a[:p], a[p:len(a) - s], b[p:len(b) - s], a[len(a) - s:]
+
+
+def _absorb_marks(pre, ma, mb, suf):
+    # A differing part next to a value (over at most one delimiter) belongs to that value:
+    # "blk_<*>" vs "blk_-<*>" differ by "-", which joins the <*>.
+    if suf[:1] == M:
+        ma, mb, suf = ma + M, mb + M, suf[1:]
+    elif len(suf) >= 2 and not _alnum(suf[0]) and suf[1:2] == M:
+        ma, mb, suf = ma + suf[:2], mb + suf[:2], suf[2:]
+    if pre[-1:] == M:
+        ma, mb, pre = M + ma, M + mb, pre[:-1]
+    elif len(pre) >= 2 and not _alnum(pre[-1]) and pre[-2:-1] == M:
+        ma, mb, pre = pre[-2:] + ma, pre[-2:] + mb, pre[:-2]
+    return pre, ma, mb, suf
+
+
+def _dotted_name(tok):
+    return sum(tok.count(d) for d in _DELIMS) >= 2
+
+
+def generalise(a, b):
+    """Join template token a and masked line token b: (token, widened) or (None, False).
+
+    Tokens are bytes with MARK for each value. See the module docstring for the rules.
+    """
+    if a == b:
+        return a, False
+    if M in a and mk.glob_capture_py(b, a) is not None:
+        return a, False
+    if a == M or b == M:
+        return M, True
+    pre, ma, mb, suf = _absorb_marks(*_split_common(a, b))
+    if (M in ma and M in mb) or ma == M or mb == M:
+        return pre + M + suf, True
+    if not ma or not mb:
+        # an empty slot is a value only between delimiters: "user=" / "user=root", "()" / "(x)"
+        if (not pre or not _alnum(pre[-1])) and (not suf or not _alnum(suf[0])):
+            return pre + M + suf, True
+        return None, False
+    if _dotted_name(a) and _dotted_name(b) and any(d in ma or d in mb for d in (b".", b"/")):
+        # package, host and class names: com.apple.<*>: / system.<*>
+        while pre and _alnum(pre[-1]):
+            pre = pre[:-1]
+        while suf and _alnum(suf[0]):
+            suf = suf[1:]
+        return pre + M + suf, True
+    return None, False
+
+
+def join_template(template, tokens, similarity):
+    """The template widened to take tokens, with its count of equal tokens; (None, 0) if it does not fit."""
+    new, exact, widened = [], 0, 0
+    for a, b in zip(template, tokens):
+        g, w = generalise(a, b)
+        if g is None:
+            return None, 0
+        if a == b and a != M:
+            exact += 1
+        widened += w
+        new.append(g)
+    if exact == 0 or exact < similarity * (exact + widened):
+        return None, 0
+    return new, exact
+
+
+def _token_hash(tok, line_side):
+    # A bare value never counts as an equal token: give it a hash no literal token has.
+    if tok == M:
+        return 1 if line_side else 0
+    return mk.fnv_py(tok)
+
+
+class _LengthIndex:
+    """Live templates with the same token count: their token hashes for the similarity kernel."""
+
+    def __init__(self, length):
+        self.slots = []
+        self.hashes = np.zeros((4, length), dtype=np.uint64)
+
+    def put(self, slot, tokens):
+        if slot in self.slots:
+            row = self.slots.index(slot)
+        else:
+            row = len(self.slots)
+            self.slots.append(slot)
+            if row >= self.hashes.shape[0]:
+                self.hashes = np.concatenate([self.hashes, np.zeros_like(self.hashes)])
+        self.hashes[row] = [_token_hash(t, False) for t in tokens]
+
+    def drop(self, slot):
+        row = self.slots.index(slot)
+        last = len(self.slots) - 1
+        self.hashes[row] = self.hashes[last]
+        self.slots[row] = self.slots[last]
+        self.slots.pop()
+
+
+# ---------------------------------------------------------------- the miner
+class TemplateMiner:
+    """See the module docstring. Not thread-safe: one miner per worker."""
+
+    def __init__(self, max_templates=10000, masking=None, similarity=0.5, max_shapes=None, archive_size=None):
+        if max_templates < 1:
+            raise ValueError("max_templates must be at least 1")
+        if not 0.0 <= similarity <= 1.0:
+            raise ValueError("similarity must be within 0..1")
+        self.max_templates = int(max_templates)
+        self.masking = masking if masking is not None else MaskingConfig()
+        self.similarity = float(similarity)
+        self.max_shapes = int(max_shapes or max(65536, 16 * self.max_templates))
+        self.archive_size = int(archive_size if archive_size is not None else 4 * self.max_templates)
+        self.stats = MinerStats()
+        self._flags = self.masking.flags
+        self._next_id = 0
+        self._clock = 0
+        cap = self.max_templates
+        self._slot_tid = np.full(cap, -1, dtype=np.int32)
+        self._counts = np.zeros(cap, dtype=np.int64)
+        self._last_seen = np.zeros(cap, dtype=np.int64)
+        self._nwild = np.zeros(cap, dtype=np.int64)
+        self._tpl_first = np.zeros(cap, dtype=np.int64)
+        self._tpl_ntok = np.zeros(cap, dtype=np.int64)
+        self._free = list(range(cap - 1, -1, -1))
+        self._tokens = {}          # slot -> list of template tokens (bytes)
+        self._tid_slot = {}        # tid -> slot
+        self._by_len = {}          # token count -> _LengthIndex
+        self._shapes = {}          # shape hash -> slot
+        self._slot_shapes = {}     # slot -> [shape hash]
+        self._archive = OrderedDict()          # tid -> (tokens, count, last_seen), oldest eviction first
+        self._archived_shapes = {}             # shape hash -> tid
+        self._archive_by_len = {}              # token count -> set of tids
+        self._pool = np.zeros(1 << 16, dtype=np.uint8)
+        self._pool_used = 0
+        self._tt_start = np.zeros(1 << 12, dtype=np.int64)
+        self._tt_end = np.zeros(1 << 12, dtype=np.int64)
+        self._tt_used = 0
+        self._max_marks = 1
+        self._keys = np.zeros(1 << 12, dtype=np.uint64)
+        self._vals = np.full(1 << 12, -1, dtype=np.int32)
+
+    # ------------------------------------------------------------ public API
+    def __len__(self):
+        return len(self._tid_slot)
+
+    def template(self, tid):
+        """The template text of id tid (live or archived), values written <*>."""
+        slot = self._tid_slot.get(tid)
+        if slot is not None:
+            return _render(self._tokens[slot])
+        if tid in self._archive:
+            return _render(self._archive[tid][0])
+        raise KeyError(tid)
+
+    def templates(self):
+        """[(tid, template, count)] of the live templates, by id."""
+        return sorted((int(self._slot_tid[s]), _render(t), int(self._counts[s])) for s, t in self._tokens.items())
+
+    def add_line(self, content):
+        """Mine one message: (template_id, [(position, value), ...])."""
+        line = content.encode("utf-8", "surrogateescape")
+        buf = np.frombuffer(line, dtype=np.uint8)
+        got = self.add_batch(buf, np.zeros(1, dtype=np.int64), np.array([len(line)], dtype=np.int64))
+        values = [(int(p), line[a:b].decode("utf-8", "surrogateescape"))
+                  for p, a, b in zip(got.param_pos, got.param_start, got.param_end)]
+        return int(got.template_id[0]), values
+
+    def add_batch(self, buf, starts, ends):
+        """Mine lines buf[starts[i]:ends[i]]; same ids and parameters as add_line line by line."""
+        buf = np.ascontiguousarray(buf, dtype=np.uint8)
+        starts = np.ascontiguousarray(starts, dtype=np.int64)
+        ends = np.ascontiguousarray(ends, dtype=np.int64)
+        n = len(starts)
+        force = self.masking.force_mask(buf, starts, ends)
+        hashes = mk.shape_hashes(buf, starts, ends, self._flags, force)
+        slots = np.zeros(n, dtype=np.int32)
+        tids = np.empty(n, dtype=np.int32)
+        parts = []
+        done = 0
+        while done < n:
+            miss = mk.assign_slots(hashes, done, self._keys, self._vals, self._counts, self._last_seen,
+                                   self._clock, slots)
+            self.stats.cache_hits += miss - done
+            if miss > done:
+                # params of the hits before a miss that may widen or evict their template
+                parts.append(self._flush(buf, starts, ends, slots, tids, done, miss))
+            if miss == n:
+                break
+            slots[miss] = self._resolve_miss(buf, starts[miss], ends[miss], int(hashes[miss]), force,
+                                             self._clock + miss)
+            parts.append(self._flush(buf, starts, ends, slots, tids, miss, miss + 1))
+            done = miss + 1
+        self._clock += n
+        self.stats.lines += n
+        self.stats.templates = len(self._tid_slot)
+        return _concat(tids, parts)
+
+    # ------------------------------------------------------------ batch internals
+    def _flush(self, buf, starts, ends, slots, tids, lo, hi):
+        seg = slots[lo:hi]
+        tids[lo:hi] = self._slot_tid[seg]
+        ptr = np.zeros(hi - lo + 1, dtype=np.int64)
+        np.cumsum(self._nwild[seg], out=ptr[1:])
+        got = mk.extract_params(buf, starts[lo:hi], ends[lo:hi], seg, self._tpl_first, self._tpl_ntok,
+                                self._tt_start, self._tt_end, self._pool, self._max_marks, ptr)
+        return ptr, got
+
+    def _resolve_miss(self, buf, start, end, shape, force, now):
+        self.stats.cache_misses += 1
+        slot = self._shapes.get(shape)
+        if slot is None:
+            slot = self._place(bytes(buf[start:end]), bytes(force[start:end]) if len(force) else b"", shape)
+        self._counts[slot] += 1
+        self._last_seen[slot] = now
+        return slot
+
+    def _place(self, line, force, shape):
+        masked = mk.mask_line_py(line, self._flags, force)
+        tokens = masked.split(bytes([mk.SEP])) if masked else []
+        tid = self._archived_shapes.get(shape)
+        if tid is not None and tid in self._archive:
+            slot = self._revive(tid)
+            widened, _ = join_template(self._tokens[slot], tokens, 0.0)
+            if widened is not None and widened != self._tokens[slot]:
+                self._set_tokens(slot, widened)
+        else:
+            slot = self._match_live(tokens)
+            if slot is None:
+                slot = self._match_archive(tokens)
+            if slot is None:
+                slot = self._open(tokens, self._next_id, 0)
+                self._next_id += 1
+        self._remember_shape(shape, slot)
+        return slot
+
+    def _match_live(self, tokens):
+        index = self._by_len.get(len(tokens))
+        if index is None or not index.slots:
+            return None
+        rows = len(index.slots)
+        line_hashes = np.array([_token_hash(t, True) for t in tokens], dtype=np.uint64)
+        equal = mk.equal_tokens(index.hashes[:rows], line_hashes)
+        order = np.lexsort((self._slot_tid[np.array(index.slots)], -equal))
+        for row in order:
+            if equal[row] == 0:
+                break
+            slot = index.slots[row]
+            widened, _ = join_template(self._tokens[slot], tokens, self.similarity)
+            if widened is not None:
+                if widened != self._tokens[slot]:
+                    self._set_tokens(slot, widened)
+                return slot
+        return None
+
+    def _match_archive(self, tokens):
+        best = None
+        for tid in sorted(self._archive_by_len.get(len(tokens), ())):
+            widened, exact = join_template(self._archive[tid][0], tokens, self.similarity)
+            if widened is not None and (best is None or exact > best[0]):
+                best = (exact, tid, widened)
+        if best is None:
+            return None
+        slot = self._revive(best[1])
+        if best[2] != self._tokens[slot]:
+            self._set_tokens(slot, best[2])
+        return slot
+
+    # ------------------------------------------------------------ template store
+    def _open(self, tokens, tid, count, last_seen=None):
+        if not self._free:
+            self._evict()
+        slot = self._free.pop()
+        self._slot_tid[slot] = tid
+        self._counts[slot] = count
+        self._last_seen[slot] = self._clock if last_seen is None else last_seen
+        self._tid_slot[tid] = slot
+        self._slot_shapes[slot] = []
+        self._set_tokens(slot, list(tokens))
+        return slot
+
+    def _set_tokens(self, slot, tokens):
+        self._tokens[slot] = tokens
+        self._by_len.setdefault(len(tokens), _LengthIndex(len(tokens))).put(slot, tokens)
+        self._nwild[slot] = sum(t.count(mk.MARK) for t in tokens)
+        self._max_marks = max([self._max_marks] + [t.count(mk.MARK) for t in tokens])
+        need = sum(len(t) for t in tokens)
+        if self._pool_used + need > len(self._pool) or self._tt_used + len(tokens) > len(self._tt_start):
+            self._compact(need, len(tokens))
+        self._tpl_first[slot] = self._tt_used
+        self._tpl_ntok[slot] = len(tokens)
+        for t in tokens:
+            self._pool[self._pool_used:self._pool_used + len(t)] = np.frombuffer(t, dtype=np.uint8)
+            self._tt_start[self._tt_used] = self._pool_used
+            self._tt_end[self._tt_used] = self._pool_used + len(t)
+            self._pool_used += len(t)
+            self._tt_used += 1
+
+    def _compact(self, need, ntok):
+        # Widening leaves old token bytes behind; rewrite the live ones, doubling room as needed.
+        live = sum(len(t) for s, toks in self._tokens.items() for t in toks) + need
+        live_tok = sum(len(toks) for toks in self._tokens.values()) + ntok
+        self._pool = np.zeros(max(1 << 16, 2 * live), dtype=np.uint8)
+        self._tt_start = np.zeros(max(1 << 12, 2 * live_tok), dtype=np.int64)
+        self._tt_end = np.zeros_like(self._tt_start)
+        self._pool_used = self._tt_used = 0
+        for slot, toks in list(self._tokens.items()):
+            self._tpl_first[slot] = self._tt_used
+            for t in toks:
+                self._pool[self._pool_used:self._pool_used + len(t)] = np.frombuffer(t, dtype=np.uint8)
+                self._tt_start[self._tt_used] = self._pool_used
+                self._tt_end[self._tt_used] = self._pool_used + len(t)
+                self._pool_used += len(t)
+                self._tt_used += 1
+
+    def _evict(self):
+        live = np.array(sorted(self._tokens), dtype=np.int64)
+        chunk = max(1, self.max_templates // 16)
+        victims = live[np.argsort(self._last_seen[live], kind="stable")[:chunk]]
+        for slot in victims.tolist():
+            self._archive_one(slot)
+        self._rebuild_table()
+
+    def _archive_one(self, slot):
+        tid = int(self._slot_tid[slot])
+        tokens = self._tokens.pop(slot)
+        self._by_len[len(tokens)].drop(slot)
+        self._archive[tid] = (tokens, int(self._counts[slot]), int(self._last_seen[slot]))
+        self._archive_by_len.setdefault(len(tokens), set()).add(tid)
+        for shape in self._slot_shapes.pop(slot, []):
+            self._shapes.pop(shape, None)
+            self._archived_shapes[shape] = tid
+        del self._tid_slot[tid]
+        self._slot_tid[slot] = -1
+        self._free.append(slot)
+        self.stats.evictions += 1
+        while len(self._archive) > self.archive_size:
+            old_tid, (old_tokens, _, _) = self._archive.popitem(last=False)
+            self._archive_by_len[len(old_tokens)].discard(old_tid)
+        if len(self._archived_shapes) > self.max_shapes:
+            self._archived_shapes = {h: t for h, t in self._archived_shapes.items() if t in self._archive}
+
+    def _revive(self, tid):
+        tokens, count, last_seen = self._archive.pop(tid)
+        self._archive_by_len[len(tokens)].discard(tid)
+        self.stats.revivals += 1
+        return self._open(tokens, tid, count, last_seen)
+
+    # ------------------------------------------------------------ shape cache
+    def _remember_shape(self, shape, slot):
+        if len(self._shapes) >= self.max_shapes:
+            self._shapes.clear()
+            for shapes in self._slot_shapes.values():
+                shapes.clear()
+            self._rebuild_table()
+        self._shapes[shape] = slot
+        self._slot_shapes[slot].append(shape)
+        self._archived_shapes.pop(shape, None)
+        if 2 * len(self._shapes) > len(self._keys):
+            self._rebuild_table()
+        else:
+            mk.table_put(self._keys, self._vals, np.uint64(shape), np.int32(slot))
+
+    def _rebuild_table(self):
+        cap = 1 << 12
+        while cap < 2 * len(self._shapes) + 2:
+            cap *= 2
+        self._keys = np.zeros(cap, dtype=np.uint64)
+        self._vals = np.full(cap, -1, dtype=np.int32)
+        for shape, slot in self._shapes.items():
+            mk.table_put(self._keys, self._vals, np.uint64(shape), np.int32(slot))
+
+    # ------------------------------------------------------------ persistence
+    def to_state(self):
+        """A JSON-ready dict of everything needed to give the same lines the same ids later."""
+        def enc(tokens):
+            return [t.decode("latin-1") for t in tokens]
+        live = []
+        for slot, toks in self._tokens.items():
+            live.append([int(self._slot_tid[slot]), enc(toks), int(self._counts[slot]),
+                         int(self._last_seen[slot]), [str(h) for h in self._slot_shapes.get(slot, [])]])
+        live.sort(key=lambda row: row[3])
+        return {
+            "next_id": self._next_id, "clock": self._clock, "saved_at": time.time(),
+            "masking": self.masking.to_dict(), "similarity": self.similarity,
+            "templates": live,
+            "archive": [[tid, enc(t), c, ls] for tid, (t, c, ls) in self._archive.items()],
+            "archived_shapes": [[str(h), tid] for h, tid in self._archived_shapes.items()],
+            "stats": vars(self.stats),
+        }
+
+    @classmethod
+    def from_state(cls, state, **settings):
+        settings.setdefault("similarity", state.get("similarity", 0.5))
+        if "masking" not in settings and "masking" in state:
+            settings["masking"] = MaskingConfig.from_dict(state["masking"])
+        miner = cls(**settings)
+        miner._next_id = int(state["next_id"])
+        miner._clock = int(state["clock"])
+        for tid, toks, count, last_seen in state.get("archive", []):
+            tokens = [t.encode("latin-1") for t in toks]
+            miner._archive[int(tid)] = (tokens, int(count), int(last_seen))
+            miner._archive_by_len.setdefault(len(tokens), set()).add(int(tid))
+        for shape, tid in state.get("archived_shapes", []):
+            miner._archived_shapes[int(shape)] = int(tid)
+        # oldest first, so that a smaller max_templates archives the least recent ones
+        for tid, toks, count, last_seen, shapes in state["templates"]:
+            slot = miner._open([t.encode("latin-1") for t in toks], int(tid), int(count), int(last_seen))
+            for shape in shapes:
+                miner._remember_shape(int(shape), slot)
+        for key, value in state.get("stats", {}).items():
+            if hasattr(miner.stats, key):
+                setattr(miner.stats, key, value)
+        miner.stats.templates = len(miner)
+        return miner
+
+    def save(self, path):
+        """Write the miner atomically (checksummed JSON snapshot, previous one kept as .prev)."""
+        write_json_snapshot(path, SNAPSHOT_KIND, SNAPSHOT_VERSION, self.to_state())
+
+    @classmethod
+    def load(cls, path, **settings):
+        """A miner from a snapshot at path (or its .prev); a new empty one when neither exists."""
+        got = read_json_snapshot(path, SNAPSHOT_KIND, SNAPSHOT_VERSION)
+        if got is None:
+            return cls(**settings)
+        return cls.from_state(got[1], **settings)
+
+
+def _render(tokens):
+    return b" ".join(tokens).replace(M, WILDCARD.encode()).decode("utf-8", "replace")
+
+
+def _concat(tids, parts):
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return MinedBatch(tids, np.zeros(len(tids) + 1, dtype=np.int64), np.zeros(0, dtype=np.int16),
+                          np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.float64), empty, empty.copy())
+    ptrs, offset = [np.zeros(1, dtype=np.int64)], 0
+    for ptr, _ in parts:
+        ptrs.append(ptr[1:] + offset)
+        offset += int(ptr[-1])
+    cols = list(zip(*(got for _, got in parts)))
+    return MinedBatch(tids, np.concatenate(ptrs), *(np.concatenate(c) for c in cols))

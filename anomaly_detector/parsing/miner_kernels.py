@@ -1,0 +1,730 @@
+"""numba hot loops of the template miner, each with a plain-Python twin that the tests compare.
+
+Called by miner.TemplateMiner on byte buffers from framing/headers; masking.py names the flags.
+
+A masked line is the line's tokens (split on whitespace) joined by one space, where every
+value (a run of digits, an id, an IP, a hex string...) is replaced by the byte MARK. Lines
+with the same masked form share a "shape"; the shape hash is the key of the miner's cache.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+MARK = 0xFF  # one masked value; 0xFF never occurs in UTF-8 text
+SEP = 0x20
+FNV_OFFSET = np.uint64(14695981039346656037)
+FNV_PRIME = np.uint64(1099511628211)
+_MASK64 = (1 << 64) - 1
+
+# Masker bits (masking.MaskingConfig.flags builds them).
+F_NUMBERS, F_IDS, F_HEX, F_IP, F_UUID, F_PATH, F_DURATION, F_SIZE, F_DATETIME = (1 << i for i in range(9))
+# Kinds of a value run inside a token.
+K_LITERAL, K_NUMBER, K_ID, K_HEX, K_IP, K_DURATION, K_SIZE = range(7)
+_KIND_FLAG = np.array([0, F_NUMBERS, F_IDS, F_HEX, F_IP, F_DURATION, F_SIZE], dtype=np.int64)
+_NAMES = np.frombuffer(b"JanFebMarAprMayJunJulAugSepOctNovDecMonTueWedThuFriSatSun", dtype=np.uint8).copy()
+
+
+def _pack(word):
+    """A unit word (<= 5 letters, case-folded) as one integer, so kernels compare units by value."""
+    v = 0
+    for ch in word.lower().encode():
+        v = v * 32 + (ch - 96)
+    return v
+
+
+_DURATION_UNITS = np.array(sorted({_pack(u) for u in
+                                   "ns us ms s sec secs m min mins h hr hrs d".split()}), dtype=np.int64)
+_SIZE_UNITS = np.array(sorted({_pack(u) for u in
+                               "b k kb m mb g gb t tb kib mib gib tib bytes".split()}), dtype=np.int64)
+# A size unit written as its own word after a number ("5.4 KB") is part of that value:
+# the unit changes with the magnitude, so "93.0 B" and "5.4 KB" must give one shape.
+_LONE_SIZE_WORDS = (b"B", b"KB", b"MB", b"GB", b"TB", b"KiB", b"MiB", b"GiB", b"TiB")
+_LONE_BYTES = np.frombuffer(b" ".join(_LONE_SIZE_WORDS), dtype=np.uint8).copy()
+
+
+# ---------------------------------------------------------------- byte classes
+@njit(cache=True)
+def _is_space(c):
+    return c == 32 or (9 <= c <= 13)
+
+
+@njit(cache=True)
+def _is_digit(c):
+    return 48 <= c <= 57
+
+
+@njit(cache=True)
+def _is_alpha(c):
+    return (65 <= c <= 90) or (97 <= c <= 122)
+
+
+@njit(cache=True)
+def _is_alnum(c):
+    return _is_digit(c) or _is_alpha(c)
+
+
+@njit(cache=True)
+def _is_hex(c):
+    return _is_digit(c) or (65 <= c <= 70) or (97 <= c <= 102)
+
+
+# ---------------------------------------------------------------- whole-token maskers
+@njit(cache=True)
+def _is_date_name(buf, s, e):
+    # Month and weekday names stand for dates inside messages ("at Sun Jul 10 03:55:15 2005").
+    n = e - s
+    if not (n == 3 or (n == 4 and buf[s + 3] == 44)):
+        return False
+    for k in range(19):
+        if buf[s] == _NAMES[3 * k] and buf[s + 1] == _NAMES[3 * k + 1] and buf[s + 2] == _NAMES[3 * k + 2]:
+            return True
+    return False
+
+
+@njit(cache=True)
+def _has_uuid(buf, s, e):
+    for i in range(s, e - 35):
+        if i > s and _is_alnum(buf[i - 1]):
+            continue
+        ok = True
+        for j in range(36):
+            c = buf[i + j]
+            if j == 8 or j == 13 or j == 18 or j == 23:
+                if c != 45:
+                    ok = False
+                    break
+            elif not _is_hex(c):
+                ok = False
+                break
+        if ok:
+            return True
+    return False
+
+
+@njit(cache=True)
+def _is_path(buf, s, e):
+    # "/var/log/x", "'/etc/hosts'", "(/tmp/a)": a path is a value as a whole.
+    if e - s >= 2 and buf[s] == 47:
+        return True
+    c = buf[s]
+    return e - s >= 3 and buf[s + 1] == 47 and (c == 34 or c == 39 or c == 40 or c == 61 or c == 91 or c == 60)
+
+
+@njit(cache=True)
+def _forced(force, s, e):
+    if force.shape[0] == 0:
+        return False
+    for i in range(s, e):
+        if force[i]:
+            return True
+    return False
+
+
+@njit(cache=True)
+def _masks_whole(buf, s, e, flags, force):
+    if _forced(force, s, e):
+        return True
+    if (flags & F_PATH) and _is_path(buf, s, e):
+        return True
+    if (flags & F_DATETIME) and _is_date_name(buf, s, e):
+        return True
+    return (flags & F_UUID) != 0 and e - s >= 36 and _has_uuid(buf, s, e)
+
+
+# ---------------------------------------------------------------- value runs inside a token
+@njit(cache=True)
+def _run_end(buf, a, e):
+    """End of the run starting at a: letters and digits, joined by single inner dots."""
+    i = a
+    while i < e:
+        c = buf[i]
+        if _is_alnum(c):
+            i += 1
+        elif c == 46 and i + 1 < e and _is_alnum(buf[i + 1]):
+            i += 1
+        else:
+            break
+    return i
+
+
+@njit(cache=True)
+def _is_ipv4(buf, a, b):
+    groups = 0
+    width = 0
+    for i in range(a, b):
+        c = buf[i]
+        if _is_digit(c):
+            width += 1
+            if width > 3:
+                return False
+        elif c == 46:
+            if width == 0:
+                return False
+            groups += 1
+            width = 0
+        else:
+            return False
+    return groups == 3 and width > 0
+
+
+@njit(cache=True)
+def _unit_in(code, units):
+    for u in units:
+        if u == code:
+            return True
+    return False
+
+
+@njit(cache=True)
+def _run_kind(buf, a, b):
+    """Classify the run buf[a:b] (see K_*); runs without digits are literal unless long hex."""
+    has_digit = False
+    all_num = True
+    all_hex = True
+    for i in range(a, b):
+        c = buf[i]
+        if _is_digit(c):
+            has_digit = True
+        elif c != 46:
+            all_num = False
+        if not _is_hex(c) and not (c == 120 and i == a + 1 and buf[a] == 48):
+            all_hex = False
+    if not has_digit:
+        return K_HEX if (all_hex and b - a >= 8) else K_LITERAL
+    if all_num:
+        return K_IP if _is_ipv4(buf, a, b) else K_NUMBER
+    # digits[.digits] followed by a unit word: 12ms, 5.4KB
+    i = a
+    while i < b and (_is_digit(buf[i]) or buf[i] == 46):
+        i += 1
+    if i > a and _is_digit(buf[a]) and b - i <= 5:
+        code = 0
+        unit = True
+        for j in range(i, b):
+            if not _is_alpha(buf[j]):
+                unit = False
+                break
+            code = code * 32 + ((buf[j] | 32) - 96)
+        if unit:
+            if _unit_in(code, _DURATION_UNITS):
+                return K_DURATION
+            if _unit_in(code, _SIZE_UNITS):
+                return K_SIZE
+    return K_HEX if all_hex else K_ID
+
+
+@njit(cache=True)
+def _is_lone_unit(buf, a, b):
+    # exact compare against the space-separated words of _LONE_BYTES
+    w = 0
+    n = _LONE_BYTES.shape[0]
+    while w < n:
+        z = w
+        while z < n and _LONE_BYTES[z] != 32:
+            z += 1
+        if z - w == b - a:
+            same = True
+            for j in range(b - a):
+                if buf[a + j] != _LONE_BYTES[w + j]:
+                    same = False
+                    break
+            if same:
+                return True
+        w = z + 1
+    return False
+
+
+@njit(cache=True)
+def _mask_token(buf, s, e, flags, force, out, o, after_value):
+    """Write the masked form of token buf[s:e] to out[o:]; return the new end.
+
+    after_value: the previous token ended in a masked value (for lone size units).
+    """
+    if _masks_whole(buf, s, e, flags, force):
+        out[o] = MARK
+        return o + 1
+    i = s
+    while i < e:
+        c = buf[i]
+        if _is_alnum(c):
+            b = _run_end(buf, i, e)
+            kind = _run_kind(buf, i, b)
+            if i == s and after_value and (flags & F_SIZE) != 0 and _is_lone_unit(buf, i, b):
+                kind = K_SIZE
+            if kind != K_LITERAL and (flags & _KIND_FLAG[kind]) != 0:
+                out[o] = MARK
+                o += 1
+            else:
+                for j in range(i, b):
+                    out[o] = buf[j]
+                    o += 1
+            i = b
+        else:
+            out[o] = c
+            o += 1
+            i += 1
+    return o
+
+
+@njit(cache=True)
+def mask_line(buf, s, e, flags, force, out):
+    """Masked form of line buf[s:e] into out (len >= e - s); returns its length."""
+    o = 0
+    i = s
+    while i < e:
+        while i < e and _is_space(buf[i]):
+            i += 1
+        if i >= e:
+            break
+        j = i
+        while j < e and not _is_space(buf[j]):
+            j += 1
+        after_value = o > 0 and out[o - 1] == MARK
+        if o > 0:
+            out[o] = SEP
+            o += 1
+        o = _mask_token(buf, i, j, flags, force, out, o, after_value)
+        i = j
+    return o
+
+
+@njit(cache=True)
+def _fnv(data, a, b):
+    h = FNV_OFFSET
+    for i in range(a, b):
+        h = (h ^ np.uint64(data[i])) * FNV_PRIME
+    return h
+
+
+@njit(cache=True)
+def shape_hashes(buf, starts, ends, flags, force):
+    """Hash of every line's masked form: uint64[n]."""
+    n = starts.shape[0]
+    out = np.empty(n, dtype=np.uint64)
+    longest = 1
+    for k in range(n):
+        if ends[k] - starts[k] + 1 > longest:
+            longest = ends[k] - starts[k] + 1
+    scratch = np.empty(longest, dtype=np.uint8)
+    for k in range(n):
+        m = mask_line(buf, starts[k], ends[k], flags, force, scratch)
+        out[k] = _fnv(scratch, 0, m)
+    return out
+
+
+# ---------------------------------------------------------------- shape cache (open addressing)
+@njit(cache=True)
+def table_find(keys, vals, key):
+    """Slot stored for key, or -1."""
+    cap = keys.shape[0]
+    i = np.int64(key & np.uint64(cap - 1))
+    while vals[i] != -1:
+        if keys[i] == key:
+            return vals[i]
+        i = (i + 1) & (cap - 1)
+    return -1
+
+
+@njit(cache=True)
+def table_put(keys, vals, key, val):
+    """Insert or overwrite; capacity is a power of two kept at most half full by the caller."""
+    cap = keys.shape[0]
+    i = np.int64(key & np.uint64(cap - 1))
+    while vals[i] != -1 and keys[i] != key:
+        i = (i + 1) & (cap - 1)
+    keys[i] = key
+    vals[i] = val
+
+
+@njit(cache=True)
+def assign_slots(hashes, first, keys, vals, counts, last_seen, clock, out):
+    """Resolve lines from `first` on through the cache until the first miss; return its index (n if none).
+
+    Counts and last-seen clocks of hit templates are updated here so that the Python side
+    only runs for misses; the caller resolves the miss and calls again from the next line.
+    """
+    n = hashes.shape[0]
+    for k in range(first, n):
+        slot = table_find(keys, vals, hashes[k])
+        if slot < 0:
+            return k
+        out[k] = slot
+        counts[slot] += 1
+        last_seen[slot] = clock + k
+    return n
+
+
+# ---------------------------------------------------------------- similarity
+@njit(cache=True)
+def equal_tokens(tpl_hashes, line_hashes):
+    """For each template row of token hashes, how many tokens equal the line's (int64[k]).
+
+    The miner ranks candidate templates by this count before the exact (Python) join.
+    """
+    k, width = tpl_hashes.shape
+    out = np.zeros(k, dtype=np.int64)
+    for r in range(k):
+        c = 0
+        for j in range(width):
+            if tpl_hashes[r, j] == line_hashes[j]:
+                c += 1
+        out[r] = c
+    return out
+
+
+# ---------------------------------------------------------------- parameters
+@njit(cache=True)
+def _find(buf, p, e, pool, a, b):
+    """First index >= p where pool[a:b] occurs in buf[p:e], or -1."""
+    m = b - a
+    for i in range(p, e - m + 1):
+        ok = True
+        for j in range(m):
+            if buf[i + j] != pool[a + j]:
+                ok = False
+                break
+        if ok:
+            return i
+    return -1
+
+
+@njit(cache=True)
+def _glob_capture(buf, s, e, pool, ts, te, caps):
+    """Match token buf[s:e] against template token pool[ts:te] (MARK = any text).
+
+    Fills caps[2*w], caps[2*w+1] with the span of wildcard w, lazily (leftmost literal
+    match) with the last literal anchored at the end. Returns False when it does not match;
+    the caller then gives the whole token to the first wildcard.
+    """
+    # literal pieces between marks
+    p = s
+    w = 0
+    i = ts
+    # leading literal must be a prefix
+    while i < te and pool[i] != MARK:
+        if p >= e or buf[p] != pool[i]:
+            return False
+        p += 1
+        i += 1
+    while i < te:
+        # pool[i] is MARK; the literal after it runs to the next MARK or the end
+        i += 1
+        a = i
+        while i < te and pool[i] != MARK:
+            i += 1
+        if i == te:
+            # last literal: anchored at the end of the token
+            if e - p < i - a:
+                return False
+            q = e - (i - a)
+            for j in range(i - a):
+                if buf[q + j] != pool[a + j]:
+                    return False
+            caps[2 * w] = p
+            caps[2 * w + 1] = q
+            return True
+        q = _find(buf, p, e, pool, a, i)
+        if q < 0:
+            return False
+        caps[2 * w] = p
+        caps[2 * w + 1] = q
+        w += 1
+        p = q + (i - a)
+    return p == e
+
+
+@njit(cache=True)
+def parse_number(buf, a, b):
+    """Numeric value of buf[a:b] with a unit word stripped ("12ms" -> 12.0); NaN if not a number."""
+    i = a
+    neg = False
+    if i < b and (buf[i] == 45 or buf[i] == 43):
+        neg = buf[i] == 45
+        i += 1
+    whole = 0.0
+    digits = 0
+    while i < b and _is_digit(buf[i]):
+        whole = whole * 10.0 + (buf[i] - 48)
+        digits += 1
+        i += 1
+    if i < b and buf[i] == 46:
+        i += 1
+        scale = 0.1
+        while i < b and _is_digit(buf[i]):
+            whole += (buf[i] - 48) * scale
+            scale *= 0.1
+            digits += 1
+            i += 1
+    if digits == 0 or b - i > 5:
+        return math.nan
+    for j in range(i, b):
+        if not _is_alpha(buf[j]):
+            return math.nan
+    return -whole if neg else whole
+
+
+@njit(cache=True)
+def extract_params(buf, starts, ends, slots, tpl_first, tpl_ntok, tt_start, tt_end, pool, max_marks, param_ptr):
+    """Values filling each template wildcard, in the CSR layout of ParsedBatch.
+
+    param_ptr (int64[n+1], from the wildcard count of each line's template) is given and
+    max_marks bounds the wildcards of one template token; returns
+    (pos int16, hash uint64, num float64, start int64, end int64), one entry per wildcard.
+    """
+    n = starts.shape[0]
+    m = param_ptr[n]
+    pos = np.empty(m, dtype=np.int16)
+    hsh = np.empty(m, dtype=np.uint64)
+    num = np.empty(m, dtype=np.float64)
+    cs = np.empty(m, dtype=np.int64)
+    ce = np.empty(m, dtype=np.int64)
+    caps = np.empty(2 * max(max_marks, 1), dtype=np.int64)
+    for k in range(n):
+        slot = slots[k]
+        out = param_ptr[k]
+        ordinal = 0
+        t = tpl_first[slot]
+        i = starts[k]
+        e = ends[k]
+        for _ in range(tpl_ntok[slot]):
+            while i < e and _is_space(buf[i]):
+                i += 1
+            j = i
+            while j < e and not _is_space(buf[j]):
+                j += 1
+            ts, te = tt_start[t], tt_end[t]
+            nw = 0
+            for q in range(ts, te):
+                if pool[q] == MARK:
+                    nw += 1
+            if nw > 0:
+                if not _glob_capture(buf, i, j, pool, ts, te, caps):
+                    caps[0] = i
+                    caps[1] = j
+                    for w in range(1, nw):
+                        caps[2 * w] = j
+                        caps[2 * w + 1] = j
+                for w in range(nw):
+                    a, b = caps[2 * w], caps[2 * w + 1]
+                    pos[out] = ordinal
+                    hsh[out] = _fnv(buf, a, b)
+                    num[out] = parse_number(buf, a, b)
+                    cs[out] = a
+                    ce[out] = b
+                    out += 1
+                    ordinal += 1
+            t += 1
+            i = j
+    return pos, hsh, num, cs, ce
+
+
+# ================================================================ plain-Python twins
+def _space(c):
+    return c == 32 or 9 <= c <= 13
+
+
+def _digit(c):
+    return 48 <= c <= 57
+
+
+def _alnum(c):
+    return 48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122
+
+
+def _hexc(c):
+    return 48 <= c <= 57 or 65 <= c <= 70 or 97 <= c <= 102
+
+
+_NAME_SET = {bytes(_NAMES[i:i + 3]) for i in range(0, 57, 3)}
+_DUR_SET = set(int(x) for x in _DURATION_UNITS)
+_SIZE_SET = set(int(x) for x in _SIZE_UNITS)
+
+
+def _run_kind_py(run):
+    has_digit = any(_digit(c) for c in run)
+    all_num = all(_digit(c) or c == 46 for c in run)
+    all_hex = all(_hexc(c) or (c == 120 and i == 1 and run[0] == 48) for i, c in enumerate(run))
+    if not has_digit:
+        return K_HEX if all_hex and len(run) >= 8 else K_LITERAL
+    if all_num:
+        parts = run.split(b".")
+        ip = len(parts) == 4 and all(1 <= len(p) <= 3 for p in parts)
+        return K_IP if ip else K_NUMBER
+    i = 0
+    while i < len(run) and (_digit(run[i]) or run[i] == 46):
+        i += 1
+    unit = run[i:]
+    if i > 0 and _digit(run[0]) and len(unit) <= 5 and unit.isalpha() and unit.isascii():
+        code = 0
+        for c in unit:
+            code = code * 32 + ((c | 32) - 96)
+        if code in _DUR_SET:
+            return K_DURATION
+        if code in _SIZE_SET:
+            return K_SIZE
+    return K_HEX if all_hex else K_ID
+
+
+def _masks_whole_py(tok, flags, forced):
+    if forced:
+        return True
+    if flags & F_PATH and ((len(tok) >= 2 and tok[0] == 47) or (len(tok) >= 3 and tok[1] == 47 and tok[0] in b"\"'(=[<")):
+        return True
+    if flags & F_DATETIME and (len(tok) == 3 or (len(tok) == 4 and tok[3] == 44)) and tok[:3] in _NAME_SET:
+        return True
+    if flags & F_UUID:
+        for i in range(len(tok) - 35):
+            if i > 0 and _alnum(tok[i - 1]):
+                continue
+            seg = tok[i:i + 36]
+            if all((c == 45) if j in (8, 13, 18, 23) else _hexc(c) for j, c in enumerate(seg)):
+                return True
+    return False
+
+
+def mask_token_py(tok, flags, forced=False, after_value=False):
+    """Twin of _mask_token for one token (bytes) -> masked bytes."""
+    if _masks_whole_py(tok, flags, forced):
+        return bytes([MARK])
+    out = bytearray()
+    i, e = 0, len(tok)
+    while i < e:
+        c = tok[i]
+        if _alnum(c):
+            b = i
+            while b < e and (_alnum(tok[b]) or (tok[b] == 46 and b + 1 < e and _alnum(tok[b + 1]))):
+                b += 1
+            kind = _run_kind_py(tok[i:b])
+            if i == 0 and after_value and flags & F_SIZE and tok[i:b] in _LONE_SIZE_WORDS:
+                kind = K_SIZE
+            if kind != K_LITERAL and flags & int(_KIND_FLAG[kind]):
+                out.append(MARK)
+            else:
+                out += tok[i:b]
+            i = b
+        else:
+            out.append(c)
+            i += 1
+    return bytes(out)
+
+
+def tokens_py(line):
+    """Whitespace tokens of a line (bytes) with their offsets: [(start, end), ...]."""
+    spans, i, e = [], 0, len(line)
+    while i < e:
+        while i < e and _space(line[i]):
+            i += 1
+        if i >= e:
+            break
+        j = i
+        while j < e and not _space(line[j]):
+            j += 1
+        spans.append((i, j))
+        i = j
+    return spans
+
+
+def mask_line_py(line, flags, force=b""):
+    """Twin of mask_line: masked bytes of one line (bytes); force holds one flag byte per line byte."""
+    parts = []
+    for a, b in tokens_py(line):
+        after = bool(parts) and parts[-1][-1:] == bytes([MARK])
+        parts.append(mask_token_py(line[a:b], flags, bool(force) and any(force[a:b]), after))
+    return bytes([SEP]).join(parts)
+
+
+def fnv_py(data):
+    h = 14695981039346656037
+    for c in data:
+        h = ((h ^ c) * 1099511628211) & _MASK64
+    return h
+
+
+def shape_hashes_py(buf, starts, ends, flags, force):
+    data = bytes(buf)
+    fb = bytes(force) if len(force) else b""
+    return np.array([fnv_py(mask_line_py(data[s:e], flags, fb[s:e] if fb else b""))
+                     for s, e in zip(starts, ends)], dtype=np.uint64)
+
+
+def assign_slots_py(hashes, first, table, counts, last_seen, clock, out):
+    """Twin of assign_slots over a dict {hash: slot}."""
+    for k in range(first, len(hashes)):
+        slot = table.get(int(hashes[k]), -1)
+        if slot < 0:
+            return k
+        out[k] = slot
+        counts[slot] += 1
+        last_seen[slot] = clock + k
+    return len(hashes)
+
+
+def equal_tokens_py(tpl_hashes, line_hashes):
+    return np.array([sum(int(a == b) for a, b in zip(row, line_hashes)) for row in tpl_hashes], dtype=np.int64)
+
+
+def glob_capture_py(tok, tmpl):
+    """Twin of _glob_capture on bytes: list of (start, end) per wildcard, or None."""
+    pieces = tmpl.split(bytes([MARK]))
+    if not tok.startswith(pieces[0]):
+        return None
+    p = len(pieces[0])
+    caps = []
+    for idx, lit in enumerate(pieces[1:], 1):
+        if idx == len(pieces) - 1:
+            if len(tok) - p < len(lit) or not tok.endswith(lit):
+                return None
+            caps.append((p, len(tok) - len(lit)))
+            return caps
+        q = tok.find(lit, p)
+        if q < 0:
+            return None
+        caps.append((p, q))
+        p = q + len(lit)
+    return caps if p == len(tok) else None
+
+
+def parse_number_py(data):
+    """Twin of parse_number on bytes."""
+    i, neg = 0, False
+    if data[:1] in (b"-", b"+"):
+        neg, i = data[:1] == b"-", 1
+    whole, digits = 0.0, 0
+    while i < len(data) and _digit(data[i]):
+        whole = whole * 10.0 + (data[i] - 48)
+        digits += 1
+        i += 1
+    if i < len(data) and data[i] == 46:
+        i += 1
+        scale = 0.1
+        while i < len(data) and _digit(data[i]):
+            whole += (data[i] - 48) * scale
+            scale *= 0.1
+            digits += 1
+            i += 1
+    rest = data[i:]
+    if digits == 0 or len(rest) > 5 or not all(65 <= c <= 90 or 97 <= c <= 122 for c in rest):
+        return math.nan
+    return -whole if neg else whole
+
+
+def line_params_py(line, template_tokens):
+    """Twin of extract_params for one line (bytes) and its template tokens (list of bytes).
+
+    Returns [(ordinal, start, end), ...] with offsets into line.
+    """
+    out, ordinal = [], 0
+    spans = tokens_py(line)
+    for k, tmpl in enumerate(template_tokens):
+        nw = tmpl.count(MARK)
+        if nw == 0:
+            continue
+        a, b = spans[k] if k < len(spans) else (len(line), len(line))
+        caps = glob_capture_py(line[a:b], tmpl)
+        if caps is None:
+            caps = [(0, b - a)] + [(b - a, b - a)] * (nw - 1)
+        for s, e in caps:
+            out.append((ordinal, a + s, a + e))
+            ordinal += 1
+    return out

@@ -1,0 +1,151 @@
+"""Each numba kernel of the template miner against its plain-Python twin, on random log-like input."""
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anomaly_detector.parsing import miner_kernels as mk
+
+ALL = (1 << 9) - 1
+# pieces that exercise every masker: numbers, ids, hex, IPs, uuids, paths, units, dates
+PIECES = ["blk_", "-", "12", "3.5", "0x1f", "ffffffff", "deadbee", "10.0.0.1", ":8080", "ms", "KB", "B", " ",
+          "  ", "\t", "/var/log/x", "(", ")", "=", ",", "user", "Jul", "Sun,", "abc", ".", "..", "a1b2",
+          "123e4567-e89b-12d3-a456-426614174000", "é", "\xff", "KiB", "5.4", "_", "'", "/", "x"]
+lines = st.lists(st.sampled_from(PIECES), max_size=14).map("".join)
+flag_sets = st.sampled_from([ALL, 0, mk.F_NUMBERS, mk.F_IDS | mk.F_HEX, mk.F_PATH | mk.F_UUID | mk.F_DATETIME,
+                             mk.F_SIZE | mk.F_NUMBERS, mk.F_IP, mk.F_DURATION | mk.F_IDS])
+
+
+def _batch(texts):
+    raw = [t.encode("utf-8", "surrogateescape") for t in texts]
+    starts, ends, pos = [], [], 0
+    for r in raw:
+        starts.append(pos)
+        ends.append(pos + len(r))
+        pos += len(r) + 1
+    buf = np.frombuffer(b"\n".join(raw) + b"\n", dtype=np.uint8)
+    return buf, np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64), raw
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines, flag_sets)
+def test_mask_line_matches_twin(text, flags):
+    line = text.encode("utf-8", "surrogateescape")
+    buf = np.frombuffer(line + b"\n", dtype=np.uint8)
+    out = np.zeros(len(line) + 1, dtype=np.uint8)
+    n = mk.mask_line(buf, 0, len(line), flags, np.zeros(0, dtype=np.uint8), out)
+    assert bytes(out[:n]) == mk.mask_line_py(line, flags)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(lines, min_size=1, max_size=8), flag_sets, st.integers(0, 2 ** 32))
+def test_shape_hashes_match_twin_with_forced_bytes(texts, flags, seed):
+    buf, starts, ends, _ = _batch(texts)
+    force = (np.random.default_rng(seed).random(len(buf)) < 0.05).astype(np.uint8)
+    for f in (np.zeros(0, dtype=np.uint8), force):
+        assert (mk.shape_hashes(buf, starts, ends, flags, f) == mk.shape_hashes_py(buf, starts, ends, flags, f)).all()
+
+
+def test_masking_examples():
+    def m(text):
+        return mk.mask_line_py(text.encode(), ALL).replace(bytes([mk.MARK]), b"<*>").decode()
+    assert m("PacketResponder 1 for block blk_-6952295868487656571 terminating") == \
+        "PacketResponder <*> for block blk_-<*> terminating"
+    assert m("connection from 10.0.0.1:22 at Sun Jul 10 03:55:15 2005") == \
+        "connection from <*>:<*> at <*> <*> <*> <*>:<*>:<*> <*>"
+    assert m("size 5.4 KB, took 12ms path /var/log/a.log mask=ffffffff") == \
+        "size <*> <*>, took <*> path <*> mask=<*>"
+    assert m("VM Started (Lifecycle Event)") == "VM Started (Lifecycle Event)"
+    assert m("req-123e4567-e89b-12d3-a456-426614174000 done.") == "<*> done."
+
+
+def test_masked_shape_survives_redrawn_digits():
+    rng = np.random.default_rng(1)
+    text = b"blk_38865049064139660 10.250.19.102:50010 took 1.5ms size 93.0 B at 0x7f3a uid=509"
+    redrawn = bytes(48 + int(rng.integers(10)) if 48 <= c <= 57 else c for c in text)
+    assert mk.mask_line_py(text, ALL) == mk.mask_line_py(redrawn, ALL)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 40), min_size=1, max_size=30), st.integers(1, 10))
+def test_table_and_assign_slots_match_twin(keys_in, stop):
+    keys = np.zeros(64, dtype=np.uint64)
+    vals = np.full(64, -1, dtype=np.int32)
+    table = {}
+    for k in sorted(set(keys_in))[:stop]:
+        mk.table_put(keys, vals, np.uint64(k * 7919), np.int32(k % 5))
+        table[k * 7919] = k % 5
+    hashes = np.array([k * 7919 for k in keys_in], dtype=np.uint64)
+    got = [np.zeros(len(hashes), dtype=np.int32), np.zeros(5, dtype=np.int64), np.zeros(5, dtype=np.int64)]
+    want = [np.zeros(len(hashes), dtype=np.int32), np.zeros(5, dtype=np.int64), np.zeros(5, dtype=np.int64)]
+    first = 0
+    while first < len(hashes):
+        a = mk.assign_slots(hashes, first, keys, vals, got[1], got[2], 100, got[0])
+        b = mk.assign_slots_py(hashes, first, table, want[1], want[2], 100, want[0])
+        assert a == b
+        first = a + 1
+    for g, w in zip(got, want):
+        assert (g == w).all()
+    for k in set(keys_in):
+        assert mk.table_find(keys, vals, np.uint64(k * 7919)) == table.get(k * 7919, -1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 7), st.integers(0, 2 ** 32))
+def test_equal_tokens_matches_twin(rows, width, seed):
+    rng = np.random.default_rng(seed)
+    tpl = rng.integers(0, 3, size=(rows, width)).astype(np.uint64)
+    line = rng.integers(0, 3, size=width).astype(np.uint64)
+    assert (mk.equal_tokens(tpl, line) == mk.equal_tokens_py(tpl, line)).all()
+
+
+tmpl_tokens = st.lists(st.sampled_from(["a", "=", "<*>", "_", "x1", ""]), min_size=1, max_size=5).map(
+    lambda parts: "".join(parts).replace("<*>", "\xff").encode("latin-1"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(lines, st.lists(tmpl_tokens, min_size=1, max_size=4)), min_size=1, max_size=5))
+def test_extract_params_matches_twin(cases):
+    texts = [t for t, _ in cases]
+    buf, starts, ends, raw = _batch(texts)
+    pool, tt_start, tt_end, first, ntok, nwild = bytearray(), [], [], [], [], []
+    for _, toks in cases:
+        first.append(len(tt_start))
+        ntok.append(len(toks))
+        nwild.append(sum(t.count(mk.MARK) for t in toks))
+        for t in toks:
+            tt_start.append(len(pool))
+            pool += t
+            tt_end.append(len(pool))
+    slots = np.arange(len(cases), dtype=np.int32)
+    ptr = np.concatenate([[0], np.cumsum(nwild)]).astype(np.int64)
+    max_marks = max(t.count(mk.MARK) for _, toks in cases for t in toks)
+    pos, hsh, num, cs, ce = mk.extract_params(
+        buf, starts, ends, slots, np.array(first, dtype=np.int64), np.array(ntok, dtype=np.int64),
+        np.array(tt_start, dtype=np.int64), np.array(tt_end, dtype=np.int64),
+        np.frombuffer(bytes(pool) + b"\0", dtype=np.uint8), max_marks, ptr)
+    for k, (_, toks) in enumerate(cases):
+        want = mk.line_params_py(raw[k], toks)
+        lo, hi = ptr[k], ptr[k + 1]
+        assert [(o, a + starts[k], b + starts[k]) for o, a, b in want] == list(zip(pos[lo:hi], cs[lo:hi], ce[lo:hi]))
+        for j, (_, a, b) in zip(range(lo, hi), want):
+            assert hsh[j] == mk.fnv_py(raw[k][a:b])
+            w = mk.parse_number_py(raw[k][a:b])
+            assert (math.isnan(w) and math.isnan(num[j])) or w == num[j]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="0123456789.-+eKBms x", max_size=10))
+def test_parse_number_matches_twin(text):
+    data = text.encode()
+    got = mk.parse_number(np.frombuffer(data + b"\0", dtype=np.uint8), 0, len(data))
+    want = mk.parse_number_py(data)
+    assert (math.isnan(got) and math.isnan(want)) or got == want
+
+
+def test_parse_number_strips_units():
+    def p(s):
+        return mk.parse_number_py(s.encode())
+    assert p("12ms") == 12.0 and p("-3") == -3.0 and p("5.5KB") == 5.5
+    assert math.isnan(p("0x1f")) and math.isnan(p("10.0.0.1")) and math.isnan(p("abc"))
