@@ -22,8 +22,8 @@ MAX_TEMPLATE = CODE_MASK - 8   # template ids at or above this take no part in s
 WHY_NONE, WHY_UNKNOWN_START, WHY_UNKNOWN_STEP, WHY_UNKNOWN_TRANSITION, WHY_RARE_TRANSITION = range(5)
 # Verdicts on a closed session.
 CLOSED_OK, CLOSED_UNFINISHED, CLOSED_MISSING_STEP, CLOSED_OVERDUE = range(4)
-# Session flags.
-FLAG_TAINTED, FLAG_OVERFLOW = 1, 2
+# Session flags: more distinct templates than a session keeps (its composition is partial).
+FLAG_OVERFLOW = 1
 # Counter slots of the int64 counters array the kernels update.
 C_OPENED, C_DROPPED, C_TRANS_DROPPED, C_TRANS_SIZE, C_CLOSED, C_EVICTED = range(6)
 N_COUNTERS = 6
@@ -414,12 +414,13 @@ def score_transitions_py(wf, prev, tids, counts, min_support, rare_p, top):
 @njit(cache=True)
 def learn_lines(keys, tids, ts, weights, line_scores, src, buf, ks, ke,
                 ix_key, ix_slot, sd_key, sd_wf, sd_last, sd_start, sd_lastts, sd_steps,
-                sd_ntpl, sd_tpl, sd_flags, sd_maxscore, sd_src, sd_id, sd_idlen,
+                sd_ntpl, sd_tpl, sd_flags, sd_minw, sd_maxscore, sd_src, sd_id, sd_idlen,
                 free, tkeys, tcnt, counters, max_trans):
     """Extend (or open) the session of every keyed line and count its transition when weight > 0.
 
     free[0] is the number of free session slots, free[1:] the stack of them. A line whose
-    session cannot be opened (no free slot) is counted as dropped.
+    session cannot be opened (no free slot) is counted as dropped. sd_minw keeps the smallest
+    weight of a session's lines: what its ending and composition are learned with.
     """
     n_tpl_max = sd_tpl.shape[1]
     id_max = sd_id.shape[1]
@@ -451,6 +452,7 @@ def learn_lines(keys, tids, ts, weights, line_scores, src, buf, ks, ke,
             sd_steps[s] = 0
             sd_ntpl[s] = 0
             sd_flags[s] = 0
+            sd_minw[s] = w
             sd_maxscore[s] = 0.0
             sd_src[s] = src[i]
             m = min(id_max, ke[i] - ks[i])
@@ -461,8 +463,7 @@ def learn_lines(keys, tids, ts, weights, line_scores, src, buf, ks, ke,
             if w > 0:
                 _add(tkeys, tcnt, pack_nb(GLOBAL, START, t), w, counters, max_trans)
                 _add(tkeys, tcnt, pack_nb(GLOBAL, START, ANY), w, counters, max_trans)
-        if w <= 0:
-            sd_flags[s] |= FLAG_TAINTED
+        sd_minw[s] = min(sd_minw[s], w)
         sd_maxscore[s] = max(sd_maxscore[s], line_scores[i])
         found = False
         for j in range(sd_ntpl[s]):
@@ -507,12 +508,11 @@ def learn_lines_py(keys, tids, ts, weights, line_scores, counts, sessions, free_
             free_slots -= 1
             opened += 1
             se = sessions[k] = dict(wf=t, last=t, start=float(ts[i]), lastts=float(ts[i]), steps=0,
-                                    tpl=[], flags=0, maxscore=0.0)
+                                    tpl=[], flags=0, minw=w, maxscore=0.0)
             if w > 0:
                 add((GLOBAL, START, t), w)
                 add((GLOBAL, START, ANY), w)
-        if w <= 0:
-            se["flags"] |= FLAG_TAINTED
+        se["minw"] = min(se["minw"], w)
         se["maxscore"] = max(se["maxscore"], float(line_scores[i]))
         if t not in se["tpl"]:
             if len(se["tpl"]) < n_tpl_max:
@@ -556,12 +556,12 @@ def _judge(s, sd_wf, sd_last, sd_ntpl, sd_tpl, sd_flags, tkeys, tcnt, core_ptr, 
 @njit(cache=True)
 def close_sessions(now, timeout, learn_rate, report_score, min_support, sigmas,
                    ix_key, ix_slot, sd_key, sd_wf, sd_last, sd_start, sd_lastts,
-                   sd_ntpl, sd_tpl, sd_flags, sd_maxscore, free,
+                   sd_ntpl, sd_tpl, sd_flags, sd_minw, sd_maxscore, free,
                    tkeys, tcnt, counters, max_trans, dur_n, dur_mean, dur_var, core_ptr, core_tid):
     """End sessions idle longer than `timeout` or open longer than learned for their workflow.
 
-    Clean ended sessions (no unlearned line, nothing wrong) teach the END transition, the
-    composition and the duration (learn_rate > 0). Returns (slots, verdicts, missing) of the
+    Ended sessions judged fine teach the END transition and the composition with the smallest
+    weight of their lines, and the duration when that weight is 1 (learn_rate > 0). Returns (slots, verdicts, missing) of the
     sessions worth a Finding: their slot data stays readable until the next learn_lines.
     """
     n = len(sd_key)
@@ -590,9 +590,9 @@ def close_sessions(now, timeout, learn_rate, report_score, min_support, sigmas,
             out_verdict[n_out] = verdict
             out_missing[n_out] = missing
             n_out += 1
-        if verdict == CLOSED_OK and (sd_flags[s] & FLAG_TAINTED) == 0 and learn_rate > 0:
-            _learn_ending(s, learn_rate, sd_wf, sd_last, sd_start, sd_lastts, sd_ntpl, sd_tpl, sd_flags,
-                          tkeys, tcnt, counters, max_trans, dur_n, dur_mean, dur_var)
+        if verdict == CLOSED_OK and sd_minw[s] > 0 and learn_rate > 0:
+            _learn_ending(s, learn_rate, sd_minw[s], sd_wf, sd_last, sd_start, sd_lastts, sd_ntpl, sd_tpl,
+                          sd_flags, tkeys, tcnt, counters, max_trans, dur_n, dur_mean, dur_var)
         g = ht_find(ix_key, sd_key[s])
         ht_delete(ix_key, ix_slot, g)
         sd_key[s] = -1
@@ -603,17 +603,17 @@ def close_sessions(now, timeout, learn_rate, report_score, min_support, sigmas,
 
 
 @njit(cache=True)
-def _learn_ending(s, learn_rate, sd_wf, sd_last, sd_start, sd_lastts, sd_ntpl, sd_tpl, sd_flags,
+def _learn_ending(s, learn_rate, weight, sd_wf, sd_last, sd_start, sd_lastts, sd_ntpl, sd_tpl, sd_flags,
                   tkeys, tcnt, counters, max_trans, dur_n, dur_mean, dur_var):
     w = sd_wf[s]
-    _add(tkeys, tcnt, pack_nb(w, sd_last[s], END), 1.0, counters, max_trans)
-    _add(tkeys, tcnt, pack_nb(w, sd_last[s], ANY), 1.0, counters, max_trans)
+    _add(tkeys, tcnt, pack_nb(w, sd_last[s], END), weight, counters, max_trans)
+    _add(tkeys, tcnt, pack_nb(w, sd_last[s], ANY), weight, counters, max_trans)
     if sd_flags[s] & FLAG_OVERFLOW:
         return   # composition unknown beyond the kept templates: do not teach a partial one
-    _add(tkeys, tcnt, pack_nb(w, IN, ANY), 1.0, counters, max_trans)
+    _add(tkeys, tcnt, pack_nb(w, IN, ANY), weight, counters, max_trans)
     for q in range(sd_ntpl[s]):
-        _add(tkeys, tcnt, pack_nb(w, IN, sd_tpl[s, q]), 1.0, counters, max_trans)
-    if w < len(dur_n):
+        _add(tkeys, tcnt, pack_nb(w, IN, sd_tpl[s, q]), weight, counters, max_trans)
+    if w < len(dur_n) and weight >= 1.0:
         # Mean of the first sessions, then an exponential average at the learning rate.
         d = math.log1p(max(0.0, sd_lastts[s] - sd_start[s]))
         a = max(1.0 / (dur_n[w] + 1.0), learn_rate)
@@ -660,13 +660,15 @@ def close_sessions_py(now, timeout, learn_rate, report_score, min_support, sigma
             verdict = CLOSED_OVERDUE
         if verdict != CLOSED_OK and se["maxscore"] < report_score:
             reported.append((k, verdict, missing))
-        if verdict == CLOSED_OK and not se["flags"] & FLAG_TAINTED and learn_rate > 0:
-            add((w, se["last"], END), 1.0)
-            add((w, se["last"], ANY), 1.0)
+        weight = se["minw"]
+        if verdict == CLOSED_OK and weight > 0 and learn_rate > 0:
+            add((w, se["last"], END), weight)
+            add((w, se["last"], ANY), weight)
             if not se["flags"] & FLAG_OVERFLOW:
-                add((w, IN, ANY), 1.0)
+                add((w, IN, ANY), weight)
                 for t in se["tpl"]:
-                    add((w, IN, t), 1.0)
+                    add((w, IN, t), weight)
+            if not se["flags"] & FLAG_OVERFLOW and weight >= 1.0:
                 d = math.log1p(max(0.0, se["lastts"] - se["start"]))
                 a = max(1.0 / (n + 1.0), learn_rate)
                 delta = d - mean

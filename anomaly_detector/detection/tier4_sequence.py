@@ -179,7 +179,7 @@ class SessionStore:
 
     FIELDS = (("key", np.int64), ("wf", np.int32), ("last", np.int32), ("start", np.float64),
               ("lastts", np.float64), ("steps", np.int32), ("ntpl", np.int32), ("flags", np.int32),
-              ("maxscore", np.float32), ("src", np.int32), ("idlen", np.int32))
+              ("minw", np.float32), ("maxscore", np.float32), ("src", np.int32), ("idlen", np.int32))
 
     def __init__(self, max_sessions):
         self.size = max_sessions
@@ -446,7 +446,7 @@ class SequenceTier(Tier):
         sk.learn_lines(keys, tids, np.ascontiguousarray(ctx.ts, np.float64), w, scores,
                        np.ascontiguousarray(batch.source_id, np.int32), batch.buf, ks, ke,
                        st.ix_key, st.ix_slot, st.key, st.wf, st.last, st.start, st.lastts, st.steps,
-                       st.ntpl, st.tpl, st.flags, st.maxscore, st.src, st.ids, st.idlen,
+                       st.ntpl, st.tpl, st.flags, st.minw, st.maxscore, st.src, st.ids, st.idlen,
                        st.free, self.tkeys, self.tcnt, self.counters, self.max_transitions)
         learned = int(np.count_nonzero((w > 0) & (keys >= 0)))
         self.learned_lines += learned
@@ -473,7 +473,7 @@ class SequenceTier(Tier):
         slots, verdicts, missing = sk.close_sessions(
             float(event_time), self.timeout, self.learning_rate, REPORTED_FRACTION * self.top, self.min_support,
             self.sigmas, st.ix_key, st.ix_slot, st.key, st.wf, st.last, st.start, st.lastts, st.ntpl, st.tpl,
-            st.flags, st.maxscore, st.free, self.tkeys, self.tcnt, self.counters, self.max_transitions,
+            st.flags, st.minw, st.maxscore, st.free, self.tkeys, self.tcnt, self.counters, self.max_transitions,
             self.dur_n, self.dur_mean, self.dur_var, self.core_ptr, self.core_tid)
         if slots.size and self._ctx is not None and self._ctx.warm:
             findings += self._session_findings(slots, verdicts, missing, float(event_time))
