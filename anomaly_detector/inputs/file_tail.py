@@ -1,0 +1,454 @@
+"""Tail files matched by globs through rename rotation, copytruncate, deletion and inode reuse, losing nothing.
+
+Neighbours: checkpoints.CheckpointStore keeps committed offsets, fingerprint tells a reused inode from the
+old file, parsing.framing.LineFramer cuts bounded lines; the input process polls, scores, then commits.
+
+Delivery is at-least-once. A chunk's `end_offset` is just after its last newline; the consumer calls
+`commit(chunk.key, chunk.end_offset)` once those lines are scored, and only committed offsets reach the
+checkpoint file, so after a crash the uncommitted lines are read again (never skipped).
+
+Known windows that no tailer can close, documented for operators:
+- copytruncate: lines appended after logrotate copied the file and before it truncated it are lost if
+  they were not read in between; the tailer stats its open files on every poll (not only on glob
+  rescans) and reads each to EOF, so that window is one poll interval at most.
+- a file created and deleted (or rotated out of the glob) between two glob rescans is never seen;
+  a glob that also matches rotated names (`app.log*`) keeps rotated files readable.
+- lines delivered from a deleted file but not committed before a crash cannot be read again.
+- identity is device + inode + a hash of the first bytes: a reused inode whose new content begins
+  with the same bytes as the old file's (shorter than `fingerprint_bytes`) prefix is taken for it.
+"""
+import glob
+import itertools
+import logging
+import os
+import stat
+import time
+from collections import OrderedDict
+from typing import NamedTuple
+
+from anomaly_detector.inputs.fingerprint import DEFAULT_FINGERPRINT_BYTES, fingerprint_fd, fingerprint_matches
+from anomaly_detector.parsing.framing import DEFAULT_MAX_LINE_BYTES, LineFramer
+
+log = logging.getLogger(__name__)
+
+START_AT_CHOICES = ("end", "beginning")
+# Closed rotated files whose late commits must still reach the checkpoint store.
+_CLOSED_KEYS_KEPT = 4096
+_generations = itertools.count(1)
+
+
+class FileKey(NamedTuple):
+    """Identity of one tailed file; `generation` changes when the same inode starts over from 0."""
+
+    device: int
+    inode: int
+    generation: int
+
+
+class Chunk(NamedTuple):
+    """Lines read from one file in one poll; commit `end_offset` (after the last newline) once scored.
+
+    `lines` may be empty when only a skipped too-long line was consumed: commit it all the same.
+    """
+
+    key: object
+    path: str
+    lines: list
+    start_offset: int
+    end_offset: int
+
+
+class _TailedFile:
+    """One open file: where its next read starts, and where its last complete line ended."""
+
+    def __init__(self, path, device, inode, fd, fingerprint, offset, framer):
+        self.key = FileKey(device, inode, next(_generations))
+        self.path = path
+        self.fd = fd
+        self.fingerprint = fingerprint
+        self.checked_size = -1
+        self.read_pos = offset      # bytes already handed to the framer
+        self.line_end = offset      # just after the last newline read: where a restart resumes
+        self.committed = offset
+        self.framer = framer
+        self.orphaned_at = None     # when the glob stopped finding it (renamed away or deleted)
+        self.skip_to_newline = False
+
+    @property
+    def ident(self):
+        return self.key.device, self.key.inode
+
+
+def _new_stats():
+    return {"lines": 0, "bytes": 0, "rotations": 0, "truncations": 0, "read_errors": 0, "files_open": 0,
+            "long_lines": 0, "deleted": 0, "files_deferred": 0, "resumed": 0}
+
+
+class FileTailer:
+    """Non-blocking tailer: `poll()` returns chunks of new complete lines, `commit()` checkpoints them.
+
+    patterns: one glob or a list of globs. start_at applies only to files present at the very first
+    start (checkpoint store new) that have no checkpoint; files appearing later are read from 0.
+    poll_interval: seconds between glob rescans (open files are read on every poll()).
+    rotate_wait_seconds: how long a file renamed out of the glob is still read after its last EOF
+    check; a deleted file is closed as soon as it is read to EOF. Every bound is a parameter:
+    max_open_files, max_bytes_per_poll (all files together), read_block_bytes, max_line_bytes.
+    """
+
+    def __init__(self, patterns, checkpoints, max_line_bytes=DEFAULT_MAX_LINE_BYTES, on_long_line="truncate",
+                 start_at="end", poll_interval=1.0, rotate_wait_seconds=5.0, max_open_files=1024,
+                 max_bytes_per_poll=1 << 20, read_block_bytes=64 << 10, fingerprint_bytes=DEFAULT_FINGERPRINT_BYTES,
+                 checkpoint_interval_seconds=1.0, clock=time.monotonic):
+        if start_at not in START_AT_CHOICES:
+            raise ValueError(f"start_at must be one of {START_AT_CHOICES}, not {start_at!r}")
+        LineFramer(max_line_bytes, on_long_line)  # validates both before any file is opened
+        for name, value in (("max_open_files", max_open_files), ("max_bytes_per_poll", max_bytes_per_poll),
+                            ("read_block_bytes", read_block_bytes), ("fingerprint_bytes", fingerprint_bytes)):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        self.patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+        self.checkpoints = checkpoints
+        self.max_line_bytes = int(max_line_bytes)
+        self.on_long_line = on_long_line
+        self.start_at = start_at
+        self.poll_interval = float(poll_interval)
+        self.rotate_wait_seconds = float(rotate_wait_seconds)
+        self.max_open_files = int(max_open_files)
+        self.max_bytes_per_poll = int(max_bytes_per_poll)
+        self.read_block_bytes = int(read_block_bytes)
+        self.fingerprint_bytes = int(fingerprint_bytes)
+        self.checkpoint_interval_seconds = float(checkpoint_interval_seconds)
+        self._clock = clock
+        self._apply_start_at = checkpoints.is_new
+        self._files = {}                 # (device, inode) -> _TailedFile
+        self._closed = OrderedDict()     # FileKey of closed rotated files -> path
+        self._failing_paths = set()      # paths whose open failed, logged once until they open
+        self._next_discovery = float("-inf")
+        self._discovered_once = False
+        self._cursor = 0
+        self.stats = _new_stats()
+
+    # ---- public API -------------------------------------------------------------------------
+
+    def poll(self):
+        """Return a list of Chunk with the new complete lines; never blocks, bounded by max_bytes_per_poll."""
+        self.checkpoints.save_if_due(self.checkpoint_interval_seconds)
+        now = self._clock()
+        if now >= self._next_discovery:
+            self._discover(now)
+            self._next_discovery = now + self.poll_interval
+        chunks = self._read_round(now)
+        self.stats["files_open"] = len(self._files)
+        return chunks
+
+    def commit(self, key, offset):
+        """The lines of `key` up to `offset` are scored: a restart resumes there."""
+        tailed = self._files.get((key.device, key.inode))
+        if tailed is not None:
+            if tailed.key != key:
+                return False     # a commit for a generation that was truncated or replaced
+            offset = min(int(offset), tailed.line_end)
+            if offset <= tailed.committed:
+                return False
+            tailed.committed = offset
+            return self.checkpoints.commit(key.device, key.inode, offset, tailed.path)
+        if key in self._closed:
+            return self.checkpoints.commit(key.device, key.inode, int(offset))
+        return False
+
+    def save_checkpoints(self):
+        return self.checkpoints.save()
+
+    def close(self):
+        """Save committed offsets and close every file; unread and uncommitted lines are read on restart."""
+        self.checkpoints.save()
+        for tailed in self._files.values():
+            os.close(tailed.fd)
+        self._files.clear()
+        self.stats["files_open"] = 0
+
+    def open_paths(self):
+        """Paths of the files currently open (for tests and the admin status page)."""
+        return sorted(tailed.path for tailed in self._files.values())
+
+    # ---- discovery --------------------------------------------------------------------------
+
+    def _glob(self):
+        paths = set()
+        for pattern in self.patterns:
+            paths.update(glob.glob(pattern))
+        return sorted(paths)
+
+    def _discover(self, now):
+        seen = set()
+        self.stats["files_deferred"] = 0
+        for path in self._glob():
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue     # removed between glob and stat
+            except OSError as exc:
+                self._note_open_failure(path, exc)
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            ident = (st.st_dev, st.st_ino)
+            if ident in seen:
+                continue     # a hard link or two overlapping globs
+            tailed = self._files.get(ident)
+            if tailed is None:
+                tailed = self._open_new(path)
+                if tailed is None:
+                    continue
+            else:
+                tailed.path = path
+                tailed.orphaned_at = None
+                self.checkpoints.touch(st.st_dev, st.st_ino, path)
+            seen.add(tailed.ident)
+        for tailed in self._files.values():
+            if tailed.ident not in seen and tailed.orphaned_at is None:
+                self._mark_orphaned(tailed, now)
+        if not self._discovered_once:
+            self._discovered_once = True
+            self._apply_start_at = False
+            self._recover_rotated(seen, now)
+
+    def _mark_orphaned(self, tailed, now):
+        tailed.orphaned_at = now
+        try:
+            deleted = os.fstat(tailed.fd).st_nlink == 0
+        except OSError:
+            deleted = False
+        self.stats["deleted" if deleted else "rotations"] += 1
+
+    def _note_open_failure(self, path, exc):
+        self.stats["read_errors"] += 1
+        if path not in self._failing_paths:
+            self._failing_paths.add(path)
+            log.error("cannot read %s (will keep retrying): %s", path, exc)
+
+    def _open_new(self, path, resume=None):
+        if len(self._files) >= self.max_open_files:
+            self.stats["files_deferred"] += 1
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self._note_open_failure(path, exc)
+            return None
+        try:
+            tailed = self._start_tailing(path, fd, resume)
+        except OSError as exc:
+            os.close(fd)
+            self._note_open_failure(path, exc)
+            return None
+        if tailed is None:
+            os.close(fd)
+            return None
+        self._failing_paths.discard(path)
+        self._files[tailed.ident] = tailed
+        return tailed
+
+    def _start_tailing(self, path, fd, resume):
+        st = os.fstat(fd)    # trust the fd: the path may have been replaced since it was stat'ed
+        ident = (st.st_dev, st.st_ino)
+        if ident in self._files:
+            return None
+        fingerprint = fingerprint_fd(fd, self.fingerprint_bytes)
+        if resume is not None:
+            offset, skip = resume, False
+        else:
+            offset, skip = self._start_offset(ident, fd, st.st_size, path)
+        tailed = _TailedFile(path, st.st_dev, st.st_ino, fd, fingerprint, offset,
+                             LineFramer(self.max_line_bytes, self.on_long_line))
+        tailed.skip_to_newline = skip
+        self.checkpoints.record(st.st_dev, st.st_ino, fingerprint, offset, path)
+        return tailed
+
+    def _start_offset(self, ident, fd, size, path):
+        entry = self.checkpoints.lookup(*ident)
+        if entry is not None and fingerprint_matches(fd, entry.fingerprint):
+            if entry.offset <= size:
+                self.stats["resumed"] += 1
+                return entry.offset, False
+            self.stats["truncations"] += 1
+            log.warning("%s is shorter (%d) than its checkpoint (%d): truncated while stopped, reading from 0",
+                        path, size, entry.offset)
+            return 0, False
+        if self._apply_start_at and self.start_at == "end":
+            return self._last_line_boundary(fd, size)
+        return 0, False
+
+    def _last_line_boundary(self, fd, size):
+        """(offset, skip_to_newline) to start at the end without cutting a line in two."""
+        if size == 0:
+            return 0, False
+        look = min(size, self.max_line_bytes + 2)
+        tail = os.pread(fd, look, size - look)
+        nl = tail.rfind(b"\n")
+        if nl >= 0:
+            return size - look + nl + 1, False
+        return size, True
+
+    def _recover_rotated(self, seen, now):
+        """At start-up, find files rotated out of the glob while we were down and drain their unread tail."""
+        wanted = {}
+        for entry in self.checkpoints.entries():
+            if (entry.device, entry.inode) not in seen:
+                wanted.setdefault(os.path.dirname(entry.path) or ".", []).append(entry)
+        for directory, entries in wanted.items():
+            by_inode = {entry.inode: entry for entry in entries}
+            try:
+                listing = list(os.scandir(directory))
+            except OSError:
+                continue
+            for dirent in listing:
+                entry = by_inode.get(dirent.inode())
+                if entry is not None:
+                    self._resume_rotated(dirent.path, entry, now)
+
+    def _resume_rotated(self, path, entry, now):
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        if (st.st_dev, st.st_ino) != (entry.device, entry.inode) or st.st_size <= entry.offset:
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            same = fingerprint_matches(fd, entry.fingerprint)
+        finally:
+            os.close(fd)
+        if same:
+            tailed = self._open_new(path, resume=entry.offset)
+            if tailed is not None:
+                tailed.orphaned_at = now
+                self.stats["resumed"] += 1
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    def _read_round(self, now):
+        files = list(self._files.values())
+        if not files:
+            return []
+        start = self._cursor % len(files)
+        self._cursor += 1
+        chunks = []
+        budget = self.max_bytes_per_poll
+        ordered = files[start:] + files[:start]
+        for index, tailed in enumerate(ordered):
+            if budget <= 0:
+                break
+            # an even share of what is left, so one busy file cannot starve the others
+            allowance = max(self.read_block_bytes, budget // (len(ordered) - index))
+            chunk, used = self._read_file(tailed, min(allowance, budget), now)
+            budget -= used
+            if chunk is not None:
+                chunks.append(chunk)
+        return chunks
+
+    def _read_file(self, tailed, allowance, now):
+        try:
+            st = os.fstat(tailed.fd)
+            size = st.st_size
+            if size < tailed.read_pos or not self._same_content(tailed, size):
+                self._restart_from_zero(tailed)
+        except OSError as exc:
+            self._note_read_error(tailed, exc)
+            return None, 0
+        start = tailed.line_end
+        lines = []
+        used = 0
+        while used < allowance and tailed.read_pos < size:
+            want = min(self.read_block_bytes, allowance - used, size - tailed.read_pos)
+            try:
+                block = os.pread(tailed.fd, want, tailed.read_pos)
+            except OSError as exc:
+                self._note_read_error(tailed, exc)
+                break
+            if not block:
+                break
+            self._frame(tailed, block, lines)
+            used += len(block)
+        if tailed.orphaned_at is not None and tailed.read_pos >= size:
+            self._close_if_done(tailed, st, now, lines)
+        self.stats["lines"] += len(lines)
+        if not lines and tailed.line_end == start:
+            return None, used
+        return Chunk(tailed.key, tailed.path, lines, start, tailed.line_end), used
+
+    def _note_read_error(self, tailed, exc):
+        self.stats["read_errors"] += 1
+        log.error("read error on %s (will retry): %s", tailed.path, exc)
+
+    def _same_content(self, tailed, size):
+        """False when the file was rewritten in place; grows the fingerprint while the file is short."""
+        if size == tailed.checked_size:
+            return True
+        if not fingerprint_matches(tailed.fd, tailed.fingerprint):
+            return False
+        if tailed.fingerprint.length < self.fingerprint_bytes and size > tailed.fingerprint.length:
+            tailed.fingerprint = fingerprint_fd(tailed.fd, self.fingerprint_bytes)
+            self.checkpoints.update_fingerprint(tailed.key.device, tailed.key.inode, tailed.fingerprint)
+        tailed.checked_size = size
+        return True
+
+    def _restart_from_zero(self, tailed):
+        """Truncated (copytruncate) or rewritten: the same inode is a new file, read from 0."""
+        self.stats["truncations"] += 1
+        log.info("%s was truncated or rewritten at offset %d: reading it from 0", tailed.path, tailed.read_pos)
+        device, inode = tailed.ident
+        tailed.key = FileKey(device, inode, next(_generations))
+        tailed.framer = LineFramer(self.max_line_bytes, self.on_long_line)
+        tailed.read_pos = tailed.line_end = tailed.committed = 0
+        tailed.skip_to_newline = False
+        tailed.fingerprint = fingerprint_fd(tailed.fd, self.fingerprint_bytes)
+        tailed.checked_size = -1
+        self.checkpoints.record(device, inode, tailed.fingerprint, 0, tailed.path)
+
+    def _frame(self, tailed, block, lines):
+        base = tailed.read_pos
+        tailed.read_pos += len(block)
+        self.stats["bytes"] += len(block)
+        if tailed.skip_to_newline:
+            # started at the end of a file in the middle of a line: drop its head
+            nl = block.find(b"\n")
+            if nl < 0:
+                return
+            tailed.skip_to_newline = False
+            tailed.line_end = base + nl + 1
+            base += nl + 1
+            block = block[nl + 1:]
+        framer = tailed.framer
+        long_before = framer.truncated + framer.skipped
+        lines.extend(framer.feed(block))
+        last_nl = block.rfind(b"\n")
+        if last_nl >= 0:
+            tailed.line_end = base + last_nl + 1
+        self.stats["long_lines"] += framer.truncated + framer.skipped - long_before
+
+    def _close_if_done(self, tailed, st, now, lines):
+        deleted = st.st_nlink == 0
+        if not deleted and now - tailed.orphaned_at < self.rotate_wait_seconds:
+            return
+        # nobody will complete a last line without newline any more: deliver it
+        framer = tailed.framer
+        long_before = framer.truncated + framer.skipped
+        lines.extend(framer.flush())
+        self.stats["long_lines"] += framer.truncated + framer.skipped - long_before
+        tailed.line_end = tailed.read_pos
+        os.close(tailed.fd)
+        del self._files[tailed.ident]
+        if deleted:
+            # the data is gone: an entry left behind could only mislead a file that reuses the inode
+            self.checkpoints.forget(*tailed.ident)
+            return
+        self._closed[tailed.key] = tailed.path
+        while len(self._closed) > _CLOSED_KEYS_KEPT:
+            self._closed.popitem(last=False)
+
