@@ -8,6 +8,7 @@ import sys
 import click
 
 from anomaly_detector import __version__
+from anomaly_detector.commands.replay import replay_command
 from anomaly_detector.config.loader import DEFAULT_CONFIG_PATH, load_config
 from anomaly_detector.config.problems import ERROR
 
@@ -31,6 +32,9 @@ def cli(ctx, config_path, validate_config, debug):
     click.echo(ctx.get_help(), err=True)
     click.echo("\nanomaly_detector: error: no action given: use --validate-config or a command", err=True)
     ctx.exit(EXIT_USAGE)
+
+
+cli.add_command(replay_command)
 
 
 def validate(config_path):

@@ -1,0 +1,138 @@
+"""Scored-line records (SPEC §8) written as JSON bytes by a numba kernel, a whole batch at a time.
+
+pipeline.py hands it arrays from the engine plus pre-escaped template and reason texts; the
+plain-Python twin `records_py` is what the tests compare it with (and what it must equal).
+"""
+import json
+import math
+
+import numpy as np
+from numba import njit
+
+_NULL = np.frombuffer(b"null", np.uint8)
+_EMPTY_LIST = np.frombuffer(b"[]", np.uint8)
+
+
+def escaped(text):
+    """JSON string literal (with quotes) of text, as bytes."""
+    return json.dumps(text, ensure_ascii=False).encode("utf-8")
+
+
+@njit(cache=True)
+def _put(out, pos, src):
+    out[pos:pos + src.shape[0]] = src
+    return pos + src.shape[0]
+
+
+@njit(cache=True)
+def _put_int(out, pos, value):
+    if value < 0:
+        out[pos] = 45  # '-'
+        pos += 1
+        value = -value
+    digits = np.empty(20, np.uint8)
+    k = 0
+    while True:
+        digits[k] = 48 + value % 10
+        value //= 10
+        k += 1
+        if value == 0:
+            break
+    for j in range(k):
+        out[pos + j] = digits[k - 1 - j]
+    return pos + k
+
+
+@njit(cache=True)
+def _put_fixed(out, pos, value, decimals):
+    """value rounded to `decimals` places, trailing zeros dropped but one decimal kept: 12.5, 3.0."""
+    scale = 10 ** decimals
+    scaled = int(round(abs(value) * scale))
+    if value < 0 and scaled > 0:
+        out[pos] = 45
+        pos += 1
+    pos = _put_int(out, pos, scaled // scale)
+    frac = scaled % scale
+    out[pos] = 46  # '.'
+    pos += 1
+    keep = decimals
+    while keep > 1 and frac % 10 == 0:
+        frac //= 10
+        keep -= 1
+    for j in range(keep - 1, -1, -1):
+        out[pos + j] = 48 + frac % 10
+        frac //= 10
+    return pos + keep
+
+
+@njit(cache=True)
+def write_records(prefix, first_line, ts, template_id, tpl_pool, tpl_start, tpl_end, score, anomaly, tiers,
+                  reason_pool, reason_start, reason_end, keys):
+    """One JSON object per line, newline-terminated, into a uint8 array (returned trimmed).
+
+    keys: the constant pieces between values, in order (see KEYS below), as one uint8 array each.
+    """
+    n = ts.shape[0]
+    size = 0
+    for i in range(n):
+        t = template_id[i]
+        size += 260 + prefix.shape[0] + (tpl_end[t] - tpl_start[t]) + (reason_end[i] - reason_start[i])
+    out = np.empty(size, np.uint8)
+    pos = 0
+    for i in range(n):
+        pos = _put(out, pos, prefix)
+        pos = _put_int(out, pos, first_line + i)
+        pos = _put(out, pos, keys[0])
+        if math.isnan(ts[i]):
+            pos = _put(out, pos, _NULL)
+        else:
+            pos = _put_fixed(out, pos, ts[i], 6)
+        pos = _put(out, pos, keys[1])
+        t = template_id[i]
+        pos = _put_int(out, pos, t)
+        pos = _put(out, pos, keys[2])
+        pos = _put(out, pos, tpl_pool[tpl_start[t]:tpl_end[t]])
+        pos = _put(out, pos, keys[3])
+        pos = _put_fixed(out, pos, score[i], 2)
+        pos = _put(out, pos, keys[4] if anomaly[i] else keys[5])
+        for k in range(4):
+            pos = _put(out, pos, keys[6 + k])
+            pos = _put_fixed(out, pos, tiers[k, i], 2)
+        pos = _put(out, pos, keys[10])
+        if reason_end[i] > reason_start[i]:
+            pos = _put(out, pos, reason_pool[reason_start[i]:reason_end[i]])
+        else:
+            pos = _put(out, pos, _EMPTY_LIST)
+        pos = _put(out, pos, keys[11])
+    return out[:pos]
+
+
+KEYS = (', "ts": ', ', "template_id": ', ', "template": ', ', "score": ', ', "anomaly": true',
+        ', "anomaly": false', ', "tiers": {"t1": ', ', "t2": ', ', "t3": ', ', "t4": ', '}, "reasons": ', '}\n')
+KEY_ARRAYS = tuple(np.frombuffer(k.encode(), np.uint8) for k in KEYS)
+
+
+def record_prefix(file_name):
+    return np.frombuffer(b'{"file": ' + escaped(file_name) + b', "line": ', np.uint8)
+
+
+def _fixed_py(value, decimals):
+    scaled = int(round(abs(float(value)) * 10 ** decimals))
+    whole, frac = divmod(scaled, 10 ** decimals)
+    digits = ("%0*d" % (decimals, frac)).rstrip("0") or "0"
+    return "%s%d.%s" % ("-" if value < 0 and scaled > 0 else "", whole, digits)
+
+
+def records_py(file_name, first_line, ts, template_id, templates, score, anomaly, tiers, reasons):
+    """The twin: same bytes from plain Python. templates {tid: text}, reasons {i: [str]}."""
+    parts = []
+    for i in range(len(ts)):
+        t = int(template_id[i])
+        parts.append('{"file": %s, "line": %d, "ts": %s, "template_id": %d, "template": %s, "score": %s, '
+                     '"anomaly": %s, "tiers": {"t1": %s, "t2": %s, "t3": %s, "t4": %s}, "reasons": %s}\n' % (
+                         json.dumps(file_name, ensure_ascii=False), first_line + i,
+                         "null" if math.isnan(ts[i]) else _fixed_py(ts[i], 6), t,
+                         json.dumps(templates[t], ensure_ascii=False), _fixed_py(score[i], 2),
+                         "true" if anomaly[i] else "false", *(_fixed_py(tiers[k, i], 2) for k in range(4)),
+                         json.dumps(reasons.get(i, []), ensure_ascii=False)))
+    return "".join(parts).encode("utf-8")

@@ -1,0 +1,171 @@
+"""The glue from bytes to verdicts: frame and parse lines, mine templates, score with the detection
+engine, write one JSON record per line and collect incidents.
+
+Used by `replay` (commands/replay.py) and by the daemon's detector workers; parsing/ and
+detection/ do the work, this class only keeps them in step, one batch at a time.
+"""
+import json
+import os
+
+import numpy as np
+
+from .detection.engine import DetectionEngine
+from .detection.output_kernels import KEY_ARRAYS, escaped, record_prefix, write_records
+from .parsing.batch import ParsedBatch
+from .parsing.masking import MaskingConfig
+from .parsing.miner import TemplateMiner
+from .parsing.records import RecordParser, parse_columns
+
+# Bytes of input parsed and scored at once: large enough that per-batch Python is noise.
+CHUNK_BYTES = 8 << 20
+
+
+def source_of_file(path):
+    """Default source name of a file's lines: its base name without .log/.jsonl/.txt."""
+    base = os.path.basename(path)
+    for ext in (".log", ".jsonl", ".txt"):
+        if base.endswith(ext):
+            return base[: -len(ext)]
+    return base
+
+
+def masking_from_config(parsing):
+    return MaskingConfig(numbers=parsing["mask_numbers"], hex=parsing["mask_hex"], ip=parsing["mask_ips"],
+                         uuid=parsing["mask_uuids"], path=parsing["mask_paths"],
+                         duration=parsing["mask_durations"], size=parsing["mask_sizes"],
+                         extra=tuple(parsing["extra_masks"]))
+
+
+class Pipeline:
+    """One parser per file, one template miner and one detection engine for everything."""
+
+    def __init__(self, config, fmt="auto", log_format="", chunk_bytes=CHUNK_BYTES):
+        self.config = config
+        self.fmt = fmt
+        self.log_format = log_format
+        self.chunk_bytes = int(chunk_bytes)
+        self.miner = TemplateMiner(max_templates=config["parsing"]["max_templates"],
+                                   masking=masking_from_config(config["parsing"]))
+        self.engine = DetectionEngine(config)
+        self.n_templates = 0
+        self.lines = 0
+        self.anomalies = 0
+        self.incidents = []     # closed incident records not yet taken
+
+    def parser_for(self, file_name):
+        return RecordParser(format=self.fmt, log_format=self.log_format, source=source_of_file(file_name),
+                            max_line_bytes=self.config["processing"]["max_line_bytes"])
+
+    def process_file(self, path, progress=None):
+        """Yield output chunks (bytes of JSON lines) for every line of the file at `path`."""
+        with open(path, "rb") as f:
+            data = f.read()
+        yield from self.process_buffer(data, path, progress=progress)
+
+    def process_buffer(self, buf, file_name, first_line=1, progress=None):
+        """Yield output chunks for the lines of `buf` (bytes), numbered from first_line."""
+        parser = self.parser_for(file_name)
+        prefix = record_prefix(file_name)
+        line_no = first_line
+        for chunk in _chunks(buf, self.chunk_bytes):
+            columns = parse_columns(parser, chunk)
+            yield self.score_columns(columns, prefix, line_no)
+            line_no += columns.n
+            if progress is not None:
+                progress(len(chunk))
+
+    def score_columns(self, columns, prefix, first_line):
+        """Mine, score and render one parsed chunk -> bytes of JSON lines."""
+        batch = self._batch(columns)
+        result = self.engine.process(batch, self.n_templates, self.template_text)
+        self.lines += batch.n
+        self.anomalies += int(result.anomaly.sum())
+        self.incidents += result.incidents
+        pool, starts, ends = self._template_table(batch.template_id)
+        r_pool, r_start, r_end = _reason_table(batch.n, result.reasons)
+        out = write_records(prefix, first_line, batch.ts, batch.template_id, pool, starts, ends,
+                            result.score.astype(np.float64), result.anomaly, result.tiers.astype(np.float64),
+                            r_pool, r_start, r_end, KEY_ARRAYS)
+        return out.tobytes()
+
+    def _batch(self, columns):
+        mined = self.miner.add_batch(columns.content_buf, columns.content_start, columns.content_end)
+        if columns.n:
+            self.n_templates = max(self.n_templates, int(mined.template_id.max()) + 1)
+        stable = np.array([self.engine.source_id(name) for name in columns.sources] or [0], np.int32)
+        return ParsedBatch(ts=columns.ts, source_id=stable[columns.source_id], level=columns.level,
+                           template_id=mined.template_id, buf=columns.content_buf,
+                           content_start=columns.content_start, content_end=columns.content_end,
+                           param_ptr=mined.param_ptr, param_pos=mined.param_pos, param_hash=mined.param_hash,
+                           param_num=mined.param_num, sources=self.engine.sources)
+
+    def template_text(self, tid):
+        try:
+            return self.miner.template(int(tid))
+        except KeyError:
+            return "<evicted template %d>" % tid
+
+    def _template_table(self, template_id):
+        """Escaped template texts of this batch's ids as one pool plus start/end per id."""
+        starts = np.zeros(self.n_templates, np.int64)
+        ends = np.zeros(self.n_templates, np.int64)
+        parts, size = [], 0
+        for tid in np.unique(template_id).tolist():
+            text = escaped(self.template_text(tid))
+            starts[tid], ends[tid] = size, size + len(text)
+            parts.append(text)
+            size += len(text)
+        return np.frombuffer(b"".join(parts) or b" ", np.uint8), starts, ends
+
+    def take_incidents(self):
+        """Incident records closed since the last call."""
+        taken, self.incidents = self.incidents, []
+        return taken
+
+    def finish(self):
+        """End of input: close the open incidents; return every record not yet taken."""
+        self.incidents += self.engine.finish()
+        return self.take_incidents()
+
+    def save(self, state_dir):
+        self.engine.save(state_dir)
+        self.miner.save(os.path.join(state_dir, "baselines", "templates.json"))
+
+    def load(self, state_dir):
+        """Restore engine and miner from state_dir; returns False when there was nothing to restore."""
+        path = os.path.join(state_dir, "baselines", "templates.json")
+        if os.path.exists(path) or os.path.exists(path + ".prev"):
+            self.miner = TemplateMiner.load(path, max_templates=self.config["parsing"]["max_templates"],
+                                            masking=masking_from_config(self.config["parsing"]))
+            self.n_templates = max([self.n_templates] + [tid + 1 for tid, _, _ in self.miner.templates()])
+        return self.engine.load(state_dir)
+
+
+def _reason_table(n, reasons):
+    starts = np.zeros(n, np.int64)
+    ends = np.zeros(n, np.int64)
+    parts, size = [], 0
+    for i in sorted(reasons):
+        text = json.dumps([r[1] for r in reasons[i]], ensure_ascii=False).encode("utf-8")
+        starts[i], ends[i] = size, size + len(text)
+        parts.append(text)
+        size += len(text)
+    return np.frombuffer(b"".join(parts) or b" ", np.uint8), starts, ends
+
+
+def _chunks(buf, size):
+    """Pieces of buf of about `size` bytes, each ending at a newline (the last one may not)."""
+    view = memoryview(buf)
+    start, total = 0, len(buf)
+    while start < total:
+        end = min(start + size, total)
+        if end < total:
+            nl = bytes(view[end:min(end + (1 << 20), total)]).find(b"\n")
+            end = end + nl + 1 if nl >= 0 else _next_newline(buf, end)
+        yield bytes(view[start:end])
+        start = end
+
+
+def _next_newline(buf, pos):
+    nl = buf.find(b"\n", pos)
+    return len(buf) if nl < 0 else nl + 1
