@@ -171,6 +171,7 @@ class HeaderFormat:
             raise HeaderFormatError(f"log_format {fmt!r}: {exc}") from None
         self.program = _program(tokens, self.fields)
         self.content_index = self.fields.index("Content")
+        self.level_index = self.fields.index("Level") if "Level" in self.fields else -1
 
     def __repr__(self):
         return f"HeaderFormat({self.format!r})"

@@ -80,15 +80,33 @@ def clean_buffer(buf):
     """Sanitise a whole buffer of lines; equals clean_text per line with the terminators kept."""
     n = buf.shape[0]
     out_len = 0
+    replaced = 0
     i = 0
     while i < n:  # pass 1: size of the output
+        b = buf[i]
+        if 32 <= b < 127 or b == 9 or b == 10:  # plain ASCII: the common case, kept as is
+            out_len += 1
+            i += 1
+            continue
         length, valid = _utf8_seq_len(buf, i, n)
-        out_len += 3 if _replaced(buf, i, n, length, valid) else length
+        if _replaced(buf, i, n, length, valid):
+            out_len += 3
+            replaced += 1
+        else:
+            out_len += length
         i += length
+    if replaced == 0:
+        return buf.copy()
     out = np.empty(out_len, dtype=np.uint8)
     i = 0
     o = 0
     while i < n:  # pass 2: copy or replace
+        b = buf[i]
+        if 32 <= b < 127 or b == 9 or b == 10:
+            out[o] = b
+            o += 1
+            i += 1
+            continue
         length, valid = _utf8_seq_len(buf, i, n)
         if _replaced(buf, i, n, length, valid):
             out[o] = 0xEF

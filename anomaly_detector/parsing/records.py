@@ -1,0 +1,447 @@
+"""Turn raw lines into Records (time, source, level, content, fields) for plain, JSON, syslog or header input.
+
+Inputs hand framed lines to RecordParser; replay hands whole files to parse_columns, which uses the
+numba kernels (clean_buffer, split_lines, header split) and yields the same values as parse_many.
+"""
+import math
+
+import numpy as np
+
+from anomaly_detector.parsing.batch import (
+    LEVEL_CRITICAL,
+    LEVEL_DEBUG,
+    LEVEL_ERROR,
+    LEVEL_INFO,
+    LEVEL_NOTICE,
+    LEVEL_UNKNOWN,
+    LEVEL_WARNING,
+    level_code,
+)
+from anomaly_detector.parsing.framing import DEFAULT_MAX_LINE_BYTES, split_lines
+from anomaly_detector.parsing.headers import HeaderFormat
+from anomaly_detector.parsing.jsonl import parse_json_line_reason
+from anomaly_detector.parsing.sanitize import clean_buffer, clean_text
+from anomaly_detector.parsing.syslog import parse_syslog
+from anomaly_detector.parsing.timestamps import TimestampParser
+
+FORMATS = ("auto", "plain", "jsonl", "syslog")
+_STAT_KEYS = ("lines", "decode_errors", "malformed_json", "header_mismatch", "no_timestamp", "truncated",
+              "not_syslog")
+# Numeric levels of JSON loggers: pino/bunyan (10..60) and syslog severities (0..7).
+_NUMERIC_LEVELS = {10: LEVEL_DEBUG, 20: LEVEL_DEBUG, 30: LEVEL_INFO, 40: LEVEL_WARNING, 50: LEVEL_ERROR,
+                   60: LEVEL_CRITICAL}
+_SYSLOG_SEVERITY = (LEVEL_CRITICAL, LEVEL_CRITICAL, LEVEL_CRITICAL, LEVEL_ERROR, LEVEL_WARNING, LEVEL_NOTICE, LEVEL_INFO,
+                    LEVEL_DEBUG)
+
+
+class Record:
+    """One parsed line. ts is epoch seconds or None, level a LEVEL_* code."""
+
+    __slots__ = ("ts", "source", "level", "content", "fields")
+
+    def __init__(self, ts, source, level, content, fields):
+        self.ts = ts
+        self.source = source
+        self.level = level
+        self.content = content
+        self.fields = fields
+
+    def __eq__(self, other):
+        if not isinstance(other, Record):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return (f"Record(ts={self.ts!r}, source={self.source!r}, level={self.level!r}, "
+                f"content={self.content!r}, fields={self.fields!r})")
+
+
+def json_level(value):
+    """A JSON level value: a word ('warn'), a pino/bunyan number (40) or a syslog severity (4)."""
+    if isinstance(value, bool) or value is None:
+        return LEVEL_UNKNOWN
+    if isinstance(value, (int, float)):
+        if value != value or math.isinf(value):
+            return LEVEL_UNKNOWN
+        number = int(value)
+        if 0 <= number <= 7:
+            return _SYSLOG_SEVERITY[number]
+        return _NUMERIC_LEVELS.get(number, LEVEL_UNKNOWN)
+    if isinstance(value, str):
+        return level_code(value)
+    return LEVEL_UNKNOWN
+
+
+def _plain_level(word):
+    """Level of a leading word of a plain line; single letters are too ambiguous ('I', 'A')."""
+    word = word.strip("[]():|<>")
+    if len(word) < 3:
+        return LEVEL_UNKNOWN
+    return level_code(word)
+
+
+class RecordParser:
+    """Parse raw lines of one input into Records; counts what it could not parse in `.stats`."""
+
+    def __init__(self, format="auto", log_format="", source="", message_key="message",
+                 timestamp_key="timestamp", source_key="source", level_key="level", timestamp_format="",
+                 timezone="UTC", max_line_bytes=DEFAULT_MAX_LINE_BYTES, default_year=None):
+        if format not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
+        self.format = format
+        self.header = HeaderFormat(log_format) if log_format else None
+        self.source = source
+        self.message_key = message_key
+        self.timestamp_key = timestamp_key
+        self.source_key = source_key
+        self.level_key = level_key
+        self.max_line_bytes = int(max_line_bytes)
+        self.timestamps = TimestampParser(timestamp_format, timezone, default_year)
+        self.stats = dict.fromkeys(_STAT_KEYS, 0)
+        self._last_ts = None
+
+    # ---- one line -----------------------------------------------------------------------------
+
+    def parse(self, raw, arrival_ts=None) -> Record:
+        """Parse one framed line (bytes). Never raises: the worst case is the cleaned line as content."""
+        try:
+            text = self._decode(raw)
+            return self._finish(self._parse_text(text), arrival_ts)
+        except Exception:  # noqa: BLE001 - one bad line must never stop an input; keep it as text
+            return self._finish(Record(None, self.source, LEVEL_UNKNOWN, clean_text(raw), {}), arrival_ts)
+
+    def parse_many(self, raws, arrival_ts=None):
+        return [self.parse(raw, arrival_ts) for raw in raws]
+
+    def _decode(self, raw):
+        self.stats["lines"] += 1
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8", "surrogatepass")
+        raw = bytes(raw)
+        if raw.endswith(b"\n"):
+            raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+        if len(raw) > self.max_line_bytes:
+            self.stats["truncated"] += 1
+            raw = raw[:self.max_line_bytes]
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.stats["decode_errors"] += 1
+        return clean_text(raw)
+
+    def _kind(self, text):
+        if self.format != "auto":
+            return self.format
+        head = text.lstrip()[:1]
+        if head == "{":
+            return "jsonl"
+        if head == "<" and text.lstrip()[1:2].isdigit():
+            return "syslog"
+        return "header" if self.header is not None else "plain"
+
+    def _parse_text(self, text):
+        kind = self._kind(text)
+        if kind == "plain" and self.header is not None:
+            kind = "header"
+        if kind == "jsonl":
+            return self._parse_json(text)
+        if kind == "syslog":
+            return self._parse_syslog(text)
+        if kind == "header":
+            return self._parse_header(text)
+        return self._parse_plain(text)
+
+    def _parse_json(self, text):
+        obj, _ = parse_json_line_reason(text, self.message_key, self.timestamp_key, self.source_key,
+                                        self.level_key)
+        if obj is None:
+            self.stats["malformed_json"] += 1
+            return Record(None, self.source, LEVEL_UNKNOWN, text, {})
+        message = obj["message"]
+        content = clean_text(message) if message is not None else text
+        ts = self.timestamps.parse_value(obj["timestamp"])
+        source = clean_text(obj["source"]) if obj["source"] else self.source
+        return Record(ts, source, json_level(obj["level"]), content, obj["fields"])
+
+    def _parse_syslog(self, text):
+        msg = parse_syslog(text, self.timestamps)
+        if msg is None:
+            self.stats["not_syslog"] += 1
+            return self._parse_plain(text)
+        source = self.source or msg["host"] or ""
+        return Record(msg["ts"], source, msg["level"], msg["message"], msg)
+
+    def _parse_header(self, text):
+        fields = self.header.match(text)
+        if fields is None:
+            self.stats["header_mismatch"] += 1
+            return Record(None, self.source, LEVEL_UNKNOWN, text, {})
+        ts = self.timestamps.from_fields(fields)
+        return Record(ts, self.source, level_code(fields.get("Level")), fields["Content"], fields)
+
+    def _parse_plain(self, text):
+        """`<stamp> <LEVEL> rest`, `[stamp] LEVEL: rest`, `LEVEL rest` or just text."""
+        body = text.lstrip()
+        ts = None
+        if body.startswith("["):
+            ts, end = self.timestamps.parse_prefix(body[1:])
+            if ts is not None and body[1 + end:2 + end] == "]":
+                body = body[2 + end:].lstrip()
+            else:
+                ts = None
+        else:
+            ts, end = self.timestamps.parse_prefix(body)
+            if ts is not None:
+                body = body[end:].lstrip()
+        level = LEVEL_UNKNOWN
+        word, _, rest = body.partition(" ")
+        if word:
+            level = _plain_level(word)
+            if level != LEVEL_UNKNOWN:
+                body = rest.lstrip()
+        return Record(ts, self.source, level, body, {})
+
+    def _finish(self, record, arrival_ts):
+        record.ts = self._carry_ts(record.ts, arrival_ts)
+        return record
+
+    def _carry_ts(self, ts, arrival_ts):
+        """Carry the previous line's time to lines without one (continuations, stack traces)."""
+        if ts is None:
+            self.stats["no_timestamp"] += 1
+            return self._last_ts if self._last_ts is not None else arrival_ts
+        self._last_ts = ts
+        return ts
+
+
+class Columns:
+    """A whole file parsed into arrays: ts float64 (NaN: none), level int8, contents in one buffer.
+
+    content_buf holds sanitised UTF-8; line i's content is content_buf[content_start[i]:content_end[i]].
+    source_id indexes `sources`. fields(i) builds the header/JSON/syslog fields of line i on demand.
+    """
+
+    def __init__(self, ts, level, content_buf, content_start, content_end, source_id, sources, field_getter):
+        self.ts = ts
+        self.level = level
+        self.content_buf = content_buf
+        self.content_start = content_start
+        self.content_end = content_end
+        self.source_id = source_id
+        self.sources = sources
+        self._field_getter = field_getter
+
+    @property
+    def n(self):
+        return len(self.ts)
+
+    def __len__(self):
+        return self.n
+
+    def content(self, i):
+        return bytes(self.content_buf[self.content_start[i]:self.content_end[i]]).decode("utf-8")
+
+    def fields(self, i):
+        return self._field_getter(i)
+
+
+class _ColumnBuilder:
+    """Collects per-line results; contents that are not a span of the cleaned buffer go to an extra area."""
+
+    def __init__(self, n, base_len):
+        self.ts = np.full(n, np.nan)
+        self.level = np.zeros(n, dtype=np.int8)
+        self.start = np.zeros(n, dtype=np.int64)
+        self.end = np.zeros(n, dtype=np.int64)
+        self.source_id = np.zeros(n, dtype=np.int32)
+        self.sources = []
+        self._source_index = {}
+        self.extra = []
+        self.extra_len = base_len
+        self.fields = {}
+
+    def source(self, i, name):
+        sid = self._source_index.get(name)
+        if sid is None:
+            sid = self._source_index[name] = len(self.sources)
+            self.sources.append(name)
+        self.source_id[i] = sid
+
+    def content(self, i, content, line_text, line_start, line_end):
+        if line_text.endswith(content):
+            nbytes = len(content.encode("utf-8"))
+            self.start[i], self.end[i] = line_end - nbytes, line_end
+            return
+        data = content.encode("utf-8")
+        self.start[i] = self.extra_len
+        self.extra.append(data)
+        self.extra_len += len(data)
+        self.end[i] = self.extra_len
+
+
+def _frame_buffer(data, max_line_bytes):
+    """Raw line spans like LineFramer gives; truncation is applied by rebuilding the buffer."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    starts, ends = split_lines(raw)
+    too_long = (ends - starts) > max_line_bytes
+    if not too_long.any():
+        return raw, starts, ends, 0
+    pieces = []
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        piece = data[s:min(e, s + max_line_bytes)]
+        if piece.endswith(b"\r"):  # a cut that ends in CR must not become a CRLF; both clean to U+FFFD
+            piece = piece[:-1] + b"\x00"
+        pieces.append(piece)
+    joined = b"\n".join(pieces) + b"\n"
+    raw = np.frombuffer(joined, dtype=np.uint8)
+    starts, ends = split_lines(raw)
+    return raw, starts, ends, int(too_long.sum())
+
+
+def _has_invalid_utf8(raw, starts, ends):
+    """Per line: whether the raw bytes were not valid UTF-8 (for the decode_errors counter)."""
+    out = np.zeros(len(starts), dtype=np.bool_)
+    data = raw.tobytes()
+    if data.isascii():
+        return out
+    for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist())):
+        try:
+            data[s:e].decode("utf-8")
+        except UnicodeDecodeError:
+            out[i] = True
+    return out
+
+
+def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
+    """Parse a whole buffer of lines into Columns, equal to parser.parse_many(lines) field by field.
+
+    The bytes are cleaned and split by numba kernels; with a header format the numba split gives
+    each line's fields and content span, and only the time stamp is parsed per line in Python.
+    Lines are handled in input order because carried times and year inference depend on it.
+    """
+    data = bytes(buf)
+    raw, raw_starts, raw_ends, n_truncated = _frame_buffer(data, parser.max_line_bytes)
+    invalid = _has_invalid_utf8(raw, raw_starts, raw_ends)
+    clean = clean_buffer(raw)
+    starts, ends = split_lines(clean)  # cleaning keeps every LF, so the lines correspond one to one
+    n = len(starts)
+    clean_bytes = clean.tobytes()
+    parser.stats["lines"] += n
+    parser.stats["truncated"] += n_truncated
+    parser.stats["decode_errors"] += int(invalid.sum())
+
+    hdr = parser.header
+    if hdr is not None and parser.format in ("auto", "plain") and hdr.program is not None:
+        ok, fs, fe = hdr.split_batch(clean, starts, ends)
+        ok &= _kernel_applies(parser, clean, starts, ends)
+    else:
+        ok = np.zeros(n, dtype=np.bool_)
+        fs = fe = np.zeros((n, 1), dtype=np.int64)
+    out = _ColumnBuilder(n, len(clean_bytes))
+    fast = None
+    if ok.any():
+        out.start[ok] = fs[ok, hdr.content_index]
+        out.end[ok] = fe[ok, hdr.content_index]
+        out.source(int(np.argmax(ok)), parser.source)
+        fast = _KernelLines(parser, hdr, clean_bytes, fs, fe)
+    slow = {}
+    ok_list, start_list, end_list = ok.tolist(), starts.tolist(), ends.tolist()
+    for i in range(n):
+        if ok_list[i]:
+            ts, level = fast.line(i)
+            out.ts[i] = np.nan if ts is None else ts
+            out.level[i] = level
+            continue
+        s, e = start_list[i], end_list[i]
+        text = clean_bytes[s:e].decode("utf-8")
+        try:
+            record = parser._finish(parser._parse_text(text), None)
+        except Exception:  # noqa: BLE001 - same guarantee as RecordParser.parse
+            record = parser._finish(Record(None, parser.source, LEVEL_UNKNOWN, text, {}), None)
+        out.content(i, record.content, text, s, e)
+        out.ts[i] = np.nan if record.ts is None else record.ts
+        out.level[i] = record.level
+        out.source(i, record.source)
+        slow[i] = record.fields
+    content_buf = clean if not out.extra else np.frombuffer(clean_bytes + b"".join(out.extra), dtype=np.uint8)
+
+    def field_getter(i):
+        if i in slow:
+            return slow[i]
+        return {name: clean_bytes[fs[i, j]:fe[i, j]].decode("utf-8") for j, name in enumerate(hdr.fields)}
+
+    return Columns(out.ts, out.level, content_buf, out.start, out.end, out.source_id, out.sources, field_getter)
+
+
+def _kernel_applies(parser, clean, starts, ends):
+    """In auto mode JSON and syslog lines are routed away from the header format, as parse() does.
+
+    Lines starting with '{', '<' or (possibly Unicode) whitespace take the per-line path, which
+    decides exactly.
+    """
+    n = len(starts)
+    if parser.format != "auto" or n == 0 or len(clean) == 0:
+        return np.ones(n, dtype=np.bool_)
+    first = clean[np.minimum(starts, len(clean) - 1)]
+    first = np.where(ends > starts, first, 0)
+    special = np.array([123, 60, 9, 10, 11, 12, 13, 28, 29, 30, 31, 32, 0xC2, 0xE1, 0xE2, 0xE3], dtype=np.uint8)
+    return ~np.isin(first, special)
+
+
+class _KernelLines:
+    """Time and level of lines the kernel split, decoding only the fields the stamp needs."""
+
+    def __init__(self, parser, hdr, data, fs, fe):
+        self.parser, self.hdr, self.data, self.fs, self.fe = parser, hdr, data, fs, fe
+        self.index = {name: j for j, name in enumerate(hdr.fields)}
+        self.levels = {}
+        self.columns = {}
+        self.recipe = None
+        self.recipe_cols = ()
+
+    def _column(self, j):
+        col = self.columns.get(j)
+        if col is None:
+            col = self.columns[j] = (self.fs[:, j].tolist(), self.fe[:, j].tolist())
+        return col
+
+    def line(self, i):
+        stamps = self.parser.timestamps
+        ts = None
+        if self.recipe is not None and stamps._field_recipe is self.recipe:
+            # what from_fields does first: the recipe that worked last time
+            parts = [self.data[fs[i]:fe[i]] for fs, fe in self.recipe_cols]
+            if all(parts):
+                ts = stamps.parse(b" ".join(parts).decode("utf-8"))
+        if ts is None:
+            ts = stamps.from_fields(_LazyFields(self.index, self.data, self.fs[i], self.fe[i]))
+            self.recipe = stamps._field_recipe
+            if self.recipe is not None:
+                self.recipe_cols = [self._column(self.index[name]) for name in self.recipe]
+        level = LEVEL_UNKNOWN
+        li = self.hdr.level_index
+        if li >= 0:
+            lstart, lend = self._column(li)
+            word = self.data[lstart[i]:lend[i]]
+            level = self.levels.get(word)
+            if level is None:
+                level = self.levels[word] = level_code(word.decode("utf-8"))
+        return self.parser._carry_ts(ts, None), level
+
+
+class _LazyFields:
+    """Read-only mapping over field spans: from_fields only decodes the fields it asks for."""
+
+    __slots__ = ("_index", "_data", "_fs", "_fe")
+
+    def __init__(self, index, data, fs, fe):
+        self._index = index
+        self._data, self._fs, self._fe = data, fs, fe
+
+    def get(self, name, default=None):
+        j = self._index.get(name)
+        if j is None:
+            return default
+        return self._data[self._fs[j]:self._fe[j]].decode("utf-8")
