@@ -66,7 +66,7 @@ class _TailedFile:
         self.path = path
         self.fd = fd
         self.fingerprint = fingerprint
-        self.checked_size = -1
+        self.checked_state = None    # (size, mtime_ns) when the prefix was last verified
         self.read_pos = offset      # bytes already handed to the framer
         self.line_end = offset      # just after the last newline read: where a restart resumes
         self.committed = offset
@@ -159,9 +159,14 @@ class FileTailer:
     def save_checkpoints(self):
         return self.checkpoints.save()
 
-    def close(self):
-        """Save committed offsets and close every file; unread and uncommitted lines are read on restart."""
-        self.checkpoints.save()
+    def close(self, save_checkpoints=True):
+        """Save committed offsets and close every file; unread and uncommitted lines are read on restart.
+
+        save_checkpoints=False leaves the checkpoint file as the last periodic save wrote it, which
+        is what a crash does (tests use it to simulate kill -9).
+        """
+        if save_checkpoints:
+            self.checkpoints.save()
         for tailed in self._files.values():
             os.close(tailed.fd)
         self._files.clear()
@@ -356,7 +361,7 @@ class FileTailer:
         try:
             st = os.fstat(tailed.fd)
             size = st.st_size
-            if size < tailed.read_pos or not self._same_content(tailed, size):
+            if size < tailed.read_pos or not self._same_content(tailed, st):
                 self._restart_from_zero(tailed)
         except OSError as exc:
             self._note_read_error(tailed, exc)
@@ -386,16 +391,21 @@ class FileTailer:
         self.stats["read_errors"] += 1
         log.error("read error on %s (will retry): %s", tailed.path, exc)
 
-    def _same_content(self, tailed, size):
-        """False when the file was rewritten in place; grows the fingerprint while the file is short."""
-        if size == tailed.checked_size:
+    def _same_content(self, tailed, st):
+        """False when the file was rewritten in place; grows the fingerprint while the file is short.
+
+        Size alone misses `: > f` followed by a line as long as the old content, so mtime counts too.
+        """
+        state = (st.st_size, st.st_mtime_ns)
+        if state == tailed.checked_state:
             return True
+        size = st.st_size
         if not fingerprint_matches(tailed.fd, tailed.fingerprint):
             return False
         if tailed.fingerprint.length < self.fingerprint_bytes and size > tailed.fingerprint.length:
             tailed.fingerprint = fingerprint_fd(tailed.fd, self.fingerprint_bytes)
             self.checkpoints.update_fingerprint(tailed.key.device, tailed.key.inode, tailed.fingerprint)
-        tailed.checked_size = size
+        tailed.checked_state = state
         return True
 
     def _restart_from_zero(self, tailed):
@@ -408,7 +418,7 @@ class FileTailer:
         tailed.read_pos = tailed.line_end = tailed.committed = 0
         tailed.skip_to_newline = False
         tailed.fingerprint = fingerprint_fd(tailed.fd, self.fingerprint_bytes)
-        tailed.checked_size = -1
+        tailed.checked_state = None
         self.checkpoints.record(device, inode, tailed.fingerprint, 0, tailed.path)
 
     def _frame(self, tailed, block, lines):
