@@ -44,33 +44,45 @@ _LONE_BYTES = np.frombuffer(b" ".join(_LONE_SIZE_WORDS), dtype=np.uint8).copy()
 
 
 # ---------------------------------------------------------------- byte classes
-@njit(cache=True)
+def _class_table():
+    t = np.zeros(256, dtype=np.uint8)
+    for c in range(256):
+        ch = chr(c)
+        t[c] = ((1 if c == 32 or 9 <= c <= 13 else 0) | (2 if ch.isdigit() and c < 128 else 0)
+                | (4 if ch.isalpha() and c < 128 else 0) | (8 if ch in "0123456789abcdefABCDEF" else 0))
+    return t
+
+
+_CLS = _class_table()  # bits: 1 space, 2 digit, 4 ASCII letter, 8 hex digit
+
+
+@njit(cache=True, inline="always")
 def _is_space(c):
-    return c == 32 or (9 <= c <= 13)
+    return (_CLS[c] & 1) != 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _is_digit(c):
-    return 48 <= c <= 57
+    return (_CLS[c] & 2) != 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _is_alpha(c):
-    return (65 <= c <= 90) or (97 <= c <= 122)
+    return (_CLS[c] & 4) != 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _is_alnum(c):
-    return _is_digit(c) or _is_alpha(c)
+    return (_CLS[c] & 6) != 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _is_hex(c):
-    return _is_digit(c) or (65 <= c <= 70) or (97 <= c <= 102)
+    return (_CLS[c] & 8) != 0
 
 
 # ---------------------------------------------------------------- whole-token maskers
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _is_date_name(buf, s, e):
     # Month and weekday names stand for dates inside messages ("at Sun Jul 10 03:55:15 2005").
     n = e - s
@@ -102,7 +114,7 @@ def _has_uuid(buf, s, e):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _is_path(buf, s, e):
     # "/var/log/x", "'/etc/hosts'", "(/tmp/a)": a path is a value as a whole.
     if e - s >= 2 and buf[s] == 47:
@@ -111,7 +123,7 @@ def _is_path(buf, s, e):
     return e - s >= 3 and buf[s + 1] == 47 and (c == 34 or c == 39 or c == 40 or c == 61 or c == 91 or c == 60)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _forced(force, s, e):
     if force.shape[0] == 0:
         return False
@@ -121,7 +133,7 @@ def _forced(force, s, e):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _masks_whole(buf, s, e, flags, force):
     if _forced(force, s, e):
         return True
@@ -133,22 +145,33 @@ def _masks_whole(buf, s, e, flags, force):
 
 
 # ---------------------------------------------------------------- value runs inside a token
-@njit(cache=True)
-def _run_end(buf, a, e):
-    """End of the run starting at a: letters and digits, joined by single inner dots."""
+@njit(cache=True, inline="always")
+def _scan_run(buf, a, e):
+    """The run starting at a (letters and digits joined by single inner dots) in one pass:
+    (end, has_digit, all digits-or-dots, all hex)."""
     i = a
+    has_digit = False
+    all_num = True
+    all_hex = True
     while i < e:
-        c = buf[i]
-        if _is_alnum(c):
+        k = _CLS[buf[i]]
+        if k & 6:
+            if k & 2:
+                has_digit = True
+            else:
+                all_num = False
+            if not (k & 8) and not (buf[i] == 120 and i == a + 1 and buf[a] == 48):
+                all_hex = False
             i += 1
-        elif c == 46 and i + 1 < e and _is_alnum(buf[i + 1]):
+        elif buf[i] == 46 and i + 1 < e and (_CLS[buf[i + 1]] & 6):
+            all_hex = False
             i += 1
         else:
             break
-    return i
+    return i, has_digit, all_num, all_hex
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _is_ipv4(buf, a, b):
     groups = 0
     width = 0
@@ -168,7 +191,7 @@ def _is_ipv4(buf, a, b):
     return groups == 3 and width > 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _unit_in(code, units):
     for u in units:
         if u == code:
@@ -176,20 +199,9 @@ def _unit_in(code, units):
     return False
 
 
-@njit(cache=True)
-def _run_kind(buf, a, b):
+@njit(cache=True, inline="always")
+def _run_kind(buf, a, b, has_digit, all_num, all_hex):
     """Classify the run buf[a:b] (see K_*); runs without digits are literal unless long hex."""
-    has_digit = False
-    all_num = True
-    all_hex = True
-    for i in range(a, b):
-        c = buf[i]
-        if _is_digit(c):
-            has_digit = True
-        elif c != 46:
-            all_num = False
-        if not _is_hex(c) and not (c == 120 and i == a + 1 and buf[a] == 48):
-            all_hex = False
     if not has_digit:
         return K_HEX if (all_hex and b - a >= 8) else K_LITERAL
     if all_num:
@@ -214,7 +226,7 @@ def _run_kind(buf, a, b):
     return K_HEX if all_hex else K_ID
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _is_lone_unit(buf, a, b):
     # exact compare against the space-separated words of _LONE_BYTES
     w = 0
@@ -235,7 +247,7 @@ def _is_lone_unit(buf, a, b):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _mask_token(buf, s, e, flags, force, out, o, after_value):
     """Write the masked form of token buf[s:e] to out[o:]; return the new end.
 
@@ -248,8 +260,10 @@ def _mask_token(buf, s, e, flags, force, out, o, after_value):
     while i < e:
         c = buf[i]
         if _is_alnum(c):
-            b = _run_end(buf, i, e)
-            kind = _run_kind(buf, i, b)
+            b, has_digit, all_num, all_hex = _scan_run(buf, i, e)
+            kind = K_LITERAL
+            if has_digit or (all_hex and b - i >= 8):
+                kind = _run_kind(buf, i, b, has_digit, all_num, all_hex)
             if i == s and after_value and (flags & F_SIZE) != 0 and _is_lone_unit(buf, i, b):
                 kind = K_SIZE
             if kind != K_LITERAL and (flags & _KIND_FLAG[kind]) != 0:
@@ -289,11 +303,29 @@ def mask_line(buf, s, e, flags, force, out):
     return o
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _fnv(data, a, b):
     h = FNV_OFFSET
     for i in range(a, b):
         h = (h ^ np.uint64(data[i])) * FNV_PRIME
+    return h
+
+
+@njit(cache=True, inline="always")
+def _hash_words(data, a, b):
+    """64-bit hash of data[a:b] eight bytes per multiply (shapes are long; FNV per byte is slower)."""
+    h = FNV_OFFSET ^ np.uint64(b - a)
+    i = a
+    while i + 8 <= b:
+        w = np.uint64(0)
+        for j in range(8):
+            w |= np.uint64(data[i + j]) << np.uint64(8 * j)
+        h = (h ^ w) * FNV_PRIME
+        h ^= h >> np.uint64(29)
+        i += 8
+    while i < b:
+        h = (h ^ np.uint64(data[i])) * FNV_PRIME
+        i += 1
     return h
 
 
@@ -309,12 +341,12 @@ def shape_hashes(buf, starts, ends, flags, force):
     scratch = np.empty(longest, dtype=np.uint8)
     for k in range(n):
         m = mask_line(buf, starts[k], ends[k], flags, force, scratch)
-        out[k] = _fnv(scratch, 0, m)
+        out[k] = _hash_words(scratch, 0, m)
     return out
 
 
 # ---------------------------------------------------------------- shape cache (open addressing)
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def table_find(keys, vals, key):
     """Slot stored for key, or -1."""
     cap = keys.shape[0]
@@ -374,7 +406,7 @@ def equal_tokens(tpl_hashes, line_hashes):
 
 
 # ---------------------------------------------------------------- parameters
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _find(buf, p, e, pool, a, b):
     """First index >= p where pool[a:b] occurs in buf[p:e], or -1."""
     m = b - a
@@ -389,7 +421,7 @@ def _find(buf, p, e, pool, a, b):
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _glob_capture(buf, s, e, pool, ts, te, caps):
     """Match token buf[s:e] against template token pool[ts:te] (MARK = any text).
 
@@ -641,10 +673,23 @@ def fnv_py(data):
     return h
 
 
+def hash_words_py(data):
+    """Twin of _hash_words."""
+    h = 14695981039346656037 ^ len(data)
+    i = 0
+    while i + 8 <= len(data):
+        h = ((h ^ int.from_bytes(data[i:i + 8], "little")) * 1099511628211) & _MASK64
+        h ^= h >> 29
+        i += 8
+    for c in data[i:]:
+        h = ((h ^ c) * 1099511628211) & _MASK64
+    return h
+
+
 def shape_hashes_py(buf, starts, ends, flags, force):
     data = bytes(buf)
     fb = bytes(force) if len(force) else b""
-    return np.array([fnv_py(mask_line_py(data[s:e], flags, fb[s:e] if fb else b""))
+    return np.array([hash_words_py(mask_line_py(data[s:e], flags, fb[s:e] if fb else b""))
                      for s, e in zip(starts, ends)], dtype=np.uint64)
 
 
