@@ -278,6 +278,26 @@ class TemplateMiner:
         self.stats.templates = len(self._tid_slot)
         return _concat(tids, parts)
 
+    def extract(self, buf, starts, ends, template_ids):
+        """Parameters of lines already mined, against the templates as they are now (no learning).
+
+        For output written after a whole file (Loghub's ParameterList). Lines whose template
+        has been evicted get no parameters.
+        """
+        buf = np.ascontiguousarray(buf, dtype=np.uint8)
+        tids = np.asarray(template_ids, dtype=np.int32)
+        live = np.array([t in self._tid_slot for t in tids.tolist()], dtype=np.bool_)
+        slots = np.array([self._tid_slot[t] for t in tids[live].tolist()], dtype=np.int32)
+        counts = np.zeros(len(tids), dtype=np.int64)
+        counts[live] = self._nwild[slots]
+        ptr = np.zeros(len(tids) + 1, dtype=np.int64)
+        np.cumsum(counts, out=ptr[1:])
+        live_ptr = np.concatenate([[0], np.cumsum(self._nwild[slots])]).astype(np.int64)
+        got = mk.extract_params(buf, np.asarray(starts, dtype=np.int64)[live], np.asarray(ends, dtype=np.int64)[live],
+                                slots, self._tpl_first, self._tpl_ntok, self._tt_start, self._tt_end, self._pool,
+                                self._max_marks, live_ptr)
+        return MinedBatch(tids, ptr, *got)
+
     # ------------------------------------------------------------ batch internals
     def _flush(self, buf, starts, ends, slots, tids, lo, hi):
         seg = slots[lo:hi]
