@@ -34,9 +34,11 @@ NEW_ERRORS = {
             ("worker {n} killed: out of memory (rss above limit)", FATAL)),
     "db": (("could not extend file base/16384/{n}: No space left on device", FATAL),
            ("index idx_orders_created is corrupted: unexpected zero page at block {n}", ERROR),
-           ("could not serialize access due to read/write dependencies among transactions txn={n}", ERROR)),
+           ("could not serialize access due to read/write dependencies among transactions txn={n}", ERROR),
+           ("archive command failed with exit code {n} for segment {id}", ERROR)),
     "batch": (("job etl-orders failed: checksum mismatch in part {n} of export {id}", ERROR),
-              ("job nightly-backup aborted: remote storage returned 403 Forbidden for object {id}", ERROR)),
+              ("job nightly-backup aborted: remote storage returned 403 Forbidden for object {id}", ERROR),
+              ("cannot acquire lock /var/lock/batch/{id}.lock held by pid {n}", ERROR)),
 }
 DRIFT_QUERIES = ("select:products", "select:orders", "select:users", "select:sessions", "select:cart_items",
                  "update:sessions")
@@ -79,6 +81,7 @@ def schedule(kinds, rng, t_from, t_to):
     slot = (t_to - t_from) / len(kinds)
     gap = min(1800.0, 0.25 * slot)
     out = []
+    used = set()
     for i, kind in enumerate(kinds):
         lo, hi = DURATION_MIN[kind]
         duration = min(60.0 * rng.uniform(lo, hi), slot - gap)
@@ -86,27 +89,27 @@ def schedule(kinds, rng, t_from, t_to):
         slack = max(0.0, slot - gap - duration)
         start = t_from + i * slot + 60.0 * round(rng.uniform(0, slack) / 60.0)
         source = str(rng.choice(SOURCES[kind]))
-        out.append(Incident(i, kind, source, start, start + duration, details(kind, source, rng)))
+        out.append(Incident(i, kind, source, start, start + duration, details(kind, source, rng, used)))
     out.sort(key=lambda inc: inc.start)
     for i, inc in enumerate(out):
         inc.id = i
     return out
 
 
-def details(kind, source, rng):
-    """How the incident shows itself; services.py reads these fields."""
+def details(kind, source, rng, used):
+    """How the incident shows itself; services.py reads these fields. `used` keeps new errors new."""
     if kind == "error_burst":
         if source == "web":
             return {"fraction": float(rng.uniform(0.3, 0.7)), "statuses": [502, 503, 504]}
         return {"per_minute": float(rng.uniform(15, 80))}
     if kind == "new_error":
-        template, level = NEW_ERRORS[source][int(rng.integers(len(NEW_ERRORS[source])))]
+        template, level = fresh(rng, NEW_ERRORS[source], used)
         return {"template": template, "level": level, "per_minute": float(rng.uniform(0.5, 3.0)),
                 "count": int(rng.integers(3, 15))}
     if kind == "latency_drift":
         if source == "db":
-            return {"query": str(rng.choice(DRIFT_QUERIES)), "factor": float(rng.uniform(5, 20))}
-        return {"template": "search query", "factor": float(rng.uniform(5, 12))}
+            return {"query": str(rng.choice(DRIFT_QUERIES)), "factor": float(rng.uniform(6, 20))}
+        return {"template": "search query", "factor": float(rng.uniform(6, 15))}
     if kind == "broken_workflow":
         workflow = str(rng.choice(list(BROKEN_STEPS)))
         d = {"workflow": workflow, "mode": str(rng.choice(["skip", "order", "unfinished"])),
@@ -117,14 +120,15 @@ def details(kind, source, rng):
         return d
     if kind == "unusual_value":
         if source == "web":
-            return {"field": "status", "value": int(rng.choice(NEW_HTTP_STATUSES)),
+            return {"field": "status", "value": int(fresh(rng, NEW_HTTP_STATUSES, used)),
                     "fraction": float(rng.uniform(0.02, 0.08))}
         if source == "db":
-            return {"field": "host", "value": str(rng.choice(NEW_DB_HOSTS)), "fraction": float(rng.uniform(0.05, 0.3))}
+            return {"field": "host", "value": str(fresh(rng, NEW_DB_HOSTS, used)),
+                    "fraction": float(rng.uniform(0.05, 0.3))}
         if rng.random() < 0.5:
-            return {"field": "provider", "value": str(rng.choice(NEW_PAYMENT_PROVIDERS)), "workflows": ["checkout"],
-                    "fraction": float(rng.uniform(0.3, 0.7))}
-        return {"field": "method", "value": str(rng.choice(NEW_AUTH_METHODS)),
+            return {"field": "provider", "value": str(fresh(rng, NEW_PAYMENT_PROVIDERS, used)),
+                    "workflows": ["checkout"], "fraction": float(rng.uniform(0.3, 0.7))}
+        return {"field": "method", "value": str(fresh(rng, NEW_AUTH_METHODS, used)),
                 "workflows": ["checkout", "browse", "profile"], "fraction": float(rng.uniform(0.1, 0.4))}
     if kind == "volume_spike":
         d = {"factor": float(rng.uniform(5, 15))}
@@ -136,3 +140,12 @@ def details(kind, source, rng):
     if kind == "volume_drop":
         return {"factor": float(rng.uniform(0.05, 0.2))}
     return {}
+
+
+def fresh(rng, pool, used):
+    """Pick from pool, avoiding what this workload already used: a second outbreak of the same new
+    error or value is not new any more. Repeats only once the pool is exhausted."""
+    left = [x for x in pool if x not in used] or list(pool)
+    pick = left[int(rng.integers(len(left)))]
+    used.add(pick)
+    return pick

@@ -17,6 +17,9 @@ NEW_DB_HOSTS = ("db-replica-7", "db-standby-2", "db-primary-9")
 NEW_PAYMENT_PROVIDERS = ("klarna", "applepay-direct", "wirecard")
 NEW_AUTH_METHODS = ("legacy_token", "magic_link")
 
+# Sessions per minute that a broken workflow or an odd value keeps coming at, whatever the traffic.
+SESSION_FLOOR_PER_MIN = 0.3
+
 DB_HOSTS_READ = ("db-replica-1", "db-replica-2", "db-replica-3")
 DB_HOST_WRITE = "db-primary-1"
 PAYMENT_PROVIDERS = ("stripe", "adyen", "paypal")
@@ -53,6 +56,17 @@ def arrivals(rng, t0, per_minute):
 
 def in_window(ts, inc):
     return (ts >= inc.start) & (ts < inc.end)
+
+
+def incident_arrivals(rng, t0, n_minutes, inc, per_minute):
+    """This chunk's share of an incident's extra lines; the first one is pinned near the start so
+    that even a slow trickle leaves evidence."""
+    ts = arrivals(rng, t0, np.full(n_minutes, per_minute))
+    ts = ts[in_window(ts, inc)]
+    first = inc.start + 1.0 + 0.1 * (inc.id % 300)
+    if t0 <= first < t0 + 60.0 * n_minutes:
+        ts = np.append(ts, first)
+    return ts
 
 
 def lognormal(rng, median, sigma, n):
@@ -124,6 +138,12 @@ class Vocabulary:
 
     def products(self, rng, n):
         return self.product_ids[rng.choice(self.n_products, n, p=self.product_p)]
+
+
+def affected_share(inc, rates, floor_per_minute=1.0):
+    """Share of lines an unusual value takes: the incident's fraction, but at least ~1 line a minute
+    when traffic is thin (a misbehaving node keeps answering at night too)."""
+    return np.clip(np.maximum(inc.detail["fraction"], floor_per_minute / np.maximum(rates, 1e-9)), 0.0, 1.0)
 
 
 def _load(rates, mean_rate):
@@ -244,7 +264,8 @@ class WebService:
         rt = np.empty(n)
         size = np.empty(n)
         method = [""] * n
-        load = _load(rates, self.mean_rate)[np.minimum(((ts - t0) // 60).astype(int), len(rates) - 1)]
+        minute_of = np.minimum(((ts - t0) // 60).astype(int), len(rates) - 1)
+        load = _load(rates, self.mean_rate)[minute_of]
         for k, (kind, meth, _w, rt_med, b_med) in enumerate(self.ENDPOINTS):
             idx = np.flatnonzero(ep == k)
             if idx.size == 0:
@@ -265,7 +286,7 @@ class WebService:
                 rt[hit] = lognormal(rng, 2.5, 0.8, hit.size)
                 tag[hit] = inc.id
             elif inc.kind == "unusual_value":
-                hit = np.flatnonzero(in_window(ts, inc) & (rng.random(n) < inc.detail["fraction"]))
+                hit = np.flatnonzero(in_window(ts, inc) & (rng.random(n) < affected_share(inc, rates)[minute_of]))
                 status[hit] = inc.detail["value"]
                 tag[hit] = inc.id
         size[status == 304] = 0
@@ -304,10 +325,15 @@ class WebService:
 
 
 class Step:
-    """One step of a request workflow: its text, level, typical delay and when it happens."""
+    """One step of a request workflow: its text, level, typical delay and when it happens.
 
-    def __init__(self, key, render, delay_ms, level=INFO, prob=1.0, when=None):
-        self.key, self.render, self.delay_ms, self.level, self.prob, self.when = key, render, delay_ms, level, prob, when
+    delay_key names a per-session array in the context that is this step's delay (so that a
+    logged duration and the time the step really took agree); share is how often `when` holds.
+    """
+
+    def __init__(self, key, render, delay_ms, level=INFO, prob=1.0, when=None, delay_key=None, share=1.0):
+        self.key, self.render, self.delay_ms, self.level = key, render, delay_ms, level
+        self.prob, self.when, self.delay_key, self.share = prob, when, delay_key, share
 
 
 class AppService:
@@ -320,7 +346,7 @@ class AppService:
         self.workflows = self.build_workflows()
         w = np.array([wf[1] for wf in self.workflows])
         self.wf_p = w / w.sum()
-        steps = np.array([sum(s.prob for s in wf[2]) for wf in self.workflows])
+        steps = np.array([sum(s.prob * s.share for s in wf[2]) for wf in self.workflows])
         # Background lines (cache misses, gc, retries) are ~6% of the app's volume.
         self.lines_per_session = float(self.wf_p @ steps) / 0.94
 
@@ -363,7 +389,7 @@ class AppService:
             return [f"anonymous session sid={c['oid'][k]} req={c['rid'][k]}" for k in i]
 
         def search(c, i):
-            return [f"search query terms={c['items'][k]} hits={c['results'][k]} took {c['search_ms'][k]:.1f} ms "
+            return [f"search query terms={c['items'][k]} hits={c['results'][k]} took {c['search_ms_text'][k]:.1f} ms "
                     f"req={c['rid'][k]}" for k in i]
 
         def login_try(c, i):
@@ -384,25 +410,25 @@ class AppService:
         def bad(c):
             return c["fail"]
 
-        done = [Step("slow", slow, 0.3, WARN), Step("completed", completed, 2.0)]
+        done = [Step("slow", slow, 0.3, WARN, share=0.005), Step("completed", completed, 2.0)]
         return [
             ("checkout", 0.12, [Step("received", received("/api/v1/checkout"), 0.5), Step("auth", auth, 8.0),
                                 Step("cart", cart, 15.0), Step("reserve", reserve, 25.0, prob=0.9),
-                                Step("payment", pay_ok, 280.0, when=ok),
-                                Step("payment", pay_declined, 240.0, WARN, when=bad),
-                                Step("order", order, 12.0, when=ok)] + done),
+                                Step("payment", pay_ok, 280.0, when=ok, share=0.95),
+                                Step("payment", pay_declined, 240.0, WARN, when=bad, share=0.05),
+                                Step("order", order, 12.0, when=ok, share=0.95)] + done),
             ("browse", 0.50, [Step("received", received("/api/v1/products"), 0.5),
-                              Step("auth", auth, 7.0, prob=0.6), Step("anon", anon, 2.0, when=lambda c: ~c["authed"]),
+                              Step("auth", auth, 7.0, prob=0.6), Step("anon", anon, 2.0, when=lambda c: ~c["authed"], share=0.4),
                               Step("catalog", catalog, 30.0), Step("recos", recos, 45.0, prob=0.5)] + done),
-            ("search", 0.18, [Step("received", received("/api/v1/search"), 0.5), Step("search", search, 60.0)] + done),
+            ("search", 0.18, [Step("received", received("/api/v1/search"), 0.5), Step("search", search, 60.0, delay_key="search_ms")] + done),
             ("login", 0.15, [Step("received", received("/api/v1/login"), 0.5), Step("login", login_try, 3.0),
-                             Step("session", session_new, 40.0, when=ok),
-                             Step("login_failed", login_fail, 35.0, WARN, when=bad)] + done),
+                             Step("session", session_new, 40.0, when=ok, share=0.89),
+                             Step("login_failed", login_fail, 35.0, WARN, when=bad, share=0.11)] + done),
             ("profile", 0.05, [Step("received", received("/api/v1/profile"), 0.5), Step("auth", auth, 8.0),
                                Step("profile", profile, 35.0)] + done),
         ]
 
-    def context(self, name, n, t_start, incidents):
+    def context(self, name, n, t_start, incidents, forced):
         rng, v = self.rng, self.vocab
         c = {"rid": hex_ids(rng, n), "ip": v.pick(rng, v.ips, v.ip_p, n),
              "user": v.pick(rng, v.users, v.user_p, n),
@@ -415,30 +441,36 @@ class AppService:
              "category": [v.CATEGORIES[i] for i in rng.integers(0, len(v.CATEGORIES), n).tolist()],
              "results": rng.poisson(35, n).tolist(), "search_ms": lognormal(rng, 45.0, 0.5, n),
              "fail": rng.random(n) < {"checkout": 0.05, "login": 0.11}.get(name, 0.0),
-             "authed": np.zeros(n, bool), "tag": np.full(n, NO_TAG, np.int32)}
+             "authed": np.zeros(n, bool), "tag": np.full(n, NO_TAG, np.int32), "step_tag": {}}
         for inc in incidents:
             win = (t_start >= inc.start) & (t_start < inc.end)
             if inc.kind == "unusual_value" and name in inc.detail["workflows"]:
-                hit = np.flatnonzero(win & (rng.random(n) < inc.detail["fraction"]))
+                hit = np.flatnonzero(win & ((rng.random(n) < inc.detail["fraction"]) | (forced == inc.id)))
                 for k in hit.tolist():
                     c[inc.detail["field"]][k] = inc.detail["value"]
-                c["tag"][hit] = inc.id
+                # Only the step that logs the field carries the new value.
+                step = {"provider": "payment", "method": "auth"}[inc.detail["field"]]
+                tag = c["tag"].copy()
+                tag[hit] = inc.id
+                c["step_tag"][step] = tag
             elif inc.kind == "latency_drift" and name == "search":
-                hit = win
-                c["search_ms"][hit] *= inc.detail["factor"]
-                c["tag"][hit] = inc.id
-        c["search_ms"] = c["search_ms"].tolist()
+                c["search_ms"][win] *= inc.detail["factor"] * lognormal(rng, 1.0, 0.15, int(win.sum()))
+                # Only the line that carries the drifting field belongs to the incident.
+                c["step_tag"]["search"] = np.where(win, inc.id, c["tag"])
         return c
 
-    def run_workflow(self, ev, name, weight_steps, t_start, load, incidents):
-        """Emit all steps of n sessions of one workflow type, vectorised step by step."""
+    def run_workflow(self, ev, name, weight_steps, t_start, load, incidents, forced):
+        """Emit all steps of n sessions of one workflow type, vectorised step by step.
+
+        forced: per session, the id of an incident that must affect it (NO_TAG for none)."""
         rng = self.rng
         n = t_start.size
-        c = self.context(name, n, t_start, incidents)
+        c = self.context(name, n, t_start, incidents, forced)
         broken = None
         for inc in incidents:
             if inc.kind == "broken_workflow" and inc.detail["workflow"] == name:
-                hit = (t_start >= inc.start) & (t_start < inc.end) & (rng.random(n) < inc.detail["fraction"])
+                hit = (t_start >= inc.start) & (t_start < inc.end)
+                hit &= (rng.random(n) < inc.detail["fraction"]) | (forced == inc.id)
                 broken = (inc, hit)
                 c["tag"][hit] = inc.id
         slow_factor = 0.7 + 0.3 * load
@@ -454,9 +486,15 @@ class AppService:
                 c["authed"] = c["authed"] | take
             if broken is not None and broken[0].detail["mode"] == "skip" and step.key == broken[0].detail["step"]:
                 take &= ~broken[1]
-            elapsed = elapsed + np.where(take, lognormal(rng, step.delay_ms, 0.6, n) * slow_factor, 0.0)
-            # Rare stalls (GC, lock waits, a slow upstream) give the latency its long tail.
+            if step.delay_key:
+                delay = c[step.delay_key] * slow_factor
+                c[step.delay_key] = delay
+            else:
+                delay = lognormal(rng, step.delay_ms, 0.6, n) * slow_factor
+            elapsed = elapsed + np.where(take, delay, 0.0)
             plan.append((step, take, elapsed.copy()))
+        c["search_ms_text"] = c["search_ms"].tolist()
+        # Rare stalls (GC, lock waits, a slow upstream) give the latency its long tail.
         elapsed += np.where(rng.random(n) < 0.004, lognormal(rng, 2500.0, 0.5, n), 0.0)
         c["elapsed"] = elapsed.tolist()
         c["status"] = self.final_status(name, c)
@@ -475,7 +513,8 @@ class AppService:
         for step, take, at_ms in plan:
             idx = np.flatnonzero(take)
             if idx.size:
-                ev.add(t_start[idx] + at_ms[idx] / 1000.0, step.render(c, idx.tolist()), step.level, c["tag"][idx])
+                tag = c["step_tag"].get(step.key, c["tag"])[idx]
+                ev.add(t_start[idx] + at_ms[idx] / 1000.0, step.render(c, idx.tolist()), step.level, tag)
 
     def swap_steps(self, plan, key, hit):
         """Wrong order: the named step is logged after the request has already completed."""
@@ -494,16 +533,35 @@ class AppService:
         ev = Events()
         session_rates = rates / self.lines_per_session
         t_start = arrivals(rng, t0, session_rates)
+        wf = rng.choice(len(self.workflows), t_start.size, p=self.wf_p)
+        forced = np.full(t_start.size, NO_TAG, np.int32)
+        t_start, wf, forced = self.incident_sessions(t0, len(rates), incidents, t_start, wf, forced)
         minute = np.minimum(((t_start - t0) // 60).astype(int), len(rates) - 1)
         load = _load(rates, self.mean_rate)[minute]
-        wf = rng.choice(len(self.workflows), t_start.size, p=self.wf_p)
         for k, (name, _w, steps) in enumerate(self.workflows):
             sel = wf == k
-            self.run_workflow(ev, name, steps, t_start[sel], load[sel], incidents)
+            self.run_workflow(ev, name, steps, t_start[sel], load[sel], incidents, forced[sel])
         self.background(ev, t0, rates)
         for inc in incidents:
             self.incident_lines(ev, t0, rates, inc)
         return ev
+
+    def incident_sessions(self, t0, n_minutes, incidents, t_start, wf, forced):
+        """A broken or odd client keeps sending a trickle of requests even when real traffic is thin
+        (at night a workflow may see no session at all in a short window)."""
+        names = [w[0] for w in self.workflows]
+        for inc in incidents:
+            if inc.kind == "broken_workflow":
+                name = inc.detail["workflow"]
+            elif inc.kind == "unusual_value":
+                name = inc.detail["workflows"][0]
+            else:
+                continue
+            extra = incident_arrivals(self.rng, t0, n_minutes, inc, SESSION_FLOOR_PER_MIN)
+            t_start = np.concatenate([t_start, extra])
+            wf = np.concatenate([wf, np.full(extra.size, names.index(name))])
+            forced = np.concatenate([forced, np.full(extra.size, inc.id, np.int32)])
+        return t_start, wf, forced
 
     def background(self, ev, t0, rates):
         rng, v = self.rng, self.vocab
@@ -532,11 +590,9 @@ class AppService:
     def incident_lines(self, ev, t0, rates, inc):
         rng, v = self.rng, self.vocab
         if inc.kind == "error_burst":
-            ts = arrivals(rng, t0, np.full(len(rates), inc.detail["per_minute"]))
-            self.timeouts(ev, ts[in_window(ts, inc)], inc.id)
+            self.timeouts(ev, incident_arrivals(rng, t0, len(rates), inc, inc.detail["per_minute"]), inc.id)
         elif inc.kind == "new_error":
-            ts = arrivals(rng, t0, np.full(len(rates), inc.detail["per_minute"]))
-            ts = ts[in_window(ts, inc)]
+            ts = incident_arrivals(rng, t0, len(rates), inc, inc.detail["per_minute"])
             ev.add(ts, [inc.detail["template"].format(n=x, id=h) for x, h in
                         zip(rng.integers(10, 999, ts.size).tolist(), hex_ids(rng, ts.size))],
                    inc.detail["level"], inc.id)
@@ -580,7 +636,8 @@ class DbService:
         # Lock waits and cold caches: a small share of queries are much slower.
         ms *= np.where(rng.random(n) < 0.0015, lognormal(rng, 60.0, 0.6, n), 1.0)
         rows = rng.poisson(np.array([x[4] for x in self.QUERIES], float)[q])
-        is_read = np.array([x[0] == "select" for x in self.QUERIES])[q]
+        is_read_q = np.array([x[0] == "select" for x in self.QUERIES])
+        is_read = is_read_q[q]
         host = np.where(is_read, rng.choice(3, n, p=[0.4, 0.35, 0.25]), -1)
         hosts = list(DB_HOSTS_READ) + [DB_HOST_WRITE]
         host_names = [hosts[h] for h in host.tolist()]
@@ -592,7 +649,8 @@ class DbService:
                 ms[hit] *= inc.detail["factor"] * lognormal(rng, 1.0, 0.15, hit.size)
                 tag[hit] = inc.id
             elif inc.kind == "unusual_value":
-                hit = np.flatnonzero(win & is_read & (rng.random(n) < inc.detail["fraction"]))
+                share = affected_share(inc, rates * self.q_p[is_read_q].sum())[minute]
+                hit = np.flatnonzero(win & is_read & (rng.random(n) < share))
                 for k in hit.tolist():
                     host_names[k] = inc.detail["value"]
                 tag[hit] = inc.id
@@ -644,11 +702,9 @@ class DbService:
     def incident_lines(self, ev, t0, rates, inc):
         rng = self.rng
         if inc.kind == "error_burst":
-            ts = arrivals(rng, t0, np.full(len(rates), inc.detail["per_minute"]))
-            self.deadlocks(ev, ts[in_window(ts, inc)], inc.id)
+            self.deadlocks(ev, incident_arrivals(rng, t0, len(rates), inc, inc.detail["per_minute"]), inc.id)
         elif inc.kind == "new_error":
-            ts = arrivals(rng, t0, np.full(len(rates), inc.detail["per_minute"]))
-            ts = ts[in_window(ts, inc)]
+            ts = incident_arrivals(rng, t0, len(rates), inc, inc.detail["per_minute"])
             ev.add(ts, [inc.detail["template"].format(n=x, id=h) for x, h in
                         zip(rng.integers(10, 999, ts.size).tolist(), hex_ids(rng, ts.size))],
                    inc.detail["level"], inc.id)
@@ -690,7 +746,8 @@ class BatchService:
                     self.cleanup(ev, start)
         for inc in incidents:
             if inc.kind == "new_error":
-                ts = np.sort(inc.start + (inc.end - inc.start) * self.rng.random(inc.detail["count"]))
+                per_minute = inc.detail["count"] * 60.0 / (inc.end - inc.start)
+                ts = incident_arrivals(self.rng, t0, len(rates), inc, per_minute)
                 ev.add(ts, [inc.detail["template"].format(n=x, id=h) for x, h in
                             zip(self.rng.integers(10, 999, ts.size).tolist(), hex_ids(self.rng, ts.size))],
                        inc.detail["level"], inc.id)
