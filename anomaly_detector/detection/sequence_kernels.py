@@ -325,22 +325,52 @@ def walk_sessions_py(keys, tids, sessions):
 
 # ---------------------------------------------------------------- scoring transitions
 
+SIGNIFICANT_LOG10 = 4.0   # a step this unlikely (1e-4) under "it follows anything alike" scores in full
+MAX_TAIL_TERMS = 2000
+
+
 @njit(cache=True)
-def surprise(c, out, min_support, rare_p, top):
+def poisson_log10_cdf(k, mean):
+    """log10 P(X <= k) for X ~ Poisson(mean): how unlikely so few sightings are."""
+    if mean <= 0.0:
+        return 0.0
+    term = -mean
+    acc = term
+    for j in range(1, min(k, MAX_TAIL_TERMS) + 1):
+        term += math.log(mean / j)
+        hi, lo = max(acc, term), min(acc, term)
+        acc = hi + math.log1p(math.exp(lo - hi))
+    return min(0.0, acc / math.log(10.0))
+
+
+@njit(cache=True)
+def surprise(c, out, share, min_support, rare_p, top):
     """0..top: how unexpected a step seen c times out of `out` in its context is.
 
-    Nothing before min_support; top for never seen; between, log-scaled so one sighting in a
-    huge context is nearly as bad as none and a probability of rare_p or more is fine.
+    Two conditions, both needed: the step is rare in its context (probability under rare_p; never
+    seen counts in full), and that rarity is significant given how common the step is elsewhere
+    (`share`): a step that is rare everywhere (a slow-request line) is not out of order because
+    one context has not met it yet. Nothing before min_support.
     """
     if out < min_support:
         return 0.0
     if c < 0.5:
-        return top
-    p = c / out
-    if p >= rare_p:
-        return 0.0
-    x = math.log(rare_p / p) / math.log(rare_p * out / 0.5)
-    return top * min(1.0, x)
+        rarity = 1.0
+        k = 0
+    else:
+        p = c / out
+        if p >= rare_p:
+            return 0.0
+        rarity = min(1.0, math.log(rare_p / p) / math.log(rare_p * out / 0.5))
+        k = np.int64(c)
+    significance = min(1.0, -poisson_log10_cdf(k, out * share) / SIGNIFICANT_LOG10)
+    return top * min(rarity, significance)
+
+
+@njit(cache=True)
+def _share(tkeys, tcnt, wf, t):
+    total = ht_get(tkeys, tcnt, pack_nb(wf, ANY, ANY))
+    return ht_get(tkeys, tcnt, pack_nb(wf, ANY, t)) / total if total > 0 else 0.0
 
 
 @njit(cache=True)
@@ -357,37 +387,54 @@ def score_transitions(wf, prev, tids, tkeys, tcnt, min_support, rare_p, top):
         if prev[i] == START:
             out = ht_get(tkeys, tcnt, pack_nb(GLOBAL, START, ANY))
             c = ht_get(tkeys, tcnt, pack_nb(GLOBAL, START, t))
-            s = surprise(c, out, min_support, rare_p, top)
+            s = surprise(c, out, _share(tkeys, tcnt, GLOBAL, t), min_support, rare_p, top)
             if s > 0:
                 scores[i] = s
                 why[i] = WHY_UNKNOWN_START
             continue
         sessions = ht_get(tkeys, tcnt, pack_nb(w, IN, ANY))
         if sessions >= min_support and ht_get(tkeys, tcnt, pack_nb(w, IN, t)) < 0.5:
-            scores[i] = top
-            why[i] = WHY_UNKNOWN_STEP
-            continue
+            # Never part of this workflow: expected sightings if it were as common here as everywhere.
+            s = surprise(0.0, ht_get(tkeys, tcnt, pack_nb(w, ANY, ANY)), _share(tkeys, tcnt, GLOBAL, t),
+                         min_support, rare_p, top)
+            if s > 0:
+                scores[i] = s
+                why[i] = WHY_UNKNOWN_STEP
+                continue
         out = ht_get(tkeys, tcnt, pack_nb(w, prev[i], ANY))
         c = ht_get(tkeys, tcnt, pack_nb(w, prev[i], t))
-        s = surprise(c, out, min_support, rare_p, top)
+        s = surprise(c, out, _share(tkeys, tcnt, w, t), min_support, rare_p, top)
         if s > 0:
             scores[i] = s
             why[i] = WHY_UNKNOWN_TRANSITION if c < 0.5 else WHY_RARE_TRANSITION
     return scores, why
 
 
-def surprise_py(c, out, min_support, rare_p, top):
+def poisson_log10_cdf_py(k, mean):
+    if mean <= 0.0:
+        return 0.0
+    total = sum(math.exp(-mean + j * math.log(mean) - math.lgamma(j + 1)) for j in range(min(k, MAX_TAIL_TERMS) + 1))
+    return min(0.0, math.log10(total)) if total > 0 else -mean / math.log(10.0)
+
+
+def surprise_py(c, out, share, min_support, rare_p, top):
     if out < min_support:
         return 0.0
     if c < 0.5:
-        return top
-    if c / out >= rare_p:
-        return 0.0
-    return top * min(1.0, math.log(rare_p * out / c) / math.log(rare_p * out / 0.5))
+        rarity, k = 1.0, 0
+    else:
+        if c / out >= rare_p:
+            return 0.0
+        rarity, k = min(1.0, math.log(rare_p * out / c) / math.log(rare_p * out / 0.5)), int(c)
+    return top * min(rarity, min(1.0, -poisson_log10_cdf_py(k, out * share) / SIGNIFICANT_LOG10))
 
 
 def score_transitions_py(wf, prev, tids, counts, min_support, rare_p, top):
     """counts: {(workflow, previous, next): count}."""
+    def share(w, t):
+        total = counts.get((w, ANY, ANY), 0.0)
+        return counts.get((w, ANY, t), 0.0) / total if total > 0 else 0.0
+
     n = len(tids)
     scores, why = np.zeros(n, np.float32), np.zeros(n, np.int8)
     for i in range(n):
@@ -396,14 +443,16 @@ def score_transitions_py(wf, prev, tids, counts, min_support, rare_p, top):
             continue
         if p == START:
             s = surprise_py(counts.get((GLOBAL, START, t), 0.0), counts.get((GLOBAL, START, ANY), 0.0),
-                            min_support, rare_p, top)
+                            share(GLOBAL, t), min_support, rare_p, top)
             scores[i], why[i] = s, (WHY_UNKNOWN_START if s > 0 else WHY_NONE)
             continue
         if counts.get((w, IN, ANY), 0.0) >= min_support and counts.get((w, IN, t), 0.0) < 0.5:
-            scores[i], why[i] = top, WHY_UNKNOWN_STEP
-            continue
+            s = surprise_py(0.0, counts.get((w, ANY, ANY), 0.0), share(GLOBAL, t), min_support, rare_p, top)
+            if s > 0:
+                scores[i], why[i] = s, WHY_UNKNOWN_STEP
+                continue
         c = counts.get((w, p, t), 0.0)
-        s = surprise_py(c, counts.get((w, p, ANY), 0.0), min_support, rare_p, top)
+        s = surprise_py(c, counts.get((w, p, ANY), 0.0), share(w, t), min_support, rare_p, top)
         if s > 0:
             scores[i], why[i] = s, (WHY_UNKNOWN_TRANSITION if c < 0.5 else WHY_RARE_TRANSITION)
     return scores, why
@@ -431,11 +480,17 @@ def learn_lines(keys, tids, ts, weights, line_scores, src, buf, ks, ke,
             continue
         w = weights[i]
         g = ht_find(ix_key, k)
+        if w > 0:
+            # How common each template is among session lines: what order surprises are judged against.
+            _add(tkeys, tcnt, pack_nb(GLOBAL, ANY, t), w, counters, max_trans)
+            _add(tkeys, tcnt, pack_nb(GLOBAL, ANY, ANY), w, counters, max_trans)
         if g >= 0:
             s = ix_slot[g]
             if w > 0:
                 _add(tkeys, tcnt, pack_nb(sd_wf[s], sd_last[s], t), w, counters, max_trans)
                 _add(tkeys, tcnt, pack_nb(sd_wf[s], sd_last[s], ANY), w, counters, max_trans)
+                _add(tkeys, tcnt, pack_nb(sd_wf[s], ANY, t), w, counters, max_trans)
+                _add(tkeys, tcnt, pack_nb(sd_wf[s], ANY, ANY), w, counters, max_trans)
         else:
             if free[0] == 0:
                 counters[C_DROPPED] += 1
@@ -496,11 +551,16 @@ def learn_lines_py(keys, tids, ts, weights, line_scores, counts, sessions, free_
         k, t, w = int(keys[i]), int(tids[i]), float(weights[i])
         if k < 0 or not 0 <= t < MAX_TEMPLATE:
             continue
+        if w > 0:
+            add((GLOBAL, ANY, t), w)
+            add((GLOBAL, ANY, ANY), w)
         if k in sessions:
             se = sessions[k]
             if w > 0:
                 add((se["wf"], se["last"], t), w)
                 add((se["wf"], se["last"], ANY), w)
+                add((se["wf"], ANY, t), w)
+                add((se["wf"], ANY, ANY), w)
         else:
             if free_slots == 0:
                 dropped += 1

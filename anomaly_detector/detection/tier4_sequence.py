@@ -22,7 +22,7 @@ TEMPLATES_PER_SESSION = 16  # distinct templates remembered per session (composi
 ID_BYTES = 48               # bytes of a session id kept for Findings
 DECAY_LINES = 10000         # counts shrink by (1 - learning_rate) per this many learned lines
 PRUNE_AT, PRUNE_TO = 0.95, 0.75   # of max_transitions
-CORE_REFRESH_LINES = 20000  # learned lines between recomputations of each workflow's core steps
+CORE_REFRESH_SESSIONS = 5000   # ended sessions between recomputations of each workflow's core steps
 EXPLAIN_FRACTION = 0.3      # lines scoring at least this share of unknown_score get a reason
 MAX_EXPLAINED = 200         # reasons per batch (the engine needs samples, not every line)
 REPORTED_FRACTION = 0.75    # a session with a line scored this high was reported already: no Finding
@@ -294,10 +294,12 @@ class WindowStructure:
         d = x - self.mu
         fitted = self.basis @ (self.basis.T @ d)
         r = d - fitted
-        spe = float(r @ r)
+        # sqrt shares have variance ~1/(4 N) per template: scaled so quiet and busy windows compare.
+        spe = float(r @ r) * 4.0 * total
         unusual = []
         if self.n >= self.warmup and self.spe_n >= self.warmup // 2:
-            z = (spe - self.spe_mean) / (1.2533 * self.spe_dev + 1e-12)
+            # Scaled residuals are ~1 per free template under sampling noise alone: a floor for the spread.
+            z = (spe - self.spe_mean) / max(1.2533 * self.spe_dev, 1.0)
             if z > self.sigmas and spe > 2.0 * self.spe_mean:
                 self.flagged += 1
                 unusual.append((start, x, self.mu + fitted, r, z))
@@ -399,7 +401,7 @@ class SequenceTier(Tier):
         self._ctx = None
         self._resumed = False
         self._since_decay = 0
-        self._since_core = CORE_REFRESH_LINES
+        self._core_closed = 0
         self.learned_lines = 0
         self.pruned = 0
         self.findings_dropped = 0
@@ -450,7 +452,6 @@ class SequenceTier(Tier):
                        st.free, self.tkeys, self.tcnt, self.counters, self.max_transitions)
         learned = int(np.count_nonzero((w > 0) & (keys >= 0)))
         self.learned_lines += learned
-        self._since_core += learned
         self._forget(learned)
         self.pending += self._window_findings(self.window.add(ctx.ts, tids.astype(np.int64), w,
                                                               self.learning_rate))
@@ -529,10 +530,14 @@ class SequenceTier(Tier):
         self.counters[sk.C_TRANS_SIZE] = kept.size
 
     def _refresh_core(self):
-        """Each workflow's core steps: templates held by at least core_step_fraction of its sessions."""
-        if self._since_core < CORE_REFRESH_LINES:
+        """Each workflow's core steps: templates held by at least core_step_fraction of its sessions.
+
+        Recomputed from the table after enough sessions ended: often early, then every CORE_REFRESH_SESSIONS.
+        """
+        closed = int(self.counters[sk.C_CLOSED])
+        if closed - self._core_closed < min(CORE_REFRESH_SESSIONS, max(100, closed // 2)):
             return
-        self._since_core = 0
+        self._core_closed = closed
         k, c = self._rows()
         wf, prev, nxt = k >> (2 * sk.CODE_BITS), (k >> sk.CODE_BITS) & sk.CODE_MASK, k & sk.CODE_MASK
         n_wf = self.dur_n.size
@@ -618,11 +623,13 @@ class SequenceTier(Tier):
         st = self.store
         k, c = self._rows()
         endings = {}
+        likely = self._likely_next({(int(st.wf[s]), int(st.last[s])) for s in slots.tolist()}, k, c)
         out = []
         for s, verdict, miss in zip(slots.tolist(), verdicts.tolist(), missing.tolist()):
             w, last = int(st.wf[s]), int(st.last[s])
             if w not in endings:
                 endings[w] = self._endings(w, k, c)
+            then = f"after '{self._text(last)}': {likely.get((w, last), '?')}; sessions end after {endings[w]}"
             took = st.lastts[s] - st.start[s]
             observed = f"last step '{self._text(last)}' after {st.steps[s]} lines in {took:.1f} s"
             flow = self._text(w)
@@ -633,10 +640,10 @@ class SequenceTier(Tier):
                 limit = sk.duration_limit(self.dur_mean[w], self.dur_var[w], self.sigmas)
                 reason = f"session of workflow '{flow}' open {now - st.start[s]:.0f} s (learned at most " \
                          f"{limit:.0f} s) and not finished"
-                expected = "sessions end after " + endings[w]
+                expected = then
             else:
                 reason = f"session of workflow '{flow}' never finished: stopped after '{self._text(last)}'"
-                expected = "sessions end after " + endings[w]
+                expected = then
             source = self._ctx.source_name(int(st.src[s])) if self._ctx is not None else ""
             out.append(Finding(tier=self.name, ts=float(st.lastts[s]), key="session:" + st.id_text(s),
                                score=self.top, reason=reason, expected=expected, observed=observed,
@@ -673,7 +680,7 @@ class SequenceTier(Tier):
         c = self.counters
         return {"sessions_open": self.store.open, "sessions_opened_total": int(c[sk.C_OPENED]),
                 "sessions_closed_total": int(c[sk.C_CLOSED]), "sessions_evicted_total": int(c[sk.C_EVICTED]),
-                "sessions_dropped_total": int(c[sk.C_DROPPED]), "transitions": int(c[sk.C_TRANS_SIZE]),
+                "session_lines_dropped_total": int(c[sk.C_DROPPED]), "transitions": int(c[sk.C_TRANS_SIZE]),
                 "transitions_dropped_total": int(c[sk.C_TRANS_DROPPED]), "transitions_pruned_total": self.pruned,
                 "findings_dropped_total": self.findings_dropped, "regex_lines_total": self.locator.regex_lines,
                 "locator_redecisions_total": self.locator.redecisions, "windows_closed_total": self.window.closed,

@@ -177,8 +177,14 @@ def test_score_transitions_matches_twin(seed):
         counts[(w, sk.IN, sk.ANY)] = float(rng.choice([10.0, 500.0]))
         for t in range(4):
             counts[(w, sk.IN, t)] = 100.0
+        counts[(w, sk.ANY, sk.ANY)] = 1000.0
+        for t in range(3):
+            counts[(w, sk.ANY, t)] = float(rng.choice([1.0, 300.0]))
     counts[(sk.GLOBAL, sk.START, sk.ANY)] = 600.0
     counts[(sk.GLOBAL, sk.START, 0)] = 599.5
+    counts[(sk.GLOBAL, sk.ANY, sk.ANY)] = 5000.0
+    for t in range(4):
+        counts[(sk.GLOBAL, sk.ANY, t)] = float(rng.choice([2.0, 1000.0]))
     tkeys, tcnt = _table(counts)
     n = 200
     wf = rng.integers(-1, 5, n).astype(np.int32)
@@ -193,13 +199,25 @@ def test_score_transitions_matches_twin(seed):
 
 
 def test_surprise_is_zero_before_support_top_when_unseen_and_falls_with_sightings():
-    assert sk.surprise(0.0, 10.0, 50.0, 0.01, 90.0) == 0.0
-    assert sk.surprise(0.0, 1000.0, 50.0, 0.01, 90.0) == 90.0
-    seen = [sk.surprise(c, 10000.0, 50.0, 0.01, 90.0) for c in (1.0, 5.0, 20.0, 60.0, 100.0, 500.0)]
-    assert seen == sorted(seen, reverse=True) and 70.0 < seen[0] < 90.0 and seen[-1] == 0.0
-    assert sk.surprise(0.5, 10000.0, 50.0, 0.01, 90.0) == 90.0
-    for c in (0.7, 3.0, 40.0):
-        assert math.isclose(sk.surprise(c, 9000.0, 50.0, 0.01, 90.0), sk.surprise_py(c, 9000.0, 50.0, 0.01, 90.0))
+    assert sk.surprise(0.0, 10.0, 0.5, 50.0, 0.01, 90.0) == 0.0
+    assert sk.surprise(0.0, 1000.0, 0.5, 50.0, 0.01, 90.0) == 90.0
+    seen = [sk.surprise(c, 10000.0, 0.5, 50.0, 0.01, 90.0) for c in (0.5, 1.0, 5.0, 20.0, 60.0, 100.0, 500.0)]
+    assert seen == sorted(seen, reverse=True) and seen[0] == 90.0 and 70.0 < seen[1] < 90.0 and seen[-1] == 0.0
+    for c, share in ((0.0, 0.0001), (0.7, 0.3), (3.0, 0.001), (40.0, 0.5)):
+        assert math.isclose(sk.surprise(c, 9000.0, share, 50.0, 0.01, 90.0),
+                            sk.surprise_py(c, 9000.0, share, 50.0, 0.01, 90.0), rel_tol=1e-9, abs_tol=1e-9)
+
+
+def test_surprise_needs_the_step_to_be_common_elsewhere():
+    """Unseen after 2000 sightings of its context: telling for a step of share 0.1, not for 0.0005."""
+    assert sk.surprise(0.0, 2000.0, 0.1, 50.0, 0.001, 90.0) == 90.0
+    assert sk.surprise(0.0, 2000.0, 0.0005, 50.0, 0.001, 90.0) < 10.0
+    assert sk.surprise(0.0, 2000.0, 0.0, 50.0, 0.001, 90.0) == 0.0
+
+
+@pytest.mark.parametrize("k,mean", [(0, 0.5), (0, 30.0), (3, 2.0), (10, 40.0), (200, 500.0)])
+def test_poisson_tail_matches_twin(k, mean):
+    assert math.isclose(sk.poisson_log10_cdf(k, mean), sk.poisson_log10_cdf_py(k, mean), rel_tol=1e-9, abs_tol=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(5))

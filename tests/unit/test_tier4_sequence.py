@@ -1,0 +1,302 @@
+"""Tier 4 (detection/tier4_sequence.py) on synthetic ParsedBatches: ids, workflows, endings, bounds, state."""
+import json
+
+import numpy as np
+import pytest
+
+from anomaly_detector.config.loader import default_config
+from anomaly_detector.detection import sequence_kernels as sk
+from anomaly_detector.detection.base import BatchContext
+from anomaly_detector.detection.tier4_sequence import (
+    MODE_FROM_END,
+    MODE_FROM_START,
+    MODE_REGEX,
+    MODE_UNDECIDED,
+    SequenceTier,
+)
+from anomaly_detector.parsing.batch import ParsedBatch
+
+# One checkout-like workflow: A B C [D] [S] E; the id sits in different places.
+STEPS = {
+    "A": (0, "request {id} received path=/checkout"),
+    "B": (1, "auth ok user=u{n} req={id}"),
+    "C": (2, "cart loaded items={n} req={id}"),
+    "D": (3, "coupon applied code=X{n} req={id}"),
+    "S": (4, "slow request {id} took {n} ms"),
+    "E": (5, "request {id} completed status=200"),
+    "P": (6, "payment authorised amount={n} req={id}"),
+}
+TEXTS = {tid: text.replace("{id}", "<*>").replace("{n}", "<*>") for tid, text in STEPS.values()}
+NORMAL = "ABCE"
+
+
+def settings(**over):
+    cfg = dict(default_config()["detection"]["tier4"], learning_rate=0.01)
+    cfg.update(min_support=30.0, session_timeout_seconds=60.0, window_seconds=0.0)
+    cfg.update(over)
+    return cfg
+
+
+def make_batch(lines, ts, tids):
+    raw = [line.encode() for line in lines]
+    ends = np.cumsum([len(r) for r in raw]).astype(np.int64)
+    starts = ends - np.array([len(r) for r in raw], np.int64)
+    n = len(lines)
+    return ParsedBatch(ts=np.asarray(ts, np.float64), source_id=np.zeros(n, np.int32), level=np.zeros(n, np.int8),
+                       template_id=np.asarray(tids, np.int32), buf=np.frombuffer(b"".join(raw), np.uint8).copy(),
+                       content_start=starts, content_end=ends, param_ptr=np.zeros(n + 1, np.int64),
+                       param_pos=np.zeros(0, np.int16), param_hash=np.zeros(0, np.uint64), param_num=np.zeros(0),
+                       sources=["app"])
+
+
+def context(batch, warm=True, n_templates=16):
+    return BatchContext(now=float(batch.ts.max()), lines_seen=0, warm=warm, n_templates=n_templates, ts=batch.ts,
+                        template_text=lambda t: TEXTS.get(t, "t%d" % t), source_name=lambda s: "app")
+
+
+class Traffic:
+    """Sessions as step strings ("ABCE"), interleaved in time like a busy service."""
+
+    def __init__(self, seed=0):
+        self.rng = np.random.default_rng(seed)
+        self.ids = 0
+        self.t = 1_000_000.0
+
+    def batch(self, plans):
+        lines, ts, tids, ids = [], [], [], []
+        for plan in plans:
+            self.ids += 1
+            rid = "%012x" % (0xA00000000000 + self.ids)
+            ids.append(rid)
+            self.t += 0.05
+            for j, step in enumerate(plan):
+                tid, text = STEPS[step]
+                lines.append(text.format(id=rid, n=int(self.rng.integers(1, 99))))
+                ts.append(self.t + 0.01 * j)
+                tids.append(tid)
+        order = np.argsort(ts, kind="stable")
+        b = make_batch([lines[i] for i in order], [ts[i] for i in order], [tids[i] for i in order])
+        return b, ids
+
+    def normal(self, n, optional=0.3):
+        return ["ABC" + ("D" if self.rng.random() < optional else "") + "E" for _ in range(n)]
+
+
+def step(tier, batch, warm=True, weights=None):
+    """One engine round: advance, score, learn."""
+    ctx = context(batch, warm)
+    findings = tier.advance(float(batch.ts.min()))
+    result = tier.score(batch, ctx)
+    tier.learn(batch, ctx, np.ones(batch.n, np.float32) if weights is None else weights)
+    return result, findings
+
+
+def trained(tr, sessions=1200, per_batch=200, extra=(), **over):
+    tier = SequenceTier(settings(**over))
+    for k in range(sessions // per_batch):
+        plans = tr.normal(per_batch) + (list(extra) if k % 2 else [])
+        step(tier, tr.batch(plans)[0], warm=False)
+    tr.t += 1000.0   # everything open has ended
+    assert tier.advance(tr.t) == []
+    return tier
+
+
+def line_of(batch, rid, tid):
+    for i in range(batch.n):
+        if batch.template_id[i] == tid and rid in batch.content(i):
+            return i
+    raise AssertionError("no such line")
+
+
+def test_locator_cuts_ids_from_tokens_without_a_regex_per_line():
+    tr = Traffic()
+    tier = SequenceTier(settings())
+    batch, ids = tr.batch(tr.normal(50))
+    keys, ks, ke = tier.locator.keys(batch, 16)
+    mode = tier.locator.mode
+    assert mode[0] == mode[5] == MODE_FROM_START and mode[4] == MODE_UNDECIDED   # S did not occur
+    assert mode[1] in (MODE_FROM_START, MODE_FROM_END) and tier.locator.pre[1] == len("req=")
+    assert tier.locator.regex_lines == 0
+    a, e = line_of(batch, ids[3], 0), line_of(batch, ids[3], 5)
+    b = line_of(batch, ids[3], 1)
+    assert keys[a] == keys[b] == keys[e] == sk.id_hash_py(ids[3].encode())
+    assert bytes(batch.buf[ks[b]:ke[b]]).decode() == ids[3]
+
+
+def test_locator_uses_the_regexes_when_the_id_moves_and_rechecks_templates():
+    tier = SequenceTier(settings())
+    lines = ["user bob did x req=ab12cd34 now", "user bob did x y z req=ff12cd34 then later", "nothing here 1"]
+    batch = make_batch(lines, [1.0, 2.0, 3.0], [7, 7, 8])
+    keys, _, _ = tier.locator.keys(batch, 16)
+    assert tier.locator.mode[7] == MODE_REGEX and tier.locator.regex_lines == 2
+    assert keys.tolist() == [sk.id_hash_py(b"ab12cd34"), sk.id_hash_py(b"ff12cd34"), -1]
+    # Template 8 was decided "no id"; when its lines start carrying one, the check notices.
+    more = make_batch(["nothing here req=%08x" % k for k in range(600)], np.arange(600.0), np.full(600, 8))
+    for _ in range(3):
+        tier.locator.keys(more, 16)
+    assert tier.locator.redecisions >= 1 and tier.locator.mode[8] != 0
+
+
+def test_bad_session_pattern_is_one_clear_error():
+    with pytest.raises(ValueError, match="session_patterns"):
+        SequenceTier(settings(session_patterns=["req=(["]))
+
+
+def test_skipped_step_and_wrong_order_score_high_and_optional_branches_do_not():
+    tr = Traffic(1)
+    tier = trained(tr)
+    batch, ids = tr.batch(tr.normal(100) + ["ACE", "ACBE"])
+    result, _ = step(tier, batch)
+    skip, wrong = ids[-2], ids[-1]
+    i = line_of(batch, skip, 2)
+    assert result.scores[i] >= 80 and "never follows" in result.reasons[i]
+    assert "auth ok" in result.expected[i] and "cart loaded" in result.observed[i]
+    assert result.scores[line_of(batch, wrong, 2)] >= 80
+    normal_lines = [k for k in range(batch.n) if not any(x in batch.content(k) for x in (skip, wrong))]
+    assert result.scores[normal_lines].max() == 0.0
+
+
+def test_a_rare_step_is_not_out_of_order_for_lack_of_company():
+    """S (slow) appears in 1% of sessions, always before E; after C it has never been seen yet."""
+    tr = Traffic(2)
+    tier = trained(tr, extra=["ABDSE"] * 2)
+    batch, ids = tr.batch(tr.normal(50) + ["ABCSE"])
+    result, _ = step(tier, batch)
+    assert result.scores.max() < 50
+
+
+def test_step_foreign_to_the_workflow_is_flagged_once_common_elsewhere():
+    tr = Traffic(3)
+    tier = trained(tr, extra=["APE"] * 40)   # P belongs to sessions that start with A too, but never after B
+    batch, ids = tr.batch(["ABPE"])
+    result, _ = step(tier, batch)
+    assert result.scores[line_of(batch, ids[0], 6)] >= 80
+
+
+def test_unfinished_session_is_a_finding_after_the_timeout_and_finished_ones_are_not():
+    tr = Traffic(4)
+    tier = trained(tr)
+    batch, ids = tr.batch(tr.normal(100) + ["AB"])
+    step(tier, batch)
+    found = tier.advance(float(batch.ts.max()) + 61.0)
+    assert [f.key for f in found] == ["session:" + ids[-1]]
+    f = found[0]
+    assert "never finished" in f.reason and "auth ok" in f.observed and "cart loaded" in f.expected
+    assert f.template_id == 0 and f.source == "app" and f.score >= 80
+
+
+def test_session_open_longer_than_learned_is_overdue_before_the_timeout():
+    tr = Traffic(5)
+    tier = trained(tr)
+    batch, ids = tr.batch(["AB"])
+    step(tier, batch)
+    found = tier.advance(float(batch.ts.max()) + 55.0)   # timeout is 60 s; sessions took 0.03 s
+    assert [f.key for f in found] == ["session:" + ids[0]] and "learned at most" in found[0].reason
+
+
+def test_missing_core_step_is_a_finding_when_no_line_looked_wrong():
+    """B is in 99.7% of sessions, so A -> C is known (rare but above rare_probability)."""
+    tr = Traffic(6)
+    tier = trained(tr, sessions=2000, per_batch=400, extra=["ACE"] * 3)
+    batch, ids = tr.batch(["ACE"])
+    result, _ = step(tier, batch)
+    assert result.scores.max() < 50
+    found = tier.advance(float(batch.ts.max()) + 61.0)
+    assert len(found) == 1 and "without step 'auth ok" in found[0].reason
+
+
+def test_sessions_reported_through_their_lines_give_no_second_finding():
+    tr = Traffic(7)
+    tier = trained(tr)
+    batch, _ = tr.batch(["AE", "ACB"])
+    result, _ = step(tier, batch)
+    assert result.scores.max() >= 80
+    assert tier.advance(float(batch.ts.max()) + 61.0) == []
+
+
+def test_lines_learned_with_weight_zero_stay_unknown():
+    tr = Traffic(8)
+    tier = trained(tr)
+    for _ in range(5):
+        batch, _ = tr.batch(["ACE"] * 40)
+        step(tier, batch, weights=np.zeros(batch.n, np.float32))
+    batch, ids = tr.batch(["ACE"])
+    result, _ = step(tier, batch)
+    assert result.scores[line_of(batch, ids[0], 2)] >= 80
+
+
+def test_open_sessions_and_transitions_are_bounded_and_counted():
+    tr = Traffic(9)
+    tier = SequenceTier(settings(max_sessions=100, max_transitions=1000))
+    step(tier, tr.batch(["AB"] * 150)[0])   # more new sessions than fit at all: the rest are dropped
+    assert tier.stats["sessions_open"] == 100 and tier.stats["session_lines_dropped_total"] == 2 * 50
+    for _ in range(2):
+        step(tier, tr.batch(["AB"] * 80)[0])   # the least recently active make room
+    assert tier.stats["sessions_open"] <= 100 and tier.stats["sessions_evicted_total"] >= 160
+    rng = np.random.default_rng(0)
+    n = 4000
+    tids = rng.integers(0, 60, n)
+    lines = ["x%d req=%08x" % (t, k) for t, k in zip(tids.tolist(), rng.integers(0, 300, n).tolist())]
+    batch = make_batch(lines, np.arange(n) * 0.001 + tr.t, tids)
+    for _ in range(3):
+        ctx = context(batch, n_templates=64)
+        tier.score(batch, ctx)
+        tier.learn(batch, ctx, np.ones(n, np.float32))
+    stats = tier.stats
+    assert stats["transitions"] <= 1000 and stats["transitions_pruned_total"] > 0
+    assert stats["sessions_open"] <= 100
+
+
+def test_switched_off_it_does_nothing_and_back_on_it_forgets_stale_sessions():
+    tr = Traffic(10)
+    tier = trained(tr)
+    step(tier, tr.batch(["AB"] * 5)[0])
+    tier.enabled = False
+    batch, _ = tr.batch(["ACE"])
+    result, found = step(tier, batch)
+    assert result.scores.max() == 0 and found == [] and tier.stats["sessions_open"] == 5
+    tier.enabled = True
+    tr.t += 500.0
+    assert tier.advance(tr.t) == [] and tier.stats["sessions_open"] == 0
+
+
+def test_state_round_trips_through_json():
+    tr = Traffic(11)
+    tier = trained(tr)
+    step(tier, tr.batch(tr.normal(20) + ["AB"])[0])
+    copy = SequenceTier(settings())
+    copy.load_state(json.loads(json.dumps(tier.state())))
+    assert copy.stats["sessions_open"] == tier.stats["sessions_open"] > 0
+    batch, _ = tr.batch(tr.normal(30) + ["ACE", "ACBE"])
+    a, b = tier.score(batch, context(batch)), copy.score(batch, context(batch))
+    np.testing.assert_array_equal(a.scores, b.scores)
+    assert a.scores.max() >= 80
+    later = float(batch.ts.max()) + 100.0
+    assert [f.key for f in tier.advance(later)] == [f.key for f in copy.advance(later)] != []
+
+
+def test_learning_rate_sets_how_fast_counts_are_forgotten():
+    slow, fast = (SequenceTier(settings(learning_rate=lr)) for lr in (0.001, 0.5))
+    for seed, tier in ((12, slow), (12, fast)):
+        tr = Traffic(seed)
+        for _ in range(30):
+            step(tier, tr.batch(tr.normal(300))[0], warm=False)
+    assert fast.tcnt.sum() < 0.5 * slow.tcnt.sum()
+
+
+def test_window_structure_flags_a_changed_template_mix_only():
+    tr = Traffic(13)
+    tier = SequenceTier(settings(window_seconds=10.0, window_min_lines=50, window_warmup=20))
+    found = []
+    rng = np.random.default_rng(0)
+    for w in range(50):
+        plans = tr.normal(int(rng.integers(40, 80)))
+        if w == 45:
+            plans = ["AB"] * 60   # requests stop completing: the mix of the window changes
+        batch, _ = tr.batch(plans)
+        tr.t = 1_000_000.0 + 10.0 * (w + 1)
+        found += step(tier, batch, warm=w > 20)[1]
+    found += tier.advance(tr.t + 30.0)
+    windows = [f for f in found if f.key.startswith("window:")]
+    assert len(windows) == 1 and tier.stats["windows_flagged_total"] == 1
+    assert "request <*> completed" in windows[0].expected or "cart loaded" in windows[0].expected
