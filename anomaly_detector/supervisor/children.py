@@ -315,8 +315,7 @@ def _run_child(spec, mask, signal_queue, supervisor_pid):
     code = EXIT_CHILD_CRASHED
     try:
         stop = signals.setup_child(spec.role, mask, signal_queue)
-        if not _die_with_parent(signal.SIGTERM if signals.ROLE_TERM[spec.role] == "graceful" else signal.SIGKILL,
-                                supervisor_pid):
+        if not _die_with_parent(supervisor_pid):
             code = EXIT_PARENT_GONE
         else:
             result = spec.target(ChildContext(spec.name, spec.slot, spec.role, stop, supervisor_pid))
@@ -337,14 +336,17 @@ def _run_child(spec, mask, signal_queue, supervisor_pid):
         os._exit(code)
 
 
-def _die_with_parent(sig, supervisor_pid):
-    """Have the kernel send sig when the supervisor dies (kill -9 must not leave workers behind).
+def _die_with_parent(supervisor_pid):
+    """Have the kernel SIGKILL this child when the supervisor dies (kill -9 must not leave orphans).
 
+    SIGKILL rather than SIGTERM: a worker stuck in a compiled loop, or one ignoring SIGTERM, would
+    otherwise outlive a dead supervisor with nobody left to kill it. Nothing is lost by it: lines
+    not yet acknowledged are re-read from the inputs' checkpoints by the next supervisor.
     Returns False when the supervisor is already gone (it died between fork and this call).
     """
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     except (OSError, AttributeError):
         pass  # not Linux: the child notices through its own checks of os.getppid()
     return os.getppid() == supervisor_pid
