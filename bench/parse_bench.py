@@ -1,0 +1,280 @@
+"""Template mining benchmark: accuracy (GA/PA/FGA) and throughput/RSS of our miner against Drain3.
+
+Reads the Loghub-2k samples (bench/README.md says where); uses anomaly_detector.parsing and drain3.
+
+    python bench/parse_bench.py                        # everything: accuracy, then 1M-line runs
+    python bench/parse_bench.py --datasets HDFS,Mac --lines 200000 --drain3-seconds 10
+    python bench/parse_bench.py --skip-speed           # accuracy table only
+
+Throughput is "header split + mining" in one process. Each (miner, dataset, input) run is a
+separate subprocess, so its peak RSS is its own. Ours uses the product path (framing.split_lines,
+HeaderFormat.split_batch, TemplateMiner.add_batch); Drain3 uses a logparser-style regex header
+split and add_log_message per line, as Drain3's own benchmark does. Drain3 slows down as its
+templates multiply, so its runs stop after --drain3-seconds and report the rate so far.
+"""
+import argparse
+import csv
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from anomaly_detector.parsing.framing import split_lines  # noqa: E402
+from anomaly_detector.parsing.headers import LOGHUB_FORMATS, HeaderFormat  # noqa: E402
+from anomaly_detector.parsing.miner import TemplateMiner  # noqa: E402
+from bench.loghub_metrics import f1_grouping_accuracy, grouping_accuracy, parsing_accuracy  # noqa: E402
+
+DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "data", "loghub-2k")
+DATASETS = ["Android", "Apache", "HDFS", "Hadoop", "HealthApp", "Linux", "Mac", "OpenStack", "Spark", "Zookeeper"]
+# Drain3's example masking (drain3 examples/drain3.ini): ids, IPs, hex sequences, hex, numbers.
+DRAIN3_MASKS = [
+    (r"((?<=[^A-Za-z0-9])|^)(([0-9a-f]{2,}:){3,}([0-9a-f]{2,}))((?=[^A-Za-z0-9])|$)", "ID"),
+    (r"((?<=[^A-Za-z0-9])|^)(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})((?=[^A-Za-z0-9])|$)", "IP"),
+    (r"((?<=[^A-Za-z0-9])|^)([0-9a-f]{6,} ?){3,}((?=[^A-Za-z0-9])|$)", "SEQ"),
+    (r"((?<=[^A-Za-z0-9])|^)([0-9A-F]{4} ?){4,}((?=[^A-Za-z0-9])|$)", "SEQ"),
+    (r"((?<=[^A-Za-z0-9])|^)(0x[a-f0-9A-F]+)((?=[^A-Za-z0-9])|$)", "HEX"),
+    (r"((?<=[^A-Za-z0-9])|^)([\-\+]?\d+)((?=[^A-Za-z0-9])|$)", "NUM"),
+]
+_DRAIN_MASK_TOKEN = re.compile(r"<(ID|IP|SEQ|HEX|NUM)>")
+
+
+# ---------------------------------------------------------------- inputs
+def sample_path(data_dir, name, suffix=""):
+    return os.path.join(data_dir, name, f"{name}_2k.log{suffix}")
+
+
+def truth(data_dir, name):
+    rows = list(csv.DictReader(open(sample_path(data_dir, name, "_structured.csv"), newline="", encoding="utf-8")))
+    return [r["EventId"] for r in rows], [r["EventTemplate"] for r in rows]
+
+
+def build_input(data_dir, name, lines, redraw, seed=0):
+    """>= lines lines: the sample repeated, with every digit redrawn after the first copy if redraw."""
+    raw = open(sample_path(data_dir, name), "rb").read()
+    if not raw.endswith(b"\n"):
+        raw += b"\n"
+    per_copy = raw.count(b"\n")
+    copies = -(-lines // per_copy)
+    base = np.frombuffer(raw, dtype=np.uint8)
+    digits = np.flatnonzero((base >= 48) & (base <= 57))
+    out = np.empty(len(raw) * copies, dtype=np.uint8)
+    rng = np.random.default_rng(seed)
+    for k in range(copies):
+        chunk = out[k * len(raw):(k + 1) * len(raw)]
+        chunk[:] = base
+        if redraw and k > 0:
+            chunk[digits] = rng.integers(48, 58, size=len(digits), dtype=np.uint8)
+    return out, per_copy
+
+
+def logparser_regex(log_format):
+    """logparser's generate_logformat_regex: header fields as lazy groups, spaces as \\s+."""
+    parts = re.split(r"(<[^<>]+>)", log_format)
+    regex = ""
+    for k, part in enumerate(parts):
+        regex += re.sub(" +", r"\\s+", part) if k % 2 == 0 else "(?P<%s>.*?)" % part.strip("<>")
+    return re.compile("^" + regex + "$")
+
+
+# ---------------------------------------------------------------- the two miners
+def content_spans(buf, header, starts, ends):
+    """Content spans through the product's split: the numba kernel, then HeaderFormat.match for
+    the lines it leaves (optional groups); lines that fit neither keep the whole line."""
+    ok, fs, fe = header.split_batch(buf, starts, ends)
+    ci = header.content_index
+    cs, ce = np.where(ok, fs[:, ci], starts), np.where(ok, fe[:, ci], ends)
+    for i in np.flatnonzero(~ok).tolist():
+        line = bytes(buf[starts[i]:ends[i]])
+        fields = header.match(line.decode("utf-8", "replace"))
+        if fields is not None:
+            content = fields["Content"].encode()
+            end = starts[i] + len(line.rstrip())
+            if line.rstrip().endswith(content):
+                cs[i], ce[i] = end - len(content), end
+    return cs, ce
+
+
+def ours_contents(buf, header):
+    starts, ends = split_lines(buf)
+    return content_spans(buf, header, starts, ends)
+
+
+def drain3_miner():
+    from drain3 import TemplateMiner as Drain3
+    from drain3.masking import MaskingInstruction
+    from drain3.template_miner_config import TemplateMinerConfig
+    config = TemplateMinerConfig()
+    config.drain_sim_th = 0.5
+    config.drain_depth = 4
+    config.masking_instructions = [MaskingInstruction(p, m) for p, m in DRAIN3_MASKS]
+    config.profiling_enabled = False
+    return Drain3(config=config)
+
+
+def drain3_content(regex, line):
+    m = regex.search(line.strip())
+    return m.group("Content") if m else line.strip()
+
+
+# ---------------------------------------------------------------- accuracy
+def accuracy(data_dir, name):
+    ids, templates = truth(data_dir, name)
+    raw = open(sample_path(data_dir, name), "rb").read()
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    miner = TemplateMiner()
+    starts, ends = ours_contents(buf, HeaderFormat(LOGHUB_FORMATS[name]))
+    ours = miner.add_batch(buf, starts, ends).template_id.tolist()
+    ours_t = [miner.template(t) for t in ours]
+    regex = logparser_regex(LOGHUB_FORMATS[name])
+    drain = drain3_miner()
+    clusters = [drain.add_log_message(drain3_content(regex, ln))["cluster_id"]
+                for ln in raw.decode("utf-8", "replace").splitlines()]
+    final = {c.cluster_id: _DRAIN_MASK_TOKEN.sub("<*>", c.get_template()) for c in drain.drain.clusters}
+    drain_t = [final[c] for c in clusters]
+    row = {"dataset": name}
+    for who, pred, tmpl in (("ours", ours, ours_t), ("drain3", clusters, drain_t)):
+        row[who] = {"GA": grouping_accuracy(ids, pred), "PA": parsing_accuracy(templates, tmpl),
+                    "FGA": f1_grouping_accuracy(ids, pred), "templates": len(set(pred))}
+    row["truth_templates"] = len(set(ids))
+    return row
+
+
+def print_accuracy(rows):
+    print("\n## Accuracy on Loghub-2k (one configuration for all datasets)\n")
+    print("| dataset | GA ours | GA Drain3 | PA ours | PA Drain3 | FGA ours | FGA Drain3 | templates ours/Drain3/truth |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        o, d = r["ours"], r["drain3"]
+        print(f"| {r['dataset']} | {o['GA']:.3f} | {d['GA']:.3f} | {o['PA']:.3f} | {d['PA']:.3f} | {o['FGA']:.3f} | "
+              f"{d['FGA']:.3f} | {o['templates']}/{d['templates']}/{r['truth_templates']} |")
+    mean = {w: {k: sum(r[w][k] for r in rows) / len(rows) for k in ("GA", "PA", "FGA")} for w in ("ours", "drain3")}
+    o, d = mean["ours"], mean["drain3"]
+    print(f"| **average** | **{o['GA']:.3f}** | {d['GA']:.3f} | **{o['PA']:.3f}** | {d['PA']:.3f} | "
+          f"**{o['FGA']:.3f}** | {d['FGA']:.3f} | |")
+    worst = min(rows, key=lambda r: r["ours"]["GA"] - r["drain3"]["GA"])
+    print(f"\nlargest GA shortfall against Drain3: {worst['dataset']} "
+          f"{worst['ours']['GA'] - worst['drain3']['GA']:+.3f}")
+
+
+# ---------------------------------------------------------------- throughput (one subprocess per run)
+def worker(args):
+    buf, per_copy = build_input(args.data, args.dataset, args.lines, args.mode == "redraw")
+    starts_all, ends_all = split_lines(buf)
+    n = min(args.lines, len(starts_all))
+    if args.who == "ours":
+        result = _run_ours(buf, args, n, per_copy)
+    else:
+        result = _run_drain3(buf, args, n, per_copy, starts_all, ends_all)
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["input_mib"] = buf.nbytes / 2 ** 20
+    print(json.dumps(result))
+
+
+def _run_ours(buf, args, n, per_copy):
+    header = HeaderFormat(LOGHUB_FORMATS[args.dataset])
+    warm = TemplateMiner()  # compiled kernels come from numba's cache; this loads them before timing
+    s, e = ours_contents(buf[:4096], header)
+    warm.add_batch(buf, s, e)
+    miner = TemplateMiner()
+    ids = np.empty(n, dtype=np.int32)
+    began = time.perf_counter()
+    starts, ends = split_lines(buf)
+    starts, ends = starts[:n], ends[:n]
+    for lo in range(0, n, args.batch):
+        hi = min(n, lo + args.batch)
+        cs, ce = content_spans(buf, header, starts[lo:hi], ends[lo:hi])
+        got = miner.add_batch(buf, cs, ce)
+        ids[lo:hi] = got.template_id
+    elapsed = time.perf_counter() - began
+    return {"lines": n, "seconds": elapsed, "lines_per_s": n / elapsed, "templates": len(miner),
+            "ids_stable": _stable(ids, per_copy), "stats": vars(miner.stats)}
+
+
+def _run_drain3(buf, args, n, per_copy, starts, ends):
+    regex = logparser_regex(LOGHUB_FORMATS[args.dataset])
+    data = buf.tobytes()
+    drain = drain3_miner()
+    ids = []
+    began = time.perf_counter()
+    deadline = began + args.drain3_seconds
+    for i in range(n):
+        line = data[starts[i]:ends[i]].decode("utf-8", "replace")
+        ids.append(drain.add_log_message(drain3_content(regex, line))["cluster_id"])
+        if i % 1000 == 999 and time.perf_counter() > deadline:
+            break
+    elapsed = time.perf_counter() - began
+    return {"lines": len(ids), "seconds": elapsed, "lines_per_s": len(ids) / elapsed,
+            "templates": len(drain.drain.clusters), "ids_stable": _stable(np.array(ids), per_copy)}
+
+
+def _stable(ids, per_copy):
+    """Share of lines after the first copy whose id equals that of the same sample line in the first copy."""
+    if len(ids) <= per_copy:
+        return 1.0
+    first = ids[:per_copy]
+    rest = ids[per_copy:]
+    return float((rest == np.resize(first, len(rest))).mean())
+
+
+def run_worker(args, who, dataset, mode):
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", who, "--dataset", dataset, "--mode", mode,
+           "--lines", str(args.lines), "--data", args.data, "--batch", str(args.batch),
+           "--drain3-seconds", str(args.drain3_seconds)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        return {"error": (out.stderr.strip().splitlines() or ["exit %d" % out.returncode])[-1]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def speed(args, datasets, truths):
+    print(f"\n## Throughput, header split + mining, one process ({args.lines:,} lines per run)\n")
+    print("| dataset | input | ours lines/s | Drain3 lines/s | ratio | peak RSS ours / Drain3 (MiB) "
+          "| templates ours / Drain3 / truth | ids stable ours / Drain3 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in datasets:
+        for mode in ("repeat", "redraw"):
+            o = run_worker(args, "ours", name, mode)
+            d = run_worker(args, "drain3", name, mode)
+            if "error" in o or "error" in d:
+                print(f"| {name} | {mode} | error: {o.get('error', '')} {d.get('error', '')} |")
+                continue
+            print(f"| {name} | {mode} | {o['lines_per_s']:,.0f} | {d['lines_per_s']:,.0f} ({d['lines']:,} lines) | "
+                  f"{o['lines_per_s'] / d['lines_per_s']:.1f}x | {o['peak_rss_mib']:.0f} / {d['peak_rss_mib']:.0f} "
+                  f"(input {o['input_mib']:.0f}) | {o['templates']} / {d['templates']} / {truths[name]} | "
+                  f"{o['ids_stable']:.4f} / {d['ids_stable']:.4f} |", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=os.environ.get("LOGHUB_2K", DEFAULT_DATA), help="loghub-2k folder")
+    ap.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated subset")
+    ap.add_argument("--lines", type=int, default=1_000_000, help="lines per throughput run")
+    ap.add_argument("--batch", type=int, default=65536, help="lines per add_batch call")
+    ap.add_argument("--drain3-seconds", type=float, default=30.0, help="time budget of one Drain3 run")
+    ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--worker", choices=["ours", "drain3"], help=argparse.SUPPRESS)
+    ap.add_argument("--dataset", help=argparse.SUPPRESS)
+    ap.add_argument("--mode", choices=["repeat", "redraw"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    datasets = [d for d in args.datasets.split(",") if d]
+    if not args.skip_accuracy:
+        print_accuracy([accuracy(args.data, name) for name in datasets])
+    if not args.skip_speed:
+        truths = {name: len(set(truth(args.data, name)[0])) for name in datasets}
+        speed(args, datasets, truths)
+
+
+if __name__ == "__main__":
+    main()
