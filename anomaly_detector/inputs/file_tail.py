@@ -23,10 +23,16 @@ import logging
 import os
 import stat
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import NamedTuple
 
-from anomaly_detector.inputs.fingerprint import DEFAULT_FINGERPRINT_BYTES, fingerprint_fd, fingerprint_matches
+from anomaly_detector.inputs.fingerprint import (
+    DEFAULT_FINGERPRINT_BYTES,
+    fingerprint_fd,
+    fingerprint_matches,
+    read_range,
+    tail_digest,
+)
 from anomaly_detector.parsing.framing import DEFAULT_MAX_LINE_BYTES, LineFramer
 
 log = logging.getLogger(__name__)
@@ -34,6 +40,12 @@ log = logging.getLogger(__name__)
 START_AT_CHOICES = ("end", "beginning")
 # Closed rotated files whose late commits must still reach the checkpoint store.
 _CLOSED_KEYS_KEPT = 4096
+# Read positions remembered per file (with a hash of the bytes before each) to recognise a copy of it.
+_MARKS_KEPT = 64
+# Files truncated recently whose old content may turn up as a copy (logrotate copytruncate).
+_TRUNCATED_KEPT = 16
+# How much of a new file is compared with an open file to call it a copy (and per poll while it waits).
+_COPY_COMPARE_BYTES = 64 << 10
 _generations = itertools.count(1)
 
 
@@ -58,6 +70,17 @@ class Chunk(NamedTuple):
     end_offset: int
 
 
+class _Lineage(NamedTuple):
+    """What a file held before it was truncated: enough to recognise its copy and continue there."""
+
+    key: FileKey
+    path: str
+    fingerprint: object
+    marks: tuple
+    committed: int
+    line_end: int
+
+
 class _TailedFile:
     """One open file: where its next read starts, and where its last complete line ended."""
 
@@ -73,6 +96,13 @@ class _TailedFile:
         self.framer = framer
         self.orphaned_at = None     # when the glob stopped finding it (renamed away or deleted)
         self.skip_to_newline = False
+        self.marks = deque(maxlen=_MARKS_KEPT)   # (line_end, tail_digest) after recent reads
+        self.copy_of = None         # origin FileKey while this copy waits for its origin to be truncated
+        self.verified = 0           # bytes of a waiting copy found equal to its origin's
+        self.known_size = 0
+
+    def lineage(self):
+        return _Lineage(self.key, self.path, self.fingerprint, tuple(self.marks), self.committed, self.line_end)
 
     @property
     def ident(self):
@@ -81,7 +111,14 @@ class _TailedFile:
 
 def _new_stats():
     return {"lines": 0, "bytes": 0, "rotations": 0, "truncations": 0, "read_errors": 0, "files_open": 0,
-            "long_lines": 0, "deleted": 0, "files_deferred": 0, "resumed": 0}
+            "long_lines": 0, "deleted": 0, "files_deferred": 0, "resumed": 0, "copies": 0}
+
+
+def _named_like_rotation(path, origin_path):
+    if path == origin_path or os.path.dirname(path) != os.path.dirname(origin_path):
+        return False
+    stem = os.path.basename(origin_path).split(".")[0]
+    return os.path.basename(path).startswith(stem)
 
 
 class FileTailer:
@@ -122,6 +159,8 @@ class FileTailer:
         self._apply_start_at = checkpoints.is_new
         self._files = {}                 # (device, inode) -> _TailedFile
         self._closed = OrderedDict()     # FileKey of closed rotated files -> path
+        self._truncated = deque(maxlen=_TRUNCATED_KEPT)   # _Lineage of recently truncated files
+        self._copy_links = OrderedDict()  # origin FileKey -> [(device, inode)] of its copies
         self._failing_paths = set()      # paths whose open failed, logged once until they open
         self._next_discovery = float("-inf")
         self._discovered_once = False
@@ -143,6 +182,8 @@ class FileTailer:
 
     def commit(self, key, offset):
         """The lines of `key` up to `offset` are scored: a restart resumes there."""
+        for ident in self._copy_links.get(key, ()):
+            self._commit_copy(ident, int(offset))
         tailed = self._files.get((key.device, key.inode))
         if tailed is not None:
             if tailed.key != key:
@@ -155,6 +196,15 @@ class FileTailer:
         if key in self._closed:
             return self.checkpoints.commit(key.device, key.inode, int(offset))
         return False
+
+    def _commit_copy(self, ident, offset):
+        # The copy holds the origin's bytes up to its size: a line scored from the origin is
+        # scored for the copy too, so a restart resumes the copy after it.
+        copy = self._files.get(ident)
+        if copy is None or offset > copy.known_size or offset <= copy.committed:
+            return
+        copy.committed = offset
+        self.checkpoints.commit(ident[0], ident[1], offset, copy.path)
 
     def save_checkpoints(self):
         return self.checkpoints.save()
@@ -185,6 +235,7 @@ class FileTailer:
         return sorted(paths)
 
     def _discover(self, now):
+        self._detect_truncations()
         seen = set()
         self.stats["files_deferred"] = 0
         for path in self._glob():
@@ -262,29 +313,40 @@ class FileTailer:
         if ident in self._files:
             return None
         fingerprint = fingerprint_fd(fd, self.fingerprint_bytes)
+        origin = None
         if resume is not None:
             offset, skip = resume, False
         else:
-            offset, skip = self._start_offset(ident, fd, st.st_size, path)
+            offset, skip, origin = self._start_offset(ident, fd, st.st_size, path, fingerprint)
         tailed = _TailedFile(path, st.st_dev, st.st_ino, fd, fingerprint, offset,
                              LineFramer(self.max_line_bytes, self.on_long_line))
         tailed.skip_to_newline = skip
-        self.checkpoints.record(st.st_dev, st.st_ino, fingerprint, offset, path)
+        tailed.known_size = st.st_size
+        if origin is not None:
+            self._adopt_copy(tailed, *origin)
+        else:
+            self._mark(tailed)
+        self.checkpoints.record(st.st_dev, st.st_ino, fingerprint, tailed.committed, path)
         return tailed
 
-    def _start_offset(self, ident, fd, size, path):
+    def _start_offset(self, ident, fd, size, path, fingerprint):
+        """(offset, skip_to_newline, copy origin or None) for a file seen for the first time."""
         entry = self.checkpoints.lookup(*ident)
         if entry is not None and fingerprint_matches(fd, entry.fingerprint):
             if entry.offset <= size:
                 self.stats["resumed"] += 1
-                return entry.offset, False
+                return entry.offset, False, None
             self.stats["truncations"] += 1
             log.warning("%s is shorter (%d) than its checkpoint (%d): truncated while stopped, reading from 0",
                         path, size, entry.offset)
-            return 0, False
+            return 0, False, None
+        if self._discovered_once:     # files present at start were not copied under our eyes
+            origin = self._find_copy_origin(path, fd, size, fingerprint)
+            if origin is not None:
+                return 0, False, origin
         if self._apply_start_at and self.start_at == "end":
-            return self._last_line_boundary(fd, size)
-        return 0, False
+            return (*self._last_line_boundary(fd, size), None)
+        return 0, False, None
 
     def _last_line_boundary(self, fd, size):
         """(offset, skip_to_newline) to start at the end without cutting a line in two."""
@@ -335,6 +397,114 @@ class FileTailer:
                 tailed.orphaned_at = now
                 self.stats["resumed"] += 1
 
+    # ---- copies (logrotate copytruncate with the copy matched by the glob) ---------------------
+
+    def _find_copy_origin(self, path, fd, size, fingerprint):
+        """(lineage, live origin or None) when this new file holds the bytes of a file already read.
+
+        Only a file named like a rotation of the origin (same directory, same name stem: app.log ->
+        app.log.1, app.log-20260101) can be its copy, so two logs that happen to hold the same bytes
+        are both read.
+        """
+        for tailed in self._files.values():
+            if (tailed.copy_of is None and _named_like_rotation(path, tailed.path)
+                    and self._is_copy_of_live(fd, size, fingerprint, tailed)):
+                return tailed.lineage(), tailed
+        for lineage in reversed(self._truncated):
+            if _named_like_rotation(path, lineage.path) and self._is_copy_of_truncated(fd, size, fingerprint, lineage):
+                return lineage, None
+        return None
+
+    @staticmethod
+    def _same_start(fd, size, fingerprint, other):
+        if other.length == 0 or other.length > size:
+            return False
+        if other.length == fingerprint.length:
+            return other.digest == fingerprint.digest    # no need to read the file again
+        return fingerprint_matches(fd, other)
+
+    def _is_copy_of_live(self, fd, size, fingerprint, origin):
+        if not self._same_start(fd, size, fingerprint, origin.fingerprint):
+            return False
+        length = min(size, _COPY_COMPARE_BYTES)
+        try:
+            origin_size = os.fstat(origin.fd).st_size
+            if origin_size < length or origin_size < origin.read_pos:
+                return False
+            # a look-alike sharing only a header is not a copy: the match must go past the fingerprint
+            if length <= self.fingerprint_bytes and length != origin_size:
+                return False
+            return read_range(fd, 0, length) == read_range(origin.fd, 0, length)
+        except OSError:
+            return False
+
+    def _is_copy_of_truncated(self, fd, size, fingerprint, lineage):
+        fp = lineage.fingerprint
+        if not self._same_start(fd, size, fingerprint, fp):
+            return False
+        if fp.length >= lineage.line_end:
+            return True          # the fingerprint covered every byte that was read
+        mark = next(((end, digest) for end, digest in reversed(lineage.marks) if fp.length < end <= size), None)
+        return mark is not None and tail_digest(fd, mark[0], self.fingerprint_bytes) == mark[1]
+
+    def _adopt_copy(self, copy, lineage, live_origin):
+        self.stats["copies"] += 1
+        log.info("%s is a copy of a file already read: continuing after what was read", copy.path)
+        self._copy_links.setdefault(lineage.key, []).append(copy.ident)
+        while len(self._copy_links) > _CLOSED_KEYS_KEPT:
+            self._copy_links.popitem(last=False)
+        copy.committed = min(lineage.committed, copy.known_size)
+        copy.read_pos = copy.line_end = copy.committed
+        if live_origin is not None:
+            # dormant: the origin still holds these bytes and delivers them; wait for its truncation
+            copy.copy_of = lineage.key
+            copy.verified = 0
+        else:
+            self._resume_copy(copy, lineage.line_end)
+
+    def _resume_copy(self, copy, origin_end):
+        """Read the copy from where its origin stopped: what it holds beyond that was never read."""
+        copy.copy_of = None
+        start = max(copy.committed, min(origin_end, copy.known_size))
+        copy.read_pos = copy.line_end = start
+        copy.framer = LineFramer(self.max_line_bytes, self.on_long_line)
+        copy.marks.clear()
+        self._mark(copy)
+
+    def _wake_copies(self, origin_key, origin_end):
+        for ident in self._copy_links.get(origin_key, ()):
+            copy = self._files.get(ident)
+            if copy is not None and copy.copy_of == origin_key:
+                try:
+                    copy.known_size = os.fstat(copy.fd).st_size
+                except OSError:
+                    pass
+                self._resume_copy(copy, origin_end)
+
+    def _check_dormant_copy(self, copy, size):
+        """Keep a dormant copy dormant only while its bytes equal the origin's."""
+        copy.known_size = size
+        key = copy.copy_of
+        origin = self._files.get((key.device, key.inode))
+        if origin is None or origin.key != key:
+            self._resume_copy(copy, copy.committed)
+            return
+        if copy.orphaned_at is not None:
+            self._resume_copy(copy, origin.line_end)    # deleted or rotated away: drain it and close
+            return
+        origin_size = os.fstat(origin.fd).st_size
+        if origin_size < origin.read_pos:
+            return       # the origin was truncated: its next read wakes this copy at its last position
+        upto = min(size, origin_size, copy.verified + _COPY_COMPARE_BYTES)
+        if read_range(copy.fd, copy.verified, upto) != read_range(origin.fd, copy.verified, upto):
+            log.warning("%s stopped matching the file it copied: reading it as a file of its own", copy.path)
+            copy.committed = 0
+            self._resume_copy(copy, 0)
+            return
+        copy.verified = upto
+        if size > origin_size:
+            self._resume_copy(copy, origin.line_end)
+
     # ---- reading ----------------------------------------------------------------------------
 
     def _read_round(self, now):
@@ -361,11 +531,16 @@ class FileTailer:
         try:
             st = os.fstat(tailed.fd)
             size = st.st_size
+            if tailed.copy_of is not None:
+                self._check_dormant_copy(tailed, size)
+                if tailed.copy_of is not None:
+                    return None, 0
             if size < tailed.read_pos or not self._same_content(tailed, st):
                 self._restart_from_zero(tailed)
         except OSError as exc:
             self._note_read_error(tailed, exc)
             return None, 0
+        tailed.known_size = size
         start = tailed.line_end
         lines = []
         used = 0
@@ -385,6 +560,7 @@ class FileTailer:
         self.stats["lines"] += len(lines)
         if not lines and tailed.line_end == start:
             return None, used
+        self._mark(tailed)
         return Chunk(tailed.key, tailed.path, lines, start, tailed.line_end), used
 
     def _note_read_error(self, tailed, exc):
@@ -408,10 +584,34 @@ class FileTailer:
         tailed.checked_state = state
         return True
 
+    def _mark(self, tailed):
+        """Remember a hash of the bytes before line_end, so a copy of this file can be recognised."""
+        end = tailed.line_end
+        if end > tailed.fingerprint.length and (not tailed.marks or tailed.marks[-1][0] != end):
+            try:
+                digest = tail_digest(tailed.fd, end, self.fingerprint_bytes)
+            except OSError:
+                return
+            if digest is not None:
+                tailed.marks.append((end, digest))
+
+    def _detect_truncations(self):
+        # before looking for new files, so the copy of a truncated file is matched to its old content
+        for tailed in list(self._files.values()):
+            try:
+                if tailed.copy_of is None and os.fstat(tailed.fd).st_size < tailed.read_pos:
+                    self._restart_from_zero(tailed)
+            except OSError:
+                continue
+
     def _restart_from_zero(self, tailed):
         """Truncated (copytruncate) or rewritten: the same inode is a new file, read from 0."""
         self.stats["truncations"] += 1
         log.info("%s was truncated or rewritten at offset %d: reading it from 0", tailed.path, tailed.read_pos)
+        lineage = tailed.lineage()
+        self._truncated.append(lineage)
+        self._wake_copies(lineage.key, lineage.line_end)
+        tailed.marks.clear()
         device, inode = tailed.ident
         tailed.key = FileKey(device, inode, next(_generations))
         tailed.framer = LineFramer(self.max_line_bytes, self.on_long_line)
@@ -454,6 +654,7 @@ class FileTailer:
         tailed.line_end = tailed.read_pos
         os.close(tailed.fd)
         del self._files[tailed.ident]
+        self._wake_copies(tailed.key, tailed.read_pos)
         if deleted:
             # the data is gone: an entry left behind could only mislead a file that reuses the inode
             self.checkpoints.forget(*tailed.ident)

@@ -28,17 +28,22 @@ def _digest(data):
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def read_prefix(fd, length):
-    """The first `length` bytes of an open file (fewer if it is shorter), without moving its offset."""
+def read_range(fd, start, end):
+    """Bytes [start, end) of an open file (fewer if it is shorter), without moving its offset."""
     parts = []
-    got = 0
-    while got < length:
-        part = os.pread(fd, length - got, got)
+    pos = start
+    while pos < end:
+        part = os.pread(fd, end - pos, pos)
         if not part:
             break
         parts.append(part)
-        got += len(part)
+        pos += len(part)
     return b"".join(parts)
+
+
+def read_prefix(fd, length):
+    """The first `length` bytes of an open file (fewer if it is shorter)."""
+    return read_range(fd, 0, length)
 
 
 def fingerprint_fd(fd, max_bytes=DEFAULT_FINGERPRINT_BYTES):
@@ -55,3 +60,10 @@ def fingerprint_matches(fd, fingerprint):
     """
     prefix = read_prefix(fd, fingerprint.length)
     return len(prefix) == fingerprint.length and _digest(prefix) == fingerprint.digest
+
+
+def tail_digest(fd, end, max_bytes=DEFAULT_FINGERPRINT_BYTES):
+    """Hash of the up to max_bytes bytes that end at offset `end`: evidence that a copy holds the same lines."""
+    start = max(0, end - max_bytes)
+    data = os.pread(fd, end - start, start)
+    return _digest(data) if len(data) == end - start else None

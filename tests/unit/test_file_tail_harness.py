@@ -37,19 +37,23 @@ class LineWriter:
             f.write(b"".join(numbered_line(seq) for seq in range(first, self.next_seq)))
         return range(first, self.next_seq)
 
-    def rotate_rename(self, keep=5):
-        """logrotate `create`: shift path.N -> path.N+1, drop the oldest, rename path -> path.1."""
+    def _shift_generations(self, keep):
         oldest = "%s.%d" % (self.path, keep)
         if os.path.exists(oldest):
             os.unlink(oldest)
         for n in range(keep - 1, 0, -1):
             if os.path.exists("%s.%d" % (self.path, n)):
                 os.replace("%s.%d" % (self.path, n), "%s.%d" % (self.path, n + 1))
+
+    def rotate_rename(self, keep=5):
+        """logrotate `create`: shift path.N -> path.N+1, drop the oldest, rename path -> path.1."""
+        self._shift_generations(keep)
         if os.path.exists(self.path):
             os.replace(self.path, self.path + ".1")
 
-    def copy_for_rotation(self):
-        """First half of logrotate `copytruncate`."""
+    def copy_for_rotation(self, keep=5):
+        """First half of logrotate `copytruncate`: shift the old copies, copy path -> path.1."""
+        self._shift_generations(keep)
         shutil.copyfile(self.path, self.path + ".1")
 
     def truncate(self):

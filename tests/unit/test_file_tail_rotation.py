@@ -1,0 +1,180 @@
+"""FileTailer through rename rotation, copytruncate, inode reuse and look-alike files (catalogue 1-4, small)."""
+import os
+
+from test_file_tail_harness import Ledger, LineWriter, commit_all, drain, new_tailer, numbered_line
+
+from anomaly_detector.inputs.checkpoints import CheckpointStore
+
+
+def test_rename_rotation_reads_old_file_to_eof_then_new_from_zero(tmp_path):
+    writer = LineWriter(tmp_path / "app.log")
+    tailer = new_tailer(writer.path, tmp_path / "cp")
+    ledger = Ledger()
+    writer.write(10)
+    ledger.score(tailer.poll())
+    writer.write(5)                 # unread when the rotation happens
+    writer.rotate_rename()
+    writer.write(3)
+    drain(tailer, ledger)
+    assert ledger.lost(range(18)) == [] and ledger.duplicates() == 0
+    assert tailer.stats["rotations"] == 1
+    assert tailer.open_paths() == [writer.path]
+    tailer.close()
+
+
+def test_rotated_file_kept_open_for_rotate_wait(tmp_path):
+    now = [0.0]
+    writer = LineWriter(tmp_path / "app.log")
+    tailer = new_tailer(writer.path, tmp_path / "cp", rotate_wait_seconds=5, clock=lambda: now[0])
+    writer.write(1)
+    ledger = Ledger()
+    ledger.score(tailer.poll())
+    late_writer = open(writer.path, "ab")   # an application still holding the old file
+    writer.rotate_rename()
+    ledger.score(tailer.poll())
+    late_writer.write(numbered_line(1))
+    late_writer.close()
+    now[0] = 4.0
+    ledger.score(tailer.poll())
+    assert ledger.scored[1] == 1 and tailer.stats["files_open"] == 1
+    now[0] = 5.0
+    ledger.score(tailer.poll())
+    assert tailer.stats["files_open"] == 0
+    tailer.close()
+
+
+def test_restart_finds_a_file_rotated_out_of_the_glob_and_drains_it(tmp_path):
+    writer = LineWriter(tmp_path / "app.log")
+    tailer = new_tailer(writer.path, tmp_path / "cp")
+    ledger = Ledger()
+    writer.write(10)
+    chunks = tailer.poll()
+    ledger.score(chunks)
+    commit_all(tailer, chunks)
+    writer.write(5)
+    tailer.poll()                   # delivered, never scored: the process dies here
+    tailer.close(save_checkpoints=False)
+    writer.rotate_rename()
+    writer.rotate_rename()          # and once more, so the file is now app.log.2
+    writer.write(3)
+    tailer = new_tailer(writer.path, tmp_path / "cp")
+    drain(tailer, ledger)
+    assert ledger.lost(range(18)) == [] and ledger.duplicates() == 0
+    assert tailer.stats["resumed"] == 1
+    tailer.close()
+
+
+def test_glob_matching_rotated_names_does_not_reread_them(tmp_path):
+    writer = LineWriter(tmp_path / "app.log")
+    tailer = new_tailer(str(tmp_path / "app.log*"), tmp_path / "cp")
+    ledger = Ledger()
+    for _ in range(6):
+        writer.write(7)
+        writer.rotate_rename(keep=3)
+        writer.write(2)
+        drain(tailer, ledger)
+    assert ledger.lost(range(writer.next_seq)) == [] and ledger.duplicates() == 0
+    tailer.close()
+
+
+def _copytruncate_cycles(tmp_path, cycles, poll_between_copy_and_truncate):
+    writer = LineWriter(tmp_path / "app.log")
+    tailer = new_tailer(str(tmp_path / "app.log*"), tmp_path / "cp")
+    ledger = Ledger()
+    window = set()
+    for cycle in range(cycles):
+        writer.write(300)
+        drain(tailer, ledger, rounds=1)
+        writer.write(200)               # unread when the copy is made: must come from app.log.1
+        writer.copy_for_rotation()
+        if poll_between_copy_and_truncate(cycle):
+            drain(tailer, ledger, rounds=1)
+        else:
+            window.update(writer.write(cycle % 3))  # after the copy, before the truncate, never read
+        writer.truncate()
+        writer.write(50)
+        drain(tailer, ledger, rounds=1)
+    drain(tailer, ledger)
+    tailer.close()
+    return writer, ledger, window, tailer.stats
+
+
+def test_catalogue_2_copytruncate_with_copy_tailed_loses_only_the_window_no_duplicates(tmp_path):
+    writer, ledger, window, stats = _copytruncate_cycles(tmp_path, 20, lambda cycle: cycle % 2 == 0)
+    lost = ledger.lost(range(writer.next_seq))
+    assert set(lost) == window and len(window) == 10
+    assert ledger.duplicates() == 0
+    assert stats["truncations"] == 20 and stats["copies"] == 20
+
+
+def test_copytruncate_of_only_the_live_file_duplicates_nothing(tmp_path):
+    writer = LineWriter(tmp_path / "app.log")
+    tailer = new_tailer(writer.path, tmp_path / "cp")
+    ledger = Ledger()
+    for _ in range(10):
+        writer.write(300)
+        drain(tailer, ledger, rounds=1)
+        writer.copy_for_rotation()
+        writer.truncate()
+        writer.write(20)
+        drain(tailer, ledger, rounds=1)
+    assert ledger.lost(range(writer.next_seq)) == [] and ledger.duplicates() == 0
+    tailer.close()
+
+
+def test_catalogue_3_inode_reuse_reads_every_new_file_from_zero(tmp_path):
+    """Create, read, delete: ext4 hands the same inode to the next file; each is read whole, once."""
+    path = tmp_path / "cycle.log"
+    tailer = new_tailer(str(path), tmp_path / "cp")
+    inodes = []
+    got = []
+    for cycle in range(300):
+        path.write_bytes(b"cycle %05d line a\ncycle %05d line b\n" % (cycle, cycle))
+        inodes.append(os.stat(path).st_ino)
+        got += [line for chunk in tailer.poll() for line in chunk.lines]
+        os.unlink(path)
+        tailer.poll()
+    assert len(set(inodes)) < len(inodes), "the filesystem did not reuse inodes: the test proves nothing"
+    expected = [b"cycle %05d line %s" % (c, x) for c in range(300) for x in (b"a", b"b")]
+    assert got == expected
+    tailer.close()
+
+
+def test_inode_reused_while_stopped_is_a_new_file(tmp_path):
+    path = tmp_path / "a.log"
+    path.write_bytes(b"old file first line\n" * 20)
+    tailer = new_tailer(str(path), tmp_path / "cp")
+    chunks = tailer.poll()
+    commit_all(tailer, chunks)
+    tailer.close()
+    old_inode = os.stat(path).st_ino
+    os.unlink(path)
+    path.write_bytes(b"a different file, shorter than the old offset\n")
+    assert os.stat(path).st_ino == old_inode, "inode not reused on this filesystem"
+    tailer = new_tailer(str(path), tmp_path / "cp")
+    lines = [line for chunk in tailer.poll() for line in chunk.lines]
+    assert lines == [b"a different file, shorter than the old offset"]
+    tailer.close()
+
+
+def test_catalogue_4_hundred_files_with_identical_header(tmp_path):
+    header = b"#" * 1023 + b"\n"
+    for i in range(100):
+        (tmp_path / ("f%03d.log" % i)).write_bytes(header + b"file %03d line 0\n" % i)
+    tailer = new_tailer(str(tmp_path / "*.log"), tmp_path / "cp")
+    first = []
+    for _ in range(3):
+        chunks = tailer.poll()
+        commit_all(tailer, chunks)
+        first += chunks
+    assert len({chunk.key[:2] for chunk in first}) == 100
+    assert sum(len(c.lines) for c in first) == 200
+    tailer.close()
+    for i in range(100):
+        with open(tmp_path / ("f%03d.log" % i), "ab") as f:
+            f.write(b"file %03d line 1\n" % i)
+    tailer = new_tailer(str(tmp_path / "*.log"), tmp_path / "cp")
+    after = sorted(line for chunk in tailer.poll() for line in chunk.lines)
+    assert after == [b"file %03d line 1" % i for i in range(100)]
+    assert len(CheckpointStore(str(tmp_path / "cp"))) == 100
+    tailer.close()
