@@ -8,6 +8,7 @@ import sys
 import click
 
 from anomaly_detector import __version__
+from anomaly_detector.commands.parse import parse_command
 from anomaly_detector.commands.replay import replay_command
 from anomaly_detector.config.loader import DEFAULT_CONFIG_PATH, load_config
 from anomaly_detector.config.problems import ERROR
@@ -34,6 +35,7 @@ def cli(ctx, config_path, validate_config, debug):
     ctx.exit(EXIT_USAGE)
 
 
+cli.add_command(parse_command)
 cli.add_command(replay_command)
 
 
