@@ -91,6 +91,7 @@ class Child:
     spawns: int = 0
     failures: int = 0            # quick failures in a row
     restart_at: float = 0.0
+    backoff_delay: float = 0.0   # the delay chosen at the last unexpected exit
     last_exit: Optional[int] = None   # os.waitstatus_to_exitcode: negative = killed by that signal
     stop_requested: bool = False
     hung: bool = False
@@ -143,7 +144,7 @@ class ChildSet:
         """{name: {...}} with state, pid, restarts, failures and pending back-off, for logs and metrics."""
         now = self.clock()
         return {name: {"state": c.state.name, "pid": c.pid, "restarts": c.restarts, "failures": c.failures,
-                       "last_exit": c.last_exit,
+                       "last_exit": c.last_exit, "backoff": c.backoff_delay,
                        "restart_in": max(0.0, c.restart_at - now) if c.state == ProcessState.BACKOFF else None}
                 for name, c in self.children.items()}
 
@@ -181,9 +182,9 @@ class ChildSet:
             self._set_state(child, ProcessState.FATAL, "fatal",
                             f"{child.failures} quick failures in a row; not restarting")
             return
-        delay = self.policy.backoff(child.failures)
-        child.restart_at = now + delay
-        self._set_state(child, ProcessState.BACKOFF, "backoff", f"restart in {delay:.2f}s")
+        child.backoff_delay = self.policy.backoff(child.failures)
+        child.restart_at = now + child.backoff_delay
+        self._set_state(child, ProcessState.BACKOFF, "backoff", f"restart in {child.backoff_delay:.2f}s")
 
     # -- the periodic duties -------------------------------------------------------------------------
 

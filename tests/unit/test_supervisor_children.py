@@ -19,9 +19,12 @@ FAST = RestartPolicy(start_seconds=0.5, backoff_initial=0.05, backoff_max=0.2, c
 class Recorder:
     def __init__(self):
         self.events = []
+        self.delays = []
 
     def __call__(self, child, event, detail):
         self.events.append((time.monotonic(), child.spec.name, event, detail))
+        if event == "backoff":
+            self.delays.append(child.backoff_delay)
 
     def times(self, event):
         return [t for t, _, e, _ in self.events if e == event]
@@ -70,8 +73,8 @@ def test_crashing_child_backs_off_longer_each_time_then_is_fatal(make_children):
     spawns = events.times("spawned")
     gaps = [b - a for a, b in zip(spawns, spawns[1:])]
     assert len(spawns) == FAST.crash_loop_limit
-    assert all(later > earlier for earlier, later in zip(gaps, gaps[1:3])), gaps   # 0.05, 0.1, 0.2
-    assert gaps[0] >= 0.05 and gaps[2] >= 0.2
+    assert events.delays == [0.05, 0.1, 0.2, 0.2]                       # doubles up to the cap
+    assert all(gap >= delay for gap, delay in zip(gaps, events.delays)), gaps  # and is really waited
     assert crasher.last_exit == 3 and crasher.failures == FAST.crash_loop_limit and crasher.pid == 0
     assert [e for _, _, e, _ in events.events].count("fatal") == 1
     assert children.summary()["crasher"]["state"] == "FATAL"
@@ -140,7 +143,7 @@ def test_stop_all_terminates_gracefully_and_forcibly_within_the_bound(make_child
     time.sleep(0.1)
     began = time.monotonic()
     assert not children.stop_all(timeout=0.3)
-    assert time.monotonic() - began < 0.3 + 0.5
+    assert time.monotonic() - began < 0.3 + 1.0
     states = {name: (c.state, c.last_exit) for name, c in children.children.items()}
     assert states["stubborn"] == (ProcessState.STOPPED, -signal.SIGKILL)
     children.remove("stubborn")
