@@ -77,7 +77,7 @@ def test_catalogue_7_partial_line_survives_a_kill(tmp_path):
 def test_catalogue_5_truncate_then_one_line_repeatedly(tmp_path):
     """`: > f` then one line of the same length as before: every line still arrives, on the next poll."""
     log = tmp_path / "a.log"
-    tailer = new_tailer(str(log), tmp_path / "cp")
+    tailer = new_tailer(str(log), tmp_path / "cp", checkpoint_interval_seconds=3600)
     got = []
     for seq in range(150):
         with open(log, "wb") as f:

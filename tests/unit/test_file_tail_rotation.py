@@ -125,7 +125,7 @@ def test_copytruncate_of_only_the_live_file_duplicates_nothing(tmp_path):
 def test_catalogue_3_inode_reuse_reads_every_new_file_from_zero(tmp_path):
     """Create, read, delete: ext4 hands the same inode to the next file; each is read whole, once."""
     path = tmp_path / "cycle.log"
-    tailer = new_tailer(str(path), tmp_path / "cp")
+    tailer = new_tailer(str(path), tmp_path / "cp", checkpoint_interval_seconds=3600)
     inodes = []
     got = []
     for cycle in range(300):
