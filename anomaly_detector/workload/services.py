@@ -178,17 +178,15 @@ class WebService:
         w = np.array([e[2] for e in self.ENDPOINTS])
         self.ep_p = w / w.sum()
         self.login_share = self.ep_p[[e[0] for e in self.ENDPOINTS].index("login")]
-        self._time_cache = {}
 
-    def clf_time(self, sec):
-        s = self._time_cache.get(sec)
-        if s is None:
-            t = np.datetime64(sec, "s").astype(object)
-            s = f"[{t.day:02d}/{self.MONTHS[t.month - 1]}/{t.year}:{t.hour:02d}:{t.minute:02d}:{t.second:02d} +0000]"
-            if len(self._time_cache) > 200000:
-                self._time_cache.clear()
-            self._time_cache[sec] = s
-        return s
+    def clf_times(self, ts):
+        """Common Log Format times ('[02/Mar/2026:10:00:00 +0000]'), formatting each second once."""
+        secs, inverse = np.unique(ts.astype(np.int64), return_inverse=True)
+        text = []
+        for t in secs.astype("datetime64[s]").astype(object).tolist():
+            text.append(f"[{t.day:02d}/{self.MONTHS[t.month - 1]}/{t.year}:{t.hour:02d}:{t.minute:02d}:"
+                        f"{t.second:02d} +0000]")
+        return [text[i] for i in inverse.tolist()]
 
     def paths(self, kind, n):
         rng, v = self.rng, self.vocab
@@ -294,10 +292,8 @@ class WebService:
         size[errors] = lognormal(rng, 380.0, 0.3, int(errors.sum()))
         refs = [self.REFERERS[i] for i in rng.choice(len(self.REFERERS), n, p=[.45, .2, .15, .08, .04, .05, .03]).tolist()]
         lvl = np.where(status >= 500, ERROR, INFO).astype(np.int8)
-        secs = ts.astype(np.int64).tolist()
-        clf = self.clf_time
-        msgs = [f'{ip} - - {clf(sec)} "{m} {p} HTTP/1.1" {st} {b} "{r}" "{ua}" rt={t:.3f}'
-                for ip, sec, m, p, st, b, r, ua, t in zip(ips, secs, method, path, status.tolist(),
+        msgs = [f'{ip} - - {when} "{m} {p} HTTP/1.1" {st} {b} "{r}" "{ua}" rt={t:.3f}'
+                for ip, when, m, p, st, b, r, ua, t in zip(ips, self.clf_times(ts), method, path, status.tolist(),
                                                            size.astype(np.int64).tolist(), refs, uas, rt.tolist())]
         ev = Events()
         ev.add(ts, msgs, lvl, tag)
@@ -318,9 +314,8 @@ class WebService:
         status = np.where(rng.random(n) < 0.97, 401, 200).tolist()
         rt = lognormal(rng, 0.12, 0.5, n).tolist()
         ua = inc.detail["agent"]
-        clf = self.clf_time
-        msgs = [f'{ip} - - {clf(int(t))} "POST /api/v1/login HTTP/1.1" {s} {390 + s % 7} "-" "{ua}" rt={r:.3f}'
-                for ip, t, s, r in zip(ips, ts.tolist(), status, rt)]
+        msgs = [f'{ip} - - {when} "POST /api/v1/login HTTP/1.1" {s} {390 + s % 7} "-" "{ua}" rt={r:.3f}'
+                for ip, when, s, r in zip(ips, self.clf_times(ts), status, rt)]
         ev.add(ts, msgs, INFO, inc.id)
 
 
@@ -796,7 +791,7 @@ class HealthService:
             ts = np.arange(first, t1, self.interval)
             ts = ts + rng.uniform(0.0, 0.15, ts.size)
             lat = lognormal(rng, 3.0, 0.5, ts.size)
-            slow = lat > 25.0
+            slow = lat > 15.0
             ev.add(ts, [f"health check {'slow' if s else 'ok'} target={target} latency_ms={x:.1f} status=up"
                         for s, x in zip(slow.tolist(), lat.tolist())], np.where(slow, WARN, INFO))
         return ev
