@@ -5,7 +5,9 @@ prints recall and time to detect per incident kind, false incidents per day, lin
 Exits non-zero only when something fails to run, never because a figure is bad.
 """
 import argparse
+import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -75,6 +77,8 @@ def run_replay(files, out_path, inc_path, config=None, poll_s=0.05):
             peak = max(peak, tree_rss(watched))
             time.sleep(poll_s)
     took = time.perf_counter() - began
+    # Polling can miss a short-lived peak; the kernel's high-water mark of the largest child cannot.
+    peak = max(peak, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
     if proc.returncode != 0:
         with open(out_path + ".stderr", encoding="utf-8", errors="replace") as fh:
             tail = fh.read()[-2000:]
@@ -155,6 +159,7 @@ def parse_args(argv):
     p.add_argument("--lines-per-day", type=int, default=1_000_000)
     p.add_argument("--config", default=None, help="config for replay (default: its built-in defaults)")
     p.add_argument("--work", default=None, help="keep workloads and outputs here (default: a temp dir, removed)")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.add_argument("--before", type=float, default=TOLERANCE_BEFORE_S, help="match tolerance before a label, s")
     p.add_argument("--after", type=float, default=TOLERANCE_AFTER_S, help="match tolerance after a label, s")
     return p.parse_args(argv)
@@ -178,7 +183,22 @@ def main(argv=None):
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
     print_report(results)
+    if args.json:
+        write_json(args.json, results)
     return 0
+
+
+def write_json(path, results):
+    total = merge_scores([r["score"] for r in results])
+    doc = {"seeds": [{k: r[k] for k in ("seed", "lines", "gen_s", "replay_s", "rss", "via", "detections")}
+                     | {"false_per_day": r["score"].false_per_day} for r in results],
+           "kinds": {k: {"labelled": v.labelled, "caught": v.caught, "recall": v.recall,
+                         "median_ttd_s": v.median_delay} for k, v in total.kinds.items()},
+           "false_incidents": total.false_incidents, "false_per_day": total.false_per_day,
+           "lines_per_s": sum(r["lines"] for r in results) / sum(r["replay_s"] for r in results),
+           "peak_rss_bytes": max(r["rss"] for r in results)}
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=1)
 
 
 if __name__ == "__main__":

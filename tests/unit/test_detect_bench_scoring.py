@@ -150,11 +150,17 @@ def test_bench_harness_end_to_end_with_a_fake_replay(bench, tmp_path, monkeypatc
     fake = tmp_path / "fake_replay.py"
     fake.write_text(FAKE_REPLAY)
     monkeypatch.setattr(bench, "replay_command", lambda: [sys.executable, str(fake)])
-    rc = bench.main(["--seeds", "5", "--days", "1", "--lines-per-day", "4000", "--work", str(tmp_path / "w")])
+    figures = tmp_path / "figures.json"
+    rc = bench.main(["--seeds", "5", "--days", "1", "--lines-per-day", "4000", "--work", str(tmp_path / "w"),
+                     "--json", str(figures)])
     out = capsys.readouterr().out
     assert rc == 0
     assert "false incidents after warm-up: 1 over 0.5 days = 2.00/day" in out
     assert "incidents file" in out
+    doc = json.loads(figures.read_text())
+    assert doc["false_per_day"] == 2.0
+    assert sum(k["caught"] for k in doc["kinds"].values()) == 1
+    assert doc["seeds"][0]["lines"] > 1000 and doc["peak_rss_bytes"] > 0
 
 
 def test_bench_reports_a_failing_replay_as_an_error(bench, tmp_path, monkeypatch, capsys):
