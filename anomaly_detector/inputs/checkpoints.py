@@ -65,7 +65,11 @@ class CheckpointStore:
         if got is None:
             return
         _, obj = got
-        for raw in obj.get("entries", []):
+        raw_entries = obj.get("entries") if isinstance(obj, dict) else None
+        if not isinstance(raw_entries, list):
+            log.error("%s: checkpoint file has no entry list; starting without checkpoints", self.path)
+            return
+        for raw in raw_entries:
             try:
                 entry = Checkpoint.from_json(raw)
             except (KeyError, TypeError, ValueError) as exc:
