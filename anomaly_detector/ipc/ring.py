@@ -213,7 +213,7 @@ class RingWriter:
         return n
 
     def push_arrays(self, buf, starts, ends, source_id=0, input_pos=None):
-        """Like push_batch for lines given as spans of one uint8 buffer (e.g. split_lines output).
+        """Like push_batch for lines given as spans of one buffer (uint8 array or bytes-like, e.g. split_lines output).
 
         Spans must be in order and not overlap; the bytes between them (newlines) are copied along
         and cost ring space, so keep separators short.
@@ -228,7 +228,9 @@ class RingWriter:
             raise ValueError("line spans must be in order and must not overlap")
         n = self._fit(starts, ends)
         if n:
-            payload = np.asarray(buf, dtype=np.uint8)[starts[0]:ends[n - 1]]
+            if not isinstance(buf, np.ndarray):
+                buf = np.frombuffer(buf, dtype=np.uint8)  # bytes, bytearray, memoryview, mmap
+            payload = buf[starts[0]:ends[n - 1]]
             self._commit(payload, starts[:n] - starts[0], lengths[:n], source_id, input_pos, n)
         return n
 

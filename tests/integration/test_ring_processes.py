@@ -18,11 +18,20 @@ SEQ_BYTES = 8
 DEADLINE_SECONDS = 60
 
 
-def line_lengths(seqs):
-    """Deterministic varied sizes: 8..263 bytes, and every 4999th line exactly MAX_LINE."""
-    lengths = SEQ_BYTES + (seqs * 2654435761 % 256).astype(np.int64)
-    lengths[seqs % 4999 == 4998] = MAX_LINE
+def random_lengths(total, seed=20261128):
+    """Line sizes for the whole run, drawn before forking so both sides know them: 8..400 bytes,
+    one line in 2,000 exactly MAX_LINE (at a random place, so some straddle the end of the area)."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(SEQ_BYTES, 401, size=total)
+    lengths[rng.random(total) < 1 / 2000] = MAX_LINE
     return lengths
+
+
+LENGTHS = random_lengths(1_000_000)
+
+
+def line_lengths(seqs):
+    return LENGTHS[seqs.astype(np.int64)]
 
 
 def make_lines(first_seq, n):
@@ -132,6 +141,7 @@ def test_million_lines_between_two_processes_arrive_once_in_order(arena):
     arena, pids = arena
     total = 1_000_000
     ring = make_ring(arena, 4096, 256 * 1024)
+    assert int(LENGTHS[:total].sum()) > 500 * ring.data_bytes and (LENGTHS == MAX_LINE).sum() > 100
     pids.append(fork(consume, ring, total, 1000))
     pids.append(fork(produce, ring, total))
     assert reap(pids[1]) == 0, "producer failed"

@@ -32,26 +32,34 @@ def test_wrap_spans_cover_exactly_the_cells_of_the_run(start, size, data):
 
 
 class RingModel:
-    """What the ring must do, in plain Python: a bounded FIFO counted in lines and in bytes."""
+    """What the ring must do, in plain Python: a bounded FIFO counted in lines and in stream bytes.
+
+    Each line has a position in the byte stream; a batch pushed from one buffer also occupies the
+    gaps (separators) between its lines, so the bytes in use run from the oldest unacknowledged
+    line's position to the end of the newest line.
+    """
 
     def __init__(self, slots, data_bytes):
         self.slots, self.data_bytes = slots, data_bytes
-        self.unacked = collections.deque()  # lines published, not acknowledged
+        self.unacked = collections.deque()  # (position, line) published, not acknowledged
         self.popped = 0                     # how many of them the reader has taken
+        self.stream_end = 0                 # end of the newest line in the byte stream
 
-    def push(self, lines):
-        used = sum(len(x) for x in self.unacked)
-        accepted = 0
-        for line in lines:
-            if len(self.unacked) == self.slots or used + len(line) > self.data_bytes:
+    def push(self, lines, gaps):
+        """Push lines with gaps[i] separator bytes after line i; returns how many were accepted."""
+        accepted, pos = 0, self.stream_end
+        for line, gap in zip(lines, gaps):
+            oldest = self.unacked[0][0] if self.unacked else pos
+            if len(self.unacked) == self.slots or pos + len(line) - oldest > self.data_bytes:
                 break
-            self.unacked.append(line)
-            used += len(line)
+            self.unacked.append((pos, line))
+            self.stream_end = pos + len(line)
+            pos = self.stream_end + gap
             accepted += 1
         return accepted
 
     def pop(self, max_n):
-        batch = list(self.unacked)[self.popped:self.popped + max_n]
+        batch = [line for _, line in list(self.unacked)[self.popped:self.popped + max_n]]
         self.popped += len(batch)
         return batch
 
@@ -65,8 +73,21 @@ class RingModel:
         self.popped = 0
 
 
+def as_buffer(lines, gaps):
+    """lines joined with gaps[i] b'\n' bytes after line i, plus their spans (like split_lines output)."""
+    buf, starts, ends = b"", [], []
+    for line, gap in zip(lines, gaps):
+        starts.append(len(buf))
+        buf += line
+        ends.append(len(buf))
+        buf += b"\n" * gap
+    return buf, np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64)
+
+
+line_specs = st.lists(st.tuples(st.integers(0, 24), st.integers(0, 3)), max_size=6)  # (length, gap after)
 op = st.one_of(
-    st.tuples(st.just("push"), st.lists(st.integers(0, 24), max_size=6)),
+    st.tuples(st.just("push_batch"), line_specs),
+    st.tuples(st.just("push_arrays"), line_specs),
     st.tuples(st.just("pop"), st.integers(1, 5)),
     st.tuples(st.just("ack"), st.none()),
     st.tuples(st.just("restart_reader"), st.none()),
@@ -82,12 +103,17 @@ def test_ring_matches_model_through_wraparound_and_restarts(slots, data_bytes, o
     writer, reader = ring.writer(), ring.reader()
     counter = 0
     for name, arg in ops:
-        if name == "push":
-            lines = []
-            for length in (min(x, data_bytes) for x in arg):
-                lines.append(bytes((counter + i) % 251 for i in range(length)))
+        if name.startswith("push"):
+            lines, gaps = [], []
+            for length, gap in arg:
+                lines.append(bytes((counter + i) % 251 for i in range(min(length, data_bytes))))
+                gaps.append(gap if name == "push_arrays" else 0)
                 counter += 1
-            assert writer.push_batch(lines) == model.push(lines)
+            if name == "push_batch":
+                accepted = writer.push_batch(lines)
+            else:
+                accepted = writer.push_arrays(*as_buffer(lines, gaps))
+            assert accepted == model.push(lines, gaps)
         elif name == "pop":
             buf, starts, ends, meta = reader.pop_batch(arg)
             assert lines_of(buf, starts, ends) == model.pop(arg)
