@@ -24,11 +24,14 @@ Segment names are ad-<instance>-<pid>-<start ticks>-<name>: the owner's pid plus
 (field 22 of /proc/<pid>/stat), so a recycled pid (a container restarting the supervisor as the
 same pid) is not mistaken for the live owner.
 """
+import logging
 import mmap
 import os
 import re
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 SHM_DIR = "/dev/shm"
 NAME_PREFIX = "ad"
@@ -94,6 +97,9 @@ def sweep_stale(prefix, directory=SHM_DIR):
             removed.append(name)
         except FileNotFoundError:
             pass  # another sweeper got there first
+        except PermissionError:
+            # another user's instance with the same name (/dev/shm is sticky): not ours to remove
+            log.warning("cannot remove stale shared-memory segment %s: permission denied", name)
     return removed
 
 

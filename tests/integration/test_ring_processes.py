@@ -163,6 +163,7 @@ def test_kill_9_of_the_consumer_loses_nothing_and_duplicates_at_most_one_batch(a
         os.kill(pids[0], signal.SIGKILL)
         assert reap(pids[0]) == -signal.SIGKILL
         resume_at = ring.acknowledged()
+        assert resume_at < total
         pids.append(fork(consume, ring, total, max_n, ledger, expect_first=resume_at))
         assert reap(pids[1]) == 0, "producer failed"
         assert reap(pids[2]) == 0, "restarted consumer did not resume at the shared tail"
