@@ -26,6 +26,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from typing import Callable, Optional
@@ -114,6 +115,7 @@ class ChildSet:
         self.on_event = on_event
         self.children = {}
         self._by_pid = {}
+        self._warned_threads = False
 
     def add(self, spec):
         if spec.name in self.children:
@@ -273,6 +275,11 @@ class ChildSet:
             # Before the fork: the heartbeat cell is the child's alone once it runs.
             self.control.record_child(spec.slot, 0, ProcessState.STARTING, started=now, restarts=child.restarts)
         supervisor_pid = os.getpid()
+        if threading.active_count() > 1 and not self._warned_threads:
+            # A thread holding a lock (logging, malloc arenas) at fork leaves it held in the child forever.
+            log.warning("forking with %d threads alive; the supervisor must stay single-threaded",
+                        threading.active_count())
+            self._warned_threads = True
         mask = signals.block_all()
         try:
             pid = os.fork()
