@@ -17,7 +17,6 @@ class ProcessState(enum.IntEnum):
 
 
 ALIVE_STATES = (ProcessState.STARTING, ProcessState.RUNNING, ProcessState.STOPPING)
-RESTARTABLE_STATES = (ProcessState.BACKOFF, ProcessState.EXITED)
 DOWN_STATES = (ProcessState.STOPPED, ProcessState.BACKOFF, ProcessState.EXITED, ProcessState.FATAL)
 
 
