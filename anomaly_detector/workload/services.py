@@ -73,6 +73,16 @@ def lognormal(rng, median, sigma, n):
     return median * np.exp(sigma * rng.standard_normal(n))
 
 
+def cdf(weights):
+    """Cumulative distribution of weights, for draw(): rng.choice(p=...) rebuilds it on every call."""
+    c = np.cumsum(np.asarray(weights, dtype=np.float64))
+    return c / c[-1]
+
+
+def draw(rng, weights_cdf, n):
+    return np.minimum(np.searchsorted(weights_cdf, rng.random(n), side="right"), len(weights_cdf) - 1)
+
+
 def hex_ids(rng, n, digits=12):
     fmt = "%0" + str(digits) + "x"
     return [fmt % v for v in rng.integers(0, 16 ** digits, n, dtype=np.int64).tolist()]
@@ -114,30 +124,30 @@ class Vocabulary:
         octets[:, 0] = rng.choice([23, 31, 45, 62, 77, 81, 89, 91, 93, 104, 151, 176, 185, 203, 212], n_ips)
         self.ips = [f"{a}.{b}.{c}.{d}" for a, b, c, d in octets.tolist()]
         # Zipf-like popularity: a few heavy clients (offices, crawlers, NAT) and a long tail.
-        w = 1.0 / np.arange(1, n_ips + 1) ** 0.9
-        self.ip_p = w / w.sum()
+        self.ip_p = cdf(1.0 / np.arange(1, n_ips + 1) ** 0.9)
         first = rng.integers(0, len(self.FIRST), n_users)
         last = rng.integers(0, len(self.LAST), n_users)
         num = rng.integers(1, 999, n_users)
         self.users = [f"{self.FIRST[f]}.{self.LAST[la]}{n}" for f, la, n in zip(first, last, num)]
-        w = 1.0 / np.arange(1, n_users + 1) ** 0.6
-        self.user_p = w / w.sum()
+        self.user_p = cdf(1.0 / np.arange(1, n_users + 1) ** 0.6)
         self.n_products = n_products
-        w = 1.0 / np.arange(1, n_products + 1) ** 0.8
-        self.product_p = w / w.sum()
+        self.product_p = cdf(1.0 / np.arange(1, n_products + 1) ** 0.8)
         self.product_ids = rng.permutation(np.arange(1000, 1000 + n_products))
         self.assets = [f"/static/{kind}/{name}.{h}.{ext}" for kind, name, ext in
                        [("js", "app", "js"), ("js", "vendor", "js"), ("js", "checkout", "js"),
                         ("css", "main", "css"), ("css", "print", "css"), ("fonts", "inter", "woff2"),
                         ("img", "logo", "svg"), ("img", "hero", "webp"), ("img", "sprite", "png")]
                        for h in hex_ids(rng, 3, 8)]
-        self.ua_p = np.asarray(self.UA_WEIGHTS) / sum(self.UA_WEIGHTS)
+        self.ua_p = cdf(self.UA_WEIGHTS)
 
-    def pick(self, rng, pool, p, n):
-        return [pool[i] for i in rng.choice(len(pool), n, p=p).tolist()]
+    def pick(self, rng, pool, weights_cdf, n):
+        """n draws from pool, weighted by a cumulative distribution (None: uniform)."""
+        if weights_cdf is None:
+            return [pool[i] for i in rng.integers(0, len(pool), n).tolist()]
+        return [pool[i] for i in draw(rng, weights_cdf, n).tolist()]
 
     def products(self, rng, n):
-        return self.product_ids[rng.choice(self.n_products, n, p=self.product_p)]
+        return self.product_ids[draw(rng, self.product_p, n)]
 
 
 def affected_share(inc, rates, floor_per_minute=1.0):
