@@ -58,7 +58,14 @@ class CheckpointStore:
         self.save_errors = 0
         self.pruned = 0
         self.is_new = not (os.path.exists(path) or os.path.exists(path + ".prev"))
+        self.loaded_mtime = self._mtime()   # when the previous run last saved: files written later are unread
         self._load()
+
+    def _mtime(self):
+        try:
+            return os.stat(self.path).st_mtime
+        except OSError:
+            return None
 
     def _load(self):
         got = read_json_snapshot(self.path, SNAPSHOT_KIND, SCHEMA_VERSION)

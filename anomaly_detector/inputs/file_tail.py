@@ -360,42 +360,61 @@ class FileTailer:
         return size, True
 
     def _recover_rotated(self, seen, now):
-        """At start-up, find files rotated out of the glob while we were down and drain their unread tail."""
-        wanted = {}
-        for entry in self.checkpoints.entries():
-            if (entry.device, entry.inode) not in seen:
-                wanted.setdefault(os.path.dirname(entry.path) or ".", []).append(entry)
-        for directory, entries in wanted.items():
-            by_inode = {entry.inode: entry for entry in entries}
+        """At start-up, drain what rotation moved out of the glob while we were down.
+
+        Two kinds: a file we had checkpointed, found again by inode (and fingerprint: inodes are reused)
+        in its old directory or a tailed file's directory; and a file named like a rotation of a tailed
+        one (same stem) with no checkpoint, written after the previous run's last save, so it was born
+        and rotated away while we were down. Both are read as rotated files: to EOF, then closed.
+        """
+        directories = {os.path.dirname(e.path) or "." for e in self.checkpoints.entries()
+                       if (e.device, e.inode) not in seen}
+        tailed_paths = [tailed.path for tailed in self._files.values()]
+        directories.update(os.path.dirname(path) or "." for path in tailed_paths)
+        for directory in sorted(directories):
             try:
-                listing = list(os.scandir(directory))
+                listing = sorted(os.scandir(directory), key=lambda d: d.name)
             except OSError:
                 continue
             for dirent in listing:
-                entry = by_inode.get(dirent.inode())
-                if entry is not None:
-                    self._resume_rotated(dirent.path, entry, now)
+                self._recover_one(dirent, tailed_paths, now)
 
-    def _resume_rotated(self, path, entry, now):
+    def _recover_one(self, dirent, tailed_paths, now):
         try:
-            st = os.stat(path)
+            st = dirent.stat()
         except OSError:
             return
-        if (st.st_dev, st.st_ino) != (entry.device, entry.inode) or st.st_size <= entry.offset:
+        ident = (st.st_dev, st.st_ino)
+        if (not stat.S_ISREG(st.st_mode) or ident in self._files
+                or os.path.abspath(dirent.path) == os.path.abspath(self.checkpoints.path)):
             return
+        entry = self.checkpoints.lookup(*ident)
+        if entry is not None and self._is_checkpointed_file(dirent.path, entry):
+            if st.st_size > entry.offset:
+                self._open_orphan(dirent.path, entry.offset, now)
+                self.stats["resumed"] += 1
+            return
+        born_while_down = (self.checkpoints.loaded_mtime is not None
+                           and st.st_mtime >= self.checkpoints.loaded_mtime)
+        if born_while_down and any(_named_like_rotation(dirent.path, path) for path in tailed_paths):
+            log.info("%s was written and rotated while stopped: reading it from 0", dirent.path)
+            self._open_orphan(dirent.path, 0, now)
+
+    @staticmethod
+    def _is_checkpointed_file(path, entry):
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
-            return
+            return False
         try:
-            same = fingerprint_matches(fd, entry.fingerprint)
+            return fingerprint_matches(fd, entry.fingerprint)
         finally:
             os.close(fd)
-        if same:
-            tailed = self._open_new(path, resume=entry.offset)
-            if tailed is not None:
-                tailed.orphaned_at = now
-                self.stats["resumed"] += 1
+
+    def _open_orphan(self, path, offset, now):
+        tailed = self._open_new(path, resume=offset)
+        if tailed is not None:
+            tailed.orphaned_at = now
 
     # ---- copies (logrotate copytruncate with the copy matched by the glob) ---------------------
 
