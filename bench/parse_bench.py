@@ -169,7 +169,7 @@ def worker(args):
     buf, per_copy = build_input(args.data, args.dataset, args.lines, args.mode == "redraw")
     starts_all, ends_all = split_lines(buf)
     n = min(args.lines, len(starts_all))
-    if args.who == "ours":
+    if args.worker == "ours":
         result = _run_ours(buf, args, n, per_copy)
     else:
         result = _run_drain3(buf, args, n, per_copy, starts_all, ends_all)

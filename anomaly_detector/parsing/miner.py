@@ -203,7 +203,7 @@ class TemplateMiner:
         self._last_seen = np.zeros(cap, dtype=np.int64)
         self._nwild = np.zeros(cap, dtype=np.int64)
         self._tpl_first = np.zeros(cap, dtype=np.int64)
-        self._tpl_ntok = np.zeros(cap, dtype=np.int64)
+        self._tpl_nscan = np.zeros(cap, dtype=np.int64)
         self._free = list(range(cap - 1, -1, -1))
         self._tokens = {}          # slot -> list of template tokens (bytes)
         self._tid_slot = {}        # tid -> slot
@@ -217,6 +217,7 @@ class TemplateMiner:
         self._pool_used = 0
         self._tt_start = np.zeros(1 << 12, dtype=np.int64)
         self._tt_end = np.zeros(1 << 12, dtype=np.int64)
+        self._tt_marks = np.zeros(1 << 12, dtype=np.int64)
         self._tt_used = 0
         self._max_marks = 1
         self._keys = np.zeros(1 << 12, dtype=np.uint64)
@@ -294,8 +295,8 @@ class TemplateMiner:
         np.cumsum(counts, out=ptr[1:])
         live_ptr = np.concatenate([[0], np.cumsum(self._nwild[slots])]).astype(np.int64)
         got = mk.extract_params(buf, np.asarray(starts, dtype=np.int64)[live], np.asarray(ends, dtype=np.int64)[live],
-                                slots, self._tpl_first, self._tpl_ntok, self._tt_start, self._tt_end, self._pool,
-                                self._max_marks, live_ptr)
+                                slots, self._tpl_first, self._tpl_nscan, self._tt_start, self._tt_end,
+                                self._tt_marks, self._pool, self._max_marks, live_ptr)
         return MinedBatch(tids, ptr, *got)
 
     # ------------------------------------------------------------ batch internals
@@ -304,8 +305,8 @@ class TemplateMiner:
         tids[lo:hi] = self._slot_tid[seg]
         ptr = np.zeros(hi - lo + 1, dtype=np.int64)
         np.cumsum(self._nwild[seg], out=ptr[1:])
-        got = mk.extract_params(buf, starts[lo:hi], ends[lo:hi], seg, self._tpl_first, self._tpl_ntok,
-                                self._tt_start, self._tt_end, self._pool, self._max_marks, ptr)
+        got = mk.extract_params(buf, starts[lo:hi], ends[lo:hi], seg, self._tpl_first, self._tpl_nscan,
+                                self._tt_start, self._tt_end, self._tt_marks, self._pool, self._max_marks, ptr)
         return ptr, got
 
     def _resolve_miss(self, buf, start, end, shape, force, now):
@@ -389,12 +390,18 @@ class TemplateMiner:
         need = sum(len(t) for t in tokens)
         if self._pool_used + need > len(self._pool) or self._tt_used + len(tokens) > len(self._tt_start):
             self._compact(need, len(tokens))
+        self._write_tokens(slot, tokens)
+
+    def _write_tokens(self, slot, tokens):
+        marks = [t.count(mk.MARK) for t in tokens]
+        # parameter extraction walks tokens only up to the last one holding a wildcard
+        self._tpl_nscan[slot] = max([k + 1 for k, c in enumerate(marks) if c] + [0])
         self._tpl_first[slot] = self._tt_used
-        self._tpl_ntok[slot] = len(tokens)
-        for t in tokens:
+        for t, c in zip(tokens, marks):
             self._pool[self._pool_used:self._pool_used + len(t)] = np.frombuffer(t, dtype=np.uint8)
             self._tt_start[self._tt_used] = self._pool_used
             self._tt_end[self._tt_used] = self._pool_used + len(t)
+            self._tt_marks[self._tt_used] = c
             self._pool_used += len(t)
             self._tt_used += 1
 
@@ -405,15 +412,10 @@ class TemplateMiner:
         self._pool = np.zeros(max(1 << 16, 2 * live), dtype=np.uint8)
         self._tt_start = np.zeros(max(1 << 12, 2 * live_tok), dtype=np.int64)
         self._tt_end = np.zeros_like(self._tt_start)
+        self._tt_marks = np.zeros_like(self._tt_start)
         self._pool_used = self._tt_used = 0
         for slot, toks in list(self._tokens.items()):
-            self._tpl_first[slot] = self._tt_used
-            for t in toks:
-                self._pool[self._pool_used:self._pool_used + len(t)] = np.frombuffer(t, dtype=np.uint8)
-                self._tt_start[self._tt_used] = self._pool_used
-                self._tt_end[self._tt_used] = self._pool_used + len(t)
-                self._pool_used += len(t)
-                self._tt_used += 1
+            self._write_tokens(slot, toks)
 
     def _evict(self):
         live = np.array(sorted(self._tokens), dtype=np.int64)

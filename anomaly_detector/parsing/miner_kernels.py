@@ -146,32 +146,6 @@ def _masks_whole(buf, s, e, flags, force):
 
 # ---------------------------------------------------------------- value runs inside a token
 @njit(cache=True, inline="always")
-def _scan_run(buf, a, e):
-    """The run starting at a (letters and digits joined by single inner dots) in one pass:
-    (end, has_digit, all digits-or-dots, all hex)."""
-    i = a
-    has_digit = False
-    all_num = True
-    all_hex = True
-    while i < e:
-        k = _CLS[buf[i]]
-        if k & 6:
-            if k & 2:
-                has_digit = True
-            else:
-                all_num = False
-            if not (k & 8) and not (buf[i] == 120 and i == a + 1 and buf[a] == 48):
-                all_hex = False
-            i += 1
-        elif buf[i] == 46 and i + 1 < e and (_CLS[buf[i + 1]] & 6):
-            all_hex = False
-            i += 1
-        else:
-            break
-    return i, has_digit, all_num, all_hex
-
-
-@njit(cache=True, inline="always")
 def _is_ipv4(buf, a, b):
     groups = 0
     width = 0
@@ -258,24 +232,45 @@ def _mask_token(buf, s, e, flags, force, out, o, after_value):
         return o + 1
     i = s
     while i < e:
-        c = buf[i]
-        if _is_alnum(c):
-            b, has_digit, all_num, all_hex = _scan_run(buf, i, e)
+        if _CLS[buf[i]] & 6:
+            # classify the run with bit accumulators (few data-dependent branches), copy it
+            # only when it stays literal
+            a = i
+            seen = 0     # OR of classes: 2 a digit, 4 a letter
+            common = 8   # AND of classes: 8 while every char is a hex digit
+            while i < e:
+                k = _CLS[buf[i]]
+                if k & 6:
+                    seen |= k
+                    common &= k
+                    i += 1
+                elif buf[i] == 46 and i + 1 < e and (_CLS[buf[i + 1]] & 6):
+                    common = 0
+                    i += 1
+                else:
+                    break
+            has_digit = (seen & 2) != 0
+            all_hex = common != 0
+            if not all_hex and i - a >= 2 and buf[a] == 48 and buf[a + 1] == 120:
+                all_hex = True  # 0x prefix
+                for q in range(a + 2, i):
+                    if not (_CLS[buf[q]] & 8):
+                        all_hex = False
+                        break
             kind = K_LITERAL
-            if has_digit or (all_hex and b - i >= 8):
-                kind = _run_kind(buf, i, b, has_digit, all_num, all_hex)
-            if i == s and after_value and (flags & F_SIZE) != 0 and _is_lone_unit(buf, i, b):
+            if has_digit or (all_hex and i - a >= 8):
+                kind = _run_kind(buf, a, i, has_digit, (seen & 4) == 0, all_hex)
+            elif a == s and after_value and (flags & F_SIZE) != 0 and _is_lone_unit(buf, a, i):
                 kind = K_SIZE
             if kind != K_LITERAL and (flags & _KIND_FLAG[kind]) != 0:
                 out[o] = MARK
                 o += 1
             else:
-                for j in range(i, b):
-                    out[o] = buf[j]
+                for q in range(a, i):
+                    out[o] = buf[q]
                     o += 1
-            i = b
         else:
-            out[o] = c
+            out[o] = buf[i]
             o += 1
             i += 1
     return o
@@ -497,8 +492,12 @@ def parse_number(buf, a, b):
 
 
 @njit(cache=True)
-def extract_params(buf, starts, ends, slots, tpl_first, tpl_ntok, tt_start, tt_end, pool, max_marks, param_ptr):
+def extract_params(buf, starts, ends, slots, tpl_first, tpl_nscan, tt_start, tt_end, tt_marks, pool, max_marks,
+                   param_ptr):
     """Values filling each template wildcard, in the CSR layout of ParsedBatch.
+
+    Template tokens of slot s are tt_*[tpl_first[s]:...]; only the first tpl_nscan[s] of them
+    are walked (those up to the last one holding a wildcard); tt_marks counts wildcards per token.
 
     param_ptr (int64[n+1], from the wildcard count of each line's template) is given and
     max_marks bounds the wildcards of one template token; returns
@@ -519,17 +518,14 @@ def extract_params(buf, starts, ends, slots, tpl_first, tpl_ntok, tt_start, tt_e
         t = tpl_first[slot]
         i = starts[k]
         e = ends[k]
-        for _ in range(tpl_ntok[slot]):
+        for _ in range(tpl_nscan[slot]):
             while i < e and _is_space(buf[i]):
                 i += 1
             j = i
             while j < e and not _is_space(buf[j]):
                 j += 1
             ts, te = tt_start[t], tt_end[t]
-            nw = 0
-            for q in range(ts, te):
-                if pool[q] == MARK:
-                    nw += 1
+            nw = tt_marks[t]
             if nw > 0:
                 if not _glob_capture(buf, i, j, pool, ts, te, caps):
                     caps[0] = i

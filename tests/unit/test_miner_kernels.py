@@ -109,21 +109,22 @@ tmpl_tokens = st.lists(st.sampled_from(["a", "=", "<*>", "_", "x1", ""]), min_si
 def test_extract_params_matches_twin(cases):
     texts = [t for t, _ in cases]
     buf, starts, ends, raw = _batch(texts)
-    pool, tt_start, tt_end, first, ntok, nwild = bytearray(), [], [], [], [], []
+    pool, tt_start, tt_end, tt_marks, first, nscan, nwild = bytearray(), [], [], [], [], [], []
     for _, toks in cases:
         first.append(len(tt_start))
-        ntok.append(len(toks))
+        nscan.append(max([k + 1 for k, t in enumerate(toks) if mk.MARK in t] + [0]))
         nwild.append(sum(t.count(mk.MARK) for t in toks))
         for t in toks:
             tt_start.append(len(pool))
             pool += t
             tt_end.append(len(pool))
+            tt_marks.append(t.count(mk.MARK))
     slots = np.arange(len(cases), dtype=np.int32)
     ptr = np.concatenate([[0], np.cumsum(nwild)]).astype(np.int64)
     max_marks = max(t.count(mk.MARK) for _, toks in cases for t in toks)
     pos, hsh, num, cs, ce = mk.extract_params(
-        buf, starts, ends, slots, np.array(first, dtype=np.int64), np.array(ntok, dtype=np.int64),
-        np.array(tt_start, dtype=np.int64), np.array(tt_end, dtype=np.int64),
+        buf, starts, ends, slots, np.array(first, dtype=np.int64), np.array(nscan, dtype=np.int64),
+        np.array(tt_start, dtype=np.int64), np.array(tt_end, dtype=np.int64), np.array(tt_marks, dtype=np.int64),
         np.frombuffer(bytes(pool) + b"\0", dtype=np.uint8), max_marks, ptr)
     for k, (_, toks) in enumerate(cases):
         want = mk.line_params_py(raw[k], toks)
