@@ -749,3 +749,86 @@ def evict_slots(slots, ix_key, ix_slot, sd_key, free, counters):
         free[0] += 1
         free[free[0]] = s
         counters[C_EVICTED] += 1
+
+
+# ---------------------------------------------------------------- window structure: the normal subspace
+
+@njit(cache=True)
+def subspace_step(cov, basis, iters):
+    """Orthogonal iteration: `iters` rounds of basis <- orthonormalise(cov @ basis).
+
+    Tracks the leading eigenvectors of a slowly changing covariance one cheap step per window, with
+    no LAPACK call (a threaded eigh on a shared machine costs milliseconds). Returns the new basis,
+    sorted by Rayleigh quotient, and those quotients (eigenvalue estimates).
+    """
+    d, k = basis.shape
+    b = basis.copy()
+    m = np.zeros((d, k))
+    for _ in range(iters):
+        for j in range(k):
+            for r in range(d):
+                acc = 0.0
+                for c in range(d):
+                    acc += cov[r, c] * b[c, j]
+                m[r, j] = acc
+        _orthonormalise(m)
+        b[:, :] = m
+    lam = np.zeros(k)
+    for j in range(k):
+        acc = 0.0
+        for r in range(d):
+            row = 0.0
+            for c in range(d):
+                row += cov[r, c] * b[c, j]
+            acc += b[r, j] * row
+        lam[j] = acc
+    order = np.argsort(-lam)
+    return b[:, order].copy(), lam[order].copy()
+
+
+@njit(cache=True)
+def _orthonormalise(m):
+    """Modified Gram-Schmidt, twice; a column that vanishes becomes the next unit vector that fits."""
+    d, k = m.shape
+    spare = 0
+    for j in range(k):
+        for _ in range(2):
+            for q in range(j):
+                dot = 0.0
+                for r in range(d):
+                    dot += m[r, q] * m[r, j]
+                for r in range(d):
+                    m[r, j] -= dot * m[r, q]
+        norm = math.sqrt(np.sum(m[:, j] * m[:, j]))
+        while norm < 1e-12 and spare < d:
+            m[:, j] = 0.0
+            m[spare, j] = 1.0
+            spare += 1
+            for q in range(j):
+                dot = m[spare - 1, q]
+                for r in range(d):
+                    m[r, j] -= dot * m[r, q]
+            norm = math.sqrt(np.sum(m[:, j] * m[:, j]))
+        m[:, j] /= norm
+
+
+def subspace_step_py(cov, basis, iters):
+    b = np.array(basis, dtype=np.float64)
+    for _ in range(iters):
+        m = cov @ b
+        spare = 0
+        for j in range(m.shape[1]):
+            for _ in range(2):
+                for q in range(j):
+                    m[:, j] -= (m[:, q] @ m[:, j]) * m[:, q]
+            while np.linalg.norm(m[:, j]) < 1e-12 and spare < m.shape[0]:
+                m[:, j] = 0.0
+                m[spare, j] = 1.0
+                spare += 1
+                for q in range(j):
+                    m[:, j] -= m[spare - 1, q] * m[:, q]
+            m[:, j] /= np.linalg.norm(m[:, j])
+        b = m
+    lam = np.einsum("rj,rc,cj->j", b, cov, b)
+    order = np.argsort(-lam, kind="stable")
+    return b[:, order], lam[order]

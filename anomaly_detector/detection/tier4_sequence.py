@@ -28,6 +28,8 @@ MAX_EXPLAINED = 200         # reasons per batch (the engine needs samples, not e
 REPORTED_FRACTION = 0.75    # a session with a line scored this high was reported already: no Finding
 WINDOW_DIMS = 64            # template-count vector length (template id modulo this)
 WINDOW_VARIANCE = 0.95      # share of variance the normal subspace explains
+WINDOW_COMPONENTS = 16      # most directions in that subspace (tracked by orthogonal iteration)
+WINDOW_REFIT = 8            # after warm-up the subspace is refitted every this many learned windows
 WINDOW_CLEAN = 0.9          # share of learnable lines a window needs to be learned
 TEXT_CHARS = 80
 
@@ -86,11 +88,12 @@ class SessionIdLocator:
         """Session key per line (-1: none) and the id's byte span in batch.buf."""
         tids = batch.template_id
         self.ensure(max(n_templates, int(tids.max()) + 1 if tids.size else 0))
-        present = np.unique(tids)
+        present = np.flatnonzero(np.bincount(tids, minlength=1)) if tids.size else tids
         self._decide(batch, present[self.mode[present] == MODE_UNDECIDED])
         keys, ks, ke = sk.extract_keys(batch.buf, batch.content_start, batch.content_end, tids,
                                        self.mode, self.tok, self.pre, self.suf)
-        by_regex = np.flatnonzero(self.mode[tids] == MODE_REGEX)
+        regex_templates = np.flatnonzero(self.mode == MODE_REGEX)
+        by_regex = np.flatnonzero(np.isin(tids, regex_templates)) if regex_templates.size else regex_templates
         for i in by_regex.tolist():
             s = int(batch.content_start[i])
             span = self.find_id(bytes(batch.buf[s:batch.content_end[i]]))
@@ -145,13 +148,12 @@ class SessionIdLocator:
     def _verify(self, batch, keys):
         """Re-check a few lines with the regexes: templates change (the miner generalises them)."""
         tids = batch.template_id
-        eligible = np.flatnonzero(self.mode[tids] <= MODE_FROM_END)
-        if eligible.size == 0:
-            return
         self.checked_batches += 1
         rng = np.random.default_rng(self.checked_batches)
-        take = max(1, min(VERIFY_PER_BATCH, eligible.size // 256))
-        for i in rng.choice(eligible, size=min(take, eligible.size), replace=False).tolist():
+        pick = np.unique(rng.integers(0, tids.size, 8 * VERIFY_PER_BATCH))
+        eligible = pick[self.mode[tids[pick]] <= MODE_FROM_END]
+        take = max(1, min(VERIFY_PER_BATCH, tids.size // 256))
+        for i in eligible[:take].tolist():
             s = int(batch.content_start[i])
             content = bytes(batch.buf[s:batch.content_end[i]])
             span = self.find_id(content)
@@ -246,6 +248,8 @@ class WindowStructure:
         self.mu = np.zeros(WINDOW_DIMS)
         self.cov = np.zeros((WINDOW_DIMS, WINDOW_DIMS))
         self.basis = np.zeros((WINDOW_DIMS, 0))
+        self.vecs, _ = sk.subspace_step(np.eye(WINDOW_DIMS),
+                                        np.random.default_rng(0).normal(size=(WINDOW_DIMS, WINDOW_COMPONENTS)), 1)
         self.spe_n = 0
         self.spe_mean = 0.0
         self.spe_dev = 0.0
@@ -265,21 +269,18 @@ class WindowStructure:
             self.current = float(win[0])
         dims = tids % WINDOW_DIMS
         self.dim_tid[dims] = tids
-        later = win > self.current
+        # Late lines count in the open window; later ones in theirs, one bincount for all of them.
+        wins, inv = np.unique(np.maximum(win, self.current), return_inverse=True)
+        counts = np.bincount(inv * WINDOW_DIMS + dims, minlength=wins.size * WINDOW_DIMS).reshape(wins.size, -1)
+        unlearned = np.bincount(inv, weights=(weights <= 0), minlength=wins.size)
         unusual = []
-        self._count(dims[~later], weights[~later])   # late lines count in the open window
-        if later.any():
-            wins, inv = np.unique(win[later], return_inverse=True)
-            for j, w in enumerate(wins.tolist()):
-                sel = inv == j
+        for j, w in enumerate(wins.tolist()):
+            if w > self.current:
                 unusual += self.close(learning_rate)
                 self.current = w
-                self._count(dims[later][sel], weights[later][sel])
+            self.counts += counts[j]
+            self.unlearned += int(unlearned[j])
         return unusual
-
-    def _count(self, dims, weights):
-        self.counts += np.bincount(dims, minlength=WINDOW_DIMS)
-        self.unlearned += int(np.count_nonzero(weights <= 0))
 
     def close(self, learning_rate):
         """Judge and learn the open window, then empty it."""
@@ -319,19 +320,21 @@ class WindowStructure:
         a = max(1.0 / self.n, learning_rate)
         self.mu += a * d
         self.cov = (1.0 - a) * (self.cov + a * np.outer(d, d))
-        vals, vecs = np.linalg.eigh(self.cov)
-        vals, vecs = vals[::-1], vecs[:, ::-1]
-        total = vals.clip(min=0).sum()
+        if self.n > self.warmup and self.n % WINDOW_REFIT:
+            return
+        # The covariance moves slowly once settled: one iteration every few windows keeps up.
+        self.vecs, lam = sk.subspace_step(self.cov, self.vecs, 3 if self.n <= self.warmup else 1)
+        total = float(np.trace(self.cov))
         if total <= 0:
             self.basis = np.zeros((WINDOW_DIMS, 0))
             return
-        k = int(np.searchsorted(np.cumsum(vals.clip(min=0)) / total, WINDOW_VARIANCE)) + 1
-        self.basis = vecs[:, :min(k, WINDOW_DIMS - 1)].copy()
+        k = int(np.searchsorted(np.cumsum(lam.clip(min=0)) / total, WINDOW_VARIANCE)) + 1
+        self.basis = self.vecs[:, :min(k, WINDOW_COMPONENTS)].copy()
 
     def state(self):
         return {"current": None if math.isnan(self.current) else self.current, "counts": self.counts.tolist(),
                 "unlearned": self.unlearned, "dim_tid": self.dim_tid.tolist(), "n": self.n, "mu": self.mu.tolist(),
-                "cov": self.cov.tolist(), "basis": self.basis.tolist(), "spe_n": self.spe_n,
+                "cov": self.cov.tolist(), "basis": self.basis.tolist(), "vecs": self.vecs.tolist(), "spe_n": self.spe_n,
                 "spe_mean": self.spe_mean, "spe_dev": self.spe_dev, "closed": self.closed, "flagged": self.flagged}
 
     def load_state(self, state):
@@ -345,6 +348,7 @@ class WindowStructure:
         self.mu = np.asarray(state.get("mu", self.mu), np.float64).reshape(WINDOW_DIMS)
         self.cov = np.asarray(state.get("cov", self.cov), np.float64).reshape(WINDOW_DIMS, WINDOW_DIMS)
         self.basis = np.asarray(state.get("basis", self.basis), np.float64).reshape(WINDOW_DIMS, -1)
+        self.vecs = np.asarray(state.get("vecs", self.vecs), np.float64).reshape(WINDOW_DIMS, WINDOW_COMPONENTS)
 
 
 class SequenceTier(Tier):

@@ -326,3 +326,23 @@ def test_evict_slots_frees_and_counts():
     sk.evict_slots(slots, st.ix_key, st.ix_slot, st.key, st.free, counters)
     assert counters[sk.C_EVICTED] == 1 and st.free[0] == 2
     assert sk.ht_find(st.ix_key, 6) < 0 and sk.ht_find(st.ix_key, 5) >= 0 and sk.ht_find(st.ix_key, 7) >= 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_subspace_step_matches_twin_and_converges_to_the_leading_eigenvectors(seed):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(24, 24))
+    cov = a @ np.diag(np.linspace(3.0, 0.0, 24) ** 4) @ a.T / 24
+    start = rng.normal(size=(24, 5))
+    start[:, 3] = start[:, 1]   # a dependent column must not break it
+    got, want = sk.subspace_step(cov, start, 3), sk.subspace_step_py(cov, start, 3)
+    np.testing.assert_allclose(got[0], want[0], atol=1e-9)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-9)
+    basis = start
+    for _ in range(300):
+        basis, lam = sk.subspace_step(cov, basis, 1)
+    vals, vecs = np.linalg.eigh(cov)
+    np.testing.assert_allclose(lam, vals[::-1][:5], rtol=1e-6)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(5), atol=1e-9)
+    top = vecs[:, ::-1][:, :5]
+    np.testing.assert_allclose(np.abs(top.T @ basis), np.eye(5), atol=1e-4)
