@@ -265,8 +265,11 @@ class WindowStructure:
         if ts.size == 0:
             return []
         win = np.floor(ts / self.seconds)
-        if math.isnan(self.current):
+        if math.isnan(self.current) or win[0] < self.current - 1:
+            # First lines, or time went back (replay of another file): the open window is not comparable.
             self.current = float(win[0])
+            self.counts[:] = 0
+            self.unlearned = 0
         dims = tids % WINDOW_DIMS
         self.dim_tid[dims] = tids
         # Late lines count in the open window; later ones in theirs, one bincount for all of them.
@@ -404,6 +407,8 @@ class SequenceTier(Tier):
         self._cache = None
         self._ctx = None
         self._resumed = False
+        self._clock = None     # latest line time learned, on this tier's own timeline
+        self._behind = False   # the engine's watermark belongs to an earlier, later-ending file
         self._since_decay = 0
         self._core_closed = 0
         self.learned_lines = 0
@@ -455,6 +460,11 @@ class SequenceTier(Tier):
                        st.ntpl, st.tpl, st.flags, st.minw, st.maxscore, st.src, st.ids, st.idlen,
                        st.free, self.tkeys, self.tcnt, self.counters, self.max_transitions)
         learned = int(np.count_nonzero((w > 0) & (keys >= 0)))
+        latest = float(np.max(ctx.ts))
+        if math.isfinite(latest):
+            if self._clock is not None and latest < self._clock - self.timeout:
+                self._behind = True   # time went back: a replay moved on to its next file
+            self._clock = latest if self._behind or self._clock is None else max(self._clock, latest)
         self.learned_lines += learned
         self._forget(learned)
         self.pending += self._window_findings(self.window.add(ctx.ts, tids.astype(np.int64), w,
@@ -468,6 +478,12 @@ class SequenceTier(Tier):
         findings, self.pending = self.pending, []
         if event_time is None or not math.isfinite(event_time):
             return self._cap(findings)
+        if self._behind:
+            # Judge sessions by the time of the lines they came with: the engine's watermark, still at
+            # the end of the previous file, would end every session of this one at once.
+            if event_time <= self._clock:
+                self._behind = False
+            event_time = min(event_time, self._clock)
         if self.window.seconds > 0 and not math.isnan(self.window.current) \
                 and event_time >= (self.window.current + 2) * self.window.seconds:
             # No line for a whole window: judge the open one instead of waiting for the next line.

@@ -300,3 +300,23 @@ def test_window_structure_flags_a_changed_template_mix_only():
     windows = [f for f in found if f.key.startswith("window:")]
     assert len(windows) == 1 and tier.stats["windows_flagged_total"] == 1
     assert "request <*> completed" in windows[0].expected or "cart loaded" in windows[0].expected
+
+
+def test_replay_of_a_second_earlier_file_does_not_end_its_sessions_at_once():
+    tr = Traffic(14)
+    tier = trained(tr)
+    later = tr.t + 5000.0
+    step(tier, make_batch(["request ffff00000001 received path=/checkout"], [later], [0]))
+    tr.t += 100.0   # the next file starts before the first one ended
+    batch, _ = tr.batch(tr.normal(40))
+    ctx = context(batch)
+    assert tier.advance(later) == []
+    tier.score(batch, ctx)
+    tier.learn(batch, ctx, np.ones(batch.n, np.float32))
+    assert tier.advance(later) == [] and tier.stats["sessions_open"] >= 40
+    batch, ids = tr.batch(["AB"])
+    step(tier, batch)
+    tr.t += 61.0
+    step(tier, tr.batch(tr.normal(5))[0])   # lines of this file move its time on: its sessions are judged
+    found = tier.advance(later)
+    assert ["session:" + ids[0]] == [f.key for f in found if f.key.endswith(ids[0])]
