@@ -105,9 +105,13 @@ class CheckpointStore:
             self._dirty = True
 
     def commit(self, device, inode, offset, path=None):
-        """Advance the committed offset; returns False for a file the store does not know."""
+        """Advance the committed offset; False for an unknown file or an offset that is not ahead.
+
+        Only `record()` moves an offset back (a truncated file starting over at 0), so a late or
+        repeated commit can never make a restart re-read more than it must.
+        """
         entry = self._entries.get((device, inode))
-        if entry is None:
+        if entry is None or int(offset) <= entry.offset:
             return False
         entry.offset = int(offset)
         if path is not None:

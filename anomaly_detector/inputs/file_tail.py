@@ -46,6 +46,8 @@ _MARKS_KEPT = 64
 _TRUNCATED_KEPT = 16
 # How much of a new file is compared with an open file to call it a copy (and per poll while it waits).
 _COPY_COMPARE_BYTES = 64 << 10
+# Rotated files compressed by logrotate are not text: never adopted as rotations of a tailed file.
+_COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".lzma", ".zip", ".Z")
 _generations = itertools.count(1)
 
 
@@ -115,10 +117,14 @@ def _new_stats():
 
 
 def _named_like_rotation(path, origin_path):
+    """app.log -> app.log.1, app.log-20260101, app-20260101.log; not application.log nor app.log.2.gz."""
     if path == origin_path or os.path.dirname(path) != os.path.dirname(origin_path):
         return False
-    stem = os.path.basename(origin_path).split(".")[0]
-    return os.path.basename(path).startswith(stem)
+    name, origin_name = os.path.basename(path), os.path.basename(origin_path)
+    if name.endswith(_COMPRESSED_SUFFIXES):
+        return False
+    stem = origin_name.split(".")[0]
+    return name.startswith(origin_name) or name.startswith((stem + ".", stem + "-", stem + "_"))
 
 
 class FileTailer:
@@ -579,7 +585,8 @@ class FileTailer:
         self.stats["lines"] += len(lines)
         if not lines and tailed.line_end == start:
             return None, used
-        self._mark(tailed)
+        if tailed.fd is not None:
+            self._mark(tailed)
         return Chunk(tailed.key, tailed.path, lines, start, tailed.line_end), used
 
     def _note_read_error(self, tailed, exc):
@@ -672,6 +679,7 @@ class FileTailer:
         self.stats["long_lines"] += framer.truncated + framer.skipped - long_before
         tailed.line_end = tailed.read_pos
         os.close(tailed.fd)
+        tailed.fd = None
         del self._files[tailed.ident]
         self._wake_copies(tailed.key, tailed.read_pos)
         if deleted:

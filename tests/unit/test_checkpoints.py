@@ -147,3 +147,13 @@ def test_wrong_shaped_payload_starts_empty(tmp_path, payload):
     path = str(tmp_path / "cp")
     write_json_snapshot(path, "file_checkpoints", 1, payload)
     assert len(CheckpointStore(path)) == 0
+
+
+def test_commit_only_moves_forward_record_resets(tmp_path):
+    store = CheckpointStore(str(tmp_path / "cp"))
+    store.record(1, 2, _fp(), 0, "a")
+    assert store.commit(1, 2, 50)
+    assert not store.commit(1, 2, 20)        # a late commit cannot move a restart backwards
+    assert store.lookup(1, 2).offset == 50
+    store.record(1, 2, _fp(), 0, "a")        # truncated: starts over
+    assert store.commit(1, 2, 20) and store.lookup(1, 2).offset == 20

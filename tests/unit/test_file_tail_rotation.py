@@ -178,3 +178,67 @@ def test_catalogue_4_hundred_files_with_identical_header(tmp_path):
     assert after == [b"file %03d line 1" % i for i in range(100)]
     assert len(CheckpointStore(str(tmp_path / "cp"))) == 100
     tailer.close()
+
+
+def test_restart_reads_files_born_and_rotated_while_down_but_not_unrelated_or_compressed(tmp_path):
+    writer = LineWriter(tmp_path / "app.log")
+    tailer = new_tailer(writer.path, tmp_path / "cp")
+    ledger = Ledger()
+    writer.write(10)
+    drain(tailer, ledger)
+    tailer.close()
+    old_stamp = os.stat(tmp_path / "cp").st_mtime - 10
+    os.utime(tmp_path / "cp", (old_stamp, old_stamp))     # the previous run's last save, 10 s ago
+    (tmp_path / "application.log").write_bytes(b"another program's log\n")
+    (tmp_path / "app.log.9.gz").write_bytes(b"\x1f\x8b compressed\n")
+    for _ in range(3):                                  # three generations born and rotated while down
+        writer.write(5)
+        writer.rotate_rename()
+    writer.write(2)
+    tailer = new_tailer(writer.path, tmp_path / "cp")
+    drain(tailer, ledger)
+    assert ledger.lost(range(writer.next_seq)) == [] and ledger.duplicates() == 0
+    assert tailer.open_paths() == [writer.path]
+    tailer.close()
+
+
+def test_files_named_like_a_rotation():
+    from anomaly_detector.inputs.file_tail import _named_like_rotation
+    yes = ["/l/app.log.1", "/l/app.log-20260101", "/l/app-20260101.log", "/l/app.1.log", "/l/app_old.log"]
+    no = ["/l/application.log", "/l/app.log.2.gz", "/other/app.log.1", "/l/app.log", "/l/web.log"]
+    assert [_named_like_rotation(p, "/l/app.log") for p in yes] == [True] * len(yes)
+    assert [_named_like_rotation(p, "/l/app.log") for p in no] == [False] * len(no)
+
+
+def test_a_look_alike_that_diverges_from_its_origin_is_read_as_its_own_file(tmp_path):
+    writer = LineWriter(tmp_path / "app.log")
+    tailer = new_tailer(str(tmp_path / "app.log*"), tmp_path / "cp")
+    writer.write(100)
+    drain(tailer, Ledger())
+    writer.copy_for_rotation()                  # same bytes, named like a rotation: taken for a copy
+    assert tailer.poll() == [] and tailer.stats["copies"] == 1
+    with open(writer.path + ".1", "ab") as f:
+        f.write(b"only in the look-alike\n")       # a real copy never grows past its origin
+    writer.write(1)
+    with open(writer.path + ".1", "r+b") as f:
+        f.seek(100 * len(b"seq=000000000") + 5)
+        f.write(b"#")                           # and a real copy never differs from it
+    lines = [line for chunk in tailer.poll() + tailer.poll() for line in chunk.lines]
+    from_copy = [line for line in lines if b"#" in line or b"look-alike" in line]
+    assert len(from_copy) == 2
+    assert len(lines) == 101 + 1    # the look-alike read whole from 0, plus the origin's new line
+    tailer.close()
+
+
+def test_a_dormant_copy_that_is_deleted_is_closed(tmp_path):
+    writer = LineWriter(tmp_path / "app.log")
+    tailer = new_tailer(str(tmp_path / "app.log*"), tmp_path / "cp")
+    writer.write(50)
+    drain(tailer, Ledger())
+    writer.copy_for_rotation()
+    tailer.poll()
+    assert tailer.stats["files_open"] == 2
+    os.unlink(writer.path + ".1")
+    assert [c for c in tailer.poll() + tailer.poll() if c.lines] == []
+    assert tailer.open_paths() == [writer.path]
+    tailer.close()
