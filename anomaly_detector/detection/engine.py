@@ -58,6 +58,7 @@ class DetectionEngine:
         self.learning_rate = float(detection["learning_rate"])
         self.tiers = self._build_tiers(detection, config.get("rules", {}))
         self.book = IncidentBook(detection["incident_window_seconds"])
+        self.incident_min_lines = int(detection["incident_min_lines"])
         self.lines_seen = 0
         self.first_time = None
         self.now = None
@@ -206,18 +207,25 @@ class DetectionEngine:
             if not explained:
                 explained = [("combined score %.0f" % score[i], "", "", float(score[i]))]
             tier_scores = {TIER_NAMES[k]: float(tiers[k, i]) for k in range(4) if tiers[k, i] > 0}
-            self.closed += [c.record() for c in self.book.add(
+            self._report(self.book.add(
                 ctx.source_name(int(batch.source_id[i])), float(ctx.ts[i]), float(score[i]), tier_scores, tid,
-                ctx.template_text(tid), explained, batch.content(i) if samples else "", opened_by=str(tid))]
+                ctx.template_text(tid), explained, batch.content(i) if samples else "", opened_by=str(tid)))
         for f in findings:
             if f.score < self.threshold or self.template_weight.get(f.template_id, 1.0) < 1.0:
                 continue
             source = self._finding_source(f)
             template = ctx.template_text(f.template_id) if f.template_id >= 0 else ""
-            self.closed += [c.record() for c in self.book.add(
+            self._report(self.book.add(
                 source, f.ts, f.score, {f.tier: f.score}, f.template_id, template,
-                [(f.reason, f.expected, f.observed, f.score)], None, opened_by=f.key)]
-        self.closed += [c.record() for c in self.book.close_quiet(ctx.now)]
+                [(f.reason, f.expected, f.observed, f.score)], None, opened_by=f.key))
+        self._report(self.book.close_quiet(ctx.now))
+
+    def _report(self, closed):
+        """Keep closed incidents with enough evidence: a Finding, or incident_min_lines flagged lines.
+
+        One odd line is not an outage; like an alert rule's `for:`, an incident must persist.
+        """
+        self.closed += [c.record() for c in closed if c.findings or c.lines >= self.incident_min_lines]
 
     def _finding_source(self, finding):
         if finding.source.isdigit() and int(finding.source) < len(self.sources):
@@ -232,7 +240,7 @@ class DetectionEngine:
 
     def finish(self):
         """End of input (replay): close every open incident and return all uncollected ones."""
-        self.closed += [c.record() for c in self.book.close_all()]
+        self._report(self.book.close_all())
         return self.collect_incidents()
 
     # -- persistence -------------------------------------------------------------------------

@@ -22,6 +22,7 @@ class Incident:
     window: float
     opened_by: str = ""      # template id or finding key of the first evidence: part of the id
     lines: int = 0
+    findings: int = 0
     score: float = 0.0
     tier_scores: dict = field(default_factory=dict)
     template_hits: dict = field(default_factory=dict)     # template id -> [count, text]
@@ -45,6 +46,7 @@ class Incident:
         self.first_seen = min(self.first_seen, ts)
         self.last_seen = max(self.last_seen, ts)
         self.lines += 1 if sample is not None else 0
+        self.findings += 1 if sample is None else 0
         self.score = max(self.score, score)
         for tier, value in tiers.items():
             self.tier_scores[tier] = max(self.tier_scores.get(tier, 0.0), value)

@@ -22,9 +22,13 @@ NUM_COLS = 8
 CAL_Z = 4.0                     # z beyond which a value counts as an exceedance for calibration
 CAL_P = 3.167124183311998e-05   # one-sided normal tail at CAL_Z
 CAL_PRIOR = 1000.0              # pseudo-observations at the nominal exceedance rate
+# A slot exceeding CAL_Z this many times more often than a normal would is not stationary
+# (a clock, a counter, an id): the normal model is rejected there and it is not scored.
+GATE_INFLATION = 30.0
 SCALE_FLOOR = 0.05              # smallest spread on the log scale (about 5 %)
 HUBER_C = 3.0
 Z_CLIP = 6.0
+QUIET_Z = 2.5                   # below this |z| a tail is not worth computing (score < 20)
 KIND_NONE, KIND_OUTLIER, KIND_DRIFT, KIND_NEW_VALUE = 0, 1, 2, 3
 
 
@@ -81,6 +85,8 @@ def _calibrated_log10p(log10p_nominal, exceedances, n):
     # Observed rate of |z| > CAL_Z against the nominal one, shrunk towards nominal by CAL_PRIOR.
     rate = (exceedances + CAL_PRIOR * CAL_P) / (n + CAL_PRIOR)
     inflation = max(rate / CAL_P, 1.0)
+    if inflation > GATE_INFLATION:
+        return 0.0
     return min(log10p_nominal + math.log10(inflation), 0.0)
 
 
@@ -127,13 +133,16 @@ def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_ha
             nobs = num_stats[s, N_OBS]
             if not math.isnan(x) and nobs >= min_obs:
                 z = _robust_z(num_stats, s, signed_log(x))
-                exc = num_stats[s, EXC_HI] if z > 0 else num_stats[s, EXC_LO]
-                sc = surprisal_score(_calibrated_log10p(log10_normal_two_sided(z), exc, nobs))
-                if sc > best[i]:
-                    best[i], which[i], kind[i] = sc, j, KIND_OUTLIER
+                if abs(z) > QUIET_Z:
+                    exc = num_stats[s, EXC_HI] if z > 0 else num_stats[s, EXC_LO]
+                    # One value cannot be rarer than one in the values seen so far.
+                    lp = max(_calibrated_log10p(log10_normal_two_sided(z), exc, nobs), -math.log10(nobs + 1.0))
+                    sc = surprisal_score(lp)
+                    if sc > best[i]:
+                        best[i], which[i], kind[i] = sc, j, KIND_OUTLIER
                 zbar[s] += drift_alpha * (min(max(z, -Z_CLIP), Z_CLIP) - zbar[s])
                 nd = num_stats[s, N_DRIFT]
-                if nd >= 2.0 / drift_alpha:
+                if nd >= 2.0 / drift_alpha and abs(zbar[s]) > QUIET_Z * drift_sd:
                     zd = zbar[s] / drift_sd
                     sc = surprisal_score(_calibrated_log10p(log10_normal_two_sided(zd), num_stats[s, EXC_DRIFT], nd))
                     if sc > best[i]:

@@ -31,6 +31,8 @@ def _signed_log(x):
 
 def _surprise(log10p_nominal, exceedances, n):
     rate = (exceedances + K.CAL_PRIOR * K.CAL_P) / (n + K.CAL_PRIOR)
+    if rate / K.CAL_P > K.GATE_INFLATION:
+        return 0.0
     log10p = min(log10p_nominal + math.log10(max(rate / K.CAL_P, 1.0)), 0.0)
     return min(100.0, max(0.0, -10.0 * log10p))
 
@@ -53,9 +55,11 @@ def score_lines(lines, slots, min_obs, drift_alpha):
             candidates = []
             if not math.isnan(x) and slot.n >= min_obs:
                 z = slot.z(_signed_log(x))
-                candidates.append((_surprise(_two_sided(z), slot.exc_hi if z > 0 else slot.exc_lo, slot.n), K.KIND_OUTLIER))
+                if abs(z) > K.QUIET_Z:
+                    score = _surprise(_two_sided(z), slot.exc_hi if z > 0 else slot.exc_lo, slot.n)
+                    candidates.append((min(score, 10.0 * math.log10(slot.n + 1.0)), K.KIND_OUTLIER))
                 zbar[s] += drift_alpha * (max(-K.Z_CLIP, min(K.Z_CLIP, z)) - zbar[s])
-                if slot.n_drift >= 2.0 / drift_alpha:
+                if slot.n_drift >= 2.0 / drift_alpha and abs(zbar[s]) > K.QUIET_Z * sd:
                     candidates.append((_surprise(_two_sided(zbar[s] / sd), slot.exc_drift, slot.n_drift), K.KIND_DRIFT))
             if not slot.full and slot.values and h not in slot.values and sum(slot.values.values()) >= min_obs:
                 once = sum(1 for c in slot.values.values() if c < 1.5)

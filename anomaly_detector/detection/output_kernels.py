@@ -20,7 +20,8 @@ def escaped(text):
 
 @njit(cache=True)
 def _put(out, pos, src):
-    out[pos:pos + src.shape[0]] = src
+    for j in range(src.shape[0]):
+        out[pos + j] = src[j]
     return pos + src.shape[0]
 
 
@@ -30,16 +31,14 @@ def _put_int(out, pos, value):
         out[pos] = 45  # '-'
         pos += 1
         value = -value
-    digits = np.empty(20, np.uint8)
-    k = 0
-    while True:
-        digits[k] = 48 + value % 10
-        value //= 10
+    k = 1
+    rest = value // 10
+    while rest > 0:
         k += 1
-        if value == 0:
-            break
-    for j in range(k):
-        out[pos + j] = digits[k - 1 - j]
+        rest //= 10
+    for j in range(k - 1, -1, -1):
+        out[pos + j] = 48 + value % 10
+        value //= 10
     return pos + k
 
 

@@ -10,6 +10,7 @@ from numba import njit
 
 LN10 = math.log(10.0)
 _EPS = 1e-15
+QUIET_SIGMAS = 2.0
 
 
 @njit(cache=True)
@@ -118,18 +119,34 @@ def surprisal_score(log10_p):
 
 
 @njit(cache=True)
-def count_upper_scores(counts, mus, phis):
-    """Vector form of surprisal_score(log10_count_upper(...)) -> float32 scores."""
+def log10_ratio_tail(k, mu, phi, rel2):
+    """log10 one-sided normal tail of log((k+.5)/(mu+.5)) with variance rel2 + phi/mu.
+
+    Traffic varies multiplicatively (campaigns, slow drifts): rel2 is the learned squared
+    relative error of the forecast; phi/mu the counting noise on the log scale.
+    """
+    z = abs(math.log((k + 0.5) / (mu + 0.5))) / math.sqrt(rel2 + phi / max(mu, 0.5))
+    return log10_normal_two_sided(z) - math.log10(2.0)
+
+
+@njit(cache=True)
+def count_upper_scores(counts, mus, phis, rel2s):
+    """Spike scores: a count must be surprising both as a quasi-Poisson count and as a ratio."""
     out = np.zeros(counts.shape[0], np.float32)
     for i in range(counts.shape[0]):
-        out[i] = surprisal_score(log10_count_upper(counts[i], mus[i], phis[i]))
+        # Within QUIET_SIGMAS of the mean the score is below 20: skip the incomplete gamma.
+        if counts[i] - mus[i] > QUIET_SIGMAS * math.sqrt(phis[i] * mus[i]) or mus[i] < 1.0:
+            lp = max(log10_count_upper(counts[i], mus[i], phis[i]), log10_ratio_tail(counts[i], mus[i], phis[i], rel2s[i]))
+            out[i] = surprisal_score(lp)
     return out
 
 
 @njit(cache=True)
-def count_lower_scores(counts, mus, phis):
-    """Vector form of surprisal_score(log10_count_lower(...)) -> float32 scores."""
+def count_lower_scores(counts, mus, phis, rel2s):
+    """Drop scores, judged like count_upper_scores from below."""
     out = np.zeros(counts.shape[0], np.float32)
     for i in range(counts.shape[0]):
-        out[i] = surprisal_score(log10_count_lower(counts[i], mus[i], phis[i]))
+        if mus[i] - counts[i] > QUIET_SIGMAS * math.sqrt(phis[i] * mus[i]):
+            lp = max(log10_count_lower(counts[i], mus[i], phis[i]), log10_ratio_tail(counts[i], mus[i], phis[i], rel2s[i]))
+            out[i] = surprisal_score(lp)
     return out

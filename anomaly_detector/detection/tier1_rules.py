@@ -102,7 +102,8 @@ class RulesTier(Tier):
         mean = self._learned_mean(rule, source, ctx)
         if mean is not None:
             # Past warm-up: the count must also be surprising given how often this rule matches.
-            surprise = count_upper_scores(counts.astype(np.float64), np.full(counts.size, mean), np.ones(counts.size))
+            surprise = count_upper_scores(counts.astype(np.float64), np.full(counts.size, mean), np.ones(counts.size),
+                                          np.zeros(counts.size))
             fired = np.where(surprise >= 40.0, fired, np.minimum(fired, surprise))
         line_scores = np.where(over, fired, 40.0 * counts / rule.threshold).astype(np.float32)
         result.scores[idx] = np.maximum(result.scores[idx], line_scores)

@@ -14,6 +14,10 @@ from .stats_kernels import count_lower_scores, count_upper_scores
 DROP_WINDOWS = (1, 5, 15)
 # Residuals beyond this many standard deviations are clipped before they reach the baseline.
 CLIP_SIGMAS = 4.0
+# A volume forecast is never trusted to better than this relative error, however steady the key.
+MIN_RELATIVE_ERROR = 0.1
+# A key non-zero in fewer buckets than this is sparse: its counts come in clumps (a job's lines).
+SPARSE_FRACTION = 0.5
 
 
 class KeyBaseline:
@@ -22,11 +26,16 @@ class KeyBaseline:
     def __init__(self, size=64):
         self.level = np.zeros(size)       # deseasonalised mean count per bucket
         self.phi = np.ones(size)          # variance / mean
+        self.rel2 = np.full(size, MIN_RELATIVE_ERROR ** 2)  # squared relative forecast error
+        self.nonzero = np.zeros(size)     # share of buckets with any line
+        self.clump = np.ones(size)        # mean of x^2 / x over non-zero buckets (compound Poisson)
         self.age = np.zeros(size, np.int64)  # buckets since first seen
         self.open_raw = np.zeros(size)    # counts in the open bucket, all lines
         self.open_learn = np.zeros(size)  # counts in the open bucket, weighted for learning
-        self.obs_win = np.zeros((size, DROP_WINDOWS[-1]))
+        self.obs_win = np.zeros((size, DROP_WINDOWS[-1]))   # ring of the last buckets
         self.exp_win = np.zeros((size, DROP_WINDOWS[-1]))
+        self.obs_sum = np.zeros((size, len(DROP_WINDOWS)))  # running sums over each drop window
+        self.exp_sum = np.zeros((size, len(DROP_WINDOWS)))
 
     @property
     def size(self):
@@ -40,7 +49,7 @@ class KeyBaseline:
         while new < n:
             new *= 2
         for name, arr in vars(self).items():
-            grown = np.ones(new) if name == "phi" else np.zeros((new,) + arr.shape[1:], arr.dtype)
+            grown = np.full((new,) + arr.shape[1:], _GROW_FILL.get(name, 0), arr.dtype)
             grown[: arr.shape[0]] = arr
             setattr(self, name, grown)
 
@@ -51,6 +60,9 @@ class KeyBaseline:
         for name, arr in vars(self).copy().items():
             if name in state:
                 setattr(self, name, np.asarray(state[name], dtype=arr.dtype).reshape((-1,) + arr.shape[1:]))
+
+
+_GROW_FILL = {"phi": 1.0, "rel2": MIN_RELATIVE_ERROR ** 2, "clump": 1.0}
 
 
 class Seasonality:
@@ -153,7 +165,7 @@ class VolumeTier(Tier):
         sources = self.template_source[keys] if base is self.templates else keys
         season = self.season.factor(sources, buckets * self.bucket_seconds, self.bucket_seconds)
         mus = np.maximum(base.level[keys] * season, 1e-3)
-        scores = count_upper_scores(counts, mus, np.maximum(base.phi[keys], 1.0))
+        scores = count_upper_scores(counts, mus, _dispersion(base, keys), base.rel2[keys])
         scores[base.age[keys] < self.min_history] = 0.0
         if not ctx.warm:
             scores[:] = 0.0
@@ -223,20 +235,15 @@ class VolumeTier(Tier):
             base.open_learn[:] = 0.0
 
     def _drop_findings(self, base, season, kind, when):
-        slot = self.open_bucket % DROP_WINDOWS[-1]
-        expected = base.level * season
-        base.obs_win[:, slot] = base.open_raw
-        base.exp_win[:, slot] = np.where(base.age >= self.min_history, expected, 0.0)
+        self._push_window(base, np.where(base.age >= self.min_history, base.level * season, 0.0))
         mature = np.flatnonzero(base.age >= self.min_history + DROP_WINDOWS[-1])
         if mature.size == 0:
             return
         best = np.zeros(mature.size, np.float32)
         best_window = np.ones(mature.size, np.int64)
-        for w in DROP_WINDOWS:
-            slots = [(slot - j) % DROP_WINDOWS[-1] for j in range(w)]
-            obs = base.obs_win[mature][:, slots].sum(axis=1)
-            exp = base.exp_win[mature][:, slots].sum(axis=1)
-            s = count_lower_scores(obs, exp, np.maximum(base.phi[mature], 1.0))
+        for k, w in enumerate(DROP_WINDOWS):
+            obs, exp = base.obs_sum[mature, k], base.exp_sum[mature, k]
+            s = count_lower_scores(obs, exp, _dispersion(base, mature), base.rel2[mature])
             better = s > best
             best = np.where(better, s, best)
             best_window = np.where(better, w, best_window)
@@ -244,10 +251,20 @@ class VolumeTier(Tier):
             self.pending.append(self._drop_finding(base, kind, int(mature[j]), int(best_window[j]),
                                                    float(best[j]), when))
 
+    def _push_window(self, base, expected):
+        """Put the closing bucket into the ring and the running window sums."""
+        ring = DROP_WINDOWS[-1]
+        slot = self.open_bucket % ring
+        for k, w in enumerate(DROP_WINDOWS):
+            leaving = (slot - w) % ring
+            base.obs_sum[:, k] += base.open_raw - base.obs_win[:, leaving]
+            base.exp_sum[:, k] += expected - base.exp_win[:, leaving]
+        base.obs_win[:, slot] = base.open_raw
+        base.exp_win[:, slot] = expected
+
     def _drop_finding(self, base, kind, key, window, score, when):
-        slots = [(self.open_bucket - j) % DROP_WINDOWS[-1] for j in range(window)]
-        obs = base.obs_win[key, slots].sum()
-        exp = base.exp_win[key, slots].sum()
+        obs = base.obs_sum[key, DROP_WINDOWS.index(window)]
+        exp = base.exp_sum[key, DROP_WINDOWS.index(window)]
         span = window * self.bucket_seconds
         what = "silent" if obs == 0 else "volume drop"
         source = int(self.template_source[key]) if kind == "template" else key
@@ -264,11 +281,24 @@ class VolumeTier(Tier):
         sd = np.sqrt(np.maximum(mu * base.phi, 1.0))
         x_clipped = np.clip(x, mu - CLIP_SIGMAS * sd, mu + CLIP_SIGMAS * sd)
         alpha = np.maximum(self.learning_rate, 1.0 / (base.age + 1.0))
-        resid2 = np.minimum((x_clipped - mu) ** 2 / np.maximum(mu, 1e-3), 25.0)
-        alpha_phi = np.maximum(self.learning_rate / 5.0, 1.0 / (base.age + 1.0))
-        base.phi = np.where(seen, base.phi + alpha_phi * (resid2 - base.phi), base.phi)
+        resid2 = np.minimum((x_clipped - mu) ** 2 / np.maximum(mu, 1e-3), CLIP_SIGMAS ** 2 * np.maximum(base.phi, 1.0))
+        base.phi = np.where(seen, base.phi + alpha * (resid2 - base.phi), base.phi)
+        self._update_shape(base, seen, x, mu, alpha)
         base.level = np.where(seen, mu + alpha * (x_clipped - mu), np.where(new, x, mu))
         base.age += (seen | new).astype(np.int64)
+
+    @staticmethod
+    def _update_shape(base, seen, x, mu, alpha):
+        """Learn the relative forecast error and, for sparse keys, the clump size."""
+        busy = seen & (mu >= 1.0)
+        log_ratio2 = np.log((x + 0.5) / (mu + 0.5)) ** 2 - base.phi / np.maximum(mu, 0.5)
+        limit = CLIP_SIGMAS ** 2 * base.rel2
+        target = np.clip(log_ratio2, MIN_RELATIVE_ERROR ** 2, limit)
+        base.rel2 = np.where(busy, base.rel2 + alpha * (target - base.rel2), base.rel2)
+        hit = x > 0
+        base.nonzero = np.where(seen, base.nonzero + alpha * (hit - base.nonzero), base.nonzero)
+        clump = np.where(hit, x, 1.0)
+        base.clump = np.where(seen & hit, base.clump + alpha * (clump - base.clump), base.clump)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -299,6 +329,14 @@ class VolumeTier(Tier):
         self.season.load_state(state.get("season", {}))
         self.template_source = np.asarray(state.get("template_source", [0] * 64), np.int64)
         self.open_bucket = state.get("open_bucket")
+
+
+def _dispersion(base, keys):
+    """Variance/mean used in count tests: learned, at least Poisson, and for sparse keys at least
+    the compound-Poisson index E[x^2]/E[x] of their non-zero buckets."""
+    phi = np.maximum(base.phi[keys], 1.0)
+    sparse = base.nonzero[keys] < SPARSE_FRACTION
+    return np.where(sparse, np.maximum(phi, base.clump[keys]), phi)
 
 
 def _running_counts(buckets, keys):

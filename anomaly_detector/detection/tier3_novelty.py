@@ -116,12 +116,19 @@ class NoveltyTier(Tier):
                                            minlength=self.template_count.size)[: self.template_count.size]
         severe_templates = batch.template_id[batch.level >= LEVEL_WARNING]
         self.template_severe[severe_templates] = 1
-        self._grow_slots(self.next_slot + batch.param_pos.size)
+        self._grow_slots(self.next_slot + self._new_slot_count(batch))
         slots, self.next_slot = K.assign_slots(batch.template_id, batch.param_ptr, batch.param_pos,
                                                self.slot_index, self.next_slot)
         K.learn_params(batch.param_ptr, slots, batch.param_num, batch.param_hash, weights.astype(np.float32),
                        self.num_stats, self.cat_hash, self.cat_count, self.cat_nd, self.cat_full,
                        self.min_obs, self.drift_alpha, self._numeric_alpha())
+
+    def _new_slot_count(self, batch):
+        """How many (template, position) pairs of this batch have no slot yet."""
+        known = K.lookup_slots(batch.template_id, batch.param_ptr, batch.param_pos, self.slot_index)
+        tids = np.repeat(batch.template_id.astype(np.int64), np.diff(batch.param_ptr))
+        new = (known < 0) & (batch.param_pos >= 0) & (batch.param_pos < MAX_POSITIONS)
+        return int(np.unique(tids[new] * MAX_POSITIONS + batch.param_pos[new]).size)
 
     def _numeric_alpha(self):
         # learning_rate is "per bucket"; a numeric slot sees many values per bucket, so its
