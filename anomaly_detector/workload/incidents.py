@@ -101,7 +101,10 @@ def details(kind, source, rng, used):
     if kind == "error_burst":
         if source == "web":
             return {"fraction": float(rng.uniform(0.3, 0.7)), "statuses": [502, 503, 504]}
-        return {"per_minute": float(rng.uniform(15, 80))}
+        d = {"per_minute": float(rng.uniform(15, 80))}
+        if source == "app":
+            d["upstream"] = str(rng.choice(["payment-gateway", "inventory-service"], p=[0.7, 0.3]))
+        return d
     if kind == "new_error":
         template, level = fresh(rng, NEW_ERRORS[source], used)
         return {"template": template, "level": level, "per_minute": float(rng.uniform(0.5, 3.0)),

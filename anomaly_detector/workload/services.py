@@ -581,13 +581,16 @@ class AppService:
         ts = arrivals(rng, t0, np.full(len(rates), 0.6 / 60))
         ev.add(ts, [f"retrying call to {v.UPSTREAMS[u]} attempt={a}" for u, a in
                     zip(rng.integers(0, 4, ts.size).tolist(), rng.integers(2, 4, ts.size).tolist())], WARN)
-        self.timeouts(ev, arrivals(rng, t0, np.full(len(rates), 0.4 / 60)), NO_TAG)
+        self.timeouts(ev, arrivals(rng, t0, np.full(len(rates), 0.8 / 60)), NO_TAG)
         ts = arrivals(rng, t0, np.full(len(rates), 0.25 / 60))
         ev.add(ts, [f"db connection reset by peer host={DB_HOST_WRITE} pool=main" for _ in range(ts.size)], ERROR)
 
-    def timeouts(self, ev, ts, tag):
+    def timeouts(self, ev, ts, tag, upstream=None):
+        """Upstream timeouts: a few a day spread over upstreams; in a burst, all to the failing one."""
         rng = self.rng
-        ups = rng.choice(len(self.vocab.UPSTREAMS), ts.size, p=[0.5, 0.2, 0.2, 0.1]).tolist()
+        ups = rng.choice(len(self.vocab.UPSTREAMS), ts.size, p=[0.45, 0.3, 0.15, 0.1]).tolist()
+        if upstream is not None:
+            ups = [self.vocab.UPSTREAMS.index(upstream)] * ts.size
         msgs = [f"upstream {self.vocab.UPSTREAMS[u]} timeout after 5000 ms request {r}"
                 for u, r in zip(ups, hex_ids(rng, ts.size))]
         ev.add(ts, msgs, ERROR, tag)
@@ -595,7 +598,8 @@ class AppService:
     def incident_lines(self, ev, t0, rates, inc):
         rng, v = self.rng, self.vocab
         if inc.kind == "error_burst":
-            self.timeouts(ev, incident_arrivals(rng, t0, len(rates), inc, inc.detail["per_minute"]), inc.id)
+            ts = incident_arrivals(rng, t0, len(rates), inc, inc.detail["per_minute"])
+            self.timeouts(ev, ts, inc.id, upstream=inc.detail["upstream"])
         elif inc.kind == "new_error":
             ts = incident_arrivals(rng, t0, len(rates), inc, inc.detail["per_minute"])
             ev.add(ts, [inc.detail["template"].format(n=x, id=h) for x, h in
@@ -688,14 +692,17 @@ class DbService:
         tables = [self.QUERIES[i][1] for i in rng.integers(0, len(self.QUERIES), ts.size).tolist()]
         ev.add(ts, [f"autovacuum: processing table {t} removed {d} dead tuples" for t, d in
                     zip(tables, rng.integers(100, 50000, ts.size).tolist())], INFO)
-        ts = arrivals(rng, t0, np.full(len(rates), 0.15 / 60))
+        # A few a day: often enough that the first day has seen each normal error.
+        ts = arrivals(rng, t0, np.full(len(rates), 0.5 / 60))
         self.deadlocks(ev, ts, NO_TAG)
         ts = arrivals(rng, t0, np.full(len(rates), 0.12 / 60))
         ev.add(ts, [f"connection from {ip} rejected: too many clients already" for ip in
                     self.vocab.pick(rng, self.vocab.ips[:50], None, ts.size)], WARN)
 
-    def deadlocks(self, ev, ts, tag):
-        tables = [("inventory", "orders", "cart_items")[i] for i in self.rng.integers(0, 3, ts.size).tolist()]
+    def deadlocks(self, ev, ts, tag, table=None):
+        """Deadlocks happen mostly on the hot inventory table; a burst hits one table."""
+        pick = self.rng.choice(2, ts.size, p=[0.7, 0.3]).tolist()
+        tables = [table or ("inventory", "orders")[i] for i in pick]
         ev.add(ts, [f"deadlock detected on table {t} txn={x}" for t, x in
                     zip(tables, self.rng.integers(10 ** 6, 10 ** 7, ts.size).tolist())], ERROR, tag)
 
@@ -707,7 +714,8 @@ class DbService:
     def incident_lines(self, ev, t0, rates, inc):
         rng = self.rng
         if inc.kind == "error_burst":
-            self.deadlocks(ev, incident_arrivals(rng, t0, len(rates), inc, inc.detail["per_minute"]), inc.id)
+            ts = incident_arrivals(rng, t0, len(rates), inc, inc.detail["per_minute"])
+            self.deadlocks(ev, ts, inc.id, table="inventory")
         elif inc.kind == "new_error":
             ts = incident_arrivals(rng, t0, len(rates), inc, inc.detail["per_minute"])
             ev.add(ts, [inc.detail["template"].format(n=x, id=h) for x, h in
