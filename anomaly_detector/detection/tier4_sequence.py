@@ -679,17 +679,15 @@ class SequenceTier(Tier):
     def _window_findings(self, unusual):
         out = []
         for start, x, expected, r, z in unusual:
-            dims = np.argsort(-np.abs(r))[:3]
-            parts = []
-            for d in dims.tolist():
-                t = int(self.window.dim_tid[d])
-                parts.append(f"'{self._text(t)}' {100 * x[d] ** 2:.1f}% (expected "
-                             f"{100 * max(expected[d], 0.0) ** 2:.1f}%)")
+            dims = np.argsort(-np.abs(r))[:3].tolist()
+            names = [f"'{self._text(int(self.window.dim_tid[d]))}'" for d in dims]
             out.append(Finding(tier=self.name, ts=start + self.window.seconds,
                                key=f"window:{start:.0f}", score=self.top,
                                reason=f"unusual mix of templates in a {self.window.seconds:.0f} s window "
                                       f"({z:.0f} deviations off the learned structure)",
-                               expected="; ".join(parts), observed="; ".join(parts[:1]),
+                               expected="; ".join(f"{n} {100 * max(expected[d], 0.0) ** 2:.1f}% of lines"
+                                                  for n, d in zip(names, dims)),
+                               observed="; ".join(f"{n} {100 * x[d] ** 2:.1f}% of lines" for n, d in zip(names, dims)),
                                template_id=int(self.window.dim_tid[dims[0]])))
         return out
 
