@@ -168,3 +168,33 @@ def test_bench_reports_a_failing_replay_as_an_error(bench, tmp_path, monkeypatch
     rc = bench.main(["--seeds", "1", "--days", "0.2", "--lines-per-day", "2000", "--work", str(tmp_path / "w")])
     assert rc == 1
     assert "replay exited 3" in capsys.readouterr().err
+
+
+OLD_REPLAY = r'''
+import json, sys
+args = sys.argv[1:]
+if "--incidents" in args:
+    print("Error: No such option: --incidents", file=sys.stderr)
+    sys.exit(2)
+out = args[args.index("--output") + 1]
+files = args[args.index("--output") + 2:]
+labels = json.load(open(files[0].rsplit("/", 1)[0] + "/labels.json"))
+first = labels["incidents"][0]
+with open(out, "w") as fh:
+    for i, line in enumerate(open(files[0])):
+        rec = json.loads(line)
+        ts = first["start"] + 10 if i == 0 else 0.0
+        fh.write(json.dumps({"file": files[0], "line": i + 1, "ts": ts, "anomaly": i == 0,
+                             "source": first["source"] if i == 0 else rec["source"]}) + "\n")
+'''
+
+
+def test_bench_falls_back_to_flagged_lines_without_an_incidents_option(bench, tmp_path, monkeypatch, capsys):
+    fake = tmp_path / "old_replay.py"
+    fake.write_text(OLD_REPLAY)
+    monkeypatch.setattr(bench, "replay_command", lambda: [sys.executable, str(fake)])
+    rc = bench.main(["--seeds", "5", "--days", "1", "--lines-per-day", "4000", "--work", str(tmp_path / "w")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "1 detections (flagged lines)" in out
+    assert "false incidents after warm-up: 0 " in out
