@@ -115,12 +115,25 @@ def _has_uuid(buf, s, e):
 
 
 @njit(cache=True, inline="always")
-def _is_path(buf, s, e):
-    # "/var/log/x", "'/etc/hosts'", "(/tmp/a)": a path is a value as a whole.
-    if e - s >= 2 and buf[s] == 47:
-        return True
+def _path_start(buf, s, e):
+    """Index of the first "/" when buf[s:e] is a path ("/var/log/x", "'/etc/hosts'", "(/tmp/a)"), else -1.
+
+    A path has a second "/" ("/10.0.0.1:80" is an address); past its first "/" it is one value.
+    """
+    if e - s < 3:
+        return -1
     c = buf[s]
-    return e - s >= 3 and buf[s + 1] == 47 and (c == 34 or c == 39 or c == 40 or c == 61 or c == 91 or c == 60)
+    first = -1
+    if c == 47:
+        first = s
+    elif buf[s + 1] == 47 and (c == 34 or c == 39 or c == 40 or c == 61 or c == 91 or c == 60):
+        first = s + 1
+    if first < 0:
+        return -1
+    for i in range(first + 1, e):
+        if buf[i] == 47:
+            return first
+    return -1
 
 
 @njit(cache=True, inline="always")
@@ -136,8 +149,6 @@ def _forced(force, s, e):
 @njit(cache=True, inline="always")
 def _masks_whole(buf, s, e, flags, force):
     if _forced(force, s, e):
-        return True
-    if (flags & F_PATH) and _is_path(buf, s, e):
         return True
     if (flags & F_DATETIME) and _is_date_name(buf, s, e):
         return True
@@ -230,6 +241,14 @@ def _mask_token(buf, s, e, flags, force, out, o, after_value):
     if _masks_whole(buf, s, e, flags, force):
         out[o] = MARK
         return o + 1
+    if flags & F_PATH:
+        first = _path_start(buf, s, e)
+        if first >= 0:
+            for q in range(s, first + 1):
+                out[o] = buf[q]
+                o += 1
+            out[o] = MARK
+            return o + 1
     i = s
     while i < e:
         if _CLS[buf[i]] & 6:
@@ -597,8 +616,6 @@ def _run_kind_py(run):
 def _masks_whole_py(tok, flags, forced):
     if forced:
         return True
-    if flags & F_PATH and ((len(tok) >= 2 and tok[0] == 47) or (len(tok) >= 3 and tok[1] == 47 and tok[0] in b"\"'(=[<")):
-        return True
     if flags & F_DATETIME and (len(tok) == 3 or (len(tok) == 4 and tok[3] == 44)) and tok[:3] in _NAME_SET:
         return True
     if flags & F_UUID:
@@ -615,6 +632,10 @@ def mask_token_py(tok, flags, forced=False, after_value=False):
     """Twin of _mask_token for one token (bytes) -> masked bytes."""
     if _masks_whole_py(tok, flags, forced):
         return bytes([MARK])
+    if flags & F_PATH and len(tok) >= 3:
+        first = 0 if tok[0] == 47 else (1 if tok[1] == 47 and tok[0] in b"\"'(=[<" else -1)
+        if first >= 0 and b"/" in tok[first + 1:]:
+            return tok[:first + 1] + bytes([MARK])
     out = bytearray()
     i, e = 0, len(tok)
     while i < e:
