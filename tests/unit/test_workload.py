@@ -253,3 +253,18 @@ def test_bad_arguments_are_refused(tmp_path):
         generate(str(tmp_path), days=0.1, incidents=["meteor"])
     with pytest.raises(ValueError, match="format"):
         generate(str(tmp_path), days=0.1, fmt="xml")
+
+
+def test_demo_sized_workload_and_cli(tmp_path, capsys):
+    from anomaly_detector.workload.__main__ import main
+
+    rc = main(["--out", str(tmp_path), "--days", "0.05", "--seed", "2", "--lines-per-day", "50000",
+               "--incidents", "error_burst"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    labels = load_labels(tmp_path / "labels.json")
+    (inc,) = labels["incidents"]
+    assert inc["kind"] == "error_burst" and inc["n_lines"] > 0
+    assert labels["warmup_end"] == labels["start"] + 0.025 * DAY <= inc["start"] < inc["end"] <= labels["end"]
+    assert "1 incidents" in out and f"{sum(labels['lines_per_file'].values())} lines in" in out
+    assert main(["--out", str(tmp_path), "--days", "0.05", "--incidents", "meteor"]) == 2
