@@ -346,10 +346,9 @@ class FileTailer:
             log.warning("%s is shorter (%d) than its checkpoint (%d): truncated while stopped, reading from 0",
                         path, size, entry.offset)
             return 0, False, None
-        if self._discovered_once:     # files present at start were not copied under our eyes
-            origin = self._find_copy_origin(path, fd, size, fingerprint)
-            if origin is not None:
-                return 0, False, origin
+        origin = self._find_copy_origin(path, fd, size, fingerprint)
+        if origin is not None:
+            return 0, False, origin
         if self._apply_start_at and self.start_at == "end":
             return (*self._last_line_boundary(fd, size), None)
         return 0, False, None
@@ -624,8 +623,11 @@ class FileTailer:
     def _detect_truncations(self):
         # before looking for new files, so the copy of a truncated file is matched to its old content
         for tailed in list(self._files.values()):
+            if tailed.copy_of is not None:
+                continue
             try:
-                if tailed.copy_of is None and os.fstat(tailed.fd).st_size < tailed.read_pos:
+                st = os.fstat(tailed.fd)
+                if st.st_size < tailed.read_pos or not self._same_content(tailed, st):
                     self._restart_from_zero(tailed)
             except OSError:
                 continue
