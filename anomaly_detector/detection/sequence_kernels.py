@@ -22,8 +22,9 @@ MAX_TEMPLATE = CODE_MASK - 8   # template ids at or above this take no part in s
 WHY_NONE, WHY_UNKNOWN_START, WHY_UNKNOWN_STEP, WHY_UNKNOWN_TRANSITION, WHY_RARE_TRANSITION = range(5)
 # Verdicts on a closed session.
 CLOSED_OK, CLOSED_UNFINISHED, CLOSED_MISSING_STEP, CLOSED_OVERDUE = range(4)
-# Session flags: more distinct templates than a session keeps (its composition is partial).
-FLAG_OVERFLOW = 1
+# Session flags: more distinct templates than a session keeps (its composition is partial); opened
+# so soon after the tier started watching that it may have begun unseen (judge and learn nothing of it).
+FLAG_OVERFLOW, FLAG_PARTIAL = 1, 2
 # Counter slots of the int64 counters array the kernels update.
 C_OPENED, C_DROPPED, C_TRANS_DROPPED, C_TRANS_SIZE, C_CLOSED, C_EVICTED = range(6)
 N_COUNTERS = 6
@@ -374,8 +375,11 @@ def _share(tkeys, tcnt, wf, t):
 
 
 @njit(cache=True)
-def score_transitions(wf, prev, tids, tkeys, tcnt, min_support, rare_p, top):
-    """Score every line from its (workflow, previous, template) against learned counts."""
+def score_transitions(wf, prev, tids, ts, grace_until, tkeys, tcnt, min_support, rare_p, top):
+    """Score every line from its (workflow, previous, template) against learned counts.
+
+    Sessions opening before grace_until may have begun before the tier was watching: not judged.
+    """
     n = len(tids)
     scores = np.zeros(n, np.float32)
     why = np.zeros(n, np.int8)
@@ -385,6 +389,8 @@ def score_transitions(wf, prev, tids, tkeys, tcnt, min_support, rare_p, top):
             continue
         t = tids[i]
         if prev[i] == START:
+            if ts[i] < grace_until:
+                continue
             out = ht_get(tkeys, tcnt, pack_nb(GLOBAL, START, ANY))
             c = ht_get(tkeys, tcnt, pack_nb(GLOBAL, START, t))
             s = surprise(c, out, _share(tkeys, tcnt, GLOBAL, t), min_support, rare_p, top)
@@ -429,7 +435,7 @@ def surprise_py(c, out, share, min_support, rare_p, top):
     return top * min(rarity, min(1.0, -poisson_log10_cdf_py(k, out * share) / SIGNIFICANT_LOG10))
 
 
-def score_transitions_py(wf, prev, tids, counts, min_support, rare_p, top):
+def score_transitions_py(wf, prev, tids, ts, grace_until, counts, min_support, rare_p, top):
     """counts: {(workflow, previous, next): count}."""
     def share(w, t):
         total = counts.get((w, ANY, ANY), 0.0)
@@ -442,6 +448,8 @@ def score_transitions_py(wf, prev, tids, counts, min_support, rare_p, top):
         if w < 0:
             continue
         if p == START:
+            if ts[i] < grace_until:
+                continue
             s = surprise_py(counts.get((GLOBAL, START, t), 0.0), counts.get((GLOBAL, START, ANY), 0.0),
                             share(GLOBAL, t), min_support, rare_p, top)
             scores[i], why[i] = s, (WHY_UNKNOWN_START if s > 0 else WHY_NONE)
@@ -464,7 +472,7 @@ def score_transitions_py(wf, prev, tids, counts, min_support, rare_p, top):
 def learn_lines(keys, tids, ts, weights, line_scores, src, buf, ks, ke,
                 ix_key, ix_slot, sd_key, sd_wf, sd_last, sd_start, sd_lastts, sd_steps,
                 sd_ntpl, sd_tpl, sd_flags, sd_minw, sd_maxscore, sd_src, sd_id, sd_idlen,
-                free, tkeys, tcnt, counters, max_trans):
+                free, tkeys, tcnt, counters, max_trans, grace_until):
     """Extend (or open) the session of every keyed line and count its transition when weight > 0.
 
     free[0] is the number of free session slots, free[1:] the stack of them. A line whose
@@ -506,7 +514,7 @@ def learn_lines(keys, tids, ts, weights, line_scores, src, buf, ks, ke,
             sd_lastts[s] = ts[i]
             sd_steps[s] = 0
             sd_ntpl[s] = 0
-            sd_flags[s] = 0
+            sd_flags[s] = FLAG_PARTIAL if ts[i] < grace_until else 0
             sd_minw[s] = w
             sd_maxscore[s] = 0.0
             sd_src[s] = src[i]
@@ -515,7 +523,7 @@ def learn_lines(keys, tids, ts, weights, line_scores, src, buf, ks, ke,
                 sd_id[s, j] = buf[ks[i] + j]
             sd_idlen[s] = m
             counters[C_OPENED] += 1
-            if w > 0:
+            if w > 0 and sd_flags[s] == 0:
                 _add(tkeys, tcnt, pack_nb(GLOBAL, START, t), w, counters, max_trans)
                 _add(tkeys, tcnt, pack_nb(GLOBAL, START, ANY), w, counters, max_trans)
         sd_minw[s] = min(sd_minw[s], w)
@@ -536,7 +544,8 @@ def learn_lines(keys, tids, ts, weights, line_scores, src, buf, ks, ke,
         sd_steps[s] += 1
 
 
-def learn_lines_py(keys, tids, ts, weights, line_scores, counts, sessions, free_slots, max_trans, n_tpl_max):
+def learn_lines_py(keys, tids, ts, weights, line_scores, counts, sessions, free_slots, max_trans, n_tpl_max,
+                   grace_until):
     """Twin of learn_lines on dicts. sessions: {key: dict(wf, last, start, lastts, steps, tpl, flags,
     maxscore)}; free_slots: how many sessions may still open. Returns (free_slots, opened, dropped)."""
     opened = dropped = 0
@@ -567,9 +576,10 @@ def learn_lines_py(keys, tids, ts, weights, line_scores, counts, sessions, free_
                 continue
             free_slots -= 1
             opened += 1
+            partial = FLAG_PARTIAL if ts[i] < grace_until else 0
             se = sessions[k] = dict(wf=t, last=t, start=float(ts[i]), lastts=float(ts[i]), steps=0,
-                                    tpl=[], flags=0, minw=w, maxscore=0.0)
-            if w > 0:
+                                    tpl=[], flags=partial, minw=w, maxscore=0.0)
+            if w > 0 and not partial:
                 add((GLOBAL, START, t), w)
                 add((GLOBAL, START, ANY), w)
         se["minw"] = min(se["minw"], w)
@@ -639,8 +649,11 @@ def close_sessions(now, timeout, learn_rate, report_score, min_support, sigmas,
             overdue = now - sd_start[s] > duration_limit(dur_mean[w], dur_var[w], sigmas)
         if not idle and not overdue:
             continue
-        verdict, missing = _judge(s, sd_wf, sd_last, sd_ntpl, sd_tpl, sd_flags, tkeys, tcnt,
-                                  core_ptr, core_tid, min_support)
+        if sd_flags[s] & FLAG_PARTIAL:
+            verdict, missing = CLOSED_OK, -1
+        else:
+            verdict, missing = _judge(s, sd_wf, sd_last, sd_ntpl, sd_tpl, sd_flags, tkeys, tcnt,
+                                      core_ptr, core_tid, min_support)
         if not idle:
             if verdict != CLOSED_UNFINISHED:
                 continue   # overdue but at a step sessions end with: wait until it goes idle
@@ -650,7 +663,7 @@ def close_sessions(now, timeout, learn_rate, report_score, min_support, sigmas,
             out_verdict[n_out] = verdict
             out_missing[n_out] = missing
             n_out += 1
-        if verdict == CLOSED_OK and sd_minw[s] > 0 and learn_rate > 0:
+        if verdict == CLOSED_OK and sd_minw[s] > 0 and learn_rate > 0 and not sd_flags[s] & FLAG_PARTIAL:
             _learn_ending(s, learn_rate, sd_minw[s], sd_wf, sd_last, sd_start, sd_lastts, sd_ntpl, sd_tpl,
                           sd_flags, tkeys, tcnt, counters, max_trans, dur_n, dur_mean, dur_var)
         g = ht_find(ix_key, sd_key[s])
@@ -707,7 +720,9 @@ def close_sessions_py(now, timeout, learn_rate, report_score, min_support, sigma
         if not idle and not overdue:
             continue
         verdict, missing = CLOSED_OK, -1
-        if get((w, se["last"], ANY)) >= min_support and get((w, se["last"], END)) < 0.5:
+        if se["flags"] & FLAG_PARTIAL:
+            pass
+        elif get((w, se["last"], ANY)) >= min_support and get((w, se["last"], END)) < 0.5:
             verdict = CLOSED_UNFINISHED
         elif not se["flags"] & FLAG_OVERFLOW:
             for c in core.get(w, []):
@@ -721,7 +736,7 @@ def close_sessions_py(now, timeout, learn_rate, report_score, min_support, sigma
         if verdict != CLOSED_OK and se["maxscore"] < report_score:
             reported.append((k, verdict, missing))
         weight = se["minw"]
-        if verdict == CLOSED_OK and weight > 0 and learn_rate > 0:
+        if verdict == CLOSED_OK and weight > 0 and learn_rate > 0 and not se["flags"] & FLAG_PARTIAL:
             add((w, se["last"], END), weight)
             add((w, se["last"], ANY), weight)
             if not se["flags"] & FLAG_OVERFLOW:

@@ -407,6 +407,7 @@ class SequenceTier(Tier):
         self._cache = None
         self._ctx = None
         self._resumed = False
+        self._grace_until = None   # sessions opening before this may have begun unseen
         self._clock = None     # latest line time learned, on this tier's own timeline
         self._behind = False   # the engine's watermark belongs to an earlier, later-ending file
         self._since_decay = 0
@@ -428,9 +429,10 @@ class SequenceTier(Tier):
         wf, prev = sk.walk_sessions(keys, tids, self.store.ix_key, self.store.ix_slot, self.store.wf,
                                     self.store.last)
         result = TierResult(scores)
+        ts = np.ascontiguousarray(ctx.ts, np.float64)
         if ctx.warm:
-            result.scores, why = sk.score_transitions(wf, prev, tids, self.tkeys, self.tcnt, self.min_support,
-                                                      self.rare_p, self.top)
+            result.scores, why = sk.score_transitions(wf, prev, tids, ts, self._grace(ts), self.tkeys, self.tcnt,
+                                                      self.min_support, self.rare_p, self.top)
             self._explain(result, why, wf, prev, tids)
         self._cache = (batch, keys, ks, ke, prev, result.scores)
         return result
@@ -454,11 +456,13 @@ class SequenceTier(Tier):
         self._ensure_workflows(ctx.n_templates)
         self._make_room(int(np.count_nonzero(prev == sk.START)))
         st = self.store
-        sk.learn_lines(keys, tids, np.ascontiguousarray(ctx.ts, np.float64), w, scores,
+        ts = np.ascontiguousarray(ctx.ts, np.float64)
+        grace = self._grace(ts)
+        sk.learn_lines(keys, tids, ts, w, scores,
                        np.ascontiguousarray(batch.source_id, np.int32), batch.buf, ks, ke,
                        st.ix_key, st.ix_slot, st.key, st.wf, st.last, st.start, st.lastts, st.steps,
                        st.ntpl, st.tpl, st.flags, st.minw, st.maxscore, st.src, st.ids, st.idlen,
-                       st.free, self.tkeys, self.tcnt, self.counters, self.max_transitions)
+                       st.free, self.tkeys, self.tcnt, self.counters, self.max_transitions, grace)
         learned = int(np.count_nonzero((w > 0) & (keys >= 0)))
         latest = float(np.max(ctx.ts))
         if math.isfinite(latest):
@@ -500,6 +504,14 @@ class SequenceTier(Tier):
             findings += self._session_findings(slots, verdicts, missing, float(event_time))
         return self._cap(findings)
 
+    def _grace(self, ts):
+        """Until when new sessions may have begun before the tier was watching (start, restart, re-enable)."""
+        if self._grace_until is None:
+            first = float(np.min(ts)) if ts.size else math.nan
+            if math.isfinite(first):
+                self._grace_until = first + self.timeout
+        return -math.inf if self._grace_until is None else self._grace_until
+
     # ------------------------------------------------------------ bounds and forgetting
 
     def _ensure_workflows(self, n):
@@ -533,6 +545,7 @@ class SequenceTier(Tier):
         self.window.counts[:] = 0
         self.window.unlearned = 0
         self._resumed = False
+        self._grace_until = None
 
     def _forget(self, learned):
         """Shrink counts at the learning rate so workflows that change are relearned; prune when full."""

@@ -62,14 +62,14 @@ class Store:
         self.free[0] = size
         self.free[1:] = np.arange(size)
 
-    def learn(self, keys, tids, ts, w, scores, tkeys, tcnt, counters, max_trans):
+    def learn(self, keys, tids, ts, w, scores, tkeys, tcnt, counters, max_trans, grace_until=-np.inf):
         n = len(keys)
         buf = np.zeros(1, np.uint8)
         z = np.zeros(n, np.int64)
         sk.learn_lines(keys, tids, ts, w, scores, np.zeros(n, np.int32), buf, z, z,
                        self.ix_key, self.ix_slot, self.key, self.wf, self.last, self.start, self.lastts, self.steps,
                        self.ntpl, self.tpl, self.flags, self.minw, self.maxscore, self.src, self.ids, self.idlen,
-                       self.free, tkeys, tcnt, counters, max_trans)
+                       self.free, tkeys, tcnt, counters, max_trans, grace_until)
 
     def as_dict(self):
         out = {}
@@ -191,8 +191,9 @@ def test_score_transitions_matches_twin(seed):
     prev = rng.integers(0, 6, n).astype(np.int32)
     prev[prev == 5] = sk.START
     tids = rng.integers(0, 5, n).astype(np.int32)
-    got = sk.score_transitions(wf, prev, tids, tkeys, tcnt, 50.0, 0.01, 90.0)
-    want = sk.score_transitions_py(wf, prev, tids, counts, 50.0, 0.01, 90.0)
+    ts = np.arange(n, dtype=np.float64)
+    got = sk.score_transitions(wf, prev, tids, ts, 20.0, tkeys, tcnt, 50.0, 0.01, 90.0)
+    want = sk.score_transitions_py(wf, prev, tids, ts, 20.0, counts, 50.0, 0.01, 90.0)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
     np.testing.assert_array_equal(got[1], want[1])
     assert len(set(got[1].tolist())) >= 4
@@ -231,8 +232,8 @@ def test_learn_lines_matches_twin(seed):
     opened = dropped = 0
     for _ in range(3):
         batch = _random_batch(rng, 40, n_keys=14)
-        st.learn(*batch, tkeys, tcnt, counters, max_trans)
-        free, o, d = sk.learn_lines_py(*batch, counts, sessions, free, max_trans, 3)
+        st.learn(*batch, tkeys, tcnt, counters, max_trans, 30.0)
+        free, o, d = sk.learn_lines_py(*batch, counts, sessions, free, max_trans, 3, 30.0)
         opened, dropped = opened + o, dropped + d
     assert _as_counts(tkeys, tcnt) == pytest.approx(counts)
     got = st.as_dict()
@@ -240,6 +241,7 @@ def test_learn_lines_matches_twin(seed):
     for k, se in sessions.items():
         assert got[k] == pytest.approx(se)
     assert counters[sk.C_OPENED] == opened and counters[sk.C_DROPPED] == dropped > 0
+    assert {se["flags"] & sk.FLAG_PARTIAL for se in sessions.values()} == {0, sk.FLAG_PARTIAL}
     assert counters[sk.C_TRANS_SIZE] == len(counts) and int(st.free[0]) == free
 
 
@@ -250,7 +252,8 @@ def test_close_sessions_matches_twin(seed):
     st = Store(size, ntpl=3)
     tkeys, tcnt = np.full(1024, -1, np.int64), np.zeros(1024)
     counters = np.zeros(sk.N_COUNTERS, np.int64)
-    st.learn(*_random_batch(rng, 120, n_keys=30, n_tpl=4), tkeys, tcnt, counters, max_trans)
+    st.learn(*_random_batch(rng, 120, n_keys=30, n_tpl=4), tkeys, tcnt, counters, max_trans, 10.0)
+    assert (st.flags[st.key >= 0] & sk.FLAG_PARTIAL).any()
     for w in range(4):   # some learned endings and compositions, some strong enough to judge with
         for t in range(4):
             for row, v in (((w, t, sk.END), rng.choice([0.0, 5.0])), ((w, t, sk.ANY), rng.choice([10.0, 80.0])),
