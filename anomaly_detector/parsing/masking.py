@@ -8,8 +8,8 @@ Maskers (all on by default), applied per whitespace token:
   hex       0x1f, and hex strings of 8+ characters even without digits (ffffffff)
   ip        IPv4 addresses (10.0.0.1, with the port kept as a separate number)
   uuid      a token holding 8-4-4-4-12 hex is a value as a whole
-  path      a token starting with "/" (or a quote/bracket then "/") and holding a second "/":
-            all after its first "/" is one value (/<*>)
+  path      a token starting with "/" (or a quote/bracket then "/") and holding a second "/"
+            is one value (a single "/" is not a path: /10.0.0.1:80 gives /<*>:<*>)
   duration  12ms, 3.5s, 10min
   size      5KB, 12MiB, 100bytes
   datetime  month and weekday names (Jan, Sun): dates written inside messages

@@ -118,7 +118,7 @@ def _has_uuid(buf, s, e):
 def _path_start(buf, s, e):
     """Index of the first "/" when buf[s:e] is a path ("/var/log/x", "'/etc/hosts'", "(/tmp/a)"), else -1.
 
-    A path has a second "/" ("/10.0.0.1:80" is an address); past its first "/" it is one value.
+    A path has a second "/" ("/10.0.0.1:80" is an address, masked run by run); it is one value.
     """
     if e - s < 3:
         return -1
@@ -242,11 +242,7 @@ def _mask_token(buf, s, e, flags, force, out, o, after_value):
         out[o] = MARK
         return o + 1
     if flags & F_PATH:
-        first = _path_start(buf, s, e)
-        if first >= 0:
-            for q in range(s, first + 1):
-                out[o] = buf[q]
-                o += 1
+        if _path_start(buf, s, e) >= 0:
             out[o] = MARK
             return o + 1
     i = s
@@ -635,7 +631,7 @@ def mask_token_py(tok, flags, forced=False, after_value=False):
     if flags & F_PATH and len(tok) >= 3:
         first = 0 if tok[0] == 47 else (1 if tok[1] == 47 and tok[0] in b"\"'(=[<" else -1)
         if first >= 0 and b"/" in tok[first + 1:]:
-            return tok[:first + 1] + bytes([MARK])
+            return bytes([MARK])
     out = bytearray()
     i, e = 0, len(tok)
     while i < e:

@@ -54,8 +54,8 @@ def test_masking_examples():
         "PacketResponder <*> for block blk_-<*> terminating"
     assert m("connection from 10.0.0.1:22 at Sun Jul 10 03:55:15 2005") == \
         "connection from <*>:<*> at <*> <*> <*> <*>:<*>:<*> <*>"
-    assert m("size 5.4 KB, took 12ms path /var/log/a.log mask=ffffffff") == \
-        "size <*> <*>, took <*> path /<*> mask=<*>"
+    assert m("size 5.4 KB, took 12ms path /var/log/a.log mask=ffffffff from /10.0.0.1:80") == \
+        "size <*> <*>, took <*> path <*> mask=<*> from /<*>:<*>"
     assert m("VM Started (Lifecycle Event)") == "VM Started (Lifecycle Event)"
     assert m("req-123e4567-e89b-12d3-a456-426614174000 done.") == "<*> done."
 
