@@ -87,8 +87,9 @@ class SessionIdLocator:
     def keys(self, batch, n_templates):
         """Session key per line (-1: none) and the id's byte span in batch.buf."""
         tids = batch.template_id
-        self.ensure(max(n_templates, int(tids.max()) + 1 if tids.size else 0))
-        present = np.flatnonzero(np.bincount(tids, minlength=1)) if tids.size else tids
+        known = tids[tids >= 0]   # -1: a line the miner gave no template
+        self.ensure(max(n_templates, int(known.max()) + 1 if known.size else 0))
+        present = np.flatnonzero(np.bincount(known, minlength=1))
         self._decide(batch, present[self.mode[present] == MODE_UNDECIDED])
         keys, ks, ke = sk.extract_keys(batch.buf, batch.content_start, batch.content_end, tids,
                                        self.mode, self.tok, self.pre, self.suf)
@@ -151,6 +152,7 @@ class SessionIdLocator:
         self.checked_batches += 1
         rng = np.random.default_rng(self.checked_batches)
         pick = np.unique(rng.integers(0, tids.size, 8 * VERIFY_PER_BATCH))
+        pick = pick[tids[pick] >= 0]
         eligible = pick[self.mode[tids[pick]] <= MODE_FROM_END]
         take = max(1, min(VERIFY_PER_BATCH, tids.size // 256))
         for i in eligible[:take].tolist():
@@ -260,7 +262,7 @@ class WindowStructure:
         """Count lines into windows; return [(window start, residual info)] of windows judged unusual."""
         if self.seconds <= 0 or ts.size == 0:
             return []
-        ok = np.isfinite(ts)
+        ok = np.isfinite(ts) & (tids >= 0)
         ts, tids, weights = ts[ok], tids[ok], weights[ok]
         if ts.size == 0:
             return []

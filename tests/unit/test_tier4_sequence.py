@@ -127,11 +127,14 @@ def test_locator_cuts_ids_from_tokens_without_a_regex_per_line():
 
 def test_locator_uses_the_regexes_when_the_id_moves_and_rechecks_templates():
     tier = SequenceTier(settings())
-    lines = ["user bob did x req=ab12cd34 now", "user bob did x y z req=ff12cd34 then later", "nothing here 1"]
-    batch = make_batch(lines, [1.0, 2.0, 3.0], [7, 7, 8])
+    lines = ["user bob did x req=ab12cd34 now", "user bob did x y z req=ff12cd34 then later", "nothing here 1",
+             "no template req=12345678"]
+    batch = make_batch(lines, [1.0, 2.0, 3.0, 4.0], [7, 7, 8, -1])
     keys, _, _ = tier.locator.keys(batch, 16)
     assert tier.locator.mode[7] == MODE_REGEX and tier.locator.regex_lines == 2
-    assert keys.tolist() == [sk.id_hash_py(b"ab12cd34"), sk.id_hash_py(b"ff12cd34"), -1]
+    assert keys.tolist() == [sk.id_hash_py(b"ab12cd34"), sk.id_hash_py(b"ff12cd34"), -1, -1]
+    result, _ = step(tier, batch)   # a line without a template takes no part
+    assert result.scores.tolist() == [0.0] * 4 and tier.stats["sessions_open"] == 2
     # Template 8 was decided "no id"; when its lines start carrying one, the check notices.
     more = make_batch(["nothing here req=%08x" % k for k in range(600)], np.arange(600.0), np.full(600, 8))
     for _ in range(3):
