@@ -114,7 +114,7 @@ def bench_seed(seed, args, work):
         detections, via = load_detections(inc_path), "incidents file"
     else:
         detections, via = detections_from_replay(out_path, w.files), "flagged lines"
-    labels = {"incidents": w.incidents, "warmup_end": w.warmup_end, "end": w.end}
+    labels = {"incidents": w.incidents, "warmup_end": w.warmup_end, "end": w.end, "sources": w.sources}
     s = score(labels, detections, args.before, args.after)
     return {"seed": seed, "lines": w.lines, "gen_s": gen_s, "replay_s": took, "rss": peak, "score": s,
             "via": via, "detections": len(detections), "dir": out_dir}

@@ -39,6 +39,7 @@ class Workload:
     warmup_end: float
     incidents: list = field(default_factory=list)
     lines_per_file: dict = field(default_factory=dict)
+    sources: tuple = SOURCES
 
 
 def parse_time(text):

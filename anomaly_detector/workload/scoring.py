@@ -166,7 +166,14 @@ def overlaps(label, det, before=TOLERANCE_BEFORE_S, after=TOLERANCE_AFTER_S):
 
 
 def score(labels, detections, before=TOLERANCE_BEFORE_S, after=TOLERANCE_AFTER_S):
-    """Match detections to labelled incidents by source and (tolerant) time overlap."""
+    """Match detections to labelled incidents by source and (tolerant) time overlap.
+
+    A detection whose source is not one of the workload's (e.g. a window-level finding across
+    all sources) is matched on time alone."""
+    known = labels.get("sources")
+    if known:
+        detections = [d if d.source in known else Detection(d.first_seen, d.last_seen, None, d.ident)
+                      for d in detections]
     kinds = {}
     used = set()
     missed = []

@@ -68,6 +68,14 @@ def test_detection_without_source_matches_on_time_only():
     assert s.false_incidents == 0
 
 
+def test_detection_from_an_unknown_source_matches_on_time_only():
+    labels = dict(LABELS, sources=["app", "db", "web"])
+    s = score(labels, [Detection(DAY + 20100, DAY + 20200, "window"), Detection(2.5 * DAY, 2.5 * DAY, "window")])
+    assert s.kinds["error_burst"].caught == 1
+    assert s.false_incidents == 1
+    assert score(labels, [Detection(DAY + 20100, DAY + 20200, "app")]).kinds["error_burst"].caught == 0
+
+
 def test_merge_pools_seeds():
     a = score(LABELS, [Detection(DAY + 1100, DAY + 1200, "app")])
     b = score(LABELS, [Detection(DAY + 20000, DAY + 20100, "db"), Detection(2.2 * DAY, 2.2 * DAY, "db")])
