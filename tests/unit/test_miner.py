@@ -144,3 +144,24 @@ def test_grouping_accuracy_floor(name, floor):
     buf, s, e = _batch([r["Content"] for r in rows])
     got = m.add_batch(buf, s, e)
     assert grouping_accuracy([r["EventId"] for r in rows], got.template_id.tolist()) >= floor
+
+
+def test_full_shape_cache_is_relearned_with_the_same_ids():
+    m = TemplateMiner(max_shapes=8)
+    # every line a new shape (hex-letter words are literal), one template
+    lines = [f"object {'abcdefg'[i % 7]}{'hijklmn'[i // 7 % 7]}.{'pqrs'[i % 4]}x.dat loaded" for i in range(40)]
+    ids = {m.add_line(ln)[0] for ln in lines}
+    assert len(ids) == 1 and len(m._shapes) <= 8
+    assert m.add_line(lines[0])[0] in ids
+
+
+def test_extract_uses_final_templates_and_skips_evicted():
+    m = TemplateMiner(max_templates=2)
+    lines = ["alpha ran 1", "alpha ran 2", "beta failed x", "gamma stopped 3 4"]
+    buf, s, e = _batch(lines)
+    got = m.add_batch(buf, s, e)
+    final = m.extract(buf, s, e, got.template_id)
+    # opening "gamma" evicted the least recently seen template, "alpha ran <*>"
+    assert [t for t, _, _ in m.templates()] == [1, 2] and got.template_id.tolist() == [0, 0, 1, 2]
+    assert final.param_ptr.tolist() == [0, 0, 0, 0, 2]
+    assert [bytes(buf[a:b]) for a, b in zip(final.param_start, final.param_end)] == [b"3", b"4"]
