@@ -104,6 +104,8 @@ def bench_seed(seed, args, work):
     began = time.perf_counter()
     w = generate(out_dir, days=args.days, seed=seed, lines_per_day=args.lines_per_day, fmt="jsonl")
     gen_s = time.perf_counter() - began
+    print(f"seed {seed}: generated {w.lines} lines ({len(w.incidents)} incidents) in {gen_s:.1f} s; replaying",
+          flush=True)
     out_path = os.path.join(out_dir, "replay.jsonl")
     inc_path = os.path.join(out_dir, "incidents.jsonl")
     took, peak = run_replay(w.files, out_path, inc_path, args.config)
