@@ -222,6 +222,8 @@ def generate(out_dir, days=3, seed=0, lines_per_day=DEFAULT_LINES_PER_DAY, incid
     ss = np.random.SeedSequence(seed).spawn(3 + len(SERVICES))
     rates = traffic_rates(np.random.default_rng(ss[0]), t_start, n_min, lines_per_day)
     kinds = expand_kinds(incidents, (t_end - t_warm) / 86400.0)
+    if kinds and t_warm >= t_end:
+        raise ValueError(f"a warm-up of {warm} days leaves no time for incidents in {days} days")
     plan = schedule(kinds, np.random.default_rng(ss[1]), t_warm, t_end)
     apply_rate_incidents(rates, plan, t_start, n_min)
     services = build_services(ss[2:], lines_per_day)

@@ -253,6 +253,8 @@ def test_bad_arguments_are_refused(tmp_path):
         generate(str(tmp_path), days=0.1, incidents=["meteor"])
     with pytest.raises(ValueError, match="format"):
         generate(str(tmp_path), days=0.1, fmt="xml")
+    with pytest.raises(ValueError, match="warm-up"):
+        generate(str(tmp_path), days=1, warmup_days=1, incidents=["new_error"])
 
 
 def test_demo_sized_workload_and_cli(tmp_path, capsys):
