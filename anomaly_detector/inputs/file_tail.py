@@ -177,11 +177,17 @@ class FileTailer:
 
     def poll(self):
         """Return a list of Chunk with the new complete lines; never blocks, bounded by max_bytes_per_poll."""
-        self.checkpoints.save_if_due(self.checkpoint_interval_seconds)
         now = self._clock()
+        learned = False
         if now >= self._next_discovery:
-            self._discover(now)
+            learned = self._discover(now)
             self._next_discovery = now + self.poll_interval
+        if learned:
+            # a new file's identity is on disk before any of its lines leave, so that after a crash
+            # it is found again even if it was rotated out of the glob meanwhile
+            self.checkpoints.save()
+        else:
+            self.checkpoints.save_if_due(self.checkpoint_interval_seconds)
         chunks = self._read_round(now)
         self.stats["files_open"] = len(self._files)
         return chunks
@@ -241,7 +247,9 @@ class FileTailer:
         return sorted(paths)
 
     def _discover(self, now):
+        """Open new files, notice vanished ones; True when the checkpoints learned something new."""
         self._detect_truncations()
+        learned = not self._discovered_once
         seen = set()
         self.stats["files_deferred"] = 0
         for path in self._glob():
@@ -262,6 +270,7 @@ class FileTailer:
                 tailed = self._open_new(path)
                 if tailed is None:
                     continue
+                learned = True
             else:
                 tailed.path = path
                 tailed.orphaned_at = None
@@ -274,6 +283,7 @@ class FileTailer:
             self._discovered_once = True
             self._apply_start_at = False
             self._recover_rotated(seen, now)
+        return learned
 
     def _mark_orphaned(self, tailed, now):
         tailed.orphaned_at = now
@@ -374,7 +384,10 @@ class FileTailer:
         """
         directories = {os.path.dirname(e.path) or "." for e in self.checkpoints.entries()
                        if (e.device, e.inode) not in seen}
-        tailed_paths = [tailed.path for tailed in self._files.values()]
+        # names whose rotations we look for: what is tailed now, what was tailed before, literal globs
+        tailed_paths = {tailed.path for tailed in self._files.values()}
+        tailed_paths.update(entry.path for entry in self.checkpoints.entries())
+        tailed_paths.update(pattern for pattern in self.patterns if not glob.has_magic(pattern))
         directories.update(os.path.dirname(path) or "." for path in tailed_paths)
         for directory in sorted(directories):
             try:

@@ -276,3 +276,16 @@ def test_invalid_settings_are_refused(tmp_path):
     with pytest.raises(ValueError):
         new_tailer("x", tmp_path / "cp", max_open_files=0)
     assert len(store) == 0
+
+
+def test_start_at_end_is_not_applied_again_after_a_crash_right_after_the_first_poll(tmp_path):
+    log = tmp_path / "a.log"
+    log.write_bytes(b"history\n")
+    tailer = new_tailer(str(log), tmp_path / "cp", start_at="end", checkpoint_interval_seconds=3600)
+    assert tailer.poll() == []
+    tailer.close(save_checkpoints=False)       # killed before any periodic save
+    with open(log, "ab") as f:
+        f.write(b"written while down\n")
+    tailer = new_tailer(str(log), tmp_path / "cp", start_at="end", checkpoint_interval_seconds=3600)
+    assert _poll_commit(tailer) == [b"written while down"]
+    tailer.close()
