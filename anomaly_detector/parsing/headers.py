@@ -122,6 +122,78 @@ def _to_regex(fmt, tokens):
     return "^" + "".join(parts) + "$", fields, optional
 
 
+_MAX_OPTIONAL_GROUPS = 6
+
+
+def _linearize(tokens):
+    """Every way of taking or skipping the optional groups: a list of token lists without groups."""
+    out = [[]]
+    i = 0
+    while i < len(tokens):
+        if tokens[i][0] != "open":
+            for seq in out:
+                seq.append(tokens[i])
+            i += 1
+            continue
+        depth, j = 1, i + 1
+        while depth:
+            depth += {"open": 1, "close": -1}.get(tokens[j][0], 0)
+            j += 1
+        inner = _linearize(tokens[i + 1:j - 1])
+        out = [seq + alt for seq in out for alt in inner] + [list(seq) for seq in out]
+        i = j
+    return out
+
+
+def _separator_piece(seq, t):
+    tok = seq[t]
+    if tok[0] != "ws":
+        return re.escape(tok[1])
+    near_field = (t > 0 and seq[t - 1][0] == "field") or (t + 1 < len(seq) and seq[t + 1][0] == "field")
+    return r"\s" if near_field else r"\s+"
+
+
+def _feasible_alternative(seq):
+    """One group-free token sequence as a linear-time regex (see _feasibility_regex)."""
+    pieces = []
+    field_before = False
+    k = 0
+    while k < len(seq):
+        if seq[k][0] == "field":
+            field_before = True
+            k += 1
+            continue
+        j = k
+        while j < len(seq) and seq[j][0] != "field":
+            j += 1
+        body = "".join(_separator_piece(seq, t) for t in range(k, j))
+        if not field_before:
+            pieces.append(body)
+        elif j == len(seq):
+            pieces.append(".*?" + body)
+        else:
+            pieces.append("(?>.*?" + body + ")")
+        field_before = False
+        k = j
+    if seq and seq[-1][0] == "field":
+        pieces.append(".*")
+    return "".join(pieces)
+
+
+def _feasibility_regex(fmt, tokens):
+    """A regex that tells in linear time whether the logparser regex can match at all.
+
+    The lazy-field regex backtracks exponentially on lines that do not fit (every field may
+    swallow separators). Fields absorb any text, so a match exists iff each separator can be
+    found after the previous one; an atomic group commits to the first occurrence. Whitespace
+    runs next to a field shrink to one character, which the field can make up for.
+    """
+    if sum(1 for t in tokens if t[0] == "open") > _MAX_OPTIONAL_GROUPS:
+        raise HeaderFormatError(f"log_format {fmt!r}: more than {_MAX_OPTIONAL_GROUPS} optional groups")
+    alternatives = [_feasible_alternative(seq) for seq in _linearize(tokens)]
+    return re.compile("^(?:" + "|".join(alternatives) + ")$")
+
+
 def _program(tokens, fields):
     """Compile tokens to the kernel program (int64 array), or None when the kernel cannot run it.
 
@@ -167,6 +239,7 @@ class HeaderFormat:
         source, self.fields, self.optional_fields = _to_regex(fmt, tokens)
         try:
             self._regex = re.compile(source)
+            self._feasible = _feasibility_regex(fmt, tokens)
         except re.error as exc:  # defensive: the tokenizer should have caught everything
             raise HeaderFormatError(f"log_format {fmt!r}: {exc}") from None
         self.program = _program(tokens, self.fields)
@@ -182,7 +255,10 @@ class HeaderFormat:
         Like logparser, the line is stripped first; a field of an optional group that is
         absent is ''.
         """
-        m = self._regex.match(line.strip())
+        line = line.strip()
+        if self._feasible.match(line) is None:  # keeps a non-fitting line from backtracking for ages
+            return None
+        m = self._regex.match(line)
         if m is None:
             return None
         return {name: (value if value is not None else "") for name, value in m.groupdict().items()}

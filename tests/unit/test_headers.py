@@ -4,6 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from anomaly_detector.parsing import header_kernels as hk
 from anomaly_detector.parsing.headers import (
@@ -255,3 +257,44 @@ def test_ws_len_matches_python_isspace():
         want = len(data) if ch.isspace() else 0
         assert hk.ws_len_at(buf, 0, len(data)) == want, hex(cp)
         assert hk.ws_len_before(buf, 0, len(data)) == want, hex(cp)
+
+
+# ---- against logparser's own regex construction, and the backtracking guard ------------------
+
+
+def _logparser_regex(fmt):
+    """generate_logformat_regex of logpai/logparser, verbatim in behaviour."""
+    import re
+
+    splitters = re.split(r"(<[^<>]+>)", fmt)
+    regex = ""
+    for k, part in enumerate(splitters):
+        if k % 2 == 0:
+            regex += re.sub(" +", "\\\\s+", part)
+        else:
+            regex += "(?P<%s>.*?)" % part.strip("<").strip(">")
+    return re.compile("^" + regex + "$")
+
+
+_ALPHABET = st.sampled_from(list("ab1:-[]|,()@ \t") + [" [", "]: ", " - ", "\u00a0", "sshd["])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_ALPHABET, max_size=14).map("".join))
+def test_match_equals_logparser_regex(line):
+    for fmt in LOGHUB_FORMATS.values():
+        m = _logparser_regex(fmt).search(line.strip())
+        want = None if m is None else {k: (v if v is not None else "") for k, v in m.groupdict().items()}
+        assert HeaderFormat(fmt).match(line) == want
+
+
+def test_non_fitting_long_line_returns_fast():
+    import time
+
+    words = " ".join(f"w{i}" for i in range(400))
+    for fmt in LOGHUB_FORMATS.values():
+        hf = HeaderFormat(fmt)
+        t = time.perf_counter()
+        hf.match(words + " no colon here")
+        hf.match("[" + words)
+        assert time.perf_counter() - t < 0.5, fmt
