@@ -14,6 +14,7 @@ from anomaly_detector.storage.atomic import read_json_snapshot, write_json_snaps
 SNAPSHOT_KIND = "file_checkpoints"
 SCHEMA_VERSION = 1
 DEFAULT_MAX_AGE_SECONDS = 7 * 86400
+DEFAULT_MAX_ENTRIES = 100_000
 TOUCH_RESOLUTION_SECONDS = 60.0
 
 log = logging.getLogger(__name__)
@@ -45,12 +46,15 @@ class CheckpointStore:
 
     `is_new` is True when no checkpoint file (nor its previous generation) existed: the tailer
     applies `start_at` only then, so files created while the daemon was down are read from 0.
-    Entries not touched for `max_age_seconds` are pruned on save.
+    Entries not touched for `max_age_seconds` are pruned on save, and beyond `max_entries` the least
+    recently touched go first (counted in `.pruned`), so the file stays small whatever the rotation rate.
     """
 
-    def __init__(self, path, max_age_seconds=DEFAULT_MAX_AGE_SECONDS, clock=time.time):
+    def __init__(self, path, max_age_seconds=DEFAULT_MAX_AGE_SECONDS, max_entries=DEFAULT_MAX_ENTRIES,
+                 clock=time.time):
         self.path = path
         self.max_age_seconds = float(max_age_seconds)
+        self.max_entries = int(max_entries)
         self._clock = clock
         self._entries = {}
         self._dirty = False
@@ -135,9 +139,14 @@ class CheckpointStore:
             self._dirty = True
 
     def prune(self):
-        """Drop entries not touched for max_age_seconds; returns how many."""
+        """Drop entries not touched for max_age_seconds, then the oldest beyond max_entries; returns how many."""
         oldest = self._clock() - self.max_age_seconds
         stale = [key for key, entry in self._entries.items() if entry.updated < oldest]
+        excess = len(self._entries) - len(stale) - self.max_entries
+        if excess > 0:
+            stale_set = set(stale)
+            by_age = sorted((e.updated, key) for key, e in self._entries.items() if key not in stale_set)
+            stale += [key for _, key in by_age[:excess]]
         for key in stale:
             del self._entries[key]
         if stale:

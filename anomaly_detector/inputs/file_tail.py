@@ -164,7 +164,7 @@ class FileTailer:
         self._clock = clock
         self._apply_start_at = checkpoints.is_new
         self._files = {}                 # (device, inode) -> _TailedFile
-        self._closed = OrderedDict()     # FileKey of closed rotated files -> path
+        self._closed = OrderedDict()     # FileKey of closed rotated files -> offset of their end
         self._truncated = deque(maxlen=_TRUNCATED_KEPT)   # _Lineage of recently truncated files
         self._copy_links = OrderedDict()  # origin FileKey -> [(device, inode)] of its copies
         self._failing_paths = set()      # paths whose open failed, logged once until they open
@@ -205,7 +205,13 @@ class FileTailer:
                 return False
             tailed.committed = offset
             return self.checkpoints.commit(key.device, key.inode, offset, tailed.path)
-        if key in self._closed:
+        end = self._closed.get(key)
+        if end is not None:
+            if int(offset) >= end:
+                # read and scored to its end: nothing left to recover after a crash
+                del self._closed[key]
+                self.checkpoints.forget(key.device, key.inode)
+                return True
             return self.checkpoints.commit(key.device, key.inode, int(offset))
         return False
 
@@ -701,7 +707,10 @@ class FileTailer:
             # the data is gone: an entry left behind could only mislead a file that reuses the inode
             self.checkpoints.forget(*tailed.ident)
             return
-        self._closed[tailed.key] = tailed.path
+        if tailed.committed >= tailed.read_pos:
+            self.checkpoints.forget(*tailed.ident)
+            return
+        self._closed[tailed.key] = tailed.read_pos
         while len(self._closed) > _CLOSED_KEYS_KEPT:
             self._closed.popitem(last=False)
 

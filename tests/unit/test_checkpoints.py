@@ -157,3 +157,13 @@ def test_commit_only_moves_forward_record_resets(tmp_path):
     assert store.lookup(1, 2).offset == 50
     store.record(1, 2, _fp(), 0, "a")        # truncated: starts over
     assert store.commit(1, 2, 20) and store.lookup(1, 2).offset == 20
+
+
+def test_entries_beyond_max_entries_pruned_least_recently_touched_first(tmp_path):
+    now = [0.0]
+    store = CheckpointStore(str(tmp_path / "cp"), max_entries=3, clock=lambda: now[0])
+    for inode in range(5):
+        now[0] = float(inode)
+        store.record(1, inode, _fp(), 0, "f%d" % inode)
+    store.save()
+    assert sorted(e.inode for e in store.entries()) == [2, 3, 4] and store.pruned == 2

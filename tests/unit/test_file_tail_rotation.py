@@ -242,3 +242,15 @@ def test_a_dormant_copy_that_is_deleted_is_closed(tmp_path):
     assert [c for c in tailer.poll() + tailer.poll() if c.lines] == []
     assert tailer.open_paths() == [writer.path]
     tailer.close()
+
+
+def test_rotated_file_read_and_committed_to_its_end_leaves_no_checkpoint(tmp_path):
+    writer = LineWriter(tmp_path / "app.log")
+    tailer = new_tailer(writer.path, tmp_path / "cp")
+    for _ in range(20):
+        writer.write(3)
+        drain(tailer, Ledger())
+        writer.rotate_rename(keep=30)
+    drain(tailer, Ledger())
+    assert len(tailer.checkpoints) <= 1          # only the live file, however many rotations
+    tailer.close()
