@@ -100,13 +100,14 @@ def valid_format(draw):
 
 @SETTINGS
 @given(st.one_of(valid_format(), st.lists(_FMT_PIECES, max_size=10).map("".join)), st.lists(LINES | st.text("ab :-[]|,@x", max_size=20),
-                                                                   min_size=1, max_size=6))
-def test_random_formats_compile_or_fail_cleanly(fmt, lines):
+                                                                   min_size=1, max_size=6), st.data())
+def test_random_formats_compile_or_fail_cleanly(fmt, lines, draw):
     try:
         hf = HeaderFormat(fmt)
     except HeaderFormatError as exc:
         assert "\n" not in str(exc)
         return
+    lines = lines + [_render(fmt, draw) for _ in range(4)]
     _kernel_vs_regex(hf, lines)
     oracle = _logparser_regex(fmt)
     for line in lines:
@@ -114,6 +115,16 @@ def test_random_formats_compile_or_fail_cleanly(fmt, lines):
             m = oracle.search(line.strip())
             want = None if m is None else {k: v if v is not None else "" for k, v in m.groupdict().items()}
             assert hf.match(line) == want, (fmt, line)
+
+
+def _render(fmt, draw):
+    """A line written from the format: fields filled with short text, groups kept or dropped."""
+    if draw.draw(st.booleans()):
+        fmt = re.sub(r"\((.*?)\)\?", "", fmt)
+    fmt = fmt.replace("(", "").replace(")?", "")
+    filler = st.text("ab1 :-[]|@", max_size=5)
+    line = re.sub(r"<[^<>]*>", lambda _: draw.draw(filler), fmt)
+    return re.sub(r"\\(.)", r"\1", line).replace(" ", draw.draw(st.sampled_from([" ", "  ", "\t"])))
 
 
 def _logparser_regex(fmt):
