@@ -7,15 +7,24 @@ Delivery is at-least-once. A chunk's `end_offset` is just after its last newline
 `commit(chunk.key, chunk.end_offset)` once those lines are scored, and only committed offsets reach the
 checkpoint file, so after a crash the uncommitted lines are read again (never skipped).
 
-Known windows that no tailer can close, documented for operators:
-- copytruncate: lines appended after logrotate copied the file and before it truncated it are lost if
-  they were not read in between; the tailer stats its open files on every poll (not only on glob
-  rescans) and reads each to EOF, so that window is one poll interval at most.
-- a file created and deleted (or rotated out of the glob) between two glob rescans is never seen;
-  a glob that also matches rotated names (`app.log*`) keeps rotated files readable.
+Rotation handled: rename (the old inode is read to EOF, then closed after rotate_wait_seconds; a new
+file at the path starts at 0); copytruncate (size below the read offset, or a changed first-bytes hash,
+restarts the inode at 0; a copy matched by the glob and named like a rotation is recognised by its
+bytes and continued after what was already read, so nothing is read twice); deletion (read to EOF,
+fd closed); inode reuse (device + inode + fingerprint). At start-up, files rotated out of the glob
+while the daemon was down are drained: checkpointed ones found by inode, unknown ones by rotation
+name and a modification time after the previous run's last checkpoint save.
+
+Known windows, documented for operators:
+- copytruncate: lines appended after logrotate copied the file and before it truncated it are lost
+  unless read in between; open files are stat'ed and read on every poll (up to max_bytes_per_poll),
+  not only on glob rescans, so that window is one poll when the tailer keeps up. If the copy is not matched by the glob, lines not yet read
+  when the file is truncated are lost too (they are only in the copy): tail `app.log*`.
+- a file created and then deleted (or rotated out of the glob) between two glob rescans is never seen.
 - lines delivered from a deleted file but not committed before a crash cannot be read again.
-- identity is device + inode + a hash of the first bytes: a reused inode whose new content begins
-  with the same bytes as the old file's (shorter than `fingerprint_bytes`) prefix is taken for it.
+- a reused inode whose new content begins with the same bytes as the old file's (fingerprint shorter
+  than `fingerprint_bytes`) is taken for the old file; a copytruncate done while the daemon is down,
+  or a crash while a copy waits for its origin's truncation, re-reads the copy (duplicates, no loss).
 """
 import glob
 import itertools

@@ -254,3 +254,21 @@ def test_rotated_file_read_and_committed_to_its_end_leaves_no_checkpoint(tmp_pat
     drain(tailer, Ledger())
     assert len(tailer.checkpoints) <= 1          # only the live file, however many rotations
     tailer.close()
+
+
+def test_rotated_file_with_pending_bytes_is_never_abandoned_after_rotate_wait(tmp_path):
+    """Fluent Bit #10414: the rotated file was closed after Rotate_Wait with bytes still unread."""
+    now = [0.0]
+    writer = LineWriter(tmp_path / "app.log")
+    tailer = new_tailer(writer.path, tmp_path / "cp", rotate_wait_seconds=5, clock=lambda: now[0],
+                        max_bytes_per_poll=4096, read_block_bytes=1024)
+    ledger = Ledger()
+    writer.write(1)
+    ledger.score(tailer.poll())
+    writer.write(3000)                  # ~150 KiB: dozens of polls at 4 KiB each
+    writer.rotate_rename()
+    for _ in range(200):
+        now[0] += 1.0                   # rotate_wait passes long before the backlog is read
+        ledger.score(tailer.poll())
+    assert ledger.lost(range(writer.next_seq)) == [] and tailer.stats["files_open"] == 0
+    tailer.close()
