@@ -59,10 +59,13 @@ class DetectionEngine:
         self.tiers = self._build_tiers(detection, config.get("rules", {}))
         self.book = IncidentBook(detection["incident_window_seconds"])
         self.incident_min_lines = int(detection["incident_min_lines"])
+        self.suspicious_score = float(detection["suspicious_score"])
+        self.suspicious_seen = {}        # source -> [decayed suspicious lines, decayed seconds]
         self.lines_seen = 0
         self.first_time = None
         self.now = None
         self.sources = []                # source id -> name, stable across restarts
+        self.source_names = self.sources  # the names the last batch used
         self.template_weight = {}        # template id -> score multiplier from feedback
         self.closed = []                 # incident records not yet collected
         self.recent_incidents = []       # the last closed ones, for feedback by id
@@ -146,8 +149,10 @@ class DetectionEngine:
             tier.learn(batch, ctx, weights)
         self.lines_seen += batch.n
         self.now = ctx.now
-        reasons = self._reasons(anomaly, tiers, results)
-        self._record_incidents(batch, ctx, anomaly, score, tiers, reasons, results, findings, samples)
+        suspicious = score >= self.suspicious_score
+        reasons = self._reasons(suspicious, tiers, results)
+        self._record_incidents(batch, ctx, suspicious, score, tiers, reasons, findings, samples)
+        reasons = {i: r for i, r in reasons.items() if anomaly[i]}
         return BatchScores(score, anomaly, tiers, reasons, self.collect_incidents())
 
     def _enabled_items(self):
@@ -164,7 +169,7 @@ class DetectionEngine:
             self.first_time = now
         warm = (self.lines_seen >= self.warmup_lines
                 and self.first_time is not None and now - self.first_time >= self.warmup_seconds)
-        names = batch.sources or self.sources
+        names = self.source_names = batch.sources or self.sources
         return BatchContext(now=now, lines_seen=self.lines_seen, warm=warm, n_templates=int(n_templates),
                             ts=ts, template_text=template_text,
                             source_name=lambda i: names[i] if 0 <= i < len(names) else str(i))
@@ -199,17 +204,19 @@ class DetectionEngine:
 
     # -- incidents ---------------------------------------------------------------------------
 
-    def _record_incidents(self, batch, ctx, anomaly, score, tiers, reasons, results, findings, samples):
-        for i in np.flatnonzero(anomaly):
+    def _record_incidents(self, batch, ctx, suspicious, score, tiers, reasons, findings, samples):
+        expected = self._learn_suspicious_rate(batch, ctx, suspicious)
+        for i in np.flatnonzero(suspicious):
             i = int(i)
+            source = ctx.source_name(int(batch.source_id[i]))
             tid = int(batch.template_id[i])
             explained = [(r, e, o, s) for s, r, e, o in reasons[i]]
             if not explained:
                 explained = [("combined score %.0f" % score[i], "", "", float(score[i]))]
             tier_scores = {TIER_NAMES[k]: float(tiers[k, i]) for k in range(4) if tiers[k, i] > 0}
             self._report(self.book.add(
-                ctx.source_name(int(batch.source_id[i])), float(ctx.ts[i]), float(score[i]), tier_scores, tid,
-                ctx.template_text(tid), explained, batch.content(i) if samples else "", opened_by=str(tid)))
+                source, float(ctx.ts[i]), float(score[i]), tier_scores, tid, ctx.template_text(tid), explained,
+                batch.content(i) if samples else "", opened_by=str(tid), expected_per_window=expected.get(source)))
         for f in findings:
             if f.score < self.threshold or self.template_weight.get(f.template_id, 1.0) < 1.0:
                 continue
@@ -220,17 +227,39 @@ class DetectionEngine:
                 [(f.reason, f.expected, f.observed, f.score)], None, opened_by=f.key))
         self._report(self.book.close_quiet(ctx.now))
 
+    def _learn_suspicious_rate(self, batch, ctx, suspicious):
+        """Update each source's long-run rate of suspicious lines; return {source: expected per window}.
+
+        Before warm-up nothing is known, so a burst cannot be judged (None)."""
+        span = max(float(ctx.ts.max() - ctx.ts.min()), 1.0) if batch.n else 0.0
+        keep = (1.0 - self.learning_rate) ** (span / self.book.window)
+        counts = np.bincount(batch.source_id, weights=suspicious.astype(np.float64),
+                             minlength=int(batch.source_id.max()) + 1 if batch.n else 1)
+        expected = {}
+        for sid in np.unique(batch.source_id).tolist():
+            name = ctx.source_name(sid)
+            entry = self.suspicious_seen.setdefault(name, [0.0, 0.0])
+            if ctx.warm and entry[1] >= self.warmup_seconds:
+                expected[name] = (entry[0] + 1.0) / entry[1] * self.book.window
+            entry[0] = entry[0] * keep + counts[sid]
+            entry[1] = entry[1] * keep + span
+        return expected
+
     def _report(self, closed):
-        """Keep closed incidents with enough evidence: a Finding, or incident_min_lines flagged lines.
+        """Keep closed incidents with enough evidence: a Finding, or incident_min_lines suspicious lines
+        whose strongest line or whose burst reaches the anomaly threshold.
 
         One odd line is not an outage; like an alert rule's `for:`, an incident must persist.
         """
-        self.closed += [c.record() for c in closed if c.findings or c.lines >= self.incident_min_lines]
+        self.closed += [c.record() for c in closed if c.findings or (
+            c.lines >= self.incident_min_lines and c.evidence >= self.threshold)]
 
     def _finding_source(self, finding):
-        if finding.source.isdigit() and int(finding.source) < len(self.sources):
-            return self.sources[int(finding.source)]
-        return finding.source or finding.key
+        if finding.source.isdigit() and int(finding.source) < len(self.source_names):
+            return self.source_names[int(finding.source)]
+        # A finding about no source ("window:<t>") groups under its key's kind, so that
+        # consecutive windows of one episode make one incident.
+        return finding.source or finding.key.split(":")[0]
 
     def collect_incidents(self):
         """Incident records closed since the last call."""

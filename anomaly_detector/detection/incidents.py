@@ -1,10 +1,16 @@
-"""Incidents: anomalous lines and Findings grouped per source within a quiet-gap window.
+"""Incidents: suspicious lines and Findings grouped per source within a quiet-gap window.
 
 The engine (engine.py) feeds them in event time; an incident closes once nothing was added for
 `window_seconds`, so one outage (errors, a spike, a drop, all in one source) is one alert.
+Besides its strongest line, an incident scores its burst: how improbable it is to meet this many
+suspicious lines within one window given how often the source produces them (a scan statistic).
 """
 import hashlib
 from dataclasses import dataclass, field
+
+import numpy as np
+
+from .stats_kernels import count_upper_scores
 
 # Tier whose evidence dominates -> the kind of incident reported to operators.
 KIND_BY_REASON = (("silent", "silent_source"), ("volume drop", "volume_drop"), ("volume spike", "volume_spike"),
@@ -24,6 +30,8 @@ class Incident:
     lines: int = 0
     findings: int = 0
     score: float = 0.0
+    burst: float = 0.0       # best scan-statistic score of suspicious lines within one window
+    recent: list = field(default_factory=list)              # times of the last window's lines
     tier_scores: dict = field(default_factory=dict)
     template_hits: dict = field(default_factory=dict)     # template id -> [count, text]
     reason_hits: dict = field(default_factory=dict)       # reason -> [best score, expected, observed]
@@ -41,6 +49,18 @@ class Incident:
         if not self.template_hits:
             return "source"
         return str(max(self.template_hits.items(), key=lambda kv: (kv[1][0], -kv[0]))[0])
+
+    def add_burst(self, ts, expected_per_window):
+        """Count a suspicious line towards the burst score (expected: usual count per window)."""
+        self.recent = [t for t in self.recent if t > ts - self.window] + [ts]
+        k = float(len(self.recent))
+        one = np.ones(1)
+        burst = count_upper_scores(np.array([k]), np.array([max(expected_per_window, 1e-6)]), one, 0.0 * one)[0]
+        self.burst = max(self.burst, float(burst))
+
+    @property
+    def evidence(self):
+        return max(self.score, self.burst)
 
     def add(self, ts, score, tiers, template_id, template, reasons, sample):
         self.first_seen = min(self.first_seen, ts)
@@ -69,7 +89,8 @@ class Incident:
                 "source": self.source, "kind": _kind(top_reason), "reason": top_reason,
                 "tiers": sorted(t for t, v in self.tier_scores.items() if v > 0),
                 "tier_scores": {t: round(v, 1) for t, v in sorted(self.tier_scores.items())},
-                "score": round(self.score, 1), "lines": self.lines,
+                "score": round(self.evidence, 1), "line_score": round(self.score, 1),
+                "burst_score": round(self.burst, 1), "lines": self.lines,
                 "template_id": int(family) if family != "source" else -1, "template": template,
                 "templates": sorted(self.template_hits, key=lambda t: -self.template_hits[t][0])[:10],
                 "expected": expected, "observed": observed, "samples": list(self.samples),
@@ -90,8 +111,10 @@ class IncidentBook:
         self.window = float(window_seconds)
         self.open = {}
 
-    def add(self, source, ts, score, tiers, template_id, template, reasons, sample, opened_by):
-        """Add one anomalous line or Finding; return the incidents this closes (same source, too old)."""
+    def add(self, source, ts, score, tiers, template_id, template, reasons, sample, opened_by,
+            expected_per_window=None):
+        """Add one suspicious line (with the source's usual count of them per window) or a Finding;
+        return the incidents this closes (same source, quiet for too long)."""
         closed = []
         incident = self.open.get(source)
         if incident is not None and ts - incident.last_seen > self.window:
@@ -100,6 +123,8 @@ class IncidentBook:
         if incident is None:
             incident = self.open[source] = Incident(source, ts, ts, self.window, opened_by=opened_by)
         incident.add(ts, score, tiers, template_id, template, reasons, sample)
+        if expected_per_window is not None:
+            incident.add_burst(ts, expected_per_window)
         return closed
 
     def close_quiet(self, now):

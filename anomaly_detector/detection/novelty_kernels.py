@@ -7,6 +7,8 @@ Numeric values are compared on a signed log scale (latencies and sizes are multi
 streaming Huber location/scale per slot. A value's surprise is its two-sided normal tail, inflated
 by how often the slot has really produced values beyond CAL_Z (so id-like or heavy-tailed
 positions calibrate themselves down). Drift is an exponentially weighted mean of recent z values.
+The drift mean is standardised by the larger of its iid spread and its own learned spread, so a
+latency that wanders with load is judged against how far it usually wanders.
 Categorical values are up to K hashes per slot; a slot with more distinct values stops counting.
 """
 import math
@@ -14,14 +16,14 @@ import math
 import numpy as np
 from numba import njit
 
-from .stats_kernels import log10_normal_two_sided, surprisal_score
+from .stats_kernels import log10_count_upper, log10_normal_two_sided, surprisal_score
 
 # numeric stats columns (float64[S, NUM_COLS])
-N_OBS, CENTER, SCALE, ZBAR, EXC_HI, EXC_LO, EXC_DRIFT, N_DRIFT = range(8)
-NUM_COLS = 8
+N_OBS, CENTER, SCALE, ZBAR, EXC_HI, EXC_LO, EXC_DRIFT, N_DRIFT, IN_DRIFT, ZVAR = range(10)
+NUM_COLS = 10
 CAL_Z = 4.0                     # z beyond which a value counts as an exceedance for calibration
 CAL_P = 3.167124183311998e-05   # one-sided normal tail at CAL_Z
-CAL_PRIOR = 1000.0              # pseudo-observations at the nominal exceedance rate
+CAL_SIGNIFICANT = -3.0         # log10 p below which a slot's exceedance count rejects the normal tail
 # A slot exceeding CAL_Z this many times more often than a normal would is not stationary
 # (a clock, a counter, an id): the normal model is rejected there and it is not scored.
 GATE_INFLATION = 30.0
@@ -82,12 +84,23 @@ def _robust_z(stats, s, y):
 
 @njit(cache=True)
 def _calibrated_log10p(log10p_nominal, exceedances, n):
-    # Observed rate of |z| > CAL_Z against the nominal one, shrunk towards nominal by CAL_PRIOR.
-    rate = (exceedances + CAL_PRIOR * CAL_P) / (n + CAL_PRIOR)
-    inflation = max(rate / CAL_P, 1.0)
+    """The nominal tail, inflated by how much more often than nominal the slot exceeded CAL_Z.
+
+    Inflation only applies once the excess is itself significant (a Poisson test), so one past
+    episode does not blunt a slot; a slot far off the normal model is not scored at all.
+    """
+    expected = n * CAL_P
+    inflation = 1.0
+    if exceedances > expected and log10_count_upper(exceedances, expected, 1.0) < CAL_SIGNIFICANT:
+        inflation = exceedances / expected
     if inflation > GATE_INFLATION:
         return 0.0
     return min(log10p_nominal + math.log10(inflation), 0.0)
+
+
+@njit(cache=True)
+def _drift_spread(st, s, drift_sd):
+    return math.sqrt(max(st[s, ZVAR], drift_sd * drift_sd))
 
 
 @njit(cache=True)
@@ -112,7 +125,7 @@ def _new_value_log10p(cat_count, cat_nd, s):
 
 @njit(cache=True)
 def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_hash, cat_count, cat_nd,
-                 cat_full, min_obs, drift_alpha):
+                 cat_full, cat_novelty, min_obs, drift_alpha):
     """Best parameter surprise per line -> (score float32[n], param index int64[n], kind int8[n]).
 
     State is read, not changed; the drift mean is advanced on a private copy so that lines later
@@ -142,25 +155,36 @@ def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_ha
                         best[i], which[i], kind[i] = sc, j, KIND_OUTLIER
                 zbar[s] += drift_alpha * (min(max(z, -Z_CLIP), Z_CLIP) - zbar[s])
                 nd = num_stats[s, N_DRIFT]
-                if nd >= 2.0 / drift_alpha and abs(zbar[s]) > QUIET_Z * drift_sd:
-                    zd = zbar[s] / drift_sd
-                    sc = surprisal_score(_calibrated_log10p(log10_normal_two_sided(zd), num_stats[s, EXC_DRIFT], nd))
+                spread = _drift_spread(num_stats, s, drift_sd)
+                if nd >= 2.0 / drift_alpha and abs(zbar[s]) > QUIET_Z * spread:
+                    zd = zbar[s] / spread
+                    # Drift exceedances are counted per episode, against the number of
+                    # roughly independent drift means (one per 2/alpha values).
+                    sc = surprisal_score(_calibrated_log10p(log10_normal_two_sided(zd), num_stats[s, EXC_DRIFT],
+                                                            nd * drift_alpha / 2.0))
                     if sc > best[i]:
                         best[i], which[i], kind[i] = sc, j, KIND_DRIFT
-            if cat_full[s] == 0 and cat_nd[s] > 0 and _category_index(cat_hash, cat_nd, s, param_hash[j]) < 0:
-                total = 0.0
-                for k in range(cat_nd[s]):
-                    total += cat_count[s, k]
-                if total >= min_obs:
-                    sc = surprisal_score(_new_value_log10p(cat_count, cat_nd, s))
-                    if sc > best[i]:
-                        best[i], which[i], kind[i] = sc, j, KIND_NEW_VALUE
+            if cat_full[s] == 0 and cat_nd[s] > 0:
+                k = _category_index(cat_hash, cat_nd, s, param_hash[j])
+                sc = 0.0
+                if k < 0:
+                    total = 0.0
+                    for q in range(cat_nd[s]):
+                        total += cat_count[s, q]
+                    if total >= min_obs:
+                        sc = surprisal_score(_new_value_log10p(cat_count, cat_nd, s))
+                elif cat_count[s, k] < min_obs:
+                    # A value stays new until it has been seen min_obs times: its surprise at
+                    # first sight keeps counting, so an outbreak of it is a burst of evidence.
+                    sc = cat_novelty[s, k]
+                if sc > best[i]:
+                    best[i], which[i], kind[i] = sc, j, KIND_NEW_VALUE
     return best, which, kind
 
 
 @njit(cache=True)
 def learn_params(param_ptr, param_slot, param_num, param_hash, weights, num_stats, cat_hash, cat_count,
-                 cat_nd, cat_full, min_obs, drift_alpha, base_alpha):
+                 cat_nd, cat_full, cat_novelty, min_obs, drift_alpha, base_alpha):
     """Fold one batch into the per-slot statistics (in place). weights float32[n] per line."""
     drift_sd = math.sqrt(drift_alpha / (2.0 - drift_alpha))
     max_cat = cat_hash.shape[1]
@@ -178,6 +202,11 @@ def learn_params(param_ptr, param_slot, param_num, param_hash, weights, num_stat
                 if k >= 0:
                     cat_count[s, k] += w
                 elif cat_nd[s] < max_cat:
+                    total = 0.0
+                    for q in range(cat_nd[s]):
+                        total += cat_count[s, q]
+                    novelty = surprisal_score(_new_value_log10p(cat_count, cat_nd, s)) if total >= min_obs else 0.0
+                    cat_novelty[s, cat_nd[s]] = novelty
                     cat_hash[s, cat_nd[s]] = param_hash[j]
                     cat_count[s, cat_nd[s]] = w
                     cat_nd[s] += 1
@@ -193,14 +222,19 @@ def _learn_number(st, s, y, w, min_obs, drift_alpha, drift_sd, base_alpha):
         # The short-term drift mean follows every value, whatever its learning weight.
         st[s, ZBAR] += drift_alpha * (min(max(z, -Z_CLIP), Z_CLIP) - st[s, ZBAR])
         st[s, N_DRIFT] += 1.0
-        if st[s, N_DRIFT] >= 2.0 / drift_alpha and abs(st[s, ZBAR] / drift_sd) > CAL_Z:
+        spread = _drift_spread(st, s, drift_sd)
+        exceeding = st[s, N_DRIFT] >= 2.0 / drift_alpha and abs(st[s, ZBAR] / spread) > CAL_Z
+        if exceeding and st[s, IN_DRIFT] == 0.0:
             st[s, EXC_DRIFT] += 1.0
+        st[s, IN_DRIFT] = 1.0 if exceeding else 0.0
         if z > CAL_Z:
             st[s, EXC_HI] += w
         elif z < -CAL_Z:
             st[s, EXC_LO] += w
     if w <= 0.0:
         return
+    if nobs >= min_obs:
+        st[s, ZVAR] += w * base_alpha * (min(st[s, ZBAR] ** 2, Z_CLIP ** 2) - st[s, ZVAR])
     if nobs == 0.0:
         st[s, CENTER] = y
     st[s, N_OBS] = nobs + w

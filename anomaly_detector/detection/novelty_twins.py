@@ -6,6 +6,7 @@ Good-Turing for unseen values) without arrays, so a slip in the kernels' indexin
 import math
 
 from . import novelty_kernels as K
+from .stats_twins import log10_count_upper
 
 
 class SlotTwin:
@@ -18,7 +19,10 @@ class SlotTwin:
         self.exc_lo = 0.0
         self.exc_drift = 0.0
         self.n_drift = 0.0
+        self.in_drift = False
+        self.zvar = 0.0
         self.values = {}   # hash -> weight, insertion ordered
+        self.novelty = {}  # hash -> surprise when first seen
         self.full = False
 
     def z(self, y):
@@ -30,10 +34,13 @@ def _signed_log(x):
 
 
 def _surprise(log10p_nominal, exceedances, n):
-    rate = (exceedances + K.CAL_PRIOR * K.CAL_P) / (n + K.CAL_PRIOR)
-    if rate / K.CAL_P > K.GATE_INFLATION:
+    expected = n * K.CAL_P
+    inflation = 1.0
+    if exceedances > expected and log10_count_upper(exceedances, expected, 1.0) < K.CAL_SIGNIFICANT:
+        inflation = exceedances / expected
+    if inflation > K.GATE_INFLATION:
         return 0.0
-    log10p = min(log10p_nominal + math.log10(max(rate / K.CAL_P, 1.0)), 0.0)
+    log10p = min(log10p_nominal + math.log10(inflation), 0.0)
     return min(100.0, max(0.0, -10.0 * log10p))
 
 
@@ -59,12 +66,15 @@ def score_lines(lines, slots, min_obs, drift_alpha):
                     score = _surprise(_two_sided(z), slot.exc_hi if z > 0 else slot.exc_lo, slot.n)
                     candidates.append((min(score, 10.0 * math.log10(slot.n + 1.0)), K.KIND_OUTLIER))
                 zbar[s] += drift_alpha * (max(-K.Z_CLIP, min(K.Z_CLIP, z)) - zbar[s])
-                if slot.n_drift >= 2.0 / drift_alpha and abs(zbar[s]) > K.QUIET_Z * sd:
-                    candidates.append((_surprise(_two_sided(zbar[s] / sd), slot.exc_drift, slot.n_drift), K.KIND_DRIFT))
-            if not slot.full and slot.values and h not in slot.values and sum(slot.values.values()) >= min_obs:
-                once = sum(1 for c in slot.values.values() if c < 1.5)
-                total = sum(slot.values.values())
-                candidates.append((_surprise_plain(math.log10((once + 0.5) / (total + 1.0))), K.KIND_NEW_VALUE))
+                spread = math.sqrt(max(slot.zvar, sd * sd))
+                if slot.n_drift >= 2.0 / drift_alpha and abs(zbar[s]) > K.QUIET_Z * spread:
+                    candidates.append((_surprise(_two_sided(zbar[s] / spread), slot.exc_drift,
+                                                 slot.n_drift * drift_alpha / 2.0), K.KIND_DRIFT))
+            if not slot.full and slot.values:
+                if h not in slot.values and sum(slot.values.values()) >= min_obs:
+                    candidates.append((_new_value_surprise(slot), K.KIND_NEW_VALUE))
+                elif h in slot.values and slot.values[h] < min_obs:
+                    candidates.append((slot.novelty[h], K.KIND_NEW_VALUE))
             for score, kind in candidates:
                 if score > best[0]:
                     best = (score, j, kind)
@@ -72,8 +82,10 @@ def score_lines(lines, slots, min_obs, drift_alpha):
     return out
 
 
-def _surprise_plain(log10p):
-    return min(100.0, max(0.0, -10.0 * log10p))
+def _new_value_surprise(slot):
+    once = sum(1 for c in slot.values.values() if c < 1.5)
+    total = sum(slot.values.values())
+    return min(100.0, max(0.0, -10.0 * math.log10((once + 0.5) / (total + 1.0))))
 
 
 def learn_lines(lines, weights, slots, min_obs, drift_alpha, base_alpha, max_values):
@@ -87,6 +99,8 @@ def learn_lines(lines, weights, slots, min_obs, drift_alpha, base_alpha, max_val
                 if h in slot.values:
                     slot.values[h] += w
                 elif len(slot.values) < max_values:
+                    known = slot.values and sum(slot.values.values()) >= min_obs
+                    slot.novelty[h] = _new_value_surprise(slot) if known else 0.0
                     slot.values[h] = w
                 else:
                     slot.full = True
@@ -97,14 +111,19 @@ def _learn_number(slot, y, w, min_obs, drift_alpha, sd, base_alpha):
         z = slot.z(y)
         slot.zbar += drift_alpha * (max(-K.Z_CLIP, min(K.Z_CLIP, z)) - slot.zbar)
         slot.n_drift += 1
-        if slot.n_drift >= 2.0 / drift_alpha and abs(slot.zbar / sd) > K.CAL_Z:
+        spread = math.sqrt(max(slot.zvar, sd * sd))
+        exceeding = slot.n_drift >= 2.0 / drift_alpha and abs(slot.zbar / spread) > K.CAL_Z
+        if exceeding and not slot.in_drift:
             slot.exc_drift += 1
+        slot.in_drift = exceeding
         if z > K.CAL_Z:
             slot.exc_hi += w
         elif z < -K.CAL_Z:
             slot.exc_lo += w
     if w <= 0:
         return
+    if slot.n >= min_obs:
+        slot.zvar += w * base_alpha * (min(slot.zbar ** 2, K.Z_CLIP ** 2) - slot.zvar)
     if slot.n == 0:
         slot.center = y
     before = slot.n

@@ -32,6 +32,7 @@ class NoveltyTier(Tier):
         self.num_stats = np.zeros((64, K.NUM_COLS))
         self.cat_hash = np.zeros((64, self.max_values), np.uint64)
         self.cat_count = np.zeros((64, self.max_values))
+        self.cat_novelty = np.zeros((64, self.max_values), np.float32)  # surprise of each value at first sight
         self.cat_nd = np.zeros(64, np.int32)
         self.cat_full = np.zeros(64, np.int8)
 
@@ -47,7 +48,7 @@ class NoveltyTier(Tier):
         slots = K.lookup_slots(batch.template_id, batch.param_ptr, batch.param_pos, self.slot_index)
         param_scores, which, kind = K.score_params(
             batch.param_ptr, slots, batch.param_num, batch.param_hash, self.num_stats, self.cat_hash,
-            self.cat_count, self.cat_nd, self.cat_full, self.min_obs, self.drift_alpha)
+            self.cat_count, self.cat_nd, self.cat_full, self.cat_novelty, self.min_obs, self.drift_alpha)
         np.maximum(rarity, param_scores, out=scores)
         self._explain_rarity(result, rarity, counts, batch, ctx)
         self._explain_params(result, param_scores, which, kind, slots, batch, ctx)
@@ -96,7 +97,8 @@ class NoveltyTier(Tier):
             tid = int(batch.template_id[i])
             value = batch.param_num[j]
             if kind[i] == K.KIND_NEW_VALUE:
-                result.reasons[i] = "new value of parameter %d of %r" % (pos, ctx.template_text(tid))
+                result.reasons[i] = "new value of parameter %d of %r: %s" % (pos, ctx.template_text(tid),
+                                                                            _param_text(batch, j))
                 result.expected[i] = "one of %d known values" % int(self.cat_nd[s])
                 result.observed[i] = "a value never seen there"
                 continue
@@ -120,7 +122,7 @@ class NoveltyTier(Tier):
         slots, self.next_slot = K.assign_slots(batch.template_id, batch.param_ptr, batch.param_pos,
                                                self.slot_index, self.next_slot)
         K.learn_params(batch.param_ptr, slots, batch.param_num, batch.param_hash, weights.astype(np.float32),
-                       self.num_stats, self.cat_hash, self.cat_count, self.cat_nd, self.cat_full,
+                       self.num_stats, self.cat_hash, self.cat_count, self.cat_nd, self.cat_full, self.cat_novelty,
                        self.min_obs, self.drift_alpha, self._numeric_alpha())
 
     def _new_slot_count(self, batch):
@@ -153,7 +155,8 @@ class NoveltyTier(Tier):
         new = size
         while new < n:
             new *= 2
-        for name, fill in (("num_stats", 0), ("cat_hash", 0), ("cat_count", 0), ("cat_nd", 0), ("cat_full", 0)):
+        for name, fill in (("num_stats", 0), ("cat_hash", 0), ("cat_count", 0), ("cat_nd", 0), ("cat_full", 0),
+                           ("cat_novelty", 0)):
             setattr(self, name, _grown(getattr(self, name), new, fill))
 
     def state(self):
@@ -163,7 +166,7 @@ class NoveltyTier(Tier):
                 "num_stats": self.num_stats[:used].tolist(),
                 "cat_hash": [[str(h) for h in row] for row in self.cat_hash[:used]],
                 "cat_count": self.cat_count[:used].tolist(), "cat_nd": self.cat_nd[:used].tolist(),
-                "cat_full": self.cat_full[:used].tolist()}
+                "cat_full": self.cat_full[:used].tolist(), "cat_novelty": self.cat_novelty[:used].tolist()}
 
     def load_state(self, state):
         if "slot_index" not in state:
@@ -179,6 +182,14 @@ class NoveltyTier(Tier):
         self.cat_count = _grown(np.asarray(state["cat_count"], np.float64).reshape(-1, self.max_values), size, 0)
         self.cat_nd = _grown(np.asarray(state["cat_nd"], np.int32), size, 0)
         self.cat_full = _grown(np.asarray(state["cat_full"], np.int8), size, 0)
+        novelty = np.asarray(state.get("cat_novelty", np.zeros((0, self.max_values))), np.float32)
+        self.cat_novelty = _grown(novelty.reshape(-1, self.max_values), size, 0)
+
+
+def _param_text(batch, j):
+    # The value's text is not kept in the batch; its number (when it is one) stands for it.
+    value = batch.param_num[j]
+    return "%g" % value if np.isfinite(value) else "#%x" % int(batch.param_hash[j])
 
 
 def _grown(arr, rows, fill):

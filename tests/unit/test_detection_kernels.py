@@ -1,0 +1,119 @@
+"""The detection kernels against their plain-Python twins, on random inputs."""
+import math
+
+import numpy as np
+import pytest
+
+from anomaly_detector.detection import novelty_kernels as K
+from anomaly_detector.detection import novelty_twins as T
+from anomaly_detector.detection import output_kernels as O
+from anomaly_detector.detection import stats_kernels as S
+from anomaly_detector.detection import stats_twins as ST
+
+
+def test_count_tails_match_the_series_twin():
+    rng = np.random.default_rng(7)
+    for _ in range(400):
+        mu, k, phi = rng.uniform(0.05, 60), float(rng.integers(0, 120)), rng.uniform(1, 5)
+        upper, lower = S.log10_count_upper(k, mu, phi), S.log10_count_lower(k, mu, phi)
+        assert upper == pytest.approx(ST.log10_count_upper(k, mu, phi), rel=1e-6, abs=1e-9)
+        twin_lower = ST.log10_count_lower(k, mu, phi)
+        if twin_lower > -10:  # the twin's 1 - P loses precision beyond this
+            assert lower == pytest.approx(twin_lower, rel=1e-5, abs=1e-9)
+
+
+def test_poisson_tail_is_exact_for_integer_counts():
+    exact = math.log10(sum(math.exp(-2.0 + j * math.log(2.0) - math.lgamma(j + 1)) for j in range(10, 200)))
+    assert S.log10_count_upper(10.0, 2.0, 1.0) == pytest.approx(exact, rel=1e-9)
+
+
+def test_normal_tail_and_score_scale():
+    for z in np.linspace(-8, 8, 33):
+        assert S.log10_normal_two_sided(z) == pytest.approx(ST.log10_normal_two_sided(z), rel=1e-9, abs=1e-12)
+    assert S.surprisal_score(-6.0) == 60.0
+    assert S.surprisal_score(1.0) == 0.0 and S.surprisal_score(-30.0) == 100.0
+
+
+def _random_batches(rng, n_batches, n_lines, n_templates):
+    for _ in range(n_batches):
+        tids = rng.integers(0, n_templates, n_lines).astype(np.int32)
+        per_line = rng.integers(0, 4, n_lines)
+        ptr = np.concatenate([[0], np.cumsum(per_line)]).astype(np.int64)
+        m = int(ptr[-1])
+        pos = np.concatenate([np.arange(c) for c in per_line]).astype(np.int16) if m else np.zeros(0, np.int16)
+        num = rng.lognormal(3.0, 0.4, m)
+        num[rng.random(m) < 0.3] = np.nan                       # some parameters are not numbers
+        num[rng.random(m) < 0.01] *= 50.0                       # a few outliers
+        hashes = rng.integers(0, 6, m).astype(np.uint64)        # low-cardinality values
+        hashes[rng.random(m) < 0.01] = rng.integers(100, 10**6, 1).astype(np.uint64)
+        weights = np.where(rng.random(n_lines) < 0.05, 0.1, 1.0).astype(np.float32)
+        yield tids, ptr, pos, num, hashes, weights
+
+
+def test_param_kernels_match_the_dict_twin():
+    rng = np.random.default_rng(3)
+    min_obs, alpha, base, max_values, n_templates = 20.0, 0.1, 0.01, 8, 5
+    slot_index = np.full((n_templates, 16), -1, np.int32)
+    next_slot = 0
+    size = n_templates * 16
+    num = np.zeros((size, K.NUM_COLS))
+    cat_hash = np.zeros((size, max_values), np.uint64)
+    cat_count = np.zeros((size, max_values))
+    cat_nd = np.zeros(size, np.int32)
+    cat_full = np.zeros(size, np.int8)
+    cat_novelty = np.zeros((size, max_values), np.float32)
+    twins = {}
+    for tids, ptr, pos, nums, hashes, weights in _random_batches(rng, 12, 300, n_templates):
+        slots = K.lookup_slots(tids, ptr, pos, slot_index)
+        got = K.score_params(ptr, slots, nums, hashes, num, cat_hash, cat_count, cat_nd, cat_full, cat_novelty,
+                             min_obs, alpha)
+        lines = [[(int(slots[j]), float(nums[j]), int(hashes[j])) for j in range(ptr[i], ptr[i + 1])]
+                 for i in range(len(tids))]
+        want = T.score_lines(lines, twins, min_obs, alpha)
+        for i, (score, j, kind) in enumerate(want):
+            assert got[0][i] == pytest.approx(score, abs=1e-3)
+            if score > 0:
+                assert got[2][i] == kind
+                assert got[1][i] - ptr[i] == j
+        slots, next_slot = K.assign_slots(tids, ptr, pos, slot_index, next_slot)
+        K.learn_params(ptr, slots, nums, hashes, weights, num, cat_hash, cat_count, cat_nd, cat_full, cat_novelty,
+                       min_obs, alpha, base)
+        lines = [[(int(slots[j]), float(nums[j]), int(hashes[j])) for j in range(ptr[i], ptr[i + 1])]
+                 for i in range(len(tids))]
+        T.learn_lines(lines, weights.tolist(), twins, min_obs, alpha, base, max_values)
+    assert any(s > 0 for s in got[0]), "the random stream should produce some surprise"
+    for s, twin in twins.items():
+        assert num[s, K.N_OBS] == pytest.approx(twin.n)
+        assert num[s, K.CENTER] == pytest.approx(twin.center, abs=1e-9)
+        assert num[s, K.SCALE] == pytest.approx(twin.scale, abs=1e-9)
+        assert bool(cat_full[s]) == twin.full
+
+
+def test_record_writer_matches_json_twin():
+    rng = np.random.default_rng(11)
+    n = 200
+    ts = rng.uniform(1.7e9, 1.8e9, n)
+    ts[rng.random(n) < 0.1] = np.nan
+    ts[:3] = [1772445600.0, 1772445600.125, 0.5]
+    tids = rng.integers(0, 4, n).astype(np.int32)
+    texts = {0: "GET <*> 200", 1: 'quote " and \\ backslash <*>', 2: "ünïcode <*> ✓", 3: ""}
+    pool = b"".join(O.escaped(texts[t]) for t in range(4))
+    ends = np.cumsum([len(O.escaped(texts[t])) for t in range(4)]).astype(np.int64)
+    starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)
+    score = np.round(rng.uniform(0, 100, n), 3)
+    score[:2] = [0.0, 100.0]
+    anomaly = score >= 70
+    tiers = rng.uniform(0, 100, (4, n))
+    reasons = {i: ["reason %d \"x\"" % i] for i in np.flatnonzero(anomaly)[:20].tolist()}
+    r_parts = [O.escaped(0) for _ in range(0)]
+    r_start, r_end = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    size = 0
+    for i, rs in sorted(reasons.items()):
+        text = ("[" + ", ".join('"%s"' % r.replace('"', '\\"') for r in rs) + "]").encode()
+        r_start[i], r_end[i] = size, size + len(text)
+        r_parts.append(text)
+        size += len(text)
+    out = O.write_records(O.record_prefix("dir/a.log"), 5, ts, tids, np.frombuffer(pool, np.uint8), starts, ends,
+                          score, anomaly, tiers, np.frombuffer(b"".join(r_parts) or b" ", np.uint8), r_start, r_end,
+                          O.KEY_ARRAYS).tobytes()
+    assert out == O.records_py("dir/a.log", 5, ts, tids, texts, score, anomaly, tiers, reasons)

@@ -1,0 +1,155 @@
+"""The detection engine on small synthetic batches: bursts, novelty, volume, controls, feedback, state."""
+import numpy as np
+import pytest
+
+from anomaly_detector.config.loader import default_config
+from anomaly_detector.detection.engine import DetectionEngine
+from anomaly_detector.parsing.batch import LEVEL_CRITICAL, LEVEL_INFO, ParsedBatch
+
+T0 = 1772445600.0
+
+
+def make_batch(ts, template_id, level=None, source_id=None, values=None, sources=("web",)):
+    """One parameter per line (values, or a steady latency), text 'line <tid>'."""
+    n = len(ts)
+    template_id = np.asarray(template_id, np.int32)
+    texts = [b"line %d" % t for t in template_id.tolist()]
+    buf = np.frombuffer(b"".join(texts) or b" ", np.uint8)
+    ends = np.cumsum([len(t) for t in texts]).astype(np.int64)
+    starts = (ends - np.array([len(t) for t in texts], np.int64)).astype(np.int64)
+    values = np.full(n, 20.0) if values is None else np.asarray(values, float)
+    return ParsedBatch(ts=np.asarray(ts, float), source_id=np.zeros(n, np.int32) if source_id is None else source_id,
+                       level=np.full(n, LEVEL_INFO, np.int8) if level is None else np.asarray(level, np.int8),
+                       template_id=template_id, buf=buf, content_start=starts, content_end=ends,
+                       param_ptr=np.arange(n + 1, dtype=np.int64), param_pos=np.zeros(n, np.int16),
+                       param_hash=(template_id % 3).astype(np.uint64), param_num=values, sources=list(sources))
+
+
+def config(**detection):
+    cfg = default_config()
+    cfg["detection"].update(warmup_lines=100, warmup_seconds=600, **detection)
+    cfg["detection"]["tier4"]["enabled"] = False
+    return cfg
+
+
+def steady(engine, minutes, rng, start=T0, per_minute=60, values=None):
+    """Feed `minutes` of steady traffic of templates 0..3 in 10-minute batches; return the flags."""
+    flags = 0
+    for m in range(0, minutes, 10):
+        n = per_minute * 10
+        ts = start + 60.0 * m + np.sort(rng.uniform(0, 600, n))
+        vals = rng.lognormal(3.0, 0.2, n) if values is None else values(n)
+        flags += int(engine.process(make_batch(ts, rng.integers(0, 4, n), values=vals), 10).anomaly.sum())
+    return flags
+
+
+def test_critical_burst_alerts_on_a_fresh_engine():
+    engine = DetectionEngine(config())
+    ts = T0 + np.arange(5.0)
+    got = engine.process(make_batch(ts, [7] * 5, level=[LEVEL_CRITICAL] * 5), 8)
+    assert got.anomaly[2:].all() and not got.anomaly[:2].any()
+    assert got.tiers[0, 4] >= 70 and any("critical rule" in r[1] for r in got.reasons[4])
+    incidents = engine.finish()
+    assert len(incidents) == 1 and incidents[0]["source"] == "web" and "t1" in incidents[0]["tiers"]
+    assert len(incidents[0]["samples"]) >= 2 and incidents[0]["first_seen"] == T0 + 2
+
+
+def test_steady_traffic_raises_nothing_and_outliers_and_new_templates_do():
+    rng = np.random.default_rng(0)
+    engine = DetectionEngine(config())
+    assert steady(engine, 600, rng) == 0
+    t = T0 + 600 * 60
+    # a latency shift of template 1 sustained for 20 minutes, and a brand-new error template
+    n = 600
+    ts = t + np.sort(rng.uniform(0, 1200, n))
+    tids = rng.integers(0, 4, n)
+    vals = np.where(tids == 1, rng.lognormal(3.0 + 2.5, 0.2, n), rng.lognormal(3.0, 0.2, n))
+    got = engine.process(make_batch(ts, tids, values=vals), 10)
+    assert got.anomaly[tids == 1].mean() > 0.5 and not got.anomaly[tids != 1].any()
+    ts = t + 1300 + np.arange(6.0) * 20
+    got = engine.process(make_batch(ts, [9] * 6, level=[5] * 6), 10)
+    assert got.tiers[2].min() >= 40, "a never-seen template after warm-up is surprising"
+    kinds = {i["kind"] for i in got.incidents + engine.finish()}
+    assert "value_drift" in kinds or "unusual_value" in kinds
+
+
+def test_silent_source_is_a_finding_not_tied_to_a_line():
+    rng = np.random.default_rng(1)
+    engine = DetectionEngine(config())
+    incidents = []
+    # two sources: web keeps logging, api goes silent after 5 hours
+    for m in range(0, 420, 10):
+        n = 1200
+        ts = T0 + 60.0 * m + np.sort(rng.uniform(0, 600, n))
+        src = rng.integers(0, 2, n).astype(np.int32)
+        if m >= 300:
+            src[:] = 0
+        got = engine.process(make_batch(ts, rng.integers(0, 4, n), source_id=src, sources=("web", "api")), 10)
+        incidents += got.incidents
+    incidents += engine.finish()
+    silent = [i for i in incidents if i["kind"] == "silent_source"]
+    assert silent and silent[0]["source"] == "api"
+    assert T0 + 300 * 60 <= silent[0]["first_seen"] <= T0 + 330 * 60
+
+
+def test_volume_spike_scores_the_lines_that_make_it():
+    rng = np.random.default_rng(2)
+    engine = DetectionEngine(config())
+    steady(engine, 300, rng)
+    t = T0 + 300 * 60
+    ts = t + np.sort(rng.uniform(0, 120, 2000))   # ~8x the usual 60 lines a minute of template 2
+    got = engine.process(make_batch(ts, np.full(2000, 2)), 10)
+    assert got.tiers[1].max() >= 70
+    assert any("volume spike" in r[1] for rs in got.reasons.values() for r in rs)
+
+
+def test_tiers_switch_off_at_run_time_and_learning_rate_changes():
+    engine = DetectionEngine(config())
+    engine.set_tier_enabled("t1", False)
+    got = engine.process(make_batch(T0 + np.arange(5.0), [7] * 5, level=[LEVEL_CRITICAL] * 5), 8)
+    assert got.tiers[0].max() == 0 and not got.anomaly.any()
+    engine.set_tier_enabled("t1", True)
+    got = engine.process(make_batch(T0 + 5 + np.arange(5.0), [7] * 5, level=[LEVEL_CRITICAL] * 5), 8)
+    assert got.anomaly.any()
+    with pytest.raises(ValueError):
+        engine.set_tier_enabled("t9", False)
+    assert engine.reduce_learning_rate(0.5) == pytest.approx(0.005)
+    assert all(t.learning_rate == pytest.approx(0.005) for t in engine.tiers.values())
+    with pytest.raises(ValueError):
+        engine.set_learning_rate(0.0)
+
+
+def test_feedback_suppresses_a_template():
+    engine = DetectionEngine(config())
+    engine.mark_template_normal(7)
+    got = engine.process(make_batch(T0 + np.arange(5.0), [7] * 5, level=[LEVEL_CRITICAL] * 5), 8)
+    assert not got.anomaly.any()
+    engine.mark_template_normal(7, weight=1.0)
+    got = engine.process(make_batch(T0 + 5 + np.arange(5.0), [7] * 5, level=[LEVEL_CRITICAL] * 5), 8)
+    assert got.anomaly.any()
+    incident = engine.finish()[0]
+    assert engine.mark_incident_normal(incident["id"]) and engine.template_weight[7] == 0.0
+    assert not engine.mark_incident_normal("no-such-id")
+
+
+def test_state_round_trip_scores_alike(tmp_path):
+    rng = np.random.default_rng(4)
+    first = DetectionEngine(config())
+    steady(first, 240, rng)
+    first.save(str(tmp_path))
+    assert (tmp_path / "baselines" / "detection.json").exists()
+    assert (tmp_path / "statistics" / "detection.json").exists()
+    second = DetectionEngine(config())
+    assert second.load(str(tmp_path))
+    batch = make_batch(T0 + 240 * 60 + np.arange(50.0), rng.integers(0, 4, 50), values=rng.lognormal(3, 1, 50))
+    a, b = first.process(batch, 10), second.process(batch, 10)
+    np.testing.assert_allclose(a.tiers, b.tiers, atol=1e-4)
+    assert not DetectionEngine(config()).load(str(tmp_path / "empty"))
+
+
+def test_incident_ids_are_deterministic():
+    def run():
+        engine = DetectionEngine(config())
+        engine.process(make_batch(T0 + np.arange(6.0), [7] * 6, level=[LEVEL_CRITICAL] * 6), 8)
+        return [i["id"] for i in engine.finish()]
+    assert run() == run() and len(run()[0]) == 16
