@@ -7,7 +7,6 @@ Exits non-zero only when something fails to run, never because a figure is bad.
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -77,21 +76,27 @@ def run_replay(files, out_path, inc_path, config=None, poll_s=0.05):
 
 
 def run_watched(cmd, poll_s):
+    """Run cmd; return (exit code, seconds, peak RSS bytes, stderr text).
+
+    The peak is the larger of the polled RSS of the process tree and the kernel's high-water mark
+    for this child (wait4), which a short-lived peak between two polls cannot escape."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
     began = time.perf_counter()
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, env=env)
         watched = psutil.Process(proc.pid)
         peak = 0
-        while proc.poll() is None:
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid == proc.pid:
+                break
             peak = max(peak, tree_rss(watched))
             time.sleep(poll_s)
         took = time.perf_counter() - began
+        proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         text = err.read().decode("utf-8", "replace")
-    # Polling can miss a short-lived peak; the kernel's high-water mark of the largest child cannot.
-    peak = max(peak, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
-    return proc.returncode, took, peak, text
+    return proc.returncode, took, max(peak, usage.ru_maxrss * 1024), text
 
 
 def count_lines(path):
