@@ -35,7 +35,13 @@ class StdinInput:
         self.stats = {"lines": 0, "bytes": 0, "long_lines": 0, "read_errors": 0}
 
     def _readable(self):
-        ready, _, _ = select.select([self.fd], [], [], 0)
+        try:
+            ready, _, _ = select.select([self.fd], [], [], 0)
+        except (OSError, ValueError):
+            # stdin closed under us (a service started with it closed): nothing will ever come
+            self.stats["read_errors"] += 1
+            self.eof = True
+            return False
         return bool(ready)
 
     def poll(self):

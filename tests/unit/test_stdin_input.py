@@ -80,3 +80,17 @@ def test_hostile_bytes_pass_through(pipe):
     source = StdinInput(reader)
     writer.write(b"\xff\xfe\x00nul\x1b[31m\n")
     assert _lines(source.poll()) == [b"\xff\xfe\x00nul\x1b[31m"]
+
+
+def test_closed_descriptor_is_reported_as_eof_not_a_crash():
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    os.close(write_fd)
+
+    class ClosedStdin:
+        def fileno(self):
+            return read_fd                       # what a service started with stdin closed hands over
+
+    source = StdinInput(ClosedStdin())
+    assert source.poll() == []
+    assert source.eof and source.stats["read_errors"] == 1
