@@ -18,6 +18,8 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lines-per-day", type=int, default=DEFAULT_LINES_PER_DAY,
                    help="weekday lines of web+app+db (default %(default)s)")
+    p.add_argument("--source-lines-per-day", default="", metavar="SRC=N,...",
+                   help="override single sources' weekday volume, e.g. db=50000,health=11520")
     p.add_argument("--incidents", default="all",
                    help=f"'all', 'none' or a comma-separated list of: {', '.join(KINDS)}")
     p.add_argument("--start", default="2026-03-02T00:00:00Z", help="ISO 8601 start of event time")
@@ -27,13 +29,26 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def parse_volumes(text):
+    """'db=50000,health=11520' -> {'db': 50000, 'health': 11520}."""
+    out = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        name, _, value = item.partition("=")
+        if not value.strip().isdigit():
+            raise ValueError(f"--source-lines-per-day wants SRC=N pairs, got {item!r}")
+        out[name.strip()] = int(value)
+    return out
+
+
 def main(argv=None):
     args = parse_args(argv)
     incidents = args.incidents if args.incidents in ("all", "none") else args.incidents.split(",")
     began, cpu = time.perf_counter(), time.process_time()
     try:
+        per_source = parse_volumes(args.source_lines_per_day)
         w = generate(args.out, days=args.days, seed=args.seed, lines_per_day=args.lines_per_day,
-                     incidents=incidents, start=args.start, fmt=args.fmt, warmup_days=args.warmup_days)
+                     incidents=incidents, start=args.start, fmt=args.fmt, warmup_days=args.warmup_days,
+                     source_lines_per_day=per_source)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

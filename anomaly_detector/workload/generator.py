@@ -17,6 +17,7 @@ from anomaly_detector.workload.services import LEVELS, NO_TAG, SERVICES, SOURCES
 DEFAULT_LINES_PER_DAY = 1_000_000
 # Share of a weekday's lines per traffic-driven source; health and batch add a few percent on top.
 SHARES = {"web": 0.40, "app": 0.36, "db": 0.21}
+HEALTH_SHARE = 0.03
 WEEKEND_FACTOR = 0.6
 CHUNK_S = 3600
 HEARTBEAT_INTERVALS = (5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0)
@@ -90,20 +91,32 @@ def legit_bursts(rng, n_min, per_day=3.0):
     return factor
 
 
-def traffic_rates(rng, t_start, n_min, lines_per_day):
-    """Expected lines per minute for each traffic-driven source."""
+def source_volumes(lines_per_day, source_lines_per_day=None):
+    """Weekday lines per day of each source: shares of lines_per_day unless given per source."""
+    volumes = {name: lines_per_day * share for name, share in SHARES.items()}
+    volumes["health"] = HEALTH_SHARE * lines_per_day
+    unknown = set(source_lines_per_day or ()) - set(volumes)
+    if unknown:
+        raise ValueError(f"source_lines_per_day: no such source(s) {sorted(unknown)}; use {sorted(volumes)}")
+    volumes.update({k: float(v) for k, v in (source_lines_per_day or {}).items()})
+    if min(volumes.values()) < 0:
+        raise ValueError("lines per day cannot be negative")
+    return volumes
+
+
+def traffic_rates(rng, t_start, n_min, volumes):
+    """Expected lines per minute for each traffic-driven source, from source_volumes()."""
     t = t_start + 60.0 * (np.arange(n_min) + 0.5)
     hour = (t % 86400.0) / 3600.0
     weekday = ((t // 86400.0) + 3) % 7
     shared = day_curve(hour) * np.where(weekday >= 5, WEEKEND_FACTOR, 1.0)
     shared = shared * ar1_lognormal(rng, n_min, 0.985, 0.15) * legit_bursts(rng, n_min)
-    return {name: lines_per_day * share / 1440.0 * shared * ar1_lognormal(rng, n_min, 0.9, 0.06)
-            for name, share in SHARES.items()}
+    return {name: volumes[name] / 1440.0 * shared * ar1_lognormal(rng, n_min, 0.9, 0.06) for name in SHARES}
 
 
-def heartbeat_interval(lines_per_day):
-    """Health checks take ~3% of the volume, on an interval an operator would configure."""
-    want = 86400.0 * len(HealthService.TARGETS) / max(0.03 * lines_per_day, 1.0)
+def heartbeat_interval(health_lines_per_day):
+    """The check interval an operator would configure that comes closest to the wanted volume."""
+    want = 86400.0 * len(HealthService.TARGETS) / max(health_lines_per_day, 1.0)
     return min(HEARTBEAT_INTERVALS, key=lambda x: abs(np.log(x / want)))
 
 
@@ -190,26 +203,28 @@ class Merger:
         self.carry = (ts[later], src[later], lvl[later], tag[later], [msgs[i] for i in later.tolist()])
 
 
-def build_services(seed_seqs, lines_per_day):
+def build_services(seed_seqs, volumes):
     vocab = Vocabulary(np.random.default_rng(seed_seqs[0]))
     out = []
     for cls, ss in zip(SERVICES, seed_seqs[1:]):
         rng = np.random.default_rng(ss)
-        mean = lines_per_day * SHARES.get(cls.name, 0.0) / 1440.0
+        mean = volumes.get(cls.name, 0.0) / 1440.0
         if cls is HealthService:
-            out.append(cls(rng, vocab, mean, interval=heartbeat_interval(lines_per_day)))
+            out.append(cls(rng, vocab, mean, interval=heartbeat_interval(volumes["health"])))
         else:
             out.append(cls(rng, vocab, mean))
     return out
 
 
 def generate(out_dir, days=3, seed=0, lines_per_day=DEFAULT_LINES_PER_DAY, incidents="all",
-             start="2026-03-02T00:00:00Z", fmt="plain", warmup_days=None):
+             start="2026-03-02T00:00:00Z", fmt="plain", warmup_days=None, source_lines_per_day=None):
     """Write a workload of `days` of event time into out_dir and return what was written.
 
     lines_per_day is the weekday volume of web+app+db (weekends are lower; health and batch add a
     few percent). incidents: "all" (every kind, once per post-warm-up day), a list of kinds, or
     "none". Incidents fall after the warm-up (default: the first day, or half of a shorter run).
+    source_lines_per_day overrides the weekday volume of single sources, e.g. {"db": 50000};
+    "health" sets the heartbeat interval; batch jobs keep their schedule.
     """
     if days <= 0 or lines_per_day <= 0:
         raise ValueError("days and lines_per_day must be positive")
@@ -220,13 +235,14 @@ def generate(out_dir, days=3, seed=0, lines_per_day=DEFAULT_LINES_PER_DAY, incid
     warm = min(1.0, days / 2.0) if warmup_days is None else float(warmup_days)
     t_warm = t_start + 86400.0 * warm
     ss = np.random.SeedSequence(seed).spawn(3 + len(SERVICES))
-    rates = traffic_rates(np.random.default_rng(ss[0]), t_start, n_min, lines_per_day)
+    volumes = source_volumes(lines_per_day, source_lines_per_day)
+    rates = traffic_rates(np.random.default_rng(ss[0]), t_start, n_min, volumes)
     kinds = expand_kinds(incidents, (t_end - t_warm) / 86400.0)
     if kinds and t_warm >= t_end:
         raise ValueError(f"a warm-up of {warm} days leaves no time for incidents in {days} days")
     plan = schedule(kinds, np.random.default_rng(ss[1]), t_warm, t_end)
     apply_rate_incidents(rates, plan, t_start, n_min)
-    services = build_services(ss[2:], lines_per_day)
+    services = build_services(ss[2:], volumes)
     output = Output(out_dir, fmt)
     merger = Merger(output, plan)
     try:

@@ -9,7 +9,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from anomaly_detector.workload.generator import generate, load_labels, parse_time, traffic_rates
+from anomaly_detector.workload.generator import generate, load_labels, parse_time, source_volumes, traffic_rates
 from anomaly_detector.workload.incidents import KINDS
 
 DAY = 86400.0
@@ -204,7 +204,8 @@ def test_day_night_and_weekend_seasonality(wl):
     day = len(in_window(web, t + 10 * 3600, t + 13 * 3600))
     assert day > 3 * night > 0
     t0 = parse_time("2026-03-02T00:00:00Z")  # a Monday
-    rates = traffic_rates(np.random.default_rng(0), t0, 7 * 1440, 100000)["web"].reshape(7, 1440).sum(axis=1)
+    volumes = source_volumes(100000)
+    rates = traffic_rates(np.random.default_rng(0), t0, 7 * 1440, volumes)["web"].reshape(7, 1440).sum(axis=1)
     assert 0.4 < rates[5:].mean() / rates[:5].mean() < 0.8
     assert 0.75 < rates[:5].mean() / (100000 * 0.40) < 1.25
 
@@ -270,3 +271,17 @@ def test_demo_sized_workload_and_cli(tmp_path, capsys):
     assert labels["warmup_end"] == labels["start"] + 0.025 * DAY <= inc["start"] < inc["end"] <= labels["end"]
     assert "1 incidents" in out and f"{sum(labels['lines_per_file'].values())} lines in" in out
     assert main(["--out", str(tmp_path), "--days", "0.05", "--incidents", "meteor"]) == 2
+    assert main(["--out", str(tmp_path), "--days", "0.05", "--source-lines-per-day", "db"]) == 2
+    assert "SRC=N" in capsys.readouterr().err
+
+
+def test_volume_per_source_can_be_set(tmp_path):
+    w = generate(str(tmp_path), days=0.5, seed=1, lines_per_day=40000, incidents="none",
+                 source_lines_per_day={"web": 4000, "health": 11520})
+    n = w.lines_per_file
+    # Half a day from midnight holds ~37% of a day's traffic (the evening peak is missing).
+    assert 0.25 * 4000 < n["web.log"] < 0.5 * 4000
+    assert 0.25 * 0.36 * 40000 < n["app.log"] < 0.5 * 0.36 * 40000
+    assert n["health.log"] == 8 * 43200 / 60  # 8 targets every 60 s
+    with pytest.raises(ValueError, match="no such source"):
+        generate(str(tmp_path), days=0.1, source_lines_per_day={"mail": 5})
