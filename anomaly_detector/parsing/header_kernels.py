@@ -80,7 +80,7 @@ def _separator_end_pc(prog, pc):
 
 
 @njit(cache=True)
-def _split_one(buf, s, e, prog, fs, fe):
+def _split_one(buf, s, e, prog, fs, fe, row):
     """Run the program over one stripped line; fill fs/fe and return True on success.
 
     Fields are lazy: each ends where its separator first matches, which is the regex's first
@@ -105,8 +105,8 @@ def _split_one(buf, s, e, prog, fs, fe):
             for j in range(pos, e):  # the regex '.' does not match a newline
                 if buf[j] == 10:
                     return False
-            fs[k] = pos
-            fe[k] = e
+            fs[row, k] = pos
+            fe[row, k] = e
             pos = e
             pc = sep_pc
             continue
@@ -114,17 +114,28 @@ def _split_one(buf, s, e, prog, fs, fe):
         to_end = prog[after, 0] == OP_END
         p = pos
         q = -1
+        first_op = prog[sep_pc, 0]
+        first_byte = prog[sep_pc, 1]
         while True:
             if p > e:
                 return False
+            if p < e:
+                b = buf[p]
+                if b == 10:
+                    return False
+                # cheap rejection before the full separator match
+                if first_op == OP_LIT and b != first_byte:
+                    p += 1
+                    continue
+                if first_op == OP_WS and 32 < b < 0x80:
+                    p += 1
+                    continue
             q = _match_separator(buf, p, e, prog, sep_pc)
             if q >= 0 and (not to_end or q == e):
                 break
-            if p < e and buf[p] == 10:
-                return False
             p += 1
-        fs[k] = pos
-        fe[k] = p
+        fs[row, k] = pos
+        fe[row, k] = p
         pos = q
         pc = after
 
@@ -148,5 +159,5 @@ def split_headers(buf, starts, ends, prog, k):
             if w == 0:
                 break
             e -= w
-        ok[i] = _split_one(buf, s, e, prog, fs[i], fe[i])
+        ok[i] = _split_one(buf, s, e, prog, fs, fe, i)
     return ok, fs, fe

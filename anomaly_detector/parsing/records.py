@@ -22,7 +22,7 @@ from anomaly_detector.parsing.headers import HeaderFormat
 from anomaly_detector.parsing.jsonl import parse_json_line_reason
 from anomaly_detector.parsing.sanitize import clean_buffer, clean_text
 from anomaly_detector.parsing.syslog import parse_syslog
-from anomaly_detector.parsing.timestamps import TimestampParser
+from anomaly_detector.parsing.timestamps import EPOCH_LAYOUT, TimestampParser, layout_arrays, layout_of, parse_stamps
 
 FORMATS = ("auto", "plain", "jsonl", "syslog")
 _STAT_KEYS = ("lines", "decode_errors", "malformed_json", "header_mismatch", "no_timestamp", "truncated",
@@ -345,15 +345,17 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
         out.start[ok] = fs[ok, hdr.content_index]
         out.end[ok] = fe[ok, hdr.content_index]
         out.source(int(np.argmax(ok)), parser.source)
-        fast = _KernelLines(parser, hdr, clean_bytes, fs, fe)
+        fast = _KernelLines(parser, hdr, clean, clean_bytes, fs, fe)
     slow = {}
+    ts_list = [None] * n
+    level_list = [LEVEL_UNKNOWN] * n
     ok_list, start_list, end_list = ok.tolist(), starts.tolist(), ends.tolist()
     for i in range(n):
         if ok_list[i]:
-            ts, level = fast.line(i)
-            out.ts[i] = np.nan if ts is None else ts
-            out.level[i] = level
+            ts_list[i], level_list[i] = fast.line(i)
             continue
+        if fast is not None:
+            fast.sync_state()
         s, e = start_list[i], end_list[i]
         text = clean_bytes[s:e].decode("utf-8")
         try:
@@ -361,10 +363,14 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
         except Exception:  # noqa: BLE001 - same guarantee as RecordParser.parse
             record = parser._finish(Record(None, parser.source, LEVEL_UNKNOWN, text, {}), None)
         out.content(i, record.content, text, s, e)
-        out.ts[i] = np.nan if record.ts is None else record.ts
-        out.level[i] = record.level
+        ts_list[i] = record.ts
+        level_list[i] = record.level
         out.source(i, record.source)
         slow[i] = record.fields
+    if fast is not None:
+        fast.sync_state()
+    out.ts = np.array([np.nan if t is None else t for t in ts_list], dtype=np.float64)
+    out.level = np.array(level_list, dtype=np.int8)
     content_buf = clean if not out.extra else np.frombuffer(clean_bytes + b"".join(out.extra), dtype=np.uint8)
 
     def field_getter(i):
@@ -391,15 +397,29 @@ def _kernel_applies(parser, clean, starts, ends):
 
 
 class _KernelLines:
-    """Time and level of lines the kernel split, decoding only the fields the stamp needs."""
+    """Time and level of lines the kernel split.
 
-    def __init__(self, parser, hdr, data, fs, fe):
-        self.parser, self.hdr, self.data, self.fs, self.fe = parser, hdr, data, fs, fe
+    Time stamps come from the numba stamp kernel wherever the parser would use the same header
+    fields and the same cached format (so the value is provably what parse() computes); other
+    lines go through TimestampParser.from_fields. sync_state() brings the parser's year state up
+    to date before it parses anything itself, as if it had seen every kernel-parsed stamp.
+    """
+
+    _MAX_KERNEL_RUNS = 4  # a file that keeps switching stamp shapes is left to the Python path
+
+    def __init__(self, parser, hdr, clean, data, fs, fe):
+        self.parser, self.hdr, self.clean, self.data, self.fs, self.fe = parser, hdr, clean, data, fs, fe
         self.index = {name: j for j, name in enumerate(hdr.fields)}
         self.levels = {}
         self.columns = {}
         self.recipe = None
         self.recipe_cols = ()
+        self.kernel_key = None
+        self.kernel_runs = 0
+        self.k_ok = self.k_ts = self.k_year = self.k_month = None
+        self.pending = -1  # last row whose stamp the kernel gave but the parser has not seen
+        li = hdr.level_index
+        self.level_cols = self._column(li) if li >= 0 else None
 
     def _column(self, j):
         col = self.columns.get(j)
@@ -408,6 +428,25 @@ class _KernelLines:
         return col
 
     def line(self, i):
+        ts = self._kernel_stamp(i)
+        if ts is None:
+            self.sync_state()
+            ts = self._python_stamp(i)
+        else:
+            self.parser._last_ts = ts
+        return self.parser._carry_ts(ts, None), self._level(i)
+
+    def _level(self, i):
+        if self.level_cols is None:
+            return LEVEL_UNKNOWN
+        lstart, lend = self.level_cols
+        word = self.data[lstart[i]:lend[i]]
+        level = self.levels.get(word)
+        if level is None:
+            level = self.levels[word] = level_code(word.decode("utf-8"))
+        return level
+
+    def _python_stamp(self, i):
         stamps = self.parser.timestamps
         ts = None
         if self.recipe is not None and stamps._field_recipe is self.recipe:
@@ -420,15 +459,59 @@ class _KernelLines:
             self.recipe = stamps._field_recipe
             if self.recipe is not None:
                 self.recipe_cols = [self._column(self.index[name]) for name in self.recipe]
-        level = LEVEL_UNKNOWN
-        li = self.hdr.level_index
-        if li >= 0:
-            lstart, lend = self._column(li)
-            word = self.data[lstart[i]:lend[i]]
-            level = self.levels.get(word)
-            if level is None:
-                level = self.levels[word] = level_code(word.decode("utf-8"))
-        return self.parser._carry_ts(ts, None), level
+        return ts
+
+    def _kernel_stamp(self, i):
+        stamps = self.parser.timestamps
+        recipe = stamps._field_recipe
+        if recipe is None or recipe is not self.recipe:
+            return None
+        layout = layout_of(stamps)
+        if layout is None:
+            return None
+        key = (layout, recipe, stamps._cached)
+        if key != self.kernel_key:
+            if self.kernel_runs >= self._MAX_KERNEL_RUNS:
+                return None
+            self._run_kernel(layout, recipe)
+            self.kernel_key = key
+            self.kernel_runs += 1
+        if not self.k_ok[i]:
+            return None
+        if layout != EPOCH_LAYOUT:
+            self.pending = i
+        return self.k_ts[i]
+
+    def _run_kernel(self, layout, recipe):
+        cols = [self.index[name] for name in recipe]
+        ps = np.ascontiguousarray(self.fs[:, cols])
+        pe = np.ascontiguousarray(self.fe[:, cols])
+        template, seps = layout_arrays(layout)
+        ok, ts, year, month, day, hour = parse_stamps(self.clean, ps, pe, len(cols), template, seps)
+        stamps = self.parser.timestamps
+        if layout != EPOCH_LAYOUT and stamps._zone is not None and ok.any():
+            key = ((year * 13 + month) * 32 + day) * 24 + np.minimum(hour, 23)
+            uniq, inverse = np.unique(key[ok], return_inverse=True)
+            offsets = np.empty(len(uniq))
+            for u, k in enumerate(uniq.tolist()):
+                h = k % 24
+                d = (k // 24) % 32
+                m = (k // (24 * 32)) % 13
+                y = k // (24 * 32 * 13)
+                offsets[u] = stamps._local_offset(y, m, d, h)
+            ts[ok] = ts[ok] - offsets[inverse]
+        self.k_ok, self.k_year, self.k_month = ok.tolist(), year, month
+        self.k_ts = ts.tolist()
+
+    def sync_state(self):
+        """Give the parser the year/month of the last kernel-parsed stamp, as parse() would have."""
+        if self.pending < 0:
+            return
+        stamps = self.parser.timestamps
+        stamps._year = int(self.k_year[self.pending])
+        stamps._last_month = int(self.k_month[self.pending])
+        stamps._last_text = None
+        self.pending = -1
 
 
 class _LazyFields:

@@ -9,6 +9,9 @@ import re
 import time
 import zoneinfo
 
+import numpy as np
+from numba import njit
+
 _MONTHS = {m: i + 1 for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun",
                                            "jul", "aug", "sep", "oct", "nov", "dec"))}
 _EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
@@ -338,3 +341,210 @@ _FIELD_RECIPES = [
 def now():
     """Wall-clock epoch seconds (arrival time when a record has none)."""
     return time.time()
+
+
+# ---- numba batch path for the fixed-width stamps of header formats ------------------------------
+# Each layout is the canonical shape of one regex above: 'Y' 4-digit year, 'y' 2-digit year, M D h m s
+# two digits, 'T' a 'T' or one space, anything else literal; then an optional fraction after one of
+# the listed separators. The kernel accepts only those exact shapes (a strict subset of what the regex
+# takes), so wherever it says ok the value equals TimestampParser.parse; everything else falls back.
+_LAYOUTS = {
+    "iso": ("YYYY-MM-DDThh:mm:ss", ".,:"),
+    "bgl": ("YYYY-MM-DD-hh.mm.ss", "."),
+    "hdfs": ("yyMMDD hhmmss", ""),
+    "ymd_slash": ("YYYY/MM/DDThh:mm:ss", ".,:"),
+    "ymd_dot": ("YYYY.MM.DD hh:mm:ss", ".,:"),
+    "spark": ("yy/MM/DD hh:mm:ss", ".,:"),
+    "healthapp": ("YYYYMMDD-hh:mm:ss", ".,:"),
+}
+EPOCH_LAYOUT = "epoch"
+
+
+def layout_arrays(name):
+    """(template uint8, fraction separators uint8) for a layout name; the epoch layout is empty."""
+    if name == EPOCH_LAYOUT:
+        return np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.uint8)
+    template, seps = _LAYOUTS[name]
+    return np.frombuffer(template.encode(), dtype=np.uint8).copy(), np.frombuffer(seps.encode(), dtype=np.uint8).copy()
+
+
+def layout_of(parser):
+    """The layout the parser's cached format corresponds to, or None when the kernel cannot do it."""
+    if parser.strptime:
+        return None
+    if parser._cached is None:
+        return EPOCH_LAYOUT
+    name = _COMPILED[parser._cached][0]
+    return name if name in _LAYOUTS else None
+
+
+@njit(cache=True)
+def _char_at(buf, ps, pe, row, nparts, j):
+    """Byte j of the parts of one row joined by single spaces (-1 past the end)."""
+    for p in range(nparts):
+        length = pe[row, p] - ps[row, p]
+        if j < length:
+            return buf[ps[row, p] + j]
+        j -= length
+        if p + 1 < nparts:
+            if j == 0:
+                return 32
+            j -= 1
+    return -1
+
+
+@njit(cache=True)
+def _days_from_civil(y, m, d):
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+@njit(cache=True)
+def _days_in_month(y, m):
+    if m == 2:
+        leap = (y % 4 == 0 and y % 100 != 0) or y % 400 == 0
+        return 29 if leap else 28
+    if m == 4 or m == 6 or m == 9 or m == 11:
+        return 30
+    return 31
+
+
+@njit(cache=True)
+def _parse_epoch_row(buf, ps, pe, row, nparts, total):
+    """9-11 digit seconds with an optional fraction, or 12-14 digit milliseconds; else NaN."""
+    value = 0
+    digits = 0
+    j = 0
+    while j < total:
+        c = _char_at(buf, ps, pe, row, nparts, j)
+        if c < 48 or c > 57:
+            break
+        value = value * 10 + (c - 48)
+        digits += 1
+        j += 1
+    if digits < 9 or digits > 14:
+        return np.nan
+    if digits >= 12:
+        return value / 1e3 if j == total else np.nan
+    ts = float(value)
+    if j == total:
+        return ts
+    if _char_at(buf, ps, pe, row, nparts, j) != 46 or total - j - 1 < 1 or total - j - 1 > 9:
+        return np.nan
+    frac = 0
+    for k in range(j + 1, total):
+        c = _char_at(buf, ps, pe, row, nparts, k)
+        if c < 48 or c > 57:
+            return np.nan
+        frac = frac * 10 + (c - 48)
+    return ts + frac / 10.0 ** (total - j - 1)
+
+
+@njit(cache=True)
+def parse_stamps(buf, ps, pe, nparts, template, fracseps):
+    """Local-time epoch seconds of each row's stamp (parts joined by a space) in one layout.
+
+    Returns (ok, ts, year, month, day, hour). Rows that do not have the exact shape get ok=False.
+    An empty template means the epoch layout.
+    """
+    n = ps.shape[0]
+    ok = np.zeros(n, dtype=np.bool_)
+    ts = np.zeros(n, dtype=np.float64)
+    year = np.zeros(n, dtype=np.int64)
+    month = np.zeros(n, dtype=np.int64)
+    day = np.zeros(n, dtype=np.int64)
+    hour = np.zeros(n, dtype=np.int64)
+    tl = template.shape[0]
+    for row in range(n):
+        total = nparts - 1
+        empty = False
+        for p in range(nparts):
+            length = pe[row, p] - ps[row, p]
+            if length <= 0:
+                empty = True
+            total += length
+        if empty or total > 64:
+            continue
+        if tl == 0:
+            v = _parse_epoch_row(buf, ps, pe, row, nparts, total)
+            if v == v:
+                ok[row] = True
+                ts[row] = v
+            continue
+        if total < tl:
+            continue
+        Y = 0
+        M = 0
+        D = 0
+        h = 0
+        mi = 0
+        s = 0
+        good = True
+        for j in range(tl):
+            t = template[j]
+            c = _char_at(buf, ps, pe, row, nparts, j)
+            if t == 89 or t == 121 or t == 77 or t == 68 or t == 104 or t == 109 or t == 115:  # YyMDhms
+                if c < 48 or c > 57:
+                    good = False
+                    break
+                d = c - 48
+                if t == 89 or t == 121:
+                    Y = Y * 10 + d
+                elif t == 77:
+                    M = M * 10 + d
+                elif t == 68:
+                    D = D * 10 + d
+                elif t == 104:
+                    h = h * 10 + d
+                elif t == 109:
+                    mi = mi * 10 + d
+                else:
+                    s = s * 10 + d
+            elif t == 84:  # 'T': a T or one space
+                if c != 84 and c != 32:
+                    good = False
+                    break
+            elif c != t:
+                good = False
+                break
+        if not good:
+            continue
+        frac = 0
+        fdigits = 0
+        if total > tl:
+            sep = _char_at(buf, ps, pe, row, nparts, tl)
+            allowed = False
+            for k in range(fracseps.shape[0]):
+                if sep == fracseps[k]:
+                    allowed = True
+            fdigits = total - tl - 1
+            if not allowed or fdigits < 1 or fdigits > 9:
+                continue
+            for k in range(tl + 1, total):
+                c = _char_at(buf, ps, pe, row, nparts, k)
+                if c < 48 or c > 57:
+                    good = False
+                    break
+                frac = frac * 10 + (c - 48)
+            if not good:
+                continue
+        if template[0] == 121:  # two-digit year, as TimestampParser reads it
+            Y = 2000 + Y if Y < 70 else 1900 + Y
+        if Y < 1 or M < 1 or M > 12 or D < 1 or D > _days_in_month(Y, M):
+            continue
+        if h > 24 or mi > 59 or s > 60:
+            continue
+        value = float(_days_from_civil(Y, M, D) * 86400 + h * 3600 + mi * 60 + s)
+        if fdigits:
+            value += frac / 10.0 ** fdigits
+        ok[row] = True
+        ts[row] = value
+        year[row] = Y
+        month[row] = M
+        day[row] = D
+        hour[row] = h
+    return ok, ts, year, month, day, hour
