@@ -1,10 +1,12 @@
 """TimestampParser: the stamp shapes of ISO, epoch, syslog and every Loghub dataset."""
 import datetime as dt
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from anomaly_detector.parsing import timestamps as T
 from anomaly_detector.parsing.headers import LOGHUB_FORMATS, HeaderFormat
 from anomaly_detector.parsing.timestamps import TimestampParser
 
@@ -166,3 +168,79 @@ def test_iso_roundtrip(moment):
     stamp = moment.replace(microsecond=moment.microsecond).isoformat(sep=" ")
     want = moment.replace(tzinfo=dt.timezone.utc).timestamp()
     assert TimestampParser().parse(stamp) == pytest.approx(want, abs=1e-6)
+
+
+# ---- the numba stamp kernel against the parser it stands in for ------------------------------
+
+_SAMPLES = {
+    "iso": "2015-07-29 17:41:44,747", "bgl": "2005-06-03-15.42.50.675872", "hdfs": "081109 203615",
+    "ymd_slash": "2015/07/29T17:41:44.5", "ymd_dot": "2005.11.09 12:01:01", "spark": "17/06/09 20:10:40",
+    "healthapp": "20171223-22:15:29:606", "epoch": "1117838570",
+}
+
+
+def _kernel_one(texts, layout, nparts):
+    """Run parse_stamps over texts, split into nparts at the first spaces when asked."""
+    data, ps, pe, pos = b"", [], [], 0
+    for text in texts:
+        raw = text.encode()
+        pieces = raw.split(b" ", nparts - 1) if nparts > 1 else [raw]
+        pieces += [b""] * (nparts - len(pieces))
+        row_s, row_e = [], []
+        for piece in pieces:
+            row_s.append(pos)
+            row_e.append(pos + len(piece))
+            data += piece + b"|"
+            pos += len(piece) + 1
+        ps.append(row_s)
+        pe.append(row_e)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    template, seps = T.layout_arrays(layout)
+    return T.parse_stamps(buf, np.array(ps, dtype=np.int64).reshape(-1, nparts),
+                          np.array(pe, dtype=np.int64).reshape(-1, nparts), nparts, template, seps)
+
+
+_DIGITY = st.sampled_from(list("0123456789") + ["9", "1", "2", " ", ".", ",", ":", "-", "/", "T", "Z", "a"])
+
+
+@st.composite
+def stamp_variant(draw):
+    layout = draw(st.sampled_from(sorted(_SAMPLES)))
+    text = list(_SAMPLES[layout])
+    for _ in range(draw(st.integers(0, 4))):
+        k = draw(st.integers(0, len(text)))
+        action = draw(st.integers(0, 2))
+        if action == 0 and k < len(text):
+            text[k] = draw(_DIGITY)
+        elif action == 1:
+            text.insert(k, draw(_DIGITY))
+        elif k < len(text):
+            del text[k]
+    return layout, "".join(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(stamp_variant(), min_size=1, max_size=10), st.sampled_from(["UTC", "Europe/Paris"]))
+def test_stamp_kernel_equals_parser(variants, zone):
+    for layout, text in variants:
+        parser = TimestampParser(timezone=zone)
+        parser.parse(_SAMPLES[layout])
+        assert T.layout_of(parser) == layout
+        nparts = 2 if " " in _SAMPLES[layout] else 1
+        ok, ts, year, month, day, hour = _kernel_one([text], layout, nparts)
+        if not ok[0]:
+            continue
+        joined = " ".join(p for p in text.split(" ", nparts - 1)) if nparts > 1 else text
+        want = parser.parse(joined)
+        got = ts[0]
+        if layout != "epoch" and zone != "UTC":
+            got -= parser._local_offset(int(year[0]), int(month[0]), int(day[0]), int(hour[0]))
+        assert want is not None and got == want, (layout, text)
+
+
+def test_stamp_kernel_rejects_what_it_cannot_prove():
+    ok, *_ = _kernel_one(["2015-07-29 17:41:44Z", "2015-02-30 00:00:00", "2015-07-29  17:41:44"], "iso", 2)
+    assert not ok.any()
+    ok, ts, *_ = _kernel_one(["1117838570.25", "1117838570123", "12345678", "1117838570.1234567890"], "epoch", 1)
+    assert ok.tolist() == [True, True, False, False]
+    assert ts[0] == 1117838570.25 and ts[1] == 1117838570.123
