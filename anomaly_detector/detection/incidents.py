@@ -8,9 +8,7 @@ suspicious lines within one window given how often the source produces them (a s
 import hashlib
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from .stats_kernels import count_upper_scores
+from .stats_kernels import log10_count_upper, surprisal_score
 
 # Tier whose evidence dominates -> the kind of incident reported to operators.
 KIND_BY_REASON = (("silent", "silent_source"), ("volume drop", "volume_drop"), ("volume spike", "volume_spike"),
@@ -53,9 +51,7 @@ class Incident:
     def add_burst(self, ts, expected_per_window):
         """Count a suspicious line towards the burst score (expected: usual count per window)."""
         self.recent = [t for t in self.recent if t > ts - self.window] + [ts]
-        k = float(len(self.recent))
-        one = np.ones(1)
-        burst = count_upper_scores(np.array([k]), np.array([max(expected_per_window, 1e-6)]), one, 0.0 * one)[0]
+        burst = surprisal_score(log10_count_upper(float(len(self.recent)), max(expected_per_window, 1e-6), 1.0))
         self.burst = max(self.burst, float(burst))
 
     @property

@@ -29,7 +29,7 @@ CAL_SIGNIFICANT = -3.0         # log10 p below which a slot's exceedance count r
 GATE_INFLATION = 30.0
 SCALE_FLOOR = 0.05              # smallest spread on the log scale (about 5 %)
 HUBER_C = 3.0
-Z_CLIP = 6.0
+Z_CLIP = 10.0
 QUIET_Z = 2.5                   # below this |z| a tail is not worth computing (score < 20)
 KIND_NONE, KIND_OUTLIER, KIND_DRIFT, KIND_NEW_VALUE = 0, 1, 2, 3
 
@@ -83,17 +83,18 @@ def _robust_z(stats, s, y):
 
 
 @njit(cache=True)
-def _calibrated_log10p(log10p_nominal, exceedances, n):
+def _calibrated_log10p(log10p_nominal, exceedances, n, gate):
     """The nominal tail, inflated by how much more often than nominal the slot exceeded CAL_Z.
 
     Inflation only applies once the excess is itself significant (a Poisson test), so one past
-    episode does not blunt a slot; a slot far off the normal model is not scored at all.
+    episode does not blunt a slot; with `gate`, a slot far off the normal model is not scored at
+    all (single values of clocks and ids; drift keeps its inflated tail instead).
     """
     expected = n * CAL_P
     inflation = 1.0
     if exceedances > expected and log10_count_upper(exceedances, expected, 1.0) < CAL_SIGNIFICANT:
         inflation = exceedances / expected
-    if inflation > GATE_INFLATION:
+    if gate and inflation > GATE_INFLATION:
         return 0.0
     return min(log10p_nominal + math.log10(inflation), 0.0)
 
@@ -149,7 +150,7 @@ def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_ha
                 if abs(z) > QUIET_Z:
                     exc = num_stats[s, EXC_HI] if z > 0 else num_stats[s, EXC_LO]
                     # One value cannot be rarer than one in the values seen so far.
-                    lp = max(_calibrated_log10p(log10_normal_two_sided(z), exc, nobs), -math.log10(nobs + 1.0))
+                    lp = max(_calibrated_log10p(log10_normal_two_sided(z), exc, nobs, True), -math.log10(nobs + 1.0))
                     sc = surprisal_score(lp)
                     if sc > best[i]:
                         best[i], which[i], kind[i] = sc, j, KIND_OUTLIER
@@ -161,7 +162,7 @@ def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_ha
                     # Drift exceedances are counted per episode, against the number of
                     # roughly independent drift means (one per 2/alpha values).
                     sc = surprisal_score(_calibrated_log10p(log10_normal_two_sided(zd), num_stats[s, EXC_DRIFT],
-                                                            nd * drift_alpha / 2.0))
+                                                            nd * drift_alpha / 2.0, False))
                     if sc > best[i]:
                         best[i], which[i], kind[i] = sc, j, KIND_DRIFT
             if cat_full[s] == 0 and cat_nd[s] > 0:

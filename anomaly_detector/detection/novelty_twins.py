@@ -33,12 +33,12 @@ def _signed_log(x):
     return math.copysign(math.log1p(abs(x)), x)
 
 
-def _surprise(log10p_nominal, exceedances, n):
+def _surprise(log10p_nominal, exceedances, n, gate=True):
     expected = n * K.CAL_P
     inflation = 1.0
     if exceedances > expected and log10_count_upper(exceedances, expected, 1.0) < K.CAL_SIGNIFICANT:
         inflation = exceedances / expected
-    if inflation > K.GATE_INFLATION:
+    if gate and inflation > K.GATE_INFLATION:
         return 0.0
     log10p = min(log10p_nominal + math.log10(inflation), 0.0)
     return min(100.0, max(0.0, -10.0 * log10p))
@@ -69,7 +69,7 @@ def score_lines(lines, slots, min_obs, drift_alpha):
                 spread = math.sqrt(max(slot.zvar, sd * sd))
                 if slot.n_drift >= 2.0 / drift_alpha and abs(zbar[s]) > K.QUIET_Z * spread:
                     candidates.append((_surprise(_two_sided(zbar[s] / spread), slot.exc_drift,
-                                                 slot.n_drift * drift_alpha / 2.0), K.KIND_DRIFT))
+                                                 slot.n_drift * drift_alpha / 2.0, gate=False), K.KIND_DRIFT))
             if not slot.full and slot.values:
                 if h not in slot.values and sum(slot.values.values()) >= min_obs:
                     candidates.append((_new_value_surprise(slot), K.KIND_NEW_VALUE))

@@ -11,6 +11,7 @@ from numba import njit
 LN10 = math.log(10.0)
 _EPS = 1e-15
 QUIET_SIGMAS = 2.0
+RATIO_MIN_MEAN = 5.0            # below this mean count the log-ratio approximation is not used
 
 
 @njit(cache=True)
@@ -125,7 +126,9 @@ def log10_ratio_tail(k, mu, phi, rel2):
     Traffic varies multiplicatively (campaigns, slow drifts): rel2 is the learned squared
     relative error of the forecast; phi/mu the counting noise on the log scale.
     """
-    z = abs(math.log((k + 0.5) / (mu + 0.5))) / math.sqrt(rel2 + phi / max(mu, 0.5))
+    if mu < RATIO_MIN_MEAN:
+        return -300.0  # too few counts for the log scale: the count test alone decides
+    z = abs(math.log((k + 0.5) / (mu + 0.5))) / math.sqrt(rel2 + phi / mu)
     return log10_normal_two_sided(z) - math.log10(2.0)
 
 

@@ -29,6 +29,7 @@ class KeyBaseline:
         self.rel2 = np.full(size, MIN_RELATIVE_ERROR ** 2)  # squared relative forecast error
         self.nonzero = np.zeros(size)     # share of buckets with any line
         self.clump = np.ones(size)        # mean of x^2 / x over non-zero buckets (compound Poisson)
+        self.total = np.zeros(size)       # deseasonalised lines ever learned: total / age is the long-run mean
         self.age = np.zeros(size, np.int64)  # buckets since first seen
         self.open_raw = np.zeros(size)    # counts in the open bucket, all lines
         self.open_learn = np.zeros(size)  # counts in the open bucket, weighted for learning
@@ -164,7 +165,10 @@ class VolumeTier(Tier):
         counts += np.where(in_open, base.open_raw[keys], 0.0)
         sources = self.template_source[keys] if base is self.templates else keys
         season = self.season.factor(sources, buckets * self.bucket_seconds, self.bucket_seconds)
-        mus = np.maximum(base.level[keys] * season, 1e-3)
+        # An intermittent key (a nightly job) is not expected to be at zero just because it was
+        # quiet lately: a spike is judged against at least its long-run mean.
+        long_run = base.total[keys] / np.maximum(base.age[keys], 1)
+        mus = np.maximum(np.maximum(base.level[keys], long_run) * season, 1e-3)
         scores = count_upper_scores(counts, mus, _dispersion(base, keys), base.rel2[keys])
         scores[base.age[keys] < self.min_history] = 0.0
         if not ctx.warm:
@@ -285,6 +289,7 @@ class VolumeTier(Tier):
         base.phi = np.where(seen, base.phi + alpha * (resid2 - base.phi), base.phi)
         self._update_shape(base, seen, x, mu, alpha)
         base.level = np.where(seen, mu + alpha * (x_clipped - mu), np.where(new, x, mu))
+        base.total += np.where(seen | new, x, 0.0)
         base.age += (seen | new).astype(np.int64)
 
     @staticmethod
@@ -297,7 +302,7 @@ class VolumeTier(Tier):
         base.rel2 = np.where(busy, base.rel2 + alpha * (target - base.rel2), base.rel2)
         hit = x > 0
         base.nonzero = np.where(seen, base.nonzero + alpha * (hit - base.nonzero), base.nonzero)
-        clump = np.where(hit, x, 1.0)
+        clump = np.where(hit, np.maximum(x, 1.0), 1.0)
         base.clump = np.where(seen & hit, base.clump + alpha * (clump - base.clump), base.clump)
 
     # -- helpers -------------------------------------------------------------------------
