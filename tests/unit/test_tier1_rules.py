@@ -1,0 +1,63 @@
+"""Tier 1 pattern rules from [rules] and incident grouping per source."""
+import numpy as np
+
+from anomaly_detector.config.loader import default_config
+from anomaly_detector.detection.base import BatchContext
+from anomaly_detector.detection.incidents import IncidentBook
+from anomaly_detector.detection.tier1_rules import RulesTier
+from anomaly_detector.parsing.batch import LEVEL_ERROR, LEVEL_INFO, ParsedBatch
+
+
+def text_batch(lines, levels=None, t0=1000.0, step=1.0):
+    data = [line.encode() for line in lines]
+    ends = np.cumsum([len(d) for d in data]).astype(np.int64)
+    n = len(lines)
+    return ParsedBatch(ts=t0 + step * np.arange(n), source_id=np.zeros(n, np.int32),
+                       level=np.full(n, LEVEL_INFO, np.int8) if levels is None else np.asarray(levels, np.int8),
+                       template_id=np.zeros(n, np.int32), buf=np.frombuffer(b"".join(data), np.uint8),
+                       content_start=ends - np.array([len(d) for d in data]), content_end=ends,
+                       param_ptr=np.zeros(n + 1, np.int64), param_pos=np.zeros(0, np.int16),
+                       param_hash=np.zeros(0, np.uint64), param_num=np.zeros(0), sources=["app"])
+
+
+def ctx_for(batch):
+    return BatchContext(now=float(batch.ts.max()), lines_seen=0, warm=False, n_templates=1, ts=batch.ts)
+
+
+def tier(rules):
+    settings = dict(default_config()["detection"]["tier1"], learning_rate=0.01)
+    return RulesTier(settings, rules)
+
+
+def test_pattern_rule_counts_matches_in_its_window_and_never_across_lines():
+    t = tier({"oom": {"pattern": "out of memory", "threshold": 3, "window_seconds": 60, "level": ""}})
+    lines = ["worker out of memory", "ok", "out of", "memory", "out of memory again", "fine", "out of memory"]
+    batch = text_batch(lines)
+    scores = t.score(batch, ctx_for(batch)).scores
+    assert scores[6] >= 70 and scores[4] < 70 and scores[1] == 0
+    assert scores[2] == 0 and scores[3] == 0, "a match must not span two lines"
+    spread = text_batch(["out of memory"] * 3, step=100.0)
+    assert t.score(spread, ctx_for(spread)).scores.max() < 70, "matches outside the window do not add up"
+
+
+def test_rule_level_filter_and_carry_over_between_batches():
+    t = tier({"db": {"pattern": "timeout", "threshold": 2, "window_seconds": 60, "level": "ERROR"}})
+    first = text_batch(["db timeout", "db timeout"], levels=[LEVEL_INFO, LEVEL_ERROR])
+    ctx = ctx_for(first)
+    assert t.score(first, ctx).scores.max() < 70
+    t.learn(first, ctx, np.ones(2, np.float32))
+    second = text_batch(["db timeout"], levels=[LEVEL_ERROR], t0=1010.0)
+    assert t.score(second, ctx_for(second)).scores[0] >= 70, "the earlier ERROR match still counts"
+
+
+def test_incident_book_groups_per_source_and_closes_after_a_quiet_window():
+    book = IncidentBook(300)
+    args = ({"t1": 80.0}, 4, "tpl <*>", [("reason", "exp", "obs", 80.0)], "sample")
+    assert book.add("web", 0.0, 80.0, *args, opened_by="4") == []
+    assert book.add("web", 200.0, 80.0, *args, opened_by="4") == []
+    book.add("db", 250.0, 80.0, *args, opened_by="4")
+    closed = book.add("web", 900.0, 80.0, *args, opened_by="4")
+    assert len(closed) == 1 and closed[0].lines == 2 and closed[0].last_seen == 200.0
+    assert [i.source for i in book.close_quiet(1100.0)] == ["db"]
+    record = book.close_all()[0].record()
+    assert record["source"] == "web" and record["template"] == "tpl <*>" and record["samples"] == ["sample"]
