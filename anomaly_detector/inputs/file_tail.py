@@ -80,6 +80,15 @@ class Chunk(NamedTuple):
     start_offset: int
     end_offset: int
 
+    @property
+    def stream_id(self):
+        """Stable for one file's whole life, whatever its path (rotation) or generation (truncation).
+
+        Route by this, not by path: commits of one file must come back in order, and a rotated
+        file changes path while its lines may still be in flight.
+        """
+        return (self.key.device, self.key.inode) if isinstance(self.key, FileKey) else self.key
+
 
 class _Lineage(NamedTuple):
     """What a file held before it was truncated: enough to recognise its copy and continue there."""

@@ -272,3 +272,20 @@ def test_rotated_file_with_pending_bytes_is_never_abandoned_after_rotate_wait(tm
         ledger.score(tailer.poll())
     assert ledger.lost(range(writer.next_seq)) == [] and tailer.stats["files_open"] == 0
     tailer.close()
+
+
+def test_stream_id_survives_rename_and_truncation(tmp_path):
+    writer = LineWriter(tmp_path / "app.log")
+    tailer = new_tailer(str(tmp_path / "app.log*"), tmp_path / "cp")
+    writer.write(5)
+    [before] = tailer.poll()
+    writer.write(5)
+    writer.rotate_rename()
+    [renamed] = [c for c in tailer.poll() if c.lines]
+    os.truncate(renamed.path, 0)
+    with open(renamed.path, "ab") as f:
+        f.write(b"new\n")
+    [truncated] = tailer.poll()
+    assert renamed.path != before.path and truncated.key != before.key
+    assert before.stream_id == renamed.stream_id == truncated.stream_id
+    tailer.close()
