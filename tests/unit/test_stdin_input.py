@@ -38,6 +38,7 @@ def test_lines_partial_line_and_eof(pipe):
     [chunk] = source.poll()
     assert (chunk.key, chunk.path, chunk.lines) == (STDIN_KEY, "-", [b"one", b"two"])
     assert (chunk.start_offset, chunk.end_offset) == (0, 9)
+    assert chunk.stream_id == STDIN_KEY
     writer.write(b"ee\nlast without newline")
     assert _lines(source.poll()) == [b"three"]
     writer.close()
