@@ -298,10 +298,11 @@ class WindowStructure:
         self.closed += 1
         x = np.sqrt(counts / total)
         d = x - self.mu
-        fitted = self.basis @ (self.basis.T @ d)
+        # Element-wise, not `@`: a threaded BLAS call wakes (and spins) every core for a 64 x 16 product.
+        fitted = (self.basis * (self.basis * d[:, None]).sum(axis=0)).sum(axis=1)
         r = d - fitted
         # sqrt shares have variance ~1/(4 N) per template: scaled so quiet and busy windows compare.
-        spe = float(r @ r) * 4.0 * total
+        spe = float((r * r).sum()) * 4.0 * total
         unusual = []
         if self.n >= self.warmup and self.spe_n >= self.warmup // 2:
             # Scaled residuals are ~1 per free template under sampling noise alone: a floor for the spread.
