@@ -157,19 +157,18 @@ class SharedArena:
         self.segments[name] = segment
         return segment
 
+    def release(self, name):
+        """Unlink one segment (owner only), e.g. a ring replaced on reload; its pages go with the last mapping."""
+        if os.getpid() != self.owner_pid:
+            return
+        _unlink(self.segments.pop(name))
+
     def close(self):
         """Unlink every segment (owner only; a forked child calling this changes nothing)."""
         if os.getpid() != self.owner_pid:
             return
         for segment in self.segments.values():
-            try:
-                os.unlink(segment.path)
-            except FileNotFoundError:
-                pass
-            try:
-                segment.buf.close()
-            except BufferError:
-                pass  # numpy views still exist; the pages go when the last mapping does
+            _unlink(segment)
         self.segments.clear()
 
     def __enter__(self):
@@ -182,3 +181,14 @@ class SharedArena:
 def _check_instance(instance):
     if not _INSTANCE_RE.match(instance):
         raise ValueError(f"instance name {instance!r} must be 1-32 characters of A-Z a-z 0-9 _")
+
+
+def _unlink(segment):
+    try:
+        os.unlink(segment.path)
+    except FileNotFoundError:
+        pass
+    try:
+        segment.buf.close()
+    except BufferError:
+        pass  # numpy views still exist; the pages go when the last mapping does

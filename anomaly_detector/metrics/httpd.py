@@ -92,8 +92,14 @@ class SidecarHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, bind, port, source, access_log_path=None):
-        super().__init__((bind, port), _Handler)
+    def __init__(self, bind, port, source, access_log_path=None, sock=None):
+        """`sock`: an already listening socket (the supervisor binds before forking, so a busy
+        port fails the start, and a restarted sidecar takes over the same socket)."""
+        super().__init__((bind, port), _Handler, bind_and_activate=sock is None)
+        if sock is not None:
+            self.socket.close()
+            self.socket = sock
+            self.server_address = sock.getsockname()[:2]
         self.source = source
         self.access_log = AccessLog(access_log_path) if access_log_path else None
         self.started = time.time()

@@ -23,8 +23,12 @@ class MetricSpec:
 
 METRICS = {m.name: m for m in (
     MetricSpec("logs_processed_total", COUNTER, "Log lines scored by the detector workers."),
-    MetricSpec("processing_errors_total", COUNTER, "Lines that could not be processed, by bounded reason.",
-               ("reason",)),
+    MetricSpec("processing_errors_total", COUNTER, "Lines that could not be processed (counted, never retried)."),
+    MetricSpec("lines_read_total", COUNTER, "Lines read by the inputs and handed to the rings."),
+    MetricSpec("lines_dropped_total", COUNTER, "Lines dropped because the rings were full (when_full = drop_newest)."),
+    MetricSpec("input_read_errors_total", COUNTER, "Failed reads of input files (permissions, I/O errors)."),
+    MetricSpec("anomalies_total", COUNTER, "Lines flagged as anomalous."),
+    MetricSpec("incidents_total", COUNTER, "Incidents closed by the detection engine."),
     MetricSpec("alerts_generated_total", COUNTER, "Alerts raised by the detection engine."),
     MetricSpec("alerts_delivered_total", COUNTER, "Alerts accepted by a sink.", ("sink",)),
     MetricSpec("alerts_failed_total", COUNTER, "Alert deliveries that failed (retried from the outbox).", ("sink",)),
@@ -37,4 +41,7 @@ METRICS = {m.name: m for m in (
     MetricSpec("cpu_usage_percent", GAUGE, "CPU used by all daemon processes, percent of one core."),
     MetricSpec("memory_usage_percent", GAUGE, "Memory used by all daemon processes, percent of max_memory_mb."),
     MetricSpec("learning_model_health", GAUGE, "1 when models are warmed up and persisting, else 0."),
+    MetricSpec("workers_running", GAUGE, "Detector workers in the RUNNING or STARTING state."),
+    MetricSpec("ring_capacity_lines", GAUGE, "Slots of all rings together: the bound of input_queue_size."),
+    MetricSpec("memory_limit_bytes", GAUGE, "max_memory_mb as bytes: the bound of memory_usage_percent."),
 )}

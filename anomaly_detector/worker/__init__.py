@@ -1,0 +1,1 @@
+"""Detector workers: pop batches from their ring, parse and score them, write the verdicts."""

@@ -1,0 +1,159 @@
+"""The detector worker process: ring -> parse -> template miner -> tiers -> scored lines and incidents.
+
+Forked by the supervisor (supervisor/arbiter.py) with its ring and the control block inherited.
+A batch is acknowledged on the ring only after its verdicts are written, so a worker killed at
+any point loses nothing: its successor re-reads the unacknowledged batch (at least once).
+"""
+import logging
+import os
+import time
+
+from anomaly_detector.detection.output_kernels import record_prefix
+from anomaly_detector.parsing.records import RecordParser, parse_columns
+from anomaly_detector.pipeline import Pipeline
+from anomaly_detector.relief import relieve_memory
+from anomaly_detector.worker.joining import join_lines, source_runs
+from anomaly_detector.worker.outputs import AppendFile, incident_lines, with_message_and_source
+
+log = logging.getLogger(__name__)
+IDLE_WAIT_SECONDS = 0.2
+
+
+def input_parser(name, section, max_line_bytes):
+    """The RecordParser for one [inputs] subsection."""
+    return RecordParser(format=section["format"], log_format=section["log_format"],
+                        source=section["source"] or name, message_key=section["message_key"],
+                        timestamp_key=section["timestamp_key"], source_key=section["source_key"],
+                        level_key=section["level_key"], timestamp_format=section["timestamp_format"],
+                        timezone=section["timezone"], max_line_bytes=max_line_bytes)
+
+
+def score_lines(pipeline, parser, prefix, buf, starts, ends, first_line):
+    """Parse and score lines given as spans of buf; returns their JSON records (bytes)."""
+    text = join_lines(buf, starts, ends).tobytes()
+    return pipeline.score_columns(parse_columns(parser, text), prefix, first_line)
+
+
+def worker_state_dir(cfg, index):
+    return os.path.join(cfg["paths"]["state_dir"], "workers", str(index))
+
+
+class DetectorWorker:
+    """One worker's loop; `index` selects its ring, counter row and state directory."""
+
+    def __init__(self, cfg, index, ring, control, slot):
+        self.cfg, self.index, self.control, self.slot = cfg, index, control, slot
+        self.reader = ring.reader()
+        self.counters = control.counters(index)
+        self.state_dir = worker_state_dir(cfg, index)
+        self.pipeline = Pipeline(cfg)
+        if self.pipeline.load(self.state_dir):
+            log.info("worker %d: models restored from %s", index, self.state_dir)
+        max_line = cfg["processing"]["max_line_bytes"]
+        self.inputs = list(cfg["inputs"].items())
+        self.parsers = [input_parser(name, section, max_line) for name, section in self.inputs]
+        self.prefixes = [(section["source"] or name) for name, section in self.inputs]
+        self.record_prefixes = [record_prefix(source) for source in self.prefixes]
+        outputs = cfg["outputs"]
+        self.scored = AppendFile(outputs["scored_lines"]) if outputs["scored_lines"] else None
+        self.incidents = AppendFile(outputs["incidents"]) if outputs["incidents"] else None
+        self.snapshot_every = cfg["service"]["snapshot_interval_seconds"]
+        self._next_snapshot = time.monotonic() + self.snapshot_every
+        self._relief_seen = control.flags().relief_generation
+        self._base_rate = cfg["detection"]["learning_rate"]
+
+    def run(self, stop):
+        """Process batches until asked to stop; then score what is queued now, snapshot, return 0."""
+        while not stop.requested:
+            self.control.beat(self.slot)
+            flags = self._apply_flags()
+            if not self.step(flags.batch_size):
+                self.reader.wait_for_data(IDLE_WAIT_SECONDS)
+            self._snapshot_if_due()
+        self._drain()
+        self.finish()
+        return 0
+
+    def step(self, batch_size):
+        """Pop, score, write and acknowledge one batch; False when the ring was empty."""
+        buf, starts, ends, meta = self.reader.pop_batch(batch_size)
+        n = len(starts)
+        if n == 0:
+            return False
+        began = time.monotonic_ns()
+        errors = 0
+        try:
+            self._score(buf, starts, ends, meta)
+        except Exception:  # one poisoned batch must not kill the worker or block the ring forever
+            log.exception("worker %d: batch of %d lines could not be processed; counted as errors", self.index, n)
+            errors = n
+        self.reader.ack()
+        self.counters.add(lines_processed=n - errors, errors=errors, batches=1,
+                          bytes_processed=int((ends - starts).sum()), busy_ns=time.monotonic_ns() - began)
+        return True
+
+    def _score(self, buf, starts, ends, meta):
+        anomalies_before = self.pipeline.anomalies
+        for first, stop, source_id in source_runs(meta["source_id"]):
+            self._score_run(buf, starts[first:stop], ends[first:stop], int(meta["seq"][first]), source_id)
+        incidents = self.pipeline.take_incidents()
+        if incidents:
+            self._report(incidents)
+        self.counters.add(anomalies=self.pipeline.anomalies - anomalies_before, incidents=len(incidents))
+
+    def _score_run(self, buf, starts, ends, first_seq, source_id):
+        source_id = min(source_id, len(self.parsers) - 1)
+        records = score_lines(self.pipeline, self.parsers[source_id], self.record_prefixes[source_id],
+                              buf, starts, ends, first_seq + 1)
+        if self.scored is not None:
+            messages = [bytes(buf[s:e]).decode("utf-8", "replace") for s, e in zip(starts, ends)]
+            self.scored.write(with_message_and_source(records, messages, self.prefixes[source_id]))
+
+    def _report(self, incidents):
+        for incident in incidents:
+            log.warning("incident %s [%s] %s", incident.get("id"), incident.get("source"), incident.get("reason"))
+        if self.incidents is not None:
+            self.incidents.write(incident_lines(incidents))
+
+    def _apply_flags(self):
+        flags = self.control.flags()
+        engine = self.pipeline.engine
+        engine.set_tier_enabled("t4", flags.tier4_enabled)
+        engine.set_learning_rate(self._base_rate * flags.learning_rate_factor)
+        if flags.relief_generation != self._relief_seen:
+            self._relief_seen = flags.relief_generation
+            relieve_memory("worker %d" % self.index)
+        return flags
+
+    def _drain(self):
+        """On stop: score what is in the ring now (inputs are stopped first at shutdown), bounded by it."""
+        batch_size = self.control.flags().batch_size
+        remaining = self.reader.available()
+        while remaining > 0 and self.step(batch_size):
+            self.control.beat(self.slot)
+            remaining -= batch_size
+
+    def _snapshot_if_due(self):
+        if time.monotonic() >= self._next_snapshot:
+            self.snapshot()
+
+    def snapshot(self):
+        try:
+            self.pipeline.save(self.state_dir)
+        except OSError as exc:  # a full disk must not stop scoring; the previous snapshot stays valid
+            log.error("worker %d: snapshot to %s failed: %s", self.index, self.state_dir, exc)
+        self._next_snapshot = time.monotonic() + self.snapshot_every
+
+    def finish(self):
+        self.snapshot()
+        for out in (self.scored, self.incidents):
+            if out is not None:
+                out.close()
+
+
+def run_detector(ctx, daemon, index):
+    """ChildSpec target for worker `index` (daemon: the supervisor's shared objects)."""
+    daemon.setup_child_logging("worker-%d" % index)
+    worker = DetectorWorker(daemon.cfg, index, daemon.rings[index], daemon.control, ctx.slot)
+    return worker.run(ctx.stop)
+

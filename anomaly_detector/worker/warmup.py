@@ -1,0 +1,72 @@
+"""Compile (or load from NUMBA_CACHE_DIR) every numba kernel once in the supervisor, before any fork.
+
+Workers then inherit compiled code and never compile, which avoids the cache races of several
+processes compiling at once (numba #4807, #10128) and the heartbeat timeouts of a worker busy
+compiling. Kernels are typed on first use, so warm-up runs the workers' own code path
+(score_lines) over a small generated workload long enough to end every tier's warm-up.
+"""
+import logging
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from anomaly_detector.detection.output_kernels import record_prefix
+from anomaly_detector.metrics.sketch import N_BUCKETS, record_latencies
+from anomaly_detector.pipeline import Pipeline
+from anomaly_detector.worker.detector import input_parser, score_lines
+from anomaly_detector.workload.generator import generate
+
+log = logging.getLogger(__name__)
+WARMUP_DAYS = 2
+WARMUP_LINES_PER_DAY = 6000
+BATCH_LINES = 1000
+
+
+def _workloads(directory):
+    """Small plain-text and JSON-lines workloads with incidents, as bytes per file."""
+    files = []
+    for fmt in ("plain", "jsonl"):
+        out = os.path.join(directory, fmt)
+        workload = generate(out, days=WARMUP_DAYS, seed=0, lines_per_day=WARMUP_LINES_PER_DAY, fmt=fmt)
+        files += list(workload.files)
+    return [open(path, "rb").read() for path in files]
+
+
+def _spans(data):
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    lengths = np.array([len(line) for line in lines], np.int64)
+    ends = np.cumsum(lengths)
+    return np.frombuffer(b"".join(lines), np.uint8), ends - lengths, ends
+
+
+def _run(cfg, parser, data):
+    pipeline = Pipeline(cfg)
+    buf, starts, ends = _spans(data)
+    prefix = record_prefix("warmup")
+    for first in range(0, len(starts), BATCH_LINES):
+        stop = first + BATCH_LINES
+        score_lines(pipeline, parser, prefix, buf, starts[first:stop], ends[first:stop], first + 1)
+    pipeline.finish()
+
+
+def warm_up(cfg):
+    """Run every kernel the workers use; returns the seconds it took."""
+    began = time.monotonic()
+    record_latencies(np.zeros(N_BUCKETS, np.uint64), np.array([0.001, 0.5]))
+    max_line = cfg["processing"]["max_line_bytes"]
+    sections = list(cfg["inputs"].items())
+    parsers = [input_parser(name, section, max_line) for name, section in sections]
+    if not parsers:
+        parsers = [Pipeline(cfg).parser_for("warmup")]
+    with tempfile.TemporaryDirectory(prefix="anomaly-detector-warmup-") as directory:
+        workloads = _workloads(directory)
+    for parser in parsers:
+        for data in workloads:
+            _run(cfg, parser, data)
+    took = time.monotonic() - began
+    log.info("numba kernels ready in %.1f s", took)
+    return took
