@@ -24,7 +24,7 @@ DECAY_LINES = 10000         # counts shrink by (1 - learning_rate) per this many
 PRUNE_AT, PRUNE_TO = 0.95, 0.75   # of max_transitions
 CORE_REFRESH_SESSIONS = 5000   # ended sessions between recomputations of each workflow's core steps
 EXPLAIN_FRACTION = 0.3      # lines scoring at least this share of unknown_score get a reason
-MAX_EXPLAINED = 200         # reasons per batch (the engine needs samples, not every line)
+MAX_EXPLAINED = 20000       # lines given a reason per batch (texts are shared per case)
 REPORTED_FRACTION = 0.75    # a session with a line scored this high was reported already: no Finding
 WINDOW_DIMS = 64            # template-count vector length (template id modulo this)
 WINDOW_VARIANCE = 0.95      # share of variance the normal subspace explains
@@ -363,6 +363,8 @@ class SequenceTier(Tier):
     A workflow is the set of sessions that begin with the same template. Counts of (workflow,
     previous, next) transitions live in one bounded hash table (sequence_kernels), with row totals
     (next = ANY), session starts (workflow = GLOBAL) and composition (previous = IN) beside them.
+    score() leaves the model alone; it may decide where a new template keeps its id (a parsing
+    cache) and keeps the batch's keys for the learn() that follows.
     """
 
     name = "t4"
@@ -632,28 +634,30 @@ class SequenceTier(Tier):
         lines = np.flatnonzero(result.scores >= EXPLAIN_FRACTION * self.top)[:MAX_EXPLAINED]
         if lines.size == 0:
             return
-        contexts = set()
+        cases = {}   # one text per (why, workflow, previous, template): a broken workflow repeats them
         for i in lines.tolist():
-            contexts.add((sk.GLOBAL, sk.START) if prev[i] == sk.START else (int(wf[i]), int(prev[i])))
+            cases.setdefault((int(why[i]), int(wf[i]), int(prev[i]), int(tids[i])), []).append(i)
         k, c = self._rows()
-        likely = self._likely_next(contexts, k, c)
-        for i in lines.tolist():
-            t, p, w = int(tids[i]), int(prev[i]), int(wf[i])
-            code = int(why[i])
-            if code == sk.WHY_UNKNOWN_START:
-                result.reasons[i] = f"session opens with a step that never opens sessions: '{self._text(t)}'"
-                result.expected[i] = "sessions open with " + likely.get((sk.GLOBAL, sk.START), "?")
-            else:
-                flow = self._text(w)
-                if code == sk.WHY_UNKNOWN_STEP:
-                    result.reasons[i] = f"step never seen in workflow '{flow}': '{self._text(t)}'"
-                elif code == sk.WHY_UNKNOWN_TRANSITION:
-                    result.reasons[i] = f"unexpected order in workflow '{flow}': '{self._text(t)}' never follows " \
-                                        f"'{self._text(p)}'"
-                else:
-                    result.reasons[i] = f"rare order in workflow '{flow}': '{self._text(t)}' after '{self._text(p)}'"
-                result.expected[i] = f"after '{self._text(p)}': " + likely.get((w, p), "?")
-            result.observed[i] = f"'{self._text(p)}' -> '{self._text(t)}'"
+        likely = self._likely_next({(sk.GLOBAL, sk.START) if p == sk.START else (w, p) for _, w, p, _ in cases},
+                                   k, c)
+        for (code, w, p, t), idx in cases.items():
+            reason, expected, observed = self._case_text(code, w, p, t, likely)
+            for i in idx:
+                result.reasons[i], result.expected[i], result.observed[i] = reason, expected, observed
+
+    def _case_text(self, code, w, p, t, likely):
+        observed = f"'{self._text(p)}' -> '{self._text(t)}'"
+        if code == sk.WHY_UNKNOWN_START:
+            return (f"session opens with a step that never opens sessions: '{self._text(t)}'",
+                    "sessions open with " + likely.get((sk.GLOBAL, sk.START), "?"), observed)
+        flow = self._text(w)
+        if code == sk.WHY_UNKNOWN_STEP:
+            reason = f"step never seen in workflow '{flow}': '{self._text(t)}'"
+        elif code == sk.WHY_UNKNOWN_TRANSITION:
+            reason = f"unexpected order in workflow '{flow}': '{self._text(t)}' never follows '{self._text(p)}'"
+        else:
+            reason = f"rare order in workflow '{flow}': '{self._text(t)}' after '{self._text(p)}'"
+        return reason, f"after '{self._text(p)}': " + likely.get((w, p), "?"), observed
 
     def _session_findings(self, slots, verdicts, missing, now):
         st = self.store
