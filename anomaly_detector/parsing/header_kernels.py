@@ -161,3 +161,55 @@ def split_headers(buf, starts, ends, prog, k):
             e -= w
         ok[i] = _split_one(buf, s, e, prog, fs, fe, i)
     return ok, fs, fe
+
+
+def level_table():
+    """The LEVEL_ALIASES of batch.py as arrays for level_codes: (names uint8[m, 16], lengths, codes)."""
+    from anomaly_detector.parsing.batch import LEVEL_ALIASES
+
+    names = np.zeros((len(LEVEL_ALIASES), 16), dtype=np.uint8)
+    lengths = np.zeros(len(LEVEL_ALIASES), dtype=np.int64)
+    codes = np.zeros(len(LEVEL_ALIASES), dtype=np.int64)
+    for k, (name, code) in enumerate(sorted(LEVEL_ALIASES.items())):
+        raw = name.encode("ascii")
+        names[k, :len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+        lengths[k] = len(raw)
+        codes[k] = code
+    return names, lengths, codes
+
+
+@njit(cache=True)
+def level_codes(buf, ls, le, names, lengths, codes):
+    """batch.level_code of each span [ls[i], le[i]); -1 where the word is not ASCII (Python decides)."""
+    n = ls.shape[0]
+    out = np.zeros(n, dtype=np.int64)
+    for i in range(n):
+        s, e = ls[i], le[i]
+        ascii_only = True
+        for j in range(s, e):
+            if buf[j] >= 0x80:
+                ascii_only = False
+                break
+        if not ascii_only:
+            out[i] = -1
+            continue
+        while s < e and ws_len_at(buf, s, e) == 1:
+            s += 1
+        while e > s and ws_len_at(buf, e - 1, e) == 1:
+            e -= 1
+        length = e - s
+        for k in range(names.shape[0]):
+            if lengths[k] != length:
+                continue
+            same = True
+            for j in range(length):
+                c = buf[s + j]
+                if 97 <= c <= 122:
+                    c -= 32
+                if c != names[k, j]:
+                    same = False
+                    break
+            if same:
+                out[i] = codes[k]
+                break
+    return out

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from anomaly_detector.parsing import header_kernels as hk
 from anomaly_detector.parsing.batch import (
     LEVEL_CRITICAL,
     LEVEL_DEBUG,
@@ -300,10 +301,9 @@ def _frame_buffer(data, max_line_bytes):
     return raw, starts, ends, int(too_long.sum())
 
 
-def _has_invalid_utf8(raw, starts, ends):
+def _has_invalid_utf8(data, starts, ends):
     """Per line: whether the raw bytes were not valid UTF-8 (for the decode_errors counter)."""
     out = np.zeros(len(starts), dtype=np.bool_)
-    data = raw.tobytes()
     if data.isascii():
         return out
     for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist())):
@@ -323,11 +323,15 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
     """
     data = bytes(buf)
     raw, raw_starts, raw_ends, n_truncated = _frame_buffer(data, parser.max_line_bytes)
-    invalid = _has_invalid_utf8(raw, raw_starts, raw_ends)
+    raw_bytes = data if n_truncated == 0 else raw.tobytes()
+    invalid = _has_invalid_utf8(raw_bytes, raw_starts, raw_ends)
     clean = clean_buffer(raw)
-    starts, ends = split_lines(clean)  # cleaning keeps every LF, so the lines correspond one to one
+    if np.shares_memory(clean, raw):  # nothing was replaced: same bytes, same lines
+        clean_bytes, starts, ends = raw_bytes, raw_starts, raw_ends
+    else:
+        clean_bytes = clean.tobytes()
+        starts, ends = split_lines(clean)  # cleaning keeps every LF, so the lines correspond one to one
     n = len(starts)
-    clean_bytes = clean.tobytes()
     parser.stats["lines"] += n
     parser.stats["truncated"] += n_truncated
     parser.stats["decode_errors"] += int(invalid.sum())
@@ -345,32 +349,39 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
         out.start[ok] = fs[ok, hdr.content_index]
         out.end[ok] = fe[ok, hdr.content_index]
         out.source(int(np.argmax(ok)), parser.source)
-        fast = _KernelLines(parser, hdr, clean, clean_bytes, fs, fe)
+        fast = _KernelLines(parser, hdr, clean, clean_bytes, fs, fe, ok)
     slow = {}
-    ts_list = [None] * n
-    level_list = [LEVEL_UNKNOWN] * n
-    ok_list, start_list, end_list = ok.tolist(), starts.tolist(), ends.tolist()
-    for i in range(n):
+    ts_arr = np.full(n, np.nan)
+    level_arr = np.zeros(n, dtype=np.int8)
+    ok_list = ok.tolist()
+    i = 0
+    while i < n:
         if ok_list[i]:
-            ts_list[i], level_list[i] = fast.line(i)
+            run_end = fast.kernel_run(i, ts_arr, level_arr)
+            if run_end > i:  # a stretch of lines whose stamps the kernel gave, taken in one go
+                i = run_end
+                continue
+            ts, level_arr[i] = fast.line(i)
+            ts_arr[i] = np.nan if ts is None else ts
+            i += 1
             continue
         if fast is not None:
             fast.sync_state()
-        s, e = start_list[i], end_list[i]
+        s, e = int(starts[i]), int(ends[i])
         text = clean_bytes[s:e].decode("utf-8")
         try:
             record = parser._finish(parser._parse_text(text), None)
         except Exception:  # noqa: BLE001 - same guarantee as RecordParser.parse
             record = parser._finish(Record(None, parser.source, LEVEL_UNKNOWN, text, {}), None)
         out.content(i, record.content, text, s, e)
-        ts_list[i] = record.ts
-        level_list[i] = record.level
+        ts_arr[i] = np.nan if record.ts is None else record.ts
+        level_arr[i] = record.level
         out.source(i, record.source)
         slow[i] = record.fields
+        i += 1
     if fast is not None:
         fast.sync_state()
-    out.ts = np.array([np.nan if t is None else t for t in ts_list], dtype=np.float64)
-    out.level = np.array(level_list, dtype=np.int8)
+    out.ts, out.level = ts_arr, level_arr
     content_buf = clean if not out.extra else np.frombuffer(clean_bytes + b"".join(out.extra), dtype=np.uint8)
 
     def field_getter(i):
@@ -407,11 +418,11 @@ class _KernelLines:
 
     _MAX_KERNEL_RUNS = 4  # a file that keeps switching stamp shapes is left to the Python path
 
-    def __init__(self, parser, hdr, clean, data, fs, fe):
+    def __init__(self, parser, hdr, clean, data, fs, fe, header_ok):
         self.parser, self.hdr, self.clean, self.data, self.fs, self.fe = parser, hdr, clean, data, fs, fe
+        self.header_ok = header_ok
         self.index = {name: j for j, name in enumerate(hdr.fields)}
         self.levels = {}
-        self.columns = {}
         self.recipe = None
         self.recipe_cols = ()
         self.kernel_key = None
@@ -420,12 +431,16 @@ class _KernelLines:
         self.pending = -1  # last row whose stamp the kernel gave but the parser has not seen
         li = hdr.level_index
         self.level_cols = self._column(li) if li >= 0 else None
+        if li >= 0:
+            names, lengths, codes = hk.level_table()
+            self.level_arr = hk.level_codes(clean, np.ascontiguousarray(fs[:, li]), np.ascontiguousarray(fe[:, li]),
+                                            names, lengths, codes)
+        else:
+            self.level_arr = np.zeros(len(fs), dtype=np.int64)
+        self.run_ends = None
 
     def _column(self, j):
-        col = self.columns.get(j)
-        if col is None:
-            col = self.columns[j] = (self.fs[:, j].tolist(), self.fe[:, j].tolist())
-        return col
+        return self.fs[:, j], self.fe[:, j]
 
     def line(self, i):
         ts = self._kernel_stamp(i)
@@ -436,9 +451,25 @@ class _KernelLines:
             self.parser._last_ts = ts
         return self.parser._carry_ts(ts, None), self._level(i)
 
+    def kernel_run(self, i, ts_arr, level_arr):
+        """Fill the run of kernel-stamped lines starting at i; return its end (i when there is none)."""
+        if self._kernel_stamp(i) is None:
+            return i
+        j = int(self.run_ends[i])
+        ts_arr[i:j] = self.k_ts_arr[i:j]
+        levels = self.level_arr[i:j]
+        level_arr[i:j] = levels
+        for k in np.flatnonzero(levels < 0).tolist():  # non-ASCII level words: Python decides
+            level_arr[i + k] = self._level(i + k)
+        self.parser._last_ts = float(self.k_ts[j - 1])
+        if self.kernel_key[0] != EPOCH_LAYOUT:
+            self.pending = j - 1
+        return j
+
     def _level(self, i):
-        if self.level_cols is None:
-            return LEVEL_UNKNOWN
+        lv = int(self.level_arr[i])
+        if lv >= 0:
+            return lv
         lstart, lend = self.level_cols
         word = self.data[lstart[i]:lend[i]]
         level = self.levels.get(word)
@@ -480,9 +511,10 @@ class _KernelLines:
             return None
         if layout != EPOCH_LAYOUT:
             self.pending = i
-        return self.k_ts[i]
+        return float(self.k_ts[i])
 
     def _run_kernel(self, layout, recipe):
+        self.sync_state()  # pending refers to the arrays about to be replaced
         cols = [self.index[name] for name in recipe]
         ps = np.ascontiguousarray(self.fs[:, cols])
         pe = np.ascontiguousarray(self.fe[:, cols])
@@ -500,8 +532,13 @@ class _KernelLines:
                 y = k // (24 * 32 * 13)
                 offsets[u] = stamps._local_offset(y, m, d, h)
             ts[ok] = ts[ok] - offsets[inverse]
-        self.k_ok, self.k_year, self.k_month = ok.tolist(), year, month
-        self.k_ts = ts.tolist()
+        self.k_ok, self.k_year, self.k_month = ok, year, month
+        self.k_ts_arr = ts
+        self.k_ts = ts  # read per line as numpy floats; converted to float where it matters
+        # run_ends[i]: end of the stretch of rows from i that the header and stamp kernels both took
+        good = ok & self.header_ok
+        bad = np.flatnonzero(~good)
+        self.run_ends = np.append(bad, len(good))[np.searchsorted(bad, np.arange(len(good)))]
 
     def sync_state(self):
         """Give the parser the year/month of the last kernel-parsed stamp, as parse() would have."""

@@ -77,7 +77,10 @@ def _replaced(buf, i, n, length, valid):
 
 @njit(cache=True)
 def clean_buffer(buf):
-    """Sanitise a whole buffer of lines; equals clean_text per line with the terminators kept."""
+    """Sanitise a whole buffer of lines; equals clean_text per line with the terminators kept.
+
+    Returns buf itself when nothing needs replacing, so treat the result as read-only.
+    """
     n = buf.shape[0]
     out_len = 0
     replaced = 0
@@ -95,8 +98,8 @@ def clean_buffer(buf):
         else:
             out_len += length
         i += length
-    if replaced == 0:
-        return buf.copy()
+    if replaced == 0:  # the common case: no copy, the caller gets its own buffer back
+        return buf
     out = np.empty(out_len, dtype=np.uint8)
     i = 0
     o = 0

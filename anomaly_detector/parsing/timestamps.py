@@ -30,7 +30,8 @@ _FORMATS = [
     ("ymd_slash", r"(?P<Y>\d{4})/(?P<M>\d{1,2})/(?P<D>\d{1,2})(?:T|\s+)" + _T + _FRAC + _ZONE),
     ("ymd_dot", r"(?P<Y>\d{4})\.(?P<M>\d{1,2})\.(?P<D>\d{1,2})\s+" + _T + _FRAC),
     ("spark", r"(?P<y>\d{2})/(?P<M>\d{2})/(?P<D>\d{2})\s+" + _T + _FRAC),
-    ("healthapp", r"(?P<Y>\d{4})(?P<M>\d{2})(?P<D>\d{2})-" + _T + _FRAC),
+    # HealthApp does not pad minutes and seconds: 20171223-22:16:0:119
+    ("healthapp", r"(?P<Y>\d{4})(?P<M>\d{2})(?P<D>\d{2})-(?P<h>\d{1,2}):(?P<m>\d{1,2}):(?P<s>\d{1,2})" + _FRAC),
     ("ctime", r"[A-Za-z]{3}[a-z]*,?\s+" + _MON + r"\s+(?P<D>\d{1,2})\s+" + _T + _FRAC + r"\s+(?P<Y>\d{4})"),
     ("clf", r"(?P<D>\d{1,2})/" + _MON + r"/(?P<Y>\d{4}):" + _T + _FRAC + _ZONE),
     ("syslog_year", _MON + r"\s+(?P<D>\d{1,2})\s+(?P<Y>\d{4})\s+" + _T + _FRAC + _ZONE),
@@ -345,7 +346,7 @@ def now():
 
 # ---- numba batch path for the fixed-width stamps of header formats ------------------------------
 # Each layout is the canonical shape of one regex above: 'Y' 4-digit year, 'y' 2-digit year, M D h m s
-# two digits, 'T' a 'T' or one space, anything else literal; then an optional fraction after one of
+# two digits, H I S hour/minute/second of one or two digits, 'T' a 'T' or one space, anything else literal; then an optional fraction after one of
 # the listed separators. The kernel accepts only those exact shapes (a strict subset of what the regex
 # takes), so wherever it says ok the value equals TimestampParser.parse; everything else falls back.
 _LAYOUTS = {
@@ -355,7 +356,7 @@ _LAYOUTS = {
     "ymd_slash": ("YYYY/MM/DDThh:mm:ss", ".,:"),
     "ymd_dot": ("YYYY.MM.DD hh:mm:ss", ".,:"),
     "spark": ("yy/MM/DD hh:mm:ss", ".,:"),
-    "healthapp": ("YYYYMMDD-hh:mm:ss", ".,:"),
+    "healthapp": ("YYYYMMDD-H:I:S", ".,:"),
 }
 EPOCH_LAYOUT = "epoch"
 
@@ -475,8 +476,6 @@ def parse_stamps(buf, ps, pe, nparts, template, fracseps):
                 ok[row] = True
                 ts[row] = v
             continue
-        if total < tl:
-            continue
         Y = 0
         M = 0
         D = 0
@@ -484,9 +483,28 @@ def parse_stamps(buf, ps, pe, nparts, template, fracseps):
         mi = 0
         s = 0
         good = True
+        pos = 0
         for j in range(tl):
             t = template[j]
-            c = _char_at(buf, ps, pe, row, nparts, j)
+            c = _char_at(buf, ps, pe, row, nparts, pos)
+            if t == 72 or t == 73 or t == 83:  # H I S: one or two digits, greedy like \d{1,2}
+                if c < 48 or c > 57:
+                    good = False
+                    break
+                v = c - 48
+                pos += 1
+                c2 = _char_at(buf, ps, pe, row, nparts, pos)
+                if 48 <= c2 <= 57:
+                    v = v * 10 + (c2 - 48)
+                    pos += 1
+                if t == 72:
+                    h = v
+                elif t == 73:
+                    mi = v
+                else:
+                    s = v
+                continue
+            pos += 1
             if t == 89 or t == 121 or t == 77 or t == 68 or t == 104 or t == 109 or t == 115:  # YyMDhms
                 if c < 48 or c > 57:
                     good = False
@@ -511,20 +529,20 @@ def parse_stamps(buf, ps, pe, nparts, template, fracseps):
             elif c != t:
                 good = False
                 break
-        if not good:
+        if not good or pos > total:
             continue
         frac = 0
         fdigits = 0
-        if total > tl:
-            sep = _char_at(buf, ps, pe, row, nparts, tl)
+        if total > pos:
+            sep = _char_at(buf, ps, pe, row, nparts, pos)
             allowed = False
             for k in range(fracseps.shape[0]):
                 if sep == fracseps[k]:
                     allowed = True
-            fdigits = total - tl - 1
+            fdigits = total - pos - 1
             if not allowed or fdigits < 1 or fdigits > 9:
                 continue
-            for k in range(tl + 1, total):
+            for k in range(pos + 1, total):
                 c = _char_at(buf, ps, pe, row, nparts, k)
                 if c < 48 or c > 57:
                     good = False
