@@ -298,3 +298,27 @@ def test_non_fitting_long_line_returns_fast():
         hf.match(words + " no colon here")
         hf.match("[" + words)
         assert time.perf_counter() - t < 0.5, fmt
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(["WARN", "warn", " Error ", "F", "info\t", "CRITICAL", "notice", "Dbg",
+                                           "é", "INFO\u00a0", "", "  ", "fatal", "x" * 20]),
+                          st.text(max_size=8)), max_size=12))
+def test_level_codes_kernel_matches_level_code(words):
+    from anomaly_detector.parsing.batch import level_code
+
+    data = "\n".join(words).encode("utf-8", "surrogatepass")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    starts, ends, pos = [], [], 0
+    for w in words:
+        n = len(w.encode("utf-8", "surrogatepass"))
+        starts.append(pos)
+        ends.append(pos + n)
+        pos += n + 1
+    names, lengths, codes = hk.level_table()
+    got = hk.level_codes(buf, np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64), names, lengths, codes)
+    for w, code in zip(words, got.tolist()):
+        if code >= 0:
+            assert code == level_code(w), w
+        else:
+            assert not w.isascii()
