@@ -270,8 +270,11 @@ class HeaderFormat:
         into buf in the order of `.fields`. Where ok is False the caller falls back to match().
         """
         n, k = len(starts), len(self.fields)
+        starts = np.asarray(starts, dtype=np.int64)
+        ends = np.asarray(ends, dtype=np.int64)
+        if n and (starts.min() < 0 or ends.max() > len(buf) or (ends < starts).any()):
+            raise ValueError("split_batch: line spans must lie inside the buffer (0 <= start <= end <= len)")
         if self.program is None:
             return (np.zeros(n, dtype=np.bool_), np.zeros((n, k), dtype=np.int64),
                     np.zeros((n, k), dtype=np.int64))
-        return hk.split_headers(buf, np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64),
-                                self.program, k)
+        return hk.split_headers(buf, starts, ends, self.program, k)

@@ -172,3 +172,28 @@ def test_parse_columns_equals_parse_many(lines, eol, fmt, dataset, limit):
     data = eol.encode().join(lines)
     log_format = LOGHUB_FORMATS[dataset] if dataset else ""
     _same({"format": fmt, "log_format": log_format, "max_line_bytes": limit, "default_year": 2024}, data)
+
+
+@SETTINGS
+@given(st.binary(max_size=200), st.lists(st.tuples(st.integers(0, 200), st.integers(0, 200)), max_size=10))
+def test_split_batch_on_raw_bytes_stays_inside_the_spans(data, spans):
+    buf = np.frombuffer(data, dtype=np.uint8)
+    spans = [(min(a, b, len(data)), min(max(a, b), len(data))) for a, b in spans]
+    starts = np.array([a for a, _ in spans], dtype=np.int64)
+    ends = np.array([b for _, b in spans], dtype=np.int64)
+    for fmt in FORMATS:
+        hf = HeaderFormat(fmt)
+        ok, fs, fe = hf.split_batch(buf, starts, ends)
+        for i in np.flatnonzero(ok).tolist():
+            assert (starts[i] <= fs[i]).all() and (fs[i] <= fe[i]).all() and (fe[i] <= ends[i]).all()
+
+
+def test_split_batch_rejects_spans_outside_the_buffer():
+    hf = HeaderFormat(LOGHUB_FORMATS["HDFS"])
+    buf = np.zeros(4, dtype=np.uint8)
+    for starts, ends in (([0], [5]), ([-1], [2]), ([3], [2])):
+        try:
+            hf.split_batch(buf, np.array(starts), np.array(ends))
+        except ValueError:
+            continue
+        raise AssertionError("accepted a bad span")
