@@ -16,7 +16,7 @@ END = CODE_MASK - 1        # "next" after a session's last line
 ANY = CODE_MASK - 2        # "next" of the row total of a (workflow, previous) context
 IN = CODE_MASK - 3         # "previous" of composition rows: (workflow, IN, t) = sessions holding t
 GLOBAL = CODE_MASK - 4     # "workflow" of the session-start rows
-MAX_TEMPLATE = CODE_MASK - 8   # template ids at or above this take no part in sessions
+MAX_TEMPLATE = CODE_MASK - 8   # template ids (and workflow ids) at or above this take no part in sessions
 
 # Why a line scored (TierResult reasons are built from these codes).
 WHY_NONE, WHY_UNKNOWN_START, WHY_UNKNOWN_STEP, WHY_UNKNOWN_TRANSITION, WHY_RARE_TRANSITION = range(5)
@@ -262,13 +262,38 @@ def extract_keys_py(buf, cstart, cend, tids, loc_mode, loc_tok, loc_pre, loc_suf
     return np.array(keys, np.int64), np.array(ks, np.int64), np.array(ke, np.int64)
 
 
+@njit(cache=True)
+def param_hash_at(param_ptr, param_pos, param_hash, rows, want):
+    """Hash of parameter number want[j] of line rows[j] (ParsedBatch CSR layout); found[j] says if present."""
+    out = np.zeros(len(rows), np.uint64)
+    found = np.zeros(len(rows), np.bool_)
+    for j in range(len(rows)):
+        i = rows[j]
+        for q in range(param_ptr[i], param_ptr[i + 1]):
+            if param_pos[q] == want[j]:
+                out[j] = param_hash[q]
+                found[j] = True
+                break
+    return out, found
+
+
+def param_hash_at_py(param_ptr, param_pos, param_hash, rows, want):
+    out, found = np.zeros(len(rows), np.uint64), np.zeros(len(rows), bool)
+    for j, (i, w) in enumerate(zip(rows.tolist(), want.tolist())):
+        hits = [q for q in range(param_ptr[i], param_ptr[i + 1]) if param_pos[q] == w]
+        if hits:
+            out[j], found[j] = param_hash[hits[0]], True
+    return out, found
+
+
 # ---------------------------------------------------------------- where each line stands in its session
 
 @njit(cache=True)
-def walk_sessions(keys, tids, ix_key, ix_slot, sd_wf, sd_last):
+def walk_sessions(keys, tids, open_wf, ix_key, ix_slot, sd_wf, sd_last):
     """Per line: its session's workflow and previous template (START when the line opens a session).
 
-    Read-only: earlier lines of the same session in this batch count as if already learned.
+    open_wf is the workflow a line would open. Read-only: earlier lines of the same session in this
+    batch count as if already learned.
     """
     n = len(keys)
     wf = np.full(n, -1, np.int32)
@@ -298,14 +323,14 @@ def walk_sessions(keys, tids, ix_key, ix_slot, sd_wf, sd_last):
             wf[i] = sd_wf[s]
             prev[i] = sd_last[s]
         else:
-            wf[i] = t
+            wf[i] = open_wf[i]
             prev[i] = START
         lwf[j] = wf[i]
         llast[j] = t
     return wf, prev
 
 
-def walk_sessions_py(keys, tids, sessions):
+def walk_sessions_py(keys, tids, open_wf, sessions):
     """sessions: {key: (workflow, last template)}."""
     n = len(keys)
     wf, prev = [-1] * n, [-1] * n
@@ -319,7 +344,7 @@ def walk_sessions_py(keys, tids, sessions):
         elif k in sessions:
             wf[i], prev[i] = sessions[k]
         else:
-            wf[i], prev[i] = t, START
+            wf[i], prev[i] = int(open_wf[i]), START
         seen[k] = (wf[i], t)
     return np.array(wf, np.int32), np.array(prev, np.int32)
 
@@ -469,7 +494,7 @@ def score_transitions_py(wf, prev, tids, ts, grace_until, counts, min_support, r
 # ---------------------------------------------------------------- learning: open and extend sessions
 
 @njit(cache=True)
-def learn_lines(keys, tids, ts, weights, line_scores, src, buf, ks, ke,
+def learn_lines(keys, tids, open_wf, ts, weights, line_scores, src, buf, ks, ke,
                 ix_key, ix_slot, sd_key, sd_wf, sd_last, sd_start, sd_lastts, sd_steps,
                 sd_ntpl, sd_tpl, sd_flags, sd_minw, sd_maxscore, sd_src, sd_id, sd_idlen,
                 free, tkeys, tcnt, counters, max_trans, grace_until):
@@ -509,7 +534,7 @@ def learn_lines(keys, tids, ts, weights, line_scores, src, buf, ks, ke,
             ix_key[g] = k
             ix_slot[g] = s
             sd_key[s] = k
-            sd_wf[s] = t
+            sd_wf[s] = open_wf[i]
             sd_start[s] = ts[i]
             sd_lastts[s] = ts[i]
             sd_steps[s] = 0
@@ -544,8 +569,8 @@ def learn_lines(keys, tids, ts, weights, line_scores, src, buf, ks, ke,
         sd_steps[s] += 1
 
 
-def learn_lines_py(keys, tids, ts, weights, line_scores, counts, sessions, free_slots, max_trans, n_tpl_max,
-                   grace_until):
+def learn_lines_py(keys, tids, open_wf, ts, weights, line_scores, counts, sessions, free_slots, max_trans,
+                   n_tpl_max, grace_until):
     """Twin of learn_lines on dicts. sessions: {key: dict(wf, last, start, lastts, steps, tpl, flags,
     maxscore)}; free_slots: how many sessions may still open. Returns (free_slots, opened, dropped)."""
     opened = dropped = 0
@@ -577,7 +602,7 @@ def learn_lines_py(keys, tids, ts, weights, line_scores, counts, sessions, free_
             free_slots -= 1
             opened += 1
             partial = FLAG_PARTIAL if ts[i] < grace_until else 0
-            se = sessions[k] = dict(wf=t, last=t, start=float(ts[i]), lastts=float(ts[i]), steps=0,
+            se = sessions[k] = dict(wf=int(open_wf[i]), last=t, start=float(ts[i]), lastts=float(ts[i]), steps=0,
                                     tpl=[], flags=partial, minw=w, maxscore=0.0)
             if w > 0 and not partial:
                 add((GLOBAL, START, t), w)

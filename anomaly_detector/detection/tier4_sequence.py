@@ -26,6 +26,10 @@ CORE_REFRESH_SESSIONS = 5000   # ended sessions between recomputations of each w
 EXPLAIN_FRACTION = 0.3      # lines scoring at least this share of unknown_score get a reason
 MAX_EXPLAINED = 20000       # lines given a reason per batch (texts are shared per case)
 REPORTED_FRACTION = 0.75    # a session with a line scored this high was reported already: no Finding
+MAX_WORKFLOWS = 4096        # (template, variant) workflows; beyond it a template's new variants share one
+PROBE_SESSIONS = 200        # session starts of a template watched before its variant parameter is chosen
+MAX_VARIANTS = 16           # a parameter with 2..this many values at session starts names variants
+WF_PROBING, WF_PLAIN = -2, -1
 WINDOW_DIMS = 64            # template-count vector length (template id modulo this)
 WINDOW_VARIANCE = 0.95      # share of variance the normal subspace explains
 WINDOW_COMPONENTS = 16      # most directions in that subspace (tracked by orthogonal iteration)
@@ -230,6 +234,107 @@ class SessionStore:
         self.free[1:self.size - n + 1] = np.arange(self.size - 1, n - 1, -1)
 
 
+class WorkflowBook:
+    """Workflow ids: a session's first template, refined by one first-line parameter with few values.
+
+    "request <*> received path=<*>" opens checkouts, searches and logins alike; its path parameter
+    tells them apart. The parameter is chosen per template from its first PROBE_SESSIONS session
+    starts (2..MAX_VARIANTS distinct values). Ids are dense (they index per-workflow arrays) and stable.
+    """
+
+    def __init__(self):
+        self.template = []   # workflow id -> template id
+        self.variant = []    # workflow id -> parameter hash (0: all the template's sessions as one)
+        self.label = []      # workflow id -> the parameter as written in a line ('' when plain)
+        self.ids = {}
+        self.pos = np.full(0, WF_PROBING, np.int32)   # template -> variant parameter, PLAIN or PROBING
+        self.probes = {}     # template -> [starts seen, {parameter position: set of value hashes}]
+        self.overflow = 0
+
+    def __len__(self):
+        return len(self.template)
+
+    def ensure(self, n):
+        if n > self.pos.size:
+            grown = np.full(_pow2_at_least(n), WF_PROBING, np.int32)
+            grown[:self.pos.size] = self.pos
+            self.pos = grown
+
+    def open_ids(self, batch, rows, template_text):
+        """Workflow id of each line in `rows` (lines that open a session)."""
+        tids = batch.template_id[rows].astype(np.int64)
+        self.ensure(int(tids.max()) + 1 if tids.size else 0)
+        pos = self.pos[tids]
+        hashes = np.zeros(rows.size, np.uint64)
+        named = np.flatnonzero(pos >= 0)
+        if named.size:
+            h, found = sk.param_hash_at(batch.param_ptr, batch.param_pos, batch.param_hash,
+                                        rows[named].astype(np.int64), pos[named].astype(np.int64))
+            hashes[named] = np.where(found, h, 0)
+        pairs, first, inv = np.unique(np.stack([tids.astype(np.uint64), hashes], axis=1), axis=0,
+                                      return_index=True, return_inverse=True)
+        ids = np.array([self._id(int(t), int(h), batch, int(rows[j]), template_text)
+                        for (t, h), j in zip(pairs.tolist(), first.tolist())], np.int32)
+        return ids[inv.reshape(-1)]
+
+    def _id(self, t, h, batch, row, template_text):
+        found = self.ids.get((t, h))
+        if found is not None:
+            return found
+        if h and len(self.template) >= MAX_WORKFLOWS:
+            self.overflow += 1
+            return self._id(t, 0, batch, row, template_text)
+        self.ids[(t, h)] = len(self.template)
+        self.template.append(t)
+        self.variant.append(h)
+        self.label.append(self._label(batch, row, t, template_text) if h else "")
+        return self.ids[(t, h)]
+
+    def _label(self, batch, row, t, template_text):
+        """The variant parameter as the line wrote it (the token holding it), for explanations."""
+        want = int(self.pos[t])
+        tokens = str(template_text(t)).split()
+        words = batch.content(row).split()
+        if len(tokens) == len(words):
+            seen = 0
+            for token, word in zip(tokens, words):
+                seen += token.count("<*>")
+                if seen > want:
+                    return word[:40]
+        return "#%d" % sum(1 for x in self.template if x == t)
+
+    def probe(self, batch, rows):
+        """Watch session starts of undecided templates; choose their variant parameter."""
+        tids = batch.template_id[rows]
+        todo = rows[self.pos[tids] == WF_PROBING] if rows.size else rows
+        for i in todo.tolist():
+            t = int(batch.template_id[i])
+            if self.pos[t] != WF_PROBING:
+                continue
+            seen = self.probes.setdefault(t, [0, {}])
+            seen[0] += 1
+            for q in range(int(batch.param_ptr[i]), int(batch.param_ptr[i + 1])):
+                values = seen[1].setdefault(int(batch.param_pos[q]), set())
+                if len(values) <= MAX_VARIANTS:
+                    values.add(int(batch.param_hash[q]))
+            if seen[0] >= PROBE_SESSIONS:
+                fit = [(len(v), -p) for p, v in seen[1].items() if 2 <= len(v) <= MAX_VARIANTS]
+                self.pos[t] = -max(fit)[1] if fit else WF_PLAIN
+                del self.probes[t]
+
+    def state(self):
+        return {"template": self.template, "variant": [str(h) for h in self.variant], "label": self.label,
+                "pos": self.pos.tolist(), "overflow": self.overflow}
+
+    def load_state(self, state):
+        self.template = [int(t) for t in state.get("template", [])]
+        self.variant = [int(h) for h in state.get("variant", [])]
+        self.label = list(state.get("label", []))
+        self.ids = {(t, h): j for j, (t, h) in enumerate(zip(self.template, self.variant))}
+        self.pos = np.asarray(state.get("pos", []), np.int32)
+        self.overflow = int(state.get("overflow", 0))
+
+
 class WindowStructure:
     """Template mix per event-time window against a learned normal subspace (PCA of sqrt shares).
 
@@ -398,6 +503,7 @@ class SequenceTier(Tier):
 
     def _cold_start(self):
         self.store = SessionStore(self.max_sessions)
+        self.workflows = WorkflowBook()
         cap = _pow2_at_least(2 * self.max_transitions)
         self.tkeys = np.full(cap, -1, np.int64)
         self.tcnt = np.zeros(cap, np.float64)
@@ -431,16 +537,26 @@ class SequenceTier(Tier):
         self._ctx = ctx
         tids = np.ascontiguousarray(batch.template_id, np.int32)
         keys, ks, ke = self.locator.keys(batch, ctx.n_templates)
-        wf, prev = sk.walk_sessions(keys, tids, self.store.ix_key, self.store.ix_slot, self.store.wf,
-                                    self.store.last)
+        wf, prev, open_wf = self._walk(batch, keys, tids, ctx)
         result = TierResult(scores)
         ts = np.ascontiguousarray(ctx.ts, np.float64)
         if ctx.warm:
             result.scores, why = sk.score_transitions(wf, prev, tids, ts, self._grace(ts), self.tkeys, self.tcnt,
                                                       self.min_support, self.rare_p, self.top)
             self._explain(result, why, wf, prev, tids)
-        self._cache = (batch, keys, ks, ke, prev, result.scores)
+        self._cache = (batch, keys, ks, ke, prev, open_wf, result.scores)
         return result
+
+    def _walk(self, batch, keys, tids, ctx):
+        """(workflow, previous template, workflow each line would open) per line."""
+        st = self.store
+        _, prev = sk.walk_sessions(keys, tids, tids, st.ix_key, st.ix_slot, st.wf, st.last)
+        rows = np.flatnonzero(prev == sk.START)   # which lines open sessions; then name their workflows
+        open_wf = np.full(batch.n, -1, np.int32)
+        if rows.size:
+            open_wf[rows] = self.workflows.open_ids(batch, rows, ctx.template_text)
+        wf, prev = sk.walk_sessions(keys, tids, open_wf, st.ix_key, st.ix_slot, st.wf, st.last)
+        return wf, prev, open_wf
 
     def learn(self, batch, ctx, weights):
         if not self.enabled or batch.n == 0:
@@ -448,26 +564,27 @@ class SequenceTier(Tier):
         self._ctx = ctx
         tids = np.ascontiguousarray(batch.template_id, np.int32)
         if self._cache is not None and self._cache[0] is batch:
-            _, keys, ks, ke, prev, scores = self._cache
+            _, keys, ks, ke, prev, open_wf, scores = self._cache
         else:
             keys, ks, ke = self.locator.keys(batch, ctx.n_templates)
-            _, prev = sk.walk_sessions(keys, tids, self.store.ix_key, self.store.ix_slot, self.store.wf,
-                                       self.store.last)
+            _, prev, open_wf = self._walk(batch, keys, tids, ctx)
             scores = np.zeros(batch.n, np.float32)
         self._cache = None
         w = np.ascontiguousarray(weights, np.float32)
         if self.learning_rate <= 0:
             w = np.zeros_like(w)
-        self._ensure_workflows(ctx.n_templates)
-        self._make_room(int(np.count_nonzero(prev == sk.START)))
+        self._ensure_workflows(len(self.workflows))
+        opening = np.flatnonzero(prev == sk.START)
+        self._make_room(opening.size)
         st = self.store
         ts = np.ascontiguousarray(ctx.ts, np.float64)
         grace = self._grace(ts)
-        sk.learn_lines(keys, tids, ts, w, scores,
+        sk.learn_lines(keys, tids, open_wf, ts, w, scores,
                        np.ascontiguousarray(batch.source_id, np.int32), batch.buf, ks, ke,
                        st.ix_key, st.ix_slot, st.key, st.wf, st.last, st.start, st.lastts, st.steps,
                        st.ntpl, st.tpl, st.flags, st.minw, st.maxscore, st.src, st.ids, st.idlen,
                        st.free, self.tkeys, self.tcnt, self.counters, self.max_transitions, grace)
+        self.workflows.probe(batch, opening)
         learned = int(np.count_nonzero((w > 0) & (keys >= 0)))
         latest = float(np.max(ctx.ts))
         if math.isfinite(latest):
@@ -605,6 +722,13 @@ class SequenceTier(Tier):
 
     # ------------------------------------------------------------ explanations
 
+    def _flow_text(self, w):
+        """A workflow as shown: its first template, with the parameter value that names the variant."""
+        if not 0 <= w < len(self.workflows):
+            return str(w)
+        label = self.workflows.label[w]
+        return self._text(self.workflows.template[w]) + (f" [{label}]" if label else "")
+
     def _text(self, tid):
         if tid == sk.START:
             return "(start)"
@@ -650,7 +774,7 @@ class SequenceTier(Tier):
         if code == sk.WHY_UNKNOWN_START:
             return (f"session opens with a step that never opens sessions: '{self._text(t)}'",
                     "sessions open with " + likely.get((sk.GLOBAL, sk.START), "?"), observed)
-        flow = self._text(w)
+        flow = self._flow_text(w)
         if code == sk.WHY_UNKNOWN_STEP:
             reason = f"step never seen in workflow '{flow}': '{self._text(t)}'"
         elif code == sk.WHY_UNKNOWN_TRANSITION:
@@ -672,7 +796,7 @@ class SequenceTier(Tier):
             then = f"after '{self._text(last)}': {likely.get((w, last), '?')}; sessions end after {endings[w]}"
             took = st.lastts[s] - st.start[s]
             observed = f"last step '{self._text(last)}' after {st.steps[s]} lines in {took:.1f} s"
-            flow = self._text(w)
+            flow = self._flow_text(w)
             if verdict == sk.CLOSED_MISSING_STEP:
                 reason = f"session of workflow '{flow}' ended without step '{self._text(miss)}'"
                 expected = f"'{self._text(miss)}' is in at least {100 * self.core_fraction:.1f}% of its sessions"
@@ -687,7 +811,7 @@ class SequenceTier(Tier):
             source = self._ctx.source_name(int(st.src[s])) if self._ctx is not None else ""
             out.append(Finding(tier=self.name, ts=float(st.lastts[s]), key="session:" + st.id_text(s),
                                score=self.top, reason=reason, expected=expected, observed=observed,
-                               template_id=w, source=str(source)))
+                               template_id=self.workflows.template[w], source=str(source)))
         return out
 
     def _endings(self, w, k, c):
@@ -722,11 +846,13 @@ class SequenceTier(Tier):
                 "transitions_dropped_total": int(c[sk.C_TRANS_DROPPED]), "transitions_pruned_total": self.pruned,
                 "findings_dropped_total": self.findings_dropped, "regex_lines_total": self.locator.regex_lines,
                 "locator_redecisions_total": self.locator.redecisions, "windows_closed_total": self.window.closed,
-                "windows_flagged_total": self.window.flagged, "learned_lines_total": self.learned_lines}
+                "windows_flagged_total": self.window.flagged, "workflows": len(self.workflows),
+                "workflows_overflow_total": self.workflows.overflow, "learned_lines_total": self.learned_lines}
 
     def state(self):
         k, c = self._rows()
-        return {"version": 1, "patterns": self.patterns, "locator": self.locator.state(),
+        return {"version": 2, "patterns": self.patterns, "locator": self.locator.state(),
+                "workflows": self.workflows.state(),
                 "sessions": self.store.state(), "transition_keys": k.tolist(), "transition_counts": c.tolist(),
                 "counters": self.counters.tolist(), "dur_n": self.dur_n.tolist(), "dur_mean": self.dur_mean.tolist(),
                 "dur_var": self.dur_var.tolist(), "window": self.window.state(), "learned_lines": self.learned_lines,
@@ -734,7 +860,7 @@ class SequenceTier(Tier):
 
     def load_state(self, state):
         self._cold_start()
-        if not state or state.get("version") != 1:
+        if not state or state.get("version") != 2:
             return
         if state.get("patterns") == self.patterns:
             # Locators found with other patterns would cut out the wrong ids.
@@ -747,6 +873,7 @@ class SequenceTier(Tier):
         self.counters[sk.C_TRANS_SIZE] = keep
         for name in ("dur_n", "dur_mean", "dur_var"):
             setattr(self, name, np.asarray(state.get(name, getattr(self, name)), np.float64))
+        self.workflows.load_state(state.get("workflows", {}))
         self.store.load_state(state.get("sessions", {}))
         self.window.load_state(state.get("window", {}))
         self.learned_lines = int(state.get("learned_lines", 0))

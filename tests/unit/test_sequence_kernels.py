@@ -62,14 +62,20 @@ class Store:
         self.free[0] = size
         self.free[1:] = np.arange(size)
 
-    def learn(self, keys, tids, ts, w, scores, tkeys, tcnt, counters, max_trans, grace_until=-np.inf):
+    def learn(self, keys, tids, ts, w, scores, tkeys, tcnt, counters, max_trans, grace_until=-np.inf, open_wf=None):
         n = len(keys)
         buf = np.zeros(1, np.uint8)
         z = np.zeros(n, np.int64)
-        sk.learn_lines(keys, tids, ts, w, scores, np.zeros(n, np.int32), buf, z, z,
+        open_wf = self.open_wf(tids) if open_wf is None else open_wf
+        sk.learn_lines(keys, tids, open_wf, ts, w, scores, np.zeros(n, np.int32), buf, z, z,
                        self.ix_key, self.ix_slot, self.key, self.wf, self.last, self.start, self.lastts, self.steps,
                        self.ntpl, self.tpl, self.flags, self.minw, self.maxscore, self.src, self.ids, self.idlen,
                        self.free, tkeys, tcnt, counters, max_trans, grace_until)
+
+    @staticmethod
+    def open_wf(tids):
+        """Workflow ids apart from template ids, as tier4_sequence.WorkflowBook makes them."""
+        return (tids + 100).astype(np.int32)
 
     def as_dict(self):
         out = {}
@@ -156,9 +162,9 @@ def test_walk_sessions_matches_twin(seed):
     counters = np.zeros(sk.N_COUNTERS, np.int64)
     st.learn(*_random_batch(rng, 30), tkeys, tcnt, counters, 100)
     keys, tids, *_ = _random_batch(rng, 50, n_keys=40)
-    got = sk.walk_sessions(keys, tids, st.ix_key, st.ix_slot, st.wf, st.last)
+    got = sk.walk_sessions(keys, tids, st.open_wf(tids), st.ix_key, st.ix_slot, st.wf, st.last)
     open_ = {k: (v["wf"], v["last"]) for k, v in st.as_dict().items()}
-    want = sk.walk_sessions_py(keys, tids, open_)
+    want = sk.walk_sessions_py(keys, tids, st.open_wf(tids), open_)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
     assert (got[1] == sk.START).any() and ((got[1] >= 0) & (got[1] != sk.START)).any()
@@ -233,7 +239,8 @@ def test_learn_lines_matches_twin(seed):
     for _ in range(3):
         batch = _random_batch(rng, 40, n_keys=14)
         st.learn(*batch, tkeys, tcnt, counters, max_trans, 30.0)
-        free, o, d = sk.learn_lines_py(*batch, counts, sessions, free, max_trans, 3, 30.0)
+        free, o, d = sk.learn_lines_py(batch[0], batch[1], st.open_wf(batch[1]), *batch[2:], counts, sessions, free,
+                                       max_trans, 3, 30.0)
         opened, dropped = opened + o, dropped + d
     assert _as_counts(tkeys, tcnt) == pytest.approx(counts)
     got = st.as_dict()
@@ -303,7 +310,7 @@ def test_close_sessions_reports_every_verdict():
     keys = np.array([1, 1, 1, 2, 2, 3, 3], np.int64)   # 1 complete, 2 stuck at 1, 3 skipped 1
     tids = np.array([0, 1, 2, 0, 1, 0, 2], np.int32)
     ts = np.array([0, 1, 2, 0, 1, 0, 2], np.float64)
-    st.learn(keys, tids, ts, ones, np.zeros(7, np.float32), tkeys, tcnt, counters, 100)
+    st.learn(keys, tids, ts, ones, np.zeros(7, np.float32), tkeys, tcnt, counters, 100, open_wf=tids * 0)
     dur = [np.array([100.0]), np.array([math.log1p(2.0)]), np.array([0.01])]
     core_ptr, core_tid = np.array([0, 3], np.int64), np.array([0, 1, 2], np.int32)
     args = (st.ix_key, st.ix_slot, st.key, st.wf, st.last, st.start, st.lastts, st.ntpl, st.tpl, st.flags, st.minw,
@@ -349,3 +356,20 @@ def test_subspace_step_matches_twin_and_converges_to_the_leading_eigenvectors(se
     np.testing.assert_allclose(basis.T @ basis, np.eye(5), atol=1e-9)
     top = vecs[:, ::-1][:, :5]
     np.testing.assert_allclose(np.abs(top.T @ basis), np.eye(5), atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_param_hash_at_matches_twin(seed):
+    rng = np.random.default_rng(seed)
+    n = 50
+    counts = rng.integers(0, 4, n)
+    ptr = np.zeros(n + 1, np.int64)
+    ptr[1:] = np.cumsum(counts)
+    pos = np.concatenate([rng.permutation(5)[:c] for c in counts]).astype(np.int16)
+    hashes = rng.integers(0, 2**63, ptr[-1], dtype=np.uint64)
+    rows = rng.integers(0, n, 30).astype(np.int64)
+    want = rng.integers(0, 5, 30).astype(np.int64)
+    got, twin = sk.param_hash_at(ptr, pos, hashes, rows, want), sk.param_hash_at_py(ptr, pos, hashes, rows, want)
+    np.testing.assert_array_equal(got[0], twin[0])
+    np.testing.assert_array_equal(got[1], twin[1])
+    assert got[1].any() and not got[1].all()

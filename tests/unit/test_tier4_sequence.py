@@ -18,7 +18,7 @@ from anomaly_detector.parsing.batch import ParsedBatch
 
 # One checkout-like workflow: A B C [D] [S] E; the id sits in different places.
 STEPS = {
-    "A": (0, "request {id} received path=/checkout"),
+    "A": (0, "request {id} received path={path}"),
     "B": (1, "auth ok user=u{n} req={id}"),
     "C": (2, "cart loaded items={n} req={id}"),
     "D": (3, "coupon applied code=X{n} req={id}"),
@@ -26,7 +26,7 @@ STEPS = {
     "E": (5, "request {id} completed status=200"),
     "P": (6, "payment authorised amount={n} req={id}"),
 }
-TEXTS = {tid: text.replace("{id}", "<*>").replace("{n}", "<*>") for tid, text in STEPS.values()}
+TEXTS = {tid: text.replace("{id}", "<*>").replace("{n}", "<*>").replace("{path}", "<*>") for tid, text in STEPS.values()}
 NORMAL = "ABCE"
 
 
@@ -37,16 +37,22 @@ def settings(**over):
     return cfg
 
 
-def make_batch(lines, ts, tids):
+def make_batch(lines, ts, tids, params=None):
+    """params: per line a list of (position, value) for the CSR parameter arrays (none by default)."""
     raw = [line.encode() for line in lines]
     ends = np.cumsum([len(r) for r in raw]).astype(np.int64)
     starts = ends - np.array([len(r) for r in raw], np.int64)
     n = len(lines)
+    params = params or [[] for _ in lines]
+    ptr = np.zeros(n + 1, np.int64)
+    ptr[1:] = np.cumsum([len(p) for p in params])
+    flat = [pv for p in params for pv in p]
     return ParsedBatch(ts=np.asarray(ts, np.float64), source_id=np.zeros(n, np.int32), level=np.zeros(n, np.int8),
                        template_id=np.asarray(tids, np.int32), buf=np.frombuffer(b"".join(raw), np.uint8).copy(),
-                       content_start=starts, content_end=ends, param_ptr=np.zeros(n + 1, np.int64),
-                       param_pos=np.zeros(0, np.int16), param_hash=np.zeros(0, np.uint64), param_num=np.zeros(0),
-                       sources=["app"])
+                       content_start=starts, content_end=ends, param_ptr=ptr,
+                       param_pos=np.array([p for p, _ in flat], np.int16),
+                       param_hash=np.array([sk.id_hash_py(v.encode()) for _, v in flat], np.uint64),
+                       param_num=np.full(len(flat), np.nan), sources=["app"])
 
 
 def context(batch, warm=True, n_templates=16):
@@ -62,20 +68,24 @@ class Traffic:
         self.ids = 0
         self.t = 1_000_000.0
 
-    def batch(self, plans):
-        lines, ts, tids, ids = [], [], [], []
-        for plan in plans:
+    def batch(self, plans, paths=None):
+        """Lines of the sessions in `plans`; paths[k] is written in session k's first line (its type)."""
+        lines, ts, tids, ids, params = [], [], [], [], []
+        for k, plan in enumerate(plans):
             self.ids += 1
             rid = "%012x" % (0xA00000000000 + self.ids)
             ids.append(rid)
             self.t += 0.05
+            path = paths[k] if paths else "/checkout"
             for j, step in enumerate(plan):
                 tid, text = STEPS[step]
-                lines.append(text.format(id=rid, n=int(self.rng.integers(1, 99))))
+                lines.append(text.format(id=rid, n=int(self.rng.integers(1, 99)), path=path))
                 ts.append(self.t + 0.01 * j)
                 tids.append(tid)
+                params.append([(0, rid), (1, path)] if step == "A" and paths else [])
         order = np.argsort(ts, kind="stable")
-        b = make_batch([lines[i] for i in order], [ts[i] for i in order], [tids[i] for i in order])
+        b = make_batch([lines[i] for i in order], [ts[i] for i in order], [tids[i] for i in order],
+                       [params[i] for i in order])
         return b, ids
 
     def normal(self, n, optional=0.3):
@@ -345,3 +355,29 @@ def test_sessions_met_mid_way_after_a_restart_are_not_judged_until_the_grace_is_
     result, _ = step(tier, batch)
     i = line_of(batch, ids[0], 2)
     assert result.scores[i] >= 80 and "never opens sessions" in result.reasons[i]
+
+
+def test_a_parameter_of_the_first_line_with_few_values_splits_workflows():
+    """Checkouts go A B C E, searches A C E: A -> C is normal, but not for a checkout."""
+    def train(paths_on):
+        tr = Traffic(16)
+        tier = SequenceTier(settings())
+        step(tier, tr.batch(tr.normal(5))[0], warm=False)
+        tr.t += 61.0
+        for _ in range(8):
+            plans = ["ABCE"] * 100 + ["ACE"] * 100
+            paths = ["/checkout"] * 100 + ["/search"] * 100
+            step(tier, tr.batch(plans, paths if paths_on else None)[0], warm=False)
+        tr.t += 1000.0
+        assert tier.advance(tr.t) == []
+        batch, ids = tr.batch(["ACE", "ACE", "ABCE"], ["/checkout", "/search", "/checkout"] if paths_on else None)
+        return tier, batch, ids, step(tier, batch)[0]
+
+    tier, batch, ids, result = train(True)
+    assert tier.stats["workflows"] == 3   # the plain one watched while probing, then one per path
+    i = line_of(batch, ids[0], 2)
+    assert result.scores[i] >= 80 and "[path=/checkout]" in result.reasons[i]
+    others = [k for k in range(batch.n) if ids[0] not in batch.content(k)]
+    assert result.scores[others].max() == 0
+    plain, batch, ids, result = train(False)
+    assert plain.stats["workflows"] == 1 and result.scores.max() == 0
