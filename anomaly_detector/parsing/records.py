@@ -23,7 +23,15 @@ from anomaly_detector.parsing.headers import HeaderFormat
 from anomaly_detector.parsing.jsonl import parse_json_line_reason
 from anomaly_detector.parsing.sanitize import clean_buffer, clean_text
 from anomaly_detector.parsing.syslog import parse_syslog
-from anomaly_detector.parsing.timestamps import EPOCH_LAYOUT, TimestampParser, layout_arrays, layout_of, parse_stamps
+from anomaly_detector.parsing.timestamps import (
+    EPOCH_LAYOUT,
+    TimestampParser,
+    infer_years,
+    layout_arrays,
+    layout_has_year,
+    layout_of,
+    parse_stamps,
+)
 
 FORMATS = ("auto", "plain", "jsonl", "syslog")
 _STAT_KEYS = ("lines", "decode_errors", "malformed_json", "header_mismatch", "no_timestamp", "truncated",
@@ -426,7 +434,9 @@ class _KernelLines:
         self.recipe = None
         self.recipe_cols = ()
         self.kernel_key = None
+        self.kernel_key_check = None
         self.kernel_runs = 0
+        self.yearless = False
         self.k_ok = self.k_ts = self.k_year = self.k_month = None
         self.pending = -1  # last row whose stamp the kernel gave but the parser has not seen
         li = hdr.level_index
@@ -447,23 +457,43 @@ class _KernelLines:
         if ts is None:
             self.sync_state()
             ts = self._python_stamp(i)
-        else:
-            self.parser._last_ts = ts
         return self.parser._carry_ts(ts, None), self._level(i)
 
     def kernel_run(self, i, ts_arr, level_arr):
         """Fill the run of kernel-stamped lines starting at i; return its end (i when there is none)."""
-        if self._kernel_stamp(i) is None:
+        if not self._ready(i):
             return i
-        j = int(self.run_ends[i])
-        ts_arr[i:j] = self.k_ts_arr[i:j]
+        if self.yearless:
+            j = self._yearless_run(i, ts_arr)
+            if j == i:
+                return i
+        else:
+            j = int(self.run_ends[i])
+            ts_arr[i:j] = self.k_ts[i:j]
+            if self.kernel_key[0] != EPOCH_LAYOUT:
+                self.pending = j - 1
+        self.parser._last_ts = float(ts_arr[j - 1])
         levels = self.level_arr[i:j]
         level_arr[i:j] = levels
         for k in np.flatnonzero(levels < 0).tolist():  # non-ASCII level words: Python decides
             level_arr[i + k] = self._level(i + k)
-        self.parser._last_ts = float(self.k_ts[j - 1])
-        if self.kernel_key[0] != EPOCH_LAYOUT:
-            self.pending = j - 1
+        return j
+
+    def _yearless_run(self, i, ts_arr):
+        """Stamps without a year: the kernel infers years in order from the parser's state."""
+        stamps = self.parser.timestamps
+        self.sync_state()
+        year0 = stamps._year if stamps._year is not None else (stamps._default_year or stamps._now_year())
+        last0 = stamps._last_month if stamps._last_month is not None else -1
+        j, year_after, last_after = infer_years(self.good, self.k_month, self.k_day, self.k_sod, self.k_fnum,
+                                                self.k_fdig, i, year0, last0, self.y_ts, self.y_years)
+        if j == i:
+            return i
+        ts = self.y_ts[i:j]
+        if stamps._zone is not None:
+            ts = ts - self._offsets(self.y_years[i:j], self.k_month[i:j], self.k_day[i:j], self.k_hour[i:j])
+        ts_arr[i:j] = ts
+        stamps._year, stamps._last_month, stamps._last_text = int(year_after), int(last_after), None
         return j
 
     def _level(self, i):
@@ -492,26 +522,46 @@ class _KernelLines:
                 self.recipe_cols = [self._column(self.index[name]) for name in self.recipe]
         return ts
 
-    def _kernel_stamp(self, i):
+    def _ready(self, i):
+        """Whether row i's stamp can come from the kernel: same fields and format parse() would use."""
         stamps = self.parser.timestamps
         recipe = stamps._field_recipe
         if recipe is None or recipe is not self.recipe:
+            return False
+        key = (recipe, stamps._cached, stamps.strptime)
+        if key != self.kernel_key_check:
+            layout = layout_of(stamps)
+            if layout is None:
+                return False
+            if (layout,) + key != self.kernel_key:
+                if self.kernel_runs >= self._MAX_KERNEL_RUNS:
+                    return False
+                self._run_kernel(layout, recipe)
+                self.kernel_key = (layout,) + key
+                self.kernel_runs += 1
+            self.kernel_key_check = key
+        return bool(self.k_ok[i])
+
+    def _kernel_stamp(self, i):
+        if not self._ready(i) or self.yearless:
             return None
-        layout = layout_of(stamps)
-        if layout is None:
-            return None
-        key = (layout, recipe, stamps._cached)
-        if key != self.kernel_key:
-            if self.kernel_runs >= self._MAX_KERNEL_RUNS:
-                return None
-            self._run_kernel(layout, recipe)
-            self.kernel_key = key
-            self.kernel_runs += 1
-        if not self.k_ok[i]:
-            return None
-        if layout != EPOCH_LAYOUT:
+        if self.kernel_key[0] != EPOCH_LAYOUT:
             self.pending = i
         return float(self.k_ts[i])
+
+    def _offsets(self, year, month, day, hour):
+        """Zone offsets of local stamps, one zoneinfo look-up per distinct (date, hour)."""
+        stamps = self.parser.timestamps
+        key = ((year * 13 + month) * 32 + day) * 24 + hour
+        uniq, inverse = np.unique(key, return_inverse=True)
+        offsets = np.empty(len(uniq))
+        for u, k in enumerate(uniq.tolist()):
+            h = k % 24
+            d = (k // 24) % 32
+            m = (k // (24 * 32)) % 13
+            y = k // (24 * 32 * 13)
+            offsets[u] = stamps._local_offset(y, m, d, h)
+        return offsets[inverse]
 
     def _run_kernel(self, layout, recipe):
         self.sync_state()  # pending refers to the arrays about to be replaced
@@ -519,26 +569,22 @@ class _KernelLines:
         ps = np.ascontiguousarray(self.fs[:, cols])
         pe = np.ascontiguousarray(self.fe[:, cols])
         template, seps = layout_arrays(layout)
-        ok, ts, year, month, day, hour = parse_stamps(self.clean, ps, pe, len(cols), template, seps)
+        ok, ts, year, month, day, hour, sod, fnum, fdig = parse_stamps(self.clean, ps, pe, len(cols), template, seps)
+        hour = np.minimum(hour, 23)  # what TimestampParser._local_offset looks up
+        self.yearless = not layout_has_year(layout)
         stamps = self.parser.timestamps
-        if layout != EPOCH_LAYOUT and stamps._zone is not None and ok.any():
-            key = ((year * 13 + month) * 32 + day) * 24 + np.minimum(hour, 23)
-            uniq, inverse = np.unique(key[ok], return_inverse=True)
-            offsets = np.empty(len(uniq))
-            for u, k in enumerate(uniq.tolist()):
-                h = k % 24
-                d = (k // 24) % 32
-                m = (k // (24 * 32)) % 13
-                y = k // (24 * 32 * 13)
-                offsets[u] = stamps._local_offset(y, m, d, h)
-            ts[ok] = ts[ok] - offsets[inverse]
-        self.k_ok, self.k_year, self.k_month = ok, year, month
-        self.k_ts_arr = ts
-        self.k_ts = ts  # read per line as numpy floats; converted to float where it matters
+        if not self.yearless and layout != EPOCH_LAYOUT and stamps._zone is not None and ok.any():
+            ts[ok] = ts[ok] - self._offsets(year[ok], month[ok], day[ok], hour[ok])
+        self.k_ok, self.k_year, self.k_month, self.k_day, self.k_hour = ok, year, month, day, hour
+        self.k_sod, self.k_fnum, self.k_fdig = sod, fnum, fdig
+        self.k_ts = ts
+        self.good = ok & self.header_ok
+        if self.yearless:
+            self.y_ts = np.zeros(len(ok))
+            self.y_years = np.zeros(len(ok), dtype=np.int64)
         # run_ends[i]: end of the stretch of rows from i that the header and stamp kernels both took
-        good = ok & self.header_ok
-        bad = np.flatnonzero(~good)
-        self.run_ends = np.append(bad, len(good))[np.searchsorted(bad, np.arange(len(good)))]
+        bad = np.flatnonzero(~self.good)
+        self.run_ends = np.append(bad, len(self.good))[np.searchsorted(bad, np.arange(len(self.good)))]
 
     def sync_state(self):
         """Give the parser the year/month of the last kernel-parsed stamp, as parse() would have."""

@@ -357,6 +357,8 @@ _LAYOUTS = {
     "ymd_dot": ("YYYY.MM.DD hh:mm:ss", ".,:"),
     "spark": ("yy/MM/DD hh:mm:ss", ".,:"),
     "healthapp": ("YYYYMMDD-H:I:S", ".,:"),
+    "android": ("MM-DD hh:mm:ss", ".,:"),     # no year: infer_years supplies it in order
+    "proxifier": ("MM.DD hh:mm:ss", ".,:"),
 }
 EPOCH_LAYOUT = "epoch"
 
@@ -367,6 +369,10 @@ def layout_arrays(name):
         return np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.uint8)
     template, seps = _LAYOUTS[name]
     return np.frombuffer(template.encode(), dtype=np.uint8).copy(), np.frombuffer(seps.encode(), dtype=np.uint8).copy()
+
+
+def layout_has_year(name):
+    return name == EPOCH_LAYOUT or any(c in _LAYOUTS[name][0] for c in "Yy")
 
 
 def layout_of(parser):
@@ -449,8 +455,9 @@ def _parse_epoch_row(buf, ps, pe, row, nparts, total):
 def parse_stamps(buf, ps, pe, nparts, template, fracseps):
     """Local-time epoch seconds of each row's stamp (parts joined by a space) in one layout.
 
-    Returns (ok, ts, year, month, day, hour). Rows that do not have the exact shape get ok=False.
-    An empty template means the epoch layout.
+    Returns (ok, ts, year, month, day, hour, sod, fnum, fdig). Rows that do not have the exact shape
+    get ok=False. An empty template means the epoch layout. For a template without a year, year and
+    ts stay 0 and sod (seconds of day), fnum/fdig (fraction digits) let infer_years finish the job.
     """
     n = ps.shape[0]
     ok = np.zeros(n, dtype=np.bool_)
@@ -459,7 +466,14 @@ def parse_stamps(buf, ps, pe, nparts, template, fracseps):
     month = np.zeros(n, dtype=np.int64)
     day = np.zeros(n, dtype=np.int64)
     hour = np.zeros(n, dtype=np.int64)
+    sod = np.zeros(n, dtype=np.int64)
+    fnum = np.zeros(n, dtype=np.int64)
+    fdig = np.zeros(n, dtype=np.int64)
     tl = template.shape[0]
+    has_year = False
+    for j in range(tl):
+        if template[j] == 89 or template[j] == 121:
+            has_year = True
     for row in range(n):
         total = nparts - 1
         empty = False
@@ -552,6 +566,17 @@ def parse_stamps(buf, ps, pe, nparts, template, fracseps):
                 continue
         if template[0] == 121:  # two-digit year, as TimestampParser reads it
             Y = 2000 + Y if Y < 70 else 1900 + Y
+        if not has_year:
+            if M < 1 or M > 12 or D < 1 or D > 31 or h > 24 or mi > 59 or s > 60:
+                continue
+            ok[row] = True
+            month[row] = M
+            day[row] = D
+            hour[row] = h
+            sod[row] = h * 3600 + mi * 60 + s
+            fnum[row] = frac
+            fdig[row] = fdigits
+            continue
         if Y < 1 or M < 1 or M > 12 or D < 1 or D > _days_in_month(Y, M):
             continue
         if h > 24 or mi > 59 or s > 60:
@@ -565,4 +590,34 @@ def parse_stamps(buf, ps, pe, nparts, template, fracseps):
         month[row] = M
         day[row] = D
         hour[row] = h
-    return ok, ts, year, month, day, hour
+    return ok, ts, year, month, day, hour, sod, fnum, fdig
+
+
+@njit(cache=True)
+def infer_years(good, month, day, sod, fnum, fdig, start, year0, last0, ts, years):
+    """Year inference of TimestampParser over rows start.. of year-less stamps, in order.
+
+    Stops at the first row that is not good or whose date does not exist in the inferred year
+    (the Python path then handles it with the state returned here). Writes ts and years of the
+    rows it took; returns (end, year_after, last_month_after); last0 = -1 means none.
+    """
+    n = good.shape[0]
+    year = year0
+    last = last0
+    i = start
+    while i < n and good[i]:
+        m = month[i]
+        y = year
+        if last >= 0 and last - m >= 6:  # Dec -> Jan: the year rolled over
+            y = year + 1
+        if y < 1 or y > 9999 or day[i] > _days_in_month(y, m):
+            break
+        value = float(_days_from_civil(y, m, day[i]) * 86400 + sod[i])
+        if fdig[i]:
+            value += fnum[i] / 10.0 ** fdig[i]
+        ts[i] = value
+        years[i] = y
+        year = y
+        last = m
+        i += 1
+    return i, year, last

@@ -1,6 +1,7 @@
 """RecordParser per line and parse_columns on whole buffers (equal results, every sample)."""
 import datetime as dt
 import math
+import zoneinfo
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +170,15 @@ def test_parse_columns_plain_and_empty():
     cols = _compare({"format": "plain"}, b"2026-03-02T10:00:00Z ERROR a\nno stamp\n")
     assert cols.content(0) == "a" and cols.ts[1] == cols.ts[0]
     assert _compare({}, b"").n == 0
+
+
+def test_parse_columns_year_rollover_and_bad_stamps_match_parse_many():
+    lines = ["12-31 23:59:58.100  1  2 I A: one", "12-31 23:59:59.900  1  2 I A: two",
+             "01-01 00:00:00.000  1  2 W A: new year", "02-29 10:00:00.000  1  2 E A: not a leap year",
+             "02-28 25:00:00.000  1  2 E A: bad hour", "03-01 00:00:00.5  1  2 D A: spring",
+             "garbage", "12-01 00:00:00.000  1  2 I A: rollover again"]
+    data = "\n".join(lines).encode()
+    for zone in ("UTC", "Europe/Paris"):
+        cols = _compare({"log_format": LOGHUB_FORMATS["Android"], "default_year": 2023, "timezone": zone}, data)
+        years = [dt.datetime.fromtimestamp(t, zoneinfo.ZoneInfo(zone)).year for t in cols.ts.tolist()]
+        assert years[0] == 2023 and years[2] == 2024 and years[-1] == 2024
