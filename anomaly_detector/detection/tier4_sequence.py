@@ -271,10 +271,11 @@ class WorkflowBook:
             h, found = sk.param_hash_at(batch.param_ptr, batch.param_pos, batch.param_hash,
                                         rows[named].astype(np.int64), pos[named].astype(np.int64))
             hashes[named] = np.where(found, h, 0)
-        pairs, first, inv = np.unique(np.stack([tids.astype(np.uint64), hashes], axis=1), axis=0,
-                                      return_index=True, return_inverse=True)
-        ids = np.array([self._id(int(t), int(h), batch, int(rows[j]), template_text)
-                        for (t, h), j in zip(pairs.tolist(), first.tolist())], np.int32)
+        # One 64-bit key per (template, value) pair: a 1-d unique is much cheaper than a row-wise one.
+        pair = hashes ^ (tids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+        _, first, inv = np.unique(pair, return_index=True, return_inverse=True)
+        ids = np.array([self._id(int(tids[j]), int(hashes[j]), batch, int(rows[j]), template_text)
+                        for j in first.tolist()], np.int32)
         return ids[inv.reshape(-1)]
 
     def _id(self, t, h, batch, row, template_text):
