@@ -260,8 +260,6 @@ class _ColumnBuilder:
     """Collects per-line results; contents that are not a span of the cleaned buffer go to an extra area."""
 
     def __init__(self, n, base_len):
-        self.ts = np.full(n, np.nan)
-        self.level = np.zeros(n, dtype=np.int8)
         self.start = np.zeros(n, dtype=np.int64)
         self.end = np.zeros(n, dtype=np.int64)
         self.source_id = np.zeros(n, dtype=np.int32)
@@ -269,7 +267,6 @@ class _ColumnBuilder:
         self._source_index = {}
         self.extra = []
         self.extra_len = base_len
-        self.fields = {}
 
     def source(self, i, name):
         sid = self._source_index.get(name)
@@ -322,14 +319,8 @@ def _has_invalid_utf8(data, starts, ends):
     return out
 
 
-def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
-    """Parse a whole buffer of lines into Columns, equal to parser.parse_many(lines) field by field.
-
-    The bytes are cleaned and split by numba kernels; with a header format the numba split gives
-    each line's fields and content span, and only the time stamp is parsed per line in Python.
-    Lines are handled in input order because carried times and year inference depend on it.
-    """
-    data = bytes(buf)
+def _clean_and_split(parser, data):
+    """Frame, count and sanitise a buffer: (clean uint8, clean bytes, starts, ends)."""
     raw, raw_starts, raw_ends, n_truncated = _frame_buffer(data, parser.max_line_bytes)
     raw_bytes = data if n_truncated == 0 else raw.tobytes()
     invalid = _has_invalid_utf8(raw_bytes, raw_starts, raw_ends)
@@ -339,11 +330,22 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
     else:
         clean_bytes = clean.tobytes()
         starts, ends = split_lines(clean)  # cleaning keeps every LF, so the lines correspond one to one
-    n = len(starts)
-    parser.stats["lines"] += n
+    parser.stats["lines"] += len(starts)
     parser.stats["truncated"] += n_truncated
     parser.stats["decode_errors"] += int(invalid.sum())
+    return clean, clean_bytes, starts, ends
 
+
+def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
+    """Parse a whole buffer of lines into Columns, equal to parser.parse_many(lines) field by field.
+
+    The bytes are cleaned and split by numba kernels; with a header format the numba split gives
+    each line's fields and content span, and stamps come from the numba stamp kernels wherever they
+    provably equal TimestampParser. Other lines go through the per-line path, in input order,
+    because carried times and year inference depend on the order.
+    """
+    clean, clean_bytes, starts, ends = _clean_and_split(parser, bytes(buf))
+    n = len(starts)
     hdr = parser.header
     if hdr is not None and parser.format in ("auto", "plain") and hdr.program is not None:
         ok, fs, fe = hdr.split_batch(clean, starts, ends)
@@ -389,7 +391,6 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
         i += 1
     if fast is not None:
         fast.sync_state()
-    out.ts, out.level = ts_arr, level_arr
     content_buf = clean if not out.extra else np.frombuffer(clean_bytes + b"".join(out.extra), dtype=np.uint8)
 
     def field_getter(i):
@@ -397,7 +398,7 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
             return slow[i]
         return {name: clean_bytes[fs[i, j]:fe[i, j]].decode("utf-8") for j, name in enumerate(hdr.fields)}
 
-    return Columns(out.ts, out.level, content_buf, out.start, out.end, out.source_id, out.sources, field_getter)
+    return Columns(ts_arr, level_arr, content_buf, out.start, out.end, out.source_id, out.sources, field_getter)
 
 
 def _kernel_applies(parser, clean, starts, ends):
