@@ -381,3 +381,16 @@ def test_a_parameter_of_the_first_line_with_few_values_splits_workflows():
     assert result.scores[others].max() == 0
     plain, batch, ids, result = train(False)
     assert plain.stats["workflows"] == 1 and result.scores.max() == 0
+
+
+def test_workflows_are_bounded_and_overflow_is_counted(monkeypatch):
+    from anomaly_detector.detection import tier4_sequence
+    monkeypatch.setattr(tier4_sequence, "MAX_WORKFLOWS", 2)
+    tr = Traffic(17)
+    tier = SequenceTier(settings())
+    for _ in range(4):   # 200 session starts to choose the parameter, then its values name workflows
+        plans = ["ABCE"] * 90
+        step(tier, tr.batch(plans, ["/a", "/b", "/c"] * 30)[0], warm=False)
+    stats = tier.stats
+    assert stats["workflows"] == 2 and stats["workflows_overflow_total"] >= 1
+    assert set(tier.store.wf[tier.store.key >= 0].tolist()) <= {0, 1}
