@@ -31,12 +31,40 @@ class LineFramer:
         self._discarding = False  # inside the tail of a too-long line, until the next newline
 
     def feed(self, data: bytes) -> list:
-        out = []
         if not isinstance(data, (bytes, bytearray)):
             data = bytes(data)
-        pos, n = 0, len(data)
+        out, pos = [], 0
+        if self._held or self._discarding:  # finish the pending line first, carefully
+            nl = data.find(b"\n")
+            if nl < 0:
+                return self._feed_slow(data, 0, len(data))
+            out = self._feed_slow(data, 0, nl + 1)
+            pos = nl + 1
+        fast = self._feed_whole_lines(data, pos)
+        return out + (fast if fast is not None else self._feed_slow(data, pos, len(data)))
+
+    def _feed_whole_lines(self, data, pos):
+        """Common case in one bytes.split: no line over the limit (else None: the careful path)."""
+        last = data.rfind(b"\n", pos)
+        if last < 0:
+            return None
+        lines = data[pos:last].split(b"\n")
+        limit = self.max_line_bytes
+        if max(map(len, lines)) > limit:
+            lines = [x[:-1] if x.endswith(b"\r") else x for x in lines]
+            if max(map(len, lines)) > limit:
+                return None  # a line to truncate or skip: the careful path counts it
+        elif data.find(b"\r", pos, last) >= 0:
+            lines = [x[:-1] if x.endswith(b"\r") else x for x in lines]
+        self.lines += len(lines)
+        if last + 1 < len(data):
+            self._hold(data, last + 1, lines)
+        return lines
+
+    def _feed_slow(self, data, pos, n):
+        out = []
         while pos < n:
-            nl = data.find(b"\n", pos)
+            nl = data.find(b"\n", pos, n)
             if self._discarding:
                 if nl < 0:
                     return out
@@ -44,7 +72,7 @@ class LineFramer:
                 pos = nl + 1
                 continue
             if nl < 0:
-                self._hold(data, pos, out)
+                self._hold(data[:n] if n < len(data) else data, pos, out)
                 return out
             self._complete(data, pos, nl, out)
             pos = nl + 1
