@@ -235,7 +235,9 @@ def _learn_number(st, s, y, w, min_obs, drift_alpha, drift_sd, base_alpha):
     if w <= 0.0:
         return
     if nobs >= min_obs:
-        st[s, ZVAR] += w * base_alpha * (min(st[s, ZBAR] ** 2, Z_CLIP ** 2) - st[s, ZVAR])
+        # Running mean at first, then exponential memory: the spread must be known early.
+        rate = max(base_alpha, 1.0 / max(st[s, N_DRIFT], 1.0))
+        st[s, ZVAR] += w * rate * (min(st[s, ZBAR] ** 2, Z_CLIP ** 2) - st[s, ZVAR])
     if nobs == 0.0:
         st[s, CENTER] = y
     st[s, N_OBS] = nobs + w

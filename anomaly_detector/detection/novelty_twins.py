@@ -123,7 +123,8 @@ def _learn_number(slot, y, w, min_obs, drift_alpha, sd, base_alpha):
     if w <= 0:
         return
     if slot.n >= min_obs:
-        slot.zvar += w * base_alpha * (min(slot.zbar ** 2, K.Z_CLIP ** 2) - slot.zvar)
+        rate = max(base_alpha, 1.0 / max(slot.n_drift, 1.0))
+        slot.zvar += w * rate * (min(slot.zbar ** 2, K.Z_CLIP ** 2) - slot.zvar)
     if slot.n == 0:
         slot.center = y
     before = slot.n

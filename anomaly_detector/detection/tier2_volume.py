@@ -168,7 +168,7 @@ class VolumeTier(Tier):
         # An intermittent key (a nightly job) is not expected to be at zero just because it was
         # quiet lately: a spike is judged against at least its long-run mean.
         long_run = base.total[keys] / np.maximum(base.age[keys], 1)
-        mus = np.maximum(np.maximum(base.level[keys], long_run) * season, 1e-3)
+        mus = np.maximum(np.maximum(base.level[keys] * season, long_run), 1e-3)
         scores = count_upper_scores(counts, mus, _dispersion(base, keys), base.rel2[keys])
         scores[base.age[keys] < self.min_history] = 0.0
         if not ctx.warm:
@@ -287,22 +287,26 @@ class VolumeTier(Tier):
         alpha = np.maximum(self.learning_rate, 1.0 / (base.age + 1.0))
         resid2 = np.minimum((x_clipped - mu) ** 2 / np.maximum(mu, 1e-3), CLIP_SIGMAS ** 2 * np.maximum(base.phi, 1.0))
         base.phi = np.where(seen, base.phi + alpha * (resid2 - base.phi), base.phi)
-        self._update_shape(base, seen, x, mu, alpha)
+        raw = base.open_raw / np.maximum(season, 1e-6)
+        self._update_shape(base, seen, x, raw, mu, alpha)
         base.level = np.where(seen, mu + alpha * (x_clipped - mu), np.where(new, x, mu))
         base.total += np.where(seen | new, x, 0.0)
         base.age += (seen | new).astype(np.int64)
 
     @staticmethod
-    def _update_shape(base, seen, x, mu, alpha):
-        """Learn the relative forecast error and, for sparse keys, the clump size."""
+    def _update_shape(base, seen, x, raw, mu, alpha):
+        """Learn the relative forecast error and, for sparse keys, the clump size.
+
+        The clump size comes from all lines (raw), not the learning-weighted ones: a job's lines
+        flagged while the model was young must still teach it how the job's lines arrive."""
         busy = seen & (mu >= 1.0)
         log_ratio2 = np.log((x + 0.5) / (mu + 0.5)) ** 2 - base.phi / np.maximum(mu, 0.5)
         limit = CLIP_SIGMAS ** 2 * base.rel2
         target = np.clip(log_ratio2, MIN_RELATIVE_ERROR ** 2, limit)
         base.rel2 = np.where(busy, base.rel2 + alpha * (target - base.rel2), base.rel2)
-        hit = x > 0
+        hit = raw > 0
         base.nonzero = np.where(seen, base.nonzero + alpha * (hit - base.nonzero), base.nonzero)
-        clump = np.where(hit, np.maximum(x, 1.0), 1.0)
+        clump = np.where(hit, np.maximum(raw, 1.0), 1.0)
         base.clump = np.where(seen & hit, base.clump + alpha * (clump - base.clump), base.clump)
 
     # -- helpers -------------------------------------------------------------------------
