@@ -126,8 +126,8 @@ class RecordParser:
 
     def _decode(self, raw):
         self.stats["lines"] += 1
-        if isinstance(raw, str):
-            raw = raw.encode("utf-8", "surrogatepass")
+        if not isinstance(raw, (bytes, bytearray, memoryview)):
+            raw = (raw if isinstance(raw, str) else str(raw)).encode("utf-8", "surrogatepass")
         raw = bytes(raw)
         if raw.endswith(b"\n"):
             raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
@@ -135,10 +135,11 @@ class RecordParser:
             self.stats["truncated"] += 1
             raw = raw[:self.max_line_bytes]
         try:
-            raw.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
             self.stats["decode_errors"] += 1
-        return clean_text(raw)
+            text = raw.decode("utf-8", "replace")
+        return clean_text(text)  # control characters
 
     def _kind(self, text):
         if self.format != "auto":

@@ -105,8 +105,9 @@ def test_hostile_bytes_and_truncation():
     assert r.content == "ab\ufffdc\ufffd\ufffdzzzz"
     assert p.stats["truncated"] == 1 and p.stats["decode_errors"] == 1
     assert p.parse(b"line\r\n").content == "line"
-    for raw in (None, 12, "text", bytearray(b"x"), b"{" * 100, b"<1" + b"\xff" * 10):
+    for raw in (None, 12, "text", bytearray(b"x"), b"{" * 100, b"<1" + b"\xff" * 10, "\ud800"):
         assert isinstance(p.parse(raw), Record)
+    assert p.parse(12).content == "12"
 
 
 def test_bad_format_is_config_error():
