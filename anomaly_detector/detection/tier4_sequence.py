@@ -38,6 +38,11 @@ WINDOW_CLEAN = 0.9          # share of learnable lines a window needs to be lear
 TEXT_CHARS = 80
 
 
+def _percent(share):
+    pct = 100.0 * share
+    return f"{pct:.0f}%" if pct >= 1 or pct == 0 else f"{pct:.1f}%"
+
+
 def _pow2_at_least(n):
     c = 16
     while c < n:
@@ -750,7 +755,7 @@ class SequenceTier(Tier):
             rows = sel & (hi == h)
             total = c[rows].sum()
             best = np.argsort(-c[rows])[:3]
-            parts = [f"'{self._text(t)}' {100.0 * v / total:.0f}%"
+            parts = [f"'{self._text(t)}' {_percent(v / total)}"
                      for t, v in zip(nxt[rows][best].tolist(), c[rows][best].tolist()) if total > 0]
             out[(h >> sk.CODE_BITS, h & sk.CODE_MASK)] = ", ".join(parts)
         return out
