@@ -145,6 +145,11 @@ class DetectorWorker:
         self._next_snapshot = time.monotonic() + self.snapshot_every
 
     def finish(self):
+        """On stop: report the incidents still open (a restart would otherwise never close them), snapshot."""
+        closed = self.pipeline.finish()
+        if closed:
+            self._report(closed)
+            self.counters.add(incidents=len(closed))
         self.snapshot()
         for out in (self.scored, self.incidents):
             if out is not None:

@@ -19,19 +19,19 @@ from anomaly_detector.worker.detector import input_parser, score_lines
 from anomaly_detector.workload.generator import generate
 
 log = logging.getLogger(__name__)
-WARMUP_DAYS = 2
-WARMUP_LINES_PER_DAY = 6000
+WARMUP_DAYS = 0.25              # six hours of event time: past every tier's warm-up (config default 1 h)
+WARMUP_LINES_PER_DAY = 60000    # 15,000 lines per format: past warmup_lines (default 10,000)
 BATCH_LINES = 1000
 
 
 def _workloads(directory):
-    """Small plain-text and JSON-lines workloads with incidents, as bytes per file."""
-    files = []
+    """A small plain-text and a JSON-lines workload with incidents, as bytes (plain files concatenated)."""
+    data = []
     for fmt in ("plain", "jsonl"):
         out = os.path.join(directory, fmt)
         workload = generate(out, days=WARMUP_DAYS, seed=0, lines_per_day=WARMUP_LINES_PER_DAY, fmt=fmt)
-        files += list(workload.files)
-    return [open(path, "rb").read() for path in files]
+        data.append(b"".join(open(path, "rb").read() for path in workload.files))
+    return data
 
 
 def _spans(data):
