@@ -148,19 +148,68 @@ def split_headers(buf, starts, ends, prog, k):
     fs = np.zeros((n, k), dtype=np.int64)
     fe = np.zeros((n, k), dtype=np.int64)
     for i in range(n):
-        s, e = starts[i], ends[i]
-        while True:  # str.strip(), as logparser does before matching
-            w = ws_len_at(buf, s, e)
-            if w == 0:
-                break
-            s += w
-        while True:
-            w = ws_len_before(buf, s, e)
-            if w == 0:
-                break
-            e -= w
+        s, e = _strip(buf, starts[i], ends[i])
         ok[i] = _split_one(buf, s, e, prog, fs, fe, i)
     return ok, fs, fe
+
+
+@njit(cache=True)
+def split_headers_optional(buf, starts, ends, taken, skipped, k, branch):
+    """Like split_headers for a format with one optional group, given both linear programs.
+
+    The regex tries, for each end of the branch field in turn, the group first and then without
+    it. So the alternative whose branch field ends first wins (the group on a tie), provided
+    its kernel run succeeded; otherwise the line is left to the regex (ok=False). Fields of a
+    skipped group get an empty span.
+    """
+    ok1, fs1, fe1 = _split_tracking(buf, starts, ends, taken, k, branch)
+    ok2, fs2, fe2 = _split_tracking(buf, starts, ends, skipped, k, branch)
+    n = starts.shape[0]
+    ok = np.zeros(n, dtype=np.bool_)
+    for i in range(n):
+        p1 = fe1[i, branch]
+        p2 = fe2[i, branch]
+        use_taken = p1 >= 0 and (p2 < 0 or p1 <= p2)
+        use_skipped = p2 >= 0 and not use_taken
+        if use_taken and ok1[i]:
+            ok[i] = True
+        elif use_skipped and ok2[i]:
+            ok[i] = True
+            for j in range(k):
+                if fe2[i, j] < 0:  # a field of the skipped group: ''
+                    fs2[i, j] = p2
+                    fe2[i, j] = p2
+                fs1[i, j] = fs2[i, j]
+                fe1[i, j] = fe2[i, j]
+    return ok, fs1, fe1
+
+
+@njit(cache=True)
+def _split_tracking(buf, starts, ends, prog, k, branch):
+    """split_headers with -1 in every span the run did not reach, so callers see how far it got."""
+    n = starts.shape[0]
+    fs = np.full((n, k), -1, dtype=np.int64)
+    fe = np.full((n, k), -1, dtype=np.int64)
+    ok = np.zeros(n, dtype=np.bool_)
+    for i in range(n):
+        s, e = _strip(buf, starts[i], ends[i])
+        ok[i] = _split_one(buf, s, e, prog, fs, fe, i)
+    return ok, fs, fe
+
+
+@njit(cache=True)
+def _strip(buf, s, e):
+    while True:  # str.strip(), as logparser does before matching
+        w = ws_len_at(buf, s, e)
+        if w == 0:
+            break
+        s += w
+    while True:
+        w = ws_len_before(buf, s, e)
+        if w == 0:
+            break
+        e -= w
+    return s, e
 
 
 def level_table():

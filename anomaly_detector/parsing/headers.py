@@ -198,7 +198,8 @@ def _program(tokens, fields):
     """Compile tokens to the kernel program (int64 array), or None when the kernel cannot run it.
 
     The kernel handles literal bytes, whitespace runs and fields that are followed by a
-    separator (or end the line); optional groups and two fields in a row fall back to match().
+    separator (or end the line); groups, two fields in a row and whitespace runs that are not
+    followed by a non-space literal, a field or the end fall back to match().
     """
     prog = []
     prev_field = False
@@ -214,6 +215,8 @@ def _program(tokens, fields):
             prev_field, prev_ws = True, False
             continue
         if kind == "ws":
+            if prev_ws:
+                return None  # two runs in a row (a skipped group between them) need backtracking
             prog += [hk.OP_WS, 0]
             prev_ws = True
         else:
@@ -226,6 +229,25 @@ def _program(tokens, fields):
         prev_field = False
     prog += [hk.OP_END, 0]
     return np.array(prog, dtype=np.int64).reshape(-1, 2)
+
+
+def _group_programs(tokens, fields):
+    """Kernel programs for a format with one optional group: (taken, skipped, branch field) or None.
+
+    The branch field is the last field before the group; the kernel runs both programs and
+    picks by where that field ends, which is how the regex orders its attempts.
+    """
+    opens = [k for k, t in enumerate(tokens) if t[0] == "open"]
+    if len(opens) != 1:
+        return None
+    before = [t for t in tokens[:opens[0]] if t[0] == "field"]
+    if not before:
+        return None
+    taken, skipped = _linearize(tokens)
+    prog_taken, prog_skipped = _program(taken, fields), _program(skipped, fields)
+    if prog_taken is None or prog_skipped is None:
+        return None
+    return prog_taken, prog_skipped, fields.index(before[-1][1])
 
 
 class HeaderFormat:
@@ -243,6 +265,7 @@ class HeaderFormat:
         except re.error as exc:  # defensive: the tokenizer should have caught everything
             raise HeaderFormatError(f"log_format {fmt!r}: {exc}") from None
         self.program = _program(tokens, self.fields)
+        self.group_programs = None if self.program is not None else _group_programs(tokens, self.fields)
         self.content_index = self.fields.index("Content")
         self.level_index = self.fields.index("Level") if "Level" in self.fields else -1
 
@@ -274,7 +297,14 @@ class HeaderFormat:
         ends = np.asarray(ends, dtype=np.int64)
         if n and (starts.min() < 0 or ends.max() > len(buf) or (ends < starts).any()):
             raise ValueError("split_batch: line spans must lie inside the buffer (0 <= start <= end <= len)")
-        if self.program is None:
-            return (np.zeros(n, dtype=np.bool_), np.zeros((n, k), dtype=np.int64),
-                    np.zeros((n, k), dtype=np.int64))
-        return hk.split_headers(buf, starts, ends, self.program, k)
+        if self.program is not None:
+            return hk.split_headers(buf, starts, ends, self.program, k)
+        if self.group_programs is not None:
+            taken, skipped, branch = self.group_programs
+            return hk.split_headers_optional(buf, starts, ends, taken, skipped, k, branch)
+        return (np.zeros(n, dtype=np.bool_), np.zeros((n, k), dtype=np.int64), np.zeros((n, k), dtype=np.int64))
+
+    @property
+    def has_kernel(self):
+        """Whether split_batch can split lines itself (else every line gets ok=False)."""
+        return self.program is not None or self.group_programs is not None

@@ -348,7 +348,7 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
     clean, clean_bytes, starts, ends = _clean_and_split(parser, bytes(buf))
     n = len(starts)
     hdr = parser.header
-    if hdr is not None and parser.format in ("auto", "plain") and hdr.program is not None:
+    if hdr is not None and parser.format in ("auto", "plain") and hdr.has_kernel:
         ok, fs, fe = hdr.split_batch(clean, starts, ends)
         ok &= _kernel_applies(parser, clean, starts, ends)
     else:
