@@ -872,3 +872,15 @@ def subspace_step_py(cov, basis, iters):
     lam = np.einsum("rj,rc,cj->j", b, cov, b)
     order = np.argsort(-lam, kind="stable")
     return b[:, order], lam[order]
+
+
+def touch_rare_kernels():
+    """Compile (or load) the kernels a short run may never reach (eviction, pruning, parameters).
+
+    SequenceTier calls it when built, so the supervisor's warm-up readies them before workers fork.
+    """
+    empty_i64, empty_i32 = np.zeros(0, np.int64), np.zeros(0, np.int32)
+    evict_slots(empty_i32, np.full(16, -1, np.int64), np.zeros(16, np.int32), np.full(4, -1, np.int64),
+                np.zeros(5, np.int32), np.zeros(N_COUNTERS, np.int64))
+    ht_rebuild(empty_i64, np.zeros(0), 16)
+    param_hash_at(np.zeros(1, np.int64), np.zeros(0, np.int16), np.zeros(0, np.uint64), empty_i64, empty_i64)

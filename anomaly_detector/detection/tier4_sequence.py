@@ -494,6 +494,7 @@ class SequenceTier(Tier):
         self.max_findings = int(settings["max_findings_per_batch"])
         self.patterns = list(settings["session_patterns"])
         self.locator = SessionIdLocator(self.patterns)
+        sk.touch_rare_kernels()
         self._cold_start()
 
     # The admin API flips `enabled`; sessions left open while off would all look unfinished.
