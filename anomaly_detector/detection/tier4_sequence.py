@@ -582,10 +582,12 @@ class SequenceTier(Tier):
             w = np.zeros_like(w)
         self._ensure_workflows(len(self.workflows))
         opening = np.flatnonzero(prev == sk.START)
-        self._make_room(opening.size)
         st = self.store
         ts = np.ascontiguousarray(ctx.ts, np.float64)
         grace = self._grace(ts)
+        if self._make_room(opening.size) and ts.size and math.isfinite(float(ts.max())):
+            # Lines of evicted sessions will look like sessions opening mid-way: not judged for a while.
+            grace = self._grace_until = max(grace, float(ts.max()) + self.timeout)
         sk.learn_lines(keys, tids, open_wf, ts, w, scores,
                        np.ascontiguousarray(batch.source_id, np.int32), batch.buf, ks, ke,
                        st.ix_key, st.ix_slot, st.key, st.wf, st.last, st.start, st.lastts, st.steps,
@@ -654,17 +656,18 @@ class SequenceTier(Tier):
             setattr(self, name, grown)
 
     def _make_room(self, needed):
-        """Evict the least recently active sessions so a batch's new sessions fit."""
+        """Evict the least recently active sessions so a batch's new sessions fit; return how many."""
         st = self.store
         short = needed - int(st.free[0])
         if short <= 0:
-            return
+            return 0
         used = np.flatnonzero(st.key >= 0)
         k = min(used.size, short + max(1, st.size // 100))
         if k <= 0:
-            return
+            return 0
         oldest = used[np.argpartition(st.lastts[used], k - 1)[:k]] if k < used.size else used
         sk.evict_slots(oldest.astype(np.int32), st.ix_key, st.ix_slot, st.key, st.free, self.counters)
+        return k
 
     def _drop_all_sessions(self):
         st = self.store

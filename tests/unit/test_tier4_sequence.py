@@ -394,3 +394,17 @@ def test_workflows_are_bounded_and_overflow_is_counted(monkeypatch):
     stats = tier.stats
     assert stats["workflows"] == 2 and stats["workflows_overflow_total"] >= 1
     assert set(tier.store.wf[tier.store.key >= 0].tolist()) <= {0, 1}
+
+
+def test_sessions_evicted_for_room_do_not_come_back_as_strange_starts():
+    tr = Traffic(18)
+    tier = trained(tr, max_sessions=300)
+    batch, old = tr.batch(["AB"] * 200)
+    step(tier, batch)
+    tr.t += 1.0
+    step(tier, tr.batch(["AB"] * 200)[0])   # the first 200 are the least recently active: evicted
+    assert tier.stats["sessions_evicted_total"] >= 100
+    lines = ["cart loaded items=2 req=" + rid for rid in old]
+    later = make_batch(lines, tr.t + 1.0 + np.arange(len(lines)) * 0.001, [2] * len(lines))
+    result, _ = step(tier, later)
+    assert result.scores.max() == 0
