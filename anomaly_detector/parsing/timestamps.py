@@ -346,7 +346,8 @@ def now():
 
 # ---- numba batch path for the fixed-width stamps of header formats ------------------------------
 # Each layout is the canonical shape of one regex above: 'Y' 4-digit year, 'y' 2-digit year, M D h m s
-# two digits, H I S hour/minute/second of one or two digits, 'T' a 'T' or one space, anything else literal; then an optional fraction after one of
+# two digits, H I S d hour/minute/second/day of one or two digits, N a three-letter month name,
+# 'T' a 'T' or one space, anything else literal; then an optional fraction after one of
 # the listed separators. The kernel accepts only those exact shapes (a strict subset of what the regex
 # takes), so wherever it says ok the value equals TimestampParser.parse; everything else falls back.
 _LAYOUTS = {
@@ -359,7 +360,9 @@ _LAYOUTS = {
     "healthapp": ("YYYYMMDD-H:I:S", ".,:"),
     "android": ("MM-DD hh:mm:ss", ".,:"),     # no year: infer_years supplies it in order
     "proxifier": ("MM.DD hh:mm:ss", ".,:"),
+    "syslog": ("N d H:mm:ss", ".,:"),         # Linux, Mac, OpenSSH header fields joined by spaces
 }
+_MONTH_NAMES = np.frombuffer(b"janfebmaraprmayjunjulaugsepoctnovdec", dtype=np.uint8).copy()
 EPOCH_LAYOUT = "epoch"
 
 
@@ -398,6 +401,24 @@ def _char_at(buf, ps, pe, row, nparts, j):
                 return 32
             j -= 1
     return -1
+
+
+@njit(cache=True)
+def _month_from_name(buf, ps, pe, row, nparts, pos):
+    """1-12 for a case-insensitive English month abbreviation at pos, else 0."""
+    letters = np.zeros(3, dtype=np.int64)
+    for k in range(3):
+        c = _char_at(buf, ps, pe, row, nparts, pos + k)
+        if 65 <= c <= 90:
+            c += 32
+        if c < 97 or c > 122:
+            return 0
+        letters[k] = c
+    for m in range(12):
+        if (letters[0] == _MONTH_NAMES[3 * m] and letters[1] == _MONTH_NAMES[3 * m + 1]
+                and letters[2] == _MONTH_NAMES[3 * m + 2]):
+            return m + 1
+    return 0
 
 
 @njit(cache=True)
@@ -501,7 +522,14 @@ def parse_stamps(buf, ps, pe, nparts, template, fracseps):
         for j in range(tl):
             t = template[j]
             c = _char_at(buf, ps, pe, row, nparts, pos)
-            if t == 72 or t == 73 or t == 83:  # H I S: one or two digits, greedy like \d{1,2}
+            if t == 78:  # N: three letters naming a month, then the next template character
+                M = _month_from_name(buf, ps, pe, row, nparts, pos)
+                if M == 0:
+                    good = False
+                    break
+                pos += 3
+                continue
+            if t == 72 or t == 73 or t == 83 or t == 100:  # H I S d: one or two digits, greedy like \d{1,2}
                 if c < 48 or c > 57:
                     good = False
                     break
@@ -515,8 +543,10 @@ def parse_stamps(buf, ps, pe, nparts, template, fracseps):
                     h = v
                 elif t == 73:
                     mi = v
-                else:
+                elif t == 83:
                     s = v
+                else:
+                    D = v
                 continue
             pos += 1
             if t == 89 or t == 121 or t == 77 or t == 68 or t == 104 or t == 109 or t == 115:  # YyMDhms

@@ -177,7 +177,7 @@ _SAMPLES = {
     "iso": "2015-07-29 17:41:44,747", "bgl": "2005-06-03-15.42.50.675872", "hdfs": "081109 203615",
     "ymd_slash": "2015/07/29T17:41:44.5", "ymd_dot": "2005.11.09 12:01:01", "spark": "17/06/09 20:10:40",
     "healthapp": "20171223-22:15:29:606", "epoch": "1117838570", "android": "03-17 16:13:38.811",
-    "proxifier": "10.30 16:49:06",
+    "proxifier": "10.30 16:49:06", "syslog": "Jun 14 15:16:01",
 }
 
 
@@ -205,7 +205,8 @@ def _kernel_one(texts, layout, nparts):
 _DIGITY = st.sampled_from(list("0123456789") + ["9", "1", "2", " ", ".", ",", ":", "-", "/", "T", "Z", "a"])
 
 
-_SEEDS = sorted(_SAMPLES.items()) + [("healthapp", "20171223-2:5:0:6"), ("healthapp", "20171223-22:16:0:119"),
+_SEEDS = sorted(_SAMPLES.items()) + [("syslog", "Jun 14 15:16:01"), ("syslog", "jul 1 9:00:55.5"),
+                                      ("syslog", "Dec 10 06:55:46"), ("healthapp", "20171223-2:5:0:6"), ("healthapp", "20171223-22:16:0:119"),
                                       ("iso", "2015-07-29T17:41:44.123456789")]
 
 
@@ -235,6 +236,8 @@ def test_stamp_kernel_equals_parser(variants, zone):
         nparts = 2 if " " in _SAMPLES[layout] else 1
         ok, ts, year, month, day, hour = _kernel_one([text], layout, nparts)
         if not ok[0] or not T.layout_has_year(layout):
+            if ok[0]:
+                _check_yearless(layout, text, zone)
             continue
         joined = " ".join(p for p in text.split(" ", nparts - 1)) if nparts > 1 else text
         want = parser.parse(joined)
@@ -287,3 +290,27 @@ def _stamp_buffer(texts):
         data += a + b"|" + b + b"|"
         pos = len(data)
     return (np.frombuffer(data, dtype=np.uint8), np.array(ps, dtype=np.int64), np.array(pe, dtype=np.int64))
+
+
+def _check_yearless(layout, text, zone):
+    """A year-less stamp the kernel took: with the parser's year, it must give parse()'s value."""
+    parser = TimestampParser(timezone=zone, default_year=2024)
+    want = parser.parse(text)
+    nparts = text.count(" ") + 1
+    pieces = text.split(" ")
+    data, ps, pe, pos = b"", [], [], 0
+    for piece in pieces:
+        ps.append(pos)
+        pe.append(pos + len(piece.encode()))
+        data += piece.encode() + b"|"
+        pos = len(data)
+    out = T.parse_stamps(np.frombuffer(data, dtype=np.uint8), np.array([ps], dtype=np.int64),
+                         np.array([pe], dtype=np.int64), nparts, *T.layout_arrays(layout))
+    ok, _, _, month, day, hour, sod, fnum, fdig = out
+    ts, years = np.zeros(1), np.zeros(1, dtype=np.int64)
+    end, _, _ = T.infer_years(ok, month, day, sod, fnum, fdig, 0, 2024, -1, ts, years)
+    if end == 0:
+        assert want is None, text
+        return
+    got = ts[0] - TimestampParser(timezone=zone)._local_offset(2024, int(month[0]), int(day[0]), min(int(hour[0]), 23))
+    assert got == want, text
