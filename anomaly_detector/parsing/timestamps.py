@@ -347,6 +347,7 @@ def now():
 # ---- numba batch path for the fixed-width stamps of header formats ------------------------------
 # Each layout is the canonical shape of one regex above: 'Y' 4-digit year, 'y' 2-digit year, M D h m s
 # two digits, H I S d hour/minute/second/day of one or two digits, N a three-letter month name,
+# W three letters (a weekday, not checked, as the regex does not),
 # 'T' a 'T' or one space, anything else literal; then an optional fraction after one of
 # the listed separators. The kernel accepts only those exact shapes (a strict subset of what the regex
 # takes), so wherever it says ok the value equals TimestampParser.parse; everything else falls back.
@@ -361,6 +362,7 @@ _LAYOUTS = {
     "android": ("MM-DD hh:mm:ss", ".,:"),     # no year: infer_years supplies it in order
     "proxifier": ("MM.DD hh:mm:ss", ".,:"),
     "syslog": ("N d H:mm:ss", ".,:"),         # Linux, Mac, OpenSSH header fields joined by spaces
+    "ctime": ("W N d H:mm:ss YYYY", ""),      # Apache: Sun Dec 04 04:47:44 2005
 }
 _MONTH_NAMES = np.frombuffer(b"janfebmaraprmayjunjulaugsepoctnovdec", dtype=np.uint8).copy()
 EPOCH_LAYOUT = "epoch"
@@ -522,6 +524,15 @@ def parse_stamps(buf, ps, pe, nparts, template, fracseps):
         for j in range(tl):
             t = template[j]
             c = _char_at(buf, ps, pe, row, nparts, pos)
+            if t == 87:  # W: three letters
+                for k in range(3):
+                    c3 = _char_at(buf, ps, pe, row, nparts, pos + k)
+                    if not (65 <= c3 <= 90 or 97 <= c3 <= 122):
+                        good = False
+                if not good:
+                    break
+                pos += 3
+                continue
             if t == 78:  # N: three letters naming a month, then the next template character
                 M = _month_from_name(buf, ps, pe, row, nparts, pos)
                 if M == 0:
