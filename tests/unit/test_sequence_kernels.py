@@ -259,7 +259,8 @@ def test_close_sessions_matches_twin(seed):
     st = Store(size, ntpl=3)
     tkeys, tcnt = np.full(1024, -1, np.int64), np.zeros(1024)
     counters = np.zeros(sk.N_COUNTERS, np.int64)
-    st.learn(*_random_batch(rng, 120, n_keys=30, n_tpl=4), tkeys, tcnt, counters, max_trans, 10.0)
+    batch = _random_batch(rng, 120, n_keys=30, n_tpl=4)
+    st.learn(*batch, tkeys, tcnt, counters, max_trans, 10.0, open_wf=batch[1])   # workflows 0..3
     assert (st.flags[st.key >= 0] & sk.FLAG_PARTIAL).any()
     for w in range(4):   # some learned endings and compositions, some strong enough to judge with
         for t in range(4):
@@ -283,12 +284,13 @@ def test_close_sessions_matches_twin(seed):
     durations = {w: [dur_n[w], dur_mean[w], dur_var[w]] for w in range(4)}
     keys_before = st.key.copy()
     slots, verdicts, missing = sk.close_sessions(
-        95.0, 20.0, 0.05, 60.0, 50.0, 2.0, st.ix_key, st.ix_slot, st.key, st.wf, st.last, st.start, st.lastts,
+        95.0, 20.0, 0.05, 99.5, 50.0, 2.0, st.ix_key, st.ix_slot, st.key, st.wf, st.last, st.start, st.lastts,
         st.ntpl, st.tpl, st.flags, st.minw, st.maxscore, st.free, tkeys, tcnt, counters, max_trans,
         dur_n, dur_mean, dur_var, core_ptr, core_tid)
-    reported = sk.close_sessions_py(95.0, 20.0, 0.05, 60.0, 50.0, 2.0, sessions, counts, max_trans, durations, core)
+    reported = sk.close_sessions_py(95.0, 20.0, 0.05, 99.5, 50.0, 2.0, sessions, counts, max_trans, durations, core)
     got = sorted(zip(keys_before[slots].tolist(), verdicts.tolist(), missing.tolist()))
     assert got == sorted(reported)
+    assert counters[sk.C_CLOSED] > len(got) > 0   # some ended quietly, some were worth a Finding
     assert st.as_dict().keys() == sessions.keys()
     assert _as_counts(tkeys, tcnt) == pytest.approx(counts)
     for w in range(4):
