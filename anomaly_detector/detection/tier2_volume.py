@@ -1,6 +1,6 @@
 """Tier 2, volume: per-template and per-source counts in event-time buckets against a learned baseline.
 
-The baseline is an exponentially weighted level per key times a seasonal factor per source
+The baseline is an exponentially weighted level per key times a seasonal factor per key
 (hour of day, day of week; each shrunk towards 1 until enough days are seen), with a learned
 over-dispersion. Spikes score the lines that make them; drops and silence become Findings when
 a bucket closes. Counts are judged by quasi-Poisson tail probabilities (stats_kernels.py).
@@ -137,7 +137,8 @@ class VolumeTier(Tier):
         self.finding_min_score = float(settings["finding_min_score"])
         self.templates = KeyBaseline()
         self.sources = KeyBaseline(8)
-        self.season = Seasonality()
+        self.season = Seasonality()            # per source
+        self.template_season = Seasonality(64)  # per template: a nightly job has its own hour
         self.template_source = np.zeros(64, np.int64)
         self.open_bucket = None
         self.pending = []
@@ -163,8 +164,8 @@ class VolumeTier(Tier):
         counts = _running_counts(buckets, keys).astype(np.float64)
         in_open = buckets == self.open_bucket
         counts += np.where(in_open, base.open_raw[keys], 0.0)
-        sources = self.template_source[keys] if base is self.templates else keys
-        season = self.season.factor(sources, buckets * self.bucket_seconds, self.bucket_seconds)
+        seasons = self.template_season if base is self.templates else self.season
+        season = seasons.factor(keys, buckets * self.bucket_seconds, self.bucket_seconds)
         # An intermittent key (a nightly job) is not expected to be at zero just because it was
         # quiet lately: a spike is judged against at least its long-run mean.
         long_run = base.total[keys] / np.maximum(base.age[keys], 1)
@@ -223,17 +224,14 @@ class VolumeTier(Tier):
 
     def _close_bucket(self, ctx):
         when = self.open_bucket * self.bucket_seconds
-        n_src = self.sources.size
-        src_of_tpl = np.minimum(self.template_source, n_src - 1)
-        season_src = self.season.factor(np.arange(n_src), when, self.bucket_seconds)
-        for base, season, kind in ((self.templates, season_src[src_of_tpl], "template"),
-                                   (self.sources, season_src, "source")):
+        keep = 1.0 - self.learning_rate / 100.0
+        for base, seasons, kind in ((self.templates, self.template_season, "template"),
+                                    (self.sources, self.season, "source")):
+            season = seasons.factor(np.arange(base.size), when, self.bucket_seconds)
             self._drop_findings(base, season, kind, when)
             self._update_baseline(base, season)
-        seen = self.sources.age > 0
-        flat = self.sources.level * 1.0
-        self.season.update(np.flatnonzero(seen), self.sources.open_learn[seen], flat[seen], when,
-                           keep=1.0 - self.learning_rate / 100.0)
+            seen = np.flatnonzero(base.age > 0)
+            seasons.update(seen, base.open_learn[seen], base.level[seen], when, keep)
         for base in (self.templates, self.sources):
             base.open_raw[:] = 0.0
             base.open_learn[:] = 0.0
@@ -326,16 +324,19 @@ class VolumeTier(Tier):
         n_src = int(batch.source_id.max()) + 1 if batch.n else 1
         self.sources.ensure(n_src)
         self.season.ensure(self.sources.size)
+        self.template_season.ensure(self.templates.size)
 
     def state(self):
         return {"templates": self.templates.state(), "sources": self.sources.state(),
-                "season": self.season.state(), "template_source": self.template_source.tolist(),
+                "season": self.season.state(), "template_season": self.template_season.state(),
+                "template_source": self.template_source.tolist(),
                 "open_bucket": self.open_bucket}
 
     def load_state(self, state):
         self.templates.load_state(state.get("templates", {}))
         self.sources.load_state(state.get("sources", {}))
         self.season.load_state(state.get("season", {}))
+        self.template_season.load_state(state.get("template_season", {}))
         self.template_source = np.asarray(state.get("template_source", [0] * 64), np.int64)
         self.open_bucket = state.get("open_bucket")
 
