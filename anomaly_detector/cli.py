@@ -105,6 +105,10 @@ def _one_line(exc):
 def main(argv=None):
     """Console-script entry: run the CLI, turning unexpected errors into one line (unless --debug)."""
     args = sys.argv[1:] if argv is None else list(argv)
+    # One compute thread per process: the daemon is several processes on few cores, and a
+    # threaded BLAS or numba pool busy-waits on every core (set before numpy is imported).
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
     try:
         cli.main(args=args, prog_name="anomaly_detector")
     except Exception as exc:

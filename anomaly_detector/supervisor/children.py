@@ -46,6 +46,7 @@ STOP_TIMEOUT_SECONDS = 10.0         # graceful stop: SIGTERM, then SIGKILL after
 EXIT_CHILD_CRASHED = 70             # EX_SOFTWARE: the target raised
 EXIT_PARENT_GONE = 75               # EX_TEMPFAIL: the supervisor died before the child was set up
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,6 +324,7 @@ def _run_child(spec, mask, signal_queue, supervisor_pid):
     code = EXIT_CHILD_CRASHED
     try:
         stop = signals.setup_child(spec.role, mask, signal_queue)
+        _set_process_name("ad-" + spec.name)
         if not _die_with_parent(supervisor_pid):
             code = EXIT_PARENT_GONE
         else:
@@ -342,6 +344,15 @@ def _run_child(spec, mask, signal_queue, supervisor_pid):
             except BaseException:
                 pass
         os._exit(code)
+
+
+def _set_process_name(name):
+    """PR_SET_NAME: `ps -o comm`, top and /proc/PID/comm tell the children apart (15 bytes at most)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _die_with_parent(supervisor_pid):

@@ -1,0 +1,184 @@
+"""Run the real daemon (python -m anomaly_detector) in a temporary directory and read what it scored.
+
+Lines written by the tests carry `seq=<n>`; the scored-lines file (the audit trail) tells which
+were scored and how often, so loss and duplicates are counted exactly.
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Kernels compile once per machine and test run, not once per daemon started.
+NUMBA_CACHE = os.environ.get("NUMBA_CACHE_DIR") or os.path.join("/tmp", "anomaly-detector-test-numba")
+START_TIMEOUT = 300.0    # a cold numba cache on a loaded 2-core machine
+SEQ = re.compile(rb"seq=(\d+)")
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def numbered_line(i):
+    return "2026-03-02T10:%02d:%02d.%03dZ INFO web-%d GET /item/%d 200 %dms seq=%d\n" % (
+        (i // 1000) // 60 % 60, (i // 1000) % 60, i % 1000, i % 3, i % 97, 20 + i % 13, i)
+
+
+class Daemon:
+    """One daemon under test: its directory, config, process and HTTP port."""
+
+    def __init__(self, tmp_path, workers=2, batch_size=500, extra="", inputs=None, heartbeat=30):
+        self.dir = str(tmp_path)
+        self.logs = os.path.join(self.dir, "logs")
+        os.makedirs(self.logs, exist_ok=True)
+        self.port = free_port()
+        self.name = "adtest_%d_%d" % (os.getpid(), self.port)
+        self.scored = os.path.join(self.dir, "scored.jsonl")
+        self.config = os.path.join(self.dir, "config.ini")
+        self.process = None
+        self.write_config(workers, batch_size, extra, inputs, heartbeat)
+
+    def write_config(self, workers=2, batch_size=500, extra="", inputs=None, heartbeat=30):
+        inputs = inputs or "[[app]]\ntype = file\npath = %s/app.log*\nstart_at = beginning\n" % self.logs
+        text = f"""[service]
+name = {self.name}
+pid_file = {self.dir}/daemon.pid
+shutdown_timeout_seconds = 20
+snapshot_interval_seconds = 5
+[paths]
+state_dir = {self.dir}/state
+log_dir = {self.dir}/log
+[inputs]
+{inputs}
+[processing]
+workers = {workers}
+batch_size = {batch_size}
+ring_size = 8192
+ring_bytes = 4194304
+max_line_bytes = 65536
+heartbeat_timeout_seconds = {heartbeat}
+[http]
+port = {self.port}
+admin_token_file = ""
+[outputs]
+scored_lines = {self.scored}
+incidents = {self.dir}/incidents.jsonl
+{extra}
+"""
+        with open(self.config, "w") as f:
+            f.write(text)
+
+    def start(self):
+        env = dict(os.environ, NUMBA_CACHE_DIR=NUMBA_CACHE, PYTHONPATH=ROOT)
+        self.stderr = open(os.path.join(self.dir, "daemon.stderr"), "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "anomaly_detector", "--config", self.config],
+                                        cwd=ROOT, env=env, stdout=self.stderr, stderr=self.stderr)
+        self.wait_healthy(START_TIMEOUT)
+        return self
+
+    def get(self, path):
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.port, path), timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
+    def wait_healthy(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError("daemon exited with %s:\n%s" % (self.process.returncode, self.log_tail()))
+            try:
+                status, body = self.get("/health")
+                if status == 200:
+                    return json.loads(body)
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("daemon not healthy after %.0f s:\n%s" % (timeout, self.log_tail()))
+
+    def metric(self, name):
+        _, text = self.get("/metrics")
+        for line in text.splitlines():
+            if line.startswith("anomaly_detector_%s " % name):
+                return float(line.split()[1])
+        return None
+
+    def log_tail(self, n=40):
+        lines = []
+        for path in (os.path.join(self.dir, "daemon.stderr"),):
+            if os.path.exists(path):
+                lines += open(path, errors="replace").read().splitlines()
+        return "\n".join(lines[-n:])
+
+    def children(self):
+        """{process name (ad-input, ad-worker-0, ...): pid} from /proc/PID/comm."""
+        found = {}
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % pid) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                with open("/proc/%s/comm" % pid) as f:
+                    comm = f.read().strip()
+            except OSError:
+                continue
+            if int(fields[1]) == self.process.pid:
+                found[comm] = int(pid)
+        return found
+
+    def stop(self, timeout=60):
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self.stderr.close()
+
+    def kill(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+
+    def segments(self):
+        return sorted(n for n in os.listdir("/dev/shm") if n.startswith("ad-%s-" % self.name))
+
+    def scored_seqs(self):
+        """{seq: times scored} read from the scored-lines file."""
+        counts = {}
+        if not os.path.exists(self.scored):
+            return counts
+        with open(self.scored, "rb") as f:
+            for line in f:
+                match = SEQ.search(line)
+                if match:
+                    seq = int(match.group(1))
+                    counts[seq] = counts.get(seq, 0) + 1
+        return counts
+
+    def wait_scored(self, expected, timeout):
+        """Wait until every seq in range(expected) was scored; returns the counts."""
+        deadline = time.monotonic() + timeout
+        while True:
+            counts = self.scored_seqs()
+            if len(counts) >= expected or time.monotonic() > deadline:
+                return counts
+            if self.process.poll() is not None:
+                raise AssertionError("daemon died:\n%s" % self.log_tail())
+            time.sleep(0.5)
+
+
+def loss_and_duplicates(counts, expected):
+    lost = [i for i in range(expected) if i not in counts]
+    duplicates = sum(c - 1 for c in counts.values())
+    return lost, duplicates
