@@ -9,7 +9,8 @@ by how often the slot has really produced values beyond CAL_Z (so id-like or hea
 positions calibrate themselves down). Drift is an exponentially weighted mean of recent z values.
 The drift mean is standardised by the larger of its iid spread and its own learned spread, so a
 latency that wanders with load is judged against how far it usually wanders.
-Categorical values are up to K hashes per slot; a slot with more distinct values stops counting.
+Categorical values are up to K hashes per slot; a slot with more distinct values stops counting
+and becomes a measurement: only then are its numbers scored (401 is not "twice" 200).
 """
 import math
 
@@ -145,7 +146,9 @@ def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_ha
                 continue
             x = param_num[j]
             nobs = num_stats[s, N_OBS]
-            if not math.isnan(x) and nobs >= min_obs:
+            # A parameter with a handful of values is a label (a status, a day), not a
+            # measurement: only slots past max_categories distinct values are judged as numbers.
+            if not math.isnan(x) and nobs >= min_obs and cat_full[s] == 1:
                 z = _robust_z(num_stats, s, signed_log(x))
                 if abs(z) > QUIET_Z:
                     exc = num_stats[s, EXC_HI] if z > 0 else num_stats[s, EXC_LO]

@@ -60,7 +60,7 @@ def score_lines(lines, slots, min_obs, drift_alpha):
             if slot is None:
                 continue
             candidates = []
-            if not math.isnan(x) and slot.n >= min_obs:
+            if not math.isnan(x) and slot.n >= min_obs and slot.full:
                 z = slot.z(_signed_log(x))
                 if abs(z) > K.QUIET_Z:
                     score = _surprise(_two_sided(z), slot.exc_hi if z > 0 else slot.exc_lo, slot.n)

@@ -45,6 +45,8 @@ def _random_batches(rng, n_batches, n_lines, n_templates):
         num[rng.random(m) < 0.3] = np.nan                       # some parameters are not numbers
         num[rng.random(m) < 0.01] *= 50.0                       # a few outliers
         hashes = rng.integers(0, 6, m).astype(np.uint64)        # low-cardinality values
+        numeric = ~np.isnan(num)
+        hashes[numeric] = rng.integers(1000, 10**9, int(numeric.sum())).astype(np.uint64)  # measurements
         hashes[rng.random(m) < 0.01] = rng.integers(100, 10**6, 1).astype(np.uint64)
         weights = np.where(rng.random(n_lines) < 0.05, 0.1, 1.0).astype(np.float32)
         yield tids, ptr, pos, num, hashes, weights

@@ -22,7 +22,8 @@ def make_batch(ts, template_id, level=None, source_id=None, values=None, sources
                        level=np.full(n, LEVEL_INFO, np.int8) if level is None else np.asarray(level, np.int8),
                        template_id=template_id, buf=buf, content_start=starts, content_end=ends,
                        param_ptr=np.arange(n + 1, dtype=np.int64), param_pos=np.zeros(n, np.int16),
-                       param_hash=(template_id % 3).astype(np.uint64), param_num=values, sources=list(sources))
+                       param_hash=np.arange(n, dtype=np.uint64) + np.uint64(1000 * T0 % 1e9),
+                       param_num=values, sources=list(sources))
 
 
 def config(**detection):
