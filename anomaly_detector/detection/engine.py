@@ -22,11 +22,7 @@ from .incidents import IncidentBook
 from .tier1_rules import RulesTier
 from .tier2_volume import VolumeTier
 from .tier3_novelty import NoveltyTier
-
-try:
-    from .tier4_sequence import SequenceTier
-except ImportError:  # the sequence tier ships separately; without it t4 scores 0
-    SequenceTier = None
+from .tier4_sequence import SequenceTier
 
 log = logging.getLogger(__name__)
 TIER_NAMES = ("t1", "t2", "t3", "t4")
@@ -74,9 +70,8 @@ class DetectionEngine:
         def settings(name):
             return dict(detection[name], learning_rate=self.learning_rate, warmup_lines=self.warmup_lines)
         tiers = {"t1": RulesTier(settings("tier1"), rules), "t2": VolumeTier(settings("tier2")),
-                 "t3": NoveltyTier(settings("tier3"))}
-        if SequenceTier is not None:
-            tiers["t4"] = SequenceTier(dict(detection["tier4"], learning_rate=self.learning_rate))
+                 "t3": NoveltyTier(settings("tier3")),
+                 "t4": SequenceTier(dict(detection["tier4"], learning_rate=self.learning_rate))}
         for name, tier in tiers.items():
             tier.enabled = bool(detection["tier" + name[1:]]["enabled"])
         return tiers

@@ -154,12 +154,12 @@ class VolumeTier(Tier):
         buckets = self._buckets(ctx.ts)
         for keys, base, kind in ((batch.template_id, self.templates, "template"),
                                  (batch.source_id, self.sources, "source")):
-            key_scores, counts, mus = self._spike_scores(keys, buckets, base, batch.source_id, ctx)
+            key_scores, counts, mus = self._spike_scores(keys, buckets, base, ctx)
             self._explain(result, key_scores, counts, mus, keys, kind, ctx)
             np.maximum(scores, key_scores, out=scores)
         return result
 
-    def _spike_scores(self, keys, buckets, base, line_sources, ctx):
+    def _spike_scores(self, keys, buckets, base, ctx):
         """Score each line by the count its (bucket, key) has reached when the line arrives."""
         counts = _running_counts(buckets, keys).astype(np.float64)
         in_open = buckets == self.open_bucket

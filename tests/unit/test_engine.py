@@ -114,6 +114,9 @@ def test_tiers_switch_off_at_run_time_and_learning_rate_changes():
     assert got.anomaly.any()
     with pytest.raises(ValueError):
         engine.set_tier_enabled("t9", False)
+    assert set(engine.tiers) == {"t1", "t2", "t3", "t4"} and not engine.tiers["t4"].enabled
+    engine.set_tier_enabled("t4", True)
+    assert engine.tiers["t4"].enabled and engine.tiers["t3"].enabled
     assert engine.reduce_learning_rate(0.5) == pytest.approx(0.005)
     assert all(t.learning_rate == pytest.approx(0.005) for t in engine.tiers.values())
     with pytest.raises(ValueError):
