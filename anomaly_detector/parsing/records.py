@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from anomaly_detector.parsing import header_kernels as hk
+from anomaly_detector.parsing import plain_kernels as pk
 from anomaly_detector.parsing.batch import (
     LEVEL_CRITICAL,
     LEVEL_DEBUG,
@@ -355,6 +356,7 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
         ok = np.zeros(n, dtype=np.bool_)
         fs = fe = np.zeros((n, 1), dtype=np.int64)
     out = _ColumnBuilder(n, len(clean_bytes))
+    plain = _PlainLines.for_buffer(parser, clean, starts, ends) if hdr is None else None
     fast = None
     if ok.any():
         out.start[ok] = fs[ok, hdr.content_index]
@@ -367,6 +369,9 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
     ok_list = ok.tolist()
     i = 0
     while i < n:
+        if plain is not None and plain.ok[i]:
+            i = plain.take_run(i, out, ts_arr, level_arr, ends)
+            continue
         if ok_list[i]:
             run_end = fast.kernel_run(i, ts_arr, level_arr)
             if run_end > i:  # a stretch of lines whose stamps the kernel gave, taken in one go
@@ -397,9 +402,55 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
     def field_getter(i):
         if i in slow:
             return slow[i]
+        if hdr is None:
+            return {}
         return {name: clean_bytes[fs[i, j]:fe[i, j]].decode("utf-8") for j, name in enumerate(hdr.fields)}
 
     return Columns(ts_arr, level_arr, content_buf, out.start, out.end, out.source_id, out.sources, field_getter)
+
+
+_ISO = 0  # index of the "iso" layout in timestamps._COMPILED
+
+
+class _PlainLines:
+    """Lines that plain_kernels.plain_lines parsed (`<ISO stamp> <LEVEL> message`), taken in runs.
+
+    Used only while the parser's cached stamp format is ISO (or none yet) and no strptime override
+    is set, so that the kernel's reading is the one _parse_plain would make; after each run the
+    parser's state (cached format, year, month, last time) is what it would be after those lines.
+    """
+
+    _TABLES = None
+
+    @classmethod
+    def for_buffer(cls, parser, clean, starts, ends):
+        stamps = parser.timestamps
+        if parser.format not in ("plain", "auto") or stamps.strptime or stamps._cached not in (None, _ISO):
+            return None
+        if cls._TABLES is None:
+            cls._TABLES = pk.kernel_args()
+        got = pk.plain_lines(clean, starts, ends, stamps._zone is None, *cls._TABLES)
+        return cls(parser, *got) if got[0].any() else None
+
+    def __init__(self, parser, ok, ts, level, cstart, year, month):
+        self.parser, self.ok, self.ts, self.level, self.cstart = parser, ok, ts, level, cstart
+        self.year, self.month = year, month
+        bad = np.flatnonzero(~ok)
+        self._bad = np.append(bad, len(ok))
+
+    def take_run(self, i, out, ts_arr, level_arr, ends):
+        """Fill lines i.. up to the next line the kernel did not take; returns that index."""
+        j = int(self._bad[np.searchsorted(self._bad, i)])
+        ts_arr[i:j] = self.ts[i:j]
+        level_arr[i:j] = self.level[i:j]
+        out.start[i:j] = self.cstart[i:j]
+        out.end[i:j] = ends[i:j]
+        out.source(i, self.parser.source)
+        out.source_id[i:j] = out.source_id[i]
+        stamps = self.parser.timestamps
+        stamps._cached, stamps._year, stamps._last_month = _ISO, int(self.year[j - 1]), int(self.month[j - 1])
+        self.parser._last_ts = float(self.ts[j - 1])
+        return j
 
 
 def _kernel_applies(parser, clean, starts, ends):

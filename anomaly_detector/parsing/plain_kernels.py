@@ -1,0 +1,184 @@
+"""Fast path for the commonest plain line, `<ISO 8601 stamp> <LEVEL> <message>`, over a whole buffer.
+
+records.parse_columns uses it for plain/auto inputs without a header format. It accepts only a
+strict subset of what RecordParser._parse_plain reads (stamp `YYYY-MM-DDThh:mm:ss[.frac][Z]` or
+with one space instead of T, an ASCII level word) and computes exactly the same time, level and
+content; every other line is marked not-ok and goes through the per-line Python path.
+"""
+import numpy as np
+from numba import njit
+
+_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+_POW10 = np.array([10.0 ** k for k in range(10)], dtype=np.float64)
+_STRIP = np.frombuffer(b"[]():|<>", dtype=np.uint8)
+_ZONE_LEADS = np.frombuffer(b"Z+-UG", dtype=np.uint8)
+
+
+@njit(cache=True)
+def _days_from_civil(y, m, d):
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    if m <= 2:
+        y -= 1
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    mp = m - 3 if m > 2 else m + 9
+    doy = (153 * mp + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+@njit(cache=True)
+def _digits(buf, pos, count, end):
+    """Value of `count` ASCII digits at pos, or -1."""
+    if pos + count > end:
+        return -1
+    value = 0
+    for k in range(count):
+        c = buf[pos + k]
+        if c < 48 or c > 57:
+            return -1
+        value = value * 10 + (c - 48)
+    return value
+
+
+@njit(cache=True)
+def _is_unicode_space_lead(c):
+    # Lead bytes of the non-ASCII characters str.strip() treats as white space (U+0085, U+00A0,
+    # U+1680, U+2000.., U+3000): such a line is left to Python, which decides exactly.
+    return c == 0xC2 or c == 0xE1 or c == 0xE2 or c == 0xE3
+
+
+@njit(cache=True)
+def _stamp(buf, s, e, naive_ok, pow10, days_in_month):
+    """(ts, end, year, month) of a stamp at s, or end = -1 when this line is not for the kernel."""
+    y = _digits(buf, s, 4, e)
+    if y < 1 or s + 19 > e or buf[s + 4] != 45 or buf[s + 7] != 45:
+        return 0.0, -1, 0, 0
+    mo = _digits(buf, s + 5, 2, e)
+    d = _digits(buf, s + 8, 2, e)
+    sep = buf[s + 10]
+    if mo < 1 or mo > 12 or d < 1 or (sep != 84 and sep != 32) or buf[s + 13] != 58 or buf[s + 16] != 58:
+        return 0.0, -1, 0, 0
+    limit = days_in_month[mo]
+    if mo == 2 and (y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)):
+        limit = 29
+    h = _digits(buf, s + 11, 2, e)
+    mi = _digits(buf, s + 14, 2, e)
+    se = _digits(buf, s + 17, 2, e)
+    if d > limit or h < 0 or mi < 0 or se < 0 or h > 24 or mi > 59 or se > 60:
+        return 0.0, -1, 0, 0
+    ts = float(_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se)
+    pos = s + 19
+    if pos < e and (buf[pos] == 46 or buf[pos] == 44 or buf[pos] == 58):
+        k = 0
+        frac = 0
+        while pos + 1 + k < e and 48 <= buf[pos + 1 + k] <= 57:
+            frac = frac * 10 + (buf[pos + 1 + k] - 48)
+            k += 1
+        if k == 0 or k > 9:
+            return 0.0, -1, 0, 0
+        ts += float(frac) / pow10[k]
+        pos += 1 + k
+    zoned = pos < e and buf[pos] == 90
+    if zoned:
+        pos += 1
+    elif not naive_ok:
+        return 0.0, -1, 0, 0
+    if pos < e and buf[pos] != 32 and buf[pos] != 9:
+        return 0.0, -1, 0, 0
+    if pos + 1 < e and _in(buf[pos + 1], _ZONE_LEADS):
+        return 0.0, -1, 0, 0  # " Z", " +01:00", " UTC": a spaced zone, which the regex reads; Python decides
+    return ts, pos, y, mo
+
+
+@njit(cache=True)
+def _skip_space(buf, pos, e):
+    """Position after spaces and tabs, or -1 when other white space follows (Python decides)."""
+    while pos < e and (buf[pos] == 32 or buf[pos] == 9):
+        pos += 1
+    if pos < e and _is_unicode_space_lead(buf[pos]):
+        return -1
+    return pos
+
+
+@njit(cache=True)
+def _level(buf, ws, we, strip, names, lengths, codes):
+    """Level code of the word [ws, we) after stripping `[]():|<>`, 0 when none, -1 for non-ASCII."""
+    for k in range(ws, we):
+        if buf[k] >= 128 or buf[k] == 9:
+            return -1
+    a, b = ws, we
+    while a < b and _in(buf[a], strip):
+        a += 1
+    while b > a and _in(buf[b - 1], strip):
+        b -= 1
+    if b - a < 3 or b - a > names.shape[1]:
+        return 0
+    for j in range(names.shape[0]):
+        if lengths[j] != b - a:
+            continue
+        same = True
+        for k in range(b - a):
+            c = buf[a + k]
+            if 97 <= c <= 122:
+                c -= 32
+            if c != names[j, k]:
+                same = False
+                break
+        if same:
+            return codes[j]
+    return 0
+
+
+@njit(cache=True)
+def _in(c, chars):
+    for x in chars:
+        if c == x:
+            return True
+    return False
+
+
+@njit(cache=True)
+def plain_lines(buf, starts, ends, naive_ok, pow10, days_in_month, strip, names, lengths, codes):
+    """Per line: ok, ts, level, content start, year, month (see the module docstring)."""
+    n = starts.shape[0]
+    ok = np.zeros(n, np.bool_)
+    ts = np.zeros(n, np.float64)
+    level = np.zeros(n, np.int8)
+    cstart = np.zeros(n, np.int64)
+    year = np.zeros(n, np.int64)
+    month = np.zeros(n, np.int64)
+    for i in range(n):
+        s, e = starts[i], ends[i]
+        t, pos, y, mo = _stamp(buf, s, e, naive_ok, pow10, days_in_month)
+        if pos < 0:
+            continue
+        body = _skip_space(buf, pos, e)
+        if body < 0:
+            continue
+        we = body
+        while we < e and buf[we] != 32:
+            we += 1
+        code = _level(buf, body, we, strip, names, lengths, codes) if we > body else 0
+        if code < 0:
+            continue
+        content = body
+        if code > 0:
+            content = _skip_space(buf, we + 1, e) if we < e else e
+            if content < 0:
+                continue
+        ok[i], ts[i], level[i], cstart[i], year[i], month[i] = True, t, code, content, y, mo
+    return ok, ts, level, cstart, year, month
+
+
+def plain_lines_py(parser, texts):
+    """Plain-Python twin: what RecordParser._parse_plain gives for each text (ts, level, content)."""
+    return [parser._parse_plain(text) for text in texts]
+
+
+def kernel_args():
+    """The constant tables plain_lines takes besides the buffer and spans."""
+    from anomaly_detector.parsing.header_kernels import level_table
+
+    names, lengths, codes = level_table()
+    return _POW10, _DAYS_IN_MONTH, _STRIP, names, lengths, codes
