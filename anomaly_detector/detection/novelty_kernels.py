@@ -10,7 +10,9 @@ positions calibrate themselves down). Drift is an exponentially weighted mean of
 The drift mean is standardised by the larger of its iid spread and its own learned spread, so a
 latency that wanders with load is judged against how far it usually wanders.
 Categorical values are up to K hashes per slot; a slot with more distinct values stops counting
-and becomes a measurement: only then are its numbers scored (401 is not "twice" 200).
+and becomes a measurement: only then are its numbers scored (401 is not "twice" 200). Values that
+follow each other closely (the minutes of a time stamp) are a clock, not a measurement: a slot
+whose von Neumann ratio is below MIN_VON_NEUMANN is not scored either.
 """
 import math
 
@@ -20,8 +22,11 @@ from numba import njit
 from .stats_kernels import log10_count_upper, log10_normal_two_sided, surprisal_score
 
 # numeric stats columns (float64[S, NUM_COLS])
-N_OBS, CENTER, SCALE, ZBAR, EXC_HI, EXC_LO, EXC_DRIFT, N_DRIFT, IN_DRIFT, ZVAR = range(10)
-NUM_COLS = 10
+N_OBS, CENTER, SCALE, ZBAR, EXC_HI, EXC_LO, EXC_DRIFT, N_DRIFT, IN_DRIFT, ZVAR, LAST, DIFF2 = range(12)
+NUM_COLS = 12
+# von Neumann ratio (mean squared successive difference / twice the variance) below which a
+# slot's values follow each other (a clock, a counter) instead of scattering: not judged.
+MIN_VON_NEUMANN = 0.2
 CAL_Z = 4.0                     # z beyond which a value counts as an exceedance for calibration
 CAL_P = 3.167124183311998e-05   # one-sided normal tail at CAL_Z
 CAL_SIGNIFICANT = -3.0         # log10 p below which a slot's exceedance count rejects the normal tail
@@ -101,6 +106,12 @@ def _calibrated_log10p(log10p_nominal, exceedances, n, gate):
 
 
 @njit(cache=True)
+def _scatters(st, s):
+    var = (1.2533 * max(st[s, SCALE], SCALE_FLOOR)) ** 2
+    return st[s, DIFF2] >= MIN_VON_NEUMANN * 2.0 * var
+
+
+@njit(cache=True)
 def _drift_spread(st, s, drift_sd):
     return math.sqrt(max(st[s, ZVAR], drift_sd * drift_sd))
 
@@ -148,7 +159,7 @@ def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_ha
             nobs = num_stats[s, N_OBS]
             # A parameter with a handful of values is a label (a status, a day), not a
             # measurement: only slots past max_categories distinct values are judged as numbers.
-            if not math.isnan(x) and nobs >= min_obs and cat_full[s] == 1:
+            if not math.isnan(x) and nobs >= min_obs and cat_full[s] == 1 and _scatters(num_stats, s):
                 z = _robust_z(num_stats, s, signed_log(x))
                 if abs(z) > QUIET_Z:
                     exc = num_stats[s, EXC_HI] if z > 0 else num_stats[s, EXC_LO]
@@ -235,6 +246,10 @@ def _learn_number(st, s, y, w, min_obs, drift_alpha, drift_sd, base_alpha):
             st[s, EXC_HI] += w
         elif z < -CAL_Z:
             st[s, EXC_LO] += w
+    if nobs > 0.0:
+        rate_d = max(base_alpha, 1.0 / (nobs + 1.0))
+        st[s, DIFF2] += rate_d * (min((y - st[s, LAST]) ** 2, 100.0) - st[s, DIFF2])
+    st[s, LAST] = y
     if w <= 0.0:
         return
     if nobs >= min_obs:

@@ -21,6 +21,8 @@ class SlotTwin:
         self.n_drift = 0.0
         self.in_drift = False
         self.zvar = 0.0
+        self.last = 0.0
+        self.diff2 = 0.0
         self.values = {}   # hash -> weight, insertion ordered
         self.novelty = {}  # hash -> surprise when first seen
         self.full = False
@@ -60,7 +62,8 @@ def score_lines(lines, slots, min_obs, drift_alpha):
             if slot is None:
                 continue
             candidates = []
-            if not math.isnan(x) and slot.n >= min_obs and slot.full:
+            scatters = slot.diff2 >= K.MIN_VON_NEUMANN * 2.0 * (1.2533 * max(slot.scale, K.SCALE_FLOOR)) ** 2
+            if not math.isnan(x) and slot.n >= min_obs and slot.full and scatters:
                 z = slot.z(_signed_log(x))
                 if abs(z) > K.QUIET_Z:
                     score = _surprise(_two_sided(z), slot.exc_hi if z > 0 else slot.exc_lo, slot.n)
@@ -120,6 +123,10 @@ def _learn_number(slot, y, w, min_obs, drift_alpha, sd, base_alpha):
             slot.exc_hi += w
         elif z < -K.CAL_Z:
             slot.exc_lo += w
+    if slot.n > 0:
+        rate_d = max(base_alpha, 1.0 / (slot.n + 1.0))
+        slot.diff2 += rate_d * (min((y - slot.last) ** 2, 100.0) - slot.diff2)
+    slot.last = y
     if w <= 0:
         return
     if slot.n >= min_obs:
