@@ -33,7 +33,9 @@ def build_input(name, section, cfg):
         store = CheckpointStore(os.path.join(cfg["paths"]["state_dir"], "checkpoints", "%s.json" % name))
         return FileTailer(section["path"], store, max_line_bytes=processing["max_line_bytes"],
                           on_long_line=processing["on_long_line"], start_at=section["start_at"],
-                          poll_interval=0.25)
+                          poll_interval=section["scan_interval_seconds"],
+                          rotate_wait_seconds=section["rotate_wait_seconds"],
+                          max_open_files=section["max_open_files"])
     if section["type"] == "stdin":
         return StdinInput(max_line_bytes=processing["max_line_bytes"], on_long_line=processing["on_long_line"])
     raise UnsupportedInput("[inputs.%s] type = %s is not available in this release (supported: %s)"
