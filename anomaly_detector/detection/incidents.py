@@ -6,6 +6,7 @@ Besides its strongest line, an incident scores its burst: how improbable it is t
 suspicious lines within one window given how often the source produces them (a scan statistic).
 """
 import hashlib
+from collections import deque
 from dataclasses import dataclass, field
 
 from .stats_kernels import log10_count_upper, surprisal_score
@@ -29,7 +30,7 @@ class Incident:
     findings: int = 0
     score: float = 0.0
     burst: float = 0.0       # best scan-statistic score of suspicious lines within one window
-    recent: list = field(default_factory=list)              # times of the last window's lines
+    recent: deque = field(default_factory=deque)            # times of the last window's lines
     tier_scores: dict = field(default_factory=dict)
     template_hits: dict = field(default_factory=dict)     # template id -> [count, text]
     reason_hits: dict = field(default_factory=dict)       # reason -> [best score, expected, observed]
@@ -50,7 +51,9 @@ class Incident:
 
     def add_burst(self, ts, expected_per_window):
         """Count a suspicious line towards the burst score (expected: usual count per window)."""
-        self.recent = [t for t in self.recent if t > ts - self.window] + [ts]
+        self.recent.append(ts)
+        while self.recent[0] <= ts - self.window:
+            self.recent.popleft()
         burst = surprisal_score(log10_count_upper(float(len(self.recent)), max(expected_per_window, 1e-6), 1.0))
         self.burst = max(self.burst, float(burst))
 
