@@ -12,7 +12,8 @@ latency that wanders with load is judged against how far it usually wanders.
 Categorical values are up to K hashes per slot; a slot with more distinct values stops counting
 and becomes a measurement: only then are its numbers scored (401 is not "twice" 200). Values that
 follow each other closely (the minutes of a time stamp) are a clock, not a measurement: a slot
-whose von Neumann ratio is below MIN_VON_NEUMANN is not scored either.
+whose von Neumann ratio is below MIN_VON_NEUMANN, or that mostly repeats its previous value, is
+not scored either.
 """
 import math
 
@@ -22,8 +23,11 @@ from numba import njit
 from .stats_kernels import log10_count_upper, log10_normal_two_sided, surprisal_score
 
 # numeric stats columns (float64[S, NUM_COLS])
-N_OBS, CENTER, SCALE, ZBAR, EXC_HI, EXC_LO, EXC_DRIFT, N_DRIFT, IN_DRIFT, ZVAR, LAST, DIFF2 = range(12)
-NUM_COLS = 12
+N_OBS, CENTER, SCALE, ZBAR, EXC_HI, EXC_LO, EXC_DRIFT, N_DRIFT, IN_DRIFT, ZVAR, LAST, DIFF2, REPEAT = range(13)
+NUM_COLS = 13
+# A measurement rarely repeats its previous value exactly; a slot that does so this often is a
+# clock or a counter ticking slower than the lines arrive.
+MAX_REPEAT_SHARE = 0.5
 # von Neumann ratio (mean squared successive difference / twice the variance) below which a
 # slot's values follow each other (a clock, a counter) instead of scattering: not judged.
 MIN_VON_NEUMANN = 0.2
@@ -108,7 +112,7 @@ def _calibrated_log10p(log10p_nominal, exceedances, n, gate):
 @njit(cache=True)
 def _scatters(st, s):
     var = (1.2533 * max(st[s, SCALE], SCALE_FLOOR)) ** 2
-    return st[s, DIFF2] >= MIN_VON_NEUMANN * 2.0 * var
+    return st[s, DIFF2] >= MIN_VON_NEUMANN * 2.0 * var and st[s, REPEAT] <= MAX_REPEAT_SHARE
 
 
 @njit(cache=True)
@@ -249,6 +253,7 @@ def _learn_number(st, s, y, w, min_obs, drift_alpha, drift_sd, base_alpha):
     if nobs > 0.0:
         rate_d = max(base_alpha, 1.0 / (nobs + 1.0))
         st[s, DIFF2] += rate_d * (min((y - st[s, LAST]) ** 2, 100.0) - st[s, DIFF2])
+        st[s, REPEAT] += rate_d * ((1.0 if y == st[s, LAST] else 0.0) - st[s, REPEAT])
     st[s, LAST] = y
     if w <= 0.0:
         return

@@ -23,6 +23,7 @@ class SlotTwin:
         self.zvar = 0.0
         self.last = 0.0
         self.diff2 = 0.0
+        self.repeat = 0.0
         self.values = {}   # hash -> weight, insertion ordered
         self.novelty = {}  # hash -> surprise when first seen
         self.full = False
@@ -62,7 +63,8 @@ def score_lines(lines, slots, min_obs, drift_alpha):
             if slot is None:
                 continue
             candidates = []
-            scatters = slot.diff2 >= K.MIN_VON_NEUMANN * 2.0 * (1.2533 * max(slot.scale, K.SCALE_FLOOR)) ** 2
+            scatters = (slot.diff2 >= K.MIN_VON_NEUMANN * 2.0 * (1.2533 * max(slot.scale, K.SCALE_FLOOR)) ** 2
+                        and slot.repeat <= K.MAX_REPEAT_SHARE)
             if not math.isnan(x) and slot.n >= min_obs and slot.full and scatters:
                 z = slot.z(_signed_log(x))
                 if abs(z) > K.QUIET_Z:
@@ -126,6 +128,7 @@ def _learn_number(slot, y, w, min_obs, drift_alpha, sd, base_alpha):
     if slot.n > 0:
         rate_d = max(base_alpha, 1.0 / (slot.n + 1.0))
         slot.diff2 += rate_d * (min((y - slot.last) ** 2, 100.0) - slot.diff2)
+        slot.repeat += rate_d * ((1.0 if y == slot.last else 0.0) - slot.repeat)
     slot.last = y
     if w <= 0:
         return
