@@ -246,7 +246,13 @@ def test_learn_lines_matches_twin(seed):
     got = st.as_dict()
     assert got.keys() == sessions.keys()
     for k, se in sessions.items():
-        assert got[k] == pytest.approx(se)
+        # pytest >= 9.2 refuses approx() over nested values: compare the list fields exactly
+        assert got[k].keys() == se.keys()
+        for field, value in se.items():
+            if isinstance(value, (list, tuple)):
+                assert list(got[k][field]) == list(value), field
+            else:
+                assert got[k][field] == pytest.approx(value), field
     assert counters[sk.C_OPENED] == opened and counters[sk.C_DROPPED] == dropped > 0
     assert {se["flags"] & sk.FLAG_PARTIAL for se in sessions.values()} == {0, sk.FLAG_PARTIAL}
     assert counters[sk.C_TRANS_SIZE] == len(counts) and int(st.free[0]) == free
