@@ -15,7 +15,7 @@ from .stats_kernels import log10_count_upper, surprisal_score
 KIND_BY_REASON = (("silent", "silent_source"), ("volume drop", "volume_drop"), ("volume spike", "volume_spike"),
                   ("never-seen", "new_template"), ("rare template", "rare_template"),
                   ("drift", "value_drift"), ("unusual value", "unusual_value"), ("new value", "new_value"),
-                  ("rule", "rule_burst"))
+                  ("rule", "rule_burst"), ("workflow", "sequence"), ("window", "window_structure"))
 MAX_SAMPLES = 5
 
 

@@ -27,6 +27,7 @@ class NoveltyTier(Tier):
         self.max_values = int(settings["max_categories"])
         self.template_count = np.zeros(64)
         self.template_severe = np.zeros(64, np.int8)   # 1 once a template was seen at WARNING or worse
+        self.template_novelty = np.zeros(64, np.float32)  # rarity score at first sight (after warm-up)
         self.slot_index = np.full((64, MAX_POSITIONS), -1, np.int32)
         self.next_slot = 0
         self.num_stats = np.zeros((64, K.NUM_COLS))
@@ -75,6 +76,10 @@ class NoveltyTier(Tier):
             rare_mass = mass_upto[np.searchsorted(seen, c, side="right")] + singletons + 0.5
             p = np.minimum(rare_mass / (total + 1.0), 1.0)
             scores[lines] = np.clip(-10.0 * np.log10(p), 0.0, 100.0)
+        # A template stays new until it has been seen min_observations times: its surprise at
+        # first sight keeps counting, so an outbreak of a new message is a burst of evidence.
+        young = counts < self.min_obs
+        scores[young] = np.maximum(scores[young], self.template_novelty[batch.template_id[young]])
         return scores, counts
 
     def _explain_rarity(self, result, rarity, counts, batch, ctx):
@@ -114,6 +119,8 @@ class NoveltyTier(Tier):
         if batch.n == 0:
             return
         self._grow_templates(ctx.n_templates)
+        if ctx.warm:
+            self._remember_novelty(batch)
         self.template_count += np.bincount(batch.template_id, weights=(weights > 0).astype(np.float64),
                                            minlength=self.template_count.size)[: self.template_count.size]
         severe_templates = batch.template_id[batch.level >= LEVEL_WARNING]
@@ -124,6 +131,13 @@ class NoveltyTier(Tier):
         K.learn_params(batch.param_ptr, slots, batch.param_num, batch.param_hash, weights.astype(np.float32),
                        self.num_stats, self.cat_hash, self.cat_count, self.cat_nd, self.cat_full, self.cat_novelty,
                        self.min_obs, self.drift_alpha, self._numeric_alpha())
+
+    def _remember_novelty(self, batch):
+        new = self.template_count[batch.template_id] == 0
+        if new.any():
+            rarity, _ = self._rarity_scores(batch)
+            tids = batch.template_id[new]
+            self.template_novelty[tids] = np.maximum(self.template_novelty[tids], rarity[new])
 
     def _new_slot_count(self, batch):
         """How many (template, position) pairs of this batch have no slot yet."""
@@ -146,6 +160,7 @@ class NoveltyTier(Tier):
             new *= 2
         self.template_count = _grown(self.template_count, new, 0)
         self.template_severe = _grown(self.template_severe, new, 0)
+        self.template_novelty = _grown(self.template_novelty, new, 0)
         self.slot_index = _grown(self.slot_index, new, -1)
 
     def _grow_slots(self, n):
@@ -162,6 +177,7 @@ class NoveltyTier(Tier):
     def state(self):
         used = self.next_slot
         return {"template_count": self.template_count.tolist(), "template_severe": self.template_severe.tolist(),
+                "template_novelty": self.template_novelty.tolist(),
                 "slot_index": self.slot_index.tolist(), "next_slot": used,
                 "num_stats": self.num_stats[:used].tolist(),
                 "cat_hash": [[str(h) for h in row] for row in self.cat_hash[:used]],
@@ -173,6 +189,8 @@ class NoveltyTier(Tier):
             return
         self.template_count = np.asarray(state["template_count"], np.float64)
         self.template_severe = np.asarray(state["template_severe"], np.int8)
+        self.template_novelty = np.asarray(state.get("template_novelty", np.zeros(self.template_count.size)),
+                                           np.float32)
         self.slot_index = np.asarray(state["slot_index"], np.int32).reshape(-1, MAX_POSITIONS)
         self.next_slot = int(state["next_slot"])
         size = max(64, self.next_slot)

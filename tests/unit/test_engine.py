@@ -70,6 +70,8 @@ def test_steady_traffic_raises_nothing_and_outliers_and_new_templates_do():
     ts = t + 1300 + np.arange(6.0) * 20
     got = engine.process(make_batch(ts, [9] * 6, level=[5] * 6), 10)
     assert got.tiers[2].min() >= 40, "a never-seen template after warm-up is surprising"
+    again = engine.process(make_batch(ts + 200, [9] * 6, level=[5] * 6), 10)
+    assert again.tiers[2].min() >= 40, "a new template stays new until min_observations sightings"
     kinds = {i["kind"] for i in got.incidents + engine.finish()}
     assert "value_drift" in kinds or "unusual_value" in kinds
 
