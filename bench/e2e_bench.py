@@ -20,12 +20,14 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 import numpy as np
 import psutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from anomaly_detector.metrics.scrape import read_metric  # noqa: E402
 WT = re.compile(rb"wt=(\d+)")
 
 
@@ -126,23 +128,12 @@ def pss_total(pid):
     return total
 
 
-def processed(port):
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=2) as resp:
-            for line in resp.read().decode().splitlines():
-                if line.startswith("anomaly_detector_logs_processed_total "):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def wait_ready(port, daemon, timeout=600):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if daemon.poll() is not None:
             sys.exit("daemon exited with %s" % daemon.returncode)
-        if processed(port) is not None:
+        if read_metric(port, "logs_processed_total") is not None:
             return
         time.sleep(0.5)
     sys.exit("daemon not ready after %d s" % timeout)

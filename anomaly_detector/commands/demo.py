@@ -14,11 +14,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import datetime, timezone
 
 import click
 
+from anomaly_detector.metrics.scrape import read_metric
 from anomaly_detector.workload.generator import generate
 
 DEMO_DAYS = 0.1
@@ -70,17 +70,6 @@ level = ERROR
     with open(path, "w") as f:
         f.write(text)
     return path
-
-
-def _processed(port):
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=2) as resp:
-            for line in resp.read().decode().splitlines():
-                if line.startswith("anomaly_detector_logs_processed_total "):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def _when(epoch):
@@ -179,7 +168,7 @@ def _follow(daemon, follower, port, total, deadline):
             click.echo("demo: the daemon exited early with %s" % daemon.returncode, err=True)
             return False
         follower.print_new()
-        processed = _processed(port)
+        processed = read_metric(port, "logs_processed_total")
         if processed is not None and processed >= total:
             return True
         time.sleep(POLL_SECONDS)

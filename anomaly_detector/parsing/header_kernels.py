@@ -246,19 +246,25 @@ def level_codes(buf, ls, le, names, lengths, codes):
             s += 1
         while e > s and ws_len_at(buf, e - 1, e) == 1:
             e -= 1
-        length = e - s
-        for k in range(names.shape[0]):
-            if lengths[k] != length:
-                continue
-            same = True
-            for j in range(length):
-                c = buf[s + j]
-                if 97 <= c <= 122:
-                    c -= 32
-                if c != names[k, j]:
-                    same = False
-                    break
-            if same:
-                out[i] = codes[k]
-                break
+        out[i] = lookup_level(buf, s, e, names, lengths, codes)
     return out
+
+
+@njit(cache=True)
+def lookup_level(buf, s, e, names, lengths, codes):
+    """Code of the ASCII word buf[s:e], upper-cased, in the level_table; 0 when it is not a level."""
+    length = e - s
+    for k in range(names.shape[0]):
+        if lengths[k] != length:
+            continue
+        same = True
+        for j in range(length):
+            c = buf[s + j]
+            if 97 <= c <= 122:
+                c -= 32
+            if c != names[k, j]:
+                same = False
+                break
+        if same:
+            return codes[k]
+    return 0

@@ -8,6 +8,8 @@ content; every other line is marked not-ok and goes through the per-line Python 
 import numpy as np
 from numba import njit
 
+from anomaly_detector.parsing.header_kernels import level_table, lookup_level
+
 _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 _POW10 = np.array([10.0 ** k for k in range(10)], dtype=np.float64)
 _STRIP = np.frombuffer(b"[]():|<>", dtype=np.uint8)
@@ -112,22 +114,9 @@ def _level(buf, ws, we, strip, names, lengths, codes):
         a += 1
     while b > a and _in(buf[b - 1], strip):
         b -= 1
-    if b - a < 3 or b - a > names.shape[1]:
+    if b - a < 3:
         return 0
-    for j in range(names.shape[0]):
-        if lengths[j] != b - a:
-            continue
-        same = True
-        for k in range(b - a):
-            c = buf[a + k]
-            if 97 <= c <= 122:
-                c -= 32
-            if c != names[j, k]:
-                same = False
-                break
-        if same:
-            return codes[j]
-    return 0
+    return lookup_level(buf, a, b, names, lengths, codes)
 
 
 @njit(cache=True)
@@ -178,7 +167,5 @@ def plain_lines_py(parser, texts):
 
 def kernel_args():
     """The constant tables plain_lines takes besides the buffer and spans."""
-    from anomaly_detector.parsing.header_kernels import level_table
-
     names, lengths, codes = level_table()
     return _POW10, _DAYS_IN_MONTH, _STRIP, names, lengths, codes
