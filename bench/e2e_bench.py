@@ -28,6 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from anomaly_detector.metrics.scrape import read_metric  # noqa: E402
+
 WT = re.compile(rb"wt=(\d+)")
 
 
