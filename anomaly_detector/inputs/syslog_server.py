@@ -1,0 +1,400 @@
+"""Receive syslog over UDP (one datagram = one message) or TCP (RFC 6587 framing) without blocking.
+
+Neighbours: file_tail.Chunk is the shape handed to the input process (runner.py); parsing.framing.LineFramer
+cuts LF-framed TCP streams; parsing.syslog parses the messages later, in the workers. This module only frames.
+
+Delivery is at-most-once across a crash: a network peer cannot be asked to send again, so datagrams and
+stream bytes received but not yet handed to the workers when the daemon dies are lost, and datagrams
+arriving while the socket buffer is full are dropped by the kernel (UDP syslog has no backpressure).
+`commit()` only records progress, for metrics and symmetry with the file inputs.
+
+Messages are single lines: a message that itself contains LF (a datagram with inner newlines, or an
+octet-counted TCP frame, which RFC 6587 allows to hold any byte) is kept whole as one message, each inner
+LF written as `#012` -- rsyslog's escaping of control characters on receive, familiar to operators -- and
+the result is cut to max_line_bytes (counted as truncated) so it always fits a ring slot.
+"""
+import logging
+import selectors
+import socket
+import time
+
+from anomaly_detector.inputs.file_tail import Chunk
+from anomaly_detector.parsing.framing import DEFAULT_MAX_LINE_BYTES, LineFramer
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("udp", "tcp")
+# Largest UDP payload: a bigger receive buffer would never be filled.
+_DATAGRAM_BYTES = 65535
+_TCP_READ_BYTES = 64 << 10
+# RFC 6587 MSG-LEN is NONZERO-DIGIT *DIGIT; ten digits already exceed any sane message (and max_line_bytes,
+# whose config maximum has 9), so a longer digit run is not a count but text.
+_MAX_COUNT_DIGITS = 10
+_LISTEN_BACKLOG = 128
+# Ask for a roomy kernel buffer so short bursts of datagrams survive between two polls.
+_UDP_RCVBUF_BYTES = 4 << 20
+_IDLE_CHECK_SECONDS = 1.0
+_LF_ESCAPE = b"#012"
+
+
+def one_line(message, max_line_bytes):
+    """The message as one line (inner LF escaped, CR of a CRLF dropped) cut to max_line_bytes.
+
+    Returns (line, cut) where cut tells whether bytes were lost to the length bound.
+    """
+    if b"\n" in message:
+        message = message.replace(b"\r\n", b"\n").replace(b"\n", _LF_ESCAPE)
+    if len(message) > max_line_bytes:
+        return message[:max_line_bytes], True
+    return message, False
+
+
+def strip_trailer(message):
+    """Drop one trailing LF or CRLF: the sender's terminator, not part of the message."""
+    if message.endswith(b"\r\n"):
+        return message[:-2]
+    if message.endswith(b"\n"):
+        return message[:-1]
+    return message
+
+
+class SyslogStreamFramer:
+    """RFC 6587 framing of one TCP connection: octet counting and LF-terminated, chosen per message.
+
+    A message starting with a digit is octet-counted (`<len> <msg>`); anything else (syslog starts with
+    `<PRI>`) runs to the next LF. A digit run that is not a valid count (leading zero, too long, not
+    followed by a space) is counted in `bad_frames` and the bytes are read as an LF-terminated message,
+    so the stream resynchronises at the next LF instead of being lost. A count over max_line_bytes is
+    honoured: the message is truncated (or skipped) and the stream continues right after it.
+    Memory held is at most max_line_bytes + _MAX_COUNT_DIGITS + 3 bytes, whatever the input.
+    """
+
+    def __init__(self, max_line_bytes=DEFAULT_MAX_LINE_BYTES, on_long_line="truncate"):
+        self.lines = LineFramer(max_line_bytes, on_long_line)
+        self.max_line_bytes = self.lines.max_line_bytes
+        self.on_long_line = on_long_line
+        self.bad_frames = 0
+        self.truncated = 0
+        self.skipped = 0
+        self.partial = 0
+        self._lf_truncated = 0    # LineFramer's own counters already folded into ours
+        self._lf_skipped = 0
+        self._state = "start"     # start | count | body | lf
+        self._header = bytearray()  # digits of a count being read
+        self._body = bytearray()  # kept bytes of an octet-counted message
+        self._remaining = 0       # bytes of the octet-counted message still to come
+        self._cut = False         # bytes of the current octet-counted message were dropped
+
+    def buffered(self):
+        """Bytes currently held (for the bound checks)."""
+        return len(self._header) + len(self._body) + len(self.lines._held)
+
+    def feed(self, data):
+        """Complete messages in data (bytes, no terminator); partial ones are held for the next feed."""
+        out = []
+        pos, n = 0, len(data)
+        while pos < n:
+            state = self._state
+            if state == "start":
+                self._state = "count" if 48 <= data[pos] <= 57 else "lf"
+            elif state == "count":
+                pos = self._read_count(data, pos, out)
+            elif state == "body":
+                pos = self._read_body(data, pos, out)
+            else:
+                pos = self._read_lf(data, pos, out)
+        return out
+
+    def close(self):
+        """The peer closed: an LF-framed tail is delivered, a half octet-counted message is counted as partial."""
+        out = []
+        if self._state == "lf":
+            out = self._fold(self.lines.flush())
+        elif self._state in ("count", "body"):
+            self.partial += 1
+        self._reset()
+        return out
+
+    def _reset(self):
+        self._state = "start"
+        self._header = bytearray()
+        self._body = bytearray()
+        self._remaining = 0
+        self._cut = False
+
+    def _read_count(self, data, pos, out):
+        n = len(data)
+        while pos < n and 48 <= data[pos] <= 57 and len(self._header) <= _MAX_COUNT_DIGITS:
+            self._header.append(data[pos])
+            pos += 1
+        if pos == n and len(self._header) <= _MAX_COUNT_DIGITS:
+            return pos  # the count goes on in the next segment
+        header = bytes(self._header)
+        self._header = bytearray()
+        if pos < n and data[pos] == 32 and len(header) <= _MAX_COUNT_DIGITS and header[0] != 48:
+            self._remaining = int(header)
+            self._state = "body"
+            return pos + 1
+        # Not a count: the digits start an LF-terminated message (a bare "42\n" is text, not a frame).
+        self.bad_frames += 1
+        self._state = "lf"
+        out.extend(self._fold(self.lines.feed(header)))
+        return pos
+
+    def _read_body(self, data, pos, out):
+        take = min(self._remaining, len(data) - pos)
+        # Keep one byte over the limit so a frame ending in CRLF/LF right at the limit is not called cut.
+        room = self.max_line_bytes + 2 - len(self._body)
+        if take > room:
+            self._cut = True
+        self._body += data[pos:pos + min(take, room)]
+        self._remaining -= take
+        if self._remaining == 0:
+            self._finish_counted(out)
+        return pos + take
+
+    def _finish_counted(self, out):
+        body = bytes(self._body)
+        if self._cut:
+            line, cut = one_line(body, self.max_line_bytes)
+        else:
+            line, cut = one_line(strip_trailer(body), self.max_line_bytes)
+        if not cut:
+            out.append(line)
+        elif self.on_long_line == "truncate":
+            self.truncated += 1
+            out.append(line)
+        else:
+            self.skipped += 1
+        self._reset()
+
+    def _read_lf(self, data, pos, out):
+        nl = data.find(b"\n", pos)
+        end = len(data) if nl < 0 else nl + 1
+        out.extend(self._fold(self.lines.feed(data[pos:end])))
+        if nl >= 0:
+            self._state = "start"  # the next message may use either framing
+        return end
+
+    def _fold(self, lines):
+        # LineFramer counts cumulatively; fold its new counts in so this object reports everything.
+        self.truncated += self.lines.truncated - self._lf_truncated
+        self.skipped += self.lines.skipped - self._lf_skipped
+        self._lf_truncated, self._lf_skipped = self.lines.truncated, self.lines.skipped
+        return lines
+
+
+class _Connection:
+    """One accepted TCP peer: its socket, framer and last activity time."""
+
+    __slots__ = ("sock", "peer", "framer", "last_seen")
+
+    def __init__(self, sock, peer, framer, now):
+        self.sock, self.peer, self.framer, self.last_seen = sock, peer, framer, now
+
+
+class SyslogInput:
+    """A syslog listener polled by the input process: `poll()` returns at most one Chunk of messages.
+
+    Binds at construction (listen_port 0 picks a free port, see `.port`). Nothing blocks: the listening
+    socket and every connection are non-blocking and polled with a zero-timeout selector. At most
+    max_bytes_per_poll bytes are read per poll; TCP peers beyond max_connections are accepted and closed
+    at once (counted in `refused`) so they do not sit in the backlog; a peer silent for
+    idle_timeout_seconds is closed.
+    """
+
+    def __init__(self, listen_address="127.0.0.1", listen_port=0, protocol="udp",
+                 max_line_bytes=DEFAULT_MAX_LINE_BYTES, on_long_line="truncate", max_connections=256,
+                 max_bytes_per_poll=1 << 20, idle_timeout_seconds=300):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be 'udp' or 'tcp', not {protocol!r}")
+        LineFramer(max_line_bytes, on_long_line)  # validates both settings before a socket is opened
+        self.protocol = protocol
+        self.max_line_bytes = int(max_line_bytes)
+        self.on_long_line = on_long_line
+        self.max_connections = int(max_connections)
+        self.max_bytes_per_poll = int(max_bytes_per_poll)
+        self.idle_timeout_seconds = float(idle_timeout_seconds)
+        self.key = "syslog-" + protocol
+        self.offset = 0        # bytes received so far, all peers together
+        self.committed = 0
+        self.stats = {"messages": 0, "bytes": 0, "truncated": 0, "skipped": 0, "bad_frames": 0,
+                      "partial": 0, "connections": 0, "refused": 0, "idle_closed": 0, "read_errors": 0}
+        self._conns = {}       # fileno -> _Connection
+        self._next_idle_check = 0.0
+        self._selector = selectors.DefaultSelector()
+        self.sock = self._bind(listen_address, int(listen_port))
+        self.address, self.port = self.sock.getsockname()[:2]
+        self.path = "%s://%s:%d" % (protocol, self.address, self.port)
+
+    def _bind(self, address, port):
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        kind = socket.SOCK_DGRAM if self.protocol == "udp" else socket.SOCK_STREAM
+        sock = socket.socket(family, kind)
+        try:
+            if self.protocol == "udp":
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_RCVBUF_BYTES)
+                except OSError:
+                    pass  # the kernel's default buffer still works, it just drops sooner under bursts
+            else:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((address, port))
+            if self.protocol == "tcp":
+                sock.listen(_LISTEN_BACKLOG)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._selector.register(sock, selectors.EVENT_READ, None)
+        return sock
+
+    def poll(self):
+        """Read what is available now (up to max_bytes_per_poll) and return [Chunk] or []."""
+        if self.sock is None:
+            return []
+        start = self.offset
+        lines = self._poll_udp() if self.protocol == "udp" else self._poll_tcp()
+        self.stats["messages"] += len(lines)
+        self.stats["bytes"] += self.offset - start
+        if not lines and self.offset == start:
+            return []
+        return [Chunk(self.key, self.path, lines, start, self.offset)]
+
+    def commit(self, key, offset):
+        """Record delivered progress; a network peer cannot be re-read, so this is bookkeeping only."""
+        if key != self.key or offset <= self.committed:
+            return False
+        self.committed = min(int(offset), self.offset)
+        return True
+
+    def close(self):
+        """Close every connection and the listening socket (idempotent)."""
+        for conn in list(self._conns.values()):
+            self._drop(conn)
+        if self.sock is not None:
+            self._selector.unregister(self.sock)
+            self.sock.close()
+            self.sock = None
+        self._selector.close()
+
+    # UDP
+
+    def _poll_udp(self):
+        lines = []
+        used = 0
+        while used < self.max_bytes_per_poll:
+            try:
+                datagram = self.sock.recv(_DATAGRAM_BYTES)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # e.g. ICMP errors surfacing on the socket: the next datagram is fine
+                self.stats["read_errors"] += 1
+                log.debug("syslog udp recv failed: %s", exc)
+                break
+            used += len(datagram)
+            self.offset += len(datagram)
+            message = strip_trailer(datagram)
+            if message:
+                self._deliver_one(message, lines)
+        return lines
+
+    def _deliver_one(self, message, lines):
+        line, cut = one_line(message, self.max_line_bytes)
+        if not cut:
+            lines.append(line)
+        elif self.on_long_line == "truncate":
+            self.stats["truncated"] += 1
+            lines.append(line)
+        else:
+            self.stats["skipped"] += 1
+
+    # TCP
+
+    def _poll_tcp(self):
+        lines = []
+        used = 0
+        now = time.monotonic()
+        while used < self.max_bytes_per_poll:
+            events = self._selector.select(0)
+            if not events:
+                break
+            progress = False
+            for key, _ in events:
+                if key.data is None:
+                    progress = self._accept(now) > 0 or progress
+                    continue
+                got = self._read(key.data, self.max_bytes_per_poll - used, now, lines)
+                used += got
+                progress = progress or got > 0
+                if used >= self.max_bytes_per_poll:
+                    break
+            if not progress:
+                break  # only refusals or closes this round: nothing more to read now
+        if now >= self._next_idle_check:
+            self._close_idle(now, lines)
+            self._next_idle_check = now + min(_IDLE_CHECK_SECONDS, self.idle_timeout_seconds)
+        return lines
+
+    def _accept(self, now):
+        """Accept every waiting peer; returns how many were kept."""
+        kept = 0
+        while True:
+            try:
+                sock, peer = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return kept
+            except OSError as exc:  # EMFILE and friends: the peer waits in the backlog for the next poll
+                self.stats["read_errors"] += 1
+                log.debug("syslog tcp accept failed: %s", exc)
+                return kept
+            if len(self._conns) >= self.max_connections:
+                self.stats["refused"] += 1
+                sock.close()
+                continue
+            sock.setblocking(False)
+            conn = _Connection(sock, peer, SyslogStreamFramer(self.max_line_bytes, self.on_long_line), now)
+            self._conns[sock.fileno()] = conn
+            self._selector.register(sock, selectors.EVENT_READ, conn)
+            self.stats["connections"] += 1
+            kept += 1
+
+    def _read(self, conn, budget, now, lines):
+        """Read one block from a peer; returns the bytes read. A closed or broken peer is dropped."""
+        try:
+            data = conn.sock.recv(min(_TCP_READ_BYTES, budget))
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:  # reset by peer: what was complete is delivered, the rest counted
+            self.stats["read_errors"] += 1
+            log.debug("syslog tcp recv from %s failed: %s", conn.peer, exc)
+            data = b""
+        if not data:
+            self._finish(conn, lines)
+            return 0
+        conn.last_seen = now
+        self.offset += len(data)
+        lines.extend(self._fold(conn.framer, conn.framer.feed(data)))
+        return len(data)
+
+    def _close_idle(self, now, lines):
+        for conn in list(self._conns.values()):
+            if now - conn.last_seen >= self.idle_timeout_seconds:
+                self.stats["idle_closed"] += 1
+                self._finish(conn, lines)
+
+    def _finish(self, conn, lines):
+        lines.extend(self._fold(conn.framer, conn.framer.close()))
+        self._drop(conn)
+
+    def _drop(self, conn):
+        self._conns.pop(conn.sock.fileno(), None)
+        self._selector.unregister(conn.sock)
+        conn.sock.close()
+
+    def _fold(self, framer, lines):
+        # Each framer counts for its own connection; move the counts to the input's stats.
+        for name in ("truncated", "skipped", "bad_frames", "partial"):
+            self.stats[name] += getattr(framer, name)
+            setattr(framer, name, 0)
+        return lines
