@@ -1,0 +1,294 @@
+"""Accept JSON lines over HTTP (`POST /ingest`) into a bounded queue that the input process polls.
+
+Neighbours: file_tail.Chunk is the shape handed to the input process (runner.py); parsing.framing.LineFramer
+splits bodies into bounded lines; the workers' JSON lines parser decodes (and counts malformed) lines later.
+
+The server runs in a thread of the input process: that process forks nothing, so a thread is safe there.
+Delivery: a 202 means the lines are queued in memory; they are lost if the daemon dies before the workers
+take them (at-most-once across a crash; a client needing more must retry on its own). A full queue answers
+503 with Retry-After, never drops silently. Lines are bytes as received: no JSON or UTF-8 check here.
+"""
+import json
+import logging
+import socket
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+from anomaly_detector.inputs.file_tail import Chunk
+from anomaly_detector.parsing.framing import DEFAULT_MAX_LINE_BYTES, LineFramer
+
+log = logging.getLogger(__name__)
+
+HTTP_KEY = "http-ingest"
+INGEST_PATHS = ("/ingest", "/")
+RETRY_AFTER_SECONDS = 1
+_READ_BLOCK_BYTES = 64 << 10
+# After a 413 the client may still be sending its body: read (and drop) a little of it so it sees the
+# answer instead of a connection reset, but never more than this nor for longer.
+_DRAIN_AFTER_REJECT_BYTES = 1 << 20
+_DRAIN_AFTER_REJECT_SECONDS = 0.5
+_JOIN_SECONDS = 5.0
+
+
+class _Reject(Exception):
+    """A request refused with an HTTP status (and counted under a stats key)."""
+
+    def __init__(self, status, stat, reason, headers=()):
+        super().__init__(reason)
+        self.status, self.stat, self.reason, self.headers = status, stat, reason, headers
+
+
+class _IngestHandler(BaseHTTPRequestHandler):
+    """One connection. The socket timeout bounds every read, headers and body alike (slowloris)."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "anomaly-detector-ingest"
+    sys_version = ""
+
+    def setup(self):
+        self.timeout = self.server.owner.header_timeout_seconds
+        super().setup()
+        self.server.track(self.connection, True)
+
+    def finish(self):
+        try:
+            super().finish()
+        finally:
+            self.server.track(self.connection, False)
+
+    def log_message(self, format, *args):
+        """No access log here: the sidecar keeps one; rejections are logged at debug where they happen."""
+
+    def send_error(self, code, message=None, explain=None):
+        # Malformed request lines, oversized headers, header timeouts: the base class answers them.
+        self.server.owner.count("bad_requests")
+        log.debug("http ingest: %s from %s (%s)", code, self.client_address[0], message)
+        self.close_connection = True
+        super().send_error(code, message, explain)
+
+    def handle_expect_100(self):
+        # Check the request before inviting the body: a 413 must not come after the client sent it.
+        try:
+            self._precheck()
+        except _Reject as reject:
+            self._refuse(reject)
+            return False
+        return super().handle_expect_100()
+
+    def do_POST(self):
+        try:
+            length = self._precheck()
+            body = self._read_body(length)
+            accepted = self.server.owner.enqueue(body)
+        except _Reject as reject:
+            self._refuse(reject)
+            return
+        self._reply(202, {"accepted": accepted})
+
+    def _reject_method(self):
+        path_ok = urlsplit(self.path).path in INGEST_PATHS
+        reject = _Reject(405, "bad_requests", "method not allowed", (("Allow", "POST"),)) if path_ok \
+            else _Reject(404, "bad_requests", "not found")
+        self._refuse(reject)
+
+    do_GET = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _reject_method
+
+    def _precheck(self):
+        """Path, method, framing and size, from the headers alone; returns the body length."""
+        if urlsplit(self.path).path not in INGEST_PATHS:
+            raise _Reject(404, "bad_requests", "not found")
+        if self.command != "POST":
+            raise _Reject(405, "bad_requests", "method not allowed", (("Allow", "POST"),))
+        if self.headers.get("Transfer-Encoding"):
+            raise _Reject(411, "bad_requests", "chunked bodies are refused: send Content-Length")
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            raise _Reject(411, "bad_requests", "Content-Length required")
+        try:
+            length = int(raw.strip())
+        except ValueError:
+            length = -1
+        if length < 0 or not raw.strip().isdigit():
+            raise _Reject(400, "bad_requests", "bad Content-Length")
+        if length > self.server.owner.max_body_bytes:
+            raise _Reject(413, "rejected_413", "body over %d bytes" % self.server.owner.max_body_bytes)
+        return length
+
+    def _read_body(self, length):
+        parts, left = [], length
+        try:
+            while left:
+                part = self.rfile.read1(min(left, _READ_BLOCK_BYTES))
+                if not part:
+                    break
+                parts.append(part)
+                left -= len(part)
+        except OSError:  # socket timeout (a client stalling mid-body) or reset
+            left = left or 1
+        if left:
+            raise _Reject(400, "bad_requests", "body shorter than Content-Length or too slow")
+        return b"".join(parts)
+
+    def _refuse(self, reject):
+        log.debug("http ingest: %d %s %s from %s: %s", reject.status, self.command, self.path,
+                  self.client_address[0], reject.reason)
+        self.server.owner.count(reject.stat)
+        # Only a 503 comes after the whole body was read; any other refusal leaves bytes unread.
+        self._reply(reject.status, {"error": reject.reason}, reject.headers, close=reject.status != 503)
+        if reject.status == 413:
+            self._drain_briefly()
+
+    def _reply(self, status, payload, headers=(), close=False):
+        body = json.dumps(payload).encode() + b"\n"
+        self.send_response_only(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
+        if close:
+            # The body (if any) was not read, so this connection cannot carry another request.
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        self.wfile.flush()
+
+    def _drain_briefly(self):
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(_DRAIN_AFTER_REJECT_SECONDS)
+            deadline = time.monotonic() + _DRAIN_AFTER_REJECT_SECONDS
+            drained = 0
+            while drained < _DRAIN_AFTER_REJECT_BYTES and time.monotonic() < deadline:
+                data = self.connection.recv(_READ_BLOCK_BYTES)
+                if not data:
+                    break
+                drained += len(data)
+        except OSError:
+            pass  # the client went away first: nothing left to protect
+
+
+class _IngestServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with daemon handler threads and a registry of open connections for close()."""
+
+    daemon_threads = True
+    block_on_close = False  # close() shuts connections down itself rather than waiting out their timeouts
+    allow_reuse_address = True
+
+    def __init__(self, address, owner):
+        self.owner = owner
+        self._open = set()
+        self._open_lock = threading.Lock()
+        super().__init__(address, _IngestHandler)
+
+    def track(self, conn, is_open):
+        with self._open_lock:
+            (self._open.add if is_open else self._open.discard)(conn)
+
+    def shutdown_connections(self):
+        with self._open_lock:
+            conns = list(self._open)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by its handler
+
+
+class HttpIngestInput:
+    """HTTP ingest polled by the input process: `poll()` returns at most one Chunk of queued lines.
+
+    The queue is bounded by max_queue_lines and max_queue_bytes; a request that does not fit gets 503
+    (Retry-After) and nothing of it is queued; a request that could never fit gets 413.
+    """
+
+    def __init__(self, listen_address="127.0.0.1", listen_port=0, max_body_bytes=1048576,
+                 max_line_bytes=DEFAULT_MAX_LINE_BYTES, max_queue_lines=100000, header_timeout_seconds=10,
+                 on_long_line="truncate", max_queue_bytes=64 << 20):
+        LineFramer(max_line_bytes, on_long_line)  # validates both settings before the port is bound
+        self.max_body_bytes = int(max_body_bytes)
+        self.max_line_bytes = int(max_line_bytes)
+        self.on_long_line = on_long_line
+        self.max_queue_lines = int(max_queue_lines)
+        self.max_queue_bytes = int(max_queue_bytes)
+        self.header_timeout_seconds = float(header_timeout_seconds)
+        self.stats = {"requests": 0, "lines": 0, "bytes": 0, "truncated": 0, "skipped": 0,
+                      "rejected_413": 0, "rejected_503": 0, "bad_requests": 0}
+        self._lock = threading.Lock()
+        self._queue = deque()  # lists of lines, one per accepted request, in arrival order
+        self._queued_lines = 0
+        self._queued_bytes = 0
+        self.offset = 0        # line bytes handed out by poll() so far
+        self.committed = 0
+        self._server = _IngestServer((listen_address, int(listen_port)), self)
+        self.address, self.port = self._server.server_address[:2]
+        self.path = "http://%s:%d/ingest" % (self.address, self.port)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="http-ingest", daemon=True)
+        self._thread.start()
+
+    def count(self, name):
+        with self._lock:
+            self.stats[name] += 1
+
+    def split(self, body):
+        """Body -> non-empty lines bounded by max_line_bytes, plus (truncated, skipped) counts."""
+        framer = LineFramer(self.max_line_bytes, self.on_long_line)
+        lines = [line for line in framer.feed(body) + framer.flush() if line]
+        return lines, framer.truncated, framer.skipped
+
+    def enqueue(self, body):
+        """Queue a request's lines all or nothing; returns how many, or raises _Reject (413/503)."""
+        lines, truncated, skipped = self.split(body)
+        size = sum(map(len, lines))
+        if len(lines) > self.max_queue_lines or size > self.max_queue_bytes:
+            raise _Reject(413, "rejected_413", "more lines than the ingest queue holds")
+        with self._lock:
+            if (self._queued_lines + len(lines) > self.max_queue_lines
+                    or self._queued_bytes + size > self.max_queue_bytes):
+                raise _Reject(503, "rejected_503", "ingest queue full",
+                              (("Retry-After", str(RETRY_AFTER_SECONDS)),))
+            if lines:
+                self._queue.append(lines)
+            self._queued_lines += len(lines)
+            self._queued_bytes += size
+            self.stats["requests"] += 1
+            self.stats["lines"] += len(lines)
+            self.stats["bytes"] += len(body)
+            self.stats["truncated"] += truncated
+            self.stats["skipped"] += skipped
+        return len(lines)
+
+    def poll(self):
+        """Everything queued so far as [Chunk], or []."""
+        with self._lock:
+            if not self._queue:
+                return []
+            batches, self._queue = self._queue, deque()
+            size = self._queued_bytes
+            self._queued_lines = self._queued_bytes = 0
+        lines = [line for batch in batches for line in batch]
+        start = self.offset
+        self.offset += size
+        return [Chunk(HTTP_KEY, self.path, lines, start, self.offset)]
+
+    def commit(self, key, offset):
+        """Record delivered progress; HTTP clients are not asked to resend, so this is bookkeeping only."""
+        if key != HTTP_KEY or offset <= self.committed:
+            return False
+        self.committed = min(int(offset), self.offset)
+        return True
+
+    def close(self):
+        """Stop accepting, cut open connections, join the server thread (idempotent)."""
+        if self._thread is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._server.shutdown_connections()
+        self._thread.join(_JOIN_SECONDS)
+        self._thread = None
