@@ -57,17 +57,22 @@ class Pipeline:
                             max_line_bytes=self.config["processing"]["max_line_bytes"])
 
     def process_file(self, path, progress=None):
-        """Yield output chunks (bytes of JSON lines) for every line of the file at `path`."""
+        """Yield output chunks (bytes of JSON lines) for every line of the file at `path`.
+
+        The file is read a chunk at a time (cut at the last newline), so memory does not grow
+        with the file."""
         with open(path, "rb") as f:
-            data = f.read()
-        yield from self.process_buffer(data, path, progress=progress)
+            yield from self._process_pieces(_file_chunks(f, self.chunk_bytes), path, 1, progress)
 
     def process_buffer(self, buf, file_name, first_line=1, progress=None):
         """Yield output chunks for the lines of `buf` (bytes), numbered from first_line."""
+        yield from self._process_pieces(_chunks(buf, self.chunk_bytes), file_name, first_line, progress)
+
+    def _process_pieces(self, pieces, file_name, first_line, progress):
         parser = self.parser_for(file_name)
         prefix = record_prefix(file_name)
         line_no = first_line
-        for chunk in _chunks(buf, self.chunk_bytes):
+        for chunk in pieces:
             columns = parse_columns(parser, chunk)
             yield self.score_columns(columns, prefix, line_no)
             line_no += columns.n
@@ -164,6 +169,24 @@ def _chunks(buf, size):
             end = end + nl + 1 if nl >= 0 else _next_newline(buf, end)
         yield bytes(view[start:end])
         start = end
+
+
+def _file_chunks(f, size):
+    """Pieces of an open binary file of about `size` bytes, each ending at a newline (the last may not)."""
+    carry = b""
+    while True:
+        block = f.read(size)
+        if not block:
+            if carry:
+                yield carry
+            return
+        data = carry + block
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            carry = data
+            continue
+        carry = data[cut:]
+        yield data[:cut]
 
 
 def _next_newline(buf, pos):

@@ -1,10 +1,11 @@
 """`replay` (SPEC §8) end to end through click: one record per line, in order, deterministic, state flags."""
+import io
 import json
 
 from click.testing import CliRunner
 
 from anomaly_detector.commands.replay import replay_command
-from anomaly_detector.pipeline import Pipeline, _chunks
+from anomaly_detector.pipeline import Pipeline, _chunks, _file_chunks
 
 KEYS = {"file", "line", "ts", "template_id", "template", "score", "anomaly", "tiers", "reasons"}
 
@@ -88,6 +89,13 @@ def test_chunks_split_at_newlines_and_keep_every_byte():
     pieces = list(_chunks(data, 100))
     assert b"".join(pieces) == data
     assert all(p.endswith(b"\n") for p in pieces[:-1])
+
+
+def test_file_chunks_stream_whole_lines():
+    data = b"".join(b"x" * (i % 50) + b"\n" for i in range(500)) + b"no newline at the end"
+    pieces = list(_file_chunks(io.BytesIO(data), 64))
+    assert b"".join(pieces) == data and all(p.endswith(b"\n") for p in pieces[:-1])
+    assert list(_file_chunks(io.BytesIO(b""), 64)) == []
 
 
 def test_pipeline_counts_lines_across_buffers():
