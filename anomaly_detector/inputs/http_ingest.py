@@ -178,6 +178,9 @@ class _IngestServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # close() shuts connections down itself rather than waiting out their timeouts
     allow_reuse_address = True
+    # socketserver's default backlog of 5 makes a burst of connections (or a few slowloris sockets
+    # between two accepts) wait for SYN retries, seconds long; accepting is cheap, so keep more.
+    request_queue_size = 128
 
     def __init__(self, address, owner):
         self.owner = owner

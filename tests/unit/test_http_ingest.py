@@ -1,0 +1,247 @@
+"""HttpIngestInput over real sockets on 127.0.0.1: statuses, bounded queue, slowloris, bytes passed through."""
+import http.client
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from anomaly_detector.inputs.http_ingest import HTTP_KEY, HttpIngestInput
+
+ADDR = "127.0.0.1"
+
+
+@pytest.fixture
+def make_ingest():
+    made = []
+
+    def make(**kwargs):
+        kwargs.setdefault("header_timeout_seconds", 2)
+        source = HttpIngestInput(ADDR, 0, **kwargs)
+        made.append(source)
+        return source
+
+    yield make
+    for source in made:
+        source.close()
+
+
+@pytest.fixture
+def raw():
+    socks = []
+
+    def connect(port):
+        sock = socket.create_connection((ADDR, port), timeout=5)
+        socks.append(sock)
+        return sock
+
+    yield connect
+    for sock in socks:
+        sock.close()
+
+
+def post(port, body, path="/ingest", method="POST", headers=None):
+    conn = http.client.HTTPConnection(ADDR, port, timeout=5)
+    try:
+        conn.request(method, path, body=body, headers=headers or {"Content-Type": "application/x-ndjson"})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def read_response(sock):
+    """Everything the server sends until it closes the connection."""
+    data = b""
+    while True:
+        try:
+            part = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not part:
+            break
+        data += part
+    return data
+
+
+def lines_of(source):
+    return [line for chunk in source.poll() for line in chunk.lines]
+
+
+def test_ten_thousand_lines_accepted_and_polled_in_order(make_ingest):
+    source = make_ingest()
+    records = [json.dumps({"message": "event %d" % i, "n": i}).encode() for i in range(10000)]
+    body = b"\n".join(records[:5000]) + b"\n\n\r\n" + b"\r\n".join(records[5000:])  # no final newline
+    status, headers, reply = post(source.port, body)
+    assert status == 202 and json.loads(reply) == {"accepted": 10000}
+    assert headers["Content-Type"] == "application/json"
+    [chunk] = source.poll()
+    assert chunk.lines == records
+    assert (chunk.key, chunk.stream_id, chunk.path) == (HTTP_KEY, HTTP_KEY, "http://127.0.0.1:%d/ingest" % source.port)
+    assert (chunk.start_offset, chunk.end_offset) == (0, sum(map(len, records)))
+    assert source.poll() == []
+    assert source.stats["requests"] == 1 and source.stats["lines"] == 10000 and source.stats["bytes"] == len(body)
+    assert source.commit(HTTP_KEY, chunk.end_offset) and source.committed == chunk.end_offset
+    assert not source.commit("other", 10**9)
+
+
+def test_root_path_and_any_content_type_are_accepted(make_ingest):
+    source = make_ingest()
+    status, _, reply = post(source.port, b'{"a":1}\n', path="/", headers={"Content-Type": "text/plain"})
+    assert status == 202 and json.loads(reply) == {"accepted": 1}
+    status, _, reply = post(source.port, b"", path="/ingest?x=1")
+    assert status == 202 and json.loads(reply) == {"accepted": 0}
+    assert lines_of(source) == [b'{"a":1}']
+
+
+def test_big_content_length_gets_413_at_once_and_the_server_answers_the_next(make_ingest, raw):
+    source = make_ingest(max_body_bytes=4096)
+    sock = raw(source.port)
+    started = time.monotonic()
+    sock.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n\r\n" + b"x" * 1000)
+    reply = read_response(sock)
+    assert reply.startswith(b"HTTP/1.1 413 ") and time.monotonic() - started < 1.5
+    assert b"Connection: close" in reply
+    assert source.stats["rejected_413"] == 1
+    status, _, _ = post(source.port, b'{"ok":true}\n')
+    assert status == 202 and lines_of(source) == [b'{"ok":true}']
+
+
+def test_expect_100_continue_gets_413_instead_of_an_invitation(make_ingest, raw):
+    source = make_ingest(max_body_bytes=4096)
+    sock = raw(source.port)
+    sock.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n")
+    reply = read_response(sock)
+    assert reply.startswith(b"HTTP/1.1 413 ") and b"100 Continue" not in reply
+
+
+def test_chunked_and_lengthless_bodies_are_refused(make_ingest, raw):
+    source = make_ingest()
+    sock = raw(source.port)
+    sock.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    assert read_response(sock).startswith(b"HTTP/1.1 411 ")
+    sock = raw(source.port)
+    sock.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert read_response(sock).startswith(b"HTTP/1.1 411 ")
+    sock = raw(source.port)
+    sock.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n")
+    assert read_response(sock).startswith(b"HTTP/1.1 400 ")
+    assert source.stats["bad_requests"] == 3 and source.poll() == []
+
+
+def test_wrong_method_405_and_unknown_path_404(make_ingest):
+    source = make_ingest()
+    status, headers, _ = post(source.port, None, method="GET")
+    assert status == 405 and headers["Allow"] == "POST"
+    assert post(source.port, b"x\n", method="PUT")[0] == 405
+    assert post(source.port, b"x\n", path="/admin/../ingest")[0] == 404
+    assert post(source.port, None, path="/metrics", method="GET")[0] == 404
+    assert post(source.port, b"x\n", path="/ingest/more")[0] == 404
+    assert source.stats["bad_requests"] == 5 and source.poll() == []
+
+
+def test_full_queue_answers_503_then_accepts_after_poll(make_ingest):
+    source = make_ingest(max_queue_lines=100)
+    batch = b"".join(b'{"i":%d}\n' % i for i in range(60))
+    assert post(source.port, batch)[0] == 202
+    status, headers, _ = post(source.port, batch)
+    assert status == 503 and headers["Retry-After"] == "1"
+    assert source.stats["rejected_503"] == 1
+    assert len(lines_of(source)) == 60  # the refused request left nothing behind
+    status, _, reply = post(source.port, batch)
+    assert status == 202 and json.loads(reply) == {"accepted": 60}
+    assert len(lines_of(source)) == 60
+
+
+def test_a_request_larger_than_the_whole_queue_is_413_not_503(make_ingest):
+    source = make_ingest(max_queue_lines=10)
+    status, _, _ = post(source.port, b"x\n" * 11)
+    assert status == 413 and source.stats["rejected_413"] == 1 and source.poll() == []
+
+
+def test_slowloris_sockets_do_not_block_other_requests(make_ingest, raw):
+    source = make_ingest(header_timeout_seconds=0.5)
+    silent = [raw(source.port) for _ in range(20)]
+    dribbling = raw(source.port)
+    dribbling.sendall(b"POST /ingest HTTP/1.1\r\nHo")
+    started = time.monotonic()
+    status, _, _ = post(source.port, b'{"m":"through"}\n')
+    assert status == 202 and time.monotonic() - started < 0.5
+    for sock in silent + [dribbling]:  # the server hangs up on them after header_timeout_seconds
+        sock.settimeout(3)  # a server that never hangs up makes recv raise a timeout here
+        assert read_response(sock) == b""
+    assert time.monotonic() - started < 3
+    assert lines_of(source) == [b'{"m":"through"}']
+
+
+def test_control_bytes_and_invalid_utf8_pass_through_as_bytes(make_ingest):
+    source = make_ingest()
+    lines = [b'{"m":"nul\x00 esc\x1b[31m cr\r bell\x07"}', b"\x7f\x01\x02", b"\xff\xfe not utf-8",
+             b'{"m":"u2028 \xe2\x80\xa8"}', b"not json at all"]
+    status, _, reply = post(source.port, b"\n".join(lines) + b"\r\n")
+    assert status == 202 and json.loads(reply) == {"accepted": 5}
+    assert lines_of(source) == lines
+
+
+def test_long_lines_are_truncated_and_counted(make_ingest):
+    source = make_ingest(max_line_bytes=256)
+    status, _, reply = post(source.port, b"a" * 1000 + b"\n" + b"b" * 10 + b"\n")
+    assert status == 202 and json.loads(reply) == {"accepted": 2}
+    assert lines_of(source) == [b"a" * 256, b"b" * 10]
+    assert source.stats["truncated"] == 1
+
+
+def test_keep_alive_connection_carries_several_requests(make_ingest):
+    source = make_ingest()
+    conn = http.client.HTTPConnection(ADDR, source.port, timeout=5)
+    try:
+        for i in range(3):
+            conn.request("POST", "/ingest", body=b'{"i":%d}\n' % i)
+            response = conn.getresponse()
+            assert response.status == 202
+            response.read()
+    finally:
+        conn.close()
+    assert lines_of(source) == [b'{"i":0}', b'{"i":1}', b'{"i":2}']
+
+
+def test_a_body_cut_short_is_a_bad_request_and_queues_nothing(make_ingest, raw):
+    source = make_ingest()
+    sock = raw(source.port)
+    sock.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"half\":")
+    sock.shutdown(socket.SHUT_WR)
+    read_response(sock)
+    deadline = time.monotonic() + 3
+    while source.stats["bad_requests"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert source.stats["bad_requests"] == 1 and source.poll() == []
+
+
+def test_concurrent_posts_are_all_queued(make_ingest):
+    source = make_ingest()
+    results = []
+
+    def client(n):
+        results.append(post(source.port, b"".join(b'{"c":%d,"i":%d}\n' % (n, i) for i in range(100)))[0])
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert results == [202] * 8
+    assert len(lines_of(source)) == 800
+
+
+def test_close_stops_the_server_even_with_a_silent_client(raw):
+    source = HttpIngestInput(ADDR, 0, header_timeout_seconds=30)
+    raw(source.port)
+    time.sleep(0.05)
+    thread = source._thread
+    started = time.monotonic()
+    source.close()
+    source.close()
+    assert time.monotonic() - started < 2 and not thread.is_alive()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((ADDR, source.port), timeout=2).close()
