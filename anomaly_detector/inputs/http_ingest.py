@@ -183,6 +183,8 @@ class _IngestServer(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(self, address, owner):
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         self.owner = owner
         self._open = set()
         self._open_lock = threading.Lock()
@@ -225,11 +227,12 @@ class HttpIngestInput:
         self._queue = deque()  # lists of lines, one per accepted request, in arrival order
         self._queued_lines = 0
         self._queued_bytes = 0
-        self.offset = 0        # line bytes handed out by poll() so far
+        self.offset = 0        # line bytes handed out by poll() so far (Chunk offsets count these)
         self.committed = 0
         self._server = _IngestServer((listen_address, int(listen_port)), self)
         self.address, self.port = self._server.server_address[:2]
-        self.path = "http://%s:%d/ingest" % (self.address, self.port)
+        host = "[%s]" % self.address if ":" in self.address else self.address
+        self.path = "http://%s:%d/ingest" % (host, self.port)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="http-ingest", daemon=True)
         self._thread.start()

@@ -30,6 +30,10 @@ _TCP_READ_BYTES = 64 << 10
 # RFC 6587 MSG-LEN is NONZERO-DIGIT *DIGIT; ten digits already exceed any sane message (and max_line_bytes,
 # whose config maximum has 9), so a longer digit run is not a count but text.
 _MAX_COUNT_DIGITS = 10
+# A count above this is no message anyone sends but garbage: honouring it would swallow the connection's
+# next gigabyte, so it is a bad frame (read as text up to the next LF) instead. Counts between
+# max_line_bytes and this are honoured: the message is truncated and the stream stays in step.
+_MAX_OCTET_COUNT = 1 << 30
 _LISTEN_BACKLOG = 128
 # Ask for a roomy kernel buffer so short bursts of datagrams survive between two polls.
 _UDP_RCVBUF_BYTES = 4 << 20
@@ -63,9 +67,11 @@ class SyslogStreamFramer:
 
     A message starting with a digit is octet-counted (`<len> <msg>`); anything else (syslog starts with
     `<PRI>`) runs to the next LF. A digit run that is not a valid count (leading zero, too long, not
-    followed by a space) is counted in `bad_frames` and the bytes are read as an LF-terminated message,
-    so the stream resynchronises at the next LF instead of being lost. A count over max_line_bytes is
-    honoured: the message is truncated (or skipped) and the stream continues right after it.
+    followed by a space, over _MAX_OCTET_COUNT) is counted in `bad_frames` and the bytes are read as an
+    LF-terminated message, so the stream resynchronises at the next LF instead of being lost. A count over
+    max_line_bytes is honoured: the message is truncated (or skipped) and the stream continues right after.
+    RFC 6587's own ambiguity remains: an LF-framed line that begins like a count ("12 x") is read as one,
+    as every RFC 6587 receiver does; real syslog messages begin with "<PRI>", so senders are not affected.
     Memory held is at most max_line_bytes + _MAX_COUNT_DIGITS + 3 bytes, whatever the input.
     """
 
@@ -131,7 +137,7 @@ class SyslogStreamFramer:
             return pos  # the count goes on in the next segment
         header = bytes(self._header)
         self._header = bytearray()
-        if pos < n and data[pos] == 32 and len(header) <= _MAX_COUNT_DIGITS and header[0] != 48:
+        if pos < n and data[pos] == 32 and header[0] != 48 and int(header) <= _MAX_OCTET_COUNT:
             self._remaining = int(header)
             self._state = "body"
             return pos + 1
@@ -225,7 +231,8 @@ class SyslogInput:
         self._selector = selectors.DefaultSelector()
         self.sock = self._bind(listen_address, int(listen_port))
         self.address, self.port = self.sock.getsockname()[:2]
-        self.path = "%s://%s:%d" % (protocol, self.address, self.port)
+        host = "[%s]" % self.address if ":" in self.address else self.address
+        self.path = "%s://%s:%d" % (protocol, host, self.port)
 
     def _bind(self, address, port):
         family = socket.AF_INET6 if ":" in address else socket.AF_INET

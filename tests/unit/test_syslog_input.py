@@ -188,10 +188,12 @@ def test_skip_mode_drops_an_octet_counted_message_over_the_limit(make_input, cli
 def test_bad_octet_counts_are_counted_and_the_stream_goes_on(make_input, clients):
     source = make_input(protocol="tcp")
     sock = clients(source.port)
-    sock.sendall(b"0 zero\n" + b"123456789012345 huge\n" + b"12abc\n" + b"<13>fine\n" + b"5 <13>x")
-    lines, _ = collect(source, 5)
-    assert lines == [b"0 zero", b"123456789012345 huge", b"12abc", b"<13>fine", b"<13>x"]
-    assert source.stats["bad_frames"] == 3
+    # leading zero, too many digits, a count over 1 GiB, no space after the digits
+    sock.sendall(b"0 zero\n" + b"123456789012345 huge\n" + b"2000000000 big\n" + b"12abc\n" + b"<13>fine\n"
+                 + b"5 <13>x")
+    lines, _ = collect(source, 6)
+    assert lines == [b"0 zero", b"123456789012345 huge", b"2000000000 big", b"12abc", b"<13>fine", b"<13>x"]
+    assert source.stats["bad_frames"] == 4
 
 
 def test_peer_closing_mid_message_delivers_the_complete_ones_and_counts_the_partial(make_input, clients):
@@ -254,6 +256,17 @@ def test_close_releases_every_socket(clients):
         if protocol == "tcp":
             with pytest.raises(ConnectionRefusedError):
                 socket.create_connection((ADDR, port), timeout=2).close()
+
+
+def test_ipv6_loopback_path_is_bracketed():
+    try:
+        source = SyslogInput("::1", 0, "udp")
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    try:
+        assert source.path == "udp://[::1]:%d" % source.port
+    finally:
+        source.close()
 
 
 def test_bad_settings_fail_before_binding():
