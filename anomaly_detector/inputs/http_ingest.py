@@ -42,7 +42,7 @@ class _Reject(Exception):
 
 
 class _IngestHandler(BaseHTTPRequestHandler):
-    """One connection. The socket timeout bounds every read, headers and body alike (slowloris)."""
+    """One connection. Headers must arrive within header_timeout_seconds; each body read within the same."""
 
     protocol_version = "HTTP/1.1"
     server_version = "anomaly-detector-ingest"
@@ -51,13 +51,18 @@ class _IngestHandler(BaseHTTPRequestHandler):
     def setup(self):
         self.timeout = self.server.owner.header_timeout_seconds
         super().setup()
-        self.server.track(self.connection, True)
 
-    def finish(self):
+    def handle_one_request(self):
+        # The socket timeout bounds each read; a client dribbling a byte at a time never trips it, so
+        # the request line and headers together also get a deadline (like Go's ReadHeaderTimeout).
+        self.server.set_deadline(self.connection, time.monotonic() + self.timeout)
+        super().handle_one_request()
+
+    def parse_request(self):
         try:
-            super().finish()
+            return super().parse_request()
         finally:
-            self.server.track(self.connection, False)
+            self.server.set_deadline(self.connection, None)  # headers are in; the body has the socket timeout
 
     def log_message(self, format, *args):
         """No access log here: the sidecar keeps one; rejections are logged at debug where they happen."""
@@ -173,7 +178,11 @@ class _IngestHandler(BaseHTTPRequestHandler):
 
 
 class _IngestServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer with daemon handler threads and a registry of open connections for close()."""
+    """ThreadingHTTPServer with daemon handler threads, a bound on open connections and header deadlines.
+
+    Open connections are kept with their header deadline (None while a body is read or a response
+    written): the serving thread cuts late ones between accepts, and close() cuts them all.
+    """
 
     daemon_threads = True
     block_on_close = False  # close() shuts connections down itself rather than waiting out their timeouts
@@ -186,22 +195,60 @@ class _IngestServer(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.owner = owner
-        self._open = set()
+        self._open = {}  # socket -> header deadline (monotonic seconds) or None
         self._open_lock = threading.Lock()
         super().__init__(address, _IngestHandler)
 
-    def track(self, conn, is_open):
+    def process_request(self, request, client_address):
+        # Runs in the serving thread: a connection over the bound is closed before it costs a thread.
         with self._open_lock:
-            (self._open.add if is_open else self._open.discard)(conn)
+            full = len(self._open) >= self.owner.max_connections
+            if not full:
+                self._open[request] = time.monotonic() + self.owner.header_timeout_seconds
+        if full:
+            self.owner.count("refused")
+            log.debug("http ingest: connection from %s refused (%d open)", client_address[0], len(self._open))
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self._open_lock:
+            self._open.pop(request, None)
+        super().shutdown_request(request)
+
+    def handle_error(self, request, client_address):
+        # A client vanishing mid-response is routine on the network: a debug line, not a traceback on stderr.
+        log.debug("http ingest: connection from %s failed", client_address[0], exc_info=True)
+
+    def set_deadline(self, conn, deadline):
+        with self._open_lock:
+            if conn in self._open:
+                self._open[conn] = deadline
+
+    def service_actions(self):
+        # Called by serve_forever at least every poll_interval: cut connections past their header deadline.
+        now = time.monotonic()
+        with self._open_lock:
+            late = [conn for conn, deadline in self._open.items() if deadline is not None and deadline < now]
+            for conn in late:
+                self._open[conn] = None  # cut once
+        for conn in late:
+            self.owner.count("header_timeouts")
+            self._cut(conn)
 
     def shutdown_connections(self):
         with self._open_lock:
             conns = list(self._open)
         for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed by its handler
+            self._cut(conn)
+
+    @staticmethod
+    def _cut(conn):
+        try:
+            conn.shutdown(socket.SHUT_RDWR)  # the handler's next read returns at once and it finishes
+        except OSError:
+            pass  # already closed by its handler
 
 
 class HttpIngestInput:
@@ -213,7 +260,7 @@ class HttpIngestInput:
 
     def __init__(self, listen_address="127.0.0.1", listen_port=0, max_body_bytes=1048576,
                  max_line_bytes=DEFAULT_MAX_LINE_BYTES, max_queue_lines=100000, header_timeout_seconds=10,
-                 on_long_line="truncate", max_queue_bytes=64 << 20):
+                 on_long_line="truncate", max_queue_bytes=64 << 20, max_connections=1024):
         LineFramer(max_line_bytes, on_long_line)  # validates both settings before the port is bound
         self.max_body_bytes = int(max_body_bytes)
         self.max_line_bytes = int(max_line_bytes)
@@ -221,8 +268,10 @@ class HttpIngestInput:
         self.max_queue_lines = int(max_queue_lines)
         self.max_queue_bytes = int(max_queue_bytes)
         self.header_timeout_seconds = float(header_timeout_seconds)
+        self.max_connections = int(max_connections)
         self.stats = {"requests": 0, "lines": 0, "bytes": 0, "truncated": 0, "skipped": 0,
-                      "rejected_413": 0, "rejected_503": 0, "bad_requests": 0}
+                      "rejected_413": 0, "rejected_503": 0, "bad_requests": 0, "refused": 0,
+                      "header_timeouts": 0}
         self._lock = threading.Lock()
         self._queue = deque()  # lists of lines, one per accepted request, in arrival order
         self._queued_lines = 0

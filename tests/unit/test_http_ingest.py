@@ -175,6 +175,48 @@ def test_slowloris_sockets_do_not_block_other_requests(make_ingest, raw):
     assert lines_of(source) == [b'{"m":"through"}']
 
 
+def test_a_client_dribbling_its_headers_is_cut_at_the_header_deadline(make_ingest, raw):
+    source = make_ingest(header_timeout_seconds=0.4)
+    sock = raw(source.port)
+    request = b"POST /ingest HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"p" * 100
+    started = time.monotonic()
+    cut_after = None
+    for byte in request:  # one byte every 20 ms: each read is well within the socket timeout
+        try:
+            sock.sendall(bytes([byte]))
+        except OSError:
+            cut_after = time.monotonic() - started
+            break
+        sock.settimeout(0.02)
+        try:
+            if sock.recv(1) == b"":
+                cut_after = time.monotonic() - started
+                break
+        except socket.timeout:
+            pass
+    assert cut_after is not None and cut_after < 1.5
+    assert source.stats["header_timeouts"] == 1
+
+
+def test_connections_over_the_bound_are_refused_and_counted(make_ingest, raw):
+    source = make_ingest(max_connections=3)
+    idle = [raw(source.port) for _ in range(3)]
+    time.sleep(0.1)
+    extra = raw(source.port)
+    assert read_response(extra) == b""
+    assert source.stats["refused"] == 1
+    for sock in idle:
+        sock.close()
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:  # the freed places take new clients again
+        try:
+            if post(source.port, b"x\n")[0] == 202:
+                break
+        except OSError:
+            time.sleep(0.05)
+    assert lines_of(source) == [b"x"]
+
+
 def test_control_bytes_and_invalid_utf8_pass_through_as_bytes(make_ingest):
     source = make_ingest()
     lines = [b'{"m":"nul\x00 esc\x1b[31m cr\r bell\x07"}', b"\x7f\x01\x02", b"\xff\xfe not utf-8",
