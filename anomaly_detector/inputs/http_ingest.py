@@ -68,7 +68,7 @@ class _IngestHandler(BaseHTTPRequestHandler):
         """No access log here: the sidecar keeps one; rejections are logged at debug where they happen."""
 
     def send_error(self, code, message=None, explain=None):
-        # Malformed request lines, oversized headers, header timeouts: the base class answers them.
+        # Malformed request lines, oversized or too many headers, bad versions: the base class answers them.
         self.server.owner.count("bad_requests")
         log.debug("http ingest: %s from %s (%s)", code, self.client_address[0], message)
         self.close_connection = True
@@ -85,11 +85,14 @@ class _IngestHandler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         try:
-            length = self._precheck()
-            body = self._read_body(length)
-            accepted = self.server.owner.enqueue(body)
+            body = self._read_body(self._precheck())
         except _Reject as reject:
             self._refuse(reject)
+            return
+        try:
+            accepted = self.server.owner.enqueue(body)
+        except _Reject as reject:
+            self._refuse(reject, body_read=True)
             return
         self._reply(202, {"accepted": accepted})
 
@@ -131,19 +134,18 @@ class _IngestHandler(BaseHTTPRequestHandler):
                     break
                 parts.append(part)
                 left -= len(part)
-        except OSError:  # socket timeout (a client stalling mid-body) or reset
-            left = left or 1
+        except OSError:  # socket timeout (a client stalling mid-body) or reset: `left` stays above 0
+            pass
         if left:
             raise _Reject(400, "bad_requests", "body shorter than Content-Length or too slow")
         return b"".join(parts)
 
-    def _refuse(self, reject):
+    def _refuse(self, reject, body_read=False):
         log.debug("http ingest: %d %s %s from %s: %s", reject.status, self.command, self.path,
                   self.client_address[0], reject.reason)
         self.server.owner.count(reject.stat)
-        # Only a 503 comes after the whole body was read; any other refusal leaves bytes unread.
-        self._reply(reject.status, {"error": reject.reason}, reject.headers, close=reject.status != 503)
-        if reject.status == 413:
+        self._reply(reject.status, {"error": reject.reason}, reject.headers, close=not body_read)
+        if reject.status == 413 and not body_read:
             self._drain_briefly()
 
     def _reply(self, status, payload, headers=(), close=False):
