@@ -5,7 +5,9 @@ cuts LF-framed TCP streams; parsing.syslog parses the messages later, in the wor
 
 Delivery is at-most-once across a crash: a network peer cannot be asked to send again, so datagrams and
 stream bytes received but not yet handed to the workers when the daemon dies are lost, and datagrams
-arriving while the socket buffer is full are dropped by the kernel (UDP syslog has no backpressure).
+arriving while the socket buffer is full are dropped by the kernel (UDP syslog has no backpressure: when
+the rings are full the input process stops polling, TCP peers then wait on the TCP window, UDP senders do
+not; the kernel counts those drops in /proc/net/udp, not us).
 `commit()` only records progress, for metrics and symmetry with the file inputs.
 
 Messages are single lines: a message that itself contains LF (a datagram with inner newlines, or an
@@ -38,6 +40,8 @@ _LISTEN_BACKLOG = 128
 # Ask for a roomy kernel buffer so short bursts of datagrams survive between two polls.
 _UDP_RCVBUF_BYTES = 4 << 20
 _IDLE_CHECK_SECONDS = 1.0
+# Empty datagrams cost no bytes of the per-poll budget; this keeps a flood of them from holding a poll.
+_MAX_DATAGRAMS_PER_POLL = 8192
 _LF_ESCAPE = b"#012"
 
 
@@ -290,7 +294,9 @@ class SyslogInput:
     def _poll_udp(self):
         lines = []
         used = 0
-        while used < self.max_bytes_per_poll:
+        for _ in range(_MAX_DATAGRAMS_PER_POLL):
+            if used >= self.max_bytes_per_poll:
+                break
             try:
                 datagram = self.sock.recv(_DATAGRAM_BYTES)
             except (BlockingIOError, InterruptedError):
