@@ -78,6 +78,9 @@ def _check_input(report, section, i):
         report.add(ERROR, section, "path", "required for type = file: expected a path or glob, found nothing")
     if kind in _LISTENERS and not i["listen_address"]:
         report.add(ERROR, section, "listen_address", "required for type = %s" % kind)
+    if kind in _LISTENERS and i["listen_port"] == 0:
+        report.add(ERROR, section, "listen_port", "required for type = %s: expected a port from 1 to 65535, "
+                   "found 0 (senders need a fixed port)" % kind)
     if kind == "redis":
         for key in ("url", "stream", "group"):
             if not i[key]:

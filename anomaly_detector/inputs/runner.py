@@ -13,13 +13,15 @@ import zlib
 
 from anomaly_detector.inputs.checkpoints import CheckpointStore
 from anomaly_detector.inputs.file_tail import FileTailer
+from anomaly_detector.inputs.http_ingest import HttpIngestInput
 from anomaly_detector.inputs.stdin import StdinInput
+from anomaly_detector.inputs.syslog_server import SyslogInput
 from anomaly_detector.relief import relieve_memory
 
 log = logging.getLogger(__name__)
 IDLE_SLEEP_SECONDS = 0.05
 DRAIN_POLL_SECONDS = 0.01
-SUPPORTED_TYPES = ("file", "stdin")
+SUPPORTED_TYPES = ("file", "stdin", "syslog", "http")
 
 
 class UnsupportedInput(ValueError):
@@ -38,6 +40,15 @@ def build_input(name, section, cfg):
                           max_open_files=section["max_open_files"])
     if section["type"] == "stdin":
         return StdinInput(max_line_bytes=processing["max_line_bytes"], on_long_line=processing["on_long_line"])
+    if section["type"] == "syslog":
+        return SyslogInput(section["listen_address"], section["listen_port"], section["protocol"],
+                           max_line_bytes=processing["max_line_bytes"], on_long_line=processing["on_long_line"],
+                           max_connections=section["max_connections"])
+    if section["type"] == "http":
+        return HttpIngestInput(section["listen_address"], section["listen_port"],
+                               max_body_bytes=section["max_body_bytes"], max_line_bytes=processing["max_line_bytes"],
+                               max_queue_lines=section["max_queue_lines"], on_long_line=processing["on_long_line"],
+                               max_connections=section["max_connections"])
     raise UnsupportedInput("[inputs.%s] type = %s is not available in this release (supported: %s)"
                            % (name, section["type"], ", ".join(SUPPORTED_TYPES)))
 
@@ -137,9 +148,11 @@ class InputRunner:
             log.warning("input: %d chunks not acknowledged at stop; they will be read again on restart", left)
 
     def close(self):
+        """Save file checkpoints, close files and listening sockets (and the HTTP ingest thread)."""
         for reader in self.readers:
-            if isinstance(reader, FileTailer):
-                reader.close(save_checkpoints=True)
+            close = getattr(reader, "close", None)
+            if close is not None:
+                close()
 
     def _relief_if_asked(self):
         generation = self.control.flags().relief_generation

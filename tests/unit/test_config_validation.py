@@ -54,6 +54,7 @@ CASES = [
      ["[inputs.bus] stream", "required for type = redis"]),
     ("redis_bad_url", "[inputs]\n[[bus]]\ntype = redis\nurl = http://x\nstream = s\ngroup = g\n", "url = http",
      ["url", "redis://"]),
+    ("listener_without_port", "[inputs]\n[[sys]]\ntype = syslog\n", "[[sys]]", ["[inputs.sys] listen_port", "fixed port"]),
     ("bad_timezone", "[inputs]\n[[app]]\npath = /x\ntimezone = Mars/Base\n", "timezone", ["timezone", "Mars/Base"]),
     ("comma_makes_list", "[inputs]\n[[app]]\npath = /x\nlog_format = <Date>, <Content>\n", "log_format",
      ["log_format", "put the value in quotes"]),
