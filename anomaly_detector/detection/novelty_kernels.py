@@ -39,7 +39,7 @@ CAL_SIGNIFICANT = -3.0         # log10 p below which a slot's exceedance count r
 GATE_INFLATION = 30.0
 SCALE_FLOOR = 0.05              # smallest spread on the log scale (about 5 %)
 HUBER_C = 3.0
-Z_CLIP = 10.0
+Z_CLIP = 3.0                    # Huber clip of z in the drift mean: a few extreme values do not make a drift
 QUIET_Z = 2.5                   # below this |z| a tail is not worth computing (score < 20)
 KIND_NONE, KIND_OUTLIER, KIND_DRIFT, KIND_NEW_VALUE = 0, 1, 2, 3
 
