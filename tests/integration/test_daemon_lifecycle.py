@@ -136,3 +136,36 @@ def test_hostile_input_leaves_daemon_healthy_and_later_lines_scored(daemon):
     with open(daemon.scored, "rb") as f:
         assert not any(b"\x1b" in line or b"\x00" in line for line in f)
     assert daemon.stop() == 0
+
+
+def test_systemd_notify_ready_reloading_stopping(daemon, tmp_path):
+    import socket
+
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(1)
+    os.environ["NOTIFY_SOCKET"] = path
+    try:
+        daemon.start()
+    finally:
+        del os.environ["NOTIFY_SOCKET"]
+    messages = []
+
+    def collect(until, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not any(until in m for m in messages):
+            try:
+                messages.append(sock.recv(4096).decode())
+            except socket.timeout:
+                pass
+
+    collect("READY=1")
+    daemon.process.send_signal(signal.SIGHUP)
+    collect("RELOADING=1")
+    assert any("RELOADING=1" in m and "MONOTONIC_USEC=" in m for m in messages)
+    assert daemon.stop() == 0
+    collect("STOPPING=1")
+    sock.close()
+    order = [next(i for i, m in enumerate(messages) if key in m) for key in ("READY=1", "RELOADING=1", "STOPPING=1")]
+    assert order == sorted(order)
