@@ -28,8 +28,16 @@ class UnsupportedInput(ValueError):
     """An input type the config accepts but this release cannot run yet."""
 
 
+def require_supported(name, section):
+    """Raise UnsupportedInput for an input type the config accepts but this release cannot run."""
+    if section["type"] not in SUPPORTED_TYPES:
+        raise UnsupportedInput("[inputs.%s] type = %s is not available in this release (supported: %s)"
+                               % (name, section["type"], ", ".join(SUPPORTED_TYPES)))
+
+
 def build_input(name, section, cfg):
-    """The reader object for one [inputs] subsection (FileTailer or StdinInput)."""
+    """The reader object for one [inputs] subsection (file, stdin, syslog or http)."""
+    require_supported(name, section)
     processing = cfg["processing"]
     if section["type"] == "file":
         store = CheckpointStore(os.path.join(cfg["paths"]["state_dir"], "checkpoints", "%s.json" % name))
@@ -49,8 +57,6 @@ def build_input(name, section, cfg):
                                max_body_bytes=section["max_body_bytes"], max_line_bytes=processing["max_line_bytes"],
                                max_queue_lines=section["max_queue_lines"], on_long_line=processing["on_long_line"],
                                max_connections=section["max_connections"])
-    raise UnsupportedInput("[inputs.%s] type = %s is not available in this release (supported: %s)"
-                           % (name, section["type"], ", ".join(SUPPORTED_TYPES)))
 
 
 class _Pending:

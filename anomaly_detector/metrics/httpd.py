@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from anomaly_detector.metrics.exposition import render
+from anomaly_detector.storage.appendfile import AppendFile
 
 CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
 HEADER_TIMEOUT_SECONDS = 10
@@ -27,16 +28,16 @@ class AccessLog:
     """Appends one combined-log-format line per request; reopens after logrotate renames it."""
 
     def __init__(self, path):
-        self.path = path
-        self._lock = threading.Lock()
+        self._file = AppendFile(path)
+        self._lock = threading.Lock()   # handler threads share one descriptor
 
     def write(self, client, request_line, status, size, referer, agent):
         stamp = datetime.now(timezone.utc).strftime("%d/%b/%Y:%H:%M:%S +0000")
         line = '%s - - [%s] "%s" %d %s "%s" "%s"\n' % (
             _printable(client), stamp, _printable(request_line), status, size if size else "-",
             _printable(referer or "-"), _printable(agent or "-"))
-        with self._lock, open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
+        with self._lock:
+            self._file.write(line.encode("utf-8"))
 
 
 class _Handler(BaseHTTPRequestHandler):

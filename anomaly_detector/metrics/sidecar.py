@@ -98,18 +98,18 @@ class Readings:
         for slot in self.worker_slots:
             if int(table["state"][slot]) not in _ALIVE:
                 reasons.append("worker in slot %d is down" % slot)
-        reasons += self._stall_reasons()
+        processed = self.control.counter_totals()["lines_processed"]
+        reasons += self._stall_reasons(processed)
         _cpu, memory = self._usage()
         if memory > self.memory_limit:
             reasons.append("memory %.0f MiB over max_memory_mb %.0f" % (memory / 2**20, self.memory_limit / 2**20))
         return {"status": "unhealthy" if reasons else "healthy", "reasons": reasons,
                 "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "workers": len(self.worker_slots) - sum("worker" in r for r in reasons),
-                "lines_processed": self.control.counter_totals()["lines_processed"]}
+                "lines_processed": processed}
 
-    def _stall_reasons(self):
+    def _stall_reasons(self, processed):
         """Stalled = lines wait in the rings and none was processed for heartbeat_timeout_seconds."""
-        processed = self.control.counter_totals()["lines_processed"]
         now = time.monotonic()
         if processed != self._progress[1]:
             self._progress = (now, processed)

@@ -9,12 +9,11 @@ import os
 import re
 import signal
 import socket
-import sys
 import time
 
 from anomaly_detector.config.loader import load_config
 from anomaly_detector.config.problems import ERROR
-from anomaly_detector.inputs.runner import SUPPORTED_TYPES, run_inputs
+from anomaly_detector.inputs.runner import UnsupportedInput, require_supported, run_inputs
 from anomaly_detector.ipc.control import ControlBlock, control_bytes
 from anomaly_detector.ipc.ring import Ring, ring_bytes
 from anomaly_detector.ipc.shm import SharedArena, instance_prefix, sweep_stale
@@ -293,9 +292,10 @@ def _ring_shape(cfg):
 
 def _check_inputs(cfg):
     for name, section in cfg["inputs"].items():
-        if section["type"] not in SUPPORTED_TYPES:
-            raise StartError("[inputs.%s] type = %s is not available in this release (supported: %s)"
-                             % (name, section["type"], ", ".join(SUPPORTED_TYPES)))
+        try:
+            require_supported(name, section)
+        except UnsupportedInput as exc:
+            raise StartError(str(exc)) from None
 
 
 def _listen(http):
@@ -307,12 +307,3 @@ def _listen(http):
     sock.set_inheritable(True)
     return sock
 
-
-def run_daemon(config_path):
-    """The CLI's default action: validate the config, then run the arbiter; returns the exit code."""
-    cfg, problems = load_config(config_path)
-    for problem in problems:
-        print(problem.render(), file=sys.stderr)
-    if cfg is None:
-        return EXIT_CONFIG
-    return Arbiter(config_path, cfg).run()

@@ -12,8 +12,9 @@ from anomaly_detector.detection.output_kernels import record_prefix
 from anomaly_detector.parsing.records import RecordParser, parse_columns
 from anomaly_detector.pipeline import Pipeline
 from anomaly_detector.relief import relieve_memory
+from anomaly_detector.storage.appendfile import AppendFile
 from anomaly_detector.worker.joining import join_lines, source_runs
-from anomaly_detector.worker.outputs import AppendFile, incident_lines, with_message_and_source
+from anomaly_detector.worker.outputs import incident_lines, with_message_and_source
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_SECONDS = 0.2
@@ -61,6 +62,7 @@ class DetectorWorker:
         self._next_snapshot = time.monotonic() + self.snapshot_every
         self._relief_seen = control.flags().relief_generation
         self._base_rate = cfg["detection"]["learning_rate"]
+        self._applied = None   # (tier4_enabled, learning_rate_factor) last given to the engine
 
     def run(self, stop):
         """Process batches until asked to stop; then score what is queued now, snapshot, return 0."""
@@ -116,10 +118,15 @@ class DetectorWorker:
             self.incidents.write(incident_lines(incidents))
 
     def _apply_flags(self):
+        """Read the run-time flags once per batch; touch the engine only when they changed."""
         flags = self.control.flags()
-        engine = self.pipeline.engine
-        engine.set_tier_enabled("t4", flags.tier4_enabled)
-        engine.set_learning_rate(self._base_rate * flags.learning_rate_factor)
+        wanted = (flags.tier4_enabled, flags.learning_rate_factor)
+        if wanted != self._applied:
+            self._applied = wanted
+            engine = self.pipeline.engine
+            engine.set_tier_enabled("t4", flags.tier4_enabled)
+            # The factor may exceed 1 (admin flag range); a rate above 1 would make the engine refuse it.
+            engine.set_learning_rate(min(1.0, self._base_rate * flags.learning_rate_factor))
         if flags.relief_generation != self._relief_seen:
             self._relief_seen = flags.relief_generation
             relieve_memory("worker %d" % self.index)

@@ -1,47 +1,9 @@
 """Where a worker's verdicts go: the scored-lines audit file and the incidents file (JSON lines).
 
-Both are appended with one write() per batch on an O_APPEND descriptor, so several workers can
-share a file without interleaving inside a record; each reopens the file when logrotate renames it.
+The worker writes these bytes through storage.appendfile.AppendFile, one write() per batch, so
+several workers can share a file without interleaving inside a record.
 """
 import json
-import os
-
-
-class AppendFile:
-    """A JSON-lines file appended to by several processes; reopened after rename or deletion."""
-
-    def __init__(self, path):
-        self.path = path
-        self._fd = None
-        self._ident = None
-
-    def _ensure_open(self):
-        try:
-            st = os.stat(self.path)
-            current = (st.st_dev, st.st_ino)
-        except FileNotFoundError:
-            current = None
-        if self._fd is None or current != self._ident:
-            if self._fd is not None:
-                os.close(self._fd)
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-            st = os.fstat(self._fd)
-            self._ident = (st.st_dev, st.st_ino)
-
-    def write(self, data):
-        if not data:
-            return
-        self._ensure_open()
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-
-    def close(self):
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 def with_message_and_source(records, messages, source):
