@@ -242,12 +242,14 @@ class DetectionEngine:
 
     def _report(self, closed):
         """Keep closed incidents with enough evidence: a Finding, or incident_min_lines suspicious lines
-        whose strongest line or whose burst reaches the anomaly threshold.
+        of which the strongest reaches the anomaly threshold.
 
-        One odd line is not an outage; like an alert rule's `for:`, an incident must persist.
+        One odd line is not an outage; like an alert rule's `for:`, an incident must persist. The
+        burst score is reported but does not open an incident by itself: suspicious lines are not
+        independent (one slow minute makes many), so a count of them overstates the evidence.
         """
         self.closed += [c.record() for c in closed if c.findings or (
-            c.lines >= self.incident_min_lines and c.evidence >= self.threshold)]
+            c.lines >= self.incident_min_lines and c.score >= self.threshold)]
 
     def _finding_source(self, finding):
         if finding.source.isdigit() and int(finding.source) < len(self.source_names):

@@ -8,7 +8,13 @@ streaming Huber location/scale per slot. A value's surprise is its two-sided nor
 by how often the slot has really produced values beyond CAL_Z (so id-like or heavy-tailed
 positions calibrate themselves down). Drift is an exponentially weighted mean of recent z values.
 The drift mean is standardised by the larger of its iid spread and its own learned spread, so a
-latency that wanders with load is judged against how far it usually wanders.
+latency that wanders with load is judged against how far it usually wanders. A drift must also be
+large: the recent mean (YBAR, on the log scale) must have moved by at least `drift_min_shift`
+(log of the configured ratio), since a latency 30 % up under load is significant but not an incident.
+A value first seen after warm-up stays young until seen min_obs times; its recurrences are tested
+against the highest rate it could have had and still gone unseen before (young_score), so a new
+status code or host that keeps coming back outweighs one odd line, and a rare one coming round
+again does not.
 Categorical values are up to K hashes per slot; a slot with more distinct values stops counting
 and becomes a measurement: only then are its numbers scored (401 is not "twice" 200). Values that
 follow each other closely (the minutes of a time stamp) are a clock, not a measurement: a slot
@@ -18,13 +24,14 @@ not scored either.
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.typed import Dict
 
 from .stats_kernels import log10_count_upper, log10_normal_two_sided, surprisal_score
 
 # numeric stats columns (float64[S, NUM_COLS])
-N_OBS, CENTER, SCALE, ZBAR, EXC_HI, EXC_LO, EXC_DRIFT, N_DRIFT, IN_DRIFT, ZVAR, LAST, DIFF2, REPEAT = range(13)
-NUM_COLS = 13
+N_OBS, CENTER, SCALE, ZBAR, EXC_HI, EXC_LO, EXC_DRIFT, N_DRIFT, IN_DRIFT, ZVAR, LAST, DIFF2, REPEAT, YBAR = range(14)
+NUM_COLS = 14
 # A measurement rarely repeats its previous value exactly; a slot that does so this often is a
 # clock or a counter ticking slower than the lines arrive.
 MAX_REPEAT_SHARE = 0.5
@@ -40,6 +47,10 @@ GATE_INFLATION = 30.0
 SCALE_FLOOR = 0.05              # smallest spread on the log scale (about 5 %)
 HUBER_C = 3.0
 Z_CLIP = 3.0                    # Huber clip of z in the drift mean: a few extreme values do not make a drift
+OPEN_SLOT_VALUES = 3            # a slot with this many values new after warm-up is open-ended
+SUCCESSION_SHARE = 0.5          # a young value this much of its slot's lines replaces the old ones
+NEW_RATE_BOUND = 3.0            # a value unseen in N lines has a rate below 3/N (95 %)
+DEV_CLIP = 8.0                  # clip (in robust deviations) of the values in the drift's size estimate
 QUIET_Z = 2.5                   # below this |z| a tail is not worth computing (score < 20)
 KIND_NONE, KIND_OUTLIER, KIND_DRIFT, KIND_NEW_VALUE = 0, 1, 2, 3
 
@@ -121,6 +132,40 @@ def _drift_spread(st, s, drift_sd):
 
 
 @njit(cache=True)
+def _clipped_dev(st, s, y):
+    """y's distance from the slot's centre, clipped so that one wild value does not make a drift."""
+    limit = DEV_CLIP * 1.2533 * max(st[s, SCALE], SCALE_FLOOR)
+    return min(max(y - st[s, CENTER], -limit), limit)
+
+
+@njit(cache=True)
+def _slot_total(cat_count, cat_nd, s):
+    total = 0.0
+    for q in range(cat_nd[s]):
+        total += cat_count[s, q]
+    return total
+
+
+@njit(cache=True)
+def young_score(novelty, seen, lines_since, lines_before):
+    """Surprise of a young value (or template) seen `seen` times before this line, `lines_since`
+    lines after its first sight, which came after `lines_before` lines without it.
+
+    The larger of its surprise at first sight and that of its recurrences: a value that was
+    there all along at rate r would have shown up in lines_before lines unless r is below about
+    NEW_RATE_BOUND / lines_before (95 %); recurring much faster than that rate means something
+    new is happening, not that a rare value came round again. A value that takes most of its
+    position's lines since it appeared has replaced the old ones (a run id, a date, a version
+    after a deploy): a succession, judged at first sight only.
+    """
+    if novelty <= 0.0 or seen < 1.0 or seen >= SUCCESSION_SHARE * lines_since:
+        return novelty
+    rate = NEW_RATE_BOUND / max(lines_before, 1.0)
+    again = surprisal_score(log10_count_upper(seen, max(lines_since, 1.0) * rate, 1.0))
+    return max(novelty, again)
+
+
+@njit(cache=True)
 def _category_index(cat_hash, cat_nd, s, h):
     for k in range(cat_nd[s]):
         if cat_hash[s, k] == h:
@@ -142,10 +187,10 @@ def _new_value_log10p(cat_count, cat_nd, s):
 
 @njit(cache=True)
 def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_hash, cat_count, cat_nd,
-                 cat_full, cat_novelty, min_obs, drift_alpha):
+                 cat_full, cat_novelty, cat_seen_at, min_obs, drift_alpha, drift_min_shift):
     """Best parameter surprise per line -> (score float32[n], param index int64[n], kind int8[n]).
 
-    State is read, not changed; the drift mean is advanced on a private copy so that lines later
+    State is read, not changed; the drift means are advanced on private copies so that lines later
     in the batch see the earlier ones.
     """
     n = param_ptr.shape[0] - 1
@@ -153,6 +198,10 @@ def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_ha
     which = np.full(n, -1, np.int64)
     kind = np.zeros(n, np.int8)
     zbar = num_stats[:, ZBAR].copy()
+    ybar = num_stats[:, YBAR].copy()
+    # Sightings within this batch count too: an outbreak often fits in one batch.
+    extra = np.zeros(cat_nd.shape[0])      # lines of each categorical slot so far in the batch
+    young = Dict.empty(key_type=types.uint64, value_type=types.float64[:])  # (slot, value) -> state
     drift_sd = math.sqrt(drift_alpha / (2.0 - drift_alpha))
     for i in range(n):
         for j in range(param_ptr[i], param_ptr[i + 1]):
@@ -173,9 +222,11 @@ def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_ha
                     if sc > best[i]:
                         best[i], which[i], kind[i] = sc, j, KIND_OUTLIER
                 zbar[s] += drift_alpha * (min(max(z, -Z_CLIP), Z_CLIP) - zbar[s])
+                ybar[s] += drift_alpha * (_clipped_dev(num_stats, s, signed_log(x)) - ybar[s])
                 nd = num_stats[s, N_DRIFT]
                 spread = _drift_spread(num_stats, s, drift_sd)
-                if nd >= 2.0 / drift_alpha and abs(zbar[s]) > QUIET_Z * spread:
+                large = abs(ybar[s]) >= drift_min_shift and ybar[s] * zbar[s] > 0.0
+                if nd >= 2.0 / drift_alpha and large and abs(zbar[s]) > QUIET_Z * spread:
                     zd = zbar[s] / spread
                     # Drift exceedances are counted per episode, against the number of
                     # roughly independent drift means (one per 2/alpha values).
@@ -184,26 +235,57 @@ def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_ha
                     if sc > best[i]:
                         best[i], which[i], kind[i] = sc, j, KIND_DRIFT
             if cat_full[s] == 0 and cat_nd[s] > 0:
-                k = _category_index(cat_hash, cat_nd, s, param_hash[j])
-                sc = 0.0
-                if k < 0:
-                    total = 0.0
-                    for q in range(cat_nd[s]):
-                        total += cat_count[s, q]
-                    if total >= min_obs:
-                        sc = surprisal_score(_new_value_log10p(cat_count, cat_nd, s))
-                elif cat_count[s, k] < min_obs:
-                    # A value stays new until it has been seen min_obs times: its surprise at
-                    # first sight keeps counting, so an outbreak of it is a burst of evidence.
-                    sc = cat_novelty[s, k]
+                sc = _value_score(young, s, param_hash[j], cat_hash, cat_count, cat_nd, cat_novelty, cat_seen_at,
+                                  extra, min_obs)
                 if sc > best[i]:
                     best[i], which[i], kind[i] = sc, j, KIND_NEW_VALUE
     return best, which, kind
 
 
 @njit(cache=True)
+def _value_score(young, s, h, cat_hash, cat_count, cat_nd, cat_novelty, cat_seen_at, extra, min_obs):
+    """Surprise of a categorical value: unseen, or young (and how often it came back), or known.
+
+    `young` holds [novelty, slot lines before first sight, sightings, earlier late values] of the
+    young values met in this batch; extra[s] counts the batch's lines of slot s so far. Both are advanced here.
+    """
+    learned = _slot_total(cat_count, cat_nd, s)
+    total = learned + extra[s]
+    extra[s] += 1.0
+    key = h ^ np.uint64((s + 1) * 0x9E3779B97F4A7C15)
+    state = young.get(key)
+    if state is None:
+        k = _category_index(cat_hash, cat_nd, s, h)
+        if k >= 0 and cat_count[s, k] >= min_obs:
+            return 0.0
+        if k >= 0:
+            state = np.array([cat_novelty[s, k], cat_seen_at[s, k], cat_count[s, k], _late_values(cat_novelty, s, k)])
+        elif learned >= min_obs:
+            state = np.array([surprisal_score(_new_value_log10p(cat_count, cat_nd, s)), total, 0.0,
+                              _late_values(cat_novelty, s, cat_nd[s])])
+        else:
+            return 0.0
+        young[key] = state
+    # A slot that took new values after warm-up before is open (a count, a growing set): its new
+    # values come back with the load that brought them, so their recurrences prove nothing.
+    sc = state[0] if state[3] >= OPEN_SLOT_VALUES else young_score(state[0], state[2], total - state[1], state[1])
+    state[2] += 1.0
+    return sc
+
+
+@njit(cache=True)
+def _late_values(cat_novelty, s, k):
+    """How many of slot s's values before index k were first seen after it had matured."""
+    late = 0.0
+    for q in range(k):
+        if cat_novelty[s, q] > 0.0:
+            late += 1.0
+    return late
+
+
+@njit(cache=True)
 def learn_params(param_ptr, param_slot, param_num, param_hash, weights, num_stats, cat_hash, cat_count,
-                 cat_nd, cat_full, cat_novelty, min_obs, drift_alpha, base_alpha):
+                 cat_nd, cat_full, cat_novelty, cat_seen_at, min_obs, drift_alpha, base_alpha):
     """Fold one batch into the per-slot statistics (in place). weights float32[n] per line."""
     drift_sd = math.sqrt(drift_alpha / (2.0 - drift_alpha))
     max_cat = cat_hash.shape[1]
@@ -221,11 +303,10 @@ def learn_params(param_ptr, param_slot, param_num, param_hash, weights, num_stat
                 if k >= 0:
                     cat_count[s, k] += w
                 elif cat_nd[s] < max_cat:
-                    total = 0.0
-                    for q in range(cat_nd[s]):
-                        total += cat_count[s, q]
+                    total = _slot_total(cat_count, cat_nd, s)
                     novelty = surprisal_score(_new_value_log10p(cat_count, cat_nd, s)) if total >= min_obs else 0.0
                     cat_novelty[s, cat_nd[s]] = novelty
+                    cat_seen_at[s, cat_nd[s]] = total
                     cat_hash[s, cat_nd[s]] = param_hash[j]
                     cat_count[s, cat_nd[s]] = w
                     cat_nd[s] += 1
@@ -238,8 +319,9 @@ def _learn_number(st, s, y, w, min_obs, drift_alpha, drift_sd, base_alpha):
     nobs = st[s, N_OBS]
     if nobs >= min_obs:
         z = _robust_z(st, s, y)
-        # The short-term drift mean follows every value, whatever its learning weight.
+        # The short-term drift means follow every value, whatever its learning weight.
         st[s, ZBAR] += drift_alpha * (min(max(z, -Z_CLIP), Z_CLIP) - st[s, ZBAR])
+        st[s, YBAR] += drift_alpha * (_clipped_dev(st, s, y) - st[s, YBAR])
         st[s, N_DRIFT] += 1.0
         spread = _drift_spread(st, s, drift_sd)
         exceeding = st[s, N_DRIFT] >= 2.0 / drift_alpha and abs(st[s, ZBAR] / spread) > CAL_Z

@@ -15,6 +15,7 @@ class SlotTwin:
         self.center = 0.0
         self.scale = 0.0
         self.zbar = 0.0
+        self.ybar = 0.0
         self.exc_hi = 0.0
         self.exc_lo = 0.0
         self.exc_drift = 0.0
@@ -26,10 +27,15 @@ class SlotTwin:
         self.repeat = 0.0
         self.values = {}   # hash -> weight, insertion ordered
         self.novelty = {}  # hash -> surprise when first seen
+        self.seen_at = {}  # hash -> the slot's total count when first seen
         self.full = False
 
     def z(self, y):
         return (y - self.center) / (1.2533 * max(self.scale, K.SCALE_FLOOR))
+
+    def dev(self, y):
+        limit = K.DEV_CLIP * 1.2533 * max(self.scale, K.SCALE_FLOOR)
+        return max(-limit, min(limit, y - self.center))
 
 
 def _signed_log(x):
@@ -51,9 +57,20 @@ def _two_sided(z):
     return math.log10(max(math.erfc(abs(z) / math.sqrt(2.0)), 1e-300))
 
 
-def score_lines(lines, slots, min_obs, drift_alpha):
+def young_score(novelty, seen, lines_since, lines_before):
+    if novelty <= 0.0 or seen < 1.0 or seen >= K.SUCCESSION_SHARE * lines_since:
+        return novelty
+    rate = K.NEW_RATE_BOUND / max(lines_before, 1.0)
+    again = log10_count_upper(seen, max(lines_since, 1.0) * rate, 1.0)
+    return max(novelty, min(100.0, max(0.0, -10.0 * again)))
+
+
+def score_lines(lines, slots, min_obs, drift_alpha, drift_min_shift):
     """lines: [[(slot, number or nan, hash), ...], ...] -> [(score, param index in line, kind)]."""
     zbar = {s: slot.zbar for s, slot in slots.items()}
+    ybar = {s: slot.ybar for s, slot in slots.items()}
+    extra = {}   # slot -> its lines so far in this batch
+    young = {}   # (slot, hash) -> [novelty, slot lines before first sight, sightings]
     sd = math.sqrt(drift_alpha / (2.0 - drift_alpha))
     out = []
     for params in lines:
@@ -71,20 +88,46 @@ def score_lines(lines, slots, min_obs, drift_alpha):
                     score = _surprise(_two_sided(z), slot.exc_hi if z > 0 else slot.exc_lo, slot.n)
                     candidates.append((min(score, 10.0 * math.log10(slot.n + 1.0)), K.KIND_OUTLIER))
                 zbar[s] += drift_alpha * (max(-K.Z_CLIP, min(K.Z_CLIP, z)) - zbar[s])
+                ybar[s] += drift_alpha * (slot.dev(_signed_log(x)) - ybar[s])
                 spread = math.sqrt(max(slot.zvar, sd * sd))
-                if slot.n_drift >= 2.0 / drift_alpha and abs(zbar[s]) > K.QUIET_Z * spread:
+                large = abs(ybar[s]) >= drift_min_shift and ybar[s] * zbar[s] > 0
+                if slot.n_drift >= 2.0 / drift_alpha and large and abs(zbar[s]) > K.QUIET_Z * spread:
                     candidates.append((_surprise(_two_sided(zbar[s] / spread), slot.exc_drift,
                                                  slot.n_drift * drift_alpha / 2.0, gate=False), K.KIND_DRIFT))
             if not slot.full and slot.values:
-                if h not in slot.values and sum(slot.values.values()) >= min_obs:
-                    candidates.append((_new_value_surprise(slot), K.KIND_NEW_VALUE))
-                elif h in slot.values and slot.values[h] < min_obs:
-                    candidates.append((slot.novelty[h], K.KIND_NEW_VALUE))
+                candidates.append((_value_score(slot, s, h, extra, young, min_obs), K.KIND_NEW_VALUE))
             for score, kind in candidates:
                 if score > best[0]:
                     best = (score, j, kind)
         out.append(best)
     return out
+
+
+def _value_score(slot, s, h, extra, young, min_obs):
+    learned = sum(slot.values.values())
+    total = learned + extra.get(s, 0.0)
+    extra[s] = extra.get(s, 0.0) + 1.0
+    state = young.get((s, h))
+    if state is None:
+        order = list(slot.values)
+        if h in slot.values:
+            if slot.values[h] >= min_obs:
+                return 0.0
+            earlier = order[:order.index(h)]
+            state = [slot.novelty[h], slot.seen_at[h], slot.values[h]]
+        elif learned >= min_obs:
+            earlier = order
+            state = [_new_value_surprise(slot), total, 0.0]
+        else:
+            return 0.0
+        state.append(sum(1 for v in earlier if slot.novelty[v] > 0))
+        young[(s, h)] = state
+    if state[3] >= K.OPEN_SLOT_VALUES:
+        score = state[0]
+    else:
+        score = young_score(state[0], state[2], total - state[1], state[1])
+    state[2] += 1.0
+    return score
 
 
 def _new_value_surprise(slot):
@@ -106,6 +149,7 @@ def learn_lines(lines, weights, slots, min_obs, drift_alpha, base_alpha, max_val
                 elif len(slot.values) < max_values:
                     known = slot.values and sum(slot.values.values()) >= min_obs
                     slot.novelty[h] = _new_value_surprise(slot) if known else 0.0
+                    slot.seen_at[h] = sum(slot.values.values())
                     slot.values[h] = w
                 else:
                     slot.full = True
@@ -115,6 +159,7 @@ def _learn_number(slot, y, w, min_obs, drift_alpha, sd, base_alpha):
     if slot.n >= min_obs:
         z = slot.z(y)
         slot.zbar += drift_alpha * (max(-K.Z_CLIP, min(K.Z_CLIP, z)) - slot.zbar)
+        slot.ybar += drift_alpha * (slot.dev(y) - slot.ybar)
         slot.n_drift += 1
         spread = math.sqrt(max(slot.zvar, sd * sd))
         exceeding = slot.n_drift >= 2.0 / drift_alpha and abs(slot.zbar / spread) > K.CAL_Z

@@ -352,6 +352,9 @@ def walk_sessions_py(keys, tids, open_wf, sessions):
 # ---------------------------------------------------------------- scoring transitions
 
 SIGNIFICANT_LOG10 = 4.0   # a step this unlikely (1e-4) under "it follows anything alike" scores in full
+# A step seen before in its context scores at most this share of `top`: the workflow has done it
+# before, so one session doing it again is worth a look (suspicious), not an alert by itself.
+SEEN_SHARE = 0.75
 MAX_TAIL_TERMS = 2000
 
 
@@ -376,7 +379,8 @@ def surprise(c, out, share, min_support, rare_p, top):
     Two conditions, both needed: the step is rare in its context (probability under rare_p; never
     seen counts in full), and that rarity is significant given how common the step is elsewhere
     (`share`): a step that is rare everywhere (a slow-request line) is not out of order because
-    one context has not met it yet. Nothing before min_support.
+    one context has not met it yet. Nothing before min_support; a step seen before is capped at
+    SEEN_SHARE of top.
     """
     if out < min_support:
         return 0.0
@@ -387,7 +391,7 @@ def surprise(c, out, share, min_support, rare_p, top):
         p = c / out
         if p >= rare_p:
             return 0.0
-        rarity = min(1.0, math.log(rare_p / p) / math.log(rare_p * out / 0.5))
+        rarity = SEEN_SHARE * min(1.0, math.log(rare_p / p) / math.log(rare_p * out / 0.5))
         k = np.int64(c)
     significance = min(1.0, -poisson_log10_cdf(k, out * share) / SIGNIFICANT_LOG10)
     return top * min(rarity, significance)
@@ -456,7 +460,7 @@ def surprise_py(c, out, share, min_support, rare_p, top):
     else:
         if c / out >= rare_p:
             return 0.0
-        rarity, k = min(1.0, math.log(rare_p * out / c) / math.log(rare_p * out / 0.5)), int(c)
+        rarity, k = SEEN_SHARE * min(1.0, math.log(rare_p * out / c) / math.log(rare_p * out / 0.5)), int(c)
     return top * min(rarity, min(1.0, -poisson_log10_cdf_py(k, out * share) / SIGNIFICANT_LOG10))
 
 

@@ -2,8 +2,8 @@
 
 The baseline is an exponentially weighted level per key times a seasonal factor per key
 (hour of day, day of week; each shrunk towards 1 until enough days are seen), with a learned
-over-dispersion. Spikes score the lines that make them; drops and silence become Findings when
-a bucket closes. Counts are judged by quasi-Poisson tail probabilities (stats_kernels.py).
+over-dispersion. Spikes score the lines that make them, when they are both significant and at
+least spike_min_ratio times the expectation; drops and silence become Findings when a bucket closes. Counts are judged by quasi-Poisson tail probabilities (stats_kernels.py).
 """
 import numpy as np
 
@@ -14,6 +14,8 @@ from .stats_kernels import count_lower_scores, count_upper_scores
 DROP_WINDOWS = (1, 5, 15)
 # Residuals beyond this many standard deviations are clipped before they reach the baseline.
 CLIP_SIGMAS = 4.0
+# Dispersion and forecast error are learned this many times slower than the level.
+DISPERSION_SLOWER = 10.0
 # A volume forecast is never trusted to better than this relative error, however steady the key.
 MIN_RELATIVE_ERROR = 0.1
 # A key non-zero in fewer buckets than this is sparse: its counts come in clumps (a job's lines).
@@ -135,6 +137,7 @@ class VolumeTier(Tier):
         self.bucket_seconds = float(settings["bucket_seconds"])
         self.min_history = int(settings["min_history_buckets"])
         self.finding_min_score = float(settings["finding_min_score"])
+        self.spike_min_ratio = float(settings["spike_min_ratio"])
         self.templates = KeyBaseline()
         self.sources = KeyBaseline(8)
         self.season = Seasonality()            # per source
@@ -170,8 +173,15 @@ class VolumeTier(Tier):
         # quiet lately: a spike is judged against at least its long-run mean.
         long_run = base.total[keys] / np.maximum(base.age[keys], 1)
         mus = np.maximum(np.maximum(base.level[keys] * season, long_run), 1e-3)
+        # A sparse key (a job's progress lines) comes in clumps: when it shows up, its usual clump
+        # is what to expect in that bucket, not its long-run mean.
+        sparse = base.nonzero[keys] < SPARSE_FRACTION
+        mus = np.where(sparse, np.maximum(mus, base.clump[keys]), mus)
         scores = count_upper_scores(counts, mus, _dispersion(base, keys), base.rel2[keys])
         scores[base.age[keys] < self.min_history] = 0.0
+        # Significant is not enough: a spike must also be large, even at the low end of its
+        # sampling error (two Poisson deviations below the count).
+        scores[counts - 2.0 * np.sqrt(counts) < self.spike_min_ratio * mus] = 0.0
         if not ctx.warm:
             scores[:] = 0.0
         return scores, counts, mus
@@ -283,10 +293,13 @@ class VolumeTier(Tier):
         sd = np.sqrt(np.maximum(mu * base.phi, 1.0))
         x_clipped = np.clip(x, mu - CLIP_SIGMAS * sd, mu + CLIP_SIGMAS * sd)
         alpha = np.maximum(self.learning_rate, 1.0 / (base.age + 1.0))
+        # The spread is a slow property of a key: learned DISPERSION_SLOWER times slower than the
+        # level, so that a spike lasting half an hour cannot teach the model that spikes are normal.
+        slow = np.maximum(self.learning_rate / DISPERSION_SLOWER, 1.0 / (base.age + 1.0))
         resid2 = np.minimum((x_clipped - mu) ** 2 / np.maximum(mu, 1e-3), CLIP_SIGMAS ** 2 * np.maximum(base.phi, 1.0))
-        base.phi = np.where(seen, base.phi + alpha * (resid2 - base.phi), base.phi)
+        base.phi = np.where(seen, base.phi + slow * (resid2 - base.phi), base.phi)
         raw = base.open_raw / np.maximum(season, 1e-6)
-        self._update_shape(base, seen, x, raw, mu, alpha)
+        self._update_shape(base, seen, x, raw, mu, slow)
         base.level = np.where(seen, mu + alpha * (x_clipped - mu), np.where(new, x, mu))
         base.total += np.where(seen | new, x, 0.0)
         base.age += (seen | new).astype(np.int64)

@@ -23,17 +23,22 @@ class NoveltyTier(Tier):
         super().__init__(settings)
         self.min_obs = float(settings["min_observations"])
         self.drift_alpha = float(settings["drift_alpha"])
+        self.drift_min_shift = math.log(float(settings["drift_min_ratio"]))
         self.numeric_memory = float(settings["numeric_memory"])
         self.max_values = int(settings["max_categories"])
         self.template_count = np.zeros(64)
         self.template_severe = np.zeros(64, np.int8)   # 1 once a template was seen at WARNING or worse
         self.template_novelty = np.zeros(64, np.float32)  # rarity score at first sight (after warm-up)
+        self.template_seen_at = np.zeros(64)               # lines learned before its first sight
+        self.template_open = np.zeros(64, np.int8)         # 1: its source was open-ended at first sight
+        self.source_late = np.zeros(8)                     # informational templates new after warm-up
         self.slot_index = np.full((64, MAX_POSITIONS), -1, np.int32)
         self.next_slot = 0
         self.num_stats = np.zeros((64, K.NUM_COLS))
         self.cat_hash = np.zeros((64, self.max_values), np.uint64)
         self.cat_count = np.zeros((64, self.max_values))
         self.cat_novelty = np.zeros((64, self.max_values), np.float32)  # surprise of each value at first sight
+        self.cat_seen_at = np.zeros((64, self.max_values))  # the slot's count when each value was first seen
         self.cat_nd = np.zeros(64, np.int32)
         self.cat_full = np.zeros(64, np.int8)
 
@@ -49,13 +54,27 @@ class NoveltyTier(Tier):
         slots = K.lookup_slots(batch.template_id, batch.param_ptr, batch.param_pos, self.slot_index)
         param_scores, which, kind = K.score_params(
             batch.param_ptr, slots, batch.param_num, batch.param_hash, self.num_stats, self.cat_hash,
-            self.cat_count, self.cat_nd, self.cat_full, self.cat_novelty, self.min_obs, self.drift_alpha)
+            self.cat_count, self.cat_nd, self.cat_full, self.cat_novelty, self.cat_seen_at, self.min_obs,
+            self.drift_alpha, self.drift_min_shift)
         np.maximum(rarity, param_scores, out=scores)
         self._explain_rarity(result, rarity, counts, batch, ctx)
         self._explain_params(result, param_scores, which, kind, slots, batch, ctx)
         return result
 
     def _rarity_scores(self, batch):
+        """Surprise of meeting a template this rare, young templates' recurrences included."""
+        scores, counts, severe, total = self._first_sight_scores(batch)
+        # A template stays new until it has been seen min_observations times: its surprise at
+        # first sight keeps counting. A new warning or error that recurs (a new failure mode), or
+        # a new message of a source whose messages were a closed set, gains evidence with each
+        # recurrence (novelty_kernels.young_score).
+        young = (counts < self.min_obs) & (self.template_novelty[batch.template_id] > 0)
+        scores[young] = np.maximum(scores[young], self.template_novelty[batch.template_id[young]])
+        self._recurrences(batch, scores, counts, (severe | self._closed(batch, counts)) & (counts < self.min_obs),
+                          total)
+        return scores, counts
+
+    def _first_sight_scores(self, batch):
         """Surprise of meeting a template this rare, from the mass of equally rare templates."""
         counts = self.template_count[batch.template_id]
         # A known template keeps its class; a new one takes the class of its line's level.
@@ -76,11 +95,30 @@ class NoveltyTier(Tier):
             rare_mass = mass_upto[np.searchsorted(seen, c, side="right")] + singletons + 0.5
             p = np.minimum(rare_mass / (total + 1.0), 1.0)
             scores[lines] = np.clip(-10.0 * np.log10(p), 0.0, 100.0)
-        # A template stays new until it has been seen min_observations times: its surprise at
-        # first sight keeps counting, so an outbreak of a new message is a burst of evidence.
-        young = counts < self.min_obs
-        scores[young] = np.maximum(scores[young], self.template_novelty[batch.template_id[young]])
-        return scores, counts
+        return scores, counts, severe, total
+
+    def _closed(self, batch, counts):
+        """Lines whose template came (or would come) from a source whose set of informational
+        templates was closed: fewer than OPEN_SLOT_VALUES new ones since warm-up. An open source
+        (new user agents, new jobs) brings new templates with the traffic that makes them recur."""
+        self._grow_sources(batch)
+        src_closed = self.source_late[batch.source_id] < K.OPEN_SLOT_VALUES
+        return np.where(counts > 0, self.template_open[batch.template_id] == 0, src_closed)
+
+    def _recurrences(self, batch, scores, counts, candidates, total):
+        """Young severe templates: add the evidence of their recurrences, this batch's included."""
+        first = {}  # template -> [novelty, batch index of first sight (<0: before), lines before it, seen]
+        for i in np.flatnonzero(candidates).tolist():
+            t = int(batch.template_id[i])
+            if t not in first:
+                if counts[i] > 0:
+                    before = self.template_seen_at[t]
+                    first[t] = [float(self.template_novelty[t]), before - total, before, counts[i]]
+                else:
+                    first[t] = [float(scores[i]), float(i), total + i, 0.0]
+            novelty, at, before, seen = first[t]
+            scores[i] = max(scores[i], K.young_score(novelty, seen, i - at, before))
+            first[t][3] = seen + 1.0
 
     def _explain_rarity(self, result, rarity, counts, batch, ctx):
         for i in np.flatnonzero(rarity >= 40.0):
@@ -130,14 +168,22 @@ class NoveltyTier(Tier):
                                                self.slot_index, self.next_slot)
         K.learn_params(batch.param_ptr, slots, batch.param_num, batch.param_hash, weights.astype(np.float32),
                        self.num_stats, self.cat_hash, self.cat_count, self.cat_nd, self.cat_full, self.cat_novelty,
+                       self.cat_seen_at,
                        self.min_obs, self.drift_alpha, self._numeric_alpha())
 
     def _remember_novelty(self, batch):
         new = self.template_count[batch.template_id] == 0
         if new.any():
-            rarity, _ = self._rarity_scores(batch)
+            rarity = self._first_sight_scores(batch)[0]
             tids = batch.template_id[new]
             self.template_novelty[tids] = np.maximum(self.template_novelty[tids], rarity[new])
+            self.template_seen_at[tids] = self.template_count.sum()
+            self._grow_sources(batch)
+            tids, first = np.unique(tids, return_index=True)
+            src = batch.source_id[new][first]
+            self.template_open[tids] = self.source_late[src] >= K.OPEN_SLOT_VALUES
+            informational = batch.level[new][first] < LEVEL_WARNING
+            np.add.at(self.source_late, src[informational], 1.0)
 
     def _new_slot_count(self, batch):
         """How many (template, position) pairs of this batch have no slot yet."""
@@ -161,7 +207,14 @@ class NoveltyTier(Tier):
         self.template_count = _grown(self.template_count, new, 0)
         self.template_severe = _grown(self.template_severe, new, 0)
         self.template_novelty = _grown(self.template_novelty, new, 0)
+        self.template_seen_at = _grown(self.template_seen_at, new, 0)
+        self.template_open = _grown(self.template_open, new, 0)
         self.slot_index = _grown(self.slot_index, new, -1)
+
+    def _grow_sources(self, batch):
+        n = int(batch.source_id.max()) + 1 if batch.n else 0
+        if n > self.source_late.size:
+            self.source_late = _grown(self.source_late, max(n, 2 * self.source_late.size), 0)
 
     def _grow_slots(self, n):
         size = self.num_stats.shape[0]
@@ -171,18 +224,20 @@ class NoveltyTier(Tier):
         while new < n:
             new *= 2
         for name, fill in (("num_stats", 0), ("cat_hash", 0), ("cat_count", 0), ("cat_nd", 0), ("cat_full", 0),
-                           ("cat_novelty", 0)):
+                           ("cat_novelty", 0), ("cat_seen_at", 0)):
             setattr(self, name, _grown(getattr(self, name), new, fill))
 
     def state(self):
         used = self.next_slot
         return {"template_count": self.template_count.tolist(), "template_severe": self.template_severe.tolist(),
-                "template_novelty": self.template_novelty.tolist(),
+                "template_novelty": self.template_novelty.tolist(), "template_seen_at": self.template_seen_at.tolist(),
+                "template_open": self.template_open.tolist(), "source_late": self.source_late.tolist(),
                 "slot_index": self.slot_index.tolist(), "next_slot": used,
                 "num_stats": self.num_stats[:used].tolist(),
                 "cat_hash": [[str(h) for h in row] for row in self.cat_hash[:used]],
                 "cat_count": self.cat_count[:used].tolist(), "cat_nd": self.cat_nd[:used].tolist(),
-                "cat_full": self.cat_full[:used].tolist(), "cat_novelty": self.cat_novelty[:used].tolist()}
+                "cat_full": self.cat_full[:used].tolist(), "cat_novelty": self.cat_novelty[:used].tolist(),
+                "cat_seen_at": self.cat_seen_at[:used].tolist()}
 
     def load_state(self, state):
         if "slot_index" not in state:
@@ -194,7 +249,11 @@ class NoveltyTier(Tier):
         self.slot_index = np.asarray(state["slot_index"], np.int32).reshape(-1, MAX_POSITIONS)
         self.next_slot = int(state["next_slot"])
         size = max(64, self.next_slot)
-        self.num_stats = _grown(np.asarray(state["num_stats"], np.float64).reshape(-1, K.NUM_COLS), size, 0)
+        self.template_seen_at = np.asarray(state.get("template_seen_at", np.zeros(self.template_count.size)),
+                                           np.float64)
+        self.template_open = np.asarray(state.get("template_open", np.zeros(self.template_count.size)), np.int8)
+        self.source_late = np.asarray(state.get("source_late", np.zeros(8)), np.float64)
+        self.num_stats = _grown(_columns(state["num_stats"], K.NUM_COLS), size, 0)
         hashes = np.array([[int(h) for h in row] for row in state["cat_hash"]], np.uint64)
         self.cat_hash = _grown(hashes.reshape(-1, self.max_values), size, 0)
         self.cat_count = _grown(np.asarray(state["cat_count"], np.float64).reshape(-1, self.max_values), size, 0)
@@ -202,12 +261,21 @@ class NoveltyTier(Tier):
         self.cat_full = _grown(np.asarray(state["cat_full"], np.int8), size, 0)
         novelty = np.asarray(state.get("cat_novelty", np.zeros((0, self.max_values))), np.float32)
         self.cat_novelty = _grown(novelty.reshape(-1, self.max_values), size, 0)
+        self.cat_seen_at = _grown(_columns(state.get("cat_seen_at", []), self.max_values), size, 0)
 
 
 def _param_text(batch, j):
     # The value's text is not kept in the batch; its number (when it is one) stands for it.
     value = batch.param_num[j]
     return "%g" % value if np.isfinite(value) else "#%x" % int(batch.param_hash[j])
+
+
+def _columns(rows, cols):
+    """float64[len(rows), cols] from saved rows; a state saved with fewer columns is padded with 0."""
+    arr = np.asarray(rows, np.float64).reshape(len(rows), -1) if len(rows) else np.zeros((0, cols))
+    out = np.zeros((arr.shape[0], cols))
+    out[:, :min(cols, arr.shape[1])] = arr[:, :cols]
+    return out
 
 
 def _grown(arr, rows, fill):

@@ -35,6 +35,8 @@ WINDOW_VARIANCE = 0.95      # share of variance the normal subspace explains
 WINDOW_COMPONENTS = 16      # most directions in that subspace (tracked by orthogonal iteration)
 WINDOW_REFIT = 8            # after warm-up the subspace is refitted every this many learned windows
 WINDOW_CLEAN = 0.9          # share of learnable lines a window needs to be learned
+WINDOW_HISTORY = 4096       # residuals of learned windows kept to calibrate the window score (~3 days)
+WINDOW_TAIL = 0.05          # share of the largest residuals the tail (Pareto) fit uses
 TEXT_CHARS = 80
 
 
@@ -346,6 +348,9 @@ class WindowStructure:
 
     A window whose residual off that subspace is far above the learned residuals becomes a Finding
     naming the templates that moved most. One small eigh per window; nothing per line but a bincount.
+    Its score is the tail probability of its residual among the residuals of recent normal windows,
+    beyond the largest of them by a Pareto fit of their top WINDOW_TAIL (residuals are heavy-tailed:
+    a z-score on them raises a few false alarms a day).
     """
 
     def __init__(self, settings):
@@ -368,6 +373,7 @@ class WindowStructure:
         self.spe_dev = 0.0
         self.closed = 0
         self.flagged = 0
+        self.history = np.full(WINDOW_HISTORY, np.nan)
 
     def add(self, ts, tids, weights, learning_rate):
         """Count lines into windows; return [(window start, residual info)] of windows judged unusual."""
@@ -420,10 +426,28 @@ class WindowStructure:
             z = (spe - self.spe_mean) / max(1.2533 * self.spe_dev, 1.0)
             if z > self.sigmas and spe > 2.0 * self.spe_mean:
                 self.flagged += 1
-                unusual.append((start, x, self.mu + fitted, r, z))
+                unusual.append((start, x, self.mu + fitted, r, z, self.tail_log10p(spe)))
         if not unusual and unlearned <= (1.0 - WINDOW_CLEAN) * total:
             self._learn(d, spe, learning_rate)
+            self.history[self.n % WINDOW_HISTORY] = spe
         return unusual
+
+    def tail_log10p(self, spe):
+        """log10 of the share of normal windows with a residual this large (Pareto beyond the data)."""
+        seen = np.sort(self.history[np.isfinite(self.history)])
+        n = seen.size
+        if n == 0:
+            return 0.0
+        k = max(10, int(n * WINDOW_TAIL))
+        if n <= k:
+            return math.log10((np.sum(seen >= spe) + 1.0) / (n + 1.0))
+        u = max(float(seen[n - k - 1]), 1e-12)
+        if spe <= u:
+            return math.log10((np.sum(seen >= spe) + 1.0) / (n + 1.0))
+        hill = float(np.mean(np.log(np.maximum(seen[n - k:], u) / u)))  # 1 / tail index
+        if hill <= 0:
+            return math.log10(1.0 / (n + 1.0))
+        return math.log10(k / n) - math.log10(spe / u) / hill
 
     def _learn(self, d, spe, learning_rate):
         self.n += 1
@@ -452,7 +476,8 @@ class WindowStructure:
         return {"current": None if math.isnan(self.current) else self.current, "counts": self.counts.tolist(),
                 "unlearned": self.unlearned, "dim_tid": self.dim_tid.tolist(), "n": self.n, "mu": self.mu.tolist(),
                 "cov": self.cov.tolist(), "basis": self.basis.tolist(), "vecs": self.vecs.tolist(), "spe_n": self.spe_n,
-                "spe_mean": self.spe_mean, "spe_dev": self.spe_dev, "closed": self.closed, "flagged": self.flagged}
+                "spe_mean": self.spe_mean, "spe_dev": self.spe_dev, "closed": self.closed, "flagged": self.flagged,
+                "history": [None if math.isnan(v) else v for v in self.history.tolist()]}
 
     def load_state(self, state):
         self.current = math.nan if state.get("current") is None else float(state["current"])
@@ -460,6 +485,9 @@ class WindowStructure:
             setattr(self, name, int(state.get(name, 0)))
         self.spe_mean = float(state.get("spe_mean", 0.0))
         self.spe_dev = float(state.get("spe_dev", 0.0))
+        history = [np.nan if v is None else v for v in state.get("history", [])][:WINDOW_HISTORY]
+        self.history = np.full(WINDOW_HISTORY, np.nan)
+        self.history[:len(history)] = history
         self.counts = np.asarray(state.get("counts", self.counts), np.float64).reshape(WINDOW_DIMS)
         self.dim_tid = np.asarray(state.get("dim_tid", self.dim_tid), np.int64).reshape(WINDOW_DIMS)
         self.mu = np.asarray(state.get("mu", self.mu), np.float64).reshape(WINDOW_DIMS)
@@ -832,11 +860,11 @@ class SequenceTier(Tier):
 
     def _window_findings(self, unusual):
         out = []
-        for start, x, expected, r, z in unusual:
+        for start, x, expected, r, z, log10p in unusual:
             dims = np.argsort(-np.abs(r))[:3].tolist()
             names = [f"'{self._text(int(self.window.dim_tid[d]))}'" for d in dims]
             out.append(Finding(tier=self.name, ts=start + self.window.seconds,
-                               key=f"window:{start:.0f}", score=self.top,
+                               key=f"window:{start:.0f}", score=min(self.top, -10.0 * log10p),
                                reason=f"unusual mix of templates in a {self.window.seconds:.0f} s window "
                                       f"({z:.0f} deviations off the learned structure)",
                                expected="; ".join(f"{n} {100 * max(expected[d], 0.0) ** 2:.1f}% of lines"

@@ -55,6 +55,7 @@ def _random_batches(rng, n_batches, n_lines, n_templates):
 def test_param_kernels_match_the_dict_twin():
     rng = np.random.default_rng(3)
     min_obs, alpha, base, max_values, n_templates = 20.0, 0.1, 0.01, 8, 5
+    min_shift = 0.2  # small enough for the random stream to meet the drift-size gate both ways
     slot_index = np.full((n_templates, 16), -1, np.int32)
     next_slot = 0
     size = n_templates * 16
@@ -64,14 +65,15 @@ def test_param_kernels_match_the_dict_twin():
     cat_nd = np.zeros(size, np.int32)
     cat_full = np.zeros(size, np.int8)
     cat_novelty = np.zeros((size, max_values), np.float32)
+    cat_seen_at = np.zeros((size, max_values))
     twins = {}
     for tids, ptr, pos, nums, hashes, weights in _random_batches(rng, 12, 300, n_templates):
         slots = K.lookup_slots(tids, ptr, pos, slot_index)
         got = K.score_params(ptr, slots, nums, hashes, num, cat_hash, cat_count, cat_nd, cat_full, cat_novelty,
-                             min_obs, alpha)
+                             cat_seen_at, min_obs, alpha, min_shift)
         lines = [[(int(slots[j]), float(nums[j]), int(hashes[j])) for j in range(ptr[i], ptr[i + 1])]
                  for i in range(len(tids))]
-        want = T.score_lines(lines, twins, min_obs, alpha)
+        want = T.score_lines(lines, twins, min_obs, alpha, min_shift)
         for i, (score, j, kind) in enumerate(want):
             assert got[0][i] == pytest.approx(score, abs=1e-3)
             if score > 0:
@@ -79,7 +81,7 @@ def test_param_kernels_match_the_dict_twin():
                 assert got[1][i] - ptr[i] == j
         slots, next_slot = K.assign_slots(tids, ptr, pos, slot_index, next_slot)
         K.learn_params(ptr, slots, nums, hashes, weights, num, cat_hash, cat_count, cat_nd, cat_full, cat_novelty,
-                       min_obs, alpha, base)
+                       cat_seen_at, min_obs, alpha, base)
         lines = [[(int(slots[j]), float(nums[j]), int(hashes[j])) for j in range(ptr[i], ptr[i + 1])]
                  for i in range(len(tids))]
         T.learn_lines(lines, weights.tolist(), twins, min_obs, alpha, base, max_values)
@@ -88,6 +90,7 @@ def test_param_kernels_match_the_dict_twin():
         assert num[s, K.N_OBS] == pytest.approx(twin.n)
         assert num[s, K.CENTER] == pytest.approx(twin.center, abs=1e-9)
         assert num[s, K.SCALE] == pytest.approx(twin.scale, abs=1e-9)
+        assert num[s, K.YBAR] == pytest.approx(twin.ybar, abs=1e-9)
         assert bool(cat_full[s]) == twin.full
 
 

@@ -72,8 +72,10 @@ def test_steady_traffic_raises_nothing_and_outliers_and_new_templates_do():
     assert got.tiers[2].min() >= 40, "a never-seen template after warm-up is surprising"
     again = engine.process(make_batch(ts + 200, [9] * 6, level=[5] * 6), 10)
     assert again.tiers[2].min() >= 40, "a new template stays new until min_observations sightings"
-    kinds = {i["kind"] for i in got.incidents + engine.finish()}
-    assert "value_drift" in kinds or "unusual_value" in kinds
+    incidents = got.incidents + engine.finish()
+    # One source, one episode: the shift and the new error make one incident, naming both.
+    reasons = " ".join(r for i in incidents for r in i["reasons"])
+    assert ("drift" in reasons or "unusual value" in reasons) and any(9 in i["templates"] for i in incidents)
 
 
 def test_silent_source_is_a_finding_not_tied_to_a_line():
@@ -159,3 +161,54 @@ def test_incident_ids_are_deterministic():
         engine.process(make_batch(T0 + np.arange(6.0), [7] * 6, level=[LEVEL_CRITICAL] * 6), 8)
         return [i["id"] for i in engine.finish()]
     assert run() == run() and len(run()[0]) == 16
+
+
+def hosts(engine, minutes, rng, start, pick):
+    """Steady traffic whose one parameter is categorical: pick(n, tids) gives each line's value id."""
+    last = None
+    for m in range(0, minutes, 10):
+        n = 600
+        ts = start + 60.0 * m + np.sort(rng.uniform(0, 600, n))
+        tids = rng.integers(0, 4, n)
+        batch = make_batch(ts, tids, values=np.full(n, np.nan))
+        batch.param_hash = pick(n, tids).astype(np.uint64) + np.uint64(7)
+        last = engine.process(batch, 10)
+    return last, tids
+
+
+def test_a_new_value_that_keeps_coming_back_alerts_but_a_succession_does_not():
+    rng = np.random.default_rng(5)
+    usual = lambda n, tids: rng.integers(0, 3, n)   # noqa: E731 - three hosts
+    outbreak = DetectionEngine(config())
+    hosts(outbreak, 600, rng, T0, usual)
+    # one host in five becomes a never-seen one: a new value, and it keeps coming back
+    got, tids = hosts(outbreak, 10, rng, T0 + 600 * 60, lambda n, t: np.where(rng.random(n) < 0.2, 9, usual(n, t)))
+    assert got.tiers[2].max() >= 70 and got.anomaly.any()
+    assert any("new value" in r[1] for rs in got.reasons.values() for r in rs)
+    # every line takes the new value (a run id, a date, a version after a deploy): first sight only
+    succession = DetectionEngine(config())
+    hosts(succession, 600, rng, T0, usual)
+    got, _ = hosts(succession, 10, rng, T0 + 600 * 60, lambda n, t: np.full(n, 9))
+    assert 0 < got.tiers[2].max() < 70 and not got.anomaly.any()
+
+
+def test_a_doubling_of_traffic_is_no_spike_and_does_not_teach_the_model_spikes():
+    rng = np.random.default_rng(6)
+    engine = DetectionEngine(config())
+    steady(engine, 300, rng)
+    t2 = engine.tiers["t2"]
+    phi = t2.templates.phi[2]
+    # 30 minutes at twice the usual rate of every template: a rush hour, not an incident
+    assert steady(engine, 30, rng, start=T0 + 300 * 60, per_minute=120) == 0
+    assert t2.templates.phi[2] < 2 * max(phi, 1.0), "a short surge must not inflate the learned spread"
+
+
+def test_window_scores_come_from_the_tail_of_normal_windows():
+    from anomaly_detector.detection.tier4_sequence import WindowStructure
+    ws = WindowStructure({"window_seconds": 60, "window_min_lines": 10, "window_warmup": 4, "window_sigmas": 10})
+    ws.history[:1000] = np.random.default_rng(7).pareto(3.0, 1000) + 1.0
+    top = float(np.nanmax(ws.history))
+    ps = [ws.tail_log10p(x) for x in (1.0, top, 2 * top, 10 * top)]
+    assert ps == sorted(ps, reverse=True) and ps[0] > -0.5
+    assert -3.5 < ps[1] < -2.0, "the largest of 1000 normal windows is about one in a thousand"
+    assert ps[3] < ps[2] < ps[1]
