@@ -145,9 +145,9 @@ class DetectionEngine:
         self.lines_seen += batch.n
         self.now = ctx.now
         suspicious = score >= self.suspicious_score
-        reasons = self._reasons(suspicious, tiers, results)
-        self._record_incidents(batch, ctx, suspicious, score, tiers, reasons, findings, samples)
-        reasons = {i: r for i, r in reasons.items() if anomaly[i]}
+        describe = _Describer(batch, ctx, score, tiers, results, samples)
+        self._record_incidents(batch, ctx, suspicious, score, tiers, describe, findings)
+        reasons = {i: describe.explained(i) for i in np.flatnonzero(anomaly).tolist()}
         return BatchScores(score, anomaly, tiers, reasons, self.collect_incidents())
 
     def _enabled_items(self):
@@ -183,35 +183,21 @@ class DetectionEngine:
         strongest = tiers.max(axis=0)
         return np.minimum(strongest + self.corroboration * (tiers.sum(axis=0) - strongest), 100.0).astype(np.float32)
 
-    def _reasons(self, anomaly, tiers, results):
-        """{line: [(tier score, reason, expected, observed)]} for anomalous lines, strongest first."""
-        reasons = {}
-        for i in np.flatnonzero(anomaly):
-            i = int(i)
-            found = []
-            for name, result in results.items():
-                k = TIER_NAMES.index(name)
-                if tiers[k, i] >= EXPLAIN_MIN_SCORE and i in result.reasons:
-                    found.append((float(tiers[k, i]), result.reasons[i], result.expected.get(i, ""),
-                                  result.observed.get(i, "")))
-            reasons[i] = sorted(found, key=lambda r: -r[0])
-        return reasons
-
     # -- incidents ---------------------------------------------------------------------------
 
-    def _record_incidents(self, batch, ctx, suspicious, score, tiers, reasons, findings, samples):
+    def _record_incidents(self, batch, ctx, suspicious, score, tiers, describe, findings):
         expected = self._learn_suspicious_rate(batch, ctx, suspicious)
-        for i in np.flatnonzero(suspicious):
-            i = int(i)
-            source = ctx.source_name(int(batch.source_id[i]))
-            tid = int(batch.template_id[i])
-            explained = [(r, e, o, s) for s, r, e, o in reasons[i]]
-            if not explained:
-                explained = [("combined score %.0f" % score[i], "", "", float(score[i]))]
-            tier_scores = {TIER_NAMES[k]: float(tiers[k, i]) for k in range(4) if tiers[k, i] > 0}
-            self._report(self.book.add(
-                source, float(ctx.ts[i]), float(score[i]), tier_scores, tid, ctx.template_text(tid), explained,
-                batch.content(i) if samples else "", opened_by=str(tid), expected_per_window=expected.get(source)))
+        lines = np.flatnonzero(suspicious)
+        if lines.size:
+            src = batch.source_id[lines]
+            order = np.lexsort((ctx.ts[lines], src))
+            lines, src = lines[order], src[order]
+            for run in np.split(np.arange(lines.size), np.flatnonzero(np.diff(src)) + 1):
+                part = lines[run]
+                source = ctx.source_name(int(src[run[0]]))
+                tier_scores = {name: tiers[k, part] for k, name in enumerate(TIER_NAMES)}
+                self._report(self.book.add_lines(source, ctx.ts[part], score[part], tier_scores,
+                                                 batch.template_id[part], part, describe, expected.get(source)))
         for f in findings:
             if f.score < self.threshold or self.template_weight.get(f.template_id, 1.0) < 1.0:
                 continue
@@ -317,3 +303,32 @@ def _forward_filled(ts, before):
     np.maximum.accumulate(idx, out=idx)
     first = before if before is not None else ts[good][0]
     return np.where(idx >= 0, ts[np.maximum(idx, 0)], first)
+
+
+class _Describer:
+    """Texts about one batch's lines for incidents and output, made only for the lines asked about."""
+
+    def __init__(self, batch, ctx, score, tiers, results, samples):
+        self.batch, self.ctx, self.score, self.tiers, self.results = batch, ctx, score, tiers, results
+        self.samples = samples
+
+    def explained(self, i):
+        """[(tier score, reason, expected, observed)] of line i, strongest first."""
+        found = []
+        for name, result in self.results.items():
+            k = TIER_NAMES.index(name)
+            if self.tiers[k, i] >= EXPLAIN_MIN_SCORE and i in result.reasons:
+                found.append((float(self.tiers[k, i]), result.reasons[i], result.expected.get(i, ""),
+                              result.observed.get(i, "")))
+        return sorted(found, key=lambda r: -r[0])
+
+    def reasons(self, i):
+        """(reason, expected, observed, score) of line i for an incident."""
+        found = [(r, e, o, s) for s, r, e, o in self.explained(i)]
+        return found or [("combined score %.0f" % self.score[i], "", "", float(self.score[i]))]
+
+    def template(self, tid):
+        return self.ctx.template_text(tid)
+
+    def sample(self, i):
+        return self.batch.content(i) if self.samples else ""

@@ -9,6 +9,8 @@ import hashlib
 from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .stats_kernels import log10_count_upper, surprisal_score
 
 # Tier whose evidence dominates -> the kind of incident reported to operators.
@@ -17,6 +19,7 @@ KIND_BY_REASON = (("silent", "silent_source"), ("volume drop", "volume_drop"), (
                   ("drift", "value_drift"), ("unusual value", "unusual_value"), ("new value", "new_value"),
                   ("rule", "rule_burst"), ("workflow", "sequence"), ("window", "window_structure"))
 MAX_SAMPLES = 5
+REASONS_PER_RUN = 8     # strongest lines of a run of suspicious lines whose reasons are kept
 
 
 @dataclass
@@ -61,6 +64,43 @@ class Incident:
     def evidence(self):
         return max(self.score, self.burst)
 
+    def add_many(self, ts, score, tiers, tids, lines, describe):
+        """Add a time-ordered run of suspicious lines (arrays; tiers is {tier name: scores}).
+
+        Python work is per template and for the few strongest lines only: `describe` gives the
+        texts (template(tid), reasons(line), sample(line)) for the batch line numbers in `lines`.
+        """
+        self.first_seen = min(self.first_seen, float(ts[0]))
+        self.last_seen = max(self.last_seen, float(ts[-1]))
+        self.lines += int(ts.size)
+        self.score = max(self.score, float(score.max()))
+        for tier, values in tiers.items():
+            top = float(values.max())
+            if top > 0:
+                self.tier_scores[tier] = max(self.tier_scores.get(tier, 0.0), top)
+        for tid, count in zip(*(a.tolist() for a in np.unique(tids, return_counts=True))):
+            hit = self.template_hits.setdefault(tid, [0, describe.template(tid)])
+            hit[0] += count
+        for i in lines[np.argsort(-score, kind="stable")[:REASONS_PER_RUN]].tolist():
+            self._add_reasons(describe.reasons(i))
+        for i in lines[:max(0, MAX_SAMPLES - len(self.samples))].tolist():
+            self.samples.append(describe.sample(i))
+
+    def add_bursts(self, ts, expected_per_window):
+        """add_burst for a time-ordered run of lines at once (the burst score only grows with the count)."""
+        times = np.concatenate([np.fromiter(self.recent, float, len(self.recent)), ts])
+        within = np.arange(times.size) - np.searchsorted(times, times - self.window, side="right") + 1
+        top = float(within[len(self.recent):].max())
+        burst = surprisal_score(log10_count_upper(top, max(expected_per_window, 1e-6), 1.0))
+        self.burst = max(self.burst, float(burst))
+        self.recent = deque(times[times > times[-1] - self.window].tolist())
+
+    def _add_reasons(self, reasons):
+        for reason, expected, observed, value in reasons:
+            best = self.reason_hits.get(reason)
+            if best is None or value > best[0]:
+                self.reason_hits[reason] = [value, expected, observed]
+
     def add(self, ts, score, tiers, template_id, template, reasons, sample):
         self.first_seen = min(self.first_seen, ts)
         self.last_seen = max(self.last_seen, ts)
@@ -72,10 +112,7 @@ class Incident:
         if template_id >= 0:
             hit = self.template_hits.setdefault(template_id, [0, template])
             hit[0] += 1
-        for reason, expected, observed, value in reasons:
-            best = self.reason_hits.get(reason)
-            if best is None or value > best[0]:
-                self.reason_hits[reason] = [value, expected, observed]
+        self._add_reasons(reasons)
         if sample is not None and len(self.samples) < MAX_SAMPLES:
             self.samples.append(sample)
 
@@ -124,6 +161,25 @@ class IncidentBook:
         incident.add(ts, score, tiers, template_id, template, reasons, sample)
         if expected_per_window is not None:
             incident.add_burst(ts, expected_per_window)
+        return closed
+
+    def add_lines(self, source, ts, score, tiers, tids, lines, describe, expected_per_window=None):
+        """Add one source's suspicious lines, in time order, as add() would one by one (see
+        Incident.add_many for the arguments); return the incidents this closes."""
+        closed = []
+        for run in np.split(np.arange(ts.size), np.flatnonzero(np.diff(ts) > self.window) + 1):
+            incident = self.open.get(source)
+            first = float(ts[run[0]])
+            if incident is not None and first - incident.last_seen > self.window:
+                closed.append(self.open.pop(source))
+                incident = None
+            if incident is None:
+                incident = self.open[source] = Incident(source, first, first, self.window,
+                                                        opened_by=str(int(tids[run[0]])))
+            incident.add_many(ts[run], score[run], {k: v[run] for k, v in tiers.items()}, tids[run], lines[run],
+                              describe)
+            if expected_per_window is not None:
+                incident.add_bursts(ts[run], expected_per_window)
         return closed
 
     def close_quiet(self, now):
