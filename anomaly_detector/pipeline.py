@@ -95,6 +95,9 @@ class Pipeline:
 
     def _batch(self, columns):
         mined = self.miner.add_batch(columns.content_buf, columns.content_start, columns.content_end)
+        widened = self.miner.take_widened()
+        if widened:
+            self.engine.templates_widened(widened)
         if columns.n:
             self.n_templates = max(self.n_templates, int(mined.template_id.max()) + 1)
         stable = np.array([self.engine.source_id(name) for name in columns.sources] or [0], np.int32)

@@ -115,6 +115,10 @@ class DetectionEngine:
                 return True
         return False
 
+    def templates_widened(self, template_ids):
+        """The miner widened these templates: what was learned about their parameters starts again."""
+        self.tiers["t3"].forget_parameters(template_ids)
+
     # -- scoring -----------------------------------------------------------------------------
 
     def source_id(self, name):

@@ -185,6 +185,16 @@ class NoveltyTier(Tier):
             informational = batch.level[new][first] < LEVEL_WARNING
             np.add.at(self.source_late, src[informational], 1.0)
 
+    def forget_parameters(self, template_ids):
+        """Reset the parameter statistics of these templates (their text changed: a position may now
+        hold other values, `db-replica-1` instead of `1`, which must not count as new values)."""
+        tids = np.asarray([t for t in template_ids if 0 <= t < self.slot_index.shape[0]], np.int64)
+        slots = self.slot_index[tids].ravel()
+        slots = slots[slots >= 0]
+        for arr in (self.num_stats, self.cat_hash, self.cat_count, self.cat_nd, self.cat_full, self.cat_novelty,
+                    self.cat_seen_at):
+            arr[slots] = 0
+
     def _new_slot_count(self, batch):
         """How many (template, position) pairs of this batch have no slot yet."""
         known = K.lookup_slots(batch.template_id, batch.param_ptr, batch.param_pos, self.slot_index)

@@ -211,6 +211,7 @@ class TemplateMiner:
         self._shapes = {}          # shape hash -> slot
         self._slot_shapes = {}     # slot -> [shape hash]
         self._archive = OrderedDict()          # tid -> (tokens, count, last_seen), oldest eviction first
+        self._widened = set()                  # tids whose text changed since take_widened()
         self._archived_shapes = {}             # shape hash -> tid
         self._archive_by_len = {}              # token count -> set of tids
         self._pool = np.zeros(1 << 16, dtype=np.uint8)
@@ -326,7 +327,7 @@ class TemplateMiner:
             slot = self._revive(tid)
             widened, _ = join_template(self._tokens[slot], tokens, 0.0)
             if widened is not None and widened != self._tokens[slot]:
-                self._set_tokens(slot, widened)
+                self._widen(slot, widened)
         else:
             slot = self._match_live(tokens)
             if slot is None:
@@ -352,7 +353,7 @@ class TemplateMiner:
             widened, _ = join_template(self._tokens[slot], tokens, self.similarity)
             if widened is not None:
                 if widened != self._tokens[slot]:
-                    self._set_tokens(slot, widened)
+                    self._widen(slot, widened)
                 return slot
         return None
 
@@ -366,7 +367,7 @@ class TemplateMiner:
             return None
         slot = self._revive(best[1])
         if best[2] != self._tokens[slot]:
-            self._set_tokens(slot, best[2])
+            self._widen(slot, best[2])
         return slot
 
     # ------------------------------------------------------------ template store
@@ -381,6 +382,16 @@ class TemplateMiner:
         self._slot_shapes[slot] = []
         self._set_tokens(slot, list(tokens))
         return slot
+
+    def _widen(self, slot, tokens):
+        self._set_tokens(slot, tokens)
+        self._widened.add(int(self._slot_tid[slot]))
+
+    def take_widened(self):
+        """Ids of templates whose text changed (widened) since the last call: their parameters'
+        positions and values may have changed with it, so statistics about them start again."""
+        widened, self._widened = sorted(self._widened), set()
+        return widened
 
     def _set_tokens(self, slot, tokens):
         self._tokens[slot] = tokens
