@@ -1,13 +1,15 @@
 """Turn raw lines into Records (time, source, level, content, fields) for plain, JSON, syslog or header input.
 
 Inputs hand framed lines to RecordParser; replay hands whole files to parse_columns, which uses the
-numba kernels (clean_buffer, split_lines, header split) and yields the same values as parse_many.
+numba kernels (clean_buffer, split_lines, header split, plain and JSON-lines fast paths) and yields
+the same values as parse_many.
 """
 import math
 
 import numpy as np
 
 from anomaly_detector.parsing import header_kernels as hk
+from anomaly_detector.parsing import json_kernels as jk
 from anomaly_detector.parsing import plain_kernels as pk
 from anomaly_detector.parsing.batch import (
     LEVEL_CRITICAL,
@@ -230,7 +232,8 @@ class RecordParser:
 class Columns:
     """A whole file parsed into arrays: ts float64 (NaN: none), level int8, contents in one buffer.
 
-    content_buf holds sanitised UTF-8; line i's content is content_buf[content_start[i]:content_end[i]].
+    content_buf holds sanitised UTF-8 (save a lone surrogate from a JSON escape, which parse() keeps and
+    which is stored surrogatepass-encoded); line i's content is content_buf[content_start[i]:content_end[i]].
     source_id indexes `sources`. fields(i) builds the header/JSON/syslog fields of line i on demand.
     """
 
@@ -252,7 +255,7 @@ class Columns:
         return self.n
 
     def content(self, i):
-        return bytes(self.content_buf[self.content_start[i]:self.content_end[i]]).decode("utf-8")
+        return bytes(self.content_buf[self.content_start[i]:self.content_end[i]]).decode("utf-8", "surrogatepass")
 
     def fields(self, i):
         return self._field_getter(i)
@@ -271,21 +274,30 @@ class _ColumnBuilder:
         self.extra_len = base_len
 
     def source(self, i, name):
+        self.source_id[i] = self.source_index(name)
+
+    def source_index(self, name):
         sid = self._source_index.get(name)
         if sid is None:
             sid = self._source_index[name] = len(self.sources)
             self.sources.append(name)
-        self.source_id[i] = sid
+        return sid
+
+    def add_extra(self, data):
+        """Append bytes to the extra area; returns their offset in the final content buffer."""
+        offset = self.extra_len
+        if len(data):
+            self.extra.append(data)
+            self.extra_len += len(data)
+        return offset
 
     def content(self, i, content, line_text, line_start, line_end):
         if line_text.endswith(content):
             nbytes = len(content.encode("utf-8"))
             self.start[i], self.end[i] = line_end - nbytes, line_end
             return
-        data = content.encode("utf-8")
-        self.start[i] = self.extra_len
-        self.extra.append(data)
-        self.extra_len += len(data)
+        data = content.encode("utf-8", "surrogatepass")  # see Columns.content
+        self.start[i] = self.add_extra(data)
         self.end[i] = self.extra_len
 
 
@@ -343,8 +355,9 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
 
     The bytes are cleaned and split by numba kernels; with a header format the numba split gives
     each line's fields and content span, and stamps come from the numba stamp kernels wherever they
-    provably equal TimestampParser. Other lines go through the per-line path, in input order,
-    because carried times and year inference depend on the order.
+    provably equal TimestampParser. Without one, plain `<ISO stamp> <LEVEL> text` lines and flat
+    JSON objects have kernels of their own. Other lines go through the per-line path, in input
+    order, because carried times and year inference depend on the order.
     """
     clean, clean_bytes, starts, ends = _clean_and_split(parser, bytes(buf))
     n = len(starts)
@@ -357,6 +370,7 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
         fs = fe = np.zeros((n, 1), dtype=np.int64)
     out = _ColumnBuilder(n, len(clean_bytes))
     plain = _PlainLines.for_buffer(parser, clean, starts, ends) if hdr is None else None
+    jsonl = _JsonLines.for_buffer(parser, clean, clean_bytes, starts, ends, out)
     fast = None
     if ok.any():
         out.start[ok] = fs[ok, hdr.content_index]
@@ -369,9 +383,14 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
     ok_list = ok.tolist()
     i = 0
     while i < n:
-        if plain is not None and plain.ok[i]:
+        if plain is not None and plain.ok[i] and plain.usable():
             i = plain.take_run(i, out, ts_arr, level_arr, ends)
             continue
+        if jsonl is not None and jsonl.ok[i]:
+            run_end = jsonl.take_run(i, out, ts_arr, level_arr)
+            if run_end > i:
+                i = run_end
+                continue
         if ok_list[i]:
             run_end = fast.kernel_run(i, ts_arr, level_arr)
             if run_end > i:  # a stretch of lines whose stamps the kernel gave, taken in one go
@@ -402,6 +421,8 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
     def field_getter(i):
         if i in slow:
             return slow[i]
+        if jsonl is not None and jsonl.ok[i]:
+            return jsonl.fields(i)
         if hdr is None:
             return {}
         return {name: clean_bytes[fs[i, j]:fe[i, j]].decode("utf-8") for j, name in enumerate(hdr.fields)}
@@ -438,6 +459,11 @@ class _PlainLines:
         bad = np.flatnonzero(~ok)
         self._bad = np.append(bad, len(ok))
 
+    def usable(self):
+        """Whether the parser would still read these stamps as ISO; a line read since may have cached
+        another format (iso_date, say, which wins over ISO for `2026-03-02T...`)."""
+        return self.parser.timestamps._cached in (None, _ISO)
+
     def take_run(self, i, out, ts_arr, level_arr, ends):
         """Fill lines i.. up to the next line the kernel did not take; returns that index."""
         j = int(self._bad[np.searchsorted(self._bad, i)])
@@ -451,6 +477,123 @@ class _PlainLines:
         stamps._cached, stamps._year, stamps._last_month = _ISO, int(self.year[j - 1]), int(self.month[j - 1])
         self.parser._last_ts = float(self.ts[j - 1])
         return j
+
+
+class _JsonLines:
+    """Lines that json_kernels.json_lines read (flat JSON objects), taken in runs.
+
+    Number stamps do not depend on the parser's state; ISO text stamps are the kernel's while the
+    cached stamp format is ISO or none, as for _PlainLines. TimestampParser.parse returns its last
+    value without side effects when a text equals the previous one, which take_run reproduces.
+    After each run the parser's state (cached format, year, month, last text, last times) and its
+    counters are what parse() leaves after those lines.
+    """
+
+    _TABLES = None
+
+    @classmethod
+    def for_buffer(cls, parser, clean, clean_bytes, starts, ends, out):
+        stamps = parser.timestamps
+        if stamps.strptime or not (parser.format == "jsonl" or (parser.format == "auto" and parser.header is None)):
+            return None
+        keys = jk.key_table(parser)
+        if keys is None or len(starts) == 0:
+            return None
+        if cls._TABLES is None:
+            cls._TABLES = jk.kernel_args(_NUMERIC_LEVELS, _SYSLOG_SEVERITY)
+        got = jk.json_lines(clean, starts, ends, *keys, stamps._zone is None, *cls._TABLES)
+        return cls(parser, clean, clean_bytes, starts, ends, got, out) if got[0].any() else None
+
+    def __init__(self, parser, clean, clean_bytes, starts, ends, got, out):
+        (self.ok, self.ts, self.stamp, self.stamp_start, self.stamp_end, self.year, self.month, self.repeat,
+         self.level, self.cstart, self.cend, in_decoded, src_start, src_end, decoded) = got
+        self.parser, self.clean_bytes, self.line_start, self.line_end = parser, clean_bytes, starts, ends
+        offset = out.add_extra(decoded.tobytes())  # decoded messages live after the cleaned buffer
+        self.cstart[in_decoded] += offset
+        self.cend[in_decoded] += offset
+        self._bad = np.append(np.flatnonzero(~self.ok), len(self.ok))
+        self._texts = np.flatnonzero(self.stamp == jk.STAMP_TEXT)
+        self.src_id, first = jk.span_ids(clean, src_start, src_end)
+        self._src_span = (src_start[first], src_end[first])
+        self.src_id[self.src_id < 0] = len(first)  # the parser's own source
+        self._sid = np.full(len(first) + 1, -1, dtype=np.int64)
+
+    def take_run(self, i, out, ts_arr, level_arr):
+        """Fill lines i.. up to the next line the kernel did not take; returns that index.
+
+        A run stops before the first text stamp when the parser has cached another format since;
+        i is returned when line i itself must take the per-line path.
+        """
+        j = int(self._bad[np.searchsorted(self._bad, i)])
+        texts = self._texts[np.searchsorted(self._texts, i):np.searchsorted(self._texts, j)]
+        if len(texts) and self.parser.timestamps._cached not in (None, _ISO):
+            j, texts = int(texts[0]), texts[:0]
+            if j == i:
+                return i
+        ts = self.ts[i:j].copy()
+        if len(texts):
+            self._text_stamps(texts, ts, i)
+        ts_arr[i:j] = self._carry(ts, self.stamp[i:j] == jk.STAMP_NONE)
+        level_arr[i:j] = self.level[i:j]
+        out.start[i:j] = self.cstart[i:j]
+        out.end[i:j] = self.cend[i:j]
+        out.source_id[i:j] = self._source_ids(i, j, out)
+        return j
+
+    def _text(self, k):
+        return self.clean_bytes[self.stamp_start[k]:self.stamp_end[k]].decode("utf-8")
+
+    def _text_stamps(self, texts, ts, i):
+        """Side effects of TimestampParser.parse for the text stamps of a run, and its cache hits."""
+        stamps = self.parser.timestamps
+        hits = 0
+        if stamps._last_text is not None and self._text(texts[0]) == stamps._last_text:
+            # parse() gives its last value again, without side effects, while the text repeats
+            fresh = np.flatnonzero(~self.repeat[texts[1:]])
+            hits = 1 + int(fresh[0]) if len(fresh) else len(texts)
+            ts[texts[:hits] - i] = stamps._last_ts
+        if hits == len(texts):
+            return
+        last = int(texts[-1])
+        stamps._cached, stamps._year, stamps._last_month = _ISO, int(self.year[last]), int(self.month[last])
+        stamps._last_text, stamps._last_ts = self._text(last), float(self.ts[last])
+
+    def _carry(self, ts, none):
+        """RecordParser._carry_ts over a run: lines without a time take the previous line's."""
+        parser = self.parser
+        n_none = int(none.sum())
+        if n_none:
+            parser.stats["no_timestamp"] += n_none
+            idx = np.where(none, -1, np.arange(len(ts)))
+            np.maximum.accumulate(idx, out=idx)
+            before = np.nan if parser._last_ts is None else parser._last_ts
+            ts = np.where(idx >= 0, ts[np.maximum(idx, 0)], before)
+        if n_none < len(ts):
+            parser._last_ts = float(ts[len(ts) - 1 - int(np.argmin(none[::-1]))])
+        return ts
+
+    def _source_ids(self, i, j, out):
+        """Builder source ids of lines i..j; each distinct source span is decoded once per buffer."""
+        ids = self.src_id[i:j]
+        sid = self._sid
+        missing = sid[ids] < 0
+        if missing.any():
+            for k in np.unique(ids[missing]).tolist():
+                sid[k] = out.source_index(self._source_name(k))
+        return sid[ids]
+
+    def _source_name(self, k):
+        starts, ends = self._src_span
+        if k == len(starts):
+            return self.parser.source
+        return clean_text(self.clean_bytes[starts[k]:ends[k]])
+
+    def fields(self, i):
+        """The JSON object of line i, as _parse_json gives it (built on demand, for the few who ask)."""
+        text = self.clean_bytes[self.line_start[i]:self.line_end[i]].decode("utf-8")
+        obj, _ = parse_json_line_reason(text, self.parser.message_key, self.parser.timestamp_key,
+                                        self.parser.source_key, self.parser.level_key)
+        return obj["fields"]
 
 
 def _kernel_applies(parser, clean, starts, ends):
