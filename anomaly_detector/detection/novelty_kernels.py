@@ -9,12 +9,14 @@ by how often the slot has really produced values beyond CAL_Z (so id-like or hea
 positions calibrate themselves down). Drift is an exponentially weighted mean of recent z values.
 The drift mean is standardised by the larger of its iid spread and its own learned spread, so a
 latency that wanders with load is judged against how far it usually wanders. A drift must also be
-large: the recent mean (YBAR, on the log scale) must have moved by at least `drift_min_shift`
-(log of the configured ratio), since a latency 30 % up under load is significant but not an incident.
+large and upward: the recent mean (YBAR, on the log scale) must have grown by at least
+`drift_min_shift` (log of the configured ratio), since a latency 30 % up under load is significant
+but not an incident, and values falling (304s with no body, cache hits) are seldom one; single
+values far below the usual are still outliers.
 A value first seen after warm-up stays young until seen min_obs times; its recurrences are tested
 against the highest rate it could have had and still gone unseen before (young_score), so a new
 status code or host that keeps coming back outweighs one odd line, and a rare one coming round
-again does not.
+again does not, nor does a count one step past its known values (waiting=3 after 2).
 Categorical values are up to K hashes per slot; a slot with more distinct values stops counting
 and becomes a measurement: only then are its numbers scored (401 is not "twice" 200). Values that
 follow each other closely (the minutes of a time stamp) are a clock, not a measurement: a slot
@@ -187,7 +189,7 @@ def _new_value_log10p(cat_count, cat_nd, s):
 
 @njit(cache=True)
 def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_hash, cat_count, cat_nd,
-                 cat_full, cat_novelty, cat_seen_at, min_obs, drift_alpha, drift_min_shift):
+                 cat_full, cat_novelty, cat_seen_at, cat_num, min_obs, drift_alpha, drift_min_shift):
     """Best parameter surprise per line -> (score float32[n], param index int64[n], kind int8[n]).
 
     State is read, not changed; the drift means are advanced on private copies so that lines later
@@ -225,7 +227,7 @@ def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_ha
                 ybar[s] += drift_alpha * (_clipped_dev(num_stats, s, signed_log(x)) - ybar[s])
                 nd = num_stats[s, N_DRIFT]
                 spread = _drift_spread(num_stats, s, drift_sd)
-                large = abs(ybar[s]) >= drift_min_shift and ybar[s] * zbar[s] > 0.0
+                large = ybar[s] >= drift_min_shift and zbar[s] > 0.0
                 if nd >= 2.0 / drift_alpha and large and abs(zbar[s]) > QUIET_Z * spread:
                     zd = zbar[s] / spread
                     # Drift exceedances are counted per episode, against the number of
@@ -235,15 +237,15 @@ def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_ha
                     if sc > best[i]:
                         best[i], which[i], kind[i] = sc, j, KIND_DRIFT
             if cat_full[s] == 0 and cat_nd[s] > 0:
-                sc = _value_score(young, s, param_hash[j], cat_hash, cat_count, cat_nd, cat_novelty, cat_seen_at,
-                                  extra, min_obs)
+                sc = _value_score(young, s, param_hash[j], x, cat_hash, cat_count, cat_nd, cat_novelty, cat_seen_at,
+                                  cat_num, extra, min_obs)
                 if sc > best[i]:
                     best[i], which[i], kind[i] = sc, j, KIND_NEW_VALUE
     return best, which, kind
 
 
 @njit(cache=True)
-def _value_score(young, s, h, cat_hash, cat_count, cat_nd, cat_novelty, cat_seen_at, extra, min_obs):
+def _value_score(young, s, h, x, cat_hash, cat_count, cat_nd, cat_novelty, cat_seen_at, cat_num, extra, min_obs):
     """Surprise of a categorical value: unseen, or young (and how often it came back), or known.
 
     `young` holds [novelty, slot lines before first sight, sightings, earlier late values] of the
@@ -265,12 +267,25 @@ def _value_score(young, s, h, cat_hash, cat_count, cat_nd, cat_novelty, cat_seen
                               _late_values(cat_novelty, s, cat_nd[s])])
         else:
             return 0.0
+        if _next_to_known(cat_num, cat_nd, s, x, k):
+            state[3] = OPEN_SLOT_VALUES  # a count going one further (waiting=3 after 2): not a new kind
         young[key] = state
     # A slot that took new values after warm-up before is open (a count, a growing set): its new
     # values come back with the load that brought them, so their recurrences prove nothing.
     sc = state[0] if state[3] >= OPEN_SLOT_VALUES else young_score(state[0], state[2], total - state[1], state[1])
     state[2] += 1.0
     return sc
+
+
+@njit(cache=True)
+def _next_to_known(cat_num, cat_nd, s, x, k):
+    """True when x is an integer one step from another known integer value of slot s (not index k)."""
+    if math.isnan(x) or x != math.floor(x):
+        return False
+    for q in range(cat_nd[s]):
+        if q != k and abs(cat_num[s, q] - x) <= 1.0:
+            return True
+    return False
 
 
 @njit(cache=True)
@@ -285,7 +300,7 @@ def _late_values(cat_novelty, s, k):
 
 @njit(cache=True)
 def learn_params(param_ptr, param_slot, param_num, param_hash, weights, num_stats, cat_hash, cat_count,
-                 cat_nd, cat_full, cat_novelty, cat_seen_at, min_obs, drift_alpha, base_alpha):
+                 cat_nd, cat_full, cat_novelty, cat_seen_at, cat_num, min_obs, drift_alpha, base_alpha):
     """Fold one batch into the per-slot statistics (in place). weights float32[n] per line."""
     drift_sd = math.sqrt(drift_alpha / (2.0 - drift_alpha))
     max_cat = cat_hash.shape[1]
@@ -307,6 +322,7 @@ def learn_params(param_ptr, param_slot, param_num, param_hash, weights, num_stat
                     novelty = surprisal_score(_new_value_log10p(cat_count, cat_nd, s)) if total >= min_obs else 0.0
                     cat_novelty[s, cat_nd[s]] = novelty
                     cat_seen_at[s, cat_nd[s]] = total
+                    cat_num[s, cat_nd[s]] = x
                     cat_hash[s, cat_nd[s]] = param_hash[j]
                     cat_count[s, cat_nd[s]] = w
                     cat_nd[s] += 1

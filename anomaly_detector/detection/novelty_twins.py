@@ -28,6 +28,7 @@ class SlotTwin:
         self.values = {}   # hash -> weight, insertion ordered
         self.novelty = {}  # hash -> surprise when first seen
         self.seen_at = {}  # hash -> the slot's total count when first seen
+        self.nums = {}     # hash -> its number (nan when not one)
         self.full = False
 
     def z(self, y):
@@ -90,12 +91,12 @@ def score_lines(lines, slots, min_obs, drift_alpha, drift_min_shift):
                 zbar[s] += drift_alpha * (max(-K.Z_CLIP, min(K.Z_CLIP, z)) - zbar[s])
                 ybar[s] += drift_alpha * (slot.dev(_signed_log(x)) - ybar[s])
                 spread = math.sqrt(max(slot.zvar, sd * sd))
-                large = abs(ybar[s]) >= drift_min_shift and ybar[s] * zbar[s] > 0
+                large = ybar[s] >= drift_min_shift and zbar[s] > 0
                 if slot.n_drift >= 2.0 / drift_alpha and large and abs(zbar[s]) > K.QUIET_Z * spread:
                     candidates.append((_surprise(_two_sided(zbar[s] / spread), slot.exc_drift,
                                                  slot.n_drift * drift_alpha / 2.0, gate=False), K.KIND_DRIFT))
             if not slot.full and slot.values:
-                candidates.append((_value_score(slot, s, h, extra, young, min_obs), K.KIND_NEW_VALUE))
+                candidates.append((_value_score(slot, s, h, x, extra, young, min_obs), K.KIND_NEW_VALUE))
             for score, kind in candidates:
                 if score > best[0]:
                     best = (score, j, kind)
@@ -103,7 +104,7 @@ def score_lines(lines, slots, min_obs, drift_alpha, drift_min_shift):
     return out
 
 
-def _value_score(slot, s, h, extra, young, min_obs):
+def _value_score(slot, s, h, x, extra, young, min_obs):
     learned = sum(slot.values.values())
     total = learned + extra.get(s, 0.0)
     extra[s] = extra.get(s, 0.0) + 1.0
@@ -121,6 +122,8 @@ def _value_score(slot, s, h, extra, young, min_obs):
         else:
             return 0.0
         state.append(sum(1 for v in earlier if slot.novelty[v] > 0))
+        if not math.isnan(x) and x == math.floor(x) and any(abs(v - x) <= 1 for o, v in slot.nums.items() if o != h):
+            state[3] = K.OPEN_SLOT_VALUES
         young[(s, h)] = state
     if state[3] >= K.OPEN_SLOT_VALUES:
         score = state[0]
@@ -150,6 +153,7 @@ def learn_lines(lines, weights, slots, min_obs, drift_alpha, base_alpha, max_val
                     known = slot.values and sum(slot.values.values()) >= min_obs
                     slot.novelty[h] = _new_value_surprise(slot) if known else 0.0
                     slot.seen_at[h] = sum(slot.values.values())
+                    slot.nums[h] = x
                     slot.values[h] = w
                 else:
                     slot.full = True

@@ -180,8 +180,8 @@ class VolumeTier(Tier):
         scores = count_upper_scores(counts, mus, _dispersion(base, keys), base.rel2[keys])
         scores[base.age[keys] < self.min_history] = 0.0
         # Significant is not enough: a spike must also be large, even at the low end of its
-        # sampling error (two Poisson deviations below the count).
-        scores[counts - 2.0 * np.sqrt(counts) < self.spike_min_ratio * mus] = 0.0
+        # sampling error (three Poisson deviations below the count).
+        scores[counts - 3.0 * np.sqrt(counts) < self.spike_min_ratio * mus] = 0.0
         if not ctx.warm:
             scores[:] = 0.0
         return scores, counts, mus

@@ -39,6 +39,7 @@ class NoveltyTier(Tier):
         self.cat_count = np.zeros((64, self.max_values))
         self.cat_novelty = np.zeros((64, self.max_values), np.float32)  # surprise of each value at first sight
         self.cat_seen_at = np.zeros((64, self.max_values))  # the slot's count when each value was first seen
+        self.cat_num = np.full((64, self.max_values), np.nan)  # each value's number (NaN: not a number)
         self.cat_nd = np.zeros(64, np.int32)
         self.cat_full = np.zeros(64, np.int8)
 
@@ -54,8 +55,8 @@ class NoveltyTier(Tier):
         slots = K.lookup_slots(batch.template_id, batch.param_ptr, batch.param_pos, self.slot_index)
         param_scores, which, kind = K.score_params(
             batch.param_ptr, slots, batch.param_num, batch.param_hash, self.num_stats, self.cat_hash,
-            self.cat_count, self.cat_nd, self.cat_full, self.cat_novelty, self.cat_seen_at, self.min_obs,
-            self.drift_alpha, self.drift_min_shift)
+            self.cat_count, self.cat_nd, self.cat_full, self.cat_novelty, self.cat_seen_at, self.cat_num,
+            self.min_obs, self.drift_alpha, self.drift_min_shift)
         np.maximum(rarity, param_scores, out=scores)
         self._explain_rarity(result, rarity, counts, batch, ctx)
         self._explain_params(result, param_scores, which, kind, slots, batch, ctx)
@@ -168,7 +169,7 @@ class NoveltyTier(Tier):
                                                self.slot_index, self.next_slot)
         K.learn_params(batch.param_ptr, slots, batch.param_num, batch.param_hash, weights.astype(np.float32),
                        self.num_stats, self.cat_hash, self.cat_count, self.cat_nd, self.cat_full, self.cat_novelty,
-                       self.cat_seen_at,
+                       self.cat_seen_at, self.cat_num,
                        self.min_obs, self.drift_alpha, self._numeric_alpha())
 
     def _remember_novelty(self, batch):
@@ -194,6 +195,7 @@ class NoveltyTier(Tier):
         for arr in (self.num_stats, self.cat_hash, self.cat_count, self.cat_nd, self.cat_full, self.cat_novelty,
                     self.cat_seen_at):
             arr[slots] = 0
+        self.cat_num[slots] = np.nan
 
     def _new_slot_count(self, batch):
         """How many (template, position) pairs of this batch have no slot yet."""
@@ -234,7 +236,7 @@ class NoveltyTier(Tier):
         while new < n:
             new *= 2
         for name, fill in (("num_stats", 0), ("cat_hash", 0), ("cat_count", 0), ("cat_nd", 0), ("cat_full", 0),
-                           ("cat_novelty", 0), ("cat_seen_at", 0)):
+                           ("cat_novelty", 0), ("cat_seen_at", 0), ("cat_num", np.nan)):
             setattr(self, name, _grown(getattr(self, name), new, fill))
 
     def state(self):
@@ -247,7 +249,8 @@ class NoveltyTier(Tier):
                 "cat_hash": [[str(h) for h in row] for row in self.cat_hash[:used]],
                 "cat_count": self.cat_count[:used].tolist(), "cat_nd": self.cat_nd[:used].tolist(),
                 "cat_full": self.cat_full[:used].tolist(), "cat_novelty": self.cat_novelty[:used].tolist(),
-                "cat_seen_at": self.cat_seen_at[:used].tolist()}
+                "cat_seen_at": self.cat_seen_at[:used].tolist(),
+                "cat_num": [[None if v != v else v for v in row] for row in self.cat_num[:used].tolist()]}
 
     def load_state(self, state):
         if "slot_index" not in state:
@@ -272,6 +275,9 @@ class NoveltyTier(Tier):
         novelty = np.asarray(state.get("cat_novelty", np.zeros((0, self.max_values))), np.float32)
         self.cat_novelty = _grown(novelty.reshape(-1, self.max_values), size, 0)
         self.cat_seen_at = _grown(_columns(state.get("cat_seen_at", []), self.max_values), size, 0)
+        nums = [[np.nan if v is None else v for v in row] for row in state.get("cat_num", [])]
+        nums += [[np.nan] * self.max_values] * (self.next_slot - len(nums))
+        self.cat_num = _grown(_columns(nums, self.max_values), size, np.nan)
 
 
 def _param_text(batch, j):

@@ -48,6 +48,9 @@ def _random_batches(rng, n_batches, n_lines, n_templates):
         numeric = ~np.isnan(num)
         hashes[numeric] = rng.integers(1000, 10**9, int(numeric.sum())).astype(np.uint64)  # measurements
         hashes[rng.random(m) < 0.01] = rng.integers(100, 10**6, 1).astype(np.uint64)
+        counts = rng.random(m) < 0.05                           # small counts: a count one step on is no news
+        num[counts] = rng.integers(0, 5, int(counts.sum()))
+        hashes[counts] = num[counts].astype(np.uint64) + np.uint64(500)
         weights = np.where(rng.random(n_lines) < 0.05, 0.1, 1.0).astype(np.float32)
         yield tids, ptr, pos, num, hashes, weights
 
@@ -66,11 +69,12 @@ def test_param_kernels_match_the_dict_twin():
     cat_full = np.zeros(size, np.int8)
     cat_novelty = np.zeros((size, max_values), np.float32)
     cat_seen_at = np.zeros((size, max_values))
+    cat_num = np.full((size, max_values), np.nan)
     twins = {}
     for tids, ptr, pos, nums, hashes, weights in _random_batches(rng, 12, 300, n_templates):
         slots = K.lookup_slots(tids, ptr, pos, slot_index)
         got = K.score_params(ptr, slots, nums, hashes, num, cat_hash, cat_count, cat_nd, cat_full, cat_novelty,
-                             cat_seen_at, min_obs, alpha, min_shift)
+                             cat_seen_at, cat_num, min_obs, alpha, min_shift)
         lines = [[(int(slots[j]), float(nums[j]), int(hashes[j])) for j in range(ptr[i], ptr[i + 1])]
                  for i in range(len(tids))]
         want = T.score_lines(lines, twins, min_obs, alpha, min_shift)
@@ -81,7 +85,7 @@ def test_param_kernels_match_the_dict_twin():
                 assert got[1][i] - ptr[i] == j
         slots, next_slot = K.assign_slots(tids, ptr, pos, slot_index, next_slot)
         K.learn_params(ptr, slots, nums, hashes, weights, num, cat_hash, cat_count, cat_nd, cat_full, cat_novelty,
-                       cat_seen_at, min_obs, alpha, base)
+                       cat_seen_at, cat_num, min_obs, alpha, base)
         lines = [[(int(slots[j]), float(nums[j]), int(hashes[j])) for j in range(ptr[i], ptr[i + 1])]
                  for i in range(len(tids))]
         T.learn_lines(lines, weights.tolist(), twins, min_obs, alpha, base, max_values)

@@ -163,15 +163,17 @@ def test_incident_ids_are_deterministic():
     assert run() == run() and len(run()[0]) == 16
 
 
-def hosts(engine, minutes, rng, start, pick):
-    """Steady traffic whose one parameter is categorical: pick(n, tids) gives each line's value id."""
+def hosts(engine, minutes, rng, start, pick, numeric=False):
+    """Steady traffic whose one parameter is categorical: pick(n, tids) gives each line's value id
+    (also its number when numeric, as a count like `waiting=2` would be)."""
     last = None
     for m in range(0, minutes, 10):
         n = 600
         ts = start + 60.0 * m + np.sort(rng.uniform(0, 600, n))
         tids = rng.integers(0, 4, n)
-        batch = make_batch(ts, tids, values=np.full(n, np.nan))
-        batch.param_hash = pick(n, tids).astype(np.uint64) + np.uint64(7)
+        values = pick(n, tids)
+        batch = make_batch(ts, tids, values=values.astype(float) if numeric else np.full(n, np.nan))
+        batch.param_hash = values.astype(np.uint64) + np.uint64(7)
         last = engine.process(batch, 10)
     return last, tids
 
@@ -189,6 +191,12 @@ def test_a_new_value_that_keeps_coming_back_alerts_but_a_succession_does_not():
     succession = DetectionEngine(config())
     hosts(succession, 600, rng, T0, usual)
     got, _ = hosts(succession, 10, rng, T0 + 600 * 60, lambda n, t: np.full(n, 9))
+    assert 0 < got.tiers[2].max() < 70 and not got.anomaly.any()
+    # a count one step past its known values (waiting=3 when 0..2 were seen) is no new kind
+    counts = DetectionEngine(config())
+    hosts(counts, 600, rng, T0, usual, numeric=True)
+    got, _ = hosts(counts, 10, rng, T0 + 600 * 60, lambda n, t: np.where(rng.random(n) < 0.2, 3, usual(n, t)),
+                   numeric=True)
     assert 0 < got.tiers[2].max() < 70 and not got.anomaly.any()
 
 
