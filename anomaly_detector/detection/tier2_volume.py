@@ -14,6 +14,9 @@ from .stats_kernels import count_lower_scores, count_upper_scores
 DROP_WINDOWS = (1, 5, 15)
 # Residuals beyond this many standard deviations are clipped before they reach the baseline.
 CLIP_SIGMAS = 4.0
+# Weight (in days) of "no daily pattern" against the hours seen: after one day, two thirds of the
+# day's shape is trusted (rush hours are the rule; a forecast that lags them learns a large error).
+HOUR_PRIOR_DAYS = 0.5
 # Dispersion and forecast error are learned this many times slower than the level.
 DISPERSION_SLOWER = 10.0
 # A volume forecast is never trusted to better than this relative error, however steady the key.
@@ -91,7 +94,7 @@ class Seasonality:
     def factor(self, sources, when, bucket_seconds):
         """Seasonal multiplier for each source (array) at epoch second(s) `when`."""
         hour, day = _hour_and_day(when)
-        f_hour = _shrunk_ratio(self.hod[sources, :, hour], 3600.0 / bucket_seconds, prior_periods=1.0)
+        f_hour = _shrunk_ratio(self.hod[sources, :, hour], 3600.0 / bucket_seconds, prior_periods=HOUR_PRIOR_DAYS)
         f_day = _shrunk_ratio(self.dow[sources, :, day], 86400.0 / bucket_seconds, prior_periods=2.0)
         return f_hour * f_day
 
