@@ -5,6 +5,7 @@ numba kernels (clean_buffer, split_lines, header split, plain and JSON-lines fas
 the same values as parse_many.
 """
 import math
+import re
 
 import numpy as np
 
@@ -94,6 +95,15 @@ def _plain_level(word):
     return level_code(word)
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_text(text):
+    """text with lone surrogates (a JSON escape like \\ud800 with no pair) as U+FFFD: what is kept
+    and written on must be valid UTF-8."""
+    return _LONE_SURROGATE.sub("\ufffd", text) if _LONE_SURROGATE.search(text) else text
+
+
 class RecordParser:
     """Parse raw lines of one input into Records; counts what it could not parse in `.stats`."""
 
@@ -173,9 +183,9 @@ class RecordParser:
             self.stats["malformed_json"] += 1
             return Record(None, self.source, LEVEL_UNKNOWN, text, {})
         message = obj["message"]
-        content = clean_text(message) if message is not None else text
+        content = _valid_text(clean_text(message)) if message is not None else text
         ts = self.timestamps.parse_value(obj["timestamp"])
-        source = clean_text(obj["source"]) if obj["source"] else self.source
+        source = _valid_text(clean_text(obj["source"])) if obj["source"] else self.source
         return Record(ts, source, json_level(obj["level"]), content, obj["fields"])
 
     def _parse_syslog(self, text):
@@ -232,8 +242,8 @@ class RecordParser:
 class Columns:
     """A whole file parsed into arrays: ts float64 (NaN: none), level int8, contents in one buffer.
 
-    content_buf holds sanitised UTF-8 (save a lone surrogate from a JSON escape, which parse() keeps and
-    which is stored surrogatepass-encoded); line i's content is content_buf[content_start[i]:content_end[i]].
+    content_buf holds sanitised UTF-8 (lone surrogates from JSON escapes are U+FFFD by then; the
+    surrogatepass codecs below are a second guard); line i's content is content_buf[content_start[i]:content_end[i]].
     source_id indexes `sources`. fields(i) builds the header/JSON/syslog fields of line i on demand.
     """
 

@@ -183,3 +183,13 @@ def test_parse_columns_year_rollover_and_bad_stamps_match_parse_many():
         cols = _compare({"log_format": LOGHUB_FORMATS["Android"], "default_year": 2023, "timezone": zone}, data)
         years = [dt.datetime.fromtimestamp(t, zoneinfo.ZoneInfo(zone)).year for t in cols.ts.tolist()]
         assert years[0] == 2023 and years[2] == 2024 and years[-1] == 2024
+
+
+def test_a_lone_surrogate_escape_becomes_a_replacement_character():
+    data = b'{"message":"lone \\ud800 x","source":"a\\udc00"}\n{"message":"pair \\ud83d\\ude00"}\n'
+    parser = RecordParser(format="jsonl")
+    first, second = parser.parse_many(data.splitlines())
+    assert (first.content, first.source, second.content) == ("lone \ufffd x", "a\ufffd", "pair \U0001f600")
+    cols = parse_columns(RecordParser(format="jsonl"), data)
+    assert [cols.content(0), cols.content(1)] == [first.content, second.content]
+    assert bytes(cols.content_buf).decode("utf-8")  # valid UTF-8 throughout
