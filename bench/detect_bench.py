@@ -1,7 +1,8 @@
 """Detection benchmark: generate labelled workloads, run `anomaly_detector replay` on them, score.
 
 Uses anomaly_detector.workload (generator and scoring) and the replay command as a subprocess;
-prints recall and time to detect per incident kind, false incidents per day, lines/s and peak RSS.
+prints recall and time to detect per incident kind, false incidents per day, lines/s and peak RSS,
+and with --tier4-cost the share of replay time that tier 4 (sequences, window mix) takes.
 Exits non-zero only when something fails to run, never because a figure is bad.
 """
 import argparse
@@ -127,6 +128,19 @@ def bench_seed(seed, args, work):
             "via": via, "detections": len(detections), "dir": out_dir}
 
 
+def tier4_cost(result, work):
+    """(seconds with tier 4, seconds without) replaying the same workload; the first run is taken again
+    right before, so that both run on a machine in the same state."""
+    config = os.path.join(work, "tier4-off.ini")
+    with open(config, "w", encoding="utf-8") as fh:
+        fh.write("[detection]\n[[tier4]]\nenabled = false\n")
+    files = sorted(os.path.join(result["dir"], f) for f in os.listdir(result["dir"]) if f.startswith("workload"))
+    out = os.path.join(work, "tier4-cost.jsonl")
+    with_t4, _ = run_replay(files, out, out + ".inc", None)
+    without, _ = run_replay(files, out, out + ".inc", config)
+    return with_t4, without
+
+
 def fmt_pct(x):
     return "  n/a" if x != x else f"{100 * x:5.1f}%"
 
@@ -175,6 +189,8 @@ def parse_args(argv):
     p.add_argument("--config", default=None, help="config for replay (default: its built-in defaults)")
     p.add_argument("--work", default=None, help="keep workloads and outputs here (default: a temp dir, removed)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.add_argument("--tier4-cost", action="store_true",
+                   help="replay the first seed again with tier 4 off and print tier 4's share of the time")
     p.add_argument("--before", type=float, default=TOLERANCE_BEFORE_S, help="match tolerance before a label, s")
     p.add_argument("--after", type=float, default=TOLERANCE_AFTER_S, help="match tolerance after a label, s")
     return p.parse_args(argv)
@@ -185,12 +201,15 @@ def main(argv=None):
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     work = args.work or tempfile.mkdtemp(prefix="detect_bench_")
     results = []
+    tier4 = None
     try:
         for seed in seeds:
             r = bench_seed(seed, args, work)
             print(f"seed {seed}: {r['lines']} lines, replay {r['replay_s']:.1f} s, "
                   f"{r['detections']} detections ({r['via']})", flush=True)
             results.append(r)
+        if args.tier4_cost and results:
+            tier4 = tier4_cost(results[0], work)
     except (BenchError, OSError, ValueError) as e:
         print(f"detect_bench: {e}", file=sys.stderr)
         return 1
@@ -198,6 +217,10 @@ def main(argv=None):
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
     print_report(results)
+    if tier4 is not None:
+        with_t4, without = tier4
+        print(f"tier 4 cost (seed {results[0]['seed']}): replay {with_t4:.1f} s with it, {without:.1f} s without: "
+              f"{100 * max(with_t4 - without, 0.0) / with_t4:.1f}% of the time (budget 30%)")
     if args.json:
         write_json(args.json, results)
     return 0
