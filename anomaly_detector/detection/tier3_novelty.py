@@ -100,10 +100,10 @@ class NoveltyTier(Tier):
 
     def _closed(self, batch, counts):
         """Lines whose template came (or would come) from a source whose set of informational
-        templates was closed: fewer than OPEN_SLOT_VALUES new ones since warm-up. An open source
+        templates was closed: fewer than OPEN_SOURCE_TEMPLATES new ones since warm-up. An open source
         (new user agents, new jobs) brings new templates with the traffic that makes them recur."""
         self._grow_sources(batch)
-        src_closed = self.source_late[batch.source_id] < K.OPEN_SLOT_VALUES
+        src_closed = self.source_late[batch.source_id] < K.OPEN_SOURCE_TEMPLATES
         return np.where(counts > 0, self.template_open[batch.template_id] == 0, src_closed)
 
     def _recurrences(self, batch, scores, counts, candidates, total):
@@ -182,7 +182,7 @@ class NoveltyTier(Tier):
             self._grow_sources(batch)
             tids, first = np.unique(tids, return_index=True)
             src = batch.source_id[new][first]
-            self.template_open[tids] = self.source_late[src] >= K.OPEN_SLOT_VALUES
+            self.template_open[tids] = self.source_late[src] >= K.OPEN_SOURCE_TEMPLATES
             informational = batch.level[new][first] < LEVEL_WARNING
             np.add.at(self.source_late, src[informational], 1.0)
 
