@@ -173,13 +173,13 @@ class VolumeTier(Tier):
         seasons = self.template_season if base is self.templates else self.season
         season = seasons.factor(keys, buckets * self.bucket_seconds, self.bucket_seconds)
         # An intermittent key (a nightly job) is not expected to be at zero just because it was
-        # quiet lately: a spike is judged against at least its long-run mean.
-        long_run = base.total[keys] / np.maximum(base.age[keys], 1)
-        mus = np.maximum(np.maximum(base.level[keys] * season, long_run), 1e-3)
-        # A sparse key (a job's progress lines) comes in clumps: when it shows up, its usual clump
-        # is what to expect in that bucket, not its long-run mean.
+        # quiet lately: a spike is judged against at least its long-run mean, and since it comes in
+        # clumps (a job's progress lines), at least its usual clump. A busy key is judged against
+        # its seasonal level (its long-run mean would hide a spike at night).
         sparse = base.nonzero[keys] < SPARSE_FRACTION
-        mus = np.where(sparse, np.maximum(mus, base.clump[keys]), mus)
+        long_run = base.total[keys] / np.maximum(base.age[keys], 1)
+        mus = np.maximum(base.level[keys] * season, 1e-3)
+        mus = np.where(sparse, np.maximum(mus, np.maximum(long_run, base.clump[keys])), mus)
         scores = count_upper_scores(counts, mus, _dispersion(base, keys), base.rel2[keys])
         scores[base.age[keys] < self.min_history] = 0.0
         # Significant is not enough: a spike must also be large, even at the low end of its
