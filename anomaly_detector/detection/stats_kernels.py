@@ -145,11 +145,17 @@ def count_upper_scores(counts, mus, phis, rel2s):
 
 
 @njit(cache=True)
+def count_lower_score(count, mu, phi, rel2):
+    """Drop score of one count, judged like count_upper_scores from below."""
+    if mu - count > QUIET_SIGMAS * math.sqrt(phi * mu):
+        return surprisal_score(max(log10_count_lower(count, mu, phi), log10_ratio_tail(count, mu, phi, rel2)))
+    return 0.0
+
+
+@njit(cache=True)
 def count_lower_scores(counts, mus, phis, rel2s):
-    """Drop scores, judged like count_upper_scores from below."""
+    """count_lower_score of each count."""
     out = np.zeros(counts.shape[0], np.float32)
     for i in range(counts.shape[0]):
-        if mus[i] - counts[i] > QUIET_SIGMAS * math.sqrt(phis[i] * mus[i]):
-            lp = max(log10_count_lower(counts[i], mus[i], phis[i]), log10_ratio_tail(counts[i], mus[i], phis[i], rel2s[i]))
-            out[i] = surprisal_score(lp)
+        out[i] = count_lower_score(counts[i], mus[i], phis[i], rel2s[i])
     return out

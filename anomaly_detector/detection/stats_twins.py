@@ -39,3 +39,17 @@ def log10_normal_two_sided(z):
 
 def surprisal_score(log10_p):
     return min(100.0, max(0.0, -10.0 * log10_p))
+
+
+def log10_ratio_tail(k, mu, phi, rel2, min_mean=5.0):
+    if mu < min_mean:
+        return -300.0
+    z = abs(math.log((k + 0.5) / (mu + 0.5))) / math.sqrt(rel2 + phi / mu)
+    return log10_normal_two_sided(z) - math.log10(2.0)
+
+
+def count_lower_score(count, mu, phi, rel2):
+    """Drop score: both the quasi-Poisson lower tail and the log-ratio tail must be small."""
+    if mu - count <= 2.0 * math.sqrt(phi * mu):
+        return 0.0
+    return surprisal_score(max(log10_count_lower(count, mu, phi), log10_ratio_tail(count, mu, phi, rel2)))

@@ -7,16 +7,19 @@ least spike_min_ratio times the expectation; drops and silence become Findings w
 """
 import numpy as np
 
+from . import volume_kernels as VK
 from .base import Finding, Tier, TierResult
-from .stats_kernels import count_lower_scores, count_upper_scores
+from .stats_kernels import count_upper_scores
 
 # Windows (in buckets) over which drops are judged: fast for busy keys, longer for quiet ones.
 DROP_WINDOWS = (1, 5, 15)
+_WINDOWS = np.array(DROP_WINDOWS, np.int64)
 # Residuals beyond this many standard deviations are clipped before they reach the baseline.
 CLIP_SIGMAS = 4.0
 # Weight (in days) of "no daily pattern" against the hours seen: after one day, two thirds of the
 # day's shape is trusted (rush hours are the rule; a forecast that lags them learns a large error).
 HOUR_PRIOR_DAYS = 0.5
+DAY_PRIOR_WEEKS = 2.0   # and of "no weekly pattern" against the weekdays seen
 # Dispersion and forecast error are learned this many times slower than the level.
 DISPERSION_SLOWER = 10.0
 # A volume forecast is never trusted to better than this relative error, however steady the key.
@@ -95,17 +98,8 @@ class Seasonality:
         """Seasonal multiplier for each source (array) at epoch second(s) `when`."""
         hour, day = _hour_and_day(when)
         f_hour = _shrunk_ratio(self.hod[sources, :, hour], 3600.0 / bucket_seconds, prior_periods=HOUR_PRIOR_DAYS)
-        f_day = _shrunk_ratio(self.dow[sources, :, day], 86400.0 / bucket_seconds, prior_periods=2.0)
+        f_day = _shrunk_ratio(self.dow[sources, :, day], 86400.0 / bucket_seconds, prior_periods=DAY_PRIOR_WEEKS)
         return f_hour * f_day
-
-    def update(self, sources, observed, expected_flat, when, keep):
-        hour, day = _hour_and_day(when)
-        self.hod *= keep
-        self.dow *= keep
-        for table, slot in ((self.hod, hour), (self.dow, day)):
-            table[sources, 0, slot] += observed
-            table[sources, 1, slot] += expected_flat
-            table[sources, 2, slot] += 1.0
 
     def state(self):
         return {"hod": self.hod.tolist(), "dow": self.dow.tolist()}
@@ -238,44 +232,24 @@ class VolumeTier(Tier):
     def _close_bucket(self, ctx):
         when = self.open_bucket * self.bucket_seconds
         keep = 1.0 - self.learning_rate / 100.0
+        hour, day = (int(v) for v in _hour_and_day(when))
         for base, seasons, kind in ((self.templates, self.template_season, "template"),
                                     (self.sources, self.season, "source")):
-            season = seasons.factor(np.arange(base.size), when, self.bucket_seconds)
-            self._drop_findings(base, season, kind, when)
-            self._update_baseline(base, season)
-            seen = np.flatnonzero(base.age > 0)
-            seasons.update(seen, base.open_learn[seen], base.level[seen], when, keep)
-        for base in (self.templates, self.sources):
+            season = np.empty(base.size)
+            VK.season_factors(seasons.hod, seasons.dow, hour, day, 3600.0 / self.bucket_seconds,
+                              86400.0 / self.bucket_seconds, HOUR_PRIOR_DAYS, DAY_PRIOR_WEEKS, season)
+            best = np.empty(base.size, np.float32)
+            best_window = np.empty(base.size, np.int64)
+            VK.close_keys(base.level, base.phi, base.rel2, base.nonzero, base.clump, base.total, base.age,
+                          base.open_raw, base.open_learn, base.obs_win, base.exp_win, base.obs_sum, base.exp_sum,
+                          season, self.open_bucket % DROP_WINDOWS[-1], _WINDOWS, self.min_history,
+                          self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS, MIN_RELATIVE_ERROR, SPARSE_FRACTION,
+                          best, best_window)
+            for key in np.flatnonzero(best >= self.finding_min_score).tolist():
+                self.pending.append(self._drop_finding(base, kind, key, int(best_window[key]), float(best[key]), when))
+            VK.season_update(seasons.hod, seasons.dow, hour, day, base.open_learn, base.level, base.age, keep)
             base.open_raw[:] = 0.0
             base.open_learn[:] = 0.0
-
-    def _drop_findings(self, base, season, kind, when):
-        self._push_window(base, np.where(base.age >= self.min_history, base.level * season, 0.0))
-        mature = np.flatnonzero(base.age >= self.min_history + DROP_WINDOWS[-1])
-        if mature.size == 0:
-            return
-        best = np.zeros(mature.size, np.float32)
-        best_window = np.ones(mature.size, np.int64)
-        for k, w in enumerate(DROP_WINDOWS):
-            obs, exp = base.obs_sum[mature, k], base.exp_sum[mature, k]
-            s = count_lower_scores(obs, exp, _dispersion(base, mature), base.rel2[mature])
-            better = s > best
-            best = np.where(better, s, best)
-            best_window = np.where(better, w, best_window)
-        for j in np.flatnonzero(best >= self.finding_min_score):
-            self.pending.append(self._drop_finding(base, kind, int(mature[j]), int(best_window[j]),
-                                                   float(best[j]), when))
-
-    def _push_window(self, base, expected):
-        """Put the closing bucket into the ring and the running window sums."""
-        ring = DROP_WINDOWS[-1]
-        slot = self.open_bucket % ring
-        for k, w in enumerate(DROP_WINDOWS):
-            leaving = (slot - w) % ring
-            base.obs_sum[:, k] += base.open_raw - base.obs_win[:, leaving]
-            base.exp_sum[:, k] += expected - base.exp_win[:, leaving]
-        base.obs_win[:, slot] = base.open_raw
-        base.exp_win[:, slot] = expected
 
     def _drop_finding(self, base, kind, key, window, score, when):
         obs = base.obs_sum[key, DROP_WINDOWS.index(window)]
@@ -287,41 +261,6 @@ class VolumeTier(Tier):
                        reason="%s %s: %d lines in the last %gs" % (kind, what, obs, span),
                        expected="about %.1f per %gs" % (exp, span), observed="%d per %gs" % (obs, span),
                        template_id=key if kind == "template" else -1, source=str(source))
-
-    def _update_baseline(self, base, season):
-        seen = base.age > 0
-        new = (base.age == 0) & (base.open_raw > 0)
-        x = base.open_learn / np.maximum(season, 1e-6)
-        mu = base.level
-        sd = np.sqrt(np.maximum(mu * base.phi, 1.0))
-        x_clipped = np.clip(x, mu - CLIP_SIGMAS * sd, mu + CLIP_SIGMAS * sd)
-        alpha = np.maximum(self.learning_rate, 1.0 / (base.age + 1.0))
-        # The spread is a slow property of a key: learned DISPERSION_SLOWER times slower than the
-        # level, so that a spike lasting half an hour cannot teach the model that spikes are normal.
-        slow = np.maximum(self.learning_rate / DISPERSION_SLOWER, 1.0 / (base.age + 1.0))
-        resid2 = np.minimum((x_clipped - mu) ** 2 / np.maximum(mu, 1e-3), CLIP_SIGMAS ** 2 * np.maximum(base.phi, 1.0))
-        base.phi = np.where(seen, base.phi + slow * (resid2 - base.phi), base.phi)
-        raw = base.open_raw / np.maximum(season, 1e-6)
-        self._update_shape(base, seen, x, raw, mu, slow)
-        base.level = np.where(seen, mu + alpha * (x_clipped - mu), np.where(new, x, mu))
-        base.total += np.where(seen | new, x, 0.0)
-        base.age += (seen | new).astype(np.int64)
-
-    @staticmethod
-    def _update_shape(base, seen, x, raw, mu, alpha):
-        """Learn the relative forecast error and, for sparse keys, the clump size.
-
-        The clump size comes from all lines (raw), not the learning-weighted ones: a job's lines
-        flagged while the model was young must still teach it how the job's lines arrive."""
-        busy = seen & (mu >= 1.0)
-        log_ratio2 = np.log((x + 0.5) / (mu + 0.5)) ** 2 - base.phi / np.maximum(mu, 0.5)
-        limit = CLIP_SIGMAS ** 2 * base.rel2
-        target = np.clip(log_ratio2, MIN_RELATIVE_ERROR ** 2, limit)
-        base.rel2 = np.where(busy, base.rel2 + alpha * (target - base.rel2), base.rel2)
-        hit = raw > 0
-        base.nonzero = np.where(seen, base.nonzero + alpha * (hit - base.nonzero), base.nonzero)
-        clump = np.where(hit, np.maximum(raw, 1.0), 1.0)
-        base.clump = np.where(seen & hit, base.clump + alpha * (clump - base.clump), base.clump)
 
     # -- helpers -------------------------------------------------------------------------
 

@@ -1,0 +1,107 @@
+"""numba kernels of tier 2: closing one event-time bucket for every key of a KeyBaseline at once.
+
+tier2_volume.py owns the arrays and calls these once per bucket and per key set (templates,
+sources); volume_twins.py restates them with numpy for the tests. Closing a bucket pushes it into
+the drop windows, scores drops over those windows, then learns the bucket into level, dispersion,
+forecast error and shape, and finally into the seasonal tables.
+"""
+import math
+
+from numba import njit
+
+from .stats_kernels import count_lower_score
+
+
+@njit(cache=True)
+def season_factors(hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, out):
+    """out[i] = the hour-of-day times day-of-week factor of key i (see Seasonality)."""
+    for i in range(out.shape[0]):
+        out[i] = (_shrunk(hod[i, 0, hour], hod[i, 1, hour], hod[i, 2, hour], per_hour, prior_hour)
+                  * _shrunk(dow[i, 0, day], dow[i, 1, day], dow[i, 2, day], per_day, prior_day))
+
+
+@njit(cache=True)
+def _shrunk(observed, expected, buckets, per_period, prior):
+    ratio = observed / max(expected, 1e-12) if expected > 0 else 1.0
+    periods = buckets / per_period
+    return min(max((periods * ratio + prior) / (periods + prior), 0.05), 20.0)
+
+
+@njit(cache=True)
+def season_update(hod, dow, hour, day, observed, expected, age, keep):
+    """Decay both tables by keep, then add the bucket of every key seen so far."""
+    for i in range(hod.shape[0]):
+        for c in range(3):
+            for h in range(24):
+                hod[i, c, h] *= keep
+            for d in range(7):
+                dow[i, c, d] *= keep
+        if i < age.shape[0] and age[i] > 0:
+            hod[i, 0, hour] += observed[i]
+            hod[i, 1, hour] += expected[i]
+            hod[i, 2, hour] += 1.0
+            dow[i, 0, day] += observed[i]
+            dow[i, 1, day] += expected[i]
+            dow[i, 2, day] += 1.0
+
+
+@njit(cache=True)
+def close_keys(level, phi, rel2, nonzero, clump, total, age, open_raw, open_learn, obs_win, exp_win, obs_sum,
+               exp_sum, season, slot, windows, min_history, learning_rate, slow_divisor, clip, min_rel,
+               sparse_fraction, best, best_window):
+    """Close the open bucket for every key: drop scores into best/best_window, then learn it."""
+    ring = obs_win.shape[1]
+    for i in range(level.shape[0]):
+        expected = level[i] * season[i] if age[i] >= min_history else 0.0
+        for k in range(windows.shape[0]):
+            leaving = (slot - windows[k]) % ring
+            obs_sum[i, k] += open_raw[i] - obs_win[i, leaving]
+            exp_sum[i, k] += expected - exp_win[i, leaving]
+        obs_win[i, slot] = open_raw[i]
+        exp_win[i, slot] = expected
+        best[i] = 0.0
+        best_window[i] = 1
+        if age[i] >= min_history + ring:
+            disp = max(phi[i], 1.0)
+            if nonzero[i] < sparse_fraction:
+                disp = max(disp, clump[i])
+            for k in range(windows.shape[0]):
+                s = count_lower_score(obs_sum[i, k], exp_sum[i, k], disp, rel2[i])
+                if s > best[i]:
+                    best[i] = s
+                    best_window[i] = windows[k]
+        _learn_key(level, phi, rel2, nonzero, clump, total, age, open_raw, open_learn, season, i, learning_rate,
+                   slow_divisor, clip, min_rel)
+
+
+@njit(cache=True)
+def _learn_key(level, phi, rel2, nonzero, clump, total, age, open_raw, open_learn, season, i, learning_rate,
+               slow_divisor, clip, min_rel):
+    seen = age[i] > 0
+    new = age[i] == 0 and open_raw[i] > 0
+    s = max(season[i], 1e-6)
+    x = open_learn[i] / s
+    mu = level[i]
+    sd = math.sqrt(max(mu * phi[i], 1.0))
+    x_clipped = min(max(x, mu - clip * sd), mu + clip * sd)
+    alpha = max(learning_rate, 1.0 / (age[i] + 1.0))
+    # The spread and shape are slow properties of a key (see tier2_volume.DISPERSION_SLOWER).
+    slow = max(learning_rate / slow_divisor, 1.0 / (age[i] + 1.0))
+    if seen:
+        resid2 = min((x_clipped - mu) ** 2 / max(mu, 1e-3), clip * clip * max(phi[i], 1.0))
+        phi[i] += slow * (resid2 - phi[i])
+        if mu >= 1.0:
+            target = math.log((x + 0.5) / (mu + 0.5)) ** 2 - phi[i] / max(mu, 0.5)
+            target = min(max(target, min_rel * min_rel), clip * clip * rel2[i])
+            rel2[i] += slow * (target - rel2[i])
+        raw = open_raw[i] / s
+        hit = 1.0 if raw > 0 else 0.0
+        nonzero[i] += slow * (hit - nonzero[i])
+        if raw > 0:
+            clump[i] += slow * (max(raw, 1.0) - clump[i])
+        level[i] = mu + alpha * (x_clipped - mu)
+    elif new:
+        level[i] = x
+    if seen or new:
+        total[i] += x
+        age[i] += 1

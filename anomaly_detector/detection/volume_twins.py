@@ -1,0 +1,83 @@
+"""Plain numpy twins of volume_kernels.py, for the tests: closing a bucket key-array by key-array.
+
+This is how tier2_volume.py closed buckets before the kernels; the tests run both on the same
+random baselines and compare every array.
+"""
+import numpy as np
+
+from .stats_twins import count_lower_score
+
+
+def _hour_slot(table, keys, slot):
+    return table[keys, :, slot]
+
+
+def shrunk_ratio(slots, buckets_per_period, prior_periods):
+    observed, expected, buckets = slots[..., 0], slots[..., 1], slots[..., 2]
+    ratio = np.where(expected > 0, observed / np.maximum(expected, 1e-12), 1.0)
+    periods = buckets / buckets_per_period
+    return np.clip((periods * ratio + prior_periods) / (periods + prior_periods), 0.05, 20.0)
+
+
+def season_factors(hod, dow, n, hour, day, per_hour, per_day, prior_hour, prior_day):
+    keys = np.arange(n)
+    return (shrunk_ratio(_hour_slot(hod, keys, hour), per_hour, prior_hour)
+            * shrunk_ratio(_hour_slot(dow, keys, day), per_day, prior_day))
+
+
+def season_update(hod, dow, hour, day, observed, expected, age, keep):
+    seen = np.flatnonzero(age > 0)
+    hod *= keep
+    dow *= keep
+    for table, slot in ((hod, hour), (dow, day)):
+        table[seen, 0, slot] += observed[seen]
+        table[seen, 1, slot] += expected[seen]
+        table[seen, 2, slot] += 1.0
+
+
+def close_keys(b, season, slot, windows, min_history, learning_rate, slow_divisor, clip, min_rel, sparse_fraction):
+    """b: dict of the KeyBaseline arrays (changed in place) -> (best score, best window) per key."""
+    ring = b["obs_win"].shape[1]
+    expected = np.where(b["age"] >= min_history, b["level"] * season, 0.0)
+    for k, w in enumerate(windows):
+        leaving = (slot - w) % ring
+        b["obs_sum"][:, k] += b["open_raw"] - b["obs_win"][:, leaving]
+        b["exp_sum"][:, k] += expected - b["exp_win"][:, leaving]
+    b["obs_win"][:, slot] = b["open_raw"]
+    b["exp_win"][:, slot] = expected
+    best = np.zeros(b["level"].size)
+    best_window = np.ones(b["level"].size, np.int64)
+    disp = np.maximum(b["phi"], 1.0)
+    disp = np.where(b["nonzero"] < sparse_fraction, np.maximum(disp, b["clump"]), disp)
+    for i in np.flatnonzero(b["age"] >= min_history + ring):
+        for k, w in enumerate(windows):
+            s = count_lower_score(b["obs_sum"][i, k], b["exp_sum"][i, k], disp[i], b["rel2"][i])
+            if s > best[i]:
+                best[i], best_window[i] = s, w
+    _learn(b, season, learning_rate, slow_divisor, clip, min_rel)
+    return best, best_window
+
+
+def _learn(b, season, learning_rate, slow_divisor, clip, min_rel):
+    age, mu, phi = b["age"], b["level"].copy(), b["phi"]
+    seen = age > 0
+    new = (age == 0) & (b["open_raw"] > 0)
+    s = np.maximum(season, 1e-6)
+    x = b["open_learn"] / s
+    sd = np.sqrt(np.maximum(mu * phi, 1.0))
+    x_clipped = np.minimum(np.maximum(x, mu - clip * sd), mu + clip * sd)
+    alpha = np.maximum(learning_rate, 1.0 / (age + 1.0))
+    slow = np.maximum(learning_rate / slow_divisor, 1.0 / (age + 1.0))
+    resid2 = np.minimum((x_clipped - mu) ** 2 / np.maximum(mu, 1e-3), clip ** 2 * np.maximum(phi, 1.0))
+    b["phi"] = phi = np.where(seen, phi + slow * (resid2 - phi), phi)
+    busy = seen & (mu >= 1.0)
+    target = np.log((x + 0.5) / (mu + 0.5)) ** 2 - phi / np.maximum(mu, 0.5)
+    target = np.minimum(np.maximum(target, min_rel ** 2), clip ** 2 * b["rel2"])
+    b["rel2"] = np.where(busy, b["rel2"] + slow * (target - b["rel2"]), b["rel2"])
+    raw = b["open_raw"] / s
+    hit = raw > 0
+    b["nonzero"] = np.where(seen, b["nonzero"] + slow * (hit - b["nonzero"]), b["nonzero"])
+    b["clump"] = np.where(seen & hit, b["clump"] + slow * (np.maximum(raw, 1.0) - b["clump"]), b["clump"])
+    b["level"] = np.where(seen, mu + alpha * (x_clipped - mu), np.where(new, x, mu))
+    b["total"] = b["total"] + np.where(seen | new, x, 0.0)
+    b["age"] = age + (seen | new).astype(np.int64)

@@ -1,0 +1,71 @@
+"""Tier 2's bucket-closing kernels against their numpy twins on random baselines, bucket after bucket."""
+import numpy as np
+import pytest
+
+from anomaly_detector.detection import volume_kernels as VK
+from anomaly_detector.detection import volume_twins as VT
+
+WINDOWS = np.array([1, 5, 15], np.int64)
+ARRAYS = ("level", "phi", "rel2", "nonzero", "clump", "total", "age", "obs_win", "exp_win", "obs_sum", "exp_sum")
+
+
+def random_baseline(rng, n):
+    age = rng.integers(0, 400, n)
+    age[:3] = 0                                             # never seen yet
+    return {"level": rng.lognormal(1.0, 1.5, n) * (age > 0), "phi": rng.uniform(0.5, 20, n),
+            "rel2": rng.uniform(0.01, 0.5, n), "nonzero": rng.uniform(0, 1, n), "clump": rng.uniform(1, 10, n),
+            "total": rng.uniform(0, 1e5, n), "age": age.astype(np.int64),
+            **windows(rng.poisson(5.0, (n, 15)).astype(float), rng.uniform(0, 10, (n, 15)))}
+
+
+def windows(obs, exp):
+    """The rings and the running sums over the last w buckets that they imply (slot 0 next)."""
+    sums = {"obs_sum": np.zeros((obs.shape[0], 3)), "exp_sum": np.zeros((obs.shape[0], 3))}
+    for k, w in enumerate(WINDOWS):
+        last = [(0 - j) % 15 for j in range(w)]
+        sums["obs_sum"][:, k] = obs[:, last].sum(axis=1)
+        sums["exp_sum"][:, k] = exp[:, last].sum(axis=1)
+    return {"obs_win": obs, "exp_win": exp, **sums}
+
+
+def test_closing_buckets_matches_the_numpy_twin():
+    rng = np.random.default_rng(8)
+    n = 40
+    kernel = random_baseline(rng, n)
+    twin = {k: v.copy() for k, v in kernel.items()}
+    hod, dow = rng.uniform(0, 50, (n + 8, 3, 24)), rng.uniform(0, 50, (n + 8, 3, 7))
+    hod_t, dow_t = hod.copy(), dow.copy()
+    scored = 0
+    for bucket in range(1, 61):
+        hour, day = bucket % 24, bucket % 7
+        open_raw = rng.poisson(rng.choice([0.0, 0.5, 5.0, 50.0], n)).astype(float)
+        open_raw[rng.random(n) < 0.1] = 0.0                 # silences
+        open_learn = open_raw * np.where(rng.random(n) < 0.05, 0.1, 1.0)
+        season = np.empty(n)
+        VK.season_factors(hod, dow, hour, day, 60.0, 1440.0, 0.5, 2.0, season)
+        want = VT.season_factors(hod_t, dow_t, n, hour, day, 60.0, 1440.0, 0.5, 2.0)
+        np.testing.assert_allclose(season, want, rtol=1e-12)
+        best, window = np.empty(n, np.float32), np.empty(n, np.int64)
+        VK.close_keys(kernel["level"], kernel["phi"], kernel["rel2"], kernel["nonzero"], kernel["clump"],
+                      kernel["total"], kernel["age"], open_raw, open_learn, kernel["obs_win"], kernel["exp_win"],
+                      kernel["obs_sum"], kernel["exp_sum"], season, bucket % 15, WINDOWS, 120, 0.01, 10.0, 4.0, 0.1,
+                      0.5, best, window)
+        twin.update(open_raw=open_raw, open_learn=open_learn)
+        best_t, window_t = VT.close_keys(twin, want, bucket % 15, WINDOWS, 120, 0.01, 10.0, 4.0, 0.1, 0.5)
+        np.testing.assert_allclose(best, best_t, atol=2e-3)
+        assert (window[best > 0] == window_t[best > 0]).all()
+        scored += int((best > 0).sum())
+        for name in ARRAYS:
+            np.testing.assert_allclose(kernel[name], twin[name], rtol=1e-9, atol=1e-9, err_msg=name)
+        VK.season_update(hod, dow, hour, day, open_learn, kernel["level"], kernel["age"], 0.9999)
+        VT.season_update(hod_t, dow_t, hour, day, open_learn, twin["level"], twin["age"], 0.9999)
+        np.testing.assert_allclose(hod, hod_t, rtol=1e-12)
+        np.testing.assert_allclose(dow, dow_t, rtol=1e-12)
+    assert scored > 20, "the random baselines should produce drops to score"
+
+
+@pytest.mark.parametrize("count,mu", [(0.0, 50.0), (3.0, 40.0), (30.0, 40.0), (0.0, 2.0)])
+def test_drop_score_of_one_count_matches_its_twin(count, mu):
+    from anomaly_detector.detection.stats_kernels import count_lower_score
+    from anomaly_detector.detection.stats_twins import count_lower_score as twin
+    assert count_lower_score(count, mu, 2.0, 0.05) == pytest.approx(twin(count, mu, 2.0, 0.05), abs=1e-3)
