@@ -12,7 +12,16 @@ Maskers (all on by default), applied per whitespace token:
             is one value (a single "/" is not a path: /10.0.0.1:80 gives /<*>:<*>)
   duration  12ms, 3.5s, 10min
   size      5KB, 12MiB, 100bytes
-  datetime  month and weekday names (Jan, Sun): dates written inside messages
+  datetime  dates and times written inside messages, each one value (so no day, hour or
+            minute becomes a numeric parameter): month and weekday names (Jan, Sun,);
+            clock times 10:00:00[.123|,123][Z|+01:00]; dates 2026-03-02, 2026/3/2, 02.03.2026;
+            ISO 2026-03-02T10:00:00.123Z and Apache's 02/Mar/2026:10:00:00 as one value; and
+            a zone token (+0000, -07:00) right after one as its own value. Looked for at the
+            start of a token, after "=" or after an opening bracket/quote, which stay literal
+            as does punctuation after the value: "[02/Mar/2026:10:00:00 +0000]" -> "[<*> <*>]".
+            Fields must be in range (month 1-12, hour 0-23, year 1900-2099) and the value must
+            not run on into letters or digits, so 1.2.3, 10.0.0.1:80, 3/4, host:8080 and
+            00:11:22:33:44:55 are masked run by run as before.
   extra     user regexes; a token holding a match is a value as a whole (costs a Python
             regex pass per line, so the batch path slows down when they are set)
 """

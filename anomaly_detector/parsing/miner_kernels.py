@@ -3,10 +3,11 @@
 Called by miner.TemplateMiner on byte buffers from framing/headers; masking.py names the flags.
 
 A masked line is the line's tokens (split on whitespace) joined by one space, where every
-value (a run of digits, an id, an IP, a hex string...) is replaced by the byte MARK. Lines
+value (a run of digits, an id, an IP, a hex string, a date...) is replaced by the byte MARK. Lines
 with the same masked form share a "shape"; the shape hash is the key of the miner's cache.
 """
 import math
+import re
 
 import numpy as np
 from numba import njit
@@ -155,6 +156,151 @@ def _masks_whole(buf, s, e, flags, force):
     return (flags & F_UUID) != 0 and e - s >= 36 and _has_uuid(buf, s, e)
 
 
+# ---------------------------------------------------------------- dates and times inside a token
+# A date or time is one value, not a day, an hour and a minute: as separate numbers the
+# day climbs and the hours cycle, which the detector's parameter statistics take for drift.
+@njit(cache=True, inline="always")
+def _num(buf, i, e, lo, hi):
+    """(end, value) of the lo..hi digits at buf[i:] read greedily; end -1 when fewer than lo."""
+    v = 0
+    j = i
+    while j < e and j - i < hi and _is_digit(buf[j]):
+        v = v * 10 + (buf[j] - 48)
+        j += 1
+    if j - i < lo:
+        return -1, 0
+    return j, v
+
+
+@njit(cache=True, inline="always")
+def _field_end(buf, i, e, lo, hi, least, most, sep):
+    """End of a date/time field of lo..hi digits worth least..most (and followed by byte sep when
+    sep >= 0) at buf[i:]; -1 when there is none."""
+    if i < 0:
+        return -1
+    j, v = _num(buf, i, e, lo, hi)
+    if j < 0 or v < least or v > most or (sep >= 0 and (j >= e or buf[j] != sep)):
+        return -1
+    return j
+
+
+@njit(cache=True, inline="always")
+def _is_month_name(buf, i):
+    for k in range(12):
+        if buf[i] == _NAMES[3 * k] and buf[i + 1] == _NAMES[3 * k + 1] and buf[i + 2] == _NAMES[3 * k + 2]:
+            return True
+    return False
+
+
+@njit(cache=True)
+def _zone_end(buf, i, e):
+    """End of a zone offset +hh:mm / -hhmm at buf[i:], else -1."""
+    if i >= e or (buf[i] != 43 and buf[i] != 45):
+        return -1
+    j = _field_end(buf, i + 1, e, 2, 2, 0, 14, -1)
+    if j > 0 and j < e and buf[j] == 58:
+        j += 1
+    return _field_end(buf, j, e, 2, 2, 0, 59, -1)
+
+
+@njit(cache=True)
+def _clock_end(buf, i, e):
+    """End of hh:mm:ss[.fff|,fff][Z|zone] at buf[i:], else -1."""
+    j = _field_end(buf, i, e, 1, 2, 0, 23, 58)
+    if j > 0:
+        j = _field_end(buf, j + 1, e, 2, 2, 0, 59, 58)
+    if j > 0:
+        j = _field_end(buf, j + 1, e, 2, 2, 0, 60, -1)
+    if j < 0:
+        return -1
+    if j + 1 < e and (buf[j] == 46 or buf[j] == 44) and _is_digit(buf[j + 1]):
+        j += 1
+        while j < e and _is_digit(buf[j]):
+            j += 1
+    if j < e and buf[j] == 90:
+        return j + 1
+    z = _zone_end(buf, j, e)
+    return z if z > 0 else j
+
+
+@njit(cache=True, inline="always")
+def _then_clock(buf, j, e, sep):
+    # a date followed by sep and a clock is one value with it; without a clock it ends at j
+    if j > 0 and j < e and buf[j] == sep:
+        t = _clock_end(buf, j + 1, e)
+        if t > 0:
+            return t
+    return j
+
+
+@njit(cache=True)
+def _date_end(buf, i, e, width, sep):
+    """End of the date at buf[i:] whose first field has width digits followed by sep, else -1.
+
+    2026-03-02[Thh:mm:ss...], 2026/3/2, 02.03.2026 and Apache's 02/Mar/2026[:hh:mm:ss...].
+    """
+    if width == 4:  # year first
+        j = _field_end(buf, i, e, 4, 4, 1900, 2099, sep)
+        w = 2 if sep == 45 else 1
+        if j > 0:
+            j = _field_end(buf, j + 1, e, w, 2, 1, 12, sep)
+        if j > 0:
+            j = _field_end(buf, j + 1, e, w, 2, 1, 31, -1)
+        return _then_clock(buf, j, e, 84) if sep == 45 else j
+    if sep == 46:
+        j = _field_end(buf, i, e, 2, 2, 1, 31, 46)
+        if j > 0:
+            j = _field_end(buf, j + 1, e, 2, 2, 1, 12, 46)
+        return _field_end(buf, j + 1, e, 4, 4, 1900, 2099, -1) if j > 0 else -1
+    j = _field_end(buf, i, e, 1, 2, 1, 31, 47)
+    if j < 0 or j + 5 > e or buf[j + 4] != 47 or not _is_month_name(buf, j + 1):
+        return -1
+    return _then_clock(buf, _field_end(buf, j + 5, e, 4, 4, 1900, 2099, -1), e, 58)
+
+
+@njit(cache=True, inline="always")
+def _ends_value(buf, j, e):
+    """A date/time ending at j stands alone: not glued to a word, nor to more of a number (10:00:00:33)."""
+    if j >= e:
+        return True
+    c = buf[j]
+    if _is_alnum(c) or c == 95:
+        return False
+    glue = c == 46 or c == 58 or c == 45 or c == 47 or c == 44 or c == 43
+    return not (glue and j + 1 < e and _is_alnum(buf[j + 1]))
+
+
+@njit(cache=True)
+def _datetime_end(buf, i, e):
+    """End of the date or time that starts at buf[i] (a digit), or -1 when there is none."""
+    j, _ = _num(buf, i, e, 1, 4)
+    if j >= e:
+        return -1
+    width = j - i
+    sep = buf[j]
+    end = -1
+    if width <= 2 and sep == 58:
+        end = _clock_end(buf, i, e)
+    elif (width == 4 and (sep == 45 or sep == 47)) or (width <= 2 and sep == 47) or (width == 2 and sep == 46):
+        end = _date_end(buf, i, e, width, sep)
+    if end < 0 or not _ends_value(buf, end, e):
+        return -1
+    return end
+
+
+@njit(cache=True, inline="always")
+def _is_opener(c):
+    return c == 34 or c == 39 or c == 40 or c == 91 or c == 60 or c == 123
+
+
+@njit(cache=True, inline="always")
+def _date_may_start(buf, s, i):
+    """A date is looked for only where a value starts: the token start, after "=" or one opening bracket/quote."""
+    if i == s or buf[i - 1] == 61:
+        return True
+    return _is_opener(buf[i - 1]) and (i - 1 == s or buf[i - 2] == 61)
+
+
 # ---------------------------------------------------------------- value runs inside a token
 @njit(cache=True, inline="always")
 def _is_ipv4(buf, a, b):
@@ -233,21 +379,47 @@ def _is_lone_unit(buf, a, b):
 
 
 @njit(cache=True, inline="always")
-def _mask_token(buf, s, e, flags, force, out, o, after_value):
-    """Write the masked form of token buf[s:e] to out[o:]; return the new end.
+def _zone_token_end(buf, s, e):
+    # "+0000]" right after a date/time ("[02/Mar/2026:10:00:00 +0000]") is its zone, one value
+    z = _zone_end(buf, s, e)
+    return z if z > 0 and _ends_value(buf, z, e) else -1
 
-    after_value: the previous token ended in a masked value (for lone size units).
+
+@njit(cache=True, inline="always")
+def _mask_token(buf, s, e, flags, force, out, o, after_value, after_date):
+    """Write the masked form of token buf[s:e] to out[o:]; return (new end, ends in a date/time).
+
+    after_value: the previous token ended in a masked value (for lone size units);
+    after_date: it ended in a date or time (for a zone offset after it).
     """
     if _masks_whole(buf, s, e, flags, force):
         out[o] = MARK
-        return o + 1
+        return o + 1, False
     if flags & F_PATH:
         if _path_start(buf, s, e) >= 0:
             out[o] = MARK
-            return o + 1
+            return o + 1, False
+    dates = (flags & F_DATETIME) != 0
+    dated = False
     i = s
+    if after_date and dates:
+        z = _zone_token_end(buf, s, e)
+        if z > 0:
+            out[o] = MARK
+            o += 1
+            i = z
     while i < e:
-        if _CLS[buf[i]] & 6:
+        k = _CLS[buf[i]]
+        if k & 6:
+            if dates and (k & 2) and _date_may_start(buf, s, i):
+                d = _datetime_end(buf, i, e)
+                if d > 0:
+                    out[o] = MARK
+                    o += 1
+                    i = d
+                    dated = True
+                    continue
+            dated = False
             # classify the run with bit accumulators (few data-dependent branches), copy it
             # only when it stays literal
             a = i
@@ -288,7 +460,7 @@ def _mask_token(buf, s, e, flags, force, out, o, after_value):
             out[o] = buf[i]
             o += 1
             i += 1
-    return o
+    return o, dated
 
 
 @njit(cache=True)
@@ -296,6 +468,7 @@ def mask_line(buf, s, e, flags, force, out):
     """Masked form of line buf[s:e] into out (len >= e - s); returns its length."""
     o = 0
     i = s
+    dated = False
     while i < e:
         while i < e and _is_space(buf[i]):
             i += 1
@@ -308,7 +481,7 @@ def mask_line(buf, s, e, flags, force, out):
         if o > 0:
             out[o] = SEP
             o += 1
-        o = _mask_token(buf, i, j, flags, force, out, o, after_value)
+        o, dated = _mask_token(buf, i, j, flags, force, out, o, after_value, dated)
         i = j
     return o
 
@@ -624,19 +797,57 @@ def _masks_whole_py(tok, flags, forced):
     return False
 
 
+# The date/time grammar of _datetime_end and _zone_end, written as regexes (an independent twin).
+_ZONE_RX = rb"[+-](?:0\d|1[0-4]):?[0-5]\d"
+_CLOCK_RX = rb"(?:[01]?\d|2[0-3]):[0-5]\d:(?:[0-5]\d|60)(?:[.,]\d+)?(?:Z|" + _ZONE_RX + rb")?"
+_YEAR_RX = rb"(?:19|20)\d\d"
+_MONTH_RX = b"|".join(bytes(_NAMES[i:i + 3]) for i in range(0, 36, 3))
+_STANDS_ALONE = rb"(?![A-Za-z0-9_]|[.:\-/,+][A-Za-z0-9])"
+_DATETIME_RE = re.compile(b"(?:" + b"|".join([
+    _YEAR_RX + rb"-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])(?:T" + _CLOCK_RX + rb")?",
+    _YEAR_RX + rb"/(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])",
+    rb"(?:0?[1-9]|[12]\d|3[01])/(?:" + _MONTH_RX + b")/" + _YEAR_RX + rb"(?::" + _CLOCK_RX + rb")?",
+    rb"(?:0[1-9]|[12]\d|3[01])\.(?:0[1-9]|1[0-2])\." + _YEAR_RX,
+    _CLOCK_RX,
+]) + b")" + _STANDS_ALONE)
+_ZONE_RE = re.compile(_ZONE_RX + _STANDS_ALONE)
+_OPENERS = b"\"'([<{"
+
+
+def _date_may_start_py(tok, i):
+    return i == 0 or tok[i - 1] == 61 or (tok[i - 1] in _OPENERS and (i == 1 or tok[i - 2] == 61))
+
+
 def mask_token_py(tok, flags, forced=False, after_value=False):
     """Twin of _mask_token for one token (bytes) -> masked bytes."""
+    return _mask_token_py(tok, flags, forced, after_value, False)[0]
+
+
+def _mask_token_py(tok, flags, forced, after_value, after_date):
+    """Twin of _mask_token: (masked bytes, ends in a date/time)."""
     if _masks_whole_py(tok, flags, forced):
-        return bytes([MARK])
+        return bytes([MARK]), False
     if flags & F_PATH and len(tok) >= 3:
         first = 0 if tok[0] == 47 else (1 if tok[1] == 47 and tok[0] in b"\"'(=[<" else -1)
         if first >= 0 and b"/" in tok[first + 1:]:
-            return bytes([MARK])
+            return bytes([MARK]), False
     out = bytearray()
     i, e = 0, len(tok)
+    dated = False
+    zone = _ZONE_RE.match(tok) if after_date and flags & F_DATETIME else None
+    if zone:
+        out.append(MARK)
+        i = zone.end()
     while i < e:
         c = tok[i]
+        date = _DATETIME_RE.match(tok, i) if _digit(c) and flags & F_DATETIME and _date_may_start_py(tok, i) else None
+        if date:
+            out.append(MARK)
+            i = date.end()
+            dated = True
+            continue
         if _alnum(c):
+            dated = False
             b = i
             while b < e and (_alnum(tok[b]) or (tok[b] == 46 and b + 1 < e and _alnum(tok[b + 1]))):
                 b += 1
@@ -651,7 +862,7 @@ def mask_token_py(tok, flags, forced=False, after_value=False):
         else:
             out.append(c)
             i += 1
-    return bytes(out)
+    return bytes(out), dated
 
 
 def tokens_py(line):
@@ -672,10 +883,11 @@ def tokens_py(line):
 
 def mask_line_py(line, flags, force=b""):
     """Twin of mask_line: masked bytes of one line (bytes); force holds one flag byte per line byte."""
-    parts = []
+    parts, dated = [], False
     for a, b in tokens_py(line):
         after = bool(parts) and parts[-1][-1:] == bytes([MARK])
-        parts.append(mask_token_py(line[a:b], flags, bool(force) and any(force[a:b]), after))
+        masked, dated = _mask_token_py(line[a:b], flags, bool(force) and any(force[a:b]), after, dated)
+        parts.append(masked)
     return bytes([SEP]).join(parts)
 
 

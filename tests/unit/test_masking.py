@@ -26,6 +26,17 @@ def test_each_masker_alone(name, text, masked):
     assert MaskingConfig(**off).mask(text) == " ".join(text.split())
 
 
+@pytest.mark.parametrize("text,masked", [
+    ("[02/Mar/2026:10:00:00 +0000] GET", "[<*> <*>] GET"),
+    ("from 2026-03-02T10:00:00.123Z to 2026-03-02 10:00:00,5", "from <*> to <*> <*>"),
+    ("on 2026/03/02 and 02.03.2026 at 10:00:00", "on <*> and <*> at <*>"),
+])
+def test_datetime_masks_dates_and_times_as_one_value(text, masked):
+    off = {k: False for k, _, _ in CASES}
+    assert MaskingConfig(**{**off, "datetime": True}).mask(text) == masked
+    assert MaskingConfig(**off).mask(text) == text
+
+
 def test_defaults_all_on_and_round_trip():
     cfg = MaskingConfig()
     assert cfg.flags == (1 << 9) - 1

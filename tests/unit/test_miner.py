@@ -58,6 +58,17 @@ def test_params_typed_with_units_stripped():
     assert list(got.param_ptr) == [0, len(got.param_pos)]
 
 
+def test_dates_in_messages_are_one_non_numeric_parameter():
+    m = TemplateMiner()
+    m.add_line('10.0.0.1 - - [01/Mar/2026:23:59:59 +0000] "GET /a HTTP/1.1" 200')
+    tid, params = m.add_line('10.0.0.2 - - [02/Mar/2026:10:00:00 +0000] "GET /a HTTP/1.1" 200')
+    assert m.template(tid) == '<*> - - [<*> <*>] "GET /a HTTP/<*>" <*>'
+    assert params[1:3] == [(1, "02/Mar/2026:10:00:00"), (2, "+0000")]
+    buf, s, e = _batch(['10.0.0.3 - - [03/Mar/2026:11:30:00 +0000] "GET /a HTTP/1.1" 200'])
+    got = m.add_batch(buf, s, e)
+    assert got.template_id[0] == tid and math.isnan(got.param_num[1])
+
+
 def test_widening_keeps_the_id():
     m = TemplateMiner()
     tid, _ = m.add_line("session opened for user= by (uid=0)")
