@@ -20,7 +20,9 @@ CLIP_SIGMAS = 4.0
 # day's shape is trusted (rush hours are the rule; a forecast that lags them learns a large error).
 HOUR_PRIOR_DAYS = 0.5
 DAY_PRIOR_WEEKS = 2.0   # and of "no weekly pattern" against the weekdays seen
-# Dispersion and forecast error are learned this many times slower than the level.
+# An unusual bucket (volume_kernels.USUAL_SIGMAS off its forecast) teaches level, dispersion and
+# forecast error this many times slower than an ordinary one: a spike or a drop lasting an hour must
+# not teach the model that it is normal (nor leave a baseline that the recovery then contradicts).
 DISPERSION_SLOWER = 10.0
 # A volume forecast is never trusted to better than this relative error, however steady the key.
 MIN_RELATIVE_ERROR = 0.1

@@ -11,6 +11,8 @@ from numba import njit
 
 from .stats_kernels import count_lower_score
 
+USUAL_SIGMAS = 3.0   # a bucket this far off its forecast (log ratio against its spread) is unusual
+
 
 @njit(cache=True)
 def season_factors(hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, out):
@@ -85,21 +87,25 @@ def _learn_key(level, phi, rel2, nonzero, clump, total, age, open_raw, open_lear
     sd = math.sqrt(max(mu * phi[i], 1.0))
     x_clipped = min(max(x, mu - clip * sd), mu + clip * sd)
     alpha = max(learning_rate, 1.0 / (age[i] + 1.0))
-    # The spread and shape are slow properties of a key (see tier2_volume.DISPERSION_SLOWER).
+    # An unusual bucket (a spike, a drop) teaches level, spread and shape slowly (see
+    # tier2_volume.DISPERSION_SLOWER), an ordinary one at the learning rate.
     slow = max(learning_rate / slow_divisor, 1.0 / (age[i] + 1.0))
     if seen:
+        log_ratio2 = math.log((x + 0.5) / (mu + 0.5)) ** 2
+        unusual = log_ratio2 > USUAL_SIGMAS ** 2 * (rel2[i] + max(phi[i], 1.0) / max(mu, 0.5))
+        rate = slow if unusual else alpha
         resid2 = min((x_clipped - mu) ** 2 / max(mu, 1e-3), clip * clip * max(phi[i], 1.0))
-        phi[i] += slow * (resid2 - phi[i])
+        phi[i] += rate * (resid2 - phi[i])
         if mu >= 1.0:
-            target = math.log((x + 0.5) / (mu + 0.5)) ** 2 - phi[i] / max(mu, 0.5)
+            target = log_ratio2 - phi[i] / max(mu, 0.5)
             target = min(max(target, min_rel * min_rel), clip * clip * rel2[i])
-            rel2[i] += slow * (target - rel2[i])
+            rel2[i] += rate * (target - rel2[i])
         raw = open_raw[i] / s
         hit = 1.0 if raw > 0 else 0.0
-        nonzero[i] += slow * (hit - nonzero[i])
+        nonzero[i] += rate * (hit - nonzero[i])
         if raw > 0:
-            clump[i] += slow * (max(raw, 1.0) - clump[i])
-        level[i] = mu + alpha * (x_clipped - mu)
+            clump[i] += rate * (max(raw, 1.0) - clump[i])
+        level[i] = mu + (slow if unusual else alpha) * (x_clipped - mu)
     elif new:
         level[i] = x
     if seen or new:

@@ -5,6 +5,7 @@ random baselines and compare every array.
 """
 import numpy as np
 
+from . import volume_kernels as VK
 from .stats_twins import count_lower_score
 
 
@@ -68,16 +69,19 @@ def _learn(b, season, learning_rate, slow_divisor, clip, min_rel):
     x_clipped = np.minimum(np.maximum(x, mu - clip * sd), mu + clip * sd)
     alpha = np.maximum(learning_rate, 1.0 / (age + 1.0))
     slow = np.maximum(learning_rate / slow_divisor, 1.0 / (age + 1.0))
+    log_ratio2 = np.log((x + 0.5) / (mu + 0.5)) ** 2
+    unusual = log_ratio2 > VK.USUAL_SIGMAS ** 2 * (b["rel2"] + np.maximum(phi, 1.0) / np.maximum(mu, 0.5))
+    rate = np.where(unusual, slow, alpha)
     resid2 = np.minimum((x_clipped - mu) ** 2 / np.maximum(mu, 1e-3), clip ** 2 * np.maximum(phi, 1.0))
-    b["phi"] = phi = np.where(seen, phi + slow * (resid2 - phi), phi)
+    b["phi"] = phi = np.where(seen, phi + rate * (resid2 - phi), phi)
     busy = seen & (mu >= 1.0)
-    target = np.log((x + 0.5) / (mu + 0.5)) ** 2 - phi / np.maximum(mu, 0.5)
+    target = log_ratio2 - phi / np.maximum(mu, 0.5)
     target = np.minimum(np.maximum(target, min_rel ** 2), clip ** 2 * b["rel2"])
-    b["rel2"] = np.where(busy, b["rel2"] + slow * (target - b["rel2"]), b["rel2"])
+    b["rel2"] = np.where(busy, b["rel2"] + rate * (target - b["rel2"]), b["rel2"])
     raw = b["open_raw"] / s
     hit = raw > 0
-    b["nonzero"] = np.where(seen, b["nonzero"] + slow * (hit - b["nonzero"]), b["nonzero"])
-    b["clump"] = np.where(seen & hit, b["clump"] + slow * (np.maximum(raw, 1.0) - b["clump"]), b["clump"])
-    b["level"] = np.where(seen, mu + alpha * (x_clipped - mu), np.where(new, x, mu))
+    b["nonzero"] = np.where(seen, b["nonzero"] + rate * (hit - b["nonzero"]), b["nonzero"])
+    b["clump"] = np.where(seen & hit, b["clump"] + rate * (np.maximum(raw, 1.0) - b["clump"]), b["clump"])
+    b["level"] = np.where(seen, mu + np.where(unusual, slow, alpha) * (x_clipped - mu), np.where(new, x, mu))
     b["total"] = b["total"] + np.where(seen | new, x, 0.0)
     b["age"] = age + (seen | new).astype(np.int64)
