@@ -89,8 +89,14 @@ def _is_date_name(buf, s, e):
     n = e - s
     if not (n == 3 or (n == 4 and buf[s + 3] == 44)):
         return False
-    for k in range(19):
-        if buf[s] == _NAMES[3 * k] and buf[s + 1] == _NAMES[3 * k + 1] and buf[s + 2] == _NAMES[3 * k + 2]:
+    return _is_name(buf, s, 19)
+
+
+@njit(cache=True, inline="always")
+def _is_name(buf, i, count):
+    """buf[i:i+3] is one of the first `count` names of _NAMES (12 months, then 7 weekdays)."""
+    for k in range(count):
+        if buf[i] == _NAMES[3 * k] and buf[i + 1] == _NAMES[3 * k + 1] and buf[i + 2] == _NAMES[3 * k + 2]:
             return True
     return False
 
@@ -186,10 +192,7 @@ def _field_end(buf, i, e, lo, hi, least, most, sep):
 
 @njit(cache=True, inline="always")
 def _is_month_name(buf, i):
-    for k in range(12):
-        if buf[i] == _NAMES[3 * k] and buf[i + 1] == _NAMES[3 * k + 1] and buf[i + 2] == _NAMES[3 * k + 2]:
-            return True
-    return False
+    return _is_name(buf, i, 12)
 
 
 @njit(cache=True)
