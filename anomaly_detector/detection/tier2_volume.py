@@ -249,7 +249,8 @@ class VolumeTier(Tier):
                           best, best_window)
             for key in np.flatnonzero(best >= self.finding_min_score).tolist():
                 self.pending.append(self._drop_finding(base, kind, key, int(best_window[key]), float(best[key]), when))
-            VK.season_update(seasons.hod, seasons.dow, hour, day, base.open_learn, base.level, base.age, keep)
+            VK.season_update(seasons.hod, seasons.dow, hour, day, base.open_learn, base.level, base.age,
+                             self.min_history, keep)
             base.open_raw[:] = 0.0
             base.open_learn[:] = 0.0
 

@@ -30,15 +30,16 @@ def _shrunk(observed, expected, buckets, per_period, prior):
 
 
 @njit(cache=True)
-def season_update(hod, dow, hour, day, observed, expected, age, keep):
-    """Decay both tables by keep, then add the bucket of every key seen so far."""
+def season_update(hod, dow, hour, day, observed, expected, age, min_age, keep):
+    """Decay both tables by keep, then add the bucket of every key seen for min_age buckets (a
+    younger key's level has not settled: its ratios would teach a season that is not there)."""
     for i in range(hod.shape[0]):
         for c in range(3):
             for h in range(24):
                 hod[i, c, h] *= keep
             for d in range(7):
                 dow[i, c, d] *= keep
-        if i < age.shape[0] and age[i] > 0:
+        if i < age.shape[0] and age[i] >= min_age:
             hod[i, 0, hour] += observed[i]
             hod[i, 1, hour] += expected[i]
             hod[i, 2, hour] += 1.0

@@ -26,8 +26,8 @@ def season_factors(hod, dow, n, hour, day, per_hour, per_day, prior_hour, prior_
             * shrunk_ratio(_hour_slot(dow, keys, day), per_day, prior_day))
 
 
-def season_update(hod, dow, hour, day, observed, expected, age, keep):
-    seen = np.flatnonzero(age > 0)
+def season_update(hod, dow, hour, day, observed, expected, age, min_age, keep):
+    seen = np.flatnonzero(age >= min_age)
     hod *= keep
     dow *= keep
     for table, slot in ((hod, hour), (dow, day)):
