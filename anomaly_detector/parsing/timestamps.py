@@ -235,12 +235,6 @@ class TimestampParser:
                 self._dates.clear()
             self._dates[dkey] = entry
         month, year, day, base = entry
-        if year:
-            self._year = year
-        else:
-            year = self._infer_year(month)
-            base = self._day_epoch(year, month, day)
-        self._last_month = month
         ih, im, i_s, i_f, iz = pos[5:]
         if ih < 0:  # a date without time of day
             hour = minute = second = 0
@@ -249,7 +243,13 @@ class TimestampParser:
             minute = int(g[im])
             second = int(g[i_s])
         if hour > 24 or minute > 59 or second > 60:
-            return None
+            return None  # before the year state: a stamp that is not one must not move it
+        if year:
+            self._year = year
+        else:
+            year = self._infer_year(month)
+            base = self._day_epoch(year, month, day)
+        self._last_month = month
         ts = float(base + hour * 3600 + minute * 60 + second)
         frac = g[i_f] if i_f >= 0 else None
         if frac:
