@@ -128,6 +128,15 @@ def bench_seed(seed, args, work):
             "via": via, "detections": len(detections), "dir": out_dir}
 
 
+def warm_up(work):
+    """Replay a small workload first, so that compiling the numba kernels (once per cache) is not
+    counted in the first seed's time."""
+    w = generate(os.path.join(work, "warm-up"), days=0.05, seed=0, lines_per_day=200_000, fmt="jsonl",
+                 incidents="none")
+    out = os.path.join(work, "warm-up", "replay.jsonl")
+    run_replay(w.files, out, out + ".inc", None)
+
+
 def tier4_cost(result, work):
     """(CPU seconds with tier 4, without) replaying the same workload, both runs back to back (CPU time:
     wall time on a shared machine says more about the neighbours than about tier 4)."""
@@ -203,6 +212,7 @@ def main(argv=None):
     results = []
     tier4 = None
     try:
+        warm_up(work)
         for seed in seeds:
             r = bench_seed(seed, args, work)
             print(f"seed {seed}: {r['lines']} lines, replay {r['replay_s']:.1f} s, "
