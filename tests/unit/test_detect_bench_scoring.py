@@ -138,6 +138,8 @@ with open(out, "w") as fh:
     for i in range(n):
         fh.write(json.dumps({"file": files[0], "line": i + 1, "ts": 0.0, "anomaly": False}) + "\n")
 with open(inc, "w") as fh:
+    if not labels["incidents"]:  # the bench's warm-up replay
+        sys.exit(0)
     # Catch the first labelled incident only, and add one false alarm on day 2.
     first = labels["incidents"][0]
     fh.write(json.dumps({"id": 1, "first_seen": first["start"] + 30, "last_seen": first["end"], "source": first["source"]}) + "\n")
@@ -187,7 +189,7 @@ if "--incidents" in args:
 out = args[args.index("--output") + 1]
 files = args[args.index("--output") + 2:]
 labels = json.load(open(files[0].rsplit("/", 1)[0] + "/labels.json"))
-first = labels["incidents"][0]
+first = labels["incidents"][0] if labels["incidents"] else {"start": 0.0, "source": "web"}  # warm-up: none
 with open(out, "w") as fh:
     for i, line in enumerate(open(files[0])):
         rec = json.loads(line)
