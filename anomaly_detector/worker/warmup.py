@@ -3,7 +3,8 @@
 Workers then inherit compiled code and never compile, which avoids the cache races of several
 processes compiling at once (numba #4807, #10128) and the heartbeat timeouts of a worker busy
 compiling. Kernels are typed on first use, so warm-up runs the workers' own code path
-(score_lines) over a small generated workload long enough to end every tier's warm-up.
+(score_lines) over a small generated workload long enough to end every tier's warm-up, followed by
+hostile bytes (binary, invalid UTF-8, junk JSON, an over-long line) that take other paths.
 """
 import logging
 import os
@@ -32,6 +33,16 @@ def _workloads(directory):
         workload = generate(out, days=WARMUP_DAYS, seed=0, lines_per_day=WARMUP_LINES_PER_DAY, fmt=fmt)
         data.append(b"".join(open(path, "rb").read() for path in workload.files))
     return data
+
+
+def _hostile(max_line_bytes):
+    """Bytes a daemon meets on bad days: random binary, invalid UTF-8, NULs, ANSI, CRLF, JSON-ish
+    junk, an over-long line. Kernels are typed on first use, and such input takes other paths."""
+    rng = np.random.default_rng(0)
+    lines = [b"\xff\xfe\xfd invalid utf-8 \x00\x00 nul bytes", b"\x1b[31mansi red\x1b[0m\r",
+             b'{"message": "\xff\xfe", "level": 3, "timestamp": "not a time"}', b'{"message": {"nested": [1, 2]}}',
+             b"{ not json at all", b"<13>Mar  2 10:00:00 host app: syslog-ish \x00", b"x" * (max_line_bytes + 100)]
+    return b"\n".join(lines) + b"\n" + rng.bytes(256 * 1024) + b"\n"
 
 
 def _spans(data):
@@ -64,9 +75,10 @@ def warm_up(cfg):
         parsers = [Pipeline(cfg).parser_for("warmup")]
     with tempfile.TemporaryDirectory(prefix="anomaly-detector-warmup-") as directory:
         workloads = _workloads(directory)
+    hostile = _hostile(max_line)
     for parser in parsers:
         for data in workloads:
-            _run(cfg, parser, data)
+            _run(cfg, parser, data + hostile)
     took = time.monotonic() - began
     log.info("numba kernels ready in %.1f s", took)
     return took
