@@ -13,6 +13,7 @@ into incidents per source turns residual false flags that cluster into at most o
 """
 import logging
 import os
+import time
 
 import numpy as np
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 TIER_NAMES = ("t1", "t2", "t3", "t4")
 STATE_VERSION = 1
 EXPLAIN_MIN_SCORE = 20.0
+FUTURE_SKEW_SECONDS = 86400.0   # clock skew tolerated before a stamp counts as bogus
 
 
 class BatchScores:
@@ -161,7 +163,7 @@ class DetectionEngine:
         return [t for _, t in self._enabled_items()]
 
     def _context(self, batch, n_templates, template_text):
-        ts = _forward_filled(batch.ts, self.now)
+        ts = _forward_filled(_without_future(batch.ts), self.now)
         finite_max = float(ts.max()) if batch.n else np.nan
         now = finite_max if self.now is None else max(self.now, finite_max if np.isfinite(finite_max) else self.now)
         if self.first_time is None and np.isfinite(now):
@@ -293,6 +295,16 @@ class DetectionEngine:
         for name, tier in self.tiers.items():
             tier.load_state(state.get(name, {}))
         return True
+
+
+def _without_future(ts):
+    """ts with stamps beyond FUTURE_SKEW_SECONDS of the wall clock as NaN: a line cannot come from
+    the future, and one bogus stamp (binary junk read as year 2999) must not move event time."""
+    ts = np.asarray(ts, np.float64)
+    future = ts > time.time() + FUTURE_SKEW_SECONDS
+    if future.any():
+        ts = np.where(future, np.nan, ts)
+    return ts
 
 
 def _forward_filled(ts, before):

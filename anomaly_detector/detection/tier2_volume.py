@@ -20,6 +20,8 @@ CLIP_SIGMAS = 4.0
 # day's shape is trusted (rush hours are the rule; a forecast that lags them learns a large error).
 HOUR_PRIOR_DAYS = 0.5
 DAY_PRIOR_WEEKS = 2.0   # and of "no weekly pattern" against the weekdays seen
+# Longest event-time gap walked bucket by bucket (hourly past a day); beyond it time jumps.
+MAX_GAP_DAYS = 8
 # An unusual bucket (volume_kernels.USUAL_SIGMAS off its forecast) teaches level, dispersion and
 # forecast error this many times slower than an ordinary one: a spike or a drop lasting an hour must
 # not teach the model that it is normal (nor leave a baseline that the recovery then contradicts).
@@ -225,11 +227,19 @@ class VolumeTier(Tier):
         return found
 
     def _close_until(self, bucket, ctx):
-        # A jump of more than a day closes one bucket per hour: silence is still seen, cheaply.
+        # A jump of more than a day closes one bucket per hour: silence is still seen, cheaply. A
+        # jump of more than MAX_GAP_DAYS (a line stamped years ahead) closes that much and skips
+        # the rest: bounded work whatever a stamp says.
+        limit = self.open_bucket + int(MAX_GAP_DAYS * 86400 / self.bucket_seconds)
+        if bucket > limit:
+            bucket_after, bucket = bucket, limit
+        else:
+            bucket_after = bucket
         while self.open_bucket < bucket:
             self._close_bucket(ctx)
             step = 1 if bucket - self.open_bucket < 86400 / self.bucket_seconds else int(3600 / self.bucket_seconds)
             self.open_bucket += max(step, 1)
+        self.open_bucket = max(self.open_bucket, bucket_after)
 
     def _close_bucket(self, ctx):
         when = self.open_bucket * self.bucket_seconds

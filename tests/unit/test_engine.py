@@ -220,3 +220,22 @@ def test_window_scores_come_from_the_tail_of_normal_windows():
     assert ps == sorted(ps, reverse=True) and ps[0] > -0.5
     assert -3.5 < ps[1] < -2.0, "the largest of 1000 normal windows is about one in a thousand"
     assert ps[3] < ps[2] < ps[1]
+
+
+def test_a_bogus_future_stamp_neither_hangs_nor_moves_event_time():
+    import time
+    rng = np.random.default_rng(9)
+    engine = DetectionEngine(config())
+    steady(engine, 120, rng)
+    now = engine.now
+    ts = T0 + 120 * 60 + np.arange(10.0)
+    ts[4] = 32503680000.0          # year 3000: binary junk read as a date
+    began = time.monotonic()
+    engine.process(make_batch(ts, np.zeros(10, int)), 10)
+    assert time.monotonic() - began < 5
+    assert engine.now < now + 3600 and engine.tiers["t2"].open_bucket * 60 < now + 3600
+    # a gap of years between genuine stamps (an old file, then today's) is walked in bounded work
+    t2 = engine.tiers["t2"]
+    began = time.monotonic()
+    t2._close_until(t2.open_bucket + 10 * 365 * 1440, None)
+    assert time.monotonic() - began < 5 and t2.open_bucket >= 10 * 365 * 1440
