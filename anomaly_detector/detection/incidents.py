@@ -6,7 +6,6 @@ Besides its strongest line, an incident scores its burst: how improbable it is t
 suspicious lines within one window given how often the source produces them (a scan statistic).
 """
 import hashlib
-from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,7 +32,7 @@ class Incident:
     findings: int = 0
     score: float = 0.0
     burst: float = 0.0       # best scan-statistic score of suspicious lines within one window
-    recent: deque = field(default_factory=deque)            # times of the last window's lines
+    recent: np.ndarray = field(default_factory=lambda: np.zeros(0))  # times of the last window's lines
     tier_scores: dict = field(default_factory=dict)
     template_hits: dict = field(default_factory=dict)     # template id -> [count, text]
     reason_hits: dict = field(default_factory=dict)       # reason -> [best score, expected, observed]
@@ -51,14 +50,6 @@ class Incident:
         if not self.template_hits:
             return "source"
         return str(max(self.template_hits.items(), key=lambda kv: (kv[1][0], -kv[0]))[0])
-
-    def add_burst(self, ts, expected_per_window):
-        """Count a suspicious line towards the burst score (expected: usual count per window)."""
-        self.recent.append(ts)
-        while self.recent[0] <= ts - self.window:
-            self.recent.popleft()
-        burst = surprisal_score(log10_count_upper(float(len(self.recent)), max(expected_per_window, 1e-6), 1.0))
-        self.burst = max(self.burst, float(burst))
 
     @property
     def evidence(self):
@@ -87,13 +78,15 @@ class Incident:
             self.samples.append(describe.sample(i))
 
     def add_bursts(self, ts, expected_per_window):
-        """add_burst for a time-ordered run of lines at once (the burst score only grows with the count)."""
-        times = np.concatenate([np.fromiter(self.recent, float, len(self.recent)), ts])
+        """Count a time-ordered run of suspicious lines towards the burst score: how improbable it is
+        to meet this many within one window given the source's usual count per window (the score
+        only grows with the count, so the largest count in the run decides)."""
+        times = np.concatenate([self.recent, ts])
         within = np.arange(times.size) - np.searchsorted(times, times - self.window, side="right") + 1
         top = float(within[len(self.recent):].max())
         burst = surprisal_score(log10_count_upper(top, max(expected_per_window, 1e-6), 1.0))
         self.burst = max(self.burst, float(burst))
-        self.recent = deque(times[times > times[-1] - self.window].tolist())
+        self.recent = times[times > times[-1] - self.window]
 
     def _add_reasons(self, reasons):
         for reason, expected, observed, value in reasons:
@@ -147,10 +140,9 @@ class IncidentBook:
         self.window = float(window_seconds)
         self.open = {}
 
-    def add(self, source, ts, score, tiers, template_id, template, reasons, sample, opened_by,
-            expected_per_window=None):
-        """Add one suspicious line (with the source's usual count of them per window) or a Finding;
-        return the incidents this closes (same source, quiet for too long)."""
+    def add(self, source, ts, score, tiers, template_id, template, reasons, sample, opened_by):
+        """Add one suspicious line or a Finding (sample None); return the incidents this closes
+        (same source, quiet for too long)."""
         closed = []
         incident = self.open.get(source)
         if incident is not None and ts - incident.last_seen > self.window:
@@ -159,8 +151,6 @@ class IncidentBook:
         if incident is None:
             incident = self.open[source] = Incident(source, ts, ts, self.window, opened_by=opened_by)
         incident.add(ts, score, tiers, template_id, template, reasons, sample)
-        if expected_per_window is not None:
-            incident.add_burst(ts, expected_per_window)
         return closed
 
     def add_lines(self, source, ts, score, tiers, tids, lines, describe, expected_per_window=None):

@@ -151,11 +151,3 @@ def count_lower_score(count, mu, phi, rel2):
         return surprisal_score(max(log10_count_lower(count, mu, phi), log10_ratio_tail(count, mu, phi, rel2)))
     return 0.0
 
-
-@njit(cache=True)
-def count_lower_scores(counts, mus, phis, rel2s):
-    """count_lower_score of each count."""
-    out = np.zeros(counts.shape[0], np.float32)
-    for i in range(counts.shape[0]):
-        out[i] = count_lower_score(counts[i], mus[i], phis[i], rel2s[i])
-    return out

@@ -100,10 +100,12 @@ class Seasonality:
 
     def factor(self, sources, when, bucket_seconds):
         """Seasonal multiplier for each source (array) at epoch second(s) `when`."""
-        hour, day = _hour_and_day(when)
-        f_hour = _shrunk_ratio(self.hod[sources, :, hour], 3600.0 / bucket_seconds, prior_periods=HOUR_PRIOR_DAYS)
-        f_day = _shrunk_ratio(self.dow[sources, :, day], 86400.0 / bucket_seconds, prior_periods=DAY_PRIOR_WEEKS)
-        return f_hour * f_day
+        sources = np.asarray(sources, np.int64)
+        hour, day = (np.broadcast_to(a, sources.shape) for a in _hour_and_day(when))
+        out = np.empty(sources.shape[0])
+        VK.season_factors(self.hod, self.dow, sources, np.ascontiguousarray(hour), np.ascontiguousarray(day),
+                          3600.0 / bucket_seconds, 86400.0 / bucket_seconds, HOUR_PRIOR_DAYS, DAY_PRIOR_WEEKS, out)
+        return out
 
     def state(self):
         return {"hod": self.hod.tolist(), "dow": self.dow.tolist()}
@@ -119,13 +121,6 @@ def _hour_and_day(when):
     hour = (when % 86400 // 3600).astype(np.int64)
     day = ((when // 86400).astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday
     return hour, day
-
-
-def _shrunk_ratio(slots, buckets_per_period, prior_periods):
-    observed, expected, buckets = slots[..., 0], slots[..., 1], slots[..., 2]
-    ratio = np.where(expected > 0, observed / np.maximum(expected, 1e-12), 1.0)
-    periods = buckets / buckets_per_period
-    return np.clip((periods * ratio + prior_periods) / (periods + prior_periods), 0.05, 20.0)
 
 
 class VolumeTier(Tier):
@@ -230,16 +225,12 @@ class VolumeTier(Tier):
         # A jump of more than a day closes one bucket per hour: silence is still seen, cheaply. A
         # jump of more than MAX_GAP_DAYS (a line stamped years ahead) closes that much and skips
         # the rest: bounded work whatever a stamp says.
-        limit = self.open_bucket + int(MAX_GAP_DAYS * 86400 / self.bucket_seconds)
-        if bucket > limit:
-            bucket_after, bucket = bucket, limit
-        else:
-            bucket_after = bucket
-        while self.open_bucket < bucket:
+        walk_to = min(bucket, self.open_bucket + int(MAX_GAP_DAYS * 86400 / self.bucket_seconds))
+        while self.open_bucket < walk_to:
             self._close_bucket(ctx)
-            step = 1 if bucket - self.open_bucket < 86400 / self.bucket_seconds else int(3600 / self.bucket_seconds)
+            step = 1 if walk_to - self.open_bucket < 86400 / self.bucket_seconds else int(3600 / self.bucket_seconds)
             self.open_bucket += max(step, 1)
-        self.open_bucket = max(self.open_bucket, bucket_after)
+        self.open_bucket = max(self.open_bucket, bucket)
 
     def _close_bucket(self, ctx):
         when = self.open_bucket * self.bucket_seconds
@@ -247,9 +238,7 @@ class VolumeTier(Tier):
         hour, day = (int(v) for v in _hour_and_day(when))
         for base, seasons, kind in ((self.templates, self.template_season, "template"),
                                     (self.sources, self.season, "source")):
-            season = np.empty(base.size)
-            VK.season_factors(seasons.hod, seasons.dow, hour, day, 3600.0 / self.bucket_seconds,
-                              86400.0 / self.bucket_seconds, HOUR_PRIOR_DAYS, DAY_PRIOR_WEEKS, season)
+            season = seasons.factor(np.arange(base.size), when, self.bucket_seconds)
             best = np.empty(base.size, np.float32)
             best_window = np.empty(base.size, np.int64)
             VK.close_keys(base.level, base.phi, base.rel2, base.nonzero, base.clump, base.total, base.age,

@@ -15,11 +15,13 @@ USUAL_SIGMAS = 3.0   # a bucket this far off its forecast (log ratio against its
 
 
 @njit(cache=True)
-def season_factors(hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, out):
-    """out[i] = the hour-of-day times day-of-week factor of key i (see Seasonality)."""
+def season_factors(hod, dow, keys, hours, days, per_hour, per_day, prior_hour, prior_day, out):
+    """out[i] = the hour-of-day times day-of-week factor of key keys[i] at hours[i], days[i]
+    (see tier2_volume.Seasonality)."""
     for i in range(out.shape[0]):
-        out[i] = (_shrunk(hod[i, 0, hour], hod[i, 1, hour], hod[i, 2, hour], per_hour, prior_hour)
-                  * _shrunk(dow[i, 0, day], dow[i, 1, day], dow[i, 2, day], per_day, prior_day))
+        k, h, d = keys[i], hours[i], days[i]
+        out[i] = (_shrunk(hod[k, 0, h], hod[k, 1, h], hod[k, 2, h], per_hour, prior_hour)
+                  * _shrunk(dow[k, 0, d], dow[k, 1, d], dow[k, 2, d], per_day, prior_day))
 
 
 @njit(cache=True)

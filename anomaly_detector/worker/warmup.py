@@ -42,7 +42,7 @@ def _hostile(max_line_bytes):
     lines = [b"\xff\xfe\xfd invalid utf-8 \x00\x00 nul bytes", b"\x1b[31mansi red\x1b[0m\r",
              b'{"message": "\xff\xfe", "level": 3, "timestamp": "not a time"}', b'{"message": {"nested": [1, 2]}}',
              b"{ not json at all", b"<13>Mar  2 10:00:00 host app: syslog-ish \x00", b"x" * (max_line_bytes + 100)]
-    return b"\n".join(lines) + b"\n" + rng.bytes(256 * 1024) + b"\n"
+    return b"\n".join(lines) + b"\n" + rng.bytes(16 * 1024) + b"\n"
 
 
 def _spans(data):

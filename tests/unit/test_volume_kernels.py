@@ -42,7 +42,7 @@ def test_closing_buckets_matches_the_numpy_twin():
         open_raw[rng.random(n) < 0.1] = 0.0                 # silences
         open_learn = open_raw * np.where(rng.random(n) < 0.05, 0.1, 1.0)
         season = np.empty(n)
-        VK.season_factors(hod, dow, hour, day, 60.0, 1440.0, 0.5, 2.0, season)
+        VK.season_factors(hod, dow, np.arange(n), np.full(n, hour), np.full(n, day), 60.0, 1440.0, 0.5, 2.0, season)
         want = VT.season_factors(hod_t, dow_t, n, hour, day, 60.0, 1440.0, 0.5, 2.0)
         np.testing.assert_allclose(season, want, rtol=1e-12)
         best, window = np.empty(n, np.float32), np.empty(n, np.int64)
