@@ -13,32 +13,16 @@ ADDR = "127.0.0.1"
 
 
 @pytest.fixture
-def make_ingest():
-    made = []
-
+def make_ingest(closing):
     def make(**kwargs):
         kwargs.setdefault("header_timeout_seconds", 2)
-        source = HttpIngestInput(ADDR, 0, **kwargs)
-        made.append(source)
-        return source
-
-    yield make
-    for source in made:
-        source.close()
+        return closing(HttpIngestInput(ADDR, 0, **kwargs))
+    return make
 
 
 @pytest.fixture
-def raw():
-    socks = []
-
-    def connect(port):
-        sock = socket.create_connection((ADDR, port), timeout=5)
-        socks.append(sock)
-        return sock
-
-    yield connect
-    for sock in socks:
-        sock.close()
+def raw(closing):
+    return lambda port: closing(socket.create_connection((ADDR, port), timeout=5))
 
 
 def post(port, body, path="/ingest", method="POST", headers=None):

@@ -13,32 +13,17 @@ ADDR = "127.0.0.1"
 
 
 @pytest.fixture
-def make_input():
-    made = []
-
-    def make(**kwargs):
-        source = SyslogInput(ADDR, 0, **kwargs)
-        made.append(source)
-        return source
-
-    yield make
-    for source in made:
-        source.close()
+def make_input(closing):
+    return lambda **kwargs: closing(SyslogInput(ADDR, 0, **kwargs))
 
 
 @pytest.fixture
-def clients():
-    socks = []
-
+def clients(closing):
     def connect(port):
-        sock = socket.create_connection((ADDR, port), timeout=5)
+        sock = closing(socket.create_connection((ADDR, port), timeout=5))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        socks.append(sock)
         return sock
-
-    yield connect
-    for sock in socks:
-        sock.close()
+    return connect
 
 
 def collect(source, want, timeout=5.0):
