@@ -49,6 +49,11 @@ class KeyBaseline:
         self.exp_win = np.zeros((size, DROP_WINDOWS[-1]))
         self.obs_sum = np.zeros((size, len(DROP_WINDOWS)))  # running sums over each drop window
         self.exp_sum = np.zeros((size, len(DROP_WINDOWS)))
+        # Templates only: count per bucket against the rest of the source's lines (odds num / den),
+        # and the squared relative error of that forecast (see VolumeTier._share_scores).
+        self.share_num = np.zeros(size)
+        self.share_den = np.zeros(size)
+        self.share_rel2 = np.full(size, MIN_RELATIVE_ERROR ** 2)
 
     @property
     def size(self):
@@ -75,7 +80,7 @@ class KeyBaseline:
                 setattr(self, name, np.asarray(state[name], dtype=arr.dtype).reshape((-1,) + arr.shape[1:]))
 
 
-_GROW_FILL = {"phi": 1.0, "rel2": MIN_RELATIVE_ERROR ** 2, "clump": 1.0}
+_GROW_FILL = {"phi": 1.0, "rel2": MIN_RELATIVE_ERROR ** 2, "share_rel2": MIN_RELATIVE_ERROR ** 2, "clump": 1.0}
 
 
 class Seasonality:
@@ -151,18 +156,26 @@ class VolumeTier(Tier):
             return result
         self._grow(ctx.n_templates, batch)
         buckets = self._buckets(ctx.ts)
-        for keys, base, kind in ((batch.template_id, self.templates, "template"),
-                                 (batch.source_id, self.sources, "source")):
-            key_scores, counts, mus = self._spike_scores(keys, buckets, base, ctx)
+        t_counts = self._counts(batch.template_id, buckets, self.templates)
+        s_counts = self._counts(batch.source_id, buckets, self.sources)
+        for keys, counts, base, kind in ((batch.template_id, t_counts, self.templates, "template"),
+                                         (batch.source_id, s_counts, self.sources, "source")):
+            key_scores, mus = self._spike_scores(keys, counts, buckets, base, ctx)
             self._explain(result, key_scores, counts, mus, keys, kind, ctx)
             np.maximum(scores, key_scores, out=scores)
+        share_scores, mus = self._share_scores(batch.template_id, t_counts, s_counts, ctx)
+        self._explain(result, share_scores, t_counts, mus, batch.template_id, "template", ctx,
+                      "volume spike of template %r against the rest of its source: %d lines in %gs")
+        np.maximum(scores, share_scores, out=scores)
         return result
 
-    def _spike_scores(self, keys, buckets, base, ctx):
-        """Score each line by the count its (bucket, key) has reached when the line arrives."""
+    def _counts(self, keys, buckets, base):
+        """The count each line's (bucket, key) has reached when the line arrives."""
         counts = _running_counts(buckets, keys).astype(np.float64)
-        in_open = buckets == self.open_bucket
-        counts += np.where(in_open, base.open_raw[keys], 0.0)
+        return counts + np.where(buckets == self.open_bucket, base.open_raw[keys], 0.0)
+
+    def _spike_scores(self, keys, counts, buckets, base, ctx):
+        """Score each line by its key's count against the key's seasonal level."""
         seasons = self.template_season if base is self.templates else self.season
         season = seasons.factor(keys, buckets * self.bucket_seconds, self.bucket_seconds)
         # An intermittent key (a nightly job) is not expected to be at zero just because it was
@@ -174,21 +187,41 @@ class VolumeTier(Tier):
         mus = np.maximum(base.level[keys] * season, 1e-3)
         mus = np.where(sparse, np.maximum(mus, np.maximum(long_run, base.clump[keys])), mus)
         scores = count_upper_scores(counts, mus, _dispersion(base, keys), base.rel2[keys])
-        scores[base.age[keys] < self.min_history] = 0.0
+        return self._gated(scores, counts, mus, base.age[keys] < self.min_history, ctx), mus
+
+    def _share_scores(self, keys, t_counts, s_counts, ctx):
+        """Score each line by its template's count against the rest of its source's lines.
+
+        A template's share of its source is steadier than its level: rush hours, surges and quiet
+        nights move every template of a source together, so a forecast of the level carries their
+        error, a forecast of the share does not. A busy template that jumps while the rest of its
+        source does not (one endpoint hammered, one retry loop) stands out here long before it does
+        against its level. Sparse templates (a job's clumps) are left to the level."""
+        base = self.templates
+        den = base.share_den[keys]
+        odds = base.share_num[keys] / np.where(den > 0, den, 1.0)
+        mus = np.maximum(odds * np.maximum(s_counts - t_counts, 0.0), 1e-3)
+        scores = count_upper_scores(t_counts, mus, np.maximum(base.phi[keys], 1.0), base.share_rel2[keys])
+        unjudged = (base.age[keys] < self.min_history) | (den <= 0) | (base.nonzero[keys] < SPARSE_FRACTION)
+        return self._gated(scores, t_counts, mus, unjudged, ctx), mus
+
+    def _gated(self, scores, counts, mus, unjudged, ctx):
+        scores[unjudged] = 0.0
         # Significant is not enough: a spike must also be large, even at the low end of its
         # sampling error (three Poisson deviations below the count).
         scores[counts - 3.0 * np.sqrt(counts) < self.spike_min_ratio * mus] = 0.0
         if not ctx.warm:
             scores[:] = 0.0
-        return scores, counts, mus
+        return scores
 
-    def _explain(self, result, key_scores, counts, mus, keys, kind, ctx):
+    def _explain(self, result, key_scores, counts, mus, keys, kind, ctx, reason=None):
+        reason = reason or "volume spike of " + kind + " %r: %d lines in %gs"
         for i in np.flatnonzero(key_scores >= 40.0):
             i = int(i)
             if key_scores[i] < result.scores[i]:
                 continue
             name = ctx.template_text(int(keys[i])) if kind == "template" else ctx.source_name(int(keys[i]))
-            result.reasons[i] = "volume spike of %s %r: %d lines in %gs" % (kind, name, counts[i], self.bucket_seconds)
+            result.reasons[i] = reason % (name, counts[i], self.bucket_seconds)
             result.expected[i] = "about %.1f per %gs" % (mus[i], self.bucket_seconds)
             result.observed[i] = "%d per %gs" % (counts[i], self.bucket_seconds)
 
@@ -236,6 +269,10 @@ class VolumeTier(Tier):
         when = self.open_bucket * self.bucket_seconds
         keep = 1.0 - self.learning_rate / 100.0
         hour, day = (int(v) for v in _hour_and_day(when))
+        t = self.templates
+        VK.learn_shares(t.open_learn, self.sources.open_learn, self.template_source, t.age, t.phi, t.share_num,
+                        t.share_den, t.share_rel2, self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS,
+                        MIN_RELATIVE_ERROR)
         for base, seasons, kind in ((self.templates, self.template_season, "template"),
                                     (self.sources, self.season, "source")):
             season = seasons.factor(np.arange(base.size), when, self.bucket_seconds)

@@ -114,3 +114,29 @@ def _learn_key(level, phi, rel2, nonzero, clump, total, age, open_raw, open_lear
     if seen or new:
         total[i] += x
         age[i] += 1
+
+
+@njit(cache=True)
+def learn_shares(t_learn, src_learn, template_source, age, phi, share_num, share_den, share_rel2, learning_rate,
+                 slow_divisor, clip, min_rel):
+    """Learn, for every template seen before, its count against the rest of its source's lines in the
+    closing bucket: the odds share_num / share_den and their squared relative forecast error.
+    Call before close_keys (which ages the keys). See tier2_volume.VolumeTier._share_scores."""
+    for i in range(t_learn.shape[0]):
+        if age[i] == 0:
+            continue
+        t = t_learn[i]
+        others = max(src_learn[template_source[i]] - t, 0.0)
+        alpha = max(learning_rate, 1.0 / (age[i] + 1.0))
+        rate = alpha
+        if share_den[i] > 0 and others > 0:
+            e = share_num[i] / share_den[i] * others
+            disp = max(phi[i], 1.0)
+            log_ratio2 = math.log((t + 0.5) / (e + 0.5)) ** 2
+            if log_ratio2 > USUAL_SIGMAS ** 2 * (share_rel2[i] + disp / max(e, 0.5)):
+                rate = max(learning_rate / slow_divisor, 1.0 / (age[i] + 1.0))
+            if e >= 1.0:
+                target = min(max(log_ratio2 - disp / max(e, 0.5), min_rel * min_rel), clip * clip * share_rel2[i])
+                share_rel2[i] += rate * (target - share_rel2[i])
+        share_num[i] += rate * (t - share_num[i])
+        share_den[i] += rate * (others - share_den[i])

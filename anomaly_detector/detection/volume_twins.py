@@ -85,3 +85,23 @@ def _learn(b, season, learning_rate, slow_divisor, clip, min_rel):
     b["level"] = np.where(seen, mu + np.where(unusual, slow, alpha) * (x_clipped - mu), np.where(new, x, mu))
     b["total"] = b["total"] + np.where(seen | new, x, 0.0)
     b["age"] = age + (seen | new).astype(np.int64)
+
+
+def learn_shares(b, t_learn, src_learn, template_source, learning_rate, slow_divisor, clip, min_rel):
+    """b: dict with age, phi, share_num, share_den, share_rel2 (changed in place)."""
+    age = b["age"]
+    seen = age > 0
+    t = t_learn
+    others = np.maximum(src_learn[template_source] - t, 0.0)
+    alpha = np.maximum(learning_rate, 1.0 / (age + 1.0))
+    judged = seen & (b["share_den"] > 0) & (others > 0)
+    e = np.where(judged, b["share_num"] / np.where(judged, b["share_den"], 1.0) * others, 0.0)
+    disp = np.maximum(b["phi"], 1.0)
+    log_ratio2 = np.log((t + 0.5) / (e + 0.5)) ** 2
+    unusual = judged & (log_ratio2 > VK.USUAL_SIGMAS ** 2 * (b["share_rel2"] + disp / np.maximum(e, 0.5)))
+    rate = np.where(unusual, np.maximum(learning_rate / slow_divisor, 1.0 / (age + 1.0)), alpha)
+    target = np.minimum(np.maximum(log_ratio2 - disp / np.maximum(e, 0.5), min_rel ** 2), clip ** 2 * b["share_rel2"])
+    busy = judged & (e >= 1.0)
+    b["share_rel2"] = np.where(busy, b["share_rel2"] + rate * (target - b["share_rel2"]), b["share_rel2"])
+    b["share_num"] = np.where(seen, b["share_num"] + rate * (t - b["share_num"]), b["share_num"])
+    b["share_den"] = np.where(seen, b["share_den"] + rate * (others - b["share_den"]), b["share_den"])

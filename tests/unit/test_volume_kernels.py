@@ -69,3 +69,34 @@ def test_drop_score_of_one_count_matches_its_twin(count, mu):
     from anomaly_detector.detection.stats_kernels import count_lower_score
     from anomaly_detector.detection.stats_twins import count_lower_score as twin
     assert count_lower_score(count, mu, 2.0, 0.05) == pytest.approx(twin(count, mu, 2.0, 0.05), abs=1e-3)
+
+
+def test_learning_shares_matches_the_numpy_twin():
+    """Templates' odds against the rest of their source, bucket after bucket, on random counts
+    with spikes (the slow path), silences, new templates and sources with no other lines."""
+    rng = np.random.default_rng(11)
+    n, n_src = 50, 4
+    template_source = rng.integers(0, n_src, n).astype(np.int64)
+    age = rng.integers(0, 300, n).astype(np.int64)
+    age[:3] = 0
+    kernel = {"age": age, "phi": rng.uniform(0.5, 5, n), "share_num": rng.uniform(0, 20, n),
+              "share_den": rng.uniform(0, 200, n) * (rng.random(n) > 0.1), "share_rel2": rng.uniform(0.01, 0.5, n)}
+    twin = {k: v.copy() for k, v in kernel.items()}
+    slowed = 0
+    for _ in range(60):
+        t = rng.poisson(rng.choice([0.0, 1.0, 10.0, 40.0], n)).astype(float)
+        spikes = rng.random(n) < 0.05
+        t[spikes] *= 10
+        src = np.bincount(template_source, weights=t, minlength=n_src)
+        src[rng.integers(n_src)] = 0.0                      # a source whose lines were all down-weighted
+        before = kernel["share_num"].copy()
+        VK.learn_shares(t, src, template_source, kernel["age"], kernel["phi"], kernel["share_num"],
+                        kernel["share_den"], kernel["share_rel2"], 0.01, 10.0, 4.0, 0.1)
+        VT.learn_shares(twin, t, src, template_source, 0.01, 10.0, 4.0, 0.1)
+        for name in ("share_num", "share_den", "share_rel2"):
+            np.testing.assert_allclose(kernel[name], twin[name], rtol=1e-9, atol=1e-12, err_msg=name)
+        grown = np.abs(kernel["share_num"] - before)
+        slowed += int((spikes & (kernel["age"] > 200) & (grown < 0.01 * np.abs(t - before) * 0.5)).sum())
+        kernel["age"] += t > 0
+        twin["age"] = kernel["age"].copy()
+    assert slowed > 0, "some spikes should be learned at the slow rate"
