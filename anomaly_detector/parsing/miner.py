@@ -147,6 +147,16 @@ def join_template(template, tokens, similarity):
     return new, exact
 
 
+def _keeps_values(old, new):
+    """True when widening template tokens old to new leaves every parameter's position and value."""
+    if len(old) != len(new):
+        return False
+    for a, b in zip(old, new):
+        if a != b and (a.count(M) != b.count(M) or b.count(M) > 1):
+            return False
+    return True
+
+
 def _token_hash(tok, line_side):
     # A bare value never counts as an equal token: give it a hash no literal token has.
     if tok == M:
@@ -384,12 +394,16 @@ class TemplateMiner:
         return slot
 
     def _widen(self, slot, tokens):
+        if not _keeps_values(self._tokens[slot], tokens):
+            self._widened.add(int(self._slot_tid[slot]))
         self._set_tokens(slot, tokens)
-        self._widened.add(int(self._slot_tid[slot]))
 
     def take_widened(self):
-        """Ids of templates whose text changed (widened) since the last call: their parameters'
-        positions and values may have changed with it, so statistics about them start again."""
+        """Ids of templates whose parameters changed meaning since the last call (a constant became
+        a value, shifting the positions after it, or a token with several values changed): what
+        was learned about their parameters starts again. Widening a token's one value
+        (`host=db-replica-<*>` to `host=db-<*>`) keeps positions and values (a value is known by
+        its whole token, see miner_kernels.extract_params) and is not reported."""
         widened, self._widened = sorted(self._widened), set()
         return widened
 

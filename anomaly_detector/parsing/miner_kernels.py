@@ -692,7 +692,8 @@ def extract_params(buf, starts, ends, slots, tpl_first, tpl_nscan, tt_start, tt_
 
     param_ptr (int64[n+1], from the wildcard count of each line's template) is given and
     max_marks bounds the wildcards of one template token; returns
-    (pos int16, hash uint64, num float64, start int64, end int64), one entry per wildcard.
+    (pos int16, hash uint64, num float64, start int64, end int64), one entry per wildcard. The
+    hash is of the whole line token when its template token holds one wildcard, else of the value.
     """
     n = starts.shape[0]
     m = param_ptr[n]
@@ -727,7 +728,9 @@ def extract_params(buf, starts, ends, slots, tpl_first, tpl_nscan, tt_start, tt_
                 for w in range(nw):
                     a, b = caps[2 * w], caps[2 * w + 1]
                     pos[out] = ordinal
-                    hsh[out] = _fnv(buf, a, b)
+                    # A token's only value is known by the whole token: `host=db-replica-1` stays
+                    # the same value when its template widens to `host=db-<*>`.
+                    hsh[out] = _fnv(buf, i, j) if nw == 1 else _fnv(buf, a, b)
                     num[out] = parse_number(buf, a, b)
                     cs[out] = a
                     ce[out] = b
@@ -985,7 +988,8 @@ def parse_number_py(data):
 def line_params_py(line, template_tokens):
     """Twin of extract_params for one line (bytes) and its template tokens (list of bytes).
 
-    Returns [(ordinal, start, end), ...] with offsets into line.
+    Returns [(ordinal, start, end), ...] with offsets into line; param_key_spans_py gives the
+    spans their hashes cover.
     """
     out, ordinal = [], 0
     spans = tokens_py(line)
@@ -1000,4 +1004,19 @@ def line_params_py(line, template_tokens):
         for s, e in caps:
             out.append((ordinal, a + s, a + e))
             ordinal += 1
+    return out
+
+
+def param_key_spans_py(line, template_tokens):
+    """Twin of extract_params' hashes: the span each parameter's hash covers (the whole line
+    token for a template token with one wildcard, else the value), in line_params_py's order."""
+    spans = tokens_py(line)
+    values = iter(line_params_py(line, template_tokens))
+    out = []
+    for k, tmpl in enumerate(template_tokens):
+        nw = tmpl.count(MARK)
+        token = spans[k] if k < len(spans) else (len(line), len(line))
+        for _ in range(nw):
+            _, a, b = next(values)
+            out.append(token if nw == 1 else (a, b))
     return out

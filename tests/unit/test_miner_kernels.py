@@ -195,8 +195,9 @@ def test_extract_params_matches_twin(cases):
         want = mk.line_params_py(raw[k], toks)
         lo, hi = ptr[k], ptr[k + 1]
         assert [(o, a + starts[k], b + starts[k]) for o, a, b in want] == list(zip(pos[lo:hi], cs[lo:hi], ce[lo:hi]))
-        for j, (_, a, b) in zip(range(lo, hi), want):
-            assert hsh[j] == mk.fnv_py(raw[k][a:b])
+        keys = mk.param_key_spans_py(raw[k], toks)
+        for j, (_, a, b), (ka, kb) in zip(range(lo, hi), want, keys):
+            assert hsh[j] == mk.fnv_py(raw[k][ka:kb])
             w = mk.parse_number_py(raw[k][a:b])
             assert (math.isnan(w) and math.isnan(num[j])) or w == num[j]
 
