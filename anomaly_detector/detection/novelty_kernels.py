@@ -190,10 +190,11 @@ def _new_value_log10p(cat_count, cat_nd, s):
 
 @njit(cache=True)
 def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_hash, cat_count, cat_nd,
-                 cat_full, cat_novelty, cat_seen_at, cat_num, min_obs, drift_alpha, drift_min_shift):
+                 cat_full, cat_novelty, cat_seen_at, cat_num, min_obs, drift_alpha, drift_min_shift, numeric):
     """Best parameter surprise per line -> (score float32[n], param index int64[n], kind int8[n]).
 
-    State is read, not changed; the drift means are advanced on private copies so that lines later
+    numeric=False judges categorical values only (slots pooling several templates' parameters,
+    whose numbers are not one measurement). State is read, not changed; the drift means are advanced on private copies so that lines later
     in the batch see the earlier ones.
     """
     n = param_ptr.shape[0] - 1
@@ -215,7 +216,7 @@ def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_ha
             nobs = num_stats[s, N_OBS]
             # A parameter with a handful of values is a label (a status, a day), not a
             # measurement: only slots past max_categories distinct values are judged as numbers.
-            if not math.isnan(x) and nobs >= min_obs and cat_full[s] == 1 and _scatters(num_stats, s):
+            if numeric and not math.isnan(x) and nobs >= min_obs and cat_full[s] == 1 and _scatters(num_stats, s):
                 z = _robust_z(num_stats, s, signed_log(x))
                 if abs(z) > QUIET_Z:
                     exc = num_stats[s, EXC_HI] if z > 0 else num_stats[s, EXC_LO]
@@ -301,8 +302,9 @@ def _late_values(cat_novelty, s, k):
 
 @njit(cache=True)
 def learn_params(param_ptr, param_slot, param_num, param_hash, weights, num_stats, cat_hash, cat_count,
-                 cat_nd, cat_full, cat_novelty, cat_seen_at, cat_num, min_obs, drift_alpha, base_alpha):
-    """Fold one batch into the per-slot statistics (in place). weights float32[n] per line."""
+                 cat_nd, cat_full, cat_novelty, cat_seen_at, cat_num, min_obs, drift_alpha, base_alpha, numeric):
+    """Fold one batch into the per-slot statistics (in place). weights float32[n] per line;
+    numeric=False learns categorical values only (see score_params)."""
     drift_sd = math.sqrt(drift_alpha / (2.0 - drift_alpha))
     max_cat = cat_hash.shape[1]
     for i in range(param_ptr.shape[0] - 1):
@@ -312,7 +314,7 @@ def learn_params(param_ptr, param_slot, param_num, param_hash, weights, num_stat
             if s < 0:
                 continue
             x = param_num[j]
-            if not math.isnan(x):
+            if numeric and not math.isnan(x):
                 _learn_number(num_stats, s, signed_log(x), w, min_obs, drift_alpha, drift_sd, base_alpha)
             if cat_full[s] == 0 and w > 0.0:
                 k = _category_index(cat_hash, cat_nd, s, param_hash[j])

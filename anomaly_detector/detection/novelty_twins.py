@@ -66,7 +66,7 @@ def young_score(novelty, seen, lines_since, lines_before):
     return max(novelty, min(100.0, max(0.0, -10.0 * again)))
 
 
-def score_lines(lines, slots, min_obs, drift_alpha, drift_min_shift):
+def score_lines(lines, slots, min_obs, drift_alpha, drift_min_shift, numeric=True):
     """lines: [[(slot, number or nan, hash), ...], ...] -> [(score, param index in line, kind)]."""
     zbar = {s: slot.zbar for s, slot in slots.items()}
     ybar = {s: slot.ybar for s, slot in slots.items()}
@@ -83,7 +83,7 @@ def score_lines(lines, slots, min_obs, drift_alpha, drift_min_shift):
             candidates = []
             scatters = (slot.diff2 >= K.MIN_VON_NEUMANN * 2.0 * (1.2533 * max(slot.scale, K.SCALE_FLOOR)) ** 2
                         and slot.repeat <= K.MAX_REPEAT_SHARE)
-            if not math.isnan(x) and slot.n >= min_obs and slot.full and scatters:
+            if numeric and not math.isnan(x) and slot.n >= min_obs and slot.full and scatters:
                 z = slot.z(_signed_log(x))
                 if abs(z) > K.QUIET_Z:
                     score = _surprise(_two_sided(z), slot.exc_hi if z > 0 else slot.exc_lo, slot.n)
@@ -139,12 +139,12 @@ def _new_value_surprise(slot):
     return min(100.0, max(0.0, -10.0 * math.log10((once + 0.5) / (total + 1.0))))
 
 
-def learn_lines(lines, weights, slots, min_obs, drift_alpha, base_alpha, max_values):
+def learn_lines(lines, weights, slots, min_obs, drift_alpha, base_alpha, max_values, numeric=True):
     sd = math.sqrt(drift_alpha / (2.0 - drift_alpha))
     for params, w in zip(lines, weights):
         for s, x, h in params:
             slot = slots.setdefault(s, SlotTwin())
-            if not math.isnan(x):
+            if numeric and not math.isnan(x):
                 _learn_number(slot, _signed_log(x), w, min_obs, drift_alpha, sd, base_alpha)
             if not slot.full and w > 0:
                 if h in slot.values:

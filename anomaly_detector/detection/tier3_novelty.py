@@ -12,6 +12,7 @@ from . import novelty_kernels as K
 from .base import Tier, TierResult
 
 MAX_POSITIONS = 16   # parameters beyond this position of a template are not modelled
+ROLE_UNSET, ROLE_NONE = -2, -1   # role_index: not looked at yet / no pool (template text unknown)
 
 
 class NoveltyTier(Tier):
@@ -33,6 +34,8 @@ class NoveltyTier(Tier):
         self.template_open = np.zeros(64, np.int8)         # 1: its source was open-ended at first sight
         self.source_late = np.zeros(8)                     # informational templates new after warm-up
         self.slot_index = np.full((64, MAX_POSITIONS), -1, np.int32)
+        self.role_index = np.full((64, MAX_POSITIONS), ROLE_UNSET, np.int32)  # (template, position) -> pool
+        self.roles = {}                                    # role key -> pooled slot
         self.next_slot = 0
         self.num_stats = np.zeros((64, K.NUM_COLS))
         self.cat_hash = np.zeros((64, self.max_values), np.uint64)
@@ -56,11 +59,52 @@ class NoveltyTier(Tier):
         param_scores, which, kind = K.score_params(
             batch.param_ptr, slots, batch.param_num, batch.param_hash, self.num_stats, self.cat_hash,
             self.cat_count, self.cat_nd, self.cat_full, self.cat_novelty, self.cat_seen_at, self.cat_num,
-            self.min_obs, self.drift_alpha, self.drift_min_shift)
+            self.min_obs, self.drift_alpha, self.drift_min_shift, True)
+        role_scores, role_which, role_kind, roles = self._role_scores(batch, counts)
         np.maximum(rarity, param_scores, out=scores)
         self._explain_rarity(result, rarity, counts, batch, ctx)
         self._explain_params(result, param_scores, which, kind, slots, batch, ctx)
+        self._explain_params(result, role_scores, role_which, role_kind, roles, batch, ctx, pooled=True)
+        np.maximum(scores, role_scores, out=scores)
         return result
+
+    def _role_scores(self, batch, counts):
+        """New categorical values judged per role, across templates: a role is a source's
+        parameter after the same template text (role_key).
+
+        One field often lands in many templates: an access log's status code follows the same
+        request line in one template per user agent. A new status spread over thirty templates
+        recurs in none of them, but it recurs in the pool. A pool is closed only when every
+        template pooled into it is, so pooling unrelated values makes it open (not scored), never
+        more alarming. Lines of templates still young are left to their own slots."""
+        roles = K.lookup_slots(batch.template_id, batch.param_ptr, batch.param_pos, self.role_index)
+        scores, which, kind = K.score_params(
+            batch.param_ptr, roles, batch.param_num, batch.param_hash, self.num_stats, self.cat_hash,
+            self.cat_count, self.cat_nd, self.cat_full, self.cat_novelty, self.cat_seen_at, self.cat_num,
+            self.min_obs, self.drift_alpha, self.drift_min_shift, False)
+        scores[counts < self.min_obs] = 0.0
+        return scores, which, kind, roles
+
+    def _assign_roles(self, batch, ctx):
+        """Give each (template, position) of the batch without one its pooled slot."""
+        owners = np.repeat(np.arange(batch.n), np.diff(batch.param_ptr))
+        tids = batch.template_id[owners].astype(np.int64)
+        pos = batch.param_pos.astype(np.int64)
+        inside = (pos >= 0) & (pos < MAX_POSITIONS)
+        todo = np.flatnonzero(inside)[self.role_index[tids[inside], pos[inside]] == ROLE_UNSET]
+        for j in todo.tolist():
+            t, p = int(tids[j]), int(pos[j])
+            if self.role_index[t, p] != ROLE_UNSET:
+                continue
+            key = role_key(ctx.template_text(t), p, ctx.source_name(int(batch.source_id[owners[j]])))
+            if key is None:
+                self.role_index[t, p] = ROLE_NONE
+                continue
+            if key not in self.roles:
+                self._grow_slots(self.next_slot + 1)
+                self.roles[key] = self.next_slot
+                self.next_slot += 1
+            self.role_index[t, p] = self.roles[key]
 
     def _rarity_scores(self, batch):
         """Surprise of meeting a template this rare, young templates' recurrences included."""
@@ -130,10 +174,10 @@ class NoveltyTier(Tier):
             result.expected[i] = "a known template"
             result.observed[i] = "%r seen %d times before" % (ctx.template_text(tid), seen)
 
-    def _explain_params(self, result, param_scores, which, kind, slots, batch, ctx):
+    def _explain_params(self, result, param_scores, which, kind, slots, batch, ctx, pooled=False):
         for i in np.flatnonzero(param_scores >= 40.0):
             i = int(i)
-            if param_scores[i] < result.scores[i] and i in result.reasons:
+            if param_scores[i] <= result.scores[i] and i in result.reasons:
                 continue
             j = int(which[i])
             s = int(slots[j])
@@ -141,8 +185,10 @@ class NoveltyTier(Tier):
             tid = int(batch.template_id[i])
             value = batch.param_num[j]
             if kind[i] == K.KIND_NEW_VALUE:
-                result.reasons[i] = "new value of parameter %d of %r: %s" % (pos, ctx.template_text(tid),
-                                                                            _param_text(batch, j))
+                where = "%r" % ctx.template_text(tid)
+                if pooled:
+                    where += " (new to every template of source %r there)" % ctx.source_name(int(batch.source_id[i]))
+                result.reasons[i] = "new value of parameter %d of %s: %s" % (pos, where, _param_text(batch, j))
                 result.expected[i] = "one of %d known values" % int(self.cat_nd[s])
                 result.observed[i] = "a value never seen there"
                 continue
@@ -164,13 +210,16 @@ class NoveltyTier(Tier):
                                            minlength=self.template_count.size)[: self.template_count.size]
         severe_templates = batch.template_id[batch.level >= LEVEL_WARNING]
         self.template_severe[severe_templates] = 1
-        self._grow_slots(self.next_slot + self._new_slot_count(batch))
+        self._grow_slots(self.next_slot + self._new_slot_count(batch, batch.template_id, self.slot_index))
         slots, self.next_slot = K.assign_slots(batch.template_id, batch.param_ptr, batch.param_pos,
                                                self.slot_index, self.next_slot)
-        K.learn_params(batch.param_ptr, slots, batch.param_num, batch.param_hash, weights.astype(np.float32),
-                       self.num_stats, self.cat_hash, self.cat_count, self.cat_nd, self.cat_full, self.cat_novelty,
-                       self.cat_seen_at, self.cat_num,
-                       self.min_obs, self.drift_alpha, self._numeric_alpha())
+        self._assign_roles(batch, ctx)
+        roles = K.lookup_slots(batch.template_id, batch.param_ptr, batch.param_pos, self.role_index)
+        for which, numeric in ((slots, True), (roles, False)):
+            K.learn_params(batch.param_ptr, which, batch.param_num, batch.param_hash, weights.astype(np.float32),
+                           self.num_stats, self.cat_hash, self.cat_count, self.cat_nd, self.cat_full,
+                           self.cat_novelty, self.cat_seen_at, self.cat_num,
+                           self.min_obs, self.drift_alpha, self._numeric_alpha(), numeric)
 
     def _remember_novelty(self, batch):
         new = self.template_count[batch.template_id] == 0
@@ -196,11 +245,13 @@ class NoveltyTier(Tier):
                     self.cat_seen_at):
             arr[slots] = 0
         self.cat_num[slots] = np.nan
+        self.role_index[tids] = ROLE_UNSET   # the text before a position changed: its role may have
 
-    def _new_slot_count(self, batch):
-        """How many (template, position) pairs of this batch have no slot yet."""
-        known = K.lookup_slots(batch.template_id, batch.param_ptr, batch.param_pos, self.slot_index)
-        tids = np.repeat(batch.template_id.astype(np.int64), np.diff(batch.param_ptr))
+    def _new_slot_count(self, batch, owners, index):
+        """How many (owner, position) pairs of this batch have no slot yet in index (owners: the
+        lines' templates or sources)."""
+        known = K.lookup_slots(owners, batch.param_ptr, batch.param_pos, index)
+        tids = np.repeat(owners.astype(np.int64), np.diff(batch.param_ptr))
         new = (known < 0) & (batch.param_pos >= 0) & (batch.param_pos < MAX_POSITIONS)
         return int(np.unique(tids[new] * MAX_POSITIONS + batch.param_pos[new]).size)
 
@@ -222,11 +273,13 @@ class NoveltyTier(Tier):
         self.template_seen_at = _grown(self.template_seen_at, new, 0)
         self.template_open = _grown(self.template_open, new, 0)
         self.slot_index = _grown(self.slot_index, new, -1)
+        self.role_index = _grown(self.role_index, new, ROLE_UNSET)
 
     def _grow_sources(self, batch):
         n = int(batch.source_id.max()) + 1 if batch.n else 0
         if n > self.source_late.size:
             self.source_late = _grown(self.source_late, max(n, 2 * self.source_late.size), 0)
+
 
     def _grow_slots(self, n):
         size = self.num_stats.shape[0]
@@ -244,7 +297,7 @@ class NoveltyTier(Tier):
         return {"template_count": self.template_count.tolist(), "template_severe": self.template_severe.tolist(),
                 "template_novelty": self.template_novelty.tolist(), "template_seen_at": self.template_seen_at.tolist(),
                 "template_open": self.template_open.tolist(), "source_late": self.source_late.tolist(),
-                "slot_index": self.slot_index.tolist(), "next_slot": used,
+                "slot_index": self.slot_index.tolist(), "role_index": self.role_index.tolist(), "roles": self.roles, "next_slot": used,
                 "num_stats": self.num_stats[:used].tolist(),
                 "cat_hash": [[str(h) for h in row] for row in self.cat_hash[:used]],
                 "cat_count": self.cat_count[:used].tolist(), "cat_nd": self.cat_nd[:used].tolist(),
@@ -261,6 +314,9 @@ class NoveltyTier(Tier):
                                            np.float32)
         self.slot_index = np.asarray(state["slot_index"], np.int32).reshape(-1, MAX_POSITIONS)
         self.next_slot = int(state["next_slot"])
+        self.role_index = np.asarray(state.get("role_index", np.full(self.slot_index.shape, ROLE_UNSET)),
+                                     np.int32).reshape(-1, MAX_POSITIONS)
+        self.roles = dict(state.get("roles", {}))
         size = max(64, self.next_slot)
         self.template_seen_at = np.asarray(state.get("template_seen_at", np.zeros(self.template_count.size)),
                                            np.float64)
@@ -278,6 +334,21 @@ class NoveltyTier(Tier):
         nums = [[np.nan if v is None else v for v in row] for row in state.get("cat_num", [])]
         nums += [[np.nan] * self.max_values] * (self.next_slot - len(nums))
         self.cat_num = _grown(_columns(nums, self.max_values), size, np.nan)
+
+
+def role_key(template, position, source):
+    """What a parameter is, across templates: its source and the template's text up to it.
+
+    `<*> - - [<*> <*>] "GET <*> HTTP/<*>" <*>` is the status code of every access-log template,
+    whatever user agent follows. None when the template has no such parameter (an evicted one)."""
+    seen = 0
+    tokens = template.split()
+    for k, token in enumerate(tokens):
+        marks = token.count("<*>")
+        if seen + marks > position:
+            return "%s\x00%s\x00%d" % (source, " ".join(tokens[:k + 1]), position - seen)
+        seen += marks
+    return None
 
 
 def _param_text(batch, j):

@@ -34,7 +34,7 @@ def test_normal_tail_and_score_scale():
     assert S.surprisal_score(1.0) == 0.0 and S.surprisal_score(-30.0) == 100.0
 
 
-def _random_batches(rng, n_batches, n_lines, n_templates):
+def _random_batches(rng, n_batches, n_lines, n_templates, measurements=True):
     for _ in range(n_batches):
         tids = rng.integers(0, n_templates, n_lines).astype(np.int32)
         per_line = rng.integers(0, 4, n_lines)
@@ -46,7 +46,8 @@ def _random_batches(rng, n_batches, n_lines, n_templates):
         num[rng.random(m) < 0.01] *= 50.0                       # a few outliers
         hashes = rng.integers(0, 6, m).astype(np.uint64)        # low-cardinality values
         numeric = ~np.isnan(num)
-        hashes[numeric] = rng.integers(1000, 10**9, int(numeric.sum())).astype(np.uint64)  # measurements
+        if measurements:
+            hashes[numeric] = rng.integers(1000, 10**9, int(numeric.sum())).astype(np.uint64)
         hashes[rng.random(m) < 0.01] = rng.integers(100, 10**6, 1).astype(np.uint64)
         counts = rng.random(m) < 0.05                           # small counts: a count one step on is no news
         num[counts] = rng.integers(0, 5, int(counts.sum()))
@@ -55,7 +56,8 @@ def _random_batches(rng, n_batches, n_lines, n_templates):
         yield tids, ptr, pos, num, hashes, weights
 
 
-def test_param_kernels_match_the_dict_twin():
+@pytest.mark.parametrize("numeric", [True, False], ids=["template-slots", "pooled-categorical-only"])
+def test_param_kernels_match_the_dict_twin(numeric):
     rng = np.random.default_rng(3)
     min_obs, alpha, base, max_values, n_templates = 20.0, 0.1, 0.01, 8, 5
     min_shift = 0.2  # small enough for the random stream to meet the drift-size gate both ways
@@ -71,13 +73,16 @@ def test_param_kernels_match_the_dict_twin():
     cat_seen_at = np.zeros((size, max_values))
     cat_num = np.full((size, max_values), np.nan)
     twins = {}
-    for tids, ptr, pos, nums, hashes, weights in _random_batches(rng, 12, 300, n_templates):
+    surprised = 0
+    # Pooled slots judge labels only: give them a stream of labels (and the odd new one).
+    for tids, ptr, pos, nums, hashes, weights in _random_batches(rng, 12, 300, n_templates, measurements=numeric):
         slots = K.lookup_slots(tids, ptr, pos, slot_index)
         got = K.score_params(ptr, slots, nums, hashes, num, cat_hash, cat_count, cat_nd, cat_full, cat_novelty,
-                             cat_seen_at, cat_num, min_obs, alpha, min_shift)
+                             cat_seen_at, cat_num, min_obs, alpha, min_shift, numeric)
         lines = [[(int(slots[j]), float(nums[j]), int(hashes[j])) for j in range(ptr[i], ptr[i + 1])]
                  for i in range(len(tids))]
-        want = T.score_lines(lines, twins, min_obs, alpha, min_shift)
+        want = T.score_lines(lines, twins, min_obs, alpha, min_shift, numeric)
+        surprised += int((got[0] > 0).sum())
         for i, (score, j, kind) in enumerate(want):
             assert got[0][i] == pytest.approx(score, abs=1e-3)
             if score > 0:
@@ -85,11 +90,11 @@ def test_param_kernels_match_the_dict_twin():
                 assert got[1][i] - ptr[i] == j
         slots, next_slot = K.assign_slots(tids, ptr, pos, slot_index, next_slot)
         K.learn_params(ptr, slots, nums, hashes, weights, num, cat_hash, cat_count, cat_nd, cat_full, cat_novelty,
-                       cat_seen_at, cat_num, min_obs, alpha, base)
+                       cat_seen_at, cat_num, min_obs, alpha, base, numeric)
         lines = [[(int(slots[j]), float(nums[j]), int(hashes[j])) for j in range(ptr[i], ptr[i + 1])]
                  for i in range(len(tids))]
-        T.learn_lines(lines, weights.tolist(), twins, min_obs, alpha, base, max_values)
-    assert any(s > 0 for s in got[0]), "the random stream should produce some surprise"
+        T.learn_lines(lines, weights.tolist(), twins, min_obs, alpha, base, max_values, numeric)
+    assert surprised > 0, "the random stream should produce some surprise"
     for s, twin in twins.items():
         assert num[s, K.N_OBS] == pytest.approx(twin.n)
         assert num[s, K.CENTER] == pytest.approx(twin.center, abs=1e-9)
