@@ -49,7 +49,8 @@ GATE_INFLATION = 30.0
 SCALE_FLOOR = 0.05              # smallest spread on the log scale (about 5 %)
 HUBER_C = 3.0
 Z_CLIP = 3.0                    # Huber clip of z in the drift mean: a few extreme values do not make a drift
-OPEN_SLOT_VALUES = 8            # a slot with this many values new after warm-up is open-ended
+OPEN_SLOT_VALUES = 8            # a slot with this many values new after warm-up is open-ended,
+CLOSED_SLOT_NOVELTY = 50.0      # unless a new value there was this surprising (p < 1e-5) at first sight
 OPEN_SOURCE_TEMPLATES = 3       # a source with this many messages new after warm-up is open-ended
 SUCCESSION_SHARE = 0.5          # a young value this much of its slot's lines replaces the old ones
 NEW_RATE_BOUND = 3.0            # a value unseen in N lines has a rate below 3/N (95 %)
@@ -250,7 +251,7 @@ def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_ha
 def _value_score(young, s, h, x, cat_hash, cat_count, cat_nd, cat_novelty, cat_seen_at, cat_num, extra, min_obs):
     """Surprise of a categorical value: unseen, or young (and how often it came back), or known.
 
-    `young` holds [novelty, slot lines before first sight, sightings, earlier late values] of the
+    `young` holds [novelty, slot lines before first sight, sightings, judged at first sight only] of the
     young values met in this batch; extra[s] counts the batch's lines of slot s so far. Both are advanced here.
     """
     learned = _slot_total(cat_count, cat_nd, s)
@@ -269,12 +270,15 @@ def _value_score(young, s, h, x, cat_hash, cat_count, cat_nd, cat_novelty, cat_s
                               _late_values(cat_novelty, s, cat_nd[s])])
         else:
             return 0.0
-        if _next_to_known(cat_num, cat_nd, s, x, k):
-            state[3] = OPEN_SLOT_VALUES  # a count going one further (waiting=3 after 2): not a new kind
+        # A count going one further (waiting=3 after 2) is not a new kind of value. A slot that
+        # took new values after warm-up before is open (a count, a growing set): its new values
+        # come back with the load that brought them, so their recurrences prove nothing, unless
+        # new values there are so rare that this one was a surprise at first sight (a status
+        # code pool gathers a few new codes over weeks; a user id slot gains them every hour).
+        state[3] = 1.0 if (_next_to_known(cat_num, cat_nd, s, x, k)
+                           or (state[3] >= OPEN_SLOT_VALUES and state[0] < CLOSED_SLOT_NOVELTY)) else 0.0
         young[key] = state
-    # A slot that took new values after warm-up before is open (a count, a growing set): its new
-    # values come back with the load that brought them, so their recurrences prove nothing.
-    sc = state[0] if state[3] >= OPEN_SLOT_VALUES else young_score(state[0], state[2], total - state[1], state[1])
+    sc = state[0] if state[3] > 0.0 else young_score(state[0], state[2], total - state[1], state[1])
     state[2] += 1.0
     return sc
 

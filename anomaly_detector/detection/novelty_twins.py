@@ -121,11 +121,12 @@ def _value_score(slot, s, h, x, extra, young, min_obs):
             state = [_new_value_surprise(slot), total, 0.0]
         else:
             return 0.0
-        state.append(sum(1 for v in earlier if slot.novelty[v] > 0))
-        if not math.isnan(x) and x == math.floor(x) and any(abs(v - x) <= 1 for o, v in slot.nums.items() if o != h):
-            state[3] = K.OPEN_SLOT_VALUES
+        late = sum(1 for v in earlier if slot.novelty[v] > 0)
+        counting = (not math.isnan(x) and x == math.floor(x)
+                    and any(abs(v - x) <= 1 for o, v in slot.nums.items() if o != h))
+        state.append(counting or (late >= K.OPEN_SLOT_VALUES and state[0] < K.CLOSED_SLOT_NOVELTY))
         young[(s, h)] = state
-    if state[3] >= K.OPEN_SLOT_VALUES:
+    if state[3]:
         score = state[0]
     else:
         score = young_score(state[0], state[2], total - state[1], state[1])
