@@ -105,7 +105,8 @@ class Pipeline:
                            template_id=mined.template_id, buf=columns.content_buf,
                            content_start=columns.content_start, content_end=columns.content_end,
                            param_ptr=mined.param_ptr, param_pos=mined.param_pos, param_hash=mined.param_hash,
-                           param_num=mined.param_num, sources=self.engine.sources)
+                           param_num=mined.param_num, sources=self.engine.sources,
+                           param_start=mined.param_start, param_end=mined.param_end)
 
     def template_text(self, tid):
         try:

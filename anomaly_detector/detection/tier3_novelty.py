@@ -352,7 +352,10 @@ def role_key(template, position, source):
 
 
 def _param_text(batch, j):
-    # The value's text is not kept in the batch; its number (when it is one) stands for it.
+    """The value as the line wrote it; without offsets, its number or its hash stands for it."""
+    if batch.param_start is not None:
+        text = bytes(batch.buf[batch.param_start[j]:batch.param_end[j]]).decode("utf-8", "replace")
+        return repr(text[:80])
     value = batch.param_num[j]
     return "%g" % value if np.isfinite(value) else "#%x" % int(batch.param_hash[j])
 

@@ -42,6 +42,8 @@ class ParsedBatch:
     param_pos     int16[m]    which <*> of the template the value fills (0-based)
     param_hash    uint64[m]   hash of the value's bytes (categorical tracking)
     param_num     float64[m]  numeric value when the token is a number (units stripped), else NaN
+    param_start   int64[m]    offset of each value in buf (None when not kept; explanations only)
+    param_end     int64[m]
     """
 
     ts: np.ndarray
@@ -56,6 +58,8 @@ class ParsedBatch:
     param_hash: np.ndarray
     param_num: np.ndarray
     sources: list = field(default_factory=list)
+    param_start: np.ndarray = None
+    param_end: np.ndarray = None
 
     @property
     def n(self):

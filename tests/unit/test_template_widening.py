@@ -64,7 +64,7 @@ def test_a_new_host_that_widens_its_template_is_still_a_new_value():
     primary = np.array(["db-primary-9" in batch.content(i) for i in range(batch.n)])
     assert scores.anomaly[primary].any() and not scores.anomaly[~primary].any()
     flagged = int(np.flatnonzero(scores.anomaly)[0])
-    assert any("new value" in reason for _, reason, _, _ in scores.reasons[flagged])
+    assert any("new value" in reason and "'primary-9'" in reason for _, reason, _, _ in scores.reasons[flagged])
 
 
 def test_a_template_whose_positions_moved_forgets_its_parameter_values():
