@@ -3,7 +3,8 @@
 The baseline is an exponentially weighted level per key times a seasonal factor per key
 (hour of day, day of week; each shrunk towards 1 until enough days are seen), with a learned
 over-dispersion. Spikes score the lines that make them, when they are both significant and at
-least spike_min_ratio times the expectation; drops and silence become Findings when a bucket closes. Counts are judged by quasi-Poisson tail probabilities (stats_kernels.py).
+least spike_min_ratio times the expectation (against its level, and for a template against its
+share of its source too); drops and silence become Findings when a bucket closes. Counts are judged by quasi-Poisson tail probabilities (stats_kernels.py).
 """
 import numpy as np
 

@@ -1,7 +1,8 @@
 """Tier 3, novelty: never-seen and rare templates, numeric outliers and drift, new categorical values.
 
 Template rarity uses Good-Turing estimates per severity class (how much of the stream belongs to
-templates this rare); parameter statistics live in novelty_kernels.py, arrays grown here.
+templates this rare); parameter statistics live in novelty_kernels.py, arrays grown here: one slot
+per (template, position), and one pooled slot per role (role_key) for categorical values.
 """
 import math
 
@@ -177,7 +178,9 @@ class NoveltyTier(Tier):
     def _explain_params(self, result, param_scores, which, kind, slots, batch, ctx, pooled=False):
         for i in np.flatnonzero(param_scores >= 40.0):
             i = int(i)
-            if param_scores[i] <= result.scores[i] and i in result.reasons:
+            # scores already hold the template slots' and rarity: a pool explains only what it adds.
+            weaker = param_scores[i] <= result.scores[i] if pooled else param_scores[i] < result.scores[i]
+            if weaker and i in result.reasons:
                 continue
             j = int(which[i])
             s = int(slots[j])
@@ -210,7 +213,7 @@ class NoveltyTier(Tier):
                                            minlength=self.template_count.size)[: self.template_count.size]
         severe_templates = batch.template_id[batch.level >= LEVEL_WARNING]
         self.template_severe[severe_templates] = 1
-        self._grow_slots(self.next_slot + self._new_slot_count(batch, batch.template_id, self.slot_index))
+        self._grow_slots(self.next_slot + self._new_slot_count(batch))
         slots, self.next_slot = K.assign_slots(batch.template_id, batch.param_ptr, batch.param_pos,
                                                self.slot_index, self.next_slot)
         self._assign_roles(batch, ctx)
@@ -245,13 +248,12 @@ class NoveltyTier(Tier):
                     self.cat_seen_at):
             arr[slots] = 0
         self.cat_num[slots] = np.nan
-        self.role_index[tids] = ROLE_UNSET   # the text before a position changed: its role may have
+        self.role_index[tids] = ROLE_UNSET   # the text before a position changed, and with it its role
 
-    def _new_slot_count(self, batch, owners, index):
-        """How many (owner, position) pairs of this batch have no slot yet in index (owners: the
-        lines' templates or sources)."""
-        known = K.lookup_slots(owners, batch.param_ptr, batch.param_pos, index)
-        tids = np.repeat(owners.astype(np.int64), np.diff(batch.param_ptr))
+    def _new_slot_count(self, batch):
+        """How many (template, position) pairs of this batch have no slot yet."""
+        known = K.lookup_slots(batch.template_id, batch.param_ptr, batch.param_pos, self.slot_index)
+        tids = np.repeat(batch.template_id.astype(np.int64), np.diff(batch.param_ptr))
         new = (known < 0) & (batch.param_pos >= 0) & (batch.param_pos < MAX_POSITIONS)
         return int(np.unique(tids[new] * MAX_POSITIONS + batch.param_pos[new]).size)
 
