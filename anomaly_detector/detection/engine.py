@@ -28,6 +28,9 @@ from .tier4_sequence import SequenceTier
 log = logging.getLogger(__name__)
 TIER_NAMES = ("t1", "t2", "t3", "t4")
 STATE_VERSION = 1
+# Statistics (tiers 3 and 4) keyed on value hashes: 2 hashes a token's only value with the whole
+# token (miner_kernels.extract_params). Older statistics would see every such value as new.
+STATISTICS_VERSION = 2
 EXPLAIN_MIN_SCORE = 20.0
 FUTURE_SKEW_SECONDS = 86400.0   # clock skew tolerated before a stamp counts as bogus
 
@@ -273,16 +276,20 @@ class DetectionEngine:
         write_json_snapshot(os.path.join(state_dir, "baselines", "detection.json"), "detection-baselines",
                             STATE_VERSION, baselines)
         write_json_snapshot(os.path.join(state_dir, "statistics", "detection.json"), "detection-statistics",
-                            STATE_VERSION, statistics)
+                            STATISTICS_VERSION, statistics)
 
     def load(self, state_dir):
         """Restore what save() wrote; missing or unusable files mean a cold start. Returns True if restored."""
         baselines = read_json_snapshot(os.path.join(state_dir, "baselines", "detection.json"),
                                        "detection-baselines", STATE_VERSION)
         statistics = read_json_snapshot(os.path.join(state_dir, "statistics", "detection.json"),
-                                        "detection-statistics", STATE_VERSION)
+                                        "detection-statistics", STATISTICS_VERSION)
         if baselines is None:
             return False
+        if statistics is not None and statistics[0] < STATISTICS_VERSION:
+            log.warning("%s: statistics saved by an older release key values differently; parameter statistics "
+                        "and workflows start again (volume baselines kept)", state_dir)
+            statistics = None
         state = dict(baselines[1], **(statistics[1] if statistics else {}))
         meta = state.get("meta", {})
         self.lines_seen = int(meta.get("lines_seen", 0))

@@ -155,6 +155,24 @@ def test_state_round_trip_scores_alike(tmp_path):
     assert not DetectionEngine(config()).load(str(tmp_path / "empty"))
 
 
+def test_statistics_of_an_older_release_start_again_but_baselines_stay(tmp_path, caplog):
+    """Statistics version 1 hashed values without their token's constant text: read as version 2
+    they would make every such value new, so they are dropped (with a warning) and relearned."""
+    from anomaly_detector.detection.engine import STATE_VERSION
+    from anomaly_detector.storage.atomic import read_json_snapshot, write_json_snapshot
+    rng = np.random.default_rng(5)
+    first = DetectionEngine(config())
+    steady(first, 240, rng)
+    first.save(str(tmp_path))
+    path = str(tmp_path / "statistics" / "detection.json")
+    write_json_snapshot(path, "detection-statistics", 1, read_json_snapshot(path, "detection-statistics", 2)[1])
+    second = DetectionEngine(config())
+    assert second.load(str(tmp_path)) and "statistics saved by an older release" in caplog.text
+    assert second.tiers["t3"].template_count.sum() == 0 and second.lines_seen == first.lines_seen
+    assert (second.tiers["t2"].templates.level == first.tiers["t2"].templates.level).all()
+    assert STATE_VERSION == 1, "baselines keep their version: only statistics changed"
+
+
 def test_incident_ids_are_deterministic():
     def run():
         engine = DetectionEngine(config())
