@@ -87,17 +87,18 @@ class NoveltyTier(Tier):
         return scores, which, kind, roles
 
     def _assign_roles(self, batch, ctx):
-        """Give each (template, position) of the batch without one its pooled slot."""
-        owners = np.repeat(np.arange(batch.n), np.diff(batch.param_ptr))
-        tids = batch.template_id[owners].astype(np.int64)
-        pos = batch.param_pos.astype(np.int64)
-        inside = (pos >= 0) & (pos < MAX_POSITIONS)
-        todo = np.flatnonzero(inside)[self.role_index[tids[inside], pos[inside]] == ROLE_UNSET]
-        for j in todo.tolist():
-            t, p = int(tids[j]), int(pos[j])
+        """Pooled slot of every parameter (-1: none), giving (template, position) pairs met for the
+        first time theirs; the common batch meets none and costs one lookup."""
+        roles = K.lookup_slots(batch.template_id, batch.param_ptr, batch.param_pos, self.role_index)
+        todo = np.flatnonzero(roles == ROLE_UNSET)
+        if todo.size == 0:
+            return roles
+        owners = np.searchsorted(batch.param_ptr, todo, side="right") - 1
+        for j, i in zip(todo.tolist(), owners.tolist()):
+            t, p = int(batch.template_id[i]), int(batch.param_pos[j])
             if self.role_index[t, p] != ROLE_UNSET:
                 continue
-            key = role_key(ctx.template_text(t), p, ctx.source_name(int(batch.source_id[owners[j]])))
+            key = role_key(ctx.template_text(t), p, ctx.source_name(int(batch.source_id[i])))
             if key is None:
                 self.role_index[t, p] = ROLE_NONE
                 continue
@@ -106,6 +107,7 @@ class NoveltyTier(Tier):
                 self.roles[key] = self.next_slot
                 self.next_slot += 1
             self.role_index[t, p] = self.roles[key]
+        return K.lookup_slots(batch.template_id, batch.param_ptr, batch.param_pos, self.role_index)
 
     def _rarity_scores(self, batch):
         """Surprise of meeting a template this rare, young templates' recurrences included."""
@@ -216,10 +218,10 @@ class NoveltyTier(Tier):
         self._grow_slots(self.next_slot + self._new_slot_count(batch))
         slots, self.next_slot = K.assign_slots(batch.template_id, batch.param_ptr, batch.param_pos,
                                                self.slot_index, self.next_slot)
-        self._assign_roles(batch, ctx)
-        roles = K.lookup_slots(batch.template_id, batch.param_ptr, batch.param_pos, self.role_index)
+        roles = self._assign_roles(batch, ctx)
+        weights = weights.astype(np.float32)
         for which, numeric in ((slots, True), (roles, False)):
-            K.learn_params(batch.param_ptr, which, batch.param_num, batch.param_hash, weights.astype(np.float32),
+            K.learn_params(batch.param_ptr, which, batch.param_num, batch.param_hash, weights,
                            self.num_stats, self.cat_hash, self.cat_count, self.cat_nd, self.cat_full,
                            self.cat_novelty, self.cat_seen_at, self.cat_num,
                            self.min_obs, self.drift_alpha, self._numeric_alpha(), numeric)
