@@ -117,7 +117,7 @@ def bench_seed(seed, args, work):
     took, peak, _ = run_replay(w.files, out_path, inc_path, args.config)
     written = count_lines(out_path)
     if written != w.lines:
-        raise BenchError(f"replay wrote {written} records for {w.lines} input lines (SPEC §8: one per line)")
+        raise BenchError(f"replay wrote {written} records for {w.lines} input lines (the replay record: one per line)")
     if os.path.exists(inc_path):
         detections, via = load_detections(inc_path), "incidents file"
     else:

@@ -1,4 +1,4 @@
-"""`anomaly_detector replay`: the offline backtest of SPEC §8, a fixed outside contract.
+"""`anomaly_detector replay`: the offline backtest; its record (docs/cli.md) is a fixed contract.
 
 Reads FILEs in order through pipeline.Pipeline (the daemon's parsing and models) and writes one
 JSON record per input line; optionally the incidents as JSON lines and the learned state.
@@ -42,7 +42,7 @@ def _config(path):
 @click.option("--save-state", default=None, metavar="DIR", help="Save the learned models into DIR at the end.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 def replay_command(config_path, fmt, log_format, output_path, incidents_path, from_state, save_state, files):
-    """Score FILEs offline in event time, exactly as the daemon would (SPEC §8)."""
+    """Score FILEs offline in event time, exactly as the daemon would: one JSON record per input line, in order."""
     pipeline = Pipeline(_config(config_path), fmt=fmt, log_format=log_format)
     if from_state and not pipeline.load(from_state):
         click.echo("replay: nothing to restore in %s; starting from empty models" % from_state, err=True)

@@ -1,4 +1,4 @@
-"""Scored-line records (SPEC §8) written as JSON bytes by a numba kernel, a whole batch at a time.
+"""Scored-line records (the replay record, docs/cli.md) written as JSON bytes by a numba kernel, a whole batch at a time.
 
 pipeline.py hands it arrays from the engine plus pre-escaped template and reason texts; the
 plain-Python twin `records_py` is what the tests compare it with (and what it must equal).

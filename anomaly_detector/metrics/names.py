@@ -1,7 +1,7 @@
 """Every exported metric declared once: name, type, help, labels.
 
 The sidecar (metrics/sidecar.py) renders values under these names; docs/metrics.md and the
-runbook's greps depend on them (SPEC §5), so a name here is a contract.
+runbook's greps depend on them, so a name here is a contract.
 """
 from dataclasses import dataclass
 

@@ -7,7 +7,7 @@ import json
 
 
 def with_message_and_source(records, messages, source):
-    """Add "message" and "source" to each JSON record line (the scored_lines layout, SPEC §4).
+    """Add "message" and "source" to each JSON record line (the scored_lines layout, docs/cli.md).
 
     records: bytes of n JSON lines ending in "}\\n"; messages: n str. Per-line Python, so only
     used when [outputs] scored_lines is set.

@@ -1,7 +1,7 @@
 """Score detections against a generated workload's labels: recall per kind, time to detect, false incidents.
 
 Reads generator.py's labels.json and either the incidents file that `replay --incidents` writes or,
-failing that, the flagged records of the replay output (SPEC §8); bench/detect_bench.py prints the result.
+failing that, the flagged records of the replay output (docs/cli.md, "The replay record"); bench/detect_bench.py prints the result.
 """
 import json
 import os
