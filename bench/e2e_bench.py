@@ -57,7 +57,6 @@ workers = {workers}
 batch_size = {batch_size}
 [http]
 port = {port}
-admin_token_file = ""
 [outputs]
 scored_lines = {directory}/scored.jsonl
 [logging]

@@ -60,7 +60,6 @@ ring_bytes = 8388608
 [http]
 bind = 127.0.0.1
 port = {port}
-admin_token_file = ""
 [outputs]
 scored_lines = {directory}/scored.jsonl
 incidents = {directory}/incidents.jsonl

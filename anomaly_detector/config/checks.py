@@ -33,7 +33,6 @@ class _Reporter:
 def semantic_problems(path, cfg, index):
     report = _Reporter(path, index)
     _check_processing(report, cfg["processing"])
-    _check_http(report, cfg["http"])
     for name, section in cfg["inputs"].items():
         _check_input(report, ("inputs", name), section)
     for name, section in _subsections(cfg["alerting"]):
@@ -64,12 +63,6 @@ def _check_processing(report, p):
         report.add(ERROR, ("processing",), "ring_bytes",
                    "workers x ring_bytes = %d MiB of rings exceeds max_memory_mb = %d"
                    % (rings_mb, p["max_memory_mb"]))
-
-
-def _check_http(report, h):
-    if bool(h["tls_cert"]) != bool(h["tls_key"]):
-        missing = "tls_key" if h["tls_cert"] else "tls_cert"
-        report.add(ERROR, ("http",), missing, "tls_cert and tls_key go together: set both or neither")
 
 
 def _check_input(report, section, i):
@@ -116,13 +109,6 @@ def environment_problems(path, cfg, index):
     report = _Reporter(path, index)
     for key in ("state_dir", "log_dir"):
         _check_writable_dir(report, ("paths",), key, cfg["paths"][key])
-    for key in ("tls_cert", "tls_key"):
-        if cfg["http"][key] and not os.access(cfg["http"][key], os.R_OK):
-            report.add(ERROR, ("http",), key, "file not readable: %s" % cfg["http"][key])
-    token = cfg["http"]["admin_token_file"]
-    if token and not os.access(token, os.R_OK):
-        report.add(WARNING, ("http",), "admin_token_file",
-                   "not readable: %s; the admin API will refuse every request" % token)
     for name, i in cfg["inputs"].items():
         if i["type"] == "file" and i["path"] and not glob.glob(i["path"]):
             report.add(WARNING, ("inputs", name), "path",

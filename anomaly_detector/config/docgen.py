@@ -9,6 +9,7 @@ import sys
 from configobj.validate import Validator
 
 from anomaly_detector.config.loader import MANY, describe_check, load_spec
+from anomaly_detector.config.unsupported import is_unsupported
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOC_PATH = os.path.join(ROOT, "docs", "configuration.md")
@@ -111,7 +112,8 @@ def _render_section(parent, section, path, out):
     for key in section.scalars:
         out += [indent + c.strip() for c in section.comments.get(key, []) if c.strip()]
         _name, default = _parse_check(section[key])
-        out.append("%s%s = %s" % (indent, key, _format_value(section[key], default)))
+        off = "# " if is_unsupported(path, key) else ""  # the shipped file must validate
+        out.append("%s%s%s = %s" % (indent, off, key, _format_value(section[key], default)))
     for name in section.sections:
         if name != MANY:
             _render_section(section, section[name], path + (name,), out)
@@ -133,7 +135,8 @@ def _render_example(section, path, out):
         out += [indent + c.strip() for c in many.comments.get(key, []) if c.strip()]
         _name, default = _parse_check(many[key])
         value = values.get(key, default)
-        out.append("%s%s%s = %s" % (indent, off, key, _format_value(many[key], value)))
+        key_off = "# " if commented or is_unsupported(path + (name,), key) else ""
+        out.append("%s%s%s = %s" % (indent, key_off, key, _format_value(many[key], value)))
 
 
 def main():

@@ -12,6 +12,7 @@ from configobj.validate import ValidateError, Validator
 from anomaly_detector.config import checks
 from anomaly_detector.config.lineindex import LineIndex
 from anomaly_detector.config.problems import ERROR, Problem, has_errors
+from anomaly_detector.config.unsupported import unsupported_problems
 
 SPEC_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spec.ini")
 DEFAULT_CONFIG_PATH = "/etc/anomaly-detector/config.ini"
@@ -52,6 +53,7 @@ def load_config(path, environment=True):
     problems += _schema_problems(path, cfg, index)
     if not has_errors(problems):
         problems += checks.semantic_problems(path, cfg, index)
+        problems += unsupported_problems(path, cfg, index)
         if environment:
             problems += checks.environment_problems(path, cfg, index)
     problems.sort(key=lambda p: (p.line or 10**9, p.key))

@@ -67,7 +67,6 @@ max_line_bytes = 65536
 heartbeat_timeout_seconds = {heartbeat}
 [http]
 port = {self.port}
-admin_token_file = ""
 [outputs]
 scored_lines = {self.scored}
 incidents = {self.dir}/incidents.jsonl
