@@ -127,15 +127,18 @@ def run_sidecar(ctx, daemon):
     readings = Readings(cfg, daemon.control, daemon.rings, daemon.worker_slots, os.getppid())
     access = os.path.join(cfg["paths"]["log_dir"], "access.log") if cfg["logging"]["access_log"] else None
     server = SidecarHTTPServer(cfg["http"]["bind"], cfg["http"]["port"], readings, access_log_path=access,
-                               sock=daemon.http_socket)
+                               sock=daemon.http_socket, max_connections=cfg["http"]["max_connections"],
+                               header_timeout_seconds=cfg["http"]["header_timeout_seconds"])
+    readings.http_rejections = server.rejections
     log.info("sidecar serving http://%s:%d (/health, /metrics)", server.server_address[0], server.port)
     _serve(server, readings, daemon.control, ctx.slot)
     return 0
 
 
 def _serve(server, readings, control, slot):
-    """Serve requests; once a second beat and sample the counters, so the rate needs no scrape."""
-    server.timeout = 1.0
+    """Serve requests; once a second beat, sample the counters (so the rate needs no scrape) and cut
+    connections past their header deadline."""
+    server.timeout = 0.25
     next_sample = 0.0
     while True:
         now = time.monotonic()
@@ -143,4 +146,5 @@ def _serve(server, readings, control, slot):
             control.beat(slot)
             readings.sample()
             next_sample = now + 1.0
+        server.service_actions()
         server.handle_request()
