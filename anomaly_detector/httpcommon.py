@@ -135,7 +135,8 @@ class BodyHygieneMixin:
             return False
         if self.rfile.last_line == b"":
             # The peer closed before the blank line that ends the headers: half a request is no request.
-            self.server.count_rejection("incomplete")
+            if not self.server.was_cut(self.connection):
+                self.server.count_rejection("incomplete")
             self.close_connection = True
             return False
         try:
@@ -151,6 +152,9 @@ class BodyHygieneMixin:
 
     def send_error(self, code, message=None, explain=None):
         # Malformed request lines, oversized or too many headers, bad versions: the base class answers them.
+        if self.server.was_cut(self.connection):
+            self.close_connection = True
+            return  # cut at its header deadline (counted then): what it had sent is no request
         self.server.count_rejection(status_reason(code))
         log.debug("http: %s from %s (%s)", code, self.client_address[0], message)
         self.close_connection = True
@@ -226,6 +230,12 @@ class GuardedHTTPServer(ThreadingHTTPServer):
                     watch.received, watch.mark = received, received.received
                     watch.quiet_if_silent = quiet_if_silent
 
+    def was_cut(self, conn):
+        """Whether service_actions cut this connection at its header deadline."""
+        with self._open_lock:
+            watch = self._open.get(conn)
+            return watch is not None and watch.cut
+
     def service_actions(self):
         """Cut connections past their header deadline (each once); count those that had begun a request."""
         now = time.monotonic()
@@ -233,7 +243,7 @@ class GuardedHTTPServer(ThreadingHTTPServer):
             late = [(conn, watch) for conn, watch in self._open.items()
                     if watch.deadline is not None and watch.deadline < now]
             for _conn, watch in late:
-                watch.deadline = None
+                watch.deadline, watch.cut = None, True
         for conn, watch in late:
             if not (watch.quiet_if_silent and watch.silent()):
                 self.count_rejection("header_timeout")
@@ -249,10 +259,11 @@ class GuardedHTTPServer(ThreadingHTTPServer):
 class _Watch:
     """An open connection's header deadline and how much it had received when the deadline was set."""
 
-    __slots__ = ("deadline", "received", "mark", "quiet_if_silent")
+    __slots__ = ("deadline", "received", "mark", "quiet_if_silent", "cut")
 
     def __init__(self, deadline):
         self.deadline, self.received, self.mark, self.quiet_if_silent = deadline, None, 0, False
+        self.cut = False
 
     def silent(self):
         return self.received is not None and self.received.received == self.mark

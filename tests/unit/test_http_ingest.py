@@ -271,3 +271,39 @@ def test_close_stops_the_server_even_with_a_silent_client(raw):
     assert time.monotonic() - started < 2 and not thread.is_alive()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((ADDR, source.port), timeout=2).close()
+
+
+def test_an_unread_body_is_never_parsed_as_the_next_request(make_ingest, raw):
+    source = make_ingest()
+    smuggled = b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nsmuggled\n"
+    sock = raw(source.port)
+    sock.sendall(b"GET /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled))
+    reply = read_response(sock)
+    assert reply.startswith(b"HTTP/1.1 405 ") and reply.count(b"HTTP/1.1 ") == 1 and b"Connection: close" in reply
+    assert source.stats["rejected_405"] == 1 and source.stats["requests"] == 0 and source.poll() == []
+
+
+@pytest.mark.parametrize("headers", [
+    b"Content-Length: 9\r\nContent-Length: 4\r\n",
+    b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+    b"Content-Length: 4 4\r\n",
+])
+def test_ambiguous_content_length_is_400_closes_and_queues_nothing(make_ingest, raw, headers):
+    source = make_ingest()
+    sock = raw(source.port)
+    sock.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\nabc\nPOST /ingest HTTP/1.1\r\n\r\n")
+    reply = read_response(sock)
+    assert reply.startswith(b"HTTP/1.1 400 ") and reply.count(b"HTTP/1.1 ") == 1
+    assert source.stats["rejected_400"] == 1 and source.poll() == []
+
+
+def test_a_request_cut_before_its_blank_line_is_not_handled(make_ingest, raw):
+    source = make_ingest()
+    sock = raw(source.port)
+    sock.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n")
+    sock.shutdown(socket.SHUT_WR)
+    assert read_response(sock) == b""
+    deadline = time.monotonic() + 3
+    while source.stats["incomplete"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert source.stats["incomplete"] == 1 and source.stats["requests"] == 0
