@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 STATUS_REASONS = ("400", "404", "405", "411", "413", "414", "431", "503", "505")
 CONNECTION_REASONS = ("refused", "header_timeout", "incomplete")
 REJECT_REASONS = STATUS_REASONS + CONNECTION_REASONS
+# Headers are read with a socket timeout this much past the deadline, so that the deadline always acts first.
+_DEADLINE_SLACK_SECONDS = 2.0
 
 
 def status_reason(status):
@@ -121,6 +123,8 @@ class BodyHygieneMixin:
                                  self.received, quiet_if_silent=self.requests_begun > 0)
         self.requests_begun += 1
         self.body_bytes = 0
+        # The deadline, not the socket timeout, ends a silent client: the cut is counted (or not) there.
+        self.connection.settimeout(self.server.header_timeout_seconds + _DEADLINE_SLACK_SECONDS)
         super().handle_one_request()
 
     def parse_request(self):
@@ -128,6 +132,7 @@ class BodyHygieneMixin:
             parsed = super().parse_request()
         finally:
             self.server.set_deadline(self.connection, None)  # headers are in; the body has the socket timeout
+            self.connection.settimeout(self.timeout)
         if not parsed:
             return False
         if self.request_version == "HTTP/0.9":
