@@ -1,7 +1,10 @@
 """Accept JSON lines over HTTP (`POST /ingest`) into a bounded queue that the input process polls.
 
 Neighbours: file_tail.Chunk is the shape handed to the input process (runner.py); parsing.framing.LineFramer
-splits bodies into bounded lines; the workers' JSON lines parser decodes (and counts malformed) lines later.
+splits bodies into bounded lines; the workers' JSON lines parser decodes (and counts malformed) lines later;
+httpcommon holds the request hygiene shared with the sidecar (body framing, header deadline, connection cap).
+Refusals are counted in `stats` as rejected_<status>, refused, header_timeouts and incomplete; inputs/stats.py
+ships them to /metrics (input_rejected_total).
 
 The server runs in a thread of the input process: that process forks nothing, so a thread is safe there.
 Delivery: a 202 means the lines are queued in memory; they are lost if the daemon dies before the workers
