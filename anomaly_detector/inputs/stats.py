@@ -52,6 +52,9 @@ class InputStatsPublisher:
             row = self._rows[index]
             if row is None:
                 continue
+            refresh = getattr(reader, "refresh_stats", None)
+            if refresh is not None:
+                refresh()
             totals = exported_stats(reader)
             last = self._last[index]
             # A total that went down (a reader's socket was replaced) starts a new count from zero.

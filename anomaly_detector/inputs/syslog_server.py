@@ -356,7 +356,7 @@ class SyslogInput:
         start = self.offset
         if self.protocol == "udp":
             lines = self._poll_udp()
-            self._check_drops()
+            self.refresh_stats()
         else:
             lines = self._poll_tcp()
         self.stats["messages"] += len(lines)
@@ -405,7 +405,11 @@ class SyslogInput:
                 self._deliver_one(message, lines)
         return lines
 
-    def _check_drops(self):
+    def refresh_stats(self):
+        """Re-read the kernel's drop count (at most once a second). Also called while the input process
+        does not poll (rings full): that is when drops happen, and the metric must show them then."""
+        if self.sock is None or self.protocol != "udp":
+            return
         now = time.monotonic()
         if now >= self._next_drop_check:
             self._next_drop_check = now + _DROP_CHECK_SECONDS

@@ -385,3 +385,18 @@ def test_framer_buffer_stays_bounded_on_a_huge_unterminated_message():
         assert framer.buffered() <= 1000 + 16
     assert framer.feed(b"\n<13>next\n") == [b"<13>next"]
     assert framer.truncated == 1
+
+
+def test_kernel_udp_drops_are_read_for_our_socket(make_input):
+    source = make_input(protocol="udp")
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sent = 20000  # about 40 MB of kernel buffer at ~2 KiB per datagram: far over the socket's 8 MiB
+    try:
+        for i in range(sent):
+            sender.sendto(b"<14>burst %d " % i + b"p" * 1000, (ADDR, source.port))
+    finally:
+        sender.close()
+    source.refresh_stats()  # not polled yet: the drops are visible before anything is read
+    drops = source.stats["udp_drops"]
+    lines = poll_until(source, lambda: source.stats["messages"] + drops >= sent)
+    assert drops > 0 and len(lines) + drops == sent
