@@ -10,6 +10,7 @@ import re
 import zoneinfo
 
 from anomaly_detector.config.problems import ERROR, WARNING, Problem
+from anomaly_detector.ipc.control import MAX_INPUTS
 
 MB = 1024 * 1024
 _URL_SINKS = ("alertmanager", "webhook", "slack")
@@ -35,6 +36,9 @@ def semantic_problems(path, cfg, index):
     _check_processing(report, cfg["processing"])
     for name, section in cfg["inputs"].items():
         _check_input(report, ("inputs", name), section)
+    if len(cfg["inputs"]) > MAX_INPUTS:  # each input has a stats row in shared memory
+        report.add(ERROR, ("inputs",), None, "expected at most %d inputs, found %d: merge files into one "
+                   "input with a glob" % (MAX_INPUTS, len(cfg["inputs"])))
     for name, section in _subsections(cfg["alerting"]):
         _check_sink(report, ("alerting", name), section)
     for name, section in cfg["rules"].items():

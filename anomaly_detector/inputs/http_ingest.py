@@ -1,7 +1,10 @@
 """Accept JSON lines over HTTP (`POST /ingest`) into a bounded queue that the input process polls.
 
 Neighbours: file_tail.Chunk is the shape handed to the input process (runner.py); parsing.framing.LineFramer
-splits bodies into bounded lines; the workers' JSON lines parser decodes (and counts malformed) lines later.
+splits bodies into bounded lines; the workers' JSON lines parser decodes (and counts malformed) lines later;
+httpcommon holds the request hygiene shared with the sidecar (body framing, header deadline, connection cap).
+Refusals are counted in `stats` as rejected_<status>, refused, header_timeouts and incomplete; inputs/stats.py
+ships them to /metrics (input_rejected_total).
 
 The server runs in a thread of the input process: that process forks nothing, so a thread is safe there.
 Delivery: a 202 means the lines are queued in memory; they are lost if the daemon dies before the workers
@@ -14,9 +17,17 @@ import socket
 import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
+from anomaly_detector.httpcommon import (
+    STATUS_REASONS,
+    BodyHygieneMixin,
+    FramingError,
+    GuardedHTTPServer,
+    body_length,
+    status_reason,
+)
 from anomaly_detector.inputs.file_tail import Chunk
 from anomaly_detector.parsing.framing import DEFAULT_MAX_LINE_BYTES, LineFramer
 
@@ -31,6 +42,9 @@ _READ_BLOCK_BYTES = 64 << 10
 _DRAIN_AFTER_REJECT_BYTES = 1 << 20
 _DRAIN_AFTER_REJECT_SECONDS = 0.5
 _JOIN_SECONDS = 5.0
+# stats keys of connection-level refusals (request refusals are "rejected_<status>")
+_STAT_OF_REASON = {"refused": "refused", "header_timeout": "header_timeouts", "incomplete": "incomplete"}
+REJECTION_STATS = tuple("rejected_" + status for status in STATUS_REASONS) + tuple(_STAT_OF_REASON.values())
 
 
 class _Reject(Exception):
@@ -41,38 +55,16 @@ class _Reject(Exception):
         self.status, self.stat, self.reason, self.headers = status, stat, reason, headers
 
 
-class _IngestHandler(BaseHTTPRequestHandler):
-    """One connection. Headers must arrive within header_timeout_seconds; each body read within the same."""
+class _IngestHandler(BodyHygieneMixin, BaseHTTPRequestHandler):
+    """One connection. Headers must arrive within header_timeout_seconds; each body read within the same.
+    Framing, deadlines and the connection cap are httpcommon's."""
 
     protocol_version = "HTTP/1.1"
     server_version = "anomaly-detector-ingest"
     sys_version = ""
 
-    def setup(self):
-        self.timeout = self.server.owner.header_timeout_seconds
-        super().setup()
-
-    def handle_one_request(self):
-        # The socket timeout bounds each read; a client dribbling a byte at a time never trips it, so
-        # the request line and headers together also get a deadline (like Go's ReadHeaderTimeout).
-        self.server.set_deadline(self.connection, time.monotonic() + self.timeout)
-        super().handle_one_request()
-
-    def parse_request(self):
-        try:
-            return super().parse_request()
-        finally:
-            self.server.set_deadline(self.connection, None)  # headers are in; the body has the socket timeout
-
     def log_message(self, format, *args):
         """No access log here: the sidecar keeps one; rejections are logged at debug where they happen."""
-
-    def send_error(self, code, message=None, explain=None):
-        # Malformed request lines, oversized or too many headers, bad versions: the base class answers them.
-        self.server.owner.count("bad_requests")
-        log.debug("http ingest: %s from %s (%s)", code, self.client_address[0], message)
-        self.close_connection = True
-        super().send_error(code, message, explain)
 
     def handle_expect_100(self):
         # Check the request before inviting the body: a 413 must not come after the client sent it.
@@ -98,29 +90,27 @@ class _IngestHandler(BaseHTTPRequestHandler):
 
     def _reject_method(self):
         path_ok = urlsplit(self.path).path in INGEST_PATHS
-        reject = _Reject(405, "bad_requests", "method not allowed", (("Allow", "POST"),)) if path_ok \
-            else _Reject(404, "bad_requests", "not found")
+        reject = _Reject(405, "rejected_405", "method not allowed", (("Allow", "POST"),)) if path_ok \
+            else _Reject(404, "rejected_404", "not found")
         self._refuse(reject)
 
     do_GET = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _reject_method
 
+    def refuse_request(self, status, message):
+        self._refuse(_Reject(status, "rejected_%s" % status_reason(status), message))
+
     def _precheck(self):
         """Path, method, framing and size, from the headers alone; returns the body length."""
         if urlsplit(self.path).path not in INGEST_PATHS:
-            raise _Reject(404, "bad_requests", "not found")
+            raise _Reject(404, "rejected_404", "not found")
         if self.command != "POST":
-            raise _Reject(405, "bad_requests", "method not allowed", (("Allow", "POST"),))
-        if self.headers.get("Transfer-Encoding"):
-            raise _Reject(411, "bad_requests", "chunked bodies are refused: send Content-Length")
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            raise _Reject(411, "bad_requests", "Content-Length required")
+            raise _Reject(405, "rejected_405", "method not allowed", (("Allow", "POST"),))
         try:
-            length = int(raw.strip())
-        except ValueError:
-            length = -1
-        if length < 0 or not raw.strip().isdigit():
-            raise _Reject(400, "bad_requests", "bad Content-Length")
+            length = body_length(self.headers)
+        except FramingError as exc:
+            raise _Reject(exc.status, "rejected_%d" % exc.status, exc.message) from None
+        if self.headers.get("Content-Length") is None:
+            raise _Reject(411, "rejected_411", "Content-Length required")
         if length > self.server.owner.max_body_bytes:
             raise _Reject(413, "rejected_413", "body over %d bytes" % self.server.owner.max_body_bytes)
         return length
@@ -136,15 +126,17 @@ class _IngestHandler(BaseHTTPRequestHandler):
                 left -= len(part)
         except OSError:  # socket timeout (a client stalling mid-body) or reset: `left` stays above 0
             pass
+        self.body_bytes = left  # what is still unread: a short body leaves the connection out of step
         if left:
-            raise _Reject(400, "bad_requests", "body shorter than Content-Length or too slow")
+            raise _Reject(400, "rejected_400", "body shorter than Content-Length or too slow")
         return b"".join(parts)
 
     def _refuse(self, reject, body_read=False):
         log.debug("http ingest: %d %s %s from %s: %s", reject.status, self.command, self.path,
                   self.client_address[0], reject.reason)
         self.server.owner.count(reject.stat)
-        self._reply(reject.status, {"error": reject.reason}, reject.headers, close=not body_read)
+        close = not body_read and (self.body_unread() or reject.status in (400, 411))
+        self._reply(reject.status, {"error": reject.reason}, reject.headers, close=close or self.close_connection)
         if reject.status == 413 and not body_read:
             self._drain_briefly()
 
@@ -179,78 +171,21 @@ class _IngestHandler(BaseHTTPRequestHandler):
             pass  # the client went away first: nothing left to protect
 
 
-class _IngestServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer with daemon handler threads, a bound on open connections and header deadlines.
+class _IngestServer(GuardedHTTPServer):
+    """httpcommon.GuardedHTTPServer with the input's own bounds; rejections go to the input's stats."""
 
-    Open connections are kept with their header deadline (None while a body is read or a response
-    written): the serving thread cuts late ones between accepts, and close() cuts them all.
-    """
-
-    daemon_threads = True
-    block_on_close = False  # close() shuts connections down itself rather than waiting out their timeouts
     allow_reuse_address = True
-    # socketserver's default backlog of 5 makes a burst of connections (or a few slowloris sockets
-    # between two accepts) wait for SYN retries, seconds long; accepting is cheap, so keep more.
-    request_queue_size = 128
 
     def __init__(self, address, owner):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.owner = owner
-        self._open = {}  # socket -> header deadline (monotonic seconds) or None
-        self._open_lock = threading.Lock()
+        self.max_connections = owner.max_connections
+        self.header_timeout_seconds = owner.header_timeout_seconds
         super().__init__(address, _IngestHandler)
 
-    def process_request(self, request, client_address):
-        # Runs in the serving thread: a connection over the bound is closed before it costs a thread.
-        with self._open_lock:
-            full = len(self._open) >= self.owner.max_connections
-            if not full:
-                self._open[request] = time.monotonic() + self.owner.header_timeout_seconds
-        if full:
-            self.owner.count("refused")
-            log.debug("http ingest: connection from %s refused (%d open)", client_address[0], len(self._open))
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request):
-        with self._open_lock:
-            self._open.pop(request, None)
-        super().shutdown_request(request)
-
-    def handle_error(self, request, client_address):
-        # A client vanishing mid-response is routine on the network: a debug line, not a traceback on stderr.
-        log.debug("http ingest: connection from %s failed", client_address[0], exc_info=True)
-
-    def set_deadline(self, conn, deadline):
-        with self._open_lock:
-            if conn in self._open:
-                self._open[conn] = deadline
-
-    def service_actions(self):
-        # Called by serve_forever at least every poll_interval: cut connections past their header deadline.
-        now = time.monotonic()
-        with self._open_lock:
-            late = [conn for conn, deadline in self._open.items() if deadline is not None and deadline < now]
-            for conn in late:
-                self._open[conn] = None  # cut once
-        for conn in late:
-            self.owner.count("header_timeouts")
-            self._cut(conn)
-
-    def shutdown_connections(self):
-        with self._open_lock:
-            conns = list(self._open)
-        for conn in conns:
-            self._cut(conn)
-
-    @staticmethod
-    def _cut(conn):
-        try:
-            conn.shutdown(socket.SHUT_RDWR)  # the handler's next read returns at once and it finishes
-        except OSError:
-            pass  # already closed by its handler
+    def count_rejection(self, reason):
+        self.owner.count(_STAT_OF_REASON.get(reason, "rejected_" + reason))
 
 
 class HttpIngestInput:
@@ -271,9 +206,8 @@ class HttpIngestInput:
         self.max_queue_bytes = int(max_queue_bytes)
         self.header_timeout_seconds = float(header_timeout_seconds)
         self.max_connections = int(max_connections)
-        self.stats = {"requests": 0, "lines": 0, "bytes": 0, "truncated": 0, "skipped": 0,
-                      "rejected_413": 0, "rejected_503": 0, "bad_requests": 0, "refused": 0,
-                      "header_timeouts": 0}
+        self.stats = {"requests": 0, "lines": 0, "bytes": 0, "truncated": 0, "skipped": 0}
+        self.stats.update(dict.fromkeys(REJECTION_STATS, 0))
         self._lock = threading.Lock()
         self._queue = deque()  # lists of lines, one per accepted request, in arrival order
         self._queued_lines = 0

@@ -14,6 +14,7 @@ import zlib
 from anomaly_detector.inputs.checkpoints import CheckpointStore
 from anomaly_detector.inputs.file_tail import FileTailer
 from anomaly_detector.inputs.http_ingest import HttpIngestInput
+from anomaly_detector.inputs.stats import InputStatsPublisher
 from anomaly_detector.inputs.stdin import StdinInput
 from anomaly_detector.inputs.syslog_server import SyslogInput
 from anomaly_detector.relief import relieve_memory
@@ -51,7 +52,8 @@ def build_input(name, section, cfg):
     if section["type"] == "syslog":
         return SyslogInput(section["listen_address"], section["listen_port"], section["protocol"],
                            max_line_bytes=processing["max_line_bytes"], on_long_line=processing["on_long_line"],
-                           max_connections=section["max_connections"])
+                           max_connections=section["max_connections"],
+                           idle_timeout_seconds=section["idle_timeout_seconds"])
     if section["type"] == "http":
         return HttpIngestInput(section["listen_address"], section["listen_port"],
                                max_body_bytes=section["max_body_bytes"], max_line_bytes=processing["max_line_bytes"],
@@ -82,6 +84,7 @@ class InputRunner:
         self.backlog = [collections.deque() for _ in self.readers]  # _Pending chunks per input, in order
         self.inflight = [collections.deque() for _ in rings]  # (seq_end, input index, key, offset | None)
         self._relief_seen = control.flags().relief_generation
+        self.stats = InputStatsPublisher(control, self.names, self.readers)
 
     def run(self, stop, drain_timeout):
         while not stop.requested:
@@ -89,6 +92,7 @@ class InputRunner:
             moved = self.pump()
             self.commit_acknowledged()
             self._relief_if_asked()
+            self.stats.publish()
             if not moved:
                 time.sleep(IDLE_SLEEP_SECONDS)
         self.drain(drain_timeout)
@@ -155,6 +159,7 @@ class InputRunner:
 
     def close(self):
         """Save file checkpoints, close files and listening sockets (and the HTTP ingest thread)."""
+        self.stats.publish(force=True)
         for reader in self.readers:
             close = getattr(reader, "close", None)
             if close is not None:

@@ -7,7 +7,7 @@ Delivery is at-most-once across a crash: a network peer cannot be asked to send 
 stream bytes received but not yet handed to the workers when the daemon dies are lost, and datagrams
 arriving while the socket buffer is full are dropped by the kernel (UDP syslog has no backpressure: when
 the rings are full the input process stops polling, TCP peers then wait on the TCP window, UDP senders do
-not; the kernel counts those drops in /proc/net/udp, not us).
+not; the kernel counts those drops, and udp_socket_drops reads its count for our socket).
 `commit()` only records progress, for metrics and symmetry with the file inputs.
 
 Messages are single lines: a message that itself contains LF (a datagram with inner newlines, or an
@@ -16,6 +16,8 @@ LF written as `#012` -- rsyslog's escaping of control characters on receive, fam
 the result is cut to max_line_bytes (counted as truncated) so it always fits a ring slot.
 """
 import logging
+import os
+import re
 import selectors
 import socket
 import time
@@ -32,17 +34,39 @@ _TCP_READ_BYTES = 64 << 10
 # RFC 6587 MSG-LEN is NONZERO-DIGIT *DIGIT; ten digits already exceed any sane message (and max_line_bytes,
 # whose config maximum has 9), so a longer digit run is not a count but text.
 _MAX_COUNT_DIGITS = 10
-# A count above this is no message anyone sends but garbage: honouring it would swallow the connection's
-# next gigabyte, so it is a bad frame (read as text up to the next LF) instead. Counts between
-# max_line_bytes and this are honoured: the message is truncated and the stream stays in step.
-_MAX_OCTET_COUNT = 1 << 30
 _LISTEN_BACKLOG = 128
 # Ask for a roomy kernel buffer so short bursts of datagrams survive between two polls.
 _UDP_RCVBUF_BYTES = 4 << 20
 _IDLE_CHECK_SECONDS = 1.0
+_DROP_CHECK_SECONDS = 1.0
+# A full connection table admits a newcomer by closing the longest-silent peer, if silent this long:
+# a peer that sent within the last second is a working sender, and the newcomer is refused instead.
+EVICT_IDLE_SECONDS = 1.0
 # Empty datagrams cost no bytes of the per-poll budget; this keeps a flood of them from holding a poll.
 _MAX_DATAGRAMS_PER_POLL = 8192
 _LF_ESCAPE = b"#012"
+
+
+def udp_socket_drops(sock):
+    """Datagrams the kernel dropped for this socket (full receive buffer), or None where it cannot tell.
+
+    Read from the `drops` column of /proc/net/udp and /proc/net/udp6 (the row whose inode is the
+    socket's): it counts every drop since the socket was made, needs no change to how datagrams are
+    received (SO_RXQ_OVFL would need recvmsg and ancillary data on every datagram) and is the number
+    operators already compare with `ss -u -a -m` / netstat. Read once a second, never per datagram.
+    """
+    inode = str(os.fstat(sock.fileno()).st_ino)
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as rows:
+                next(rows, None)  # column titles
+                for row in rows:
+                    fields = row.split()
+                    if len(fields) >= 13 and fields[9] == inode:
+                        return int(fields[12])
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def one_line(message, max_line_bytes):
@@ -66,38 +90,56 @@ def strip_trailer(message):
     return message
 
 
+FRAMING_REASONS = ("bad_count", "count_too_large", "overrun", "short_frame")
+# Where a new message starts inside an octet-counted frame whose count cannot be right: an octet-count
+# header followed by a PRI ("57 <13>", the digits not glued to a preceding digit), or a PRI right after an
+# LF ("\n<13>", an LF-framed sender). In a frame whose count was already refused, also a PRI followed by
+# what every syslog message has next: RFC 5424's version "1 " or RFC 3164's month ("<13>Mar ").
+_BOUNDARY = re.compile(rb"(?<![0-9])[1-9][0-9]{0,9} <(?:[0-9]{1,2}|1[0-8][0-9]|19[01])>"
+                       rb"|(?<=\n)<(?:[0-9]{1,2}|1[0-8][0-9]|19[01])>")
+_LOOSE_BOUNDARY = re.compile(_BOUNDARY.pattern + rb"|<(?:[0-9]{1,2}|1[0-8][0-9]|19[01])>(?:1 |[A-Z][a-z]{2} )")
+# A boundary pattern is at most 10 digits, " <191>" and one byte of context: keep that much of the bytes
+# already read so a boundary split over two TCP segments is still seen.
+_BOUNDARY_TAIL = _MAX_COUNT_DIGITS + 8
+
+
 class SyslogStreamFramer:
     """RFC 6587 framing of one TCP connection: octet counting and LF-terminated, chosen per message.
 
     A message starting with a digit is octet-counted (`<len> <msg>`); anything else (syslog starts with
-    `<PRI>`) runs to the next LF. A digit run that is not a valid count (leading zero, too long, not
-    followed by a space, over _MAX_OCTET_COUNT) is counted in `bad_frames` and the bytes are read as an
-    LF-terminated message, so the stream resynchronises at the next LF instead of being lost. A count over
-    max_line_bytes is honoured: the message is truncated (or skipped) and the stream continues right after.
-    RFC 6587's own ambiguity remains: an LF-framed line that begins like a count ("12 x") is read as one,
-    as every RFC 6587 receiver does; real syslog messages begin with "<PRI>", so senders are not affected.
-    Memory held is at most max_line_bytes + _MAX_COUNT_DIGITS + 3 bytes, whatever the input.
+    `<PRI>`) runs to the next LF. Framing errors are counted in `framing` by reason and never lose the
+    stream:
+    - bad_count: a digit run that is not a count (leading zero, over ten digits, no space after it); the
+      bytes are read as an LF-terminated message, so the stream resynchronises at the next LF.
+    - count_too_large: a count over max_line_bytes. It is not waited for: the frame ends at the next
+      message start (_LOOSE_BOUNDARY) or at the connection's end, what it holds is one (truncated) message.
+    - overrun: a new message starts (_BOUNDARY) before the count is reached: the count was larger than
+      the data, so the frame ends there and the next message is read from its own header, instead of
+      the count swallowing the messages after it.
+    - short_frame: the connection ended (or idled out) before the count was reached; what came is delivered.
+    The cost of the boundary check: a well-formed octet-counted message whose text holds "<digits> <PRI>"
+    or an LF followed by "<PRI>" (an embedded syslog line) is split there and counted as an overrun; both
+    halves are still delivered. RFC 6587's own ambiguity remains: an LF-framed line that begins like a count
+    ("12 x") is read as one, as every RFC 6587 receiver does; syslog messages begin with "<PRI>".
+    Memory held is at most max_line_bytes + _MAX_COUNT_DIGITS + _BOUNDARY_TAIL + 3 bytes, whatever the input.
     """
 
     def __init__(self, max_line_bytes=DEFAULT_MAX_LINE_BYTES, on_long_line="truncate"):
         self.lines = LineFramer(max_line_bytes, on_long_line)
         self.max_line_bytes = self.lines.max_line_bytes
         self.on_long_line = on_long_line
-        self.bad_frames = 0
+        self.framing = dict.fromkeys(FRAMING_REASONS, 0)
         self.truncated = 0
         self.skipped = 0
-        self.partial = 0
         self._lf_truncated = 0    # LineFramer's own counters already folded into ours
         self._lf_skipped = 0
         self._state = "start"     # start | count | body | lf
         self._header = bytearray()  # digits of a count being read
-        self._body = bytearray()  # kept bytes of an octet-counted message
-        self._remaining = 0       # bytes of the octet-counted message still to come
-        self._cut = False         # bytes of the current octet-counted message were dropped
+        self._reset()
 
     def buffered(self):
         """Bytes currently held (for the bound checks)."""
-        return len(self._header) + len(self._body) + len(self.lines._held)
+        return len(self._header) + len(self._body) + len(self._tail) + len(self.lines._held)
 
     def feed(self, data):
         """Complete messages in data (bytes, no terminator); partial ones are held for the next feed."""
@@ -116,21 +158,28 @@ class SyslogStreamFramer:
         return out
 
     def close(self):
-        """The peer closed: an LF-framed tail is delivered, a half octet-counted message is counted as partial."""
+        """The peer closed: an LF-framed tail is delivered, so is a half octet-counted message (a short_frame)."""
         out = []
         if self._state == "lf":
             out = self._fold(self.lines.flush())
-        elif self._state in ("count", "body"):
-            self.partial += 1
+        elif self._state == "count":
+            self.framing["short_frame"] += 1
+        elif self._state == "body":
+            if self._remaining is not None:
+                self.framing["short_frame"] += 1
+            if self._body:
+                self._finish_counted(out)
         self._reset()
         return out
 
     def _reset(self):
         self._state = "start"
         self._header = bytearray()
-        self._body = bytearray()
-        self._remaining = 0
-        self._cut = False
+        self._body = bytearray()  # kept bytes of an octet-counted message
+        self._tail = b""          # last bytes of the frame read so far, for boundaries split over segments
+        self._remaining = 0       # bytes of the octet-counted message still to come; None: count refused
+        self._frame_bytes = 0     # bytes of the frame read so far
+        self._cut = False         # bytes of the current octet-counted message were dropped
 
     def _read_count(self, data, pos, out):
         n = len(data)
@@ -141,27 +190,60 @@ class SyslogStreamFramer:
             return pos  # the count goes on in the next segment
         header = bytes(self._header)
         self._header = bytearray()
-        if pos < n and data[pos] == 32 and header[0] != 48 and int(header) <= _MAX_OCTET_COUNT:
-            self._remaining = int(header)
+        if pos < n and data[pos] == 32 and header[0] != 48 and len(header) <= _MAX_COUNT_DIGITS:
+            count = int(header)
             self._state = "body"
+            if count > self.max_line_bytes:
+                self.framing["count_too_large"] += 1
+                self._remaining = None
+            else:
+                self._remaining = count
             return pos + 1
         # Not a count: the digits start an LF-terminated message (a bare "42\n" is text, not a frame).
-        self.bad_frames += 1
+        self.framing["bad_count"] += 1
         self._state = "lf"
         out.extend(self._fold(self.lines.feed(header)))
         return pos
 
     def _read_body(self, data, pos, out):
-        take = min(self._remaining, len(data) - pos)
+        take = len(data) - pos if self._remaining is None else min(self._remaining, len(data) - pos)
+        window = self._tail + data[pos:pos + take]
+        pattern = _BOUNDARY if self._remaining is not None else _LOOSE_BOUNDARY
+        match = pattern.search(window, 1)
+        if match is not None and self._frame_bytes - len(self._tail) + match.start() > 0:
+            return self._end_at_boundary(data, pos, window, match.start(), out)
+        self._keep(data[pos:pos + take])
+        self._tail = window[-_BOUNDARY_TAIL:]
+        if self._remaining is not None:
+            self._remaining -= take
+            if self._remaining == 0:
+                self._finish_counted(out)
+        return pos + take
+
+    def _keep(self, part):
         # Keep one byte over the limit so a frame ending in CRLF/LF right at the limit is not called cut.
         room = self.max_line_bytes + 2 - len(self._body)
-        if take > room:
+        if len(part) > room:
             self._cut = True
-        self._body += data[pos:pos + min(take, room)]
-        self._remaining -= take
-        if self._remaining == 0:
+        self._body += part[:max(0, room)]
+        self._frame_bytes += len(part)
+
+    def _end_at_boundary(self, data, pos, window, start, out):
+        """A new message begins at window[start:]: the frame ends before it, the rest is read anew."""
+        tail = len(self._tail)
+        if self._remaining is not None:
+            self.framing["overrun"] += 1
+        if start >= tail:
+            self._keep(data[pos:pos + start - tail])
             self._finish_counted(out)
-        return pos + take
+            return pos + start - tail
+        # The new message began in bytes already kept: take them back and read them again.
+        frame_end = self._frame_bytes - (tail - start)
+        del self._body[frame_end:]
+        again = window[start:tail]
+        self._finish_counted(out)
+        out.extend(self.feed(again))
+        return pos
 
     def _finish_counted(self, out):
         body = bytes(self._body)
@@ -170,7 +252,8 @@ class SyslogStreamFramer:
         else:
             line, cut = one_line(strip_trailer(body), self.max_line_bytes)
         if not cut:
-            out.append(line)
+            if line or self._frame_bytes:
+                out.append(line)
         elif self.on_long_line == "truncate":
             self.truncated += 1
             out.append(line)
@@ -197,10 +280,11 @@ class SyslogStreamFramer:
 class _Connection:
     """One accepted TCP peer: its socket, framer and last activity time."""
 
-    __slots__ = ("sock", "peer", "framer", "last_seen")
+    __slots__ = ("sock", "peer", "framer", "last_seen", "closed")
 
     def __init__(self, sock, peer, framer, now):
         self.sock, self.peer, self.framer, self.last_seen = sock, peer, framer, now
+        self.closed = False
 
 
 class SyslogInput:
@@ -209,13 +293,15 @@ class SyslogInput:
     Binds at construction (listen_port 0 picks a free port, see `.port`). Nothing blocks: the listening
     socket and every connection are non-blocking and polled with a zero-timeout selector. At most
     max_bytes_per_poll bytes are read per poll; TCP peers beyond max_connections are accepted and closed
-    at once (counted in `refused`) so they do not sit in the backlog; a peer silent for
-    idle_timeout_seconds is closed.
+    at once (counted in `refused`) so they do not sit in the backlog, unless a kept peer has been silent
+    for EVICT_IDLE_SECONDS: then the longest-silent one is closed to admit the newcomer (counted in
+    `evicted`), so idle connections cannot lock real senders out. A peer silent for idle_timeout_seconds
+    is closed (`idle_closed`). Framing errors are counted as `framing_<reason>` (see SyslogStreamFramer).
     """
 
     def __init__(self, listen_address="127.0.0.1", listen_port=0, protocol="udp",
                  max_line_bytes=DEFAULT_MAX_LINE_BYTES, on_long_line="truncate", max_connections=256,
-                 max_bytes_per_poll=1 << 20, idle_timeout_seconds=300):
+                 max_bytes_per_poll=1 << 20, idle_timeout_seconds=60):
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be 'udp' or 'tcp', not {protocol!r}")
         LineFramer(max_line_bytes, on_long_line)  # validates both settings before a socket is opened
@@ -228,8 +314,11 @@ class SyslogInput:
         self.key = "syslog-" + protocol
         self.offset = 0        # bytes received so far, all peers together
         self.committed = 0
-        self.stats = {"messages": 0, "bytes": 0, "truncated": 0, "skipped": 0, "bad_frames": 0,
-                      "partial": 0, "connections": 0, "refused": 0, "idle_closed": 0, "read_errors": 0}
+        self.stats = {"messages": 0, "bytes": 0, "truncated": 0, "skipped": 0, "connections": 0,
+                      "refused": 0, "evicted": 0, "idle_closed": 0, "read_errors": 0}
+        self.stats.update(("framing_" + reason, 0) for reason in FRAMING_REASONS)
+        self.stats["udp_drops"] = 0  # the kernel's count for our UDP socket (see udp_socket_drops)
+        self._next_drop_check = 0.0
         self._conns = {}       # fileno -> _Connection
         self._next_idle_check = 0.0
         self._selector = selectors.DefaultSelector()
@@ -265,7 +354,11 @@ class SyslogInput:
         if self.sock is None:
             return []
         start = self.offset
-        lines = self._poll_udp() if self.protocol == "udp" else self._poll_tcp()
+        if self.protocol == "udp":
+            lines = self._poll_udp()
+            self.refresh_stats()
+        else:
+            lines = self._poll_tcp()
         self.stats["messages"] += len(lines)
         self.stats["bytes"] += self.offset - start
         if not lines and self.offset == start:
@@ -312,6 +405,18 @@ class SyslogInput:
                 self._deliver_one(message, lines)
         return lines
 
+    def refresh_stats(self):
+        """Re-read the kernel's drop count (at most once a second). Also called while the input process
+        does not poll (rings full): that is when drops happen, and the metric must show them then."""
+        if self.sock is None or self.protocol != "udp":
+            return
+        now = time.monotonic()
+        if now >= self._next_drop_check:
+            self._next_drop_check = now + _DROP_CHECK_SECONDS
+            drops = udp_socket_drops(self.sock)
+            if drops is not None:
+                self.stats["udp_drops"] = drops
+
     def _deliver_one(self, message, lines):
         line, cut = one_line(message, self.max_line_bytes)
         if not cut:
@@ -335,8 +440,10 @@ class SyslogInput:
             progress = False
             for key, _ in events:
                 if key.data is None:
-                    progress = self._accept(now) > 0 or progress
+                    progress = self._accept(now, lines) > 0 or progress
                     continue
+                if key.data.closed:
+                    continue  # evicted by an accept earlier in this round
                 got = self._read(key.data, self.max_bytes_per_poll - used, now, lines)
                 used += got
                 progress = progress or got > 0
@@ -349,7 +456,7 @@ class SyslogInput:
             self._next_idle_check = now + min(_IDLE_CHECK_SECONDS, self.idle_timeout_seconds)
         return lines
 
-    def _accept(self, now):
+    def _accept(self, now, lines):
         """Accept every waiting peer; returns how many were kept."""
         kept = 0
         while True:
@@ -361,7 +468,7 @@ class SyslogInput:
                 self.stats["read_errors"] += 1
                 log.debug("syslog tcp accept failed: %s", exc)
                 return kept
-            if len(self._conns) >= self.max_connections:
+            if len(self._conns) >= self.max_connections and not self._evict_idlest(now, lines):
                 self.stats["refused"] += 1
                 sock.close()
                 continue
@@ -390,6 +497,17 @@ class SyslogInput:
         lines.extend(self._fold(conn.framer, conn.framer.feed(data)))
         return len(data)
 
+    def _evict_idlest(self, now, lines):
+        """Close the longest-silent peer if it has been silent EVICT_IDLE_SECONDS; returns whether one was.
+        What it had framed completely was delivered already; a half message it held is counted, not kept."""
+        idlest = min(self._conns.values(), key=lambda conn: conn.last_seen, default=None)
+        if idlest is None or now - idlest.last_seen < EVICT_IDLE_SECONDS:
+            return False
+        self.stats["evicted"] += 1
+        lines.extend(self._fold(idlest.framer, idlest.framer.close()))
+        self._drop(idlest)
+        return True
+
     def _close_idle(self, now, lines):
         for conn in list(self._conns.values()):
             if now - conn.last_seen >= self.idle_timeout_seconds:
@@ -401,13 +519,18 @@ class SyslogInput:
         self._drop(conn)
 
     def _drop(self, conn):
+        conn.closed = True
         self._conns.pop(conn.sock.fileno(), None)
         self._selector.unregister(conn.sock)
         conn.sock.close()
 
     def _fold(self, framer, lines):
         # Each framer counts for its own connection; move the counts to the input's stats.
-        for name in ("truncated", "skipped", "bad_frames", "partial"):
+        for name in ("truncated", "skipped"):
             self.stats[name] += getattr(framer, name)
             setattr(framer, name, 0)
+        for reason, count in framer.framing.items():
+            if count:
+                self.stats["framing_" + reason] += count
+                framer.framing[reason] = 0
         return lines

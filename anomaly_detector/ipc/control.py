@@ -19,15 +19,23 @@ Intended use:
     worker:     counters = block.counters(slot); each batch: block.beat(slot); flags = block.flags();
                 ... counters.add(lines_processed=n, batches=1, errors=e)
     sidecar:    block.counter_totals(); block.child_table(); block.set_flags(backpressure=True)
+    input:      row = block.input_stats(i, name); per batch: row.add(rejected_413=1, lines_truncated=n)
+    sidecar:    block.input_stats_snapshot(names) -> {name: {field: int}} for the inputs' labelled metrics
+
+Per-input stats: one row per configured input (at most MAX_INPUTS, the bound checks.py enforces), written
+only by the input process. Row i belongs to the i-th [inputs] subsection; its first word is a hash of the
+input's name, so after a reload that renames or reorders inputs the input process zeroes a row it
+inherits from another input, and the sidecar reports a row only under the name it was claimed for.
 """
 import dataclasses
+import hashlib
 import numbers
 import time
 
 import numpy as np
 
 CONTROL_MAGIC = 0x61645F6374726C31  # "ad_ctrl1": tells a control block from any other mapping
-CONTROL_VERSION = 1
+CONTROL_VERSION = 2  # 2: per-input stats rows after the flags
 CACHE_LINE = 64
 _HEADER_WORDS = 8
 
@@ -45,6 +53,18 @@ COUNTER_FIELDS = ("lines_processed", "errors", "batches", "bytes_processed", "an
                   "incidents", "lines_read", "lines_dropped", "read_errors")
 _COUNTER_INDEX = {name: i for i, name in enumerate(COUNTER_FIELDS)}
 _ROW_WORDS = -(-len(COUNTER_FIELDS) * 8 // CACHE_LINE) * CACHE_LINE // 8
+
+# Columns of an input's stats row after its identity word (uint64, only ever increased by the input
+# process; a restarted input process adds to them, so they never go backwards).
+INPUT_STAT_FIELDS = (
+    "rejected_400", "rejected_404", "rejected_405", "rejected_411", "rejected_413", "rejected_414",
+    "rejected_431", "rejected_503", "rejected_505", "rejected_refused", "rejected_header_timeout",
+    "rejected_incomplete",
+    "framing_bad_count", "framing_count_too_large", "framing_overrun", "framing_short_frame",
+    "lines_truncated", "lines_skipped", "udp_receive_drops", "closed_idle_timeout", "closed_evicted")
+MAX_INPUTS = 64
+_INPUT_INDEX = {name: i + 1 for i, name in enumerate(INPUT_STAT_FIELDS)}
+_INPUT_ROW_WORDS = -(-(len(INPUT_STAT_FIELDS) + 1) * 8 // CACHE_LINE) * CACHE_LINE // 8
 
 FLAGS_DTYPE = np.dtype([
     ("tier4_enabled", "<i8"),         # 0/1: workers skip tier 4 when 0 (admin disable-tier4 under load)
@@ -75,18 +95,24 @@ class RuntimeFlags:
     relief_generation: int
 
 
-def _layout(max_children, counter_rows):
-    """Byte offsets (children, counters, flags, end) of a block with these dimensions."""
+def _layout(max_children, counter_rows, input_rows):
+    """Byte offsets (children, counters, flags, inputs, end) of a block with these dimensions."""
     children = CACHE_LINE
     counters = children + max_children * CHILD_DTYPE.itemsize
     flags = counters + counter_rows * _ROW_WORDS * 8
-    end = flags + -(-FLAGS_DTYPE.itemsize // CACHE_LINE) * CACHE_LINE
-    return children, counters, flags, end
+    inputs = flags + -(-FLAGS_DTYPE.itemsize // CACHE_LINE) * CACHE_LINE
+    end = inputs + input_rows * _INPUT_ROW_WORDS * 8
+    return children, counters, flags, inputs, end
 
 
-def control_bytes(max_children, counter_rows):
+def control_bytes(max_children, counter_rows, input_rows=MAX_INPUTS):
     """Size of the shared memory a control block with these dimensions needs."""
-    return _layout(max_children, counter_rows)[3]
+    return _layout(max_children, counter_rows, input_rows)[4]
+
+
+def input_identity(name):
+    """The identity word of an input's stats row: a non-zero 64-bit hash of its name."""
+    return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "little") | 1
 
 
 class ControlBlock:
@@ -96,24 +122,26 @@ class ControlBlock:
         header = np.frombuffer(buffer, np.uint64, count=_HEADER_WORDS)
         if int(header[0]) != CONTROL_MAGIC or int(header[1]) != CONTROL_VERSION:
             raise ValueError("buffer does not hold an initialised control block (wrong magic or version)")
-        self.max_children, self.counter_rows = int(header[2]), int(header[3])
-        children, counters, flags, _ = _layout(self.max_children, self.counter_rows)
+        self.max_children, self.counter_rows, self.input_rows = int(header[2]), int(header[3]), int(header[4])
+        children, counters, flags, inputs, _ = _layout(self.max_children, self.counter_rows, self.input_rows)
         self._children = np.frombuffer(buffer, CHILD_DTYPE, count=self.max_children, offset=children)
         self._counters = np.frombuffer(buffer, np.uint64, count=self.counter_rows * _ROW_WORDS,
                                        offset=counters).reshape(self.counter_rows, _ROW_WORDS)
         self._flags = np.frombuffer(buffer, FLAGS_DTYPE, count=1, offset=flags)
+        self._inputs = np.frombuffer(buffer, np.uint64, count=self.input_rows * _INPUT_ROW_WORDS,
+                                     offset=inputs).reshape(self.input_rows, _INPUT_ROW_WORDS)
 
     @classmethod
-    def create(cls, buffer, max_children, counter_rows, **flags):
+    def create(cls, buffer, max_children, counter_rows, input_rows=MAX_INPUTS, **flags):
         """Lay out a zeroed block with default flags (overridden by keyword) and attach to it."""
         if max_children < 1 or counter_rows < 1:
             raise ValueError("a control block needs at least one child slot and one counter row")
-        size = control_bytes(max_children, counter_rows)
+        size = control_bytes(max_children, counter_rows, input_rows)
         if len(memoryview(buffer)) < size:
             raise ValueError(f"buffer too small: this control block needs {size} bytes")
         words = np.frombuffer(buffer, np.uint64, count=size // 8)
         words[:] = 0
-        words[2:4] = (max_children, counter_rows)
+        words[2:5] = (max_children, counter_rows, input_rows)
         words[1] = CONTROL_VERSION
         words[0] = CONTROL_MAGIC  # last: a half-initialised block is never attached to
         block = cls(buffer)
@@ -169,6 +197,32 @@ class ControlBlock:
         rows = self._counters.copy()
         return {name: rows[:, i] for name, i in _COUNTER_INDEX.items()}
 
+    # -- per-input stats -----------------------------------------------------------------------------
+
+    def input_stats(self, index, name):
+        """Input process: the stats row of the index-th input, claimed for `name` (zeroed if it held
+        another input's counts). None past the last row."""
+        if not 0 <= index < self.input_rows:
+            return None
+        row = self._inputs[index]
+        identity = np.uint64(input_identity(name))
+        if row[0] != identity:
+            row[0] = 0        # readers ignore the row while it is reset
+            row[1:] = 0
+            row[0] = identity
+        return InputStats(row)
+
+    def input_stats_snapshot(self, names):
+        """Sidecar: {name: {field: int}} for the inputs in config order; an input whose row is not
+        (yet) claimed for its name reads as zeros."""
+        rows = self._inputs.copy()
+        out = {}
+        for index, name in enumerate(names[:self.input_rows]):
+            row = rows[index]
+            claimed = int(row[0]) == input_identity(name)
+            out[name] = {field: int(row[i]) if claimed else 0 for field, i in _INPUT_INDEX.items()}
+        return out
+
     # -- flags -------------------------------------------------------------------------------------
 
     def flags(self):
@@ -209,6 +263,23 @@ class WorkerCounters:
 
     def value(self, name):
         return int(self._row[_COUNTER_INDEX[name]])
+
+
+class InputStats:
+    """One input's stats row; add() once per batch, never per line."""
+
+    def __init__(self, row):
+        self._row = row
+
+    def add(self, **increments):
+        for name, amount in increments.items():
+            if amount < 0:
+                raise ValueError(f"input stat {name} only grows (got {amount})")
+            if amount:
+                self._row[_INPUT_INDEX[name]] += np.uint64(amount)
+
+    def value(self, name):
+        return int(self._row[_INPUT_INDEX[name]])
 
 
 def _check_flag(name, value):

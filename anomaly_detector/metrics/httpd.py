@@ -1,20 +1,25 @@
 """The sidecar's HTTP server: GET /health and GET /metrics, with a combined-format access log.
 
 Reads everything from a source object (metrics/sidecar.py builds it over shared memory), so it
-never touches the workers. Threads are fine here: this process forks nothing.
+never touches the workers. Threads are fine here: this process forks nothing. Request hygiene
+(body framing, header deadline, connection cap) is httpcommon's; no route here reads a body, so a
+request that carries one is answered and its connection closed.
 """
+import collections
 import json
 import logging
 import threading
 import time
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
+from anomaly_detector.httpcommon import BodyHygieneMixin, GuardedHTTPServer, status_reason
 from anomaly_detector.metrics.exposition import render
 from anomaly_detector.storage.appendfile import AppendFile
 
 CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
 HEADER_TIMEOUT_SECONDS = 10
+MAX_CONNECTIONS = 64
 log = logging.getLogger(__name__)
 
 
@@ -40,10 +45,9 @@ class AccessLog:
             self._file.write(line.encode("utf-8"))
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(BodyHygieneMixin, BaseHTTPRequestHandler):
     server_version = "anomaly_detector"
     sys_version = ""
-    timeout = HEADER_TIMEOUT_SECONDS
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
@@ -63,12 +67,25 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, "application/json", b'{"error": "%s"}' % (b"method not allowed" if status == 405
                                                                      else b"not found"))
 
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_POST
+
+    def refuse_request(self, status, message):
+        self.server.count_rejection(status_reason(status))
+        self.close_connection = True
+        self._send(status, "application/json", json.dumps({"error": message}).encode())
+
     def _send(self, status, content_type, body):
+        if status in (404, 405):
+            self.server.count_rejection(status_reason(status))
+        if self.body_unread():
+            self.close_connection = True  # the body was not read: its bytes must not become a request
         self.send_response_only(status)
         self.send_header("Server", self.version_string())
         self.send_header("Date", self.date_time_string())
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         # Logged before the body goes out, so the line exists once the client has its answer.
         self.log_request(status, len(body))
         self.end_headers()
@@ -88,14 +105,20 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("http: " + fmt, *args)
 
 
-class SidecarHTTPServer(ThreadingHTTPServer):
-    """HTTP server over a source with .health() -> dict and .samples() -> dict (see exposition.render)."""
+class SidecarHTTPServer(GuardedHTTPServer):
+    """HTTP server over a source with .health() -> dict and .samples() -> dict (see exposition.render).
 
-    daemon_threads = True
+    `rejected` counts refused requests and connections by reason (httpcommon.REJECT_REASONS).
+    """
 
-    def __init__(self, bind, port, source, access_log_path=None, sock=None):
+    def __init__(self, bind, port, source, access_log_path=None, sock=None,
+                 max_connections=MAX_CONNECTIONS, header_timeout_seconds=HEADER_TIMEOUT_SECONDS):
         """`sock`: an already listening socket (the supervisor binds before forking, so a busy
         port fails the start, and a restarted sidecar takes over the same socket)."""
+        self.max_connections = int(max_connections)
+        self.header_timeout_seconds = float(header_timeout_seconds)
+        self.rejected = collections.Counter()
+        self._rejected_lock = threading.Lock()
         super().__init__((bind, port), _Handler, bind_and_activate=sock is None)
         if sock is not None:
             self.socket.close()
@@ -104,6 +127,15 @@ class SidecarHTTPServer(ThreadingHTTPServer):
         self.source = source
         self.access_log = AccessLog(access_log_path) if access_log_path else None
         self.started = time.time()
+
+    def count_rejection(self, reason):
+        with self._rejected_lock:
+            self.rejected[reason] += 1
+
+    def rejections(self):
+        """{reason: count} so far (a copy)."""
+        with self._rejected_lock:
+            return dict(self.rejected)
 
     @property
     def port(self):

@@ -44,4 +44,22 @@ METRICS = {m.name: m for m in (
     MetricSpec("workers_running", GAUGE, "Detector workers in the RUNNING or STARTING state."),
     MetricSpec("ring_capacity_lines", GAUGE, "Slots of all rings together: the bound of input_queue_size."),
     MetricSpec("memory_limit_bytes", GAUGE, "max_memory_mb as bytes: the bound of memory_usage_percent."),
+    MetricSpec("input_rejected_total", COUNTER,
+               "Requests and connections an input refused: HTTP status, refused (connection cap), "
+               "header_timeout, incomplete (peer left mid-headers).", ("input", "reason")),
+    MetricSpec("input_framing_errors_total", COUNTER,
+               "Syslog TCP frames with a bad or too large octet count, a count larger than its data "
+               "(overrun) or cut by the connection's end (short_frame); their bytes are still delivered.",
+               ("input", "reason")),
+    MetricSpec("input_connections_closed_total", COUNTER,
+               "Syslog TCP peers closed by the input: idle_timeout, or evicted to admit a new sender.",
+               ("input", "reason")),
+    MetricSpec("lines_truncated_total", COUNTER, "Lines cut to max_line_bytes (on_long_line = truncate).", ("input",)),
+    MetricSpec("lines_skipped_total", COUNTER, "Lines over max_line_bytes dropped (on_long_line = skip).", ("input",)),
+    MetricSpec("udp_receive_drops_total", COUNTER,
+               "Datagrams the kernel dropped for a UDP input's socket because its receive buffer was full.",
+               ("input",)),
+    MetricSpec("http_rejected_total", COUNTER,
+               "Requests and connections the metrics sidecar refused: HTTP status, refused (max_connections), "
+               "header_timeout, incomplete.", ("reason",)),
 )}

@@ -11,12 +11,19 @@ from datetime import datetime, timezone
 
 import psutil
 
+from anomaly_detector.httpcommon import REJECT_REASONS
+from anomaly_detector.inputs.syslog_server import FRAMING_REASONS
 from anomaly_detector.metrics.httpd import SidecarHTTPServer
 from anomaly_detector.supervisor.states import ProcessState
 
 log = logging.getLogger(__name__)
 RATE_WINDOW_SECONDS = 60.0
 _ALIVE = (int(ProcessState.STARTING), int(ProcessState.RUNNING))
+# Bounded reason labels, each shown from zero for the inputs it can happen to.
+_HTTP_INPUT_REASONS = REJECT_REASONS
+_SYSLOG_TCP_REASONS = ("refused",)
+_CLOSE_REASONS = ("idle_timeout", "evicted")
+_SIDECAR_REASONS = tuple(r for r in REJECT_REASONS if r not in ("413", "503"))  # it reads no body, sheds no load
 
 
 class Readings:
@@ -27,6 +34,8 @@ class Readings:
         self.supervisor_pid = supervisor_pid
         self.memory_limit = cfg["processing"]["max_memory_mb"] * 2**20
         self.stall_seconds = cfg["processing"]["heartbeat_timeout_seconds"]
+        self.inputs = [(name, section["type"], section.get("protocol")) for name, section in cfg["inputs"].items()]
+        self.http_rejections = None           # the HTTP server's rejections(), set once it exists
         self._history = collections.deque()   # (monotonic, lines_processed)
         self._progress = (time.monotonic(), -1)
         self._processes = {}
@@ -83,7 +92,39 @@ class Readings:
             "workers_running": self._workers_alive(),
             "ring_capacity_lines": sum(ring.slots for ring in self.rings),
             "memory_limit_bytes": self.memory_limit,
+            **self._input_samples(),
+            **self._http_samples(),
         }
+
+    def _input_samples(self):
+        """The inputs' refusals, framing errors, long lines and drops, labelled by input (and reason)."""
+        stats = self.control.input_stats_snapshot([name for name, _, _ in self.inputs])
+        out = {name: {} for name in ("input_rejected_total", "input_framing_errors_total", "lines_truncated_total",
+                                     "lines_skipped_total", "udp_receive_drops_total",
+                                     "input_connections_closed_total")}
+        for name, kind, protocol in self.inputs:
+            row = stats.get(name)
+            if row is None:
+                continue  # past the last stats row (the config check keeps this from happening)
+            label = (("input", name),)
+            out["lines_truncated_total"][label] = row["lines_truncated"]
+            out["lines_skipped_total"][label] = row["lines_skipped"]
+            tcp_syslog = kind == "syslog" and protocol == "tcp"
+            if tcp_syslog:
+                for reason in FRAMING_REASONS:
+                    out["input_framing_errors_total"][label + (("reason", reason),)] = row["framing_" + reason]
+                for reason in _CLOSE_REASONS:
+                    out["input_connections_closed_total"][label + (("reason", reason),)] = row["closed_" + reason]
+            elif kind == "syslog":
+                out["udp_receive_drops_total"][label] = row["udp_receive_drops"]
+            reasons = _HTTP_INPUT_REASONS if kind == "http" else _SYSLOG_TCP_REASONS if tcp_syslog else ()
+            for reason in reasons:
+                out["input_rejected_total"][label + (("reason", reason),)] = row["rejected_" + reason]
+        return out
+
+    def _http_samples(self):
+        counts = self.http_rejections() if self.http_rejections is not None else {}
+        return {"http_rejected_total": {(("reason", reason),): counts.get(reason, 0) for reason in _SIDECAR_REASONS}}
 
     def _inflight_bound(self):
         return self.control.flags().batch_size * len(self.worker_slots)
@@ -127,15 +168,18 @@ def run_sidecar(ctx, daemon):
     readings = Readings(cfg, daemon.control, daemon.rings, daemon.worker_slots, os.getppid())
     access = os.path.join(cfg["paths"]["log_dir"], "access.log") if cfg["logging"]["access_log"] else None
     server = SidecarHTTPServer(cfg["http"]["bind"], cfg["http"]["port"], readings, access_log_path=access,
-                               sock=daemon.http_socket)
+                               sock=daemon.http_socket, max_connections=cfg["http"]["max_connections"],
+                               header_timeout_seconds=cfg["http"]["header_timeout_seconds"])
+    readings.http_rejections = server.rejections
     log.info("sidecar serving http://%s:%d (/health, /metrics)", server.server_address[0], server.port)
     _serve(server, readings, daemon.control, ctx.slot)
     return 0
 
 
 def _serve(server, readings, control, slot):
-    """Serve requests; once a second beat and sample the counters, so the rate needs no scrape."""
-    server.timeout = 1.0
+    """Serve requests; once a second beat, sample the counters (so the rate needs no scrape) and cut
+    connections past their header deadline."""
+    server.timeout = 0.25
     next_sample = 0.0
     while True:
         now = time.monotonic()
@@ -143,4 +187,5 @@ def _serve(server, readings, control, slot):
             control.beat(slot)
             readings.sample()
             next_sample = now + 1.0
+        server.service_actions()
         server.handle_request()

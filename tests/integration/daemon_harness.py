@@ -35,7 +35,7 @@ def numbered_line(i):
 class Daemon:
     """One daemon under test: its directory, config, process and HTTP port."""
 
-    def __init__(self, tmp_path, workers=2, batch_size=500, extra="", inputs=None, heartbeat=30):
+    def __init__(self, tmp_path, workers=2, batch_size=500, extra="", inputs=None, heartbeat=30, http=""):
         self.dir = str(tmp_path)
         self.logs = os.path.join(self.dir, "logs")
         os.makedirs(self.logs, exist_ok=True)
@@ -44,9 +44,9 @@ class Daemon:
         self.scored = os.path.join(self.dir, "scored.jsonl")
         self.config = os.path.join(self.dir, "config.ini")
         self.process = None
-        self.write_config(workers, batch_size, extra, inputs, heartbeat)
+        self.write_config(workers, batch_size, extra, inputs, heartbeat, http)
 
-    def write_config(self, workers=2, batch_size=500, extra="", inputs=None, heartbeat=30):
+    def write_config(self, workers=2, batch_size=500, extra="", inputs=None, heartbeat=30, http=""):
         inputs = inputs or "[[app]]\ntype = file\npath = %s/app.log*\nstart_at = beginning\n" % self.logs
         text = f"""[service]
 name = {self.name}
@@ -67,6 +67,7 @@ max_line_bytes = 65536
 heartbeat_timeout_seconds = {heartbeat}
 [http]
 port = {self.port}
+{http}
 [outputs]
 scored_lines = {self.scored}
 incidents = {self.dir}/incidents.jsonl
@@ -103,6 +104,16 @@ incidents = {self.dir}/incidents.jsonl
                 pass
             time.sleep(0.2)
         raise AssertionError("daemon not healthy after %.0f s:\n%s" % (timeout, self.log_tail()))
+
+    def labelled(self, name):
+        """{ {label: value} as a sorted tuple of pairs: value } of one labelled metric in GET /metrics."""
+        _, text = self.get("/metrics")
+        found = {}
+        for line in text.splitlines():
+            m = re.match(r"anomaly_detector_%s\{(.*)\} (\S+)$" % re.escape(name), line)
+            if m:
+                found[tuple(sorted(re.findall(r'(\w+)="([^"]*)"', m.group(1))))] = float(m.group(2))
+        return found
 
     def metric(self, name):
         _, text = self.get("/metrics")

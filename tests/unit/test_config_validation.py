@@ -67,6 +67,12 @@ CASES = [
     ("bad_log_level", "[logging]\nlevel = LOUD\n", "level", ["level", "'LOUD'", "'DEBUG'"]),
     ("line_limit_too_small", "[processing]\nmax_line_bytes = 10\n", "max_line_bytes", ["max_line_bytes", "from 256"]),
     ("empty_state_dir", "[service]\nname = \"\"\n", "name", ["[service] name", "from 1 to 64"]),
+    ("too_many_inputs", "[inputs]\n" + "".join("[[f%d]]\npath = /x/%d\n" % (i, i) for i in range(65)), "[inputs]",
+     ["[inputs]", "at most 64 inputs, found 65"]),
+    ("idle_timeout_zero", "[inputs]\n[[sys]]\ntype = syslog\nlisten_port = 514\nprotocol = tcp\nidle_timeout_seconds = 0\n",
+     "idle_timeout_seconds", ["idle_timeout_seconds", "from 1 to 86400"]),
+    ("http_header_timeout_zero", "[http]\nheader_timeout_seconds = 0\n", "header_timeout_seconds",
+     ["header_timeout_seconds", "from 0.1 to 300"]),
 ]
 
 

@@ -111,7 +111,7 @@ def test_chunked_and_lengthless_bodies_are_refused(make_ingest, raw):
     sock = raw(source.port)
     sock.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n")
     assert read_response(sock).startswith(b"HTTP/1.1 400 ")
-    assert source.stats["bad_requests"] == 3 and source.poll() == []
+    assert (source.stats["rejected_411"], source.stats["rejected_400"]) == (2, 1) and source.poll() == []
 
 
 def test_wrong_method_405_and_unknown_path_404(make_ingest):
@@ -122,7 +122,7 @@ def test_wrong_method_405_and_unknown_path_404(make_ingest):
     assert post(source.port, b"x\n", path="/admin/../ingest")[0] == 404
     assert post(source.port, None, path="/metrics", method="GET")[0] == 404
     assert post(source.port, b"x\n", path="/ingest/more")[0] == 404
-    assert source.stats["bad_requests"] == 5 and source.poll() == []
+    assert (source.stats["rejected_405"], source.stats["rejected_404"]) == (2, 3) and source.poll() == []
 
 
 def test_full_queue_answers_503_then_accepts_after_poll(make_ingest):
@@ -239,9 +239,9 @@ def test_a_body_cut_short_is_a_bad_request_and_queues_nothing(make_ingest, raw):
     sock.shutdown(socket.SHUT_WR)
     read_response(sock)
     deadline = time.monotonic() + 3
-    while source.stats["bad_requests"] == 0 and time.monotonic() < deadline:
+    while source.stats["rejected_400"] == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert source.stats["bad_requests"] == 1 and source.poll() == []
+    assert source.stats["rejected_400"] == 1 and source.poll() == []
 
 
 def test_concurrent_posts_are_all_queued(make_ingest):
@@ -271,3 +271,39 @@ def test_close_stops_the_server_even_with_a_silent_client(raw):
     assert time.monotonic() - started < 2 and not thread.is_alive()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((ADDR, source.port), timeout=2).close()
+
+
+def test_an_unread_body_is_never_parsed_as_the_next_request(make_ingest, raw):
+    source = make_ingest()
+    smuggled = b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nsmuggled\n"
+    sock = raw(source.port)
+    sock.sendall(b"GET /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled))
+    reply = read_response(sock)
+    assert reply.startswith(b"HTTP/1.1 405 ") and reply.count(b"HTTP/1.1 ") == 1 and b"Connection: close" in reply
+    assert source.stats["rejected_405"] == 1 and source.stats["requests"] == 0 and source.poll() == []
+
+
+@pytest.mark.parametrize("headers", [
+    b"Content-Length: 9\r\nContent-Length: 4\r\n",
+    b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+    b"Content-Length: 4 4\r\n",
+])
+def test_ambiguous_content_length_is_400_closes_and_queues_nothing(make_ingest, raw, headers):
+    source = make_ingest()
+    sock = raw(source.port)
+    sock.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\nabc\nPOST /ingest HTTP/1.1\r\n\r\n")
+    reply = read_response(sock)
+    assert reply.startswith(b"HTTP/1.1 400 ") and reply.count(b"HTTP/1.1 ") == 1
+    assert source.stats["rejected_400"] == 1 and source.poll() == []
+
+
+def test_a_request_cut_before_its_blank_line_is_not_handled(make_ingest, raw):
+    source = make_ingest()
+    sock = raw(source.port)
+    sock.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n")
+    sock.shutdown(socket.SHUT_WR)
+    assert read_response(sock) == b""
+    deadline = time.monotonic() + 3
+    while source.stats["incomplete"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert source.stats["incomplete"] == 1 and source.stats["requests"] == 0

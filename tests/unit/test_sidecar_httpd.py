@@ -1,6 +1,8 @@
 """Sidecar HTTP: /health 200/503, /metrics parseable, 404/405, access log without control bytes."""
 import json
+import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -14,8 +16,10 @@ class FakeReadings:
 
     def __init__(self):
         self.status = "healthy"
+        self.health_runs = 0
 
     def health(self):
+        self.health_runs += 1
         return {"status": self.status, "timestamp": "2026-11-28T00:00:00Z",
                 "reasons": [] if self.status == "healthy" else ["worker 1 down"]}
 
@@ -24,14 +28,43 @@ class FakeReadings:
 
 
 @pytest.fixture
-def server(tmp_path):
-    readings = FakeReadings()
-    srv = SidecarHTTPServer("127.0.0.1", 0, readings, access_log_path=str(tmp_path / "access.log"))
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv, readings, tmp_path / "access.log"
-    srv.shutdown()
-    srv.server_close()
+def make_server(tmp_path):
+    servers = []
+
+    def make(**kwargs):
+        readings = FakeReadings()
+        srv = SidecarHTTPServer("127.0.0.1", 0, readings, access_log_path=str(tmp_path / "access.log"), **kwargs)
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        servers.append(srv)
+        return srv, readings
+    yield make
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+        srv.shutdown_connections()
+
+
+@pytest.fixture
+def server(make_server, tmp_path):
+    srv, readings = make_server()
+    return srv, readings, tmp_path / "access.log"
+
+
+def _raw(srv):
+    return socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+
+
+def _until_closed(sock):
+    """Everything the server sends until it closes the connection (fails if it keeps it open 5 s)."""
+    data = b""
+    while True:
+        try:
+            part = sock.recv(65536)
+        except ConnectionResetError:
+            return data
+        if not part:
+            return data
+        data += part
 
 
 def _get(srv, path, method="GET", headers=None):
@@ -73,3 +106,115 @@ def test_access_log_one_line_per_request_without_control_bytes(server):
     assert len(lines) == 2
     assert '"GET /health HTTP/1.1" 200' in lines[0] and "\\x1b[31mred\\x07" in lines[0]
     assert not any(ord(c) < 0x20 for line in lines for c in line)
+
+
+def test_an_unread_body_is_never_parsed_as_the_next_request(server):
+    srv, readings, _ = server
+    smuggled = b"GET /SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n"
+    with _raw(srv) as sock:
+        sock.sendall(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled))
+        reply = _until_closed(sock)
+    assert reply.startswith(b"HTTP/1.1 405 ") and reply.count(b"HTTP/1.1 ") == 1
+    assert b"Connection: close" in reply
+    assert srv.rejections() == {"405": 1}
+    with _raw(srv) as sock:  # a body on a GET is not read either: answered, then closed
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled))
+        reply = _until_closed(sock)
+    assert reply.startswith(b"HTTP/1.1 200 ") and reply.count(b"HTTP/1.1 ") == 1
+
+
+def test_keep_alive_without_body_serves_several_requests(server):
+    srv, _, _ = server
+    with _raw(srv) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = _until_closed(sock)
+    assert reply.count(b"HTTP/1.1 200 ") == 1 and reply.count(b"HTTP/1.1 404 ") == 1
+
+
+@pytest.mark.parametrize("headers", [
+    b"Content-Length: 5\r\nContent-Length: 6\r\n",
+    b"Content-Length: 5, 6\r\n",
+    b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+    b"Content-Length: +5\r\n",
+    b"Content-Length: 0x5\r\n",
+])
+def test_ambiguous_content_length_is_400_and_closes(server, headers):
+    srv, readings, _ = server
+    with _raw(srv) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\nhello" + b"GET /health HTTP/1.1\r\n\r\n")
+        reply = _until_closed(sock)
+    assert reply.startswith(b"HTTP/1.1 400 ") and reply.count(b"HTTP/1.1 ") == 1
+    assert readings.health_runs == 0 and srv.rejections() == {"400": 1}
+
+
+def test_identical_repeated_content_length_is_one_value(server):
+    srv, _, _ = server
+    with _raw(srv) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 0\r\n"
+                     b"Connection: close\r\n\r\n")
+        assert _until_closed(sock).startswith(b"HTTP/1.1 200 ")
+
+
+def test_abandoned_partial_requests_run_nothing_and_do_not_delay_a_probe(server):
+    """1,000 clients send part of a /health request and leave: no /health runs for them, and a probe
+    sent among them is answered at once (generous bound: the machine is shared)."""
+    srv, readings, _ = server
+    slowest = []
+
+    def probe():
+        for _ in range(5):
+            start = time.monotonic()
+            status, _ = _get(srv, "/health")
+            slowest.append(time.monotonic() - start)
+            assert status == 200
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    for i in range(1000):
+        with _raw(srv) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n" if i % 2 else b"GET /hea")
+    prober.join(30)
+    deadline = time.monotonic() + 10
+    while sum(srv.rejections().values()) < 1000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert readings.health_runs == 5, "a /health ran for an abandoned request"
+    assert srv.rejections().get("incomplete") == 500   # headers cut by EOF
+    assert srv.rejections().get("400") == 500          # request line cut by EOF
+    assert max(slowest) < 1.5
+
+
+def test_connection_cap_closes_the_extra_connection_at_once(make_server):
+    srv, readings = make_server(max_connections=4)
+    held = [_raw(srv) for _ in range(4)]
+    try:
+        deadline = time.monotonic() + 5
+        while srv.open_connections() < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with _raw(srv) as extra:
+            extra.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _until_closed(extra) == b""
+        assert srv.rejections() == {"refused": 1} and readings.health_runs == 0
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 5
+    while srv.open_connections() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _get(srv, "/health")[0] == 200
+
+
+def test_header_deadline_cuts_a_dribbling_client_but_not_an_idle_kept_alive_one(make_server):
+    srv, readings = make_server(header_timeout_seconds=0.5)
+    with _raw(srv) as dribbler, _raw(srv) as kept:
+        kept.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert kept.recv(65536).startswith(b"HTTP/1.1 200 ")
+        start = time.monotonic()
+        try:
+            for byte in b"GET /health HTTP/1.1\r\nHost: x\r\n":
+                dribbler.sendall(bytes([byte]))
+                time.sleep(0.05)
+        except OSError:
+            pass  # cut while still sending
+        assert _until_closed(dribbler) == b"" and time.monotonic() - start < 4
+        assert _until_closed(kept) == b""   # silent after its answer: closed at the deadline, not counted
+    assert srv.rejections() == {"header_timeout": 1} and readings.health_runs == 1
