@@ -7,7 +7,7 @@ batch; the metrics sidecar sums the rows and reads the table for /health and /me
 
 Rules that make it lock-free: every cell is an aligned 8-byte value, so no reader ever sees a torn
 value; every cell has one writer (child table: the supervisor writes pid/state/started/restarts/
-exit_status, the child only its heartbeat; counter row r: only the worker in slot r, which keeps
+exit_status/exited, the child only its heartbeat; counter row r: only the worker in slot r, which keeps
 the row across its restarts so counters never go backwards; flags: plain stores, the generation
 counters are bumped by the supervisor only; scoring record r: only the worker in slot r).
 Readers tolerate a row that is mid-update because
@@ -38,9 +38,9 @@ _HEADER_WORDS = 8
 
 # One row per child slot; each field one 8-byte cell, the row padded to a cache line.
 CHILD_DTYPE = np.dtype({
-    "names": ["pid", "state", "started", "heartbeat", "restarts", "exit_status"],
-    "formats": ["<i8", "<i8", "<f8", "<f8", "<u8", "<i8"],
-    "offsets": [0, 8, 16, 24, 32, 40],
+    "names": ["pid", "state", "started", "heartbeat", "restarts", "exit_status", "exited"],
+    "formats": ["<i8", "<i8", "<f8", "<f8", "<u8", "<i8", "<f8"],
+    "offsets": [0, 8, 16, 24, 32, 40, 48],
     "itemsize": CACHE_LINE,
 })
 
@@ -152,8 +152,11 @@ class ControlBlock:
         row["state"] = int(state)
 
     def record_exit(self, slot, exit_status, state):
-        """Supervisor: the child in slot was reaped with this status (os.waitstatus_to_exitcode)."""
+        """Supervisor: the child in slot was reaped with this status (os.waitstatus_to_exitcode).
+
+        Also stamps when (monotonic), so a successor can tell how long its predecessor was scoring."""
         row = self._children[slot:slot + 1]
+        row["exited"] = time.monotonic()
         row["exit_status"] = exit_status
         row["pid"] = 0
         row["state"] = int(state)
@@ -167,7 +170,7 @@ class ControlBlock:
         return (time.monotonic() if now is None else now) - float(self._children["heartbeat"][slot])
 
     def child_table(self):
-        """A copy of the child table (pid, state, started, heartbeat, restarts, exit_status) for reporting."""
+        """A copy of the child table (pid, state, started, heartbeat, restarts, exit_status, exited)."""
         return self._children.copy()
 
     # -- counters ----------------------------------------------------------------------------------

@@ -169,8 +169,9 @@ class DetectorWorker:
             seq = int(meta["seq"][k])
             records.append(dead_letter_record(buf[starts[k]:ends[k]], self.index, name, self.prefixes[source_id],
                                               seq, int(meta["input_pos"][k]), reason))
-            log.error("worker %d: a line of input %s (ring seq %d, input position %d) set aside in %s: %s",
-                      self.index, name, seq, int(meta["input_pos"][k]), self.dead_letter.path, reason)
+            position = int(meta["input_pos"][k])
+            log.error("worker %d: a line of input %s (ring seq %d%s) set aside in %s: %s", self.index, name, seq,
+                      ", input position %d" % position if position >= 0 else "", self.dead_letter.path, reason)
         try:
             self.dead_letter.write(b"".join(records))
         except OSError as exc:  # the line is still counted; the log above holds where it came from

@@ -56,7 +56,7 @@ def inherited_death(control, row, slot, tail, pid, heartbeat_timeout):
     if count == 0 or owner == pid or first + count <= tail:
         return None
     child = control.child_table()[slot]
-    took = float(child["started"]) - started   # our fork time: after the death, kill grace and back-off
+    took = float(child["exited"]) - started   # from the range's start to the predecessor's reaping
     reason = death_reason(int(child["exit_status"]), took, heartbeat_timeout)
     start = max(first, tail)
     return Death(start, first + count - start, reason)

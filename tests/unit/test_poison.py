@@ -59,12 +59,13 @@ def test_death_reasons():
     assert death_reason(70, 0.5, 30.0) == "crashed: exit status 70"
 
 
-def _die_scoring(control, first, count):
-    """Fork a child that records a range and aborts; the supervisor's bookkeeping follows."""
+def _die_scoring(control, first, count, scoring_for=0.0):
+    """Fork a child that records a range (begun scoring_for seconds ago) and aborts; the supervisor's
+    bookkeeping follows."""
     pid = os.fork()
     if pid == 0:
         faulthandler.disable()   # the abort is the point; no stack dump in the test output
-        control.begin_scoring(0, first, count)
+        control.begin_scoring(0, first, count, now=time.monotonic() - scoring_for)
         os.abort()
     code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     control.record_exit(0, code, ProcessState.EXITED)
@@ -81,6 +82,13 @@ def test_a_successor_inherits_the_range_its_predecessor_died_on(shared):
     assert inherited_death(control, 0, 0, tail=105, pid=os.getpid(), heartbeat_timeout=30) is None
     control.end_scoring(0)
     assert inherited_death(control, 0, 0, tail=5, pid=os.getpid(), heartbeat_timeout=30) is None
+
+
+def test_a_worker_aborted_after_the_heartbeat_timeout_was_killed_as_hung(shared):
+    control, _ = shared
+    _die_scoring(control, 0, 1, scoring_for=40.0)
+    death = inherited_death(control, 0, 0, tail=0, pid=os.getpid(), heartbeat_timeout=30)
+    assert death == Death(0, 1, "worker killed while scoring (hung 30 s)")
 
 
 def test_own_record_is_not_a_death(shared):
