@@ -127,9 +127,13 @@ class DetectorWorker:
             failed, lettered = self._score_run_guarded(buf, starts[first:stop], ends[first:stop], meta[first:stop],
                                                        source_id)
             errors, dead = errors + failed, dead + lettered
-        incidents = self.pipeline.take_incidents()
-        if incidents:
-            self._report(incidents)
+        incidents = []
+        try:
+            incidents = self.pipeline.take_incidents()
+            if incidents:
+                self._report(incidents)
+        except Exception:  # the lines are scored and written; a reporting fault must not kill the worker
+            log.exception("worker %d: incidents of a batch could not be reported", self.index)
         self.counters.add(anomalies=self.pipeline.anomalies - anomalies_before, incidents=len(incidents))
         return errors, dead
 
