@@ -1,4 +1,5 @@
-"""The control block in shared memory: child table with heartbeats, per-worker counters, run-time flags.
+"""The control block in shared memory: child table with heartbeats, per-worker counters, run-time flags,
+and per-worker scoring records (the ring range a worker is scoring, which outlives the worker).
 
 The supervisor creates it before forking (in a shm.Segment) and fills the child table
 (supervisor.children); workers stamp heartbeats, add to their counter row and read the flags each
@@ -6,9 +7,10 @@ batch; the metrics sidecar sums the rows and reads the table for /health and /me
 
 Rules that make it lock-free: every cell is an aligned 8-byte value, so no reader ever sees a torn
 value; every cell has one writer (child table: the supervisor writes pid/state/started/restarts/
-exit_status, the child only its heartbeat; counter row r: only the worker in slot r, which keeps
+exit_status/exited, the child only its heartbeat; counter row r: only the worker in slot r, which keeps
 the row across its restarts so counters never go backwards; flags: plain stores, the generation
-counters are bumped by the supervisor only). Readers tolerate a row that is mid-update because
+counters are bumped by the supervisor only; scoring record r: only the worker in slot r).
+Readers tolerate a row that is mid-update because
 each counter only grows. Heartbeats are time.monotonic() (CLOCK_MONOTONIC, one clock for every
 process on the machine), so they are comparable across processes and immune to wall-clock jumps.
 
@@ -26,31 +28,34 @@ Per-input stats: one row per configured input (at most MAX_INPUTS, the bound che
 only by the input process. Row i belongs to the i-th [inputs] subsection; its first word is a hash of the
 input's name, so after a reload that renames or reorders inputs the input process zeroes a row it
 inherits from another input, and the sidecar reports a row only under the name it was claimed for.
+    worker:     block.begin_scoring(row, first_seq, n); ... score ...; ack; block.end_scoring(row)
+    successor:  first, n, started, pid = block.scoring(row)   # n > 0: the predecessor died on that range
 """
 import dataclasses
 import hashlib
 import numbers
+import os
 import time
 
 import numpy as np
 
 CONTROL_MAGIC = 0x61645F6374726C31  # "ad_ctrl1": tells a control block from any other mapping
-CONTROL_VERSION = 2  # 2: per-input stats rows after the flags
+CONTROL_VERSION = 2  # 2: per-input stats rows and per-worker scoring records after the flags
 CACHE_LINE = 64
 _HEADER_WORDS = 8
 
 # One row per child slot; each field one 8-byte cell, the row padded to a cache line.
 CHILD_DTYPE = np.dtype({
-    "names": ["pid", "state", "started", "heartbeat", "restarts", "exit_status"],
-    "formats": ["<i8", "<i8", "<f8", "<f8", "<u8", "<i8"],
-    "offsets": [0, 8, 16, 24, 32, 40],
+    "names": ["pid", "state", "started", "heartbeat", "restarts", "exit_status", "exited"],
+    "formats": ["<i8", "<i8", "<f8", "<f8", "<u8", "<i8", "<f8"],
+    "offsets": [0, 8, 16, 24, 32, 40, 48],
     "itemsize": CACHE_LINE,
 })
 
 # Columns of a counter row (uint64, only ever increased by the one process owning the row).
 # Workers fill the first six and `incidents`; the input process has its own row for the read side.
 COUNTER_FIELDS = ("lines_processed", "errors", "batches", "bytes_processed", "anomalies", "busy_ns",
-                  "incidents", "lines_read", "lines_dropped", "read_errors")
+                  "incidents", "lines_read", "lines_dropped", "read_errors", "lines_dead_lettered")
 _COUNTER_INDEX = {name: i for i, name in enumerate(COUNTER_FIELDS)}
 _ROW_WORDS = -(-len(COUNTER_FIELDS) * 8 // CACHE_LINE) * CACHE_LINE // 8
 
@@ -75,6 +80,16 @@ FLAGS_DTYPE = np.dtype([
     ("config_generation", "<u8"),     # bumped by the supervisor after a validated reload
     ("relief_generation", "<u8"),     # bumped by the supervisor on SIGUSR1: children gc and trim caches
 ])
+# One row per counter row (worker): the ring range [first, first + count) it is scoring now, written
+# before scoring and cleared after the range is acknowledged, so a successor can see which lines
+# its predecessor died on (worker/poison.py). count is written last: 0 means "no range".
+SCORING_DTYPE = np.dtype({
+    "names": ["first", "count", "started", "pid"],
+    "formats": ["<u8", "<u8", "<f8", "<i8"],
+    "offsets": [0, 8, 16, 24],
+    "itemsize": CACHE_LINE,
+})
+
 GENERATION_FLAGS = ("config_generation", "relief_generation")
 DEFAULT_FLAGS = {"tier4_enabled": 1, "backpressure": 0, "batch_size": 1000, "learning_rate_factor": 1.0,
                  "workers_wanted": 2, "config_generation": 0, "relief_generation": 0}
@@ -96,18 +111,19 @@ class RuntimeFlags:
 
 
 def _layout(max_children, counter_rows, input_rows):
-    """Byte offsets (children, counters, flags, inputs, end) of a block with these dimensions."""
+    """Byte offsets (children, counters, flags, inputs, scoring, end) of a block with these dimensions."""
     children = CACHE_LINE
     counters = children + max_children * CHILD_DTYPE.itemsize
     flags = counters + counter_rows * _ROW_WORDS * 8
     inputs = flags + -(-FLAGS_DTYPE.itemsize // CACHE_LINE) * CACHE_LINE
-    end = inputs + input_rows * _INPUT_ROW_WORDS * 8
-    return children, counters, flags, inputs, end
+    scoring = inputs + input_rows * _INPUT_ROW_WORDS * 8
+    end = scoring + counter_rows * SCORING_DTYPE.itemsize
+    return children, counters, flags, inputs, scoring, end
 
 
 def control_bytes(max_children, counter_rows, input_rows=MAX_INPUTS):
     """Size of the shared memory a control block with these dimensions needs."""
-    return _layout(max_children, counter_rows, input_rows)[4]
+    return _layout(max_children, counter_rows, input_rows)[-1]
 
 
 def input_identity(name):
@@ -123,13 +139,15 @@ class ControlBlock:
         if int(header[0]) != CONTROL_MAGIC or int(header[1]) != CONTROL_VERSION:
             raise ValueError("buffer does not hold an initialised control block (wrong magic or version)")
         self.max_children, self.counter_rows, self.input_rows = int(header[2]), int(header[3]), int(header[4])
-        children, counters, flags, inputs, _ = _layout(self.max_children, self.counter_rows, self.input_rows)
+        children, counters, flags, inputs, scoring, _ = _layout(self.max_children, self.counter_rows,
+                                                                self.input_rows)
         self._children = np.frombuffer(buffer, CHILD_DTYPE, count=self.max_children, offset=children)
         self._counters = np.frombuffer(buffer, np.uint64, count=self.counter_rows * _ROW_WORDS,
                                        offset=counters).reshape(self.counter_rows, _ROW_WORDS)
         self._flags = np.frombuffer(buffer, FLAGS_DTYPE, count=1, offset=flags)
         self._inputs = np.frombuffer(buffer, np.uint64, count=self.input_rows * _INPUT_ROW_WORDS,
                                      offset=inputs).reshape(self.input_rows, _INPUT_ROW_WORDS)
+        self._scoring = np.frombuffer(buffer, SCORING_DTYPE, count=self.counter_rows, offset=scoring)
 
     @classmethod
     def create(cls, buffer, max_children, counter_rows, input_rows=MAX_INPUTS, **flags):
@@ -163,8 +181,11 @@ class ControlBlock:
         row["state"] = int(state)
 
     def record_exit(self, slot, exit_status, state):
-        """Supervisor: the child in slot was reaped with this status (os.waitstatus_to_exitcode)."""
+        """Supervisor: the child in slot was reaped with this status (os.waitstatus_to_exitcode).
+
+        Also stamps when (monotonic), so a successor can tell how long its predecessor was scoring."""
         row = self._children[slot:slot + 1]
+        row["exited"] = time.monotonic()
         row["exit_status"] = exit_status
         row["pid"] = 0
         row["state"] = int(state)
@@ -178,7 +199,7 @@ class ControlBlock:
         return (time.monotonic() if now is None else now) - float(self._children["heartbeat"][slot])
 
     def child_table(self):
-        """A copy of the child table (pid, state, started, heartbeat, restarts, exit_status) for reporting."""
+        """A copy of the child table (pid, state, started, heartbeat, restarts, exit_status, exited)."""
         return self._children.copy()
 
     # -- counters ----------------------------------------------------------------------------------
@@ -222,6 +243,27 @@ class ControlBlock:
             claimed = int(row[0]) == input_identity(name)
             out[name] = {field: int(row[i]) if claimed else 0 for field, i in _INPUT_INDEX.items()}
         return out
+
+    # -- scoring records ---------------------------------------------------------------------------
+
+    def begin_scoring(self, row, first, count, now=None):
+        """Worker: I am about to score ring lines [first, first + count). count is stored last, so a
+        worker killed between these stores leaves count 0 (no range), never a torn range."""
+        record = self._scoring[row:row + 1]
+        record["count"] = 0
+        record["first"] = first
+        record["started"] = time.monotonic() if now is None else now
+        record["pid"] = os.getpid()
+        record["count"] = count
+
+    def end_scoring(self, row):
+        """Worker: the range is scored, written and acknowledged."""
+        self._scoring[row:row + 1]["count"] = 0
+
+    def scoring(self, row):
+        """(first, count, started, pid) of the range the worker in row began and did not end; count 0: none."""
+        record = self._scoring[row]
+        return int(record["first"]), int(record["count"]), float(record["started"]), int(record["pid"])
 
     # -- flags -------------------------------------------------------------------------------------
 

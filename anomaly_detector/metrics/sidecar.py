@@ -78,6 +78,7 @@ class Readings:
         return {
             "logs_processed_total": totals["lines_processed"],
             "processing_errors_total": totals["errors"],
+            "lines_dead_lettered_total": totals["lines_dead_lettered"],
             "lines_read_total": totals["lines_read"],
             "lines_dropped_total": totals["lines_dropped"],
             "input_read_errors_total": totals["read_errors"],

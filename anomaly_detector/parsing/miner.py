@@ -157,11 +157,24 @@ def _keeps_values(old, new):
     return True
 
 
-def _token_hash(tok, line_side):
-    # A bare value never counts as an equal token: give it a hash no literal token has.
-    if tok == M:
-        return 1 if line_side else 0
-    return mk.fnv_py(tok)
+def _token_hashes(tokens, line_side):
+    """Hashes of template or line tokens, by one kernel call (a per-byte Python loop was the miner's
+    cost on long new lines). A bare value never counts as an equal token: it gets a hash no literal
+    token has."""
+    lengths = np.fromiter((len(t) for t in tokens), np.int64, len(tokens))
+    ends = np.cumsum(lengths)
+    hashes = mk.fnv_spans(np.frombuffer(b"".join(tokens), np.uint8), ends - lengths, ends)
+    bare = np.fromiter((t == M for t in tokens), np.bool_, len(tokens))
+    hashes[bare] = 1 if line_side else 0
+    return hashes
+
+
+def _masked(line, flags, force):
+    """The masked form of one new line by the mask_line kernel (its Python twin took ~3 us a byte)."""
+    buf = np.frombuffer(line, np.uint8)
+    out = np.empty(len(line) + 1, np.uint8)
+    forced = np.frombuffer(force, np.uint8) if force else np.zeros(0, np.uint8)
+    return out[:mk.mask_line(buf, 0, len(line), flags, forced, out)].tobytes()
 
 
 class _LengthIndex:
@@ -179,7 +192,7 @@ class _LengthIndex:
             self.slots.append(slot)
             if row >= self.hashes.shape[0]:
                 self.hashes = np.concatenate([self.hashes, np.zeros_like(self.hashes)])
-        self.hashes[row] = [_token_hash(t, False) for t in tokens]
+        self.hashes[row] = _token_hashes(tokens, False)
 
     def drop(self, slot):
         row = self.slots.index(slot)
@@ -330,7 +343,7 @@ class TemplateMiner:
         return slot
 
     def _place(self, line, force, shape):
-        masked = mk.mask_line_py(line, self._flags, force)
+        masked = _masked(line, self._flags, force)
         tokens = masked.split(bytes([mk.SEP])) if masked else []
         tid = self._archived_shapes.get(shape)
         if tid is not None and tid in self._archive:
@@ -353,7 +366,7 @@ class TemplateMiner:
         if index is None or not index.slots:
             return None
         rows = len(index.slots)
-        line_hashes = np.array([_token_hash(t, True) for t in tokens], dtype=np.uint64)
+        line_hashes = _token_hashes(tokens, True)
         equal = mk.equal_tokens(index.hashes[:rows], line_hashes)
         order = np.lexsort((self._slot_tid[np.array(index.slots)], -equal))
         for row in order:

@@ -497,6 +497,15 @@ def _fnv(data, a, b):
     return h
 
 
+@njit(cache=True)
+def fnv_spans(buf, starts, ends):
+    """FNV-1a of each span buf[starts[k]:ends[k]] (twin: fnv_py per span)."""
+    out = np.empty(starts.shape[0], np.uint64)
+    for k in range(starts.shape[0]):
+        out[k] = _fnv(buf, starts[k], ends[k])
+    return out
+
+
 @njit(cache=True, inline="always")
 def _hash_words(data, a, b):
     """64-bit hash of data[a:b] eight bytes per multiply (shapes are long; FNV per byte is slower)."""

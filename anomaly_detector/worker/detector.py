@@ -2,7 +2,10 @@
 
 Forked by the supervisor (supervisor/arbiter.py) with its ring and the control block inherited.
 A batch is acknowledged on the ring only after its verdicts are written, so a worker killed at
-any point loses nothing: its successor re-reads the unacknowledged batch (at least once).
+any point loses nothing: its successor re-reads the unacknowledged batch (at least once). The range
+being scored is recorded in the control block first, so a successor that meets the batch its
+predecessor died on splits it and sets the deadly line aside (worker/poison.py): one bad line
+costs one line, not the ring.
 """
 import logging
 import os
@@ -13,8 +16,10 @@ from anomaly_detector.parsing.records import RecordParser, parse_columns
 from anomaly_detector.pipeline import Pipeline
 from anomaly_detector.relief import relieve_memory
 from anomaly_detector.storage.appendfile import AppendFile
+from anomaly_detector.worker.faults import FaultInjector
 from anomaly_detector.worker.joining import join_lines, source_runs
 from anomaly_detector.worker.outputs import incident_lines, with_message_and_source
+from anomaly_detector.worker.poison import SuspectRange, dead_letter_record, inherited_death
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_SECONDS = 0.2
@@ -39,12 +44,17 @@ def worker_state_dir(cfg, index):
     return os.path.join(cfg["paths"]["state_dir"], "workers", str(index))
 
 
+def dead_letter_path(cfg):
+    """[outputs] dead_letter, or <state_dir>/dead-letter.jsonl when empty."""
+    return cfg["outputs"]["dead_letter"] or os.path.join(cfg["paths"]["state_dir"], "dead-letter.jsonl")
+
+
 class DetectorWorker:
     """One worker's loop; `index` selects its ring, counter row and state directory."""
 
     def __init__(self, cfg, index, ring, control, slot):
         self.cfg, self.index, self.control, self.slot = cfg, index, control, slot
-        self.reader = ring.reader()
+        self.ring, self.reader = ring, ring.reader()
         self.counters = control.counters(index)
         self.state_dir = worker_state_dir(cfg, index)
         self.pipeline = Pipeline(cfg)
@@ -58,6 +68,9 @@ class DetectorWorker:
         outputs = cfg["outputs"]
         self.scored = AppendFile(outputs["scored_lines"]) if outputs["scored_lines"] else None
         self.incidents = AppendFile(outputs["incidents"]) if outputs["incidents"] else None
+        self.dead_letter = AppendFile(dead_letter_path(cfg))
+        self.fault = FaultInjector.from_environment(who="worker %d" % index)
+        self.suspect = self._inherit_death(cfg["processing"]["heartbeat_timeout_seconds"])
         self.snapshot_every = cfg["service"]["snapshot_interval_seconds"]
         self._next_snapshot = time.monotonic() + self.snapshot_every
         self._relief_seen = control.flags().relief_generation
@@ -76,40 +89,98 @@ class DetectorWorker:
         self.finish()
         return 0
 
+    def _inherit_death(self, heartbeat_timeout):
+        death = inherited_death(self.control, self.index, self.slot, self.ring.acknowledged(), os.getpid(),
+                                heartbeat_timeout)
+        if death is not None:
+            log.error("worker %d: the previous worker died scoring ring lines %d..%d (%s); scoring them "
+                      "again in pieces, a line it died on alone goes to %s", self.index, death.first,
+                      death.first + death.count - 1, death.reason, self.dead_letter.path)
+        return SuspectRange(death)
+
     def step(self, batch_size):
-        """Pop, score, write and acknowledge one batch; False when the ring was empty."""
-        buf, starts, ends, meta = self.reader.pop_batch(batch_size)
+        """Pop, score, write and acknowledge one batch (or one piece of a range a worker died on);
+        False when the ring was empty. The range is recorded before it is scored (worker/poison.py)."""
+        seq = self.ring.acknowledged()
+        size, poisoned = self.suspect.plan(seq, batch_size)
+        buf, starts, ends, meta = self.reader.pop_batch(size)
         n = len(starts)
         if n == 0:
             return False
         began = time.monotonic_ns()
-        errors = 0
-        try:
-            self._score(buf, starts, ends, meta)
-        except Exception:  # one poisoned batch must not kill the worker or block the ring forever
-            log.exception("worker %d: batch of %d lines could not be processed; counted as errors", self.index, n)
-            errors = n
+        if poisoned:
+            errors = dead = self._dead_letter(buf, starts, ends, meta, self.suspect.reason)
+        else:
+            self.control.begin_scoring(self.index, int(meta["seq"][0]), n)
+            errors, dead = self._score(buf, starts, ends, meta)
         self.reader.ack()
-        self.counters.add(lines_processed=n - errors, errors=errors, batches=1,
+        self.control.end_scoring(self.index)
+        self.counters.add(lines_processed=n - errors, errors=errors, batches=1, lines_dead_lettered=dead,
                           bytes_processed=int((ends - starts).sum()), busy_ns=time.monotonic_ns() - began)
         return True
 
     def _score(self, buf, starts, ends, meta):
+        """Score a batch run by run; returns (lines not scored, of them dead-lettered)."""
         anomalies_before = self.pipeline.anomalies
+        errors = dead = 0
         for first, stop, source_id in source_runs(meta["source_id"]):
-            self._score_run(buf, starts[first:stop], ends[first:stop], int(meta["seq"][first]), source_id)
-        incidents = self.pipeline.take_incidents()
-        if incidents:
-            self._report(incidents)
+            failed, lettered = self._score_run_guarded(buf, starts[first:stop], ends[first:stop], meta[first:stop],
+                                                       source_id)
+            errors, dead = errors + failed, dead + lettered
+        incidents = []
+        try:
+            incidents = self.pipeline.take_incidents()
+            if incidents:
+                self._report(incidents)
+        except Exception:  # the lines are scored and written; a reporting fault must not kill the worker
+            log.exception("worker %d: incidents of a batch could not be reported", self.index)
         self.counters.add(anomalies=self.pipeline.anomalies - anomalies_before, incidents=len(incidents))
+        return errors, dead
+
+    def _score_run_guarded(self, buf, starts, ends, meta, source_id):
+        """Score one run; when it raises, score its lines one by one so one bad line costs one line."""
+        try:
+            self._score_run(buf, starts, ends, int(meta["seq"][0]), source_id)
+            return 0, 0
+        except Exception as exc:  # one poisoned line must not kill the worker or cost the whole batch
+            if len(starts) == 1:
+                log.exception("worker %d: a line could not be processed", self.index)
+                return 1, self._dead_letter(buf, starts, ends, meta, "exception: %s: %s" % (type(exc).__name__, exc))
+            log.warning("worker %d: a run of %d lines raised %s: %s; scoring its lines one by one",
+                        self.index, len(starts), type(exc).__name__, exc)
+        errors = dead = 0
+        for k in range(len(starts)):
+            failed, lettered = self._score_run_guarded(buf, starts[k:k + 1], ends[k:k + 1], meta[k:k + 1], source_id)
+            errors, dead = errors + failed, dead + lettered
+        return errors, dead
 
     def _score_run(self, buf, starts, ends, first_seq, source_id):
+        if self.fault is not None:
+            self.fault.check(buf, starts, ends)
         source_id = min(source_id, len(self.parsers) - 1)
         records = score_lines(self.pipeline, self.parsers[source_id], self.record_prefixes[source_id],
                               buf, starts, ends, first_seq + 1)
         if self.scored is not None:
             messages = [bytes(buf[s:e]).decode("utf-8", "replace") for s, e in zip(starts, ends)]
             self.scored.write(with_message_and_source(records, messages, self.prefixes[source_id]))
+
+    def _dead_letter(self, buf, starts, ends, meta, reason):
+        """Write these lines to the dead-letter file instead of scoring them; returns how many."""
+        records = []
+        for k in range(len(starts)):
+            source_id = min(int(meta["source_id"][k]), len(self.parsers) - 1)
+            name = self.inputs[source_id][0] if self.inputs else ""
+            seq = int(meta["seq"][k])
+            records.append(dead_letter_record(buf[starts[k]:ends[k]], self.index, name, self.prefixes[source_id],
+                                              seq, int(meta["input_pos"][k]), reason))
+            position = int(meta["input_pos"][k])
+            log.error("worker %d: a line of input %s (ring seq %d%s) set aside in %s: %s", self.index, name, seq,
+                      ", input position %d" % position if position >= 0 else "", self.dead_letter.path, reason)
+        try:
+            self.dead_letter.write(b"".join(records))
+        except OSError as exc:  # the line is still counted; the log above holds where it came from
+            log.error("worker %d: cannot write the dead-letter file %s: %s", self.index, self.dead_letter.path, exc)
+        return len(records)
 
     def _report(self, incidents):
         for incident in incidents:
@@ -158,7 +229,7 @@ class DetectorWorker:
             self._report(closed)
             self.counters.add(incidents=len(closed))
         self.snapshot()
-        for out in (self.scored, self.incidents):
+        for out in (self.scored, self.incidents, self.dead_letter):
             if out is not None:
                 out.close()
 

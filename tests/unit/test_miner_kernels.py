@@ -216,3 +216,12 @@ def test_parse_number_strips_units():
         return mk.parse_number_py(s.encode())
     assert p("12ms") == 12.0 and p("-3") == -3.0 and p("5.5KB") == 5.5
     assert math.isnan(p("0x1f")) and math.isnan(p("10.0.0.1")) and math.isnan(p("abc"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=12))
+def test_fnv_spans_matches_twin(tokens):
+    lengths = np.array([len(t) for t in tokens], np.int64)
+    ends = np.cumsum(lengths)
+    got = mk.fnv_spans(np.frombuffer(b"".join(tokens), np.uint8), ends - lengths, ends)
+    assert got.tolist() == [mk.fnv_py(t) for t in tokens]
