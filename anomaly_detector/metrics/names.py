@@ -44,4 +44,9 @@ METRICS = {m.name: m for m in (
     MetricSpec("workers_running", GAUGE, "Detector workers in the RUNNING or STARTING state."),
     MetricSpec("ring_capacity_lines", GAUGE, "Slots of all rings together: the bound of input_queue_size."),
     MetricSpec("memory_limit_bytes", GAUGE, "max_memory_mb as bytes: the bound of memory_usage_percent."),
+    MetricSpec("process_up", GAUGE, "1 while the child process is STARTING or RUNNING, else 0.", ("role", "process")),
+    MetricSpec("process_state", GAUGE, "Supervisor state of the child: 0 STOPPED, 10 STARTING, 20 RUNNING, "
+               "30 BACKOFF, 40 STOPPING, 100 EXITED, 200 FATAL.", ("role", "process")),
+    MetricSpec("process_restarts_total", COUNTER, "Times the supervisor forked the child again (crash, hung kill, "
+               "reload).", ("role", "process")),
 )}
