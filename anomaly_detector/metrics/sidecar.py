@@ -28,8 +28,8 @@ class Readings:
     change here.
     """
 
-    def __init__(self, cfg, control, rings, processes, supervisor_pid):
-        self.control, self.rings = control, rings
+    def __init__(self, cfg, control, rings, processes, supervisor_pid, clock=time.monotonic):
+        self.control, self.rings, self.clock = control, rings, clock
         self.processes = [tuple(p) for p in processes]
         self.worker_slots = [slot for _name, role, slot in self.processes if role == "worker"]
         self.supervisor_pid = supervisor_pid
@@ -44,7 +44,7 @@ class Readings:
     def sample(self):
         """The serving loop calls it every second: processing_rate, ring progress and down times
         are tracked between requests, so /health needs no scrape history."""
-        now = time.monotonic()
+        now = self.clock()
         self._rate(self.control.counter_totals()["lines_processed"], now)
         self._down_reasons(self.control.child_table(), now)
         self._stall_reasons(now)
@@ -77,7 +77,7 @@ class Readings:
 
     def samples(self):
         totals = self.control.counter_totals()
-        now = time.monotonic()
+        now = self.clock()
         cpu, memory = self._usage()
         depth = sum(ring.depth() for ring in self.rings)
         table = self.control.child_table()
@@ -114,7 +114,7 @@ class Readings:
         return sum(int(states[slot]) in _ALIVE for slot in self.worker_slots)
 
     def health(self):
-        now = time.monotonic()
+        now = self.clock()
         table = self.control.child_table()
         reasons = self._down_reasons(table, now) + self._stall_reasons(now)
         _cpu, memory = self._usage()

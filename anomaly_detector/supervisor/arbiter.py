@@ -63,6 +63,7 @@ class Arbiter:
         self.running = True
         self.exit_code = EXIT_OK
         self._fatal_since = None
+        self._restarts = {}    # {child name: restarts} carried over a reload
         self.arena = self.control = self.children = self.sigq = self.http_socket = None
         self.rings, self._ring_names = [], []
         self._ring_generation = 0
@@ -126,20 +127,21 @@ class Arbiter:
             self.arena.release(name)
         self.rings, self._ring_names = [], []
 
-    def _start_children(self, restarts=None):
-        """Fork every child; `restarts` carries {name: restarts} over a reload (the counter only grows)."""
-        restarts = restarts or {}
+    def _start_children(self):
+        """Fork every child. Restart counts carry over a reload (self._restarts), so
+        process_restarts_total only grows; the sidecar learns every child from daemon.processes."""
         daemon = Daemon(self.cfg, self.control, self.rings, self.http_socket)
         specs = [ChildSpec("input", lambda ctx: run_inputs(ctx, daemon), slot=INPUT_SLOT, role="input")]
         specs += [ChildSpec("worker-%d" % i, _worker_target(daemon, i), slot=FIRST_WORKER_SLOT + i)
                   for i in range(len(self.rings))]
         specs.append(ChildSpec("sidecar", lambda ctx: run_sidecar(ctx, daemon), slot=SIDECAR_SLOT, role="sidecar"))
-        daemon.processes = [(spec.name, spec.role, spec.slot) for spec in specs]
         for spec in specs:
             if spec.role != "sidecar":
                 spec = dataclasses.replace(spec, target=_without_http_socket(daemon, spec.target))
             child = self.children.add(spec)
-            child.spawns = restarts.get(spec.name, 0)
+            child.spawns = self._restarts.get(spec.name, 0)
+        daemon.processes = sorted(((c.spec.name, c.spec.role, c.spec.slot) for c in self.children.children.values()
+                                   if c.spec.slot is not None), key=lambda p: p[2])
         self.children.start()
 
     def _write_pid_file(self):
@@ -255,10 +257,10 @@ class Arbiter:
         self._setup_logging()
         self.control.set_flags(**_flags(cfg))
         policy = RestartPolicy(heartbeat_timeout=cfg["processing"]["heartbeat_timeout_seconds"])
-        restarts = {name: child.restarts + 1 for name, child in self.children.children.items()}
+        self._restarts = {name: child.restarts + 1 for name, child in self.children.children.items()}
         self.children = ChildSet(policy, self.control, self.sigq)
         self._fatal_since = None
-        self._start_children(restarts)
+        self._start_children()
         self.control.bump("config_generation")
         log.info("reloaded %s: %d workers", self.config_path, len(self.rings))
 
