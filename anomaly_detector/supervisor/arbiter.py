@@ -177,9 +177,10 @@ class Arbiter:
         sidecar's listening socket is closed at once: no port may accept with nobody serving it."""
         fatal = [c for c in self.children.children.values() if c.state == ProcessState.FATAL]
         if any(c.spec.role == "sidecar" for c in fatal) and self.http_socket is not None:
+            address = self.http_socket.getsockname()[:2]
             self.http_socket.close()
             self.http_socket = None
-            log.error("sidecar FATAL: closed the HTTP port %d; /health and /metrics are down", self.cfg["http"]["port"])
+            log.error("sidecar FATAL: closed the HTTP port %s:%d; /health and /metrics are down", *address)
         if not fatal:
             self._fatal_since = None
             return

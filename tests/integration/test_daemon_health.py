@@ -106,7 +106,7 @@ def test_fatal_sidecar_closes_the_port_and_the_supervisor_exits_4(daemon):
     assert "ad-sidecar" not in daemon.children()
     assert daemon.process.wait(20 + 60) == EXIT_FATAL_CHILD
     text = open(os.path.join(daemon.dir, "log", "anomaly-detector.log")).read()
-    assert "sidecar FATAL: closed the HTTP port" in text
+    assert "sidecar FATAL: closed the HTTP port 127.0.0.1:%d" % daemon.port in text
     assert re.search(r"CRITICAL .*sidecar FATAL for \d+ s", text)
 
 
