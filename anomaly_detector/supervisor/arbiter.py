@@ -18,7 +18,7 @@ from anomaly_detector.inputs.runner import UnsupportedInput, require_supported, 
 from anomaly_detector.ipc.control import ControlBlock, control_bytes
 from anomaly_detector.ipc.ring import Ring, ring_bytes
 from anomaly_detector.ipc.shm import SharedArena, instance_prefix, sweep_stale
-from anomaly_detector.logsetup import setup_logging
+from anomaly_detector.logsetup import log_crash, setup_logging
 from anomaly_detector.metrics.sidecar import run_sidecar
 from anomaly_detector.relief import relieve_memory
 from anomaly_detector.supervisor import systemd
@@ -82,6 +82,9 @@ class Arbiter:
             return EXIT_START
         try:
             self._loop()
+        except Exception:
+            log_crash("supervisor crashed with an uncaught exception; stopping the children")
+            raise
         finally:
             self._shutdown()
         return self.exit_code

@@ -140,3 +140,29 @@ def test_process_metrics_render_per_role_and_process(shared):
     assert 'anomaly_detector_process_state{role="input",process="input"} 200' in text
     assert 'anomaly_detector_process_restarts_total{role="worker",process="worker-0"} 3' in text
     assert "# TYPE anomaly_detector_process_restarts_total counter" in text
+
+
+def test_a_failing_health_check_answers_503_with_the_error(shared):
+    """The /health handler over a Readings whose shared memory is gone: 503 with the error, not a reset."""
+    import json
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from anomaly_detector.metrics.httpd import SidecarHTTPServer
+
+    control, rings = shared
+    reading = readings(control, rings, Clock())
+    reading.rings = [None]                                    # a ring view that cannot be read
+    server = SidecarHTTPServer("127.0.0.1", 0, reading)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen("http://127.0.0.1:%d/health" % server.port, timeout=5)
+        body = json.loads(err.value.read())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert err.value.code == 503
+    assert body["status"] == "unhealthy" and body["reasons"][0].startswith("health check failed: AttributeError")
