@@ -127,7 +127,7 @@ def one_file_per_ring(logs):
 
 
 def test_one_stalled_ring_is_named_while_the_other_worker_progresses(daemon):
-    daemon.write_config(heartbeat=8)
+    daemon.write_config(heartbeat=10)
     files = one_file_per_ring(daemon.logs)
     daemon.start()
     stopped = daemon.children()["ad-worker-0"]
