@@ -11,6 +11,7 @@ import logging
 import logging.handlers
 import os
 import sys
+import traceback
 
 LOG_FILE_NAME = "anomaly-detector.log"
 FORMAT = "%(asctime)s %(levelname)s [%(process)d %(processName)s] %(name)s: %(message)s"
@@ -64,3 +65,12 @@ def setup_logging(level="INFO", log_dir=None, to_file=True, process_name=None):
         root.addHandler(handler)
     root.setLevel(level)
     return path
+
+
+def log_crash(message):
+    """Report the exception being handled as one ERROR record with its traceback, so it lands in the
+    log file as well as on stderr (journald); printed to stderr directly when our handlers are not
+    installed (the record would otherwise reach only whatever handlers the embedding program set)."""
+    logging.getLogger("anomaly_detector.crash").error(message, exc_info=True)
+    if not any(getattr(h, _OURS, False) for h in logging.getLogger().handlers):
+        traceback.print_exc()

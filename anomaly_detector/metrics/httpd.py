@@ -53,13 +53,23 @@ class _Handler(BodyHygieneMixin, BaseHTTPRequestHandler):
     def do_GET(self):
         route = self.path.split("?", 1)[0]
         if route == "/health":
-            body = self.server.source.health()
+            body = self._health()
             self._send(200 if body.get("status") == "healthy" else 503, "application/json",
                        json.dumps(body).encode())
         elif route == "/metrics":
             self._send(200, CONTENT_TYPE_METRICS, render(self.server.source.samples()).encode())
         else:
             self._send(404, "application/json", b'{"error": "not found"}')
+
+    def _health(self):
+        """The source's verdict; a check that fails is itself unhealthy (503 with the error), never a
+        dropped connection a probe would read as a timeout."""
+        try:
+            return self.server.source.health()
+        except Exception as exc:
+            log.exception("/health check failed")
+            return {"status": "unhealthy", "reasons": ["health check failed: %s: %s" % (type(exc).__name__, exc)],
+                    "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
     def do_POST(self):
         route = self.path.split("?", 1)[0]

@@ -64,4 +64,9 @@ METRICS = {m.name: m for m in (
     MetricSpec("http_rejected_total", COUNTER,
                "Requests and connections the metrics sidecar refused: HTTP status, refused (max_connections), "
                "header_timeout, incomplete.", ("reason",)),
+    MetricSpec("process_up", GAUGE, "1 while the child process is STARTING or RUNNING, else 0.", ("role", "process")),
+    MetricSpec("process_state", GAUGE, "Supervisor state of the child: 0 STOPPED, 10 STARTING, 20 RUNNING, "
+               "30 BACKOFF, 40 STOPPING, 100 EXITED, 200 FATAL.", ("role", "process")),
+    MetricSpec("process_restarts_total", COUNTER, "Times the supervisor forked the child again (crash, hung kill, "
+               "reload).", ("role", "process")),
 )}

@@ -14,7 +14,8 @@ import psutil
 from anomaly_detector.httpcommon import REJECT_REASONS
 from anomaly_detector.inputs.syslog_server import FRAMING_REASONS
 from anomaly_detector.metrics.httpd import SidecarHTTPServer
-from anomaly_detector.supervisor.states import ProcessState
+from anomaly_detector.relief import relieve_memory
+from anomaly_detector.supervisor.states import ProcessState, state_name
 
 log = logging.getLogger(__name__)
 RATE_WINDOW_SECONDS = 60.0
@@ -27,22 +28,35 @@ _SIDECAR_REASONS = tuple(r for r in REJECT_REASONS if r not in ("413", "503"))  
 
 
 class Readings:
-    """What /health and /metrics report, computed from shared memory at request time."""
+    """What /health and /metrics report, computed from shared memory at request time.
 
-    def __init__(self, cfg, control, rings, worker_slots, supervisor_pid):
-        self.control, self.rings, self.worker_slots = control, rings, list(worker_slots)
+    `processes` is the supervisor's child list, [(name, role, slot)], in the order it forks them;
+    the n-th worker in it consumes rings[n]. Every role in it is reported, so a new role needs no
+    change here.
+    """
+
+    def __init__(self, cfg, control, rings, processes, supervisor_pid, clock=time.monotonic):
+        self.control, self.rings, self.clock = control, rings, clock
+        self.processes = [tuple(p) for p in processes]
+        self.worker_slots = [slot for _name, role, slot in self.processes if role == "worker"]
         self.supervisor_pid = supervisor_pid
         self.memory_limit = cfg["processing"]["max_memory_mb"] * 2**20
         self.stall_seconds = cfg["processing"]["heartbeat_timeout_seconds"]
         self.inputs = [(name, section["type"], section.get("protocol")) for name, section in cfg["inputs"].items()]
         self.http_rejections = None           # the HTTP server's rejections(), set once it exists
+        self.down_seconds = cfg["service"]["health_down_seconds"]
         self._history = collections.deque()   # (monotonic, lines_processed)
-        self._progress = (time.monotonic(), -1)
+        self._acked = {}                      # ring index -> (monotonic of the last progress, acknowledged)
+        self._down_since = {}                 # slot -> monotonic when first seen down
         self._processes = {}
 
     def sample(self):
-        """Record the processed count now (the serving loop calls it every second) for processing_rate."""
-        self._rate(self.control.counter_totals()["lines_processed"], time.monotonic())
+        """The serving loop calls it every second: processing_rate, ring progress and down times
+        are tracked between requests, so /health needs no scrape history."""
+        now = self.clock()
+        self._rate(self.control.counter_totals()["lines_processed"], now)
+        self._down_reasons(self.control.child_table(), now)
+        self._stall_reasons(now)
 
     def _rate(self, processed, now):
         self._history.append((now, processed))
@@ -72,9 +86,10 @@ class Readings:
 
     def samples(self):
         totals = self.control.counter_totals()
-        now = time.monotonic()
+        now = self.clock()
         cpu, memory = self._usage()
         depth = sum(ring.depth() for ring in self.rings)
+        table = self.control.child_table()
         return {
             "logs_processed_total": totals["lines_processed"],
             "processing_errors_total": totals["errors"],
@@ -95,7 +110,13 @@ class Readings:
             "memory_limit_bytes": self.memory_limit,
             **self._input_samples(),
             **self._http_samples(),
+            "process_up": self._per_process(table, lambda row: int(int(row["state"]) in _ALIVE)),
+            "process_state": self._per_process(table, lambda row: int(row["state"])),
+            "process_restarts_total": self._per_process(table, lambda row: int(row["restarts"])),
         }
+
+    def _per_process(self, table, value):
+        return {(("role", role), ("process", name)): value(table[slot]) for name, role, slot in self.processes}
 
     def _input_samples(self):
         """The inputs' refusals, framing errors, long lines and drops, labelled by input (and reason)."""
@@ -135,38 +156,66 @@ class Readings:
         return sum(int(states[slot]) in _ALIVE for slot in self.worker_slots)
 
     def health(self):
-        reasons = []
+        now = self.clock()
         table = self.control.child_table()
-        for slot in self.worker_slots:
-            if int(table["state"][slot]) not in _ALIVE:
-                reasons.append("worker in slot %d is down" % slot)
-        processed = self.control.counter_totals()["lines_processed"]
-        reasons += self._stall_reasons(processed)
+        reasons = self._down_reasons(table, now) + self._stall_reasons(now)
         _cpu, memory = self._usage()
         if memory > self.memory_limit:
             reasons.append("memory %.0f MiB over max_memory_mb %.0f" % (memory / 2**20, self.memory_limit / 2**20))
         return {"status": "unhealthy" if reasons else "healthy", "reasons": reasons,
                 "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "workers": len(self.worker_slots) - sum("worker" in r for r in reasons),
-                "lines_processed": processed}
+                "workers": self._workers_alive(),
+                "lines_processed": self.control.counter_totals()["lines_processed"],
+                "processes": {name: {"role": role, "state": state_name(table[slot]["state"]),
+                                     "pid": int(table[slot]["pid"]), "restarts": int(table[slot]["restarts"])}
+                              for name, role, slot in self.processes}}
 
-    def _stall_reasons(self, processed):
-        """Stalled = lines wait in the rings and none was processed for heartbeat_timeout_seconds."""
-        now = time.monotonic()
-        if processed != self._progress[1]:
-            self._progress = (now, processed)
-        waiting = sum(ring.depth() for ring in self.rings)
-        if waiting and now - self._progress[0] > self.stall_seconds:
-            return ["processing stalled: %d lines waiting, none processed for %.0f s"
-                    % (waiting, now - self._progress[0])]
-        return []
+    def _down_reasons(self, table, now):
+        """FATAL at once; any other down state once it lasted health_down_seconds (a restart is quick).
+
+        The sidecar is not judged here: when it answers, it is up.
+        """
+        reasons = []
+        for name, role, slot in self.processes:
+            state = int(table[slot]["state"])
+            if state in _ALIVE:
+                self._down_since.pop(slot, None)
+                continue
+            since = self._down_since.setdefault(slot, now)
+            if role == "sidecar":
+                continue
+            if state == ProcessState.FATAL:
+                reasons.append("%s FATAL: crash loop (last exit %d), not restarted; the supervisor exits after "
+                               "fatal_exit_seconds"
+                               % (name, int(table[slot]["exit_status"])))
+            elif now - since >= self.down_seconds:
+                reasons.append("%s down (%s) for %.0f s" % (name, state_name(state), now - since))
+        return reasons
+
+    def _stall_reasons(self, now):
+        """Per ring: lines wait in it and its worker acknowledged none for heartbeat_timeout_seconds.
+
+        Per ring, not summed: one worker stuck on a batch (killed and restarted on it forever) must
+        show while the others keep the total moving. An empty ring restarts the clock.
+        """
+        reasons = []
+        for index, ring in enumerate(self.rings):
+            acked, waiting = ring.acknowledged(), ring.depth()
+            since, before = self._acked.get(index, (now, -1))
+            if acked != before or not waiting:
+                self._acked[index] = (now, acked)
+                continue
+            if now - since >= self.stall_seconds:
+                reasons.append("worker %d stalled: %d lines waiting, none acknowledged for %.0f s"
+                               % (index, waiting, now - since))
+        return reasons
 
 
 def run_sidecar(ctx, daemon):
     """ChildSpec target of the sidecar: serve until SIGTERM (default action) ends the process."""
     daemon.setup_child_logging("sidecar")
     cfg = daemon.cfg
-    readings = Readings(cfg, daemon.control, daemon.rings, daemon.worker_slots, os.getppid())
+    readings = Readings(cfg, daemon.control, daemon.rings, daemon.processes, os.getppid())
     access = os.path.join(cfg["paths"]["log_dir"], "access.log") if cfg["logging"]["access_log"] else None
     server = SidecarHTTPServer(cfg["http"]["bind"], cfg["http"]["port"], readings, access_log_path=access,
                                sock=daemon.http_socket, max_connections=cfg["http"]["max_connections"],
@@ -178,15 +227,25 @@ def run_sidecar(ctx, daemon):
 
 
 def _serve(server, readings, control, slot):
-    """Serve requests; once a second beat, sample the counters (so the rate needs no scrape) and cut
-    connections past their header deadline."""
+    """Serve requests; once a second beat, sample the counters (so the rate needs no scrape), cut
+    connections past their header deadline and run memory relief when the supervisor asked for it
+    (SIGUSR1 bumps relief_generation)."""
     server.timeout = 0.25
     next_sample = 0.0
+    relief_seen = control.flags().relief_generation
     while True:
         now = time.monotonic()
         if now >= next_sample:
             control.beat(slot)
             readings.sample()
+            relief_seen = _relief_if_asked(control, relief_seen)
             next_sample = now + 1.0
         server.service_actions()
         server.handle_request()
+
+
+def _relief_if_asked(control, seen):
+    generation = control.flags().relief_generation
+    if generation != seen:
+        relieve_memory("sidecar")
+    return generation

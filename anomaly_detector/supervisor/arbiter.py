@@ -4,6 +4,7 @@ Owns the config, the shared memory (control block and one ring per worker, alloc
 fork and unlinked only here) and the children: the input process, the detector workers and the
 metrics sidecar. docs/signals.md is the operator-facing contract of the handle_* methods.
 """
+import dataclasses
 import logging
 import os
 import re
@@ -17,12 +18,13 @@ from anomaly_detector.inputs.runner import UnsupportedInput, require_supported, 
 from anomaly_detector.ipc.control import ControlBlock, control_bytes
 from anomaly_detector.ipc.ring import Ring, ring_bytes
 from anomaly_detector.ipc.shm import SharedArena, instance_prefix, sweep_stale
-from anomaly_detector.logsetup import setup_logging
+from anomaly_detector.logsetup import log_crash, setup_logging
 from anomaly_detector.metrics.sidecar import run_sidecar
 from anomaly_detector.relief import relieve_memory
 from anomaly_detector.supervisor import systemd
 from anomaly_detector.supervisor.children import ChildSet, ChildSpec, RestartPolicy
 from anomaly_detector.supervisor.signals import SIGNAL_NAMES, WAKEUP_REQUEST, SignalQueue
+from anomaly_detector.supervisor.states import ProcessState
 from anomaly_detector.worker.detector import run_detector
 from anomaly_detector.worker.warmup import warm_up
 
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 MAX_WORKERS = 64                 # the configspec's bound on [processing] workers
 INPUT_SLOT, SIDECAR_SLOT, FIRST_WORKER_SLOT = 0, 1, 2
 INPUT_COUNTER_ROW = MAX_WORKERS  # worker i writes counter row i; the input process the row after them
-EXIT_OK, EXIT_CONFIG, EXIT_START = 0, 1, 3
+EXIT_OK, EXIT_CONFIG, EXIT_START, EXIT_FATAL_CHILD = 0, 1, 3, 4
 
 
 class StartError(Exception):
@@ -45,6 +47,7 @@ class Daemon:
         self.cfg, self.control, self.rings, self.http_socket = cfg, control, rings, http_socket
         self.worker_slots = [FIRST_WORKER_SLOT + i for i in range(len(rings))]
         self.input_counter_row = INPUT_COUNTER_ROW
+        self.processes = []   # [(name, role, slot)] of every child, filled before the first fork
 
     def setup_child_logging(self, name):
         logging_cfg = self.cfg["logging"]
@@ -58,6 +61,9 @@ class Arbiter:
         self.config_path, self.cfg = config_path, cfg
         self.instance = re.sub(r"[^A-Za-z0-9_]", "_", cfg["service"]["name"])[:32]
         self.running = True
+        self.exit_code = EXIT_OK
+        self._fatal_since = None
+        self._restarts = {}    # {child name: restarts} carried over a reload
         self.arena = self.control = self.children = self.sigq = self.http_socket = None
         self.rings, self._ring_names = [], []
         self._ring_generation = 0
@@ -76,9 +82,12 @@ class Arbiter:
             return EXIT_START
         try:
             self._loop()
+        except Exception:
+            log_crash("supervisor crashed with an uncaught exception; stopping the children")
+            raise
         finally:
             self._shutdown()
-        return EXIT_OK
+        return self.exit_code
 
     def _setup_logging(self):
         logging_cfg = self.cfg["logging"]
@@ -122,13 +131,20 @@ class Arbiter:
         self.rings, self._ring_names = [], []
 
     def _start_children(self):
+        """Fork every child. Restart counts carry over a reload (self._restarts), so
+        process_restarts_total only grows; the sidecar learns every child from daemon.processes."""
         daemon = Daemon(self.cfg, self.control, self.rings, self.http_socket)
         specs = [ChildSpec("input", lambda ctx: run_inputs(ctx, daemon), slot=INPUT_SLOT, role="input")]
         specs += [ChildSpec("worker-%d" % i, _worker_target(daemon, i), slot=FIRST_WORKER_SLOT + i)
                   for i in range(len(self.rings))]
         specs.append(ChildSpec("sidecar", lambda ctx: run_sidecar(ctx, daemon), slot=SIDECAR_SLOT, role="sidecar"))
         for spec in specs:
-            self.children.add(spec)
+            if spec.role != "sidecar":
+                spec = dataclasses.replace(spec, target=_without_http_socket(daemon, spec.target))
+            child = self.children.add(spec)
+            child.spawns = self._restarts.get(spec.name, 0)
+        daemon.processes = sorted(((c.spec.name, c.spec.role, c.spec.slot) for c in self.children.children.values()
+                                   if c.spec.slot is not None), key=lambda p: p[2])
         self.children.start()
 
     def _write_pid_file(self):
@@ -149,6 +165,7 @@ class Arbiter:
         next_ping = time.monotonic()
         while self.running:
             timeout = self.children.tick()
+            self._watch_fatal()
             if self._watchdog:
                 timeout = min(timeout, max(0.0, next_ping - time.monotonic()))
             for event in self.sigq.wait(min(timeout, 1.0)):
@@ -156,6 +173,32 @@ class Arbiter:
             if self._watchdog and time.monotonic() >= next_ping:
                 systemd.watchdog()
                 next_ping = time.monotonic() + self._watchdog / 2
+
+    def _watch_fatal(self):
+        """A child that stays FATAL ends the daemon (exit 4) after [service] fatal_exit_seconds, so the
+        service manager restarts it whole; the grace lets /health probes see the 503 first. A FATAL
+        sidecar's listening socket is closed at once: no port may accept with nobody serving it."""
+        fatal = [c for c in self.children.children.values() if c.state == ProcessState.FATAL]
+        if any(c.spec.role == "sidecar" for c in fatal) and self.http_socket is not None:
+            address = self.http_socket.getsockname()[:2]
+            self.http_socket.close()
+            self.http_socket = None
+            log.error("sidecar FATAL: closed the HTTP port %s:%d; /health and /metrics are down", *address)
+        if not fatal:
+            self._fatal_since = None
+            return
+        names = ", ".join(c.spec.name for c in fatal)
+        grace = self.cfg["service"]["fatal_exit_seconds"]
+        now = time.monotonic()
+        if self._fatal_since is None:
+            self._fatal_since = now
+            log.error("%s FATAL; the supervisor exits in %.0f s (fatal_exit_seconds) unless reloaded", names, grace)
+        if now - self._fatal_since >= grace and self.running:
+            log.critical("%s FATAL for %.0f s (crash loop, last exit %s): stopping the daemon with exit status %d "
+                         "so the service manager restarts it", names, now - self._fatal_since,
+                         ", ".join(str(c.last_exit) for c in fatal), EXIT_FATAL_CHILD)
+            self.exit_code = EXIT_FATAL_CHILD
+            self.running = False
 
     def _dispatch(self, event):
         if event == WAKEUP_REQUEST:
@@ -178,7 +221,8 @@ class Arbiter:
     handle_quit = handle_term
 
     def handle_usr1(self):
-        """Memory relief in every process: here now, in the children at their next batch."""
+        """Memory relief in every process: here now; the workers and the input at their next batch or
+        idle turn, the sidecar within a second (each watches relief_generation in the control block)."""
         relieve_memory("supervisor")
         self.control.bump("relief_generation")
 
@@ -217,21 +261,28 @@ class Arbiter:
         self._setup_logging()
         self.control.set_flags(**_flags(cfg))
         policy = RestartPolicy(heartbeat_timeout=cfg["processing"]["heartbeat_timeout_seconds"])
+        self._restarts = {name: child.restarts + 1 for name, child in self.children.children.items()}
         self.children = ChildSet(policy, self.control, self.sigq)
+        self._fatal_since = None
         self._start_children()
         self.control.bump("config_generation")
         log.info("reloaded %s: %d workers", self.config_path, len(self.rings))
 
     def _rebind_http(self, http):
-        if (http["bind"], http["port"]) == (self.cfg["http"]["bind"], self.cfg["http"]["port"]):
+        same = (http["bind"], http["port"]) == (self.cfg["http"]["bind"], self.cfg["http"]["port"])
+        if same and self.http_socket is not None:
             return
         try:
             sock = _listen(http)
         except StartError as exc:
+            if self.http_socket is None:   # closed when the sidecar went FATAL; the new sidecar binds itself
+                log.error("reload: %s", exc)
+                return
             log.error("reload: %s; the sidecar stays on %s:%d", exc, *self.http_socket.getsockname()[:2])
             http["bind"], http["port"] = self.cfg["http"]["bind"], self.cfg["http"]["port"]
             return
-        self.http_socket.close()
+        if self.http_socket is not None:
+            self.http_socket.close()
         self.http_socket = sock
 
     # -- stop -----------------------------------------------------------------------------------
@@ -278,6 +329,16 @@ class Arbiter:
 
 def _worker_target(daemon, index):
     return lambda ctx: run_detector(ctx, daemon, index)
+
+
+def _without_http_socket(daemon, target):
+    """A child other than the sidecar closes its inherited copy of the HTTP socket first, so the
+    port listens only while a sidecar (or the supervisor, between sidecar restarts) holds it."""
+    def run(ctx):
+        if daemon.http_socket is not None:
+            daemon.http_socket.close()
+        return target(ctx)
+    return run
 
 
 def _flags(cfg):

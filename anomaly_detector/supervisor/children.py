@@ -28,9 +28,9 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from typing import Callable, Optional
 
+from anomaly_detector.logsetup import log_crash
 from anomaly_detector.supervisor import signals
 from anomaly_detector.supervisor.states import ALIVE_STATES, DOWN_STATES, ProcessState
 
@@ -334,7 +334,7 @@ def _run_child(spec, mask, signal_queue, supervisor_pid):
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:
         try:
-            traceback.print_exc()
+            log_crash("child %s crashed with an uncaught exception (exit %d)" % (spec.name, code))
         except BaseException:
             pass
     finally:

@@ -56,3 +56,30 @@ def test_log_file_name_and_level(tmp_path):
     assert os.path.basename(path) == LOG_FILE_NAME
     text = open(path).read()
     assert "kept" in text and "dropped" not in text
+
+
+def test_a_crashing_child_logs_one_error_record_with_its_traceback(tmp_path, capfd):
+    """The real fork path (ChildSet -> _run_child): an uncaught exception in the target lands in the
+    log file as one ERROR record with the traceback, and on stderr."""
+    import time
+
+    from anomaly_detector.supervisor.children import EXIT_CHILD_CRASHED, ChildSet, ChildSpec, RestartPolicy
+
+    def target(ctx):
+        raise ValueError("broken input %d" % 7)
+
+    path = setup_logging(level="INFO", log_dir=str(tmp_path), process_name="test")
+    children = ChildSet(RestartPolicy(crash_loop_limit=1))
+    children.add(ChildSpec("input", target, role="input"))
+    children.start()
+    deadline = time.monotonic() + 30
+    while not children.reap() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    _reset()
+    assert children.children["input"].last_exit == EXIT_CHILD_CRASHED
+    text = open(path, encoding="utf-8").read()
+    records = [r for r in text.split("\n20") if "crashed with an uncaught exception" in r]
+    assert len(records) == 1, text
+    assert " ERROR [" in records[0] and "child input crashed with an uncaught exception (exit 70)" in records[0]
+    assert "Traceback (most recent call last):" in records[0] and "ValueError: broken input 7" in records[0]
+    assert "ValueError: broken input 7" in capfd.readouterr().err

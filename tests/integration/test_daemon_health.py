@@ -1,0 +1,202 @@
+"""/health and the supervisor's exit on FATAL, on the real daemon: every role reported, a FATAL input
+or sidecar ends the daemon with status 4 after [service] fatal_exit_seconds, a stalled ring is named
+while the other worker progresses, and memory relief reaches the sidecar."""
+import json
+import os
+import re
+import signal
+import socket
+import time
+import zlib
+
+import pytest
+
+from anomaly_detector.detection.engine import STATE_VERSION
+from anomaly_detector.storage.atomic import write_json_snapshot
+from tests.integration.daemon_harness import Daemon, numbered_line
+
+EXIT_FATAL_CHILD = 4   # docs/cli.md
+
+
+def service_keys(daemon, **keys):
+    """Add keys to the harness config's [service] section."""
+    text = open(daemon.config).read()
+    extra = "".join("%s = %s\n" % item for item in keys.items())
+    with open(daemon.config, "w") as f:
+        f.write(text.replace("[service]\n", "[service]\n" + extra, 1))
+
+
+def health(daemon):
+    status, body = daemon.get("/health")
+    return status, json.loads(body)
+
+
+def kill_until_fatal(daemon, comm, on_wait=None, limit=8):
+    """SIGKILL the child named comm each time it is forked again, until the supervisor gives up on it."""
+    log_path = os.path.join(daemon.dir, "log", "anomaly-detector.log")
+    name = comm[len("ad-"):]
+    killed = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(killed) < limit:
+        if "child %s fatal" % name in open(log_path).read():
+            return killed
+        pid = daemon.children().get(comm)
+        if pid and pid not in killed:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        elif on_wait is not None:
+            on_wait()
+        time.sleep(0.05)
+    raise AssertionError("%s not FATAL after %d kills:\n%s" % (comm, len(killed), daemon.log_tail()))
+
+
+def metric_lines(daemon, name):
+    _, text = daemon.get("/metrics")
+    return [line for line in text.splitlines() if line.startswith("anomaly_detector_%s{" % name)]
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    d = Daemon(tmp_path)
+    yield d
+    d.kill()
+
+
+def test_fatal_input_gives_503_naming_it_then_the_supervisor_exits_4(daemon):
+    service_keys(daemon, fatal_exit_seconds=8, health_down_seconds=1)
+    daemon.start()
+    assert health(daemon)[1]["processes"]["input"]["state"] in ("STARTING", "RUNNING")
+    seen = []
+    kill_until_fatal(daemon, "ad-input", on_wait=lambda: seen.extend(health(daemon)[1]["reasons"]))
+    fatal_at = time.monotonic()
+    assert any(re.match(r"input down \(BACKOFF\) for \d+ s", r) for r in seen), seen
+    while time.monotonic() - fatal_at < 10:
+        status, body = health(daemon)
+        if status == 503 and any(r.startswith("input FATAL") for r in body["reasons"]):
+            break
+        time.sleep(0.2)
+    assert status == 503 and body["status"] == "unhealthy", body
+    assert body["processes"]["input"]["state"] == "FATAL" and body["processes"]["input"]["restarts"] >= 4
+    assert body["processes"]["worker-0"]["state"] == "RUNNING"
+    assert 'anomaly_detector_process_up{role="input",process="input"} 0' in metric_lines(daemon, "process_up")
+    assert 'anomaly_detector_process_state{role="input",process="input"} 200' in metric_lines(daemon, "process_state")
+    assert 'anomaly_detector_process_up{role="worker",process="worker-1"} 1' in metric_lines(daemon, "process_up")
+    restarts = [line for line in metric_lines(daemon, "process_restarts_total") if 'process="input"' in line]
+    assert int(restarts[0].split()[1]) >= 4
+    assert daemon.process.wait(8 + 60) == EXIT_FATAL_CHILD
+    assert time.monotonic() - fatal_at >= 7
+    text = open(os.path.join(daemon.dir, "log", "anomaly-detector.log")).read()
+    assert re.search(r"CRITICAL \[\d+ supervisor\] .*input FATAL for \d+ s .*exit status 4", text), text[-2000:]
+
+
+def test_fatal_sidecar_closes_the_port_and_the_supervisor_exits_4(daemon):
+    service_keys(daemon, fatal_exit_seconds=20)
+    daemon.start()
+    kill_until_fatal(daemon, "ad-sidecar")
+    deadline = time.monotonic() + 5
+    refused = False
+    while time.monotonic() < deadline and not refused:
+        try:
+            socket.create_connection(("127.0.0.1", daemon.port), timeout=2).close()
+            time.sleep(0.2)
+        except ConnectionRefusedError:
+            refused = True
+    assert refused, "the port still accepts with no sidecar behind it"
+    assert daemon.process.poll() is None, "the port must close at FATAL, before the supervisor exits"
+    assert "ad-sidecar" not in daemon.children()
+    assert daemon.process.wait(20 + 60) == EXIT_FATAL_CHILD
+    text = open(os.path.join(daemon.dir, "log", "anomaly-detector.log")).read()
+    assert "sidecar FATAL: closed the HTTP port 127.0.0.1:%d" % daemon.port in text
+    assert re.search(r"CRITICAL .*sidecar FATAL for \d+ s", text)
+
+
+def ring_of(path, workers=2):
+    """The ring the input routes a file to (inputs/runner.py _ring_for: crc32 of its (device, inode))."""
+    st = os.stat(path)
+    return zlib.crc32(repr((st.st_dev, st.st_ino)).encode()) % workers
+
+
+def one_file_per_ring(logs):
+    files, n = {}, 0
+    while len(files) < 2:
+        path = os.path.join(logs, "app.log.%d" % n)
+        open(path, "w").close()
+        files.setdefault(ring_of(path), path)
+        n += 1
+    return files
+
+
+def test_one_stalled_ring_is_named_while_the_other_worker_progresses(daemon):
+    daemon.write_config(heartbeat=10)
+    files = one_file_per_ring(daemon.logs)
+    daemon.start()
+    stopped = daemon.children()["ad-worker-0"]
+    os.kill(stopped, signal.SIGSTOP)           # holds ring 0: its lines stay unacknowledged
+    seq = 0
+    try:
+        processed_before = daemon.metric("logs_processed_total")
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            for ring in (0, 1):
+                with open(files[ring], "a") as f:
+                    f.writelines(numbered_line(i) for i in range(seq, seq + 50))
+                seq += 50
+            status, body = health(daemon)
+            stalled = [r for r in body["reasons"] if "stalled" in r]
+            if stalled:
+                break
+            time.sleep(0.25)
+        assert status == 503 and stalled, body
+        assert re.match(r"worker 0 stalled: \d+ lines waiting, none acknowledged for \d+ s", stalled[0]), stalled
+        assert not any("worker 1" in r for r in body["reasons"]), body
+        assert daemon.metric("logs_processed_total") > processed_before, "worker 1 kept scoring"
+    finally:
+        try:
+            os.kill(stopped, signal.SIGCONT)
+        except ProcessLookupError:
+            pass                               # the supervisor killed it as hung, as it should
+    daemon.wait_healthy(120)                   # its successor (or itself) drains ring 0
+    counts = daemon.wait_scored(seq, 120)
+    assert [i for i in range(seq) if i not in counts] == []
+    assert daemon.stop() == 0
+
+
+def test_sigusr1_relief_reaches_the_sidecar(daemon):
+    daemon.start()
+    daemon.process.send_signal(signal.SIGUSR1)
+    log_path = os.path.join(daemon.dir, "log", "anomaly-detector.log")
+    deadline = time.monotonic() + 20
+    text = ""
+    while time.monotonic() < deadline and "memory relief in sidecar: RSS" not in text:
+        time.sleep(0.5)
+        text = open(log_path).read()
+    assert re.search(r"\[\d+ sidecar\] anomaly_detector.relief: memory relief in sidecar: RSS", text), text[-2000:]
+    assert daemon.stop() == 0
+
+
+def test_a_crashing_child_logs_its_traceback_to_the_log_file_and_stderr(daemon):
+    """A real uncaught exception: worker 0's saved baselines pass their checksum but hold a value this
+    release cannot read (as a hand edit or a buggy release would leave them), so it dies at start."""
+    bad = os.path.join(daemon.dir, "state", "workers", "0", "baselines", "detection.json")
+    write_json_snapshot(bad, "detection-baselines", STATE_VERSION, {"meta": {"lines_seen": "many"}})
+    daemon.start()
+    log_path = os.path.join(daemon.dir, "log", "anomaly-detector.log")
+    deadline = time.monotonic() + 60
+    text = ""
+    while time.monotonic() < deadline and "crashed with an uncaught exception" not in text:
+        time.sleep(0.1)
+        text = open(log_path).read()
+    for path in (bad, bad + ".prev"):          # repaired: the next worker 0 starts cold
+        if os.path.exists(path):
+            os.unlink(path)
+    record = re.search(r"^\S+ \S+ ERROR \[\d+ worker-0\] anomaly_detector\.crash: child worker-0 crashed with an "
+                       r"uncaught exception \(exit 70\)\nTraceback \(most recent call last\):\n(  .*\n)+"
+                       r"ValueError: invalid literal for int\(\) with base 10: 'many'", text, re.M)
+    assert record, text[-3000:]
+    assert "ValueError: invalid literal for int() with base 10: 'many'" in open(
+        os.path.join(daemon.dir, "daemon.stderr")).read()
+    deadline = time.monotonic() + 60
+    while health(daemon)[1]["processes"]["worker-0"]["state"] != "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert health(daemon)[0] == 200
+    assert daemon.stop() == 0
