@@ -17,7 +17,7 @@ from anomaly_detector.supervisor.states import ProcessState
 
 PROCESSES = [("input", "input", 0), ("sidecar", "sidecar", 1), ("worker-0", "worker", 2), ("worker-1", "worker", 3)]
 CFG = {"processing": {"max_memory_mb": 1048576, "heartbeat_timeout_seconds": 30.0},
-       "service": {"health_down_seconds": 10.0}}
+       "service": {"health_down_seconds": 10.0}, "inputs": {}}
 
 
 class Clock:
