@@ -26,6 +26,8 @@ METRICS = {m.name: m for m in (
     MetricSpec("processing_errors_total", COUNTER, "Lines that could not be processed (counted, never retried)."),
     MetricSpec("lines_dead_lettered_total", COUNTER,
                "Lines a worker died or raised on, set aside in the dead-letter file instead of scored."),
+    MetricSpec("output_write_errors_total", COUNTER,
+               "Failed writes of [outputs] scored_lines; the batch stays in its ring and is retried."),
     MetricSpec("lines_read_total", COUNTER, "Lines read by the inputs and handed to the rings."),
     MetricSpec("lines_dropped_total", COUNTER, "Lines dropped because the rings were full (when_full = drop_newest)."),
     MetricSpec("input_read_errors_total", COUNTER, "Failed reads of input files (permissions, I/O errors)."),

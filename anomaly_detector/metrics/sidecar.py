@@ -94,6 +94,7 @@ class Readings:
             "logs_processed_total": totals["lines_processed"],
             "processing_errors_total": totals["errors"],
             "lines_dead_lettered_total": totals["lines_dead_lettered"],
+            "output_write_errors_total": totals["output_errors"],
             "lines_read_total": totals["lines_read"],
             "lines_dropped_total": totals["lines_dropped"],
             "input_read_errors_total": totals["read_errors"],

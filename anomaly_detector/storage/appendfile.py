@@ -22,7 +22,8 @@ class AppendFile:
             current = None
         if self._fd is None or current != self._ident:
             if self._fd is not None:
-                os.close(self._fd)
+                fd, self._fd = self._fd, None   # closed even if the open below fails (EISDIR, ENOSPC)
+                os.close(fd)
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             st = os.fstat(self._fd)

@@ -23,6 +23,11 @@ from anomaly_detector.worker.poison import SuspectRange, dead_letter_record, inh
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_SECONDS = 0.2
+OUTPUT_RETRY_SECONDS = 1.0   # a failed scored-lines write is retried this often (the heartbeat goes on)
+
+
+class OutputUnavailable(Exception):
+    """The scored-lines file could not be written: not the lines' fault, so they are not acknowledged."""
 
 
 def input_parser(name, section, max_line_bytes):
@@ -112,7 +117,11 @@ class DetectorWorker:
             errors = dead = self._dead_letter(buf, starts, ends, meta, self.suspect.reason)
         else:
             self.control.begin_scoring(self.index, int(meta["seq"][0]), n)
-            errors, dead = self._score(buf, starts, ends, meta)
+            try:
+                errors, dead = self._score(buf, starts, ends, meta)
+            except OutputUnavailable as exc:
+                self._retry_later(n, exc)
+                return True
         self.reader.ack()
         self.control.end_scoring(self.index)
         self.counters.add(lines_processed=n - errors, errors=errors, batches=1, lines_dead_lettered=dead,
@@ -142,6 +151,8 @@ class DetectorWorker:
         try:
             self._score_run(buf, starts, ends, int(meta["seq"][0]), source_id)
             return 0, 0
+        except OutputUnavailable:
+            raise
         except Exception as exc:  # one poisoned line must not kill the worker or cost the whole batch
             if len(starts) == 1:
                 log.exception("worker %d: a line could not be processed", self.index)
@@ -162,7 +173,20 @@ class DetectorWorker:
                               buf, starts, ends, first_seq + 1)
         if self.scored is not None:
             messages = [bytes(buf[s:e]).decode("utf-8", "replace") for s, e in zip(starts, ends)]
-            self.scored.write(with_message_and_source(records, messages, self.prefixes[source_id]))
+            try:
+                self.scored.write(with_message_and_source(records, messages, self.prefixes[source_id]))
+            except OSError as exc:
+                raise OutputUnavailable("%s: %s" % (self.scored.path, exc.strerror or exc)) from None
+
+    def _retry_later(self, n, exc):
+        """Leave the batch unacknowledged (the ring holds it, the inputs feel backpressure, /health
+        reports the worker stalled) and read it again from the ring's tail after a pause."""
+        self.control.end_scoring(self.index)   # not a poison line: a successor must not split it
+        self.reader = self.ring.reader()
+        self.counters.add(output_errors=1)
+        log.error("worker %d: cannot write scored lines (%s); %d lines stay in the ring and are retried in %.0f s",
+                  self.index, exc, n, OUTPUT_RETRY_SECONDS)
+        time.sleep(OUTPUT_RETRY_SECONDS)
 
     def _dead_letter(self, buf, starts, ends, meta, reason):
         """Write these lines to the dead-letter file instead of scoring them; returns how many."""
