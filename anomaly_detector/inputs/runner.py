@@ -1,8 +1,10 @@
 """The input process: reads every configured input and feeds the workers' rings; commits checkpoints.
 
 Forked by the supervisor with the rings inherited. Lines of one file always go to the same ring
-(by a hash of its identity, which survives rotation and truncation) in order; a file offset is
-committed only once the worker acknowledged every line before it (at-least-once, never loss).
+(by a hash of its identity, which survives rotation and truncation) in order. Network inputs are
+read from their spools (inputs/spool.py, written by the listener process, inputs/listener.py) and
+spread over all rings chunk by chunk, round-robin. Either way an input's offset is committed only
+once the workers acknowledged every line before it, on whichever ring (at-least-once, never loss).
 A full ring stops reading from that input until there is room: backpressure, not memory.
 """
 import collections
@@ -13,9 +15,9 @@ import zlib
 
 from anomaly_detector.inputs.checkpoints import CheckpointStore
 from anomaly_detector.inputs.file_tail import FileTailer
-from anomaly_detector.inputs.http_ingest import HttpIngestInput
+from anomaly_detector.inputs.listener import spool_dir
+from anomaly_detector.inputs.spool import SpoolReader
 from anomaly_detector.inputs.stdin import StdinInput
-from anomaly_detector.inputs.syslog_server import SyslogInput
 from anomaly_detector.relief import relieve_memory
 
 log = logging.getLogger(__name__)
@@ -48,15 +50,9 @@ def build_input(name, section, cfg):
                           max_open_files=section["max_open_files"])
     if section["type"] == "stdin":
         return StdinInput(max_line_bytes=processing["max_line_bytes"], on_long_line=processing["on_long_line"])
-    if section["type"] == "syslog":
-        return SyslogInput(section["listen_address"], section["listen_port"], section["protocol"],
-                           max_line_bytes=processing["max_line_bytes"], on_long_line=processing["on_long_line"],
-                           max_connections=section["max_connections"])
-    if section["type"] == "http":
-        return HttpIngestInput(section["listen_address"], section["listen_port"],
-                               max_body_bytes=section["max_body_bytes"], max_line_bytes=processing["max_line_bytes"],
-                               max_queue_lines=section["max_queue_lines"], on_long_line=processing["on_long_line"],
-                               max_connections=section["max_connections"])
+    if section["type"] in ("syslog", "http"):
+        # The listener process owns the sockets and writes the spool; this process reads it back.
+        return SpoolReader(spool_dir(cfg, name), "spool:" + name)
 
 
 class _Pending:
@@ -66,6 +62,15 @@ class _Pending:
 
     def __init__(self, chunk, ring, index):
         self.chunk, self.ring, self.index, self.pushed = chunk, ring, index, 0
+
+
+class _Ticket:
+    """A pushed chunk waiting for its ring's acknowledgement; commits go in push order per input."""
+
+    __slots__ = ("seq_end", "index", "key", "offset", "acked")
+
+    def __init__(self, seq_end, index, key, offset):
+        self.seq_end, self.index, self.key, self.offset, self.acked = seq_end, index, key, offset, False
 
 
 class InputRunner:
@@ -80,7 +85,9 @@ class InputRunner:
         self.readers = [build_input(name, cfg["inputs"][name], cfg) for name in self.names]
         self.drop_when_full = cfg["processing"]["when_full"] == "drop_newest"
         self.backlog = [collections.deque() for _ in self.readers]  # _Pending chunks per input, in order
-        self.inflight = [collections.deque() for _ in rings]  # (seq_end, input index, key, offset | None)
+        self.inflight = [collections.deque() for _ in rings]  # _Tickets per ring, in push order
+        self.uncommitted = [collections.deque() for _ in self.readers]  # _Tickets per input, in push order
+        self._next_ring = [0 for _ in self.readers]
         self._relief_seen = control.flags().relief_generation
 
     def run(self, stop, drain_timeout):
@@ -102,7 +109,7 @@ class InputRunner:
             backlog = self.backlog[index]
             if not backlog:  # read more only once everything read before is in a ring: bounded memory
                 before = _read_errors(reader)
-                backlog.extend(_Pending(chunk, self._ring_for(chunk.stream_id), index) for chunk in reader.poll())
+                backlog.extend(_Pending(chunk, self._ring_for(index, chunk), index) for chunk in reader.poll())
                 self.counters.add(read_errors=max(0, _read_errors(reader) - before))
             while backlog:
                 pushed, done = self._push(backlog[0])
@@ -112,10 +119,15 @@ class InputRunner:
                 backlog.popleft()
         return moved
 
-    def _ring_for(self, stream_id):
+    def _ring_for(self, index, chunk):
+        if getattr(self.readers[index], "spread", False):
+            # A network input is one stream: spread it chunk by chunk, or one worker carries it all.
+            ring = self._next_ring[index]
+            self._next_ring[index] = (ring + 1) % len(self.rings)
+            return ring
         # Not the path: a rotated file changes path while its lines are in flight, and its
         # commits must come back from one ring, in order.
-        return zlib.crc32(repr(stream_id).encode()) % len(self.rings)
+        return zlib.crc32(repr(chunk.stream_id).encode()) % len(self.rings)
 
     def _push(self, pending):
         """Push what fits of one chunk; returns (lines pushed, whether the chunk is done)."""
@@ -129,17 +141,29 @@ class InputRunner:
             done = True
         self.counters.add(lines_read=n)
         if done:
-            self.inflight[pending.ring].append((writer.next_seq, pending.index, pending.chunk.key,
-                                                pending.chunk.end_offset))
+            ticket = _Ticket(writer.next_seq, pending.index, pending.chunk.key, pending.chunk.end_offset)
+            self.inflight[pending.ring].append(ticket)
+            self.uncommitted[pending.index].append(ticket)
         return n, done
 
     def commit_acknowledged(self):
-        """Commit the end offset of every chunk whose lines are all acknowledged by its worker."""
+        """Commit the end offset of every chunk whose lines, and every line pushed before them, are acknowledged.
+
+        Chunks of one input may sit on several rings (network inputs) that acknowledge at their own
+        pace: a chunk is committed only when every earlier chunk of its input is acknowledged too.
+        """
+        touched = set()
         for ring, queue in zip(self.rings, self.inflight):
             acked = ring.acknowledged()
-            while queue and queue[0][0] <= acked:
-                _, index, key, offset = queue.popleft()
-                self.readers[index].commit(key, offset)
+            while queue and queue[0].seq_end <= acked:
+                ticket = queue.popleft()
+                ticket.acked = True
+                touched.add(ticket.index)
+        for index in touched:
+            pending = self.uncommitted[index]
+            while pending and pending[0].acked:
+                ticket = pending.popleft()
+                self.readers[index].commit(ticket.key, ticket.offset)
 
     def drain(self, timeout):
         """Stop reading; wait (bounded) until the workers acknowledged what was pushed, commit it."""

@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 
 import psutil
 
+from anomaly_detector.inputs.listener import network_inputs, spool_dir
+from anomaly_detector.inputs.spool import spool_bytes
 from anomaly_detector.metrics.httpd import SidecarHTTPServer
 from anomaly_detector.supervisor.states import ProcessState
 
@@ -25,6 +27,7 @@ class Readings:
     def __init__(self, cfg, control, rings, worker_slots, supervisor_pid):
         self.control, self.rings, self.worker_slots = control, rings, list(worker_slots)
         self.supervisor_pid = supervisor_pid
+        self.spool_dirs = [spool_dir(cfg, name) for name in network_inputs(cfg)]
         self.memory_limit = cfg["processing"]["max_memory_mb"] * 2**20
         self.stall_seconds = cfg["processing"]["heartbeat_timeout_seconds"]
         self._history = collections.deque()   # (monotonic, lines_processed)
@@ -72,6 +75,11 @@ class Readings:
             "lines_read_total": totals["lines_read"],
             "lines_dropped_total": totals["lines_dropped"],
             "input_read_errors_total": totals["read_errors"],
+            "network_lines_refused_total": {(("reason", "spool_full"),): totals["spool_refused_full"],
+                                            (("reason", "spool_error"),): totals["spool_refused_error"]},
+            "spool_torn_records_total": totals["spool_torn_records"],
+            "spool_bytes": sum(spool_bytes(d) for d in self.spool_dirs),
+            "worker_lines_processed_total": self._per_worker("lines_processed"),
             "anomalies_total": totals["anomalies"],
             "incidents_total": totals["incidents"],
             "input_queue_size": depth,
@@ -84,6 +92,11 @@ class Readings:
             "ring_capacity_lines": sum(ring.slots for ring in self.rings),
             "memory_limit_bytes": self.memory_limit,
         }
+
+    def _per_worker(self, field):
+        # Worker i writes counter row i (supervisor/arbiter.py): the balance of the rings, seen per worker.
+        rows = self.control.counter_rows_snapshot()[field]
+        return {(("worker", str(i)),): int(rows[i]) for i in range(len(self.worker_slots))}
 
     def _inflight_bound(self):
         return self.control.flags().batch_size * len(self.worker_slots)

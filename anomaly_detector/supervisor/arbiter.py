@@ -13,6 +13,7 @@ import time
 
 from anomaly_detector.config.loader import load_config
 from anomaly_detector.config.problems import ERROR
+from anomaly_detector.inputs.listener import listener_settings, network_inputs, run_listener
 from anomaly_detector.inputs.runner import UnsupportedInput, require_supported, run_inputs
 from anomaly_detector.ipc.control import ControlBlock, control_bytes
 from anomaly_detector.ipc.ring import Ring, ring_bytes
@@ -23,6 +24,7 @@ from anomaly_detector.relief import relieve_memory
 from anomaly_detector.supervisor import systemd
 from anomaly_detector.supervisor.children import ChildSet, ChildSpec, RestartPolicy
 from anomaly_detector.supervisor.signals import SIGNAL_NAMES, WAKEUP_REQUEST, SignalQueue
+from anomaly_detector.supervisor.states import ALIVE_STATES, DOWN_STATES, ProcessState
 from anomaly_detector.worker.detector import run_detector
 from anomaly_detector.worker.warmup import warm_up
 
@@ -31,6 +33,9 @@ log = logging.getLogger(__name__)
 MAX_WORKERS = 64                 # the configspec's bound on [processing] workers
 INPUT_SLOT, SIDECAR_SLOT, FIRST_WORKER_SLOT = 0, 1, 2
 INPUT_COUNTER_ROW = MAX_WORKERS  # worker i writes counter row i; the input process the row after them
+LISTENER_SLOT = FIRST_WORKER_SLOT + MAX_WORKERS   # after every possible worker: worker slots stay put
+LISTENER_COUNTER_ROW = INPUT_COUNTER_ROW + 1
+CONTROL_SLOTS, COUNTER_ROWS = LISTENER_SLOT + 1, LISTENER_COUNTER_ROW + 1
 EXIT_OK, EXIT_CONFIG, EXIT_START = 0, 1, 3
 
 
@@ -45,6 +50,7 @@ class Daemon:
         self.cfg, self.control, self.rings, self.http_socket = cfg, control, rings, http_socket
         self.worker_slots = [FIRST_WORKER_SLOT + i for i in range(len(rings))]
         self.input_counter_row = INPUT_COUNTER_ROW
+        self.listener_counter_row = LISTENER_COUNTER_ROW
 
     def setup_child_logging(self, name):
         logging_cfg = self.cfg["logging"]
@@ -96,8 +102,8 @@ class Arbiter:
             log.warning("removed %d shared-memory segments left by a dead supervisor", len(removed))
         self.arena = SharedArena(self.instance)
         self.control = ControlBlock.create(
-            self.arena.allocate("control", control_bytes(FIRST_WORKER_SLOT + MAX_WORKERS, MAX_WORKERS + 1)).buf,
-            FIRST_WORKER_SLOT + MAX_WORKERS, MAX_WORKERS + 1, **_flags(self.cfg))
+            self.arena.allocate("control", control_bytes(CONTROL_SLOTS, COUNTER_ROWS)).buf,
+            CONTROL_SLOTS, COUNTER_ROWS, **_flags(self.cfg))
         self._allocate_rings(self.cfg["processing"])
         self._write_pid_file()
         self.sigq = SignalQueue()
@@ -127,8 +133,13 @@ class Arbiter:
         specs += [ChildSpec("worker-%d" % i, _worker_target(daemon, i), slot=FIRST_WORKER_SLOT + i)
                   for i in range(len(self.rings))]
         specs.append(ChildSpec("sidecar", lambda ctx: run_sidecar(ctx, daemon), slot=SIDECAR_SLOT, role="sidecar"))
+        if network_inputs(self.cfg) and "listener" not in self.children.children:
+            # Owns the network sockets and writes the spools; a reload keeps it when its settings stay.
+            specs.append(ChildSpec("listener", lambda ctx: run_listener(ctx, daemon), slot=LISTENER_SLOT,
+                                   role="input"))
         for spec in specs:
-            self.children.add(spec)
+            if spec.name not in self.children.children:  # one that did not stop in time is still tracked
+                self.children.add(spec)
         self.children.start()
 
     def _write_pid_file(self):
@@ -201,8 +212,10 @@ class Arbiter:
 
     def _apply(self, cfg):
         """Restart the children on the new config through the start-up path, losing no line:
-        the input stops and waits until its lines are acknowledged, the workers drain and snapshot."""
-        self._stop_children()
+        the input stops and waits until its lines are acknowledged, the workers drain and snapshot.
+        The listener (network sockets and spools) goes on when its settings are unchanged."""
+        keep_listener = self._listener_kept(cfg)
+        self._stop_children(keep_listener)
         resized = _ring_shape(cfg) != _ring_shape(self.cfg)
         if resized and any(ring.depth() for ring in self.rings):
             # A worker could not drain (it crashed): its lines stay in its ring for its successor.
@@ -216,11 +229,19 @@ class Arbiter:
         self.cfg = cfg
         self._setup_logging()
         self.control.set_flags(**_flags(cfg))
-        policy = RestartPolicy(heartbeat_timeout=cfg["processing"]["heartbeat_timeout_seconds"])
-        self.children = ChildSet(policy, self.control, self.sigq)
+        self.children.policy = RestartPolicy(heartbeat_timeout=cfg["processing"]["heartbeat_timeout_seconds"])
+        for name, child in list(self.children.children.items()):
+            if child.state in DOWN_STATES and not (name == "listener" and keep_listener):
+                self.children.remove(name)
         self._start_children()
         self.control.bump("config_generation")
         log.info("reloaded %s: %d workers", self.config_path, len(self.rings))
+
+    def _listener_kept(self, cfg):
+        """True when the running listener serves exactly what the new config asks (then it is not restarted)."""
+        child = self.children.children.get("listener")
+        return (child is not None and child.state in ALIVE_STATES + (ProcessState.BACKOFF,)
+                and listener_settings(cfg) == listener_settings(self.cfg))
 
     def _rebind_http(self, http):
         if (http["bind"], http["port"]) == (self.cfg["http"]["bind"], self.cfg["http"]["port"]):
@@ -236,10 +257,13 @@ class Arbiter:
 
     # -- stop -----------------------------------------------------------------------------------
 
-    def _stop_children(self):
+    def _stop_children(self, keep_listener=False):
         timeout = self.cfg["service"]["shutdown_timeout_seconds"]
         deadline = time.monotonic() + timeout
-        for group in (["input"], [n for n in self.children.children if n.startswith("worker-")], ["sidecar"]):
+        # The listener first: it reads its sockets dry into the spools, which the input then pushes.
+        listener = [] if keep_listener or "listener" not in self.children.children else ["listener"]
+        for group in (listener, ["input"], [n for n in self.children.children if n.startswith("worker-")],
+                      ["sidecar"]):
             for name in group:
                 self.children.stop(name, timeout=max(0.5, deadline - time.monotonic()))
             self._wait_down(group, deadline + self.children.policy.kill_grace)
