@@ -8,9 +8,15 @@ import time
 
 import pytest
 
-from anomaly_detector.inputs import spool as spool_mod
-from anomaly_detector.inputs.spool import (HEADER_BYTES, SpoolError, SpoolFull, SpoolReader, SpoolWriter,
-                                           encode_record, list_segments)
+from anomaly_detector.inputs.spool import (
+    HEADER_BYTES,
+    SpoolError,
+    SpoolFull,
+    SpoolReader,
+    SpoolWriter,
+    encode_record,
+    list_segments,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
