@@ -108,9 +108,10 @@ class InputRunner:
         for index, reader in enumerate(self.readers):
             backlog = self.backlog[index]
             if not backlog:  # read more only once everything read before is in a ring: bounded memory
-                before = _read_errors(reader)
+                before = _reader_counts(reader)
                 backlog.extend(_Pending(chunk, self._ring_for(index, chunk), index) for chunk in reader.poll())
-                self.counters.add(read_errors=max(0, _read_errors(reader) - before))
+                after = _reader_counts(reader)
+                self.counters.add(**{name: max(0, after[name] - before[name]) for name in after})
             while backlog:
                 pushed, done = self._push(backlog[0])
                 moved += pushed
@@ -191,8 +192,10 @@ class InputRunner:
             relieve_memory("input")
 
 
-def _read_errors(reader):
-    return reader.stats.get("read_errors", 0)
+def _reader_counts(reader):
+    # A spool's torn records are counted where they are met: at the writer's restart or here, when reading.
+    return {"read_errors": reader.stats.get("read_errors", 0),
+            "spool_torn_records": reader.stats.get("torn_records", 0)}
 
 
 def run_inputs(ctx, daemon):
