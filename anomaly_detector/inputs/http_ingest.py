@@ -185,6 +185,12 @@ class _IngestHandler(BaseHTTPRequestHandler):
             pass  # the client went away first: nothing left to protect
 
 
+def bind_ingest_socket(address, port):
+    """A listening TCP socket for HTTP ingest (raises OSError, e.g. the port is busy)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return socket.create_server((address, port), family=family, backlog=_IngestServer.request_queue_size)
+
+
 class _IngestServer(ThreadingHTTPServer):
     """ThreadingHTTPServer with daemon handler threads, a bound on open connections and header deadlines.
 
@@ -199,13 +205,19 @@ class _IngestServer(ThreadingHTTPServer):
     # between two accepts) wait for SYN retries, seconds long; accepting is cheap, so keep more.
     request_queue_size = 128
 
-    def __init__(self, address, owner):
+    def __init__(self, address, owner, sock=None):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.owner = owner
         self._open = {}  # socket -> header deadline (monotonic seconds) or None
         self._open_lock = threading.Lock()
-        super().__init__(address, _IngestHandler)
+        super().__init__(address, _IngestHandler, bind_and_activate=sock is None)
+        if sock is not None:
+            # Bound and listening in the supervisor: the backlog outlives a restart of this process.
+            self.socket.close()
+            self.socket = sock
+            self.socket.setblocking(True)
+            self.server_address = sock.getsockname()
 
     def process_request(self, request, client_address):
         # Runs in the serving thread: a connection over the bound is closed before it costs a thread.
@@ -271,7 +283,7 @@ class HttpIngestInput:
 
     def __init__(self, listen_address="127.0.0.1", listen_port=0, max_body_bytes=1048576,
                  max_line_bytes=DEFAULT_MAX_LINE_BYTES, max_queue_lines=100000, header_timeout_seconds=10,
-                 on_long_line="truncate", max_connections=1024, spool=None, on_refused=None):
+                 on_long_line="truncate", max_connections=1024, spool=None, on_refused=None, sock=None):
         LineFramer(max_line_bytes, on_long_line)  # validates both settings before the port is bound
         if spool is None:
             raise ValueError("HttpIngestInput needs a spool: a 202 promises the lines are on disk")
@@ -288,7 +300,7 @@ class HttpIngestInput:
                       "header_timeouts": 0, "spool_errors": 0}
         self._lock = threading.Lock()
         self._delivering = 0   # requests between their spool append and their answer
-        self._server = _IngestServer((listen_address, int(listen_port)), self)
+        self._server = _IngestServer((listen_address, int(listen_port)), self, sock)
         self.address, self.port = self._server.server_address[:2]
         host = "[%s]" % self.address if ":" in self.address else self.address
         self.path = "http://%s:%d/ingest" % (host, self.port)

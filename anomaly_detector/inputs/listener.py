@@ -16,9 +16,9 @@ import logging
 import os
 import time
 
-from anomaly_detector.inputs.http_ingest import HttpIngestInput
+from anomaly_detector.inputs.http_ingest import HttpIngestInput, bind_ingest_socket
 from anomaly_detector.inputs.spool import SpoolError, SpoolFull, SpoolWriter
-from anomaly_detector.inputs.syslog_server import SyslogInput
+from anomaly_detector.inputs.syslog_server import SyslogInput, bind_syslog_socket
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,18 @@ _PROCESSING_KEYS = ("max_line_bytes", "on_long_line", "max_spool_mb")
 def network_inputs(cfg):
     """Names of the inputs the listener serves, in config order."""
     return [name for name, section in cfg["inputs"].items() if section["type"] in NETWORK_TYPES]
+
+
+def network_address(section):
+    """(kind, host, port) of a network input: the supervisor keeps one bound socket per address."""
+    kind = "http" if section["type"] == "http" else section["protocol"]
+    return kind, section["listen_address"], section["listen_port"]
+
+
+def bind_network_socket(address):
+    """Bind (and for TCP, listen on) one network input's address; raises OSError (busy port, bad address)."""
+    kind, host, port = address
+    return bind_ingest_socket(host, port) if kind == "http" else bind_syslog_socket(host, port, kind)
 
 
 def spool_dir(cfg, name):
@@ -64,8 +76,9 @@ class _Syslog:
 class Listener:
     """Serves the network inputs; every line it acknowledges is in its input's spool."""
 
-    def __init__(self, cfg, counters=None):
+    def __init__(self, cfg, counters=None, sockets=None):
         self.counters = counters
+        sockets = sockets or {}   # input name -> socket bound by the supervisor (None: bind here)
         processing = cfg["processing"]
         self.spools, self.http, self.syslog = {}, [], []
         self._refusals = {}   # input name -> [count since last log line, time of last log line]
@@ -77,12 +90,12 @@ class Listener:
                     section["listen_address"], section["listen_port"], max_body_bytes=section["max_body_bytes"],
                     max_line_bytes=processing["max_line_bytes"], max_queue_lines=section["max_queue_lines"],
                     on_long_line=processing["on_long_line"], max_connections=section["max_connections"],
-                    spool=spool, on_refused=self._refused_callback(name))))
+                    spool=spool, on_refused=self._refused_callback(name), sock=sockets.get(name))))
             else:
                 self.syslog.append(_Syslog(name, SyslogInput(
                     section["listen_address"], section["listen_port"], section["protocol"],
                     max_line_bytes=processing["max_line_bytes"], on_long_line=processing["on_long_line"],
-                    max_connections=section["max_connections"]), spool))
+                    max_connections=section["max_connections"], sock=sockets.get(name)), spool))
         self._published = {}
 
     def run(self, stop, beat):
@@ -173,6 +186,6 @@ def run_listener(ctx, daemon):
     """ChildSpec target of the listener process."""
     daemon.setup_child_logging("listener")
     counters = daemon.control.counters(daemon.listener_counter_row)
-    listener = Listener(daemon.cfg, counters)
+    listener = Listener(daemon.cfg, counters, daemon.network_sockets)
     log.info("listener: %s", ", ".join("%s -> %s" % (name, spool.directory) for name, spool in listener.spools.items()))
     return listener.run(ctx.stop, lambda: daemon.control.beat(ctx.slot))

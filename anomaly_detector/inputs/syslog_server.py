@@ -194,6 +194,29 @@ class SyslogStreamFramer:
         return lines
 
 
+def bind_syslog_socket(address, port, protocol):
+    """A bound UDP socket or a listening TCP socket for syslog (raises OSError, e.g. the port is busy)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
+    sock = socket.socket(family, kind)
+    try:
+        if protocol == "udp":
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_RCVBUF_BYTES)
+            except OSError:
+                pass  # the kernel's default buffer still works, it just drops sooner under bursts
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+        if protocol == "tcp":
+            sock.listen(_LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class _Connection:
     """One accepted TCP peer: its socket, framer and last activity time."""
 
@@ -215,7 +238,7 @@ class SyslogInput:
 
     def __init__(self, listen_address="127.0.0.1", listen_port=0, protocol="udp",
                  max_line_bytes=DEFAULT_MAX_LINE_BYTES, on_long_line="truncate", max_connections=256,
-                 max_bytes_per_poll=1 << 20, idle_timeout_seconds=300):
+                 max_bytes_per_poll=1 << 20, idle_timeout_seconds=300, sock=None):
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be 'udp' or 'tcp', not {protocol!r}")
         LineFramer(max_line_bytes, on_long_line)  # validates both settings before a socket is opened
@@ -233,32 +256,13 @@ class SyslogInput:
         self._conns = {}       # fileno -> _Connection
         self._next_idle_check = 0.0
         self._selector = selectors.DefaultSelector()
-        self.sock = self._bind(listen_address, int(listen_port))
+        # A socket bound by the supervisor outlives this object: it keeps queueing while the listener restarts.
+        self.sock = sock if sock is not None else bind_syslog_socket(listen_address, int(listen_port), protocol)
+        self.sock.setblocking(False)
+        self._selector.register(self.sock, selectors.EVENT_READ, None)
         self.address, self.port = self.sock.getsockname()[:2]
         host = "[%s]" % self.address if ":" in self.address else self.address
         self.path = "%s://%s:%d" % (protocol, host, self.port)
-
-    def _bind(self, address, port):
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        kind = socket.SOCK_DGRAM if self.protocol == "udp" else socket.SOCK_STREAM
-        sock = socket.socket(family, kind)
-        try:
-            if self.protocol == "udp":
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_RCVBUF_BYTES)
-                except OSError:
-                    pass  # the kernel's default buffer still works, it just drops sooner under bursts
-            else:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((address, port))
-            if self.protocol == "tcp":
-                sock.listen(_LISTEN_BACKLOG)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        self._selector.register(sock, selectors.EVENT_READ, None)
-        return sock
 
     def poll(self):
         """Read what is available now (up to max_bytes_per_poll) and return [Chunk] or []."""

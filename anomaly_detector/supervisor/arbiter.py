@@ -13,7 +13,13 @@ import time
 
 from anomaly_detector.config.loader import load_config
 from anomaly_detector.config.problems import ERROR
-from anomaly_detector.inputs.listener import listener_settings, network_inputs, run_listener
+from anomaly_detector.inputs.listener import (
+    bind_network_socket,
+    listener_settings,
+    network_address,
+    network_inputs,
+    run_listener,
+)
 from anomaly_detector.inputs.runner import UnsupportedInput, require_supported, run_inputs
 from anomaly_detector.ipc.control import ControlBlock, control_bytes
 from anomaly_detector.ipc.ring import Ring, ring_bytes
@@ -46,8 +52,9 @@ class StartError(Exception):
 class Daemon:
     """What every child inherits from the supervisor: config and the shared-memory objects."""
 
-    def __init__(self, cfg, control, rings, http_socket):
+    def __init__(self, cfg, control, rings, http_socket, network_sockets=None):
         self.cfg, self.control, self.rings, self.http_socket = cfg, control, rings, http_socket
+        self.network_sockets = network_sockets or {}   # network input name -> its bound socket
         self.worker_slots = [FIRST_WORKER_SLOT + i for i in range(len(rings))]
         self.input_counter_row = INPUT_COUNTER_ROW
         self.listener_counter_row = LISTENER_COUNTER_ROW
@@ -66,6 +73,7 @@ class Arbiter:
         self.running = True
         self.arena = self.control = self.children = self.sigq = self.http_socket = None
         self.rings, self._ring_names = [], []
+        self.network_sockets = {}   # (kind, host, port) -> socket bound here, kept across reloads
         self._ring_generation = 0
         self._watchdog = systemd.watchdog_interval()
 
@@ -97,6 +105,7 @@ class Arbiter:
             os.makedirs(self.cfg["paths"][key], exist_ok=True)
         warm_up(self.cfg)
         self.http_socket = _listen(self.cfg["http"])
+        self._bind_network(self.cfg)
         removed = sweep_stale(instance_prefix(self.instance))
         if removed:
             log.warning("removed %d shared-memory segments left by a dead supervisor", len(removed))
@@ -128,7 +137,9 @@ class Arbiter:
         self.rings, self._ring_names = [], []
 
     def _start_children(self):
-        daemon = Daemon(self.cfg, self.control, self.rings, self.http_socket)
+        sockets = {name: self.network_sockets[network_address(self.cfg["inputs"][name])]
+                   for name in network_inputs(self.cfg)}
+        daemon = Daemon(self.cfg, self.control, self.rings, self.http_socket, sockets)
         specs = [ChildSpec("input", lambda ctx: run_inputs(ctx, daemon), slot=INPUT_SLOT, role="input")]
         specs += [ChildSpec("worker-%d" % i, _worker_target(daemon, i), slot=FIRST_WORKER_SLOT + i)
                   for i in range(len(self.rings))]
@@ -204,6 +215,7 @@ class Arbiter:
         else:
             try:
                 _check_inputs(cfg)
+                self._bind_network(cfg)
             except StartError as exc:
                 log.error("reload rejected: %s; still running the previous configuration", exc)
             else:
@@ -236,6 +248,31 @@ class Arbiter:
         self._start_children()
         self.control.bump("config_generation")
         log.info("reloaded %s: %d workers", self.config_path, len(self.rings))
+
+    def _bind_network(self, cfg):
+        """Bind the network inputs' sockets here, before forking, and keep them across reloads.
+
+        While the listener restarts (new settings, a crash) the kernel goes on queueing datagrams and
+        connections on them, and a busy port fails the start (or the reload) with one line.
+        Sockets of addresses no longer configured are closed; unchanged addresses keep their socket.
+        """
+        wanted = [network_address(cfg["inputs"][name]) for name in network_inputs(cfg)]
+        if len(set(wanted)) < len(wanted):
+            raise StartError("two network inputs listen on the same address: %s"
+                             % sorted({"%s %s:%d" % a for a in wanted if wanted.count(a) > 1}))
+        fresh = {}
+        for address in wanted:
+            if address in self.network_sockets:
+                continue
+            try:
+                fresh[address] = bind_network_socket(address)
+            except OSError as exc:
+                for sock in fresh.values():
+                    sock.close()
+                raise StartError("cannot listen on %s %s:%d: %s" % (address + (exc.strerror or exc,))) from None
+        for address in set(self.network_sockets) - set(wanted):
+            self.network_sockets.pop(address).close()
+        self.network_sockets.update(fresh)
 
     def _listener_kept(self, cfg):
         """True when the running listener serves exactly what the new config asks (then it is not restarted)."""
@@ -290,6 +327,8 @@ class Arbiter:
             self.arena.close()
         if self.http_socket is not None:
             self.http_socket.close()
+        for sock in self.network_sockets.values():
+            sock.close()
         pid_file = self.cfg["service"]["pid_file"]
         if pid_file and os.path.exists(pid_file):
             try:

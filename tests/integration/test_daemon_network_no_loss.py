@@ -213,3 +213,32 @@ def test_syslog_udp_and_tcp_messages_survive_a_reload_under_load(tmp_path):
         assert daemon.stop() == 0
     finally:
         daemon.kill()
+
+
+def test_a_reload_that_restarts_the_listener_loses_no_datagram_nor_answered_request(tmp_path):
+    """New network settings restart the listener; its sockets stay bound in the supervisor meanwhile."""
+    udp, http = free_port(), free_port()
+    inputs = _http_input(http) + "[[sys_udp]]\ntype = syslog\nprotocol = udp\nlisten_port = %d\n" % udp
+    daemon = Daemon(tmp_path, inputs=inputs)
+    try:
+        daemon.start()
+        listener = daemon.children()["ad-listener"]
+        udp_acked = set()
+        sender = threading.Thread(target=_udp_sender, args=(udp, 8_000, udp_acked), daemon=True)
+        sender.start()
+        load = HttpLoad(http, requests=150).start()
+        _wait_until(lambda: len(udp_acked) > 2000 and load.sent() > 30, 60, "the first messages")
+        text = open(daemon.config).read()
+        with open(daemon.config, "w") as f:
+            f.write(text.replace("[processing]\n", "[processing]\nmax_spool_mb = 512\n"))
+        _hup_and_wait(daemon)
+        sender.join(120)
+        load.join()
+        assert daemon.children()["ad-listener"] != listener      # its settings changed: restarted
+        assert len(udp_acked) == 8_000
+        missing = _missing_after_settling(daemon, udp_acked | load.acked)
+        assert missing == [], "%d datagrams and %d answered HTTP lines lost" % (
+            sum(s >= UDP_BASE for s in missing), sum(s < UDP_BASE for s in missing))
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
