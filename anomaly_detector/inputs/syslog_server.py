@@ -1,13 +1,16 @@
 """Receive syslog over UDP (one datagram = one message) or TCP (RFC 6587 framing) without blocking.
 
-Neighbours: file_tail.Chunk is the shape handed to the input process (runner.py); parsing.framing.LineFramer
-cuts LF-framed TCP streams; parsing.syslog parses the messages later, in the workers. This module only frames.
+Neighbours: inputs/listener.py polls it in the listener process and appends every Chunk's lines to the
+input's spool (inputs/spool.py), synced before the next poll; parsing.framing.LineFramer cuts LF-framed
+TCP streams; parsing.syslog parses the messages later, in the workers. This module only frames.
 
-Delivery is at-most-once across a crash: a network peer cannot be asked to send again, so datagrams and
-stream bytes received but not yet handed to the workers when the daemon dies are lost, and datagrams
-arriving while the socket buffer is full are dropped by the kernel (UDP syslog has no backpressure: when
-the rings are full the input process stops polling, TCP peers then wait on the TCP window, UDP senders do
-not; the kernel counts those drops in /proc/net/udp, not us).
+Delivery: what a poll returned is on disk before the socket is read again, and the input process
+commits the spool only once the workers acknowledged it, so a read message survives a crash, a
+reload and a stop (at-least-once). The sockets are bound by the supervisor (bind_syslog_socket) and
+outlive the listener, so datagrams and connections queue in the kernel while it restarts; datagrams
+arriving while the socket buffer is full are still dropped by the kernel (UDP has no backpressure; the
+kernel counts them in /proc/net/udp). When the spool is full the listener drops UDP messages (counted)
+and stops reading TCP connections, whose peers then wait on the TCP window.
 `commit()` only records progress, for metrics and symmetry with the file inputs.
 
 Messages are single lines: a message that itself contains LF (a datagram with inner newlines, or an
