@@ -3,19 +3,22 @@
 Forked by the supervisor with the rings inherited. Lines of one file always go to the same ring
 (by a hash of its identity, which survives rotation and truncation) in order. Network inputs are
 read from their spools (inputs/spool.py, written by the listener process, inputs/listener.py) and
-spread over all rings chunk by chunk, round-robin. Either way an input's offset is committed only
+spread over all rings by origin (inputs/origin.py: syslog host and app, a JSON line's source), one
+origin's lines to one ring in order. Either way an input's offset is committed only
 once the workers acknowledged every line before it, on whichever ring (at-least-once, never loss).
 A full ring stops reading from that input until there is room: backpressure, not memory.
 """
 import collections
+import hashlib
 import logging
 import os
 import time
 import zlib
 
 from anomaly_detector.inputs.checkpoints import CheckpointStore
-from anomaly_detector.inputs.file_tail import FileTailer
+from anomaly_detector.inputs.file_tail import Chunk, FileTailer
 from anomaly_detector.inputs.listener import spool_dir
+from anomaly_detector.inputs.origin import json_origin, syslog_origin
 from anomaly_detector.inputs.spool import SpoolReader
 from anomaly_detector.inputs.stdin import StdinInput
 from anomaly_detector.relief import relieve_memory
@@ -24,6 +27,7 @@ log = logging.getLogger(__name__)
 IDLE_SLEEP_SECONDS = 0.05
 DRAIN_POLL_SECONDS = 0.01
 SUPPORTED_TYPES = ("file", "stdin", "syslog", "http")
+MAX_ORIGINS_CACHED = 100_000   # distinct syslog hosts/apps or JSON sources remembered; then the cache restarts
 
 
 class UnsupportedInput(ValueError):
@@ -52,7 +56,9 @@ def build_input(name, section, cfg):
         return StdinInput(max_line_bytes=processing["max_line_bytes"], on_long_line=processing["on_long_line"])
     if section["type"] in ("syslog", "http"):
         # The listener process owns the sockets and writes the spool; this process reads it back.
-        return SpoolReader(spool_dir(cfg, name), "spool:" + name)
+        reader = SpoolReader(spool_dir(cfg, name), "spool:" + name)
+        reader.origin = syslog_origin if section["type"] == "syslog" else json_origin(section["source_key"])
+        return reader
 
 
 class _Pending:
@@ -88,6 +94,7 @@ class InputRunner:
         self.inflight = [collections.deque() for _ in rings]  # _Tickets per ring, in push order
         self.uncommitted = [collections.deque() for _ in self.readers]  # _Tickets per input, in push order
         self._next_ring = [0 for _ in self.readers]
+        self._origin_rings = {}   # origin key -> ring (a cache of _ring_of_origin)
         self._relief_seen = control.flags().relief_generation
 
     def run(self, stop, drain_timeout):
@@ -109,7 +116,8 @@ class InputRunner:
             backlog = self.backlog[index]
             if not backlog:  # read more only once everything read before is in a ring: bounded memory
                 before = _reader_counts(reader)
-                backlog.extend(_Pending(chunk, self._ring_for(index, chunk), index) for chunk in reader.poll())
+                for chunk in reader.poll():
+                    backlog.extend(self._route(index, chunk))
                 after = _reader_counts(reader)
                 self.counters.add(**{name: max(0, after[name] - before[name]) for name in after})
             while backlog:
@@ -120,15 +128,43 @@ class InputRunner:
                 backlog.popleft()
         return moved
 
-    def _ring_for(self, index, chunk):
-        if getattr(self.readers[index], "spread", False):
-            # A network input is one stream: spread it chunk by chunk, or one worker carries it all.
-            ring = self._next_ring[index]
-            self._next_ring[index] = (ring + 1) % len(self.rings)
-            return ring
-        # Not the path: a rotated file changes path while its lines are in flight, and its
-        # commits must come back from one ring, in order.
-        return zlib.crc32(repr(chunk.stream_id).encode()) % len(self.rings)
+    def _route(self, index, chunk):
+        """The chunk as _Pending pushes: whole to its file's ring, or a network chunk split by origin."""
+        reader = self.readers[index]
+        if not getattr(reader, "spread", False):
+            # Not the path: a rotated file changes path while its lines are in flight, and its
+            # commits must come back from one ring, in order.
+            return [_Pending(chunk, zlib.crc32(repr(chunk.stream_id).encode()) % len(self.rings), index)]
+        # A network input is one stream however many hosts send to it: spread it, or one worker
+        # carries it all. Lines of one origin (syslog host and app, a JSON line's source) go to one
+        # ring, in order; lines without one go with the chunk's round-robin ring.
+        fallback = self._next_ring[index]
+        self._next_ring[index] = (fallback + 1) % len(self.rings)
+        groups = {}
+        origin, rings = reader.origin, self._origin_rings
+        for line in chunk.lines:
+            key = origin(line)
+            if key is None:
+                ring = fallback
+            else:
+                ring = rings.get(key)
+                if ring is None:
+                    ring = rings[key] = self._ring_of_origin(key)
+            groups.setdefault(ring, []).append(line)
+        if len(groups) <= 1:
+            return [_Pending(chunk, next(iter(groups), fallback), index)]
+        # Only the last part carries the chunk's end offset: the commit waits for every part (in push order).
+        parts = sorted(groups.items())
+        return [_Pending(Chunk(chunk.key, chunk.path, lines, chunk.start_offset,
+                               chunk.end_offset if i == len(parts) - 1 else None), ring, index)
+                for i, (ring, lines) in enumerate(parts)]
+
+    def _ring_of_origin(self, key):
+        # blake2b, not crc32: CRC is linear, so names differing in one character ("web1", "web2")
+        # land on the same ring far too often. Stable across restarts: an origin keeps its worker.
+        if len(self._origin_rings) >= MAX_ORIGINS_CACHED:
+            self._origin_rings.clear()
+        return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") % len(self.rings)
 
     def _push(self, pending):
         """Push what fits of one chunk; returns (lines pushed, whether the chunk is done)."""
@@ -164,7 +200,8 @@ class InputRunner:
             pending = self.uncommitted[index]
             while pending and pending[0].acked:
                 ticket = pending.popleft()
-                self.readers[index].commit(ticket.key, ticket.offset)
+                if ticket.offset is not None:
+                    self.readers[index].commit(ticket.key, ticket.offset)
 
     def drain(self, timeout):
         """Stop reading; wait (bounded) until the workers acknowledged what was pushed, commit it."""

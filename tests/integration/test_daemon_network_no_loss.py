@@ -170,7 +170,8 @@ def _udp_sender(port, count, acked):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for i in range(count):
             seq = UDP_BASE + i
-            sock.sendto(b"<14>Mar  2 10:00:%02d web1 app[12]: request ok seq=%d" % (i % 60, seq), ("127.0.0.1", port))
+            sock.sendto(b"<14>Mar  2 10:00:%02d web%d app[12]: request ok seq=%d" % (i % 60, i % 8, seq),
+                        ("127.0.0.1", port))
             acked.add(seq)
             if i % 20 == 19:
                 time.sleep(0.01)   # ~2,000 a second: the daemon keeps up, the kernel never overflows
@@ -180,7 +181,7 @@ def _tcp_sender(port, count, acked):
     with socket.create_connection(("127.0.0.1", port)) as conn:
         for i in range(count):
             seq = TCP_BASE + i
-            msg = b"<13>1 2026-03-02T10:00:00Z web2 app 13 - - request ok seq=%d" % seq
+            msg = b"<13>1 2026-03-02T10:00:00Z db%d app 13 - - request ok seq=%d" % (i % 8, seq)
             conn.sendall(b"%d %s" % (len(msg), msg) if i % 2 else msg + b"\n")
             acked.add(seq)
             if i % 20 == 19:
@@ -208,7 +209,7 @@ def test_syslog_udp_and_tcp_messages_survive_a_reload_under_load(tmp_path):
         missing = _missing_after_settling(daemon, udp_acked | tcp_acked)
         assert missing == [], "%d UDP and %d TCP messages lost" % (
             sum(s < TCP_BASE for s in missing), sum(s >= TCP_BASE for s in missing))
-        per_worker = _worker_lines(daemon)
+        per_worker = _worker_lines(daemon)   # eight hosts each for UDP and TCP, routed by host and app
         assert min(per_worker.values()) > 0, per_worker
         assert daemon.stop() == 0
     finally:
