@@ -243,3 +243,71 @@ def test_a_reload_that_restarts_the_listener_loses_no_datagram_nor_answered_requ
         assert daemon.stop() == 0
     finally:
         daemon.kill()
+
+
+def test_http_lines_answered_202_survive_kill9_of_the_whole_daemon(tmp_path):
+    port = free_port()
+    daemon = Daemon(tmp_path, inputs=_http_input(port))
+    try:
+        daemon.start()
+        load = HttpLoad(port, requests=190).start()
+        _wait_until(lambda: load.sent() >= 80, 60, "the first requests")
+        daemon.process.send_signal(signal.SIGKILL)   # the children die with it (PR_SET_PDEATHSIG)
+        daemon.process.wait(30)
+        load.join()
+        daemon.stderr.close()
+        _wait_until(lambda: not daemon.children(), 30, "the children to die")
+        acked = set(load.acked)
+        daemon.start()
+        assert acked and _missing_after_settling(daemon, acked) == []
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+
+
+def _refused_metric(daemon, reason):
+    _, text = daemon.get("/metrics")
+    found = re.search(r'^anomaly_detector_network_lines_refused_total\{reason="%s"\} (\S+)$' % reason, text, re.M)
+    return float(found.group(1)) if found else None
+
+
+def test_a_full_spool_answers_503_counts_the_lines_and_takes_them_again_once_committed(tmp_path):
+    port = free_port()
+    daemon = Daemon(tmp_path, inputs=_http_input(port).replace("format = jsonl", "format = plain"),
+                    extra="")
+    text = open(daemon.config).read().replace("[processing]\n", "[processing]\nmax_spool_mb = 1\n")
+    with open(daemon.config, "w") as f:
+        f.write(text)
+    try:
+        daemon.start()
+        assert _refused_metric(daemon, "spool_full") == 0
+        lines = 7000   # about 600 kB: one fits in the 1 MB spool, two do not
+        bodies = [b"".join(b"2026-03-02T10:00:00Z INFO web-1 GET /item/%d 200 padding%s seq=%d\n"
+                           % (i % 97, b"x" * 40, i) for i in range(first, first + lines)) for first in (0, lines)]
+        statuses = []
+        for body in bodies:
+            request = urllib.request.Request("http://127.0.0.1:%d/ingest" % port, data=body, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=10) as resp:
+                    statuses.append(resp.status)
+            except urllib.error.HTTPError as err:
+                statuses.append((err.code, err.headers.get("Retry-After")))
+        assert statuses == [202, (503, "1")]
+        assert _refused_metric(daemon, "spool_full") == lines
+        assert daemon.metric("spool_bytes") > 0
+        log = open(os.path.join(daemon.dir, "log", "anomaly-detector.log"), errors="replace").read()
+        assert "lines refused (spool_full, max_spool_mb = 1)" in log
+        deadline = time.monotonic() + 60   # once the first request is scored and committed, there is room
+        while True:
+            request = urllib.request.Request("http://127.0.0.1:%d/ingest" % port, data=bodies[1], method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=10) as resp:
+                    if resp.status == 202:
+                        break
+            except urllib.error.HTTPError as err:
+                assert err.code == 503 and time.monotonic() < deadline
+            time.sleep(0.5)
+        assert _missing_after_settling(daemon, set(range(2 * lines))) == []
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
