@@ -17,7 +17,7 @@ import os
 import time
 
 from anomaly_detector.inputs.http_ingest import HttpIngestInput, bind_ingest_socket
-from anomaly_detector.inputs.spool import SpoolError, SpoolFull, SpoolWriter
+from anomaly_detector.inputs.spool import SpoolError, SpoolFull, SpoolWriter, unread_bytes
 from anomaly_detector.inputs.syslog_server import SyslogInput, bind_syslog_socket
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,23 @@ def bind_network_socket(address):
 
 def spool_dir(cfg, name):
     return os.path.join(cfg["paths"]["state_dir"], "spool", name)
+
+
+def warn_orphan_spools(cfg):
+    """Log spools of inputs no longer configured that still hold unscored lines (removed by a reload or an edit)."""
+    root = os.path.join(cfg["paths"]["state_dir"], "spool")
+    try:
+        names = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return []
+    configured = set(network_inputs(cfg))
+    orphans = [(name, unread_bytes(os.path.join(root, name))) for name in names if name not in configured]
+    orphans = [(name, left) for name, left in orphans if left > 0]
+    for name, left in orphans:
+        log.warning("spool of input %r (no longer configured) holds %d bytes of unscored lines in %s; "
+                    "configure the input again to score them, or delete the directory", name, left,
+                    os.path.join(root, name))
+    return orphans
 
 
 def spool_max_bytes(cfg):

@@ -17,7 +17,7 @@ import zlib
 
 from anomaly_detector.inputs.checkpoints import CheckpointStore
 from anomaly_detector.inputs.file_tail import Chunk, FileTailer
-from anomaly_detector.inputs.listener import spool_dir
+from anomaly_detector.inputs.listener import spool_dir, warn_orphan_spools
 from anomaly_detector.inputs.origin import json_origin, syslog_origin
 from anomaly_detector.inputs.spool import SpoolReader
 from anomaly_detector.inputs.stdin import StdinInput
@@ -238,5 +238,6 @@ def _reader_counts(reader):
 def run_inputs(ctx, daemon):
     """ChildSpec target of the input process."""
     daemon.setup_child_logging("input")
+    warn_orphan_spools(daemon.cfg)
     runner = InputRunner(daemon.cfg, daemon.rings, daemon.control, ctx.slot, daemon.input_counter_row)
     return runner.run(ctx.stop, daemon.cfg["service"]["shutdown_timeout_seconds"] / 2)

@@ -96,6 +96,19 @@ def spool_bytes(directory):
     return total
 
 
+def unread_bytes(directory):
+    """Bytes of a spool's segments past its committed offset (an upper bound: a torn tail counts too)."""
+    segments = list_segments(directory)
+    if not segments:
+        return 0
+    start, path = segments[-1]
+    try:
+        end = start + os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+    return max(0, end - max(read_committed(directory), segments[0][0]))
+
+
 def encode_record(lines):
     payload = b"\n".join(lines)
     return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload

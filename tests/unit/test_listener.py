@@ -102,3 +102,19 @@ def test_reload_keeps_the_listener_only_when_its_settings_stay(tmp_path):
     assert listener_settings(cfg) != listener_settings(same)
     spool = _cfg(tmp_path, max_spool_mb=65, ingest={"type": "http"})
     assert listener_settings(cfg) != listener_settings(spool)
+
+
+def test_spool_of_a_removed_input_with_unscored_lines_is_reported(tmp_path):
+    from anomaly_detector.inputs.listener import warn_orphan_spools
+    from anomaly_detector.inputs.spool import SpoolWriter
+    old = _cfg(tmp_path, gone={"type": "http"}, done={"type": "http"})
+    for name in ("gone", "done"):
+        writer = SpoolWriter(spool_dir(old, name), 1 << 20)
+        writer.append([b"a line"])
+        writer.close()
+    reader = SpoolReader(spool_dir(old, "done"), "k")
+    chunk = reader.poll()[0]
+    reader.commit(chunk.key, chunk.end_offset)
+    reader.close()
+    now = _cfg(tmp_path, kept={"type": "http"})
+    assert [name for name, _ in warn_orphan_spools(now)] == ["gone"]
