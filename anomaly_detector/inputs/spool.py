@@ -248,6 +248,8 @@ class SpoolWriter:
             if self._syncing:
                 self._cond.wait()
                 continue
+            if self._fd is None:   # closed after a failed final sync: this record's durability is unknown
+                raise SpoolError("spool %s closed before the record was synced" % self.directory)
             self._syncing = True
             target, fd = self.end, self._fd
             self._cond.release()
