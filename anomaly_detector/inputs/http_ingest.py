@@ -1,22 +1,24 @@
-"""Accept JSON lines over HTTP (`POST /ingest`) into a bounded queue that the input process polls.
+"""Accept JSON lines over HTTP (`POST /ingest`) into the input's on-disk spool; 202 only once they are on disk.
 
-Neighbours: file_tail.Chunk is the shape handed to the input process (runner.py); parsing.framing.LineFramer
-splits bodies into bounded lines; the workers' JSON lines parser decodes (and counts malformed) lines later;
-httpcommon holds the request hygiene shared with the sidecar (body framing, header deadline, connection cap).
-Refusals are counted in `stats` as rejected_<status>, refused, header_timeouts and incomplete; inputs/stats.py
-ships them to /metrics (input_rejected_total).
+Neighbours: inputs/spool.py SpoolWriter holds the lines (group commit); inputs/listener.py runs this server
+in the listener process; parsing.framing.LineFramer splits bodies into bounded lines; the workers' JSON
+lines parser decodes (and counts malformed) lines later; httpcommon holds the request hygiene shared with
+the sidecar (body framing, header deadline, connection cap). Refusals are counted in `stats` as
+rejected_<status>, refused, header_timeouts and incomplete; inputs/stats.py ships them to /metrics
+(input_rejected_total).
 
-The server runs in a thread of the input process: that process forks nothing, so a thread is safe there.
-Delivery: a 202 means the lines are queued in memory; they are lost if the daemon dies before the workers
-take them (at-most-once across a crash; a client needing more must retry on its own). A full queue answers
-503 with Retry-After, never drops silently. Lines are bytes as received: no JSON or UTF-8 check here.
+The server runs in threads of the listener process: that process forks nothing, so threads are safe there.
+Delivery: a 202 means the lines are synced to the spool; the input process reads them back and commits
+only what the workers acknowledged, so a crash, a reload or a stop never loses an answered line (a
+crash may score some twice: at-least-once). A request cut by a stop before its answer got no 202 and
+may be sent again. A full spool answers 503 with Retry-After and spools nothing of the request, never
+drops silently. Lines are bytes as received: no JSON or UTF-8 check here.
 """
 import json
 import logging
 import socket
 import threading
 import time
-from collections import deque
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
@@ -28,12 +30,11 @@ from anomaly_detector.httpcommon import (
     body_length,
     status_reason,
 )
-from anomaly_detector.inputs.file_tail import Chunk
+from anomaly_detector.inputs.spool import SpoolError, SpoolFull
 from anomaly_detector.parsing.framing import DEFAULT_MAX_LINE_BYTES, LineFramer
 
 log = logging.getLogger(__name__)
 
-HTTP_KEY = "http-ingest"
 INGEST_PATHS = ("/ingest", "/")
 RETRY_AFTER_SECONDS = 1
 _READ_BLOCK_BYTES = 64 << 10
@@ -81,12 +82,17 @@ class _IngestHandler(BodyHygieneMixin, BaseHTTPRequestHandler):
         except _Reject as reject:
             self._refuse(reject)
             return
+        owner = self.server.owner
+        owner.delivering(+1)  # from the spool append to the answer: close() waits for this span
         try:
-            accepted = self.server.owner.enqueue(body)
-        except _Reject as reject:
-            self._refuse(reject, body_read=True)
-            return
-        self._reply(202, {"accepted": accepted})
+            try:
+                accepted = owner.enqueue(body)
+            except _Reject as reject:
+                self._refuse(reject, body_read=True)
+                return
+            self._reply(202, {"accepted": accepted})
+        finally:
+            owner.delivering(-1)
 
     def _reject_method(self):
         path_ok = urlsplit(self.path).path in INGEST_PATHS
@@ -171,50 +177,64 @@ class _IngestHandler(BodyHygieneMixin, BaseHTTPRequestHandler):
             pass  # the client went away first: nothing left to protect
 
 
+def bind_ingest_socket(address, port):
+    """A listening TCP socket for HTTP ingest (raises OSError, e.g. the port is busy)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return socket.create_server((address, port), family=family, backlog=_IngestServer.request_queue_size)
+
+
 class _IngestServer(GuardedHTTPServer):
     """httpcommon.GuardedHTTPServer with the input's own bounds; rejections go to the input's stats."""
 
     allow_reuse_address = True
 
-    def __init__(self, address, owner):
+    def __init__(self, address, owner, sock=None):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.owner = owner
         self.max_connections = owner.max_connections
         self.header_timeout_seconds = owner.header_timeout_seconds
-        super().__init__(address, _IngestHandler)
+        super().__init__(address, _IngestHandler, bind_and_activate=sock is None)
+        if sock is not None:
+            # Bound and listening in the supervisor: the backlog outlives a restart of this process.
+            self.socket.close()
+            self.socket = sock
+            self.socket.setblocking(True)
+            self.server_address = sock.getsockname()
 
     def count_rejection(self, reason):
         self.owner.count(_STAT_OF_REASON.get(reason, "rejected_" + reason))
 
 
 class HttpIngestInput:
-    """HTTP ingest polled by the input process: `poll()` returns at most one Chunk of queued lines.
+    """HTTP ingest: a request's lines are appended to the spool, synced, and only then answered 202.
 
-    The queue is bounded by max_queue_lines and max_queue_bytes; a request that does not fit gets 503
-    (Retry-After) and nothing of it is queued; a request that could never fit gets 413.
+    Runs in the listener process (inputs/listener.py); the input process reads the spool back
+    (inputs/spool.py SpoolReader). A request with more than max_queue_lines lines, or one larger than
+    the whole spool, gets 413; one that does not fit in the spool now gets 503 with Retry-After; a spool
+    write that fails gets 503 too. Nothing of a refused request is spooled, and refused lines are
+    reported to on_refused(reason, lines) with reason "spool_full" or "spool_error".
     """
 
     def __init__(self, listen_address="127.0.0.1", listen_port=0, max_body_bytes=1048576,
                  max_line_bytes=DEFAULT_MAX_LINE_BYTES, max_queue_lines=100000, header_timeout_seconds=10,
-                 on_long_line="truncate", max_queue_bytes=64 << 20, max_connections=1024):
+                 on_long_line="truncate", max_connections=1024, spool=None, on_refused=None, sock=None):
         LineFramer(max_line_bytes, on_long_line)  # validates both settings before the port is bound
+        if spool is None:
+            raise ValueError("HttpIngestInput needs a spool: a 202 promises the lines are on disk")
+        self.spool = spool
+        self.on_refused = on_refused
         self.max_body_bytes = int(max_body_bytes)
         self.max_line_bytes = int(max_line_bytes)
         self.on_long_line = on_long_line
         self.max_queue_lines = int(max_queue_lines)
-        self.max_queue_bytes = int(max_queue_bytes)
         self.header_timeout_seconds = float(header_timeout_seconds)
         self.max_connections = int(max_connections)
-        self.stats = {"requests": 0, "lines": 0, "bytes": 0, "truncated": 0, "skipped": 0}
+        self.stats = {"requests": 0, "lines": 0, "bytes": 0, "truncated": 0, "skipped": 0, "spool_errors": 0}
         self.stats.update(dict.fromkeys(REJECTION_STATS, 0))
         self._lock = threading.Lock()
-        self._queue = deque()  # lists of lines, one per accepted request, in arrival order
-        self._queued_lines = 0
-        self._queued_bytes = 0
-        self.offset = 0        # line bytes handed out by poll() so far (Chunk offsets count these)
-        self.committed = 0
-        self._server = _IngestServer((listen_address, int(listen_port)), self)
+        self._delivering = 0   # requests between their spool append and their answer
+        self._server = _IngestServer((listen_address, int(listen_port)), self, sock)
         self.address, self.port = self._server.server_address[:2]
         host = "[%s]" % self.address if ":" in self.address else self.address
         self.path = "http://%s:%d/ingest" % (host, self.port)
@@ -233,20 +253,27 @@ class HttpIngestInput:
         return lines, framer.truncated, framer.skipped
 
     def enqueue(self, body):
-        """Queue a request's lines all or nothing; returns how many, or raises _Reject (413/503)."""
+        """Spool a request's lines all or nothing and wait until they are on disk; returns how many.
+
+        Raises _Reject: 413 for a request no spool state could take, 503 (Retry-After) when the spool
+        is full or its write failed. The caller answers 202 only after this returns.
+        """
         lines, truncated, skipped = self.split(body)
         size = sum(map(len, lines))
-        if len(lines) > self.max_queue_lines or size > self.max_queue_bytes:
-            raise _Reject(413, "rejected_413", "more lines than the ingest queue holds")
+        if len(lines) > self.max_queue_lines or size > self.spool.max_bytes:
+            raise _Reject(413, "rejected_413", "more lines than max_queue_lines or bytes than the spool holds")
+        try:
+            self.spool.append(lines)
+        except SpoolFull:
+            self._refused("spool_full", len(lines))
+            raise _Reject(503, "rejected_503", "ingest spool full",
+                          (("Retry-After", str(RETRY_AFTER_SECONDS)),)) from None
+        except SpoolError as exc:
+            log.error("http ingest: %s", exc)
+            self._refused("spool_error", len(lines))
+            raise _Reject(503, "rejected_503", "ingest spool write failed",
+                          (("Retry-After", str(RETRY_AFTER_SECONDS)),)) from None
         with self._lock:
-            if (self._queued_lines + len(lines) > self.max_queue_lines
-                    or self._queued_bytes + size > self.max_queue_bytes):
-                raise _Reject(503, "rejected_503", "ingest queue full",
-                              (("Retry-After", str(RETRY_AFTER_SECONDS)),))
-            if lines:
-                self._queue.append(lines)
-            self._queued_lines += len(lines)
-            self._queued_bytes += size
             self.stats["requests"] += 1
             self.stats["lines"] += len(lines)
             self.stats["bytes"] += len(body)
@@ -254,32 +281,32 @@ class HttpIngestInput:
             self.stats["skipped"] += skipped
         return len(lines)
 
-    def poll(self):
-        """Everything queued so far as [Chunk], or []."""
-        with self._lock:
-            if not self._queue:
-                return []
-            batches, self._queue = self._queue, deque()
-            size = self._queued_bytes
-            self._queued_lines = self._queued_bytes = 0
-        lines = [line for batch in batches for line in batch]
-        start = self.offset
-        self.offset += size
-        return [Chunk(HTTP_KEY, self.path, lines, start, self.offset)]
+    def _refused(self, reason, lines):
+        if reason == "spool_error":
+            self.count("spool_errors")
+        if self.on_refused is not None:
+            self.on_refused(reason, lines)
 
-    def commit(self, key, offset):
-        """Record delivered progress; HTTP clients are not asked to resend, so this is bookkeeping only."""
-        if key != HTTP_KEY or offset <= self.committed:
-            return False
-        self.committed = min(int(offset), self.offset)
-        return True
+    def delivering(self, delta):
+        """A handler enters (+1) or leaves (-1) the span from spooling to answering: close() waits for it."""
+        with self._lock:
+            self._delivering += delta
+
+    def _wait_delivered(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._delivering:
+                    return
+            time.sleep(0.01)
 
     def close(self):
-        """Stop accepting, cut open connections, join the server thread (idempotent)."""
+        """Stop accepting, let spooled requests get their 202, cut the other connections, join (idempotent)."""
         if self._thread is None:
             return
         self._server.shutdown()
         self._server.server_close()
+        self._wait_delivered(_JOIN_SECONDS)
         self._server.shutdown_connections()
         self._thread.join(_JOIN_SECONDS)
         self._thread = None

@@ -1,28 +1,34 @@
 """The input process: reads every configured input and feeds the workers' rings; commits checkpoints.
 
 Forked by the supervisor with the rings inherited. Lines of one file always go to the same ring
-(by a hash of its identity, which survives rotation and truncation) in order; a file offset is
-committed only once the worker acknowledged every line before it (at-least-once, never loss).
+(by a hash of its identity, which survives rotation and truncation) in order. Network inputs are
+read from their spools (inputs/spool.py, written by the listener process, inputs/listener.py) and
+spread over all rings by origin (inputs/origin.py: syslog host and app, a JSON line's source), one
+origin's lines to one ring in order. Either way an input's offset is committed only
+once the workers acknowledged every line before it, on whichever ring (at-least-once, never loss).
 A full ring stops reading from that input until there is room: backpressure, not memory.
 """
 import collections
+import hashlib
 import logging
 import os
 import time
 import zlib
 
 from anomaly_detector.inputs.checkpoints import CheckpointStore
-from anomaly_detector.inputs.file_tail import FileTailer
-from anomaly_detector.inputs.http_ingest import HttpIngestInput
+from anomaly_detector.inputs.file_tail import Chunk, FileTailer
+from anomaly_detector.inputs.listener import NETWORK_TYPES, spool_dir, warn_orphan_spools
+from anomaly_detector.inputs.origin import json_origin, syslog_origin
+from anomaly_detector.inputs.spool import SpoolReader
 from anomaly_detector.inputs.stats import InputStatsPublisher
 from anomaly_detector.inputs.stdin import StdinInput
-from anomaly_detector.inputs.syslog_server import SyslogInput
 from anomaly_detector.relief import relieve_memory
 
 log = logging.getLogger(__name__)
 IDLE_SLEEP_SECONDS = 0.05
 DRAIN_POLL_SECONDS = 0.01
 SUPPORTED_TYPES = ("file", "stdin", "syslog", "http")
+MAX_ORIGINS_CACHED = 100_000   # distinct syslog hosts/apps or JSON sources remembered; then the cache restarts
 
 
 class UnsupportedInput(ValueError):
@@ -49,16 +55,11 @@ def build_input(name, section, cfg):
                           max_open_files=section["max_open_files"])
     if section["type"] == "stdin":
         return StdinInput(max_line_bytes=processing["max_line_bytes"], on_long_line=processing["on_long_line"])
-    if section["type"] == "syslog":
-        return SyslogInput(section["listen_address"], section["listen_port"], section["protocol"],
-                           max_line_bytes=processing["max_line_bytes"], on_long_line=processing["on_long_line"],
-                           max_connections=section["max_connections"],
-                           idle_timeout_seconds=section["idle_timeout_seconds"])
-    if section["type"] == "http":
-        return HttpIngestInput(section["listen_address"], section["listen_port"],
-                               max_body_bytes=section["max_body_bytes"], max_line_bytes=processing["max_line_bytes"],
-                               max_queue_lines=section["max_queue_lines"], on_long_line=processing["on_long_line"],
-                               max_connections=section["max_connections"])
+    if section["type"] in ("syslog", "http"):
+        # The listener process owns the sockets and writes the spool; this process reads it back.
+        reader = SpoolReader(spool_dir(cfg, name), "spool:" + name)
+        reader.origin = syslog_origin if section["type"] == "syslog" else json_origin(section["source_key"])
+        return reader
 
 
 class _Pending:
@@ -68,6 +69,15 @@ class _Pending:
 
     def __init__(self, chunk, ring, index):
         self.chunk, self.ring, self.index, self.pushed = chunk, ring, index, 0
+
+
+class _Ticket:
+    """A pushed chunk waiting for its ring's acknowledgement; commits go in push order per input."""
+
+    __slots__ = ("seq_end", "index", "key", "offset", "acked")
+
+    def __init__(self, seq_end, index, key, offset):
+        self.seq_end, self.index, self.key, self.offset, self.acked = seq_end, index, key, offset, False
 
 
 class InputRunner:
@@ -82,9 +92,15 @@ class InputRunner:
         self.readers = [build_input(name, cfg["inputs"][name], cfg) for name in self.names]
         self.drop_when_full = cfg["processing"]["when_full"] == "drop_newest"
         self.backlog = [collections.deque() for _ in self.readers]  # _Pending chunks per input, in order
-        self.inflight = [collections.deque() for _ in rings]  # (seq_end, input index, key, offset | None)
+        self.inflight = [collections.deque() for _ in rings]  # _Tickets per ring, in push order
+        self.uncommitted = [collections.deque() for _ in self.readers]  # _Tickets per input, in push order
+        self._next_ring = [0 for _ in self.readers]
+        self._origin_rings = {}   # origin key -> ring (a cache of _ring_of_origin)
         self._relief_seen = control.flags().relief_generation
-        self.stats = InputStatsPublisher(control, self.names, self.readers)
+        # The listener process publishes the network inputs' stats (their receivers live there).
+        self.stats = InputStatsPublisher(control, [(index, name, reader) for index, (name, reader)
+                                                   in enumerate(zip(self.names, self.readers))
+                                                   if cfg["inputs"][name]["type"] not in NETWORK_TYPES])
 
     def run(self, stop, drain_timeout):
         while not stop.requested:
@@ -105,9 +121,11 @@ class InputRunner:
         for index, reader in enumerate(self.readers):
             backlog = self.backlog[index]
             if not backlog:  # read more only once everything read before is in a ring: bounded memory
-                before = _read_errors(reader)
-                backlog.extend(_Pending(chunk, self._ring_for(chunk.stream_id), index) for chunk in reader.poll())
-                self.counters.add(read_errors=max(0, _read_errors(reader) - before))
+                before = _reader_counts(reader)
+                for chunk in reader.poll():
+                    backlog.extend(self._route(index, chunk))
+                after = _reader_counts(reader)
+                self.counters.add(**{name: max(0, after[name] - before[name]) for name in after})
             while backlog:
                 pushed, done = self._push(backlog[0])
                 moved += pushed
@@ -116,10 +134,43 @@ class InputRunner:
                 backlog.popleft()
         return moved
 
-    def _ring_for(self, stream_id):
-        # Not the path: a rotated file changes path while its lines are in flight, and its
-        # commits must come back from one ring, in order.
-        return zlib.crc32(repr(stream_id).encode()) % len(self.rings)
+    def _route(self, index, chunk):
+        """The chunk as _Pending pushes: whole to its file's ring, or a network chunk split by origin."""
+        reader = self.readers[index]
+        if not getattr(reader, "spread", False):
+            # Not the path: a rotated file changes path while its lines are in flight, and its
+            # commits must come back from one ring, in order.
+            return [_Pending(chunk, zlib.crc32(repr(chunk.stream_id).encode()) % len(self.rings), index)]
+        # A network input is one stream however many hosts send to it: spread it, or one worker
+        # carries it all. Lines of one origin (syslog host and app, a JSON line's source) go to one
+        # ring, in order; lines without one go with the chunk's round-robin ring.
+        fallback = self._next_ring[index]
+        self._next_ring[index] = (fallback + 1) % len(self.rings)
+        groups = {}
+        origin, rings = reader.origin, self._origin_rings
+        for line in chunk.lines:
+            key = origin(line)
+            if key is None:
+                ring = fallback
+            else:
+                ring = rings.get(key)
+                if ring is None:
+                    ring = rings[key] = self._ring_of_origin(key)
+            groups.setdefault(ring, []).append(line)
+        if len(groups) <= 1:
+            return [_Pending(chunk, next(iter(groups), fallback), index)]
+        # Only the last part carries the chunk's end offset: the commit waits for every part (in push order).
+        parts = sorted(groups.items())
+        return [_Pending(Chunk(chunk.key, chunk.path, lines, chunk.start_offset,
+                               chunk.end_offset if i == len(parts) - 1 else None), ring, index)
+                for i, (ring, lines) in enumerate(parts)]
+
+    def _ring_of_origin(self, key):
+        # blake2b, not crc32: CRC is linear, so names differing in one character ("web1", "web2")
+        # land on the same ring far too often. Stable across restarts: an origin keeps its worker.
+        if len(self._origin_rings) >= MAX_ORIGINS_CACHED:
+            self._origin_rings.clear()
+        return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") % len(self.rings)
 
     def _push(self, pending):
         """Push what fits of one chunk; returns (lines pushed, whether the chunk is done)."""
@@ -133,17 +184,30 @@ class InputRunner:
             done = True
         self.counters.add(lines_read=n)
         if done:
-            self.inflight[pending.ring].append((writer.next_seq, pending.index, pending.chunk.key,
-                                                pending.chunk.end_offset))
+            ticket = _Ticket(writer.next_seq, pending.index, pending.chunk.key, pending.chunk.end_offset)
+            self.inflight[pending.ring].append(ticket)
+            self.uncommitted[pending.index].append(ticket)
         return n, done
 
     def commit_acknowledged(self):
-        """Commit the end offset of every chunk whose lines are all acknowledged by its worker."""
+        """Commit the end offset of every chunk whose lines, and every line pushed before them, are acknowledged.
+
+        Chunks of one input may sit on several rings (network inputs) that acknowledge at their own
+        pace: a chunk is committed only when every earlier chunk of its input is acknowledged too.
+        """
+        touched = set()
         for ring, queue in zip(self.rings, self.inflight):
             acked = ring.acknowledged()
-            while queue and queue[0][0] <= acked:
-                _, index, key, offset = queue.popleft()
-                self.readers[index].commit(key, offset)
+            while queue and queue[0].seq_end <= acked:
+                ticket = queue.popleft()
+                ticket.acked = True
+                touched.add(ticket.index)
+        for index in touched:
+            pending = self.uncommitted[index]
+            while pending and pending[0].acked:
+                ticket = pending.popleft()
+                if ticket.offset is not None:
+                    self.readers[index].commit(ticket.key, ticket.offset)
 
     def drain(self, timeout):
         """Stop reading; wait (bounded) until the workers acknowledged what was pushed, commit it."""
@@ -172,12 +236,15 @@ class InputRunner:
             relieve_memory("input")
 
 
-def _read_errors(reader):
-    return reader.stats.get("read_errors", 0)
+def _reader_counts(reader):
+    # A spool's torn records are counted where they are met: at the writer's restart or here, when reading.
+    return {"read_errors": reader.stats.get("read_errors", 0),
+            "spool_torn_records": reader.stats.get("torn_records", 0)}
 
 
 def run_inputs(ctx, daemon):
     """ChildSpec target of the input process."""
     daemon.setup_child_logging("input")
+    warn_orphan_spools(daemon.cfg)
     runner = InputRunner(daemon.cfg, daemon.rings, daemon.control, ctx.slot, daemon.input_counter_row)
     return runner.run(ctx.stop, daemon.cfg["service"]["shutdown_timeout_seconds"] / 2)

@@ -1,7 +1,8 @@
 """Ship each input's drop, rejection and framing counts to its stats row in the control block.
 
-The readers (file_tail, stdin, syslog_server, http_ingest) keep plain `stats` dicts in the input
-process; runner.InputRunner calls InputStatsPublisher.publish() each round, which adds what grew since
+The readers (file_tail, stdin in the input process; syslog_server, http_ingest in the listener process)
+keep plain `stats` dicts; runner.InputRunner and listener.Listener call InputStatsPublisher.publish() each
+round for their own inputs (a row has one writer), which adds what grew since
 the last call to the input's row (ipc/control.py InputStats), a few times a second at most and never
 per line. The sidecar (metrics/sidecar.py) renders the rows as labelled metrics. Adding deltas, not
 copying totals, keeps the shared counters growing across a restarted input process or a new UDP socket.
@@ -37,9 +38,10 @@ def exported_stats(reader):
 class InputStatsPublisher:
     """Adds each reader's stats growth to its control-block row (rows claimed by input name)."""
 
-    def __init__(self, control, names, readers):
-        self._rows = [control.input_stats(index, name) for index, name in enumerate(names)]
-        self._readers = list(readers)
+    def __init__(self, control, entries):
+        """entries: (index of the input in the config, its name, its reader) for the inputs this process reads."""
+        self._rows = [control.input_stats(index, name) for index, name, _ in entries]
+        self._readers = [reader for _, _, reader in entries]
         self._last = [{} for _ in self._readers]
         self._next = 0.0
 

@@ -1,13 +1,16 @@
 """Receive syslog over UDP (one datagram = one message) or TCP (RFC 6587 framing) without blocking.
 
-Neighbours: file_tail.Chunk is the shape handed to the input process (runner.py); parsing.framing.LineFramer
-cuts LF-framed TCP streams; parsing.syslog parses the messages later, in the workers. This module only frames.
+Neighbours: inputs/listener.py polls it in the listener process and appends every Chunk's lines to the
+input's spool (inputs/spool.py), synced before the next poll; parsing.framing.LineFramer cuts LF-framed
+TCP streams; parsing.syslog parses the messages later, in the workers. This module only frames.
 
-Delivery is at-most-once across a crash: a network peer cannot be asked to send again, so datagrams and
-stream bytes received but not yet handed to the workers when the daemon dies are lost, and datagrams
-arriving while the socket buffer is full are dropped by the kernel (UDP syslog has no backpressure: when
-the rings are full the input process stops polling, TCP peers then wait on the TCP window, UDP senders do
-not; the kernel counts those drops, and udp_socket_drops reads its count for our socket).
+Delivery: what a poll returned is on disk before the socket is read again, and the input process
+commits the spool only once the workers acknowledged it, so a read message survives a crash, a
+reload and a stop (at-least-once). The sockets are bound by the supervisor (bind_syslog_socket) and
+outlive the listener, so datagrams and connections queue in the kernel while it restarts; datagrams
+arriving while the socket buffer is full are still dropped by the kernel (UDP has no backpressure; the
+kernel counts them in /proc/net/udp, read by udp_socket_drops into udp_receive_drops_total). When the spool is full the listener drops UDP messages (counted)
+and stops reading TCP connections, whose peers then wait on the TCP window.
 `commit()` only records progress, for metrics and symmetry with the file inputs.
 
 Messages are single lines: a message that itself contains LF (a datagram with inner newlines, or an
@@ -277,6 +280,29 @@ class SyslogStreamFramer:
         return lines
 
 
+def bind_syslog_socket(address, port, protocol):
+    """A bound UDP socket or a listening TCP socket for syslog (raises OSError, e.g. the port is busy)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
+    sock = socket.socket(family, kind)
+    try:
+        if protocol == "udp":
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_RCVBUF_BYTES)
+            except OSError:
+                pass  # the kernel's default buffer still works, it just drops sooner under bursts
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+        if protocol == "tcp":
+            sock.listen(_LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class _Connection:
     """One accepted TCP peer: its socket, framer and last activity time."""
 
@@ -301,7 +327,7 @@ class SyslogInput:
 
     def __init__(self, listen_address="127.0.0.1", listen_port=0, protocol="udp",
                  max_line_bytes=DEFAULT_MAX_LINE_BYTES, on_long_line="truncate", max_connections=256,
-                 max_bytes_per_poll=1 << 20, idle_timeout_seconds=60):
+                 max_bytes_per_poll=1 << 20, idle_timeout_seconds=60, sock=None):
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be 'udp' or 'tcp', not {protocol!r}")
         LineFramer(max_line_bytes, on_long_line)  # validates both settings before a socket is opened
@@ -322,32 +348,15 @@ class SyslogInput:
         self._conns = {}       # fileno -> _Connection
         self._next_idle_check = 0.0
         self._selector = selectors.DefaultSelector()
-        self.sock = self._bind(listen_address, int(listen_port))
+        # A socket bound by the supervisor outlives this object: it keeps queueing while the listener restarts.
+        self.sock = sock if sock is not None else bind_syslog_socket(listen_address, int(listen_port), protocol)
+        self.sock.setblocking(False)
+        self._selector.register(self.sock, selectors.EVENT_READ, None)
         self.address, self.port = self.sock.getsockname()[:2]
         host = "[%s]" % self.address if ":" in self.address else self.address
         self.path = "%s://%s:%d" % (protocol, host, self.port)
-
-    def _bind(self, address, port):
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        kind = socket.SOCK_DGRAM if self.protocol == "udp" else socket.SOCK_STREAM
-        sock = socket.socket(family, kind)
-        try:
-            if self.protocol == "udp":
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_RCVBUF_BYTES)
-                except OSError:
-                    pass  # the kernel's default buffer still works, it just drops sooner under bursts
-            else:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((address, port))
-            if self.protocol == "tcp":
-                sock.listen(_LISTEN_BACKLOG)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        self._selector.register(sock, selectors.EVENT_READ, None)
-        return sock
+        # The kernel counts drops over the socket's life, which spans listener restarts: count from here.
+        self._udp_drops_base = (udp_socket_drops(self.sock) or 0) if protocol == "udp" else 0
 
     def poll(self):
         """Read what is available now (up to max_bytes_per_poll) and return [Chunk] or []."""
@@ -415,7 +424,7 @@ class SyslogInput:
             self._next_drop_check = now + _DROP_CHECK_SECONDS
             drops = udp_socket_drops(self.sock)
             if drops is not None:
-                self.stats["udp_drops"] = drops
+                self.stats["udp_drops"] = max(0, drops - self._udp_drops_base)
 
     def _deliver_one(self, message, lines):
         line, cut = one_line(message, self.max_line_bytes)

@@ -31,6 +31,13 @@ METRICS = {m.name: m for m in (
     MetricSpec("lines_read_total", COUNTER, "Lines read by the inputs and handed to the rings."),
     MetricSpec("lines_dropped_total", COUNTER, "Lines dropped because the rings were full (when_full = drop_newest)."),
     MetricSpec("input_read_errors_total", COUNTER, "Failed reads of input files (permissions, I/O errors)."),
+    MetricSpec("network_lines_refused_total", COUNTER,
+               "Lines of network inputs not spooled, by reason (spool_full, spool_error): HTTP requests "
+               "answered 503 and UDP syslog messages dropped.", ("reason",)),
+    MetricSpec("spool_torn_records_total", COUNTER,
+               "Spool records found torn or corrupt (a crash mid-write) and skipped."),
+    MetricSpec("spool_bytes", GAUGE, "Disk bytes held by the network inputs' spools, each bounded by max_spool_mb."),
+    MetricSpec("worker_lines_processed_total", COUNTER, "Log lines scored, per detector worker.", ("worker",)),
     MetricSpec("anomalies_total", COUNTER, "Lines flagged as anomalous."),
     MetricSpec("incidents_total", COUNTER, "Incidents closed by the detection engine."),
     MetricSpec("alerts_generated_total", COUNTER, "Alerts raised by the detection engine."),

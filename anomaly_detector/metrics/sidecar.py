@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 import psutil
 
 from anomaly_detector.httpcommon import REJECT_REASONS
+from anomaly_detector.inputs.listener import network_inputs, spool_dir
+from anomaly_detector.inputs.spool import spool_bytes
 from anomaly_detector.inputs.syslog_server import FRAMING_REASONS
 from anomaly_detector.metrics.httpd import SidecarHTTPServer
 from anomaly_detector.relief import relieve_memory
@@ -40,6 +42,7 @@ class Readings:
         self.processes = [tuple(p) for p in processes]
         self.worker_slots = [slot for _name, role, slot in self.processes if role == "worker"]
         self.supervisor_pid = supervisor_pid
+        self.spool_dirs = [spool_dir(cfg, name) for name in network_inputs(cfg)]
         self.memory_limit = cfg["processing"]["max_memory_mb"] * 2**20
         self.stall_seconds = cfg["processing"]["heartbeat_timeout_seconds"]
         self.inputs = [(name, section["type"], section.get("protocol")) for name, section in cfg["inputs"].items()]
@@ -98,6 +101,11 @@ class Readings:
             "lines_read_total": totals["lines_read"],
             "lines_dropped_total": totals["lines_dropped"],
             "input_read_errors_total": totals["read_errors"],
+            "network_lines_refused_total": {(("reason", "spool_full"),): totals["spool_refused_full"],
+                                            (("reason", "spool_error"),): totals["spool_refused_error"]},
+            "spool_torn_records_total": totals["spool_torn_records"],
+            "spool_bytes": sum(spool_bytes(d) for d in self.spool_dirs),
+            "worker_lines_processed_total": self._per_worker("lines_processed"),
             "anomalies_total": totals["anomalies"],
             "incidents_total": totals["incidents"],
             "input_queue_size": depth,
@@ -148,6 +156,11 @@ class Readings:
     def _http_samples(self):
         counts = self.http_rejections() if self.http_rejections is not None else {}
         return {"http_rejected_total": {(("reason", reason),): counts.get(reason, 0) for reason in _SIDECAR_REASONS}}
+
+    def _per_worker(self, field):
+        # Worker i writes counter row i (supervisor/arbiter.py): the balance of the rings, seen per worker.
+        rows = self.control.counter_rows_snapshot()[field]
+        return {(("worker", str(i)),): int(rows[i]) for i in range(len(self.worker_slots))}
 
     def _inflight_bound(self):
         return self.control.flags().batch_size * len(self.worker_slots)

@@ -14,6 +14,13 @@ import time
 
 from anomaly_detector.config.loader import load_config
 from anomaly_detector.config.problems import ERROR
+from anomaly_detector.inputs.listener import (
+    bind_network_socket,
+    listener_settings,
+    network_address,
+    network_inputs,
+    run_listener,
+)
 from anomaly_detector.inputs.runner import UnsupportedInput, require_supported, run_inputs
 from anomaly_detector.ipc.control import ControlBlock, control_bytes
 from anomaly_detector.ipc.ring import Ring, ring_bytes
@@ -24,7 +31,7 @@ from anomaly_detector.relief import relieve_memory
 from anomaly_detector.supervisor import systemd
 from anomaly_detector.supervisor.children import ChildSet, ChildSpec, RestartPolicy
 from anomaly_detector.supervisor.signals import SIGNAL_NAMES, WAKEUP_REQUEST, SignalQueue
-from anomaly_detector.supervisor.states import ProcessState
+from anomaly_detector.supervisor.states import ALIVE_STATES, DOWN_STATES, ProcessState
 from anomaly_detector.worker.detector import run_detector
 from anomaly_detector.worker.warmup import warm_up
 
@@ -33,6 +40,9 @@ log = logging.getLogger(__name__)
 MAX_WORKERS = 64                 # the configspec's bound on [processing] workers
 INPUT_SLOT, SIDECAR_SLOT, FIRST_WORKER_SLOT = 0, 1, 2
 INPUT_COUNTER_ROW = MAX_WORKERS  # worker i writes counter row i; the input process the row after them
+LISTENER_SLOT = FIRST_WORKER_SLOT + MAX_WORKERS   # after every possible worker: worker slots stay put
+LISTENER_COUNTER_ROW = INPUT_COUNTER_ROW + 1
+CONTROL_SLOTS, COUNTER_ROWS = LISTENER_SLOT + 1, LISTENER_COUNTER_ROW + 1
 EXIT_OK, EXIT_CONFIG, EXIT_START, EXIT_FATAL_CHILD = 0, 1, 3, 4
 
 
@@ -43,11 +53,13 @@ class StartError(Exception):
 class Daemon:
     """What every child inherits from the supervisor: config and the shared-memory objects."""
 
-    def __init__(self, cfg, control, rings, http_socket):
+    def __init__(self, cfg, control, rings, http_socket, network_sockets=None):
         self.cfg, self.control, self.rings, self.http_socket = cfg, control, rings, http_socket
+        self.network_sockets = network_sockets or {}   # network input name -> its bound socket
         self.worker_slots = [FIRST_WORKER_SLOT + i for i in range(len(rings))]
         self.input_counter_row = INPUT_COUNTER_ROW
         self.processes = []   # [(name, role, slot)] of every child, filled before the first fork
+        self.listener_counter_row = LISTENER_COUNTER_ROW
 
     def setup_child_logging(self, name):
         logging_cfg = self.cfg["logging"]
@@ -66,6 +78,7 @@ class Arbiter:
         self._restarts = {}    # {child name: restarts} carried over a reload
         self.arena = self.control = self.children = self.sigq = self.http_socket = None
         self.rings, self._ring_names = [], []
+        self.network_sockets = {}   # (kind, host, port) -> socket bound here, kept across reloads
         self._ring_generation = 0
         self._watchdog = systemd.watchdog_interval()
 
@@ -100,13 +113,14 @@ class Arbiter:
             os.makedirs(self.cfg["paths"][key], exist_ok=True)
         warm_up(self.cfg)
         self.http_socket = _listen(self.cfg["http"])
+        self._bind_network(self.cfg)
         removed = sweep_stale(instance_prefix(self.instance))
         if removed:
             log.warning("removed %d shared-memory segments left by a dead supervisor", len(removed))
         self.arena = SharedArena(self.instance)
         self.control = ControlBlock.create(
-            self.arena.allocate("control", control_bytes(FIRST_WORKER_SLOT + MAX_WORKERS, MAX_WORKERS + 1)).buf,
-            FIRST_WORKER_SLOT + MAX_WORKERS, MAX_WORKERS + 1, **_flags(self.cfg))
+            self.arena.allocate("control", control_bytes(CONTROL_SLOTS, COUNTER_ROWS)).buf,
+            CONTROL_SLOTS, COUNTER_ROWS, **_flags(self.cfg))
         self._allocate_rings(self.cfg["processing"])
         self._write_pid_file()
         self.sigq = SignalQueue()
@@ -131,16 +145,24 @@ class Arbiter:
         self.rings, self._ring_names = [], []
 
     def _start_children(self):
-        """Fork every child. Restart counts carry over a reload (self._restarts), so
+        """Fork every child not running. Restart counts carry over a reload (self._restarts), so
         process_restarts_total only grows; the sidecar learns every child from daemon.processes."""
-        daemon = Daemon(self.cfg, self.control, self.rings, self.http_socket)
+        sockets = {name: self.network_sockets[network_address(self.cfg["inputs"][name])]
+                   for name in network_inputs(self.cfg)}
+        daemon = Daemon(self.cfg, self.control, self.rings, self.http_socket, sockets)
         specs = [ChildSpec("input", lambda ctx: run_inputs(ctx, daemon), slot=INPUT_SLOT, role="input")]
         specs += [ChildSpec("worker-%d" % i, _worker_target(daemon, i), slot=FIRST_WORKER_SLOT + i)
                   for i in range(len(self.rings))]
         specs.append(ChildSpec("sidecar", lambda ctx: run_sidecar(ctx, daemon), slot=SIDECAR_SLOT, role="sidecar"))
+        if network_inputs(self.cfg) and "listener" not in self.children.children:
+            # Owns the network sockets and writes the spools; a reload keeps it when its settings stay.
+            specs.append(ChildSpec("listener", lambda ctx: run_listener(ctx, daemon), slot=LISTENER_SLOT,
+                                   role="input"))
         for spec in specs:
-            if spec.role != "sidecar":
-                spec = dataclasses.replace(spec, target=_without_http_socket(daemon, spec.target))
+            if spec.name in self.children.children:  # one that did not stop in time, or the kept listener
+                continue
+            spec = dataclasses.replace(spec, target=_without_inherited_sockets(daemon, spec.role, spec.name,
+                                                                               spec.target))
             child = self.children.add(spec)
             child.spawns = self._restarts.get(spec.name, 0)
         daemon.processes = sorted(((c.spec.name, c.spec.role, c.spec.slot) for c in self.children.children.values()
@@ -237,6 +259,7 @@ class Arbiter:
         else:
             try:
                 _check_inputs(cfg)
+                self._bind_network(cfg)
             except StartError as exc:
                 log.error("reload rejected: %s; still running the previous configuration", exc)
             else:
@@ -245,8 +268,10 @@ class Arbiter:
 
     def _apply(self, cfg):
         """Restart the children on the new config through the start-up path, losing no line:
-        the input stops and waits until its lines are acknowledged, the workers drain and snapshot."""
-        self._stop_children()
+        the input stops and waits until its lines are acknowledged, the workers drain and snapshot.
+        The listener (network sockets and spools) goes on when its settings are unchanged."""
+        keep_listener = self._listener_kept(cfg)
+        self._stop_children(keep_listener)
         resized = _ring_shape(cfg) != _ring_shape(self.cfg)
         if resized and any(ring.depth() for ring in self.rings):
             # A worker could not drain (it crashed): its lines stay in its ring for its successor.
@@ -260,13 +285,46 @@ class Arbiter:
         self.cfg = cfg
         self._setup_logging()
         self.control.set_flags(**_flags(cfg))
-        policy = RestartPolicy(heartbeat_timeout=cfg["processing"]["heartbeat_timeout_seconds"])
+        self.children.policy = RestartPolicy(heartbeat_timeout=cfg["processing"]["heartbeat_timeout_seconds"])
         self._restarts = {name: child.restarts + 1 for name, child in self.children.children.items()}
-        self.children = ChildSet(policy, self.control, self.sigq)
         self._fatal_since = None
+        for name, child in list(self.children.children.items()):
+            if child.state in DOWN_STATES and not (name == "listener" and keep_listener):
+                self.children.remove(name)
         self._start_children()
         self.control.bump("config_generation")
         log.info("reloaded %s: %d workers", self.config_path, len(self.rings))
+
+    def _bind_network(self, cfg):
+        """Bind the network inputs' sockets here, before forking, and keep them across reloads.
+
+        While the listener restarts (new settings, a crash) the kernel goes on queueing datagrams and
+        connections on them, and a busy port fails the start (or the reload) with one line.
+        Sockets of addresses no longer configured are closed; unchanged addresses keep their socket.
+        """
+        wanted = [network_address(cfg["inputs"][name]) for name in network_inputs(cfg)]
+        if len(set(wanted)) < len(wanted):
+            raise StartError("two network inputs listen on the same address: %s"
+                             % sorted({"%s %s:%d" % a for a in wanted if wanted.count(a) > 1}))
+        fresh = {}
+        for address in wanted:
+            if address in self.network_sockets:
+                continue
+            try:
+                fresh[address] = bind_network_socket(address)
+            except OSError as exc:
+                for sock in fresh.values():
+                    sock.close()
+                raise StartError("cannot listen on %s %s:%d: %s" % (address + (exc.strerror or exc,))) from None
+        for address in set(self.network_sockets) - set(wanted):
+            self.network_sockets.pop(address).close()
+        self.network_sockets.update(fresh)
+
+    def _listener_kept(self, cfg):
+        """True when the running listener serves exactly what the new config asks (then it is not restarted)."""
+        child = self.children.children.get("listener")
+        return (child is not None and child.state in ALIVE_STATES + (ProcessState.BACKOFF,)
+                and listener_settings(cfg) == listener_settings(self.cfg))
 
     def _rebind_http(self, http):
         same = (http["bind"], http["port"]) == (self.cfg["http"]["bind"], self.cfg["http"]["port"])
@@ -287,10 +345,13 @@ class Arbiter:
 
     # -- stop -----------------------------------------------------------------------------------
 
-    def _stop_children(self):
+    def _stop_children(self, keep_listener=False):
         timeout = self.cfg["service"]["shutdown_timeout_seconds"]
         deadline = time.monotonic() + timeout
-        for group in (["input"], [n for n in self.children.children if n.startswith("worker-")], ["sidecar"]):
+        # The listener first: it reads its sockets dry into the spools, which the input then pushes.
+        listener = [] if keep_listener or "listener" not in self.children.children else ["listener"]
+        for group in (listener, ["input"], [n for n in self.children.children if n.startswith("worker-")],
+                      ["sidecar"]):
             for name in group:
                 self.children.stop(name, timeout=max(0.5, deadline - time.monotonic()))
             self._wait_down(group, deadline + self.children.policy.kill_grace)
@@ -317,6 +378,8 @@ class Arbiter:
             self.arena.close()
         if self.http_socket is not None:
             self.http_socket.close()
+        for sock in self.network_sockets.values():
+            sock.close()
         pid_file = self.cfg["service"]["pid_file"]
         if pid_file and os.path.exists(pid_file):
             try:
@@ -331,12 +394,16 @@ def _worker_target(daemon, index):
     return lambda ctx: run_detector(ctx, daemon, index)
 
 
-def _without_http_socket(daemon, target):
-    """A child other than the sidecar closes its inherited copy of the HTTP socket first, so the
-    port listens only while a sidecar (or the supervisor, between sidecar restarts) holds it."""
+def _without_inherited_sockets(daemon, role, name, target):
+    """A child closes its inherited copies of the sockets that are not its own first: the HTTP socket
+    (but the sidecar) and the network inputs' sockets (but the listener), so a port listens only
+    while its server (or the supervisor, between its restarts) holds it."""
     def run(ctx):
-        if daemon.http_socket is not None:
+        if role != "sidecar" and daemon.http_socket is not None:
             daemon.http_socket.close()
+        if name != "listener":
+            for sock in daemon.network_sockets.values():
+                sock.close()
         return target(ctx)
     return run
 

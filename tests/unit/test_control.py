@@ -151,18 +151,18 @@ def test_input_stats_rows_are_claimed_by_name_and_grow_across_publishers():
     block = ControlBlock.create(bytearray(control_bytes(1, 1)), 1, 1)
     web = SimpleNamespace(stats={"rejected_413": 2, "truncated": 1, "lines": 50})
     tail = SimpleNamespace(stats={"long_lines": 3}, on_long_line="skip")
-    InputStatsPublisher(block, ["web", "tail"], [web, tail]).publish()
+    InputStatsPublisher(block, [(0, "web", web), (1, "tail", tail)]).publish()
     snap = block.input_stats_snapshot(["web", "tail"])
     assert (snap["web"]["rejected_413"], snap["web"]["lines_truncated"]) == (2, 1)
     assert (snap["tail"]["lines_skipped"], snap["tail"]["lines_truncated"]) == (3, 0)
     # a restarted input process starts its readers from zero: the shared counts keep growing
     web.stats = {"rejected_413": 1, "truncated": 0}
-    publisher = InputStatsPublisher(block, ["web", "tail"], [web, tail])
+    publisher = InputStatsPublisher(block, [(0, "web", web), (1, "tail", tail)])
     publisher.publish()
     web.stats["rejected_413"] = 4
     publisher.publish(force=True)
     assert block.input_stats_snapshot(["web"])["web"]["rejected_413"] == 6
     # a reload that puts another input in row 0: its row starts from zero, the old counts never show under it
     assert block.input_stats_snapshot(["other"])["other"]["rejected_413"] == 0
-    InputStatsPublisher(block, ["other"], [SimpleNamespace(stats={})]).publish()
+    InputStatsPublisher(block, [(0, "other", SimpleNamespace(stats={}))]).publish()
     assert block.input_stats_snapshot(["web"])["web"]["rejected_413"] == 0

@@ -1,4 +1,4 @@
-"""HttpIngestInput over real sockets on 127.0.0.1: statuses, bounded queue, slowloris, bytes passed through."""
+"""HttpIngestInput over real sockets on 127.0.0.1: statuses, the spool behind a 202, slowloris, bytes passed through."""
 import http.client
 import json
 import socket
@@ -7,16 +7,24 @@ import time
 
 import pytest
 
-from anomaly_detector.inputs.http_ingest import HTTP_KEY, HttpIngestInput
+from anomaly_detector.inputs.http_ingest import HttpIngestInput
+from anomaly_detector.inputs.spool import SpoolReader, SpoolWriter, encode_record
 
 ADDR = "127.0.0.1"
 
 
 @pytest.fixture
-def make_ingest(closing):
-    def make(**kwargs):
+def make_ingest(closing, tmp_path):
+    """An ingest server writing a real spool in tmp_path; `.reader` reads it back as the input process does."""
+    def make(max_spool_bytes=64 << 20, segment_bytes=None, **kwargs):
         kwargs.setdefault("header_timeout_seconds", 2)
-        return closing(HttpIngestInput(ADDR, 0, **kwargs))
+        directory = str(tmp_path / ("spool%d" % len(made)))
+        spool = closing(SpoolWriter(directory, max_spool_bytes, segment_bytes))
+        source = closing(HttpIngestInput(ADDR, 0, spool=spool, **kwargs))
+        source.reader = closing(SpoolReader(directory, "spool:ingest", save_interval=0))
+        made.append(source)
+        return source
+    made = []
     return make
 
 
@@ -49,8 +57,17 @@ def read_response(sock):
     return data
 
 
-def lines_of(source):
-    return [line for chunk in source.poll() for line in chunk.lines]
+def lines_of(source, commit=True):
+    """Every line spooled since the last call (committed, as the input process does once workers ack)."""
+    lines = []
+    while True:
+        chunks = source.reader.poll()
+        if not chunks:
+            return lines
+        for chunk in chunks:
+            lines.extend(chunk.lines)
+            if commit:
+                source.reader.commit(chunk.key, chunk.end_offset)
 
 
 def test_ten_thousand_lines_accepted_and_polled_in_order(make_ingest):
@@ -60,14 +77,12 @@ def test_ten_thousand_lines_accepted_and_polled_in_order(make_ingest):
     status, headers, reply = post(source.port, body)
     assert status == 202 and json.loads(reply) == {"accepted": 10000}
     assert headers["Content-Type"] == "application/json"
-    [chunk] = source.poll()
+    source.reader.chunk_lines = 10**6
+    [chunk] = source.reader.poll()   # on disk before the 202: no waiting needed
     assert chunk.lines == records
-    assert (chunk.key, chunk.stream_id, chunk.path) == (HTTP_KEY, HTTP_KEY, "http://127.0.0.1:%d/ingest" % source.port)
-    assert (chunk.start_offset, chunk.end_offset) == (0, sum(map(len, records)))
-    assert source.poll() == []
+    assert (chunk.start_offset, chunk.end_offset) == (0, len(encode_record(records)))
+    assert source.reader.poll() == []
     assert source.stats["requests"] == 1 and source.stats["lines"] == 10000 and source.stats["bytes"] == len(body)
-    assert source.commit(HTTP_KEY, chunk.end_offset) and source.committed == chunk.end_offset
-    assert not source.commit("other", 10**9)
 
 
 def test_root_path_and_any_content_type_are_accepted(make_ingest):
@@ -111,7 +126,7 @@ def test_chunked_and_lengthless_bodies_are_refused(make_ingest, raw):
     sock = raw(source.port)
     sock.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n")
     assert read_response(sock).startswith(b"HTTP/1.1 400 ")
-    assert (source.stats["rejected_411"], source.stats["rejected_400"]) == (2, 1) and source.poll() == []
+    assert (source.stats["rejected_411"], source.stats["rejected_400"]) == (2, 1) and lines_of(source) == []
 
 
 def test_wrong_method_405_and_unknown_path_404(make_ingest):
@@ -122,26 +137,31 @@ def test_wrong_method_405_and_unknown_path_404(make_ingest):
     assert post(source.port, b"x\n", path="/admin/../ingest")[0] == 404
     assert post(source.port, None, path="/metrics", method="GET")[0] == 404
     assert post(source.port, b"x\n", path="/ingest/more")[0] == 404
-    assert (source.stats["rejected_405"], source.stats["rejected_404"]) == (2, 3) and source.poll() == []
+    assert (source.stats["rejected_405"], source.stats["rejected_404"]) == (2, 3) and lines_of(source) == []
 
 
-def test_full_queue_answers_503_then_accepts_after_poll(make_ingest):
-    source = make_ingest(max_queue_lines=100)
+def test_full_spool_answers_503_then_accepts_once_the_lines_are_committed(make_ingest):
     batch = b"".join(b'{"i":%d}\n' % i for i in range(60))
+    record = len(encode_record(batch.split(b"\n")[:-1]))
+    refused = []
+    source = make_ingest(max_spool_bytes=record + record // 2, segment_bytes=record,
+                         on_refused=lambda reason, n: refused.append((reason, n)))
     assert post(source.port, batch)[0] == 202
     status, headers, _ = post(source.port, batch)
     assert status == 503 and headers["Retry-After"] == "1"
-    assert source.stats["rejected_503"] == 1
-    assert len(lines_of(source)) == 60  # the refused request left nothing behind
+    assert source.stats["rejected_503"] == 1 and refused == [("spool_full", 60)]
+    # The refused request left nothing behind; reading commits the first, which sealed its segment when
+    # full, so the reader deletes it.
+    assert len(lines_of(source)) == 60
     status, _, reply = post(source.port, batch)
     assert status == 202 and json.loads(reply) == {"accepted": 60}
     assert len(lines_of(source)) == 60
 
 
-def test_a_request_larger_than_the_whole_queue_is_413_not_503(make_ingest):
+def test_a_request_with_more_lines_than_max_queue_lines_is_413_not_503(make_ingest):
     source = make_ingest(max_queue_lines=10)
     status, _, _ = post(source.port, b"x\n" * 11)
-    assert status == 413 and source.stats["rejected_413"] == 1 and source.poll() == []
+    assert status == 413 and source.stats["rejected_413"] == 1 and lines_of(source) == []
 
 
 def test_slowloris_sockets_do_not_block_other_requests(make_ingest, raw):
@@ -241,7 +261,7 @@ def test_a_body_cut_short_is_a_bad_request_and_queues_nothing(make_ingest, raw):
     deadline = time.monotonic() + 3
     while source.stats["rejected_400"] == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert source.stats["rejected_400"] == 1 and source.poll() == []
+    assert source.stats["rejected_400"] == 1 and lines_of(source) == []
 
 
 def test_concurrent_posts_are_all_queued(make_ingest):
@@ -260,8 +280,8 @@ def test_concurrent_posts_are_all_queued(make_ingest):
     assert len(lines_of(source)) == 800
 
 
-def test_close_stops_the_server_even_with_a_silent_client(raw):
-    source = HttpIngestInput(ADDR, 0, header_timeout_seconds=30)
+def test_close_stops_the_server_even_with_a_silent_client(raw, closing, tmp_path):
+    source = HttpIngestInput(ADDR, 0, header_timeout_seconds=30, spool=closing(SpoolWriter(str(tmp_path), 1 << 20)))
     raw(source.port)
     time.sleep(0.05)
     thread = source._thread
@@ -280,7 +300,7 @@ def test_an_unread_body_is_never_parsed_as_the_next_request(make_ingest, raw):
     sock.sendall(b"GET /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled))
     reply = read_response(sock)
     assert reply.startswith(b"HTTP/1.1 405 ") and reply.count(b"HTTP/1.1 ") == 1 and b"Connection: close" in reply
-    assert source.stats["rejected_405"] == 1 and source.stats["requests"] == 0 and source.poll() == []
+    assert source.stats["rejected_405"] == 1 and source.stats["requests"] == 0 and lines_of(source) == []
 
 
 @pytest.mark.parametrize("headers", [
@@ -294,7 +314,7 @@ def test_ambiguous_content_length_is_400_closes_and_queues_nothing(make_ingest, 
     sock.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\nabc\nPOST /ingest HTTP/1.1\r\n\r\n")
     reply = read_response(sock)
     assert reply.startswith(b"HTTP/1.1 400 ") and reply.count(b"HTTP/1.1 ") == 1
-    assert source.stats["rejected_400"] == 1 and source.poll() == []
+    assert source.stats["rejected_400"] == 1 and lines_of(source) == []
 
 
 def test_a_request_cut_before_its_blank_line_is_not_handled(make_ingest, raw):
