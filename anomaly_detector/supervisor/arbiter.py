@@ -11,7 +11,7 @@ import signal
 import socket
 import time
 
-from anomaly_detector.config.loader import load_config
+from anomaly_detector.config.loader import DAEMON, load_config
 from anomaly_detector.config.problems import ERROR
 from anomaly_detector.inputs.runner import UnsupportedInput, require_supported, run_inputs
 from anomaly_detector.ipc.control import ControlBlock, control_bytes
@@ -183,13 +183,15 @@ class Arbiter:
         self.control.bump("relief_generation")
 
     def handle_hup(self):
-        """Reload: validate the file first; a broken config keeps the running one."""
+        """Reload: validate the file first, with every start-up check (an empty file, NaN, clashing
+        ports); any error keeps the running config, warnings alone do not."""
         systemd.reloading("reloading %s" % self.config_path)
-        cfg, problems = load_config(self.config_path)
+        cfg, problems = load_config(self.config_path, purpose=DAEMON)
         for problem in problems:
             log.log(logging.ERROR if problem.severity == ERROR else logging.WARNING, "reload: %s", problem.render())
         if cfg is None:
-            log.error("reload rejected: %s has errors; still running the previous configuration", self.config_path)
+            log.error("reload rejected: %s has %d error(s); still running the previous configuration",
+                      self.config_path, sum(p.severity == ERROR for p in problems))
         else:
             try:
                 _check_inputs(cfg)
