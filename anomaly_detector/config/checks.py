@@ -182,11 +182,13 @@ def _check_listeners(report, cfg):
             taken.append((protocol, address, port, section, key))
 
 
-_WILDCARDS = ("", "0.0.0.0", "::", "*")
+_WILDCARDS = ("", "0.0.0.0", "::")
 
 
 def _address_syntax(address):
-    """None for an IP literal or a well-formed host name, else what is wrong."""
+    """None for an IP literal or a well-formed host name (or nothing: reported as required), else what is wrong."""
+    if not address:
+        return None
     try:
         ipaddress.ip_address(address)
         return None

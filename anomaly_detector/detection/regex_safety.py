@@ -21,7 +21,8 @@ before it gives up, and one crafted log line then holds a worker for minutes. Wh
   position).
 
 Character sets are compared by overlap (approximating Unicode classes), so the analyser errs on
-the side of refusing; possessive quantifiers and atomic groups never give back, so they are exempt.
+the side of refusing; possessive quantifiers and atomic groups never give back, so they are exempt
+from the nested and alternation checks (not from competing: they still rescan after every split).
 """
 import re
 import re._constants as C
@@ -273,7 +274,9 @@ class Analysis:
             self.scan(alt, follow, loop, flags)
 
     def is_wide(self, op, av):
-        return op in _REPEATS and (av[1] == C.MAXREPEAT or av[1] - av[0] > WIDE_RANGE)
+        # A possessive repetition gives nothing back, but it still rescans the line each time an
+        # earlier repetition tries another split: it competes like the others.
+        return (op in _REPEATS or op is C.POSSESSIVE_REPEAT) and (av[1] == C.MAXREPEAT or av[1] - av[0] > WIDE_RANGE)
 
     def has_wide(self, seq):
         for op, av in seq:

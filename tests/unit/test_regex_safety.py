@@ -40,6 +40,8 @@ EVIL = [
     (r".*.*.*=", "compete"),
     (r".*id=.*failed", "compete"),
     (r".*\d+ ms", "compete"),
+    (r"x*?.\w*+\S{2}?xx(\d)", "compete"),   # found by fuzzing: a possessive repetition still rescans
+    (r".*\w++=", "compete"),
     (r"(a+)\1", "backreference"),
     (r"(?P<w>\w+) (?P=w)", "backreference"),
     (r"(?:(?=.*x)a)+", "lookaround"),
@@ -151,3 +153,22 @@ def test_accepted_patterns_search_a_10kb_adversarial_line_quickly(case):
     began = time.perf_counter()
     compiled.search(line)
     assert time.perf_counter() - began < 3.0, (pattern, line[:40])
+
+
+_TOKENS = ["a", "b", "\\d", "\\w", "\\s", "\\S", ".", "[a-z]", "[^x]", "(", ")", "(?:", "(?=", "(?!", "(?<=a)",
+           "(?>", "|", "*", "+", "?", "*?", "++", "{2}", "{1,3}", "{2,}", "^", "$", "\\b", "\\1", "(?i)", "(?s:",
+           "(?(1)a|b)", "\\Z", "x", "-", "="]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_TOKENS), min_size=1, max_size=14))
+def test_any_compilable_pattern_gets_an_answer_not_an_exception(tokens):
+    pattern = "".join(tokens)
+    try:
+        re.compile(pattern)
+    except (re.error, RecursionError, OverflowError):
+        return
+    reason = backtracking_risk(pattern)
+    assert reason is None or isinstance(reason, str)
+    if reason:
+        assert refusal(pattern).startswith("pattern can backtrack catastrophically")
