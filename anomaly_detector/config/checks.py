@@ -51,7 +51,6 @@ class _Reporter:
 def semantic_problems(path, cfg, index, daemon=True):
     report = _Reporter(path, index)
     if daemon:
-        _check_daemon_needs(report, cfg)
         _check_listeners(report, cfg)
         _check_feedback_loops(report, cfg)
     _check_processing(report, cfg["processing"])
@@ -140,15 +139,18 @@ def _check_regex(report, section, key, pattern):
 
 # ---- what only a running daemon needs ----------------------------------------------------------
 
-def _check_daemon_needs(report, cfg):
-    index = report.index
+def daemon_shape_problems(path, cfg, index):
+    """[paths] and at least one input: checked even when other keys are wrong, so both show at once."""
+    report = _Reporter(path, index)
     if not index.section_line(("paths",)):
+        paths = cfg.get("paths", {})    # filled with the defaults by the schema layer
         report.add_at(ERROR, 1, ("paths",), "", "section is missing: the daemon needs state_dir and log_dir "
-                      "(otherwise it writes under %s and %s)" % (cfg["paths"]["state_dir"], cfg["paths"]["log_dir"]))
-    if not cfg["inputs"]:
+                      "(otherwise it writes under %s and %s)" % (paths.get("state_dir"), paths.get("log_dir")))
+    if not _subsections(cfg.get("inputs", {})):
         line = index.section_line(("inputs",)) or 1
         report.add_at(ERROR, line, ("inputs",), "", "expected at least one input subsection such as [[app]] with "
                       "path = /var/log/app.log, found none: the daemon would read nothing")
+    return report.problems
 
 
 def _listeners(cfg):

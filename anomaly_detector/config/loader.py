@@ -78,10 +78,12 @@ def load_config(path, environment=True, purpose=DAEMON):
         # After a syntax error the parsed sections are partial or merged: keep what has a line.
         schema = [p for p in schema if p.line]
     problems += schema
-    if not has_errors(problems):
+    if not has_errors(problems):    # the later checks need typed values
         problems += checks.semantic_problems(path, cfg, index, daemon=purpose == DAEMON)
         if environment:
             problems += checks.environment_problems(path, cfg, index, daemon=purpose == DAEMON)
+    if purpose == DAEMON:
+        problems += checks.daemon_shape_problems(path, cfg, index)
     problems.sort(key=lambda p: (p.line or 10**9, p.key))
     return (None if has_errors(problems) else cfg.dict()), problems
 

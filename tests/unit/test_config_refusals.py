@@ -284,3 +284,11 @@ def test_rule_message_is_exact(tmp_path):
 def test_unsafe_rule_is_refused_for_replay_too(tmp_path):
     path, text = _config(tmp_path, "[rules]\n[[evil]]\npattern = .*.*=\n")
     _assert_refused(path, text, "pattern", "compete for the same characters", environment=False, purpose=REPLAY)
+
+
+def test_missing_inputs_and_a_bad_value_are_reported_together(tmp_path):
+    path, text = _config(tmp_path, "[processing]\nheartbeat_timeout_seconds = nan\n")
+    errors = _errors(path, environment=False)
+    assert len(errors) == 2
+    assert errors[0].startswith("%s:1: error: [inputs]: expected at least one input subsection" % path)
+    assert errors[1].startswith("%s:5: error: [processing] heartbeat_timeout_seconds: " % path)

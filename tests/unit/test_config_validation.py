@@ -127,7 +127,7 @@ def test_unreadable_file_is_one_clear_line(tmp_path):
 
 
 def test_every_problem_is_reported_not_just_the_first(tmp_path):
-    path, _ = _write(tmp_path, "[processing]\nworkers = 0\nwrokers = 3\nbatch_size = x\n[http]\nport = -1\n")
+    path, _ = _write(tmp_path, "[processing]\nworkers = 0\nwrokers = 3\nbatch_size = x\n[http]\nport = -1\n" + ONE_INPUT)
     errors = [p for p in load_config(path, environment=False)[1] if p.severity == ERROR]
     assert {p.key for p in errors} == {"workers", "wrokers", "batch_size", "port"}
     assert [p.line for p in errors] == sorted(p.line for p in errors)
@@ -177,7 +177,7 @@ def test_cli_validate_shipped_config_exits_zero():
 
 
 def test_cli_reports_each_problem_on_one_line_without_traceback(tmp_path):
-    path, _ = _write(tmp_path, "[processing]\nwrokers = 2\nworkers = 0\n")
+    path, _ = _write(tmp_path, "[processing]\nwrokers = 2\nworkers = 0\n" + ONE_INPUT)
     result = _cli("--config", path, "--validate-config")
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
