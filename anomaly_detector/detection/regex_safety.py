@@ -196,7 +196,7 @@ class Analysis:
                 found = found | single
             elif op is C.SUBPATTERN:
                 found = found | self.chars(av[3], _group_flags(flags, av))
-            elif op in (C.ATOMIC_GROUP,):
+            elif op is C.ATOMIC_GROUP:
                 found = found | self.chars(av, flags)
             elif op is C.BRANCH:
                 for alt in av[1]:
