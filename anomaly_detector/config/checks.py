@@ -134,7 +134,7 @@ def _check_regex(report, section, key, pattern):
         return
     problem = refusal(pattern)
     if problem:
-        report.add(ERROR, section, key, "%s; found %r" % (problem, pattern))
+        report.add(ERROR, section, key, "%s; found '%s'" % (problem, pattern))
 
 
 # ---- what only a running daemon needs ----------------------------------------------------------
