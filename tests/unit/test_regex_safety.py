@@ -1,5 +1,6 @@
 """regex_safety refuses patterns that backtrack catastrophically and accepts ordinary log patterns."""
 import re
+import signal
 import time
 
 import pytest
@@ -172,3 +173,36 @@ def test_any_compilable_pattern_gets_an_answer_not_an_exception(tokens):
     assert reason is None or isinstance(reason, str)
     if reason:
         assert refusal(pattern).startswith("pattern can backtrack catastrophically")
+
+
+_FUZZ_TOKENS = ["a", "b", "1", " ", "=", "x", "-", "\\d", "\\w", "\\s", "\\S", ".", "[a-z]", "[^x]", "(", ")", "(?:",
+                "(?=", "(?!", "(?>", "|", "*", "+", "?", "*?", "++", "{2}", "{1,3}", "{2,}", "{0,100}", "^", "$", "\\b"]
+_FUZZ_UNITS = ["a", "1", " ", "a1", "a ", "ab", "=a", "x", "a-", "1 a", "ax", "aaaab"]
+
+
+@pytest.mark.slow
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_FUZZ_TOKENS), min_size=3, max_size=18))
+def test_fuzz_accepted_patterns_stay_fast_on_adversarial_lines(tokens):
+    """Random patterns the analyser accepts search 2 KB lines of repeated pattern characters in
+    well under a second each (quadratic at worst); one that takes longer is a missed refusal."""
+    pattern = "".join(tokens)
+    try:
+        compiled = re.compile(pattern)
+    except (re.error, RecursionError, OverflowError):
+        return
+    if backtracking_risk(pattern):
+        return
+    def too_slow(*_args):
+        raise AssertionError("accepted %r runs over 1 s on a 2 KB line" % pattern)
+
+    previous = signal.signal(signal.SIGALRM, too_slow)    # re checks signals: a stall fails, not hangs
+    try:
+        for unit in _FUZZ_UNITS:
+            for tail in ("", "!", "\n"):
+                signal.setitimer(signal.ITIMER_REAL, 1.0)
+                compiled.search(unit * (2000 // len(unit)) + tail)
+                signal.setitimer(signal.ITIMER_REAL, 0)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
