@@ -292,40 +292,64 @@ class Analysis:
 
     def competing(self, seq, flags, top=False):
         """Refuse two unbounded repetitions in a row that compete for the same characters."""
-        current = None      # (characters, rendering) of the last unbounded repetition of the run
-        between = []        # characters of the elements since it
-        pending = None      # a second competitor, counted once something after it can fail
+        runs = []           # open competitors: [characters, rendering, node, flags, characters since]
+        pending = None      # a contest found, counted once something after it can fail
         for op, av, f in _flatten(seq, flags):
-            if self.is_wide(op, av):
-                mine = self.chars(av[2], f)
-                if pending:
-                    raise _Refused(pending)
-                if current and mine.overlaps(current[0]) and all(mine.overlaps(b) for b in between):
-                    pending = "quantifiers that compete for the same characters '%s' and '%s'" % (
-                        current[1], render([(op, av)]))
-                current, between = (mine, render([(op, av)])), []
-                self.competing(av[2], f)
-                continue
-            start, nullable = self.first_of(op, av, f)
             if op in (C.AT, C.ASSERT, C.ASSERT_NOT):
                 if pending:
                     raise _Refused(pending)     # an anchor or lookaround after them can fail
                 continue
-            if nullable:
-                # It can match nothing (so the two still meet) and cannot fail.
-                for inner in _bodies(op, av):
-                    self.competing(inner, f)
-                continue
-            if pending:
+            start, nullable = self.first_of(op, av, f)
+            if pending and not nullable:
                 raise _Refused(pending)
-            if current and start.overlaps(current[0]):
-                between.append(self.chars([(op, av)], f))
-            else:
-                current, between = None, []
+            wide = self.is_wide(op, av)
+            taken = self.chars([(op, av)], f)
+            if wide and pending is None:
+                pending = self.contest(runs, (op, av), taken, f)
+            if not nullable:
+                # It takes at least one character: a run that cannot take it ends here.
+                runs = [run for run in runs if start.overlaps(run[0])]
+                for run in runs:
+                    run[4].append(taken)
+            if wide:
+                runs.append([taken, render([(op, av)]), (op, av), f, []])
             for inner in _bodies(op, av):
                 self.competing(inner, f)
         if pending and not top:
             raise _Refused(pending)
+
+    def contest(self, runs, node, chars, flags):
+        for run in runs:
+            if self.contested(run, node, chars, flags) and all(chars.overlaps(b) for b in run[4]):
+                return "quantifiers that compete for the same characters '%s' and '%s'" % (run[1], render([node]))
+        return None
+
+    def contested(self, earlier, node, chars, flags):
+        """Whether text can be taken by either repetition: each one's iterations fit in the other's characters."""
+        earlier_chars, _text, (_op, earlier_av), earlier_flags, _between = earlier
+        return self.fits(earlier_av[2], chars, earlier_flags) and self.fits(node[1][2], earlier_chars, flags)
+
+    def fits(self, seq, charset, flags):
+        """Whether some match of seq could consist of characters in charset (approximately: each
+        element it cannot skip shares a character with charset)."""
+        for op, av in seq:
+            single = self.atom(op, av, flags)
+            if single is not None:
+                if not single.overlaps(charset):
+                    return False
+            elif op is C.SUBPATTERN:
+                if not self.fits(av[3], charset, _group_flags(flags, av)):
+                    return False
+            elif op is C.ATOMIC_GROUP:
+                if not self.fits(av, charset, flags):
+                    return False
+            elif op is C.BRANCH:
+                if not any(self.fits(alt, charset, flags) for alt in av[1]):
+                    return False
+            elif op in _REPEATS or op is C.POSSESSIVE_REPEAT:
+                if av[0] > 0 and not self.fits(av[2], charset, flags):
+                    return False
+        return True
 
     def lookaround_at_start(self):
         for op, av in self.tree:
@@ -347,10 +371,13 @@ def _group_flags(flags, av):
 
 
 def _flatten(seq, flags):
-    """Elements of seq with plain (unrepeated) groups opened, each with its flags."""
+    """Elements of seq with plain (unrepeated) groups opened, each with its flags. Atomic groups
+    are opened too: they keep their match, but are matched again after each earlier split."""
     for op, av in seq:
         if op is C.SUBPATTERN:
             yield from _flatten(av[3], _group_flags(flags, av))
+        elif op is C.ATOMIC_GROUP:
+            yield from _flatten(av, flags)
         else:
             yield op, av, flags
 

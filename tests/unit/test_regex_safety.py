@@ -25,7 +25,7 @@ EVIL = [
     (r"^([a-zA-Z0-9])(([\-.]|[_]+)?([a-zA-Z0-9]+))*(@){1}[a-z0-9]+[.]{1}(([a-z]{2,3})|([a-z]{2,3}[.]{1}[a-z]{2,3}))$",
      "nested"),
     (r"^([a-zA-Z0-9_\.\-])+\@(([a-zA-Z0-9\-])+\.)+([a-zA-Z0-9]{2,4})+$", "nested"),
-    (r"^[\w.+-]+@(?:[\w-]+\.)+\w+$", "compete"),
+    (r"^[\w.+-]+@(?:[\w.-]+)+\.\w+$", "nested"),
     (r"(\d+)+x", "nested"),
     (r"(x+x+)+y", "nested"),
     (r"([a-z]+)*$", "nested"),
@@ -43,6 +43,8 @@ EVIL = [
     (r".*\d+ ms", "compete"),
     (r"x*?.\w*+\S{2}?xx(\d)", "compete"),   # found by fuzzing: a possessive repetition still rescans
     (r".*\w++=", "compete"),
+    (r" *(?>\s*\S)", "compete"),
+    (r"\w{2,}=*?x*\w1++ +", "compete"),   # found by fuzzing: a repetition that can be empty joins its neighbours          # found by fuzzing: an atomic group is matched again after each split
     (r"(a+)\1", "backreference"),
     (r"(?P<w>\w+) (?P=w)", "backreference"),
     (r"(?:(?=.*x)a)+", "lookaround"),
@@ -79,6 +81,10 @@ SAFE = [
     r"^(?=.*error)",  # anchored: the lookahead runs once
     r"kernel: \[\s*\d+\.\d+\] Out of memory: Killed process \d+",
     r"(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}",
+    # a repetition whose iterations need a character the next one cannot take does not compete:
+    r"^[\w.+-]+@(?:[\w-]+\.)+\w+$",
+    r"^[a-zA-Z0-9._%+-]+@[a-zA-Z0-9.-]+\.[a-zA-Z]{2,}$",
+    r'\[([^\s=\]"]{1,32})((?:\s+[^\s=\]"]{1,32}="(?:[^"\\]|\\.)*")*)\s*\]',
 ]
 
 
