@@ -11,8 +11,9 @@ before it gives up, and one crafted log line then holds a worker for minutes. Wh
   ways to split the text grow exponentially (or as n**k for a bound k);
 - overlapping alternatives under a quantifier ('(a|a)*', '(a|ab)*', '(a|aa)+'): each
   iteration can take either branch;
-- competing quantifiers: two unbounded repetitions in a row that can take the same characters,
-  with only characters both could take between them, and something after them that can fail
+- competing quantifiers: two unbounded repetitions in a row (possessive ones and those inside
+  atomic groups included) where each one's iterations fit in the other's characters, with only
+  characters the second could take between them, and something after them that can fail
   ('\\d+\\d+x', '.*.*x', '.*id=.*x'): O(n**3) per line for a search. The bound accepted is one
   such repetition per run, O(n**2) per line at worst ('a.*b', '^ERROR .* failed$');
 - backreferences ('(a+)\\1');
