@@ -44,4 +44,7 @@ METRICS = {m.name: m for m in (
     MetricSpec("workers_running", GAUGE, "Detector workers in the RUNNING or STARTING state."),
     MetricSpec("ring_capacity_lines", GAUGE, "Slots of all rings together: the bound of input_queue_size."),
     MetricSpec("memory_limit_bytes", GAUGE, "max_memory_mb as bytes: the bound of memory_usage_percent."),
+    MetricSpec("config_last_reload_successful", GAUGE,
+               "0 when the last SIGHUP reload was rejected (the previous configuration still runs), else 1."),
+    MetricSpec("config_reloads_total", COUNTER, "SIGHUP reloads since start, applied or rejected.", ("result",)),
 )}

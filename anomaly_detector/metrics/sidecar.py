@@ -83,6 +83,7 @@ class Readings:
             "workers_running": self._workers_alive(),
             "ring_capacity_lines": sum(ring.slots for ring in self.rings),
             "memory_limit_bytes": self.memory_limit,
+            **_reload_samples(self.control.flags()),
         }
 
     def _inflight_bound(self):
@@ -144,3 +145,10 @@ def _serve(server, readings, control, slot):
             readings.sample()
             next_sample = now + 1.0
         server.handle_request()
+
+
+def _reload_samples(flags):
+    """The reload metrics from the control block's flags (the supervisor sets them in handle_hup)."""
+    return {"config_last_reload_successful": int(flags.reload_ok),
+            "config_reloads_total": {(("result", "applied"),): flags.config_generation,
+                                     (("result", "rejected"),): flags.reloads_rejected}}

@@ -192,14 +192,21 @@ class Arbiter:
         if cfg is None:
             log.error("reload rejected: %s has %d error(s); still running the previous configuration",
                       self.config_path, sum(p.severity == ERROR for p in problems))
+            self._reload_rejected()
         else:
             try:
                 _check_inputs(cfg)
             except StartError as exc:
                 log.error("reload rejected: %s; still running the previous configuration", exc)
+                self._reload_rejected()
             else:
                 self._apply(cfg)
+                self.control.set_flags(reload_ok=1)
         systemd.ready("processing with %d workers" % len(self.rings))
+
+    def _reload_rejected(self):
+        self.control.set_flags(reload_ok=0)
+        self.control.bump("reloads_rejected")
 
     def _apply(self, cfg):
         """Restart the children on the new config through the start-up path, losing no line:

@@ -1,6 +1,7 @@
 """SIGHUP on a live daemon applies only a config that validates fully: an empty file, NaN, clashing
 ports or a catastrophic pattern keep the running config (same children, same port, lines still
-scored); a config with warnings only is applied."""
+scored) and show in config_last_reload_successful and config_reloads_total; a config with
+warnings only is applied."""
 import os
 import signal
 import time
@@ -25,6 +26,16 @@ def daemon(tmp_path):
 def _log(daemon):
     path = os.path.join(daemon.dir, "log", "anomaly-detector.log")
     return open(path, errors="replace").read() if os.path.exists(path) else ""
+
+
+def _reloads(daemon):
+    """{result: count} of anomaly_detector_config_reloads_total, read from the live /metrics."""
+    _, text = daemon.get("/metrics")
+    found = {}
+    for line in text.splitlines():
+        if line.startswith('anomaly_detector_config_reloads_total{result="'):
+            found[line.split('"')[1]] = float(line.split()[-1])
+    return found
 
 
 def _hup_and_wait_for(daemon, words, timeout=60):
@@ -68,6 +79,8 @@ def test_reload_keeps_the_running_config_unless_the_new_one_validates(daemon):
         seq += 500
         counts = daemon.wait_scored(seq, 120)
         assert loss_and_duplicates(counts, seq) == ([], 0), case
+    assert daemon.metric("config_last_reload_successful") == 0
+    assert _reloads(daemon) == {"applied": 0, "rejected": len(broken)}
     log = _log(daemon)
     assert "reload: %s:1: error: the file holds no settings" % daemon.config in log
     assert "found 'nan' (NaN and infinities are refused)" in log
@@ -79,6 +92,8 @@ def test_reload_keeps_the_running_config_unless_the_new_one_validates(daemon):
         f.write(good.replace("[processing]", "[[later]]\npath = %s/later/*.log\n[processing]" % daemon.dir))
     _hup_and_wait_for(daemon, "reloaded %s" % daemon.config)
     assert "reload: %s" % daemon.config in _log(daemon) and "no file matches" in _log(daemon)
+    assert daemon.metric("config_last_reload_successful") == 1
+    assert _reloads(daemon) == {"applied": 1, "rejected": len(broken)}
     write_lines(app, seq, 500)
     counts = daemon.wait_scored(seq + 500, 120)
     assert loss_and_duplicates(counts, seq + 500) == ([], 0)
