@@ -11,7 +11,7 @@ import time
 
 import click
 
-from ..config.loader import default_config, load_config
+from ..config.loader import REPLAY, default_config, load_config
 from ..config.problems import ERROR
 from ..pipeline import Pipeline
 
@@ -21,7 +21,7 @@ EXIT_INVALID, EXIT_RUNTIME = 1, 3
 def _config(path):
     if not path:
         return default_config()
-    cfg, problems = load_config(path, environment=False)
+    cfg, problems = load_config(path, environment=False, purpose=REPLAY)
     if cfg is None:
         for problem in problems:
             if problem.severity == ERROR:

@@ -2,15 +2,22 @@
 
 Called by loader.py after the schema passes. Semantic problems are errors; environment
 problems are warnings when the daemon may still start (a directory it will create) and
-errors when it cannot (a TLS key it cannot read).
+errors when it cannot (a TLS key it cannot read). With daemon=True (start-up, --validate-config,
+reload) the checks that only matter to a running daemon come too: [paths] and an input present,
+listeners on distinct ports, no output file read back by an input; replay skips them.
 """
+import fnmatch
 import glob
+import ipaddress
 import os
 import re
+import socket
 import zoneinfo
 
 from anomaly_detector.config.problems import ERROR, WARNING, Problem
+from anomaly_detector.detection.regex_safety import refusal
 from anomaly_detector.ipc.control import MAX_INPUTS
+from anomaly_detector.logsetup import LOG_FILE_NAME
 
 MB = 1024 * 1024
 _URL_SINKS = ("alertmanager", "webhook", "slack")
@@ -28,11 +35,25 @@ class _Reporter:
         line = self.index.key_line(section, key) if key else self.index.section_line(section)
         if not line and key:
             line = self.index.section_line(section)
+        if not line and key:
+            message += " (%s is not set in the file: this is its default)" % key
         self.problems.append(Problem(severity, self.path, line, section, key, message))
 
+    def add_at(self, severity, line, section, key, message):
+        self.problems.append(Problem(severity, self.path, line, tuple(section), key, message))
 
-def semantic_problems(path, cfg, index):
+    def where(self, section, key):
+        """'[inputs.app] path (line 12)' for messages that point at a second place."""
+        line = self.index.key_line(section, key) or self.index.section_line(section)
+        name = "[%s] %s" % (".".join(section), key)
+        return "%s (line %d)" % (name, line) if line else "%s (its default)" % name
+
+
+def semantic_problems(path, cfg, index, daemon=True):
     report = _Reporter(path, index)
+    if daemon:
+        _check_listeners(report, cfg)
+        _check_feedback_loops(report, cfg)
     _check_processing(report, cfg["processing"])
     for name, section in cfg["inputs"].items():
         _check_input(report, ("inputs", name), section)
@@ -107,10 +128,139 @@ def _check_regex(report, section, key, pattern):
         re.compile(pattern)
     except re.error as exc:
         report.add(ERROR, section, key, "not a valid regular expression (%s): %s" % (exc, pattern))
+        return
+    problem = refusal(pattern)
+    if problem:
+        report.add(ERROR, section, key, "%s; found '%s'" % (problem, pattern))
 
 
-def environment_problems(path, cfg, index):
+# ---- what only a running daemon needs ----------------------------------------------------------
+
+def daemon_shape_problems(path, cfg, index):
+    """[paths] and at least one input: checked even when other keys are wrong, so both show at once."""
     report = _Reporter(path, index)
+    if not index.section_line(("paths",)):
+        paths = cfg.get("paths", {})    # filled with the defaults by the schema layer
+        report.add_at(ERROR, 1, ("paths",), "", "section is missing: the daemon needs state_dir and log_dir "
+                      "(otherwise it writes under %s and %s)" % (paths.get("state_dir"), paths.get("log_dir")))
+    if not _subsections(cfg.get("inputs", {})):
+        line = index.section_line(("inputs",)) or 1
+        report.add_at(ERROR, line, ("inputs",), "", "expected at least one input subsection such as [[app]] with "
+                      "path = /var/log/app.log, found none: the daemon would read nothing")
+    return report.problems
+
+
+def _listeners(cfg):
+    """(protocol, address, port, section, key) of every socket the daemon listens on."""
+    found = []
+    if cfg["http"]["port"]:
+        found.append(("tcp", cfg["http"]["bind"], cfg["http"]["port"], ("http",), "port"))
+    for name, i in cfg["inputs"].items():
+        if i["type"] in _LISTENERS and i["listen_port"]:
+            protocol = i["protocol"] if i["type"] == "syslog" else "tcp"
+            found.append((protocol, i["listen_address"], i["listen_port"], ("inputs", name), "listen_port"))
+    return found
+
+
+def _check_listeners(report, cfg):
+    addresses = [(("http",), "bind", cfg["http"]["bind"])]
+    addresses += [(("inputs", n), "listen_address", i["listen_address"]) for n, i in cfg["inputs"].items()
+                  if i["type"] in _LISTENERS]
+    for section, key, address in addresses:
+        problem = _address_syntax(address)
+        if problem:
+            report.add(ERROR, section, key, problem)
+    taken = []
+    for protocol, address, port, section, key in _listeners(cfg):
+        for other in taken:
+            if other[0] == protocol and other[2] == port and _addresses_overlap(address, other[1]):
+                report.add(ERROR, section, key, "%s/%s on %s is already taken by %s on %s: give each listener "
+                           "its own port" % (port, protocol, address, report.where(other[3], other[4]), other[1]))
+                break
+        else:
+            taken.append((protocol, address, port, section, key))
+
+
+_WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def _address_syntax(address):
+    """None for an IP literal or a well-formed host name (or nothing: reported as required), else what is wrong."""
+    if not address:
+        return None
+    try:
+        ipaddress.ip_address(address)
+        return None
+    except ValueError:
+        pass
+    if ":" in address:
+        return "expected an IP address or host name, found %r (the port goes in its own key)" % address
+    if re.fullmatch(r"[\d.]+", address) or not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?",
+                                                              address):
+        return "expected an IP address or host name, found %r" % address
+    return None
+
+
+def _addresses_overlap(a, b):
+    if a in _WILDCARDS or b in _WILDCARDS or a == b:
+        return True
+    return bool(_resolved(a) & _resolved(b))
+
+
+def _resolved(address):
+    try:
+        return {info[4][0] for info in socket.getaddrinfo(address, None)}
+    except (OSError, UnicodeError):
+        return {address}
+
+
+def _check_feedback_loops(report, cfg):
+    """An output file matched by a file input's glob is read back, scored, written again: a loop."""
+    globs = [(("inputs", n), i["path"]) for n, i in cfg["inputs"].items() if i["type"] == "file" and i["path"]]
+    if not globs:
+        return
+    for section, key, path, what in _output_files(cfg):
+        for input_section, pattern in globs:
+            if _glob_matches(pattern, path):
+                report.add(ERROR, section, key, "%s %s is matched by %s = %s: the daemon would read its own "
+                           "output back (a feedback loop); write it outside the inputs' globs"
+                           % (what, path, report.where(input_section, "path"), pattern))
+                break
+
+
+def _output_files(cfg):
+    out = []
+    for key, what in (("scored_lines", "the scored-lines file"), ("incidents", "the incidents file")):
+        if cfg["outputs"][key]:
+            out.append((("outputs",), key, cfg["outputs"][key], what))
+    log_dir = cfg["paths"]["log_dir"]
+    if cfg["logging"]["to_file"]:
+        out.append((("paths",), "log_dir", os.path.join(log_dir, LOG_FILE_NAME), "the daemon's log"))
+    if cfg["logging"]["access_log"]:
+        out.append((("paths",), "log_dir", os.path.join(log_dir, "access.log"), "the HTTP access log"))
+    for name, sink in _subsections(cfg["alerting"]):
+        if sink["type"] == "file" and sink["path"]:
+            out.append((("alerting", name), "path", sink["path"], "the alert file"))
+    return out
+
+
+def _glob_matches(pattern, path):
+    """Whether glob.glob(pattern) would list path (once it exists), comparing component by component."""
+    pattern_parts = os.path.abspath(pattern).split(os.sep)
+    for candidate in {os.path.abspath(path), os.path.realpath(path)}:
+        parts = candidate.split(os.sep)
+        if len(parts) == len(pattern_parts) and all(
+                fnmatch.fnmatchcase(p, g) and not (p.startswith(".") and not g.startswith("."))
+                for p, g in zip(parts, pattern_parts)):
+            return True
+    return False
+
+
+def environment_problems(path, cfg, index, daemon=True):
+    report = _Reporter(path, index)
+    if daemon:
+        _check_addresses_resolve(report, cfg)
+        _check_file_inputs_are_files(report, cfg)
     for key in ("state_dir", "log_dir"):
         _check_writable_dir(report, ("paths",), key, cfg["paths"][key])
     for name, i in cfg["inputs"].items():
@@ -132,3 +282,47 @@ def _check_writable_dir(report, section, key, directory):
     elif not os.access(probe, os.W_OK | os.X_OK):
         verb = "writable" if probe == os.path.abspath(directory) else "creatable (%s is not writable)" % probe
         report.add(WARNING, section, key, "%s is not %s by this user" % (directory, verb))
+
+
+def _check_addresses_resolve(report, cfg):
+    """A listen address must be one of this machine's: an IP literal or a name that resolves to one."""
+    addresses = [(("http",), "bind", cfg["http"]["bind"])]
+    addresses += [(("inputs", n), "listen_address", i["listen_address"]) for n, i in cfg["inputs"].items()
+                  if i["type"] in _LISTENERS]
+    for section, key, address in addresses:
+        if _address_syntax(address) or address in _WILDCARDS:
+            continue    # reported by the semantic check, or binds every address
+        try:
+            infos = socket.getaddrinfo(address, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except (OSError, UnicodeError) as exc:
+            report.add(ERROR, section, key, "expected an IP address or a host name that resolves, found %r "
+                       "(%s)" % (address, getattr(exc, "strerror", None) or exc))
+            continue
+        if not any(_can_bind(info) for info in infos):
+            report.add(ERROR, section, key, "%s is not an address of this machine: nothing can listen on it"
+                       % address)
+
+
+def _can_bind(info):
+    family, kind, proto, _name, sockaddr = info
+    try:
+        with socket.socket(family, kind, proto) as sock:
+            sock.bind(sockaddr[:1] + (0,) + tuple(sockaddr[2:]))
+        return True
+    except OSError:
+        return False
+
+
+def _check_file_inputs_are_files(report, cfg):
+    for name, i in cfg["inputs"].items():
+        if i["type"] != "file" or not i["path"]:
+            continue
+        if not glob.has_magic(i["path"]) and os.path.isdir(i["path"]):
+            report.add(ERROR, ("inputs", name), "path", "expected a file or a glob, found the directory %s "
+                       "(it would read nothing); to read its files write e.g. %s"
+                       % (i["path"], os.path.join(i["path"], "*.log")))
+            continue
+        matches = glob.glob(i["path"])
+        if matches and all(os.path.isdir(m) for m in matches):
+            report.add(WARNING, ("inputs", name), "path", "%s matches only directories (%s), which are not read"
+                       % (i["path"], ", ".join(sorted(matches)[:3])))

@@ -15,6 +15,9 @@ class LineIndex:
     def __init__(self, text):
         self.sections = {(): 0}
         self.keys = {}
+        self.headers = {}       # section path -> every line with its header (duplicates included)
+        self.key_lines = {}     # (section path, key) -> every line setting it
+        self.line_count = len(text.splitlines())
         self._scan(text.splitlines())
 
     def _scan(self, lines):
@@ -33,11 +36,13 @@ class LineIndex:
                 depth = len(section.group(1))
                 path = path[: depth - 1] + [section.group(2).strip("'\"")]
                 self.sections.setdefault(tuple(path), number)
+                self.headers.setdefault(tuple(path), []).append(number)
                 continue
             key = _KEY.match(line)
             if key:
                 name, value = key.group(1).strip("'\""), key.group(2)
                 self.keys.setdefault((tuple(path), name), (number, value))
+                self.key_lines.setdefault((tuple(path), name), []).append(number)
                 in_triple = _opens_triple_quote(value)
 
     def key_line(self, section, key):
@@ -48,6 +53,18 @@ class LineIndex:
 
     def section_line(self, section):
         return self.sections.get(tuple(section), 0)
+
+    def holds_settings(self):
+        """False for an empty or comment-only file."""
+        return bool(self.keys) or len(self.sections) > 1
+
+    def header_at(self, line):
+        """The section path whose header is on this line, or None."""
+        return next((path for path, lines in self.headers.items() if line in lines), None)
+
+    def key_at(self, line):
+        """(section path, key) set on this line, or None."""
+        return next((where for where, lines in self.key_lines.items() if line in lines), None)
 
 
 def _opens_triple_quote(value):

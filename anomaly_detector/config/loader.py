@@ -4,10 +4,11 @@ Layers, as `vector validate` does them: syntax (configobj) -> schema (validate, 
 -> semantics and environment (checks.py). The CLI, the supervisor's reload and replay call load_config.
 """
 import difflib
+import math
 import os
 
-from configobj import ConfigObj, ConfigObjError, flatten_errors, get_extra_values
-from configobj.validate import ValidateError, Validator
+from configobj import ConfigObj, ConfigObjError, DuplicateError, flatten_errors, get_extra_values
+from configobj.validate import ValidateError, Validator, VdtValueError, is_float
 
 from anomaly_detector.config import checks
 from anomaly_detector.config.lineindex import LineIndex
@@ -17,6 +18,25 @@ from anomaly_detector.config.unsupported import unsupported_problems
 SPEC_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spec.ini")
 DEFAULT_CONFIG_PATH = "/etc/anomaly-detector/config.ini"
 MANY = "__many__"
+# What the config is loaded for: the daemon (start-up, --validate-config, reload) needs [paths] and
+# an input; replay reads FILE arguments and ignores [inputs], [http] and [outputs].
+DAEMON, REPLAY = "daemon", "replay"
+
+
+class NotFinite(VdtValueError):
+    """nan, inf and -inf parse as floats but would poison every comparison made with them."""
+
+
+def finite_float(value, min=None, max=None):  # noqa: A002 - the names configobj passes
+    number = is_float(value, min=None, max=None)
+    if not math.isfinite(number):
+        raise NotFinite(value)
+    return is_float(number, min=min, max=max)
+
+
+def validator():
+    """The schema's Validator: configobj's checks, with every float refusing NaN and infinities."""
+    return Validator({"float": finite_float})
 
 
 class ConfigError(Exception):
@@ -36,33 +56,43 @@ def load_spec():
 def default_config():
     """Every setting at its default, as a plain dict (what replay uses without --config)."""
     cfg = ConfigObj([], configspec=load_spec(), interpolation=False)
-    cfg.validate(Validator(), copy=True)
+    cfg.validate(validator(), copy=True)
     return cfg.dict()
 
 
-def load_config(path, environment=True):
+def load_config(path, environment=True, purpose=DAEMON):
     """Return (config dict or None, [Problem]). The dict is None when any problem is an error.
 
-    `environment=False` skips checks of the machine (readable files, writable dirs).
+    `environment=False` skips checks of the machine (readable files, writable dirs, names that
+    resolve). `purpose=REPLAY` skips what only a running daemon needs (paths, inputs, listeners).
     """
     text, problem = _read_text(path)
     if problem:
         return None, [problem]
     index = LineIndex(text)
-    cfg, problems = _parse(path, text)
-    problems += _schema_problems(path, cfg, index)
-    if not has_errors(problems):
-        problems += checks.semantic_problems(path, cfg, index)
+    if purpose == DAEMON and not index.holds_settings():
+        return None, [Problem(ERROR, path, 1, (), "", "the file holds no settings (empty or only comments): "
+                              "the daemon needs [paths] (state_dir, log_dir) and at least one [inputs] subsection")]
+    cfg, problems = _parse(path, text, index)
+    schema = _schema_problems(path, cfg, index)
+    if problems:
+        # After a syntax error the parsed sections are partial or merged: keep what has a line.
+        schema = [p for p in schema if p.line]
+    problems += schema
+    if not has_errors(problems):    # the later checks need typed values
+        problems += checks.semantic_problems(path, cfg, index, daemon=purpose == DAEMON)
         problems += unsupported_problems(path, cfg, index)
         if environment:
-            problems += checks.environment_problems(path, cfg, index)
+            problems += checks.environment_problems(path, cfg, index, daemon=purpose == DAEMON)
+    if purpose == DAEMON:
+        problems += checks.daemon_shape_problems(path, cfg, index)
     problems.sort(key=lambda p: (p.line or 10**9, p.key))
     return (None if has_errors(problems) else cfg.dict()), problems
 
 
-def require_config(path, environment=True):
+def require_config(path, environment=True, purpose=DAEMON):
     """load_config that raises ConfigError instead of returning problems with errors."""
-    cfg, problems = load_config(path, environment)
+    cfg, problems = load_config(path, environment, purpose)
     if cfg is None:
         raise ConfigError(problems)
     return cfg, problems
@@ -90,27 +120,59 @@ def _read_text(path):
         return None, Problem(ERROR, path, line, (), "", "not valid UTF-8 text (byte 0x%02x)" % raw[exc.start])
 
 
-def _parse(path, text):
+def _parse(path, text, index):
     spec = load_spec()
     lines = text.splitlines()
     try:
         return ConfigObj(lines, configspec=spec, interpolation=False, raise_errors=False), []
     except ConfigObjError as exc:
-        problems = [_syntax_problem(path, err) for err in getattr(exc, "errors", [exc])]
+        problems = [_syntax_problem(path, err, index) for err in getattr(exc, "errors", [exc])]
+        problems = [p for p in problems if p is not None]
         partial = exc.config.dict() if getattr(exc, "config", None) is not None else {}
         return ConfigObj(partial, configspec=spec, interpolation=False), problems
 
 
-def _syntax_problem(path, err):
+def _syntax_problem(path, err, index):
     message = str(err).split(" at line ")[0].rstrip(".")
     line = getattr(err, "line_number", 0) or 0
     found = (getattr(err, "line", "") or "").strip()
+    if isinstance(err, DuplicateError):
+        duplicate = _duplicate_problem(path, line, index)
+        if duplicate is _NOT_AGAIN:
+            return None
+        if duplicate:
+            return duplicate
     return Problem(ERROR, path, line, (), "", "%s: %r" % (message.lower(), found))
+
+
+_NOT_AGAIN = object()
+
+
+def _duplicate_problem(path, line, index):
+    """'duplicate section [service] at lines 4 and 8' (configobj only names the second line)."""
+    section = index.header_at(line)
+    if section is not None:
+        lines = index.headers[section]
+        return Problem(ERROR, path, line, (), "", "duplicate section [%s] at lines %s: merge them into one"
+                       % (".".join(section), _and(lines)))
+    where = index.key_at(line)
+    if where is not None:
+        headers = index.headers.get(where[0], [])
+        if len(headers) > 1 and line > headers[1]:
+            return _NOT_AGAIN      # a key repeated under a repeated section: that section is the mistake
+        lines = index.key_lines[where]
+        return Problem(ERROR, path, line, where[0], where[1], "duplicate key at lines %s: keep one" % _and(lines))
+    return None
+
+
+def _and(numbers):
+    numbers = [str(n) for n in numbers]
+    return ", ".join(numbers[:-1]) + " and " + numbers[-1] if len(numbers) > 1 else numbers[0]
 
 
 def _schema_problems(path, cfg, index):
     spec = load_spec()
-    result = cfg.validate(Validator(), preserve_errors=True, copy=True)
+    result = cfg.validate(validator(), preserve_errors=True, copy=True)
     problems = []
     for section, key, error in flatten_errors(cfg, result):
         problems.append(_value_problem(path, spec, index, section, key, error))
@@ -143,6 +205,8 @@ def _value_problem(path, spec, index, section, key, error):
     raw = index.raw_value(section, key)
     found = raw if raw is not None else "?"
     message = "expected %s, found %r" % (expected, found)
+    if isinstance(error, NotFinite):
+        message += " (NaN and infinities are refused)"
     if isinstance(error, ValidateError) and "," in str(found) and "list" not in check:
         message += " (a comma makes a list; put the value in quotes)"
     return Problem(ERROR, path, index.key_line(section, key), section, key, message)

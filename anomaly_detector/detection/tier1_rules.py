@@ -10,6 +10,7 @@ import numpy as np
 
 from ..parsing.batch import LEVEL_CRITICAL, LEVEL_ERROR, LEVEL_WARNING, level_code
 from .base import Tier, TierResult
+from .regex_safety import refusal
 from .stats_kernels import count_upper_scores
 
 # Score given when a rule just reaches its threshold; it grows to 100 at 16x the threshold.
@@ -26,7 +27,7 @@ class Rule:
         self.threshold = int(threshold)
         self.window = float(window_seconds)
         self.min_level = min_level
-        self.regex = re.compile(pattern.encode()) if pattern else None
+        self.regex = compile_rule_pattern(name, pattern) if pattern else None
 
     def matches(self, batch):
         """bool[n]: the lines this rule counts."""
@@ -40,6 +41,19 @@ class Rule:
             if line >= 0 and m.end() <= batch.content_end[line]:
                 found[line] = True
         return hit & found
+
+
+class UnsafePattern(ValueError):
+    """A [rules] pattern the config validator should have refused: it could stall a worker."""
+
+
+def compile_rule_pattern(name, pattern):
+    """Compile a rule's pattern for the batch buffer (bytes), refusing one that can backtrack
+    catastrophically: defence in depth behind config/checks.py, which refuses it with its line."""
+    problem = refusal(pattern)
+    if problem:
+        raise UnsafePattern("[rules.%s] pattern: %s" % (name, problem))
+    return re.compile(pattern.encode())
 
 
 def build_rules(tier1_settings, rules_section):

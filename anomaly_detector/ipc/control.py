@@ -80,6 +80,8 @@ FLAGS_DTYPE = np.dtype([
     ("workers_wanted", "<i8"),        # admin set-workers; the supervisor forks or retires to match
     ("config_generation", "<u8"),     # bumped by the supervisor after a validated reload
     ("relief_generation", "<u8"),     # bumped by the supervisor on SIGUSR1: children gc and trim caches
+    ("reload_ok", "<i8"),             # 0/1: the last SIGHUP reload was applied (1 until one is rejected)
+    ("reloads_rejected", "<u8"),      # bumped by the supervisor when a reload is rejected
 ])
 # One row per counter row (worker): the ring range [first, first + count) it is scoring now, written
 # before scoring and cleared after the range is acknowledged, so a successor can see which lines
@@ -91,11 +93,13 @@ SCORING_DTYPE = np.dtype({
     "itemsize": CACHE_LINE,
 })
 
-GENERATION_FLAGS = ("config_generation", "relief_generation")
+# Flags that only grow, by bump() (config_generation also counts the reloads applied).
+GENERATION_FLAGS = ("config_generation", "relief_generation", "reloads_rejected")
 DEFAULT_FLAGS = {"tier4_enabled": 1, "backpressure": 0, "batch_size": 1000, "learning_rate_factor": 1.0,
-                 "workers_wanted": 2, "config_generation": 0, "relief_generation": 0}
+                 "workers_wanted": 2, "config_generation": 0, "relief_generation": 0, "reload_ok": 1,
+                 "reloads_rejected": 0}
 _FLAG_LIMITS = {"tier4_enabled": (0, 1), "backpressure": (0, 1), "batch_size": (1, 100000),
-                "learning_rate_factor": (1e-6, 10.0), "workers_wanted": (1, 64)}
+                "learning_rate_factor": (1e-6, 10.0), "workers_wanted": (1, 64), "reload_ok": (0, 1)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +113,8 @@ class RuntimeFlags:
     workers_wanted: int
     config_generation: int
     relief_generation: int
+    reload_ok: bool
+    reloads_rejected: int
 
 
 def _layout(max_children, counter_rows, input_rows):
@@ -272,7 +278,7 @@ class ControlBlock:
         """A consistent-enough snapshot: each flag is read once; flags are independent of each other."""
         record = self._flags[0]
         values = {name: record[name].item() for name in FLAGS_DTYPE.names}
-        for name in ("tier4_enabled", "backpressure"):
+        for name in ("tier4_enabled", "backpressure", "reload_ok"):
             values[name] = bool(values[name])
         return RuntimeFlags(**values)
 
@@ -284,7 +290,7 @@ class ControlBlock:
             self._flags[name] = value
 
     def bump(self, generation_flag):
-        """Supervisor only: increment config_generation or relief_generation; returns the new value."""
+        """Supervisor only: increment a GENERATION_FLAGS flag; returns the new value."""
         if generation_flag not in GENERATION_FLAGS:
             raise ValueError(f"{generation_flag!r} is not one of {GENERATION_FLAGS}")
         value = int(self._flags[generation_flag][0]) + 1

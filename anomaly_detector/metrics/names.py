@@ -78,4 +78,7 @@ METRICS = {m.name: m for m in (
                "30 BACKOFF, 40 STOPPING, 100 EXITED, 200 FATAL.", ("role", "process")),
     MetricSpec("process_restarts_total", COUNTER, "Times the supervisor forked the child again (crash, hung kill, "
                "reload).", ("role", "process")),
+    MetricSpec("config_last_reload_successful", GAUGE,
+               "0 when the last SIGHUP reload was rejected (the previous configuration still runs), else 1."),
+    MetricSpec("config_reloads_total", COUNTER, "SIGHUP reloads since start, applied or rejected.", ("result",)),
 )}

@@ -122,6 +122,7 @@ class Readings:
             "process_up": self._per_process(table, lambda row: int(int(row["state"]) in _ALIVE)),
             "process_state": self._per_process(table, lambda row: int(row["state"])),
             "process_restarts_total": self._per_process(table, lambda row: int(row["restarts"])),
+            **_reload_samples(self.control.flags()),
         }
 
     def _per_process(self, table, value):
@@ -263,3 +264,10 @@ def _relief_if_asked(control, seen):
     if generation != seen:
         relieve_memory("sidecar")
     return generation
+
+
+def _reload_samples(flags):
+    """The reload metrics from the control block's flags (the supervisor sets them in handle_hup)."""
+    return {"config_last_reload_successful": int(flags.reload_ok),
+            "config_reloads_total": {(("result", "applied"),): flags.config_generation,
+                                     (("result", "rejected"),): flags.reloads_rejected}}

@@ -12,7 +12,7 @@ import signal
 import socket
 import time
 
-from anomaly_detector.config.loader import load_config
+from anomaly_detector.config.loader import DAEMON, load_config
 from anomaly_detector.config.problems import ERROR
 from anomaly_detector.inputs.listener import (
     bind_network_socket,
@@ -249,22 +249,31 @@ class Arbiter:
         self.control.bump("relief_generation")
 
     def handle_hup(self):
-        """Reload: validate the file first; a broken config keeps the running one."""
+        """Reload: validate the file first, with every start-up check (an empty file, NaN, clashing
+        ports); any error keeps the running config, warnings alone do not."""
         systemd.reloading("reloading %s" % self.config_path)
-        cfg, problems = load_config(self.config_path)
+        cfg, problems = load_config(self.config_path, purpose=DAEMON)
         for problem in problems:
             log.log(logging.ERROR if problem.severity == ERROR else logging.WARNING, "reload: %s", problem.render())
         if cfg is None:
-            log.error("reload rejected: %s has errors; still running the previous configuration", self.config_path)
+            log.error("reload rejected: %s has %d error(s); still running the previous configuration",
+                      self.config_path, sum(p.severity == ERROR for p in problems))
+            self._reload_rejected()
         else:
             try:
                 _check_inputs(cfg)
                 self._bind_network(cfg)
             except StartError as exc:
                 log.error("reload rejected: %s; still running the previous configuration", exc)
+                self._reload_rejected()
             else:
                 self._apply(cfg)
+                self.control.set_flags(reload_ok=1)
         systemd.ready("processing with %d workers" % len(self.rings))
+
+    def _reload_rejected(self):
+        self.control.set_flags(reload_ok=0)
+        self.control.bump("reloads_rejected")
 
     def _apply(self, cfg):
         """Restart the children on the new config through the start-up path, losing no line:

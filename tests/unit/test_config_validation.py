@@ -6,7 +6,7 @@ from unittest import mock
 
 import pytest
 
-from anomaly_detector.config.loader import default_config, load_config, load_spec
+from anomaly_detector.config.loader import REPLAY, default_config, load_config, load_spec
 from anomaly_detector.config.problems import ERROR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,9 +33,9 @@ CASES = [
     ("retention_not_yet", "[retention]\nspool_days = 3\n", "spool_days", ["[retention] spool_days", "not supported"]),
     ("redis_not_yet", "[inputs]\n[[bus]]\ntype = redis\nurl = redis://127.0.0.1:6379/0\nstream = s\ngroup = g\n",
      "type = redis", ["[inputs.bus] type", "type = redis is not supported in this release"]),
-    ("duplicate_key", "[processing]\nworkers = 2\nworkers = 3\n", "workers = 3", ["duplicate keyword name"]),
+    ("duplicate_key", "[processing]\nworkers = 2\nworkers = 3\n", "workers = 3", ["[processing] workers: duplicate key at lines 5 and 6"]),
     ("duplicate_section", "[processing]\nworkers = 2\n[processing]\nbatch_size = 10\n", "[processing]\nbatch_size",
-     ["duplicate section name"]),
+     ["error: duplicate section [processing] at lines 4 and 6: merge them into one"]),
     ("unterminated_quote", "[service]\nname = \"abc\n", "name", ["parse error in value"]),
     ("missing_equals", "[processing]\nworkers\n", "workers", ["invalid line"]),
     ("broken_bracket", "[processing\nworkers = 2\n", "[processing", ["invalid line"]),
@@ -82,6 +82,9 @@ def _write(tmp_path, body):
     path = tmp_path / "config.ini"
     path.write_text(header + body)
     return str(path), header + body
+
+
+ONE_INPUT = "[inputs]\n[[app]]\npath = /var/log/app/*.log\n"
 
 
 def _line_of(text, marker):
@@ -135,23 +138,30 @@ def test_unreadable_file_is_one_clear_line(tmp_path):
 
 
 def test_every_problem_is_reported_not_just_the_first(tmp_path):
-    path, _ = _write(tmp_path, "[processing]\nworkers = 0\nwrokers = 3\nbatch_size = x\n[http]\nport = -1\n")
+    path, _ = _write(tmp_path, "[processing]\nworkers = 0\nwrokers = 3\nbatch_size = x\n[http]\nport = -1\n" + ONE_INPUT)
     errors = [p for p in load_config(path, environment=False)[1] if p.severity == ERROR]
     assert {p.key for p in errors} == {"workers", "wrokers", "batch_size", "port"}
     assert [p.line for p in errors] == sorted(p.line for p in errors)
 
 
 def test_valid_minimal_config_fills_every_default(tmp_path):
-    path, _ = _write(tmp_path, "")
+    path, _ = _write(tmp_path, ONE_INPUT)
     cfg, problems = load_config(path)
-    assert [p.key for p in problems] == []
+    # nothing matches the input's glob on a test machine
+    assert {p.key for p in problems} <= {"path"}
+    assert not [p for p in problems if p.severity == ERROR]
     assert cfg["processing"]["workers"] == 2 and cfg["http"]["port"] == 8080
     assert cfg["detection"] == default_config()["detection"]
 
 
-def test_config_holding_only_paths_is_valid(tmp_path):
-    path, _ = _write(tmp_path, "")
-    assert load_config(path)[0] is not None
+def test_config_holding_only_paths_is_valid_for_replay_not_for_the_daemon(tmp_path):
+    path, text = _write(tmp_path, "")
+    assert load_config(path, purpose=REPLAY)[0] is not None
+    cfg, problems = load_config(path)
+    assert cfg is None
+    assert [p.render() for p in problems if p.severity == ERROR] == [
+        "%s:1: error: [inputs]: expected at least one input subsection such as [[app]] with path = "
+        "/var/log/app.log, found none: the daemon would read nothing" % path]
 
 
 def test_default_config_covers_every_spec_section():
@@ -178,7 +188,7 @@ def test_cli_validate_shipped_config_exits_zero():
 
 
 def test_cli_reports_each_problem_on_one_line_without_traceback(tmp_path):
-    path, _ = _write(tmp_path, "[processing]\nwrokers = 2\nworkers = 0\n")
+    path, _ = _write(tmp_path, "[processing]\nwrokers = 2\nworkers = 0\n" + ONE_INPUT)
     result = _cli("--config", path, "--validate-config")
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
@@ -189,7 +199,7 @@ def test_cli_reports_each_problem_on_one_line_without_traceback(tmp_path):
 
 
 def test_cli_config_path_from_environment(tmp_path):
-    path, _ = _write(tmp_path, "")
+    path, _ = _write(tmp_path, ONE_INPUT)
     env = dict(os.environ, ANOMALY_DETECTOR_CONFIG=path)
     result = _cli("--validate-config", env=env)
     assert result.returncode == 0 and path in result.stdout

@@ -121,7 +121,8 @@ def test_flags_have_defaults_and_reject_bad_values():
     block = ControlBlock.create(bytearray(control_bytes(1, 1)), 1, 1)
     assert block.flags() == RuntimeFlags(tier4_enabled=True, backpressure=False, batch_size=1000,
                                          learning_rate_factor=1.0, workers_wanted=2,
-                                         config_generation=0, relief_generation=0)
+                                         config_generation=0, relief_generation=0, reload_ok=True,
+                                         reloads_rejected=0)
     block.set_flags(learning_rate_factor=0.5, backpressure=True, workers_wanted=np.int64(4))
     flags = block.flags()
     assert flags.learning_rate_factor == 0.5 and flags.backpressure and flags.workers_wanted == 4

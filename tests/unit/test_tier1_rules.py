@@ -1,5 +1,6 @@
 """Tier 1 pattern rules from [rules] and incident grouping per source."""
 import numpy as np
+import pytest
 
 from anomaly_detector.config.loader import default_config
 from anomaly_detector.detection.base import BatchContext
@@ -61,3 +62,11 @@ def test_incident_book_groups_per_source_and_closes_after_a_quiet_window():
     assert [i.source for i in book.close_quiet(1100.0)] == ["db"]
     record = book.close_all()[0].record()
     assert record["source"] == "web" and record["template"] == "tpl <*>" and record["samples"] == ["sample"]
+
+
+def test_a_pattern_that_can_backtrack_catastrophically_is_refused_at_compile():
+    from anomaly_detector.detection.tier1_rules import UnsafePattern
+
+    with pytest.raises(UnsafePattern, match=r"\[rules.evil\] pattern: pattern can backtrack catastrophically "
+                                            r"\(nested quantifier '\(a\+\)\+'\)"):
+        tier({"evil": {"pattern": "^(a+)+$", "threshold": 1, "window_seconds": 60, "level": ""}})
