@@ -151,7 +151,8 @@ class Arbiter:
                    for name in network_inputs(self.cfg)}
         daemon = Daemon(self.cfg, self.control, self.rings, self.http_socket, sockets)
         specs = [ChildSpec("input", lambda ctx: run_inputs(ctx, daemon), slot=INPUT_SLOT, role="input")]
-        specs += [ChildSpec("worker-%d" % i, _worker_target(daemon, i), slot=FIRST_WORKER_SLOT + i)
+        specs += [ChildSpec("worker-%d" % i, _worker_target(daemon, i), slot=FIRST_WORKER_SLOT + i,
+                            progress=_worker_progress(self.control, i))
                   for i in range(len(self.rings))]
         specs.append(ChildSpec("sidecar", lambda ctx: run_sidecar(ctx, daemon), slot=SIDECAR_SLOT, role="sidecar"))
         if network_inputs(self.cfg) and "listener" not in self.children.children:
@@ -401,6 +402,14 @@ class Arbiter:
 
 def _worker_target(daemon, index):
     return lambda ctx: run_detector(ctx, daemon, index)
+
+
+def _worker_progress(control, index):
+    """Worker `index`'s lines scored, failed or set aside so far (its counter row only grows)."""
+    def progress():
+        rows = control.counter_rows_snapshot()
+        return int(rows["lines_processed"][index] + rows["errors"][index] + rows["lines_dead_lettered"][index])
+    return progress
 
 
 def _without_inherited_sockets(daemon, role, name, target):

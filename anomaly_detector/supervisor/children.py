@@ -69,6 +69,10 @@ class ChildSpec:
     target: Callable
     slot: Optional[int] = None   # row in the control block (heartbeat, counters); None: no heartbeat check
     role: str = "worker"         # signal dispositions, see signals.ROLE_TERM
+    # A count that grows while the child does useful work (a worker's scored and set-aside lines).
+    # A child that died young but moved it was not crash-looping: a worker isolating a poison line
+    # dies once per bad line, each time a little further on, and must not be made FATAL for it.
+    progress: Optional[Callable[[], int]] = None
 
 
 @dataclasses.dataclass
@@ -99,6 +103,7 @@ class Child:
     hung: bool = False
     kill_at: Optional[float] = None   # SIGKILL when still alive at this time
     killed: bool = False
+    progress_at_spawn: Optional[int] = None
 
     @property
     def restarts(self):
@@ -173,7 +178,7 @@ class ChildSet:
 
     def _exited(self, child, code):
         now = self.clock()
-        quick = now - child.started_at < self.policy.start_seconds
+        quick = now - child.started_at < self.policy.start_seconds and not self._progressed(child)
         child.pid, child.last_exit, child.kill_at, child.killed = 0, code, None, False
         if child.stop_requested:
             self._set_state(child, ProcessState.STOPPED, "stopped", f"exit {code}")
@@ -188,6 +193,13 @@ class ChildSet:
         child.backoff_delay = self.policy.backoff(child.failures)
         child.restart_at = now + child.backoff_delay
         self._set_state(child, ProcessState.BACKOFF, "backoff", f"restart in {child.backoff_delay:.2f}s")
+
+    @staticmethod
+    def _progressed(child):
+        """Whether the child's progress count moved during its life (see ChildSpec.progress)."""
+        if child.spec.progress is None or child.progress_at_spawn is None:
+            return False
+        return child.spec.progress() != child.progress_at_spawn
 
     # -- the periodic duties -------------------------------------------------------------------------
 
@@ -294,6 +306,7 @@ class ChildSet:
             _run_child(spec, mask, self.signal_queue, supervisor_pid)  # never returns
         signals.restore(mask)
         child.pid, child.started_at = pid, now
+        child.progress_at_spawn = spec.progress() if spec.progress is not None else None
         self._by_pid[pid] = child
         self._set_state(child, ProcessState.STARTING, "spawned", f"pid {pid}")
 

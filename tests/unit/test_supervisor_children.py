@@ -92,6 +92,24 @@ def test_child_that_outlives_start_seconds_resets_its_failure_count(make_childre
     children.stop_all(timeout=1)
 
 
+def test_a_child_dying_young_after_progress_is_not_a_crash_loop(make_children, tmp_path):
+    """A worker isolating poison lines dies once per bad line, a little further on each time."""
+    done = tmp_path / "done"
+    done.write_bytes(b"")
+
+    def one_step_then_crash(ctx):
+        with open(done, "ab") as f:
+            f.write(b".")
+        return 3
+
+    children = make_children(policy=FAST)
+    worker = children.add(ChildSpec("worker", one_step_then_crash, progress=lambda: done.stat().st_size))
+    children.start()
+    assert drive(children, lambda: worker.spawns >= FAST.crash_loop_limit + 3, timeout=10)
+    assert worker.state != ProcessState.FATAL and worker.failures <= 1
+    children.stop_all(timeout=1)
+
+
 def hangs_after_one_beat(block, ignore_abort):
     def target(ctx):
         if ignore_abort:
