@@ -57,7 +57,7 @@ def _counted(messages):
     return b"".join(b"%d %s" % (len(m), m) for m in messages)
 
 
-def _provoke_ingest(http):
+def _provoke_ingest(daemon, http):
     post = b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
     assert _exchange(http, post % (300000, b"")).startswith(b"HTTP/1.1 413 ")
     assert _exchange(http, b"POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nx\n").startswith(b"HTTP/1.1 404")
@@ -69,6 +69,9 @@ def _provoke_ingest(http):
     assert _exchange(http, post % (len(line), line) + b"").startswith(b"HTTP/1.1 202 ")
     with _raw(http) as half:
         half.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\n")  # leaves before the blank line: incomplete
+    # Once the server saw it leave, its place is free: only then do two connections fill the table.
+    _wait(lambda: _value(daemon, "input_rejected_total", input="ingest", reason="incomplete") == 1,
+          what="the half request counted as incomplete")
     held = [_raw(http), _raw(http)]                             # max_connections = 2 ...
     time.sleep(0.5)
     assert _exchange(http, b"GET /ingest HTTP/1.1\r\n\r\n") == b""  # ... so this one is refused
@@ -94,8 +97,9 @@ def _provoke_syslog_tcp(tcp, idle):
 
 
 def _udp_burst(daemon, udp, count):
-    """Stop the input process, send more datagrams than its socket buffer holds, let it go on."""
-    pid = daemon.children()["ad-input"]
+    """Stop the listener (it reads the UDP socket), send more datagrams than the socket buffer holds,
+    let it go on."""
+    pid = daemon.children()["ad-listener"]
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -115,6 +119,8 @@ def _provoke_sidecar(daemon):
         b"HTTP/1.1 400 ")
     with _raw(port) as half:
         half.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    _wait(lambda: _value(daemon, "http_rejected_total", reason="incomplete") == 1,
+          what="the half request counted as incomplete")
     held = [_raw(port) for _ in range(3)]            # [http] max_connections = 3
     time.sleep(0.5)
     assert _exchange(port, b"GET /health HTTP/1.1\r\n\r\n") == b""
@@ -132,7 +138,7 @@ def test_every_refusal_framing_error_truncation_and_drop_is_in_metrics(tmp_path)
                     http="max_connections = 3\nheader_timeout_seconds = 2\n")
     try:
         daemon.start()
-        held = _provoke_ingest(http)
+        held = _provoke_ingest(daemon, http)
         _provoke_syslog_tcp(tcp, idle)
         _udp_burst(daemon, udp, 20000)
         _provoke_sidecar(daemon)
