@@ -187,14 +187,14 @@ class SpoolWriter:
             log.warning("spool %s: last record of %s torn (%d bytes, a crash mid-write); cut and skipped",
                         self.directory, os.path.basename(path), len(data) - valid)
             os.truncate(path, valid)
-            _fsync_path(path)
+            _fsync(path)
         return start + valid
 
     def _open_segment(self):
         path = os.path.join(self.directory, segment_name(self.end))
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
         self._segment_start, self._segment_len = self.end, os.fstat(self._fd).st_size
-        _fsync_dir(self.directory)  # the new name must survive a crash, or its records vanish with it
+        _fsync(self.directory)  # the new name must survive a crash, or its records vanish with it
 
     def append(self, lines):
         """Write one record of lines and return once it is on disk; raises SpoolFull or SpoolError."""
@@ -449,15 +449,8 @@ class SpoolReader:
         self._close_segment()
 
 
-def _fsync_dir(directory):
-    fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_path(path):
+def _fsync(path):
+    """fsync a file or a directory by name (a directory: so that a new entry in it survives a crash)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(fd)

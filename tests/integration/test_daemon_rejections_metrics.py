@@ -7,6 +7,7 @@ import socket
 import time
 
 from tests.integration.daemon_harness import Daemon, free_port
+from tests.rawsocket import read_until_closed
 
 LONG = 70000  # over the harness's max_line_bytes (65536)
 
@@ -28,15 +29,7 @@ def _exchange(port, request):
     """Send raw bytes, return everything answered until the server closes."""
     with _raw(port) as sock:
         sock.sendall(request)
-        data = b""
-        while True:
-            try:
-                part = sock.recv(65536)
-            except ConnectionResetError:
-                return data
-            if not part:
-                return data
-            data += part
+        return read_until_closed(sock)
 
 
 def _wait(predicate, timeout=30, what="condition"):

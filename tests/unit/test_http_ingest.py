@@ -9,6 +9,7 @@ import pytest
 
 from anomaly_detector.inputs.http_ingest import HttpIngestInput
 from anomaly_detector.inputs.spool import SpoolReader, SpoolWriter, encode_record
+from tests.rawsocket import read_until_closed
 
 ADDR = "127.0.0.1"
 
@@ -41,20 +42,6 @@ def post(port, body, path="/ingest", method="POST", headers=None):
         return response.status, dict(response.getheaders()), response.read()
     finally:
         conn.close()
-
-
-def read_response(sock):
-    """Everything the server sends until it closes the connection."""
-    data = b""
-    while True:
-        try:
-            part = sock.recv(65536)
-        except ConnectionResetError:
-            break
-        if not part:
-            break
-        data += part
-    return data
 
 
 def lines_of(source, commit=True):
@@ -99,7 +86,7 @@ def test_big_content_length_gets_413_at_once_and_the_server_answers_the_next(mak
     sock = raw(source.port)
     started = time.monotonic()
     sock.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n\r\n" + b"x" * 1000)
-    reply = read_response(sock)
+    reply = read_until_closed(sock)
     assert reply.startswith(b"HTTP/1.1 413 ") and time.monotonic() - started < 1.5
     assert b"Connection: close" in reply
     assert source.stats["rejected_413"] == 1
@@ -111,7 +98,7 @@ def test_expect_100_continue_gets_413_instead_of_an_invitation(make_ingest, raw)
     source = make_ingest(max_body_bytes=4096)
     sock = raw(source.port)
     sock.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n")
-    reply = read_response(sock)
+    reply = read_until_closed(sock)
     assert reply.startswith(b"HTTP/1.1 413 ") and b"100 Continue" not in reply
 
 
@@ -119,13 +106,13 @@ def test_chunked_and_lengthless_bodies_are_refused(make_ingest, raw):
     source = make_ingest()
     sock = raw(source.port)
     sock.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
-    assert read_response(sock).startswith(b"HTTP/1.1 411 ")
+    assert read_until_closed(sock).startswith(b"HTTP/1.1 411 ")
     sock = raw(source.port)
     sock.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert read_response(sock).startswith(b"HTTP/1.1 411 ")
+    assert read_until_closed(sock).startswith(b"HTTP/1.1 411 ")
     sock = raw(source.port)
     sock.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n")
-    assert read_response(sock).startswith(b"HTTP/1.1 400 ")
+    assert read_until_closed(sock).startswith(b"HTTP/1.1 400 ")
     assert (source.stats["rejected_411"], source.stats["rejected_400"]) == (2, 1) and lines_of(source) == []
 
 
@@ -174,7 +161,7 @@ def test_slowloris_sockets_do_not_block_other_requests(make_ingest, raw):
     assert status == 202 and time.monotonic() - started < 0.5
     for sock in silent + [dribbling]:  # the server hangs up on them after header_timeout_seconds
         sock.settimeout(3)  # a server that never hangs up makes recv raise a timeout here
-        assert read_response(sock) == b""
+        assert read_until_closed(sock) == b""
     assert time.monotonic() - started < 3
     assert lines_of(source) == [b'{"m":"through"}']
 
@@ -207,7 +194,7 @@ def test_connections_over_the_bound_are_refused_and_counted(make_ingest, raw):
     idle = [raw(source.port) for _ in range(3)]
     time.sleep(0.1)
     extra = raw(source.port)
-    assert read_response(extra) == b""
+    assert read_until_closed(extra) == b""
     assert source.stats["refused"] == 1
     for sock in idle:
         sock.close()
@@ -257,7 +244,7 @@ def test_a_body_cut_short_is_a_bad_request_and_queues_nothing(make_ingest, raw):
     sock = raw(source.port)
     sock.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"half\":")
     sock.shutdown(socket.SHUT_WR)
-    read_response(sock)
+    read_until_closed(sock)
     deadline = time.monotonic() + 3
     while source.stats["rejected_400"] == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -298,7 +285,7 @@ def test_an_unread_body_is_never_parsed_as_the_next_request(make_ingest, raw):
     smuggled = b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nsmuggled\n"
     sock = raw(source.port)
     sock.sendall(b"GET /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled))
-    reply = read_response(sock)
+    reply = read_until_closed(sock)
     assert reply.startswith(b"HTTP/1.1 405 ") and reply.count(b"HTTP/1.1 ") == 1 and b"Connection: close" in reply
     assert source.stats["rejected_405"] == 1 and source.stats["requests"] == 0 and lines_of(source) == []
 
@@ -312,7 +299,7 @@ def test_ambiguous_content_length_is_400_closes_and_queues_nothing(make_ingest, 
     source = make_ingest()
     sock = raw(source.port)
     sock.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\nabc\nPOST /ingest HTTP/1.1\r\n\r\n")
-    reply = read_response(sock)
+    reply = read_until_closed(sock)
     assert reply.startswith(b"HTTP/1.1 400 ") and reply.count(b"HTTP/1.1 ") == 1
     assert source.stats["rejected_400"] == 1 and lines_of(source) == []
 
@@ -322,7 +309,7 @@ def test_a_request_cut_before_its_blank_line_is_not_handled(make_ingest, raw):
     sock = raw(source.port)
     sock.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n")
     sock.shutdown(socket.SHUT_WR)
-    assert read_response(sock) == b""
+    assert read_until_closed(sock) == b""
     deadline = time.monotonic() + 3
     while source.stats["incomplete"] == 0 and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -10,6 +10,7 @@ import urllib.request
 import pytest
 
 from anomaly_detector.metrics.httpd import SidecarHTTPServer
+from tests.rawsocket import read_until_closed
 
 
 class FakeReadings:
@@ -53,19 +54,6 @@ def server(make_server, tmp_path):
 
 def _raw(srv):
     return socket.create_connection(("127.0.0.1", srv.port), timeout=5)
-
-
-def _until_closed(sock):
-    """Everything the server sends until it closes the connection (fails if it keeps it open 5 s)."""
-    data = b""
-    while True:
-        try:
-            part = sock.recv(65536)
-        except ConnectionResetError:
-            return data
-        if not part:
-            return data
-        data += part
 
 
 def _one_response(sock):
@@ -126,13 +114,13 @@ def test_an_unread_body_is_never_parsed_as_the_next_request(server):
     smuggled = b"GET /SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n"
     with _raw(srv) as sock:
         sock.sendall(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled))
-        reply = _until_closed(sock)
+        reply = read_until_closed(sock)
     assert reply.startswith(b"HTTP/1.1 405 ") and reply.count(b"HTTP/1.1 ") == 1
     assert b"Connection: close" in reply
     assert srv.rejections() == {"405": 1}
     with _raw(srv) as sock:  # a body on a GET is not read either: answered, then closed
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled))
-        reply = _until_closed(sock)
+        reply = read_until_closed(sock)
     assert reply.startswith(b"HTTP/1.1 200 ") and reply.count(b"HTTP/1.1 ") == 1
 
 
@@ -140,7 +128,7 @@ def test_keep_alive_without_body_serves_several_requests(server):
     srv, _, _ = server
     with _raw(srv) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        reply = _until_closed(sock)
+        reply = read_until_closed(sock)
     assert reply.count(b"HTTP/1.1 200 ") == 1 and reply.count(b"HTTP/1.1 404 ") == 1
 
 
@@ -155,7 +143,7 @@ def test_ambiguous_content_length_is_400_and_closes(server, headers):
     srv, readings, _ = server
     with _raw(srv) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\nhello" + b"GET /health HTTP/1.1\r\n\r\n")
-        reply = _until_closed(sock)
+        reply = read_until_closed(sock)
     assert reply.startswith(b"HTTP/1.1 400 ") and reply.count(b"HTTP/1.1 ") == 1
     assert readings.health_runs == 0 and srv.rejections() == {"400": 1}
 
@@ -165,7 +153,7 @@ def test_identical_repeated_content_length_is_one_value(server):
     with _raw(srv) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 0\r\n"
                      b"Connection: close\r\n\r\n")
-        assert _until_closed(sock).startswith(b"HTTP/1.1 200 ")
+        assert read_until_closed(sock).startswith(b"HTTP/1.1 200 ")
 
 
 def test_abandoned_partial_requests_run_nothing_and_do_not_delay_a_probe(server):
@@ -205,7 +193,7 @@ def test_connection_cap_closes_the_extra_connection_at_once(make_server):
             time.sleep(0.01)
         with _raw(srv) as extra:
             extra.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert _until_closed(extra) == b""
+            assert read_until_closed(extra) == b""
         assert srv.rejections() == {"refused": 1} and readings.health_runs == 0
     finally:
         for sock in held:
@@ -228,6 +216,6 @@ def test_header_deadline_cuts_a_dribbling_client_but_not_an_idle_kept_alive_one(
                 time.sleep(0.05)
         except OSError:
             pass  # cut while still sending
-        assert _until_closed(dribbler) == b"" and time.monotonic() - start < 4
-        assert _until_closed(kept) == b""   # silent after its answer: closed at the deadline, not counted
+        assert read_until_closed(dribbler) == b"" and time.monotonic() - start < 4
+        assert read_until_closed(kept) == b""   # silent after its answer: closed at the deadline, not counted
     assert srv.rejections() == {"header_timeout": 1} and readings.health_runs == 1
