@@ -142,6 +142,7 @@ class CheckpointStore:
         """Drop entries not touched for max_age_seconds, then the oldest beyond max_entries; returns how many."""
         oldest = self._clock() - self.max_age_seconds
         stale = [key for key, entry in self._entries.items() if entry.updated < oldest]
+        expired = len(stale)
         excess = len(self._entries) - len(stale) - self.max_entries
         if excess > 0:
             stale_set = set(stale)
@@ -152,6 +153,9 @@ class CheckpointStore:
         if stale:
             self._dirty = True
             self.pruned += len(stale)
+            log.info("%s: %d checkpoints swept (%d of files not seen for %.0f h, %d beyond %d entries)",
+                     self.path, len(stale), expired, self.max_age_seconds / 3600, len(stale) - expired,
+                     self.max_entries)
         return len(stale)
 
     def save(self):

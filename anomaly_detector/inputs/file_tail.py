@@ -57,6 +57,10 @@ _TRUNCATED_KEPT = 16
 _COPY_COMPARE_BYTES = 64 << 10
 # Rotated files compressed by logrotate are not text: never adopted as rotations of a tailed file.
 _COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".lzma", ".zip", ".Z")
+# Polls a file must sit at its end with nothing new before it may give its descriptor to a waiting file.
+_IDLE_POLLS_BEFORE_PARK = 2
+# The "max_open_files is the bottleneck" warning is repeated at most this often while files wait.
+_DEFERRED_WARNING_SECONDS = 600.0
 _generations = itertools.count(1)
 
 
@@ -101,6 +105,15 @@ class _Lineage(NamedTuple):
     line_end: int
 
 
+class _Waiting:
+    """A matched file waiting for a descriptor; `apply_start_at` when it was there at the very first start."""
+
+    __slots__ = ("path", "apply_start_at", "counted")
+
+    def __init__(self, path, apply_start_at):
+        self.path, self.apply_start_at, self.counted = path, apply_start_at, False
+
+
 class _TailedFile:
     """One open file: where its next read starts, and where its last complete line ended."""
 
@@ -120,6 +133,8 @@ class _TailedFile:
         self.copy_of = None         # origin FileKey while this copy waits for its origin to be truncated
         self.verified = 0           # bytes of a waiting copy found equal to its origin's
         self.known_size = 0
+        self.idle_polls = 0         # consecutive reads that found nothing new at the end of the file
+        self.idle_since = None      # when it was last found at its end with nothing new
 
     def lineage(self):
         return _Lineage(self.key, self.path, self.fingerprint, tuple(self.marks), self.committed, self.line_end)
@@ -131,7 +146,8 @@ class _TailedFile:
 
 def _new_stats():
     return {"lines": 0, "bytes": 0, "rotations": 0, "truncations": 0, "read_errors": 0, "files_open": 0,
-            "long_lines": 0, "deleted": 0, "files_deferred": 0, "resumed": 0, "copies": 0}
+            "long_lines": 0, "deleted": 0, "files_deferred": 0, "deferrals": 0, "parked": 0, "resumed": 0,
+            "copies": 0}
 
 
 def _named_like_rotation(path, origin_path):
@@ -186,6 +202,10 @@ class FileTailer:
         self._truncated = deque(maxlen=_TRUNCATED_KEPT)   # _Lineage of recently truncated files
         self._copy_links = OrderedDict()  # origin FileKey -> [(device, inode)] of its copies
         self._failing_paths = set()      # paths whose open failed, logged once until they open
+        self._waiting = OrderedDict()    # (device, inode) -> _Waiting: matched, not open, oldest first
+        self._parked = {}                # (device, inode) -> (size, mtime_ns) when closed idle at its end
+        self._unreadable_dirs = set()    # directories that could not be listed, logged once until readable
+        self._last_deferred_warning = float("-inf")
         self._next_discovery = float("-inf")
         self._discovered_once = False
         self._cursor = 0
@@ -200,6 +220,8 @@ class FileTailer:
         if now >= self._next_discovery:
             learned = self._discover(now)
             self._next_discovery = now + self.poll_interval
+        elif self._waiting:
+            learned = self._grant_turns(now)   # a file that fell idle since the last scan makes room
         if learned:
             # a new file's identity is on disk before any of its lines leave, so that after a crash
             # it is found again even if it was rotated out of the glob meanwhile
@@ -226,11 +248,9 @@ class FileTailer:
         end = self._closed.get(key)
         if end is not None:
             if int(offset) >= end:
-                # read and scored to its end: nothing left to recover after a crash
+                # read and scored to its end; the checkpoint stays (retention) in case it comes back
                 del self._closed[key]
-                self.checkpoints.forget(key.device, key.inode)
-                return True
-            return self.checkpoints.commit(key.device, key.inode, int(offset))
+            return self.checkpoints.commit(key.device, key.inode, min(int(offset), end))
         return False
 
     def _commit_copy(self, ident, offset):
@@ -275,7 +295,7 @@ class FileTailer:
         self._detect_truncations()
         learned = not self._discovered_once
         seen = set()
-        self.stats["files_deferred"] = 0
+        unreadable = self._check_directories()
         for path in self._glob():
             try:
                 st = os.stat(path)
@@ -289,25 +309,122 @@ class FileTailer:
             ident = (st.st_dev, st.st_ino)
             if ident in seen:
                 continue     # a hard link or two overlapping globs
+            seen.add(ident)
             tailed = self._files.get(ident)
             if tailed is None:
-                tailed = self._open_new(path)
-                if tailed is None:
-                    continue
-                learned = True
+                self._note_matched(ident, path, st)
             else:
                 tailed.path = path
                 tailed.orphaned_at = None
                 self.checkpoints.touch(st.st_dev, st.st_ino, path)
-            seen.add(tailed.ident)
         for tailed in self._files.values():
-            if tailed.ident not in seen and tailed.orphaned_at is None:
+            if (tailed.ident not in seen and tailed.orphaned_at is None
+                    and (os.path.dirname(tailed.path) or ".") not in unreadable):
                 self._mark_orphaned(tailed, now)
+        # left the glob: their checkpoints stay (retention) and resume them if they come back
+        for table in (self._waiting, self._parked):
+            for ident in [ident for ident in table if ident not in seen]:
+                del table[ident]
         if not self._discovered_once:
             self._discovered_once = True
-            self._apply_start_at = False
             self._recover_rotated(seen, now)
-        return learned
+        opened = self._grant_turns(now)
+        self._apply_start_at = False
+        return learned or opened
+
+    def _note_matched(self, ident, path, st):
+        """A matched file without a descriptor: it waits for a turn unless it is parked and unchanged."""
+        self.checkpoints.touch(st.st_dev, st.st_ino, path)   # still matched: its checkpoint is not expired
+        parked = self._parked.get(ident)
+        if parked is not None:
+            if parked == (st.st_size, st.st_mtime_ns):
+                return       # closed at its end and not written since: nothing to read, no turn needed
+        waiting = self._waiting.get(ident)
+        if waiting is None:
+            self._waiting[ident] = _Waiting(path, self._apply_start_at)
+        else:
+            waiting.path = path
+
+    def _check_directories(self):
+        """Directories of the patterns and open files that cannot be listed (EACCES...): logged once, counted.
+
+        glob() silently returns nothing for such a directory; its files are not gone, so they are
+        neither orphaned nor read again from 0 when the directory can be listed again.
+        """
+        directories = {os.path.dirname(p) or "." for p in self.patterns if not glob.has_magic(os.path.dirname(p))}
+        directories.update(os.path.dirname(t.path) or "." for t in self._files.values())
+        unreadable = set()
+        for directory in directories:
+            try:
+                with os.scandir(directory):
+                    pass
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                unreadable.add(directory)
+                self.stats["read_errors"] += 1
+                if directory not in self._unreadable_dirs:
+                    log.error("cannot list directory %s (its files keep their place; will keep retrying): %s",
+                              directory, exc)
+        for directory in self._unreadable_dirs - unreadable:
+            log.info("directory %s can be listed again", directory)
+        self._unreadable_dirs = unreadable
+        return unreadable
+
+    # ---- turns under max_open_files ---------------------------------------------------------
+
+    def _grant_turns(self, now):
+        """Open waiting files, oldest-waiting first, parking idle files so that every file gets turns.
+
+        A file read to its end and idle for a poll or two, with all it delivered committed, gives its
+        descriptor to a waiting file and joins the end of the queue when it grows; it is reopened by
+        identity (device + inode + fingerprint, its checkpoint), so it resumes where it stopped.
+        Returns True when a file was opened (its identity is new to the checkpoints).
+        """
+        if not self._waiting:
+            self.stats["files_deferred"] = 0
+            return False
+        shortfall = len(self._waiting) - (self.max_open_files - len(self._files))
+        if shortfall > 0:
+            self._park_idle(shortfall)
+        opened = False
+        while self._waiting and len(self._files) < self.max_open_files:
+            ident, waiting = self._waiting.popitem(last=False)
+            tailed = self._open_new(waiting.path, apply_start_at=waiting.apply_start_at)
+            opened = opened or tailed is not None
+            self._parked.pop(ident, None)
+        for waiting in self._waiting.values():
+            if not waiting.counted:
+                waiting.counted = True
+                self.stats["deferrals"] += 1
+        self.stats["files_deferred"] = len(self._waiting)
+        if self._waiting and now - self._last_deferred_warning >= _DEFERRED_WARNING_SECONDS:
+            self._last_deferred_warning = now
+            log.warning("max_open_files = %d is the bottleneck: %d matching files wait for a descriptor "
+                        "(they are read in turns; raise max_open_files to read them all at once)",
+                        self.max_open_files, len(self._waiting))
+        return opened
+
+    def _park_idle(self, wanted):
+        """Close up to `wanted` open files that are idle at their end with everything committed."""
+        idle = [t for t in self._files.values()
+                if t.idle_polls >= _IDLE_POLLS_BEFORE_PARK and t.orphaned_at is None and t.copy_of is None
+                and t.committed >= t.line_end and t.key not in self._copy_links]
+        idle.sort(key=lambda t: t.idle_since)
+        for tailed in idle[:wanted]:
+            try:
+                st = os.fstat(tailed.fd)
+            except OSError:
+                continue
+            if st.st_size != tailed.read_pos:
+                tailed.idle_polls = 0    # grew since its last read: read that first, or it is never read
+                continue
+            os.close(tailed.fd)
+            tailed.fd = None
+            del self._files[tailed.ident]
+            self.stats["parked"] += 1
+            # the checkpoint already holds line_end (everything is committed): that is where it resumes
+            self._parked[tailed.ident] = (st.st_size, st.st_mtime_ns)
 
     def _mark_orphaned(self, tailed, now):
         tailed.orphaned_at = now
@@ -323,9 +440,8 @@ class FileTailer:
             self._failing_paths.add(path)
             log.error("cannot read %s (will keep retrying): %s", path, exc)
 
-    def _open_new(self, path, resume=None):
+    def _open_new(self, path, resume=None, apply_start_at=False):
         if len(self._files) >= self.max_open_files:
-            self.stats["files_deferred"] += 1
             return None
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -335,7 +451,7 @@ class FileTailer:
             self._note_open_failure(path, exc)
             return None
         try:
-            tailed = self._start_tailing(path, fd, resume)
+            tailed = self._start_tailing(path, fd, resume, apply_start_at)
         except OSError as exc:
             os.close(fd)
             self._note_open_failure(path, exc)
@@ -347,7 +463,7 @@ class FileTailer:
         self._files[tailed.ident] = tailed
         return tailed
 
-    def _start_tailing(self, path, fd, resume):
+    def _start_tailing(self, path, fd, resume, apply_start_at=False):
         st = os.fstat(fd)    # trust the fd: the path may have been replaced since it was stat'ed
         ident = (st.st_dev, st.st_ino)
         if ident in self._files:
@@ -357,7 +473,7 @@ class FileTailer:
         if resume is not None:
             offset, skip = resume, False
         else:
-            offset, skip, origin = self._start_offset(ident, fd, st.st_size, path, fingerprint)
+            offset, skip, origin = self._start_offset(ident, fd, st.st_size, path, fingerprint, apply_start_at)
         tailed = _TailedFile(path, st.st_dev, st.st_ino, fd, fingerprint, offset,
                              LineFramer(self.max_line_bytes, self.on_long_line))
         tailed.skip_to_newline = skip
@@ -369,21 +485,29 @@ class FileTailer:
         self.checkpoints.record(st.st_dev, st.st_ino, fingerprint, tailed.committed, path)
         return tailed
 
-    def _start_offset(self, ident, fd, size, path, fingerprint):
-        """(offset, skip_to_newline, copy origin or None) for a file seen for the first time."""
+    def _start_offset(self, ident, fd, size, path, fingerprint, apply_start_at=False):
+        """(offset, skip_to_newline, copy origin or None) for a file opened without a descriptor before.
+
+        A checkpoint with the same device, inode and first bytes resumes the file: after a restart,
+        after its turn under max_open_files, or when it comes back into the glob (moved away and
+        back, its directory unreadable for a while) within checkpoint retention.
+        """
         entry = self.checkpoints.lookup(*ident)
         if entry is not None and fingerprint_matches(fd, entry.fingerprint):
             if entry.offset <= size:
-                self.stats["resumed"] += 1
+                if ident not in self._parked:
+                    self.stats["resumed"] += 1
+                    if self._discovered_once:
+                        log.info("%s is a file read before: resuming at offset %d of %d", path, entry.offset, size)
                 return entry.offset, False, None
             self.stats["truncations"] += 1
-            log.warning("%s is shorter (%d) than its checkpoint (%d): truncated while stopped, reading from 0",
+            log.warning("%s is shorter (%d) than its checkpoint (%d): truncated while not open, reading from 0",
                         path, size, entry.offset)
             return 0, False, None
         origin = self._find_copy_origin(path, fd, size, fingerprint)
         if origin is not None:
             return 0, False, origin
-        if self._apply_start_at and self.start_at == "end":
+        if apply_start_at and self.start_at == "end":
             return (*self._last_line_boundary(fd, size), None)
         return 0, False, None
 
@@ -419,15 +543,15 @@ class FileTailer:
             except OSError:
                 continue
             for dirent in listing:
-                self._recover_one(dirent, tailed_paths, now)
+                self._recover_one(dirent, tailed_paths, seen, now)
 
-    def _recover_one(self, dirent, tailed_paths, now):
+    def _recover_one(self, dirent, tailed_paths, seen, now):
         try:
             st = dirent.stat()
         except OSError:
             return
         ident = (st.st_dev, st.st_ino)
-        if (not stat.S_ISREG(st.st_mode) or ident in self._files
+        if (not stat.S_ISREG(st.st_mode) or ident in self._files or ident in seen
                 or os.path.abspath(dirent.path) == os.path.abspath(self.checkpoints.path)):
             return
         entry = self.checkpoints.lookup(*ident)
@@ -616,6 +740,12 @@ class FileTailer:
                 break
             self._frame(tailed, block, lines)
             used += len(block)
+        if used or tailed.read_pos < size:
+            tailed.idle_polls = 0
+        else:
+            tailed.idle_polls += 1
+            if tailed.idle_polls == 1:
+                tailed.idle_since = now
         if tailed.orphaned_at is not None and tailed.read_pos >= size:
             self._close_if_done(tailed, st, now, lines)
         self.stats["lines"] += len(lines)
@@ -726,8 +856,7 @@ class FileTailer:
             self.checkpoints.forget(*tailed.ident)
             return
         if tailed.committed >= tailed.read_pos:
-            self.checkpoints.forget(*tailed.ident)
-            return
+            return       # its checkpoint stays for checkpoint retention: if it comes back, it resumes
         self._closed[tailed.key] = tailed.read_pos
         while len(self._closed) > _CLOSED_KEYS_KEPT:
             self._closed.popitem(last=False)
