@@ -40,7 +40,8 @@ def build_input(name, section, cfg):
     require_supported(name, section)
     processing = cfg["processing"]
     if section["type"] == "file":
-        store = CheckpointStore(os.path.join(cfg["paths"]["state_dir"], "checkpoints", "%s.json" % name))
+        store = CheckpointStore(os.path.join(cfg["paths"]["state_dir"], "checkpoints", "%s.json" % name),
+                                max_age_seconds=section["checkpoint_retention_hours"] * 3600.0)
         return FileTailer(section["path"], store, max_line_bytes=processing["max_line_bytes"],
                           on_long_line=processing["on_long_line"], start_at=section["start_at"],
                           poll_interval=section["scan_interval_seconds"],
@@ -101,15 +102,17 @@ class InputRunner:
         for index, reader in enumerate(self.readers):
             backlog = self.backlog[index]
             if not backlog:  # read more only once everything read before is in a ring: bounded memory
-                before = _read_errors(reader)
+                before = _read_errors(reader), _deferrals(reader)
                 backlog.extend(_Pending(chunk, self._ring_for(chunk.stream_id), index) for chunk in reader.poll())
-                self.counters.add(read_errors=max(0, _read_errors(reader) - before))
+                self.counters.add(read_errors=max(0, _read_errors(reader) - before[0]),
+                                  files_deferrals=max(0, _deferrals(reader) - before[1]))
             while backlog:
                 pushed, done = self._push(backlog[0])
                 moved += pushed
                 if not done:
                     break  # that ring is full: keep the rest, in order, for the next round
                 backlog.popleft()
+        self.counters.set(files_deferred=sum(reader.stats.get("files_deferred", 0) for reader in self.readers))
         return moved
 
     def _ring_for(self, stream_id):
@@ -169,6 +172,10 @@ class InputRunner:
 
 def _read_errors(reader):
     return reader.stats.get("read_errors", 0)
+
+
+def _deferrals(reader):
+    return reader.stats.get("deferrals", 0)
 
 
 def run_inputs(ctx, daemon):

@@ -27,6 +27,8 @@ METRICS = {m.name: m for m in (
     MetricSpec("lines_read_total", COUNTER, "Lines read by the inputs and handed to the rings."),
     MetricSpec("lines_dropped_total", COUNTER, "Lines dropped because the rings were full (when_full = drop_newest)."),
     MetricSpec("input_read_errors_total", COUNTER, "Failed reads of input files (permissions, I/O errors)."),
+    MetricSpec("files_deferred", GAUGE, "Matching files waiting for a descriptor because max_open_files are open."),
+    MetricSpec("files_deferred_total", COUNTER, "Times a matching file had to wait for a descriptor (max_open_files)."),
     MetricSpec("anomalies_total", COUNTER, "Lines flagged as anomalous."),
     MetricSpec("incidents_total", COUNTER, "Incidents closed by the detection engine."),
     MetricSpec("alerts_generated_total", COUNTER, "Alerts raised by the detection engine."),

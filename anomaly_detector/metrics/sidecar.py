@@ -72,6 +72,8 @@ class Readings:
             "lines_read_total": totals["lines_read"],
             "lines_dropped_total": totals["lines_dropped"],
             "input_read_errors_total": totals["read_errors"],
+            "files_deferred": totals["files_deferred"],
+            "files_deferred_total": totals["files_deferrals"],
             "anomalies_total": totals["anomalies"],
             "incidents_total": totals["incidents"],
             "input_queue_size": depth,
