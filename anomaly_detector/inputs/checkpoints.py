@@ -1,5 +1,7 @@
 """Committed read offsets of tailed files, keyed by device + inode and checked by fingerprint.
 
+Entries outlive the file's descriptor and its absence from the glob: they go only when the file is
+deleted, or when not touched for max_age_seconds (checkpoint_retention_hours; swept and logged on save).
 file_tail.FileTailer records and commits through this store; storage.atomic writes it (checksummed,
 previous generation kept, a corrupt file set aside), so a crash mid-save never loses checkpoints.
 """

@@ -15,12 +15,21 @@ fd closed); inode reuse (device + inode + fingerprint). At start-up, files rotat
 while the daemon was down are drained: checkpointed ones found by inode, unknown ones by rotation
 name and a modification time after the previous run's last checkpoint save.
 
+Turns under max_open_files: matched files without a descriptor wait in a queue, oldest first. A file
+read to its end, idle for two polls, everything it delivered committed, is closed ("parked") when
+files wait, and reopened by identity (device + inode + fingerprint: its checkpoint) when it grows, so
+every file is read in turns and none twice. Checkpoints are kept for checkpoint retention after a
+file leaves the glob (moved away, its directory unreadable): if it comes back, it resumes there.
+A directory that cannot be listed is not taken for "all its files are gone".
+
 Known windows, documented for operators:
 - copytruncate: lines appended after logrotate copied the file and before it truncated it are lost
   unless read in between; open files are stat'ed and read on every poll (up to max_bytes_per_poll),
   not only on glob rescans, so that window is one poll when the tailer keeps up. If the copy is not matched by the glob, lines not yet read
   when the file is truncated are lost too (they are only in the copy): tail `app.log*`.
 - a file created and then deleted (or rotated out of the glob) between two glob rescans is never seen.
+- with more matching files than max_open_files, a file that waits for its turn is read late; a file
+  deleted or rotated out of the glob while it waits (its lines not read yet) is not read.
 - lines delivered from a deleted file but not committed before a crash cannot be read again.
 - a reused inode whose new content begins with the same bytes as the old file's (fingerprint shorter
   than `fingerprint_bytes`) is taken for the old file; a copytruncate done while the daemon is down,
