@@ -70,6 +70,10 @@ _COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".lzma", ".zip", "
 _IDLE_POLLS_BEFORE_PARK = 2
 # The "max_open_files is the bottleneck" warning is repeated at most this often while files wait.
 _DEFERRED_WARNING_SECONDS = 600.0
+# A file that keeps growing holds its descriptor at most this long while others wait; then it stops
+# reading and, once what it delivered is committed, goes to the back of the queue: busy files
+# cannot starve the others, and a turn stays long enough to read a burst in few reopenings.
+_TURN_SECONDS = 10.0
 _generations = itertools.count(1)
 
 
@@ -144,6 +148,8 @@ class _TailedFile:
         self.known_size = 0
         self.idle_polls = 0         # consecutive reads that found nothing new at the end of the file
         self.idle_since = None      # when it was last found at its end with nothing new
+        self.opened_at = 0.0        # when its turn began (clock of the tailer)
+        self.yielding = False       # its turn is over: read nothing more, park once all is committed
 
     def lineage(self):
         return _Lineage(self.key, self.path, self.fingerprint, tuple(self.marks), self.committed, self.line_end)
@@ -215,6 +221,7 @@ class FileTailer:
         self._parked = {}                # (device, inode) -> (size, mtime_ns) when closed idle at its end
         self._unreadable_dirs = set()    # directories that could not be listed, logged once until readable
         self._last_deferred_warning = float("-inf")
+        self._yielding = set()           # (device, inode) of busy files whose turn is over
         self._next_discovery = float("-inf")
         self._discovered_once = False
         self._cursor = 0
@@ -392,10 +399,14 @@ class FileTailer:
         """
         if not self._waiting:
             self.stats["files_deferred"] = 0
+            for ident in self._yielding:
+                if ident in self._files:
+                    self._files[ident].yielding = False
+            self._yielding.clear()
             return False
         shortfall = len(self._waiting) - (self.max_open_files - len(self._files))
         if shortfall > 0:
-            self._park_idle(shortfall)
+            self._end_turns(shortfall, now)
         opened = False
         while self._waiting and len(self._files) < self.max_open_files:
             ident, waiting = self._waiting.popitem(last=False)
@@ -414,26 +425,55 @@ class FileTailer:
                         self.max_open_files, len(self._waiting))
         return opened
 
-    def _park_idle(self, wanted):
-        """Close up to `wanted` open files that are idle at their end with everything committed."""
-        idle = [t for t in self._files.values()
-                if t.idle_polls >= _IDLE_POLLS_BEFORE_PARK and t.orphaned_at is None and t.copy_of is None
-                and t.committed >= t.line_end and t.key not in self._copy_links]
+    def _end_turns(self, wanted, now):
+        """Free up to `wanted` descriptors: idle files first, then busy files whose turn is over."""
+        idle = [t for t in self._files.values() if self._may_park(t) and t.idle_polls >= _IDLE_POLLS_BEFORE_PARK
+                and t.committed >= t.line_end]
         idle.sort(key=lambda t: t.idle_since)
-        for tailed in idle[:wanted]:
-            try:
-                st = os.fstat(tailed.fd)
-            except OSError:
-                continue
-            if st.st_size != tailed.read_pos:
-                tailed.idle_polls = 0    # grew since its last read: read that first, or it is never read
-                continue
-            os.close(tailed.fd)
-            tailed.fd = None
-            del self._files[tailed.ident]
-            self.stats["parked"] += 1
-            # the checkpoint already holds line_end (everything is committed): that is where it resumes
+        freed = 0
+        for tailed in idle:
+            if freed == wanted:
+                return
+            freed += self._park(tailed)
+        busy = sorted((t for t in self._files.values() if self._may_park(t) and not t.yielding
+                       and now - t.opened_at >= _TURN_SECONDS), key=lambda t: t.opened_at)
+        for tailed in busy[:max(0, wanted - freed - len(self._yielding))]:
+            tailed.yielding = True
+            self._yielding.add(tailed.ident)
+        for ident in list(self._yielding):
+            tailed = self._files.get(ident)
+            if tailed is None:
+                self._yielding.discard(ident)
+            elif tailed.committed >= tailed.line_end:
+                self._park(tailed)
+
+    def _may_park(self, tailed):
+        # rotated files drain to their end, and copies and their origins must stay paired
+        return tailed.orphaned_at is None and tailed.copy_of is None and tailed.key not in self._copy_links
+
+    def _park(self, tailed):
+        """Close a file whose delivered lines are all committed; returns 1 when it was closed.
+
+        Its checkpoint holds line_end, where it resumes. A file at its end is remembered by size and
+        mtime (it needs a turn only once they change); a busy one goes straight to the back of the queue.
+        """
+        try:
+            st = os.fstat(tailed.fd)
+        except OSError:
+            return 0
+        if not tailed.yielding and st.st_size != tailed.read_pos:
+            tailed.idle_polls = 0    # grew since its last read: read that first, or it is never read
+            return 0
+        os.close(tailed.fd)
+        tailed.fd = None
+        del self._files[tailed.ident]
+        self._yielding.discard(tailed.ident)
+        self.stats["parked"] += 1
+        if st.st_size == tailed.read_pos:
             self._parked[tailed.ident] = (st.st_size, st.st_mtime_ns)
+        else:
+            self._waiting[tailed.ident] = _Waiting(tailed.path, False)
+        return 1
 
     def _mark_orphaned(self, tailed, now):
         tailed.orphaned_at = now
@@ -469,6 +509,7 @@ class FileTailer:
             os.close(fd)
             return None
         self._failing_paths.discard(path)
+        tailed.opened_at = self._clock()
         self._files[tailed.ident] = tailed
         return tailed
 
@@ -722,6 +763,8 @@ class FileTailer:
         return chunks
 
     def _read_file(self, tailed, allowance, now):
+        if tailed.yielding:
+            return None, 0           # its turn is over: it parks once what it delivered is committed
         try:
             st = os.fstat(tailed.fd)
             size = st.st_size

@@ -93,6 +93,29 @@ def test_waiting_files_are_served_oldest_first_and_busy_files_do_not_keep_their_
     tailer.close()
 
 
+def test_files_that_never_stop_growing_take_turns(tmp_path):
+    """Six files always growing, two descriptors: after its turn a busy file stops reading, parks
+    once its lines are committed and goes to the back of the queue, so every file is read."""
+    now = [0.0]
+    writers = [LineWriter(tmp_path / ("busy%d.log" % i)) for i in range(6)]
+    tailer = new_tailer(str(tmp_path / "*.log"), tmp_path / "cp", max_open_files=2, clock=lambda: now[0])
+    ledger = PathLedger()
+    progress = []
+    for step in range(240):
+        for w in writers:
+            w.write(3)
+        now[0] += 1.0
+        _poll_rounds(tailer, ledger, 1)
+        assert tailer.stats["files_open"] <= 2
+        if step in (119, 239):
+            progress.append([sum(ledger.by_path.get(w.path, Ledger()).scored.values()) for w in writers])
+    assert all(count > 0 for count in progress[0])                        # every file had a turn
+    assert all(b > a for a, b in zip(progress[0], progress[1]))           # and another one later
+    _poll_rounds(tailer, ledger, 200)
+    assert ledger.lost_and_duplicates(writers) == (0, 0)
+    tailer.close()
+
+
 def test_parked_file_unchanged_needs_no_turn(tmp_path):
     writers = [LineWriter(tmp_path / ("f%d.log" % i)) for i in range(4)]
     for w in writers:
