@@ -16,8 +16,8 @@ while the daemon was down are drained: checkpointed ones found by inode, unknown
 name and a modification time after the previous run's last checkpoint save.
 
 Turns under max_open_files: matched files without a descriptor wait in a queue, oldest first. A file
-read to its end, idle for two polls, everything it delivered committed, is closed ("parked") when
-files wait, and reopened by identity (device + inode + fingerprint: its checkpoint) when it grows, so
+read to its end and idle for two polls, or still growing after a turn of _TURN_SECONDS, is closed
+("parked") when files wait and everything it delivered is committed, and reopened by identity (device + inode + fingerprint: its checkpoint) when it grows, so
 every file is read in turns and none twice. Checkpoints are kept for checkpoint retention after a
 file leaves the glob (moved away, its directory unreadable): if it comes back, it resumes there.
 A directory that cannot be listed is not taken for "all its files are gone".
