@@ -199,3 +199,13 @@ def test_checkpoint_store_sweeps_its_orphaned_temporaries(tmp_path):
     os.utime(orphan, (1, 1))
     CheckpointStore(str(path))
     assert not orphan.exists()
+
+
+def test_pipeline_load_sweeps_a_first_write_killed_before_any_snapshot_existed(tmp_path):
+    baselines = tmp_path / "baselines"
+    baselines.mkdir()
+    orphan = baselines / ".templates.json.0a1b2c3d"
+    orphan.write_bytes(b"ADSNAP1 partial")
+    os.utime(orphan, (1, 1))
+    assert Pipeline(default_config(), fmt="plain").load(str(tmp_path)) is False
+    assert not orphan.exists()
