@@ -18,6 +18,12 @@ SAME_LENGTH = {
            ("num_stats", "cat_hash", "cat_count", "cat_nd", "cat_full", "cat_novelty", "cat_seen_at")),
 }
 
+# Arrays whose values index the rows of another array (-1: none): a value past the end is a read
+# past the end in a kernel, which numba does not bounds-check.
+INDEXES = {
+    "t3": (("slot_index", "num_stats"),),
+}
+
 
 def check_state_arrays(tier_name, fresh, loaded):
     """Raise StateShapeError when `loaded`'s arrays differ from a fresh tier's in dtype or dimension count,
@@ -25,6 +31,8 @@ def check_state_arrays(tier_name, fresh, loaded):
     _walk(fresh, loaded, tier_name, 0)
     for group in SAME_LENGTH.get(tier_name, ()):
         _same_first_dimension(loaded, group, tier_name)
+    for index, target in INDEXES.get(tier_name, ()):
+        _indexes_within(loaded, index, target, tier_name)
 
 
 def _walk(fresh, loaded, where, depth):
@@ -63,3 +71,13 @@ def _same_first_dimension(obj, attrs, where):
     if len(set(lengths.values())) > 1:
         raise StateShapeError("%s arrays of one key have different lengths: %s"
                               % (where, ", ".join("%s=%d" % item for item in sorted(lengths.items()))))
+
+
+def _indexes_within(obj, index, target, where):
+    values, rows = getattr(obj, index, None), getattr(obj, target, None)
+    if not isinstance(values, np.ndarray) or not isinstance(rows, np.ndarray) or not values.size:
+        return
+    low, high = int(values.min()), int(values.max())
+    if low < -1 or high >= rows.shape[0]:
+        raise StateShapeError("%s.%s holds %d..%d, beyond the %d rows of %s"
+                              % (where, index, low, high, rows.shape[0], target))

@@ -93,6 +93,7 @@ def _shorten(key):
     ("statistics/detection.json", lambda o: o["t3"].__setitem__(
         "template_count", o["t3"]["template_count"][:2]), "different lengths"),
     ("statistics/detection.json", lambda o: o["t3"].pop("num_stats"), "KeyError"),
+    ("statistics/detection.json", lambda o: o["t3"]["slot_index"][0].__setitem__(0, 10 ** 6), "beyond the"),
     ("statistics/detection.json", lambda o: o["t4"].__setitem__("dur_n", [[1.0, 2.0]]), "dimensions"),
     ("baselines/templates.json", lambda o: o.pop("next_id"), "no 'next_id'"),
     ("baselines/templates.json", lambda o: o["templates"].append([1, "abc", 1, 1, []]), "tokens"),
