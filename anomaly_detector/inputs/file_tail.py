@@ -17,8 +17,9 @@ name and a modification time after the previous run's last checkpoint save.
 
 Turns under max_open_files: matched files without a descriptor wait in a queue, oldest first. A file
 read to its end and idle for two polls, or still growing after a turn of _TURN_SECONDS, is closed
-("parked") when files wait and everything it delivered is committed, and reopened by identity (device + inode + fingerprint: its checkpoint) when it grows, so
-every file is read in turns and none twice. Checkpoints are kept for checkpoint retention after a
+("parked") when files wait and everything it delivered is committed, and reopened by identity
+(device + inode + fingerprint: its checkpoint) when it grows, so every file is read in turns and
+none twice. Checkpoints are kept for checkpoint retention after a
 file leaves the glob (moved away, its directory unreadable): if it comes back, it resumes there.
 A directory that cannot be listed is not taken for "all its files are gone".
 
@@ -119,12 +120,22 @@ class _Lineage(NamedTuple):
 
 
 class _Waiting:
-    """A matched file waiting for a descriptor; `apply_start_at` when it was there at the very first start."""
+    """A file waiting for a descriptor; `apply_start_at` when it was there at the very first start,
+    `orphan` when it left the glob (rotated) with lines still unread: it is drained, then closed."""
 
-    __slots__ = ("path", "apply_start_at", "counted")
+    __slots__ = ("path", "apply_start_at", "counted", "orphan")
 
-    def __init__(self, path, apply_start_at):
-        self.path, self.apply_start_at, self.counted = path, apply_start_at, False
+    def __init__(self, path, apply_start_at, orphan=False):
+        self.path, self.apply_start_at, self.counted, self.orphan = path, apply_start_at, False, orphan
+
+
+class _Parked:
+    """A file closed at its end: it needs a turn again only once its size or mtime change."""
+
+    __slots__ = ("path", "size", "mtime_ns")
+
+    def __init__(self, path, size, mtime_ns):
+        self.path, self.size, self.mtime_ns = path, size, mtime_ns
 
 
 class _TailedFile:
@@ -338,9 +349,7 @@ class FileTailer:
                     and (os.path.dirname(tailed.path) or ".") not in unreadable):
                 self._mark_orphaned(tailed, now)
         # left the glob: their checkpoints stay (retention) and resume them if they come back
-        for table in (self._waiting, self._parked):
-            for ident in [ident for ident in table if ident not in seen]:
-                del table[ident]
+        self._follow_vanished(seen, unreadable)
         if not self._discovered_once:
             self._discovered_once = True
             self._recover_rotated(seen, now)
@@ -353,13 +362,63 @@ class FileTailer:
         self.checkpoints.touch(st.st_dev, st.st_ino, path)   # still matched: its checkpoint is not expired
         parked = self._parked.get(ident)
         if parked is not None:
-            if parked == (st.st_size, st.st_mtime_ns):
+            parked.path = path
+            if (parked.size, parked.mtime_ns) == (st.st_size, st.st_mtime_ns):
                 return       # closed at its end and not written since: nothing to read, no turn needed
         waiting = self._waiting.get(ident)
         if waiting is None:
             self._waiting[ident] = _Waiting(path, self._apply_start_at)
         else:
             waiting.path = path
+
+    def _follow_vanished(self, seen, unreadable):
+        """Waiting or parked files the glob no longer matches: follow a rotated one with unread lines.
+
+        Found again by inode in its directory (app.log -> app.log.1), it keeps its place at the
+        front of the queue as an orphan, to be drained like a rotated open file; otherwise it is
+        dropped (its checkpoint stays for retention). In an unlistable directory nothing is decided.
+        """
+        listings = {}
+        for table in (self._waiting, self._parked):
+            for ident in [ident for ident in table if ident not in seen]:
+                entry = table[ident]
+                directory = os.path.dirname(entry.path) or "."
+                if directory in unreadable:
+                    continue
+                del table[ident]
+                if directory not in listings:
+                    listings[directory] = self._inodes_in(directory)
+                path = listings[directory].get(ident)
+                if path is not None and self._has_unread(ident, path, entry):
+                    apply_start_at = isinstance(entry, _Waiting) and entry.apply_start_at
+                    self._waiting[ident] = _Waiting(path, apply_start_at, orphan=True)
+                    self._waiting.move_to_end(ident, last=False)
+
+    @staticmethod
+    def _inodes_in(directory):
+        found = {}
+        try:
+            with os.scandir(directory) as listing:
+                for dirent in listing:
+                    try:
+                        st = dirent.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if stat.S_ISREG(st.st_mode):
+                        found[(st.st_dev, st.st_ino)] = dirent.path
+        except OSError:
+            pass
+        return found
+
+    def _has_unread(self, ident, path, entry):
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            return False
+        checkpoint = self.checkpoints.lookup(*ident)
+        if checkpoint is None:
+            return isinstance(entry, _Waiting) and size > 0
+        return size != checkpoint.offset
 
     def _check_directories(self):
         """Directories of the patterns and open files that cannot be listed (EACCES...): logged once, counted.
@@ -412,6 +471,8 @@ class FileTailer:
             ident, waiting = self._waiting.popitem(last=False)
             tailed = self._open_new(waiting.path, apply_start_at=waiting.apply_start_at)
             opened = opened or tailed is not None
+            if tailed is not None and waiting.orphan:
+                tailed.orphaned_at = now     # rotated out of the glob while it waited: drain it, then close
             self._parked.pop(ident, None)
         for waiting in self._waiting.values():
             if not waiting.counted:
@@ -442,8 +503,11 @@ class FileTailer:
             self._yielding.add(tailed.ident)
         for ident in list(self._yielding):
             tailed = self._files.get(ident)
-            if tailed is None:
+            if tailed is None or not self._may_park(tailed):
+                # gone, rotated away (it must drain) or paired with a copy: it keeps its descriptor
                 self._yielding.discard(ident)
+                if tailed is not None:
+                    tailed.yielding = False
             elif tailed.committed >= tailed.line_end:
                 self._park(tailed)
 
@@ -470,13 +534,15 @@ class FileTailer:
         self._yielding.discard(tailed.ident)
         self.stats["parked"] += 1
         if st.st_size == tailed.read_pos:
-            self._parked[tailed.ident] = (st.st_size, st.st_mtime_ns)
+            self._parked[tailed.ident] = _Parked(tailed.path, st.st_size, st.st_mtime_ns)
         else:
             self._waiting[tailed.ident] = _Waiting(tailed.path, False)
         return 1
 
     def _mark_orphaned(self, tailed, now):
         tailed.orphaned_at = now
+        tailed.yielding = False      # a rotated or deleted file is read to its end, whoever waits
+        self._yielding.discard(tailed.ident)
         try:
             deleted = os.fstat(tailed.fd).st_nlink == 0
         except OSError:
@@ -628,9 +694,24 @@ class FileTailer:
             os.close(fd)
 
     def _open_orphan(self, path, offset, now):
+        if len(self._files) >= self.max_open_files:
+            # no descriptor free: first in the queue, found again by inode if renamed meanwhile
+            ident = self._ident_of(path)
+            if ident is not None:
+                self._waiting[ident] = _Waiting(path, False, orphan=True)
+                self._waiting.move_to_end(ident, last=False)
+            return
         tailed = self._open_new(path, resume=offset)
         if tailed is not None:
             tailed.orphaned_at = now
+
+    @staticmethod
+    def _ident_of(path):
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
 
     # ---- copies (logrotate copytruncate with the copy matched by the glob) ---------------------
 

@@ -164,9 +164,10 @@ def restore_json_snapshot(path, kind, max_version, restore):
             return restore(version, obj)
         except SHAPE_ERRORS as exc:
             moved = _quarantine(candidate)
+            fallback = candidate == path and os.path.exists(path + ".prev")
             log.error("state file %s has the wrong shape (%s: %s), set aside as %s; %s", candidate,
                       type(exc).__name__, exc, moved,
-                      "trying the previous generation" if candidate == path else "starting fresh")
+                      "trying the previous generation" if fallback else "starting fresh")
     return None
 
 

@@ -254,3 +254,27 @@ def test_directory_gone_and_back_within_retention_resumes(tmp_path):
     drain(tailer, ledger)
     assert ledger.lost(range(110)) == [] and ledger.duplicates() == 0
     tailer.close()
+
+
+def test_busy_files_rotated_while_taking_turns_lose_and_repeat_nothing(tmp_path):
+    """Rename rotation out of the glob while files wait, yield and park: each rotated file drains."""
+    now = [0.0]
+    writers = [LineWriter(tmp_path / ("app%d.log" % i)) for i in range(5)]
+    for k, w in enumerate(writers):
+        w.next_seq = k * 1_000_000
+    tailer = new_tailer(str(tmp_path / "*.log"), tmp_path / "cp", max_open_files=2, clock=lambda: now[0],
+                        rotate_wait_seconds=3)
+    ledger = Ledger()
+    for step in range(300):
+        for k, w in enumerate(writers):
+            w.write(2)
+            if (step + 7 * k) % 40 == 39:
+                w.rotate_rename(keep=20)      # app3.log -> app3.log.1: out of the glob
+        now[0] += 0.5
+        _poll_rounds(tailer, ledger, 1)
+    for _ in range(100):
+        now[0] += 1.0
+        _poll_rounds(tailer, ledger, 1)
+    expected = [seq for k, w in enumerate(writers) for seq in range(k * 1_000_000, w.next_seq)]
+    assert ledger.lost(expected) == [] and ledger.duplicates() == 0
+    tailer.close()

@@ -164,10 +164,12 @@ def test_require_raises_a_shape_error(tmp_path):
         require(False, "x")
 
 
-def test_miner_snapshot_of_the_wrong_shape_gives_an_empty_miner(tmp_path):
+def test_miner_snapshot_of_the_wrong_shape_gives_an_empty_miner(tmp_path, caplog):
     path = str(tmp_path / "templates.json")
     write_json_snapshot(path, "templates", 1, {"next_id": 3, "clock": 1, "templates": [[0, 5, 1, 1, []]]})
-    miner = TemplateMiner.load(path)
+    with caplog.at_level(logging.ERROR):
+        miner = TemplateMiner.load(path)
+    assert "starting fresh" in caplog.records[-1].getMessage()     # there is no previous generation
     assert len(miner) == 0
     assert [n for n in os.listdir(tmp_path) if ".corrupt-" in n]
 
