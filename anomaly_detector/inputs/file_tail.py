@@ -29,8 +29,9 @@ Known windows, documented for operators:
   not only on glob rescans, so that window is one poll when the tailer keeps up. If the copy is not matched by the glob, lines not yet read
   when the file is truncated are lost too (they are only in the copy): tail `app.log*`.
 - a file created and then deleted (or rotated out of the glob) between two glob rescans is never seen.
-- with more matching files than max_open_files, a file that waits for its turn is read late; a file
-  deleted or rotated out of the glob while it waits (its lines not read yet) is not read.
+- with more matching files than max_open_files, a file that waits for its turn is read late; one
+  rotated out of the glob meanwhile is found again by inode in its directory and drained first, but
+  one deleted (or moved to another directory) before its turn loses the lines it had not given yet.
 - lines delivered from a deleted file but not committed before a crash cannot be read again.
 - a reused inode whose new content begins with the same bytes as the old file's (fingerprint shorter
   than `fingerprint_bytes`) is taken for the old file; a copytruncate done while the daemon is down,
@@ -233,6 +234,8 @@ class FileTailer:
         self._unreadable_dirs = set()    # directories that could not be listed, logged once until readable
         self._last_deferred_warning = float("-inf")
         self._yielding = set()           # (device, inode) of busy files whose turn is over
+        self._left = set()               # (device, inode) of files closed or dropped after leaving the glob
+        self._resumed_quietly = 0
         self._next_discovery = float("-inf")
         self._discovered_once = False
         self._cursor = 0
@@ -355,6 +358,9 @@ class FileTailer:
             self._recover_rotated(seen, now)
         opened = self._grant_turns(now)
         self._apply_start_at = False
+        if self._resumed_quietly:
+            log.info("resumed %d files at their checkpoints", self._resumed_quietly)
+            self._resumed_quietly = 0
         return learned or opened
 
     def _note_matched(self, ident, path, st):
@@ -371,6 +377,12 @@ class FileTailer:
         else:
             waiting.path = path
 
+    def _remember_left(self, ident):
+        """A file gone from the glob: if it comes back and resumes, that is worth a line in the log."""
+        self._left.add(ident)
+        if len(self._left) > _CLOSED_KEYS_KEPT:
+            self._left.pop()
+
     def _follow_vanished(self, seen, unreadable):
         """Waiting or parked files the glob no longer matches: follow a rotated one with unread lines.
 
@@ -386,6 +398,7 @@ class FileTailer:
                 if directory in unreadable:
                     continue
                 del table[ident]
+                self._remember_left(ident)
                 if directory not in listings:
                     listings[directory] = self._inodes_in(directory)
                 path = listings[directory].get(ident)
@@ -613,8 +626,11 @@ class FileTailer:
             if entry.offset <= size:
                 if ident not in self._parked:
                     self.stats["resumed"] += 1
-                    if self._discovered_once:
+                    if ident in self._left:
+                        self._left.discard(ident)
                         log.info("%s is a file read before: resuming at offset %d of %d", path, entry.offset, size)
+                    else:
+                        self._resumed_quietly += 1    # a restart resuming every file: one line per scan
                 return entry.offset, False, None
             self.stats["truncations"] += 1
             log.warning("%s is shorter (%d) than its checkpoint (%d): truncated while not open, reading from 0",
@@ -984,6 +1000,7 @@ class FileTailer:
         tailed.fd = None
         del self._files[tailed.ident]
         self._wake_copies(tailed.key, tailed.read_pos)
+        self._remember_left(tailed.ident)
         if deleted:
             # the data is gone: an entry left behind could only mislead a file that reuses the inode
             self.checkpoints.forget(*tailed.ident)
