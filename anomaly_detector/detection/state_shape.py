@@ -16,12 +16,14 @@ SAME_LENGTH = {
     "t3": (("template_count", "template_severe", "template_novelty", "template_seen_at", "template_open",
             "slot_index", "role_index"),
            ("num_stats", "cat_hash", "cat_count", "cat_nd", "cat_full", "cat_novelty", "cat_seen_at")),
+    "t4": (("dur_n", "dur_mean", "dur_var"),),
 }
 
 # Arrays whose values index the rows of another array (-1: none): a value past the end is a read
 # past the end in a kernel, which numba does not bounds-check.
 INDEXES = {
     "t3": (("slot_index", "num_stats"),),
+    "t4": (("store.wf", "dur_n"),),
 }
 
 
@@ -73,8 +75,14 @@ def _same_first_dimension(obj, attrs, where):
                               % (where, ", ".join("%s=%d" % item for item in sorted(lengths.items()))))
 
 
+def _attribute(obj, dotted):
+    for name in dotted.split("."):
+        obj = getattr(obj, name, None)
+    return obj
+
+
 def _indexes_within(obj, index, target, where):
-    values, rows = getattr(obj, index, None), getattr(obj, target, None)
+    values, rows = _attribute(obj, index), _attribute(obj, target)
     if not isinstance(values, np.ndarray) or not isinstance(rows, np.ndarray) or not values.size:
         return
     low, high = int(values.min()), int(values.max())

@@ -33,8 +33,11 @@ def _lines(n, start=0):
     out = []
     for i in range(start, start + n):
         if i % 10 == 7:
-            out.append("2026-03-02T10:%02d:%02d.000Z WARN db-%d slow query took %d ms user=u%d\n"
-                       % (i // 600 % 60, i // 10 % 60, i % 3, 10 + i % 400, i % 40))
+            out.append("2026-03-02T10:%02d:%02d.000Z WARN db-%d slow query took %d ms user=u%d request_id=r%05d\n"
+                       % (i // 600 % 60, i // 10 % 60, i % 3, 10 + i % 400, i % 40, i // 30))
+        elif i % 10 == 3:
+            out.append("2026-03-02T10:%02d:%02d.000Z INFO api-%d request_id=r%05d done in %d ms\n"
+                       % (i // 600 % 60, i // 10 % 60, i % 2, i // 30, 5 + i % 50))
         else:
             out.append("2026-03-02T10:%02d:%02d.000Z INFO web-%d GET /item/%d 200 %dms seq=%d\n"
                        % (i // 600 % 60, i // 10 % 60, i % 3, i % 97, 20 + i % 13, i))
@@ -95,6 +98,8 @@ def _shorten(key):
     ("statistics/detection.json", lambda o: o["t3"].pop("num_stats"), "KeyError"),
     ("statistics/detection.json", lambda o: o["t3"]["slot_index"][0].__setitem__(0, 10 ** 6), "beyond the"),
     ("statistics/detection.json", lambda o: o["t4"].__setitem__("dur_n", [[1.0, 2.0]]), "dimensions"),
+    ("statistics/detection.json", lambda o: o["t4"].__setitem__("dur_var", [1.0]), "different lengths"),
+    ("statistics/detection.json", lambda o: o["t4"]["sessions"]["wf"].__setitem__(0, 10 ** 6), "store.wf holds"),
     ("baselines/templates.json", lambda o: o.pop("next_id"), "no 'next_id'"),
     ("baselines/templates.json", lambda o: o["templates"].append([1, "abc", 1, 1, []]), "tokens"),
 ])
