@@ -15,6 +15,7 @@ from .parsing.batch import ParsedBatch
 from .parsing.masking import MaskingConfig
 from .parsing.miner import TemplateMiner
 from .parsing.records import RecordParser, parse_columns
+from .storage.atomic import sweep_orphan_temps
 
 # Bytes of input parsed and scored at once: large enough that per-batch Python is noise.
 CHUNK_BYTES = 8 << 20
@@ -143,6 +144,7 @@ class Pipeline:
     def load(self, state_dir):
         """Restore engine and miner from state_dir; returns False when there was nothing to restore."""
         path = os.path.join(state_dir, "baselines", "templates.json")
+        sweep_orphan_temps(path)    # also when a first write was killed before any snapshot existed
         if os.path.exists(path) or os.path.exists(path + ".prev"):
             self.miner = TemplateMiner.load(path, max_templates=self.config["parsing"]["max_templates"],
                                             masking=masking_from_config(self.config["parsing"]))

@@ -17,9 +17,10 @@ import time
 
 import numpy as np
 
-from ..storage.atomic import read_json_snapshot, write_json_snapshot
+from ..storage.atomic import require, restore_json_snapshot, write_json_snapshot
 from .base import BatchContext
 from .incidents import IncidentBook
+from .state_shape import check_state_arrays
 from .tier1_rules import RulesTier
 from .tier2_volume import VolumeTier
 from .tier3_novelty import NoveltyTier
@@ -57,7 +58,8 @@ class DetectionEngine:
         self.warmup_lines = int(detection["warmup_lines"])
         self.warmup_seconds = float(detection["warmup_seconds"])
         self.learning_rate = float(detection["learning_rate"])
-        self.tiers = self._build_tiers(detection, config.get("rules", {}))
+        self._tier_settings = (detection, config.get("rules", {}))   # to start a tier afresh on a bad restore
+        self.tiers = self._build_tiers(*self._tier_settings)
         self.book = IncidentBook(detection["incident_window_seconds"])
         self.incident_min_lines = int(detection["incident_min_lines"])
         self.suspicious_score = float(detection["suspicious_score"])
@@ -279,29 +281,74 @@ class DetectionEngine:
                             STATISTICS_VERSION, statistics)
 
     def load(self, state_dir):
-        """Restore what save() wrote; missing or unusable files mean a cold start. Returns True if restored."""
-        baselines = read_json_snapshot(os.path.join(state_dir, "baselines", "detection.json"),
-                                       "detection-baselines", STATE_VERSION)
-        statistics = read_json_snapshot(os.path.join(state_dir, "statistics", "detection.json"),
-                                        "detection-statistics", STATISTICS_VERSION)
-        if baselines is None:
+        """Restore what save() wrote; missing or unusable files mean a cold start. Returns True if restored.
+
+        A file of the wrong shape (checksum valid, content not what these tiers need) is set aside
+        like a corrupt one and the previous generation tried (storage.atomic); its tiers start fresh.
+        """
+        restored = restore_json_snapshot(os.path.join(state_dir, "baselines", "detection.json"),
+                                         "detection-baselines", STATE_VERSION, self._restore_baselines)
+        if restored is None:
+            self._fresh_tiers(("t1", "t2"))
+            self._restore_meta({})
             return False
-        if statistics is not None and statistics[0] < STATISTICS_VERSION:
+        statistics = restore_json_snapshot(os.path.join(state_dir, "statistics", "detection.json"),
+                                           "detection-statistics", STATISTICS_VERSION, self._restore_statistics)
+        if statistics is None:
+            self._fresh_tiers(("t3", "t4"))
+        elif statistics < STATISTICS_VERSION:
             log.warning("%s: statistics saved by an older release key values differently; parameter statistics "
                         "and workflows start again (volume baselines kept)", state_dir)
-            statistics = None
-        state = dict(baselines[1], **(statistics[1] if statistics else {}))
-        meta = state.get("meta", {})
-        self.lines_seen = int(meta.get("lines_seen", 0))
-        self.first_time = meta.get("first_time")
-        self.now = meta.get("now")
-        self.sources = list(meta.get("sources", []))
-        self.template_weight = {int(k): float(v) for k, v in meta.get("template_weight", {}).items()}
-        if "learning_rate" in meta:
-            self.set_learning_rate(float(meta["learning_rate"]))
-        for name, tier in self.tiers.items():
-            tier.load_state(state.get(name, {}))
         return True
+
+    def _restore_baselines(self, _version, state):
+        require(isinstance(state, dict), "not an object")
+        for name in ("meta", "t1", "t2"):
+            require(isinstance(state.get(name), dict), "no %r object" % name)
+        self._restore_meta(state["meta"])
+        self._restore_tiers(state, ("t1", "t2"))
+        return True
+
+    def _restore_statistics(self, version, state):
+        require(isinstance(state, dict), "not an object")
+        if version < STATISTICS_VERSION:
+            self._fresh_tiers(("t3", "t4"))
+            return version
+        for name in ("t3", "t4"):
+            require(isinstance(state.get(name, {}), dict), "%r is not an object" % name)
+        self._restore_tiers(state, ("t3", "t4"))
+        return version
+
+    def _restore_meta(self, meta):
+        lines_seen = int(meta.get("lines_seen", 0))
+        first_time, now = meta.get("first_time"), meta.get("now")
+        for stamp in (first_time, now):
+            require(stamp is None or isinstance(stamp, (int, float)), "meta time %r is not a number" % (stamp,))
+        sources = meta.get("sources", [])
+        require(isinstance(sources, list) and all(isinstance(x, str) for x in sources), "meta sources not names")
+        weights = {int(k): float(v) for k, v in meta.get("template_weight", {}).items()}
+        rate = float(meta["learning_rate"]) if "learning_rate" in meta else None
+        self.lines_seen, self.first_time, self.now = lines_seen, first_time, now
+        self.sources = list(sources)
+        self.template_weight = weights
+        if rate is not None:
+            self.set_learning_rate(rate)
+
+    def _restore_tiers(self, state, names):
+        """Each named tier built afresh then loaded, and its arrays checked against a fresh one's."""
+        self._fresh_tiers(names)
+        for name in names:
+            if name in self.tiers:
+                fresh = self._build_tiers(*self._tier_settings)[name]
+                self.tiers[name].load_state(state.get(name, {}))
+                check_state_arrays(name, fresh, self.tiers[name])
+
+    def _fresh_tiers(self, names):
+        built = self._build_tiers(*self._tier_settings)
+        for name in names:
+            if name in self.tiers:
+                built[name].enabled = self.tiers[name].enabled
+                self.tiers[name] = built[name]
 
 
 def _without_future(ts):

@@ -1,5 +1,7 @@
 """Committed read offsets of tailed files, keyed by device + inode and checked by fingerprint.
 
+Entries outlive the file's descriptor and its absence from the glob: they go only when the file is
+deleted, or when not touched for max_age_seconds (checkpoint_retention_hours; swept and logged on save).
 file_tail.FileTailer records and commits through this store; storage.atomic writes it (checksummed,
 previous generation kept, a corrupt file set aside), so a crash mid-save never loses checkpoints.
 """
@@ -142,6 +144,7 @@ class CheckpointStore:
         """Drop entries not touched for max_age_seconds, then the oldest beyond max_entries; returns how many."""
         oldest = self._clock() - self.max_age_seconds
         stale = [key for key, entry in self._entries.items() if entry.updated < oldest]
+        expired = len(stale)
         excess = len(self._entries) - len(stale) - self.max_entries
         if excess > 0:
             stale_set = set(stale)
@@ -152,6 +155,9 @@ class CheckpointStore:
         if stale:
             self._dirty = True
             self.pruned += len(stale)
+            log.info("%s: %d checkpoints swept (%d of files not seen for %.0f h, %d beyond %d entries)",
+                     self.path, len(stale), expired, self.max_age_seconds / 3600, len(stale) - expired,
+                     self.max_entries)
         return len(stale)
 
     def save(self):

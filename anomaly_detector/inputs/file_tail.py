@@ -15,12 +15,23 @@ fd closed); inode reuse (device + inode + fingerprint). At start-up, files rotat
 while the daemon was down are drained: checkpointed ones found by inode, unknown ones by rotation
 name and a modification time after the previous run's last checkpoint save.
 
+Turns under max_open_files: matched files without a descriptor wait in a queue, oldest first. A file
+read to its end and idle for two polls, or still growing after a turn of _TURN_SECONDS, is closed
+("parked") when files wait and everything it delivered is committed, and reopened by identity
+(device + inode + fingerprint: its checkpoint) when it grows, so every file is read in turns and
+none twice. Checkpoints are kept for checkpoint retention after a
+file leaves the glob (moved away, its directory unreadable): if it comes back, it resumes there.
+A directory that cannot be listed is not taken for "all its files are gone".
+
 Known windows, documented for operators:
 - copytruncate: lines appended after logrotate copied the file and before it truncated it are lost
   unless read in between; open files are stat'ed and read on every poll (up to max_bytes_per_poll),
   not only on glob rescans, so that window is one poll when the tailer keeps up. If the copy is not matched by the glob, lines not yet read
   when the file is truncated are lost too (they are only in the copy): tail `app.log*`.
 - a file created and then deleted (or rotated out of the glob) between two glob rescans is never seen.
+- with more matching files than max_open_files, a file that waits for its turn is read late; one
+  rotated out of the glob meanwhile is found again by inode in its directory and drained first, but
+  one deleted (or moved to another directory) before its turn loses the lines it had not given yet.
 - lines delivered from a deleted file but not committed before a crash cannot be read again.
 - a reused inode whose new content begins with the same bytes as the old file's (fingerprint shorter
   than `fingerprint_bytes`) is taken for the old file; a copytruncate done while the daemon is down,
@@ -57,6 +68,14 @@ _TRUNCATED_KEPT = 16
 _COPY_COMPARE_BYTES = 64 << 10
 # Rotated files compressed by logrotate are not text: never adopted as rotations of a tailed file.
 _COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".lzma", ".zip", ".Z")
+# Polls a file must sit at its end with nothing new before it may give its descriptor to a waiting file.
+_IDLE_POLLS_BEFORE_PARK = 2
+# The "max_open_files is the bottleneck" warning is repeated at most this often while files wait.
+_DEFERRED_WARNING_SECONDS = 600.0
+# A file that keeps growing holds its descriptor at most this long while others wait; then it stops
+# reading and, once what it delivered is committed, goes to the back of the queue: busy files
+# cannot starve the others, and a turn stays long enough to read a burst in few reopenings.
+_TURN_SECONDS = 10.0
 _generations = itertools.count(1)
 
 
@@ -101,6 +120,25 @@ class _Lineage(NamedTuple):
     line_end: int
 
 
+class _Waiting:
+    """A file waiting for a descriptor; `apply_start_at` when it was there at the very first start,
+    `orphan` when it left the glob (rotated) with lines still unread: it is drained, then closed."""
+
+    __slots__ = ("path", "apply_start_at", "counted", "orphan")
+
+    def __init__(self, path, apply_start_at, orphan=False):
+        self.path, self.apply_start_at, self.counted, self.orphan = path, apply_start_at, False, orphan
+
+
+class _Parked:
+    """A file closed at its end: it needs a turn again only once its size or mtime change."""
+
+    __slots__ = ("path", "size", "mtime_ns")
+
+    def __init__(self, path, size, mtime_ns):
+        self.path, self.size, self.mtime_ns = path, size, mtime_ns
+
+
 class _TailedFile:
     """One open file: where its next read starts, and where its last complete line ended."""
 
@@ -120,6 +158,10 @@ class _TailedFile:
         self.copy_of = None         # origin FileKey while this copy waits for its origin to be truncated
         self.verified = 0           # bytes of a waiting copy found equal to its origin's
         self.known_size = 0
+        self.idle_polls = 0         # consecutive reads that found nothing new at the end of the file
+        self.idle_since = None      # when it was last found at its end with nothing new
+        self.opened_at = 0.0        # when its turn began (clock of the tailer)
+        self.yielding = False       # its turn is over: read nothing more, park once all is committed
 
     def lineage(self):
         return _Lineage(self.key, self.path, self.fingerprint, tuple(self.marks), self.committed, self.line_end)
@@ -131,7 +173,8 @@ class _TailedFile:
 
 def _new_stats():
     return {"lines": 0, "bytes": 0, "rotations": 0, "truncations": 0, "read_errors": 0, "files_open": 0,
-            "long_lines": 0, "deleted": 0, "files_deferred": 0, "resumed": 0, "copies": 0}
+            "long_lines": 0, "deleted": 0, "files_deferred": 0, "deferrals": 0, "parked": 0, "resumed": 0,
+            "copies": 0}
 
 
 def _named_like_rotation(path, origin_path):
@@ -186,6 +229,13 @@ class FileTailer:
         self._truncated = deque(maxlen=_TRUNCATED_KEPT)   # _Lineage of recently truncated files
         self._copy_links = OrderedDict()  # origin FileKey -> [(device, inode)] of its copies
         self._failing_paths = set()      # paths whose open failed, logged once until they open
+        self._waiting = OrderedDict()    # (device, inode) -> _Waiting: matched, not open, oldest first
+        self._parked = {}                # (device, inode) -> (size, mtime_ns) when closed idle at its end
+        self._unreadable_dirs = set()    # directories that could not be listed, logged once until readable
+        self._last_deferred_warning = float("-inf")
+        self._yielding = set()           # (device, inode) of busy files whose turn is over
+        self._left = set()               # (device, inode) of files closed or dropped after leaving the glob
+        self._resumed_quietly = 0
         self._next_discovery = float("-inf")
         self._discovered_once = False
         self._cursor = 0
@@ -200,6 +250,8 @@ class FileTailer:
         if now >= self._next_discovery:
             learned = self._discover(now)
             self._next_discovery = now + self.poll_interval
+        elif self._waiting:
+            learned = self._grant_turns(now)   # a file that fell idle since the last scan makes room
         if learned:
             # a new file's identity is on disk before any of its lines leave, so that after a crash
             # it is found again even if it was rotated out of the glob meanwhile
@@ -226,11 +278,9 @@ class FileTailer:
         end = self._closed.get(key)
         if end is not None:
             if int(offset) >= end:
-                # read and scored to its end: nothing left to recover after a crash
+                # read and scored to its end; the checkpoint stays (retention) in case it comes back
                 del self._closed[key]
-                self.checkpoints.forget(key.device, key.inode)
-                return True
-            return self.checkpoints.commit(key.device, key.inode, int(offset))
+            return self.checkpoints.commit(key.device, key.inode, min(int(offset), end))
         return False
 
     def _commit_copy(self, ident, offset):
@@ -275,7 +325,7 @@ class FileTailer:
         self._detect_truncations()
         learned = not self._discovered_once
         seen = set()
-        self.stats["files_deferred"] = 0
+        unreadable = self._check_directories()
         for path in self._glob():
             try:
                 st = os.stat(path)
@@ -289,28 +339,223 @@ class FileTailer:
             ident = (st.st_dev, st.st_ino)
             if ident in seen:
                 continue     # a hard link or two overlapping globs
+            seen.add(ident)
             tailed = self._files.get(ident)
             if tailed is None:
-                tailed = self._open_new(path)
-                if tailed is None:
-                    continue
-                learned = True
+                self._note_matched(ident, path, st)
             else:
                 tailed.path = path
                 tailed.orphaned_at = None
                 self.checkpoints.touch(st.st_dev, st.st_ino, path)
-            seen.add(tailed.ident)
         for tailed in self._files.values():
-            if tailed.ident not in seen and tailed.orphaned_at is None:
+            if (tailed.ident not in seen and tailed.orphaned_at is None
+                    and (os.path.dirname(tailed.path) or ".") not in unreadable):
                 self._mark_orphaned(tailed, now)
+        # left the glob: their checkpoints stay (retention) and resume them if they come back
+        self._follow_vanished(seen, unreadable)
         if not self._discovered_once:
             self._discovered_once = True
-            self._apply_start_at = False
             self._recover_rotated(seen, now)
-        return learned
+        opened = self._grant_turns(now)
+        self._apply_start_at = False
+        if self._resumed_quietly:
+            log.info("resumed %d files at their checkpoints", self._resumed_quietly)
+            self._resumed_quietly = 0
+        return learned or opened
+
+    def _note_matched(self, ident, path, st):
+        """A matched file without a descriptor: it waits for a turn unless it is parked and unchanged."""
+        self.checkpoints.touch(st.st_dev, st.st_ino, path)   # still matched: its checkpoint is not expired
+        parked = self._parked.get(ident)
+        if parked is not None:
+            parked.path = path
+            if (parked.size, parked.mtime_ns) == (st.st_size, st.st_mtime_ns):
+                return       # closed at its end and not written since: nothing to read, no turn needed
+        waiting = self._waiting.get(ident)
+        if waiting is None:
+            self._waiting[ident] = _Waiting(path, self._apply_start_at)
+        else:
+            waiting.path = path
+
+    def _remember_left(self, ident):
+        """A file gone from the glob: if it comes back and resumes, that is worth a line in the log."""
+        self._left.add(ident)
+        if len(self._left) > _CLOSED_KEYS_KEPT:
+            self._left.pop()
+
+    def _follow_vanished(self, seen, unreadable):
+        """Waiting or parked files the glob no longer matches: follow a rotated one with unread lines.
+
+        Found again by inode in its directory (app.log -> app.log.1), it keeps its place at the
+        front of the queue as an orphan, to be drained like a rotated open file; otherwise it is
+        dropped (its checkpoint stays for retention). In an unlistable directory nothing is decided.
+        """
+        listings = {}
+        for table in (self._waiting, self._parked):
+            for ident in [ident for ident in table if ident not in seen]:
+                entry = table[ident]
+                directory = os.path.dirname(entry.path) or "."
+                if directory in unreadable:
+                    continue
+                del table[ident]
+                self._remember_left(ident)
+                if directory not in listings:
+                    listings[directory] = self._inodes_in(directory)
+                path = listings[directory].get(ident)
+                if path is not None and self._has_unread(ident, path, entry):
+                    apply_start_at = isinstance(entry, _Waiting) and entry.apply_start_at
+                    self._waiting[ident] = _Waiting(path, apply_start_at, orphan=True)
+                    self._waiting.move_to_end(ident, last=False)
+
+    @staticmethod
+    def _inodes_in(directory):
+        found = {}
+        try:
+            with os.scandir(directory) as listing:
+                for dirent in listing:
+                    try:
+                        st = dirent.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if stat.S_ISREG(st.st_mode):
+                        found[(st.st_dev, st.st_ino)] = dirent.path
+        except OSError:
+            pass
+        return found
+
+    def _has_unread(self, ident, path, entry):
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            return False
+        checkpoint = self.checkpoints.lookup(*ident)
+        if checkpoint is None:
+            return isinstance(entry, _Waiting) and size > 0
+        return size != checkpoint.offset
+
+    def _check_directories(self):
+        """Directories of the patterns and open files that cannot be listed (EACCES...): logged once, counted.
+
+        glob() silently returns nothing for such a directory; its files are not gone, so they are
+        neither orphaned nor read again from 0 when the directory can be listed again.
+        """
+        directories = {os.path.dirname(p) or "." for p in self.patterns if not glob.has_magic(os.path.dirname(p))}
+        directories.update(os.path.dirname(t.path) or "." for t in self._files.values())
+        unreadable = set()
+        for directory in directories:
+            try:
+                with os.scandir(directory):
+                    pass
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                unreadable.add(directory)
+                self.stats["read_errors"] += 1
+                if directory not in self._unreadable_dirs:
+                    log.error("cannot list directory %s (its files keep their place; will keep retrying): %s",
+                              directory, exc)
+        for directory in self._unreadable_dirs - unreadable:
+            log.info("directory %s can be listed again", directory)
+        self._unreadable_dirs = unreadable
+        return unreadable
+
+    # ---- turns under max_open_files ---------------------------------------------------------
+
+    def _grant_turns(self, now):
+        """Open waiting files, oldest-waiting first, parking idle files so that every file gets turns.
+
+        A file read to its end and idle for a poll or two, with all it delivered committed, gives its
+        descriptor to a waiting file and joins the end of the queue when it grows; it is reopened by
+        identity (device + inode + fingerprint, its checkpoint), so it resumes where it stopped.
+        Returns True when a file was opened (its identity is new to the checkpoints).
+        """
+        if not self._waiting:
+            self.stats["files_deferred"] = 0
+            for ident in self._yielding:
+                if ident in self._files:
+                    self._files[ident].yielding = False
+            self._yielding.clear()
+            return False
+        shortfall = len(self._waiting) - (self.max_open_files - len(self._files))
+        if shortfall > 0:
+            self._end_turns(shortfall, now)
+        opened = False
+        while self._waiting and len(self._files) < self.max_open_files:
+            ident, waiting = self._waiting.popitem(last=False)
+            tailed = self._open_new(waiting.path, apply_start_at=waiting.apply_start_at)
+            opened = opened or tailed is not None
+            if tailed is not None and waiting.orphan:
+                tailed.orphaned_at = now     # rotated out of the glob while it waited: drain it, then close
+            self._parked.pop(ident, None)
+        for waiting in self._waiting.values():
+            if not waiting.counted:
+                waiting.counted = True
+                self.stats["deferrals"] += 1
+        self.stats["files_deferred"] = len(self._waiting)
+        if self._waiting and now - self._last_deferred_warning >= _DEFERRED_WARNING_SECONDS:
+            self._last_deferred_warning = now
+            log.warning("max_open_files = %d is the bottleneck: %d matching files wait for a descriptor "
+                        "(they are read in turns; raise max_open_files to read them all at once)",
+                        self.max_open_files, len(self._waiting))
+        return opened
+
+    def _end_turns(self, wanted, now):
+        """Free up to `wanted` descriptors: idle files first, then busy files whose turn is over."""
+        idle = [t for t in self._files.values() if self._may_park(t) and t.idle_polls >= _IDLE_POLLS_BEFORE_PARK
+                and t.committed >= t.line_end]
+        idle.sort(key=lambda t: t.idle_since)
+        freed = 0
+        for tailed in idle:
+            if freed == wanted:
+                return
+            freed += self._park(tailed)
+        busy = sorted((t for t in self._files.values() if self._may_park(t) and not t.yielding
+                       and now - t.opened_at >= _TURN_SECONDS), key=lambda t: t.opened_at)
+        for tailed in busy[:max(0, wanted - freed - len(self._yielding))]:
+            tailed.yielding = True
+            self._yielding.add(tailed.ident)
+        for ident in list(self._yielding):
+            tailed = self._files.get(ident)
+            if tailed is None or not self._may_park(tailed):
+                # gone, rotated away (it must drain) or paired with a copy: it keeps its descriptor
+                self._yielding.discard(ident)
+                if tailed is not None:
+                    tailed.yielding = False
+            elif tailed.committed >= tailed.line_end:
+                self._park(tailed)
+
+    def _may_park(self, tailed):
+        # rotated files drain to their end, and copies and their origins must stay paired
+        return tailed.orphaned_at is None and tailed.copy_of is None and tailed.key not in self._copy_links
+
+    def _park(self, tailed):
+        """Close a file whose delivered lines are all committed; returns 1 when it was closed.
+
+        Its checkpoint holds line_end, where it resumes. A file at its end is remembered by size and
+        mtime (it needs a turn only once they change); a busy one goes straight to the back of the queue.
+        """
+        try:
+            st = os.fstat(tailed.fd)
+        except OSError:
+            return 0
+        if not tailed.yielding and st.st_size != tailed.read_pos:
+            tailed.idle_polls = 0    # grew since its last read: read that first, or it is never read
+            return 0
+        os.close(tailed.fd)
+        tailed.fd = None
+        del self._files[tailed.ident]
+        self._yielding.discard(tailed.ident)
+        self.stats["parked"] += 1
+        if st.st_size == tailed.read_pos:
+            self._parked[tailed.ident] = _Parked(tailed.path, st.st_size, st.st_mtime_ns)
+        else:
+            self._waiting[tailed.ident] = _Waiting(tailed.path, False)
+        return 1
 
     def _mark_orphaned(self, tailed, now):
         tailed.orphaned_at = now
+        tailed.yielding = False      # a rotated or deleted file is read to its end, whoever waits
+        self._yielding.discard(tailed.ident)
         try:
             deleted = os.fstat(tailed.fd).st_nlink == 0
         except OSError:
@@ -323,9 +568,8 @@ class FileTailer:
             self._failing_paths.add(path)
             log.error("cannot read %s (will keep retrying): %s", path, exc)
 
-    def _open_new(self, path, resume=None):
+    def _open_new(self, path, resume=None, apply_start_at=False):
         if len(self._files) >= self.max_open_files:
-            self.stats["files_deferred"] += 1
             return None
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -335,7 +579,7 @@ class FileTailer:
             self._note_open_failure(path, exc)
             return None
         try:
-            tailed = self._start_tailing(path, fd, resume)
+            tailed = self._start_tailing(path, fd, resume, apply_start_at)
         except OSError as exc:
             os.close(fd)
             self._note_open_failure(path, exc)
@@ -344,10 +588,11 @@ class FileTailer:
             os.close(fd)
             return None
         self._failing_paths.discard(path)
+        tailed.opened_at = self._clock()
         self._files[tailed.ident] = tailed
         return tailed
 
-    def _start_tailing(self, path, fd, resume):
+    def _start_tailing(self, path, fd, resume, apply_start_at=False):
         st = os.fstat(fd)    # trust the fd: the path may have been replaced since it was stat'ed
         ident = (st.st_dev, st.st_ino)
         if ident in self._files:
@@ -357,7 +602,7 @@ class FileTailer:
         if resume is not None:
             offset, skip = resume, False
         else:
-            offset, skip, origin = self._start_offset(ident, fd, st.st_size, path, fingerprint)
+            offset, skip, origin = self._start_offset(ident, fd, st.st_size, path, fingerprint, apply_start_at)
         tailed = _TailedFile(path, st.st_dev, st.st_ino, fd, fingerprint, offset,
                              LineFramer(self.max_line_bytes, self.on_long_line))
         tailed.skip_to_newline = skip
@@ -369,21 +614,32 @@ class FileTailer:
         self.checkpoints.record(st.st_dev, st.st_ino, fingerprint, tailed.committed, path)
         return tailed
 
-    def _start_offset(self, ident, fd, size, path, fingerprint):
-        """(offset, skip_to_newline, copy origin or None) for a file seen for the first time."""
+    def _start_offset(self, ident, fd, size, path, fingerprint, apply_start_at=False):
+        """(offset, skip_to_newline, copy origin or None) for a file opened without a descriptor before.
+
+        A checkpoint with the same device, inode and first bytes resumes the file: after a restart,
+        after its turn under max_open_files, or when it comes back into the glob (moved away and
+        back, its directory unreadable for a while) within checkpoint retention.
+        """
         entry = self.checkpoints.lookup(*ident)
         if entry is not None and fingerprint_matches(fd, entry.fingerprint):
             if entry.offset <= size:
-                self.stats["resumed"] += 1
+                if ident not in self._parked:
+                    self.stats["resumed"] += 1
+                    if ident in self._left:
+                        self._left.discard(ident)
+                        log.info("%s is a file read before: resuming at offset %d of %d", path, entry.offset, size)
+                    else:
+                        self._resumed_quietly += 1    # a restart resuming every file: one line per scan
                 return entry.offset, False, None
             self.stats["truncations"] += 1
-            log.warning("%s is shorter (%d) than its checkpoint (%d): truncated while stopped, reading from 0",
+            log.warning("%s is shorter (%d) than its checkpoint (%d): truncated while not open, reading from 0",
                         path, size, entry.offset)
             return 0, False, None
         origin = self._find_copy_origin(path, fd, size, fingerprint)
         if origin is not None:
             return 0, False, origin
-        if self._apply_start_at and self.start_at == "end":
+        if apply_start_at and self.start_at == "end":
             return (*self._last_line_boundary(fd, size), None)
         return 0, False, None
 
@@ -419,15 +675,15 @@ class FileTailer:
             except OSError:
                 continue
             for dirent in listing:
-                self._recover_one(dirent, tailed_paths, now)
+                self._recover_one(dirent, tailed_paths, seen, now)
 
-    def _recover_one(self, dirent, tailed_paths, now):
+    def _recover_one(self, dirent, tailed_paths, seen, now):
         try:
             st = dirent.stat()
         except OSError:
             return
         ident = (st.st_dev, st.st_ino)
-        if (not stat.S_ISREG(st.st_mode) or ident in self._files
+        if (not stat.S_ISREG(st.st_mode) or ident in self._files or ident in seen
                 or os.path.abspath(dirent.path) == os.path.abspath(self.checkpoints.path)):
             return
         entry = self.checkpoints.lookup(*ident)
@@ -454,9 +710,24 @@ class FileTailer:
             os.close(fd)
 
     def _open_orphan(self, path, offset, now):
+        if len(self._files) >= self.max_open_files:
+            # no descriptor free: first in the queue, found again by inode if renamed meanwhile
+            ident = self._ident_of(path)
+            if ident is not None:
+                self._waiting[ident] = _Waiting(path, False, orphan=True)
+                self._waiting.move_to_end(ident, last=False)
+            return
         tailed = self._open_new(path, resume=offset)
         if tailed is not None:
             tailed.orphaned_at = now
+
+    @staticmethod
+    def _ident_of(path):
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
 
     # ---- copies (logrotate copytruncate with the copy matched by the glob) ---------------------
 
@@ -589,6 +860,8 @@ class FileTailer:
         return chunks
 
     def _read_file(self, tailed, allowance, now):
+        if tailed.yielding:
+            return None, 0           # its turn is over: it parks once what it delivered is committed
         try:
             st = os.fstat(tailed.fd)
             size = st.st_size
@@ -616,6 +889,12 @@ class FileTailer:
                 break
             self._frame(tailed, block, lines)
             used += len(block)
+        if used or tailed.read_pos < size:
+            tailed.idle_polls = 0
+        else:
+            tailed.idle_polls += 1
+            if tailed.idle_polls == 1:
+                tailed.idle_since = now
         if tailed.orphaned_at is not None and tailed.read_pos >= size:
             self._close_if_done(tailed, st, now, lines)
         self.stats["lines"] += len(lines)
@@ -721,13 +1000,13 @@ class FileTailer:
         tailed.fd = None
         del self._files[tailed.ident]
         self._wake_copies(tailed.key, tailed.read_pos)
+        self._remember_left(tailed.ident)
         if deleted:
             # the data is gone: an entry left behind could only mislead a file that reuses the inode
             self.checkpoints.forget(*tailed.ident)
             return
         if tailed.committed >= tailed.read_pos:
-            self.checkpoints.forget(*tailed.ident)
-            return
+            return       # its checkpoint stays for checkpoint retention: if it comes back, it resumes
         self._closed[tailed.key] = tailed.read_pos
         while len(self._closed) > _CLOSED_KEYS_KEPT:
             self._closed.popitem(last=False)

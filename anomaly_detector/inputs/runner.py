@@ -47,7 +47,8 @@ def build_input(name, section, cfg):
     require_supported(name, section)
     processing = cfg["processing"]
     if section["type"] == "file":
-        store = CheckpointStore(os.path.join(cfg["paths"]["state_dir"], "checkpoints", "%s.json" % name))
+        store = CheckpointStore(os.path.join(cfg["paths"]["state_dir"], "checkpoints", "%s.json" % name),
+                                max_age_seconds=section["checkpoint_retention_hours"] * 3600.0)
         return FileTailer(section["path"], store, max_line_bytes=processing["max_line_bytes"],
                           on_long_line=processing["on_long_line"], start_at=section["start_at"],
                           poll_interval=section["scan_interval_seconds"],
@@ -132,6 +133,7 @@ class InputRunner:
                 if not done:
                     break  # that ring is full: keep the rest, in order, for the next round
                 backlog.popleft()
+        self.counters.set(files_deferred=sum(reader.stats.get("files_deferred", 0) for reader in self.readers))
         return moved
 
     def _route(self, index, chunk):
@@ -239,7 +241,8 @@ class InputRunner:
 def _reader_counts(reader):
     # A spool's torn records are counted where they are met: at the writer's restart or here, when reading.
     return {"read_errors": reader.stats.get("read_errors", 0),
-            "spool_torn_records": reader.stats.get("torn_records", 0)}
+            "spool_torn_records": reader.stats.get("torn_records", 0),
+            "files_deferrals": reader.stats.get("deferrals", 0)}
 
 
 def run_inputs(ctx, daemon):

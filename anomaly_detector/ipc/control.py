@@ -54,9 +54,11 @@ CHILD_DTYPE = np.dtype({
 
 # Columns of a counter row (uint64, only ever increased by the one process owning the row).
 # Workers fill the first six and `incidents`; the input process has its own row for the read side.
+# `files_deferred` is a gauge (files waiting for a descriptor now), set only by the input process.
 COUNTER_FIELDS = ("lines_processed", "errors", "batches", "bytes_processed", "anomalies", "busy_ns",
                   "incidents", "lines_read", "lines_dropped", "read_errors", "lines_dead_lettered",
-                  "output_errors", "spool_refused_full", "spool_refused_error", "spool_torn_records")
+                  "output_errors", "spool_refused_full", "spool_refused_error", "spool_torn_records",
+                  "files_deferrals", "files_deferred")
 _COUNTER_INDEX = {name: i for i, name in enumerate(COUNTER_FIELDS)}
 _ROW_WORDS = -(-len(COUNTER_FIELDS) * 8 // CACHE_LINE) * CACHE_LINE // 8
 
@@ -309,6 +311,13 @@ class WorkerCounters:
             if amount < 0:
                 raise ValueError(f"counter {name} only grows (got {amount})")
             self._row[_COUNTER_INDEX[name]] += np.uint64(amount)
+
+    def set(self, **values):
+        """Gauges kept in the row (files_deferred): the owning process sets the current value."""
+        for name, value in values.items():
+            if value < 0:
+                raise ValueError(f"gauge {name} cannot be negative (got {value})")
+            self._row[_COUNTER_INDEX[name]] = np.uint64(value)
 
     def value(self, name):
         return int(self._row[_COUNTER_INDEX[name]])

@@ -106,6 +106,8 @@ class Readings:
             "spool_torn_records_total": totals["spool_torn_records"],
             "spool_bytes": sum(spool_bytes(d) for d in self.spool_dirs),
             "worker_lines_processed_total": self._per_worker("lines_processed"),
+            "files_deferred": totals["files_deferred"],
+            "files_deferred_total": totals["files_deferrals"],
             "anomalies_total": totals["anomalies"],
             "incidents_total": totals["incidents"],
             "input_queue_size": depth,

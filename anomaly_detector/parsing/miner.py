@@ -37,7 +37,7 @@ import numpy as np
 
 from anomaly_detector.parsing import miner_kernels as mk
 from anomaly_detector.parsing.masking import WILDCARD, MaskingConfig
-from anomaly_detector.storage.atomic import read_json_snapshot, write_json_snapshot
+from anomaly_detector.storage.atomic import require, restore_json_snapshot, write_json_snapshot
 
 M = bytes([mk.MARK])
 SNAPSHOT_KIND = "templates"
@@ -562,11 +562,19 @@ class TemplateMiner:
 
     @classmethod
     def load(cls, path, **settings):
-        """A miner from a snapshot at path (or its .prev); a new empty one when neither exists."""
-        got = read_json_snapshot(path, SNAPSHOT_KIND, SNAPSHOT_VERSION)
-        if got is None:
-            return cls(**settings)
-        return cls.from_state(got[1], **settings)
+        """A miner from a snapshot at path (or its .prev); a new empty one when neither exists or
+        neither has the shape of a miner's state (set aside and logged by storage.atomic)."""
+        def restore(_version, state):
+            require(isinstance(state, dict), "not an object")
+            for key in ("next_id", "clock", "templates"):
+                require(key in state, "no %r" % key)
+            require(isinstance(state["templates"], list), "'templates' is not a list")
+            for row in state["templates"]:
+                require(isinstance(row, list) and len(row) == 5 and isinstance(row[1], list),
+                        "a template row is not [id, tokens, count, last_seen, shapes]")
+            return cls.from_state(state, **settings)
+        miner = restore_json_snapshot(path, SNAPSHOT_KIND, SNAPSHOT_VERSION, restore)
+        return cls(**settings) if miner is None else miner
 
 
 def _render(tokens):

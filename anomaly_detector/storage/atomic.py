@@ -8,20 +8,42 @@ A snapshot is a small text header line followed by the payload:
 The payload is JSON or raw numpy bytes, never pickle: a state file must not be able to run code.
 Writing goes to a temporary file in the same directory, is fsynced, then renamed over the target;
 the old target is kept as `<name>.prev` so a corrupt newest file falls back one generation.
+
+A file with a valid checksum can still hold the wrong shape (an array of another length, a missing
+key, a hand-edited or foreign file): `restore_json_snapshot` hands the payload to the owner's
+restore function and treats any error it raises like a checksum mismatch (set aside, previous
+generation, else a fresh start), so a bad state file never crash-loops a worker. Temporary files
+left by a writer killed with -9 (`.<name>.<8 random chars>`) are swept when the owner loads the file.
 """
 import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 
 MAGIC = b"ADSNAP1"
+# A temporary file this old cannot belong to a live writer (a snapshot is written and renamed in well
+# under a second; `replay --from-state` may read a running daemon's state while it writes).
+ORPHAN_TEMP_MIN_AGE_SECONDS = 30.0
+# What a restore function raises on a payload of the wrong shape: all mean "set it aside".
+SHAPE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, UnicodeError)
 log = logging.getLogger(__name__)
 
 
 class SnapshotError(Exception):
     """A snapshot file exists but cannot be trusted (truncated, flipped bytes, wrong kind)."""
+
+
+class StateShapeError(ValueError):
+    """A checksummed snapshot whose content does not have the shape its reader needs."""
+
+
+def require(condition, what):
+    """Raise StateShapeError(what) unless condition: for restore functions checking a payload."""
+    if not condition:
+        raise StateShapeError(what)
 
 
 def _header(kind, version, payload):
@@ -116,14 +138,66 @@ def write_json_snapshot(path, kind, version, obj):
 
 def read_json_snapshot(path, kind, max_version):
     """Return (version, obj) or None; a payload that is not valid JSON counts as corrupt."""
-    for _ in range(2):
-        got = read_snapshot(path, kind, max_version)
-        if got is None:
-            return None
-        version, payload = got
+    return restore_json_snapshot(path, kind, max_version, lambda version, obj: (version, obj))
+
+
+def restore_json_snapshot(path, kind, max_version, restore):
+    """restore(version, obj) on `path`, else on its previous generation; None when neither is usable.
+
+    A file that is corrupt, not JSON, or whose content makes `restore` raise one of SHAPE_ERRORS is
+    set aside as `<file>.corrupt-<epoch>` with one ERROR line naming it and what was wrong. `restore`
+    must leave its owner usable when it raises: it is called again for the previous generation, and
+    the caller starts fresh when this returns None.
+    """
+    sweep_orphan_temps(path)
+    for candidate in (path, path + ".prev"):
+        if not os.path.exists(candidate):
+            continue
         try:
-            return version, json.loads(payload)
-        except ValueError as exc:
-            moved = _quarantine(path if os.path.exists(path) else path + ".prev")
-            log.error("state file is not valid JSON, set aside as %s: %s", moved, exc)
+            version, payload = _decode(candidate, kind, max_version)
+            obj = json.loads(payload)
+        except (SnapshotError, OSError, ValueError) as exc:
+            moved = _quarantine(candidate)
+            log.error("state file unusable, set aside as %s: %s", moved, exc)
+            continue
+        try:
+            return restore(version, obj)
+        except SHAPE_ERRORS as exc:
+            moved = _quarantine(candidate)
+            fallback = candidate == path and os.path.exists(path + ".prev")
+            log.error("state file %s has the wrong shape (%s: %s), set aside as %s; %s", candidate,
+                      type(exc).__name__, exc, moved,
+                      "trying the previous generation" if fallback else "starting fresh")
     return None
+
+
+_TEMP_SUFFIX = re.compile(r"^[a-z0-9_]{8}$")
+
+
+def sweep_orphan_temps(path, min_age_seconds=ORPHAN_TEMP_MIN_AGE_SECONDS, now=None):
+    """Remove `.<name>.<8 chars>` temporaries of `path` older than min_age_seconds; returns how many.
+
+    Only write_snapshot makes such names (mkstemp), and only the owner of `path` writes it, so one
+    left behind is from a write killed before its rename: it holds nothing the target does not.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    prefix = ".%s." % os.path.basename(path)
+    now = time.time() if now is None else now
+    removed = 0
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.name.startswith(prefix) or not _TEMP_SUFFIX.match(entry.name[len(prefix):]):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False) or now - entry.stat().st_mtime < min_age_seconds:
+                continue
+            os.unlink(entry.path)
+            removed += 1
+        except OSError:
+            continue
+    if removed:
+        log.warning("removed %d temporary file(s) of %s left by an interrupted write", removed, path)
+    return removed

@@ -4,6 +4,7 @@ import os
 from test_file_tail_harness import Ledger, LineWriter, commit_all, drain, new_tailer, numbered_line
 
 from anomaly_detector.inputs.checkpoints import CheckpointStore
+from anomaly_detector.inputs.file_tail import FileTailer
 
 
 def test_rename_rotation_reads_old_file_to_eof_then_new_from_zero(tmp_path):
@@ -244,15 +245,25 @@ def test_a_dormant_copy_that_is_deleted_is_closed(tmp_path):
     tailer.close()
 
 
-def test_rotated_file_read_and_committed_to_its_end_leaves_no_checkpoint(tmp_path):
+def test_rotated_files_keep_checkpoints_for_the_retention_period_then_are_swept(tmp_path):
+    """A rotated file's checkpoint outlives its descriptor (it may come back) until retention sweeps it."""
+    now = [1_000_000.0]
     writer = LineWriter(tmp_path / "app.log")
-    tailer = new_tailer(writer.path, tmp_path / "cp")
+    store = CheckpointStore(str(tmp_path / "cp"), max_age_seconds=3600, clock=lambda: now[0])
+    tailer = FileTailer(writer.path, store, start_at="beginning", poll_interval=0, rotate_wait_seconds=0,
+                        checkpoint_interval_seconds=0)
     for _ in range(20):
         writer.write(3)
         drain(tailer, Ledger())
         writer.rotate_rename(keep=30)
     drain(tailer, Ledger())
-    assert len(tailer.checkpoints) <= 1          # only the live file, however many rotations
+    assert len(tailer.checkpoints) == 20         # every rotated file (app.log itself was renamed last)
+    now[0] += 3601
+    writer.write(1)
+    drain(tailer, Ledger())
+    assert store.save()
+    assert len(tailer.checkpoints) == 1          # only the live file, however many rotations
+    assert store.pruned == 20
     tailer.close()
 
 
