@@ -30,7 +30,7 @@ from anomaly_detector.httpcommon import (
     body_length,
     status_reason,
 )
-from anomaly_detector.inputs.spool import SpoolError, SpoolFull
+from anomaly_detector.inputs.spool import SpoolError, SpoolFull, record_bytes
 from anomaly_detector.parsing.framing import DEFAULT_MAX_LINE_BYTES, LineFramer
 
 log = logging.getLogger(__name__)
@@ -259,8 +259,7 @@ class HttpIngestInput:
         is full or its write failed. The caller answers 202 only after this returns.
         """
         lines, truncated, skipped = self.split(body)
-        size = sum(map(len, lines))
-        if len(lines) > self.max_queue_lines or size > self.spool.max_bytes:
+        if len(lines) > self.max_queue_lines or record_bytes(lines) > self.spool.max_bytes:
             raise _Reject(413, "rejected_413", "more lines than max_queue_lines or bytes than the spool holds")
         try:
             self.spool.append(lines)

@@ -109,6 +109,11 @@ def unread_bytes(directory):
     return max(0, end - max(read_committed(directory), segments[0][0]))
 
 
+def record_bytes(lines):
+    """Size of the record encode_record(lines) makes: what the spool's bound counts."""
+    return HEADER_BYTES + sum(map(len, lines)) + max(0, len(lines) - 1)
+
+
 def encode_record(lines):
     payload = b"\n".join(lines)
     return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload

@@ -314,3 +314,14 @@ def test_a_request_cut_before_its_blank_line_is_not_handled(make_ingest, raw):
     while source.stats["incomplete"] == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert source.stats["incomplete"] == 1 and source.stats["requests"] == 0
+
+
+def test_a_request_whose_record_is_larger_than_the_whole_spool_is_413_not_503(make_ingest):
+    """The bound is on the record (lines, their separators and the header), not on the line bytes alone:
+    a request that can never fit, even in an empty spool, must not be told to retry (503) forever."""
+    body = b"x\n" * 600                      # 600 line bytes, a record of 600 + 599 + header bytes
+    source = make_ingest(max_spool_bytes=1000)
+    status, _, _ = post(source.port, body)
+    assert status == 413 and source.stats["rejected_413"] == 1 and lines_of(source) == []
+    fits = b"x\n" * 400                      # a record of 811 bytes
+    assert post(source.port, fits)[0] == 202 and len(lines_of(source)) == 400
