@@ -77,8 +77,14 @@ def spool_max_bytes(cfg):
 
 
 def listener_settings(cfg):
-    """Everything the listener is built from: a reload restarts it only when this changes."""
-    sections = tuple((name, tuple(sorted(cfg["inputs"][name].items()))) for name in network_inputs(cfg))
+    """Everything the listener is built from: a reload restarts it only when this changes.
+
+    Each network input's place among all inputs is part of it: the listener publishes the input's
+    stats to the control-block row of that place, which a reordered config gives to another input.
+    """
+    places = {name: index for index, name in enumerate(cfg["inputs"])}
+    sections = tuple((places[name], name, tuple(sorted(cfg["inputs"][name].items())))
+                     for name in network_inputs(cfg))
     processing = tuple(cfg["processing"][key] for key in _PROCESSING_KEYS)
     return sections, processing, cfg["paths"]["state_dir"]
 

@@ -118,3 +118,14 @@ def test_spool_of_a_removed_input_with_unscored_lines_is_reported(tmp_path):
     reader.close()
     now = _cfg(tmp_path, kept={"type": "http"})
     assert [name for name, _ in warn_orphan_spools(now)] == ["gone"]
+
+
+def test_a_reload_that_moves_a_network_input_to_another_stats_row_restarts_the_listener(tmp_path):
+    """The listener publishes its inputs' stats to the control-block row of each input's place in the
+    config: a kept listener would go on writing the row that now belongs to another input."""
+    cfg = _cfg(tmp_path, ingest={"type": "http"})
+    moved = _cfg(tmp_path, app={"type": "file"}, ingest={"type": "http"})   # ingest is now the second row
+    assert list(moved["inputs"]) == ["app", "ingest"]
+    assert listener_settings(cfg) != listener_settings(moved)
+    after = _cfg(tmp_path, ingest={"type": "http"}, app={"type": "file"})   # an input added after it: same row
+    assert listener_settings(cfg) == listener_settings(after)
