@@ -106,6 +106,7 @@ class Listener:
         processing = cfg["processing"]
         self.spools, self.http, self.syslog = {}, [], []
         self._refusals = {}   # input name -> [count since last log line, time of last log line]
+        self._spool_errors = {}   # the same, for failed appends
         for name in network_inputs(cfg):
             section = cfg["inputs"][name]
             spool = self.spools[name] = SpoolWriter(spool_dir(cfg, name), spool_max_bytes(cfg))
@@ -166,11 +167,20 @@ class Listener:
         except SpoolFull:
             reason = "spool_full"
         except SpoolError as exc:
-            log.error("listener: %s: %s", entry.name, exc)
+            self._spool_failed(entry.name, exc)
             reason = "spool_error"
         if entry.source.protocol == "udp":
             self.refused(entry.name, reason, len(lines))
         return False
+
+    def _spool_failed(self, name, exc):
+        """Log a failing spool at most every REFUSAL_LOG_SECONDS: held TCP lines are retried every round."""
+        seen = self._spool_errors.setdefault(name, [0, float("-inf")])
+        seen[0] += 1
+        now = time.monotonic()
+        if now - seen[1] >= REFUSAL_LOG_SECONDS:
+            log.error("listener: %s: %s (%d failed appends since the last such line)", name, exc, seen[0])
+            seen[0], seen[1] = 0, now
 
     def _refused_callback(self, name):
         return lambda reason, lines: self.refused(name, reason, lines)

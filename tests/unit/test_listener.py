@@ -5,7 +5,7 @@ import time
 import pytest
 
 from anomaly_detector.inputs.listener import Listener, listener_settings, network_inputs, spool_dir
-from anomaly_detector.inputs.spool import HEADER_BYTES, SpoolReader
+from anomaly_detector.inputs.spool import HEADER_BYTES, SpoolError, SpoolReader
 from anomaly_detector.ipc.control import ControlBlock, control_bytes
 
 ADDR = "127.0.0.1"
@@ -129,3 +129,26 @@ def test_a_reload_that_moves_a_network_input_to_another_stats_row_restarts_the_l
     assert listener_settings(cfg) != listener_settings(moved)
     after = _cfg(tmp_path, ingest={"type": "http"}, app={"type": "file"})   # an input added after it: same row
     assert listener_settings(cfg) == listener_settings(after)
+
+
+def test_a_failing_spool_under_tcp_is_logged_once_per_interval_not_per_retry(tmp_path, counters, caplog, monkeypatch):
+    cfg = _cfg(tmp_path, tcp={"type": "syslog", "protocol": "tcp"})
+    listener = Listener(cfg, counters)
+    (tcp,) = listener.syslog
+    conn = socket.create_connection((ADDR, tcp.source.port))
+    conn.sendall(b"<14>held\n")
+
+    def failing(lines):
+        raise SpoolError("spool: write failed: [Errno 5] Input/output error")
+    monkeypatch.setattr(tcp.spool, "append", failing)
+    deadline = time.monotonic() + 5
+    while not tcp.held and time.monotonic() < deadline:
+        listener.pump_syslog(tcp)
+    for _ in range(200):        # the listener's loop retries held lines every round
+        listener.pump_syslog(tcp)
+    errors = [r for r in caplog.records if r.levelname in ("ERROR", "WARNING") and "Input/output" in r.getMessage()]
+    assert tcp.held == [b"<14>held"] and len(errors) == 1
+    monkeypatch.undo()
+    assert listener.pump_syslog(tcp) == 1
+    listener.close()
+    conn.close()
