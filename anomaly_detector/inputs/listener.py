@@ -10,7 +10,8 @@ acknowledged the lines, so neither a reload nor a stop loses an acknowledged lin
 A full spool (max_spool_mb) refuses: HTTP answers 503 with Retry-After, UDP datagrams are dropped, and
 both are counted by reason (`network_lines_refused_total`) and logged; TCP is not dropped but paused: the
 lines already read wait in memory (one read's worth) and the connections are not read until there is
-room, so peers wait on the TCP window.
+room, so peers wait on the TCP window. At a stop those held lines are spooled past the bound (one read's
+worth per TCP input), since their peers will not send them again.
 """
 import logging
 import os
@@ -218,11 +219,22 @@ class Listener:
             while time.monotonic() < deadline and self.pump_syslog(entry, budget=8):
                 pass
             if entry.held:
-                log.warning("listener: %s: %d lines read but not spooled at stop (spool full)",
-                            entry.name, len(entry.held))
+                self._spool_held_at_stop(entry)
             entry.source.close()
         for spool in self.spools.values():
             spool.close()
+
+
+    @staticmethod
+    def _spool_held_at_stop(entry):
+        """Lines read from a TCP peer are acknowledged: at a stop they go to the spool even past its bound."""
+        try:
+            entry.spool.append(entry.held, bounded=False)
+            log.warning("listener: %s: %d lines read while the spool was full spooled at stop, past max_spool_mb",
+                        entry.name, len(entry.held))
+        except SpoolError as exc:
+            log.error("listener: %s: %d lines read but not spooled at stop: %s", entry.name, len(entry.held), exc)
+        entry.held = []
 
 
 def run_listener(ctx, daemon):

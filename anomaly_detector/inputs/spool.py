@@ -23,7 +23,7 @@ record in a segment that is no longer the last (corruption on disk) skips the re
 and counts it; in the last segment it waits, since the writer's restart repairs the tail.
 
 Bound: the segments of one spool hold at most max_bytes; an append that does not fit raises SpoolFull
-and writes nothing. Space comes back when the reader deletes segments that are wholly committed (the
+and writes nothing (but the listener's last append at a stop, see append(bounded=False)). Space comes back when the reader deletes segments that are wholly committed (the
 segment being written is never deleted). A segment is at most segment_bytes, so committed lines stay
 on disk for at most one segment's worth.
 """
@@ -201,15 +201,20 @@ class SpoolWriter:
         self._segment_start, self._segment_len = self.end, os.fstat(self._fd).st_size
         _fsync(self.directory)  # the new name must survive a crash, or its records vanish with it
 
-    def append(self, lines):
-        """Write one record of lines and return once it is on disk; raises SpoolFull or SpoolError."""
+    def append(self, lines, bounded=True):
+        """Write one record of lines and return once it is on disk; raises SpoolFull or SpoolError.
+
+        bounded=False writes past max_bytes: for lines already taken from a peer that cannot send
+        them again (a TCP read held by a full spool when the listener stops).
+        """
         if not lines:
             return 0
         record = encode_record(lines)
         with self._cond:
             if self._closed:
                 raise SpoolError("spool %s is closed" % self.directory)
-            self._reserve(len(record))
+            if bounded:
+                self._reserve(len(record))
             if self._segment_len and self._segment_len + len(record) > self.segment_bytes:
                 self._roll()
             self._write(record)

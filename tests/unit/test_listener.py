@@ -131,6 +131,27 @@ def test_a_reload_that_moves_a_network_input_to_another_stats_row_restarts_the_l
     assert listener_settings(cfg) == listener_settings(after)
 
 
+def test_tcp_lines_held_by_a_full_spool_are_spooled_at_stop_not_lost(tmp_path, counters):
+    """Lines read from a TCP peer are acknowledged (the peer cannot send them again): a stop while the
+    spool is full writes them past the bound rather than dropping them."""
+    cfg = _cfg(tmp_path, max_spool_mb=1, tcp={"type": "syslog", "protocol": "tcp"})
+    listener = Listener(cfg, counters)
+    (tcp,) = listener.syslog
+    tcp.spool.append([b"x" * ((1 << 20) - HEADER_BYTES - 5)])
+    conn = socket.create_connection((ADDR, tcp.source.port))
+    conn.sendall(b"<14>held 1\n<14>held 2\n")
+    deadline = time.monotonic() + 5
+    while not tcp.held and time.monotonic() < deadline:
+        listener.pump_syslog(tcp)
+    assert tcp.held == [b"<14>held 1", b"<14>held 2"]
+    listener.close()
+    conn.close()
+    reader = SpoolReader(spool_dir(cfg, "tcp"), "k")
+    lines = [line for _ in range(3) for chunk in reader.poll() for line in chunk.lines]
+    reader.close()
+    assert lines[1:] == [b"<14>held 1", b"<14>held 2"]
+
+
 def test_a_failing_spool_under_tcp_is_logged_once_per_interval_not_per_retry(tmp_path, counters, caplog, monkeypatch):
     cfg = _cfg(tmp_path, tcp={"type": "syslog", "protocol": "tcp"})
     listener = Listener(cfg, counters)
