@@ -197,9 +197,22 @@ class SpoolWriter:
 
     def _open_segment(self):
         path = os.path.join(self.directory, segment_name(self.end))
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-        self._segment_start, self._segment_len = self.end, os.fstat(self._fd).st_size
-        _fsync(self.directory)  # the new name must survive a crash, or its records vanish with it
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        try:
+            size = os.fstat(fd).st_size
+            _fsync(self.directory)  # the new name must survive a crash, or its records vanish with it
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd, self._segment_start, self._segment_len = fd, self.end, size
+
+    def _reopen(self):
+        """Start the next segment; a failure (disk full, no descriptor) refuses this append, the next retries."""
+        try:
+            self._open_segment()
+        except OSError as exc:
+            self.stats["errors"] += 1
+            raise SpoolError("spool %s: cannot start a segment: %s" % (self.directory, exc)) from None
 
     def append(self, lines, bounded=True):
         """Write one record of lines and return once it is on disk; raises SpoolFull or SpoolError.
@@ -213,6 +226,8 @@ class SpoolWriter:
         with self._cond:
             if self._closed:
                 raise SpoolError("spool %s is closed" % self.directory)
+            if self._fd is None:
+                self._reopen()   # a roll that could not start its segment
             if bounded:
                 self._reserve(len(record))
             if self._segment_len and self._segment_len + len(record) > self.segment_bytes:
@@ -282,7 +297,7 @@ class SpoolWriter:
         while self._syncing:  # the fsync in flight uses the descriptor about to be closed
             self._cond.wait()
         self._sync_and_close()
-        self._open_segment()
+        self._reopen()
 
     def _sync_and_close(self):
         try:
@@ -308,7 +323,8 @@ class SpoolWriter:
             self._closed = True
             while self._syncing:
                 self._cond.wait()
-            self._sync_and_close()
+            if self._fd is not None:
+                self._sync_and_close()
 
 
 class SpoolReader:

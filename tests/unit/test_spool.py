@@ -218,3 +218,25 @@ def test_kill9_mid_write_loses_no_acknowledged_record(tmp_path):
     assert acked <= seen
     assert writer.stats["torn_records"] in (0, 1)
     writer.close()
+
+
+def test_a_segment_that_cannot_be_started_is_a_spool_error_and_the_next_append_retries(tmp_path, monkeypatch):
+    """Rolling to a new segment can fail (disk full, too many open files): the append is refused with
+    SpoolError (HTTP 503, counted), not an OSError that kills the listener, and the writer recovers."""
+    import anomaly_detector.inputs.spool as spool
+    writer = SpoolWriter(str(tmp_path), 1 << 20, segment_bytes=64)
+    writer.append([b"a" * 40])
+    real_open = os.open
+
+    def no_new_files(path, flags, *args):
+        if flags & os.O_CREAT:
+            raise OSError(28, "No space left on device")
+        return real_open(path, flags, *args)
+    monkeypatch.setattr(spool.os, "open", no_new_files)
+    for _ in range(2):
+        with pytest.raises(SpoolError):
+            writer.append([b"b" * 40])      # does not fit the first segment: a new one is needed
+    monkeypatch.undo()
+    writer.append([b"c" * 40])
+    writer.close()
+    assert read_all(SpoolReader(str(tmp_path), "k")) == [b"a" * 40, b"c" * 40]
