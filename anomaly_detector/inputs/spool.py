@@ -193,6 +193,14 @@ class SpoolWriter:
                         self.directory, os.path.basename(path), len(data) - valid)
             os.truncate(path, valid)
             _fsync(path)
+        committed = read_committed(self.directory)
+        if committed > start + valid:
+            # A power cut lost records the reader had read (and the workers scored) before they were
+            # synced: write on from the committed offset, where the reader resumes (a new segment).
+            log.warning("spool %s: data ends at %d, before the committed offset %d (lost by a power cut "
+                        "after being scored); writing on from %d", self.directory, start + valid, committed,
+                        committed)
+            return committed
         return start + valid
 
     def _open_segment(self):

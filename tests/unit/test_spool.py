@@ -240,3 +240,22 @@ def test_a_segment_that_cannot_be_started_is_a_spool_error_and_the_next_append_r
     writer.append([b"c" * 40])
     writer.close()
     assert read_all(SpoolReader(str(tmp_path), "k")) == [b"a" * 40, b"c" * 40]
+
+
+def test_a_writer_restarting_below_the_committed_offset_writes_where_the_reader_waits(tmp_path):
+    """After a power cut the segment may end before the committed offset: the reader had read (and
+    committed) records the writer had not synced yet. New records must go where the reader resumes,
+    not at offsets it has passed already (it would wait on them forever)."""
+    writer = SpoolWriter(str(tmp_path), 1 << 20)
+    for i in range(3):
+        writer.append([b"record %d" % i])
+    writer.close()
+    reader = SpoolReader(str(tmp_path), "k")
+    assert read_all(reader) == [b"record 0", b"record 1", b"record 2"]
+    reader.close()
+    (_, path), = list_segments(str(tmp_path))
+    os.truncate(path, len(encode_record([b"record 0"])))   # the unsynced tail lost with the power
+    writer = SpoolWriter(str(tmp_path), 1 << 20)
+    writer.append([b"after the cut"])
+    writer.close()
+    assert read_all(SpoolReader(str(tmp_path), "k")) == [b"after the cut"]
