@@ -80,6 +80,7 @@ class Arbiter:
         self.rings, self._ring_names = [], []
         self.network_sockets = {}   # (kind, host, port) -> socket bound here, kept across reloads
         self._ring_generation = 0
+        self._daemon = None   # what the children forked from now on inherit (set by _start_children)
         self._watchdog = systemd.watchdog_interval()
 
     # -- start ----------------------------------------------------------------------------------
@@ -149,7 +150,7 @@ class Arbiter:
         process_restarts_total only grows; the sidecar learns every child from daemon.processes."""
         sockets = {name: self.network_sockets[network_address(self.cfg["inputs"][name])]
                    for name in network_inputs(self.cfg)}
-        daemon = Daemon(self.cfg, self.control, self.rings, self.http_socket, sockets)
+        daemon = self._daemon = Daemon(self.cfg, self.control, self.rings, self.http_socket, sockets)
         specs = [ChildSpec("input", lambda ctx: run_inputs(ctx, daemon), slot=INPUT_SLOT, role="input")]
         specs += [ChildSpec("worker-%d" % i, _worker_target(daemon, i), slot=FIRST_WORKER_SLOT + i,
                             progress=_worker_progress(self.control, i))
@@ -157,13 +158,15 @@ class Arbiter:
         specs.append(ChildSpec("sidecar", lambda ctx: run_sidecar(ctx, daemon), slot=SIDECAR_SLOT, role="sidecar"))
         if network_inputs(self.cfg) and "listener" not in self.children.children:
             # Owns the network sockets and writes the spools; a reload keeps it when its settings stay.
-            specs.append(ChildSpec("listener", lambda ctx: run_listener(ctx, daemon), slot=LISTENER_SLOT,
+            # Its target reads self._daemon when it forks: kept across reloads, it is forked again (after
+            # a crash) with the config and sockets of now, not those of the start it was made for.
+            specs.append(ChildSpec("listener", lambda ctx: run_listener(ctx, self._daemon), slot=LISTENER_SLOT,
                                    role="input"))
         for spec in specs:
             if spec.name in self.children.children:  # one that did not stop in time, or the kept listener
                 continue
-            spec = dataclasses.replace(spec, target=_without_inherited_sockets(daemon, spec.role, spec.name,
-                                                                               spec.target))
+            spec = dataclasses.replace(spec, target=_without_inherited_sockets(lambda: self._daemon, spec.role,
+                                                                               spec.name, spec.target))
             child = self.children.add(spec)
             child.spawns = self._restarts.get(spec.name, 0)
         daemon.processes = sorted(((c.spec.name, c.spec.role, c.spec.slot) for c in self.children.children.values()
@@ -412,11 +415,13 @@ def _worker_progress(control, index):
     return progress
 
 
-def _without_inherited_sockets(daemon, role, name, target):
+def _without_inherited_sockets(current, role, name, target):
     """A child closes its inherited copies of the sockets that are not its own first: the HTTP socket
     (but the sidecar) and the network inputs' sockets (but the listener), so a port listens only
-    while its server (or the supervisor, between its restarts) holds it."""
+    while its server (or the supervisor, between its restarts) holds it. `current()` is the Daemon of
+    the supervisor at the fork: a spec kept across a reload must close the sockets of now."""
     def run(ctx):
+        daemon = current()
         if role != "sidecar" and daemon.http_socket is not None:
             daemon.http_socket.close()
         if name != "listener":
