@@ -172,6 +172,9 @@ class SpoolWriter:
         os.makedirs(directory, exist_ok=True)
         self.end = self._recover()        # spool offset of the next byte written
         self._durable = self.end
+        # (from, to]: spool ranges a failed sync covered. A record in one is never reported durable, even
+        # when a later sync succeeds (of a new segment, or one that no longer reports the lost write).
+        self._unsynced = []
         self._fd = None
         self._segment_start = self._segment_len = 0
         self._open_segment()
@@ -277,7 +280,9 @@ class SpoolWriter:
 
     def _wait_durable(self, mine):
         """Group commit: the first waiter syncs everything written so far, the others wait for it."""
-        while self._durable < mine:
+        while self._durable < mine or self._sync_failed(mine):
+            if self._sync_failed(mine):
+                raise SpoolError("spool %s: the sync of this record failed" % self.directory)
             if self._syncing:
                 self._cond.wait()
                 continue
@@ -297,9 +302,17 @@ class SpoolWriter:
                 self._cond.notify_all()
             if not ok:
                 self.stats["errors"] += 1
+                self._mark_unsynced(target)
                 raise SpoolError("spool %s: fsync failed: %s" % (self.directory, error))
             self.stats["fsyncs"] += 1
             self._durable = max(self._durable, target)
+
+    def _mark_unsynced(self, end):
+        if end > self._durable:
+            self._unsynced = self._unsynced[-63:] + [(self._durable, end)]
+
+    def _sync_failed(self, mine):
+        return any(start < mine <= end for start, end in self._unsynced)
 
     def _roll(self):
         while self._syncing:  # the fsync in flight uses the descriptor about to be closed
@@ -313,6 +326,7 @@ class SpoolWriter:
             self._durable = self.end
         except OSError as exc:
             self.stats["errors"] += 1
+            self._mark_unsynced(self.end)
             log.error("spool %s: fsync failed: %s", self.directory, exc)
         os.close(self._fd)
         self._fd = None

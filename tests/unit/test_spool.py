@@ -259,3 +259,24 @@ def test_a_writer_restarting_below_the_committed_offset_writes_where_the_reader_
     writer.append([b"after the cut"])
     writer.close()
     assert read_all(SpoolReader(str(tmp_path), "k")) == [b"after the cut"]
+
+
+def test_a_record_whose_segment_failed_its_last_sync_is_never_reported_durable(tmp_path, monkeypatch):
+    """Thread A's record waits for a sync; thread B rolls to a new segment first and the old segment's
+    final fdatasync fails. A's record must not be acknowledged by the next sync, which is of the new
+    segment's descriptor. (The interleaving is played here on one thread, under the writer's lock.)"""
+    import anomaly_detector.inputs.spool as spool
+    writer = SpoolWriter(str(tmp_path), 1 << 20)
+    writer.append([b"synced"])
+    real = os.fdatasync
+    with writer._cond:
+        writer._write(encode_record([b"thread A's record"]))
+        mine = writer.end
+        monkeypatch.setattr(spool.os, "fdatasync", lambda fd: (_ for _ in ()).throw(OSError(5, "I/O error")))
+        writer._roll()                       # thread B: the segment is full, its last sync fails
+        monkeypatch.setattr(spool.os, "fdatasync", real)
+        writer._write(encode_record([b"thread B's record"]))
+        writer._wait_durable(writer.end)     # B's record, in the new segment, is synced
+        with pytest.raises(SpoolError):
+            writer._wait_durable(mine)       # A wakes up: its record's sync failed
+    writer.close()
