@@ -175,6 +175,7 @@ class SpoolWriter:
         # (from, to]: spool ranges a failed sync covered. A record in one is never reported durable, even
         # when a later sync succeeds (of a new segment, or one that no longer reports the lost write).
         self._unsynced = []
+        self._abandoned = False   # the segment ends in half a record that could not be cut
         self._fd = None
         self._segment_start = self._segment_len = 0
         self._open_segment()
@@ -217,6 +218,16 @@ class SpoolWriter:
             raise
         self._fd, self._segment_start, self._segment_len = fd, self.end, size
 
+    def _restart_segment(self):
+        """Seal a segment left with half a record (the reader skips that tail), start one if there is none."""
+        while self._syncing:  # the fsync in flight uses the descriptor about to be closed
+            self._cond.wait()
+        if self._abandoned and self._fd is not None:
+            self._sync_and_close()
+        self._abandoned = False
+        if self._fd is None:
+            self._reopen()
+
     def _reopen(self):
         """Start the next segment; a failure (disk full, no descriptor) refuses this append, the next retries."""
         try:
@@ -237,8 +248,8 @@ class SpoolWriter:
         with self._cond:
             if self._closed:
                 raise SpoolError("spool %s is closed" % self.directory)
-            if self._fd is None:
-                self._reopen()   # a roll that could not start its segment
+            if self._fd is None or self._abandoned:
+                self._restart_segment()
             if bounded:
                 self._reserve(len(record))
             if self._segment_len and self._segment_len + len(record) > self.segment_bytes:
@@ -272,7 +283,9 @@ class SpoolWriter:
             try:
                 os.ftruncate(self._fd, self._segment_len)
             except OSError:
-                pass
+                # The half record stays: no record may follow it in this segment (a reader stops at it,
+                # a restarted writer cuts the tail from it), so the next append starts a new segment.
+                self._abandoned = True
             raise SpoolError("spool %s: write failed: %s" % (self.directory, exc)) from None
         self._segment_len += len(record)
         self._used += len(record)

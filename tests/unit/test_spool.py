@@ -280,3 +280,22 @@ def test_a_record_whose_segment_failed_its_last_sync_is_never_reported_durable(t
         with pytest.raises(SpoolError):
             writer._wait_durable(mine)       # A wakes up: its record's sync failed
     writer.close()
+
+
+def test_a_half_written_record_that_cannot_be_cut_is_left_behind_in_a_sealed_segment(tmp_path, monkeypatch):
+    """A short write whose ftruncate fails too leaves half a record in the segment: later records must
+    not follow it there, or the reader stops at it and a restarted writer cuts them off as a torn tail."""
+    import anomaly_detector.inputs.spool as spool
+    writer = SpoolWriter(str(tmp_path), 1 << 20)
+    writer.append([b"before"])
+    real_write = os.write
+    monkeypatch.setattr(spool.os, "write", lambda fd, data: real_write(fd, data[:len(data) // 2]))
+    monkeypatch.setattr(spool.os, "ftruncate", lambda fd, size: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    with pytest.raises(SpoolError):
+        writer.append([b"half of this is written"])
+    monkeypatch.undo()
+    writer.append([b"after"])
+    assert read_all(SpoolReader(str(tmp_path), "k"), commit=False) == [b"before", b"after"]
+    writer.close()
+    SpoolWriter(str(tmp_path), 1 << 20).close()     # a restart's recovery keeps what was acknowledged
+    assert read_all(SpoolReader(str(tmp_path), "k")) == [b"before", b"after"]
