@@ -11,7 +11,6 @@ outlive the listener, so datagrams and connections queue in the kernel while it 
 arriving while the socket buffer is full are still dropped by the kernel (UDP has no backpressure; the
 kernel counts them in /proc/net/udp, read by udp_socket_drops into udp_receive_drops_total). When the spool is full the listener drops UDP messages (counted)
 and stops reading TCP connections, whose peers then wait on the TCP window.
-`commit()` only records progress, for metrics and symmetry with the file inputs.
 
 Messages are single lines: a message that itself contains LF (a datagram with inner newlines, or an
 octet-counted TCP frame, which RFC 6587 allows to hold any byte) is kept whole as one message, each inner
@@ -314,7 +313,7 @@ class _Connection:
 
 
 class SyslogInput:
-    """A syslog listener polled by the input process: `poll()` returns at most one Chunk of messages.
+    """A syslog receiver polled by the listener process: `poll()` returns at most one Chunk of messages.
 
     Binds at construction (listen_port 0 picks a free port, see `.port`). Nothing blocks: the listening
     socket and every connection are non-blocking and polled with a zero-timeout selector. At most
@@ -339,7 +338,6 @@ class SyslogInput:
         self.idle_timeout_seconds = float(idle_timeout_seconds)
         self.key = "syslog-" + protocol
         self.offset = 0        # bytes received so far, all peers together
-        self.committed = 0
         self.stats = {"messages": 0, "bytes": 0, "truncated": 0, "skipped": 0, "connections": 0,
                       "refused": 0, "evicted": 0, "idle_closed": 0, "read_errors": 0}
         self.stats.update(("framing_" + reason, 0) for reason in FRAMING_REASONS)
@@ -373,13 +371,6 @@ class SyslogInput:
         if not lines and self.offset == start:
             return []
         return [Chunk(self.key, self.path, lines, start, self.offset)]
-
-    def commit(self, key, offset):
-        """Record delivered progress; a network peer cannot be re-read, so this is bookkeeping only."""
-        if key != self.key or offset <= self.committed:
-            return False
-        self.committed = min(int(offset), self.offset)
-        return True
 
     def close(self):
         """Close every connection and the listening socket (idempotent)."""
@@ -415,8 +406,8 @@ class SyslogInput:
         return lines
 
     def refresh_stats(self):
-        """Re-read the kernel's drop count (at most once a second). Also called while the input process
-        does not poll (rings full): that is when drops happen, and the metric must show them then."""
+        """Re-read the kernel's drop count (at most once a second); poll() and the stats publisher
+        (inputs/stats.py, each round of the listener) call it."""
         if self.sock is None or self.protocol != "udp":
             return
         now = time.monotonic()
