@@ -15,6 +15,7 @@ worth per TCP input), since their peers will not send them again.
 """
 import logging
 import os
+import threading
 import time
 
 from anomaly_detector.inputs.http_ingest import HttpIngestInput, bind_ingest_socket
@@ -108,6 +109,7 @@ class Listener:
         self.spools, self.http, self.syslog = {}, [], []
         self._refusals = {}   # input name -> [count since last log line, time of last log line]
         self._spool_errors = {}   # the same, for failed appends
+        self._refusal_lock = threading.Lock()   # refused() runs in the HTTP handler threads and the syslog loop
         for name in network_inputs(cfg):
             section = cfg["inputs"][name]
             spool = self.spools[name] = SpoolWriter(spool_dir(cfg, name), spool_max_bytes(cfg))
@@ -188,15 +190,18 @@ class Listener:
 
     def refused(self, name, reason, lines):
         """Count and (rate-limited) log lines refused by a full or failing spool."""
-        if self.counters is not None:
-            self.counters.add(**{"spool_refused_full" if reason == "spool_full" else "spool_refused_error": lines})
-        seen = self._refusals.setdefault(name, [0, float("-inf")])
-        seen[0] += lines
-        now = time.monotonic()
-        if now - seen[1] >= REFUSAL_LOG_SECONDS:
-            log.warning("listener: %s: %d lines refused (%s, max_spool_mb = %d)", name, seen[0], reason,
+        with self._refusal_lock:   # a counter's add is a read and a write: concurrent ones would lose counts
+            if self.counters is not None:
+                self.counters.add(**{"spool_refused_full" if reason == "spool_full" else "spool_refused_error": lines})
+            seen = self._refusals.setdefault(name, [0, float("-inf")])
+            seen[0] += lines
+            now = time.monotonic()
+            due, count = now - seen[1] >= REFUSAL_LOG_SECONDS, seen[0]
+            if due:
+                seen[0], seen[1] = 0, now
+        if due:
+            log.warning("listener: %s: %d lines refused (%s, max_spool_mb = %d)", name, count, reason,
                         self.spools[name].max_bytes >> 20)
-            seen[0], seen[1] = 0, now
 
     def publish(self, force=False):
         """Move the spools' torn-record counts and the receivers' stats to the control block (counters only grow)."""

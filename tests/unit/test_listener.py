@@ -173,3 +173,24 @@ def test_a_failing_spool_under_tcp_is_logged_once_per_interval_not_per_retry(tmp
     assert listener.pump_syslog(tcp) == 1
     listener.close()
     conn.close()
+
+
+def test_refusals_counted_from_concurrent_http_threads_are_all_counted(tmp_path, counters):
+    """HTTP handler threads (and the syslog loop) count refused lines at the same time: the shared
+    counter's read-add-write must not lose any."""
+    import sys
+    import threading
+    listener = Listener(_cfg(tmp_path, ingest={"type": "http"}), counters)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)     # switch threads as often as possible, so an unguarded add races
+    try:
+        threads = [threading.Thread(target=lambda: [listener.refused("ingest", "spool_full", 1) for _ in range(5000)])
+                   for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+        listener.close()
+    assert counters.value("spool_refused_full") == 8 * 5000
