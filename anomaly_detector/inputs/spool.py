@@ -344,12 +344,6 @@ class SpoolWriter:
         os.close(self._fd)
         self._fd = None
 
-    def used(self):
-        """Bytes held by the segments now."""
-        with self._cond:
-            self._used = spool_bytes(self.directory)
-            return self._used
-
     def close(self):
         """Sync and close; appends after this raise SpoolError (idempotent)."""
         with self._cond:
