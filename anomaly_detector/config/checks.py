@@ -215,6 +215,12 @@ def _output_files(cfg):
     for key, what in (("scored_lines", "the scored-lines file"), ("incidents", "the incidents file")):
         if cfg["outputs"][key]:
             out.append((("outputs",), key, cfg["outputs"][key], what))
+    # as worker.detector.dead_letter_path resolves it (not imported: it pulls in the scoring stack)
+    if cfg["outputs"]["dead_letter"]:
+        out.append((("outputs",), "dead_letter", cfg["outputs"]["dead_letter"], "the dead-letter file"))
+    else:
+        out.append((("paths",), "state_dir", os.path.join(cfg["paths"]["state_dir"], "dead-letter.jsonl"),
+                    "the dead-letter file"))
     log_dir = cfg["paths"]["log_dir"]
     if cfg["logging"]["to_file"]:
         out.append((("paths",), "log_dir", os.path.join(log_dir, LOG_FILE_NAME), "the daemon's log"))

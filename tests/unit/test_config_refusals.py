@@ -235,6 +235,19 @@ def test_output_file_inside_an_input_glob(tmp_path, body, marker, words):
                     environment=False)
 
 
+def test_dead_letter_file_inside_an_input_glob(tmp_path):
+    """A poison line written to the dead-letter file and read back kills a worker again, forever."""
+    path, text = _config(tmp_path, FILE_INPUT + "[outputs]\ndead_letter = {d}/in/dead.log\n")
+    _assert_refused(path, text, "dead_letter", "[outputs] dead_letter", "the dead-letter file", "feedback loop",
+                    environment=False)
+
+
+def test_default_dead_letter_file_inside_an_input_glob(tmp_path):
+    path, text = _config(tmp_path, "[inputs]\n[[app]]\npath = {d}/state/*.jsonl\n")
+    _assert_refused(path, text, "state_dir", "[paths] state_dir", "dead-letter.jsonl", "feedback loop",
+                    environment=False)
+
+
 def test_log_dir_inside_an_input_glob(tmp_path):
     path, text = _config(tmp_path, "[inputs]\n[[app]]\npath = {d}/log/*.log\n")
     errors = _assert_refused(path, text, "log_dir", "[paths] log_dir", "the daemon's log", environment=False)
