@@ -114,10 +114,11 @@ def _read_text(path):
     except OSError as exc:
         return fail("cannot read config file: %s" % exc.strerror)
     try:
-        return raw.decode("utf-8"), None
+        return raw.decode("utf-8-sig"), None     # a BOM (editors on Windows) is not text
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        return None, Problem(ERROR, path, line, (), "", "not valid UTF-8 text (byte 0x%02x)" % raw[exc.start])
+        text = exc.object       # after the BOM, which exc.start counts from
+        line = text[: exc.start].count(b"\n") + 1
+        return None, Problem(ERROR, path, line, (), "", "not valid UTF-8 text (byte 0x%02x)" % text[exc.start])
 
 
 def _parse(path, text, index):

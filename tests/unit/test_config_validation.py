@@ -117,6 +117,19 @@ def test_invalid_utf8_is_one_error_with_its_line(tmp_path):
     assert [p.render() for p in problems] == ["%s:4: error: not valid UTF-8 text (byte 0xe9)" % path]
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_line(tmp_path):
+    """Editors on Windows save UTF-8 with a BOM: the file is valid and its lines keep their numbers."""
+    path, text = _write(tmp_path, ONE_INPUT + "[processing]\nworkers = 0\n")
+    with open(path, "wb") as f:
+        f.write(b"\xef\xbb\xbf" + text.encode())
+    _cfg, problems = load_config(path, environment=False)
+    assert [p.render() for p in problems if p.severity == ERROR] == [
+        "%s:8: error: [processing] workers: expected an integer from 1 to 64, found '0'" % path]
+    with open(path, "wb") as f:
+        f.write(b"\xef\xbb\xbf[processing]\nworkers = 2\n\xe9\n")
+    assert [p.render() for p in load_config(path)[1]] == ["%s:3: error: not valid UTF-8 text (byte 0xe9)" % path]
+
+
 @pytest.mark.parametrize("make,words", [
     (lambda d: str(d / "missing.ini"), "config file not found"),
     (lambda d: str(d), "is a directory"),
