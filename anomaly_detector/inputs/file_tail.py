@@ -515,8 +515,10 @@ class FileTailer:
             st = os.stat(path)
             if (st.st_dev, st.st_ino) == ident:
                 return path
-        except OSError:
+        except FileNotFoundError:
             pass
+        except OSError:
+            return path     # cannot tell (EACCES...): opening it reports why, and it is retried
         return self._inodes_in(os.path.dirname(path) or ".").get(ident)
 
     def _end_turns(self, wanted, now):
