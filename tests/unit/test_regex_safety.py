@@ -45,6 +45,9 @@ EVIL = [
     (r".*\w++=", "compete"),
     (r"^.*a.*a.*x", "compete"),             # anchored, but three in a row: O(n**3)
     (r"(?m)^.*.*x", "compete"),             # ^ matches after every newline: not anchored
+    (r"a(?=.*.*x)", "compete"),             # a lookahead's body competes too: O(n**3) for a search
+    (r"a.*(?=.*x)y", "compete"),            # rescanned after each split of the '.*' before it: O(n**3)
+    (r"a(?=.*.*.*x)", "compete"),
     (r" *(?>\s*\S)", "compete"),
     (r"\w{2,}=*?x*\w1++ +", "compete"),   # found by fuzzing: a repetition that can be empty joins its neighbours          # found by fuzzing: an atomic group is matched again after each split
     (r"(a+)\1", "backreference"),
@@ -92,6 +95,8 @@ SAFE = [
     r"^(.*?):(\d+):(.*)$",
     r"^.*ERROR.*$",
     r"\A\s*(\S+)\s*=\s*(.*)$",
+    r"^(?=.*error)(?=.*disk)",   # 'holds both words': each lookahead scans the line once
+    r"^.*(?=.*x)y",
 ]
 
 
