@@ -280,15 +280,35 @@ def _check_addresses_resolve(report, cfg):
     for section, key, address in addresses:
         if _address_syntax(address) or address in _WILDCARDS:
             continue    # reported by the semantic check, or binds every address
+        # the family the daemon binds with: IPv6 for an IPv6 literal, IPv4 for anything else
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
         try:
-            infos = socket.getaddrinfo(address, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            infos = socket.getaddrinfo(address, 0, family, socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         except (OSError, UnicodeError) as exc:
+            # asked again only when the answer was "no such address" (EAI_AGAIN, a slow or absent
+            # resolver, is not worth a second wait during a reload)
+            if (family == socket.AF_INET and getattr(exc, "errno", None) in _NO_ADDRESS
+                    and _resolves(address)):
+                report.add(ERROR, section, key, "%r has no IPv4 address: a host name is listened on over IPv4; "
+                           "for IPv6 write the address itself (such as ::1)" % address)
+                continue
             report.add(ERROR, section, key, "expected an IP address or a host name that resolves, found %r "
                        "(%s)" % (address, getattr(exc, "strerror", None) or exc))
             continue
         if not any(_can_bind(info) for info in infos):
             report.add(ERROR, section, key, "%s is not an address of this machine: nothing can listen on it"
                        % address)
+
+
+_NO_ADDRESS = tuple(getattr(socket, name) for name in ("EAI_ADDRFAMILY", "EAI_NODATA", "EAI_NONAME")
+                    if hasattr(socket, name))
+
+
+def _resolves(address):
+    try:
+        return bool(socket.getaddrinfo(address, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE))
+    except (OSError, UnicodeError):
+        return False
 
 
 def _can_bind(info):

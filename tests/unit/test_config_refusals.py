@@ -220,6 +220,23 @@ def test_a_name_that_resolves_locally_is_accepted(tmp_path):
     assert _errors(path) == []
 
 
+def test_a_name_with_only_ipv6_addresses_is_refused(tmp_path, monkeypatch):
+    """The daemon listens on a host name over IPv4 (an IPv6 literal over IPv6): a name that
+    resolves only to IPv6 addresses passed the check and then failed the start."""
+    real = socket.getaddrinfo
+
+    def fake(host, port, family=0, type=0, proto=0, flags=0):
+        if host != "v6only.test":
+            return real(host, port, family, type, proto, flags)
+        if family not in (0, socket.AF_INET6):
+            raise socket.gaierror(socket.EAI_ADDRFAMILY, "Address family for hostname not supported")
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    path, text = _config(tmp_path, "[inputs]\n" + _http_input("h", 9200, "v6only.test"))
+    _assert_refused(path, text, "listen_address", "[inputs.h] listen_address", "'v6only.test' has no IPv4 address")
+
+
 # ---- feedback loops: an output read back by an input ---------------------------------------------
 
 @pytest.mark.parametrize("body,marker,words", [
