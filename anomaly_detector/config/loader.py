@@ -79,9 +79,11 @@ def load_config(path, environment=True, purpose=DAEMON):
         # After a syntax error the parsed sections are partial or merged: keep what has a line.
         schema = [p for p in schema if p.line]
     problems += schema
-    if not has_errors(problems):    # the later checks need typed values
+    typed = not has_errors(problems)    # the later checks need typed values
+    # read from the file's lines, not typed values: reported beside wrong values, all problems at once
+    problems += unsupported_problems(path, cfg, index)
+    if typed:
         problems += checks.semantic_problems(path, cfg, index, daemon=purpose == DAEMON)
-        problems += unsupported_problems(path, cfg, index)
         if environment:
             problems += checks.environment_problems(path, cfg, index, daemon=purpose == DAEMON)
     if purpose == DAEMON:

@@ -245,3 +245,14 @@ def test_an_unsupported_feature_is_refused_without_asking_for_more_of_its_keys(t
     assert any("not supported in this release" in r for r in rendered), rendered
     assert not any("required for type" in r or "http(s) URL" in r or "expected redis://" in r
                    or "needs from_address" in r for r in rendered), rendered
+
+
+def test_a_setting_not_supported_is_reported_beside_a_wrong_value(tmp_path):
+    """Every problem at once: fixing a typo must not reveal a second, unrelated refusal."""
+    path, text = _write(tmp_path, "[inputs]\nstray = 1\n[[app]]\npath = /x.log\n[processing]\nworkers = 0\n"
+                        "[http]\ntls_cert = /tmp/c.pem\n")
+    _cfg, problems = load_config(path, environment=False)
+    rendered = [p.render() for p in problems]
+    assert any("workers" in r and "from 1 to 64" in r for r in rendered), rendered
+    assert any("[http] tls_cert: not supported in this release" in r for r in rendered), rendered
+    assert any("[inputs] stray: unknown key" in r for r in rendered), rendered
