@@ -421,14 +421,12 @@ def _flatten(seq, flags):
 
 
 def _bodies(op, av):
+    """Sequences inside op checked on their own (lookarounds and atomic groups never get here:
+    competing() follows the first into their body, _flatten opens the second)."""
     if op is C.BRANCH:
         return av[1]
     if op in _REPEATS or op is C.POSSESSIVE_REPEAT:
         return [av[2]]
-    if op in (C.ASSERT, C.ASSERT_NOT):
-        return [av[1]]
-    if op is C.ATOMIC_GROUP:
-        return [av]
     return []
 
 
