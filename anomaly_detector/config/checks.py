@@ -197,11 +197,19 @@ def _resolved(address):
 
 
 def _check_feedback_loops(report, cfg):
-    """An output file matched by a file input's glob is read back, scored, written again: a loop."""
+    """An output file matched by a file input's glob is read back, scored, written again: a loop.
+    Two outputs in one file mix records no reader can tell apart."""
+    outputs = _output_files(cfg)
+    seen = {}
+    for section, key, path, what in outputs:
+        other = seen.setdefault(os.path.realpath(path), (section, key, what))
+        if other != (section, key, what):
+            report.add(ERROR, section, key, "%s %s is also %s (%s): give each output its own file"
+                       % (what, path, other[2], report.where(other[0], other[1])))
     globs = [(("inputs", n), i["path"]) for n, i in cfg["inputs"].items() if i["type"] == "file" and i["path"]]
     if not globs:
         return
-    for section, key, path, what in _output_files(cfg):
+    for section, key, path, what in outputs:
         for input_section, pattern in globs:
             if _glob_matches(pattern, path):
                 report.add(ERROR, section, key, "%s %s is matched by %s = %s: the daemon would read its own "

@@ -265,6 +265,14 @@ def test_default_dead_letter_file_inside_an_input_glob(tmp_path):
                     environment=False)
 
 
+def test_two_outputs_in_one_file(tmp_path):
+    """Scored lines and incidents (or poison lines) mixed in one file: no reader can tell them apart."""
+    path, text = _config(tmp_path, FILE_INPUT + "[outputs]\nscored_lines = {d}/out.jsonl\n"
+                         "incidents = {d}/out.jsonl\n")
+    _assert_refused(path, text, "incidents", "[outputs] incidents", "the incidents file",
+                    "is also the scored-lines file", environment=False)
+
+
 def test_log_dir_inside_an_input_glob(tmp_path):
     path, text = _config(tmp_path, "[inputs]\n[[app]]\npath = {d}/log/*.log\n")
     errors = _assert_refused(path, text, "log_dir", "[paths] log_dir", "the daemon's log", environment=False)
