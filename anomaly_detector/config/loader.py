@@ -79,9 +79,11 @@ def load_config(path, environment=True, purpose=DAEMON):
         # After a syntax error the parsed sections are partial or merged: keep what has a line.
         schema = [p for p in schema if p.line]
     problems += schema
-    if not has_errors(problems):    # the later checks need typed values
+    typed = not has_errors(problems)    # the later checks need typed values
+    # read from the file's lines, not typed values: reported beside wrong values, all problems at once
+    problems += unsupported_problems(path, cfg, index)
+    if typed:
         problems += checks.semantic_problems(path, cfg, index, daemon=purpose == DAEMON)
-        problems += unsupported_problems(path, cfg, index)
         if environment:
             problems += checks.environment_problems(path, cfg, index, daemon=purpose == DAEMON)
     if purpose == DAEMON:
@@ -114,10 +116,11 @@ def _read_text(path):
     except OSError as exc:
         return fail("cannot read config file: %s" % exc.strerror)
     try:
-        return raw.decode("utf-8"), None
+        return raw.decode("utf-8-sig"), None     # a BOM (editors on Windows) is not text
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        return None, Problem(ERROR, path, line, (), "", "not valid UTF-8 text (byte 0x%02x)" % raw[exc.start])
+        text = exc.object       # after the BOM, which exc.start counts from
+        line = text[: exc.start].count(b"\n") + 1
+        return None, Problem(ERROR, path, line, (), "", "not valid UTF-8 text (byte 0x%02x)" % text[exc.start])
 
 
 def _parse(path, text, index):

@@ -28,8 +28,8 @@ def unsupported_problems(path, cfg, index):
     for (section, key), (line, _raw) in sorted(index.keys.items(), key=lambda item: item[1][0]):
         if is_unsupported(section, key):
             problems.append(Problem(ERROR, path, line, section, key, NOT_SUPPORTED))
-    for name, section in cfg["inputs"].items():
-        if section["type"] in UNSUPPORTED_INPUT_TYPES:
+    for name, section in cfg.get("inputs", {}).items():
+        if isinstance(section, dict) and section.get("type") in UNSUPPORTED_INPUT_TYPES:
             line = index.key_line(("inputs", name), "type")
             problems.append(Problem(ERROR, path, line, ("inputs", name), "type",
                                     "type = %s is %s" % (section["type"], NOT_SUPPORTED)))

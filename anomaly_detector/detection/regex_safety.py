@@ -15,7 +15,10 @@ before it gives up, and one crafted log line then holds a worker for minutes. Wh
   atomic groups included) where each one's iterations fit in the other's characters, with only
   characters the second could take between them, and something after them that can fail
   ('\\d+\\d+x', '.*.*x', '.*id=.*x'): O(n**3) per line for a search. The bound accepted is one
-  such repetition per run, O(n**2) per line at worst ('a.*b', '^ERROR .* failed$');
+  such repetition per run, O(n**2) per line at worst ('a.*b', '^ERROR .* failed$'); two in a
+  pattern anchored at its start ('^' without MULTILINE, '\\A'), which a search tries at one
+  position only ('^(\\w+):\\s*(.*)$' is O(n**2) too); a lookaround's body counts as following the repetitions
+  before it, since it is scanned again after each of their splits ('a.*(?=.*x)y', 'a(?=.*.*x)');
 - backreferences ('(a+)\\1');
 - a lookaround holding an unbounded quantifier where it is tried again and again: inside a
   repetition, or first in an unanchored pattern (it rescans the rest of the line from every
@@ -291,43 +294,77 @@ class Analysis:
                 return True
         return False
 
-    def competing(self, seq, flags, top=False):
-        """Refuse two unbounded repetitions in a row that compete for the same characters."""
-        runs = []           # open competitors: [characters, rendering, node, flags, characters since]
+    def competing(self, seq, flags, top=False, outer=(0, None)):
+        """Refuse two unbounded repetitions in a row that compete for the same characters (three in
+        a pattern anchored at its start: it is tried at one position only, so two cost what one costs
+        in a search, O(n**2)). `outer`: (depth, rendering) of the repetitions before a lookaround
+        whose body this is: the body is scanned again after each of their splits."""
+        allowed = (2 if top and self.anchored() else 1) - outer[0]
+        runs = []           # open competitors: [characters, rendering, node, flags, characters since, depth]
         pending = None      # a contest found, counted once something after it can fail
         for op, av, f in _flatten(seq, flags):
             if op in (C.AT, C.ASSERT, C.ASSERT_NOT):
                 if pending:
                     raise _Refused(pending)     # an anchor or lookaround after them can fail
+                if op is not C.AT and self.has_wide(av[1]):
+                    # A lookaround never gives back, so only what follows in its body can fail in it.
+                    self.competing(av[1], f, top=top, outer=self.before_lookaround(runs, av[1], f, outer))
                 continue
             start, nullable = self.first_of(op, av, f)
             if pending and not nullable:
                 raise _Refused(pending)
             wide = self.is_wide(op, av)
             taken = self.chars([(op, av)], f)
-            if wide and pending is None:
-                pending = self.contest(runs, (op, av), taken, f)
+            depth = 0
+            if wide:
+                depth, message = self.contest(runs, (op, av), taken, f)
+                if pending is None and depth > allowed:
+                    pending = message or "quantifiers that compete for the same characters '%s' and '%s'" % (
+                        outer[1], render([(op, av)]))
             if not nullable:
                 # It takes at least one character: a run that cannot take it ends here.
                 runs = [run for run in runs if start.overlaps(run[0])]
                 for run in runs:
                     run[4].append(taken)
             if wide:
-                runs.append([taken, render([(op, av)]), (op, av), f, []])
+                runs.append([taken, render([(op, av)]), (op, av), f, [], depth])
             for inner in _bodies(op, av):
                 self.competing(inner, f)
         if pending and not top:
             raise _Refused(pending)
 
+    def before_lookaround(self, runs, body, flags, outer):
+        """(depth, rendering) of the deepest open repetition whose every split re-runs the lookaround's
+        scan over the same characters ('a.*(?=.*x)': O(n**3) for a search); else `outer`."""
+        inner = self.chars(body, flags)
+        best = outer
+        for run in runs:
+            if run[0].overlaps(inner) and all(inner.overlaps(b) for b in run[4]) and outer[0] + run[5] > best[0]:
+                best = (outer[0] + run[5], run[1])
+        return best
+
+    def anchored(self):
+        """Whether a search can only start at the beginning of the line (\\A, or ^ without MULTILINE)."""
+        for op, av, flags in _flatten(self.tree, self.flags):
+            if op is C.AT:
+                return av is C.AT_BEGINNING_STRING or (av is C.AT_BEGINNING and not flags & re.MULTILINE)
+            return False
+        return False
+
     def contest(self, runs, node, chars, flags):
+        """(how many repetitions in a row compete, ending with node; the message naming the last pair)."""
+        depth, message = 1, None
         for run in runs:
             if self.contested(run, node, chars, flags) and all(chars.overlaps(b) for b in run[4]):
-                return "quantifiers that compete for the same characters '%s' and '%s'" % (run[1], render([node]))
-        return None
+                if run[5] + 1 > depth:
+                    depth = run[5] + 1
+                    message = "quantifiers that compete for the same characters '%s' and '%s'" % (
+                        run[1], render([node]))
+        return depth, message
 
     def contested(self, earlier, node, chars, flags):
         """Whether text can be taken by either repetition: each one's iterations fit in the other's characters."""
-        earlier_chars, _text, (_op, earlier_av), earlier_flags, _between = earlier
+        earlier_chars, _text, (_op, earlier_av), earlier_flags, _between, _depth = earlier
         return self.fits(earlier_av[2], chars, earlier_flags) and self.fits(node[1][2], earlier_chars, flags)
 
     def fits(self, seq, charset, flags):
@@ -384,14 +421,12 @@ def _flatten(seq, flags):
 
 
 def _bodies(op, av):
+    """Sequences inside op checked on their own (lookarounds and atomic groups never get here:
+    competing() follows the first into their body, _flatten opens the second)."""
     if op is C.BRANCH:
         return av[1]
     if op in _REPEATS or op is C.POSSESSIVE_REPEAT:
         return [av[2]]
-    if op in (C.ASSERT, C.ASSERT_NOT):
-        return [av[1]]
-    if op is C.ATOMIC_GROUP:
-        return [av]
     return []
 
 

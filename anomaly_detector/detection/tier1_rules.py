@@ -36,9 +36,12 @@ class Rule:
             return hit
         found = np.zeros(batch.n, bool)
         text = batch.buf.tobytes()
-        for m in self.regex.finditer(text):
-            line = np.searchsorted(batch.content_start, m.start(), side="right") - 1
-            if line >= 0 and m.end() <= batch.content_end[line]:
+        search = self.regex.search
+        starts, ends = batch.content_start.tolist(), batch.content_end.tolist()
+        # Line by line, on a copy of its content: '^' and '$' are the line's own start and end, and
+        # a greedy match cannot run into the next line and hide that line's match.
+        for line in np.flatnonzero(hit).tolist():
+            if search(text[starts[line]:ends[line]]):
                 found[line] = True
         return hit & found
 

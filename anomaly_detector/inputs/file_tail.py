@@ -482,11 +482,21 @@ class FileTailer:
         opened = False
         while self._waiting and len(self._files) < self.max_open_files:
             ident, waiting = self._waiting.popitem(last=False)
-            tailed = self._open_new(waiting.path, apply_start_at=waiting.apply_start_at)
-            opened = opened or tailed is not None
-            if tailed is not None and waiting.orphan:
-                tailed.orphaned_at = now     # rotated out of the glob while it waited: drain it, then close
             self._parked.pop(ident, None)
+            # The name was seen at the last scan; since then it may have been rotated: open the file
+            # by identity, or the unread lines of the one renamed away would never be read.
+            path = self._path_of(ident, waiting.path)
+            if path is None:
+                self._remember_left(ident)   # deleted or moved to another directory: its checkpoint stays
+                continue
+            tailed = self._open_new(path, apply_start_at=waiting.apply_start_at)
+            opened = opened or tailed is not None
+            if tailed is not None and tailed.ident != ident:
+                # renamed between the stat and the open: another file has the name now; find it again
+                self._waiting[ident] = _Waiting(path, waiting.apply_start_at, orphan=True)
+                self._waiting.move_to_end(ident, last=False)
+            elif tailed is not None and (waiting.orphan or path != waiting.path):
+                tailed.orphaned_at = now     # rotated out of the glob while it waited: drain it, then close
         for waiting in self._waiting.values():
             if not waiting.counted:
                 waiting.counted = True
@@ -498,6 +508,18 @@ class FileTailer:
                         "(they are read in turns; raise max_open_files to read them all at once)",
                         self.max_open_files, len(self._waiting))
         return opened
+
+    def _path_of(self, ident, path):
+        """`path` when it still names the file `ident`, else its new name in the same directory, or None."""
+        try:
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) == ident:
+                return path
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return path     # cannot tell (EACCES...): opening it reports why, and it is retried
+        return self._inodes_in(os.path.dirname(path) or ".").get(ident)
 
     def _end_turns(self, wanted, now):
         """Free up to `wanted` descriptors: idle files first, then busy files whose turn is over."""

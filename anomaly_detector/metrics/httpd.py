@@ -8,6 +8,7 @@ request that carries one is answered and its connection closed.
 import collections
 import json
 import logging
+import socket
 import threading
 import time
 from datetime import datetime, timezone
@@ -129,6 +130,8 @@ class SidecarHTTPServer(GuardedHTTPServer):
         self.header_timeout_seconds = float(header_timeout_seconds)
         self.rejected = collections.Counter()
         self._rejected_lock = threading.Lock()
+        if ":" in bind:
+            self.address_family = socket.AF_INET6    # an IPv6 literal such as ::1
         super().__init__((bind, port), _Handler, bind_and_activate=sock is None)
         if sock is not None:
             self.socket.close()

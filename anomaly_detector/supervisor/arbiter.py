@@ -452,7 +452,9 @@ def _check_inputs(cfg):
 def _listen(http):
     """Bind the sidecar's socket here, before forking: a busy port fails the start with one line."""
     try:
-        sock = socket.create_server((http["bind"], http["port"]), reuse_port=False)
+        # an IPv6 literal needs an IPv6 socket, as the network inputs bind theirs
+        family = socket.AF_INET6 if ":" in http["bind"] else socket.AF_INET
+        sock = socket.create_server((http["bind"], http["port"]), family=family, reuse_port=False)
     except OSError as exc:
         raise StartError("cannot listen on %s:%d: %s" % (http["bind"], http["port"], exc.strerror)) from None
     sock.set_inheritable(True)

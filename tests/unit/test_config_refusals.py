@@ -220,6 +220,23 @@ def test_a_name_that_resolves_locally_is_accepted(tmp_path):
     assert _errors(path) == []
 
 
+def test_a_name_with_only_ipv6_addresses_is_refused(tmp_path, monkeypatch):
+    """The daemon listens on a host name over IPv4 (an IPv6 literal over IPv6): a name that
+    resolves only to IPv6 addresses passed the check and then failed the start."""
+    real = socket.getaddrinfo
+
+    def fake(host, port, family=0, type=0, proto=0, flags=0):
+        if host != "v6only.test":
+            return real(host, port, family, type, proto, flags)
+        if family not in (0, socket.AF_INET6):
+            raise socket.gaierror(socket.EAI_ADDRFAMILY, "Address family for hostname not supported")
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    path, text = _config(tmp_path, "[inputs]\n" + _http_input("h", 9200, "v6only.test"))
+    _assert_refused(path, text, "listen_address", "[inputs.h] listen_address", "'v6only.test' has no IPv4 address")
+
+
 # ---- feedback loops: an output read back by an input ---------------------------------------------
 
 @pytest.mark.parametrize("body,marker,words", [
@@ -233,6 +250,27 @@ def test_output_file_inside_an_input_glob(tmp_path, body, marker, words):
     marker = marker.replace("{d}", str(tmp_path))
     _assert_refused(path, text, marker, *words, "is matched by [inputs.app] path (line 6)", "feedback loop",
                     environment=False)
+
+
+def test_dead_letter_file_inside_an_input_glob(tmp_path):
+    """A poison line written to the dead-letter file and read back kills a worker again, forever."""
+    path, text = _config(tmp_path, FILE_INPUT + "[outputs]\ndead_letter = {d}/in/dead.log\n")
+    _assert_refused(path, text, "dead_letter", "[outputs] dead_letter", "the dead-letter file", "feedback loop",
+                    environment=False)
+
+
+def test_default_dead_letter_file_inside_an_input_glob(tmp_path):
+    path, text = _config(tmp_path, "[inputs]\n[[app]]\npath = {d}/state/*.jsonl\n")
+    _assert_refused(path, text, "state_dir", "[paths] state_dir", "dead-letter.jsonl", "feedback loop",
+                    environment=False)
+
+
+def test_two_outputs_in_one_file(tmp_path):
+    """Scored lines and incidents (or poison lines) mixed in one file: no reader can tell them apart."""
+    path, text = _config(tmp_path, FILE_INPUT + "[outputs]\nscored_lines = {d}/out.jsonl\n"
+                         "incidents = {d}/out.jsonl\n")
+    _assert_refused(path, text, "incidents", "[outputs] incidents", "the incidents file",
+                    "is also the scored-lines file", environment=False)
 
 
 def test_log_dir_inside_an_input_glob(tmp_path):

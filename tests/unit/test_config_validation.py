@@ -52,13 +52,13 @@ CASES = [
     ("bad_rule_regex", "[rules]\n[[oom]]\npattern = ([a-z\n", "pattern", ["[rules.oom] pattern", "regular expression"]),
     ("rule_without_pattern", "[rules]\n[[oom]]\nthreshold = 3\n", "[[oom]]", ["[rules.oom] pattern", "required key is missing"]),
     ("sink_without_type", "[alerting]\n[[am]]\nurl = http://127.0.0.1:9093\n", "[[am]]", ["[alerting.am] type", "required"]),
-    ("alertmanager_without_url", "[alerting]\n[[am]]\ntype = alertmanager\n", "[[am]]", ["url", "http(s) URL"]),
-    ("webhook_bad_scheme", "[alerting]\n[[hook]]\ntype = webhook\nurl = ftp://x/y\n", "url", ["url", "'ftp://x/y'"]),
-    ("email_without_addresses", "[alerting]\n[[mail]]\ntype = email\n", "[[mail]]", ["to_addresses", "from_address"]),
-    ("redis_missing_stream", "[inputs]\n[[bus]]\ntype = redis\nurl = redis://127.0.0.1:6379/0\ngroup = g\n", "[[bus]]",
-     ["[inputs.bus] stream", "required for type = redis"]),
+    ("alertmanager_without_url", "[alerting]\n[[am]]\ntype = alertmanager\n", "[[am]]", ["[alerting.am]", "not supported"]),
+    ("webhook_bad_scheme", "[alerting]\n[[hook]]\ntype = webhook\nurl = ftp://x/y\n", "[[hook]]", ["[alerting.hook]", "not supported"]),
+    ("email_without_addresses", "[alerting]\n[[mail]]\ntype = email\n", "[[mail]]", ["[alerting.mail]", "not supported"]),
+    ("redis_missing_stream", "[inputs]\n[[bus]]\ntype = redis\nurl = redis://127.0.0.1:6379/0\ngroup = g\n", "type = redis",
+     ["[inputs.bus] type", "not supported"]),
     ("redis_bad_url", "[inputs]\n[[bus]]\ntype = redis\nurl = http://x\nstream = s\ngroup = g\n", "url = http",
-     ["url", "redis://"]),
+     ["[inputs.bus] url", "not supported"]),
     ("listener_without_port", "[inputs]\n[[sys]]\ntype = syslog\n", "[[sys]]", ["[inputs.sys] listen_port", "fixed port"]),
     ("bad_timezone", "[inputs]\n[[app]]\npath = /x\ntimezone = Mars/Base\n", "timezone", ["timezone", "Mars/Base"]),
     ("comma_makes_list", "[inputs]\n[[app]]\npath = /x\nlog_format = <Date>, <Content>\n", "log_format",
@@ -115,6 +115,19 @@ def test_invalid_utf8_is_one_error_with_its_line(tmp_path):
     cfg, problems = load_config(str(path))
     assert cfg is None
     assert [p.render() for p in problems] == ["%s:4: error: not valid UTF-8 text (byte 0xe9)" % path]
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_line(tmp_path):
+    """Editors on Windows save UTF-8 with a BOM: the file is valid and its lines keep their numbers."""
+    path, text = _write(tmp_path, ONE_INPUT + "[processing]\nworkers = 0\n")
+    with open(path, "wb") as f:
+        f.write(b"\xef\xbb\xbf" + text.encode())
+    _cfg, problems = load_config(path, environment=False)
+    assert [p.render() for p in problems if p.severity == ERROR] == [
+        "%s:8: error: [processing] workers: expected an integer from 1 to 64, found '0'" % path]
+    with open(path, "wb") as f:
+        f.write(b"\xef\xbb\xbf[processing]\nworkers = 2\n\xe9\n")
+    assert [p.render() for p in load_config(path)[1]] == ["%s:3: error: not valid UTF-8 text (byte 0xe9)" % path]
 
 
 @pytest.mark.parametrize("make,words", [
@@ -216,3 +229,30 @@ def test_cli_version():
 
     result = _cli("--version")
     assert result.returncode == 0 and result.stdout.strip() == "anomaly_detector %s" % __version__
+
+
+@pytest.mark.parametrize("body", [
+    "[inputs]\n[[bus]]\ntype = redis\nurl = redis://127.0.0.1:6379/0\ngroup = g\n",
+    "[inputs]\n[[bus]]\ntype = redis\nurl = http://x\nstream = s\ngroup = g\n",
+    "[alerting]\n[[am]]\ntype = alertmanager\n",
+    "[alerting]\n[[mail]]\ntype = email\n",
+], ids=["redis_without_stream", "redis_bad_url", "alertmanager_without_url", "email_without_addresses"])
+def test_an_unsupported_feature_is_refused_without_asking_for_more_of_its_keys(tmp_path, body):
+    """Asking for a redis stream or a sink's URL, then refusing the key once set, sends operators in a circle."""
+    path, _text = _write(tmp_path, body)
+    _cfg, problems = load_config(path, environment=False)
+    rendered = [p.render() for p in problems]
+    assert any("not supported in this release" in r for r in rendered), rendered
+    assert not any("required for type" in r or "http(s) URL" in r or "expected redis://" in r
+                   or "needs from_address" in r for r in rendered), rendered
+
+
+def test_a_setting_not_supported_is_reported_beside_a_wrong_value(tmp_path):
+    """Every problem at once: fixing a typo must not reveal a second, unrelated refusal."""
+    path, text = _write(tmp_path, "[inputs]\nstray = 1\n[[app]]\npath = /x.log\n[processing]\nworkers = 0\n"
+                        "[http]\ntls_cert = /tmp/c.pem\n")
+    _cfg, problems = load_config(path, environment=False)
+    rendered = [p.render() for p in problems]
+    assert any("workers" in r and "from 1 to 64" in r for r in rendered), rendered
+    assert any("[http] tls_cert: not supported in this release" in r for r in rendered), rendered
+    assert any("[inputs] stray: unknown key" in r for r in rendered), rendered

@@ -278,3 +278,29 @@ def test_busy_files_rotated_while_taking_turns_lose_and_repeat_nothing(tmp_path)
     expected = [seq for k, w in enumerate(writers) for seq in range(k * 1_000_000, w.next_seq)]
     assert ledger.lost(expected) == [] and ledger.duplicates() == 0
     tailer.close()
+
+
+def test_file_rotated_between_the_scan_and_its_turn_is_drained_not_forgotten(tmp_path):
+    """A waiting file renamed out of the glob after the scan that queued it, before the poll that
+    gives it a descriptor: its turn must open it (found by inode), not whatever now has its name."""
+    now = [0.0]
+    first, second = LineWriter(tmp_path / "a.log"), LineWriter(tmp_path / "b.log")
+    second.next_seq = 1_000_000
+    first.write(10)
+    second.write(10)
+    tailer = new_tailer(str(tmp_path / "*.log"), tmp_path / "cp", max_open_files=1, poll_interval=30,
+                        clock=lambda: now[0], rotate_wait_seconds=1)
+    ledger = Ledger()
+    _poll_rounds(tailer, ledger, 1)                 # the scan: a.log opened, b.log waits
+    assert tailer.stats["files_deferred"] == 1
+    second.rotate_rename()                          # b.log -> b.log.1, out of the glob
+    second.write(5)                                 # and a new b.log
+    for _ in range(10):                             # polls without a scan: a.log parks, b's turn comes
+        now[0] += 0.5
+        _poll_rounds(tailer, ledger, 1)
+    for _ in range(20):                             # scans again and drains
+        now[0] += 31
+        _poll_rounds(tailer, ledger, 1)
+    expected = list(range(10)) + list(range(1_000_000, 1_000_015))
+    assert ledger.lost(expected) == [] and ledger.duplicates() == 0
+    tailer.close()

@@ -43,6 +43,11 @@ EVIL = [
     (r".*\d+ ms", "compete"),
     (r"x*?.\w*+\S{2}?xx(\d)", "compete"),   # found by fuzzing: a possessive repetition still rescans
     (r".*\w++=", "compete"),
+    (r"^.*a.*a.*x", "compete"),             # anchored, but three in a row: O(n**3)
+    (r"(?m)^.*.*x", "compete"),             # ^ matches after every newline: not anchored
+    (r"a(?=.*.*x)", "compete"),             # a lookahead's body competes too: O(n**3) for a search
+    (r"a.*(?=.*x)y", "compete"),            # rescanned after each split of the '.*' before it: O(n**3)
+    (r"a(?=.*.*.*x)", "compete"),
     (r" *(?>\s*\S)", "compete"),
     (r"\w{2,}=*?x*\w1++ +", "compete"),   # found by fuzzing: a repetition that can be empty joins its neighbours          # found by fuzzing: an atomic group is matched again after each split
     (r"(a+)\1", "backreference"),
@@ -85,6 +90,13 @@ SAFE = [
     r"^[\w.+-]+@(?:[\w-]+\.)+\w+$",
     r"^[a-zA-Z0-9._%+-]+@[a-zA-Z0-9.-]+\.[a-zA-Z]{2,}$",
     r'\[([^\s=\]"]{1,32})((?:\s+[^\s=\]"]{1,32}="(?:[^"\\]|\\.)*")*)\s*\]',
+    # anchored at the start, a search tries one position: two competitors cost what one costs unanchored
+    r"^(\w+):\s*(.*)$",
+    r"^(.*?):(\d+):(.*)$",
+    r"^.*ERROR.*$",
+    r"\A\s*(\S+)\s*=\s*(.*)$",
+    r"^(?=.*error)(?=.*disk)",   # 'holds both words': each lookahead scans the line once
+    r"^.*(?=.*x)y",
 ]
 
 

@@ -219,3 +219,34 @@ def test_header_deadline_cuts_a_dribbling_client_but_not_an_idle_kept_alive_one(
         assert read_until_closed(dribbler) == b"" and time.monotonic() - start < 4
         assert read_until_closed(kept) == b""   # silent after its answer: closed at the deadline, not counted
     assert srv.rejections() == {"header_timeout": 1} and readings.health_runs == 1
+
+
+def test_supervisor_binds_an_ipv6_sidecar_address_the_validator_accepts():
+    """`[http] bind = ::1` passes --validate-config, so the supervisor must be able to listen on it
+    (it bound every address as IPv4: 'Address family for hostname not supported')."""
+    from anomaly_detector.supervisor.arbiter import _listen
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    sock = _listen({"bind": "::1", "port": 0})
+    srv = SidecarHTTPServer("::1", 0, FakeReadings(), sock=sock)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        with urllib.request.urlopen("http://[::1]:%d/health" % srv.port, timeout=5) as resp:
+            assert resp.status == 200
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_a_sidecar_binding_itself_listens_on_an_ipv6_address():
+    """After a FATAL sidecar the supervisor's socket is closed and the next sidecar binds itself."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    srv = SidecarHTTPServer("::1", 0, FakeReadings())
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        with urllib.request.urlopen("http://[::1]:%d/health" % srv.port, timeout=5) as resp:
+            assert resp.status == 200
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -70,3 +70,20 @@ def test_a_pattern_that_can_backtrack_catastrophically_is_refused_at_compile():
     with pytest.raises(UnsafePattern, match=r"\[rules.evil\] pattern: pattern can backtrack catastrophically "
                                             r"\(nested quantifier '\(a\+\)\+'\)"):
         tier({"evil": {"pattern": "^(a+)+$", "threshold": 1, "window_seconds": 60, "level": ""}})
+
+
+def test_anchors_in_a_rule_pattern_apply_to_each_line():
+    """'^' and '$' mean the line's start and end, as in the masks: the pattern searched the whole
+    batch buffer, so '^x' matched only the batch's first line and 'x$' only its last."""
+    t = tier({"oom": {"pattern": "^out of memory$", "threshold": 1, "window_seconds": 60, "level": ""}})
+    rule = next(r for r in t.rules if r.name == "oom")
+    batch = text_batch(["out of memory", "out of memory", "x out of memory", "out of memory y", "out of memory"])
+    assert rule.matches(batch).tolist() == [True, True, False, False, True]
+
+
+def test_a_rule_match_cannot_swallow_the_next_line():
+    """A greedy match running past its line must not hide the match in the line after it."""
+    t = tier({"db": {"pattern": "db.*down", "threshold": 1, "window_seconds": 60, "level": ""}})
+    rule = next(r for r in t.rules if r.name == "db")
+    batch = text_batch(["db ok", "db is down", "all fine"])
+    assert rule.matches(batch).tolist() == [False, True, False]
