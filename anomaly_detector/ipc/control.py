@@ -40,15 +40,17 @@ import time
 import numpy as np
 
 CONTROL_MAGIC = 0x61645F6374726C31  # "ad_ctrl1": tells a control block from any other mapping
-CONTROL_VERSION = 2  # 2: per-input stats rows and per-worker scoring records after the flags
+CONTROL_VERSION = 3  # 2: per-input stats rows and per-worker scoring records after the flags; 3: child "stopped"
 CACHE_LINE = 64
 _HEADER_WORDS = 8
 
-# One row per child slot; each field one 8-byte cell, the row padded to a cache line.
+# One row per child slot; each field one 8-byte cell, the row padded to a cache line. exit_status,
+# exited and stopped describe the last reaped process of the slot (stopped: 1 when it exited while
+# the supervisor was stopping it, e.g. SIGKILLed past the stop timeout mid-drain).
 CHILD_DTYPE = np.dtype({
-    "names": ["pid", "state", "started", "heartbeat", "restarts", "exit_status", "exited"],
-    "formats": ["<i8", "<i8", "<f8", "<f8", "<u8", "<i8", "<f8"],
-    "offsets": [0, 8, 16, 24, 32, 40, 48],
+    "names": ["pid", "state", "started", "heartbeat", "restarts", "exit_status", "exited", "stopped"],
+    "formats": ["<i8", "<i8", "<f8", "<f8", "<u8", "<i8", "<f8", "<i8"],
+    "offsets": [0, 8, 16, 24, 32, 40, 48, 56],
     "itemsize": CACHE_LINE,
 })
 
@@ -189,13 +191,14 @@ class ControlBlock:
         row["pid"] = pid
         row["state"] = int(state)
 
-    def record_exit(self, slot, exit_status, state):
-        """Supervisor: the child in slot was reaped with this status (os.waitstatus_to_exitcode).
-
-        Also stamps when (monotonic), so a successor can tell how long its predecessor was scoring."""
+    def record_exit(self, slot, exit_status, state, stopped=False):
+        """Supervisor: the child in slot was reaped with this status (os.waitstatus_to_exitcode),
+        stopped: while being stopped on request. Also stamps when (monotonic), so a successor can
+        tell how long its predecessor was scoring and whether the stop, not a line, ended it."""
         row = self._children[slot:slot + 1]
         row["exited"] = time.monotonic()
         row["exit_status"] = exit_status
+        row["stopped"] = int(bool(stopped))
         row["pid"] = 0
         row["state"] = int(state)
 
@@ -208,7 +211,7 @@ class ControlBlock:
         return (time.monotonic() if now is None else now) - float(self._children["heartbeat"][slot])
 
     def child_table(self):
-        """A copy of the child table (pid, state, started, heartbeat, restarts, exit_status, exited)."""
+        """A copy of the child table (pid, state, started, heartbeat, restarts, exit_status, exited, stopped)."""
         return self._children.copy()
 
     # -- counters ----------------------------------------------------------------------------------

@@ -201,3 +201,58 @@ def test_a_line_that_kills_the_worker_is_isolated_after_two_deaths(shared, tmp_p
     assert dead["input"] == "app" and dead["worker"] == 0
     assert control.counter_totals()["lines_dead_lettered"] == 1
     assert ring.depth() == 0
+
+
+# -- a predecessor the supervisor stopped -------------------------------------------------------------
+
+def _supervise_one(control, target, kill_from_outside):
+    """Fork `target` as worker slot 0 under a ChildSet, then either stop it on request (SIGTERM, then
+    SIGKILL past a short timeout) or SIGKILL it from outside and stop it while it backs off."""
+    from anomaly_detector.supervisor.children import ChildSet, ChildSpec, RestartPolicy
+    children = ChildSet(RestartPolicy(backoff_initial=60.0), control=control)
+    children.add(ChildSpec("worker-0", target, slot=0))
+    children.start()
+    child = children.children["worker-0"]
+    try:
+        time.sleep(0.2)
+        if kill_from_outside:
+            os.kill(child.pid, signal.SIGKILL)
+            while child.state != ProcessState.BACKOFF:
+                children.reap()
+                time.sleep(0.01)
+        children.stop("worker-0", timeout=0.3)
+        deadline = time.monotonic() + 10
+        while child.state != ProcessState.STOPPED and time.monotonic() < deadline:
+            children.reap()
+            children.tick()
+            time.sleep(0.01)
+    finally:
+        if child.pid:
+            os.kill(child.pid, signal.SIGKILL)
+            os.waitpid(child.pid, 0)
+    assert child.state == ProcessState.STOPPED
+    control.record_child(0, 0, ProcessState.STARTING, started=time.monotonic())   # the successor's fork
+    return child.last_exit
+
+
+def _deaf():
+    """A worker that does not stop within the stop timeout (a long drain)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        time.sleep(1)
+
+
+def test_a_worker_killed_by_the_stop_timeout_left_no_poison_range(shared):
+    """Killed mid-drain because the stop took too long: the line did not kill it, so its successor
+    scores the range normally (before: split line by line, and a one-line range dead-lettered)."""
+    control, _ = shared
+    control.begin_scoring(0, 5, 1)   # as the draining worker did before it was killed
+    assert _supervise_one(control, lambda ctx: _deaf(), kill_from_outside=False) == -signal.SIGKILL
+    assert inherited_death(control, 0, 0, tail=5, pid=1, heartbeat_timeout=30) is None
+
+
+def test_a_worker_killed_then_stopped_while_backing_off_is_still_a_death(shared):
+    control, _ = shared
+    control.begin_scoring(0, 5, 1)
+    assert _supervise_one(control, lambda ctx: _deaf(), kill_from_outside=True) == -signal.SIGKILL
+    assert inherited_death(control, 0, 0, tail=5, pid=1, heartbeat_timeout=30) == Death(5, 1, "crashed: signal 9 (SIGKILL)")
