@@ -228,11 +228,20 @@ class DetectorWorker:
         return flags
 
     def _drain(self):
-        """On stop: score what is in the ring now (inputs are stopped first at shutdown), bounded by it."""
+        """On stop: score what is in the ring now (inputs are stopped first at shutdown), bounded by it.
+
+        Stops at the first batch the scored-lines file refuses: retrying every batch (a second each)
+        would outlast the stop timeout and the SIGKILL would cost the snapshot. The lines stay
+        unacknowledged: the next worker reads them from the ring, or the inputs from their checkpoints."""
         batch_size = self.control.flags().batch_size
         remaining = self.reader.available()
+        failures = self.counters.value("output_errors")
         while remaining > 0 and self.step(batch_size):
             self.control.beat(self.slot)
+            if self.counters.value("output_errors") != failures:
+                log.warning("worker %d: stopping with %d lines unacknowledged in the ring (scored lines cannot be "
+                            "written)", self.index, self.ring.depth())
+                return
             remaining -= batch_size
 
     def _snapshot_if_due(self):

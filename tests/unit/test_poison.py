@@ -256,3 +256,25 @@ def test_a_worker_killed_then_stopped_while_backing_off_is_still_a_death(shared)
     control.begin_scoring(0, 5, 1)
     assert _supervise_one(control, lambda ctx: _deaf(), kill_from_outside=True) == -signal.SIGKILL
     assert inherited_death(control, 0, 0, tail=5, pid=1, heartbeat_timeout=30) == Death(5, 1, "crashed: signal 9 (SIGKILL)")
+
+
+# -- the drain at stop while the scored-lines file cannot be written ----------------------------------
+
+class _Stopped:
+    requested = True
+
+
+def test_the_drain_at_stop_gives_up_at_the_first_unwritable_output(shared, tmp_path, monkeypatch):
+    """Before: every remaining batch was retried once (a second each), so a full ring kept the worker
+    past the stop timeout and it was SIGKILLed before its snapshot."""
+    from anomaly_detector.worker import detector
+    control, ring = shared
+    cfg = _worker_config(tmp_path)
+    os.mkdir(tmp_path / "scored.jsonl")          # opening the scored-lines file fails (EISDIR)
+    monkeypatch.setattr(detector, "OUTPUT_RETRY_SECONDS", 0.0)
+    ring.writer().push_batch(_lines(300))
+    worker = DetectorWorker(cfg, 0, ring, control, 0)
+    assert worker.run(_Stopped()) == 0
+    assert control.counter_totals()["output_errors"] == 1
+    assert ring.depth() == 300 and control.scoring(0)[1] == 0   # unacknowledged, and no poison range
+    assert os.path.isdir(tmp_path / "state" / "workers" / "0")   # the snapshot was taken
