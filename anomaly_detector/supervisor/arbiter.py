@@ -155,15 +155,17 @@ class Arbiter:
                             progress=_worker_progress(self.control, i))
                   for i in range(len(self.rings))]
         specs.append(ChildSpec("sidecar", lambda ctx: run_sidecar(ctx, daemon), slot=SIDECAR_SLOT, role="sidecar"))
-        if network_inputs(self.cfg) and "listener" not in self.children.children:
+        if network_inputs(self.cfg):
             # Owns the network sockets and writes the spools; a reload keeps it when its settings stay.
             specs.append(ChildSpec("listener", lambda ctx: run_listener(ctx, daemon), slot=LISTENER_SLOT,
                                    role="input"))
         for spec in specs:
-            if spec.name in self.children.children:  # one that did not stop in time, or the kept listener
-                continue
             spec = dataclasses.replace(spec, target=_without_inherited_sockets(daemon, spec.role, spec.name,
                                                                                spec.target))
+            running = self.children.children.get(spec.name)
+            if running is not None:   # one that did not stop in time, or the kept listener: not forked now,
+                running.spec = spec   # but a later restart runs on this config and closes these sockets
+                continue
             child = self.children.add(spec)
             child.spawns = self._restarts.get(spec.name, 0)
         daemon.processes = sorted(((c.spec.name, c.spec.role, c.spec.slot) for c in self.children.children.values()

@@ -1,0 +1,67 @@
+"""Arbiter._start_children across a reload, without forking: which socket a child closes first.
+
+The ChildSet's start() is replaced by a no-op and run_listener by a stub, so a spec's target can be
+called in this process to see what it closes (supervisor/arbiter.py _without_inherited_sockets).
+"""
+import socket
+
+import pytest
+
+from anomaly_detector.config.loader import load_config
+from anomaly_detector.ipc.control import ControlBlock, control_bytes
+from anomaly_detector.supervisor import arbiter
+from anomaly_detector.supervisor.children import ChildSet
+
+
+def _free_port(kind=socket.SOCK_DGRAM):
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _config(tmp_path, http_port, syslog_port):
+    path = tmp_path / "config.ini"
+    path.write_text("[paths]\nstate_dir = %s\nlog_dir = %s\n[logging]\nto_file = false\n"
+                    "[http]\nbind = 127.0.0.1\nport = %d\n"
+                    "[inputs]\n[[sys]]\ntype = syslog\nprotocol = udp\nlisten_address = 127.0.0.1\nlisten_port = %d\n"
+                    % (tmp_path / "state", tmp_path / "log", http_port, syslog_port))
+    cfg, problems = load_config(str(path), environment=False)
+    assert cfg is not None, problems
+    return cfg
+
+
+@pytest.fixture
+def unforked(tmp_path, monkeypatch):
+    monkeypatch.setattr(ChildSet, "start", lambda self, name=None: None)
+    monkeypatch.setattr(arbiter, "run_listener", lambda ctx, daemon: 0)
+    syslog_port = _free_port()
+    cfg = _config(tmp_path, _free_port(socket.SOCK_STREAM), syslog_port)
+    a = arbiter.Arbiter(str(tmp_path / "config.ini"), cfg)
+    a.control = ControlBlock.create(bytearray(control_bytes(arbiter.CONTROL_SLOTS, arbiter.COUNTER_ROWS)),
+                                    arbiter.CONTROL_SLOTS, arbiter.COUNTER_ROWS)
+    a.children = ChildSet(control=a.control)
+    a.http_socket = arbiter._listen(cfg["http"])
+    a._bind_network(cfg)
+    yield a, tmp_path, syslog_port
+    for sock in [a.http_socket, *a.network_sockets.values()]:
+        sock.close()
+
+
+def test_a_listener_kept_across_a_reload_restarts_closing_the_current_http_socket(unforked):
+    """The reload moved the HTTP port and kept the listener; should the listener crash later, its
+    successor must close the new HTTP socket (before: it closed the old, already closed one and held
+    the sidecar's port open, so a FATAL sidecar's port still accepted into a backlog nobody served)."""
+    a, tmp_path, syslog_port = unforked
+    a._start_children()
+    old_http = a.http_socket
+    cfg = _config(tmp_path, _free_port(socket.SOCK_STREAM), syslog_port)   # what _apply does, in short
+    a._rebind_http(cfg["http"])
+    a.cfg = cfg
+    assert a.http_socket is not old_http and old_http.fileno() == -1
+    for name in [n for n in a.children.children if n != "listener"]:
+        a.children.remove(name)
+    a._start_children()
+    listener = a.children.children["listener"]
+    listener.spec.target(None)        # what its restarted process runs first
+    assert a.http_socket.fileno() == -1
+    assert all(sock.fileno() != -1 for sock in a.network_sockets.values())   # its own sockets stay open
