@@ -298,7 +298,8 @@ class Arbiter:
         self._setup_logging()
         self.control.set_flags(**_flags(cfg))
         self.children.policy = RestartPolicy(heartbeat_timeout=cfg["processing"]["heartbeat_timeout_seconds"])
-        self._restarts = {name: child.restarts + 1 for name, child in self.children.children.items()}
+        # update, not replace: a worker retired by this reload and added back by a later one goes on counting
+        self._restarts.update({name: child.restarts + 1 for name, child in self.children.children.items()})
         self._fatal_since = None
         for name, child in list(self.children.children.items()):
             if child.state in DOWN_STATES and not (name == "listener" and keep_listener):

@@ -4,11 +4,13 @@ The ChildSet's start() is replaced by a no-op and run_listener by a stub, so a s
 called in this process to see what it closes (supervisor/arbiter.py _without_inherited_sockets).
 """
 import socket
+import uuid
 
 import pytest
 
 from anomaly_detector.config.loader import load_config
 from anomaly_detector.ipc.control import ControlBlock, control_bytes
+from anomaly_detector.ipc.shm import SharedArena
 from anomaly_detector.supervisor import arbiter
 from anomaly_detector.supervisor.children import ChildSet
 
@@ -19,12 +21,13 @@ def _free_port(kind=socket.SOCK_DGRAM):
         return s.getsockname()[1]
 
 
-def _config(tmp_path, http_port, syslog_port):
+def _config(tmp_path, http_port, syslog_port, workers=2):
     path = tmp_path / "config.ini"
     path.write_text("[paths]\nstate_dir = %s\nlog_dir = %s\n[logging]\nto_file = false\n"
+                    "[processing]\nworkers = %d\nring_size = 4096\nring_bytes = 1048576\n"
                     "[http]\nbind = 127.0.0.1\nport = %d\n"
                     "[inputs]\n[[sys]]\ntype = syslog\nprotocol = udp\nlisten_address = 127.0.0.1\nlisten_port = %d\n"
-                    % (tmp_path / "state", tmp_path / "log", http_port, syslog_port))
+                    % (tmp_path / "state", tmp_path / "log", workers, http_port, syslog_port))
     cfg, problems = load_config(str(path), environment=False)
     assert cfg is not None, problems
     return cfg
@@ -65,3 +68,21 @@ def test_a_listener_kept_across_a_reload_restarts_closing_the_current_http_socke
     listener.spec.target(None)        # what its restarted process runs first
     assert a.http_socket.fileno() == -1
     assert all(sock.fileno() != -1 for sock in a.network_sockets.values())   # its own sockets stay open
+
+
+def test_restart_counts_survive_a_worker_removed_and_added_back_by_reloads(unforked):
+    """4 workers, reload to 2, reload to 4: worker-3's process_restarts_total goes on from where it was
+    (before: the second reload forgot it, and the counter went back to 0)."""
+    a, tmp_path, syslog_port = unforked
+    http_port = a.http_socket.getsockname()[1]
+    a.cfg = _config(tmp_path, http_port, syslog_port, workers=4)
+    with SharedArena("t" + uuid.uuid4().hex[:12]) as arena:
+        a.arena = arena
+        a._allocate_rings(a.cfg["processing"])
+        a._start_children()
+        a.children.children["worker-3"].spawns = 6   # five crashes restarted
+        a._apply(_config(tmp_path, http_port, syslog_port, workers=2))
+        assert "worker-3" not in a.children.children
+        a._apply(_config(tmp_path, http_port, syslog_port, workers=4))
+        assert a.children.children["worker-3"].spawns >= 6
+        a._release_rings()
