@@ -278,3 +278,27 @@ def test_the_drain_at_stop_gives_up_at_the_first_unwritable_output(shared, tmp_p
     assert control.counter_totals()["output_errors"] == 1
     assert ring.depth() == 300 and control.scoring(0)[1] == 0   # unacknowledged, and no poison range
     assert os.path.isdir(tmp_path / "state" / "workers" / "0")   # the snapshot was taken
+
+
+def test_a_batch_whose_output_failed_is_written_later_not_scored_again(shared, tmp_path, monkeypatch):
+    """Before: each retry scored the batch again, so the models learned it once a second through an
+    outage (and the lines before the failing run were written more than once)."""
+    from anomaly_detector.worker import detector
+    control, ring = shared
+    cfg = _worker_config(tmp_path)
+    os.mkdir(tmp_path / "scored.jsonl")
+    monkeypatch.setattr(detector, "OUTPUT_RETRY_SECONDS", 0.0)
+    scored = []
+    real = detector.score_lines
+    monkeypatch.setattr(detector, "score_lines", lambda *a: scored.append(len(a[4])) or real(*a))
+    ring.writer().push_batch(_lines(100))
+    worker = DetectorWorker(cfg, 0, ring, control, 0)
+    for _ in range(3):
+        assert worker.step(100)
+    assert control.counter_totals()["output_errors"] == 3 and ring.depth() == 100
+    os.rmdir(tmp_path / "scored.jsonl")
+    assert worker.step(100)
+    assert sum(scored) == 100
+    assert sorted(_scored(tmp_path)) == sorted(line.decode() for line in _lines(100))
+    assert ring.depth() == 0 and control.counter_totals()["lines_processed"] == 100
+    assert control.scoring(0)[1] == 0
