@@ -76,6 +76,7 @@ class Arbiter:
         self.exit_code = EXIT_OK
         self._fatal_since = None
         self._restarts = {}    # {child name: restarts} carried over a reload
+        self._restart_when_reaped = set()   # children still alive after a reload's stop: fork them once reaped
         self.arena = self.control = self.children = self.sigq = self.http_socket = None
         self.rings, self._ring_names = [], []
         self.network_sockets = {}   # (kind, host, port) -> socket bound here, kept across reloads
@@ -165,6 +166,8 @@ class Arbiter:
             running = self.children.children.get(spec.name)
             if running is not None:   # one that did not stop in time, or the kept listener: not forked now,
                 running.spec = spec   # but a later restart runs on this config and closes these sockets
+                if running.stop_requested and running.state in ALIVE_STATES:
+                    self._restart_when_reaped.add(spec.name)
                 continue
             child = self.children.add(spec)
             child.spawns = self._restarts.get(spec.name, 0)
@@ -235,8 +238,16 @@ class Arbiter:
         handler()
 
     def handle_chld(self):
-        """A child exited: reap it; ChildSet restarts it after its back-off."""
+        """A child exited: reap it; ChildSet restarts it after its back-off. One that outlived a reload's
+        stop was reaped as STOPPED (it was asked to stop): its successor is forked now."""
         self.children.reap()
+        for name in list(self._restart_when_reaped):
+            child = self.children.children.get(name)
+            if child is None or child.state not in ALIVE_STATES:
+                self._restart_when_reaped.discard(name)
+                if child is not None and child.state == ProcessState.STOPPED:
+                    log.warning("child %s ended after the reload; starting it on the new configuration", name)
+                    self.children.start(name)
 
     def handle_term(self):
         """Graceful stop: inputs first, then workers drain their rings and snapshot, then the sidecar."""
@@ -301,6 +312,7 @@ class Arbiter:
         # update, not replace: a worker retired by this reload and added back by a later one goes on counting
         self._restarts.update({name: child.restarts + 1 for name, child in self.children.children.items()})
         self._fatal_since = None
+        self._restart_when_reaped.clear()
         for name, child in list(self.children.children.items()):
             if child.state in DOWN_STATES and not (name == "listener" and keep_listener):
                 self.children.remove(name)

@@ -3,7 +3,10 @@
 The ChildSet's start() is replaced by a no-op and run_listener by a stub, so a spec's target can be
 called in this process to see what it closes (supervisor/arbiter.py _without_inherited_sockets).
 """
+import os
+import signal
 import socket
+import time
 import uuid
 
 import pytest
@@ -13,6 +16,7 @@ from anomaly_detector.ipc.control import ControlBlock, control_bytes
 from anomaly_detector.ipc.shm import SharedArena
 from anomaly_detector.supervisor import arbiter
 from anomaly_detector.supervisor.children import ChildSet
+from anomaly_detector.supervisor.states import ProcessState
 
 
 def _free_port(kind=socket.SOCK_DGRAM):
@@ -86,3 +90,54 @@ def test_restart_counts_survive_a_worker_removed_and_added_back_by_reloads(unfor
         a._apply(_config(tmp_path, http_port, syslog_port, workers=4))
         assert a.children.children["worker-3"].spawns >= 6
         a._release_rings()
+
+
+def _until_term(ctx):
+    while not ctx.stop.requested:
+        time.sleep(0.05)
+    return 0
+
+
+def _deaf(ctx):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        time.sleep(1)
+
+
+def test_a_child_that_outlived_the_reload_stop_is_restarted_once_reaped(unforked, monkeypatch):
+    """A worker still alive after the reload's stop (SIGKILL not yet effective, e.g. in uninterruptible
+    I/O) is kept out of the fork; once it is reaped its successor must be forked (before: it was
+    reaped as STOPPED and never started again, its ring left unserved)."""
+    a, _, _ = unforked
+    monkeypatch.undo()   # real forks from here on, with stub targets
+    for name in ("run_inputs", "run_sidecar", "run_listener"):
+        monkeypatch.setattr(arbiter, name, lambda ctx, daemon: _until_term(ctx))
+    monkeypatch.setattr(arbiter, "_worker_target", lambda daemon, i: _deaf if i == 0 else _until_term)
+    a.rings = [None, None]
+    a.sigq = None
+    try:
+        a._start_children()
+        stuck = a.children.children["worker-0"]
+        a.children.stop("worker-0", timeout=60)          # the reload's stop; it ignores SIGTERM
+        for name in [n for n in a.children.children if n not in ("worker-0", "listener")]:
+            a.children.stop(name)
+        deadline = time.monotonic() + 10
+        while any(c.pid for n, c in a.children.children.items() if n not in ("worker-0", "listener")):
+            a.children.reap()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        for name in [n for n in a.children.children if n not in ("worker-0", "listener")]:
+            a.children.remove(name)
+        a._start_children()                              # the reload forks the rest; worker-0 is still there
+        assert a.children.children["worker-0"] is stuck and stuck.state == ProcessState.STOPPING
+        os.kill(stuck.pid, signal.SIGKILL)
+        os.waitid(os.P_PID, stuck.pid, os.WEXITED | os.WNOWAIT)
+        a.handle_chld()
+        assert stuck.state in (ProcessState.STARTING, ProcessState.RUNNING), stuck.state
+    finally:
+        for child in a.children.alive():
+            os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while a.children.alive() and time.monotonic() < deadline:
+            a.children.reap()
+            time.sleep(0.01)
