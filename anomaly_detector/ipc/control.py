@@ -23,13 +23,13 @@ Intended use:
     sidecar:    block.counter_totals(); block.child_table(); block.set_flags(backpressure=True)
     input:      row = block.input_stats(i, name); per batch: row.add(rejected_413=1, lines_truncated=n)
     sidecar:    block.input_stats_snapshot(names) -> {name: {field: int}} for the inputs' labelled metrics
+    worker:     block.begin_scoring(row, first_seq, n); ... score ...; ack; block.end_scoring(row)
+    successor:  first, n, started, pid = block.scoring(row)   # n > 0: the predecessor died on that range
 
 Per-input stats: one row per configured input (at most MAX_INPUTS, the bound checks.py enforces), written
 only by the input process. Row i belongs to the i-th [inputs] subsection; its first word is a hash of the
 input's name, so after a reload that renames or reorders inputs the input process zeroes a row it
 inherits from another input, and the sidecar reports a row only under the name it was claimed for.
-    worker:     block.begin_scoring(row, first_seq, n); ... score ...; ack; block.end_scoring(row)
-    successor:  first, n, started, pid = block.scoring(row)   # n > 0: the predecessor died on that range
 """
 import dataclasses
 import hashlib
