@@ -88,7 +88,7 @@ FLAGS_DTYPE = np.dtype([
     ("reloads_rejected", "<u8"),      # bumped by the supervisor when a reload is rejected
 ])
 # One row per counter row (worker): the ring range [first, first + count) it is scoring now, written
-# before scoring and cleared after the range is acknowledged, so a successor can see which lines
+# before scoring and cleared once the range is scored (before its lines are written and acknowledged), so a successor can see which lines
 # its predecessor died on (worker/poison.py). count is written last: 0 means "no range".
 SCORING_DTYPE = np.dtype({
     "names": ["first", "count", "started", "pid"],
@@ -269,7 +269,7 @@ class ControlBlock:
         record["count"] = count
 
     def end_scoring(self, row):
-        """Worker: the range is scored, written and acknowledged."""
+        """Worker: the range is scored (a death while writing or acknowledging it is not the lines' fault)."""
         self._scoring[row:row + 1]["count"] = 0
 
     def scoring(self, row):

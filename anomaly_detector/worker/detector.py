@@ -150,6 +150,8 @@ class DetectorWorker:
             failed, lettered = self._score_run_guarded(buf, starts[first:stop], ends[first:stop], meta[first:stop],
                                                        source_id, outputs)
             errors, dead = errors + failed, dead + lettered
+        # Scored: a death from here on (reporting, writing the scored lines) is not these lines' fault.
+        self.control.end_scoring(self.index)
         incidents = []
         try:
             incidents = self.pipeline.take_incidents()
@@ -194,7 +196,6 @@ class DetectorWorker:
     def _retry_later(self, n, exc):
         """Leave the batch popped and unacknowledged (the ring holds it, the inputs feel backpressure,
         /health reports the worker stalled) and write its lines again after a pause."""
-        self.control.end_scoring(self.index)   # scored already: a death from here on is not the lines' fault
         self.counters.add(output_errors=1)
         log.error("worker %d: cannot write scored lines (%s); %d lines stay in the ring and are retried in %.0f s",
                   self.index, exc, n, OUTPUT_RETRY_SECONDS)

@@ -302,3 +302,26 @@ def test_a_batch_whose_output_failed_is_written_later_not_scored_again(shared, t
     assert sorted(_scored(tmp_path)) == sorted(line.decode() for line in _lines(100))
     assert ring.depth() == 0 and control.counter_totals()["lines_processed"] == 100
     assert control.scoring(0)[1] == 0
+
+
+def test_a_worker_that_dies_writing_scored_lines_left_no_poison_range(shared, tmp_path):
+    """The lines were scored; the write (a hung NFS mount, say) killed the worker: no line is to blame,
+    so its successor scores the batch as usual (before: split line by line, a one-line batch dead-lettered)."""
+    control, ring = shared
+    cfg = _worker_config(tmp_path)
+    ring.writer().push_batch(_lines(1))
+    pid = os.fork()
+    if pid == 0:
+        faulthandler.disable()
+        try:
+            worker = DetectorWorker(cfg, 0, ring, control, 0)
+            worker.scored.write = lambda data: os.abort()
+            worker.step(100)
+        finally:
+            os._exit(0)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    assert code == -signal.SIGABRT
+    control.record_exit(0, code, ProcessState.EXITED)
+    control.record_child(0, 0, ProcessState.STARTING, started=time.monotonic())
+    assert ring.depth() == 1
+    assert inherited_death(control, 0, 0, tail=0, pid=os.getpid(), heartbeat_timeout=30) is None
