@@ -88,8 +88,9 @@ FLAGS_DTYPE = np.dtype([
     ("reloads_rejected", "<u8"),      # bumped by the supervisor when a reload is rejected
 ])
 # One row per counter row (worker): the ring range [first, first + count) it is scoring now, written
-# before scoring and cleared once the range is scored (before its lines are written and acknowledged), so a successor can see which lines
-# its predecessor died on (worker/poison.py). count is written last: 0 means "no range".
+# before scoring and cleared once the range is scored (before its lines are written and acknowledged),
+# so a successor can see which lines its predecessor died on (worker/poison.py). count is written
+# last: 0 means "no range".
 SCORING_DTYPE = np.dtype({
     "names": ["first", "count", "started", "pid"],
     "formats": ["<u8", "<u8", "<f8", "<i8"],

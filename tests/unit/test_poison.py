@@ -255,7 +255,8 @@ def test_a_worker_killed_then_stopped_while_backing_off_is_still_a_death(shared)
     control, _ = shared
     control.begin_scoring(0, 5, 1)
     assert _supervise_one(control, lambda ctx: _deaf(), kill_from_outside=True) == -signal.SIGKILL
-    assert inherited_death(control, 0, 0, tail=5, pid=1, heartbeat_timeout=30) == Death(5, 1, "crashed: signal 9 (SIGKILL)")
+    death = inherited_death(control, 0, 0, tail=5, pid=1, heartbeat_timeout=30)
+    assert death == Death(5, 1, "crashed: signal 9 (SIGKILL)")
 
 
 # -- the drain at stop while the scored-lines file cannot be written ----------------------------------
