@@ -23,13 +23,13 @@ Intended use:
     sidecar:    block.counter_totals(); block.child_table(); block.set_flags(backpressure=True)
     input:      row = block.input_stats(i, name); per batch: row.add(rejected_413=1, lines_truncated=n)
     sidecar:    block.input_stats_snapshot(names) -> {name: {field: int}} for the inputs' labelled metrics
+    worker:     block.begin_scoring(row, first_seq, n); ... score ...; ack; block.end_scoring(row)
+    successor:  first, n, started, pid = block.scoring(row)   # n > 0: the predecessor died on that range
 
 Per-input stats: one row per configured input (at most MAX_INPUTS, the bound checks.py enforces), written
 only by the input process. Row i belongs to the i-th [inputs] subsection; its first word is a hash of the
 input's name, so after a reload that renames or reorders inputs the input process zeroes a row it
 inherits from another input, and the sidecar reports a row only under the name it was claimed for.
-    worker:     block.begin_scoring(row, first_seq, n); ... score ...; ack; block.end_scoring(row)
-    successor:  first, n, started, pid = block.scoring(row)   # n > 0: the predecessor died on that range
 """
 import dataclasses
 import hashlib
@@ -40,15 +40,17 @@ import time
 import numpy as np
 
 CONTROL_MAGIC = 0x61645F6374726C31  # "ad_ctrl1": tells a control block from any other mapping
-CONTROL_VERSION = 2  # 2: per-input stats rows and per-worker scoring records after the flags
+CONTROL_VERSION = 3  # 2: per-input stats rows and per-worker scoring records after the flags; 3: child "stopped"
 CACHE_LINE = 64
 _HEADER_WORDS = 8
 
-# One row per child slot; each field one 8-byte cell, the row padded to a cache line.
+# One row per child slot; each field one 8-byte cell, the row padded to a cache line. exit_status,
+# exited and stopped describe the last reaped process of the slot (stopped: 1 when it exited while
+# the supervisor was stopping it, e.g. SIGKILLed past the stop timeout mid-drain).
 CHILD_DTYPE = np.dtype({
-    "names": ["pid", "state", "started", "heartbeat", "restarts", "exit_status", "exited"],
-    "formats": ["<i8", "<i8", "<f8", "<f8", "<u8", "<i8", "<f8"],
-    "offsets": [0, 8, 16, 24, 32, 40, 48],
+    "names": ["pid", "state", "started", "heartbeat", "restarts", "exit_status", "exited", "stopped"],
+    "formats": ["<i8", "<i8", "<f8", "<f8", "<u8", "<i8", "<f8", "<i8"],
+    "offsets": [0, 8, 16, 24, 32, 40, 48, 56],
     "itemsize": CACHE_LINE,
 })
 
@@ -86,8 +88,9 @@ FLAGS_DTYPE = np.dtype([
     ("reloads_rejected", "<u8"),      # bumped by the supervisor when a reload is rejected
 ])
 # One row per counter row (worker): the ring range [first, first + count) it is scoring now, written
-# before scoring and cleared after the range is acknowledged, so a successor can see which lines
-# its predecessor died on (worker/poison.py). count is written last: 0 means "no range".
+# before scoring and cleared once the range is scored (before its lines are written and acknowledged),
+# so a successor can see which lines its predecessor died on (worker/poison.py). count is written
+# last: 0 means "no range".
 SCORING_DTYPE = np.dtype({
     "names": ["first", "count", "started", "pid"],
     "formats": ["<u8", "<u8", "<f8", "<i8"],
@@ -189,13 +192,14 @@ class ControlBlock:
         row["pid"] = pid
         row["state"] = int(state)
 
-    def record_exit(self, slot, exit_status, state):
-        """Supervisor: the child in slot was reaped with this status (os.waitstatus_to_exitcode).
-
-        Also stamps when (monotonic), so a successor can tell how long its predecessor was scoring."""
+    def record_exit(self, slot, exit_status, state, stopped=False):
+        """Supervisor: the child in slot was reaped with this status (os.waitstatus_to_exitcode),
+        stopped: while being stopped on request. Also stamps when (monotonic), so a successor can
+        tell how long its predecessor was scoring and whether the stop, not a line, ended it."""
         row = self._children[slot:slot + 1]
         row["exited"] = time.monotonic()
         row["exit_status"] = exit_status
+        row["stopped"] = int(bool(stopped))
         row["pid"] = 0
         row["state"] = int(state)
 
@@ -208,7 +212,7 @@ class ControlBlock:
         return (time.monotonic() if now is None else now) - float(self._children["heartbeat"][slot])
 
     def child_table(self):
-        """A copy of the child table (pid, state, started, heartbeat, restarts, exit_status, exited)."""
+        """A copy of the child table (pid, state, started, heartbeat, restarts, exit_status, exited, stopped)."""
         return self._children.copy()
 
     # -- counters ----------------------------------------------------------------------------------
@@ -266,7 +270,7 @@ class ControlBlock:
         record["count"] = count
 
     def end_scoring(self, row):
-        """Worker: the range is scored, written and acknowledged."""
+        """Worker: the range is scored (a death while writing or acknowledging it is not the lines' fault)."""
         self._scoring[row:row + 1]["count"] = 0
 
     def scoring(self, row):

@@ -76,6 +76,7 @@ class Arbiter:
         self.exit_code = EXIT_OK
         self._fatal_since = None
         self._restarts = {}    # {child name: restarts} carried over a reload
+        self._restart_when_reaped = set()   # children still alive after a reload's stop: fork them once reaped
         self.arena = self.control = self.children = self.sigq = self.http_socket = None
         self.rings, self._ring_names = [], []
         self.network_sockets = {}   # (kind, host, port) -> socket bound here, kept across reloads
@@ -156,17 +157,21 @@ class Arbiter:
                             progress=_worker_progress(self.control, i))
                   for i in range(len(self.rings))]
         specs.append(ChildSpec("sidecar", lambda ctx: run_sidecar(ctx, daemon), slot=SIDECAR_SLOT, role="sidecar"))
-        if network_inputs(self.cfg) and "listener" not in self.children.children:
+        if network_inputs(self.cfg):
             # Owns the network sockets and writes the spools; a reload keeps it when its settings stay.
             # Its target reads self._daemon when it forks: kept across reloads, it is forked again (after
             # a crash) with the config and sockets of now, not those of the start it was made for.
             specs.append(ChildSpec("listener", lambda ctx: run_listener(ctx, self._daemon), slot=LISTENER_SLOT,
                                    role="input"))
         for spec in specs:
-            if spec.name in self.children.children:  # one that did not stop in time, or the kept listener
-                continue
             spec = dataclasses.replace(spec, target=_without_inherited_sockets(lambda: self._daemon, spec.role,
                                                                                spec.name, spec.target))
+            running = self.children.children.get(spec.name)
+            if running is not None:   # one that did not stop in time, or the kept listener: not forked now,
+                running.spec = spec   # but a later restart runs on this config and closes these sockets
+                if running.stop_requested and running.state in ALIVE_STATES:
+                    self._restart_when_reaped.add(spec.name)
+                continue
             child = self.children.add(spec)
             child.spawns = self._restarts.get(spec.name, 0)
         daemon.processes = sorted(((c.spec.name, c.spec.role, c.spec.slot) for c in self.children.children.values()
@@ -236,8 +241,16 @@ class Arbiter:
         handler()
 
     def handle_chld(self):
-        """A child exited: reap it; ChildSet restarts it after its back-off."""
+        """A child exited: reap it; ChildSet restarts it after its back-off. One that outlived a reload's
+        stop was reaped as STOPPED (it was asked to stop): its successor is forked now."""
         self.children.reap()
+        for name in list(self._restart_when_reaped):
+            child = self.children.children.get(name)
+            if child is None or child.state not in ALIVE_STATES:
+                self._restart_when_reaped.discard(name)
+                if child is not None and child.state == ProcessState.STOPPED:
+                    log.warning("child %s ended after the reload; starting it on the new configuration", name)
+                    self.children.start(name)
 
     def handle_term(self):
         """Graceful stop: inputs first, then workers drain their rings and snapshot, then the sidecar."""
@@ -299,8 +312,10 @@ class Arbiter:
         self._setup_logging()
         self.control.set_flags(**_flags(cfg))
         self.children.policy = RestartPolicy(heartbeat_timeout=cfg["processing"]["heartbeat_timeout_seconds"])
-        self._restarts = {name: child.restarts + 1 for name, child in self.children.children.items()}
+        # update, not replace: a worker retired by this reload and added back by a later one goes on counting
+        self._restarts.update({name: child.restarts + 1 for name, child in self.children.children.items()})
         self._fatal_since = None
+        self._restart_when_reaped.clear()
         for name, child in list(self.children.children.items()):
             if child.state in DOWN_STATES and not (name == "listener" and keep_listener):
                 self.children.remove(name)

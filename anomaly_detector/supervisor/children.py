@@ -180,6 +180,11 @@ class ChildSet:
         now = self.clock()
         quick = now - child.started_at < self.policy.start_seconds and not self._progressed(child)
         child.pid, child.last_exit, child.kill_at, child.killed = 0, code, None, False
+        if self.control is not None and child.spec.slot is not None:
+            # Only here, at the reaping: a later state change (a back-off cancelled by a stop) must
+            # not restamp how and when the process ended (a worker's successor reads it, poison.py).
+            self.control.record_exit(child.spec.slot, code, ProcessState.EXITED,
+                                     stopped=child.stop_requested and not child.hung)
         if child.stop_requested:
             self._set_state(child, ProcessState.STOPPED, "stopped", f"exit {code}")
             return
@@ -319,10 +324,7 @@ class ChildSet:
     def _set_state(self, child, state, event, detail=""):
         child.state = state
         if self.control is not None and child.spec.slot is not None:
-            if state in ALIVE_STATES:
-                self.control.record_child(child.spec.slot, child.pid, state)
-            else:
-                self.control.record_exit(child.spec.slot, child.last_exit or 0, state)
+            self.control.record_child(child.spec.slot, child.pid, state)
         log.log(logging.ERROR if event in ("fatal", "hung") else logging.INFO,
                 "child %s %s%s", child.spec.name, event, f": {detail}" if detail else "")
         if self.on_event is not None:

@@ -26,10 +26,6 @@ IDLE_WAIT_SECONDS = 0.2
 OUTPUT_RETRY_SECONDS = 1.0   # a failed scored-lines write is retried this often (the heartbeat goes on)
 
 
-class OutputUnavailable(Exception):
-    """The scored-lines file could not be written: not the lines' fault, so they are not acknowledged."""
-
-
 def input_parser(name, section, max_line_bytes):
     """The RecordParser for one [inputs] subsection."""
     return RecordParser(format=section["format"], log_format=section["log_format"],
@@ -81,6 +77,7 @@ class DetectorWorker:
         self._relief_seen = control.flags().relief_generation
         self._base_rate = cfg["detection"]["learning_rate"]
         self._applied = None   # (tier4_enabled, learning_rate_factor) last given to the engine
+        self._unwritten = None  # a scored batch whose output could not be written: (output, counts)
 
     def run(self, stop):
         """Process batches until asked to stop; then score what is queued now, snapshot, return 0."""
@@ -105,7 +102,12 @@ class DetectorWorker:
 
     def step(self, batch_size):
         """Pop, score, write and acknowledge one batch (or one piece of a range a worker died on);
-        False when the ring was empty. The range is recorded before it is scored (worker/poison.py)."""
+        False when the ring was empty. The range is recorded before it is scored (worker/poison.py).
+        A batch whose scored lines could not be written stays popped: the next step writes them again
+        (it does not score the lines again, which would teach the models the batch once a retry)."""
+        if self._unwritten is not None:
+            output, counts = self._unwritten
+            return self._write_and_ack(output, counts)
         seq = self.ring.acknowledged()
         size, poisoned = self.suspect.plan(seq, batch_size)
         buf, starts, ends, meta = self.reader.pop_batch(size)
@@ -113,29 +115,43 @@ class DetectorWorker:
         if n == 0:
             return False
         began = time.monotonic_ns()
+        output = b""
         if poisoned:
             errors = dead = self._dead_letter(buf, starts, ends, meta, self.suspect.reason)
         else:
             self.control.begin_scoring(self.index, int(meta["seq"][0]), n)
+            errors, dead, output = self._score(buf, starts, ends, meta)
+        counts = dict(lines_processed=n - errors, errors=errors, batches=1, lines_dead_lettered=dead,
+                      bytes_processed=int((ends - starts).sum()), busy_ns=time.monotonic_ns() - began)
+        return self._write_and_ack(output, counts)
+
+    def _write_and_ack(self, output, counts):
+        """Write a scored batch's lines, then acknowledge it and count it."""
+        if output and self.scored is not None:
             try:
-                errors, dead = self._score(buf, starts, ends, meta)
-            except OutputUnavailable as exc:
-                self._retry_later(n, exc)
+                self.scored.write(output)
+            except OSError as exc:
+                self._unwritten = (output, counts)
+                self._retry_later(counts["lines_processed"] + counts["errors"],
+                                  "%s: %s" % (self.scored.path, exc.strerror or exc))
                 return True
+        self._unwritten = None
         self.reader.ack()
         self.control.end_scoring(self.index)
-        self.counters.add(lines_processed=n - errors, errors=errors, batches=1, lines_dead_lettered=dead,
-                          bytes_processed=int((ends - starts).sum()), busy_ns=time.monotonic_ns() - began)
+        self.counters.add(**counts)
         return True
 
     def _score(self, buf, starts, ends, meta):
-        """Score a batch run by run; returns (lines not scored, of them dead-lettered)."""
+        """Score a batch run by run; returns (lines not scored, of them dead-lettered, scored-lines bytes)."""
         anomalies_before = self.pipeline.anomalies
         errors = dead = 0
+        outputs = []
         for first, stop, source_id in source_runs(meta["source_id"]):
             failed, lettered = self._score_run_guarded(buf, starts[first:stop], ends[first:stop], meta[first:stop],
-                                                       source_id)
+                                                       source_id, outputs)
             errors, dead = errors + failed, dead + lettered
+        # Scored: a death from here on (reporting, writing the scored lines) is not these lines' fault.
+        self.control.end_scoring(self.index)
         incidents = []
         try:
             incidents = self.pipeline.take_incidents()
@@ -144,15 +160,14 @@ class DetectorWorker:
         except Exception:  # the lines are scored and written; a reporting fault must not kill the worker
             log.exception("worker %d: incidents of a batch could not be reported", self.index)
         self.counters.add(anomalies=self.pipeline.anomalies - anomalies_before, incidents=len(incidents))
-        return errors, dead
+        return errors, dead, b"".join(outputs)
 
-    def _score_run_guarded(self, buf, starts, ends, meta, source_id):
-        """Score one run; when it raises, score its lines one by one so one bad line costs one line."""
+    def _score_run_guarded(self, buf, starts, ends, meta, source_id, outputs):
+        """Score one run, appending its scored lines to outputs; when it raises, score its lines one by
+        one so one bad line costs one line."""
         try:
-            self._score_run(buf, starts, ends, int(meta["seq"][0]), source_id)
+            outputs.append(self._score_run(buf, starts, ends, int(meta["seq"][0]), source_id))
             return 0, 0
-        except OutputUnavailable:
-            raise
         except Exception as exc:  # one poisoned line must not kill the worker or cost the whole batch
             if len(starts) == 1:
                 log.exception("worker %d: a line could not be processed", self.index)
@@ -161,28 +176,26 @@ class DetectorWorker:
                         self.index, len(starts), type(exc).__name__, exc)
         errors = dead = 0
         for k in range(len(starts)):
-            failed, lettered = self._score_run_guarded(buf, starts[k:k + 1], ends[k:k + 1], meta[k:k + 1], source_id)
+            failed, lettered = self._score_run_guarded(buf, starts[k:k + 1], ends[k:k + 1], meta[k:k + 1], source_id,
+                                                       outputs)
             errors, dead = errors + failed, dead + lettered
         return errors, dead
 
     def _score_run(self, buf, starts, ends, first_seq, source_id):
+        """Score one run of one input's lines; returns its scored-lines bytes (b"" without that output)."""
         if self.fault is not None:
             self.fault.check(buf, starts, ends)
         source_id = min(source_id, len(self.parsers) - 1)
         records = score_lines(self.pipeline, self.parsers[source_id], self.record_prefixes[source_id],
                               buf, starts, ends, first_seq + 1)
-        if self.scored is not None:
-            messages = [bytes(buf[s:e]).decode("utf-8", "replace") for s, e in zip(starts, ends)]
-            try:
-                self.scored.write(with_message_and_source(records, messages, self.prefixes[source_id]))
-            except OSError as exc:
-                raise OutputUnavailable("%s: %s" % (self.scored.path, exc.strerror or exc)) from None
+        if self.scored is None:
+            return b""
+        messages = [bytes(buf[s:e]).decode("utf-8", "replace") for s, e in zip(starts, ends)]
+        return with_message_and_source(records, messages, self.prefixes[source_id])
 
     def _retry_later(self, n, exc):
-        """Leave the batch unacknowledged (the ring holds it, the inputs feel backpressure, /health
-        reports the worker stalled) and read it again from the ring's tail after a pause."""
-        self.control.end_scoring(self.index)   # not a poison line: a successor must not split it
-        self.reader = self.ring.reader()
+        """Leave the batch popped and unacknowledged (the ring holds it, the inputs feel backpressure,
+        /health reports the worker stalled) and write its lines again after a pause."""
         self.counters.add(output_errors=1)
         log.error("worker %d: cannot write scored lines (%s); %d lines stay in the ring and are retried in %.0f s",
                   self.index, exc, n, OUTPUT_RETRY_SECONDS)
@@ -228,11 +241,20 @@ class DetectorWorker:
         return flags
 
     def _drain(self):
-        """On stop: score what is in the ring now (inputs are stopped first at shutdown), bounded by it."""
+        """On stop: score what is in the ring now (inputs are stopped first at shutdown), bounded by it.
+
+        Stops at the first batch the scored-lines file refuses: retrying every batch (a second each)
+        would outlast the stop timeout and the SIGKILL would cost the snapshot. The lines stay
+        unacknowledged: the next worker reads them from the ring, or the inputs from their checkpoints."""
         batch_size = self.control.flags().batch_size
-        remaining = self.reader.available()
+        remaining = self.reader.pending() + self.reader.available()   # pending: a batch not yet written
+        failures = self.counters.value("output_errors")
         while remaining > 0 and self.step(batch_size):
             self.control.beat(self.slot)
+            if self.counters.value("output_errors") != failures:
+                log.warning("worker %d: stopping with %d lines unacknowledged in the ring (scored lines cannot be "
+                            "written)", self.index, self.ring.depth())
+                return
             remaining -= batch_size
 
     def _snapshot_if_due(self):

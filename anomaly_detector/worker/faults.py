@@ -5,8 +5,10 @@ The parsers are linear now, so no real line stalls a worker; tests of poison-lin
 (worker/poison.py) need a line that does. Documented in docs/architecture.md as a test facility.
 
     ANOMALY_DETECTOR_FAULT_LINE=<marker>      a line containing these bytes triggers the fault
-    ANOMALY_DETECTOR_FAULT_ACTION=abort|hang|raise   os.abort() (default), sleep without heartbeats
-                                                      until killed, or raise RuntimeError
+    ANOMALY_DETECTOR_FAULT_ACTION=abort|hang|raise|crash   os.abort() (default), sleep without
+                                    heartbeats until killed, raise RuntimeError (the worker's guards
+                                    catch it), or raise an InjectedCrash that escapes them (an
+                                    uncaught exception: the child dies with its traceback logged)
 """
 import logging
 import os
@@ -15,11 +17,16 @@ import time
 log = logging.getLogger(__name__)
 FAULT_LINE_ENV = "ANOMALY_DETECTOR_FAULT_LINE"
 FAULT_ACTION_ENV = "ANOMALY_DETECTOR_FAULT_ACTION"
-ACTIONS = ("abort", "hang", "raise")
+ACTIONS = ("abort", "hang", "raise", "crash")
 
 
 class InjectedFault(RuntimeError):
     """What the `raise` action raises."""
+
+
+class InjectedCrash(BaseException):
+    """What the `crash` action raises: not an Exception, so no guard in the worker catches it; it
+    stands for a bug that escapes them and ends the process through the crash logging."""
 
 
 class FaultInjector:
@@ -51,6 +58,8 @@ class FaultInjector:
             return
         if self.action == "raise":
             raise InjectedFault("injected fault: line holds the %s marker" % FAULT_LINE_ENV)
+        if self.action == "crash":
+            raise InjectedCrash("injected crash: line holds the %s marker" % FAULT_LINE_ENV)
         if self.action == "hang":
             while True:   # no heartbeat from here: the supervisor kills us as hung
                 time.sleep(3600)

@@ -56,6 +56,8 @@ def inherited_death(control, row, slot, tail, pid, heartbeat_timeout):
     if count == 0 or owner == pid or first + count <= tail:
         return None
     child = control.child_table()[slot]
+    if child["stopped"] and int(child["exit_status"]) == -signal.SIGKILL:
+        return None   # killed by the stop timeout (a long drain), not by a line: score the range as usual
     took = float(child["exited"]) - started   # from the range's start to the predecessor's reaping
     reason = death_reason(int(child["exit_status"]), took, heartbeat_timeout)
     start = max(first, tail)

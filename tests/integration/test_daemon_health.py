@@ -11,8 +11,6 @@ import zlib
 
 import pytest
 
-from anomaly_detector.detection.engine import STATE_VERSION
-from anomaly_detector.storage.atomic import write_json_snapshot
 from tests.integration.daemon_harness import Daemon, numbered_line
 
 EXIT_FATAL_CHILD = 4   # docs/cli.md
@@ -174,29 +172,28 @@ def test_sigusr1_relief_reaches_the_sidecar(daemon):
     assert daemon.stop() == 0
 
 
-def test_a_crashing_child_logs_its_traceback_to_the_log_file_and_stderr(daemon):
-    """A real uncaught exception: worker 0's saved baselines pass their checksum but hold a value this
-    release cannot read (as a hand edit or a buggy release would leave them), so it dies at start."""
-    bad = os.path.join(daemon.dir, "state", "workers", "0", "baselines", "detection.json")
-    write_json_snapshot(bad, "detection-baselines", STATE_VERSION, {"meta": {"lines_seen": "many"}})
+def test_a_crashing_child_logs_its_traceback_to_the_log_file_and_stderr(daemon, monkeypatch):
+    """An uncaught exception in a worker (the fault facility's `crash`: it escapes every guard, as a
+    bug would) is one ERROR record with its traceback in the log file, and on stderr; the worker
+    then sets the line aside and runs again."""
+    monkeypatch.setenv("ANOMALY_DETECTOR_FAULT_LINE", "CRASH-c41d")
+    monkeypatch.setenv("ANOMALY_DETECTOR_FAULT_ACTION", "crash")
     daemon.start()
+    with open(os.path.join(daemon.logs, "app.log"), "a") as f:
+        f.write(numbered_line(0) + "2026-03-02T10:00:01Z INFO web-1 CRASH-c41d here\n" + numbered_line(1))
     log_path = os.path.join(daemon.dir, "log", "anomaly-detector.log")
     deadline = time.monotonic() + 60
     text = ""
     while time.monotonic() < deadline and "crashed with an uncaught exception" not in text:
         time.sleep(0.1)
         text = open(log_path).read()
-    for path in (bad, bad + ".prev"):          # repaired: the next worker 0 starts cold
-        if os.path.exists(path):
-            os.unlink(path)
-    record = re.search(r"^\S+ \S+ ERROR \[\d+ worker-0\] anomaly_detector\.crash: child worker-0 crashed with an "
-                       r"uncaught exception \(exit 70\)\nTraceback \(most recent call last\):\n(  .*\n)+"
-                       r"ValueError: invalid literal for int\(\) with base 10: 'many'", text, re.M)
+    record = re.search(r"^\S+ \S+ ERROR \[\d+ worker-\d\] anomaly_detector\.crash: child worker-\d crashed with "
+                       r"an uncaught exception \(exit 70\)\nTraceback \(most recent call last\):\n(  .*\n)+"
+                       r"anomaly_detector\.worker\.faults\.InjectedCrash: injected crash", text, re.M)
     assert record, text[-3000:]
-    assert "ValueError: invalid literal for int() with base 10: 'many'" in open(
-        os.path.join(daemon.dir, "daemon.stderr")).read()
+    assert "InjectedCrash: injected crash" in open(os.path.join(daemon.dir, "daemon.stderr")).read()
     deadline = time.monotonic() + 60
-    while health(daemon)[1]["processes"]["worker-0"]["state"] != "RUNNING" and time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (health(daemon)[0] == 200 and len(daemon.scored_seqs()) == 2):
         time.sleep(0.5)
-    assert health(daemon)[0] == 200
+    assert health(daemon)[0] == 200 and sorted(daemon.scored_seqs()) == [0, 1]
     assert daemon.stop() == 0

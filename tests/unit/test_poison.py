@@ -201,3 +201,128 @@ def test_a_line_that_kills_the_worker_is_isolated_after_two_deaths(shared, tmp_p
     assert dead["input"] == "app" and dead["worker"] == 0
     assert control.counter_totals()["lines_dead_lettered"] == 1
     assert ring.depth() == 0
+
+
+# -- a predecessor the supervisor stopped -------------------------------------------------------------
+
+def _supervise_one(control, target, kill_from_outside):
+    """Fork `target` as worker slot 0 under a ChildSet, then either stop it on request (SIGTERM, then
+    SIGKILL past a short timeout) or SIGKILL it from outside and stop it while it backs off."""
+    from anomaly_detector.supervisor.children import ChildSet, ChildSpec, RestartPolicy
+    children = ChildSet(RestartPolicy(backoff_initial=60.0), control=control)
+    children.add(ChildSpec("worker-0", target, slot=0))
+    children.start()
+    child = children.children["worker-0"]
+    try:
+        time.sleep(0.2)
+        if kill_from_outside:
+            os.kill(child.pid, signal.SIGKILL)
+            while child.state != ProcessState.BACKOFF:
+                children.reap()
+                time.sleep(0.01)
+        children.stop("worker-0", timeout=0.3)
+        deadline = time.monotonic() + 10
+        while child.state != ProcessState.STOPPED and time.monotonic() < deadline:
+            children.reap()
+            children.tick()
+            time.sleep(0.01)
+    finally:
+        if child.pid:
+            os.kill(child.pid, signal.SIGKILL)
+            os.waitpid(child.pid, 0)
+    assert child.state == ProcessState.STOPPED
+    control.record_child(0, 0, ProcessState.STARTING, started=time.monotonic())   # the successor's fork
+    return child.last_exit
+
+
+def _deaf():
+    """A worker that does not stop within the stop timeout (a long drain)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        time.sleep(1)
+
+
+def test_a_worker_killed_by_the_stop_timeout_left_no_poison_range(shared):
+    """Killed mid-drain because the stop took too long: the line did not kill it, so its successor
+    scores the range normally (before: split line by line, and a one-line range dead-lettered)."""
+    control, _ = shared
+    control.begin_scoring(0, 5, 1)   # as the draining worker did before it was killed
+    assert _supervise_one(control, lambda ctx: _deaf(), kill_from_outside=False) == -signal.SIGKILL
+    assert inherited_death(control, 0, 0, tail=5, pid=1, heartbeat_timeout=30) is None
+
+
+def test_a_worker_killed_then_stopped_while_backing_off_is_still_a_death(shared):
+    control, _ = shared
+    control.begin_scoring(0, 5, 1)
+    assert _supervise_one(control, lambda ctx: _deaf(), kill_from_outside=True) == -signal.SIGKILL
+    death = inherited_death(control, 0, 0, tail=5, pid=1, heartbeat_timeout=30)
+    assert death == Death(5, 1, "crashed: signal 9 (SIGKILL)")
+
+
+# -- the drain at stop while the scored-lines file cannot be written ----------------------------------
+
+class _Stopped:
+    requested = True
+
+
+def test_the_drain_at_stop_gives_up_at_the_first_unwritable_output(shared, tmp_path, monkeypatch):
+    """Before: every remaining batch was retried once (a second each), so a full ring kept the worker
+    past the stop timeout and it was SIGKILLed before its snapshot."""
+    from anomaly_detector.worker import detector
+    control, ring = shared
+    cfg = _worker_config(tmp_path)
+    os.mkdir(tmp_path / "scored.jsonl")          # opening the scored-lines file fails (EISDIR)
+    monkeypatch.setattr(detector, "OUTPUT_RETRY_SECONDS", 0.0)
+    ring.writer().push_batch(_lines(300))
+    worker = DetectorWorker(cfg, 0, ring, control, 0)
+    assert worker.run(_Stopped()) == 0
+    assert control.counter_totals()["output_errors"] == 1
+    assert ring.depth() == 300 and control.scoring(0)[1] == 0   # unacknowledged, and no poison range
+    assert os.path.isdir(tmp_path / "state" / "workers" / "0")   # the snapshot was taken
+
+
+def test_a_batch_whose_output_failed_is_written_later_not_scored_again(shared, tmp_path, monkeypatch):
+    """Before: each retry scored the batch again, so the models learned it once a second through an
+    outage (and the lines before the failing run were written more than once)."""
+    from anomaly_detector.worker import detector
+    control, ring = shared
+    cfg = _worker_config(tmp_path)
+    os.mkdir(tmp_path / "scored.jsonl")
+    monkeypatch.setattr(detector, "OUTPUT_RETRY_SECONDS", 0.0)
+    scored = []
+    real = detector.score_lines
+    monkeypatch.setattr(detector, "score_lines", lambda *a: scored.append(len(a[4])) or real(*a))
+    ring.writer().push_batch(_lines(100))
+    worker = DetectorWorker(cfg, 0, ring, control, 0)
+    for _ in range(3):
+        assert worker.step(100)
+    assert control.counter_totals()["output_errors"] == 3 and ring.depth() == 100
+    os.rmdir(tmp_path / "scored.jsonl")
+    assert worker.step(100)
+    assert sum(scored) == 100
+    assert sorted(_scored(tmp_path)) == sorted(line.decode() for line in _lines(100))
+    assert ring.depth() == 0 and control.counter_totals()["lines_processed"] == 100
+    assert control.scoring(0)[1] == 0
+
+
+def test_a_worker_that_dies_writing_scored_lines_left_no_poison_range(shared, tmp_path):
+    """The lines were scored; the write (a hung NFS mount, say) killed the worker: no line is to blame,
+    so its successor scores the batch as usual (before: split line by line, a one-line batch dead-lettered)."""
+    control, ring = shared
+    cfg = _worker_config(tmp_path)
+    ring.writer().push_batch(_lines(1))
+    pid = os.fork()
+    if pid == 0:
+        faulthandler.disable()
+        try:
+            worker = DetectorWorker(cfg, 0, ring, control, 0)
+            worker.scored.write = lambda data: os.abort()
+            worker.step(100)
+        finally:
+            os._exit(0)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    assert code == -signal.SIGABRT
+    control.record_exit(0, code, ProcessState.EXITED)
+    control.record_child(0, 0, ProcessState.STARTING, started=time.monotonic())
+    assert ring.depth() == 1
+    assert inherited_death(control, 0, 0, tail=0, pid=os.getpid(), heartbeat_timeout=30) is None
