@@ -159,15 +159,21 @@ def test_one_stalled_ring_is_named_while_the_other_worker_progresses(daemon):
     assert daemon.stop() == 0
 
 
+def _wait_in_log(daemon, needle, timeout):
+    """The daemon's log file once it holds `needle` (or at the timeout)."""
+    log_path = os.path.join(daemon.dir, "log", "anomaly-detector.log")
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline and needle not in text:
+        time.sleep(0.2)
+        text = open(log_path).read() if os.path.exists(log_path) else ""
+    return text
+
+
 def test_sigusr1_relief_reaches_the_sidecar(daemon):
     daemon.start()
     daemon.process.send_signal(signal.SIGUSR1)
-    log_path = os.path.join(daemon.dir, "log", "anomaly-detector.log")
-    deadline = time.monotonic() + 20
-    text = ""
-    while time.monotonic() < deadline and "memory relief in sidecar: RSS" not in text:
-        time.sleep(0.5)
-        text = open(log_path).read()
+    text = _wait_in_log(daemon, "memory relief in sidecar: RSS", 20)
     assert re.search(r"\[\d+ sidecar\] anomaly_detector.relief: memory relief in sidecar: RSS", text), text[-2000:]
     assert daemon.stop() == 0
 
@@ -181,12 +187,7 @@ def test_a_crashing_child_logs_its_traceback_to_the_log_file_and_stderr(daemon, 
     daemon.start()
     with open(os.path.join(daemon.logs, "app.log"), "a") as f:
         f.write(numbered_line(0) + "2026-03-02T10:00:01Z INFO web-1 CRASH-c41d here\n" + numbered_line(1))
-    log_path = os.path.join(daemon.dir, "log", "anomaly-detector.log")
-    deadline = time.monotonic() + 60
-    text = ""
-    while time.monotonic() < deadline and "crashed with an uncaught exception" not in text:
-        time.sleep(0.1)
-        text = open(log_path).read()
+    text = _wait_in_log(daemon, "crashed with an uncaught exception", 60)
     record = re.search(r"^\S+ \S+ ERROR \[\d+ worker-\d\] anomaly_detector\.crash: child worker-\d crashed with "
                        r"an uncaught exception \(exit 70\)\nTraceback \(most recent call last\):\n(  .*\n)+"
                        r"anomaly_detector\.worker\.faults\.InjectedCrash: injected crash", text, re.M)
