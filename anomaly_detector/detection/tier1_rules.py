@@ -15,6 +15,8 @@ from .stats_kernels import count_upper_scores
 
 # Score given when a rule just reaches its threshold; it grows to 100 at 16x the threshold.
 FIRE_SCORE = 80.0
+# [rules] max_scan_bytes when a rule does not say (the configspec's default).
+DEFAULT_MAX_SCAN_BYTES = 4096
 # Most recent match times kept per (rule, source) for the sliding window.
 MAX_TIMES_KEPT = 4096
 
@@ -22,15 +24,24 @@ MAX_TIMES_KEPT = 4096
 class Rule:
     """One counting rule: which lines match, and how many per window make a burst."""
 
-    def __init__(self, name, threshold, window_seconds, min_level=0, pattern=None):
+    def __init__(self, name, threshold, window_seconds, min_level=0, pattern=None,
+                 max_scan_bytes=DEFAULT_MAX_SCAN_BYTES):
         self.name = name
         self.threshold = int(threshold)
         self.window = float(window_seconds)
         self.min_level = min_level
         self.regex = compile_rule_pattern(name, pattern) if pattern else None
+        self.max_scan_bytes = int(max_scan_bytes)
+        self.scans_cut = 0   # lines longer than max_scan_bytes whose head alone was searched
+        self._last = (None, None)   # (batch, its matches): score and learn ask for the same batch
 
     def matches(self, batch):
-        """bool[n]: the lines this rule counts."""
+        """bool[n]: the lines this rule counts (searched once per batch)."""
+        if self._last[0] is not batch:
+            self._last = (batch, self._search(batch))
+        return self._last[1]
+
+    def _search(self, batch):
         hit = batch.level >= self.min_level if self.min_level else np.ones(batch.n, bool)
         if self.regex is None:
             return hit
@@ -39,9 +50,15 @@ class Rule:
         search = self.regex.search
         starts, ends = batch.content_start.tolist(), batch.content_end.tolist()
         # Line by line, on a copy of its content: '^' and '$' are the line's own start and end, and
-        # a greedy match cannot run into the next line and hide that line's match.
+        # a greedy match cannot run into the next line and hide that line's match. At most
+        # max_scan_bytes of it: an accepted pattern may be quadratic in what it reads.
+        cap = self.max_scan_bytes
         for line in np.flatnonzero(hit).tolist():
-            if search(text[starts[line]:ends[line]]):
+            start, end = starts[line], ends[line]
+            if end - start > cap:
+                end = start + cap
+                self.scans_cut += 1
+            if search(text[start:end]):
                 found[line] = True
         return hit & found
 
@@ -69,7 +86,8 @@ def build_rules(tier1_settings, rules_section):
             rules.append(Rule(key.split("_")[0], tier1_settings[key], window, min_level=level))
     for name, rule in sorted((rules_section or {}).items()):
         rules.append(Rule(name, rule["threshold"], rule["window_seconds"],
-                          min_level=level_code(rule.get("level", "")), pattern=rule["pattern"]))
+                          min_level=level_code(rule.get("level", "")), pattern=rule["pattern"],
+                          max_scan_bytes=rule.get("max_scan_bytes", DEFAULT_MAX_SCAN_BYTES)))
     return rules
 
 
@@ -85,6 +103,10 @@ class RulesTier(Tier):
         self.recent = {}     # (rule name, source id) -> float64 array of recent match times
         self.learned = {}    # (rule name, source id) -> [decayed matches, decayed seconds]
         self.last_now = None
+
+    def scans_cut(self):
+        """Lines so far whose content was longer than their rule's max_scan_bytes (only grows)."""
+        return sum(rule.scans_cut for rule in self.rules)
 
     def score(self, batch, ctx):
         scores = np.zeros(batch.n, np.float32)

@@ -40,6 +40,8 @@ METRICS = {m.name: m for m in (
     MetricSpec("worker_lines_processed_total", COUNTER, "Log lines scored, per detector worker.", ("worker",)),
     MetricSpec("files_deferred", GAUGE, "Matching files waiting for a descriptor because max_open_files are open."),
     MetricSpec("files_deferred_total", COUNTER, "Times a matching file had to wait for a descriptor (max_open_files)."),
+    MetricSpec("rule_scans_cut_total", COUNTER,
+               "Lines longer than a [rules] pattern's max_scan_bytes, searched by their head only."),
     MetricSpec("anomalies_total", COUNTER, "Lines flagged as anomalous."),
     MetricSpec("incidents_total", COUNTER, "Incidents closed by the detection engine."),
     MetricSpec("alerts_generated_total", COUNTER, "Alerts raised by the detection engine."),

@@ -108,6 +108,7 @@ class Readings:
             "worker_lines_processed_total": self._per_worker("lines_processed"),
             "files_deferred": totals["files_deferred"],
             "files_deferred_total": totals["files_deferrals"],
+            "rule_scans_cut_total": totals["rule_scans_cut"],
             "anomalies_total": totals["anomalies"],
             "incidents_total": totals["incidents"],
             "input_queue_size": depth,

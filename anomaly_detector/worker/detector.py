@@ -23,6 +23,7 @@ from anomaly_detector.worker.poison import SuspectRange, dead_letter_record, inh
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_SECONDS = 0.2
+SCANS_CUT_LOG_SECONDS = 600.0   # lines cut by a rule's max_scan_bytes are logged at most this often
 OUTPUT_RETRY_SECONDS = 1.0   # a failed scored-lines write is retried this often (the heartbeat goes on)
 
 
@@ -77,6 +78,8 @@ class DetectorWorker:
         self._relief_seen = control.flags().relief_generation
         self._base_rate = cfg["detection"]["learning_rate"]
         self._applied = None   # (tier4_enabled, learning_rate_factor) last given to the engine
+        self._scans_cut = 0    # rule scans cut at max_scan_bytes, as last counted
+        self._scans_cut_logged = float("-inf")
         self._unwritten = None  # a scored batch whose output could not be written: (output, counts)
 
     def run(self, stop):
@@ -159,8 +162,22 @@ class DetectorWorker:
                 self._report(incidents)
         except Exception:  # the lines are scored and written; a reporting fault must not kill the worker
             log.exception("worker %d: incidents of a batch could not be reported", self.index)
-        self.counters.add(anomalies=self.pipeline.anomalies - anomalies_before, incidents=len(incidents))
+        self.counters.add(anomalies=self.pipeline.anomalies - anomalies_before, incidents=len(incidents),
+                          rule_scans_cut=self._new_scans_cut())
         return errors, dead, b"".join(outputs)
+
+    def _new_scans_cut(self):
+        """Rule scans cut at [rules] max_scan_bytes since the last batch; logged at most every 10 minutes."""
+        total = self.pipeline.engine.tiers["t1"].scans_cut()
+        # A tier restored afresh (a state file set aside) counts from zero again.
+        new = total - self._scans_cut if total >= self._scans_cut else total
+        self._scans_cut = total
+        now = time.monotonic()
+        if new and now - self._scans_cut_logged >= SCANS_CUT_LOG_SECONDS:
+            self._scans_cut_logged = now
+            log.warning("worker %d: %d lines longer than a rule's max_scan_bytes were searched by their head "
+                        "only (%d so far)", self.index, new, total)
+        return new
 
     def _score_run_guarded(self, buf, starts, ends, meta, source_id, outputs):
         """Score one run, appending its scored lines to outputs; when it raises, score its lines one by

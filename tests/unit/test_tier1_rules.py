@@ -1,4 +1,6 @@
 """Tier 1 pattern rules from [rules] and incident grouping per source."""
+import time
+
 import numpy as np
 import pytest
 
@@ -87,3 +89,23 @@ def test_a_rule_match_cannot_swallow_the_next_line():
     rule = next(r for r in t.rules if r.name == "db")
     batch = text_batch(["db ok", "db is down", "all fine"])
     assert rule.matches(batch).tolist() == [False, True, False]
+
+
+def test_a_rule_searches_at_most_max_scan_bytes_of_a_line_and_counts_the_cut():
+    t = tier({"oom": {"pattern": "out of memory", "threshold": 1, "window_seconds": 60, "level": "",
+                      "max_scan_bytes": 64}})
+    lines = ["x" * 40 + " out of memory", "x" * 70 + " out of memory", "short line"]
+    batch = text_batch(lines)
+    scores = t.score(batch, ctx_for(batch)).scores
+    assert scores[0] >= 70 and scores[1] == 0 and scores[2] == 0   # the second's match is past byte 64
+    assert t.scans_cut() == 1
+
+
+def test_the_costliest_accepted_pattern_on_a_long_adversarial_line_is_bounded_by_the_cap():
+    """The validator accepts patterns that are at worst quadratic; the cap bounds what one line costs."""
+    pattern = r"(?:\s+\w+)*\s*\w+="
+    t = tier({"kv": {"pattern": pattern, "threshold": 1, "window_seconds": 60, "level": ""}})
+    batch = text_batch([" a" * 50_000])   # 100 KB: unbounded, this search takes over a minute
+    began = time.monotonic()
+    t.score(batch, ctx_for(batch))
+    assert time.monotonic() - began < 10 and t.scans_cut() == 1   # ~0.2 s at the 4096-byte default
