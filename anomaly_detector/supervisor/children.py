@@ -298,6 +298,8 @@ class ChildSet:
             log.warning("forking with %d threads alive; the supervisor must stay single-threaded",
                         threading.active_count())
             self._warned_threads = True
+        # Before the fork: a child quick enough to progress before the parent looks must still count.
+        child.progress_at_spawn = spec.progress() if spec.progress is not None else None
         mask = signals.block_all()
         try:
             pid = os.fork()
@@ -311,7 +313,6 @@ class ChildSet:
             _run_child(spec, mask, self.signal_queue, supervisor_pid)  # never returns
         signals.restore(mask)
         child.pid, child.started_at = pid, now
-        child.progress_at_spawn = spec.progress() if spec.progress is not None else None
         self._by_pid[pid] = child
         self._set_state(child, ProcessState.STARTING, "spawned", f"pid {pid}")
 
