@@ -1,7 +1,8 @@
 """Detection benchmark: generate labelled workloads, run `anomaly_detector replay` on them, score.
 
 Uses anomaly_detector.workload (generator and scoring) and the replay command as a subprocess;
-prints recall and time to detect per incident kind, false incidents per day, lines/s and peak RSS,
+prints, for the tuning seeds and apart for the held-out seeds, caught / caught with another kind /
+missed, recall and time to detect per incident kind, false incidents per day, then lines/s and peak RSS,
 and with --tier4-cost the share of replay time that tier 4 (sequences, window mix) takes.
 Exits non-zero only when something fails to run, never because a figure is bad.
 """
@@ -158,8 +159,12 @@ def fmt_delay(x):
     return "   n/a" if x != x else f"{x:6.0f}s"
 
 
-def print_report(results):
+def print_report(results, title, after=TOLERANCE_AFTER_S):
+    """Per-seed table, per-kind table and false incidents of one group of seeds."""
+    if not results:
+        return
     print()
+    print(f"== {title}: seeds {','.join(str(r['seed']) for r in results)} ==")
     print(f"{'seed':>4} {'lines':>10} {'gen s':>7} {'replay s':>9} {'lines/s':>10} {'peak RSS':>10} "
           f"{'incidents':>9} {'false/day':>9}  source of detections")
     for r in results:
@@ -169,30 +174,42 @@ def print_report(results):
               f"{s.false_per_day:>9.2f}  {r['via']}")
     total = merge_scores([r["score"] for r in results])
     print()
-    print(f"{'kind':<16} {'labelled':>8} {'caught':>6} {'recall':>7} {'median TTD':>10}  target recall >= {TARGET_RECALL}")
+    print(f"{'kind':<16} {'labelled':>8} {'caught':>6} {'other kind':>10} {'missed':>6} {'recall':>7} "
+          f"{'median TTD':>10}  target recall >= {TARGET_RECALL}")
     for kind in KINDS:
         ks = total.kinds.get(kind)
         if ks is None:
             continue
         mark = "ok" if ks.recall >= TARGET_RECALL else "LOW"
-        print(f"{kind:<16} {ks.labelled:>8} {ks.caught:>6} {fmt_pct(ks.recall):>7} {fmt_delay(ks.median_delay):>10}  {mark}")
-    lines = sum(r["lines"] for r in results)
-    secs = sum(r["replay_s"] for r in results)
+        said = ", ".join(f"{k} {n}" for k, n in ks.wrong_kinds.most_common())
+        print(f"{kind:<16} {ks.labelled:>8} {ks.caught:>6} {ks.other_kind:>10} {ks.missed:>6} {fmt_pct(ks.recall):>7} "
+              f"{fmt_delay(ks.median_delay):>10}  {mark}" + (f"  (said: {said})" if said else ""))
     print()
     print(f"false incidents after warm-up: {total.false_incidents} over {total.scored_days:.1f} days = "
-          f"{total.false_per_day:.2f}/day (target <= {TARGET_FALSE_PER_DAY}); "
-          f"{total.warmup_detections} during warm-up (not counted)")
-    print(f"replay throughput: {lines / secs:,.0f} lines/s (target >= {TARGET_LINES_PER_S:,}); "
-          f"peak RSS {max(r['rss'] for r in results) / 2 ** 20:.0f} MB")
+          f"{total.false_per_day:.2f}/day (target <= {TARGET_FALSE_PER_DAY}); {total.near_label} of them near a "
+          f"label of their source (too early, or more than {after:.0f} s after its end); "
+          f"{total.repeats} repeat alerts for credited labels; {total.warmup_detections} during warm-up (not counted)")
     for m in total.missed[:20]:
         print(f"  missed #{m['id']} {m['kind']} {m['source']} {m['start_iso']}..{m['end_iso']} {m['detail']}")
     for d in total.false_samples[:10]:
-        print(f"  false {d.ident} source={d.source} first_seen={d.first_seen:.0f} last_seen={d.last_seen:.0f}")
+        print(f"  false {d.ident} kind={d.kind} source={d.source} first_seen={d.first_seen:.0f} "
+              f"last_seen={d.last_seen:.0f}")
+
+
+def print_runtime(results):
+    lines = sum(r["lines"] for r in results)
+    secs = sum(r["replay_s"] for r in results)
+    print()
+    print(f"replay throughput (all seeds): {lines / secs:,.0f} lines/s (target >= {TARGET_LINES_PER_S:,}); "
+          f"peak RSS {max(r['rss'] for r in results) / 2 ** 20:.0f} MB")
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default 1,2,3)")
+    p.add_argument("--seeds", default="1,2,3,4,5", help="comma-separated tuning seeds (default 1,2,3,4,5)")
+    p.add_argument("--heldout-seeds", default="6,7,8",
+                   help="comma-separated held-out seeds, never to tune on, reported in their own table "
+                        "(default 6,7,8; empty for none)")
     p.add_argument("--days", type=float, default=3.0)
     p.add_argument("--lines-per-day", type=int, default=1_000_000)
     p.add_argument("--config", default=None, help="config for replay (default: its built-in defaults)")
@@ -200,20 +217,24 @@ def parse_args(argv):
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.add_argument("--tier4-cost", action="store_true",
                    help="replay the first seed again with tier 4 off and print tier 4's share of the time")
-    p.add_argument("--before", type=float, default=TOLERANCE_BEFORE_S, help="match tolerance before a label, s")
-    p.add_argument("--after", type=float, default=TOLERANCE_AFTER_S, help="match tolerance after a label, s")
+    p.add_argument("--before", type=float, default=TOLERANCE_BEFORE_S, help="earliest start before a label's start, s")
+    p.add_argument("--after", type=float, default=TOLERANCE_AFTER_S, help="latest start after a label's end, s")
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    seeds = seed_list(args.seeds)
+    heldout = seed_list(args.heldout_seeds)
+    if set(seeds) & set(heldout):
+        print(f"detect_bench: seeds {sorted(set(seeds) & set(heldout))} are both tuning and held-out", file=sys.stderr)
+        return 2
     work = args.work or tempfile.mkdtemp(prefix="detect_bench_")
     results = []
     tier4 = None
     try:
         warm_up(work)
-        for seed in seeds:
+        for seed in seeds + heldout:
             r = bench_seed(seed, args, work)
             print(f"seed {seed}: {r['lines']} lines, replay {r['replay_s']:.1f} s, "
                   f"{r['detections']} detections ({r['via']})", flush=True)
@@ -226,25 +247,41 @@ def main(argv=None):
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    print_report(results)
+    print_report([r for r in results if r["seed"] in seeds], "tuning", args.after)
+    print_report([r for r in results if r["seed"] in heldout], "held-out", args.after)
+    if results:
+        print_runtime(results)
     if tier4 is not None:
         with_t4, without = tier4
         print(f"tier 4 cost (seed {results[0]['seed']}): replay {with_t4:.1f} CPU-s with it, {without:.1f} without: "
               f"{100 * max(with_t4 - without, 0.0) / with_t4:.1f}% of the time (budget 30%)")
     if args.json:
-        write_json(args.json, results)
+        write_json(args.json, results, heldout)
     return 0
 
 
-def write_json(path, results):
+def seed_list(text):
+    return [int(s) for s in text.split(",") if s.strip()]
+
+
+def figures(results):
+    """Pooled figures of one group of seeds, JSON-able."""
     total = merge_scores([r["score"] for r in results])
-    doc = {"seeds": [{k: r[k] for k in ("seed", "lines", "gen_s", "replay_s", "rss", "via", "detections")}
-                     | {"false_per_day": r["score"].false_per_day} for r in results],
-           "kinds": {k: {"labelled": v.labelled, "caught": v.caught, "recall": v.recall,
-                         "median_ttd_s": v.median_delay} for k, v in total.kinds.items()},
-           "false_incidents": total.false_incidents, "false_per_day": total.false_per_day,
-           "lines_per_s": sum(r["lines"] for r in results) / sum(r["replay_s"] for r in results),
-           "peak_rss_bytes": max(r["rss"] for r in results)}
+    return {"seeds": [{k: r[k] for k in ("seed", "lines", "gen_s", "replay_s", "rss", "via", "detections")}
+                      | {"false_per_day": r["score"].false_per_day} for r in results],
+            "kinds": {k: {"labelled": v.labelled, "caught": v.caught, "other_kind": v.other_kind,
+                          "missed": v.missed, "recall": v.recall, "median_ttd_s": v.median_delay,
+                          "said": dict(v.wrong_kinds)} for k, v in total.kinds.items()},
+            "false_incidents": total.false_incidents, "false_per_day": total.false_per_day,
+            "near_label": total.near_label, "repeats": total.repeats}
+
+
+def write_json(path, results, heldout):
+    """Tuning seeds' figures at the top level, held-out seeds' under "heldout"."""
+    doc = figures([r for r in results if r["seed"] not in heldout])
+    doc["heldout"] = figures([r for r in results if r["seed"] in heldout])
+    doc["lines_per_s"] = sum(r["lines"] for r in results) / sum(r["replay_s"] for r in results)
+    doc["peak_rss_bytes"] = max(r["rss"] for r in results)
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(doc, fh, indent=1)
 
