@@ -4,7 +4,7 @@ bench/nab_bench.py replays the series through the product and hands the per-line
 here; tests/unit/test_nab_scoring.py checks the rules on hand-made windows. Pure Python + numpy,
 no product code: the scorer must not depend on what it measures.
 
-The rules (NAB's scoring, as its data set's README states them):
+The rules (NAB's published scoring):
 - rows before min(15% of the series, 750) are probationary: detections there are ignored;
 - in a window only the first detection counts, worth tpWeight * sigma(y), y = -1 at the window's
   first row and 0 at its last; a window without one costs fnWeight;
