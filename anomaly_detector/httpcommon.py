@@ -15,6 +15,7 @@ What it guarantees, whatever the server does with a request:
   at a time never trips a plain socket timeout), and at most max_connections are open: one more is closed
   at once by the accepting thread, before it costs a thread.
 """
+import abc
 import io
 import logging
 import socket
@@ -98,7 +99,7 @@ class _LineTrackingReader:
         return getattr(self._raw, name)
 
 
-class BodyHygieneMixin:
+class BodyHygieneMixin(abc.ABC):
     """For a BaseHTTPRequestHandler subclass served by a GuardedHTTPServer (put it first in the bases).
 
     After parse_request, `self.body_bytes` holds the announced body length. The handler must reply with
@@ -165,11 +166,12 @@ class BodyHygieneMixin:
         self.close_connection = True
         super().send_error(code, message, explain)
 
+    @abc.abstractmethod
     def refuse_request(self, status, message):
-        raise NotImplementedError
+        """Answer `status` with `message` and close the connection (each server counts it its way)."""
 
 
-class GuardedHTTPServer(ThreadingHTTPServer):
+class GuardedHTTPServer(ThreadingHTTPServer, metaclass=abc.ABCMeta):
     """ThreadingHTTPServer with daemon threads, a bound on open connections and header deadlines.
 
     Subclasses set max_connections and header_timeout_seconds (attributes) and count_rejection(reason).
@@ -191,8 +193,9 @@ class GuardedHTTPServer(ThreadingHTTPServer):
         self._open_lock = threading.Lock()
         super().__init__(address, handler, bind_and_activate)
 
+    @abc.abstractmethod
     def count_rejection(self, reason):
-        raise NotImplementedError
+        """Count a refused request or connection under `reason` (a bounded label: REJECT_REASONS)."""
 
     def open_connections(self):
         with self._open_lock:
