@@ -23,6 +23,22 @@ def _malloc_trim():
     return bool(trim(0)) if trim is not None else False
 
 
+class ReliefWatch:
+    """A child's view of SIGUSR1: relief_generation in the control block, checked between batches."""
+
+    def __init__(self, control, who):
+        self.control, self.who = control, who
+        self.seen = control.flags().relief_generation
+
+    def check(self, generation=None):
+        """Run memory relief once for each new generation; pass `generation` when the flags were just read."""
+        if generation is None:
+            generation = self.control.flags().relief_generation
+        if generation != self.seen:
+            self.seen = generation
+            relieve_memory(self.who)
+
+
 def relieve_memory(who, trim_caches=None):
     """gc, optional cache trimming (a callable), malloc_trim; logs and returns (rss_before, rss_after) bytes."""
     process = psutil.Process()

@@ -22,6 +22,7 @@ from anomaly_detector.inputs.http_ingest import HttpIngestInput, bind_ingest_soc
 from anomaly_detector.inputs.spool import SpoolError, SpoolFull, SpoolWriter, unread_bytes
 from anomaly_detector.inputs.stats import InputStatsPublisher
 from anomaly_detector.inputs.syslog_server import SyslogInput, bind_syslog_socket
+from anomaly_detector.relief import ReliefWatch
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +134,11 @@ class Listener:
         receivers.update((entry.name, entry.source) for entry in self.syslog)
         return [(index, name, receivers[name]) for index, name in enumerate(cfg["inputs"]) if name in receivers]
 
-    def run(self, stop, beat):
+    def run(self, stop, beat, relief=None):
         while not stop.requested:
             beat()
+            if relief is not None:
+                relief.check()
             moved = sum(self.pump_syslog(entry) for entry in self.syslog)
             self.publish()
             if not moved:
@@ -248,4 +251,4 @@ def run_listener(ctx, daemon):
     counters = daemon.control.counters(daemon.listener_counter_row)
     listener = Listener(daemon.cfg, counters, daemon.network_sockets, control=daemon.control)
     log.info("listener: %s", ", ".join("%s -> %s" % (name, spool.directory) for name, spool in listener.spools.items()))
-    return listener.run(ctx.stop, lambda: daemon.control.beat(ctx.slot))
+    return listener.run(ctx.stop, lambda: daemon.control.beat(ctx.slot), ReliefWatch(daemon.control, "listener"))

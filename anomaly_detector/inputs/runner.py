@@ -22,7 +22,7 @@ from anomaly_detector.inputs.origin import json_origin, syslog_origin
 from anomaly_detector.inputs.spool import SpoolReader
 from anomaly_detector.inputs.stats import InputStatsPublisher
 from anomaly_detector.inputs.stdin import StdinInput
-from anomaly_detector.relief import relieve_memory
+from anomaly_detector.relief import ReliefWatch
 
 log = logging.getLogger(__name__)
 IDLE_SLEEP_SECONDS = 0.05
@@ -56,7 +56,7 @@ def build_input(name, section, cfg):
                           max_open_files=section["max_open_files"])
     if section["type"] == "stdin":
         return StdinInput(max_line_bytes=processing["max_line_bytes"], on_long_line=processing["on_long_line"])
-    if section["type"] in ("syslog", "http"):
+    if section["type"] in NETWORK_TYPES:
         # The listener process owns the sockets and writes the spool; this process reads it back.
         reader = SpoolReader(spool_dir(cfg, name), "spool:" + name)
         reader.origin = syslog_origin if section["type"] == "syslog" else json_origin(section["source_key"])
@@ -97,7 +97,7 @@ class InputRunner:
         self.uncommitted = [collections.deque() for _ in self.readers]  # _Tickets per input, in push order
         self._next_ring = [0 for _ in self.readers]
         self._origin_rings = {}   # origin key -> ring (a cache of _ring_of_origin)
-        self._relief_seen = control.flags().relief_generation
+        self.relief = ReliefWatch(control, "input")
         # The listener process publishes the network inputs' stats (their receivers live there).
         self.stats = InputStatsPublisher(control, [(index, name, reader) for index, (name, reader)
                                                    in enumerate(zip(self.names, self.readers))
@@ -108,7 +108,7 @@ class InputRunner:
             self.control.beat(self.slot)
             moved = self.pump()
             self.commit_acknowledged()
-            self._relief_if_asked()
+            self.relief.check()
             self.stats.publish()
             if not moved:
                 time.sleep(IDLE_SLEEP_SECONDS)
@@ -224,18 +224,12 @@ class InputRunner:
             log.warning("input: %d chunks not acknowledged at stop; they will be read again on restart", left)
 
     def close(self):
-        """Save file checkpoints, close files and listening sockets (and the HTTP ingest thread)."""
+        """Publish the last stats, save file checkpoints and spool offsets, close files."""
         self.stats.publish(force=True)
         for reader in self.readers:
             close = getattr(reader, "close", None)
             if close is not None:
                 close()
-
-    def _relief_if_asked(self):
-        generation = self.control.flags().relief_generation
-        if generation != self._relief_seen:
-            self._relief_seen = generation
-            relieve_memory("input")
 
 
 def _reader_counts(reader):

@@ -16,7 +16,7 @@ from anomaly_detector.inputs.listener import network_inputs, spool_dir
 from anomaly_detector.inputs.spool import spool_bytes
 from anomaly_detector.inputs.syslog_server import FRAMING_REASONS
 from anomaly_detector.metrics.httpd import SidecarHTTPServer
-from anomaly_detector.relief import relieve_memory
+from anomaly_detector.relief import ReliefWatch
 from anomaly_detector.supervisor.states import ProcessState, state_name
 
 log = logging.getLogger(__name__)
@@ -250,23 +250,16 @@ def _serve(server, readings, control, slot):
     (SIGUSR1 bumps relief_generation)."""
     server.timeout = 0.25
     next_sample = 0.0
-    relief_seen = control.flags().relief_generation
+    relief = ReliefWatch(control, "sidecar")
     while True:
         now = time.monotonic()
         if now >= next_sample:
             control.beat(slot)
             readings.sample()
-            relief_seen = _relief_if_asked(control, relief_seen)
+            relief.check()
             next_sample = now + 1.0
         server.service_actions()
         server.handle_request()
-
-
-def _relief_if_asked(control, seen):
-    generation = control.flags().relief_generation
-    if generation != seen:
-        relieve_memory("sidecar")
-    return generation
 
 
 def _reload_samples(flags):

@@ -81,7 +81,6 @@ class Arbiter:
         self.rings, self._ring_names = [], []
         self.network_sockets = {}   # (kind, host, port) -> socket bound here, kept across reloads
         self._ring_generation = 0
-        self._daemon = None   # what the children forked from now on inherit (set by _start_children)
         self._watchdog = systemd.watchdog_interval()
 
     # -- start ----------------------------------------------------------------------------------
@@ -151,7 +150,7 @@ class Arbiter:
         process_restarts_total only grows; the sidecar learns every child from daemon.processes."""
         sockets = {name: self.network_sockets[network_address(self.cfg["inputs"][name])]
                    for name in network_inputs(self.cfg)}
-        daemon = self._daemon = Daemon(self.cfg, self.control, self.rings, self.http_socket, sockets)
+        daemon = Daemon(self.cfg, self.control, self.rings, self.http_socket, sockets)
         specs = [ChildSpec("input", lambda ctx: run_inputs(ctx, daemon), slot=INPUT_SLOT, role="input")]
         specs += [ChildSpec("worker-%d" % i, _worker_target(daemon, i), slot=FIRST_WORKER_SLOT + i,
                             progress=_worker_progress(self.control, i))
@@ -159,16 +158,14 @@ class Arbiter:
         specs.append(ChildSpec("sidecar", lambda ctx: run_sidecar(ctx, daemon), slot=SIDECAR_SLOT, role="sidecar"))
         if network_inputs(self.cfg):
             # Owns the network sockets and writes the spools; a reload keeps it when its settings stay.
-            # Its target reads self._daemon when it forks: kept across reloads, it is forked again (after
-            # a crash) with the config and sockets of now, not those of the start it was made for.
-            specs.append(ChildSpec("listener", lambda ctx: run_listener(ctx, self._daemon), slot=LISTENER_SLOT,
+            specs.append(ChildSpec("listener", lambda ctx: run_listener(ctx, daemon), slot=LISTENER_SLOT,
                                    role="input"))
         for spec in specs:
-            spec = dataclasses.replace(spec, target=_without_inherited_sockets(lambda: self._daemon, spec.role,
-                                                                               spec.name, spec.target))
+            spec = dataclasses.replace(spec, target=_without_inherited_sockets(daemon, spec.role, spec.name,
+                                                                               spec.target))
             running = self.children.children.get(spec.name)
             if running is not None:   # one that did not stop in time, or the kept listener: not forked now,
-                running.spec = spec   # but a later restart runs on this config and closes these sockets
+                running.spec = spec   # but a later restart (after a crash) runs on this config and sockets
                 if running.stop_requested and running.state in ALIVE_STATES:
                     self._restart_when_reaped.add(spec.name)
                 continue
@@ -424,19 +421,15 @@ def _worker_target(daemon, index):
 
 def _worker_progress(control, index):
     """Worker `index`'s lines scored, failed or set aside so far (its counter row only grows)."""
-    def progress():
-        rows = control.counter_rows_snapshot()
-        return int(rows["lines_processed"][index] + rows["errors"][index] + rows["lines_dead_lettered"][index])
-    return progress
+    row = control.counters(index)
+    return lambda: sum(row.value(name) for name in ("lines_processed", "errors", "lines_dead_lettered"))
 
 
-def _without_inherited_sockets(current, role, name, target):
+def _without_inherited_sockets(daemon, role, name, target):
     """A child closes its inherited copies of the sockets that are not its own first: the HTTP socket
     (but the sidecar) and the network inputs' sockets (but the listener), so a port listens only
-    while its server (or the supervisor, between its restarts) holds it. `current()` is the Daemon of
-    the supervisor at the fork: a spec kept across a reload must close the sockets of now."""
+    while its server (or the supervisor, between its restarts) holds it."""
     def run(ctx):
-        daemon = current()
         if role != "sidecar" and daemon.http_socket is not None:
             daemon.http_socket.close()
         if name != "listener":

@@ -14,7 +14,7 @@ import time
 from anomaly_detector.detection.output_kernels import record_prefix
 from anomaly_detector.parsing.records import RecordParser, parse_columns
 from anomaly_detector.pipeline import Pipeline
-from anomaly_detector.relief import relieve_memory
+from anomaly_detector.relief import ReliefWatch
 from anomaly_detector.storage.appendfile import AppendFile
 from anomaly_detector.worker.faults import FaultInjector
 from anomaly_detector.worker.joining import join_lines, source_runs
@@ -75,7 +75,7 @@ class DetectorWorker:
         self.suspect = self._inherit_death(cfg["processing"]["heartbeat_timeout_seconds"])
         self.snapshot_every = cfg["service"]["snapshot_interval_seconds"]
         self._next_snapshot = time.monotonic() + self.snapshot_every
-        self._relief_seen = control.flags().relief_generation
+        self.relief = ReliefWatch(control, "worker %d" % index)
         self._base_rate = cfg["detection"]["learning_rate"]
         self._applied = None   # (tier4_enabled, learning_rate_factor) last given to the engine
         self._scans_cut = 0    # rule scans cut at max_scan_bytes, as last counted
@@ -224,10 +224,9 @@ class DetectorWorker:
         for k in range(len(starts)):
             source_id = min(int(meta["source_id"][k]), len(self.parsers) - 1)
             name = self.inputs[source_id][0] if self.inputs else ""
-            seq = int(meta["seq"][k])
+            seq, position = int(meta["seq"][k]), int(meta["input_pos"][k])
             records.append(dead_letter_record(buf[starts[k]:ends[k]], self.index, name, self.prefixes[source_id],
-                                              seq, int(meta["input_pos"][k]), reason))
-            position = int(meta["input_pos"][k])
+                                              seq, position, reason))
             log.error("worker %d: a line of input %s (ring seq %d%s) set aside in %s: %s", self.index, name, seq,
                       ", input position %d" % position if position >= 0 else "", self.dead_letter.path, reason)
         try:
@@ -252,9 +251,7 @@ class DetectorWorker:
             engine.set_tier_enabled("t4", flags.tier4_enabled)
             # The factor may exceed 1 (admin flag range); a rate above 1 would make the engine refuse it.
             engine.set_learning_rate(min(1.0, self._base_rate * flags.learning_rate_factor))
-        if flags.relief_generation != self._relief_seen:
-            self._relief_seen = flags.relief_generation
-            relieve_memory("worker %d" % self.index)
+        self.relief.check(flags.relief_generation)
         return flags
 
     def _drain(self):
