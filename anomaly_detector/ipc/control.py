@@ -27,8 +27,8 @@ Intended use:
     successor:  first, n, started, pid = block.scoring(row)   # n > 0: the predecessor died on that range
 
 Per-input stats: one row per configured input (at most MAX_INPUTS, the bound checks.py enforces), written
-only by the input process. Row i belongs to the i-th [inputs] subsection; its first word is a hash of the
-input's name, so after a reload that renames or reorders inputs the input process zeroes a row it
+by one process: the listener for network inputs, the input process for the others. Row i belongs to the i-th [inputs] subsection; its first word is a hash of the
+input's name, so after a reload that renames or reorders inputs the process claiming it zeroes a row it
 inherits from another input, and the sidecar reports a row only under the name it was claimed for.
 """
 import dataclasses
@@ -64,8 +64,8 @@ COUNTER_FIELDS = ("lines_processed", "errors", "batches", "bytes_processed", "an
 _COUNTER_INDEX = {name: i for i, name in enumerate(COUNTER_FIELDS)}
 _ROW_WORDS = -(-len(COUNTER_FIELDS) * 8 // CACHE_LINE) * CACHE_LINE // 8
 
-# Columns of an input's stats row after its identity word (uint64, only ever increased by the input
-# process; a restarted input process adds to them, so they never go backwards).
+# Columns of an input's stats row after its identity word (uint64, only ever increased by the process
+# that reads the input; a restarted one adds to them, so they never go backwards).
 INPUT_STAT_FIELDS = (
     "rejected_400", "rejected_404", "rejected_405", "rejected_411", "rejected_413", "rejected_414",
     "rejected_431", "rejected_503", "rejected_505", "rejected_refused", "rejected_header_timeout",
@@ -304,17 +304,28 @@ class ControlBlock:
         return value
 
 
-class WorkerCounters:
-    """One worker's counter row; add() once per batch, never per line."""
+class _CountRow:
+    """A row of uint64 counts in shared memory, written by one process; add() once per batch, never per line."""
 
-    def __init__(self, row):
-        self._row = row
+    def __init__(self, row, index):
+        self._row, self._index = row, index   # index: field name -> column
 
     def add(self, **increments):
         for name, amount in increments.items():
             if amount < 0:
-                raise ValueError(f"counter {name} only grows (got {amount})")
-            self._row[_COUNTER_INDEX[name]] += np.uint64(amount)
+                raise ValueError(f"{name} only grows (got {amount})")
+            if amount:
+                self._row[self._index[name]] += np.uint64(amount)
+
+    def value(self, name):
+        return int(self._row[self._index[name]])
+
+
+class WorkerCounters(_CountRow):
+    """One process's counter row (COUNTER_FIELDS); it also holds a few gauges, set()."""
+
+    def __init__(self, row):
+        super().__init__(row, _COUNTER_INDEX)
 
     def set(self, **values):
         """Gauges kept in the row (files_deferred): the owning process sets the current value."""
@@ -323,25 +334,12 @@ class WorkerCounters:
                 raise ValueError(f"gauge {name} cannot be negative (got {value})")
             self._row[_COUNTER_INDEX[name]] = np.uint64(value)
 
-    def value(self, name):
-        return int(self._row[_COUNTER_INDEX[name]])
 
-
-class InputStats:
-    """One input's stats row; add() once per batch, never per line."""
+class InputStats(_CountRow):
+    """One input's stats row (INPUT_STAT_FIELDS, after its identity word)."""
 
     def __init__(self, row):
-        self._row = row
-
-    def add(self, **increments):
-        for name, amount in increments.items():
-            if amount < 0:
-                raise ValueError(f"input stat {name} only grows (got {amount})")
-            if amount:
-                self._row[_INPUT_INDEX[name]] += np.uint64(amount)
-
-    def value(self, name):
-        return int(self._row[_INPUT_INDEX[name]])
+        super().__init__(row, _INPUT_INDEX)
 
 
 def _check_flag(name, value):
