@@ -337,11 +337,11 @@ class DetectionEngine:
     def _restore_tiers(self, state, names):
         """Each named tier built afresh then loaded, and its arrays checked against a fresh one's."""
         self._fresh_tiers(names)
+        reference = self._build_tiers(*self._tier_settings)   # once for all names, not once per name
         for name in names:
             if name in self.tiers:
-                fresh = self._build_tiers(*self._tier_settings)[name]
                 self.tiers[name].load_state(state.get(name, {}))
-                check_state_arrays(name, fresh, self.tiers[name])
+                check_state_arrays(name, reference[name], self.tiers[name])
 
     def _fresh_tiers(self, names):
         built = self._build_tiers(*self._tier_settings)
