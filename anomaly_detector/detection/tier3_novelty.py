@@ -1,8 +1,12 @@
-"""Tier 3, novelty: never-seen and rare templates, numeric outliers and drift, new categorical values.
+"""Tier 3, novelty: never-seen and rare templates, numeric outliers and drift, new categorical values,
+and numeric series.
 
 Template rarity uses Good-Turing estimates per severity class (how much of the stream belongs to
 templates this rare); parameter statistics live in novelty_kernels.py, arrays grown here: one slot
-per (template, position), and one pooled slot per role (role_key) for categorical values.
+per (template, position), and one pooled slot per role (role_key) for categorical values. A slot
+holding numbers is also a series per source (series.py), judged against a forecast of its own
+past from its own first points on, whatever the engine's warm-up: a series of a value an hour is
+short, and its points are not the engine's lines.
 """
 import math
 
@@ -10,7 +14,9 @@ import numpy as np
 
 from ..parsing.batch import LEVEL_WARNING
 from . import novelty_kernels as K
+from . import series_kernels as SK
 from .base import Tier, TierResult
+from .series import SeriesBook
 
 MAX_POSITIONS = 16   # parameters beyond this position of a template are not modelled
 ROLE_UNSET, ROLE_NONE = -2, -1   # role_index: not looked at yet / no pool (template text unknown)
@@ -46,15 +52,19 @@ class NoveltyTier(Tier):
         self.cat_num = np.full((64, self.max_values), np.nan)  # each value's number (NaN: not a number)
         self.cat_nd = np.zeros(64, np.int32)
         self.cat_full = np.zeros(64, np.int8)
+        self.series = SeriesBook(settings["max_series"], self.max_values)
 
     # -- scoring -------------------------------------------------------------------------
 
     def score(self, batch, ctx):
         scores = np.zeros(batch.n, np.float32)
         result = TierResult(scores)
-        if batch.n == 0 or not ctx.warm:
+        if batch.n == 0:
             return result
         self._grow_templates(ctx.n_templates)
+        self._score_series(batch, ctx, result)
+        if not ctx.warm:
+            return result
         rarity, counts = self._rarity_scores(batch)
         slots = K.lookup_slots(batch.template_id, batch.param_ptr, batch.param_pos, self.slot_index)
         param_scores, which, kind = K.score_params(
@@ -62,12 +72,37 @@ class NoveltyTier(Tier):
             self.cat_count, self.cat_nd, self.cat_full, self.cat_novelty, self.cat_seen_at, self.cat_num,
             self.min_obs, self.drift_alpha, self.drift_min_shift, True)
         role_scores, role_which, role_kind, roles = self._role_scores(batch, counts)
-        np.maximum(rarity, param_scores, out=scores)
+        np.maximum(scores, rarity, out=scores)
+        np.maximum(scores, param_scores, out=scores)
         self._explain_rarity(result, rarity, counts, batch, ctx)
         self._explain_params(result, param_scores, which, kind, slots, batch, ctx)
         self._explain_params(result, role_scores, role_which, role_kind, roles, batch, ctx, pooled=True)
         np.maximum(scores, role_scores, out=scores)
         return result
+
+    def _series_rows(self, batch):
+        """Series row of every parameter. Slots are given here, not only when learning: a series is
+        judged from its first batch on (a replayed file may be one batch); a slot is only an index."""
+        return self.series.rows_of(batch, self._assign_slots(batch))
+
+    def _assign_slots(self, batch):
+        self._grow_slots(self.next_slot + self._new_slot_count(batch))
+        slots, self.next_slot = K.assign_slots(batch.template_id, batch.param_ptr, batch.param_pos,
+                                               self.slot_index, self.next_slot)
+        return slots
+
+    def _score_series(self, batch, ctx, result):
+        """Numeric series values against their forecasts (series_kernels.py)."""
+        best, which, kind, expected = self.series.score(batch, self._series_rows(batch), ctx.ts)
+        np.maximum(result.scores, best, out=result.scores)
+        for i in np.flatnonzero(best >= 40.0).tolist():
+            j = int(which[i])
+            tid, pos = int(batch.template_id[i]), int(batch.param_pos[j])
+            what = "spike" if kind[i] == SK.KIND_SPIKE else "drop"
+            result.reasons[i] = "unusual value (%s) of parameter %d of %r, against its own recent past" % (
+                what, pos, ctx.template_text(tid))
+            result.expected[i] = "around %.4g" % expected[i]
+            result.observed[i] = "%.4g" % batch.param_num[j]
 
     def _role_scores(self, batch, counts):
         """New categorical values judged per role, across templates: a role is a source's
@@ -215,11 +250,10 @@ class NoveltyTier(Tier):
                                            minlength=self.template_count.size)[: self.template_count.size]
         severe_templates = batch.template_id[batch.level >= LEVEL_WARNING]
         self.template_severe[severe_templates] = 1
-        self._grow_slots(self.next_slot + self._new_slot_count(batch))
-        slots, self.next_slot = K.assign_slots(batch.template_id, batch.param_ptr, batch.param_pos,
-                                               self.slot_index, self.next_slot)
+        slots = self._assign_slots(batch)
         roles = self._assign_roles(batch, ctx)
         weights = weights.astype(np.float32)
+        self.series.learn(batch, self.series.rows_of(batch, slots), ctx.ts, weights)
         for which, numeric in ((slots, True), (roles, False)):
             K.learn_params(batch.param_ptr, which, batch.param_num, batch.param_hash, weights,
                            self.num_stats, self.cat_hash, self.cat_count, self.cat_nd, self.cat_full,
@@ -250,6 +284,7 @@ class NoveltyTier(Tier):
                     self.cat_seen_at):
             arr[slots] = 0
         self.cat_num[slots] = np.nan
+        self.series.forget_slots(slots)
         self.role_index[tids] = ROLE_UNSET   # the text before a position changed, and with it its role
 
     def _new_slot_count(self, batch):
@@ -307,7 +342,8 @@ class NoveltyTier(Tier):
                 "cat_count": self.cat_count[:used].tolist(), "cat_nd": self.cat_nd[:used].tolist(),
                 "cat_full": self.cat_full[:used].tolist(), "cat_novelty": self.cat_novelty[:used].tolist(),
                 "cat_seen_at": self.cat_seen_at[:used].tolist(),
-                "cat_num": [[None if v != v else v for v in row] for row in self.cat_num[:used].tolist()]}
+                "cat_num": [[None if v != v else v for v in row] for row in self.cat_num[:used].tolist()],
+                "series": self.series.state_dict()}
 
     def load_state(self, state):
         if "slot_index" not in state:
@@ -338,6 +374,8 @@ class NoveltyTier(Tier):
         nums = [[np.nan if v is None else v for v in row] for row in state.get("cat_num", [])]
         nums += [[np.nan] * self.max_values] * (self.next_slot - len(nums))
         self.cat_num = _grown(_columns(nums, self.max_values), size, np.nan)
+        if "series" in state:
+            self.series.load(state["series"])
 
 
 def role_key(template, position, source):

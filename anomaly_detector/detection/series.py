@@ -1,0 +1,116 @@
+"""Tier 3's numeric series: every measurement position of a template, per source, as a time series.
+
+Every numeric value of a (template, position) slot belongs to one series per source;
+series_kernels.py judges each value against a forecast of the series' own past and daily pattern,
+once the series has shown itself a measurement (more distinct values than max_categories, not a
+counter or a clock). This module owns the state rows, the (slot, source) ->
+row map and the `max_series` limit (series beyond it are not judged; the count is kept in `stats`
+and the first refusal is logged).
+"""
+import logging
+
+import numpy as np
+
+from . import series_kernels as K
+
+log = logging.getLogger(__name__)
+SOURCE_BITS = 32
+
+
+class SeriesBook:
+    """Series state of one tier 3: rows of series_kernels state, grown as series appear."""
+
+    def __init__(self, max_series, max_labels):
+        self.max_series = int(max_series)
+        self.max_labels = int(max_labels)
+        self.rows = {}              # slot << SOURCE_BITS | source id -> row
+        self.state = np.zeros((16, K.COLS))
+        self.season = np.zeros((16, K.SEASON_BUCKETS))
+        self.seen = np.zeros((16, K.SEASON_BUCKETS), np.int8)
+        self.labels = np.zeros((16, self.max_labels))
+        self.refused = 0            # parameter values of series past max_series (not judged)
+
+    def rows_of(self, batch, slots):
+        """Series row of every parameter (int64[m], -1: none): numeric values of slots, per the line's
+        source; new series get rows while max_series allows."""
+        owner = np.repeat(np.arange(batch.n), np.diff(batch.param_ptr))
+        ok = (slots >= 0) & np.isfinite(batch.param_num)
+        out = np.full(slots.size, -1, np.int64)
+        if not ok.any():
+            return out
+        keys = (slots[ok].astype(np.int64) << SOURCE_BITS) | batch.source_id[owner[ok]].astype(np.int64)
+        unique, inverse = np.unique(keys, return_inverse=True)
+        mapped = np.array([self._row(int(k)) for k in unique.tolist()], np.int64)
+        out[ok] = mapped[inverse]
+        return out
+
+    def _row(self, key):
+        row = self.rows.get(key)
+        if row is not None:
+            return row
+        if len(self.rows) >= self.max_series:
+            if self.refused == 0:
+                log.warning("tier 3: %d numeric series tracked, the max_series limit; values of further "
+                            "series are not judged as series", self.max_series)
+            self.refused += 1
+            return -1
+        row = self.rows[key] = len(self.rows)
+        self._grow(row + 1)
+        return row
+
+    def _grow(self, n):
+        size = self.state.shape[0]
+        if n <= size:
+            return
+        while size < n:
+            size *= 2
+        for name in ("state", "season", "seen", "labels"):
+            old = getattr(self, name)
+            new = np.zeros((size,) + old.shape[1:], old.dtype)
+            new[: old.shape[0]] = old
+            setattr(self, name, new)
+
+    def score(self, batch, rows, ts):
+        """Judge the batch's series values, learning each on copies as it goes so that later values of
+        the batch follow earlier ones (state unchanged) -> see K.score_series."""
+        weights = np.ones(batch.n, np.float32)
+        return K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights, self.state.copy(),
+                              self.season.copy(), self.seen.copy(), self.labels.copy())
+
+    def learn(self, batch, rows, ts, weights):
+        K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights.astype(np.float32), self.state,
+                       self.season, self.seen, self.labels)
+
+    def forget_slots(self, slots):
+        """Series of these slots start again (their template's positions moved)."""
+        gone = set(int(s) for s in slots)
+        for key, row in self.rows.items():
+            if key >> SOURCE_BITS in gone:
+                self.state[row] = 0
+                self.season[row] = 0
+                self.seen[row] = 0
+                self.labels[row] = 0
+
+    @property
+    def stats(self):
+        return {"series": len(self.rows), "series_limit": self.max_series, "series_values_refused_total": self.refused}
+
+    def state_dict(self):
+        used = len(self.rows)
+        return {"keys": [str(k) for k in self.rows], "rows": [int(r) for r in self.rows.values()],
+                "state": self.state[:used].tolist(), "season": self.season[:used].tolist(),
+                "seen": self.seen[:used].tolist(), "labels": self.labels[:used].tolist(), "refused": self.refused}
+
+    def load(self, saved):
+        """Restore state_dict(); rows past max_series (a lowered limit) are dropped."""
+        pairs = sorted(zip((int(k) for k in saved["keys"]), (int(r) for r in saved["rows"])), key=lambda kv: kv[1])
+        state = np.asarray(saved["state"], np.float64).reshape(-1, K.COLS)
+        season = np.asarray(saved["season"], np.float64).reshape(-1, K.SEASON_BUCKETS)
+        seen = np.asarray(saved["seen"], np.int8).reshape(-1, K.SEASON_BUCKETS)
+        labels = np.asarray(saved["labels"], np.float64).reshape(len(pairs), -1)[:, :self.max_labels]
+        self.__init__(self.max_series, self.max_labels)
+        self.refused = int(saved.get("refused", 0))
+        for key, row in pairs[: self.max_series]:
+            new = self._row(key)
+            self.state[new], self.season[new], self.seen[new] = state[row], season[row], seen[row]
+            self.labels[new, :labels.shape[1]] = labels[row]

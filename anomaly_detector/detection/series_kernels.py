@@ -1,0 +1,211 @@
+"""numba kernels of tier 3's numeric series: each numeric position of a template, per source, judged
+against a forecast of its own recent past and its daily pattern, with a learned tail of the residuals.
+
+series.py owns the state rows and the key -> row map; the tests compare step() with its plain-Python
+twin in series_twins.py on the same inputs.
+
+Forecast: the last level plus the value's usual offset at this time of day (SEASON_BUCKETS buckets;
+Holt-Winters without a trend). The level follows each value, but by at most TAIL_START robust
+deviations a step (so a lone spike barely moves it), and jumps to the new value after SHIFT_RUN
+residuals beyond the tail on one side (a level shift becomes the new normal within a few points).
+Residuals are divided by a scale: the larger of their recent mean absolute size and FLOOR_SHARE of
+their long-run one (a series quiet for an hour does not make its next ordinary move a wild one).
+
+Surprise: each direction's tail beyond TAIL_START is fitted as a Pareto tail (Hill's estimator on
+exponentially decayed sums of log excesses, shrunk towards a tail index of PRIOR_INDEX by
+PRIOR_EXCESSES pseudo-excesses) times the share of residuals that reach it: peaks over threshold, as
+in SPOT (Siffer et al., KDD 2017), with Hill's estimator in place of the maximum-likelihood fit. So a
+heavy-tailed latency calibrates itself down, a smooth queue depth whose residuals are tiny makes a
+jump of +200 stand out, and a residual far beyond anything seen is extrapolated, not capped.
+
+Counters and clocks (values that nearly always rise, or always fall, or mostly repeat the last one)
+are not judged: their residuals are the lag of the level, not the process. Nor are labels: a series
+is judged once it has shown more distinct values than `labels` keeps (a status code is not a
+measurement; tier 3 judges its new values as categories), after MIN_POINTS points of its own.
+
+The surprise is per point; what an operator pays for is false alarms per day. A series that logs a
+point every five minutes meets ~300 tests a day, a latency logged 10 times a second ~900,000, so the
+same tail probability is worth more on the sparse series: rate_bonus converts the per-point surprise
+to a budget of FALSE_FLAGS_PER_DAY per series at the anomaly threshold. An alarm is damped while a
+stronger one of the same series is fresh (REFRACTORY_POINTS): one episode, one loud line.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+# state columns (float64[R, COLS])
+(N_OBS, LEVEL, SCALE, SLOW_SCALE, TOTAL, UP_N, UP_S, DN_N, DN_S, LAST_X, LAST_T, RISES, FALLS, RUN, GAP,
+ ALARM, REPEATS, DISTINCT) = range(18)
+COLS = 18
+SEASON_BUCKETS = 96        # 15-minute offsets over the day
+
+SCALE_ALPHA = 0.02         # memory of the residuals' size (about 50 points)
+SLOW_ALPHA = 0.002         # memory of their long-run size and of the tails (about 500 points)
+SEASON_ALPHA = 0.1         # weight of a new day in a time-of-day offset
+FLOOR_SHARE = 0.3          # the scale is at least this share of the long-run one
+TAIL_START = 2.5           # robust deviations beyond which a residual is in a tail
+SHIFT_RUN = 3              # residuals in a row beyond the tail, one side: the level moved
+PRIOR_INDEX = 4.0          # tail index before the series has shown its own
+PRIOR_EXCESSES = 3.0       # weight of that prior, in excesses
+PRIOR_RATE, PRIOR_WEIGHT = 0.02, 20.0   # tail share before the series has shown its own
+MIN_POINTS = 30.0          # points before a series is judged
+MONOTONE_SHARE = 0.95      # rises (or falls) this often: a counter or a clock, not judged
+REPEAT_SHARE = 0.5         # repeats its last value this often: a clock field or a state, not judged
+RELATIVE_FLOOR = 1e-9      # smallest scale, relative to the level (a constant series)
+MIN_GAP_S = 1e-3
+FALSE_FLAGS_PER_DAY = 0.05  # per series, at the anomaly threshold
+THRESHOLD = 70.0
+MAX_BONUS, MIN_BONUS = 40.0, -10.0
+REFRACTORY_POINTS = 100.0  # a fresh alarm of 100 fades over this many points
+DAMPING = 0.6              # an alarm weaker than a fresh one of its series counts this much
+DAY_S = 86400.0
+KIND_NONE, KIND_SPIKE, KIND_DROP = 0, 1, 2
+
+
+@njit(cache=True)
+def rate_bonus(gap_seconds):
+    """Score added so that a tail probability of FALSE_FLAGS_PER_DAY / (points a day) scores THRESHOLD."""
+    per_day = DAY_S / max(gap_seconds, MIN_GAP_S)
+    bonus = THRESHOLD + 10.0 * math.log10(FALSE_FLAGS_PER_DAY / per_day)
+    return min(max(bonus, MIN_BONUS), MAX_BONUS)
+
+
+@njit(cache=True)
+def judged(st, labels, r):
+    """A series is judged once it has MIN_POINTS points, more distinct values than a label has, and
+    is not a counter or a clock."""
+    return (st[r, N_OBS] >= MIN_POINTS and st[r, DISTINCT] > labels.shape[1] and st[r, RISES] < MONOTONE_SHARE
+            and st[r, FALLS] < MONOTONE_SHARE and st[r, REPEATS] < REPEAT_SHARE)
+
+
+@njit(cache=True)
+def _count_distinct(st, labels, r, x):
+    """Count x among the first labels.shape[1] + 1 distinct values of series r."""
+    k = int(st[r, DISTINCT])
+    if k > labels.shape[1]:
+        return
+    for q in range(k):
+        if labels[r, q] == x:
+            return
+    if k < labels.shape[1]:
+        labels[r, k] = x
+    st[r, DISTINCT] = k + 1.0
+
+
+@njit(cache=True)
+def tail_log10p(st, r, z):
+    """log10 of the chance of a residual at least |z| out on z's side (0 inside the tail's start)."""
+    a = abs(z)
+    if a <= TAIL_START:
+        return 0.0
+    n, s = (st[r, UP_N], st[r, UP_S]) if z > 0 else (st[r, DN_N], st[r, DN_S])
+    share = (n + PRIOR_RATE * PRIOR_WEIGHT) / (st[r, TOTAL] + PRIOR_WEIGHT)
+    mean_log_excess = (s + PRIOR_EXCESSES / PRIOR_INDEX) / (n + PRIOR_EXCESSES)
+    return math.log10(min(share, 1.0)) - math.log10(a / TAIL_START) / mean_log_excess
+
+
+@njit(cache=True)
+def bucket_of(t):
+    return int((t % DAY_S) / DAY_S * SEASON_BUCKETS) % SEASON_BUCKETS
+
+
+@njit(cache=True)
+def step(st, season, seen, labels, r, x, t, w):
+    """Judge value x at time t of series r, then learn it with weight w -> (score 0..100, kind, expected).
+
+    season[r, b] is the series' offset at time-of-day bucket b, seen[r, b] 1 once it was learned;
+    labels[r] its first distinct values."""
+    _count_distinct(st, labels, r, x)
+    if st[r, N_OBS] == 0.0:
+        st[r, LEVEL] = x
+        st[r, LAST_X] = x
+        st[r, LAST_T] = t
+        st[r, N_OBS] = 1.0
+        return 0.0, KIND_NONE, x
+    b = bucket_of(t)
+    offset = season[r, b] if seen[r, b] else 0.0
+    expected = st[r, LEVEL] + offset
+    scale = max(st[r, SCALE], FLOOR_SHARE * st[r, SLOW_SCALE], RELATIVE_FLOOR * abs(st[r, LEVEL]), 1e-300)
+    e = x - expected
+    z = e / scale
+    score = 0.0
+    kind = KIND_NONE
+    if judged(st, labels, r):
+        lp = tail_log10p(st, r, z)
+        if lp < 0.0:
+            score = min(max(-10.0 * lp + rate_bonus(st[r, GAP]), 0.0), 100.0)
+            kind = KIND_SPIKE if z > 0 else KIND_DROP
+        if score <= st[r, ALARM]:
+            score *= DAMPING
+        st[r, ALARM] = max(st[r, ALARM] - 100.0 / REFRACTORY_POINTS, score)
+    _learn(st, season, seen, r, b, x, t, w, z, e, scale)
+    return score, kind, expected
+
+
+@njit(cache=True)
+def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
+    a = abs(z)
+    # what kind of series this is (a counter? how dense?) follows every point, whatever its weight
+    st[r, RISES] += SCALE_ALPHA * ((1.0 if x > st[r, LAST_X] else 0.0) - st[r, RISES])
+    st[r, FALLS] += SCALE_ALPHA * ((1.0 if x < st[r, LAST_X] else 0.0) - st[r, FALLS])
+    st[r, REPEATS] += SCALE_ALPHA * ((1.0 if x == st[r, LAST_X] else 0.0) - st[r, REPEATS])
+    dt = t - st[r, LAST_T]
+    if dt >= 0.0:
+        st[r, GAP] += max(SCALE_ALPHA, 1.0 / st[r, N_OBS]) * (max(dt, MIN_GAP_S) - st[r, GAP])
+    st[r, LAST_X] = x
+    st[r, LAST_T] = max(t, st[r, LAST_T])
+    if w <= 0.0:
+        return
+    n = st[r, N_OBS]
+    warm = n >= MIN_POINTS
+    st[r, N_OBS] = n + w
+    keep = (1.0 - SLOW_ALPHA) ** w
+    for c in (TOTAL, UP_N, UP_S, DN_N, DN_S):
+        st[r, c] *= keep
+    st[r, TOTAL] += w
+    if warm and a > TAIL_START:
+        base = UP_N if z > 0 else DN_N
+        st[r, base] += w
+        st[r, base + 1] += w * math.log(a / TAIL_START)
+    if a > TAIL_START:
+        sign = 1.0 if z > 0 else -1.0
+        st[r, RUN] = st[r, RUN] + sign if st[r, RUN] * sign > 0 else sign
+    else:
+        st[r, RUN] = 0.0
+    if abs(st[r, RUN]) >= SHIFT_RUN:
+        st[r, LEVEL] = x - (season[r, b] if seen[r, b] else 0.0)
+        st[r, RUN] = 0.0
+        return
+    limit = TAIL_START * scale
+    size = min(a * scale, limit) if warm else abs(e)
+    st[r, LEVEL] += w * (min(max(e, -limit), limit) if warm else e)
+    if seen[r, b]:
+        season[r, b] += w * SEASON_ALPHA * min(max(x - st[r, LEVEL] - season[r, b], -limit), limit)
+    else:
+        season[r, b] = x - st[r, LEVEL]
+        seen[r, b] = 1
+    st[r, SCALE] += w * max(SCALE_ALPHA, 1.0 / (n + 1.0)) * (size - st[r, SCALE])
+    st[r, SLOW_SCALE] += w * max(SLOW_ALPHA, 1.0 / (n + 1.0)) * (size - st[r, SLOW_SCALE])
+
+
+@njit(cache=True)
+def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen, labels):
+    """Step every numeric parameter with a series row (param_row >= 0) through its series, in line
+    order -> (best score per line float32[n], its parameter index int64[n], kind int8[n],
+    expected value float64[n]). weights float32[n]: learning weight per line (0: judge only)."""
+    n = param_ptr.shape[0] - 1
+    best = np.zeros(n, np.float32)
+    which = np.full(n, -1, np.int64)
+    kind = np.zeros(n, np.int8)
+    expected = np.full(n, np.nan)
+    for i in range(n):
+        for j in range(param_ptr[i], param_ptr[i + 1]):
+            r = param_row[j]
+            x = param_num[j]
+            if r < 0 or math.isnan(x) or math.isinf(x):
+                continue
+            sc, k, ex = step(st, season, seen, labels, r, x, ts[i], weights[i])
+            if sc > best[i]:
+                best[i], which[i], kind[i], expected[i] = sc, j, k, ex
+    return best, which, kind, expected
