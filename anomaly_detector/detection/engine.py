@@ -77,7 +77,8 @@ class DetectionEngine:
         def settings(name):
             return dict(detection[name], learning_rate=self.learning_rate, warmup_lines=self.warmup_lines)
         tiers = {"t1": RulesTier(settings("tier1"), rules), "t2": VolumeTier(settings("tier2")),
-                 "t3": NoveltyTier(settings("tier3")),
+                 "t3": NoveltyTier(dict(settings("tier3"), anomaly_threshold=self.threshold,
+                                        suspicious_score=float(detection["suspicious_score"]))),
                  "t4": SequenceTier(dict(detection["tier4"], learning_rate=self.learning_rate))}
         for name, tier in tiers.items():
             tier.enabled = bool(detection["tier" + name[1:]]["enabled"])

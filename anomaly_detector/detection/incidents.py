@@ -18,6 +18,8 @@ KIND_BY_REASON = (("silent", "silent_source"), ("volume drop", "volume_drop"), (
                   ("drift", "value_drift"), ("unusual value", "unusual_value"), ("new value", "new_value"),
                   ("rule", "rule_burst"), ("workflow", "sequence"), ("window", "window_structure"))
 MAX_SAMPLES = 5
+SEVERITY_RULES = ("critical rule:", "error rule:", "warning rule:")   # tier 1's level rules
+HEADLINE_MARGIN = 20.0
 REASONS_PER_RUN = 8     # strongest lines of a run of suspicious lines whose reasons are kept
 
 
@@ -111,7 +113,7 @@ class Incident:
 
     def record(self):
         """The JSON-able incident: what bench/detect_bench.py and the alerter read."""
-        top_reason, (_, expected, observed) = max(self.reason_hits.items(), key=lambda kv: (kv[1][0], kv[0]))
+        top_reason, (_, expected, observed) = _headline(self.reason_hits)
         family = self.family
         template = self.template_hits[int(family)][1] if family != "source" else ""
         return {"id": self.id, "first_seen": self.first_seen, "last_seen": self.last_seen,
@@ -124,6 +126,20 @@ class Incident:
                 "templates": sorted(self.template_hits, key=lambda t: -self.template_hits[t][0])[:10],
                 "expected": expected, "observed": observed, "samples": list(self.samples),
                 "reasons": sorted(self.reason_hits, key=lambda r: -self.reason_hits[r][0])[:5]}
+
+
+def _headline(reason_hits):
+    """(reason, [score, expected, observed]) that names the incident: the strongest, except that a
+    severity rule ("critical rule: 3 matching lines") yields to a reason about the lines' content
+    (a never-seen template, a new value) scoring within HEADLINE_MARGIN of it: with a fatal line
+    counting as a burst on its own, the level says less than what is new in it."""
+    ranked = sorted(reason_hits.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    top = ranked[0]
+    if top[0].startswith(SEVERITY_RULES):
+        for reason, hit in ranked[1:]:
+            if hit[0] >= top[1][0] - HEADLINE_MARGIN and not reason.startswith(SEVERITY_RULES):
+                return reason, hit
+    return top
 
 
 def _kind(reason):

@@ -20,7 +20,8 @@ SOURCE_BITS = 32
 class SeriesBook:
     """Series state of one tier 3: rows of series_kernels state, grown as series appear."""
 
-    def __init__(self, max_series, max_labels):
+    def __init__(self, max_series, max_labels, threshold=70.0):
+        self.threshold = float(threshold)
         self.max_series = int(max_series)
         self.max_labels = int(max_labels)
         self.rows = {}              # slot << SOURCE_BITS | source id -> row
@@ -74,12 +75,20 @@ class SeriesBook:
         """Judge the batch's series values, learning each on copies as it goes so that later values of
         the batch follow earlier ones (state unchanged) -> see K.score_series."""
         weights = np.ones(batch.n, np.float32)
-        return K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights, self.state.copy(),
-                              self.season.copy(), self.seen.copy(), self.labels.copy())
+        used = rows >= 0
+        if not used.any():
+            return K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights, self.state[:0],
+                                  self.season[:0], self.seen[:0], self.labels[:0], self.threshold)
+        # only the rows this batch touches, copied (fancy indexing) and renumbered
+        touched, local = np.unique(rows[used], return_inverse=True)
+        local_rows = np.full(rows.size, -1, np.int64)
+        local_rows[used] = local
+        return K.score_series(batch.param_ptr, local_rows, batch.param_num, ts, weights, self.state[touched],
+                              self.season[touched], self.seen[touched], self.labels[touched], self.threshold)
 
     def learn(self, batch, rows, ts, weights):
         K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights.astype(np.float32), self.state,
-                       self.season, self.seen, self.labels)
+                       self.season, self.seen, self.labels, self.threshold)
 
     def forget_slots(self, slots):
         """Series of these slots start again (their template's positions moved)."""
@@ -108,7 +117,7 @@ class SeriesBook:
         season = np.asarray(saved["season"], np.float64).reshape(-1, K.SEASON_BUCKETS)
         seen = np.asarray(saved["seen"], np.int8).reshape(-1, K.SEASON_BUCKETS)
         labels = np.asarray(saved["labels"], np.float64).reshape(len(pairs), -1)[:, :self.max_labels]
-        self.__init__(self.max_series, self.max_labels)
+        self.__init__(self.max_series, self.max_labels, self.threshold)
         self.refused = int(saved.get("refused", 0))
         for key, row in pairs[: self.max_series]:
             new = self._row(key)

@@ -11,12 +11,18 @@ residuals beyond the tail on one side (a level shift becomes the new normal with
 Residuals are divided by a scale: the larger of their recent mean absolute size and FLOOR_SHARE of
 their long-run one (a series quiet for an hour does not make its next ordinary move a wild one).
 
+Values are judged on a signed log scale (log1p of the magnitude): durations, sizes and rates are
+multiplicative, and a queue depth or a CPU share loses little by it.
+
 Surprise: each direction's tail beyond TAIL_START is fitted as a Pareto tail (Hill's estimator on
 exponentially decayed sums of log excesses, shrunk towards a tail index of PRIOR_INDEX by
 PRIOR_EXCESSES pseudo-excesses) times the share of residuals that reach it: peaks over threshold, as
 in SPOT (Siffer et al., KDD 2017), with Hill's estimator in place of the maximum-likelihood fit. So a
 heavy-tailed latency calibrates itself down, a smooth queue depth whose residuals are tiny makes a
-jump of +200 stand out, and a residual far beyond anything seen is extrapolated, not capped.
+jump of +200 stand out, and a residual far beyond anything seen is extrapolated, not capped. Real
+tails are often mixtures (cache hits and disk reads): a residual is never rarer than the decayed share
+of past residuals in its octave or beyond (a histogram of HIST_BINS octaves per side), so a slow query
+that comes every few hours is not extrapolated from the fast ones.
 
 Counters and clocks (values that nearly always rise, or always fall, or mostly repeat the last one)
 are not judged: their residuals are the lag of the level, not the process. Nor are labels: a series
@@ -37,11 +43,14 @@ from numba import njit
 # state columns (float64[R, COLS])
 (N_OBS, LEVEL, SCALE, SLOW_SCALE, TOTAL, UP_N, UP_S, DN_N, DN_S, LAST_X, LAST_T, RISES, FALLS, RUN, GAP,
  ALARM, REPEATS, DISTINCT) = range(18)
-COLS = 18
+HIST_BINS = 16             # per side: excesses counted by octave of |z| / TAIL_START
+UP_HIST, DN_HIST = 18, 18 + HIST_BINS
+COLS = 18 + 2 * HIST_BINS
 SEASON_BUCKETS = 96        # 15-minute offsets over the day
 
 SCALE_ALPHA = 0.02         # memory of the residuals' size (about 50 points)
-SLOW_ALPHA = 0.002         # memory of their long-run size and of the tails (about 500 points)
+SLOW_ALPHA = 0.002         # memory of their long-run size and of the tails: about 500 points, or a day
+                           # of points where a day holds more (tails far out need the evidence)
 SEASON_ALPHA = 0.1         # weight of a new day in a time-of-day offset
 FLOOR_SHARE = 0.3          # the scale is at least this share of the long-run one
 TAIL_START = 2.5           # robust deviations beyond which a residual is in a tail
@@ -55,8 +64,7 @@ REPEAT_SHARE = 0.5         # repeats its last value this often: a clock field or
 RELATIVE_FLOOR = 1e-9      # smallest scale, relative to the level (a constant series)
 MIN_GAP_S = 1e-3
 FALSE_FLAGS_PER_DAY = 0.05  # per series, at the anomaly threshold
-THRESHOLD = 70.0
-MAX_BONUS, MIN_BONUS = 40.0, -10.0
+MAX_BONUS, MIN_BONUS = 40.0, -40.0
 REFRACTORY_POINTS = 100.0  # a fresh alarm of 100 fades over this many points
 DAMPING = 0.6              # an alarm weaker than a fresh one of its series counts this much
 DAY_S = 86400.0
@@ -64,11 +72,17 @@ KIND_NONE, KIND_SPIKE, KIND_DROP = 0, 1, 2
 
 
 @njit(cache=True)
-def rate_bonus(gap_seconds):
-    """Score added so that a tail probability of FALSE_FLAGS_PER_DAY / (points a day) scores THRESHOLD."""
+def rate_bonus(gap_seconds, threshold):
+    """Score added so that a tail probability of FALSE_FLAGS_PER_DAY / (points a day) scores threshold."""
     per_day = DAY_S / max(gap_seconds, MIN_GAP_S)
-    bonus = THRESHOLD + 10.0 * math.log10(FALSE_FLAGS_PER_DAY / per_day)
+    bonus = threshold + 10.0 * math.log10(FALSE_FLAGS_PER_DAY / per_day)
     return min(max(bonus, MIN_BONUS), MAX_BONUS)
+
+
+@njit(cache=True)
+def slow_alpha(st, r):
+    """Weight of a point in the tails and the long-run scale: 1/500, or 1/(a day of points)."""
+    return min(SLOW_ALPHA, max(st[r, GAP], MIN_GAP_S) / DAY_S)
 
 
 @njit(cache=True)
@@ -102,7 +116,22 @@ def tail_log10p(st, r, z):
     n, s = (st[r, UP_N], st[r, UP_S]) if z > 0 else (st[r, DN_N], st[r, DN_S])
     share = (n + PRIOR_RATE * PRIOR_WEIGHT) / (st[r, TOTAL] + PRIOR_WEIGHT)
     mean_log_excess = (s + PRIOR_EXCESSES / PRIOR_INDEX) / (n + PRIOR_EXCESSES)
-    return math.log10(min(share, 1.0)) - math.log10(a / TAIL_START) / mean_log_excess
+    pareto = math.log10(min(share, 1.0)) - math.log10(a / TAIL_START) / mean_log_excess
+    hist = UP_HIST if z > 0 else DN_HIST
+    k0 = octave(a)
+    # the residual's own octave counts for the part of it beyond the residual (log-uniform within it)
+    beyond = st[r, hist + k0] * max(1.0 - (math.log2(a / TAIL_START) - k0), 0.0)
+    for k in range(k0 + 1, HIST_BINS):
+        beyond += st[r, hist + k]
+    if beyond <= 0.0:
+        return pareto
+    return max(pareto, math.log10(min(beyond / (st[r, TOTAL] + PRIOR_WEIGHT), 1.0)))
+
+
+@njit(cache=True)
+def octave(a):
+    """Histogram bin of a residual |z| = a > TAIL_START."""
+    return min(int(math.log2(a / TAIL_START)), HIST_BINS - 1)
 
 
 @njit(cache=True)
@@ -111,18 +140,19 @@ def bucket_of(t):
 
 
 @njit(cache=True)
-def step(st, season, seen, labels, r, x, t, w):
+def step(st, season, seen, labels, r, value, t, w, threshold):
     """Judge value x at time t of series r, then learn it with weight w -> (score 0..100, kind, expected).
 
     season[r, b] is the series' offset at time-of-day bucket b, seen[r, b] 1 once it was learned;
     labels[r] its first distinct values."""
-    _count_distinct(st, labels, r, x)
+    _count_distinct(st, labels, r, value)
+    x = math.copysign(math.log1p(abs(value)), value)
     if st[r, N_OBS] == 0.0:
         st[r, LEVEL] = x
         st[r, LAST_X] = x
         st[r, LAST_T] = t
         st[r, N_OBS] = 1.0
-        return 0.0, KIND_NONE, x
+        return 0.0, KIND_NONE, value
     b = bucket_of(t)
     offset = season[r, b] if seen[r, b] else 0.0
     expected = st[r, LEVEL] + offset
@@ -134,13 +164,13 @@ def step(st, season, seen, labels, r, x, t, w):
     if judged(st, labels, r):
         lp = tail_log10p(st, r, z)
         if lp < 0.0:
-            score = min(max(-10.0 * lp + rate_bonus(st[r, GAP]), 0.0), 100.0)
+            score = min(max(-10.0 * lp + rate_bonus(st[r, GAP], threshold), 0.0), 100.0)
             kind = KIND_SPIKE if z > 0 else KIND_DROP
         if score <= st[r, ALARM]:
             score *= DAMPING
         st[r, ALARM] = max(st[r, ALARM] - 100.0 / REFRACTORY_POINTS, score)
     _learn(st, season, seen, r, b, x, t, w, z, e, scale)
-    return score, kind, expected
+    return score, kind, math.copysign(math.expm1(abs(expected)), expected)
 
 
 @njit(cache=True)
@@ -160,14 +190,17 @@ def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
     n = st[r, N_OBS]
     warm = n >= MIN_POINTS
     st[r, N_OBS] = n + w
-    keep = (1.0 - SLOW_ALPHA) ** w
+    keep = (1.0 - slow_alpha(st, r)) ** w
     for c in (TOTAL, UP_N, UP_S, DN_N, DN_S):
+        st[r, c] *= keep
+    for c in range(UP_HIST, COLS):
         st[r, c] *= keep
     st[r, TOTAL] += w
     if warm and a > TAIL_START:
         base = UP_N if z > 0 else DN_N
         st[r, base] += w
         st[r, base + 1] += w * math.log(a / TAIL_START)
+        st[r, (UP_HIST if z > 0 else DN_HIST) + octave(a)] += w
     if a > TAIL_START:
         sign = 1.0 if z > 0 else -1.0
         st[r, RUN] = st[r, RUN] + sign if st[r, RUN] * sign > 0 else sign
@@ -186,14 +219,15 @@ def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
         season[r, b] = x - st[r, LEVEL]
         seen[r, b] = 1
     st[r, SCALE] += w * max(SCALE_ALPHA, 1.0 / (n + 1.0)) * (size - st[r, SCALE])
-    st[r, SLOW_SCALE] += w * max(SLOW_ALPHA, 1.0 / (n + 1.0)) * (size - st[r, SLOW_SCALE])
+    st[r, SLOW_SCALE] += w * max(slow_alpha(st, r), 1.0 / (n + 1.0)) * (size - st[r, SLOW_SCALE])
 
 
 @njit(cache=True)
-def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen, labels):
+def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen, labels, threshold):
     """Step every numeric parameter with a series row (param_row >= 0) through its series, in line
     order -> (best score per line float32[n], its parameter index int64[n], kind int8[n],
-    expected value float64[n]). weights float32[n]: learning weight per line (0: judge only)."""
+    expected value float64[n]). weights float32[n]: learning weight per line (0: judge only);
+    threshold: the anomaly threshold the per-day calibration aims at."""
     n = param_ptr.shape[0] - 1
     best = np.zeros(n, np.float32)
     which = np.full(n, -1, np.int64)
@@ -205,7 +239,7 @@ def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen,
             x = param_num[j]
             if r < 0 or math.isnan(x) or math.isinf(x):
                 continue
-            sc, k, ex = step(st, season, seen, labels, r, x, ts[i], weights[i])
+            sc, k, ex = step(st, season, seen, labels, r, x, ts[i], weights[i], threshold)
             if sc > best[i]:
                 best[i], which[i], kind[i], expected[i] = sc, j, k, ex
     return best, which, kind, expected

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ..parsing.batch import LEVEL_WARNING
+from ..parsing.batch import LEVEL_ERROR, LEVEL_WARNING
 from . import novelty_kernels as K
 from . import series_kernels as SK
 from .base import Tier, TierResult
@@ -34,6 +34,9 @@ class NoveltyTier(Tier):
         self.drift_min_shift = math.log(float(settings["drift_min_ratio"]))
         self.numeric_memory = float(settings["numeric_memory"])
         self.max_values = int(settings["max_categories"])
+        self.threshold = float(settings.get("anomaly_threshold", 70.0))
+        self.suspicious = float(settings.get("suspicious_score", 40.0))
+        self.new_error_score = float(settings["new_error_score"])
         self.template_count = np.zeros(64)
         self.template_severe = np.zeros(64, np.int8)   # 1 once a template was seen at WARNING or worse
         self.template_novelty = np.zeros(64, np.float32)  # rarity score at first sight (after warm-up)
@@ -52,7 +55,8 @@ class NoveltyTier(Tier):
         self.cat_num = np.full((64, self.max_values), np.nan)  # each value's number (NaN: not a number)
         self.cat_nd = np.zeros(64, np.int32)
         self.cat_full = np.zeros(64, np.int8)
-        self.series = SeriesBook(settings["max_series"], self.max_values)
+        self.series = SeriesBook(settings["max_series"], self.max_values, self.threshold)
+        self._rows_of = (None, None)   # (batch, its series rows)
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -80,10 +84,14 @@ class NoveltyTier(Tier):
         np.maximum(scores, role_scores, out=scores)
         return result
 
-    def _series_rows(self, batch):
-        """Series row of every parameter. Slots are given here, not only when learning: a series is
-        judged from its first batch on (a replayed file may be one batch); a slot is only an index."""
-        return self.series.rows_of(batch, self._assign_slots(batch))
+    def _series_rows(self, batch, slots=None):
+        """Series row of every parameter, found once per batch (score and learn ask alike). Slots are
+        given when scoring, not only when learning: a series is judged from its first batch on (a
+        replayed file may be one batch); a slot is only an index."""
+        if self._rows_of[0] is not batch:
+            slots = self._assign_slots(batch) if slots is None else slots
+            self._rows_of = (batch, self.series.rows_of(batch, slots))
+        return self._rows_of[1]
 
     def _assign_slots(self, batch):
         self._grow_slots(self.next_slot + self._new_slot_count(batch))
@@ -94,6 +102,11 @@ class NoveltyTier(Tier):
     def _score_series(self, batch, ctx, result):
         """Numeric series values against their forecasts (series_kernels.py)."""
         best, which, kind, expected = self.series.score(batch, self._series_rows(batch), ctx.ts)
+        # Below the anomaly threshold a series value stays below the suspicious score: the order of
+        # surprise is kept, but a busy series' near misses (dozens a day, by its calibration) neither
+        # open nor widen incidents.
+        near = best < self.threshold
+        best[near] *= np.float32(0.999 * self.suspicious / self.threshold)
         np.maximum(result.scores, best, out=result.scores)
         for i in np.flatnonzero(best >= 40.0).tolist():
             j = int(which[i])
@@ -155,7 +168,15 @@ class NoveltyTier(Tier):
         scores[young] = np.maximum(scores[young], self.template_novelty[batch.template_id[young]])
         self._recurrences(batch, scores, counts, (severe | self._closed(batch, counts)) & (counts < self.min_obs),
                           total)
+        self._first_errors(batch, scores, counts)
         return scores, counts
+
+    def _first_errors(self, batch, scores, counts):
+        """The first line of a never-seen ERROR-or-worse template scores at least new_error_score."""
+        lines = np.flatnonzero((counts == 0) & (batch.level >= LEVEL_ERROR))
+        if lines.size and self.new_error_score > 0:
+            first = lines[np.unique(batch.template_id[lines], return_index=True)[1]]
+            scores[first] = np.maximum(scores[first], self.new_error_score)
 
     def _first_sight_scores(self, batch):
         """Surprise of meeting a template this rare, from the mass of equally rare templates."""
@@ -253,7 +274,7 @@ class NoveltyTier(Tier):
         slots = self._assign_slots(batch)
         roles = self._assign_roles(batch, ctx)
         weights = weights.astype(np.float32)
-        self.series.learn(batch, self.series.rows_of(batch, slots), ctx.ts, weights)
+        self.series.learn(batch, self._series_rows(batch, slots), ctx.ts, weights)
         for which, numeric in ((slots, True), (roles, False)):
             K.learn_params(batch.param_ptr, which, batch.param_num, batch.param_hash, weights,
                            self.num_stats, self.cat_hash, self.cat_count, self.cat_nd, self.cat_full,
@@ -285,6 +306,7 @@ class NoveltyTier(Tier):
             arr[slots] = 0
         self.cat_num[slots] = np.nan
         self.series.forget_slots(slots)
+        self._rows_of = (None, None)
         self.role_index[tids] = ROLE_UNSET   # the text before a position changed, and with it its role
 
     def _new_slot_count(self, batch):
@@ -376,6 +398,7 @@ class NoveltyTier(Tier):
         self.cat_num = _grown(_columns(nums, self.max_values), size, np.nan)
         if "series" in state:
             self.series.load(state["series"])
+        self._rows_of = (None, None)
 
 
 def role_key(template, position, source):

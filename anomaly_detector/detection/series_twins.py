@@ -1,0 +1,113 @@
+"""Plain-Python twins of series_kernels.py, written from its docstrings, for the tests: one series as
+an object, the same constants, no numba."""
+import math
+
+from . import series_kernels as K
+
+
+class Series:
+    def __init__(self, max_labels, threshold=70.0):
+        self.max_labels = max_labels
+        self.threshold = threshold
+        self.n = 0.0
+        self.level = self.scale = self.slow = self.total = 0.0
+        self.tails = {1: [0.0, 0.0], -1: [0.0, 0.0]}     # side -> [decayed excesses, decayed sum of log excess]
+        self.hist = {1: [0.0] * K.HIST_BINS, -1: [0.0] * K.HIST_BINS}  # side -> decayed excesses per octave
+        self.last_x = self.last_t = self.rises = self.falls = self.repeats = self.gap = self.alarm = 0.0
+        self.run = 0
+        self.season = {}
+        self.labels = []
+        self.distinct = 0
+
+    def judged(self):
+        return (self.n >= K.MIN_POINTS and self.distinct > self.max_labels and self.rises < K.MONOTONE_SHARE
+                and self.falls < K.MONOTONE_SHARE and self.repeats < K.REPEAT_SHARE)
+
+    def tail_log10p(self, z):
+        a = abs(z)
+        if a <= K.TAIL_START:
+            return 0.0
+        n, s = self.tails[1 if z > 0 else -1]
+        share = (n + K.PRIOR_RATE * K.PRIOR_WEIGHT) / (self.total + K.PRIOR_WEIGHT)
+        index = (n + K.PRIOR_EXCESSES) / (s + K.PRIOR_EXCESSES / K.PRIOR_INDEX)
+        pareto = math.log10(min(share, 1.0)) - index * math.log10(a / K.TAIL_START)
+        hist, k0 = self.hist[1 if z > 0 else -1], self.octave(a)
+        beyond = hist[k0] * max(1.0 - (math.log2(a / K.TAIL_START) - k0), 0.0) + sum(hist[k0 + 1:])
+        if beyond <= 0:
+            return pareto
+        return max(pareto, math.log10(min(beyond / (self.total + K.PRIOR_WEIGHT), 1.0)))
+
+    @staticmethod
+    def octave(a):
+        return min(int(math.log2(a / K.TAIL_START)), K.HIST_BINS - 1)
+
+    def step(self, value, t, w=1.0):
+        """-> (score, kind, expected), as series_kernels.step."""
+        if self.distinct <= self.max_labels and value not in self.labels:
+            if len(self.labels) < self.max_labels:
+                self.labels.append(value)
+            self.distinct += 1
+        x = math.copysign(math.log1p(abs(value)), value)
+        if self.n == 0:
+            self.level = self.last_x = x
+            self.last_t = t
+            self.n = 1.0
+            return 0.0, K.KIND_NONE, value
+        b = int((t % K.DAY_S) / K.DAY_S * K.SEASON_BUCKETS) % K.SEASON_BUCKETS
+        expected = self.level + self.season.get(b, 0.0)
+        scale = max(self.scale, K.FLOOR_SHARE * self.slow, K.RELATIVE_FLOOR * abs(self.level), 1e-300)
+        e = x - expected
+        z = e / scale
+        score, kind = 0.0, K.KIND_NONE
+        if self.judged():
+            lp = self.tail_log10p(z)
+            if lp < 0:
+                per_day = K.DAY_S / max(self.gap, K.MIN_GAP_S)
+                bonus = min(max(self.threshold + 10 * math.log10(K.FALSE_FLAGS_PER_DAY / per_day), K.MIN_BONUS),
+                            K.MAX_BONUS)
+                score = min(max(-10 * lp + bonus, 0.0), 100.0)
+                kind = K.KIND_SPIKE if z > 0 else K.KIND_DROP
+            if score <= self.alarm:
+                score *= K.DAMPING
+            self.alarm = max(self.alarm - 100.0 / K.REFRACTORY_POINTS, score)
+        self._learn(b, x, t, w, z, e, scale)
+        return score, kind, math.copysign(math.expm1(abs(expected)), expected)
+
+    def _learn(self, b, x, t, w, z, e, scale):
+        a = abs(z)
+        self.rises += K.SCALE_ALPHA * (float(x > self.last_x) - self.rises)
+        self.falls += K.SCALE_ALPHA * (float(x < self.last_x) - self.falls)
+        self.repeats += K.SCALE_ALPHA * (float(x == self.last_x) - self.repeats)
+        if t >= self.last_t:
+            self.gap += max(K.SCALE_ALPHA, 1.0 / self.n) * (max(t - self.last_t, K.MIN_GAP_S) - self.gap)
+        self.last_x, self.last_t = x, max(t, self.last_t)
+        if w <= 0:
+            return
+        n, warm = self.n, self.n >= K.MIN_POINTS
+        self.n += w
+        slow_alpha = min(K.SLOW_ALPHA, max(self.gap, K.MIN_GAP_S) / K.DAY_S)
+        keep = (1.0 - slow_alpha) ** w
+        self.total = self.total * keep + w
+        for side in (1, -1):
+            self.tails[side] = [v * keep for v in self.tails[side]]
+            self.hist[side] = [v * keep for v in self.hist[side]]
+        if warm and a > K.TAIL_START:
+            tail = self.tails[1 if z > 0 else -1]
+            tail[0] += w
+            tail[1] += w * math.log(a / K.TAIL_START)
+            self.hist[1 if z > 0 else -1][self.octave(a)] += w
+        sign = 1 if z > 0 else -1
+        self.run = (self.run + sign if self.run * sign > 0 else sign) if a > K.TAIL_START else 0
+        if abs(self.run) >= K.SHIFT_RUN:
+            self.level = x - self.season.get(b, 0.0)
+            self.run = 0
+            return
+        limit = K.TAIL_START * scale
+        size = min(a * scale, limit) if warm else abs(e)
+        self.level += w * (min(max(e, -limit), limit) if warm else e)
+        if b in self.season:
+            self.season[b] += w * K.SEASON_ALPHA * min(max(x - self.level - self.season[b], -limit), limit)
+        else:
+            self.season[b] = x - self.level
+        self.scale += w * max(K.SCALE_ALPHA, 1.0 / (n + 1.0)) * (size - self.scale)
+        self.slow += w * max(slow_alpha, 1.0 / (n + 1.0)) * (size - self.slow)

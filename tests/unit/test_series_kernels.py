@@ -1,0 +1,105 @@
+"""Numeric series (tier 3): the numba kernel against its plain-Python twin, and what it must judge."""
+import math
+
+import numpy as np
+import pytest
+
+from anomaly_detector.detection import series_kernels as K
+from anomaly_detector.detection import series_twins as T
+from anomaly_detector.detection.series import SeriesBook
+
+LABELS = 16
+
+
+def _kernel_scores(values, times, weights=None):
+    st, season = np.zeros((1, K.COLS)), np.zeros((1, K.SEASON_BUCKETS))
+    seen, labels = np.zeros((1, K.SEASON_BUCKETS), np.int8), np.zeros((1, LABELS))
+    out = []
+    for k, (x, t) in enumerate(zip(values, times)):
+        w = 1.0 if weights is None else weights[k]
+        out.append(K.step(st, season, seen, labels, 0, float(x), float(t), w, 70.0))
+    return out
+
+
+def _shapes(rng, n):
+    t = np.arange(n) * 300.0
+    day = np.sin(2 * np.pi * t / 86400.0)
+    return {
+        "lognormal latency": (rng.lognormal(5.0, 0.25, n), t),
+        "daily with noise": (50 + 20 * day + rng.normal(0, 2, n), t),
+        "steps": (np.repeat(rng.normal(0, 10, n // 50 + 1), 50)[:n] + rng.normal(0, 0.5, n), t),
+        "heavy tail": (rng.pareto(1.5, n), t),
+        "counter": (np.cumsum(rng.integers(1, 5, n)).astype(float), t),
+        "status codes": (rng.choice([200.0, 404.0, 500.0], n, p=[0.95, 0.04, 0.01]), t),
+        "dense irregular": (rng.normal(100, 5, n), np.sort(rng.uniform(0, 600, n))),
+    }
+
+
+@pytest.mark.parametrize("shape", list(_shapes(np.random.default_rng(0), 10)))
+def test_kernel_matches_the_twin(shape):
+    rng = np.random.default_rng(11)
+    values, times = _shapes(rng, 3000)[shape]
+    weights = np.where(rng.random(values.size) < 0.05, 0.1, 1.0)
+    twin = T.Series(LABELS)
+    expected = [twin.step(float(x), float(t), w) for x, t, w in zip(values, times, weights)]
+    got = _kernel_scores(values, times, weights)
+    for (s1, k1, e1), (s2, k2, e2) in zip(got, expected):
+        assert s1 == pytest.approx(s2, rel=1e-9, abs=1e-9)
+        assert k1 == k2
+        assert e1 == pytest.approx(e2, rel=1e-9, abs=1e-9)
+
+
+def test_a_latency_outlier_is_flagged_and_ordinary_values_are_not():
+    """20,000 request durations 30 s apart, log-normal around 150 ms, one of 3000 ms at line 15,001."""
+    rng = np.random.default_rng(3)
+    values = rng.lognormal(math.log(150), 0.24, 20000)
+    values[15000] = 3000.0
+    scores = np.array([s for s, _, _ in _kernel_scores(values, np.arange(values.size) * 30.0)])
+    assert scores[15000] >= 70
+    assert np.sum(scores >= 70) <= 3      # a day of 30 s points is 2,880; the budget is 0.05 a day
+
+
+def test_a_jump_of_a_smooth_series_is_flagged():
+    """A sine-like queue depth with a 10-point jump of +200."""
+    n = 4000
+    t = np.arange(n) * 60.0
+    values = 500 + 100 * np.sin(2 * np.pi * np.arange(n) / 700.0) + np.random.default_rng(5).normal(0, 3, n)
+    values[3000:3010] += 200
+    scores = np.array([s for s, _, _ in _kernel_scores(values, t)])
+    assert scores[3000] >= 70
+    assert np.sum(scores[:2990] >= 70) == 0
+
+
+def test_a_short_sparse_series_is_judged():
+    """A value an hour: 200 points, one of them far off."""
+    rng = np.random.default_rng(9)
+    values = rng.normal(40, 4, 200)
+    values[150] = 120
+    scores = np.array([s for s, _, _ in _kernel_scores(values, np.arange(200) * 3600.0)])
+    assert scores[150] >= 70 and np.sum(scores >= 70) == 1
+
+
+@pytest.mark.parametrize("shape", ["counter", "status codes"])
+def test_counters_and_labels_are_not_judged(shape):
+    values, times = _shapes(np.random.default_rng(2), 5000)[shape]
+    values = values.copy()
+    values[4000] = values[4000] * 10
+    assert max(s for s, _, _ in _kernel_scores(values, times)) == 0.0
+
+
+def test_book_keeps_series_per_source_and_honours_max_series():
+    book = SeriesBook(max_series=2, max_labels=LABELS)
+
+    class Batch:
+        n = 3
+        param_ptr = np.array([0, 1, 2, 3])
+        param_num = np.array([1.0, 2.0, 3.0])
+        source_id = np.array([0, 1, 2], np.int32)
+
+    rows = book.rows_of(Batch, np.array([5, 5, 5]))
+    assert rows.tolist() == [0, 1, -1]
+    assert book.stats == {"series": 2, "series_limit": 2, "series_values_refused_total": 1}
+    saved = book.state_dict()
+    again = SeriesBook(max_series=1, max_labels=LABELS)
+    again.load(saved)
+    assert again.stats["series"] == 1
