@@ -40,10 +40,13 @@ def masking_from_config(parsing):
 class Pipeline:
     """One parser per file, one template miner and one detection engine for everything."""
 
-    def __init__(self, config, fmt="auto", log_format="", chunk_bytes=CHUNK_BYTES):
+    def __init__(self, config, fmt="auto", log_format="", chunk_bytes=CHUNK_BYTES, source_fields=(),
+                 source_prefix="auto"):
         self.config = config
         self.fmt = fmt
         self.log_format = log_format
+        self.source_fields = tuple(source_fields)
+        self.source_prefix = source_prefix
         self.chunk_bytes = int(chunk_bytes)
         self.miner = TemplateMiner(max_templates=config["parsing"]["max_templates"],
                                    masking=masking_from_config(config["parsing"]))
@@ -55,7 +58,9 @@ class Pipeline:
 
     def parser_for(self, file_name):
         return RecordParser(format=self.fmt, log_format=self.log_format, source=source_of_file(file_name),
-                            max_line_bytes=self.config["processing"]["max_line_bytes"])
+                            max_line_bytes=self.config["processing"]["max_line_bytes"],
+                            source_fields=self.source_fields, source_prefix=self.source_prefix,
+                            max_sources=self.config["processing"]["max_sources"])
 
     def process_file(self, path, progress=None):
         """Yield output chunks (bytes of JSON lines) for every line of the file at `path`.
