@@ -106,7 +106,10 @@ class Pipeline:
             self.engine.templates_widened(widened)
         if columns.n:
             self.n_templates = max(self.n_templates, int(mined.template_id.max()) + 1)
-        stable = np.array([self.engine.source_id(name) for name in columns.sources] or [0], np.int32)
+        used = np.zeros(len(columns.sources), np.bool_)
+        used[columns.source_id] = True    # a name no line has (the input's own, say) gets no model
+        stable = np.array([self.engine.source_id(name) if used[k] else 0 for k, name in enumerate(columns.sources)]
+                          or [0], np.int32)
         return ParsedBatch(ts=columns.ts, source_id=stable[columns.source_id], level=columns.level,
                            template_id=mined.template_id, buf=columns.content_buf,
                            content_start=columns.content_start, content_end=columns.content_end,

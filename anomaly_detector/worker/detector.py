@@ -88,6 +88,7 @@ class DetectorWorker:
         self._applied = None   # (tier4_enabled, learning_rate_factor) last given to the engine
         self._scans_cut = 0    # rule scans cut at max_scan_bytes, as last counted
         self._scans_cut_logged = float("-inf")
+        self._capped = 0       # lines kept on their input's source at [processing] max_sources, as last counted
         self._unwritten = None  # a scored batch whose output could not be written: (output, counts)
 
     def run(self, stop):
@@ -171,7 +172,7 @@ class DetectorWorker:
         except Exception:  # the lines are scored and written; a reporting fault must not kill the worker
             log.exception("worker %d: incidents of a batch could not be reported", self.index)
         self.counters.add(anomalies=self.pipeline.anomalies - anomalies_before, incidents=len(incidents),
-                          rule_scans_cut=self._new_scans_cut())
+                          rule_scans_cut=self._new_scans_cut(), source_capped_lines=self._new_capped())
         return errors, dead, b"".join(outputs)
 
     def _new_scans_cut(self):
@@ -185,6 +186,12 @@ class DetectorWorker:
             self._scans_cut_logged = now
             log.warning("worker %d: %d lines longer than a rule's max_scan_bytes were searched by their head "
                         "only (%d so far)", self.index, new, total)
+        return new
+
+    def _new_capped(self):
+        """Lines kept on their input's source at max_sources since the last batch (each parser logs once)."""
+        total = sum(parser.line_sources.refused for parser in self.parsers)
+        new, self._capped = total - self._capped, total
         return new
 
     def _score_run_guarded(self, buf, starts, ends, meta, source_id, outputs):
