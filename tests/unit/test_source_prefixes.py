@@ -225,3 +225,13 @@ def test_syslog_messages_take_their_app_name():
     assert sources_of(cols) == ["nginx", "postgres"]
     cols = parse_columns(RecordParser(source="sys", source_prefix="off"), text)
     assert sources_of(cols) == ["sys", "sys"]
+
+
+def test_json_lines_keep_their_source_key_and_a_prefix_in_the_message_names_the_rest():
+    lines = ['{"timestamp": "2026-03-02T10:00:%02dZ", "source": "billing", "message": "web-1 nginx: GET /"}' % i
+             for i in range(30)]
+    lines += ['{"timestamp": "2026-03-02T10:01:%02dZ", "message": "web-1 nginx: GET /x"}' % i for i in range(30)]
+    cols = parse_columns(RecordParser(source="http", source_prefix="auto"), ("\n".join(lines) + "\n").encode())
+    names = sources_of(cols)
+    assert set(names[:30]) == {"billing"} and set(names[30:]) == {"nginx"}
+    assert cols.content(0) == "web-1 nginx: GET /" and cols.content(30) == "GET /x"
