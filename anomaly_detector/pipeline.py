@@ -40,10 +40,13 @@ def masking_from_config(parsing):
 class Pipeline:
     """One parser per file, one template miner and one detection engine for everything."""
 
-    def __init__(self, config, fmt="auto", log_format="", chunk_bytes=CHUNK_BYTES):
+    def __init__(self, config, fmt="auto", log_format="", chunk_bytes=CHUNK_BYTES, source_fields=(),
+                 source_prefix="auto"):
         self.config = config
         self.fmt = fmt
         self.log_format = log_format
+        self.source_fields = tuple(source_fields)
+        self.source_prefix = source_prefix
         self.chunk_bytes = int(chunk_bytes)
         self.miner = TemplateMiner(max_templates=config["parsing"]["max_templates"],
                                    masking=masking_from_config(config["parsing"]))
@@ -55,7 +58,9 @@ class Pipeline:
 
     def parser_for(self, file_name):
         return RecordParser(format=self.fmt, log_format=self.log_format, source=source_of_file(file_name),
-                            max_line_bytes=self.config["processing"]["max_line_bytes"])
+                            max_line_bytes=self.config["processing"]["max_line_bytes"],
+                            source_fields=self.source_fields, source_prefix=self.source_prefix,
+                            max_sources=self.config["processing"]["max_sources"])
 
     def process_file(self, path, progress=None):
         """Yield output chunks (bytes of JSON lines) for every line of the file at `path`.
@@ -101,7 +106,10 @@ class Pipeline:
             self.engine.templates_widened(widened)
         if columns.n:
             self.n_templates = max(self.n_templates, int(mined.template_id.max()) + 1)
-        stable = np.array([self.engine.source_id(name) for name in columns.sources] or [0], np.int32)
+        used = np.zeros(len(columns.sources), np.bool_)
+        used[columns.source_id] = True    # a name no line has (the input's own, say) gets no model
+        stable = np.array([self.engine.source_id(name) if used[k] else 0 for k, name in enumerate(columns.sources)]
+                          or [0], np.int32)
         return ParsedBatch(ts=columns.ts, source_id=stable[columns.source_id], level=columns.level,
                            template_id=mined.template_id, buf=columns.content_buf,
                            content_start=columns.content_start, content_end=columns.content_end,

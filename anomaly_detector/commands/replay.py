@@ -13,6 +13,8 @@ import click
 
 from ..config.loader import REPLAY, default_config, load_config
 from ..config.problems import ERROR
+from ..parsing.headers import HeaderFormat, HeaderFormatError
+from ..parsing.sources import SourceFieldsError
 from ..pipeline import Pipeline
 
 EXIT_INVALID, EXIT_RUNTIME = 1, 3
@@ -40,10 +42,17 @@ def _config(path):
 @click.option("--incidents", "incidents_path", default=None, metavar="FILE", help="Write incidents as JSON lines.")
 @click.option("--from-state", default=None, metavar="DIR", help="Start from the models saved in DIR.")
 @click.option("--save-state", default=None, metavar="DIR", help="Save the learned models into DIR at the end.")
+@click.option("--source-fields", default="", metavar="A,B",
+              help="Header fields of --log-format whose values name each line's source, joined with '/' "
+                   "(e.g. Host,Program).")
+@click.option("--source-prefix", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="auto: a `host program[pid]: ` or docker compose `name-1  | ` prefix held by most lines names "
+                   "their source; off: each file is one source.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-def replay_command(config_path, fmt, log_format, output_path, incidents_path, from_state, save_state, files):
+def replay_command(config_path, fmt, log_format, output_path, incidents_path, from_state, save_state, source_fields,
+                   source_prefix, files):
     """Score FILEs offline in event time, exactly as the daemon would: one JSON record per input line, in order."""
-    pipeline = Pipeline(_config(config_path), fmt=fmt, log_format=log_format)
+    pipeline = _pipeline(_config(config_path), fmt, log_format, source_fields, source_prefix)
     if from_state and not pipeline.load(from_state):
         click.echo("replay: nothing to restore in %s; starting from empty models" % from_state, err=True)
     began = time.perf_counter()
@@ -60,6 +69,19 @@ def replay_command(config_path, fmt, log_format, output_path, incidents_path, fr
     if save_state:
         pipeline.save(save_state)
     _summary(pipeline, len(incidents), time.perf_counter() - began)
+
+
+def _pipeline(cfg, fmt, log_format, source_fields, source_prefix):
+    """The Pipeline, or a one-line error (exit 1) when --log-format or --source-fields cannot work."""
+    fields = [f.strip() for f in source_fields.split(",") if f.strip()]
+    try:
+        HeaderFormat(log_format) if log_format else None
+        pipeline = Pipeline(cfg, fmt=fmt, log_format=log_format, source_fields=fields, source_prefix=source_prefix)
+        pipeline.parser_for("")  # checks --source-fields against --log-format before anything is read
+    except (HeaderFormatError, SourceFieldsError) as exc:
+        click.echo("replay: %s" % exc, err=True)
+        raise SystemExit(EXIT_INVALID) from None
+    return pipeline
 
 
 def _progress(path):

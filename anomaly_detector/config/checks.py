@@ -18,6 +18,8 @@ from anomaly_detector.config.problems import ERROR, WARNING, Problem
 from anomaly_detector.detection.regex_safety import refusal
 from anomaly_detector.ipc.control import MAX_INPUTS
 from anomaly_detector.logsetup import LOG_FILE_NAME
+from anomaly_detector.parsing.headers import HeaderFormat, HeaderFormatError
+from anomaly_detector.parsing.sources import source_fields_problem
 
 MB = 1024 * 1024
 _LISTENERS = ("syslog", "http")
@@ -103,6 +105,21 @@ def _check_input(report, section, i):
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         report.add(ERROR, section, "timezone", "expected an IANA time zone such as UTC or Europe/Paris, found %s"
                    % i["timezone"])
+    _check_header(report, section, i)
+
+
+def _check_header(report, section, i):
+    """log_format must compile, and source_fields must name its header fields."""
+    fields = ()
+    if i["log_format"]:
+        try:
+            fields = HeaderFormat(i["log_format"]).fields
+        except HeaderFormatError as exc:
+            report.add(ERROR, section, "log_format", str(exc))
+            return
+    problem = source_fields_problem(list(i["source_fields"]), fields, i["log_format"])
+    if problem:
+        report.add(ERROR, section, "source_fields", problem)
 
 
 def _check_regex(report, section, key, pattern):

@@ -42,6 +42,9 @@ METRICS = {m.name: m for m in (
     MetricSpec("files_deferred_total", COUNTER, "Times a matching file had to wait for a descriptor (max_open_files)."),
     MetricSpec("rule_scans_cut_total", COUNTER,
                "Lines longer than a [rules] pattern's max_scan_bytes, searched by their head only."),
+    MetricSpec("source_capped_lines_total", COUNTER,
+               "Lines that kept their input's source because the input already had [processing] max_sources "
+               "sources of its own (from source_fields or a detected prefix)."),
     MetricSpec("anomalies_total", COUNTER, "Lines flagged as anomalous."),
     MetricSpec("incidents_total", COUNTER, "Incidents closed by the detection engine."),
     MetricSpec("alerts_generated_total", COUNTER, "Alerts raised by the detection engine."),

@@ -26,6 +26,7 @@ from anomaly_detector.parsing.framing import DEFAULT_MAX_LINE_BYTES, split_lines
 from anomaly_detector.parsing.headers import HeaderFormat
 from anomaly_detector.parsing.jsonl import parse_json_line_reason
 from anomaly_detector.parsing.sanitize import clean_buffer, clean_text
+from anomaly_detector.parsing.sources import LineSources, SourceFieldsError, source_fields_problem
 from anomaly_detector.parsing.syslog import parse_syslog
 from anomaly_detector.parsing.timestamps import (
     EPOCH_LAYOUT,
@@ -109,11 +110,17 @@ class RecordParser:
 
     def __init__(self, format="auto", log_format="", source="", message_key="message",
                  timestamp_key="timestamp", source_key="source", level_key="level", timestamp_format="",
-                 timezone="UTC", max_line_bytes=DEFAULT_MAX_LINE_BYTES, default_year=None):
+                 timezone="UTC", max_line_bytes=DEFAULT_MAX_LINE_BYTES, default_year=None, source_fields=(),
+                 source_prefix="off", max_sources=256):
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
         self.format = format
         self.header = HeaderFormat(log_format) if log_format else None
+        problem = source_fields_problem(list(source_fields), self.header.fields if self.header else (), log_format)
+        if problem:
+            raise SourceFieldsError("source_fields: " + problem)
+        # parse_columns only: per-line parse() keeps no votes, so it never detects prefixes
+        self.line_sources = LineSources(source_fields, source_prefix, max_sources, source)
         self.source = source
         self.message_key = message_key
         self.timestamp_key = timestamp_key
@@ -193,7 +200,10 @@ class RecordParser:
         if msg is None:
             self.stats["not_syslog"] += 1
             return self._parse_plain(text)
-        source = self.source or msg["host"] or ""
+        if self.line_sources.prefix == "auto" and msg["app"]:
+            source = msg["app"]   # the app-name is the program, as a syslog-style prefix would say
+        else:
+            source = self.source or msg["host"] or ""
         return Record(msg["ts"], source, msg["level"], msg["message"], msg)
 
     def _parse_header(self, text):
@@ -370,6 +380,7 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
     order, because carried times and year inference depend on the order.
     """
     clean, clean_bytes, starts, ends = _clean_and_split(parser, bytes(buf))
+    starts, compose = parser.line_sources.strip_compose(clean, starts, ends)
     n = len(starts)
     hdr = parser.header
     if hdr is not None and parser.format in ("auto", "plain") and hdr.has_kernel:
@@ -427,6 +438,10 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
     if fast is not None:
         fast.sync_state()
     content_buf = clean if not out.extra else np.frombuffer(clean_bytes + b"".join(out.extra), dtype=np.uint8)
+    if parser.line_sources.active and n:
+        own = out.source_id == out._source_index.get(parser.source, -1)
+        header = (clean, ok, fs, fe, hdr.fields, slow) if hdr is not None else None
+        parser.line_sources.assign(out, own, content_buf, header, compose)
 
     def field_getter(i):
         if i in slow:

@@ -27,19 +27,26 @@ SCANS_CUT_LOG_SECONDS = 600.0   # lines cut by a rule's max_scan_bytes are logge
 OUTPUT_RETRY_SECONDS = 1.0   # a failed scored-lines write is retried this often (the heartbeat goes on)
 
 
-def input_parser(name, section, max_line_bytes):
+def input_parser(name, section, max_line_bytes, max_sources):
     """The RecordParser for one [inputs] subsection."""
     return RecordParser(format=section["format"], log_format=section["log_format"],
                         source=section["source"] or name, message_key=section["message_key"],
                         timestamp_key=section["timestamp_key"], source_key=section["source_key"],
                         level_key=section["level_key"], timestamp_format=section["timestamp_format"],
-                        timezone=section["timezone"], max_line_bytes=max_line_bytes)
+                        timezone=section["timezone"], max_line_bytes=max_line_bytes,
+                        source_fields=section["source_fields"], source_prefix=section["source_prefix"],
+                        max_sources=max_sources)
 
 
-def score_lines(pipeline, parser, prefix, buf, starts, ends, first_line):
-    """Parse and score lines given as spans of buf; returns their JSON records (bytes)."""
+def score_lines(pipeline, parser, prefix, buf, starts, ends, first_line, with_sources=False):
+    """Parse and score lines given as spans of buf; returns their JSON records (bytes), and with
+    with_sources also each line's source name (a detected prefix or source_fields may differ per line)."""
     text = join_lines(buf, starts, ends).tobytes()
-    return pipeline.score_columns(parse_columns(parser, text), prefix, first_line)
+    columns = parse_columns(parser, text)
+    records = pipeline.score_columns(columns, prefix, first_line)
+    if not with_sources:
+        return records
+    return records, [columns.sources[k] for k in columns.source_id.tolist()]
 
 
 def worker_state_dir(cfg, index):
@@ -64,7 +71,8 @@ class DetectorWorker:
             log.info("worker %d: models restored from %s", index, self.state_dir)
         max_line = cfg["processing"]["max_line_bytes"]
         self.inputs = list(cfg["inputs"].items())
-        self.parsers = [input_parser(name, section, max_line) for name, section in self.inputs]
+        self.parsers = [input_parser(name, section, max_line, cfg["processing"]["max_sources"])
+                        for name, section in self.inputs]
         self.prefixes = [(section["source"] or name) for name, section in self.inputs]
         self.record_prefixes = [record_prefix(source) for source in self.prefixes]
         outputs = cfg["outputs"]
@@ -80,6 +88,7 @@ class DetectorWorker:
         self._applied = None   # (tier4_enabled, learning_rate_factor) last given to the engine
         self._scans_cut = 0    # rule scans cut at max_scan_bytes, as last counted
         self._scans_cut_logged = float("-inf")
+        self._capped = 0       # lines kept on their input's source at [processing] max_sources, as last counted
         self._unwritten = None  # a scored batch whose output could not be written: (output, counts)
 
     def run(self, stop):
@@ -163,7 +172,7 @@ class DetectorWorker:
         except Exception:  # the lines are scored and written; a reporting fault must not kill the worker
             log.exception("worker %d: incidents of a batch could not be reported", self.index)
         self.counters.add(anomalies=self.pipeline.anomalies - anomalies_before, incidents=len(incidents),
-                          rule_scans_cut=self._new_scans_cut())
+                          rule_scans_cut=self._new_scans_cut(), source_capped_lines=self._new_capped())
         return errors, dead, b"".join(outputs)
 
     def _new_scans_cut(self):
@@ -177,6 +186,12 @@ class DetectorWorker:
             self._scans_cut_logged = now
             log.warning("worker %d: %d lines longer than a rule's max_scan_bytes were searched by their head "
                         "only (%d so far)", self.index, new, total)
+        return new
+
+    def _new_capped(self):
+        """Lines kept on their input's source at max_sources since the last batch (each parser logs once)."""
+        total = sum(parser.line_sources.refused for parser in self.parsers)
+        new, self._capped = total - self._capped, total
         return new
 
     def _score_run_guarded(self, buf, starts, ends, meta, source_id, outputs):
@@ -203,12 +218,14 @@ class DetectorWorker:
         if self.fault is not None:
             self.fault.check(buf, starts, ends)
         source_id = min(source_id, len(self.parsers) - 1)
-        records = score_lines(self.pipeline, self.parsers[source_id], self.record_prefixes[source_id],
-                              buf, starts, ends, first_seq + 1)
         if self.scored is None:
+            score_lines(self.pipeline, self.parsers[source_id], self.record_prefixes[source_id],
+                        buf, starts, ends, first_seq + 1)
             return b""
+        records, sources = score_lines(self.pipeline, self.parsers[source_id], self.record_prefixes[source_id],
+                                       buf, starts, ends, first_seq + 1, True)   # with_sources
         messages = [bytes(buf[s:e]).decode("utf-8", "replace") for s, e in zip(starts, ends)]
-        return with_message_and_source(records, messages, self.prefixes[source_id])
+        return with_message_and_source(records, messages, sources)
 
     def _retry_later(self, n, exc):
         """Leave the batch popped and unacknowledged (the ring holds it, the inputs feel backpressure,

@@ -15,6 +15,7 @@ import numpy as np
 
 from anomaly_detector.detection.output_kernels import record_prefix
 from anomaly_detector.metrics.sketch import N_BUCKETS, record_latencies
+from anomaly_detector.parsing.sources import warm_kernels as warm_source_kernels
 from anomaly_detector.pipeline import Pipeline
 from anomaly_detector.worker.detector import input_parser, score_lines
 from anomaly_detector.workload.generator import generate
@@ -70,7 +71,8 @@ def warm_up(cfg):
     record_latencies(np.zeros(N_BUCKETS, np.uint64), np.array([0.001, 0.5]))
     max_line = cfg["processing"]["max_line_bytes"]
     sections = list(cfg["inputs"].items())
-    parsers = [input_parser(name, section, max_line) for name, section in sections]
+    parsers = [input_parser(name, section, max_line, cfg["processing"]["max_sources"]) for name, section in sections]
+    warm_source_kernels()
     if not parsers:
         parsers = [Pipeline(cfg).parser_for("warmup")]
     with tempfile.TemporaryDirectory(prefix="anomaly-detector-warmup-") as directory:

@@ -71,6 +71,18 @@ CASES = [
      ["[inputs]", "at most 64 inputs, found 65"]),
     ("idle_timeout_zero", "[inputs]\n[[sys]]\ntype = syslog\nlisten_port = 514\nprotocol = tcp\nidle_timeout_seconds = 0\n",
      "idle_timeout_seconds", ["idle_timeout_seconds", "from 1 to 86400"]),
+    ("source_field_not_in_format",
+     "[inputs]\n[[shop]]\npath = /x\nlog_format = <Timestamp> <Level> <Host> <Content>\nsource_fields = Host, Program\n",
+     "source_fields", ["[inputs.shop] source_fields", "Program is not a field of log_format", "Timestamp, Level, Host"]),
+    ("source_fields_without_log_format", "[inputs]\n[[shop]]\npath = /x\nsource_fields = Host\n", "source_fields",
+     ["[inputs.shop] source_fields", "needs a log_format"]),
+    ("source_field_is_content", "[inputs]\n[[shop]]\npath = /x\nlog_format = <Host> <Content>\nsource_fields = Content\n",
+     "source_fields", ["source_fields", "Content is the message"]),
+    ("bad_log_format", "[inputs]\n[[shop]]\npath = /x\nlog_format = <Host <Content>\n", "log_format",
+     ["[inputs.shop] log_format", "must be letters, digits and underscores"]),
+    ("bad_source_prefix", "[inputs]\n[[shop]]\npath = /x\nsource_prefix = always\n", "source_prefix",
+     ["source_prefix", "'always'"]),
+    ("max_sources_zero", "[processing]\nmax_sources = 0\n", "max_sources", ["max_sources", "from 1 to 100000"]),
     ("http_header_timeout_zero", "[http]\nheader_timeout_seconds = 0\n", "header_timeout_seconds",
      ["header_timeout_seconds", "from 0.1 to 300"]),
 ]
@@ -103,6 +115,16 @@ def test_broken_config_is_rejected_with_line_and_key(tmp_path, case, body, marke
     matching = [r for r in rendered if all(w in r for w in words)]
     assert matching, "no error mentions %s: %s" % (words, rendered)
     assert any(r.startswith("%s:%d: error:" % (path, expected_line)) for r in matching), rendered
+
+
+def test_source_fields_naming_header_fields_are_valid(tmp_path):
+    body = ("[inputs]\n[[shop]]\npath = /x\nlog_format = <Timestamp> <Level> <Host> <Program>: <Content>\n"
+            "source_fields = Host, Program\nsource_prefix = off\n")
+    path, _ = _write(tmp_path, body)
+    cfg, problems = load_config(path, environment=False)
+    assert cfg is not None, [p.render() for p in problems]
+    assert cfg["inputs"]["shop"]["source_fields"] == ["Host", "Program"]
+    assert cfg["inputs"]["shop"]["source_prefix"] == "off"
 
 
 def test_table_is_at_least_thirty_cases():

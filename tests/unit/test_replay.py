@@ -105,3 +105,55 @@ def test_pipeline_counts_lines_across_buffers():
     out = b"".join(pipeline.process_buffer(text, "x.log"))
     records = [json.loads(x) for x in out.splitlines()]
     assert [r["line"] for r in records] == list(range(1, 41)) and pipeline.lines == 40
+
+
+def write_shop_log(path, n=1800):
+    """Three services interleaved in one file, as docker compose, journald or syslog files have them;
+    each service has a burst of fatal lines of its own at its own time."""
+    services = [("web-1", "nginx"), ("api-1", "checkout[31]"), ("db-1", "postgres")]
+    with open(path, "w") as f:
+        for i in range(n):
+            k = i % 3
+            host, prog = services[k]
+            level, msg = "INFO", "request %d served in %d ms" % (i, 20 + i % 7)
+            if 600 + 300 * k <= i < 612 + 300 * k:
+                level, msg = "FATAL", "%s lost its disk %d" % (prog.split("[")[0], i)
+            f.write("2026-03-02T10:%02d:%02d.000Z %s %s %s: %s\n" % (i // 60, i % 60, level, host, prog, msg))
+
+
+def incident_sources(tmp_path, *extra):
+    log = tmp_path / "shop.log"
+    write_shop_log(log)
+    out, incidents = tmp_path / "out.jsonl", tmp_path / "inc.jsonl"
+    run(["--output", str(out), "--incidents", str(incidents), *extra, str(log)])
+    records = [json.loads(line) for line in open(out)]
+    assert len(records) == 1800 and all(KEYS == set(r) for r in records)
+    return {json.loads(line)["source"] for line in open(incidents)}, records
+
+
+def test_interleaved_services_in_one_file_are_three_sources_by_default(tmp_path):
+    sources, records = incident_sources(tmp_path)
+    assert sources == {"nginx", "checkout", "postgres"}
+    assert records[0]["template"] == "request <*> served in <*> ms"   # the prefix is not mined
+
+
+def test_source_prefix_off_keeps_the_file_as_one_source(tmp_path):
+    sources, records = incident_sources(tmp_path, "--source-prefix", "off")
+    assert sources == {"shop"}
+    assert "nginx: request" in records[0]["template"]
+
+
+def test_source_fields_name_sources_from_header_fields(tmp_path):
+    sources, _ = incident_sources(tmp_path, "--log-format", "<Timestamp> <Level> <Host> <Program>: <Content>",
+                                  "--source-fields", "Host, Program")
+    assert sources == {"web-1/nginx", "api-1/checkout[31]", "db-1/postgres"}
+
+
+def test_source_fields_outside_the_log_format_is_one_line_error(tmp_path):
+    log = tmp_path / "shop.log"
+    write_shop_log(log, 3)
+    result = CliRunner().invoke(replay_command, ["--output", str(tmp_path / "o.jsonl"), "--log-format",
+                                                 "<Timestamp> <Level> <Content>", "--source-fields", "Host", str(log)])
+    assert result.exit_code == 1
+    assert "Host is not a field of log_format" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o.jsonl").exists()
