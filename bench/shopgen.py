@@ -457,11 +457,16 @@ def pool_lines(ch):
 
 
 def heartbeat_lines(ch):
+    """Each host's checkout every 5 min: version and uptime (two days before the run, or since the deploy)."""
+    dep = ch.plan.deploy()
     out = []
-    for host in API:
+    for k, host in enumerate(API):
         ts = ch.periodic(ch.state.every(300.0), 2.0)
-        out.append((ts, host, "INFO", [f"checkout {v} healthy: workers=4 uptime={int(t - ch.clock.t_start) + 86400}s"
-                                       for v, t in zip(version_at(ch, ts), ts.tolist())]))
+        up = ch.clock.t_start - 2 * 86400.0
+        started = np.where((dep is not None) & (ts >= (dep.start if dep else 0.0) + 120.0 * k + 5.0),
+                           (dep.start if dep else 0.0) + 120.0 * k + 5.0, up)
+        out.append((ts, host, "INFO", [f"checkout {v} healthy: workers=4 uptime={int(t - s)}s"
+                                       for v, t, s in zip(version_at(ch, ts), ts.tolist(), started.tolist())]))
     return out
 
 
