@@ -145,7 +145,21 @@ def bench_seed(seed, args, work, family="generated"):
     s = score(labels, detections, args.before, args.after)
     return {"seed": seed, "family": family, "lines": w.lines, "gen_s": gen_s, "replay_s": took, "rss": peak,
             "score": s, "via": via, "detections": len(detections), "dir": out_dir,
-            "false_records": [records.get(d.ident, {}) for d in s.false_all]}
+            "false_records": [records.get(d.ident, {}) for d in s.false_all],
+            "after_unlabelled": after_unlabelled(s.false_all, getattr(w, "unlabelled", None))}
+
+
+def after_unlabelled(false, happenings, within=900.0):
+    """Of the false incidents, how many began during an unlabelled happening (the shop's deploy, daemon
+    restarts, log gaps) or within `within` s after it, by its kind; None when the family has none."""
+    if happenings is None:
+        return None
+    out = Counter()
+    for d in false:
+        hit = [h["kind"] for h in happenings if h["start"] - 60.0 <= d.first_seen <= h["end"] + within]
+        if hit:
+            out[hit[0]] += 1
+    return dict(out)
 
 
 def incident_records(path):
@@ -224,6 +238,11 @@ def print_report(results, title, after=TOLERANCE_AFTER_S, kinds=KINDS):
     for d in total.false_samples[:10]:
         print(f"  false {d.ident} kind={d.kind} source={d.source} first_seen={d.first_seen:.0f} "
               f"last_seen={d.last_seen:.0f}")
+    unlabelled = [r["after_unlabelled"] for r in results if r.get("after_unlabelled") is not None]
+    if unlabelled:
+        pooled = sum((Counter(u) for u in unlabelled), Counter())
+        print(f"  {sum(pooled.values())} false incidents began during or up to 900 s after an unlabelled deploy, "
+              f"restart or log gap ({', '.join(f'{k} {n}' for k, n in sorted(pooled.items())) or 'none'})")
     print_false_summary([rec for r in results for rec in r.get("false_records", ())])
 
 

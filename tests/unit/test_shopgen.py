@@ -168,6 +168,7 @@ def test_bench_prints_the_shop_family_apart(bench, tmp_path, monkeypatch, capsys
         assert "false incidents after warm-up: 1 over 1.0 days = 1.00/day" in table
         assert "false incidents by kind: new_value 1" in table and "api-<*> checkout[<*>]: db pool stats" in table
         assert "broken_workflow" in table
+        assert re.search(r"\d+ false incidents began during or up to 900 s after an unlabelled deploy", table)
     doc = json.loads(figures.read_text())
     assert "seeds" not in doc and doc["shop"]["false_per_day"] == 1.0
     assert sum(k["caught"] for k in doc["shop"]["kinds"].values()) == 1
@@ -209,3 +210,10 @@ def test_loghub_table_marks_datasets_above_one_percent(tmp_path, capsys):
 def test_loghub_missing_samples_are_one_error(tmp_path):
     with pytest.raises(loghub_flags.LoghubError, match="Loghub samples not found"):
         loghub_flags.run(str(tmp_path / "nowhere"), str(tmp_path / "w"))
+
+
+def test_bench_counts_false_incidents_after_unlabelled_happenings(bench):
+    happenings = [{"kind": "deploy", "start": 1000.0, "end": 1240.0}, {"kind": "log_gap", "start": 5000.0, "end": 5200.0}]
+    false = [Detection(t, t + 10, None) for t in (950.0, 1300.0, 2200.0, 5300.0, 9000.0)]
+    assert bench.after_unlabelled(false, happenings) == {"deploy": 2, "log_gap": 1}
+    assert bench.after_unlabelled(false, None) is None
