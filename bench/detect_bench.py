@@ -1,19 +1,24 @@
 """Detection benchmark: generate labelled workloads, run `anomaly_detector replay` on them, score.
 
-Uses anomaly_detector.workload (generator and scoring) and the replay command as a subprocess;
-prints, for the tuning seeds and apart for the held-out seeds, caught / caught with another kind /
-missed, recall and time to detect per incident kind, false incidents per day, then lines/s and peak RSS,
-and with --tier4-cost the share of replay time that tier 4 (sequences, window mix) takes.
-Exits non-zero only when something fails to run, never because a figure is bad.
+Two workload families (--family): "generated" (anomaly_detector.workload, per-source JSONL) and
+"shop" (bench/shopgen.py, one plain syslog-style file written apart from the first), both scored by
+anomaly_detector/workload/scoring.py; the replay command runs as a subprocess. Prints per family, for
+the tuning seeds and apart for the held-out seeds, caught / caught with another kind / missed,
+recall and time to detect per incident kind, false incidents per day and what they were, then
+lines/s and peak RSS; with the shop family also the share of lines flagged on each Loghub sample
+(bench/loghub_flags.py); with --tier4-cost the share of replay time that tier 4 (sequences, window
+mix) takes. Exits non-zero only when something fails to run, never because a figure is bad.
 """
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 
 import psutil
 
@@ -32,10 +37,13 @@ from anomaly_detector.workload.scoring import (  # noqa: E402
     merge_scores,
     score,
 )
+from bench import loghub_flags, shopgen  # noqa: E402
 
 TARGET_RECALL = 0.9
 TARGET_FALSE_PER_DAY = 1.0
 TARGET_LINES_PER_S = 100_000
+FAMILIES = ("generated", "shop")
+_DIGITS = re.compile(r"\d+")
 
 
 class BenchError(Exception):
@@ -62,12 +70,13 @@ def tree_rss(proc):
     return total
 
 
-def run_replay(files, out_path, inc_path, config=None, poll_s=0.05):
-    """Run replay on files; return (seconds, peak RSS bytes). Polls the whole process tree's RSS.
+def run_replay(files, out_path, inc_path, config=None, poll_s=0.05, fmt="jsonl"):
+    """Run replay on files; return (seconds, peak RSS bytes, CPU seconds). Polls the whole process
+    tree's RSS. fmt None leaves --format out (replay's default, as a user would run it).
 
     A replay without the --incidents option is run again without it (the scorer then groups
     flagged lines instead)."""
-    base = replay_command() + ["replay", "--format", "jsonl", "--output", out_path]
+    base = replay_command() + ["replay"] + (["--format", fmt] if fmt else []) + ["--output", out_path]
     tail = (["--config", config] if config else []) + list(files)
     rc, took, peak, err, cpu = run_watched(base + ["--incidents", inc_path] + tail, poll_s)
     if rc == 2 and "--incidents" in err:
@@ -106,27 +115,62 @@ def count_lines(path):
         return sum(buf.count(b"\n") for buf in iter(lambda: fh.read(1 << 20), b""))
 
 
-def bench_seed(seed, args, work):
-    out_dir = os.path.join(work, f"seed{seed}")
+def bench_seed(seed, args, work, family="generated"):
+    """Generate one seed's workload of a family, replay it, score it."""
+    out_dir = os.path.join(work, f"seed{seed}" if family == "generated" else f"{family}-seed{seed}")
     began = time.perf_counter()
-    w = generate(out_dir, days=args.days, seed=seed, lines_per_day=args.lines_per_day, fmt="jsonl")
+    if family == "shop":
+        w = shopgen.generate(out_dir, days=args.days, seed=seed, lines_per_day=args.lines_per_day)
+        fmt = None          # replay's default (auto), as a user would run it on a plain file
+    else:
+        w = generate(out_dir, days=args.days, seed=seed, lines_per_day=args.lines_per_day, fmt="jsonl")
+        fmt = "jsonl"
     gen_s = time.perf_counter() - began
-    print(f"seed {seed}: generated {w.lines} lines ({len(w.incidents)} incidents) in {gen_s:.1f} s; replaying",
-          flush=True)
+    name = f"seed {seed}" if family == "generated" else f"{family} seed {seed}"
+    print(f"{name}: generated {w.lines} lines ({len(w.incidents)} incidents) in {gen_s:.1f} s; "
+          "replaying", flush=True)
     out_path = os.path.join(out_dir, "replay.jsonl")
     inc_path = os.path.join(out_dir, "incidents.jsonl")
-    took, peak, _ = run_replay(w.files, out_path, inc_path, args.config)
+    took, peak, _ = run_replay(w.files, out_path, inc_path, args.config, fmt=fmt)
     written = count_lines(out_path)
     if written != w.lines:
         raise BenchError(f"replay wrote {written} records for {w.lines} input lines (the replay record: one per line)")
     if os.path.exists(inc_path):
         detections, via = load_detections(inc_path), "incidents file"
+        records = incident_records(inc_path)
     else:
         detections, via = detections_from_replay(out_path, w.files), "flagged lines"
+        records = {}
     labels = {"incidents": w.incidents, "warmup_end": w.warmup_end, "end": w.end, "sources": w.sources}
     s = score(labels, detections, args.before, args.after)
-    return {"seed": seed, "lines": w.lines, "gen_s": gen_s, "replay_s": took, "rss": peak, "score": s,
-            "via": via, "detections": len(detections), "dir": out_dir}
+    return {"seed": seed, "family": family, "lines": w.lines, "gen_s": gen_s, "replay_s": took, "rss": peak,
+            "score": s, "via": via, "detections": len(detections), "dir": out_dir,
+            "false_records": [records.get(d.ident, {}) for d in s.false_all],
+            "after_unlabelled": after_unlabelled(s.false_all, getattr(w, "unlabelled", None))}
+
+
+def after_unlabelled(false, happenings, within=900.0):
+    """Of the false incidents, how many began during an unlabelled happening (the shop's deploy, daemon
+    restarts, log gaps) or within `within` s after it, by its kind; None when the family has none."""
+    if happenings is None:
+        return None
+    out = Counter()
+    for d in false:
+        hit = [h["kind"] for h in happenings if h["start"] - 60.0 <= d.first_seen <= h["end"] + within]
+        if hit:
+            out[hit[0]] += 1
+    return dict(out)
+
+
+def incident_records(path):
+    """Incident records by id, as load_detections() names them (for what the false ones said)."""
+    out = {}
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                rec = json.loads(line)
+                out[str(rec.get("id", n))] = rec
+    return out
 
 
 def warm_up(work):
@@ -159,7 +203,7 @@ def fmt_delay(x):
     return "   n/a" if x != x else f"{x:6.0f}s"
 
 
-def print_report(results, title, after=TOLERANCE_AFTER_S):
+def print_report(results, title, after=TOLERANCE_AFTER_S, kinds=KINDS):
     """Per-seed table, per-kind table and false incidents of one group of seeds."""
     if not results:
         return
@@ -176,7 +220,7 @@ def print_report(results, title, after=TOLERANCE_AFTER_S):
     print()
     print(f"{'kind':<16} {'labelled':>8} {'caught':>6} {'other kind':>10} {'missed':>6} {'recall':>7} "
           f"{'median TTD':>10}  target recall >= {TARGET_RECALL}")
-    for kind in KINDS:
+    for kind in kinds:
         ks = total.kinds.get(kind)
         if ks is None:
             continue
@@ -194,6 +238,28 @@ def print_report(results, title, after=TOLERANCE_AFTER_S):
     for d in total.false_samples[:10]:
         print(f"  false {d.ident} kind={d.kind} source={d.source} first_seen={d.first_seen:.0f} "
               f"last_seen={d.last_seen:.0f}")
+    unlabelled = [r["after_unlabelled"] for r in results if r.get("after_unlabelled") is not None]
+    if unlabelled:
+        pooled = sum((Counter(u) for u in unlabelled), Counter())
+        print(f"  {sum(pooled.values())} false incidents began during or up to 900 s after an unlabelled deploy, "
+              f"restart or log gap ({', '.join(f'{k} {n}' for k, n in sorted(pooled.items())) or 'none'})")
+    print_false_summary([rec for r in results for rec in r.get("false_records", ())])
+
+
+def print_false_summary(records, top=6):
+    """What the false incidents said: counts by kind, by reason (numbers masked) and by template."""
+    if not records:
+        return
+    by_kind = Counter(r.get("kind") or "unknown" for r in records)
+    by_reason = Counter(_DIGITS.sub("N", str(r.get("reason") or ""))[:110] for r in records)
+    by_template = Counter(str(r.get("template") or "")[:110] for r in records)
+    print(f"  false incidents by kind: {', '.join(f'{k} {n}' for k, n in by_kind.most_common())}")
+    print("  top reasons:")
+    for text, n in by_reason.most_common(top):
+        print(f"    {n:>4}  {text}")
+    print("  top templates:")
+    for text, n in by_template.most_common(top):
+        print(f"    {n:>4}  {text}")
 
 
 def print_runtime(results):
@@ -217,6 +283,13 @@ def parse_args(argv):
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.add_argument("--tier4-cost", action="store_true",
                    help="replay the first seed again with tier 4 off and print tier 4's share of the time")
+    p.add_argument("--family", choices=("generated", "shop", "both"), default="both",
+                   help="workload family: generated (anomaly_detector.workload), shop (bench/shopgen.py) or both "
+                        "(default)")
+    p.add_argument("--no-loghub", action="store_true",
+                   help="skip the share of lines flagged on the Loghub samples (printed with the shop family)")
+    p.add_argument("--loghub-data", default=loghub_flags.DEFAULT_DATA,
+                   help="Loghub-2k samples, <D>/<D>_2k.log (default $LOGHUB_2K or ../shared/data/loghub-2k)")
     p.add_argument("--before", type=float, default=TOLERANCE_BEFORE_S, help="earliest start before a label's start, s")
     p.add_argument("--after", type=float, default=TOLERANCE_AFTER_S, help="latest start after a label's end, s")
     return p.parse_args(argv)
@@ -229,35 +302,58 @@ def main(argv=None):
     if set(seeds) & set(heldout):
         print(f"detect_bench: seeds {sorted(set(seeds) & set(heldout))} are both tuning and held-out", file=sys.stderr)
         return 2
+    families = FAMILIES if args.family == "both" else (args.family,)
     work = args.work or tempfile.mkdtemp(prefix="detect_bench_")
     results = []
     tier4 = None
+    loghub = None
     try:
         warm_up(work)
-        for seed in seeds + heldout:
-            r = bench_seed(seed, args, work)
-            print(f"seed {seed}: {r['lines']} lines, replay {r['replay_s']:.1f} s, "
-                  f"{r['detections']} detections ({r['via']})", flush=True)
-            results.append(r)
-        if args.tier4_cost and results:
-            tier4 = tier4_cost(results[0], work)
-    except (BenchError, OSError, ValueError) as e:
+        for family in families:
+            for seed in seeds + heldout:
+                r = bench_seed(seed, args, work, family)
+                name = f"seed {seed}" if family == "generated" else f"{family} seed {seed}"
+                print(f"{name}: {r['lines']} lines, replay {r['replay_s']:.1f} s, "
+                      f"{r['detections']} detections ({r['via']})", flush=True)
+                results.append(r)
+        generated = [r for r in results if r["family"] == "generated"]
+        if args.tier4_cost and generated:
+            tier4 = tier4_cost(generated[0], work)
+        if "shop" in families and not args.no_loghub:
+            loghub = loghub_flags.run(args.loghub_data, os.path.join(work, "loghub"), replay_command(), args.config)
+    except (BenchError, loghub_flags.LoghubError, OSError, ValueError) as e:
         print(f"detect_bench: {e}", file=sys.stderr)
         return 1
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    print_report([r for r in results if r["seed"] in seeds], "tuning", args.after)
-    print_report([r for r in results if r["seed"] in heldout], "held-out", args.after)
-    if results:
-        print_runtime(results)
+    report(results, seeds, heldout, args.after)
     if tier4 is not None:
         with_t4, without = tier4
-        print(f"tier 4 cost (seed {results[0]['seed']}): replay {with_t4:.1f} CPU-s with it, {without:.1f} without: "
-              f"{100 * max(with_t4 - without, 0.0) / with_t4:.1f}% of the time (budget 30%)")
+        print(f"tier 4 cost (seed {generated[0]['seed']}): replay {with_t4:.1f} CPU-s with it, {without:.1f} "
+              f"without: {100 * max(with_t4 - without, 0.0) / with_t4:.1f}% of the time (budget 30%)")
+    if loghub is not None:
+        print()
+        loghub_flags.print_table(loghub)
     if args.json:
-        write_json(args.json, results, heldout)
+        write_json(args.json, results, heldout, loghub)
     return 0
+
+
+def report(results, seeds, heldout, after):
+    """The generated family's tables as they always were, then the shop family's under its own titles."""
+    generated = [r for r in results if r["family"] == "generated"]
+    print_report([r for r in generated if r["seed"] in seeds], "tuning", after)
+    print_report([r for r in generated if r["seed"] in heldout], "held-out", after)
+    if generated:
+        print_runtime(generated)
+    shop = [r for r in results if r["family"] == "shop"]
+    print_report([r for r in shop if r["seed"] in seeds], "shop family, tuning", after, shopgen.KINDS)
+    print_report([r for r in shop if r["seed"] in heldout], "shop family, held-out", after, shopgen.KINDS)
+    if shop:
+        print("shop family: incidents of sources the replay does not tell apart (the whole file is one source "
+              "until sources are split by program) are matched on time alone")
+        print_runtime(shop)
 
 
 def seed_list(text):
@@ -276,12 +372,25 @@ def figures(results):
             "near_label": total.near_label, "repeats": total.repeats}
 
 
-def write_json(path, results, heldout):
+def family_figures(results, heldout):
     """Tuning seeds' figures at the top level, held-out seeds' under "heldout"."""
     doc = figures([r for r in results if r["seed"] not in heldout])
     doc["heldout"] = figures([r for r in results if r["seed"] in heldout])
     doc["lines_per_s"] = sum(r["lines"] for r in results) / sum(r["replay_s"] for r in results)
     doc["peak_rss_bytes"] = max(r["rss"] for r in results)
+    return doc
+
+
+def write_json(path, results, heldout, loghub=None):
+    """The generated family's figures at the top level (as before), the shop family's under "shop",
+    the Loghub flag shares under "loghub"."""
+    generated = [r for r in results if r["family"] == "generated"]
+    shop = [r for r in results if r["family"] == "shop"]
+    doc = family_figures(generated, heldout) if generated else {}
+    if shop:
+        doc["shop"] = family_figures(shop, heldout)
+    if loghub is not None:
+        doc["loghub"] = loghub
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(doc, fh, indent=1)
 

@@ -4,8 +4,10 @@ Reads generator.py's labels.json and either the incidents file that `replay --in
 failing that, the flagged records of the replay output (docs/cli.md, "The replay record"); bench/detect_bench.py prints the result.
 
 How a detection meets a label (score()):
-- Sources must agree. A detection whose source is none of the workload's (a window-level finding)
-  is matched on time alone.
+- Sources must agree. A detection's source that is not one of the workload's but holds one as a
+  word ("web-1 nginx", "checkout[2211]", "api-2/checkout" all name "nginx" or "checkout") is read
+  as that source (program_source()); one that holds none (a window-level finding, or a whole
+  file such as "shop" while sources are not split out of it) is matched on time alone.
 - Time: the detection must BEGIN inside the label's window, at most TOLERANCE_BEFORE_S (60 s) before
   its start (timestamps are rounded to the minute) and at most TOLERANCE_AFTER_S (300 s) after its
   end (a drop or a silence is only certain once some time has passed). Overlapping the window is
@@ -62,6 +64,7 @@ RIGHT_KINDS = {
 # Flagged replay lines of one source closer than this together form one pseudo-incident.
 FLAG_GAP_S = 300.0
 _ANOMALY_TRUE = re.compile(rb'"anomaly"\s*:\s*true')
+_SOURCE_WORDS = re.compile(r"[^\w.-]+")
 
 
 @dataclass
@@ -107,6 +110,7 @@ class Score:
     false_samples: list
     repeats: int = 0          # detections after the warm-up inside an already credited label only
     near_label: int = 0       # false incidents overlapping a same-source label or its NEAR_AFTER_S tail
+    false_all: list = field(default_factory=list)   # every false incident (false_samples: the first 20)
 
     @property
     def false_per_day(self):
@@ -135,6 +139,19 @@ def source_name(value):
         if base.endswith(ext):
             return base[: -len(ext)]
     return base
+
+
+def program_source(value, known):
+    """The first word of a detection's source that is a known source name, or None.
+
+    A syslog-style line names its service as `host program[pid]:`; a detector may call that source
+    "web-1 nginx", "nginx" or "checkout[2211]", while labels name the program."""
+    if not value:
+        return None
+    for word in _SOURCE_WORDS.split(str(value)):
+        if word in known:
+            return word
+    return None
 
 
 def kind_of_reason(reason):
@@ -251,7 +268,8 @@ def score(labels, detections, before=TOLERANCE_BEFORE_S, after=TOLERANCE_AFTER_S
     """Credit each detection to at most one label, greedily by time, and judge its kind (module docstring)."""
     known = labels.get("sources")
     if known:
-        detections = [d if d.source in known else Detection(d.first_seen, d.last_seen, None, d.ident, d.kind)
+        detections = [d if d.source in known else
+                      Detection(d.first_seen, d.last_seen, program_source(d.source, known), d.ident, d.kind)
                       for d in detections]
     incidents = sorted(labels["incidents"], key=lambda lb: lb["start"])
     credit = {}         # label index -> detection
@@ -285,7 +303,7 @@ def score(labels, detections, before=TOLERANCE_BEFORE_S, after=TOLERANCE_AFTER_S
     near_label = sum(1 for d in false if any(near(lb, d, before) for lb in incidents))
     return Score(kinds=kinds, false_incidents=len(false), scored_days=(labels["end"] - warm) / 86400.0,
                  warmup_detections=len(unmatched) - len(false), missed=missed, false_samples=false[:20],
-                 repeats=sum(1 for d in repeats if d.first_seen >= warm), near_label=near_label)
+                 repeats=sum(1 for d in repeats if d.first_seen >= warm), near_label=near_label, false_all=false)
 
 
 def merge_scores(scores):
@@ -303,4 +321,5 @@ def merge_scores(scores):
                  scored_days=sum(s.scored_days for s in scores),
                  warmup_detections=sum(s.warmup_detections for s in scores),
                  missed=[m for s in scores for m in s.missed], false_samples=[f for s in scores for f in s.false_samples],
-                 repeats=sum(s.repeats for s in scores), near_label=sum(s.near_label for s in scores))
+                 repeats=sum(s.repeats for s in scores), near_label=sum(s.near_label for s in scores),
+                 false_all=[f for s in scores for f in s.false_all])

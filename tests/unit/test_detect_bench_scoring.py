@@ -233,7 +233,7 @@ def test_bench_harness_end_to_end_with_a_fake_replay(bench, tmp_path, monkeypatc
     fake.write_text(FAKE_REPLAY.replace("%RIGHT%", repr({k: v[0] for k, v in RIGHT_KINDS.items()})))
     monkeypatch.setattr(bench, "replay_command", lambda: [sys.executable, str(fake)])
     figures = tmp_path / "figures.json"
-    rc = bench.main(["--seeds", "5", "--heldout-seeds", "7", "--days", "1", "--lines-per-day", "4000",
+    rc = bench.main(["--family", "generated", "--seeds", "5", "--heldout-seeds", "7", "--days", "1", "--lines-per-day", "4000",
                      "--work", str(tmp_path / "w"), "--json", str(figures)])
     out = capsys.readouterr().out
     assert rc == 0
@@ -256,7 +256,7 @@ def test_bench_refuses_a_seed_both_tuning_and_held_out(bench, capsys):
 
 def test_bench_reports_a_failing_replay_as_an_error(bench, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "replay_command", lambda: [sys.executable, "-c", "import sys; sys.exit(3)"])
-    rc = bench.main(["--seeds", "1", "--heldout-seeds", "", "--days", "0.2", "--lines-per-day", "2000",
+    rc = bench.main(["--family", "generated", "--seeds", "1", "--heldout-seeds", "", "--days", "0.2", "--lines-per-day", "2000",
                      "--work", str(tmp_path / "w")])
     assert rc == 1
     assert "replay exited 3" in capsys.readouterr().err
@@ -285,7 +285,7 @@ def test_bench_falls_back_to_flagged_lines_without_an_incidents_option(bench, tm
     fake = tmp_path / "old_replay.py"
     fake.write_text(OLD_REPLAY)
     monkeypatch.setattr(bench, "replay_command", lambda: [sys.executable, str(fake)])
-    rc = bench.main(["--seeds", "5", "--heldout-seeds", "", "--days", "1", "--lines-per-day", "4000",
+    rc = bench.main(["--family", "generated", "--seeds", "5", "--heldout-seeds", "", "--days", "1", "--lines-per-day", "4000",
                      "--work", str(tmp_path / "w")])
     out = capsys.readouterr().out
     assert rc == 0
