@@ -17,6 +17,10 @@ from .stats_kernels import count_upper_scores
 FIRE_SCORE = 80.0
 # [rules] max_scan_bytes when a rule does not say (the configspec's default).
 DEFAULT_MAX_SCAN_BYTES = 4096
+# A line of a burst that neither forms it nor doubles it scores at most this: the burst is flagged
+# where it begins and as it grows, and its other lines keep its incident open without each being a
+# line to read. A rule of threshold 1 (each line matters) flags every line.
+FOLLOWER_SCORE = 60.0
 # Most recent match times kept per (rule, source) for the sliding window.
 MAX_TIMES_KEPT = 4096
 
@@ -61,6 +65,13 @@ class Rule:
             if search(text[start:end]):
                 found[line] = True
         return hit & found
+
+
+def _crossing(counts, threshold):
+    """True where a window count reaches threshold x 2^k (the burst forms or doubles)."""
+    ratio = counts / float(threshold)
+    k = np.floor(np.log2(np.maximum(ratio, 1.0)))
+    return (ratio >= 1.0) & (counts == np.ceil(threshold * 2.0 ** k))
 
 
 class UnsafePattern(ValueError):
@@ -144,6 +155,8 @@ class RulesTier(Tier):
             surprise = count_upper_scores(counts.astype(np.float64), np.full(counts.size, mean), np.ones(counts.size),
                                           np.zeros(counts.size))
             fired = np.where(surprise >= 40.0, fired, np.minimum(fired, surprise))
+        if rule.threshold > 1:
+            fired = np.where(_crossing(counts, rule.threshold), fired, np.minimum(fired, FOLLOWER_SCORE))
         line_scores = np.where(over, fired, 40.0 * counts / rule.threshold).astype(np.float32)
         result.scores[idx] = np.maximum(result.scores[idx], line_scores)
         src = ctx.source_name(source)

@@ -109,3 +109,12 @@ def test_the_costliest_accepted_pattern_on_a_long_adversarial_line_is_bounded_by
     began = time.monotonic()
     t.score(batch, ctx_for(batch))
     assert time.monotonic() - began < 10 and t.scans_cut() == 1   # ~0.2 s at the 4096-byte default
+
+
+def test_a_burst_is_flagged_where_it_forms_and_doubles_not_on_every_line():
+    t = tier({})
+    batch = text_batch(["disk error"] * 100, levels=[LEVEL_ERROR] * 100, step=0.5)
+    scores = t.score(batch, ctx_for(batch)).scores
+    flagged = np.flatnonzero(scores >= 70).tolist()
+    assert flagged == [19, 39, 79], "the 20th, 40th and 80th error within the minute (error_threshold 20)"
+    assert scores[20:].min() >= 40, "the burst's other lines stay suspicious (they keep its incident open)"
