@@ -24,8 +24,8 @@ tails are often mixtures (cache hits and disk reads): a residual is never rarer 
 of past residuals in its octave or beyond (a histogram of HIST_BINS octaves per side), so a slow query
 that comes every few hours is not extrapolated from the fast ones.
 
-Counters and clocks (values that nearly always rise, or always fall, or mostly repeat the last one)
-are not judged: their residuals are the lag of the level, not the process. Nor are labels: a series
+Counters and clocks (values whose changes are nearly always rises, or always falls: a minute field
+repeats, steps up and wraps once an hour) are not judged: their residuals are the lag of the level, not the process. Nor are labels: a series
 is judged once it has shown more distinct values than `labels` keeps (a status code is not a
 measurement; tier 3 judges its new values as categories), after MIN_POINTS points of its own.
 
@@ -41,11 +41,11 @@ import numpy as np
 from numba import njit
 
 # state columns (float64[R, COLS])
-(N_OBS, LEVEL, SCALE, SLOW_SCALE, TOTAL, UP_N, UP_S, DN_N, DN_S, LAST_X, LAST_T, RISES, FALLS, RUN, GAP,
- ALARM, REPEATS, DISTINCT) = range(18)
+(N_OBS, LEVEL, SCALE, SLOW_SCALE, TOTAL, UP_N, UP_S, DN_N, DN_S, LAST_X, LAST_T, RISES, RUN, GAP,
+ ALARM, DISTINCT) = range(16)
 HIST_BINS = 16             # per side: excesses counted by octave of |z| / TAIL_START
-UP_HIST, DN_HIST = 18, 18 + HIST_BINS
-COLS = 18 + 2 * HIST_BINS
+UP_HIST, DN_HIST = 16, 16 + HIST_BINS
+COLS = 16 + 2 * HIST_BINS
 SEASON_BUCKETS = 96        # 15-minute offsets over the day
 
 SCALE_ALPHA = 0.02         # memory of the residuals' size (about 50 points)
@@ -59,8 +59,7 @@ PRIOR_INDEX = 4.0          # tail index before the series has shown its own
 PRIOR_EXCESSES = 3.0       # weight of that prior, in excesses
 PRIOR_RATE, PRIOR_WEIGHT = 0.02, 20.0   # tail share before the series has shown its own
 MIN_POINTS = 30.0          # points before a series is judged
-MONOTONE_SHARE = 0.95      # rises (or falls) this often: a counter or a clock, not judged
-REPEAT_SHARE = 0.5         # repeats its last value this often: a clock field or a state, not judged
+MONOTONE_SHARE = 0.95      # its changes are rises (or falls) this often: a counter or a clock, not judged
 RELATIVE_FLOOR = 1e-9      # smallest scale, relative to the level (a constant series)
 MIN_GAP_S = 1e-3
 FALSE_FLAGS_PER_DAY = 0.05  # per series, at the anomaly threshold
@@ -89,8 +88,8 @@ def slow_alpha(st, r):
 def judged(st, labels, r):
     """A series is judged once it has MIN_POINTS points, more distinct values than a label has, and
     is not a counter or a clock."""
-    return (st[r, N_OBS] >= MIN_POINTS and st[r, DISTINCT] > labels.shape[1] and st[r, RISES] < MONOTONE_SHARE
-            and st[r, FALLS] < MONOTONE_SHARE and st[r, REPEATS] < REPEAT_SHARE)
+    return (st[r, N_OBS] >= MIN_POINTS and st[r, DISTINCT] > labels.shape[1]
+            and 1.0 - MONOTONE_SHARE < st[r, RISES] < MONOTONE_SHARE)
 
 
 @njit(cache=True)
@@ -151,6 +150,7 @@ def step(st, season, seen, labels, r, value, t, w, threshold):
         st[r, LEVEL] = x
         st[r, LAST_X] = x
         st[r, LAST_T] = t
+        st[r, RISES] = 0.5
         st[r, N_OBS] = 1.0
         return 0.0, KIND_NONE, value
     b = bucket_of(t)
@@ -177,9 +177,8 @@ def step(st, season, seen, labels, r, value, t, w, threshold):
 def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
     a = abs(z)
     # what kind of series this is (a counter? how dense?) follows every point, whatever its weight
-    st[r, RISES] += SCALE_ALPHA * ((1.0 if x > st[r, LAST_X] else 0.0) - st[r, RISES])
-    st[r, FALLS] += SCALE_ALPHA * ((1.0 if x < st[r, LAST_X] else 0.0) - st[r, FALLS])
-    st[r, REPEATS] += SCALE_ALPHA * ((1.0 if x == st[r, LAST_X] else 0.0) - st[r, REPEATS])
+    if x != st[r, LAST_X]:
+        st[r, RISES] += SCALE_ALPHA * ((1.0 if x > st[r, LAST_X] else 0.0) - st[r, RISES])
     dt = t - st[r, LAST_T]
     if dt >= 0.0:
         st[r, GAP] += max(SCALE_ALPHA, 1.0 / st[r, N_OBS]) * (max(dt, MIN_GAP_S) - st[r, GAP])

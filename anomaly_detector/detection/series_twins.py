@@ -13,15 +13,16 @@ class Series:
         self.level = self.scale = self.slow = self.total = 0.0
         self.tails = {1: [0.0, 0.0], -1: [0.0, 0.0]}     # side -> [decayed excesses, decayed sum of log excess]
         self.hist = {1: [0.0] * K.HIST_BINS, -1: [0.0] * K.HIST_BINS}  # side -> decayed excesses per octave
-        self.last_x = self.last_t = self.rises = self.falls = self.repeats = self.gap = self.alarm = 0.0
+        self.last_x = self.last_t = self.gap = self.alarm = 0.0
+        self.rises = 0.5          # share of rises among the changes
         self.run = 0
         self.season = {}
         self.labels = []
         self.distinct = 0
 
     def judged(self):
-        return (self.n >= K.MIN_POINTS and self.distinct > self.max_labels and self.rises < K.MONOTONE_SHARE
-                and self.falls < K.MONOTONE_SHARE and self.repeats < K.REPEAT_SHARE)
+        return (self.n >= K.MIN_POINTS and self.distinct > self.max_labels
+                and 1.0 - K.MONOTONE_SHARE < self.rises < K.MONOTONE_SHARE)
 
     def tail_log10p(self, z):
         a = abs(z)
@@ -75,9 +76,8 @@ class Series:
 
     def _learn(self, b, x, t, w, z, e, scale):
         a = abs(z)
-        self.rises += K.SCALE_ALPHA * (float(x > self.last_x) - self.rises)
-        self.falls += K.SCALE_ALPHA * (float(x < self.last_x) - self.falls)
-        self.repeats += K.SCALE_ALPHA * (float(x == self.last_x) - self.repeats)
+        if x != self.last_x:
+            self.rises += K.SCALE_ALPHA * (float(x > self.last_x) - self.rises)
         if t >= self.last_t:
             self.gap += max(K.SCALE_ALPHA, 1.0 / self.n) * (max(t - self.last_t, K.MIN_GAP_S) - self.gap)
         self.last_x, self.last_t = x, max(t, self.last_t)
