@@ -4,8 +4,8 @@ Every numeric value of a (template, position) slot belongs to one series per sou
 series_kernels.py judges each value against a forecast of the series' own past and daily pattern,
 once the series has shown itself a measurement (more distinct values than max_categories, not a
 counter or a clock). This module owns the state rows, the (slot, source) ->
-row map and the `max_series` limit (series beyond it are not judged; the count is kept in `stats`
-and the first refusal is logged).
+row map and the `max_series` limit (values of series beyond it are not judged; they are counted in
+`stats` and the first refusal is logged; 0 turns series off).
 """
 import logging
 
@@ -30,6 +30,7 @@ class SeriesBook:
         self.seen = np.zeros((16, K.SEASON_BUCKETS), np.int8)
         self.labels = np.zeros((16, self.max_labels))
         self.refused = 0            # parameter values of series past max_series (not judged)
+        self._warned = False
 
     def rows_of(self, batch, slots):
         """Series row of every parameter (int64[m], -1: none): numeric values of slots, per the line's
@@ -37,12 +38,13 @@ class SeriesBook:
         owner = np.repeat(np.arange(batch.n), np.diff(batch.param_ptr))
         ok = (slots >= 0) & np.isfinite(batch.param_num)
         out = np.full(slots.size, -1, np.int64)
-        if not ok.any():
+        if not ok.any() or self.max_series == 0:
             return out
         keys = (slots[ok].astype(np.int64) << SOURCE_BITS) | batch.source_id[owner[ok]].astype(np.int64)
         unique, inverse = np.unique(keys, return_inverse=True)
         mapped = np.array([self._row(int(k)) for k in unique.tolist()], np.int64)
         out[ok] = mapped[inverse]
+        self.refused += int(np.count_nonzero(out[ok] < 0))
         return out
 
     def _row(self, key):
@@ -50,10 +52,10 @@ class SeriesBook:
         if row is not None:
             return row
         if len(self.rows) >= self.max_series:
-            if self.refused == 0:
+            if not self._warned:
+                self._warned = True
                 log.warning("tier 3: %d numeric series tracked, the max_series limit; values of further "
                             "series are not judged as series", self.max_series)
-            self.refused += 1
             return -1
         row = self.rows[key] = len(self.rows)
         self._grow(row + 1)

@@ -42,10 +42,14 @@ from numba import njit
 
 # state columns (float64[R, COLS])
 (N_OBS, LEVEL, SCALE, SLOW_SCALE, TOTAL, UP_N, UP_S, DN_N, DN_S, LAST_X, LAST_T, RISES, RUN, GAP,
- ALARM, DISTINCT) = range(16)
+ ALARM, DISTINCT, GROWTH) = range(17)
 HIST_BINS = 16             # per side: excesses counted by octave of |z| / TAIL_START
-UP_HIST, DN_HIST = 16, 16 + HIST_BINS
-COLS = 16 + 2 * HIST_BINS
+UP_HIST, DN_HIST = 17, 17 + HIST_BINS
+COLS = 17 + 2 * HIST_BINS
+# The decayed sums (TOTAL to DN_S and the histograms) are kept multiplied by GROWTH, which grows by
+# 1/keep each point instead of every sum shrinking by keep: one multiply a point, not 37.
+DECAYED = (TOTAL, UP_N, UP_S, DN_N, DN_S)
+MAX_GROWTH = 1e150
 SEASON_BUCKETS = 96        # 15-minute offsets over the day
 
 SCALE_ALPHA = 0.02         # memory of the residuals' size (about 50 points)
@@ -112,8 +116,10 @@ def tail_log10p(st, r, z):
     a = abs(z)
     if a <= TAIL_START:
         return 0.0
-    n, s = (st[r, UP_N], st[r, UP_S]) if z > 0 else (st[r, DN_N], st[r, DN_S])
-    share = (n + PRIOR_RATE * PRIOR_WEIGHT) / (st[r, TOTAL] + PRIOR_WEIGHT)
+    g = _growth(st, r)
+    n, s = (st[r, UP_N] / g, st[r, UP_S] / g) if z > 0 else (st[r, DN_N] / g, st[r, DN_S] / g)
+    total = st[r, TOTAL] / g
+    share = (n + PRIOR_RATE * PRIOR_WEIGHT) / (total + PRIOR_WEIGHT)
     mean_log_excess = (s + PRIOR_EXCESSES / PRIOR_INDEX) / (n + PRIOR_EXCESSES)
     pareto = math.log10(min(share, 1.0)) - math.log10(a / TAIL_START) / mean_log_excess
     hist = UP_HIST if z > 0 else DN_HIST
@@ -124,7 +130,12 @@ def tail_log10p(st, r, z):
         beyond += st[r, hist + k]
     if beyond <= 0.0:
         return pareto
-    return max(pareto, math.log10(min(beyond / (st[r, TOTAL] + PRIOR_WEIGHT), 1.0)))
+    return max(pareto, math.log10(min(beyond / g / (total + PRIOR_WEIGHT), 1.0)))
+
+
+@njit(cache=True)
+def _growth(st, r):
+    return st[r, GROWTH] if st[r, GROWTH] > 0.0 else 1.0
 
 
 @njit(cache=True)
@@ -189,17 +200,20 @@ def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
     n = st[r, N_OBS]
     warm = n >= MIN_POINTS
     st[r, N_OBS] = n + w
-    keep = (1.0 - slow_alpha(st, r)) ** w
-    for c in (TOTAL, UP_N, UP_S, DN_N, DN_S):
-        st[r, c] *= keep
-    for c in range(UP_HIST, COLS):
-        st[r, c] *= keep
-    st[r, TOTAL] += w
+    g = _growth(st, r) / (1.0 - slow_alpha(st, r)) ** w
+    if g > MAX_GROWTH:
+        for c in DECAYED:
+            st[r, c] /= g
+        for c in range(UP_HIST, COLS):
+            st[r, c] /= g
+        g = 1.0
+    st[r, GROWTH] = g
+    st[r, TOTAL] += w * g
     if warm and a > TAIL_START:
         base = UP_N if z > 0 else DN_N
-        st[r, base] += w
-        st[r, base + 1] += w * math.log(a / TAIL_START)
-        st[r, (UP_HIST if z > 0 else DN_HIST) + octave(a)] += w
+        st[r, base] += w * g
+        st[r, base + 1] += w * g * math.log(a / TAIL_START)
+        st[r, (UP_HIST if z > 0 else DN_HIST) + octave(a)] += w * g
     if a > TAIL_START:
         sign = 1.0 if z > 0 else -1.0
         st[r, RUN] = st[r, RUN] + sign if st[r, RUN] * sign > 0 else sign

@@ -87,14 +87,16 @@ def test_counters_and_labels_are_not_judged(shape):
     assert max(s for s, _, _ in _kernel_scores(values, times)) == 0.0
 
 
-def test_book_keeps_series_per_source_and_honours_max_series():
-    book = SeriesBook(max_series=2, max_labels=LABELS)
+class Batch:
+    n = 3
+    param_ptr = np.array([0, 1, 2, 3])
+    param_num = np.array([1.0, 2.0, 3.0])
+    source_id = np.array([0, 1, 2], np.int32)
 
-    class Batch:
-        n = 3
-        param_ptr = np.array([0, 1, 2, 3])
-        param_num = np.array([1.0, 2.0, 3.0])
-        source_id = np.array([0, 1, 2], np.int32)
+
+def test_book_keeps_series_per_source_and_honours_max_series():
+    assert SeriesBook(max_series=0, max_labels=LABELS).rows_of(Batch, np.array([5, 5, 5])).tolist() == [-1] * 3
+    book = SeriesBook(max_series=2, max_labels=LABELS)
 
     rows = book.rows_of(Batch, np.array([5, 5, 5]))
     assert rows.tolist() == [0, 1, -1]
