@@ -145,13 +145,20 @@ def octave(a):
 
 
 @njit(cache=True)
+def from_log(y):
+    """The value whose signed log1p is y."""
+    return math.copysign(math.expm1(abs(y)), y)
+
+
+@njit(cache=True)
 def bucket_of(t):
     return int((t % DAY_S) / DAY_S * SEASON_BUCKETS) % SEASON_BUCKETS
 
 
 @njit(cache=True)
 def step(st, season, seen, labels, r, value, t, w, threshold):
-    """Judge value x at time t of series r, then learn it with weight w -> (score 0..100, kind, expected).
+    """Judge value x at time t of series r, then learn it with weight w -> (score 0..100, kind, expected
+    on the log scale: see from_log).
 
     season[r, b] is the series' offset at time-of-day bucket b, seen[r, b] 1 once it was learned;
     labels[r] its first distinct values."""
@@ -163,7 +170,7 @@ def step(st, season, seen, labels, r, value, t, w, threshold):
         st[r, LAST_T] = t
         st[r, RISES] = 0.5
         st[r, N_OBS] = 1.0
-        return 0.0, KIND_NONE, value
+        return 0.0, KIND_NONE, x
     b = bucket_of(t)
     offset = season[r, b] if seen[r, b] else 0.0
     expected = st[r, LEVEL] + offset
@@ -181,7 +188,7 @@ def step(st, season, seen, labels, r, value, t, w, threshold):
             score *= DAMPING
         st[r, ALARM] = max(st[r, ALARM] - 100.0 / REFRACTORY_POINTS, score)
     _learn(st, season, seen, r, b, x, t, w, z, e, scale)
-    return score, kind, math.copysign(math.expm1(abs(expected)), expected)
+    return score, kind, expected
 
 
 @njit(cache=True)
@@ -200,7 +207,8 @@ def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
     n = st[r, N_OBS]
     warm = n >= MIN_POINTS
     st[r, N_OBS] = n + w
-    g = _growth(st, r) / (1.0 - slow_alpha(st, r)) ** w
+    keep = 1.0 - slow_alpha(st, r)
+    g = _growth(st, r) / (keep if w == 1.0 else keep ** w)
     if g > MAX_GROWTH:
         for c in DECAYED:
             st[r, c] /= g
@@ -254,5 +262,5 @@ def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen,
                 continue
             sc, k, ex = step(st, season, seen, labels, r, x, ts[i], weights[i], threshold)
             if sc > best[i]:
-                best[i], which[i], kind[i], expected[i] = sc, j, k, ex
+                best[i], which[i], kind[i], expected[i] = sc, j, k, from_log(ex)
     return best, which, kind, expected

@@ -43,7 +43,7 @@ class Series:
         return min(int(math.log2(a / K.TAIL_START)), K.HIST_BINS - 1)
 
     def step(self, value, t, w=1.0):
-        """-> (score, kind, expected), as series_kernels.step."""
+        """-> (score, kind, expected on the log scale), as series_kernels.step."""
         if self.distinct <= self.max_labels and value not in self.labels:
             if len(self.labels) < self.max_labels:
                 self.labels.append(value)
@@ -53,7 +53,7 @@ class Series:
             self.level = self.last_x = x
             self.last_t = t
             self.n = 1.0
-            return 0.0, K.KIND_NONE, value
+            return 0.0, K.KIND_NONE, x
         b = int((t % K.DAY_S) / K.DAY_S * K.SEASON_BUCKETS) % K.SEASON_BUCKETS
         expected = self.level + self.season.get(b, 0.0)
         scale = max(self.scale, K.FLOOR_SHARE * self.slow, K.RELATIVE_FLOOR * abs(self.level), 1e-300)
@@ -72,7 +72,7 @@ class Series:
                 score *= K.DAMPING
             self.alarm = max(self.alarm - 100.0 / K.REFRACTORY_POINTS, score)
         self._learn(b, x, t, w, z, e, scale)
-        return score, kind, math.copysign(math.expm1(abs(expected)), expected)
+        return score, kind, expected
 
     def _learn(self, b, x, t, w, z, e, scale):
         a = abs(z)
