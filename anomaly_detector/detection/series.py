@@ -26,7 +26,7 @@ class SeriesBook:
         self.max_labels = int(max_labels)
         self.rows = {}              # slot << SOURCE_BITS | source id -> row
         self.state = np.zeros((16, K.COLS))
-        self.season = np.zeros((16, K.SEASON_BUCKETS))
+        self.season = np.zeros((16, 2, K.SEASON_BUCKETS))
         self.seen = np.zeros((16, K.SEASON_BUCKETS), np.int8)
         self.labels = np.zeros((16, self.max_labels))
         self.refused = 0            # parameter values of series past max_series (not judged)
@@ -116,7 +116,7 @@ class SeriesBook:
         """Restore state_dict(); rows past max_series (a lowered limit) are dropped."""
         pairs = sorted(zip((int(k) for k in saved["keys"]), (int(r) for r in saved["rows"])), key=lambda kv: kv[1])
         state = np.asarray(saved["state"], np.float64).reshape(-1, K.COLS)
-        season = np.asarray(saved["season"], np.float64).reshape(-1, K.SEASON_BUCKETS)
+        season = np.asarray(saved["season"], np.float64).reshape(-1, 2, K.SEASON_BUCKETS)
         seen = np.asarray(saved["seen"], np.int8).reshape(-1, K.SEASON_BUCKETS)
         labels = np.asarray(saved["labels"], np.float64).reshape(len(pairs), -1)[:, :self.max_labels]
         self.__init__(self.max_series, self.max_labels, self.threshold)

@@ -5,7 +5,8 @@ series.py owns the state rows and the key -> row map; the tests compare step() w
 twin in series_twins.py on the same inputs.
 
 Forecast: the last level plus the value's usual offset at this time of day (SEASON_BUCKETS buckets;
-Holt-Winters without a trend). The level follows each value, but by at most TAIL_START robust
+Holt-Winters without a trend). A time of day that is always unsettled (a batch job starts, traffic
+ramps up) keeps its own mean absolute residual, and its values are judged against that. The level follows each value, but by at most TAIL_START robust
 deviations a step (so a lone spike barely moves it), and jumps to the new value after SHIFT_RUN
 residuals beyond the tail on one side (a level shift becomes the new normal within a few points).
 Residuals are divided by a scale: the larger of their recent mean absolute size and FLOOR_SHARE of
@@ -160,8 +161,9 @@ def step(st, season, seen, labels, r, value, t, w, threshold):
     """Judge value x at time t of series r, then learn it with weight w -> (score 0..100, kind, expected
     on the log scale: see from_log).
 
-    season[r, b] is the series' offset at time-of-day bucket b, seen[r, b] 1 once it was learned;
-    labels[r] its first distinct values."""
+    season[r, 0, b] is the series' offset at time-of-day bucket b and season[r, 1, b] its mean
+    absolute residual there, seen[r, b] the points learned there (up to 100); labels[r] its first
+    distinct values."""
     _count_distinct(st, labels, r, value)
     x = math.copysign(math.log1p(abs(value)), value)
     if st[r, N_OBS] == 0.0:
@@ -172,9 +174,10 @@ def step(st, season, seen, labels, r, value, t, w, threshold):
         st[r, N_OBS] = 1.0
         return 0.0, KIND_NONE, x
     b = bucket_of(t)
-    offset = season[r, b] if seen[r, b] else 0.0
+    offset = season[r, 0, b] if seen[r, b] else 0.0
     expected = st[r, LEVEL] + offset
-    scale = max(st[r, SCALE], FLOOR_SHARE * st[r, SLOW_SCALE], RELATIVE_FLOOR * abs(st[r, LEVEL]), 1e-300)
+    scale = max(st[r, SCALE], FLOOR_SHARE * st[r, SLOW_SCALE], RELATIVE_FLOOR * abs(st[r, LEVEL]), 1e-300,
+                season[r, 1, b] if seen[r, b] > 1 else 0.0)
     e = x - expected
     z = e / scale
     score = 0.0
@@ -228,16 +231,20 @@ def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
     else:
         st[r, RUN] = 0.0
     if abs(st[r, RUN]) >= SHIFT_RUN:
-        st[r, LEVEL] = x - (season[r, b] if seen[r, b] else 0.0)
+        st[r, LEVEL] = x - (season[r, 0, b] if seen[r, b] else 0.0)
         st[r, RUN] = 0.0
         return
     limit = TAIL_START * scale
     size = min(a * scale, limit) if warm else abs(e)
     st[r, LEVEL] += w * (min(max(e, -limit), limit) if warm else e)
     if seen[r, b]:
-        season[r, b] += w * SEASON_ALPHA * min(max(x - st[r, LEVEL] - season[r, b], -limit), limit)
+        season[r, 0, b] += w * SEASON_ALPHA * min(max(x - st[r, LEVEL] - season[r, 0, b], -limit), limit)
+        # a residual counts at most 4 tail starts: one wild day does not unsettle the hour for weeks
+        season[r, 1, b] += w * SEASON_ALPHA * (min(abs(e), 4.0 * limit) - season[r, 1, b])
+        seen[r, b] = min(seen[r, b] + 1, 100)
     else:
-        season[r, b] = x - st[r, LEVEL]
+        season[r, 0, b] = x - st[r, LEVEL]
+        season[r, 1, b] = abs(e)
         seen[r, b] = 1
     st[r, SCALE] += w * max(SCALE_ALPHA, 1.0 / (n + 1.0)) * (size - st[r, SCALE])
     st[r, SLOW_SCALE] += w * max(slow_alpha(st, r), 1.0 / (n + 1.0)) * (size - st[r, SLOW_SCALE])

@@ -16,7 +16,7 @@ class Series:
         self.last_x = self.last_t = self.gap = self.alarm = 0.0
         self.rises = 0.5          # share of rises among the changes
         self.run = 0
-        self.season = {}
+        self.season = {}          # bucket -> [offset, mean absolute residual, points seen]
         self.labels = []
         self.distinct = 0
 
@@ -55,8 +55,10 @@ class Series:
             self.n = 1.0
             return 0.0, K.KIND_NONE, x
         b = int((t % K.DAY_S) / K.DAY_S * K.SEASON_BUCKETS) % K.SEASON_BUCKETS
-        expected = self.level + self.season.get(b, 0.0)
-        scale = max(self.scale, K.FLOOR_SHARE * self.slow, K.RELATIVE_FLOOR * abs(self.level), 1e-300)
+        bucket = self.season.get(b, [0.0, 0.0, 0])
+        expected = self.level + bucket[0]
+        scale = max(self.scale, K.FLOOR_SHARE * self.slow, K.RELATIVE_FLOOR * abs(self.level), 1e-300,
+                    bucket[1] if bucket[2] > 1 else 0.0)
         e = x - expected
         z = e / scale
         score, kind = 0.0, K.KIND_NONE
@@ -99,15 +101,18 @@ class Series:
         sign = 1 if z > 0 else -1
         self.run = (self.run + sign if self.run * sign > 0 else sign) if a > K.TAIL_START else 0
         if abs(self.run) >= K.SHIFT_RUN:
-            self.level = x - self.season.get(b, 0.0)
+            self.level = x - self.season.get(b, [0.0])[0]
             self.run = 0
             return
         limit = K.TAIL_START * scale
         size = min(a * scale, limit) if warm else abs(e)
         self.level += w * (min(max(e, -limit), limit) if warm else e)
         if b in self.season:
-            self.season[b] += w * K.SEASON_ALPHA * min(max(x - self.level - self.season[b], -limit), limit)
+            bucket = self.season[b]
+            bucket[0] += w * K.SEASON_ALPHA * min(max(x - self.level - bucket[0], -limit), limit)
+            bucket[1] += w * K.SEASON_ALPHA * (min(abs(e), 4.0 * limit) - bucket[1])
+            bucket[2] = min(bucket[2] + 1, 100)
         else:
-            self.season[b] = x - self.level
+            self.season[b] = [x - self.level, abs(e), 1]
         self.scale += w * max(K.SCALE_ALPHA, 1.0 / (n + 1.0)) * (size - self.scale)
         self.slow += w * max(slow_alpha, 1.0 / (n + 1.0)) * (size - self.slow)

@@ -12,7 +12,7 @@ LABELS = 16
 
 
 def _kernel_scores(values, times, weights=None):
-    st, season = np.zeros((1, K.COLS)), np.zeros((1, K.SEASON_BUCKETS))
+    st, season = np.zeros((1, K.COLS)), np.zeros((1, 2, K.SEASON_BUCKETS))
     seen, labels = np.zeros((1, K.SEASON_BUCKETS), np.int8), np.zeros((1, LABELS))
     out = []
     for k, (x, t) in enumerate(zip(values, times)):
