@@ -20,8 +20,8 @@ SOURCE_BITS = 32
 class SeriesBook:
     """Series state of one tier 3: rows of series_kernels state, grown as series appear."""
 
-    def __init__(self, max_series, max_labels, threshold=70.0):
-        self.threshold = float(threshold)
+    def __init__(self, max_series, max_labels, threshold=70.0, suspicious=40.0):
+        self.threshold, self.suspicious = float(threshold), float(suspicious)
         self.max_series = int(max_series)
         self.max_labels = int(max_labels)
         self.rows = {}              # slot << SOURCE_BITS | source id -> row
@@ -80,17 +80,19 @@ class SeriesBook:
         used = rows >= 0
         if not used.any():
             return K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights, self.state[:0],
-                                  self.season[:0], self.seen[:0], self.labels[:0], self.threshold)
+                                  self.season[:0], self.seen[:0], self.labels[:0], self.threshold,
+                                  self.suspicious)
         # only the rows this batch touches, copied (fancy indexing) and renumbered
         touched, local = np.unique(rows[used], return_inverse=True)
         local_rows = np.full(rows.size, -1, np.int64)
         local_rows[used] = local
         return K.score_series(batch.param_ptr, local_rows, batch.param_num, ts, weights, self.state[touched],
-                              self.season[touched], self.seen[touched], self.labels[touched], self.threshold)
+                              self.season[touched], self.seen[touched], self.labels[touched], self.threshold,
+                              self.suspicious)
 
     def learn(self, batch, rows, ts, weights):
         K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights.astype(np.float32), self.state,
-                       self.season, self.seen, self.labels, self.threshold)
+                       self.season, self.seen, self.labels, self.threshold, self.suspicious)
 
     def forget_slots(self, slots):
         """Series of these slots start again (their template's positions moved)."""
@@ -119,7 +121,7 @@ class SeriesBook:
         season = np.asarray(saved["season"], np.float64).reshape(-1, 2, K.SEASON_BUCKETS)
         seen = np.asarray(saved["seen"], np.int8).reshape(-1, K.SEASON_BUCKETS)
         labels = np.asarray(saved["labels"], np.float64).reshape(len(pairs), -1)[:, :self.max_labels]
-        self.__init__(self.max_series, self.max_labels, self.threshold)
+        self.__init__(self.max_series, self.max_labels, self.threshold, self.suspicious)
         self.refused = int(saved.get("refused", 0))
         for key, row in pairs[: self.max_series]:
             new = self._row(key)

@@ -33,8 +33,14 @@ measurement; tier 3 judges its new values as categories), after MIN_POINTS point
 The surprise is per point; what an operator pays for is false alarms per day. A series that logs a
 point every five minutes meets ~300 tests a day, a latency logged 10 times a second ~900,000, so the
 same tail probability is worth more on the sparse series: rate_bonus converts the per-point surprise
-to a budget of FALSE_FLAGS_PER_DAY per series at the anomaly threshold. An alarm is damped while a
-stronger one of the same series is fresh (REFRACTORY_POINTS): one episode, one loud line.
+to a budget of FALSE_FLAGS_PER_DAY per series at the anomaly threshold.
+
+What is reported (see reported()): a value at the threshold is flagged unless a stronger flag of
+its series is still fresh (REFRACTORY_POINTS): one episode, one loud line. While an episode is fresh
+its values that reach the suspicious score stay suspicious (they keep its incident open), never
+flagged. Outside episodes a value below the threshold is scaled below the suspicious score: its
+order of surprise is kept, but a busy series' near misses (dozens a day, by its calibration)
+neither open nor widen incidents.
 """
 import math
 
@@ -70,7 +76,7 @@ MIN_GAP_S = 1e-3
 FALSE_FLAGS_PER_DAY = 0.05  # per series, at the anomaly threshold
 MAX_BONUS, MIN_BONUS = 40.0, -40.0
 REFRACTORY_POINTS = 100.0  # a fresh alarm of 100 fades over this many points
-DAMPING = 0.6              # an alarm weaker than a fresh one of its series counts this much
+DAMPING = 0.6              # a value of a fresh episode counts this much (within suspicious..threshold)
 DAY_S = 86400.0
 KIND_NONE, KIND_SPIKE, KIND_DROP = 0, 1, 2
 
@@ -157,7 +163,21 @@ def bucket_of(t):
 
 
 @njit(cache=True)
-def step(st, season, seen, labels, r, value, t, w, threshold):
+def reported(st, r, s, threshold, suspicious):
+    """The score reported for a judged value of raw score s (see the module docstring), advancing the
+    series' alarm: the strongest recent flag, fading by 100 / REFRACTORY_POINTS a point."""
+    fresh = s > st[r, ALARM]
+    in_episode = st[r, ALARM] >= threshold
+    st[r, ALARM] = max(st[r, ALARM] - 100.0 / REFRACTORY_POINTS, s)
+    if s >= threshold and fresh:
+        return s
+    if s >= threshold or (in_episode and s >= suspicious):
+        return min(max(s * DAMPING, suspicious), threshold - 0.01)
+    return s * 0.999 * suspicious / threshold
+
+
+@njit(cache=True)
+def step(st, season, seen, labels, r, value, t, w, threshold, suspicious):
     """Judge value x at time t of series r, then learn it with weight w -> (score 0..100, kind, expected
     on the log scale: see from_log).
 
@@ -187,9 +207,7 @@ def step(st, season, seen, labels, r, value, t, w, threshold):
         if lp < 0.0:
             score = min(max(-10.0 * lp + rate_bonus(st[r, GAP], threshold), 0.0), 100.0)
             kind = KIND_SPIKE if z > 0 else KIND_DROP
-        if score <= st[r, ALARM]:
-            score *= DAMPING
-        st[r, ALARM] = max(st[r, ALARM] - 100.0 / REFRACTORY_POINTS, score)
+        score = reported(st, r, score, threshold, suspicious)
     _learn(st, season, seen, r, b, x, t, w, z, e, scale)
     return score, kind, expected
 
@@ -251,11 +269,11 @@ def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
 
 
 @njit(cache=True)
-def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen, labels, threshold):
+def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen, labels, threshold, suspicious):
     """Step every numeric parameter with a series row (param_row >= 0) through its series, in line
     order -> (best score per line float32[n], its parameter index int64[n], kind int8[n],
     expected value float64[n]). weights float32[n]: learning weight per line (0: judge only);
-    threshold: the anomaly threshold the per-day calibration aims at."""
+    threshold: the anomaly threshold the per-day calibration aims at; suspicious: the suspicious score."""
     n = param_ptr.shape[0] - 1
     best = np.zeros(n, np.float32)
     which = np.full(n, -1, np.int64)
@@ -267,7 +285,7 @@ def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen,
             x = param_num[j]
             if r < 0 or math.isnan(x) or math.isinf(x):
                 continue
-            sc, k, ex = step(st, season, seen, labels, r, x, ts[i], weights[i], threshold)
+            sc, k, ex = step(st, season, seen, labels, r, x, ts[i], weights[i], threshold, suspicious)
             if sc > best[i]:
                 best[i], which[i], kind[i], expected[i] = sc, j, k, from_log(ex)
     return best, which, kind, expected

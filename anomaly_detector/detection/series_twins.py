@@ -6,9 +6,9 @@ from . import series_kernels as K
 
 
 class Series:
-    def __init__(self, max_labels, threshold=70.0):
+    def __init__(self, max_labels, threshold=70.0, suspicious=40.0):
         self.max_labels = max_labels
-        self.threshold = threshold
+        self.threshold, self.suspicious = threshold, suspicious
         self.n = 0.0
         self.level = self.scale = self.slow = self.total = 0.0
         self.tails = {1: [0.0, 0.0], -1: [0.0, 0.0]}     # side -> [decayed excesses, decayed sum of log excess]
@@ -42,6 +42,15 @@ class Series:
     def octave(a):
         return min(int(math.log2(a / K.TAIL_START)), K.HIST_BINS - 1)
 
+    def reported(self, s):
+        fresh, in_episode = s > self.alarm, self.alarm >= self.threshold
+        self.alarm = max(self.alarm - 100.0 / K.REFRACTORY_POINTS, s)
+        if s >= self.threshold and fresh:
+            return s
+        if s >= self.threshold or (in_episode and s >= self.suspicious):
+            return min(max(s * K.DAMPING, self.suspicious), self.threshold - 0.01)
+        return s * 0.999 * self.suspicious / self.threshold
+
     def step(self, value, t, w=1.0):
         """-> (score, kind, expected on the log scale), as series_kernels.step."""
         if self.distinct <= self.max_labels and value not in self.labels:
@@ -70,9 +79,7 @@ class Series:
                             K.MAX_BONUS)
                 score = min(max(-10 * lp + bonus, 0.0), 100.0)
                 kind = K.KIND_SPIKE if z > 0 else K.KIND_DROP
-            if score <= self.alarm:
-                score *= K.DAMPING
-            self.alarm = max(self.alarm - 100.0 / K.REFRACTORY_POINTS, score)
+            score = self.reported(score)
         self._learn(b, x, t, w, z, e, scale)
         return score, kind, expected
 

@@ -55,7 +55,7 @@ class NoveltyTier(Tier):
         self.cat_num = np.full((64, self.max_values), np.nan)  # each value's number (NaN: not a number)
         self.cat_nd = np.zeros(64, np.int32)
         self.cat_full = np.zeros(64, np.int8)
-        self.series = SeriesBook(settings["max_series"], self.max_values, self.threshold)
+        self.series = SeriesBook(settings["max_series"], self.max_values, self.threshold, self.suspicious)
         self._rows_of = (None, None)   # (batch, its series rows)
 
     # -- scoring -------------------------------------------------------------------------
@@ -102,11 +102,6 @@ class NoveltyTier(Tier):
     def _score_series(self, batch, ctx, result):
         """Numeric series values against their forecasts (series_kernels.py)."""
         best, which, kind, expected = self.series.score(batch, self._series_rows(batch), ctx.ts)
-        # Below the anomaly threshold a series value stays below the suspicious score: the order of
-        # surprise is kept, but a busy series' near misses (dozens a day, by its calibration) neither
-        # open nor widen incidents.
-        near = best < self.threshold
-        best[near] *= np.float32(0.999 * self.suspicious / self.threshold)
         np.maximum(result.scores, best, out=result.scores)
         for i in np.flatnonzero(best >= 40.0).tolist():
             j = int(which[i])

@@ -17,7 +17,7 @@ def _kernel_scores(values, times, weights=None):
     out = []
     for k, (x, t) in enumerate(zip(values, times)):
         w = 1.0 if weights is None else weights[k]
-        out.append(K.step(st, season, seen, labels, 0, float(x), float(t), w, 70.0))
+        out.append(K.step(st, season, seen, labels, 0, float(x), float(t), w, 70.0, 40.0))
     return out
 
 
