@@ -60,7 +60,7 @@ class DetectionEngine:
         self.learning_rate = float(detection["learning_rate"])
         self._tier_settings = (detection, config.get("rules", {}))   # to start a tier afresh on a bad restore
         self.tiers = self._build_tiers(*self._tier_settings)
-        self.book = IncidentBook(detection["incident_window_seconds"])
+        self.book = IncidentBook(detection["incident_window_seconds"], detection["incident_join_seconds"])
         self.incident_min_lines = int(detection["incident_min_lines"])
         self.suspicious_score = float(detection["suspicious_score"])
         self.suspicious_seen = {}        # source -> [decayed suspicious lines, decayed seconds]
@@ -207,8 +207,11 @@ class DetectionEngine:
                 part = lines[run]
                 source = ctx.source_name(int(src[run[0]]))
                 tier_scores = {name: tiers[k, part] for k, name in enumerate(TIER_NAMES)}
+                # A line's family: its template and the tier that flagged it most (see IncidentBook).
+                families = batch.template_id[part].astype(np.int64) * len(TIER_NAMES) + tiers[:, part].argmax(axis=0)
                 self._report(self.book.add_lines(source, ctx.ts[part], score[part], tier_scores,
-                                                 batch.template_id[part], part, describe, expected.get(source)))
+                                                 batch.template_id[part], part, describe, expected.get(source),
+                                                 families))
         for f in findings:
             if f.score < self.threshold or self.template_weight.get(f.template_id, 1.0) < 1.0:
                 continue
