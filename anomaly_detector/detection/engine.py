@@ -207,8 +207,7 @@ class DetectionEngine:
                 part = lines[run]
                 source = ctx.source_name(int(src[run[0]]))
                 tier_scores = {name: tiers[k, part] for k, name in enumerate(TIER_NAMES)}
-                # A line's family: its template and the tier that flagged it most (see IncidentBook).
-                families = batch.template_id[part].astype(np.int64) * len(TIER_NAMES) + tiers[:, part].argmax(axis=0)
+                families = _line_families(batch.template_id[part], tiers[:, part])
                 self._report(self.book.add_lines(source, ctx.ts[part], score[part], tier_scores,
                                                  batch.template_id[part], part, describe, expected.get(source),
                                                  families))
@@ -219,7 +218,7 @@ class DetectionEngine:
             template = ctx.template_text(f.template_id) if f.template_id >= 0 else ""
             self._report(self.book.add(
                 source, f.ts, f.score, {f.tier: f.score}, f.template_id, template,
-                [(f.reason, f.expected, f.observed, f.score)], None, opened_by=f.key))
+                [(f.reason, f.expected, f.observed, f.score)], None, opened_by=f.key, family="finding:" + f.tier))
         self._report(self.book.close_quiet(ctx.now))
 
     def _learn_suspicious_rate(self, batch, ctx, suspicious):
@@ -352,6 +351,19 @@ class DetectionEngine:
             if name in self.tiers:
                 built[name].enabled = self.tiers[name].enabled
                 self.tiers[name] = built[name]
+
+
+# Tiers whose evidence is about the whole source, not one template: rule bursts (t1 counts a
+# source's matching lines) and workflows (t4 follows sessions across templates).
+_SOURCE_WIDE_TIERS = np.array([TIER_NAMES.index("t1"), TIER_NAMES.index("t4")])
+
+
+def _line_families(template_id, tiers):
+    """Incident family code of each line (see IncidentBook): the tier that scored it most and, for
+    per-template tiers (volume, novelty), its template; source-wide tiers' lines are one family."""
+    strongest = tiers.argmax(axis=0)
+    template = np.where(np.isin(strongest, _SOURCE_WIDE_TIERS), -1, template_id.astype(np.int64))
+    return template * len(TIER_NAMES) + strongest
 
 
 def _without_future(ts):

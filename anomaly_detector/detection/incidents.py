@@ -2,7 +2,7 @@
 
 The engine (engine.py) feeds them in event time; an incident closes once nothing was added for
 `window_seconds`, so one outage (errors, a spike, a drop, all in one source) is one alert. Evidence
-has a family (its template and the tier that flagged it, or a Finding's key): an open incident takes
+has a family (engine._line_families for lines; "finding:<tier>" for Findings): an open incident takes
 more of its own families, and new families only while it is young (`join_seconds` from its onset:
 they started with it, one outage); a family arriving later is another problem, raised on its own.
 Besides its strongest line, an incident scores its burst: how improbable it is to meet this many
@@ -156,7 +156,7 @@ class IncidentBook:
 
     def add(self, source, ts, score, tiers, template_id, template, reasons, sample, opened_by, family=None):
         """Add one suspicious line or a Finding (sample None); return the incidents this closes
-        (same source, quiet for too long). family defaults to opened_by (a Finding's key)."""
+        (same source, quiet for too long). family defaults to opened_by."""
         closed = self._close_source(source, ts)
         incident = self._incident(source, family or opened_by, ts, opened_by)
         incident.add(ts, score, tiers, template_id, template, reasons, sample)

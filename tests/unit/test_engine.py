@@ -260,3 +260,25 @@ def test_a_bogus_future_stamp_neither_hangs_nor_moves_event_time():
     began = time.monotonic()
     t2._close_until(t2.open_bucket + 10 * 365 * 1440, None)
     assert time.monotonic() - began < 5 and t2.open_bucket >= 10 * 365 * 1440
+
+
+def test_the_time_a_restored_engine_was_down_raises_no_silence(tmp_path):
+    """Stopped, restored, started three hours later: the gap is downtime, not a silent source. The
+    same gap seen by an engine that kept running is a silence (one source: not an input gap)."""
+    rng = np.random.default_rng(9)
+    first = DetectionEngine(config())
+    steady(first, 300, rng)
+    first.save(str(tmp_path))
+    restored = DetectionEngine(config())
+    assert restored.load(str(tmp_path))
+    after = T0 + 480 * 60
+    found = {}
+    for name, engine in (("restored", restored), ("running", first)):
+        rng = np.random.default_rng(10)
+        incidents = []
+        for m in range(0, 30, 10):
+            ts = after + 60.0 * m + np.sort(rng.uniform(0, 600, 600))
+            incidents += engine.process(make_batch(ts, rng.integers(0, 4, 600)), 10).incidents
+        found[name] = {i["kind"] for i in incidents + engine.finish()}
+    assert not found["restored"] & {"silent_source", "volume_drop"}
+    assert found["running"] & {"silent_source", "volume_drop"}

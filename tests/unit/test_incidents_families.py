@@ -2,6 +2,7 @@
 tier, or a Finding's key): an outage stays one incident, a later problem gets its own with its own onset."""
 import numpy as np
 
+from anomaly_detector.detection.engine import _line_families
 from anomaly_detector.detection.incidents import IncidentBook
 
 
@@ -85,3 +86,12 @@ def test_ids_are_stable_and_do_not_depend_on_what_joins_later():
         return sorted(i.id for i in book.close_all())
     assert run(False) == run(False) == run(True)
     assert len(set(run(False))) == 2
+
+
+def test_line_families_are_per_template_for_volume_and_novelty_and_per_source_for_rules_and_workflows():
+    tids = np.array([4, 5, 4, 5, 4, 5])
+    tiers = np.zeros((4, 6), np.float32)
+    tiers[[0, 0, 1, 2, 3, 3], np.arange(6)] = 80.0        # t1, t1, t2, t3, t4, t4
+    fam = _line_families(tids, tiers)
+    assert fam[0] == fam[1] and fam[4] == fam[5]            # rules and workflows: whatever the template
+    assert len(set(fam.tolist())) == 4 and fam[2] != _line_families(np.array([5]), tiers[:, 2:3])[0]
