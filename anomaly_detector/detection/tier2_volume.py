@@ -34,6 +34,9 @@ DISPERSION_SLOWER = 10.0
 # Seasonal tables forget this many times slower than a level: at the default learning rate, over
 # about a week of buckets.
 SEASON_SLOWER = 100.0
+# A bucket in which more than this share of a key's lines were anomalies does not teach its seasons
+# (as learned, anomalies weigh anomaly_learning_weight: a count short of the raw one shows them).
+ANOMALOUS_SHARE = 0.1
 # A volume forecast is never trusted to better than this relative error, however steady the key.
 MIN_RELATIVE_ERROR = 0.1
 # A key non-zero in fewer buckets than this is sparse: its counts come in clumps (a job's lines).
@@ -288,9 +291,9 @@ class VolumeTier(Tier):
             bucket = int(buckets[part[0]])
             if self._not_the_sources_gap(bucket):
                 self._skip_gap(bucket)
+            self.resumed = False     # only the time before the first new line was downtime
             self._close_until(bucket, ctx)
             self._add(batch, part, weights)
-        self.resumed = False
 
     def _add(self, batch, idx, weights):
         w = weights[idx].astype(np.float64)
@@ -359,6 +362,7 @@ class VolumeTier(Tier):
         for base, seasons, kind in ((self.templates, self.template_season, "template"),
                                     (self.sources, self.season, "source")):
             season = seasons.factor(np.arange(base.size), when, self.bucket_seconds)
+            weight = _season_weights(base)
             best = np.empty(base.size, np.float32)
             best_window = np.empty(base.size, np.int64)
             VK.close_keys(base.level, base.phi, base.rel2, base.nonzero, base.clump, base.total, base.age,
@@ -368,7 +372,7 @@ class VolumeTier(Tier):
                           best, best_window)
             for key in np.flatnonzero(best >= self.finding_min_score).tolist():
                 self.pending.append(self._drop_finding(base, kind, key, int(best_window[key]), float(best[key]), when))
-            VK.season_update(seasons.hod, seasons.dow, hour, day, base.open_learn, base.level, base.age,
+            VK.season_update(seasons.hod, seasons.dow, hour, day, base.open_learn, base.level, weight, base.age,
                              self.min_history, keep)
             base.open_raw[:] = 0.0
             base.open_learn[:] = 0.0
@@ -378,13 +382,14 @@ class VolumeTier(Tier):
         own hour-of-day and day-of-week factors, and teach those factors the bucket."""
         t = self.templates
         share_season = self.share_season.factor(np.arange(t.size), when, self.bucket_seconds)
+        weight = _season_weights(t)
         others = np.empty(t.size)
         VK.learn_shares(t.open_learn, self.sources.open_learn, self.template_source, t.age, t.phi, t.share_num,
                         t.share_den, t.share_rel2, share_season, self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS,
                         MIN_RELATIVE_ERROR, others)
         # Only buckets where the source had other lines teach the season (the rest hold no odds).
         judged_age = np.where(others > 0, t.age, 0)
-        VK.season_update(self.share_season.hod, self.share_season.dow, hour, day, t.open_learn, others,
+        VK.season_update(self.share_season.hod, self.share_season.dow, hour, day, t.open_learn, others, weight,
                          judged_age, self.min_history, keep)
 
     def _drop_finding(self, base, kind, key, window, score, when):
@@ -436,6 +441,15 @@ class VolumeTier(Tier):
         self.template_source = np.asarray(state.get("template_source", [0] * 64), np.int64)
         self.open_bucket = state.get("open_bucket")
         self.resumed = self.open_bucket is not None
+
+
+def _season_weights(base):
+    """Weight of each key's closing bucket in its seasonal tables: 0 when more than ANOMALOUS_SHARE of
+    its lines were anomalies (learned with less weight, so open_learn falls short of open_raw), else 1.
+    A ten-minute spike at 22:30 would otherwise teach 22:00 to expect it, and the next quiet evening
+    would be a drop. (Judging the bucket against the forecast instead would also shut out the daily
+    pattern itself while the season is still being learned.)"""
+    return np.where(base.open_learn < (1.0 - ANOMALOUS_SHARE) * base.open_raw, 0.0, 1.0)
 
 
 def _dispersion(base, keys):

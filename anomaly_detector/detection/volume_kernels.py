@@ -32,9 +32,10 @@ def _shrunk(observed, expected, buckets, per_period, prior):
 
 
 @njit(cache=True)
-def season_update(hod, dow, hour, day, observed, expected, age, min_age, keep):
+def season_update(hod, dow, hour, day, observed, expected, weight, age, min_age, keep):
     """Decay both tables by keep, then add the bucket of every key seen for min_age buckets (a
-    younger key's level has not settled: its ratios would teach a season that is not there)."""
+    younger key's level has not settled: its ratios would teach a season that is not there), with
+    weight[i] (an unusual bucket, a spike or a drop, weighs little: it must not become the hour's)."""
     for i in range(hod.shape[0]):
         for c in range(3):
             for h in range(24):
@@ -42,12 +43,13 @@ def season_update(hod, dow, hour, day, observed, expected, age, min_age, keep):
             for d in range(7):
                 dow[i, c, d] *= keep
         if i < age.shape[0] and age[i] >= min_age:
-            hod[i, 0, hour] += observed[i]
-            hod[i, 1, hour] += expected[i]
-            hod[i, 2, hour] += 1.0
-            dow[i, 0, day] += observed[i]
-            dow[i, 1, day] += expected[i]
-            dow[i, 2, day] += 1.0
+            w = weight[i]
+            hod[i, 0, hour] += w * observed[i]
+            hod[i, 1, hour] += w * expected[i]
+            hod[i, 2, hour] += w
+            dow[i, 0, day] += w * observed[i]
+            dow[i, 1, day] += w * expected[i]
+            dow[i, 2, day] += w
 
 
 @njit(cache=True)

@@ -26,14 +26,14 @@ def season_factors(hod, dow, n, hour, day, per_hour, per_day, prior_hour, prior_
             * shrunk_ratio(_hour_slot(dow, keys, day), per_day, prior_day))
 
 
-def season_update(hod, dow, hour, day, observed, expected, age, min_age, keep):
+def season_update(hod, dow, hour, day, observed, expected, weight, age, min_age, keep):
     seen = np.flatnonzero(age >= min_age)
     hod *= keep
     dow *= keep
     for table, slot in ((hod, hour), (dow, day)):
-        table[seen, 0, slot] += observed[seen]
-        table[seen, 1, slot] += expected[seen]
-        table[seen, 2, slot] += 1.0
+        table[seen, 0, slot] += weight[seen] * observed[seen]
+        table[seen, 1, slot] += weight[seen] * expected[seen]
+        table[seen, 2, slot] += weight[seen]
 
 
 def close_keys(b, season, slot, windows, min_history, learning_rate, slow_divisor, clip, min_rel, sparse_fraction):

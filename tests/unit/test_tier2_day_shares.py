@@ -4,6 +4,7 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from anomaly_detector.detection.base import BatchContext
 from anomaly_detector.detection.state_shape import check_state_arrays
@@ -34,7 +35,7 @@ def lines(rates, start, minutes, rng):
     return batch, np.asarray(ts, float)[order]
 
 
-def feed(t2, rates, start, minutes, rng, chunk=60):
+def feed(t2, rates, start, minutes, rng, chunk=60, anomalous=()):
     """Score then learn `minutes` of traffic an hour at a time, advancing event time to the last
     line before each batch as the engine does -> (max score, findings)."""
     top, found = 0.0, []
@@ -45,7 +46,9 @@ def feed(t2, rates, start, minutes, rng, chunk=60):
                 found += t2.advance(getattr(t2, "_test_now", ts[0]))
             ctx = BatchContext(now=float(ts.max()), lines_seen=0, warm=True, n_templates=4, ts=ts)
             top = max(top, float(t2.score(batch, ctx).scores.max()))
-            t2.learn(batch, ctx, np.ones(batch.n, np.float32))
+            # lines of the `anomalous` templates learned as the engine learns anomalies
+            weights = np.where(np.isin(batch.template_id, anomalous), 0.1, 1.0).astype(np.float32)
+            t2.learn(batch, ctx, weights)
             t2._test_now = float(ts.max())
     found += t2.advance(t2._test_now)
     found += t2.pending
@@ -157,3 +160,16 @@ def test_one_source_quiet_while_another_logs_is_still_silence():
     _, found = feed(t2, only_web, DAY0 + 1440 * 60, 30, rng)
     assert any(f.key == "source:0" and "silent" in f.reason for f in found)
     assert t2.gaps_skipped == 0
+
+
+def test_a_spike_does_not_teach_its_hour_to_expect_it():
+    """Ten minutes of a template at 10x (flagged: learned at the anomaly weight) must not become
+    its hour's pattern, or the quiet after it would be a drop."""
+    rng = np.random.default_rng(8)
+    t2 = trained(rng, 1440 + 22 * 60 + 30)
+    before = t2.template_season.factor(np.arange(2), DAY0 + 22 * 3600, 60.0)[1]
+    spike = lambda hour: {**day_and_night(hour), (1, 0): 300.0}   # noqa: E731
+    feed(t2, spike, DAY0 + 86400 + 22 * 3600 + 1800, 10, rng, anomalous=(1,))
+    _, found = feed(t2, day_and_night, DAY0 + 86400 + 22 * 3600 + 2400, 60, rng)
+    assert not [f for f in found if f.key == "template:1"]
+    assert t2.template_season.factor(np.arange(2), DAY0 + 22 * 3600, 60.0)[1] == pytest.approx(before, rel=0.05)

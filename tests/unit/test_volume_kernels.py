@@ -57,8 +57,9 @@ def test_closing_buckets_matches_the_numpy_twin():
         scored += int((best > 0).sum())
         for name in ARRAYS:
             np.testing.assert_allclose(kernel[name], twin[name], rtol=1e-9, atol=1e-9, err_msg=name)
-        VK.season_update(hod, dow, hour, day, open_learn, kernel["level"], kernel["age"], 120, 0.9999)
-        VT.season_update(hod_t, dow_t, hour, day, open_learn, twin["level"], twin["age"], 120, 0.9999)
+        weight = np.where(rng.random(n) < 0.2, 0.1, 1.0)       # unusual buckets weigh little
+        VK.season_update(hod, dow, hour, day, open_learn, kernel["level"], weight, kernel["age"], 120, 0.9999)
+        VT.season_update(hod_t, dow_t, hour, day, open_learn, twin["level"], weight, twin["age"], 120, 0.9999)
         np.testing.assert_allclose(hod, hod_t, rtol=1e-12)
         np.testing.assert_allclose(dow, dow_t, rtol=1e-12)
     assert scored > 20, "the random baselines should produce drops to score"
