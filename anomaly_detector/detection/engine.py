@@ -207,7 +207,7 @@ class DetectionEngine:
                 part = lines[run]
                 source = ctx.source_name(int(src[run[0]]))
                 tier_scores = {name: tiers[k, part] for k, name in enumerate(TIER_NAMES)}
-                families = _line_families(batch.template_id[part], tiers[:, part])
+                families = _line_families(batch.template_id[part], tiers[:, part], describe.results, part)
                 self._report(self.book.add_lines(source, ctx.ts[part], score[part], tier_scores,
                                                  batch.template_id[part], part, describe, expected.get(source),
                                                  families))
@@ -358,12 +358,19 @@ class DetectionEngine:
 _SOURCE_WIDE_TIERS = np.array([TIER_NAMES.index("t1"), TIER_NAMES.index("t4")])
 
 
-def _line_families(template_id, tiers):
+def _line_families(template_id, tiers, results=None, lines=None):
     """Incident family code of each line (see IncidentBook): the tier that scored it most and, for
-    per-template tiers (volume, novelty), its template; source-wide tiers' lines are one family."""
+    per-template tiers (volume, novelty), what that tier's score is about (TierResult.about: its
+    template, or -1 for a spike of the whole source); source-wide tiers' lines are one family.
+    results: {tier name: TierResult} of the batch, lines: the batch line numbers of template_id."""
     strongest = tiers.argmax(axis=0)
-    template = np.where(np.isin(strongest, _SOURCE_WIDE_TIERS), -1, template_id.astype(np.int64))
-    return template * len(TIER_NAMES) + strongest
+    about = template_id.astype(np.int64)
+    for name, result in (results or {}).items():
+        if result.about is not None:
+            mine = strongest == TIER_NAMES.index(name)
+            about[mine] = result.about[lines[mine]]
+    about[np.isin(strongest, _SOURCE_WIDE_TIERS)] = -1
+    return about * len(TIER_NAMES) + strongest
 
 
 def _without_future(ts):

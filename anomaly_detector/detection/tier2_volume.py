@@ -201,15 +201,19 @@ class VolumeTier(Tier):
         buckets = self._buckets(ctx.ts)
         t_counts = self._counts(batch.template_id, buckets, self.templates)
         s_counts = self._counts(batch.source_id, buckets, self.sources)
+        per_key = {}
         for keys, counts, base, kind in ((batch.template_id, t_counts, self.templates, "template"),
                                          (batch.source_id, s_counts, self.sources, "source")):
-            key_scores, mus = self._spike_scores(keys, counts, buckets, base, ctx)
-            self._explain(result, key_scores, counts, mus, keys, kind, ctx)
-            np.maximum(scores, key_scores, out=scores)
+            per_key[kind], mus = self._spike_scores(keys, counts, buckets, base, ctx)
+            self._explain(result, per_key[kind], counts, mus, keys, kind, ctx)
+            np.maximum(scores, per_key[kind], out=scores)
         share_scores, mus = self._share_scores(batch.template_id, t_counts, s_counts, ctx)
         self._explain(result, share_scores, t_counts, mus, batch.template_id, "template", ctx,
                       "volume spike of template %r against the rest of its source: %d lines in %gs")
         np.maximum(scores, share_scores, out=scores)
+        # A spike of the whole source is one problem, whichever templates its lines have.
+        source_wide = per_key["source"] > np.maximum(per_key["template"], share_scores)
+        result.about = np.where(source_wide, -1, batch.template_id.astype(np.int64))
         return result
 
     def _counts(self, keys, buckets, base):

@@ -95,3 +95,14 @@ def test_line_families_are_per_template_for_volume_and_novelty_and_per_source_fo
     fam = _line_families(tids, tiers)
     assert fam[0] == fam[1] and fam[4] == fam[5]            # rules and workflows: whatever the template
     assert len(set(fam.tolist())) == 4 and fam[2] != _line_families(np.array([5]), tiers[:, 2:3])[0]
+
+
+def test_a_spike_of_the_whole_source_is_one_family_whatever_the_templates():
+    from anomaly_detector.detection.base import TierResult
+    tids = np.array([4, 5, 6])
+    tiers = np.zeros((4, 3), np.float32)
+    tiers[1] = 80.0                                          # all three: tier 2
+    t2 = TierResult(tiers[1].copy(), about=np.array([-1, -1, 6]))   # a source spike, a template spike
+    fam = _line_families(tids, tiers, {"t2": t2}, np.arange(3))
+    assert fam[0] == fam[1] != fam[2]
+    assert fam[2] == _line_families(np.array([6]), tiers[:, 2:3])[0]
