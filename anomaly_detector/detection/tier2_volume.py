@@ -366,7 +366,7 @@ class VolumeTier(Tier):
         for base, seasons, kind in ((self.templates, self.template_season, "template"),
                                     (self.sources, self.season, "source")):
             season = seasons.factor(np.arange(base.size), when, self.bucket_seconds)
-            weight = _season_weights(base)
+            weight = _season_weights(base, base.level * season, base.rel2)
             best = np.empty(base.size, np.float32)
             best_window = np.empty(base.size, np.int64)
             VK.close_keys(base.level, base.phi, base.rel2, base.nonzero, base.clump, base.total, base.age,
@@ -386,7 +386,9 @@ class VolumeTier(Tier):
         own hour-of-day and day-of-week factors, and teach those factors the bucket."""
         t = self.templates
         share_season = self.share_season.factor(np.arange(t.size), when, self.bucket_seconds)
-        weight = _season_weights(t)
+        odds = t.share_num / np.where(t.share_den > 0, t.share_den, 1.0) * share_season
+        source_lines = self.sources.open_raw[self.template_source[: t.size]]
+        weight = _season_weights(t, odds / (1.0 + odds) * np.maximum(source_lines, t.open_raw), t.share_rel2)
         others = np.empty(t.size)
         VK.learn_shares(t.open_learn, self.sources.open_learn, self.template_source, t.age, t.phi, t.share_num,
                         t.share_den, t.share_rel2, share_season, self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS,
@@ -447,13 +449,18 @@ class VolumeTier(Tier):
         self.resumed = self.open_bucket is not None
 
 
-def _season_weights(base):
-    """Weight of each key's closing bucket in its seasonal tables: 0 when more than ANOMALOUS_SHARE of
-    its lines were anomalies (learned with less weight, so open_learn falls short of open_raw), else 1.
-    A ten-minute spike at 22:30 would otherwise teach 22:00 to expect it, and the next quiet evening
-    would be a drop. (Judging the bucket against the forecast instead would also shut out the daily
-    pattern itself while the season is still being learned.)"""
-    return np.where(base.open_learn < (1.0 - ANOMALOUS_SHARE) * base.open_raw, 0.0, 1.0)
+def _season_weights(base, expected, rel2):
+    """Weight of each key's closing bucket in its seasonal tables: 0 for a spike made of anomalies
+    (more than ANOMALOUS_SHARE of its lines were, so open_learn falls short of open_raw, and the
+    count is unusually far above `expected`, with squared relative error rel2, as volume_kernels
+    judges it), else 1. A ten-minute spike
+    at 22:30 would otherwise teach 22:00 to expect it, and the next quiet evening would be a drop.
+    (Unusual counts alone would also shut out the daily pattern while it is being learned; anomalies
+    alone would shut out buckets whose lines were odd for other reasons, a drift, a new value.)"""
+    anomalous = base.open_learn < (1.0 - ANOMALOUS_SHARE) * base.open_raw
+    above = np.log((base.open_raw + 0.5) / (expected + 0.5)) > VK.USUAL_SIGMAS * np.sqrt(
+        rel2 + np.maximum(base.phi, 1.0) / np.maximum(expected, 0.5))
+    return np.where(anomalous & above, 0.0, 1.0)
 
 
 def _dispersion(base, keys):
