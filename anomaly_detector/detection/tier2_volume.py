@@ -6,15 +6,11 @@ over-dispersion. Spikes score the lines that make them, when they are both signi
 least spike_min_ratio times the expectation (against its level, and for a template against its
 share of its source too); drops and silence become Findings when a bucket closes. Counts are judged by quasi-Poisson tail probabilities (stats_kernels.py).
 """
-import logging
-
 import numpy as np
 
 from . import volume_kernels as VK
 from .base import Finding, Tier, TierResult
 from .stats_kernels import count_upper_scores
-
-log = logging.getLogger(__name__)
 
 # Windows (in buckets) over which drops are judged: fast for busy keys, longer for quiet ones.
 DROP_WINDOWS = (1, 5, 15)
@@ -189,6 +185,7 @@ class VolumeTier(Tier):
         self.resumed = False          # restored from state, no line learned since
         self.partial_bucket = None    # the bucket time resumed in: it began before the first line
         self.gaps_skipped = 0
+        self.last_gap_seconds = 0.0
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -347,9 +344,8 @@ class VolumeTier(Tier):
             for arr in (base.open_raw, base.open_learn, base.obs_win, base.exp_win, base.obs_sum, base.exp_sum):
                 arr[:] = 0.0
         if not self.resumed:
-            self.gaps_skipped += 1
-            log.info("tier 2: no line from any source for %.0f s: a gap in the input, not silence; volume "
-                     "resumes without judging it", (bucket - self.open_bucket) * self.bucket_seconds)
+            self.gaps_skipped += 1          # counted and logged by the worker (worker/detector.py)
+            self.last_gap_seconds = (bucket - self.open_bucket) * self.bucket_seconds
         self.open_bucket = self.partial_bucket = bucket
 
     def _close_bucket(self, ctx):

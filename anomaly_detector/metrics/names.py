@@ -42,6 +42,9 @@ METRICS = {m.name: m for m in (
     MetricSpec("files_deferred_total", COUNTER, "Times a matching file had to wait for a descriptor (max_open_files)."),
     MetricSpec("rule_scans_cut_total", COUNTER,
                "Lines longer than a [rules] pattern's max_scan_bytes, searched by their head only."),
+    MetricSpec("volume_gaps_skipped_total", COUNTER,
+               "Gaps in event time with no line from any of two or more busy sources for at least "
+               "[detection][[tier2]] input_gap_seconds, skipped by volume detection as input outages."),
     MetricSpec("anomalies_total", COUNTER, "Lines flagged as anomalous."),
     MetricSpec("incidents_total", COUNTER, "Incidents closed by the detection engine."),
     MetricSpec("alerts_generated_total", COUNTER, "Alerts raised by the detection engine."),

@@ -109,6 +109,7 @@ class Readings:
             "files_deferred": totals["files_deferred"],
             "files_deferred_total": totals["files_deferrals"],
             "rule_scans_cut_total": totals["rule_scans_cut"],
+            "volume_gaps_skipped_total": totals["volume_gaps_skipped"],
             "anomalies_total": totals["anomalies"],
             "incidents_total": totals["incidents"],
             "input_queue_size": depth,

@@ -80,6 +80,7 @@ class DetectorWorker:
         self._applied = None   # (tier4_enabled, learning_rate_factor) last given to the engine
         self._scans_cut = 0    # rule scans cut at max_scan_bytes, as last counted
         self._scans_cut_logged = float("-inf")
+        self._gaps_skipped = 0  # tier 2's input gaps skipped, as last counted
         self._unwritten = None  # a scored batch whose output could not be written: (output, counts)
 
     def run(self, stop):
@@ -163,7 +164,7 @@ class DetectorWorker:
         except Exception:  # the lines are scored and written; a reporting fault must not kill the worker
             log.exception("worker %d: incidents of a batch could not be reported", self.index)
         self.counters.add(anomalies=self.pipeline.anomalies - anomalies_before, incidents=len(incidents),
-                          rule_scans_cut=self._new_scans_cut())
+                          rule_scans_cut=self._new_scans_cut(), volume_gaps_skipped=self._new_gaps_skipped())
         return errors, dead, b"".join(outputs)
 
     def _new_scans_cut(self):
@@ -177,6 +178,18 @@ class DetectorWorker:
             self._scans_cut_logged = now
             log.warning("worker %d: %d lines longer than a rule's max_scan_bytes were searched by their head "
                         "only (%d so far)", self.index, new, total)
+        return new
+
+    def _new_gaps_skipped(self):
+        """Input gaps tier 2 skipped since the last batch, logged (they are rare: an outage each)."""
+        volume = self.pipeline.engine.tiers["t2"]
+        # A tier restored afresh (a state file set aside) counts from zero again.
+        new = volume.gaps_skipped - self._gaps_skipped if volume.gaps_skipped >= self._gaps_skipped else volume.gaps_skipped
+        self._gaps_skipped = volume.gaps_skipped
+        if new:
+            log.info("worker %d: no line from any source for %.0f s: a gap in the input, not silence; volume "
+                     "detection resumed without judging it (%d so far)", self.index, volume.last_gap_seconds,
+                     volume.gaps_skipped)
         return new
 
     def _score_run_guarded(self, buf, starts, ends, meta, source_id, outputs):
