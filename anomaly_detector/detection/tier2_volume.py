@@ -4,7 +4,10 @@ The baseline is an exponentially weighted level per key times a seasonal factor 
 (hour of day, day of week; each shrunk towards 1 until enough days are seen), with a learned
 over-dispersion. Spikes score the lines that make them, when they are both significant and at
 least spike_min_ratio times the expectation (against its level, and for a template against its
-share of its source too); drops and silence become Findings when a bucket closes. Counts are judged by quasi-Poisson tail probabilities (stats_kernels.py).
+share of its source too, which has its own hour-of-day and day-of-week factors); drops and silence
+become Findings when a bucket closes. Counts are judged by quasi-Poisson tail probabilities
+(stats_kernels.py). Gaps that are not the sources' doing (the time a restored daemon was down, every
+busy source quiet together) are skipped, not judged: see _skip_gap.
 """
 import numpy as np
 
@@ -30,8 +33,9 @@ DISPERSION_SLOWER = 10.0
 # Seasonal tables forget this many times slower than a level: at the default learning rate, over
 # about a week of buckets.
 SEASON_SLOWER = 100.0
-# A bucket in which more than this share of a key's lines were anomalies does not teach its seasons
-# (as learned, anomalies weigh anomaly_learning_weight: a count short of the raw one shows them).
+# A bucket far above its forecast in which more than this share of a key's lines were anomalies does
+# not teach its seasons (anomalies are learned at anomaly_learning_weight: a learned count short of
+# the raw one shows them).
 ANOMALOUS_SHARE = 0.1
 # A volume forecast is never trusted to better than this relative error, however steady the key.
 MIN_RELATIVE_ERROR = 0.1
@@ -362,7 +366,7 @@ class VolumeTier(Tier):
         for base, seasons, kind in ((self.templates, self.template_season, "template"),
                                     (self.sources, self.season, "source")):
             season = seasons.factor(np.arange(base.size), when, self.bucket_seconds)
-            weight = _season_weights(base, base.level * season, base.rel2)
+            weight = _season_weights(base, base.level * season, self.spike_min_ratio)
             best = np.empty(base.size, np.float32)
             best_window = np.empty(base.size, np.int64)
             VK.close_keys(base.level, base.phi, base.rel2, base.nonzero, base.clump, base.total, base.age,
@@ -384,7 +388,7 @@ class VolumeTier(Tier):
         share_season = self.share_season.factor(np.arange(t.size), when, self.bucket_seconds)
         odds = t.share_num / np.where(t.share_den > 0, t.share_den, 1.0) * share_season
         source_lines = self.sources.open_raw[self.template_source[: t.size]]
-        weight = _season_weights(t, odds / (1.0 + odds) * np.maximum(source_lines, t.open_raw), t.share_rel2)
+        weight = _season_weights(t, odds / (1.0 + odds) * np.maximum(source_lines, t.open_raw), self.spike_min_ratio)
         others = np.empty(t.size)
         VK.learn_shares(t.open_learn, self.sources.open_learn, self.template_source, t.age, t.phi, t.share_num,
                         t.share_den, t.share_rel2, share_season, self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS,
@@ -445,18 +449,17 @@ class VolumeTier(Tier):
         self.resumed = self.open_bucket is not None
 
 
-def _season_weights(base, expected, rel2):
+def _season_weights(base, expected, min_ratio):
     """Weight of each key's closing bucket in its seasonal tables: 0 for a spike made of anomalies
     (more than ANOMALOUS_SHARE of its lines were, so open_learn falls short of open_raw, and the
-    count is unusually far above `expected`, with squared relative error rel2, as volume_kernels
-    judges it), else 1. A ten-minute spike
-    at 22:30 would otherwise teach 22:00 to expect it, and the next quiet evening would be a drop.
-    (Unusual counts alone would also shut out the daily pattern while it is being learned; anomalies
-    alone would shut out buckets whose lines were odd for other reasons, a drift, a new value.)"""
-    anomalous = base.open_learn < (1.0 - ANOMALOUS_SHARE) * base.open_raw
-    above = np.log((base.open_raw + 0.5) / (expected + 0.5)) > VK.USUAL_SIGMAS * np.sqrt(
-        rel2 + np.maximum(base.phi, 1.0) / np.maximum(expected, 0.5))
-    return np.where(anomalous & above, 0.0, 1.0)
+    count is at least min_ratio times `expected` at the low end of its sampling error, as a spike
+    must be to score), else 1. A ten-minute spike at 22:30 would otherwise teach 22:00 to expect it,
+    and the next quiet evening would be a drop. (Counts far off their forecast alone would also shut
+    out the daily pattern while it is being learned; anomalies alone would shut out buckets whose
+    lines were odd for other reasons, a drift, a new value.)"""
+    raw = base.open_raw
+    anomalous = base.open_learn < (1.0 - ANOMALOUS_SHARE) * raw
+    return np.where(anomalous & (raw - 3.0 * np.sqrt(raw) >= min_ratio * expected), 0.0, 1.0)
 
 
 def _dispersion(base, keys):
