@@ -9,7 +9,8 @@ model (60 = a one-in-a-million event), capped at 100. A line's score is its stro
 tiers are not independent). The default `anomaly_threshold` of 70 (p ~ 1e-7 per test) is chosen
 for the design target: at most one false incident per day on a steady service logging up to
 about a million lines a day, where each line meets a handful of tests; grouping flagged lines
-into incidents per source turns residual false flags that cluster into at most one alert.
+into incidents per source and problem (incidents.py) turns residual false flags that cluster into
+one alert.
 """
 import logging
 import os
