@@ -20,7 +20,7 @@ import numpy as np
 
 from ..storage.atomic import require, restore_json_snapshot, write_json_snapshot
 from .base import BatchContext
-from .incidents import IncidentBook, kind_index
+from .incidents import IncidentBook
 from .state_shape import check_state_arrays
 from .tier1_rules import RulesTier
 from .tier2_volume import VolumeTier
@@ -361,10 +361,9 @@ _SOURCE_WIDE_TIERS = np.array([TIER_NAMES.index("t1"), TIER_NAMES.index("t4")])
 
 def _line_families(template_id, tiers, results=None, lines=None):
     """Incident family code of each line (see IncidentBook): the tier that scored it most and what
-    about. Volume spikes are about their template, or the whole source (TierResult.about, -1);
-    novelty is about a kind of problem in the source (new or rare templates, a drift, odd or new
-    values: one slow replica drifts many query templates at once); rules and workflows are about the
-    whole source. results: {tier name: TierResult} of the batch, lines: the batch line numbers."""
+    about: for per-template tiers (volume, novelty), the template (or what the tier's TierResult.about
+    says: -1 for a spike of the whole source); rules and workflows are about the whole source.
+    results: {tier name: TierResult} of the batch, lines: the batch line numbers of template_id."""
     strongest = tiers.argmax(axis=0)
     about = template_id.astype(np.int64)
     for name, result in (results or {}).items():
@@ -372,11 +371,6 @@ def _line_families(template_id, tiers, results=None, lines=None):
             mine = strongest == TIER_NAMES.index(name)
             about[mine] = result.about[lines[mine]]
     about[np.isin(strongest, _SOURCE_WIDE_TIERS)] = -1
-    novelty = TIER_NAMES.index("t3")
-    if results and "t3" in results:
-        reasons = results["t3"].reasons
-        for k in np.flatnonzero(strongest == novelty).tolist():
-            about[k] = -2 - kind_index(reasons.get(int(lines[k]), ""))
     return about * len(TIER_NAMES) + strongest
 
 

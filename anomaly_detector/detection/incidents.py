@@ -138,14 +138,6 @@ def _kind(reason):
     return "anomaly"
 
 
-def kind_index(reason):
-    """Position of a reason's kind in KIND_BY_REASON (len(KIND_BY_REASON) for "anomaly")."""
-    for k, (needle, _) in enumerate(KIND_BY_REASON):
-        if needle in reason:
-            return k
-    return len(KIND_BY_REASON)
-
-
 class IncidentBook:
     """Open incidents per source and family; closes the ones that have been quiet for a window.
 

@@ -88,17 +88,13 @@ def test_ids_are_stable_and_do_not_depend_on_what_joins_later():
     assert len(set(run(False))) == 2
 
 
-def test_line_families_of_rules_workflows_and_novelty_are_per_source_and_kind():
-    from anomaly_detector.detection.base import TierResult
-    tids = np.array([4, 5, 4, 5, 4, 5, 6])
-    tiers = np.zeros((4, 7), np.float32)
-    tiers[[0, 0, 2, 2, 3, 3, 2], np.arange(7)] = 80.0      # t1, t1, t3, t3, t4, t4, t3
-    t3 = TierResult(tiers[2].copy(), reasons={2: "drift of parameter 0 of 'a': 9", 3: "drift of parameter 1 of 'b': 7",
-                                              6: "never-seen template"})
-    fam = _line_families(tids, tiers, {"t3": t3}, np.arange(7))
+def test_line_families_are_per_template_for_volume_and_novelty_and_per_source_for_rules_and_workflows():
+    tids = np.array([4, 5, 4, 5, 4, 5])
+    tiers = np.zeros((4, 6), np.float32)
+    tiers[[0, 0, 1, 2, 3, 3], np.arange(6)] = 80.0        # t1, t1, t2, t3, t4, t4
+    fam = _line_families(tids, tiers)
     assert fam[0] == fam[1] and fam[4] == fam[5]            # rules and workflows: whatever the template
-    assert fam[2] == fam[3] != fam[6]                       # drifts of two templates; a new template
-    assert len(set(fam.tolist())) == 4
+    assert len(set(fam.tolist())) == 4 and fam[2] != _line_families(np.array([5]), tiers[:, 2:3])[0]
 
 
 def test_a_spike_of_the_whole_source_is_one_family_whatever_the_templates():
