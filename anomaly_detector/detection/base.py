@@ -21,12 +21,15 @@ class TierResult:
     scores   float32[n], 0..100 (0 = nothing unusual)
     reasons  {line index: short human reason} for lines whose score is worth explaining
     expected {line index: what the model expected}, observed likewise: for incident text
+    about    int64[n] or None: what each line's score is about, for grouping into incidents (a
+             template id, or -1 for its whole source); None: each line's own template
     """
 
     scores: np.ndarray
     reasons: dict = field(default_factory=dict)
     expected: dict = field(default_factory=dict)
     observed: dict = field(default_factory=dict)
+    about: np.ndarray = None
 
 
 @dataclass

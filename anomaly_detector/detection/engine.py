@@ -9,7 +9,8 @@ model (60 = a one-in-a-million event), capped at 100. A line's score is its stro
 tiers are not independent). The default `anomaly_threshold` of 70 (p ~ 1e-7 per test) is chosen
 for the design target: at most one false incident per day on a steady service logging up to
 about a million lines a day, where each line meets a handful of tests; grouping flagged lines
-into incidents per source turns residual false flags that cluster into at most one alert.
+into incidents per source and problem (incidents.py) turns residual false flags that cluster into
+one alert.
 """
 import logging
 import os
@@ -60,7 +61,7 @@ class DetectionEngine:
         self.learning_rate = float(detection["learning_rate"])
         self._tier_settings = (detection, config.get("rules", {}))   # to start a tier afresh on a bad restore
         self.tiers = self._build_tiers(*self._tier_settings)
-        self.book = IncidentBook(detection["incident_window_seconds"])
+        self.book = IncidentBook(detection["incident_window_seconds"], detection["incident_join_seconds"])
         self.incident_min_lines = int(detection["incident_min_lines"])
         self.suspicious_score = float(detection["suspicious_score"])
         self.suspicious_seen = {}        # source -> [decayed suspicious lines, decayed seconds]
@@ -208,8 +209,10 @@ class DetectionEngine:
                 part = lines[run]
                 source = ctx.source_name(int(src[run[0]]))
                 tier_scores = {name: tiers[k, part] for k, name in enumerate(TIER_NAMES)}
+                families = _line_families(batch.template_id[part], tiers[:, part], describe.results, part)
                 self._report(self.book.add_lines(source, ctx.ts[part], score[part], tier_scores,
-                                                 batch.template_id[part], part, describe, expected.get(source)))
+                                                 batch.template_id[part], part, describe, expected.get(source),
+                                                 families))
         for f in findings:
             if f.score < self.threshold or self.template_weight.get(f.template_id, 1.0) < 1.0:
                 continue
@@ -217,7 +220,7 @@ class DetectionEngine:
             template = ctx.template_text(f.template_id) if f.template_id >= 0 else ""
             self._report(self.book.add(
                 source, f.ts, f.score, {f.tier: f.score}, f.template_id, template,
-                [(f.reason, f.expected, f.observed, f.score)], None, opened_by=f.key))
+                [(f.reason, f.expected, f.observed, f.score)], None, opened_by=f.key, family="finding:" + f.tier))
         self._report(self.book.close_quiet(ctx.now))
 
     def _learn_suspicious_rate(self, batch, ctx, suspicious):
@@ -350,6 +353,26 @@ class DetectionEngine:
             if name in self.tiers:
                 built[name].enabled = self.tiers[name].enabled
                 self.tiers[name] = built[name]
+
+
+# Tiers whose evidence is about the whole source, not one template: rule bursts (t1 counts a
+# source's matching lines) and workflows (t4 follows sessions across templates).
+_SOURCE_WIDE_TIERS = np.array([TIER_NAMES.index("t1"), TIER_NAMES.index("t4")])
+
+
+def _line_families(template_id, tiers, results=None, lines=None):
+    """Incident family code of each line (see IncidentBook): the tier that scored it most and what
+    about: for per-template tiers (volume, novelty), the template (or what the tier's TierResult.about
+    says: -1 for a spike of the whole source); rules and workflows are about the whole source.
+    results: {tier name: TierResult} of the batch, lines: the batch line numbers of template_id."""
+    strongest = tiers.argmax(axis=0)
+    about = template_id.astype(np.int64)
+    for name, result in (results or {}).items():
+        if result.about is not None:
+            mine = strongest == TIER_NAMES.index(name)
+            about[mine] = result.about[lines[mine]]
+    about[np.isin(strongest, _SOURCE_WIDE_TIERS)] = -1
+    return about * len(TIER_NAMES) + strongest
 
 
 def _without_future(ts):

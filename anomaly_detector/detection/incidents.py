@@ -1,7 +1,10 @@
-"""Incidents: suspicious lines and Findings grouped per source within a quiet-gap window.
+"""Incidents: suspicious lines and Findings grouped per source and problem within a quiet-gap window.
 
 The engine (engine.py) feeds them in event time; an incident closes once nothing was added for
-`window_seconds`, so one outage (errors, a spike, a drop, all in one source) is one alert.
+`window_seconds`, so one outage (errors, a spike, a drop, all in one source) is one alert. Evidence
+has a family (engine._line_families for lines; "finding:<tier>" for Findings): an open incident takes
+more of its own families, and new families only while it is young (`join_seconds` from its onset:
+they started with it, one outage); a family arriving later is another problem, raised on its own.
 Besides its strongest line, an incident scores its burst: how improbable it is to meet this many
 suspicious lines within one window given how often the source produces them (a scan statistic).
 """
@@ -39,6 +42,7 @@ class Incident:
     template_hits: dict = field(default_factory=dict)     # template id -> [count, text]
     reason_hits: dict = field(default_factory=dict)       # reason -> [best score, expected, observed]
     samples: list = field(default_factory=list)
+    families: set = field(default_factory=set)            # evidence families routed to this incident
 
     @property
     def id(self):
@@ -83,9 +87,10 @@ class Incident:
         """Count a time-ordered run of suspicious lines towards the burst score: how improbable it is
         to meet this many within one window given the source's usual count per window (the score
         only grows with the count, so the largest count in the run decides)."""
-        times = np.concatenate([self.recent, ts])
+        # Runs of several families reach one incident out of time order: sort (old counts stay valid).
+        times = np.sort(np.concatenate([self.recent, ts]))
         within = np.arange(times.size) - np.searchsorted(times, times - self.window, side="right") + 1
-        top = float(within[len(self.recent):].max())
+        top = float(within.max())
         burst = surprisal_score(log10_count_upper(top, max(expected_per_window, 1e-6), 1.0))
         self.burst = max(self.burst, float(burst))
         self.recent = times[times > times[-1] - self.window]
@@ -150,53 +155,86 @@ def _kind(reason):
 
 
 class IncidentBook:
-    """Open incidents per source; closes the ones that have been quiet for a window."""
+    """Open incidents per source and family; closes the ones that have been quiet for a window.
 
-    def __init__(self, window_seconds):
+    Routing of evidence of family F from source S at time t (see docs/detection.md, Incidents):
+    the open incident of S that already holds F, if any; else the most recent open incident of S
+    that began at most `join_seconds` before t (F started with it: one outage); else a new incident
+    with onset t. An incident's id hashes its source, the evidence that opened it and its onset
+    bucket, so it does not depend on what joins it later.
+    """
+
+    def __init__(self, window_seconds, join_seconds=60.0):
         self.window = float(window_seconds)
-        self.open = {}
+        self.join = float(join_seconds)
+        self.open = {}        # (source, opening family) -> Incident
+        self._route = {}      # (source, family) -> key in self.open
 
-    def add(self, source, ts, score, tiers, template_id, template, reasons, sample, opened_by):
+    def add(self, source, ts, score, tiers, template_id, template, reasons, sample, opened_by, family=None):
         """Add one suspicious line or a Finding (sample None); return the incidents this closes
-        (same source, quiet for too long)."""
-        closed = []
-        incident = self.open.get(source)
-        if incident is not None and ts - incident.last_seen > self.window:
-            closed.append(self.open.pop(source))
-            incident = None
-        if incident is None:
-            incident = self.open[source] = Incident(source, ts, ts, self.window, opened_by=opened_by)
+        (same source, quiet for too long). family defaults to opened_by."""
+        closed = self._close_source(source, ts)
+        incident = self._incident(source, family or opened_by, ts, opened_by)
         incident.add(ts, score, tiers, template_id, template, reasons, sample)
         return closed
 
-    def add_lines(self, source, ts, score, tiers, tids, lines, describe, expected_per_window=None):
+    def add_lines(self, source, ts, score, tiers, tids, lines, describe, expected_per_window=None, families=None):
         """Add one source's suspicious lines, in time order, as add() would one by one (see
-        Incident.add_many for the arguments); return the incidents this closes."""
+        Incident.add_many for the arguments; families: an int code per line, default its template);
+        return the incidents this closes."""
+        families = tids if families is None else families
+        segments = []
+        for fam in np.unique(families).tolist():
+            mine = np.flatnonzero(families == fam)
+            for run in np.split(mine, np.flatnonzero(np.diff(ts[mine]) > self.window) + 1):
+                segments.append((float(ts[run[0]]), fam, run))
         closed = []
-        for run in np.split(np.arange(ts.size), np.flatnonzero(np.diff(ts) > self.window) + 1):
-            incident = self.open.get(source)
-            first = float(ts[run[0]])
-            if incident is not None and first - incident.last_seen > self.window:
-                closed.append(self.open.pop(source))
-                incident = None
-            if incident is None:
-                incident = self.open[source] = Incident(source, first, first, self.window,
-                                                        opened_by=str(int(tids[run[0]])))
+        # In time order of their first line, so that the evidence that came first opens the incident.
+        for first, fam, run in sorted(segments, key=lambda seg: (seg[0], seg[1])):
+            closed += self._close_source(source, first)
+            incident = self._incident(source, "lines:%d" % fam, first, str(int(tids[run[0]])))
             incident.add_many(ts[run], score[run], {k: v[run] for k, v in tiers.items()}, tids[run], lines[run],
                               describe)
             if expected_per_window is not None:
                 incident.add_bursts(ts[run], expected_per_window)
         return closed
 
+    def _incident(self, source, family, ts, opened_by):
+        """The open incident that evidence of `family` at `ts` belongs to, opened if there is none."""
+        key = self._route.get((source, family))
+        if key in self.open:
+            return self.open[key]
+        young = [(inc.first_seen, k) for k, inc in self.open.items()
+                 if k[0] == source and abs(ts - inc.first_seen) <= self.join]
+        if young:
+            key = max(young)[1]
+        else:
+            key = (source, family)
+            self.open[key] = Incident(source, ts, ts, self.window, opened_by=opened_by)
+        self._route[(source, family)] = key
+        self.open[key].families.add(family)
+        return self.open[key]
+
+    def _close_source(self, source, ts):
+        """Remove and return the incidents of `source` with nothing new for a whole window before ts."""
+        return self._pop([k for k, inc in self.open.items() if k[0] == source and ts - inc.last_seen > self.window])
+
+    def _pop(self, keys):
+        closed = []
+        for key in keys:
+            incident = self.open.pop(key)
+            for family in incident.families:
+                if self._route.get((key[0], family)) == key:
+                    del self._route[(key[0], family)]
+            closed.append(incident)
+        return closed
+
     def close_quiet(self, now):
         """Remove and return the incidents with nothing new for a whole window before `now`."""
-        quiet = [s for s, inc in self.open.items() if now - inc.last_seen > self.window]
-        return [self.open.pop(s) for s in quiet]
+        return self._pop([k for k, inc in self.open.items() if now - inc.last_seen > self.window])
 
     def close_all(self):
-        closed = list(self.open.values())
-        self.open = {}
-        return closed
+        return self._pop(list(self.open))
 
     def find(self, incident_id):
         for incident in self.open.values():

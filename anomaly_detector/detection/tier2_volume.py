@@ -4,7 +4,10 @@ The baseline is an exponentially weighted level per key times a seasonal factor 
 (hour of day, day of week; each shrunk towards 1 until enough days are seen), with a learned
 over-dispersion. Spikes score the lines that make them, when they are both significant and at
 least spike_min_ratio times the expectation (against its level, and for a template against its
-share of its source too); drops and silence become Findings when a bucket closes. Counts are judged by quasi-Poisson tail probabilities (stats_kernels.py).
+share of its source too, which has its own hour-of-day and day-of-week factors); drops and silence
+become Findings when a bucket closes. Counts are judged by quasi-Poisson tail probabilities
+(stats_kernels.py). Gaps that are not the sources' doing (the time a restored daemon was down, every
+busy source quiet together) are skipped, not judged: see _skip_gap.
 """
 import numpy as np
 
@@ -27,6 +30,13 @@ MAX_GAP_DAYS = 8
 # forecast error this many times slower than an ordinary one: a spike or a drop lasting an hour must
 # not teach the model that it is normal (nor leave a baseline that the recovery then contradicts).
 DISPERSION_SLOWER = 10.0
+# Seasonal tables forget this many times slower than a level: at the default learning rate, over
+# about a week of buckets.
+SEASON_SLOWER = 100.0
+# A bucket far above its forecast in which more than this share of a key's lines were anomalies does
+# not teach its seasons (anomalies are learned at anomaly_learning_weight: a learned count short of
+# the raw one shows them).
+ANOMALOUS_SHARE = 0.1
 # A volume forecast is never trusted to better than this relative error, however steady the key.
 MIN_RELATIVE_ERROR = 0.1
 # A key non-zero in fewer buckets than this is sparse: its counts come in clumps (a job's lines).
@@ -79,6 +89,11 @@ class KeyBaseline:
         for name, arr in vars(self).copy().items():
             if name in state:
                 setattr(self, name, np.asarray(state[name], dtype=arr.dtype).reshape((-1,) + arr.shape[1:]))
+        # Arrays a state saved by an older release lacks start cold, one per key like the others.
+        size = self.level.shape[0]
+        for name, arr in vars(self).copy().items():
+            if name not in state:
+                setattr(self, name, np.full((size,) + arr.shape[1:], _GROW_FILL.get(name, 0), arr.dtype))
 
 
 _GROW_FILL = {"phi": 1.0, "rel2": MIN_RELATIVE_ERROR ** 2, "share_rel2": MIN_RELATIVE_ERROR ** 2, "clump": 1.0}
@@ -122,6 +137,24 @@ class Seasonality:
             self.dow = np.asarray(state["dow"], float).reshape(-1, 3, 7)
 
 
+class ShareSeasonality(Seasonality):
+    """Per-template hour-of-day and day-of-week factors of its share of its source.
+
+    A slot keeps (the template's count, the rest of its source's lines, buckets seen); its factor is
+    the slot's odds over the odds of all slots, shrunk towards 1 like Seasonality's. The factors
+    are relative to the table itself, not to a learned level that follows the day's mix within hours
+    (which would hide most of the pattern it is meant to learn) or starts from the first hours seen.
+    """
+
+    def factor(self, keys, when, bucket_seconds):
+        keys = np.asarray(keys, np.int64)
+        hour, day = (np.broadcast_to(a, keys.shape) for a in _hour_and_day(when))
+        out = np.empty(keys.shape[0])
+        VK.share_factors(self.hod, self.dow, keys, np.ascontiguousarray(hour), np.ascontiguousarray(day),
+                         3600.0 / bucket_seconds, 86400.0 / bucket_seconds, HOUR_PRIOR_DAYS, DAY_PRIOR_WEEKS, out)
+        return out
+
+
 def _hour_and_day(when):
     when = np.asarray(when, np.float64)
     hour = (when % 86400 // 3600).astype(np.int64)
@@ -144,9 +177,19 @@ class VolumeTier(Tier):
         self.sources = KeyBaseline(8)
         self.season = Seasonality()            # per source
         self.template_season = Seasonality(64)  # per template: a nightly job has its own hour
+        self.share_season = ShareSeasonality(64)  # per template, of its share: night mixes differ from day ones
         self.template_source = np.zeros(64, np.int64)
         self.open_bucket = None
         self.pending = []
+        # Gaps that are not the sources' doing (see _skip_gap): after a restore from state the time
+        # since the saved open bucket was downtime; a gap of at least input_gap_seconds with no line
+        # from any of two or more busy sources was the input's (a collector down), not theirs.
+        gap = float(settings.get("input_gap_seconds", 600.0))
+        self.input_gap_buckets = int(np.ceil(gap / self.bucket_seconds)) if gap > 0 else 0
+        self.resumed = False          # restored from state, no line learned since
+        self.partial_bucket = None    # the bucket time resumed in: it began before the first line
+        self.gaps_skipped = 0
+        self.last_gap_seconds = 0.0
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -159,15 +202,19 @@ class VolumeTier(Tier):
         buckets = self._buckets(ctx.ts)
         t_counts = self._counts(batch.template_id, buckets, self.templates)
         s_counts = self._counts(batch.source_id, buckets, self.sources)
+        per_key = {}
         for keys, counts, base, kind in ((batch.template_id, t_counts, self.templates, "template"),
                                          (batch.source_id, s_counts, self.sources, "source")):
-            key_scores, mus = self._spike_scores(keys, counts, buckets, base, ctx)
-            self._explain(result, key_scores, counts, mus, keys, kind, ctx)
-            np.maximum(scores, key_scores, out=scores)
+            per_key[kind], mus = self._spike_scores(keys, counts, buckets, base, ctx)
+            self._explain(result, per_key[kind], counts, mus, keys, kind, ctx)
+            np.maximum(scores, per_key[kind], out=scores)
         share_scores, mus = self._share_scores(batch.template_id, t_counts, s_counts, ctx)
         self._explain(result, share_scores, t_counts, mus, batch.template_id, "template", ctx,
                       "volume spike of template %r against the rest of its source: %d lines in %gs")
         np.maximum(scores, share_scores, out=scores)
+        # A spike of the whole source is one problem, whichever templates its lines have.
+        source_wide = per_key["source"] > np.maximum(per_key["template"], share_scores)
+        result.about = np.where(source_wide, -1, batch.template_id.astype(np.int64))
         return result
 
     def _counts(self, keys, buckets, base):
@@ -197,11 +244,17 @@ class VolumeTier(Tier):
         nights move every template of a source together, so a forecast of the level carries their
         error, a forecast of the share does not. A busy template that jumps while the rest of its
         source does not (one endpoint hammered, one retry loop) stands out here long before it does
-        against its level. Sparse templates (a job's clumps) are left to the level."""
+        against its level. Sparse templates (a job's clumps) are left to the level.
+
+        The forecast is the template's seasonal share of the source's lines so far in the bucket
+        (odds q: share q / (1 + q)), not its odds times the other lines so far: early in a bucket a
+        dominant template's few companions may not have come yet, and a template that is already
+        most of its source cannot be a multiple of its share."""
         base = self.templates
         den = base.share_den[keys]
         odds = base.share_num[keys] / np.where(den > 0, den, 1.0)
-        mus = np.maximum(odds * np.maximum(s_counts - t_counts, 0.0), 1e-3)
+        odds = odds * self.share_season.factor(keys, self._buckets(ctx.ts) * self.bucket_seconds, self.bucket_seconds)
+        mus = np.maximum(odds / (1.0 + odds) * s_counts, 1e-3)
         scores = count_upper_scores(t_counts, mus, np.maximum(base.phi[keys], 1.0), base.share_rel2[keys])
         unjudged = (base.age[keys] < self.min_history) | (den <= 0) | (base.nonzero[keys] < SPARSE_FRACTION)
         return self._gated(scores, t_counts, mus, unjudged, ctx), mus
@@ -240,7 +293,11 @@ class VolumeTier(Tier):
         order = np.argsort(buckets, kind="stable")
         bounds = np.flatnonzero(np.diff(buckets[order])) + 1
         for part in np.split(order, bounds):
-            self._close_until(int(buckets[part[0]]), ctx)
+            bucket = int(buckets[part[0]])
+            if self._not_the_sources_gap(bucket):
+                self._skip_gap(bucket)
+            self.resumed = False     # only the time before the first new line was downtime
+            self._close_until(bucket, ctx)
             self._add(batch, part, weights)
 
     def _add(self, batch, idx, weights):
@@ -250,7 +307,7 @@ class VolumeTier(Tier):
             base.open_learn += np.bincount(keys, weights=w, minlength=base.size)[: base.size]
 
     def advance(self, event_time):
-        if self.open_bucket is not None:
+        if self.open_bucket is not None and not self.resumed:
             self._close_until(int(event_time // self.bucket_seconds), None)
         found, self.pending = self.pending, []
         return found
@@ -266,17 +323,50 @@ class VolumeTier(Tier):
             self.open_bucket += max(step, 1)
         self.open_bucket = max(self.open_bucket, bucket)
 
+    def _not_the_sources_gap(self, bucket):
+        """Whether the time from the open bucket to `bucket` is downtime of the daemon or of its input."""
+        if bucket <= self.open_bucket:
+            return False
+        if self.resumed:
+            return True
+        if not self.input_gap_buckets or bucket - self.open_bucket < self.input_gap_buckets:
+            return False
+        # Every source quiet together, though at least two of them log every bucket: the lines were
+        # lost on the way (a collector, a network), not by each source on its own. A quiet service
+        # whose few sources are often all idle is not busy, and its gaps are learned as usual.
+        src = self.sources
+        season = self.season.factor(np.arange(src.size), self.open_bucket * self.bucket_seconds, self.bucket_seconds)
+        busy = (src.age >= self.min_history) & (src.level * season >= 1.0)
+        return int(busy.sum()) >= 2
+
+    def _skip_gap(self, bucket):
+        """Resume counting at `bucket` as if the gap had not been: no bucket in it is judged (no drop,
+        no silence) or learned as zero counts. The open bucket (cut short by the gap) is dropped, the
+        drop windows start empty, and the new bucket, which began before its first line, is not judged
+        or learned either (see _close_bucket)."""
+        for base in (self.templates, self.sources):
+            for arr in (base.open_raw, base.open_learn, base.obs_win, base.exp_win, base.obs_sum, base.exp_sum):
+                arr[:] = 0.0
+        if not self.resumed:
+            self.gaps_skipped += 1          # counted and logged by the worker (worker/detector.py)
+            self.last_gap_seconds = (bucket - self.open_bucket) * self.bucket_seconds
+        self.open_bucket = self.partial_bucket = bucket
+
     def _close_bucket(self, ctx):
+        if self.open_bucket == self.partial_bucket:
+            self.partial_bucket = None
+            for base in (self.templates, self.sources):
+                base.open_raw[:] = 0.0
+                base.open_learn[:] = 0.0
+            return
         when = self.open_bucket * self.bucket_seconds
-        keep = 1.0 - self.learning_rate / 100.0
+        keep = 1.0 - self.learning_rate / SEASON_SLOWER
         hour, day = (int(v) for v in _hour_and_day(when))
-        t = self.templates
-        VK.learn_shares(t.open_learn, self.sources.open_learn, self.template_source, t.age, t.phi, t.share_num,
-                        t.share_den, t.share_rel2, self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS,
-                        MIN_RELATIVE_ERROR)
+        self._close_shares(when, hour, day, keep)
         for base, seasons, kind in ((self.templates, self.template_season, "template"),
                                     (self.sources, self.season, "source")):
             season = seasons.factor(np.arange(base.size), when, self.bucket_seconds)
+            weight = _season_weights(base, base.level * season, self.spike_min_ratio)
             best = np.empty(base.size, np.float32)
             best_window = np.empty(base.size, np.int64)
             VK.close_keys(base.level, base.phi, base.rel2, base.nonzero, base.clump, base.total, base.age,
@@ -286,10 +376,27 @@ class VolumeTier(Tier):
                           best, best_window)
             for key in np.flatnonzero(best >= self.finding_min_score).tolist():
                 self.pending.append(self._drop_finding(base, kind, key, int(best_window[key]), float(best[key]), when))
-            VK.season_update(seasons.hod, seasons.dow, hour, day, base.open_learn, base.level, base.age,
+            VK.season_update(seasons.hod, seasons.dow, hour, day, base.open_learn, base.level, weight, base.age,
                              self.min_history, keep)
             base.open_raw[:] = 0.0
             base.open_learn[:] = 0.0
+
+    def _close_shares(self, when, hour, day, keep):
+        """Learn each template's share of its source in the closing bucket, deseasonalised by the share's
+        own hour-of-day and day-of-week factors, and teach those factors the bucket."""
+        t = self.templates
+        share_season = self.share_season.factor(np.arange(t.size), when, self.bucket_seconds)
+        odds = t.share_num / np.where(t.share_den > 0, t.share_den, 1.0) * share_season
+        source_lines = self.sources.open_raw[self.template_source[: t.size]]
+        weight = _season_weights(t, odds / (1.0 + odds) * np.maximum(source_lines, t.open_raw), self.spike_min_ratio)
+        others = np.empty(t.size)
+        VK.learn_shares(t.open_learn, self.sources.open_learn, self.template_source, t.age, t.phi, t.share_num,
+                        t.share_den, t.share_rel2, share_season, self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS,
+                        MIN_RELATIVE_ERROR, others)
+        # Only buckets where the source had other lines teach the season (the rest hold no odds).
+        judged_age = np.where(others > 0, t.age, 0)
+        VK.season_update(self.share_season.hod, self.share_season.dow, hour, day, t.open_learn, others, weight,
+                         judged_age, self.min_history, keep)
 
     def _drop_finding(self, base, kind, key, window, score, when):
         obs = base.obs_sum[key, DROP_WINDOWS.index(window)]
@@ -320,10 +427,12 @@ class VolumeTier(Tier):
         self.sources.ensure(n_src)
         self.season.ensure(self.sources.size)
         self.template_season.ensure(self.templates.size)
+        self.share_season.ensure(self.templates.size)
 
     def state(self):
         return {"templates": self.templates.state(), "sources": self.sources.state(),
                 "season": self.season.state(), "template_season": self.template_season.state(),
+                "share_season": self.share_season.state(),
                 "template_source": self.template_source.tolist(),
                 "open_bucket": self.open_bucket}
 
@@ -332,8 +441,25 @@ class VolumeTier(Tier):
         self.sources.load_state(state.get("sources", {}))
         self.season.load_state(state.get("season", {}))
         self.template_season.load_state(state.get("template_season", {}))
+        # Absent in states saved before shares had seasons: the factors start at 1 (no daily pattern).
+        self.share_season.load_state(state.get("share_season", {}))
+        self.share_season.ensure(self.templates.size)
         self.template_source = np.asarray(state.get("template_source", [0] * 64), np.int64)
         self.open_bucket = state.get("open_bucket")
+        self.resumed = self.open_bucket is not None
+
+
+def _season_weights(base, expected, min_ratio):
+    """Weight of each key's closing bucket in its seasonal tables: 0 for a spike made of anomalies
+    (more than ANOMALOUS_SHARE of its lines were, so open_learn falls short of open_raw, and the
+    count is at least min_ratio times `expected` at the low end of its sampling error, as a spike
+    must be to score), else 1. A ten-minute spike at 22:30 would otherwise teach 22:00 to expect it,
+    and the next quiet evening would be a drop. (Counts far off their forecast alone would also shut
+    out the daily pattern while it is being learned; anomalies alone would shut out buckets whose
+    lines were odd for other reasons, a drift, a new value.)"""
+    raw = base.open_raw
+    anomalous = base.open_learn < (1.0 - ANOMALOUS_SHARE) * raw
+    return np.where(anomalous & (raw - 3.0 * np.sqrt(raw) >= min_ratio * expected), 0.0, 1.0)
 
 
 def _dispersion(base, keys):

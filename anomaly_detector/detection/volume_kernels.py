@@ -32,9 +32,10 @@ def _shrunk(observed, expected, buckets, per_period, prior):
 
 
 @njit(cache=True)
-def season_update(hod, dow, hour, day, observed, expected, age, min_age, keep):
+def season_update(hod, dow, hour, day, observed, expected, weight, age, min_age, keep):
     """Decay both tables by keep, then add the bucket of every key seen for min_age buckets (a
-    younger key's level has not settled: its ratios would teach a season that is not there)."""
+    younger key's level has not settled: its ratios would teach a season that is not there), with
+    weight[i] (an unusual bucket, a spike or a drop, weighs little: it must not become the hour's)."""
     for i in range(hod.shape[0]):
         for c in range(3):
             for h in range(24):
@@ -42,12 +43,13 @@ def season_update(hod, dow, hour, day, observed, expected, age, min_age, keep):
             for d in range(7):
                 dow[i, c, d] *= keep
         if i < age.shape[0] and age[i] >= min_age:
-            hod[i, 0, hour] += observed[i]
-            hod[i, 1, hour] += expected[i]
-            hod[i, 2, hour] += 1.0
-            dow[i, 0, day] += observed[i]
-            dow[i, 1, day] += expected[i]
-            dow[i, 2, day] += 1.0
+            w = weight[i]
+            hod[i, 0, hour] += w * observed[i]
+            hod[i, 1, hour] += w * expected[i]
+            hod[i, 2, hour] += w
+            dow[i, 0, day] += w * observed[i]
+            dow[i, 1, day] += w * expected[i]
+            dow[i, 2, day] += w
 
 
 @njit(cache=True)
@@ -117,20 +119,47 @@ def _learn_key(level, phi, rel2, nonzero, clump, total, age, open_raw, open_lear
 
 
 @njit(cache=True)
-def learn_shares(t_learn, src_learn, template_source, age, phi, share_num, share_den, share_rel2, learning_rate,
-                 slow_divisor, clip, min_rel):
+def share_factors(hod, dow, keys, hours, days, per_hour, per_day, prior_hour, prior_day, out):
+    """out[i] = the hour-of-day times day-of-week factor of the share of template keys[i] at hours[i],
+    days[i]: the odds of that slot (its count against the rest of its source) over the odds of all
+    slots, each shrunk towards 1 like season_factors. A table row holds (count, others, buckets)."""
+    for i in range(out.shape[0]):
+        k, h, d = keys[i], hours[i], days[i]
+        out[i] = (_relative_odds(hod, k, h, per_hour, prior_hour) * _relative_odds(dow, k, d, per_day, prior_day))
+
+
+@njit(cache=True)
+def _relative_odds(table, k, slot, per_period, prior):
+    count, others = 0.0, 0.0
+    for j in range(table.shape[2]):
+        count += table[k, 0, j]
+        others += table[k, 1, j]
+    if count <= 0.0 or others <= 0.0:
+        return 1.0
+    return _shrunk(table[k, 0, slot], table[k, 1, slot] * count / others, table[k, 2, slot], per_period, prior)
+
+
+@njit(cache=True)
+def learn_shares(t_learn, src_learn, template_source, age, phi, share_num, share_den, share_rel2, share_season,
+                 learning_rate, slow_divisor, clip, min_rel, others_out):
     """Learn, for every template seen before, its count against the rest of its source's lines in the
-    closing bucket: the odds share_num / share_den and their squared relative forecast error.
+    closing bucket: the deseasonalised odds share_num / share_den (the count divided by the template's
+    share season factor, share_season) and their squared relative forecast error. others_out[i] gets
+    the rest of the source's lines (0 where the template is not judged) for the share season tables.
     Call before close_keys (which ages the keys). See tier2_volume.VolumeTier._share_scores."""
     for i in range(t_learn.shape[0]):
+        others_out[i] = 0.0
         if age[i] == 0:
             continue
         t = t_learn[i]
+        s = max(share_season[i], 1e-6)
         others = max(src_learn[template_source[i]] - t, 0.0)
+        others_out[i] = others
         alpha = max(learning_rate, 1.0 / (age[i] + 1.0))
         rate = alpha
         if share_den[i] > 0 and others > 0:
-            e = share_num[i] / share_den[i] * others
+            q = share_num[i] / share_den[i] * s
+            e = q / (1.0 + q) * (t + others)   # its share of the bucket (see VolumeTier._share_scores)
             disp = max(phi[i], 1.0)
             log_ratio2 = math.log((t + 0.5) / (e + 0.5)) ** 2
             if log_ratio2 > USUAL_SIGMAS ** 2 * (share_rel2[i] + disp / max(e, 0.5)):
@@ -138,5 +167,5 @@ def learn_shares(t_learn, src_learn, template_source, age, phi, share_num, share
             if e >= 1.0:
                 target = min(max(log_ratio2 - disp / max(e, 0.5), min_rel * min_rel), clip * clip * share_rel2[i])
                 share_rel2[i] += rate * (target - share_rel2[i])
-        share_num[i] += rate * (t - share_num[i])
+        share_num[i] += rate * (t / s - share_num[i])
         share_den[i] += rate * (others - share_den[i])

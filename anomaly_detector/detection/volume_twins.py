@@ -26,14 +26,14 @@ def season_factors(hod, dow, n, hour, day, per_hour, per_day, prior_hour, prior_
             * shrunk_ratio(_hour_slot(dow, keys, day), per_day, prior_day))
 
 
-def season_update(hod, dow, hour, day, observed, expected, age, min_age, keep):
+def season_update(hod, dow, hour, day, observed, expected, weight, age, min_age, keep):
     seen = np.flatnonzero(age >= min_age)
     hod *= keep
     dow *= keep
     for table, slot in ((hod, hour), (dow, day)):
-        table[seen, 0, slot] += observed[seen]
-        table[seen, 1, slot] += expected[seen]
-        table[seen, 2, slot] += 1.0
+        table[seen, 0, slot] += weight[seen] * observed[seen]
+        table[seen, 1, slot] += weight[seen] * expected[seen]
+        table[seen, 2, slot] += weight[seen]
 
 
 def close_keys(b, season, slot, windows, min_history, learning_rate, slow_divisor, clip, min_rel, sparse_fraction):
@@ -87,15 +87,30 @@ def _learn(b, season, learning_rate, slow_divisor, clip, min_rel):
     b["age"] = age + (seen | new).astype(np.int64)
 
 
-def learn_shares(b, t_learn, src_learn, template_source, learning_rate, slow_divisor, clip, min_rel):
-    """b: dict with age, phi, share_num, share_den, share_rel2 (changed in place)."""
+def share_factors(hod, dow, n, hour, day, per_hour, per_day, prior_hour, prior_day):
+    """Each template's share factor: its slot's odds over its odds in all slots, shrunk towards 1."""
+    factors = []
+    for table, slot, per, prior in ((hod, hour, per_hour, prior_hour), (dow, day, per_day, prior_day)):
+        count, others = table[:n, 0].sum(axis=1), table[:n, 1].sum(axis=1)
+        known = (count > 0) & (others > 0)
+        slots = table[:n, :, slot].copy()
+        slots[:, 1] *= np.where(known, count / np.where(known, others, 1.0), 1.0)
+        factors.append(np.where(known, shrunk_ratio(slots, per, prior), 1.0))
+    return factors[0] * factors[1]
+
+
+def learn_shares(b, t_learn, src_learn, template_source, share_season, learning_rate, slow_divisor, clip, min_rel):
+    """b: dict with age, phi, share_num, share_den, share_rel2 (changed in place) -> the rest of each
+    template's source's lines (0 for templates not seen yet)."""
     age = b["age"]
     seen = age > 0
     t = t_learn
+    s = np.maximum(share_season, 1e-6)
     others = np.maximum(src_learn[template_source] - t, 0.0)
     alpha = np.maximum(learning_rate, 1.0 / (age + 1.0))
     judged = seen & (b["share_den"] > 0) & (others > 0)
-    e = np.where(judged, b["share_num"] / np.where(judged, b["share_den"], 1.0) * others, 0.0)
+    q = np.where(judged, b["share_num"] / np.where(judged, b["share_den"], 1.0), 0.0) * s
+    e = q / (1.0 + q) * (t + others)
     disp = np.maximum(b["phi"], 1.0)
     log_ratio2 = np.log((t + 0.5) / (e + 0.5)) ** 2
     unusual = judged & (log_ratio2 > VK.USUAL_SIGMAS ** 2 * (b["share_rel2"] + disp / np.maximum(e, 0.5)))
@@ -103,5 +118,6 @@ def learn_shares(b, t_learn, src_learn, template_source, learning_rate, slow_div
     target = np.minimum(np.maximum(log_ratio2 - disp / np.maximum(e, 0.5), min_rel ** 2), clip ** 2 * b["share_rel2"])
     busy = judged & (e >= 1.0)
     b["share_rel2"] = np.where(busy, b["share_rel2"] + rate * (target - b["share_rel2"]), b["share_rel2"])
-    b["share_num"] = np.where(seen, b["share_num"] + rate * (t - b["share_num"]), b["share_num"])
+    b["share_num"] = np.where(seen, b["share_num"] + rate * (t / s - b["share_num"]), b["share_num"])
     b["share_den"] = np.where(seen, b["share_den"] + rate * (others - b["share_den"]), b["share_den"])
+    return np.where(seen, others, 0.0)

@@ -45,6 +45,9 @@ METRICS = {m.name: m for m in (
     MetricSpec("source_capped_lines_total", COUNTER,
                "Lines that kept their input's source because the input already had [processing] max_sources "
                "sources of its own (from source_fields or a detected prefix)."),
+    MetricSpec("volume_gaps_skipped_total", COUNTER,
+               "Gaps in event time with no line from any of two or more busy sources for at least "
+               "[detection][[tier2]] input_gap_seconds, skipped by volume detection as input outages."),
     MetricSpec("anomalies_total", COUNTER, "Lines flagged as anomalous."),
     MetricSpec("incidents_total", COUNTER, "Incidents closed by the detection engine."),
     MetricSpec("alerts_generated_total", COUNTER, "Alerts raised by the detection engine."),

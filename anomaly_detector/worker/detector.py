@@ -89,6 +89,7 @@ class DetectorWorker:
         self._scans_cut = 0    # rule scans cut at max_scan_bytes, as last counted
         self._scans_cut_logged = float("-inf")
         self._capped = 0       # lines kept on their input's source at [processing] max_sources, as last counted
+        self._gaps_skipped = 0  # tier 2's input gaps skipped, as last counted
         self._unwritten = None  # a scored batch whose output could not be written: (output, counts)
 
     def run(self, stop):
@@ -172,7 +173,8 @@ class DetectorWorker:
         except Exception:  # the lines are scored and written; a reporting fault must not kill the worker
             log.exception("worker %d: incidents of a batch could not be reported", self.index)
         self.counters.add(anomalies=self.pipeline.anomalies - anomalies_before, incidents=len(incidents),
-                          rule_scans_cut=self._new_scans_cut(), source_capped_lines=self._new_capped())
+                          rule_scans_cut=self._new_scans_cut(), source_capped_lines=self._new_capped(),
+                          volume_gaps_skipped=self._new_gaps_skipped())
         return errors, dead, b"".join(outputs)
 
     def _new_scans_cut(self):
@@ -192,6 +194,18 @@ class DetectorWorker:
         """Lines kept on their input's source at max_sources since the last batch (each parser logs once)."""
         total = sum(parser.line_sources.refused for parser in self.parsers)
         new, self._capped = total - self._capped, total
+        return new
+
+    def _new_gaps_skipped(self):
+        """Input gaps tier 2 skipped since the last batch, logged (they are rare: an outage each)."""
+        volume = self.pipeline.engine.tiers["t2"]
+        # A tier restored afresh (a state file set aside) counts from zero again.
+        new = volume.gaps_skipped - self._gaps_skipped if volume.gaps_skipped >= self._gaps_skipped else volume.gaps_skipped
+        self._gaps_skipped = volume.gaps_skipped
+        if new:
+            log.info("worker %d: no line from any source for %.0f s: a gap in the input, not silence; volume "
+                     "detection resumed without judging it (%d so far)", self.index, volume.last_gap_seconds,
+                     volume.gaps_skipped)
         return new
 
     def _score_run_guarded(self, buf, starts, ends, meta, source_id, outputs):

@@ -157,3 +157,31 @@ def test_source_fields_outside_the_log_format_is_one_line_error(tmp_path):
     assert result.exit_code == 1
     assert "Host is not a field of log_format" in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def write_steady(path, start_minute, minutes, per_minute=20):
+    with open(path, "w") as f:
+        for m in range(start_minute, start_minute + minutes):
+            for k in range(per_minute):
+                f.write("2026-03-02T%02d:%02d:%02d.000Z INFO worker-%d took %d ms\n"
+                        % (m // 60, m % 60, k * 60 // per_minute, k % 3, 20 + k % 7))
+
+
+def test_from_state_the_time_the_daemon_was_down_is_no_silence(tmp_path):
+    """Replay 00:00-04:00, save; replay 07:00-08:00 from that state: the three hours between are
+    downtime. The same gap inside one replay is a silence (one source: not an input gap). Later
+    files are whole batches, so what the gap's buckets found is reported with the next one."""
+    logs = []
+    for k, (start, minutes) in enumerate(((0, 240), (420, 30), (450, 30))):
+        (tmp_path / str(k)).mkdir()
+        logs.append(tmp_path / str(k) / "app.log")
+        write_steady(logs[-1], start, minutes)
+    saved, out = tmp_path / "saved", tmp_path / "out.jsonl"
+    run(["--output", str(out), "--save-state", str(saved), str(logs[0])])
+    kinds = {}
+    for name, args in (("restored", ["--from-state", str(saved)] + logs[1:]), ("one run", logs)):
+        incidents = tmp_path / ("%s.jsonl" % name.replace(" ", "-"))
+        run(["--output", str(out), "--incidents", str(incidents)] + [str(a) for a in args])
+        kinds[name] = {json.loads(line)["kind"] for line in open(incidents)}
+    assert not kinds["restored"] & {"silent_source", "volume_drop"}
+    assert kinds["one run"] & {"silent_source", "volume_drop"}

@@ -57,8 +57,9 @@ def test_closing_buckets_matches_the_numpy_twin():
         scored += int((best > 0).sum())
         for name in ARRAYS:
             np.testing.assert_allclose(kernel[name], twin[name], rtol=1e-9, atol=1e-9, err_msg=name)
-        VK.season_update(hod, dow, hour, day, open_learn, kernel["level"], kernel["age"], 120, 0.9999)
-        VT.season_update(hod_t, dow_t, hour, day, open_learn, twin["level"], twin["age"], 120, 0.9999)
+        weight = np.where(rng.random(n) < 0.2, 0.1, 1.0)       # unusual buckets weigh little
+        VK.season_update(hod, dow, hour, day, open_learn, kernel["level"], weight, kernel["age"], 120, 0.9999)
+        VT.season_update(hod_t, dow_t, hour, day, open_learn, twin["level"], weight, twin["age"], 120, 0.9999)
         np.testing.assert_allclose(hod, hod_t, rtol=1e-12)
         np.testing.assert_allclose(dow, dow_t, rtol=1e-12)
     assert scored > 20, "the random baselines should produce drops to score"
@@ -90,9 +91,13 @@ def test_learning_shares_matches_the_numpy_twin():
         src = np.bincount(template_source, weights=t, minlength=n_src)
         src[rng.integers(n_src)] = 0.0                      # a source whose lines were all down-weighted
         before = kernel["share_num"].copy()
+        season = rng.uniform(0.2, 5.0, n)                    # the shares' hour-of-day x day-of-week factors
+        season[rng.random(n) < 0.3] = 1.0
+        others = np.empty(n)
         VK.learn_shares(t, src, template_source, kernel["age"], kernel["phi"], kernel["share_num"],
-                        kernel["share_den"], kernel["share_rel2"], 0.01, 10.0, 4.0, 0.1)
-        VT.learn_shares(twin, t, src, template_source, 0.01, 10.0, 4.0, 0.1)
+                        kernel["share_den"], kernel["share_rel2"], season, 0.01, 10.0, 4.0, 0.1, others)
+        others_t = VT.learn_shares(twin, t, src, template_source, season, 0.01, 10.0, 4.0, 0.1)
+        np.testing.assert_allclose(others, others_t, rtol=1e-9, atol=1e-12, err_msg="others")
         for name in ("share_num", "share_den", "share_rel2"):
             np.testing.assert_allclose(kernel[name], twin[name], rtol=1e-9, atol=1e-12, err_msg=name)
         grown = np.abs(kernel["share_num"] - before)
@@ -100,3 +105,18 @@ def test_learning_shares_matches_the_numpy_twin():
         kernel["age"] += t > 0
         twin["age"] = kernel["age"].copy()
     assert slowed > 0, "some spikes should be learned at the slow rate"
+
+
+def test_share_factors_match_the_numpy_twin():
+    """Odds of a slot over the odds of all slots, on random tables with empty rows and slots."""
+    rng = np.random.default_rng(12)
+    n = 30
+    hod, dow = rng.uniform(0, 50, (n, 3, 24)), rng.uniform(0, 50, (n, 3, 7))
+    hod[:3], dow[:3] = 0.0, 0.0                             # never taught
+    dow[3:6, :, 2] = 0.0                                    # a day never seen
+    for hour, day in ((0, 0), (13, 2), (23, 6)):
+        got = np.empty(n)
+        VK.share_factors(hod, dow, np.arange(n), np.full(n, hour), np.full(n, day), 60.0, 1440.0, 0.5, 2.0, got)
+        want = VT.share_factors(hod, dow, n, hour, day, 60.0, 1440.0, 0.5, 2.0)
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+        assert (got[:3] == 1.0).all() and np.ptp(got) > 0.5

@@ -1,0 +1,108 @@
+"""IncidentBook: one problem, one incident. Evidence of a source is routed by family (template and
+tier, or a Finding's key): an outage stays one incident, a later problem gets its own with its own onset."""
+import numpy as np
+
+from anomaly_detector.detection.engine import _line_families
+from anomaly_detector.detection.incidents import IncidentBook
+
+
+class Describe:
+    def template(self, tid):
+        return "template %d" % tid
+
+    def reasons(self, i):
+        return [("reason of line %d" % i, "", "", 80.0)]
+
+    def sample(self, i):
+        return "line %d" % i
+
+
+def add_lines(book, source, ts, tids, tier=0):
+    ts = np.asarray(ts, float)
+    tids = np.asarray(tids, np.int64)
+    score = np.full(ts.size, 80.0, np.float32)
+    tiers = {"t1": score if tier == 0 else np.zeros_like(score), "t3": score if tier == 2 else np.zeros_like(score)}
+    return book.add_lines(source, ts, score, tiers, tids, np.arange(ts.size), Describe(), None, tids * 4 + tier)
+
+
+def finding(book, source, ts, key):
+    return book.add(source, ts, 90.0, {"t2": 90.0}, -1, "", [("source silent", "", "", 90.0)], None, opened_by=key)
+
+
+def test_an_outage_that_keeps_going_stays_one_incident():
+    book = IncidentBook(300, 120)
+    closed = add_lines(book, "db", 1000 + np.arange(0, 1800, 60.0), [5] * 30)
+    assert not closed and len(book.open) == 1
+    assert book.close_all()[0].first_seen == 1000
+
+
+def test_problems_that_start_together_are_one_incident():
+    book = IncidentBook(300, 120)
+    add_lines(book, "db", [1000, 1010, 1020], [5, 5, 5])
+    add_lines(book, "db", [1060, 1070], [9, 9], tier=2)        # a new template a minute later
+    finding(book, "db", 1100, "source:2")                       # and the source's volume falling
+    (incident,) = book.close_all()
+    assert incident.first_seen == 1000 and incident.lines == 5 and incident.findings == 1
+
+
+def test_a_later_problem_of_the_same_source_is_raised_on_its_own():
+    book = IncidentBook(300, 120)
+    add_lines(book, "db", 1000 + np.arange(0, 1200, 30.0), [5] * 40)   # twenty minutes of trouble
+    add_lines(book, "db", [1600, 1610, 1620], [9, 9, 9], tier=2)          # ten minutes in: another
+    finding(book, "db", 1700, "template:9")                               # which then stops
+    add_lines(book, "db", [1630], [5])                                    # the first keeps going
+    incidents = sorted(book.close_all(), key=lambda i: i.first_seen)
+    assert [i.first_seen for i in incidents] == [1000, 1600]
+    assert incidents[0].lines == 41 and set(incidents[0].template_hits) == {5}
+    assert incidents[1].lines == 3 and incidents[1].findings == 1 and set(incidents[1].template_hits) == {9}
+    assert incidents[0].id != incidents[1].id
+
+
+def test_the_same_template_flagged_by_another_tier_later_is_another_problem():
+    book = IncidentBook(300, 120)
+    add_lines(book, "web", 1000 + np.arange(0, 900, 30.0), [3] * 30)            # a rule burst of template 3
+    add_lines(book, "web", [1500, 1510], [3, 3], tier=2)                         # its values go odd later
+    assert sorted(i.first_seen for i in book.close_all()) == [1000, 1500]
+
+
+def test_sources_never_share_an_incident_and_quiet_ones_close():
+    book = IncidentBook(300, 120)
+    add_lines(book, "db", [1000, 1010], [5, 5])
+    add_lines(book, "web", [1005], [5])
+    assert len(book.open) == 2
+    closed = add_lines(book, "db", [1400], [5])          # db quiet for more than a window: a new one
+    assert [c.first_seen for c in closed] == [1000]
+    assert sorted(i.first_seen for i in book.close_quiet(1800)) == [1005, 1400]
+    assert not book.open and not book._route
+
+
+def test_ids_are_stable_and_do_not_depend_on_what_joins_later():
+    def run(extra):
+        book = IncidentBook(300, 120)
+        add_lines(book, "db", 1000 + np.arange(0, 900, 60.0), [5] * 15)
+        if extra:
+            add_lines(book, "db", [1050], [7], tier=2)
+        add_lines(book, "db", [1700, 1710], [9, 9], tier=2)
+        return sorted(i.id for i in book.close_all())
+    assert run(False) == run(False) == run(True)
+    assert len(set(run(False))) == 2
+
+
+def test_line_families_are_per_template_for_volume_and_novelty_and_per_source_for_rules_and_workflows():
+    tids = np.array([4, 5, 4, 5, 4, 5])
+    tiers = np.zeros((4, 6), np.float32)
+    tiers[[0, 0, 1, 2, 3, 3], np.arange(6)] = 80.0        # t1, t1, t2, t3, t4, t4
+    fam = _line_families(tids, tiers)
+    assert fam[0] == fam[1] and fam[4] == fam[5]            # rules and workflows: whatever the template
+    assert len(set(fam.tolist())) == 4 and fam[2] != _line_families(np.array([5]), tiers[:, 2:3])[0]
+
+
+def test_a_spike_of_the_whole_source_is_one_family_whatever_the_templates():
+    from anomaly_detector.detection.base import TierResult
+    tids = np.array([4, 5, 6])
+    tiers = np.zeros((4, 3), np.float32)
+    tiers[1] = 80.0                                          # all three: tier 2
+    t2 = TierResult(tiers[1].copy(), about=np.array([-1, -1, 6]))   # a source spike, a template spike
+    fam = _line_families(tids, tiers, {"t2": t2}, np.arange(3))
+    assert fam[0] == fam[1] != fam[2]
+    assert fam[2] == _line_families(np.array([6]), tiers[:, 2:3])[0]

@@ -1,0 +1,175 @@
+"""Tier 2 on hand-made traffic: shares of a source learned per hour of day, and gaps that are not
+the sources' doing (a restore from state, the whole input quiet) judged as neither drop nor silence."""
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from anomaly_detector.detection.base import BatchContext
+from anomaly_detector.detection.state_shape import check_state_arrays
+from anomaly_detector.detection.tier2_volume import VolumeTier
+
+DAY0 = 1772409600.0   # a midnight
+SETTINGS = {"bucket_seconds": 60.0, "min_history_buckets": 120, "finding_min_score": 40.0, "spike_min_ratio": 3.0,
+            "learning_rate": 0.01, "warmup_lines": 0, "input_gap_seconds": 600.0}
+
+
+def tier(**overrides):
+    return VolumeTier(dict(SETTINGS, **overrides))
+
+
+def lines(rates, start, minutes, rng):
+    """Poisson lines for `minutes` from `start`: rates(hour) -> {(template, source): per minute}."""
+    ts, tids, srcs = [], [], []
+    for m in range(minutes):
+        t0 = start + 60.0 * m
+        for (tid, src), rate in rates(int(t0 % 86400 // 3600)).items():
+            n = rng.poisson(rate)
+            ts += list(t0 + rng.uniform(0, 60, n))
+            tids += [tid] * n
+            srcs += [src] * n
+    order = np.argsort(ts, kind="stable")
+    batch = SimpleNamespace(n=len(ts), template_id=np.asarray(tids, np.int32)[order],
+                            source_id=np.asarray(srcs, np.int32)[order])
+    return batch, np.asarray(ts, float)[order]
+
+
+def feed(t2, rates, start, minutes, rng, chunk=60, anomalous=()):
+    """Score then learn `minutes` of traffic an hour at a time, advancing event time to the last
+    line before each batch as the engine does -> (max score, findings)."""
+    top, found = 0.0, []
+    for m in range(0, minutes, chunk):
+        batch, ts = lines(rates, start + 60.0 * m, min(chunk, minutes - m), rng)
+        if batch.n:
+            if t2.open_bucket is not None:
+                found += t2.advance(getattr(t2, "_test_now", ts[0]))
+            ctx = BatchContext(now=float(ts.max()), lines_seen=0, warm=True, n_templates=4, ts=ts)
+            top = max(top, float(t2.score(batch, ctx).scores.max()))
+            # lines of the `anomalous` templates learned as the engine learns anomalies
+            weights = np.where(np.isin(batch.template_id, anomalous), 0.1, 1.0).astype(np.float32)
+            t2.learn(batch, ctx, weights)
+            t2._test_now = float(ts.max())
+    found += t2.advance(t2._test_now)
+    found += t2.pending
+    t2.pending = []
+    return top, found
+
+
+def day_and_night(hour):
+    """Template 0 follows traffic (busy by day, rising and falling smoothly); template 1 (a
+    checkpoint) does not: its share of source 0 is a tenth at 14:00 and a half at 02:00. Source 1
+    logs steadily."""
+    return {(0, 0): 27.5 - 22.5 * np.cos(2 * np.pi * (hour - 2) / 24), (1, 0): 5.0, (2, 1): 30.0}
+
+
+def share_forecast(t2, hour, count_b=5, count_a=5):
+    """The share forecast of template 1 when the source holds count_a lines of template 0."""
+    ts = np.full(1, DAY0 + 4 * 86400 + hour * 3600 + 30.0)
+    ctx = BatchContext(now=float(ts[0]), lines_seen=0, warm=True, n_templates=4, ts=ts)
+    _, mus = t2._share_scores(np.array([1]), np.array([float(count_b)]), np.array([float(count_a + count_b)]), ctx)
+    return float(mus[0])
+
+
+def test_a_share_that_moves_with_the_time_of_day_is_forecast_per_hour():
+    rng = np.random.default_rng(3)
+    t2 = tier()
+    feed(t2, day_and_night, DAY0, 4 * 1440, rng)
+    # the same 5 lines are a tenth of the source by day and half of it at night: both forecast
+    assert 3.5 < share_forecast(t2, 14, count_a=50) < 7.0
+    assert 3.5 < share_forecast(t2, 2, count_a=5) < 7.0
+    top, found = feed(t2, day_and_night, DAY0 + 4 * 86400, 1440, rng)
+    assert top < 40.0 and not found, "a normal day and night is neither spike nor drop"
+    # template 1 hammered by day while the rest of its source does not move: a share spike
+    surge = lambda hour: {**day_and_night(hour), (1, 0): 150.0}   # noqa: E731
+    feed(t2, day_and_night, DAY0 + 5 * 86400, 14 * 60, rng)
+    batch, ts = lines(surge, DAY0 + 5 * 86400 + 14 * 3600, 3, rng)
+    ctx = BatchContext(now=float(ts.max()), lines_seen=0, warm=True, n_templates=4, ts=ts)
+    buckets = t2._buckets(ts)
+    t_counts = t2._counts(batch.template_id, buckets, t2.templates)
+    s_counts = t2._counts(batch.source_id, buckets, t2.sources)
+    shares, _ = t2._share_scores(batch.template_id, t_counts, s_counts, ctx)
+    assert shares[batch.template_id == 1].max() >= 70.0 and shares[batch.template_id != 1].max() < 40.0
+
+
+def test_without_seasons_the_night_share_would_be_a_spike():
+    """What the per-hour share fixes: the same counts against a share with no daily pattern."""
+    rng = np.random.default_rng(3)
+    t2 = tier()
+    feed(t2, day_and_night, DAY0, 4 * 1440, rng)
+    t2.share_season.hod[:] = 0.0
+    t2.share_season.dow[:] = 0.0
+    assert share_forecast(t2, 2, count_a=5) < 2.5
+
+
+def test_an_old_state_without_share_seasons_loads_with_flat_factors():
+    rng = np.random.default_rng(4)
+    t2 = tier()
+    feed(t2, day_and_night, DAY0, 300, rng)
+    state = json.loads(json.dumps(t2.state()))
+    del state["share_season"]
+    t2.templates.ensure(200)                            # a grown tier saved before share seasons
+    state["templates"] = json.loads(json.dumps(t2.templates.state()))
+    loaded = tier()
+    loaded.load_state(state)
+    check_state_arrays("t2", tier(), loaded)
+    assert loaded.share_season.hod.shape[0] >= loaded.templates.size
+    assert (loaded.share_season.factor(np.arange(4), DAY0, 60.0) == 1.0).all()
+    feed(loaded, day_and_night, DAY0 + 300 * 60, 120, rng)   # and it runs on
+
+
+def trained(rng, minutes=1440):
+    t2 = tier()
+    feed(t2, day_and_night, DAY0, minutes, rng)
+    return t2
+
+
+def test_the_time_a_restored_tier_was_down_is_neither_drop_nor_silence():
+    rng = np.random.default_rng(5)
+    t2 = trained(rng)
+    state = json.loads(json.dumps(t2.state()))
+    ages = t2.sources.age.copy()
+    restored = tier()
+    restored.load_state(state)
+    # three hours down, then the same traffic: nothing found, and no bucket of the gap learned
+    _, found = feed(restored, day_and_night, DAY0 + 1440 * 60 + 3 * 3600 + 25.0, 30, rng)
+    assert not found
+    assert (restored.sources.age[:2] - ages[:2] <= 30).all()
+    # the same gap without a restore (and with gap skipping off) is judged: silences
+    plain = tier(input_gap_seconds=0)
+    plain.load_state(state)
+    plain.resumed = False
+    _, found = feed(plain, day_and_night, DAY0 + 1440 * 60 + 3 * 3600 + 25.0, 30, rng)
+    assert any("silent" in f.reason for f in found)
+
+
+def test_every_busy_source_quiet_together_is_a_gap_in_the_input():
+    rng = np.random.default_rng(6)
+    for gap_seconds, judged in ((600.0, False), (0.0, True)):
+        t2 = tier(input_gap_seconds=gap_seconds)
+        feed(t2, day_and_night, DAY0, 1440, rng)
+        _, found = feed(t2, day_and_night, DAY0 + 1440 * 60 + 1800, 60, rng)   # 30 minutes of nothing
+        assert bool(found) == judged
+        assert t2.gaps_skipped == (0 if judged else 1)
+
+
+def test_one_source_quiet_while_another_logs_is_still_silence():
+    rng = np.random.default_rng(7)
+    t2 = trained(rng)
+    only_web = lambda hour: {k: v for k, v in day_and_night(hour).items() if k[1] == 1}   # noqa: E731
+    _, found = feed(t2, only_web, DAY0 + 1440 * 60, 30, rng)
+    assert any(f.key == "source:0" and "silent" in f.reason for f in found)
+    assert t2.gaps_skipped == 0
+
+
+def test_a_spike_does_not_teach_its_hour_to_expect_it():
+    """Ten minutes of a template at 10x (flagged: learned at the anomaly weight) must not become
+    its hour's pattern, or the quiet after it would be a drop."""
+    rng = np.random.default_rng(8)
+    t2 = trained(rng, 1440 + 22 * 60 + 30)
+    before = t2.template_season.factor(np.arange(2), DAY0 + 22 * 3600, 60.0)[1]
+    spike = lambda hour: {**day_and_night(hour), (1, 0): 300.0}   # noqa: E731
+    feed(t2, spike, DAY0 + 86400 + 22 * 3600 + 1800, 10, rng, anomalous=(1,))
+    _, found = feed(t2, day_and_night, DAY0 + 86400 + 22 * 3600 + 2400, 60, rng)
+    assert not [f for f in found if f.key == "template:1"]
+    assert t2.template_season.factor(np.arange(2), DAY0 + 22 * 3600, 60.0)[1] == pytest.approx(before, rel=0.05)
