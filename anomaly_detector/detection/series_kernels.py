@@ -70,7 +70,8 @@ PRIOR_INDEX = 4.0          # tail index before the series has shown its own
 PRIOR_EXCESSES = 3.0       # weight of that prior, in excesses
 PRIOR_RATE, PRIOR_WEIGHT = 0.02, 20.0   # tail share before the series has shown its own
 MIN_POINTS = 30.0          # points before a series is judged
-MONOTONE_SHARE = 0.95      # its changes are rises (or falls) this often: a counter or a clock, not judged
+MONOTONE_SHARE = 0.85      # its changes are rises (or falls) this often: a counter, a clock or a
+                           # progress count that restarts with each run (a sawtooth), not judged
 RELATIVE_FLOOR = 1e-9      # smallest scale, relative to the level (a constant series)
 MIN_GAP_S = 1e-3
 FALSE_FLAGS_PER_DAY = 0.05  # per series, at the anomaly threshold

@@ -21,6 +21,8 @@ DEFAULT_MAX_SCAN_BYTES = 4096
 # where it begins and as it grows, and its other lines keep its incident open without each being a
 # line to read. A rule of threshold 1 (each line matters) flags every line.
 FOLLOWER_SCORE = 60.0
+# Surprise (p about 1e-7) at which a burst past warm-up fires below its rule's threshold.
+LEARNED_FIRE = 70.0
 # Most recent match times kept per (rule, source) for the sliding window.
 MAX_TIMES_KEPT = 4096
 
@@ -69,7 +71,7 @@ class Rule:
 
 def _crossing(counts, threshold):
     """True where a window count reaches threshold x 2^k (the burst forms or doubles)."""
-    ratio = counts / float(threshold)
+    ratio = counts / np.asarray(threshold, np.float64)
     k = np.floor(np.log2(np.maximum(ratio, 1.0)))
     return (ratio >= 1.0) & (counts == np.ceil(threshold * 2.0 ** k))
 
@@ -111,6 +113,7 @@ class RulesTier(Tier):
         super().__init__(settings)
         self.rules = build_rules(settings, rules_section)
         self.adaptive = bool(settings.get("adapt_to_learned_rate", True))
+        self.learned_burst_min = int(settings.get("learned_burst_min", 10))
         self.recent = {}     # (rule name, source id) -> float64 array of recent match times
         self.learned = {}    # (rule name, source id) -> [decayed matches, decayed seconds]
         self.last_now = None
@@ -143,20 +146,27 @@ class RulesTier(Tier):
             yield int(source), idx, ends - starts
 
     def _score_key(self, rule, source, idx, counts, ctx, result):
-        over = counts >= rule.threshold
-        if not over.any():
-            result.scores[idx] = np.maximum(result.scores[idx], 40.0 * counts / rule.threshold)
-            return
-        ratio = np.maximum(counts / rule.threshold, 1.0)
-        fired = np.minimum(FIRE_SCORE + (100.0 - FIRE_SCORE) * np.log2(ratio) / 4.0, 100.0)
         mean = self._learned_mean(rule, source, ctx)
+        over = counts >= rule.threshold
+        surprise = None
         if mean is not None:
-            # Past warm-up: the count must also be surprising given how often this rule matches.
             surprise = count_upper_scores(counts.astype(np.float64), np.full(counts.size, mean), np.ones(counts.size),
                                           np.zeros(counts.size))
+            # Past warm-up a burst far beyond the rule's own rate fires below the threshold too: a
+            # service that logs three errors an hour is in trouble at twelve a minute.
+            learned = (counts >= self.learned_burst_min) & (surprise >= LEARNED_FIRE) & ~over
+        if not over.any() and (surprise is None or not learned.any()):
+            result.scores[idx] = np.maximum(result.scores[idx], 40.0 * counts / rule.threshold)
+            return
+        base = np.where(over, rule.threshold, self.learned_burst_min) if mean is not None else rule.threshold
+        ratio = np.maximum(counts / base, 1.0)
+        fired = np.minimum(FIRE_SCORE + (100.0 - FIRE_SCORE) * np.log2(ratio) / 4.0, 100.0)
+        if surprise is not None:
+            # Past warm-up: the count must also be surprising given how often this rule matches.
             fired = np.where(surprise >= 40.0, fired, np.minimum(fired, surprise))
+            over = over | learned
         if rule.threshold > 1:
-            fired = np.where(_crossing(counts, rule.threshold), fired, np.minimum(fired, FOLLOWER_SCORE))
+            fired = np.where(_crossing(counts, base), fired, np.minimum(fired, FOLLOWER_SCORE))
         line_scores = np.where(over, fired, 40.0 * counts / rule.threshold).astype(np.float32)
         result.scores[idx] = np.maximum(result.scores[idx], line_scores)
         src = ctx.source_name(source)

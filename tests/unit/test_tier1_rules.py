@@ -118,3 +118,17 @@ def test_a_burst_is_flagged_where_it_forms_and_doubles_not_on_every_line():
     flagged = np.flatnonzero(scores >= 70).tolist()
     assert flagged == [19, 39, 79], "the 20th, 40th and 80th error within the minute (error_threshold 20)"
     assert scores[20:].min() >= 40, "the burst's other lines stay suspicious (they keep its incident open)"
+
+
+def test_past_warm_up_a_burst_far_beyond_the_learned_rate_fires_below_the_threshold():
+    t = tier({})
+    batch = text_batch(["upstream timed out"] * 12, levels=[LEVEL_ERROR] * 12, step=5.0)
+    cold = t.score(batch, ctx_for(batch)).scores
+    assert cold.max() < 40, "before warm-up 12 errors a minute are below the error threshold of 20"
+    t.learned[("error", 0)] = [3.0 * 24, 86400.0]        # three errors an hour, learned over a day
+    warm = BatchContext(now=float(batch.ts.max()), lines_seen=10**6, warm=True, n_templates=1, ts=batch.ts)
+    scores = t.score(batch, warm).scores
+    assert np.flatnonzero(scores >= 70).tolist() == [9], "the 10th error (learned_burst_min) is the burst's flag"
+    assert scores[10:].min() >= 40
+    t.learned[("error", 0)] = [12.0 * 60 * 24, 86400.0]   # a service that always logs twelve a minute
+    assert t.score(batch, warm).scores.max() < 40
