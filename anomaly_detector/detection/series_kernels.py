@@ -218,7 +218,9 @@ def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
     a = abs(z)
     # what kind of series this is (a counter? how dense?) follows every point, whatever its weight
     if x != st[r, LAST_X]:
-        st[r, RISES] += SCALE_ALPHA * ((1.0 if x > st[r, LAST_X] else 0.0) - st[r, RISES])
+        # a running mean at first: a counter must be known for one before its first reset is judged
+        rate = max(SCALE_ALPHA, 1.0 / st[r, N_OBS])
+        st[r, RISES] += rate * ((1.0 if x > st[r, LAST_X] else 0.0) - st[r, RISES])
     dt = t - st[r, LAST_T]
     if dt >= 0.0:
         st[r, GAP] += max(SCALE_ALPHA, 1.0 / st[r, N_OBS]) * (max(dt, MIN_GAP_S) - st[r, GAP])

@@ -86,7 +86,7 @@ class Series:
     def _learn(self, b, x, t, w, z, e, scale):
         a = abs(z)
         if x != self.last_x:
-            self.rises += K.SCALE_ALPHA * (float(x > self.last_x) - self.rises)
+            self.rises += max(K.SCALE_ALPHA, 1.0 / self.n) * (float(x > self.last_x) - self.rises)
         if t >= self.last_t:
             self.gap += max(K.SCALE_ALPHA, 1.0 / self.n) * (max(t - self.last_t, K.MIN_GAP_S) - self.gap)
         self.last_x, self.last_t = x, max(t, self.last_t)

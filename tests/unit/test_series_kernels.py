@@ -105,3 +105,14 @@ def test_book_keeps_series_per_source_and_honours_max_series():
     again = SeriesBook(max_series=1, max_labels=LABELS)
     again.load(saved)
     assert again.stats["series"] == 1
+
+
+def test_a_progress_count_that_restarts_each_night_is_not_judged():
+    """A nightly job's progress: 27 rising counts a run, one run a day, the next run starts low."""
+    rng = np.random.default_rng(6)
+    values, times = [], []
+    for day in range(6):
+        counts = np.cumsum(rng.integers(300, 4000, 27))
+        values += counts.tolist()
+        times += (day * 86400.0 + 7200 + np.sort(rng.uniform(0, 1800, 27))).tolist()
+    assert max(s for s, _, _ in _kernel_scores(np.array(values, float), np.array(times))) == 0.0
