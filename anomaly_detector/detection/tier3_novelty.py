@@ -19,6 +19,10 @@ from .base import Tier, TierResult
 from .series import SeriesBook
 
 MAX_POSITIONS = 16   # parameters beyond this position of a template are not modelled
+# What a series score is about, as incidents name it (incidents.KIND_BY_REASON: "drift", "unusual value").
+_SERIES_KINDS = {SK.KIND_NONE: "unusual value", SK.KIND_SPIKE: "unusual value (spike)",
+                 SK.KIND_DROP: "unusual value (drop)", SK.KIND_SHIFT_UP: "level shift up (drift)",
+                 SK.KIND_SHIFT_DOWN: "level shift down (drift)"}
 ROLE_UNSET, ROLE_NONE = -2, -1   # role_index: not looked at yet / no pool (template text unknown)
 
 
@@ -106,9 +110,8 @@ class NoveltyTier(Tier):
         for i in np.flatnonzero(best >= 40.0).tolist():
             j = int(which[i])
             tid, pos = int(batch.template_id[i]), int(batch.param_pos[j])
-            what = "spike" if kind[i] == SK.KIND_SPIKE else "drop"
-            result.reasons[i] = "unusual value (%s) of parameter %d of %r, against its own recent past" % (
-                what, pos, ctx.template_text(tid))
+            what = _SERIES_KINDS[int(kind[i])]
+            result.reasons[i] = "%s of parameter %d of %r, against its own past" % (what, pos, ctx.template_text(tid))
             result.expected[i] = "around %.4g" % expected[i]
             result.observed[i] = "%.4g" % batch.param_num[j]
 
@@ -174,8 +177,11 @@ class NoveltyTier(Tier):
             scores[first] = np.maximum(scores[first], self.new_error_score)
 
     def _first_sight_scores(self, batch):
-        """Surprise of meeting a template this rare, from the mass of equally rare templates."""
-        counts = self.template_count[batch.template_id]
+        """Surprise of meeting a template this rare, from the mass of equally rare templates.
+
+        A line's count includes the lines of its template earlier in the batch: a template new in a
+        batch of 30,000 lines (a replayed file) is new once, as it would be in batches of ten."""
+        counts = self.template_count[batch.template_id] + _occurrence(batch.template_id)
         # A known template keeps its class; a new one takes the class of its line's level.
         severe = np.where(counts > 0, self.template_severe[batch.template_id] == 1, batch.level >= LEVEL_WARNING)
         total = self.template_count.sum()
@@ -394,6 +400,17 @@ class NoveltyTier(Tier):
         if "series" in state:
             self.series.load(state["series"])
         self._rows_of = (None, None)
+
+
+def _occurrence(keys):
+    """How many lines before each line (in the batch) have its key."""
+    order = np.argsort(keys, kind="stable")
+    ranked = np.arange(keys.size)
+    starts = np.r_[0, np.flatnonzero(np.diff(keys[order])) + 1] if keys.size else np.zeros(0, np.int64)
+    first = np.repeat(starts, np.diff(np.r_[starts, keys.size]))
+    out = np.empty(keys.size, np.float64)
+    out[order] = ranked - first
+    return out
 
 
 def role_key(template, position, source):
