@@ -6,37 +6,29 @@ twin in series_twins.py on the same inputs.
 
 Forecast: the last level plus the value's usual offset at this time of day (SEASON_BUCKETS buckets;
 Holt-Winters without a trend). A time of day that is always unsettled (a batch job starts, traffic
-ramps up) keeps its own mean absolute residual, and its values are judged against that. The level
-follows each value, but by at most TAIL_START robust deviations a step (so a lone spike barely moves
-it), and jumps to the new value after SHIFT_RUN residuals beyond the tail on one side (a level shift
-becomes the new normal within a few points). Residuals are divided by a scale: the larger of their
-recent mean absolute size and FLOOR_SHARE of their long-run one (a series quiet for an hour does not
-make its next ordinary move a wild one).
+ramps up) keeps its own mean absolute residual, and its values are judged against that. The level follows each value, but by at most TAIL_START robust
+deviations a step (so a lone spike barely moves it), and jumps to the new value after SHIFT_RUN
+residuals beyond the tail on one side (a level shift becomes the new normal within a few points).
+Residuals are divided by a scale: the larger of their recent mean absolute size and FLOOR_SHARE of
+their long-run one (a series quiet for an hour does not make its next ordinary move a wild one).
 
 Values are judged on a signed log scale (log1p of the magnitude): durations, sizes and rates are
 multiplicative, and a queue depth or a CPU share loses little by it.
 
-Two statistics are judged. The residual z of each value finds spikes and drops. A level shift that
-no single value shows (a latency 2.7 times its usual, within its noise value by value) is the
-distance d of the recent level (MID, about ten points) from the slow one (SLOW_LEVEL, the tails'
-memory), in long-run residual sizes: it grows while the shift lasts and fades as the slow level
-learns the new normal.
-
-Surprise: each statistic's tail beyond TAIL_START, per direction, is fitted as a Pareto tail (Hill's
-estimator on exponentially decayed sums of log excesses, shrunk towards a tail index of PRIOR_INDEX
-by PRIOR_EXCESSES pseudo-excesses) times the share of points that reach it: peaks over threshold, as
+Surprise: each direction's tail beyond TAIL_START is fitted as a Pareto tail (Hill's estimator on
+exponentially decayed sums of log excesses, shrunk towards a tail index of PRIOR_INDEX by
+PRIOR_EXCESSES pseudo-excesses) times the share of residuals that reach it: peaks over threshold, as
 in SPOT (Siffer et al., KDD 2017), with Hill's estimator in place of the maximum-likelihood fit. So a
 heavy-tailed latency calibrates itself down, a smooth queue depth whose residuals are tiny makes a
 jump of +200 stand out, and a residual far beyond anything seen is extrapolated, not capped. Real
-tails are often mixtures (cache hits and disk reads): a statistic is never rarer than the decayed
-share of past ones in its octave or beyond (a histogram of HIST_BINS octaves per side), so a slow
-query that comes every few hours is not extrapolated from the fast ones.
+tails are often mixtures (cache hits and disk reads): a residual is never rarer than the decayed share
+of past residuals in its octave or beyond (a histogram of HIST_BINS octaves per side), so a slow query
+that comes every few hours is not extrapolated from the fast ones.
 
 Counters and clocks (values whose changes are nearly always rises, or always falls: a minute field
-repeats, steps up and wraps once an hour) are not judged: their residuals are the lag of the level,
-not the process. Nor are labels: a series is judged once it has shown more distinct values than
-`labels` keeps (a status code is not a measurement; tier 3 judges its new values as categories),
-after MIN_POINTS points of its own.
+repeats, steps up and wraps once an hour) are not judged: their residuals are the lag of the level, not the process. Nor are labels: a series
+is judged once it has shown more distinct values than `labels` keeps (a status code is not a
+measurement; tier 3 judges its new values as categories), after MIN_POINTS points of its own.
 
 The surprise is per point; what an operator pays for is false alarms per day. A series that logs a
 point every five minutes meets ~300 tests a day, a latency logged 10 times a second ~900,000, so the
@@ -56,17 +48,14 @@ import numpy as np
 from numba import njit
 
 # state columns (float64[R, COLS])
-(N_OBS, LEVEL, SCALE, SLOW_SCALE, TOTAL, LAST_X, LAST_T, RISES, RUN, GAP, ALARM, DISTINCT, GROWTH, MID,
- SLOW_LEVEL) = range(15)
+(N_OBS, LEVEL, SCALE, SLOW_SCALE, TOTAL, UP_N, UP_S, DN_N, DN_S, LAST_X, LAST_T, RISES, RUN, GAP,
+ ALARM, DISTINCT, GROWTH) = range(17)
 HIST_BINS = 16             # per side: excesses counted by octave of |z| / TAIL_START
-# A tail block: decayed count and sum of log excesses per side, then each side's octave histogram.
-T_UP_N, T_UP_S, T_DN_N, T_DN_S, T_UP_HIST, T_DN_HIST = 0, 1, 2, 3, 4, 4 + HIST_BINS
-TAIL_COLS = 4 + 2 * HIST_BINS
-POINT_TAIL = 15                        # the residuals' tails
-SHIFT_TAIL = POINT_TAIL + TAIL_COLS    # the level shift's tails
-COLS = SHIFT_TAIL + TAIL_COLS
-# The decayed sums (TOTAL and the tail blocks) are kept multiplied by GROWTH, which grows by 1/keep
-# each point instead of every sum shrinking by keep: one multiply a point, not 73.
+UP_HIST, DN_HIST = 17, 17 + HIST_BINS
+COLS = 17 + 2 * HIST_BINS
+# The decayed sums (TOTAL to DN_S and the histograms) are kept multiplied by GROWTH, which grows by
+# 1/keep each point instead of every sum shrinking by keep: one multiply a point, not 37.
+DECAYED = (TOTAL, UP_N, UP_S, DN_N, DN_S)
 MAX_GROWTH = 1e150
 SEASON_BUCKETS = 96        # 15-minute offsets over the day
 
@@ -77,7 +66,6 @@ SEASON_ALPHA = 0.1         # weight of a new day in a time-of-day offset
 FLOOR_SHARE = 0.3          # the scale is at least this share of the long-run one
 TAIL_START = 2.5           # robust deviations beyond which a residual is in a tail
 SHIFT_RUN = 3              # residuals in a row beyond the tail, one side: the level moved
-MID_ALPHA = 0.1            # the recent level (about 10 points) that a level shift moves off the slow one
 PRIOR_INDEX = 4.0          # tail index before the series has shown its own
 PRIOR_EXCESSES = 3.0       # weight of that prior, in excesses
 PRIOR_RATE, PRIOR_WEIGHT = 0.02, 20.0   # tail share before the series has shown its own
@@ -91,7 +79,7 @@ MAX_BONUS, MIN_BONUS = 40.0, -40.0
 REFRACTORY_POINTS = 100.0  # a fresh alarm of 100 fades over this many points
 DAMPING = 0.6              # a value of a fresh episode counts this much (within suspicious..threshold)
 DAY_S = 86400.0
-KIND_NONE, KIND_SPIKE, KIND_DROP, KIND_SHIFT_UP, KIND_SHIFT_DOWN = 0, 1, 2, 3, 4
+KIND_NONE, KIND_SPIKE, KIND_DROP = 0, 1, 2
 
 
 @njit(cache=True)
@@ -131,38 +119,26 @@ def _count_distinct(st, labels, r, x):
 
 
 @njit(cache=True)
-def tail_log10p(st, r, tail, z):
-    """log10 of the chance of a statistic at least |z| out on z's side, from the tail block at column
-    `tail` (0 inside the tail's start)."""
+def tail_log10p(st, r, z):
+    """log10 of the chance of a residual at least |z| out on z's side (0 inside the tail's start)."""
     a = abs(z)
     if a <= TAIL_START:
         return 0.0
     g = _growth(st, r)
-    side = tail + (T_UP_N if z > 0 else T_DN_N)
-    n, s = st[r, side] / g, st[r, side + 1] / g
+    n, s = (st[r, UP_N] / g, st[r, UP_S] / g) if z > 0 else (st[r, DN_N] / g, st[r, DN_S] / g)
     total = st[r, TOTAL] / g
     share = (n + PRIOR_RATE * PRIOR_WEIGHT) / (total + PRIOR_WEIGHT)
     mean_log_excess = (s + PRIOR_EXCESSES / PRIOR_INDEX) / (n + PRIOR_EXCESSES)
     pareto = math.log10(min(share, 1.0)) - math.log10(a / TAIL_START) / mean_log_excess
-    hist = tail + (T_UP_HIST if z > 0 else T_DN_HIST)
+    hist = UP_HIST if z > 0 else DN_HIST
     k0 = octave(a)
-    # the statistic's own octave counts for the part of it beyond the statistic (log-uniform within it)
+    # the residual's own octave counts for the part of it beyond the residual (log-uniform within it)
     beyond = st[r, hist + k0] * max(1.0 - (math.log2(a / TAIL_START) - k0), 0.0)
     for k in range(k0 + 1, HIST_BINS):
         beyond += st[r, hist + k]
     if beyond <= 0.0:
         return pareto
     return max(pareto, math.log10(min(beyond / g / (total + PRIOR_WEIGHT), 1.0)))
-
-
-@njit(cache=True)
-def _count_excess(st, r, tail, z, wg):
-    """Add a statistic z beyond the tail's start to the tail block at `tail`, with weight wg (x GROWTH)."""
-    a = abs(z)
-    side = tail + (T_UP_N if z > 0 else T_DN_N)
-    st[r, side] += wg
-    st[r, side + 1] += wg * math.log(a / TAIL_START)
-    st[r, tail + (T_UP_HIST if z > 0 else T_DN_HIST) + octave(a)] += wg
 
 
 @njit(cache=True)
@@ -213,8 +189,6 @@ def step(st, season, seen, labels, r, value, t, w, threshold, suspicious):
     x = math.copysign(math.log1p(abs(value)), value)
     if st[r, N_OBS] == 0.0:
         st[r, LEVEL] = x
-        st[r, MID] = x
-        st[r, SLOW_LEVEL] = x
         st[r, LAST_X] = x
         st[r, LAST_T] = t
         st[r, RISES] = 0.5
@@ -229,26 +203,18 @@ def step(st, season, seen, labels, r, value, t, w, threshold, suspicious):
     z = e / scale
     score = 0.0
     kind = KIND_NONE
-    mid = st[r, MID] + MID_ALPHA * min(max(x - offset - st[r, MID], -TAIL_START * scale), TAIL_START * scale)
-    d = (mid - st[r, SLOW_LEVEL]) / max(st[r, SLOW_SCALE], RELATIVE_FLOOR * abs(st[r, SLOW_LEVEL]), 1e-300)
     if judged(st, labels, r):
-        bonus = rate_bonus(st[r, GAP], threshold)
-        lp = tail_log10p(st, r, POINT_TAIL, z)
+        lp = tail_log10p(st, r, z)
         if lp < 0.0:
-            score = min(max(-10.0 * lp + bonus, 0.0), 100.0)
+            score = min(max(-10.0 * lp + rate_bonus(st[r, GAP], threshold), 0.0), 100.0)
             kind = KIND_SPIKE if z > 0 else KIND_DROP
-        ls = tail_log10p(st, r, SHIFT_TAIL, d)
-        if ls < 0.0 and -10.0 * ls + bonus > score:
-            score = min(max(-10.0 * ls + bonus, 0.0), 100.0)
-            kind = KIND_SHIFT_UP if d > 0 else KIND_SHIFT_DOWN
-            expected = st[r, SLOW_LEVEL] + offset
         score = reported(st, r, score, threshold, suspicious)
-    _learn(st, season, seen, r, b, x, t, w, z, e, scale, mid, d)
+    _learn(st, season, seen, r, b, x, t, w, z, e, scale)
     return score, kind, expected
 
 
 @njit(cache=True)
-def _learn(st, season, seen, r, b, x, t, w, z, e, scale, mid, d):
+def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
     a = abs(z)
     # what kind of series this is (a counter? how dense?) follows every point, whatever its weight
     if x != st[r, LAST_X]:
@@ -268,19 +234,18 @@ def _learn(st, season, seen, r, b, x, t, w, z, e, scale, mid, d):
     keep = 1.0 - slow_alpha(st, r)
     g = _growth(st, r) / (keep if w == 1.0 else keep ** w)
     if g > MAX_GROWTH:
-        st[r, TOTAL] /= g
-        for c in range(POINT_TAIL, COLS):
+        for c in DECAYED:
+            st[r, c] /= g
+        for c in range(UP_HIST, COLS):
             st[r, c] /= g
         g = 1.0
     st[r, GROWTH] = g
     st[r, TOTAL] += w * g
     if warm and a > TAIL_START:
-        _count_excess(st, r, POINT_TAIL, z, w * g)
-    if warm and abs(d) > TAIL_START:
-        _count_excess(st, r, SHIFT_TAIL, d, w * g)
-    # the recent and the slow level of the deseasonalised value: a level shift moves one off the other
-    st[r, MID] = mid
-    st[r, SLOW_LEVEL] += w * max(slow_alpha(st, r), 1.0 / (n + 1.0)) * (st[r, MID] - st[r, SLOW_LEVEL])
+        base = UP_N if z > 0 else DN_N
+        st[r, base] += w * g
+        st[r, base + 1] += w * g * math.log(a / TAIL_START)
+        st[r, (UP_HIST if z > 0 else DN_HIST) + octave(a)] += w * g
     if a > TAIL_START:
         sign = 1.0 if z > 0 else -1.0
         st[r, RUN] = st[r, RUN] + sign if st[r, RUN] * sign > 0 else sign

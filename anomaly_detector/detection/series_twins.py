@@ -5,51 +5,14 @@ import math
 from . import series_kernels as K
 
 
-class Tail:
-    """One statistic's tails: per side the decayed excesses, their log sizes and an octave histogram."""
-
-    def __init__(self):
-        self.counts = {1: [0.0, 0.0], -1: [0.0, 0.0]}
-        self.hist = {1: [0.0] * K.HIST_BINS, -1: [0.0] * K.HIST_BINS}
-
-    def log10p(self, z, total):
-        a = abs(z)
-        if a <= K.TAIL_START:
-            return 0.0
-        n, s = self.counts[1 if z > 0 else -1]
-        share = (n + K.PRIOR_RATE * K.PRIOR_WEIGHT) / (total + K.PRIOR_WEIGHT)
-        index = (n + K.PRIOR_EXCESSES) / (s + K.PRIOR_EXCESSES / K.PRIOR_INDEX)
-        pareto = math.log10(min(share, 1.0)) - index * math.log10(a / K.TAIL_START)
-        hist, k0 = self.hist[1 if z > 0 else -1], octave(a)
-        beyond = hist[k0] * max(1.0 - (math.log2(a / K.TAIL_START) - k0), 0.0) + sum(hist[k0 + 1:])
-        if beyond <= 0:
-            return pareto
-        return max(pareto, math.log10(min(beyond / (total + K.PRIOR_WEIGHT), 1.0)))
-
-    def decay(self, keep):
-        for side in (1, -1):
-            self.counts[side] = [v * keep for v in self.counts[side]]
-            self.hist[side] = [v * keep for v in self.hist[side]]
-
-    def add(self, z, w):
-        a, side = abs(z), 1 if z > 0 else -1
-        self.counts[side][0] += w
-        self.counts[side][1] += w * math.log(a / K.TAIL_START)
-        self.hist[side][octave(a)] += w
-
-
-def octave(a):
-    return min(int(math.log2(a / K.TAIL_START)), K.HIST_BINS - 1)
-
-
 class Series:
     def __init__(self, max_labels, threshold=70.0, suspicious=40.0):
         self.max_labels = max_labels
         self.threshold, self.suspicious = threshold, suspicious
         self.n = 0.0
         self.level = self.scale = self.slow = self.total = 0.0
-        self.point, self.shift = Tail(), Tail()
-        self.mid = self.slow_level = 0.0
+        self.tails = {1: [0.0, 0.0], -1: [0.0, 0.0]}     # side -> [decayed excesses, decayed sum of log excess]
+        self.hist = {1: [0.0] * K.HIST_BINS, -1: [0.0] * K.HIST_BINS}  # side -> decayed excesses per octave
         self.last_x = self.last_t = self.gap = self.alarm = 0.0
         self.rises = 0.5          # share of rises among the changes
         self.run = 0
@@ -60,6 +23,24 @@ class Series:
     def judged(self):
         return (self.n >= K.MIN_POINTS and self.distinct > self.max_labels
                 and 1.0 - K.MONOTONE_SHARE < self.rises < K.MONOTONE_SHARE)
+
+    def tail_log10p(self, z):
+        a = abs(z)
+        if a <= K.TAIL_START:
+            return 0.0
+        n, s = self.tails[1 if z > 0 else -1]
+        share = (n + K.PRIOR_RATE * K.PRIOR_WEIGHT) / (self.total + K.PRIOR_WEIGHT)
+        index = (n + K.PRIOR_EXCESSES) / (s + K.PRIOR_EXCESSES / K.PRIOR_INDEX)
+        pareto = math.log10(min(share, 1.0)) - index * math.log10(a / K.TAIL_START)
+        hist, k0 = self.hist[1 if z > 0 else -1], self.octave(a)
+        beyond = hist[k0] * max(1.0 - (math.log2(a / K.TAIL_START) - k0), 0.0) + sum(hist[k0 + 1:])
+        if beyond <= 0:
+            return pareto
+        return max(pareto, math.log10(min(beyond / (self.total + K.PRIOR_WEIGHT), 1.0)))
+
+    @staticmethod
+    def octave(a):
+        return min(int(math.log2(a / K.TAIL_START)), K.HIST_BINS - 1)
 
     def reported(self, s):
         fresh, in_episode = s > self.alarm, self.alarm >= self.threshold
@@ -78,7 +59,7 @@ class Series:
             self.distinct += 1
         x = math.copysign(math.log1p(abs(value)), value)
         if self.n == 0:
-            self.level = self.last_x = self.mid = self.slow_level = x
+            self.level = self.last_x = x
             self.last_t = t
             self.n = 1.0
             return 0.0, K.KIND_NONE, x
@@ -90,26 +71,19 @@ class Series:
         e = x - expected
         z = e / scale
         score, kind = 0.0, K.KIND_NONE
-        mid = self.mid + K.MID_ALPHA * min(max(x - bucket[0] - self.mid, -K.TAIL_START * scale), K.TAIL_START * scale)
-        d = (mid - self.slow_level) / max(self.slow, K.RELATIVE_FLOOR * abs(self.slow_level), 1e-300)
         if self.judged():
-            per_day = K.DAY_S / max(self.gap, K.MIN_GAP_S)
-            bonus = min(max(self.threshold + 10 * math.log10(K.FALSE_FLAGS_PER_DAY / per_day), K.MIN_BONUS),
-                        K.MAX_BONUS)
-            lp = self.point.log10p(z, self.total)
+            lp = self.tail_log10p(z)
             if lp < 0:
+                per_day = K.DAY_S / max(self.gap, K.MIN_GAP_S)
+                bonus = min(max(self.threshold + 10 * math.log10(K.FALSE_FLAGS_PER_DAY / per_day), K.MIN_BONUS),
+                            K.MAX_BONUS)
                 score = min(max(-10 * lp + bonus, 0.0), 100.0)
                 kind = K.KIND_SPIKE if z > 0 else K.KIND_DROP
-            ls = self.shift.log10p(d, self.total)
-            if ls < 0 and -10 * ls + bonus > score:
-                score = min(max(-10 * ls + bonus, 0.0), 100.0)
-                kind = K.KIND_SHIFT_UP if d > 0 else K.KIND_SHIFT_DOWN
-                expected = self.slow_level + bucket[0]
             score = self.reported(score)
-        self._learn(b, x, t, w, z, e, scale, mid, d)
+        self._learn(b, x, t, w, z, e, scale)
         return score, kind, expected
 
-    def _learn(self, b, x, t, w, z, e, scale, mid, d):
+    def _learn(self, b, x, t, w, z, e, scale):
         a = abs(z)
         if x != self.last_x:
             self.rises += max(K.SCALE_ALPHA, 1.0 / self.n) * (float(x > self.last_x) - self.rises)
@@ -123,14 +97,14 @@ class Series:
         slow_alpha = min(K.SLOW_ALPHA, max(self.gap, K.MIN_GAP_S) / K.DAY_S)
         keep = (1.0 - slow_alpha) ** w
         self.total = self.total * keep + w
-        self.point.decay(keep)
-        self.shift.decay(keep)
+        for side in (1, -1):
+            self.tails[side] = [v * keep for v in self.tails[side]]
+            self.hist[side] = [v * keep for v in self.hist[side]]
         if warm and a > K.TAIL_START:
-            self.point.add(z, w)
-        if warm and abs(d) > K.TAIL_START:
-            self.shift.add(d, w)
-        self.mid = mid
-        self.slow_level += w * max(slow_alpha, 1.0 / (n + 1.0)) * (self.mid - self.slow_level)
+            tail = self.tails[1 if z > 0 else -1]
+            tail[0] += w
+            tail[1] += w * math.log(a / K.TAIL_START)
+            self.hist[1 if z > 0 else -1][self.octave(a)] += w
         sign = 1 if z > 0 else -1
         self.run = (self.run + sign if self.run * sign > 0 else sign) if a > K.TAIL_START else 0
         if abs(self.run) >= K.SHIFT_RUN:

@@ -19,10 +19,6 @@ from .base import Tier, TierResult
 from .series import SeriesBook
 
 MAX_POSITIONS = 16   # parameters beyond this position of a template are not modelled
-# What a series score is about, as incidents name it (incidents.KIND_BY_REASON: "drift", "unusual value").
-_SERIES_KINDS = {SK.KIND_NONE: "unusual value", SK.KIND_SPIKE: "unusual value (spike)",
-                 SK.KIND_DROP: "unusual value (drop)", SK.KIND_SHIFT_UP: "level shift up (drift)",
-                 SK.KIND_SHIFT_DOWN: "level shift down (drift)"}
 ROLE_UNSET, ROLE_NONE = -2, -1   # role_index: not looked at yet / no pool (template text unknown)
 
 
@@ -110,8 +106,9 @@ class NoveltyTier(Tier):
         for i in np.flatnonzero(best >= 40.0).tolist():
             j = int(which[i])
             tid, pos = int(batch.template_id[i]), int(batch.param_pos[j])
-            what = _SERIES_KINDS[int(kind[i])]
-            result.reasons[i] = "%s of parameter %d of %r, against its own past" % (what, pos, ctx.template_text(tid))
+            what = "spike" if kind[i] == SK.KIND_SPIKE else "drop"
+            result.reasons[i] = "unusual value (%s) of parameter %d of %r, against its own recent past" % (
+                what, pos, ctx.template_text(tid))
             result.expected[i] = "around %.4g" % expected[i]
             result.observed[i] = "%.4g" % batch.param_num[j]
 
