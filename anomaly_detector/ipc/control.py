@@ -60,7 +60,8 @@ CHILD_DTYPE = np.dtype({
 COUNTER_FIELDS = ("lines_processed", "errors", "batches", "bytes_processed", "anomalies", "busy_ns",
                   "incidents", "lines_read", "lines_dropped", "read_errors", "lines_dead_lettered",
                   "output_errors", "spool_refused_full", "spool_refused_error", "spool_torn_records",
-                  "files_deferrals", "files_deferred", "rule_scans_cut", "source_capped_lines")
+                  "files_deferrals", "files_deferred", "rule_scans_cut", "source_capped_lines",
+                  "json_fields_over_cap")
 _COUNTER_INDEX = {name: i for i, name in enumerate(COUNTER_FIELDS)}
 _ROW_WORDS = -(-len(COUNTER_FIELDS) * 8 // CACHE_LINE) * CACHE_LINE // 8
 

@@ -45,6 +45,9 @@ METRICS = {m.name: m for m in (
     MetricSpec("source_capped_lines_total", COUNTER,
                "Lines that kept their input's source because the input already had [processing] max_sources "
                "sources of its own (from source_fields or a detected prefix)."),
+    MetricSpec("json_fields_over_cap_total", COUNTER,
+               "Numeric JSON fields not mined as template parameters because their line had more than its "
+               "input's json_numeric_fields (the first ones in key order are kept)."),
     MetricSpec("anomalies_total", COUNTER, "Lines flagged as anomalous."),
     MetricSpec("incidents_total", COUNTER, "Incidents closed by the detection engine."),
     MetricSpec("alerts_generated_total", COUNTER, "Alerts raised by the detection engine."),

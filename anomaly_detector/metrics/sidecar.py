@@ -110,6 +110,7 @@ class Readings:
             "files_deferred_total": totals["files_deferrals"],
             "rule_scans_cut_total": totals["rule_scans_cut"],
             "source_capped_lines_total": totals["source_capped_lines"],
+            "json_fields_over_cap_total": totals["json_fields_over_cap"],
             "anomalies_total": totals["anomalies"],
             "incidents_total": totals["incidents"],
             "input_queue_size": depth,

@@ -19,6 +19,7 @@ V_ABSENT, V_STRING, V_ESCAPED, V_NUMBER, V_TRUE, V_FALSE, V_NULL, V_NONFINITE, V
 STAMP_NONE, STAMP_NUMBER, STAMP_TEXT = range(3)
 
 MAX_LINE_BYTES = 1_048_576  # jsonl.MAX_LINE_CHARS: a line of at most this many bytes has no more chars
+SIGNIFICANT = 14  # digits a numeric field's float keeps (records.number_text)
 MAX_SCANNED_FIELDS = 256  # objects with more keys of numeric_fields' shape are left to Python
 _MAX_NUMBER_BYTES = 64  # longer number tokens (Python's int digit limit, ...): the line is left to Python
 _EXACT_POW10 = np.array([float(10 ** k) for k in range(23)], dtype=np.float64)
@@ -224,8 +225,8 @@ def _scan_object(buf, s, e, keys, key_lengths, kinds, vstart, vend, vnum, pow10,
     Returns -1 when the line is not for the kernel: not an object, invalid, nested, an escaped key
     (it might equal a configured key) or a configured key given twice (json.loads keeps the last).
     Otherwise the number of other keys of numeric_fields' key shape, whose (key start, key end,
-    value start, value end, is a number) rows are put in `fields` when want_fields is set; an
-    inexact number under such a key, or more such keys than `fields` has rows, also gives -1.
+    value start, value end, is a number) rows are put in `fields` when want_fields is set; more
+    such keys than `fields` has rows also gives -1.
     """
     kinds[:] = V_ABSENT
     nf = 0
@@ -260,10 +261,10 @@ def _scan_object(buf, s, e, keys, key_lengths, kinds, vstart, vend, vnum, pow10,
                     return -1
                 kinds[r], vstart[r], vend[r], vnum[r] = kind, vs, p, number
         if want_fields and not role and _safe_key(buf, ks, ke):
-            if kind == V_INEXACT or nf == fields.shape[0]:
+            if nf == fields.shape[0]:
                 return -1
             fields[nf, 0], fields[nf, 1], fields[nf, 2], fields[nf, 3] = ks, ke, vs, p
-            fields[nf, 4] = 1 if kind == V_NUMBER else 0
+            fields[nf, 4] = 1 if kind == V_NUMBER or kind == V_INEXACT else 0
             nf += 1
         p = _skip_ws(buf, p, e)
         if p >= e:
@@ -307,13 +308,17 @@ def _digit(buf, d0, d1, f0, k):
 
 
 @njit(cache=True)
-def _put_number(buf, a, b, out, o):
-    """Write the JSON number literal buf[a:b] as records.number_text writes its value; -1 when
-    the kernel cannot (more than 15 significant digits in a fraction or exponent form).
+def _put_number(buf, a, b, out, o, dig):
+    """Write the JSON number literal buf[a:b] as records.number_text writes its value; -1 when the
+    kernel leaves it to Python (an exponent of more than 4 digits, a form longer than 40 bytes, or
+    digits too close to a rounding half-way point).
 
-    Integers are their digits. Other numbers are their shortest round-trip digits, positional
-    (no exponent): a decimal of at most 15 significant digits is its own shortest form, so the
-    literal's digits without leading and trailing zeros are exactly Python's repr digits.
+    Integers are their digits. Other numbers are rounded to SIGNIFICANT digits and written without
+    an exponent or trailing zeros, as Python's '%.14g' of the float. The float is within 2**-53 of
+    the literal, relatively: for a first digit d that is under 0.00111 * (d + 1) units of the 14th
+    digit, so rounding the literal's own digits gives Python's digits unless what follows the 14th
+    digit is that close to one half (about 1 literal in 200 of 17 digits goes to Python).
+    dig: scratch of SIGNIFICANT + 1.
     """
     neg = buf[a] == 45
     d0 = a + 1 if neg else a
@@ -330,9 +335,11 @@ def _put_number(buf, a, b, out, o):
         f1 = _digits_end(buf, f0, b)
     exp = 0
     p = f1
-    if p < b:  # e or E, a sign, at most 4 digits (_number saw to it)
+    if p < b:  # e or E, a sign, digits
         eneg = buf[p + 1] == 45
         p += 2 if buf[p + 1] == 45 or buf[p + 1] == 43 else 1
+        if b - p > 4:
+            return -1
         while p < b:
             exp = exp * 10 + (buf[p] - 48)
             p += 1
@@ -348,14 +355,38 @@ def _put_number(buf, a, b, out, o):
     last = total - 1
     while _digit(buf, d0, d1, f0, last) == 48:
         last -= 1
-    nd = last - first + 1
-    if nd > 15:
+    lead = exp - (f1 - f0) + total - 1 - first  # decimal exponent of the first significant digit
+    nd = min(last - first + 1, SIGNIFICANT)
+    for k in range(nd):
+        dig[k] = _digit(buf, d0, d1, f0, first + k)
+    if last - first + 1 > SIGNIFICANT:
+        tail = 0.0
+        w = 0.1
+        for k in range(first + SIGNIFICANT, min(last + 1, first + SIGNIFICANT + 6)):
+            tail += (_digit(buf, d0, d1, f0, k) - 48) * w
+            w *= 0.1
+        if abs(tail - 0.5) <= 0.00112 * (dig[0] - 47) + 1e-5:
+            return -1
+        if tail > 0.5:
+            k = SIGNIFICANT - 1
+            while k >= 0 and dig[k] == 57:
+                dig[k] = 48
+                k -= 1
+            if k < 0:
+                dig[0] = 49
+                lead += 1
+            else:
+                dig[k] += 1
+    while dig[nd - 1] == 48:
+        nd -= 1
+    scale = lead - nd + 1  # value = digits * 10**scale
+    point = nd + scale  # digits before the decimal point
+    size = point if scale >= 0 else (nd + 1 if point > 0 else nd + 2 - point)
+    if size > 40:
         return -1
-    scale = exp - (f1 - f0) + (total - 1 - last)  # value = digits * 10**scale
     if neg:
         out[o] = 45
         o += 1
-    point = nd + scale  # digits before the decimal point
     if point <= 0:
         out[o] = 48
         out[o + 1] = 46
@@ -367,7 +398,7 @@ def _put_number(buf, a, b, out, o):
         if k == point and k > 0:
             out[o] = 46
             o += 1
-        out[o] = _digit(buf, d0, d1, f0, first + k)
+        out[o] = dig[k]
         o += 1
     for _ in range(scale):
         out[o] = 48
@@ -376,7 +407,7 @@ def _put_number(buf, a, b, out, o):
 
 
 @njit(cache=True)
-def _put_fields(buf, fields, nf, max_fields, out, o):
+def _put_fields(buf, fields, nf, max_fields, out, o, dig):
     """Append ` key=value` for the numeric fields among the sorted rows, at most max_fields of them.
 
     Returns (end in out or -1 when a number is left to Python, numeric fields beyond max_fields).
@@ -395,7 +426,7 @@ def _put_fields(buf, fields, nf, max_fields, out, o):
         out[o:o + ke - ks] = buf[ks:ke]
         o += ke - ks
         out[o] = 61
-        o = _put_number(buf, fields[i, 2], fields[i, 3], out, o + 1)
+        o = _put_number(buf, fields[i, 2], fields[i, 3], out, o + 1, dig)
         if o < 0:
             return -1, 0
         taken += 1
@@ -572,6 +603,7 @@ def json_lines(buf, starts, ends, keys, key_lengths, naive_ok, pow10, days_in_mo
     vnum = np.zeros(4, np.float64)
     fields = np.zeros((MAX_SCANNED_FIELDS, 5), np.int64)
     over = np.zeros(n, np.int32)
+    dig = np.zeros(SIGNIFICANT + 1, np.uint8)
     prev_s, prev_e = -1, -1
     prev_la, prev_lb, prev_level = -1, -1, 0
     for i in range(n):
@@ -626,7 +658,7 @@ def json_lines(buf, starts, ends, keys, key_lengths, naive_ok, pow10, days_in_mo
                 c1 = o + word.shape[0]
                 decoded[c0:c1] = word
             if c1 >= 0 and numeric:
-                c1, over[i] = _put_fields(buf, fields, nf, max_fields, decoded, c1)
+                c1, over[i] = _put_fields(buf, fields, nf, max_fields, decoded, c1, dig)
             if c1 < 0:
                 over[i] = 0
                 continue

@@ -6,6 +6,7 @@ the same values as parse_many.
 """
 import math
 import re
+from decimal import Decimal
 
 import numpy as np
 
@@ -109,14 +110,15 @@ def _valid_text(text):
 
 
 def number_text(value):
-    """A JSON number as written after its key: integers as digits, other numbers as their shortest
-    round-trip digits without an exponent (1.5e-05 -> 0.000015), so the miner's number masker takes
-    the whole value as one parameter; -0.0 is 0."""
+    """A JSON number as written after its key: integers as their digits, other numbers rounded to 14
+    significant digits (exact for what a person or most loggers write; json_kernels.SIGNIFICANT) and
+    written without an exponent or trailing zeros (1.5e-05 -> 0.000015, 100.0 -> 100), so the
+    miner's number masker takes the whole value as one parameter; -0.0 is 0."""
     if type(value) is int:
         return str(value)
     if value == 0:
         return "0"
-    return np.format_float_positional(value, trim="-")
+    return format(Decimal("%.14g" % value), "f")
 
 
 def numeric_fields_text(obj, skip, limit):

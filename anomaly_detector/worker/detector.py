@@ -89,6 +89,7 @@ class DetectorWorker:
         self._scans_cut = 0    # rule scans cut at max_scan_bytes, as last counted
         self._scans_cut_logged = float("-inf")
         self._capped = 0       # lines kept on their input's source at [processing] max_sources, as last counted
+        self._over_cap = [0] * len(self.parsers)  # JSON numeric fields left out at json_numeric_fields, per input
         self._unwritten = None  # a scored batch whose output could not be written: (output, counts)
 
     def run(self, stop):
@@ -172,7 +173,8 @@ class DetectorWorker:
         except Exception:  # the lines are scored and written; a reporting fault must not kill the worker
             log.exception("worker %d: incidents of a batch could not be reported", self.index)
         self.counters.add(anomalies=self.pipeline.anomalies - anomalies_before, incidents=len(incidents),
-                          rule_scans_cut=self._new_scans_cut(), source_capped_lines=self._new_capped())
+                          rule_scans_cut=self._new_scans_cut(), source_capped_lines=self._new_capped(),
+                          json_fields_over_cap=self._new_over_cap())
         return errors, dead, b"".join(outputs)
 
     def _new_scans_cut(self):
@@ -192,6 +194,21 @@ class DetectorWorker:
         """Lines kept on their input's source at max_sources since the last batch (each parser logs once)."""
         total = sum(parser.line_sources.refused for parser in self.parsers)
         new, self._capped = total - self._capped, total
+        return new
+
+    def _new_over_cap(self):
+        """Numeric JSON fields past an input's json_numeric_fields since the last batch (a WARNING the first
+        time per input and worker)."""
+        new = 0
+        for k, parser in enumerate(self.parsers):
+            total = parser.stats["json_fields_over_cap"]
+            if total and not self._over_cap[k]:
+                log.warning("input %s: JSON lines carry more than json_numeric_fields = %d numeric fields; the "
+                            "fields past them in key order are not mined (counted in "
+                            "anomaly_detector_json_fields_over_cap_total)", self.inputs[k][0],
+                            parser.json_numeric_fields)
+            new += total - self._over_cap[k]
+            self._over_cap[k] = total
         return new
 
     def _score_run_guarded(self, buf, starts, ends, meta, source_id, outputs):
