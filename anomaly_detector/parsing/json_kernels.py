@@ -3,7 +3,9 @@
 records.parse_columns uses it for jsonl/auto inputs. It takes only flat objects (string, number,
 true/false/null values) whose wanted values it reads exactly as RecordParser._parse_json does
 (json.loads, TimestampParser.parse_value, json_level, clean_text); every other line is marked
-not-ok and goes through the per-line Python path.
+not-ok and goes through the per-line Python path. With json_numeric_fields on it also writes the
+numeric fields after the message (records.numeric_fields_text), rounding floats from their literal
+digits as records.number_text rounds the float.
 """
 import numpy as np
 from numba import njit
@@ -19,7 +21,7 @@ V_ABSENT, V_STRING, V_ESCAPED, V_NUMBER, V_TRUE, V_FALSE, V_NULL, V_NONFINITE, V
 STAMP_NONE, STAMP_NUMBER, STAMP_TEXT = range(3)
 
 MAX_LINE_BYTES = 1_048_576  # jsonl.MAX_LINE_CHARS: a line of at most this many bytes has no more chars
-SIGNIFICANT = 14  # digits a numeric field's float keeps (records.number_text)
+SIGNIFICANT = 13  # digits a numeric field's float keeps (records.number_text)
 MAX_SCANNED_FIELDS = 256  # objects with more keys of numeric_fields' shape are left to Python
 _MAX_NUMBER_BYTES = 64  # longer number tokens (Python's int digit limit, ...): the line is left to Python
 _EXACT_POW10 = np.array([float(10 ** k) for k in range(23)], dtype=np.float64)
@@ -314,10 +316,10 @@ def _put_number(buf, a, b, out, o, dig):
     digits too close to a rounding half-way point).
 
     Integers are their digits. Other numbers are rounded to SIGNIFICANT digits and written without
-    an exponent or trailing zeros, as Python's '%.14g' of the float. The float is within 2**-53 of
-    the literal, relatively: for a first digit d that is under 0.00111 * (d + 1) units of the 14th
-    digit, so rounding the literal's own digits gives Python's digits unless what follows the 14th
-    digit is that close to one half (about 1 literal in 200 of 17 digits goes to Python).
+    an exponent or trailing zeros, as Python's '%.13g' of the float. The float is within 2**-53 of
+    the literal, relatively: for a first digit d that is under 0.000111 * (d + 1) units of the 13th
+    digit, so rounding the literal's own digits gives Python's digits unless what follows the 13th
+    digit is that close to one half (about 1 literal in 1000 of 17 digits goes to Python).
     dig: scratch of SIGNIFICANT + 1.
     """
     neg = buf[a] == 45
@@ -365,7 +367,7 @@ def _put_number(buf, a, b, out, o, dig):
         for k in range(first + SIGNIFICANT, min(last + 1, first + SIGNIFICANT + 6)):
             tail += (_digit(buf, d0, d1, f0, k) - 48) * w
             w *= 0.1
-        if abs(tail - 0.5) <= 0.00112 * (dig[0] - 47) + 1e-5:
+        if abs(tail - 0.5) <= 0.000112 * (dig[0] - 47) + 2e-6:
             return -1
         if tail > 0.5:
             k = SIGNIFICANT - 1

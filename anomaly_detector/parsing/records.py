@@ -1,5 +1,8 @@
 """Turn raw lines into Records (time, source, level, content, fields) for plain, JSON, syslog or header input.
 
+A JSON line's content is its message followed by ` key=value` for its numeric top-level fields (at
+most json_numeric_fields, in key order), so the template miner makes each field a parameter.
+
 Inputs hand framed lines to RecordParser; replay hands whole files to parse_columns, which uses the
 numba kernels (clean_buffer, split_lines, header split, plain and JSON-lines fast paths) and yields
 the same values as parse_many.
@@ -110,7 +113,7 @@ def _valid_text(text):
 
 
 def number_text(value):
-    """A JSON number as written after its key: integers as their digits, other numbers rounded to 14
+    """A JSON number as written after its key: integers as their digits, other numbers rounded to 13
     significant digits (exact for what a person or most loggers write; json_kernels.SIGNIFICANT) and
     written without an exponent or trailing zeros (1.5e-05 -> 0.000015, 100.0 -> 100), so the
     miner's number masker takes the whole value as one parameter; -0.0 is 0."""
@@ -118,7 +121,7 @@ def number_text(value):
         return str(value)
     if value == 0:
         return "0"
-    return format(Decimal("%.14g" % value), "f")
+    return format(Decimal("%.13g" % value), "f")
 
 
 def numeric_fields_text(obj, skip, limit):

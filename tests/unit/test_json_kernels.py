@@ -333,4 +333,4 @@ def test_json_lines_with_numeric_fields_take_the_fast_path():
                          "ratio": i / 7 if i % 2 else 2.5e-05, "user": "u%d" % i, "ok": True}).encode()
              for i in range(200)]
     _raw, _s, _e, got = _kernel(texts)
-    assert got[0].mean() > 0.97  # 17-digit floats too, but those a hair from a rounding half-way point
+    assert got[0].mean() > 0.99  # 17-digit floats too, but those a hair from a rounding half-way point
