@@ -48,6 +48,9 @@ METRICS = {m.name: m for m in (
     MetricSpec("volume_gaps_skipped_total", COUNTER,
                "Gaps in event time with no line from any of two or more busy sources for at least "
                "[detection][[tier2]] input_gap_seconds, skipped by volume detection as input outages."),
+    MetricSpec("json_fields_over_cap_total", COUNTER,
+               "Numeric JSON fields not mined as template parameters because their line had more than its "
+               "input's json_numeric_fields (the first ones in key order are kept)."),
     MetricSpec("anomalies_total", COUNTER, "Lines flagged as anomalous."),
     MetricSpec("incidents_total", COUNTER, "Incidents closed by the detection engine."),
     MetricSpec("alerts_generated_total", COUNTER, "Alerts raised by the detection engine."),

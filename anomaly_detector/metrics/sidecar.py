@@ -111,6 +111,7 @@ class Readings:
             "rule_scans_cut_total": totals["rule_scans_cut"],
             "source_capped_lines_total": totals["source_capped_lines"],
             "volume_gaps_skipped_total": totals["volume_gaps_skipped"],
+            "json_fields_over_cap_total": totals["json_fields_over_cap"],
             "anomalies_total": totals["anomalies"],
             "incidents_total": totals["incidents"],
             "input_queue_size": depth,

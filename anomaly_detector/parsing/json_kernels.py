@@ -3,7 +3,9 @@
 records.parse_columns uses it for jsonl/auto inputs. It takes only flat objects (string, number,
 true/false/null values) whose wanted values it reads exactly as RecordParser._parse_json does
 (json.loads, TimestampParser.parse_value, json_level, clean_text); every other line is marked
-not-ok and goes through the per-line Python path.
+not-ok and goes through the per-line Python path. With json_numeric_fields on it also writes the
+numeric fields after the message (records.numeric_fields_text), rounding floats from their literal
+digits as records.number_text rounds the float.
 """
 import numpy as np
 from numba import njit
@@ -19,6 +21,8 @@ V_ABSENT, V_STRING, V_ESCAPED, V_NUMBER, V_TRUE, V_FALSE, V_NULL, V_NONFINITE, V
 STAMP_NONE, STAMP_NUMBER, STAMP_TEXT = range(3)
 
 MAX_LINE_BYTES = 1_048_576  # jsonl.MAX_LINE_CHARS: a line of at most this many bytes has no more chars
+SIGNIFICANT = 13  # digits a numeric field's float keeps (records.number_text)
+MAX_SCANNED_FIELDS = 256  # objects with more keys of numeric_fields' shape are left to Python
 _MAX_NUMBER_BYTES = 64  # longer number tokens (Python's int digit limit, ...): the line is left to Python
 _EXACT_POW10 = np.array([float(10 ** k) for k in range(23)], dtype=np.float64)
 _TWO_53 = 2 ** 53
@@ -205,49 +209,240 @@ def _same_key(buf, ks, ke, keys, key_lengths, r):
 
 
 @njit(cache=True)
-def _scan_object(buf, s, e, keys, key_lengths, kinds, vstart, vend, vnum, pow10):
+def _safe_key(buf, ks, ke):
+    """A key that may be written as `key=value` into a message: ASCII letters, digits, _ . - only."""
+    if ke <= ks:
+        return False
+    for k in range(ks, ke):
+        c = buf[k]
+        if not (48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c == 95 or c == 46 or c == 45):
+            return False
+    return True
+
+
+@njit(cache=True)
+def _scan_object(buf, s, e, keys, key_lengths, kinds, vstart, vend, vnum, pow10, want_fields, fields):
     """Read the flat object on line [s, e): per role the kind, span and number of its value.
 
-    False when the line is not for the kernel: not an object, invalid, nested, an escaped key
+    Returns -1 when the line is not for the kernel: not an object, invalid, nested, an escaped key
     (it might equal a configured key) or a configured key given twice (json.loads keeps the last).
+    Otherwise the number of other keys of numeric_fields' key shape, whose (key start, key end,
+    value start, value end, is a number) rows are put in `fields` when want_fields is set; more
+    such keys than `fields` has rows also gives -1.
     """
     kinds[:] = V_ABSENT
+    nf = 0
     p = _skip_ws(buf, s, e)
     if p >= e or buf[p] != 123:
-        return False
+        return -1
     p = _skip_ws(buf, p + 1, e)
     if p < e and buf[p] == 125:
-        return _skip_ws(buf, p + 1, e) == e
+        return 0 if _skip_ws(buf, p + 1, e) == e else -1
     while True:
         if p >= e or buf[p] != 34:
-            return False
+            return -1
         k_end, escaped = _string_end(buf, p, e)
         if k_end < 0 or escaped:
-            return False
+            return -1
         ks, ke = p + 1, k_end - 1
         p = _skip_ws(buf, k_end, e)
         if p >= e or buf[p] != 58:
-            return False
+            return -1
         p = _skip_ws(buf, p + 1, e)
         if p >= e:
-            return False
+            return -1
         vs = p
         kind, p, number = _value(buf, p, e, pow10)
         if kind < 0 or p < 0:
-            return False
+            return -1
+        role = False
         for r in range(4):
             if _same_key(buf, ks, ke, keys, key_lengths, r):
+                role = True
                 if kinds[r] != V_ABSENT:
-                    return False
+                    return -1
                 kinds[r], vstart[r], vend[r], vnum[r] = kind, vs, p, number
+        if want_fields and not role and _safe_key(buf, ks, ke):
+            if nf == fields.shape[0]:
+                return -1
+            fields[nf, 0], fields[nf, 1], fields[nf, 2], fields[nf, 3] = ks, ke, vs, p
+            fields[nf, 4] = 1 if kind == V_NUMBER or kind == V_INEXACT else 0
+            nf += 1
         p = _skip_ws(buf, p, e)
         if p >= e:
-            return False
+            return -1
         if buf[p] == 125:
-            return _skip_ws(buf, p + 1, e) == e
+            return nf if _skip_ws(buf, p + 1, e) == e else -1
         if buf[p] != 44:
-            return False
+            return -1
         p = _skip_ws(buf, p + 1, e)
+
+
+@njit(cache=True)
+def _key_less(buf, a, b, c, d):
+    """Bytes buf[a:b] sort before buf[c:d] (str order, the keys being ASCII)."""
+    for k in range(min(b - a, d - c)):
+        if buf[a + k] != buf[c + k]:
+            return buf[a + k] < buf[c + k]
+    return b - a < d - c
+
+
+@njit(cache=True)
+def _sort_fields(buf, fields, nf):
+    """Sort the first nf rows of fields by key; False when a key is given twice (json.loads keeps
+    the last value, Python decides)."""
+    for i in range(1, nf):
+        j = i
+        while j > 0 and _key_less(buf, fields[j, 0], fields[j, 1], fields[j - 1, 0], fields[j - 1, 1]):
+            for c in range(5):
+                fields[j, c], fields[j - 1, c] = fields[j - 1, c], fields[j, c]
+            j -= 1
+    for i in range(1, nf):
+        if _same_bytes(buf, fields[i - 1, 0], fields[i - 1, 1], fields[i, 0], fields[i, 1]):
+            return False
+    return True
+
+
+@njit(cache=True)
+def _digit(buf, d0, d1, f0, k):
+    """Digit k of the integer digits buf[d0:d1) followed by the fraction digits from f0."""
+    return buf[d0 + k] if k < d1 - d0 else buf[f0 + k - (d1 - d0)]
+
+
+@njit(cache=True)
+def _put_number(buf, a, b, out, o, dig):
+    """Write the JSON number literal buf[a:b] as records.number_text writes its value; -1 when the
+    kernel leaves it to Python (an exponent of more than 4 digits, a form longer than 40 bytes, or
+    digits too close to a rounding half-way point).
+
+    Integers are their digits. Other numbers are rounded to SIGNIFICANT digits and written without
+    an exponent or trailing zeros, as Python's '%.13g' of the float. The float is within 2**-53 of
+    the literal, relatively: for a first digit d that is under 0.000111 * (d + 1) units of the 13th
+    digit, so rounding the literal's own digits gives Python's digits unless what follows the 13th
+    digit is that close to one half (about 1 literal in 1000 of 17 digits goes to Python).
+    dig: scratch of SIGNIFICANT + 1.
+    """
+    neg = buf[a] == 45
+    d0 = a + 1 if neg else a
+    d1 = _digits_end(buf, d0, b)
+    if d1 == b:  # an integer literal (json gives -0 as 0)
+        if neg and not (d1 - d0 == 1 and buf[d0] == 48):
+            out[o] = 45
+            o += 1
+        out[o:o + d1 - d0] = buf[d0:d1]
+        return o + d1 - d0
+    f0 = f1 = d1
+    if buf[d1] == 46:
+        f0 = d1 + 1
+        f1 = _digits_end(buf, f0, b)
+    exp = 0
+    p = f1
+    if p < b:  # e or E, a sign, digits
+        eneg = buf[p + 1] == 45
+        p += 2 if buf[p + 1] == 45 or buf[p + 1] == 43 else 1
+        if b - p > 4:
+            return -1
+        while p < b:
+            exp = exp * 10 + (buf[p] - 48)
+            p += 1
+        if eneg:
+            exp = -exp
+    total = d1 - d0 + f1 - f0
+    first = 0
+    while first < total and _digit(buf, d0, d1, f0, first) == 48:
+        first += 1
+    if first == total:
+        out[o] = 48
+        return o + 1
+    last = total - 1
+    while _digit(buf, d0, d1, f0, last) == 48:
+        last -= 1
+    lead = exp - (f1 - f0) + total - 1 - first  # decimal exponent of the first significant digit
+    nd = min(last - first + 1, SIGNIFICANT)
+    for k in range(nd):
+        dig[k] = _digit(buf, d0, d1, f0, first + k)
+    if last - first + 1 > SIGNIFICANT:
+        tail = 0.0
+        w = 0.1
+        for k in range(first + SIGNIFICANT, min(last + 1, first + SIGNIFICANT + 6)):
+            tail += (_digit(buf, d0, d1, f0, k) - 48) * w
+            w *= 0.1
+        if abs(tail - 0.5) <= 0.000112 * (dig[0] - 47) + 2e-6:
+            return -1
+        if tail > 0.5:
+            k = SIGNIFICANT - 1
+            while k >= 0 and dig[k] == 57:
+                dig[k] = 48
+                k -= 1
+            if k < 0:
+                dig[0] = 49
+                lead += 1
+            else:
+                dig[k] += 1
+    while dig[nd - 1] == 48:
+        nd -= 1
+    scale = lead - nd + 1  # value = digits * 10**scale
+    point = nd + scale  # digits before the decimal point
+    size = point if scale >= 0 else (nd + 1 if point > 0 else nd + 2 - point)
+    if size > 40:
+        return -1
+    if neg:
+        out[o] = 45
+        o += 1
+    if point <= 0:
+        out[o] = 48
+        out[o + 1] = 46
+        o += 2
+        for _ in range(-point):
+            out[o] = 48
+            o += 1
+    for k in range(nd):
+        if k == point and k > 0:
+            out[o] = 46
+            o += 1
+        out[o] = dig[k]
+        o += 1
+    for _ in range(scale):
+        out[o] = 48
+        o += 1
+    return o
+
+
+@njit(cache=True)
+def _put_fields(buf, fields, nf, max_fields, out, o, dig):
+    """Append ` key=value` for the numeric fields among the sorted rows, at most max_fields of them.
+
+    Returns (end in out or -1 when a number is left to Python, numeric fields beyond max_fields).
+    """
+    taken = 0
+    over = 0
+    for i in range(nf):
+        if fields[i, 4] == 0:
+            continue
+        if taken == max_fields:
+            over += 1
+            continue
+        out[o] = 32
+        o += 1
+        ks, ke = fields[i, 0], fields[i, 1]
+        out[o:o + ke - ks] = buf[ks:ke]
+        o += ke - ks
+        out[o] = 61
+        o = _put_number(buf, fields[i, 2], fields[i, 3], out, o + 1, dig)
+        if o < 0:
+            return -1, 0
+        taken += 1
+    return o, over
+
+
+@njit(cache=True)
+def _grown(decoded, o, need):
+    """decoded with room for `need` more bytes after o (doubled when short)."""
+    if o + need <= decoded.shape[0]:
+        return decoded
+    bigger = np.empty(max(2 * decoded.shape[0], o + need), np.uint8)
+    bigger[:o] = decoded[:o]
+    return bigger
 
 
 @njit(cache=True)
@@ -376,14 +571,16 @@ def _same_bytes(buf, a, b, c, d):
 
 @njit(cache=True)
 def json_lines(buf, starts, ends, keys, key_lengths, naive_ok, pow10, days_in_month, exact_pow10, names, lengths,
-               codes, numeric_levels):
+               codes, numeric_levels, max_fields):
     """Per line: ok, ts, stamp kind, stamp span, year, month, repeat, level, content span, in_decoded, source span;
-    then the decoded bytes.
+    then the decoded bytes, and per line the numeric fields beyond max_fields.
 
     ts is NaN for STAMP_NONE. For STAMP_TEXT lines the stamp span is the string's inside, year and
     month what TimestampParser keeps, and repeat says the stamp text equals the previous text stamp.
     Content spans index buf, or the returned `decoded` bytes where in_decoded is set (messages with
-    escapes, true/false). A source start of -1 means the parser's own source.
+    escapes, true/false, or numeric fields appended). A source start of -1 means the parser's own source.
+    With max_fields > 0 a message is followed by ` key=value` for the first max_fields numeric
+    fields in key order, as records.numeric_fields_text gives them.
     """
     n = starts.shape[0]
     ok = np.zeros(n, np.bool_)
@@ -406,12 +603,21 @@ def json_lines(buf, starts, ends, keys, key_lengths, naive_ok, pow10, days_in_mo
     vs = np.zeros(4, np.int64)
     ve = np.zeros(4, np.int64)
     vnum = np.zeros(4, np.float64)
+    fields = np.zeros((MAX_SCANNED_FIELDS, 5), np.int64)
+    over = np.zeros(n, np.int32)
+    dig = np.zeros(SIGNIFICANT + 1, np.uint8)
     prev_s, prev_e = -1, -1
     prev_la, prev_lb, prev_level = -1, -1, 0
     for i in range(n):
         s, e = starts[i], ends[i]
-        if e - s > MAX_LINE_BYTES or not _scan_object(buf, s, e, keys, key_lengths, kinds, vs, ve, vnum, exact_pow10):
+        if e - s > MAX_LINE_BYTES:
             continue
+        nf = _scan_object(buf, s, e, keys, key_lengths, kinds, vs, ve, vnum, exact_pow10, max_fields > 0, fields)
+        if nf < 0 or not _sort_fields(buf, fields, nf):
+            continue
+        numeric = False
+        for r in range(nf):
+            numeric = numeric or fields[r, 4] == 1
         la, lb = vs[ROLE_LEVEL] + 1, ve[ROLE_LEVEL] - 1
         if kinds[ROLE_LEVEL] == V_STRING and _same_bytes(buf, prev_la, prev_lb, la, lb):
             lv = prev_level  # the same word as the last line's: no table look-up
@@ -437,23 +643,31 @@ def json_lines(buf, starts, ends, keys, key_lengths, naive_ok, pow10, days_in_mo
         elif tk == V_ESCAPED or tk == V_INEXACT:
             continue
         mk = kinds[ROLE_MESSAGE]
-        if mk == V_STRING:
-            c0, c1 = vs[ROLE_MESSAGE] + 1, ve[ROLE_MESSAGE] - 1
-        elif mk == V_ABSENT or mk == V_NULL:  # no message: the whole line is the content
-            c0, c1 = s, e
-        elif mk == V_ESCAPED:
-            c0 = o
-            c1 = decode_string(buf, vs[ROLE_MESSAGE] + 1, ve[ROLE_MESSAGE] - 1, decoded, o)
+        if mk == V_ABSENT or mk == V_NULL:  # no message: the whole line is the content
+            c0, c1, dec = s, e, False
+        elif mk == V_STRING and not numeric:
+            c0, c1, dec = vs[ROLE_MESSAGE] + 1, ve[ROLE_MESSAGE] - 1, False
+        elif mk == V_STRING or mk == V_ESCAPED or mk == V_TRUE or mk == V_FALSE:
+            decoded = _grown(decoded, o, 3 * (e - s) + 64 * min(nf, max_fields) + 16)
+            c0, c1, dec = o, o, True
+            if mk == V_STRING:
+                c1 = o + ve[ROLE_MESSAGE] - vs[ROLE_MESSAGE] - 2
+                decoded[o:c1] = buf[vs[ROLE_MESSAGE] + 1:ve[ROLE_MESSAGE] - 1]
+            elif mk == V_ESCAPED:
+                c1 = decode_string(buf, vs[ROLE_MESSAGE] + 1, ve[ROLE_MESSAGE] - 1, decoded, o)
+            else:  # json.dumps of the value
+                word = _TRUE if mk == V_TRUE else _FALSE
+                c1 = o + word.shape[0]
+                decoded[c0:c1] = word
+            if c1 >= 0 and numeric:
+                c1, over[i] = _put_fields(buf, fields, nf, max_fields, decoded, c1, dig)
             if c1 < 0:
+                over[i] = 0
                 continue
-        elif mk == V_TRUE or mk == V_FALSE:  # json.dumps of the value
-            word = _TRUE if mk == V_TRUE else _FALSE
-            c0, c1 = o, o + word.shape[0]
-            decoded[c0:c1] = word
         else:
             continue
-        in_decoded[i] = mk == V_ESCAPED or mk == V_TRUE or mk == V_FALSE
-        if in_decoded[i]:
+        in_decoded[i] = dec
+        if dec:
             o = c1
         if sk == V_STRING and ve[ROLE_SOURCE] - vs[ROLE_SOURCE] > 2:  # an empty source is the parser's
             src_start[i], src_end[i] = vs[ROLE_SOURCE] + 1, ve[ROLE_SOURCE] - 1
@@ -463,7 +677,7 @@ def json_lines(buf, starts, ends, keys, key_lengths, naive_ok, pow10, days_in_mo
             stamp_start[i], stamp_end[i], year[i], month[i] = a, b, y, mo
         ok[i], ts[i], stamp[i], level[i], cstart[i], cend[i] = True, t, kind, lv, c0, c1
     return (ok, ts, stamp, stamp_start, stamp_end, year, month, repeat, level, cstart, cend, in_decoded, src_start,
-            src_end, decoded[:o].copy())
+            src_end, decoded[:o].copy(), over)
 
 
 @njit(cache=True)

@@ -1,11 +1,15 @@
 """Turn raw lines into Records (time, source, level, content, fields) for plain, JSON, syslog or header input.
 
+A JSON line's content is its message followed by ` key=value` for its numeric top-level fields (at
+most json_numeric_fields, in key order), so the template miner makes each field a parameter.
+
 Inputs hand framed lines to RecordParser; replay hands whole files to parse_columns, which uses the
 numba kernels (clean_buffer, split_lines, header split, plain and JSON-lines fast paths) and yields
 the same values as parse_many.
 """
 import math
 import re
+from decimal import Decimal
 
 import numpy as np
 
@@ -40,7 +44,10 @@ from anomaly_detector.parsing.timestamps import (
 
 FORMATS = ("auto", "plain", "jsonl", "syslog")
 _STAT_KEYS = ("lines", "decode_errors", "malformed_json", "header_mismatch", "no_timestamp", "truncated",
-              "not_syslog")
+              "not_syslog", "json_fields_over_cap")
+MAX_JSON_NUMERIC_FIELDS = 64  # the spec's bound of json_numeric_fields
+# Keys a numeric JSON field may have to be written as `key=value` into its line's text.
+_FIELD_KEY = re.compile(r"[A-Za-z0-9_.\-]+")
 # Numeric levels of JSON loggers: pino/bunyan (10..60) and syslog severities (0..7).
 _NUMERIC_LEVELS = {10: LEVEL_DEBUG, 20: LEVEL_DEBUG, 30: LEVEL_INFO, 40: LEVEL_WARNING, 50: LEVEL_ERROR,
                    60: LEVEL_CRITICAL}
@@ -105,13 +112,37 @@ def _valid_text(text):
     return _LONE_SURROGATE.sub("\ufffd", text) if _LONE_SURROGATE.search(text) else text
 
 
+def number_text(value):
+    """A JSON number as written after its key: integers as their digits, other numbers rounded to 13
+    significant digits (exact for what a person or most loggers write; json_kernels.SIGNIFICANT) and
+    written without an exponent or trailing zeros (1.5e-05 -> 0.000015, 100.0 -> 100), so the
+    miner's number masker takes the whole value as one parameter; -0.0 is 0."""
+    if type(value) is int:
+        return str(value)
+    if value == 0:
+        return "0"
+    return format(Decimal("%.13g" % value), "f")
+
+
+def numeric_fields_text(obj, skip, limit):
+    """(` key=value` for the first `limit` numeric fields of obj in key order, how many more there were).
+
+    Numeric: a top-level JSON int or finite float (not true/false, not a number in a string, not a
+    nested object) under a key of letters, digits, `_`, `.` and `-` that is not in `skip`.
+    """
+    keys = sorted(k for k, v in obj.items()
+                  if (type(v) is int or (type(v) is float and math.isfinite(v))) and k not in skip
+                  and _FIELD_KEY.fullmatch(k))
+    return "".join(f" {k}={number_text(obj[k])}" for k in keys[:limit]), max(0, len(keys) - limit)
+
+
 class RecordParser:
     """Parse raw lines of one input into Records; counts what it could not parse in `.stats`."""
 
     def __init__(self, format="auto", log_format="", source="", message_key="message",
                  timestamp_key="timestamp", source_key="source", level_key="level", timestamp_format="",
                  timezone="UTC", max_line_bytes=DEFAULT_MAX_LINE_BYTES, default_year=None, source_fields=(),
-                 source_prefix="off", max_sources=256):
+                 source_prefix="off", max_sources=256, json_numeric_fields=8):
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
         self.format = format
@@ -126,6 +157,9 @@ class RecordParser:
         self.timestamp_key = timestamp_key
         self.source_key = source_key
         self.level_key = level_key
+        self.json_numeric_fields = int(json_numeric_fields)
+        if not 0 <= self.json_numeric_fields <= MAX_JSON_NUMERIC_FIELDS:
+            raise ValueError(f"json_numeric_fields must be 0..{MAX_JSON_NUMERIC_FIELDS}, not {json_numeric_fields!r}")
         self.max_line_bytes = int(max_line_bytes)
         self.timestamps = TimestampParser(timestamp_format, timezone, default_year)
         self.stats = dict.fromkeys(_STAT_KEYS, 0)
@@ -191,6 +225,13 @@ class RecordParser:
             return Record(None, self.source, LEVEL_UNKNOWN, text, {})
         message = obj["message"]
         content = _valid_text(clean_text(message)) if message is not None else text
+        if message is not None and self.json_numeric_fields:
+            # numeric fields are parameters of the message's template: `order placed duration_ms=<*>`
+            suffix, over = numeric_fields_text(obj["fields"], (self.message_key, self.timestamp_key,
+                                                               self.source_key, self.level_key),
+                                               self.json_numeric_fields)
+            content += suffix
+            self.stats["json_fields_over_cap"] += over
         ts = self.timestamps.parse_value(obj["timestamp"])
         source = _valid_text(clean_text(obj["source"])) if obj["source"] else self.source
         return Record(ts, source, json_level(obj["level"]), content, obj["fields"])
@@ -526,12 +567,12 @@ class _JsonLines:
             return None
         if cls._TABLES is None:
             cls._TABLES = jk.kernel_args(_NUMERIC_LEVELS, _SYSLOG_SEVERITY)
-        got = jk.json_lines(clean, starts, ends, *keys, stamps._zone is None, *cls._TABLES)
+        got = jk.json_lines(clean, starts, ends, *keys, stamps._zone is None, *cls._TABLES, parser.json_numeric_fields)
         return cls(parser, clean, clean_bytes, starts, ends, got, out) if got[0].any() else None
 
     def __init__(self, parser, clean, clean_bytes, starts, ends, got, out):
         (self.ok, self.ts, self.stamp, self.stamp_start, self.stamp_end, self.year, self.month, self.repeat,
-         self.level, self.cstart, self.cend, in_decoded, src_start, src_end, decoded) = got
+         self.level, self.cstart, self.cend, in_decoded, src_start, src_end, decoded, self.over_cap) = got
         self.parser, self.clean_bytes, self.line_start, self.line_end = parser, clean_bytes, starts, ends
         offset = out.add_extra(decoded.tobytes())  # decoded messages live after the cleaned buffer
         self.cstart[in_decoded] += offset
@@ -563,6 +604,7 @@ class _JsonLines:
         out.start[i:j] = self.cstart[i:j]
         out.end[i:j] = self.cend[i:j]
         out.source_id[i:j] = self._source_ids(i, j, out)
+        self.parser.stats["json_fields_over_cap"] += int(self.over_cap[i:j].sum())
         return j
 
     def _text(self, k):

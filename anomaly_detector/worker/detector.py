@@ -35,7 +35,7 @@ def input_parser(name, section, max_line_bytes, max_sources):
                         level_key=section["level_key"], timestamp_format=section["timestamp_format"],
                         timezone=section["timezone"], max_line_bytes=max_line_bytes,
                         source_fields=section["source_fields"], source_prefix=section["source_prefix"],
-                        max_sources=max_sources)
+                        max_sources=max_sources, json_numeric_fields=section["json_numeric_fields"])
 
 
 def score_lines(pipeline, parser, prefix, buf, starts, ends, first_line, with_sources=False):
@@ -90,6 +90,7 @@ class DetectorWorker:
         self._scans_cut_logged = float("-inf")
         self._capped = 0       # lines kept on their input's source at [processing] max_sources, as last counted
         self._gaps_skipped = 0  # tier 2's input gaps skipped, as last counted
+        self._over_cap = [0] * len(self.parsers)  # JSON numeric fields left out at json_numeric_fields, per input
         self._unwritten = None  # a scored batch whose output could not be written: (output, counts)
 
     def run(self, stop):
@@ -174,7 +175,8 @@ class DetectorWorker:
             log.exception("worker %d: incidents of a batch could not be reported", self.index)
         self.counters.add(anomalies=self.pipeline.anomalies - anomalies_before, incidents=len(incidents),
                           rule_scans_cut=self._new_scans_cut(), source_capped_lines=self._new_capped(),
-                          volume_gaps_skipped=self._new_gaps_skipped())
+                          volume_gaps_skipped=self._new_gaps_skipped(),
+                          json_fields_over_cap=self._new_over_cap())
         return errors, dead, b"".join(outputs)
 
     def _new_scans_cut(self):
@@ -206,6 +208,21 @@ class DetectorWorker:
             log.info("worker %d: no line from any source for %.0f s: a gap in the input, not silence; volume "
                      "detection resumed without judging it (%d so far)", self.index, volume.last_gap_seconds,
                      volume.gaps_skipped)
+        return new
+
+    def _new_over_cap(self):
+        """Numeric JSON fields past an input's json_numeric_fields since the last batch (a WARNING the first
+        time per input and worker)."""
+        new = 0
+        for k, parser in enumerate(self.parsers):
+            total = parser.stats["json_fields_over_cap"]
+            if total and not self._over_cap[k]:
+                log.warning("input %s: JSON lines carry more than json_numeric_fields = %d numeric fields; the "
+                            "fields past them in key order are not mined (counted in "
+                            "anomaly_detector_json_fields_over_cap_total)", self.inputs[k][0],
+                            parser.json_numeric_fields)
+            new += total - self._over_cap[k]
+            self._over_cap[k] = total
         return new
 
     def _score_run_guarded(self, buf, starts, ends, meta, source_id, outputs):
