@@ -14,7 +14,7 @@ LONG = 70000  # over the harness's max_line_bytes (65536)
 
 def _inputs(logs, udp, tcp, idle, http):
     return (f"[[app]]\ntype = file\npath = {logs}/app.log\nstart_at = beginning\n"
-            f"[[sys_udp]]\ntype = syslog\nprotocol = udp\nlisten_port = {udp}\n"
+            f"[[sys_udp]]\ntype = syslog\nprotocol = udp\nlisten_port = {udp}\nsource_prefix = off\n"
             f"[[sys_tcp]]\ntype = syslog\nprotocol = tcp\nlisten_port = {tcp}\nmax_connections = 1\n"
             f"[[sys_idle]]\ntype = syslog\nprotocol = tcp\nlisten_port = {idle}\nidle_timeout_seconds = 1\n"
             f"[[ingest]]\ntype = http\nformat = jsonl\nlisten_port = {http}\nmax_connections = 2\n"
