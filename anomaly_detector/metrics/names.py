@@ -51,6 +51,9 @@ METRICS = {m.name: m for m in (
     MetricSpec("json_fields_over_cap_total", COUNTER,
                "Numeric JSON fields not mined as template parameters because their line had more than its "
                "input's json_numeric_fields (the first ones in key order are kept)."),
+    MetricSpec("series_values_refused_total", COUNTER,
+               "Numeric values not judged as series because [detection][[tier3]] max_series series were "
+               "already tracked (logged once per worker)."),
     MetricSpec("anomalies_total", COUNTER, "Lines flagged as anomalous."),
     MetricSpec("incidents_total", COUNTER, "Incidents closed by the detection engine."),
     MetricSpec("alerts_generated_total", COUNTER, "Alerts raised by the detection engine."),

@@ -112,6 +112,7 @@ class Readings:
             "source_capped_lines_total": totals["source_capped_lines"],
             "volume_gaps_skipped_total": totals["volume_gaps_skipped"],
             "json_fields_over_cap_total": totals["json_fields_over_cap"],
+            "series_values_refused_total": totals["series_values_refused"],
             "anomalies_total": totals["anomalies"],
             "incidents_total": totals["incidents"],
             "input_queue_size": depth,

@@ -90,6 +90,7 @@ class DetectorWorker:
         self._scans_cut_logged = float("-inf")
         self._capped = 0       # lines kept on their input's source at [processing] max_sources, as last counted
         self._gaps_skipped = 0  # tier 2's input gaps skipped, as last counted
+        self._series_refused = 0  # tier 3's values past max_series, as last counted
         self._over_cap = [0] * len(self.parsers)  # JSON numeric fields left out at json_numeric_fields, per input
         self._unwritten = None  # a scored batch whose output could not be written: (output, counts)
 
@@ -176,7 +177,8 @@ class DetectorWorker:
         self.counters.add(anomalies=self.pipeline.anomalies - anomalies_before, incidents=len(incidents),
                           rule_scans_cut=self._new_scans_cut(), source_capped_lines=self._new_capped(),
                           volume_gaps_skipped=self._new_gaps_skipped(),
-                          json_fields_over_cap=self._new_over_cap())
+                          json_fields_over_cap=self._new_over_cap(),
+                          series_values_refused=self._new_series_refused())
         return errors, dead, b"".join(outputs)
 
     def _new_scans_cut(self):
@@ -208,6 +210,14 @@ class DetectorWorker:
             log.info("worker %d: no line from any source for %.0f s: a gap in the input, not silence; volume "
                      "detection resumed without judging it (%d so far)", self.index, volume.last_gap_seconds,
                      volume.gaps_skipped)
+        return new
+
+    def _new_series_refused(self):
+        """Values tier 3 did not judge as series since the last batch (max_series; the tier logs once)."""
+        total = self.pipeline.engine.tiers["t3"].series.refused
+        # A tier restored afresh (a state file set aside) counts from zero again.
+        new = total - self._series_refused if total >= self._series_refused else total
+        self._series_refused = total
         return new
 
     def _new_over_cap(self):
