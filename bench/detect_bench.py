@@ -351,8 +351,8 @@ def report(results, seeds, heldout, after):
     print_report([r for r in shop if r["seed"] in seeds], "shop family, tuning", after, shopgen.KINDS)
     print_report([r for r in shop if r["seed"] in heldout], "shop family, held-out", after, shopgen.KINDS)
     if shop:
-        print("shop family: incidents of sources the replay does not tell apart (the whole file is one source "
-              "until sources are split by program) are matched on time alone")
+        print("shop family: an incident whose source names none of the labels' programs (a source the replay "
+              "did not tell apart) is matched on time alone")
         print_runtime(shop)
 
 
