@@ -299,7 +299,7 @@ def test_non_fitting_long_line_returns_fast():
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.one_of(st.sampled_from(["WARN", "warn", " Error ", "F", "info\t", "CRITICAL", "notice", "Dbg",
-                                           "é", "INFO\u00a0", "", "  ", "fatal", "x" * 20]),
+                                           "é", "INFO\u00a0", "", "  ", "fatal", "FAILURE", "x" * 20]),
                           st.text(max_size=8)), max_size=12))
 def test_level_codes_kernel_matches_level_code(words):
     from anomaly_detector.parsing.batch import level_code
