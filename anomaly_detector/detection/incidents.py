@@ -22,6 +22,7 @@ KIND_BY_REASON = (("silent", "silent_source"), ("volume drop", "volume_drop"), (
                   ("rule", "rule_burst"), ("workflow", "sequence"), ("window", "window_structure"))
 MAX_SAMPLES = 5
 SEVERITY_RULES = ("critical rule:", "error rule:", "warning rule:")   # tier 1's level rules
+NEW_MESSAGES = ("never-seen template", "rare template")                # tier 3's new templates
 HEADLINE_MARGIN = 20.0
 REASONS_PER_RUN = 8     # strongest lines of a run of suspicious lines whose reasons are kept
 
@@ -134,17 +135,18 @@ class Incident:
 
 
 def _headline(reason_hits):
-    """(reason, [score, expected, observed]) that names the incident: the strongest, except that a
-    severity rule ("critical rule: 3 matching lines") yields to a reason about the lines' content
-    (a never-seen template, a new value) scoring within HEADLINE_MARGIN of it: with a fatal line
-    counting as a burst on its own, the level says less than what is new in it."""
+    """(reason, [score, expected, observed]) that names the incident: among the reasons scoring within
+    HEADLINE_MARGIN of the strongest, a new message (a never-seen or rare template) first, then a
+    severity rule ("error rule: 80 matching lines"), then the strongest. With a fatal line counting as a
+    burst on its own, a new failure mode is named by its message, not its level; a burst of errors
+    that carry new values (503s where 200s were) is named by the burst, its values are its detail."""
     ranked = sorted(reason_hits.items(), key=lambda kv: (-kv[1][0], kv[0]))
-    top = ranked[0]
-    if top[0].startswith(SEVERITY_RULES):
-        for reason, hit in ranked[1:]:
-            if hit[0] >= top[1][0] - HEADLINE_MARGIN and not reason.startswith(SEVERITY_RULES):
+    close = [kv for kv in ranked if kv[1][0] >= ranked[0][1][0] - HEADLINE_MARGIN]
+    for prefixes in (NEW_MESSAGES, SEVERITY_RULES):
+        for reason, hit in close:
+            if reason.startswith(prefixes):
                 return reason, hit
-    return top
+    return ranked[0]
 
 
 def _kind(reason):

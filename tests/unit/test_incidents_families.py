@@ -106,3 +106,16 @@ def test_a_spike_of_the_whole_source_is_one_family_whatever_the_templates():
     fam = _line_families(tids, tiers, {"t2": t2}, np.arange(3))
     assert fam[0] == fam[1] != fam[2]
     assert fam[2] == _line_families(np.array([6]), tiers[:, 2:3])[0]
+
+
+def test_an_incident_is_named_by_a_new_message_then_a_burst_then_its_strongest_reason():
+    from anomaly_detector.detection.incidents import _headline
+
+    def named(hits):
+        return _headline({reason: [score, "", ""] for reason, score in hits.items()})[0]
+
+    assert named({"critical rule: 3 matching lines": 100, "never-seen template": 85}) == "never-seen template"
+    assert named({"new value of parameter 5: '503'": 100, "error rule: 80 matching lines": 90}) == \
+        "error rule: 80 matching lines"
+    assert named({"new value of parameter 5: '503'": 100, "error rule: 20 matching lines": 75}) == \
+        "new value of parameter 5: '503'", "a burst far weaker than the news does not name it"
