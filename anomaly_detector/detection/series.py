@@ -29,6 +29,7 @@ class SeriesBook:
         self.season = np.zeros((16, 2, K.SEASON_BUCKETS))
         self.seen = np.zeros((16, K.SEASON_BUCKETS), np.int8)
         self.labels = np.zeros((16, self.max_labels))
+        self.source_of = np.zeros(16, np.int64)   # row -> source id (from its key)
         self.refused = 0            # parameter values of series past max_series (not judged)
         self._warned = False
 
@@ -59,6 +60,7 @@ class SeriesBook:
             return -1
         row = self.rows[key] = len(self.rows)
         self._grow(row + 1)
+        self.source_of[row] = key & ((1 << SOURCE_BITS) - 1)
         return row
 
     def _grow(self, n):
@@ -67,7 +69,7 @@ class SeriesBook:
             return
         while size < n:
             size *= 2
-        for name in ("state", "season", "seen", "labels"):
+        for name in ("state", "season", "seen", "labels", "source_of"):
             old = getattr(self, name)
             new = np.zeros((size,) + old.shape[1:], old.dtype)
             new[: old.shape[0]] = old
@@ -81,18 +83,30 @@ class SeriesBook:
         if not used.any():
             return K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights, self.state[:0],
                                   self.season[:0], self.seen[:0], self.labels[:0], self.threshold,
-                                  self.suspicious)
+                                  self.suspicious, np.ones(0))
         # only the rows this batch touches, copied (fancy indexing) and renumbered
         touched, local = np.unique(rows[used], return_inverse=True)
         local_rows = np.full(rows.size, -1, np.int64)
         local_rows[used] = local
         return K.score_series(batch.param_ptr, local_rows, batch.param_num, ts, weights, self.state[touched],
                               self.season[touched], self.seen[touched], self.labels[touched], self.threshold,
-                              self.suspicious)
+                              self.suspicious, self.multiplicity()[touched])
 
     def learn(self, batch, rows, ts, weights):
         K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights.astype(np.float32), self.state,
-                       self.season, self.seen, self.labels, self.threshold, self.suspicious)
+                       self.season, self.seen, self.labels, self.threshold, self.suspicious, self.multiplicity())
+
+    def multiplicity(self):
+        """float64[rows]: how many judged series the source of each row has (at least 1)."""
+        used = len(self.rows)
+        st = self.state[:used]
+        judged = ((st[:, K.N_OBS] >= K.MIN_POINTS) & (st[:, K.DISTINCT] > self.max_labels)
+                  & (st[:, K.RISES] > 1.0 - K.MONOTONE_SHARE) & (st[:, K.RISES] < K.MONOTONE_SHARE))
+        sources = self.source_of[:used]
+        counts = np.bincount(sources[judged], minlength=int(sources.max()) + 1 if used else 1)
+        out = np.ones(self.state.shape[0])
+        out[:used] = np.maximum(counts[sources], 1)
+        return out
 
     def forget_slots(self, slots):
         """Series of these slots start again (their template's positions moved)."""

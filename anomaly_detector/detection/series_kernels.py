@@ -33,7 +33,9 @@ measurement; tier 3 judges its new values as categories), after MIN_POINTS point
 The surprise is per point; what an operator pays for is false alarms per day. A series that logs a
 point every five minutes meets ~300 tests a day, a latency logged 10 times a second ~900,000, so the
 same tail probability is worth more on the sparse series: rate_bonus converts the per-point surprise
-to a budget of FALSE_FLAGS_PER_DAY per series at the anomaly threshold.
+to a budget of FALSE_FLAGS_PER_DAY per source at the anomaly threshold, shared by the source's judged
+series (an access log has one series per user agent and field: a hundred series must not raise a
+hundred times the flags of one metric).
 
 What is reported (see reported()): a value at the threshold is flagged unless a stronger flag of
 its series is still fresh (REFRACTORY_POINTS): one episode, one loud line. While an episode is fresh
@@ -74,7 +76,7 @@ MONOTONE_SHARE = 0.85      # its changes are rises (or falls) this often: a coun
                            # progress count that restarts with each run (a sawtooth), not judged
 RELATIVE_FLOOR = 1e-9      # smallest scale, relative to the level (a constant series)
 MIN_GAP_S = 1e-3
-FALSE_FLAGS_PER_DAY = 0.05  # per series, at the anomaly threshold
+FALSE_FLAGS_PER_DAY = 0.05  # per source, at the anomaly threshold
 MAX_BONUS, MIN_BONUS = 40.0, -40.0
 REFRACTORY_POINTS = 100.0  # a fresh alarm of 100 fades over this many points
 DAMPING = 0.6              # a value of a fresh episode counts this much (within suspicious..threshold)
@@ -83,10 +85,11 @@ KIND_NONE, KIND_SPIKE, KIND_DROP = 0, 1, 2
 
 
 @njit(cache=True)
-def rate_bonus(gap_seconds, threshold):
-    """Score added so that a tail probability of FALSE_FLAGS_PER_DAY / (points a day) scores threshold."""
+def rate_bonus(gap_seconds, threshold, multiplicity):
+    """Score added so that a tail probability of FALSE_FLAGS_PER_DAY / (points a day x the judged
+    series of the source) scores threshold."""
     per_day = DAY_S / max(gap_seconds, MIN_GAP_S)
-    bonus = threshold + 10.0 * math.log10(FALSE_FLAGS_PER_DAY / per_day)
+    bonus = threshold + 10.0 * math.log10(FALSE_FLAGS_PER_DAY / (per_day * max(multiplicity, 1.0)))
     return min(max(bonus, MIN_BONUS), MAX_BONUS)
 
 
@@ -178,7 +181,7 @@ def reported(st, r, s, threshold, suspicious):
 
 
 @njit(cache=True)
-def step(st, season, seen, labels, r, value, t, w, threshold, suspicious):
+def step(st, season, seen, labels, r, value, t, w, threshold, suspicious, multiplicity):
     """Judge value x at time t of series r, then learn it with weight w -> (score 0..100, kind, expected
     on the log scale: see from_log).
 
@@ -206,7 +209,7 @@ def step(st, season, seen, labels, r, value, t, w, threshold, suspicious):
     if judged(st, labels, r):
         lp = tail_log10p(st, r, z)
         if lp < 0.0:
-            score = min(max(-10.0 * lp + rate_bonus(st[r, GAP], threshold), 0.0), 100.0)
+            score = min(max(-10.0 * lp + rate_bonus(st[r, GAP], threshold, multiplicity), 0.0), 100.0)
             kind = KIND_SPIKE if z > 0 else KIND_DROP
         score = reported(st, r, score, threshold, suspicious)
     _learn(st, season, seen, r, b, x, t, w, z, e, scale)
@@ -272,11 +275,13 @@ def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
 
 
 @njit(cache=True)
-def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen, labels, threshold, suspicious):
+def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen, labels, threshold, suspicious,
+                 multiplicity):
     """Step every numeric parameter with a series row (param_row >= 0) through its series, in line
     order -> (best score per line float32[n], its parameter index int64[n], kind int8[n],
     expected value float64[n]). weights float32[n]: learning weight per line (0: judge only);
-    threshold: the anomaly threshold the per-day calibration aims at; suspicious: the suspicious score."""
+    threshold: the anomaly threshold the per-day calibration aims at; suspicious: the suspicious score;
+    multiplicity float64[R]: the judged series of each row's source (rate_bonus)."""
     n = param_ptr.shape[0] - 1
     best = np.zeros(n, np.float32)
     which = np.full(n, -1, np.int64)
@@ -288,7 +293,8 @@ def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen,
             x = param_num[j]
             if r < 0 or math.isnan(x) or math.isinf(x):
                 continue
-            sc, k, ex = step(st, season, seen, labels, r, x, ts[i], weights[i], threshold, suspicious)
+            sc, k, ex = step(st, season, seen, labels, r, x, ts[i], weights[i], threshold, suspicious,
+                             multiplicity[r])
             if sc > best[i]:
                 best[i], which[i], kind[i], expected[i] = sc, j, k, from_log(ex)
     return best, which, kind, expected

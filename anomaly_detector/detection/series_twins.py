@@ -51,7 +51,7 @@ class Series:
             return min(max(s * K.DAMPING, self.suspicious), self.threshold - 0.01)
         return s * 0.999 * self.suspicious / self.threshold
 
-    def step(self, value, t, w=1.0):
+    def step(self, value, t, w=1.0, multiplicity=1.0):
         """-> (score, kind, expected on the log scale), as series_kernels.step."""
         if self.distinct <= self.max_labels and value not in self.labels:
             if len(self.labels) < self.max_labels:
@@ -75,8 +75,8 @@ class Series:
             lp = self.tail_log10p(z)
             if lp < 0:
                 per_day = K.DAY_S / max(self.gap, K.MIN_GAP_S)
-                bonus = min(max(self.threshold + 10 * math.log10(K.FALSE_FLAGS_PER_DAY / per_day), K.MIN_BONUS),
-                            K.MAX_BONUS)
+                budget = K.FALSE_FLAGS_PER_DAY / (per_day * max(multiplicity, 1.0))
+                bonus = min(max(self.threshold + 10 * math.log10(budget), K.MIN_BONUS), K.MAX_BONUS)
                 score = min(max(-10 * lp + bonus, 0.0), 100.0)
                 kind = K.KIND_SPIKE if z > 0 else K.KIND_DROP
             score = self.reported(score)

@@ -17,7 +17,7 @@ def _kernel_scores(values, times, weights=None):
     out = []
     for k, (x, t) in enumerate(zip(values, times)):
         w = 1.0 if weights is None else weights[k]
-        out.append(K.step(st, season, seen, labels, 0, float(x), float(t), w, 70.0, 40.0))
+        out.append(K.step(st, season, seen, labels, 0, float(x), float(t), w, 70.0, 40.0, 1.0))
     return out
 
 
@@ -116,3 +116,16 @@ def test_a_progress_count_that_restarts_each_night_is_not_judged():
         values += counts.tolist()
         times += (day * 86400.0 + 7200 + np.sort(rng.uniform(0, 1800, 27))).tolist()
     assert max(s for s, _, _ in _kernel_scores(np.array(values, float), np.array(times))) == 0.0
+
+
+def test_the_flag_budget_is_shared_by_the_judged_series_of_a_source():
+    book = SeriesBook(max_series=10, max_labels=LABELS)
+    for key in ((1 << 32) | 0, (2 << 32) | 0, (3 << 32) | 0, (1 << 32) | 1):
+        book._row(key)
+    book.state[:4, K.N_OBS] = 100
+    book.state[:4, K.DISTINCT] = LABELS + 1
+    book.state[:4, K.RISES] = 0.5
+    book.state[2, K.RISES] = 0.99          # a counter: not judged, not counted
+    assert book.multiplicity()[:4].tolist() == [2, 2, 2, 1]
+    # the same surprise scores ten points less where ten series share the budget
+    assert K.rate_bonus(300.0, 70.0, 10.0) == pytest.approx(K.rate_bonus(300.0, 70.0, 1.0) - 10.0)
