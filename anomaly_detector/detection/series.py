@@ -80,10 +80,6 @@ class SeriesBook:
         the batch follow earlier ones (state unchanged) -> see K.score_series."""
         weights = np.ones(batch.n, np.float32)
         used = rows >= 0
-        if not used.any():
-            return K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights, self.state[:0],
-                                  self.season[:0], self.seen[:0], self.labels[:0], self.threshold,
-                                  self.suspicious, np.ones(0))
         # only the rows this batch touches, copied (fancy indexing) and renumbered
         touched, local = np.unique(rows[used], return_inverse=True)
         local_rows = np.full(rows.size, -1, np.int64)
@@ -99,9 +95,7 @@ class SeriesBook:
     def multiplicity(self):
         """float64[rows]: how many judged series the source of each row has (at least 1)."""
         used = len(self.rows)
-        st = self.state[:used]
-        judged = ((st[:, K.N_OBS] >= K.MIN_POINTS) & (st[:, K.DISTINCT] > self.max_labels)
-                  & (st[:, K.RISES] > 1.0 - K.MONOTONE_SHARE) & (st[:, K.RISES] < K.MONOTONE_SHARE))
+        judged = K.judged_rows(self.state, self.labels, used)
         sources = self.source_of[:used]
         counts = np.bincount(sources[judged], minlength=int(sources.max()) + 1 if used else 1)
         out = np.ones(self.state.shape[0])

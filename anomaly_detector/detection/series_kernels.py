@@ -108,6 +108,15 @@ def judged(st, labels, r):
 
 
 @njit(cache=True)
+def judged_rows(st, labels, rows):
+    """bool[rows]: which of the first `rows` series are judged (judged() of each)."""
+    out = np.zeros(rows, np.bool_)
+    for r in range(rows):
+        out[r] = judged(st, labels, r)
+    return out
+
+
+@njit(cache=True)
 def _count_distinct(st, labels, r, x):
     """Count x among the first labels.shape[1] + 1 distinct values of series r."""
     k = int(st[r, DISTINCT])

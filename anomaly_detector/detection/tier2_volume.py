@@ -13,6 +13,7 @@ import numpy as np
 
 from . import volume_kernels as VK
 from .base import Finding, Tier, TierResult
+from .ranks import running_counts
 from .stats_kernels import count_upper_scores
 
 # Windows (in buckets) over which drops are judged: fast for busy keys, longer for quiet ones.
@@ -219,7 +220,7 @@ class VolumeTier(Tier):
 
     def _counts(self, keys, buckets, base):
         """The count each line's (bucket, key) has reached when the line arrives."""
-        counts = _running_counts(buckets, keys).astype(np.float64)
+        counts = running_counts(buckets, keys).astype(np.float64)
         return counts + np.where(buckets == self.open_bucket, base.open_raw[keys], 0.0)
 
     def _spike_scores(self, keys, counts, buckets, base, ctx):
@@ -470,13 +471,3 @@ def _dispersion(base, keys):
     return np.where(sparse, np.maximum(phi, base.clump[keys]), phi)
 
 
-def _running_counts(buckets, keys):
-    """1-based rank of each line among the lines of the batch with the same (bucket, key)."""
-    order = np.lexsort((np.arange(keys.size), keys, buckets))
-    b, k = buckets[order], keys[order]
-    starts = np.ones(keys.size, bool)
-    starts[1:] = (b[1:] != b[:-1]) | (k[1:] != k[:-1])
-    group_start = np.maximum.accumulate(np.where(starts, np.arange(keys.size), 0))
-    ranks = np.empty(keys.size, np.int64)
-    ranks[order] = np.arange(keys.size) - group_start + 1
-    return ranks

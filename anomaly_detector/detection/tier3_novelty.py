@@ -16,6 +16,7 @@ from ..parsing.batch import LEVEL_ERROR, LEVEL_WARNING
 from . import novelty_kernels as K
 from . import series_kernels as SK
 from .base import Tier, TierResult
+from .ranks import running_counts
 from .series import SeriesBook
 
 MAX_POSITIONS = 16   # parameters beyond this position of a template are not modelled
@@ -178,7 +179,7 @@ class NoveltyTier(Tier):
 
         A line's count includes the lines of its template earlier in the batch: a template new in a
         batch of 30,000 lines (a replayed file) is new once, as it would be in batches of ten."""
-        counts = self.template_count[batch.template_id] + _occurrence(batch.template_id)
+        counts = self.template_count[batch.template_id] + (running_counts(batch.template_id) - 1)
         # A known template keeps its class; a new one takes the class of its line's level.
         severe = np.where(counts > 0, self.template_severe[batch.template_id] == 1, batch.level >= LEVEL_WARNING)
         total = self.template_count.sum()
@@ -397,17 +398,6 @@ class NoveltyTier(Tier):
         if "series" in state:
             self.series.load(state["series"])
         self._rows_of = (None, None)
-
-
-def _occurrence(keys):
-    """How many lines before each line (in the batch) have its key."""
-    order = np.argsort(keys, kind="stable")
-    ranked = np.arange(keys.size)
-    starts = np.r_[0, np.flatnonzero(np.diff(keys[order])) + 1] if keys.size else np.zeros(0, np.int64)
-    first = np.repeat(starts, np.diff(np.r_[starts, keys.size]))
-    out = np.empty(keys.size, np.float64)
-    out[order] = ranked - first
-    return out
 
 
 def role_key(template, position, source):

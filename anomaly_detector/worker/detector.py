@@ -86,11 +86,8 @@ class DetectorWorker:
         self.relief = ReliefWatch(control, "worker %d" % index)
         self._base_rate = cfg["detection"]["learning_rate"]
         self._applied = None   # (tier4_enabled, learning_rate_factor) last given to the engine
-        self._scans_cut = 0    # rule scans cut at max_scan_bytes, as last counted
+        self._last_totals = {}  # running totals of the engine and parsers, as last counted (_since_last)
         self._scans_cut_logged = float("-inf")
-        self._capped = 0       # lines kept on their input's source at [processing] max_sources, as last counted
-        self._gaps_skipped = 0  # tier 2's input gaps skipped, as last counted
-        self._series_refused = 0  # tier 3's values past max_series, as last counted
         self._over_cap = [0] * len(self.parsers)  # JSON numeric fields left out at json_numeric_fields, per input
         self._unwritten = None  # a scored batch whose output could not be written: (output, counts)
 
@@ -181,12 +178,17 @@ class DetectorWorker:
                           series_values_refused=self._new_series_refused())
         return errors, dead, b"".join(outputs)
 
+    def _since_last(self, name, total):
+        """How much a running total grew since the last batch. A tier restored afresh (a state file set
+        aside) counts from zero again: a total below the last one is all new."""
+        last = self._last_totals.get(name, 0)
+        self._last_totals[name] = total
+        return total - last if total >= last else total
+
     def _new_scans_cut(self):
         """Rule scans cut at [rules] max_scan_bytes since the last batch; logged at most every 10 minutes."""
         total = self.pipeline.engine.tiers["t1"].scans_cut()
-        # A tier restored afresh (a state file set aside) counts from zero again.
-        new = total - self._scans_cut if total >= self._scans_cut else total
-        self._scans_cut = total
+        new = self._since_last("scans_cut", total)
         now = time.monotonic()
         if new and now - self._scans_cut_logged >= SCANS_CUT_LOG_SECONDS:
             self._scans_cut_logged = now
@@ -196,16 +198,12 @@ class DetectorWorker:
 
     def _new_capped(self):
         """Lines kept on their input's source at max_sources since the last batch (each parser logs once)."""
-        total = sum(parser.line_sources.refused for parser in self.parsers)
-        new, self._capped = total - self._capped, total
-        return new
+        return self._since_last("capped", sum(parser.line_sources.refused for parser in self.parsers))
 
     def _new_gaps_skipped(self):
         """Input gaps tier 2 skipped since the last batch, logged (they are rare: an outage each)."""
         volume = self.pipeline.engine.tiers["t2"]
-        # A tier restored afresh (a state file set aside) counts from zero again.
-        new = volume.gaps_skipped - self._gaps_skipped if volume.gaps_skipped >= self._gaps_skipped else volume.gaps_skipped
-        self._gaps_skipped = volume.gaps_skipped
+        new = self._since_last("gaps_skipped", volume.gaps_skipped)
         if new:
             log.info("worker %d: no line from any source for %.0f s: a gap in the input, not silence; volume "
                      "detection resumed without judging it (%d so far)", self.index, volume.last_gap_seconds,
@@ -214,11 +212,7 @@ class DetectorWorker:
 
     def _new_series_refused(self):
         """Values tier 3 did not judge as series since the last batch (max_series; the tier logs once)."""
-        total = self.pipeline.engine.tiers["t3"].series.refused
-        # A tier restored afresh (a state file set aside) counts from zero again.
-        new = total - self._series_refused if total >= self._series_refused else total
-        self._series_refused = total
-        return new
+        return self._since_last("series_refused", self.pipeline.engine.tiers["t3"].series.refused)
 
     def _new_over_cap(self):
         """Numeric JSON fields past an input's json_numeric_fields since the last batch (a WARNING the first
