@@ -48,8 +48,7 @@ class Pipeline:
         self.source_fields = tuple(source_fields)
         self.source_prefix = source_prefix
         self.chunk_bytes = int(chunk_bytes)
-        self.miner = TemplateMiner(max_templates=config["parsing"]["max_templates"],
-                                   masking=masking_from_config(config["parsing"]))
+        self.miner = TemplateMiner(**miner_settings(config["parsing"]))
         self.engine = DetectionEngine(config)
         self.n_templates = 0
         self.lines = 0
@@ -100,17 +99,18 @@ class Pipeline:
         return out.tobytes()
 
     def _batch(self, columns):
-        mined = self.miner.add_batch(columns.content_buf, columns.content_start, columns.content_end)
+        used = np.zeros(len(columns.sources), np.bool_)
+        used[columns.source_id] = True    # a name no line has (the input's own, say) gets no model
+        stable = np.array([self.engine.source_id(name) if used[k] else 0 for k, name in enumerate(columns.sources)]
+                          or [0], np.int32)
+        source_id = stable[columns.source_id]
+        mined = self.miner.add_batch(columns.content_buf, columns.content_start, columns.content_end, source_id)
         widened = self.miner.take_widened()
         if widened:
             self.engine.templates_widened(widened)
         if columns.n:
             self.n_templates = max(self.n_templates, int(mined.template_id.max()) + 1)
-        used = np.zeros(len(columns.sources), np.bool_)
-        used[columns.source_id] = True    # a name no line has (the input's own, say) gets no model
-        stable = np.array([self.engine.source_id(name) if used[k] else 0 for k, name in enumerate(columns.sources)]
-                          or [0], np.int32)
-        return ParsedBatch(ts=columns.ts, source_id=stable[columns.source_id], level=columns.level,
+        return ParsedBatch(ts=columns.ts, source_id=source_id, level=columns.level,
                            template_id=mined.template_id, buf=columns.content_buf,
                            content_start=columns.content_start, content_end=columns.content_end,
                            param_ptr=mined.param_ptr, param_pos=mined.param_pos, param_hash=mined.param_hash,
@@ -154,10 +154,15 @@ class Pipeline:
         path = os.path.join(state_dir, "baselines", "templates.json")
         sweep_orphan_temps(path)    # also when a first write was killed before any snapshot existed
         if os.path.exists(path) or os.path.exists(path + ".prev"):
-            self.miner = TemplateMiner.load(path, max_templates=self.config["parsing"]["max_templates"],
-                                            masking=masking_from_config(self.config["parsing"]))
+            self.miner = TemplateMiner.load(path, **miner_settings(self.config["parsing"]))
             self.n_templates = max([self.n_templates] + [tid + 1 for tid, _, _ in self.miner.templates()])
         return self.engine.load(state_dir)
+
+
+def miner_settings(parsing):
+    """TemplateMiner keyword arguments from the [parsing] section."""
+    return dict(max_templates=parsing["max_templates"], masking=masking_from_config(parsing),
+                free_text_window=parsing["free_text_window"], free_text_share=parsing["free_text_share"])
 
 
 def _reason_table(n, reasons):

@@ -54,6 +54,9 @@ METRICS = {m.name: m for m in (
     MetricSpec("series_values_refused_total", COUNTER,
                "Numeric values not judged as series because [detection][[tier3]] max_series series were "
                "already tracked (logged once per worker)."),
+    MetricSpec("lines_unclustered_total", COUNTER,
+               "Lines of free-text sources (most of their lines join no template, see [parsing] "
+               "free_text_share) that joined no template either and were reported under <unclustered>."),
     MetricSpec("anomalies_total", COUNTER, "Lines flagged as anomalous."),
     MetricSpec("incidents_total", COUNTER, "Incidents closed by the detection engine."),
     MetricSpec("alerts_generated_total", COUNTER, "Alerts raised by the detection engine."),

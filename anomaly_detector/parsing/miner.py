@@ -16,6 +16,12 @@ How a line finds its template
      tokens must be at least `similarity` of equal + widened ones. Otherwise a new template
      is opened.
 
+Free text (unclustered.py)
+  A source whose lines mostly join no template is judged free text; its lines that join no
+  live or archived template are given the reserved template <unclustered> instead of a new
+  one each (a shape that comes back opens a template as usual). Shape-cache hits and such
+  lines are resolved by one kernel (unclustered_kernels.free_text_run) without Python.
+
 Ids are non-negative int32, given in creation order and never reused. A template that widens
 keeps its id; the shape cache and a reload (save/load) give the same line the same id.
 
@@ -36,13 +42,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from anomaly_detector.parsing import miner_kernels as mk
+from anomaly_detector.parsing import unclustered_kernels as uk
 from anomaly_detector.parsing.masking import WILDCARD, MaskingConfig
+from anomaly_detector.parsing.unclustered import UNCLUSTERED_TEXT, FreeTextGate
 from anomaly_detector.storage.atomic import require, restore_json_snapshot, write_json_snapshot
 
 M = bytes([mk.MARK])
 SNAPSHOT_KIND = "templates"
 SNAPSHOT_VERSION = 1
 _DELIMS = b"./"
+MATCH_TRIES = 16    # most candidate templates a new line is tried against (see _best_rows)
 
 
 @dataclass
@@ -66,6 +75,7 @@ class MinerStats:
     revivals: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
+    unclustered: int = 0
 
 
 # ---------------------------------------------------------------- token generalisation
@@ -206,7 +216,8 @@ class _LengthIndex:
 class TemplateMiner:
     """See the module docstring. Not thread-safe: one miner per worker."""
 
-    def __init__(self, max_templates=10000, masking=None, similarity=0.5, max_shapes=None, archive_size=None):
+    def __init__(self, max_templates=10000, masking=None, similarity=0.5, max_shapes=None, archive_size=None,
+                 free_text_window=1000, free_text_share=0.5):
         if max_templates < 1:
             raise ValueError("max_templates must be at least 1")
         if not 0.0 <= similarity <= 1.0:
@@ -246,6 +257,16 @@ class TemplateMiner:
         self._max_marks = 1
         self._keys = np.zeros(1 << 12, dtype=np.uint64)
         self._vals = np.full(1 << 12, -1, dtype=np.int32)
+        # the free-text path (unclustered.py): per-token hash and rigidity beside the token pool,
+        # live slots grouped by token count for the kernel
+        self._gate = FreeTextGate(free_text_window, free_text_share)
+        self._unclustered_tid = None
+        self._ntok = np.zeros(cap, dtype=np.int64)
+        self._tt_hash = np.zeros(1 << 12, dtype=np.uint64)
+        self._tt_rigid = np.zeros(1 << 12, dtype=np.bool_)
+        self._live_ptr = np.zeros(2, dtype=np.int64)
+        self._live_slots = np.zeros(0, dtype=np.int64)
+        self._live_dirty = True
 
     # ------------------------------------------------------------ public API
     def __len__(self):
@@ -273,12 +294,17 @@ class TemplateMiner:
                   for p, a, b in zip(got.param_pos, got.param_start, got.param_end)]
         return int(got.template_id[0]), values
 
-    def add_batch(self, buf, starts, ends):
-        """Mine lines buf[starts[i]:ends[i]]; same ids and parameters as add_line line by line."""
+    def add_batch(self, buf, starts, ends, sources=None):
+        """Mine lines buf[starts[i]:ends[i]]; same ids and parameters as add_line line by line.
+
+        sources: the source id of each line (int32, small non-negative ids), for the free-text
+        judgement of unclustered.py; None is one source for all."""
         buf = np.ascontiguousarray(buf, dtype=np.uint8)
         starts = np.ascontiguousarray(starts, dtype=np.int64)
         ends = np.ascontiguousarray(ends, dtype=np.int64)
         n = len(starts)
+        sources = np.zeros(n, np.int32) if sources is None else np.ascontiguousarray(sources, dtype=np.int32)
+        self._gate.fit(sources)
         force = self.masking.force_mask(buf, starts, ends)
         hashes = mk.shape_hashes(buf, starts, ends, self._flags, force)
         slots = np.zeros(n, dtype=np.int32)
@@ -286,8 +312,7 @@ class TemplateMiner:
         parts = []
         done = 0
         while done < n:
-            miss = mk.assign_slots(hashes, done, self._keys, self._vals, self._counts, self._last_seen,
-                                   self._clock, slots)
+            miss = self._run(buf, starts, ends, force, hashes, sources, done, slots)
             self.stats.cache_hits += miss - done
             if miss > done:
                 # params of the hits before a miss that may widen or evict their template
@@ -295,13 +320,18 @@ class TemplateMiner:
             if miss == n:
                 break
             slots[miss] = self._resolve_miss(buf, starts[miss], ends[miss], int(hashes[miss]), force,
-                                             self._clock + miss)
+                                             self._clock + miss, int(sources[miss]))
             parts.append(self._flush(buf, starts, ends, slots, tids, miss, miss + 1))
             done = miss + 1
+        self._gate.count(sources)
         self._clock += n
         self.stats.lines += n
         self.stats.templates = len(self._tid_slot)
         return _concat(tids, parts)
+
+    def free_text_sources(self):
+        """Source ids whose lines are judged free text now (see unclustered.py)."""
+        return self._gate.free_sources()
 
     def extract(self, buf, starts, ends, template_ids):
         """Parameters of lines already mined, against the templates as they are now (no learning).
@@ -333,16 +363,59 @@ class TemplateMiner:
                                 self._tt_start, self._tt_end, self._tt_marks, self._pool, self._max_marks, ptr)
         return ptr, got
 
-    def _resolve_miss(self, buf, start, end, shape, force, now):
+    def _run(self, buf, starts, ends, force, hashes, sources, first, slots):
+        """Resolve lines from first on until one needs Python; return its index (n if none).
+
+        Cache hits only, unless a source is free text: then the free-text kernel also reports the
+        lines that no template could take as unclustered (the cache hits before them are counted as
+        hits too, the unclustered ones as misses)."""
+        if not self._gate.any_free():
+            return mk.assign_slots(hashes, first, self._keys, self._vals, self._counts, self._last_seen,
+                                   self._clock, slots)
+        unclustered = self._unclustered_slot()
+        if self._live_dirty:
+            self._group_live()
+        gate = self._gate
+        stop, made = uk.free_text_run(buf, starts, ends, self._flags, force, hashes, sources, gate.free, first,
+                                      self._keys, self._vals, self._counts, self._last_seen, self._clock, slots,
+                                      unclustered, gate.seen, self._live_ptr, self._live_slots, self._tpl_first,
+                                      self._tt_hash, self._tt_rigid, gate.unmatched)
+        self.stats.unclustered += made
+        self.stats.cache_hits -= made
+        self.stats.cache_misses += made
+        return stop
+
+    def _group_live(self):
+        """Live slots (the unclustered one apart) ordered by token count, with offsets per count."""
+        live = np.array(sorted(s for s in self._tokens if self._slot_tid[s] != self._unclustered_tid), np.int64)
+        ntok = self._ntok[live]
+        order = np.argsort(ntok, kind="stable")
+        width = int(ntok.max()) if len(live) else 0
+        self._live_slots = live[order]
+        self._live_ptr = np.searchsorted(ntok[order], np.arange(width + 2)).astype(np.int64)
+        self._live_dirty = False
+
+    def _resolve_miss(self, buf, start, end, shape, force, now, source=0):
         self.stats.cache_misses += 1
         slot = self._shapes.get(shape)
         if slot is None:
-            slot = self._place(bytes(buf[start:end]), bytes(force[start:end]) if len(force) else b"", shape)
+            slot = self._place(bytes(buf[start:end]), bytes(force[start:end]) if len(force) else b"", shape, source)
         self._counts[slot] += 1
         self._last_seen[slot] = now
         return slot
 
-    def _place(self, line, force, shape):
+    def _unclustered_slot(self):
+        """The slot of the reserved unclustered template, opened (or revived) when first needed."""
+        tid = self._unclustered_tid
+        if tid is not None and tid in self._tid_slot:
+            return self._tid_slot[tid]
+        if tid is not None and tid in self._archive:
+            return self._revive(tid)
+        self._unclustered_tid = self._next_id
+        self._next_id += 1
+        return self._open([UNCLUSTERED_TEXT.encode()], self._unclustered_tid, 0)
+
+    def _place(self, line, force, shape, source=0):
         masked = _masked(line, self._flags, force)
         tokens = masked.split(bytes([mk.SEP])) if masked else []
         tid = self._archived_shapes.get(shape)
@@ -356,6 +429,10 @@ class TemplateMiner:
             if slot is None:
                 slot = self._match_archive(tokens)
             if slot is None:
+                self._gate.unmatched_line(source)
+                if self._gate.is_free(source) and not self._gate.seen_before(shape):
+                    self.stats.unclustered += 1
+                    return self._unclustered_slot()    # its shape is not cached: a repeat must come back here
                 slot = self._open(tokens, self._next_id, 0)
                 self._next_id += 1
         self._remember_shape(shape, slot)
@@ -368,10 +445,7 @@ class TemplateMiner:
         rows = len(index.slots)
         line_hashes = _token_hashes(tokens, True)
         equal = mk.equal_tokens(index.hashes[:rows], line_hashes)
-        order = np.lexsort((self._slot_tid[np.array(index.slots)], -equal))
-        for row in order:
-            if equal[row] == 0:
-                break
+        for row in _best_rows(equal, self._slot_tid[np.array(index.slots)]):
             slot = index.slots[row]
             widened, _ = join_template(self._tokens[slot], tokens, self.similarity)
             if widened is not None:
@@ -422,7 +496,10 @@ class TemplateMiner:
 
     def _set_tokens(self, slot, tokens):
         self._tokens[slot] = tokens
-        self._by_len.setdefault(len(tokens), _LengthIndex(len(tokens))).put(slot, tokens)
+        if self._slot_tid[slot] != self._unclustered_tid:
+            self._by_len.setdefault(len(tokens), _LengthIndex(len(tokens))).put(slot, tokens)
+        self._ntok[slot] = len(tokens)
+        self._live_dirty = True
         self._nwild[slot] = sum(t.count(mk.MARK) for t in tokens)
         self._max_marks = max([self._max_marks] + [t.count(mk.MARK) for t in tokens])
         need = sum(len(t) for t in tokens)
@@ -435,6 +512,9 @@ class TemplateMiner:
         # parameter extraction walks tokens only up to the last one holding a wildcard
         self._tpl_nscan[slot] = max([k + 1 for k, c in enumerate(marks) if c] + [0])
         self._tpl_first[slot] = self._tt_used
+        if tokens:
+            self._tt_hash[self._tt_used:self._tt_used + len(tokens)] = _token_hashes(tokens, False)
+            self._tt_rigid[self._tt_used:self._tt_used + len(tokens)] = [t.isalnum() and t.isascii() for t in tokens]
         for t, c in zip(tokens, marks):
             self._pool[self._pool_used:self._pool_used + len(t)] = np.frombuffer(t, dtype=np.uint8)
             self._tt_start[self._tt_used] = self._pool_used
@@ -451,6 +531,8 @@ class TemplateMiner:
         self._tt_start = np.zeros(max(1 << 12, 2 * live_tok), dtype=np.int64)
         self._tt_end = np.zeros_like(self._tt_start)
         self._tt_marks = np.zeros_like(self._tt_start)
+        self._tt_hash = np.zeros(len(self._tt_start), dtype=np.uint64)
+        self._tt_rigid = np.zeros(len(self._tt_start), dtype=np.bool_)
         self._pool_used = self._tt_used = 0
         for slot, toks in list(self._tokens.items()):
             self._write_tokens(slot, toks)
@@ -466,9 +548,11 @@ class TemplateMiner:
     def _archive_one(self, slot):
         tid = int(self._slot_tid[slot])
         tokens = self._tokens.pop(slot)
-        self._by_len[len(tokens)].drop(slot)
+        self._live_dirty = True
         self._archive[tid] = (tokens, int(self._counts[slot]), int(self._last_seen[slot]))
-        self._archive_by_len.setdefault(len(tokens), set()).add(tid)
+        if tid != self._unclustered_tid:
+            self._by_len[len(tokens)].drop(slot)
+            self._archive_by_len.setdefault(len(tokens), set()).add(tid)
         for shape in self._slot_shapes.pop(slot, []):
             self._shapes.pop(shape, None)
             self._archived_shapes[shape] = tid
@@ -524,6 +608,7 @@ class TemplateMiner:
         live.sort(key=lambda row: row[3])
         return {
             "next_id": self._next_id, "clock": self._clock, "saved_at": time.time(),
+            "unclustered_id": self._unclustered_tid,
             "masking": self.masking.to_dict(), "similarity": self.similarity,
             "templates": live,
             "archive": [[tid, enc(t), c, ls] for tid, (t, c, ls) in self._archive.items()],
@@ -539,10 +624,13 @@ class TemplateMiner:
         miner = cls(**settings)
         miner._next_id = int(state["next_id"])
         miner._clock = int(state["clock"])
+        if state.get("unclustered_id") is not None:
+            miner._unclustered_tid = int(state["unclustered_id"])
         for tid, toks, count, last_seen in state.get("archive", []):
             tokens = [t.encode("latin-1") for t in toks]
             miner._archive[int(tid)] = (tokens, int(count), int(last_seen))
-            miner._archive_by_len.setdefault(len(tokens), set()).add(int(tid))
+            if int(tid) != miner._unclustered_tid:
+                miner._archive_by_len.setdefault(len(tokens), set()).add(int(tid))
         for shape, tid in state.get("archived_shapes", []):
             miner._archived_shapes[int(shape)] = int(tid)
         # oldest first, so that a smaller max_templates archives the least recent ones
@@ -575,6 +663,21 @@ class TemplateMiner:
             return cls.from_state(state, **settings)
         miner = restore_json_snapshot(path, SNAPSHOT_KIND, SNAPSHOT_VERSION, restore)
         return cls(**settings) if miner is None else miner
+
+
+def _best_rows(equal, tids, limit=MATCH_TRIES):
+    """Rows with some equal token, most equal first (then oldest id), at most limit of them: a line
+    that fits none of the best few fits none of the rest often enough that trying them all (the cost
+    of a line growing with the templates) is not worth it."""
+    rows = np.flatnonzero(equal)
+    if len(rows) > limit:
+        cut = np.partition(equal[rows], len(rows) - limit)[len(rows) - limit]    # the limit-th most equal
+        above, tied = rows[equal[rows] > cut], rows[equal[rows] == cut]
+        room = limit - len(above)
+        if len(tied) > room:
+            tied = tied[np.argpartition(tids[tied], room - 1)[:room]]
+        rows = np.concatenate([above, tied])
+    return rows[np.lexsort((tids[rows], -equal[rows]))]
 
 
 def _render(tokens):

@@ -89,6 +89,7 @@ class DetectorWorker:
         self._last_totals = {}  # running totals of the engine and parsers, as last counted (_since_last)
         self._scans_cut_logged = float("-inf")
         self._over_cap = [0] * len(self.parsers)  # JSON numeric fields left out at json_numeric_fields, per input
+        self._free_text = set()  # source ids the miner judged free text at the last batch
         self._unwritten = None  # a scored batch whose output could not be written: (output, counts)
 
     def run(self, stop):
@@ -175,7 +176,8 @@ class DetectorWorker:
                           rule_scans_cut=self._new_scans_cut(), source_capped_lines=self._new_capped(),
                           volume_gaps_skipped=self._new_gaps_skipped(),
                           json_fields_over_cap=self._new_over_cap(),
-                          series_values_refused=self._new_series_refused())
+                          series_values_refused=self._new_series_refused(),
+                          lines_unclustered=self._new_unclustered())
         return errors, dead, b"".join(outputs)
 
     def _since_last(self, name, total):
@@ -213,6 +215,24 @@ class DetectorWorker:
     def _new_series_refused(self):
         """Values tier 3 did not judge as series since the last batch (max_series; the tier logs once)."""
         return self._since_last("series_refused", self.pipeline.engine.tiers["t3"].series.refused)
+
+    def _new_unclustered(self):
+        """Lines reported unclustered since the last batch; a source that turns free text, or stops
+        being so, is logged (it happens once per change of a source's nature)."""
+        miner = self.pipeline.miner
+        free = set(miner.free_text_sources())
+        names = self.pipeline.engine.sources
+        for sid in sorted(free ^ self._free_text):
+            name = names[sid] if sid < len(names) else str(sid)
+            if sid in free:
+                log.warning("worker %d: source %s is free text (most of its lines join no template): lines "
+                            "that fit no template are reported as <unclustered> (counted in "
+                            "anomaly_detector_lines_unclustered_total)", self.index, name)
+            else:
+                log.info("worker %d: source %s no longer free text: its new messages open templates again",
+                         self.index, name)
+        self._free_text = free
+        return self._since_last("unclustered", miner.stats.unclustered)
 
     def _new_over_cap(self):
         """Numeric JSON fields past an input's json_numeric_fields since the last batch (a WARNING the first
