@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,36 +30,43 @@ WORDS = ("the of and to in is you that it he was for on are as with his they at 
 LETTERS = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)
 
 
-def free_text(n, seed):
-    """n lines `<ISO time> INFO web-1 chat: <3-12 words>`, each word common or random letters."""
+def free_text(path, n, seed):
+    """Write n lines `<ISO time> INFO web-1 chat: <3-12 words>`, each word common or random letters."""
     rng = np.random.default_rng(seed)
     t0 = 1772755200.0
-    out = []
-    for i in range(n):
-        words = []
-        for _ in range(int(rng.integers(3, 13))):
-            if rng.random() < 0.5:
-                words.append(WORDS[int(rng.integers(len(WORDS)))])
-            else:
-                words.append(LETTERS[rng.integers(0, 26, int(rng.integers(2, 10)))].tobytes().decode())
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0 + i * 0.05))
-        out.append("%sZ INFO web-1 chat: %s\n" % (stamp, " ".join(words)))
-    return "".join(out)
+    with open(path, "w") as f:
+        for i in range(n):
+            words = []
+            for _ in range(int(rng.integers(3, 13))):
+                if rng.random() < 0.5:
+                    words.append(WORDS[int(rng.integers(len(WORDS)))])
+                else:
+                    words.append(LETTERS[rng.integers(0, 26, int(rng.integers(2, 10)))].tobytes().decode())
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0 + i * 0.05))
+            f.write("%sZ INFO web-1 chat: %s\n" % (stamp, " ".join(words)))
 
 
-def ordinary(n, seed, work):
-    """The first n lines of a shop-family log."""
+def ordinary(path, n, seed, work):
+    """Write the first n lines of a shop-family log."""
     gen = os.path.join(work, "shop-%d" % seed)
     days = max(1, -(-n // 450_000))     # whole days: the generator's day plan needs them
     subprocess.run([sys.executable, os.path.join(HERE, "shopgen.py"), gen, "--days", str(days),
                     "--seed", str(seed), "--lines-per-day", "500000"], check=True, stdout=subprocess.DEVNULL)
-    with open(os.path.join(gen, "shop.log")) as f:
-        lines = [line for _, line in zip(range(n), f)]
-    return "".join(lines)
+    head(os.path.join(gen, "shop.log"), path, n)
+    shutil.rmtree(gen)
+
+
+def head(src, dst, n):
+    """Copy the first n lines of src to dst, streaming (this process stays small: a child's peak RSS
+    counts the pages of the process it was forked from)."""
+    with open(src) as f, open(dst, "w") as out:
+        for _, line in zip(range(n), f):
+            out.write(line)
 
 
 def replay(path, config, work):
-    """(seconds of the whole command, its own lines/s and peak RSS MiB, records) of one `replay` run.
+    """(seconds of the whole command, its own lines/s and peak RSS MiB, template ids, unclustered lines)
+    of one `replay` run.
 
     The RSS is the one replay reports for itself: a child's ru_maxrss also counts the pages of
     this process it was forked from."""
@@ -70,17 +78,18 @@ def replay(path, config, work):
     if done.returncode != 0:
         raise SystemExit("replay failed on %s (status %d): %s" % (path, done.returncode, done.stderr[-500:]))
     own = re.search(r"\(([0-9]+) lines/s\), peak RSS ([0-9]+) MiB", done.stderr)
-    with open(out) as f:
-        records = [json.loads(line) for line in f]
+    ids, unclustered = set(), 0
+    with open(out) as f:      # streamed: this process stays small (see head())
+        for line in f:
+            record = json.loads(line)
+            ids.add(record["template_id"])
+            unclustered += record["template"] == "<unclustered>"
     os.unlink(out)
-    return seconds, int(own.group(1)), int(own.group(2)), records
+    return seconds, int(own.group(1)), int(own.group(2)), len(ids), unclustered
 
 
-def row(kind, n, seconds, rate, rss, records):
-    ids = {r["template_id"] for r in records}
-    unclustered = sum(1 for r in records if r["template"] == "<unclustered>")
-    return "| %s | %d | %.1f | %.0f | %d | %d | %d | %d |" % (kind, n, seconds, n / seconds, rate, rss, len(ids),
-                                                            unclustered)
+def row(kind, n, seconds, rate, rss, ids, unclustered):
+    return "| %s | %d | %.1f | %.0f | %d | %d | %d | %d |" % (kind, n, seconds, n / seconds, rate, rss, ids, unclustered)
 
 
 def main():
@@ -96,19 +105,18 @@ def main():
             f.write("[paths]\nstate_dir = %s\n" % os.path.join(work, "state"))
             if args.max_templates:
                 f.write("[parsing]\nmax_templates = %d\n" % args.max_templates)
-        base = ordinary(max(sizes), args.seed, work)
-        text = free_text(max(sizes), args.seed)
+        full = {"ordinary": os.path.join(work, "ordinary.log"), "free text": os.path.join(work, "freetext.log")}
+        ordinary(full["ordinary"], max(sizes), args.seed, work)
+        free_text(full["free text"], max(sizes), args.seed)
         print("| input | lines | seconds (whole command) | lines/s (whole) | lines/s (replay's own) | "
               "peak RSS MiB | template ids | unclustered |")
         print("|---|---|---|---|---|---|---|---|")
         for n in sizes:
-            for kind, body in (("ordinary", base), ("free text", text)):
-                path = os.path.join(work, "%s-%d.log" % (kind.replace(" ", ""), n))
-                with open(path, "w") as f:
-                    f.write("".join(body.splitlines(True)[:n]))
+            for kind, source in full.items():
+                path = os.path.join(work, "part.log")
+                head(source, path, n)
                 print(row(kind, n, *replay(path, config, work)), flush=True)
                 os.unlink(path)
-
 
 if __name__ == "__main__":
     main()

@@ -188,28 +188,44 @@ def _masked(line, flags, force):
 
 
 class _LengthIndex:
-    """Live templates with the same token count: their token hashes for the similarity kernel."""
+    """Templates with the same token count (live ones by slot, archived ones by id): their token hashes
+    for the similarity kernel."""
 
     def __init__(self, length):
         self.slots = []
+        self.row = {}
         self.hashes = np.zeros((4, length), dtype=np.uint64)
 
+    def __contains__(self, slot):
+        return slot in self.row
+
     def put(self, slot, tokens):
-        if slot in self.slots:
-            row = self.slots.index(slot)
-        else:
-            row = len(self.slots)
+        row = self.row.get(slot)
+        if row is None:
+            row = self.row[slot] = len(self.slots)
             self.slots.append(slot)
             if row >= self.hashes.shape[0]:
                 self.hashes = np.concatenate([self.hashes, np.zeros_like(self.hashes)])
         self.hashes[row] = _token_hashes(tokens, False)
 
     def drop(self, slot):
-        row = self.slots.index(slot)
+        row = self.row.pop(slot)
         last = len(self.slots) - 1
-        self.hashes[row] = self.hashes[last]
-        self.slots[row] = self.slots[last]
+        if row != last:
+            self.hashes[row] = self.hashes[last]
+            self.slots[row] = self.slots[last]
+            self.row[self.slots[row]] = row
         self.slots.pop()
+
+    def candidates(self, line_hashes, order_key):
+        """Keys (slots or ids) to try for a line, best first (see _best_rows); order_key maps keys to
+        the tie-break (template ids)."""
+        rows = len(self.slots)
+        if not rows:
+            return []
+        equal = mk.equal_tokens(self.hashes[:rows], line_hashes)
+        keys = np.array(self.slots)
+        return keys[_best_rows(equal, order_key(keys))].tolist()
 
 
 # ---------------------------------------------------------------- the miner
@@ -247,7 +263,7 @@ class TemplateMiner:
         self._archive = OrderedDict()          # tid -> (tokens, count, last_seen), oldest eviction first
         self._widened = set()                  # tids whose text changed since take_widened()
         self._archived_shapes = {}             # shape hash -> tid
-        self._archive_by_len = {}              # token count -> set of tids
+        self._archive_by_len = {}              # token count -> _LengthIndex of archived ids
         self._pool = np.zeros(1 << 16, dtype=np.uint8)
         self._pool_used = 0
         self._tt_start = np.zeros(1 << 12, dtype=np.int64)
@@ -442,11 +458,7 @@ class TemplateMiner:
         index = self._by_len.get(len(tokens))
         if index is None or not index.slots:
             return None
-        rows = len(index.slots)
-        line_hashes = _token_hashes(tokens, True)
-        equal = mk.equal_tokens(index.hashes[:rows], line_hashes)
-        for row in _best_rows(equal, self._slot_tid[np.array(index.slots)]):
-            slot = index.slots[row]
+        for slot in index.candidates(_token_hashes(tokens, True), lambda slots: self._slot_tid[slots]):
             widened, _ = join_template(self._tokens[slot], tokens, self.similarity)
             if widened is not None:
                 if widened != self._tokens[slot]:
@@ -455,17 +467,18 @@ class TemplateMiner:
         return None
 
     def _match_archive(self, tokens):
-        best = None
-        for tid in sorted(self._archive_by_len.get(len(tokens), ())):
-            widened, exact = join_template(self._archive[tid][0], tokens, self.similarity)
-            if widened is not None and (best is None or exact > best[0]):
-                best = (exact, tid, widened)
-        if best is None:
+        """The archived template that takes the line (most equal tokens, then oldest), revived; or None."""
+        index = self._archive_by_len.get(len(tokens))
+        if index is None or not index.slots:
             return None
-        slot = self._revive(best[1])
-        if best[2] != self._tokens[slot]:
-            self._widen(slot, best[2])
-        return slot
+        for tid in index.candidates(_token_hashes(tokens, True), lambda tids: tids):
+            widened, _ = join_template(self._archive[tid][0], tokens, self.similarity)
+            if widened is not None:
+                slot = self._revive(tid)
+                if widened != self._tokens[slot]:
+                    self._widen(slot, widened)
+                return slot
+        return None
 
     # ------------------------------------------------------------ template store
     def _open(self, tokens, tid, count, last_seen=None):
@@ -552,7 +565,7 @@ class TemplateMiner:
         self._archive[tid] = (tokens, int(self._counts[slot]), int(self._last_seen[slot]))
         if tid != self._unclustered_tid:
             self._by_len[len(tokens)].drop(slot)
-            self._archive_by_len.setdefault(len(tokens), set()).add(tid)
+            self._archive_by_len.setdefault(len(tokens), _LengthIndex(len(tokens))).put(tid, tokens)
         for shape in self._slot_shapes.pop(slot, []):
             self._shapes.pop(shape, None)
             self._archived_shapes[shape] = tid
@@ -562,13 +575,18 @@ class TemplateMiner:
         self.stats.evictions += 1
         while len(self._archive) > self.archive_size:
             old_tid, (old_tokens, _, _) = self._archive.popitem(last=False)
-            self._archive_by_len[len(old_tokens)].discard(old_tid)
+            self._unarchive(old_tid, old_tokens)
         if len(self._archived_shapes) > self.max_shapes:
             self._archived_shapes = {h: t for h, t in self._archived_shapes.items() if t in self._archive}
 
+    def _unarchive(self, tid, tokens):
+        index = self._archive_by_len.get(len(tokens))
+        if index is not None and tid in index:
+            index.drop(tid)
+
     def _revive(self, tid):
         tokens, count, last_seen = self._archive.pop(tid)
-        self._archive_by_len[len(tokens)].discard(tid)
+        self._unarchive(tid, tokens)
         self.stats.revivals += 1
         return self._open(tokens, tid, count, last_seen)
 
@@ -630,7 +648,7 @@ class TemplateMiner:
             tokens = [t.encode("latin-1") for t in toks]
             miner._archive[int(tid)] = (tokens, int(count), int(last_seen))
             if int(tid) != miner._unclustered_tid:
-                miner._archive_by_len.setdefault(len(tokens), set()).add(int(tid))
+                miner._archive_by_len.setdefault(len(tokens), _LengthIndex(len(tokens))).put(int(tid), tokens)
         for shape, tid in state.get("archived_shapes", []):
             miner._archived_shapes[int(shape)] = int(tid)
         # oldest first, so that a smaller max_templates archives the least recent ones
