@@ -2,6 +2,7 @@
 
 tier4_sequence.SequenceTier owns the arrays and calls these per batch; each kernel has a plain-Python
 twin (suffix _py, dicts instead of hash tables) that tests/unit/test_sequence_kernels.py compares with it.
+Functions suffixed _slow are Python the tier runs itself on rare lines (ids found by a user regex).
 """
 import math
 
@@ -124,8 +125,8 @@ def _add(hkeys, hvals, key, w, counters, max_size):
     counters[C_TRANS_SIZE] += 1
 
 
-def id_hash_py(data):
-    """Session key of id bytes (non-negative, never -1). Which pattern found the id does not count:
+def id_hash_slow(data):
+    """Session key of id bytes (non-negative, never -1), as the kernels' _id_hash gives it. Which pattern found the id does not count:
     "request 3fa2" and "req=3fa2" are one session."""
     h = _FNV_OFFSET
     for b in data:
@@ -224,7 +225,7 @@ def extract_keys(buf, cstart, cend, tids, loc_mode, loc_tok, loc_pre, loc_suf):
     return keys, ks, ke
 
 
-def token_spans_py(data):
+def token_spans_slow(data):
     """(start, end) of each whitespace-separated token of `data` (bytes)."""
     spans = []
     p, e = 0, len(data)
@@ -250,7 +251,7 @@ def extract_keys_py(buf, cstart, cend, tids, loc_mode, loc_tok, loc_pre, loc_suf
         if not 0 <= t < len(loc_mode) or loc_mode[t] not in (1, 2):
             continue
         s = int(cstart[i])
-        spans = token_spans_py(raw[s:int(cend[i])])
+        spans = token_spans_slow(raw[s:int(cend[i])])
         k = int(loc_tok[t])
         idx = k if loc_mode[t] == 1 else len(spans) - k
         if not 0 <= idx < len(spans):
@@ -258,7 +259,7 @@ def extract_keys_py(buf, cstart, cend, tids, loc_mode, loc_tok, loc_pre, loc_suf
         a, b = s + spans[idx][0] + int(loc_pre[t]), s + spans[idx][1] - int(loc_suf[t])
         if b <= a:
             continue
-        keys[i], ks[i], ke[i] = id_hash_py(raw[a:b]), a, b
+        keys[i], ks[i], ke[i] = id_hash_slow(raw[a:b]), a, b
     return np.array(keys, np.int64), np.array(ks, np.int64), np.array(ke, np.int64)
 
 

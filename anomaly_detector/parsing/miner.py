@@ -392,10 +392,11 @@ class TemplateMiner:
         if self._live_dirty:
             self._group_live()
         gate = self._gate
-        stop, made = uk.free_text_run(buf, starts, ends, self._flags, force, hashes, sources, gate.free, first,
-                                      self._keys, self._vals, self._counts, self._last_seen, self._clock, slots,
-                                      unclustered, gate.seen, self._live_ptr, self._live_slots, self._tpl_first,
-                                      self._tt_hash, self._tt_rigid, gate.unmatched)
+        stop, made = uk.free_text_run((buf, starts, ends, force, hashes, sources), self._flags, first,
+                                      (self._keys, self._vals, self._counts, self._last_seen),
+                                      (self._live_ptr, self._live_slots, self._tpl_first, self._tt_hash,
+                                       self._tt_rigid), (gate.free, gate.seen, gate.unmatched),
+                                      unclustered, self._clock, slots)
         self.stats.unclustered += made
         self.stats.cache_hits -= made
         self.stats.cache_misses += made

@@ -75,3 +75,17 @@ class FreeTextGate:
     def free_sources(self):
         """Ids of the sources judged free text now."""
         return np.flatnonzero(self.free).tolist()
+
+
+def warm_kernels():
+    """Type the free-text kernel through the miner's own call (warm-up before fork: a worker meets it only
+    when a source turns free text, whatever the configured window)."""
+    from anomaly_detector.parsing.miner import TemplateMiner  # the miner imports this module
+    rng = np.random.default_rng(0)
+    words = [bytes(rng.integers(97, 123, 6).astype(np.uint8)) for _ in range(400)]
+    lines = [b" ".join(words[k:k + 4]) for k in range(0, 400, 4)]
+    lengths = np.array([len(line) for line in lines], np.int64)
+    ends = np.cumsum(lengths)
+    miner = TemplateMiner(free_text_window=50)
+    miner.add_batch(np.frombuffer(b"".join(lines), np.uint8), ends - lengths, ends, np.zeros(len(lines), np.int32))
+    return miner.stats.unclustered

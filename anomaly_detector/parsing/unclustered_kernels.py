@@ -61,12 +61,19 @@ def could_join(ntok, hashes, rigid, slots, tpl_first, tt_hash, tt_rigid):
 
 
 @njit(cache=True)
-def free_text_run(buf, starts, ends, flags, force, shapes, sources, free, first, keys, vals, counts, last_seen,
-                  clock, out, unclustered, seen, live_ptr, live_slots, tpl_first, tt_hash, tt_rigid, unmatched):
+def free_text_run(lines, flags, first, table, live, gate, unclustered, clock, out):
     """From line `first` on: cache hits take their slot; a miss of a free-text source that no live template
     could take and whose shape is not in `seen` (a direct-mapped set of recent unclustered shapes) takes
     the `unclustered` slot, its shape is remembered and its source's unmatched count grows. Stops at any
-    other miss. Returns (index of the line Python must resolve or n, lines made unclustered)."""
+    other miss. Returns (index of the line Python must resolve or n, lines made unclustered).
+
+    lines = (buf, starts, ends, force, shapes, sources): the batch; table = (keys, vals, counts,
+    last_seen): the shape cache and per-slot counters; live = (live_ptr, live_slots, tpl_first, tt_hash,
+    tt_rigid): live slots by token count and their token hashes; gate = (free, seen, unmatched)."""
+    buf, starts, ends, force, shapes, sources = lines
+    keys, vals, counts, last_seen = table
+    live_ptr, live_slots, tpl_first, tt_hash, tt_rigid = live
+    free, seen, unmatched = gate
     n = shapes.shape[0]
     width = live_ptr.shape[0] - 2
     hashes = np.empty(max(width, 1), np.uint64)

@@ -16,6 +16,7 @@ import numpy as np
 from anomaly_detector.detection.output_kernels import record_prefix
 from anomaly_detector.metrics.sketch import N_BUCKETS, record_latencies
 from anomaly_detector.parsing.sources import warm_kernels as warm_source_kernels
+from anomaly_detector.parsing.unclustered import warm_kernels as warm_free_text_kernels
 from anomaly_detector.pipeline import Pipeline
 from anomaly_detector.worker.detector import input_parser, score_lines
 from anomaly_detector.workload.generator import generate
@@ -73,6 +74,7 @@ def warm_up(cfg):
     sections = list(cfg["inputs"].items())
     parsers = [input_parser(name, section, max_line, cfg["processing"]["max_sources"]) for name, section in sections]
     warm_source_kernels()
+    warm_free_text_kernels()
     if not parsers:
         parsers = [Pipeline(cfg).parser_for("warmup")]
     with tempfile.TemporaryDirectory(prefix="anomaly-detector-warmup-") as directory:

@@ -197,3 +197,9 @@ def test_the_unclustered_template_survives_save_and_load(tmp_path):
     # the reserved text is no template a line can join
     literal = mine(back, [UNCLUSTERED_TEXT.encode()])[0]
     assert literal != tid
+
+
+def test_warm_up_runs_the_free_text_kernel():
+    from anomaly_detector.parsing.unclustered import warm_kernels
+    assert warm_kernels() > 0
+    assert uk.free_text_run.signatures       # typed before any fork
