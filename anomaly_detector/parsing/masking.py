@@ -92,9 +92,11 @@ class MaskingConfig:
         return force
 
     def mask(self, content: str) -> str:
-        """The masked form of one message, values shown as <*> (for people and tests, not hot loops)."""
+        """The masked form of one message, values shown as <*> (for people and tests, not hot loops: one
+        kernel call per message), as the miner's mask_line kernel gives it."""
         line = content.encode("utf-8", "surrogateescape")
         buf = np.frombuffer(line, dtype=np.uint8)
         force = self.force_mask(buf, np.array([0]), np.array([len(line)]))
-        masked = mk.mask_line_py(line, self.flags, bytes(force))
+        out = np.empty(len(line) + 1, dtype=np.uint8)
+        masked = out[:mk.mask_line(buf, 0, len(line), self.flags, force, out)].tobytes()
         return masked.replace(bytes([mk.MARK]), WILDCARD.encode()).decode("utf-8", "surrogateescape")
