@@ -1,16 +1,18 @@
 """`anomaly_detector parse`: mine templates of log files offline and write them in the Loghub layout.
 
 Uses records.parse_columns (framing, cleaning, header split) and miner.TemplateMiner; writes with
-parsing.loghub_csv. Registered in cli.py beside replay.
+parsing.loghub_csv, whose kernels render the rows from byte spans (no Python call per line, only
+for the rare rows they leave). Registered in cli.py beside replay.
 """
 import os
 import sys
-from collections import Counter
 
 import click
+import numpy as np
 
+from ..parsing.framing import split_lines
 from ..parsing.headers import HeaderFormat, HeaderFormatError
-from ..parsing.loghub_csv import write_loghub
+from ..parsing.loghub_csv import SpanRows, write_loghub_spans
 from ..parsing.miner import TemplateMiner
 from ..parsing.records import RecordParser, parse_columns
 
@@ -30,32 +32,70 @@ def _read(path):
         _fail("cannot read %s: %s" % (path, exc.strerror or exc), EXIT_UNREADABLE)
 
 
-def _rows(columns, mined, final, templates, buf):
-    for i in range(columns.n):
-        tid = int(mined.template_id[i])
+def _field_spans(parser, columns, header_fields):
+    """Header field spans of each line in columns.content_buf, and the lines whose fields need Python.
+
+    parse_columns splits header lines with HeaderFormat.split_batch and builds a line's fields
+    from those spans unless it took the per-line path. The same split over the same lines gives
+    the same spans; a line counts as split only where parse_columns would take the kernel path
+    for it (a kernel-split line of auto/plain format not starting with a byte that may route it
+    elsewhere) and where the content span found equals the one parse_columns gave. Every other
+    line gets its fields from columns.fields(i).
+    """
+    n, k = columns.n, len(header_fields)
+    hdr = parser.header
+    if k == 0:
+        return np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0), dtype=np.int64), np.zeros(n, dtype=np.bool_)
+    starts, ends = split_lines(columns.content_buf)
+    if hdr is None or not hdr.has_kernel or parser.format not in ("auto", "plain") or len(starts) < n:
+        empty = np.zeros((n, k), dtype=np.int64)
+        return empty, empty, np.ones(n, dtype=np.bool_)
+    starts, ends = starts[:n], ends[:n]
+    ok, fs, fe = hdr.split_batch(columns.content_buf, starts, ends)
+    ci = hdr.content_index
+    first = columns.content_buf[np.minimum(starts, max(len(columns.content_buf) - 1, 0))]
+    ok &= (ends > starts) & (first > 32) & (first < 127) & (first != ord("{")) & (first != ord("<"))
+    ok &= (fs[:, ci] == columns.content_start) & (fe[:, ci] == columns.content_end)
+    cols = [hdr.fields.index(name) for name in header_fields]
+    return np.ascontiguousarray(fs[:, cols]), np.ascontiguousarray(fe[:, cols]), ~ok
+
+
+def _span_rows(parser, columns, mined, final, templates, header_fields):
+    buf = columns.content_buf
+    fs, fe, python_fields = _field_spans(parser, columns, header_fields)
+
+    def row(i):  # a row as write_loghub takes it, for the few lines the kernels leave
         lo, hi = final.param_ptr[i], final.param_ptr[i + 1]
         params = [bytes(buf[a:b]).decode("utf-8", "replace") for a, b in
                   zip(final.param_start[lo:hi].tolist(), final.param_end[lo:hi].tolist())]
-        yield i + 1, columns.fields(i) or {}, columns.content(i), tid, templates.get(tid, ""), params
+        tid = int(mined.template_id[i])
+        return i + 1, columns.fields(i) or {}, columns.content(i), tid, templates[tid], params
+
+    return SpanRows(buf, fs, fe, np.asarray(columns.content_start, dtype=np.int64),
+                    np.asarray(columns.content_end, dtype=np.int64), mined.template_id,
+                    np.asarray(final.param_ptr, dtype=np.int64), np.asarray(final.param_start, dtype=np.int64),
+                    np.asarray(final.param_end, dtype=np.int64), python_fields, row)
 
 
-def _parse_file(path, miner, parser, header_fields, output_dir):
+def _parse_file(path, miner, parser):
     columns = parse_columns(parser, _read(path))
     mined = miner.add_batch(columns.content_buf, columns.content_start, columns.content_end)
-    return path, columns, mined
+    return path, parser, columns, mined
 
 
-def _write(path, columns, mined, miner, header_fields, output_dir):
+def _write(path, parser, columns, mined, miner, header_fields, output_dir):
+    """Write the two files of one input; returns (structured path, number of templates of its lines)."""
     final = miner.extract(columns.content_buf, columns.content_start, columns.content_end, mined.template_id)
     templates = {tid: text for tid, text, _ in miner.templates()}
-    counts = Counter(mined.template_id.tolist())
-    for tid in counts:
+    tids, counts = np.unique(np.asarray(mined.template_id, dtype=np.int64), return_counts=True)
+    for tid in tids.tolist():
         if tid not in templates:
             templates[tid] = miner.template(tid)
     name = os.path.basename(path)
-    rows = _rows(columns, mined, final, templates, columns.content_buf)
-    table = [(tid, templates[tid], counts[tid]) for tid in sorted(counts)]
-    return write_loghub(output_dir, name, header_fields, rows, table)
+    spans = _span_rows(parser, columns, mined, final, templates, header_fields)
+    table = [(tid, templates[tid], count) for tid, count in zip(tids.tolist(), counts.tolist())]
+    structured, _ = write_loghub_spans(output_dir, name, header_fields, spans, templates, table)
+    return structured, len(tids)
 
 
 @click.command("parse")
@@ -82,11 +122,10 @@ def parse_command(log_format, fmt, output_dir, max_templates, files):
                            show_pos=True) as bar:
         for path in bar:
             parser = RecordParser(format=fmt, log_format=log_format)
-            parsed.append(_parse_file(path, miner, parser, header_fields, output_dir))
+            parsed.append(_parse_file(path, miner, parser))
     try:
-        for path, columns, mined in parsed:
-            structured, templates = _write(path, columns, mined, miner, header_fields, output_dir)
-            click.echo("%s: %d lines, %d templates -> %s" % (path, columns.n, len(set(mined.template_id.tolist())),
-                                                              structured))
+        for path, parser, columns, mined in parsed:
+            structured, n_templates = _write(path, parser, columns, mined, miner, header_fields, output_dir)
+            click.echo("%s: %d lines, %d templates -> %s" % (path, columns.n, n_templates, structured))
     except OSError as exc:
         _fail("cannot write into %s: %s" % (output_dir, exc.strerror or exc), EXIT_UNREADABLE)

@@ -1,0 +1,239 @@
+"""numba kernels that render rows of a Loghub _structured.csv from byte spans, as csv.writer would.
+
+loghub_csv.write_structured feeds them spans of the parsed buffer (header fields, content, the
+parameters) and per-template pieces it renders once in Python. The rules are those of Python's
+csv.writer with QUOTE_MINIMAL and "\\r\\n" line ends: a cell holding a comma, a double quote, CR
+or LF is wrapped in double quotes and its double quotes are doubled. The ParameterList cell is
+repr() of a list of str; the kernels write it only for values repr() leaves as they are (printable
+ASCII without quote or backslash), and params_need_repr marks the rows whose values need Python's
+escaping, which the caller renders in Python and passes in whole (`py_row`).
+"""
+import numpy as np
+from numba import njit
+
+COMMA, QUOTE, APOS, BACKSLASH, CR, LF = 44, 34, 39, 92, 13, 10
+
+
+@njit(cache=True)
+def params_need_repr(buf, pptr, pstart, pend):
+    """Per line: whether a parameter holds a byte repr() would escape or that is not ASCII.
+
+    repr() of a str escapes backslashes, control characters and (when the text holds an
+    apostrophe) changes its quotes; non-ASCII characters depend on str.isprintable. Those rows
+    take the Python path.
+    """
+    n = pptr.shape[0] - 1
+    out = np.zeros(n, dtype=np.bool_)
+    for i in range(n):
+        for j in range(pptr[i], pptr[i + 1]):
+            for p in range(pstart[j], pend[j]):
+                b = buf[p]
+                if b < 32 or b >= 127 or b == APOS or b == BACKSLASH:
+                    out[i] = True
+                    break
+            if out[i]:
+                break
+    return out
+
+
+@njit(cache=True, inline="always")
+def _scan(buf, s, e):
+    """(needs quoting, number of double quotes) of the bytes buf[s:e]."""
+    need = False
+    quotes = 0
+    for p in range(s, e):
+        b = buf[p]
+        if b == QUOTE:
+            quotes += 1
+            need = True
+        elif b == COMMA or b == LF or b == CR:
+            need = True
+    return need, quotes
+
+
+@njit(cache=True, inline="always")
+def _cell_len(buf, s, e):
+    need, quotes = _scan(buf, s, e)
+    return e - s + quotes + (2 if need else 0)
+
+
+@njit(cache=True, inline="always")
+def _put_bytes(buf, s, e, out, o):
+    """Copy buf[s:e] to out at o, doubling double quotes; returns the new offset."""
+    for p in range(s, e):
+        b = buf[p]
+        out[o] = b
+        o += 1
+        if b == QUOTE:
+            out[o] = QUOTE
+            o += 1
+    return o
+
+
+@njit(cache=True, inline="always")
+def _put_cell(buf, s, e, out, o):
+    need, _ = _scan(buf, s, e)
+    if need:
+        out[o] = QUOTE
+        o += 1
+    o = _put_bytes(buf, s, e, out, o)
+    if need:
+        out[o] = QUOTE
+        o += 1
+    return o
+
+
+@njit(cache=True, inline="always")
+def _digits(v):
+    d = 1
+    while v >= 10:
+        v //= 10
+        d += 1
+    return d
+
+
+@njit(cache=True, inline="always")
+def _params_len(buf, lo, hi, pstart, pend):
+    """Length of the ParameterList cell ['a', 'b'] of parameters lo..hi, quoted as csv would."""
+    need = hi - lo >= 2  # ", " holds a comma
+    quotes = 0
+    raw = 2 + 2 * max(hi - lo - 1, 0)
+    for j in range(lo, hi):
+        raw += pend[j] - pstart[j] + 2
+        n, q = _scan(buf, pstart[j], pend[j])
+        need = need or n
+        quotes += q
+    return raw + quotes + (2 if need else 0)
+
+
+@njit(cache=True, inline="always")
+def _put_params(buf, lo, hi, pstart, pend, out, o):
+    need = hi - lo >= 2
+    for j in range(lo, hi):
+        n, _ = _scan(buf, pstart[j], pend[j])
+        need = need or n
+    if need:
+        out[o] = QUOTE
+        o += 1
+    out[o] = 91  # [
+    o += 1
+    for j in range(lo, hi):
+        if j > lo:
+            out[o] = COMMA
+            out[o + 1] = 32
+            o += 2
+        out[o] = APOS
+        o = _put_bytes(buf, pstart[j], pend[j], out, o + 1)
+        out[o] = APOS
+        o += 1
+    out[o] = 93  # ]
+    o += 1
+    if need:
+        out[o] = QUOTE
+        o += 1
+    return o
+
+
+@njit(cache=True)
+def row_lengths(buf, fstart, fend, cstart, cend, tpl_row, tpl_ptr, pptr, pstart, pend, py_row, py_ptr, first_id):
+    """Byte length of each rendered row (line i gets LineId first_id + i)."""
+    n = cstart.shape[0]
+    k = fstart.shape[1]
+    out = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        r = py_row[i]
+        if r >= 0:
+            out[i] = py_ptr[r + 1] - py_ptr[r]
+            continue
+        total = _digits(first_id + i) + 1 + k  # LineId, and a comma after it and after each field
+        for j in range(k):
+            total += _cell_len(buf, fstart[i, j], fend[i, j])
+        total += _cell_len(buf, cstart[i], cend[i]) + 1
+        t = tpl_row[i]
+        total += tpl_ptr[t + 1] - tpl_ptr[t]
+        total += _params_len(buf, pptr[i], pptr[i + 1], pstart, pend) + 2
+        out[i] = total
+    return out
+
+
+@njit(cache=True)
+def render_rows(buf, fstart, fend, cstart, cend, tpl_row, tpl_pool, tpl_ptr, pptr, pstart, pend, py_row, py_pool,
+                py_ptr, first_id, lengths):
+    """The rows of lines 0..n as one uint8 array (row_lengths gives `lengths`).
+
+    Row: LineId, the header fields, Content, then the template piece (`E<id>,<template>,`, already
+    a csv text), the ParameterList cell and CRLF. A line with py_row >= 0 copies its row whole
+    from py_pool instead.
+    """
+    n = cstart.shape[0]
+    k = fstart.shape[1]
+    out = np.empty(lengths.sum(), dtype=np.uint8)
+    o = 0
+    for i in range(n):
+        r = py_row[i]
+        if r >= 0:
+            for p in range(py_ptr[r], py_ptr[r + 1]):
+                out[o] = py_pool[p]
+                o += 1
+            continue
+        v = first_id + i
+        d = _digits(v)
+        for q in range(d):
+            out[o + d - 1 - q] = 48 + v % 10
+            v //= 10
+        o += d
+        out[o] = COMMA
+        o += 1
+        for j in range(k):
+            o = _put_cell(buf, fstart[i, j], fend[i, j], out, o)
+            out[o] = COMMA
+            o += 1
+        o = _put_cell(buf, cstart[i], cend[i], out, o)
+        out[o] = COMMA
+        o += 1
+        t = tpl_row[i]
+        for p in range(tpl_ptr[t], tpl_ptr[t + 1]):
+            out[o] = tpl_pool[p]
+            o += 1
+        o = _put_params(buf, pptr[i], pptr[i + 1], pstart, pend, out, o)
+        out[o] = CR
+        out[o + 1] = LF
+        o += 2
+    return out
+
+
+# ---------------------------------------------------------------- plain-Python twins (test references)
+def _cell_py(data):
+    if any(c in data for c in (b",", b'"', b"\r", b"\n")):
+        return b'"' + data.replace(b'"', b'""') + b'"'
+    return data
+
+
+def params_need_repr_py(buf, pptr, pstart, pend):
+    """Plain-Python twin of params_need_repr."""
+    data = bytes(buf)
+    out = []
+    for i in range(len(pptr) - 1):
+        values = [data[pstart[j]:pend[j]] for j in range(pptr[i], pptr[i + 1])]
+        out.append(any(b < 32 or b >= 127 or b in (APOS, BACKSLASH) for v in values for b in v))
+    return np.array(out, dtype=np.bool_)
+
+
+def render_rows_py(buf, fstart, fend, cstart, cend, tpl_row, tpl_pool, tpl_ptr, pptr, pstart, pend, py_row, py_pool,
+                   py_ptr, first_id):
+    """Plain-Python twin of row_lengths + render_rows: the same bytes."""
+    data, pool, pyp = bytes(buf), bytes(tpl_pool), bytes(py_pool)
+    rows = []
+    for i in range(len(cstart)):
+        r = py_row[i]
+        if r >= 0:
+            rows.append(pyp[py_ptr[r]:py_ptr[r + 1]])
+            continue
+        cells = [str(first_id + i).encode()]
+        cells += [_cell_py(data[fstart[i, j]:fend[i, j]]) for j in range(fstart.shape[1])]
+        cells.append(_cell_py(data[cstart[i]:cend[i]]))
+        values = [b"'" + data[pstart[j]:pend[j]] + b"'" for j in range(pptr[i], pptr[i + 1])]
+        t = tpl_row[i]
+        rows.append(b",".join(cells) + b"," + pool[tpl_ptr[t]:tpl_ptr[t + 1]]
+                    + _cell_py(b"[" + b", ".join(values) + b"]") + b"\r\n")
+    return np.frombuffer(b"".join(rows), dtype=np.uint8)
