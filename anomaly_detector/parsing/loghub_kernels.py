@@ -38,17 +38,14 @@ def params_need_repr(buf, pptr, pstart, pend):
 
 @njit(cache=True, inline="always")
 def _scan(buf, s, e):
-    """(needs quoting, number of double quotes) of the bytes buf[s:e]."""
-    need = False
+    """(needs quoting, number of double quotes) of the bytes buf[s:e]; branch-free so LLVM vectorises it."""
     quotes = 0
+    special = 0
     for p in range(s, e):
         b = buf[p]
-        if b == QUOTE:
-            quotes += 1
-            need = True
-        elif b == COMMA or b == LF or b == CR:
-            need = True
-    return need, quotes
+        quotes += b == QUOTE
+        special += (b == COMMA) | (b == LF) | (b == CR)
+    return quotes + special > 0, quotes
 
 
 @njit(cache=True, inline="always")
@@ -58,8 +55,16 @@ def _cell_len(buf, s, e):
 
 
 @njit(cache=True, inline="always")
-def _put_bytes(buf, s, e, out, o):
-    """Copy buf[s:e] to out at o, doubling double quotes; returns the new offset."""
+def _put_bytes(buf, s, e, out, o, quotes):
+    """Copy buf[s:e] to out at o, doubling its `quotes` double quotes; returns the new offset."""
+    if quotes == 0 and e - s > 32:  # the common long case: one block copy
+        out[o:o + e - s] = buf[s:e]
+        return o + e - s
+    if quotes == 0:
+        for p in range(s, e):
+            out[o] = buf[p]
+            o += 1
+        return o
     for p in range(s, e):
         b = buf[p]
         out[o] = b
@@ -72,11 +77,11 @@ def _put_bytes(buf, s, e, out, o):
 
 @njit(cache=True, inline="always")
 def _put_cell(buf, s, e, out, o):
-    need, _ = _scan(buf, s, e)
+    need, quotes = _scan(buf, s, e)
     if need:
         out[o] = QUOTE
         o += 1
-    o = _put_bytes(buf, s, e, out, o)
+    o = _put_bytes(buf, s, e, out, o, quotes)
     if need:
         out[o] = QUOTE
         o += 1
@@ -123,7 +128,8 @@ def _put_params(buf, lo, hi, pstart, pend, out, o):
             out[o + 1] = 32
             o += 2
         out[o] = APOS
-        o = _put_bytes(buf, pstart[j], pend[j], out, o + 1)
+        _, quotes = _scan(buf, pstart[j], pend[j])
+        o = _put_bytes(buf, pstart[j], pend[j], out, o + 1, quotes)
         out[o] = APOS
         o += 1
     out[o] = 93  # ]

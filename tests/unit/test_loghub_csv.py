@@ -62,8 +62,9 @@ def _both(tmp_path, paths, log_format="", fmt="auto", **parser_kw):
     parsed = [parse_cmd._parse_file(str(p), miner, RecordParser(format=fmt, log_format=log_format, **parser_kw))
               for p in paths]
     got = []
-    for path, parser, columns, mined in parsed:
-        structured, _ = parse_cmd._write(path, parser, columns, mined, miner, header_fields, str(tmp_path / "new"))
+    for path, parser, columns, split, mined in parsed:
+        structured, _ = parse_cmd._write(path, parser, columns, split, mined, miner, header_fields,
+                                         str(tmp_path / "new"))
         name = os.path.basename(path)
         ref = _reference(tmp_path / "ref", name, header_fields, columns, mined, miner)
         got.append(((structured, str(tmp_path / "new" / (name + loghub_csv.TEMPLATES_SUFFIX))), ref))
@@ -143,6 +144,23 @@ def test_same_bytes_across_files_and_chunks(tmp_path, monkeypatch):
     b = tmp_path / "b.log"  # a later file widens templates of the first; both are written at the end
     b.write_text("".join(f"081109 20361{i % 10} {i} INFO dfs.A: plain words there {i} x{i}\n" for i in range(40)))
     _assert_same(_both(tmp_path, [a, b], HDFS))
+
+
+@pytest.mark.parametrize("name", ["HDFS", "Linux", "Mac"])
+def test_header_fields_come_from_the_split_parse_columns_made(name):
+    """The kernels render nearly every row: the writer reuses parse_columns's header split."""
+    if DATA is None:
+        pytest.skip("Loghub samples not found beside the repo")
+    parser = RecordParser(log_format=LOGHUB_FORMATS[name])
+    _, _, columns, split, _ = parse_cmd._parse_file(str(DATA / name / f"{name}_2k.log"), TemplateMiner(), parser)
+    assert split is not None and len(split[3]) == columns.n
+    header_fields = [f for f in parser.header.fields if f != "Content"]
+    fs, fe, python_fields = parse_cmd._field_spans(parser, columns, header_fields, split)
+    assert python_fields.mean() < 0.01
+    for i in np.flatnonzero(~python_fields)[::97].tolist():
+        fields = columns.fields(i)
+        assert [bytes(columns.content_buf[a:b]).decode() for a, b in zip(fs[i], fe[i])] == \
+            [fields[f] for f in header_fields]
 
 
 PIECES = ["a", "b1", " ", "  ", ",", '"', "'", "\\", "\t", "\u00e9", "\u00a0", "\U0001f600", "12", "0x1f",
