@@ -11,7 +11,7 @@ import click
 import numpy as np
 
 from ..parsing.headers import HeaderFormat, HeaderFormatError
-from ..parsing.loghub_csv import SpanRows, write_loghub_spans
+from ..parsing.loghub_csv import SpanRows, distinct_ids, write_loghub_spans
 from ..parsing.miner import TemplateMiner
 from ..parsing.records import RecordParser, parse_columns
 
@@ -60,7 +60,7 @@ class _SplitRecorder:
 
 
 def _field_spans(parser, columns, header_fields, split):
-    """Header field spans of each line in columns.content_buf, and the lines whose fields need Python.
+    """(field starts, field ends, columns of header_fields in them, lines whose fields need Python).
 
     split: what _SplitRecorder kept (buffer, starts, ends, ok, field starts, field ends) or None.
     A line's spans are used where parse_columns took the kernel path for it, judged without its
@@ -70,19 +70,20 @@ def _field_spans(parser, columns, header_fields, split):
     """
     n, k = columns.n, len(header_fields)
     if k == 0:
-        return np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0), dtype=np.int64), np.zeros(n, dtype=np.bool_)
+        empty = np.zeros((n, 0), dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=np.int64), np.zeros(n, dtype=np.bool_)
     buf = columns.content_buf
     if split is None or parser.format not in ("auto", "plain") or len(split[3]) != n or not _prefix_of(split[0], buf):
-        empty = np.zeros((n, k), dtype=np.int64)
-        return empty, empty, np.ones(n, dtype=np.bool_)
+        empty = np.zeros((n, 1), dtype=np.int64)
+        return empty, empty, np.zeros(k, dtype=np.int64), np.ones(n, dtype=np.bool_)
     _, starts, ends, ok, fs, fe = split
     hdr = parser.header
     ci = hdr.content_index
     first = buf[np.minimum(starts, max(len(buf) - 1, 0))]
     ok = ok & (ends > starts) & (first > 32) & (first < 127) & (first != ord("{")) & (first != ord("<"))
     ok &= (fs[:, ci] == columns.content_start) & (fe[:, ci] == columns.content_end)
-    cols = [hdr.fields.index(name) for name in header_fields]
-    return np.ascontiguousarray(fs[:, cols]), np.ascontiguousarray(fe[:, cols]), ~ok
+    cols = np.array([hdr.fields.index(name) for name in header_fields], dtype=np.int64)
+    return np.ascontiguousarray(fs), np.ascontiguousarray(fe), cols, ~ok
 
 
 def _prefix_of(part, buf):
@@ -94,7 +95,7 @@ def _prefix_of(part, buf):
 
 def _span_rows(parser, columns, split, mined, final, templates, header_fields):
     buf = columns.content_buf
-    fs, fe, python_fields = _field_spans(parser, columns, header_fields, split)
+    fs, fe, cols, python_fields = _field_spans(parser, columns, header_fields, split)
 
     def row(i):  # a row as write_loghub takes it, for the few lines the kernels leave
         lo, hi = final.param_ptr[i], final.param_ptr[i + 1]
@@ -103,7 +104,7 @@ def _span_rows(parser, columns, split, mined, final, templates, header_fields):
         tid = int(mined.template_id[i])
         return i + 1, columns.fields(i) or {}, columns.content(i), tid, templates[tid], params
 
-    return SpanRows(buf, fs, fe, np.asarray(columns.content_start, dtype=np.int64),
+    return SpanRows(buf, fs, fe, cols, np.asarray(columns.content_start, dtype=np.int64),
                     np.asarray(columns.content_end, dtype=np.int64), mined.template_id,
                     np.asarray(final.param_ptr, dtype=np.int64), np.asarray(final.param_start, dtype=np.int64),
                     np.asarray(final.param_end, dtype=np.int64), python_fields, row)
@@ -123,7 +124,7 @@ def _write(path, parser, columns, split, mined, miner, header_fields, output_dir
     """Write the two files of one input; returns (structured path, number of templates of its lines)."""
     final = miner.extract(columns.content_buf, columns.content_start, columns.content_end, mined.template_id)
     templates = {tid: text for tid, text, _ in miner.templates()}
-    tids, counts = np.unique(np.asarray(mined.template_id, dtype=np.int64), return_counts=True)
+    tids, _, counts = distinct_ids(mined.template_id)
     for tid in tids.tolist():
         if tid not in templates:
             templates[tid] = miner.template(tid)

@@ -141,10 +141,13 @@ def _put_params(buf, lo, hi, pstart, pend, out, o):
 
 
 @njit(cache=True)
-def row_lengths(buf, fstart, fend, cstart, cend, tpl_row, tpl_ptr, pptr, pstart, pend, py_row, py_ptr, first_id):
-    """Byte length of each rendered row (line i gets LineId first_id + i)."""
+def row_lengths(buf, fstart, fend, fcols, cstart, cend, tpl_row, tpl_ptr, pptr, pstart, pend, py_row, py_ptr, first_id):
+    """Byte length of each rendered row (line i gets LineId first_id + i).
+
+    The header fields of line i are the spans fstart[i, c]..fend[i, c] for c in fcols, in order.
+    """
     n = cstart.shape[0]
-    k = fstart.shape[1]
+    k = fcols.shape[0]
     out = np.empty(n, dtype=np.int64)
     for i in range(n):
         r = py_row[i]
@@ -153,7 +156,7 @@ def row_lengths(buf, fstart, fend, cstart, cend, tpl_row, tpl_ptr, pptr, pstart,
             continue
         total = _digits(first_id + i) + 1 + k  # LineId, and a comma after it and after each field
         for j in range(k):
-            total += _cell_len(buf, fstart[i, j], fend[i, j])
+            total += _cell_len(buf, fstart[i, fcols[j]], fend[i, fcols[j]])
         total += _cell_len(buf, cstart[i], cend[i]) + 1
         t = tpl_row[i]
         total += tpl_ptr[t + 1] - tpl_ptr[t]
@@ -163,17 +166,16 @@ def row_lengths(buf, fstart, fend, cstart, cend, tpl_row, tpl_ptr, pptr, pstart,
 
 
 @njit(cache=True)
-def render_rows(buf, fstart, fend, cstart, cend, tpl_row, tpl_pool, tpl_ptr, pptr, pstart, pend, py_row, py_pool,
-                py_ptr, first_id, lengths):
-    """The rows of lines 0..n as one uint8 array (row_lengths gives `lengths`).
+def render_rows(buf, fstart, fend, fcols, cstart, cend, tpl_row, tpl_pool, tpl_ptr, pptr, pstart, pend, py_row, py_pool,
+                py_ptr, first_id, out):
+    """Write the rows of lines 0..n into out (at least row_lengths' sum long); returns the bytes written.
 
     Row: LineId, the header fields, Content, then the template piece (`E<id>,<template>,`, already
     a csv text), the ParameterList cell and CRLF. A line with py_row >= 0 copies its row whole
     from py_pool instead.
     """
     n = cstart.shape[0]
-    k = fstart.shape[1]
-    out = np.empty(lengths.sum(), dtype=np.uint8)
+    k = fcols.shape[0]
     o = 0
     for i in range(n):
         r = py_row[i]
@@ -191,7 +193,7 @@ def render_rows(buf, fstart, fend, cstart, cend, tpl_row, tpl_pool, tpl_ptr, ppt
         out[o] = COMMA
         o += 1
         for j in range(k):
-            o = _put_cell(buf, fstart[i, j], fend[i, j], out, o)
+            o = _put_cell(buf, fstart[i, fcols[j]], fend[i, fcols[j]], out, o)
             out[o] = COMMA
             o += 1
         o = _put_cell(buf, cstart[i], cend[i], out, o)
@@ -205,7 +207,7 @@ def render_rows(buf, fstart, fend, cstart, cend, tpl_row, tpl_pool, tpl_ptr, ppt
         out[o] = CR
         out[o + 1] = LF
         o += 2
-    return out
+    return o
 
 
 # ---------------------------------------------------------------- plain-Python twins (test references)
@@ -225,7 +227,7 @@ def params_need_repr_py(buf, pptr, pstart, pend):
     return np.array(out, dtype=np.bool_)
 
 
-def render_rows_py(buf, fstart, fend, cstart, cend, tpl_row, tpl_pool, tpl_ptr, pptr, pstart, pend, py_row, py_pool,
+def render_rows_py(buf, fstart, fend, fcols, cstart, cend, tpl_row, tpl_pool, tpl_ptr, pptr, pstart, pend, py_row, py_pool,
                    py_ptr, first_id):
     """Plain-Python twin of row_lengths + render_rows: the same bytes."""
     data, pool, pyp = bytes(buf), bytes(tpl_pool), bytes(py_pool)
@@ -236,7 +238,7 @@ def render_rows_py(buf, fstart, fend, cstart, cend, tpl_row, tpl_pool, tpl_ptr, 
             rows.append(pyp[py_ptr[r]:py_ptr[r + 1]])
             continue
         cells = [str(first_id + i).encode()]
-        cells += [_cell_py(data[fstart[i, j]:fend[i, j]]) for j in range(fstart.shape[1])]
+        cells += [_cell_py(data[fstart[i, c]:fend[i, c]]) for c in fcols]
         cells.append(_cell_py(data[cstart[i]:cend[i]]))
         values = [b"'" + data[pstart[j]:pend[j]] + b"'" for j in range(pptr[i], pptr[i + 1])]
         t = tpl_row[i]

@@ -155,11 +155,11 @@ def test_header_fields_come_from_the_split_parse_columns_made(name):
     _, _, columns, split, _ = parse_cmd._parse_file(str(DATA / name / f"{name}_2k.log"), TemplateMiner(), parser)
     assert split is not None and len(split[3]) == columns.n
     header_fields = [f for f in parser.header.fields if f != "Content"]
-    fs, fe, python_fields = parse_cmd._field_spans(parser, columns, header_fields, split)
+    fs, fe, cols, python_fields = parse_cmd._field_spans(parser, columns, header_fields, split)
     assert python_fields.mean() < 0.01
     for i in np.flatnonzero(~python_fields)[::97].tolist():
         fields = columns.fields(i)
-        assert [bytes(columns.content_buf[a:b]).decode() for a, b in zip(fs[i], fe[i])] == \
+        assert [bytes(columns.content_buf[fs[i, c]:fe[i, c]]).decode() for c in cols] == \
             [fields[f] for f in header_fields]
 
 
@@ -218,16 +218,18 @@ def test_render_rows_matches_twin(lines, first_id):
     py_ptr = np.array([0] + [len(b"".join(b"%d,python row\r\n" % i for i in py_rows[:j + 1]))
                              for j in range(len(py_rows))], dtype=np.int64)
     arr = dict(buf=np.frombuffer(pool + b"\0", dtype=np.uint8),
-               fstart=np.array(fs, dtype=np.int64), fend=np.array(fe, dtype=np.int64),
+               fstart=np.array(fs, dtype=np.int64)[:, ::-1].copy(), fend=np.array(fe, dtype=np.int64)[:, ::-1].copy(),
+               fcols=np.array([1, 0], dtype=np.int64),
                cstart=np.array(cs, dtype=np.int64), cend=np.array(ce, dtype=np.int64), tpl_row=tpl_row,
                tpl_pool=tpl_pool, tpl_ptr=tpl_ptr, pptr=np.array(pptr, dtype=np.int64),
                pstart=np.array(ps, dtype=np.int64), pend=np.array(pe, dtype=np.int64), py_row=py_row,
                py_pool=py_pool, py_ptr=py_ptr, first_id=first_id)
     want = lk.render_rows_py(**arr)
-    lengths = lk.row_lengths(*(arr[k] for k in ("buf", "fstart", "fend", "cstart", "cend", "tpl_row", "tpl_ptr",
+    lengths = lk.row_lengths(*(arr[k] for k in ("buf", "fstart", "fend", "fcols", "cstart", "cend", "tpl_row", "tpl_ptr",
                                                 "pptr", "pstart", "pend", "py_row", "py_ptr", "first_id")))
-    got = lk.render_rows(*arr.values(), lengths)
-    assert got.tobytes() == want.tobytes()
+    out = np.full(int(lengths.sum()) + 5, 7, dtype=np.uint8)
+    size = lk.render_rows(*arr.values(), out)
+    assert size == lengths.sum() and out[:size].tobytes() == want.tobytes() and (out[size:] == 7).all()
     need = lk.params_need_repr(arr["buf"], arr["pptr"], arr["pstart"], arr["pend"])
     assert need.tolist() == lk.params_need_repr_py(arr["buf"], arr["pptr"], arr["pstart"], arr["pend"]).tolist()
 
@@ -240,3 +242,19 @@ def test_kernel_rows_are_what_csv_writer_writes():
     params = ["a", "b,c", 'd"e', ""]
     assert lk._cell_py(b"[" + b", ".join(b"'" + p.encode() + b"'" for p in params) + b"]") \
         == loghub_csv._csv_text(["x", repr(params)])[2:-2]
+
+
+@pytest.mark.parametrize("tids", [[], [3], [5, 1, 5, 0, 9, 1], [-1, 4, -1], [10 ** 12, 2, 10 ** 12]])
+def test_distinct_ids_is_np_unique(tids):
+    got = loghub_csv.distinct_ids(np.array(tids, dtype=np.int64))
+    want = np.unique(np.array(tids, dtype=np.int64), return_inverse=True, return_counts=True)
+    for a, b in zip(got, want):
+        assert a.tolist() == b.reshape(-1).tolist()
+
+
+@pytest.mark.parametrize("raw", [b"", b"\n", b"\n\n   \n", b"081109 203615 1 INFO dfs.A: only line"])
+def test_same_bytes_on_empty_and_blank_files(tmp_path, raw):
+    src = tmp_path / "e.log"
+    src.write_bytes(raw)
+    _assert_same(_both(tmp_path, [src], HDFS))
+    _assert_same(_both(tmp_path / "p", [src]))
