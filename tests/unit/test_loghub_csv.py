@@ -258,3 +258,19 @@ def test_same_bytes_on_empty_and_blank_files(tmp_path, raw):
     src.write_bytes(raw)
     _assert_same(_both(tmp_path, [src], HDFS))
     _assert_same(_both(tmp_path / "p", [src]))
+
+
+def test_a_failed_write_leaves_neither_file_nor_temporary(tmp_path, monkeypatch):
+    src = _nasty_file(tmp_path / "a.log", NASTY)
+    out = tmp_path / "new"
+    out.mkdir()
+    (out / ("a.log" + loghub_csv.STRUCTURED_SUFFIX)).write_bytes(b"old complete file\r\n")
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(lk, "render_rows", disk_full)
+    with pytest.raises(OSError):
+        _both(tmp_path, [src], HDFS)
+    assert sorted(p.name for p in out.iterdir()) == ["a.log" + loghub_csv.STRUCTURED_SUFFIX]
+    assert (out / ("a.log" + loghub_csv.STRUCTURED_SUFFIX)).read_bytes() == b"old complete file\r\n"
