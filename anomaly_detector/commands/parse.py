@@ -93,7 +93,7 @@ def _prefix_of(part, buf):
     return len(part) <= len(buf) and np.array_equal(np.asarray(part), buf[:len(part)])
 
 
-def _span_rows(parser, columns, split, mined, final, templates, header_fields):
+def _span_rows(parser, columns, split, final, templates, header_fields):
     buf = columns.content_buf
     fs, fe, cols, python_fields = _field_spans(parser, columns, header_fields, split)
 
@@ -101,11 +101,11 @@ def _span_rows(parser, columns, split, mined, final, templates, header_fields):
         lo, hi = final.param_ptr[i], final.param_ptr[i + 1]
         params = [bytes(buf[a:b]).decode("utf-8", "replace") for a, b in
                   zip(final.param_start[lo:hi].tolist(), final.param_end[lo:hi].tolist())]
-        tid = int(mined.template_id[i])
+        tid = int(final.template_id[i])
         return i + 1, columns.fields(i) or {}, columns.content(i), tid, templates[tid], params
 
     return SpanRows(buf, fs, fe, cols, np.asarray(columns.content_start, dtype=np.int64),
-                    np.asarray(columns.content_end, dtype=np.int64), mined.template_id,
+                    np.asarray(columns.content_end, dtype=np.int64), final.template_id,
                     np.asarray(final.param_ptr, dtype=np.int64), np.asarray(final.param_start, dtype=np.int64),
                     np.asarray(final.param_end, dtype=np.int64), python_fields, row)
 
@@ -122,14 +122,15 @@ def _parse_file(path, miner, parser):
 
 def _write(path, parser, columns, split, mined, miner, header_fields, output_dir):
     """Write the two files of one input; returns (structured path, number of templates of its lines)."""
+    # extract gives each line's parameters and id against the templates as they are after every file
     final = miner.extract(columns.content_buf, columns.content_start, columns.content_end, mined.template_id)
     templates = {tid: text for tid, text, _ in miner.templates()}
-    tids, _, counts = distinct_ids(mined.template_id)
+    tids, _, counts = distinct_ids(final.template_id)
     for tid in tids.tolist():
         if tid not in templates:
             templates[tid] = miner.template(tid)
     name = os.path.basename(path)
-    spans = _span_rows(parser, columns, split, mined, final, templates, header_fields)
+    spans = _span_rows(parser, columns, split, final, templates, header_fields)
     table = [(tid, templates[tid], count) for tid, count in zip(tids.tolist(), counts.tolist())]
     structured, _ = write_loghub_spans(output_dir, name, header_fields, spans, templates, table)
     return structured, len(tids)

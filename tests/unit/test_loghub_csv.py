@@ -38,7 +38,7 @@ def _reference(out_dir, name, header_fields, columns, mined, miner):
     """The files as the row-by-row writer makes them, from the same parsed and mined lines."""
     final = miner.extract(columns.content_buf, columns.content_start, columns.content_end, mined.template_id)
     templates = {tid: text for tid, text, _ in miner.templates()}
-    tids = mined.template_id.tolist()
+    tids = final.template_id.tolist()
     for tid in set(tids):
         templates.setdefault(tid, miner.template(tid))
     buf = columns.content_buf
