@@ -168,8 +168,20 @@ def _python_rows(header_fields, spans, templates):
     rows = np.flatnonzero(need)
     py_row = np.full(spans.n, -1, dtype=np.int64)
     py_row[rows] = np.arange(len(rows))
-    pool, ptr = _pool([_csv_text(row_cells(header_fields, *spans.row(i))) for i in rows.tolist()])
-    return py_row, pool, ptr
+    texts = []
+    out = csv.writer(_Appender(texts))  # one writer; writerow hands it each whole row in one write()
+    for i in rows.tolist():
+        out.writerow(row_cells(header_fields, *spans.row(i)))
+    if len(texts) != len(rows):
+        raise RuntimeError("csv.writer wrote %d pieces for %d rows" % (len(texts), len(rows)))
+    return (py_row, *_pool([t.encode("utf-8") for t in texts]))
+
+
+class _Appender:
+    """A file for csv.writer that keeps each write (one whole row) as one string."""
+
+    def __init__(self, texts):
+        self.write = texts.append
 
 
 def _pool(pieces):

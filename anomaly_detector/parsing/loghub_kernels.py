@@ -4,31 +4,28 @@ loghub_csv.write_structured feeds them spans of the parsed buffer (header fields
 parameters) and per-template pieces it renders once in Python. The rules are those of Python's
 csv.writer with QUOTE_MINIMAL and "\\r\\n" line ends: a cell holding a comma, a double quote, CR
 or LF is wrapped in double quotes and its double quotes are doubled. The ParameterList cell is
-repr() of a list of str; the kernels write it only for values repr() leaves as they are (printable
-ASCII without quote or backslash), and params_need_repr marks the rows whose values need Python's
-escaping, which the caller renders in Python and passes in whole (`py_row`).
+repr() of a list of str, which the kernels write for ASCII values (CPython's unicode_repr: the
+quote is ' unless the text holds ' and no ", which then gives "; the quote and backslash are
+escaped, tab, LF and CR written \\t \\n \\r, other control bytes \\xhh). Whether a non-ASCII
+character is printable is Unicode's business, so params_need_repr marks rows with a non-ASCII
+value; the caller renders those in Python and passes them in whole (`py_row`).
 """
 import numpy as np
 from numba import njit
 
 COMMA, QUOTE, APOS, BACKSLASH, CR, LF = 44, 34, 39, 92, 13, 10
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
 
 
 @njit(cache=True)
 def params_need_repr(buf, pptr, pstart, pend):
-    """Per line: whether a parameter holds a byte repr() would escape or that is not ASCII.
-
-    repr() of a str escapes backslashes, control characters and (when the text holds an
-    apostrophe) changes its quotes; non-ASCII characters depend on str.isprintable. Those rows
-    take the Python path.
-    """
+    """Per line: whether a parameter holds a non-ASCII byte (repr() of it is left to Python)."""
     n = pptr.shape[0] - 1
     out = np.zeros(n, dtype=np.bool_)
     for i in range(n):
         for j in range(pptr[i], pptr[i + 1]):
             for p in range(pstart[j], pend[j]):
-                b = buf[p]
-                if b < 32 or b >= 127 or b == APOS or b == BACKSLASH:
+                if buf[p] >= 128:
                     out[i] = True
                     break
             if out[i]:
@@ -98,25 +95,92 @@ def _digits(v):
 
 
 @njit(cache=True, inline="always")
-def _params_len(buf, lo, hi, pstart, pend):
-    """Length of the ParameterList cell ['a', 'b'] of parameters lo..hi, quoted as csv would."""
-    need = hi - lo >= 2  # ", " holds a comma
-    quotes = 0
-    raw = 2 + 2 * max(hi - lo - 1, 0)
+def _repr_quote(buf, s, e):
+    """The quote repr() puts around an ASCII text: ' unless the text holds ' and no "."""
+    apos = False
+    dquote = False
+    for p in range(s, e):
+        apos = apos or buf[p] == APOS
+        dquote = dquote or buf[p] == QUOTE
+    return QUOTE if apos and not dquote else APOS
+
+
+@njit(cache=True, inline="always")
+def _repr_scan(buf, s, e, quote):
+    """(bytes of repr(text), its double quotes, its commas) of the ASCII text buf[s:e]."""
+    n = 2
+    dquotes = 2 if quote == QUOTE else 0
+    commas = 0
+    for p in range(s, e):
+        b = buf[p]
+        if b == quote or b == BACKSLASH or b == 9 or b == LF or b == CR:
+            n += 2
+        elif b < 32 or b == 127:
+            n += 4
+        else:
+            n += 1
+            dquotes += b == QUOTE
+            commas += b == COMMA
+    return n, dquotes, commas
+
+
+@njit(cache=True, inline="always")
+def _params_cell(buf, lo, hi, pstart, pend):
+    """(whether the ParameterList cell is quoted, its length) for parameters lo..hi."""
+    raw = 2 + 2 * max(hi - lo - 1, 0)  # [ ] and the ", " between values
+    dquotes = 0
+    commas = 0
     for j in range(lo, hi):
-        raw += pend[j] - pstart[j] + 2
-        n, q = _scan(buf, pstart[j], pend[j])
-        need = need or n
-        quotes += q
-    return raw + quotes + (2 if need else 0)
+        n, d, c = _repr_scan(buf, pstart[j], pend[j], _repr_quote(buf, pstart[j], pend[j]))
+        raw += n
+        dquotes += d
+        commas += c
+    need = hi - lo >= 2 or dquotes > 0 or commas > 0
+    return need, raw + dquotes + (2 if need else 0)
+
+
+@njit(cache=True, inline="always")
+def _put_repr(buf, s, e, out, o):
+    """repr() of the ASCII text buf[s:e] at o, its double quotes doubled (the cell is then quoted)."""
+    quote = _repr_quote(buf, s, e)
+    out[o] = quote
+    o += 1
+    if quote == QUOTE:
+        out[o] = QUOTE
+        o += 1
+    for p in range(s, e):
+        b = buf[p]
+        if b == quote or b == BACKSLASH:
+            out[o] = BACKSLASH
+            out[o + 1] = b
+            o += 2
+        elif b == 9 or b == LF or b == CR:
+            out[o] = BACKSLASH
+            out[o + 1] = 116 if b == 9 else (110 if b == LF else 114)  # t n r
+            o += 2
+        elif b < 32 or b == 127:
+            out[o] = BACKSLASH
+            out[o + 1] = 120  # x
+            out[o + 2] = _HEX[b >> 4]
+            out[o + 3] = _HEX[b & 15]
+            o += 4
+        else:
+            out[o] = b
+            o += 1
+            if b == QUOTE:
+                out[o] = QUOTE
+                o += 1
+    out[o] = quote
+    o += 1
+    if quote == QUOTE:
+        out[o] = QUOTE
+        o += 1
+    return o
 
 
 @njit(cache=True, inline="always")
 def _put_params(buf, lo, hi, pstart, pend, out, o):
-    need = hi - lo >= 2
-    for j in range(lo, hi):
-        n, _ = _scan(buf, pstart[j], pend[j])
-        need = need or n
+    need, _ = _params_cell(buf, lo, hi, pstart, pend)
     if need:
         out[o] = QUOTE
         o += 1
@@ -127,11 +191,7 @@ def _put_params(buf, lo, hi, pstart, pend, out, o):
             out[o] = COMMA
             out[o + 1] = 32
             o += 2
-        out[o] = APOS
-        _, quotes = _scan(buf, pstart[j], pend[j])
-        o = _put_bytes(buf, pstart[j], pend[j], out, o + 1, quotes)
-        out[o] = APOS
-        o += 1
+        o = _put_repr(buf, pstart[j], pend[j], out, o)
     out[o] = 93  # ]
     o += 1
     if need:
@@ -160,7 +220,7 @@ def row_lengths(buf, fstart, fend, fcols, cstart, cend, tpl_row, tpl_ptr, pptr, 
         total += _cell_len(buf, cstart[i], cend[i]) + 1
         t = tpl_row[i]
         total += tpl_ptr[t + 1] - tpl_ptr[t]
-        total += _params_len(buf, pptr[i], pptr[i + 1], pstart, pend) + 2
+        total += _params_cell(buf, pptr[i], pptr[i + 1], pstart, pend)[1] + 2
         out[i] = total
     return out
 
@@ -220,16 +280,13 @@ def _cell_py(data):
 def params_need_repr_py(buf, pptr, pstart, pend):
     """Plain-Python twin of params_need_repr."""
     data = bytes(buf)
-    out = []
-    for i in range(len(pptr) - 1):
-        values = [data[pstart[j]:pend[j]] for j in range(pptr[i], pptr[i + 1])]
-        out.append(any(b < 32 or b >= 127 or b in (APOS, BACKSLASH) for v in values for b in v))
-    return np.array(out, dtype=np.bool_)
+    return np.array([not all(data[pstart[j]:pend[j]].isascii() for j in range(pptr[i], pptr[i + 1]))
+                     for i in range(len(pptr) - 1)], dtype=np.bool_)
 
 
-def render_rows_py(buf, fstart, fend, fcols, cstart, cend, tpl_row, tpl_pool, tpl_ptr, pptr, pstart, pend, py_row, py_pool,
-                   py_ptr, first_id):
-    """Plain-Python twin of row_lengths + render_rows: the same bytes."""
+def render_rows_py(buf, fstart, fend, fcols, cstart, cend, tpl_row, tpl_pool, tpl_ptr, pptr, pstart, pend, py_row,
+                   py_pool, py_ptr, first_id):
+    """Plain-Python twin of row_lengths + render_rows: the same bytes (ParameterList by repr() itself)."""
     data, pool, pyp = bytes(buf), bytes(tpl_pool), bytes(py_pool)
     rows = []
     for i in range(len(cstart)):
@@ -240,8 +297,8 @@ def render_rows_py(buf, fstart, fend, fcols, cstart, cend, tpl_row, tpl_pool, tp
         cells = [str(first_id + i).encode()]
         cells += [_cell_py(data[fstart[i, c]:fend[i, c]]) for c in fcols]
         cells.append(_cell_py(data[cstart[i]:cend[i]]))
-        values = [b"'" + data[pstart[j]:pend[j]] + b"'" for j in range(pptr[i], pptr[i + 1])]
+        values = [data[pstart[j]:pend[j]].decode("ascii") for j in range(pptr[i], pptr[i + 1])]
         t = tpl_row[i]
-        rows.append(b",".join(cells) + b"," + pool[tpl_ptr[t]:tpl_ptr[t + 1]]
-                    + _cell_py(b"[" + b", ".join(values) + b"]") + b"\r\n")
+        rows.append(b",".join(cells) + b"," + pool[tpl_ptr[t]:tpl_ptr[t + 1]] + _cell_py(repr(values).encode())
+                    + b"\r\n")
     return np.frombuffer(b"".join(rows), dtype=np.uint8)

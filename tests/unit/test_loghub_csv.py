@@ -164,7 +164,8 @@ def test_header_fields_come_from_the_split_parse_columns_made(name):
 
 
 PIECES = ["a", "b1", " ", "  ", ",", '"', "'", "\\", "\t", "\u00e9", "\u00a0", "\U0001f600", "12", "0x1f",
-          "=", ":", "[", "]", "x=\"1,2\"", "'q'", "\r", "\x00", "-", "10.0.0.1", "blk_-42"]
+          "=", ":", "[", "]", "x=\"1,2\"", "'q'", "\r", "\x00", "-", "10.0.0.1", "blk_-42", "\x01", "\x7f", "\n",
+          "it's", "C:\\dir\\f"]
 messages = st.lists(st.sampled_from(PIECES), max_size=10).map("".join)
 
 
@@ -211,7 +212,8 @@ def test_render_rows_matches_twin(lines, first_id):
     tpl_pool = np.frombuffer(b'E1,"a, <*>",E22,b <*>,\0', dtype=np.uint8)
     tpl_ptr = np.array([0, 12, 22], dtype=np.int64)
     tpl_row = np.array([i % 2 for i in range(len(lines))], dtype=np.int64)
-    py_rows = [i for i, line in enumerate(lines) if line[3]]
+    # as in production: rows with a non-ASCII value take the Python path, and some others at random
+    py_rows = [i for i, (_, _, params, py) in enumerate(lines) if py or not all(v.isascii() for v in params)]
     py_row = np.full(len(lines), -1, dtype=np.int64)
     py_row[py_rows] = np.arange(len(py_rows))
     py_pool = np.frombuffer(b"".join(b"%d,python row\r\n" % i for i in py_rows) + b"\0", dtype=np.uint8)
