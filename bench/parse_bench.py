@@ -5,12 +5,17 @@ Reads the Loghub-2k samples (bench/README.md says where); uses anomaly_detector.
     python bench/parse_bench.py                        # everything: accuracy, then 1M-line runs
     python bench/parse_bench.py --datasets HDFS,Mac --lines 200000 --drain3-seconds 10
     python bench/parse_bench.py --skip-speed           # accuracy table only
+    python bench/parse_bench.py --whole                # the whole `parse` command against Drain3's, 1M lines
 
 Throughput is "header split + mining" in one process. Each (miner, dataset, input) run is a
 separate subprocess, so its peak RSS is its own. Ours uses the product path (framing.split_lines,
 HeaderFormat.split_batch, TemplateMiner.add_batch); Drain3 uses a logparser-style regex header
 split and add_log_message per line, as Drain3's own benchmark does. Drain3 slows down as its
 templates multiply, so its runs stop after --drain3-seconds and report the rate so far.
+
+--whole times whole processes instead: `python -m anomaly_detector parse` against a Drain3 script
+that does what logparser's Drain does (header split, mining, ParameterList, both CSVs), on the
+same 1M-line files of HDFS, Linux and Mac with their Content digits redrawn.
 """
 import argparse
 import csv
@@ -291,6 +296,157 @@ def speed(args, datasets, truths):
                   f"{o['ids_stable']:.4f} / {d['ids_stable']:.4f} |", flush=True)
 
 
+
+# ---------------------------------------------------------------- the whole `parse` command against Drain3's whole run
+WHOLE_DATASETS = ["HDFS", "Linux", "Mac"]  # three header styles: numeric stamps, syslog, syslog + optional group
+
+
+def build_whole_input(data_dir, name, lines, path, seed=0):
+    """Write >= `lines` lines to path: the sample repeated, digits of the Content redrawn after the first copy.
+
+    Only the Content's digits change, so the header fields (and their time stamps) stay valid, as in
+    a real log; the header split is logparser's regex (the Content group of each sample line).
+    """
+    raw = open(sample_path(data_dir, name), "rb").read()
+    if not raw.endswith(b"\n"):
+        raw += b"\n"
+    regex = logparser_regex(LOGHUB_FORMATS[name])
+    base = np.frombuffer(raw, dtype=np.uint8)
+    in_content = np.zeros(len(base), dtype=np.bool_)
+    pos = 0
+    for line in raw.split(b"\n")[:-1]:
+        text = line.decode("utf-8", "replace")
+        m = regex.search(text.strip())
+        if m:
+            lead = len(text) - len(text.lstrip())
+            in_content[pos + len(text[:lead + m.start("Content")].encode()):pos + len(line)] = True
+        pos += len(line) + 1
+    digits = np.flatnonzero((base >= 48) & (base <= 57) & in_content)
+    per_copy = raw.count(b"\n")
+    rng = np.random.default_rng(seed)
+    with open(path, "wb") as f:
+        for k in range(-(-lines // per_copy)):
+            chunk = base.copy()
+            if k:
+                chunk[digits] = rng.integers(48, 58, size=len(digits), dtype=np.uint8)
+            if (k + 1) * per_copy > lines:  # the last copy: only the lines still wanted
+                chunk = chunk[:int(np.flatnonzero(chunk == 10)[lines - k * per_copy - 1]) + 1]
+            f.write(chunk.tobytes())
+
+
+def drain3_whole(args):
+    """Drain3's whole run, as logparser's Drain does it: header split, mining, then both CSVs.
+
+    Reads the file, splits each line with the logparser regex (a line it does not fit keeps the
+    whole line as Content and empty fields), add_log_message per line with Drain3's example masks,
+    then writes <name>_structured.csv (LineId, header fields, Content, EventId, EventTemplate with the
+    final template of the line's cluster, ParameterList from Drain3's extract_parameters) and
+    <name>_templates.csv with csv.writer. With --drain3-no-params the ParameterList cell is "[]"
+    (Drain3's mining and the CSVs only: a lower bound of its whole run, for a conservative ratio).
+    """
+    log_format = LOGHUB_FORMATS[args.dataset]
+    regex = logparser_regex(log_format)
+    names = [f for f in re.findall(r"<([^<>]+)>", log_format) if f != "Content"]
+    drain = drain3_miner()
+    rows, ids = [], []
+    with open(args.input, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            m = regex.search(line)
+            fields = [m.group(k) for k in names] if m else [""] * len(names)
+            content = m.group("Content") if m else line
+            ids.append(drain.add_log_message(content)["cluster_id"])
+            rows.append((fields, content))
+    final = {c.cluster_id: c.get_template() for c in drain.drain.clusters}
+    name = os.path.basename(args.input)
+    os.makedirs(args.output_dir, exist_ok=True)
+    with open(os.path.join(args.output_dir, name + "_structured.csv"), "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["LineId", *names, "Content", "EventId", "EventTemplate", "ParameterList"])
+        for i, ((fields, content), cid) in enumerate(zip(rows, ids)):
+            params = [] if args.drain3_no_params else \
+                [p.value for p in drain.extract_parameters(final[cid], content, exact_matching=False) or []]
+            out.writerow([i + 1, *fields, content, "E%d" % cid, final[cid], repr(params)])
+    counts = {}
+    for cid in ids:
+        counts[cid] = counts.get(cid, 0) + 1
+    with open(os.path.join(args.output_dir, name + "_templates.csv"), "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["EventId", "EventTemplate", "Occurrences"])
+        for cid in sorted(counts):
+            out.writerow(["E%d" % cid, final[cid], counts[cid]])
+
+
+def timed_run(cmd, env=None):
+    """Run cmd; (exit code, wall seconds, CPU seconds, peak RSS MiB) of that process alone (os.wait4)."""
+    began = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - began
+    err = proc.stderr.read().decode("utf-8", "replace").strip()
+    proc.stderr.close()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError("%s: exit %d: %s" % (cmd[2] if len(cmd) > 2 else cmd[0], code, err.splitlines()[-1:]))
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def _rows_written(out_dir, path):
+    """Data rows of the _structured.csv written for path (cells hold no CR LF, so rows end in one)."""
+    with open(os.path.join(out_dir, os.path.basename(path) + "_structured.csv"), "rb") as f:
+        return sum(block.count(b"\r\n") for block in iter(lambda: f.read(1 << 24), b"")) - 1
+
+
+def _drain3_cmd(name, path, out_dir, params):
+    return [sys.executable, os.path.abspath(__file__), "--drain3-whole", "--dataset", name, "--input", path,
+            "--output-dir", out_dir] + ([] if params else ["--drain3-no-params"])
+
+
+def _ours_cmd(name, path, out_dir):
+    return [sys.executable, "-m", "anomaly_detector", "parse", "--log-format", LOGHUB_FORMATS[name],
+            "--output-dir", out_dir, path]
+
+
+def whole(args, datasets):
+    """Time the whole `parse` command and Drain3's whole run on the same file, per dataset."""
+    import tempfile
+    work = args.work or tempfile.mkdtemp(prefix="parse_bench_")
+    os.makedirs(work, exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.path.dirname(HERE),
+                                                                      os.environ.get("PYTHONPATH")])))
+    print(f"\n## The whole `parse` command against Drain3's whole run ({args.whole_lines:,} lines per file)\n")
+    print("Each run is one process from start to exit: reading, header split, mining, both CSVs written. "
+          "Seconds are wall clock (CPU seconds of the process in brackets; the machine is shared). "
+          "Ratio: Drain3's time over ours.\n")
+    print("| dataset | lines | ours s (CPU) | ours lines/s | ours peak RSS MiB | Drain3 s (CPU) | Drain3 lines/s "
+          "| Drain3 peak RSS MiB | ratio wall | ratio CPU | Drain3 without ParameterList s (CPU) | ratio wall / CPU |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name in datasets:
+        path = os.path.join(work, f"{name}_{args.whole_lines}.log")
+        if not os.path.exists(path):
+            build_whole_input(args.data, name, args.whole_lines, path)
+        warm = os.path.join(work, f"{name}_warm.log")
+        build_whole_input(args.data, name, 2000, warm)
+        timed_run(_ours_cmd(name, warm, os.path.join(work, "warm")), env)  # numba's cache loaded or filled
+        ours = timed_run(_ours_cmd(name, path, os.path.join(work, "ours")), env)
+        rows = _rows_written(os.path.join(work, "ours"), path)
+        n = args.whole_lines
+        cells = [f"{ours[0]:.2f} ({ours[1]:.2f})", f"{n / ours[0]:,.0f}", f"{ours[2]:.0f}"]
+        if args.skip_drain3:
+            cells += ["-"] * 7
+        else:
+            full = timed_run(_drain3_cmd(name, path, os.path.join(work, "drain3"), True), env)
+            bare = timed_run(_drain3_cmd(name, path, os.path.join(work, "drain3_no_params"), False), env)
+            rows = min(rows, _rows_written(os.path.join(work, "drain3"), path))
+            cells += [f"{full[0]:.2f} ({full[1]:.2f})", f"{n / full[0]:,.0f}", f"{full[2]:.0f}",
+                      f"{full[0] / ours[0]:.1f}x", f"{full[1] / ours[1]:.1f}x", f"{bare[0]:.2f} ({bare[1]:.2f})",
+                      f"{bare[0] / ours[0]:.1f}x / {bare[1] / ours[1]:.1f}x"]
+        if rows != n:
+            cells.append(f"**{rows:,} rows written**")
+        print(f"| {name} | {n:,} | " + " | ".join(cells) + " |", flush=True)
+    print(f"\nfiles and outputs in {work}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("LOGHUB_2K", DEFAULT_DATA), help="loghub-2k folder")
@@ -302,12 +458,28 @@ def main():
                     help="throughput runs: Drain3 without its masking regexes (faster, less accurate)")
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--whole", action="store_true",
+                    help="time the whole `parse` command against Drain3's whole run (this section only)")
+    ap.add_argument("--whole-lines", type=int, default=1_000_000, help="lines per file of --whole")
+    ap.add_argument("--whole-datasets", default=",".join(WHOLE_DATASETS), help="datasets of --whole")
+    ap.add_argument("--work", default="", help="--whole: folder for inputs and outputs (default: a new temp dir)")
+    ap.add_argument("--skip-drain3", action="store_true", help="--whole: time ours only")
+    ap.add_argument("--drain3-whole", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--drain3-no-params", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--input", help=argparse.SUPPRESS)
+    ap.add_argument("--output-dir", help=argparse.SUPPRESS)
     ap.add_argument("--worker", choices=["ours", "drain3"], help=argparse.SUPPRESS)
     ap.add_argument("--dataset", help=argparse.SUPPRESS)
     ap.add_argument("--mode", choices=["repeat", "redraw"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker(args)
+        return
+    if args.drain3_whole:
+        drain3_whole(args)
+        return
+    if args.whole:
+        whole(args, [d for d in args.whole_datasets.split(",") if d])
         return
     datasets = [d for d in args.datasets.split(",") if d]
     if not args.skip_accuracy:

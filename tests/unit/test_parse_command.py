@@ -57,3 +57,12 @@ def test_errors_are_one_line(tmp_path):
     assert len(res.output.strip().splitlines()) == 1 and res.output.startswith("parse: error:")
     res = CliRunner().invoke(parse_command, ["--output-dir", str(tmp_path), str(tmp_path / "missing.log")])
     assert res.exit_code == 1 and "cannot read" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_unwritable_output_is_one_line(tmp_path):
+    src = _hdfs(tmp_path / "h.log", 5)
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the output folder should be\n")
+    res = CliRunner().invoke(parse_command, ["--log-format", HDFS, "--output-dir", str(blocker), str(src)])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert res.output.strip().splitlines() == [res.output.strip()] and "parse: error: cannot write into" in res.output
