@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import socket
+import urllib.parse
 import zoneinfo
 
 from anomaly_detector.config.problems import ERROR, WARNING, Problem
@@ -61,6 +62,8 @@ def semantic_problems(path, cfg, index, daemon=True):
     if len(cfg["inputs"]) > MAX_INPUTS:  # each input has a stats row in shared memory
         report.add(ERROR, ("inputs",), None, "expected at most %d inputs, found %d: merge files into one "
                    "input with a glob" % (MAX_INPUTS, len(cfg["inputs"])))
+    for name, section in _subsections(cfg["alerting"]):
+        _check_sink(report, ("alerting", name), section)
     for name, section in cfg["rules"].items():
         _check_regex(report, ("rules", name), "pattern", section["pattern"])
     for pattern in cfg["parsing"]["extra_masks"]:
@@ -98,7 +101,7 @@ def _check_input(report, section, i):
     if kind in _LISTENERS and i["listen_port"] == 0:
         report.add(ERROR, section, "listen_port", "required for type = %s: expected a port from 1 to 65535, "
                    "found 0 (senders need a fixed port)" % kind)
-    # type = redis and [alerting] sinks are refused by unsupported.py: asking here for their keys
+    # type = redis is refused by unsupported.py: asking here for its keys
     # (url, stream...) would only lead to "not supported" once they are set.
     try:
         zoneinfo.ZoneInfo(i["timezone"])
@@ -106,6 +109,21 @@ def _check_input(report, section, i):
         report.add(ERROR, section, "timezone", "expected an IANA time zone such as UTC or Europe/Paris, found %s"
                    % i["timezone"])
     _check_header(report, section, i)
+
+
+def _check_sink(report, section, sink):
+    """The keys a sink type needs; the secret file is read by the daemon's start-up check (it builds the sinks)."""
+    kind = sink["type"]
+    if kind == "file" and not sink["path"]:
+        report.add(ERROR, section, "path", "required for type = file: expected the JSON lines file alerts go to")
+    if kind in ("alertmanager", "webhook"):
+        parts = urllib.parse.urlsplit(sink["url"])
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            report.add(ERROR, section, "url", "required for type = %s: expected an http:// or https:// URL with a "
+                       "host, found %r" % (kind, sink["url"]))
+    if sink["retry_max_seconds"] < sink["retry_initial_seconds"]:
+        report.add(ERROR, section, "retry_max_seconds", "expected at least retry_initial_seconds (%g), found %g"
+                   % (sink["retry_initial_seconds"], sink["retry_max_seconds"]))
 
 
 def _check_header(report, section, i):

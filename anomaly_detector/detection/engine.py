@@ -249,8 +249,14 @@ class DetectionEngine:
         burst score is reported but does not open an incident by itself: suspicious lines are not
         independent (one slow minute makes many), so a count of them overstates the evidence.
         """
-        self.closed += [c.record() for c in closed if c.findings or (
-            c.lines >= self.incident_min_lines and c.score >= self.threshold)]
+        self.closed += [c.record() for c in closed if self._reportable(c)]
+
+    def _reportable(self, incident):
+        return incident.findings or (incident.lines >= self.incident_min_lines and incident.score >= self.threshold)
+
+    def open_records(self):
+        """Records of the open incidents that would be reported if they closed now (alerting's "opened")."""
+        return [incident.record() for incident in self.book.open.values() if self._reportable(incident)]
 
     def _finding_source(self, finding):
         if finding.source.isdigit() and int(finding.source) < len(self.source_names):

@@ -11,6 +11,7 @@ import logging
 import os
 import time
 
+from anomaly_detector.alerting.producer import AlertProducer
 from anomaly_detector.detection.output_kernels import record_prefix
 from anomaly_detector.parsing.records import RecordParser, parse_columns
 from anomaly_detector.pipeline import Pipeline
@@ -79,6 +80,7 @@ class DetectorWorker:
         self.scored = AppendFile(outputs["scored_lines"]) if outputs["scored_lines"] else None
         self.incidents = AppendFile(outputs["incidents"]) if outputs["incidents"] else None
         self.dead_letter = AppendFile(dead_letter_path(cfg))
+        self.alerts = AlertProducer.from_config(cfg, index, self.state_dir)   # None without [alerting] sinks
         self.fault = FaultInjector.from_environment(who="worker %d" % index)
         self.suspect = self._inherit_death(cfg["processing"]["heartbeat_timeout_seconds"])
         self.snapshot_every = cfg["service"]["snapshot_interval_seconds"]
@@ -172,6 +174,7 @@ class DetectorWorker:
                 self._report(incidents)
         except Exception:  # the lines are scored and written; a reporting fault must not kill the worker
             log.exception("worker %d: incidents of a batch could not be reported", self.index)
+        self._alert(self.pipeline.engine.open_records, incidents)
         self.counters.add(anomalies=self.pipeline.anomalies - anomalies_before, incidents=len(incidents),
                           rule_scans_cut=self._new_scans_cut(), source_capped_lines=self._new_capped(),
                           volume_gaps_skipped=self._new_gaps_skipped(),
@@ -313,6 +316,19 @@ class DetectorWorker:
         if self.incidents is not None:
             self.incidents.write(incident_lines(incidents))
 
+    def _alert(self, open_records, closed):
+        """Append the batch's incident events to the outbox (when [alerting] has sinks); never blocks on the
+        alerter. A failed write (a full disk) is logged and the events lost, as a failed report is."""
+        if self.alerts is None:
+            return
+        try:
+            generated, dropped = self.alerts.after_batch(open_records(), closed)
+        except Exception:
+            log.exception("worker %d: incident events could not be written to the outbox", self.index)
+            self.counters.add(alert_write_errors=1)
+            return
+        self.counters.add(alerts_generated=generated, alerts_dropped=dropped)
+
     def _apply_flags(self):
         """Read the run-time flags once per batch; touch the engine only when they changed."""
         flags = self.control.flags()
@@ -350,6 +366,8 @@ class DetectorWorker:
     def snapshot(self):
         try:
             self.pipeline.save(self.state_dir)
+            if self.alerts is not None:
+                self.alerts.save()
         except OSError as exc:  # a full disk must not stop scoring; the previous snapshot stays valid
             log.error("worker %d: snapshot to %s failed: %s", self.index, self.state_dir, exc)
         self._next_snapshot = time.monotonic() + self.snapshot_every
@@ -360,7 +378,10 @@ class DetectorWorker:
         if closed:
             self._report(closed)
             self.counters.add(incidents=len(closed))
+        self._alert(list, closed)
         self.snapshot()
+        if self.alerts is not None:
+            self.alerts.close()
         for out in (self.scored, self.incidents, self.dead_letter):
             if out is not None:
                 out.close()
