@@ -1,0 +1,197 @@
+"""Sinks (alerting/sinks/) against real local HTTP servers: file, webhook (Standard Webhooks signature,
+no redirects, timeouts, link-local refused), alertmanager (v2 payload, re-send, resolve); the alerter's
+per-sink delivery order across failures and its back-off."""
+import base64
+import hashlib
+import hmac
+import http.server
+import json
+import threading
+import time
+
+import pytest
+
+from anomaly_detector.alerting.alerter import SinkRunner, backoff
+from anomaly_detector.alerting.outbox import read_checkpoint
+from anomaly_detector.alerting.sinks import SinkConfigError, build_sink
+from anomaly_detector.alerting.sinks.alertmanager import AlertmanagerSink
+from anomaly_detector.alerting.sinks.base import DeliveryError
+from anomaly_detector.alerting.sinks.webhook import WebhookSink
+
+
+def event(n, kind="opened", incident="abc", writer="worker-0"):
+    return {"id": "%s-%d" % (incident, n), "event": kind, "incident_id": incident, "rev": n, "at": 1000.0 + n,
+            "seq": n + 1, "writer": writer,
+            "incident": {"source": "app", "kind": "rule_burst", "reason": "error rule: 3 lines", "score": 70.0,
+                         "severity": "warning", "template_id": 4, "template": "disk <*> failed",
+                         "expected": "0 per window", "observed": "3", "samples": ["disk sda failed"],
+                         "first_seen": 990.0}}
+
+
+def section(**keys):
+    base = {"type": "webhook", "url": "", "path": "", "secret_file": "", "timeout_seconds": 2.0, "min_score": 0.0,
+            "retry_initial_seconds": 0.1, "retry_max_seconds": 0.2, "allow_link_local": False, "resend_seconds": 60.0}
+    return dict(base, **keys)
+
+
+class Receiver:
+    """A real HTTP server on 127.0.0.1; `answers` is a list of statuses to give (then 200)."""
+
+    def __init__(self, answers=(), delay=0.0, location=None):
+        self.requests, self.answers, self.delay = [], list(answers), delay
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.requests.append((self.path, dict(self.headers), body))
+                time.sleep(outer.delay)
+                status = outer.answers.pop(0) if outer.answers else 200
+                self.send_response(status)
+                if location:
+                    self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    made = []
+
+    def make(*args, **kwargs):
+        made.append(Receiver(*args, **kwargs))
+        return made[-1]
+    yield make
+    for r in made:
+        r.close()
+
+
+def test_file_sink_appends_json_lines(tmp_path):
+    sink = build_sink("f", section(type="file", path=str(tmp_path / "a" / "alerts.jsonl")))
+    sink.send(event(0))
+    sink.send(event(1, "resolved"))
+    lines = [json.loads(x) for x in open(tmp_path / "a" / "alerts.jsonl")]
+    assert [x["id"] for x in lines] == ["abc-0", "abc-1"]
+    with pytest.raises(SinkConfigError, match="type = file needs path"):
+        build_sink("f", section(type="file"))
+
+
+def test_webhook_signs_standard_webhooks_and_keeps_the_id_on_retries(tmp_path, receiver):
+    secret = b"0123456789abcdef0123456789abcdef"
+    (tmp_path / "secret").write_text("whsec_" + base64.b64encode(secret).decode() + "\n")
+    r = receiver(answers=[503])
+    sink = build_sink("w", section(url=r.url + "/hook", secret_file=str(tmp_path / "secret")))
+    with pytest.raises(DeliveryError) as failed:
+        sink.send(event(0))
+    assert failed.value.reason == "http_5xx" and failed.value.retry
+    sink.send(event(0))
+    assert [req[2] for req in r.requests][0] == r.requests[1][2]
+    for path, headers, body in r.requests:
+        assert path == "/hook" and headers["webhook-id"] == "abc-0"
+        signed = b"%s.%s.%s" % (headers["webhook-id"].encode(), headers["webhook-timestamp"].encode(), body)
+        expected = base64.b64encode(hmac.new(secret, signed, hashlib.sha256).digest()).decode()
+        assert headers["webhook-signature"] == "v1," + expected
+        assert json.loads(body)["event"] == "opened"
+
+
+def test_webhook_refuses_redirects_4xx_link_local_and_times_out(tmp_path, receiver):
+    moved = receiver(answers=[302], location="http://169.254.169.254/")
+    with pytest.raises(DeliveryError) as err:
+        WebhookSink("w", moved.url, None, 2.0, False).send(event(0))
+    assert err.value.reason == "redirect" and len(moved.requests) == 1
+    refused = receiver(answers=[400])
+    with pytest.raises(DeliveryError) as err:
+        WebhookSink("w", refused.url, None, 2.0, False).send(event(0))
+    assert err.value.reason == "rejected" and not err.value.retry
+    slow = receiver(delay=1.5)
+    with pytest.raises(DeliveryError) as err:
+        WebhookSink("w", slow.url, None, 1.0, False).send(event(0))
+    assert err.value.reason == "timeout"
+    for url in ("http://169.254.169.254/latest", "http://[fe80::1]/x", "http://100.100.100.200/"):
+        with pytest.raises(SinkConfigError, match="allow_link_local"):
+            build_sink("w", section(url=url))
+    with pytest.raises(SinkConfigError, match="secret_file"):
+        build_sink("w", section(url=moved.url, secret_file=str(tmp_path / "missing")))
+
+
+def test_alertmanager_payload_resend_and_resolve(receiver):
+    r = receiver()
+    clock = [5000.0]
+    sink = AlertmanagerSink("am", r.url + "/", 2.0, False, 60.0, clock=lambda: clock[0])
+    sink.send(event(0))
+    path, _headers, body = r.requests[-1]
+    assert path == "/api/v2/alerts"
+    (alert,) = json.loads(body)
+    assert alert["labels"] == {"alertname": "LogAnomalyIncident", "severity": "warning", "source": "app",
+                               "template_id": "4", "kind": "rule_burst", "incident_id": "abc"}
+    assert alert["annotations"]["expected"] == "0 per window" and alert["annotations"]["samples"] == "disk sda failed"
+    assert alert["startsAt"] == "1970-01-01T00:16:30.000Z" and alert["endsAt"] == "1970-01-01T01:27:20.000Z"
+    assert sink.tick(5030.0) == 5060.0 and len(r.requests) == 1      # not yet due
+    sink.tick(5061.0)
+    assert len(r.requests) == 2 and json.loads(r.requests[-1][2])[0]["endsAt"] == "1970-01-01T01:28:21.000Z"
+    restored = AlertmanagerSink("am", r.url, 2.0, False, 60.0, clock=lambda: clock[0])
+    restored.restore(sink.state())
+    restored.tick(5062.0)                                            # a restarted alerter re-sends at once
+    assert len(r.requests) == 3
+    clock[0] = 5100.0
+    restored.send(event(1, "resolved"))
+    assert json.loads(r.requests[-1][2])[0]["endsAt"] == "1970-01-01T01:25:00.000Z"
+    assert restored.tick(5200.0) is None and len(r.requests) == 4
+
+
+def test_backoff_doubles_up_to_its_cap_with_jitter_in_the_upper_half():
+    assert backoff(1, 1.0, 300.0, rng=lambda: 0.0) == 0.5
+    assert backoff(4, 1.0, 300.0, rng=lambda: 1.0) == 8.0
+    assert backoff(20, 1.0, 300.0, rng=lambda: 0.5) == 225.0
+
+
+class Flaky:
+    name, type = "flaky", "test"
+
+    def __init__(self, failures):
+        self.failures, self.got = failures, []
+
+    def send(self, event):
+        if self.failures:
+            self.failures -= 1
+            raise DeliveryError("connect", "down")
+        self.got.append(event["id"])
+
+    def tick(self, now):
+        return None
+
+    def state(self):
+        return {}
+
+    def restore(self, state):
+        pass
+
+
+def test_a_runner_delivers_in_order_across_failures_and_checkpoints(tmp_path):
+    sink = Flaky(failures=3)
+    stats = {"delivered": 0, "failed": {}}
+    runner = SinkRunner(sink, str(tmp_path), section(retry_initial_seconds=0.1, retry_max_seconds=0.2), stats)
+    runner.thread.start()
+    runner.add([event(i, incident="i%d" % i) for i in range(5)])
+    deadline = time.monotonic() + 20
+    while len(sink.got) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    runner.stop()
+    runner.thread.join(5)
+    assert sink.got == ["i%d-%d" % (i, i) for i in range(5)]
+    assert stats == {"delivered": 5, "failed": {"connect": 3}}
+    assert read_checkpoint(str(tmp_path), "flaky")["writers"] == {"worker-0": 5}
+    again = SinkRunner(Flaky(0), str(tmp_path), section(), {"delivered": 0, "failed": {}})
+    again.add([event(i, incident="i%d" % i) for i in range(6)])
+    assert [e["seq"] for e in again.queue] == [6]                 # past the checkpoint only
