@@ -1,0 +1,198 @@
+"""Alerting end to end on the real daemon: FATAL bursts in a tailed file become incidents, the workers
+append their events to the outbox and the alerter delivers them to a real local webhook receiver
+(which checks the Standard Webhooks signature) and to a real Alertmanager (Debian's
+prometheus-alertmanager), both on 127.0.0.1 and free ports."""
+import base64
+import glob
+import hashlib
+import hmac
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from tests.integration.daemon_harness import Daemon, free_port
+
+ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
+SECRET = b"integration-secret-0123456789"
+
+
+def write_phase(path, start, first_seq, fatal=True, seconds=400):
+    """`seconds` lines one second apart from minute `start` of the day, six of them FATAL at 300..305 when
+    `fatal`; returns the next seq."""
+    with open(path, "a") as f:
+        for i in range(seconds):
+            t = start * 60 + i
+            level = "FATAL" if fatal and 300 <= i < 306 else "INFO"
+            f.write("2026-03-02T%02d:%02d:%02d.000Z %s worker-%d took %d ms seq=%d\n"
+                    % (t // 3600, t // 60 % 60, t % 60, level, i % 3, 20 + i % 7, first_seq + i))
+    return first_seq + seconds
+
+
+class Receiver:
+    """A webhook receiver on a fixed port that verifies every request's signature."""
+
+    def __init__(self, port):
+        self.events, self.bad = [], []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                msg_id, stamp = self.headers["webhook-id"], self.headers["webhook-timestamp"]
+                digest = hmac.new(SECRET, b"%s.%s.%s" % (msg_id.encode(), stamp.encode(), body), hashlib.sha256)
+                if self.headers["webhook-signature"] != "v1," + base64.b64encode(digest.digest()).decode():
+                    outer.bad.append(msg_id)
+                event = json.loads(body)
+                if event["id"] != msg_id:
+                    outer.bad.append(msg_id)
+                outer.events.append(event)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def outbox_events(daemon):
+    found = []
+    for path in glob.glob(os.path.join(daemon.dir, "state", "outbox", "*.jsonl")):
+        found += [json.loads(line) for line in open(path, "rb") if line.endswith(b"\n")]
+    return found
+
+
+def wait_for(what, timeout, daemon):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = what()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError("timed out waiting:\n%s" % daemon.log_tail(60))
+
+
+def test_webhook_down_through_incidents_and_a_restart_gets_every_alert_in_order_signed(tmp_path):
+    port = free_port()   # nobody listens there until the receiver starts
+    (tmp_path / "secret").write_bytes(SECRET)
+    extra = """[detection]
+incident_window_seconds = 30
+[alerting]
+outbox_max_alerts = 1000
+[[hook]]
+type = webhook
+url = http://127.0.0.1:%d/hook
+secret_file = %s
+timeout_seconds = 2
+retry_initial_seconds = 0.2
+retry_max_seconds = 2
+""" % (port, tmp_path / "secret")
+    daemon = Daemon(tmp_path, workers=1, extra=extra)
+    app = os.path.join(daemon.logs, "app.log")
+    receiver = None
+    try:
+        daemon.start()
+        seq = write_phase(app, 0, 0)
+        daemon.wait_scored(seq, 120)
+        wait_for(lambda: any(e["event"] == "resolved" for e in outbox_events(daemon)), 60, daemon)
+        seq = write_phase(app, 7, seq)        # the second burst's incident is still open at the restart
+        daemon.wait_scored(seq - 90, 120)
+        assert daemon.stop() == 0
+        daemon.start()
+        seq = write_phase(app, 14, seq)
+        daemon.wait_scored(seq, 120)
+        wait_for(lambda: daemon.labelled("alerts_failed_total").get((("reason", "connect"), ("sink", "hook"))), 30,
+                 daemon)
+        written = outbox_events(daemon)
+        assert daemon.metric("alert_queue_size") >= 1
+        assert daemon.metric("alert_oldest_undelivered_age_seconds") > 0
+        assert daemon.metric("alert_outbox_bytes") > 0
+        receiver = Receiver(port)
+        wait_for(lambda: len({e["id"] for e in receiver.events}) >= len({e["id"] for e in written}), 60, daemon)
+        written = outbox_events(daemon)
+        got = [e["id"] for e in receiver.events]
+        assert not receiver.bad
+        assert set(got) == {e["id"] for e in written}
+        assert len(got) - len(set(got)) <= max(1, len(got) // 100)
+        # in order: each incident's events arrive opened first, numbered without gaps
+        per_incident = {}
+        for e in receiver.events:
+            per_incident.setdefault(e["incident_id"], []).append(e["rev"])
+        for revs in per_incident.values():
+            assert sorted(set(revs)) == list(range(len(set(revs))))
+            assert [r for i, r in enumerate(revs) if r not in revs[:i]] == sorted(set(revs))
+        kinds = [e["event"] for e in receiver.events]
+        assert kinds.count("opened") >= 3 and kinds.count("resolved") >= 2
+        assert all(e["incident"]["source"] == "app" for e in receiver.events)
+        wait_for(lambda: daemon.metric("alert_queue_size") == 0, 30, daemon)
+        assert daemon.labelled("alerts_delivered_total")[(("sink", "hook"),)] >= len(set(got))
+        assert daemon.metric("alerts_generated_total") >= 1
+        assert daemon.metric("alert_oldest_undelivered_age_seconds") == 0
+    finally:
+        daemon.stop()
+        if receiver is not None:
+            receiver.close()
+
+
+@pytest.mark.skipif(not os.path.exists(ALERTMANAGER),
+                    reason="%s not installed (Debian package prometheus-alertmanager)" % ALERTMANAGER)
+def test_a_fatal_burst_fires_in_alertmanager_and_resolves_after(tmp_path):
+    am_port = free_port()
+    (tmp_path / "am.yml").write_text("route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n")
+    am = subprocess.Popen([ALERTMANAGER, "--config.file=%s" % (tmp_path / "am.yml"),
+                           "--storage.path=%s" % (tmp_path / "am-data"),
+                           "--web.listen-address=127.0.0.1:%d" % am_port, "--cluster.listen-address="],
+                          stdout=open(tmp_path / "am.log", "wb"), stderr=subprocess.STDOUT)
+    extra = """[detection]
+incident_window_seconds = 30
+[alerting]
+[[am]]
+type = alertmanager
+url = http://127.0.0.1:%d
+resend_seconds = 10
+retry_initial_seconds = 0.2
+retry_max_seconds = 2
+""" % am_port
+    daemon = Daemon(tmp_path, workers=1, extra=extra)
+    app = os.path.join(daemon.logs, "app.log")
+
+    def ours():
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/api/v2/alerts" % am_port, timeout=5) as resp:
+                alerts = json.loads(resp.read())
+        except OSError:
+            return None
+        return [a for a in alerts if a["labels"].get("alertname") == "LogAnomalyIncident"]
+
+    try:
+        daemon.start()
+        seq = write_phase(app, 0, 0, seconds=310)          # the burst, and no line for a window after it
+        daemon.wait_scored(seq, 120)
+        firing = wait_for(ours, 60, daemon)
+        alert = firing[0]
+        assert alert["status"]["state"] == "active"
+        assert alert["labels"]["severity"] in ("critical", "warning") and alert["labels"]["source"] == "app"
+        assert "template_id" in alert["labels"] and "seq=300" in alert["annotations"]["samples"]
+        assert {"expected", "observed", "summary"} <= set(alert["annotations"])
+        time.sleep(12)                                       # past resend_seconds: still firing (re-sent)
+        assert ours() and daemon.labelled("alerts_delivered_total")[(("sink", "am"),)] >= 1
+        write_phase(app, 7, seq, fatal=False, seconds=60)    # event time moves on: the incident closes
+        wait_for(lambda: ours() == [], 60, daemon)
+        assert daemon.labelled("alerts_failed_total") and daemon.metric("alert_queue_size") == 0
+    finally:
+        daemon.stop()
+        am.terminate()
+        am.wait(10)
+        shutil.rmtree(tmp_path / "am-data", ignore_errors=True)
