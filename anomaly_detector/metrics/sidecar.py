@@ -46,8 +46,8 @@ class Readings:
         self.worker_slots = [slot for _name, role, slot in self.processes if role == "worker"]
         self.supervisor_pid = supervisor_pid
         self.spool_dirs = [spool_dir(cfg, name) for name in network_inputs(cfg)]
-        self.outbox = outbox_dir(cfg)
         self.sinks = [name for name, _section in sink_sections(cfg)]
+        self.outbox = outbox_dir(cfg) if self.sinks else None   # without sinks no worker writes one
         self.memory_limit = cfg["processing"]["max_memory_mb"] * 2**20
         self.stall_seconds = cfg["processing"]["heartbeat_timeout_seconds"]
         self.inputs = [(name, section["type"], section.get("protocol")) for name, section in cfg["inputs"].items()]
@@ -141,7 +141,7 @@ class Readings:
     def _alert_samples(self, totals):
         """Generated and dropped from the workers' counters; the rest from the alerter's stats file (written
         when a figure changes) and the outbox on disk. Every configured sink shows, from zero."""
-        stats = read_stats(os.path.join(self.outbox, STATS_FILE))
+        stats = read_stats(os.path.join(self.outbox, STATS_FILE)) if self.outbox else {}
         sinks = stats.get("sinks", {})
         oldest = stats.get("oldest_at")
         delivered, failed = {}, {}
@@ -155,7 +155,7 @@ class Readings:
                                          (("reason", "write_error"),): totals["alert_write_errors"]},
                 "alerts_delivered_total": delivered, "alerts_failed_total": failed,
                 "alert_queue_size": int(stats.get("queue", 0)) if self.sinks else 0,
-                "alert_outbox_bytes": outbox_bytes(self.outbox),
+                "alert_outbox_bytes": outbox_bytes(self.outbox) if self.outbox else 0,
                 "alert_oldest_undelivered_age_seconds":
                     round(max(0.0, time.time() - oldest), 3) if self.sinks and oldest else 0}
 
