@@ -5,9 +5,9 @@ watches them from outside. An incident is announced ("opened") the first batch i
 engine's own rule: a Finding, or incident_min_lines lines reaching the threshold), "updated" when it
 gained evidence and [alerting] update_interval_seconds passed since its last event, and "resolved" when
 the engine closes it. An event's id is the incident id and the event's number within the incident
-("3f2a...-0" opens it), so the same event written again after a crash (the worker re-scores the lines
-of its last snapshot interval) carries the same id, and receivers can drop it. The tracker state is
-saved with the worker's snapshot (worker/detector.py), so numbers go on across restarts and reloads.
+("3f2a...-0" opens it), so the same event written again after a crash carries the same id, and
+receivers can drop it. Open incidents survive restarts and reloads in the engine's snapshot, and the
+tracker state in the worker's (alerting/producer.py), so ids and numbers go on.
 """
 import time
 
@@ -15,7 +15,7 @@ from anomaly_detector.alerting.escape import clean
 
 OPENED, UPDATED, RESOLVED = "opened", "updated", "resolved"
 STATE_KIND, STATE_VERSION = "alert-tracker", 1
-RETIRED = 10000   # resolved incident ids remembered (their last event number)
+RETIRED = 1000    # resolved incident ids remembered (their last event number); saved at each append
 
 
 def severity(record):
@@ -60,6 +60,16 @@ class IncidentTracker:
                 out.append(self._event(OPENED, record, now))
             elif _evidence(record) != seen["evidence"] and now - seen["at"] >= self.update_seconds:
                 out.append(self._event(UPDATED, record, now))
+        return out
+
+    def forget_missing(self, open_ids):
+        """Resolve the announced incidents the engine does not hold (a worker died after announcing them and
+        before its next snapshot): no alert may stay firing forever. Returns their events."""
+        now = self.clock()
+        out = []
+        for incident_id in [i for i in self.announced if i not in open_ids]:
+            out.append(self._event(RESOLVED, dict(self.announced[incident_id]["record"]), now))
+            self._retire(incident_id)
         return out
 
     def _retire(self, incident_id):

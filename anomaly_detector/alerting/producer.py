@@ -2,8 +2,8 @@
 
 Built by worker/detector.py only when [alerting] has sinks. After each batch after_batch() turns the
 engine's open and closed incidents into events (events.py) and appends them (outbox.py); the tracker
-state is saved with the worker's snapshot, so event numbers stay the same after a crash (the
-re-scored lines produce the same events, with the same ids) and go on after a restart.
+state is saved after each append (and with the worker's snapshot), so numbers go on after a restart; a
+crash between an append and that save makes the successor write the same events again, same ids.
 """
 import logging
 import os
@@ -34,10 +34,20 @@ class AlertProducer:
 
     def after_batch(self, open_records, closed_records):
         """Append this batch's events; returns (events generated, undelivered events dropped to make room)."""
-        events = self.tracker.events(open_records, closed_records)
+        return self._append(self.tracker.events(open_records, closed_records))
+
+    def resume(self, open_ids):
+        """At start: resolve what the tracker announced and the restored engine does not hold."""
+        return self._append(self.tracker.forget_missing(set(open_ids)))
+
+    def _append(self, events):
+        """Events to the outbox (fsynced), then the tracker state: a crash between the two makes the
+        successor write the same events again, with the same ids."""
         if not events:
             return 0, 0
-        return len(events), self.writer.append(events)
+        dropped = self.writer.append(events)
+        self.save()
+        return len(events), dropped
 
     def save(self):
         write_json_snapshot(self.path, STATE_KIND, STATE_VERSION, self.tracker.state())

@@ -10,6 +10,7 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -107,9 +108,11 @@ retry_max_seconds = 2
         seq = write_phase(app, 0, 0)
         daemon.wait_scored(seq, 120)
         wait_for(lambda: any(e["event"] == "resolved" for e in outbox_events(daemon)), 60, daemon)
-        seq = write_phase(app, 7, seq)        # the second burst's incident is still open at the restart
-        daemon.wait_scored(seq - 90, 120)
+        seq = write_phase(app, 7, seq, seconds=310)   # the second burst's incident is still open at the restart
+        daemon.wait_scored(seq, 120)
+        wait_for(lambda: any("seq=700" in str(e["incident"]["samples"]) for e in outbox_events(daemon)), 60, daemon)
         assert daemon.stop() == 0
+        restarted = time.time()
         daemon.start()
         seq = write_phase(app, 14, seq)
         daemon.wait_scored(seq, 120)
@@ -133,8 +136,15 @@ retry_max_seconds = 2
         for revs in per_incident.values():
             assert sorted(set(revs)) == list(range(len(set(revs))))
             assert [r for i, r in enumerate(revs) if r not in revs[:i]] == sorted(set(revs))
-        kinds = [e["event"] for e in receiver.events]
-        assert kinds.count("opened") >= 3 and kinds.count("resolved") >= 2
+        unique = list({e["id"]: e for e in receiver.events}.values())
+        opened = [e["incident_id"] for e in unique if e["event"] == "opened"]
+        resolved = [e["incident_id"] for e in unique if e["event"] == "resolved"]
+        assert len(opened) == len(set(opened)) >= 3 and len(resolved) == len(set(resolved)) >= 3
+        # the incident open across the restart kept its id: opened before, resolved after, never twice
+        (second,) = {e["incident_id"] for e in unique if "seq=700" in str(e["incident"]["samples"])}
+        events = [e for e in unique if e["incident_id"] == second]
+        assert events[0]["event"] == "opened" and events[0]["at"] < restarted
+        assert events[-1]["event"] == "resolved" and events[-1]["at"] > restarted
         assert all(e["incident"]["source"] == "app" for e in receiver.events)
         wait_for(lambda: daemon.metric("alert_queue_size") == 0, 30, daemon)
         assert daemon.labelled("alerts_delivered_total")[(("sink", "hook"),)] >= len(set(got))
@@ -186,8 +196,14 @@ retry_max_seconds = 2
         assert alert["labels"]["severity"] in ("critical", "warning") and alert["labels"]["source"] == "app"
         assert "template_id" in alert["labels"] and "seq=300" in alert["annotations"]["samples"]
         assert {"expected", "observed", "summary"} <= set(alert["annotations"])
+        os.kill(daemon.process.pid, signal.SIGHUP)          # a reload keeps the incident and its alert
         time.sleep(12)                                       # past resend_seconds: still firing (re-sent)
-        assert ours() and daemon.labelled("alerts_delivered_total")[(("sink", "am"),)] >= 1
+        daemon.wait_healthy(60)
+        again = ours()
+        assert [a["labels"]["incident_id"] for a in again] == [alert["labels"]["incident_id"]]
+        assert again[0]["status"]["state"] == "active"
+        assert daemon.labelled("alerts_delivered_total")[(("sink", "am"),)] >= 1
+        assert "reloaded" in daemon.log_tail(200)
         write_phase(app, 7, seq, fatal=False, seconds=60)    # event time moves on: the incident closes
         wait_for(lambda: ours() == [], 60, daemon)
         assert daemon.labelled("alerts_failed_total") and daemon.metric("alert_queue_size") == 0
