@@ -28,11 +28,12 @@ from anomaly_detector.alerting.outbox import (
     write_checkpoint,
     write_json_atomic,
 )
-from anomaly_detector.alerting.sinks import build_sink, sink_sections
+from anomaly_detector.alerting.sinks import SinkConfigError, build_sink, sink_sections
 from anomaly_detector.alerting.sinks.base import DeliveryError
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
+STOP_SECONDS = 5.0        # at a stop, how long the deliveries in flight may take, all sinks together
 LOG_EVERY_FAILURES = 10   # a sink failing over and over logs its 1st, 2nd, 4th, ... and then every 10th failure
 
 
@@ -157,7 +158,14 @@ class Alerter:
         self.runners = []
         for name, section in sink_sections(cfg):
             stats = previous.get(name, {"delivered": 0, "failed": {}})
-            self.runners.append(SinkRunner(build_sink(name, section), self.directory, section, stats))
+            try:
+                sink = build_sink(name, section)
+            except SinkConfigError as exc:
+                # Checked at start and reload; a secret file removed since must not stop the other sinks.
+                # This sink's events wait in the outbox (its checkpoint stays) until a reload fixes it.
+                log.error("alert sink %s not started: %s", name, exc)
+                continue
+            self.runners.append(SinkRunner(sink, self.directory, section, stats))
         self.reader = OutboxReader(self.directory)
         self._last_stats = None
 
@@ -172,8 +180,9 @@ class Alerter:
             time.sleep(POLL_SECONDS)
         for runner in self.runners:
             runner.stop()
-        for runner in self.runners:
-            runner.thread.join(timeout=5.0)
+        deadline = time.monotonic() + STOP_SECONDS
+        for runner in self.runners:   # a request in flight is not waited for long: it is sent again, same id
+            runner.thread.join(timeout=max(0.0, deadline - time.monotonic()))
             runner.sink.close()
         self.write_stats()
         return 0

@@ -135,7 +135,10 @@ class OutboxWriter:
         for _w, first, path in segments(directory, writer):
             last, size = _last_seq(path, first), os.path.getsize(path)
             self.segments.append([first, last, size, path])
-        self.next_seq = (self.segments[-1][1] + 1) if self.segments else 1
+        # Past every seq a sink has delivered too: should the segments be gone, a seq used again would be
+        # taken for delivered and never sent.
+        delivered = max([int(read_checkpoint(directory, s)["writers"].get(writer, 0)) for s in self.sinks] + [0])
+        self.next_seq = max((self.segments[-1][1] + 1) if self.segments else 1, delivered + 1)
         self._fd = None   # a new segment on the first append: a torn tail of a dead writer stays its last line
 
     def append(self, events):
@@ -193,7 +196,7 @@ class OutboxWriter:
     def _make_room(self, events, size):
         """Delete delivered segments, then the oldest undelivered ones while the new events would not fit."""
         delivered = self.delivered()
-        for segment in list(self.segments[:-1] if self._fd is not None else self.segments):
+        for segment in list(self.segments[:-1]):   # the newest stays: the next writer's seq goes on from it
             if segment[1] <= delivered:
                 self._delete(segment)
         dropped = 0

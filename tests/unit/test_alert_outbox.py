@@ -87,3 +87,26 @@ def test_a_corrupt_checkpoint_counts_as_nothing_delivered(tmp_path):
     os.makedirs(tmp_path / "checkpoints")
     (tmp_path / "checkpoints" / "a.json").write_text("{not json")
     assert read_checkpoint(str(tmp_path), "a") == {"writers": {}, "state": {}}
+
+
+def test_seq_goes_on_past_what_was_delivered_even_when_no_segment_is_left(tmp_path):
+    writer = OutboxWriter(str(tmp_path), "worker-0", ["a"], 1000, 10**6)
+    writer.append([event(0), event(1)])
+    writer.close()
+    write_checkpoint(str(tmp_path), "a", {"writers": {"worker-0": 2}, "state": {}})
+    for _w, _s, path in segments(str(tmp_path)):
+        os.unlink(path)                                   # an operator cleaned the directory
+    again = OutboxWriter(str(tmp_path), "worker-0", ["a"], 1000, 10**6)
+    again.append([event(2)])
+    assert [e["seq"] for e in OutboxReader(str(tmp_path)).poll()] == [3]
+
+
+def test_the_newest_segment_stays_when_everything_was_delivered(tmp_path):
+    writer = OutboxWriter(str(tmp_path), "worker-0", ["a"], 32, 10**6)
+    writer.append([event(i) for i in range(5)])
+    writer.close()
+    write_checkpoint(str(tmp_path), "a", {"writers": {"worker-0": 5}, "state": {}})
+    again = OutboxWriter(str(tmp_path), "worker-0", ["a"], 32, 10**6)
+    again.append([event(5)])
+    assert again.undelivered()[0] == 1
+    assert len(segments(str(tmp_path))) == 2              # the old newest (seq 5) and the new one
