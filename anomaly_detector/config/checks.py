@@ -116,7 +116,7 @@ def _check_sink(report, section, sink):
     kind = sink["type"]
     if kind == "file" and not sink["path"]:
         report.add(ERROR, section, "path", "required for type = file: expected the JSON lines file alerts go to")
-    if kind in ("alertmanager", "webhook"):
+    if kind in ("alertmanager", "webhook", "slack"):
         parts = urllib.parse.urlsplit(sink["url"])
         if parts.scheme not in ("http", "https") or not parts.hostname:
             report.add(ERROR, section, "url", "required for type = %s: expected an http:// or https:// URL with a "

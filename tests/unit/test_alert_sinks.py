@@ -195,3 +195,23 @@ def test_a_runner_delivers_in_order_across_failures_and_checkpoints(tmp_path):
     again = SinkRunner(Flaky(0), str(tmp_path), section(), {"delivered": 0, "failed": {}})
     again.add([event(i, incident="i%d" % i) for i in range(6)])
     assert [e["seq"] for e in again.queue] == [6]                 # past the checkpoint only
+
+
+def test_slack_blocks_escape_log_text(receiver):
+    r = receiver()
+    hostile = event(0)
+    hostile["incident"]["samples"] = ["<!channel> *bold* ```x``` <http://evil|click> & done"]
+    hostile["incident"]["reason"] = "error rule: `rm -rf` <@U123>"
+    build_sink("chat", section(type="slack", url=r.url + "/services/T/B/X")).send(hostile)
+    path, _headers, body = r.requests[-1]
+    payload = json.loads(body)
+    assert path == "/services/T/B/X"
+    assert payload["blocks"][0]["type"] == "header" and payload["blocks"][0]["text"]["type"] == "plain_text"
+    text = json.dumps(payload)
+    assert "<!channel>" not in text and "<http" not in text and "<@U123>" not in text
+    samples = payload["blocks"][2]["text"]["text"]
+    assert samples.startswith("```") and samples.endswith("```") and samples.count("```") == 2
+    assert "&lt;!channel&gt; *bold*" in samples and "&amp; done" in samples
+    reason = payload["blocks"][1]["fields"][0]["text"]
+    assert reason.count("`") == 2 and "&lt;@U123&gt;" in reason
+    assert len(payload["blocks"][0]["text"]["text"]) <= 150
