@@ -68,11 +68,38 @@ class Receiver:
         self.server.server_close()
 
 
+class Collector:
+    """Any JSON POST, answered 200 "ok" as Slack does."""
+
+    def __init__(self):
+        self.bodies = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                outer.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def outbox_events(daemon):
     found = []
     for path in glob.glob(os.path.join(daemon.dir, "state", "outbox", "*.jsonl")):
         found += [json.loads(line) for line in open(path, "rb") if line.endswith(b"\n")]
-    return found
+    return sorted(found, key=lambda e: (e["at"], e["writer"], e["seq"]))   # the alerter's order
 
 
 def wait_for(what, timeout, daemon):
@@ -87,6 +114,7 @@ def wait_for(what, timeout, daemon):
 
 def test_webhook_down_through_incidents_and_a_restart_gets_every_alert_in_order_signed(tmp_path):
     port = free_port()   # nobody listens there until the receiver starts
+    chat = Collector()   # a Slack stand-in that is up all along: the webhook being down must not hold it back
     (tmp_path / "secret").write_bytes(SECRET)
     extra = """[detection]
 incident_window_seconds = 30
@@ -99,7 +127,13 @@ secret_file = %s
 timeout_seconds = 2
 retry_initial_seconds = 0.2
 retry_max_seconds = 2
-""" % (port, tmp_path / "secret")
+[[archive]]
+type = file
+path = %s
+[[chat]]
+type = slack
+url = %s/services/T0/B0/x
+""" % (port, tmp_path / "secret", tmp_path / "alerts.jsonl", chat.url)
     daemon = Daemon(tmp_path, workers=1, extra=extra)
     app = os.path.join(daemon.logs, "app.log")
     receiver = None
@@ -119,6 +153,14 @@ retry_max_seconds = 2
         wait_for(lambda: daemon.labelled("alerts_failed_total").get((("reason", "connect"), ("sink", "hook"))), 30,
                  daemon)
         written = outbox_events(daemon)
+        archive = tmp_path / "alerts.jsonl"
+        # the other sinks delivered everything meanwhile, in order
+        wait_for(lambda: archive.exists() and len(archive.read_text().splitlines()) >= len(written)
+                 and len(chat.bodies) >= len(written), 30, daemon)
+        written = outbox_events(daemon)
+        assert [json.loads(x)["id"] for x in archive.read_text().splitlines()] == [e["id"] for e in written]
+        assert len(chat.bodies) == len(written)
+        assert all(b["blocks"][0]["type"] == "header" for b in chat.bodies)
         assert daemon.metric("alert_queue_size") >= 1
         assert daemon.metric("alert_oldest_undelivered_age_seconds") > 0
         assert daemon.metric("alert_outbox_bytes") > 0
@@ -152,6 +194,7 @@ retry_max_seconds = 2
         assert daemon.metric("alert_oldest_undelivered_age_seconds") == 0
     finally:
         daemon.stop()
+        chat.close()
         if receiver is not None:
             receiver.close()
 
