@@ -121,6 +121,9 @@ def _check_sink(report, section, sink):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             report.add(ERROR, section, "url", "required for type = %s: expected an http:// or https:// URL with a "
                        "host, found %r" % (kind, sink["url"]))
+    if kind == "syslog" and urllib.parse.urlsplit(sink["url"]).scheme not in ("udp", "tcp", "unix"):
+        report.add(ERROR, section, "url", "required for type = syslog: expected udp://host:port, tcp://host:port or "
+                   "unix:///dev/log, found %r" % sink["url"])
     if sink["retry_max_seconds"] < sink["retry_initial_seconds"]:
         report.add(ERROR, section, "retry_max_seconds", "expected at least retry_initial_seconds (%g), found %g"
                    % (sink["retry_initial_seconds"], sink["retry_max_seconds"]))

@@ -17,7 +17,7 @@ _UNSUPPORTED_KEYS = (
     (("retention",), None),
     (("inputs", "*"), ("url", "stream", "group", "consumer")),
 )
-UNSUPPORTED_SINK_TYPES = ("email", "syslog")
+UNSUPPORTED_SINK_TYPES = ("email",)
 # Whole subsections: one problem at the subsection's header.
 _UNSUPPORTED_SUBSECTIONS = ()
 
@@ -37,7 +37,7 @@ def unsupported_problems(path, cfg, index):
         if isinstance(section, dict) and section.get("type") in UNSUPPORTED_SINK_TYPES:
             line = index.key_line(("alerting", name), "type")
             problems.append(Problem(ERROR, path, line, ("alerting", name), "type",
-                                    "type = %s is %s (alertmanager, webhook, slack and file are)"
+                                    "type = %s is %s (alertmanager, webhook, slack, syslog and file are)"
                                     % (section["type"], NOT_SUPPORTED)))
     for parent, message in _UNSUPPORTED_SUBSECTIONS:
         for section, line in sorted(index.sections.items(), key=lambda item: item[1]):

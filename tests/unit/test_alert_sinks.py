@@ -215,3 +215,46 @@ def test_slack_blocks_escape_log_text(receiver):
     reason = payload["blocks"][1]["fields"][0]["text"]
     assert reason.count("`") == 2 and "&lt;@U123&gt;" in reason
     assert len(payload["blocks"][0]["text"]["text"]) <= 150
+
+
+def test_syslog_sends_one_rfc5424_line_per_event_over_udp_and_tcp(tmp_path):
+    import socket as sk
+    udp = sk.socket(sk.AF_INET, sk.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(5)
+    hostile = event(0)
+    hostile["incident"]["severity"] = "critical"
+    hostile["incident"]["samples"] = ['evil"] line\n<13>1 - forged - - - - second message\x1b[2J']
+    hostile["incident"]["source"] = 'app"]x'
+    sink = build_sink("log", section(type="syslog", url="udp://127.0.0.1:%d" % udp.getsockname()[1]))
+    sink.send(hostile)
+    data = udp.recv(4096).decode()
+    assert data.startswith("<130>1 ") and "\n" not in data and "\x1b" not in data
+    assert 'source="app\\"\\]x"' in data and 'event_id="abc-0"' in data
+    resolved = event(1, "resolved")
+    sink.send(resolved)
+    assert udp.recv(4096).decode().startswith("<133>1 ")
+    udp.close()
+    server = sk.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(5)
+    tcp = build_sink("log", section(type="syslog", url="tcp://127.0.0.1:%d" % server.getsockname()[1]))
+    tcp.send(event(0))
+    tcp.send(event(1, "resolved"))
+    conn, _ = server.accept()
+    conn.settimeout(5)
+    received = b""
+    while received.count(b"<1") < 2:
+        received += conn.recv(65536)
+    length, rest = received.split(b" ", 1)
+    assert rest[:int(length)].startswith(b"<132>1 ") and rest[int(length):].split(b" ", 1)[1].startswith(b"<133>1 ")
+    conn.close()
+    server.close()
+    with pytest.raises(DeliveryError) as err:
+        tcp.send(event(2))
+        tcp.send(event(3))
+        tcp.send(event(4))
+    assert err.value.reason == "connect"
+    with pytest.raises(SinkConfigError, match="udp://host:port"):
+        build_sink("log", section(type="syslog", url="http://x"))

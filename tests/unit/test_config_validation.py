@@ -28,8 +28,10 @@ CASES = [
     ("missing_input_path", "[inputs]\n[[app]]\ntype = file\n", "[[app]]", ["[inputs.app] path", "required for type = file"]),
     ("tls_not_yet", "[http]\ntls_cert = /tmp/c.pem\n", "tls_cert", ["[http] tls_cert", "not supported in this release"]),
     ("admin_not_yet", "[http]\nadmin_token_file = /tmp/t\n", "admin_token_file", ["admin_token_file", "not supported"]),
-    ("syslog_sink_not_yet", "[alerting]\n[[log]]\ntype = syslog\n", "type = syslog",
-     ["[alerting.log] type", "type = syslog is not supported in this release"]),
+    ("email_sink_not_yet", "[alerting]\n[[mail]]\ntype = email\nto_addresses = a@example.com,\n", "type = email",
+     ["[alerting.mail] type", "type = email is not supported in this release"]),
+    ("syslog_sink_bad_url", "[alerting]\n[[log]]\ntype = syslog\nurl = http://x\n", "url = http",
+     ["[alerting.log] url", "udp://host:port"]),
     ("slack_without_url", "[alerting]\n[[chat]]\ntype = slack\n", "[[chat]]",
      ["[alerting.chat] url", "required for type = slack"]),
     ("dedup_not_yet", "[alerting]\ndedup_window_seconds = 60\n", "dedup_window_seconds",
@@ -269,9 +271,8 @@ def test_cli_version():
 @pytest.mark.parametrize("body", [
     "[inputs]\n[[bus]]\ntype = redis\nurl = redis://127.0.0.1:6379/0\ngroup = g\n",
     "[inputs]\n[[bus]]\ntype = redis\nurl = http://x\nstream = s\ngroup = g\n",
-    "[alerting]\n[[log]]\ntype = syslog\n",
     "[alerting]\n[[mail]]\ntype = email\n",
-], ids=["redis_without_stream", "redis_bad_url", "syslog_sink", "email_without_addresses"])
+], ids=["redis_without_stream", "redis_bad_url", "email_without_addresses"])
 def test_an_unsupported_feature_is_refused_without_asking_for_more_of_its_keys(tmp_path, body):
     """Asking for a redis stream or a sink's URL, then refusing the key once set, sends operators in a circle."""
     path, _text = _write(tmp_path, body)
