@@ -111,9 +111,27 @@ def _check_input(report, section, i):
     _check_header(report, section, i)
 
 
+_SINK_COMMON = ("type", "min_score", "retry_initial_seconds", "retry_max_seconds")
+_SINK_KEYS = {
+    "file": ("path",),
+    "webhook": ("url", "secret_file", "allow_link_local", "timeout_seconds"),
+    "alertmanager": ("url", "allow_link_local", "timeout_seconds", "resend_seconds"),
+    "slack": ("url", "allow_link_local", "timeout_seconds"),
+    "syslog": ("url", "timeout_seconds"),
+    "email": ("smtp_host", "smtp_port", "from_address", "to_addresses", "smtp_security", "smtp_ca_file",
+              "smtp_username", "smtp_password_file", "timeout_seconds"),
+}
+
+
 def _check_sink(report, section, sink):
-    """The keys a sink type needs; the secret file is read by the daemon's start-up check (it builds the sinks)."""
+    """The keys a sink type needs, and none it would ignore; the secret and password files are read by the
+    daemon's start-up check (it builds the sinks)."""
     kind = sink["type"]
+    allowed = _SINK_COMMON + _SINK_KEYS.get(kind, ())
+    for (where, key), _line in report.index.keys.items():
+        if tuple(where) == tuple(section) and key not in allowed:
+            report.add(ERROR, section, key, "not used by type = %s (its keys: %s)"
+                       % (kind, ", ".join(k for k in allowed if k != "type")))
     if kind == "file" and not sink["path"]:
         report.add(ERROR, section, "path", "required for type = file: expected the JSON lines file alerts go to")
     if kind in ("alertmanager", "webhook", "slack"):
@@ -124,6 +142,15 @@ def _check_sink(report, section, sink):
     if kind == "syslog" and urllib.parse.urlsplit(sink["url"]).scheme not in ("udp", "tcp", "unix"):
         report.add(ERROR, section, "url", "required for type = syslog: expected udp://host:port, tcp://host:port or "
                    "unix:///dev/log, found %r" % sink["url"])
+    if kind == "email":
+        for key in ("from_address", "to_addresses"):
+            if not sink[key]:
+                report.add(ERROR, section, key, "required for type = email")
+        if sink["smtp_username"] and not sink["smtp_password_file"]:
+            report.add(ERROR, section, "smtp_password_file", "required with smtp_username")
+        if sink["smtp_username"] and sink["smtp_security"] == "none":
+            report.add(ERROR, section, "smtp_security", "none would send smtp_username's password in clear: "
+                       "expected starttls or tls")
     if sink["retry_max_seconds"] < sink["retry_initial_seconds"]:
         report.add(ERROR, section, "retry_max_seconds", "expected at least retry_initial_seconds (%g), found %g"
                    % (sink["retry_initial_seconds"], sink["retry_max_seconds"]))

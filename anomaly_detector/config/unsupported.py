@@ -12,12 +12,10 @@ UNSUPPORTED_INPUT_TYPES = ("redis",)
 # (section path, keys); "*" in a path stands for any subsection name, None for every key.
 _UNSUPPORTED_KEYS = (
     (("alerting",), ("dedup_window_seconds", "rate_limit_per_minute")),
-    (("alerting", "*"), ("smtp_host", "smtp_port", "from_address", "to_addresses")),
     (("http",), ("tls_cert", "tls_key", "admin_token_file", "max_body_bytes")),
     (("retention",), None),
     (("inputs", "*"), ("url", "stream", "group", "consumer")),
 )
-UNSUPPORTED_SINK_TYPES = ("email",)
 # Whole subsections: one problem at the subsection's header.
 _UNSUPPORTED_SUBSECTIONS = ()
 
@@ -33,12 +31,6 @@ def unsupported_problems(path, cfg, index):
             line = index.key_line(("inputs", name), "type")
             problems.append(Problem(ERROR, path, line, ("inputs", name), "type",
                                     "type = %s is %s" % (section["type"], NOT_SUPPORTED)))
-    for name, section in cfg.get("alerting", {}).items():
-        if isinstance(section, dict) and section.get("type") in UNSUPPORTED_SINK_TYPES:
-            line = index.key_line(("alerting", name), "type")
-            problems.append(Problem(ERROR, path, line, ("alerting", name), "type",
-                                    "type = %s is %s (alertmanager, webhook, slack, syslog and file are)"
-                                    % (section["type"], NOT_SUPPORTED)))
     for parent, message in _UNSUPPORTED_SUBSECTIONS:
         for section, line in sorted(index.sections.items(), key=lambda item: item[1]):
             if len(section) == len(parent) + 1 and section[:len(parent)] == parent:

@@ -64,7 +64,8 @@ METRICS = {m.name: m for m in (
     MetricSpec("alerts_delivered_total", COUNTER, "Alerts accepted by a sink.", ("sink",)),
     MetricSpec("alerts_failed_total", COUNTER,
                "Alert deliveries that failed, by reason (timeout, connect, refused_address, redirect, http_5xx, "
-               "http_4xx: retried; rejected: a 4xx the receiver gives for good, skipped; io).", ("sink", "reason")),
+               "http_4xx, smtp_4xx, auth, io: retried; rejected: refused for good by the receiver, skipped).",
+               ("sink", "reason")),
     MetricSpec("alerts_dropped_total", COUNTER,
                "Alerts lost before delivery: outbox_full (oldest undelivered dropped at [alerting] "
                "outbox_max_alerts / outbox_max_mb), write_error (a batch's events could not be written).",

@@ -28,16 +28,19 @@ CASES = [
     ("missing_input_path", "[inputs]\n[[app]]\ntype = file\n", "[[app]]", ["[inputs.app] path", "required for type = file"]),
     ("tls_not_yet", "[http]\ntls_cert = /tmp/c.pem\n", "tls_cert", ["[http] tls_cert", "not supported in this release"]),
     ("admin_not_yet", "[http]\nadmin_token_file = /tmp/t\n", "admin_token_file", ["admin_token_file", "not supported"]),
-    ("email_sink_not_yet", "[alerting]\n[[mail]]\ntype = email\nto_addresses = a@example.com,\n", "type = email",
-     ["[alerting.mail] type", "type = email is not supported in this release"]),
+    ("email_without_from", "[alerting]\n[[mail]]\ntype = email\nto_addresses = a@example.com,\n", "[[mail]]",
+     ["[alerting.mail] from_address", "required for type = email"]),
+    ("email_password_in_clear", "[alerting]\n[[mail]]\ntype = email\nfrom_address = a@x\nto_addresses = b@x,\n"
+     "smtp_username = u\nsmtp_password_file = /tmp/p\nsmtp_security = none\n", "smtp_security",
+     ["[alerting.mail] smtp_security", "in clear"]),
     ("syslog_sink_bad_url", "[alerting]\n[[log]]\ntype = syslog\nurl = http://x\n", "url = http",
      ["[alerting.log] url", "udp://host:port"]),
     ("slack_without_url", "[alerting]\n[[chat]]\ntype = slack\n", "[[chat]]",
      ["[alerting.chat] url", "required for type = slack"]),
     ("dedup_not_yet", "[alerting]\ndedup_window_seconds = 60\n", "dedup_window_seconds",
      ["[alerting] dedup_window_seconds", "not supported in this release"]),
-    ("smtp_key_not_yet", "[alerting]\n[[hook]]\ntype = webhook\nurl = http://127.0.0.1:9/x\nsmtp_host = mx\n",
-     "smtp_host", ["[alerting.hook] smtp_host", "not supported in this release"]),
+    ("key_of_another_sink_type", "[alerting]\n[[hook]]\ntype = webhook\nurl = http://127.0.0.1:9/x\nsmtp_host = mx\n",
+     "smtp_host", ["[alerting.hook] smtp_host", "not used by type = webhook"]),
     ("retry_max_below_initial", "[alerting]\n[[f]]\ntype = file\npath = /tmp/a.jsonl\nretry_initial_seconds = 10\n"
      "retry_max_seconds = 5\n", "retry_max_seconds", ["[alerting.f] retry_max_seconds", "at least retry_initial"]),
     ("file_sink_without_path", "[alerting]\n[[f]]\ntype = file\n", "[[f]]",
@@ -68,8 +71,8 @@ CASES = [
      ["[alerting.am] url", "required for type = alertmanager"]),
     ("webhook_bad_scheme", "[alerting]\n[[hook]]\ntype = webhook\nurl = ftp://x/y\n", "url = ftp",
      ["[alerting.hook] url", "http:// or https://"]),
-    ("email_without_addresses", "[alerting]\n[[mail]]\ntype = email\n", "type = email",
-     ["[alerting.mail] type", "not supported"]),
+    ("email_without_addresses", "[alerting]\n[[mail]]\ntype = email\n", "[[mail]]",
+     ["[alerting.mail] to_addresses", "required for type = email"]),
     ("redis_missing_stream", "[inputs]\n[[bus]]\ntype = redis\nurl = redis://127.0.0.1:6379/0\ngroup = g\n", "type = redis",
      ["[inputs.bus] type", "not supported"]),
     ("redis_bad_url", "[inputs]\n[[bus]]\ntype = redis\nurl = http://x\nstream = s\ngroup = g\n", "url = http",
@@ -271,8 +274,7 @@ def test_cli_version():
 @pytest.mark.parametrize("body", [
     "[inputs]\n[[bus]]\ntype = redis\nurl = redis://127.0.0.1:6379/0\ngroup = g\n",
     "[inputs]\n[[bus]]\ntype = redis\nurl = http://x\nstream = s\ngroup = g\n",
-    "[alerting]\n[[mail]]\ntype = email\n",
-], ids=["redis_without_stream", "redis_bad_url", "email_without_addresses"])
+], ids=["redis_without_stream", "redis_bad_url"])
 def test_an_unsupported_feature_is_refused_without_asking_for_more_of_its_keys(tmp_path, body):
     """Asking for a redis stream or a sink's URL, then refusing the key once set, sends operators in a circle."""
     path, _text = _write(tmp_path, body)

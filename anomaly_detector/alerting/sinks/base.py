@@ -1,8 +1,8 @@
 """What every sink shares: the DeliveryError it raises and the default no-op hooks."""
 
 # Bounded reasons of alerts_failed_total{reason}.
-FAILURE_REASONS = ("timeout", "connect", "refused_address", "redirect", "http_5xx", "http_4xx", "rejected",
-                   "io")
+FAILURE_REASONS = ("timeout", "connect", "refused_address", "redirect", "http_5xx", "http_4xx", "smtp_4xx", "auth",
+                   "rejected", "io")
 
 
 class DeliveryError(Exception):
