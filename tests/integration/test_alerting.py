@@ -255,3 +255,55 @@ retry_max_seconds = 2
         am.terminate()
         am.wait(10)
         shutil.rmtree(tmp_path / "am-data", ignore_errors=True)
+
+
+def test_an_incident_reaches_a_real_smtp_server_as_mail_with_both_parts(tmp_path):
+    pytest.importorskip("aiosmtpd", reason="aiosmtpd (the test extra) is not installed")
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    import email
+    import email.policy
+    import ssl
+
+    from aiosmtpd.controller import Controller
+
+    from tests.unit.test_alert_email import Inbox, authenticator, certificate
+
+    key, cert = certificate(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    inbox = Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port(), tls_context=context, require_starttls=True,
+                      authenticator=authenticator, auth_require_tls=True)
+    smtp.start()
+    (tmp_path / "password").write_text("s3cret\n")
+    extra = """[detection]
+incident_window_seconds = 30
+[alerting]
+[[mail]]
+type = email
+smtp_host = 127.0.0.1
+smtp_port = %d
+smtp_ca_file = %s
+smtp_username = alerts
+smtp_password_file = %s
+from_address = detector@example.com
+to_addresses = oncall@example.com,
+""" % (smtp.port, cert, tmp_path / "password")
+    daemon = Daemon(tmp_path, workers=1, extra=extra)
+    app = os.path.join(daemon.logs, "app.log")
+    try:
+        daemon.start()
+        seq = write_phase(app, 0, 0)
+        daemon.wait_scored(seq, 120)
+        wait_for(lambda: len(inbox.messages) >= 2, 60, daemon)
+        mails = [email.message_from_bytes(m[2], policy=email.policy.default) for m in inbox.messages]
+        assert [m["Subject"].split()[1] for m in mails[:2]] == ["OPENED", "RESOLVED"]
+        assert all(m[3] and m[1] == ["oncall@example.com"] for m in inbox.messages)
+        for mail in mails:
+            assert "seq=300" in mail.get_body(("plain",)).get_content()
+            assert "seq=300" in mail.get_body(("html",)).get_content()
+        assert daemon.labelled("alerts_delivered_total")[(("sink", "mail"),)] >= 2
+    finally:
+        daemon.stop()
+        smtp.stop()
