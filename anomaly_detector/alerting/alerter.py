@@ -43,11 +43,33 @@ def backoff(attempts, initial, maximum, rng=random.random):
     return delay / 2 + rng() * delay / 2
 
 
+class TokenBucket:
+    """At most `per_minute` takes a minute, up to a minute's worth at once after a quiet spell."""
+
+    def __init__(self, per_minute, now):
+        self.rate, self.capacity = per_minute / 60.0, float(per_minute)
+        self.tokens, self.at = float(per_minute), now
+
+    def take(self, now):
+        """True and one token spent, or False and how long until one is there (wait())."""
+        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def wait(self):
+        return (1.0 - self.tokens) / self.rate
+
+
 class SinkRunner:
     """One sink's queue, checkpoint and delivery thread."""
 
-    def __init__(self, sink, directory, section, stats):
+    def __init__(self, sink, directory, section, stats, rate_limit_per_minute=None):
         self.sink, self.directory = sink, directory
+        self.bucket = TokenBucket(rate_limit_per_minute, time.time()) if rate_limit_per_minute else None
+        self._throttled_id, self._throttle_logged = None, float("-inf")
         self.retry_initial, self.retry_max = section["retry_initial_seconds"], section["retry_max_seconds"]
         self.min_score = section["min_score"]
         self.stats = stats   # {"delivered": n, "failed": {reason: n}} carried over restarts
@@ -100,6 +122,9 @@ class SinkRunner:
 
     def _deliver(self, event):
         skip = event["incident"].get("score", 0) < self.min_score
+        if not skip and self.bucket is not None and not self.bucket.take(time.time()):
+            self._throttle(event)
+            return
         try:
             if not skip:
                 self.sink.send(event)
@@ -127,6 +152,20 @@ class SinkRunner:
         self._recovered()
         self._save()
         return wanted if wanted is not None else time.time() + 1.0
+
+    def _throttle(self, event):
+        """The sink sent rate_limit_per_minute alerts in the last minute: the event waits (in order, not
+        dropped); counted once per event, logged at most once a minute."""
+        self.retry_at = time.time() + self.bucket.wait()
+        if self._throttled_id != event["id"]:
+            self._throttled_id = event["id"]
+            self.stats["throttled"] = self.stats.get("throttled", 0) + 1
+        if time.time() - self._throttle_logged >= 60.0:
+            self._throttle_logged = time.time()
+            with self.cond:
+                waiting = len(self.queue)
+            log.warning("alert sink %s: [alerting] rate_limit_per_minute = %d reached; %d alerts wait in the outbox",
+                        self.sink.name, self.bucket.capacity, waiting)
 
     def _failed(self, exc, what):
         self.attempts += 1
@@ -157,7 +196,7 @@ class Alerter:
         previous = _read_stats(self.stats_path)
         self.runners = []
         for name, section in sink_sections(cfg):
-            stats = previous.get(name, {"delivered": 0, "failed": {}})
+            stats = previous.get(name, {"delivered": 0, "failed": {}, "throttled": 0})
             try:
                 sink = build_sink(name, section)
             except SinkConfigError as exc:
@@ -165,7 +204,7 @@ class Alerter:
                 # This sink's events wait in the outbox (its checkpoint stays) until a reload fixes it.
                 log.error("alert sink %s not started: %s", name, exc)
                 continue
-            self.runners.append(SinkRunner(sink, self.directory, section, stats))
+            self.runners.append(SinkRunner(sink, self.directory, section, stats, cfg["alerting"]["rate_limit_per_minute"]))
         self.reader = OutboxReader(self.directory)
         self._last_stats = None
 
@@ -202,7 +241,7 @@ class Alerter:
             for writer, seq, at in pending:
                 undelivered[(writer, seq)] = at
             sinks[runner.sink.name] = {"delivered": runner.stats["delivered"], "failed": dict(runner.stats["failed"]),
-                                       "queue": len(pending)}
+                                       "throttled": runner.stats.get("throttled", 0), "queue": len(pending)}
         stats = {"sinks": sinks, "queue": len(undelivered), "oldest_at": min(undelivered.values(), default=None)}
         if stats == self._last_stats:
             return
@@ -216,7 +255,8 @@ class Alerter:
 def _read_stats(path):
     """{sink: {"delivered": n, "failed": {reason: n}}} of the previous alerter, so counters only grow."""
     stats = read_stats(path)
-    return {name: {"delivered": int(s.get("delivered", 0)), "failed": dict(s.get("failed", {}))}
+    return {name: {"delivered": int(s.get("delivered", 0)), "failed": dict(s.get("failed", {})),
+                   "throttled": int(s.get("throttled", 0))}
             for name, s in stats.get("sinks", {}).items() if isinstance(s, dict)}
 
 

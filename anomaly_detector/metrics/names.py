@@ -70,6 +70,9 @@ METRICS = {m.name: m for m in (
                "Alerts lost before delivery: outbox_full (oldest undelivered dropped at [alerting] "
                "outbox_max_alerts / outbox_max_mb), write_error (a batch's events could not be written).",
                ("reason",)),
+    MetricSpec("alerts_throttled_total", COUNTER,
+               "Alerts that waited in the outbox because their sink had sent [alerting] rate_limit_per_minute "
+               "alerts in the last minute.", ("sink",)),
     MetricSpec("alert_outbox_bytes", GAUGE, "Disk bytes of the alert outbox, bounded by [alerting] outbox_max_mb."),
     MetricSpec("alert_oldest_undelivered_age_seconds", GAUGE,
                "Age of the oldest alert not yet delivered to every sink (0 when none waits)."),

@@ -144,16 +144,17 @@ class Readings:
         stats = read_stats(os.path.join(self.outbox, STATS_FILE)) if self.outbox else {}
         sinks = stats.get("sinks", {})
         oldest = stats.get("oldest_at")
-        delivered, failed = {}, {}
+        delivered, failed, throttled = {}, {}, {}
         for sink in self.sinks:
             mine = sinks.get(sink, {})
             delivered[(("sink", sink),)] = int(mine.get("delivered", 0))
+            throttled[(("sink", sink),)] = int(mine.get("throttled", 0))
             for reason in FAILURE_REASONS:
                 failed[(("sink", sink), ("reason", reason))] = int(mine.get("failed", {}).get(reason, 0))
         return {"alerts_generated_total": totals["alerts_generated"],
                 "alerts_dropped_total": {(("reason", "outbox_full"),): totals["alerts_dropped"],
                                          (("reason", "write_error"),): totals["alert_write_errors"]},
-                "alerts_delivered_total": delivered, "alerts_failed_total": failed,
+                "alerts_delivered_total": delivered, "alerts_failed_total": failed, "alerts_throttled_total": throttled,
                 "alert_queue_size": int(stats.get("queue", 0)) if self.sinks else 0,
                 "alert_outbox_bytes": outbox_bytes(self.outbox) if self.outbox else 0,
                 "alert_oldest_undelivered_age_seconds":

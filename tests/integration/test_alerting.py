@@ -257,7 +257,7 @@ retry_max_seconds = 2
         shutil.rmtree(tmp_path / "am-data", ignore_errors=True)
 
 
-def test_an_incident_reaches_a_real_smtp_server_as_mail_with_both_parts(tmp_path):
+def test_an_incident_reaches_a_real_smtp_server_as_mail_with_both_parts_within_the_rate_limit(tmp_path):
     pytest.importorskip("aiosmtpd", reason="aiosmtpd (the test extra) is not installed")
     if shutil.which("openssl") is None:
         pytest.skip("openssl is needed to make a test certificate")
@@ -280,6 +280,7 @@ def test_an_incident_reaches_a_real_smtp_server_as_mail_with_both_parts(tmp_path
     extra = """[detection]
 incident_window_seconds = 30
 [alerting]
+rate_limit_per_minute = 1
 [[mail]]
 type = email
 smtp_host = 127.0.0.1
@@ -296,7 +297,12 @@ to_addresses = oncall@example.com,
         daemon.start()
         seq = write_phase(app, 0, 0)
         daemon.wait_scored(seq, 120)
-        wait_for(lambda: len(inbox.messages) >= 2, 60, daemon)
+        # one mail a minute: the opened one at once, the resolved one waits for its token
+        wait_for(lambda: len(inbox.messages) >= 1, 60, daemon)
+        wait_for(lambda: daemon.labelled("alerts_throttled_total").get((("sink", "mail"),)) == 1, 30, daemon)
+        assert daemon.metric("alert_queue_size") == 1 and len(inbox.messages) == 1
+        assert "rate_limit_per_minute = 1 reached; 1 alerts wait in the outbox" in daemon.log_tail(200)
+        wait_for(lambda: len(inbox.messages) >= 2, 90, daemon)
         mails = [email.message_from_bytes(m[2], policy=email.policy.default) for m in inbox.messages]
         assert [m["Subject"].split()[1] for m in mails[:2]] == ["OPENED", "RESOLVED"]
         assert all(m[3] and m[1] == ["oncall@example.com"] for m in inbox.messages)

@@ -258,3 +258,29 @@ def test_syslog_sends_one_rfc5424_line_per_event_over_udp_and_tcp(tmp_path):
     assert err.value.reason == "connect"
     with pytest.raises(SinkConfigError, match="udp://host:port"):
         build_sink("log", section(type="syslog", url="http://x"))
+
+
+def test_token_bucket_allows_a_minutes_worth_then_the_rate():
+    from anomaly_detector.alerting.alerter import TokenBucket
+    bucket = TokenBucket(6, now=0.0)
+    assert all(bucket.take(0.0) for _ in range(6)) and not bucket.take(0.0)
+    assert bucket.wait() == pytest.approx(10.0)
+    assert not bucket.take(9.0) and bucket.take(10.0) and not bucket.take(10.0)
+    assert bucket.take(1000.0) and bucket.tokens == pytest.approx(5.0)     # capped at a minute's worth
+
+
+def test_a_rate_limited_sink_holds_the_rest_in_order_and_counts_them(tmp_path):
+    sink = Flaky(failures=0)
+    stats = {"delivered": 0, "failed": {}, "throttled": 0}
+    runner = SinkRunner(sink, str(tmp_path), section(), stats, rate_limit_per_minute=2)
+    runner.thread.start()
+    runner.add([event(i, incident="i%d" % i) for i in range(4)])
+    deadline = time.monotonic() + 10
+    while len(sink.got) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    runner.stop()
+    runner.thread.join(5)
+    assert sink.got == ["i0-0", "i1-1"]                  # the next waits ~30 s for its token
+    assert stats["throttled"] == 1 and [e["id"] for e in runner.queue] == ["i2-2", "i3-3"]
+    assert read_checkpoint(str(tmp_path), "flaky")["writers"] == {"worker-0": 2}
