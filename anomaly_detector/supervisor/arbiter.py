@@ -300,6 +300,8 @@ class Arbiter:
         the input stops and waits until its lines are acknowledged, the workers drain and snapshot.
         The listener (network sockets and spools) goes on when its settings are unchanged."""
         keep_listener = self._listener_kept(cfg)
+        # Before the stop: a worker that will not come back closes its open incidents (worker/detector.py finish).
+        self.control.set_flags(workers_wanted=cfg["processing"]["workers"])
         self._stop_children(keep_listener)
         resized = _ring_shape(cfg) != _ring_shape(self.cfg)
         if resized and any(ring.depth() for ring in self.rings):

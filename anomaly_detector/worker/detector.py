@@ -81,8 +81,8 @@ class DetectorWorker:
         self.incidents = AppendFile(outputs["incidents"]) if outputs["incidents"] else None
         self.dead_letter = AppendFile(dead_letter_path(cfg))
         self.alerts = AlertProducer.from_config(cfg, index, self.state_dir)   # None without [alerting] sinks
-        if self.alerts is not None:
-            self._alert_resumed()
+        # Resolve what a predecessor announced and the restored models lack (it died before its snapshot).
+        self._alert(lambda: self.alerts.resume([inc.id for inc in self.pipeline.engine.book.open.values()]))
         self.fault = FaultInjector.from_environment(who="worker %d" % index)
         self.suspect = self._inherit_death(cfg["processing"]["heartbeat_timeout_seconds"])
         self.snapshot_every = cfg["service"]["snapshot_interval_seconds"]
@@ -176,7 +176,7 @@ class DetectorWorker:
                 self._report(incidents)
         except Exception:  # the lines are scored and written; a reporting fault must not kill the worker
             log.exception("worker %d: incidents of a batch could not be reported", self.index)
-        self._alert(self.pipeline.engine.open_records, incidents)
+        self._alert(lambda: self.alerts.after_batch(self.pipeline.engine.open_records(), incidents))
         self.counters.add(anomalies=self.pipeline.anomalies - anomalies_before, incidents=len(incidents),
                           rule_scans_cut=self._new_scans_cut(), source_capped_lines=self._new_capped(),
                           volume_gaps_skipped=self._new_gaps_skipped(),
@@ -318,29 +318,27 @@ class DetectorWorker:
         if self.incidents is not None:
             self.incidents.write(incident_lines(incidents))
 
-    def _alert(self, open_records, closed):
-        """Append the batch's incident events to the outbox (when [alerting] has sinks); never blocks on the
-        alerter. A failed write (a full disk) is logged and the events lost, as a failed report is."""
+    def _alert(self, produce):
+        """Append incident events to the outbox (produce: an AlertProducer call returning (generated, dropped));
+        never blocks on the alerter. A failed write (a full disk) is logged and counted; its events are lost."""
         if self.alerts is None:
             return
         try:
-            generated, dropped = self.alerts.after_batch(open_records(), closed)
+            generated, dropped = produce()
         except Exception:
             log.exception("worker %d: incident events could not be written to the outbox", self.index)
             self.counters.add(alert_write_errors=1)
             return
         self.counters.add(alerts_generated=generated, alerts_dropped=dropped)
 
-    def _alert_resumed(self):
-        """Resolve the incidents announced by a predecessor that the restored models do not hold (it died
-        after announcing them and before its next snapshot), so no alert stays firing forever."""
-        try:
-            generated, dropped = self.alerts.resume([inc.id for inc in self.pipeline.engine.book.open.values()])
-        except Exception:
-            log.exception("worker %d: incident events could not be written to the outbox", self.index)
-            self.counters.add(alert_write_errors=1)
-            return
-        self.counters.add(alerts_generated=generated, alerts_dropped=dropped)
+    def _close_open_incidents(self):
+        """Retired by a reload (fewer workers): no successor goes on with this worker's open incidents, so they
+        are closed and reported now, as at the end of a replay."""
+        closed = self.pipeline.finish()
+        if closed:
+            self._report(closed)
+            self.counters.add(incidents=len(closed))
+            self._alert(lambda: self.alerts.after_batch([], closed))
 
     def _apply_flags(self):
         """Read the run-time flags once per batch; touch the engine only when they changed."""
@@ -387,7 +385,10 @@ class DetectorWorker:
 
     def finish(self):
         """On stop: snapshot. Open incidents are saved with the models and go on in the next worker (same
-        ids, no alert resolved and raised again by a reload); they close there once quiet."""
+        ids, no alert resolved and raised again by a reload); they close there once quiet. A worker the
+        reload retires (workers_wanted, set before the stop) closes them itself."""
+        if self.index >= self.control.flags().workers_wanted:
+            self._close_open_incidents()
         self.snapshot()
         if self.alerts is not None:
             self.alerts.close()
