@@ -15,6 +15,7 @@ import socket
 import urllib.parse
 import zoneinfo
 
+from anomaly_detector.alerting.sinks.webhook import check_target
 from anomaly_detector.config.problems import ERROR, WARNING, Problem
 from anomaly_detector.detection.regex_safety import refusal
 from anomaly_detector.ipc.control import MAX_INPUTS
@@ -139,6 +140,11 @@ def _check_sink(report, section, sink):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             report.add(ERROR, section, "url", "required for type = %s: expected an http:// or https:// URL with a "
                        "host, found %r" % (kind, sink["url"]))
+        else:
+            try:
+                check_target(sink["url"], sink["allow_link_local"])
+            except ValueError as exc:
+                report.add(ERROR, section, "url", str(exc))
     if kind == "syslog" and urllib.parse.urlsplit(sink["url"]).scheme not in ("udp", "tcp", "unix"):
         report.add(ERROR, section, "url", "required for type = syslog: expected udp://host:port, tcp://host:port or "
                    "unix:///dev/log, found %r" % sink["url"])
@@ -330,6 +336,11 @@ def environment_problems(path, cfg, index, daemon=True):
                        "no file matches %s yet; it will be read when it appears" % i["path"])
     if cfg["outputs"]["scored_lines"]:
         _check_writable_dir(report, ("outputs",), "scored_lines", os.path.dirname(cfg["outputs"]["scored_lines"]) or ".")
+    for name, sink in _subsections(cfg["alerting"]):
+        for key in ("secret_file", "smtp_password_file"):
+            if sink.get(key) and not os.access(sink[key], os.R_OK):
+                report.add(ERROR, ("alerting", name), key, "%s cannot be read by this user (missing or not "
+                           "readable): the sink cannot sign or log in" % sink[key])
     return report.problems
 
 

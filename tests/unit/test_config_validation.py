@@ -294,3 +294,13 @@ def test_a_setting_not_supported_is_reported_beside_a_wrong_value(tmp_path):
     assert any("workers" in r and "from 1 to 64" in r for r in rendered), rendered
     assert any("[http] tls_cert: not supported in this release" in r for r in rendered), rendered
     assert any("[inputs] stray: unknown key" in r for r in rendered), rendered
+
+
+def test_sink_environment_and_link_local_targets_are_checked(tmp_path):
+    body = ("[alerting]\n[[hook]]\ntype = webhook\nurl = http://169.254.169.254/latest\n"
+            "[[signed]]\ntype = webhook\nurl = http://127.0.0.1:9/x\nsecret_file = %s\n" % (tmp_path / "missing"))
+    path, _text = _write(tmp_path, ONE_INPUT + body)
+    _cfg, problems = load_config(path)
+    rendered = [p.render() for p in problems]
+    assert any("[alerting.hook] url" in r and "allow_link_local" in r for r in rendered), rendered
+    assert any("[alerting.signed] secret_file" in r and "cannot be read" in r for r in rendered), rendered
