@@ -314,3 +314,35 @@ to_addresses = oncall@example.com,
     finally:
         daemon.stop()
         smtp.stop()
+
+
+def test_the_outbox_holds_its_bound_while_the_sink_is_down(tmp_path):
+    extra = """[detection]
+incident_window_seconds = 30
+[alerting]
+outbox_max_alerts = 16
+[[hook]]
+type = webhook
+url = http://127.0.0.1:%d/never
+retry_initial_seconds = 0.2
+retry_max_seconds = 1
+""" % free_port()
+    daemon = Daemon(tmp_path, workers=1, extra=extra)
+    app = os.path.join(daemon.logs, "app.log")
+    try:
+        daemon.start()
+        seq = 0
+        for phase in range(12):                    # twelve incidents, opened and resolved: 24 events
+            seq = write_phase(app, 7 * phase, seq)
+        daemon.wait_scored(seq, 180)
+        wait_for(lambda: (daemon.labelled("alerts_dropped_total") or {}).get((("reason", "outbox_full"),), 0) >= 8,
+                 60, daemon)
+        held = outbox_events(daemon)
+        assert len(held) <= 16
+        assert daemon.metric("alerts_generated_total") >= 24
+        assert "outbox full" in daemon.log_tail(400)
+        # what is left is the newest, numbered on from what was dropped
+        seqs = [e["seq"] for e in held]
+        assert seqs == sorted(seqs) and seqs[-1] == daemon.metric("alerts_generated_total")
+    finally:
+        daemon.stop()
