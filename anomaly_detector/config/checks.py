@@ -12,8 +12,10 @@ import ipaddress
 import os
 import re
 import socket
+import urllib.parse
 import zoneinfo
 
+from anomaly_detector.alerting.sinks.webhook import check_target
 from anomaly_detector.config.problems import ERROR, WARNING, Problem
 from anomaly_detector.detection.regex_safety import refusal
 from anomaly_detector.ipc.control import MAX_INPUTS
@@ -61,6 +63,8 @@ def semantic_problems(path, cfg, index, daemon=True):
     if len(cfg["inputs"]) > MAX_INPUTS:  # each input has a stats row in shared memory
         report.add(ERROR, ("inputs",), None, "expected at most %d inputs, found %d: merge files into one "
                    "input with a glob" % (MAX_INPUTS, len(cfg["inputs"])))
+    for name, section in _subsections(cfg["alerting"]):
+        _check_sink(report, ("alerting", name), section)
     for name, section in cfg["rules"].items():
         _check_regex(report, ("rules", name), "pattern", section["pattern"])
     for pattern in cfg["parsing"]["extra_masks"]:
@@ -98,7 +102,7 @@ def _check_input(report, section, i):
     if kind in _LISTENERS and i["listen_port"] == 0:
         report.add(ERROR, section, "listen_port", "required for type = %s: expected a port from 1 to 65535, "
                    "found 0 (senders need a fixed port)" % kind)
-    # type = redis and [alerting] sinks are refused by unsupported.py: asking here for their keys
+    # type = redis is refused by unsupported.py: asking here for its keys
     # (url, stream...) would only lead to "not supported" once they are set.
     try:
         zoneinfo.ZoneInfo(i["timezone"])
@@ -106,6 +110,56 @@ def _check_input(report, section, i):
         report.add(ERROR, section, "timezone", "expected an IANA time zone such as UTC or Europe/Paris, found %s"
                    % i["timezone"])
     _check_header(report, section, i)
+
+
+_SINK_COMMON = ("type", "min_score", "retry_initial_seconds", "retry_max_seconds")
+_SINK_KEYS = {
+    "file": ("path",),
+    "webhook": ("url", "secret_file", "allow_link_local", "timeout_seconds"),
+    "alertmanager": ("url", "allow_link_local", "timeout_seconds", "resend_seconds"),
+    "slack": ("url", "allow_link_local", "timeout_seconds"),
+    "syslog": ("url", "timeout_seconds"),
+    "email": ("smtp_host", "smtp_port", "from_address", "to_addresses", "smtp_security", "smtp_ca_file",
+              "smtp_username", "smtp_password_file", "timeout_seconds"),
+}
+
+
+def _check_sink(report, section, sink):
+    """The keys a sink type needs, and none it would ignore; the secret and password files are read by the
+    daemon's start-up check (it builds the sinks)."""
+    kind = sink["type"]
+    allowed = _SINK_COMMON + _SINK_KEYS.get(kind, ())
+    for (where, key), _line in report.index.keys.items():
+        if tuple(where) == tuple(section) and key not in allowed:
+            report.add(ERROR, section, key, "not used by type = %s (its keys: %s)"
+                       % (kind, ", ".join(k for k in allowed if k != "type")))
+    if kind == "file" and not sink["path"]:
+        report.add(ERROR, section, "path", "required for type = file: expected the JSON lines file alerts go to")
+    if kind in ("alertmanager", "webhook", "slack"):
+        parts = urllib.parse.urlsplit(sink["url"])
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            report.add(ERROR, section, "url", "required for type = %s: expected an http:// or https:// URL with a "
+                       "host, found %r" % (kind, sink["url"]))
+        else:
+            try:
+                check_target(sink["url"], sink["allow_link_local"])
+            except ValueError as exc:
+                report.add(ERROR, section, "url", str(exc))
+    if kind == "syslog" and urllib.parse.urlsplit(sink["url"]).scheme not in ("udp", "tcp", "unix"):
+        report.add(ERROR, section, "url", "required for type = syslog: expected udp://host:port, tcp://host:port or "
+                   "unix:///dev/log, found %r" % sink["url"])
+    if kind == "email":
+        for key in ("from_address", "to_addresses"):
+            if not sink[key]:
+                report.add(ERROR, section, key, "required for type = email")
+        if sink["smtp_username"] and not sink["smtp_password_file"]:
+            report.add(ERROR, section, "smtp_password_file", "required with smtp_username")
+        if sink["smtp_username"] and sink["smtp_security"] == "none":
+            report.add(ERROR, section, "smtp_security", "none would send smtp_username's password in clear: "
+                       "expected starttls or tls")
+    if sink["retry_max_seconds"] < sink["retry_initial_seconds"]:
+        report.add(ERROR, section, "retry_max_seconds", "expected at least retry_initial_seconds (%g), found %g"
+                   % (sink["retry_initial_seconds"], sink["retry_max_seconds"]))
 
 
 def _check_header(report, section, i):
@@ -282,6 +336,11 @@ def environment_problems(path, cfg, index, daemon=True):
                        "no file matches %s yet; it will be read when it appears" % i["path"])
     if cfg["outputs"]["scored_lines"]:
         _check_writable_dir(report, ("outputs",), "scored_lines", os.path.dirname(cfg["outputs"]["scored_lines"]) or ".")
+    for name, sink in _subsections(cfg["alerting"]):
+        for key in ("secret_file", "smtp_password_file"):
+            if sink.get(key) and not os.access(sink[key], os.R_OK):
+                report.add(ERROR, ("alerting", name), key, "%s cannot be read by this user (missing or not "
+                           "readable): the sink cannot sign or log in" % sink[key])
     return report.problems
 
 

@@ -11,15 +11,13 @@ UNSUPPORTED_INPUT_TYPES = ("redis",)
 
 # (section path, keys); "*" in a path stands for any subsection name, None for every key.
 _UNSUPPORTED_KEYS = (
-    (("alerting",), None),
+    (("alerting",), ("dedup_window_seconds",)),
     (("http",), ("tls_cert", "tls_key", "admin_token_file", "max_body_bytes")),
     (("retention",), None),
     (("inputs", "*"), ("url", "stream", "group", "consumer")),
 )
 # Whole subsections: one problem at the subsection's header.
-_UNSUPPORTED_SUBSECTIONS = (
-    (("alerting",), "alert sinks are %s; incidents are written to [outputs] incidents" % NOT_SUPPORTED),
-)
+_UNSUPPORTED_SUBSECTIONS = ()
 
 
 def unsupported_problems(path, cfg, index):

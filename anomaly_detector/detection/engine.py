@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from ..storage.atomic import require, restore_json_snapshot, write_json_snapshot
+from ..storage.atomic import SHAPE_ERRORS, require, restore_json_snapshot, write_json_snapshot
 from .base import BatchContext
 from .incidents import IncidentBook
 from .state_shape import check_state_arrays
@@ -249,8 +249,14 @@ class DetectionEngine:
         burst score is reported but does not open an incident by itself: suspicious lines are not
         independent (one slow minute makes many), so a count of them overstates the evidence.
         """
-        self.closed += [c.record() for c in closed if c.findings or (
-            c.lines >= self.incident_min_lines and c.score >= self.threshold)]
+        self.closed += [c.record() for c in closed if self._reportable(c)]
+
+    def _reportable(self, incident):
+        return incident.findings or (incident.lines >= self.incident_min_lines and incident.score >= self.threshold)
+
+    def open_records(self):
+        """Records of the open incidents that would be reported if they closed now (alerting's "opened")."""
+        return [incident.record() for incident in self.book.open.values() if self._reportable(incident)]
 
     def _finding_source(self, finding):
         if finding.source.isdigit() and int(finding.source) < len(self.source_names):
@@ -277,7 +283,8 @@ class DetectionEngine:
         meta = {"lines_seen": self.lines_seen, "first_time": self.first_time, "now": self.now,
                 "sources": self.sources, "learning_rate": self.learning_rate,
                 "template_weight": {str(k): v for k, v in self.template_weight.items()}}
-        baselines = {"meta": meta, "t1": self.tiers["t1"].state(), "t2": self.tiers["t2"].state()}
+        baselines = {"meta": meta, "t1": self.tiers["t1"].state(), "t2": self.tiers["t2"].state(),
+                     "incidents": self.book.state()}
         statistics = {name: self.tiers[name].state() for name in ("t3", "t4") if name in self.tiers}
         write_json_snapshot(os.path.join(state_dir, "baselines", "detection.json"), "detection-baselines",
                             STATE_VERSION, baselines)
@@ -311,7 +318,19 @@ class DetectionEngine:
             require(isinstance(state.get(name), dict), "no %r object" % name)
         self._restore_meta(state["meta"])
         self._restore_tiers(state, ("t1", "t2"))
+        self._restore_incidents(state.get("incidents"))
         return True
+
+    def _restore_incidents(self, state):
+        """The open incidents of the last snapshot (absent in files of older releases): they go on, same ids.
+        Unusable ones are dropped alone: they are not worth the baselines."""
+        if state is None:
+            return
+        try:
+            self.book.restore(state)
+        except SHAPE_ERRORS as exc:
+            log.warning("open incidents of the snapshot unusable (%s: %s); incidents start afresh",
+                        type(exc).__name__, exc)
 
     def _restore_statistics(self, version, state):
         require(isinstance(state, dict), "not an object")

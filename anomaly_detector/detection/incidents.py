@@ -117,6 +117,29 @@ class Incident:
         if sample is not None and len(self.samples) < MAX_SAMPLES:
             self.samples.append(sample)
 
+    def state(self):
+        """JSON-able state: open incidents are saved with the engine's snapshot and go on after a restart."""
+        return {"source": self.source, "first_seen": self.first_seen, "last_seen": self.last_seen,
+                "window": self.window, "opened_by": self.opened_by, "lines": self.lines, "findings": self.findings,
+                "score": self.score, "burst": self.burst, "recent": [float(t) for t in self.recent],
+                "tier_scores": self.tier_scores, "template_hits": [[int(t), c, x] for t, (c, x) in
+                                                                   self.template_hits.items()],
+                "reason_hits": self.reason_hits, "samples": self.samples, "families": sorted(self.families)}
+
+    @classmethod
+    def from_state(cls, state):
+        """The Incident state() described; KeyError, TypeError or ValueError when it is not one."""
+        incident = cls(str(state["source"]), float(state["first_seen"]), float(state["last_seen"]),
+                       float(state["window"]), opened_by=str(state["opened_by"]), lines=int(state["lines"]),
+                       findings=int(state["findings"]), score=float(state["score"]), burst=float(state["burst"]),
+                       recent=np.asarray(state["recent"], dtype=np.float64))
+        incident.tier_scores = {str(k): float(v) for k, v in dict(state["tier_scores"]).items()}
+        incident.template_hits = {int(t): [int(c), str(x)] for t, c, x in state["template_hits"]}
+        incident.reason_hits = {str(r): list(v) for r, v in dict(state["reason_hits"]).items()}
+        incident.samples = [str(x) for x in state["samples"]]
+        incident.families = {str(f) for f in state["families"]}
+        return incident
+
     def record(self):
         """The JSON-able incident: what bench/detect_bench.py and the alerter read."""
         top_reason, (_, expected, observed) = _headline(self.reason_hits)
@@ -237,6 +260,20 @@ class IncidentBook:
 
     def close_all(self):
         return self._pop(list(self.open))
+
+    def state(self):
+        """The open incidents and their routes, JSON-able (saved with the engine's snapshot: a restart or
+        reload goes on with the same incidents, so their ids and alerts stay the same)."""
+        keys = list(self.open)
+        return {"open": [[k[0], k[1], self.open[k].state()] for k in keys],
+                "route": [[s, f, keys.index(k)] for (s, f), k in self._route.items() if k in self.open]}
+
+    def restore(self, state):
+        """Take back what state() saved; KeyError, TypeError, ValueError or IndexError when it is not that."""
+        opened = {(str(s), str(f)): Incident.from_state(inc) for s, f, inc in state["open"]}
+        keys = list(opened)
+        route = {(str(s), str(f)): keys[int(i)] for s, f, i in state["route"]}
+        self.open, self._route = opened, route
 
     def find(self, incident_id):
         for incident in self.open.values():

@@ -11,6 +11,9 @@ from datetime import datetime, timezone
 
 import psutil
 
+from anomaly_detector.alerting.outbox import STATS_FILE, outbox_bytes, outbox_dir, read_stats
+from anomaly_detector.alerting.sinks import sink_sections
+from anomaly_detector.alerting.sinks.base import FAILURE_REASONS
 from anomaly_detector.httpcommon import REJECT_REASONS
 from anomaly_detector.inputs.listener import network_inputs, spool_dir
 from anomaly_detector.inputs.spool import spool_bytes
@@ -43,6 +46,8 @@ class Readings:
         self.worker_slots = [slot for _name, role, slot in self.processes if role == "worker"]
         self.supervisor_pid = supervisor_pid
         self.spool_dirs = [spool_dir(cfg, name) for name in network_inputs(cfg)]
+        self.sinks = [name for name, _section in sink_sections(cfg)]
+        self.outbox = outbox_dir(cfg) if self.sinks else None   # without sinks no worker writes one
         self.memory_limit = cfg["processing"]["max_memory_mb"] * 2**20
         self.stall_seconds = cfg["processing"]["heartbeat_timeout_seconds"]
         self.inputs = [(name, section["type"], section.get("protocol")) for name, section in cfg["inputs"].items()]
@@ -118,7 +123,7 @@ class Readings:
             "incidents_total": totals["incidents"],
             "input_queue_size": depth,
             "processing_queue_size": min(depth, self._inflight_bound()),
-            "alert_queue_size": 0,  # no alert outbox in this release: nothing can be queued
+            **self._alert_samples(totals),
             "processing_rate": round(self._rate(totals["lines_processed"], now), 3),
             "cpu_usage_percent": round(cpu, 2),
             "memory_usage_percent": round(100.0 * memory / self.memory_limit, 2),
@@ -132,6 +137,28 @@ class Readings:
             "process_restarts_total": self._per_process(table, lambda row: int(row["restarts"])),
             **_reload_samples(self.control.flags()),
         }
+
+    def _alert_samples(self, totals):
+        """Generated and dropped from the workers' counters; the rest from the alerter's stats file (written
+        when a figure changes) and the outbox on disk. Every configured sink shows, from zero."""
+        stats = read_stats(os.path.join(self.outbox, STATS_FILE)) if self.outbox else {}
+        sinks = stats.get("sinks", {})
+        oldest = stats.get("oldest_at")
+        delivered, failed, throttled = {}, {}, {}
+        for sink in self.sinks:
+            mine = sinks.get(sink, {})
+            delivered[(("sink", sink),)] = int(mine.get("delivered", 0))
+            throttled[(("sink", sink),)] = int(mine.get("throttled", 0))
+            for reason in FAILURE_REASONS:
+                failed[(("sink", sink), ("reason", reason))] = int(mine.get("failed", {}).get(reason, 0))
+        return {"alerts_generated_total": totals["alerts_generated"],
+                "alerts_dropped_total": {(("reason", "outbox_full"),): totals["alerts_dropped"],
+                                         (("reason", "write_error"),): totals["alert_write_errors"]},
+                "alerts_delivered_total": delivered, "alerts_failed_total": failed, "alerts_throttled_total": throttled,
+                "alert_queue_size": int(stats.get("queue", 0)) if self.sinks else 0,
+                "alert_outbox_bytes": outbox_bytes(self.outbox) if self.outbox else 0,
+                "alert_oldest_undelivered_age_seconds":
+                    round(max(0.0, time.time() - oldest), 3) if self.sinks and oldest else 0}
 
     def _per_process(self, table, value):
         return {(("role", role), ("process", name)): value(table[slot]) for name, role, slot in self.processes}

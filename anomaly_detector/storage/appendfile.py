@@ -38,6 +38,11 @@ class AppendFile:
             written = os.write(self._fd, view)
             view = view[written:]
 
+    def sync(self):
+        """fsync what was written (alert sinks: a delivered alert must survive a power cut)."""
+        if self._fd is not None:
+            os.fsync(self._fd)
+
     def close(self):
         if self._fd is not None:
             os.close(self._fd)

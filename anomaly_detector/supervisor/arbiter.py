@@ -12,6 +12,8 @@ import signal
 import socket
 import time
 
+from anomaly_detector.alerting.alerter import run_alerter
+from anomaly_detector.alerting.sinks import SinkConfigError, build_sink, sink_sections
 from anomaly_detector.config.loader import DAEMON, load_config
 from anomaly_detector.config.problems import ERROR
 from anomaly_detector.inputs.listener import (
@@ -42,7 +44,8 @@ INPUT_SLOT, SIDECAR_SLOT, FIRST_WORKER_SLOT = 0, 1, 2
 INPUT_COUNTER_ROW = MAX_WORKERS  # worker i writes counter row i; the input process the row after them
 LISTENER_SLOT = FIRST_WORKER_SLOT + MAX_WORKERS   # after every possible worker: worker slots stay put
 LISTENER_COUNTER_ROW = INPUT_COUNTER_ROW + 1
-CONTROL_SLOTS, COUNTER_ROWS = LISTENER_SLOT + 1, LISTENER_COUNTER_ROW + 1
+ALERTER_SLOT = LISTENER_SLOT + 1   # heartbeat only: its counters are in its stats file (alerting/alerter.py)
+CONTROL_SLOTS, COUNTER_ROWS = ALERTER_SLOT + 1, LISTENER_COUNTER_ROW + 1
 EXIT_OK, EXIT_CONFIG, EXIT_START, EXIT_FATAL_CHILD = 0, 1, 3, 4
 
 
@@ -156,6 +159,9 @@ class Arbiter:
                             progress=_worker_progress(self.control, i))
                   for i in range(len(self.rings))]
         specs.append(ChildSpec("sidecar", lambda ctx: run_sidecar(ctx, daemon), slot=SIDECAR_SLOT, role="sidecar"))
+        if sink_sections(self.cfg):
+            # Delivers the workers' incident events from the outbox; a reload restarts it on the new sinks.
+            specs.append(ChildSpec("alerter", lambda ctx: run_alerter(ctx, daemon), slot=ALERTER_SLOT, role="alerter"))
         if network_inputs(self.cfg):
             # Owns the network sockets and writes the spools; a reload keeps it when its settings stay.
             specs.append(ChildSpec("listener", lambda ctx: run_listener(ctx, daemon), slot=LISTENER_SLOT,
@@ -294,6 +300,8 @@ class Arbiter:
         the input stops and waits until its lines are acknowledged, the workers drain and snapshot.
         The listener (network sockets and spools) goes on when its settings are unchanged."""
         keep_listener = self._listener_kept(cfg)
+        # Before the stop: a worker that will not come back closes its open incidents (worker/detector.py finish).
+        self.control.set_flags(workers_wanted=cfg["processing"]["workers"])
         self._stop_children(keep_listener)
         resized = _ring_shape(cfg) != _ring_shape(self.cfg)
         if resized and any(ring.depth() for ring in self.rings):
@@ -375,7 +383,10 @@ class Arbiter:
         deadline = time.monotonic() + timeout
         # The listener first: it reads its sockets dry into the spools, which the input then pushes.
         listener = [] if keep_listener or "listener" not in self.children.children else ["listener"]
-        for group in (listener, ["input"], [n for n in self.children.children if n.startswith("worker-")],
+        # The alerter after the workers, so it may see the events of their last batches (the rest waits in
+        # the outbox for the next start).
+        alerter = ["alerter"] if "alerter" in self.children.children else []
+        for group in (listener, ["input"], [n for n in self.children.children if n.startswith("worker-")], alerter,
                       ["sidecar"]):
             for name in group:
                 self.children.stop(name, timeout=max(0.5, deadline - time.monotonic()))
@@ -454,6 +465,11 @@ def _check_inputs(cfg):
         try:
             require_supported(name, section)
         except UnsupportedInput as exc:
+            raise StartError(str(exc)) from None
+    for name, section in sink_sections(cfg):   # a missing secret file fails the start (or reload), not an alert
+        try:
+            build_sink(name, section).close()
+        except SinkConfigError as exc:
             raise StartError(str(exc)) from None
 
 

@@ -11,6 +11,7 @@ import logging
 import os
 import time
 
+from anomaly_detector.alerting.producer import AlertProducer
 from anomaly_detector.detection.output_kernels import record_prefix
 from anomaly_detector.parsing.records import RecordParser, parse_columns
 from anomaly_detector.pipeline import Pipeline
@@ -79,6 +80,9 @@ class DetectorWorker:
         self.scored = AppendFile(outputs["scored_lines"]) if outputs["scored_lines"] else None
         self.incidents = AppendFile(outputs["incidents"]) if outputs["incidents"] else None
         self.dead_letter = AppendFile(dead_letter_path(cfg))
+        self.alerts = AlertProducer.from_config(cfg, index, self.state_dir)   # None without [alerting] sinks
+        # Resolve what a predecessor announced and the restored models lack (it died before its snapshot).
+        self._alert(lambda: self.alerts.resume([inc.id for inc in self.pipeline.engine.book.open.values()]))
         self.fault = FaultInjector.from_environment(who="worker %d" % index)
         self.suspect = self._inherit_death(cfg["processing"]["heartbeat_timeout_seconds"])
         self.snapshot_every = cfg["service"]["snapshot_interval_seconds"]
@@ -172,6 +176,7 @@ class DetectorWorker:
                 self._report(incidents)
         except Exception:  # the lines are scored and written; a reporting fault must not kill the worker
             log.exception("worker %d: incidents of a batch could not be reported", self.index)
+        self._alert(lambda: self.alerts.after_batch(self.pipeline.engine.open_records(), incidents))
         self.counters.add(anomalies=self.pipeline.anomalies - anomalies_before, incidents=len(incidents),
                           rule_scans_cut=self._new_scans_cut(), source_capped_lines=self._new_capped(),
                           volume_gaps_skipped=self._new_gaps_skipped(),
@@ -313,6 +318,28 @@ class DetectorWorker:
         if self.incidents is not None:
             self.incidents.write(incident_lines(incidents))
 
+    def _alert(self, produce):
+        """Append incident events to the outbox (produce: an AlertProducer call returning (generated, dropped));
+        never blocks on the alerter. A failed write (a full disk) is logged and counted; its events are lost."""
+        if self.alerts is None:
+            return
+        try:
+            generated, dropped = produce()
+        except Exception:
+            log.exception("worker %d: incident events could not be written to the outbox", self.index)
+            self.counters.add(alert_write_errors=1)
+            return
+        self.counters.add(alerts_generated=generated, alerts_dropped=dropped)
+
+    def _close_open_incidents(self):
+        """Retired by a reload (fewer workers): no successor goes on with this worker's open incidents, so they
+        are closed and reported now, as at the end of a replay."""
+        closed = self.pipeline.finish()
+        if closed:
+            self._report(closed)
+            self.counters.add(incidents=len(closed))
+            self._alert(lambda: self.alerts.after_batch([], closed))
+
     def _apply_flags(self):
         """Read the run-time flags once per batch; touch the engine only when they changed."""
         flags = self.control.flags()
@@ -350,17 +377,21 @@ class DetectorWorker:
     def snapshot(self):
         try:
             self.pipeline.save(self.state_dir)
+            if self.alerts is not None:
+                self.alerts.save()
         except OSError as exc:  # a full disk must not stop scoring; the previous snapshot stays valid
             log.error("worker %d: snapshot to %s failed: %s", self.index, self.state_dir, exc)
         self._next_snapshot = time.monotonic() + self.snapshot_every
 
     def finish(self):
-        """On stop: report the incidents still open (a restart would otherwise never close them), snapshot."""
-        closed = self.pipeline.finish()
-        if closed:
-            self._report(closed)
-            self.counters.add(incidents=len(closed))
+        """On stop: snapshot. Open incidents are saved with the models and go on in the next worker (same
+        ids, no alert resolved and raised again by a reload); they close there once quiet. A worker the
+        reload retires (workers_wanted, set before the stop) closes them itself."""
+        if self.index >= self.control.flags().workers_wanted:
+            self._close_open_incidents()
         self.snapshot()
+        if self.alerts is not None:
+            self.alerts.close()
         for out in (self.scored, self.incidents, self.dead_letter):
             if out is not None:
                 out.close()

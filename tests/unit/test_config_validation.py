@@ -28,8 +28,23 @@ CASES = [
     ("missing_input_path", "[inputs]\n[[app]]\ntype = file\n", "[[app]]", ["[inputs.app] path", "required for type = file"]),
     ("tls_not_yet", "[http]\ntls_cert = /tmp/c.pem\n", "tls_cert", ["[http] tls_cert", "not supported in this release"]),
     ("admin_not_yet", "[http]\nadmin_token_file = /tmp/t\n", "admin_token_file", ["admin_token_file", "not supported"]),
-    ("sink_not_yet", "[alerting]\n[[am]]\ntype = alertmanager\nurl = http://127.0.0.1:9093\n", "[[am]]",
-     ["[alerting.am]", "alert sinks are not supported in this release"]),
+    ("email_without_from", "[alerting]\n[[mail]]\ntype = email\nto_addresses = a@example.com,\n", "[[mail]]",
+     ["[alerting.mail] from_address", "required for type = email"]),
+    ("email_password_in_clear", "[alerting]\n[[mail]]\ntype = email\nfrom_address = a@x\nto_addresses = b@x,\n"
+     "smtp_username = u\nsmtp_password_file = /tmp/p\nsmtp_security = none\n", "smtp_security",
+     ["[alerting.mail] smtp_security", "in clear"]),
+    ("syslog_sink_bad_url", "[alerting]\n[[log]]\ntype = syslog\nurl = http://x\n", "url = http",
+     ["[alerting.log] url", "udp://host:port"]),
+    ("slack_without_url", "[alerting]\n[[chat]]\ntype = slack\n", "[[chat]]",
+     ["[alerting.chat] url", "required for type = slack"]),
+    ("dedup_not_yet", "[alerting]\ndedup_window_seconds = 60\n", "dedup_window_seconds",
+     ["[alerting] dedup_window_seconds", "not supported in this release"]),
+    ("key_of_another_sink_type", "[alerting]\n[[hook]]\ntype = webhook\nurl = http://127.0.0.1:9/x\nsmtp_host = mx\n",
+     "smtp_host", ["[alerting.hook] smtp_host", "not used by type = webhook"]),
+    ("retry_max_below_initial", "[alerting]\n[[f]]\ntype = file\npath = /tmp/a.jsonl\nretry_initial_seconds = 10\n"
+     "retry_max_seconds = 5\n", "retry_max_seconds", ["[alerting.f] retry_max_seconds", "at least retry_initial"]),
+    ("file_sink_without_path", "[alerting]\n[[f]]\ntype = file\n", "[[f]]",
+     ["[alerting.f] path", "required for type = file"]),
     ("retention_not_yet", "[retention]\nspool_days = 3\n", "spool_days", ["[retention] spool_days", "not supported"]),
     ("redis_not_yet", "[inputs]\n[[bus]]\ntype = redis\nurl = redis://127.0.0.1:6379/0\nstream = s\ngroup = g\n",
      "type = redis", ["[inputs.bus] type", "type = redis is not supported in this release"]),
@@ -52,9 +67,12 @@ CASES = [
     ("bad_rule_regex", "[rules]\n[[oom]]\npattern = ([a-z\n", "pattern", ["[rules.oom] pattern", "regular expression"]),
     ("rule_without_pattern", "[rules]\n[[oom]]\nthreshold = 3\n", "[[oom]]", ["[rules.oom] pattern", "required key is missing"]),
     ("sink_without_type", "[alerting]\n[[am]]\nurl = http://127.0.0.1:9093\n", "[[am]]", ["[alerting.am] type", "required"]),
-    ("alertmanager_without_url", "[alerting]\n[[am]]\ntype = alertmanager\n", "[[am]]", ["[alerting.am]", "not supported"]),
-    ("webhook_bad_scheme", "[alerting]\n[[hook]]\ntype = webhook\nurl = ftp://x/y\n", "[[hook]]", ["[alerting.hook]", "not supported"]),
-    ("email_without_addresses", "[alerting]\n[[mail]]\ntype = email\n", "[[mail]]", ["[alerting.mail]", "not supported"]),
+    ("alertmanager_without_url", "[alerting]\n[[am]]\ntype = alertmanager\n", "[[am]]",
+     ["[alerting.am] url", "required for type = alertmanager"]),
+    ("webhook_bad_scheme", "[alerting]\n[[hook]]\ntype = webhook\nurl = ftp://x/y\n", "url = ftp",
+     ["[alerting.hook] url", "http:// or https://"]),
+    ("email_without_addresses", "[alerting]\n[[mail]]\ntype = email\n", "[[mail]]",
+     ["[alerting.mail] to_addresses", "required for type = email"]),
     ("redis_missing_stream", "[inputs]\n[[bus]]\ntype = redis\nurl = redis://127.0.0.1:6379/0\ngroup = g\n", "type = redis",
      ["[inputs.bus] type", "not supported"]),
     ("redis_bad_url", "[inputs]\n[[bus]]\ntype = redis\nurl = http://x\nstream = s\ngroup = g\n", "url = http",
@@ -256,9 +274,7 @@ def test_cli_version():
 @pytest.mark.parametrize("body", [
     "[inputs]\n[[bus]]\ntype = redis\nurl = redis://127.0.0.1:6379/0\ngroup = g\n",
     "[inputs]\n[[bus]]\ntype = redis\nurl = http://x\nstream = s\ngroup = g\n",
-    "[alerting]\n[[am]]\ntype = alertmanager\n",
-    "[alerting]\n[[mail]]\ntype = email\n",
-], ids=["redis_without_stream", "redis_bad_url", "alertmanager_without_url", "email_without_addresses"])
+], ids=["redis_without_stream", "redis_bad_url"])
 def test_an_unsupported_feature_is_refused_without_asking_for_more_of_its_keys(tmp_path, body):
     """Asking for a redis stream or a sink's URL, then refusing the key once set, sends operators in a circle."""
     path, _text = _write(tmp_path, body)
@@ -278,3 +294,13 @@ def test_a_setting_not_supported_is_reported_beside_a_wrong_value(tmp_path):
     assert any("workers" in r and "from 1 to 64" in r for r in rendered), rendered
     assert any("[http] tls_cert: not supported in this release" in r for r in rendered), rendered
     assert any("[inputs] stray: unknown key" in r for r in rendered), rendered
+
+
+def test_sink_environment_and_link_local_targets_are_checked(tmp_path):
+    body = ("[alerting]\n[[hook]]\ntype = webhook\nurl = http://169.254.169.254/latest\n"
+            "[[signed]]\ntype = webhook\nurl = http://127.0.0.1:9/x\nsecret_file = %s\n" % (tmp_path / "missing"))
+    path, _text = _write(tmp_path, ONE_INPUT + body)
+    _cfg, problems = load_config(path)
+    rendered = [p.render() for p in problems]
+    assert any("[alerting.hook] url" in r and "allow_link_local" in r for r in rendered), rendered
+    assert any("[alerting.signed] secret_file" in r and "cannot be read" in r for r in rendered), rendered

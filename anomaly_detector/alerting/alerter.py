@@ -1,0 +1,267 @@
+"""The alerter process: tails the outbox and delivers every incident event to every sink, in order.
+
+Forked by the supervisor (supervisor/arbiter.py, role "alerter") when [alerting] has sinks; a reload
+(SIGHUP to the supervisor) restarts it on the new file, which rebuilds the sinks. One thread per sink,
+so a slow or dead receiver holds back only its own queue; the main thread reads new events from the
+outbox (alerting/outbox.py), hands each sink the ones past its checkpoint, beats the heartbeat and
+writes the stats file the sidecar turns into metrics.
+
+Per sink: events go out one at a time in the order they were written; a failure is retried after an
+exponential back-off with jitter (retry_initial_seconds doubling up to retry_max_seconds, each delay
+drawn from its upper half), so the order holds and nothing is skipped, except an event the receiver
+refuses for good (a 4xx other than 408/429), which is logged and counted (reason "rejected").
+The checkpoint is written after each delivery: a crash between the receiver's answer and the write
+sends that event again, with the same id (at least once; receivers dedup on the id).
+"""
+import logging
+import os
+import random
+import threading
+import time
+
+from anomaly_detector.alerting.outbox import (
+    STATS_FILE,
+    OutboxReader,
+    outbox_dir,
+    read_checkpoint,
+    read_stats,
+    write_checkpoint,
+    write_json_atomic,
+)
+from anomaly_detector.alerting.sinks import SinkConfigError, build_sink, sink_sections
+from anomaly_detector.alerting.sinks.base import DeliveryError
+
+log = logging.getLogger(__name__)
+POLL_SECONDS = 0.2
+STOP_SECONDS = 5.0        # at a stop, how long the deliveries in flight may take, all sinks together
+LOG_EVERY_FAILURES = 10   # a sink failing over and over logs its 1st, 2nd, 4th, ... and then every 10th failure
+
+
+def backoff(attempts, initial, maximum, rng=random.random):
+    """Delay before retry number `attempts` (>= 1): exponential, capped, jittered in its upper half."""
+    delay = min(maximum, initial * 2 ** (attempts - 1))
+    return delay / 2 + rng() * delay / 2
+
+
+class TokenBucket:
+    """At most `per_minute` takes a minute, up to a minute's worth at once after a quiet spell."""
+
+    def __init__(self, per_minute, now):
+        self.rate, self.capacity = per_minute / 60.0, float(per_minute)
+        self.tokens, self.at = float(per_minute), now
+
+    def take(self, now):
+        """True and one token spent, or False and how long until one is there (wait())."""
+        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def wait(self):
+        return (1.0 - self.tokens) / self.rate
+
+
+class SinkRunner:
+    """One sink's queue, checkpoint and delivery thread."""
+
+    def __init__(self, sink, directory, section, stats, rate_limit_per_minute=None):
+        self.sink, self.directory = sink, directory
+        self.bucket = TokenBucket(rate_limit_per_minute, time.time()) if rate_limit_per_minute else None
+        self._throttled_id, self._throttle_logged = None, float("-inf")
+        self.retry_initial, self.retry_max = section["retry_initial_seconds"], section["retry_max_seconds"]
+        self.min_score = section["min_score"]
+        self.stats = stats   # {"delivered": n, "failed": {reason: n}} carried over restarts
+        checkpoint = read_checkpoint(directory, sink.name)
+        self.delivered = {w: int(s) for w, s in checkpoint["writers"].items()}
+        sink.restore(checkpoint.get("state", {}))
+        self.queue = []
+        self.attempts, self.retry_at = 0, 0.0
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="sink-" + sink.name, daemon=True)
+
+    def add(self, events):
+        """Queue the events this sink has not delivered yet (events arrive in outbox order)."""
+        fresh = [e for e in events if e["seq"] > self.delivered.get(e["writer"], 0)]
+        if fresh:
+            with self.cond:
+                self.queue += fresh
+                self.cond.notify()
+
+    def pending(self):
+        with self.cond:
+            return [(e["writer"], e["seq"], e["at"]) for e in self.queue]
+
+    def stop(self):
+        with self.cond:
+            self.stopping = True
+            self.cond.notify()
+
+    def _run(self):
+        next_tick = time.time()
+        while True:
+            with self.cond:
+                now = time.time()
+                wait = self._wait_time(now, next_tick)
+                if wait > 0 and not self.stopping:
+                    self.cond.wait(wait)
+                if self.stopping:
+                    return
+                head = self.queue[0] if self.queue and time.time() >= self.retry_at else None
+            if head is not None:
+                self._deliver(head)
+            elif not self.queue and time.time() >= next_tick and time.time() >= self.retry_at:
+                next_tick = self._tick()
+
+    def _wait_time(self, now, next_tick):
+        if self.queue:
+            return max(0.0, self.retry_at - now)
+        return max(0.0, min(max(next_tick, self.retry_at) - now, 1.0))
+
+    def _deliver(self, event):
+        skip = event["incident"].get("score", 0) < self.min_score
+        if not skip and self.bucket is not None and not self.bucket.take(time.time()):
+            self._throttle(event)
+            return
+        try:
+            if not skip:
+                self.sink.send(event)
+        except DeliveryError as exc:
+            self._failed(exc, "alert %s (%s)" % (event["id"], event["event"]))
+            if exc.retry:
+                return
+            log.error("alert sink %s: alert %s skipped, the receiver refuses it for good: %s", self.sink.name,
+                      event["id"], exc)
+        else:
+            if not skip:
+                self.stats["delivered"] += 1
+            self._recovered()
+        with self.cond:
+            self.queue.pop(0)
+        self.delivered[event["writer"]] = event["seq"]
+        self._save()
+
+    def _tick(self):
+        try:
+            wanted = self.sink.tick(time.time())
+        except DeliveryError as exc:
+            self._failed(exc, "re-sending the firing alerts")
+            return self.retry_at
+        self._recovered()
+        self._save()
+        return wanted if wanted is not None else time.time() + 1.0
+
+    def _throttle(self, event):
+        """The sink sent rate_limit_per_minute alerts in the last minute: the event waits (in order, not
+        dropped); counted once per event, logged at most once a minute."""
+        self.retry_at = time.time() + self.bucket.wait()
+        if self._throttled_id != event["id"]:
+            self._throttled_id = event["id"]
+            self.stats["throttled"] = self.stats.get("throttled", 0) + 1
+        if time.time() - self._throttle_logged >= 60.0:
+            self._throttle_logged = time.time()
+            with self.cond:
+                waiting = len(self.queue)
+            log.warning("alert sink %s: [alerting] rate_limit_per_minute = %d reached; %d alerts wait in the outbox",
+                        self.sink.name, self.bucket.capacity, waiting)
+
+    def _failed(self, exc, what):
+        self.attempts += 1
+        self.stats["failed"][exc.reason] = self.stats["failed"].get(exc.reason, 0) + 1
+        delay = backoff(self.attempts, self.retry_initial, self.retry_max)
+        self.retry_at = time.time() + delay
+        if self.attempts <= 2 or self.attempts & (self.attempts - 1) == 0 or self.attempts % LOG_EVERY_FAILURES == 0:
+            log.warning("alert sink %s: %s failed (attempt %d, %s): %s; retrying in %.1f s", self.sink.name, what,
+                        self.attempts, exc.reason, exc, delay)
+
+    def _recovered(self):
+        if self.attempts:
+            log.info("alert sink %s: delivering again after %d failed attempts", self.sink.name, self.attempts)
+        self.attempts, self.retry_at = 0, 0.0
+
+    def _save(self):
+        try:
+            write_checkpoint(self.directory, self.sink.name, {"writers": self.delivered, "state": self.sink.state()})
+        except OSError as exc:   # delivered all the same; after a restart it is sent again, same id
+            log.error("alert sink %s: cannot write its checkpoint: %s", self.sink.name, exc)
+
+
+class Alerter:
+    def __init__(self, cfg):
+        self.directory = outbox_dir(cfg)
+        os.makedirs(self.directory, exist_ok=True)
+        self.stats_path = os.path.join(self.directory, STATS_FILE)
+        previous = _read_stats(self.stats_path)
+        self.runners = []
+        for name, section in sink_sections(cfg):
+            stats = previous.get(name, {"delivered": 0, "failed": {}, "throttled": 0})
+            try:
+                sink = build_sink(name, section)
+            except SinkConfigError as exc:
+                # Checked at start and reload; a secret file removed since must not stop the other sinks.
+                # This sink's events wait in the outbox (its checkpoint stays) until a reload fixes it.
+                log.error("alert sink %s not started: %s", name, exc)
+                continue
+            self.runners.append(SinkRunner(sink, self.directory, section, stats, cfg["alerting"]["rate_limit_per_minute"]))
+        self.reader = OutboxReader(self.directory)
+        self._last_stats = None
+
+    def run(self, stop, beat):
+        for runner in self.runners:
+            runner.thread.start()
+        log.info("alerter delivering to %d sinks: %s", len(self.runners),
+                 ", ".join("%s (%s)" % (r.sink.name, r.sink.type) for r in self.runners))
+        while not stop.requested:
+            beat()
+            self.step()
+            time.sleep(POLL_SECONDS)
+        for runner in self.runners:
+            runner.stop()
+        deadline = time.monotonic() + STOP_SECONDS
+        for runner in self.runners:   # a request in flight is not waited for long: it is sent again, same id
+            runner.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            runner.sink.close()
+        self.write_stats()
+        return 0
+
+    def step(self):
+        events = self.reader.poll()
+        for runner in self.runners:
+            runner.add(events)
+        self.write_stats()
+
+    def write_stats(self):
+        """Counters per sink and the queue: events not yet delivered to every sink, and the oldest's time."""
+        undelivered = {}
+        sinks = {}
+        for runner in self.runners:
+            pending = runner.pending()
+            for writer, seq, at in pending:
+                undelivered[(writer, seq)] = at
+            sinks[runner.sink.name] = {"delivered": runner.stats["delivered"], "failed": dict(runner.stats["failed"]),
+                                       "throttled": runner.stats.get("throttled", 0), "queue": len(pending)}
+        stats = {"sinks": sinks, "queue": len(undelivered), "oldest_at": min(undelivered.values(), default=None)}
+        if stats == self._last_stats:
+            return
+        self._last_stats = stats
+        try:
+            write_json_atomic(self.stats_path, stats)
+        except OSError as exc:
+            log.error("alerter: cannot write %s: %s", self.stats_path, exc)
+
+
+def _read_stats(path):
+    """{sink: {"delivered": n, "failed": {reason: n}}} of the previous alerter, so counters only grow."""
+    stats = read_stats(path)
+    return {name: {"delivered": int(s.get("delivered", 0)), "failed": dict(s.get("failed", {})),
+                   "throttled": int(s.get("throttled", 0))}
+            for name, s in stats.get("sinks", {}).items() if isinstance(s, dict)}
+
+
+def run_alerter(ctx, daemon):
+    """ChildSpec target of the alerter (role "alerter": SIGTERM asks it to stop after the request in flight)."""
+    daemon.setup_child_logging("alerter")
+    alerter = Alerter(daemon.cfg)
+    return alerter.run(ctx.stop, lambda: daemon.control.beat(ctx.slot))

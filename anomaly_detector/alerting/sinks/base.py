@@ -1,0 +1,37 @@
+"""What every sink shares: the DeliveryError it raises and the default no-op hooks."""
+
+# Bounded reasons of alerts_failed_total{reason}.
+FAILURE_REASONS = ("timeout", "connect", "refused_address", "redirect", "http_5xx", "http_4xx", "smtp_4xx", "auth",
+                   "rejected", "io")
+
+
+class DeliveryError(Exception):
+    """The receiver did not take the event. retry False: it never will (the event is skipped, counted)."""
+
+    def __init__(self, reason, message, retry=True):
+        super().__init__(message)
+        assert reason in FAILURE_REASONS, reason
+        self.reason, self.retry = reason, retry
+
+
+class Sink:
+    """Base: send() is the one method a sink must have."""
+
+    name = ""
+    type = ""
+
+    def send(self, event):
+        raise NotImplementedError
+
+    def tick(self, now):
+        """Called when the queue is empty; returns when it wants to be called again (None: no need)."""
+        return None
+
+    def state(self):
+        return {}
+
+    def restore(self, state):
+        pass
+
+    def close(self):
+        pass
