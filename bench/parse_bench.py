@@ -144,14 +144,37 @@ def drain3_content(regex, line):
 
 
 # ---------------------------------------------------------------- accuracy
+# Two fixed halves of the samples for cross-validation: a miner rule is decided on one half and
+# checked on the other, both ways (--cv runs the search).
+HALVES = {"A": ["Android", "HDFS", "HealthApp", "Mac", "Spark"],
+          "B": ["Apache", "Hadoop", "Linux", "OpenStack", "Zookeeper"]}
+# The miner's rules with thresholds, the setting kept and how --cv judged it (kept by hand in step
+# with the last --cv run; the grids are CV_GRID).
+RULES = [
+    ("sibling_values", "a word position with this many different words among otherwise equal templates is a value",
+     "5", "A and B each pick 5 or more (3-4 split OpenStack's VM Started/Paused/...); the least of them kept"),
+    ("shared_values", "or with this many of its words shared with another such position",
+     "3", "decided on B (Linux sessions), A indifferent; checked on A: unchanged"),
+    ("sibling_literals", "fewest literal words the rest of the templates must have",
+     "3", "A and B agree on 3 or less; 3 kept (fewer merges in short templates)"),
+]
+CV_GRID = {"sibling_values": [3, 4, 5, 6, 99], "shared_values": [2, 3, 4, 99], "sibling_literals": [1, 2, 3, 4]}
+
+
+def ours_ids(data_dir, name, **settings):
+    """(template id per line, template text per line) of our miner on one sample."""
+    raw = open(sample_path(data_dir, name), "rb").read()
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    miner = TemplateMiner(**settings)
+    starts, ends = ours_contents(buf, HeaderFormat(LOGHUB_FORMATS[name]))
+    ours = miner.current_ids(miner.add_batch(buf, starts, ends).template_id).tolist()
+    return ours, [miner.template(t) for t in ours]
+
+
 def accuracy(data_dir, name):
     ids, templates = truth(data_dir, name)
     raw = open(sample_path(data_dir, name), "rb").read()
-    buf = np.frombuffer(raw, dtype=np.uint8)
-    miner = TemplateMiner()
-    starts, ends = ours_contents(buf, HeaderFormat(LOGHUB_FORMATS[name]))
-    ours = miner.add_batch(buf, starts, ends).template_id.tolist()
-    ours_t = [miner.template(t) for t in ours]
+    ours, ours_t = ours_ids(data_dir, name)
     regex = logparser_regex(LOGHUB_FORMATS[name])
     runs = [("ours", ours, ours_t)]
     for who, tuned in (("drain3", None), ("drain3_tuned", name if name in LOGHUB_DRAIN else None)):
@@ -172,21 +195,56 @@ def print_accuracy(rows):
     print("\n## Accuracy on Loghub-2k (one configuration for all datasets)\n")
     print("Drain3 = generic settings (sim 0.5, depth 4, Drain3's example masks); "
           "Drain3 tuned = the Loghub benchmark's per-dataset regexes, threshold and depth.\n")
-    print("| dataset | GA ours | GA Drain3 | GA Drain3 tuned | PA ours | PA Drain3 | PA Drain3 tuned | FGA ours "
+    print("| dataset | half | GA ours | GA Drain3 | GA Drain3 tuned | PA ours | PA Drain3 | PA Drain3 tuned | FGA ours "
           "| FGA Drain3 | FGA Drain3 tuned | templates ours/Drain3/tuned/truth |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     who = ("ours", "drain3", "drain3_tuned")
+    half_of = {name: h for h, names in HALVES.items() for name in names}
     for r in rows:
         cells = " | ".join(" | ".join(f"{r[w][k]:.3f}" for w in who) for k in ("GA", "PA", "FGA"))
         counts = "/".join(str(r[w]["templates"]) for w in who)
-        print(f"| {r['dataset']} | {cells} | {counts}/{r['truth_templates']} |")
-    mean = {w: {k: sum(r[w][k] for r in rows) / len(rows) for k in ("GA", "PA", "FGA")} for w in who}
-    cells = " | ".join(" | ".join(f"{mean[w][k]:.3f}" for w in who) for k in ("GA", "PA", "FGA"))
-    print(f"| **average** | {cells} | |")
+        print(f"| {r['dataset']} | {half_of.get(r['dataset'], '-')} | {cells} | {counts}/{r['truth_templates']} |")
+    for label, part in [("half " + h, [r for r in rows if r["dataset"] in names]) for h, names in HALVES.items()] + [
+            ("all", rows)]:
+        if part:
+            mean = {w: {k: sum(r[w][k] for r in part) / len(part) for k in ("GA", "PA", "FGA")} for w in who}
+            cells = " | ".join(" | ".join(f"{mean[w][k]:.3f}" for w in who) for k in ("GA", "PA", "FGA"))
+            print(f"| **average {label}** ({len(part)}) | | {cells} | |")
     for other in ("drain3", "drain3_tuned"):
         worst = min(rows, key=lambda r: r["ours"]["GA"] - r[other]["GA"])
         print(f"\nlargest GA shortfall against {other}: {worst['dataset']} "
               f"{worst['ours']['GA'] - worst[other]['GA']:+.3f}")
+    print("\nMiner rules chosen by cross-validation (half A = %s; half B = %s; `--cv` reruns the search):\n"
+          % (", ".join(HALVES["A"]), ", ".join(HALVES["B"])))
+    for name, what, value, how in RULES:
+        print(f"- {name} = {value}: {what}. {how}.")
+
+
+def cross_validate(data_dir):
+    """Each setting of CV_GRID scored on both halves; the best of one half reported on the other."""
+    import itertools
+    truths = {name: truth(data_dir, name)[0] for names in HALVES.values() for name in names}
+    keys = list(CV_GRID)
+    scores = []
+    for values in itertools.product(*(CV_GRID[k] for k in keys)):
+        settings = dict(zip(keys, values))
+        ga = {name: grouping_accuracy(truths[name], ours_ids(data_dir, name, **settings)[0]) for name in truths}
+        half = {h: sum(ga[n] for n in names) / len(names) for h, names in HALVES.items()}
+        scores.append((settings, ga, half))
+    print("\n## Cross-validation of the miner rules (GA average per half)\n")
+    print("| " + " | ".join(keys) + " | GA half A | GA half B | lowest dataset |")
+    print("|" + "---|" * (len(keys) + 3))
+    for settings, ga, half in scores:
+        low = min(ga, key=ga.get)
+        print("| " + " | ".join(str(settings[k]) for k in keys)
+              + f" | {half['A']:.3f} | {half['B']:.3f} | {low} {ga[low]:.3f} |")
+    for decide, check in (("A", "B"), ("B", "A")):
+        best = max(half[decide] for _, _, half in scores)
+        ties = [(settings, half) for settings, _, half in scores if half[decide] >= best - 1e-9]
+        held = [half[check] for _, half in ties]
+        print(f"\ndecided on half {decide} (best GA {best:.3f}, {len(ties)} settings tie); checked on half {check}: "
+              f"{min(held):.3f}..{max(held):.3f} over the ties; "
+              + "; ".join(f"{settings} -> {half[check]:.3f}" for settings, half in ties[:4]))
 
 
 # ---------------------------------------------------------------- throughput (one subprocess per run)
@@ -302,6 +360,7 @@ def main():
                     help="throughput runs: Drain3 without its masking regexes (faster, less accurate)")
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--cv", action="store_true", help="cross-validate the miner's rule thresholds over the two halves")
     ap.add_argument("--worker", choices=["ours", "drain3"], help=argparse.SUPPRESS)
     ap.add_argument("--dataset", help=argparse.SUPPRESS)
     ap.add_argument("--mode", choices=["repeat", "redraw"], help=argparse.SUPPRESS)
@@ -312,6 +371,8 @@ def main():
     datasets = [d for d in args.datasets.split(",") if d]
     if not args.skip_accuracy:
         print_accuracy([accuracy(args.data, name) for name in datasets])
+    if args.cv:
+        cross_validate(args.data)
     if not args.skip_speed:
         truths = {name: len(set(truth(args.data, name)[0])) for name in datasets}
         speed(args, datasets, truths)

@@ -47,6 +47,7 @@ def _parse_file(path, miner, parser, header_fields, output_dir):
 
 def _write(path, columns, mined, miner, header_fields, output_dir):
     final = miner.extract(columns.content_buf, columns.content_start, columns.content_end, mined.template_id)
+    mined.template_id = final.template_id  # ids merged into a sibling since, as the sibling's
     templates = {tid: text for tid, text, _ in miner.templates()}
     counts = Counter(mined.template_id.tolist())
     for tid in counts:

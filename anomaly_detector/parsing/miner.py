@@ -43,6 +43,10 @@ M = bytes([mk.MARK])
 SNAPSHOT_KIND = "templates"
 SNAPSHOT_VERSION = 1
 _DELIMS = b"./"
+# Sibling rules (see _Siblings), chosen by cross-validation: bench/parse_bench.py --cv.
+SIBLING_VALUES = 5
+SHARED_VALUES = 3
+SIBLING_LITERALS = 3
 
 
 @dataclass
@@ -66,6 +70,7 @@ class MinerStats:
     revivals: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
+    merges: int = 0
 
 
 # ---------------------------------------------------------------- token generalisation
@@ -202,11 +207,105 @@ class _LengthIndex:
         self.slots.pop()
 
 
+# ---------------------------------------------------------------- sibling templates
+def _word_wildcard(words):
+    """One token for the different words of a position: their common prefix and suffix kept up to a
+    delimiter ("user=root", "user=ftp" -> "user=<*>"; "cyrus", "news" -> "<*>")."""
+    words = list(words)
+    first = words[0]
+    p = 0
+    while p < len(first) and all(len(w) > p and w[p] == first[p] for w in words):
+        p += 1
+    while p and _alnum(first[p - 1]):
+        p -= 1
+    s = 0
+    while s < len(first) - p and all(len(w) - p > s and w[-1 - s] == first[-1 - s] for w in words):
+        s += 1
+    while s and _alnum(first[len(first) - s]):
+        s -= 1
+    return first[:p] + M + first[len(first) - s:]
+
+
+class _Siblings:
+    """Templates that agree on every token but one plain word: the "skeleton" index.
+
+    A key is (position, the other tokens); its group maps slot -> the word there. A position
+    whose word varies across otherwise identical templates is a value when the group holds
+    `min_values` different words, or when it shares `shared_values` of its words with another
+    such group (user names recur across events: "session opened for user X", "... closed ...
+    X"), even though each word repeats. Both counts were chosen by cross-validation over two
+    halves of the Loghub samples (bench/parse_bench.py --cv).
+    """
+
+    def __init__(self, min_values, shared_values, min_literals):
+        self.min_values = min_values
+        self.shared_values = shared_values
+        self.min_literals = min_literals
+        self.groups = {}        # key -> {slot: word}
+        self.slot_keys = {}     # slot -> [key]
+        self.word_keys = {}     # word -> set of keys holding it
+        self.position = {}      # key -> its position
+
+    def add(self, slot, tokens):
+        literal = [k for k, t in enumerate(tokens) if _is_word(t)]
+        if len(literal) <= self.min_literals:
+            return
+        keys = []
+        for p in literal:
+            key = hash((p, tuple(tokens[:p]), tuple(tokens[p + 1:])))
+            self.groups.setdefault(key, {})[slot] = tokens[p]
+            self.position[key] = p
+            self.word_keys.setdefault(tokens[p], set()).add(key)
+            keys.append(key)
+        self.slot_keys[slot] = keys
+
+    def remove(self, slot):
+        for key in self.slot_keys.pop(slot, ()):
+            group = self.groups[key]
+            word = group.pop(slot)
+            if not group:
+                del self.groups[key]
+                del self.position[key]
+            if word not in group.values():
+                keys = self.word_keys[word]
+                keys.discard(key)
+                if not keys:
+                    del self.word_keys[word]
+
+    def ripe(self, slot):
+        """[(position, slots)] of the groups of slot that hold a value position, largest first, with
+        the groups whose words they share (merged together, or the first merge would leave its
+        partner with nothing to share)."""
+        out = {}
+        for key in self.slot_keys.get(slot, ()):
+            group = self.groups[key]
+            partners = self._partners(key, group) if len(group) >= 2 else []
+            if len(group) >= self.min_values or partners:
+                for k in [key] + partners:
+                    out[k] = (len(self.groups[k]), self.position[k], sorted(self.groups[k]))
+        return [(p, slots) for _, p, slots in sorted(out.values(), reverse=True)]
+
+    def _partners(self, key, group):
+        words = set(group.values())
+        others = set()
+        for w in words:
+            others |= self.word_keys.get(w, set())
+        others.discard(key)
+        return [other for other in others if len(self.groups[other]) >= 2
+                and len(words & set(self.groups[other].values())) >= self.shared_values]
+
+
+def _is_word(token):
+    """A literal token with a letter in it (punctuation alone, values and gaps are not words)."""
+    return M not in token and any(65 <= c <= 90 or 97 <= c <= 122 for c in token)
+
+
 # ---------------------------------------------------------------- the miner
 class TemplateMiner:
     """See the module docstring. Not thread-safe: one miner per worker."""
 
-    def __init__(self, max_templates=10000, masking=None, similarity=0.5, max_shapes=None, archive_size=None):
+    def __init__(self, max_templates=10000, masking=None, similarity=0.5, max_shapes=None, archive_size=None,
+                 sibling_values=SIBLING_VALUES, shared_values=SHARED_VALUES, sibling_literals=SIBLING_LITERALS):
         if max_templates < 1:
             raise ValueError("max_templates must be at least 1")
         if not 0.0 <= similarity <= 1.0:
@@ -237,6 +336,8 @@ class TemplateMiner:
         self._widened = set()                  # tids whose text changed since take_widened()
         self._archived_shapes = {}             # shape hash -> tid
         self._archive_by_len = {}              # token count -> set of tids
+        self._siblings = _Siblings(sibling_values, shared_values, sibling_literals)
+        self._alias = OrderedDict()            # tid of a template merged into a sibling -> the sibling's tid
         self._pool = np.zeros(1 << 16, dtype=np.uint8)
         self._pool_used = 0
         self._tt_start = np.zeros(1 << 12, dtype=np.int64)
@@ -252,13 +353,30 @@ class TemplateMiner:
         return len(self._tid_slot)
 
     def template(self, tid):
-        """The template text of id tid (live or archived), values written <*>."""
+        """The template text of id tid (live or archived), values written <*>; for an id merged into a
+        sibling, the sibling's."""
+        tid = self.current_id(tid)
         slot = self._tid_slot.get(tid)
         if slot is not None:
             return _render(self._tokens[slot])
         if tid in self._archive:
             return _render(self._archive[tid][0])
         raise KeyError(tid)
+
+    def current_id(self, tid):
+        """The id that now stands for tid: its own, or that of the sibling it was merged into."""
+        tid = int(tid)
+        while tid in self._alias:
+            tid = self._alias[tid]
+        return tid
+
+    def current_ids(self, tids):
+        """current_id of each id of an array (ids given before a merge, mapped to the survivor)."""
+        tids = np.asarray(tids, dtype=np.int32)
+        if not self._alias or not len(tids):
+            return tids
+        uniq, inv = np.unique(tids, return_inverse=True)
+        return np.array([self.current_id(t) for t in uniq.tolist()], dtype=np.int32)[inv].reshape(tids.shape)
 
     def templates(self):
         """[(tid, template, count)] of the live templates, by id."""
@@ -306,11 +424,12 @@ class TemplateMiner:
     def extract(self, buf, starts, ends, template_ids):
         """Parameters of lines already mined, against the templates as they are now (no learning).
 
-        For output written after a whole file (Loghub's ParameterList). Lines whose template
-        has been evicted get no parameters.
+        For output written after a whole file (Loghub's ParameterList). Ids of templates merged
+        into a sibling come back as the sibling's (current_ids). Lines whose template has been
+        evicted get no parameters.
         """
         buf = np.ascontiguousarray(buf, dtype=np.uint8)
-        tids = np.asarray(template_ids, dtype=np.int32)
+        tids = self.current_ids(template_ids)
         live = np.array([t in self._tid_slot for t in tids.tolist()], dtype=np.bool_)
         slots = np.array([self._tid_slot[t] for t in tids[live].tolist()], dtype=np.int32)
         counts = np.zeros(len(tids), dtype=np.int64)
@@ -358,6 +477,7 @@ class TemplateMiner:
             if slot is None:
                 slot = self._open(tokens, self._next_id, 0)
                 self._next_id += 1
+        slot = self._merge_siblings(slot)
         self._remember_shape(shape, slot)
         return slot
 
@@ -421,6 +541,8 @@ class TemplateMiner:
         return widened
 
     def _set_tokens(self, slot, tokens):
+        self._siblings.remove(slot)
+        self._siblings.add(slot, tokens)
         self._tokens[slot] = tokens
         self._by_len.setdefault(len(tokens), _LengthIndex(len(tokens))).put(slot, tokens)
         self._nwild[slot] = sum(t.count(mk.MARK) for t in tokens)
@@ -467,6 +589,7 @@ class TemplateMiner:
         tid = int(self._slot_tid[slot])
         tokens = self._tokens.pop(slot)
         self._by_len[len(tokens)].drop(slot)
+        self._siblings.remove(slot)
         self._archive[tid] = (tokens, int(self._counts[slot]), int(self._last_seen[slot]))
         self._archive_by_len.setdefault(len(tokens), set()).add(tid)
         for shape in self._slot_shapes.pop(slot, []):
@@ -487,6 +610,55 @@ class TemplateMiner:
         self._archive_by_len[len(tokens)].discard(tid)
         self.stats.revivals += 1
         return self._open(tokens, tid, count, last_seen)
+
+    # ------------------------------------------------------------ sibling merges
+    def _merge_siblings(self, slot):
+        """Merge the sibling groups of slot that show a value position (see _Siblings); the slot
+        that now holds slot's lines."""
+        for _ in range(8):
+            ripe = self._siblings.ripe(slot)
+            if not ripe:
+                break
+            done = set()
+            for p, slots in ripe:
+                if done.isdisjoint(slots):
+                    done.update(slots)
+                    keep = self._merge(p, slots)
+                    if slot in slots:
+                        slot = keep
+        return slot
+
+    def _merge(self, p, slots):
+        keep = min(slots, key=lambda s: int(self._slot_tid[s]))
+        tokens = list(self._tokens[keep])
+        tokens[p] = _word_wildcard(self._tokens[s][p] for s in slots)
+        for gone in slots:
+            if gone != keep:
+                self._absorb(keep, gone)
+        self._widen(keep, tokens)
+        return keep
+
+    def _absorb(self, keep, gone):
+        """Template gone joins keep: its shapes and counts move over, its id becomes an alias of keep's."""
+        gone_tid, keep_tid = int(self._slot_tid[gone]), int(self._slot_tid[keep])
+        self._counts[keep] += self._counts[gone]
+        self._last_seen[keep] = max(self._last_seen[keep], self._last_seen[gone])
+        for shape in self._slot_shapes.pop(gone, []):
+            self._shapes[shape] = keep
+            self._slot_shapes[keep].append(shape)
+            mk.table_put(self._keys, self._vals, np.uint64(shape), np.int32(keep))
+        tokens = self._tokens.pop(gone)
+        self._by_len[len(tokens)].drop(gone)
+        self._siblings.remove(gone)
+        del self._tid_slot[gone_tid]
+        self._slot_tid[gone] = -1
+        self._counts[gone] = 0
+        self._free.append(gone)
+        self._alias[gone_tid] = keep_tid
+        self._widened.add(gone_tid)
+        while len(self._alias) > max(self.archive_size, self.max_templates):
+            self._alias.popitem(last=False)
+        self.stats.merges += 1
 
     # ------------------------------------------------------------ shape cache
     def _remember_shape(self, shape, slot):
@@ -528,6 +700,7 @@ class TemplateMiner:
             "templates": live,
             "archive": [[tid, enc(t), c, ls] for tid, (t, c, ls) in self._archive.items()],
             "archived_shapes": [[str(h), tid] for h, tid in self._archived_shapes.items()],
+            "aliases": [[a, b] for a, b in self._alias.items()],
             "stats": vars(self.stats),
         }
 
@@ -545,6 +718,8 @@ class TemplateMiner:
             miner._archive_by_len.setdefault(len(tokens), set()).add(int(tid))
         for shape, tid in state.get("archived_shapes", []):
             miner._archived_shapes[int(shape)] = int(tid)
+        for gone, keep in state.get("aliases", []):
+            miner._alias[int(gone)] = int(keep)
         # oldest first, so that a smaller max_templates archives the least recent ones
         for tid, toks, count, last_seen, shapes in state["templates"]:
             slot = miner._open([t.encode("latin-1") for t in toks], int(tid), int(count), int(last_seen))

@@ -108,20 +108,22 @@ def test_save_load_gives_same_ids(tmp_path):
 def test_eviction_and_return_gets_the_old_id():
     m = TemplateMiner(max_templates=16)
     words = [f"event{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(60)]
-    first = {w: m.add_line(f"{w} happened at step 1")[0] for w in words}
+    # two words vary together: distinct events, not one event with a value (see test_sibling_words_*)
+    first = {w: m.add_line(f"{w} happened at step {w[::-1]} 1")[0] for w in words}
     assert len(m) <= 16 and m.stats.evictions >= 44
-    back = {w: m.add_line(f"{w} happened at step 2")[0] for w in words}
+    back = {w: m.add_line(f"{w} happened at step {w[::-1]} 2")[0] for w in words}
     assert back == first
     assert m.stats.revivals > 0
 
 
 def test_eviction_survives_restart(tmp_path):
     m = TemplateMiner(max_templates=4)
-    first = [m.add_line(f"stage {w} done in 5s")[0] for w in ("alpha", "beta", "gamma", "delta", "epsilon", "zeta")]
+    names = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta")
+    first = [m.add_line(f"stage {w} done in {w}-5s")[0] for w in names]
     path = str(tmp_path / "t.snap")
     m.save(path)
     again = TemplateMiner.load(path, max_templates=4)
-    assert [again.add_line(f"stage {w} done in 9s")[0] for w in ("alpha", "zeta", "beta")] == \
+    assert [again.add_line(f"stage {w} done in {w}-9s")[0] for w in ("alpha", "zeta", "beta")] == \
         [first[0], first[5], first[1]]
 
 
@@ -176,3 +178,48 @@ def test_extract_uses_final_templates_and_skips_evicted():
     assert [t for t, _, _ in m.templates()] == [1, 2] and got.template_id.tolist() == [0, 0, 1, 2]
     assert final.param_ptr.tolist() == [0, 0, 0, 0, 2]
     assert [bytes(buf[a:b]) for a, b in zip(final.param_start, final.param_end)] == [b"3", b"4"]
+
+
+def test_sibling_words_become_a_value_with_one_id(tmp_path):
+    m = TemplateMiner()
+    users = ["root", "admin", "ftp", "guest", "oracle", "test"]
+    ids = [m.add_line(f"Failed password for root from 10.0.0.{i} port {4000 + i} ssh")[0] for i in range(20)]
+    ids += [m.add_line(f"Failed password for {u} from 10.0.1.{i} port {5000 + i} ssh")[0] for i, u in enumerate(users)]
+    survivor = ids[0]
+    assert m.stats.merges == 4 and len(m) == 1
+    assert set(m.current_ids(np.array(ids)).tolist()) == {survivor}
+    assert m.template(survivor) == "Failed password for <*> from <*> port <*> ssh"
+    assert m.template(ids[21]) == m.template(survivor)  # an absorbed id reads as its survivor
+    # the fifth user's line opened template 4, which the merge absorbed at once: its line got id 0
+    assert ids[24] == survivor and set(m.take_widened()) == {0, 1, 2, 3, 4}
+    # the shape cache of absorbed templates, a new user, and a reload all give the survivor's id
+    assert m.add_line("Failed password for admin from 10.0.2.1 port 1 ssh")[0] == survivor
+    assert m.add_line("Failed password for nobody from 10.0.2.1 port 1 ssh")[0] == survivor
+    path = str(tmp_path / "t.snap")
+    m.save(path)
+    again = TemplateMiner.load(path)
+    assert again.add_line("Failed password for ftp from 10.0.3.1 port 2 ssh")[0] == survivor
+    assert again.current_id(ids[22]) == survivor and again.stats.merges == 4
+    buf, s, e = _batch(["Failed password for guest from 10.0.3.1 port 2 ssh"])
+    got = again.extract(buf, s, e, np.array([ids[23]], dtype=np.int32))
+    assert got.template_id.tolist() == [survivor] and got.param_ptr.tolist() == [0, 3]
+
+
+def test_few_sibling_words_stay_events_unless_shared():
+    m = TemplateMiner()
+    states = {m.add_line(f"[instance: {i:04x}] VM {s} (Lifecycle Event)")[0]
+              for i, s in enumerate(["Started", "Paused", "Resumed", "Stopped"] * 3)}
+    assert len(states) == 4 and m.stats.merges == 0
+    # three users in two events: the words recur across events, so they are values in both
+    opened = [m.add_line(f"session opened for user {u} by (uid=0)")[0] for u in ("cyrus", "news", "test")]
+    closed = [m.add_line(f"session closed for user {u} now")[0] for u in ("cyrus", "news", "test")]
+    assert len(set(m.current_ids(np.array(opened)).tolist())) == 1
+    assert len(set(m.current_ids(np.array(closed)).tolist())) == 1
+    assert m.template(closed[0]) == "session closed for user <*> now"
+
+
+def test_word_wildcard_keeps_delimited_prefix_and_suffix():
+    from anomaly_detector.parsing.miner import _word_wildcard
+    assert _word_wildcard([b"user=root", b"user=ftp", b"user=guest"]) == b"user=" + M
+    assert _word_wildcard([b"Started", b"Stopped"]) == M
+    assert _word_wildcard([b"(alpha)", b"(beta)"]) == b"(" + M + b")"
