@@ -30,7 +30,7 @@ Eviction policy
   through step 2, which maps lines to the same live templates, so ids do not change.
 """
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +40,7 @@ from anomaly_detector.parsing.masking import WILDCARD, MaskingConfig
 from anomaly_detector.storage.atomic import require, restore_json_snapshot, write_json_snapshot
 
 M = bytes([mk.MARK])
+S = mk.SPAN
 SNAPSHOT_KIND = "templates"
 SNAPSHOT_VERSION = 1
 _DELIMS = b"./"
@@ -47,6 +48,10 @@ _DELIMS = b"./"
 SIBLING_VALUES = 5
 SHARED_VALUES = 3
 SIBLING_LITERALS = 3
+SPAN_CANDIDATES = 8  # templates a line of a new token count is joined against, most equal words first
+SPAN_WORDS = 2       # how many more or fewer words such a template may have
+SPAN_POSTINGS = 256  # a word held by more templates than this does not rank candidates
+SPAN_STEPS = 400     # bound of one such join's search (and of the token runs it takes)
 
 
 @dataclass
@@ -114,6 +119,11 @@ def generalise(a, b):
     """
     if a == b:
         return a, False
+    if a == S or b == S:
+        # a span takes any value-only token; it never stands for a word
+        if _value_only(a if b == S else b) or (a == S and b == S):
+            return S, a != S
+        return None, False
     if M in a and mk.glob_capture_py(b, a) is not None:
         return a, False
     if a == M or b == M:
@@ -136,6 +146,127 @@ def generalise(a, b):
     return None, False
 
 
+def _value_only(token):
+    """Values and punctuation only, no literal letter or digit (miner_kernels._value_only); a span too."""
+    return token == S or (M in token and not any(_alnum(c) for c in token))
+
+
+def _runs(tokens):
+    """[(is a value run, tokens)]: maximal runs of value-only tokens, each value followed by the
+    duration unit word it may have ("<1 sec"), between the other tokens one by one."""
+    out = []
+    for t in tokens:
+        in_run = bool(out) and out[-1][0]
+        if _value_only(t) or (in_run and t in mk._LONE_DURATION_WORDS and out[-1][1][-1][-1:] == M):
+            if in_run:
+                out[-1][1].append(t)
+            else:
+                out.append((True, [t]))
+        else:
+            out.append((False, [t]))
+    return out
+
+
+def _regions(tokens):
+    """(words, regions): the tokens outside value runs, and the run before each and after the last."""
+    words, regions, run = [], [], []
+    for is_run, toks in _runs(tokens):
+        if is_run:
+            run = toks
+        else:
+            words.append(toks[0])
+            regions.append(run)
+            run = []
+    regions.append(run)
+    return words, regions
+
+
+def _join_region(a, b):
+    """Join two runs of value-only tokens: ([tokens], widened). Runs of one length join token by
+    token; otherwise, or when a pair does not join, the run becomes one span."""
+    if len(a) == len(b) and S not in a and S not in b:
+        out, widened = [], 0
+        for x, y in zip(a, b):
+            g, w = generalise(x, y)
+            if g is None:
+                break
+            out.append(g)
+            widened += w
+        else:
+            return out, widened
+    if not a and not b:
+        return [], 0
+    return [S], int(a != [S])
+
+
+def join_spans(template, tokens, similarity):
+    """join_template for a line whose token count differs from the template's. Tokens pair up in
+    order, except that a run of values may join a run of another length, or nothing, as one span
+    ("IRQs 3 4" / "IRQs 3 4 5 6", "bytes (1.2 KB) sent" / "bytes sent"): the first such
+    alignment found, searching at most SPAN_STEPS steps. (None, 0) if none fits."""
+    a, b = _runs(template), _runs(tokens)
+    if len(a) + len(b) > SPAN_STEPS:
+        return None, 0
+    got = _align(a, b, 0, 0, {}, [SPAN_STEPS])
+    if got is None:
+        return None, 0
+    new, exact, widened = got
+    if exact == 0 or exact < similarity * (exact + widened):
+        return None, 0
+    return settle_spans(new), exact
+
+
+def _align(a, b, i, j, memo, budget):
+    """(tokens, exact, widened) joining run segments a[i:] and b[j:] (see _runs), or None."""
+    key = (i, j)
+    if key in memo:
+        return memo[key]
+    budget[0] -= 1
+    if budget[0] < 0:
+        return None
+    if i == len(a) and j == len(b):
+        return [], 0, 0
+    got = None
+    if i < len(a) and j < len(b):
+        (run_a, ta), (run_b, tb) = a[i], b[j]
+        if run_a and run_b:
+            joined, w = _join_region(ta, tb)
+            got = _then(joined, 0, w, _align(a, b, i + 1, j + 1, memo, budget))
+        elif len(ta) == 1 and len(tb) == 1 and (run_a == run_b or i == j):
+            # two words pair up as join_template pairs them; a lone value and a word only where no
+            # run was skipped before (else '"GET' would pair with the address before '"POST')
+            g, w = generalise(ta[0], tb[0])
+            if g is not None:
+                exact = int(ta[0] == tb[0] and ta[0] != M and not run_a)
+                got = _then([g], exact, w, _align(a, b, i + 1, j + 1, memo, budget))
+    if got is None and i < len(a) and a[i][0]:
+        got = _then([S], 0, int(a[i][1] != [S]), _align(a, b, i + 1, j, memo, budget))
+    if got is None and j < len(b) and b[j][0]:
+        got = _then([S], 0, 1, _align(a, b, i, j + 1, memo, budget))
+    memo[key] = got
+    return got
+
+
+def _then(head, exact, widened, rest):
+    if rest is None:
+        return None
+    return head + rest[0], exact + rest[1], widened + rest[2]
+
+
+def settle_spans(tokens):
+    """A value run holding a span becomes that one span, as parameter extraction reads it (a span
+    takes every value-only token it meets, see miner_kernels.span_tokens)."""
+    out = []
+    for is_run, toks in _runs(tokens):
+        out += [S] if is_run and S in toks else toks
+    return out
+
+
+def word_tokens(tokens):
+    """The tokens outside value runs: what the span index compares."""
+    return _regions(tokens)[0]
+
+
 def join_template(template, tokens, similarity):
     """The template widened to take tokens, with its count of equal tokens; (None, 0) if it does not fit."""
     new, exact, widened = [], 0, 0
@@ -149,7 +280,7 @@ def join_template(template, tokens, similarity):
         new.append(g)
     if exact == 0 or exact < similarity * (exact + widened):
         return None, 0
-    return new, exact
+    return (settle_spans(new) if S in new else new), exact
 
 
 def _keeps_values(old, new):
@@ -169,7 +300,7 @@ def _token_hashes(tokens, line_side):
     lengths = np.fromiter((len(t) for t in tokens), np.int64, len(tokens))
     ends = np.cumsum(lengths)
     hashes = mk.fnv_spans(np.frombuffer(b"".join(tokens), np.uint8), ends - lengths, ends)
-    bare = np.fromiter((t == M for t in tokens), np.bool_, len(tokens))
+    bare = np.fromiter((t == M or t == S for t in tokens), np.bool_, len(tokens))
     hashes[bare] = 1 if line_side else 0
     return hashes
 
@@ -338,6 +469,8 @@ class TemplateMiner:
         self._archive_by_len = {}              # token count -> set of tids
         self._siblings = _Siblings(sibling_values, shared_values, sibling_literals)
         self._alias = OrderedDict()            # tid of a template merged into a sibling -> the sibling's tid
+        self._word_slots = {}                  # word token -> slots of the templates holding it
+        self._word_count = {}                  # slot -> its count of word tokens (see word_tokens)
         self._pool = np.zeros(1 << 16, dtype=np.uint8)
         self._pool_used = 0
         self._tt_start = np.zeros(1 << 12, dtype=np.int64)
@@ -409,12 +542,12 @@ class TemplateMiner:
             self.stats.cache_hits += miss - done
             if miss > done:
                 # params of the hits before a miss that may widen or evict their template
-                parts.append(self._flush(buf, starts, ends, slots, tids, done, miss))
+                parts.append(self._flush(buf, starts, ends, slots, tids, done, miss, force))
             if miss == n:
                 break
             slots[miss] = self._resolve_miss(buf, starts[miss], ends[miss], int(hashes[miss]), force,
                                              self._clock + miss)
-            parts.append(self._flush(buf, starts, ends, slots, tids, miss, miss + 1))
+            parts.append(self._flush(buf, starts, ends, slots, tids, miss, miss + 1, force))
             done = miss + 1
         self._clock += n
         self.stats.lines += n
@@ -437,19 +570,23 @@ class TemplateMiner:
         ptr = np.zeros(len(tids) + 1, dtype=np.int64)
         np.cumsum(counts, out=ptr[1:])
         live_ptr = np.concatenate([[0], np.cumsum(self._nwild[slots])]).astype(np.int64)
-        got = mk.extract_params(buf, np.asarray(starts, dtype=np.int64)[live], np.asarray(ends, dtype=np.int64)[live],
-                                slots, self._tpl_first, self._tpl_nscan, self._tt_start, self._tt_end,
-                                self._tt_marks, self._pool, self._max_marks, live_ptr)
+        starts = np.ascontiguousarray(starts, dtype=np.int64)
+        ends = np.ascontiguousarray(ends, dtype=np.int64)
+        force = self.masking.force_mask(buf, starts, ends)
+        got = mk.extract_params(buf, starts[live], ends[live], slots, self._tpl_first, self._tpl_nscan,
+                                self._tt_start, self._tt_end, self._tt_marks, self._pool, self._max_marks, live_ptr,
+                                self._flags, force)
         return MinedBatch(tids, ptr, *got)
 
     # ------------------------------------------------------------ batch internals
-    def _flush(self, buf, starts, ends, slots, tids, lo, hi):
+    def _flush(self, buf, starts, ends, slots, tids, lo, hi, force):
         seg = slots[lo:hi]
         tids[lo:hi] = self._slot_tid[seg]
         ptr = np.zeros(hi - lo + 1, dtype=np.int64)
         np.cumsum(self._nwild[seg], out=ptr[1:])
         got = mk.extract_params(buf, starts[lo:hi], ends[lo:hi], seg, self._tpl_first, self._tpl_nscan,
-                                self._tt_start, self._tt_end, self._tt_marks, self._pool, self._max_marks, ptr)
+                                self._tt_start, self._tt_end, self._tt_marks, self._pool, self._max_marks, ptr,
+                                self._flags, force)
         return ptr, got
 
     def _resolve_miss(self, buf, start, end, shape, force, now):
@@ -475,9 +612,11 @@ class TemplateMiner:
             if slot is None:
                 slot = self._match_archive(tokens)
             if slot is None:
+                slot = self._match_spans(tokens)
+            if slot is None:
                 slot = self._open(tokens, self._next_id, 0)
                 self._next_id += 1
-        slot = self._merge_siblings(slot)
+        slot = self._settle(slot, tokens)
         self._remember_shape(shape, slot)
         return slot
 
@@ -543,21 +682,25 @@ class TemplateMiner:
     def _set_tokens(self, slot, tokens):
         self._siblings.remove(slot)
         self._siblings.add(slot, tokens)
+        old = self._tokens.get(slot)
+        if old is not None:
+            self._unindex(slot, old)
         self._tokens[slot] = tokens
-        self._by_len.setdefault(len(tokens), _LengthIndex(len(tokens))).put(slot, tokens)
-        self._nwild[slot] = sum(t.count(mk.MARK) for t in tokens)
-        self._max_marks = max([self._max_marks] + [t.count(mk.MARK) for t in tokens])
+        self._index(slot, tokens)
+        marks = [mk.pool_token(t)[1] for t in tokens]
+        self._nwild[slot] = sum(abs(c) for c in marks)
+        self._max_marks = max([self._max_marks] + marks)
         need = sum(len(t) for t in tokens)
         if self._pool_used + need > len(self._pool) or self._tt_used + len(tokens) > len(self._tt_start):
             self._compact(need, len(tokens))
         self._write_tokens(slot, tokens)
 
     def _write_tokens(self, slot, tokens):
-        marks = [t.count(mk.MARK) for t in tokens]
-        # parameter extraction walks tokens only up to the last one holding a wildcard
-        self._tpl_nscan[slot] = max([k + 1 for k, c in enumerate(marks) if c] + [0])
+        pooled = [mk.pool_token(t) for t in tokens]
+        # parameter extraction walks tokens only up to the last one holding a wildcard (or a span)
+        self._tpl_nscan[slot] = max([k + 1 for k, (_, c) in enumerate(pooled) if c] + [0])
         self._tpl_first[slot] = self._tt_used
-        for t, c in zip(tokens, marks):
+        for t, c in pooled:
             self._pool[self._pool_used:self._pool_used + len(t)] = np.frombuffer(t, dtype=np.uint8)
             self._tt_start[self._tt_used] = self._pool_used
             self._tt_end[self._tt_used] = self._pool_used + len(t)
@@ -588,7 +731,7 @@ class TemplateMiner:
     def _archive_one(self, slot):
         tid = int(self._slot_tid[slot])
         tokens = self._tokens.pop(slot)
-        self._by_len[len(tokens)].drop(slot)
+        self._unindex(slot, tokens)
         self._siblings.remove(slot)
         self._archive[tid] = (tokens, int(self._counts[slot]), int(self._last_seen[slot]))
         self._archive_by_len.setdefault(len(tokens), set()).add(tid)
@@ -611,7 +754,53 @@ class TemplateMiner:
         self.stats.revivals += 1
         return self._open(tokens, tid, count, last_seen)
 
-    # ------------------------------------------------------------ sibling merges
+    # ------------------------------------------------------------ spans and sibling merges
+    def _settle(self, slot, tokens):
+        """After a line found or opened its template: merge the siblings that now show a value."""
+        return self._merge_siblings(slot)
+
+    def _match_spans(self, tokens):
+        """A live template with the line's words and other runs of values between them (join_spans),
+        widened to take it; None when there is none.
+
+        Candidates share words with the line (an inverted index; a word held by more than
+        SPAN_POSTINGS templates is too common to count), have up to SPAN_WORDS words more or
+        fewer (a value in one line can be a word in another: an address or a host name), and are
+        tried by most shared words, at most SPAN_CANDIDATES of them: the cost of a line does not
+        grow with the number of templates.
+        """
+        words = word_tokens(tokens)
+        shared = Counter()
+        for w in set(words):
+            slots = self._word_slots.get(w)
+            if slots and len(slots) <= SPAN_POSTINGS:
+                shared.update(slots)
+        ranked = sorted((-n, int(self._slot_tid[slot]), slot) for slot, n in shared.items()
+                        if abs(self._word_count[slot] - len(words)) <= SPAN_WORDS)
+        for _, _, slot in ranked[:SPAN_CANDIDATES]:
+            widened, _ = join_spans(self._tokens[slot], tokens, self.similarity)
+            if widened is not None:
+                if widened != self._tokens[slot]:
+                    self._widen(slot, widened)
+                return slot
+        return None
+
+    def _index(self, slot, tokens):
+        self._by_len.setdefault(len(tokens), _LengthIndex(len(tokens))).put(slot, tokens)
+        words = word_tokens(tokens)
+        self._word_count[slot] = len(words)
+        for w in set(words):
+            self._word_slots.setdefault(w, set()).add(slot)
+
+    def _unindex(self, slot, tokens):
+        self._by_len[len(tokens)].drop(slot)
+        del self._word_count[slot]
+        for w in set(word_tokens(tokens)):
+            slots = self._word_slots[w]
+            slots.discard(slot)
+            if not slots:
+                del self._word_slots[w]
+
     def _merge_siblings(self, slot):
         """Merge the sibling groups of slot that show a value position (see _Siblings); the slot
         that now holds slot's lines."""
@@ -648,7 +837,7 @@ class TemplateMiner:
             self._slot_shapes[keep].append(shape)
             mk.table_put(self._keys, self._vals, np.uint64(shape), np.int32(keep))
         tokens = self._tokens.pop(gone)
-        self._by_len[len(tokens)].drop(gone)
+        self._unindex(gone, tokens)
         self._siblings.remove(gone)
         del self._tid_slot[gone_tid]
         self._slot_tid[gone] = -1
@@ -753,7 +942,7 @@ class TemplateMiner:
 
 
 def _render(tokens):
-    return b" ".join(tokens).replace(M, WILDCARD.encode()).decode("utf-8", "replace")
+    return b" ".join(M if t == S else t for t in tokens).replace(M, WILDCARD.encode()).decode("utf-8", "replace")
 
 
 def _concat(tids, parts):
