@@ -436,7 +436,8 @@ class TemplateMiner:
     """See the module docstring. Not thread-safe: one miner per worker."""
 
     def __init__(self, max_templates=10000, masking=None, similarity=0.5, max_shapes=None, archive_size=None,
-                 sibling_values=SIBLING_VALUES, shared_values=SHARED_VALUES, sibling_literals=SIBLING_LITERALS):
+                 sibling_values=SIBLING_VALUES, shared_values=SHARED_VALUES, sibling_literals=SIBLING_LITERALS,
+                 span_words=SPAN_WORDS):
         if max_templates < 1:
             raise ValueError("max_templates must be at least 1")
         if not 0.0 <= similarity <= 1.0:
@@ -468,6 +469,7 @@ class TemplateMiner:
         self._archived_shapes = {}             # shape hash -> tid
         self._archive_by_len = {}              # token count -> set of tids
         self._siblings = _Siblings(sibling_values, shared_values, sibling_literals)
+        self.span_words = int(span_words)      # -1: lines of another token count never join (no spans)
         self._alias = OrderedDict()            # tid of a template merged into a sibling -> the sibling's tid
         self._word_slots = {}                  # word token -> slots of the templates holding it
         self._word_count = {}                  # slot -> its count of word tokens (see word_tokens)
@@ -769,6 +771,8 @@ class TemplateMiner:
         tried by most shared words, at most SPAN_CANDIDATES of them: the cost of a line does not
         grow with the number of templates.
         """
+        if self.span_words < 0:
+            return None
         words = word_tokens(tokens)
         shared = Counter()
         for w in set(words):
@@ -776,7 +780,7 @@ class TemplateMiner:
             if slots and len(slots) <= SPAN_POSTINGS:
                 shared.update(slots)
         ranked = sorted((-n, int(self._slot_tid[slot]), slot) for slot, n in shared.items()
-                        if abs(self._word_count[slot] - len(words)) <= SPAN_WORDS)
+                        if abs(self._word_count[slot] - len(words)) <= self.span_words)
         for _, _, slot in ranked[:SPAN_CANDIDATES]:
             widened, _ = join_spans(self._tokens[slot], tokens, self.similarity)
             if widened is not None:

@@ -223,3 +223,43 @@ def test_word_wildcard_keeps_delimited_prefix_and_suffix():
     assert _word_wildcard([b"user=root", b"user=ftp", b"user=guest"]) == b"user=" + M
     assert _word_wildcard([b"Started", b"Stopped"]) == M
     assert _word_wildcard([b"(alpha)", b"(beta)"]) == b"(" + M + b")"
+
+
+def test_runs_of_values_of_any_length_join_as_one_span(tmp_path):
+    m = TemplateMiner()
+    lists = ["3 4 5 6 7", "3 4", "9", "1 2 3 4 5 6 7 8 9 10"]
+    ids = [m.add_line(f"IRQs {v} enabled on cpu0")[0] for v in lists]
+    assert len(set(m.current_ids(ids).tolist())) == 1 and len(m) == 1
+    tid = ids[0]
+    assert m.template(tid) == "IRQs <*> enabled on <*>"
+    assert tid in m.take_widened()  # the positions changed when "<*> <*> <*> <*> <*>" became one span
+    buf, s, e = _batch([f"IRQs {v} enabled on cpu1" for v in lists] + ["IRQs 11 12 13 enabled on cpu2"])
+    got = m.add_batch(buf, s, e)  # shapes already seen hit the cache; the last one is new
+    assert set(got.template_id.tolist()) == {tid}
+    values = [[bytes(buf[a:b]).decode() for a, b in zip(got.param_start[lo:hi], got.param_end[lo:hi])]
+              for lo, hi in zip(got.param_ptr[:-1], got.param_ptr[1:])]
+    assert values == [[v, "cpu1"] for v in lists] + [["11 12 13", "cpu2"]]
+    path = str(tmp_path / "t.snap")
+    m.save(path)
+    assert TemplateMiner.load(path).add_line("IRQs 5 6 7 8 enabled on cpu3") == (tid, [(0, "5 6 7 8"), (1, "cpu3")])
+
+
+def test_a_run_of_values_present_or_not_is_one_event():
+    m = TemplateMiner()
+    lines = ["proxy.example.com:443 close, 1234 bytes (1.2 KB) sent, 567 bytes received, lifetime 00:01",
+             "proxy.example.com:443 close, 12 bytes sent, 567 bytes received, lifetime 00:02",
+             "host2.example.org:80 close, 0 bytes sent, 0 bytes received, lifetime <1 sec",
+             "host3.example.org:80 close, 5 bytes sent, 10 bytes (10.0 KB) received, lifetime 02:01"]
+    ids = m.current_ids([m.add_line(ln)[0] for ln in lines]).tolist()
+    assert len(set(ids)) == 1
+    assert m.template(ids[0]) == "<*> close, <*> bytes <*> sent, <*> bytes <*> received, lifetime <*>"
+    buf, s, e = _batch(lines)
+    final = m.extract(buf, s, e, ids)
+    assert [bytes(buf[a:b]).decode() for a, b in zip(final.param_start[:6], final.param_end[:6])] == \
+        ["proxy.example.com:443", "1234", "(1.2 KB)", "567", "", "00:01"]
+    assert [bytes(buf[a:b]).decode() for a, b in zip(final.param_start[12:18], final.param_end[12:18])] == \
+        ["host2.example.org:80", "0", "", "0", "", "<1 sec"]
+    # words still keep events apart: a run of values is no licence to skip a word
+    other = m.add_line("proxy.example.com:443 open, 1234 bytes (1.2 KB) queued")[0]
+    assert other != ids[0]
+    assert m.add_line("GET 10.0.0.1 /a 200")[0] != m.add_line("POST /a 200")[0]
