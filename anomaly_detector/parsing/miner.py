@@ -146,9 +146,13 @@ def generalise(a, b):
     return None, False
 
 
+_NOT_ALNUM = bytes(c for c in range(256) if not _alnum(c))
+_NOT_ALPHA = bytes(c for c in range(256) if not (65 <= c <= 90 or 97 <= c <= 122))
+
+
 def _value_only(token):
     """Values and punctuation only, no literal letter or digit (miner_kernels._value_only); a span too."""
-    return token == S or (M in token and not any(_alnum(c) for c in token))
+    return token == S or (M in token and not token.translate(None, _NOT_ALNUM))
 
 
 def _runs(tokens):
@@ -428,7 +432,7 @@ class _Siblings:
 
 def _is_word(token):
     """A literal token with a letter in it (punctuation alone, values and gaps are not words)."""
-    return M not in token and any(65 <= c <= 90 or 97 <= c <= 122 for c in token)
+    return M not in token and bool(token.translate(None, _NOT_ALPHA))
 
 
 # ---------------------------------------------------------------- the miner
@@ -472,7 +476,7 @@ class TemplateMiner:
         self.span_words = int(span_words)      # -1: lines of another token count never join (no spans)
         self._alias = OrderedDict()            # tid of a template merged into a sibling -> the sibling's tid
         self._word_slots = {}                  # word token -> slots of the templates holding it
-        self._word_count = {}                  # slot -> its count of word tokens (see word_tokens)
+        self._word_count = {}                  # slot -> (count, set) of its word tokens (see word_tokens)
         self._pool = np.zeros(1 << 16, dtype=np.uint8)
         self._pool_used = 0
         self._tt_start = np.zeros(1 << 12, dtype=np.int64)
@@ -779,8 +783,12 @@ class TemplateMiner:
             slots = self._word_slots.get(w)
             if slots and len(slots) <= SPAN_POSTINGS:
                 shared.update(slots)
+        # a template of the line's token count was tried token by token (_match_live); one whose
+        # shared words cannot reach `similarity` of the words paired is not worth aligning
         ranked = sorted((-n, int(self._slot_tid[slot]), slot) for slot, n in shared.items()
-                        if abs(self._word_count[slot] - len(words)) <= self.span_words)
+                        if abs(self._word_count[slot][0] - len(words)) <= self.span_words
+                        and len(self._tokens[slot]) != len(tokens)
+                        and n >= self.similarity * min(self._word_count[slot][0], len(words)))
         for _, _, slot in ranked[:SPAN_CANDIDATES]:
             widened, _ = join_spans(self._tokens[slot], tokens, self.similarity)
             if widened is not None:
@@ -792,14 +800,13 @@ class TemplateMiner:
     def _index(self, slot, tokens):
         self._by_len.setdefault(len(tokens), _LengthIndex(len(tokens))).put(slot, tokens)
         words = word_tokens(tokens)
-        self._word_count[slot] = len(words)
-        for w in set(words):
+        self._word_count[slot] = (len(words), set(words))
+        for w in self._word_count[slot][1]:
             self._word_slots.setdefault(w, set()).add(slot)
 
     def _unindex(self, slot, tokens):
         self._by_len[len(tokens)].drop(slot)
-        del self._word_count[slot]
-        for w in set(word_tokens(tokens)):
+        for w in self._word_count.pop(slot)[1]:
             slots = self._word_slots[w]
             slots.discard(slot)
             if not slots:
