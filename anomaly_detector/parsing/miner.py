@@ -10,15 +10,35 @@ How a line finds its template
      the same number of tokens. A template token is a glob (literal text and <*>); a line
      token joins it when the glob matches, or when the two differ only where one side holds
      a value (a masked run, an empty slot between delimiters, or a dotted/slashed name),
-     in which case the template widens there. Differences between plain words
-     ("VM Started" / "VM Paused") never widen. Of the templates that accept the line, the one
-     with most literally equal tokens wins; at least one token must be equal and equal
-     tokens must be at least `similarity` of equal + widened ones. Otherwise a new template
-     is opened.
+     in which case the template widens there. One line's differing plain words
+     ("VM Started" / "VM Paused") never widen (step 5 judges words). Of the templates that
+     accept the line, the one with most literally equal tokens wins; at least one token must
+     be equal and equal tokens must be at least `similarity` of equal + widened ones.
+  3. Then the archive (see Eviction policy).
+  4. Spans: a line of another token count joins a template whose words it shares when they
+     differ only in runs of value-only tokens (values and punctuation, no literal word; a
+     duration unit word after a value counts with it): "IRQs 3 4" / "IRQs 3 4 5 6 7",
+     "bytes (1.2 KB) sent" / "bytes sent", "lifetime 00:01" / "lifetime <1 sec". Such a run
+     becomes one span token (<*>), whose value is the whole run, empty when there is none
+     (miner_kernels.span_tokens). Candidates come from an inverted index of words and are
+     bounded (SPAN_CANDIDATES, SPAN_POSTINGS, SPAN_STEPS), so a line's cost does not grow
+     with the number of templates. Otherwise a new template is opened.
+  5. Siblings: templates that agree on every token but one word (the "skeleton" index,
+     _Siblings) merge into the oldest of them, widened there, once that position holds
+     `sibling_values` (5) different words, or shares `shared_values` (3) of its words with
+     another such position: "Failed password for root|admin|ftp|guest|oracle ..." is one
+     event with a user, although "root" repeats hundreds of times; "session opened|closed
+     for user cyrus|news|test" are two events with users. Four words stay four events
+     (VM Started / Paused / Resumed / Stopped). The rest of the templates must hold at least
+     `sibling_literals` (3) more words. These thresholds were chosen by cross-validation over
+     two halves of the Loghub samples (bench/parse_bench.py --cv).
 
 Ids are non-negative int32, given in creation order and never reused. A template that widens
-keeps its id; the shape cache and a reload (save/load) give the same line the same id.
-
+(a value, or a span, where it had a word or a run) keeps its id; the shape cache and a reload
+(save/load) give the same line the same id. A template merged into a sibling gives its id up:
+current_id()/current_ids() map it to the survivor (as do template() and extract()), its shapes
+now lead to the survivor, the alias is saved with the miner (at most max(archive_size,
+max_templates) aliases, oldest dropped first), and take_widened() reports both ids.
 Eviction policy
   At most `max_templates` templates are live. Opening one more evicts the least recently
   seen sixteenth of them at once (one table rebuild per chunk rather than per template).
@@ -156,33 +176,23 @@ def _value_only(token):
 
 
 def _runs(tokens):
-    """[(is a value run, tokens)]: maximal runs of value-only tokens, each value followed by the
-    duration unit word it may have ("<1 sec"), between the other tokens one by one."""
+    """[(is a value run, first, end)]: index ranges of the maximal runs of value-only tokens (each
+    value with the duration unit word it may have, "<1 sec") and of the other tokens one by one.
+    Plain int tuples: a long line makes many, and lists of them would cost the garbage collector."""
     out = []
-    for t in tokens:
-        in_run = bool(out) and out[-1][0]
-        if _value_only(t) or (in_run and t in mk._LONE_DURATION_WORDS and out[-1][1][-1][-1:] == M):
-            if in_run:
-                out[-1][1].append(t)
-            else:
-                out.append((True, [t]))
-        else:
-            out.append((False, [t]))
+    run = -1
+    for k, t in enumerate(tokens):
+        if _value_only(t) or (run >= 0 and t in mk._LONE_DURATION_WORDS and tokens[k - 1][-1:] == M):
+            if run < 0:
+                run = k
+            continue
+        if run >= 0:
+            out.append((True, run, k))
+            run = -1
+        out.append((False, k, k + 1))
+    if run >= 0:
+        out.append((True, run, len(tokens)))
     return out
-
-
-def _regions(tokens):
-    """(words, regions): the tokens outside value runs, and the run before each and after the last."""
-    words, regions, run = [], [], []
-    for is_run, toks in _runs(tokens):
-        if is_run:
-            run = toks
-        else:
-            words.append(toks[0])
-            regions.append(run)
-            run = []
-    regions.append(run)
-    return words, regions
 
 
 def _join_region(a, b):
@@ -208,7 +218,10 @@ def join_spans(template, tokens, similarity):
     order, except that a run of values may join a run of another length, or nothing, as one span
     ("IRQs 3 4" / "IRQs 3 4 5 6", "bytes (1.2 KB) sent" / "bytes sent"): the first such
     alignment found, searching at most SPAN_STEPS steps. (None, 0) if none fits."""
-    a, b = _runs(template), _runs(tokens)
+    if len(template) + len(tokens) > 2 * SPAN_STEPS:
+        return None, 0
+    a = [(run, template[lo:hi]) for run, lo, hi in _runs(template)]
+    b = [(run, tokens[lo:hi]) for run, lo, hi in _runs(tokens)]
     if len(a) + len(b) > SPAN_STEPS:
         return None, 0
     got = _align(a, b, 0, 0, {}, [SPAN_STEPS])
@@ -261,14 +274,14 @@ def settle_spans(tokens):
     """A value run holding a span becomes that one span, as parameter extraction reads it (a span
     takes every value-only token it meets, see miner_kernels.span_tokens)."""
     out = []
-    for is_run, toks in _runs(tokens):
-        out += [S] if is_run and S in toks else toks
+    for is_run, lo, hi in _runs(tokens):
+        out += [S] if is_run and S in tokens[lo:hi] else tokens[lo:hi]
     return out
 
 
 def word_tokens(tokens):
     """The tokens outside value runs: what the span index compares."""
-    return _regions(tokens)[0]
+    return [tokens[lo] for is_run, lo, _ in _runs(tokens) if not is_run]
 
 
 def join_template(template, tokens, similarity):
@@ -385,9 +398,19 @@ class _Siblings:
         literal = [k for k, t in enumerate(tokens) if _is_word(t)]
         if len(literal) <= self.min_literals:
             return
+        # key of position p: the tokens before and after it, by running hashes (linear in the
+        # token count; a tuple of the rest per position was quadratic on long lines)
+        before, h = [], 0
+        for t in tokens:
+            before.append(h)
+            h = hash((h, t))
+        after, h = [0] * len(tokens), 0
+        for k in range(len(tokens) - 1, -1, -1):
+            after[k] = h
+            h = hash((h, tokens[k]))
         keys = []
         for p in literal:
-            key = hash((p, tuple(tokens[:p]), tuple(tokens[p + 1:])))
+            key = hash((p, len(tokens), before[p], after[p]))
             self.groups.setdefault(key, {})[slot] = tokens[p]
             self.position[key] = p
             self.word_keys.setdefault(tokens[p], set()).add(key)
@@ -678,8 +701,9 @@ class TemplateMiner:
 
     def take_widened(self):
         """Ids of templates whose parameters changed meaning since the last call (a constant became
-        a value, shifting the positions after it, or a token with several values changed): what
-        was learned about their parameters starts again. Widening a token's one value
+        a value, shifting the positions after it, a run of values became one span, or a token
+        with several values changed), and of templates merged into a sibling (their lines carry
+        the sibling's id from now on): what was learned about their parameters starts again. Widening a token's one value
         (`host=db-replica-<*>` to `host=db-<*>`) keeps positions and values (a value is known by
         its whole token, see miner_kernels.extract_params) and is not reported."""
         widened, self._widened = sorted(self._widened), set()
@@ -783,11 +807,10 @@ class TemplateMiner:
             slots = self._word_slots.get(w)
             if slots and len(slots) <= SPAN_POSTINGS:
                 shared.update(slots)
-        # a template of the line's token count was tried token by token (_match_live); one whose
-        # shared words cannot reach `similarity` of the words paired is not worth aligning
+        # a template whose shared words cannot reach `similarity` of the words paired is not
+        # worth aligning
         ranked = sorted((-n, int(self._slot_tid[slot]), slot) for slot, n in shared.items()
                         if abs(self._word_count[slot][0] - len(words)) <= self.span_words
-                        and len(self._tokens[slot]) != len(tokens)
                         and n >= self.similarity * min(self._word_count[slot][0], len(words)))
         for _, _, slot in ranked[:SPAN_CANDIDATES]:
             widened, _ = join_spans(self._tokens[slot], tokens, self.similarity)
