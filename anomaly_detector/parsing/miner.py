@@ -385,17 +385,20 @@ class _Siblings:
     halves of the Loghub samples (bench/parse_bench.py --cv).
     """
 
-    def __init__(self, min_values, shared_values, min_literals):
+    def __init__(self, tokens_of, min_values, shared_values, min_literals):
+        self.tokens_of = tokens_of  # slot -> tokens: the miner's live templates
         self.min_values = min_values
         self.shared_values = shared_values
         self.min_literals = min_literals
-        self.groups = {}        # key -> {slot: word}
-        self.slot_keys = {}     # slot -> [key]
-        self.word_keys = {}     # word -> set of keys holding it
-        self.position = {}      # key -> its position
+        # Most keys have one template: kept as a bare slot, a group dict only from the second on
+        # (the index holds a key per word of every live template).
+        self.single = {}        # key -> slot
+        self.multi = {}         # key -> (position, {slot: word})
+        self.slot_keys = {}     # slot -> (positions, keys)
+        self.word_keys = {}     # word -> set of multi keys holding it
 
     def add(self, slot, tokens):
-        literal = [k for k, t in enumerate(tokens) if _is_word(t)]
+        literal = tuple(k for k, t in enumerate(tokens) if _is_word(t))
         if len(literal) <= self.min_literals:
             return
         # key of position p: the tokens before and after it, by running hashes (linear in the
@@ -411,36 +414,56 @@ class _Siblings:
         keys = []
         for p in literal:
             key = hash((p, len(tokens), before[p], after[p]))
-            self.groups.setdefault(key, {})[slot] = tokens[p]
-            self.position[key] = p
-            self.word_keys.setdefault(tokens[p], set()).add(key)
             keys.append(key)
-        self.slot_keys[slot] = keys
+            if key in self.multi:
+                self.multi[key][1][slot] = tokens[p]
+                self.word_keys.setdefault(tokens[p], set()).add(key)
+            elif key in self.single:
+                other = self.single.pop(key)
+                group = {other: self.tokens_of[other][p], slot: tokens[p]}
+                self.multi[key] = (p, group)
+                for w in group.values():
+                    self.word_keys.setdefault(w, set()).add(key)
+            else:
+                self.single[key] = slot
+        self.slot_keys[slot] = (literal, tuple(keys))
 
     def remove(self, slot):
-        for key in self.slot_keys.pop(slot, ()):
-            group = self.groups[key]
+        _, keys = self.slot_keys.pop(slot, ((), ()))
+        for key in keys:
+            if self.single.get(key) == slot:
+                del self.single[key]
+                continue
+            group = self.multi[key][1]
             word = group.pop(slot)
-            if not group:
-                del self.groups[key]
-                del self.position[key]
             if word not in group.values():
-                keys = self.word_keys[word]
-                keys.discard(key)
-                if not keys:
-                    del self.word_keys[word]
+                self._forget(word, key)
+            if len(group) == 1:
+                del self.multi[key]
+                other, w = group.popitem()
+                self.single[key] = other
+                self._forget(w, key)
+
+    def _forget(self, word, key):
+        keys = self.word_keys[word]
+        keys.discard(key)
+        if not keys:
+            del self.word_keys[word]
 
     def ripe(self, slot):
         """[(position, slots)] of the groups of slot that hold a value position, largest first, with
         the groups whose words they share (merged together, or the first merge would leave its
         partner with nothing to share)."""
         out = {}
-        for key in self.slot_keys.get(slot, ()):
-            group = self.groups[key]
-            partners = self._partners(key, group) if len(group) >= 2 else []
+        for key in self.slot_keys.get(slot, ((), ()))[1]:
+            if key not in self.multi:
+                continue
+            group = self.multi[key][1]
+            partners = self._partners(key, group)
             if len(group) >= self.min_values or partners:
                 for k in [key] + partners:
-                    out[k] = (len(self.groups[k]), self.position[k], sorted(self.groups[k]))
+                    p, members = self.multi[k]
+                    out[k] = (len(members), p, sorted(members))
         return [(p, slots) for _, p, slots in sorted(out.values(), reverse=True)]
 
     def _partners(self, key, group):
@@ -449,8 +472,7 @@ class _Siblings:
         for w in words:
             others |= self.word_keys.get(w, set())
         others.discard(key)
-        return [other for other in others if len(self.groups[other]) >= 2
-                and len(words & set(self.groups[other].values())) >= self.shared_values]
+        return [other for other in others if len(words & set(self.multi[other][1].values())) >= self.shared_values]
 
 
 def _is_word(token):
@@ -495,7 +517,7 @@ class TemplateMiner:
         self._widened = set()                  # tids whose text changed since take_widened()
         self._archived_shapes = {}             # shape hash -> tid
         self._archive_by_len = {}              # token count -> set of tids
-        self._siblings = _Siblings(sibling_values, shared_values, sibling_literals)
+        self._siblings = _Siblings(self._tokens, sibling_values, shared_values, sibling_literals)
         self.span_words = int(span_words)      # -1: lines of another token count never join (no spans)
         self._alias = OrderedDict()            # tid of a template merged into a sibling -> the sibling's tid
         self._word_slots = {}                  # word token -> slots of the templates holding it

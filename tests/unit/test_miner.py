@@ -263,3 +263,37 @@ def test_a_run_of_values_present_or_not_is_one_event():
     other = m.add_line("proxy.example.com:443 open, 1234 bytes (1.2 KB) queued")[0]
     assert other != ids[0]
     assert m.add_line("GET 10.0.0.1 /a 200")[0] != m.add_line("POST /a 200")[0]
+
+
+def test_merges_spans_and_eviction_keep_the_indexes_bounded_and_consistent(tmp_path):
+    import random
+    rng = random.Random(1)
+    words = ["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta", "iota", "kappa"]
+    users = ["root", "ftp", "news", "test", "guest", "oracle", "admin", "bob"]
+    m = TemplateMiner(max_templates=16, archive_size=32)
+    for _ in range(4000):
+        r = rng.random()
+        if r < 0.3:
+            line = f"Failed password for {rng.choice(users)} from 10.0.0.{rng.randint(0, 255)} port {rng.randint(1, 9)} ssh"
+        elif r < 0.5:
+            line = "IRQs " + " ".join(str(rng.randint(0, 15)) for _ in range(rng.randint(1, 8))) + " on " + \
+                rng.choice(words)
+        elif r < 0.7:
+            line = " ".join(rng.choice(words) for _ in range(rng.randint(2, 6))) + " 5" * rng.randint(0, 3)
+        else:
+            line = f"{rng.choice(words)} {rng.choice(words)} done in {rng.randint(1, 99)} ms" + \
+                f" ({rng.randint(1, 9)}.{rng.randint(0, 9)} KB)" * rng.randint(0, 1)
+        tid, _ = m.add_line(line)
+        assert m.current_id(tid) in m._tid_slot
+        assert len(m) <= 16 and len(m._alias) <= 32 and len(m._archive) <= 32
+    live = set(m._tokens)
+    assert live == set(m._word_count) and set(m._siblings.slot_keys) <= live
+    assert sum(len(i.slots) for i in m._by_len.values()) == len(live)
+    assert set().union(*m._word_slots.values()) == live
+    members = set(m._siblings.single.values()).union(*(g for _, g in m._siblings.multi.values()))
+    assert members <= live
+    path = str(tmp_path / "t.snap")
+    m.save(path)
+    again = TemplateMiner.load(path, max_templates=16, archive_size=32)
+    for line in ("Failed password for admin from 10.0.0.1 port 2 ssh", "IRQs 1 2 3 on beta"):
+        assert again.add_line(line)[0] == m.add_line(line)[0]
