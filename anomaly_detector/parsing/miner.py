@@ -176,23 +176,28 @@ def _value_only(token):
 
 
 def _runs(tokens):
-    """[(is a value run, first, end)]: index ranges of the maximal runs of value-only tokens (each
-    value with the duration unit word it may have, "<1 sec") and of the other tokens one by one.
-    Plain int tuples: a long line makes many, and lists of them would cost the garbage collector."""
+    """Maximal runs of value-only tokens (each value with the duration unit word it may have, "<1
+    sec") and the other tokens one by one, as [start << 1 | is a run]; a segment ends where the
+    next starts (or at len(tokens)). Plain ints: a long line makes many, and tuples or lists of
+    them would cost the garbage collector."""
     out = []
-    run = -1
+    run = False
     for k, t in enumerate(tokens):
-        if _value_only(t) or (run >= 0 and t in mk._LONE_DURATION_WORDS and tokens[k - 1][-1:] == M):
-            if run < 0:
-                run = k
+        if _value_only(t) or (run and t in mk._LONE_DURATION_WORDS and tokens[k - 1][-1:] == M):
+            if not run:
+                out.append(k << 1 | 1)
+                run = True
             continue
-        if run >= 0:
-            out.append((True, run, k))
-            run = -1
-        out.append((False, k, k + 1))
-    if run >= 0:
-        out.append((True, run, len(tokens)))
+        out.append(k << 1)
+        run = False
     return out
+
+
+def _segments(tokens):
+    """[(is a run, tokens)] of _runs."""
+    starts = _runs(tokens)
+    ends = [s >> 1 for s in starts[1:]] + [len(tokens)]
+    return [(bool(s & 1), tokens[s >> 1:e]) for s, e in zip(starts, ends)]
 
 
 def _join_region(a, b):
@@ -220,8 +225,7 @@ def join_spans(template, tokens, similarity):
     alignment found, searching at most SPAN_STEPS steps. (None, 0) if none fits."""
     if len(template) + len(tokens) > 2 * SPAN_STEPS:
         return None, 0
-    a = [(run, template[lo:hi]) for run, lo, hi in _runs(template)]
-    b = [(run, tokens[lo:hi]) for run, lo, hi in _runs(tokens)]
+    a, b = _segments(template), _segments(tokens)
     if len(a) + len(b) > SPAN_STEPS:
         return None, 0
     got = _align(a, b, 0, 0, {}, [SPAN_STEPS])
@@ -274,14 +278,14 @@ def settle_spans(tokens):
     """A value run holding a span becomes that one span, as parameter extraction reads it (a span
     takes every value-only token it meets, see miner_kernels.span_tokens)."""
     out = []
-    for is_run, lo, hi in _runs(tokens):
-        out += [S] if is_run and S in tokens[lo:hi] else tokens[lo:hi]
+    for is_run, toks in _segments(tokens):
+        out += [S] if is_run and S in toks else toks
     return out
 
 
 def word_tokens(tokens):
     """The tokens outside value runs: what the span index compares."""
-    return [tokens[lo] for is_run, lo, _ in _runs(tokens) if not is_run]
+    return [tokens[s >> 1] for s in _runs(tokens) if not s & 1]
 
 
 def join_template(template, tokens, similarity):
@@ -394,13 +398,14 @@ class _Siblings:
         # (the index holds a key per word of every live template).
         self.single = {}        # key -> slot
         self.multi = {}         # key -> (position, {slot: word})
-        self.slot_keys = {}     # slot -> (positions, keys)
         self.word_keys = {}     # word -> set of multi keys holding it
 
-    def add(self, slot, tokens):
-        literal = tuple(k for k, t in enumerate(tokens) if _is_word(t))
+    def keys(self, tokens):
+        """(positions, keys) of the words of tokens, when the rest holds enough words (two lists of
+        ints: no container per token for the garbage collector)."""
+        literal = [k for k, t in enumerate(tokens) if _is_word(t)]
         if len(literal) <= self.min_literals:
-            return
+            return [], []
         # key of position p: the tokens before and after it, by running hashes (linear in the
         # token count; a tuple of the rest per position was quadratic on long lines)
         before, h = [], 0
@@ -411,10 +416,10 @@ class _Siblings:
         for k in range(len(tokens) - 1, -1, -1):
             after[k] = h
             h = hash((h, tokens[k]))
-        keys = []
-        for p in literal:
-            key = hash((p, len(tokens), before[p], after[p]))
-            keys.append(key)
+        return literal, [hash((p, len(tokens), before[p], after[p])) for p in literal]
+
+    def add(self, slot, tokens):
+        for p, key in zip(*self.keys(tokens)):
             if key in self.multi:
                 self.multi[key][1][slot] = tokens[p]
                 self.word_keys.setdefault(tokens[p], set()).add(key)
@@ -426,11 +431,9 @@ class _Siblings:
                     self.word_keys.setdefault(w, set()).add(key)
             else:
                 self.single[key] = slot
-        self.slot_keys[slot] = (literal, tuple(keys))
 
-    def remove(self, slot):
-        _, keys = self.slot_keys.pop(slot, ((), ()))
-        for key in keys:
+    def remove(self, slot, tokens):
+        for key in self.keys(tokens)[1]:
             if self.single.get(key) == slot:
                 del self.single[key]
                 continue
@@ -450,12 +453,12 @@ class _Siblings:
         if not keys:
             del self.word_keys[word]
 
-    def ripe(self, slot):
-        """[(position, slots)] of the groups of slot that hold a value position, largest first, with
-        the groups whose words they share (merged together, or the first merge would leave its
-        partner with nothing to share)."""
+    def ripe(self, tokens):
+        """[(position, slots)] of the groups of a template (its tokens) that hold a value position,
+        largest first, with the groups whose words they share (merged together, or the first merge
+        would leave its partner with nothing to share)."""
         out = {}
-        for key in self.slot_keys.get(slot, ((), ()))[1]:
+        for key in self.keys(tokens)[1]:
             if key not in self.multi:
                 continue
             group = self.multi[key][1]
@@ -521,7 +524,7 @@ class TemplateMiner:
         self.span_words = int(span_words)      # -1: lines of another token count never join (no spans)
         self._alias = OrderedDict()            # tid of a template merged into a sibling -> the sibling's tid
         self._word_slots = {}                  # word token -> slots of the templates holding it
-        self._word_count = {}                  # slot -> (count, set) of its word tokens (see word_tokens)
+        self._word_count = {}                  # slot -> its count of word tokens (see word_tokens)
         self._pool = np.zeros(1 << 16, dtype=np.uint8)
         self._pool_used = 0
         self._tt_start = np.zeros(1 << 12, dtype=np.int64)
@@ -732,14 +735,12 @@ class TemplateMiner:
         return widened
 
     def _set_tokens(self, slot, tokens):
-        self._siblings.remove(slot)
-        self._siblings.add(slot, tokens)
         old = self._tokens.get(slot)
         if old is not None:
             self._unindex(slot, old)
         self._tokens[slot] = tokens
         self._index(slot, tokens)
-        marks = [mk.pool_token(t)[1] for t in tokens]
+        marks = [-1 if t == S else t.count(M) for t in tokens]
         self._nwild[slot] = sum(abs(c) for c in marks)
         self._max_marks = max([self._max_marks] + marks)
         need = sum(len(t) for t in tokens)
@@ -748,11 +749,12 @@ class TemplateMiner:
         self._write_tokens(slot, tokens)
 
     def _write_tokens(self, slot, tokens):
-        pooled = [mk.pool_token(t) for t in tokens]
+        marks = [-1 if t == S else t.count(M) for t in tokens]  # as miner_kernels.pool_token
         # parameter extraction walks tokens only up to the last one holding a wildcard (or a span)
-        self._tpl_nscan[slot] = max([k + 1 for k, (_, c) in enumerate(pooled) if c] + [0])
+        self._tpl_nscan[slot] = max([k + 1 for k, c in enumerate(marks) if c] + [0])
         self._tpl_first[slot] = self._tt_used
-        for t, c in pooled:
+        for t, c in zip(tokens, marks):
+            t = b"" if c < 0 else t
             self._pool[self._pool_used:self._pool_used + len(t)] = np.frombuffer(t, dtype=np.uint8)
             self._tt_start[self._tt_used] = self._pool_used
             self._tt_end[self._tt_used] = self._pool_used + len(t)
@@ -784,7 +786,6 @@ class TemplateMiner:
         tid = int(self._slot_tid[slot])
         tokens = self._tokens.pop(slot)
         self._unindex(slot, tokens)
-        self._siblings.remove(slot)
         self._archive[tid] = (tokens, int(self._counts[slot]), int(self._last_seen[slot]))
         self._archive_by_len.setdefault(len(tokens), set()).add(tid)
         for shape in self._slot_shapes.pop(slot, []):
@@ -832,8 +833,8 @@ class TemplateMiner:
         # a template whose shared words cannot reach `similarity` of the words paired is not
         # worth aligning
         ranked = sorted((-n, int(self._slot_tid[slot]), slot) for slot, n in shared.items()
-                        if abs(self._word_count[slot][0] - len(words)) <= self.span_words
-                        and n >= self.similarity * min(self._word_count[slot][0], len(words)))
+                        if abs(self._word_count[slot] - len(words)) <= self.span_words
+                        and n >= self.similarity * min(self._word_count[slot], len(words)))
         for _, _, slot in ranked[:SPAN_CANDIDATES]:
             widened, _ = join_spans(self._tokens[slot], tokens, self.similarity)
             if widened is not None:
@@ -843,15 +844,19 @@ class TemplateMiner:
         return None
 
     def _index(self, slot, tokens):
+        """Enter a template in the token-count, word (spans) and sibling indexes."""
+        self._siblings.add(slot, tokens)
         self._by_len.setdefault(len(tokens), _LengthIndex(len(tokens))).put(slot, tokens)
         words = word_tokens(tokens)
-        self._word_count[slot] = (len(words), set(words))
-        for w in self._word_count[slot][1]:
+        self._word_count[slot] = len(words)
+        for w in set(words):
             self._word_slots.setdefault(w, set()).add(slot)
 
     def _unindex(self, slot, tokens):
+        self._siblings.remove(slot, tokens)
         self._by_len[len(tokens)].drop(slot)
-        for w in self._word_count.pop(slot)[1]:
+        del self._word_count[slot]
+        for w in set(word_tokens(tokens)):
             slots = self._word_slots[w]
             slots.discard(slot)
             if not slots:
@@ -861,7 +866,7 @@ class TemplateMiner:
         """Merge the sibling groups of slot that show a value position (see _Siblings); the slot
         that now holds slot's lines."""
         for _ in range(8):
-            ripe = self._siblings.ripe(slot)
+            ripe = self._siblings.ripe(self._tokens[slot])
             if not ripe:
                 break
             done = set()
@@ -894,7 +899,6 @@ class TemplateMiner:
             mk.table_put(self._keys, self._vals, np.uint64(shape), np.int32(keep))
         tokens = self._tokens.pop(gone)
         self._unindex(gone, tokens)
-        self._siblings.remove(gone)
         del self._tid_slot[gone_tid]
         self._slot_tid[gone] = -1
         self._counts[gone] = 0
