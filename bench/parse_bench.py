@@ -157,6 +157,9 @@ RULES = [
      "3", "decided on B (Linux sessions), A indifferent; checked on A: unchanged"),
     ("sibling_literals", "fewest literal words the rest of the templates must have",
      "3", "A and B agree on 3 or less; 3 kept (fewer merges in short templates)"),
+    ("empty slot", "an empty slot joins a value only after a delimiter, not at a token's start "
+     "('(uid=0)' / 'LOGIN(uid=0)' stay apart)", "on",
+     "decided on B (Linux 0.939 -> 1.000), A unchanged; it undoes a join the sibling rule made possible"),
     ("span_words", "a line of another token count joins a template with this many more or fewer words, "
      "runs of values between them one span (-1: never)",
      "2", "A and B indifferent (no sample mixes run lengths within an event); kept for the phenomena"),

@@ -152,8 +152,9 @@ def generalise(a, b):
     if (M in ma and M in mb) or ma == M or mb == M:
         return pre + M + suf, True
     if not ma or not mb:
-        # an empty slot is a value only between delimiters: "user=" / "user=root", "()" / "(x)"
-        if (not pre or not _alnum(pre[-1])) and (not suf or not _alnum(suf[0])):
+        # an empty slot is a value only between delimiters: "user=" / "user=root", "()" / "(x)";
+        # the token's start is none: a word glued before "(uid=0)" names a call, it is no value
+        if pre and not _alnum(pre[-1]) and (not suf or not _alnum(suf[0])):
             return pre + M + suf, True
         return None, False
     if _dotted_name(a) and _dotted_name(b) and any(d in ma or d in mb for d in (b".", b"/")):

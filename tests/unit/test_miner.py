@@ -140,6 +140,7 @@ def test_masking_switches_and_extra_regex():
 
 def test_generalise_rules():
     assert generalise(b"user=", b"user=root") == (b"user=" + M, True)
+    assert generalise(b"(uid=" + M + b")", b"LOGIN(uid=" + M + b")") == (None, False)
     assert generalise(b"connect", b"disconnect") == (None, False)
     assert generalise(b"Started", b"Paused") == (None, False)
     assert generalise(b"blk_" + M, b"blk_-" + M) == (b"blk_" + M, False)
