@@ -152,17 +152,18 @@ HALVES = {"A": ["Android", "HDFS", "HealthApp", "Mac", "Spark"],
 # with the last --cv run; CV_GRID holds the settings tried, each rule varied with the others kept).
 RULES = [
     ("sibling_values", "a word position with this many different words among otherwise equal templates is a value",
-     "5", "A and B each pick 5 or more (3-4 split OpenStack's VM Started/Paused/...); the least of them kept"),
+     "5", "A: 4 or more tie; B: 5 or more (4 merges OpenStack's VM Started/Paused/Resumed/Stopped); "
+     "the least of B's kept, A unchanged by it"),
     ("shared_values", "or with this many of its words shared with another such position",
-     "3", "decided on B (Linux sessions), A indifferent; checked on A: unchanged"),
-    ("sibling_literals", "fewest literal words the rest of the templates must have",
-     "3", "A and B agree on 3 or less; 3 kept (fewer merges in short templates)"),
+     "3", "B: 3 only (Linux sessions; 2 also merges Android's begin/end, true/false); A: 3 or more tie"),
+    ("sibling_literals", "fewest other words a template needs to take part",
+     "3", "B: 3 or more; A: any; 3 kept"),
     ("empty slot", "an empty slot joins a value only after a delimiter, not at a token's start "
      "('(uid=0)' / 'LOGIN(uid=0)' stay apart)", "on",
      "decided on B (Linux 0.939 -> 1.000), A unchanged; it undoes a join the sibling rule made possible"),
     ("span_words", "a line of another token count joins a template with this many more or fewer words, "
      "runs of values between them one span (-1: never)",
-     "2", "A and B indifferent (no sample mixes run lengths within an event); kept for the phenomena"),
+     "2", "A: 0 or more (Mac's channel lists); B: any; kept for the issue's phenomena, which no sample shows much"),
 ]
 CV_GRID = {"sibling_values": [3, 4, 5, 6, 99], "shared_values": [2, 3, 4, 99], "sibling_literals": [1, 2, 3, 4],
            "span_words": [-1, 0, 1, 2, 3]}
