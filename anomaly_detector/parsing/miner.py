@@ -9,7 +9,7 @@ How a line finds its template
   2. A miss (a shape not seen before) is matched in Python against the live templates with
      the same number of tokens. A template token is a glob (literal text and <*>); a line
      token joins it when the glob matches, or when the two differ only where one side holds
-     a value (a masked run, an empty slot between delimiters, or a dotted/slashed name),
+     a value (a masked run, an empty slot after a delimiter, or a dotted/slashed name),
      in which case the template widens there. One line's differing plain words
      ("VM Started" / "VM Paused") never widen (step 5 judges words). Of the templates that
      accept the line, the one with most literally equal tokens wins; at least one token must
