@@ -400,6 +400,7 @@ class _Siblings:
         self.single = {}        # key -> slot
         self.multi = {}         # key -> (position, {slot: word})
         self.word_keys = {}     # word -> set of multi keys holding it
+        self.grown = False      # a group gained a member since the miner last looked (ripe)
 
     def keys(self, tokens):
         """(positions, keys) of the words of tokens, when the rest holds enough words (two lists of
@@ -424,7 +425,9 @@ class _Siblings:
             if key in self.multi:
                 self.multi[key][1][slot] = tokens[p]
                 self.word_keys.setdefault(tokens[p], set()).add(key)
+                self.grown = True
             elif key in self.single:
+                self.grown = True
                 other = self.single.pop(key)
                 group = {other: self.tokens_of[other][p], slot: tokens[p]}
                 self.multi[key] = (p, group)
@@ -866,6 +869,10 @@ class TemplateMiner:
     def _merge_siblings(self, slot):
         """Merge the sibling groups of slot that show a value position (see _Siblings); the slot
         that now holds slot's lines."""
+        # a group ripens only when it gains a member (a template opened or widened)
+        if not self._siblings.grown:
+            return slot
+        self._siblings.grown = False
         for _ in range(8):
             ripe = self._siblings.ripe(self._tokens[slot])
             if not ripe:
