@@ -28,7 +28,8 @@ How a line finds its template
      `sibling_values` (5) different words, or shares `shared_values` (3) of its words with
      another such position: "Failed password for root|admin|ftp|guest|oracle ..." is one
      event with a user, although "root" repeats hundreds of times; "session opened|closed
-     for user cyrus|news|test" are two events with users. Four words stay four events
+     for user cyrus|news|test" are two events with users (words compare by their value part:
+     "user=root" shares "root"). Four words stay four events
      (VM Started / Paused / Resumed / Stopped). The rest of the templates must hold at least
      `sibling_literals` (3) more words. These thresholds were chosen by cross-validation over
      two halves of the Loghub samples (bench/parse_bench.py --cv).
@@ -424,7 +425,7 @@ class _Siblings:
         for p, key in zip(*self.keys(tokens)):
             if key in self.multi:
                 self.multi[key][1][slot] = tokens[p]
-                self.word_keys.setdefault(tokens[p], set()).add(key)
+                self.word_keys.setdefault(_core(tokens[p]), set()).add(key)
                 self.grown = True
             elif key in self.single:
                 self.grown = True
@@ -432,7 +433,7 @@ class _Siblings:
                 group = {other: self.tokens_of[other][p], slot: tokens[p]}
                 self.multi[key] = (p, group)
                 for w in group.values():
-                    self.word_keys.setdefault(w, set()).add(key)
+                    self.word_keys.setdefault(_core(w), set()).add(key)
             else:
                 self.single[key] = slot
 
@@ -443,19 +444,21 @@ class _Siblings:
                 continue
             group = self.multi[key][1]
             word = group.pop(slot)
-            if word not in group.values():
-                self._forget(word, key)
             if len(group) == 1:
                 del self.multi[key]
-                other, w = group.popitem()
+                other, _ = group.popitem()
                 self.single[key] = other
-                self._forget(w, key)
+                for w in {word, _}:
+                    self._forget(_core(w), key)
+            elif _core(word) not in {_core(w) for w in group.values()}:
+                self._forget(_core(word), key)
 
-    def _forget(self, word, key):
-        keys = self.word_keys[word]
-        keys.discard(key)
-        if not keys:
-            del self.word_keys[word]
+    def _forget(self, core, key):
+        keys = self.word_keys.get(core)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self.word_keys[core]
 
     def ripe(self, tokens):
         """[(position, slots)] of the groups of a template (its tokens) that hold a value position,
@@ -474,12 +477,24 @@ class _Siblings:
         return [(p, slots) for _, p, slots in sorted(out.values(), reverse=True)]
 
     def _partners(self, key, group):
-        words = set(group.values())
+        # words compare by their core: "user=root" holds the same value as "root"
+        words = {_core(w) for w in group.values()}
         others = set()
         for w in words:
             others |= self.word_keys.get(w, set())
         others.discard(key)
-        return [other for other in others if len(words & set(self.multi[other][1].values())) >= self.shared_values]
+        return [other for other in others
+                if len(words & {_core(w) for w in self.multi[other][1].values()}) >= self.shared_values]
+
+
+def _core(word):
+    """The value part of a word token: after its last "=" or ":", without the punctuation around
+    it ('user=root' -> 'root', 'tag="AudioMix",' -> 'AudioMix'); the word when that leaves none."""
+    for d in (b"=", b":"):
+        if d in word and word.rsplit(d, 1)[1].translate(None, _NOT_ALNUM):
+            word = word.rsplit(d, 1)[1]
+    core = word.strip(_NOT_ALNUM)
+    return core or word
 
 
 def _is_word(token):

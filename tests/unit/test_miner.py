@@ -298,3 +298,16 @@ def test_merges_spans_and_eviction_keep_the_indexes_bounded_and_consistent(tmp_p
     again = TemplateMiner.load(path, max_templates=16, archive_size=32)
     for line in ("Failed password for admin from 10.0.0.1 port 2 ssh", "IRQs 1 2 3 on beta"):
         assert again.add_line(line)[0] == m.add_line(line)[0]
+
+
+def test_values_inside_key_value_words_are_shared_with_bare_ones():
+    m = TemplateMiner()
+    users = ("root", "admin", "ftp")
+    failed = [m.add_line(f"Failed password for {u} from 10.0.0.{i} port 22 ssh")[0] for i, u in enumerate(users)]
+    pam = [m.add_line(f"authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=10.0.0.{i} user={u}")[0]
+           for i, u in enumerate(users)]
+    assert len(set(m.current_ids(failed).tolist())) == 1 and len(set(m.current_ids(pam).tolist())) == 1
+    assert m.template(pam[0]).endswith("user=<*>")
+    from anomaly_detector.parsing.miner import _core
+    assert [_core(w) for w in (b"user=root", b'tag="AudioMix",', b"root", b"key:")] == \
+        [b"root", b"AudioMix", b"root", b"key"]
