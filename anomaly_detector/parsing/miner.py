@@ -71,7 +71,7 @@ SHARED_VALUES = 3
 SIBLING_LITERALS = 3
 SPAN_CANDIDATES = 8  # templates a line of a new token count is joined against, most equal words first
 SPAN_WORDS = 2       # how many more or fewer words such a template may have
-SPAN_POSTINGS = 256  # a word held by more templates than this does not rank candidates
+SPAN_POSTINGS = 128  # index entries one line reads to rank candidates
 SPAN_STEPS = 400     # bound of one such join's search (and of the token runs it takes)
 
 
@@ -835,8 +835,8 @@ class TemplateMiner:
         """A live template with the line's words and other runs of values between them (join_spans),
         widened to take it; None when there is none.
 
-        Candidates share words with the line (an inverted index; a word held by more than
-        SPAN_POSTINGS templates is too common to count), have up to SPAN_WORDS words more or
+        Candidates share words with the line (an inverted index, read for at most SPAN_POSTINGS
+        templates in all: a word held by more than what is left is too common to count), have up to SPAN_WORDS words more or
         fewer (a value in one line can be a word in another: an address or a host name), and are
         tried by most shared words, at most SPAN_CANDIDATES of them: the cost of a line does not
         grow with the number of templates.
@@ -844,11 +844,12 @@ class TemplateMiner:
         if self.span_words < 0:
             return None
         words = word_tokens(tokens)
-        shared = Counter()
+        shared, budget = Counter(), SPAN_POSTINGS
         for w in set(words):
             slots = self._word_slots.get(w)
-            if slots and len(slots) <= SPAN_POSTINGS:
+            if slots and len(slots) <= budget:
                 shared.update(slots)
+                budget -= len(slots)
         # a template whose shared words cannot reach `similarity` of the words paired is not
         # worth aligning
         ranked = sorted((-n, int(self._slot_tid[slot]), slot) for slot, n in shared.items()
