@@ -50,6 +50,7 @@ Eviction policy
   The shape cache holds at most `max_shapes` shapes; when full it is cleared and relearned
   through step 2, which maps lines to the same live templates, so ids do not change.
 """
+import heapq
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
@@ -852,10 +853,11 @@ class TemplateMiner:
                 budget -= len(slots)
         # a template whose shared words cannot reach `similarity` of the words paired is not
         # worth aligning
-        ranked = sorted((-n, int(self._slot_tid[slot]), slot) for slot, n in shared.items()
-                        if abs(self._word_count[slot] - len(words)) <= self.span_words
-                        and n >= self.similarity * min(self._word_count[slot], len(words)))
-        for _, _, slot in ranked[:SPAN_CANDIDATES]:
+        ranked = heapq.nsmallest(SPAN_CANDIDATES, (
+            (-n, int(self._slot_tid[slot]), slot) for slot, n in shared.items()
+            if abs(self._word_count[slot] - len(words)) <= self.span_words
+            and n >= self.similarity * min(self._word_count[slot], len(words))))
+        for _, _, slot in ranked:
             widened, _ = join_spans(self._tokens[slot], tokens, self.similarity)
             if widened is not None:
                 if widened != self._tokens[slot]:
@@ -866,7 +868,10 @@ class TemplateMiner:
     def _index(self, slot, tokens):
         """Enter a template in the token-count, word (spans) and sibling indexes."""
         self._siblings.add(slot, tokens)
-        self._by_len.setdefault(len(tokens), _LengthIndex(len(tokens))).put(slot, tokens)
+        index = self._by_len.get(len(tokens))
+        if index is None:
+            index = self._by_len[len(tokens)] = _LengthIndex(len(tokens))
+        index.put(slot, tokens)
         words = word_tokens(tokens)
         self._word_count[slot] = len(words)
         for w in set(words):
