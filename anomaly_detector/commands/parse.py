@@ -124,6 +124,7 @@ def _write(path, parser, columns, split, mined, miner, header_fields, output_dir
     """Write the two files of one input; returns (structured path, number of templates of its lines)."""
     # extract gives each line's parameters and id against the templates as they are after every file
     final = miner.extract(columns.content_buf, columns.content_start, columns.content_end, mined.template_id)
+    mined.template_id = final.template_id  # ids merged into a sibling since, as the sibling's
     templates = {tid: text for tid, text, _ in miner.templates()}
     tids, _, counts = distinct_ids(final.template_id)
     for tid in tids.tolist():

@@ -9,12 +9,30 @@ How a line finds its template
   2. A miss (a shape not seen before) is matched in Python against the live templates with
      the same number of tokens. A template token is a glob (literal text and <*>); a line
      token joins it when the glob matches, or when the two differ only where one side holds
-     a value (a masked run, an empty slot between delimiters, or a dotted/slashed name),
-     in which case the template widens there. Differences between plain words
-     ("VM Started" / "VM Paused") never widen. Of the templates that accept the line, the one
-     with most literally equal tokens wins; at least one token must be equal and equal
-     tokens must be at least `similarity` of equal + widened ones. Otherwise a new template
-     is opened.
+     a value (a masked run, an empty slot after a delimiter, or a dotted/slashed name),
+     in which case the template widens there. One line's differing plain words
+     ("VM Started" / "VM Paused") never widen (step 5 judges words). Of the templates that
+     accept the line, the one with most literally equal tokens wins; at least one token must
+     be equal and equal tokens must be at least `similarity` of equal + widened ones.
+  3. Then the archive (see Eviction policy).
+  4. Spans: a line of another token count joins a template whose words it shares when they
+     differ only in runs of value-only tokens (values and punctuation, no literal word; a
+     duration unit word after a value counts with it): "IRQs 3 4" / "IRQs 3 4 5 6 7",
+     "bytes (1.2 KB) sent" / "bytes sent", "lifetime 00:01" / "lifetime <1 sec". Such a run
+     becomes one span token (<*>), whose value is the whole run, empty when there is none
+     (miner_kernels.span_tokens). Candidates come from an inverted index of words and are
+     bounded (SPAN_CANDIDATES, SPAN_POSTINGS, SPAN_STEPS), so a line's cost does not grow
+     with the number of templates. Otherwise a new template is opened.
+  5. Siblings: templates that agree on every token but one word (the "skeleton" index,
+     _Siblings) merge into the oldest of them, widened there, once that position holds
+     `sibling_values` (5) different words, or shares `shared_values` (3) of its words with
+     another such position: "Failed password for root|admin|ftp|guest|oracle ..." is one
+     event with a user, although "root" repeats hundreds of times; "session opened|closed
+     for user cyrus|news|test" are two events with users (words compare by their value part:
+     "user=root" shares "root"). Four words stay four events
+     (VM Started / Paused / Resumed / Stopped). The rest of the templates must hold at least
+     `sibling_literals` (3) more words. These thresholds were chosen by cross-validation over
+     two halves of the Loghub samples (bench/parse_bench.py --cv).
 
 Free text (unclustered.py)
   A source whose lines mostly join no template is judged free text; its lines that join no
@@ -23,8 +41,11 @@ Free text (unclustered.py)
   lines are resolved by one kernel (unclustered_kernels.free_text_run) without Python.
 
 Ids are non-negative int32, given in creation order and never reused. A template that widens
-keeps its id; the shape cache and a reload (save/load) give the same line the same id.
-
+(a value, or a span, where it had a word or a run) keeps its id; the shape cache and a reload
+(save/load) give the same line the same id. A template merged into a sibling gives its id up:
+current_id()/current_ids() map it to the survivor (as do template() and extract()), its shapes
+now lead to the survivor, the alias is saved with the miner (at most max(archive_size,
+max_templates) aliases, oldest dropped first), and take_widened() reports both ids.
 Eviction policy
   At most `max_templates` templates are live. Opening one more evicts the least recently
   seen sixteenth of them at once (one table rebuild per chunk rather than per template).
@@ -35,8 +56,9 @@ Eviction policy
   The shape cache holds at most `max_shapes` shapes; when full it is cleared and relearned
   through step 2, which maps lines to the same live templates, so ids do not change.
 """
+import heapq
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,9 +70,18 @@ from anomaly_detector.parsing.unclustered import UNCLUSTERED_TEXT, FreeTextGate
 from anomaly_detector.storage.atomic import require, restore_json_snapshot, write_json_snapshot
 
 M = bytes([mk.MARK])
+S = mk.SPAN
 SNAPSHOT_KIND = "templates"
 SNAPSHOT_VERSION = 1
 _DELIMS = b"./"
+# Sibling rules (see _Siblings), chosen by cross-validation: bench/parse_bench.py --cv.
+SIBLING_VALUES = 5
+SHARED_VALUES = 3
+SIBLING_LITERALS = 3
+SPAN_CANDIDATES = 8  # templates a line of a new token count is joined against, most equal words first
+SPAN_WORDS = 2       # how many more or fewer words such a template may have
+SPAN_POSTINGS = 128  # index entries one line reads to rank candidates
+SPAN_STEPS = 400     # bound of one such join's search (and of the token runs it takes)
 MATCH_TRIES = 16    # most candidate templates a new line is tried against (see _best_rows)
 
 
@@ -76,6 +107,7 @@ class MinerStats:
     cache_hits: int = 0
     cache_misses: int = 0
     unclustered: int = 0
+    merges: int = 0
 
 
 # ---------------------------------------------------------------- token generalisation
@@ -119,6 +151,11 @@ def generalise(a, b):
     """
     if a == b:
         return a, False
+    if a == S or b == S:
+        # a span takes any value-only token; it never stands for a word
+        if _value_only(a if b == S else b) or (a == S and b == S):
+            return S, a != S
+        return None, False
     if M in a and mk.glob_capture_py(b, a) is not None:
         return a, False
     if a == M or b == M:
@@ -127,8 +164,9 @@ def generalise(a, b):
     if (M in ma and M in mb) or ma == M or mb == M:
         return pre + M + suf, True
     if not ma or not mb:
-        # an empty slot is a value only between delimiters: "user=" / "user=root", "()" / "(x)"
-        if (not pre or not _alnum(pre[-1])) and (not suf or not _alnum(suf[0])):
+        # an empty slot is a value only between delimiters: "user=" / "user=root", "()" / "(x)";
+        # the token's start is none: a word glued before "(uid=0)" names a call, it is no value
+        if pre and not _alnum(pre[-1]) and (not suf or not _alnum(suf[0])):
             return pre + M + suf, True
         return None, False
     if _dotted_name(a) and _dotted_name(b) and any(d in ma or d in mb for d in (b".", b"/")):
@@ -139,6 +177,128 @@ def generalise(a, b):
             suf = suf[1:]
         return pre + M + suf, True
     return None, False
+
+
+_NOT_ALNUM = bytes(c for c in range(256) if not _alnum(c))
+_NOT_ALPHA = bytes(c for c in range(256) if not (65 <= c <= 90 or 97 <= c <= 122))
+
+
+def _value_only(token):
+    """Values and punctuation only, no literal letter or digit (miner_kernels._value_only); a span too."""
+    return token == S or (M in token and not token.translate(None, _NOT_ALNUM))
+
+
+def _runs(tokens):
+    """Maximal runs of value-only tokens (each value with the duration unit word it may have, "<1
+    sec") and the other tokens one by one, as [start << 1 | is a run]; a segment ends where the
+    next starts (or at len(tokens)). Plain ints: a long line makes many, and tuples or lists of
+    them would cost the garbage collector."""
+    out = []
+    run = False
+    for k, t in enumerate(tokens):
+        if _value_only(t) or (run and t in mk._LONE_DURATION_WORDS and tokens[k - 1][-1:] == M):
+            if not run:
+                out.append(k << 1 | 1)
+                run = True
+            continue
+        out.append(k << 1)
+        run = False
+    return out
+
+
+def _segments(tokens):
+    """[(is a run, tokens)] of _runs."""
+    starts = _runs(tokens)
+    ends = [s >> 1 for s in starts[1:]] + [len(tokens)]
+    return [(bool(s & 1), tokens[s >> 1:e]) for s, e in zip(starts, ends)]
+
+
+def _join_region(a, b):
+    """Join two runs of value-only tokens: ([tokens], widened). Runs of one length join token by
+    token; otherwise, or when a pair does not join, the run becomes one span."""
+    if len(a) == len(b) and S not in a and S not in b:
+        out, widened = [], 0
+        for x, y in zip(a, b):
+            g, w = generalise(x, y)
+            if g is None:
+                break
+            out.append(g)
+            widened += w
+        else:
+            return out, widened
+    if not a and not b:
+        return [], 0
+    return [S], int(a != [S])
+
+
+def join_spans(template, tokens, similarity):
+    """join_template for a line whose token count differs from the template's. Tokens pair up in
+    order, except that a run of values may join a run of another length, or nothing, as one span
+    ("IRQs 3 4" / "IRQs 3 4 5 6", "bytes (1.2 KB) sent" / "bytes sent"): the first such
+    alignment found, searching at most SPAN_STEPS steps. (None, 0) if none fits."""
+    if len(template) + len(tokens) > 2 * SPAN_STEPS:
+        return None, 0
+    a, b = _segments(template), _segments(tokens)
+    if len(a) + len(b) > SPAN_STEPS:
+        return None, 0
+    got = _align(a, b, 0, 0, {}, [SPAN_STEPS])
+    if got is None:
+        return None, 0
+    new, exact, widened = got
+    if exact == 0 or exact < similarity * (exact + widened):
+        return None, 0
+    return settle_spans(new), exact
+
+
+def _align(a, b, i, j, memo, budget):
+    """(tokens, exact, widened) joining run segments a[i:] and b[j:] (see _runs), or None."""
+    key = (i, j)
+    if key in memo:
+        return memo[key]
+    budget[0] -= 1
+    if budget[0] < 0:
+        return None
+    if i == len(a) and j == len(b):
+        return [], 0, 0
+    got = None
+    if i < len(a) and j < len(b):
+        (run_a, ta), (run_b, tb) = a[i], b[j]
+        if run_a and run_b:
+            joined, w = _join_region(ta, tb)
+            got = _then(joined, 0, w, _align(a, b, i + 1, j + 1, memo, budget))
+        elif len(ta) == 1 and len(tb) == 1 and (run_a == run_b or i == j):
+            # two words pair up as join_template pairs them; a lone value and a word only where no
+            # run was skipped before (else '"GET' would pair with the address before '"POST')
+            g, w = generalise(ta[0], tb[0])
+            if g is not None:
+                exact = int(ta[0] == tb[0] and ta[0] != M and not run_a)
+                got = _then([g], exact, w, _align(a, b, i + 1, j + 1, memo, budget))
+    if got is None and i < len(a) and a[i][0]:
+        got = _then([S], 0, int(a[i][1] != [S]), _align(a, b, i + 1, j, memo, budget))
+    if got is None and j < len(b) and b[j][0]:
+        got = _then([S], 0, 1, _align(a, b, i, j + 1, memo, budget))
+    memo[key] = got
+    return got
+
+
+def _then(head, exact, widened, rest):
+    if rest is None:
+        return None
+    return head + rest[0], exact + rest[1], widened + rest[2]
+
+
+def settle_spans(tokens):
+    """A value run holding a span becomes that one span, as parameter extraction reads it (a span
+    takes every value-only token it meets, see miner_kernels.span_tokens)."""
+    out = []
+    for is_run, toks in _segments(tokens):
+        out += [S] if is_run and S in toks else toks
+    return out
+
+
+def word_tokens(tokens):
+    """The tokens outside value runs: what the span index compares."""
+    return [tokens[s >> 1] for s in _runs(tokens) if not s & 1]
 
 
 def join_template(template, tokens, similarity):
@@ -154,7 +314,7 @@ def join_template(template, tokens, similarity):
         new.append(g)
     if exact == 0 or exact < similarity * (exact + widened):
         return None, 0
-    return new, exact
+    return (settle_spans(new) if S in new else new), exact
 
 
 def _keeps_values(old, new):
@@ -174,7 +334,7 @@ def _token_hashes(tokens, line_side):
     lengths = np.fromiter((len(t) for t in tokens), np.int64, len(tokens))
     ends = np.cumsum(lengths)
     hashes = mk.fnv_spans(np.frombuffer(b"".join(tokens), np.uint8), ends - lengths, ends)
-    bare = np.fromiter((t == M for t in tokens), np.bool_, len(tokens))
+    bare = np.fromiter((t == M or t == S for t in tokens), np.bool_, len(tokens))
     hashes[bare] = 1 if line_side else 0
     return hashes
 
@@ -228,12 +388,154 @@ class _LengthIndex:
         return keys[_best_rows(equal, order_key(keys))].tolist()
 
 
+# ---------------------------------------------------------------- sibling templates
+def _word_wildcard(words):
+    """One token for the different words of a position: their common prefix and suffix kept up to a
+    delimiter ("user=root", "user=ftp" -> "user=<*>"; "cyrus", "news" -> "<*>")."""
+    words = list(words)
+    first = words[0]
+    p = 0
+    while p < len(first) and all(len(w) > p and w[p] == first[p] for w in words):
+        p += 1
+    while p and _alnum(first[p - 1]):
+        p -= 1
+    s = 0
+    while s < len(first) - p and all(len(w) - p > s and w[-1 - s] == first[-1 - s] for w in words):
+        s += 1
+    while s and _alnum(first[len(first) - s]):
+        s -= 1
+    return first[:p] + M + first[len(first) - s:]
+
+
+class _Siblings:
+    """Templates that agree on every token but one plain word: the "skeleton" index.
+
+    A key is (position, the other tokens); its group maps slot -> the word there. A position
+    whose word varies across otherwise identical templates is a value when the group holds
+    `min_values` different words, or when it shares `shared_values` of its words with another
+    such group (user names recur across events: "session opened for user X", "... closed ...
+    X"), even though each word repeats. Both counts were chosen by cross-validation over two
+    halves of the Loghub samples (bench/parse_bench.py --cv).
+    """
+
+    def __init__(self, tokens_of, min_values, shared_values, min_literals):
+        self.tokens_of = tokens_of  # slot -> tokens: the miner's live templates
+        self.min_values = min_values
+        self.shared_values = shared_values
+        self.min_literals = min_literals
+        # Most keys have one template: kept as a bare slot, a group dict only from the second on
+        # (the index holds a key per word of every live template).
+        self.single = {}        # key -> slot
+        self.multi = {}         # key -> (position, {slot: word})
+        self.word_keys = {}     # word -> set of multi keys holding it
+        self.grown = False      # a group gained a member since the miner last looked (ripe)
+
+    def keys(self, tokens):
+        """(positions, keys) of the words of tokens, when the rest holds enough words (two lists of
+        ints: no container per token for the garbage collector)."""
+        literal = [k for k, t in enumerate(tokens) if _is_word(t)]
+        if len(literal) <= self.min_literals:
+            return [], []
+        # key of position p: the tokens before and after it, by running hashes (linear in the
+        # token count; a tuple of the rest per position was quadratic on long lines)
+        before, h = [], 0
+        for t in tokens:
+            before.append(h)
+            h = hash((h, t))
+        after, h = [0] * len(tokens), 0
+        for k in range(len(tokens) - 1, -1, -1):
+            after[k] = h
+            h = hash((h, tokens[k]))
+        return literal, [hash((p, len(tokens), before[p], after[p])) for p in literal]
+
+    def add(self, slot, tokens):
+        for p, key in zip(*self.keys(tokens)):
+            if key in self.multi:
+                self.multi[key][1][slot] = tokens[p]
+                self.word_keys.setdefault(_core(tokens[p]), set()).add(key)
+                self.grown = True
+            elif key in self.single:
+                self.grown = True
+                other = self.single.pop(key)
+                group = {other: self.tokens_of[other][p], slot: tokens[p]}
+                self.multi[key] = (p, group)
+                for w in group.values():
+                    self.word_keys.setdefault(_core(w), set()).add(key)
+            else:
+                self.single[key] = slot
+
+    def remove(self, slot, tokens):
+        for key in self.keys(tokens)[1]:
+            if self.single.get(key) == slot:
+                del self.single[key]
+                continue
+            group = self.multi[key][1]
+            word = group.pop(slot)
+            if len(group) == 1:
+                del self.multi[key]
+                other, _ = group.popitem()
+                self.single[key] = other
+                for w in {word, _}:
+                    self._forget(_core(w), key)
+            elif _core(word) not in {_core(w) for w in group.values()}:
+                self._forget(_core(word), key)
+
+    def _forget(self, core, key):
+        keys = self.word_keys.get(core)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self.word_keys[core]
+
+    def ripe(self, tokens):
+        """[(position, slots)] of the groups of a template (its tokens) that hold a value position,
+        largest first, with the groups whose words they share (merged together, or the first merge
+        would leave its partner with nothing to share)."""
+        out = {}
+        for key in self.keys(tokens)[1]:
+            if key not in self.multi:
+                continue
+            group = self.multi[key][1]
+            partners = self._partners(key, group)
+            if len(group) >= self.min_values or partners:
+                for k in [key] + partners:
+                    p, members = self.multi[k]
+                    out[k] = (len(members), p, sorted(members))
+        return [(p, slots) for _, p, slots in sorted(out.values(), reverse=True)]
+
+    def _partners(self, key, group):
+        # words compare by their core: "user=root" holds the same value as "root"
+        words = {_core(w) for w in group.values()}
+        others = set()
+        for w in words:
+            others |= self.word_keys.get(w, set())
+        others.discard(key)
+        return [other for other in others
+                if len(words & {_core(w) for w in self.multi[other][1].values()}) >= self.shared_values]
+
+
+def _core(word):
+    """The value part of a word token: after its last "=" or ":", without the punctuation around
+    it ('user=root' -> 'root', 'tag="AudioMix",' -> 'AudioMix'); the word when that leaves none."""
+    for d in (b"=", b":"):
+        if d in word and word.rsplit(d, 1)[1].translate(None, _NOT_ALNUM):
+            word = word.rsplit(d, 1)[1]
+    core = word.strip(_NOT_ALNUM)
+    return core or word
+
+
+def _is_word(token):
+    """A literal token with a letter in it (punctuation alone, values and gaps are not words)."""
+    return M not in token and bool(token.translate(None, _NOT_ALPHA))
+
+
 # ---------------------------------------------------------------- the miner
 class TemplateMiner:
     """See the module docstring. Not thread-safe: one miner per worker."""
 
     def __init__(self, max_templates=10000, masking=None, similarity=0.5, max_shapes=None, archive_size=None,
-                 free_text_window=1000, free_text_share=0.5):
+                 free_text_window=1000, free_text_share=0.5, sibling_values=SIBLING_VALUES,
+                 shared_values=SHARED_VALUES, sibling_literals=SIBLING_LITERALS, span_words=SPAN_WORDS):
         if max_templates < 1:
             raise ValueError("max_templates must be at least 1")
         if not 0.0 <= similarity <= 1.0:
@@ -264,6 +566,11 @@ class TemplateMiner:
         self._widened = set()                  # tids whose text changed since take_widened()
         self._archived_shapes = {}             # shape hash -> tid
         self._archive_by_len = {}              # token count -> _LengthIndex of archived ids
+        self._siblings = _Siblings(self._tokens, sibling_values, shared_values, sibling_literals)
+        self.span_words = int(span_words)      # -1: lines of another token count never join (no spans)
+        self._alias = OrderedDict()            # tid of a template merged into a sibling -> the sibling's tid
+        self._word_slots = {}                  # word token -> slots of the templates holding it
+        self._word_count = {}                  # slot -> its count of word tokens (see word_tokens)
         self._pool = np.zeros(1 << 16, dtype=np.uint8)
         self._pool_used = 0
         self._tt_start = np.zeros(1 << 12, dtype=np.int64)
@@ -289,13 +596,30 @@ class TemplateMiner:
         return len(self._tid_slot)
 
     def template(self, tid):
-        """The template text of id tid (live or archived), values written <*>."""
+        """The template text of id tid (live or archived), values written <*>; for an id merged into a
+        sibling, the sibling's."""
+        tid = self.current_id(tid)
         slot = self._tid_slot.get(tid)
         if slot is not None:
             return _render(self._tokens[slot])
         if tid in self._archive:
             return _render(self._archive[tid][0])
         raise KeyError(tid)
+
+    def current_id(self, tid):
+        """The id that now stands for tid: its own, or that of the sibling it was merged into."""
+        tid = int(tid)
+        while tid in self._alias:
+            tid = self._alias[tid]
+        return tid
+
+    def current_ids(self, tids):
+        """current_id of each id of an array (ids given before a merge, mapped to the survivor)."""
+        tids = np.asarray(tids, dtype=np.int32)
+        if not self._alias or not len(tids):
+            return tids
+        uniq, inv = np.unique(tids, return_inverse=True)
+        return np.array([self.current_id(t) for t in uniq.tolist()], dtype=np.int32)[inv].reshape(tids.shape)
 
     def templates(self):
         """[(tid, template, count)] of the live templates, by id."""
@@ -332,12 +656,12 @@ class TemplateMiner:
             self.stats.cache_hits += miss - done
             if miss > done:
                 # params of the hits before a miss that may widen or evict their template
-                parts.append(self._flush(buf, starts, ends, slots, tids, done, miss))
+                parts.append(self._flush(buf, starts, ends, slots, tids, done, miss, force))
             if miss == n:
                 break
             slots[miss] = self._resolve_miss(buf, starts[miss], ends[miss], int(hashes[miss]), force,
                                              self._clock + miss, int(sources[miss]))
-            parts.append(self._flush(buf, starts, ends, slots, tids, miss, miss + 1))
+            parts.append(self._flush(buf, starts, ends, slots, tids, miss, miss + 1, force))
             done = miss + 1
         self._gate.count(sources)
         self._clock += n
@@ -352,11 +676,12 @@ class TemplateMiner:
     def extract(self, buf, starts, ends, template_ids):
         """Parameters of lines already mined, against the templates as they are now (no learning).
 
-        For output written after a whole file (Loghub's ParameterList). Lines whose template
-        has been evicted get no parameters.
+        For output written after a whole file (Loghub's ParameterList). Ids of templates merged
+        into a sibling come back as the sibling's (current_ids). Lines whose template has been
+        evicted get no parameters.
         """
         buf = np.ascontiguousarray(buf, dtype=np.uint8)
-        tids = np.asarray(template_ids, dtype=np.int32)
+        tids = self.current_ids(template_ids)
         live = np.array([t in self._tid_slot for t in tids.tolist()], dtype=np.bool_)
         slots = np.array([self._tid_slot[t] for t in tids[live].tolist()], dtype=np.int32)
         counts = np.zeros(len(tids), dtype=np.int64)
@@ -364,19 +689,23 @@ class TemplateMiner:
         ptr = np.zeros(len(tids) + 1, dtype=np.int64)
         np.cumsum(counts, out=ptr[1:])
         live_ptr = np.concatenate([[0], np.cumsum(self._nwild[slots])]).astype(np.int64)
-        got = mk.extract_params(buf, np.asarray(starts, dtype=np.int64)[live], np.asarray(ends, dtype=np.int64)[live],
-                                slots, self._tpl_first, self._tpl_nscan, self._tt_start, self._tt_end,
-                                self._tt_marks, self._pool, self._max_marks, live_ptr)
+        starts = np.ascontiguousarray(starts, dtype=np.int64)
+        ends = np.ascontiguousarray(ends, dtype=np.int64)
+        force = self.masking.force_mask(buf, starts, ends)
+        got = mk.extract_params(buf, starts[live], ends[live], slots, self._tpl_first, self._tpl_nscan,
+                                self._tt_start, self._tt_end, self._tt_marks, self._pool, self._max_marks, live_ptr,
+                                self._flags, force)
         return MinedBatch(tids, ptr, *got)
 
     # ------------------------------------------------------------ batch internals
-    def _flush(self, buf, starts, ends, slots, tids, lo, hi):
+    def _flush(self, buf, starts, ends, slots, tids, lo, hi, force):
         seg = slots[lo:hi]
         tids[lo:hi] = self._slot_tid[seg]
         ptr = np.zeros(hi - lo + 1, dtype=np.int64)
         np.cumsum(self._nwild[seg], out=ptr[1:])
         got = mk.extract_params(buf, starts[lo:hi], ends[lo:hi], seg, self._tpl_first, self._tpl_nscan,
-                                self._tt_start, self._tt_end, self._tt_marks, self._pool, self._max_marks, ptr)
+                                self._tt_start, self._tt_end, self._tt_marks, self._pool, self._max_marks, ptr,
+                                self._flags, force)
         return ptr, got
 
     def _run(self, buf, starts, ends, force, hashes, sources, first, slots):
@@ -446,12 +775,15 @@ class TemplateMiner:
             if slot is None:
                 slot = self._match_archive(tokens)
             if slot is None:
+                slot = self._match_spans(tokens)
+            if slot is None:
                 self._gate.unmatched_line(source)
                 if self._gate.is_free(source) and not self._gate.seen_before(shape):
                     self.stats.unclustered += 1
                     return self._unclustered_slot()    # its shape is not cached: a repeat must come back here
                 slot = self._open(tokens, self._next_id, 0)
                 self._next_id += 1
+        slot = self._settle(slot, tokens)
         self._remember_shape(shape, slot)
         return slot
 
@@ -501,35 +833,42 @@ class TemplateMiner:
 
     def take_widened(self):
         """Ids of templates whose parameters changed meaning since the last call (a constant became
-        a value, shifting the positions after it, or a token with several values changed): what
-        was learned about their parameters starts again. Widening a token's one value
+        a value, shifting the positions after it, a run of values became one span, or a token
+        with several values changed), and of templates merged into a sibling (their lines carry
+        the sibling's id from now on): what was learned about their parameters starts again. Widening a token's one value
         (`host=db-replica-<*>` to `host=db-<*>`) keeps positions and values (a value is known by
         its whole token, see miner_kernels.extract_params) and is not reported."""
         widened, self._widened = sorted(self._widened), set()
         return widened
 
     def _set_tokens(self, slot, tokens):
+        indexed = self._slot_tid[slot] != self._unclustered_tid    # the reserved template takes no line
+        old = self._tokens.get(slot)
+        if old is not None and indexed:
+            self._unindex(slot, old)
         self._tokens[slot] = tokens
-        if self._slot_tid[slot] != self._unclustered_tid:
-            self._by_len.setdefault(len(tokens), _LengthIndex(len(tokens))).put(slot, tokens)
+        if indexed:
+            self._index(slot, tokens)
         self._ntok[slot] = len(tokens)
         self._live_dirty = True
-        self._nwild[slot] = sum(t.count(mk.MARK) for t in tokens)
-        self._max_marks = max([self._max_marks] + [t.count(mk.MARK) for t in tokens])
+        marks = [-1 if t == S else t.count(M) for t in tokens]
+        self._nwild[slot] = sum(abs(c) for c in marks)
+        self._max_marks = max([self._max_marks] + marks)
         need = sum(len(t) for t in tokens)
         if self._pool_used + need > len(self._pool) or self._tt_used + len(tokens) > len(self._tt_start):
             self._compact(need, len(tokens))
         self._write_tokens(slot, tokens)
 
     def _write_tokens(self, slot, tokens):
-        marks = [t.count(mk.MARK) for t in tokens]
-        # parameter extraction walks tokens only up to the last one holding a wildcard
+        marks = [-1 if t == S else t.count(M) for t in tokens]  # as miner_kernels.pool_token
+        # parameter extraction walks tokens only up to the last one holding a wildcard (or a span)
         self._tpl_nscan[slot] = max([k + 1 for k, c in enumerate(marks) if c] + [0])
         self._tpl_first[slot] = self._tt_used
         if tokens:
             self._tt_hash[self._tt_used:self._tt_used + len(tokens)] = _token_hashes(tokens, False)
             self._tt_rigid[self._tt_used:self._tt_used + len(tokens)] = [t.isalnum() and t.isascii() for t in tokens]
         for t, c in zip(tokens, marks):
+            t = b"" if c < 0 else t
             self._pool[self._pool_used:self._pool_used + len(t)] = np.frombuffer(t, dtype=np.uint8)
             self._tt_start[self._tt_used] = self._pool_used
             self._tt_end[self._tt_used] = self._pool_used + len(t)
@@ -563,9 +902,10 @@ class TemplateMiner:
         tid = int(self._slot_tid[slot])
         tokens = self._tokens.pop(slot)
         self._live_dirty = True
+        if tid != self._unclustered_tid:
+            self._unindex(slot, tokens)
         self._archive[tid] = (tokens, int(self._counts[slot]), int(self._last_seen[slot]))
         if tid != self._unclustered_tid:
-            self._by_len[len(tokens)].drop(slot)
             self._archive_by_len.setdefault(len(tokens), _LengthIndex(len(tokens))).put(tid, tokens)
         for shape in self._slot_shapes.pop(slot, []):
             self._shapes.pop(shape, None)
@@ -590,6 +930,117 @@ class TemplateMiner:
         self._unarchive(tid, tokens)
         self.stats.revivals += 1
         return self._open(tokens, tid, count, last_seen)
+
+    # ------------------------------------------------------------ spans and sibling merges
+    def _settle(self, slot, tokens):
+        """After a line found or opened its template: merge the siblings that now show a value."""
+        return self._merge_siblings(slot)
+
+    def _match_spans(self, tokens):
+        """A live template with the line's words and other runs of values between them (join_spans),
+        widened to take it; None when there is none.
+
+        Candidates share words with the line (an inverted index, read for at most SPAN_POSTINGS
+        templates in all: a word held by more than what is left is too common to count), have up to SPAN_WORDS words more or
+        fewer (a value in one line can be a word in another: an address or a host name), and are
+        tried by most shared words, at most SPAN_CANDIDATES of them: the cost of a line does not
+        grow with the number of templates.
+        """
+        if self.span_words < 0:
+            return None
+        words = word_tokens(tokens)
+        shared, budget = Counter(), SPAN_POSTINGS
+        for w in set(words):
+            slots = self._word_slots.get(w)
+            if slots and len(slots) <= budget:
+                shared.update(slots)
+                budget -= len(slots)
+        # a template whose shared words cannot reach `similarity` of the words paired is not
+        # worth aligning
+        ranked = heapq.nsmallest(SPAN_CANDIDATES, (
+            (-n, int(self._slot_tid[slot]), slot) for slot, n in shared.items()
+            if abs(self._word_count[slot] - len(words)) <= self.span_words
+            and n >= self.similarity * min(self._word_count[slot], len(words))))
+        for _, _, slot in ranked:
+            widened, _ = join_spans(self._tokens[slot], tokens, self.similarity)
+            if widened is not None:
+                if widened != self._tokens[slot]:
+                    self._widen(slot, widened)
+                return slot
+        return None
+
+    def _index(self, slot, tokens):
+        """Enter a template in the token-count, word (spans) and sibling indexes."""
+        self._siblings.add(slot, tokens)
+        index = self._by_len.get(len(tokens))
+        if index is None:
+            index = self._by_len[len(tokens)] = _LengthIndex(len(tokens))
+        index.put(slot, tokens)
+        words = word_tokens(tokens)
+        self._word_count[slot] = len(words)
+        for w in set(words):
+            self._word_slots.setdefault(w, set()).add(slot)
+
+    def _unindex(self, slot, tokens):
+        self._siblings.remove(slot, tokens)
+        self._by_len[len(tokens)].drop(slot)
+        del self._word_count[slot]
+        for w in set(word_tokens(tokens)):
+            slots = self._word_slots[w]
+            slots.discard(slot)
+            if not slots:
+                del self._word_slots[w]
+
+    def _merge_siblings(self, slot):
+        """Merge the sibling groups of slot that show a value position (see _Siblings); the slot
+        that now holds slot's lines."""
+        # a group ripens only when it gains a member (a template opened or widened)
+        if not self._siblings.grown:
+            return slot
+        self._siblings.grown = False
+        for _ in range(8):
+            ripe = self._siblings.ripe(self._tokens[slot])
+            if not ripe:
+                break
+            done = set()
+            for p, slots in ripe:
+                if done.isdisjoint(slots):
+                    done.update(slots)
+                    keep = self._merge(p, slots)
+                    if slot in slots:
+                        slot = keep
+        return slot
+
+    def _merge(self, p, slots):
+        keep = min(slots, key=lambda s: int(self._slot_tid[s]))
+        tokens = list(self._tokens[keep])
+        tokens[p] = _word_wildcard(self._tokens[s][p] for s in slots)
+        for gone in slots:
+            if gone != keep:
+                self._absorb(keep, gone)
+        self._widen(keep, tokens)
+        return keep
+
+    def _absorb(self, keep, gone):
+        """Template gone joins keep: its shapes and counts move over, its id becomes an alias of keep's."""
+        gone_tid, keep_tid = int(self._slot_tid[gone]), int(self._slot_tid[keep])
+        self._counts[keep] += self._counts[gone]
+        self._last_seen[keep] = max(self._last_seen[keep], self._last_seen[gone])
+        for shape in self._slot_shapes.pop(gone, []):
+            self._shapes[shape] = keep
+            self._slot_shapes[keep].append(shape)
+            mk.table_put(self._keys, self._vals, np.uint64(shape), np.int32(keep))
+        tokens = self._tokens.pop(gone)
+        self._unindex(gone, tokens)
+        del self._tid_slot[gone_tid]
+        self._slot_tid[gone] = -1
+        self._counts[gone] = 0
+        self._free.append(gone)
+        self._alias[gone_tid] = keep_tid
+        self._widened.add(gone_tid)
+        while len(self._alias) > max(self.archive_size, self.max_templates):
+            self._alias.popitem(last=False)
+        self.stats.merges += 1
 
     # ------------------------------------------------------------ shape cache
     def _remember_shape(self, shape, slot):
@@ -627,11 +1078,12 @@ class TemplateMiner:
         live.sort(key=lambda row: row[3])
         return {
             "next_id": self._next_id, "clock": self._clock, "saved_at": time.time(),
-            "unclustered_id": self._unclustered_tid,
+            "unclustered_id": self._unclustered_tid, "free_text_sources": self._gate.free_sources(),
             "masking": self.masking.to_dict(), "similarity": self.similarity,
             "templates": live,
             "archive": [[tid, enc(t), c, ls] for tid, (t, c, ls) in self._archive.items()],
             "archived_shapes": [[str(h), tid] for h, tid in self._archived_shapes.items()],
+            "aliases": [[a, b] for a, b in self._alias.items()],
             "stats": vars(self.stats),
         }
 
@@ -645,6 +1097,7 @@ class TemplateMiner:
         miner._clock = int(state["clock"])
         if state.get("unclustered_id") is not None:
             miner._unclustered_tid = int(state["unclustered_id"])
+        miner._gate.restore(state.get("free_text_sources", []))
         for tid, toks, count, last_seen in state.get("archive", []):
             tokens = [t.encode("latin-1") for t in toks]
             miner._archive[int(tid)] = (tokens, int(count), int(last_seen))
@@ -652,6 +1105,8 @@ class TemplateMiner:
                 miner._archive_by_len.setdefault(len(tokens), _LengthIndex(len(tokens))).put(int(tid), tokens)
         for shape, tid in state.get("archived_shapes", []):
             miner._archived_shapes[int(shape)] = int(tid)
+        for gone, keep in state.get("aliases", []):
+            miner._alias[int(gone)] = int(keep)
         # oldest first, so that a smaller max_templates archives the least recent ones
         for tid, toks, count, last_seen, shapes in state["templates"]:
             slot = miner._open([t.encode("latin-1") for t in toks], int(tid), int(count), int(last_seen))
@@ -700,7 +1155,7 @@ def _best_rows(equal, tids, limit=MATCH_TRIES):
 
 
 def _render(tokens):
-    return b" ".join(tokens).replace(M, WILDCARD.encode()).decode("utf-8", "replace")
+    return b" ".join(M if t == S else t for t in tokens).replace(M, WILDCARD.encode()).decode("utf-8", "replace")
 
 
 def _concat(tids, parts):

@@ -14,6 +14,10 @@ from numba import njit
 
 MARK = 0xFF  # one masked value; 0xFF never occurs in UTF-8 text
 SEP = 0x20
+# A template token made of GAP alone is a span: a run of any number of value-only tokens (values
+# and punctuation, no literal word), none included: a list of ids, "(1.2 KB)" present or not.
+GAP = 0xFE
+SPAN = bytes([GAP])
 FNV_OFFSET = np.uint64(14695981039346656037)
 FNV_PRIME = np.uint64(1099511628211)
 _MASK64 = (1 << 64) - 1
@@ -42,6 +46,11 @@ _SIZE_UNITS = np.array(sorted({_pack(u) for u in
 # the unit changes with the magnitude, so "93.0 B" and "5.4 KB" must give one shape.
 _LONE_SIZE_WORDS = (b"B", b"KB", b"MB", b"GB", b"TB", b"KiB", b"MiB", b"GiB", b"TiB")
 _LONE_BYTES = np.frombuffer(b" ".join(_LONE_SIZE_WORDS), dtype=np.uint8).copy()
+# Duration units written as their own word stay literal ("took <*> ms"), but one right after a
+# value belongs to a span there ("lifetime <1 sec" / "lifetime 00:01"; see span_tokens).
+_LONE_DURATION_WORDS = (b"ns", b"us", b"ms", b"msec", b"msecs", b"sec", b"secs", b"second", b"seconds", b"min",
+                        b"mins", b"minute", b"minutes", b"hr", b"hrs", b"hour", b"hours")
+_LONE_DURATION_BYTES = np.frombuffer(b" ".join(_LONE_DURATION_WORDS), dtype=np.uint8).copy()
 
 
 # ---------------------------------------------------------------- byte classes
@@ -361,18 +370,18 @@ def _run_kind(buf, a, b, has_digit, all_num, all_hex):
 
 
 @njit(cache=True, inline="always")
-def _is_lone_unit(buf, a, b):
-    # exact compare against the space-separated words of _LONE_BYTES
+def _is_lone_unit(buf, a, b, words):
+    # exact compare against the space-separated words of words (_LONE_BYTES, _LONE_DURATION_BYTES)
     w = 0
-    n = _LONE_BYTES.shape[0]
+    n = words.shape[0]
     while w < n:
         z = w
-        while z < n and _LONE_BYTES[z] != 32:
+        while z < n and words[z] != 32:
             z += 1
         if z - w == b - a:
             same = True
             for j in range(b - a):
-                if buf[a + j] != _LONE_BYTES[w + j]:
+                if buf[a + j] != words[w + j]:
                     same = False
                     break
             if same:
@@ -450,8 +459,9 @@ def _mask_token(buf, s, e, flags, force, out, o, after_value, after_date):
             kind = K_LITERAL
             if has_digit or (all_hex and i - a >= 8):
                 kind = _run_kind(buf, a, i, has_digit, (seen & 4) == 0, all_hex)
-            elif a == s and after_value and (flags & F_SIZE) != 0 and _is_lone_unit(buf, a, i):
+            elif a == s and after_value and (flags & F_SIZE) != 0 and _is_lone_unit(buf, a, i, _LONE_BYTES):
                 kind = K_SIZE
+
             if kind != K_LITERAL and (flags & _KIND_FLAG[kind]) != 0:
                 out[o] = MARK
                 o += 1
@@ -683,6 +693,8 @@ def parse_number(buf, a, b):
             scale *= 0.1
             digits += 1
             i += 1
+    if i + 1 < b and buf[i] == 32 and _is_alpha(buf[i + 1]):
+        i += 1  # "5.4 KB": a span holding a number and its unit word
     if digits == 0 or b - i > 5:
         return math.nan
     for j in range(i, b):
@@ -691,13 +703,68 @@ def parse_number(buf, a, b):
     return -whole if neg else whole
 
 
+@njit(cache=True, inline="always")
+def _value_only(out, o):
+    """The masked token out[:o] is values and punctuation only (no literal letter or digit)."""
+    marked = False
+    for q in range(o):
+        c = out[q]
+        if c == MARK:
+            marked = True
+        elif _is_alnum(c):
+            return False
+    return marked
+
+
+@njit(cache=True)
+def span_tokens(buf, i, e, flags, force, scratch, prev_s, prev_e):
+    """(start, end) of the run of value-only tokens from buf[i] on, each with the duration unit
+    word that may follow it (_LONE_DURATION_WORDS); (-1, i) when there is none.
+
+    Tokens are masked as mask_line masks them; the token before the run, buf[prev_s:prev_e]
+    (prev_s -1 when none), gives the context (a size unit after a value, a zone after a date).
+    """
+    after_value = False
+    dated = False
+    if prev_s >= 0:
+        o, dated = _mask_token(buf, prev_s, prev_e, flags, force, scratch, 0, False, False)
+        after_value = o > 0 and scratch[o - 1] == MARK
+    first = -1
+    end = i
+    p = i
+    while True:
+        while p < e and _is_space(buf[p]):
+            p += 1
+        if p >= e:
+            break
+        q = p
+        while q < e and not _is_space(buf[q]):
+            q += 1
+        o, d = _mask_token(buf, p, q, flags, force, scratch, 0, after_value, dated)
+        if _value_only(scratch, o):
+            after_value = scratch[o - 1] == MARK
+            dated = d
+        elif first >= 0 and after_value and _is_lone_unit(buf, p, q, _LONE_DURATION_BYTES):
+            after_value = False  # "<1 sec": the unit word of the value before
+            dated = False
+        else:
+            break
+        if first < 0:
+            first = p
+        end = q
+        p = q
+    return first, end
+
+
 @njit(cache=True)
 def extract_params(buf, starts, ends, slots, tpl_first, tpl_nscan, tt_start, tt_end, tt_marks, pool, max_marks,
-                   param_ptr):
+                   param_ptr, flags, force):
     """Values filling each template wildcard, in the CSR layout of ParsedBatch.
 
     Template tokens of slot s are tt_*[tpl_first[s]:...]; only the first tpl_nscan[s] of them
-    are walked (those up to the last one holding a wildcard); tt_marks counts wildcards per token.
+    are walked (those up to the last one holding a wildcard); tt_marks counts wildcards per token,
+    -1 for a span (see SPAN), whose one value is the run of value-only tokens there (span_tokens,
+    masking with flags and force as the shapes were), the empty string at that point when none.
 
     param_ptr (int64[n+1], from the wildcard count of each line's template) is given and
     max_marks bounds the wildcards of one template token; returns
@@ -712,6 +779,11 @@ def extract_params(buf, starts, ends, slots, tpl_first, tpl_nscan, tt_start, tt_
     cs = np.empty(m, dtype=np.int64)
     ce = np.empty(m, dtype=np.int64)
     caps = np.empty(2 * max(max_marks, 1), dtype=np.int64)
+    longest = 1
+    for k in range(n):
+        if tpl_nscan[slots[k]] > 0 and ends[k] - starts[k] + 1 > longest:
+            longest = ends[k] - starts[k] + 1
+    scratch = np.empty(longest, dtype=np.uint8)
     for k in range(n):
         slot = slots[k]
         out = param_ptr[k]
@@ -719,6 +791,8 @@ def extract_params(buf, starts, ends, slots, tpl_first, tpl_nscan, tt_start, tt_
         t = tpl_first[slot]
         i = starts[k]
         e = ends[k]
+        ps = -1
+        pe = -1
         for _ in range(tpl_nscan[slot]):
             while i < e and _is_space(buf[i]):
                 i += 1
@@ -727,6 +801,21 @@ def extract_params(buf, starts, ends, slots, tpl_first, tpl_nscan, tt_start, tt_
                 j += 1
             ts, te = tt_start[t], tt_end[t]
             nw = tt_marks[t]
+            if nw < 0:
+                a, b = span_tokens(buf, i, e, flags, force, scratch, ps, pe)
+                if a < 0:
+                    a = i
+                pos[out] = ordinal
+                hsh[out] = _fnv(buf, a, b)
+                num[out] = parse_number(buf, a, b)
+                cs[out] = a
+                ce[out] = b
+                out += 1
+                ordinal += 1
+                t += 1
+                i = b
+                ps = -1
+                continue
             if nw > 0:
                 if not _glob_capture(buf, i, j, pool, ts, te, caps):
                     caps[0] = i
@@ -746,6 +835,8 @@ def extract_params(buf, starts, ends, slots, tpl_first, tpl_nscan, tt_start, tt_
                     out += 1
                     ordinal += 1
             t += 1
+            ps = i
+            pe = j
             i = j
     return pos, hsh, num, cs, ce
 
@@ -869,6 +960,7 @@ def _mask_token_py(tok, flags, forced, after_value, after_date):
             kind = _run_kind_py(tok[i:b])
             if i == 0 and after_value and flags & F_SIZE and tok[i:b] in _LONE_SIZE_WORDS:
                 kind = K_SIZE
+
             if kind != K_LITERAL and flags & int(_KIND_FLAG[kind]):
                 out.append(MARK)
             else:
@@ -988,44 +1080,90 @@ def parse_number_py(data):
             scale *= 0.1
             digits += 1
             i += 1
+    if i + 1 < len(data) and data[i] == 32 and (65 <= data[i + 1] <= 90 or 97 <= data[i + 1] <= 122):
+        i += 1
     rest = data[i:]
     if digits == 0 or len(rest) > 5 or not all(65 <= c <= 90 or 97 <= c <= 122 for c in rest):
         return math.nan
     return -whole if neg else whole
 
 
-def line_params_py(line, template_tokens):
-    """Twin of extract_params for one line (bytes) and its template tokens (list of bytes).
+def pool_token(token):
+    """(bytes kept in the token pool, tt_marks) of a template token: a span keeps nothing and has -1."""
+    if token == SPAN:
+        return b"", -1
+    return token, token.count(MARK)
 
-    Returns [(ordinal, start, end), ...] with offsets into line; param_key_spans_py gives the
-    spans their hashes cover.
-    """
+
+def _value_only_py(masked):
+    return bytes([MARK]) in masked and not any(_alnum(c) for c in masked)
+
+
+def span_tokens_py(line, spans, k, prev, flags, force=b""):
+    """Twin of span_tokens over the token spans of line from index k, prev the (start, end) of the
+    token before (None when none): (number of tokens, start, end)."""
+    after_value = dated = False
+    if prev is not None:
+        a, b = prev
+        masked, dated = _mask_token_py(line[a:b], flags, bool(force) and any(force[a:b]), False, False)
+        after_value = masked[-1:] == bytes([MARK])
+    n = 0
+    while k + n < len(spans):
+        a, b = spans[k + n]
+        masked, d = _mask_token_py(line[a:b], flags, bool(force) and any(force[a:b]), after_value, dated)
+        if _value_only_py(masked):
+            after_value, dated = masked[-1:] == bytes([MARK]), d
+        elif n and after_value and line[a:b] in _LONE_DURATION_WORDS:
+            after_value = dated = False
+        else:
+            break
+        n += 1
+    if n == 0:
+        return 0, None, None
+    return n, spans[k][0], spans[k + n - 1][1]
+
+
+def _walk_py(line, template_tokens, flags, force):
+    """[(ordinal, start, end, key start, key end)] of line against template_tokens (extract_params' walk)."""
     out, ordinal = [], 0
     spans = tokens_py(line)
-    for k, tmpl in enumerate(template_tokens):
-        nw = tmpl.count(MARK)
+    nscan = max([k + 1 for k, t in enumerate(template_tokens) if pool_token(t)[1]] + [0])
+    li, prev = 0, None
+    for tmpl in template_tokens[:nscan]:
+        body, nw = pool_token(tmpl)
+        if nw < 0:
+            n, a, b = span_tokens_py(line, spans, li, prev, flags, force)
+            if n == 0:
+                a = b = spans[li][0] if li < len(spans) else len(line)
+            out.append((ordinal, a, b, a, b))
+            ordinal += 1
+            li += n
+            prev = None
+            continue
+        a, b = spans[li] if li < len(spans) else (len(line), len(line))
+        li += 1
+        prev = (a, b)
         if nw == 0:
             continue
-        a, b = spans[k] if k < len(spans) else (len(line), len(line))
-        caps = glob_capture_py(line[a:b], tmpl)
+        caps = glob_capture_py(line[a:b], body)
         if caps is None:
             caps = [(0, b - a)] + [(b - a, b - a)] * (nw - 1)
         for s, e in caps:
-            out.append((ordinal, a + s, a + e))
+            key = (a, b) if nw == 1 else (a + s, a + e)
+            out.append((ordinal, a + s, a + e) + key)
             ordinal += 1
     return out
 
 
-def param_key_spans_py(line, template_tokens):
+def line_params_py(line, template_tokens, flags=(1 << 9) - 1, force=b""):
+    """Twin of extract_params for one line (bytes) and its template tokens (list of bytes, SPAN for
+    a span). Returns [(ordinal, start, end), ...] with offsets into
+    line; param_key_spans_py gives the spans their hashes cover."""
+    return [w[:3] for w in _walk_py(line, template_tokens, flags, force)]
+
+
+def param_key_spans_py(line, template_tokens, flags=(1 << 9) - 1, force=b""):
     """Twin of extract_params' hashes: the span each parameter's hash covers (the whole line
-    token for a template token with one wildcard, else the value), in line_params_py's order."""
-    spans = tokens_py(line)
-    values = iter(line_params_py(line, template_tokens))
-    out = []
-    for k, tmpl in enumerate(template_tokens):
-        nw = tmpl.count(MARK)
-        token = spans[k] if k < len(spans) else (len(line), len(line))
-        for _ in range(nw):
-            _, a, b = next(values)
-            out.append(token if nw == 1 else (a, b))
-    return out
+    token for a template token with one wildcard, a span's value, else the value), in
+    line_params_py's order."""
+    return [w[3:] for w in _walk_py(line, template_tokens, flags, force)]

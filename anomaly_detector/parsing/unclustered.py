@@ -76,6 +76,13 @@ class FreeTextGate:
         """Ids of the sources judged free text now."""
         return np.flatnonzero(self.free).tolist()
 
+    def restore(self, sources):
+        """Judge these source ids free text again (the verdicts a saved miner held; the windows under
+        way and the recent shapes start afresh)."""
+        ids = np.array([int(s) for s in sources if int(s) >= 0], np.int32)
+        self.fit(ids)
+        self.free[ids] = True
+
 
 def warm_kernels():
     """Type the free-text kernel through the miner's own call (warm-up before fork: a worker meets it only

@@ -165,8 +165,10 @@ def test_equal_tokens_matches_twin(rows, width, seed):
     assert (mk.equal_tokens(tpl, line) == mk.equal_tokens_py(tpl, line)).all()
 
 
-tmpl_tokens = st.lists(st.sampled_from(["a", "=", "<*>", "_", "x1", ""]), min_size=1, max_size=5).map(
+glob_tokens = st.lists(st.sampled_from(["a", "=", "<*>", "_", "x1", ""]), min_size=1, max_size=5).map(
     lambda parts: "".join(parts).replace("<*>", "\xff").encode("latin-1"))
+# or a span (any run of value-only tokens)
+tmpl_tokens = st.one_of(glob_tokens, st.just(mk.SPAN))
 
 
 @settings(max_examples=150, deadline=None)
@@ -177,20 +179,21 @@ def test_extract_params_matches_twin(cases):
     pool, tt_start, tt_end, tt_marks, first, nscan, nwild = bytearray(), [], [], [], [], [], []
     for _, toks in cases:
         first.append(len(tt_start))
-        nscan.append(max([k + 1 for k, t in enumerate(toks) if mk.MARK in t] + [0]))
-        nwild.append(sum(t.count(mk.MARK) for t in toks))
+        marks = [mk.pool_token(t)[1] for t in toks]
+        nscan.append(max([k + 1 for k, c in enumerate(marks) if c] + [0]))
+        nwild.append(sum(abs(c) for c in marks))
         for t in toks:
             tt_start.append(len(pool))
-            pool += t
+            pool += mk.pool_token(t)[0]
             tt_end.append(len(pool))
-            tt_marks.append(t.count(mk.MARK))
+            tt_marks.append(mk.pool_token(t)[1])
     slots = np.arange(len(cases), dtype=np.int32)
     ptr = np.concatenate([[0], np.cumsum(nwild)]).astype(np.int64)
-    max_marks = max(t.count(mk.MARK) for _, toks in cases for t in toks)
+    max_marks = max(mk.pool_token(t)[1] for _, toks in cases for t in toks)
     pos, hsh, num, cs, ce = mk.extract_params(
         buf, starts, ends, slots, np.array(first, dtype=np.int64), np.array(nscan, dtype=np.int64),
         np.array(tt_start, dtype=np.int64), np.array(tt_end, dtype=np.int64), np.array(tt_marks, dtype=np.int64),
-        np.frombuffer(bytes(pool) + b"\0", dtype=np.uint8), max_marks, ptr)
+        np.frombuffer(bytes(pool) + b"\0", dtype=np.uint8), max_marks, ptr, ALL, np.zeros(0, np.uint8))
     for k, (_, toks) in enumerate(cases):
         want = mk.line_params_py(raw[k], toks)
         lo, hi = ptr[k], ptr[k + 1]

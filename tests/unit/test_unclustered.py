@@ -194,8 +194,8 @@ def test_the_unclustered_template_survives_save_and_load(tmp_path):
     miner.save(str(tmp_path / "t.json"))
     back = TemplateMiner.load(str(tmp_path / "t.json"), free_text_window=200, free_text_share=0.5)
     assert back.template(tid) == UNCLUSTERED_TEXT
-    # the reserved text is no template a line can join
-    literal = mine(back, [UNCLUSTERED_TEXT.encode()])[0]
+    # the reserved text is no template a line can join (source 1 is not free text: it opens one)
+    literal = mine(back, [UNCLUSTERED_TEXT.encode()], [1])[0]
     assert literal != tid
 
 
@@ -203,3 +203,15 @@ def test_warm_up_runs_the_free_text_kernel():
     from anomaly_detector.parsing.unclustered import warm_kernels
     assert warm_kernels() > 0
     assert uk.free_text_run.signatures       # typed before any fork
+
+
+def test_the_free_text_verdict_survives_save_and_load(tmp_path):
+    rng = np.random.default_rng(9)
+    miner = TemplateMiner(free_text_window=200, free_text_share=0.5)
+    mine(miner, chatter(rng, 600), [3] * 600)
+    assert miner.free_text_sources() == [3]
+    miner.save(str(tmp_path / "t.json"))
+    back = TemplateMiner.load(str(tmp_path / "t.json"), free_text_window=200, free_text_share=0.5)
+    assert back.free_text_sources() == [3]
+    later = chatter(rng, 50)
+    assert mine(back, later, [3] * 50) == mine(miner, later, [3] * 50)
