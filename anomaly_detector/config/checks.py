@@ -18,6 +18,8 @@ from anomaly_detector.config.problems import ERROR, WARNING, Problem
 from anomaly_detector.detection.regex_safety import refusal
 from anomaly_detector.ipc.control import MAX_INPUTS
 from anomaly_detector.logsetup import LOG_FILE_NAME
+from anomaly_detector.metrics.admin import token_file_exposed, token_file_problem
+from anomaly_detector.metrics.tls import tls_problem
 from anomaly_detector.parsing.headers import HeaderFormat, HeaderFormatError
 from anomaly_detector.parsing.sources import source_fields_problem
 
@@ -55,6 +57,10 @@ def semantic_problems(path, cfg, index, daemon=True):
     if daemon:
         _check_listeners(report, cfg)
         _check_feedback_loops(report, cfg)
+        http = cfg["http"]
+        if bool(http["tls_cert"]) != bool(http["tls_key"]):
+            report.add(ERROR, ("http",), "tls_cert" if http["tls_cert"] else "tls_key",
+                       "tls_cert and tls_key must be set together (both for HTTPS, neither for HTTP)")
     _check_processing(report, cfg["processing"])
     for name, section in cfg["inputs"].items():
         _check_input(report, ("inputs", name), section)
@@ -274,6 +280,7 @@ def environment_problems(path, cfg, index, daemon=True):
     if daemon:
         _check_addresses_resolve(report, cfg)
         _check_file_inputs_are_files(report, cfg)
+        _check_http_files(report, cfg["http"])
     for key in ("state_dir", "log_dir"):
         _check_writable_dir(report, ("paths",), key, cfg["paths"][key])
     for name, i in cfg["inputs"].items():
@@ -283,6 +290,21 @@ def environment_problems(path, cfg, index, daemon=True):
     if cfg["outputs"]["scored_lines"]:
         _check_writable_dir(report, ("outputs",), "scored_lines", os.path.dirname(cfg["outputs"]["scored_lines"]) or ".")
     return report.problems
+
+
+def _check_http_files(report, http):
+    """The sidecar's certificate, key and token file: one that cannot be used refuses the start or the
+    reload (a running sidecar keeps what it serves), rather than a daemon serving plain HTTP or no /admin."""
+    if http["tls_cert"] and http["tls_key"]:
+        problem = tls_problem(http["tls_cert"], http["tls_key"])
+        if problem:
+            report.add(ERROR, ("http",), "tls_cert" if http["tls_cert"] else "tls_key", problem)
+    path = http["admin_token_file"]
+    problem = token_file_problem(path)
+    if problem:
+        report.add(ERROR, ("http",), "admin_token_file", problem)
+    elif path and token_file_exposed(path):
+        report.add(WARNING, ("http",), "admin_token_file", "%s is readable by other users: chmod 600 it" % path)
 
 
 def _check_writable_dir(report, section, key, directory):
