@@ -100,7 +100,7 @@ class AdminAPI:
             body = _parse_body(read_body())
             with self._lock:
                 return getattr(self, "_" + action.replace("-", "_"))(body)
-        except BadRequest as exc:
+        except ValueError as exc:   # BadRequest, or a value the control block itself refuses
             return _error(400, str(exc))
 
     def _admit(self):

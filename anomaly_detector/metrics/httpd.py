@@ -25,6 +25,7 @@ from anomaly_detector.storage.appendfile import AppendFile
 CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
 HEADER_TIMEOUT_SECONDS = 10
 MAX_CONNECTIONS = 64
+BODY_DEADLINE_SLACK_SECONDS = 2.0
 log = logging.getLogger(__name__)
 
 
@@ -99,11 +100,25 @@ class _Handler(BodyHygieneMixin, BaseHTTPRequestHandler):
         self._send(reply.status, "application/json", json.dumps(reply.body).encode(), reply.headers)
 
     def _read_body(self):
-        """The whole body (Content-Length bytes, bounded by the caller), read under the socket timeout."""
+        """The whole body (Content-Length bytes, bounded by the caller). It gets the header deadline
+        again, in total: a client dribbling a byte at a time is cut (counted as header_timeout)."""
         length, self.body_bytes = self.body_bytes, 0   # read: the connection may carry another request
-        data = self.rfile.read(length) if length else b""
+        if not length:
+            return b""
+        timeout = self.server.header_timeout_seconds
+        self.server.set_deadline(self.connection, time.monotonic() + timeout)
+        self.connection.settimeout(timeout + BODY_DEADLINE_SLACK_SECONDS)   # the deadline acts (and counts) first
+        try:
+            data = self.rfile.read(length)
+        except OSError:
+            data = b""
+        finally:
+            self.server.set_deadline(self.connection, None)
+            self.connection.settimeout(timeout)
         if len(data) < length:
             self.close_connection = True
+            raise ValueError("body of %d bytes ended after %d (closed, or slower than header_timeout_seconds)"
+                             % (length, len(data)))
         return data
 
     def refuse_request(self, status, message):

@@ -5,6 +5,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import subprocess
 import time
 
@@ -72,7 +73,7 @@ def daemon(tmp_path_factory):
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
     d = Daemon(tmp, http="admin_token_file = %s\nmax_body_bytes = %d\nadmin_rate_limit_per_minute = 10000\n"
-               % (token_file, MAX_BODY))
+               "header_timeout_seconds = 2\n" % (token_file, MAX_BODY))
     with open(d.config) as f:   # room for the runbook's set-batch-size 5000 (a batch is at most half a ring)
         text = f.read().replace("ring_size = 8192", "ring_size = 16384")
     with open(d.config, "w") as f:
@@ -119,6 +120,24 @@ def test_refusals_answer_their_status_and_change_nothing(daemon):
     assert counts[(("action", "set-workers"), ("status", "413"))] == 1
     assert counts[(("action", "set-workers"), ("status", "405"))] == 1
     assert daemon.metric("admin_api_enabled") == 1
+
+
+def test_a_body_slower_than_the_deadline_is_cut(daemon):
+    before = daemon.labelled("http_rejected_total")[(("reason", "header_timeout"),)]
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=30) as sock:
+        sock.sendall(b"POST /admin/set-workers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                     b"Content-Length: 20\r\n\r\n{\"count\"" % TOKEN.encode())
+        started = time.monotonic()
+        answer = b""
+        while True:   # the sidecar cuts the connection at header_timeout_seconds (2 s) after the headers
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        assert time.monotonic() - started < 25
+    assert b"HTTP/1.1 200" not in answer and b"HTTP/1.1 202" not in answer
+    assert daemon.labelled("http_rejected_total")[(("reason", "header_timeout"),)] == before + 1
+    assert daemon.metric("runtime_workers_wanted") == 2
 
 
 def test_batch_size_and_backpressure_take_effect_without_loss(daemon):
