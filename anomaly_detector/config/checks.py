@@ -305,6 +305,18 @@ def _check_http_files(report, http):
         report.add(ERROR, ("http",), "admin_token_file", problem)
     elif path and token_file_exposed(path):
         report.add(WARNING, ("http",), "admin_token_file", "%s is readable by other users: chmod 600 it" % path)
+    if path and not http["tls_cert"] and not _is_loopback(http["bind"]):
+        report.add(WARNING, ("http",), "bind", "%s is reachable from other machines and /admin/* sends its bearer "
+                   "token in clear text: set tls_cert and tls_key, or bind 127.0.0.1" % http["bind"])
+
+
+def _is_loopback(address):
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False   # a host name: it may resolve to a routable address
 
 
 def _check_writable_dir(report, section, key, directory):

@@ -52,3 +52,13 @@ def test_token_file_checks(tmp_path):
         "warning: [http] admin_token_file: %s is readable by other users: chmod 600 it" % token]
     assert read_token(str(token)) == ("a-long-enough-token-123", "")
     assert read_token("") == ("", "[http] admin_token_file is not set")
+
+
+def test_a_token_over_plain_http_off_loopback_is_a_warning(tmp_path):
+    token = tmp_path / "admin.token"
+    token.write_text("a-long-enough-token-123\n")
+    token.chmod(0o600)
+    for bind, warned in (("127.0.0.1", False), ("::1", False), ("0.0.0.0", True)):
+        _cfg, problems = load_config(_config(tmp_path, "bind = %s\nadmin_token_file = %s\n" % (bind, token)))
+        warnings = [p.render() for p in problems if p.key == "bind"]
+        assert bool(warnings) == warned and all("clear text" in w for w in warnings), (bind, warnings)
