@@ -1,6 +1,6 @@
 """A real Prometheus (Debian `prometheus`) scrapes the live daemon on 127.0.0.1 with the shipped alerting
 rules loaded: its API gives a positive rate(anomaly_detector_logs_processed_total[1m]), the target is up
-and every rule of etc/prometheus/alerts.yml evaluates without error. Skipped when prometheus is absent."""
+and every rule of etc/prometheus/alerts.yml evaluates without error, and the Grafana dashboard's queries run. Skipped when prometheus is absent."""
 import json
 import os
 import shutil
@@ -57,7 +57,13 @@ def test_prometheus_scrapes_a_positive_processing_rate(tmp_path):
         assert [float(r["value"][1]) for r in up] == [1.0]
         rules = [rule for group in api(prom_port, "rules")["groups"] for rule in group["rules"]]
         assert len(rules) >= 18 and all(rule["health"] in ("ok", "unknown") for rule in rules), rules
-        print("prometheus: rate(anomaly_detector_logs_processed_total[1m]) = %.1f lines/s, %d rules" % (rate, len(rules)))
+        # Every query of the shipped Grafana dashboard runs against it (a PromQL error is HTTP 400).
+        with open(os.path.join(ROOT, "etc", "grafana", "anomaly-detector.json")) as f:
+            exprs = [t["expr"] for p in json.load(f)["panels"] if p["type"] != "row" for t in p["targets"]]
+        answered = sum(1 for expr in exprs if api(prom_port, "query", query=expr.replace("$instance", ".*"))["result"])
+        assert answered >= len(exprs) // 2, (answered, len(exprs))   # most panels have data on a live daemon
+        print("prometheus: rate(anomaly_detector_logs_processed_total[1m]) = %.1f lines/s, %d rules, "
+              "%d of %d dashboard queries with data" % (rate, len(rules), answered, len(exprs)))
     finally:
         if prometheus is not None:
             prometheus.terminate()
