@@ -25,7 +25,7 @@ from anomaly_detector.storage.appendfile import AppendFile
 CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
 HEADER_TIMEOUT_SECONDS = 10
 MAX_CONNECTIONS = 64
-BODY_DEADLINE_SLACK_SECONDS = 2.0
+DEADLINE_SLACK_SECONDS = 2.0
 log = logging.getLogger(__name__)
 
 
@@ -107,7 +107,7 @@ class _Handler(BodyHygieneMixin, BaseHTTPRequestHandler):
             return b""
         timeout = self.server.header_timeout_seconds
         self.server.set_deadline(self.connection, time.monotonic() + timeout)
-        self.connection.settimeout(timeout + BODY_DEADLINE_SLACK_SECONDS)   # the deadline acts (and counts) first
+        self.connection.settimeout(timeout + DEADLINE_SLACK_SECONDS)   # the deadline acts (and counts) first
         try:
             data = self.rfile.read(length)
         except OSError:
@@ -195,7 +195,8 @@ class SidecarHTTPServer(GuardedHTTPServer):
 
     def finish_request(self, request, client_address):
         if self.tls_context is not None:
-            request.settimeout(self.header_timeout_seconds)
+            # The header deadline (service_actions) ends a stalled handshake, counted as header_timeout.
+            request.settimeout(self.header_timeout_seconds + DEADLINE_SLACK_SECONDS)
             try:
                 request.do_handshake()
             except (ssl.SSLError, OSError) as exc:

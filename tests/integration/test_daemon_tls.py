@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import time
@@ -52,7 +53,7 @@ def test_https_served_renewed_on_sighup_and_a_bad_key_refused(tmp_path, certs):
     shutil.copy(key1, key)
     ca1, ca2 = os.path.join(directory, "ca1.pem"), os.path.join(directory, "ca2.pem")
     daemon = Daemon(tmp_path / "d", http="tls_cert = %s\ntls_key = %s\nadmin_rate_limit_per_minute = %d\n"
-                    % (cert, key, RATE))
+                    "header_timeout_seconds = 2\n" % (cert, key, RATE))
     daemon.ssl_context = ssl.create_default_context(cafile=ca1)
     try:
         daemon.start()
@@ -65,6 +66,14 @@ def test_https_served_renewed_on_sighup_and_a_bad_key_refused(tmp_path, certs):
         assert plain.returncode != 0
         wait_for(lambda: daemon.labelled("http_rejected_total")[(("reason", "tls_handshake"),)] >= 1, 10,
                  "the failed handshake counted", daemon)
+
+        # A client that never starts its handshake holds no more than its connection, until the deadline.
+        cut_before = daemon.labelled("http_rejected_total")[(("reason", "header_timeout"),)]
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=30) as idle:
+            assert curl(daemon, "/health", ca1)[:2] == (0, 200)
+            started = time.monotonic()
+            assert idle.recv(100) == b"" and time.monotonic() - started < 25
+        assert daemon.labelled("http_rejected_total")[(("reason", "header_timeout"),)] == cut_before + 1
 
         # No admin_token_file: /admin answers 403 with the reason, and the rate limit still counts.
         for _ in range(RATE):
