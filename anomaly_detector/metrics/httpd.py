@@ -163,7 +163,11 @@ class SidecarHTTPServer(GuardedHTTPServer):
     """HTTP server over a source with .health() -> dict and .samples() -> dict (see exposition.render).
 
     `rejected` counts refused requests and connections by reason (httpcommon.REJECT_REASONS).
+    Over max_connections, the connection waiting longest for its headers is evicted, so sockets held
+    open idle or slow cannot keep a /health probe out.
     """
+
+    evict_when_full = True
 
     def __init__(self, bind, port, source, access_log_path=None, sock=None,
                  max_connections=MAX_CONNECTIONS, header_timeout_seconds=HEADER_TIMEOUT_SECONDS,

@@ -90,7 +90,8 @@ METRICS = {m.name: m for m in (
                "Datagrams the kernel dropped for a UDP input's socket because its receive buffer was full.",
                ("input",)),
     MetricSpec("http_rejected_total", COUNTER,
-               "Requests and connections the metrics sidecar refused: HTTP status, refused (max_connections), "
+               "Requests and connections the metrics sidecar refused: HTTP status, refused (max_connections, all "
+               "being answered), evicted (waited longest for its headers when max_connections were open), "
                "header_timeout, incomplete, tls_handshake (HTTPS only).", ("reason",)),
     MetricSpec("process_up", GAUGE, "1 while the child process is STARTING or RUNNING, else 0.", ("role", "process")),
     MetricSpec("process_state", GAUGE, "Supervisor state of the child: 0 STOPPED, 10 STARTING, 20 RUNNING, "

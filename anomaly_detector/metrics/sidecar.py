@@ -25,11 +25,11 @@ log = logging.getLogger(__name__)
 RATE_WINDOW_SECONDS = 60.0
 _ALIVE = (int(ProcessState.STARTING), int(ProcessState.RUNNING))
 # Bounded reason labels, each shown from zero for the inputs it can happen to.
-_HTTP_INPUT_REASONS = REJECT_REASONS
 _SYSLOG_TCP_REASONS = ("refused",)
 _CLOSE_REASONS = ("idle_timeout", "evicted")
 # It sheds no load (no 503); 413 is /admin's body bound; tls_handshake: a failed handshake (HTTPS only).
 _SIDECAR_REASONS = tuple(r for r in REJECT_REASONS if r != "503") + ("tls_handshake",)
+_HTTP_INPUT_REASONS = tuple(r for r in REJECT_REASONS if r != "evicted")   # the ingest refuses, never evicts
 
 
 class Readings:
