@@ -13,7 +13,10 @@ What it guarantees, whatever the server does with a request:
   body unread answers with `Connection: close` (see BodyHygieneMixin.body_unread).
 - Request line and headers must arrive within header_timeout_seconds in total (a client dribbling a byte
   at a time never trips a plain socket timeout), and at most max_connections are open: one more is closed
-  at once by the accepting thread, before it costs a thread.
+  at once by the accepting thread, before it costs a thread. A server with evict_when_full (the metrics
+  sidecar) closes instead the open connection that has waited longest for its headers (counted as
+  `evicted`), so idle or slow sockets cannot lock a /health probe out; only when every open connection
+  is being answered is the new one refused.
 """
 import abc
 import io
@@ -28,7 +31,7 @@ log = logging.getLogger(__name__)
 # Reasons a request or connection is refused; the `reason` label values of the rejection metrics.
 # Any other status the standard library answers by itself is counted as "400" (they are all bad requests).
 STATUS_REASONS = ("400", "404", "405", "411", "413", "414", "431", "503", "505")
-CONNECTION_REASONS = ("refused", "header_timeout", "incomplete")
+CONNECTION_REASONS = ("refused", "header_timeout", "incomplete", "evicted")
 REJECT_REASONS = STATUS_REASONS + CONNECTION_REASONS
 # Headers are read with a socket timeout this much past the deadline, so that the deadline always acts first.
 _DEADLINE_SLACK_SECONDS = 2.0
@@ -187,6 +190,7 @@ class GuardedHTTPServer(ThreadingHTTPServer, metaclass=abc.ABCMeta):
     request_queue_size = 128
     max_connections = 64
     header_timeout_seconds = 10.0
+    evict_when_full = False   # True: a new connection over the bound evicts the oldest still sending headers
 
     def __init__(self, address, handler, bind_and_activate=True):
         self._open = {}  # socket -> _Watch
@@ -203,10 +207,20 @@ class GuardedHTTPServer(ThreadingHTTPServer, metaclass=abc.ABCMeta):
 
     def process_request(self, request, client_address):
         # Runs in the accepting thread: a connection over the bound is closed before it costs a thread.
+        victim = None
         with self._open_lock:
             full = len(self._open) >= self.max_connections
+            if full and self.evict_when_full:
+                victim = self._longest_waiting()
+                if victim is not None:
+                    self._open[victim].deadline, self._open[victim].cut = None, True
+                    full = False
             if not full:
                 self._open[request] = _Watch(time.monotonic() + self.header_timeout_seconds)
+        if victim is not None:
+            self.count_rejection("evicted")
+            log.debug("http: evicted a connection still sending its headers for one from %s", client_address[0])
+            _cut(victim)
         if full:
             self.count_rejection("refused")
             log.debug("http: connection from %s refused (%d open)", client_address[0], self.max_connections)
@@ -217,6 +231,13 @@ class GuardedHTTPServer(ThreadingHTTPServer, metaclass=abc.ABCMeta):
         except RuntimeError:  # no thread could be started: the connection is closed, not left hanging
             self.count_rejection("refused")
             self.shutdown_request(request)
+
+    def _longest_waiting(self):
+        """The open connection whose header deadline comes first (it has waited longest), or None when
+        every one is being answered (no deadline). Called with _open_lock held."""
+        waiting = [(watch.deadline, id(conn), conn) for conn, watch in self._open.items()
+                   if watch.deadline is not None and not watch.cut]
+        return min(waiting)[2] if waiting else None
 
     def shutdown_request(self, request):
         with self._open_lock:

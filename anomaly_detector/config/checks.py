@@ -20,6 +20,8 @@ from anomaly_detector.config.problems import ERROR, WARNING, Problem
 from anomaly_detector.detection.regex_safety import refusal
 from anomaly_detector.ipc.control import MAX_INPUTS
 from anomaly_detector.logsetup import LOG_FILE_NAME
+from anomaly_detector.metrics.admin import token_file_exposed, token_file_problem
+from anomaly_detector.metrics.tls import tls_problem
 from anomaly_detector.parsing.headers import HeaderFormat, HeaderFormatError
 from anomaly_detector.parsing.sources import source_fields_problem
 
@@ -57,6 +59,10 @@ def semantic_problems(path, cfg, index, daemon=True):
     if daemon:
         _check_listeners(report, cfg)
         _check_feedback_loops(report, cfg)
+        http = cfg["http"]
+        if bool(http["tls_cert"]) != bool(http["tls_key"]):
+            report.add(ERROR, ("http",), "tls_cert" if http["tls_cert"] else "tls_key",
+                       "tls_cert and tls_key must be set together (both for HTTPS, neither for HTTP)")
     _check_processing(report, cfg["processing"])
     for name, section in cfg["inputs"].items():
         _check_input(report, ("inputs", name), section)
@@ -328,6 +334,7 @@ def environment_problems(path, cfg, index, daemon=True):
     if daemon:
         _check_addresses_resolve(report, cfg)
         _check_file_inputs_are_files(report, cfg)
+        _check_http_files(report, cfg["http"])
     for key in ("state_dir", "log_dir"):
         _check_writable_dir(report, ("paths",), key, cfg["paths"][key])
     for name, i in cfg["inputs"].items():
@@ -342,6 +349,33 @@ def environment_problems(path, cfg, index, daemon=True):
                 report.add(ERROR, ("alerting", name), key, "%s cannot be read by this user (missing or not "
                            "readable): the sink cannot sign or log in" % sink[key])
     return report.problems
+
+
+def _check_http_files(report, http):
+    """The sidecar's certificate, key and token file: one that cannot be used refuses the start or the
+    reload (a running sidecar keeps what it serves), rather than a daemon serving plain HTTP or no /admin."""
+    if http["tls_cert"] and http["tls_key"]:
+        problem = tls_problem(http["tls_cert"], http["tls_key"])
+        if problem:
+            report.add(ERROR, ("http",), "tls_cert" if http["tls_cert"] else "tls_key", problem)
+    path = http["admin_token_file"]
+    problem = token_file_problem(path)
+    if problem:
+        report.add(ERROR, ("http",), "admin_token_file", problem)
+    elif path and token_file_exposed(path):
+        report.add(WARNING, ("http",), "admin_token_file", "%s is readable by other users: chmod 600 it" % path)
+    if path and not http["tls_cert"] and not _is_loopback(http["bind"]):
+        report.add(WARNING, ("http",), "bind", "%s is reachable from other machines and /admin/* sends its bearer "
+                   "token in clear text: set tls_cert and tls_key, or bind 127.0.0.1" % http["bind"])
+
+
+def _is_loopback(address):
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False   # a host name: it may resolve to a routable address
 
 
 def _check_writable_dir(report, section, key, directory):

@@ -12,7 +12,6 @@ UNSUPPORTED_INPUT_TYPES = ("redis",)
 # (section path, keys); "*" in a path stands for any subsection name, None for every key.
 _UNSUPPORTED_KEYS = (
     (("alerting",), ("dedup_window_seconds",)),
-    (("http",), ("tls_cert", "tls_key", "admin_token_file", "max_body_bytes")),
     (("retention",), None),
     (("inputs", "*"), ("url", "stream", "group", "consumer")),
 )

@@ -6,7 +6,8 @@ read from their spools (inputs/spool.py, written by the listener process, inputs
 spread over all rings by origin (inputs/origin.py: syslog host and app, a JSON line's source), one
 origin's lines to one ring in order. Either way an input's offset is committed only
 once the workers acknowledged every line before it, on whichever ring (at-least-once, never loss).
-A full ring stops reading from that input until there is room: backpressure, not memory.
+A full ring stops reading from that input until there is room: backpressure, not memory. The
+control block's backpressure flag (POST /admin/enable-backpressure) stops reading from every input.
 """
 import collections
 import hashlib
@@ -98,6 +99,7 @@ class InputRunner:
         self._next_ring = [0 for _ in self.readers]
         self._origin_rings = {}   # origin key -> ring (a cache of _ring_of_origin)
         self.relief = ReliefWatch(control, "input")
+        self._was_paused = False
         # The listener process publishes the network inputs' stats (their receivers live there).
         self.stats = InputStatsPublisher(control, [(index, name, reader) for index, (name, reader)
                                                    in enumerate(zip(self.names, self.readers))
@@ -119,9 +121,10 @@ class InputRunner:
     def pump(self):
         """One round over the inputs; returns the number of lines pushed."""
         moved = 0
+        paused = self._paused()
         for index, reader in enumerate(self.readers):
             backlog = self.backlog[index]
-            if not backlog:  # read more only once everything read before is in a ring: bounded memory
+            if not backlog and not paused:  # read more only once everything read before is in a ring
                 before = _reader_counts(reader)
                 for chunk in reader.poll():
                     backlog.extend(self._route(index, chunk))
@@ -135,6 +138,21 @@ class InputRunner:
                 backlog.popleft()
         self.counters.set(files_deferred=sum(reader.stats.get("files_deferred", 0) for reader in self.readers))
         return moved
+
+    def _paused(self):
+        """The backpressure flag (POST /admin/enable-backpressure): read nothing new while it is set.
+
+        Lines already read still go to the rings and are committed as they are acknowledged; the
+        unread ones wait where they are (files on disk, the stdin pipe, the network spools), so
+        pausing loses nothing. The change is logged once each way."""
+        paused = self.control.flags().backpressure
+        if paused != self._was_paused:
+            self._was_paused = paused
+            if paused:
+                log.warning("input: backpressure on: reading paused (lines wait in their files, pipe and spools)")
+            else:
+                log.warning("input: backpressure off: reading resumed")
+        return paused
 
     def _route(self, index, chunk):
         """The chunk as _Pending pushes: whole to its file's ring, or a network chunk split by origin."""

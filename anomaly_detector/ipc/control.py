@@ -81,11 +81,11 @@ _INPUT_ROW_WORDS = -(-(len(INPUT_STAT_FIELDS) + 1) * 8 // CACHE_LINE) * CACHE_LI
 
 FLAGS_DTYPE = np.dtype([
     ("tier4_enabled", "<i8"),         # 0/1: workers skip tier 4 when 0 (admin disable-tier4 under load)
-    ("backpressure", "<i8"),          # 0/1: inputs stop reading while rings are above their high mark
+    ("backpressure", "<i8"),          # 0/1: the input process reads nothing new (admin enable-backpressure)
     ("batch_size", "<i8"),            # lines a worker pops at once
     ("learning_rate_factor", "<f8"),  # multiplies every tier's learning rate
-    ("workers_wanted", "<i8"),        # admin set-workers; the supervisor forks or retires to match
-    ("config_generation", "<u8"),     # bumped by the supervisor after a validated reload
+    ("workers_wanted", "<i8"),        # admin set-workers; the supervisor forks or retires to match (arbiter)
+    ("config_generation", "<u8"),     # bumped by the supervisor after an applied reload (config_reloads_total)
     ("relief_generation", "<u8"),     # bumped by the supervisor on SIGUSR1: children gc and trim caches
     ("reload_ok", "<i8"),             # 0/1: the last SIGHUP reload was applied (1 until one is rejected)
     ("reloads_rejected", "<u8"),      # bumped by the supervisor when a reload is rejected

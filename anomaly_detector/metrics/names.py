@@ -105,8 +105,9 @@ METRICS = {m.name: m for m in (
                "Datagrams the kernel dropped for a UDP input's socket because its receive buffer was full.",
                ("input",)),
     MetricSpec("http_rejected_total", COUNTER,
-               "Requests and connections the metrics sidecar refused: HTTP status, refused (max_connections), "
-               "header_timeout, incomplete.", ("reason",)),
+               "Requests and connections the metrics sidecar refused: HTTP status, refused (max_connections, all "
+               "being answered), evicted (waited longest for its headers when max_connections were open), "
+               "header_timeout, incomplete, tls_handshake (HTTPS only).", ("reason",)),
     MetricSpec("process_up", GAUGE, "1 while the child process is STARTING or RUNNING, else 0.", ("role", "process")),
     MetricSpec("process_state", GAUGE, "Supervisor state of the child: 0 STOPPED, 10 STARTING, 20 RUNNING, "
                "30 BACKOFF, 40 STOPPING, 100 EXITED, 200 FATAL.", ("role", "process")),
@@ -115,4 +116,20 @@ METRICS = {m.name: m for m in (
     MetricSpec("config_last_reload_successful", GAUGE,
                "0 when the last SIGHUP reload was rejected (the previous configuration still runs), else 1."),
     MetricSpec("config_reloads_total", COUNTER, "SIGHUP reloads since start, applied or rejected.", ("result",)),
+    MetricSpec("batches_total", COUNTER, "Batches the detector workers popped from their rings (lines per batch "
+               "at most the batch size)."),
+    MetricSpec("admin_requests_total", COUNTER, "Requests to /admin/*, by action (unknown: a path naming no "
+               "action) and HTTP status (since the sidecar started).", ("action", "status")),
+    MetricSpec("admin_api_enabled", GAUGE, "1 when /admin/* takes requests (an [http] admin_token_file holds a "
+               "token), else 0 (every /admin request answers 403)."),
+    MetricSpec("runtime_workers_wanted", GAUGE, "Detector workers the supervisor runs: [processing] workers, or "
+               "the last POST /admin/set-workers."),
+    MetricSpec("runtime_batch_size", GAUGE, "Lines a worker pops at once: [processing] batch_size, or the last "
+               "POST /admin/set-batch-size."),
+    MetricSpec("runtime_tier4_enabled", GAUGE, "1 while the workers run tier 4 (POST /admin/disable-tier4 and "
+               "enable-tier4 switch it)."),
+    MetricSpec("runtime_learning_rate_factor", GAUGE, "Multiplier of every tier's learning rate: 1, halved by "
+               "each POST /admin/reduce-learning-rate."),
+    MetricSpec("runtime_backpressure", GAUGE, "1 while the inputs read nothing new (POST "
+               "/admin/enable-backpressure); lines wait in their files, pipe and spools."),
 )}

@@ -18,7 +18,9 @@ from anomaly_detector.httpcommon import REJECT_REASONS
 from anomaly_detector.inputs.listener import network_inputs, spool_dir
 from anomaly_detector.inputs.spool import spool_bytes
 from anomaly_detector.inputs.syslog_server import FRAMING_REASONS
+from anomaly_detector.metrics.admin import AdminAPI
 from anomaly_detector.metrics.httpd import SidecarHTTPServer
+from anomaly_detector.metrics.tls import server_context, tls_enabled
 from anomaly_detector.relief import ReliefWatch
 from anomaly_detector.supervisor.states import ProcessState, state_name
 
@@ -26,10 +28,11 @@ log = logging.getLogger(__name__)
 RATE_WINDOW_SECONDS = 60.0
 _ALIVE = (int(ProcessState.STARTING), int(ProcessState.RUNNING))
 # Bounded reason labels, each shown from zero for the inputs it can happen to.
-_HTTP_INPUT_REASONS = REJECT_REASONS
 _SYSLOG_TCP_REASONS = ("refused",)
 _CLOSE_REASONS = ("idle_timeout", "evicted")
-_SIDECAR_REASONS = tuple(r for r in REJECT_REASONS if r not in ("413", "503"))  # it reads no body, sheds no load
+# It sheds no load (no 503); 413 is /admin's body bound; tls_handshake: a failed handshake (HTTPS only).
+_SIDECAR_REASONS = tuple(r for r in REJECT_REASONS if r != "503") + ("tls_handshake",)
+_HTTP_INPUT_REASONS = tuple(r for r in REJECT_REASONS if r != "evicted")   # the ingest refuses, never evicts
 
 
 class Readings:
@@ -52,6 +55,7 @@ class Readings:
         self.stall_seconds = cfg["processing"]["heartbeat_timeout_seconds"]
         self.inputs = [(name, section["type"], section.get("protocol")) for name, section in cfg["inputs"].items()]
         self.http_rejections = None           # the HTTP server's rejections(), set once it exists
+        self.admin = None                     # the AdminAPI, set once it exists (its counts and the flags)
         self.down_seconds = cfg["service"]["health_down_seconds"]
         self._history = collections.deque()   # (monotonic, lines_processed)
         self._acked = {}                      # ring index -> (monotonic of the last progress, acknowledged)
@@ -136,6 +140,8 @@ class Readings:
             "process_state": self._per_process(table, lambda row: int(row["state"])),
             "process_restarts_total": self._per_process(table, lambda row: int(row["restarts"])),
             **_reload_samples(self.control.flags()),
+            "batches_total": totals["batches"],
+            **(self.admin.samples() if self.admin is not None else {}),
         }
 
     def _alert_samples(self, totals):
@@ -267,11 +273,18 @@ def run_sidecar(ctx, daemon):
     cfg = daemon.cfg
     readings = Readings(cfg, daemon.control, daemon.rings, daemon.processes, os.getppid())
     access = os.path.join(cfg["paths"]["log_dir"], "access.log") if cfg["logging"]["access_log"] else None
-    server = SidecarHTTPServer(cfg["http"]["bind"], cfg["http"]["port"], readings, access_log_path=access,
-                               sock=daemon.http_socket, max_connections=cfg["http"]["max_connections"],
-                               header_timeout_seconds=cfg["http"]["header_timeout_seconds"])
+    http = cfg["http"]
+    # Loaded here, at every sidecar start: a reload (SIGHUP) restarts the sidecar, which serves the renewed
+    # certificate and reads the token file again; the config checks refused a pair that cannot load.
+    tls = server_context(http["tls_cert"], http["tls_key"]) if tls_enabled(http) else None
+    readings.admin = AdminAPI.from_config(cfg, daemon.control)
+    server = SidecarHTTPServer(http["bind"], http["port"], readings, access_log_path=access,
+                               sock=daemon.http_socket, max_connections=http["max_connections"],
+                               header_timeout_seconds=http["header_timeout_seconds"], admin=readings.admin,
+                               tls_context=tls)
     readings.http_rejections = server.rejections
-    log.info("sidecar serving http://%s:%d (/health, /metrics)", server.server_address[0], server.port)
+    log.info("sidecar serving %s://%s:%d (/health, /metrics, /admin/*%s)", "https" if tls else "http",
+             server.server_address[0], server.port, "" if readings.admin.disabled_reason else " with a token")
     _serve(server, readings, daemon.control, ctx.slot)
     return 0
 

@@ -4,6 +4,7 @@ Owns the config, the shared memory (control block and one ring per worker, alloc
 fork and unlinked only here) and the children: the input process, the detector workers and the
 metrics sidecar. docs/signals.md is the operator-facing contract of the handle_* methods.
 """
+import copy
 import dataclasses
 import logging
 import os
@@ -85,6 +86,7 @@ class Arbiter:
         self.network_sockets = {}   # (kind, host, port) -> socket bound here, kept across reloads
         self._ring_generation = 0
         self._watchdog = systemd.watchdog_interval()
+        self._workers_seen = cfg["processing"]["workers"]   # workers_wanted as last acted on
 
     # -- start ----------------------------------------------------------------------------------
 
@@ -204,6 +206,7 @@ class Arbiter:
                 timeout = min(timeout, max(0.0, next_ping - time.monotonic()))
             for event in self.sigq.wait(min(timeout, 1.0)):
                 self._dispatch(event)
+            self._watch_workers_wanted()
             if self._watchdog and time.monotonic() >= next_ping:
                 systemd.watchdog()
                 next_ping = time.monotonic() + self._watchdog / 2
@@ -291,14 +294,38 @@ class Arbiter:
                 self.control.set_flags(reload_ok=1)
         systemd.ready("processing with %d workers" % len(self.rings))
 
+    def _watch_workers_wanted(self):
+        """POST /admin/set-workers writes workers_wanted; fork or retire workers to match it.
+
+        Workers own their rings, so the change takes the reload path on the running config with
+        another worker count: inputs stop once their lines are acknowledged, workers drain and
+        snapshot, the rings are reallocated, everything starts again. No line is lost. The other
+        admin settings (batch size, tier 4, learning rate, backpressure) are kept across it."""
+        wanted = self.control.flags().workers_wanted
+        if wanted == self._workers_seen or not self.running:
+            return
+        self._workers_seen = wanted
+        if wanted == len(self.rings):
+            return
+        log.warning("admin set-workers: %d -> %d workers; restarting the children on the running "
+                    "configuration", len(self.rings), wanted)
+        cfg = copy.deepcopy(self.cfg)
+        cfg["processing"]["workers"] = wanted
+        self._apply(cfg, keep_flags=True)
+        self._workers_seen = len(self.rings)
+        self.control.set_flags(workers_wanted=len(self.rings))   # what runs (a crashed worker's ring may hold lines)
+        systemd.ready("processing with %d workers" % len(self.rings))
+
     def _reload_rejected(self):
         self.control.set_flags(reload_ok=0)
         self.control.bump("reloads_rejected")
 
-    def _apply(self, cfg):
+    def _apply(self, cfg, keep_flags=False):
         """Restart the children on the new config through the start-up path, losing no line:
         the input stops and waits until its lines are acknowledged, the workers drain and snapshot.
-        The listener (network sockets and spools) goes on when its settings are unchanged."""
+        The listener (network sockets and spools) goes on when its settings are unchanged.
+        A reload sets the run-time flags from the file (undoing POST /admin/* changes); keep_flags
+        (set-workers) keeps them."""
         keep_listener = self._listener_kept(cfg)
         # Before the stop: a worker that will not come back closes its open incidents (worker/detector.py finish).
         self.control.set_flags(workers_wanted=cfg["processing"]["workers"])
@@ -315,7 +342,9 @@ class Arbiter:
         self._rebind_http(cfg["http"])
         self.cfg = cfg
         self._setup_logging()
-        self.control.set_flags(**_flags(cfg))
+        if not keep_flags:
+            self.control.set_flags(**_flags(cfg))
+            self._workers_seen = cfg["processing"]["workers"]
         self.children.policy = RestartPolicy(heartbeat_timeout=cfg["processing"]["heartbeat_timeout_seconds"])
         # update, not replace: a worker retired by this reload and added back by a later one goes on counting
         self._restarts.update({name: child.restarts + 1 for name, child in self.children.children.items()})
@@ -325,6 +354,9 @@ class Arbiter:
             if child.state in DOWN_STATES and not (name == "listener" and keep_listener):
                 self.children.remove(name)
         self._start_children()
+        if keep_flags:
+            log.info("restarted with %d workers (admin set-workers)", len(self.rings))
+            return
         self.control.bump("config_generation")
         log.info("reloaded %s: %d workers", self.config_path, len(self.rings))
 
@@ -451,8 +483,9 @@ def _without_inherited_sockets(daemon, role, name, target):
 
 
 def _flags(cfg):
+    """The run-time flags as the file sets them (at start and at every reload: admin changes end there)."""
     return {"tier4_enabled": cfg["detection"]["tier4"]["enabled"], "batch_size": cfg["processing"]["batch_size"],
-            "workers_wanted": cfg["processing"]["workers"]}
+            "workers_wanted": cfg["processing"]["workers"], "backpressure": 0, "learning_rate_factor": 1.0}
 
 
 def _ring_shape(cfg):

@@ -89,7 +89,7 @@ class DetectorWorker:
         self._next_snapshot = time.monotonic() + self.snapshot_every
         self.relief = ReliefWatch(control, "worker %d" % index)
         self._base_rate = cfg["detection"]["learning_rate"]
-        self._applied = None   # (tier4_enabled, learning_rate_factor) last given to the engine
+        self._applied = None   # (tier4_enabled, learning_rate_factor, batch_size) last applied
         self._last_totals = {}  # running totals of the engine and parsers, as last counted (_since_last)
         self._scans_cut_logged = float("-inf")
         self._over_cap = [0] * len(self.parsers)  # JSON numeric fields left out at json_numeric_fields, per input
@@ -343,8 +343,12 @@ class DetectorWorker:
     def _apply_flags(self):
         """Read the run-time flags once per batch; touch the engine only when they changed."""
         flags = self.control.flags()
-        wanted = (flags.tier4_enabled, flags.learning_rate_factor)
+        wanted = (flags.tier4_enabled, flags.learning_rate_factor, flags.batch_size)
         if wanted != self._applied:
+            if self._applied is not None:   # a change at run time (POST /admin/*): say it took effect here
+                log.info("worker %d: run-time flags applied: tier 4 %s, learning rate factor %g, batch size %d",
+                         self.index, "on" if flags.tier4_enabled else "off", flags.learning_rate_factor,
+                         flags.batch_size)
             self._applied = wanted
             engine = self.pipeline.engine
             engine.set_tier_enabled("t4", flags.tier4_enabled)

@@ -44,6 +44,7 @@ class Daemon:
         self.scored = os.path.join(self.dir, "scored.jsonl")
         self.config = os.path.join(self.dir, "config.ini")
         self.process = None
+        self.ssl_context = None   # set to an ssl.SSLContext trusting the daemon's CA when it serves HTTPS
         self.write_config(workers, batch_size, extra, inputs, heartbeat, http)
 
     def write_config(self, workers=2, batch_size=500, extra="", inputs=None, heartbeat=30, http=""):
@@ -86,7 +87,9 @@ incidents = {self.dir}/incidents.jsonl
 
     def get(self, path):
         try:
-            with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.port, path), timeout=5) as resp:
+            scheme = "https" if self.ssl_context is not None else "http"
+            with urllib.request.urlopen("%s://127.0.0.1:%d%s" % (scheme, self.port, path), timeout=5,
+                                        context=self.ssl_context) as resp:
                 return resp.status, resp.read().decode()
         except urllib.error.HTTPError as err:
             return err.code, err.read().decode()

@@ -116,8 +116,9 @@ def _provoke_sidecar(daemon):
           what="the half request counted as incomplete")
     held = [_raw(port) for _ in range(3)]            # [http] max_connections = 3
     time.sleep(0.5)
-    assert _exchange(port, b"GET /health HTTP/1.1\r\n\r\n") == b""
-    for sock in held:                                 # cut at header_timeout_seconds = 2
+    # The probe evicts the connection that waited longest for its headers, rather than being refused.
+    assert _exchange(port, b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n").startswith(b"HTTP/1.1 200 ")
+    for sock in held:                                 # one evicted, two cut at header_timeout_seconds = 2
         assert sock.recv(1) == b""
         sock.close()
 
@@ -160,8 +161,9 @@ def test_every_refusal_framing_error_truncation_and_drop_is_in_metrics(tmp_path)
                          timeout=120, what="udp lines scored")
         assert received + drops == 20000 and drops > 0
         sidecar = {reason: _value(daemon, "http_rejected_total", reason=reason)
-                   for reason in ("405", "404", "400", "incomplete", "refused", "header_timeout")}
-        assert sidecar == {"405": 1, "404": 1, "400": 1, "incomplete": 1, "refused": 1, "header_timeout": 3}
+                   for reason in ("405", "404", "400", "incomplete", "refused", "evicted", "header_timeout")}
+        assert sidecar == {"405": 1, "404": 1, "400": 1, "incomplete": 1, "refused": 0, "evicted": 1,
+                           "header_timeout": 2}
         assert daemon.stop() == 0
     finally:
         daemon.kill()

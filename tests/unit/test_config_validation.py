@@ -26,8 +26,7 @@ CASES = [
     ("bad_option", "[inputs]\n[[app]]\npath = /tmp/x\nformat = xml\n", "format", ["format", "'plain'", "'xml'"]),
     ("bad_input_type", "[inputs]\n[[app]]\ntype = kafka\npath = /x\n", "type", ["type", "'kafka'"]),
     ("missing_input_path", "[inputs]\n[[app]]\ntype = file\n", "[[app]]", ["[inputs.app] path", "required for type = file"]),
-    ("tls_not_yet", "[http]\ntls_cert = /tmp/c.pem\n", "tls_cert", ["[http] tls_cert", "not supported in this release"]),
-    ("admin_not_yet", "[http]\nadmin_token_file = /tmp/t\n", "admin_token_file", ["admin_token_file", "not supported"]),
+    ("tls_cert_alone", "[http]\ntls_cert = /tmp/c.pem\n", "tls_cert", ["[http] tls_cert", "must be set together"]),
     ("email_without_from", "[alerting]\n[[mail]]\ntype = email\nto_addresses = a@example.com,\n", "[[mail]]",
      ["[alerting.mail] from_address", "required for type = email"]),
     ("email_password_in_clear", "[alerting]\n[[mail]]\ntype = email\nfrom_address = a@x\nto_addresses = b@x,\n"
@@ -288,11 +287,11 @@ def test_an_unsupported_feature_is_refused_without_asking_for_more_of_its_keys(t
 def test_a_setting_not_supported_is_reported_beside_a_wrong_value(tmp_path):
     """Every problem at once: fixing a typo must not reveal a second, unrelated refusal."""
     path, text = _write(tmp_path, "[inputs]\nstray = 1\n[[app]]\npath = /x.log\n[processing]\nworkers = 0\n"
-                        "[http]\ntls_cert = /tmp/c.pem\n")
+                        "[retention]\nspool_days = 3\n")
     _cfg, problems = load_config(path, environment=False)
     rendered = [p.render() for p in problems]
     assert any("workers" in r and "from 1 to 64" in r for r in rendered), rendered
-    assert any("[http] tls_cert: not supported in this release" in r for r in rendered), rendered
+    assert any("[retention] spool_days: not supported in this release" in r for r in rendered), rendered
     assert any("[inputs] stray: unknown key" in r for r in rendered), rendered
 
 

@@ -44,7 +44,9 @@ def _runner(reader, rings):
     buf = bytearray(control_bytes(1, 1))
     runner = InputRunner.__new__(InputRunner)
     runner.rings, runner.writers = rings, [ring.writer() for ring in rings]
-    runner.counters = ControlBlock.create(buf, 1, 1).counters(0)
+    runner.control = ControlBlock.create(buf, 1, 1)
+    runner.counters = runner.control.counters(0)
+    runner._was_paused = False
     runner.readers, runner.drop_when_full = [reader], False
     runner.backlog, runner.uncommitted = [collections.deque()], [collections.deque()]
     runner.inflight = [collections.deque() for _ in rings]
@@ -76,3 +78,15 @@ def test_origins_spread_over_rings_and_commits_wait_for_every_earlier_part():
     readers[1].ack()
     runner.commit_acknowledged()
     assert reader.commits == [100, 200]
+
+
+def test_backpressure_flag_pauses_reading_and_loses_nothing():
+    rings = [Ring.create(bytearray(ring_bytes(64, 1 << 16)), 64, 1 << 16) for _ in range(2)]
+    lines = [b"<14>Mar  2 10:00:01 web%d app[1]: line %d" % (i % 5, i) for i in range(30)]
+    reader = _Reader([Chunk("k", "spool", lines[:10], 0, 50), Chunk("k", "spool", lines[10:], 50, 150)])
+    runner = _runner(reader, rings)
+    runner.control.set_flags(backpressure=True)
+    assert runner.pump() == 0 and len(reader.chunks) == 2          # nothing polled while paused
+    runner.control.set_flags(backpressure=False)
+    assert runner.pump() == 10 and runner.pump() == 20              # then every line, in order
+    assert sum(ring.depth() for ring in rings) == 30

@@ -1,6 +1,7 @@
 """Sidecar HTTP: /health 200/503, /metrics parseable, 404/405, access log without control bytes."""
 import json
 import re
+import select
 import socket
 import threading
 import time
@@ -184,7 +185,7 @@ def test_abandoned_partial_requests_run_nothing_and_do_not_delay_a_probe(server)
     assert max(slowest) < 1.5
 
 
-def test_connection_cap_closes_the_extra_connection_at_once(make_server):
+def test_connection_cap_evicts_the_longest_waiting_connection_for_a_new_one(make_server):
     srv, readings = make_server(max_connections=4)
     held = [_raw(srv) for _ in range(4)]
     try:
@@ -192,9 +193,11 @@ def test_connection_cap_closes_the_extra_connection_at_once(make_server):
         while srv.open_connections() < 4 and time.monotonic() < deadline:
             time.sleep(0.01)
         with _raw(srv) as extra:
-            extra.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert read_until_closed(extra) == b""
-        assert srv.rejections() == {"refused": 1} and readings.health_runs == 0
+            extra.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert read_until_closed(extra).startswith(b"HTTP/1.1 200 ")
+        readable, _, _ = select.select(held, [], [], 2.0)   # the evicted one was cut before the probe was served
+        assert len(readable) == 1 and readable[0].recv(1) == b""
+        assert srv.rejections() == {"evicted": 1} and readings.health_runs == 1
     finally:
         for sock in held:
             sock.close()
