@@ -18,7 +18,7 @@ from anomaly_detector.relief import ReliefWatch
 from anomaly_detector.storage.appendfile import AppendFile
 from anomaly_detector.worker.faults import FaultInjector
 from anomaly_detector.worker.joining import join_lines, source_runs
-from anomaly_detector.worker.outputs import incident_lines, with_message_and_source
+from anomaly_detector.worker.outputs import incident_lines, scored_lines
 from anomaly_detector.worker.poison import SuspectRange, dead_letter_record, inherited_death
 
 log = logging.getLogger(__name__)
@@ -40,13 +40,14 @@ def input_parser(name, section, max_line_bytes, max_sources):
 
 def score_lines(pipeline, parser, prefix, buf, starts, ends, first_line, with_sources=False):
     """Parse and score lines given as spans of buf; returns their JSON records (bytes), and with
-    with_sources also each line's source name (a detected prefix or source_fields may differ per line)."""
+    with_sources also the source names and each line's index into them (a detected prefix or
+    source_fields may differ per line)."""
     text = join_lines(buf, starts, ends).tobytes()
     columns = parse_columns(parser, text)
     records = pipeline.score_columns(columns, prefix, first_line)
     if not with_sources:
         return records
-    return records, [columns.sources[k] for k in columns.source_id.tolist()]
+    return records, list(columns.sources), columns.source_id
 
 
 def worker_state_dir(cfg, index):
@@ -257,10 +258,9 @@ class DetectorWorker:
             score_lines(self.pipeline, self.parsers[source_id], self.record_prefixes[source_id],
                         buf, starts, ends, first_seq + 1)
             return b""
-        records, sources = score_lines(self.pipeline, self.parsers[source_id], self.record_prefixes[source_id],
-                                       buf, starts, ends, first_seq + 1, True)   # with_sources
-        messages = [bytes(buf[s:e]).decode("utf-8", "replace") for s, e in zip(starts, ends)]
-        return with_message_and_source(records, messages, sources)
+        records, names, ids = score_lines(self.pipeline, self.parsers[source_id], self.record_prefixes[source_id],
+                                          buf, starts, ends, first_seq + 1, True)   # with_sources
+        return scored_lines(records, buf, starts, ends, names, ids)
 
     def _retry_later(self, n, exc):
         """Leave the batch popped and unacknowledged (the ring holds it, the inputs feel backpressure,

@@ -18,6 +18,7 @@ from anomaly_detector.metrics.sketch import N_BUCKETS, record_latencies
 from anomaly_detector.parsing.sources import warm_kernels as warm_source_kernels
 from anomaly_detector.pipeline import Pipeline
 from anomaly_detector.worker.detector import input_parser, score_lines
+from anomaly_detector.worker.outputs import scored_lines
 from anomaly_detector.workload.generator import generate
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,9 @@ def _run(cfg, parser, data):
     prefix = record_prefix("warmup")
     for first in range(0, len(starts), BATCH_LINES):
         stop = first + BATCH_LINES
-        score_lines(pipeline, parser, prefix, buf, starts[first:stop], ends[first:stop], first + 1)
+        records, names, ids = score_lines(pipeline, parser, prefix, buf, starts[first:stop], ends[first:stop],
+                                          first + 1, True)
+        scored_lines(records, buf, starts[first:stop], ends[first:stop], names, ids)   # the scored_lines output
     pipeline.finish()
 
 
