@@ -57,7 +57,7 @@ path = {directory}/logs/*.log
 start_at = beginning
 [processing]
 workers = {workers}
-batch_size = {batch_size}
+{"" if batch_size is None else "batch_size = %d" % batch_size}
 [http]
 port = {port}
 [outputs]
@@ -207,7 +207,7 @@ def main():
     parser.add_argument("--rates", default="10000,25000,50000,100000")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=None, help="[processing] batch_size (default: the daemon's)")
     parser.add_argument("--files", type=int, default=4, help="files written round robin (spread over workers)")
     parser.add_argument("--cpu-by-process", action="store_true", help="print each process's CPU seconds too")
     args = parser.parse_args()

@@ -46,7 +46,8 @@ HEADER_BYTES = 3 * CACHE_LINE
 SLOT_DTYPE = np.dtype([("pos", "<u8"), ("input_pos", "<i8"), ("length", "<u4"), ("source_id", "<u4")])
 META_DTYPE = np.dtype([("seq", "<u8"), ("source_id", "<u4"), ("input_pos", "<i8")])
 
-# Polling waits: a few hundred wake-ups per second at most while idle, at most 5 ms added latency.
+# Polling waits: a few hundred wake-ups per second at most while idle, at most 5 ms added latency
+# (the worker passes [processing] idle_poll_seconds as the longest sleep instead).
 # Chosen over an eventfd doorbell: no lost-wakeup race to fence against, and no descriptor that
 # every restarted child must inherit.
 POLL_SLEEP_MIN = 0.0002
@@ -109,15 +110,15 @@ def _scatter(circular, start, values):
         done += count
 
 
-def _wait_until(ready, timeout):
+def _wait_until(ready, timeout, max_sleep=POLL_SLEEP_MAX):
     deadline = time.monotonic() + timeout
-    delay = POLL_SLEEP_MIN
+    delay = min(POLL_SLEEP_MIN, max_sleep)
     while not ready():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
         time.sleep(min(delay, remaining))
-        delay = min(delay * 2, POLL_SLEEP_MAX)
+        delay = min(delay * 2, max_sleep)
     return True
 
 
@@ -313,9 +314,13 @@ class RingReader:
         """Forget popped-but-unacknowledged lines so the next pop_batch returns them again."""
         self._read = _observe(self.ring._tail)
 
-    def wait_for_data(self, timeout):
-        """Sleep until a line is available (True) or timeout seconds pass (False)."""
-        return _wait_until(lambda: self.available() > 0, timeout)
+    def wait_for_data(self, timeout, max_sleep=POLL_SLEEP_MAX):
+        """Sleep until a line is available (True) or timeout seconds pass (False); looks at least every max_sleep s."""
+        return _wait_until(lambda: self.available() > 0, timeout, max_sleep)
+
+    def wait_for_lines(self, n, timeout, max_sleep=POLL_SLEEP_MAX):
+        """Sleep until n lines are available (True) or timeout seconds pass (False): a batch filling up."""
+        return _wait_until(lambda: self.available() >= n, timeout, max_sleep)
 
 
 def _per_line(value, n):

@@ -40,6 +40,9 @@ METRICS = {m.name: m for m in (
     MetricSpec("worker_lines_processed_total", COUNTER, "Log lines scored, per detector worker.", ("worker",)),
     MetricSpec("files_deferred", GAUGE, "Matching files waiting for a descriptor because max_open_files are open."),
     MetricSpec("files_deferred_total", COUNTER, "Times a matching file had to wait for a descriptor (max_open_files)."),
+    MetricSpec("files_rescans_on_change_total", COUNTER,
+               "Glob rescans of file inputs triggered by a change of a watched directory (a file created, "
+               "renamed or removed), at most one per change_scan_seconds, besides those every scan_interval_seconds."),
     MetricSpec("rule_scans_cut_total", COUNTER,
                "Lines longer than a [rules] pattern's max_scan_bytes, searched by their head only."),
     MetricSpec("source_capped_lines_total", COUNTER,
@@ -54,6 +57,9 @@ METRICS = {m.name: m for m in (
     MetricSpec("series_values_refused_total", COUNTER,
                "Numeric values not judged as series because [detection][[tier3]] max_series series were "
                "already tracked (logged once per worker)."),
+    MetricSpec("batch_deadline_hits_total", COUNTER,
+               "Batches a worker started with fewer than batch_size lines because the first of them had waited "
+               "[processing] batch_deadline_seconds (a quiet or moderate input: latency bounded, not CPU)."),
     MetricSpec("anomalies_total", COUNTER, "Lines flagged as anomalous."),
     MetricSpec("incidents_total", COUNTER, "Incidents closed by the detection engine."),
     MetricSpec("alerts_generated_total", COUNTER, "Alerts raised by the detection engine."),

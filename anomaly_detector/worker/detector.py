@@ -91,18 +91,47 @@ class DetectorWorker:
         self._scans_cut_logged = float("-inf")
         self._over_cap = [0] * len(self.parsers)  # JSON numeric fields left out at json_numeric_fields, per input
         self._unwritten = None  # a scored batch whose output could not be written: (output, counts)
+        self.batch_deadline = cfg["processing"]["batch_deadline_seconds"]
+        self.idle_poll = cfg["processing"]["idle_poll_seconds"]
+        self._first_waiting = None   # when the worker first saw a line of the batch now filling up
 
     def run(self, stop):
         """Process batches until asked to stop; then score what is queued now, snapshot, return 0."""
+        log.info("worker %d: batches of up to %d lines, started at the latest %.3f s after a line waits "
+                 "(batch_deadline_seconds); idle ring looked at every %.3f s at most (idle_poll_seconds)",
+                 self.index, self.control.flags().batch_size, self.batch_deadline, self.idle_poll)
         while not stop.requested:
             self.control.beat(self.slot)
             flags = self._apply_flags()
-            if not self.step(flags.batch_size):
-                self.reader.wait_for_data(IDLE_WAIT_SECONDS)
+            if self._batch_due(flags.batch_size):
+                self.step(flags.batch_size)
             self._snapshot_if_due()
         self._drain()
         self.finish()
         return 0
+
+    def _batch_due(self, batch_size):
+        """Wait (bounded) until a batch is worth starting: batch_size lines wait in the ring, or the
+        first of them has waited batch_deadline_seconds. Fewer, larger batches cost less CPU per line;
+        the deadline bounds the latency that adds. False when the ring stayed empty (beat and look again)."""
+        if self._unwritten is not None or self.suspect.active:
+            return True     # a batch to write again, or a range a worker died on: no filling up
+        available = self.reader.available()
+        if available >= batch_size:
+            self._first_waiting = None
+            return True
+        if available == 0:
+            self._first_waiting = None
+            if not self.reader.wait_for_data(IDLE_WAIT_SECONDS, self.idle_poll):
+                return False
+        now = time.monotonic()
+        if self._first_waiting is None:
+            self._first_waiting = now
+        remaining = self._first_waiting + self.batch_deadline - now
+        if remaining <= 0 or not self.reader.wait_for_lines(batch_size, remaining, self.idle_poll):
+            self.counters.add(batch_deadline_hits=1)
+        self._first_waiting = None
+        return True
 
     def _inherit_death(self, heartbeat_timeout):
         death = inherited_death(self.control, self.index, self.slot, self.ring.acknowledged(), os.getpid(),
