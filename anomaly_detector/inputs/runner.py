@@ -69,10 +69,11 @@ def build_input(name, section, cfg):
 class _Pending:
     """Lines of one chunk still to push (a full ring left them over)."""
 
-    __slots__ = ("chunk", "ring", "index", "pushed")
+    __slots__ = ("chunk", "ring", "index", "pushed", "read_ns")
 
-    def __init__(self, chunk, ring, index):
+    def __init__(self, chunk, ring, index, read_ns=None):
         self.chunk, self.ring, self.index, self.pushed = chunk, ring, index, 0
+        self.read_ns = time.monotonic_ns() if read_ns is None else read_ns   # when the input read the lines
 
 
 class _Ticket:
@@ -132,8 +133,10 @@ class InputRunner:
             backlog = self.backlog[index]
             if not backlog:  # read more only once everything read before is in a ring: bounded memory
                 before = _reader_counts(reader)
-                for chunk in reader.poll():
-                    backlog.extend(self._route(index, chunk))
+                chunks = reader.poll()
+                read_ns = time.monotonic_ns()   # the lines' latency (processing_duration_seconds) starts here
+                for chunk in chunks:
+                    backlog.extend(self._route(index, chunk, read_ns))
                 after = _reader_counts(reader)
                 self.counters.add(**{name: max(0, after[name] - before[name]) for name in after})
             while backlog:
@@ -145,13 +148,13 @@ class InputRunner:
         self.counters.set(files_deferred=sum(reader.stats.get("files_deferred", 0) for reader in self.readers))
         return moved
 
-    def _route(self, index, chunk):
+    def _route(self, index, chunk, read_ns=None):
         """The chunk as _Pending pushes: whole to its file's ring, or a network chunk split by origin."""
         reader = self.readers[index]
         if not getattr(reader, "spread", False):
             ring = self._ring_of_stream(index, reader, chunk)
             self._ring_load[ring] += len(chunk.lines)
-            return [_Pending(chunk, ring, index)]
+            return [_Pending(chunk, ring, index, read_ns)]
         # A network input is one stream however many hosts send to it: spread it, or one worker
         # carries it all. Lines of one origin (syslog host and app, a JSON line's source) go to one
         # ring, in order; lines without one go with the chunk's round-robin ring.
@@ -169,11 +172,11 @@ class InputRunner:
                     ring = rings[key] = self._ring_of_origin(key)
             groups.setdefault(ring, []).append(line)
         if len(groups) <= 1:
-            return [_Pending(chunk, next(iter(groups), fallback), index)]
+            return [_Pending(chunk, next(iter(groups), fallback), index, read_ns)]
         # Only the last part carries the chunk's end offset: the commit waits for every part (in push order).
         parts = sorted(groups.items())
         return [_Pending(Chunk(chunk.key, chunk.path, lines, chunk.start_offset,
-                               chunk.end_offset if i == len(parts) - 1 else None), ring, index)
+                               chunk.end_offset if i == len(parts) - 1 else None), ring, index, read_ns)
                 for i, (ring, lines) in enumerate(parts)]
 
     def _ring_of_stream(self, index, reader, chunk):
@@ -213,7 +216,8 @@ class InputRunner:
         """Push what fits of one chunk; returns (lines pushed, whether the chunk is done)."""
         lines = pending.chunk.lines
         writer = self.writers[pending.ring]
-        n = writer.push_batch(lines[pending.pushed:], source_id=pending.index) if pending.pushed < len(lines) else 0
+        n = (writer.push_batch(lines[pending.pushed:], source_id=pending.index, read_ns=pending.read_ns)
+             if pending.pushed < len(lines) else 0)
         pending.pushed += n
         done = pending.pushed >= len(lines)
         if not done and self.drop_when_full:

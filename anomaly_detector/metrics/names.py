@@ -69,7 +69,9 @@ METRICS = {m.name: m for m in (
     MetricSpec("processing_queue_size", GAUGE, "Lines handed to workers and not yet acknowledged."),
     MetricSpec("alert_queue_size", GAUGE, "Alerts waiting in the outbox."),
     MetricSpec("processing_duration_seconds", SUMMARY,
-               "Time from a line being read to it being scored, over a sliding window."),
+               "Time from a line being read by an input to its verdict being written by a worker: p50, p95, p99 "
+               "over the last minute (19% resolution), sum and count since start. [processing] "
+               "batch_deadline_seconds and idle_poll_seconds bound what batching and polling add to it."),
     MetricSpec("processing_rate", GAUGE, "Lines scored per second over the last minute."),
     MetricSpec("cpu_usage_percent", GAUGE, "CPU used by all daemon processes, percent of one core."),
     MetricSpec("memory_usage_percent", GAUGE, "Memory used by all daemon processes, percent of max_memory_mb."),

@@ -11,7 +11,10 @@ import logging
 import os
 import time
 
+import numpy as np
+
 from anomaly_detector.detection.output_kernels import record_prefix
+from anomaly_detector.metrics.sketch import record_latencies
 from anomaly_detector.parsing.records import RecordParser, parse_columns
 from anomaly_detector.pipeline import Pipeline
 from anomaly_detector.relief import ReliefWatch
@@ -90,10 +93,10 @@ class DetectorWorker:
         self._last_totals = {}  # running totals of the engine and parsers, as last counted (_since_last)
         self._scans_cut_logged = float("-inf")
         self._over_cap = [0] * len(self.parsers)  # JSON numeric fields left out at json_numeric_fields, per input
-        self._unwritten = None  # a scored batch whose output could not be written: (output, counts)
+        self._unwritten = None  # a scored batch whose output could not be written: (output, counts, read_ns)
+        self.latency = control.latency_row(index)   # read-to-scored histogram: processing_duration_seconds
         self.batch_deadline = cfg["processing"]["batch_deadline_seconds"]
         self.idle_poll = cfg["processing"]["idle_poll_seconds"]
-        self._first_waiting = None   # when the worker first saw a line of the batch now filling up
 
     def run(self, stop):
         """Process batches until asked to stop; then score what is queued now, snapshot, return 0."""
@@ -112,25 +115,23 @@ class DetectorWorker:
 
     def _batch_due(self, batch_size):
         """Wait (bounded) until a batch is worth starting: batch_size lines wait in the ring, or the
-        first of them has waited batch_deadline_seconds. Fewer, larger batches cost less CPU per line;
-        the deadline bounds the latency that adds. False when the ring stayed empty (beat and look again)."""
+        oldest of them was read by the input batch_deadline_seconds ago. Fewer, larger batches cost less
+        CPU per line; the deadline bounds the latency that adds. False when the ring stayed empty."""
         if self._unwritten is not None or self.suspect.active:
             return True     # a batch to write again, or a range a worker died on: no filling up
         available = self.reader.available()
         if available >= batch_size:
-            self._first_waiting = None
             return True
-        if available == 0:
-            self._first_waiting = None
-            if not self.reader.wait_for_data(IDLE_WAIT_SECONDS, self.idle_poll):
-                return False
-        now = time.monotonic()
-        if self._first_waiting is None:
-            self._first_waiting = now
-        remaining = self._first_waiting + self.batch_deadline - now
-        if remaining <= 0 or not self.reader.wait_for_lines(batch_size, remaining, self.idle_poll):
+        if available == 0 and not self.reader.wait_for_data(IDLE_WAIT_SECONDS, self.idle_poll, self.idle_poll):
+            return False
+        oldest = self.reader.oldest_read_ns()
+        remaining = self.batch_deadline - (time.monotonic_ns() - oldest) / 1e9 if oldest is not None else 0
+        if remaining > 0:
+            # One sleep, not a poll: the worker is ahead of its input here, and on a shared machine
+            # each wake-up costs a cold cache. Lines past batch_size wait for the next batch.
+            time.sleep(remaining)
+        if self.reader.available() < batch_size:
             self.counters.add(batch_deadline_hits=1)
-        self._first_waiting = None
         return True
 
     def _inherit_death(self, heartbeat_timeout):
@@ -148,8 +149,7 @@ class DetectorWorker:
         A batch whose scored lines could not be written stays popped: the next step writes them again
         (it does not score the lines again, which would teach the models the batch once a retry)."""
         if self._unwritten is not None:
-            output, counts = self._unwritten
-            return self._write_and_ack(output, counts)
+            return self._write_and_ack(*self._unwritten)
         seq = self.ring.acknowledged()
         size, poisoned = self.suspect.plan(seq, batch_size)
         buf, starts, ends, meta = self.reader.pop_batch(size)
@@ -165,22 +165,25 @@ class DetectorWorker:
             errors, dead, output = self._score(buf, starts, ends, meta)
         counts = dict(lines_processed=n - errors, errors=errors, batches=1, lines_dead_lettered=dead,
                       bytes_processed=int((ends - starts).sum()), busy_ns=time.monotonic_ns() - began)
-        return self._write_and_ack(output, counts)
+        return self._write_and_ack(output, counts, meta["read_ns"])
 
-    def _write_and_ack(self, output, counts):
-        """Write a scored batch's lines, then acknowledge it and count it."""
+    def _write_and_ack(self, output, counts, read_ns):
+        """Write a scored batch's lines, then acknowledge it and count it, with each line's latency from
+        its read by the input to now (its verdict written)."""
         if output and self.scored is not None:
             try:
                 self.scored.write(output)
             except OSError as exc:
-                self._unwritten = (output, counts)
+                self._unwritten = (output, counts, read_ns)
                 self._retry_later(counts["lines_processed"] + counts["errors"],
                                   "%s: %s" % (self.scored.path, exc.strerror or exc))
                 return True
         self._unwritten = None
         self.reader.ack()
         self.control.end_scoring(self.index)
-        self.counters.add(**counts)
+        waited_ns = np.maximum(time.monotonic_ns() - read_ns.astype(np.int64), 0)
+        record_latencies(self.latency, waited_ns / 1e9)
+        self.counters.add(latency_ns_sum=int(waited_ns.sum()), latency_count=len(waited_ns), **counts)
         return True
 
     def _score(self, buf, starts, ends, meta):
