@@ -53,7 +53,9 @@ def _spans(data):
         lines.pop()
     lengths = np.array([len(line) for line in lines], np.int64)
     ends = np.cumsum(lengths)
-    return np.frombuffer(b"".join(lines), np.uint8), ends - lengths, ends
+    # writable, as a ring batch is (RingReader.pop_batch copies): numba types a read-only array apart,
+    # and a kernel first met with the other kind would compile in every worker after the fork
+    return np.frombuffer(bytearray(b"".join(lines)), np.uint8), ends - lengths, ends
 
 
 def _run(cfg, parser, data):
