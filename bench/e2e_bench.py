@@ -13,6 +13,7 @@ record appears in the scored-lines file, read by this script every 10 ms.
     python bench/e2e_bench.py --rates 10000 --seconds 30 --workers 2
 """
 import argparse
+import multiprocessing
 import os
 import re
 import shutil
@@ -131,6 +132,14 @@ def pss_total(pid):
     return total
 
 
+def pss_probe(pid, stop, peak):
+    """Child process: the daemon's largest total PSS, sampled once a second until stop is set."""
+    while True:
+        peak.value = max(peak.value, pss_total(pid))
+        if stop.wait(1.0):
+            return
+
+
 def cpu_by_process(pid):
     """{name: user + system CPU seconds} of the daemon and each of its children (by their title)."""
     out = {}
@@ -175,15 +184,19 @@ def run_rate(rate, args):
         cpu_before = cpu_by_process(daemon.pid)
         began = time.monotonic()
         writer.start()
-        peak, sampled = 0, began
+        # PSS is read in another process: reading every process's smaps takes 100-250 ms on a busy
+        # machine, and in this loop it would hold back the reader and add that to the lines' latency.
+        stop_probe, peak_out = multiprocessing.Event(), multiprocessing.Value("q", 0)
+        probe = multiprocessing.Process(target=pss_probe, args=(daemon.pid, stop_probe, peak_out), daemon=True)
+        probe.start()
         while writer.is_alive() or (reader.count < writer.written and time.monotonic() - began < args.seconds * 4):
             reader.poll()
-            if time.monotonic() - sampled >= 1.0:
-                # once a second: reading smaps costs the bench (and the daemon's page faults) real time
-                peak, sampled = max(peak, pss_total(daemon.pid)), time.monotonic()
             time.sleep(0.01)
         elapsed = time.monotonic() - began
         reader.poll()
+        stop_probe.set()
+        probe.join(30)
+        peak = peak_out.value
         cpu_after = cpu_by_process(daemon.pid)
         cpu = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
         return summarise(rate, writer.written, reader, elapsed, max(peak, pss_total(daemon.pid)), cpu)
