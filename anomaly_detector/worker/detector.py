@@ -100,8 +100,8 @@ class DetectorWorker:
 
     def run(self, stop):
         """Process batches until asked to stop; then score what is queued now, snapshot, return 0."""
-        log.info("worker %d: batches of up to %d lines, started at the latest %.3f s after a line waits "
-                 "(batch_deadline_seconds); idle ring looked at every %.3f s at most (idle_poll_seconds)",
+        log.info("worker %d: batches of up to %d lines, started at the latest %.3f s after the oldest was read "
+                 "(batch_deadline_seconds); an idle ring looked at every %.3f s (idle_poll_seconds)",
                  self.index, self.control.flags().batch_size, self.batch_deadline, self.idle_poll)
         while not stop.requested:
             self.control.beat(self.slot)
