@@ -114,6 +114,7 @@ class InputRunner:
         # A line written to a quiet file waits at most idle_poll_seconds. Not shorter sleeps after
         # activity: a round over the inputs costs some 100 us of Python, and writers flush in bursts.
         idle_poll = self.cfg["processing"]["idle_poll_seconds"]
+        log.info("input: inputs read again every %.3f s when nothing moved (idle_poll_seconds)", idle_poll)
         while not stop.requested:
             self.control.beat(self.slot)
             moved = self.pump()
