@@ -2,7 +2,10 @@
 """End-to-end daemon benchmark: the real daemon tailing files written at rising rates.
 
 Prints, per offered rate, the sustained scored lines/s, line-written-to-scored latency
-percentiles (p50/p95/p99), and the daemon's total memory (PSS of every process). Latency is
+percentiles (p50/p95/p99), the daemon's total memory (PSS of every process) and its CPU time
+(user + system of every process, from ready to the last line scored) per million lines scored:
+on a shared machine wall figures are noisy, CPU per line much less so. --cpu-by-process adds
+the CPU seconds of each process (supervisor, input, workers, sidecar, listener). Latency is
 measured from the write time stamped into each line (`wt=<ns>`) to the moment the line's
 record appears in the scored-lines file, read by this script every 10 ms.
 
@@ -10,6 +13,7 @@ record appears in the scored-lines file, read by this script every 10 ms.
     python bench/e2e_bench.py --rates 10000 --seconds 30 --workers 2
 """
 import argparse
+import multiprocessing
 import os
 import re
 import shutil
@@ -54,7 +58,7 @@ path = {directory}/logs/*.log
 start_at = beginning
 [processing]
 workers = {workers}
-batch_size = {batch_size}
+{"" if batch_size is None else "batch_size = %d" % batch_size}
 [http]
 port = {port}
 [outputs]
@@ -128,6 +132,32 @@ def pss_total(pid):
     return total
 
 
+def pss_probe(pid, stop, peak):
+    """Child process: the daemon's largest total PSS, sampled once a second until stop is set."""
+    while True:
+        peak.value = max(peak.value, pss_total(pid))
+        if stop.wait(1.0):
+            return
+
+
+def cpu_by_process(pid):
+    """{name: user + system CPU seconds} of the daemon and each of its children (by their title)."""
+    out = {}
+    try:
+        root = psutil.Process(pid)
+        procs = [root] + root.children(recursive=True)
+    except psutil.Error:
+        return out
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+            name = "supervisor" if proc.pid == pid else proc.name()
+            out["%s[%d]" % (name, proc.pid)] = times.user + times.system
+        except psutil.Error:
+            continue
+    return out
+
+
 def wait_ready(port, daemon, timeout=600):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -151,16 +181,25 @@ def run_rate(rate, args):
         wait_ready(port, daemon)
         writer = Writer(os.path.join(directory, "logs"), rate, args.seconds, args.files)
         reader = ScoredReader(os.path.join(directory, "scored.jsonl"))
+        cpu_before = cpu_by_process(daemon.pid)
         began = time.monotonic()
         writer.start()
-        peak = 0
+        # PSS is read in another process: reading every process's smaps takes 100-250 ms on a busy
+        # machine, and in this loop it would hold back the reader and add that to the lines' latency.
+        stop_probe, peak_out = multiprocessing.Event(), multiprocessing.Value("q", 0)
+        probe = multiprocessing.Process(target=pss_probe, args=(daemon.pid, stop_probe, peak_out), daemon=True)
+        probe.start()
         while writer.is_alive() or (reader.count < writer.written and time.monotonic() - began < args.seconds * 4):
             reader.poll()
-            peak = max(peak, pss_total(daemon.pid)) if int(time.monotonic() * 10) % 10 == 0 else peak
             time.sleep(0.01)
         elapsed = time.monotonic() - began
         reader.poll()
-        return summarise(rate, writer.written, reader, elapsed, max(peak, pss_total(daemon.pid)))
+        stop_probe.set()
+        probe.join(30)
+        peak = peak_out.value
+        cpu_after = cpu_by_process(daemon.pid)
+        cpu = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
+        return summarise(rate, writer.written, reader, elapsed, max(peak, pss_total(daemon.pid)), cpu)
     finally:
         daemon.send_signal(signal.SIGTERM)
         try:
@@ -170,11 +209,12 @@ def run_rate(rate, args):
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def summarise(rate, written, reader, elapsed, pss):
+def summarise(rate, written, reader, elapsed, pss, cpu):
     lat = np.array(reader.latencies) if reader.latencies else np.array([float("nan")])
     return {"offered": rate, "written": written, "scored": reader.count,
             "sustained": reader.count / elapsed, "p50": np.percentile(lat, 50), "p95": np.percentile(lat, 95),
-            "p99": np.percentile(lat, 99), "pss_mib": pss / 2**20}
+            "p99": np.percentile(lat, 99), "pss_mib": pss / 2**20,
+            "cpu_s_per_m": sum(cpu.values()) / max(reader.count, 1) * 1e6, "cpu": cpu}
 
 
 def main():
@@ -182,16 +222,19 @@ def main():
     parser.add_argument("--rates", default="10000,25000,50000,100000")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=None, help="[processing] batch_size (default: the daemon's)")
     parser.add_argument("--files", type=int, default=4, help="files written round robin (spread over workers)")
+    parser.add_argument("--cpu-by-process", action="store_true", help="print each process's CPU seconds too")
     args = parser.parse_args()
-    print("%-10s %-10s %-10s %-12s %-9s %-9s %-9s %-9s" % ("offered/s", "written", "scored", "sustained/s",
-                                                           "p50 ms", "p95 ms", "p99 ms", "PSS MiB"))
+    print("%-10s %-10s %-10s %-12s %-9s %-9s %-9s %-9s %-9s" % ("offered/s", "written", "scored", "sustained/s",
+                                                                "p50 ms", "p95 ms", "p99 ms", "PSS MiB", "CPU s/M"))
     for rate in [int(r) for r in args.rates.split(",")]:
         r = run_rate(rate, args)
-        print("%-10d %-10d %-10d %-12.0f %-9.1f %-9.1f %-9.1f %-9.0f" % (
+        print("%-10d %-10d %-10d %-12.0f %-9.1f %-9.1f %-9.1f %-9.0f %-9.1f" % (
             r["offered"], r["written"], r["scored"], r["sustained"], r["p50"] * 1e3, r["p95"] * 1e3,
-            r["p99"] * 1e3, r["pss_mib"]), flush=True)
+            r["p99"] * 1e3, r["pss_mib"], r["cpu_s_per_m"]), flush=True)
+        if args.cpu_by_process:
+            print("    CPU s: " + ", ".join("%s %.2f" % item for item in sorted(r["cpu"].items())), flush=True)
 
 
 if __name__ == "__main__":

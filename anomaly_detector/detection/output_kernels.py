@@ -20,8 +20,7 @@ def escaped(text):
 
 @njit(cache=True)
 def _put(out, pos, src):
-    for j in range(src.shape[0]):
-        out[pos + j] = src[j]
+    out[pos:pos + src.shape[0]] = src
     return pos + src.shape[0]
 
 

@@ -32,15 +32,19 @@ class Checkpoint:
     offset: int
     path: str
     updated: float
+    ring: int = -1      # the ring (worker) the input gave the file's lines to; -1 before any
 
     def to_json(self):
-        return {"device": self.device, "inode": self.inode, "fingerprint": self.fingerprint.to_json(),
-                "offset": self.offset, "path": self.path, "updated": self.updated}
+        obj = {"device": self.device, "inode": self.inode, "fingerprint": self.fingerprint.to_json(),
+               "offset": self.offset, "path": self.path, "updated": self.updated}
+        if self.ring >= 0:
+            obj["ring"] = self.ring
+        return obj
 
     @classmethod
     def from_json(cls, obj):
         return cls(int(obj["device"]), int(obj["inode"]), Fingerprint.from_json(obj["fingerprint"]),
-                   int(obj["offset"]), str(obj["path"]), float(obj["updated"]))
+                   int(obj["offset"]), str(obj["path"]), float(obj["updated"]), int(obj.get("ring", -1)))
 
 
 class CheckpointStore:
@@ -100,9 +104,23 @@ class CheckpointStore:
         return self._entries.get((device, inode))
 
     def record(self, device, inode, fingerprint, offset, path):
-        """Create or replace the entry for a file the tailer starts reading at `offset`."""
-        self._entries[(device, inode)] = Checkpoint(device, inode, fingerprint, int(offset), path, self._clock())
+        """Create or replace the entry for a file the tailer starts reading at `offset` (its ring stays)."""
+        old = self._entries.get((device, inode))
+        self._entries[(device, inode)] = Checkpoint(device, inode, fingerprint, int(offset), path, self._clock(),
+                                                    old.ring if old is not None else -1)
         self._dirty = True
+
+    def ring_of(self, device, inode):
+        """The ring the file's lines went to before (also in an earlier run), or None."""
+        entry = self._entries.get((device, inode))
+        return entry.ring if entry is not None and entry.ring >= 0 else None
+
+    def set_ring(self, device, inode, ring):
+        """Remember the file's ring, so that after a restart its lines go to the same worker (its models)."""
+        entry = self._entries.get((device, inode))
+        if entry is not None and entry.ring != int(ring):
+            entry.ring = int(ring)
+            self._dirty = True
 
     def update_fingerprint(self, device, inode, fingerprint):
         entry = self._entries.get((device, inode))

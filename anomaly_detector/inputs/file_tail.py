@@ -76,6 +76,9 @@ _DEFERRED_WARNING_SECONDS = 600.0
 # reading and, once what it delivered is committed, goes to the back of the queue: busy files
 # cannot starve the others, and a turn stays long enough to read a burst in few reopenings.
 _TURN_SECONDS = 10.0
+# A directory changed less than this before a scan may change again without its mtime moving
+# (timestamps follow the kernel's clock tick): it is scanned once more.
+_COARSE_MTIME_NS = 20_000_000
 _generations = itertools.count(1)
 
 
@@ -171,10 +174,19 @@ class _TailedFile:
         return self.key.device, self.key.inode
 
 
+def _directory_stamp(directory):
+    """(inode, mtime_ns) of a directory, None when it cannot be stat'ed."""
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
 def _new_stats():
     return {"lines": 0, "bytes": 0, "rotations": 0, "truncations": 0, "read_errors": 0, "files_open": 0,
             "long_lines": 0, "deleted": 0, "files_deferred": 0, "deferrals": 0, "parked": 0, "resumed": 0,
-            "copies": 0}
+            "copies": 0, "change_rescans": 0}
 
 
 def _named_like_rotation(path, origin_path):
@@ -194,6 +206,9 @@ class FileTailer:
     patterns: one glob or a list of globs. start_at applies only to files present at the very first
     start (checkpoint store new) that have no checkpoint; files appearing later are read from 0.
     poll_interval: seconds between glob rescans (open files are read on every poll()).
+    change_scan_seconds: when > 0, a change of a watched directory (the patterns' own directories
+    and those of open files: a file created, renamed or removed there) also triggers a rescan, at
+    most this often, so a new or rotated-in file is read within about a poll instead of poll_interval.
     rotate_wait_seconds: how long a file renamed out of the glob is still read after its last EOF
     check; a deleted file is closed as soon as it is read to EOF. Every bound is a parameter:
     max_open_files, max_bytes_per_poll (all files together), read_block_bytes, max_line_bytes.
@@ -202,7 +217,7 @@ class FileTailer:
     def __init__(self, patterns, checkpoints, max_line_bytes=DEFAULT_MAX_LINE_BYTES, on_long_line="truncate",
                  start_at="end", poll_interval=1.0, rotate_wait_seconds=5.0, max_open_files=1024,
                  max_bytes_per_poll=1 << 20, read_block_bytes=64 << 10, fingerprint_bytes=DEFAULT_FINGERPRINT_BYTES,
-                 checkpoint_interval_seconds=1.0, clock=time.monotonic):
+                 checkpoint_interval_seconds=1.0, change_scan_seconds=0.0, clock=time.monotonic):
         if start_at not in START_AT_CHOICES:
             raise ValueError(f"start_at must be one of {START_AT_CHOICES}, not {start_at!r}")
         LineFramer(max_line_bytes, on_long_line)  # validates both before any file is opened
@@ -222,7 +237,10 @@ class FileTailer:
         self.read_block_bytes = int(read_block_bytes)
         self.fingerprint_bytes = int(fingerprint_bytes)
         self.checkpoint_interval_seconds = float(checkpoint_interval_seconds)
+        self.change_scan_seconds = float(change_scan_seconds)
         self._clock = clock
+        self._dir_stamps = {}            # watched directory -> ((inode, mtime_ns) at the last scan, changed just before it)
+        self._last_discovery = float("-inf")
         self._apply_start_at = checkpoints.is_new
         self._files = {}                 # (device, inode) -> _TailedFile
         self._closed = OrderedDict()     # FileKey of closed rotated files -> offset of their end
@@ -247,8 +265,10 @@ class FileTailer:
         """Return a list of Chunk with the new complete lines; never blocks, bounded by max_bytes_per_poll."""
         now = self._clock()
         learned = False
-        if now >= self._next_discovery:
+        if now >= self._next_discovery or self._directories_changed(now):
+            self._stamp_directories()
             learned = self._discover(now)
+            self._last_discovery = now
             self._next_discovery = now + self.poll_interval
         elif self._waiting:
             learned = self._grant_turns(now)   # a file that fell idle since the last scan makes room
@@ -313,6 +333,33 @@ class FileTailer:
         return sorted(tailed.path for tailed in self._files.values())
 
     # ---- discovery --------------------------------------------------------------------------
+
+    def _directories_changed(self, now):
+        """True when a watched directory changed since the last scan (change_scan_seconds apart at least).
+
+        A directory's mtime moves when a file is created, renamed or removed in it; one stat per
+        directory per poll. Its clock ticks coarsely (a few ms), so a directory that changed just
+        before the last scan is scanned once more: a second change in the same tick leaves no trace.
+        """
+        if self.change_scan_seconds <= 0 or now < self._last_discovery + self.change_scan_seconds:
+            return False
+        for directory, (stamp, recent) in self._dir_stamps.items():
+            if recent or _directory_stamp(directory) != stamp:
+                self.stats["change_rescans"] += 1
+                return True
+        return False
+
+    def _stamp_directories(self):
+        """Remember the watched directories' state, before the scan: a change during it triggers another."""
+        if self.change_scan_seconds <= 0:
+            return
+        directories = {os.path.dirname(p) or "." for p in self.patterns if not glob.has_magic(os.path.dirname(p))}
+        directories.update(os.path.dirname(t.path) or "." for t in self._files.values())
+        just_now = time.time_ns() - _COARSE_MTIME_NS
+        self._dir_stamps = {}
+        for directory in directories:
+            stamp = _directory_stamp(directory)
+            self._dir_stamps[directory] = (stamp, stamp is not None and stamp[1] >= just_now)
 
     def _glob(self):
         paths = set()

@@ -1,7 +1,9 @@
 """The input process: reads every configured input and feeds the workers' rings; commits checkpoints.
 
-Forked by the supervisor with the rings inherited. Lines of one file always go to the same ring
-(by a hash of its identity, which survives rotation and truncation) in order. Network inputs are
+Forked by the supervisor with the rings inherited. Lines of one file always go to the same ring, in
+order: a file seen for the first time goes to the ring that received the fewest lines lately (so a
+few busy files spread over the workers), and keeps it through rotation and truncation, and across
+restarts (its checkpoint remembers the ring, so its worker's models keep seeing it). Network inputs are
 read from their spools (inputs/spool.py, written by the listener process, inputs/listener.py) and
 spread over all rings by origin (inputs/origin.py: syslog host and app, a JSON line's source), one
 origin's lines to one ring in order. Either way an input's offset is committed only
@@ -14,10 +16,9 @@ import hashlib
 import logging
 import os
 import time
-import zlib
 
 from anomaly_detector.inputs.checkpoints import CheckpointStore
-from anomaly_detector.inputs.file_tail import Chunk, FileTailer
+from anomaly_detector.inputs.file_tail import Chunk, FileKey, FileTailer
 from anomaly_detector.inputs.listener import NETWORK_TYPES, spool_dir, warn_orphan_spools
 from anomaly_detector.inputs.origin import json_origin, syslog_origin
 from anomaly_detector.inputs.spool import SpoolReader
@@ -26,10 +27,11 @@ from anomaly_detector.inputs.stdin import StdinInput
 from anomaly_detector.relief import ReliefWatch
 
 log = logging.getLogger(__name__)
-IDLE_SLEEP_SECONDS = 0.05
 DRAIN_POLL_SECONDS = 0.01
 SUPPORTED_TYPES = ("file", "stdin", "syslog", "http")
 MAX_ORIGINS_CACHED = 100_000   # distinct syslog hosts/apps or JSON sources remembered; then the cache restarts
+MAX_STREAMS_CACHED = 100_000   # files (and stdin) whose ring is remembered in memory; then the cache restarts
+LOAD_HALF_LIFE_SECONDS = 10.0  # lines routed to a ring count half as much as load this much later
 
 
 class UnsupportedInput(ValueError):
@@ -54,7 +56,8 @@ def build_input(name, section, cfg):
                           on_long_line=processing["on_long_line"], start_at=section["start_at"],
                           poll_interval=section["scan_interval_seconds"],
                           rotate_wait_seconds=section["rotate_wait_seconds"],
-                          max_open_files=section["max_open_files"])
+                          max_open_files=section["max_open_files"],
+                          change_scan_seconds=section["change_scan_seconds"])
     if section["type"] == "stdin":
         return StdinInput(max_line_bytes=processing["max_line_bytes"], on_long_line=processing["on_long_line"])
     if section["type"] in NETWORK_TYPES:
@@ -67,10 +70,11 @@ def build_input(name, section, cfg):
 class _Pending:
     """Lines of one chunk still to push (a full ring left them over)."""
 
-    __slots__ = ("chunk", "ring", "index", "pushed")
+    __slots__ = ("chunk", "ring", "index", "pushed", "read_ns")
 
-    def __init__(self, chunk, ring, index):
+    def __init__(self, chunk, ring, index, read_ns=None):
         self.chunk, self.ring, self.index, self.pushed = chunk, ring, index, 0
+        self.read_ns = time.monotonic_ns() if read_ns is None else read_ns   # when the input read the lines
 
 
 class _Ticket:
@@ -98,6 +102,9 @@ class InputRunner:
         self.uncommitted = [collections.deque() for _ in self.readers]  # _Tickets per input, in push order
         self._next_ring = [0 for _ in self.readers]
         self._origin_rings = {}   # origin key -> ring (a cache of _ring_of_origin)
+        self._stream_rings = {}   # (input index, stream id) -> ring of a file or stdin (_ring_of_stream)
+        self._ring_load = [0.0] * len(rings)   # lines routed to each ring, decaying (LOAD_HALF_LIFE_SECONDS)
+        self._load_decayed = time.monotonic()
         self.relief = ReliefWatch(control, "input")
         self._was_paused = False
         # The listener process publishes the network inputs' stats (their receivers live there).
@@ -106,6 +113,10 @@ class InputRunner:
                                                    if cfg["inputs"][name]["type"] not in NETWORK_TYPES])
 
     def run(self, stop, drain_timeout):
+        # A line written to a quiet file waits at most idle_poll_seconds. Not shorter sleeps after
+        # activity: a round over the inputs costs some 100 us of Python, and writers flush in bursts.
+        idle_poll = self.cfg["processing"]["idle_poll_seconds"]
+        log.info("input: inputs read again every %.3f s when nothing moved (idle_poll_seconds)", idle_poll)
         while not stop.requested:
             self.control.beat(self.slot)
             moved = self.pump()
@@ -113,7 +124,7 @@ class InputRunner:
             self.relief.check()
             self.stats.publish()
             if not moved:
-                time.sleep(IDLE_SLEEP_SECONDS)
+                time.sleep(idle_poll)
         self.drain(drain_timeout)
         self.close()
         return 0
@@ -126,8 +137,10 @@ class InputRunner:
             backlog = self.backlog[index]
             if not backlog and not paused:  # read more only once everything read before is in a ring
                 before = _reader_counts(reader)
-                for chunk in reader.poll():
-                    backlog.extend(self._route(index, chunk))
+                chunks = reader.poll()
+                read_ns = time.monotonic_ns()   # the lines' latency (processing_duration_seconds) starts here
+                for chunk in chunks:
+                    backlog.extend(self._route(index, chunk, read_ns))
                 after = _reader_counts(reader)
                 self.counters.add(**{name: max(0, after[name] - before[name]) for name in after})
             while backlog:
@@ -154,13 +167,13 @@ class InputRunner:
                 log.warning("input: backpressure off: reading resumed")
         return paused
 
-    def _route(self, index, chunk):
+    def _route(self, index, chunk, read_ns=None):
         """The chunk as _Pending pushes: whole to its file's ring, or a network chunk split by origin."""
         reader = self.readers[index]
         if not getattr(reader, "spread", False):
-            # Not the path: a rotated file changes path while its lines are in flight, and its
-            # commits must come back from one ring, in order.
-            return [_Pending(chunk, zlib.crc32(repr(chunk.stream_id).encode()) % len(self.rings), index)]
+            ring = self._ring_of_stream(index, reader, chunk)
+            self._ring_load[ring] += len(chunk.lines)
+            return [_Pending(chunk, ring, index, read_ns)]
         # A network input is one stream however many hosts send to it: spread it, or one worker
         # carries it all. Lines of one origin (syslog host and app, a JSON line's source) go to one
         # ring, in order; lines without one go with the chunk's round-robin ring.
@@ -178,12 +191,38 @@ class InputRunner:
                     ring = rings[key] = self._ring_of_origin(key)
             groups.setdefault(ring, []).append(line)
         if len(groups) <= 1:
-            return [_Pending(chunk, next(iter(groups), fallback), index)]
+            return [_Pending(chunk, next(iter(groups), fallback), index, read_ns)]
         # Only the last part carries the chunk's end offset: the commit waits for every part (in push order).
         parts = sorted(groups.items())
         return [_Pending(Chunk(chunk.key, chunk.path, lines, chunk.start_offset,
-                               chunk.end_offset if i == len(parts) - 1 else None), ring, index)
+                               chunk.end_offset if i == len(parts) - 1 else None), ring, index, read_ns)
                 for i, (ring, lines) in enumerate(parts)]
+
+    def _ring_of_stream(self, index, reader, chunk):
+        """The ring of a file (by its stream id, not its path: a rotated file changes path while its
+        lines are in flight) or of stdin: the one it had, here or in its checkpoint, else the least loaded."""
+        sid = (index, chunk.stream_id)
+        ring = self._stream_rings.get(sid)
+        if ring is not None:
+            return ring
+        store, key = getattr(reader, "checkpoints", None), chunk.key
+        persistent = store is not None and isinstance(key, FileKey)
+        ring = store.ring_of(key.device, key.inode) if persistent else None
+        if ring is None or ring >= len(self.rings):   # new, or the number of workers changed
+            self._decay_load()
+            ring = min(range(len(self.rings)), key=lambda r: (self._ring_load[r], r))
+            if persistent:
+                store.set_ring(key.device, key.inode, ring)
+        if len(self._stream_rings) >= MAX_STREAMS_CACHED:
+            self._stream_rings.clear()    # files keep their ring through their checkpoints
+        self._stream_rings[sid] = ring
+        return ring
+
+    def _decay_load(self):
+        now = time.monotonic()
+        factor = 0.5 ** ((now - self._load_decayed) / LOAD_HALF_LIFE_SECONDS)
+        self._ring_load = [load * factor for load in self._ring_load]
+        self._load_decayed = now
 
     def _ring_of_origin(self, key):
         # blake2b, not crc32: CRC is linear, so names differing in one character ("web1", "web2")
@@ -196,7 +235,8 @@ class InputRunner:
         """Push what fits of one chunk; returns (lines pushed, whether the chunk is done)."""
         lines = pending.chunk.lines
         writer = self.writers[pending.ring]
-        n = writer.push_batch(lines[pending.pushed:], source_id=pending.index) if pending.pushed < len(lines) else 0
+        n = (writer.push_batch(lines[pending.pushed:], source_id=pending.index, read_ns=pending.read_ns)
+             if pending.pushed < len(lines) else 0)
         pending.pushed += n
         done = pending.pushed >= len(lines)
         if not done and self.drop_when_full:
@@ -254,7 +294,8 @@ def _reader_counts(reader):
     # A spool's torn records are counted where they are met: at the writer's restart or here, when reading.
     return {"read_errors": reader.stats.get("read_errors", 0),
             "spool_torn_records": reader.stats.get("torn_records", 0),
-            "files_deferrals": reader.stats.get("deferrals", 0)}
+            "files_deferrals": reader.stats.get("deferrals", 0),
+            "files_change_rescans": reader.stats.get("change_rescans", 0)}
 
 
 def run_inputs(ctx, daemon):

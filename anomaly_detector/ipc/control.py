@@ -40,7 +40,8 @@ import time
 import numpy as np
 
 CONTROL_MAGIC = 0x61645F6374726C31  # "ad_ctrl1": tells a control block from any other mapping
-CONTROL_VERSION = 3  # 2: per-input stats rows and per-worker scoring records after the flags; 3: child "stopped"
+CONTROL_VERSION = 4  # 2: per-input stats rows and per-worker scoring records after the flags; 3: child "stopped";
+# 4: a latency histogram per counter row after the scoring records
 CACHE_LINE = 64
 _HEADER_WORDS = 8
 
@@ -63,7 +64,11 @@ COUNTER_FIELDS = ("lines_processed", "errors", "batches", "bytes_processed", "an
                   "files_deferrals", "files_deferred", "rule_scans_cut", "source_capped_lines",
                   "volume_gaps_skipped",
                   "json_fields_over_cap", "series_values_refused", "lines_unclustered",
-                  "alerts_generated", "alerts_dropped", "alert_write_errors")
+                  "alerts_generated", "alerts_dropped", "alert_write_errors", "batch_deadline_hits",
+                  "files_change_rescans", "latency_ns_sum", "latency_count")
+# Buckets of a row's read-to-scored latency histogram: metrics.sketch.N_BUCKETS (a test checks they agree;
+# ipc/ does not import from metrics/).
+LATENCY_BUCKETS = 112
 _COUNTER_INDEX = {name: i for i, name in enumerate(COUNTER_FIELDS)}
 _ROW_WORDS = -(-len(COUNTER_FIELDS) * 8 // CACHE_LINE) * CACHE_LINE // 8
 
@@ -126,14 +131,15 @@ class RuntimeFlags:
 
 
 def _layout(max_children, counter_rows, input_rows):
-    """Byte offsets (children, counters, flags, inputs, scoring, end) of a block with these dimensions."""
+    """Byte offsets (children, counters, flags, inputs, scoring, latency, end) of a block with these dimensions."""
     children = CACHE_LINE
     counters = children + max_children * CHILD_DTYPE.itemsize
     flags = counters + counter_rows * _ROW_WORDS * 8
     inputs = flags + -(-FLAGS_DTYPE.itemsize // CACHE_LINE) * CACHE_LINE
     scoring = inputs + input_rows * _INPUT_ROW_WORDS * 8
-    end = scoring + counter_rows * SCORING_DTYPE.itemsize
-    return children, counters, flags, inputs, scoring, end
+    latency = scoring + counter_rows * SCORING_DTYPE.itemsize
+    end = latency + counter_rows * LATENCY_BUCKETS * 8
+    return children, counters, flags, inputs, scoring, latency, end
 
 
 def control_bytes(max_children, counter_rows, input_rows=MAX_INPUTS):
@@ -154,8 +160,8 @@ class ControlBlock:
         if int(header[0]) != CONTROL_MAGIC or int(header[1]) != CONTROL_VERSION:
             raise ValueError("buffer does not hold an initialised control block (wrong magic or version)")
         self.max_children, self.counter_rows, self.input_rows = int(header[2]), int(header[3]), int(header[4])
-        children, counters, flags, inputs, scoring, _ = _layout(self.max_children, self.counter_rows,
-                                                                self.input_rows)
+        children, counters, flags, inputs, scoring, latency, _ = _layout(self.max_children, self.counter_rows,
+                                                                         self.input_rows)
         self._children = np.frombuffer(buffer, CHILD_DTYPE, count=self.max_children, offset=children)
         self._counters = np.frombuffer(buffer, np.uint64, count=self.counter_rows * _ROW_WORDS,
                                        offset=counters).reshape(self.counter_rows, _ROW_WORDS)
@@ -163,6 +169,8 @@ class ControlBlock:
         self._inputs = np.frombuffer(buffer, np.uint64, count=self.input_rows * _INPUT_ROW_WORDS,
                                      offset=inputs).reshape(self.input_rows, _INPUT_ROW_WORDS)
         self._scoring = np.frombuffer(buffer, SCORING_DTYPE, count=self.counter_rows, offset=scoring)
+        self._latency = np.frombuffer(buffer, np.uint64, count=self.counter_rows * LATENCY_BUCKETS,
+                                      offset=latency).reshape(self.counter_rows, LATENCY_BUCKETS)
 
     @classmethod
     def create(cls, buffer, max_children, counter_rows, input_rows=MAX_INPUTS, **flags):
@@ -223,6 +231,14 @@ class ControlBlock:
     def counters(self, row):
         """Worker: the counter row it alone writes (the row belongs to the slot, not the pid)."""
         return WorkerCounters(self._counters[row])
+
+    def latency_row(self, row):
+        """Worker: its read-to-scored latency histogram (metrics.sketch.record_latencies fills it)."""
+        return self._latency[row]
+
+    def latency_totals(self):
+        """Sidecar: the latency histograms of all rows summed (a copy)."""
+        return self._latency.sum(axis=0, dtype=np.uint64)
 
     def counter_totals(self):
         """Sidecar: every counter summed over all rows, {name: int}."""

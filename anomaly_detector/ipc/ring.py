@@ -9,7 +9,8 @@ Layout of one ring (all offsets 64-byte aligned):
     line 0   header words: magic, version, slots, data_bytes, max_line_bytes, slots_offset, data_offset
     line 1   head: lines ever published by the producer (monotonic uint64)
     line 2   tail: lines ever acknowledged by the consumer (monotonic uint64)
-    slots    SLOT_DTYPE[slots]: byte position (monotonic), length, source id, input position per line
+    slots    SLOT_DTYPE[slots]: byte position (monotonic), input position, read time (CLOCK_MONOTONIC ns,
+             the same clock in every process), length, source id per line
     data     uint8[data_bytes]: line bytes, a circular stream addressed by position % data_bytes
 
 Head and tail sit on their own cache lines so producer and consumer never write the same line.
@@ -36,17 +37,19 @@ import time
 import numpy as np
 
 RING_MAGIC = 0x61645F72696E6731  # "ad_ring1": tells a ring from any other mapping
-RING_VERSION = 1
+RING_VERSION = 2   # 2: slots carry the time the input read the line
 CACHE_LINE = 64
 _HEADER_WORDS = 8
 _HEAD_OFFSET = CACHE_LINE
 _TAIL_OFFSET = 2 * CACHE_LINE
 HEADER_BYTES = 3 * CACHE_LINE
 
-SLOT_DTYPE = np.dtype([("pos", "<u8"), ("input_pos", "<i8"), ("length", "<u4"), ("source_id", "<u4")])
-META_DTYPE = np.dtype([("seq", "<u8"), ("source_id", "<u4"), ("input_pos", "<i8")])
+SLOT_DTYPE = np.dtype([("pos", "<u8"), ("input_pos", "<i8"), ("read_ns", "<u8"), ("length", "<u4"),
+                       ("source_id", "<u4")])
+META_DTYPE = np.dtype([("seq", "<u8"), ("source_id", "<u4"), ("input_pos", "<i8"), ("read_ns", "<u8")])
 
-# Polling waits: a few hundred wake-ups per second at most while idle, at most 5 ms added latency.
+# Polling waits: a few hundred wake-ups per second at most while idle, at most 5 ms added latency
+# (the worker passes [processing] idle_poll_seconds as the longest sleep instead).
 # Chosen over an eventfd doorbell: no lost-wakeup race to fence against, and no descriptor that
 # every restarted child must inherit.
 POLL_SLEEP_MIN = 0.0002
@@ -109,15 +112,15 @@ def _scatter(circular, start, values):
         done += count
 
 
-def _wait_until(ready, timeout):
+def _wait_until(ready, timeout, max_sleep=POLL_SLEEP_MAX, min_sleep=POLL_SLEEP_MIN):
     deadline = time.monotonic() + timeout
-    delay = POLL_SLEEP_MIN
+    delay = min(min_sleep, max_sleep)
     while not ready():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
         time.sleep(min(delay, remaining))
-        delay = min(delay * 2, POLL_SLEEP_MAX)
+        delay = min(delay * 2, max_sleep)
     return True
 
 
@@ -194,11 +197,12 @@ class RingWriter:
             used_bytes = self._byte_head - int(ring._slots[tail % ring.slots]["pos"])
         return ring.slots - (self.next_seq - tail), ring.data_bytes - used_bytes
 
-    def push_batch(self, lines, source_id=0, input_pos=None):
+    def push_batch(self, lines, source_id=0, input_pos=None, read_ns=None):
         """Append the longest prefix of lines (bytes objects, no newline) that fits; return its length.
 
         source_id and input_pos are scalars or one value per line; input_pos is where the input
         will resume after that line (e.g. the file offset after its newline), for checkpoints.
+        read_ns: when the input read the lines (time.monotonic_ns(); default: now), scalar or per line.
         """
         if len(lines) == 0:
             return 0
@@ -209,10 +213,10 @@ class RingWriter:
         n = self._fit(starts, ends)
         if n:
             payload = np.frombuffer(b"".join(lines[:n]), dtype=np.uint8)
-            self._commit(payload, starts[:n], lengths[:n], source_id, input_pos, n)
+            self._commit(payload, starts[:n], lengths[:n], source_id, input_pos, read_ns, n)
         return n
 
-    def push_arrays(self, buf, starts, ends, source_id=0, input_pos=None):
+    def push_arrays(self, buf, starts, ends, source_id=0, input_pos=None, read_ns=None):
         """Like push_batch for lines given as spans of one buffer (uint8 array or bytes-like, e.g. split_lines output).
 
         Spans must be in order and not overlap; the bytes between them (newlines) are copied along
@@ -231,7 +235,7 @@ class RingWriter:
             if not isinstance(buf, np.ndarray):
                 buf = np.frombuffer(buf, dtype=np.uint8)  # bytes, bytearray, memoryview, mmap
             payload = buf[starts[0]:ends[n - 1]]
-            self._commit(payload, starts[:n] - starts[0], lengths[:n], source_id, input_pos, n)
+            self._commit(payload, starts[:n] - starts[0], lengths[:n], source_id, input_pos, read_ns, n)
         return n
 
     def wait_for_space(self, timeout, nbytes=0):
@@ -250,7 +254,7 @@ class RingWriter:
         fit_bytes = int(np.searchsorted(ends - starts[0], free_bytes, side="right"))
         return min(starts.shape[0], free_slots, fit_bytes)
 
-    def _commit(self, payload, rel_starts, lengths, source_id, input_pos, n):
+    def _commit(self, payload, rel_starts, lengths, source_id, input_pos, read_ns, n):
         ring = self.ring
         _scatter(ring._data, self._byte_head, payload)
         slots = np.empty(n, dtype=SLOT_DTYPE)
@@ -258,6 +262,7 @@ class RingWriter:
         slots["length"] = lengths
         slots["source_id"] = _per_line(source_id, n)
         slots["input_pos"] = -1 if input_pos is None else _per_line(input_pos, n)
+        slots["read_ns"] = time.monotonic_ns() if read_ns is None else _per_line(read_ns, n)
         _scatter(ring._slots, self.next_seq, slots)
         self.next_seq += n
         self._byte_head += int(payload.shape[0])
@@ -283,7 +288,7 @@ class RingReader:
         """Up to max_n lines as (buf, starts, ends, meta); copies, valid after ack.
 
         buf uint8, starts/ends int64 offsets into buf (end exclusive, like split_lines),
-        meta META_DTYPE: seq (ring sequence number), source_id, input_pos.
+        meta META_DTYPE: seq (ring sequence number), source_id, input_pos, read_ns.
         """
         ring = self.ring
         n = min(int(max_n), _observe(ring._head) - self._read)
@@ -299,8 +304,15 @@ class RingReader:
         meta["seq"] = np.arange(self._read, self._read + n, dtype=np.uint64)
         meta["source_id"] = slots["source_id"]
         meta["input_pos"] = slots["input_pos"]
+        meta["read_ns"] = slots["read_ns"]
         self._read += n
         return buf, starts, ends, meta
+
+    def oldest_read_ns(self):
+        """When the input read the oldest line not popped yet (time.monotonic_ns()), None when there is none."""
+        if self.available() <= 0:
+            return None
+        return int(self.ring._slots[self._read % self.ring.slots]["read_ns"])
 
     def ack(self):
         """Release every popped line to the producer; call only after they were processed. Returns how many."""
@@ -313,9 +325,12 @@ class RingReader:
         """Forget popped-but-unacknowledged lines so the next pop_batch returns them again."""
         self._read = _observe(self.ring._tail)
 
-    def wait_for_data(self, timeout):
-        """Sleep until a line is available (True) or timeout seconds pass (False)."""
-        return _wait_until(lambda: self.available() > 0, timeout)
+    def wait_for_data(self, timeout, max_sleep=POLL_SLEEP_MAX, min_sleep=POLL_SLEEP_MIN):
+        """Sleep until a line is available (True) or timeout seconds pass (False).
+
+        Looks after min_sleep, then twice as long each time up to max_sleep: on a shared machine each
+        wake-up costs a cold cache, so a caller that tolerates max_sleep of latency passes it as both."""
+        return _wait_until(lambda: self.available() > 0, timeout, max_sleep, min_sleep)
 
 
 def _per_line(value, n):

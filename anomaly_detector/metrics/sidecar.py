@@ -20,6 +20,7 @@ from anomaly_detector.inputs.spool import spool_bytes
 from anomaly_detector.inputs.syslog_server import FRAMING_REASONS
 from anomaly_detector.metrics.admin import AdminAPI
 from anomaly_detector.metrics.httpd import SidecarHTTPServer
+from anomaly_detector.metrics.sketch import quantiles
 from anomaly_detector.metrics.tls import server_context, tls_enabled
 from anomaly_detector.relief import ReliefWatch
 from anomaly_detector.supervisor.states import ProcessState, state_name
@@ -58,6 +59,7 @@ class Readings:
         self.admin = None                     # the AdminAPI, set once it exists (its counts and the flags)
         self.down_seconds = cfg["service"]["health_down_seconds"]
         self._history = collections.deque()   # (monotonic, lines_processed)
+        self._latency_history = collections.deque()   # (monotonic, summed latency histogram)
         self._acked = {}                      # ring index -> (monotonic of the last progress, acknowledged)
         self._down_since = {}                 # slot -> monotonic when first seen down
         self._processes = {}
@@ -67,6 +69,7 @@ class Readings:
         are tracked between requests, so /health needs no scrape history."""
         now = self.clock()
         self._rate(self.control.counter_totals()["lines_processed"], now)
+        self._latency_window(now)
         self._down_reasons(self.control.child_table(), now)
         self._stall_reasons(now)
 
@@ -76,6 +79,18 @@ class Readings:
             self._history.popleft()
         then, before = self._history[0]
         return (processed - before) / (now - then) if now > then else 0.0
+
+    def _latency_window(self, now):
+        """The workers' read-to-scored histogram over the last RATE_WINDOW_SECONDS (what the quantiles read)."""
+        histogram = self.control.latency_totals()
+        self._latency_history.append((now, histogram))
+        while len(self._latency_history) > 2 and now - self._latency_history[1][0] >= RATE_WINDOW_SECONDS:
+            self._latency_history.popleft()
+        return histogram - self._latency_history[0][1] if len(self._latency_history) > 1 else histogram
+
+    def _latency_summary(self, totals, now):
+        return {"quantiles": {q: round(v, 6) for q, v in quantiles(self._latency_window(now)).items()},
+                "sum": round(totals["latency_ns_sum"] / 1e9, 6), "count": totals["latency_count"]}
 
     def _pids(self):
         table = self.control.child_table()
@@ -117,17 +132,20 @@ class Readings:
             "worker_lines_processed_total": self._per_worker("lines_processed"),
             "files_deferred": totals["files_deferred"],
             "files_deferred_total": totals["files_deferrals"],
+            "files_rescans_on_change_total": totals["files_change_rescans"],
             "rule_scans_cut_total": totals["rule_scans_cut"],
             "source_capped_lines_total": totals["source_capped_lines"],
             "volume_gaps_skipped_total": totals["volume_gaps_skipped"],
             "json_fields_over_cap_total": totals["json_fields_over_cap"],
             "series_values_refused_total": totals["series_values_refused"],
             "lines_unclustered_total": totals["lines_unclustered"],
+            "batch_deadline_hits_total": totals["batch_deadline_hits"],
             "anomalies_total": totals["anomalies"],
             "incidents_total": totals["incidents"],
             "input_queue_size": depth,
             "processing_queue_size": min(depth, self._inflight_bound()),
             **self._alert_samples(totals),
+            "processing_duration_seconds": self._latency_summary(totals, now),
             "processing_rate": round(self._rate(totals["lines_processed"], now), 3),
             "cpu_usage_percent": round(cpu, 2),
             "memory_usage_percent": round(100.0 * memory / self.memory_limit, 2),

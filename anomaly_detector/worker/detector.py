@@ -11,15 +11,18 @@ import logging
 import os
 import time
 
+import numpy as np
+
 from anomaly_detector.alerting.producer import AlertProducer
 from anomaly_detector.detection.output_kernels import record_prefix
+from anomaly_detector.metrics.sketch import record_latencies
 from anomaly_detector.parsing.records import RecordParser, parse_columns
 from anomaly_detector.pipeline import Pipeline
 from anomaly_detector.relief import ReliefWatch
 from anomaly_detector.storage.appendfile import AppendFile
 from anomaly_detector.worker.faults import FaultInjector
 from anomaly_detector.worker.joining import join_lines, source_runs
-from anomaly_detector.worker.outputs import incident_lines, with_message_and_source
+from anomaly_detector.worker.outputs import incident_lines, scored_lines
 from anomaly_detector.worker.poison import SuspectRange, dead_letter_record, inherited_death
 
 log = logging.getLogger(__name__)
@@ -41,13 +44,14 @@ def input_parser(name, section, max_line_bytes, max_sources):
 
 def score_lines(pipeline, parser, prefix, buf, starts, ends, first_line, with_sources=False):
     """Parse and score lines given as spans of buf; returns their JSON records (bytes), and with
-    with_sources also each line's source name (a detected prefix or source_fields may differ per line)."""
+    with_sources also the source names and each line's index into them (a detected prefix or
+    source_fields may differ per line)."""
     text = join_lines(buf, starts, ends).tobytes()
     columns = parse_columns(parser, text)
     records = pipeline.score_columns(columns, prefix, first_line)
     if not with_sources:
         return records
-    return records, [columns.sources[k] for k in columns.source_id.tolist()]
+    return records, list(columns.sources), columns.source_id
 
 
 def worker_state_dir(cfg, index):
@@ -94,19 +98,46 @@ class DetectorWorker:
         self._scans_cut_logged = float("-inf")
         self._over_cap = [0] * len(self.parsers)  # JSON numeric fields left out at json_numeric_fields, per input
         self._free_text = set()  # source ids the miner judged free text at the last batch
-        self._unwritten = None  # a scored batch whose output could not be written: (output, counts)
+        self._unwritten = None  # a scored batch whose output could not be written: (output, counts, read_ns)
+        self.latency = control.latency_row(index)   # read-to-scored histogram: processing_duration_seconds
+        self.batch_deadline = cfg["processing"]["batch_deadline_seconds"]
+        self.idle_poll = cfg["processing"]["idle_poll_seconds"]
 
     def run(self, stop):
         """Process batches until asked to stop; then score what is queued now, snapshot, return 0."""
+        log.info("worker %d: batches of up to %d lines, started at the latest %.3f s after the oldest was read "
+                 "(batch_deadline_seconds); an idle ring looked at every %.3f s (idle_poll_seconds)",
+                 self.index, self.control.flags().batch_size, self.batch_deadline, self.idle_poll)
         while not stop.requested:
             self.control.beat(self.slot)
             flags = self._apply_flags()
-            if not self.step(flags.batch_size):
-                self.reader.wait_for_data(IDLE_WAIT_SECONDS)
+            if self._batch_due(flags.batch_size):
+                self.step(flags.batch_size)
             self._snapshot_if_due()
         self._drain()
         self.finish()
         return 0
+
+    def _batch_due(self, batch_size):
+        """Wait (bounded) until a batch is worth starting: batch_size lines wait in the ring, or the
+        oldest of them was read by the input batch_deadline_seconds ago. Fewer, larger batches cost less
+        CPU per line; the deadline bounds the latency that adds. False when the ring stayed empty."""
+        if self._unwritten is not None or self.suspect.active:
+            return True     # a batch to write again, or a range a worker died on: no filling up
+        available = self.reader.available()
+        if available >= batch_size:
+            return True
+        if available == 0 and not self.reader.wait_for_data(IDLE_WAIT_SECONDS, self.idle_poll, self.idle_poll):
+            return False
+        oldest = self.reader.oldest_read_ns()
+        remaining = self.batch_deadline - (time.monotonic_ns() - oldest) / 1e9 if oldest is not None else 0
+        if remaining > 0:
+            # One sleep, not a poll: the worker is ahead of its input here, and on a shared machine
+            # each wake-up costs a cold cache. Lines past batch_size wait for the next batch.
+            time.sleep(remaining)
+        if self.reader.available() < batch_size:
+            self.counters.add(batch_deadline_hits=1)
+        return True
 
     def _inherit_death(self, heartbeat_timeout):
         death = inherited_death(self.control, self.index, self.slot, self.ring.acknowledged(), os.getpid(),
@@ -123,8 +154,7 @@ class DetectorWorker:
         A batch whose scored lines could not be written stays popped: the next step writes them again
         (it does not score the lines again, which would teach the models the batch once a retry)."""
         if self._unwritten is not None:
-            output, counts = self._unwritten
-            return self._write_and_ack(output, counts)
+            return self._write_and_ack(*self._unwritten)
         seq = self.ring.acknowledged()
         size, poisoned = self.suspect.plan(seq, batch_size)
         buf, starts, ends, meta = self.reader.pop_batch(size)
@@ -140,22 +170,25 @@ class DetectorWorker:
             errors, dead, output = self._score(buf, starts, ends, meta)
         counts = dict(lines_processed=n - errors, errors=errors, batches=1, lines_dead_lettered=dead,
                       bytes_processed=int((ends - starts).sum()), busy_ns=time.monotonic_ns() - began)
-        return self._write_and_ack(output, counts)
+        return self._write_and_ack(output, counts, meta["read_ns"])
 
-    def _write_and_ack(self, output, counts):
-        """Write a scored batch's lines, then acknowledge it and count it."""
+    def _write_and_ack(self, output, counts, read_ns):
+        """Write a scored batch's lines, then acknowledge it and count it, with each line's latency from
+        its read by the input to now (its verdict written)."""
         if output and self.scored is not None:
             try:
                 self.scored.write(output)
             except OSError as exc:
-                self._unwritten = (output, counts)
+                self._unwritten = (output, counts, read_ns)
                 self._retry_later(counts["lines_processed"] + counts["errors"],
                                   "%s: %s" % (self.scored.path, exc.strerror or exc))
                 return True
         self._unwritten = None
         self.reader.ack()
         self.control.end_scoring(self.index)
-        self.counters.add(**counts)
+        waited_ns = np.maximum(time.monotonic_ns() - read_ns.astype(np.int64), 0)
+        record_latencies(self.latency, waited_ns / 1e9)
+        self.counters.add(latency_ns_sum=int(waited_ns.sum()), latency_count=len(waited_ns), **counts)
         return True
 
     def _score(self, buf, starts, ends, meta):
@@ -282,10 +315,9 @@ class DetectorWorker:
             score_lines(self.pipeline, self.parsers[source_id], self.record_prefixes[source_id],
                         buf, starts, ends, first_seq + 1)
             return b""
-        records, sources = score_lines(self.pipeline, self.parsers[source_id], self.record_prefixes[source_id],
-                                       buf, starts, ends, first_seq + 1, True)   # with_sources
-        messages = [bytes(buf[s:e]).decode("utf-8", "replace") for s, e in zip(starts, ends)]
-        return with_message_and_source(records, messages, sources)
+        records, names, ids = score_lines(self.pipeline, self.parsers[source_id], self.record_prefixes[source_id],
+                                          buf, starts, ends, first_seq + 1, True)   # with_sources
+        return scored_lines(records, buf, starts, ends, names, ids)
 
     def _retry_later(self, n, exc):
         """Leave the batch popped and unacknowledged (the ring holds it, the inputs feel backpressure,

@@ -16,11 +16,10 @@ def join_lines(buf, starts, ends):
     out = np.empty(total, np.uint8)
     pos = 0
     for i in range(n):
-        for j in range(starts[i], ends[i]):
-            out[pos] = buf[j]
-            pos += 1
-        out[pos] = 10
-        pos += 1
+        k = ends[i] - starts[i]
+        out[pos:pos + k] = buf[starts[i]:ends[i]]
+        out[pos + k] = 10
+        pos += k + 1
     return out
 
 

@@ -19,6 +19,7 @@ from anomaly_detector.parsing.sources import warm_kernels as warm_source_kernels
 from anomaly_detector.parsing.unclustered import warm_kernels as warm_free_text_kernels
 from anomaly_detector.pipeline import Pipeline
 from anomaly_detector.worker.detector import input_parser, score_lines
+from anomaly_detector.worker.outputs import scored_lines
 from anomaly_detector.workload.generator import generate
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,9 @@ def _spans(data):
         lines.pop()
     lengths = np.array([len(line) for line in lines], np.int64)
     ends = np.cumsum(lengths)
-    return np.frombuffer(b"".join(lines), np.uint8), ends - lengths, ends
+    # writable, as a ring batch is (RingReader.pop_batch copies): numba types a read-only array apart,
+    # and a kernel first met with the other kind would compile in every worker after the fork
+    return np.frombuffer(bytearray(b"".join(lines)), np.uint8), ends - lengths, ends
 
 
 def _run(cfg, parser, data):
@@ -62,7 +65,9 @@ def _run(cfg, parser, data):
     prefix = record_prefix("warmup")
     for first in range(0, len(starts), BATCH_LINES):
         stop = first + BATCH_LINES
-        score_lines(pipeline, parser, prefix, buf, starts[first:stop], ends[first:stop], first + 1)
+        records, names, ids = score_lines(pipeline, parser, prefix, buf, starts[first:stop], ends[first:stop],
+                                          first + 1, True)
+        scored_lines(records, buf, starts[first:stop], ends[first:stop], names, ids)   # the scored_lines output
     pipeline.finish()
 
 

@@ -167,3 +167,16 @@ def test_entries_beyond_max_entries_pruned_least_recently_touched_first(tmp_path
         store.record(1, inode, _fp(), 0, "f%d" % inode)
     store.save()
     assert sorted(e.inode for e in store.entries()) == [2, 3, 4] and store.pruned == 2
+
+
+def test_ring_is_kept_across_a_restart_and_a_restart_from_zero(tmp_path):
+    path = str(tmp_path / "cp.json")
+    store = CheckpointStore(path)
+    store.record(1, 2, _fp(), 0, "/x/a.log")
+    store.record(1, 3, _fp(), 0, "/x/b.log")
+    assert store.ring_of(1, 2) is None           # never routed yet
+    store.set_ring(1, 2, 1)
+    store.record(1, 2, _fp(b"new"), 0, "/x/a.log")   # truncated: starts over, same worker
+    assert store.save()
+    again = CheckpointStore(path)
+    assert again.ring_of(1, 2) == 1 and again.ring_of(1, 3) is None and again.ring_of(9, 9) is None

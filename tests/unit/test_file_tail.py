@@ -5,6 +5,7 @@ import pytest
 from test_file_tail_harness import Ledger, LineWriter, commit_all, drain, new_tailer, numbered_line
 
 from anomaly_detector.inputs.checkpoints import CheckpointStore
+from anomaly_detector.inputs.file_tail import FileTailer
 
 
 def _lines(chunks):
@@ -289,3 +290,29 @@ def test_start_at_end_is_not_applied_again_after_a_crash_right_after_the_first_p
     tailer = new_tailer(str(log), tmp_path / "cp", start_at="end", checkpoint_interval_seconds=3600)
     assert _poll_commit(tailer) == [b"written while down"]
     tailer.close()
+
+
+def test_a_new_file_is_found_at_the_next_poll_when_its_directory_changes(tmp_path):
+    """change_scan_seconds: creating (or renaming into place) a file moves its directory's mtime, which
+    triggers a rescan at once instead of after scan_interval (poll_interval) seconds."""
+    now = [0.0]
+    (tmp_path / "a.log").write_bytes(b"one\n")
+    watching = FileTailer(str(tmp_path / "*.log"), CheckpointStore(str(tmp_path / "cp1.json")), start_at="beginning",
+                          poll_interval=3600, change_scan_seconds=0.05, clock=lambda: now[0])
+    blind = FileTailer(str(tmp_path / "*.log"), CheckpointStore(str(tmp_path / "cp2.json")), start_at="beginning",
+                       poll_interval=3600, clock=lambda: now[0])
+    for tailer in (watching, blind):
+        assert [line for c in tailer.poll() for line in c.lines] == [b"one"]
+    (tmp_path / "b.log").write_bytes(b"two\n")
+    now[0] += 0.01      # within change_scan_seconds of the last scan: not yet
+    assert watching.poll() == [] and blind.poll() == []
+    now[0] += 0.05
+    assert [line for c in watching.poll() for line in c.lines] == [b"two"]
+    assert watching.stats["change_rescans"] == 1
+    assert blind.poll() == [] and blind.stats["change_rescans"] == 0   # waits for its hour
+    now[0] += 1
+    watching.poll()
+    watching.poll()
+    assert watching.stats["change_rescans"] <= 2, "an unchanged directory triggers nothing (one recheck at most)"
+    watching.close()
+    blind.close()

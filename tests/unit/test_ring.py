@@ -228,3 +228,22 @@ def test_reader_rewind_returns_unacknowledged_lines_again():
     assert lines_of(buf, starts, ends) == [b"one", b"two", b"three"]
     assert reader.ack() == 3 and ring.acknowledged() == 3 and ring.depth() == 0
     assert not reader.wait_for_data(0.01)
+
+
+def test_read_times_travel_with_the_lines_and_the_oldest_waiting_one_is_known():
+    import time
+    ring = make_ring(8, 1024)
+    writer, reader = ring.writer(), ring.reader()
+    assert reader.oldest_read_ns() is None
+    writer.push_batch([b"a", b"b"], read_ns=1000)
+    before = time.monotonic_ns()
+    writer.push_batch([b"c"])                         # default: the time of the push
+    writer.push_batch([b"d", b"e"], read_ns=np.array([7, 8]))
+    assert reader.oldest_read_ns() == 1000
+    _, _, _, meta = reader.pop_batch(2)
+    assert list(meta["read_ns"]) == [1000, 1000]
+    assert before <= reader.oldest_read_ns() <= time.monotonic_ns()
+    _, _, _, meta = reader.pop_batch(10)
+    assert list(meta["read_ns"][1:]) == [7, 8] and reader.oldest_read_ns() is None
+    reader.rewind()                                   # unacknowledged lines come back with their times
+    assert reader.oldest_read_ns() == 1000
