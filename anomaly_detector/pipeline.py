@@ -13,7 +13,7 @@ from .detection.engine import DetectionEngine
 from .detection.output_kernels import KEY_ARRAYS, escaped, record_prefix, write_records
 from .parsing.batch import ParsedBatch
 from .parsing.masking import MaskingConfig
-from .parsing.miner import TemplateMiner
+from .parsing.miner import MinedBatch, TemplateMiner
 from .parsing.records import RecordParser, parse_columns
 from .storage.atomic import sweep_orphan_temps
 
@@ -108,6 +108,7 @@ class Pipeline:
         widened = self.miner.take_widened()
         if widened:
             self.engine.templates_widened(widened)
+            mined = without_params_of(mined, widened)
         if columns.n:
             self.n_templates = max(self.n_templates, int(mined.template_id.max()) + 1)
         return ParsedBatch(ts=columns.ts, source_id=source_id, level=columns.level,
@@ -157,6 +158,25 @@ class Pipeline:
             self.miner = TemplateMiner.load(path, **miner_settings(self.config["parsing"]))
             self.n_templates = max([self.n_templates] + [tid + 1 for tid, _, _ in self.miner.templates()])
         return self.engine.load(state_dir)
+
+
+def without_params_of(mined, template_ids):
+    """The batch with no parameters on the lines of these templates.
+
+    A template widened (or merged into a sibling) during a batch: its lines before that moment were
+    cut by its old text, so their parameter positions mean other fields now (a request id where the
+    provider is); learned into the statistics the tiers just reset, they would spoil them (a provider
+    that seems to take a new value on every line). One batch of such lines is left unjudged instead."""
+    tids = np.asarray(mined.template_id)
+    counts = np.diff(mined.param_ptr)
+    keep_line = ~np.isin(tids, np.asarray(template_ids, dtype=tids.dtype))
+    if keep_line.all():
+        return mined
+    keep = np.repeat(keep_line, counts)
+    ptr = np.zeros(len(tids) + 1, dtype=mined.param_ptr.dtype)
+    np.cumsum(counts * keep_line, out=ptr[1:])
+    return MinedBatch(tids, ptr, mined.param_pos[keep], mined.param_hash[keep], mined.param_num[keep],
+                      mined.param_start[keep], mined.param_end[keep])
 
 
 def miner_settings(parsing):
