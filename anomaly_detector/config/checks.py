@@ -18,8 +18,6 @@ from anomaly_detector.config.problems import ERROR, WARNING, Problem
 from anomaly_detector.detection.regex_safety import refusal
 from anomaly_detector.ipc.control import MAX_INPUTS
 from anomaly_detector.logsetup import LOG_FILE_NAME
-from anomaly_detector.parsing.headers import HeaderFormat, HeaderFormatError
-from anomaly_detector.parsing.sources import source_fields_problem
 
 MB = 1024 * 1024
 _LISTENERS = ("syslog", "http")
@@ -110,6 +108,11 @@ def _check_input(report, section, i):
 
 def _check_header(report, section, i):
     """log_format must compile, and source_fields must name its header fields."""
+    # Imported here: the parsing modules define numba kernels, and the daemon points the kernel
+    # cache (NUMBA_CACHE_DIR) at its configured directory only after reading this config.
+    from anomaly_detector.parsing.headers import HeaderFormat, HeaderFormatError
+    from anomaly_detector.parsing.sources import source_fields_problem
+
     fields = ()
     if i["log_format"]:
         try:

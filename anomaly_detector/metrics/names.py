@@ -54,6 +54,9 @@ METRICS = {m.name: m for m in (
     MetricSpec("series_values_refused_total", COUNTER,
                "Numeric values not judged as series because [detection][[tier3]] max_series series were "
                "already tracked (logged once per worker)."),
+    MetricSpec("kernels_compiled_after_fork_total", COUNTER,
+               "Numba kernel versions a detector worker typed (compiled or loaded) after it was forked; warm-up "
+               "compiles them all before forking, so anything but 0 names a gap in it (logged with the kernels)."),
     MetricSpec("anomalies_total", COUNTER, "Lines flagged as anomalous."),
     MetricSpec("incidents_total", COUNTER, "Incidents closed by the detection engine."),
     MetricSpec("alerts_generated_total", COUNTER, "Alerts raised by the detection engine."),

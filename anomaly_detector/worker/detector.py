@@ -11,6 +11,7 @@ import logging
 import os
 import time
 
+from anomaly_detector import kernel_cache
 from anomaly_detector.detection.output_kernels import record_prefix
 from anomaly_detector.parsing.records import RecordParser, parse_columns
 from anomaly_detector.pipeline import Pipeline
@@ -63,6 +64,9 @@ class DetectorWorker:
 
     def __init__(self, cfg, index, ring, control, slot):
         self.cfg, self.index, self.control, self.slot = cfg, index, control, slot
+        # Kernels typed when forked (all of them, by warm-up): one typed later compiled in this worker.
+        self._kernels = kernel_cache.kernel_dispatchers()
+        self._typed = kernel_cache.typed_kernels(self._kernels)
         self.ring, self.reader = ring, ring.reader()
         self.counters = control.counters(index)
         self.state_dir = worker_state_dir(cfg, index)
@@ -175,8 +179,21 @@ class DetectorWorker:
                           rule_scans_cut=self._new_scans_cut(), source_capped_lines=self._new_capped(),
                           volume_gaps_skipped=self._new_gaps_skipped(),
                           json_fields_over_cap=self._new_over_cap(),
-                          series_values_refused=self._new_series_refused())
+                          series_values_refused=self._new_series_refused(),
+                          kernels_compiled_after_fork=self._new_kernels_typed())
         return errors, dead, b"".join(outputs)
+
+    def _new_kernels_typed(self):
+        """Numba kernel versions typed (compiled or loaded) since the fork, each logged: warm-up should
+        have made them all, and a worker compiling stalls its ring and its heartbeat."""
+        now = kernel_cache.typed_kernels(self._kernels)
+        if now == self._typed:
+            return 0
+        new = {name: count - self._typed.get(name, 0) for name, count in now.items() if count != self._typed.get(name)}
+        self._typed = now
+        log.warning("worker %d: numba kernels typed after fork (warm-up missed them; the worker stalled while "
+                    "compiling): %s", self.index, ", ".join(sorted(new)))
+        return sum(new.values())
 
     def _since_last(self, name, total):
         """How much a running total grew since the last batch. A tier restored afresh (a state file set

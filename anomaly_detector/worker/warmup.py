@@ -1,10 +1,12 @@
-"""Compile (or load from NUMBA_CACHE_DIR) every numba kernel once in the supervisor, before any fork.
+"""Compile (or load from the kernel cache) every numba kernel once in the supervisor, before any fork.
 
 Workers then inherit compiled code and never compile, which avoids the cache races of several
 processes compiling at once (numba #4807, #10128) and the heartbeat timeouts of a worker busy
-compiling. Kernels are typed on first use, so warm-up runs the workers' own code path
-(score_lines) over a small generated workload long enough to end every tier's warm-up, followed by
-hostile bytes (binary, invalid UTF-8, junk JSON, an over-long line) that take other paths.
+compiling. The entry kernels carry explicit signatures (kernel_types.py): prepare_kernels compiles
+exactly those, logging progress when it has to compile, and forbids other types from then on.
+Warm-up then runs the workers' own code path (score_lines) over a small generated workload long
+enough to end every tier's warm-up, followed by hostile bytes (binary, invalid UTF-8, junk JSON, an
+over-long line), so a call with a type no signature covers fails here, not in a worker.
 """
 import logging
 import os
@@ -13,6 +15,7 @@ import time
 
 import numpy as np
 
+from anomaly_detector import kernel_cache
 from anomaly_detector.detection.output_kernels import record_prefix
 from anomaly_detector.metrics.sketch import N_BUCKETS, record_latencies
 from anomaly_detector.parsing.sources import warm_kernels as warm_source_kernels
@@ -65,9 +68,14 @@ def _run(cfg, parser, data):
     pipeline.finish()
 
 
-def warm_up(cfg):
-    """Run every kernel the workers use; returns the seconds it took."""
+def warm_up(cfg, status=None):
+    """Compile or load every kernel, then run the workers' code; returns the seconds it took.
+
+    status(text), when given, hears compile progress (the supervisor passes it to systemd)."""
     began = time.monotonic()
+    if kernel_cache.CHOSEN.get("warning"):
+        log.warning("%s", kernel_cache.CHOSEN["warning"])
+    kernel_cache.prepare_kernels(kernel_cache.LogProgress(status))
     record_latencies(np.zeros(N_BUCKETS, np.uint64), np.array([0.001, 0.5]))
     max_line = cfg["processing"]["max_line_bytes"]
     sections = list(cfg["inputs"].items())
@@ -88,5 +96,5 @@ def warm_up(cfg):
     finally:
         quiet.setLevel(level)
     took = time.monotonic() - began
-    log.info("numba kernels ready in %.1f s", took)
+    log.info("warm-up done in %.1f s (kernel cache %s)", took, os.environ.get("NUMBA_CACHE_DIR", "none"))
     return took
