@@ -8,9 +8,12 @@ log for the daemon (worker/warmup.py). typed_kernels() lets a forked worker noti
 after warm-up (worker/detector.py). Nothing here imports numba before the directory is chosen.
 """
 import atexit
+import glob
+import inspect
 import logging
 import os
 import shutil
+import struct
 import sys
 import tempfile
 import time
@@ -159,37 +162,136 @@ class LogProgress:
 def prepare_kernels(progress=None):
     """Compile or load every imported entry kernel; returns the number that had to be compiled.
 
-    progress (TerminalProgress, LogProgress) hears of it only once numba starts compiling, so a
-    fully cached start prints nothing. A cache that cannot be written costs a compile, not a crash."""
+    progress (TerminalProgress, LogProgress) hears of it only once something must be compiled, so a
+    fully cached start prints nothing. On a cold cache with several CPUs the kernels compile in
+    forked processes in parallel (compile_in_children), and this process then loads them. A cache
+    that cannot be written costs a compile, not a crash."""
     from numba.core import event
 
     from anomaly_detector import kernel_types
 
     pending = kernel_types.pending_signatures()
     total = len(pending)
-    state = {"done": 0, "compiled": 0, "announced": False, "began": time.monotonic()}
+    state = {"done": 0, "announced": False, "began": time.monotonic(), "quiet": False}
+
+    def announce():
+        if not state["announced"] and progress is not None:
+            state["announced"] = True
+            progress.started(state["done"], total)
 
     class _FirstCompile(event.Listener):
         def on_start(self, ev):
-            if not state["announced"] and progress is not None:
-                state["announced"] = True
-                progress.started(state["done"], total)
+            announce()
 
         def on_end(self, ev):
             pass
 
     def each(dispatcher):
+        if state["quiet"]:
+            return
         state["done"] += 1
         if state["announced"] and progress is not None:
             progress.advanced(state["done"], total)
 
+    compiled = 0
+    processes = compile_processes()
+    if processes > 1 and len(uncached(pending)) >= MIN_PARALLEL:
+        announce()
+        compiled = compile_in_children(pending, processes, lambda done: each(None))
+        state["quiet"] = True   # what follows loads what the children compiled
     misses_before = _misses()
     with event.install_listener("numba:compile", _FirstCompile()):
         kernel_types.compile_entry_kernels(each, on_error=_cache_write_failed)
-    compiled = _misses() - misses_before
+    compiled += _misses() - misses_before
     if state["announced"] and progress is not None:
         progress.finished(compiled, total, time.monotonic() - state["began"], os.environ.get("NUMBA_CACHE_DIR", "?"))
     return compiled
+
+
+MIN_PARALLEL = 4    # fewer kernels to compile than this are not worth a fork
+
+
+def compile_processes():
+    """Processes to compile in on a cold cache: one per CPU this process may use, at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 4))
+
+
+def uncached(pending):
+    """The (dispatcher, signature) pairs whose cache index is missing or older than their source:
+    a cold cache, or a first start after an upgrade (a guess, only used to decide on forking)."""
+    found = []
+    for dispatcher, sig in pending:
+        func = dispatcher.py_func
+        source = func.__code__.co_filename
+        pattern = "%s.%s-*.nbi" % (os.path.splitext(os.path.basename(source))[0], func.__qualname__)
+        try:
+            indexes = glob.glob(os.path.join(glob.escape(dispatcher.stats.cache_path), pattern))
+            fresh = any(os.path.getmtime(i) >= os.path.getmtime(source) for i in indexes)
+        except (OSError, AttributeError, TypeError):   # no cache for this kernel
+            fresh = False
+        if not fresh:
+            found.append((dispatcher, sig))
+    return found
+
+
+def compile_in_children(pending, processes, each):
+    """Compile pending (dispatcher, signature) pairs in `processes` forked processes that write them
+    to the cache and exit; returns how many they compiled (not loaded). Each takes the next pair from
+    a shared pipe, largest kernel first, so a long compile does not hold up the others; each(None)
+    is called as pairs complete. Nothing else runs in this process meanwhile (the supervisor has no
+    threads or children yet), and a child that fails leaves its pairs to the caller's own pass."""
+    order = sorted(range(len(pending)), key=lambda i: -_source_size(pending[i][0]))
+    todo_r, todo_w = os.pipe()
+    done_r, done_w = os.pipe()
+    os.write(todo_w, b"".join(struct.pack("<H", i) for i in order))   # < 64 KiB: the pipe holds it all
+    os.close(todo_w)
+    pids = [_compile_child(pending, todo_r, done_r, done_w) for _ in range(processes)]
+    os.close(todo_r)
+    os.close(done_w)
+    compiled = 0
+    while True:
+        report = os.read(done_r, 64)
+        if not report:
+            break
+        for flag in report:
+            compiled += flag == ord("c")
+            each(None)
+    os.close(done_r)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    return compiled
+
+
+def _compile_child(pending, todo_r, done_r, done_w):
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 0
+    try:
+        os.close(done_r)
+        while True:
+            item = os.read(todo_r, 2)   # pipe reads of 2 bytes from a pipe of 2-byte records stay whole
+            if len(item) < 2:
+                break
+            dispatcher, sig = pending[struct.unpack("<H", item)[0]]
+            misses = sum(dispatcher.stats.cache_misses.values())
+            dispatcher.compile(sig)
+            os.write(done_w, b"c" if sum(dispatcher.stats.cache_misses.values()) > misses else b"h")
+    except BaseException:   # the parent compiles what is left and reports the error itself
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _source_size(dispatcher):
+    try:
+        return len(inspect.getsource(dispatcher.py_func))
+    except (OSError, TypeError):
+        return 0
 
 
 def _misses():

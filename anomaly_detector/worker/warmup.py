@@ -4,10 +4,12 @@ Workers then inherit compiled code and never compile, which avoids the cache rac
 processes compiling at once (numba #4807, #10128) and the heartbeat timeouts of a worker busy
 compiling. The entry kernels carry explicit signatures (kernel_types.py): prepare_kernels compiles
 exactly those, logging progress when it has to compile, and forbids other types from then on.
-Warm-up then runs the workers' own code path (score_lines) over a small generated workload long
-enough to end every tier's warm-up, followed by hostile bytes (binary, invalid UTF-8, junk JSON, an
-over-long line), so a call with a type no signature covers fails here, not in a worker.
+Warm-up then runs the workers' own code path (score_lines) over a small generated workload, with
+the tiers' warm-up shortened so their judging code runs as well, followed by hostile bytes (binary,
+invalid UTF-8, junk JSON, an over-long line): a call with a type no signature covers fails here,
+at start, not in a worker.
 """
+import copy
 import logging
 import os
 import tempfile
@@ -24,9 +26,12 @@ from anomaly_detector.worker.detector import input_parser, score_lines
 from anomaly_detector.workload.generator import generate
 
 log = logging.getLogger(__name__)
-WARMUP_DAYS = 0.25              # six hours of event time: past every tier's warm-up (config default 1 h)
-WARMUP_LINES_PER_DAY = 60000    # 15,000 lines per format: past warmup_lines (default 10,000)
-BATCH_LINES = 1000
+WARMUP_DAYS = 0.25              # six hours of event time
+WARMUP_LINES_PER_DAY = 12000    # 3,000 lines per format
+# The warm-up pipelines judge lines early (not the configured warmup_lines / warmup_seconds), so the
+# code only warm tiers run is exercised too, on few lines.
+WARMUP_DETECTION = {"warmup_lines": 500, "warmup_seconds": 1800.0}
+BATCH_LINES = 500
 
 
 def _workloads(directory):
@@ -59,6 +64,8 @@ def _spans(data):
 
 
 def _run(cfg, parser, data):
+    cfg = copy.deepcopy(cfg)
+    cfg["detection"].update(WARMUP_DETECTION)
     pipeline = Pipeline(cfg)
     buf, starts, ends = _spans(data)
     prefix = record_prefix("warmup")

@@ -118,3 +118,33 @@ def test_census_sees_a_kernel_typed_lazily():
     after = kernel_cache.typed_kernels(dispatchers)
     grown = {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
     assert grown.get("anomaly_detector.parsing.header_kernels.ws_len_at", 0) >= 1, grown
+
+
+COLD_SCRIPT = """
+import sys
+from anomaly_detector import kernel_cache
+path, warning = kernel_cache.use_cache_dir()
+import anomaly_detector.metrics.sketch, anomaly_detector.parsing.framing, anomaly_detector.parsing.sanitize
+import anomaly_detector.worker.joining
+compiled = kernel_cache.prepare_kernels(kernel_cache.TerminalProgress(sys.stderr))
+print(compiled, path)
+"""
+
+
+def test_a_cold_cache_compiles_with_progress_then_loads_silently(tmp_path):
+    """Two real processes on an empty cache: the first compiles (in forked compilers when there are
+    several CPUs) and says so on stderr, the second loads everything and prints nothing."""
+    import subprocess
+    import sys
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path), PYTHONPATH=os.getcwd())
+    env.pop("NUMBA_CACHE_DIR", None)
+    runs = [subprocess.run([sys.executable, "-c", COLD_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+            for _ in range(2)]
+    cache = str(tmp_path / "anomaly-detector" / "numba")
+    first, second = runs
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split() == ["4", cache]
+    assert first.stderr.startswith("compiling 4 numba kernels (first run only)...\n"), first.stderr
+    assert first.stderr.endswith("compiled 4 of 4 kernels in %s s; later runs load them from %s\n"
+                                 % (first.stderr.split(" in ")[1].split(" s;")[0], cache)), first.stderr
+    assert second.returncode == 0 and second.stdout.split() == ["0", cache] and second.stderr == "", second.stderr
