@@ -148,3 +148,22 @@ def test_a_cold_cache_compiles_with_progress_then_loads_silently(tmp_path):
     assert first.stderr.endswith("compiled 4 of 4 kernels in %s s; later runs load them from %s\n"
                                  % (first.stderr.split(" in ")[1].split(" s;")[0], cache)), first.stderr
     assert second.returncode == 0 and second.stdout.split() == ["0", cache] and second.stderr == "", second.stderr
+
+
+def test_log_progress_start_steps_and_end(caplog, monkeypatch):
+    statuses = []
+    clock = iter([100.0, 101.0, 111.0, 111.5])
+    monkeypatch.setattr(kernel_cache.time, "monotonic", lambda: next(clock))
+    monkeypatch.setenv("NUMBA_CACHE_DIR", "/var/cache/anomaly-detector/numba")
+    progress = kernel_cache.LogProgress(statuses.append)
+    with caplog.at_level("INFO", logger="anomaly_detector.kernel_cache"):
+        progress.started(0, 46)        # t=100
+        progress.advanced(1, 46)       # t=101: too soon to log again
+        progress.advanced(2, 46)       # t=111: logged
+        progress.finished(46, 46, 58.3, "/var/cache/anomaly-detector/numba")
+    assert [r.getMessage() for r in caplog.records] == [
+        "compiling numba kernels into /var/cache/anomaly-detector/numba (first start after an install or upgrade): "
+        "46 of 46 to go",
+        "compiling numba kernels: 2/46",
+        "compiled 46 of 46 numba kernels in 58.3 s (cached in /var/cache/anomaly-detector/numba)"]
+    assert statuses == ["compiling kernels %d/46 (first start only)" % k for k in (0, 1, 2)]
