@@ -240,16 +240,20 @@ def uncached(pending):
 
 def compile_in_children(pending, processes, each):
     """Compile pending (dispatcher, signature) pairs in `processes` forked processes that write them
-    to the cache and exit; returns how many they compiled (not loaded). Each takes the next pair from
-    a shared pipe, largest kernel first, so a long compile does not hold up the others; each(None)
-    is called as pairs complete. Nothing else runs in this process meanwhile (the supervisor has no
-    threads or children yet), and a child that fails leaves its pairs to the caller's own pass."""
-    order = sorted(range(len(pending)), key=lambda i: -_source_size(pending[i][0]))
+    to the cache and exit; returns how many they compiled (not loaded). Each process takes the next
+    module's kernels from a shared pipe, the largest module first: kernels of one module share
+    helpers, which a process compiles once, and a long module does not hold up the others.
+    each(None) is called as pairs complete. Nothing else runs in this process meanwhile (the
+    supervisor has no threads or children yet); a failing child leaves its pairs to the caller."""
+    modules = {}
+    for index, (dispatcher, _sig) in enumerate(pending):
+        modules.setdefault(dispatcher.py_func.__module__, []).append(index)
+    groups = sorted(modules.values(), key=lambda g: -sum(_source_size(pending[i][0]) for i in g))
     todo_r, todo_w = os.pipe()
     done_r, done_w = os.pipe()
-    os.write(todo_w, b"".join(struct.pack("<H", i) for i in order))   # < 64 KiB: the pipe holds it all
+    os.write(todo_w, b"".join(struct.pack("<H", g) for g in range(len(groups))))   # < 64 KiB: fits the pipe
     os.close(todo_w)
-    pids = [_compile_child(pending, todo_r, done_r, done_w) for _ in range(processes)]
+    pids = [_compile_child(pending, groups, todo_r, done_r, done_w) for _ in range(processes)]
     os.close(todo_r)
     os.close(done_w)
     compiled = 0
@@ -266,7 +270,7 @@ def compile_in_children(pending, processes, each):
     return compiled
 
 
-def _compile_child(pending, todo_r, done_r, done_w):
+def _compile_child(pending, groups, todo_r, done_r, done_w):
     pid = os.fork()
     if pid:
         return pid
@@ -274,13 +278,14 @@ def _compile_child(pending, todo_r, done_r, done_w):
     try:
         os.close(done_r)
         while True:
-            item = os.read(todo_r, 2)   # pipe reads of 2 bytes from a pipe of 2-byte records stay whole
+            item = os.read(todo_r, 2)   # reads of 2 bytes from a pipe of 2-byte records stay whole
             if len(item) < 2:
                 break
-            dispatcher, sig = pending[struct.unpack("<H", item)[0]]
-            misses = sum(dispatcher.stats.cache_misses.values())
-            dispatcher.compile(sig)
-            os.write(done_w, b"c" if sum(dispatcher.stats.cache_misses.values()) > misses else b"h")
+            for index in groups[struct.unpack("<H", item)[0]]:
+                dispatcher, sig = pending[index]
+                misses = sum(dispatcher.stats.cache_misses.values())
+                dispatcher.compile(sig)
+                os.write(done_w, b"c" if sum(dispatcher.stats.cache_misses.values()) > misses else b"h")
     except BaseException:   # the parent compiles what is left and reports the error itself
         code = 1
     finally:
