@@ -2,8 +2,9 @@
 
 Exit codes (docs/cli.md): 0 success, 1 invalid configuration or failed check, 2 usage error,
 3 runtime error. Errors are one line on stderr; --debug shows the traceback.
-Subcommands are imported on first use, so the daemon can point NUMBA_CACHE_DIR at its state
-directory before any numba kernel is defined (numba picks the cache location at definition).
+Subcommands are imported on first use, after the kernel cache is chosen (kernel_cache.py): numba
+picks a kernel's cache location when the kernel is defined, so NUMBA_CACHE_DIR is set first. A
+command compiles (or loads) its kernels before it runs, with progress on stderr when compiling.
 """
 import importlib
 import os
@@ -11,7 +12,7 @@ import sys
 
 import click
 
-from anomaly_detector import __version__
+from anomaly_detector import __version__, kernel_cache
 from anomaly_detector.config.loader import DEFAULT_CONFIG_PATH, load_config
 from anomaly_detector.config.problems import ERROR
 
@@ -21,6 +22,9 @@ SUBCOMMANDS = {
     "parse": "anomaly_detector.commands.parse:parse_command",
     "replay": "anomaly_detector.commands.replay:replay_command",
 }
+# Kernels a command needs beyond those its module imports: demo's daemon loads them from the cache
+# the command fills, with progress on the user's terminal rather than in a hidden daemon log.
+KERNEL_MODULES = {"demo": ("anomaly_detector.worker.warmup",)}
 
 
 class LazyGroup(click.Group):
@@ -31,9 +35,35 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx, name):
         if name in SUBCOMMANDS:
+            _use_kernel_cache()
             module, attr = SUBCOMMANDS[name].split(":")
-            return getattr(importlib.import_module(module), attr)
+            command = getattr(importlib.import_module(module), attr)
+            if not getattr(command, "_kernels_first", False):
+                command.callback = _kernels_first(command.callback, KERNEL_MODULES.get(name, ()))
+                command._kernels_first = True
+            return command
         return super().get_command(ctx, name)
+
+
+def _use_kernel_cache(numba_cache_dir="", state_dir="", echo=True):
+    """Choose the kernel cache before any kernel module is imported; a problem is one warning line
+    (the daemon logs it at warm-up instead)."""
+    if kernel_cache.CHOSEN:
+        return
+    _path, warning = kernel_cache.use_cache_dir(numba_cache_dir, state_dir)
+    if warning and echo:
+        click.echo("anomaly_detector: warning: %s" % warning, err=True)
+
+
+def _kernels_first(callback, modules):
+    """The command's callback, after its kernels are compiled or loaded (progress on stderr)."""
+    def run_command(*args, **kwargs):
+        for module in modules:
+            importlib.import_module(module)
+        kernel_cache.prepare_kernels(kernel_cache.TerminalProgress())
+        return callback(*args, **kwargs)
+    run_command.__name__, run_command.__doc__ = callback.__name__, callback.__doc__
+    return run_command
 
 
 @click.group(cls=LazyGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,6 +88,7 @@ def cli(ctx, config_path, validate_config, debug):
 
 def validate(config_path):
     """Print every problem of the config, one per line; return the exit code."""
+    _use_kernel_cache(*kernel_cache.configured_paths(config_path))
     _cfg, problems = load_config(config_path)
     for problem in problems:
         click.echo(problem.render(), err=problem.severity == ERROR)
@@ -71,30 +102,17 @@ def validate(config_path):
 
 def run(config_path):
     """Run the daemon until SIGTERM; a broken config is reported like --validate-config does."""
+    # Before the config is validated: its checks import parsing modules, which define kernels.
+    _use_kernel_cache(*kernel_cache.configured_paths(config_path), echo=False)
     cfg, problems = load_config(config_path)
     for problem in problems:
         click.echo(problem.render(), err=True)
     if cfg is None:
         click.echo("%s: invalid; not starting" % config_path, err=True)
         return EXIT_INVALID
-    _use_state_dir_for_numba_cache(cfg)
     from anomaly_detector.supervisor.arbiter import Arbiter
 
     return Arbiter(config_path, cfg).run()
-
-
-def _use_state_dir_for_numba_cache(cfg):
-    """NUMBA_CACHE_DIR from the config unless the environment (systemd's unit) sets it already."""
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        return
-    path = cfg["paths"]["numba_cache_dir"] or os.path.join(cfg["paths"]["state_dir"], "numba-cache")
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as exc:
-        click.echo("anomaly_detector: warning: numba cache %s not usable (%s); kernels compile at every start"
-                   % (path, exc.strerror), err=True)
-        return
-    os.environ["NUMBA_CACHE_DIR"] = path
 
 
 def _one_line(exc):

@@ -111,10 +111,9 @@ class _IncidentFollower:
 
 
 def _daemon_env():
-    env = dict(os.environ)
-    # A demo's state is thrown away, its compiled kernels need not be: the next demo starts fast.
-    env.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "anomaly-detector", "numba"))
-    return env
+    # A demo's state is thrown away, its compiled kernels are not: the daemon shares this command's
+    # kernel cache (NUMBA_CACHE_DIR, chosen by the CLI), which the command filled before starting it.
+    return dict(os.environ)
 
 
 @click.command("demo")

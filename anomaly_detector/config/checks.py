@@ -22,8 +22,6 @@ from anomaly_detector.ipc.control import MAX_INPUTS
 from anomaly_detector.logsetup import LOG_FILE_NAME
 from anomaly_detector.metrics.admin import token_file_exposed, token_file_problem
 from anomaly_detector.metrics.tls import tls_problem
-from anomaly_detector.parsing.headers import HeaderFormat, HeaderFormatError
-from anomaly_detector.parsing.sources import source_fields_problem
 
 MB = 1024 * 1024
 _LISTENERS = ("syslog", "http")
@@ -170,6 +168,11 @@ def _check_sink(report, section, sink):
 
 def _check_header(report, section, i):
     """log_format must compile, and source_fields must name its header fields."""
+    # Imported here: the parsing modules define numba kernels, and the daemon points the kernel
+    # cache (NUMBA_CACHE_DIR) at its configured directory only after reading this config.
+    from anomaly_detector.parsing.headers import HeaderFormat, HeaderFormatError
+    from anomaly_detector.parsing.sources import source_fields_problem
+
     fields = ()
     if i["log_format"]:
         try:

@@ -29,6 +29,8 @@ import numpy as np
 from numba import njit, types
 from numba.typed import Dict
 
+from anomaly_detector import kernel_types as kt
+
 from .stats_kernels import log10_count_upper, log10_normal_two_sided, surprisal_score
 
 # numeric stats columns (float64[S, NUM_COLS])
@@ -64,7 +66,7 @@ def signed_log(x):
     return math.copysign(math.log1p(abs(x)), x)
 
 
-@njit(cache=True)
+@kt.entry((kt.I32_1D, kt.I64_1D, kt.I16_1D, kt.I32_2D), cache=True)
 def lookup_slots(template_id, param_ptr, param_pos, slot_index):
     """Slot of every parameter, -1 when its (template, position) has none yet."""
     m = param_pos.shape[0]
@@ -81,7 +83,7 @@ def lookup_slots(template_id, param_ptr, param_pos, slot_index):
     return out
 
 
-@njit(cache=True)
+@kt.entry((kt.I32_1D, kt.I64_1D, kt.I16_1D, kt.I32_2D, kt.INT64), cache=True)
 def assign_slots(template_id, param_ptr, param_pos, slot_index, next_slot):
     """Like lookup_slots, giving new slots to unseen (template, position) pairs; returns next_slot."""
     m = param_pos.shape[0]
@@ -150,7 +152,7 @@ def _slot_total(cat_count, cat_nd, s):
     return total
 
 
-@njit(cache=True)
+@kt.entry((kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64), cache=True)
 def young_score(novelty, seen, lines_since, lines_before):
     """Surprise of a young value (or template) seen `seen` times before this line, `lines_since`
     lines after its first sight, which came after `lines_before` lines without it.
@@ -189,7 +191,8 @@ def _new_value_log10p(cat_count, cat_nd, s):
     return math.log10((once + 0.5) / (total + 1.0))
 
 
-@njit(cache=True)
+@kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.U64_1D, kt.F64_2D, kt.U64_2D, kt.F64_2D, kt.I32_1D, kt.I8_1D, kt.F32_2D,
+       kt.F64_2D, kt.F64_2D, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.BOOL), cache=True)
 def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_hash, cat_count, cat_nd,
                  cat_full, cat_novelty, cat_seen_at, cat_num, min_obs, drift_alpha, drift_min_shift, numeric):
     """Best parameter surprise per line -> (score float32[n], param index int64[n], kind int8[n]).
@@ -304,7 +307,8 @@ def _late_values(cat_novelty, s, k):
     return late
 
 
-@njit(cache=True)
+@kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.U64_1D, kt.F32_1D, kt.F64_2D, kt.U64_2D, kt.F64_2D, kt.I32_1D, kt.I8_1D,
+       kt.F32_2D, kt.F64_2D, kt.F64_2D, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.BOOL), cache=True)
 def learn_params(param_ptr, param_slot, param_num, param_hash, weights, num_stats, cat_hash, cat_count,
                  cat_nd, cat_full, cat_novelty, cat_seen_at, cat_num, min_obs, drift_alpha, base_alpha, numeric):
     """Fold one batch into the per-slot statistics (in place). weights float32[n] per line;

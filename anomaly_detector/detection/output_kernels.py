@@ -9,6 +9,8 @@ import math
 import numpy as np
 from numba import njit
 
+from anomaly_detector import kernel_types as kt
+
 _NULL = np.frombuffer(b"null", np.uint8)
 _EMPTY_LIST = np.frombuffer(b"[]", np.uint8)
 
@@ -63,7 +65,8 @@ def _put_fixed(out, pos, value, decimals):
     return pos + keep
 
 
-@njit(cache=True)
+@kt.entry((kt.BYTES, kt.INT64, kt.F64_1D, kt.I32_1D, kt.BYTES, kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.BOOL_1D, kt.F64_2D,
+       kt.BYTES, kt.I64_1D, kt.I64_1D, kt.tuple_of(kt.BYTES, 12)), cache=True)
 def write_records(prefix, first_line, ts, template_id, tpl_pool, tpl_start, tpl_end, score, anomaly, tiers,
                   reason_pool, reason_start, reason_end, keys):
     """One JSON object per line, newline-terminated, into a uint8 array (returned trimmed).

@@ -9,6 +9,8 @@ import math
 import numpy as np
 from numba import njit
 
+from anomaly_detector import kernel_types as kt
+
 # Transition keys pack (workflow, previous, next) codes of 21 bits each into one int64.
 CODE_BITS = 21
 CODE_MASK = (1 << CODE_BITS) - 1
@@ -60,7 +62,7 @@ def _mix(key):
     return x
 
 
-@njit(cache=True)
+@kt.entry((kt.I64_1D, kt.INT64), cache=True)
 def ht_find(hkeys, key):
     """Linear probing over int64 keys (-1 = empty): slot of key, or -1 - (slot to insert it)."""
     mask = len(hkeys) - 1
@@ -98,7 +100,7 @@ def ht_get(hkeys, hvals, key):
     return hvals[i] if i >= 0 else 0.0
 
 
-@njit(cache=True)
+@kt.entry((kt.I64_1D, kt.F64_1D, kt.INT64), cache=True)
 def ht_rebuild(keys, vals, capacity):
     """A fresh table of `capacity` (a power of two) holding keys/vals (after pruning)."""
     hkeys = np.full(capacity, -1, np.int64)
@@ -189,7 +191,7 @@ def _token_from_end(buf, s, e, k):
     return -1, -1
 
 
-@njit(cache=True)
+@kt.entry((kt.BYTES, kt.I64_1D, kt.I64_1D, kt.I32_1D, kt.I8_1D, kt.I32_1D, kt.I32_1D, kt.I32_1D), cache=True)
 def extract_keys(buf, cstart, cend, tids, loc_mode, loc_tok, loc_pre, loc_suf):
     """Session key per line (-1: none) and the id's byte span, from each template's learned locator.
 
@@ -263,7 +265,7 @@ def extract_keys_py(buf, cstart, cend, tids, loc_mode, loc_tok, loc_pre, loc_suf
     return np.array(keys, np.int64), np.array(ks, np.int64), np.array(ke, np.int64)
 
 
-@njit(cache=True)
+@kt.entry((kt.I64_1D, kt.I16_1D, kt.U64_1D, kt.I64_1D, kt.I64_1D), cache=True)
 def param_hash_at(param_ptr, param_pos, param_hash, rows, want):
     """Hash of parameter number want[j] of line rows[j] (ParsedBatch CSR layout); found[j] says if present."""
     out = np.zeros(len(rows), np.uint64)
@@ -289,7 +291,7 @@ def param_hash_at_py(param_ptr, param_pos, param_hash, rows, want):
 
 # ---------------------------------------------------------------- where each line stands in its session
 
-@njit(cache=True)
+@kt.entry((kt.I64_1D, kt.I32_1D, kt.I32_1D, kt.I64_1D, kt.I32_1D, kt.I32_1D, kt.I32_1D), cache=True)
 def walk_sessions(keys, tids, open_wf, ix_key, ix_slot, sd_wf, sd_last):
     """Per line: its session's workflow and previous template (START when the line opens a session).
 
@@ -404,7 +406,8 @@ def _share(tkeys, tcnt, wf, t):
     return ht_get(tkeys, tcnt, pack_nb(wf, ANY, t)) / total if total > 0 else 0.0
 
 
-@njit(cache=True)
+@kt.entry((kt.I32_1D, kt.I32_1D, kt.I32_1D, kt.F64_1D, kt.FLOAT64, kt.I64_1D, kt.F64_1D, kt.FLOAT64, kt.FLOAT64,
+       kt.FLOAT64), cache=True)
 def score_transitions(wf, prev, tids, ts, grace_until, tkeys, tcnt, min_support, rare_p, top):
     """Score every line from its (workflow, previous, template) against learned counts.
 
@@ -498,7 +501,10 @@ def score_transitions_py(wf, prev, tids, ts, grace_until, counts, min_support, r
 
 # ---------------------------------------------------------------- learning: open and extend sessions
 
-@njit(cache=True)
+@kt.entry((kt.I64_1D, kt.I32_1D, kt.I32_1D, kt.F64_1D, kt.F32_1D, kt.F32_1D, kt.I32_1D, kt.BYTES, kt.I64_1D, kt.I64_1D,
+       kt.I64_1D, kt.I32_1D, kt.I64_1D, kt.I32_1D, kt.I32_1D, kt.F64_1D, kt.F64_1D, kt.I32_1D, kt.I32_1D, kt.I32_2D,
+       kt.I32_1D, kt.F32_1D, kt.F32_1D, kt.I32_1D, kt.U8_2D, kt.I32_1D, kt.I32_1D, kt.I64_1D, kt.F64_1D, kt.I64_1D,
+       kt.INT64, kt.FLOAT64), cache=True)
 def learn_lines(keys, tids, open_wf, ts, weights, line_scores, src, buf, ks, ke,
                 ix_key, ix_slot, sd_key, sd_wf, sd_last, sd_start, sd_lastts, sd_steps,
                 sd_ntpl, sd_tpl, sd_flags, sd_minw, sd_maxscore, sd_src, sd_id, sd_idlen,
@@ -627,7 +633,7 @@ def learn_lines_py(keys, tids, open_wf, ts, weights, line_scores, counts, sessio
 
 # ---------------------------------------------------------------- closing sessions
 
-@njit(cache=True)
+@kt.entry((kt.FLOAT64, kt.FLOAT64, kt.FLOAT64), cache=True)
 def duration_limit(mean, var, sigmas):
     """Seconds beyond which a session of a workflow is overdue (stats of log1p(duration))."""
     return math.expm1(mean + sigmas * math.sqrt(max(var, 0.0))) * 1.5 + 1.0
@@ -653,7 +659,9 @@ def _judge(s, sd_wf, sd_last, sd_ntpl, sd_tpl, sd_flags, tkeys, tcnt, core_ptr, 
     return CLOSED_OK, -1
 
 
-@njit(cache=True)
+@kt.entry((kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.I64_1D, kt.I32_1D, kt.I64_1D,
+       kt.I32_1D, kt.I32_1D, kt.F64_1D, kt.F64_1D, kt.I32_1D, kt.I32_2D, kt.I32_1D, kt.F32_1D, kt.F32_1D, kt.I32_1D,
+       kt.I64_1D, kt.F64_1D, kt.I64_1D, kt.INT64, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.I64_1D, kt.I32_1D), cache=True)
 def close_sessions(now, timeout, learn_rate, report_score, min_support, sigmas,
                    ix_key, ix_slot, sd_key, sd_wf, sd_last, sd_start, sd_lastts,
                    sd_ntpl, sd_tpl, sd_flags, sd_minw, sd_maxscore, free,
@@ -782,7 +790,7 @@ def close_sessions_py(now, timeout, learn_rate, report_score, min_support, sigma
     return reported
 
 
-@njit(cache=True)
+@kt.entry((kt.I32_1D, kt.I64_1D, kt.I32_1D, kt.I64_1D, kt.I32_1D, kt.I64_1D), cache=True)
 def evict_slots(slots, ix_key, ix_slot, sd_key, free, counters):
     """Forget sessions (oldest first, chosen by the caller) to make room; nothing is learned."""
     for s in slots:
@@ -798,7 +806,7 @@ def evict_slots(slots, ix_key, ix_slot, sd_key, free, counters):
 
 # ---------------------------------------------------------------- window structure: the normal subspace
 
-@njit(cache=True)
+@kt.entry((kt.F64_2D, kt.F64_2D, kt.INT64), cache=True)
 def subspace_step(cov, basis, iters):
     """Orthogonal iteration: `iters` rounds of basis <- orthonormalise(cov @ basis).
 

@@ -49,6 +49,8 @@ import math
 import numpy as np
 from numba import njit
 
+from anomaly_detector import kernel_types as kt
+
 # state columns (float64[R, COLS])
 (N_OBS, LEVEL, SCALE, SLOW_SCALE, TOTAL, UP_N, UP_S, DN_N, DN_S, LAST_X, LAST_T, RISES, RUN, GAP,
  ALARM, DISTINCT, GROWTH) = range(17)
@@ -107,7 +109,7 @@ def judged(st, labels, r):
             and 1.0 - MONOTONE_SHARE < st[r, RISES] < MONOTONE_SHARE)
 
 
-@njit(cache=True)
+@kt.entry((kt.F64_2D, kt.F64_2D, kt.INT64), cache=True)
 def judged_rows(st, labels, rows):
     """bool[rows]: which of the first `rows` series are judged (judged() of each)."""
     out = np.zeros(rows, np.bool_)
@@ -283,7 +285,8 @@ def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
     st[r, SLOW_SCALE] += w * max(slow_alpha(st, r), 1.0 / (n + 1.0)) * (size - st[r, SLOW_SCALE])
 
 
-@njit(cache=True)
+@kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.F64_1D, kt.F32_1D, kt.F64_2D, kt.F64_3D, kt.I8_2D, kt.F64_2D, kt.FLOAT64,
+       kt.FLOAT64, kt.F64_1D), cache=True)
 def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen, labels, threshold, suspicious,
                  multiplicity):
     """Step every numeric parameter with a series row (param_row >= 0) through its series, in line

@@ -8,6 +8,8 @@ import math
 import numpy as np
 from numba import njit
 
+from anomaly_detector import kernel_types as kt
+
 LN10 = math.log(10.0)
 _EPS = 1e-15
 QUIET_SIGMAS = 2.0
@@ -132,7 +134,7 @@ def log10_ratio_tail(k, mu, phi, rel2):
     return log10_normal_two_sided(z) - math.log10(2.0)
 
 
-@njit(cache=True)
+@kt.entry((kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D), cache=True)
 def count_upper_scores(counts, mus, phis, rel2s):
     """Spike scores: a count must be surprising both as a quasi-Poisson count and as a ratio."""
     out = np.zeros(counts.shape[0], np.float32)

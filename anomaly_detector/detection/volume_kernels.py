@@ -9,12 +9,15 @@ import math
 
 from numba import njit
 
+from anomaly_detector import kernel_types as kt
+
 from .stats_kernels import count_lower_score
 
 USUAL_SIGMAS = 3.0   # a bucket this far off its forecast (log ratio against its spread) is unusual
 
 
-@njit(cache=True)
+@kt.entry((kt.F64_3D, kt.F64_3D, kt.I64_1D, kt.I64_1D_RO, kt.I64_1D_RO, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64,
+       kt.F64_1D), cache=True)
 def season_factors(hod, dow, keys, hours, days, per_hour, per_day, prior_hour, prior_day, out):
     """out[i] = the hour-of-day times day-of-week factor of key keys[i] at hours[i], days[i]
     (see tier2_volume.Seasonality)."""
@@ -31,7 +34,7 @@ def _shrunk(observed, expected, buckets, per_period, prior):
     return min(max((periods * ratio + prior) / (periods + prior), 0.05), 20.0)
 
 
-@njit(cache=True)
+@kt.entry((kt.F64_3D, kt.F64_3D, kt.INT64, kt.INT64, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.I64_1D, kt.INT64, kt.FLOAT64), cache=True)
 def season_update(hod, dow, hour, day, observed, expected, weight, age, min_age, keep):
     """Decay both tables by keep, then add the bucket of every key seen for min_age buckets (a
     younger key's level has not settled: its ratios would teach a season that is not there), with
@@ -52,7 +55,9 @@ def season_update(hod, dow, hour, day, observed, expected, weight, age, min_age,
             dow[i, 2, day] += w
 
 
-@njit(cache=True)
+@kt.entry((kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.I64_1D, kt.F64_1D, kt.F64_1D, kt.F64_2D,
+       kt.F64_2D, kt.F64_2D, kt.F64_2D, kt.F64_1D, kt.INT64, kt.I64_1D, kt.INT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64,
+       kt.FLOAT64, kt.FLOAT64, kt.F32_1D, kt.I64_1D), cache=True)
 def close_keys(level, phi, rel2, nonzero, clump, total, age, open_raw, open_learn, obs_win, exp_win, obs_sum,
                exp_sum, season, slot, windows, min_history, learning_rate, slow_divisor, clip, min_rel,
                sparse_fraction, best, best_window):
@@ -118,7 +123,8 @@ def _learn_key(level, phi, rel2, nonzero, clump, total, age, open_raw, open_lear
         age[i] += 1
 
 
-@njit(cache=True)
+@kt.entry((kt.F64_3D, kt.F64_3D, kt.I64_1D, kt.I64_1D_RO, kt.I64_1D_RO, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64,
+       kt.F64_1D), cache=True)
 def share_factors(hod, dow, keys, hours, days, per_hour, per_day, prior_hour, prior_day, out):
     """out[i] = the hour-of-day times day-of-week factor of the share of template keys[i] at hours[i],
     days[i]: the odds of that slot (its count against the rest of its source) over the odds of all
@@ -139,7 +145,8 @@ def _relative_odds(table, k, slot, per_period, prior):
     return _shrunk(table[k, 0, slot], table[k, 1, slot] * count / others, table[k, 2, slot], per_period, prior)
 
 
-@njit(cache=True)
+@kt.entry((kt.F64_1D, kt.F64_1D, kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.FLOAT64,
+       kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.F64_1D), cache=True)
 def learn_shares(t_learn, src_learn, template_source, age, phi, share_num, share_den, share_rel2, share_season,
                  learning_rate, slow_divisor, clip, min_rel, others_out):
     """Learn, for every template seen before, its count against the rest of its source's lines in the

@@ -63,6 +63,9 @@ METRICS = {m.name: m for m in (
     MetricSpec("batch_deadline_hits_total", COUNTER,
                "Batches a worker started with fewer than batch_size lines because the first of them had waited "
                "[processing] batch_deadline_seconds (a quiet or moderate input: latency bounded, not CPU)."),
+    MetricSpec("kernels_compiled_after_fork_total", COUNTER,
+               "Numba kernel versions a detector worker typed (compiled or loaded) after it was forked; warm-up "
+               "compiles them all before forking, so anything but 0 names a gap in it (logged with the kernels)."),
     MetricSpec("anomalies_total", COUNTER, "Lines flagged as anomalous."),
     MetricSpec("incidents_total", COUNTER, "Incidents closed by the detection engine."),
     MetricSpec("alerts_generated_total", COUNTER,

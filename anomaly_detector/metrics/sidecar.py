@@ -140,6 +140,7 @@ class Readings:
             "series_values_refused_total": totals["series_values_refused"],
             "lines_unclustered_total": totals["lines_unclustered"],
             "batch_deadline_hits_total": totals["batch_deadline_hits"],
+            "kernels_compiled_after_fork_total": totals["kernels_compiled_after_fork"],
             "anomalies_total": totals["anomalies"],
             "incidents_total": totals["incidents"],
             "input_queue_size": depth,

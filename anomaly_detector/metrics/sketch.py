@@ -4,7 +4,8 @@ One row per worker in shared memory (single writer, no locks); the sidecar sums 
 sliding window and reads p50/p95/p99 off the cumulative counts. Relative error <= 2**(1/4) - 1 (19%).
 """
 import numpy as np
-from numba import njit
+
+from anomaly_detector import kernel_types as kt
 
 BUCKETS_PER_DOUBLING = 4
 MIN_SECONDS = 1e-6
@@ -12,7 +13,7 @@ N_BUCKETS = 112                     # 1 µs .. ~2.7e2 s; slower lines land in th
 _LOG_BASE = np.log(2.0) / BUCKETS_PER_DOUBLING
 
 
-@njit(cache=True)
+@kt.entry((kt.U64_1D, kt.F64_1D), cache=True)
 def record_latencies(row, seconds):
     """Add each latency (float64 seconds) to the histogram row (uint64[N_BUCKETS])."""
     last = row.shape[0] - 1

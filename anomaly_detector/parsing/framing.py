@@ -4,7 +4,8 @@ Inputs (file tail, stdin, TCP) feed LineFramer chunk by chunk; records.parse_col
 numba split_lines on whole buffers. Lines come out as bytes; sanitize.py turns them into text.
 """
 import numpy as np
-from numba import njit
+
+from anomaly_detector import kernel_types as kt
 
 DEFAULT_MAX_LINE_BYTES = 102400
 
@@ -130,7 +131,7 @@ class LineFramer:
             self.skipped += 1
 
 
-@njit(cache=True)
+@kt.entry((kt.BYTES,), cache=True)
 def split_lines(buf):
     """Line spans of a whole buffer: (starts, ends) int64, CR of CRLF excluded, last line kept."""
     n = buf.shape[0]

@@ -6,6 +6,8 @@ in HeaderFormat.match is the reference the kernel must agree with wherever it re
 import numpy as np
 from numba import njit
 
+from anomaly_detector import kernel_types as kt
+
 # Program opcodes: one (op, arg) row each.
 OP_END, OP_LIT, OP_WS, OP_FIELD = 0, 1, 2, 3
 
@@ -140,7 +142,7 @@ def _split_one(buf, s, e, prog, fs, fe, row):
         pc = after
 
 
-@njit(cache=True)
+@kt.entry((kt.BYTES, kt.I64_1D, kt.I64_1D, kt.I64_2D, kt.INT64), cache=True)
 def split_headers(buf, starts, ends, prog, k):
     """Split lines [starts[i], ends[i]) of buf into k fields; returns (ok, field_start, field_end)."""
     n = starts.shape[0]
@@ -153,7 +155,7 @@ def split_headers(buf, starts, ends, prog, k):
     return ok, fs, fe
 
 
-@njit(cache=True)
+@kt.entry((kt.BYTES, kt.I64_1D, kt.I64_1D, kt.I64_2D, kt.I64_2D, kt.INT64, kt.INT64), cache=True)
 def split_headers_optional(buf, starts, ends, taken, skipped, k, branch):
     """Like split_headers for a format with one optional group, given both linear programs.
 
@@ -227,7 +229,7 @@ def level_table():
     return names, lengths, codes
 
 
-@njit(cache=True)
+@kt.entry((kt.BYTES, kt.I64_1D, kt.I64_1D, kt.U8_2D, kt.I64_1D, kt.I64_1D), cache=True)
 def level_codes(buf, ls, le, names, lengths, codes):
     """batch.level_code of each span [ls[i], le[i]); -1 where the word is not ASCII (Python decides)."""
     n = ls.shape[0]

@@ -10,6 +10,7 @@ digits as records.number_text rounds the float.
 import numpy as np
 from numba import njit
 
+from anomaly_detector import kernel_types as kt
 from anomaly_detector.parsing import plain_kernels as pk
 from anomaly_detector.parsing.header_kernels import level_table, lookup_level
 
@@ -569,7 +570,8 @@ def _same_bytes(buf, a, b, c, d):
     return True
 
 
-@njit(cache=True)
+@kt.entry((kt.BYTES, kt.I64_1D, kt.I64_1D, kt.U8_2D, kt.I64_1D, kt.BOOL, kt.F64_1D, kt.I64_1D, kt.F64_1D, kt.U8_2D,
+       kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.INT64), cache=True)
 def json_lines(buf, starts, ends, keys, key_lengths, naive_ok, pow10, days_in_month, exact_pow10, names, lengths,
                codes, numeric_levels, max_fields):
     """Per line: ok, ts, stamp kind, stamp span, year, month, repeat, level, content span, in_decoded, source span;
@@ -680,7 +682,7 @@ def json_lines(buf, starts, ends, keys, key_lengths, naive_ok, pow10, days_in_mo
             src_end, decoded[:o].copy(), over)
 
 
-@njit(cache=True)
+@kt.entry((kt.BYTES, kt.I64_1D, kt.I64_1D), cache=True)
 def span_ids(buf, ss, se):
     """Equal byte spans get equal ids, numbered by first appearance; -1 where ss is -1.
 

@@ -13,11 +13,13 @@ value; the caller renders those in Python and passes them in whole (`py_row`).
 import numpy as np
 from numba import njit
 
+from anomaly_detector import kernel_types as kt
+
 COMMA, QUOTE, APOS, BACKSLASH, CR, LF = 44, 34, 39, 92, 13, 10
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
 
 
-@njit(cache=True)
+@kt.entry((kt.BYTES, kt.I64_1D, kt.I64_1D, kt.I64_1D), cache=True)
 def params_need_repr(buf, pptr, pstart, pend):
     """Per line: whether a parameter holds a non-ASCII byte (repr() of it is left to Python)."""
     n = pptr.shape[0] - 1
@@ -200,7 +202,7 @@ def _put_params(buf, lo, hi, pstart, pend, out, o):
     return o
 
 
-@njit(cache=True)
+@kt.entry((kt.BYTES, kt.I64_2D, kt.I64_2D) + (kt.I64_1D,) * 10 + (kt.INT64,), cache=True)
 def row_lengths(buf, fstart, fend, fcols, cstart, cend, tpl_row, tpl_ptr, pptr, pstart, pend, py_row, py_ptr, first_id):
     """Byte length of each rendered row (line i gets LineId first_id + i).
 
@@ -225,7 +227,8 @@ def row_lengths(buf, fstart, fend, fcols, cstart, cend, tpl_row, tpl_ptr, pptr, 
     return out
 
 
-@njit(cache=True)
+@kt.entry((kt.BYTES, kt.I64_2D, kt.I64_2D) + (kt.I64_1D,) * 4 + (kt.BYTES,) + (kt.I64_1D,) * 5
+          + (kt.BYTES, kt.I64_1D, kt.INT64, kt.U8_1D), cache=True)
 def render_rows(buf, fstart, fend, fcols, cstart, cend, tpl_row, tpl_pool, tpl_ptr, pptr, pstart, pend, py_row, py_pool,
                 py_ptr, first_id, out):
     """Write the rows of lines 0..n into out (at least row_lengths' sum long); returns the bytes written.

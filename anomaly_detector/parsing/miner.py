@@ -721,7 +721,9 @@ class TemplateMiner:
         if self._live_dirty:
             self._group_live()
         gate = self._gate
-        stop, made = uk.free_text_run((buf, starts, ends, force, hashes, sources), self._flags, first,
+        text = buf.view()
+        text.flags.writeable = False    # the kernel's one signature types the buffer read-only
+        stop, made = uk.free_text_run((text, starts, ends, force, hashes, sources), self._flags, first,
                                       (self._keys, self._vals, self._counts, self._last_seen),
                                       (self._live_ptr, self._live_slots, self._tpl_first, self._tt_hash,
                                        self._tt_rigid), (gate.free, gate.seen, gate.unmatched),

@@ -12,6 +12,8 @@ import re
 import numpy as np
 from numba import njit
 
+from anomaly_detector import kernel_types as kt
+
 MARK = 0xFF  # one masked value; 0xFF never occurs in UTF-8 text
 SEP = 0x20
 # A template token made of GAP alone is a span: a run of any number of value-only tokens (values
@@ -476,7 +478,7 @@ def _mask_token(buf, s, e, flags, force, out, o, after_value, after_date):
     return o, dated
 
 
-@njit(cache=True)
+@kt.entry((kt.BYTES, kt.INT64, kt.INT64, kt.INT64, kt.U8_1D, kt.U8_1D), cache=True)
 def mask_line(buf, s, e, flags, force, out):
     """Masked form of line buf[s:e] into out (len >= e - s); returns its length."""
     o = 0
@@ -507,7 +509,7 @@ def _fnv(data, a, b):
     return h
 
 
-@njit(cache=True)
+@kt.entry((kt.BYTES, kt.I64_1D, kt.I64_1D), cache=True)
 def fnv_spans(buf, starts, ends):
     """FNV-1a of each span buf[starts[k]:ends[k]] (twin: fnv_py per span)."""
     out = np.empty(starts.shape[0], np.uint64)
@@ -534,7 +536,7 @@ def _hash_words(data, a, b):
     return h
 
 
-@njit(cache=True)
+@kt.entry((kt.BYTES, kt.I64_1D, kt.I64_1D, kt.INT64, kt.U8_1D), cache=True)
 def shape_hashes(buf, starts, ends, flags, force):
     """Hash of every line's masked form: uint64[n]."""
     n = starts.shape[0]
@@ -563,7 +565,7 @@ def table_find(keys, vals, key):
     return -1
 
 
-@njit(cache=True)
+@kt.entry((kt.U64_1D, kt.I32_1D, kt.UINT64, kt.INT32), cache=True)
 def table_put(keys, vals, key, val):
     """Insert or overwrite; capacity is a power of two kept at most half full by the caller."""
     cap = keys.shape[0]
@@ -574,7 +576,7 @@ def table_put(keys, vals, key, val):
     vals[i] = val
 
 
-@njit(cache=True)
+@kt.entry((kt.U64_1D, kt.INT64, kt.U64_1D, kt.I32_1D, kt.I64_1D, kt.I64_1D, kt.INT64, kt.I32_1D), cache=True)
 def assign_slots(hashes, first, keys, vals, counts, last_seen, clock, out):
     """Resolve lines from `first` on through the cache until the first miss; return its index (n if none).
 
@@ -593,7 +595,7 @@ def assign_slots(hashes, first, keys, vals, counts, last_seen, clock, out):
 
 
 # ---------------------------------------------------------------- similarity
-@njit(cache=True)
+@kt.entry((kt.U64_2D, kt.U64_1D), cache=True)
 def equal_tokens(tpl_hashes, line_hashes):
     """For each template row of token hashes, how many tokens equal the line's (int64[k]).
 
@@ -756,7 +758,8 @@ def span_tokens(buf, i, e, flags, force, scratch, prev_s, prev_e):
     return first, end
 
 
-@njit(cache=True)
+@kt.entry((kt.BYTES, kt.I64_1D, kt.I64_1D, kt.I32_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.U8_1D,
+       kt.INT64, kt.I64_1D, kt.INT64, kt.U8_1D), cache=True)
 def extract_params(buf, starts, ends, slots, tpl_first, tpl_nscan, tt_start, tt_end, tt_marks, pool, max_marks,
                    param_ptr, flags, force):
     """Values filling each template wildcard, in the CSR layout of ParsedBatch.

@@ -8,6 +8,7 @@ content; every other line is marked not-ok and goes through the per-line Python 
 import numpy as np
 from numba import njit
 
+from anomaly_detector import kernel_types as kt
 from anomaly_detector.parsing.header_kernels import level_table, lookup_level
 
 _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
@@ -127,7 +128,7 @@ def _in(c, chars):
     return False
 
 
-@njit(cache=True)
+@kt.entry((kt.BYTES, kt.I64_1D, kt.I64_1D, kt.BOOL, kt.F64_1D, kt.I64_1D, kt.BYTES, kt.U8_2D, kt.I64_1D, kt.I64_1D), cache=True)
 def plain_lines(buf, starts, ends, naive_ok, pow10, days_in_month, strip, names, lengths, codes):
     """Per line: ok, ts, level, content start, year, month (see the module docstring)."""
     n = starts.shape[0]

@@ -8,6 +8,8 @@ look at shapes: a syslog-style prefix is two tokens, the second shaped like a pr
 import numpy as np
 from numba import njit
 
+from anomaly_detector import kernel_types as kt
+
 MAX_HOST_BYTES = 64       # host names longer than this are not host names but text
 MAX_PROGRAM_BYTES = 48    # syslog tags are at most 32 characters (RFC 3164); systemd units run longer
 MAX_PID_BYTES = 10        # a pid or a thread/instance id between brackets
@@ -68,7 +70,7 @@ def _syslog_prefix(buf, s, e):
     return ps, pe, pos
 
 
-@njit(cache=True)
+@kt.entry((kt.BYTES, kt.I64_1D, kt.I64_1D), cache=True)
 def syslog_prefixes(buf, starts, ends):
     """Per line: program span (-1 where there is no prefix) and where the text after the prefix starts."""
     n = starts.shape[0]
@@ -109,7 +111,7 @@ def _compose_prefix(buf, s, e):
     return s, name_end, pos
 
 
-@njit(cache=True)
+@kt.entry((kt.BYTES, kt.I64_1D, kt.I64_1D), cache=True)
 def compose_prefixes(buf, starts, ends):
     """Per line: compose service span (-1 where there is no prefix) and where the line after it starts."""
     n = starts.shape[0]

@@ -8,6 +8,8 @@ import re
 import numpy as np
 from numba import njit
 
+from anomaly_detector import kernel_types as kt
+
 REPLACEMENT = "\ufffd"
 # C0 controls except TAB, plus DEL: they would corrupt terminals, JSON consumers and templates.
 _CONTROL_CHARS = "".join(chr(c) for c in range(32) if c != 9) + "\x7f"
@@ -75,7 +77,7 @@ def _replaced(buf, i, n, length, valid):
     return length == 1 and (b < 32 or b == 127) and b != 9 and not _is_kept_control(buf, i, n)
 
 
-@njit(cache=True)
+@kt.entry((kt.BYTES,), cache=True)
 def clean_buffer(buf):
     """Sanitise a whole buffer of lines; equals clean_text per line with the terminators kept.
 

@@ -12,6 +12,8 @@ import zoneinfo
 import numpy as np
 from numba import njit
 
+from anomaly_detector import kernel_types as kt
+
 _MONTHS = {m: i + 1 for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun",
                                            "jul", "aug", "sep", "oct", "nov", "dec"))}
 _EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
@@ -474,7 +476,7 @@ def _parse_epoch_row(buf, ps, pe, row, nparts, total):
     return ts + frac / 10.0 ** (total - j - 1)
 
 
-@njit(cache=True)
+@kt.entry((kt.BYTES, kt.I64_2D, kt.I64_2D, kt.INT64, kt.U8_1D, kt.U8_1D), cache=True)
 def parse_stamps(buf, ps, pe, nparts, template, fracseps):
     """Local-time epoch seconds of each row's stamp (parts joined by a space) in one layout.
 
@@ -634,7 +636,8 @@ def parse_stamps(buf, ps, pe, nparts, template, fracseps):
     return ok, ts, year, month, day, hour, sod, fnum, fdig
 
 
-@njit(cache=True)
+@kt.entry((kt.BOOL_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.INT64, kt.INT64, kt.INT64, kt.F64_1D,
+       kt.I64_1D), cache=True)
 def infer_years(good, month, day, sod, fnum, fdig, start, year0, last0, ts, years):
     """Year inference of TimestampParser over rows start.. of year-less stamps, in order.
 

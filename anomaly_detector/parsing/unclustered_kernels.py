@@ -9,6 +9,7 @@ Plain-Python twin: line_tokens_py / could_join_py in tests/unit/test_unclustered
 import numpy as np
 from numba import njit
 
+from anomaly_detector import kernel_types as kt
 from anomaly_detector.parsing.miner_kernels import MARK, SEP, _fnv, _is_alnum, mask_line, table_find
 
 LINE_BARE_HASH = np.uint64(1)   # a bare value on the line side: equal to no template token
@@ -60,7 +61,10 @@ def could_join(ntok, hashes, rigid, slots, tpl_first, tt_hash, tt_rigid):
     return False
 
 
-@njit(cache=True)
+@kt.entry((kt.types.Tuple((kt.BYTES, kt.I64_1D, kt.I64_1D, kt.U8_1D, kt.U64_1D, kt.I32_1D)), kt.INT64, kt.INT64,
+           kt.types.Tuple((kt.U64_1D, kt.I32_1D, kt.I64_1D, kt.I64_1D)),
+           kt.types.Tuple((kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.U64_1D, kt.BOOL_1D)),
+           kt.types.Tuple((kt.BOOL_1D, kt.U64_1D, kt.I64_1D)), kt.INT64, kt.INT64, kt.I32_1D), cache=True)
 def free_text_run(lines, flags, first, table, live, gate, unclustered, clock, out):
     """From line `first` on: cache hits take their slot; a miss of a free-text source that no live template
     could take and whose shape is not in `seen` (a direct-mapped set of recent unclustered shapes) takes

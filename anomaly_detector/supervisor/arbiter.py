@@ -48,6 +48,7 @@ LISTENER_COUNTER_ROW = INPUT_COUNTER_ROW + 1
 ALERTER_SLOT = LISTENER_SLOT + 1   # heartbeat only: its counters are in its stats file (alerting/alerter.py)
 CONTROL_SLOTS, COUNTER_ROWS = ALERTER_SLOT + 1, LISTENER_COUNTER_ROW + 1
 EXIT_OK, EXIT_CONFIG, EXIT_START, EXIT_FATAL_CHILD = 0, 1, 3, 4
+COMPILE_EXTEND_SECONDS = 120     # a first start's kernel compile may outlast TimeoutStartSec on a busy host
 
 
 class StartError(Exception):
@@ -117,7 +118,7 @@ class Arbiter:
         _check_inputs(self.cfg)
         for key in ("state_dir", "log_dir"):
             os.makedirs(self.cfg["paths"][key], exist_ok=True)
-        warm_up(self.cfg)
+        warm_up(self.cfg, status=_compiling)
         self.http_socket = _listen(self.cfg["http"])
         self._bind_network(self.cfg)
         removed = sweep_stale(instance_prefix(self.instance))
@@ -517,3 +518,7 @@ def _listen(http):
     sock.set_inheritable(True)
     return sock
 
+
+def _compiling(text):
+    """Kernel compile progress during a first start: systemd shows it and waits longer."""
+    systemd.extend_timeout(COMPILE_EXTEND_SECONDS, text)

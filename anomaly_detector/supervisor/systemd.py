@@ -1,6 +1,7 @@
 """sd_notify for Type=notify units with the standard library only (after gunicorn's systemd.py).
 
-Called by the supervisor alone (NotifyAccess=main): ready() after warm-up, reloading() then ready()
+Called by the supervisor alone (NotifyAccess=main): extend_timeout() while warm-up compiles kernels,
+ready() after warm-up, reloading() then ready()
 around a SIGHUP reload, stopping() on SIGTERM, watchdog() every watchdog_interval()/2 from its loop.
 Every function is a no-op returning False when NOTIFY_SOCKET is unset (not run by systemd).
 """
@@ -46,6 +47,11 @@ def reloading(status=None):
 def stopping(status=None):
     """A graceful stop started."""
     return notify("STOPPING=1" + _status_line(status))
+
+
+def extend_timeout(seconds, status_text=None):
+    """Still starting (compiling kernels): systemd waits `seconds` more past TimeoutStartSec."""
+    return notify("EXTEND_TIMEOUT_USEC=%d" % int(seconds * 1e6) + _status_line(status_text))
 
 
 def watchdog():

@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from anomaly_detector import kernel_cache
+from anomaly_detector import kernel_types as kt
 from anomaly_detector.alerting.producer import AlertProducer
 from anomaly_detector.detection.output_kernels import record_prefix
 from anomaly_detector.metrics.sketch import record_latencies
@@ -68,6 +70,9 @@ class DetectorWorker:
 
     def __init__(self, cfg, index, ring, control, slot):
         self.cfg, self.index, self.control, self.slot = cfg, index, control, slot
+        # Kernels typed when forked (all of them, by warm-up): one typed later compiled in this worker.
+        self._kernels = kernel_cache.kernel_dispatchers()
+        self._typed = kernel_cache.typed_kernels(self._kernels)
         self.ring, self.reader = ring, ring.reader()
         self.counters = control.counters(index)
         self.state_dir = worker_state_dir(cfg, index)
@@ -215,8 +220,21 @@ class DetectorWorker:
                           volume_gaps_skipped=self._new_gaps_skipped(),
                           json_fields_over_cap=self._new_over_cap(),
                           series_values_refused=self._new_series_refused(),
-                          lines_unclustered=self._new_unclustered())
+                          lines_unclustered=self._new_unclustered(),
+                          kernels_compiled_after_fork=self._new_kernels_typed())
         return errors, dead, b"".join(outputs)
+
+    def _new_kernels_typed(self):
+        """Numba kernel versions typed (compiled or loaded) since the fork, each logged: warm-up should
+        have made them all, and a worker compiling stalls its ring and its heartbeat."""
+        now = kernel_cache.typed_kernels(self._kernels)
+        if now == self._typed:
+            return 0
+        new = {name: count - self._typed.get(name, 0) for name, count in now.items() if count != self._typed.get(name)}
+        self._typed = now
+        log.warning("worker %d: numba kernels typed after fork (warm-up missed them; the worker stalled while "
+                    "compiling): %s", self.index, ", ".join(sorted(new)))
+        return sum(new.values())
 
     def _since_last(self, name, total):
         """How much a running total grew since the last batch. A tier restored afresh (a state file set
@@ -294,6 +312,11 @@ class DetectorWorker:
             outputs.append(self._score_run(buf, starts, ends, int(meta["seq"][0]), source_id))
             return 0, 0
         except Exception as exc:  # one poisoned line must not kill the worker or cost the whole batch
+            if kt.is_type_mismatch(exc) and kt.allow_late_compiles():
+                log.error("worker %d: %s in a kernel prepared before fork; kernels compile when needed from now "
+                          "on (counted in anomaly_detector_kernels_compiled_after_fork_total); scoring the run again",
+                          self.index, exc)
+                return self._score_run_guarded(buf, starts, ends, meta, source_id, outputs)
             if len(starts) == 1:
                 log.exception("worker %d: a line could not be processed", self.index)
                 return 1, self._dead_letter(buf, starts, ends, meta, "exception: %s: %s" % (type(exc).__name__, exc))

@@ -3,10 +3,11 @@
 Ring payloads are lines without separators (ipc/ring.py); records.parse_columns splits on LF.
 """
 import numpy as np
-from numba import njit
+
+from anomaly_detector import kernel_types as kt
 
 
-@njit(cache=True)
+@kt.entry((kt.BYTES, kt.I64_1D, kt.I64_1D), cache=True)
 def join_lines(buf, starts, ends):
     """The lines buf[starts[i]:ends[i]] joined with LF (one after each line) as a new uint8 array."""
     n = starts.shape[0]

@@ -10,6 +10,8 @@ import json
 import numpy as np
 from numba import njit
 
+from anomaly_detector import kernel_types as kt
+
 _MESSAGE_KEY = np.frombuffer(b',"message":"', np.uint8)
 _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 
@@ -101,7 +103,7 @@ def _utf8_ok(buf, s, e):
     return True
 
 
-@njit(cache=True)
+@kt.entry((kt.BYTES, kt.I64_1D, kt.I64_1D), cache=True)
 def _invalid_utf8_lines(buf, starts, ends):
     """Indices of the lines that are not valid UTF-8."""
     bad = np.empty(starts.shape[0], np.int64)
@@ -149,7 +151,8 @@ def _put_escaped(out, pos, buf, s, e, hexdigits):
     return pos
 
 
-@njit(cache=True)
+@kt.entry((kt.BYTES, kt.I64_1D, kt.U8_1D, kt.I64_1D, kt.I64_1D, kt.BYTES, kt.I64_1D, kt.I64_1D, kt.BYTES, kt.I64_1D,
+           kt.I64_1D, kt.I64_1D, kt.BYTES, kt.BYTES), cache=True)
 def _render(records, newlines, buf, starts, ends, fb_pool, fb_start, fb_end, tail_pool, tail_start, tail_end,
             source_ids, message_key, hexdigits):
     n = starts.shape[0]

@@ -28,7 +28,7 @@ def _free_port(kind=socket.SOCK_DGRAM):
 def _config(tmp_path, http_port, syslog_port, workers=2):
     path = tmp_path / "config.ini"
     path.write_text("[paths]\nstate_dir = %s\nlog_dir = %s\n[logging]\nto_file = false\n"
-                    "[processing]\nworkers = %d\nring_size = 4096\nring_bytes = 1048576\n"
+                    "[processing]\nworkers = %d\nbatch_size = 1000\nring_size = 4096\nring_bytes = 1048576\n"
                     "[http]\nbind = 127.0.0.1\nport = %d\n"
                     "[inputs]\n[[sys]]\ntype = syslog\nprotocol = udp\nlisten_address = 127.0.0.1\nlisten_port = %d\n"
                     % (tmp_path / "state", tmp_path / "log", workers, http_port, syslog_port))

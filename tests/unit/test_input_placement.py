@@ -13,7 +13,9 @@ from anomaly_detector.ipc.ring import Ring, ring_bytes
 def _runner(reader, rings):
     runner = InputRunner.__new__(InputRunner)
     runner.rings, runner.writers = rings, [ring.writer() for ring in rings]
-    runner.counters = ControlBlock.create(bytearray(control_bytes(1, 1)), 1, 1).counters(0)
+    runner.control = ControlBlock.create(bytearray(control_bytes(1, 1)), 1, 1)
+    runner.counters = runner.control.counters(0)
+    runner._was_paused = False
     runner.readers, runner.drop_when_full = [reader], False
     runner.backlog, runner.uncommitted = [collections.deque()], [collections.deque()]
     runner.inflight = [collections.deque() for _ in rings]

@@ -36,6 +36,8 @@ def test_state_messages(notify_socket):
     assert received(notify_socket) == "STATUS=2 workers, 0 lines behind"
     assert systemd.ready("reloaded")
     assert received(notify_socket) == "READY=1\nSTATUS=reloaded"
+    assert systemd.extend_timeout(120, "compiling kernels 3/46 (first start only)")
+    assert received(notify_socket) == "EXTEND_TIMEOUT_USEC=120000000\nSTATUS=compiling kernels 3/46 (first start only)"
 
 
 def test_reloading_carries_the_monotonic_clock_in_microseconds(notify_socket):

@@ -1,0 +1,98 @@
+"""Entry kernels: the numba kernels Python calls, declared with explicit argument types.
+
+`@entry(signature, cache=True)` is `@njit(cache=True)` plus a record of the signature(s) the code
+calls it with. compile_entry_kernels() (kernel_cache.prepare_kernels: the daemon's warm-up before it
+forks, a command before it runs) compiles each, or loads it from the kernel cache, then forbids
+other argument types: warm-up compiles exactly what runs, a forked worker never compiles, and a
+caller passing another type gets a TypeError instead of a silent compile. Compiling after import
+rather than at decoration lets a kernel call helpers defined further down its module, and keeps
+imports (and --help) fast. Generic helpers called only from kernels stay lazy, typed by callers.
+Arrays are C-contiguous. Byte buffers are typed read-only: numba converts a writable array to a
+read-only one, so one compiled version serves both (np.frombuffer gives read-only arrays).
+"""
+from numba import njit, types
+from numba.core.caching import NullCache
+
+INT32, INT64, UINT64, FLOAT64, BOOL = types.int32, types.int64, types.uint64, types.float64, types.boolean
+
+
+def _array(dtype, ndim, readonly=False):
+    return types.Array(dtype, ndim, "C", readonly=readonly)
+
+
+BYTES = _array(types.uint8, 1, readonly=True)
+U8_1D, U8_2D = _array(types.uint8, 1), _array(types.uint8, 2)
+I8_1D, I8_2D = _array(types.int8, 1), _array(types.int8, 2)
+I16_1D = _array(types.int16, 1)
+I32_1D, I32_2D = _array(types.int32, 1), _array(types.int32, 2)
+I64_1D, I64_2D = _array(types.int64, 1), _array(types.int64, 2)
+I64_1D_RO = _array(types.int64, 1, readonly=True)
+U64_1D, U64_2D = _array(types.uint64, 1), _array(types.uint64, 2)
+F32_1D, F32_2D = _array(types.float32, 1), _array(types.float32, 2)
+F64_1D, F64_2D, F64_3D = _array(types.float64, 1), _array(types.float64, 2), _array(types.float64, 3)
+BOOL_1D = _array(types.boolean, 1)
+
+
+def tuple_of(item, count):
+    """A tuple of `count` values of one type (numba UniTuple)."""
+    return types.UniTuple(item, count)
+
+
+# (dispatcher, [signature, ...]) of every entry kernel defined so far, in definition order.
+ENTRY_KERNELS = []
+_compiled = set()
+
+
+def entry(signatures, **options):
+    """Decorator: an njit kernel with its explicit signature (an argument-type tuple) or list of them."""
+    listed = list(signatures) if isinstance(signatures, list) else [signatures]
+
+    def decorate(function):
+        dispatcher = njit(**options)(function)
+        ENTRY_KERNELS.append((dispatcher, listed))
+        return dispatcher
+    return decorate
+
+
+def pending_signatures():
+    """[(dispatcher, signature)] of imported entry kernels not compiled or loaded yet."""
+    return [(d, sig) for d, sigs in ENTRY_KERNELS if id(d) not in _compiled for sig in sigs]
+
+
+def compile_entry_kernels(each=None, on_error=None):
+    """Compile (or load from the cache) every pending signature, then forbid other types.
+
+    each(dispatcher) is called after every signature (progress display). A cache that cannot be
+    read or written (OSError) is dropped for that kernel after on_error(dispatcher, exc): it is
+    compiled in memory instead."""
+    for dispatcher, sigs in ENTRY_KERNELS:
+        if id(dispatcher) in _compiled:
+            continue
+        for sig in sigs:
+            try:
+                dispatcher.compile(sig)
+            except OSError as exc:
+                if on_error is not None:
+                    on_error(dispatcher, exc)
+                dispatcher._cache = NullCache()   # numba's own no-cache object
+                dispatcher.compile(sig)
+            if each is not None:
+                each(dispatcher)
+        dispatcher.disable_compile()
+        _compiled.add(id(dispatcher))
+
+
+def is_type_mismatch(exc):
+    """True when exc is an entry kernel refusing argument types no signature covers."""
+    return isinstance(exc, TypeError) and str(exc).startswith("No matching definition for argument type(s)")
+
+
+def allow_late_compiles():
+    """Let every prepared entry kernel compile again (a worker met types nobody declared: better a slow
+    batch than lines lost); True the first time, False when already allowed."""
+    if not _compiled:
+        return False
+    for dispatcher, _sigs in ENTRY_KERNELS:
+        dispatcher.disable_compile(False)
+    _compiled.clear()
+    return True
