@@ -12,9 +12,10 @@ import numpy as np
 from .detection.engine import DetectionEngine
 from .detection.output_kernels import KEY_ARRAYS, escaped, record_prefix, write_records
 from .parsing.batch import ParsedBatch
+from .parsing.columns import parse_columns
 from .parsing.masking import MaskingConfig
 from .parsing.miner import TemplateMiner
-from .parsing.records import RecordParser, parse_columns
+from .parsing.records import RecordParser
 from .storage.atomic import sweep_orphan_temps
 
 # Bytes of input parsed and scored at once: large enough that per-batch Python is noise.

@@ -1,7 +1,15 @@
 """Event time from log text: ISO 8601, epoch, syslog, and the stamps of the Loghub datasets.
 
-records.RecordParser uses one TimestampParser per input; it caches the detected format and the
-epoch of each day so a repeated stamp costs a regex match and a few integer conversions.
+records.RecordParser uses one TimestampParser per input (per line); columns.parse_columns runs
+the numba kernels below over whole columns and keeps the parser's state as if it had read each
+stamp (through the methods under "state shared with the column kernels").
+
+The recipe of a file (which header fields hold the stamp, which format it has) is learned once:
+the first format whose shape a stamp has decides it. A stamp in the learned shape whose values
+are impossible (month 47, hour 93) is garbage: it reads as no time without trying any other
+format, so it costs what a valid stamp costs. A file that starts with garbage learns its shape
+from the garbage. Year-less stamps (syslog, Android) take their year from the file's context:
+see TimestampParser.
 """
 import datetime as _dt
 import operator
@@ -16,6 +24,7 @@ _MONTHS = {m: i + 1 for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "j
                                            "jul", "aug", "sep", "oct", "nov", "dec"))}
 _EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
 _CACHE_LIMIT = 20000
+GARBAGE = -1  # parse_prefix's end for a stamp in a known shape with impossible values
 
 # Named groups: Y (4-digit year), y (2-digit year), M (month number), Mon (month name), D (day),
 # h, m, s, f (fraction digits), z (Z or +hh:mm). Formats without Y/y get their year inferred.
@@ -55,6 +64,7 @@ def _compile(name, source):
 
 
 _COMPILED = [_compile(name, rx) for name, rx in _FORMATS]
+_FORMAT_INDEX = {name: i for i, (name, *_) in enumerate(_COMPILED)}
 _EPOCH = re.compile(r"(?P<n>\d{9,19})(?:\.(?P<f>\d{1,9}))?")
 _BOUNDARY = re.compile(r"\s|[\]\[,;|)(>-]|$")
 _ZONE_RX = re.compile(r"([+-])(\d{2}):?(\d{2})")
@@ -91,7 +101,10 @@ class TimestampParser:
 
     Year-less stamps (syslog, Android) take the year of the last stamp that had one, else
     `default_year`, else the current year; a month that falls back by 6 or more (Dec -> Jan)
-    means the year rolled over. Zone-less stamps are read in `timezone` (IANA name).
+    means the year rolled over, a smaller step back (Jul after Aug: lines out of order) does not.
+    Zone-less stamps are read in `timezone` (IANA name).
+
+    `garbage` counts stamps in a known shape with impossible values (see the module docstring).
     """
 
     def __init__(self, strptime: str = "", timezone: str = "UTC", default_year=None):
@@ -106,6 +119,9 @@ class TimestampParser:
         self._year = None
         self._last_month = None
         self._cached = None  # index into _COMPILED of the last format that matched
+        self._garbage_format = None  # the shape learned from garbage while no format has matched
+        self._garbage_recipe = None  # likewise for from_fields
+        self.garbage = 0
         self._days = {}
         self._dates = {}
         self._offsets = {}
@@ -126,7 +142,9 @@ class TimestampParser:
             if text == self._last_text:  # consecutive lines often share the stamp
                 return self._last_ts
             ts, end = self._parse_at_start(text)
-            if end != len(text):
+            if end == GARBAGE:
+                self.garbage += 1
+            if ts is None or end != len(text):
                 return None
             self._last_text, self._last_ts = text, ts
             return ts
@@ -134,9 +152,13 @@ class TimestampParser:
             return None
 
     def parse_prefix(self, text):
-        """(ts, end) for a timestamp at the start of text followed by a boundary, else (None, 0)."""
+        """(ts, end) for a timestamp at the start of text followed by a boundary, else (None, 0);
+        (None, GARBAGE) when the start has a known stamp shape with impossible values."""
         try:
             ts, end = self._parse_at_start(text[:64])
+            if end == GARBAGE:
+                self.garbage += 1
+                return None, GARBAGE
             if ts is None or not _BOUNDARY.match(text, end):
                 return None, 0
             return ts, end
@@ -167,62 +189,198 @@ class TimestampParser:
             return None
 
     def from_fields(self, fields):
-        """Combine the header fields of a Loghub format (Date+Time, Month+Date+Time, ...) into a ts."""
+        """Combine the header fields of a Loghub format (Date+Time, Month+Date+Time, ...) into a ts.
+
+        The learned recipe is tried first; garbage in it is final (no time, counted once). With
+        no recipe learned yet, the first recipe whose stamp has a known shape is remembered.
+        """
         try:
-            if self._field_recipe is not None:
-                ts = self._try_recipe(self._field_recipe, fields)
+            learned = self._field_recipe or self._garbage_recipe
+            if learned is not None:
+                ts, garbage = self._try_recipe(learned, fields)
                 if ts is not None:
+                    self._learn_recipe(learned)
                     return ts
+                if garbage:
+                    self.garbage += 1
+                    return None
+            first_garbage = None
             for recipe in _FIELD_RECIPES:
-                if recipe is self._field_recipe:
+                if recipe is learned:
                     continue
-                ts = self._try_recipe(recipe, fields)
+                ts, garbage = self._try_recipe(recipe, fields)
                 if ts is not None:
-                    self._field_recipe = recipe
+                    self._learn_recipe(recipe)
                     return ts
+                if garbage and first_garbage is None:
+                    first_garbage = recipe
+            if first_garbage is not None:
+                self.garbage += 1
+                if self._field_recipe is None:
+                    self._garbage_recipe = first_garbage
             return None
         except (ValueError, OverflowError, TypeError, KeyError, AttributeError):
             return None
 
+    # ---- state shared with the column kernels (columns.py) -------------------------------------
+
+    @property
+    def zone_is_utc(self):
+        """Whether zone-less stamps are UTC (no per-date offset to look up)."""
+        return self._zone is None
+
+    @property
+    def field_recipe(self):
+        """The header fields the stamp was last read from: a tuple of names, or None."""
+        return self._field_recipe
+
+    @property
+    def learned_recipe(self):
+        """The recipe the next header line is read with: the one of the last valid stamp, else
+        the one garbage stamps had, else None."""
+        return self._field_recipe or self._garbage_recipe
+
+    @property
+    def cached_format(self):
+        """Name of the format of the last valid stamp (a key of _LAYOUTS or of the regexes), or None."""
+        return None if self._cached is None else _COMPILED[self._cached][0]
+
+    @property
+    def learned_format(self):
+        """The format the next stamp is tried in first: the cached one, else the shape garbage had."""
+        idx = self._cached if self._cached is not None else self._garbage_format
+        return None if idx is None else _COMPILED[idx][0]
+
+    @property
+    def last_text(self):
+        return self._last_text
+
+    @property
+    def last_ts(self):
+        return self._last_ts
+
+    def layout(self):
+        """The kernel layout of the learned format, EPOCH_LAYOUT when none is learned, None when
+        the kernel cannot read it (strptime, or a format without a fixed layout)."""
+        if self.strptime:
+            return None
+        name = self.learned_format
+        if name is None:
+            return EPOCH_LAYOUT
+        return name if name in _LAYOUTS else None
+
+    def year_context(self):
+        """(year, last month or -1) that a year-less stamp read now would start from."""
+        year = self._year if self._year is not None else (self._default_year or self._now_year())
+        return year, (self._last_month if self._last_month is not None else -1)
+
+    def took_stamps(self, year, month, fmt=None):
+        """State after a kernel read stamps up to a valid one with this year and month, in format
+        fmt (None: the learned one), as parse() and parse_prefix() leave it."""
+        if fmt is not None:
+            self._cached, self._garbage_format = _FORMAT_INDEX[fmt], None
+        self._year, self._last_month = int(year), int(month)
+
+    def remember_text(self, text, ts):
+        """The last whole stamp text parse() read and its value (a repeat is answered from memory)."""
+        self._last_text, self._last_ts = text, ts
+
+    def forget_text(self):
+        """A stamp was read that parse() did not see: the next text is not a repeat."""
+        self._last_text = None
+
+    def took_garbage(self, count, fmt=None, recipe=None):
+        """State after a kernel found `count` garbage stamps in format fmt (with this recipe)."""
+        self.garbage += int(count)
+        if count and fmt is not None and self._cached is None:
+            self._garbage_format = _FORMAT_INDEX[fmt]
+        if count and recipe is not None and self._field_recipe is None:
+            self._garbage_recipe = recipe
+
+    def local_offset(self, year, month, day, hour):
+        """UTC offset in seconds of a local wall-clock hour in the parser's time zone."""
+        return self._local_offset(year, month, day, hour)
+
     # ---- internals ---------------------------------------------------------------------------
 
+    def _learn_recipe(self, recipe):
+        self._field_recipe = recipe
+        self._garbage_recipe = None
+
     def _try_recipe(self, recipe, fields):
+        """(ts or None, whether the stamp was garbage)."""
         parts = []
         for name in recipe:
             value = fields.get(name)
             if not value:
-                return None
+                return None, False
             parts.append(value)
-        return self.parse(" ".join(parts))
+        text = " ".join(parts).strip()
+        if not text or len(text) > 64:
+            return None, False
+        if text == self._last_text:
+            return self._last_ts, False
+        try:
+            ts, end = self._parse_at_start(text)
+        except (ValueError, OverflowError, TypeError, KeyError, AttributeError):
+            return None, False  # as parse(): this recipe reads no time, another may
+        if ts is None or end != len(text):
+            return None, end == GARBAGE
+        self._last_text, self._last_ts = text, ts
+        return ts, False
 
     def _parse_at_start(self, text):
+        """(ts, end) of the stamp at the start of text; (None, 0) when it has no known shape,
+        (None, GARBAGE) when its shape is known and its values are impossible.
+
+        The learned format is tried first, and its shape decides. Otherwise the first format
+        whose shape the text has decides; garbage there tries the others (a first line may hold
+        a date-only stamp) and, when none reads it, becomes the learned shape.
+        """
         if self.strptime:
             return float(self._parse_strptime(text)), len(text)
-        if self._cached is not None:
-            got = self._try_format(self._cached, text)
+        learned = self._cached if self._cached is not None else self._garbage_format
+        if learned is not None:
+            got = self._try_format(learned, text)
             if got is not None:
+                if got[0] is not None:
+                    self._cached, self._garbage_format = learned, None
                 return got
         m = _EPOCH.match(text)
         if m and (m.end() == len(text) or _BOUNDARY.match(text, m.end())):
             return _epoch_number(m.group("n"), m.group("f")), m.end()
+        garbage = None
         for idx in range(len(_COMPILED)):
-            if idx == self._cached:
+            if idx == learned:
                 continue
             got = self._try_format(idx, text)
-            if got is not None:
-                self._cached = idx
+            if got is None:
+                continue
+            if got[0] is not None:
+                self._cached, self._garbage_format = idx, None
                 return got
-        return None, 0
+            if garbage is None:
+                garbage = idx
+        if garbage is None:
+            return None, 0
+        if self._cached is None:
+            self._garbage_format = garbage
+        return None, GARBAGE
 
     def _try_format(self, idx, text):
+        """None when text has not this format's shape, (None, GARBAGE) when its values are
+        impossible, else (ts, end)."""
         _, rx, pos, date_key = _COMPILED[idx]
         m = rx.match(text)
         if m is None:
             return None
         g = m.groups()
-        ts = self._from_groups(g, pos, (idx,) + date_key(g))
+        try:
+            ts = self._from_groups(g, pos, (idx,) + date_key(g))
+        except (ValueError, OverflowError):  # Feb 30, year 0: no such day
+            ts = None
         if ts is None:
-            return None
+            return None, GARBAGE
         return ts, m.end()
 
     def _from_groups(self, g, pos, dkey):
@@ -337,6 +495,7 @@ _FIELD_RECIPES = [
     ("Date",),
     ("Datetime",),
 ]
+STAMP_FIELDS = frozenset(name for recipe in _FIELD_RECIPES for name in recipe)
 
 
 def now():
@@ -381,13 +540,8 @@ def layout_has_year(name):
 
 
 def layout_of(parser):
-    """The layout the parser's cached format corresponds to, or None when the kernel cannot do it."""
-    if parser.strptime:
-        return None
-    if parser._cached is None:
-        return EPOCH_LAYOUT
-    name = _COMPILED[parser._cached][0]
-    return name if name in _LAYOUTS else None
+    """The layout of the parser's learned format, or None when the kernel cannot do it."""
+    return parser.layout()
 
 
 @njit(cache=True)
@@ -478,12 +632,15 @@ def _parse_epoch_row(buf, ps, pe, row, nparts, total):
 def parse_stamps(buf, ps, pe, nparts, template, fracseps):
     """Local-time epoch seconds of each row's stamp (parts joined by a space) in one layout.
 
-    Returns (ok, ts, year, month, day, hour, sod, fnum, fdig). Rows that do not have the exact shape
-    get ok=False. An empty template means the epoch layout. For a template without a year, year and
-    ts stay 0 and sod (seconds of day), fnum/fdig (fraction digits) let infer_years finish the job.
+    Returns (ok, garbage, ts, year, month, day, hour, sod, fnum, fdig). Rows that do not have the
+    exact shape get ok=False; rows that have it with impossible values (month 13, hour 25, Feb 30)
+    get garbage=True: TimestampParser reads them as garbage of this format. An empty template means
+    the epoch layout (no garbage). For a template without a year, year and ts stay 0 and sod
+    (seconds of day), fnum/fdig (fraction digits) let infer_years finish the job.
     """
     n = ps.shape[0]
     ok = np.zeros(n, dtype=np.bool_)
+    garbage = np.zeros(n, dtype=np.bool_)
     ts = np.zeros(n, dtype=np.float64)
     year = np.zeros(n, dtype=np.int64)
     month = np.zeros(n, dtype=np.int64)
@@ -609,6 +766,7 @@ def parse_stamps(buf, ps, pe, nparts, template, fracseps):
             Y = 2000 + Y if Y < 70 else 1900 + Y
         if not has_year:
             if M < 1 or M > 12 or D < 1 or D > 31 or h > 24 or mi > 59 or s > 60:
+                garbage[row] = True
                 continue
             ok[row] = True
             month[row] = M
@@ -618,9 +776,8 @@ def parse_stamps(buf, ps, pe, nparts, template, fracseps):
             fnum[row] = frac
             fdig[row] = fdigits
             continue
-        if Y < 1 or M < 1 or M > 12 or D < 1 or D > _days_in_month(Y, M):
-            continue
-        if h > 24 or mi > 59 or s > 60:
+        if Y < 1 or M < 1 or M > 12 or D < 1 or D > _days_in_month(Y, M) or h > 24 or mi > 59 or s > 60:
+            garbage[row] = True
             continue
         value = float(_days_from_civil(Y, M, D) * 86400 + h * 3600 + mi * 60 + s)
         if fdigits:
@@ -631,22 +788,28 @@ def parse_stamps(buf, ps, pe, nparts, template, fracseps):
         month[row] = M
         day[row] = D
         hour[row] = h
-    return ok, ts, year, month, day, hour, sod, fnum, fdig
+    return ok, garbage, ts, year, month, day, hour, sod, fnum, fdig
 
 
 @njit(cache=True)
-def infer_years(good, month, day, sod, fnum, fdig, start, year0, last0, ts, years):
+def infer_years(good, garbage, month, day, sod, fnum, fdig, start, year0, last0, ts, years):
     """Year inference of TimestampParser over rows start.. of year-less stamps, in order.
 
-    Stops at the first row that is not good or whose date does not exist in the inferred year
-    (the Python path then handles it with the state returned here). Writes ts and years of the
-    rows it took; returns (end, year_after, last_month_after); last0 = -1 means none.
+    Stops at the first row that is neither good nor garbage, or whose date does not exist in the
+    inferred year (the Python path then handles it with the state returned here). Writes ts and
+    years of the rows it took (NaN and 0 for garbage, which leaves the year state alone);
+    returns (end, year_after, last_month_after); last0 = -1 means none.
     """
     n = good.shape[0]
     year = year0
     last = last0
     i = start
-    while i < n and good[i]:
+    while i < n and (good[i] or garbage[i]):
+        if garbage[i]:
+            ts[i] = np.nan
+            years[i] = 0
+            i += 1
+            continue
         m = month[i]
         y = year
         if last >= 0 and last - m >= 6:  # Dec -> Jan: the year rolled over

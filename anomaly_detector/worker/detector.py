@@ -12,7 +12,8 @@ import os
 import time
 
 from anomaly_detector.detection.output_kernels import record_prefix
-from anomaly_detector.parsing.records import RecordParser, parse_columns
+from anomaly_detector.parsing.columns import parse_columns
+from anomaly_detector.parsing.records import RecordParser
 from anomaly_detector.pipeline import Pipeline
 from anomaly_detector.relief import ReliefWatch
 from anomaly_detector.storage.appendfile import AppendFile

@@ -198,8 +198,10 @@ def _kernel_one(texts, layout, nparts):
         pe.append(row_e)
     buf = np.frombuffer(data, dtype=np.uint8)
     template, seps = T.layout_arrays(layout)
-    return T.parse_stamps(buf, np.array(ps, dtype=np.int64).reshape(-1, nparts),
-                          np.array(pe, dtype=np.int64).reshape(-1, nparts), nparts, template, seps)[:6]
+    ok, garbage, ts, year, month, day, hour = T.parse_stamps(
+        buf, np.array(ps, dtype=np.int64).reshape(-1, nparts), np.array(pe, dtype=np.int64).reshape(-1, nparts),
+        nparts, template, seps)[:7]
+    return ok, ts, year, month, day, hour, garbage
 
 
 _DIGITY = st.sampled_from(list("0123456789") + ["9", "1", "2", " ", ".", ",", ":", "-", "/", "T", "Z", "a"])
@@ -235,22 +237,28 @@ def test_stamp_kernel_equals_parser(variants, zone):
         parser.parse(_SAMPLES[layout])
         assert T.layout_of(parser) == layout
         nparts = 2 if " " in _SAMPLES[layout] else 1
-        ok, ts, year, month, day, hour = _kernel_one([text], layout, nparts)
+        ok, ts, year, month, day, hour, garbage = _kernel_one([text], layout, nparts)
+        joined = " ".join(p for p in text.split(" ", nparts - 1)) if nparts > 1 else text
+        if garbage[0]:  # the learned shape with impossible values: the parser reads no time either
+            before = parser.garbage
+            assert parser.parse(joined) is None, (layout, text)
+            assert parser.garbage == before + 1, (layout, text)
+            continue
         if not ok[0] or not T.layout_has_year(layout):
             if ok[0]:
                 _check_yearless(layout, text, zone)
             continue
-        joined = " ".join(p for p in text.split(" ", nparts - 1)) if nparts > 1 else text
         want = parser.parse(joined)
         got = ts[0]
         if layout != "epoch" and zone != "UTC":
-            got -= parser._local_offset(int(year[0]), int(month[0]), int(day[0]), int(hour[0]))
+            got -= parser.local_offset(int(year[0]), int(month[0]), int(day[0]), int(hour[0]))
         assert want is not None and got == want, (layout, text)
 
 
 def test_stamp_kernel_rejects_what_it_cannot_prove():
-    ok, *_ = _kernel_one(["2015-07-29 17:41:44Z", "2015-02-30 00:00:00", "2015-07-29  17:41:44"], "iso", 2)
+    ok, *_, garbage = _kernel_one(["2015-07-29 17:41:44Z", "2015-02-30 00:00:00", "2015-07-29  17:41:44"], "iso", 2)
     assert not ok.any()
+    assert garbage.tolist() == [False, True, False]  # Feb 30: the shape, an impossible day
     ok, ts, *_ = _kernel_one(["1117838570.25", "1117838570123", "12345678", "1117838570.1234567890"], "epoch", 1)
     assert ok.tolist() == [True, True, False, False]
     assert ts[0] == 1117838570.25 and ts[1] == 1117838570.123
@@ -265,19 +273,24 @@ def test_year_inference_kernel_equals_parser(stamps, default_year, zone):
     texts = [f"{m:02d}-{d:02d} {h:02d}:30:00.5" for m, d, h in stamps]
     parser = TimestampParser(timezone=zone, default_year=default_year)
     want = [parser.parse(t) for t in texts]
-    ok, ts, year, month, day, hour, sod, fnum, fdig = T.parse_stamps(*_stamp_buffer(texts), 2, *T.layout_arrays("android"))
+    ok, garbage, ts, year, month, day, hour, sod, fnum, fdig = T.parse_stamps(*_stamp_buffer(texts), 2,
+                                                                              *T.layout_arrays("android"))
     mirror = TimestampParser(timezone=zone, default_year=default_year)
     out_ts, out_years = np.zeros(len(texts)), np.zeros(len(texts), dtype=np.int64)
     i = 0
     while i < len(texts):
-        year0 = mirror._year if mirror._year is not None else (mirror._default_year or mirror._now_year())
-        last0 = mirror._last_month if mirror._last_month is not None else -1
-        j, year_after, last_after = T.infer_years(ok, month, day, sod, fnum, fdig, i, year0, last0, out_ts, out_years)
+        year0, last0 = mirror.year_context()
+        j, year_after, last_after = T.infer_years(ok, garbage, month, day, sod, fnum, fdig, i, year0, last0,
+                                                  out_ts, out_years)
         for k in range(i, j):
-            got = out_ts[k] - mirror._local_offset(int(out_years[k]), int(month[k]), int(day[k]), min(int(hour[k]), 23))
+            if garbage[k]:
+                assert want[k] is None and np.isnan(out_ts[k]), texts[k]
+                continue
+            got = out_ts[k] - mirror.local_offset(int(out_years[k]), int(month[k]), int(day[k]), min(int(hour[k]), 23))
             assert got == want[k], texts[k]
-        if j > i:
-            mirror._year, mirror._last_month, mirror._last_text = year_after, last_after, None
+        if j > i and not garbage[i:j].all():
+            mirror.took_stamps(year_after, last_after, fmt="android")
+            mirror.forget_text()
         if j < len(texts):
             assert mirror.parse(texts[j]) == want[j]  # the Python path takes the row the kernel left
             j += 1
@@ -309,11 +322,11 @@ def _check_yearless(layout, text, zone):
         pos = len(data)
     out = T.parse_stamps(np.frombuffer(data, dtype=np.uint8), np.array([ps], dtype=np.int64),
                          np.array([pe], dtype=np.int64), nparts, *T.layout_arrays(layout))
-    ok, _, _, month, day, hour, sod, fnum, fdig = out
+    ok, garbage, _, _, month, day, hour, sod, fnum, fdig = out
     ts, years = np.zeros(1), np.zeros(1, dtype=np.int64)
-    end, _, _ = T.infer_years(ok, month, day, sod, fnum, fdig, 0, 2024, -1, ts, years)
+    end, _, _ = T.infer_years(ok, garbage, month, day, sod, fnum, fdig, 0, 2024, -1, ts, years)
     if end == 0:
         assert want is None, text
         return
-    got = ts[0] - TimestampParser(timezone=zone)._local_offset(2024, int(month[0]), int(day[0]), min(int(hour[0]), 23))
+    got = ts[0] - TimestampParser(timezone=zone).local_offset(2024, int(month[0]), int(day[0]), min(int(hour[0]), 23))
     assert got == want, text
