@@ -62,7 +62,7 @@ COUNTER_FIELDS = ("lines_processed", "errors", "batches", "bytes_processed", "an
                   "output_errors", "spool_refused_full", "spool_refused_error", "spool_torn_records",
                   "files_deferrals", "files_deferred", "rule_scans_cut", "source_capped_lines",
                   "volume_gaps_skipped",
-                  "json_fields_over_cap", "series_values_refused")
+                  "json_fields_over_cap", "series_values_refused", "timestamps_unparsed")
 _COUNTER_INDEX = {name: i for i, name in enumerate(COUNTER_FIELDS)}
 _ROW_WORDS = -(-len(COUNTER_FIELDS) * 8 // CACHE_LINE) * CACHE_LINE // 8
 

@@ -113,6 +113,7 @@ class Readings:
             "volume_gaps_skipped_total": totals["volume_gaps_skipped"],
             "json_fields_over_cap_total": totals["json_fields_over_cap"],
             "series_values_refused_total": totals["series_values_refused"],
+            "timestamps_unparsed_total": totals["timestamps_unparsed"],
             "anomalies_total": totals["anomalies"],
             "incidents_total": totals["incidents"],
             "input_queue_size": depth,

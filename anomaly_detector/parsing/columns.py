@@ -500,7 +500,8 @@ class _KernelLines:
         """Stamps without a year: the kernel infers years in order from the parser's state."""
         stamps = self.parser.timestamps
         self.sync_state()
-        year0, last0 = stamps.year_context()
+        first = i + int(np.argmax(self.take_ok[i:]))  # the first valid stamp picks the year when none is known
+        year0, last0 = stamps.year_context(int(self.k_month[first]), int(self.k_day[first]))
         j, year_after, last_after = infer_years(self.take_ok, self.take_garbage, self.k_month, self.k_day,
                                                 self.k_sod, self.k_fnum, self.k_fdig, i, year0, last0,
                                                 self.y_ts, self.y_years)

@@ -134,7 +134,7 @@ class RecordParser:
     def __init__(self, format="auto", log_format="", source="", message_key="message",
                  timestamp_key="timestamp", source_key="source", level_key="level", timestamp_format="",
                  timezone="UTC", max_line_bytes=DEFAULT_MAX_LINE_BYTES, default_year=None, source_fields=(),
-                 source_prefix="off", max_sources=256, json_numeric_fields=8):
+                 source_prefix="off", max_sources=256, json_numeric_fields=8, reference_time=None):
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
         self.format = format
@@ -154,7 +154,7 @@ class RecordParser:
         if not 0 <= self.json_numeric_fields <= MAX_JSON_NUMERIC_FIELDS:
             raise ValueError(f"json_numeric_fields must be 0..{MAX_JSON_NUMERIC_FIELDS}, not {json_numeric_fields!r}")
         self.max_line_bytes = int(max_line_bytes)
-        self.timestamps = TimestampParser(timestamp_format, timezone, default_year)
+        self.timestamps = TimestampParser(timestamp_format, timezone, default_year, reference_time)
         self.stats = dict.fromkeys(_STAT_KEYS, 0)
         self._last_ts = None
 

@@ -99,15 +99,18 @@ def _epoch_number(digits, frac):
 class TimestampParser:
     """Stateful parser: remembers the detected format, day epochs and the inferred year.
 
-    Year-less stamps (syslog, Android) take the year of the last stamp that had one, else
-    `default_year`, else the current year; a month that falls back by 6 or more (Dec -> Jan)
-    means the year rolled over, a smaller step back (Jul after Aug: lines out of order) does not.
-    Zone-less stamps are read in `timezone` (IANA name).
+    Year-less stamps (syslog, Android) take their year from the file's context, in this order:
+    the year of the last stamp that had one; else `default_year`; else the year of the reference
+    time (`reference_time`, epoch seconds: replay gives the file's modification time, a live input
+    the arrival time, None means now), or the year before when the stamp's month and day come more
+    than a day after the reference (a file written last December, read in January). From there a
+    month that falls back by 6 or more (Dec -> Jan) means the year rolled over; a smaller step back
+    (Jul after Aug: lines out of order) does not. Zone-less stamps are read in `timezone` (IANA name).
 
     `garbage` counts stamps in a known shape with impossible values (see the module docstring).
     """
 
-    def __init__(self, strptime: str = "", timezone: str = "UTC", default_year=None):
+    def __init__(self, strptime: str = "", timezone: str = "UTC", default_year=None, reference_time=None):
         try:
             self._zone = None if timezone in ("", "UTC", "utc", "Z") else zoneinfo.ZoneInfo(timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
@@ -116,11 +119,13 @@ class TimestampParser:
         self.timezone = timezone or "UTC"
         self._strptime_has_year = any(d in self.strptime for d in ("%Y", "%y", "%G"))
         self._default_year = default_year
+        self.reference_time = reference_time
         self._year = None
         self._last_month = None
         self._cached = None  # index into _COMPILED of the last format that matched
         self._garbage_format = None  # the shape learned from garbage while no format has matched
         self._garbage_recipe = None  # likewise for from_fields
+        self._last_garbage = None  # the format of the last garbage _parse_at_start saw
         self.garbage = 0
         self._days = {}
         self._dates = {}
@@ -143,7 +148,7 @@ class TimestampParser:
                 return self._last_ts
             ts, end = self._parse_at_start(text)
             if end == GARBAGE:
-                self.garbage += 1
+                self._count_garbage(self._last_garbage)
             if ts is None or end != len(text):
                 return None
             self._last_text, self._last_ts = text, ts
@@ -157,7 +162,7 @@ class TimestampParser:
         try:
             ts, end = self._parse_at_start(text[:64])
             if end == GARBAGE:
-                self.garbage += 1
+                self._count_garbage(self._last_garbage)
                 return None, GARBAGE
             if ts is None or not _BOUNDARY.match(text, end):
                 return None, 0
@@ -201,8 +206,8 @@ class TimestampParser:
                 if ts is not None:
                     self._learn_recipe(learned)
                     return ts
-                if garbage:
-                    self.garbage += 1
+                if garbage is not None:
+                    self._count_garbage(garbage)
                     return None
             first_garbage = None
             for recipe in _FIELD_RECIPES:
@@ -212,12 +217,12 @@ class TimestampParser:
                 if ts is not None:
                     self._learn_recipe(recipe)
                     return ts
-                if garbage and first_garbage is None:
-                    first_garbage = recipe
+                if garbage is not None and first_garbage is None:
+                    first_garbage = recipe, garbage
             if first_garbage is not None:
-                self.garbage += 1
+                self._count_garbage(first_garbage[1])
                 if self._field_recipe is None:
-                    self._garbage_recipe = first_garbage
+                    self._garbage_recipe = first_garbage[0]
             return None
         except (ValueError, OverflowError, TypeError, KeyError, AttributeError):
             return None
@@ -269,9 +274,10 @@ class TimestampParser:
             return EPOCH_LAYOUT
         return name if name in _LAYOUTS else None
 
-    def year_context(self):
-        """(year, last month or -1) that a year-less stamp read now would start from."""
-        year = self._year if self._year is not None else (self._default_year or self._now_year())
+    def year_context(self, month, day):
+        """(year, last month or -1) that a year-less stamp of this month and day read now starts from
+        (before the Dec -> Jan rollover, which infer_years applies as _infer_year does)."""
+        year = self._year if self._year is not None else self._first_year(month, day)
         return year, (self._last_month if self._last_month is not None else -1)
 
     def took_stamps(self, year, month, fmt=None):
@@ -303,31 +309,39 @@ class TimestampParser:
 
     # ---- internals ---------------------------------------------------------------------------
 
+    def _count_garbage(self, idx):
+        """One garbage stamp, of format idx: the learned shape while no format has read a stamp."""
+        self.garbage += 1
+        if self._cached is None:
+            self._garbage_format = idx
+
     def _learn_recipe(self, recipe):
         self._field_recipe = recipe
         self._garbage_recipe = None
 
     def _try_recipe(self, recipe, fields):
-        """(ts or None, whether the stamp was garbage)."""
+        """(ts or None, the index of the format whose garbage the stamp was, or None)."""
         parts = []
         for name in recipe:
             value = fields.get(name)
             if not value:
-                return None, False
+                return None, None
             parts.append(value)
         text = " ".join(parts).strip()
         if not text or len(text) > 64:
-            return None, False
+            return None, None
         if text == self._last_text:
-            return self._last_ts, False
+            return self._last_ts, None
         try:
             ts, end = self._parse_at_start(text)
         except (ValueError, OverflowError, TypeError, KeyError, AttributeError):
-            return None, False  # as parse(): this recipe reads no time, another may
+            return None, None  # as parse(): this recipe reads no time, another may
+        if end == GARBAGE:
+            return None, self._last_garbage
         if ts is None or end != len(text):
-            return None, end == GARBAGE
+            return None, None
         self._last_text, self._last_ts = text, ts
-        return ts, False
+        return ts, None
 
     def _parse_at_start(self, text):
         """(ts, end) of the stamp at the start of text; (None, 0) when it has no known shape,
@@ -345,6 +359,8 @@ class TimestampParser:
             if got is not None:
                 if got[0] is not None:
                     self._cached, self._garbage_format = learned, None
+                else:
+                    self._last_garbage = learned
                 return got
         m = _EPOCH.match(text)
         if m and (m.end() == len(text) or _BOUNDARY.match(text, m.end())):
@@ -363,8 +379,7 @@ class TimestampParser:
                 garbage = idx
         if garbage is None:
             return None, 0
-        if self._cached is None:
-            self._garbage_format = garbage
+        self._last_garbage = garbage
         return None, GARBAGE
 
     def _try_format(self, idx, text):
@@ -405,7 +420,7 @@ class TimestampParser:
         if year:
             self._year = year
         else:
-            year = self._infer_year(month)
+            year = self._infer_year(month, day)
             base = self._day_epoch(year, month, day)
         self._last_month = month
         ts = float(base + hour * 3600 + minute * 60 + second)
@@ -437,15 +452,21 @@ class TimestampParser:
             return None
         return month, year, day, self._day_epoch(year, month, day)
 
-    def _infer_year(self, month):
+    def _infer_year(self, month, day):
         if self._year is None:
-            self._year = self._default_year or self._now_year()
+            self._year = self._first_year(month, day)
         elif self._last_month is not None and self._last_month - month >= 6:
             self._year += 1  # Dec -> Jan: the year rolled over
         return self._year
 
-    def _now_year(self):
-        return _dt.datetime.now(self._zone or _dt.timezone.utc).year
+    def _first_year(self, month, day):
+        """The year of the first year-less stamp when no stamp had one (see the class docstring)."""
+        if self._default_year:
+            return self._default_year
+        ref = self.reference_time if self.reference_time is not None else time.time()
+        when = _dt.datetime.fromtimestamp(ref, self._zone or _dt.timezone.utc)
+        later = (month, day) > (when.month, when.day + 1)  # Dec 31 read on Jan 2 is last year's
+        return when.year - 1 if later else when.year
 
     def _day_epoch(self, year, month, day):
         key = (year, month, day)
@@ -473,7 +494,7 @@ class TimestampParser:
     def _parse_strptime(self, text):
         parsed = _dt.datetime.strptime(text, self.strptime)
         if not self._strptime_has_year:
-            parsed = parsed.replace(year=self._infer_year(parsed.month))
+            parsed = parsed.replace(year=self._infer_year(parsed.month, parsed.day))
             self._last_month = parsed.month
         else:
             self._year = parsed.year

@@ -90,6 +90,7 @@ class DetectorWorker:
         self._last_totals = {}  # running totals of the engine and parsers, as last counted (_since_last)
         self._scans_cut_logged = float("-inf")
         self._over_cap = [0] * len(self.parsers)  # JSON numeric fields left out at json_numeric_fields, per input
+        self._unparsed = [0] * len(self.parsers)  # lines whose stamp read as no time, per input
         self._unwritten = None  # a scored batch whose output could not be written: (output, counts)
 
     def run(self, stop):
@@ -176,7 +177,8 @@ class DetectorWorker:
                           rule_scans_cut=self._new_scans_cut(), source_capped_lines=self._new_capped(),
                           volume_gaps_skipped=self._new_gaps_skipped(),
                           json_fields_over_cap=self._new_over_cap(),
-                          series_values_refused=self._new_series_refused())
+                          series_values_refused=self._new_series_refused(),
+                          timestamps_unparsed=self._new_unparsed())
         return errors, dead, b"".join(outputs)
 
     def _since_last(self, name, total):
@@ -228,6 +230,20 @@ class DetectorWorker:
                             parser.json_numeric_fields)
             new += total - self._over_cap[k]
             self._over_cap[k] = total
+        return new
+
+    def _new_unparsed(self):
+        """Lines whose stamp was there but read as no time since the last batch (a WARNING the first time
+        per input and worker: a stamp field that is not a date, or a format the parser does not know)."""
+        new = 0
+        for k, parser in enumerate(self.parsers):
+            total = parser.stats["unparsed_timestamps"]
+            if total and not self._unparsed[k]:
+                log.warning("input %s: time stamps that read as no time (impossible values, or a format not "
+                            "known); such lines take the previous line's time (counted in "
+                            "anomaly_detector_timestamps_unparsed_total)", self.inputs[k][0])
+            new += total - self._unparsed[k]
+            self._unparsed[k] = total
         return new
 
     def _score_run_guarded(self, buf, starts, ends, meta, source_id, outputs):

@@ -279,7 +279,8 @@ def test_year_inference_kernel_equals_parser(stamps, default_year, zone):
     out_ts, out_years = np.zeros(len(texts)), np.zeros(len(texts), dtype=np.int64)
     i = 0
     while i < len(texts):
-        year0, last0 = mirror.year_context()
+        first = i + int(np.argmax(ok[i:] & ~garbage[i:]))
+        year0, last0 = mirror.year_context(int(month[first]), int(day[first]))
         j, year_after, last_after = T.infer_years(ok, garbage, month, day, sod, fnum, fdig, i, year0, last0,
                                                   out_ts, out_years)
         for k in range(i, j):
@@ -330,3 +331,66 @@ def _check_yearless(layout, text, zone):
         return
     got = ts[0] - TimestampParser(timezone=zone).local_offset(2024, int(month[0]), int(day[0]), min(int(hour[0]), 23))
     assert got == want, text
+
+
+# ---- the year of year-less stamps comes from the file's context ---------------------------------
+
+def test_small_step_back_is_out_of_order_not_a_new_year():
+    p = TimestampParser(default_year=2025)
+    p.parse("Aug  1 10:00:00")
+    assert dt.datetime.fromtimestamp(p.parse("Jul 31 10:00:00"), dt.timezone.utc).year == 2025
+
+
+def test_first_year_from_the_reference_time():
+    jan_2 = utc(2027, 1, 2, 12)
+    # written on Jan 2 2027: a Dec 31 stamp is last year's, Jan 1 and Jan 3 (a day of skew) this year's
+    assert TimestampParser(reference_time=jan_2).parse("Dec 31 23:59:59") == utc(2026, 12, 31, 23, 59, 59)
+    assert TimestampParser(reference_time=jan_2).parse("Jan  1 00:00:01") == utc(2027, 1, 1, 0, 0, 1)
+    assert TimestampParser(reference_time=jan_2).parse("Jan  3 00:00:01") == utc(2027, 1, 3, 0, 0, 1)
+    # then Dec -> Jan rolls over from there
+    p = TimestampParser(reference_time=jan_2)
+    p.parse("Dec 31 23:59:59")
+    assert p.parse("Jan  1 00:00:01") == utc(2027, 1, 1, 0, 0, 1)
+    # a default year and a full stamp earlier in the file both win over the reference
+    assert TimestampParser(default_year=2010, reference_time=jan_2).parse("Dec 31 00:00:00") == utc(2010, 12, 31)
+    p = TimestampParser(reference_time=jan_2)
+    p.parse("2019-05-01 10:00:00")
+    assert p.parse("Dec 31 00:00:00") == utc(2019, 12, 31)
+
+
+# ---- garbage: a stamp in the learned shape with impossible values ---------------------------------
+
+def test_garbage_in_the_learned_shape_is_no_time_and_tries_no_other_format():
+    p = TimestampParser()
+    assert p.parse("2015-07-29 17:41:44,747") is not None
+    # 6469-01-21 alone would read as a date (iso_date), but the learned ISO shape decides
+    assert p.parse_prefix("6469-01-21 62:41:53,810 INFO x") == (None, T.GARBAGE)
+    assert p.parse("3578-89-06 18:85:97,027") is None
+    assert p.garbage == 2
+    assert p.cached_format == "iso"
+    assert p.parse("2015-07-29 17:41:45,000") == utc(2015, 7, 29, 17, 41, 45)
+
+
+def test_a_file_that_starts_with_garbage_learns_its_shape_from_it():
+    p = TimestampParser(default_year=2024)
+    assert p.parse("Jun 47 15:16:01") is None
+    assert p.cached_format is None and p.learned_format == "syslog" and p.layout() == "syslog"
+    assert p.parse("Jun 14 15:16:01") == utc(2024, 6, 14, 15, 16, 1)
+    assert p.cached_format == "syslog"
+
+
+def test_from_fields_stops_at_garbage_in_the_learned_recipe():
+    p = TimestampParser()
+    assert p.from_fields({"Date": "2015-10-18", "Time": "18:01:47,978"}) is not None
+    assert p.field_recipe == ("Date", "Time")
+    # ("Date",) alone would read 2015-10-18: the learned recipe's garbage is final
+    assert p.from_fields({"Date": "2015-10-18", "Time": "98:01:47,978"}) is None
+    assert p.garbage == 1
+
+
+def test_garbage_only_file_learns_a_recipe_then_a_valid_stamp_takes_over():
+    p = TimestampParser()
+    assert p.from_fields({"Date": "081347", "Time": "993615"}) is None
+    assert p.field_recipe is None and p.learned_recipe == ("Date", "Time") and p.layout() == "hdfs"
+    assert p.from_fields({"Date": "081109", "Time": "203615"}) == utc(2008, 11, 9, 20, 36, 15)
+    assert p.field_recipe == ("Date", "Time") and p.cached_format == "hdfs"
