@@ -327,6 +327,7 @@ class _JsonLines:
         self.cend[in_decoded] += offset
         self._bad = np.append(np.flatnonzero(~self.ok), len(self.ok))
         self._texts = np.flatnonzero(self.stamp == jk.STAMP_TEXT)
+        self._garbage = np.flatnonzero(self.stamp == jk.STAMP_GARBAGE)
         self.src_id, first = jk.span_ids(clean, src_start, src_end)
         self._src_span = (src_start[first], src_end[first])
         self.src_id[self.src_id < 0] = len(first)  # the parser's own source
@@ -340,10 +341,16 @@ class _JsonLines:
         """
         j = int(self._bad[np.searchsorted(self._bad, i)])
         texts = self._texts[np.searchsorted(self._texts, i):np.searchsorted(self._texts, j)]
-        if len(texts) and self.parser.timestamps.learned_format not in (None, "iso"):
-            j, texts = int(texts[0]), texts[:0]
-            if j == i:
-                return i
+        garbage = self._garbage[np.searchsorted(self._garbage, i):np.searchsorted(self._garbage, j)]
+        learned = self.parser.timestamps.learned_format
+        if learned not in (None, "iso"):  # the parser tries another shape first: Python decides
+            cut = min(int(texts[0]) if len(texts) else j, int(garbage[0]) if len(garbage) else j)
+            j, texts, garbage = cut, texts[:0], garbage[:0]
+        elif learned is None and len(garbage) and not (len(texts) and texts[0] < garbage[0]):
+            j = int(garbage[0])  # garbage before any stamp taught the shape: Python learns it
+            texts, garbage = texts[texts < j], garbage[:0]
+        if j == i:
+            return i
         ts = self.ts[i:j].copy()
         if len(texts):
             self._text_stamps(texts, ts, i)
@@ -353,6 +360,9 @@ class _JsonLines:
         out.end[i:j] = self.cend[i:j]
         out.source_id[i:j] = self._source_ids(i, j, out)
         self.parser.stats["json_fields_over_cap"] += int(self.over_cap[i:j].sum())
+        if len(garbage):
+            self.parser.stats["unparsed_timestamps"] += len(garbage)
+            self.parser.timestamps.took_garbage(len(garbage))
         return j
 
     def _text(self, k):
