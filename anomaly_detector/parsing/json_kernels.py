@@ -752,8 +752,3 @@ def kernel_args(numeric_levels, syslog_severity):
         table[number] = code
     table[:len(syslog_severity)] = syslog_severity
     return pk._POW10, pk._DAYS_IN_MONTH, _EXACT_POW10, names, lengths, codes, table
-
-
-def json_lines_py(parser, texts):
-    """Plain-Python twin: what RecordParser._parse_json gives for each text (before carrying times)."""
-    return [parser._parse_json(text) for text in texts]

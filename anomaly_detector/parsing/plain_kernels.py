@@ -175,11 +175,6 @@ def plain_lines(buf, starts, ends, naive_ok, pow10, days_in_month, strip, names,
     return ok, garbage, ts, level, cstart, year, month
 
 
-def plain_lines_py(parser, texts):
-    """Plain-Python twin: what RecordParser._parse_plain gives for each text (ts, level, content)."""
-    return [parser._parse_plain(text) for text in texts]
-
-
 def kernel_args():
     """The constant tables plain_lines takes besides the buffer and spans."""
     names, lengths, codes = level_table()

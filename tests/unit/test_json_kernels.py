@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from anomaly_detector.parsing import json_kernels as jk
+from anomaly_detector.parsing import parsing_twins as twins
 from anomaly_detector.parsing.framing import LineFramer, split_lines
 from anomaly_detector.parsing.records import (
     _NUMERIC_LEVELS,
@@ -192,7 +193,7 @@ def test_kernel_equals_twin_where_it_applies(texts, zone):
     for i in np.flatnonzero(ok).tolist():
         text = raw[starts[i]:ends[i]].decode()
         parser = RecordParser(format="jsonl", timezone=zone, source="own")
-        want = jk.json_lines_py(parser, [text])[0]
+        want = twins.json_lines_py(parser, [text])[0]
         offset = len(raw) if in_dec[i] else 0
         assert content_buf[offset + cstart[i]:offset + cend[i]].decode() == want.content, text
         assert (math.isnan(ts[i]) and want.ts is None) or ts[i] == want.ts, text
@@ -322,7 +323,7 @@ def test_numeric_fields_are_written_as_python_writes_them(literals):
     ok, cstart, cend, in_dec, decoded = got[0], got[9], got[10], got[11], got[14]
     content_buf = raw + decoded.tobytes()
     for i in np.flatnonzero(ok).tolist():
-        want = jk.json_lines_py(RecordParser(format="jsonl"), [texts[i].decode()])[0].content
+        want = twins.json_lines_py(RecordParser(format="jsonl"), [texts[i].decode()])[0].content
         offset = len(raw) if in_dec[i] else 0
         assert content_buf[offset + cstart[i]:offset + cend[i]].decode() == want, texts[i]
     usual = [lit for lit in literals if not set(lit) & set("eEn") and len(lit.lstrip("-0.").replace(".", "")) < 16]

@@ -3,6 +3,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from anomaly_detector.parsing import parsing_twins as twins
 from anomaly_detector.parsing import plain_kernels as pk
 from anomaly_detector.parsing.columns import parse_columns
 from anomaly_detector.parsing.records import RecordParser
@@ -40,7 +41,7 @@ def test_kernel_equals_parse_plain_where_it_applies(texts, zone):
             continue
         parser = RecordParser(format="plain", timezone=zone)
         parser.timestamps.parse("2026-01-01T00:00:00Z")  # the kernel's lines are read once ISO is learned
-        record = parser._parse_plain(clean_text(text.encode()))
+        record = twins.plain_lines_py(parser, [clean_text(text.encode())])[0]
         if garbage[i]:  # ISO shape, impossible values: no time, counted
             assert record.ts is None and np.isnan(ts[i]), text
             assert parser.stats["unparsed_timestamps"] == 1, text
