@@ -24,6 +24,7 @@ _MONTHS = {m: i + 1 for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "j
                                            "jul", "aug", "sep", "oct", "nov", "dec"))}
 _EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
 _CACHE_LIMIT = 20000
+_DIGITS_AS_ZERO = str.maketrans("123456789", "000000000")
 GARBAGE = -1  # parse_prefix's end for a stamp in a known shape with impossible values
 
 # Named groups: Y (4-digit year), y (2-digit year), M (month number), Mon (month name), D (day),
@@ -126,6 +127,9 @@ class TimestampParser:
         self._garbage_format = None  # the shape learned from garbage while no format has matched
         self._garbage_recipe = None  # likewise for from_fields
         self._last_garbage = None  # the format of the last garbage _parse_at_start saw
+        # Shapes (digits as 0) of texts no format matched: whether a regex matches depends on the shape
+        # only (digits are only ever \d), so a text of a known stranger shape costs one look-up.
+        self._no_shape = set()
         self.garbage = 0
         self._days = {}
         self._dates = {}
@@ -353,6 +357,9 @@ class TimestampParser:
         """
         if self.strptime:
             return float(self._parse_strptime(text)), len(text)
+        shape = text.translate(_DIGITS_AS_ZERO)
+        if shape in self._no_shape:  # no format matched a text of this shape: none can match this one
+            return None, 0
         learned = self._cached if self._cached is not None else self._garbage_format
         if learned is not None:
             got = self._try_format(learned, text)
@@ -378,6 +385,9 @@ class TimestampParser:
             if garbage is None:
                 garbage = idx
         if garbage is None:
+            if len(self._no_shape) > _CACHE_LIMIT:
+                self._no_shape.clear()
+            self._no_shape.add(shape)
             return None, 0
         self._last_garbage = garbage
         return None, GARBAGE

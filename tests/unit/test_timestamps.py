@@ -393,3 +393,12 @@ def test_garbage_only_file_learns_a_recipe_then_a_valid_stamp_takes_over():
     assert p.field_recipe is None and p.learned_recipe == ("Date", "Time") and p.layout() == "hdfs"
     assert p.from_fields({"Date": "081109", "Time": "203615"}) == utc(2008, 11, 9, 20, 36, 15)
     assert p.field_recipe == ("Date", "Time") and p.cached_format == "hdfs"
+
+
+def test_a_text_of_a_known_stranger_shape_is_answered_from_memory():
+    p = TimestampParser()
+    assert p.parse_prefix("req 12 took 5 ms") == (None, 0)
+    assert "req 00 took 0 ms" in p._no_shape
+    assert p.parse_prefix("req 97 took 3 ms") == (None, 0)
+    assert p.parse("2015-07-29 17:41:44,747") == utc(2015, 7, 29, 17, 41, 44, 747000)  # shapes apart
+    assert p.parse_prefix("1717171717 x")[0] == 1717171717.0
