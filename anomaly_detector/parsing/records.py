@@ -129,7 +129,11 @@ def numeric_fields_text(obj, skip, limit):
 
 
 class RecordParser:
-    """Parse raw lines of one input into Records; counts what it could not parse in `.stats`."""
+    """Parse raw lines of one input into Records; counts what it could not parse in `.stats`.
+
+    reference_time (epoch seconds, None: now) is when the input was written, for the year of
+    year-less stamps (TimestampParser); replay passes the file's modification time.
+    """
 
     def __init__(self, format="auto", log_format="", source="", message_key="message",
                  timestamp_key="timestamp", source_key="source", level_key="level", timestamp_format="",
