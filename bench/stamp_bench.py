@@ -2,8 +2,8 @@
 
 Builds, from the Loghub-2k samples (bench/README.md says where), one file per stamp style with
 `--lines` lines: the sample repeated, every digit outside the stamp redrawn after the first copy
-("valid"), and the same file with the stamp digits redrawn too, in every copy ("garbage": a
-redrawn stamp is rarely a date). Each file is replayed by the whole command, `python -m
+("valid"), and the same file with the stamp digits redrawn too, in every copy ("garbage"; by
+default redrawn until no stamp reads as a date, `--garbage redrawn` keeps the few that do). Each file is replayed by the whole command, `python -m
 anomaly_detector replay`, in a subprocess; the best of `--repeat` runs is kept.
 
     python bench/stamp_bench.py                          # every style, 300,000 lines, best of 3
