@@ -12,9 +12,10 @@ import numpy as np
 from .detection.engine import DetectionEngine
 from .detection.output_kernels import KEY_ARRAYS, escaped, record_prefix, write_records
 from .parsing.batch import ParsedBatch
+from .parsing.columns import parse_columns
 from .parsing.masking import MaskingConfig
 from .parsing.miner import MinedBatch, TemplateMiner
-from .parsing.records import RecordParser, parse_columns
+from .parsing.records import RecordParser
 from .storage.atomic import sweep_orphan_temps
 
 # Bytes of input parsed and scored at once: large enough that per-batch Python is noise.
@@ -55,11 +56,12 @@ class Pipeline:
         self.anomalies = 0
         self.incidents = []     # closed incident records not yet taken
 
-    def parser_for(self, file_name):
+    def parser_for(self, file_name, reference_time=None):
+        """reference_time: when the file was last written (year-less stamps take their year from it)."""
         return RecordParser(format=self.fmt, log_format=self.log_format, source=source_of_file(file_name),
                             max_line_bytes=self.config["processing"]["max_line_bytes"],
                             source_fields=self.source_fields, source_prefix=self.source_prefix,
-                            max_sources=self.config["processing"]["max_sources"])
+                            max_sources=self.config["processing"]["max_sources"], reference_time=reference_time)
 
     def process_file(self, path, progress=None):
         """Yield output chunks (bytes of JSON lines) for every line of the file at `path`.
@@ -67,14 +69,15 @@ class Pipeline:
         The file is read a chunk at a time (cut at the last newline), so memory does not grow
         with the file."""
         with open(path, "rb") as f:
-            yield from self._process_pieces(_file_chunks(f, self.chunk_bytes), path, 1, progress)
+            written = os.fstat(f.fileno()).st_mtime
+            yield from self._process_pieces(_file_chunks(f, self.chunk_bytes), path, 1, progress, written)
 
     def process_buffer(self, buf, file_name, first_line=1, progress=None):
         """Yield output chunks for the lines of `buf` (bytes), numbered from first_line."""
         yield from self._process_pieces(_chunks(buf, self.chunk_bytes), file_name, first_line, progress)
 
-    def _process_pieces(self, pieces, file_name, first_line, progress):
-        parser = self.parser_for(file_name)
+    def _process_pieces(self, pieces, file_name, first_line, progress, reference_time=None):
+        parser = self.parser_for(file_name, reference_time)
         prefix = record_prefix(file_name)
         line_no = first_line
         for chunk in pieces:

@@ -54,6 +54,10 @@ METRICS = {m.name: m for m in (
     MetricSpec("json_fields_over_cap_total", COUNTER,
                "Numeric JSON fields not mined as template parameters because their line had more than its "
                "input's json_numeric_fields (the first ones in key order are kept)."),
+    MetricSpec("timestamps_unparsed_total", COUNTER,
+               "Lines whose time stamp was there but read as no time (a header's stamp fields, a JSON or "
+               "syslog time, a plain line starting with a known stamp shape whose values are impossible); "
+               "they took the previous line's time (logged once per input and worker)."),
     MetricSpec("series_values_refused_total", COUNTER,
                "Numeric values not judged as series because [detection][[tier3]] max_series series were "
                "already tracked (logged once per worker)."),

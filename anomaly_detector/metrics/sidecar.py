@@ -141,6 +141,7 @@ class Readings:
             "lines_unclustered_total": totals["lines_unclustered"],
             "batch_deadline_hits_total": totals["batch_deadline_hits"],
             "kernels_compiled_after_fork_total": totals["kernels_compiled_after_fork"],
+            "timestamps_unparsed_total": totals["timestamps_unparsed"],
             "anomalies_total": totals["anomalies"],
             "incidents_total": totals["incidents"],
             "input_queue_size": depth,

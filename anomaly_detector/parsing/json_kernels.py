@@ -19,7 +19,7 @@ ROLE_MESSAGE, ROLE_TIMESTAMP, ROLE_SOURCE, ROLE_LEVEL = range(4)
 # Kinds of a value. V_INEXACT: a valid number whose float the kernel cannot give bit for bit.
 V_ABSENT, V_STRING, V_ESCAPED, V_NUMBER, V_TRUE, V_FALSE, V_NULL, V_NONFINITE, V_INEXACT = range(9)
 # What parse_value makes of the time value: None (carried), a number, or an ISO text stamp.
-STAMP_NONE, STAMP_NUMBER, STAMP_TEXT = range(3)
+STAMP_NONE, STAMP_NUMBER, STAMP_TEXT, STAMP_GARBAGE = range(4)  # GARBAGE: ISO shape, impossible values
 
 MAX_LINE_BYTES = 1_048_576  # jsonl.MAX_LINE_CHARS: a line of at most this many bytes has no more chars
 SIGNIFICANT = 13  # digits a numeric field's float keeps (records.number_text)
@@ -577,8 +577,10 @@ def json_lines(buf, starts, ends, keys, key_lengths, naive_ok, pow10, days_in_mo
     """Per line: ok, ts, stamp kind, stamp span, year, month, repeat, level, content span, in_decoded, source span;
     then the decoded bytes, and per line the numeric fields beyond max_fields.
 
-    ts is NaN for STAMP_NONE. For STAMP_TEXT lines the stamp span is the string's inside, year and
-    month what TimestampParser keeps, and repeat says the stamp text equals the previous text stamp.
+    ts is NaN for STAMP_NONE and STAMP_GARBAGE (an ISO-shaped text with impossible values, which
+    TimestampParser reads as garbage once ISO is its learned format). For STAMP_TEXT lines the stamp
+    span is the string's inside, year and month what TimestampParser keeps, and repeat says the stamp
+    text equals the previous text stamp.
     Content spans index buf, or the returned `decoded` bytes where in_decoded is set (messages with
     escapes, true/false, or numeric fields appended). A source start of -1 means the parser's own source.
     With max_fields > 0 a message is followed by ` key=value` for the first max_fields numeric
@@ -639,9 +641,12 @@ def json_lines(buf, starts, ends, keys, key_lengths, naive_ok, pow10, days_in_mo
             t, kind = _epoch_value(vnum[ROLE_TIMESTAMP]), STAMP_NUMBER
         elif tk == V_STRING and b > a:
             t, pos, y, mo = pk._stamp(buf, a, b, naive_ok, pow10, days_in_month)
-            if pos != b:
+            if pos == pk.GARBAGE_END and b - a <= 64:  # longer texts are no stamp to parse() at all
+                t, y, mo, kind = np.nan, 0, 0, STAMP_GARBAGE
+            elif pos != b:
                 continue
-            kind = STAMP_TEXT
+            else:
+                kind = STAMP_TEXT
         elif tk == V_ESCAPED or tk == V_INEXACT:
             continue
         mk = kinds[ROLE_MESSAGE]
@@ -749,8 +754,3 @@ def kernel_args(numeric_levels, syslog_severity):
         table[number] = code
     table[:len(syslog_severity)] = syslog_severity
     return pk._POW10, pk._DAYS_IN_MONTH, _EXACT_POW10, names, lengths, codes, table
-
-
-def json_lines_py(parser, texts):
-    """Plain-Python twin: what RecordParser._parse_json gives for each text (before carrying times)."""
-    return [parser._parse_json(text) for text in texts]

@@ -3,7 +3,9 @@
 records.parse_columns uses it for plain/auto inputs without a header format. It accepts only a
 strict subset of what RecordParser._parse_plain reads (stamp `YYYY-MM-DDThh:mm:ss[.frac][Z]` or
 with one space instead of T, an ASCII level word) and computes exactly the same time, level and
-content; every other line is marked not-ok and goes through the per-line Python path.
+content; a stamp of that shape with impossible values is garbage (no time), as TimestampParser
+reads it once ISO is the learned format. Every other line is marked not-ok and goes through the
+per-line Python path.
 """
 import numpy as np
 from numba import njit
@@ -15,6 +17,7 @@ _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], d
 _POW10 = np.array([10.0 ** k for k in range(10)], dtype=np.float64)
 _STRIP = np.frombuffer(b"[]():|<>", dtype=np.uint8)
 _ZONE_LEADS = np.frombuffer(b"Z+-UG", dtype=np.uint8)
+GARBAGE_END = -2  # _stamp's end for an ISO-shaped stamp with impossible values
 
 
 @njit(cache=True)
@@ -53,23 +56,26 @@ def _is_unicode_space_lead(c):
 
 @njit(cache=True)
 def _stamp(buf, s, e, naive_ok, pow10, days_in_month):
-    """(ts, end, year, month) of a stamp at s, or end = -1 when this line is not for the kernel."""
-    y = _digits(buf, s, 4, e)
-    if y < 1 or s + 19 > e or buf[s + 4] != 45 or buf[s + 7] != 45:
+    """(ts, end, year, month) of a stamp at s; end = -1 when this line is not for the kernel,
+    GARBAGE_END when the stamp has the shape `YYYY-MM-DD[T ]hh:mm:ss` with impossible values."""
+    if s + 19 > e or buf[s + 4] != 45 or buf[s + 7] != 45 or buf[s + 13] != 58 or buf[s + 16] != 58:
         return 0.0, -1, 0, 0
+    y = _digits(buf, s, 4, e)
     mo = _digits(buf, s + 5, 2, e)
     d = _digits(buf, s + 8, 2, e)
-    sep = buf[s + 10]
-    if mo < 1 or mo > 12 or d < 1 or (sep != 84 and sep != 32) or buf[s + 13] != 58 or buf[s + 16] != 58:
-        return 0.0, -1, 0, 0
-    limit = days_in_month[mo]
-    if mo == 2 and (y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)):
-        limit = 29
     h = _digits(buf, s + 11, 2, e)
     mi = _digits(buf, s + 14, 2, e)
     se = _digits(buf, s + 17, 2, e)
-    if d > limit or h < 0 or mi < 0 or se < 0 or h > 24 or mi > 59 or se > 60:
+    sep = buf[s + 10]
+    if y < 0 or mo < 0 or d < 0 or h < 0 or mi < 0 or se < 0 or (sep != 84 and sep != 32):
         return 0.0, -1, 0, 0
+    if y < 1 or mo < 1 or mo > 12 or d < 1 or h > 24 or mi > 59 or se > 60:
+        return 0.0, GARBAGE_END, 0, 0
+    limit = days_in_month[mo]
+    if mo == 2 and (y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)):
+        limit = 29
+    if d > limit:
+        return 0.0, GARBAGE_END, 0, 0
     ts = float(_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se)
     pos = s + 19
     if pos < e and (buf[pos] == 46 or buf[pos] == 44 or buf[pos] == 58):
@@ -130,9 +136,15 @@ def _in(c, chars):
 
 @kt.entry((kt.BYTES, kt.I64_1D, kt.I64_1D, kt.BOOL, kt.F64_1D, kt.I64_1D, kt.BYTES, kt.U8_2D, kt.I64_1D, kt.I64_1D), cache=True)
 def plain_lines(buf, starts, ends, naive_ok, pow10, days_in_month, strip, names, lengths, codes):
-    """Per line: ok, ts, level, content start, year, month (see the module docstring)."""
+    """Per line: ok, garbage, ts, level, content start, year, month (see the module docstring).
+
+    A garbage line (an ISO-shaped stamp with impossible values) is ok with ts NaN and year 0: as
+    _parse_plain reads it once the parser has learned the ISO shape, the whole line is the body
+    and its first word (the stamp) is tried as the level.
+    """
     n = starts.shape[0]
     ok = np.zeros(n, np.bool_)
+    garbage = np.zeros(n, np.bool_)
     ts = np.zeros(n, np.float64)
     level = np.zeros(n, np.int8)
     cstart = np.zeros(n, np.int64)
@@ -141,6 +153,9 @@ def plain_lines(buf, starts, ends, naive_ok, pow10, days_in_month, strip, names,
     for i in range(n):
         s, e = starts[i], ends[i]
         t, pos, y, mo = _stamp(buf, s, e, naive_ok, pow10, days_in_month)
+        if pos == GARBAGE_END:
+            garbage[i] = True
+            t, pos = np.nan, s
         if pos < 0:
             continue
         body = _skip_space(buf, pos, e)
@@ -158,12 +173,7 @@ def plain_lines(buf, starts, ends, naive_ok, pow10, days_in_month, strip, names,
             if content < 0:
                 continue
         ok[i], ts[i], level[i], cstart[i], year[i], month[i] = True, t, code, content, y, mo
-    return ok, ts, level, cstart, year, month
-
-
-def plain_lines_py(parser, texts):
-    """Plain-Python twin: what RecordParser._parse_plain gives for each text (ts, level, content)."""
-    return [parser._parse_plain(text) for text in texts]
+    return ok, garbage, ts, level, cstart, year, month
 
 
 def kernel_args():

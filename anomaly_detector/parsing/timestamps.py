@@ -1,7 +1,15 @@
 """Event time from log text: ISO 8601, epoch, syslog, and the stamps of the Loghub datasets.
 
-records.RecordParser uses one TimestampParser per input; it caches the detected format and the
-epoch of each day so a repeated stamp costs a regex match and a few integer conversions.
+records.RecordParser uses one TimestampParser per input (per line); columns.parse_columns runs
+the numba kernels below over whole columns and keeps the parser's state as if it had read each
+stamp (through the methods under "state shared with the column kernels").
+
+The recipe of a file (which header fields hold the stamp, which format it has) is learned once:
+the first format whose shape a stamp has decides it. A stamp in the learned shape whose values
+are impossible (month 47, hour 93) is garbage: it reads as no time without trying any other
+format, so it costs what a valid stamp costs. A file that starts with garbage learns its shape
+from the garbage. Year-less stamps (syslog, Android) take their year from the file's context:
+see TimestampParser.
 """
 import datetime as _dt
 import operator
@@ -18,6 +26,8 @@ _MONTHS = {m: i + 1 for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "j
                                            "jul", "aug", "sep", "oct", "nov", "dec"))}
 _EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
 _CACHE_LIMIT = 20000
+_DIGITS_AS_ZERO = str.maketrans("123456789", "000000000")
+GARBAGE = -1  # parse_prefix's end for a stamp in a known shape with impossible values
 
 # Named groups: Y (4-digit year), y (2-digit year), M (month number), Mon (month name), D (day),
 # h, m, s, f (fraction digits), z (Z or +hh:mm). Formats without Y/y get their year inferred.
@@ -57,6 +67,7 @@ def _compile(name, source):
 
 
 _COMPILED = [_compile(name, rx) for name, rx in _FORMATS]
+_FORMAT_INDEX = {name: i for i, (name, *_) in enumerate(_COMPILED)}
 _EPOCH = re.compile(r"(?P<n>\d{9,19})(?:\.(?P<f>\d{1,9}))?")
 _BOUNDARY = re.compile(r"\s|[\]\[,;|)(>-]|$")
 _ZONE_RX = re.compile(r"([+-])(\d{2}):?(\d{2})")
@@ -91,12 +102,18 @@ def _epoch_number(digits, frac):
 class TimestampParser:
     """Stateful parser: remembers the detected format, day epochs and the inferred year.
 
-    Year-less stamps (syslog, Android) take the year of the last stamp that had one, else
-    `default_year`, else the current year; a month that falls back by 6 or more (Dec -> Jan)
-    means the year rolled over. Zone-less stamps are read in `timezone` (IANA name).
+    Year-less stamps (syslog, Android) take their year from the file's context, in this order:
+    the year of the last stamp that had one; else `default_year`; else the year of the reference
+    time (`reference_time`, epoch seconds: replay gives the file's modification time, a live input
+    the arrival time, None means now), or the year before when the stamp's month and day come more
+    than a day after the reference (a file written last December, read in January). From there a
+    month that falls back by 6 or more (Dec -> Jan) means the year rolled over; a smaller step back
+    (Jul after Aug: lines out of order) does not. Zone-less stamps are read in `timezone` (IANA name).
+
+    `garbage` counts stamps in a known shape with impossible values (see the module docstring).
     """
 
-    def __init__(self, strptime: str = "", timezone: str = "UTC", default_year=None):
+    def __init__(self, strptime: str = "", timezone: str = "UTC", default_year=None, reference_time=None):
         try:
             self._zone = None if timezone in ("", "UTC", "utc", "Z") else zoneinfo.ZoneInfo(timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
@@ -105,9 +122,17 @@ class TimestampParser:
         self.timezone = timezone or "UTC"
         self._strptime_has_year = any(d in self.strptime for d in ("%Y", "%y", "%G"))
         self._default_year = default_year
+        self.reference_time = reference_time
         self._year = None
         self._last_month = None
         self._cached = None  # index into _COMPILED of the last format that matched
+        self._garbage_format = None  # the shape learned from garbage while no format has matched
+        self._garbage_recipe = None  # likewise for from_fields
+        self._last_garbage = None  # the format of the last garbage _parse_at_start saw
+        # Shapes (digits as 0) of texts no format matched: whether a regex matches depends on the shape
+        # only (digits are only ever \d), so a text of a known stranger shape costs one look-up.
+        self._no_shape = set()
+        self.garbage = 0
         self._days = {}
         self._dates = {}
         self._offsets = {}
@@ -128,7 +153,9 @@ class TimestampParser:
             if text == self._last_text:  # consecutive lines often share the stamp
                 return self._last_ts
             ts, end = self._parse_at_start(text)
-            if end != len(text):
+            if end == GARBAGE:
+                self._count_garbage(self._last_garbage)
+            if ts is None or end != len(text):
                 return None
             self._last_text, self._last_ts = text, ts
             return ts
@@ -136,9 +163,13 @@ class TimestampParser:
             return None
 
     def parse_prefix(self, text):
-        """(ts, end) for a timestamp at the start of text followed by a boundary, else (None, 0)."""
+        """(ts, end) for a timestamp at the start of text followed by a boundary, else (None, 0);
+        (None, GARBAGE) when the start has a known stamp shape with impossible values."""
         try:
             ts, end = self._parse_at_start(text[:64])
+            if end == GARBAGE:
+                self._count_garbage(self._last_garbage)
+                return None, GARBAGE
             if ts is None or not _BOUNDARY.match(text, end):
                 return None, 0
             return ts, end
@@ -169,62 +200,214 @@ class TimestampParser:
             return None
 
     def from_fields(self, fields):
-        """Combine the header fields of a Loghub format (Date+Time, Month+Date+Time, ...) into a ts."""
+        """Combine the header fields of a Loghub format (Date+Time, Month+Date+Time, ...) into a ts.
+
+        The learned recipe is tried first; garbage in it is final (no time, counted once). With
+        no recipe learned yet, the first recipe whose stamp has a known shape is remembered.
+        """
         try:
-            if self._field_recipe is not None:
-                ts = self._try_recipe(self._field_recipe, fields)
+            learned = self._field_recipe or self._garbage_recipe
+            if learned is not None:
+                ts, garbage = self._try_recipe(learned, fields)
                 if ts is not None:
+                    self._learn_recipe(learned)
                     return ts
+                if garbage is not None:
+                    self._count_garbage(garbage)
+                    return None
+            first_garbage = None
             for recipe in _FIELD_RECIPES:
-                if recipe is self._field_recipe:
+                if recipe is learned:
                     continue
-                ts = self._try_recipe(recipe, fields)
+                ts, garbage = self._try_recipe(recipe, fields)
                 if ts is not None:
-                    self._field_recipe = recipe
+                    self._learn_recipe(recipe)
                     return ts
+                if garbage is not None and first_garbage is None:
+                    first_garbage = recipe, garbage
+            if first_garbage is not None:
+                self._count_garbage(first_garbage[1])
+                if self._field_recipe is None:
+                    self._garbage_recipe = first_garbage[0]
             return None
         except (ValueError, OverflowError, TypeError, KeyError, AttributeError):
             return None
 
+    # ---- state shared with the column kernels (columns.py) -------------------------------------
+
+    @property
+    def zone_is_utc(self):
+        """Whether zone-less stamps are UTC (no per-date offset to look up)."""
+        return self._zone is None
+
+    @property
+    def field_recipe(self):
+        """The header fields the stamp was last read from: a tuple of names, or None."""
+        return self._field_recipe
+
+    @property
+    def learned_recipe(self):
+        """The recipe the next header line is read with: the one of the last valid stamp, else
+        the one garbage stamps had, else None."""
+        return self._field_recipe or self._garbage_recipe
+
+    @property
+    def cached_format(self):
+        """Name of the format of the last valid stamp (a key of _LAYOUTS or of the regexes), or None."""
+        return None if self._cached is None else _COMPILED[self._cached][0]
+
+    @property
+    def learned_format(self):
+        """The format the next stamp is tried in first: the cached one, else the shape garbage had."""
+        idx = self._cached if self._cached is not None else self._garbage_format
+        return None if idx is None else _COMPILED[idx][0]
+
+    @property
+    def last_text(self):
+        return self._last_text
+
+    @property
+    def last_ts(self):
+        return self._last_ts
+
+    def layout(self):
+        """The kernel layout of the learned format, EPOCH_LAYOUT when none is learned, None when
+        the kernel cannot read it (strptime, or a format without a fixed layout)."""
+        if self.strptime:
+            return None
+        name = self.learned_format
+        if name is None:
+            return EPOCH_LAYOUT
+        return name if name in _LAYOUTS else None
+
+    def year_context(self, month, day):
+        """(year, last month or -1) that a year-less stamp of this month and day read now starts from
+        (before the Dec -> Jan rollover, which infer_years applies as _infer_year does)."""
+        year = self._year if self._year is not None else self._first_year(month, day)
+        return year, (self._last_month if self._last_month is not None else -1)
+
+    def took_stamps(self, year, month, fmt=None):
+        """State after a kernel read stamps up to a valid one with this year and month, in format
+        fmt (None: the learned one), as parse() and parse_prefix() leave it."""
+        if fmt is not None:
+            self._cached, self._garbage_format = _FORMAT_INDEX[fmt], None
+        self._year, self._last_month = int(year), int(month)
+
+    def remember_text(self, text, ts):
+        """The last whole stamp text parse() read and its value (a repeat is answered from memory)."""
+        self._last_text, self._last_ts = text, ts
+
+    def forget_text(self):
+        """A stamp was read that parse() did not see: the next text is not a repeat."""
+        self._last_text = None
+
+    def took_garbage(self, count, fmt=None, recipe=None):
+        """State after a kernel found `count` garbage stamps in format fmt (with this recipe)."""
+        self.garbage += int(count)
+        if count and fmt is not None and self._cached is None:
+            self._garbage_format = _FORMAT_INDEX[fmt]
+        if count and recipe is not None and self._field_recipe is None:
+            self._garbage_recipe = recipe
+
+    def local_offset(self, year, month, day, hour):
+        """UTC offset in seconds of a local wall-clock hour in the parser's time zone."""
+        return self._local_offset(year, month, day, hour)
+
     # ---- internals ---------------------------------------------------------------------------
 
+    def _count_garbage(self, idx):
+        """One garbage stamp, of format idx: the learned shape while no format has read a stamp."""
+        self.garbage += 1
+        if self._cached is None:
+            self._garbage_format = idx
+
+    def _learn_recipe(self, recipe):
+        self._field_recipe = recipe
+        self._garbage_recipe = None
+
     def _try_recipe(self, recipe, fields):
+        """(ts or None, the index of the format whose garbage the stamp was, or None)."""
         parts = []
         for name in recipe:
             value = fields.get(name)
             if not value:
-                return None
+                return None, None
             parts.append(value)
-        return self.parse(" ".join(parts))
+        text = " ".join(parts).strip()
+        if not text or len(text) > 64:
+            return None, None
+        if text == self._last_text:
+            return self._last_ts, None
+        try:
+            ts, end = self._parse_at_start(text)
+        except (ValueError, OverflowError, TypeError, KeyError, AttributeError):
+            return None, None  # as parse(): this recipe reads no time, another may
+        if end == GARBAGE:
+            return None, self._last_garbage
+        if ts is None or end != len(text):
+            return None, None
+        self._last_text, self._last_ts = text, ts
+        return ts, None
 
     def _parse_at_start(self, text):
+        """(ts, end) of the stamp at the start of text; (None, 0) when it has no known shape,
+        (None, GARBAGE) when its shape is known and its values are impossible.
+
+        The learned format is tried first, and its shape decides. Otherwise the first format
+        whose shape the text has decides; garbage there tries the others (a first line may hold
+        a date-only stamp) and, when none reads it, becomes the learned shape.
+        """
         if self.strptime:
             return float(self._parse_strptime(text)), len(text)
-        if self._cached is not None:
-            got = self._try_format(self._cached, text)
+        shape = text.translate(_DIGITS_AS_ZERO)
+        if shape in self._no_shape:  # no format matched a text of this shape: none can match this one
+            return None, 0
+        learned = self._cached if self._cached is not None else self._garbage_format
+        if learned is not None:
+            got = self._try_format(learned, text)
             if got is not None:
+                if got[0] is not None:
+                    self._cached, self._garbage_format = learned, None
+                else:
+                    self._last_garbage = learned
                 return got
         m = _EPOCH.match(text)
         if m and (m.end() == len(text) or _BOUNDARY.match(text, m.end())):
             return _epoch_number(m.group("n"), m.group("f")), m.end()
+        garbage = None
         for idx in range(len(_COMPILED)):
-            if idx == self._cached:
+            if idx == learned:
                 continue
             got = self._try_format(idx, text)
-            if got is not None:
-                self._cached = idx
+            if got is None:
+                continue
+            if got[0] is not None:
+                self._cached, self._garbage_format = idx, None
                 return got
-        return None, 0
+            if garbage is None:
+                garbage = idx
+        if garbage is None:
+            if len(self._no_shape) > _CACHE_LIMIT:
+                self._no_shape.clear()
+            self._no_shape.add(shape)
+            return None, 0
+        self._last_garbage = garbage
+        return None, GARBAGE
 
     def _try_format(self, idx, text):
+        """None when text has not this format's shape, (None, GARBAGE) when its values are
+        impossible, else (ts, end)."""
         _, rx, pos, date_key = _COMPILED[idx]
         m = rx.match(text)
         if m is None:
             return None
         g = m.groups()
-        ts = self._from_groups(g, pos, (idx,) + date_key(g))
+        try:
+            ts = self._from_groups(g, pos, (idx,) + date_key(g))
+        except (ValueError, OverflowError):  # Feb 30, year 0: no such day
+            ts = None
         if ts is None:
-            return None
+            return None, GARBAGE
         return ts, m.end()
 
     def _from_groups(self, g, pos, dkey):
@@ -249,7 +432,7 @@ class TimestampParser:
         if year:
             self._year = year
         else:
-            year = self._infer_year(month)
+            year = self._infer_year(month, day)
             base = self._day_epoch(year, month, day)
         self._last_month = month
         ts = float(base + hour * 3600 + minute * 60 + second)
@@ -281,15 +464,21 @@ class TimestampParser:
             return None
         return month, year, day, self._day_epoch(year, month, day)
 
-    def _infer_year(self, month):
+    def _infer_year(self, month, day):
         if self._year is None:
-            self._year = self._default_year or self._now_year()
+            self._year = self._first_year(month, day)
         elif self._last_month is not None and self._last_month - month >= 6:
             self._year += 1  # Dec -> Jan: the year rolled over
         return self._year
 
-    def _now_year(self):
-        return _dt.datetime.now(self._zone or _dt.timezone.utc).year
+    def _first_year(self, month, day):
+        """The year of the first year-less stamp when no stamp had one (see the class docstring)."""
+        if self._default_year:
+            return self._default_year
+        ref = self.reference_time if self.reference_time is not None else time.time()
+        when = _dt.datetime.fromtimestamp(ref, self._zone or _dt.timezone.utc)
+        later = (month, day) > (when.month, when.day + 1)  # Dec 31 read on Jan 2 is last year's
+        return when.year - 1 if later else when.year
 
     def _day_epoch(self, year, month, day):
         key = (year, month, day)
@@ -317,7 +506,7 @@ class TimestampParser:
     def _parse_strptime(self, text):
         parsed = _dt.datetime.strptime(text, self.strptime)
         if not self._strptime_has_year:
-            parsed = parsed.replace(year=self._infer_year(parsed.month))
+            parsed = parsed.replace(year=self._infer_year(parsed.month, parsed.day))
             self._last_month = parsed.month
         else:
             self._year = parsed.year
@@ -339,6 +528,7 @@ _FIELD_RECIPES = [
     ("Date",),
     ("Datetime",),
 ]
+STAMP_FIELDS = frozenset(name for recipe in _FIELD_RECIPES for name in recipe)
 
 
 def now():
@@ -383,13 +573,8 @@ def layout_has_year(name):
 
 
 def layout_of(parser):
-    """The layout the parser's cached format corresponds to, or None when the kernel cannot do it."""
-    if parser.strptime:
-        return None
-    if parser._cached is None:
-        return EPOCH_LAYOUT
-    name = _COMPILED[parser._cached][0]
-    return name if name in _LAYOUTS else None
+    """The layout of the parser's learned format, or None when the kernel cannot do it."""
+    return parser.layout()
 
 
 @njit(cache=True)
@@ -480,12 +665,15 @@ def _parse_epoch_row(buf, ps, pe, row, nparts, total):
 def parse_stamps(buf, ps, pe, nparts, template, fracseps):
     """Local-time epoch seconds of each row's stamp (parts joined by a space) in one layout.
 
-    Returns (ok, ts, year, month, day, hour, sod, fnum, fdig). Rows that do not have the exact shape
-    get ok=False. An empty template means the epoch layout. For a template without a year, year and
-    ts stay 0 and sod (seconds of day), fnum/fdig (fraction digits) let infer_years finish the job.
+    Returns (ok, garbage, ts, year, month, day, hour, sod, fnum, fdig). Rows that do not have the
+    exact shape get ok=False; rows that have it with impossible values (month 13, hour 25, Feb 30)
+    get garbage=True: TimestampParser reads them as garbage of this format. An empty template means
+    the epoch layout (no garbage). For a template without a year, year and ts stay 0 and sod
+    (seconds of day), fnum/fdig (fraction digits) let infer_years finish the job.
     """
     n = ps.shape[0]
     ok = np.zeros(n, dtype=np.bool_)
+    garbage = np.zeros(n, dtype=np.bool_)
     ts = np.zeros(n, dtype=np.float64)
     year = np.zeros(n, dtype=np.int64)
     month = np.zeros(n, dtype=np.int64)
@@ -611,6 +799,7 @@ def parse_stamps(buf, ps, pe, nparts, template, fracseps):
             Y = 2000 + Y if Y < 70 else 1900 + Y
         if not has_year:
             if M < 1 or M > 12 or D < 1 or D > 31 or h > 24 or mi > 59 or s > 60:
+                garbage[row] = True
                 continue
             ok[row] = True
             month[row] = M
@@ -620,9 +809,8 @@ def parse_stamps(buf, ps, pe, nparts, template, fracseps):
             fnum[row] = frac
             fdig[row] = fdigits
             continue
-        if Y < 1 or M < 1 or M > 12 or D < 1 or D > _days_in_month(Y, M):
-            continue
-        if h > 24 or mi > 59 or s > 60:
+        if Y < 1 or M < 1 or M > 12 or D < 1 or D > _days_in_month(Y, M) or h > 24 or mi > 59 or s > 60:
+            garbage[row] = True
             continue
         value = float(_days_from_civil(Y, M, D) * 86400 + h * 3600 + mi * 60 + s)
         if fdigits:
@@ -633,23 +821,29 @@ def parse_stamps(buf, ps, pe, nparts, template, fracseps):
         month[row] = M
         day[row] = D
         hour[row] = h
-    return ok, ts, year, month, day, hour, sod, fnum, fdig
+    return ok, garbage, ts, year, month, day, hour, sod, fnum, fdig
 
 
-@kt.entry((kt.BOOL_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.INT64, kt.INT64, kt.INT64, kt.F64_1D,
-       kt.I64_1D), cache=True)
-def infer_years(good, month, day, sod, fnum, fdig, start, year0, last0, ts, years):
+@kt.entry((kt.BOOL_1D, kt.BOOL_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.INT64, kt.INT64, kt.INT64,
+           kt.F64_1D, kt.I64_1D), cache=True)
+def infer_years(good, garbage, month, day, sod, fnum, fdig, start, year0, last0, ts, years):
     """Year inference of TimestampParser over rows start.. of year-less stamps, in order.
 
-    Stops at the first row that is not good or whose date does not exist in the inferred year
-    (the Python path then handles it with the state returned here). Writes ts and years of the
-    rows it took; returns (end, year_after, last_month_after); last0 = -1 means none.
+    Stops at the first row that is neither good nor garbage, or whose date does not exist in the
+    inferred year (the Python path then handles it with the state returned here). Writes ts and
+    years of the rows it took (NaN and 0 for garbage, which leaves the year state alone);
+    returns (end, year_after, last_month_after); last0 = -1 means none.
     """
     n = good.shape[0]
     year = year0
     last = last0
     i = start
-    while i < n and good[i]:
+    while i < n and (good[i] or garbage[i]):
+        if garbage[i]:
+            ts[i] = np.nan
+            years[i] = 0
+            i += 1
+            continue
         m = month[i]
         y = year
         if last >= 0 and last - m >= 6:  # Dec -> Jan: the year rolled over

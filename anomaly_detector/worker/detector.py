@@ -18,7 +18,8 @@ from anomaly_detector import kernel_types as kt
 from anomaly_detector.alerting.producer import AlertProducer
 from anomaly_detector.detection.output_kernels import record_prefix
 from anomaly_detector.metrics.sketch import record_latencies
-from anomaly_detector.parsing.records import RecordParser, parse_columns
+from anomaly_detector.parsing.columns import parse_columns
+from anomaly_detector.parsing.records import RecordParser
 from anomaly_detector.pipeline import Pipeline
 from anomaly_detector.relief import ReliefWatch
 from anomaly_detector.storage.appendfile import AppendFile
@@ -103,6 +104,7 @@ class DetectorWorker:
         self._scans_cut_logged = float("-inf")
         self._over_cap = [0] * len(self.parsers)  # JSON numeric fields left out at json_numeric_fields, per input
         self._free_text = set()  # source ids the miner judged free text at the last batch
+        self._unparsed = [0] * len(self.parsers)  # lines whose stamp read as no time, per input
         self._unwritten = None  # a scored batch whose output could not be written: (output, counts, read_ns)
         self.latency = control.latency_row(index)   # read-to-scored histogram: processing_duration_seconds
         self.batch_deadline = cfg["processing"]["batch_deadline_seconds"]
@@ -221,7 +223,8 @@ class DetectorWorker:
                           json_fields_over_cap=self._new_over_cap(),
                           series_values_refused=self._new_series_refused(),
                           lines_unclustered=self._new_unclustered(),
-                          kernels_compiled_after_fork=self._new_kernels_typed())
+                          kernels_compiled_after_fork=self._new_kernels_typed(),
+                          timestamps_unparsed=self._new_unparsed())
         return errors, dead, b"".join(outputs)
 
     def _new_kernels_typed(self):
@@ -303,6 +306,20 @@ class DetectorWorker:
                             parser.json_numeric_fields)
             new += total - self._over_cap[k]
             self._over_cap[k] = total
+        return new
+
+    def _new_unparsed(self):
+        """Lines whose stamp was there but read as no time since the last batch (a WARNING the first time
+        per input and worker: a stamp field that is not a date, or a format the parser does not know)."""
+        new = 0
+        for k, parser in enumerate(self.parsers):
+            total = parser.stats["unparsed_timestamps"]
+            if total and not self._unparsed[k]:
+                log.warning("input %s: time stamps that read as no time (impossible values, or a format not "
+                            "known); such lines take the previous line's time (counted in "
+                            "anomaly_detector_timestamps_unparsed_total)", self.inputs[k][0])
+            new += total - self._unparsed[k]
+            self._unparsed[k] = total
         return new
 
     def _score_run_guarded(self, buf, starts, ends, meta, source_id, outputs):

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from anomaly_detector.parsing import parsing_twins as twins
 from anomaly_detector.parsing import timestamps as T
 from anomaly_detector.parsing.headers import LOGHUB_FORMATS, HeaderFormat
 from anomaly_detector.parsing.timestamps import TimestampParser
@@ -198,8 +199,10 @@ def _kernel_one(texts, layout, nparts):
         pe.append(row_e)
     buf = np.frombuffer(data, dtype=np.uint8)
     template, seps = T.layout_arrays(layout)
-    return T.parse_stamps(buf, np.array(ps, dtype=np.int64).reshape(-1, nparts),
-                          np.array(pe, dtype=np.int64).reshape(-1, nparts), nparts, template, seps)[:6]
+    ok, garbage, ts, year, month, day, hour = T.parse_stamps(
+        buf, np.array(ps, dtype=np.int64).reshape(-1, nparts), np.array(pe, dtype=np.int64).reshape(-1, nparts),
+        nparts, template, seps)[:7]
+    return ok, ts, year, month, day, hour, garbage
 
 
 _DIGITY = st.sampled_from(list("0123456789") + ["9", "1", "2", " ", ".", ",", ":", "-", "/", "T", "Z", "a"])
@@ -235,22 +238,26 @@ def test_stamp_kernel_equals_parser(variants, zone):
         parser.parse(_SAMPLES[layout])
         assert T.layout_of(parser) == layout
         nparts = 2 if " " in _SAMPLES[layout] else 1
-        ok, ts, year, month, day, hour = _kernel_one([text], layout, nparts)
+        ok, ts, year, month, day, hour, garbage = _kernel_one([text], layout, nparts)
+        joined = " ".join(p for p in text.split(" ", nparts - 1)) if nparts > 1 else text
+        if garbage[0]:  # the learned shape with impossible values: the parser reads no time either
+            assert twins.stamp_twin(parser, joined) == (None, True), (layout, text)
+            continue
         if not ok[0] or not T.layout_has_year(layout):
             if ok[0]:
                 _check_yearless(layout, text, zone)
             continue
-        joined = " ".join(p for p in text.split(" ", nparts - 1)) if nparts > 1 else text
         want = parser.parse(joined)
         got = ts[0]
         if layout != "epoch" and zone != "UTC":
-            got -= parser._local_offset(int(year[0]), int(month[0]), int(day[0]), int(hour[0]))
+            got -= parser.local_offset(int(year[0]), int(month[0]), int(day[0]), int(hour[0]))
         assert want is not None and got == want, (layout, text)
 
 
 def test_stamp_kernel_rejects_what_it_cannot_prove():
-    ok, *_ = _kernel_one(["2015-07-29 17:41:44Z", "2015-02-30 00:00:00", "2015-07-29  17:41:44"], "iso", 2)
+    ok, *_, garbage = _kernel_one(["2015-07-29 17:41:44Z", "2015-02-30 00:00:00", "2015-07-29  17:41:44"], "iso", 2)
     assert not ok.any()
+    assert garbage.tolist() == [False, True, False]  # Feb 30: the shape, an impossible day
     ok, ts, *_ = _kernel_one(["1117838570.25", "1117838570123", "12345678", "1117838570.1234567890"], "epoch", 1)
     assert ok.tolist() == [True, True, False, False]
     assert ts[0] == 1117838570.25 and ts[1] == 1117838570.123
@@ -265,19 +272,25 @@ def test_year_inference_kernel_equals_parser(stamps, default_year, zone):
     texts = [f"{m:02d}-{d:02d} {h:02d}:30:00.5" for m, d, h in stamps]
     parser = TimestampParser(timezone=zone, default_year=default_year)
     want = [parser.parse(t) for t in texts]
-    ok, ts, year, month, day, hour, sod, fnum, fdig = T.parse_stamps(*_stamp_buffer(texts), 2, *T.layout_arrays("android"))
+    ok, garbage, ts, year, month, day, hour, sod, fnum, fdig = T.parse_stamps(*_stamp_buffer(texts), 2,
+                                                                              *T.layout_arrays("android"))
     mirror = TimestampParser(timezone=zone, default_year=default_year)
     out_ts, out_years = np.zeros(len(texts)), np.zeros(len(texts), dtype=np.int64)
     i = 0
     while i < len(texts):
-        year0 = mirror._year if mirror._year is not None else (mirror._default_year or mirror._now_year())
-        last0 = mirror._last_month if mirror._last_month is not None else -1
-        j, year_after, last_after = T.infer_years(ok, month, day, sod, fnum, fdig, i, year0, last0, out_ts, out_years)
+        first = i + int(np.argmax(ok[i:] & ~garbage[i:]))
+        year0, last0 = mirror.year_context(int(month[first]), int(day[first]))
+        j, year_after, last_after = T.infer_years(ok, garbage, month, day, sod, fnum, fdig, i, year0, last0,
+                                                  out_ts, out_years)
         for k in range(i, j):
-            got = out_ts[k] - mirror._local_offset(int(out_years[k]), int(month[k]), int(day[k]), min(int(hour[k]), 23))
+            if garbage[k]:
+                assert want[k] is None and np.isnan(out_ts[k]), texts[k]
+                continue
+            got = out_ts[k] - mirror.local_offset(int(out_years[k]), int(month[k]), int(day[k]), min(int(hour[k]), 23))
             assert got == want[k], texts[k]
-        if j > i:
-            mirror._year, mirror._last_month, mirror._last_text = year_after, last_after, None
+        if j > i and not garbage[i:j].all():
+            mirror.took_stamps(year_after, last_after, fmt="android")
+            mirror.forget_text()
         if j < len(texts):
             assert mirror.parse(texts[j]) == want[j]  # the Python path takes the row the kernel left
             j += 1
@@ -309,11 +322,83 @@ def _check_yearless(layout, text, zone):
         pos = len(data)
     out = T.parse_stamps(np.frombuffer(data, dtype=np.uint8), np.array([ps], dtype=np.int64),
                          np.array([pe], dtype=np.int64), nparts, *T.layout_arrays(layout))
-    ok, _, _, month, day, hour, sod, fnum, fdig = out
+    ok, garbage, _, _, month, day, hour, sod, fnum, fdig = out
     ts, years = np.zeros(1), np.zeros(1, dtype=np.int64)
-    end, _, _ = T.infer_years(ok, month, day, sod, fnum, fdig, 0, 2024, -1, ts, years)
+    end, _, _ = T.infer_years(ok, garbage, month, day, sod, fnum, fdig, 0, 2024, -1, ts, years)
     if end == 0:
         assert want is None, text
         return
-    got = ts[0] - TimestampParser(timezone=zone)._local_offset(2024, int(month[0]), int(day[0]), min(int(hour[0]), 23))
+    got = ts[0] - TimestampParser(timezone=zone).local_offset(2024, int(month[0]), int(day[0]), min(int(hour[0]), 23))
     assert got == want, text
+
+
+# ---- the year of year-less stamps comes from the file's context ---------------------------------
+
+def test_small_step_back_is_out_of_order_not_a_new_year():
+    p = TimestampParser(default_year=2025)
+    p.parse("Aug  1 10:00:00")
+    assert dt.datetime.fromtimestamp(p.parse("Jul 31 10:00:00"), dt.timezone.utc).year == 2025
+
+
+def test_first_year_from_the_reference_time():
+    jan_2 = utc(2027, 1, 2, 12)
+    # written on Jan 2 2027: a Dec 31 stamp is last year's, Jan 1 and Jan 3 (a day of skew) this year's
+    assert TimestampParser(reference_time=jan_2).parse("Dec 31 23:59:59") == utc(2026, 12, 31, 23, 59, 59)
+    assert TimestampParser(reference_time=jan_2).parse("Jan  1 00:00:01") == utc(2027, 1, 1, 0, 0, 1)
+    assert TimestampParser(reference_time=jan_2).parse("Jan  3 00:00:01") == utc(2027, 1, 3, 0, 0, 1)
+    # then Dec -> Jan rolls over from there
+    p = TimestampParser(reference_time=jan_2)
+    p.parse("Dec 31 23:59:59")
+    assert p.parse("Jan  1 00:00:01") == utc(2027, 1, 1, 0, 0, 1)
+    # a default year and a full stamp earlier in the file both win over the reference
+    assert TimestampParser(default_year=2010, reference_time=jan_2).parse("Dec 31 00:00:00") == utc(2010, 12, 31)
+    p = TimestampParser(reference_time=jan_2)
+    p.parse("2019-05-01 10:00:00")
+    assert p.parse("Dec 31 00:00:00") == utc(2019, 12, 31)
+
+
+# ---- garbage: a stamp in the learned shape with impossible values ---------------------------------
+
+def test_garbage_in_the_learned_shape_is_no_time_and_tries_no_other_format():
+    p = TimestampParser()
+    assert p.parse("2015-07-29 17:41:44,747") is not None
+    # 6469-01-21 alone would read as a date (iso_date), but the learned ISO shape decides
+    assert p.parse_prefix("6469-01-21 62:41:53,810 INFO x") == (None, T.GARBAGE)
+    assert p.parse("3578-89-06 18:85:97,027") is None
+    assert p.garbage == 2
+    assert p.cached_format == "iso"
+    assert p.parse("2015-07-29 17:41:45,000") == utc(2015, 7, 29, 17, 41, 45)
+
+
+def test_a_file_that_starts_with_garbage_learns_its_shape_from_it():
+    p = TimestampParser(default_year=2024)
+    assert p.parse("Jun 47 15:16:01") is None
+    assert p.cached_format is None and p.learned_format == "syslog" and p.layout() == "syslog"
+    assert p.parse("Jun 14 15:16:01") == utc(2024, 6, 14, 15, 16, 1)
+    assert p.cached_format == "syslog"
+
+
+def test_from_fields_stops_at_garbage_in_the_learned_recipe():
+    p = TimestampParser()
+    assert p.from_fields({"Date": "2015-10-18", "Time": "18:01:47,978"}) is not None
+    assert p.field_recipe == ("Date", "Time")
+    # ("Date",) alone would read 2015-10-18: the learned recipe's garbage is final
+    assert p.from_fields({"Date": "2015-10-18", "Time": "98:01:47,978"}) is None
+    assert p.garbage == 1
+
+
+def test_garbage_only_file_learns_a_recipe_then_a_valid_stamp_takes_over():
+    p = TimestampParser()
+    assert p.from_fields({"Date": "081347", "Time": "993615"}) is None
+    assert p.field_recipe is None and p.learned_recipe == ("Date", "Time") and p.layout() == "hdfs"
+    assert p.from_fields({"Date": "081109", "Time": "203615"}) == utc(2008, 11, 9, 20, 36, 15)
+    assert p.field_recipe == ("Date", "Time") and p.cached_format == "hdfs"
+
+
+def test_a_text_of_a_known_stranger_shape_is_answered_from_memory():
+    p = TimestampParser()
+    assert p.parse_prefix("req 12 took 5 ms") == (None, 0)
+    assert "req 00 took 0 ms" in p._no_shape
+    assert p.parse_prefix("req 97 took 3 ms") == (None, 0)
+    assert p.parse("2015-07-29 17:41:44,747") == utc(2015, 7, 29, 17, 41, 44, 747000)  # shapes apart
+    assert p.parse_prefix("1717171717 x")[0] == 1717171717.0
