@@ -34,32 +34,13 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 from e2e_bench import ScoredReader, free_port, wait_ready  # noqa: E402
+from e2e_bench import write_config as e2e_write_config  # noqa: E402
 
 WT = re.compile(r"wt=(\d+)")
 
 
 def write_config(directory, port, workers, sink_url):
-    path = os.path.join(directory, "config.ini")
-    with open(path, "w") as f:
-        f.write(f"""[service]
-name = adalert_{port}
-pid_file = ""
-[paths]
-state_dir = {directory}/state
-log_dir = {directory}/log
-[inputs]
-[[bench]]
-type = file
-path = {directory}/logs/*.log
-start_at = beginning
-[processing]
-workers = {workers}
-batch_size = 1000
-[http]
-port = {port}
-[outputs]
-scored_lines = {directory}/scored.jsonl
-[detection]
+    return e2e_write_config(directory, port, workers, 1000, name="adalert", extra=f"""[detection]
 incident_window_seconds = 2
 [alerting]
 rate_limit_per_minute = 100000
@@ -69,10 +50,7 @@ url = {sink_url}
 timeout_seconds = 1
 retry_initial_seconds = 0.1
 retry_max_seconds = 2
-[logging]
-level = WARNING
 """)
-    return path
 
 
 class Receiver:

@@ -42,11 +42,13 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def write_config(directory, port, workers, batch_size):
+def write_config(directory, port, workers, batch_size, name="adbench", extra=""):
+    """The daemon's config: one file input over <directory>/logs/*.log, scored lines kept; `extra`
+    sections are appended (alert_bench adds its sink)."""
     path = os.path.join(directory, "config.ini")
     with open(path, "w") as f:
         f.write(f"""[service]
-name = adbench_{port}
+name = {name}_{port}
 pid_file = ""
 [paths]
 state_dir = {directory}/state
@@ -65,7 +67,7 @@ port = {port}
 scored_lines = {directory}/scored.jsonl
 [logging]
 level = WARNING
-""")
+{extra}""")
     return path
 
 

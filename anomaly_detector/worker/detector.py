@@ -296,30 +296,28 @@ class DetectorWorker:
     def _new_over_cap(self):
         """Numeric JSON fields past an input's json_numeric_fields since the last batch (a WARNING the first
         time per input and worker)."""
-        new = 0
-        for k, parser in enumerate(self.parsers):
-            total = parser.stats["json_fields_over_cap"]
-            if total and not self._over_cap[k]:
-                log.warning("input %s: JSON lines carry more than json_numeric_fields = %d numeric fields; the "
-                            "fields past them in key order are not mined (counted in "
-                            "anomaly_detector_json_fields_over_cap_total)", self.inputs[k][0],
-                            parser.json_numeric_fields)
-            new += total - self._over_cap[k]
-            self._over_cap[k] = total
-        return new
+        return self._new_per_input("json_fields_over_cap", self._over_cap, lambda name, parser: (
+            "input %s: JSON lines carry more than json_numeric_fields = %d numeric fields; the fields past them "
+            "in key order are not mined (counted in anomaly_detector_json_fields_over_cap_total)"
+            % (name, parser.json_numeric_fields)))
 
     def _new_unparsed(self):
         """Lines whose stamp was there but read as no time since the last batch (a WARNING the first time
         per input and worker: a stamp field that is not a date, or a format the parser does not know)."""
+        return self._new_per_input("unparsed_timestamps", self._unparsed, lambda name, _parser: (
+            "input %s: time stamps that read as no time (impossible values, or a format not known); such "
+            "lines take the previous line's time (counted in anomaly_detector_timestamps_unparsed_total)" % name))
+
+    def _new_per_input(self, stat, last, warning):
+        """Growth of the parsers' `stat` since the last batch (last: the totals seen, per input, updated);
+        warning(input name, parser) is logged the first time an input's total moves."""
         new = 0
         for k, parser in enumerate(self.parsers):
-            total = parser.stats["unparsed_timestamps"]
-            if total and not self._unparsed[k]:
-                log.warning("input %s: time stamps that read as no time (impossible values, or a format not "
-                            "known); such lines take the previous line's time (counted in "
-                            "anomaly_detector_timestamps_unparsed_total)", self.inputs[k][0])
-            new += total - self._unparsed[k]
-            self._unparsed[k] = total
+            total = parser.stats[stat]
+            if total and not last[k]:
+                log.warning("%s", warning(self.inputs[k][0], parser))
+            new += total - last[k]
+            last[k] = total
         return new
 
     def _score_run_guarded(self, buf, starts, ends, meta, source_id, outputs):

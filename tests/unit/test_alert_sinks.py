@@ -15,7 +15,7 @@ from anomaly_detector.alerting.alerter import SinkRunner, backoff
 from anomaly_detector.alerting.outbox import read_checkpoint
 from anomaly_detector.alerting.sinks import SinkConfigError, build_sink
 from anomaly_detector.alerting.sinks.alertmanager import AlertmanagerSink
-from anomaly_detector.alerting.sinks.base import DeliveryError
+from anomaly_detector.alerting.sinks.base import DeliveryError, Sink
 from anomaly_detector.alerting.sinks.webhook import WebhookSink
 
 
@@ -156,7 +156,8 @@ def test_backoff_doubles_up_to_its_cap_with_jitter_in_the_upper_half():
     assert backoff(20, 1.0, 300.0, rng=lambda: 0.5) == 225.0
 
 
-class Flaky:
+class Flaky(Sink):
+    """A sink that fails its first `failures` sends (tick, state, restore and close: the base's)."""
     name, type = "flaky", "test"
 
     def __init__(self, failures):
@@ -167,15 +168,6 @@ class Flaky:
             self.failures -= 1
             raise DeliveryError("connect", "down")
         self.got.append(event["id"])
-
-    def tick(self, now):
-        return None
-
-    def state(self):
-        return {}
-
-    def restore(self, state):
-        pass
 
 
 def test_a_runner_delivers_in_order_across_failures_and_checkpoints(tmp_path):
