@@ -1,7 +1,7 @@
 """Scored-line records (the replay record, docs/cli.md) written as JSON bytes by a numba kernel, a whole batch at a time.
 
 pipeline.py hands it arrays from the engine plus pre-escaped template and reason texts; the
-plain-Python twin `records_py` is what the tests compare it with (and what it must equal).
+plain-Python twin `records_py` (output_twins.py) is what the tests compare it with (and what it must equal).
 """
 import json
 import math
@@ -115,25 +115,3 @@ KEY_ARRAYS = tuple(np.frombuffer(k.encode(), np.uint8) for k in KEYS)
 
 def record_prefix(file_name):
     return np.frombuffer(b'{"file": ' + escaped(file_name) + b', "line": ', np.uint8)
-
-
-def _fixed_py(value, decimals):
-    scaled = int(round(abs(float(value)) * 10 ** decimals))
-    whole, frac = divmod(scaled, 10 ** decimals)
-    digits = ("%0*d" % (decimals, frac)).rstrip("0") or "0"
-    return "%s%d.%s" % ("-" if value < 0 and scaled > 0 else "", whole, digits)
-
-
-def records_py(file_name, first_line, ts, template_id, templates, score, anomaly, tiers, reasons):
-    """The twin: same bytes from plain Python. templates {tid: text}, reasons {i: [str]}."""
-    parts = []
-    for i in range(len(ts)):
-        t = int(template_id[i])
-        parts.append('{"file": %s, "line": %d, "ts": %s, "template_id": %d, "template": %s, "score": %s, '
-                     '"anomaly": %s, "tiers": {"t1": %s, "t2": %s, "t3": %s, "t4": %s}, "reasons": %s}\n' % (
-                         json.dumps(file_name, ensure_ascii=False), first_line + i,
-                         "null" if math.isnan(ts[i]) else _fixed_py(ts[i], 6), t,
-                         json.dumps(templates[t], ensure_ascii=False), _fixed_py(score[i], 2),
-                         "true" if anomaly[i] else "false", *(_fixed_py(tiers[k, i], 2) for k in range(4)),
-                         json.dumps(reasons.get(i, []), ensure_ascii=False)))
-    return "".join(parts).encode("utf-8")

@@ -111,7 +111,7 @@ class SessionIdLocator:
             span = self.find_id(bytes(batch.buf[s:batch.content_end[i]]))
             if span and span[1] > span[0]:
                 ks[i], ke[i] = s + span[0], s + span[1]
-                keys[i] = sk.id_hash_slow(bytes(batch.buf[ks[i]:ke[i]]))
+                keys[i] = sk.id_hash_slow_path(bytes(batch.buf[ks[i]:ke[i]]))
         self.regex_lines += by_regex.size
         self._verify(batch, keys)
         return keys, ks, ke
@@ -121,7 +121,7 @@ class SessionIdLocator:
         span = self.find_id(content)
         if span is None or span[1] <= span[0]:
             return None
-        spans = sk.token_spans_slow(content)
+        spans = sk.token_spans_slow_path(content)
         for k, (p, q) in enumerate(spans):
             if p <= span[0] and span[1] <= q:
                 return (k, len(spans) - k, span[0] - p, q - span[1])
@@ -170,7 +170,7 @@ class SessionIdLocator:
             s = int(batch.content_start[i])
             content = bytes(batch.buf[s:batch.content_end[i]])
             span = self.find_id(content)
-            want = sk.id_hash_slow(content[span[0]:span[1]]) if span and span[1] > span[0] else -1
+            want = sk.id_hash_slow_path(content[span[0]:span[1]]) if span and span[1] > span[0] else -1
             if want == keys[i]:
                 continue
             t = int(tids[i])

@@ -27,17 +27,6 @@ def record_latencies(row, seconds):
         row[index] += 1
 
 
-def record_latencies_py(row, seconds):
-    """Plain-Python twin of record_latencies."""
-    last = len(row) - 1
-    for s in seconds:
-        if not s > MIN_SECONDS:
-            index = 0
-        else:
-            index = min(int(np.log(s / MIN_SECONDS) / _LOG_BASE) + 1, last)
-        row[index] += 1
-
-
 def bucket_upper_bounds():
     """Upper bound in seconds of each bucket (bucket 0 holds everything up to MIN_SECONDS)."""
     return MIN_SECONDS * np.exp(_LOG_BASE * np.arange(N_BUCKETS, dtype=np.float64))

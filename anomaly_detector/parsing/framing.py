@@ -156,22 +156,3 @@ def split_lines(buf):
         starts[k] = s
         ends[k] = n
     return starts, ends
-
-
-def split_lines_py(buf):
-    """Plain-Python twin of split_lines."""
-    data = bytes(buf)
-    starts, ends = [], []
-    pos = 0
-    pieces = data.split(b"\n")
-    for idx, piece in enumerate(pieces):
-        last = idx == len(pieces) - 1
-        if last and not piece:
-            break
-        end = pos + len(piece)
-        if not last and piece.endswith(b"\r"):
-            end -= 1
-        starts.append(pos)
-        ends.append(end)
-        pos += len(piece) + 1
-    return np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64)

@@ -156,7 +156,7 @@ def generalise(a, b):
         if _value_only(a if b == S else b) or (a == S and b == S):
             return S, a != S
         return None, False
-    if M in a and mk.glob_capture_py(b, a) is not None:
+    if M in a and mk.glob_capture_slow_path(b, a) is not None:
         return a, False
     if a == M or b == M:
         return M, True

@@ -124,15 +124,3 @@ def clean_buffer(buf):
             o += length
         i += length
     return out
-
-
-def clean_buffer_py(buf):
-    """Plain-Python twin of clean_buffer (the reference in tests)."""
-    data = bytes(buf)
-    lines = data.split(b"\n")
-    parts = []
-    for idx, line in enumerate(lines):
-        crlf = idx < len(lines) - 1 and line.endswith(b"\r")
-        body = line[:-1] if crlf else line
-        parts.append(clean_text(body).encode("utf-8") + (b"\r" if crlf else b""))
-    return np.frombuffer(b"\n".join(parts), dtype=np.uint8).copy()

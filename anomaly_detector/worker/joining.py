@@ -24,12 +24,6 @@ def join_lines(buf, starts, ends):
     return out
 
 
-def join_lines_py(buf, starts, ends):
-    """Plain-Python twin of join_lines."""
-    data = bytes(buf)
-    return np.frombuffer(b"".join(data[s:e] + b"\n" for s, e in zip(starts, ends)), np.uint8)
-
-
 def source_runs(source_ids):
     """[(first, stop, source_id)] of consecutive lines sharing a source id, in order."""
     n = len(source_ids)

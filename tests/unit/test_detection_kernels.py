@@ -7,6 +7,7 @@ import pytest
 from anomaly_detector.detection import novelty_kernels as K
 from anomaly_detector.detection import novelty_twins as T
 from anomaly_detector.detection import output_kernels as O
+from anomaly_detector.detection import output_twins as O_twins
 from anomaly_detector.detection import stats_kernels as S
 from anomaly_detector.detection import stats_twins as ST
 
@@ -130,4 +131,4 @@ def test_record_writer_matches_json_twin():
     out = O.write_records(O.record_prefix("dir/a.log"), 5, ts, tids, np.frombuffer(pool, np.uint8), starts, ends,
                           score, anomaly, tiers, np.frombuffer(b"".join(r_parts) or b" ", np.uint8), r_start, r_end,
                           O.KEY_ARRAYS).tobytes()
-    assert out == O.records_py("dir/a.log", 5, ts, tids, texts, score, anomaly, tiers, reasons)
+    assert out == O_twins.records_py("dir/a.log", 5, ts, tids, texts, score, anomaly, tiers, reasons)

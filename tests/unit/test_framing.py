@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anomaly_detector.parsing.framing import LineFramer, split_lines, split_lines_py
+from anomaly_detector.parsing.framing import LineFramer, split_lines
+from anomaly_detector.parsing.parsing_twins import split_lines_py
 
 
 def _feed_all(framer, chunks):

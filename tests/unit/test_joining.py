@@ -1,7 +1,8 @@
 """join_lines (the worker's ring batch -> LF-separated text kernel) against its plain-Python twin."""
 import numpy as np
 
-from anomaly_detector.worker.joining import join_lines, join_lines_py, source_runs
+from anomaly_detector.worker.joining import join_lines, source_runs
+from anomaly_detector.worker.worker_twins import join_lines_py
 
 
 def test_kernel_equals_twin_on_spans_with_gaps_and_empty_lines():

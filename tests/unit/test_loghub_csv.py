@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from anomaly_detector.commands import parse as parse_cmd
 from anomaly_detector.parsing import loghub_csv
 from anomaly_detector.parsing import loghub_kernels as lk
+from anomaly_detector.parsing import loghub_twins as lk_twins
 from anomaly_detector.parsing.headers import LOGHUB_FORMATS
 from anomaly_detector.parsing.loghub_csv import write_loghub
 from anomaly_detector.parsing.miner import TemplateMiner
@@ -226,23 +227,23 @@ def test_render_rows_matches_twin(lines, first_id):
                tpl_pool=tpl_pool, tpl_ptr=tpl_ptr, pptr=np.array(pptr, dtype=np.int64),
                pstart=np.array(ps, dtype=np.int64), pend=np.array(pe, dtype=np.int64), py_row=py_row,
                py_pool=py_pool, py_ptr=py_ptr, first_id=first_id)
-    want = lk.render_rows_py(**arr)
+    want = lk_twins.render_rows_py(**arr)
     lengths = lk.row_lengths(*(arr[k] for k in ("buf", "fstart", "fend", "fcols", "cstart", "cend", "tpl_row", "tpl_ptr",
                                                 "pptr", "pstart", "pend", "py_row", "py_ptr", "first_id")))
     out = np.full(int(lengths.sum()) + 5, 7, dtype=np.uint8)
     size = lk.render_rows(*arr.values(), out)
     assert size == lengths.sum() and out[:size].tobytes() == want.tobytes() and (out[size:] == 7).all()
     need = lk.params_need_repr(arr["buf"], arr["pptr"], arr["pstart"], arr["pend"])
-    assert need.tolist() == lk.params_need_repr_py(arr["buf"], arr["pptr"], arr["pstart"], arr["pend"]).tolist()
+    assert need.tolist() == lk_twins.params_need_repr_py(arr["buf"], arr["pptr"], arr["pstart"], arr["pend"]).tolist()
 
 
 def test_kernel_rows_are_what_csv_writer_writes():
     """The twin's quoting rules, checked once against csv.writer itself on the hard cells."""
     cells = [b"plain", b"a,b", b'say "hi"', b"cr\rhere", b"", b" lead", b"tab\t", b"caf\xc3\xa9"]
     for cell in cells:
-        assert lk._cell_py(cell) == loghub_csv._csv_text(["x", cell.decode()])[2:-2]
+        assert lk_twins._cell_py(cell) == loghub_csv._csv_text(["x", cell.decode()])[2:-2]
     params = ["a", "b,c", 'd"e', ""]
-    assert lk._cell_py(b"[" + b", ".join(b"'" + p.encode() + b"'" for p in params) + b"]") \
+    assert lk_twins._cell_py(b"[" + b", ".join(b"'" + p.encode() + b"'" for p in params) + b"]") \
         == loghub_csv._csv_text(["x", repr(params)])[2:-2]
 
 

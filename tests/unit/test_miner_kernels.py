@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anomaly_detector.parsing import miner_kernels as mk
+from anomaly_detector.parsing import miner_twins as mk_twins
 
 ALL = (1 << 9) - 1
 # pieces that exercise every masker: numbers, ids, hex, IPs, uuids, paths, units, dates
@@ -36,7 +37,7 @@ def test_mask_line_matches_twin(text, flags):
     buf = np.frombuffer(line + b"\n", dtype=np.uint8)
     out = np.zeros(len(line) + 1, dtype=np.uint8)
     n = mk.mask_line(buf, 0, len(line), flags, np.zeros(0, dtype=np.uint8), out)
-    assert bytes(out[:n]) == mk.mask_line_py(line, flags)
+    assert bytes(out[:n]) == mk_twins.mask_line_py(line, flags)
 
 
 @settings(max_examples=60, deadline=None)
@@ -45,12 +46,12 @@ def test_shape_hashes_match_twin_with_forced_bytes(texts, flags, seed):
     buf, starts, ends, _ = _batch(texts)
     force = (np.random.default_rng(seed).random(len(buf)) < 0.05).astype(np.uint8)
     for f in (np.zeros(0, dtype=np.uint8), force):
-        assert (mk.shape_hashes(buf, starts, ends, flags, f) == mk.shape_hashes_py(buf, starts, ends, flags, f)).all()
+        assert (mk.shape_hashes(buf, starts, ends, flags, f) == mk_twins.shape_hashes_py(buf, starts, ends, flags, f)).all()
 
 
 def test_masking_examples():
     def m(text):
-        return mk.mask_line_py(text.encode(), ALL).replace(bytes([mk.MARK]), b"<*>").decode()
+        return mk_twins.mask_line_py(text.encode(), ALL).replace(bytes([mk.MARK]), b"<*>").decode()
     assert m("PacketResponder 1 for block blk_-6952295868487656571 terminating") == \
         "PacketResponder <*> for block blk_-<*> terminating"
     assert m("connection from 10.0.0.1:22 at Sun Jul 10 03:55:15 2005") == \
@@ -73,7 +74,7 @@ def _masked(text, flags=ALL):
     buf = np.frombuffer(line + b"\n", dtype=np.uint8)
     out = np.zeros(len(line) + 1, dtype=np.uint8)
     n = mk.mask_line(buf, 0, len(line), flags, np.zeros(0, dtype=np.uint8), out)
-    assert bytes(out[:n]) == mk.mask_line_py(line, flags)
+    assert bytes(out[:n]) == mk_twins.mask_line_py(line, flags)
     return bytes(out[:n]).replace(bytes([mk.MARK]), b"<*>").decode()
 
 
@@ -129,7 +130,7 @@ def test_masked_shape_survives_redrawn_digits():
     rng = np.random.default_rng(1)
     text = b"blk_38865049064139660 10.250.19.102:50010 took 1.5ms size 93.0 B at 0x7f3a uid=509"
     redrawn = bytes(48 + int(rng.integers(10)) if 48 <= c <= 57 else c for c in text)
-    assert mk.mask_line_py(text, ALL) == mk.mask_line_py(redrawn, ALL)
+    assert mk_twins.mask_line_py(text, ALL) == mk_twins.mask_line_py(redrawn, ALL)
 
 
 @settings(max_examples=100, deadline=None)
@@ -147,7 +148,7 @@ def test_table_and_assign_slots_match_twin(keys_in, stop):
     first = 0
     while first < len(hashes):
         a = mk.assign_slots(hashes, first, keys, vals, got[1], got[2], 100, got[0])
-        b = mk.assign_slots_py(hashes, first, table, want[1], want[2], 100, want[0])
+        b = mk_twins.assign_slots_py(hashes, first, table, want[1], want[2], 100, want[0])
         assert a == b
         first = a + 1
     for g, w in zip(got, want):
@@ -162,7 +163,7 @@ def test_equal_tokens_matches_twin(rows, width, seed):
     rng = np.random.default_rng(seed)
     tpl = rng.integers(0, 3, size=(rows, width)).astype(np.uint64)
     line = rng.integers(0, 3, size=width).astype(np.uint64)
-    assert (mk.equal_tokens(tpl, line) == mk.equal_tokens_py(tpl, line)).all()
+    assert (mk.equal_tokens(tpl, line) == mk_twins.equal_tokens_py(tpl, line)).all()
 
 
 glob_tokens = st.lists(st.sampled_from(["a", "=", "<*>", "_", "x1", ""]), min_size=1, max_size=5).map(
@@ -195,13 +196,13 @@ def test_extract_params_matches_twin(cases):
         np.array(tt_start, dtype=np.int64), np.array(tt_end, dtype=np.int64), np.array(tt_marks, dtype=np.int64),
         np.frombuffer(bytes(pool) + b"\0", dtype=np.uint8), max_marks, ptr, ALL, np.zeros(0, np.uint8))
     for k, (_, toks) in enumerate(cases):
-        want = mk.line_params_py(raw[k], toks)
+        want = mk_twins.line_params_py(raw[k], toks)
         lo, hi = ptr[k], ptr[k + 1]
         assert [(o, a + starts[k], b + starts[k]) for o, a, b in want] == list(zip(pos[lo:hi], cs[lo:hi], ce[lo:hi]))
-        keys = mk.param_key_spans_py(raw[k], toks)
+        keys = mk_twins.param_key_spans_py(raw[k], toks)
         for j, (_, a, b), (ka, kb) in zip(range(lo, hi), want, keys):
-            assert hsh[j] == mk.fnv_py(raw[k][ka:kb])
-            w = mk.parse_number_py(raw[k][a:b])
+            assert hsh[j] == mk_twins.fnv_py(raw[k][ka:kb])
+            w = mk_twins.parse_number_py(raw[k][a:b])
             assert (math.isnan(w) and math.isnan(num[j])) or w == num[j]
 
 
@@ -210,13 +211,13 @@ def test_extract_params_matches_twin(cases):
 def test_parse_number_matches_twin(text):
     data = text.encode()
     got = mk.parse_number(np.frombuffer(data + b"\0", dtype=np.uint8), 0, len(data))
-    want = mk.parse_number_py(data)
+    want = mk_twins.parse_number_py(data)
     assert (math.isnan(got) and math.isnan(want)) or got == want
 
 
 def test_parse_number_strips_units():
     def p(s):
-        return mk.parse_number_py(s.encode())
+        return mk_twins.parse_number_py(s.encode())
     assert p("12ms") == 12.0 and p("-3") == -3.0 and p("5.5KB") == 5.5
     assert math.isnan(p("0x1f")) and math.isnan(p("10.0.0.1")) and math.isnan(p("abc"))
 
@@ -227,4 +228,4 @@ def test_fnv_spans_matches_twin(tokens):
     lengths = np.array([len(t) for t in tokens], np.int64)
     ends = np.cumsum(lengths)
     got = mk.fnv_spans(np.frombuffer(b"".join(tokens), np.uint8), ends - lengths, ends)
-    assert got.tolist() == [mk.fnv_py(t) for t in tokens]
+    assert got.tolist() == [mk_twins.fnv_py(t) for t in tokens]

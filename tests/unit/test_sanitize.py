@@ -3,7 +3,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anomaly_detector.parsing.sanitize import clean_buffer, clean_buffer_py, clean_text
+from anomaly_detector.parsing.parsing_twins import clean_buffer_py
+from anomaly_detector.parsing.sanitize import clean_buffer, clean_text
 
 
 def test_valid_text_passes_through():

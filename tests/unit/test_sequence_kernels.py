@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from anomaly_detector.detection import sequence_kernels as sk
+from anomaly_detector.detection import sequence_twins as sk_twins
 
 WORDS = [b"request", b"req=", b"blk_-12", b"a", b"completed", b"id=xyz9", b"\xc3\xa9t\xc3\xa9", b"42", b"ok,"]
 SPACES = [b" ", b"  ", b"\t", b" \t "]
@@ -110,7 +111,7 @@ def test_extract_keys_matches_twin(seed):
     pre = rng.integers(0, 3, n_tpl).astype(np.int32)
     suf = rng.integers(0, 3, n_tpl).astype(np.int32)
     got = sk.extract_keys(buf, starts, ends, tids, mode, tok, pre, suf)
-    want = sk.extract_keys_py(buf, starts, ends, tids, mode, tok, pre, suf)
+    want = sk_twins.extract_keys_py(buf, starts, ends, tids, mode, tok, pre, suf)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
     assert (got[0] >= 0).any() and (got[0] == -1).any()
@@ -126,7 +127,7 @@ def test_extract_keys_cuts_the_id_out_of_its_token():
     suf = np.array([0, 1, 0], np.int32)
     keys, ks, ke = sk.extract_keys(buf, starts, ends, tids, mode, tok, pre, suf)
     assert bytes(buf[ks[0]:ke[0]]) == b"abc123" and bytes(buf[ks[1]:ke[1]]) == b"abc123"
-    assert keys[0] == keys[1] == sk.id_hash_slow(b"abc123")
+    assert keys[0] == keys[1] == sk.id_hash_slow_path(b"abc123")
     assert bytes(buf[ks[2]:ke[2]]) == b"blk_-7"
 
 
@@ -164,7 +165,7 @@ def test_walk_sessions_matches_twin(seed):
     keys, tids, *_ = _random_batch(rng, 50, n_keys=40)
     got = sk.walk_sessions(keys, tids, st.open_wf(tids), st.ix_key, st.ix_slot, st.wf, st.last)
     open_ = {k: (v["wf"], v["last"]) for k, v in st.as_dict().items()}
-    want = sk.walk_sessions_py(keys, tids, st.open_wf(tids), open_)
+    want = sk_twins.walk_sessions_py(keys, tids, st.open_wf(tids), open_)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
     assert (got[1] == sk.START).any() and ((got[1] >= 0) & (got[1] != sk.START)).any()
@@ -199,7 +200,7 @@ def test_score_transitions_matches_twin(seed):
     tids = rng.integers(0, 5, n).astype(np.int32)
     ts = np.arange(n, dtype=np.float64)
     got = sk.score_transitions(wf, prev, tids, ts, 20.0, tkeys, tcnt, 50.0, 0.01, 90.0)
-    want = sk.score_transitions_py(wf, prev, tids, ts, 20.0, counts, 50.0, 0.01, 90.0)
+    want = sk_twins.score_transitions_py(wf, prev, tids, ts, 20.0, counts, 50.0, 0.01, 90.0)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
     np.testing.assert_array_equal(got[1], want[1])
     assert len(set(got[1].tolist())) >= 4
@@ -214,7 +215,7 @@ def test_surprise_is_zero_before_support_top_when_unseen_and_falls_with_sighting
     assert seen[-1] == 0.0
     for c, share in ((0.0, 0.0001), (0.7, 0.3), (3.0, 0.001), (40.0, 0.5)):
         assert math.isclose(sk.surprise(c, 9000.0, share, 50.0, 0.01, 90.0),
-                            sk.surprise_py(c, 9000.0, share, 50.0, 0.01, 90.0), rel_tol=1e-9, abs_tol=1e-9)
+                            sk_twins.surprise_py(c, 9000.0, share, 50.0, 0.01, 90.0), rel_tol=1e-9, abs_tol=1e-9)
 
 
 def test_surprise_needs_the_step_to_be_common_elsewhere():
@@ -226,7 +227,7 @@ def test_surprise_needs_the_step_to_be_common_elsewhere():
 
 @pytest.mark.parametrize("k,mean", [(0, 0.5), (0, 30.0), (3, 2.0), (10, 40.0), (200, 500.0)])
 def test_poisson_tail_matches_twin(k, mean):
-    assert math.isclose(sk.poisson_log10_cdf(k, mean), sk.poisson_log10_cdf_py(k, mean), rel_tol=1e-9, abs_tol=1e-12)
+    assert math.isclose(sk.poisson_log10_cdf(k, mean), sk_twins.poisson_log10_cdf_py(k, mean), rel_tol=1e-9, abs_tol=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -241,7 +242,7 @@ def test_learn_lines_matches_twin(seed):
     for _ in range(3):
         batch = _random_batch(rng, 40, n_keys=14)
         st.learn(*batch, tkeys, tcnt, counters, max_trans, 30.0)
-        free, o, d = sk.learn_lines_py(batch[0], batch[1], st.open_wf(batch[1]), *batch[2:], counts, sessions, free,
+        free, o, d = sk_twins.learn_lines_py(batch[0], batch[1], st.open_wf(batch[1]), *batch[2:], counts, sessions, free,
                                        max_trans, 3, 30.0)
         opened, dropped = opened + o, dropped + d
     assert _as_counts(tkeys, tcnt) == pytest.approx(counts)
@@ -295,7 +296,7 @@ def test_close_sessions_matches_twin(seed):
         95.0, 20.0, 0.05, 99.5, 50.0, 2.0, st.ix_key, st.ix_slot, st.key, st.wf, st.last, st.start, st.lastts,
         st.ntpl, st.tpl, st.flags, st.minw, st.maxscore, st.free, tkeys, tcnt, counters, max_trans,
         dur_n, dur_mean, dur_var, core_ptr, core_tid)
-    reported = sk.close_sessions_py(95.0, 20.0, 0.05, 99.5, 50.0, 2.0, sessions, counts, max_trans, durations, core)
+    reported = sk_twins.close_sessions_py(95.0, 20.0, 0.05, 99.5, 50.0, 2.0, sessions, counts, max_trans, durations, core)
     got = sorted(zip(keys_before[slots].tolist(), verdicts.tolist(), missing.tolist()))
     assert got == sorted(reported)
     assert counters[sk.C_CLOSED] > len(got) > 0   # some ended quietly, some were worth a Finding
@@ -355,7 +356,7 @@ def test_subspace_step_matches_twin_and_converges_to_the_leading_eigenvectors(se
     cov = a @ np.diag(np.linspace(3.0, 0.0, 24) ** 4) @ a.T / 24
     start = rng.normal(size=(24, 5))
     start[:, 3] = start[:, 1]   # a dependent column must not break it
-    got, want = sk.subspace_step(cov, start, 3), sk.subspace_step_py(cov, start, 3)
+    got, want = sk.subspace_step(cov, start, 3), sk_twins.subspace_step_py(cov, start, 3)
     np.testing.assert_allclose(got[0], want[0], atol=1e-9)
     np.testing.assert_allclose(got[1], want[1], rtol=1e-9)
     basis = start
@@ -379,7 +380,7 @@ def test_param_hash_at_matches_twin(seed):
     hashes = rng.integers(0, 2**63, ptr[-1], dtype=np.uint64)
     rows = rng.integers(0, n, 30).astype(np.int64)
     want = rng.integers(0, 5, 30).astype(np.int64)
-    got, twin = sk.param_hash_at(ptr, pos, hashes, rows, want), sk.param_hash_at_py(ptr, pos, hashes, rows, want)
+    got, twin = sk.param_hash_at(ptr, pos, hashes, rows, want), sk_twins.param_hash_at_py(ptr, pos, hashes, rows, want)
     np.testing.assert_array_equal(got[0], twin[0])
     np.testing.assert_array_equal(got[1], twin[1])
     assert got[1].any() and not got[1].all()

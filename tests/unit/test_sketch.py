@@ -3,7 +3,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anomaly_detector.metrics.sketch import N_BUCKETS, quantiles, record_latencies, record_latencies_py
+from anomaly_detector.metrics.sketch import N_BUCKETS, quantiles, record_latencies
+from anomaly_detector.metrics.sketch_twins import record_latencies_py
 
 LATENCIES = st.lists(st.one_of(st.floats(min_value=0, max_value=1e4), st.just(float("nan")), st.just(-1.0)),
                      max_size=200)

@@ -51,7 +51,7 @@ def make_batch(lines, ts, tids, params=None):
                        template_id=np.asarray(tids, np.int32), buf=np.frombuffer(b"".join(raw), np.uint8).copy(),
                        content_start=starts, content_end=ends, param_ptr=ptr,
                        param_pos=np.array([p for p, _ in flat], np.int16),
-                       param_hash=np.array([sk.id_hash_slow(v.encode()) for _, v in flat], np.uint64),
+                       param_hash=np.array([sk.id_hash_slow_path(v.encode()) for _, v in flat], np.uint64),
                        param_num=np.full(len(flat), np.nan), sources=["app"])
 
 
@@ -131,7 +131,7 @@ def test_locator_cuts_ids_from_tokens_without_a_regex_per_line():
     assert tier.locator.regex_lines == 0
     a, e = line_of(batch, ids[3], 0), line_of(batch, ids[3], 5)
     b = line_of(batch, ids[3], 1)
-    assert keys[a] == keys[b] == keys[e] == sk.id_hash_slow(ids[3].encode())
+    assert keys[a] == keys[b] == keys[e] == sk.id_hash_slow_path(ids[3].encode())
     assert bytes(batch.buf[ks[b]:ke[b]]).decode() == ids[3]
 
 
@@ -142,7 +142,7 @@ def test_locator_uses_the_regexes_when_the_id_moves_and_rechecks_templates():
     batch = make_batch(lines, [1.0, 2.0, 3.0, 4.0], [7, 7, 8, -1])
     keys, _, _ = tier.locator.keys(batch, 16)
     assert tier.locator.mode[7] == MODE_REGEX and tier.locator.regex_lines == 2
-    assert keys.tolist() == [sk.id_hash_slow(b"ab12cd34"), sk.id_hash_slow(b"ff12cd34"), -1, -1]
+    assert keys.tolist() == [sk.id_hash_slow_path(b"ab12cd34"), sk.id_hash_slow_path(b"ff12cd34"), -1, -1]
     result, _ = step(tier, batch)   # a line without a template takes no part
     assert result.scores.tolist() == [0.0] * 4 and tier.stats["sessions_open"] == 2
     # Template 8 was decided "no id"; when its lines start carrying one, the check notices.
