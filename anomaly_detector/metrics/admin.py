@@ -62,7 +62,9 @@ class AdminAPI:
         http = cfg["http"]
         token, reason = read_token(http["admin_token_file"])
         if reason:
-            log.warning("admin API disabled: %s", reason)
+            # not set is the default (the API off, as documented): INFO; a file that is set and unusable
+            # refuses the start or the reload before this point, so a WARNING here would only be noise
+            (log.info if not http["admin_token_file"] else log.warning)("admin API disabled: %s", reason)
         # Workers pop at most half a ring at once ([processing] ring_size >= 2 x batch_size).
         return cls(control, token, reason, http["max_body_bytes"], http["admin_rate_limit_per_minute"],
                    max_batch_size=min(100000, cfg["processing"]["ring_size"] // 2))
