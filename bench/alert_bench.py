@@ -33,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
-from e2e_bench import ScoredReader, free_port, wait_ready  # noqa: E402
+from e2e_bench import ScoredReader, free_port, start_daemon, wait_ready  # noqa: E402
 from e2e_bench import write_config as e2e_write_config  # noqa: E402
 
 WT = re.compile(r"wt=(\d+)")
@@ -142,9 +142,7 @@ def run(args, stalled):
     sink = Staller() if stalled else Receiver()
     port = free_port()
     config = write_config(directory, port, args.workers, sink.url)
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    env.setdefault("NUMBA_CACHE_DIR", os.path.join("/tmp", "anomaly-detector-bench-numba"))
-    daemon = subprocess.Popen([sys.executable, "-m", "anomaly_detector", "--config", config], cwd=ROOT, env=env)
+    daemon = start_daemon(config)
     try:
         wait_ready(port, daemon)
         writer = Writer(os.path.join(directory, "logs"), args.rate, args.seconds, args.burst_every)

@@ -171,14 +171,19 @@ def wait_ready(port, daemon, timeout=600):
     sys.exit("daemon not ready after %d s" % timeout)
 
 
+def start_daemon(config):
+    """The daemon of this checkout on `config` (kernels cached apart from the user's)."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.setdefault("NUMBA_CACHE_DIR", os.path.join("/tmp", "anomaly-detector-bench-numba"))
+    return subprocess.Popen([sys.executable, "-m", "anomaly_detector", "--config", config], cwd=ROOT, env=env)
+
+
 def run_rate(rate, args):
     directory = tempfile.mkdtemp(prefix="ad-e2e-")
     os.makedirs(os.path.join(directory, "logs"))
     port = free_port()
     config = write_config(directory, port, args.workers, args.batch_size)
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    env.setdefault("NUMBA_CACHE_DIR", os.path.join("/tmp", "anomaly-detector-bench-numba"))
-    daemon = subprocess.Popen([sys.executable, "-m", "anomaly_detector", "--config", config], cwd=ROOT, env=env)
+    daemon = start_daemon(config)
     try:
         wait_ready(port, daemon)
         writer = Writer(os.path.join(directory, "logs"), rate, args.seconds, args.files)

@@ -1,4 +1,5 @@
 """What every sink shares: the DeliveryError it raises and the default no-op hooks."""
+import abc
 
 # Bounded reasons of alerts_failed_total{reason}.
 FAILURE_REASONS = ("timeout", "connect", "refused_address", "redirect", "http_5xx", "http_4xx", "smtp_4xx", "auth",
@@ -14,14 +15,15 @@ class DeliveryError(Exception):
         self.reason, self.retry = reason, retry
 
 
-class Sink:
+class Sink(abc.ABC):
     """Base: send() is the one method a sink must have."""
 
     name = ""
     type = ""
 
+    @abc.abstractmethod
     def send(self, event):
-        raise NotImplementedError
+        """Deliver one event, or raise DeliveryError."""
 
     def tick(self, now):
         """Called when the queue is empty; returns when it wants to be called again (None: no need)."""
@@ -30,8 +32,8 @@ class Sink:
     def state(self):
         return {}
 
-    def restore(self, state):
-        pass
+    def restore(self, state):  # noqa: B027 - a hook: most sinks keep no state
+        """Take back what state() gave (after a restart)."""
 
-    def close(self):
-        pass
+    def close(self):  # noqa: B027 - a hook: most sinks hold nothing open
+        """Release what the sink holds (connections)."""
