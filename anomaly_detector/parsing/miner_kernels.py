@@ -477,6 +477,17 @@ def _mask_token(buf, s, e, flags, force, out, o, after_value, after_date):
     return o, dated
 
 
+@njit(cache=True, inline="always")
+def _next_token(buf, i, e):
+    """(start, end) of the first whitespace-separated token of buf[i:e]; start == e when there is none."""
+    while i < e and _is_space(buf[i]):
+        i += 1
+    j = i
+    while j < e and not _is_space(buf[j]):
+        j += 1
+    return i, j
+
+
 @kt.entry((kt.BYTES, kt.INT64, kt.INT64, kt.INT64, kt.U8_1D, kt.U8_1D), cache=True)
 def mask_line(buf, s, e, flags, force, out):
     """Masked form of line buf[s:e] into out (len >= e - s); returns its length."""
@@ -484,13 +495,9 @@ def mask_line(buf, s, e, flags, force, out):
     i = s
     dated = False
     while i < e:
-        while i < e and _is_space(buf[i]):
-            i += 1
+        i, j = _next_token(buf, i, e)
         if i >= e:
             break
-        j = i
-        while j < e and not _is_space(buf[j]):
-            j += 1
         after_value = o > 0 and out[o - 1] == MARK
         if o > 0:
             out[o] = SEP
@@ -734,13 +741,9 @@ def span_tokens(buf, i, e, flags, force, scratch, prev_s, prev_e):
     end = i
     p = i
     while True:
-        while p < e and _is_space(buf[p]):
-            p += 1
+        p, q = _next_token(buf, p, e)
         if p >= e:
             break
-        q = p
-        while q < e and not _is_space(buf[q]):
-            q += 1
         o, d = _mask_token(buf, p, q, flags, force, scratch, 0, after_value, dated)
         if _value_only(scratch, o):
             after_value = scratch[o - 1] == MARK
@@ -796,11 +799,7 @@ def extract_params(buf, starts, ends, slots, tpl_first, tpl_nscan, tt_start, tt_
         ps = -1
         pe = -1
         for _ in range(tpl_nscan[slot]):
-            while i < e and _is_space(buf[i]):
-                i += 1
-            j = i
-            while j < e and not _is_space(buf[j]):
-                j += 1
+            i, j = _next_token(buf, i, e)
             ts, te = tt_start[t], tt_end[t]
             nw = tt_marks[t]
             if nw < 0:

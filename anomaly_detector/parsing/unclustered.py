@@ -64,7 +64,7 @@ class FreeTextGate:
         """Count a mined batch's lines per source and judge the sources whose window is full."""
         if not len(sources):
             return
-        self.lines[:self.free.shape[0]] += np.bincount(sources, minlength=len(self.free))[:len(self.free)]
+        self.lines += np.bincount(sources, minlength=len(self.lines))   # fit() made room for every id
         full = self.lines >= self.window
         if full.any():
             ratio = self.unmatched[full] / self.lines[full]

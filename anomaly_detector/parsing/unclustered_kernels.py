@@ -82,10 +82,7 @@ def free_text_run(lines, flags, first, table, live, gate, unclustered, clock, ou
     width = live_ptr.shape[0] - 2
     hashes = np.empty(max(width, 1), np.uint64)
     rigid = np.empty(max(width, 1), np.bool_)
-    longest = 1
-    for k in range(first, n):
-        longest = max(longest, ends[k] - starts[k] + 1)
-    scratch = np.empty(longest, np.uint8)
+    scratch = np.empty(256, np.uint8)   # grown for a longer miss: a cache hit never needs it
     mask = np.uint64(seen.shape[0] - 1)
     made = 0
     for k in range(first, n):
@@ -94,6 +91,8 @@ def free_text_run(lines, flags, first, table, live, gate, unclustered, clock, ou
             src = sources[k]
             if not free[src] or seen[np.int64(shapes[k] & mask)] == shapes[k]:
                 return k, made
+            if ends[k] - starts[k] + 1 > scratch.shape[0]:
+                scratch = np.empty(ends[k] - starts[k] + 1, np.uint8)
             m = mask_line(buf, starts[k], ends[k], flags, force, scratch)
             ntok = line_tokens(scratch, m, hashes, rigid)
             if ntok <= width and could_join(ntok, hashes, rigid, live_slots[live_ptr[ntok]:live_ptr[ntok + 1]],
