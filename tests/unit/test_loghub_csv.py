@@ -19,19 +19,11 @@ from anomaly_detector.parsing.headers import LOGHUB_FORMATS
 from anomaly_detector.parsing.loghub_csv import write_loghub
 from anomaly_detector.parsing.miner import TemplateMiner
 from anomaly_detector.parsing.records import RecordParser
+from tests.unit.test_headers import DATA  # the loghub-2k folder, found once
 
 HDFS = LOGHUB_FORMATS["HDFS"]
 
 
-def _data_dir():
-    here = Path(__file__).resolve()
-    for cand in (here.parents[3] / "shared" / "data" / "loghub-2k", Path("/work/shared/data/loghub-2k")):
-        if cand.is_dir():
-            return cand
-    return None
-
-
-DATA = _data_dir()
 SAMPLES = ["Android", "Apache", "HDFS", "Hadoop", "HealthApp", "Linux", "Mac", "OpenStack", "Spark", "Zookeeper"]
 
 
