@@ -66,6 +66,8 @@ class _Handler(BodyHygieneMixin, BaseHTTPRequestHandler):
                        json.dumps(body).encode())
         elif route == "/metrics":
             self._send(200, CONTENT_TYPE_METRICS, render(self.server.source.samples()).encode())
+        elif route == "/" and self.server.page is not None:
+            self._send(200, *self.server.page.response())
         else:
             self._send(404, "application/json", b'{"error": "not found"}')
 
@@ -84,7 +86,7 @@ class _Handler(BodyHygieneMixin, BaseHTTPRequestHandler):
         if route.startswith("/admin/") or route == "/admin":
             self._admin(self.command)
             return
-        status = 405 if route in ("/health", "/metrics") else 404
+        status = 405 if route in ("/", "/health", "/metrics") else 404
         self._send(status, "application/json", b'{"error": "%s"}' % (b"method not allowed" if status == 405
                                                                      else b"not found"))
 
@@ -171,10 +173,11 @@ class SidecarHTTPServer(GuardedHTTPServer):
 
     def __init__(self, bind, port, source, access_log_path=None, sock=None,
                  max_connections=MAX_CONNECTIONS, header_timeout_seconds=HEADER_TIMEOUT_SECONDS,
-                 admin=None, tls_context=None):
+                 admin=None, tls_context=None, page=None):
         """`sock`: an already listening socket (the supervisor binds before forking, so a busy
         port fails the start, and a restarted sidecar takes over the same socket). `admin`: an
-        AdminAPI for /admin/* (None: 404); `tls_context`: serve HTTPS with it."""
+        AdminAPI for /admin/* (None: 404); `tls_context`: serve HTTPS with it; `page`: a metrics.page.Page
+        for GET / (None: 404)."""
         self.max_connections = int(max_connections)
         self.header_timeout_seconds = float(header_timeout_seconds)
         self.rejected = collections.Counter()
@@ -186,7 +189,7 @@ class SidecarHTTPServer(GuardedHTTPServer):
             self.socket.close()
             self.socket = sock
             self.server_address = sock.getsockname()[:2]
-        self.source, self.admin, self.tls_context = source, admin, tls_context
+        self.source, self.admin, self.tls_context, self.page = source, admin, tls_context, page
         self.access_log = AccessLog(access_log_path) if access_log_path else None
         self.started = time.time()
 

@@ -145,6 +145,9 @@ METRICS = {m.name: m for m in (
                "enable-tier4 switch it)."),
     MetricSpec("runtime_learning_rate_factor", GAUGE, "Multiplier of every tier's learning rate: 1, halved by "
                "each POST /admin/reduce-learning-rate."),
+    MetricSpec("page_reads_skipped_total", COUNTER, "Files the page at / did not read, by reason: too_large "
+               "(over [http] page_max_read_mb), unreadable (damaged, or not a state file); since the sidecar "
+               "started.", ("reason",)),
     MetricSpec("runtime_backpressure", GAUGE, "1 while the inputs read nothing new (POST "
                "/admin/enable-backpressure); lines wait in their files, pipe and spools."),
 )}

@@ -20,6 +20,7 @@ from anomaly_detector.inputs.spool import spool_bytes
 from anomaly_detector.inputs.syslog_server import FRAMING_REASONS
 from anomaly_detector.metrics.admin import AdminAPI
 from anomaly_detector.metrics.httpd import SidecarHTTPServer
+from anomaly_detector.metrics.page import Page
 from anomaly_detector.metrics.sketch import quantiles
 from anomaly_detector.metrics.tls import server_context, tls_enabled
 from anomaly_detector.relief import ReliefWatch
@@ -57,6 +58,7 @@ class Readings:
         self.inputs = [(name, section["type"], section.get("protocol")) for name, section in cfg["inputs"].items()]
         self.http_rejections = None           # the HTTP server's rejections(), set once it exists
         self.admin = None                     # the AdminAPI, set once it exists (its counts and the flags)
+        self.page = None                      # the page at /, set once it exists (its skipped reads)
         self.down_seconds = cfg["service"]["health_down_seconds"]
         self._history = collections.deque()   # (monotonic, lines_processed)
         self._latency_history = collections.deque()   # (monotonic, summed latency histogram)
@@ -162,6 +164,7 @@ class Readings:
             **_reload_samples(self.control.flags()),
             "batches_total": totals["batches"],
             **(self.admin.samples() if self.admin is not None else {}),
+            **(self.page.samples() if self.page is not None else {}),
         }
 
     def _alert_samples(self, totals):
@@ -298,12 +301,13 @@ def run_sidecar(ctx, daemon):
     # certificate and reads the token file again; the config checks refused a pair that cannot load.
     tls = server_context(http["tls_cert"], http["tls_key"]) if tls_enabled(http) else None
     readings.admin = AdminAPI.from_config(cfg, daemon.control)
+    readings.page = Page(cfg, readings)
     server = SidecarHTTPServer(http["bind"], http["port"], readings, access_log_path=access,
                                sock=daemon.http_socket, max_connections=http["max_connections"],
                                header_timeout_seconds=http["header_timeout_seconds"], admin=readings.admin,
-                               tls_context=tls)
+                               tls_context=tls, page=readings.page)
     readings.http_rejections = server.rejections
-    log.info("sidecar serving %s://%s:%d (/health, /metrics, /admin/*%s)", "https" if tls else "http",
+    log.info("sidecar serving %s://%s:%d (/, /health, /metrics, /admin/*%s)", "https" if tls else "http",
              server.server_address[0], server.port, "" if readings.admin.disabled_reason else " with a token")
     _serve(server, readings, daemon.control, ctx.slot)
     return 0

@@ -1,0 +1,248 @@
+"""What the page at `/` shows, read from the files the workers and the input persist: one function per data set.
+
+metrics/page.py renders it; the sidecar (sidecar.py) owns one SnapshotCache and the skip counts. Every
+read is bounded: the incidents file is read from its tail (at most max_bytes), a state snapshot whose
+header announces more than max_bytes is not read at all, and at most max_rows entries are kept per list.
+Nothing here writes or moves a file: a snapshot that does not check out is skipped (a worker may be
+renaming it right now), unlike storage.atomic's readers, which set a corrupt file aside for its owner.
+"""
+import collections
+import hashlib
+import json
+import logging
+import os
+import threading
+
+from anomaly_detector.detection.incidents import Incident
+from anomaly_detector.inputs.listener import network_inputs, spool_dir
+from anomaly_detector.inputs.spool import spool_bytes
+from anomaly_detector.parsing.masking import WILDCARD
+from anomaly_detector.parsing.miner import M as MASK_TOKEN
+from anomaly_detector.parsing.miner import S as SPAN_TOKEN
+
+SKIP_REASONS = ("too_large", "unreadable")    # page_reads_skipped_total{reason}
+TIERS = (("t1", "rules", "tier1"), ("t2", "volume", "tier2"), ("t3", "novelty", "tier3"),
+         ("t4", "sequence", "tier4"))
+_HEADER_MAX = 256   # an ADSNAP1 header line is about 100 bytes
+_LOGGED_NOTES = 256  # a note is logged once; a changed one (another file, another reason) again
+log = logging.getLogger(__name__)
+
+
+class Skips:
+    """Reads the page gave up, by reason (exported as page_reads_skipped_total); each new note logged once.
+
+    The readers below call `skip(reason, note)`: the page passes a function that also lists the note on
+    the page it is making.
+    """
+
+    def __init__(self):
+        self.counts = {reason: 0 for reason in SKIP_REASONS}
+        self._logged = collections.OrderedDict()   # the last notes logged (a bounded memory of them)
+        self._lock = threading.Lock()
+
+    def add(self, reason, note):
+        with self._lock:
+            self.counts[reason] += 1
+            if note in self._logged:
+                return
+            self._logged[note] = True
+            if len(self._logged) > _LOGGED_NOTES:
+                self._logged.popitem(last=False)
+        log.warning("page: %s skipped (%s)", note, reason)
+
+    def totals(self):
+        with self._lock:
+            return dict(self.counts)
+
+
+class SnapshotCache:
+    """Decoded JSON snapshots by path, read again only when the file's mtime or size changed.
+
+    Also keeps the previous decoding of each path, so template counts of two snapshots give rates.
+    """
+
+    def __init__(self, max_bytes):
+        self.max_bytes = int(max_bytes)
+        self._entries = {}    # path -> (stamp, obj, previous obj)
+        self._lock = threading.Lock()
+
+    def get(self, path, kind, skip):
+        """(current, previous) payloads of the snapshot at path (previous: the one before it changed);
+        (None, None) when there is none or it cannot be read (counted in skips)."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None, None
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        with self._lock:
+            entry = self._entries.get(path)
+            if entry is not None and entry[0] == stamp:
+                return entry[1], entry[2]
+        obj = read_snapshot_payload(path, kind, self.max_bytes, skip)
+        if obj is None:
+            return (entry[1], entry[2]) if entry else (None, None)
+        with self._lock:
+            previous = entry[1] if entry else None
+            self._entries[path] = (stamp, obj, previous)
+        return obj, previous
+
+
+def read_snapshot_payload(path, kind, max_bytes, skip):
+    """The JSON payload of a storage.atomic snapshot, or None. Its header is read first: a payload over
+    max_bytes is skipped unread ("too_large"); a bad header, kind or checksum is "unreadable"."""
+    try:
+        with open(path, "rb") as f:
+            head = f.readline(_HEADER_MAX)
+            parts = head.split()
+            if len(parts) != 5 or parts[0] != b"ADSNAP1" or parts[1] != kind.encode():
+                raise ValueError("not a %s snapshot" % kind)
+            length = int(parts[3])
+            if length > max_bytes:
+                skip("too_large", "%s: %d bytes, over [http] page_max_read_mb" % (path, length))
+                return None
+            payload = f.read(length + 1)
+        if len(payload) != length or hashlib.sha256(payload).hexdigest().encode() != parts[4]:
+            raise ValueError("changed while read or damaged")
+        return json.loads(payload)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        skip("unreadable", "%s: %s" % (path, exc))
+        return None
+
+
+def tail_lines(path, max_bytes):
+    """The complete lines in the last max_bytes of a file (the first, cut one dropped), or [] when absent."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            start = max(0, size - max_bytes)
+            f.seek(start)
+            data = f.read(size - start)
+    except FileNotFoundError:
+        return []
+    lines = data.split(b"\n")
+    if start > 0:
+        lines = lines[1:]
+    return [line for line in lines[:-1] if line.strip()]   # the last one is partial (or empty)
+
+
+def recent_incidents(path, max_rows, max_bytes, skip):
+    """The last max_rows closed incidents of the incidents file (JSON lines), newest first."""
+    if not path:
+        return []
+    try:
+        lines = tail_lines(path, max_bytes)
+    except OSError as exc:
+        skip("unreadable", "%s: %s" % (path, exc))
+        return []
+    found = []
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue   # a line torn by a crash mid-write
+        if isinstance(record, dict) and "id" in record:
+            found.append(record)
+            if len(found) >= max_rows:
+                break
+    return found
+
+
+def open_incidents(worker_dirs, cache, max_rows, skip):
+    """Records of the incidents open at the workers' last snapshots, strongest first (at most max_rows)."""
+    records = []
+    for directory in worker_dirs:
+        state, _ = cache.get(os.path.join(directory, "baselines", "detection.json"), "detection-baselines", skip)
+        book = state.get("incidents") if isinstance(state, dict) else None
+        for row in (book or {}).get("open", []):
+            try:
+                records.append(Incident.from_state(row[2]).record())
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                skip("unreadable", "%s: an open incident: %s" % (directory, exc))
+    records.sort(key=lambda r: -r["score"])
+    return records[:max_rows]
+
+
+def render_template(tokens):
+    """A template's text as the miner shows it (masked values as <*>), from its snapshot tokens."""
+    raw = [t.encode("latin-1") for t in tokens]
+    return (b" ".join(MASK_TOKEN if t == SPAN_TOKEN else t for t in raw)
+            .replace(MASK_TOKEN, WILDCARD.encode()).decode("utf-8", "replace"))
+
+
+def top_templates(worker_dirs, cache, max_rows, skip):
+    """[{template, count, rate}] of the most frequent live templates over all workers; rate (lines per
+    second) from the counts of a worker's last two snapshots, None until it has two."""
+    merged = {}
+    for directory in worker_dirs:
+        state, previous = cache.get(os.path.join(directory, "baselines", "templates.json"), "templates", skip)
+        if not isinstance(state, dict):
+            continue
+        before = {row[0]: row[2] for row in (previous or {}).get("templates", [])}
+        elapsed = float(state.get("saved_at", 0)) - float((previous or {}).get("saved_at", 0))
+        for tid, tokens, count, _last_seen, _shapes in state.get("templates", []):
+            text = render_template(tokens)
+            row = merged.setdefault(text, {"template": text, "count": 0, "rate": None})
+            row["count"] += int(count)
+            if previous and elapsed > 0 and tid in before:
+                row["rate"] = (row["rate"] or 0.0) + max(0, int(count) - int(before[tid])) / elapsed
+    return sorted(merged.values(), key=lambda r: (-r["count"], r["template"]))[:max_rows]
+
+
+def tier_status(cfg, flags, worker_dirs, cache, skip):
+    """[{tier, name, enabled, warm, lines_seen}] per tier: configured and run-time switches, and whether the
+    workers are past warm-up (warm when every worker with a snapshot is)."""
+    detection = cfg["detection"]
+    metas = []
+    for directory in worker_dirs:
+        state, _ = cache.get(os.path.join(directory, "baselines", "detection.json"), "detection-baselines", skip)
+        if isinstance(state, dict) and isinstance(state.get("meta"), dict):
+            metas.append(state["meta"])
+    lines_seen = sum(int(m.get("lines_seen") or 0) for m in metas)
+    warm = bool(metas) and all(_warm(m, detection) for m in metas)
+    rows = []
+    for tier, name, section in TIERS:
+        enabled = bool(detection[section]["enabled"]) and (tier != "t4" or bool(flags.tier4_enabled))
+        switched_off = bool(detection[section]["enabled"]) and not enabled
+        rows.append({"tier": tier, "name": name, "enabled": enabled, "switched_off": switched_off,
+                     "warm": warm, "lines_seen": lines_seen})
+    return rows
+
+
+def _warm(meta, detection):
+    first, now = meta.get("first_time"), meta.get("now")
+    return (int(meta.get("lines_seen") or 0) >= int(detection["warmup_lines"]) and first is not None
+            and now is not None and float(now) - float(first) >= float(detection["warmup_seconds"]))
+
+
+def input_lag(cfg, cache, max_rows, skip):
+    """[{input, type, lag_bytes, files}] per input: file inputs lag by the bytes of their files past the
+    committed checkpoints (at most max_rows files looked at each), network inputs by their spool's bytes."""
+    rows = []
+    network = set(network_inputs(cfg))
+    for name, section in cfg["inputs"].items():
+        row = {"input": name, "type": section["type"], "lag_bytes": None, "files": None}
+        if name in network:
+            row["lag_bytes"] = spool_bytes(spool_dir(cfg, name))
+        elif section["type"] == "file":
+            path = os.path.join(cfg["paths"]["state_dir"], "checkpoints", "%s.json" % name)
+            state, _ = cache.get(path, "file_checkpoints", skip)
+            if isinstance(state, dict):
+                row["lag_bytes"], row["files"] = _file_lag(state.get("entries", [])[:max_rows])
+        rows.append(row)
+    return rows
+
+
+def _file_lag(entries):
+    """(bytes past the committed offsets of the files still there, how many files)."""
+    lag, files = 0, 0
+    for entry in entries:
+        try:
+            st = os.stat(entry["path"])
+        except (OSError, KeyError, TypeError):
+            continue
+        if st.st_ino == entry.get("inode") and st.st_dev == entry.get("device"):
+            lag += max(0, st.st_size - int(entry.get("offset", 0)))
+            files += 1
+    return lag, files
