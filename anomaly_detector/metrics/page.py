@@ -121,16 +121,17 @@ def _header(view):
     reasons = "".join("<li>%s</li>" % escape_text(r) for r in health.get("reasons", []))
     figures = "".join('<span>%s: <b>%s</b></span>' % (escape_text(k), number(v)) for k, v in view["figures"].items())
     return ('<header><h1>anomaly_detector <small>%s</small></h1>'
-            '<p><span class="status %s" id="health">%s</span> <span class="muted">%s UTC, %d workers running</span></p>'
+            '<p><span class="status %s" id="health">%s</span> <span class="muted">%s UTC, %s running</span></p>'
             '%s<p class="figures">%s</p></header>'
-            % (escape_text(view["name"]), status, status, _when(view["generated"]), health.get("workers", 0),
+            % (escape_text(view["name"]), status, status, _when(view["generated"]),
+               _plural(health.get("workers", 0), "worker"),
                "<ul>%s</ul>" % reasons if reasons else "", figures))
 
 
 def _now(view):
     cards = "".join(_incident(record, True) for record in view["open"])
-    return ('<section id="now"><h2>Anomalous now: %d open incident%s</h2>%s</section>'
-            % (len(view["open"]), "" if len(view["open"]) == 1 else "s",
+    return ('<section id="now"><h2>Anomalous now: %s</h2>%s</section>'
+            % (_plural(len(view["open"]), "open incident"),
                cards or '<p class="muted">Nothing open at the workers\' last snapshots (taken every %s s).</p>'
                % number(view["snapshot_seconds"])))
 
@@ -143,7 +144,8 @@ def _lately(view):
         body = '<p class="muted">No incident closed yet.</p>'
     else:
         body = _incident_timeline(view) + "".join(_incident(record, False) for record in recent)
-    return '<section id="lately"><h2>Lately: the last %d closed incidents</h2>%s</section>' % (len(recent), body)
+    return ('<section id="lately"><h2>Lately: %d closed incident%s</h2>%s</section>'
+            % (len(recent), "" if len(recent) == 1 else "s", body))
 
 
 def _incident_timeline(view):
@@ -154,7 +156,9 @@ def _incident_timeline(view):
     points = [(float(r.get("first_seen", 0)), float(r.get("last_seen", 0)), float(r.get("score", 0)),
                "%s %s in %s: %s" % ("open" if is_open else "closed", r.get("kind", ""), r.get("source", ""),
                                     r.get("reason", "")), is_open) for r, is_open in shown]
-    return timeline(points, end + span * 0.02, span, view["threshold"])
+    return (timeline(points, end + span * 0.02, span, view["threshold"])
+            + '<p class="muted">Score (0-100) against log time, UTC: red open, purple closed, each from first to '
+            'last seen; dashed: the anomaly threshold (%s).</p>' % number(float(view["threshold"])))
 
 
 def _incident(record, is_open):
@@ -229,6 +233,10 @@ def _footer(view):
             % (number(view["refresh_seconds"]) if view["refresh_seconds"] else "- (off)",
                number(view["snapshot_seconds"]),
                '<div class="notes">Not shown:<ul>%s</ul></div>' % notes if notes else ""))
+
+
+def _plural(n, word):
+    return "%d %s%s" % (n, word, "" if n == 1 else "s")
 
 
 def _bytes(n):

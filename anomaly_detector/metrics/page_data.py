@@ -8,6 +8,7 @@ renaming it right now), unlike storage.atomic's readers, which set a corrupt fil
 """
 import collections
 import hashlib
+import heapq
 import json
 import logging
 import os
@@ -181,7 +182,10 @@ def top_templates(worker_dirs, cache, max_rows, skip):
             continue
         before = {row[0]: row[2] for row in (previous or {}).get("templates", [])}
         elapsed = float(state.get("saved_at", 0)) - float((previous or {}).get("saved_at", 0))
-        for tid, tokens, count, _last_seen, _shapes in state.get("templates", []):
+        # Only a worker's most frequent rows are rendered (the cost of a build stays max_rows per worker);
+        # a template also frequent in another worker adds up where both have it among their top rows.
+        rows = heapq.nlargest(max_rows, state.get("templates", []), key=lambda row: row[2])
+        for tid, tokens, count, _last_seen, _shapes in rows:
             text = render_template(tokens)
             row = merged.setdefault(text, {"template": text, "count": 0, "rate": None})
             row["count"] += int(count)

@@ -36,27 +36,28 @@ def number(value):
     return "{:,}".format(int(round(value)))
 
 
-def bar_chart(rows, width=640, bar_height=18, label_width=300):
-    """Horizontal bars: rows are (label, value, note); the longest bar is the largest value. Labels are
-    cut to fit and whole in a <title> (hover)."""
+def bar_chart(rows, width=960, bar_height=14, max_label=130):
+    """Horizontal bars, each under its label: rows are (label, value, note); the longest bar is the largest
+    value. A label longer than max_label characters is cut, and shown whole in a <title> (hover)."""
     if not rows:
         return ""
     top = max(value for _label, value, _note in rows) or 1
-    room = width - label_width - 90
-    height = len(rows) * (bar_height + 6) + 6
+    room = width - 160
+    step = bar_height + 22
+    height = len(rows) * step + 4
     parts = ['<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
              'role="img">' % (width, height, width, height)]
     for i, (label, value, note) in enumerate(rows):
-        y = 6 + i * (bar_height + 6)
+        y = 4 + i * step
         length = max(1.0, room * value / top)
-        short = label if len(label) <= 48 else label[:47] + "\u2026"
-        parts.append('<g><title>%s</title>' % escape_text("%s: %s %s" % (label, number(value), note)))
-        parts.append('<text x="%d" y="%d" font-size="12" text-anchor="end" fill="#222">%s</text>'
-                     % (label_width - 6, y + bar_height - 5, escape_text(short)))
-        parts.append('<rect x="%d" y="%d" width="%.1f" height="%d" fill="%s"/>'
-                     % (label_width, y, length, bar_height, PALETTE[2]))
+        short = label if len(label) <= max_label else label[:max_label - 1] + "\u2026"
+        parts.append('<g><title>%s</title>' % escape_text("%s: %s" % (label, note or number(value))))
+        parts.append('<text x="0" y="%d" font-size="12" font-family="monospace" fill="#222">%s</text>'
+                     % (y + 12, escape_text(short)))
+        parts.append('<rect x="0" y="%d" width="%.1f" height="%d" fill="%s"/>'
+                     % (y + 16, length, bar_height, PALETTE[2]))
         parts.append('<text x="%.1f" y="%d" font-size="12" fill="#222">%s</text></g>'
-                     % (label_width + length + 4, y + bar_height - 5, escape_text(note or number(value))))
+                     % (length + 6, y + 16 + bar_height - 3, escape_text(note or number(value))))
     parts.append("</svg>")
     return "".join(parts)
 

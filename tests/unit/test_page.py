@@ -1,0 +1,178 @@
+"""The page at / as HTML and SVG (metrics/page.py, svg.py): hostile text stays text, the charts scale,
+the Content-Security-Policy admits the page's own style and nothing else, and builds are shared."""
+import base64
+import hashlib
+import html.parser
+import os
+import re
+
+from anomaly_detector.config.loader import default_config
+from anomaly_detector.ipc.control import ControlBlock, control_bytes
+from anomaly_detector.metrics import page
+from anomaly_detector.metrics.sidecar import Readings
+from anomaly_detector.metrics.svg import bar_chart, escape_text, timeline
+
+HOSTILE = ("<script>document.title='pwned'</script>\"'><img src=x onerror=alert(1)>"
+           "\x1b[31m\x00\x7f\x85\u202e\u2028\udcff &amp;")
+ALLOWED_TAGS = {"html", "head", "meta", "title", "style", "body", "header", "h1", "h2", "h3", "small", "p", "span",
+                "b", "ul", "li", "section", "article", "pre", "code", "table", "tr", "th", "td", "footer", "div",
+                "svg", "g", "rect", "line", "circle", "text"}
+ALLOWED_ATTRIBUTES = {"lang", "charset", "http-equiv", "content", "name", "class", "id", "xmlns", "width", "height",
+                      "viewbox", "role", "x", "y", "x1", "x2", "y1", "y2", "cx", "cy", "r", "fill", "stroke",
+                      "stroke-width", "stroke-dasharray", "font-size", "font-family", "text-anchor"}
+
+
+class Elements(html.parser.HTMLParser):
+    """Start tags with their attributes, and the text, of a document."""
+
+    def __init__(self, document):
+        super().__init__(convert_charrefs=True)
+        self.tags, self.text, self.title = [], [], None
+        self._in_title = False
+        self.feed(document)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self._in_title = tag == "title"
+
+    def handle_endtag(self, tag):
+        self._in_title = False
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._in_title and self.title is None:   # the document's; SVG <title>s (tooltips) come later
+            self.title = data
+
+
+def incident(i, text, is_open=False):
+    return {"id": "%s%d" % (text, i), "first_seen": 1000.0 + 100 * i, "last_seen": 1060.0 + 100 * i,
+            "source": text, "kind": text, "reason": "critical rule: " + text, "reasons": ["other " + text],
+            "tiers": ["t1", text], "score": 90.0 + i, "lines": 6, "expected": text, "observed": text,
+            "template": text, "samples": [text, "second line " + text]}
+
+
+def view(text=HOSTILE):
+    return {"name": "svc", "health": {"status": "healthy", "reasons": [text], "workers": 2}, "generated": 0.0,
+            "refresh_seconds": 15, "threshold": 70.0, "figures": {"lines read": 10, text: 5},
+            "open": [incident(0, text, True)], "recent": [incident(1, text), incident(2, text)],
+            "incidents_file": "/x", "snapshot_seconds": 60.0,
+            "templates": [{"template": text, "count": 10, "rate": 0.5}, {"template": "b", "count": 5, "rate": None}],
+            "tiers": [{"tier": "t1", "name": text, "enabled": True, "switched_off": False, "warm": True,
+                       "lines_seen": 1}],
+            "inputs": [{"input": text, "type": "file", "lag_bytes": 2048, "files": 1},
+                       {"input": "net", "type": "http", "lag_bytes": None, "files": None}],
+            "notes": [text]}
+
+
+def test_escape_text_leaves_no_markup_and_shows_invisible_characters():
+    out = escape_text(HOSTILE)
+    assert "<" not in out and ">" not in out and '"' not in out and "'" not in out
+    assert "&lt;script&gt;" in out and "&amp;amp;" in out
+    for shown in ("\\x1b", "\\x00", "\\x7f", "\\x85", "\\u202e", "\\u2028", "\\udcff"):
+        assert shown in out
+    assert not re.search("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202e\u2028\ud800-\udfff]", out)
+    assert escape_text("tab\tstays") == "tab\tstays"
+    out.encode("utf-8")   # no lone surrogate left to fail the encoding
+
+
+def test_hostile_text_everywhere_stays_text():
+    document = page.render(view())
+    parsed = Elements(document)
+    assert parsed.title == "anomaly_detector: svc"
+    assert {tag for tag, _ in parsed.tags} <= ALLOWED_TAGS
+    assert all(name in ALLOWED_ATTRIBUTES for _, attrs in parsed.tags for name in attrs)
+    assert [tag for tag, _ in parsed.tags].count("script") == 0
+    text = "".join(parsed.text)
+    # every hostile field is shown, as text with its invisible characters written out
+    shown = "<script>document.title='pwned'</script>\"'><img src=x onerror=alert(1)>\\x1b[31m"
+    assert text.count(shown) >= 12
+    document.encode("utf-8")
+
+
+def test_the_page_has_its_sections_and_svg():
+    document = page.render(view("plain"))
+    parsed = Elements(document)
+    ids = [attrs.get("id") for _, attrs in parsed.tags if attrs.get("id")]
+    assert ids[:1] == ["health"] and {"now", "lately", "templates", "tiers", "inputs"} <= set(ids)
+    assert {"incident-plain0", "incident-plain1", "incident-plain2"} <= set(ids)
+    assert [tag for tag, _ in parsed.tags].count("svg") == 3        # timeline, templates, input lag
+    text = "".join(parsed.text)
+    assert "Anomalous now: 1 open incident" in text and "Lately: 2 closed incidents" in text
+    assert "critical rule: plain (expected plain, observed plain)" in text
+    assert "10 lines, 0.5/s" in text and "2.0 KiB" in text
+    assert '<meta http-equiv="refresh" content="15">' in document
+
+
+def test_without_an_incidents_file_or_refresh_the_page_says_so():
+    v = view("plain")
+    v.update(incidents_file="", recent=[], refresh_seconds=0)
+    document = page.render(v)
+    assert "set [outputs] incidents" in document and "http-equiv" not in document
+
+
+def test_the_policy_admits_exactly_the_pages_style_and_nothing_from_elsewhere():
+    document = page.render(view("plain"))
+    style = re.search(r"<style>(.*?)</style>", document, re.S).group(1)
+    digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+    policy = dict(part.strip().split(" ", 1) for part in page.CONTENT_SECURITY_POLICY.split(";"))
+    assert policy["style-src"] == "'sha256-%s'" % digest
+    assert policy["default-src"] == policy["script-src"] == policy["img-src"] == "'none'"
+    assert ("Content-Security-Policy", page.CONTENT_SECURITY_POLICY) in page.HEADERS
+    assert not re.search(r"\s(?:src|href|style)=", document)
+
+
+def test_bar_chart_bars_scale_to_the_largest_value_and_labels_are_cut_with_the_whole_in_a_title():
+    chart = bar_chart([("a" * 200, 100, "100 lines"), ("b", 25, "25 lines")], width=960)
+    widths = [float(w) for w in re.findall(r'<rect x="0" y="\d+" width="([\d.]+)"', chart)]
+    assert widths == [800.0, 200.0]
+    assert "a" * 129 + "\u2026" in chart and "<title>%s: 100 lines</title>" % ("a" * 200) in chart
+    assert bar_chart([]) == ""
+
+
+def test_timeline_places_scores_and_times_inside_the_plot():
+    chart = timeline([(1000.0, 1500.0, 100.0, "<b>x</b>", True), (0.0, 100.0, 0.0, "y", False)],
+                     now=2000.0, span=1000.0, threshold=50.0, width=1050, height=134)
+    lines = re.findall(r'<line x1="([\d.]+)" x2="([\d.]+)" y1="([\d.]+)" y2="([\d.]+)" stroke="#(\w+)" '
+                       r'stroke-width', chart)
+    assert lines[0] == ("40.0", "540.0", "10.0", "10.0", "c0392b")       # open: red, at the top (score 100)
+    assert lines[1][:2] == ("40.0", "40.0") and lines[1][2] == "110.0"   # before the span: at its left edge
+    assert 'y1="60.0" y2="60.0" stroke="#c0392b" stroke-dasharray' in chart   # the threshold, half-way
+    assert "&lt;b&gt;x&lt;/b&gt;" in chart and "<b>" not in chart
+
+
+def readings(tmp_path):
+    cfg = default_config()
+    cfg["paths"]["state_dir"] = str(tmp_path / "state")
+    cfg["inputs"] = {"app": {"type": "file", "path": str(tmp_path / "app.log")}}
+    control = ControlBlock.create(bytearray(control_bytes(4, 2)), 4, 2)
+    return cfg, Readings(cfg, control, [], [("ad-worker-0", "worker", 1)], os.getpid())
+
+
+def test_requests_within_a_second_share_one_build(tmp_path):
+    cfg, source = readings(tmp_path)
+    now = [100.0]
+    built = page.Page(cfg, source, clock=lambda: now[0])
+    calls = []
+    gather = built.gather
+    built.gather = lambda: calls.append(1) or gather()
+    content_type, first, headers = built.response()
+    assert content_type == "text/html; charset=utf-8" and dict(headers)["X-Content-Type-Options"] == "nosniff"
+    now[0] += 0.5
+    assert built.body() is first and len(calls) == 1
+    now[0] += 0.6
+    built.body()
+    assert len(calls) == 2
+    assert b"Nothing open" in first and b"No incidents file" in first and b"ad-worker" not in first
+
+
+def test_a_skipped_read_is_counted_by_reason_and_named_on_the_page(tmp_path):
+    cfg, source = readings(tmp_path)
+    path = tmp_path / "state" / "workers" / "0" / "baselines" / "templates.json"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a snapshot\n")
+    built = page.Page(cfg, source)
+    document = built.body().decode()
+    assert "Not shown:" in document and "templates.json" in document
+    assert built.samples()["page_reads_skipped_total"] == {(("reason", "too_large"),): 0,
+                                                           (("reason", "unreadable"),): 1}
+    assert path.read_bytes() == b"not a snapshot\n"

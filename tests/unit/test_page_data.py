@@ -1,0 +1,174 @@
+"""The page's readers (metrics/page_data.py) on files written by the real writers: the workers' incidents
+file, the engine's and the miner's snapshots, the input's checkpoints. Reads are bounded and never
+move a file the workers own."""
+import os
+
+import numpy as np
+
+from anomaly_detector.config.loader import default_config
+from anomaly_detector.detection.incidents import IncidentBook
+from anomaly_detector.inputs.checkpoints import CheckpointStore
+from anomaly_detector.inputs.fingerprint import Fingerprint
+from anomaly_detector.ipc.control import RuntimeFlags
+from anomaly_detector.metrics import page_data
+from anomaly_detector.parsing.miner import TemplateMiner
+from anomaly_detector.storage.atomic import write_json_snapshot
+from anomaly_detector.worker.outputs import incident_lines
+
+
+class Notes:
+    def __init__(self):
+        self.got = []
+
+    def __call__(self, reason, note):
+        self.got.append((reason, note))
+
+
+def incident(i, reason="error rule: 3 lines"):
+    return {"id": "id%02d" % i, "first_seen": 100.0 + i, "last_seen": 110.0 + i, "source": "app",
+            "kind": "rule_burst", "reason": reason, "score": 80.0, "samples": ["line %d" % i]}
+
+
+def test_recent_incidents_are_the_newest_complete_lines_of_the_file_tail(tmp_path):
+    path = tmp_path / "incidents.jsonl"
+    path.write_bytes(incident_lines([incident(i) for i in range(30)]) + b'{"id": "torn", "fir')
+    notes = Notes()
+    got = page_data.recent_incidents(str(path), 5, 1 << 20, notes)
+    assert [r["id"] for r in got] == ["id29", "id28", "id27", "id26", "id25"]
+    # a tail of the torn line, two whole records and a cut one: the cut first line is not one
+    size = len(incident_lines([incident(0)]))
+    got = page_data.recent_incidents(str(path), 50, len(b'{"id": "torn", "fir') + 2 * size + 10, notes)
+    assert [r["id"] for r in got] == ["id29", "id28"]
+    assert page_data.recent_incidents(str(tmp_path / "none.jsonl"), 5, 1 << 20, notes) == []
+    assert page_data.recent_incidents("", 5, 1 << 20, notes) == [] and notes.got == []
+
+
+def add(book, source, ts, template_id, sample):
+    return book.add(source, ts, 90.0, {"t1": 90.0}, template_id, "disk <*> failed",
+                    [("critical rule: 1 line", "0", "1", 90.0)], sample, opened_by=str(template_id),
+                    family="lines:%d" % template_id)
+
+
+def engine_snapshot(directory, book, meta=None):
+    """What Engine.save writes (baselines: meta, t1, t2, incidents)."""
+    write_json_snapshot(os.path.join(directory, "baselines", "detection.json"), "detection-baselines", 1,
+                        {"meta": meta or {}, "t1": {}, "t2": {}, "incidents": book.state()})
+
+
+def test_open_incidents_come_from_every_workers_snapshot_strongest_first(tmp_path):
+    dirs = [str(tmp_path / "w0"), str(tmp_path / "w1"), str(tmp_path / "w2")]
+    for i, directory in enumerate(dirs[:2]):
+        book = IncidentBook(window_seconds=60)
+        add(book, "app%d" % i, 100.0, 7, "disk sda failed <script>")
+        add(book, "app%d" % i, 101.0, 7, "disk sdb failed")
+        engine_snapshot(directory, book)
+    cache, notes = page_data.SnapshotCache(1 << 20), Notes()
+    got = page_data.open_incidents(dirs, cache, 10, notes)     # w2 has no snapshot yet: nothing, no note
+    assert sorted(r["source"] for r in got) == ["app0", "app1"] and notes.got == []
+    assert got[0]["reason"] == "critical rule: 1 line" and "disk sda failed <script>" in got[0]["samples"]
+    assert len(page_data.open_incidents(dirs, cache, 1, notes)) == 1
+
+
+def test_a_snapshot_over_the_bound_is_not_read_and_a_damaged_one_is_left_where_it_is(tmp_path):
+    book = IncidentBook(window_seconds=60)
+    add(book, "app", 100.0, 7, "x" * 5000)
+    engine_snapshot(str(tmp_path / "big"), book)
+    path = tmp_path / "bad" / "baselines" / "detection.json"
+    small = IncidentBook(window_seconds=60)
+    add(small, "app", 100.0, 7, "disk sda failed")
+    engine_snapshot(str(tmp_path / "bad"), small)
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")     # checksum no longer matches
+    notes = Notes()
+    got = page_data.open_incidents([str(tmp_path / "big"), str(tmp_path / "bad")], page_data.SnapshotCache(4096),
+                                   10, notes)
+    assert got == []
+    assert [reason for reason, _ in notes.got] == ["too_large", "unreadable"]
+    assert "over [http] page_max_read_mb" in notes.got[0][1]
+    assert path.exists() and not list(path.parent.glob("*.corrupt-*"))   # the worker's file, not ours to move
+
+
+def test_a_snapshot_is_decoded_again_only_when_it_changed(tmp_path):
+    book = IncidentBook(window_seconds=60)
+    add(book, "app", 100.0, 7, "first")
+    engine_snapshot(str(tmp_path), book)
+    path = str(tmp_path / "baselines" / "detection.json")
+    cache, notes = page_data.SnapshotCache(1 << 20), Notes()
+    first, previous = cache.get(path, "detection-baselines", notes)
+    again, _ = cache.get(path, "detection-baselines", notes)
+    assert again is first and previous is None
+    add(book, "app", 101.0, 7, "second")
+    engine_snapshot(str(tmp_path), book)
+    newer, previous = cache.get(path, "detection-baselines", notes)
+    assert newer is not first and previous is first
+
+
+def test_top_templates_merge_the_workers_and_rate_from_two_snapshots(tmp_path):
+    cache, notes = page_data.SnapshotCache(1 << 20), Notes()
+    dirs = [str(tmp_path / "w0"), str(tmp_path / "w1")]
+    miners = [TemplateMiner(), TemplateMiner()]
+
+    def save(w):
+        miners[w].save(os.path.join(dirs[w], "baselines", "templates.json"))
+
+    for i in range(30):
+        miners[0].add_line("GET /item/%d 200 in %d ms" % (i, i + 10))
+    for i in range(5):
+        miners[0].add_line("disk sd%d failed" % i)
+        miners[1].add_line("disk sd%d failed" % i)
+    save(0)
+    save(1)
+    first = page_data.top_templates(dirs, cache, 10, notes)
+    assert [(r["count"], r["rate"]) for r in first] == [(30, None), (10, None)]
+    assert "<*>" in first[0]["template"] and first[1]["template"].startswith("disk")
+    for i in range(20):
+        miners[0].add_line("GET /item/%d 200 in %d ms" % (i, i + 10))
+    save(0)
+    second = page_data.top_templates(dirs, cache, 10, notes)
+    assert second[0]["count"] == 50 and second[0]["rate"] > 0
+    assert second[1]["count"] == 10 and second[1]["rate"] == 0.0   # w0 saw no new one; w1 has one snapshot
+    assert len(page_data.top_templates(dirs, cache, 1, notes)) == 1 and notes.got == []
+
+
+def test_input_lag_is_the_bytes_past_the_committed_checkpoint(tmp_path):
+    cfg = default_config()
+    cfg["paths"]["state_dir"] = str(tmp_path / "state")
+    log = tmp_path / "app.log"
+    log.write_bytes(b"a" * 1000)
+    cfg["inputs"] = {"app": {"type": "file", "path": str(log)}, "other": {"type": "stdin"}}
+    store = CheckpointStore(str(tmp_path / "state" / "checkpoints" / "app.json"))
+    st = os.stat(log)
+    store.record(st.st_dev, st.st_ino, Fingerprint(64, "x"), 600, str(log))
+    store.save()
+    notes = Notes()
+    rows = page_data.input_lag(cfg, page_data.SnapshotCache(1 << 20), 10, notes)
+    assert rows == [{"input": "app", "type": "file", "lag_bytes": 400, "files": 1},
+                    {"input": "other", "type": "stdin", "lag_bytes": None, "files": None}]
+    assert page_data.input_lag(cfg, page_data.SnapshotCache(1 << 20), 0, notes)[0]["files"] == 0
+
+
+def test_tier_status_shows_switches_and_warm_up(tmp_path):
+    cfg = default_config()
+    cfg["detection"]["tier3"]["enabled"] = False
+    cfg["detection"]["warmup_lines"], cfg["detection"]["warmup_seconds"] = 100, 60
+    book = IncidentBook(window_seconds=60)
+    engine_snapshot(str(tmp_path / "w0"), book, {"lines_seen": 150, "first_time": 0.0, "now": 120.0})
+    engine_snapshot(str(tmp_path / "w1"), book, {"lines_seen": 50, "first_time": 0.0, "now": 120.0})
+    flags = RuntimeFlags(tier4_enabled=0, backpressure=0, batch_size=10, learning_rate_factor=1.0,
+                         workers_wanted=1, config_generation=0, relief_generation=0, reload_ok=1,
+                         reloads_rejected=0)
+    cache, notes = page_data.SnapshotCache(1 << 20), Notes()
+    rows = {r["tier"]: r for r in page_data.tier_status(cfg, flags, [str(tmp_path / "w0")], cache, notes)}
+    assert rows["t1"]["enabled"] and rows["t1"]["warm"] and rows["t1"]["lines_seen"] == 150
+    assert not rows["t3"]["enabled"] and not rows["t3"]["switched_off"]
+    assert not rows["t4"]["enabled"] and rows["t4"]["switched_off"]
+    both = page_data.tier_status(cfg, flags, [str(tmp_path / "w0"), str(tmp_path / "w1")], cache, notes)
+    assert not both[0]["warm"] and both[0]["lines_seen"] == 200    # one worker still warming up
+    assert np.all([not r["warm"] for r in page_data.tier_status(cfg, flags, [], cache, notes)])
+
+
+def test_render_template_shows_masked_values_as_wildcards():
+    miner = TemplateMiner()
+    for i in range(3):
+        miner.add_line("user %d logged in from 10.0.0.%d" % (i, i))
+    (row,) = miner.to_state()["templates"]
+    assert page_data.render_template(row[1]) == miner.templates()[0][1]
