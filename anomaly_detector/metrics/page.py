@@ -86,13 +86,17 @@ class Page:
         cfg, control, rows = self.cfg, self.readings.control, self.max_rows
         workers = [worker_state_dir(cfg, i) for i in range(len(self.readings.worker_slots))]
         totals = control.counter_totals()
+        recent = page_data.recent_incidents(cfg["outputs"]["incidents"], rows, self.max_bytes, skip)
+        closed = {record["id"] for record in recent}
+        # A snapshot taken before an incident closed still lists it: closed is what it is.
+        still_open = [r for r in page_data.open_incidents(workers, self.cache, cfg["detection"], rows, skip)
+                      if r["id"] not in closed]
         return {
             "name": cfg["service"]["name"], "health": self.readings.health(), "generated": time.time(),
             "refresh_seconds": self.refresh_seconds, "threshold": cfg["detection"]["anomaly_threshold"],
             "figures": {"lines read": totals["lines_read"], "lines scored": totals["lines_processed"],
                         "anomalous lines": totals["anomalies"], "incidents closed": totals["incidents"]},
-            "open": page_data.open_incidents(workers, self.cache, rows, skip),
-            "recent": page_data.recent_incidents(cfg["outputs"]["incidents"], rows, self.max_bytes, skip),
+            "open": still_open, "recent": recent, "max_rows": rows,
             "incidents_file": cfg["outputs"]["incidents"],
             "templates": page_data.top_templates(workers, self.cache, rows, skip),
             "tiers": page_data.tier_status(cfg, control.flags(), workers, self.cache, skip),
@@ -130,8 +134,8 @@ def _header(view):
 
 def _now(view):
     cards = "".join(_incident(record, True) for record in view["open"])
-    return ('<section id="now"><h2>Anomalous now: %s</h2>%s</section>'
-            % (_plural(len(view["open"]), "open incident"),
+    return ('<section id="now"><h2>Anomalous now: %s%s</h2>%s</section>'
+            % (_plural(len(view["open"]), "open incident"), _cut(len(view["open"]), view, "strongest"),
                cards or '<p class="muted">Nothing open at the workers\' last snapshots (taken every %s s).</p>'
                % number(view["snapshot_seconds"])))
 
@@ -144,8 +148,13 @@ def _lately(view):
         body = '<p class="muted">No incident closed yet.</p>'
     else:
         body = _incident_timeline(view) + "".join(_incident(record, False) for record in recent)
-    return ('<section id="lately"><h2>Lately: %d closed incident%s</h2>%s</section>'
-            % (len(recent), "" if len(recent) == 1 else "s", body))
+    return ('<section id="lately"><h2>Lately: %s%s</h2>%s</section>'
+            % (_plural(len(recent), "closed incident"), _cut(len(recent), view), body))
+
+
+def _cut(shown, view, which="last"):
+    """Says so when a list stopped at page_max_rows."""
+    return " (the %s %d: [http] page_max_rows)" % (which, shown) if shown >= view["max_rows"] else ""
 
 
 def _incident_timeline(view):
@@ -213,7 +222,9 @@ def _inputs(view):
     rows, bars = [], []
     for i in view["inputs"]:
         lag = i["lag_bytes"]
-        files = "" if i["files"] is None else " in %d file%s" % (i["files"], "" if i["files"] == 1 else "s")
+        files = "" if i["files"] is None else "in " + _plural(i["files"], "file")
+        if i["known"] is not None and i["known"] > view["max_rows"]:
+            files += " (the first %d of %d checkpoints: [http] page_max_rows)" % (view["max_rows"], i["known"])
         rows.append('<tr><td>%s</td><td>%s</td><td class="num">%s</td><td>%s</td></tr>'
                     % (escape_text(i["input"]), escape_text(i["type"]), "-" if lag is None else _bytes(lag),
                        escape_text(files.strip() or ("spooled" if lag is not None else "not measured"))))

@@ -150,15 +150,20 @@ def recent_incidents(path, max_rows, max_bytes, skip):
     return found
 
 
-def open_incidents(worker_dirs, cache, max_rows, skip):
-    """Records of the incidents open at the workers' last snapshots, strongest first (at most max_rows)."""
+def open_incidents(worker_dirs, cache, detection, max_rows, skip):
+    """Records of the incidents open at the workers' last snapshots that would be reported if they closed
+    now (the engine's rule: a Finding, or incident_min_lines lines scoring anomaly_threshold, as in
+    detection/engine.py _reportable), strongest first, at most max_rows."""
+    min_lines, threshold = int(detection["incident_min_lines"]), float(detection["anomaly_threshold"])
     records = []
     for directory in worker_dirs:
         state, _ = cache.get(os.path.join(directory, "baselines", "detection.json"), "detection-baselines", skip)
         book = state.get("incidents") if isinstance(state, dict) else None
         for row in (book or {}).get("open", []):
             try:
-                records.append(Incident.from_state(row[2]).record())
+                incident = Incident.from_state(row[2])
+                if incident.findings or (incident.lines >= min_lines and incident.score >= threshold):
+                    records.append(incident.record())
             except (KeyError, TypeError, ValueError, IndexError) as exc:
                 skip("unreadable", "%s: an open incident: %s" % (directory, exc))
     records.sort(key=lambda r: -r["score"])
@@ -221,19 +226,22 @@ def _warm(meta, detection):
 
 
 def input_lag(cfg, cache, max_rows, skip):
-    """[{input, type, lag_bytes, files}] per input: file inputs lag by the bytes of their files past the
-    committed checkpoints (at most max_rows files looked at each), network inputs by their spool's bytes."""
+    """[{input, type, lag_bytes, files, known}] per input: file inputs lag by the bytes of their files past
+    the committed checkpoints (files: how many were measured, of `known` checkpoints; at most max_rows are
+    looked at), network inputs by their spool's bytes."""
     rows = []
     network = set(network_inputs(cfg))
     for name, section in cfg["inputs"].items():
-        row = {"input": name, "type": section["type"], "lag_bytes": None, "files": None}
+        row = {"input": name, "type": section["type"], "lag_bytes": None, "files": None, "known": None}
         if name in network:
             row["lag_bytes"] = spool_bytes(spool_dir(cfg, name))
         elif section["type"] == "file":
             path = os.path.join(cfg["paths"]["state_dir"], "checkpoints", "%s.json" % name)
             state, _ = cache.get(path, "file_checkpoints", skip)
             if isinstance(state, dict):
-                row["lag_bytes"], row["files"] = _file_lag(state.get("entries", [])[:max_rows])
+                entries = state.get("entries", [])
+                row["lag_bytes"], row["files"] = _file_lag(entries[:max_rows])
+                row["known"] = len(entries)
         rows.append(row)
     return rows
 

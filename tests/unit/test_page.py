@@ -5,10 +5,16 @@ import hashlib
 import html.parser
 import os
 import re
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
 
 from anomaly_detector.config.loader import default_config
 from anomaly_detector.ipc.control import ControlBlock, control_bytes
 from anomaly_detector.metrics import page
+from anomaly_detector.metrics.httpd import SidecarHTTPServer
 from anomaly_detector.metrics.sidecar import Readings
 from anomaly_detector.metrics.svg import bar_chart, escape_text, timeline
 
@@ -55,12 +61,12 @@ def view(text=HOSTILE):
     return {"name": "svc", "health": {"status": "healthy", "reasons": [text], "workers": 2}, "generated": 0.0,
             "refresh_seconds": 15, "threshold": 70.0, "figures": {"lines read": 10, text: 5},
             "open": [incident(0, text, True)], "recent": [incident(1, text), incident(2, text)],
-            "incidents_file": "/x", "snapshot_seconds": 60.0,
+            "incidents_file": "/x", "snapshot_seconds": 60.0, "max_rows": 20,
             "templates": [{"template": text, "count": 10, "rate": 0.5}, {"template": "b", "count": 5, "rate": None}],
             "tiers": [{"tier": "t1", "name": text, "enabled": True, "switched_off": False, "warm": True,
                        "lines_seen": 1}],
-            "inputs": [{"input": text, "type": "file", "lag_bytes": 2048, "files": 1},
-                       {"input": "net", "type": "http", "lag_bytes": None, "files": None}],
+            "inputs": [{"input": text, "type": "file", "lag_bytes": 2048, "files": 1, "known": 1},
+                       {"input": "net", "type": "http", "lag_bytes": None, "files": None, "known": None}],
             "notes": [text]}
 
 
@@ -101,6 +107,16 @@ def test_the_page_has_its_sections_and_svg():
     assert "critical rule: plain (expected plain, observed plain)" in text
     assert "10 lines, 0.5/s" in text and "2.0 KiB" in text
     assert '<meta http-equiv="refresh" content="15">' in document
+    assert "page_max_rows" not in document
+
+
+def test_lists_cut_at_page_max_rows_say_so():
+    v = view("plain")
+    v["max_rows"] = 2
+    v["inputs"][0].update(files=2, known=7)
+    text = "".join(Elements(page.render(v)).text)
+    assert "Lately: 2 closed incidents (the last 2: [http] page_max_rows)" in text
+    assert "Anomalous now: 1 open incident<" not in text and "in 2 files (the first 2 of 7 checkpoints" in text
 
 
 def test_without_an_incidents_file_or_refresh_the_page_says_so():
@@ -162,7 +178,29 @@ def test_requests_within_a_second_share_one_build(tmp_path):
     now[0] += 0.6
     built.body()
     assert len(calls) == 2
-    assert b"Nothing open" in first and b"No incidents file" in first and b"ad-worker" not in first
+    assert b"Nothing open" in first and b"No incidents file" in first
+
+
+def test_the_sidecar_serves_the_page_at_get_slash_only(tmp_path, closing):
+    cfg, source = readings(tmp_path)
+    for with_page in (True, False):
+        server = closing(SidecarHTTPServer("127.0.0.1", 0, source, page=page.Page(cfg, source) if with_page
+                                           else None))
+        server.close = server.server_close
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        url = "http://127.0.0.1:%d/" % server.port
+        if with_page:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                assert resp.status == 200 and resp.headers["Content-Security-Policy"] == page.CONTENT_SECURITY_POLICY
+                assert resp.read().startswith(b"<!DOCTYPE html>")
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=10)
+            assert refused.value.code == 405
+        else:
+            with pytest.raises(urllib.error.HTTPError) as missing:
+                urllib.request.urlopen(url, timeout=10)
+            assert missing.value.code == 404
+        server.shutdown()
 
 
 def test_a_skipped_read_is_counted_by_reason_and_named_on_the_page(tmp_path):

@@ -15,6 +15,8 @@ from anomaly_detector.parsing.miner import TemplateMiner
 from anomaly_detector.storage.atomic import write_json_snapshot
 from anomaly_detector.worker.outputs import incident_lines
 
+DETECTION = default_config()["detection"]
+
 
 class Notes:
     def __init__(self):
@@ -63,10 +65,21 @@ def test_open_incidents_come_from_every_workers_snapshot_strongest_first(tmp_pat
         add(book, "app%d" % i, 101.0, 7, "disk sdb failed")
         engine_snapshot(directory, book)
     cache, notes = page_data.SnapshotCache(1 << 20), Notes()
-    got = page_data.open_incidents(dirs, cache, 10, notes)     # w2 has no snapshot yet: nothing, no note
+    got = page_data.open_incidents(dirs, cache, DETECTION, 10, notes)     # w2 has no snapshot yet: nothing, no note
     assert sorted(r["source"] for r in got) == ["app0", "app1"] and notes.got == []
     assert got[0]["reason"] == "critical rule: 1 line" and "disk sda failed <script>" in got[0]["samples"]
-    assert len(page_data.open_incidents(dirs, cache, 1, notes)) == 1
+    assert len(page_data.open_incidents(dirs, cache, DETECTION, 1, notes)) == 1
+
+
+def test_an_open_incident_the_engine_would_not_report_is_not_shown(tmp_path):
+    book = IncidentBook(window_seconds=60)
+    add(book, "app", 100.0, 7, "one odd line")     # incident_min_lines is 2
+    engine_snapshot(str(tmp_path), book)
+    cache, notes = page_data.SnapshotCache(1 << 20), Notes()
+    assert page_data.open_incidents([str(tmp_path)], cache, DETECTION, 10, notes) == []
+    add(book, "app", 101.0, 7, "a second one")
+    engine_snapshot(str(tmp_path), book)
+    assert len(page_data.open_incidents([str(tmp_path)], cache, DETECTION, 10, notes)) == 1
 
 
 def test_a_snapshot_over_the_bound_is_not_read_and_a_damaged_one_is_left_where_it_is(tmp_path):
@@ -80,7 +93,7 @@ def test_a_snapshot_over_the_bound_is_not_read_and_a_damaged_one_is_left_where_i
     path.write_bytes(path.read_bytes()[:-10] + b"0123456789")     # checksum no longer matches
     notes = Notes()
     got = page_data.open_incidents([str(tmp_path / "big"), str(tmp_path / "bad")], page_data.SnapshotCache(4096),
-                                   10, notes)
+                                   DETECTION, 10, notes)
     assert got == []
     assert [reason for reason, _ in notes.got] == ["too_large", "unreadable"]
     assert "over [http] page_max_read_mb" in notes.got[0][1]
@@ -141,8 +154,8 @@ def test_input_lag_is_the_bytes_past_the_committed_checkpoint(tmp_path):
     store.save()
     notes = Notes()
     rows = page_data.input_lag(cfg, page_data.SnapshotCache(1 << 20), 10, notes)
-    assert rows == [{"input": "app", "type": "file", "lag_bytes": 400, "files": 1},
-                    {"input": "other", "type": "stdin", "lag_bytes": None, "files": None}]
+    assert rows == [{"input": "app", "type": "file", "lag_bytes": 400, "files": 1, "known": 1},
+                    {"input": "other", "type": "stdin", "lag_bytes": None, "files": None, "known": None}]
     assert page_data.input_lag(cfg, page_data.SnapshotCache(1 << 20), 0, notes)[0]["files"] == 0
 
 
