@@ -67,7 +67,7 @@ class _Handler(BodyHygieneMixin, BaseHTTPRequestHandler):
         elif route == "/metrics":
             self._send(200, CONTENT_TYPE_METRICS, render(self.server.source.samples()).encode())
         elif route == "/" and self.server.page is not None:
-            self._send(200, *self.server.page.response())
+            self._send(*self.server.page.response())
         else:
             self._send(404, "application/json", b'{"error": "not found"}')
 

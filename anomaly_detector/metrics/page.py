@@ -10,6 +10,8 @@ second (concurrent requests share it) from reads page_data.py bounds.
 """
 import base64
 import hashlib
+import logging
+import math
 import threading
 import time
 
@@ -18,6 +20,7 @@ from anomaly_detector.metrics.svg import bar_chart, escape_text, number, timelin
 from anomaly_detector.worker.detector import worker_state_dir
 
 MAX_SAMPLES_SHOWN = 5    # an incident keeps five (detection/incidents.py MAX_SAMPLES)
+log = logging.getLogger(__name__)
 REBUILD_SECONDS = 1.0    # requests within this share one built page: a reload storm costs one build a second
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:0 16px;color:#222}
@@ -59,8 +62,16 @@ class Page:
         self._built = (None, b"")
 
     def response(self):
-        """(content type, body, headers) of GET /."""
-        return CONTENT_TYPE, self.body(), HEADERS
+        """(status, content type, body, headers) of GET /: 500 with the error (escaped) if the build failed,
+        so a bad record costs one page, never the sidecar."""
+        try:
+            return 200, CONTENT_TYPE, self.body(), HEADERS
+        except Exception as exc:
+            log.exception("page: building / failed")
+            body = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>anomaly_detector: error"
+                    "</title></head><body><p>The page could not be built: %s: %s (details in the log)</p></body></html>"
+                    % (escape_text(type(exc).__name__), escape_text(exc)))
+            return 500, CONTENT_TYPE, body.encode("utf-8"), HEADERS
 
     def body(self):
         """The page as UTF-8 bytes, built again when the last one is older than REBUILD_SECONDS."""
@@ -159,10 +170,10 @@ def _cut(shown, view, which="last"):
 
 def _incident_timeline(view):
     shown = [(r, False) for r in view["recent"]] + [(r, True) for r in view["open"]]
-    times = [float(r.get("first_seen", 0)) for r, _ in shown] + [float(r.get("last_seen", 0)) for r, _ in shown]
+    times = [_float(r.get("first_seen")) for r, _ in shown] + [_float(r.get("last_seen")) for r, _ in shown]
     end = max(times)
     span = max(600.0, (end - min(times)) * 1.05)
-    points = [(float(r.get("first_seen", 0)), float(r.get("last_seen", 0)), float(r.get("score", 0)),
+    points = [(_float(r.get("first_seen")), _float(r.get("last_seen")), _float(r.get("score")),
                "%s %s in %s: %s" % ("open" if is_open else "closed", r.get("kind", ""), r.get("source", ""),
                                     r.get("reason", "")), is_open) for r, is_open in shown]
     return (timeline(points, end + span * 0.02, span, view["threshold"])
@@ -171,6 +182,15 @@ def _incident_timeline(view):
 
 
 def _incident(record, is_open):
+    """One incident card; a record that is not the shape a worker writes (a hand-edited file) is named, not shown."""
+    try:
+        return _incident_card(record, is_open)
+    except (AttributeError, TypeError, ValueError) as exc:
+        return '<article class="incident"><p class="notes">An incident record could not be shown: %s</p></article>' % (
+            escape_text(exc))
+
+
+def _incident_card(record, is_open):
     """One incident: what, where, how strong, why (its reasons, expected against observed) and samples."""
     reasons = [r for r in record.get("reasons", []) if r != record.get("reason")]
     detail = ""
@@ -244,6 +264,14 @@ def _footer(view):
             % (number(view["refresh_seconds"]) if view["refresh_seconds"] else "- (off)",
                number(view["snapshot_seconds"]),
                '<div class="notes">Not shown:<ul>%s</ul></div>' % notes if notes else ""))
+
+
+def _float(value):
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return result if math.isfinite(result) else 0.0
 
 
 def _plural(n, word):

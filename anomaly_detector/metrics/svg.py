@@ -28,9 +28,11 @@ def escape_text(value):
 
 
 def number(value):
-    """1234567 -> '1,234,567'; floats with at most one decimal under 100."""
+    """1234567 -> '1,234,567'; floats with one decimal under 100; anything not a finite number as text."""
     if value is None:
         return "-"
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return escape_text(value)
     if isinstance(value, float) and abs(value) < 100:
         return "%.1f" % value
     return "{:,}".format(int(round(value)))

@@ -136,6 +136,8 @@ def test_the_page_shows_incidents_escaped_with_svg_and_loads_nothing_from_elsewh
         assert TOKEN not in dom
         time.sleep(1)
         assert listener.requests == []                                  # nothing loaded, not even the <img>
+        # a second template snapshot gives each template its rate (0 now: nothing new since the last one)
+        wait_for(lambda: re.search(r"\d lines, [\d.]+/s", daemon.get("/")[1]), 60, daemon)
         assert daemon.labelled("page_reads_skipped_total") == {(("reason", "too_large"),): 0.0,
                                                                (("reason", "unreadable"),): 0.0}
     finally:

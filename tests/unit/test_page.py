@@ -171,14 +171,32 @@ def test_requests_within_a_second_share_one_build(tmp_path):
     calls = []
     gather = built.gather
     built.gather = lambda: calls.append(1) or gather()
-    content_type, first, headers = built.response()
-    assert content_type == "text/html; charset=utf-8" and dict(headers)["X-Content-Type-Options"] == "nosniff"
+    status, content_type, first, headers = built.response()
+    assert status == 200 and content_type == "text/html; charset=utf-8" and dict(headers)["X-Content-Type-Options"] == "nosniff"
     now[0] += 0.5
     assert built.body() is first and len(calls) == 1
     now[0] += 0.6
     built.body()
     assert len(calls) == 2
     assert b"Nothing open" in first and b"No incidents file" in first
+
+
+def test_a_record_of_the_wrong_shape_is_named_and_the_rest_shown():
+    v = view("plain")
+    v["recent"].insert(0, {"id": "odd", "first_seen": "soon", "last_seen": None, "score": "high",
+                           "samples": 5, "tiers": [1, 2], "reasons": "x"})
+    v["recent"].append({"id": "nan", "score": float("nan"), "first_seen": float("inf")})
+    text = "".join(Elements(page.render(v)).text)
+    assert "An incident record could not be shown" in text
+    assert "closed plain in plain, score 91.0" in text and "score nan" in text
+
+
+def test_a_failed_build_answers_500_with_the_error_escaped(tmp_path):
+    cfg, source = readings(tmp_path)
+    built = page.Page(cfg, source)
+    built.gather = lambda: (_ for _ in ()).throw(RuntimeError("<b>boom</b>"))
+    status, _type, body, headers = built.response()
+    assert status == 500 and b"RuntimeError: &lt;b&gt;boom&lt;/b&gt;" in body and headers == page.HEADERS
 
 
 def test_the_sidecar_serves_the_page_at_get_slash_only(tmp_path, closing):
