@@ -56,7 +56,7 @@ class Page:
         self.refresh_seconds = http["page_refresh_seconds"]
         self.max_rows = http["page_max_rows"]
         self.max_bytes = http["page_max_read_mb"] * 2**20
-        self.cache = page_data.SnapshotCache(self.max_bytes)
+        self.cache = page_data.SnapshotCache(self.max_bytes, cfg["detection"], self.max_rows)
         self.skips = page_data.Skips()
         self._lock = threading.Lock()
         self._built = (None, b"")
@@ -100,7 +100,7 @@ class Page:
         recent = page_data.recent_incidents(cfg["outputs"]["incidents"], rows, self.max_bytes, skip)
         closed = {record["id"] for record in recent}
         # A snapshot taken before an incident closed still lists it: closed is what it is.
-        still_open = [r for r in page_data.open_incidents(workers, self.cache, cfg["detection"], rows, skip)
+        still_open = [r for r in page_data.open_incidents(workers, self.cache, rows, skip)
                       if r["id"] not in closed]
         return {
             "name": cfg["service"]["name"], "health": self.readings.health(), "generated": time.time(),

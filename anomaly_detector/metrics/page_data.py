@@ -57,19 +57,24 @@ class Skips:
 
 
 class SnapshotCache:
-    """Decoded JSON snapshots by path, read again only when the file's mtime or size changed.
+    """What the page needs of each state snapshot, by path, decoded again only when the file changed.
 
-    Also keeps the previous decoding of each path, so template counts of two snapshots give rates.
+    Only a digest is kept (digest_detection, digest_templates, digest_checkpoints: a few rows each), never
+    the decoded file, so the sidecar's memory does not grow with the models. The previous digest of a
+    path is kept too: template counts of two snapshots give rates.
     """
 
-    def __init__(self, max_bytes):
+    def __init__(self, max_bytes, detection, max_rows):
         self.max_bytes = int(max_bytes)
-        self._entries = {}    # path -> (stamp, obj, previous obj)
+        self.digests = {"detection-baselines": lambda state, skip: digest_detection(state, detection, max_rows, skip),
+                        "templates": lambda state, skip: digest_templates(state, max_rows),
+                        "file_checkpoints": lambda state, skip: digest_checkpoints(state, max_rows)}
+        self._entries = {}    # path -> (stamp, digest, previous digest)
         self._lock = threading.Lock()
 
     def get(self, path, kind, skip):
-        """(current, previous) payloads of the snapshot at path (previous: the one before it changed);
-        (None, None) when there is none or it cannot be read (counted in skips)."""
+        """(current, previous) digests of the snapshot of `kind` at path (previous: the one before it
+        changed); (None, None) when there is none yet; the last good ones when it cannot be read now."""
         try:
             st = os.stat(path)
         except OSError:
@@ -79,13 +84,52 @@ class SnapshotCache:
             entry = self._entries.get(path)
             if entry is not None and entry[0] == stamp:
                 return entry[1], entry[2]
-        obj = read_snapshot_payload(path, kind, self.max_bytes, skip)
-        if obj is None:
+        state = read_snapshot_payload(path, kind, self.max_bytes, skip)
+        digest = None
+        if isinstance(state, dict):
+            try:
+                digest = self.digests[kind](state, skip)
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+                skip("unreadable", "%s: %s: %s" % (path, type(exc).__name__, exc))
+        elif state is not None:
+            skip("unreadable", "%s: not a JSON object" % path)
+        if digest is None:
             return (entry[1], entry[2]) if entry else (None, None)
         with self._lock:
-            previous = entry[1] if entry else None
-            self._entries[path] = (stamp, obj, previous)
-        return obj, previous
+            self._entries[path] = (stamp, digest, entry[1] if entry else None)
+        return digest, (entry[1] if entry else None)
+
+
+def digest_detection(state, detection, max_rows, skip):
+    """{meta, open}: the engine's meta (lines seen, first and last time) and the records of the incidents
+    open at that snapshot that would be reported if they closed now (the engine's rule, detection/engine.py
+    _reportable: a Finding, or incident_min_lines lines scoring anomaly_threshold), strongest first."""
+    min_lines, threshold = int(detection["incident_min_lines"]), float(detection["anomaly_threshold"])
+    records = []
+    for row in (state.get("incidents") or {}).get("open", []):
+        try:
+            incident = Incident.from_state(row[2])
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            skip("unreadable", "an open incident: %s: %s" % (type(exc).__name__, exc))
+            continue
+        if incident.findings or (incident.lines >= min_lines and incident.score >= threshold):
+            records.append(incident.record())
+    records.sort(key=lambda r: -r["score"])
+    meta = state.get("meta")
+    return {"meta": meta if isinstance(meta, dict) else {}, "open": records[:max_rows]}
+
+
+def digest_templates(state, max_rows):
+    """{saved_at, top: [(template id, text, count)]} of the max_rows most frequent live templates."""
+    rows = heapq.nlargest(max_rows, state["templates"], key=lambda row: int(row[2]))
+    return {"saved_at": float(state.get("saved_at", 0)),
+            "top": [(int(tid), render_template(tokens), int(count)) for tid, tokens, count, *_ in rows]}
+
+
+def digest_checkpoints(state, max_rows):
+    """{known, entries}: how many files have a checkpoint, and the first max_rows of them."""
+    entries = state.get("entries", [])
+    return {"known": len(entries), "entries": entries[:max_rows]}
 
 
 def read_snapshot_payload(path, kind, max_bytes, skip):
@@ -150,22 +194,12 @@ def recent_incidents(path, max_rows, max_bytes, skip):
     return found
 
 
-def open_incidents(worker_dirs, cache, detection, max_rows, skip):
-    """Records of the incidents open at the workers' last snapshots that would be reported if they closed
-    now (the engine's rule: a Finding, or incident_min_lines lines scoring anomaly_threshold, as in
-    detection/engine.py _reportable), strongest first, at most max_rows."""
-    min_lines, threshold = int(detection["incident_min_lines"]), float(detection["anomaly_threshold"])
+def open_incidents(worker_dirs, cache, max_rows, skip):
+    """Records of the reportable incidents open at the workers' last snapshots, strongest first."""
     records = []
     for directory in worker_dirs:
-        state, _ = cache.get(os.path.join(directory, "baselines", "detection.json"), "detection-baselines", skip)
-        book = state.get("incidents") if isinstance(state, dict) else None
-        for row in (book or {}).get("open", []):
-            try:
-                incident = Incident.from_state(row[2])
-                if incident.findings or (incident.lines >= min_lines and incident.score >= threshold):
-                    records.append(incident.record())
-            except (KeyError, TypeError, ValueError, IndexError) as exc:
-                skip("unreadable", "%s: an open incident: %s" % (directory, exc))
+        digest, _ = cache.get(os.path.join(directory, "baselines", "detection.json"), "detection-baselines", skip)
+        records += digest["open"] if digest else []
     records.sort(key=lambda r: -r["score"])
     return records[:max_rows]
 
@@ -182,20 +216,18 @@ def top_templates(worker_dirs, cache, max_rows, skip):
     second) from the counts of a worker's last two snapshots, None until it has two."""
     merged = {}
     for directory in worker_dirs:
-        state, previous = cache.get(os.path.join(directory, "baselines", "templates.json"), "templates", skip)
-        if not isinstance(state, dict):
+        digest, previous = cache.get(os.path.join(directory, "baselines", "templates.json"), "templates", skip)
+        if digest is None:
             continue
-        before = {row[0]: row[2] for row in (previous or {}).get("templates", [])}
-        elapsed = float(state.get("saved_at", 0)) - float((previous or {}).get("saved_at", 0))
-        # Only a worker's most frequent rows are rendered (the cost of a build stays max_rows per worker);
-        # a template also frequent in another worker adds up where both have it among their top rows.
-        rows = heapq.nlargest(max_rows, state.get("templates", []), key=lambda row: row[2])
-        for tid, tokens, count, _last_seen, _shapes in rows:
-            text = render_template(tokens)
+        # Each worker's top rows only: a template frequent in two workers adds up where both have it
+        # among theirs; one new in the top has its rate once it was in the top at two snapshots.
+        before = {tid: count for tid, _text, count in previous["top"]} if previous else {}
+        elapsed = digest["saved_at"] - previous["saved_at"] if previous else 0.0
+        for tid, text, count in digest["top"]:
             row = merged.setdefault(text, {"template": text, "count": 0, "rate": None})
-            row["count"] += int(count)
-            if previous and elapsed > 0 and tid in before:
-                row["rate"] = (row["rate"] or 0.0) + max(0, int(count) - int(before[tid])) / elapsed
+            row["count"] += count
+            if elapsed > 0 and tid in before:
+                row["rate"] = (row["rate"] or 0.0) + max(0, count - before[tid]) / elapsed
     return sorted(merged.values(), key=lambda r: (-r["count"], r["template"]))[:max_rows]
 
 
@@ -205,9 +237,9 @@ def tier_status(cfg, flags, worker_dirs, cache, skip):
     detection = cfg["detection"]
     metas = []
     for directory in worker_dirs:
-        state, _ = cache.get(os.path.join(directory, "baselines", "detection.json"), "detection-baselines", skip)
-        if isinstance(state, dict) and isinstance(state.get("meta"), dict):
-            metas.append(state["meta"])
+        digest, _ = cache.get(os.path.join(directory, "baselines", "detection.json"), "detection-baselines", skip)
+        if digest is not None:
+            metas.append(digest["meta"])
     lines_seen = sum(int(m.get("lines_seen") or 0) for m in metas)
     warm = bool(metas) and all(_warm(m, detection) for m in metas)
     rows = []
@@ -237,11 +269,10 @@ def input_lag(cfg, cache, max_rows, skip):
             row["lag_bytes"] = spool_bytes(spool_dir(cfg, name))
         elif section["type"] == "file":
             path = os.path.join(cfg["paths"]["state_dir"], "checkpoints", "%s.json" % name)
-            state, _ = cache.get(path, "file_checkpoints", skip)
-            if isinstance(state, dict):
-                entries = state.get("entries", [])
-                row["lag_bytes"], row["files"] = _file_lag(entries[:max_rows])
-                row["known"] = len(entries)
+            digest, _ = cache.get(path, "file_checkpoints", skip)
+            if digest is not None:
+                row["lag_bytes"], row["files"] = _file_lag(digest["entries"][:max_rows])
+                row["known"] = digest["known"]
         rows.append(row)
     return rows
 

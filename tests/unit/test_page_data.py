@@ -64,22 +64,22 @@ def test_open_incidents_come_from_every_workers_snapshot_strongest_first(tmp_pat
         add(book, "app%d" % i, 100.0, 7, "disk sda failed <script>")
         add(book, "app%d" % i, 101.0, 7, "disk sdb failed")
         engine_snapshot(directory, book)
-    cache, notes = page_data.SnapshotCache(1 << 20), Notes()
-    got = page_data.open_incidents(dirs, cache, DETECTION, 10, notes)     # w2 has no snapshot yet: nothing, no note
+    cache, notes = page_data.SnapshotCache(1 << 20, DETECTION, 10), Notes()
+    got = page_data.open_incidents(dirs, cache, 10, notes)     # w2 has no snapshot yet: nothing, no note
     assert sorted(r["source"] for r in got) == ["app0", "app1"] and notes.got == []
     assert got[0]["reason"] == "critical rule: 1 line" and "disk sda failed <script>" in got[0]["samples"]
-    assert len(page_data.open_incidents(dirs, cache, DETECTION, 1, notes)) == 1
+    assert len(page_data.open_incidents(dirs, cache, 1, notes)) == 1
 
 
 def test_an_open_incident_the_engine_would_not_report_is_not_shown(tmp_path):
     book = IncidentBook(window_seconds=60)
     add(book, "app", 100.0, 7, "one odd line")     # incident_min_lines is 2
     engine_snapshot(str(tmp_path), book)
-    cache, notes = page_data.SnapshotCache(1 << 20), Notes()
-    assert page_data.open_incidents([str(tmp_path)], cache, DETECTION, 10, notes) == []
+    cache, notes = page_data.SnapshotCache(1 << 20, DETECTION, 10), Notes()
+    assert page_data.open_incidents([str(tmp_path)], cache, 10, notes) == []
     add(book, "app", 101.0, 7, "a second one")
     engine_snapshot(str(tmp_path), book)
-    assert len(page_data.open_incidents([str(tmp_path)], cache, DETECTION, 10, notes)) == 1
+    assert len(page_data.open_incidents([str(tmp_path)], cache, 10, notes)) == 1
 
 
 def test_a_snapshot_over_the_bound_is_not_read_and_a_damaged_one_is_left_where_it_is(tmp_path):
@@ -92,8 +92,8 @@ def test_a_snapshot_over_the_bound_is_not_read_and_a_damaged_one_is_left_where_i
     engine_snapshot(str(tmp_path / "bad"), small)
     path.write_bytes(path.read_bytes()[:-10] + b"0123456789")     # checksum no longer matches
     notes = Notes()
-    got = page_data.open_incidents([str(tmp_path / "big"), str(tmp_path / "bad")], page_data.SnapshotCache(4096),
-                                   DETECTION, 10, notes)
+    cache = page_data.SnapshotCache(4096, DETECTION, 10)
+    got = page_data.open_incidents([str(tmp_path / "big"), str(tmp_path / "bad")], cache, 10, notes)
     assert got == []
     assert [reason for reason, _ in notes.got] == ["too_large", "unreadable"]
     assert "over [http] page_max_read_mb" in notes.got[0][1]
@@ -105,10 +105,11 @@ def test_a_snapshot_is_decoded_again_only_when_it_changed(tmp_path):
     add(book, "app", 100.0, 7, "first")
     engine_snapshot(str(tmp_path), book)
     path = str(tmp_path / "baselines" / "detection.json")
-    cache, notes = page_data.SnapshotCache(1 << 20), Notes()
+    cache, notes = page_data.SnapshotCache(1 << 20, DETECTION, 10), Notes()
     first, previous = cache.get(path, "detection-baselines", notes)
     again, _ = cache.get(path, "detection-baselines", notes)
     assert again is first and previous is None
+    assert set(first) == {"meta", "open"}          # a digest is kept, not the models (t1, t2, ...)
     add(book, "app", 101.0, 7, "second")
     engine_snapshot(str(tmp_path), book)
     newer, previous = cache.get(path, "detection-baselines", notes)
@@ -116,7 +117,7 @@ def test_a_snapshot_is_decoded_again_only_when_it_changed(tmp_path):
 
 
 def test_top_templates_merge_the_workers_and_rate_from_two_snapshots(tmp_path):
-    cache, notes = page_data.SnapshotCache(1 << 20), Notes()
+    cache, notes = page_data.SnapshotCache(1 << 20, DETECTION, 10), Notes()
     dirs = [str(tmp_path / "w0"), str(tmp_path / "w1")]
     miners = [TemplateMiner(), TemplateMiner()]
 
@@ -153,10 +154,10 @@ def test_input_lag_is_the_bytes_past_the_committed_checkpoint(tmp_path):
     store.record(st.st_dev, st.st_ino, Fingerprint(64, "x"), 600, str(log))
     store.save()
     notes = Notes()
-    rows = page_data.input_lag(cfg, page_data.SnapshotCache(1 << 20), 10, notes)
+    rows = page_data.input_lag(cfg, page_data.SnapshotCache(1 << 20, DETECTION, 10), 10, notes)
     assert rows == [{"input": "app", "type": "file", "lag_bytes": 400, "files": 1, "known": 1},
                     {"input": "other", "type": "stdin", "lag_bytes": None, "files": None, "known": None}]
-    assert page_data.input_lag(cfg, page_data.SnapshotCache(1 << 20), 0, notes)[0]["files"] == 0
+    assert page_data.input_lag(cfg, page_data.SnapshotCache(1 << 20, DETECTION, 10), 0, notes)[0]["files"] == 0
 
 
 def test_tier_status_shows_switches_and_warm_up(tmp_path):
@@ -169,7 +170,7 @@ def test_tier_status_shows_switches_and_warm_up(tmp_path):
     flags = RuntimeFlags(tier4_enabled=0, backpressure=0, batch_size=10, learning_rate_factor=1.0,
                          workers_wanted=1, config_generation=0, relief_generation=0, reload_ok=1,
                          reloads_rejected=0)
-    cache, notes = page_data.SnapshotCache(1 << 20), Notes()
+    cache, notes = page_data.SnapshotCache(1 << 20, DETECTION, 10), Notes()
     rows = {r["tier"]: r for r in page_data.tier_status(cfg, flags, [str(tmp_path / "w0")], cache, notes)}
     assert rows["t1"]["enabled"] and rows["t1"]["warm"] and rows["t1"]["lines_seen"] == 150
     assert not rows["t3"]["enabled"] and not rows["t3"]["switched_off"]
