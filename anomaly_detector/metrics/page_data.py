@@ -1,6 +1,6 @@
 """What the page at `/` shows, read from the files the workers and the input persist: one function per data set.
 
-metrics/page.py renders it; the sidecar (sidecar.py) owns one SnapshotCache and the skip counts. Every
+metrics/page.py renders it and owns one SnapshotCache and the skip counts (Skips). Every
 read is bounded: the incidents file is read from its tail (at most max_bytes), a state snapshot whose
 header announces more than max_bytes is not read at all, and at most max_rows entries are kept per list.
 Nothing here writes or moves a file: a snapshot that does not check out is skipped (a worker may be
