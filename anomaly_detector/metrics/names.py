@@ -147,4 +147,10 @@ METRICS = {m.name: m for m in (
                "each POST /admin/reduce-learning-rate."),
     MetricSpec("runtime_backpressure", GAUGE, "1 while the inputs read nothing new (POST "
                "/admin/enable-backpressure); lines wait in their files, pipe and spools."),
+    MetricSpec("feedback_total", COUNTER, "Verdicts taken by POST /admin/feedback (normal, problem, clear; since "
+               "the sidecar started).", ("verdict",)),
+    MetricSpec("feedback_rules", GAUGE, "Feedback rules in force, by verdict (normal, problem); at most [detection] "
+               "feedback_max_rules.", ("verdict",)),
+    MetricSpec("feedback_lines_total", COUNTER, "Lines whose score feedback rules changed: suppressed (a template "
+               "marked normal, scored 0) or flagged (marked a problem, raised to anomaly_threshold).", ("effect",)),
 )}
