@@ -113,7 +113,7 @@ class RulesFile:
 
     def __init__(self, path, who):
         self.path, self.who = path, who
-        self._seen = None
+        self._seen = False     # never polled: the first poll returns the rules, [] without a file
         self._failed = None
 
     def poll(self):
