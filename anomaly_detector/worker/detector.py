@@ -179,6 +179,7 @@ class DetectorWorker:
         if poisoned:
             errors = dead = self._dead_letter(buf, starts, ends, meta, self.suspect.reason)
         else:
+            self._apply_feedback()     # at each batch boundary: a rule posted before these lines covers them
             self.control.begin_scoring(self.index, int(meta["seq"][0]), n)
             errors, dead, output = self._score(buf, starts, ends, meta)
         counts = dict(lines_processed=n - errors, errors=errors, batches=1, lines_dead_lettered=dead,
@@ -439,18 +440,19 @@ class DetectorWorker:
             # The factor may exceed 1 (admin flag range); a rate above 1 would make the engine refuse it.
             engine.set_learning_rate(min(1.0, self._base_rate * flags.learning_rate_factor))
         self.relief.check(flags.relief_generation)
-        self._apply_feedback()
         return flags
 
     def _apply_feedback(self):
-        """Take the feedback rules file when it changed (one stat per loop turn; the sidecar rewrites it)."""
+        """Take the feedback rules file when it changed (one stat per batch; the sidecar rewrites it)."""
         rules = self.feedback.poll()
         if rules is not None:
             matcher = self.pipeline.engine.feedback
+            had = bool(matcher)
             matcher.set_rules(rules)
             counts = matcher.counts()
-            log.info("worker %d: feedback rules applied: %d normal, %d problem", self.index, counts["normal"],
-                     counts["problem"])
+            if rules or had:
+                log.info("worker %d: feedback rules applied: %d normal, %d problem", self.index, counts["normal"],
+                         counts["problem"])
 
     def _drain(self):
         """On stop: score what is in the ring now (inputs are stopped first at shutdown), bounded by it.
