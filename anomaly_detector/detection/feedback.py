@@ -192,7 +192,8 @@ class FeedbackMatcher:
         for (source, tid), text in self.recent.items():
             if text is None:
                 text = self.recent[(source, tid)] = template_text(tid)
-            out.setdefault(source, []).append([tid, text])
+            if len(text) <= MAX_TEMPLATE_CHARS:     # a longer one cannot be named by feedback
+                out.setdefault(source, []).append([tid, text])
         self.recent_changed = False
         return out
 

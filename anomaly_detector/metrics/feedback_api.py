@@ -104,6 +104,9 @@ class FeedbackDesk:
                                     "GET /api/incidents lists" % incident)
             templates = [text for _tid, text in record.get("template_texts", [])]
             kinds = [record["kind"]] if record.get("template_id", -1) < 0 and record.get("kind") else []
+            if not templates and not kinds:
+                raise FeedbackError("incident %s names no template feedback can hold (its templates are over %d "
+                                    "characters)" % (incident, MAX_TEMPLATE_CHARS))
             return str(record["source"]), templates, kinds, incident
         source, template = self._template_fields(body)
         return source, [self._known_template(source, template)], [], ""

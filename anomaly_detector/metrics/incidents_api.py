@@ -19,13 +19,12 @@ import urllib.parse
 from datetime import datetime, timezone
 
 from anomaly_detector.alerting.events import severity
-from anomaly_detector.worker.incident_view import VIEW_FILE, read_view
+from anomaly_detector.worker.incident_view import MAX_SAMPLE_CHARS, VIEW_FILE, read_view
 
 log = logging.getLogger(__name__)
 ROUTE = "/api/incidents"
 STATUSES = ("open", "resolved")
 DEFAULT_LIMIT = 50
-MAX_SAMPLE_CHARS = 1000     # a sample line is cut here ("..." appended): lines can be 64 KB
 QUERY_KEYS = ("limit", "since", "status")
 
 

@@ -15,12 +15,14 @@ import os
 import tempfile
 import time
 
+from anomaly_detector.detection.feedback import MAX_TEMPLATE_CHARS
 from anomaly_detector.storage.atomic import sweep_orphan_temps
 
 log = logging.getLogger(__name__)
 VIEW_FILE = "incidents-view.json"
 VIEW_VERSION = 1
 PUBLISH_SECONDS = 1.0
+MAX_SAMPLE_CHARS = 1000     # a sample line is cut here ("..." appended): lines can be 64 KB
 
 
 def view_path(worker_state_dir):
@@ -53,6 +55,8 @@ class IncidentView:
         self.keep = int(keep)
         self._next = 0.0
         self._dirty = True
+        self._closed_total = 0
+        self._written = None    # what the file holds, in short: rewritten only when it changed
         sweep_orphan_temps(self.path)   # a worker killed mid-write leaves its temporary file
         try:
             previous = read_view(self.path)
@@ -66,6 +70,7 @@ class IncidentView:
     def note_closed(self, records, template_text):
         for record in records:
             self.closed.append(described(record, self.index, template_text, "resolved"))
+        self._closed_total += len(records)
         self._dirty = self._dirty or bool(records)
 
     def note_batch(self):
@@ -78,6 +83,12 @@ class IncidentView:
         self._next = now + PUBLISH_SECONDS
         self._dirty = False
         opened = sorted(engine.open_records(), key=lambda r: -r["first_seen"])[:self.keep]
+        # Scoring goes on all the time, the incidents and templates change seldom: write only a change.
+        summary = (self._closed_total, engine.feedback.recent_changed,
+                   tuple((r["id"], r["lines"], r["last_seen"], r["score"]) for r in opened))
+        if summary == self._written and not force:
+            return
+        self._written = summary[:1] + (False,) + summary[2:]
         view = {"version": VIEW_VERSION, "worker": self.index, "written": time.time(),
                 "open": [described(r, self.index, template_text, "open") for r in opened],
                 "closed": list(self.closed), "templates": engine.feedback.recent_texts(template_text)}
@@ -90,7 +101,10 @@ class IncidentView:
 def described(record, worker, template_text, status):
     """The incident record with what the API adds: status, worker and the text of each template."""
     out = dict(record, status=status, worker=worker)
-    out["template_texts"] = [[int(t), template_text(t)] for t in record.get("templates", [])]
+    out["samples"] = [s if len(s) <= MAX_SAMPLE_CHARS else s[:MAX_SAMPLE_CHARS] + "..." for s in out.get("samples", [])]
+    texts = [[int(t), template_text(t)] for t in record.get("templates", [])]
+    # a text feedback could not name (over MAX_TEMPLATE_CHARS) is left out, which also bounds the file
+    out["template_texts"] = [pair for pair in texts if len(pair[1]) <= MAX_TEMPLATE_CHARS]
     return out
 
 

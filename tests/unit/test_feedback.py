@@ -226,3 +226,29 @@ def test_the_view_keeps_closed_incidents_across_a_worker_restart(tmp_path):
     again = IncidentView(directory, 0, keep=5)
     assert [r["id"] for r in again.closed] == ["a" * 16]
     assert read_view(os.path.join(directory, "incidents-view.json"))["closed"][0]["status"] == "resolved"
+
+
+def test_the_view_is_rewritten_only_when_its_incidents_or_templates_change(tmp_path):
+    directory = os.path.join(str(tmp_path), "workers", "0")
+    view = IncidentView(directory, 0, keep=2)
+    engine = DetectionEngine(config())
+    path = os.path.join(directory, "incidents-view.json")
+    view.publish_if_due(engine, texts, force=True)
+    before = os.stat(path).st_ino
+    view.note_batch()
+    view._next = 0.0
+    view.publish_if_due(engine, texts)
+    assert os.stat(path).st_ino == before                         # scored lines, nothing new: not written
+    view.note_closed([record("a" * 16), record("b" * 16), record("c" * 16)], texts)
+    view._next = 0.0
+    view.publish_if_due(engine, texts)
+    written = read_view(path)
+    assert os.stat(path).st_ino != before and [r["id"] for r in written["closed"]] == ["b" * 16, "c" * 16]
+    assert len(written["closed"][0]["samples"][0]) == 1003       # cut at 1000 characters: lines can be 64 KB
+    engine.feedback.recent[("web", 3)] = "x" * 5000               # too long to be named: left out
+    engine.feedback.recent[("web", 4)] = None
+    engine.feedback.recent_changed = True
+    view.note_batch()
+    view._next = 0.0
+    view.publish_if_due(engine, texts)
+    assert read_view(path)["templates"] == {"web": [[4, "line 4"]]}
