@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import time
 
 import pytest
@@ -160,12 +161,35 @@ def test_incidents_listed_and_feedback_normal_then_problem_change_what_is_raised
     log = open(os.path.join(daemon.dir, "log", "anomaly-detector.log"), errors="replace").read()
     assert "feedback rules applied: 1 normal, 1 problem" in log and TOKEN not in log
 
+    # a reload (SIGHUP) restarts the sidecar and the workers: the normal rule still holds
+    os.kill(daemon.process.pid, signal.SIGHUP)
+    wait_for(lambda: "reloaded" in daemon.log_tail(400), 60, "the reload", daemon)
+    daemon.wait_healthy(60)
+    status, listed, _ = wait_for(lambda: _listed(daemon), 30, "the admin API after the reload", daemon)
+    assert [r["id"] for r in listed["rules"]] == [rule["id"]]
+    seqs = write_phase(daemon, "app", 28, 3000) | write_phase(daemon, "other", 28, 104000)
+    scored_all(daemon, seqs)
+    wait_for(lambda: burst_incidents(daemon, "other", 28), 30, "the control source's incident after the reload",
+             daemon)
+    time.sleep(2)
+    assert burst_incidents(daemon, "app", 28) == []
+
+
+def _listed(daemon):
+    try:
+        answer = request(daemon, "GET", "/admin/feedback")
+    except OSError:      # the sidecar restarting
+        return None
+    return answer if answer[0] == 200 else None
+
 
 def test_every_refusal_of_the_two_endpoints(daemon):
     daemon.start()
     seqs = write_phase(daemon, "app", 0, 0)
     scored_all(daemon, seqs)
     (app,) = wait_for(lambda: burst_incidents(daemon, "app", 0), 30, "the burst's incident", daemon)
+    status, raw = daemon.get("/api/incidents")                  # log text escaped for a page: no < > & as is
+    assert status == 200 and "\\u003c*\\u003e" in raw and not set("<>&") & set(raw)
     refusals = [
         (("POST", "/admin/feedback", {"incident": app["id"], "verdict": "normal"}, None), 401, "bearer token"),
         (("POST", "/admin/feedback", {"incident": app["id"], "verdict": "normal"}, "wrong-token-0123456789"), 401,
