@@ -252,3 +252,17 @@ def test_the_view_is_rewritten_only_when_its_incidents_or_templates_change(tmp_p
     view._next = 0.0
     view.publish_if_due(engine, texts)
     assert read_view(path)["templates"] == {"web": [[4, "line 4"]]}
+
+
+def test_incidents_api_token_needs_a_token_file_and_an_open_bind_without_it_is_a_warning(tmp_path):
+    from anomaly_detector.config.loader import load_config
+    from tests.unit.test_http_config_files import _config
+
+    _cfg, problems = load_config(_config(tmp_path, "incidents_api_token = true\n"))
+    assert [(p.severity, "admin_token_file is not set" in p.render()) for p in problems
+            if p.key == "incidents_api_token"] == [("error", True)]
+    _cfg, problems = load_config(_config(tmp_path, "bind = 0.0.0.0\n"))
+    assert [(p.severity, "without a token" in p.render()) for p in problems
+            if p.key == "incidents_api_token"] == [("warning", True)]
+    _cfg, problems = load_config(_config(tmp_path, ""))
+    assert [p for p in problems if p.key == "incidents_api_token"] == []
