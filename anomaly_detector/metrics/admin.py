@@ -23,7 +23,7 @@ import os
 import threading
 import time
 
-from anomaly_detector.metrics.feedback_api import FEEDBACK_VERDICTS, FeedbackDesk
+from anomaly_detector.metrics.feedback_api import FEEDBACK_VERDICTS, REFUSAL_REASONS, FeedbackDesk
 
 log = logging.getLogger(__name__)
 
@@ -222,9 +222,11 @@ class AdminAPI:
         with self._lock:
             feedback = {(("verdict", v),): desk.counts[v] if desk else 0 for v in FEEDBACK_VERDICTS}
             rules = desk.rule_counts() if desk else {"normal": 0, "problem": 0}
+            refused = {(("reason", r),): desk.refused[r] if desk else 0 for r in REFUSAL_REASONS}
         totals = self.control.counter_totals()
         return {"feedback_total": feedback,
                 "feedback_rules": {(("verdict", v),): n for v, n in rules.items()},
+                "feedback_refused_total": refused,
                 "feedback_lines_total": {(("effect", "suppressed"),): totals["feedback_suppressed"],
                                          (("effect", "flagged"),): totals["feedback_flagged"]},
                 "admin_requests_total": requests,

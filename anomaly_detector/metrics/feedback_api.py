@@ -28,10 +28,17 @@ from anomaly_detector.detection.feedback import (
 log = logging.getLogger(__name__)
 FEEDBACK_VERDICTS = ("normal", "problem", "clear")    # the verdict label of feedback_total
 _FIELDS = ("verdict", "incident", "template", "source", "rule")
+# The reason label of feedback_refused_total (every 400 of a JSON body this module refuses)
+REFUSAL_REASONS = ("invalid", "unknown_incident", "unknown_source", "unknown_template", "ambiguous_template",
+                   "max_rules", "nothing_to_clear")
 
 
 class FeedbackError(ValueError):
-    """A feedback body that cannot be taken; the message is the 400's reason."""
+    """A feedback body that cannot be taken; the message is the 400's reason, `reason` its metric label."""
+
+    def __init__(self, message, reason="invalid"):
+        super().__init__(message)
+        self.reason = reason
 
 
 class FeedbackDesk:
@@ -40,6 +47,7 @@ class FeedbackDesk:
     def __init__(self, state_dir, views, max_rules):
         self.path, self.views, self.max_rules = rules_path(state_dir), views, int(max_rules)
         self.counts = {verdict: 0 for verdict in FEEDBACK_VERDICTS}     # feedback_total, since the sidecar started
+        self.refused = {reason: 0 for reason in REFUSAL_REASONS}         # feedback_refused_total
         self.rules = self._load()
 
     def _load(self):
@@ -60,7 +68,14 @@ class FeedbackDesk:
         return {"rules": list(self.rules), "max_rules": self.max_rules, **self.rule_counts()}
 
     def apply(self, body, client):
-        """One POST body -> (result sentence, reply fields). FeedbackError when it cannot be taken."""
+        """One POST body -> (result sentence, reply fields). FeedbackError when it cannot be taken (counted)."""
+        try:
+            return self._apply(body, client)
+        except FeedbackError as exc:
+            self.refused[exc.reason] += 1
+            raise
+
+    def _apply(self, body, client):
         unknown = sorted(str(k) for k in body if k not in _FIELDS)
         if unknown:
             raise FeedbackError("unknown field(s) %s: expected verdict with incident, template and source, or rule"
@@ -84,7 +99,7 @@ class FeedbackDesk:
         if len(others) >= self.max_rules:
             log.warning("feedback: %d rules kept, the most [detection] feedback_max_rules allows; refused", len(others))
             raise FeedbackError("%d feedback rules kept, the most [detection] feedback_max_rules allows: clear one "
-                                "first" % len(others))
+                                "first" % len(others), "max_rules")
         self._save(others + [rule])     # the newest rule last: where two rules name one template, it wins
         what = "incident %s (%s)" % (incident, ", ".join(templates + kinds) or "no template") if incident else \
             "template %r" % templates[0]
@@ -101,12 +116,12 @@ class FeedbackDesk:
             record = self.views.find(incident)
             if record is None:
                 raise FeedbackError("unknown incident %r: not among the open incidents and the recently closed ones "
-                                    "GET /api/incidents lists" % incident)
+                                    "GET /api/incidents lists" % incident, "unknown_incident")
             templates = [text for _tid, text in record.get("template_texts", [])]
             kinds = [record["kind"]] if record.get("template_id", -1) < 0 and record.get("kind") else []
             if not templates and not kinds:
                 raise FeedbackError("incident %s names no template feedback can hold (its templates are over %d "
-                                    "characters)" % (incident, MAX_TEMPLATE_CHARS))
+                                    "characters)" % (incident, MAX_TEMPLATE_CHARS), "unknown_template")
             return str(record["source"]), templates, kinds, incident
         source, template = self._template_fields(body)
         return source, [self._known_template(source, template)], [], ""
@@ -128,11 +143,12 @@ class FeedbackDesk:
             return texts.pop()
         if texts:
             raise FeedbackError("template id %d names %d different templates of source %s (ids are per worker): give "
-                                "its text" % (template, len(texts), source))
+                                "its text" % (template, len(texts), source), "ambiguous_template")
         if not self.views.source_known(source):
-            raise FeedbackError("unknown source %r: no worker has seen it lately" % source)
+            raise FeedbackError("unknown source %r: no worker has seen it lately" % source, "unknown_source")
         raise FeedbackError("unknown template %s for source %s: not among the templates its workers saw last "
-                            "([detection] feedback_templates_known) or its incidents show" % (_show(template), source))
+                            "([detection] feedback_templates_known) or its incidents show" % (_show(template), source),
+                            "unknown_template")
 
     def _clear(self, body):
         if "rule" in body:
@@ -151,7 +167,8 @@ class FeedbackDesk:
             gone = [r for r in self.rules if r["source"] == source and texts & set(r["templates"])]
             what = "the rules of template %s of source %s" % (_show(template), source)
         if not gone:
-            raise FeedbackError("no feedback rule to clear: %s is not kept (GET /admin/feedback lists them)" % what)
+            raise FeedbackError("no feedback rule to clear: %s is not kept (GET /admin/feedback lists them)" % what,
+                                "nothing_to_clear")
         ids = {r["id"] for r in gone}
         self._save([r for r in self.rules if r["id"] not in ids])
         return ("%s cleared (%s) in every worker from its next batch" % (what, ", ".join(sorted(ids))),

@@ -222,3 +222,6 @@ def test_every_refusal_of_the_two_endpoints(daemon):
     assert requests[(("action", "feedback"), ("status", "400"))] == 4
     assert requests[(("action", "feedback"), ("status", "413"))] == 1
     assert daemon.labelled("feedback_total") == {(("verdict", v),): 0 for v in ("normal", "problem", "clear")}
+    refused = daemon.labelled("feedback_refused_total")
+    assert {r[0][1]: n for r, n in refused.items() if n} == {"unknown_incident": 1, "unknown_template": 1,
+                                                             "invalid": 1}

@@ -164,6 +164,8 @@ def test_feedback_on_an_incident_makes_a_rule_of_its_templates_and_refuses_what_
     assert len(fields["cleared"]) == 1 and desk.rule_counts() == {"normal": 2, "problem": 0}
     desk.apply({"incident": "a" * 16, "verdict": "clear"}, "x")
     assert desk.counts == {"normal": 3, "problem": 1, "clear": 2}
+    assert desk.refused == {"invalid": 6, "unknown_incident": 1, "unknown_source": 1, "unknown_template": 2,
+                            "ambiguous_template": 0, "max_rules": 1, "nothing_to_clear": 1}
     assert FeedbackDesk(str(tmp_path), views, 3).rules == desk.rules       # a restarted sidecar reads the file
 
 
