@@ -72,7 +72,7 @@ class DetectionEngine:
         self.sources = []                # source id -> name, stable across restarts
         self.source_names = self.sources  # the names the last batch used
         self.template_weight = {}        # template id -> score multiplier from feedback
-        self.feedback = FeedbackMatcher(detection["feedback_templates_known"])   # rules of POST /admin/feedback (detection/feedback.py)
+        self.feedback = FeedbackMatcher(detection["feedback_templates_known"])   # POST /admin/feedback's rules
         self.closed = []                 # incident records not yet collected
         self.recent_incidents = []       # the last closed ones, for feedback by id
 

@@ -1,8 +1,9 @@
-"""The sidecar's HTTP server: GET /health, GET /metrics and POST /admin/*, with a combined-format access log.
+"""The sidecar's HTTP server: GET /health, GET /metrics, GET /api/incidents and POST /admin/*, with a
+combined-format access log.
 
 Reads everything from a source object (metrics/sidecar.py builds it over shared memory), so it
 never touches the workers; /admin/* goes to metrics/admin.py, which alone reads a body (bounded by
-[http] max_body_bytes). Threads are fine here: this process forks nothing. Request hygiene (body
+[http] max_body_bytes); /api/* to metrics/incidents_api.py, which reads the workers' published views. Threads are fine here: this process forks nothing. Request hygiene (body
 framing, header deadline, connection cap) is httpcommon's; a request whose body is not read is
 answered and its connection closed. With an ssl context (metrics/tls.py) every connection is TLS:
 the handshake runs in the connection's thread under the header deadline; a failed one is counted
