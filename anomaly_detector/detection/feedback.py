@@ -17,7 +17,6 @@ The file outlives restarts and reloads; a worker also keeps in its snapshot whic
 ids a rule matched (FeedbackMatcher.state), so a template the miner widens later stays covered.
 docs/detection.md (Feedback) and docs/http.md are the operator's pages.
 """
-import collections
 import hashlib
 import json
 import logging
@@ -153,15 +152,14 @@ class FeedbackMatcher:
 
     def __init__(self, recent_templates=1000):
         self.rules = {}          # rule id -> rule
-        # (source, template id) -> text or None (not rendered yet), least recently seen first: what
-        # POST /admin/feedback may name (worker/incident_view.py publishes it), at most recent_templates
-        self.recent = collections.OrderedDict()
-        self.recent_templates = int(recent_templates)
-        self.recent_changed = False
+        # the (source, template) pairs seen last: what POST /admin/feedback may name (incident_view.py)
+        self.recent = RecentPairs(recent_templates)
         self._texts = {}         # (source, template text) -> rule id
         self._kinds = {}         # (source, kind) -> rule id
         self._bound = {}         # (source, template id) -> rule id: what matched here, kept across widening
         self._cache = {}         # (source, template id) -> code
+        self._code_keys = np.zeros(0, np.int64)   # the same per (source id << 32 | template id), sorted
+        self._code_vals = np.zeros(0, np.int8)
         self.suppressed = 0      # lines scored 0 by a normal rule (running total)
         self.flagged = 0         # lines raised to the threshold by a problem rule (running total)
         self.findings_suppressed = 0
@@ -174,40 +172,19 @@ class FeedbackMatcher:
         self._texts = {(rule["source"], text): rule["id"] for rule in rules for text in rule["templates"]}
         self._kinds = {(rule["source"], kind): rule["id"] for rule in rules for kind in rule["kinds"]}
         self._bound = {pair: rid for pair, rid in self._bound.items() if rid in self.rules}
-        self._cache = {}
+        self._forget_codes()
 
     def counts(self):
         return {verdict: sum(rule["verdict"] == verdict for rule in self.rules.values()) for verdict in VERDICTS}
 
     def templates_changed(self):
         """The miner widened or merged templates: their texts changed, so decide the pairs again."""
+        self._forget_codes()
+        self.recent.texts_changed()
+
+    def _forget_codes(self):
         self._cache = {}
-        for key in self.recent:
-            self.recent[key] = None
-        self.recent_changed = True
-
-    def recent_texts(self, template_text):
-        """{source: [[template id, text], ...]} of the pairs seen last, newest last (texts rendered once)."""
-        out = {}
-        for (source, tid), text in self.recent.items():
-            if text is None:
-                text = self.recent[(source, tid)] = template_text(tid)
-            if len(text) <= MAX_TEMPLATE_CHARS:     # a longer one cannot be named by feedback
-                out.setdefault(source, []).append([tid, text])
-        self.recent_changed = False
-        return out
-
-    def _note_seen(self, pairs, source_name):
-        recent = self.recent
-        for k in pairs.tolist():
-            key = (source_name(k >> 32), _signed32(k & 0xFFFFFFFF))
-            if key in recent:
-                recent.move_to_end(key)
-            else:
-                recent[key] = None
-                self.recent_changed = True
-                if len(recent) > self.recent_templates:
-                    recent.popitem(last=False)
+        self._code_keys, self._code_vals = np.zeros(0, np.int64), np.zeros(0, np.int8)
 
     def code(self, source, template_id, template_text):
         """NONE, NORMAL or PROBLEM for one (source name, template id) pair (template_text(id) gives its text)."""
@@ -229,13 +206,19 @@ class FeedbackMatcher:
         if n == 0:
             return np.zeros(n, np.int8)
         keys = (np.asarray(source_id, np.int64) << 32) | (np.asarray(template_id, np.int64) & 0xFFFFFFFF)
-        pairs, inverse = np.unique(keys, return_inverse=True)
-        self._note_seen(pairs, source_name)
+        self.recent.note(keys)
         if not self.rules:
             return np.zeros(n, np.int8)
-        codes = np.array([self.code(source_name(k >> 32), _signed32(k & 0xFFFFFFFF), template_text)
-                          for k in pairs.tolist()], np.int8)
-        out = codes[inverse.reshape(-1)]
+        at, hit = _lookup(self._code_keys, keys)
+        if not hit.all():            # pairs not decided since the rules or templates changed: decide them once
+            new = np.unique(keys[~hit])
+            codes = np.array([self.code(source_name(k >> 32), _signed32(k & 0xFFFFFFFF), template_text)
+                              for k in new.tolist()], np.int8)
+            merged = np.concatenate([self._code_keys, new])
+            order = np.argsort(merged, kind="stable")
+            self._code_keys, self._code_vals = merged[order], np.concatenate([self._code_vals, codes])[order]
+            at, hit = _lookup(self._code_keys, keys)
+        out = self._code_vals[at]
         self.suppressed += int((out == NORMAL).sum())
         self.flagged += int((out == PROBLEM).sum())
         return out
@@ -259,7 +242,64 @@ class FeedbackMatcher:
 
     def restore(self, state):
         self._bound = {(str(source), int(tid)): str(rid) for source, tid, rid in state}
-        self._cache = {}
+        self._forget_codes()
+
+
+class RecentPairs:
+    """The `cap` (source id, template id) pairs seen in the latest batches, as sorted int64 keys (source id in
+    the high word) with the batch number each was last seen in: per batch one searchsorted, Python only for
+    pairs never seen before (a new template, or one back after it was dropped)."""
+
+    def __init__(self, cap):
+        self.cap = int(cap)
+        self.keys = np.zeros(0, np.int64)
+        self.seen = np.zeros(0, np.int64)
+        self.batch = 0
+        self.changed = False     # a pair came or went, or texts changed, since texts() was last called
+        self._texts = {}         # key -> rendered template text
+
+    def note(self, keys):
+        """keys: one per line of a batch (repeats and any order)."""
+        self.batch += 1
+        at, hit = _lookup(self.keys, keys)
+        self.seen[at[hit]] = self.batch
+        if hit.all():
+            return
+        pairs = np.unique(keys[~hit])
+        keys = np.concatenate([self.keys, pairs])
+        seen = np.concatenate([self.seen, np.full(pairs.size, self.batch, np.int64)])
+        if keys.size > self.cap:     # drop the pairs seen longest ago
+            keep = np.sort(np.argsort(-seen, kind="stable")[:self.cap])
+            keys, seen = keys[keep], seen[keep]
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.seen, self.changed = keys[order], seen[order], True
+
+    def texts_changed(self):
+        self._texts = {}
+        self.changed = True
+
+    def texts(self, source_names, template_text):
+        """{source name: [[template id, text], ...]} (texts rendered once per template change; one longer than
+        MAX_TEMPLATE_CHARS is left out: feedback cannot name it)."""
+        texts, out = {}, {}
+        for key in self.keys.tolist():
+            text = self._texts.get(key)
+            if text is None:
+                text = template_text(_signed32(key & 0xFFFFFFFF))
+            texts[key] = text
+            sid = key >> 32
+            if len(text) <= MAX_TEMPLATE_CHARS and sid < len(source_names):
+                out.setdefault(source_names[sid], []).append([_signed32(key & 0xFFFFFFFF), text])
+        self._texts, self.changed = texts, False
+        return out
+
+
+def _lookup(sorted_keys, keys):
+    """(index into sorted_keys, whether found) of each key."""
+    if not sorted_keys.size:
+        return np.zeros(keys.size, np.int64), np.zeros(keys.size, np.bool_)
+    at = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.size - 1)
+    return at, sorted_keys[at] == keys
 
 
 def _signed32(value):

@@ -3,7 +3,7 @@
 The worker (worker/detector.py) notes each incident it closes and, at most once a second while it
 scores (and at its stop), rewrites <state_dir>/workers/<n>/incidents-view.json: its open incidents
 (those already reported as opened), its last `keep` closed ones, and the (source, template) pairs it
-saw last with their texts (detection/feedback.py FeedbackMatcher.recent: what feedback may name).
+saw last with their texts (detection/feedback.py RecentPairs: what feedback may name).
 The sidecar (metrics/incidents_api.py) reads every worker's file. The file is a view, rewritten from
 the worker's memory (tmp file renamed over it, no fsync); at start the worker takes the closed
 incidents back from it, so a restart keeps the recent history.
@@ -84,14 +84,15 @@ class IncidentView:
         self._dirty = False
         opened = sorted(engine.open_records(), key=lambda r: -r["first_seen"])[:self.keep]
         # Scoring goes on all the time, the incidents and templates change seldom: write only a change.
-        summary = (self._closed_total, engine.feedback.recent_changed,
+        summary = (self._closed_total, engine.feedback.recent.changed,
                    tuple((r["id"], r["lines"], r["last_seen"], r["score"]) for r in opened))
         if summary == self._written and not force:
             return
         self._written = summary[:1] + (False,) + summary[2:]
         view = {"version": VIEW_VERSION, "worker": self.index, "written": time.time(),
                 "open": [described(r, self.index, template_text, "open") for r in opened],
-                "closed": list(self.closed), "templates": engine.feedback.recent_texts(template_text)}
+                "closed": list(self.closed),
+                "templates": engine.feedback.recent.texts(engine.sources, template_text)}
         try:
             _replace(self.path, json.dumps(view, ensure_ascii=False).encode("utf-8", "replace"))
         except OSError as exc:   # a full disk: the view is stale, scoring goes on

@@ -112,13 +112,21 @@ def test_rules_file_round_trip_and_poll_reads_only_a_change(tmp_path):
     assert watch.poll() == []
 
 
-def worker_views(tmp_path, records=(), templates=None, index=0):
-    """A real view file written by the worker's IncidentView, from an engine holding these closed records."""
+def seen(engine, pairs, template_text=texts):
+    """The engine's matcher sees lines of these (source name, template id) pairs, as in a batch."""
+    sids = np.array([engine.source_id(source) for source, _tid in pairs], np.int32)
+    tids = np.array([tid for _source, tid in pairs], np.int32)
+    engine.feedback.verdicts(sids, tids, lambda i: engine.sources[i], template_text)
+
+
+def worker_views(tmp_path, records=(), pairs=(), index=0, template_text=texts):
+    """A real view file written by the worker's IncidentView, from an engine holding these closed records
+    and having seen these (source, template id) pairs."""
     view = IncidentView(os.path.join(str(tmp_path), "workers", str(index)), index, keep=5)
     view.note_closed(list(records), texts)
     engine = DetectionEngine(config())
-    engine.feedback.recent.update(templates or {})
-    view.publish_if_due(engine, texts, force=True)
+    seen(engine, pairs, template_text)
+    view.publish_if_due(engine, template_text, force=True)
     return WorkerViews(str(tmp_path))
 
 
@@ -133,7 +141,7 @@ def record(incident_id, source="web", templates=(7,), template_id=7, kind="rule_
 def test_feedback_on_an_incident_makes_a_rule_of_its_templates_and_refuses_what_is_unknown(tmp_path):
     views = worker_views(tmp_path, [record("a" * 16), record("b" * 16, templates=(), template_id=-1,
                                                               kind="silent_source")],
-                         {("web", 8): "cache miss <*>", ("api", 8): "cache miss <*>"})
+                         [("web", 8), ("api", 8)])
     desk = FeedbackDesk(str(tmp_path), views, max_rules=3)
     _result, fields = desk.apply({"incident": "a" * 16, "verdict": "normal"}, "127.0.0.1")
     assert fields["rule"]["templates"] == ["db down at <*>"] and fields["rule"]["kinds"] == []
@@ -170,8 +178,8 @@ def test_feedback_on_an_incident_makes_a_rule_of_its_templates_and_refuses_what_
 
 
 def test_one_template_id_naming_two_texts_over_workers_is_refused_as_ambiguous(tmp_path):
-    worker_views(tmp_path, templates={("web", 8): "cache miss <*>"}, index=0)
-    views = worker_views(tmp_path, templates={("web", 8): "other <*>"}, index=1)
+    worker_views(tmp_path, pairs=[("web", 8)], index=0)
+    views = worker_views(tmp_path, pairs=[("web", 8)], index=1, template_text=lambda tid: "other <*>")
     with pytest.raises(FeedbackError, match="names 2 different templates"):
         FeedbackDesk(str(tmp_path), views, 3).apply({"template": 8, "source": "web", "verdict": "normal"}, "x")
 
@@ -247,13 +255,21 @@ def test_the_view_is_rewritten_only_when_its_incidents_or_templates_change(tmp_p
     written = read_view(path)
     assert os.stat(path).st_ino != before and [r["id"] for r in written["closed"]] == ["b" * 16, "c" * 16]
     assert len(written["closed"][0]["samples"][0]) == 1003       # cut at 1000 characters: lines can be 64 KB
-    engine.feedback.recent[("web", 3)] = "x" * 5000               # too long to be named: left out
-    engine.feedback.recent[("web", 4)] = None
-    engine.feedback.recent_changed = True
+    long = {3: "x" * 5000}                                      # too long to be named: left out
+    seen(engine, [("web", 3), ("web", 4)], lambda tid: long.get(tid, texts(tid)))
     view.note_batch()
     view._next = 0.0
-    view.publish_if_due(engine, texts)
+    view.publish_if_due(engine, lambda tid: long.get(tid, texts(tid)))
     assert read_view(path)["templates"] == {"web": [[4, "line 4"]]}
+
+
+def test_recent_pairs_keep_the_latest_seen_up_to_their_cap():
+    matcher = FeedbackMatcher(recent_templates=3)
+    names = ["web", "api"]
+    for sids, tids in (([0, 0, 1], [1, 2, 1]), ([0, 1, 1], [5, 1, 1]), ([0], [2])):
+        matcher.verdicts(np.array(sids, np.int32), np.array(tids, np.int32), names.__getitem__, texts)
+    # four pairs and more seen: the three seen latest stay ((web, 1) was seen in the first batch only)
+    assert matcher.recent.texts(names, texts) == {"web": [[2, "line 2"], [5, "line 5"]], "api": [[1, "line 1"]]}
 
 
 def test_incidents_api_token_needs_a_token_file_and_an_open_bind_without_it_is_a_warning(tmp_path):
