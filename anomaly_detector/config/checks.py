@@ -370,6 +370,13 @@ def _check_http_files(report, http):
     if path and not http["tls_cert"] and not _is_loopback(http["bind"]):
         report.add(WARNING, ("http",), "bind", "%s is reachable from other machines and /admin/* sends its bearer "
                    "token in clear text: set tls_cert and tls_key, or bind 127.0.0.1" % http["bind"])
+    if http["incidents_api_token"] and not path:
+        report.add(ERROR, ("http",), "incidents_api_token", "GET /api/incidents would need the admin token, and "
+                   "admin_token_file is not set: set it, or incidents_api_token = false")
+    elif not http["incidents_api_token"] and not _is_loopback(http["bind"]):
+        report.add(WARNING, ("http",), "incidents_api_token", "%s is reachable from other machines and GET "
+                   "/api/incidents shows log lines without a token: set incidents_api_token = true"
+                   % http["bind"])
 
 
 def _is_loopback(address):

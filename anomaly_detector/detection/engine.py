@@ -20,7 +20,8 @@ import numpy as np
 
 from ..storage.atomic import SHAPE_ERRORS, require, restore_json_snapshot, write_json_snapshot
 from .base import BatchContext
-from .incidents import IncidentBook
+from .feedback import KNOWN_PROBLEM, NORMAL, PROBLEM, FeedbackMatcher
+from .incidents import IncidentBook, kind_of
 from .state_shape import check_state_arrays
 from .tier1_rules import RulesTier
 from .tier2_volume import VolumeTier
@@ -71,6 +72,7 @@ class DetectionEngine:
         self.sources = []                # source id -> name, stable across restarts
         self.source_names = self.sources  # the names the last batch used
         self.template_weight = {}        # template id -> score multiplier from feedback
+        self.feedback = FeedbackMatcher(detection["feedback_templates_known"])   # POST /admin/feedback's rules
         self.closed = []                 # incident records not yet collected
         self.recent_incidents = []       # the last closed ones, for feedback by id
 
@@ -127,6 +129,7 @@ class DetectionEngine:
     def templates_widened(self, template_ids):
         """The miner widened these templates: what was learned about their parameters starts again."""
         self.tiers["t3"].forget_parameters(template_ids)
+        self.feedback.templates_changed()
 
     # -- scoring -----------------------------------------------------------------------------
 
@@ -150,7 +153,13 @@ class DetectionEngine:
             results[name] = tier.score(batch, ctx)
             tiers[TIER_NAMES.index(name)] = results[name].scores
         tiers *= self._feedback_weights(batch)
+        verdict = self.feedback.verdicts(batch.source_id, batch.template_id, ctx.source_name, ctx.template_text)
+        if self.feedback:
+            tiers[:, verdict == NORMAL] = 0.0       # a template marked normal: no tier flags it
         score = self._combine(tiers)
+        known = verdict == PROBLEM
+        if known.any():                            # a known problem: each of its lines reaches the threshold
+            score = np.where(known, np.maximum(score, np.float32(self.threshold)), score).astype(np.float32)
         anomaly = score >= self.threshold
         weights = np.where(anomaly, self.anomaly_weight, 1.0).astype(np.float32)
         for tier in self._enabled():
@@ -158,7 +167,7 @@ class DetectionEngine:
         self.lines_seen += batch.n
         self.now = ctx.now
         suspicious = score >= self.suspicious_score
-        describe = _Describer(batch, ctx, score, tiers, results, samples)
+        describe = _Describer(batch, ctx, score, tiers, results, samples, known, self.threshold)
         self._record_incidents(batch, ctx, suspicious, score, tiers, describe, findings)
         reasons = {i: describe.explained(i) for i in np.flatnonzero(anomaly).tolist()}
         return BatchScores(score, anomaly, tiers, reasons, self.collect_incidents())
@@ -217,6 +226,8 @@ class DetectionEngine:
             if f.score < self.threshold or self.template_weight.get(f.template_id, 1.0) < 1.0:
                 continue
             source = self._finding_source(f)
+            if self.feedback.finding_suppressed(source, f.template_id, kind_of(f.reason), ctx.template_text):
+                continue
             template = ctx.template_text(f.template_id) if f.template_id >= 0 else ""
             self._report(self.book.add(
                 source, f.ts, f.score, {f.tier: f.score}, f.template_id, template,
@@ -282,7 +293,8 @@ class DetectionEngine:
         """Write baselines (t1, t2, engine meta) and statistics (t3, t4) atomically."""
         meta = {"lines_seen": self.lines_seen, "first_time": self.first_time, "now": self.now,
                 "sources": self.sources, "learning_rate": self.learning_rate,
-                "template_weight": {str(k): v for k, v in self.template_weight.items()}}
+                "template_weight": {str(k): v for k, v in self.template_weight.items()},
+                "feedback_bindings": self.feedback.state()}
         baselines = {"meta": meta, "t1": self.tiers["t1"].state(), "t2": self.tiers["t2"].state(),
                      "incidents": self.book.state()}
         statistics = {name: self.tiers[name].state() for name in ("t3", "t4") if name in self.tiers}
@@ -351,6 +363,10 @@ class DetectionEngine:
         require(isinstance(sources, list) and all(isinstance(x, str) for x in sources), "meta sources not names")
         weights = {int(k): float(v) for k, v in meta.get("template_weight", {}).items()}
         rate = float(meta["learning_rate"]) if "learning_rate" in meta else None
+        bindings = meta.get("feedback_bindings", [])
+        require(isinstance(bindings, list) and all(isinstance(b, list) and len(b) == 3 for b in bindings),
+                "meta feedback_bindings not [source, template id, rule id] triples")
+        self.feedback.restore(bindings)
         self.lines_seen, self.first_time, self.now = lines_seen, first_time, now
         self.sources = list(sources)
         self.template_weight = weights
@@ -421,9 +437,10 @@ def _forward_filled(ts, before):
 class _Describer:
     """Texts about one batch's lines for incidents and output, made only for the lines asked about."""
 
-    def __init__(self, batch, ctx, score, tiers, results, samples):
+    def __init__(self, batch, ctx, score, tiers, results, samples, known=None, threshold=0.0):
         self.batch, self.ctx, self.score, self.tiers, self.results = batch, ctx, score, tiers, results
         self.samples = samples
+        self.known, self.threshold = known, threshold   # lines of templates marked a problem by feedback
 
     def explained(self, i):
         """[(tier score, reason, expected, observed)] of line i, strongest first."""
@@ -433,6 +450,9 @@ class _Describer:
             if self.tiers[k, i] >= EXPLAIN_MIN_SCORE and i in result.reasons:
                 found.append((float(self.tiers[k, i]), result.reasons[i], result.expected.get(i, ""),
                               result.observed.get(i, "")))
+        if self.known is not None and self.known[i]:
+            found.append((float(self.threshold), KNOWN_PROBLEM, "no line of this template (marked a problem)",
+                          "a line of it"))
         return sorted(found, key=lambda r: -r[0])
 
     def reasons(self, i):

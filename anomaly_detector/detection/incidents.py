@@ -16,7 +16,7 @@ import numpy as np
 from .stats_kernels import log10_count_upper, surprisal_score
 
 # Tier whose evidence dominates -> the kind of incident reported to operators.
-KIND_BY_REASON = (("silent", "silent_source"), ("volume drop", "volume_drop"), ("volume spike", "volume_spike"),
+KIND_BY_REASON = (("known problem", "known_problem"), ("silent", "silent_source"), ("volume drop", "volume_drop"), ("volume spike", "volume_spike"),
                   ("never-seen", "new_template"), ("rare template", "rare_template"),
                   ("drift", "value_drift"), ("unusual value", "unusual_value"), ("new value", "new_value"),
                   ("rule", "rule_burst"), ("workflow", "sequence"), ("window", "window_structure"))
@@ -177,6 +177,11 @@ def _kind(reason):
         if needle in reason:
             return kind
     return "anomaly"
+
+
+def kind_of(reason):
+    """The incident kind a reason names (what a finding would open: feedback rules suppress by kind)."""
+    return _kind(reason)
 
 
 class IncidentBook:

@@ -11,6 +11,8 @@ Order of the checks, each answering at once: rate limit (429), route (404: the p
 no [http] admin_token_file), body size (413, from Content-Length, before a byte is read), token
 (401; hmac.compare_digest), body (400 with the reason), then the change (200, or 202 for set-workers,
 which the supervisor carries out within a second or so). The token is never logged or exported.
+/admin/feedback (metrics/feedback_api.py) also takes GET, which lists the rules; its changes go to a
+rules file the workers read (detection/feedback.py), not to the control block.
 """
 import collections
 import hashlib
@@ -21,12 +23,15 @@ import os
 import threading
 import time
 
+from anomaly_detector.metrics.feedback_api import FEEDBACK_VERDICTS, REFUSAL_REASONS, FeedbackDesk
+
 log = logging.getLogger(__name__)
 
 ACTIONS = ("enable-backpressure", "disable-backpressure", "set-workers", "disable-tier4", "enable-tier4",
-           "reduce-learning-rate", "set-batch-size")
+           "reduce-learning-rate", "set-batch-size", "feedback")
+METHODS = {"feedback": ("GET", "POST")}     # the others take POST only
 UNKNOWN_ACTION = "unknown"      # the action label of a request whose path names no action
-STATUSES = ("200", "202", "400", "401", "403", "404", "405", "413", "429")
+STATUSES = ("200", "202", "400", "401", "403", "404", "405", "413", "429", "500")
 RATE_WINDOW_SECONDS = 60.0
 MAX_WORKERS = 64                # [processing] workers' bound in spec.ini (the supervisor's MAX_WORKERS)
 LEARNING_RATE_FLOOR = 1e-6      # the control block's lower bound of learning_rate_factor
@@ -45,7 +50,7 @@ class AdminAPI:
     """The /admin/* endpoints over one control block. Thread-safe: handler threads call handle()."""
 
     def __init__(self, control, token, disabled_reason="", max_body_bytes=4096, rate_per_minute=60,
-                 max_batch_size=100000, max_workers=MAX_WORKERS, clock=time.monotonic):
+                 max_batch_size=100000, max_workers=MAX_WORKERS, clock=time.monotonic, feedback=None):
         self.control, self.clock = control, clock
         self._token = token.encode("utf-8") if token else b""
         self.disabled_reason = "" if token else (disabled_reason or "no admin token")
@@ -55,10 +60,12 @@ class AdminAPI:
         self._recent = collections.deque()  # monotonic times of the requests in the rate window
         self._limited_logged = float("-inf")
         self.requests = collections.Counter()   # (action, status) -> count
+        self.feedback = feedback                 # a FeedbackDesk (POST /admin/feedback), None: 400 there
 
     @classmethod
-    def from_config(cls, cfg, control):
-        """Read the token file once (the sidecar restarts at every reload, which reads it again)."""
+    def from_config(cls, cfg, control, views=None):
+        """Read the token file once (the sidecar restarts at every reload, which reads it again).
+        views: the workers' incident views (metrics/incidents_api.WorkerViews) feedback resolves ids with."""
         http = cfg["http"]
         token, reason = read_token(http["admin_token_file"])
         if reason:
@@ -66,8 +73,10 @@ class AdminAPI:
             # refuses the start or the reload before this point, so a WARNING here would only be noise
             (log.info if not http["admin_token_file"] else log.warning)("admin API disabled: %s", reason)
         # Workers pop at most half a ring at once ([processing] ring_size >= 2 x batch_size).
+        feedback = FeedbackDesk(cfg["paths"]["state_dir"], views, cfg["detection"]["feedback_max_rules"]) \
+            if views is not None else None
         return cls(control, token, reason, http["max_body_bytes"], http["admin_rate_limit_per_minute"],
-                   max_batch_size=min(100000, cfg["processing"]["ring_size"] // 2))
+                   max_batch_size=min(100000, cfg["processing"]["ring_size"] // 2), feedback=feedback)
 
     # -- the request -------------------------------------------------------------------------------
 
@@ -76,23 +85,28 @@ class AdminAPI:
         Content-Length; read_body() reads it, called only once the request passed every check
         before the body."""
         action = _action(path)
-        reply = self._checked(method, action, headers, length, read_body)
+        reply = self._checked(method, action, headers, length, read_body, client)
         with self._lock:
             self.requests[(action, str(reply.status))] += 1
-        if reply.status < 300:
+        if reply.status < 300 and method == "GET":     # a listing changes nothing
+            log.info("admin %s from %s: listed", action, client)
+        elif reply.status < 300:
             log.warning("admin %s from %s: %s", action, client, reply.body.get("result", ""))
         elif reply.status != 429:
             log.info("admin %s from %s refused: %d %s", action, client, reply.status, reply.body.get("error"))
         return reply
 
-    def _checked(self, method, action, headers, length, read_body):
+    def _checked(self, method, action, headers, length, read_body, client=""):
         if not self._admit():
             return _error(429, "too many /admin requests: at most %d a minute ([http] admin_rate_limit_per_minute)"
                           % self.rate_per_minute, [("Retry-After", "60")])
         if action == UNKNOWN_ACTION:
             return _error(404, "not found: POST /admin/<action> with one of %s" % ", ".join(ACTIONS))
-        if method != "POST":
-            return _error(405, "method not allowed: /admin/%s takes POST" % action, [("Allow", "POST")])
+        methods = METHODS.get(action, ("POST",))
+        if method not in methods:
+            allowed = " or ".join(methods)
+            return _error(405, "method not allowed: /admin/%s takes %s" % (action, allowed),
+                          [("Allow", ", ".join(methods))])
         if self.disabled_reason:
             return _error(403, "admin API disabled: %s" % self.disabled_reason)
         if length > self.max_body_bytes:
@@ -102,9 +116,14 @@ class AdminAPI:
         try:
             body = _parse_body(read_body())
             with self._lock:
+                if action == "feedback":
+                    return self._feedback(method, body, client)
                 return getattr(self, "_" + action.replace("-", "_"))(body)
         except ValueError as exc:   # BadRequest, or a value the control block itself refuses
             return _error(400, str(exc))
+        except OSError as exc:      # the feedback rules file cannot be written (a full disk): nothing changed
+            log.error("admin %s: %s", action, exc)
+            return _error(500, str(exc))
 
     def _admit(self):
         """Sliding one-minute window over every /admin request, refused ones included (a token guesser too)."""
@@ -171,6 +190,19 @@ class AdminAPI:
         return AdminReply(200, {"result": "%s (%s: %s -> %s)" % (result, flag, _show(before), _show(value)),
                                 "settings": self.settings()})
 
+    def _feedback(self, method, body, client):
+        if self.feedback is None:
+            raise BadRequest("feedback is not served by this admin API")
+        if method == "GET":
+            _no_fields(body)
+            return AdminReply(200, self.feedback.listing())
+        result, fields = self.feedback.apply(body, client)
+        return AdminReply(200, {"result": result, **fields, **self.feedback.rule_counts()})
+
+    def authorized(self, header):
+        """Whether an Authorization header carries the token (GET /api/incidents with incidents_api_token)."""
+        return self._authorized(header)
+
     # -- what /metrics and replies show ------------------------------------------------------------
 
     def settings(self):
@@ -186,7 +218,18 @@ class AdminAPI:
         requests = {(("action", a), ("status", s)): counts.get((a, s), 0)
                     for a in ACTIONS + (UNKNOWN_ACTION,) for s in STATUSES}
         settings = self.settings()
-        return {"admin_requests_total": requests,
+        desk = self.feedback
+        with self._lock:
+            feedback = {(("verdict", v),): desk.counts[v] if desk else 0 for v in FEEDBACK_VERDICTS}
+            rules = desk.rule_counts() if desk else {"normal": 0, "problem": 0}
+            refused = {(("reason", r),): desk.refused[r] if desk else 0 for r in REFUSAL_REASONS}
+        totals = self.control.counter_totals()
+        return {"feedback_total": feedback,
+                "feedback_rules": {(("verdict", v),): n for v, n in rules.items()},
+                "feedback_refused_total": refused,
+                "feedback_lines_total": {(("effect", "suppressed"),): totals["feedback_suppressed"],
+                                         (("effect", "flagged"),): totals["feedback_flagged"]},
+                "admin_requests_total": requests,
                 "admin_api_enabled": int(not self.disabled_reason),
                 "runtime_workers_wanted": settings["workers_wanted"],
                 "runtime_batch_size": settings["batch_size"],

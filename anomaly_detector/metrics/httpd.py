@@ -1,8 +1,9 @@
-"""The sidecar's HTTP server: GET /health, GET /metrics and POST /admin/*, with a combined-format access log.
+"""The sidecar's HTTP server: GET /health, GET /metrics, GET /api/incidents and POST /admin/*, with a
+combined-format access log.
 
 Reads everything from a source object (metrics/sidecar.py builds it over shared memory), so it
 never touches the workers; /admin/* goes to metrics/admin.py, which alone reads a body (bounded by
-[http] max_body_bytes). Threads are fine here: this process forks nothing. Request hygiene (body
+[http] max_body_bytes); /api/* to metrics/incidents_api.py, which reads the workers' published views. Threads are fine here: this process forks nothing. Request hygiene (body
 framing, header deadline, connection cap) is httpcommon's; a request whose body is not read is
 answered and its connection closed. With an ssl context (metrics/tls.py) every connection is TLS:
 the handshake runs in the connection's thread under the header deadline; a failed one is counted
@@ -20,6 +21,7 @@ from http.server import BaseHTTPRequestHandler
 
 from anomaly_detector.httpcommon import BodyHygieneMixin, GuardedHTTPServer, status_reason
 from anomaly_detector.metrics.exposition import render
+from anomaly_detector.metrics.incidents_api import encode as api_encode
 from anomaly_detector.storage.appendfile import AppendFile
 
 CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
@@ -60,6 +62,8 @@ class _Handler(BodyHygieneMixin, BaseHTTPRequestHandler):
         route = self.path.split("?", 1)[0]
         if route.startswith("/admin/") or route == "/admin":
             self._admin("GET")
+        elif route.startswith("/api/"):
+            self._api("GET")
         elif route == "/health":
             body = self._health()
             self._send(200 if body.get("status") == "healthy" else 503, "application/json",
@@ -86,6 +90,9 @@ class _Handler(BodyHygieneMixin, BaseHTTPRequestHandler):
         if route.startswith("/admin/") or route == "/admin":
             self._admin(self.command)
             return
+        if route.startswith("/api/"):
+            self._api(self.command)
+            return
         status = 405 if route in ("/", "/health", "/metrics") else 404
         self._send(status, "application/json", b'{"error": "%s"}' % (b"method not allowed" if status == 405
                                                                      else b"not found"))
@@ -100,6 +107,15 @@ class _Handler(BodyHygieneMixin, BaseHTTPRequestHandler):
         reply = admin.handle(method, self.path, self.headers, self.body_bytes, self.client_address[0],
                              self._read_body)
         self._send(reply.status, "application/json", json.dumps(reply.body).encode(), reply.headers)
+
+    def _api(self, method):
+        """/api/* (metrics/incidents_api.py); read-only, takes no body."""
+        api = getattr(self.server, "incidents_api", None)
+        if api is None:
+            self._send(404, "application/json", b'{"error": "not found"}')
+            return
+        reply = api.handle(method, self.path, self.headers)
+        self._send(reply.status, "application/json", api_encode(reply.body), reply.headers)
 
     def _read_body(self):
         """The whole body (Content-Length bytes, bounded by the caller). It gets the header deadline

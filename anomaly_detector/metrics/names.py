@@ -150,4 +150,13 @@ METRICS = {m.name: m for m in (
                "started.", ("reason",)),
     MetricSpec("runtime_backpressure", GAUGE, "1 while the inputs read nothing new (POST "
                "/admin/enable-backpressure); lines wait in their files, pipe and spools."),
+    MetricSpec("feedback_total", COUNTER, "Verdicts taken by POST /admin/feedback (normal, problem, clear; since "
+               "the sidecar started).", ("verdict",)),
+    MetricSpec("feedback_refused_total", COUNTER, "POST /admin/feedback bodies refused with 400, by reason: invalid, "
+               "unknown_incident, unknown_source, unknown_template, ambiguous_template, max_rules "
+               "([detection] feedback_max_rules), nothing_to_clear (since the sidecar started).", ("reason",)),
+    MetricSpec("feedback_rules", GAUGE, "Feedback rules in force, by verdict (normal, problem); at most [detection] "
+               "feedback_max_rules.", ("verdict",)),
+    MetricSpec("feedback_lines_total", COUNTER, "Lines whose score feedback rules changed: suppressed (a template "
+               "marked normal, scored 0) or flagged (marked a problem, raised to anomaly_threshold).", ("effect",)),
 )}

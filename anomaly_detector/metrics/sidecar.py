@@ -20,6 +20,7 @@ from anomaly_detector.inputs.spool import spool_bytes
 from anomaly_detector.inputs.syslog_server import FRAMING_REASONS
 from anomaly_detector.metrics.admin import AdminAPI
 from anomaly_detector.metrics.httpd import SidecarHTTPServer
+from anomaly_detector.metrics.incidents_api import IncidentsAPI, WorkerViews
 from anomaly_detector.metrics.page import Page
 from anomaly_detector.metrics.sketch import quantiles
 from anomaly_detector.metrics.tls import server_context, tls_enabled
@@ -300,14 +301,18 @@ def run_sidecar(ctx, daemon):
     # Loaded here, at every sidecar start: a reload (SIGHUP) restarts the sidecar, which serves the renewed
     # certificate and reads the token file again; the config checks refused a pair that cannot load.
     tls = server_context(http["tls_cert"], http["tls_key"]) if tls_enabled(http) else None
-    readings.admin = AdminAPI.from_config(cfg, daemon.control)
+    views = WorkerViews(cfg["paths"]["state_dir"])
+    readings.admin = AdminAPI.from_config(cfg, daemon.control, views)
     readings.page = Page(cfg, readings)
     server = SidecarHTTPServer(http["bind"], http["port"], readings, access_log_path=access,
                                sock=daemon.http_socket, max_connections=http["max_connections"],
                                header_timeout_seconds=http["header_timeout_seconds"], admin=readings.admin,
                                tls_context=tls, page=readings.page)
     readings.http_rejections = server.rejections
-    log.info("sidecar serving %s://%s:%d (/, /health, /metrics, /admin/*%s)", "https" if tls else "http",
+    server.incidents_api = IncidentsAPI(views, http["incidents_api_max"], readings.admin.authorized
+                                        if http["incidents_api_token"] else None, readings.admin.disabled_reason)
+    log.info("sidecar serving %s://%s:%d (/, /health, /metrics, /api/incidents, /admin/*%s)",
+             "https" if tls else "http",
              server.server_address[0], server.port, "" if readings.admin.disabled_reason else " with a token")
     _serve(server, readings, daemon.control, ctx.slot)
     return 0

@@ -16,6 +16,7 @@ import numpy as np
 from anomaly_detector import kernel_cache
 from anomaly_detector import kernel_types as kt
 from anomaly_detector.alerting.producer import AlertProducer
+from anomaly_detector.detection.feedback import RulesFile, rules_path
 from anomaly_detector.detection.output_kernels import record_prefix
 from anomaly_detector.metrics.sketch import record_latencies
 from anomaly_detector.parsing.columns import parse_columns
@@ -24,6 +25,7 @@ from anomaly_detector.pipeline import Pipeline
 from anomaly_detector.relief import ReliefWatch
 from anomaly_detector.storage.appendfile import AppendFile
 from anomaly_detector.worker.faults import FaultInjector
+from anomaly_detector.worker.incident_view import IncidentView
 from anomaly_detector.worker.joining import join_lines, source_runs
 from anomaly_detector.worker.outputs import incident_lines, scored_lines
 from anomaly_detector.worker.poison import SuspectRange, dead_letter_record, inherited_death
@@ -109,6 +111,9 @@ class DetectorWorker:
         self.latency = control.latency_row(index)   # read-to-scored histogram: processing_duration_seconds
         self.batch_deadline = cfg["processing"]["batch_deadline_seconds"]
         self.idle_poll = cfg["processing"]["idle_poll_seconds"]
+        # POST /admin/feedback's rules (read at batch boundaries) and what GET /api/incidents shows of this worker
+        self.feedback = RulesFile(rules_path(cfg["paths"]["state_dir"]), "worker %d" % index)
+        self.view = IncidentView(self.state_dir, index, cfg["http"]["incidents_api_max"])
 
     def run(self, stop):
         """Process batches until asked to stop; then score what is queued now, snapshot, return 0."""
@@ -121,6 +126,7 @@ class DetectorWorker:
             if self._batch_due(flags.batch_size):
                 self.step(flags.batch_size)
             self._snapshot_if_due()
+            self.view.publish_if_due(self.pipeline.engine, self.pipeline.template_text)
         self._drain()
         self.finish()
         return 0
@@ -173,6 +179,7 @@ class DetectorWorker:
         if poisoned:
             errors = dead = self._dead_letter(buf, starts, ends, meta, self.suspect.reason)
         else:
+            self._apply_feedback()     # at each batch boundary: a rule posted before these lines covers them
             self.control.begin_scoring(self.index, int(meta["seq"][0]), n)
             errors, dead, output = self._score(buf, starts, ends, meta)
         counts = dict(lines_processed=n - errors, errors=errors, batches=1, lines_dead_lettered=dead,
@@ -224,8 +231,15 @@ class DetectorWorker:
                           series_values_refused=self._new_series_refused(),
                           lines_unclustered=self._new_unclustered(),
                           kernels_compiled_after_fork=self._new_kernels_typed(),
-                          timestamps_unparsed=self._new_unparsed())
+                          timestamps_unparsed=self._new_unparsed(), **self._new_feedback())
+        self.view.note_batch()
         return errors, dead, b"".join(outputs)
+
+    def _new_feedback(self):
+        """Lines scored 0 (normal) or raised to the threshold (problem) by feedback rules since the last batch."""
+        matcher = self.pipeline.engine.feedback
+        return {"feedback_suppressed": self._since_last("feedback_suppressed", matcher.suppressed),
+                "feedback_flagged": self._since_last("feedback_flagged", matcher.flagged)}
 
     def _new_kernels_typed(self):
         """Numba kernel versions typed (compiled or loaded) since the fork, each logged: warm-up should
@@ -385,6 +399,7 @@ class DetectorWorker:
     def _report(self, incidents):
         for incident in incidents:
             log.warning("incident %s [%s] %s", incident.get("id"), incident.get("source"), incident.get("reason"))
+        self.view.note_closed(incidents, self.pipeline.template_text)
         if self.incidents is not None:
             self.incidents.write(incident_lines(incidents))
 
@@ -427,6 +442,18 @@ class DetectorWorker:
         self.relief.check(flags.relief_generation)
         return flags
 
+    def _apply_feedback(self):
+        """Take the feedback rules file when it changed (one stat per batch; the sidecar rewrites it)."""
+        rules = self.feedback.poll()
+        if rules is not None:
+            matcher = self.pipeline.engine.feedback
+            had = bool(matcher)
+            matcher.set_rules(rules)
+            counts = matcher.counts()
+            if rules or had:
+                log.info("worker %d: feedback rules applied: %d normal, %d problem", self.index, counts["normal"],
+                         counts["problem"])
+
     def _drain(self):
         """On stop: score what is in the ring now (inputs are stopped first at shutdown), bounded by it.
 
@@ -464,6 +491,7 @@ class DetectorWorker:
         if self.index >= self.control.flags().workers_wanted:
             self._close_open_incidents()
         self.snapshot()
+        self.view.publish_if_due(self.pipeline.engine, self.pipeline.template_text, force=True)
         if self.alerts is not None:
             self.alerts.close()
         for out in (self.scored, self.incidents, self.dead_letter):
