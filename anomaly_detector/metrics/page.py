@@ -1,7 +1,9 @@
 """The page at `/`: what is anomalous now and lately, top templates, tiers and inputs, as one HTML page.
 
-Served by the sidecar's HTTP server (httpd.py routes GET / here); the data comes from page_data.py
-(the files the workers and the input persist) and the sidecar's Readings (health, counters, flags).
+Served by the sidecar's HTTP server (httpd.py routes GET / here); the incidents come from the views
+the workers publish every second (incidents_api.WorkerViews, the data of GET /api/incidents), the rest
+from page_data.py (the snapshots the workers and the input persist) and the sidecar's Readings
+(health, counters, flags).
 Server-rendered HTML with inline SVG (svg.py), no script at all: a <meta> refresh reloads it. Every
 string that may come from a log line goes through svg.escape_text, and the Content-Security-Policy
 forbids every outside resource (and any script, even one that slipped through), so a hostile line
@@ -50,13 +52,13 @@ CONTENT_TYPE = "text/html; charset=utf-8"
 class Page:
     """Builds the page for the sidecar; `readings` is its Readings (health, control block, workers)."""
 
-    def __init__(self, cfg, readings, clock=time.monotonic):
+    def __init__(self, cfg, readings, views, clock=time.monotonic):
         http = cfg["http"]
-        self.cfg, self.readings, self.clock = cfg, readings, clock
+        self.cfg, self.readings, self.views, self.clock = cfg, readings, views, clock
         self.refresh_seconds = http["page_refresh_seconds"]
         self.max_rows = http["page_max_rows"]
         self.max_bytes = http["page_max_read_mb"] * 2**20
-        self.cache = page_data.SnapshotCache(self.max_bytes, cfg["detection"], self.max_rows)
+        self.cache = page_data.SnapshotCache(self.max_bytes, self.max_rows)
         self.skips = page_data.Skips()
         self._lock = threading.Lock()
         self._built = (None, b"")
@@ -97,18 +99,16 @@ class Page:
         cfg, control, rows = self.cfg, self.readings.control, self.max_rows
         workers = [worker_state_dir(cfg, i) for i in range(len(self.readings.worker_slots))]
         totals = control.counter_totals()
-        recent = page_data.recent_incidents(cfg["outputs"]["incidents"], rows, self.max_bytes, skip)
-        closed = {record["id"] for record in recent}
-        # A snapshot taken before an incident closed still lists it: closed is what it is.
-        still_open = [r for r in page_data.open_incidents(workers, self.cache, rows, skip)
-                      if r["id"] not in closed]
+        records = self.views.incidents()     # one per id, its latest state, newest onset first
+        still_open = sorted((r for r in records if r.get("status") == "open"),
+                            key=lambda r: -_float(r.get("score")))[:rows]
+        recent = [r for r in records if r.get("status") == "resolved"][:rows]
         return {
             "name": cfg["service"]["name"], "health": self.readings.health(), "generated": time.time(),
             "refresh_seconds": self.refresh_seconds, "threshold": cfg["detection"]["anomaly_threshold"],
             "figures": {"lines read": totals["lines_read"], "lines scored": totals["lines_processed"],
                         "anomalous lines": totals["anomalies"], "incidents closed": totals["incidents"]},
             "open": still_open, "recent": recent, "max_rows": rows,
-            "incidents_file": cfg["outputs"]["incidents"],
             "templates": page_data.top_templates(workers, self.cache, rows, skip),
             "tiers": page_data.tier_status(cfg, control.flags(), workers, self.cache, skip),
             "inputs": page_data.input_lag(cfg, self.cache, rows, skip),
@@ -147,15 +147,12 @@ def _now(view):
     cards = "".join(_incident(record, True) for record in view["open"])
     return ('<section id="now"><h2>Anomalous now: %s%s</h2>%s</section>'
             % (_plural(len(view["open"]), "open incident"), _cut(len(view["open"]), view, "strongest"),
-               cards or '<p class="muted">Nothing open at the workers\' last snapshots (taken every %s s).</p>'
-               % number(view["snapshot_seconds"])))
+               cards or '<p class="muted">Nothing open.</p>'))
 
 
 def _lately(view):
     recent = view["recent"]
-    if not view["incidents_file"]:
-        body = '<p class="muted">No incidents file: set [outputs] incidents to list closed incidents here.</p>'
-    elif not recent:
+    if not recent:
         body = '<p class="muted">No incident closed yet.</p>'
     else:
         body = _incident_timeline(view) + "".join(_incident(record, False) for record in recent)
@@ -259,8 +256,8 @@ def _inputs(view):
 
 def _footer(view):
     notes = "".join("<li>%s</li>" % escape_text(n) for n in view["notes"])
-    return ('<footer><p class="muted">Refreshes every %s s. Open incidents and templates come from the workers\' '
-            'snapshots (every %s s).</p>%s</footer>'
+    return ('<footer><p class="muted">Refreshes every %s s. Incidents are as the workers saw them within the '
+            'last second; templates and tiers as of their last snapshots (every %s s).</p>%s</footer>'
             % (number(view["refresh_seconds"]) if view["refresh_seconds"] else "- (off)",
                number(view["snapshot_seconds"]),
                '<div class="notes">Not shown:<ul>%s</ul></div>' % notes if notes else ""))

@@ -1,8 +1,9 @@
 """What the page at `/` shows, read from the files the workers and the input persist: one function per data set.
 
 metrics/page.py renders it and owns one SnapshotCache and the skip counts (Skips). Every
-read is bounded: the incidents file is read from its tail (at most max_bytes), a state snapshot whose
-header announces more than max_bytes is not read at all, and at most max_rows entries are kept per list.
+read is bounded: a state snapshot whose header announces more than max_bytes is not read at all, and at
+most max_rows entries are kept per list. (Incidents are not read here: the page takes them from the
+views the workers publish, metrics/incidents_api.WorkerViews.)
 Nothing here writes or moves a file: a snapshot that does not check out is skipped (a worker may be
 renaming it right now), unlike storage.atomic's readers, which set a corrupt file aside for its owner.
 """
@@ -14,7 +15,6 @@ import logging
 import os
 import threading
 
-from anomaly_detector.detection.incidents import Incident
 from anomaly_detector.inputs.listener import network_inputs, spool_dir
 from anomaly_detector.inputs.spool import spool_bytes
 from anomaly_detector.parsing.masking import WILDCARD
@@ -64,9 +64,9 @@ class SnapshotCache:
     path is kept too: template counts of two snapshots give rates.
     """
 
-    def __init__(self, max_bytes, detection, max_rows):
+    def __init__(self, max_bytes, max_rows):
         self.max_bytes = int(max_bytes)
-        self.digests = {"detection-baselines": lambda state, skip: digest_detection(state, detection, max_rows, skip),
+        self.digests = {"detection-baselines": lambda state, skip: digest_detection(state),
                         "templates": lambda state, skip: digest_templates(state, max_rows),
                         "file_checkpoints": lambda state, skip: digest_checkpoints(state, max_rows)}
         self._entries = {}    # path -> (stamp, digest, previous digest)
@@ -100,23 +100,10 @@ class SnapshotCache:
         return digest, (entry[1] if entry else None)
 
 
-def digest_detection(state, detection, max_rows, skip):
-    """{meta, open}: the engine's meta (lines seen, first and last time) and the records of the incidents
-    open at that snapshot that would be reported if they closed now (the engine's rule, detection/engine.py
-    _reportable: a Finding, or incident_min_lines lines scoring anomaly_threshold), strongest first."""
-    min_lines, threshold = int(detection["incident_min_lines"]), float(detection["anomaly_threshold"])
-    records = []
-    for row in (state.get("incidents") or {}).get("open", []):
-        try:
-            incident = Incident.from_state(row[2])
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            skip("unreadable", "an open incident: %s: %s" % (type(exc).__name__, exc))
-            continue
-        if incident.findings or (incident.lines >= min_lines and incident.score >= threshold):
-            records.append(incident.record())
-    records.sort(key=lambda r: -r["score"])
+def digest_detection(state):
+    """{meta}: the engine's meta (lines seen, first and last time), what the tiers' warm-up is judged by."""
     meta = state.get("meta")
-    return {"meta": meta if isinstance(meta, dict) else {}, "open": records[:max_rows]}
+    return {"meta": meta if isinstance(meta, dict) else {}}
 
 
 def digest_templates(state, max_rows):
@@ -154,54 +141,6 @@ def read_snapshot_payload(path, kind, max_bytes, skip):
     except (OSError, ValueError) as exc:
         skip("unreadable", "%s: %s" % (path, exc))
         return None
-
-
-def tail_lines(path, max_bytes):
-    """The complete lines in the last max_bytes of a file (the first, cut one dropped), or [] when absent."""
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            start = max(0, size - max_bytes)
-            f.seek(start)
-            data = f.read(size - start)
-    except FileNotFoundError:
-        return []
-    lines = data.split(b"\n")
-    if start > 0:
-        lines = lines[1:]
-    return [line for line in lines[:-1] if line.strip()]   # the last one is partial (or empty)
-
-
-def recent_incidents(path, max_rows, max_bytes, skip):
-    """The last max_rows closed incidents of the incidents file (JSON lines), newest first."""
-    if not path:
-        return []
-    try:
-        lines = tail_lines(path, max_bytes)
-    except OSError as exc:
-        skip("unreadable", "%s: %s" % (path, exc))
-        return []
-    found = []
-    for line in reversed(lines):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue   # a line torn by a crash mid-write
-        if isinstance(record, dict) and "id" in record:
-            found.append(record)
-            if len(found) >= max_rows:
-                break
-    return found
-
-
-def open_incidents(worker_dirs, cache, max_rows, skip):
-    """Records of the reportable incidents open at the workers' last snapshots, strongest first."""
-    records = []
-    for directory in worker_dirs:
-        digest, _ = cache.get(os.path.join(directory, "baselines", "detection.json"), "detection-baselines", skip)
-        records += digest["open"] if digest else []
-    records.sort(key=lambda r: -r["score"])
-    return records[:max_rows]
 
 
 def render_template(tokens):

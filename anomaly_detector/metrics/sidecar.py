@@ -303,7 +303,7 @@ def run_sidecar(ctx, daemon):
     tls = server_context(http["tls_cert"], http["tls_key"]) if tls_enabled(http) else None
     views = WorkerViews(cfg["paths"]["state_dir"])
     readings.admin = AdminAPI.from_config(cfg, daemon.control, views)
-    readings.page = Page(cfg, readings)
+    readings.page = Page(cfg, readings, views)
     server = SidecarHTTPServer(http["bind"], http["port"], readings, access_log_path=access,
                                sock=daemon.http_socket, max_connections=http["max_connections"],
                                header_timeout_seconds=http["header_timeout_seconds"], admin=readings.admin,

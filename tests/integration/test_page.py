@@ -103,7 +103,9 @@ def test_the_page_shows_incidents_escaped_with_svg_and_loads_nothing_from_elsewh
         closed = wait_for(lambda: os.path.exists(incidents) and [json.loads(x) for x in open(incidents)], 60, daemon)
         seq = write_phase(app, 7, seq, text, seconds=310)   # its incident stays open (nothing after the burst)
         daemon.wait_scored(seq, 120)
-        wait_for(lambda: "Anomalous now: 1 open incident<" in daemon.get("/")[1], 60, daemon)
+        # incidents show within a second, templates once a worker's snapshot holds them
+        wait_for(lambda: "Anomalous now: 1 open incident<" in daemon.get("/")[1]
+                 and "No template learned yet" not in daemon.get("/")[1], 60, daemon)
 
         url = "http://127.0.0.1:%d/" % daemon.port
         with urllib.request.urlopen(url, timeout=10) as resp:

@@ -3,6 +3,7 @@ the Content-Security-Policy admits the page's own style and nothing else, and bu
 import base64
 import hashlib
 import html.parser
+import json
 import os
 import re
 import threading
@@ -15,6 +16,7 @@ from anomaly_detector.config.loader import default_config
 from anomaly_detector.ipc.control import ControlBlock, control_bytes
 from anomaly_detector.metrics import page
 from anomaly_detector.metrics.httpd import SidecarHTTPServer
+from anomaly_detector.metrics.incidents_api import WorkerViews
 from anomaly_detector.metrics.sidecar import Readings
 from anomaly_detector.metrics.svg import bar_chart, escape_text, timeline
 
@@ -61,7 +63,7 @@ def view(text=HOSTILE):
     return {"name": "svc", "health": {"status": "healthy", "reasons": [text], "workers": 2}, "generated": 0.0,
             "refresh_seconds": 15, "threshold": 70.0, "figures": {"lines read": 10, text: 5},
             "open": [incident(0, text, True)], "recent": [incident(1, text), incident(2, text)],
-            "incidents_file": "/x", "snapshot_seconds": 60.0, "max_rows": 20,
+            "snapshot_seconds": 60.0, "max_rows": 20,
             "templates": [{"template": text, "count": 10, "rate": 0.5}, {"template": "b", "count": 5, "rate": None}],
             "tiers": [{"tier": "t1", "name": text, "enabled": True, "switched_off": False, "warm": True,
                        "lines_seen": 1}],
@@ -119,11 +121,11 @@ def test_lists_cut_at_page_max_rows_say_so():
     assert "Anomalous now: 1 open incident<" not in text and "in 2 files (the first 2 of 7 checkpoints" in text
 
 
-def test_without_an_incidents_file_or_refresh_the_page_says_so():
+def test_without_closed_incidents_or_refresh_the_page_says_so():
     v = view("plain")
-    v.update(incidents_file="", recent=[], refresh_seconds=0)
+    v.update(recent=[], refresh_seconds=0)
     document = page.render(v)
-    assert "set [outputs] incidents" in document and "http-equiv" not in document
+    assert "No incident closed yet." in document and "http-equiv" not in document
 
 
 def test_the_policy_admits_exactly_the_pages_style_and_nothing_from_elsewhere():
@@ -164,10 +166,24 @@ def readings(tmp_path):
     return cfg, Readings(cfg, control, [], [("ad-worker-0", "worker", 1)], os.getpid())
 
 
+def built_page(cfg, source, **kwargs):
+    return page.Page(cfg, source, WorkerViews(cfg["paths"]["state_dir"]), **kwargs)
+
+
+def write_view(cfg, worker, open_=(), closed=()):
+    """A worker's incidents view as worker/incident_view.py writes it (version, open, closed, templates)."""
+    path = os.path.join(cfg["paths"]["state_dir"], "workers", str(worker), "incidents-view.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"version": 1, "worker": worker, "written": 0.0, "templates": {},
+                   "open": [dict(r, status="open") for r in open_],
+                   "closed": [dict(r, status="resolved") for r in closed]}, f)
+
+
 def test_requests_within_a_second_share_one_build(tmp_path):
     cfg, source = readings(tmp_path)
     now = [100.0]
-    built = page.Page(cfg, source, clock=lambda: now[0])
+    built = built_page(cfg, source, clock=lambda: now[0])
     calls = []
     gather = built.gather
     built.gather = lambda: calls.append(1) or gather()
@@ -178,7 +194,7 @@ def test_requests_within_a_second_share_one_build(tmp_path):
     now[0] += 0.6
     built.body()
     assert len(calls) == 2
-    assert b"Nothing open" in first and b"No incidents file" in first
+    assert b"Nothing open" in first and b"No incident closed yet" in first
 
 
 def test_a_record_of_the_wrong_shape_is_named_and_the_rest_shown():
@@ -193,7 +209,7 @@ def test_a_record_of_the_wrong_shape_is_named_and_the_rest_shown():
 
 def test_a_failed_build_answers_500_with_the_error_escaped(tmp_path):
     cfg, source = readings(tmp_path)
-    built = page.Page(cfg, source)
+    built = built_page(cfg, source)
     built.gather = lambda: (_ for _ in ()).throw(RuntimeError("<b>boom</b>"))
     status, _type, body, headers = built.response()
     assert status == 500 and b"RuntimeError: &lt;b&gt;boom&lt;/b&gt;" in body and headers == page.HEADERS
@@ -202,7 +218,7 @@ def test_a_failed_build_answers_500_with_the_error_escaped(tmp_path):
 def test_the_sidecar_serves_the_page_at_get_slash_only(tmp_path, closing):
     cfg, source = readings(tmp_path)
     for with_page in (True, False):
-        server = closing(SidecarHTTPServer("127.0.0.1", 0, source, page=page.Page(cfg, source) if with_page
+        server = closing(SidecarHTTPServer("127.0.0.1", 0, source, page=built_page(cfg, source) if with_page
                                            else None))
         server.close = server.server_close
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -226,9 +242,20 @@ def test_a_skipped_read_is_counted_by_reason_and_named_on_the_page(tmp_path):
     path = tmp_path / "state" / "workers" / "0" / "baselines" / "templates.json"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a snapshot\n")
-    built = page.Page(cfg, source)
+    built = built_page(cfg, source)
     document = built.body().decode()
     assert "Not shown:" in document and "templates.json" in document
     assert built.samples()["page_reads_skipped_total"] == {(("reason", "too_large"),): 0,
                                                            (("reason", "unreadable"),): 1}
     assert path.read_bytes() == b"not a snapshot\n"
+
+
+def test_incidents_come_from_the_workers_views_open_strongest_first_and_closed_once(tmp_path):
+    cfg, source = readings(tmp_path)
+    weak, strong, done = incident(0, "weak"), incident(1, "strong"), incident(2, "done")
+    write_view(cfg, 0, open_=[weak, done])          # worker 0 published before "done" closed ...
+    write_view(cfg, 1, open_=[strong], closed=[dict(done, last_seen=done["last_seen"] + 5)])   # ... worker 1 after
+    text = "".join(Elements(built_page(cfg, source).body().decode()).text)
+    assert "Anomalous now: 2 open incidents" in text and "Lately: 1 closed incident" in text
+    assert text.index("OPEN strong in strong") < text.index("OPEN weak in weak")
+    assert "closed done in done" in text and "OPEN done" not in text

@@ -1,5 +1,5 @@
-"""The page's readers (metrics/page_data.py) on files written by the real writers: the workers' incidents
-file, the engine's and the miner's snapshots, the input's checkpoints. Reads are bounded and never
+"""The page's readers (metrics/page_data.py) on files written by the real writers: the engine's and the
+miner's snapshots, the input's checkpoints. Reads are bounded and never
 move a file the workers own."""
 import os
 
@@ -13,9 +13,6 @@ from anomaly_detector.ipc.control import RuntimeFlags
 from anomaly_detector.metrics import page_data
 from anomaly_detector.parsing.miner import TemplateMiner
 from anomaly_detector.storage.atomic import write_json_snapshot
-from anomaly_detector.worker.outputs import incident_lines
-
-DETECTION = default_config()["detection"]
 
 
 class Notes:
@@ -24,25 +21,6 @@ class Notes:
 
     def __call__(self, reason, note):
         self.got.append((reason, note))
-
-
-def incident(i, reason="error rule: 3 lines"):
-    return {"id": "id%02d" % i, "first_seen": 100.0 + i, "last_seen": 110.0 + i, "source": "app",
-            "kind": "rule_burst", "reason": reason, "score": 80.0, "samples": ["line %d" % i]}
-
-
-def test_recent_incidents_are_the_newest_complete_lines_of_the_file_tail(tmp_path):
-    path = tmp_path / "incidents.jsonl"
-    path.write_bytes(incident_lines([incident(i) for i in range(30)]) + b'{"id": "torn", "fir')
-    notes = Notes()
-    got = page_data.recent_incidents(str(path), 5, 1 << 20, notes)
-    assert [r["id"] for r in got] == ["id29", "id28", "id27", "id26", "id25"]
-    # a tail of the torn line, two whole records and a cut one: the cut first line is not one
-    size = len(incident_lines([incident(0)]))
-    got = page_data.recent_incidents(str(path), 50, len(b'{"id": "torn", "fir') + 2 * size + 10, notes)
-    assert [r["id"] for r in got] == ["id29", "id28"]
-    assert page_data.recent_incidents(str(tmp_path / "none.jsonl"), 5, 1 << 20, notes) == []
-    assert page_data.recent_incidents("", 5, 1 << 20, notes) == [] and notes.got == []
 
 
 def add(book, source, ts, template_id, sample):
@@ -57,31 +35,6 @@ def engine_snapshot(directory, book, meta=None):
                         {"meta": meta or {}, "t1": {}, "t2": {}, "incidents": book.state()})
 
 
-def test_open_incidents_come_from_every_workers_snapshot_strongest_first(tmp_path):
-    dirs = [str(tmp_path / "w0"), str(tmp_path / "w1"), str(tmp_path / "w2")]
-    for i, directory in enumerate(dirs[:2]):
-        book = IncidentBook(window_seconds=60)
-        add(book, "app%d" % i, 100.0, 7, "disk sda failed <script>")
-        add(book, "app%d" % i, 101.0, 7, "disk sdb failed")
-        engine_snapshot(directory, book)
-    cache, notes = page_data.SnapshotCache(1 << 20, DETECTION, 10), Notes()
-    got = page_data.open_incidents(dirs, cache, 10, notes)     # w2 has no snapshot yet: nothing, no note
-    assert sorted(r["source"] for r in got) == ["app0", "app1"] and notes.got == []
-    assert got[0]["reason"] == "critical rule: 1 line" and "disk sda failed <script>" in got[0]["samples"]
-    assert len(page_data.open_incidents(dirs, cache, 1, notes)) == 1
-
-
-def test_an_open_incident_the_engine_would_not_report_is_not_shown(tmp_path):
-    book = IncidentBook(window_seconds=60)
-    add(book, "app", 100.0, 7, "one odd line")     # incident_min_lines is 2
-    engine_snapshot(str(tmp_path), book)
-    cache, notes = page_data.SnapshotCache(1 << 20, DETECTION, 10), Notes()
-    assert page_data.open_incidents([str(tmp_path)], cache, 10, notes) == []
-    add(book, "app", 101.0, 7, "a second one")
-    engine_snapshot(str(tmp_path), book)
-    assert len(page_data.open_incidents([str(tmp_path)], cache, 10, notes)) == 1
-
-
 def test_a_snapshot_over_the_bound_is_not_read_and_a_damaged_one_is_left_where_it_is(tmp_path):
     book = IncidentBook(window_seconds=60)
     add(book, "app", 100.0, 7, "x" * 5000)
@@ -92,9 +45,9 @@ def test_a_snapshot_over_the_bound_is_not_read_and_a_damaged_one_is_left_where_i
     engine_snapshot(str(tmp_path / "bad"), small)
     path.write_bytes(path.read_bytes()[:-10] + b"0123456789")     # checksum no longer matches
     notes = Notes()
-    cache = page_data.SnapshotCache(4096, DETECTION, 10)
-    got = page_data.open_incidents([str(tmp_path / "big"), str(tmp_path / "bad")], cache, 10, notes)
-    assert got == []
+    cache = page_data.SnapshotCache(4096, 10)
+    got = [cache.get(str(tmp_path / d / "baselines" / "detection.json"), "detection-baselines", notes) for d in ("big", "bad")]
+    assert got == [(None, None), (None, None)]
     assert [reason for reason, _ in notes.got] == ["too_large", "unreadable"]
     assert "over [http] page_max_read_mb" in notes.got[0][1]
     assert path.exists() and not list(path.parent.glob("*.corrupt-*"))   # the worker's file, not ours to move
@@ -105,11 +58,11 @@ def test_a_snapshot_is_decoded_again_only_when_it_changed(tmp_path):
     add(book, "app", 100.0, 7, "first")
     engine_snapshot(str(tmp_path), book)
     path = str(tmp_path / "baselines" / "detection.json")
-    cache, notes = page_data.SnapshotCache(1 << 20, DETECTION, 10), Notes()
+    cache, notes = page_data.SnapshotCache(1 << 20, 10), Notes()
     first, previous = cache.get(path, "detection-baselines", notes)
     again, _ = cache.get(path, "detection-baselines", notes)
     assert again is first and previous is None
-    assert set(first) == {"meta", "open"}          # a digest is kept, not the models (t1, t2, ...)
+    assert set(first) == {"meta"}          # a digest is kept, not the models (t1, t2, incidents, ...)
     add(book, "app", 101.0, 7, "second")
     engine_snapshot(str(tmp_path), book)
     newer, previous = cache.get(path, "detection-baselines", notes)
@@ -117,7 +70,7 @@ def test_a_snapshot_is_decoded_again_only_when_it_changed(tmp_path):
 
 
 def test_top_templates_merge_the_workers_and_rate_from_two_snapshots(tmp_path):
-    cache, notes = page_data.SnapshotCache(1 << 20, DETECTION, 10), Notes()
+    cache, notes = page_data.SnapshotCache(1 << 20, 10), Notes()
     dirs = [str(tmp_path / "w0"), str(tmp_path / "w1")]
     miners = [TemplateMiner(), TemplateMiner()]
 
@@ -154,10 +107,10 @@ def test_input_lag_is_the_bytes_past_the_committed_checkpoint(tmp_path):
     store.record(st.st_dev, st.st_ino, Fingerprint(64, "x"), 600, str(log))
     store.save()
     notes = Notes()
-    rows = page_data.input_lag(cfg, page_data.SnapshotCache(1 << 20, DETECTION, 10), 10, notes)
+    rows = page_data.input_lag(cfg, page_data.SnapshotCache(1 << 20, 10), 10, notes)
     assert rows == [{"input": "app", "type": "file", "lag_bytes": 400, "files": 1, "known": 1},
                     {"input": "other", "type": "stdin", "lag_bytes": None, "files": None, "known": None}]
-    assert page_data.input_lag(cfg, page_data.SnapshotCache(1 << 20, DETECTION, 10), 0, notes)[0]["files"] == 0
+    assert page_data.input_lag(cfg, page_data.SnapshotCache(1 << 20, 10), 0, notes)[0]["files"] == 0
 
 
 def test_tier_status_shows_switches_and_warm_up(tmp_path):
@@ -170,7 +123,7 @@ def test_tier_status_shows_switches_and_warm_up(tmp_path):
     flags = RuntimeFlags(tier4_enabled=0, backpressure=0, batch_size=10, learning_rate_factor=1.0,
                          workers_wanted=1, config_generation=0, relief_generation=0, reload_ok=1,
                          reloads_rejected=0)
-    cache, notes = page_data.SnapshotCache(1 << 20, DETECTION, 10), Notes()
+    cache, notes = page_data.SnapshotCache(1 << 20, 10), Notes()
     rows = {r["tier"]: r for r in page_data.tier_status(cfg, flags, [str(tmp_path / "w0")], cache, notes)}
     assert rows["t1"]["enabled"] and rows["t1"]["warm"] and rows["t1"]["lines_seen"] == 150
     assert not rows["t3"]["enabled"] and not rows["t3"]["switched_off"]
