@@ -75,9 +75,9 @@ def test_fatal_input_gives_503_naming_it_then_the_supervisor_exits_4(daemon):
     assert status == 503 and body["status"] == "unhealthy", body
     assert body["processes"]["input"]["state"] == "FATAL" and body["processes"]["input"]["restarts"] >= 4
     assert body["processes"]["worker-0"]["state"] == "RUNNING"
-    assert 'anomaly_detector_process_up{role="input",process="input"} 0' in metric_lines(daemon, "process_up")
-    assert 'anomaly_detector_process_state{role="input",process="input"} 200' in metric_lines(daemon, "process_state")
-    assert 'anomaly_detector_process_up{role="worker",process="worker-1"} 1' in metric_lines(daemon, "process_up")
+    assert 'anomaly_detector_process_up{process="input",role="input"} 0' in metric_lines(daemon, "process_up")
+    assert 'anomaly_detector_process_state{process="input",role="input"} 200' in metric_lines(daemon, "process_state")
+    assert 'anomaly_detector_process_up{process="worker-1",role="worker"} 1' in metric_lines(daemon, "process_up")
     restarts = [line for line in metric_lines(daemon, "process_restarts_total") if 'process="input"' in line]
     assert int(restarts[0].split()[1]) >= 4
     assert daemon.process.wait(8 + 60) == EXIT_FATAL_CHILD

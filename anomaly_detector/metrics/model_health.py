@@ -1,0 +1,58 @@
+"""learning_model_health: whether every detector worker's models are warmed up and being persisted.
+
+Read by the sidecar's reader thread (metrics/sidecar.py) from the model snapshots the workers write
+(worker/detector.py snapshot() every [service] snapshot_interval_seconds, detection/engine.py save():
+<state_dir>/workers/<i>/baselines/detection.json, replaced atomically). A snapshot is parsed again
+only when its mtime changes, so the once-a-second reading costs one stat() per worker.
+"""
+import json
+import os
+import time
+
+# A snapshot older than this many intervals (plus the slack of a busy batch) is "not persisting".
+STALE_INTERVALS = 2
+STALE_SLACK_SECONDS = 30.0
+
+
+class ModelHealth:
+    """value() is 1 when each worker's snapshot is fresh and says its warm-up is over, else 0.
+
+    Warm-up as the engine judges it (detection/engine.py): [detection] warmup_lines lines seen and
+    warmup_seconds of event time since its first line.
+    """
+
+    def __init__(self, cfg, workers):
+        self.paths = [os.path.join(cfg["paths"]["state_dir"], "workers", str(i), "baselines", "detection.json")
+                      for i in range(workers)]
+        self.max_age = STALE_INTERVALS * cfg["service"]["snapshot_interval_seconds"] + STALE_SLACK_SECONDS
+        self.warmup_lines = cfg["detection"]["warmup_lines"]
+        self.warmup_seconds = cfg["detection"]["warmup_seconds"]
+        self._seen = {}   # path -> (mtime, warm)
+
+    def value(self, now=None):
+        now = time.time() if now is None else now
+        return int(bool(self.paths) and all(self._healthy(path, now) for path in self.paths))
+
+    def _healthy(self, path, now):
+        try:
+            mtime = os.stat(path).st_mtime
+        except OSError:
+            return False          # no snapshot yet (a first start) or the state directory is gone
+        if now - mtime > self.max_age:
+            return False
+        seen = self._seen.get(path)
+        if seen is None or seen[0] != mtime:
+            seen = self._seen[path] = (mtime, self._warm(path))
+        return seen[1]
+
+    def _warm(self, path):
+        """The snapshot's engine meta says warm-up is over (a file that cannot be read: not warm)."""
+        try:
+            with open(path, "rb") as f:
+                _header, _, payload = f.read().partition(b"\n")
+            meta = json.loads(payload)["meta"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        first, last = meta.get("first_time"), meta.get("now")
+        return (int(meta.get("lines_seen", 0)) >= self.warmup_lines and first is not None and last is not None
+                and float(last) - float(first) >= self.warmup_seconds)
