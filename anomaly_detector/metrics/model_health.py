@@ -12,10 +12,12 @@ import time
 # A snapshot older than this many intervals (plus the slack of a busy batch) is "not persisting".
 STALE_INTERVALS = 2
 STALE_SLACK_SECONDS = 30.0
+WARM, IDLE, LEARNING, STALE = "warm", "idle", "learning", "stale"
 
 
 class ModelHealth:
-    """value() is 1 when each worker's snapshot is fresh and says its warm-up is over, else 0.
+    """value() is 1 when each worker's snapshot is fresh, at least one worker is past its warm-up and
+    none is in it (a worker that has seen no line yet, its ring idle, holds no model to judge), else 0.
 
     Warm-up as the engine judges it (detection/engine.py): [detection] warmup_lines lines seen and
     warmup_seconds of event time since its first line.
@@ -27,32 +29,36 @@ class ModelHealth:
         self.max_age = STALE_INTERVALS * cfg["service"]["snapshot_interval_seconds"] + STALE_SLACK_SECONDS
         self.warmup_lines = cfg["detection"]["warmup_lines"]
         self.warmup_seconds = cfg["detection"]["warmup_seconds"]
-        self._seen = {}   # path -> (mtime, warm)
+        self._seen = {}   # path -> (mtime, state)
 
     def value(self, now=None):
         now = time.time() if now is None else now
-        return int(bool(self.paths) and all(self._healthy(path, now) for path in self.paths))
+        states = [self._state(path, now) for path in self.paths]
+        return int(WARM in states and all(state in (WARM, IDLE) for state in states))
 
-    def _healthy(self, path, now):
+    def _state(self, path, now):
         try:
             mtime = os.stat(path).st_mtime
         except OSError:
-            return False          # no snapshot yet (a first start) or the state directory is gone
+            return STALE          # no snapshot yet (a first start) or the state directory is gone
         if now - mtime > self.max_age:
-            return False
+            return STALE
         seen = self._seen.get(path)
         if seen is None or seen[0] != mtime:
-            seen = self._seen[path] = (mtime, self._warm(path))
+            seen = self._seen[path] = (mtime, self._read_state(path))
         return seen[1]
 
-    def _warm(self, path):
-        """The snapshot's engine meta says warm-up is over (a file that cannot be read: not warm)."""
+    def _read_state(self, path):
+        """WARM, IDLE or LEARNING from the snapshot's engine meta (a file that cannot be read: LEARNING)."""
         try:
             with open(path, "rb") as f:
                 _header, _, payload = f.read().partition(b"\n")
             meta = json.loads(payload)["meta"]
+            lines, first, last = int(meta.get("lines_seen", 0)), meta.get("first_time"), meta.get("now")
+            if lines == 0:
+                return IDLE
+            warm = (lines >= self.warmup_lines and first is not None and last is not None
+                    and float(last) - float(first) >= self.warmup_seconds)
         except (OSError, ValueError, KeyError, TypeError):
-            return False
-        first, last = meta.get("first_time"), meta.get("now")
-        return (int(meta.get("lines_seen", 0)) >= self.warmup_lines and first is not None and last is not None
-                and float(last) - float(first) >= self.warmup_seconds)
+            return LEARNING
+        return WARM if warm else LEARNING

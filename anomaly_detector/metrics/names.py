@@ -73,6 +73,11 @@ METRICS = {m.name: m for m in (
                "Numba kernel versions a detector worker typed (compiled or loaded) after it was forked; warm-up "
                "compiles them all before forking, so anything but 0 names a gap in it (logged with the kernels)."),
     MetricSpec("anomalies_total", COUNTER, "Lines flagged as anomalous."),
+    MetricSpec("anomalies_by_tier_total", COUNTER,
+               "Lines flagged as anomalous, by the tier that scored them highest (t1 rules, t2 volume, t3 "
+               "novelty and series, t4 sequences).", ("tier",)),
+    MetricSpec("tier_enabled", GAUGE, "1 while the workers run the tier ([detection] [[tierN]] enabled; t4 "
+               "also POST /admin/disable-tier4 and enable-tier4), else 0.", ("tier",)),
     MetricSpec("incidents_total", COUNTER, "Incidents closed by the detection engine."),
     MetricSpec("alerts_generated_total", COUNTER,
                "Incident events (opened, updated, resolved) the workers appended to the alert outbox."),

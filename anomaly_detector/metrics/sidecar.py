@@ -39,6 +39,7 @@ RATE_WINDOW_SECONDS = 60.0
 READ_INTERVAL_SECONDS = 1.0
 # A snapshot older than this is served with a "readings_stale" reason: the reader thread is stuck.
 STALE_SNAPSHOT_SECONDS = 5.0
+TIERS = ("t1", "t2", "t3", "t4")   # detection.engine.TIER_NAMES (not imported: the sidecar loads no numba)
 STATE_PROBE = ".health-probe"   # created, written and removed in state_dir at each reading
 # The kinds of /health reasons, each a health_reasons{reason} series from zero.
 REASON_KINDS = ("process_down", "process_fatal", "not_responding", "stalled", "memory", "state_dir",
@@ -91,6 +92,9 @@ class Readings:
         self.stall_seconds = cfg["http"]["stall_seconds"]
         self.state_dir = cfg["paths"]["state_dir"]
         self.model_health = ModelHealth(cfg, len(self.worker_slots))
+        # [detection] [[tier1]] ... [[tier4]] enabled (an older config may lack a subsection: on by default).
+        self.tiers_configured = [(t, bool(cfg.get("detection", {}).get("tier" + t[1:], {}).get("enabled", True)))
+                                 for t in TIERS]
         self.spool_limit = cfg["processing"]["max_spool_mb"] * 2**20 * len(self.spool_dirs)
         self.outbox_limits = ((cfg["alerting"]["outbox_max_mb"] * 2**20, cfg["alerting"]["outbox_max_alerts"])
                               if self.sinks else (0, 0))
@@ -213,6 +217,8 @@ class Readings:
             "kernels_compiled_after_fork_total": totals["kernels_compiled_after_fork"],
             "timestamps_unparsed_total": totals["timestamps_unparsed"],
             "anomalies_total": totals["anomalies"],
+            "anomalies_by_tier_total": {(("tier", t),): totals["anomalies_" + t] for t in TIERS},
+            "tier_enabled": self._tiers_enabled(),
             "incidents_total": totals["incidents"],
             "input_queue_size": depth,
             "processing_queue_size": sum(ring.waiting() for ring in self.rings),
@@ -265,6 +271,10 @@ class Readings:
                 "alert_outbox_limit_bytes": self.outbox_limits[0],
                 "alert_oldest_undelivered_age_seconds":
                     round(max(0.0, time.time() - oldest), 3) if self.sinks and oldest else 0}
+
+    def _tiers_enabled(self):
+        flags = self.control.flags()
+        return {(("tier", t),): int(on and (t != "t4" or flags.tier4_enabled)) for t, on in self.tiers_configured}
 
     def _per_process(self, table, value):
         return {(("role", role), ("process", name)): value(table[slot]) for name, role, slot in self.processes}
