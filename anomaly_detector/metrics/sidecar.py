@@ -39,7 +39,7 @@ RATE_WINDOW_SECONDS = 60.0
 READ_INTERVAL_SECONDS = 1.0
 # A snapshot older than this is served with a "readings_stale" reason: the reader thread is stuck.
 STALE_SNAPSHOT_SECONDS = 5.0
-TIERS = ("t1", "t2", "t3", "t4")   # detection.engine.TIER_NAMES (not imported: the sidecar loads no numba)
+TIERS = ("t1", "t2", "t3", "t4")   # detection.engine.TIER_NAMES (metrics/ does not import the engine)
 STATE_PROBE = ".health-probe"   # created, written and removed in state_dir at each reading
 # The kinds of /health reasons, each a health_reasons{reason} series from zero.
 REASON_KINDS = ("process_down", "process_fatal", "not_responding", "stalled", "memory", "state_dir",
