@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from .detection.engine import DetectionEngine
+from .detection.engine import TIER_NAMES, DetectionEngine
 from .detection.output_kernels import KEY_ARRAYS, escaped, record_prefix, write_records
 from .parsing.batch import ParsedBatch
 from .parsing.columns import parse_columns
@@ -54,6 +54,8 @@ class Pipeline:
         self.n_templates = 0
         self.lines = 0
         self.anomalies = 0
+        # Anomalous lines by the tier that scored them highest (TIER_NAMES order), for the metrics.
+        self.anomalies_by_tier = np.zeros(len(TIER_NAMES), np.int64)
         self.incidents = []     # closed incident records not yet taken
 
     def parser_for(self, file_name, reference_time=None):
@@ -93,6 +95,9 @@ class Pipeline:
         result = self.engine.process(batch, self.n_templates, self.template_text)
         self.lines += batch.n
         self.anomalies += int(result.anomaly.sum())
+        if result.anomaly.any():
+            self.anomalies_by_tier += np.bincount(result.tiers[:, result.anomaly].argmax(axis=0),
+                                                  minlength=len(TIER_NAMES))
         self.incidents += result.incidents
         pool, starts, ends = self._template_table(batch.template_id)
         r_pool, r_start, r_end = _reason_table(batch.n, result.reasons)

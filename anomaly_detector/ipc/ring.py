@@ -8,7 +8,8 @@ Layout of one ring (all offsets 64-byte aligned):
 
     line 0   header words: magic, version, slots, data_bytes, max_line_bytes, slots_offset, data_offset
     line 1   head: lines ever published by the producer (monotonic uint64)
-    line 2   tail: lines ever acknowledged by the consumer (monotonic uint64)
+    line 2   tail: lines ever acknowledged by the consumer (monotonic uint64); then taken: lines ever
+             popped by the consumer (its read cursor, published for the metrics; same writer, same line)
     slots    SLOT_DTYPE[slots]: byte position (monotonic), input position, read time (CLOCK_MONOTONIC ns,
              the same clock in every process), length, source id per line
     data     uint8[data_bytes]: line bytes, a circular stream addressed by position % data_bytes
@@ -30,7 +31,7 @@ Intended use:
                 if n < len(lines): w.wait_for_space(0.1, len(lines[n]))   # backpressure: read the file later
     worker:     r = ring.reader();  r.wait_for_data(0.5); buf, starts, ends, meta = r.pop_batch(batch_size)
                 ... parse and score ...; r.ack()
-    sidecar:    ring.depth()
+    sidecar:    ring.depth(); ring.waiting()
 """
 import time
 
@@ -42,6 +43,7 @@ CACHE_LINE = 64
 _HEADER_WORDS = 8
 _HEAD_OFFSET = CACHE_LINE
 _TAIL_OFFSET = 2 * CACHE_LINE
+_TAKEN_OFFSET = _TAIL_OFFSET + 8   # in the tail's cache line: the consumer writes both, nobody else
 HEADER_BYTES = 3 * CACHE_LINE
 
 SLOT_DTYPE = np.dtype([("pos", "<u8"), ("input_pos", "<i8"), ("read_ns", "<u8"), ("length", "<u4"),
@@ -138,6 +140,7 @@ class Ring:
         self.slots, self.data_bytes, self.max_line_bytes, slots_offset, data_offset = (int(x) for x in header[2:7])
         self._head = np.frombuffer(buffer, np.uint64, count=1, offset=_HEAD_OFFSET)
         self._tail = np.frombuffer(buffer, np.uint64, count=1, offset=_TAIL_OFFSET)
+        self._taken = np.frombuffer(buffer, np.uint64, count=1, offset=_TAKEN_OFFSET)
         self._slots = np.frombuffer(buffer, SLOT_DTYPE, count=self.slots, offset=slots_offset)
         self._data = np.frombuffer(buffer, np.uint8, count=self.data_bytes, offset=data_offset)
 
@@ -160,6 +163,15 @@ class Ring:
     def depth(self):
         """Lines published and not yet acknowledged (the processing queue size for metrics)."""
         return _observe(self._head) - _observe(self._tail)
+
+    def waiting(self):
+        """Lines published and not yet taken (popped) by the consumer: the processing queue for metrics.
+
+        The consumer publishes its read cursor at each pop; a reader that died leaves its last cursor
+        until its successor attaches (which publishes the tail again), so the count is clamped to depth.
+        """
+        head, tail, taken = _observe(self._head), _observe(self._tail), _observe(self._taken)
+        return head - min(max(taken, tail), head)
 
     def acknowledged(self):
         """Lines ever acknowledged by the consumer; an input checkpoints the positions of seq below this."""
@@ -275,6 +287,7 @@ class RingReader:
     def __init__(self, ring):
         self.ring = ring
         self._read = _observe(ring._tail)
+        ring._taken[0] = self._read   # what a dead predecessor had taken is back in the queue
 
     def pending(self):
         """Lines popped but not acknowledged yet (re-read by a successor if this process dies now)."""
@@ -306,6 +319,7 @@ class RingReader:
         meta["input_pos"] = slots["input_pos"]
         meta["read_ns"] = slots["read_ns"]
         self._read += n
+        self.ring._taken[0] = self._read
         return buf, starts, ends, meta
 
     def oldest_read_ns(self):
@@ -324,6 +338,7 @@ class RingReader:
     def rewind(self):
         """Forget popped-but-unacknowledged lines so the next pop_batch returns them again."""
         self._read = _observe(self.ring._tail)
+        self.ring._taken[0] = self._read
 
     def wait_for_data(self, timeout, max_sleep=POLL_SLEEP_MAX, min_sleep=POLL_SLEEP_MIN):
         """Sleep until a line is available (True) or timeout seconds pass (False).

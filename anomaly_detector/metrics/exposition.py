@@ -1,9 +1,18 @@
-"""Prometheus text format (version 0.0.4) written by us, so counters print as plain integers.
+"""Prometheus text format (version 0.0.4) of the sidecar's readings, written by prometheus_client.
 
-prometheus_client prints 123 as `123.0` and 1234567 as `1.234567e+06`, which breaks the
-runbook's `[ "$NEW" -gt "$OLD" ]` and `bc` lines; integral values are written as integers here.
+A custom Collector (ReadingsCollector) turns one snapshot of the readings (metrics/sidecar.py:
+{metric name: value | {label tuple: value}}) into prometheus_client metric families declared by
+names.METRICS, and generate_latest() writes them from a private CollectorRegistry (no default
+process or platform collectors, nothing global). One thing is changed in its output: the value of
+a sample line that is a whole number is written as an integer. prometheus_client prints 123 as
+`123.0` and 1234567 as `1.234567e+06`, which breaks the runbook's `awk '{print $2}'` followed by
+`[ "$NEW" -gt "$OLD" ]` or `bc`; Prometheus parses either spelling alike.
 """
 import math
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from anomaly_detector.metrics.names import COUNTER, METRICS, SUMMARY
 
@@ -20,45 +29,62 @@ def format_value(value):
     return repr(value)
 
 
-def _escape_label(value):
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(pairs):
-    if not pairs:
-        return ""
-    return "{%s}" % ",".join('%s="%s"' % (k, _escape_label(v)) for k, v in pairs)
-
-
-def render(samples):
-    """Render {metric name: value | {label tuple: value}} in the order of names.METRICS.
+class ReadingsCollector(Collector):
+    """Metric families of the samples `source()` returns, in the order of names.METRICS.
 
     A counter or gauge value is a number, or a dict {((label, value), ...): number}.
     A summary value is {"quantiles": {0.5: s, ...}, "sum": s, "count": n}.
-    Metrics missing from `samples` are left out rather than shown as a misleading zero.
+    Metrics missing from the samples are left out rather than shown as a misleading zero.
+    """
+
+    def __init__(self, source):
+        self.source = source
+
+    def collect(self):
+        samples = self.source()
+        for name, spec in METRICS.items():
+            if name in samples:
+                yield _family(spec, samples[name])
+
+
+def _family(spec, value):
+    # A counter family is named without `_total` (generate_latest adds it back to its HELP and TYPE
+    # lines); every counter in names.METRICS ends in `_total` (tests/unit/test_exposition.py).
+    full = spec.full_name
+    family = Metric(full[:-len("_total")] if spec.kind == COUNTER else full, spec.help, spec.kind)
+    if spec.kind == SUMMARY:
+        for q, v in sorted(value["quantiles"].items()):
+            family.add_sample(full, {"quantile": str(q)}, v)
+        family.add_sample(full + "_sum", {}, value["sum"])
+        family.add_sample(full + "_count", {}, value["count"])
+    elif isinstance(value, dict):
+        for labels, v in sorted(value.items()):
+            family.add_sample(full, dict(labels), v)
+    else:
+        family.add_sample(full, {}, value)
+    return family
+
+
+def render(samples):
+    """The text of /metrics for these samples (see ReadingsCollector)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ReadingsCollector(lambda: samples))
+    return integral_values(generate_latest(registry).decode("utf-8"))
+
+
+def integral_values(text):
+    """Rewrite the value (last field) of each sample line with format_value; comment lines stay.
+
+    generate_latest writes no time stamps, so a sample line ends with its value; a label value may
+    hold spaces, hence the split from the right.
     """
     out = []
-    for name, spec in METRICS.items():
-        if name not in samples:
-            continue
-        full = spec.full_name
-        out.append("# HELP %s %s" % (full, spec.help))
-        out.append("# TYPE %s %s" % (full, spec.kind))
-        value = samples[name]
-        if spec.kind == SUMMARY:
-            out += _render_summary(full, value)
-        elif isinstance(value, dict):
-            out += ["%s%s %s" % (full, _labels(k), format_value(v)) for k, v in sorted(value.items())]
-        else:
-            out.append("%s %s" % (full, format_value(value)))
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            head, _, value = line.rpartition(" ")
+            line = "%s %s" % (head, format_value(value))
+        out.append(line)
     return "\n".join(out) + "\n"
-
-
-def _render_summary(full, value):
-    lines = ['%s{quantile="%s"} %s' % (full, q, format_value(v)) for q, v in sorted(value["quantiles"].items())]
-    lines.append("%s_sum %s" % (full, format_value(value["sum"])))
-    lines.append("%s_count %s" % (full, format_value(value["count"])))
-    return lines
 
 
 def counter_names():

@@ -37,6 +37,8 @@ METRICS = {m.name: m for m in (
     MetricSpec("spool_torn_records_total", COUNTER,
                "Spool records found torn or corrupt (a crash mid-write) and skipped."),
     MetricSpec("spool_bytes", GAUGE, "Disk bytes held by the network inputs' spools, each bounded by max_spool_mb."),
+    MetricSpec("spool_limit_bytes", GAUGE,
+               "[processing] max_spool_mb as bytes times the network inputs: the bound of spool_bytes."),
     MetricSpec("worker_lines_processed_total", COUNTER, "Log lines scored, per detector worker.", ("worker",)),
     MetricSpec("files_deferred", GAUGE, "Matching files waiting for a descriptor because max_open_files are open."),
     MetricSpec("files_deferred_total", COUNTER, "Times a matching file had to wait for a descriptor (max_open_files)."),
@@ -71,6 +73,11 @@ METRICS = {m.name: m for m in (
                "Numba kernel versions a detector worker typed (compiled or loaded) after it was forked; warm-up "
                "compiles them all before forking, so anything but 0 names a gap in it (logged with the kernels)."),
     MetricSpec("anomalies_total", COUNTER, "Lines flagged as anomalous."),
+    MetricSpec("anomalies_by_tier_total", COUNTER,
+               "Lines flagged as anomalous, by the tier that scored them highest (t1 rules, t2 volume, t3 "
+               "novelty and series, t4 sequences).", ("tier",)),
+    MetricSpec("tier_enabled", GAUGE, "1 while the workers run the tier ([detection] [[tierN]] enabled; t4 "
+               "also POST /admin/disable-tier4 and enable-tier4), else 0.", ("tier",)),
     MetricSpec("incidents_total", COUNTER, "Incidents closed by the detection engine."),
     MetricSpec("alerts_generated_total", COUNTER,
                "Incident events (opened, updated, resolved) the workers appended to the alert outbox."),
@@ -87,10 +94,16 @@ METRICS = {m.name: m for m in (
                "Alerts that waited in the outbox because their sink had sent [alerting] rate_limit_per_minute "
                "alerts in the last minute.", ("sink",)),
     MetricSpec("alert_outbox_bytes", GAUGE, "Disk bytes of the alert outbox, bounded by [alerting] outbox_max_mb."),
+    MetricSpec("alert_outbox_limit_bytes", GAUGE,
+               "[alerting] outbox_max_mb as bytes: the bound of alert_outbox_bytes (0 without sinks)."),
+    MetricSpec("alert_queue_limit", GAUGE,
+               "[alerting] outbox_max_alerts: the bound of alert_queue_size (0 without sinks)."),
     MetricSpec("alert_oldest_undelivered_age_seconds", GAUGE,
                "Age of the oldest alert not yet delivered to every sink (0 when none waits)."),
     MetricSpec("input_queue_size", GAUGE, "Lines read by inputs and waiting in the rings."),
-    MetricSpec("processing_queue_size", GAUGE, "Lines handed to workers and not yet acknowledged."),
+    MetricSpec("processing_queue_size", GAUGE,
+               "Lines in the rings that no detector worker has taken yet (ring head minus each worker's read "
+               "position); input_queue_size also counts the lines being scored."),
     MetricSpec("alert_queue_size", GAUGE,
                "Alerts in the outbox not yet delivered to every sink, as the alerter last counted them."),
     MetricSpec("processing_duration_seconds", SUMMARY,
@@ -128,6 +141,13 @@ METRICS = {m.name: m for m in (
                "30 BACKOFF, 40 STOPPING, 100 EXITED, 200 FATAL.", ("role", "process")),
     MetricSpec("process_restarts_total", COUNTER, "Times the supervisor forked the child again (crash, hung kill, "
                "reload).", ("role", "process")),
+    MetricSpec("build_info", GAUGE, "Always 1; the label carries the running version (anomaly_detector "
+               "--version).", ("version",)),
+    MetricSpec("health_status", GAUGE, "1 while GET /health answers 200 (healthy), 0 while it answers 503.",),
+    MetricSpec("health_reasons", GAUGE, "Reasons /health reports now, by kind (process_down, process_fatal, "
+               "not_responding, stalled, memory, state_dir, readings_stale).", ("reason",)),
+    MetricSpec("stall_limit_seconds", GAUGE, "[http] stall_seconds: how long lines may wait unscored (or a "
+               "process go without a heartbeat) before /health reports a stall."),
     MetricSpec("config_last_reload_successful", GAUGE,
                "0 when the last SIGHUP reload was rejected (the previous configuration still runs), else 1."),
     MetricSpec("config_reloads_total", COUNTER, "SIGHUP reloads since start, applied or rejected.", ("result",)),

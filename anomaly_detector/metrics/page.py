@@ -52,9 +52,10 @@ CONTENT_TYPE = "text/html; charset=utf-8"
 class Page:
     """Builds the page for the sidecar; `readings` is its Readings (health, control block, workers)."""
 
-    def __init__(self, cfg, readings, views, clock=time.monotonic):
+    def __init__(self, cfg, readings, views, health=None, clock=time.monotonic):
         http = cfg["http"]
         self.cfg, self.readings, self.views, self.clock = cfg, readings, views, clock
+        self.health = health or readings.health     # the sidecar's: its last snapshot's verdict
         self.refresh_seconds = http["page_refresh_seconds"]
         self.max_rows = http["page_max_rows"]
         self.max_bytes = http["page_max_read_mb"] * 2**20
@@ -104,7 +105,7 @@ class Page:
                             key=lambda r: -_float(r.get("score")))[:rows]
         recent = [r for r in records if r.get("status") == "resolved"][:rows]
         return {
-            "name": cfg["service"]["name"], "health": self.readings.health(), "generated": time.time(),
+            "name": cfg["service"]["name"], "health": self.health(), "generated": time.time(),
             "refresh_seconds": self.refresh_seconds, "threshold": cfg["detection"]["anomaly_threshold"],
             "figures": {"lines read": totals["lines_read"], "lines scored": totals["lines_processed"],
                         "anomalous lines": totals["anomalies"], "incidents closed": totals["incidents"]},

@@ -1,16 +1,24 @@
 """The metrics sidecar process: reads the control block and rings (shared memory) and serves HTTP.
 
 Forked by the supervisor like any child; it only reads shared memory, so a slow scrape or a
-crash here never blocks a worker. Health rules are in Readings.health().
+crash here never blocks a worker. One reader thread (SnapshotReader) takes the readings once a
+second: the control block, the rings, psutil's CPU and memory of every daemon process, the state
+directory; it keeps them as an immutable Snapshot under a lock, and /health and /metrics serve
+that snapshot (metrics/httpd.py, rendered by metrics/exposition.py), so no request computes a
+reading and no two handlers share psutil's cpu_percent state. Health rules are in Readings.health().
 """
 import collections
+import dataclasses
 import logging
 import os
+import threading
 import time
+import types
 from datetime import datetime, timezone
 
 import psutil
 
+from anomaly_detector import __version__
 from anomaly_detector.alerting.outbox import STATS_FILE, outbox_bytes, outbox_dir, read_stats
 from anomaly_detector.alerting.sinks import sink_sections
 from anomaly_detector.alerting.sinks.base import FAILURE_REASONS
@@ -21,6 +29,7 @@ from anomaly_detector.inputs.syslog_server import FRAMING_REASONS
 from anomaly_detector.metrics.admin import AdminAPI
 from anomaly_detector.metrics.httpd import SidecarHTTPServer
 from anomaly_detector.metrics.incidents_api import IncidentsAPI, WorkerViews
+from anomaly_detector.metrics.model_health import ModelHealth
 from anomaly_detector.metrics.page import Page
 from anomaly_detector.metrics.sketch import quantiles
 from anomaly_detector.metrics.tls import server_context, tls_enabled
@@ -29,6 +38,14 @@ from anomaly_detector.supervisor.states import ProcessState, state_name
 
 log = logging.getLogger(__name__)
 RATE_WINDOW_SECONDS = 60.0
+READ_INTERVAL_SECONDS = 1.0
+# A snapshot older than this is served with a "readings_stale" reason: the reader thread is stuck.
+STALE_SNAPSHOT_SECONDS = 5.0
+TIERS = ("t1", "t2", "t3", "t4")   # detection.engine.TIER_NAMES (metrics/ does not import the engine)
+STATE_PROBE = ".health-probe"   # created, written and removed in state_dir at each reading
+# The kinds of /health reasons, each a health_reasons{reason} series from zero.
+REASON_KINDS = ("process_down", "process_fatal", "not_responding", "stalled", "memory", "state_dir",
+                "readings_stale")
 _ALIVE = (int(ProcessState.STARTING), int(ProcessState.RUNNING))
 # Bounded reason labels, each shown from zero for the inputs it can happen to.
 _SYSLOG_TCP_REASONS = ("refused",)
@@ -38,8 +55,27 @@ _SIDECAR_REASONS = tuple(r for r in REJECT_REASONS if r != "503") + ("tls_handsh
 _HTTP_INPUT_REASONS = tuple(r for r in REJECT_REASONS if r != "evicted")   # the ingest refuses, never evicts
 
 
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """One reading of everything /health and /metrics report; never changed once taken."""
+    taken: float                           # monotonic time it was taken
+    samples: types.MappingProxyType        # {metric name: value} for exposition.render
+    health: types.MappingProxyType         # the /health body (its lists are not changed either)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Reading:
+    """What sample() measured for the samples and the health verdict of the same second."""
+    rate: float
+    latency: object                        # the latency histogram over the last RATE_WINDOW_SECONDS
+    cpu: float                             # percent of one core, all daemon processes
+    memory: int                            # bytes, proportional set size summed over the processes
+    state_error: str                       # why state_dir cannot be written ("" when it can)
+    model_health: int
+
+
 class Readings:
-    """What /health and /metrics report, computed from shared memory at request time.
+    """What /health and /metrics report, computed from shared memory by take() (the reader thread).
 
     `processes` is the supervisor's child list, [(name, role, slot)], in the order it forks them;
     the n-th worker in it consumes rings[n]. Every role in it is reported, so a new role needs no
@@ -55,7 +91,15 @@ class Readings:
         self.sinks = [name for name, _section in sink_sections(cfg)]
         self.outbox = outbox_dir(cfg) if self.sinks else None   # without sinks no worker writes one
         self.memory_limit = cfg["processing"]["max_memory_mb"] * 2**20
-        self.stall_seconds = cfg["processing"]["heartbeat_timeout_seconds"]
+        self.stall_seconds = cfg["http"]["stall_seconds"]
+        self.state_dir = cfg["paths"]["state_dir"]
+        self.model_health = ModelHealth(cfg, len(self.worker_slots))
+        # [detection] [[tier1]] ... [[tier4]] enabled (an older config may lack a subsection: on by default).
+        self.tiers_configured = [(t, bool(cfg.get("detection", {}).get("tier" + t[1:], {}).get("enabled", True)))
+                                 for t in TIERS]
+        self.spool_limit = cfg["processing"]["max_spool_mb"] * 2**20 * len(self.spool_dirs)
+        self.outbox_limits = ((cfg["alerting"]["outbox_max_mb"] * 2**20, cfg["alerting"]["outbox_max_alerts"])
+                              if self.sinks else (0, 0))
         self.inputs = [(name, section["type"], section.get("protocol")) for name, section in cfg["inputs"].items()]
         self.http_rejections = None           # the HTTP server's rejections(), set once it exists
         self.admin = None                     # the AdminAPI, set once it exists (its counts and the flags)
@@ -66,15 +110,44 @@ class Readings:
         self._acked = {}                      # ring index -> (monotonic of the last progress, acknowledged)
         self._down_since = {}                 # slot -> monotonic when first seen down
         self._processes = {}
+        self._reading = None                  # the last _Reading, taken by sample()
+
+    def take(self):
+        """A Snapshot of this second (the reader thread calls it every READ_INTERVAL_SECONDS)."""
+        self.sample()
+        return Snapshot(self.clock(), types.MappingProxyType(self.samples()), types.MappingProxyType(self.health()))
 
     def sample(self):
-        """The serving loop calls it every second: processing_rate, ring progress and down times
-        are tracked between requests, so /health needs no scrape history."""
+        """Measure once: processing_rate, the latency window, CPU and memory (psutil's cpu_percent is
+        the time since its previous call, so it is called here only), the state directory. Ring
+        progress and down times are tracked between readings, so /health needs no scrape history."""
         now = self.clock()
-        self._rate(self.control.counter_totals()["lines_processed"], now)
-        self._latency_window(now)
+        cpu, memory = self._usage()
+        self._reading = _Reading(rate=self._rate(self.control.counter_totals()["lines_processed"], now),
+                                 latency=self._latency_window(now), cpu=cpu, memory=memory,
+                                 state_error=self._probe_state_dir(), model_health=self.model_health.value())
         self._down_reasons(self.control.child_table(), now)
         self._stall_reasons(now)
+
+    def _current(self):
+        if self._reading is None:
+            self.sample()
+        return self._reading
+
+    def _probe_state_dir(self):
+        """Create, write and remove a file in state_dir: models, checkpoints and the outbox go there.
+        (os.access would pass for root on a read-only file system.)"""
+        path = os.path.join(self.state_dir, STATE_PROBE)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, b"1")
+            finally:
+                os.close(fd)
+            os.unlink(path)
+        except OSError as exc:
+            return "%s (%s)" % (exc.strerror or exc, type(exc).__name__)
+        return ""
 
     def _rate(self, processed, now):
         self._history.append((now, processed))
@@ -91,8 +164,8 @@ class Readings:
             self._latency_history.popleft()
         return histogram - self._latency_history[0][1] if len(self._latency_history) > 1 else histogram
 
-    def _latency_summary(self, totals, now):
-        return {"quantiles": {q: round(v, 6) for q, v in quantiles(self._latency_window(now)).items()},
+    def _latency_summary(self, totals, reading):
+        return {"quantiles": {q: round(v, 6) for q, v in quantiles(reading.latency).items()},
                 "sum": round(totals["latency_ns_sum"] / 1e9, 6), "count": totals["latency_count"]}
 
     def _pids(self):
@@ -116,10 +189,10 @@ class Readings:
 
     def samples(self):
         totals = self.control.counter_totals()
-        now = self.clock()
-        cpu, memory = self._usage()
+        reading = self._current()
         depth = sum(ring.depth() for ring in self.rings)
         table = self.control.child_table()
+        reasons = self._judge(table, self.clock(), reading)
         return {
             "logs_processed_total": totals["lines_processed"],
             "processing_errors_total": totals["errors"],
@@ -132,6 +205,7 @@ class Readings:
                                             (("reason", "spool_error"),): totals["spool_refused_error"]},
             "spool_torn_records_total": totals["spool_torn_records"],
             "spool_bytes": sum(spool_bytes(d) for d in self.spool_dirs),
+            "spool_limit_bytes": self.spool_limit,
             "worker_lines_processed_total": self._per_worker("lines_processed"),
             "files_deferred": totals["files_deferred"],
             "files_deferred_total": totals["files_deferrals"],
@@ -146,27 +220,37 @@ class Readings:
             "kernels_compiled_after_fork_total": totals["kernels_compiled_after_fork"],
             "timestamps_unparsed_total": totals["timestamps_unparsed"],
             "anomalies_total": totals["anomalies"],
+            "anomalies_by_tier_total": {(("tier", t),): totals["anomalies_" + t] for t in TIERS},
+            "tier_enabled": self._tiers_enabled(),
             "incidents_total": totals["incidents"],
             "input_queue_size": depth,
-            "processing_queue_size": min(depth, self._inflight_bound()),
+            "processing_queue_size": sum(ring.waiting() for ring in self.rings),
             **self._alert_samples(totals),
-            "processing_duration_seconds": self._latency_summary(totals, now),
-            "processing_rate": round(self._rate(totals["lines_processed"], now), 3),
-            "cpu_usage_percent": round(cpu, 2),
-            "memory_usage_percent": round(100.0 * memory / self.memory_limit, 2),
+            "processing_duration_seconds": self._latency_summary(totals, reading),
+            "processing_rate": round(reading.rate, 3),
+            "cpu_usage_percent": round(reading.cpu, 2),
+            "memory_usage_percent": round(100.0 * reading.memory / self.memory_limit, 2),
+            "learning_model_health": reading.model_health,
             "workers_running": self._workers_alive(),
             "ring_capacity_lines": sum(ring.slots for ring in self.rings),
             "memory_limit_bytes": self.memory_limit,
             **self._input_samples(),
-            **self._http_samples(),
             "process_up": self._per_process(table, lambda row: int(int(row["state"]) in _ALIVE)),
             "process_state": self._per_process(table, lambda row: int(row["state"])),
             "process_restarts_total": self._per_process(table, lambda row: int(row["restarts"])),
             **_reload_samples(self.control.flags()),
             "batches_total": totals["batches"],
-            **(self.admin.samples() if self.admin is not None else {}),
-            **(self.page.samples() if self.page is not None else {}),
+            "build_info": {(("version", __version__),): 1},
+            "health_status": int(not reasons),
+            "health_reasons": {(("reason", kind),): sum(k == kind for k, _ in reasons) for kind in REASON_KINDS},
+            "stall_limit_seconds": self.stall_seconds,
         }
+
+    def own_samples(self):
+        """The sidecar's own counts and the run-time flags, read when /metrics is asked (they change on
+        requests to this process, so a client sees its own /admin request counted at once)."""
+        return {**self._http_samples(), **(self.admin.samples() if self.admin is not None else {}),
+                **(self.page.samples() if self.page is not None else {})}
 
     def _alert_samples(self, totals):
         """Generated and dropped from the workers' counters; the rest from the alerter's stats file (written
@@ -186,9 +270,15 @@ class Readings:
                                          (("reason", "write_error"),): totals["alert_write_errors"]},
                 "alerts_delivered_total": delivered, "alerts_failed_total": failed, "alerts_throttled_total": throttled,
                 "alert_queue_size": int(stats.get("queue", 0)) if self.sinks else 0,
+                "alert_queue_limit": self.outbox_limits[1],
                 "alert_outbox_bytes": outbox_bytes(self.outbox) if self.outbox else 0,
+                "alert_outbox_limit_bytes": self.outbox_limits[0],
                 "alert_oldest_undelivered_age_seconds":
                     round(max(0.0, time.time() - oldest), 3) if self.sinks and oldest else 0}
+
+    def _tiers_enabled(self):
+        flags = self.control.flags()
+        return {(("tier", t),): int(on and (t != "t4" or flags.tier4_enabled)) for t, on in self.tiers_configured}
 
     def _per_process(self, table, value):
         return {(("role", role), ("process", name)): value(table[slot]) for name, role, slot in self.processes}
@@ -228,20 +318,15 @@ class Readings:
         rows = self.control.counter_rows_snapshot()[field]
         return {(("worker", str(i)),): int(rows[i]) for i in range(len(self.worker_slots))}
 
-    def _inflight_bound(self):
-        return self.control.flags().batch_size * len(self.worker_slots)
-
     def _workers_alive(self):
         states = self.control.child_table()["state"]
         return sum(int(states[slot]) in _ALIVE for slot in self.worker_slots)
 
     def health(self):
+        """The /health body: "unhealthy" with the reasons (texts) when _judge finds any."""
         now = self.clock()
         table = self.control.child_table()
-        reasons = self._down_reasons(table, now) + self._stall_reasons(now)
-        _cpu, memory = self._usage()
-        if memory > self.memory_limit:
-            reasons.append("memory %.0f MiB over max_memory_mb %.0f" % (memory / 2**20, self.memory_limit / 2**20))
+        reasons = [text for _kind, text in self._judge(table, now, self._current())]
         return {"status": "unhealthy" if reasons else "healthy", "reasons": reasons,
                 "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "workers": self._workers_alive(),
@@ -249,6 +334,16 @@ class Readings:
                 "processes": {name: {"role": role, "state": state_name(table[slot]["state"]),
                                      "pid": int(table[slot]["pid"]), "restarts": int(table[slot]["restarts"])}
                               for name, role, slot in self.processes}}
+
+    def _judge(self, table, now, reading):
+        """[(kind, text)] of everything wrong now; kind is one of REASON_KINDS."""
+        reasons = self._down_reasons(table, now) + self._silent_reasons(table, now) + self._stall_reasons(now)
+        if reading.memory > self.memory_limit:
+            reasons.append(("memory", "memory %.0f MiB over max_memory_mb %.0f (proportional set size of every "
+                                      "daemon process)" % (reading.memory / 2**20, self.memory_limit / 2**20)))
+        if reading.state_error:
+            reasons.append(("state_dir", "state directory %s not writable: %s" % (self.state_dir, reading.state_error)))
+        return reasons
 
     def _down_reasons(self, table, now):
         """FATAL at once; any other down state once it lasted health_down_seconds (a restart is quick).
@@ -265,15 +360,24 @@ class Readings:
             if role == "sidecar":
                 continue
             if state == ProcessState.FATAL:
-                reasons.append("%s FATAL: crash loop (last exit %d), not restarted; the supervisor exits after "
-                               "fatal_exit_seconds"
-                               % (name, int(table[slot]["exit_status"])))
+                reasons.append(("process_fatal", "%s FATAL: crash loop (last exit %d), not restarted; the supervisor "
+                                                 "exits after fatal_exit_seconds" % (name, int(table[slot]["exit_status"]))))
             elif now - since >= self.down_seconds:
-                reasons.append("%s down (%s) for %.0f s" % (name, state_name(state), now - since))
+                reasons.append(("process_down", "%s down (%s) for %.0f s" % (name, state_name(state), now - since)))
+        return reasons
+
+    def _silent_reasons(self, table, now):
+        """A running process (the sidecar too: its serving loop beats) without a heartbeat for stall_seconds:
+        stopped (SIGSTOP), hung or stuck; the supervisor kills it after heartbeat_timeout_seconds."""
+        reasons = []
+        for name, _role, slot in self.processes:
+            age = now - float(table[slot]["heartbeat"])
+            if int(table[slot]["state"]) in _ALIVE and age >= self.stall_seconds:
+                reasons.append(("not_responding", "%s not responding: no heartbeat for %.0f s" % (name, age)))
         return reasons
 
     def _stall_reasons(self, now):
-        """Per ring: lines wait in it and its worker acknowledged none for heartbeat_timeout_seconds.
+        """Per ring: lines wait in it and its worker acknowledged none for [http] stall_seconds.
 
         Per ring, not summed: one worker stuck on a batch (killed and restarted on it forever) must
         show while the others keep the total moving. An empty ring restarts the clock.
@@ -286,9 +390,75 @@ class Readings:
                 self._acked[index] = (now, acked)
                 continue
             if now - since >= self.stall_seconds:
-                reasons.append("worker %d stalled: %d lines waiting, none acknowledged for %.0f s"
-                               % (index, waiting, now - since))
+                reasons.append(("stalled", "worker %d stalled: %d lines waiting, none acknowledged for %.0f s"
+                                           % (index, waiting, now - since)))
         return reasons
+
+
+class SnapshotReader:
+    """The one place readings are taken: a thread calls Readings.take() every READ_INTERVAL_SECONDS and
+    keeps the Snapshot under a lock. It is the HTTP server's source: health() and samples() serve the
+    last snapshot (plus the sidecar's own counts, read at request time)."""
+
+    def __init__(self, readings, interval=READ_INTERVAL_SECONDS, clock=time.monotonic):
+        self.readings, self.interval, self.clock = readings, interval, clock
+        self._lock = threading.Lock()
+        self._snapshot = None
+        self._failed = None            # the last error of take(), logged once per kind
+        self.thread = threading.Thread(target=self._run, name="readings", daemon=True)
+
+    def start(self):
+        self.refresh()                 # the first request already has a snapshot
+        self.thread.start()
+        return self
+
+    def refresh(self):
+        try:
+            snapshot = self.readings.take()
+        except Exception as exc:   # keep serving the last snapshot (it turns stale, and /health says so)
+            if repr(exc) != self._failed:
+                log.exception("sidecar: taking the readings failed (serving the last ones)")
+            self._failed = repr(exc)
+            return
+        self._failed = None
+        with self._lock:
+            self._snapshot = snapshot
+
+    def _run(self):
+        next_at = self.clock()
+        while True:
+            next_at += self.interval
+            time.sleep(max(0.0, next_at - self.clock()))
+            self.refresh()
+            if self.clock() > next_at + self.interval:
+                next_at = self.clock()     # a slow reading: no burst of catching up
+
+    def snapshot(self):
+        with self._lock:
+            return self._snapshot
+
+    def health(self):
+        snapshot = self.snapshot()
+        if snapshot is None:
+            return {"status": "unhealthy", "reasons": ["sidecar: no readings taken yet: %s" % self._failed],
+                    "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        body = dict(snapshot.health, reasons=list(snapshot.health["reasons"]))
+        age = self.clock() - snapshot.taken
+        if age > STALE_SNAPSHOT_SECONDS:
+            body["reasons"].append("sidecar readings %.0f s old: its reader thread is stuck or failing%s"
+                                   % (age, ": " + self._failed if self._failed else ""))
+            body["status"] = "unhealthy"
+        return body
+
+    def samples(self):
+        snapshot = self.snapshot()
+        samples = dict(snapshot.samples) if snapshot is not None else {}
+        if snapshot is not None and self.clock() - snapshot.taken > STALE_SNAPSHOT_SECONDS:
+            samples["health_status"] = 0
+            reasons = dict(samples.get("health_reasons", {}))
+            reasons[(("reason", "readings_stale"),)] = 1
+            samples["health_reasons"] = reasons
+        return {**samples, **self.readings.own_samples()}
 
 
 def run_sidecar(ctx, daemon):
@@ -303,8 +473,9 @@ def run_sidecar(ctx, daemon):
     tls = server_context(http["tls_cert"], http["tls_key"]) if tls_enabled(http) else None
     views = WorkerViews(cfg["paths"]["state_dir"])
     readings.admin = AdminAPI.from_config(cfg, daemon.control, views)
-    readings.page = Page(cfg, readings, views)
-    server = SidecarHTTPServer(http["bind"], http["port"], readings, access_log_path=access,
+    reader = SnapshotReader(readings)
+    readings.page = Page(cfg, readings, views, health=reader.health)
+    server = SidecarHTTPServer(http["bind"], http["port"], reader, access_log_path=access,
                                sock=daemon.http_socket, max_connections=http["max_connections"],
                                header_timeout_seconds=http["header_timeout_seconds"], admin=readings.admin,
                                tls_context=tls, page=readings.page)
@@ -314,24 +485,24 @@ def run_sidecar(ctx, daemon):
     log.info("sidecar serving %s://%s:%d (/, /health, /metrics, /api/incidents, /admin/*%s)",
              "https" if tls else "http",
              server.server_address[0], server.port, "" if readings.admin.disabled_reason else " with a token")
-    _serve(server, readings, daemon.control, ctx.slot)
+    reader.start()
+    _serve(server, daemon.control, ctx.slot)
     return 0
 
 
-def _serve(server, readings, control, slot):
-    """Serve requests; once a second beat, sample the counters (so the rate needs no scrape), cut
-    connections past their header deadline and run memory relief when the supervisor asked for it
-    (SIGUSR1 bumps relief_generation)."""
+def _serve(server, control, slot):
+    """Serve requests; once a second beat, cut connections past their header deadline and run memory
+    relief when the supervisor asked for it (SIGUSR1 bumps relief_generation). The readings are the
+    reader thread's (SnapshotReader)."""
     server.timeout = 0.25
-    next_sample = 0.0
+    next_beat = 0.0
     relief = ReliefWatch(control, "sidecar")
     while True:
         now = time.monotonic()
-        if now >= next_sample:
+        if now >= next_beat:
             control.beat(slot)
-            readings.sample()
             relief.check()
-            next_sample = now + 1.0
+            next_beat = now + 1.0
         server.service_actions()
         server.handle_request()
 

@@ -16,6 +16,7 @@ import numpy as np
 from anomaly_detector import kernel_cache
 from anomaly_detector import kernel_types as kt
 from anomaly_detector.alerting.producer import AlertProducer
+from anomaly_detector.detection.engine import TIER_NAMES
 from anomaly_detector.detection.feedback import RulesFile, rules_path
 from anomaly_detector.detection.output_kernels import record_prefix
 from anomaly_detector.metrics.sketch import record_latencies
@@ -208,6 +209,7 @@ class DetectorWorker:
     def _score(self, buf, starts, ends, meta):
         """Score a batch run by run; returns (lines not scored, of them dead-lettered, scored-lines bytes)."""
         anomalies_before = self.pipeline.anomalies
+        by_tier_before = self.pipeline.anomalies_by_tier.copy()
         errors = dead = 0
         outputs = []
         for first, stop, source_id in source_runs(meta["source_id"]):
@@ -224,6 +226,8 @@ class DetectorWorker:
         except Exception:  # the lines are scored and written; a reporting fault must not kill the worker
             log.exception("worker %d: incidents of a batch could not be reported", self.index)
         self._alert(lambda: self.alerts.after_batch(self.pipeline.engine.open_records(), incidents))
+        self.counters.add(**{"anomalies_" + tier: int(n) for tier, n
+                             in zip(TIER_NAMES, self.pipeline.anomalies_by_tier - by_tier_before)})
         self.counters.add(anomalies=self.pipeline.anomalies - anomalies_before, incidents=len(incidents),
                           rule_scans_cut=self._new_scans_cut(), source_capped_lines=self._new_capped(),
                           volume_gaps_skipped=self._new_gaps_skipped(),

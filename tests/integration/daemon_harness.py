@@ -19,6 +19,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 NUMBA_CACHE = os.environ.get("NUMBA_CACHE_DIR") or os.path.join("/tmp", "anomaly-detector-test-numba")
 START_TIMEOUT = 300.0    # a cold numba cache on a loaded 2-core machine
 SEQ = re.compile(rb"seq=(\d+)")
+# The sidecar takes its readings once a second (metrics/sidecar.py READ_INTERVAL_SECONDS); a worker adds
+# a batch's counters just after writing its scored lines.
+SNAPSHOT_WAIT_SECONDS = 1.5
 
 
 def free_port():
@@ -180,11 +183,15 @@ incidents = {self.dir}/incidents.jsonl
         return counts
 
     def wait_scored(self, expected, timeout):
-        """Wait until every seq in range(expected) was scored; returns the counts."""
+        """Wait until every seq in range(expected) was scored; returns the counts. Then wait for the
+        sidecar's next reading, so /metrics (a snapshot taken once a second) counts those lines."""
         deadline = time.monotonic() + timeout
         while True:
             counts = self.scored_seqs()
-            if len(counts) >= expected or time.monotonic() > deadline:
+            if len(counts) >= expected:
+                time.sleep(SNAPSHOT_WAIT_SECONDS)
+                return counts
+            if time.monotonic() > deadline:
                 return counts
             if self.process.poll() is not None:
                 raise AssertionError("daemon died:\n%s" % self.log_tail())

@@ -1,16 +1,18 @@
 """/health and the supervisor's exit on FATAL, on the real daemon: every role reported, a FATAL input
 or sidecar ends the daemon with status 4 after [service] fatal_exit_seconds, a stalled ring is named
-while the other worker progresses, and memory relief reaches the sidecar."""
+while the other worker progresses, a stopped input, listener or alerter is named, memory over
+max_memory_mb and an unwritable state directory answer 503, and memory relief reaches the sidecar."""
 import json
 import os
 import re
 import signal
 import socket
+import subprocess
 import time
 
 import pytest
 
-from tests.integration.daemon_harness import Daemon, numbered_line
+from tests.integration.daemon_harness import Daemon, free_port, numbered_line
 
 EXIT_FATAL_CHILD = 4   # docs/cli.md
 
@@ -75,9 +77,9 @@ def test_fatal_input_gives_503_naming_it_then_the_supervisor_exits_4(daemon):
     assert status == 503 and body["status"] == "unhealthy", body
     assert body["processes"]["input"]["state"] == "FATAL" and body["processes"]["input"]["restarts"] >= 4
     assert body["processes"]["worker-0"]["state"] == "RUNNING"
-    assert 'anomaly_detector_process_up{role="input",process="input"} 0' in metric_lines(daemon, "process_up")
-    assert 'anomaly_detector_process_state{role="input",process="input"} 200' in metric_lines(daemon, "process_state")
-    assert 'anomaly_detector_process_up{role="worker",process="worker-1"} 1' in metric_lines(daemon, "process_up")
+    assert 'anomaly_detector_process_up{process="input",role="input"} 0' in metric_lines(daemon, "process_up")
+    assert 'anomaly_detector_process_state{process="input",role="input"} 200' in metric_lines(daemon, "process_state")
+    assert 'anomaly_detector_process_up{process="worker-1",role="worker"} 1' in metric_lines(daemon, "process_up")
     restarts = [line for line in metric_lines(daemon, "process_restarts_total") if 'process="input"' in line]
     assert int(restarts[0].split()[1]) >= 4
     assert daemon.process.wait(8 + 60) == EXIT_FATAL_CHILD
@@ -119,7 +121,7 @@ def one_file_per_ring(logs):
 
 
 def test_one_stalled_ring_is_named_while_the_other_worker_progresses(daemon):
-    daemon.write_config(heartbeat=10)
+    daemon.write_config(heartbeat=30, http="stall_seconds = 5")
     files = one_file_per_ring(daemon.logs)
     daemon.start()
     stopped = daemon.children()["ad-worker-0"]
@@ -140,7 +142,10 @@ def test_one_stalled_ring_is_named_while_the_other_worker_progresses(daemon):
             time.sleep(0.25)
         assert status == 503 and stalled, body
         assert re.match(r"worker 0 stalled: \d+ lines waiting, none acknowledged for \d+ s", stalled[0]), stalled
-        assert not any("worker 1" in r for r in body["reasons"]), body
+        assert not any("worker 1" in r or "worker-1" in r for r in body["reasons"]), body
+        assert any(re.match(r"worker-0 not responding: no heartbeat for \d+ s", r) for r in body["reasons"]), body
+        assert daemon.labelled("health_reasons")[(("reason", "stalled"),)] == 1
+        assert daemon.metric("health_status") == 0
         assert daemon.metric("logs_processed_total") > processed_before, "worker 1 kept scoring"
     finally:
         try:
@@ -191,4 +196,97 @@ def test_a_crashing_child_logs_its_traceback_to_the_log_file_and_stderr(daemon, 
     while time.monotonic() < deadline and not (health(daemon)[0] == 200 and len(daemon.scored_seqs()) == 2):
         time.sleep(0.5)
     assert health(daemon)[0] == 200 and sorted(daemon.scored_seqs()) == [0, 1]
+    assert daemon.stop() == 0
+
+
+def wait_reason(daemon, pattern, timeout, present=True):
+    """The /health body once a reason matches `pattern` (or none does, present=False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body = health(daemon)
+        found = any(re.search(pattern, r) for r in body["reasons"])
+        if found == present:
+            return status, body
+        time.sleep(0.25)
+    raise AssertionError("%s %s after %d s: %s\n%s" % (pattern, "never came" if present else "stayed", timeout,
+                                                      body, daemon.log_tail()))
+
+
+def test_a_stopped_input_listener_or_alerter_is_named_until_it_runs_again(tmp_path):
+    inputs = ("[[app]]\ntype = file\npath = %s/logs/app.log*\n[[ingest]]\ntype = http\nlisten_port = %d\n"
+              % (tmp_path, free_port()))
+    daemon = Daemon(tmp_path, inputs=inputs, http="stall_seconds = 3",
+                    extra="[alerting]\n[[audit]]\ntype = file\npath = %s/alerts.jsonl\n" % tmp_path)
+    try:
+        daemon.start()
+        for name in ("input", "listener", "alerter"):
+            pid = daemon.children()["ad-" + name]
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                status, body = wait_reason(daemon, r"^%s not responding: no heartbeat for \d+ s$" % name, 30)
+                assert status == 503 and body["status"] == "unhealthy", body
+                assert daemon.labelled("health_reasons")[(("reason", "not_responding"),)] >= 1
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            status, body = wait_reason(daemon, r"not responding", 30, present=False)
+            assert daemon.children()["ad-" + name] == pid, "the supervisor (heartbeat_timeout 30 s) kept it"
+        daemon.wait_healthy(30)
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+
+
+def test_memory_over_max_memory_mb_answers_503(daemon):
+    """64 MiB for a daemon of six Python processes with numpy and numba: over the limit from the start,
+    measured as their proportional set size (the shared rings counted once)."""
+    daemon.write_config(extra="")
+    text = open(daemon.config).read().replace("[processing]\n", "[processing]\nmax_memory_mb = 64\n", 1)
+    with open(daemon.config, "w") as f:
+        f.write(text)
+    daemon.wait_healthy = lambda timeout: None        # it never is; wait for the reason instead
+    daemon.start()
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            status, body = health(daemon)
+            if any("over max_memory_mb" in r for r in body.get("reasons", [])):
+                break
+        except OSError:
+            pass                                      # the sidecar not listening yet (kernels compiling)
+        assert time.monotonic() < deadline and daemon.process.poll() is None, daemon.log_tail()
+        time.sleep(0.5)
+    assert status == 503, body
+    assert any(re.match(r"memory \d+ MiB over max_memory_mb 64 ", r) for r in body["reasons"]), body
+    assert daemon.metric("memory_usage_percent") > 100 and daemon.metric("memory_limit_bytes") == 64 * 2**20
+    assert daemon.labelled("health_reasons")[(("reason", "memory"),)] == 1
+    assert daemon.stop() == 0
+
+
+def _read_only(path):
+    """Make path read-only for everyone, root included (a read-only bind mount over itself); returns
+    how to undo it, or None when this process may not mount."""
+    if os.geteuid() != 0:
+        os.chmod(path, 0o500)
+        return lambda: os.chmod(path, 0o700)
+    for command in (["mount", "--bind", path, path], ["mount", "-o", "remount,ro,bind", path]):
+        if subprocess.run(command, capture_output=True).returncode != 0:
+            subprocess.run(["umount", path], capture_output=True)
+            return None
+    return lambda: subprocess.run(["umount", path], check=True)
+
+
+def test_an_unwritable_state_directory_answers_503_until_it_is_writable(daemon):
+    daemon.start()
+    state = os.path.join(daemon.dir, "state")
+    undo = _read_only(state)
+    if undo is None:
+        pytest.skip("running as root without the right to mount: a read-only state directory cannot be made")
+    try:
+        status, body = wait_reason(daemon, r"^state directory %s not writable: " % re.escape(state), 10)
+        assert status == 503, body
+        assert daemon.labelled("health_reasons")[(("reason", "state_dir"),)] == 1
+    finally:
+        undo()
+    wait_reason(daemon, r"state directory", 10, present=False)
+    daemon.wait_healthy(10)
     assert daemon.stop() == 0

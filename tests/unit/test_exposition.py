@@ -1,4 +1,4 @@
-"""Our Prometheus text exposition: parseable by prometheus_client, integers as integers, runbook greps work."""
+"""The /metrics text written by prometheus_client from names.METRICS: parseable, integers as integers, runbook greps work."""
 import math
 import re
 
@@ -61,3 +61,45 @@ def test_declared_names_follow_the_spec():
                  "alert_queue_size", "processing_duration_seconds", "processing_rate", "cpu_usage_percent",
                  "memory_usage_percent", "learning_model_health"):
         assert name in METRICS
+
+
+def _sample_for(spec):
+    if spec.kind == "summary":
+        return {"quantiles": {0.5: 0.5, 0.95: 1.5, 0.99: 2.5}, "sum": 3.25, "count": 7}
+    if spec.labels:
+        return {tuple((label, "v %s" % label) for label in spec.labels): 3}
+    return 3
+
+
+def test_every_declared_metric_keeps_its_name_type_help_and_labels():
+    """What prometheus_client writes for each MetricSpec: the contract of docs/metrics.md and alerts.yml."""
+    text = render({name: _sample_for(spec) for name, spec in METRICS.items()})
+    for name, spec in METRICS.items():
+        full = PREFIX + name
+        assert "# HELP %s %s\n" % (full, spec.help) in text
+        assert "# TYPE %s %s\n" % (full, spec.kind) in text
+        lines = [line for line in text.splitlines() if re.match(r"%s[ {]" % full, line)]
+        if spec.kind == "summary":
+            assert [line.split()[1] for line in lines] == ["0.5", "1.5", "2.5"]
+        elif spec.labels:
+            labels = ",".join('%s="v %s"' % (label, label) for label in sorted(spec.labels))
+            assert lines == ["%s{%s} 3" % (full, labels)]
+        else:
+            assert lines == ["%s 3" % full]
+    assert text.count("# TYPE ") == len(METRICS)
+
+
+def test_counters_end_in_total_as_prometheus_client_writes_them():
+    assert [name for name, spec in METRICS.items() if spec.kind == "counter" and not name.endswith("_total")] == []
+
+
+def test_big_and_fractional_values_are_written_for_shell_arithmetic():
+    text = render({"logs_processed_total": 2 ** 40, "processing_rate": 1234567.5, "cpu_usage_percent": 12.25})
+    assert "anomaly_detector_logs_processed_total 1099511627776\n" in text        # not 1.099511627776e+12
+    assert "anomaly_detector_processing_rate 1234567.5\n" in text                  # not 1.2345675e+06
+    assert "anomaly_detector_cpu_usage_percent 12.25\n" in text
+
+
+def test_a_label_value_with_spaces_keeps_its_value_field():
+    text = render({"alerts_delivered_total": {(("sink", "my sink 2"),): 5.0}})
+    assert 'anomaly_detector_alerts_delivered_total{sink="my sink 2"} 5\n' in text

@@ -125,6 +125,7 @@ def test_ring_matches_model_through_wraparound_and_restarts(slots, data_bytes, o
         else:  # a restarted input derives its cursor from shared memory
             writer = ring.writer()
         assert ring.depth() == len(model.unacked)
+        assert ring.waiting() == len(model.unacked) - model.popped   # what no reader has taken yet
 
 
 def test_sequence_numbers_and_metadata_follow_the_lines():
@@ -222,8 +223,9 @@ def test_reader_rewind_returns_unacknowledged_lines_again():
     writer, reader = ring.writer(), ring.reader()
     writer.push_batch([b"one", b"two", b"three"])
     reader.pop_batch(2)
-    assert reader.pending() == 2 and reader.available() == 1
+    assert reader.pending() == 2 and reader.available() == 1 and ring.waiting() == 1
     reader.rewind()
+    assert ring.waiting() == 3
     buf, starts, ends, _ = reader.pop_batch(3)
     assert lines_of(buf, starts, ends) == [b"one", b"two", b"three"]
     assert reader.ack() == 3 and ring.acknowledged() == 3 and ring.depth() == 0

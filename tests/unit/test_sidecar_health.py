@@ -16,8 +16,10 @@ from anomaly_detector.metrics.sidecar import Readings
 from anomaly_detector.supervisor.states import ProcessState
 
 PROCESSES = [("input", "input", 0), ("sidecar", "sidecar", 1), ("worker-0", "worker", 2), ("worker-1", "worker", 3)]
-CFG = {"processing": {"max_memory_mb": 1048576, "heartbeat_timeout_seconds": 30.0},
-       "service": {"health_down_seconds": 10.0}, "inputs": {}}
+CFG = {"processing": {"max_memory_mb": 1048576, "heartbeat_timeout_seconds": 30.0, "max_spool_mb": 1024},
+       "service": {"health_down_seconds": 10.0, "snapshot_interval_seconds": 60.0}, "inputs": {},
+       "http": {"stall_seconds": 30.0}, "alerting": {"outbox_max_mb": 50, "outbox_max_alerts": 10000},
+       "detection": {"warmup_lines": 0, "warmup_seconds": 0.0}}
 
 
 class Clock:
@@ -28,14 +30,21 @@ class Clock:
         return self.now
 
 
+def beat_all(control, clock):
+    """Every process beats at clock.now (as they do each second or batch): only the ring is judged."""
+    for _name, _role, slot in PROCESSES:
+        control.beat(slot, now=clock.now)
+
+
 @pytest.fixture
-def shared():
+def shared(tmp_path):
+    CFG["paths"] = {"state_dir": str(tmp_path)}
     instance = "t" + uuid.uuid4().hex[:12]
     with SharedArena(instance) as arena:
         control = ControlBlock.create(arena.allocate("control", control_bytes(4, 3)).buf, 4, 3)
         rings = [Ring.create(arena.allocate("ring%d" % i, ring_bytes(64, 65536)).buf, 64, 65536) for i in (0, 1)]
         for _name, _role, slot in PROCESSES:
-            control.record_child(slot, os.getpid(), ProcessState.RUNNING, started=0.0, restarts=0)
+            control.record_child(slot, os.getpid(), ProcessState.RUNNING, started=1000.0, restarts=0)
         yield control, rings
     assert segment_names(instance_prefix(instance)) == []
 
@@ -86,12 +95,13 @@ def test_backoff_is_unhealthy_only_after_health_down_seconds(shared):
     assert reading.health()["status"] == "healthy"
 
 
-def test_the_sidecar_itself_is_never_a_reason(shared):
+def test_the_sidecar_down_in_the_table_is_no_reason_as_it_answers(shared):
     control, rings = shared
     clock = Clock()
     reading = readings(control, rings, clock)
     control.record_exit(1, -9, ProcessState.BACKOFF)
     clock.now += 60
+    beat_all(control, clock)
     body = reading.health()
     assert body["status"] == "healthy" and body["processes"]["sidecar"]["state"] == "BACKOFF"
 
@@ -110,6 +120,7 @@ def test_one_stalled_ring_is_named_while_the_other_progresses(shared):
         reader1.ack()
         writers[1].push_batch([b"waiting %d" % step])         # ring 1 is never empty, but it moves
         clock.now += 1.0
+        beat_all(control, clock)
         reading.sample()
     body = reading.health()
     assert body["reasons"] == ["worker 0 stalled: 31 lines waiting, none acknowledged for 31 s"]
@@ -121,12 +132,15 @@ def test_an_idle_ring_restarts_the_stall_clock(shared):
     reading = readings(control, rings, clock)
     reading.sample()
     clock.now += 300                                          # idle for five minutes
-    reading.sample()                                          # (the serving loop samples every second)
+    beat_all(control, clock)
+    reading.sample()                                          # (the reader thread samples every second)
     rings[0].writer().push_batch([b"just arrived"])
     assert reading.health()["status"] == "healthy"
     clock.now += 29
+    beat_all(control, clock)
     assert reading.health()["status"] == "healthy"
     clock.now += 2
+    beat_all(control, clock)
     assert reading.health()["reasons"] == ["worker 0 stalled: 1 lines waiting, none acknowledged for 31 s"]
 
 
@@ -135,10 +149,10 @@ def test_process_metrics_render_per_role_and_process(shared):
     control.record_exit(0, -9, ProcessState.FATAL)
     control.record_child(2, os.getpid(), ProcessState.RUNNING, restarts=3)
     text = render(readings(control, rings, Clock()).samples())
-    assert 'anomaly_detector_process_up{role="input",process="input"} 0' in text
-    assert 'anomaly_detector_process_up{role="worker",process="worker-0"} 1' in text
-    assert 'anomaly_detector_process_state{role="input",process="input"} 200' in text
-    assert 'anomaly_detector_process_restarts_total{role="worker",process="worker-0"} 3' in text
+    assert 'anomaly_detector_process_up{process="input",role="input"} 0' in text
+    assert 'anomaly_detector_process_up{process="worker-0",role="worker"} 1' in text
+    assert 'anomaly_detector_process_state{process="input",role="input"} 200' in text
+    assert 'anomaly_detector_process_restarts_total{process="worker-0",role="worker"} 3' in text
     assert "# TYPE anomaly_detector_process_restarts_total counter" in text
 
 
