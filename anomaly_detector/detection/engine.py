@@ -246,7 +246,8 @@ class DetectionEngine:
         for sid in np.unique(batch.source_id).tolist():
             name = ctx.source_name(sid)
             entry = self.suspicious_seen.setdefault(name, [0.0, 0.0])
-            if ctx.warm and entry[1] >= self.warmup_seconds:
+            # entry[1] > 0: with warmup_seconds = 0 a source's first batch has no span to take a rate from
+            if ctx.warm and entry[1] > 0 and entry[1] >= self.warmup_seconds:
                 expected[name] = (entry[0] + 1.0) / entry[1] * self.book.window
             entry[0] = entry[0] * keep + counts[sid]
             entry[1] = entry[1] * keep + span

@@ -55,6 +55,18 @@ def test_critical_lines_alert_on_sight_on_a_fresh_engine():
     assert len(incidents[0]["samples"]) >= 2 and incidents[0]["first_seen"] == T0
 
 
+def test_no_warm_up_in_seconds_scores_the_first_batch_of_a_source():
+    # warmup_seconds = 0 once divided by a source's empty history (its lines went to the dead-letter file)
+    cfg = config()
+    cfg["detection"].update(warmup_lines=0, warmup_seconds=0)
+    engine = DetectionEngine(cfg)
+    ts = T0 + np.arange(5.0)
+    got = engine.process(make_batch(ts, [7] * 5, level=[LEVEL_CRITICAL] * 5), 8)
+    assert got.anomaly.all()
+    got = engine.process(make_batch(ts + 60, [7] * 5, level=[LEVEL_CRITICAL] * 5), 8)
+    assert got.anomaly.all()
+
+
 def test_steady_traffic_raises_nothing_and_outliers_and_new_templates_do():
     rng = np.random.default_rng(0)
     engine = DetectionEngine(config())
