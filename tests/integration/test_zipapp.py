@@ -55,7 +55,7 @@ def release(tmp_path_factory):
 
 def run_env(tmp_path):
     return {"PATH": bare_python(tmp_path) + ":/usr/bin:/bin", "HOME": str(tmp_path / "home"),
-            "SHIV_ROOT": SHIV_ROOT, "NUMBA_CACHE_DIR": NUMBA_CACHE + "-zipapp", "LANG": "C.UTF-8"}
+            "SHIV_ROOT": SHIV_ROOT, "NUMBA_CACHE_DIR": os.path.join(NUMBA_CACHE, "zipapp-release"), "LANG": "C.UTF-8"}
 
 
 def test_the_release_is_one_executable_file_that_runs_alone(release, tmp_path):
