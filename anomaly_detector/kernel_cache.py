@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 
+from anomaly_detector.supervisor import proctitle
+
 log = logging.getLogger(__name__)
 APP_DIR = "anomaly-detector"
 LOG_EVERY_SECONDS = 10.0   # the daemon logs compile progress at most this often
@@ -276,6 +278,7 @@ def _compile_child(pending, groups, todo_r, done_r, done_w):
         return pid
     code = 0
     try:
+        proctitle.name_child("compile")   # ad-compile: not taken for the supervisor by pgrep -f anomaly_detector
         os.close(done_r)
         while True:
             item = os.read(todo_r, 2)   # reads of 2 bytes from a pipe of 2-byte records stay whole

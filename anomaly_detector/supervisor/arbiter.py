@@ -31,7 +31,7 @@ from anomaly_detector.ipc.shm import SharedArena, instance_prefix, sweep_stale
 from anomaly_detector.logsetup import log_crash, setup_logging
 from anomaly_detector.metrics.sidecar import run_sidecar
 from anomaly_detector.relief import relieve_memory
-from anomaly_detector.supervisor import systemd
+from anomaly_detector.supervisor import proctitle, systemd
 from anomaly_detector.supervisor.children import ChildSet, ChildSpec, RestartPolicy
 from anomaly_detector.supervisor.signals import SIGNAL_NAMES, WAKEUP_REQUEST, SignalQueue
 from anomaly_detector.supervisor.states import ALIVE_STATES, DOWN_STATES, ProcessState
@@ -87,12 +87,14 @@ class Arbiter:
         self.network_sockets = {}   # (kind, host, port) -> socket bound here, kept across reloads
         self._ring_generation = 0
         self._watchdog = systemd.watchdog_interval()
+        self._next_ping = 0.0
         self._workers_seen = cfg["processing"]["workers"]   # workers_wanted as last acted on
 
     # -- start ----------------------------------------------------------------------------------
 
     def run(self):
         """The daemon's life; returns the process exit code."""
+        proctitle.name_supervisor()   # `pgrep -x anomaly_detect`; the children are named as they fork
         self._setup_logging()
         try:
             self._start()
@@ -199,18 +201,22 @@ class Arbiter:
     # -- the loop -------------------------------------------------------------------------------
 
     def _loop(self):
-        next_ping = time.monotonic()
         while self.running:
             timeout = self.children.tick()
             self._watch_fatal()
             if self._watchdog:
-                timeout = min(timeout, max(0.0, next_ping - time.monotonic()))
+                timeout = min(timeout, max(0.0, self._next_ping - time.monotonic()))
             for event in self.sigq.wait(min(timeout, 1.0)):
                 self._dispatch(event)
             self._watch_workers_wanted()
-            if self._watchdog and time.monotonic() >= next_ping:
-                systemd.watchdog()
-                next_ping = time.monotonic() + self._watchdog / 2
+            self._ping_watchdog()
+
+    def _ping_watchdog(self):
+        """WATCHDOG=1 every half WatchdogSec, from the loop and from the waits of a reload's stop (up to
+        shutdown_timeout_seconds): the supervisor is not hung while it waits for its children."""
+        if self._watchdog and time.monotonic() >= self._next_ping:
+            systemd.watchdog()
+            self._next_ping = time.monotonic() + self._watchdog / 2
 
     def _watch_fatal(self):
         """A child that stays FATAL ends the daemon (exit 4) after [service] fatal_exit_seconds, so the
@@ -429,6 +435,7 @@ class Arbiter:
         while time.monotonic() < deadline:
             self.children.reap()
             self.children.tick()
+            self._ping_watchdog()
             if not any(self.children.children[n].pid for n in names):
                 return
             time.sleep(0.01)

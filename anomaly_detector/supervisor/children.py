@@ -31,7 +31,7 @@ import time
 from typing import Callable, Optional
 
 from anomaly_detector.logsetup import log_crash
-from anomaly_detector.supervisor import signals
+from anomaly_detector.supervisor import proctitle, signals
 from anomaly_detector.supervisor.states import ALIVE_STATES, DOWN_STATES, ProcessState
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,9 @@ STOP_TIMEOUT_SECONDS = 10.0         # graceful stop: SIGTERM, then SIGKILL after
 EXIT_CHILD_CRASHED = 70             # EX_SOFTWARE: the target raised
 EXIT_PARENT_GONE = 75               # EX_TEMPFAIL: the supervisor died before the child was set up
 _PR_SET_PDEATHSIG = 1
-_PR_SET_NAME = 15
+# Logged at ERROR (journalctl -p err shows them): a child that ended without being asked to (a crash, a
+# kill -9, the OOM killer, a hung child killed), one that could not be forked, one given up on.
+ERROR_EVENTS = ("exited", "fork-failed", "hung", "fatal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +178,8 @@ class ChildSet:
             exited.append(child)
         return exited
 
-    def _exited(self, child, code):
+    def _exited(self, child, code, how=None):
+        """Record an exit; `how` overrides the exit's description (a fork that failed has no status)."""
         now = self.clock()
         quick = now - child.started_at < self.policy.start_seconds and not self._progressed(child)
         child.pid, child.last_exit, child.kill_at, child.killed = 0, code, None, False
@@ -186,11 +189,11 @@ class ChildSet:
             self.control.record_exit(child.spec.slot, code, ProcessState.EXITED,
                                      stopped=child.stop_requested and not child.hung)
         if child.stop_requested:
-            self._set_state(child, ProcessState.STOPPED, "stopped", f"exit {code}")
+            self._set_state(child, ProcessState.STOPPED, "stopped", how or describe_exit(code))
             return
         cause = "hung, killed" if child.hung else "crashed"
         child.failures = child.failures + 1 if quick else 1
-        self._set_state(child, ProcessState.EXITED, "exited", f"{cause}, exit {code}")
+        self._set_state(child, ProcessState.EXITED, "exited", f"{cause}, {how or describe_exit(code)}")
         if quick and child.failures >= self.policy.crash_loop_limit:
             self._set_state(child, ProcessState.FATAL, "fatal",
                             f"{child.failures} quick failures in a row; not restarting")
@@ -307,7 +310,7 @@ class ChildSet:
             signals.restore(mask)
             child.started_at = now
             self._set_state(child, ProcessState.STARTING, "fork-failed", str(exc))
-            self._exited(child, -1)
+            self._exited(child, -1, how="fork failed")
             return
         if pid == 0:
             _run_child(spec, mask, self.signal_queue, supervisor_pid)  # never returns
@@ -326,7 +329,7 @@ class ChildSet:
         child.state = state
         if self.control is not None and child.spec.slot is not None:
             self.control.record_child(child.spec.slot, child.pid, state)
-        log.log(logging.ERROR if event in ("fatal", "hung") else logging.INFO,
+        log.log(logging.ERROR if event in ERROR_EVENTS else logging.INFO,
                 "child %s %s%s", child.spec.name, event, f": {detail}" if detail else "")
         if self.on_event is not None:
             self.on_event(child, event, detail)
@@ -335,12 +338,22 @@ class ChildSet:
         return list(self.children.values()) if name is None else [self.children[name]]
 
 
+def describe_exit(code):
+    """`exit 70`, or `killed by SIGKILL (exit -9)` for a child a signal ended (waitstatus_to_exitcode < 0)."""
+    if code is not None and code < 0:
+        try:
+            return "killed by %s (exit %d)" % (signal.Signals(-code).name, code)
+        except ValueError:
+            return "killed by signal %d (exit %d)" % (-code, code)
+    return "exit %s" % code
+
+
 def _run_child(spec, mask, signal_queue, supervisor_pid):
     """Body of a forked child: set up signals, run the target, and always leave through os._exit."""
     code = EXIT_CHILD_CRASHED
     try:
         stop = signals.setup_child(spec.role, mask, signal_queue)
-        _set_process_name("ad-" + spec.name)
+        proctitle.name_child(spec.name)   # ad-worker-0 in ps -o comm, `anomaly-detector: worker-0` in ps -o args
         if not _die_with_parent(supervisor_pid):
             code = EXIT_PARENT_GONE
         else:
@@ -360,15 +373,6 @@ def _run_child(spec, mask, signal_queue, supervisor_pid):
             except BaseException:
                 pass
         os._exit(code)
-
-
-def _set_process_name(name):
-    """PR_SET_NAME: `ps -o comm`, top and /proc/PID/comm tell the children apart (15 bytes at most)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _die_with_parent(supervisor_pid):

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from anomaly_detector.ipc.control import ControlBlock, control_bytes
-from anomaly_detector.supervisor.children import ChildSet, ChildSpec, RestartPolicy
+from anomaly_detector.supervisor.children import ChildSet, ChildSpec, RestartPolicy, describe_exit
 from anomaly_detector.supervisor.states import ProcessState
 
 FAST = RestartPolicy(start_seconds=0.5, backoff_initial=0.05, backoff_max=0.2, crash_loop_limit=5,
@@ -198,3 +198,28 @@ def test_bad_specs_and_removing_a_live_child_are_refused(make_children):
     children.stop_all(timeout=1)
     children.remove("a")
     assert children.summary() == {}
+
+
+def test_an_unasked_exit_is_logged_at_error_a_requested_stop_at_info(make_children, caplog):
+    """journalctl -p err must show a crash or a kill -9; a stop the supervisor asked for stays INFO."""
+    children = make_children(policy=FAST)
+    children.add(ChildSpec("sleeper", lambda ctx: time.sleep(30), role="sidecar"))   # TERM ends it at once
+    children.start()
+    pid = children.children["sleeper"].pid
+    with caplog.at_level("INFO", logger="anomaly_detector.supervisor.children"):
+        os.kill(pid, signal.SIGKILL)
+        assert drive(children, lambda: children.children["sleeper"].state == ProcessState.BACKOFF, 10)
+        crash = [r for r in caplog.records if "exited" in r.getMessage()]
+        assert [(r.levelname, r.getMessage()) for r in crash] == [
+            ("ERROR", "child sleeper exited: crashed, killed by SIGKILL (exit -9)")]
+        assert drive(children, lambda: children.children["sleeper"].state == ProcessState.STARTING, 10)
+        children.stop("sleeper", timeout=5)
+        assert drive(children, lambda: children.children["sleeper"].state == ProcessState.STOPPED, 10)
+    stopped = [r for r in caplog.records if r.getMessage().startswith("child sleeper stopped")]
+    assert stopped and all(r.levelname == "INFO" for r in stopped)
+
+
+def test_describe_exit_names_the_signal():
+    assert describe_exit(70) == "exit 70"
+    assert describe_exit(-9) == "killed by SIGKILL (exit -9)"
+    assert describe_exit(-6) == "killed by SIGABRT (exit -6)"
