@@ -31,6 +31,7 @@ from anomaly_detector.ipc.shm import SharedArena, instance_prefix, sweep_stale
 from anomaly_detector.logsetup import log_crash, setup_logging
 from anomaly_detector.metrics.sidecar import run_sidecar
 from anomaly_detector.relief import relieve_memory
+from anomaly_detector.storage.layout import migrate_layout
 from anomaly_detector.supervisor import systemd
 from anomaly_detector.supervisor.children import ChildSet, ChildSpec, RestartPolicy
 from anomaly_detector.supervisor.signals import SIGNAL_NAMES, WAKEUP_REQUEST, SignalQueue
@@ -118,6 +119,7 @@ class Arbiter:
         _check_inputs(self.cfg)
         for key in ("state_dir", "log_dir"):
             os.makedirs(self.cfg["paths"][key], exist_ok=True)
+        migrate_layout(self.cfg["paths"]["state_dir"])   # workers/<N>/ of older releases -> baselines/, statistics/
         warm_up(self.cfg, status=_compiling)
         self.http_socket = _listen(self.cfg["http"])
         self._bind_network(self.cfg)

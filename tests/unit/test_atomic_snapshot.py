@@ -34,7 +34,7 @@ def test_each_corruption_falls_back_to_previous_and_is_quarantined(tmp_path):
         write_json_snapshot(path, "baselines", 1, {"gen": 2})
         _damage(path, how)
         assert read_json_snapshot(path, "baselines", 1) == (1, {"gen": 1}), how
-        assert any(name.startswith("%s.snap.corrupt-" % how) for name in os.listdir(tmp_path)), how
+        assert any(name.startswith("%s.snap.bad-" % how) for name in os.listdir(tmp_path)), how
 
 
 def test_wrong_kind_and_newer_version_are_refused(tmp_path):
