@@ -213,7 +213,8 @@ class DetectorWorker:
             out, data = batch.parts[0]
             try:
                 self._write_part(out, data)
-            except OSError as exc:
+            except OSError as exc:   # only what did not reach the file is written again
+                batch.parts[0] = (out, getattr(exc, "remaining", data[getattr(exc, "written", 0):]))
                 self._unwritten = batch
                 self._retry_later(batch.lines, "%s: %s" % (out.path, exc.strerror or exc))
                 return True

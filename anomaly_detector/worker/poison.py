@@ -125,8 +125,8 @@ def dead_letter_record(line, worker, input_name, source, seq, input_pos, reason,
 class DeadLetterFile:
     """The dead-letter file, bounded: a record that would take it past max_bytes is refused (counted in
     `refused`, the metric dead_letter_lines_refused_total, and logged by the worker), so a flood of poison
-    lines cannot fill the disk the state lives on. An I/O error (a full disk) propagates: the worker keeps
-    the batch unacknowledged and writes it again later."""
+    lines cannot fill the disk the state lives on. An I/O error (a full disk) propagates with `remaining`,
+    the bytes still to write: the worker keeps the batch unacknowledged and writes them later."""
 
     def __init__(self, path, max_bytes):
         self.file = AppendFile(path)
@@ -146,8 +146,13 @@ class DeadLetterFile:
                 continue
             kept.append(record)
             size += len(record)
-        self.file.write(b"".join(kept))
         self.refused += refused
+        data = b"".join(kept)
+        try:
+            self.file.write(data)
+        except OSError as exc:   # what is left to write: the records kept, less what reached the file
+            exc.remaining = data[getattr(exc, "written", 0):]
+            raise
         return refused
 
     def close(self):

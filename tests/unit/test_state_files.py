@@ -156,3 +156,23 @@ def test_the_dead_letter_file_refuses_records_past_its_bound(tmp_path):
     assert letters.write(record * 7) == 4          # three fit, four refused
     assert os.path.getsize(path) == 10 * len(record) and letters.refused == 4
     letters.close()
+
+
+def test_a_write_cut_short_by_a_full_disk_is_finished_without_a_torn_or_doubled_record(small_disk):
+    from anomaly_detector.storage.appendfile import AppendFile
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f:
+        try:
+            f.write(b"f" * 60_000)
+        except OSError:
+            pass
+    out = AppendFile(str(small_disk / "scored.jsonl"))
+    data = b"".join(b'{"seq": %d}\n' % i for i in range(2000))
+    with pytest.raises(OSError) as caught:
+        out.write(data)
+    written = caught.value.written
+    assert 0 <= written < len(data) and os.path.getsize(small_disk / "scored.jsonl") == written
+    os.unlink(filler)                             # space is back: the rest goes on where it stopped
+    out.write(data[written:])
+    out.close()
+    assert (small_disk / "scored.jsonl").read_bytes() == data
