@@ -86,3 +86,24 @@ def test_a_dead_letter_record_that_cannot_be_written_holds_its_batch(shared, tmp
     assert len((tmp_path / "scored.jsonl").read_text().splitlines()) == 49
     totals = control.counter_totals()
     assert totals["lines_processed"] == 49 and totals["lines_dead_lettered"] == 1
+
+
+def test_closed_incidents_that_cannot_be_written_hold_their_batch_and_are_written_once(shared, tmp_path, monkeypatch):
+    """Before: a failed incidents write was logged and the batch acknowledged: the incident was lost."""
+    control, ring = shared
+    cfg = _config(tmp_path, "incidents = %s\n" % (tmp_path / "incidents.jsonl"))
+    monkeypatch.setattr(detector, "OUTPUT_RETRY_SECONDS", 0.0)
+    os.mkdir(tmp_path / "incidents.jsonl")
+    ring.writer().push_batch(_lines(100))
+    worker = DetectorWorker(cfg, 0, ring, control, 0)
+    closed = {"id": "inc-1", "source": "app", "reason": "volume spike"}
+    real = worker.pipeline.take_incidents
+    monkeypatch.setattr(worker.pipeline, "take_incidents", lambda: real() + [closed])   # one closes in this batch
+    assert worker.step(100) and worker.step(100)
+    assert ring.depth() == 100 and control.counter_totals()["output_errors"] == 2
+    assert len((tmp_path / "scored.jsonl").read_text().splitlines()) == 100   # written once, not again
+    os.rmdir(tmp_path / "incidents.jsonl")
+    assert worker.step(100)
+    assert ring.depth() == 0
+    assert [json.loads(line) for line in (tmp_path / "incidents.jsonl").read_text().splitlines()] == [closed]
+    assert len((tmp_path / "scored.jsonl").read_text().splitlines()) == 100
