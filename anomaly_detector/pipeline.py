@@ -16,7 +16,7 @@ from .parsing.columns import parse_columns
 from .parsing.masking import MaskingConfig
 from .parsing.miner import MinedBatch, TemplateMiner
 from .parsing.records import RecordParser
-from .storage.atomic import sweep_orphan_temps
+from .storage.atomic import generation_paths, sweep_orphan_temps
 from .storage.layout import as_paths
 
 # Bytes of input parsed and scored at once: large enough that per-batch Python is noise.
@@ -161,7 +161,7 @@ class Pipeline:
         paths = as_paths(where)
         path = paths.templates
         sweep_orphan_temps(path)    # also when a first write was killed before any snapshot existed
-        if os.path.exists(path) or os.path.exists(path + ".prev"):
+        if any(os.path.exists(g) for g in generation_paths(path)):
             self.miner = TemplateMiner.load(path, **miner_settings(self.config["parsing"]))
             self.n_templates = max([self.n_templates] + [tid + 1 for tid, _, _ in self.miner.templates()])
         return self.engine.load(paths)

@@ -16,6 +16,7 @@ from ..config.problems import ERROR
 from ..parsing.headers import HeaderFormat, HeaderFormatError
 from ..parsing.sources import SourceFieldsError
 from ..pipeline import Pipeline
+from ..storage.atomic import set_generations
 from ..storage.layout import replay_paths
 
 EXIT_INVALID, EXIT_RUNTIME = 1, 3
@@ -53,7 +54,9 @@ def _config(path):
 def replay_command(config_path, fmt, log_format, output_path, incidents_path, from_state, save_state, source_fields,
                    source_prefix, files):
     """Score FILEs offline in event time, exactly as the daemon would: one JSON record per input line, in order."""
-    pipeline = _pipeline(_config(config_path), fmt, log_format, source_fields, source_prefix)
+    cfg = _config(config_path)
+    set_generations(cfg["retention"]["snapshot_generations"])
+    pipeline = _pipeline(cfg, fmt, log_format, source_fields, source_prefix)
     if from_state and not pipeline.load(replay_paths(from_state)):
         click.echo("replay: nothing to restore in %s; starting from empty models" % from_state, err=True)
     began = time.perf_counter()

@@ -6,8 +6,10 @@ A snapshot is a small text header line followed by the payload:
     ADSNAP1 <kind> <schema_version> <payload_len> <sha256-hex>\n<payload>
 
 The payload is JSON or raw numpy bytes, never pickle: a state file must not be able to run code.
-Writing goes to a temporary file in the same directory, is fsynced, then renamed over the target;
-the old target is kept as `<name>.prev` so a corrupt newest file falls back one generation.
+Writing goes to a temporary file in the same directory, is fsynced, then renamed over the target,
+and the directory is fsynced; older generations are kept as `<name>.prev`, `<name>.prev2`, ... (the
+file and its older generations: [retention] snapshot_generations files in all, set once per process
+by set_generations, 2 until then), so a corrupt newest file falls back a generation at a time.
 
 On load, a file that cannot be trusted is set aside as `<name>.bad-<UTC time>` (kept for a look, never
 read again), logged at ERROR with why, counted by reason in storage.health.STATE_HEALTH (the metric
@@ -38,6 +40,18 @@ ORPHAN_TEMP_MIN_AGE_SECONDS = 30.0
 # What a restore function raises on a payload of the wrong shape: all mean "set it aside".
 SHAPE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, UnicodeError)
 log = logging.getLogger(__name__)
+_generations = 2   # files kept of each state file: itself and the previous ones ([retention] snapshot_generations)
+
+
+def set_generations(count):
+    """How many generations of each state file are kept (the file itself included, at least 2)."""
+    global _generations
+    _generations = max(2, int(count))
+
+
+def generation_paths(path):
+    """`path` and its older generations, newest first: path, path.prev, path.prev2, ..."""
+    return [path, path + ".prev"] + ["%s.prev%d" % (path, k) for k in range(2, _generations)]
 
 
 class SnapshotError(Exception):
@@ -64,7 +78,7 @@ def _header(kind, version, payload):
 
 
 def write_snapshot(path, kind, version, payload):
-    """Atomically replace `path` with `payload`, keeping the old file as `<path>.prev`."""
+    """Atomically replace `path` with `payload`, keeping the older generations (`<path>.prev`, ...)."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(directory, exist_ok=True)
@@ -83,8 +97,10 @@ def _write(path, directory, kind, version, payload):
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
-        if os.path.exists(path):
-            os.replace(path, path + ".prev")
+        generations = generation_paths(path)
+        for older, newer in reversed(list(zip(generations[1:], generations))):
+            if os.path.exists(newer):    # oldest first; a crash half-way leaves a gap, never a torn file
+                os.replace(newer, older)
         os.replace(tmp, path)
         _fsync_dir(directory)
     except BaseException:
@@ -154,18 +170,19 @@ def _set_aside(candidate, path, reason, why):
     """Count, move aside and log one unusable generation of `path`."""
     STATE_HEALTH.load_failed(reason)
     moved = _quarantine(candidate)
-    fallback = candidate == path and os.path.exists(path + ".prev")
+    generations = generation_paths(path)
+    fallback = any(os.path.exists(g) for g in generations[generations.index(candidate) + 1:])
     log.error("state file unusable (%s): %s; set aside as %s; %s", reason, why, moved or "(cannot be moved)",
               "trying the previous generation" if fallback else "starting fresh")
 
 
 def read_snapshot(path, kind, max_version):
-    """Return (version, payload) from `path` or its previous generation; None when neither exists.
+    """Return (version, payload) from `path` or its newest usable older generation; None when none is.
 
     A corrupt file is set aside (`<path>.bad-<time>`), logged and counted, then the previous
     generation is tried, so a crash mid-write or a damaged disk never stops a start.
     """
-    for candidate in (path, path + ".prev"):
+    for candidate in generation_paths(path):
         if not os.path.exists(candidate):
             continue
         try:
@@ -189,7 +206,7 @@ def read_json_snapshot(path, kind, max_version):
 
 
 def restore_json_snapshot(path, kind, max_version, restore):
-    """restore(version, obj) on `path`, else on its previous generation; None when neither is usable.
+    """restore(version, obj) on `path`, else on its older generations in turn; None when none is usable.
 
     A file that is corrupt, not JSON, or whose content makes `restore` raise one of SHAPE_ERRORS is
     set aside as `<file>.bad-<time>` with one ERROR line naming it and what was wrong, and counted.
@@ -197,7 +214,7 @@ def restore_json_snapshot(path, kind, max_version, restore):
     generation, and the caller starts fresh when this returns None.
     """
     sweep_orphan_temps(path)
-    for candidate in (path, path + ".prev"):
+    for candidate in generation_paths(path):
         if not os.path.exists(candidate):
             continue
         try:

@@ -5,7 +5,7 @@
     <state_dir>/alerting/worker-<N>/tracker.json                       incident numbering of the alert events
     <state_dir>/checkpoints/, spool/, outbox/, dead-letter/            inputs, alerter, poison lines
 
-Each snapshot file has its previous generation beside it (`.prev`, storage/atomic.py). baselines/
+Each snapshot file has its older generations beside it (`.prev`, `.prev2`, ...: storage/atomic.py). baselines/
 and statistics/ are at the top so a backup can archive them by name; older releases kept them under
 `<state_dir>/workers/<N>/`, which migrate_layout() moves once, at the supervisor's start (before any
 worker runs), a directory rename at a time, so a start interrupted half-way finishes on the next.
@@ -15,6 +15,8 @@ set; `replay --from-state` reads either that or a daemon's state_dir (worker 0's
 import logging
 import os
 from dataclasses import dataclass
+
+from anomaly_detector.storage.atomic import generation_paths
 
 log = logging.getLogger(__name__)
 KINDS = ("baselines", "statistics", "alerting")   # the per-worker directories, each under its own top
@@ -65,7 +67,7 @@ def replay_paths(directory):
     """What replay --from-state reads: the flat layout when DIR/baselines holds models, else worker 0's
     models of a daemon's state_dir."""
     flat = flat_paths(directory)
-    if any(os.path.exists(flat.templates + g) or os.path.exists(flat.detection_baselines + g) for g in ("", ".prev")):
+    if any(os.path.exists(g) for g in generation_paths(flat.templates) + generation_paths(flat.detection_baselines)):
         return flat
     return worker_paths(directory, 0)
 

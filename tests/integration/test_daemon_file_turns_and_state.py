@@ -201,10 +201,10 @@ def test_model_snapshot_of_the_wrong_shape_is_set_aside_and_the_worker_scores(tm
         snapshot = os.path.join(baselines, "detection.json")
         statistics = os.path.join(daemon.dir, "state", "statistics", "worker-0", "detection.json")
         # valid checksums, wrong shapes: one per-template array shorter than the others (the newest
-        # baselines: the previous generation is restored), a required key missing (both generations of
+        # baselines: the previous generation is restored), a required key missing (every generation of
         # statistics: a KeyError that crash-looped workers; tiers 3 and 4 start fresh)
         _rewrite_snapshot(snapshot, "detection-baselines", lambda o: o["t2"]["templates"].__setitem__("level", [0.5]))
-        for generation in ("", ".prev"):
+        for generation in ("", ".prev", ".prev2"):   # [retention] snapshot_generations = 3
             if os.path.exists(statistics + generation):
                 _rewrite_snapshot(statistics + generation, "detection-statistics", lambda o: o["t3"].pop("num_stats"))
         orphans = [os.path.join(baselines, ".detection.json.k2j3h4g5"), os.path.join(baselines, ".templates.json.a1b2c3d4")]

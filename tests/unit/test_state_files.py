@@ -176,3 +176,29 @@ def test_a_write_cut_short_by_a_full_disk_is_finished_without_a_torn_or_doubled_
     out.write(data[written:])
     out.close()
     assert (small_disk / "scored.jsonl").read_bytes() == data
+
+
+def test_snapshot_generations_are_kept_and_tried_newest_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic, "_generations", 3)     # [retention] snapshot_generations = 3
+    path = str(tmp_path / "templates.json")
+    for gen in range(1, 5):
+        atomic.write_json_snapshot(path, "templates", 1, {"gen": gen})
+    assert sorted(os.listdir(tmp_path)) == ["templates.json", "templates.json.prev", "templates.json.prev2"]
+    assert [atomic.read_json_snapshot(p, "templates", 1)[1]["gen"] for p in atomic.generation_paths(path)] == [4, 3, 2]
+    for damaged in (path, path + ".prev"):
+        with open(damaged, "wb") as f:
+            f.write(b"\0" * 64)
+    assert atomic.read_json_snapshot(path, "templates", 1) == (1, {"gen": 2})
+    assert len([n for n in os.listdir(tmp_path) if ".bad-" in n]) == 2
+
+
+def test_the_generations_key_is_supported_and_at_least_two(tmp_path):
+    from anomaly_detector.config.loader import load_config
+    for value, ok in (("5", True), ("1", False)):
+        path = tmp_path / "config.ini"
+        path.write_text("[paths]\nstate_dir = %s\nlog_dir = %s\n[inputs]\n[[app]]\npath = %s\n[retention]\n"
+                        "snapshot_generations = %s\n" % (tmp_path / "s", tmp_path / "l", tmp_path / "a.log", value))
+        cfg, problems = load_config(str(path), environment=False)
+        assert (cfg is not None) == ok, problems
+        if ok:
+            assert cfg["retention"]["snapshot_generations"] == 5
