@@ -202,3 +202,20 @@ def test_the_generations_key_is_supported_and_at_least_two(tmp_path):
         assert (cfg is not None) == ok, problems
         if ok:
             assert cfg["retention"]["snapshot_generations"] == 5
+
+
+def test_no_loader_that_can_run_code_is_used_anywhere_in_the_package():
+    """State is JSON behind a checksummed header; pickle, marshal, shelve, numpy's pickle-capable load
+    and yaml.load are not used by any module (a state file must never be able to run code)."""
+    import re
+    package = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           "anomaly_detector")
+    banned = re.compile(r"^\s*(import|from)\s+(pickle|cPickle|marshal|shelve|dill)\b|np\.load\(|numpy\.load\(|"
+                        r"allow_pickle\s*=\s*True|yaml\.(unsafe_)?load\(", re.M)
+    found = []
+    for directory, _dirs, files in os.walk(package):
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(directory, name)) as f:
+                    found += ["%s: %s" % (name, m.group(0).strip()) for m in banned.finditer(f.read())]
+    assert found == []
