@@ -80,6 +80,9 @@ def test_a_damaged_snapshot_starts_on_the_previous_generation(saved_state, tmp_p
         text = _log_text(daemon)
         assert "state file unusable (%s)" % reason in text and "trying the previous generation" in text
         assert "models restored" in text
+        deadline = time.monotonic() + 10          # published by the worker right after its load
+        while sum(daemon.labelled("state_load_failures_total").values()) == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
         failures = daemon.labelled("state_load_failures_total")
         assert failures[(("reason", reason),)] == 1 and sum(failures.values()) == 1, failures
         _feed(daemon, 0, 200)
