@@ -21,6 +21,8 @@ from anomaly_detector.storage.atomic import generation_paths
 log = logging.getLogger(__name__)
 KINDS = ("baselines", "statistics", "alerting")   # the per-worker directories, each under its own top
 OLD_WORKERS_DIR = "workers"
+OLD_DEAD_LETTER = "dead-letter.jsonl"                        # the default dead-letter file of older releases
+DEAD_LETTER = os.path.join("dead-letter", "dead-letter.jsonl")   # ... and now (worker.detector.dead_letter_path)
 
 
 @dataclass(frozen=True)
@@ -73,29 +75,30 @@ def replay_paths(directory):
 
 
 def migrate_layout(state_dir):
-    """Move `<state_dir>/workers/<N>/<kind>/` to `<state_dir>/<kind>/worker-<N>/`; returns how many moved.
+    """Move `<state_dir>/workers/<N>/<kind>/` to `<state_dir>/<kind>/worker-<N>/`, and the old default
+    dead-letter file into `dead-letter/`; returns how many moved.
 
     A target that already exists is left alone (the new layout wins) and the old directory kept, with a
     WARNING naming both; nothing is ever overwritten or deleted."""
+    moved = _move(os.path.join(state_dir, OLD_DEAD_LETTER), os.path.join(state_dir, DEAD_LETTER), os.path.isfile)
     old_root = os.path.join(state_dir, OLD_WORKERS_DIR)
     try:
         workers = sorted(name for name in os.listdir(old_root) if name.isdigit())
     except FileNotFoundError:
-        return 0
-    moved = 0
+        workers = []
     for name in workers:
         for kind in KINDS:
             moved += _move(os.path.join(old_root, name, kind), os.path.join(state_dir, kind, worker_dir_name(int(name))))
         _remove_if_empty(os.path.join(old_root, name))
     _remove_if_empty(old_root)
     if moved:
-        log.info("state layout: moved %d director%s from %s/<N>/ to %s/{%s}/worker-<N>/", moved,
-                 "y" if moved == 1 else "ies", old_root, state_dir, ",".join(KINDS))
+        log.info("state layout: moved %d item%s of the old layout (%s/<N>/<kind>/ to %s/<kind>/worker-<N>/, "
+                 "%s to %s)", moved, "" if moved == 1 else "s", old_root, state_dir, OLD_DEAD_LETTER, DEAD_LETTER)
     return moved
 
 
-def _move(source, target):
-    if not os.path.isdir(source):
+def _move(source, target, present=os.path.isdir):
+    if not present(source):
         return 0
     if os.path.exists(target):
         log.warning("state layout: %s and %s both exist; keeping %s, the old one is left where it is", source,

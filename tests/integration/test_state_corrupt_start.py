@@ -103,7 +103,7 @@ def test_an_old_per_worker_layout_is_moved_and_restored(saved_state, tmp_path):
     try:
         _timed_start(daemon)
         text = _log_text(daemon)
-        assert "state layout: moved 2 directories" in text and "models restored" in text
+        assert "state layout: moved 2 items" in text and "models restored" in text
         assert not os.path.exists(os.path.join(state, "workers"))
         assert os.path.exists(os.path.join(state, "baselines", "worker-0", "templates.json"))
         assert os.path.exists(os.path.join(state, "statistics", "worker-0", "detection.json"))

@@ -126,7 +126,9 @@ def test_the_old_per_worker_layout_moves_to_the_top_level_once(tmp_path):
         _touch(os.path.join(state, "workers", n, "baselines", "detection.json.prev"), "p" + n)
         _touch(os.path.join(state, "workers", n, "statistics", "detection.json"), "s" + n)
         _touch(os.path.join(state, "workers", n, "alerting", "tracker.json"), "a" + n)
-    assert migrate_layout(state) == 6
+    _touch(os.path.join(state, "dead-letter.jsonl"), "d")
+    assert migrate_layout(state) == 7
+    assert open(os.path.join(state, "dead-letter", "dead-letter.jsonl")).read() == "d"
     for n in (0, 1):
         paths = worker_paths(state, n)
         assert open(paths.templates).read() == "t%d" % n
