@@ -221,3 +221,14 @@ def test_no_loader_that_can_run_code_is_used_anywhere_in_the_package():
                 with open(os.path.join(directory, name)) as f:
                     found += ["%s: %s" % (name, m.group(0).strip()) for m in banned.finditer(f.read())]
     assert found == []
+
+
+def test_a_series_book_with_no_series_survives_its_own_snapshot():
+    """Before: a worker that never saw a numeric parameter (an idle worker) saved statistics its next
+    start set aside as the wrong shape (labels.reshape(0, -1) raises), with an ERROR at every restart."""
+    from anomaly_detector.detection.series import SeriesBook
+    book = SeriesBook(max_series=10, max_labels=4)
+    saved = json.loads(json.dumps(book.state_dict()))
+    again = SeriesBook(max_series=10, max_labels=4)
+    again.load(saved)
+    assert again.state_dict() == book.state_dict()
