@@ -16,7 +16,8 @@ from .parsing.columns import parse_columns
 from .parsing.masking import MaskingConfig
 from .parsing.miner import MinedBatch, TemplateMiner
 from .parsing.records import RecordParser
-from .storage.atomic import sweep_orphan_temps
+from .storage.atomic import generation_paths, sweep_orphan_temps
+from .storage.layout import as_paths
 
 # Bytes of input parsed and scored at once: large enough that per-batch Python is noise.
 CHUNK_BYTES = 8 << 20
@@ -154,18 +155,21 @@ class Pipeline:
         self.incidents += self.engine.finish()
         return self.take_incidents()
 
-    def save(self, state_dir):
-        self.engine.save(state_dir)
-        self.miner.save(os.path.join(state_dir, "baselines", "templates.json"))
+    def save(self, where):
+        """Save miner and engine to `where`: a storage.layout.StatePaths, or a directory (flat layout)."""
+        paths = as_paths(where)
+        self.engine.save(paths)
+        self.miner.save(paths.templates)
 
-    def load(self, state_dir):
-        """Restore engine and miner from state_dir; returns False when there was nothing to restore."""
-        path = os.path.join(state_dir, "baselines", "templates.json")
+    def load(self, where):
+        """Restore engine and miner from `where` (as save); returns False when there was nothing to restore."""
+        paths = as_paths(where)
+        path = paths.templates
         sweep_orphan_temps(path)    # also when a first write was killed before any snapshot existed
-        if os.path.exists(path) or os.path.exists(path + ".prev"):
+        if any(os.path.exists(g) for g in generation_paths(path)):
             self.miner = TemplateMiner.load(path, **miner_settings(self.config["parsing"]))
             self.n_templates = max([self.n_templates] + [tid + 1 for tid, _, _ in self.miner.templates()])
-        return self.engine.load(state_dir)
+        return self.engine.load(paths)
 
 
 def without_params_of(mined, template_ids):

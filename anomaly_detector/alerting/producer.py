@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 class AlertProducer:
-    def __init__(self, cfg, index, state_dir):
+    def __init__(self, cfg, index, alerting_dir):
         alerting = cfg["alerting"]
         workers = max(1, cfg["processing"]["workers"])
         sinks = [name for name, _section in sink_sections(cfg)]
@@ -25,12 +25,12 @@ class AlertProducer:
                                    max(1, alerting["outbox_max_alerts"] // workers),
                                    max(4096, alerting["outbox_max_mb"] * 2**20 // workers))
         self.tracker = IncidentTracker(alerting["update_interval_seconds"])
-        self.path = os.path.join(state_dir, "alerting", "tracker.json")
+        self.path = os.path.join(alerting_dir, "tracker.json")   # storage.layout: <state_dir>/alerting/worker-<N>/
         restore_json_snapshot(self.path, STATE_KIND, STATE_VERSION, lambda _v, state: self.tracker.restore(state))
 
     @classmethod
-    def from_config(cls, cfg, index, state_dir):
-        return cls(cfg, index, state_dir) if sink_sections(cfg) else None
+    def from_config(cls, cfg, index, alerting_dir):
+        return cls(cfg, index, alerting_dir) if sink_sections(cfg) else None
 
     def after_batch(self, open_records, closed_records):
         """Append this batch's events; returns (events generated, undelivered events dropped to make room)."""

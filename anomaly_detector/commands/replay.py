@@ -16,6 +16,8 @@ from ..config.problems import ERROR
 from ..parsing.headers import HeaderFormat, HeaderFormatError
 from ..parsing.sources import SourceFieldsError
 from ..pipeline import Pipeline
+from ..storage.atomic import set_generations
+from ..storage.layout import replay_paths
 
 EXIT_INVALID, EXIT_RUNTIME = 1, 3
 
@@ -40,7 +42,7 @@ def _config(path):
 @click.option("--log-format", default="", metavar="FMT", help='Loghub header format, e.g. "<Date> <Time> <Level>: <Content>".')
 @click.option("--output", "output_path", required=True, metavar="OUT.jsonl", help="One scored record per input line.")
 @click.option("--incidents", "incidents_path", default=None, metavar="FILE", help="Write incidents as JSON lines.")
-@click.option("--from-state", default=None, metavar="DIR", help="Start from the models saved in DIR.")
+@click.option("--from-state", default=None, metavar="DIR", help="Start from the models saved in DIR (by --save-state, or a daemon's state_dir: worker 0's).")
 @click.option("--save-state", default=None, metavar="DIR", help="Save the learned models into DIR at the end.")
 @click.option("--source-fields", default="", metavar="A,B",
               help="Header fields of --log-format whose values name each line's source, joined with '/' "
@@ -52,8 +54,10 @@ def _config(path):
 def replay_command(config_path, fmt, log_format, output_path, incidents_path, from_state, save_state, source_fields,
                    source_prefix, files):
     """Score FILEs offline in event time, exactly as the daemon would: one JSON record per input line, in order."""
-    pipeline = _pipeline(_config(config_path), fmt, log_format, source_fields, source_prefix)
-    if from_state and not pipeline.load(from_state):
+    cfg = _config(config_path)
+    set_generations(cfg["retention"]["snapshot_generations"])
+    pipeline = _pipeline(cfg, fmt, log_format, source_fields, source_prefix)
+    if from_state and not pipeline.load(replay_paths(from_state)):
         click.echo("replay: nothing to restore in %s; starting from empty models" % from_state, err=True)
     began = time.perf_counter()
     incidents = []

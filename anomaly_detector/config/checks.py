@@ -307,7 +307,7 @@ def _output_files(cfg):
     if cfg["outputs"]["dead_letter"]:
         out.append((("outputs",), "dead_letter", cfg["outputs"]["dead_letter"], "the dead-letter file"))
     else:
-        out.append((("paths",), "state_dir", os.path.join(cfg["paths"]["state_dir"], "dead-letter.jsonl"),
+        out.append((("paths",), "state_dir", os.path.join(cfg["paths"]["state_dir"], "dead-letter", "dead-letter.jsonl"),
                     "the dead-letter file"))
     log_dir = cfg["paths"]["log_dir"]
     if cfg["logging"]["to_file"]:

@@ -13,12 +13,12 @@ into incidents per source and problem (incidents.py) turns residual false flags 
 one alert.
 """
 import logging
-import os
 import time
 
 import numpy as np
 
 from ..storage.atomic import SHAPE_ERRORS, require, restore_json_snapshot, write_json_snapshot
+from ..storage.layout import as_paths
 from .base import BatchContext
 from .feedback import KNOWN_PROBLEM, NORMAL, PROBLEM, FeedbackMatcher
 from .incidents import IncidentBook, kind_of
@@ -290,8 +290,10 @@ class DetectionEngine:
 
     # -- persistence -------------------------------------------------------------------------
 
-    def save(self, state_dir):
-        """Write baselines (t1, t2, engine meta) and statistics (t3, t4) atomically."""
+    def save(self, where):
+        """Write baselines (t1, t2, engine meta) and statistics (t3, t4) atomically (where: a
+        storage.layout.StatePaths or a directory of the flat layout)."""
+        paths = as_paths(where)
         meta = {"lines_seen": self.lines_seen, "first_time": self.first_time, "now": self.now,
                 "sources": self.sources, "learning_rate": self.learning_rate,
                 "template_weight": {str(k): v for k, v in self.template_weight.items()},
@@ -299,30 +301,31 @@ class DetectionEngine:
         baselines = {"meta": meta, "t1": self.tiers["t1"].state(), "t2": self.tiers["t2"].state(),
                      "incidents": self.book.state()}
         statistics = {name: self.tiers[name].state() for name in ("t3", "t4") if name in self.tiers}
-        write_json_snapshot(os.path.join(state_dir, "baselines", "detection.json"), "detection-baselines",
+        write_json_snapshot(paths.detection_baselines, "detection-baselines",
                             STATE_VERSION, baselines)
-        write_json_snapshot(os.path.join(state_dir, "statistics", "detection.json"), "detection-statistics",
+        write_json_snapshot(paths.detection_statistics, "detection-statistics",
                             STATISTICS_VERSION, statistics)
 
-    def load(self, state_dir):
+    def load(self, where):
         """Restore what save() wrote; missing or unusable files mean a cold start. Returns True if restored.
 
         A file of the wrong shape (checksum valid, content not what these tiers need) is set aside
         like a corrupt one and the previous generation tried (storage.atomic); its tiers start fresh.
         """
-        restored = restore_json_snapshot(os.path.join(state_dir, "baselines", "detection.json"),
+        paths = as_paths(where)
+        restored = restore_json_snapshot(paths.detection_baselines,
                                          "detection-baselines", STATE_VERSION, self._restore_baselines)
         if restored is None:
             self._fresh_tiers(("t1", "t2"))
             self._restore_meta({})
             return False
-        statistics = restore_json_snapshot(os.path.join(state_dir, "statistics", "detection.json"),
+        statistics = restore_json_snapshot(paths.detection_statistics,
                                            "detection-statistics", STATISTICS_VERSION, self._restore_statistics)
         if statistics is None:
             self._fresh_tiers(("t3", "t4"))
         elif statistics < STATISTICS_VERSION:
             log.warning("%s: statistics saved by an older release key values differently; parameter statistics "
-                        "and workflows start again (volume baselines kept)", state_dir)
+                        "and workflows start again (volume baselines kept)", paths.statistics)
         return True
 
     def _restore_baselines(self, _version, state):

@@ -128,7 +128,8 @@ class SeriesBook:
         state = np.asarray(saved["state"], np.float64).reshape(-1, K.COLS)
         season = np.asarray(saved["season"], np.float64).reshape(-1, 2, K.SEASON_BUCKETS)
         seen = np.asarray(saved["seen"], np.int8).reshape(-1, K.SEASON_BUCKETS)
-        labels = np.asarray(saved["labels"], np.float64).reshape(len(pairs), -1)[:, :self.max_labels]
+        labels = np.asarray(saved["labels"], np.float64)   # reshape(0, -1) is ambiguous: a book with no series
+        labels = (labels.reshape(len(pairs), -1) if pairs else np.zeros((0, self.max_labels)))[:, :self.max_labels]
         self.__init__(self.max_series, self.max_labels, self.threshold, self.suspicious)
         self.refused = int(saved.get("refused", 0))
         for key, row in pairs[: self.max_series]:

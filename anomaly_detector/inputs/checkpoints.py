@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from anomaly_detector.inputs.fingerprint import Fingerprint
-from anomaly_detector.storage.atomic import read_json_snapshot, write_json_snapshot
+from anomaly_detector.storage.atomic import generation_paths, read_json_snapshot, write_json_snapshot
 
 SNAPSHOT_KIND = "file_checkpoints"
 SCHEMA_VERSION = 1
@@ -67,7 +67,7 @@ class CheckpointStore:
         self._last_save = float("-inf")
         self.save_errors = 0
         self.pruned = 0
-        self.is_new = not (os.path.exists(path) or os.path.exists(path + ".prev"))
+        self.is_new = not any(os.path.exists(g) for g in generation_paths(path))
         self.loaded_mtime = self._mtime()   # when the previous run last saved: files written later are unread
         self._load()
 

@@ -23,6 +23,7 @@ from anomaly_detector.inputs.spool import SpoolError, SpoolFull, SpoolWriter, un
 from anomaly_detector.inputs.stats import InputStatsPublisher
 from anomaly_detector.inputs.syslog_server import SyslogInput, bind_syslog_socket
 from anomaly_detector.relief import ReliefWatch
+from anomaly_detector.storage.health import STATE_HEALTH
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,7 @@ class Listener:
             self.stats.publish(force)
         if self.counters is None:
             return
+        STATE_HEALTH.publish(self.counters)   # spool offsets set aside on load, failed writes (a full disk)
         torn = sum(spool.stats["torn_records"] for spool in self.spools.values())
         delta = torn - self._published.get("torn", 0)
         if delta:

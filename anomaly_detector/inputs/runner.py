@@ -25,6 +25,7 @@ from anomaly_detector.inputs.spool import SpoolReader
 from anomaly_detector.inputs.stats import InputStatsPublisher
 from anomaly_detector.inputs.stdin import StdinInput
 from anomaly_detector.relief import ReliefWatch
+from anomaly_detector.storage.health import STATE_HEALTH
 
 log = logging.getLogger(__name__)
 DRAIN_POLL_SECONDS = 0.01
@@ -123,6 +124,7 @@ class InputRunner:
             self.commit_acknowledged()
             self.relief.check()
             self.stats.publish()
+            STATE_HEALTH.publish(self.counters)   # checkpoints set aside on load, failed saves (a full disk)
             if not moved:
                 time.sleep(idle_poll)
         self.drain(drain_timeout)

@@ -67,7 +67,12 @@ COUNTER_FIELDS = ("lines_processed", "errors", "batches", "bytes_processed", "an
                   "alerts_generated", "alerts_dropped", "alert_write_errors", "batch_deadline_hits",
                   "files_change_rescans", "latency_ns_sum", "latency_count",
                   "kernels_compiled_after_fork", "timestamps_unparsed", "feedback_suppressed", "feedback_flagged",
-                  "anomalies_t1", "anomalies_t2", "anomalies_t3", "anomalies_t4")
+                  "anomalies_t1", "anomalies_t2", "anomalies_t3", "anomalies_t4",
+                  # storage.health: state files set aside on load, by reason; failed state writes; and a
+                  # gauge, 1 while the row owner's last write of some state file failed (a full disk)
+                  "state_load_truncated", "state_load_zero_filled", "state_load_checksum", "state_load_foreign",
+                  "state_load_version", "state_load_shape", "state_load_unreadable", "state_write_errors",
+                  "state_writes_failing", "dead_letter_refused")
 # Buckets of a row's read-to-scored latency histogram: metrics.sketch.N_BUCKETS (a test checks they agree;
 # ipc/ does not import from metrics/).
 LATENCY_BUCKETS = 112

@@ -66,7 +66,7 @@ class _Handler(BodyHygieneMixin, BaseHTTPRequestHandler):
             self._api("GET")
         elif route == "/health":
             body = self._health()
-            self._send(200 if body.get("status") == "healthy" else 503, "application/json",
+            self._send(200 if body.get("status") in ("healthy", "degraded") else 503, "application/json",
                        json.dumps(body).encode())
         elif route == "/metrics":
             self._send(200, CONTENT_TYPE_METRICS, render(self.server.source.samples()).encode())

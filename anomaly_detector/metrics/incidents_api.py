@@ -1,7 +1,7 @@
 """GET /api/incidents: the open and recently closed incidents of every worker, newest first, as plain JSON.
 
 Served by the sidecar (metrics/httpd.py routes /api/* here). The data are the views the workers
-publish (worker/incident_view.py: <state_dir>/workers/<n>/incidents-view.json, at most a second old,
+publish (worker/incident_view.py: <state_dir>/alerting/worker-<n>/incidents-view.json, at most a second old,
 each bounded by [http] incidents_api_max); WorkerViews re-reads a file only when it changed, so a
 request costs at most workers x (2 x incidents_api_max) records. POST /admin/feedback
 (metrics/feedback_api.py) resolves incident ids and template ids through the same views.
@@ -19,6 +19,7 @@ import urllib.parse
 from datetime import datetime, timezone
 
 from anomaly_detector.alerting.events import severity
+from anomaly_detector.storage.layout import every_worker_pattern
 from anomaly_detector.worker.incident_view import MAX_SAMPLE_CHARS, VIEW_FILE, read_view
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class WorkerViews:
     """Every worker's published view, each file parsed again only when it changed."""
 
     def __init__(self, state_dir):
-        self.pattern = os.path.join(state_dir, "workers", "*", VIEW_FILE)
+        self.pattern = os.path.join(every_worker_pattern(state_dir, "alerting"), VIEW_FILE)
         self._cache = {}     # path -> ((inode, mtime_ns, size), view)
 
     def views(self):

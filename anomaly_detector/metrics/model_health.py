@@ -2,12 +2,14 @@
 
 Read by the sidecar's reader thread (metrics/sidecar.py) from the model snapshots the workers write
 (worker/detector.py snapshot() every [service] snapshot_interval_seconds, detection/engine.py save():
-<state_dir>/workers/<i>/baselines/detection.json, replaced atomically). A snapshot is parsed again
+<state_dir>/baselines/worker-<i>/detection.json, replaced atomically). A snapshot is parsed again
 only when its mtime changes, so the once-a-second reading costs one stat() per worker.
 """
 import json
 import os
 import time
+
+from anomaly_detector.storage.layout import worker_paths
 
 # A snapshot older than this many intervals (plus the slack of a busy batch) is "not persisting".
 STALE_INTERVALS = 2
@@ -24,8 +26,7 @@ class ModelHealth:
     """
 
     def __init__(self, cfg, workers):
-        self.paths = [os.path.join(cfg["paths"]["state_dir"], "workers", str(i), "baselines", "detection.json")
-                      for i in range(workers)]
+        self.paths = [worker_paths(cfg["paths"]["state_dir"], i).detection_baselines for i in range(workers)]
         self.max_age = STALE_INTERVALS * cfg["service"]["snapshot_interval_seconds"] + STALE_SLACK_SECONDS
         self.warmup_lines = cfg["detection"]["warmup_lines"]
         self.warmup_seconds = cfg["detection"]["warmup_seconds"]

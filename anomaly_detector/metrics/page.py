@@ -19,7 +19,7 @@ import time
 
 from anomaly_detector.metrics import page_data
 from anomaly_detector.metrics.svg import bar_chart, escape_text, number, timeline
-from anomaly_detector.worker.detector import worker_state_dir
+from anomaly_detector.storage.layout import worker_paths
 
 MAX_SAMPLES_SHOWN = 5    # an incident keeps five (detection/incidents.py MAX_SAMPLES)
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class Page:
             notes.append("%s (%s)" % (note, reason))
 
         cfg, control, rows = self.cfg, self.readings.control, self.max_rows
-        workers = [worker_state_dir(cfg, i) for i in range(len(self.readings.worker_slots))]
+        workers = [worker_paths(cfg["paths"]["state_dir"], i) for i in range(len(self.readings.worker_slots))]
         totals = control.counter_totals()
         records = self.views.incidents()     # one per id, its latest state, newest onset first
         still_open = sorted((r for r in records if r.get("status") == "open"),

@@ -150,12 +150,12 @@ def render_template(tokens):
             .replace(MASK_TOKEN, WILDCARD.encode()).decode("utf-8", "replace"))
 
 
-def top_templates(worker_dirs, cache, max_rows, skip):
+def top_templates(workers, cache, max_rows, skip):
     """[{template, count, rate}] of the most frequent live templates over all workers; rate (lines per
     second) from the counts of a worker's last two snapshots, None until it has two."""
     merged = {}
-    for directory in worker_dirs:
-        digest, previous = cache.get(os.path.join(directory, "baselines", "templates.json"), "templates", skip)
+    for paths in workers:
+        digest, previous = cache.get(paths.templates, "templates", skip)
         if digest is None:
             continue
         # Each worker's top rows only: a template frequent in two workers adds up where both have it
@@ -170,13 +170,13 @@ def top_templates(worker_dirs, cache, max_rows, skip):
     return sorted(merged.values(), key=lambda r: (-r["count"], r["template"]))[:max_rows]
 
 
-def tier_status(cfg, flags, worker_dirs, cache, skip):
+def tier_status(cfg, flags, workers, cache, skip):
     """[{tier, name, enabled, warm, lines_seen}] per tier: configured and run-time switches, and whether the
     workers are past warm-up (warm when every worker with a snapshot is)."""
     detection = cfg["detection"]
     metas = []
-    for directory in worker_dirs:
-        digest, _ = cache.get(os.path.join(directory, "baselines", "detection.json"), "detection-baselines", skip)
+    for paths in workers:
+        digest, _ = cache.get(paths.detection_baselines, "detection-baselines", skip)
         if digest is not None:
             metas.append(digest["meta"])
     lines_seen = sum(int(m.get("lines_seen") or 0) for m in metas)

@@ -34,6 +34,7 @@ from anomaly_detector.metrics.page import Page
 from anomaly_detector.metrics.sketch import quantiles
 from anomaly_detector.metrics.tls import server_context, tls_enabled
 from anomaly_detector.relief import ReliefWatch
+from anomaly_detector.storage.health import LOAD_FAILURE_REASONS, load_counter_field
 from anomaly_detector.supervisor.states import ProcessState, state_name
 
 log = logging.getLogger(__name__)
@@ -198,6 +199,7 @@ class Readings:
             "processing_errors_total": totals["errors"],
             "lines_dead_lettered_total": totals["lines_dead_lettered"],
             "output_write_errors_total": totals["output_errors"],
+            **_state_samples(totals),
             "lines_read_total": totals["lines_read"],
             "lines_dropped_total": totals["lines_dropped"],
             "input_read_errors_total": totals["read_errors"],
@@ -323,11 +325,14 @@ class Readings:
         return sum(int(states[slot]) in _ALIVE for slot in self.worker_slots)
 
     def health(self):
-        """The /health body: "unhealthy" with the reasons (texts) when _judge finds any."""
+        """The /health body: "unhealthy" with the reasons (texts) when _judge finds any, else "degraded" while
+        state files cannot be written (scoring goes on), else "healthy"."""
         now = self.clock()
         table = self.control.child_table()
         reasons = [text for _kind, text in self._judge(table, now, self._current())]
-        return {"status": "unhealthy" if reasons else "healthy", "reasons": reasons,
+        degraded = state_degraded_reasons(self.control.counter_totals())
+        return {"status": "unhealthy" if reasons else "degraded" if degraded else "healthy",
+                "reasons": reasons + degraded,
                 "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "workers": self._workers_alive(),
                 "lines_processed": self.control.counter_totals()["lines_processed"],
@@ -459,6 +464,23 @@ class SnapshotReader:
             reasons[(("reason", "readings_stale"),)] = 1
             samples["health_reasons"] = reasons
         return {**samples, **self.readings.own_samples()}
+def _state_samples(totals):
+    """State files set aside on load (by reason), failed state writes, processes failing to write now."""
+    return {"state_load_failures_total": {(("reason", reason),): totals[load_counter_field(reason)]
+                                          for reason in LOAD_FAILURE_REASONS},
+            "state_write_errors_total": totals["state_write_errors"],
+            "state_writes_failing": totals["state_writes_failing"],
+            "dead_letter_lines_refused_total": totals["dead_letter_refused"]}
+
+
+def state_degraded_reasons(totals):
+    """/health: degraded (not down) while a process cannot write its state files, a full disk say;
+    scoring goes on and the previous generation stays valid, and it clears at the next good write."""
+    failing = totals["state_writes_failing"]
+    if not failing:
+        return []
+    return ["state files cannot be written in %d process(es) (disk full or read-only?); %d failed writes so far"
+            % (failing, totals["state_write_errors"])]
 
 
 def run_sidecar(ctx, daemon):

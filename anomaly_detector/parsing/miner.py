@@ -1121,13 +1121,13 @@ class TemplateMiner:
         return miner
 
     def save(self, path):
-        """Write the miner atomically (checksummed JSON snapshot, previous one kept as .prev)."""
+        """Write the miner atomically (checksummed JSON snapshot, older generations kept as .prev, .prev2, ...)."""
         write_json_snapshot(path, SNAPSHOT_KIND, SNAPSHOT_VERSION, self.to_state())
 
     @classmethod
     def load(cls, path, **settings):
-        """A miner from a snapshot at path (or its .prev); a new empty one when neither exists or
-        neither has the shape of a miner's state (set aside and logged by storage.atomic)."""
+        """A miner from a snapshot at path (or an older generation); a new empty one when none exists or
+        none has the shape of a miner's state (set aside and logged by storage.atomic)."""
         def restore(_version, state):
             require(isinstance(state, dict), "not an object")
             for key in ("next_id", "clock", "templates"):

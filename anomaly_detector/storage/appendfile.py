@@ -30,13 +30,20 @@ class AppendFile:
             self._ident = (st.st_dev, st.st_ino)
 
     def write(self, data):
+        """Append all of data. An OSError (a full disk) may come after part of it was written: the
+        exception's `written` attribute says how much, so a retry appends only the rest (no torn or
+        doubled record)."""
         if not data:
             return
-        self._ensure_open()
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        done = 0
+        try:
+            self._ensure_open()
+            while done < len(view):
+                done += os.write(self._fd, view[done:])
+        except OSError as exc:
+            exc.written = done
+            raise
 
     def sync(self):
         """fsync what was written (alert sinks: a delivered alert must survive a power cut)."""

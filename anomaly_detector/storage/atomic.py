@@ -6,14 +6,22 @@ A snapshot is a small text header line followed by the payload:
     ADSNAP1 <kind> <schema_version> <payload_len> <sha256-hex>\n<payload>
 
 The payload is JSON or raw numpy bytes, never pickle: a state file must not be able to run code.
-Writing goes to a temporary file in the same directory, is fsynced, then renamed over the target;
-the old target is kept as `<name>.prev` so a corrupt newest file falls back one generation.
+Writing goes to a temporary file in the same directory, is fsynced, then renamed over the target,
+and the directory is fsynced; older generations are kept as `<name>.prev`, `<name>.prev2`, ... (the
+file and its older generations: [retention] snapshot_generations files in all, set once per process
+by set_generations, 2 until then), so a corrupt newest file falls back a generation at a time.
 
-A file with a valid checksum can still hold the wrong shape (an array of another length, a missing
-key, a hand-edited or foreign file): `restore_json_snapshot` hands the payload to the owner's
-restore function and treats any error it raises like a checksum mismatch (set aside, previous
-generation, else a fresh start), so a bad state file never crash-loops a worker. Temporary files
-left by a writer killed with -9 (`.<name>.<8 random chars>`) are swept when the owner loads the file.
+On load, a file that cannot be trusted is set aside as `<name>.bad-<UTC time>` (kept for a look, never
+read again), logged at ERROR with why, counted by reason in storage.health.STATE_HEALTH (the metric
+state_load_failures_total{reason}: truncated, zero_filled, checksum, foreign, version, shape,
+unreadable), and the previous generation is tried, else the owner starts cold. A file with a valid
+checksum can still hold the wrong shape (an array of another length, a missing key, a hand-edited
+file): `restore_json_snapshot` hands the payload to the owner's restore function and treats any
+error it raises like a checksum mismatch, so a bad state file never crash-loops a worker. A write
+that fails (a full disk) leaves the target and its previous generation as they were, removes its
+temporary file and is recorded in STATE_HEALTH until a write of that file succeeds again.
+Temporary files left by a writer killed with -9 (`.<name>.<8 random chars>`) are swept when the
+owner loads the file.
 """
 import hashlib
 import json
@@ -23,6 +31,8 @@ import re
 import tempfile
 import time
 
+from anomaly_detector.storage.health import STATE_HEALTH
+
 MAGIC = b"ADSNAP1"
 # A temporary file this old cannot belong to a live writer (a snapshot is written and renamed in well
 # under a second; `replay --from-state` may read a running daemon's state while it writes).
@@ -30,10 +40,26 @@ ORPHAN_TEMP_MIN_AGE_SECONDS = 30.0
 # What a restore function raises on a payload of the wrong shape: all mean "set it aside".
 SHAPE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, UnicodeError)
 log = logging.getLogger(__name__)
+_generations = 2   # files kept of each state file: itself and the previous ones ([retention] snapshot_generations)
+
+
+def set_generations(count):
+    """How many generations of each state file are kept (the file itself included, at least 2)."""
+    global _generations
+    _generations = max(2, int(count))
+
+
+def generation_paths(path):
+    """`path` and its older generations, newest first: path, path.prev, path.prev2, ..."""
+    return [path, path + ".prev"] + ["%s.prev%d" % (path, k) for k in range(2, _generations)]
 
 
 class SnapshotError(Exception):
-    """A snapshot file exists but cannot be trusted (truncated, flipped bytes, wrong kind)."""
+    """A snapshot file exists but cannot be trusted; `reason` is one of health.LOAD_FAILURE_REASONS."""
+
+    def __init__(self, message, reason):
+        super().__init__(message)
+        self.reason = reason
 
 
 class StateShapeError(ValueError):
@@ -52,9 +78,18 @@ def _header(kind, version, payload):
 
 
 def write_snapshot(path, kind, version, payload):
-    """Atomically replace `path` with `payload`, keeping the old file as `<path>.prev`."""
+    """Atomically replace `path` with `payload`, keeping the older generations (`<path>.prev`, ...)."""
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        _write(path, directory, kind, version, payload)
+    except OSError:
+        STATE_HEALTH.write_failed(path)
+        raise
+    STATE_HEALTH.write_ok(path)
+
+
+def _write(path, directory, kind, version, payload):
     fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -62,8 +97,10 @@ def write_snapshot(path, kind, version, payload):
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
-        if os.path.exists(path):
-            os.replace(path, path + ".prev")
+        generations = generation_paths(path)
+        for older, newer in reversed(list(zip(generations[1:], generations))):
+            if os.path.exists(newer):    # oldest first; a crash half-way leaves a gap, never a torn file
+                os.replace(newer, older)
         os.replace(tmp, path)
         _fsync_dir(directory)
     except BaseException:
@@ -89,23 +126,39 @@ def _decode(path, kind, max_version):
         data = f.read()
     head, sep, payload = data.partition(b"\n")
     parts = head.split(b" ")
-    if not sep or len(parts) != 5 or parts[0] != MAGIC:
-        raise SnapshotError("%s: not a snapshot file (bad header)" % path)
+    if not data:
+        raise SnapshotError("%s: empty file (its data never reached the disk)" % path, "truncated")
+    if data.count(0) == len(data):
+        raise SnapshotError("%s: zero-filled (%d NUL bytes: its data never reached the disk)" % (path, len(data)),
+                            "zero_filled")
+    if parts[0] != MAGIC:
+        raise SnapshotError("%s: not a state file of this program (no %s header)" % (path, MAGIC.decode()),
+                            "foreign")
+    if not sep or len(parts) != 5:
+        raise SnapshotError("%s: header cut short" % path, "truncated")
     if parts[1].decode("ascii", "replace") != kind:
-        raise SnapshotError("%s: holds %r, expected %r" % (path, parts[1].decode("ascii", "replace"), kind))
+        raise SnapshotError("%s: holds %r, expected %r" % (path, parts[1].decode("ascii", "replace"), kind), "foreign")
     try:
         version, length = int(parts[2]), int(parts[3])
     except ValueError:
-        raise SnapshotError("%s: bad header numbers" % path) from None
+        raise SnapshotError("%s: bad header numbers" % path, "checksum") from None
     if version > max_version:
-        raise SnapshotError("%s: schema version %d is newer than this release reads (%d)" % (path, version, max_version))
+        raise SnapshotError("%s: schema version %d is newer than this release reads (%d)" % (path, version, max_version),
+                            "version")
+    if len(payload) < length:
+        raise SnapshotError("%s: truncated (%d of %d payload bytes)" % (path, len(payload), length), "truncated")
     if len(payload) != length or hashlib.sha256(payload).hexdigest().encode() != parts[4]:
-        raise SnapshotError("%s: checksum mismatch (truncated or corrupted)" % path)
+        raise SnapshotError("%s: checksum mismatch (corrupted)" % path, "checksum")
     return version, payload
 
 
 def _quarantine(path):
-    target = "%s.corrupt-%d" % (path, int(time.time()))
+    """Rename `path` to `<path>.bad-<UTC time>` (a suffix added if taken); None when it cannot be moved."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target, n = "%s.bad-%s" % (path, stamp), 1
+    while os.path.exists(target):
+        n += 1
+        target = "%s.bad-%s-%d" % (path, stamp, n)
     try:
         os.replace(path, target)
     except OSError:
@@ -113,20 +166,31 @@ def _quarantine(path):
     return target
 
 
-def read_snapshot(path, kind, max_version):
-    """Return (version, payload) from `path` or its previous generation; None when neither exists.
+def _set_aside(candidate, path, reason, why):
+    """Count, move aside and log one unusable generation of `path`."""
+    STATE_HEALTH.load_failed(reason)
+    moved = _quarantine(candidate)
+    generations = generation_paths(path)
+    fallback = any(os.path.exists(g) for g in generations[generations.index(candidate) + 1:])
+    log.error("state file unusable (%s): %s; set aside as %s; %s", reason, why, moved or "(cannot be moved)",
+              "trying the previous generation" if fallback else "starting fresh")
 
-    A corrupt file is moved aside as `<path>.corrupt-<epoch>` and logged, then the previous
+
+def read_snapshot(path, kind, max_version):
+    """Return (version, payload) from `path` or its newest usable older generation; None when none is.
+
+    A corrupt file is set aside (`<path>.bad-<time>`), logged and counted, then the previous
     generation is tried, so a crash mid-write or a damaged disk never stops a start.
     """
-    for candidate in (path, path + ".prev"):
+    for candidate in generation_paths(path):
         if not os.path.exists(candidate):
             continue
         try:
             return _decode(candidate, kind, max_version)
-        except (SnapshotError, OSError) as exc:
-            moved = _quarantine(candidate)
-            log.error("state file unusable, set aside as %s: %s", moved, exc)
+        except SnapshotError as exc:
+            _set_aside(candidate, path, exc.reason, exc)
+        except OSError as exc:
+            _set_aside(candidate, path, "unreadable", "%s: %s" % (candidate, exc))
     return None
 
 
@@ -142,32 +206,33 @@ def read_json_snapshot(path, kind, max_version):
 
 
 def restore_json_snapshot(path, kind, max_version, restore):
-    """restore(version, obj) on `path`, else on its previous generation; None when neither is usable.
+    """restore(version, obj) on `path`, else on its older generations in turn; None when none is usable.
 
     A file that is corrupt, not JSON, or whose content makes `restore` raise one of SHAPE_ERRORS is
-    set aside as `<file>.corrupt-<epoch>` with one ERROR line naming it and what was wrong. `restore`
-    must leave its owner usable when it raises: it is called again for the previous generation, and
-    the caller starts fresh when this returns None.
+    set aside as `<file>.bad-<time>` with one ERROR line naming it and what was wrong, and counted.
+    `restore` must leave its owner usable when it raises: it is called again for the previous
+    generation, and the caller starts fresh when this returns None.
     """
     sweep_orphan_temps(path)
-    for candidate in (path, path + ".prev"):
+    for candidate in generation_paths(path):
         if not os.path.exists(candidate):
             continue
         try:
             version, payload = _decode(candidate, kind, max_version)
             obj = json.loads(payload)
-        except (SnapshotError, OSError, ValueError) as exc:
-            moved = _quarantine(candidate)
-            log.error("state file unusable, set aside as %s: %s", moved, exc)
+        except SnapshotError as exc:
+            _set_aside(candidate, path, exc.reason, exc)
+            continue
+        except OSError as exc:
+            _set_aside(candidate, path, "unreadable", "%s: %s" % (candidate, exc))
+            continue
+        except ValueError as exc:
+            _set_aside(candidate, path, "shape", "%s: not JSON (%s)" % (candidate, exc))
             continue
         try:
             return restore(version, obj)
         except SHAPE_ERRORS as exc:
-            moved = _quarantine(candidate)
-            fallback = candidate == path and os.path.exists(path + ".prev")
-            log.error("state file %s has the wrong shape (%s: %s), set aside as %s; %s", candidate,
-                      type(exc).__name__, exc, moved,
-                      "trying the previous generation" if fallback else "starting fresh")
+            _set_aside(candidate, path, "shape", "%s has the wrong shape (%s: %s)" % (candidate, type(exc).__name__, exc))
     return None
 
 

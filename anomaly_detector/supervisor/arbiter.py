@@ -31,6 +31,8 @@ from anomaly_detector.ipc.shm import SharedArena, instance_prefix, sweep_stale
 from anomaly_detector.logsetup import log_crash, setup_logging
 from anomaly_detector.metrics.sidecar import run_sidecar
 from anomaly_detector.relief import relieve_memory
+from anomaly_detector.storage.atomic import set_generations
+from anomaly_detector.storage.layout import migrate_layout
 from anomaly_detector.supervisor import proctitle, systemd
 from anomaly_detector.supervisor.children import ChildSet, ChildSpec, RestartPolicy
 from anomaly_detector.supervisor.signals import SIGNAL_NAMES, WAKEUP_REQUEST, SignalQueue
@@ -120,6 +122,8 @@ class Arbiter:
         _check_inputs(self.cfg)
         for key in ("state_dir", "log_dir"):
             os.makedirs(self.cfg["paths"][key], exist_ok=True)
+        migrate_layout(self.cfg["paths"]["state_dir"])   # workers/<N>/ of older releases -> baselines/, statistics/
+        set_generations(self.cfg["retention"]["snapshot_generations"])   # inherited by every child
         warm_up(self.cfg, status=_compiling)
         self.http_socket = _listen(self.cfg["http"])
         self._bind_network(self.cfg)
@@ -348,6 +352,7 @@ class Arbiter:
             self._allocate_rings(cfg["processing"])
         self._rebind_http(cfg["http"])
         self.cfg = cfg
+        set_generations(cfg["retention"]["snapshot_generations"])
         self._setup_logging()
         if not keep_flags:
             self.control.set_flags(**_flags(cfg))

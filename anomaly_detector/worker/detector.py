@@ -1,8 +1,11 @@
 """The detector worker process: ring -> parse -> template miner -> tiers -> scored lines and incidents.
 
 Forked by the supervisor (supervisor/arbiter.py) with its ring and the control block inherited.
-A batch is acknowledged on the ring only after its verdicts are written, so a worker killed at
-any point loses nothing: its successor re-reads the unacknowledged batch (at least once). The range
+A batch is acknowledged on the ring only after its verdicts are written (scored lines, closed
+incidents, dead-lettered lines), so a worker killed at any point loses nothing: its successor
+re-reads the unacknowledged batch (at least once). A write that fails (a full disk) keeps the batch
+unacknowledged and is tried again with back-off (1 s doubling up to [outputs]
+write_retry_max_seconds); the inputs keep their checkpoints meanwhile. The range
 being scored is recorded in the control block first, so a successor that meets the batch its
 predecessor died on splits it and sets the deadly line aside (worker/poison.py): one bad line
 costs one line, not the ring.
@@ -25,16 +28,19 @@ from anomaly_detector.parsing.records import RecordParser
 from anomaly_detector.pipeline import Pipeline
 from anomaly_detector.relief import ReliefWatch
 from anomaly_detector.storage.appendfile import AppendFile
+from anomaly_detector.storage.health import STATE_HEALTH
+from anomaly_detector.storage.layout import worker_paths
 from anomaly_detector.worker.faults import FaultInjector
 from anomaly_detector.worker.incident_view import IncidentView
 from anomaly_detector.worker.joining import join_lines, source_runs
 from anomaly_detector.worker.outputs import incident_lines, scored_lines
-from anomaly_detector.worker.poison import SuspectRange, dead_letter_record, inherited_death
+from anomaly_detector.worker.poison import DeadLetterFile, SuspectRange, dead_letter_record, inherited_death
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_SECONDS = 0.2
 SCANS_CUT_LOG_SECONDS = 600.0   # lines cut by a rule's max_scan_bytes are logged at most this often
-OUTPUT_RETRY_SECONDS = 1.0   # a failed scored-lines write is retried this often (the heartbeat goes on)
+OUTPUT_RETRY_SECONDS = 1.0   # first pause before a failed output write is retried; doubled up to the key's bound
+DEAD_LETTER_REFUSED_LOG_SECONDS = 600.0   # dead-letter lines refused at dead_letter_max_mb: logged at most this often
 
 
 def input_parser(name, section, max_line_bytes, max_sources):
@@ -60,13 +66,22 @@ def score_lines(pipeline, parser, prefix, buf, starts, ends, first_line, with_so
     return records, list(columns.sources), columns.source_id
 
 
-def worker_state_dir(cfg, index):
-    return os.path.join(cfg["paths"]["state_dir"], "workers", str(index))
-
-
 def dead_letter_path(cfg):
-    """[outputs] dead_letter, or <state_dir>/dead-letter.jsonl when empty."""
-    return cfg["outputs"]["dead_letter"] or os.path.join(cfg["paths"]["state_dir"], "dead-letter.jsonl")
+    """[outputs] dead_letter, or <state_dir>/dead-letter/dead-letter.jsonl when empty."""
+    return cfg["outputs"]["dead_letter"] or os.path.join(cfg["paths"]["state_dir"], "dead-letter", "dead-letter.jsonl")
+
+
+class Unwritten:
+    """A scored batch not yet acknowledged: the outputs still to write, in order ([(file, bytes)]; a part
+    written is dropped, so a retry never writes it twice), its counts and its lines' read times."""
+
+    def __init__(self, parts, counts, read_ns):
+        self.parts = [(out, data) for out, data in parts if out is not None and data]
+        self.counts, self.read_ns = counts, read_ns
+
+    @property
+    def lines(self):
+        return self.counts["lines_processed"] + self.counts["errors"]
 
 
 class DetectorWorker:
@@ -79,10 +94,10 @@ class DetectorWorker:
         self._typed = kernel_cache.typed_kernels(self._kernels)
         self.ring, self.reader = ring, ring.reader()
         self.counters = control.counters(index)
-        self.state_dir = worker_state_dir(cfg, index)
+        self.paths = worker_paths(cfg["paths"]["state_dir"], index)   # storage/layout.py
         self.pipeline = Pipeline(cfg)
-        if self.pipeline.load(self.state_dir):
-            log.info("worker %d: models restored from %s", index, self.state_dir)
+        if self.pipeline.load(self.paths):
+            log.info("worker %d: models restored from %s and %s", index, self.paths.baselines, self.paths.statistics)
         max_line = cfg["processing"]["max_line_bytes"]
         self.inputs = list(cfg["inputs"].items())
         self.parsers = [input_parser(name, section, max_line, cfg["processing"]["max_sources"])
@@ -92,8 +107,9 @@ class DetectorWorker:
         outputs = cfg["outputs"]
         self.scored = AppendFile(outputs["scored_lines"]) if outputs["scored_lines"] else None
         self.incidents = AppendFile(outputs["incidents"]) if outputs["incidents"] else None
-        self.dead_letter = AppendFile(dead_letter_path(cfg))
-        self.alerts = AlertProducer.from_config(cfg, index, self.state_dir)   # None without [alerting] sinks
+        self.dead_letter = DeadLetterFile(dead_letter_path(cfg), outputs["dead_letter_max_mb"] * 2**20)
+        self.alerts = AlertProducer.from_config(cfg, index, self.paths.alerting)   # None without [alerting] sinks
+        STATE_HEALTH.publish(self.counters)   # state files set aside while loading
         # Resolve what a predecessor announced and the restored models lack (it died before its snapshot).
         self._alert(lambda: self.alerts.resume([inc.id for inc in self.pipeline.engine.book.open.values()]))
         self.fault = FaultInjector.from_environment(who="worker %d" % index)
@@ -108,13 +124,17 @@ class DetectorWorker:
         self._over_cap = [0] * len(self.parsers)  # JSON numeric fields left out at json_numeric_fields, per input
         self._free_text = set()  # source ids the miner judged free text at the last batch
         self._unparsed = [0] * len(self.parsers)  # lines whose stamp read as no time, per input
-        self._unwritten = None  # a scored batch whose output could not be written: (output, counts, read_ns)
+        self._unwritten = None  # an Unwritten batch: scored, its outputs not all written yet
+        self._retry_max = outputs["write_retry_max_seconds"]
+        self._retry_delay = OUTPUT_RETRY_SECONDS
+        self._retry_at = 0.0    # monotonic time the unwritten batch is tried again
+        self._refused_logged = float("-inf")
         self.latency = control.latency_row(index)   # read-to-scored histogram: processing_duration_seconds
         self.batch_deadline = cfg["processing"]["batch_deadline_seconds"]
         self.idle_poll = cfg["processing"]["idle_poll_seconds"]
         # POST /admin/feedback's rules (read at batch boundaries) and what GET /api/incidents shows of this worker
         self.feedback = RulesFile(rules_path(cfg["paths"]["state_dir"]), "worker %d" % index)
-        self.view = IncidentView(self.state_dir, index, cfg["http"]["incidents_api_max"])
+        self.view = IncidentView(self.paths.alerting, index, cfg["http"]["incidents_api_max"])
 
     def run(self, stop):
         """Process batches until asked to stop; then score what is queued now, snapshot, return 0."""
@@ -136,8 +156,13 @@ class DetectorWorker:
         """Wait (bounded) until a batch is worth starting: batch_size lines wait in the ring, or the
         oldest of them was read by the input batch_deadline_seconds ago. Fewer, larger batches cost less
         CPU per line; the deadline bounds the latency that adds. False when the ring stayed empty."""
-        if self._unwritten is not None or self.suspect.active:
-            return True     # a batch to write again, or a range a worker died on: no filling up
+        if self._unwritten is not None:
+            wait = self._retry_at - time.monotonic()
+            if wait > 0:   # back-off: the loop goes on beating meanwhile
+                time.sleep(min(wait, IDLE_WAIT_SECONDS))
+            return wait <= 0
+        if self.suspect.active:
+            return True     # a range a worker died on: no filling up
         available = self.reader.available()
         if available >= batch_size:
             return True
@@ -165,10 +190,10 @@ class DetectorWorker:
     def step(self, batch_size):
         """Pop, score, write and acknowledge one batch (or one piece of a range a worker died on);
         False when the ring was empty. The range is recorded before it is scored (worker/poison.py).
-        A batch whose scored lines could not be written stays popped: the next step writes them again
+        A batch whose outputs could not be written stays popped: the next step writes them again
         (it does not score the lines again, which would teach the models the batch once a retry)."""
         if self._unwritten is not None:
-            return self._write_and_ack(*self._unwritten)
+            return self._write_and_ack(self._unwritten)
         seq = self.ring.acknowledged()
         size, poisoned = self.suspect.plan(seq, batch_size)
         buf, starts, ends, meta = self.reader.pop_batch(size)
@@ -176,29 +201,37 @@ class DetectorWorker:
         if n == 0:
             return False
         began = time.monotonic_ns()
-        output = b""
+        lettered = []
         if poisoned:
-            errors = dead = self._dead_letter(buf, starts, ends, meta, self.suspect.reason)
+            errors = dead = self._dead_letter(buf, starts, ends, meta, self.suspect.reason, lettered)
+            output = incidents = b""
         else:
             self._apply_feedback()     # at each batch boundary: a rule posted before these lines covers them
             self.control.begin_scoring(self.index, int(meta["seq"][0]), n)
-            errors, dead, output = self._score(buf, starts, ends, meta)
+            errors, dead, output, incidents = self._score(buf, starts, ends, meta, lettered)
         counts = dict(lines_processed=n - errors, errors=errors, batches=1, lines_dead_lettered=dead,
                       bytes_processed=int((ends - starts).sum()), busy_ns=time.monotonic_ns() - began)
-        return self._write_and_ack(output, counts, meta["read_ns"])
+        parts = [(self.dead_letter, b"".join(lettered)), (self.scored, output), (self.incidents, incidents)]
+        return self._write_and_ack(Unwritten(parts, counts, meta["read_ns"]))
 
-    def _write_and_ack(self, output, counts, read_ns):
-        """Write a scored batch's lines, then acknowledge it and count it, with each line's latency from
-        its read by the input to now (its verdict written)."""
-        if output and self.scored is not None:
+    def _write_and_ack(self, batch):
+        """Write a scored batch's outputs, then acknowledge it and count it, with each line's latency from
+        its read by the input to now (its verdict written). A write that fails leaves the batch for later."""
+        while batch.parts:
+            out, data = batch.parts[0]
             try:
-                self.scored.write(output)
-            except OSError as exc:
-                self._unwritten = (output, counts, read_ns)
-                self._retry_later(counts["lines_processed"] + counts["errors"],
-                                  "%s: %s" % (self.scored.path, exc.strerror or exc))
+                self._write_part(out, data)
+            except OSError as exc:   # only what did not reach the file is written again
+                batch.parts[0] = (out, getattr(exc, "remaining", data[getattr(exc, "written", 0):]))
+                self._unwritten = batch
+                self._retry_later(batch.lines, "%s: %s" % (out.path, exc.strerror or exc))
                 return True
-        self._unwritten = None
+            batch.parts.pop(0)
+        if self._unwritten is not None:
+            log.info("worker %d: outputs writable again; the %d lines held back are written and acknowledged",
+                     self.index, batch.lines)
+        self._unwritten, self._retry_delay = None, OUTPUT_RETRY_SECONDS
+        counts, read_ns = batch.counts, batch.read_ns
         self.reader.ack()
         self.control.end_scoring(self.index)
         waited_ns = np.maximum(time.monotonic_ns() - read_ns.astype(np.int64), 0)
@@ -206,24 +239,39 @@ class DetectorWorker:
         self.counters.add(latency_ns_sum=int(waited_ns.sum()), latency_count=len(waited_ns), **counts)
         return True
 
-    def _score(self, buf, starts, ends, meta):
-        """Score a batch run by run; returns (lines not scored, of them dead-lettered, scored-lines bytes)."""
+    def _write_part(self, out, data):
+        if out is not self.dead_letter:
+            out.write(data)
+            return
+        refused = out.write(data)
+        if refused:
+            self.counters.add(dead_letter_refused=refused)
+            now = time.monotonic()
+            if now - self._refused_logged >= DEAD_LETTER_REFUSED_LOG_SECONDS:
+                self._refused_logged = now
+                log.warning("worker %d: dead-letter file %s is at dead_letter_max_mb (%d MiB): %d poison lines not "
+                            "kept (%d so far; counted in anomaly_detector_dead_letter_lines_refused_total)",
+                            self.index, out.path, out.max_bytes >> 20, refused, out.refused)
+
+    def _score(self, buf, starts, ends, meta, lettered):
+        """Score a batch run by run; returns (lines not scored, of them dead-lettered, scored-lines bytes,
+        closed-incidents bytes); dead-letter records are appended to `lettered`."""
         anomalies_before = self.pipeline.anomalies
         by_tier_before = self.pipeline.anomalies_by_tier.copy()
         errors = dead = 0
         outputs = []
         for first, stop, source_id in source_runs(meta["source_id"]):
-            failed, lettered = self._score_run_guarded(buf, starts[first:stop], ends[first:stop], meta[first:stop],
-                                                       source_id, outputs)
-            errors, dead = errors + failed, dead + lettered
+            failed, set_aside = self._score_run_guarded(buf, starts[first:stop], ends[first:stop], meta[first:stop],
+                                                        source_id, outputs, lettered)
+            errors, dead = errors + failed, dead + set_aside
         # Scored: a death from here on (reporting, writing the scored lines) is not these lines' fault.
         self.control.end_scoring(self.index)
-        incidents = []
+        incidents, incident_bytes = [], b""
         try:
             incidents = self.pipeline.take_incidents()
             if incidents:
-                self._report(incidents)
-        except Exception:  # the lines are scored and written; a reporting fault must not kill the worker
+                incident_bytes = self._report(incidents)
+        except Exception:  # the lines are scored; a fault rendering the report must not kill the worker
             log.exception("worker %d: incidents of a batch could not be reported", self.index)
         self._alert(lambda: self.alerts.after_batch(self.pipeline.engine.open_records(), incidents))
         self.counters.add(**{"anomalies_" + tier: int(n) for tier, n
@@ -237,7 +285,7 @@ class DetectorWorker:
                           kernels_compiled_after_fork=self._new_kernels_typed(),
                           timestamps_unparsed=self._new_unparsed(), **self._new_feedback())
         self.view.note_batch()
-        return errors, dead, b"".join(outputs)
+        return errors, dead, b"".join(outputs), incident_bytes
 
     def _new_feedback(self):
         """Lines scored 0 (normal) or raised to the threshold (problem) by feedback rules since the last batch."""
@@ -338,9 +386,9 @@ class DetectorWorker:
             last[k] = total
         return new
 
-    def _score_run_guarded(self, buf, starts, ends, meta, source_id, outputs):
+    def _score_run_guarded(self, buf, starts, ends, meta, source_id, outputs, lettered):
         """Score one run, appending its scored lines to outputs; when it raises, score its lines one by
-        one so one bad line costs one line."""
+        one so one bad line costs one line (its dead-letter record appended to lettered)."""
         try:
             outputs.append(self._score_run(buf, starts, ends, int(meta["seq"][0]), source_id))
             return 0, 0
@@ -349,17 +397,18 @@ class DetectorWorker:
                 log.error("worker %d: %s in a kernel prepared before fork; kernels compile when needed from now "
                           "on (counted in anomaly_detector_kernels_compiled_after_fork_total); scoring the run again",
                           self.index, exc)
-                return self._score_run_guarded(buf, starts, ends, meta, source_id, outputs)
+                return self._score_run_guarded(buf, starts, ends, meta, source_id, outputs, lettered)
             if len(starts) == 1:
                 log.exception("worker %d: a line could not be processed", self.index)
-                return 1, self._dead_letter(buf, starts, ends, meta, "exception: %s: %s" % (type(exc).__name__, exc))
+                return 1, self._dead_letter(buf, starts, ends, meta, "exception: %s: %s" % (type(exc).__name__, exc),
+                                            lettered)
             log.warning("worker %d: a run of %d lines raised %s: %s; scoring its lines one by one",
                         self.index, len(starts), type(exc).__name__, exc)
         errors = dead = 0
         for k in range(len(starts)):
-            failed, lettered = self._score_run_guarded(buf, starts[k:k + 1], ends[k:k + 1], meta[k:k + 1], source_id,
-                                                       outputs)
-            errors, dead = errors + failed, dead + lettered
+            failed, set_aside = self._score_run_guarded(buf, starts[k:k + 1], ends[k:k + 1], meta[k:k + 1],
+                                                        source_id, outputs, lettered)
+            errors, dead = errors + failed, dead + set_aside
         return errors, dead
 
     def _score_run(self, buf, starts, ends, first_seq, source_id):
@@ -376,16 +425,20 @@ class DetectorWorker:
         return scored_lines(records, buf, starts, ends, names, ids)
 
     def _retry_later(self, n, exc):
-        """Leave the batch popped and unacknowledged (the ring holds it, the inputs feel backpressure,
-        /health reports the worker stalled) and write its lines again after a pause."""
+        """Leave the batch popped and unacknowledged (the ring holds it, the inputs feel backpressure and
+        keep their checkpoints, /health reports the worker stalled) and write its outputs again after a
+        pause that doubles up to write_retry_max_seconds."""
         self.counters.add(output_errors=1)
-        log.error("worker %d: cannot write scored lines (%s); %d lines stay in the ring and are retried in %.0f s",
-                  self.index, exc, n, OUTPUT_RETRY_SECONDS)
-        time.sleep(OUTPUT_RETRY_SECONDS)
+        delay = self._retry_delay
+        log.error("worker %d: cannot write its outputs (%s); %d lines stay unacknowledged in the ring and are "
+                  "written again in %.0f s", self.index, exc, n, delay)
+        self._retry_at = time.monotonic() + delay
+        self._retry_delay = min(self._retry_max, delay * 2)
 
-    def _dead_letter(self, buf, starts, ends, meta, reason):
-        """Write these lines to the dead-letter file instead of scoring them; returns how many."""
-        records = []
+    def _dead_letter(self, buf, starts, ends, meta, reason, records):
+        """Set these lines aside instead of scoring them: their dead-letter records are appended to
+        `records` (written with the batch's outputs, before it is acknowledged); returns how many."""
+        before = len(records)
         for k in range(len(starts)):
             source_id = min(int(meta["source_id"][k]), len(self.parsers) - 1)
             name = self.inputs[source_id][0] if self.inputs else ""
@@ -394,18 +447,14 @@ class DetectorWorker:
                                               seq, position, reason))
             log.error("worker %d: a line of input %s (ring seq %d%s) set aside in %s: %s", self.index, name, seq,
                       ", input position %d" % position if position >= 0 else "", self.dead_letter.path, reason)
-        try:
-            self.dead_letter.write(b"".join(records))
-        except OSError as exc:  # the line is still counted; the log above holds where it came from
-            log.error("worker %d: cannot write the dead-letter file %s: %s", self.index, self.dead_letter.path, exc)
-        return len(records)
+        return len(records) - before
 
     def _report(self, incidents):
+        """Log closed incidents; returns their [outputs] incidents bytes (b"" without that file)."""
         for incident in incidents:
             log.warning("incident %s [%s] %s", incident.get("id"), incident.get("source"), incident.get("reason"))
         self.view.note_closed(incidents, self.pipeline.template_text)
-        if self.incidents is not None:
-            self.incidents.write(incident_lines(incidents))
+        return incident_lines(incidents) if self.incidents is not None else b""
 
     def _alert(self, produce):
         """Append incident events to the outbox (produce: an AlertProducer call returning (generated, dropped));
@@ -425,7 +474,12 @@ class DetectorWorker:
         are closed and reported now, as at the end of a replay."""
         closed = self.pipeline.finish()
         if closed:
-            self._report(closed)
+            data = self._report(closed)
+            try:
+                if data:
+                    self.incidents.write(data)
+            except OSError as exc:   # no batch to hold back here: the incidents are in the log above
+                log.error("worker %d: cannot write closed incidents to %s: %s", self.index, self.incidents.path, exc)
             self.counters.add(incidents=len(closed))
             self._alert(lambda: self.alerts.after_batch([], closed))
 
@@ -480,12 +534,20 @@ class DetectorWorker:
             self.snapshot()
 
     def snapshot(self):
+        """Save the models; a failure (a full disk) is logged, counted and reported by /health as degraded
+        (storage.health) until a later snapshot succeeds; scoring goes on, the previous files stay valid."""
+        failing = bool(STATE_HEALTH.failing)
         try:
-            self.pipeline.save(self.state_dir)
+            self.pipeline.save(self.paths)
             if self.alerts is not None:
                 self.alerts.save()
-        except OSError as exc:  # a full disk must not stop scoring; the previous snapshot stays valid
-            log.error("worker %d: snapshot to %s failed: %s", self.index, self.state_dir, exc)
+        except OSError as exc:
+            log.error("worker %d: snapshot to %s failed (retried in %.0f s; the previous snapshot stays valid): %s",
+                      self.index, self.paths.baselines, self.snapshot_every, exc)
+        else:
+            if failing and not STATE_HEALTH.failing:
+                log.info("worker %d: snapshot written again to %s", self.index, self.paths.baselines)
+        STATE_HEALTH.publish(self.counters)
         self._next_snapshot = time.monotonic() + self.snapshot_every
 
     def finish(self):

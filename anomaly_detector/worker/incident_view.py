@@ -1,7 +1,7 @@
 """A worker's published view of its incidents, for GET /api/incidents and POST /admin/feedback.
 
 The worker (worker/detector.py) notes each incident it closes and, at most once a second while it
-scores (and at its stop), rewrites <state_dir>/workers/<n>/incidents-view.json: its open incidents
+scores (and at its stop), rewrites <state_dir>/alerting/worker-<n>/incidents-view.json: its open incidents
 (those already reported as opened), its last `keep` closed ones, and the (source, template) pairs it
 saw last with their texts (detection/feedback.py RecentPairs: what feedback may name).
 The sidecar (metrics/incidents_api.py) reads every worker's file. The file is a view, rewritten from

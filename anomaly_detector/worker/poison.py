@@ -16,8 +16,11 @@ line at once and dead-letters the lines that raise (worker/detector.py).
 import base64
 import datetime
 import json
+import os
 import signal
 from dataclasses import dataclass
+
+from anomaly_detector.storage.appendfile import AppendFile
 
 SINGLE_LINE_LIMIT = 1024   # one line at a time below this: ~1 ms a line, and the fewest deaths
 SPLIT_WAYS = 16            # above it: 16 pieces, so a 100,000-line batch needs 4 deaths, not 17 halvings
@@ -117,3 +120,40 @@ def dead_letter_record(line, worker, input_name, source, seq, input_pos, reason,
     if not exact:
         record["line_base64"] = base64.b64encode(raw).decode("ascii")
     return (json.dumps(record, ensure_ascii=True) + "\n").encode("ascii")
+
+
+class DeadLetterFile:
+    """The dead-letter file, bounded: a record that would take it past max_bytes is refused (counted in
+    `refused`, the metric dead_letter_lines_refused_total, and logged by the worker), so a flood of poison
+    lines cannot fill the disk the state lives on. An I/O error (a full disk) propagates with `remaining`,
+    the bytes still to write: the worker keeps the batch unacknowledged and writes them later."""
+
+    def __init__(self, path, max_bytes):
+        self.file = AppendFile(path)
+        self.path, self.max_bytes = path, max_bytes
+        self.refused = 0
+
+    def write(self, data):
+        """Append these records (JSON lines) as far as the bound allows; returns how many were refused."""
+        try:
+            size = os.stat(self.path).st_size
+        except FileNotFoundError:
+            size = 0
+        kept, refused = [], 0
+        for record in data.splitlines(keepends=True):
+            if size + len(record) > self.max_bytes:
+                refused += 1
+                continue
+            kept.append(record)
+            size += len(record)
+        self.refused += refused
+        data = b"".join(kept)
+        try:
+            self.file.write(data)
+        except OSError as exc:   # what is left to write: the records kept, less what reached the file
+            exc.remaining = data[getattr(exc, "written", 0):]
+            raise
+        return refused
+
+    def close(self):
+        self.file.close()

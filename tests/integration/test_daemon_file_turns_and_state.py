@@ -192,19 +192,19 @@ def test_model_snapshot_of_the_wrong_shape_is_set_aside_and_the_worker_scores(tm
     daemon.write_config(workers=1, inputs=_file_input(daemon.logs))
     path = os.path.join(daemon.logs, "app.log")
     _write(path, range(3000))
-    baselines = os.path.join(daemon.dir, "state", "workers", "0", "baselines")
+    baselines = os.path.join(daemon.dir, "state", "baselines", "worker-0")
     try:
         daemon.start()
         _settle(daemon, 3000)
         time.sleep(6.0)            # a periodic snapshot (every 5 s) and the one at stop: two generations
         assert daemon.stop() == 0
         snapshot = os.path.join(baselines, "detection.json")
-        statistics = os.path.join(daemon.dir, "state", "workers", "0", "statistics", "detection.json")
+        statistics = os.path.join(daemon.dir, "state", "statistics", "worker-0", "detection.json")
         # valid checksums, wrong shapes: one per-template array shorter than the others (the newest
-        # baselines: the previous generation is restored), a required key missing (both generations of
+        # baselines: the previous generation is restored), a required key missing (every generation of
         # statistics: a KeyError that crash-looped workers; tiers 3 and 4 start fresh)
         _rewrite_snapshot(snapshot, "detection-baselines", lambda o: o["t2"]["templates"].__setitem__("level", [0.5]))
-        for generation in ("", ".prev"):
+        for generation in ("", ".prev", ".prev2"):   # [retention] snapshot_generations = 3
             if os.path.exists(statistics + generation):
                 _rewrite_snapshot(statistics + generation, "detection-statistics", lambda o: o["t3"].pop("num_stats"))
         orphans = [os.path.join(baselines, ".detection.json.k2j3h4g5"), os.path.join(baselines, ".templates.json.a1b2c3d4")]
@@ -221,8 +221,8 @@ def test_model_snapshot_of_the_wrong_shape_is_set_aside_and_the_worker_scores(tm
         text = _log_text(daemon)
         assert "detection.json has the wrong shape" in text and "different lengths" in text
         assert "KeyError: 'num_stats'" in text and "models restored" in text
-        assert glob.glob(os.path.join(baselines, "detection.json.corrupt-*"))
-        assert glob.glob(statistics + ".corrupt-*")
+        assert glob.glob(os.path.join(baselines, "detection.json.bad-*"))
+        assert glob.glob(statistics + ".bad-*")
         assert not any(os.path.exists(orphan) for orphan in orphans)
         assert "removed 1 temporary file(s)" in text
         _, body = daemon.get("/health")

@@ -42,10 +42,10 @@ def test_a_scored_lines_file_that_cannot_be_written_holds_lines_until_it_can(tmp
             f.write("".join(numbered_line(i) for i in range(200, 400)))
         assert _wait(lambda: (daemon.metric("output_write_errors_total") or 0) >= 2, 60), daemon.log_tail()
         assert len(_seqs([moved])) == 200        # nothing of the second part was acknowledged meanwhile
-        assert not os.path.exists(os.path.join(daemon.dir, "state", "dead-letter.jsonl"))
+        assert not os.path.exists(os.path.join(daemon.dir, "state", "dead-letter", "dead-letter.jsonl"))
         os.rmdir(daemon.scored)
         assert _wait(lambda: _seqs([moved, daemon.scored]) == set(range(400)), 60), daemon.log_tail()
-        assert "cannot write scored lines" in daemon.log_tail(200)
+        assert "cannot write its outputs" in daemon.log_tail(200)
     finally:
         if os.path.isdir(daemon.scored):
             os.rmdir(daemon.scored)

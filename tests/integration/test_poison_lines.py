@@ -20,7 +20,7 @@ SCORED_WITHIN = 90.0
 
 
 def _dead_letters(daemon):
-    path = os.path.join(daemon.dir, "state", "dead-letter.jsonl")
+    path = os.path.join(daemon.dir, "state", "dead-letter", "dead-letter.jsonl")
     if not os.path.exists(path):
         return []
     with open(path) as f:

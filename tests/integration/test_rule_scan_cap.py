@@ -22,6 +22,6 @@ def test_a_long_adversarial_line_under_a_quadratic_rule_is_cut_counted_and_the_r
         assert sorted(counts) == list(range(200)), daemon.log_tail()
         assert daemon.metric("rule_scans_cut_total") == 1
         assert "searched by their head only" in daemon.log_tail(200)
-        assert not os.path.exists(os.path.join(daemon.dir, "state", "dead-letter.jsonl"))
+        assert not os.path.exists(os.path.join(daemon.dir, "state", "dead-letter", "dead-letter.jsonl"))
     finally:
         daemon.stop()

@@ -2,6 +2,7 @@
 import os
 import pickle
 
+from anomaly_detector.storage import atomic
 from anomaly_detector.storage.atomic import read_json_snapshot, read_snapshot, write_json_snapshot, write_snapshot
 
 
@@ -34,7 +35,7 @@ def test_each_corruption_falls_back_to_previous_and_is_quarantined(tmp_path):
         write_json_snapshot(path, "baselines", 1, {"gen": 2})
         _damage(path, how)
         assert read_json_snapshot(path, "baselines", 1) == (1, {"gen": 1}), how
-        assert any(name.startswith("%s.snap.corrupt-" % how) for name in os.listdir(tmp_path)), how
+        assert any(name.startswith("%s.snap.bad-" % how) for name in os.listdir(tmp_path)), how
 
 
 def test_wrong_kind_and_newer_version_are_refused(tmp_path):
@@ -49,7 +50,8 @@ def test_missing_file_is_none(tmp_path):
     assert read_snapshot(str(tmp_path / "none.snap"), "templates", 1) is None
 
 
-def test_no_temporary_files_left(tmp_path):
+def test_no_temporary_files_left(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic, "_generations", 2)    # the file and one previous generation
     path = str(tmp_path / "t.snap")
     for i in range(5):
         write_json_snapshot(path, "templates", 1, {"i": i})

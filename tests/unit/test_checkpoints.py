@@ -49,7 +49,7 @@ def test_corrupt_newest_file_falls_back_to_previous_generation(tmp_path):
         f.write(b"XYZ")
     recovered = CheckpointStore(path)
     assert recovered.lookup(1, 2).offset == 10
-    assert any(name.startswith("cp.corrupt-") for name in os.listdir(tmp_path))
+    assert any(name.startswith("cp.bad-") for name in os.listdir(tmp_path))
 
 
 def test_crash_between_temp_write_and_rename_keeps_the_last_good_file(tmp_path, monkeypatch):

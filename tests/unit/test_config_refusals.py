@@ -260,7 +260,7 @@ def test_dead_letter_file_inside_an_input_glob(tmp_path):
 
 
 def test_default_dead_letter_file_inside_an_input_glob(tmp_path):
-    path, text = _config(tmp_path, "[inputs]\n[[app]]\npath = {d}/state/*.jsonl\n")
+    path, text = _config(tmp_path, "[inputs]\n[[app]]\npath = {d}/state/dead-letter/*.jsonl\n")
     _assert_refused(path, text, "state_dir", "[paths] state_dir", "dead-letter.jsonl", "feedback loop",
                     environment=False)
 

@@ -24,6 +24,7 @@ from anomaly_detector.metrics.admin import AdminAPI
 from anomaly_detector.metrics.feedback_api import FeedbackDesk, FeedbackError
 from anomaly_detector.metrics.incidents_api import IncidentsAPI, WorkerViews, encode, parse_query, public
 from anomaly_detector.parsing.batch import LEVEL_CRITICAL
+from anomaly_detector.storage.layout import worker_paths
 from anomaly_detector.worker.incident_view import IncidentView, read_view
 from tests.unit.test_engine import T0, config, make_batch
 
@@ -122,7 +123,7 @@ def seen(engine, pairs, template_text=texts):
 def worker_views(tmp_path, records=(), pairs=(), index=0, template_text=texts):
     """A real view file written by the worker's IncidentView, from an engine holding these closed records
     and having seen these (source, template id) pairs."""
-    view = IncidentView(os.path.join(str(tmp_path), "workers", str(index)), index, keep=5)
+    view = IncidentView(worker_paths(str(tmp_path), index).alerting, index, keep=5)
     view.note_closed(list(records), texts)
     engine = DetectionEngine(config())
     seen(engine, pairs, template_text)
@@ -232,14 +233,14 @@ def test_incidents_api_with_the_token_switched_on(tmp_path):
 
 def test_the_view_keeps_closed_incidents_across_a_worker_restart(tmp_path):
     worker_views(tmp_path, [record("a" * 16)])
-    directory = os.path.join(str(tmp_path), "workers", "0")
+    directory = worker_paths(str(tmp_path), 0).alerting
     again = IncidentView(directory, 0, keep=5)
     assert [r["id"] for r in again.closed] == ["a" * 16]
     assert read_view(os.path.join(directory, "incidents-view.json"))["closed"][0]["status"] == "resolved"
 
 
 def test_the_view_is_rewritten_only_when_its_incidents_or_templates_change(tmp_path):
-    directory = os.path.join(str(tmp_path), "workers", "0")
+    directory = worker_paths(str(tmp_path), 0).alerting
     view = IncidentView(directory, 0, keep=2)
     engine = DetectionEngine(config())
     path = os.path.join(directory, "incidents-view.json")

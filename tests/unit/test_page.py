@@ -19,6 +19,7 @@ from anomaly_detector.metrics.httpd import SidecarHTTPServer
 from anomaly_detector.metrics.incidents_api import WorkerViews
 from anomaly_detector.metrics.sidecar import Readings
 from anomaly_detector.metrics.svg import bar_chart, escape_text, timeline
+from anomaly_detector.storage.layout import worker_paths
 
 HOSTILE = ("<script>document.title='pwned'</script>\"'><img src=x onerror=alert(1)>"
            "\x1b[31m\x00\x7f\x85\u202e\u2028\udcff &amp;")
@@ -172,7 +173,7 @@ def built_page(cfg, source, **kwargs):
 
 def write_view(cfg, worker, open_=(), closed=()):
     """A worker's incidents view as worker/incident_view.py writes it (version, open, closed, templates)."""
-    path = os.path.join(cfg["paths"]["state_dir"], "workers", str(worker), "incidents-view.json")
+    path = os.path.join(worker_paths(cfg["paths"]["state_dir"], worker).alerting, "incidents-view.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         json.dump({"version": 1, "worker": worker, "written": 0.0, "templates": {},
@@ -239,7 +240,7 @@ def test_the_sidecar_serves_the_page_at_get_slash_only(tmp_path, closing):
 
 def test_a_skipped_read_is_counted_by_reason_and_named_on_the_page(tmp_path):
     cfg, source = readings(tmp_path)
-    path = tmp_path / "state" / "workers" / "0" / "baselines" / "templates.json"
+    path = tmp_path / "state" / "baselines" / "worker-0" / "templates.json"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a snapshot\n")
     built = built_page(cfg, source)

@@ -13,6 +13,7 @@ from anomaly_detector.ipc.control import RuntimeFlags
 from anomaly_detector.metrics import page_data
 from anomaly_detector.parsing.miner import TemplateMiner
 from anomaly_detector.storage.atomic import write_json_snapshot
+from anomaly_detector.storage.layout import flat_paths
 
 
 class Notes:
@@ -50,7 +51,7 @@ def test_a_snapshot_over_the_bound_is_not_read_and_a_damaged_one_is_left_where_i
     assert got == [(None, None), (None, None)]
     assert [reason for reason, _ in notes.got] == ["too_large", "unreadable"]
     assert "over [http] page_max_read_mb" in notes.got[0][1]
-    assert path.exists() and not list(path.parent.glob("*.corrupt-*"))   # the worker's file, not ours to move
+    assert path.exists() and not list(path.parent.glob("*.bad-*"))   # the worker's file, not ours to move
 
 
 def test_a_snapshot_is_decoded_again_only_when_it_changed(tmp_path):
@@ -84,16 +85,17 @@ def test_top_templates_merge_the_workers_and_rate_from_two_snapshots(tmp_path):
         miners[1].add_line("disk sd%d failed" % i)
     save(0)
     save(1)
-    first = page_data.top_templates(dirs, cache, 10, notes)
+    workers = [flat_paths(d) for d in dirs]
+    first = page_data.top_templates(workers, cache, 10, notes)
     assert [(r["count"], r["rate"]) for r in first] == [(30, None), (10, None)]
     assert "<*>" in first[0]["template"] and first[1]["template"].startswith("disk")
     for i in range(20):
         miners[0].add_line("GET /item/%d 200 in %d ms" % (i, i + 10))
     save(0)
-    second = page_data.top_templates(dirs, cache, 10, notes)
+    second = page_data.top_templates(workers, cache, 10, notes)
     assert second[0]["count"] == 50 and second[0]["rate"] > 0
     assert second[1]["count"] == 10 and second[1]["rate"] == 0.0   # w0 saw no new one; w1 has one snapshot
-    assert len(page_data.top_templates(dirs, cache, 1, notes)) == 1 and notes.got == []
+    assert len(page_data.top_templates(workers, cache, 1, notes)) == 1 and notes.got == []
 
 
 def test_input_lag_is_the_bytes_past_the_committed_checkpoint(tmp_path):
@@ -124,11 +126,11 @@ def test_tier_status_shows_switches_and_warm_up(tmp_path):
                          workers_wanted=1, config_generation=0, relief_generation=0, reload_ok=1,
                          reloads_rejected=0)
     cache, notes = page_data.SnapshotCache(1 << 20, 10), Notes()
-    rows = {r["tier"]: r for r in page_data.tier_status(cfg, flags, [str(tmp_path / "w0")], cache, notes)}
+    rows = {r["tier"]: r for r in page_data.tier_status(cfg, flags, [flat_paths(str(tmp_path / "w0"))], cache, notes)}
     assert rows["t1"]["enabled"] and rows["t1"]["warm"] and rows["t1"]["lines_seen"] == 150
     assert not rows["t3"]["enabled"] and not rows["t3"]["switched_off"]
     assert not rows["t4"]["enabled"] and rows["t4"]["switched_off"]
-    both = page_data.tier_status(cfg, flags, [str(tmp_path / "w0"), str(tmp_path / "w1")], cache, notes)
+    both = page_data.tier_status(cfg, flags, [flat_paths(str(tmp_path / w)) for w in ("w0", "w1")], cache, notes)
     assert not both[0]["warm"] and both[0]["lines_seen"] == 200    # one worker still warming up
     assert np.all([not r["warm"] for r in page_data.tier_status(cfg, flags, [], cache, notes)])
 

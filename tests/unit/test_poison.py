@@ -146,7 +146,7 @@ def _scored(tmp_path):
 
 
 def _dead(tmp_path):
-    path = tmp_path / "state" / "dead-letter.jsonl"
+    path = tmp_path / "state" / "dead-letter" / "dead-letter.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -278,7 +278,7 @@ def test_the_drain_at_stop_gives_up_at_the_first_unwritable_output(shared, tmp_p
     assert worker.run(_Stopped()) == 0
     assert control.counter_totals()["output_errors"] == 1
     assert ring.depth() == 300 and control.scoring(0)[1] == 0   # unacknowledged, and no poison range
-    assert os.path.isdir(tmp_path / "state" / "workers" / "0")   # the snapshot was taken
+    assert os.path.isdir(tmp_path / "state" / "baselines" / "worker-0")   # the snapshot was taken
 
 
 def test_a_batch_whose_output_failed_is_written_later_not_scored_again(shared, tmp_path, monkeypatch):

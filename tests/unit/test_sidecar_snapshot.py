@@ -2,7 +2,6 @@
 and /metrics; a stuck or failing reader is a /health reason; learning_model_health from the workers'
 real snapshot files."""
 import json
-import os
 import threading
 import time
 import urllib.request
@@ -13,6 +12,7 @@ from anomaly_detector.metrics.httpd import SidecarHTTPServer
 from anomaly_detector.metrics.model_health import ModelHealth
 from anomaly_detector.metrics.sidecar import STALE_SNAPSHOT_SECONDS, Snapshot, SnapshotReader
 from anomaly_detector.storage.atomic import write_json_snapshot
+from anomaly_detector.storage.layout import worker_paths
 
 
 class Clock:
@@ -118,7 +118,7 @@ CFG = {"service": {"snapshot_interval_seconds": 5.0}, "detection": {"warmup_line
 
 
 def worker_snapshot(state_dir, index, lines_seen, first_time=1000.0, now=2000.0):
-    path = os.path.join(state_dir, "workers", str(index), "baselines", "detection.json")
+    path = worker_paths(state_dir, index).detection_baselines
     write_json_snapshot(path, "detection-baselines", 1,
                         {"meta": {"lines_seen": lines_seen, "first_time": first_time, "now": now}, "t1": {}})
     return path

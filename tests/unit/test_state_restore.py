@@ -75,7 +75,7 @@ def _rewrite(state, name, change, generation=""):
 
 def _set_aside(state, name):
     directory, base = os.path.split(os.path.join(state, name))
-    return [n for n in os.listdir(directory) if n.startswith(base + ".corrupt-")]
+    return [n for n in os.listdir(directory) if n.startswith(base + ".bad-")]
 
 
 def _scores(pipeline):
@@ -176,7 +176,7 @@ def test_miner_snapshot_of_the_wrong_shape_gives_an_empty_miner(tmp_path, caplog
         miner = TemplateMiner.load(path)
     assert "starting fresh" in caplog.records[-1].getMessage()     # there is no previous generation
     assert len(miner) == 0
-    assert [n for n in os.listdir(tmp_path) if ".corrupt-" in n]
+    assert [n for n in os.listdir(tmp_path) if ".bad-" in n]
 
 
 def test_orphaned_temporaries_are_swept_when_the_owner_loads(tmp_path, caplog):
