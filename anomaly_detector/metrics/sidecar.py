@@ -9,6 +9,7 @@ reading and no two handlers share psutil's cpu_percent state. Health rules are i
 """
 import collections
 import dataclasses
+import errno
 import logging
 import os
 import threading
@@ -137,7 +138,9 @@ class Readings:
 
     def _probe_state_dir(self):
         """Create, write and remove a file in state_dir: models, checkpoints and the outbox go there.
-        (os.access would pass for root on a read-only file system.)"""
+        (os.access would pass for root on a read-only file system.) A full disk is not this reason: the
+        daemon keeps scoring and holds what it cannot write, which /health reports as "degraded"
+        (state_degraded_reasons), not down."""
         path = os.path.join(self.state_dir, STATE_PROBE)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -147,6 +150,9 @@ class Readings:
                 os.close(fd)
             os.unlink(path)
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                _remove_quietly(path)
+                return ""
             return "%s (%s)" % (exc.strerror or exc, type(exc).__name__)
         return ""
 
@@ -471,6 +477,13 @@ def _state_samples(totals):
             "state_write_errors_total": totals["state_write_errors"],
             "state_writes_failing": totals["state_writes_failing"],
             "dead_letter_lines_refused_total": totals["dead_letter_refused"]}
+
+
+def _remove_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def state_degraded_reasons(totals):
