@@ -169,6 +169,12 @@ class Flaky(Sink):
             raise DeliveryError("connect", "down")
         self.got.append(event["id"])
 
+    def send_group(self, events):
+        if self.failures:
+            self.failures -= 1
+            raise DeliveryError("connect", "down")
+        self.got.append([e["id"] for e in events])
+
 
 def test_a_runner_delivers_in_order_across_failures_and_checkpoints(tmp_path):
     sink = Flaky(failures=3)
@@ -182,7 +188,7 @@ def test_a_runner_delivers_in_order_across_failures_and_checkpoints(tmp_path):
     runner.stop()
     runner.thread.join(5)
     assert sink.got == ["i%d-%d" % (i, i) for i in range(5)]
-    assert stats == {"delivered": 5, "failed": {"connect": 3}}
+    assert stats == {"delivered": 5, "failed": {"connect": 3}, "notifications": 5}
     assert read_checkpoint(str(tmp_path), "flaky")["writers"] == {"worker-0": 5}
     again = SinkRunner(Flaky(0), str(tmp_path), section(), {"delivered": 0, "failed": {}})
     again.add([event(i, incident="i%d" % i) for i in range(6)])
@@ -274,5 +280,10 @@ def test_a_rate_limited_sink_holds_the_rest_in_order_and_counts_them(tmp_path):
     runner.stop()
     runner.thread.join(5)
     assert sink.got == ["i0-0", "i1-1"]                  # the next waits ~30 s for its token
-    assert stats["throttled"] == 1 and [e["id"] for e in runner.queue] == ["i2-2", "i3-3"]
-    assert read_checkpoint(str(tmp_path), "flaky")["writers"] == {"worker-0": 2}
+    # i2 was taken from the outbox and waits in the sink's checkpoint (its policy state), i3 in the outbox
+    assert stats["throttled"] == 1 and [e["id"] for e in runner.queue] == ["i3-3"]
+    assert [[e["id"] for e in note] for note in runner.policy.outgoing] == [["i2-2"]]
+    checkpoint = read_checkpoint(str(tmp_path), "flaky")
+    assert checkpoint["writers"] == {"worker-0": 3} and checkpoint["state"]["noise"]["outgoing"][0][0]["id"] == "i2-2"
+    again = SinkRunner(Flaky(0), str(tmp_path), section(), {"delivered": 0, "failed": {}})
+    assert [e["id"] for e in again.policy.due(time.time())] == ["i2-2"]      # restarted: it goes first
