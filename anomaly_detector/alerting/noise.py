@@ -11,12 +11,12 @@ Rules, in the order an event meets them:
 1. Routing: a sink takes an incident from its first event whose severity (events.severity) is one of
    its `severities` and whose score reaches its `min_score`; from then on it gets every event of that
    incident (so a `resolved` always follows what it announced). Others: suppressed.
-2. Dedup: incidents with the same identity (source, kind, template, severity at opening) form one
+2. Dedup: incidents with the same identity (source, kind, template: identity()) form one
    episode while each opens within `dedup_window_seconds` (event time) of the last line of the one
    before. The first is the episode's lead; the others are folded into it: their events carry the
    lead's incident_id (and folded_from: their own), an `opened` becomes an `updated`, and updates go out
-   at most every `update_interval_seconds`; the episode's `resolved` goes out when its last incident
-   closes, and only if the receiver was told it fires.
+   at most every `update_interval_seconds` (an escalation to critical at once); the episode's `resolved`
+   goes out when its last incident closes, and only if the receiver was told it fires.
 3. Quiet hours: while the sink's quiet hours last, events of non-critical incidents are held; at the
    end they go out as one digest. An incident opened and resolved within the quiet hours is dropped;
    a held update is replaced by a newer one. A critical event goes at once, with what was held of its
@@ -41,9 +41,10 @@ GROUP = "group"
 
 
 def identity(incident):
-    """What makes two incidents "the same alert": source, kind, template and severity."""
-    return "%s|%s|%s|%s" % (incident.get("source", ""), incident.get("kind", ""), incident.get("template_id", ""),
-                            incident.get("severity", "warning"))
+    """What makes two incidents "the same alert": source, kind and template. Not the severity: it grows with
+    the evidence (one burst cut by a batch opens as a warning, the next as critical), and the routing
+    before the dedup already keeps a sink's severities apart; an escalation to critical is always told."""
+    return "%s|%s|%s" % (incident.get("source", ""), incident.get("kind", ""), incident.get("template_id", ""))
 
 
 def group_id(events):
@@ -191,11 +192,14 @@ class SinkPolicy:
         if event["event"] == RESOLVED:
             del self.routed[incident_id]
             return self._resolve(event, episode, incident_id, lead)
-        if folded and episode["sent_at"] is not None and event["at"] - episode["sent_at"] < self.update_interval:
+        escalates = event["incident"].get("severity") == "critical" and episode.get("severity") != "critical"
+        if (folded and not escalates and episode["sent_at"] is not None
+                and event["at"] - episode["sent_at"] < self.update_interval):
             return self._suppress("dedup", event)
         if folded:
             event = dict(event, event=UPDATED, incident_id=lead, folded_from=incident_id)
         episode["sent_at"], episode["firing"] = event["at"], True
+        episode["severity"] = event["incident"].get("severity")
         return event
 
     def _join(self, incident_id, incident, first, last):

@@ -82,10 +82,9 @@ def test_min_score_suppresses_and_counts():
 
 # -- dedup
 
-def test_identity_is_source_kind_template_and_severity():
-    assert identity(ev("a")["incident"]) == identity(ev("b")["incident"])
+def test_identity_is_source_kind_and_template():
+    assert identity(ev("a")["incident"]) == identity(ev("b", sev="critical")["incident"])
     assert identity(ev("a")["incident"]) != identity(ev("a", template=5)["incident"])
-    assert identity(ev("a")["incident"]) != identity(ev("a", sev="critical")["incident"])
     assert identity(ev("a")["incident"]) != identity(ev("a", source="db")["incident"])
 
 
@@ -118,6 +117,13 @@ def test_overlapping_incidents_of_one_identity_page_once_and_resolve_with_the_la
     notes += drain(policy, t + 100)
     assert kinds(notes) == [[("a", "opened")], [("a", "resolved")]]
     assert notes[1][0]["folded_from"] == "b" and stats["suppressed"] == {"dedup": 2}
+
+
+def test_a_folded_incident_that_escalates_to_critical_is_told_at_once():
+    policy, stats = fresh(dedup_window=300, update_interval=300)
+    notes = run(policy, [ev("a", at=NOON), ev("b", at=NOON + 5, sev="critical"), ev("c", at=NOON + 6, sev="critical")])
+    assert kinds(notes) == [[("a", "opened")], [("a", "updated")]]
+    assert notes[1][0]["incident"]["severity"] == "critical" and stats["suppressed"] == {"dedup": 1}
 
 
 def test_outside_the_window_or_with_dedup_off_a_new_incident_pages_again():
