@@ -6,12 +6,15 @@ so a slow or dead receiver holds back only its own queue; the main thread reads 
 outbox (alerting/outbox.py), hands each sink the ones past its checkpoint, beats the heartbeat and
 writes the stats file the sidecar turns into metrics.
 
-Per sink: events go out one at a time in the order they were written; a failure is retried after an
+Per sink: each event is first handed to the sink's noise policy (noise.py: routing, dedup, quiet hours,
+grouping), which says what to send; notifications (one event, or a group as one message) go out one at
+a time in the order they were written; a failure is retried after an
 exponential back-off with jitter (retry_initial_seconds doubling up to retry_max_seconds, each delay
 drawn from its upper half), so the order holds and nothing is skipped, except an event the receiver
 refuses for good (a 4xx other than 408/429), which is logged and counted (reason "rejected").
-The checkpoint is written after each delivery: a crash between the receiver's answer and the write
-sends that event again, with the same id (at least once; receivers dedup on the id).
+The checkpoint (outbox position and the policy's state, written together) is written after each step:
+a crash between the receiver's answer and the write sends that notification again, with the same id
+(at least once; receivers dedup on the id).
 """
 import logging
 import os
