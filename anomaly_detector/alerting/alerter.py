@@ -197,8 +197,7 @@ class SinkRunner:
             self.stats["throttled"] = self.stats.get("throttled", 0) + 1
         if time.time() - self._throttle_logged >= 60.0:
             self._throttle_logged = time.time()
-            with self.cond:
-                waiting = len(self.queue)
+            waiting = len(self.pending())
             log.warning("alert sink %s: [alerting] rate_limit_per_minute = %d reached; %d alerts wait in the outbox",
                         self.sink.name, self.bucket.capacity, waiting)
 

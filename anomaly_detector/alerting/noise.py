@@ -27,6 +27,7 @@ Rules, in the order an event meets them:
 import collections
 import hashlib
 import logging
+import time
 import zoneinfo
 from datetime import datetime, timedelta
 
@@ -117,6 +118,7 @@ class SinkPolicy:
         self.group, self.deadline = [], None  # opened events waiting for group_wait, and when it ends
         self.held = []         # events held by quiet hours
         self.latest = 0.0      # latest event time seen (for forgetting stale episodes)
+        self.since = time.time()   # events written before it may belong to incidents announced without this state
 
     # -- what the runner calls
 
@@ -169,6 +171,8 @@ class SinkPolicy:
     def _route(self, event):
         inc = event["incident"]
         if event["incident_id"] not in self.routed:
+            if event["event"] != OPENED and event["at"] < self.since:
+                return event   # its opened went out before this sink had a policy (an upgrade): let it end
             if inc.get("severity", "warning") not in self.severities:
                 return self._suppress("severity", event)
             if inc.get("score", 0) < self.min_score:
@@ -184,6 +188,8 @@ class SinkPolicy:
         first, last = _times(event["incident"], event["at"])
         self.latest = max(self.latest, last)
         lead = self.routed.get(incident_id)
+        if lead is None and event["event"] == RESOLVED:
+            return event   # announced before this policy (routing let only those through): it ends as it was
         if lead is None:
             lead = self._join(incident_id, event["incident"], first, last)
         episode = self.episodes[lead]
@@ -300,7 +306,8 @@ class SinkPolicy:
 
     def state(self):
         return {"routed": self.routed, "episodes": self.episodes, "leads": self.leads, "outgoing": list(self.outgoing),
-                "group": self.group, "deadline": self.deadline, "held": self.held, "latest": self.latest}
+                "group": self.group, "deadline": self.deadline, "held": self.held, "latest": self.latest,
+                "since": self.since}
 
     def restore(self, state):
         if not isinstance(state, dict):
@@ -315,6 +322,7 @@ class SinkPolicy:
         self.deadline = state.get("deadline") if self.group else None
         self.held = list(state.get("held") or [])
         self.latest = float(state.get("latest") or 0.0)
+        self.since = float(state.get("since") or self.since)
 
 
 def _times(incident, at):

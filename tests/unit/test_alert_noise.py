@@ -53,7 +53,9 @@ def kinds(notes):
 
 def fresh(**kw):
     stats = {}
-    return SinkPolicy(stats, **kw), stats
+    policy = SinkPolicy(stats, **kw)
+    policy.since = 0.0     # every test event is written after the policy began
+    return policy, stats
 
 
 # -- severity: defined once, routed per sink
@@ -216,6 +218,13 @@ def test_the_held_bound_drops_the_oldest_and_counts_it():
 
 
 # -- state across a restart
+
+def test_after_an_upgrade_the_incidents_announced_before_the_policy_still_end():
+    policy = SinkPolicy({}, severities=("critical",), dedup_window=300)   # no state: since = now
+    notes = run(policy, [ev("old", "resolved", 3, at=policy.since - 60),
+                         ev("new", "resolved", 1, at=policy.since + 1)])
+    assert kinds(notes) == [[("old", "resolved")]]
+
 
 def test_the_policy_state_round_trips_through_json():
     policy, _ = fresh(dedup_window=300, group_wait=10, quiet=QuietHours("22:00-07:00"))
