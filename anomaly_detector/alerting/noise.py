@@ -22,7 +22,8 @@ Rules, in the order an event meets them:
    a held update is replaced by a newer one. A critical event goes at once, with what was held of its
    incident before it.
 4. Grouping: `opened` events written within `group_wait_seconds` of the first (event `at`) go out as
-   one notification, once the wait is over (not for alertmanager: it groups by itself).
+   one notification, once the wait is over (not for alertmanager: it groups by itself); the other
+   events taken meanwhile follow the group, in order.
 """
 import collections
 import hashlib
@@ -116,6 +117,7 @@ class SinkPolicy:
         self.leads = {}        # identity -> lead of its latest episode
         self.outgoing = collections.deque()   # notifications (lists of events) ready to send, in order
         self.group, self.deadline = [], None  # opened events waiting for group_wait, and when it ends
+        self.after = []        # other events that came during the wait: sent one by one after the group
         self.held = []         # events held by quiet hours
         self.latest = 0.0      # latest event time seen (for forgetting stale episodes)
         self.since = time.time()   # events written before it may belong to incidents announced without this state
@@ -125,12 +127,10 @@ class SinkPolicy:
     def can_accept(self, event, now):
         """Whether to take this event from the outbox now: not while a notification waits to be sent (the
         outbox, not this state, holds what a dead sink cannot take), and past a pending group only an
-        opened event that joins it."""
+        opened event written within its wait (the others queue behind the group)."""
         if self.outgoing:
             return False
-        if not self.group:
-            return True
-        return event["event"] == OPENED and event["at"] <= self.deadline
+        return not self.group or event["event"] != OPENED or event["at"] <= self.deadline
 
     def offer(self, event, now):
         """Take one event: it is suppressed (counted), held, grouped or made ready."""
@@ -164,7 +164,7 @@ class SinkPolicy:
 
     def buffered(self):
         """The events taken and not yet sent (for the queue gauge), held ones apart."""
-        return [e for note in self.outgoing for e in note] + list(self.group)
+        return [e for note in self.outgoing for e in note] + list(self.group) + list(self.after)
 
     # -- rule 1: routing
 
@@ -282,9 +282,11 @@ class SinkPolicy:
     # -- rule 4: grouping
 
     def _group(self, event):
-        if self.group_wait <= 0 or event["event"] != OPENED:
-            self._flush_group()
-            self.outgoing.append([event])
+        if event["event"] != OPENED or self.group_wait <= 0:
+            if self.group:
+                self.after.append(event)   # behind the group: its incident's opened may be in it
+            else:
+                self.outgoing.append([event])
             return
         if self.group and event["at"] > self.deadline:
             self._flush_group()
@@ -295,7 +297,8 @@ class SinkPolicy:
     def _flush_group(self):
         if self.group:
             self.outgoing.append(self.group)
-            self.group, self.deadline = [], None
+            self.outgoing.extend([e] for e in self.after)
+            self.group, self.deadline, self.after = [], None, []
 
     def _suppress(self, reason, event):
         counts = self.stats.setdefault("suppressed", {})
@@ -306,7 +309,7 @@ class SinkPolicy:
 
     def state(self):
         return {"routed": self.routed, "episodes": self.episodes, "leads": self.leads, "outgoing": list(self.outgoing),
-                "group": self.group, "deadline": self.deadline, "held": self.held, "latest": self.latest,
+                "group": self.group, "deadline": self.deadline, "after": self.after, "held": self.held, "latest": self.latest,
                 "since": self.since}
 
     def restore(self, state):
@@ -320,6 +323,7 @@ class SinkPolicy:
         self.outgoing = collections.deque(n for n in state.get("outgoing") or [] if isinstance(n, list) and n)
         self.group = list(state.get("group") or [])
         self.deadline = state.get("deadline") if self.group else None
+        self.after = list(state.get("after") or []) if self.group else []
         self.held = list(state.get("held") or [])
         self.latest = float(state.get("latest") or 0.0)
         self.since = float(state.get("since") or self.since)

@@ -154,12 +154,14 @@ def test_incidents_opened_within_group_wait_go_out_as_one_notification_after_the
     assert kinds(drain(policy, NOON + 21)) == [[("d", "opened")]]
 
 
-def test_an_update_waits_behind_a_pending_group_and_order_per_incident_holds():
+def test_other_events_follow_a_pending_group_and_order_per_incident_holds():
     policy, _ = fresh(group_wait=10)
     notes = run(policy, [ev("a", at=NOON), ev("b", at=NOON + 2, source="db"),
-                         ev("a", "resolved", 1, at=NOON + 4), ev("c", at=NOON + 5, source="web")])
+                         ev("a", "resolved", 1, at=NOON + 4), ev("c", at=NOON + 5, source="web"),
+                         ev("d", at=NOON + 12, source="cache")])
     notes += drain(policy, NOON + 30)
-    assert kinds(notes) == [[("a", "opened"), ("b", "opened")], [("a", "resolved")], [("c", "opened")]]
+    assert kinds(notes) == [[("a", "opened"), ("b", "opened"), ("c", "opened")], [("a", "resolved")],
+                            [("d", "opened")]]
 
 
 def test_without_grouping_each_opened_goes_at_once():
