@@ -119,6 +119,7 @@ class SinkPolicy:
         self.group, self.deadline = [], None  # opened events waiting for group_wait, and when it ends
         self.after = []        # other events that came during the wait: sent one by one after the group
         self.held = []         # events held by quiet hours
+        self._overflowed = False
         self.latest = 0.0      # latest event time seen (for forgetting stale episodes)
         self.since = time.time()   # events written before it may belong to incidents announced without this state
 
@@ -146,7 +147,7 @@ class SinkPolicy:
             self._flush_group()
         if self.held and not self._is_quiet(now) and not self.outgoing:
             self.outgoing.append(self.held)
-            self.held = []
+            self.held, self._overflowed = [], False
         return list(self.outgoing[0]) if self.outgoing else None
 
     def sent(self):
@@ -271,10 +272,11 @@ class SinkPolicy:
         self.held.append(event)
         self.stats["held"] = self.stats.get("held", 0) + 1
         if len(self.held) > self.held_max:
-            dropped = self.held.pop(0)
-            self._suppress("held_overflow", dropped)
-            log.warning("alert sink %s: more than %d alerts held for quiet hours ([alerting] outbox_max_alerts); "
-                        "dropped the oldest held", self.name, self.held_max)
+            self._suppress("held_overflow", self.held.pop(0))
+            if not self._overflowed:   # once per quiet spell: the counter has the rest
+                self._overflowed = True
+                log.warning("alert sink %s: more than %d alerts held for quiet hours ([alerting] outbox_max_alerts); "
+                            "dropping the oldest held ones", self.name, self.held_max)
 
     def _is_quiet(self, now):
         return self.quiet is not None and self.quiet.contains(now)
