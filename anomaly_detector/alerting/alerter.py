@@ -80,6 +80,10 @@ class SinkRunner:
         checkpoint = read_checkpoint(directory, sink.name)
         self.delivered = {w: int(s) for w, s in checkpoint["writers"].items()}
         state = checkpoint.get("state", {})
+        taken = state.get("taken", {}) if isinstance(state, dict) else {}
+        # per writer, the last seq handed to the policy: past `delivered` when it still buffers some
+        self.taken = {w: max(int(s), int(taken.get(w, 0))) for w, s in self.delivered.items()}
+        self.taken.update({w: int(s) for w, s in taken.items() if w not in self.taken})
         sink.restore(state)
         self.policy.restore(state.get("noise", {}) if isinstance(state, dict) else {})
         self.queue = []
@@ -90,7 +94,7 @@ class SinkRunner:
 
     def add(self, events):
         """Queue the events this sink has not taken yet (events arrive in outbox order)."""
-        fresh = [e for e in events if e["seq"] > self.delivered.get(e["writer"], 0)]
+        fresh = [e for e in events if e["seq"] > self.taken.get(e["writer"], 0)]
         if fresh:
             with self.cond:
                 self.queue += fresh
@@ -148,7 +152,7 @@ class SinkRunner:
                     break
                 self.policy.offer(head, now)
                 self.queue.pop(0)
-            self.delivered[head["writer"]] = head["seq"]
+            self.taken[head["writer"]] = head["seq"]
             taken += 1
         if taken:
             self._save()
@@ -215,10 +219,22 @@ class SinkRunner:
             log.info("alert sink %s: delivering again after %d failed attempts", self.sink.name, self.attempts)
         self.attempts, self.retry_at = 0, 0.0
 
+    def _delivered(self):
+        """Per writer, the seq the outbox counts as delivered: the last taken, or just before the oldest the
+        policy still buffers (a group, or a notification being retried). So what waits for a dead sink
+        stays under the outbox's bound, whose drops count it; the buffered events are in the policy's
+        state, and `taken` keeps them from being read twice."""
+        oldest = {}
+        for e in self.policy.buffered():
+            if "writer" in e:
+                oldest[e["writer"]] = min(oldest.get(e["writer"], e["seq"]), e["seq"])
+        return {w: min(seq, oldest[w] - 1) if w in oldest else seq for w, seq in self.taken.items()}
+
     def _save(self):
         try:
             with self.cond:
-                state = dict(self.sink.state(), noise=self.policy.state())
+                state = dict(self.sink.state(), noise=self.policy.state(), taken=dict(self.taken))
+                self.delivered = self._delivered()
             write_checkpoint(self.directory, self.sink.name, {"writers": self.delivered, "state": state})
         except OSError as exc:   # delivered all the same; after a restart it is sent again, same id
             log.error("alert sink %s: cannot write its checkpoint: %s", self.sink.name, exc)

@@ -131,6 +131,8 @@ class SinkPolicy:
         opened event written within its wait (the others queue behind the group)."""
         if self.outgoing:
             return False
+        if self.group and len(self.group) + len(self.after) >= self.held_max:
+            return False   # bounded like the outbox: the rest waits there until the group is sent
         return not self.group or event["event"] != OPENED or event["at"] <= self.deadline
 
     def offer(self, event, now):
