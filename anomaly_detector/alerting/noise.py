@@ -16,7 +16,9 @@ Rules, in the order an event meets them:
    before. The first is the episode's lead; the others are folded into it: their events carry the
    lead's incident_id (and folded_from: their own), an `opened` becomes an `updated`, and updates go out
    at most every `update_interval_seconds` (an escalation to critical at once); the episode's `resolved`
-   goes out when its last incident closes, and only if the receiver was told it fires.
+   goes out when its last incident closes, and only if the receiver was told it fires, after
+   `resolve_wait_seconds` (event write time) in which no incident of its identity opened again: one
+   that does voids it (a flapping outage stays one firing incident).
 3. Quiet hours: while the sink's quiet hours last, events of non-critical incidents are held; at the
    end they go out as one digest. An incident opened and resolved within the quiet hours is dropped;
    a held update is replaced by a newer one. A critical event goes at once, with what was held of its
@@ -107,13 +109,15 @@ class SinkPolicy:
     """One sink's noise rules and buffers (module docstring)."""
 
     def __init__(self, stats, severities=SEVERITIES, min_score=0.0, dedup_window=0.0, update_interval=300.0,
-                 group_wait=0.0, quiet=None, held_max=10000, name=""):
+                 group_wait=0.0, quiet=None, held_max=10000, name="", resolve_wait=0.0):
         self.stats = stats   # the runner's counters: "suppressed" {reason: n}, "held" n
         self.severities, self.min_score = tuple(severities), float(min_score)
         self.dedup_window, self.update_interval = float(dedup_window), float(update_interval)
+        self.resolve_wait = float(resolve_wait) if self.dedup_window > 0 else 0.0
         self.group_wait, self.quiet, self.held_max, self.name = float(group_wait), quiet, int(held_max), name
         self.routed = {}       # open incident id -> the lead incident id of its episode, for those this sink takes
-        self.episodes = {}     # lead incident id -> {"key", "members" (open), "last_seen", "sent_at", "firing"}
+        self.episodes = {}     # lead incident id -> {"key", "members" (open), "last_seen", "sent_at", "firing",
+        #                        "pending": its resolved while it waits resolve_wait, or None}
         self.leads = {}        # identity -> lead of its latest episode
         self.outgoing = collections.deque()   # notifications (lists of events) ready to send, in order
         self.group, self.deadline = [], None  # opened events waiting for group_wait, and when it ends
@@ -145,6 +149,11 @@ class SinkPolicy:
 
     def due(self, now):
         """The next notification to send now (a list of events), or None; it stays due until sent()."""
+        for episode in self.episodes.values():
+            pending = episode.get("pending")
+            if pending is not None and not self.outgoing and now >= pending["at"] + self.resolve_wait:
+                episode["pending"], episode["firing"], episode["sent_at"] = None, False, pending["at"]
+                self._quiet(pending, now)
         if self.group and (now >= self.deadline):
             self._flush_group()
         if self.held and not self._is_quiet(now) and not self.outgoing:
@@ -158,7 +167,7 @@ class SinkPolicy:
 
     def next_time(self, now):
         """When due() may have something again without a new event (None: only a new event can)."""
-        times = []
+        times = [ep["pending"]["at"] + self.resolve_wait for ep in self.episodes.values() if ep.get("pending")]
         if self.group:
             times.append(self.deadline)
         if self.held and self.quiet is not None:
@@ -167,7 +176,8 @@ class SinkPolicy:
 
     def buffered(self):
         """The events taken and not yet sent (for the queue gauge), held ones apart."""
-        return [e for note in self.outgoing for e in note] + list(self.group) + list(self.after)
+        pending = [ep["pending"] for ep in self.episodes.values() if ep.get("pending")]
+        return [e for note in self.outgoing for e in note] + list(self.group) + list(self.after) + pending
 
     # -- rule 1: routing
 
@@ -219,6 +229,9 @@ class SinkPolicy:
         episode = self.episodes.get(lead)
         if self.dedup_window > 0 and episode is not None and first - episode["last_seen"] <= self.dedup_window:
             episode["members"].append(incident_id)
+            if episode.get("pending") is not None:   # it flapped: the outage goes on, its resolved is void
+                self._suppress("dedup", episode["pending"])
+                episode["pending"] = None
         else:
             self._forget_stale()
             lead = incident_id
@@ -233,15 +246,18 @@ class SinkPolicy:
             episode["members"].remove(incident_id)
         if episode["members"] or not episode["firing"]:
             return self._suppress("dedup", event)   # another incident of the episode still fires
-        episode["firing"], episode["sent_at"] = False, event["at"]
         if lead != incident_id:
             event = dict(event, incident_id=lead, folded_from=incident_id)
+        if self.resolve_wait > 0:   # held: an incident of the same identity opening meanwhile voids it
+            episode["pending"] = event
+            return None
+        episode["firing"], episode["sent_at"] = False, event["at"]
         return event
 
     def _forget_stale(self):
         """Episodes with no open incident whose last line is older than the window (event time)."""
-        for lead in [k for k, ep in self.episodes.items()
-                     if not ep["members"] and self.latest - ep["last_seen"] > self.dedup_window]:
+        for lead in [k for k, ep in self.episodes.items() if not ep["members"] and not ep.get("pending")
+                     and self.latest - ep["last_seen"] > self.dedup_window]:
             if self.leads.get(self.episodes[lead]["key"]) == lead:
                 del self.leads[self.episodes[lead]["key"]]
             del self.episodes[lead]
@@ -350,4 +366,5 @@ def build_policy(stats, alerting, section, groups, name=""):
                       dedup_window=alerting["dedup_window_seconds"],
                       update_interval=alerting["update_interval_seconds"],
                       group_wait=alerting["group_wait_seconds"] if groups else 0.0, quiet=quiet,
-                      held_max=alerting["outbox_max_alerts"], name=name)
+                      held_max=alerting["outbox_max_alerts"], name=name,
+                      resolve_wait=alerting["resolve_wait_seconds"])

@@ -46,6 +46,7 @@ incident_window_seconds = 30
 warning_threshold = 5
 [alerting]
 group_wait_seconds = 3
+resolve_wait_seconds = 2
 [[hook]]
 type = webhook
 url = %s

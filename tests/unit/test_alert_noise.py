@@ -128,6 +128,23 @@ def test_a_folded_incident_that_escalates_to_critical_is_told_at_once():
     assert notes[1][0]["incident"]["severity"] == "critical" and stats["suppressed"] == {"dedup": 1}
 
 
+def test_a_flapping_outage_stays_firing_its_resolved_waits_resolve_wait_and_a_reopen_voids_it():
+    policy, stats = fresh(dedup_window=300, update_interval=300, resolve_wait=30)
+    t = NOON
+    notes = run(policy, [
+        ev("a", at=t, first=t - 30, last=t), ev("a", "resolved", 1, at=t + 40, first=t - 30, last=t + 10),
+        ev("b", at=t + 55, first=t + 50, last=t + 55),              # 15 s after a's resolved: it is void
+        ev("b", "resolved", 1, at=t + 100, first=t + 50, last=t + 70)])
+    assert kinds(notes) == [[("a", "opened")]]
+    assert policy.due(t + 129) is None and policy.next_time(t + 129) == t + 130
+    (last,) = drain(policy, t + 130)
+    assert kinds([last]) == [[("a", "resolved")]] and last[0]["folded_from"] == "b"
+    assert stats["suppressed"] == {"dedup": 2}      # a's resolved (voided) and b's opened (an update too soon)
+    # the episode is resolved for the receiver: a later reopen inside the window is an update
+    notes = run(policy, [ev("c", at=t + 500, first=t + 300, last=t + 300)])
+    assert kinds(notes) == [[("a", "updated")]]
+
+
 def test_outside_the_window_or_with_dedup_off_a_new_incident_pages_again():
     for window, first_b in ((300, NOON + 400), (0, NOON + 20)):
         policy, stats = fresh(dedup_window=window)
