@@ -123,7 +123,7 @@ class SinkPolicy:
         self.group, self.deadline = [], None  # opened events waiting for group_wait, and when it ends
         self.after = []        # other events that came during the wait: sent one by one after the group
         self.held = []         # events held by quiet hours
-        self._overflowed = False
+        self._overflowed = self._capped = False
         self.latest = 0.0      # latest event time seen (for forgetting stale episodes)
         self.since = time.time()   # events written before it may belong to incidents announced without this state
 
@@ -136,7 +136,11 @@ class SinkPolicy:
         if self.outgoing:
             return False
         if self.group and len(self.group) + len(self.after) >= self.held_max:
-            return False   # bounded like the outbox: the rest waits there until the group is sent
+            if not self._capped:   # bounded like the outbox: the rest waits there until the group is sent
+                self._capped = True
+                log.warning("alert sink %s: %d alerts wait in a group ([alerting] outbox_max_alerts); the next "
+                            "wait in the outbox until it is sent", self.name, self.held_max)
+            return False
         return not self.group or event["event"] != OPENED or event["at"] <= self.deadline
 
     def offer(self, event, now):
@@ -318,7 +322,7 @@ class SinkPolicy:
         if self.group:
             self.outgoing.append(self.group)
             self.outgoing.extend([e] for e in self.after)
-            self.group, self.deadline, self.after = [], None, []
+            self.group, self.deadline, self.after, self._capped = [], None, [], False
 
     def _suppress(self, reason, event):
         counts = self.stats.setdefault("suppressed", {})

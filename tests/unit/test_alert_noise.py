@@ -273,3 +273,14 @@ def test_group_messages_list_every_alert_once(tmp_path):
     (written,) = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
     assert written["event"] == GROUP and written["count"] == 3 and written["id"] == group_id(events)
     assert [e["id"] for e in written["events"]] == ["a-0", "b-0", "c-0"]
+
+
+def test_a_group_and_what_follows_it_are_bounded_and_the_bound_is_logged(caplog):
+    policy, _ = fresh(group_wait=10, held_max=3)
+    for e in (ev("a"), ev("b", source="db"), ev("a", "resolved", 1, at=NOON + 1)):
+        assert policy.can_accept(e, NOON + 1)
+        policy.offer(e, NOON + 1)
+    assert not policy.can_accept(ev("c", at=NOON + 2, source="web"), NOON + 2)
+    assert "3 alerts wait in a group" in caplog.text
+    assert kinds(drain(policy, NOON + 10)) == [[("a", "opened"), ("b", "opened")], [("a", "resolved")]]
+    assert policy.can_accept(ev("c", at=NOON + 12, source="web"), NOON + 12)
