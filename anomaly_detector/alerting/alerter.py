@@ -6,12 +6,15 @@ so a slow or dead receiver holds back only its own queue; the main thread reads 
 outbox (alerting/outbox.py), hands each sink the ones past its checkpoint, beats the heartbeat and
 writes the stats file the sidecar turns into metrics.
 
-Per sink: events go out one at a time in the order they were written; a failure is retried after an
+Per sink: each event is first handed to the sink's noise policy (noise.py: routing, dedup, quiet hours,
+grouping), which says what to send; notifications (one event, or a group as one message) go out one at
+a time in the order they were written; a failure is retried after an
 exponential back-off with jitter (retry_initial_seconds doubling up to retry_max_seconds, each delay
 drawn from its upper half), so the order holds and nothing is skipped, except an event the receiver
 refuses for good (a 4xx other than 408/429), which is logged and counted (reason "rejected").
-The checkpoint is written after each delivery: a crash between the receiver's answer and the write
-sends that event again, with the same id (at least once; receivers dedup on the id).
+The checkpoint (outbox position and the policy's state, written together) is written after each step:
+a crash between the receiver's answer and the write sends that notification again, with the same id
+(at least once; receivers dedup on the id).
 """
 import logging
 import os
@@ -19,6 +22,7 @@ import random
 import threading
 import time
 
+from anomaly_detector.alerting.noise import SinkPolicy, build_policy, group_id
 from anomaly_detector.alerting.outbox import (
     STATS_FILE,
     OutboxReader,
@@ -64,18 +68,24 @@ class TokenBucket:
 
 
 class SinkRunner:
-    """One sink's queue, checkpoint and delivery thread."""
+    """One sink's queue, noise policy, checkpoint and delivery thread."""
 
-    def __init__(self, sink, directory, section, stats, rate_limit_per_minute=None):
+    def __init__(self, sink, directory, section, stats, rate_limit_per_minute=None, policy=None):
         self.sink, self.directory = sink, directory
         self.bucket = TokenBucket(rate_limit_per_minute, time.time()) if rate_limit_per_minute else None
         self._throttled_id, self._throttle_logged = None, float("-inf")
         self.retry_initial, self.retry_max = section["retry_initial_seconds"], section["retry_max_seconds"]
-        self.min_score = section["min_score"]
-        self.stats = stats   # {"delivered": n, "failed": {reason: n}} carried over restarts
+        self.stats = stats   # {"delivered": n, "failed": {reason: n}, ...} carried over restarts
+        self.policy = policy if policy is not None else SinkPolicy(stats, min_score=section["min_score"])
         checkpoint = read_checkpoint(directory, sink.name)
         self.delivered = {w: int(s) for w, s in checkpoint["writers"].items()}
-        sink.restore(checkpoint.get("state", {}))
+        state = checkpoint.get("state", {})
+        taken = state.get("taken", {}) if isinstance(state, dict) else {}
+        # per writer, the last seq handed to the policy: past `delivered` when it still buffers some
+        self.taken = {w: max(int(s), int(taken.get(w, 0))) for w, s in self.delivered.items()}
+        self.taken.update({w: int(s) for w, s in taken.items() if w not in self.taken})
+        sink.restore(state)
+        self.policy.restore(state.get("noise", {}) if isinstance(state, dict) else {})
         self.queue = []
         self.attempts, self.retry_at = 0, 0.0
         self.cond = threading.Condition()
@@ -83,8 +93,8 @@ class SinkRunner:
         self.thread = threading.Thread(target=self._run, name="sink-" + sink.name, daemon=True)
 
     def add(self, events):
-        """Queue the events this sink has not delivered yet (events arrive in outbox order)."""
-        fresh = [e for e in events if e["seq"] > self.delivered.get(e["writer"], 0)]
+        """Queue the events this sink has not taken yet (events arrive in outbox order)."""
+        fresh = [e for e in events if e["seq"] > self.taken.get(e["writer"], 0)]
         if fresh:
             with self.cond:
                 self.queue += fresh
@@ -92,7 +102,8 @@ class SinkRunner:
 
     def pending(self):
         with self.cond:
-            return [(e["writer"], e["seq"], e["at"]) for e in self.queue]
+            waiting = list(self.queue) + self.policy.buffered()
+        return [(e["writer"], e["seq"], e["at"]) for e in waiting if "writer" in e]
 
     def stop(self):
         with self.cond:
@@ -103,44 +114,72 @@ class SinkRunner:
         next_tick = time.time()
         while True:
             with self.cond:
-                now = time.time()
-                wait = self._wait_time(now, next_tick)
+                wait = self._wait_time(time.time(), next_tick)
                 if wait > 0 and not self.stopping:
                     self.cond.wait(wait)
                 if self.stopping:
                     return
-                head = self.queue[0] if self.queue and time.time() >= self.retry_at else None
-            if head is not None:
-                self._deliver(head)
-            elif not self.queue and time.time() >= next_tick and time.time() >= self.retry_at:
+            now = time.time()
+            if now < self.retry_at:
+                continue
+            self._take(now)
+            with self.cond:
+                note = self.policy.due(now)
+            if note is not None:
+                self._deliver(note)
+            elif not self.queue and now >= next_tick:
                 next_tick = self._tick()
 
     def _wait_time(self, now, next_tick):
-        if self.queue:
-            return max(0.0, self.retry_at - now)
-        return max(0.0, min(max(next_tick, self.retry_at) - now, 1.0))
+        with self.cond:
+            busy = self.policy.outgoing or (self.queue and self.policy.can_accept(self.queue[0], now))
+            wakes = [self.policy.next_time(now)]
+        if busy:
+            return max(0.0, self.retry_at - now)   # work to do, after the back-off
+        if not self.queue:
+            wakes.append(max(next_tick, self.retry_at))   # the sink's tick (Alertmanager's re-sends)
+        wake = min((w for w in wakes if w is not None), default=now + 1.0)
+        return max(0.0, min(wake - now, 1.0))
 
-    def _deliver(self, event):
-        skip = event["incident"].get("score", 0) < self.min_score
-        if not skip and self.bucket is not None and not self.bucket.take(time.time()):
-            self._throttle(event)
+    def _take(self, now):
+        """Hand the policy the queued events it accepts now; the checkpoint then moves past them (they are
+        in the policy's state, saved with it, or done)."""
+        taken = 0
+        while True:
+            with self.cond:
+                head = self.queue[0] if self.queue else None
+                if head is None or not self.policy.can_accept(head, now):
+                    break
+                self.policy.offer(head, now)
+                self.queue.pop(0)
+            self.taken[head["writer"]] = head["seq"]
+            taken += 1
+        if taken:
+            self._save()
+
+    def _deliver(self, note):
+        """Send one notification: one event as itself, several as one group message."""
+        if self.bucket is not None and not self.bucket.take(time.time()):
+            self._throttle(note[0])
             return
+        what = "alert %s (%s)" % (note[0]["id"], note[0]["event"]) if len(note) == 1 else \
+            "a group of %d alerts (%s)" % (len(note), group_id(note))
         try:
-            if not skip:
-                self.sink.send(event)
+            if len(note) == 1:
+                self.sink.send(note[0])
+            else:
+                self.sink.send_group(note)
         except DeliveryError as exc:
-            self._failed(exc, "alert %s (%s)" % (event["id"], event["event"]))
+            self._failed(exc, what)
             if exc.retry:
                 return
-            log.error("alert sink %s: alert %s skipped, the receiver refuses it for good: %s", self.sink.name,
-                      event["id"], exc)
+            log.error("alert sink %s: %s skipped, the receiver refuses it for good: %s", self.sink.name, what, exc)
         else:
-            if not skip:
-                self.stats["delivered"] += 1
+            self.stats["delivered"] += len(note)
+            self.stats["notifications"] = self.stats.get("notifications", 0) + 1
             self._recovered()
         with self.cond:
-            self.queue.pop(0)
-        self.delivered[event["writer"]] = event["seq"]
+            self.policy.sent()
         self._save()
 
     def _tick(self):
@@ -162,8 +201,7 @@ class SinkRunner:
             self.stats["throttled"] = self.stats.get("throttled", 0) + 1
         if time.time() - self._throttle_logged >= 60.0:
             self._throttle_logged = time.time()
-            with self.cond:
-                waiting = len(self.queue)
+            waiting = len(self.pending())
             log.warning("alert sink %s: [alerting] rate_limit_per_minute = %d reached; %d alerts wait in the outbox",
                         self.sink.name, self.bucket.capacity, waiting)
 
@@ -181,9 +219,23 @@ class SinkRunner:
             log.info("alert sink %s: delivering again after %d failed attempts", self.sink.name, self.attempts)
         self.attempts, self.retry_at = 0, 0.0
 
+    def _delivered(self):
+        """Per writer, the seq the outbox counts as delivered: the last taken, or just before the oldest the
+        policy still buffers (a group, or a notification being retried). So what waits for a dead sink
+        stays under the outbox's bound, whose drops count it; the buffered events are in the policy's
+        state, and `taken` keeps them from being read twice."""
+        oldest = {}
+        for e in self.policy.buffered():
+            if "writer" in e:
+                oldest[e["writer"]] = min(oldest.get(e["writer"], e["seq"]), e["seq"])
+        return {w: min(seq, oldest[w] - 1) if w in oldest else seq for w, seq in self.taken.items()}
+
     def _save(self):
         try:
-            write_checkpoint(self.directory, self.sink.name, {"writers": self.delivered, "state": self.sink.state()})
+            with self.cond:
+                state = dict(self.sink.state(), noise=self.policy.state(), taken=dict(self.taken))
+                self.delivered = self._delivered()
+            write_checkpoint(self.directory, self.sink.name, {"writers": self.delivered, "state": state})
         except OSError as exc:   # delivered all the same; after a restart it is sent again, same id
             log.error("alert sink %s: cannot write its checkpoint: %s", self.sink.name, exc)
 
@@ -196,7 +248,7 @@ class Alerter:
         previous = _read_stats(self.stats_path)
         self.runners = []
         for name, section in sink_sections(cfg):
-            stats = previous.get(name, {"delivered": 0, "failed": {}, "throttled": 0})
+            stats = previous.get(name, _fresh_stats())
             try:
                 sink = build_sink(name, section)
             except SinkConfigError as exc:
@@ -204,7 +256,9 @@ class Alerter:
                 # This sink's events wait in the outbox (its checkpoint stays) until a reload fixes it.
                 log.error("alert sink %s not started: %s", name, exc)
                 continue
-            self.runners.append(SinkRunner(sink, self.directory, section, stats, cfg["alerting"]["rate_limit_per_minute"]))
+            policy = build_policy(stats, cfg["alerting"], section, sink.groups, name)
+            self.runners.append(SinkRunner(sink, self.directory, section, stats, cfg["alerting"]["rate_limit_per_minute"],
+                                           policy))
         self.reader = OutboxReader(self.directory)
         self._last_stats = None
 
@@ -240,8 +294,9 @@ class Alerter:
             pending = runner.pending()
             for writer, seq, at in pending:
                 undelivered[(writer, seq)] = at
-            sinks[runner.sink.name] = {"delivered": runner.stats["delivered"], "failed": dict(runner.stats["failed"]),
-                                       "throttled": runner.stats.get("throttled", 0), "queue": len(pending)}
+            with runner.cond:
+                counts = {key: dict(value) if isinstance(value, dict) else value for key, value in runner.stats.items()}
+            sinks[runner.sink.name] = dict(counts, queue=len(pending))
         stats = {"sinks": sinks, "queue": len(undelivered), "oldest_at": min(undelivered.values(), default=None)}
         if stats == self._last_stats:
             return
@@ -252,12 +307,20 @@ class Alerter:
             log.error("alerter: cannot write %s: %s", self.stats_path, exc)
 
 
+def _fresh_stats():
+    return {"delivered": 0, "failed": {}, "throttled": 0, "notifications": 0, "suppressed": {}, "held": 0}
+
+
 def _read_stats(path):
-    """{sink: {"delivered": n, "failed": {reason: n}}} of the previous alerter, so counters only grow."""
+    """{sink: counters} of the previous alerter, so counters only grow."""
     stats = read_stats(path)
-    return {name: {"delivered": int(s.get("delivered", 0)), "failed": dict(s.get("failed", {})),
-                   "throttled": int(s.get("throttled", 0))}
-            for name, s in stats.get("sinks", {}).items() if isinstance(s, dict)}
+    found = {}
+    for name, s in stats.get("sinks", {}).items():
+        if isinstance(s, dict):
+            found[name] = {"delivered": int(s.get("delivered", 0)), "failed": dict(s.get("failed", {})),
+                           "throttled": int(s.get("throttled", 0)), "notifications": int(s.get("notifications", 0)),
+                           "suppressed": dict(s.get("suppressed", {})), "held": int(s.get("held", 0))}
+    return found
 
 
 def run_alerter(ctx, daemon):

@@ -15,6 +15,7 @@ import socket
 import urllib.parse
 import zoneinfo
 
+from anomaly_detector.alerting.noise import SEVERITIES, parse_quiet_hours
 from anomaly_detector.alerting.sinks.webhook import check_target
 from anomaly_detector.config.problems import ERROR, WARNING, Problem
 from anomaly_detector.detection.regex_safety import refusal
@@ -116,7 +117,8 @@ def _check_input(report, section, i):
     _check_header(report, section, i)
 
 
-_SINK_COMMON = ("type", "min_score", "retry_initial_seconds", "retry_max_seconds")
+_SINK_COMMON = ("type", "min_score", "retry_initial_seconds", "retry_max_seconds", "severities", "quiet_hours",
+                "quiet_hours_timezone")
 _SINK_KEYS = {
     "file": ("path",),
     "webhook": ("url", "secret_file", "allow_link_local", "timeout_seconds"),
@@ -161,9 +163,28 @@ def _check_sink(report, section, sink):
         if sink["smtp_username"] and sink["smtp_security"] == "none":
             report.add(ERROR, section, "smtp_security", "none would send smtp_username's password in clear: "
                        "expected starttls or tls")
+    _check_noise(report, section, sink)
     if sink["retry_max_seconds"] < sink["retry_initial_seconds"]:
         report.add(ERROR, section, "retry_max_seconds", "expected at least retry_initial_seconds (%g), found %g"
                    % (sink["retry_initial_seconds"], sink["retry_max_seconds"]))
+
+
+def _check_noise(report, section, sink):
+    """severities among critical and warning; quiet_hours HH:MM-HH:MM in a known time zone."""
+    wrong = [s for s in sink["severities"] if s not in SEVERITIES]
+    if wrong or not sink["severities"]:
+        report.add(ERROR, section, "severities", "expected one or more of %s, found %s"
+                   % (", ".join(SEVERITIES), ", ".join(sink["severities"]) or "nothing"))
+    if sink["quiet_hours"]:
+        try:
+            parse_quiet_hours(sink["quiet_hours"])
+        except ValueError as exc:
+            report.add(ERROR, section, "quiet_hours", str(exc))
+    try:
+        zoneinfo.ZoneInfo(sink["quiet_hours_timezone"])
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        report.add(ERROR, section, "quiet_hours_timezone", "expected an IANA time zone such as UTC or "
+                   "Europe/Paris, found %s" % sink["quiet_hours_timezone"])
 
 
 def _check_header(report, section, i):

@@ -104,6 +104,17 @@ METRICS = {m.name: m for m in (
     MetricSpec("alerts_throttled_total", COUNTER,
                "Alerts that waited in the outbox because their sink had sent [alerting] rate_limit_per_minute "
                "alerts in the last minute.", ("sink",)),
+    MetricSpec("alerts_suppressed_total", COUNTER,
+               "Alerts a sink's noise rules kept from it, by reason: severity and min_score (routing), dedup "
+               "(folded into an earlier incident of the same identity, [alerting] dedup_window_seconds), "
+               "resolved_in_quiet_hours and superseded_in_quiet_hours (held, then no longer worth sending), "
+               "held_overflow (more held than [alerting] outbox_max_alerts).", ("sink", "reason")),
+    MetricSpec("alerts_held_total", COUNTER,
+               "Alerts of non-critical incidents held during a sink's quiet_hours, to go out as one digest at "
+               "their end.", ("sink",)),
+    MetricSpec("alert_notifications_total", COUNTER,
+               "Messages a sink accepted: one per alert, or one per group of alerts sent together "
+               "([alerting] group_wait_seconds, quiet-hours digests).", ("sink",)),
     MetricSpec("alert_outbox_bytes", GAUGE, "Disk bytes of the alert outbox, bounded by [alerting] outbox_max_mb."),
     MetricSpec("alert_outbox_limit_bytes", GAUGE,
                "[alerting] outbox_max_mb as bytes: the bound of alert_outbox_bytes (0 without sinks)."),

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 import psutil
 
 from anomaly_detector import __version__
+from anomaly_detector.alerting.noise import SUPPRESS_REASONS
 from anomaly_detector.alerting.outbox import STATS_FILE, outbox_bytes, outbox_dir, read_stats
 from anomaly_detector.alerting.sinks import sink_sections
 from anomaly_detector.alerting.sinks.base import FAILURE_REASONS
@@ -266,17 +267,22 @@ class Readings:
         stats = read_stats(os.path.join(self.outbox, STATS_FILE)) if self.outbox else {}
         sinks = stats.get("sinks", {})
         oldest = stats.get("oldest_at")
-        delivered, failed, throttled = {}, {}, {}
+        delivered, failed, throttled, suppressed, held, notes = {}, {}, {}, {}, {}, {}
         for sink in self.sinks:
             mine = sinks.get(sink, {})
             delivered[(("sink", sink),)] = int(mine.get("delivered", 0))
             throttled[(("sink", sink),)] = int(mine.get("throttled", 0))
+            held[(("sink", sink),)] = int(mine.get("held", 0))
+            notes[(("sink", sink),)] = int(mine.get("notifications", 0))
+            for reason in SUPPRESS_REASONS:
+                suppressed[(("sink", sink), ("reason", reason))] = int(mine.get("suppressed", {}).get(reason, 0))
             for reason in FAILURE_REASONS:
                 failed[(("sink", sink), ("reason", reason))] = int(mine.get("failed", {}).get(reason, 0))
         return {"alerts_generated_total": totals["alerts_generated"],
                 "alerts_dropped_total": {(("reason", "outbox_full"),): totals["alerts_dropped"],
                                          (("reason", "write_error"),): totals["alert_write_errors"]},
                 "alerts_delivered_total": delivered, "alerts_failed_total": failed, "alerts_throttled_total": throttled,
+                "alerts_suppressed_total": suppressed, "alerts_held_total": held, "alert_notifications_total": notes,
                 "alert_queue_size": int(stats.get("queue", 0)) if self.sinks else 0,
                 "alert_queue_limit": self.outbox_limits[1],
                 "alert_outbox_bytes": outbox_bytes(self.outbox) if self.outbox else 0,

@@ -116,10 +116,13 @@ def test_webhook_down_through_incidents_and_a_restart_gets_every_alert_in_order_
     port = free_port()   # nobody listens there until the receiver starts
     chat = Collector()   # a Slack stand-in that is up all along: the webhook being down must not hold it back
     (tmp_path / "secret").write_bytes(SECRET)
+    # every event as its own notification, as written: noise control is covered by test_alerting_noise.py
     extra = """[detection]
 incident_window_seconds = 30
 [alerting]
 outbox_max_alerts = 1000
+dedup_window_seconds = 0
+group_wait_seconds = 0
 [[hook]]
 type = webhook
 url = http://127.0.0.1:%d/hook

@@ -169,6 +169,12 @@ class Flaky(Sink):
             raise DeliveryError("connect", "down")
         self.got.append(event["id"])
 
+    def send_group(self, events):
+        if self.failures:
+            self.failures -= 1
+            raise DeliveryError("connect", "down")
+        self.got.append([e["id"] for e in events])
+
 
 def test_a_runner_delivers_in_order_across_failures_and_checkpoints(tmp_path):
     sink = Flaky(failures=3)
@@ -182,7 +188,7 @@ def test_a_runner_delivers_in_order_across_failures_and_checkpoints(tmp_path):
     runner.stop()
     runner.thread.join(5)
     assert sink.got == ["i%d-%d" % (i, i) for i in range(5)]
-    assert stats == {"delivered": 5, "failed": {"connect": 3}}
+    assert stats == {"delivered": 5, "failed": {"connect": 3}, "notifications": 5}
     assert read_checkpoint(str(tmp_path), "flaky")["writers"] == {"worker-0": 5}
     again = SinkRunner(Flaky(0), str(tmp_path), section(), {"delivered": 0, "failed": {}})
     again.add([event(i, incident="i%d" % i) for i in range(6)])
@@ -274,5 +280,51 @@ def test_a_rate_limited_sink_holds_the_rest_in_order_and_counts_them(tmp_path):
     runner.stop()
     runner.thread.join(5)
     assert sink.got == ["i0-0", "i1-1"]                  # the next waits ~30 s for its token
-    assert stats["throttled"] == 1 and [e["id"] for e in runner.queue] == ["i2-2", "i3-3"]
-    assert read_checkpoint(str(tmp_path), "flaky")["writers"] == {"worker-0": 2}
+    # i2 was taken from the outbox and waits in the sink's checkpoint (its policy state), i3 in the outbox
+    assert stats["throttled"] == 1 and [e["id"] for e in runner.queue] == ["i3-3"]
+    assert [[e["id"] for e in note] for note in runner.policy.outgoing] == [["i2-2"]]
+    checkpoint = read_checkpoint(str(tmp_path), "flaky")
+    # for the outbox's bound i2 is not delivered yet (seq 3); it is not read twice either (taken: 3)
+    assert checkpoint["writers"] == {"worker-0": 2} and checkpoint["state"]["taken"] == {"worker-0": 3}
+    assert checkpoint["state"]["noise"]["outgoing"][0][0]["id"] == "i2-2"
+    again = SinkRunner(Flaky(0), str(tmp_path), section(), {"delivered": 0, "failed": {}})
+    assert [e["id"] for e in again.policy.due(time.time())] == ["i2-2"]      # restarted: it goes first
+    again.add([event(i, incident="i%d" % i) for i in range(5)])
+    assert [e["seq"] for e in again.queue] == [4, 5]
+
+
+def test_a_runner_sends_incidents_opened_together_as_one_group_and_checkpoints_the_wait(tmp_path):
+    from anomaly_detector.alerting.noise import SinkPolicy
+    sink = Flaky(failures=1)
+    stats = {"delivered": 0, "failed": {}}
+    now = time.time()
+    runner = SinkRunner(sink, str(tmp_path), section(), stats, policy=SinkPolicy(stats, group_wait=1.0))
+    opened = [dict(event(i, incident="i%d" % i), at=now + i * 0.1) for i in range(3)]
+    resolved = dict(event(3, "resolved", incident="i0"), at=now + 0.4)
+    runner.add(opened + [resolved])
+    runner._take(time.time())                   # what the thread does first: the three wait for the group
+    assert [e["id"] for e in runner.policy.group] == ["i0-0", "i1-1", "i2-2"]
+    assert read_checkpoint(str(tmp_path), "flaky")["state"]["noise"]["group"][2]["id"] == "i2-2"
+    runner.thread.start()
+    deadline = time.monotonic() + 20
+    while len(sink.got) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    runner.stop()
+    runner.thread.join(5)
+    assert sink.got == [["i0-0", "i1-1", "i2-2"], "i0-3"]       # after one failed attempt, then in order
+    assert stats["delivered"] == 4 and stats["notifications"] == 2 and stats["failed"] == {"connect": 1}
+    assert read_checkpoint(str(tmp_path), "flaky")["writers"] == {"worker-0": 4}
+
+
+def test_a_webhook_group_is_one_signed_post_whose_id_is_the_groups(receiver):
+    from anomaly_detector.alerting.noise import group_id
+    r = receiver()
+    events = [event(0, incident="a"), event(1, incident="b")]
+    WebhookSink("hook", r.url + "/h", b"k", 2.0, False).send_group(events)
+    _path, headers, body = r.requests[-1]
+    payload = json.loads(body)
+    assert headers["webhook-id"] == payload["id"] == group_id(events)
+    assert payload["event"] == "group" and payload["count"] == 2 and [e["id"] for e in payload["events"]] == ["a-0", "b-1"]
+    digest = hmac.new(b"k", b"%s.%s.%s" % (payload["id"].encode(), headers["webhook-timestamp"].encode(), body),
+                      hashlib.sha256).digest()
+    assert headers["webhook-signature"] == "v1," + base64.b64encode(digest).decode()

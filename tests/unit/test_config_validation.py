@@ -36,8 +36,13 @@ CASES = [
      ["[alerting.log] url", "udp://host:port"]),
     ("slack_without_url", "[alerting]\n[[chat]]\ntype = slack\n", "[[chat]]",
      ["[alerting.chat] url", "required for type = slack"]),
-    ("dedup_not_yet", "[alerting]\ndedup_window_seconds = 60\n", "dedup_window_seconds",
-     ["[alerting] dedup_window_seconds", "not supported in this release"]),
+    ("quiet_hours_not_a_window", "[alerting]\n[[f]]\ntype = file\npath = /tmp/a.jsonl\nquiet_hours = 22h-7h\n",
+     "quiet_hours", ["[alerting.f] quiet_hours", "HH:MM-HH:MM"]),
+    ("quiet_hours_unknown_zone", "[alerting]\n[[f]]\ntype = file\npath = /tmp/a.jsonl\nquiet_hours = 22:00-07:00\n"
+     "quiet_hours_timezone = Mars/Olympus\n", "quiet_hours_timezone",
+     ["[alerting.f] quiet_hours_timezone", "IANA time zone"]),
+    ("unknown_severity", "[alerting]\n[[f]]\ntype = file\npath = /tmp/a.jsonl\nseverities = critical, info\n",
+     "severities", ["[alerting.f] severities", "critical, warning", "info"]),
     ("key_of_another_sink_type", "[alerting]\n[[hook]]\ntype = webhook\nurl = http://127.0.0.1:9/x\nsmtp_host = mx\n",
      "smtp_host", ["[alerting.hook] smtp_host", "not used by type = webhook"]),
     ("retry_max_below_initial", "[alerting]\n[[f]]\ntype = file\npath = /tmp/a.jsonl\nretry_initial_seconds = 10\n"

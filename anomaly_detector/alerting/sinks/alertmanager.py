@@ -44,6 +44,7 @@ def alert(event):
 
 class AlertmanagerSink(Sink):
     type = "alertmanager"
+    groups = False   # Alertmanager groups alerts itself: one alert per incident, always
 
     def __init__(self, name, url, timeout, allow_link_local, resend_seconds, clock=time.time):
         self.name, self.timeout, self.allow_link_local = name, timeout, allow_link_local
@@ -64,6 +65,11 @@ class AlertmanagerSink(Sink):
         self.active[event["incident_id"]] = body
         if self._next_resend is None:
             self._next_resend = now + self.resend
+
+    def send_group(self, events):
+        """A quiet-hours digest: each event as its own alert, in order."""
+        for event in events:
+            self.send(event)
 
     def tick(self, now):
         """Re-send every firing alert when resend_seconds passed (one POST); returns the next time."""

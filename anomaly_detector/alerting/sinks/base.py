@@ -20,10 +20,15 @@ class Sink(abc.ABC):
 
     name = ""
     type = ""
+    groups = True   # several incidents opened together go out as one message (alerting/noise.py)
 
     @abc.abstractmethod
     def send(self, event):
         """Deliver one event, or raise DeliveryError."""
+
+    @abc.abstractmethod
+    def send_group(self, events):
+        """Deliver several events as one message listing them (a group, a quiet-hours digest)."""
 
     def tick(self, now):
         """Called when the queue is empty; returns when it wants to be called again (None: no need)."""

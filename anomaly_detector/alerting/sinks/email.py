@@ -16,6 +16,7 @@ from email.message import EmailMessage
 from email.utils import formatdate
 
 from anomaly_detector.alerting.escape import clean, one_line
+from anomaly_detector.alerting.noise import group_id
 from anomaly_detector.alerting.sinks.base import DeliveryError, Sink
 
 FIELDS = (("Reason", "reason"), ("Source", "source"), ("Kind", "kind"), ("Score", "score"),
@@ -53,6 +54,26 @@ def compose(event, sender, recipients):
     return msg
 
 
+def compose_group(events, sender, recipients):
+    """One mail listing several events: a subject with their count and the first, a section per event."""
+    first = events[0]
+    msg_subject = one_line("[anomaly-detector] %d alerts: %s" % (len(events), subject(first)[len("[anomaly-detector] "):]
+                                                                 + (" and %d more" % (len(events) - 1))), 180)
+    parts = [compose(e, sender, recipients) for e in events]
+    text = "\n\n".join("== %s ==\n%s" % (subject(e), p.get_body(("plain",)).get_content()) for e, p in zip(events, parts))
+    body = "<html><body>%s</body></html>" % "<hr>".join(
+        p.get_body(("html",)).get_content().replace("<html><body>", "").replace("</body></html>", "") for p in parts)
+    msg = EmailMessage()
+    msg["Subject"] = msg_subject
+    msg["From"] = sender
+    msg["To"] = ", ".join(recipients)
+    msg["Date"] = formatdate(usegmt=True)
+    msg["Message-ID"] = "<%s@anomaly-detector>" % group_id(events)
+    msg.set_content(text)
+    msg.add_alternative(body, subtype="html")
+    return msg
+
+
 class EmailSink(Sink):
     type = "email"
 
@@ -63,7 +84,12 @@ class EmailSink(Sink):
         self.context = ssl.create_default_context(cafile=ca_file or None)
 
     def send(self, event):
-        msg = compose(event, self.sender, self.recipients)
+        self._send(compose(event, self.sender, self.recipients))
+
+    def send_group(self, events):
+        self._send(compose_group(events, self.sender, self.recipients))
+
+    def _send(self, msg):
         where = "smtp %s:%d" % (self.host, self.port)
         try:
             with self._session() as smtp:

@@ -6,6 +6,7 @@ reopened when logrotate moves it (storage/appendfile.py).
 """
 import json
 
+from anomaly_detector.alerting.noise import group_payload
 from anomaly_detector.alerting.sinks.base import DeliveryError, Sink
 from anomaly_detector.storage.appendfile import AppendFile
 
@@ -17,6 +18,13 @@ class FileSink(Sink):
         self.name, self.out = name, AppendFile(path)
 
     def send(self, event):
+        self._write(event)
+
+    def send_group(self, events):
+        """One line: {"id": "group-...", "event": "group", "count": n, "events": [...]}."""
+        self._write(group_payload(events))
+
+    def _write(self, event):
         line = json.dumps(event, separators=(",", ":"), ensure_ascii=False, sort_keys=True) + "\n"
         try:
             self.out.write(line.encode())

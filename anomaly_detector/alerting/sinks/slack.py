@@ -16,6 +16,7 @@ from anomaly_detector.alerting.sinks.webhook import check_target
 
 HEADER_CHARS = 150          # Slack's limit for a header block
 SAMPLES_CHARS = 1500
+GROUP_SECTIONS = 20         # incidents listed in a group message (Slack takes at most 50 blocks)
 _ICON = {"opened": "\U0001F534", "updated": "\U0001F7E0", "resolved": "\u2705"}
 
 
@@ -31,10 +32,7 @@ def code(text, limit=300):
 def message(event):
     """The incoming-webhook payload of an event."""
     inc = event["incident"]
-    kind = event["event"]
-    title = "%s %s %s: %s on %s" % (_ICON.get(kind, ""), kind.upper(), inc.get("severity", "warning"),
-                                    inc.get("kind", "anomaly"), one_line(inc.get("source", ""), 60))
-    title = one_line(title, HEADER_CHARS)
+    title = one_line(headline(event), HEADER_CHARS)
     samples = "\n".join(slack_escape(one_line(s, 300)) for s in inc.get("samples", []))[:SAMPLES_CHARS]
     blocks = [
         {"type": "header", "text": {"type": "plain_text", "text": title}},
@@ -52,6 +50,33 @@ def message(event):
     return {"text": slack_escape(title), "blocks": blocks}
 
 
+def headline(event):
+    """One line naming an event: icon, kind of event, severity, incident kind and source."""
+    inc = event["incident"]
+    kind = event["event"]
+    return "%s %s %s: %s on %s" % (_ICON.get(kind, ""), kind.upper(), inc.get("severity", "warning"),
+                                   inc.get("kind", "anomaly"), one_line(inc.get("source", ""), 60))
+
+
+def group_message(events):
+    """One message listing several events: a header with their count, then one section each (reason,
+    score, first sample), up to GROUP_SECTIONS of them and a line saying how many more."""
+    title = one_line("%d alerts: %s" % (len(events), ", ".join(sorted({e["event"] for e in events}))), HEADER_CHARS)
+    blocks = [{"type": "header", "text": {"type": "plain_text", "text": title}}]
+    for event in events[:GROUP_SECTIONS]:
+        inc = event["incident"]
+        sample = (inc.get("samples") or [""])[0]
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "%s\n*Reason* %s *Score* %s\n%s" % (
+            code(one_line(headline(event), HEADER_CHARS)), code(inc.get("reason", "")), code(inc.get("score", "")),
+            code(sample))}})
+    if len(events) > GROUP_SECTIONS:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn",
+                                                   "text": "and %d more" % (len(events) - GROUP_SECTIONS)}})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": "events %s" % code(
+        " ".join(e["id"] for e in events))}]})
+    return {"text": slack_escape(title), "blocks": blocks}
+
+
 class SlackSink(Sink):
     type = "slack"
 
@@ -59,7 +84,13 @@ class SlackSink(Sink):
         self.name, self.url, self.timeout, self.allow_link_local = name, url, timeout, allow_link_local
 
     def send(self, event):
-        body = json.dumps(message(event), separators=(",", ":")).encode()
+        self._post(message(event))
+
+    def send_group(self, events):
+        self._post(group_message(events))
+
+    def _post(self, payload):
+        body = json.dumps(payload, separators=(",", ":")).encode()
         httpsend.post(self.url, body, {"Content-Type": "application/json", "User-Agent": "anomaly-detector"},
                       self.timeout, self.allow_link_local)
 

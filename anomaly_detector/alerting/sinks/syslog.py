@@ -32,18 +32,37 @@ def sd_value(text):
 def format_message(event, hostname, clock=time.time):
     """The RFC 5424 message of an event, as bytes (cut to MAX_MESSAGE_BYTES)."""
     inc = event["incident"]
+    samples = inc.get("samples") or [""]
+    text = "%s %s incident on %s: %s (score %s) sample: %s" % (
+        event["event"], inc.get("kind", "anomaly"), inc.get("source", ""), inc.get("reason", ""),
+        inc.get("score", ""), samples[0])
+    return (header(event, hostname, clock) + one_line(text, MAX_MESSAGE_BYTES)).encode()[:MAX_MESSAGE_BYTES]
+
+
+def header(event, hostname, clock=time.time):
+    """PRI, version, time, host, app, pid, msgid and structured data of an event's message, and a space."""
+    inc = event["incident"]
     severity = NOTICE if event["event"] == "resolved" else SEVERITY.get(inc.get("severity"), 4)
     stamp = datetime.fromtimestamp(clock(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     sd = '[%s event_id="%s" incident_id="%s" event="%s" source="%s" template_id="%s"]' % (
         SD_ID, sd_value(event["id"]), sd_value(event["incident_id"]), sd_value(event["event"]),
         sd_value(inc.get("source", "")), sd_value(inc.get("template_id", "")))
-    samples = inc.get("samples") or [""]
-    text = "%s %s incident on %s: %s (score %s) sample: %s" % (
-        event["event"], inc.get("kind", "anomaly"), inc.get("source", ""), inc.get("reason", ""),
-        inc.get("score", ""), samples[0])
-    head = "<%d>1 %s %s anomaly-detector %d alert %s " % (FACILITY_LOCAL0 * 8 + severity, stamp,
+    return "<%d>1 %s %s anomaly-detector %d alert %s " % (FACILITY_LOCAL0 * 8 + severity, stamp,
                                                            one_line(hostname, 255).replace(" ", "-") or "-",
                                                            os.getpid(), sd)
+
+
+def format_group(events, hostname, clock=time.time):
+    """One RFC 5424 message listing several events: the first event's header and structured data, and a
+    text naming each event (cut to MAX_MESSAGE_BYTES)."""
+    first = events[0]
+    critical = any(e["incident"].get("severity") == "critical" and e["event"] != "resolved" for e in events)
+    lead = dict(first, incident=dict(first["incident"], severity="critical" if critical else "warning"),
+                event="opened" if critical or any(e["event"] != "resolved" for e in events) else "resolved")
+    head = header(lead, hostname, clock)
+    text = "%d alerts: " % len(events) + "; ".join(
+        "%s %s on %s (score %s, %s)" % (e["event"], e["incident"].get("kind", "anomaly"), e["incident"].get("source", ""),
+                                        e["incident"].get("score", ""), e["id"]) for e in events)
     return (head + one_line(text, MAX_MESSAGE_BYTES)).encode()[:MAX_MESSAGE_BYTES]
 
 
@@ -57,7 +76,12 @@ class SyslogSink(Sink):
         self.sock = None
 
     def send(self, event):
-        data = format_message(event, self.hostname)
+        self._send(format_message(event, self.hostname))
+
+    def send_group(self, events):
+        self._send(format_group(events, self.hostname))
+
+    def _send(self, data):
         try:
             if self.sock is None:
                 self.sock = self._connect()

@@ -15,6 +15,7 @@ import json
 import time
 
 from anomaly_detector.alerting import httpsend
+from anomaly_detector.alerting.noise import group_payload
 from anomaly_detector.alerting.sinks.base import Sink
 
 
@@ -49,6 +50,13 @@ class WebhookSink(Sink):
         self.allow_link_local, self.clock = allow_link_local, clock
 
     def send(self, event):
+        self._post(event)
+
+    def send_group(self, events):
+        """One POST of {"id": "group-...", "event": "group", "count": n, "events": [...]}, webhook-id its id."""
+        self._post(group_payload(events))
+
+    def _post(self, event):
         body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
         timestamp = int(self.clock())
         headers = {"Content-Type": "application/json", "User-Agent": "anomaly-detector",
