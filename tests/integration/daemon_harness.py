@@ -198,6 +198,22 @@ incidents = {self.dir}/incidents.jsonl
             time.sleep(0.5)
 
 
+def wait_for(condition, timeout, daemon, what="the condition", interval=0.5, tolerate=()):
+    """condition()'s first truthy value within `timeout` seconds, asked every `interval`; else an
+    AssertionError naming `what` with the daemon's log tail. An exception of a type in `tolerate`
+    (a sidecar restarting, say) counts as "not yet"."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+        except tolerate:
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("%s not seen within %.0f s:\n%s" % (what, timeout, daemon.log_tail(60)))
+
+
 def loss_and_duplicates(counts, expected):
     lost = [i for i in range(expected) if i not in counts]
     duplicates = sum(c - 1 for c in counts.values())

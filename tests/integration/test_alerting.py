@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from tests.integration.daemon_harness import Daemon, free_port
+from tests.integration.daemon_harness import Daemon, free_port, wait_for
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 SECRET = b"integration-secret-0123456789"
@@ -100,16 +100,6 @@ def outbox_events(daemon):
     for path in glob.glob(os.path.join(daemon.dir, "state", "outbox", "*.jsonl")):
         found += [json.loads(line) for line in open(path, "rb") if line.endswith(b"\n")]
     return sorted(found, key=lambda e: (e["at"], e["writer"], e["seq"]))   # the alerter's order
-
-
-def wait_for(what, timeout, daemon):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError("timed out waiting:\n%s" % daemon.log_tail(60))
 
 
 def test_webhook_down_through_incidents_and_a_restart_gets_every_alert_in_order_signed(tmp_path):

@@ -6,10 +6,9 @@ read from the daemon's /metrics."""
 import json
 import os
 import signal
-import time
 from datetime import datetime, timedelta, timezone
 
-from tests.integration.daemon_harness import Daemon
+from tests.integration.daemon_harness import Daemon, wait_for
 from tests.integration.test_alerting_outage import Hook
 
 
@@ -71,16 +70,6 @@ def lines(path):
 
 def unpack(notes):
     return [e for n in notes for e in n.get("events", [n])]
-
-
-def wait_for(what, timeout, daemon):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError("timed out waiting:\n%s" % daemon.log_tail(60))
 
 
 def test_grouping_routing_and_quiet_hours_on_a_live_daemon(tmp_path):

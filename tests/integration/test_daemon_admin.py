@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tests.integration import daemon_harness as harness
 from tests.integration.daemon_harness import Daemon, loss_and_duplicates, numbered_line
 
 TOKEN = "t0ken-for-the-admin-api-1234567890"
@@ -49,16 +50,8 @@ def log_text(daemon):
 
 
 def wait_for(condition, timeout, what, daemon):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-        except OSError:   # set-workers restarts the sidecar: a request can meet the old one stopping
-            value = None
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError("%s not seen within %.0f s:\n%s" % (what, timeout, daemon.log_tail()))
+    """The harness's wait_for, `what` first."""
+    return harness.wait_for(condition, timeout, daemon, what, interval=0.25, tolerate=(OSError,))
 
 
 def write_lines(daemon, first, count):

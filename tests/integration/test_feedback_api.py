@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from tests.integration import daemon_harness as harness
 from tests.integration.daemon_harness import Daemon
 
 TOKEN = "feedback-token-0123456789abcdef"
@@ -59,13 +60,8 @@ def write_phase(daemon, name, minute, first_seq, fatal=True, seconds=120):
 
 
 def wait_for(condition, timeout, what, daemon):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError("%s not seen within %.0f s:\n%s" % (what, timeout, daemon.log_tail(60)))
+    """The harness's wait_for, `what` first."""
+    return harness.wait_for(condition, timeout, daemon, what)
 
 
 def scored_all(daemon, seqs, timeout=180):

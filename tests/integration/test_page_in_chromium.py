@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from tests.integration.daemon_harness import Daemon
+from tests.integration.daemon_harness import Daemon, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TOKEN = "page-test-token-0123456789abcdef"
@@ -65,16 +65,6 @@ def write_phase(path, start, first_seq, text, seconds=400):
                     % (t // 3600, t // 60 % 60, t % 60, "FATAL" if fatal else "INFO", i % 3,
                        text if fatal else "request done", 20 + i % 7, first_seq + i))
     return first_seq + seconds
-
-
-def wait_for(what, timeout, daemon):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError("timed out waiting:\n%s" % daemon.log_tail(60))
 
 
 def chromium(tmp_path, *args):
