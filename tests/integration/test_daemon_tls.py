@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from tests.integration import daemon_harness as harness
 from tests.integration.daemon_harness import Daemon
 from tests.tlsfiles import make_ca, make_server_cert
 
@@ -27,12 +28,8 @@ def curl(daemon, path, cafile, method="GET"):
 
 
 def wait_for(condition, timeout, what, daemon):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.25)
-    raise AssertionError("%s not seen within %.0f s:\n%s" % (what, timeout, daemon.log_tail()))
+    """The harness's wait_for, `what` first."""
+    return harness.wait_for(condition, timeout, daemon, what)
 
 
 @pytest.fixture
@@ -103,7 +100,8 @@ def test_https_served_renewed_on_sighup_and_a_bad_key_refused(tmp_path, certs):
         wait_for(lambda: "reload rejected" in open(log_path).read(), 60, "the reload refused", daemon)
         refusal = [line for line in open(log_path) if "reload: " in line and "tls_" in line]
         assert len(refusal) == 1 and "not a PEM certificate and private key" in refusal[0], refusal
-        assert daemon.metric("config_last_reload_successful") == 0
+        # /metrics serves the sidecar's once-a-second reading
+        wait_for(lambda: daemon.metric("config_last_reload_successful") == 0, 10, "the failed reload's gauge", daemon)
         assert curl(daemon, "/health", ca2)[:2] == (0, 200)
         assert daemon.stop() == 0
     finally:
