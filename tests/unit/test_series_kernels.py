@@ -11,13 +11,14 @@ from anomaly_detector.detection.series import SeriesBook
 LABELS = 16
 
 
-def _kernel_scores(values, times, weights=None):
+def _kernel_scores(values, times, weights=None, record_weight=K.RECORD_WEIGHT):
     st, season = np.zeros((1, K.COLS)), np.zeros((1, 2, K.SEASON_BUCKETS))
     seen, labels = np.zeros((1, K.SEASON_BUCKETS), np.int8), np.zeros((1, LABELS))
+    rec = np.zeros((1, K.RECORD_COLS))
     out = []
     for k, (x, t) in enumerate(zip(values, times)):
         w = 1.0 if weights is None else weights[k]
-        out.append(K.step(st, season, seen, labels, 0, float(x), float(t), w, 70.0, 40.0, 1.0))
+        out.append(K.step(st, season, seen, labels, rec, 0, float(x), float(t), w, 70.0, 40.0, 1.0, record_weight))
     return out
 
 
