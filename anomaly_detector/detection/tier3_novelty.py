@@ -22,8 +22,8 @@ from .series import SeriesBook
 MAX_POSITIONS = 16   # parameters beyond this position of a template are not modelled
 ROLE_UNSET, ROLE_NONE = -2, -1   # role_index: not looked at yet / no pool (template text unknown)
 SERIES_KINDS = {SK.KIND_SPIKE: "unusual value (spike)", SK.KIND_DROP: "unusual value (drop)",
-                SK.KIND_RECORD_HIGH: "record high (above every earlier value)",
-                SK.KIND_RECORD_LOW: "record low (below every earlier value)"}
+                SK.KIND_RECORD_HIGH: "unusual value (record high: above every earlier value)",
+                SK.KIND_RECORD_LOW: "unusual value (record low: below every earlier value)"}
 
 
 class NoveltyTier(Tier):
