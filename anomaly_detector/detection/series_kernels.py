@@ -88,8 +88,9 @@ KIND_NONE, KIND_SPIKE, KIND_DROP, KIND_RECORD_HIGH, KIND_RECORD_LOW = 0, 1, 2, 3
 
 # record columns (float64[R, RECORD_COLS]): the series' extremes on its own scale, its points and how
 # many of them were records, per side (0 points: nothing seen yet)
-REC_HIGH, REC_LOW, REC_POINTS, REC_UPS, REC_DOWNS = range(5)
-RECORD_COLS = 5
+REC_HIGH, REC_LOW, REC_POINTS, REC_UPS, REC_DOWNS, REC_FIRST_T = range(6)
+RECORD_COLS = 6
+RECORD_GRAIN_S = 300.0     # points closer than this are not independent chances of a record
 
 
 @njit(cache=True)
@@ -198,12 +199,15 @@ def reported(st, r, s, threshold, suspicious):
 
 
 @njit(cache=True)
-def record_log10p(rec, r, value, z, record_weight):
+def record_log10p(rec, r, value, z, t, record_weight):
     """log10 of the chance of a new record this far beyond the series' range (0: not a record, not
-    on the forecast's side, or record_weight 0). The chance of a record on that side is the share of
-    the points so far that were (1 in n for values in no order); one beyond the range by a share e of
-    it counts as 1 + record_weight x e records in a row. A series that is still rising through its
-    first cycle sets records every other point, so they say little however far each goes."""
+    on the forecast's side, or record_weight 0). The chance of a record on that side is the records
+    so far over the chances so far (1 in n for values in no order); one beyond the range by a share e
+    of it counts as 1 + record_weight x e records in a row. A series that is still rising through
+    its first cycle sets records every other point, so they say little however far each goes. The
+    chances are the points, but at most one per RECORD_GRAIN_S of the series' life: a latency logged
+    ten times a second moves with its load, and a burst of slow requests is one chance, not a
+    thousand."""
     if rec[r, REC_POINTS] <= 0.0 or record_weight <= 0.0:
         return 0.0
     high, low = rec[r, REC_HIGH], rec[r, REC_LOW]
@@ -214,18 +218,20 @@ def record_log10p(rec, r, value, z, record_weight):
         excess, records = (low - value) / span, rec[r, REC_DOWNS]
     else:
         return 0.0
-    rate = (records + 1.0) / (rec[r, REC_POINTS] + 1.0)
+    chances = min(rec[r, REC_POINTS], max(t - rec[r, REC_FIRST_T], 0.0) / RECORD_GRAIN_S + 1.0)
+    rate = min((records + 1.0) / (chances + 1.0), 1.0)
     return min(math.log10(rate) * (1.0 + record_weight * excess), 0.0)
 
 
 @njit(cache=True)
-def learn_record(rec, r, value, w):
+def learn_record(rec, r, value, t, w):
     """Widen the series' range to value, counting a record, with weight w (0: judge only)."""
     if w <= 0.0:
         return
     if rec[r, REC_POINTS] <= 0.0:
         rec[r, REC_HIGH] = value
         rec[r, REC_LOW] = value
+        rec[r, REC_FIRST_T] = t
     elif value > rec[r, REC_HIGH]:
         rec[r, REC_HIGH] = value
         rec[r, REC_UPS] += w
@@ -251,7 +257,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         st[r, LAST_T] = t
         st[r, RISES] = 0.5
         st[r, N_OBS] = 1.0
-        learn_record(rec, r, value, w)
+        learn_record(rec, r, value, t, w)
         return 0.0, KIND_NONE, x
     b = bucket_of(t)
     offset = season[r, 0, b] if seen[r, b] else 0.0
@@ -265,7 +271,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     if judged(st, labels, r):
         lp = tail_log10p(st, r, z)
         kind = KIND_SPIKE if z > 0 else KIND_DROP
-        lp_record = record_log10p(rec, r, value, z, record_weight)
+        lp_record = record_log10p(rec, r, value, z, t, record_weight)
         if lp_record < lp:
             lp = lp_record
             kind = KIND_RECORD_HIGH if z > 0 else KIND_RECORD_LOW
@@ -274,7 +280,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         else:
             kind = KIND_NONE
         score = reported(st, r, score, threshold, suspicious)
-    learn_record(rec, r, value, w)
+    learn_record(rec, r, value, t, w)
     _learn(st, season, seen, r, b, x, t, w, z, e, scale)
     return score, kind, expected
 

@@ -11,6 +11,7 @@ class Series:
         self.record_weight = record_weight
         self.high = self.low = None   # the range of every value learned (None: none yet)
         self.points = 0.0
+        self.first_t = 0.0
         self.records = {1: 0.0, -1: 0.0}  # side -> values learned beyond the range then
         self.threshold, self.suspicious = threshold, suspicious
         self.n = 0.0
@@ -42,7 +43,7 @@ class Series:
             return pareto
         return max(pareto, math.log10(min(beyond / (self.total + K.PRIOR_WEIGHT), 1.0)))
 
-    def record_log10p(self, value, z):
+    def record_log10p(self, value, z, t):
         if self.high is None or self.record_weight <= 0:
             return 0.0
         span = max(self.high - self.low, K.RELATIVE_FLOOR * max(abs(self.high), abs(self.low)), 1e-300)
@@ -52,14 +53,16 @@ class Series:
             excess, side = (self.low - value) / span, -1
         else:
             return 0.0
-        rate = (self.records[side] + 1.0) / (self.points + 1.0)
+        chances = min(self.points, max(t - self.first_t, 0.0) / K.RECORD_GRAIN_S + 1.0)
+        rate = min((self.records[side] + 1.0) / (chances + 1.0), 1.0)
         return min(math.log10(rate) * (1.0 + self.record_weight * excess), 0.0)
 
-    def learn_record(self, value, w):
+    def learn_record(self, value, t, w):
         if w <= 0:
             return
         if self.high is None:
             self.high = self.low = value
+            self.first_t = t
         elif value > self.high:
             self.high = value
             self.records[1] += w
@@ -92,7 +95,7 @@ class Series:
             self.level = self.last_x = x
             self.last_t = t
             self.n = 1.0
-            self.learn_record(value, w)
+            self.learn_record(value, t, w)
             return 0.0, K.KIND_NONE, x
         b = int((t % K.DAY_S) / K.DAY_S * K.SEASON_BUCKETS) % K.SEASON_BUCKETS
         bucket = self.season.get(b, [0.0, 0.0, 0])
@@ -105,8 +108,8 @@ class Series:
         if self.judged():
             lp = self.tail_log10p(z)
             kind = K.KIND_SPIKE if z > 0 else K.KIND_DROP
-            if self.record_log10p(value, z) < lp:
-                lp = self.record_log10p(value, z)
+            if self.record_log10p(value, z, t) < lp:
+                lp = self.record_log10p(value, z, t)
                 kind = K.KIND_RECORD_HIGH if z > 0 else K.KIND_RECORD_LOW
             if lp < 0:
                 per_day = K.DAY_S / max(self.gap, K.MIN_GAP_S)
@@ -116,7 +119,7 @@ class Series:
             else:
                 kind = K.KIND_NONE
             score = self.reported(score)
-        self.learn_record(value, w)
+        self.learn_record(value, t, w)
         self._learn(b, x, t, w, z, e, scale)
         return score, kind, expected
 

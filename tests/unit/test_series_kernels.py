@@ -164,12 +164,12 @@ def test_a_value_far_beyond_the_range_is_a_record_the_forecast_alone_misses():
 def test_a_snapshot_from_before_records_loads_and_starts_the_range_again():
     book = SeriesBook(max_series=4, max_labels=LABELS)
     book._row(7 << 32)
-    book.record[0] = [10.0, 1.0, 50.0, 3.0, 2.0]
+    book.record[0] = [10.0, 1.0, 50.0, 3.0, 2.0, 600.0]
     saved = book.state_dict()
-    assert saved["record"][0] == [10.0, 1.0, 50.0, 3.0, 2.0]
+    assert saved["record"][0] == [10.0, 1.0, 50.0, 3.0, 2.0, 600.0]
     again = SeriesBook(max_series=4, max_labels=LABELS)
     again.load(saved)
-    assert again.record[0].tolist() == [10.0, 1.0, 50.0, 3.0, 2.0]
+    assert again.record[0].tolist() == [10.0, 1.0, 50.0, 3.0, 2.0, 600.0]
     del saved["record"]
     again.load(saved)
     assert again.record[0].tolist() == [0.0] * K.RECORD_COLS
