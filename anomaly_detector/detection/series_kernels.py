@@ -25,6 +25,11 @@ tails are often mixtures (cache hits and disk reads): a residual is never rarer 
 of past residuals in its octave or beyond (a histogram of HIST_BINS octaves per side), so a slow query
 that comes every few hours is not extrapolated from the fast ones.
 
+Records (record_log10p): a value beyond everything the series has shown, on the side the forecast
+says it moved, is also judged by how rare the series' records have been, and more so the further
+beyond its range; the value scores by the rarer of the two. A spiky series' learned tail absorbs a
+spike higher than any before; its record does not.
+
 Counters and clocks (values whose changes are nearly always rises, or always falls: a minute field
 repeats, steps up and wraps once an hour) are not judged: their residuals are the lag of the level, not the process. Nor are labels: a series
 is judged once it has shown more distinct values than `labels` keeps (a status code is not a
