@@ -153,6 +153,11 @@ def cross_validate(corpus, runs, profiles):
     held-out and tuned-on figures of each fold and return the weight chosen most often."""
     prof = standard(profiles)
     categories = list(dict.fromkeys(c[0] for c in corpus))
+    print("whole corpus per series_record_weight (standard profile): score at its best threshold / flag")
+    for weight, (series, scores, flags, _) in sorted(runs.items()):
+        t, sc, _ = nab.best_thresholds(series, scores, [prof])[prof.name]
+        print(f"  {weight:>6g}: {fmt(sc)} (thr {t:.3f}) / {fmt(nab.corpus_score(series, flags, prof))}")
+    print()
     print(f"cross-validation by category over series_record_weight in {sorted(runs)} (standard profile)")
     print(f"{'held out':<22} {'weight':>6} {'thr':>6} {'tuned-on':>8} {'held-out':>8} {'flag':>6}   held-out TP/win, FP rows")
     chosen, held_scores, held_flags = [], [], []
