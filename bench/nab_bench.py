@@ -5,6 +5,11 @@ Pipeline that `anomaly_detector replay` uses (commands/replay.py, pipeline.py), 
 a fresh Pipeline per series (NAB scores each file on its own). Each line's `score` / 100 and its
 `anomaly` flag are the detector's outputs; anomaly_detector/workload/nab_scoring.py scores them.
 Prints profile x {score at the best threshold, flag}, per-category figures, lines/s and peak RSS.
+
+--cv VALUES replays the corpus once per value of [detection][[tier3]] series_record_weight and
+cross-validates by category: for each category held out, the value and the score threshold that
+maximise the standard profile on the other three are chosen, then the held-out category is scored
+with them (its score, its flag, its false-positive lines), apart from the tuned-on figures.
 Exits non-zero only when something fails to run, never because a figure is bad.
 """
 import argparse
@@ -59,9 +64,16 @@ def write_log(path, name, times, values):
             f.write(f"{t.isoformat()} metric {name} value {v}\n")
 
 
-def replay(path, n):
+def config_with(record_weight=None):
+    cfg = default_config()
+    if record_weight is not None:
+        cfg["detection"]["tier3"]["series_record_weight"] = float(record_weight)
+    return cfg
+
+
+def replay(path, n, cfg):
     """Scores (0..1) and flags of every line of a log file, through a fresh replay Pipeline."""
-    pipeline = Pipeline(default_config())
+    pipeline = Pipeline(cfg)
     scores, flags = [], []
     for chunk in pipeline.process_file(path):
         for line in chunk.splitlines():
@@ -74,14 +86,15 @@ def replay(path, n):
     return scores, flags
 
 
-def run(corpus, work):
+def run(corpus, work, cfg=None):
     """Replay every series; return (series, scores, flags, replay seconds)."""
+    cfg = default_config() if cfg is None else cfg
     series, scores, flags, seconds = [], [], [], 0.0
     for category, name, times, values, windows in corpus:
         path = os.path.join(work, f"{name}.log")
         write_log(path, name, times, values)
         began = time.perf_counter()
-        s, f = replay(path, len(values))
+        s, f = replay(path, len(values), cfg)
         seconds += time.perf_counter() - began
         series.append(nab.Series(f"{category}/{name}", len(values), nab.window_rows(times, windows)))
         scores.append(s)
@@ -131,25 +144,82 @@ def report(corpus, series, scores, flags, seconds, profiles):
           f"Pipeline start); peak RSS {peak_mib:.0f} MiB")
 
 
+def standard(profiles):
+    return next(p for p in profiles if p.name == "standard")
+
+
+def cross_validate(corpus, runs, profiles):
+    """Leave one category out over runs {record weight: (series, scores, flags, seconds)}: print the
+    held-out and tuned-on figures of each fold and return the weight chosen most often."""
+    prof = standard(profiles)
+    categories = list(dict.fromkeys(c[0] for c in corpus))
+    print("whole corpus per series_record_weight (standard profile): score at its best threshold / flag")
+    for weight, (series, scores, flags, _) in sorted(runs.items()):
+        t, sc, _ = nab.best_thresholds(series, scores, [prof])[prof.name]
+        print(f"  {weight:>6g}: {fmt(sc)} (thr {t:.3f}) / {fmt(nab.corpus_score(series, flags, prof))}")
+    print()
+    print(f"cross-validation by category over series_record_weight in {sorted(runs)} (standard profile)")
+    print(f"{'held out':<22} {'weight':>6} {'thr':>6} {'tuned-on':>8} {'held-out':>8} {'flag':>6}   held-out TP/win, FP rows")
+    chosen, held_scores, held_flags = [], [], []
+    for held in categories:
+        train = [i for i, c in enumerate(corpus) if c[0] != held]
+        test = [i for i, c in enumerate(corpus) if c[0] == held]
+        best = None
+        for weight, (series, scores, _flags, _) in sorted(runs.items()):
+            t, sc, _ = nab.best_thresholds([series[i] for i in train], [scores[i] for i in train], [prof])[prof.name]
+            if best is None or sc > best[2]:
+                best = (weight, t, sc)
+        weight, t, tuned = best
+        series, scores, flags, _ = runs[weight]
+        ss = [series[i] for i in test]
+        det = [[v >= t for v in scores[i]] for i in test]
+        held_out = nab.corpus_score(ss, det, prof)
+        flag = nab.corpus_score(ss, [flags[i] for i in test], prof)
+        tal = nab.total(nab.tally(series[i], d) for i, d in zip(test, det))
+        print(f"{held:<22} {weight:>6g} {t:6.3f} {fmt(tuned):>8} {fmt(held_out):>8} {fmt(flag)}   "
+              f"{tal.detected}/{tal.windows}, {tal.fp_rows}")
+        chosen.append(weight)
+        if held_out is not None:
+            held_scores.append((held_out, sum(len(series[i].windows) for i in test)))
+            held_flags.append((flag, sum(len(series[i].windows) for i in test)))
+    if held_scores:
+        wins = sum(w for _, w in held_scores)
+        print(f"held-out mean, weighted by windows: score {sum(s * w for s, w in held_scores) / wins:.1f}, "
+              f"flag {sum(s * w for s, w in held_flags) / wins:.1f}")
+    return max(set(chosen), key=chosen.count)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=DEFAULT_DATA, help="NAB development set (default: %(default)s)")
     ap.add_argument("--work", default=None, help="keep the generated log files here (default: a temp dir)")
+    ap.add_argument("--cv", default=None, metavar="VALUES",
+                    help="comma-separated series_record_weight values to cross-validate by category")
     args = ap.parse_args(argv)
+    try:
+        weights = [float(v) for v in args.cv.split(",")] if args.cv else [None]
+    except ValueError:
+        print(f"nab_bench: --cv takes comma-separated numbers, got {args.cv!r}", file=sys.stderr)
+        return 2
     try:
         corpus = load_corpus(args.data)
         profiles_path = os.path.join(args.data, "profiles.json")
         profiles = nab.load_profiles(profiles_path) if os.path.isfile(profiles_path) else nab.PROFILES
         if args.work:
             os.makedirs(args.work, exist_ok=True)
-            results = run(corpus, args.work)
+            runs = {w: run(corpus, args.work, config_with(w)) for w in weights}
         else:
             with tempfile.TemporaryDirectory(prefix="nab-bench-") as work:
-                results = run(corpus, work)
+                runs = {w: run(corpus, work, config_with(w)) for w in weights}
     except BenchError as exc:
         print(exc, file=sys.stderr)
         return 2
-    report(corpus, *results, profiles)
+    if args.cv:
+        chosen = cross_validate(corpus, runs, profiles)
+        print(f"\nweight chosen most often: {chosen:g}; its whole-corpus figures:\n")
+        report(corpus, *runs[chosen], profiles)
+    else:
+        report(corpus, *runs[None], profiles)
     return 0
 
 

@@ -3,7 +3,8 @@
 Every numeric value of a (template, position) slot belongs to one series per source;
 series_kernels.py judges each value against a forecast of the series' own past and daily pattern,
 once the series has shown itself a measurement (more distinct values than max_categories, not a
-counter or a clock). This module owns the state rows, the (slot, source) ->
+counter or a clock), and against the range of everything it has shown (a new record, weighed by
+`series_record_weight`). This module owns the state rows, the (slot, source) ->
 row map and the `max_series` limit (values of series beyond it are not judged; they are counted in
 `stats` and the first refusal is logged; 0 turns series off).
 """
@@ -20,8 +21,9 @@ SOURCE_BITS = 32
 class SeriesBook:
     """Series state of one tier 3: rows of series_kernels state, grown as series appear."""
 
-    def __init__(self, max_series, max_labels, threshold=70.0, suspicious=40.0):
+    def __init__(self, max_series, max_labels, threshold=70.0, suspicious=40.0, record_weight=K.RECORD_WEIGHT):
         self.threshold, self.suspicious = float(threshold), float(suspicious)
+        self.record_weight = float(record_weight)
         self.max_series = int(max_series)
         self.max_labels = int(max_labels)
         self.rows = {}              # slot << SOURCE_BITS | source id -> row
@@ -29,6 +31,7 @@ class SeriesBook:
         self.season = np.zeros((16, 2, K.SEASON_BUCKETS))
         self.seen = np.zeros((16, K.SEASON_BUCKETS), np.int8)
         self.labels = np.zeros((16, self.max_labels))
+        self.record = np.zeros((16, K.RECORD_COLS))
         self.source_of = np.zeros(16, np.int64)   # row -> source id (from its key)
         self.refused = 0            # parameter values of series past max_series (not judged)
         self._warned = False
@@ -69,7 +72,7 @@ class SeriesBook:
             return
         while size < n:
             size *= 2
-        for name in ("state", "season", "seen", "labels", "source_of"):
+        for name in ("state", "season", "seen", "labels", "record", "source_of"):
             old = getattr(self, name)
             new = np.zeros((size,) + old.shape[1:], old.dtype)
             new[: old.shape[0]] = old
@@ -85,12 +88,14 @@ class SeriesBook:
         local_rows = np.full(rows.size, -1, np.int64)
         local_rows[used] = local
         return K.score_series(batch.param_ptr, local_rows, batch.param_num, ts, weights, self.state[touched],
-                              self.season[touched], self.seen[touched], self.labels[touched], self.threshold,
-                              self.suspicious, self.multiplicity()[touched])
+                              self.season[touched], self.seen[touched], self.labels[touched],
+                              self.record[touched], self.threshold, self.suspicious, self.multiplicity()[touched],
+                              self.record_weight)
 
     def learn(self, batch, rows, ts, weights):
         K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights.astype(np.float32), self.state,
-                       self.season, self.seen, self.labels, self.threshold, self.suspicious, self.multiplicity())
+                       self.season, self.seen, self.labels, self.record, self.threshold, self.suspicious,
+                       self.multiplicity(), self.record_weight)
 
     def multiplicity(self):
         """float64[rows]: how many judged series the source of each row has (at least 1)."""
@@ -111,6 +116,7 @@ class SeriesBook:
                 self.season[row] = 0
                 self.seen[row] = 0
                 self.labels[row] = 0
+                self.record[row] = 0
 
     @property
     def stats(self):
@@ -120,7 +126,8 @@ class SeriesBook:
         used = len(self.rows)
         return {"keys": [str(k) for k in self.rows], "rows": [int(r) for r in self.rows.values()],
                 "state": self.state[:used].tolist(), "season": self.season[:used].tolist(),
-                "seen": self.seen[:used].tolist(), "labels": self.labels[:used].tolist(), "refused": self.refused}
+                "seen": self.seen[:used].tolist(), "labels": self.labels[:used].tolist(),
+                "record": self.record[:used].tolist(), "refused": self.refused}
 
     def load(self, saved):
         """Restore state_dict(); rows past max_series (a lowered limit) are dropped."""
@@ -130,9 +137,13 @@ class SeriesBook:
         seen = np.asarray(saved["seen"], np.int8).reshape(-1, K.SEASON_BUCKETS)
         labels = np.asarray(saved["labels"], np.float64)   # reshape(0, -1) is ambiguous: a book with no series
         labels = (labels.reshape(len(pairs), -1) if pairs else np.zeros((0, self.max_labels)))[:, :self.max_labels]
-        self.__init__(self.max_series, self.max_labels, self.threshold, self.suspicious)
+        # a snapshot from before records were kept: each series' range starts again from its next value
+        record = np.asarray(saved.get("record", np.zeros((len(pairs), K.RECORD_COLS))), np.float64)
+        record = record.reshape(len(pairs), K.RECORD_COLS)
+        self.__init__(self.max_series, self.max_labels, self.threshold, self.suspicious, self.record_weight)
         self.refused = int(saved.get("refused", 0))
         for key, row in pairs[: self.max_series]:
             new = self._row(key)
             self.state[new], self.season[new], self.seen[new] = state[row], season[row], seen[row]
             self.labels[new, :labels.shape[1]] = labels[row]
+            self.record[new] = record[row]

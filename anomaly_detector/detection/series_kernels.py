@@ -25,6 +25,11 @@ tails are often mixtures (cache hits and disk reads): a residual is never rarer 
 of past residuals in its octave or beyond (a histogram of HIST_BINS octaves per side), so a slow query
 that comes every few hours is not extrapolated from the fast ones.
 
+Records (record_log10p): a value beyond everything the series has shown, on the side the forecast
+says it moved, is also judged by how rare the series' records have been, and more so the further
+beyond its range; the value scores by the rarer of the two. A spiky series' learned tail absorbs a
+spike higher than any before; its record does not.
+
 Counters and clocks (values whose changes are nearly always rises, or always falls: a minute field
 repeats, steps up and wraps once an hour) are not judged: their residuals are the lag of the level, not the process. Nor are labels: a series
 is judged once it has shown more distinct values than `labels` keeps (a status code is not a
@@ -83,7 +88,14 @@ MAX_BONUS, MIN_BONUS = 40.0, -40.0
 REFRACTORY_POINTS = 100.0  # a fresh alarm of 100 fades over this many points
 DAMPING = 0.6              # a value of a fresh episode counts this much (within suspicious..threshold)
 DAY_S = 86400.0
-KIND_NONE, KIND_SPIKE, KIND_DROP = 0, 1, 2
+RECORD_WEIGHT = 3.0        # default of series_record_weight (record_log10p)
+KIND_NONE, KIND_SPIKE, KIND_DROP, KIND_RECORD_HIGH, KIND_RECORD_LOW = 0, 1, 2, 3, 4
+
+# record columns (float64[R, RECORD_COLS]): the series' extremes on its own scale, its points and how
+# many of them were records, per side (0 points: nothing seen yet)
+REC_HIGH, REC_LOW, REC_POINTS, REC_UPS, REC_DOWNS, REC_FIRST_T = range(6)
+RECORD_COLS = 6
+RECORD_GRAIN_S = 300.0     # points closer than this are not independent chances of a record
 
 
 @njit(cache=True)
@@ -192,13 +204,56 @@ def reported(st, r, s, threshold, suspicious):
 
 
 @njit(cache=True)
-def step(st, season, seen, labels, r, value, t, w, threshold, suspicious, multiplicity):
+def record_log10p(rec, r, value, z, t, record_weight):
+    """log10 of the chance of a new record this far beyond the series' range (0: not a record, not
+    on the forecast's side, or record_weight 0). The chance of a record on that side is the records
+    so far over the chances so far (1 in n for values in no order); one beyond the range by a share e
+    of it counts as 1 + record_weight x e records in a row. A series that is still rising through
+    its first cycle sets records every other point, so they say little however far each goes. The
+    chances are the points, but at most one per RECORD_GRAIN_S of the series' life: a latency logged
+    ten times a second moves with its load, and a burst of slow requests is one chance, not a
+    thousand."""
+    if rec[r, REC_POINTS] <= 0.0 or record_weight <= 0.0:
+        return 0.0
+    high, low = rec[r, REC_HIGH], rec[r, REC_LOW]
+    span = max(high - low, RELATIVE_FLOOR * max(abs(high), abs(low)), 1e-300)
+    if value > high and z > 0.0:
+        excess, records = (value - high) / span, rec[r, REC_UPS]
+    elif value < low and z < 0.0:
+        excess, records = (low - value) / span, rec[r, REC_DOWNS]
+    else:
+        return 0.0
+    chances = min(rec[r, REC_POINTS], max(t - rec[r, REC_FIRST_T], 0.0) / RECORD_GRAIN_S + 1.0)
+    rate = min((records + 1.0) / (chances + 1.0), 1.0)
+    return min(math.log10(rate) * (1.0 + record_weight * excess), 0.0)
+
+
+@njit(cache=True)
+def learn_record(rec, r, value, t, w):
+    """Widen the series' range to value, counting a record, with weight w (0: judge only)."""
+    if w <= 0.0:
+        return
+    if rec[r, REC_POINTS] <= 0.0:
+        rec[r, REC_HIGH] = value
+        rec[r, REC_LOW] = value
+        rec[r, REC_FIRST_T] = t
+    elif value > rec[r, REC_HIGH]:
+        rec[r, REC_HIGH] = value
+        rec[r, REC_UPS] += w
+    elif value < rec[r, REC_LOW]:
+        rec[r, REC_LOW] = value
+        rec[r, REC_DOWNS] += w
+    rec[r, REC_POINTS] += w
+
+
+@njit(cache=True)
+def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, multiplicity, record_weight):
     """Judge value x at time t of series r, then learn it with weight w -> (score 0..100, kind, expected
     on the log scale: see from_log).
 
     season[r, 0, b] is the series' offset at time-of-day bucket b and season[r, 1, b] its mean
     absolute residual there, seen[r, b] the points learned there (up to 100); labels[r] its first
-    distinct values."""
+    distinct values; rec[r] its range and records (record_log10p)."""
     _count_distinct(st, labels, r, value)
     x = math.copysign(math.log1p(abs(value)), value)
     if st[r, N_OBS] == 0.0:
@@ -207,6 +262,7 @@ def step(st, season, seen, labels, r, value, t, w, threshold, suspicious, multip
         st[r, LAST_T] = t
         st[r, RISES] = 0.5
         st[r, N_OBS] = 1.0
+        learn_record(rec, r, value, t, w)
         return 0.0, KIND_NONE, x
     b = bucket_of(t)
     offset = season[r, 0, b] if seen[r, b] else 0.0
@@ -219,10 +275,17 @@ def step(st, season, seen, labels, r, value, t, w, threshold, suspicious, multip
     kind = KIND_NONE
     if judged(st, labels, r):
         lp = tail_log10p(st, r, z)
+        kind = KIND_SPIKE if z > 0 else KIND_DROP
+        lp_record = record_log10p(rec, r, value, z, t, record_weight)
+        if lp_record < lp:
+            lp = lp_record
+            kind = KIND_RECORD_HIGH if z > 0 else KIND_RECORD_LOW
         if lp < 0.0:
             score = min(max(-10.0 * lp + rate_bonus(st[r, GAP], threshold, multiplicity), 0.0), 100.0)
-            kind = KIND_SPIKE if z > 0 else KIND_DROP
+        else:
+            kind = KIND_NONE
         score = reported(st, r, score, threshold, suspicious)
+    learn_record(rec, r, value, t, w)
     _learn(st, season, seen, r, b, x, t, w, z, e, scale)
     return score, kind, expected
 
@@ -285,15 +348,16 @@ def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
     st[r, SLOW_SCALE] += w * max(slow_alpha(st, r), 1.0 / (n + 1.0)) * (size - st[r, SLOW_SCALE])
 
 
-@kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.F64_1D, kt.F32_1D, kt.F64_2D, kt.F64_3D, kt.I8_2D, kt.F64_2D, kt.FLOAT64,
-       kt.FLOAT64, kt.F64_1D), cache=True)
-def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen, labels, threshold, suspicious,
-                 multiplicity):
+@kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.F64_1D, kt.F32_1D, kt.F64_2D, kt.F64_3D, kt.I8_2D, kt.F64_2D,
+           kt.F64_2D, kt.FLOAT64, kt.FLOAT64, kt.F64_1D, kt.FLOAT64), cache=True)
+def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen, labels, rec, threshold, suspicious,
+                 multiplicity, record_weight):
     """Step every numeric parameter with a series row (param_row >= 0) through its series, in line
     order -> (best score per line float32[n], its parameter index int64[n], kind int8[n],
     expected value float64[n]). weights float32[n]: learning weight per line (0: judge only);
     threshold: the anomaly threshold the per-day calibration aims at; suspicious: the suspicious score;
-    multiplicity float64[R]: the judged series of each row's source (rate_bonus)."""
+    multiplicity float64[R]: the judged series of each row's source (rate_bonus); rec float64[R, RECORD_COLS]:
+    each row's range and records; record_weight: see record_log10p."""
     n = param_ptr.shape[0] - 1
     best = np.zeros(n, np.float32)
     which = np.full(n, -1, np.int64)
@@ -305,8 +369,8 @@ def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen,
             x = param_num[j]
             if r < 0 or math.isnan(x) or math.isinf(x):
                 continue
-            sc, k, ex = step(st, season, seen, labels, r, x, ts[i], weights[i], threshold, suspicious,
-                             multiplicity[r])
+            sc, k, ex = step(st, season, seen, labels, rec, r, x, ts[i], weights[i], threshold, suspicious,
+                             multiplicity[r], record_weight)
             if sc > best[i]:
                 best[i], which[i], kind[i], expected[i] = sc, j, k, from_log(ex)
     return best, which, kind, expected

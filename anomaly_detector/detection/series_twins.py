@@ -6,8 +6,13 @@ from . import series_kernels as K
 
 
 class Series:
-    def __init__(self, max_labels, threshold=70.0, suspicious=40.0):
+    def __init__(self, max_labels, threshold=70.0, suspicious=40.0, record_weight=K.RECORD_WEIGHT):
         self.max_labels = max_labels
+        self.record_weight = record_weight
+        self.high = self.low = None   # the range of every value learned (None: none yet)
+        self.points = 0.0
+        self.first_t = 0.0
+        self.records = {1: 0.0, -1: 0.0}  # side -> values learned beyond the range then
         self.threshold, self.suspicious = threshold, suspicious
         self.n = 0.0
         self.level = self.scale = self.slow = self.total = 0.0
@@ -38,6 +43,34 @@ class Series:
             return pareto
         return max(pareto, math.log10(min(beyond / (self.total + K.PRIOR_WEIGHT), 1.0)))
 
+    def record_log10p(self, value, z, t):
+        if self.high is None or self.record_weight <= 0:
+            return 0.0
+        span = max(self.high - self.low, K.RELATIVE_FLOOR * max(abs(self.high), abs(self.low)), 1e-300)
+        if value > self.high and z > 0:
+            excess, side = (value - self.high) / span, 1
+        elif value < self.low and z < 0:
+            excess, side = (self.low - value) / span, -1
+        else:
+            return 0.0
+        chances = min(self.points, max(t - self.first_t, 0.0) / K.RECORD_GRAIN_S + 1.0)
+        rate = min((self.records[side] + 1.0) / (chances + 1.0), 1.0)
+        return min(math.log10(rate) * (1.0 + self.record_weight * excess), 0.0)
+
+    def learn_record(self, value, t, w):
+        if w <= 0:
+            return
+        if self.high is None:
+            self.high = self.low = value
+            self.first_t = t
+        elif value > self.high:
+            self.high = value
+            self.records[1] += w
+        elif value < self.low:
+            self.low = value
+            self.records[-1] += w
+        self.points += w
+
     @staticmethod
     def octave(a):
         return min(int(math.log2(a / K.TAIL_START)), K.HIST_BINS - 1)
@@ -62,6 +95,7 @@ class Series:
             self.level = self.last_x = x
             self.last_t = t
             self.n = 1.0
+            self.learn_record(value, t, w)
             return 0.0, K.KIND_NONE, x
         b = int((t % K.DAY_S) / K.DAY_S * K.SEASON_BUCKETS) % K.SEASON_BUCKETS
         bucket = self.season.get(b, [0.0, 0.0, 0])
@@ -73,13 +107,19 @@ class Series:
         score, kind = 0.0, K.KIND_NONE
         if self.judged():
             lp = self.tail_log10p(z)
+            kind = K.KIND_SPIKE if z > 0 else K.KIND_DROP
+            if self.record_log10p(value, z, t) < lp:
+                lp = self.record_log10p(value, z, t)
+                kind = K.KIND_RECORD_HIGH if z > 0 else K.KIND_RECORD_LOW
             if lp < 0:
                 per_day = K.DAY_S / max(self.gap, K.MIN_GAP_S)
                 budget = K.FALSE_FLAGS_PER_DAY / (per_day * max(multiplicity, 1.0))
                 bonus = min(max(self.threshold + 10 * math.log10(budget), K.MIN_BONUS), K.MAX_BONUS)
                 score = min(max(-10 * lp + bonus, 0.0), 100.0)
-                kind = K.KIND_SPIKE if z > 0 else K.KIND_DROP
+            else:
+                kind = K.KIND_NONE
             score = self.reported(score)
+        self.learn_record(value, t, w)
         self._learn(b, x, t, w, z, e, scale)
         return score, kind, expected
 

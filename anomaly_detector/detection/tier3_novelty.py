@@ -21,6 +21,9 @@ from .series import SeriesBook
 
 MAX_POSITIONS = 16   # parameters beyond this position of a template are not modelled
 ROLE_UNSET, ROLE_NONE = -2, -1   # role_index: not looked at yet / no pool (template text unknown)
+SERIES_KINDS = {SK.KIND_SPIKE: "unusual value (spike)", SK.KIND_DROP: "unusual value (drop)",
+                SK.KIND_RECORD_HIGH: "unusual value (record high: above every earlier value)",
+                SK.KIND_RECORD_LOW: "unusual value (record low: below every earlier value)"}
 
 
 class NoveltyTier(Tier):
@@ -56,7 +59,8 @@ class NoveltyTier(Tier):
         self.cat_num = np.full((64, self.max_values), np.nan)  # each value's number (NaN: not a number)
         self.cat_nd = np.zeros(64, np.int32)
         self.cat_full = np.zeros(64, np.int8)
-        self.series = SeriesBook(settings["max_series"], self.max_values, self.threshold, self.suspicious)
+        self.series = SeriesBook(settings["max_series"], self.max_values, self.threshold, self.suspicious,
+                                 settings["series_record_weight"])
         self._rows_of = (None, None)   # (batch, its series rows)
 
     # -- scoring -------------------------------------------------------------------------
@@ -107,9 +111,8 @@ class NoveltyTier(Tier):
         for i in np.flatnonzero(best >= 40.0).tolist():
             j = int(which[i])
             tid, pos = int(batch.template_id[i]), int(batch.param_pos[j])
-            what = "spike" if kind[i] == SK.KIND_SPIKE else "drop"
-            result.reasons[i] = "unusual value (%s) of parameter %d of %r, against its own recent past" % (
-                what, pos, ctx.template_text(tid))
+            what = SERIES_KINDS.get(int(kind[i]), "unusual value")
+            result.reasons[i] = "%s of parameter %d of %r, against its own past" % (what, pos, ctx.template_text(tid))
             result.expected[i] = "around %.4g" % expected[i]
             result.observed[i] = "%.4g" % batch.param_num[j]
 

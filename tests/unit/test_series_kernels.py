@@ -11,13 +11,14 @@ from anomaly_detector.detection.series import SeriesBook
 LABELS = 16
 
 
-def _kernel_scores(values, times, weights=None):
+def _kernel_scores(values, times, weights=None, record_weight=K.RECORD_WEIGHT):
     st, season = np.zeros((1, K.COLS)), np.zeros((1, 2, K.SEASON_BUCKETS))
     seen, labels = np.zeros((1, K.SEASON_BUCKETS), np.int8), np.zeros((1, LABELS))
+    rec = np.zeros((1, K.RECORD_COLS))
     out = []
     for k, (x, t) in enumerate(zip(values, times)):
         w = 1.0 if weights is None else weights[k]
-        out.append(K.step(st, season, seen, labels, 0, float(x), float(t), w, 70.0, 40.0, 1.0))
+        out.append(K.step(st, season, seen, labels, rec, 0, float(x), float(t), w, 70.0, 40.0, 1.0, record_weight))
     return out
 
 
@@ -129,3 +130,46 @@ def test_the_flag_budget_is_shared_by_the_judged_series_of_a_source():
     assert book.multiplicity()[:4].tolist() == [2, 2, 2, 1]
     # the same surprise scores ten points less where ten series share the budget
     assert K.rate_bonus(300.0, 70.0, 10.0) == pytest.approx(K.rate_bonus(300.0, 70.0, 1.0) - 10.0)
+
+
+def _noise(name, n, rng):
+    return {"normal": lambda: rng.normal(100, 10, n), "lognormal": lambda: rng.lognormal(5, 0.5, n),
+            "exponential": lambda: rng.exponential(10, n), "pareto": lambda: rng.pareto(3, n) * 10}[name]()
+
+
+@pytest.mark.parametrize("shape", ["normal", "lognormal", "exponential", "pareto"])
+def test_records_of_noise_keep_the_flag_budget(shape):
+    """60 days of a value every five minutes, in no order: its records (about ln n of them a side) are
+    no anomaly; the budget is 0.05 flags a day, 3 in 60 days."""
+    n = 17280
+    values = _noise(shape, n, np.random.default_rng(1))
+    scores = np.array([s for s, _, _ in _kernel_scores(values, np.arange(n) * 300.0)])
+    assert np.sum(scores >= 70) <= 4
+
+
+def test_a_value_far_beyond_the_range_is_a_record_the_forecast_alone_misses():
+    """A metric every five minutes, with a value half a range above its highest after three weeks; on
+    its own forecast's tail it is merely unusual."""
+    rng = np.random.default_rng(4)
+    values = rng.normal(50, 5, 6000)
+    values[5000] = values[:5000].max() + 0.5 * np.ptp(values[:5000])
+    t = np.arange(values.size) * 300.0
+    with_records = _kernel_scores(values, t)
+    assert with_records[5000][0] >= 70 and with_records[5000][1] == K.KIND_RECORD_HIGH
+    assert _kernel_scores(values, t, record_weight=0.0)[5000][0] < 70
+    twin = T.Series(LABELS, record_weight=K.RECORD_WEIGHT)
+    assert [twin.step(float(x), float(s))[1] for x, s in zip(values, t)][5000] == K.KIND_RECORD_HIGH
+
+
+def test_a_snapshot_from_before_records_loads_and_starts_the_range_again():
+    book = SeriesBook(max_series=4, max_labels=LABELS)
+    book._row(7 << 32)
+    book.record[0] = [10.0, 1.0, 50.0, 3.0, 2.0, 600.0]
+    saved = book.state_dict()
+    assert saved["record"][0] == [10.0, 1.0, 50.0, 3.0, 2.0, 600.0]
+    again = SeriesBook(max_series=4, max_labels=LABELS)
+    again.load(saved)
+    assert again.record[0].tolist() == [10.0, 1.0, 50.0, 3.0, 2.0, 600.0]
+    del saved["record"]
+    again.load(saved)
+    assert again.record[0].tolist() == [0.0] * K.RECORD_COLS
