@@ -1044,6 +1044,38 @@ class TemplateMiner:
             self._alias.popitem(last=False)
         self.stats.merges += 1
 
+    def merge_near_duplicates(self, min_values):
+        """Merge, at once, every sibling group (live templates that agree on every token but one word)
+        holding at least `min_values` different words there, as step 5 does online at its own threshold
+        (--optimize-models: an operator asks for fewer, wider templates). Returns how many templates
+        were merged away; their ids become aliases of the survivors and take_widened() reports them."""
+        before = len(self._tokens)
+        saved = self._siblings.min_values
+        self._siblings.min_values = max(2, int(min_values))
+        try:
+            for slot in sorted(self._tokens):
+                if slot in self._tokens and int(self._slot_tid[slot]) != self._unclustered_tid:
+                    self._siblings.grown = True
+                    self._merge_siblings(slot)
+        finally:
+            self._siblings.min_values = saved
+        self._live_dirty = True
+        return before - len(self._tokens)
+
+    def rebuild_indexes(self):
+        """Rebuild the shape table and forget archived shapes of ids the archive no longer holds (what
+        evictions leave behind until max_shapes is reached); returns how many shapes were forgotten."""
+        stale = [h for h, tid in self._archived_shapes.items() if tid not in self._archive]
+        for shape in stale:
+            del self._archived_shapes[shape]
+        self._rebuild_table()
+        self._live_dirty = True
+        return len(stale)
+
+    def counts(self):
+        """{"templates": live, "archived": evicted but kept, "aliases": merged ids} (what optimize reports)."""
+        return {"templates": len(self._tokens), "archived": len(self._archive), "aliases": len(self._alias)}
+
     # ------------------------------------------------------------ shape cache
     def _remember_shape(self, shape, slot):
         if len(self._shapes) >= self.max_shapes:
