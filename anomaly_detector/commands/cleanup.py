@@ -117,11 +117,28 @@ def _retired_workers(state_dir, workers, before):
             if not name.startswith(WORKER_PREFIX) or not number.isdigit() or int(number) < workers:
                 continue
             path = os.path.join(top, name)
+            if _running(state_dir, int(number)):
+                continue
             newest, size = _tree_age_and_size(path)
             if newest is not None and newest < before:
                 found.append(Candidate("workers", path, size, "state of worker %s, not configured ([processing] "
                                        "workers = %d)" % (number, workers)))
     return found
+
+
+def _running(state_dir, index):
+    """Whether a worker `index` runs now (it holds its lock: storage/locks.py), say a daemon not yet
+    reloaded on a config file with fewer workers."""
+    path = locks.lock_path(state_dir, "worker-%d" % index)
+    if not os.path.exists(path):
+        return False
+    try:
+        locks.release(locks.take(path))
+    except locks.LockBusy:
+        return True
+    except OSError:
+        return True    # cannot tell: keep it
+    return False
 
 
 def _tree_age_and_size(path):

@@ -60,6 +60,11 @@ def test_retired_workers_only_when_old_and_not_configured(tmp_path):
     os.utime(state / "baselines" / "worker-1", (OLD, OLD))
     got = chosen(cfg)
     assert got == {str(state / "statistics" / "worker-3"): "workers"}
+    held = locks.take(locks.lock_path(str(state), "worker-3"), exclusive=False)   # a worker 3 runs
+    try:
+        assert chosen(cfg) == {}
+    finally:
+        locks.release(held)
 
 
 def _segment(directory, writer, first, last):
