@@ -545,6 +545,7 @@ class DetectorWorker:
             return
         size = file_bytes(self.paths.templates)
         before, after, merged, forgotten = compact(self.pipeline, request["merge_min_values"])
+        self.counters.add(models_optimized=1, templates_merged=merged)
         self.snapshot()
         log.info("worker %d: models optimized: %d templates -> %d (%d near-duplicates merged), %d stale shapes "
                  "dropped", self.index, before["templates"], after["templates"], merged, forgotten)

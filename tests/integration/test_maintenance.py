@@ -120,6 +120,10 @@ def test_optimize_on_a_running_daemon_is_applied_by_its_worker_and_a_second_one_
         assert done.returncode == 0, done.stderr
         assert "worker 0 (running worker): templates " in done.stdout, done.stdout
         assert "(2 near-duplicates merged)" in done.stdout, done.stdout
+        deadline = time.monotonic() + 10     # the sidecar reads the counters once a second
+        while time.monotonic() < deadline and daemon.metric("templates_merged_total") != 2:
+            time.sleep(0.3)
+        assert daemon.metric("templates_merged_total") == 2 and daemon.metric("models_optimized_total") == 1
         miner = TemplateMiner.load(worker_paths(state, 0).templates)    # the snapshot the worker wrote at once
         texts = [t for _tid, t, _n in miner.templates()]
         assert sum("sched job" in t for t in texts) == 1, texts
