@@ -5,7 +5,8 @@ Called by cli.py. The design (why a request, not a file rewrite) is in worker/op
 2. for each worker directory (the configured workers and any worker-N with models on disk): take its
    `locks/worker-N.lock` exclusively. Got it: no worker N runs, so load its models, compact, save a
    new generation (the previous one kept as .prev) and release. Busy: worker N runs, so write the
-   request once and wait ([retention] optimize_wait_seconds) for its worker-N.json result;
+   request once and wait ([retention] optimize_wait_seconds) for its worker-N.json result; once every
+   running worker answered, the request is removed (a worker started later is not asked again);
 3. print one line per worker (before -> after: templates, archived, aliases, bytes of templates.json)
    and a total; on a terminal a progress bar while waiting. A worker that does not answer in time is a
    failure (exit 3) that says so; it applies the request when it gets to it.
@@ -120,6 +121,8 @@ def _optimize(cfg, state_dir, merge_min_values, wait_seconds):
                         progress.step()
                 if waiting:
                     time.sleep(POLL_SECONDS)
+            if not waiting:     # every worker applied it: a worker started later must not apply it again
+                requests.withdraw_request(state_dir)
     finally:
         progress.close()
     totals = [0, 0]

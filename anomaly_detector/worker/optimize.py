@@ -45,6 +45,14 @@ def write_request(state_dir, request_id, merge_min_values):
                       {"id": request_id, "merge_min_values": int(merge_min_values)})
 
 
+def withdraw_request(state_dir):
+    """Remove the request once every running worker applied it."""
+    try:
+        os.unlink(os.path.join(optimize_dir(state_dir), REQUEST_FILE))
+    except FileNotFoundError:
+        pass
+
+
 def file_bytes(path):
     try:
         return os.path.getsize(path)

@@ -124,6 +124,7 @@ def test_optimize_on_a_running_daemon_is_applied_by_its_worker_and_a_second_one_
         while time.monotonic() < deadline and daemon.metric("templates_merged_total") != 2:
             time.sleep(0.3)
         assert daemon.metric("templates_merged_total") == 2 and daemon.metric("models_optimized_total") == 1
+        assert not os.path.exists(os.path.join(state, "optimize", "request.json"))   # answered: withdrawn
         miner = TemplateMiner.load(worker_paths(state, 0).templates)    # the snapshot the worker wrote at once
         texts = [t for _tid, t, _n in miner.templates()]
         assert sum("sched job" in t for t in texts) == 1, texts
