@@ -37,25 +37,25 @@ def worker_indexes(state_dir, workers):
     return sorted(found)
 
 
-def compact_offline(cfg, index, merge_min_values):
+def compact_offline(cfg, index, request):
     """Compact worker `index`'s models on disk (its lock held by the caller); the figures."""
     paths = worker_paths(cfg["paths"]["state_dir"], index)
     pipeline = Pipeline(cfg)
     if not pipeline.load(paths) and not os.path.exists(paths.templates):
         return None
     size = requests.file_bytes(paths.templates)
-    before, after, merged, forgotten = requests.compact(pipeline, merge_min_values)
+    figures = requests.compact(pipeline, request)
     pipeline.save(paths)
-    return {"before": dict(before, bytes=size), "after": dict(after, bytes=requests.file_bytes(paths.templates)),
-            "merged": merged, "shapes_dropped": forgotten}
+    figures["before"]["bytes"], figures["after"]["bytes"] = size, requests.file_bytes(paths.templates)
+    return figures
 
 
 def _line(index, how, figures):
     b, a = figures["before"], figures["after"]
     return ("worker %d (%s): templates %d -> %d (%d near-duplicates merged), archived %d -> %d, aliases %d -> %d, "
-            "templates.json %d -> %d bytes, %d stale shapes dropped"
+            "templates.json %d -> %d bytes, %d stale archived templates pruned, %d stale shapes dropped"
             % (index, how, b["templates"], a["templates"], figures["merged"], b["archived"], a["archived"],
-               b["aliases"], a["aliases"], b["bytes"], a["bytes"], figures.get("shapes_dropped", 0)))
+               b["aliases"], a["aliases"], b["bytes"], a["bytes"], figures["pruned"], figures["shapes_dropped"]))
 
 
 class _Progress:
@@ -86,14 +86,15 @@ def run_optimize(cfg):
                    err=True)
         return 3
     try:
-        return _optimize(cfg, state_dir, retention["merge_min_values"], retention["optimize_wait_seconds"])
+        return _optimize(cfg, state_dir, retention["optimize_wait_seconds"])
     finally:
         locks.release(own)
 
 
-def _optimize(cfg, state_dir, merge_min_values, wait_seconds):
+def _optimize(cfg, state_dir, wait_seconds):
     indexes = worker_indexes(state_dir, cfg["processing"]["workers"])
-    request_id, running, results, failed = uuid.uuid4().hex, [], {}, 0
+    request = requests.make_request(uuid.uuid4().hex, cfg["retention"])
+    running, results, failed = [], {}, 0
     progress = _Progress(len(indexes))
     try:
         for index in indexes:
@@ -103,19 +104,19 @@ def _optimize(cfg, state_dir, merge_min_values, wait_seconds):
                 running.append(index)
                 continue
             try:
-                figures = compact_offline(cfg, index, merge_min_values)
+                figures = compact_offline(cfg, index, request)
             finally:
                 locks.release(fd)
             results[index] = ("on disk", figures)
             progress.step()
         if running:
-            requests.write_request(state_dir, request_id, merge_min_values)
+            requests.write_request(state_dir, request)
             deadline = time.monotonic() + wait_seconds
             waiting = list(running)
             while waiting and time.monotonic() < deadline:
                 for index in list(waiting):
                     done = requests.read_json(requests.result_path(state_dir, index))
-                    if done and done.get("id") == request_id:
+                    if done and done.get("id") == request["id"]:
                         results[index] = ("running worker", done)
                         waiting.remove(index)
                         progress.step()

@@ -544,15 +544,15 @@ class DetectorWorker:
         if request is None:
             return
         size = file_bytes(self.paths.templates)
-        before, after, merged, forgotten = compact(self.pipeline, request["merge_min_values"])
-        self.counters.add(models_optimized=1, templates_merged=merged)
+        figures = compact(self.pipeline, request)
+        self.counters.add(models_optimized=1, templates_merged=figures["merged"])
         self.snapshot()
-        log.info("worker %d: models optimized: %d templates -> %d (%d near-duplicates merged), %d stale shapes "
-                 "dropped", self.index, before["templates"], after["templates"], merged, forgotten)
+        figures["before"]["bytes"], figures["after"]["bytes"] = size, file_bytes(self.paths.templates)
+        log.info("worker %d: models optimized: %d templates -> %d (%d near-duplicates merged), %d stale archived "
+                 "templates pruned, %d stale shapes dropped", self.index, figures["before"]["templates"],
+                 figures["after"]["templates"], figures["merged"], figures["pruned"], figures["shapes_dropped"])
         try:
-            self.optimize.done(request, {"before": dict(before, bytes=size),
-                                         "after": dict(after, bytes=file_bytes(self.paths.templates)),
-                                         "merged": merged, "shapes_dropped": forgotten})
+            self.optimize.done(request, figures)
         except OSError as exc:
             log.error("worker %d: cannot write the optimize result to %s: %s", self.index, self.optimize.result, exc)
 

@@ -14,6 +14,7 @@ while holding that lock (a worker starting meanwhile waits for it). Neighbours: 
 import json
 import logging
 import os
+import time
 
 from anomaly_detector.alerting.outbox import write_json_atomic
 
@@ -39,10 +40,15 @@ def read_json(path):
     return data if isinstance(data, dict) else None
 
 
-def write_request(state_dir, request_id, merge_min_values):
+def make_request(request_id, retention):
+    """What a compaction asks, from the command's [retention] section."""
+    return {"id": request_id, "merge_min_values": int(retention["merge_min_values"]),
+            "stale_template_days": int(retention["stale_template_days"])}
+
+
+def write_request(state_dir, request):
     os.makedirs(optimize_dir(state_dir), exist_ok=True)
-    write_json_atomic(os.path.join(optimize_dir(state_dir), REQUEST_FILE),
-                      {"id": request_id, "merge_min_values": int(merge_min_values)})
+    write_json_atomic(os.path.join(optimize_dir(state_dir), REQUEST_FILE), request)
 
 
 def withdraw_request(state_dir):
@@ -60,18 +66,22 @@ def file_bytes(path):
         return 0
 
 
-def compact(pipeline, merge_min_values):
-    """Compact a Pipeline's models in memory: merge near-duplicate templates, drop what the engine
-    learned of the merged ids' parameters, rebuild the miner's indexes. Returns (before, after, merged,
-    shapes forgotten) with before/after as miner.counts()."""
+def compact(pipeline, request, now=None):
+    """Compact a Pipeline's models in memory as `request` (make_request) asks: merge near-duplicate
+    templates, prune archived templates evicted more than stale_template_days ago, drop what the engine
+    learned of the parameters of both (stale baselines), rebuild the miner's indexes. Returns the
+    figures: before/after (miner.counts()), merged, pruned, shapes_dropped."""
     miner = pipeline.miner
+    now = time.time() if now is None else now
     before = miner.counts()
-    merged = miner.merge_near_duplicates(merge_min_values)
-    widened = miner.take_widened()
-    if widened:
-        pipeline.engine.templates_widened(widened)   # the baselines of merged ids are stale now
+    merged = miner.merge_near_duplicates(request["merge_min_values"])
+    pruned = miner.prune_archive(now - request["stale_template_days"] * 86400.0)
+    stale = sorted(set(miner.take_widened()) | set(pruned))
+    if stale:
+        pipeline.engine.templates_widened(stale)   # what was learned of these ids' parameters is stale now
     forgotten = miner.rebuild_indexes()
-    return before, miner.counts(), merged, forgotten
+    return {"before": before, "after": miner.counts(), "merged": merged, "pruned": len(pruned),
+            "shapes_dropped": forgotten}
 
 
 class OptimizeRequests:
@@ -97,9 +107,10 @@ class OptimizeRequests:
         if not request or request.get("id") == self._applied:
             return None
         try:
-            int(request["merge_min_values"])
+            int(request["merge_min_values"]), int(request["stale_template_days"])
         except (KeyError, TypeError, ValueError):
-            log.error("optimize request %s unusable (no merge_min_values); ignored", self.path)
+            log.error("optimize request %s unusable (no merge_min_values or stale_template_days); ignored",
+                      self.path)
             return None
         return request
 

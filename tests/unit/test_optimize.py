@@ -2,6 +2,7 @@
 of a stopped daemon and its lock. On a live daemon: tests/integration/test_maintenance.py."""
 import json
 import os
+import time
 
 from click.testing import CliRunner
 
@@ -60,20 +61,53 @@ def test_rebuild_indexes_forgets_shapes_of_ids_gone_from_the_archive():
     assert miner.add_line(job_line("alpha", 3))[0] == 0   # the shape table still finds it
 
 
+def test_archived_templates_evicted_long_ago_are_pruned():
+    miner = TemplateMiner(max_templates=16, archive_size=64)
+    for i in range(40):     # distinct events: the live set of 16 evicts a sixteenth at a time
+        miner.add_line("event number%s happened in subsystem%s today" % (chr(97 + i % 26) * (1 + i // 26),
+                                                                      chr(97 + i % 26)))
+    archived = miner.counts()["archived"]
+    assert archived > 0
+    assert miner.prune_archive(time.time() - 86400) == []          # evicted just now: kept
+    state = json.loads(json.dumps(miner.to_state()))
+    old = sorted(miner._archived_at)[:3]
+    for row in state["archived_at"]:
+        if row[0] in old:
+            row[1] = time.time() - 100 * 86400
+    again = TemplateMiner.from_state(state, max_templates=16, archive_size=64)   # eviction times are saved
+    assert sorted(again.prune_archive(time.time() - 90 * 86400)) == old
+    assert again.counts()["archived"] == archived - 3
+    assert not set(old) & set(again._archived_shapes.values())
+
+
+def test_compact_reports_merged_and_pruned():
+    pipeline = Pipeline(make_config_dict())
+    pipeline.miner = learned_miner()
+    figures = optimize.compact(pipeline, {"merge_min_values": 3, "stale_template_days": 90})
+    assert figures["before"]["templates"] == 5 and figures["after"]["templates"] == 3
+    assert figures["merged"] == 2 and figures["pruned"] == 0
+
+
+def make_config_dict():
+    from anomaly_detector.config.loader import default_config
+    return default_config()
+
+
 def test_a_worker_applies_each_request_once(tmp_path):
     state = str(tmp_path)
     requests = optimize.OptimizeRequests(state, 0)
     assert requests.poll() is None                 # no request
-    optimize.write_request(state, "r1", 3)
+    retention = {"merge_min_values": 3, "stale_template_days": 90}
+    optimize.write_request(state, optimize.make_request("r1", retention))
     got = requests.poll()
-    assert got == {"id": "r1", "merge_min_values": 3}
+    assert got == {"id": "r1", "merge_min_values": 3, "stale_template_days": 90}
     assert requests.poll() is None                 # unchanged file: one stat, nothing
     requests.done(got, {"merged": 2})
     assert optimize.read_json(optimize.result_path(state, 0)) == {"merged": 2, "id": "r1"}
-    optimize.write_request(state, "r1", 3)         # rewritten with the same id: already applied
+    optimize.write_request(state, optimize.make_request("r1", retention))         # rewritten with the same id: already applied
     assert requests.poll() is None
     assert optimize.OptimizeRequests(state, 0).poll() is None    # a restarted worker remembers it
-    optimize.write_request(state, "r2", 4)
+    optimize.write_request(state, optimize.make_request("r2", retention))
     assert requests.poll()["id"] == "r2"
 
 
