@@ -173,3 +173,11 @@ def test_invalid_config_does_nothing(tmp_path):
     result = CliRunner().invoke(cli.cli, ["--config", path, "--cleanup-old-data"])
     assert result.exit_code == 1 and "spool_days" in result.output
     assert os.path.exists(tmp_path / "log" / "x.log.1")
+
+
+def test_two_maintenance_flags_at_once_are_a_usage_error(tmp_path):
+    _cfg, path = make_cfg(tmp_path)
+    put(str(tmp_path / "log" / "x.log.1"))
+    result = CliRunner().invoke(cli.cli, ["--config", path, "--cleanup-old-data", "--optimize-models"])
+    assert result.exit_code == 2 and "one at a time" in result.output
+    assert os.path.exists(tmp_path / "log" / "x.log.1")
