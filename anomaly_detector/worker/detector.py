@@ -97,10 +97,7 @@ class DetectorWorker:
         self.ring, self.reader = ring, ring.reader()
         self.counters = control.counters(index)
         self.paths = worker_paths(cfg["paths"]["state_dir"], index)   # storage/layout.py
-        # Held for life: --optimize-models tells a running worker by it (worker/optimize.py); it waits
-        # here while that command compacts this worker's files of a stopped daemon.
-        self._lock = locks.take(locks.lock_path(cfg["paths"]["state_dir"], "worker-%d" % index), exclusive=False,
-                                wait=True)
+        self._lock = self._take_lock(cfg["paths"]["state_dir"], index)
         self.optimize = OptimizeRequests(cfg["paths"]["state_dir"], index)
         self.pipeline = Pipeline(cfg)
         if self.pipeline.load(self.paths):
@@ -142,6 +139,19 @@ class DetectorWorker:
         # POST /admin/feedback's rules (read at batch boundaries) and what GET /api/incidents shows of this worker
         self.feedback = RulesFile(rules_path(cfg["paths"]["state_dir"]), "worker %d" % index)
         self.view = IncidentView(self.paths.alerting, index, cfg["http"]["incidents_api_max"])
+
+    @staticmethod
+    def _take_lock(state_dir, index):
+        """Held for life: --optimize-models tells a running worker by it (worker/optimize.py); it waits
+        here while that command compacts this worker's files of a stopped daemon. A state directory that
+        cannot hold it (read-only, a full disk) costs only that: scoring goes on (storage.health)."""
+        path = locks.lock_path(state_dir, "worker-%d" % index)
+        try:
+            return locks.take(path, exclusive=False, wait=True)
+        except OSError as exc:
+            log.warning("worker %d: cannot take %s (%s): --optimize-models will not see this worker running",
+                        index, path, exc)
+            return None
 
     def run(self, stop):
         """Process batches until asked to stop; then score what is queued now, snapshot, return 0."""

@@ -164,3 +164,20 @@ def test_a_running_worker_that_does_not_answer_is_an_error(tmp_path):
     assert result.exit_code == 3
     assert "worker 0 did not apply the optimization within 1 s" in result.output
     assert optimize.read_json(os.path.join(optimize.optimize_dir(cfg["paths"]["state_dir"]), "request.json"))
+
+
+def test_a_worker_whose_state_dir_cannot_hold_its_lock_still_starts(tmp_path, caplog):
+    from anomaly_detector.worker.detector import DetectorWorker
+    not_a_dir = tmp_path / "state"
+    not_a_dir.write_text("a file where the state directory should be")
+    assert DetectorWorker._take_lock(str(not_a_dir), 0) is None
+    assert "cannot take" in caplog.text
+    fd = DetectorWorker._take_lock(str(tmp_path / "ok"), 1)
+    try:
+        try:
+            locks.release(locks.take(locks.lock_path(str(tmp_path / "ok"), "worker-1")))
+            raise AssertionError("the worker's lock was free")
+        except locks.LockBusy:
+            pass
+    finally:
+        locks.release(fd)
