@@ -70,10 +70,14 @@ def _kernels_first(callback, modules):
 @click.option("--config", "config_path", envvar="ANOMALY_DETECTOR_CONFIG", default=DEFAULT_CONFIG_PATH,
               show_default=True, metavar="PATH", help="INI config file (env: ANOMALY_DETECTOR_CONFIG).")
 @click.option("--validate-config", is_flag=True, help="Check the config, print every problem, exit 0 if valid.")
+@click.option("--cleanup-old-data", "cleanup", is_flag=True,
+              help="Remove data older than [retention] allows (safe while the daemon runs); print what went.")
+@click.option("--optimize-models", "optimize", is_flag=True,
+              help="Compact the learned models (merge near-duplicate templates); a running daemon applies it.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
 @click.version_option(__version__, "--version", prog_name="anomaly_detector", message="%(prog)s %(version)s")
 @click.pass_context
-def cli(ctx, config_path, validate_config, debug):
+def cli(ctx, config_path, validate_config, cleanup, optimize, debug):
     """Watch logs, learn what normal looks like, raise explained alerts.
 
     Without a command, runs the daemon in the foreground (what systemd runs).
@@ -81,8 +85,12 @@ def cli(ctx, config_path, validate_config, debug):
     ctx.obj = {"config_path": config_path, "debug": debug}
     if ctx.invoked_subcommand:
         return
+    if sum((validate_config, cleanup, optimize)) > 1:
+        raise click.UsageError("--validate-config, --cleanup-old-data and --optimize-models: one at a time")
     if validate_config:
         ctx.exit(validate(config_path))
+    if cleanup or optimize:
+        ctx.exit(maintain(config_path, "cleanup" if cleanup else "optimize"))
     ctx.exit(run(config_path))
 
 
@@ -98,6 +106,24 @@ def validate(config_path):
         return EXIT_INVALID
     click.echo("%s: valid (%d warning(s))" % (config_path, len(problems)))
     return EXIT_OK
+
+
+def maintain(config_path, what):
+    """--cleanup-old-data or --optimize-models on the config's state_dir; return the exit code."""
+    _use_kernel_cache(*kernel_cache.configured_paths(config_path), echo=False)
+    cfg, problems = load_config(config_path)
+    if cfg is None:
+        for problem in problems:
+            click.echo(problem.render(), err=True)
+        click.echo("%s: invalid; nothing done" % config_path, err=True)
+        return EXIT_INVALID
+    if what == "cleanup":
+        from anomaly_detector.commands.cleanup import run_cleanup
+        return run_cleanup(cfg)
+    from anomaly_detector.commands.optimize import run_optimize
+    # Compile progress on a terminal only: from cron, anything on stderr is mailed as if it failed.
+    kernel_cache.prepare_kernels(kernel_cache.TerminalProgress() if sys.stderr.isatty() else None)
+    return run_optimize(cfg)
 
 
 def run(config_path):

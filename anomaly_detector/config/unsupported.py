@@ -11,7 +11,6 @@ UNSUPPORTED_INPUT_TYPES = ("redis",)
 
 # (section path, keys); "*" in a path stands for any subsection name, None for every key.
 _UNSUPPORTED_KEYS = (
-    (("retention",), ("statistics_days", "outbox_days", "spool_days")),
     (("inputs", "*"), ("url", "stream", "group", "consumer")),
 )
 # Whole subsections: one problem at the subsection's header.

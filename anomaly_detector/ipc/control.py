@@ -72,7 +72,9 @@ COUNTER_FIELDS = ("lines_processed", "errors", "batches", "bytes_processed", "an
                   # gauge, 1 while the row owner's last write of some state file failed (a full disk)
                   "state_load_truncated", "state_load_zero_filled", "state_load_checksum", "state_load_foreign",
                   "state_load_version", "state_load_shape", "state_load_unreadable", "state_write_errors",
-                  "state_writes_failing", "dead_letter_refused")
+                  "state_writes_failing", "dead_letter_refused",
+                  # --optimize-models applied by a running worker (worker/optimize.py)
+                  "models_optimized", "templates_merged")
 # Buckets of a row's read-to-scored latency histogram: metrics.sketch.N_BUCKETS (a test checks they agree;
 # ipc/ does not import from metrics/).
 LATENCY_BUCKETS = 112

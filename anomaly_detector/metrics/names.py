@@ -31,6 +31,11 @@ METRICS = {m.name: m for m in (
                "unacknowledged, and is written again with back-off (write_retry_max_seconds)."),
     MetricSpec("dead_letter_lines_refused_total", COUNTER,
                "Poison lines not kept because the dead-letter file reached [outputs] dead_letter_max_mb."),
+    MetricSpec("models_optimized_total", COUNTER,
+               "Compactions (--optimize-models) applied by running workers, one per worker and request."),
+    MetricSpec("templates_merged_total", COUNTER,
+               "Templates merged into a near-duplicate by --optimize-models in running workers "
+               "([retention] merge_min_values)."),
     MetricSpec("state_load_failures_total", COUNTER,
                "State files set aside on load (renamed <file>.bad-<time>) by reason: truncated, zero_filled, "
                "checksum, foreign (another format), version (newer), shape (content unusable), unreadable.",

@@ -206,6 +206,8 @@ class Readings:
             "processing_errors_total": totals["errors"],
             "lines_dead_lettered_total": totals["lines_dead_lettered"],
             "output_write_errors_total": totals["output_errors"],
+            "models_optimized_total": totals["models_optimized"],
+            "templates_merged_total": totals["templates_merged"],
             **_state_samples(totals),
             "lines_read_total": totals["lines_read"],
             "lines_dropped_total": totals["lines_dropped"],

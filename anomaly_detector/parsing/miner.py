@@ -563,6 +563,7 @@ class TemplateMiner:
         self._shapes = {}          # shape hash -> slot
         self._slot_shapes = {}     # slot -> [shape hash]
         self._archive = OrderedDict()          # tid -> (tokens, count, last_seen), oldest eviction first
+        self._archived_at = {}                 # tid -> wall time of its eviction (prune_archive)
         self._widened = set()                  # tids whose text changed since take_widened()
         self._archived_shapes = {}             # shape hash -> tid
         self._archive_by_len = {}              # token count -> _LengthIndex of archived ids
@@ -907,6 +908,7 @@ class TemplateMiner:
         if tid != self._unclustered_tid:
             self._unindex(slot, tokens)
         self._archive[tid] = (tokens, int(self._counts[slot]), int(self._last_seen[slot]))
+        self._archived_at[tid] = time.time()
         if tid != self._unclustered_tid:
             self._archive_by_len.setdefault(len(tokens), _LengthIndex(len(tokens))).put(tid, tokens)
         for shape in self._slot_shapes.pop(slot, []):
@@ -918,6 +920,7 @@ class TemplateMiner:
         self.stats.evictions += 1
         while len(self._archive) > self.archive_size:
             old_tid, (old_tokens, _, _) = self._archive.popitem(last=False)
+            self._archived_at.pop(old_tid, None)
             self._unarchive(old_tid, old_tokens)
         if len(self._archived_shapes) > self.max_shapes:
             self._archived_shapes = {h: t for h, t in self._archived_shapes.items() if t in self._archive}
@@ -929,6 +932,7 @@ class TemplateMiner:
 
     def _revive(self, tid):
         tokens, count, last_seen = self._archive.pop(tid)
+        self._archived_at.pop(tid, None)
         self._unarchive(tid, tokens)
         self.stats.revivals += 1
         return self._open(tokens, tid, count, last_seen)
@@ -1044,6 +1048,52 @@ class TemplateMiner:
             self._alias.popitem(last=False)
         self.stats.merges += 1
 
+    def merge_near_duplicates(self, min_values):
+        """Merge, at once, every sibling group (live templates that agree on every token but one word)
+        holding at least `min_values` different words there, as step 5 does online at its own threshold
+        (--optimize-models: an operator asks for fewer, wider templates). Returns how many templates
+        were merged away; their ids become aliases of the survivors and take_widened() reports them."""
+        before = len(self._tokens)
+        saved = self._siblings.min_values
+        self._siblings.min_values = max(2, int(min_values))
+        try:
+            for slot in sorted(self._tokens):
+                if slot in self._tokens and int(self._slot_tid[slot]) != self._unclustered_tid:
+                    self._siblings.grown = True
+                    self._merge_siblings(slot)
+        finally:
+            self._siblings.min_values = saved
+        self._live_dirty = True
+        return before - len(self._tokens)
+
+    def prune_archive(self, before):
+        """Forget archived templates evicted before `before` (wall time): their ids are given up for
+        good, as when the archive overflows (a line of theirs that comes back opens a new template).
+        Returns the pruned ids."""
+        stale = [tid for tid, at in self._archived_at.items() if at < before and tid in self._archive]
+        for tid in stale:
+            tokens, _count, _seen = self._archive.pop(tid)
+            self._archived_at.pop(tid, None)
+            self._unarchive(tid, tokens)
+        if stale:
+            gone = set(stale)
+            self._archived_shapes = {h: t for h, t in self._archived_shapes.items() if t not in gone}
+        return stale
+
+    def rebuild_indexes(self):
+        """Rebuild the shape table and forget archived shapes of ids the archive no longer holds (what
+        evictions leave behind until max_shapes is reached); returns how many shapes were forgotten."""
+        stale = [h for h, tid in self._archived_shapes.items() if tid not in self._archive]
+        for shape in stale:
+            del self._archived_shapes[shape]
+        self._rebuild_table()
+        self._live_dirty = True
+        return len(stale)
+
+    def counts(self):
+        """{"templates": live, "archived": evicted but kept, "aliases": merged ids} (what optimize reports)."""
+        return {"templates": len(self._tokens), "archived": len(self._archive), "aliases": len(self._alias)}
+
     # ------------------------------------------------------------ shape cache
     def _remember_shape(self, shape, slot):
         if len(self._shapes) >= self.max_shapes:
@@ -1084,6 +1134,7 @@ class TemplateMiner:
             "masking": self.masking.to_dict(), "similarity": self.similarity,
             "templates": live,
             "archive": [[tid, enc(t), c, ls] for tid, (t, c, ls) in self._archive.items()],
+            "archived_at": [[tid, at] for tid, at in self._archived_at.items()],
             "archived_shapes": [[str(h), tid] for h, tid in self._archived_shapes.items()],
             "aliases": [[a, b] for a, b in self._alias.items()],
             "stats": vars(self.stats),
@@ -1105,6 +1156,9 @@ class TemplateMiner:
             miner._archive[int(tid)] = (tokens, int(count), int(last_seen))
             if int(tid) != miner._unclustered_tid:
                 miner._archive_by_len.setdefault(len(tokens), _LengthIndex(len(tokens))).put(int(tid), tokens)
+        # when evicted; a snapshot of an older release has none: counted from this load
+        archived_at = {int(tid): float(at) for tid, at in state.get("archived_at", [])}
+        miner._archived_at = {tid: archived_at.get(tid, time.time()) for tid in miner._archive}
         for shape, tid in state.get("archived_shapes", []):
             miner._archived_shapes[int(shape)] = int(tid)
         for gone, keep in state.get("aliases", []):

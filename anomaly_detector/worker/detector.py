@@ -27,12 +27,14 @@ from anomaly_detector.parsing.columns import parse_columns
 from anomaly_detector.parsing.records import RecordParser
 from anomaly_detector.pipeline import Pipeline
 from anomaly_detector.relief import ReliefWatch
+from anomaly_detector.storage import locks
 from anomaly_detector.storage.appendfile import AppendFile
 from anomaly_detector.storage.health import STATE_HEALTH
 from anomaly_detector.storage.layout import worker_paths
 from anomaly_detector.worker.faults import FaultInjector
 from anomaly_detector.worker.incident_view import IncidentView
 from anomaly_detector.worker.joining import join_lines, source_runs
+from anomaly_detector.worker.optimize import OptimizeRequests, compact, file_bytes
 from anomaly_detector.worker.outputs import incident_lines, scored_lines
 from anomaly_detector.worker.poison import DeadLetterFile, SuspectRange, dead_letter_record, inherited_death
 
@@ -95,6 +97,8 @@ class DetectorWorker:
         self.ring, self.reader = ring, ring.reader()
         self.counters = control.counters(index)
         self.paths = worker_paths(cfg["paths"]["state_dir"], index)   # storage/layout.py
+        self._lock = self._take_lock(cfg["paths"]["state_dir"], index)
+        self.optimize = OptimizeRequests(cfg["paths"]["state_dir"], index)
         self.pipeline = Pipeline(cfg)
         if self.pipeline.load(self.paths):
             log.info("worker %d: models restored from %s and %s", index, self.paths.baselines, self.paths.statistics)
@@ -136,6 +140,19 @@ class DetectorWorker:
         self.feedback = RulesFile(rules_path(cfg["paths"]["state_dir"]), "worker %d" % index)
         self.view = IncidentView(self.paths.alerting, index, cfg["http"]["incidents_api_max"])
 
+    @staticmethod
+    def _take_lock(state_dir, index):
+        """Held for life: --optimize-models tells a running worker by it (worker/optimize.py); it waits
+        here while that command compacts this worker's files of a stopped daemon. A state directory that
+        cannot hold it (read-only, a full disk) costs only that: scoring goes on (storage.health)."""
+        path = locks.lock_path(state_dir, "worker-%d" % index)
+        try:
+            return locks.take(path, exclusive=False, wait=True)
+        except OSError as exc:
+            log.warning("worker %d: cannot take %s (%s): --optimize-models will not see this worker running",
+                        index, path, exc)
+            return None
+
     def run(self, stop):
         """Process batches until asked to stop; then score what is queued now, snapshot, return 0."""
         log.info("worker %d: batches of up to %d lines, started at the latest %.3f s after the oldest was read "
@@ -146,6 +163,7 @@ class DetectorWorker:
             flags = self._apply_flags()
             if self._batch_due(flags.batch_size):
                 self.step(flags.batch_size)
+            self._optimize_if_asked()
             self._snapshot_if_due()
             self.view.publish_if_due(self.pipeline.engine, self.pipeline.template_text)
         self._drain()
@@ -528,6 +546,25 @@ class DetectorWorker:
                             "written)", self.index, self.ring.depth())
                 return
             remaining -= batch_size
+
+    def _optimize_if_asked(self):
+        """--optimize-models asked for a compaction (worker/optimize.py): apply it between batches,
+        snapshot at once so the files show it, and tell the command the figures."""
+        request = self.optimize.poll()
+        if request is None:
+            return
+        size = file_bytes(self.paths.templates)
+        figures = compact(self.pipeline, request)
+        self.counters.add(models_optimized=1, templates_merged=figures["merged"])
+        self.snapshot()
+        figures["before"]["bytes"], figures["after"]["bytes"] = size, file_bytes(self.paths.templates)
+        log.info("worker %d: models optimized: %d templates -> %d (%d near-duplicates merged), %d stale archived "
+                 "templates pruned, %d stale shapes dropped", self.index, figures["before"]["templates"],
+                 figures["after"]["templates"], figures["merged"], figures["pruned"], figures["shapes_dropped"])
+        try:
+            self.optimize.done(request, figures)
+        except OSError as exc:
+            log.error("worker %d: cannot write the optimize result to %s: %s", self.index, self.optimize.result, exc)
 
     def _snapshot_if_due(self):
         if time.monotonic() >= self._next_snapshot:

@@ -49,7 +49,7 @@ CASES = [
      "retry_max_seconds = 5\n", "retry_max_seconds", ["[alerting.f] retry_max_seconds", "at least retry_initial"]),
     ("file_sink_without_path", "[alerting]\n[[f]]\ntype = file\n", "[[f]]",
      ["[alerting.f] path", "required for type = file"]),
-    ("retention_not_yet", "[retention]\nspool_days = 3\n", "spool_days", ["[retention] spool_days", "not supported"]),
+    ("retention_days_range", "[retention]\nspool_days = 0\n", "spool_days", ["[retention] spool_days", "from 1 to 3650"]),
     ("redis_not_yet", "[inputs]\n[[bus]]\ntype = redis\nurl = redis://127.0.0.1:6379/0\nstream = s\ngroup = g\n",
      "type = redis", ["[inputs.bus] type", "type = redis is not supported in this release"]),
     ("duplicate_key", "[processing]\nworkers = 2\nworkers = 3\n", "workers = 3", ["[processing] workers: duplicate key at lines 5 and 6"]),
@@ -291,12 +291,12 @@ def test_an_unsupported_feature_is_refused_without_asking_for_more_of_its_keys(t
 
 def test_a_setting_not_supported_is_reported_beside_a_wrong_value(tmp_path):
     """Every problem at once: fixing a typo must not reveal a second, unrelated refusal."""
-    path, text = _write(tmp_path, "[inputs]\nstray = 1\n[[app]]\npath = /x.log\n[processing]\nworkers = 0\n"
-                        "[retention]\nspool_days = 3\n")
+    path, text = _write(tmp_path, "[inputs]\nstray = 1\n[[app]]\npath = /x.log\n[[bus]]\ntype = file\npath = /y.log\n"
+                        "stream = s\n[processing]\nworkers = 0\n")
     _cfg, problems = load_config(path, environment=False)
     rendered = [p.render() for p in problems]
     assert any("workers" in r and "from 1 to 64" in r for r in rendered), rendered
-    assert any("[retention] spool_days: not supported in this release" in r for r in rendered), rendered
+    assert any("[inputs.bus] stream: not supported in this release" in r for r in rendered), rendered
     assert any("[inputs] stray: unknown key" in r for r in rendered), rendered
 
 
