@@ -42,6 +42,9 @@ ANOMALOUS_SHARE = 0.1
 MIN_RELATIVE_ERROR = 0.1
 # A key non-zero in fewer buckets than this is sparse: its counts come in clumps (a job's lines).
 SPARSE_FRACTION = 0.5
+# A sparse key's usual count at an hour of day is trusted once that hour was seen for this share of
+# an hour (summed over days, decayed).
+HOUR_RATE_MIN_SHARE = 0.5
 
 
 class KeyBaseline:
@@ -156,6 +159,16 @@ class ShareSeasonality(Seasonality):
         return out
 
 
+def _hour_rate(seasons, keys, buckets, bucket_seconds):
+    """Each key's usual learned count per bucket in the hour of day of its bucket: the hour-of-day
+    table's observed sum over its buckets (both decay alike), once the hour has been seen for at
+    least HOUR_RATE_MIN_SHARE of an hour; 0 before."""
+    hour = _hour_and_day(buckets * bucket_seconds)[0]
+    seen = seasons.hod[keys, 2, hour]
+    enough = seen >= HOUR_RATE_MIN_SHARE * 3600.0 / bucket_seconds
+    return np.where(enough, seasons.hod[keys, 0, hour] / np.where(enough, seen, 1.0), 0.0)
+
+
 def _hour_and_day(when):
     when = np.asarray(when, np.float64)
     hour = (when % 86400 // 3600).astype(np.int64)
@@ -228,13 +241,18 @@ class VolumeTier(Tier):
         seasons = self.template_season if base is self.templates else self.season
         season = seasons.factor(keys, buckets * self.bucket_seconds, self.bucket_seconds)
         # An intermittent key (a nightly job) is not expected to be at zero just because it was
-        # quiet lately: a spike is judged against at least its long-run mean, and since it comes in
+        # quiet lately: a spike is judged against at least its long-run mean and, since it comes in
         # clumps (a job's progress lines), at least its usual clump. A busy key is judged against
-        # its seasonal level (its long-run mean would hide a spike at night).
+        # its seasonal level (its long-run mean would hide a spike at night). Any key is expected
+        # at least at its usual count per bucket at this hour of day: a job that ran at 03:00
+        # yesterday runs at 03:00 today, though its level decayed through the quiet day (and while
+        # it climbs back, the job counts as busy), and the hour's factor is relative to the level it
+        # had while running, so level times factor forecasts its first minutes far too low.
         sparse = base.nonzero[keys] < SPARSE_FRACTION
         long_run = base.total[keys] / np.maximum(base.age[keys], 1)
         mus = np.maximum(base.level[keys] * season, 1e-3)
         mus = np.where(sparse, np.maximum(mus, np.maximum(long_run, base.clump[keys])), mus)
+        mus = np.maximum(mus, _hour_rate(seasons, keys, buckets, self.bucket_seconds))
         scores = count_upper_scores(counts, mus, _dispersion(base, keys), base.rel2[keys])
         return self._gated(scores, counts, mus, base.age[keys] < self.min_history, ctx), mus
 

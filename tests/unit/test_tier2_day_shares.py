@@ -173,3 +173,30 @@ def test_a_spike_does_not_teach_its_hour_to_expect_it():
     _, found = feed(t2, day_and_night, DAY0 + 86400 + 22 * 3600 + 2400, 60, rng)
     assert not [f for f in found if f.key == "template:1"]
     assert t2.template_season.factor(np.arange(2), DAY0 + 22 * 3600, 60.0)[1] == pytest.approx(before, rel=0.05)
+
+
+
+def nightly_job(factor=1.0):
+    """Source 0 and 1 as day_and_night; template 3 (a batch job of source 0) logs 15 lines a minute
+    from 01:00 to 04:00 (times factor), nothing the rest of the day."""
+    return lambda hour: {**day_and_night(hour), **({(3, 0): 15.0 * factor} if 1 <= hour < 4 else {})}
+
+
+def test_a_nightly_job_is_expected_at_its_hour_the_next_night():
+    """The job's level decays through the quiet day, and its clump and long-run mean are counted
+    after dividing by its hour factor (20 at night): without its usual count at that hour as a
+    floor, the third night's first half hour is a spike of several times the forecast."""
+    rng = np.random.default_rng(9)
+    t2 = tier()
+    feed(t2, nightly_job(), DAY0, 2 * 1440, rng, chunk=10)
+    assert t2.templates.clump[3] < 5.0 and t2.templates.level[3] < 0.01
+    before = t2.state()
+    top, _ = feed(t2, nightly_job(), DAY0 + 2 * 86400 + 3600, 30, rng, chunk=10)
+    assert top < 40
+    # fifty times its usual count at that hour is still a spike (its learned forecast error is large:
+    # a factor of three either way, from the level it had while it decayed)
+    t2 = tier()
+    t2.load_state(json.loads(json.dumps(before)))
+    t2.resumed = False
+    top, _ = feed(t2, nightly_job(50.0), DAY0 + 2 * 86400 + 3600, 10, rng, chunk=10)
+    assert top >= 70
