@@ -164,7 +164,15 @@ def young_score(novelty, seen, lines_since, lines_before):
     position's lines since it appeared has replaced the old ones (a run id, a date, a version
     after a deploy): a succession, judged at first sight only.
     """
-    if novelty <= 0.0 or seen < 1.0 or seen >= SUCCESSION_SHARE * lines_since:
+    if seen >= SUCCESSION_SHARE * lines_since:
+        return novelty
+    return _recurrence_score(novelty, seen, lines_since, lines_before)
+
+
+@njit(cache=True)
+def _recurrence_score(novelty, seen, lines_since, lines_before):
+    """young_score without the succession rule: the surprise of a young value's recurrences."""
+    if novelty <= 0.0 or seen < 1.0:
         return novelty
     rate = NEW_RATE_BOUND / max(lines_before, 1.0)
     again = surprisal_score(log10_count_upper(seen, max(lines_since, 1.0) * rate, 1.0))
@@ -192,14 +200,16 @@ def _new_value_log10p(cat_count, cat_nd, s):
 
 
 @kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.U64_1D, kt.F64_2D, kt.U64_2D, kt.F64_2D, kt.I32_1D, kt.I8_1D, kt.F32_2D,
-       kt.F64_2D, kt.F64_2D, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.BOOL), cache=True)
+       kt.F64_2D, kt.F64_2D, kt.U64_1D, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.BOOL), cache=True)
 def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_hash, cat_count, cat_nd,
-                 cat_full, cat_novelty, cat_seen_at, cat_num, min_obs, drift_alpha, drift_min_shift, numeric):
+                 cat_full, cat_novelty, cat_seen_at, cat_num, cat_last, min_obs, drift_alpha, drift_min_shift,
+                 numeric):
     """Best parameter surprise per line -> (score float32[n], param index int64[n], kind int8[n]).
 
     numeric=False judges categorical values only (slots pooling several templates' parameters,
-    whose numbers are not one measurement). State is read, not changed; the drift means are advanced on private copies so that lines later
-    in the batch see the earlier ones.
+    whose numbers are not one measurement). State is read, not changed; the drift means and each
+    slot's last value (cat_last) are advanced on private copies so that lines later in the batch see
+    the earlier ones.
     """
     n = param_ptr.shape[0] - 1
     best = np.zeros(n, np.float32)
@@ -207,6 +217,7 @@ def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_ha
     kind = np.zeros(n, np.int8)
     zbar = num_stats[:, ZBAR].copy()
     ybar = num_stats[:, YBAR].copy()
+    last = cat_last.copy()
     # Sightings within this batch count too: an outbreak often fits in one batch.
     extra = np.zeros(cat_nd.shape[0])      # lines of each categorical slot so far in the batch
     young = Dict.empty(key_type=types.uint64, value_type=types.float64[:])  # (slot, value) -> state
@@ -244,18 +255,24 @@ def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_ha
                         best[i], which[i], kind[i] = sc, j, KIND_DRIFT
             if cat_full[s] == 0 and cat_nd[s] > 0:
                 sc = _value_score(young, s, param_hash[j], x, cat_hash, cat_count, cat_nd, cat_novelty, cat_seen_at,
-                                  cat_num, extra, min_obs)
+                                  cat_num, extra, min_obs, last[s] == param_hash[j])
                 if sc > best[i]:
                     best[i], which[i], kind[i] = sc, j, KIND_NEW_VALUE
+            if cat_full[s] == 0:
+                last[s] = param_hash[j]
     return best, which, kind
 
 
 @njit(cache=True)
-def _value_score(young, s, h, x, cat_hash, cat_count, cat_nd, cat_novelty, cat_seen_at, cat_num, extra, min_obs):
+def _value_score(young, s, h, x, cat_hash, cat_count, cat_nd, cat_novelty, cat_seen_at, cat_num, extra, min_obs,
+                 after_itself):
     """Surprise of a categorical value: unseen, or young (and how often it came back), or known.
 
     `young` holds [novelty, slot lines before first sight, sightings, judged at first sight only] of the
     young values met in this batch; extra[s] counts the batch's lines of slot s so far. Both are advanced here.
+    after_itself: the slot's previous line held this value too. A succession (young_score) is only
+    possible then: a value that took over has no old value between its lines, while one that came
+    beside the known ones (a new payment provider on half the orders) keeps meeting them.
     """
     learned = _slot_total(cat_count, cat_nd, s)
     total = learned + extra[s]
@@ -281,7 +298,12 @@ def _value_score(young, s, h, x, cat_hash, cat_count, cat_nd, cat_novelty, cat_s
         state[3] = 1.0 if (_next_to_known(cat_num, cat_nd, s, x, k)
                            or (state[3] >= OPEN_SLOT_VALUES and state[0] < CLOSED_SLOT_NOVELTY)) else 0.0
         young[key] = state
-    sc = state[0] if state[3] > 0.0 else young_score(state[0], state[2], total - state[1], state[1])
+    if state[3] > 0.0:
+        sc = state[0]
+    elif after_itself:
+        sc = young_score(state[0], state[2], total - state[1], state[1])
+    else:
+        sc = _recurrence_score(state[0], state[2], total - state[1], state[1])
     state[2] += 1.0
     return sc
 
@@ -308,11 +330,13 @@ def _late_values(cat_novelty, s, k):
 
 
 @kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.U64_1D, kt.F32_1D, kt.F64_2D, kt.U64_2D, kt.F64_2D, kt.I32_1D, kt.I8_1D,
-       kt.F32_2D, kt.F64_2D, kt.F64_2D, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.BOOL), cache=True)
+       kt.F32_2D, kt.F64_2D, kt.F64_2D, kt.U64_1D, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.BOOL), cache=True)
 def learn_params(param_ptr, param_slot, param_num, param_hash, weights, num_stats, cat_hash, cat_count,
-                 cat_nd, cat_full, cat_novelty, cat_seen_at, cat_num, min_obs, drift_alpha, base_alpha, numeric):
+                 cat_nd, cat_full, cat_novelty, cat_seen_at, cat_num, cat_last, min_obs, drift_alpha, base_alpha,
+                 numeric):
     """Fold one batch into the per-slot statistics (in place). weights float32[n] per line;
-    numeric=False learns categorical values only (see score_params)."""
+    numeric=False learns categorical values only (see score_params). cat_last[s] ends as the slot's
+    last value (of any weight)."""
     drift_sd = math.sqrt(drift_alpha / (2.0 - drift_alpha))
     max_cat = cat_hash.shape[1]
     for i in range(param_ptr.shape[0] - 1):
@@ -324,6 +348,8 @@ def learn_params(param_ptr, param_slot, param_num, param_hash, weights, num_stat
             x = param_num[j]
             if numeric and not math.isnan(x):
                 _learn_number(num_stats, s, signed_log(x), w, min_obs, drift_alpha, drift_sd, base_alpha)
+            if cat_full[s] == 0:
+                cat_last[s] = param_hash[j]
             if cat_full[s] == 0 and w > 0.0:
                 k = _category_index(cat_hash, cat_nd, s, param_hash[j])
                 if k >= 0:
