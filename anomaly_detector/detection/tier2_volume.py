@@ -14,7 +14,7 @@ import numpy as np
 from . import volume_kernels as VK
 from .base import Finding, Tier, TierResult
 from .ranks import running_counts
-from .stats_kernels import count_upper_scores
+from .stats_kernels import count_lower_score, count_upper_scores
 
 # Windows (in buckets) over which drops are judged: fast for busy keys, longer for quiet ones.
 DROP_WINDOWS = (1, 5, 15)
@@ -204,6 +204,12 @@ class VolumeTier(Tier):
         self.partial_bucket = None    # the bucket time resumed in: it began before the first line
         self.gaps_skipped = 0
         self.last_gap_seconds = 0.0
+        # A drop or silence is held for drop_hold_seconds and raised only if its key is still low then
+        # (see _hold): a service restarting is quiet for minutes and comes back.
+        hold = float(settings.get("drop_hold_seconds", 600.0))
+        self.hold_buckets = int(np.ceil(hold / self.bucket_seconds)) if hold > 0 else 0
+        self.held = {}                # finding key -> [Finding, kind, key index, release bucket]
+        self.drops_withdrawn = 0
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -243,16 +249,19 @@ class VolumeTier(Tier):
         # An intermittent key (a nightly job) is not expected to be at zero just because it was
         # quiet lately: a spike is judged against at least its long-run mean and, since it comes in
         # clumps (a job's progress lines), at least its usual clump. A busy key is judged against
-        # its seasonal level (its long-run mean would hide a spike at night). Any key is expected
-        # at least at its usual count per bucket at this hour of day: a job that ran at 03:00
-        # yesterday runs at 03:00 today, though its level decayed through the quiet day (and while
-        # it climbs back, the job counts as busy), and the hour's factor is relative to the level it
-        # had while running, so level times factor forecasts its first minutes far too low.
+        # its seasonal level (its long-run mean would hide a spike at night). A key that is mostly
+        # quiet in the long run (its long-run mean well below its usual clump, even while its recent
+        # buckets are busy) is also expected at least at its usual count per bucket at this hour of
+        # day: a job that ran at 03:00 yesterday runs at 03:00 today, though its level decayed through
+        # the quiet day, and the hour's factor is relative to the level it had while running, so
+        # level times factor forecasts its first hour far too low. (Not for busy keys: a weekday's
+        # hour would hide a spike on a quieter Saturday.)
         sparse = base.nonzero[keys] < SPARSE_FRACTION
         long_run = base.total[keys] / np.maximum(base.age[keys], 1)
         mus = np.maximum(base.level[keys] * season, 1e-3)
         mus = np.where(sparse, np.maximum(mus, np.maximum(long_run, base.clump[keys])), mus)
-        mus = np.maximum(mus, _hour_rate(seasons, keys, buckets, self.bucket_seconds))
+        intermittent = sparse | (long_run < SPARSE_FRACTION * base.clump[keys])
+        mus = np.where(intermittent, np.maximum(mus, _hour_rate(seasons, keys, buckets, self.bucket_seconds)), mus)
         scores = count_upper_scores(counts, mus, _dispersion(base, keys), base.rel2[keys])
         return self._gated(scores, counts, mus, base.age[keys] < self.min_history, ctx), mus
 
@@ -394,11 +403,43 @@ class VolumeTier(Tier):
                           self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS, MIN_RELATIVE_ERROR, SPARSE_FRACTION,
                           best, best_window)
             for key in np.flatnonzero(best >= self.finding_min_score).tolist():
-                self.pending.append(self._drop_finding(base, kind, key, int(best_window[key]), float(best[key]), when))
+                self._hold(self._drop_finding(base, kind, key, int(best_window[key]), float(best[key]), when),
+                           kind, key)
             VK.season_update(seasons.hod, seasons.dow, hour, day, base.open_learn, base.level, weight, base.age,
                              self.min_history, keep)
             base.open_raw[:] = 0.0
             base.open_learn[:] = 0.0
+        self._release()
+
+    def _hold(self, finding, kind, key):
+        """Keep a drop or silence back until drop_hold_seconds after it was first seen (the earliest
+        finding of its key stands for the episode, at its own time)."""
+        if not self.hold_buckets:
+            self.pending.append(finding)
+        elif finding.key not in self.held:
+            self.held[finding.key] = [finding, kind, key, self.open_bucket + self.hold_buckets]
+        elif finding.score > self.held[finding.key][0].score:
+            first = self.held[finding.key][0]
+            finding.ts = first.ts
+            self.held[finding.key][0] = finding
+
+    def _release(self):
+        """Raise the held drops whose time has come if their key is still low over the last
+        drop_hold_seconds (judged over the drop windows that fit in it); withdraw the others: the key
+        came back (a restart, a deploy), the quiet spell was too short to be an outage."""
+        windows = [k for k, w in enumerate(DROP_WINDOWS) if w <= max(self.hold_buckets, 1)]
+        for name, (finding, kind, key, release) in list(self.held.items()):
+            if release > self.open_bucket:
+                continue
+            del self.held[name]
+            base = self.templates if kind == "template" else self.sources
+            disp = float(_dispersion(base, np.array([key]))[0])
+            still = max(count_lower_score(base.obs_sum[key, k], base.exp_sum[key, k], disp, base.rel2[key])
+                        for k in windows)
+            if still >= self.finding_min_score:
+                self.pending.append(finding)
+            else:
+                self.drops_withdrawn += 1
 
     def _close_shares(self, when, hour, day, keep):
         """Learn each template's share of its source in the closing bucket, deseasonalised by the share's

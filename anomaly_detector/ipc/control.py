@@ -66,7 +66,7 @@ COUNTER_FIELDS = ("lines_processed", "errors", "batches", "bytes_processed", "an
                   "json_fields_over_cap", "series_values_refused", "lines_unclustered",
                   "alerts_generated", "alerts_dropped", "alert_write_errors", "batch_deadline_hits",
                   "files_change_rescans", "latency_ns_sum", "latency_count",
-                  "kernels_compiled_after_fork", "timestamps_unparsed")
+                  "kernels_compiled_after_fork", "timestamps_unparsed", "volume_drops_withdrawn")
 # Buckets of a row's read-to-scored latency histogram: metrics.sketch.N_BUCKETS (a test checks they agree;
 # ipc/ does not import from metrics/).
 LATENCY_BUCKETS = 112

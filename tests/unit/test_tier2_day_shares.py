@@ -200,3 +200,18 @@ def test_a_nightly_job_is_expected_at_its_hour_the_next_night():
     t2.resumed = False
     top, _ = feed(t2, nightly_job(50.0), DAY0 + 2 * 86400 + 3600, 10, rng, chunk=10)
     assert top >= 70
+
+
+def test_a_source_quiet_for_minutes_that_comes_back_is_not_raised():
+    """A restart: source 0 quiet for five minutes, then back. Its silence is held for drop_hold_seconds
+    and withdrawn, since the source is no longer low by then; with no hold it is raised."""
+    only_web = lambda hour: {k: v for k, v in day_and_night(hour).items() if k[1] == 1}   # noqa: E731
+    for hold, raised in ((600.0, False), (0.0, True)):
+        rng = np.random.default_rng(7)
+        t2 = tier(drop_hold_seconds=hold)
+        feed(t2, day_and_night, DAY0, 1440, rng)
+        _, quiet = feed(t2, only_web, DAY0 + 1440 * 60, 5, rng, chunk=1)
+        _, back = feed(t2, day_and_night, DAY0 + 1445 * 60, 30, rng, chunk=1)
+        found = [f for f in quiet + back if f.key == "source:0"]
+        assert bool(found) == raised, [f.reason for f in found]
+        assert (t2.drops_withdrawn > 0) == (not raised)
