@@ -45,6 +45,9 @@ SPARSE_FRACTION = 0.5
 # A sparse key's usual count at an hour of day is trusted once that hour was seen for this share of
 # an hour (summed over days, decayed).
 HOUR_RATE_MIN_SHARE = 0.5
+# An hour in which a key's usual count is below this share of its busiest hour's is a quiet hour; a
+# key quiet in most of the hours it was seen in is intermittent (a nightly job).
+QUIET_HOUR_SHARE = 0.1
 
 
 class KeyBaseline:
@@ -249,10 +252,9 @@ class VolumeTier(Tier):
         # An intermittent key (a nightly job) is not expected to be at zero just because it was
         # quiet lately: a spike is judged against at least its long-run mean and, since it comes in
         # clumps (a job's progress lines), at least its usual clump. A busy key is judged against
-        # its seasonal level (its long-run mean would hide a spike at night). A key that is mostly
-        # quiet in the long run (its long-run mean well below its usual clump, even while its recent
-        # buckets are busy) is also expected at least at its usual count per bucket at this hour of
-        # day: a job that ran at 03:00 yesterday runs at 03:00 today, though its level decayed through
+        # its seasonal level (its long-run mean would hide a spike at night). A key quiet in most
+        # hours of the day (see _intermittent; even while its recent buckets are busy) is also
+        # expected at least at its usual count per bucket at this hour of day: a job that ran at 03:00 yesterday runs at 03:00 today, though its level decayed through
         # the quiet day, and the hour's factor is relative to the level it had while running, so
         # level times factor forecasts its first hour far too low. (Not for busy keys: a weekday's
         # hour would hide a spike on a quieter Saturday.)
@@ -260,7 +262,8 @@ class VolumeTier(Tier):
         long_run = base.total[keys] / np.maximum(base.age[keys], 1)
         mus = np.maximum(base.level[keys] * season, 1e-3)
         mus = np.where(sparse, np.maximum(mus, np.maximum(long_run, base.clump[keys])), mus)
-        intermittent = sparse | (long_run < SPARSE_FRACTION * base.clump[keys])
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        intermittent = _intermittent(base, seasons, uniq, self.bucket_seconds)[inverse]
         mus = np.where(intermittent, np.maximum(mus, _hour_rate(seasons, keys, buckets, self.bucket_seconds)), mus)
         scores = count_upper_scores(counts, mus, _dispersion(base, keys), base.rel2[keys])
         return self._gated(scores, counts, mus, base.age[keys] < self.min_history, ctx), mus
@@ -432,14 +435,36 @@ class VolumeTier(Tier):
             if release > self.open_bucket:
                 continue
             del self.held[name]
-            base = self.templates if kind == "template" else self.sources
-            disp = float(_dispersion(base, np.array([key]))[0])
-            still = max(count_lower_score(base.obs_sum[key, k], base.exp_sum[key, k], disp, base.rel2[key])
-                        for k in windows)
-            if still >= self.finding_min_score:
+            if self._still_low(kind, key, windows):
                 self.pending.append(finding)
             else:
                 self.drops_withdrawn += 1
+
+    def _still_low(self, kind, key, windows):
+        """Whether a key is still significantly low over the given drop windows. An intermittent
+        template (a nightly job, see _intermittent) is quiet most of the day on its own schedule,
+        which hour-of-day factors cannot pin (does it end at 04:00 or 04:30?): its drops and silences
+        are not raised. A source is judged by its steady templates only, with their own forecast
+        errors: a job ending is no drop of its source."""
+        t = self.templates
+        if kind == "template":
+            if _intermittent(t, self.template_season, np.array([key]), self.bucket_seconds)[0]:
+                return False
+            return self._low(t, np.array([key]), windows)
+        mine = np.flatnonzero((self.template_source[: t.size] == key) & (t.age > 0))
+        steady = mine[~_intermittent(t, self.template_season, mine, self.bucket_seconds)]
+        if mine.size and steady.size < mine.size:
+            return steady.size > 0 and self._low(t, steady, windows)
+        return self._low(self.sources, np.array([key]), windows)
+
+    def _low(self, base, keys, windows):
+        """Whether the keys' lines together are significantly low over one of the windows (their
+        dispersion and forecast error weighted by their expected counts)."""
+        weight = np.maximum(base.exp_sum[keys, -1], 1e-9)
+        disp = float(np.average(_dispersion(base, keys), weights=weight))
+        rel2 = float(np.average(base.rel2[keys], weights=weight))
+        obs, exp = base.obs_sum[keys].sum(axis=0), base.exp_sum[keys].sum(axis=0)
+        return max(count_lower_score(obs[k], exp[k], disp, rel2) for k in windows) >= self.finding_min_score
 
     def _close_shares(self, when, hour, day, keep):
         """Learn each template's share of its source in the closing bucket, deseasonalised by the share's
@@ -520,6 +545,18 @@ def _season_weights(base, expected, min_ratio):
     raw = base.open_raw
     anomalous = base.open_learn < (1.0 - ANOMALOUS_SHARE) * raw
     return np.where(anomalous & (raw - 3.0 * np.sqrt(raw) >= min_ratio * expected), 0.0, 1.0)
+
+
+def _intermittent(base, seasons, keys, bucket_seconds):
+    """Keys mostly quiet: quiet in most recent buckets, or quiet (below QUIET_HOUR_SHARE of their
+    busiest hour's usual count) in most hours of the day they were seen in (a nightly job, even while
+    it runs: its level and clump are learned divided by hour factors that cannot tell a job from a
+    level)."""
+    hod = seasons.hod[keys]
+    seen = hod[:, 2, :] >= HOUR_RATE_MIN_SHARE * 3600.0 / bucket_seconds
+    rate = np.where(seen, hod[:, 0, :] / np.where(seen, hod[:, 2, :], 1.0), 0.0)
+    quiet = seen & (rate < QUIET_HOUR_SHARE * rate.max(axis=1, initial=0.0)[:, None])
+    return (base.nonzero[keys] < SPARSE_FRACTION) | (quiet.sum(axis=1) > 0.5 * seen.sum(axis=1))
 
 
 def _dispersion(base, keys):

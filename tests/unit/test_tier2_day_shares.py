@@ -215,3 +215,36 @@ def test_a_source_quiet_for_minutes_that_comes_back_is_not_raised():
         found = [f for f in quiet + back if f.key == "source:0"]
         assert bool(found) == raised, [f.reason for f in found]
         assert (t2.drops_withdrawn > 0) == (not raised)
+
+
+def job_night(t2, day, rng, job, after=None):
+    """One day of source 0 (template 0, 30 a minute) with a job (template 3, 300 a minute) from 01:00
+    to 04:30: its end falls inside an hour, which hour-of-day factors see as an average."""
+    steady = lambda hour: {(0, 0): 30.0, (2, 1): 30.0}   # noqa: E731
+    with_job = lambda hour: {**steady(hour), (3, 0): 300.0}   # noqa: E731
+    found = []
+    for start, minutes, rates in ((0, 60, steady), (60, 210, with_job if job else steady), (270, 1170, after or steady)):
+        found += feed(t2, rates, DAY0 + day * 86400 + start * 60, minutes, rng, chunk=10)[1]
+    return found
+
+
+def test_a_job_ending_mid_hour_is_no_drop_of_its_source_but_a_drop_of_the_rest_is():
+    """The job's template goes quiet at 04:30 though its hour factor expects it until 05:00: neither
+    its silence nor its source's drop is raised (an intermittent template's quiet spells follow its
+    own schedule; a source is judged by its steady templates). A drop of the steady template still is."""
+    rng = np.random.default_rng(11)
+    t2 = tier()
+    for day in range(2):
+        job_night(t2, day, rng, True)
+    state = json.loads(json.dumps(t2.state()))
+
+    def raised(found, keys):
+        return [(f.key, f.reason) for f in found if f.key in keys and f.score >= 70
+                and f.ts < DAY0 + 2 * 86400 + 6 * 3600]
+    assert not raised(job_night(t2, 2, rng, True), ("source:0", "template:3"))
+    # the same night, but the steady template falls to a fifth after the job: that drop is raised
+    t2 = tier()
+    t2.load_state(state)
+    t2.resumed = False
+    assert raised(job_night(t2, 2, rng, True, after=lambda hour: {(0, 0): 6.0, (2, 1): 30.0}),
+                  ("source:0", "template:0"))
