@@ -211,7 +211,7 @@ class VolumeTier(Tier):
         # (see _hold): a service restarting is quiet for minutes and comes back.
         hold = float(settings.get("drop_hold_seconds", 600.0))
         self.hold_buckets = int(np.ceil(hold / self.bucket_seconds)) if hold > 0 else 0
-        self.held = {}                # finding key -> [Finding, kind, key index, release bucket]
+        self.held = {}                # finding key -> [Finding, kind, key index, release bucket, (disp, rel2)]
         self.drops_withdrawn = 0
 
     # -- scoring -------------------------------------------------------------------------
@@ -420,7 +420,10 @@ class VolumeTier(Tier):
         if not self.hold_buckets:
             self.pending.append(finding)
         elif finding.key not in self.held:
-            self.held[finding.key] = [finding, kind, key, self.open_bucket + self.hold_buckets]
+            # the key's spread as it was: the drop's own buckets, learned meanwhile, widen it
+            base = self.templates if kind == "template" else self.sources
+            spread = (float(_dispersion(base, np.array([key]))[0]), float(base.rel2[key]))
+            self.held[finding.key] = [finding, kind, key, self.open_bucket + self.hold_buckets, spread]
         elif finding.score > self.held[finding.key][0].score:
             first = self.held[finding.key][0]
             finding.ts = first.ts
@@ -431,39 +434,34 @@ class VolumeTier(Tier):
         drop_hold_seconds (judged over the drop windows that fit in it); withdraw the others: the key
         came back (a restart, a deploy), the quiet spell was too short to be an outage."""
         windows = [k for k, w in enumerate(DROP_WINDOWS) if w <= max(self.hold_buckets, 1)]
-        for name, (finding, kind, key, release) in list(self.held.items()):
+        for name, (finding, kind, key, release, spread) in list(self.held.items()):
             if release > self.open_bucket:
                 continue
             del self.held[name]
-            if self._still_low(kind, key, windows):
+            if self._still_low(kind, key, windows, spread):
                 self.pending.append(finding)
             else:
                 self.drops_withdrawn += 1
 
-    def _still_low(self, kind, key, windows):
-        """Whether a key is still significantly low over the given drop windows. An intermittent
+    def _still_low(self, kind, key, windows, spread):
+        """Whether a key is still significantly low over the given drop windows, judged with the
+        dispersion and forecast error it had when first seen low (spread). An intermittent
         template (a nightly job, see _intermittent) is quiet most of the day on its own schedule,
         which hour-of-day factors cannot pin (does it end at 04:00 or 04:30?): its drops and silences
-        are not raised. A source is judged by its steady templates only, with their own forecast
-        errors: a job ending is no drop of its source."""
+        are not raised. A source is judged by its steady templates' lines only: a job ending is no
+        drop of its source."""
         t = self.templates
         if kind == "template":
             if _intermittent(t, self.template_season, np.array([key]), self.bucket_seconds)[0]:
                 return False
-            return self._low(t, np.array([key]), windows)
-        mine = np.flatnonzero((self.template_source[: t.size] == key) & (t.age > 0))
-        steady = mine[~_intermittent(t, self.template_season, mine, self.bucket_seconds)]
-        if mine.size and steady.size < mine.size:
-            return steady.size > 0 and self._low(t, steady, windows)
-        return self._low(self.sources, np.array([key]), windows)
-
-    def _low(self, base, keys, windows):
-        """Whether the keys' lines together are significantly low over one of the windows (their
-        dispersion and forecast error weighted by their expected counts)."""
-        weight = np.maximum(base.exp_sum[keys, -1], 1e-9)
-        disp = float(np.average(_dispersion(base, keys), weights=weight))
-        rel2 = float(np.average(base.rel2[keys], weights=weight))
-        obs, exp = base.obs_sum[keys].sum(axis=0), base.exp_sum[keys].sum(axis=0)
+            obs, exp = t.obs_sum[key], t.exp_sum[key]
+        else:
+            obs, exp = self.sources.obs_sum[key], self.sources.exp_sum[key]
+            mine = np.flatnonzero((self.template_source[: t.size] == key) & (t.age > 0))
+            steady = mine[~_intermittent(t, self.template_season, mine, self.bucket_seconds)]
+            if mine.size and steady.size < mine.size:
+                obs, exp = t.obs_sum[steady].sum(axis=0), t.exp_sum[steady].sum(axis=0)
+        disp, rel2 = spread
         return max(count_lower_score(obs[k], exp[k], disp, rel2) for k in windows) >= self.finding_min_score
 
     def _close_shares(self, when, hour, day, keep):
