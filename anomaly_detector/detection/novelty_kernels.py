@@ -58,6 +58,10 @@ SUCCESSION_SHARE = 0.5          # a young value this much of its slot's lines re
 NEW_RATE_BOUND = 3.0            # a value unseen in N lines has a rate below 3/N (95 %)
 DEV_CLIP = 8.0                  # clip (in robust deviations) of the values in the drift's size estimate
 QUIET_Z = 2.5                   # below this |z| a tail is not worth computing (score < 20)
+# While a slot's drift mean is beyond QUIET_Z of its spread (a shift may be under way), its values
+# teach the centre, the scale and the drift spread this many times slower: a latency that doubles for
+# an hour must not become its usual level (nor widen the spread) before the drift test has judged it.
+DRIFT_SLOWER = 10.0
 KIND_NONE, KIND_OUTLIER, KIND_DRIFT, KIND_NEW_VALUE = 0, 1, 2, 3
 
 
@@ -370,6 +374,7 @@ def learn_params(param_ptr, param_slot, param_num, param_hash, weights, num_stat
 @njit(cache=True)
 def _learn_number(st, s, y, w, min_obs, drift_alpha, drift_sd, base_alpha):
     nobs = st[s, N_OBS]
+    drifting = False
     if nobs >= min_obs:
         z = _robust_z(st, s, y)
         # The short-term drift means follow every value, whatever its learning weight.
@@ -381,6 +386,7 @@ def _learn_number(st, s, y, w, min_obs, drift_alpha, drift_sd, base_alpha):
         if exceeding and st[s, IN_DRIFT] == 0.0:
             st[s, EXC_DRIFT] += 1.0
         st[s, IN_DRIFT] = 1.0 if exceeding else 0.0
+        drifting = abs(st[s, ZBAR] / spread) > QUIET_Z
         if z > CAL_Z:
             st[s, EXC_HI] += w
         elif z < -CAL_Z:
@@ -392,14 +398,15 @@ def _learn_number(st, s, y, w, min_obs, drift_alpha, drift_sd, base_alpha):
     st[s, LAST] = y
     if w <= 0.0:
         return
+    slow = 1.0 / DRIFT_SLOWER if drifting else 1.0
     if nobs >= min_obs:
         # Running mean at first, then exponential memory: the spread must be known early.
-        rate = max(base_alpha, 1.0 / max(st[s, N_DRIFT], 1.0))
+        rate = slow * max(base_alpha, 1.0 / max(st[s, N_DRIFT], 1.0))
         st[s, ZVAR] += w * rate * (min(st[s, ZBAR] ** 2, Z_CLIP ** 2) - st[s, ZVAR])
     if nobs == 0.0:
         st[s, CENTER] = y
     st[s, N_OBS] = nobs + w
-    alpha = w * max(base_alpha, 1.0 / (nobs + w))
+    alpha = slow * w * max(base_alpha, 1.0 / (nobs + w))
     # Until min_obs values are in, take them as they come: the scale is not known yet.
     limit = HUBER_C * max(st[s, SCALE], SCALE_FLOOR) if nobs >= min_obs else np.inf
     dev = y - st[s, CENTER]

@@ -167,6 +167,7 @@ def learn_lines(lines, weights, slots, min_obs, drift_alpha, base_alpha, max_val
 
 
 def _learn_number(slot, y, w, min_obs, drift_alpha, sd, base_alpha):
+    drifting = False
     if slot.n >= min_obs:
         z = slot.z(y)
         slot.zbar += drift_alpha * (max(-K.Z_CLIP, min(K.Z_CLIP, z)) - slot.zbar)
@@ -177,6 +178,7 @@ def _learn_number(slot, y, w, min_obs, drift_alpha, sd, base_alpha):
         if exceeding and not slot.in_drift:
             slot.exc_drift += 1
         slot.in_drift = exceeding
+        drifting = abs(slot.zbar / spread) > K.QUIET_Z
         if z > K.CAL_Z:
             slot.exc_hi += w
         elif z < -K.CAL_Z:
@@ -188,14 +190,15 @@ def _learn_number(slot, y, w, min_obs, drift_alpha, sd, base_alpha):
     slot.last = y
     if w <= 0:
         return
+    slow = 1.0 / K.DRIFT_SLOWER if drifting else 1.0
     if slot.n >= min_obs:
-        rate = max(base_alpha, 1.0 / max(slot.n_drift, 1.0))
+        rate = slow * max(base_alpha, 1.0 / max(slot.n_drift, 1.0))
         slot.zvar += w * rate * (min(slot.zbar ** 2, K.Z_CLIP ** 2) - slot.zvar)
     if slot.n == 0:
         slot.center = y
     before = slot.n
     slot.n += w
-    alpha = w * max(base_alpha, 1.0 / (before + w))
+    alpha = slow * w * max(base_alpha, 1.0 / (before + w))
     limit = K.HUBER_C * max(slot.scale, K.SCALE_FLOOR) if before >= min_obs else float("inf")
     dev = y - slot.center
     slot.center += alpha * max(-limit, min(limit, dev))

@@ -261,6 +261,23 @@ def test_a_source_open_after_its_restart_is_open_within_the_batch_too():
     assert apart < 70 and together < 70
 
 
+def test_a_latency_shift_fed_in_small_batches_is_a_drift_before_it_is_learned():
+    """A latency that goes to 2.7 times its usual and stays there, seen a minute at a time (as a
+    quiet daemon's batches hold it): the values must not teach the centre their level faster than
+    the drift test sees them, or the shift is learned before it is raised."""
+    rng = np.random.default_rng(17)
+    engine = DetectionEngine(config())
+    steady(engine, 600, rng, per_minute=6)
+    top = 0.0
+    drift = False
+    for m in range(90):
+        ts = T0 + 600 * 60 + 60.0 * m + np.sort(rng.uniform(0, 60, 6))
+        got = engine.process(make_batch(ts, rng.integers(0, 4, 6), values=rng.lognormal(3.0 + np.log(2.7), 0.2, 6)), 10)
+        top = max(top, float(got.tiers[2].max()))
+        drift |= any("drift" in r[1] for rs in got.reasons.values() for r in rs)
+    assert top >= 70 and drift
+
+
 def test_a_doubling_of_traffic_is_no_spike_and_does_not_teach_the_model_spikes():
     rng = np.random.default_rng(6)
     engine = DetectionEngine(config())
