@@ -19,7 +19,10 @@ from .parsing.records import RecordParser
 from .storage.atomic import generation_paths, sweep_orphan_temps
 from .storage.layout import as_paths
 
-# Bytes of input parsed and scored at once: large enough that per-batch Python is noise.
+# Bytes of input parsed at once: large enough that per-chunk Python is noise. The lines of a chunk are
+# scored in batches of at most [processing] batch_size lines, as the daemon's workers take them: a
+# batch is scored against the models as they were before it, so a chunk holding hours of a quiet
+# file would be judged against hours-old levels (a replay must not see what the daemon does not).
 CHUNK_BYTES = 8 << 20
 
 
@@ -50,6 +53,7 @@ class Pipeline:
         self.source_fields = tuple(source_fields)
         self.source_prefix = source_prefix
         self.chunk_bytes = int(chunk_bytes)
+        self.batch_lines = int(config["processing"]["batch_size"])
         self.miner = TemplateMiner(**miner_settings(config["parsing"]))
         self.engine = DetectionEngine(config)
         self.n_templates = 0
@@ -85,7 +89,9 @@ class Pipeline:
         line_no = first_line
         for chunk in pieces:
             columns = parse_columns(parser, chunk)
-            yield self.score_columns(columns, prefix, line_no)
+            for first in range(0, max(columns.n, 1), self.batch_lines):
+                part = columns.lines(first, first + self.batch_lines) if columns.n > self.batch_lines else columns
+                yield self.score_columns(part, prefix, line_no + first)
             line_no += columns.n
             if progress is not None:
                 progress(len(chunk))

@@ -36,6 +36,7 @@ STATE_VERSION = 1
 STATISTICS_VERSION = 2
 EXPLAIN_MIN_SCORE = 20.0
 FUTURE_SKEW_SECONDS = 86400.0   # clock skew tolerated before a stamp counts as bogus
+SESSION_KEY = "session:"        # key prefix of tier 4's Findings about one unfinished session
 
 
 class BatchScores:
@@ -231,7 +232,8 @@ class DetectionEngine:
             template = ctx.template_text(f.template_id) if f.template_id >= 0 else ""
             self._report(self.book.add(
                 source, f.ts, f.score, {f.tier: f.score}, f.template_id, template,
-                [(f.reason, f.expected, f.observed, f.score)], None, opened_by=f.key, family="finding:" + f.tier))
+                [(f.reason, f.expected, f.observed, f.score)], None, opened_by=f.key, family="finding:" + f.tier,
+                session=f.key.startswith(SESSION_KEY)))
         self._report(self.book.close_quiet(ctx.now))
 
     def _learn_suspicious_rate(self, batch, ctx, suspicious):
@@ -254,7 +256,8 @@ class DetectionEngine:
         return expected
 
     def _report(self, closed):
-        """Keep closed incidents with enough evidence: a Finding, or incident_min_lines suspicious lines
+        """Keep closed incidents with enough evidence: a Finding about a whole key (a drop, a silence, an
+        unusual window), incident_min_lines unfinished sessions, or incident_min_lines suspicious lines
         of which the strongest reaches the anomaly threshold.
 
         One odd line is not an outage; like an alert rule's `for:`, an incident must persist. The
@@ -264,7 +267,11 @@ class DetectionEngine:
         self.closed += [c.record() for c in closed if self._reportable(c)]
 
     def _reportable(self, incident):
-        return incident.findings or (incident.lines >= self.incident_min_lines and incident.score >= self.threshold)
+        # A session cut short is evidence about one instance, as a line is: one unfinished order (its
+        # worker restarted mid-request, a weekly task slower than any before) is not a broken workflow.
+        aggregate = incident.findings > incident.sessions
+        return (aggregate or incident.sessions >= self.incident_min_lines
+                or (incident.lines >= self.incident_min_lines and incident.score >= self.threshold))
 
     def open_records(self):
         """Records of the open incidents that would be reported if they closed now (alerting's "opened")."""

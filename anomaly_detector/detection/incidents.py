@@ -36,6 +36,7 @@ class Incident:
     opened_by: str = ""      # template id or finding key of the first evidence: part of the id
     lines: int = 0
     findings: int = 0
+    sessions: int = 0        # of the findings, sessions of a workflow cut short (tier 4): evidence per instance
     score: float = 0.0
     burst: float = 0.0       # best scan-statistic score of suspicious lines within one window
     recent: np.ndarray = field(default_factory=lambda: np.zeros(0))  # times of the last window's lines
@@ -102,11 +103,12 @@ class Incident:
             if best is None or value > best[0]:
                 self.reason_hits[reason] = [value, expected, observed]
 
-    def add(self, ts, score, tiers, template_id, template, reasons, sample):
+    def add(self, ts, score, tiers, template_id, template, reasons, sample, session=False):
         self.first_seen = min(self.first_seen, ts)
         self.last_seen = max(self.last_seen, ts)
         self.lines += 1 if sample is not None else 0
         self.findings += 1 if sample is None else 0
+        self.sessions += 1 if sample is None and session else 0
         self.score = max(self.score, score)
         for tier, value in tiers.items():
             self.tier_scores[tier] = max(self.tier_scores.get(tier, 0.0), value)
@@ -121,6 +123,7 @@ class Incident:
         """JSON-able state: open incidents are saved with the engine's snapshot and go on after a restart."""
         return {"source": self.source, "first_seen": self.first_seen, "last_seen": self.last_seen,
                 "window": self.window, "opened_by": self.opened_by, "lines": self.lines, "findings": self.findings,
+                "sessions": self.sessions,
                 "score": self.score, "burst": self.burst, "recent": [float(t) for t in self.recent],
                 "tier_scores": self.tier_scores, "template_hits": [[int(t), c, x] for t, (c, x) in
                                                                    self.template_hits.items()],
@@ -138,6 +141,7 @@ class Incident:
         incident.reason_hits = {str(r): list(v) for r, v in dict(state["reason_hits"]).items()}
         incident.samples = [str(x) for x in state["samples"]]
         incident.families = {str(f) for f in state["families"]}
+        incident.sessions = int(state.get("sessions", 0))   # absent in states saved before it
         return incident
 
     def record(self):
@@ -200,12 +204,13 @@ class IncidentBook:
         self.open = {}        # (source, opening family) -> Incident
         self._route = {}      # (source, family) -> key in self.open
 
-    def add(self, source, ts, score, tiers, template_id, template, reasons, sample, opened_by, family=None):
-        """Add one suspicious line or a Finding (sample None); return the incidents this closes
-        (same source, quiet for too long). family defaults to opened_by."""
+    def add(self, source, ts, score, tiers, template_id, template, reasons, sample, opened_by, family=None,
+            session=False):
+        """Add one suspicious line or a Finding (sample None; session: about one unfinished session);
+        return the incidents this closes (same source, quiet for too long). family defaults to opened_by."""
         closed = self._close_source(source, ts)
         incident = self._incident(source, family or opened_by, ts, opened_by)
-        incident.add(ts, score, tiers, template_id, template, reasons, sample)
+        incident.add(ts, score, tiers, template_id, template, reasons, sample, session)
         return closed
 
     def add_lines(self, source, ts, score, tiers, tids, lines, describe, expected_per_window=None, families=None):

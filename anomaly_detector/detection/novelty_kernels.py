@@ -58,6 +58,10 @@ SUCCESSION_SHARE = 0.5          # a young value this much of its slot's lines re
 NEW_RATE_BOUND = 3.0            # a value unseen in N lines has a rate below 3/N (95 %)
 DEV_CLIP = 8.0                  # clip (in robust deviations) of the values in the drift's size estimate
 QUIET_Z = 2.5                   # below this |z| a tail is not worth computing (score < 20)
+# While a slot's drift mean is beyond QUIET_Z of its spread (a shift may be under way), its values
+# teach the centre, the scale and the drift spread this many times slower: a latency that doubles for
+# an hour must not become its usual level (nor widen the spread) before the drift test has judged it.
+DRIFT_SLOWER = 10.0
 KIND_NONE, KIND_OUTLIER, KIND_DRIFT, KIND_NEW_VALUE = 0, 1, 2, 3
 
 
@@ -164,7 +168,15 @@ def young_score(novelty, seen, lines_since, lines_before):
     position's lines since it appeared has replaced the old ones (a run id, a date, a version
     after a deploy): a succession, judged at first sight only.
     """
-    if novelty <= 0.0 or seen < 1.0 or seen >= SUCCESSION_SHARE * lines_since:
+    if seen >= SUCCESSION_SHARE * lines_since:
+        return novelty
+    return _recurrence_score(novelty, seen, lines_since, lines_before)
+
+
+@njit(cache=True)
+def _recurrence_score(novelty, seen, lines_since, lines_before):
+    """young_score without the succession rule: the surprise of a young value's recurrences."""
+    if novelty <= 0.0 or seen < 1.0:
         return novelty
     rate = NEW_RATE_BOUND / max(lines_before, 1.0)
     again = surprisal_score(log10_count_upper(seen, max(lines_since, 1.0) * rate, 1.0))
@@ -192,14 +204,16 @@ def _new_value_log10p(cat_count, cat_nd, s):
 
 
 @kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.U64_1D, kt.F64_2D, kt.U64_2D, kt.F64_2D, kt.I32_1D, kt.I8_1D, kt.F32_2D,
-       kt.F64_2D, kt.F64_2D, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.BOOL), cache=True)
+       kt.F64_2D, kt.F64_2D, kt.U64_1D, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.BOOL), cache=True)
 def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_hash, cat_count, cat_nd,
-                 cat_full, cat_novelty, cat_seen_at, cat_num, min_obs, drift_alpha, drift_min_shift, numeric):
+                 cat_full, cat_novelty, cat_seen_at, cat_num, cat_last, min_obs, drift_alpha, drift_min_shift,
+                 numeric):
     """Best parameter surprise per line -> (score float32[n], param index int64[n], kind int8[n]).
 
     numeric=False judges categorical values only (slots pooling several templates' parameters,
-    whose numbers are not one measurement). State is read, not changed; the drift means are advanced on private copies so that lines later
-    in the batch see the earlier ones.
+    whose numbers are not one measurement). State is read, not changed; the drift means and each
+    slot's last value (cat_last) are advanced on private copies so that lines later in the batch see
+    the earlier ones.
     """
     n = param_ptr.shape[0] - 1
     best = np.zeros(n, np.float32)
@@ -207,6 +221,7 @@ def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_ha
     kind = np.zeros(n, np.int8)
     zbar = num_stats[:, ZBAR].copy()
     ybar = num_stats[:, YBAR].copy()
+    last = cat_last.copy()
     # Sightings within this batch count too: an outbreak often fits in one batch.
     extra = np.zeros(cat_nd.shape[0])      # lines of each categorical slot so far in the batch
     young = Dict.empty(key_type=types.uint64, value_type=types.float64[:])  # (slot, value) -> state
@@ -244,18 +259,24 @@ def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_ha
                         best[i], which[i], kind[i] = sc, j, KIND_DRIFT
             if cat_full[s] == 0 and cat_nd[s] > 0:
                 sc = _value_score(young, s, param_hash[j], x, cat_hash, cat_count, cat_nd, cat_novelty, cat_seen_at,
-                                  cat_num, extra, min_obs)
+                                  cat_num, extra, min_obs, last[s] == param_hash[j])
                 if sc > best[i]:
                     best[i], which[i], kind[i] = sc, j, KIND_NEW_VALUE
+            if cat_full[s] == 0:
+                last[s] = param_hash[j]
     return best, which, kind
 
 
 @njit(cache=True)
-def _value_score(young, s, h, x, cat_hash, cat_count, cat_nd, cat_novelty, cat_seen_at, cat_num, extra, min_obs):
+def _value_score(young, s, h, x, cat_hash, cat_count, cat_nd, cat_novelty, cat_seen_at, cat_num, extra, min_obs,
+                 after_itself):
     """Surprise of a categorical value: unseen, or young (and how often it came back), or known.
 
     `young` holds [novelty, slot lines before first sight, sightings, judged at first sight only] of the
     young values met in this batch; extra[s] counts the batch's lines of slot s so far. Both are advanced here.
+    after_itself: the slot's previous line held this value too. A succession (young_score) is only
+    possible then: a value that took over has no old value between its lines, while one that came
+    beside the known ones (a new payment provider on half the orders) keeps meeting them.
     """
     learned = _slot_total(cat_count, cat_nd, s)
     total = learned + extra[s]
@@ -281,7 +302,12 @@ def _value_score(young, s, h, x, cat_hash, cat_count, cat_nd, cat_novelty, cat_s
         state[3] = 1.0 if (_next_to_known(cat_num, cat_nd, s, x, k)
                            or (state[3] >= OPEN_SLOT_VALUES and state[0] < CLOSED_SLOT_NOVELTY)) else 0.0
         young[key] = state
-    sc = state[0] if state[3] > 0.0 else young_score(state[0], state[2], total - state[1], state[1])
+    if state[3] > 0.0:
+        sc = state[0]
+    elif after_itself:
+        sc = young_score(state[0], state[2], total - state[1], state[1])
+    else:
+        sc = _recurrence_score(state[0], state[2], total - state[1], state[1])
     state[2] += 1.0
     return sc
 
@@ -308,11 +334,13 @@ def _late_values(cat_novelty, s, k):
 
 
 @kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.U64_1D, kt.F32_1D, kt.F64_2D, kt.U64_2D, kt.F64_2D, kt.I32_1D, kt.I8_1D,
-       kt.F32_2D, kt.F64_2D, kt.F64_2D, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.BOOL), cache=True)
+       kt.F32_2D, kt.F64_2D, kt.F64_2D, kt.U64_1D, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.BOOL), cache=True)
 def learn_params(param_ptr, param_slot, param_num, param_hash, weights, num_stats, cat_hash, cat_count,
-                 cat_nd, cat_full, cat_novelty, cat_seen_at, cat_num, min_obs, drift_alpha, base_alpha, numeric):
+                 cat_nd, cat_full, cat_novelty, cat_seen_at, cat_num, cat_last, min_obs, drift_alpha, base_alpha,
+                 numeric):
     """Fold one batch into the per-slot statistics (in place). weights float32[n] per line;
-    numeric=False learns categorical values only (see score_params)."""
+    numeric=False learns categorical values only (see score_params). cat_last[s] ends as the slot's
+    last value (of any weight)."""
     drift_sd = math.sqrt(drift_alpha / (2.0 - drift_alpha))
     max_cat = cat_hash.shape[1]
     for i in range(param_ptr.shape[0] - 1):
@@ -324,6 +352,8 @@ def learn_params(param_ptr, param_slot, param_num, param_hash, weights, num_stat
             x = param_num[j]
             if numeric and not math.isnan(x):
                 _learn_number(num_stats, s, signed_log(x), w, min_obs, drift_alpha, drift_sd, base_alpha)
+            if cat_full[s] == 0:
+                cat_last[s] = param_hash[j]
             if cat_full[s] == 0 and w > 0.0:
                 k = _category_index(cat_hash, cat_nd, s, param_hash[j])
                 if k >= 0:
@@ -344,6 +374,7 @@ def learn_params(param_ptr, param_slot, param_num, param_hash, weights, num_stat
 @njit(cache=True)
 def _learn_number(st, s, y, w, min_obs, drift_alpha, drift_sd, base_alpha):
     nobs = st[s, N_OBS]
+    drifting = False
     if nobs >= min_obs:
         z = _robust_z(st, s, y)
         # The short-term drift means follow every value, whatever its learning weight.
@@ -355,6 +386,7 @@ def _learn_number(st, s, y, w, min_obs, drift_alpha, drift_sd, base_alpha):
         if exceeding and st[s, IN_DRIFT] == 0.0:
             st[s, EXC_DRIFT] += 1.0
         st[s, IN_DRIFT] = 1.0 if exceeding else 0.0
+        drifting = abs(st[s, ZBAR] / spread) > QUIET_Z
         if z > CAL_Z:
             st[s, EXC_HI] += w
         elif z < -CAL_Z:
@@ -366,14 +398,15 @@ def _learn_number(st, s, y, w, min_obs, drift_alpha, drift_sd, base_alpha):
     st[s, LAST] = y
     if w <= 0.0:
         return
+    slow = 1.0 / DRIFT_SLOWER if drifting else 1.0
     if nobs >= min_obs:
         # Running mean at first, then exponential memory: the spread must be known early.
-        rate = max(base_alpha, 1.0 / max(st[s, N_DRIFT], 1.0))
+        rate = slow * max(base_alpha, 1.0 / max(st[s, N_DRIFT], 1.0))
         st[s, ZVAR] += w * rate * (min(st[s, ZBAR] ** 2, Z_CLIP ** 2) - st[s, ZVAR])
     if nobs == 0.0:
         st[s, CENTER] = y
     st[s, N_OBS] = nobs + w
-    alpha = w * max(base_alpha, 1.0 / (nobs + w))
+    alpha = slow * w * max(base_alpha, 1.0 / (nobs + w))
     # Until min_obs values are in, take them as they come: the scale is not known yet.
     limit = HUBER_C * max(st[s, SCALE], SCALE_FLOOR) if nobs >= min_obs else np.inf
     dev = y - st[s, CENTER]

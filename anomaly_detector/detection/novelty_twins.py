@@ -29,6 +29,7 @@ class SlotTwin:
         self.novelty = {}  # hash -> surprise when first seen
         self.seen_at = {}  # hash -> the slot's total count when first seen
         self.nums = {}     # hash -> its number (nan when not one)
+        self.last_value = 0  # hash of the slot's last value (0: none yet)
         self.full = False
 
     def z(self, y):
@@ -58,8 +59,8 @@ def _two_sided(z):
     return math.log10(max(math.erfc(abs(z) / math.sqrt(2.0)), 1e-300))
 
 
-def young_score(novelty, seen, lines_since, lines_before):
-    if novelty <= 0.0 or seen < 1.0 or seen >= K.SUCCESSION_SHARE * lines_since:
+def young_score(novelty, seen, lines_since, lines_before, succession=True):
+    if novelty <= 0.0 or seen < 1.0 or (succession and seen >= K.SUCCESSION_SHARE * lines_since):
         return novelty
     rate = K.NEW_RATE_BOUND / max(lines_before, 1.0)
     again = log10_count_upper(seen, max(lines_since, 1.0) * rate, 1.0)
@@ -72,6 +73,7 @@ def score_lines(lines, slots, min_obs, drift_alpha, drift_min_shift, numeric=Tru
     ybar = {s: slot.ybar for s, slot in slots.items()}
     extra = {}   # slot -> its lines so far in this batch
     young = {}   # (slot, hash) -> [novelty, slot lines before first sight, sightings]
+    last = {s: slot.last_value for s, slot in slots.items()}
     sd = math.sqrt(drift_alpha / (2.0 - drift_alpha))
     out = []
     for params in lines:
@@ -96,7 +98,9 @@ def score_lines(lines, slots, min_obs, drift_alpha, drift_min_shift, numeric=Tru
                     candidates.append((_surprise(_two_sided(zbar[s] / spread), slot.exc_drift,
                                                  slot.n_drift * drift_alpha / 2.0, gate=False), K.KIND_DRIFT))
             if not slot.full and slot.values:
-                candidates.append((_value_score(slot, s, h, x, extra, young, min_obs), K.KIND_NEW_VALUE))
+                candidates.append((_value_score(slot, s, h, x, extra, young, min_obs, last[s] == h), K.KIND_NEW_VALUE))
+            if not slot.full:
+                last[s] = h
             for score, kind in candidates:
                 if score > best[0]:
                     best = (score, j, kind)
@@ -104,7 +108,7 @@ def score_lines(lines, slots, min_obs, drift_alpha, drift_min_shift, numeric=Tru
     return out
 
 
-def _value_score(slot, s, h, x, extra, young, min_obs):
+def _value_score(slot, s, h, x, extra, young, min_obs, after_itself):
     learned = sum(slot.values.values())
     total = learned + extra.get(s, 0.0)
     extra[s] = extra.get(s, 0.0) + 1.0
@@ -129,7 +133,7 @@ def _value_score(slot, s, h, x, extra, young, min_obs):
     if state[3]:
         score = state[0]
     else:
-        score = young_score(state[0], state[2], total - state[1], state[1])
+        score = young_score(state[0], state[2], total - state[1], state[1], succession=after_itself)
     state[2] += 1.0
     return score
 
@@ -147,6 +151,8 @@ def learn_lines(lines, weights, slots, min_obs, drift_alpha, base_alpha, max_val
             slot = slots.setdefault(s, SlotTwin())
             if numeric and not math.isnan(x):
                 _learn_number(slot, _signed_log(x), w, min_obs, drift_alpha, sd, base_alpha)
+            if not slot.full:
+                slot.last_value = h
             if not slot.full and w > 0:
                 if h in slot.values:
                     slot.values[h] += w
@@ -161,6 +167,7 @@ def learn_lines(lines, weights, slots, min_obs, drift_alpha, base_alpha, max_val
 
 
 def _learn_number(slot, y, w, min_obs, drift_alpha, sd, base_alpha):
+    drifting = False
     if slot.n >= min_obs:
         z = slot.z(y)
         slot.zbar += drift_alpha * (max(-K.Z_CLIP, min(K.Z_CLIP, z)) - slot.zbar)
@@ -171,6 +178,7 @@ def _learn_number(slot, y, w, min_obs, drift_alpha, sd, base_alpha):
         if exceeding and not slot.in_drift:
             slot.exc_drift += 1
         slot.in_drift = exceeding
+        drifting = abs(slot.zbar / spread) > K.QUIET_Z
         if z > K.CAL_Z:
             slot.exc_hi += w
         elif z < -K.CAL_Z:
@@ -182,14 +190,15 @@ def _learn_number(slot, y, w, min_obs, drift_alpha, sd, base_alpha):
     slot.last = y
     if w <= 0:
         return
+    slow = 1.0 / K.DRIFT_SLOWER if drifting else 1.0
     if slot.n >= min_obs:
-        rate = max(base_alpha, 1.0 / max(slot.n_drift, 1.0))
+        rate = slow * max(base_alpha, 1.0 / max(slot.n_drift, 1.0))
         slot.zvar += w * rate * (min(slot.zbar ** 2, K.Z_CLIP ** 2) - slot.zvar)
     if slot.n == 0:
         slot.center = y
     before = slot.n
     slot.n += w
-    alpha = w * max(base_alpha, 1.0 / (before + w))
+    alpha = slow * w * max(base_alpha, 1.0 / (before + w))
     limit = K.HUBER_C * max(slot.scale, K.SCALE_FLOOR) if before >= min_obs else float("inf")
     dev = y - slot.center
     slot.center += alpha * max(-limit, min(limit, dev))

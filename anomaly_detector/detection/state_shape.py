@@ -15,7 +15,8 @@ _MAX_DEPTH = 3
 SAME_LENGTH = {
     "t3": (("template_count", "template_severe", "template_novelty", "template_seen_at", "template_open",
             "slot_index", "role_index"),
-           ("num_stats", "cat_hash", "cat_count", "cat_nd", "cat_full", "cat_novelty", "cat_seen_at")),
+           ("num_stats", "cat_hash", "cat_count", "cat_nd", "cat_full", "cat_novelty", "cat_seen_at",
+            "cat_last")),
     "t4": (("dur_n", "dur_mean", "dur_var"),),
 }
 

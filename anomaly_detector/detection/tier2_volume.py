@@ -14,7 +14,7 @@ import numpy as np
 from . import volume_kernels as VK
 from .base import Finding, Tier, TierResult
 from .ranks import running_counts
-from .stats_kernels import count_upper_scores
+from .stats_kernels import count_lower_score, count_upper_scores
 
 # Windows (in buckets) over which drops are judged: fast for busy keys, longer for quiet ones.
 DROP_WINDOWS = (1, 5, 15)
@@ -42,6 +42,12 @@ ANOMALOUS_SHARE = 0.1
 MIN_RELATIVE_ERROR = 0.1
 # A key non-zero in fewer buckets than this is sparse: its counts come in clumps (a job's lines).
 SPARSE_FRACTION = 0.5
+# A sparse key's usual count at an hour of day is trusted once that hour was seen for this share of
+# an hour (summed over days, decayed).
+HOUR_RATE_MIN_SHARE = 0.5
+# An hour in which a key's usual count is below this share of its busiest hour's is a quiet hour; a
+# key quiet in most of the hours it was seen in is intermittent (a nightly job).
+QUIET_HOUR_SHARE = 0.1
 
 
 class KeyBaseline:
@@ -156,6 +162,16 @@ class ShareSeasonality(Seasonality):
         return out
 
 
+def _hour_rate(seasons, keys, buckets, bucket_seconds):
+    """Each key's usual learned count per bucket in the hour of day of its bucket: the hour-of-day
+    table's observed sum over its buckets (both decay alike), once the hour has been seen for at
+    least HOUR_RATE_MIN_SHARE of an hour; 0 before."""
+    hour = _hour_and_day(buckets * bucket_seconds)[0]
+    seen = seasons.hod[keys, 2, hour]
+    enough = seen >= HOUR_RATE_MIN_SHARE * 3600.0 / bucket_seconds
+    return np.where(enough, seasons.hod[keys, 0, hour] / np.where(enough, seen, 1.0), 0.0)
+
+
 def _hour_and_day(when):
     when = np.asarray(when, np.float64)
     hour = (when % 86400 // 3600).astype(np.int64)
@@ -191,6 +207,12 @@ class VolumeTier(Tier):
         self.partial_bucket = None    # the bucket time resumed in: it began before the first line
         self.gaps_skipped = 0
         self.last_gap_seconds = 0.0
+        # A drop or silence is held for drop_hold_seconds and raised only if its key is still low then
+        # (see _hold): a service restarting is quiet for minutes and comes back.
+        hold = float(settings.get("drop_hold_seconds", 600.0))
+        self.hold_buckets = int(np.ceil(hold / self.bucket_seconds)) if hold > 0 else 0
+        self.held = {}                # finding key -> [Finding, kind, key index, release bucket, (disp, rel2)]
+        self.drops_withdrawn = 0
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -228,13 +250,21 @@ class VolumeTier(Tier):
         seasons = self.template_season if base is self.templates else self.season
         season = seasons.factor(keys, buckets * self.bucket_seconds, self.bucket_seconds)
         # An intermittent key (a nightly job) is not expected to be at zero just because it was
-        # quiet lately: a spike is judged against at least its long-run mean, and since it comes in
+        # quiet lately: a spike is judged against at least its long-run mean and, since it comes in
         # clumps (a job's progress lines), at least its usual clump. A busy key is judged against
-        # its seasonal level (its long-run mean would hide a spike at night).
+        # its seasonal level (its long-run mean would hide a spike at night). A key quiet in most
+        # hours of the day (see _intermittent; even while its recent buckets are busy) is also
+        # expected at least at its usual count per bucket at this hour of day: a job that ran at 03:00 yesterday runs at 03:00 today, though its level decayed through
+        # the quiet day, and the hour's factor is relative to the level it had while running, so
+        # level times factor forecasts its first hour far too low. (Not for busy keys: a weekday's
+        # hour would hide a spike on a quieter Saturday.)
         sparse = base.nonzero[keys] < SPARSE_FRACTION
         long_run = base.total[keys] / np.maximum(base.age[keys], 1)
         mus = np.maximum(base.level[keys] * season, 1e-3)
         mus = np.where(sparse, np.maximum(mus, np.maximum(long_run, base.clump[keys])), mus)
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        intermittent = _intermittent(base, seasons, uniq, self.bucket_seconds)[inverse]
+        mus = np.where(intermittent, np.maximum(mus, _hour_rate(seasons, keys, buckets, self.bucket_seconds)), mus)
         scores = count_upper_scores(counts, mus, _dispersion(base, keys), base.rel2[keys])
         return self._gated(scores, counts, mus, base.age[keys] < self.min_history, ctx), mus
 
@@ -376,11 +406,63 @@ class VolumeTier(Tier):
                           self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS, MIN_RELATIVE_ERROR, SPARSE_FRACTION,
                           best, best_window)
             for key in np.flatnonzero(best >= self.finding_min_score).tolist():
-                self.pending.append(self._drop_finding(base, kind, key, int(best_window[key]), float(best[key]), when))
+                self._hold(self._drop_finding(base, kind, key, int(best_window[key]), float(best[key]), when),
+                           kind, key)
             VK.season_update(seasons.hod, seasons.dow, hour, day, base.open_learn, base.level, weight, base.age,
                              self.min_history, keep)
             base.open_raw[:] = 0.0
             base.open_learn[:] = 0.0
+        self._release()
+
+    def _hold(self, finding, kind, key):
+        """Keep a drop or silence back until drop_hold_seconds after it was first seen (the earliest
+        finding of its key stands for the episode, at its own time)."""
+        if not self.hold_buckets:
+            self.pending.append(finding)
+        elif finding.key not in self.held:
+            # the key's spread as it was: the drop's own buckets, learned meanwhile, widen it
+            base = self.templates if kind == "template" else self.sources
+            spread = (float(_dispersion(base, np.array([key]))[0]), float(base.rel2[key]))
+            self.held[finding.key] = [finding, kind, key, self.open_bucket + self.hold_buckets, spread]
+        elif finding.score > self.held[finding.key][0].score:
+            first = self.held[finding.key][0]
+            finding.ts = first.ts
+            self.held[finding.key][0] = finding
+
+    def _release(self):
+        """Raise the held drops whose time has come if their key is still low over the last
+        drop_hold_seconds (judged over the drop windows that fit in it); withdraw the others: the key
+        came back (a restart, a deploy), the quiet spell was too short to be an outage."""
+        windows = [k for k, w in enumerate(DROP_WINDOWS) if w <= max(self.hold_buckets, 1)]
+        for name, (finding, kind, key, release, spread) in list(self.held.items()):
+            if release > self.open_bucket:
+                continue
+            del self.held[name]
+            if self._still_low(kind, key, windows, spread):
+                self.pending.append(finding)
+            else:
+                self.drops_withdrawn += 1
+
+    def _still_low(self, kind, key, windows, spread):
+        """Whether a key is still significantly low over the given drop windows, judged with the
+        dispersion and forecast error it had when first seen low (spread). An intermittent
+        template (a nightly job, see _intermittent) is quiet most of the day on its own schedule,
+        which hour-of-day factors cannot pin (does it end at 04:00 or 04:30?): its drops and silences
+        are not raised. A source is judged by its steady templates' lines only: a job ending is no
+        drop of its source."""
+        t = self.templates
+        if kind == "template":
+            if _intermittent(t, self.template_season, np.array([key]), self.bucket_seconds)[0]:
+                return False
+            obs, exp = t.obs_sum[key], t.exp_sum[key]
+        else:
+            obs, exp = self.sources.obs_sum[key], self.sources.exp_sum[key]
+            mine = np.flatnonzero((self.template_source[: t.size] == key) & (t.age > 0))
+            steady = mine[~_intermittent(t, self.template_season, mine, self.bucket_seconds)]
+            if mine.size and steady.size < mine.size:
+                obs, exp = t.obs_sum[steady].sum(axis=0), t.exp_sum[steady].sum(axis=0)
+        disp, rel2 = spread
+        return max(count_lower_score(obs[k], exp[k], disp, rel2) for k in windows) >= self.finding_min_score
 
     def _close_shares(self, when, hour, day, keep):
         """Learn each template's share of its source in the closing bucket, deseasonalised by the share's
@@ -461,6 +543,18 @@ def _season_weights(base, expected, min_ratio):
     raw = base.open_raw
     anomalous = base.open_learn < (1.0 - ANOMALOUS_SHARE) * raw
     return np.where(anomalous & (raw - 3.0 * np.sqrt(raw) >= min_ratio * expected), 0.0, 1.0)
+
+
+def _intermittent(base, seasons, keys, bucket_seconds):
+    """Keys mostly quiet: quiet in most recent buckets, or quiet (below QUIET_HOUR_SHARE of their
+    busiest hour's usual count) in most hours of the day they were seen in (a nightly job, even while
+    it runs: its level and clump are learned divided by hour factors that cannot tell a job from a
+    level)."""
+    hod = seasons.hod[keys]
+    seen = hod[:, 2, :] >= HOUR_RATE_MIN_SHARE * 3600.0 / bucket_seconds
+    rate = np.where(seen, hod[:, 0, :] / np.where(seen, hod[:, 2, :], 1.0), 0.0)
+    quiet = seen & (rate < QUIET_HOUR_SHARE * rate.max(axis=1, initial=0.0)[:, None])
+    return (base.nonzero[keys] < SPARSE_FRACTION) | (quiet.sum(axis=1) > 0.5 * seen.sum(axis=1))
 
 
 def _dispersion(base, keys):

@@ -57,6 +57,7 @@ class NoveltyTier(Tier):
         self.cat_novelty = np.zeros((64, self.max_values), np.float32)  # surprise of each value at first sight
         self.cat_seen_at = np.zeros((64, self.max_values))  # the slot's count when each value was first seen
         self.cat_num = np.full((64, self.max_values), np.nan)  # each value's number (NaN: not a number)
+        self.cat_last = np.zeros(64, np.uint64)            # hash of each slot's last value (a succession's test)
         self.cat_nd = np.zeros(64, np.int32)
         self.cat_full = np.zeros(64, np.int8)
         self.series = SeriesBook(settings["max_series"], self.max_values, self.threshold, self.suspicious,
@@ -79,7 +80,7 @@ class NoveltyTier(Tier):
         param_scores, which, kind = K.score_params(
             batch.param_ptr, slots, batch.param_num, batch.param_hash, self.num_stats, self.cat_hash,
             self.cat_count, self.cat_nd, self.cat_full, self.cat_novelty, self.cat_seen_at, self.cat_num,
-            self.min_obs, self.drift_alpha, self.drift_min_shift, True)
+            self.cat_last, self.min_obs, self.drift_alpha, self.drift_min_shift, True)
         role_scores, role_which, role_kind, roles = self._role_scores(batch, counts)
         np.maximum(scores, rarity, out=scores)
         np.maximum(scores, param_scores, out=scores)
@@ -129,7 +130,7 @@ class NoveltyTier(Tier):
         scores, which, kind = K.score_params(
             batch.param_ptr, roles, batch.param_num, batch.param_hash, self.num_stats, self.cat_hash,
             self.cat_count, self.cat_nd, self.cat_full, self.cat_novelty, self.cat_seen_at, self.cat_num,
-            self.min_obs, self.drift_alpha, self.drift_min_shift, False)
+            self.cat_last, self.min_obs, self.drift_alpha, self.drift_min_shift, False)
         scores[counts < self.min_obs] = 0.0
         return scores, which, kind, roles
 
@@ -165,7 +166,7 @@ class NoveltyTier(Tier):
         # recurrence (novelty_kernels.young_score).
         young = (counts < self.min_obs) & (self.template_novelty[batch.template_id] > 0)
         scores[young] = np.maximum(scores[young], self.template_novelty[batch.template_id[young]])
-        self._recurrences(batch, scores, counts, (severe | self._closed(batch, counts)) & (counts < self.min_obs),
+        self._recurrences(batch, scores, counts, (severe | self._closed(batch)) & (counts < self.min_obs),
                           total)
         self._first_errors(batch, scores, counts)
         return scores, counts
@@ -203,13 +204,32 @@ class NoveltyTier(Tier):
             scores[lines] = np.clip(-10.0 * np.log10(p), 0.0, 100.0)
         return scores, counts, severe, total
 
-    def _closed(self, batch, counts):
+    def _closed(self, batch):
         """Lines whose template came (or would come) from a source whose set of informational
         templates was closed: fewer than OPEN_SOURCE_TEMPLATES new ones since warm-up. An open source
         (new user agents, new jobs) brings new templates with the traffic that makes them recur."""
         self._grow_sources(batch)
-        src_closed = self.source_late[batch.source_id] < K.OPEN_SOURCE_TEMPLATES
-        return np.where(counts > 0, self.template_open[batch.template_id] == 0, src_closed)
+        closed = self.template_open[batch.template_id] == 0
+        fresh = np.flatnonzero(self.template_count[batch.template_id] == 0)
+        if fresh.size:
+            tids, _, _, opened = self._first_sights(batch, fresh)
+            closed[fresh] = ~_lookup(tids, opened, batch.template_id[fresh])
+        return closed
+
+    def _first_sights(self, batch, lines):
+        """Templates first seen at `lines` (indices of lines whose template has no count yet), in order
+        of first sight -> (template ids, their sources, informational or not, open at first sight).
+
+        A source is open from its OPEN_SOURCE_TEMPLATES-th new message on, within a batch too: a
+        deploy's restart lines and the new version's messages in one batch (a replayed file, a quiet
+        hour) are judged as batches of one line would judge them."""
+        tids, first = np.unique(batch.template_id[lines], return_index=True)
+        order = np.argsort(first, kind="stable")
+        tids, at = tids[order], lines[first[order]]
+        src = batch.source_id[at]
+        informational = batch.level[at] < LEVEL_WARNING
+        late_before = self.source_late[src] + _earlier_per_key(src, informational)
+        return tids, src, informational, late_before >= K.OPEN_SOURCE_TEMPLATES
 
     def _recurrences(self, batch, scores, counts, candidates, total):
         """Young severe templates: add the evidence of their recurrences, this batch's included."""
@@ -280,7 +300,7 @@ class NoveltyTier(Tier):
         for which, numeric in ((slots, True), (roles, False)):
             K.learn_params(batch.param_ptr, which, batch.param_num, batch.param_hash, weights,
                            self.num_stats, self.cat_hash, self.cat_count, self.cat_nd, self.cat_full,
-                           self.cat_novelty, self.cat_seen_at, self.cat_num,
+                           self.cat_novelty, self.cat_seen_at, self.cat_num, self.cat_last,
                            self.min_obs, self.drift_alpha, self._numeric_alpha(), numeric)
 
     def _remember_novelty(self, batch):
@@ -291,10 +311,8 @@ class NoveltyTier(Tier):
             self.template_novelty[tids] = np.maximum(self.template_novelty[tids], rarity[new])
             self.template_seen_at[tids] = self.template_count.sum()
             self._grow_sources(batch)
-            tids, first = np.unique(tids, return_index=True)
-            src = batch.source_id[new][first]
-            self.template_open[tids] = self.source_late[src] >= K.OPEN_SOURCE_TEMPLATES
-            informational = batch.level[new][first] < LEVEL_WARNING
+            tids, src, informational, opened = self._first_sights(batch, np.flatnonzero(new))
+            self.template_open[tids] = opened
             np.add.at(self.source_late, src[informational], 1.0)
 
     def forget_parameters(self, template_ids):
@@ -304,7 +322,7 @@ class NoveltyTier(Tier):
         slots = self.slot_index[tids].ravel()
         slots = slots[slots >= 0]
         for arr in (self.num_stats, self.cat_hash, self.cat_count, self.cat_nd, self.cat_full, self.cat_novelty,
-                    self.cat_seen_at):
+                    self.cat_seen_at, self.cat_last):
             arr[slots] = 0
         self.cat_num[slots] = np.nan
         self.series.forget_slots(slots)
@@ -352,7 +370,7 @@ class NoveltyTier(Tier):
         while new < n:
             new *= 2
         for name, fill in (("num_stats", 0), ("cat_hash", 0), ("cat_count", 0), ("cat_nd", 0), ("cat_full", 0),
-                           ("cat_novelty", 0), ("cat_seen_at", 0), ("cat_num", np.nan)):
+                           ("cat_novelty", 0), ("cat_seen_at", 0), ("cat_num", np.nan), ("cat_last", 0)):
             setattr(self, name, _grown(getattr(self, name), new, fill))
 
     def state(self):
@@ -367,6 +385,7 @@ class NoveltyTier(Tier):
                 "cat_full": self.cat_full[:used].tolist(), "cat_novelty": self.cat_novelty[:used].tolist(),
                 "cat_seen_at": self.cat_seen_at[:used].tolist(),
                 "cat_num": [[None if v != v else v for v in row] for row in self.cat_num[:used].tolist()],
+                "cat_last": [str(h) for h in self.cat_last[:used]],
                 "series": self.series.state_dict()}
 
     def load_state(self, state):
@@ -398,9 +417,31 @@ class NoveltyTier(Tier):
         nums = [[np.nan if v is None else v for v in row] for row in state.get("cat_num", [])]
         nums += [[np.nan] * self.max_values] * (self.next_slot - len(nums))
         self.cat_num = _grown(_columns(nums, self.max_values), size, np.nan)
+        # Absent in states saved before it: no slot has a last value (a young value's next line is then
+        # judged as one among the known values, not as a succession).
+        last = [int(h) for h in state.get("cat_last", [])][: self.next_slot]
+        last += [0] * (self.next_slot - len(last))
+        self.cat_last = _grown(np.array(last, np.uint64), size, 0)
         if "series" in state:
             self.series.load(state["series"])
         self._rows_of = (None, None)
+
+
+def _earlier_per_key(keys, flags):
+    """For each position, how many earlier positions with the same key have the flag set."""
+    out = np.zeros(keys.size)
+    seen = {}
+    for i, (k, f) in enumerate(zip(keys.tolist(), flags.tolist())):
+        out[i] = seen.get(k, 0)
+        if f:
+            seen[k] = seen.get(k, 0) + 1
+    return out
+
+
+def _lookup(keys, values, wanted):
+    """values[j] where keys[j] == wanted[i], for every i (each wanted key is among keys)."""
+    order = np.argsort(keys, kind="stable")
+    return values[order[np.searchsorted(keys[order], wanted)]]
 
 
 def role_key(template, position, source):

@@ -74,7 +74,9 @@ COUNTER_FIELDS = ("lines_processed", "errors", "batches", "bytes_processed", "an
                   "state_load_version", "state_load_shape", "state_load_unreadable", "state_write_errors",
                   "state_writes_failing", "dead_letter_refused",
                   # --optimize-models applied by a running worker (worker/optimize.py)
-                  "models_optimized", "templates_merged")
+                  "models_optimized", "templates_merged",
+                  # tier 2 drops and silences withdrawn after drop_hold_seconds (the key came back)
+                  "volume_drops_withdrawn")
 # Buckets of a row's read-to-scored latency histogram: metrics.sketch.N_BUCKETS (a test checks they agree;
 # ipc/ does not import from metrics/).
 LATENCY_BUCKETS = 112

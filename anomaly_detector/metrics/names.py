@@ -69,6 +69,9 @@ METRICS = {m.name: m for m in (
     MetricSpec("volume_gaps_skipped_total", COUNTER,
                "Gaps in event time with no line from any of two or more busy sources for at least "
                "[detection][[tier2]] input_gap_seconds, skipped by volume detection as input outages."),
+    MetricSpec("volume_drops_withdrawn_total", COUNTER,
+               "Volume drops and silences not raised because their template or source was no longer low "
+               "[detection][[tier2]] drop_hold_seconds after they were first seen (a restart, a deploy)."),
     MetricSpec("json_fields_over_cap_total", COUNTER,
                "Numeric JSON fields not mined as template parameters because their line had more than its "
                "input's json_numeric_fields (the first ones in key order are kept)."),

@@ -224,6 +224,7 @@ class Readings:
             "rule_scans_cut_total": totals["rule_scans_cut"],
             "source_capped_lines_total": totals["source_capped_lines"],
             "volume_gaps_skipped_total": totals["volume_gaps_skipped"],
+            "volume_drops_withdrawn_total": totals["volume_drops_withdrawn"],
             "json_fields_over_cap_total": totals["json_fields_over_cap"],
             "series_values_refused_total": totals["series_values_refused"],
             "lines_unclustered_total": totals["lines_unclustered"],

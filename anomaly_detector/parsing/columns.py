@@ -58,6 +58,13 @@ class Columns:
     def fields(self, i):
         return self._field_getter(i)
 
+    def lines(self, first, stop):
+        """Columns of lines first..stop-1 (views; the content buffer is shared)."""
+        getter = self._field_getter
+        return Columns(self.ts[first:stop], self.level[first:stop], self.content_buf, self.content_start[first:stop],
+                       self.content_end[first:stop], self.source_id[first:stop], self.sources,
+                       lambda i: getter(first + i))
+
 
 class _ColumnBuilder:
     """Collects per-line results; contents that are not a span of the cleaned buffer go to an extra area."""

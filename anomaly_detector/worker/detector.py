@@ -297,6 +297,7 @@ class DetectorWorker:
         self.counters.add(anomalies=self.pipeline.anomalies - anomalies_before, incidents=len(incidents),
                           rule_scans_cut=self._new_scans_cut(), source_capped_lines=self._new_capped(),
                           volume_gaps_skipped=self._new_gaps_skipped(),
+                          volume_drops_withdrawn=self._new_drops_withdrawn(),
                           json_fields_over_cap=self._new_over_cap(),
                           series_values_refused=self._new_series_refused(),
                           lines_unclustered=self._new_unclustered(),
@@ -353,6 +354,16 @@ class DetectorWorker:
             log.info("worker %d: no line from any source for %.0f s: a gap in the input, not silence; volume "
                      "detection resumed without judging it (%d so far)", self.index, volume.last_gap_seconds,
                      volume.gaps_skipped)
+        return new
+
+    def _new_drops_withdrawn(self):
+        """Volume drops and silences tier 2 withdrew since the last batch (their key came back within
+        drop_hold_seconds), logged: a service that restarts shows here."""
+        volume = self.pipeline.engine.tiers["t2"]
+        new = self._since_last("drops_withdrawn", volume.drops_withdrawn)
+        if new:
+            log.info("worker %d: %d volume drop(s) or silence(s) not raised: the template or source was back "
+                     "within drop_hold_seconds (%d so far)", self.index, new, volume.drops_withdrawn)
         return new
 
     def _new_series_refused(self):

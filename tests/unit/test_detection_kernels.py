@@ -73,13 +73,14 @@ def test_param_kernels_match_the_dict_twin(numeric):
     cat_novelty = np.zeros((size, max_values), np.float32)
     cat_seen_at = np.zeros((size, max_values))
     cat_num = np.full((size, max_values), np.nan)
+    cat_last = np.zeros(size, np.uint64)
     twins = {}
     surprised = 0
     # Pooled slots judge labels only: give them a stream of labels (and the odd new one).
     for tids, ptr, pos, nums, hashes, weights in _random_batches(rng, 12, 300, n_templates, measurements=numeric):
         slots = K.lookup_slots(tids, ptr, pos, slot_index)
         got = K.score_params(ptr, slots, nums, hashes, num, cat_hash, cat_count, cat_nd, cat_full, cat_novelty,
-                             cat_seen_at, cat_num, min_obs, alpha, min_shift, numeric)
+                             cat_seen_at, cat_num, cat_last, min_obs, alpha, min_shift, numeric)
         lines = [[(int(slots[j]), float(nums[j]), int(hashes[j])) for j in range(ptr[i], ptr[i + 1])]
                  for i in range(len(tids))]
         want = T.score_lines(lines, twins, min_obs, alpha, min_shift, numeric)
@@ -91,7 +92,7 @@ def test_param_kernels_match_the_dict_twin(numeric):
                 assert got[1][i] - ptr[i] == j
         slots, next_slot = K.assign_slots(tids, ptr, pos, slot_index, next_slot)
         K.learn_params(ptr, slots, nums, hashes, weights, num, cat_hash, cat_count, cat_nd, cat_full, cat_novelty,
-                       cat_seen_at, cat_num, min_obs, alpha, base, numeric)
+                       cat_seen_at, cat_num, cat_last, min_obs, alpha, base, numeric)
         lines = [[(int(slots[j]), float(nums[j]), int(hashes[j])) for j in range(ptr[i], ptr[i + 1])]
                  for i in range(len(tids))]
         T.learn_lines(lines, weights.tolist(), twins, min_obs, alpha, base, max_values, numeric)

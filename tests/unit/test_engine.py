@@ -233,6 +233,63 @@ def test_a_new_value_that_keeps_coming_back_alerts_but_a_succession_does_not():
     assert 0 < got.tiers[2].max() < 70 and not got.anomaly.any()
 
 
+def test_a_new_value_beside_the_known_ones_alerts_even_when_it_takes_most_lines():
+    """A new payment provider taking 60 % of the lines while the old ones keep the rest joined them
+    (it did not replace them as a version does): its recurrences count."""
+    rng = np.random.default_rng(15)
+    usual = lambda n, tids: rng.integers(0, 3, n)   # noqa: E731
+    engine = DetectionEngine(config())
+    hosts(engine, 600, rng, T0, usual)
+    got, _ = hosts(engine, 10, rng, T0 + 600 * 60, lambda n, t: np.where(rng.random(n) < 0.6, 9, usual(n, t)))
+    assert got.tiers[2].max() >= 70 and got.anomaly.any()
+    assert any("new value" in r[1] for rs in got.reasons.values() for r in rs)
+
+
+def restart_then_new_messages(together):
+    """Warm traffic, then a source restarting into a new version: five one-off messages (templates
+    10-14: shutting down, starting), then a new message (template 15) on every tenth line for ten
+    minutes; `together`: all in one batch, as a replay's batch or a slow hour holds them."""
+    rng = np.random.default_rng(16)
+    engine = DetectionEngine(config())
+    steady(engine, 600, rng)
+    start = T0 + 600 * 60
+    restart = make_batch(start + np.arange(5.0), np.arange(10, 15))
+    n = 600
+    ts = start + 10.0 + np.sort(rng.uniform(0, 600, n))
+    tids = np.where(np.arange(n) % 10 == 0, 15, rng.integers(0, 4, n))
+    after = make_batch(ts, tids)
+    if together:
+        both = make_batch(np.concatenate([restart.ts, ts]), np.concatenate([restart.template_id, tids]))
+        return engine.process(both, 16).tiers[2].max()
+    engine.process(restart, 16)
+    return engine.process(after, 16).tiers[2].max()
+
+
+def test_a_source_open_after_its_restart_is_open_within_the_batch_too():
+    """A source whose set of messages was closed and that shows several new ones (a deploy) is open:
+    the new version's messages recurring is no outbreak, whether or not they share a batch with the
+    restart's lines."""
+    apart, together = restart_then_new_messages(False), restart_then_new_messages(True)
+    assert apart < 70 and together < 70
+
+
+def test_a_latency_shift_fed_in_small_batches_is_a_drift_before_it_is_learned():
+    """A latency that goes to 2.7 times its usual and stays there, seen a minute at a time (as a
+    quiet daemon's batches hold it): the values must not teach the centre their level faster than
+    the drift test sees them, or the shift is learned before it is raised."""
+    rng = np.random.default_rng(17)
+    engine = DetectionEngine(config())
+    steady(engine, 600, rng, per_minute=6)
+    top = 0.0
+    drift = False
+    for m in range(90):
+        ts = T0 + 600 * 60 + 60.0 * m + np.sort(rng.uniform(0, 60, 6))
+        got = engine.process(make_batch(ts, rng.integers(0, 4, 6), values=rng.lognormal(3.0 + np.log(2.7), 0.2, 6)), 10)
+        top = max(top, float(got.tiers[2].max()))
+        drift |= any("drift" in r[1] for rs in got.reasons.values() for r in rs)
+    assert top >= 70 and drift
+
+
 def test_a_doubling_of_traffic_is_no_spike_and_does_not_teach_the_model_spikes():
     rng = np.random.default_rng(6)
     engine = DetectionEngine(config())

@@ -119,3 +119,23 @@ def test_an_incident_is_named_by_a_new_message_then_a_burst_then_its_strongest_r
         "error rule: 80 matching lines"
     assert named({"new value of parameter 5: '503'": 100, "error rule: 20 matching lines": 75}) == \
         "new value of parameter 5: '503'", "a burst far weaker than the news does not name it"
+
+
+def test_one_unfinished_session_is_not_reported_two_are_and_a_silence_is_at_once():
+    from anomaly_detector.config.loader import default_config
+    from anomaly_detector.detection.engine import DetectionEngine
+    engine = DetectionEngine(default_config())      # incident_min_lines 2
+    book = IncidentBook(300.0, 120.0)
+
+    def session(ts, n):
+        return book.add("shop", ts, 90.0, {"t4": 90.0}, 7, "order created", [("never finished", "", "", 90.0)],
+                        None, opened_by="session:%d" % n, family="finding:t4", session=True)
+    session(1000.0, 1)
+    one = book.close_quiet(2000.0)
+    session(3000.0, 2)
+    session(3010.0, 3)
+    two = book.close_quiet(4000.0)
+    finding(book, "shop", 5000.0, "source:0")
+    silence = book.close_quiet(6000.0)
+    assert [engine._reportable(i) for i in one + two + silence] == [False, True, True]
+    assert [i.sessions for i in one + two + silence] == [1, 2, 0]
