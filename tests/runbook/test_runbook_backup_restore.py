@@ -14,6 +14,10 @@ import numpy as np
 
 from tests.runbook.runbook_env import Installed
 
+# Hours of lines written at once wait in the rings for a second or so: not the latency problem the
+# health check's default limits (p95 1 s, p99 5 s) are for.
+BULK_WRITES = {"P95_WARN_SECONDS": "30", "P99_WARN_SECONDS": "30"}
+
 
 def test_backup_while_running_then_restore_starts_quiet_and_healthy(tmp_path):
     site = Installed(tmp_path)
@@ -25,7 +29,7 @@ def test_backup_while_running_then_restore_starts_quiet_and_healthy(tmp_path):
         site.wait_processed(site.lines_written)
         time.sleep(6)                                        # a snapshot of the models at this point
 
-        check = site.run("anomaly-detector-health-check", SAMPLE_SECONDS="2")
+        check = site.run("anomaly-detector-health-check", SAMPLE_SECONDS="2", **BULK_WRITES)
         assert check.returncode == 0, check.stdout + check.stderr
         assert "ok:   /health: healthy" in check.stdout and "error rate 0.00%" in check.stdout, check.stdout
         assert "supervisor running, pid %d" % site.supervisor_pid() in check.stdout
@@ -63,9 +67,7 @@ def test_backup_while_running_then_restore_starts_quiet_and_healthy(tmp_path):
         assert site.incidents()[before:] == [] and site.open_incidents() == [], (
             [(i["kind"], i["score"], i["reason"]) for i in site.incidents()[before:]], site.open_incidents())
 
-        # Half an hour of lines written at once waited in the rings for a second or so: not a latency problem.
-        check = site.run("anomaly-detector-health-check", SAMPLE_SECONDS="2", P95_WARN_SECONDS="30",
-                         P99_WARN_SECONDS="30")
+        check = site.run("anomaly-detector-health-check", SAMPLE_SECONDS="2", **BULK_WRITES)
         assert check.returncode == 0, check.stdout + check.stderr
     finally:
         site.stop()
