@@ -37,7 +37,7 @@ def test_backup_while_running_then_restore_starts_quiet_and_healthy(tmp_path):
         backup_dir = os.path.join(site.root, "backups", "daily", "b1")
         backup = site.run("anomaly-detector-backup", backup_dir)
         assert backup.returncode == 0, backup.stdout + backup.stderr
-        assert "none written during the copy" in backup.stdout, backup.stdout
+        assert "no model file written during the copy" in backup.stdout, backup.stdout
         with tarfile.open(os.path.join(backup_dir, "state.tar.gz")) as tar:
             names = tar.getnames()
         for wanted in ("./baselines/worker-0/detection.json", "./baselines/worker-1/templates.json",
