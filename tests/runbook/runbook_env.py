@@ -38,14 +38,14 @@ def log_lines(rng, t_from, t_to, rate):
 class Installed:
     """A daemon under a temporary root, with the bin/ scripts' environment pointing at it."""
 
-    def __init__(self, root, http=""):
+    def __init__(self, root, http="", workers=2):
         self.root = str(root)
         self.etc = os.path.join(self.root, "etc")
         os.makedirs(self.etc)
         self.token_file = os.path.join(self.etc, "admin.token")
         with open(os.open(self.token_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
             f.write("runbook-test-token-%d\n" % os.getpid())
-        self.daemon = Daemon(os.path.join(self.root, "var"), workers=2,
+        self.daemon = Daemon(os.path.join(self.root, "var"), workers=workers,
                              http="admin_token_file = %s\n%s" % (self.token_file, http))
         d = self.daemon
         with open(d.config) as f:
