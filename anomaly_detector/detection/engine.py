@@ -313,11 +313,14 @@ class DetectionEngine:
         write_json_snapshot(paths.detection_statistics, "detection-statistics",
                             STATISTICS_VERSION, statistics)
 
-    def load(self, where):
+    def load(self, where, started_at=None):
         """Restore what save() wrote; missing or unusable files mean a cold start. Returns True if restored.
 
         A file of the wrong shape (checksum valid, content not what these tiers need) is set aside
         like a corrupt one and the previous generation tried (storage.atomic); its tiers start fresh.
+        started_at (epoch seconds, default now): when the models start running again. The restored
+        models may be older than the lines read next (a backup, a snapshot before a kill -9): those
+        are read, then comes the time nothing was read, which spans this moment and is not judged.
         """
         paths = as_paths(where)
         restored = restore_json_snapshot(paths.detection_baselines,
@@ -333,6 +336,7 @@ class DetectionEngine:
         elif statistics < STATISTICS_VERSION:
             log.warning("%s: statistics saved by an older release key values differently; parameter statistics "
                         "and workflows start again (volume baselines kept)", paths.statistics)
+        self.tiers["t2"].restarted(time.time() if started_at is None else float(started_at))
         return True
 
     def _restore_baselines(self, _version, state):

@@ -204,6 +204,7 @@ class VolumeTier(Tier):
         gap = float(settings.get("input_gap_seconds", 600.0))
         self.input_gap_buckets = int(np.ceil(gap / self.bucket_seconds)) if gap > 0 else 0
         self.resumed = False          # restored from state, no line learned since
+        self.restart_bucket = None    # the bucket the restored models started running in (restarted())
         self.partial_bucket = None    # the bucket time resumed in: it began before the first line
         self.gaps_skipped = 0
         self.last_gap_seconds = 0.0
@@ -325,9 +326,12 @@ class VolumeTier(Tier):
         bounds = np.flatnonzero(np.diff(buckets[order])) + 1
         for part in np.split(order, bounds):
             bucket = int(buckets[part[0]])
-            if self._not_the_sources_gap(bucket):
-                self._skip_gap(bucket)
+            downtime = self._spans_restart(bucket)
+            if downtime or self._not_the_sources_gap(bucket):
+                self._skip_gap(bucket, counted=not downtime)
             self.resumed = False     # only the time before the first new line was downtime
+            if self.restart_bucket is not None and bucket >= self.restart_bucket - 1:
+                self.restart_bucket = None   # lines of the restart's time came: no later gap is downtime
             self._close_until(bucket, ctx)
             self._add(batch, part, weights)
 
@@ -354,6 +358,20 @@ class VolumeTier(Tier):
             self.open_bucket += max(step, 1)
         self.open_bucket = max(self.open_bucket, bucket)
 
+    def restarted(self, wall_time):
+        """The restored models run again from wall_time. They may be older than the first lines read
+        next (a backup restored with its checkpoints, a snapshot before a kill -9): the lines logged
+        since they were saved are read first, and the time the daemon was down comes after them. So a
+        gap in event time that spans the restart is downtime too, whatever came before it."""
+        if self.open_bucket is not None:
+            self.restart_bucket = int(wall_time // self.bucket_seconds)
+
+    def _spans_restart(self, bucket):
+        """Whether a gap of at least one empty bucket from the open bucket to `bucket` spans the restart
+        (it ends at most one bucket before it: lines stamped just before the start were read after it)."""
+        r = self.restart_bucket
+        return r is not None and bucket - self.open_bucket >= 2 and self.open_bucket < r <= bucket + 1
+
     def _not_the_sources_gap(self, bucket):
         """Whether the time from the open bucket to `bucket` is downtime of the daemon or of its input."""
         if bucket <= self.open_bucket:
@@ -370,7 +388,7 @@ class VolumeTier(Tier):
         busy = (src.age >= self.min_history) & (src.level * season >= 1.0)
         return int(busy.sum()) >= 2
 
-    def _skip_gap(self, bucket):
+    def _skip_gap(self, bucket, counted=True):
         """Resume counting at `bucket` as if the gap had not been: no bucket in it is judged (no drop,
         no silence) or learned as zero counts. The open bucket (cut short by the gap) is dropped, the
         drop windows start empty, and the new bucket, which began before its first line, is not judged
@@ -378,7 +396,7 @@ class VolumeTier(Tier):
         for base in (self.templates, self.sources):
             for arr in (base.open_raw, base.open_learn, base.obs_win, base.exp_win, base.obs_sum, base.exp_sum):
                 arr[:] = 0.0
-        if not self.resumed:
+        if counted and not self.resumed:   # an input gap; downtime is not the input's
             self.gaps_skipped += 1          # counted and logged by the worker (worker/detector.py)
             self.last_gap_seconds = (bucket - self.open_bucket) * self.bucket_seconds
         self.open_bucket = self.partial_bucket = bucket

@@ -351,3 +351,32 @@ def test_the_time_a_restored_engine_was_down_raises_no_silence(tmp_path):
         found[name] = {i["kind"] for i in incidents + engine.finish()}
     assert not found["restored"] & {"silent_source", "volume_drop"}
     assert found["running"] & {"silent_source", "volume_drop"}
+
+
+def test_a_backup_restored_reads_its_backlog_then_the_downtime_raises_no_silence(tmp_path):
+    """A backup taken while running holds models (and checkpoints) of its time: after a restore the
+    daemon reads the lines logged since then, up to when it stopped, and only then comes the time it
+    was down. That gap spans the start, so it is downtime too, not a silent source. A silence the
+    backlog itself holds is still judged."""
+    rng = np.random.default_rng(9)
+    first = DetectionEngine(config())
+    steady(first, 240, rng)
+    first.save(str(tmp_path))                       # the backup
+    started = T0 + 480 * 60                         # restored and started at 08:00 into the run
+    found = {}
+    for name, silence_in_backlog in (("downtime", False), ("backlog", True)):
+        restored = DetectionEngine(config())
+        assert restored.load(str(tmp_path), started_at=started)
+        rng = np.random.default_rng(10)
+        incidents = []
+        for m in range(240, 300, 10):               # the backlog: logged before the stop, read again
+            if silence_in_backlog and m == 270:
+                continue
+            ts = T0 + 60.0 * m + np.sort(rng.uniform(0, 600, 600))
+            incidents += restored.process(make_batch(ts, rng.integers(0, 4, 600)), 10).incidents
+        for m in range(480, 510, 10):               # down from 05:00 to 08:00, then new lines
+            ts = T0 + 60.0 * m + np.sort(rng.uniform(0, 600, 600))
+            incidents += restored.process(make_batch(ts, rng.integers(0, 4, 600)), 10).incidents
+        found[name] = {i["kind"] for i in incidents + restored.finish()}
+    assert not found["downtime"] & {"silent_source", "volume_drop"}
+    assert found["backlog"] & {"silent_source", "volume_drop"}
