@@ -19,6 +19,8 @@ import logging
 import os
 import re
 
+from anomaly_detector.storage.atomic import fsync_dir
+
 log = logging.getLogger(__name__)
 
 STATS_FILE = "alerter-stats.json"
@@ -177,7 +179,7 @@ class OutboxWriter:
             os.close(self._fd)
         path = os.path.join(self.directory, "%s.%012d.jsonl" % (self.writer, seq))
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self.segments.append([seq, seq - 1, 0, path])
 
     def delivered(self):
@@ -245,14 +247,6 @@ def _last_seq(path, first):
         except (ValueError, KeyError, TypeError):
             continue
     return first - 1
-
-
-def _fsync_dir(directory):
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class OutboxReader:

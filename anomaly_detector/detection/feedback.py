@@ -21,10 +21,11 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 
 import numpy as np
+
+from anomaly_detector.storage.atomic import replace_file
 
 log = logging.getLogger(__name__)
 RULES_FILE = "feedback.json"
@@ -86,25 +87,8 @@ def load_rules(path):
 def save_rules(path, rules):
     """Replace the file atomically (temporary file fsynced, renamed, directory fsynced): a reader sees the
     old rules or the new ones, and a crash keeps one of them."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
     payload = json.dumps({"version": FILE_VERSION, "rules": rules}, ensure_ascii=False, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    replace_file(path, payload.encode("utf-8"))
 
 
 class RulesFile:

@@ -102,14 +102,36 @@ def _write(path, directory, kind, version, payload):
             if os.path.exists(newer):    # oldest first; a crash half-way leaves a gap, never a torn file
                 os.replace(newer, older)
         os.replace(tmp, path)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
 
-def _fsync_dir(directory):
+def replace_file(path, data, durable=True):
+    """Replace `path` with the bytes `data` in one rename (no header, no generations): a reader sees the
+    old content or the new. durable: the file and its directory are fsynced, so a crash keeps one of them
+    (a view rewritten every second need not be)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    if durable:
+        fsync_dir(directory)
+
+
+def fsync_dir(directory):
     # The rename is only durable once the directory entry is on disk.
     try:
         dfd = os.open(directory, os.O_RDONLY)

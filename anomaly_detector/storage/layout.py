@@ -16,7 +16,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from anomaly_detector.storage.atomic import generation_paths
+from anomaly_detector.storage.atomic import fsync_dir, generation_paths
 
 log = logging.getLogger(__name__)
 KINDS = ("baselines", "statistics", "alerting")   # the per-worker directories, each under its own top
@@ -114,8 +114,8 @@ def _move(source, target, present=os.path.isdir):
         return 0
     os.makedirs(os.path.dirname(target), exist_ok=True)
     os.rename(source, target)
-    _fsync_dir(os.path.dirname(target))
-    _fsync_dir(os.path.dirname(source))
+    fsync_dir(os.path.dirname(target))
+    fsync_dir(os.path.dirname(source))
     return 1
 
 
@@ -124,11 +124,3 @@ def _remove_if_empty(directory):
         os.rmdir(directory)
     except OSError:
         pass
-
-
-def _fsync_dir(directory):
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

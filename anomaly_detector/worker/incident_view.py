@@ -12,11 +12,10 @@ import collections
 import json
 import logging
 import os
-import tempfile
 import time
 
 from anomaly_detector.detection.feedback import MAX_TEMPLATE_CHARS
-from anomaly_detector.storage.atomic import sweep_orphan_temps
+from anomaly_detector.storage.atomic import replace_file, sweep_orphan_temps
 
 log = logging.getLogger(__name__)
 VIEW_FILE = "incidents-view.json"
@@ -94,7 +93,7 @@ class IncidentView:
                 "closed": list(self.closed),
                 "templates": engine.feedback.recent.texts(engine.sources, template_text)}
         try:
-            _replace(self.path, json.dumps(view, ensure_ascii=False).encode("utf-8", "replace"))
+            replace_file(self.path, json.dumps(view, ensure_ascii=False).encode("utf-8", "replace"), durable=False)
         except OSError as exc:   # a full disk: the view is stale, scoring goes on
             log.error("worker %d: incidents view %s not written: %s", self.index, self.path, exc)
 
@@ -107,17 +106,3 @@ def described(record, worker, template_text, status):
     # a text feedback could not name (over MAX_TEMPLATE_CHARS) is left out, which also bounds the file
     out["template_texts"] = [pair for pair in texts if len(pair[1]) <= MAX_TEMPLATE_CHARS]
     return out
-
-
-def _replace(path, payload):
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
