@@ -74,7 +74,10 @@ COUNTER_FIELDS = ("lines_processed", "errors", "batches", "bytes_processed", "an
                   "state_load_version", "state_load_shape", "state_load_unreadable", "state_write_errors",
                   "state_writes_failing", "dead_letter_refused",
                   # --optimize-models applied by a running worker (worker/optimize.py)
-                  "models_optimized", "templates_merged")
+                  "models_optimized", "templates_merged",
+                  # redis inputs (inputs/redis_stream.py); redis_disconnected is a gauge
+                  "redis_reconnects", "redis_claimed", "redis_acked", "redis_connect_failures",
+                  "redis_disconnected")
 # Buckets of a row's read-to-scored latency histogram: metrics.sketch.N_BUCKETS (a test checks they agree;
 # ipc/ does not import from metrics/).
 LATENCY_BUCKETS = 112
