@@ -77,6 +77,8 @@ class _Ticket:
 class InputRunner:
     """Polls inputs, pushes their lines to rings, commits offsets the workers acknowledged."""
 
+    _counts = None   # input index -> its reader's stats already added to the counters (_reader_counts)
+
     def __init__(self, cfg, rings, control, slot, counter_row):
         self.cfg, self.control, self.slot = cfg, control, slot
         self.rings = rings
@@ -85,7 +87,6 @@ class InputRunner:
         self.names = list(cfg["inputs"])
         self.readers = [build_input(name, cfg["inputs"][name], cfg) for name in self.names]
         self.drop_when_full = cfg["processing"]["when_full"] == "drop_newest"
-        self._counts = [_reader_counts(reader) for reader in self.readers]   # reader stats already counted
         self.backlog = [collections.deque() for _ in self.readers]  # _Pending chunks per input, in order
         self.inflight = [collections.deque() for _ in rings]  # _Tickets per ring, in push order
         self.uncommitted = [collections.deque() for _ in self.readers]  # _Tickets per input, in push order
@@ -123,8 +124,12 @@ class InputRunner:
         """One round over the inputs; returns the number of lines pushed."""
         moved = 0
         paused = self._paused()
+        if self._counts is None:
+            self._counts = {}
         for index, reader in enumerate(self.readers):
             backlog = self.backlog[index]
+            if index not in self._counts:
+                self._counts[index] = _reader_counts(reader)
             if not backlog and not paused:  # read more only once everything read before is in a ring
                 chunks = reader.poll()
                 read_ns = time.monotonic_ns()   # the lines' latency (processing_duration_seconds) starts here

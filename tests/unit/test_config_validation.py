@@ -286,15 +286,15 @@ def test_a_redis_input_is_accepted_with_its_keys(tmp_path):
     assert cfg["inputs"]["bus"]["claim_idle_seconds"] == 2.0 and cfg["inputs"]["bus"]["consumer"] == "c1"
 
 
-def test_a_key_of_another_input_type_is_reported_beside_a_wrong_value(tmp_path):
-    """Every problem at once: fixing a typo must not reveal a second, unrelated refusal."""
-    path, text = _write(tmp_path, "[inputs]\nstray = 1\n[[app]]\npath = /x.log\n[[bus]]\ntype = file\npath = /y.log\n"
-                        "stream = s\n[processing]\nworkers = 0\n")
-    _cfg, problems = load_config(path, environment=False)
+def test_a_redis_key_on_another_input_type_is_refused(tmp_path):
+    """A stream named on a file input would be silently ignored: say so, at its line."""
+    path, text = _write(tmp_path, "[inputs]\n[[app]]\npath = /x.log\n[[bus]]\ntype = file\npath = /y.log\n"
+                        "stream = s\n")
+    cfg, problems = load_config(path, environment=False)
     rendered = [p.render() for p in problems]
-    assert any("workers" in r and "from 1 to 64" in r for r in rendered), rendered
-    assert any("[inputs.bus] stream: used only by type = redis" in r for r in rendered), rendered
-    assert any("[inputs] stray: unknown key" in r for r in rendered), rendered
+    assert cfg is None
+    assert any("[inputs.bus] stream: used only by type = redis, not by type = file" in r
+               and ":%d:" % _line_of(text, "stream = s") in r for r in rendered), rendered
 
 
 def test_sink_environment_and_link_local_targets_are_checked(tmp_path):
