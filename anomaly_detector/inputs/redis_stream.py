@@ -23,7 +23,6 @@ from anomaly_detector.inputs.origin import json_origin
 
 log = logging.getLogger(__name__)
 CLAIM_INTERVAL_MAX_SECONDS = 5.0   # XAUTOCLAIM at least this often (and at least 4 times per claim_idle_seconds)
-SOCKET_SLACK_SECONDS = 5.0         # socket timeout beyond block_ms before a read counts as a lost connection
 
 
 def default_consumer():
@@ -62,7 +61,8 @@ class RedisStreamInput(Input):
     spread = True
 
     def __init__(self, name, url, stream, group, consumer="", batch_count=500, block_ms=0, claim_idle_seconds=60.0,
-                 reconnect_min_seconds=0.5, reconnect_max_seconds=30.0, max_line_bytes=65536,
+                 reconnect_min_seconds=0.5, reconnect_max_seconds=30.0, socket_timeout_seconds=2.0,
+                 max_line_bytes=65536,
                  on_long_line="truncate", source_key="source", connect=None):
         self.name, self.url, self.stream, self.group = name, url, stream, group
         self.consumer = consumer or default_consumer()
@@ -70,6 +70,7 @@ class RedisStreamInput(Input):
         self.claim_idle_ms = int(claim_idle_seconds * 1000)
         self.claim_interval = max(0.05, min(claim_idle_seconds / 4.0, CLAIM_INTERVAL_MAX_SECONDS))
         self.reconnect_min, self.reconnect_max = reconnect_min_seconds, reconnect_max_seconds
+        self.socket_timeout = socket_timeout_seconds
         self.max_line_bytes, self.on_long_line = max_line_bytes, on_long_line
         self.origin = json_origin(source_key)
         self.key = "redis:" + name
@@ -96,6 +97,7 @@ class RedisStreamInput(Input):
                    claim_idle_seconds=section["claim_idle_seconds"],
                    reconnect_min_seconds=section["reconnect_min_seconds"],
                    reconnect_max_seconds=section["reconnect_max_seconds"],
+                   socket_timeout_seconds=section["socket_timeout_seconds"],
                    max_line_bytes=processing["max_line_bytes"], on_long_line=processing["on_long_line"],
                    source_key=section["source_key"])
 
@@ -103,8 +105,8 @@ class RedisStreamInput(Input):
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
-        timeout = self.block_ms / 1000.0 + SOCKET_SLACK_SECONDS
-        return redis.Redis.from_url(self.url, socket_timeout=timeout, socket_connect_timeout=SOCKET_SLACK_SECONDS,
+        timeout = self.block_ms / 1000.0 + self.socket_timeout
+        return redis.Redis.from_url(self.url, socket_timeout=timeout, socket_connect_timeout=self.socket_timeout,
                                     retry=Retry(NoBackoff(), 0))
 
     # -- connection ---------------------------------------------------------------------------------

@@ -81,6 +81,9 @@ CASES = [
      ["[inputs.bus] stream", "required for type = redis"]),
     ("redis_bad_url", "[inputs]\n[[bus]]\ntype = redis\nurl = http://x\nstream = s\ngroup = g\n", "url = http",
      ["[inputs.bus] url", "expected redis://host:port/db"]),
+    ("redis_wait_over_heartbeat", "[inputs]\n[[bus]]\ntype = redis\nurl = redis://h:1/0\nstream = s\ngroup = g\n"
+     "socket_timeout_seconds = 5\n[processing]\nheartbeat_timeout_seconds = 4\n", "socket_timeout_seconds",
+     ["[inputs.bus] socket_timeout_seconds", "below [processing] heartbeat_timeout_seconds"]),
     ("redis_backoff_order", "[inputs]\n[[bus]]\ntype = redis\nurl = redis://h:1/0\nstream = s\ngroup = g\n"
      "reconnect_min_seconds = 5\nreconnect_max_seconds = 1\n", "reconnect_max_seconds",
      ["[inputs.bus] reconnect_max_seconds", "at least reconnect_min_seconds"]),
