@@ -55,7 +55,8 @@ def test_a_redis_restart_mid_run_loses_nothing(tmp_path):
         daemon.start()
         wait_for(lambda: len(daemon.scored_seqs()) >= 500, SETTLE_SECONDS, daemon, "some entries scored")
         server.kill()                     # mid-run: entries in flight, acknowledgements not yet sent
-        time.sleep(3)                     # several failed attempts, with back-off
+        wait_for(lambda: daemon.metric("redis_inputs_disconnected") == 1, 30, daemon, "redis_inputs_disconnected = 1")
+        time.sleep(2)                     # several failed attempts, with back-off
         assert daemon.process.poll() is None
         server.start()
         xadd_numbered(server.client(), "logs", 3000, 1000)
