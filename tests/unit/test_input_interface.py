@@ -94,3 +94,14 @@ def test_acknowledgements_made_while_redis_is_away_are_kept_for_the_reconnection
     assert reader.commit("redis:bus", ("1-0", "2-0")) is False
     assert reader._unsent_acks == ["1-0", "2-0"] and not reader._inflight
     assert reader.commit("spool:other", ("3-0",)) is False and reader._unsent_acks == ["1-0", "2-0"]
+
+
+def test_the_redis_keys_checked_on_other_inputs_are_those_of_the_spec_at_their_defaults(tmp_path):
+    from anomaly_detector.config.checks import _REDIS_KEYS
+
+    cfg = _cfg(tmp_path, "file")
+    assert {key: cfg["inputs"]["one"][key] for key in _REDIS_KEYS} == _REDIS_KEYS
+    spec = open(os.path.join(os.path.dirname(base.__file__), "..", "config", "spec.ini")).read()
+    block = spec[spec.index("# For type=redis"):spec.index("\n[processing]")]
+    redis_keys = {line.split("=")[0].strip() for line in block.splitlines() if "=" in line and not line.startswith("#")}
+    assert set(_REDIS_KEYS) == redis_keys
