@@ -211,7 +211,7 @@ class RedisStreamInput(Input):
         if not reply:
             return []
         _stream, entries = reply[0] if isinstance(reply, list) else next(iter(reply.items()))
-        return [(eid, fields) for eid, fields in entries if fields is not None]
+        return entries
 
     def _claim(self, client):
         """Entries idle claim_idle_seconds on any consumer of the group (a dead one's), not those we hold."""
@@ -224,8 +224,7 @@ class RedisStreamInput(Input):
         self._claim_cursor = cursor
         if _text(cursor) == "0-0":
             self._claim_at = now + self.claim_interval
-        claimed = [(eid, fields) for eid, fields in entries
-                   if fields is not None and _text(eid) not in self._inflight]
+        claimed = [(eid, fields) for eid, fields in entries if fields and _text(eid) not in self._inflight]
         if claimed:
             self.stats["redis_claimed"] += len(claimed)
             log.warning("input %s: claimed %d entries idle over %.1f s on other consumers of group %s "
@@ -236,11 +235,13 @@ class RedisStreamInput(Input):
     def _chunk(self, entries):
         lines, ids = [], []
         for eid, fields in entries:
+            ids.append(_text(eid))
+            if not fields:   # deleted (trimmed) while pending on us: nothing to score, acknowledged with the rest
+                continue
             line, too_long = entry_line(fields, self.max_line_bytes, self.on_long_line)
             self.stats["long_lines"] += too_long
             if line is not None:
                 lines.append(line)
-            ids.append(_text(eid))
         self._inflight.update(ids)
         self.stats["lines"] += len(lines)
         return Chunk(self.key, "redis:" + self.stream, lines, ids[0], tuple(ids))

@@ -115,3 +115,32 @@ def _pending_on(client, consumer):
         if row["name"] in (consumer, consumer.encode()):
             return row["pending"]
     return 0
+
+
+def test_a_consumer_restarted_under_its_name_reads_its_pending_entries_at_once(tmp_path):
+    """Reader level, real server: what consumer c read and never acknowledged comes back first (an entry
+    trimmed meanwhile is acknowledged without a line); what another reader holds is not claimed before
+    claim_idle_seconds."""
+    from anomaly_detector.inputs.redis_stream import RedisStreamInput
+
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        client = server.client()
+        xadd_numbered(client, "logs", 0, 5)
+        first = RedisStreamInput("bus", server.url, "logs", "detectors", "c", claim_idle_seconds=3600)
+        chunk, = first.poll()
+        assert [b"seq=%d" % i in line for i, line in enumerate(chunk.lines)] == [True] * 5
+        client.xdel("logs", chunk.end_offset[2])    # the producer trims one while it is pending
+        first.close()                               # dies without acknowledging
+        again = RedisStreamInput("bus", server.url, "logs", "detectors", "c", claim_idle_seconds=3600)
+        chunk2, = again.poll()
+        assert chunk2.end_offset == chunk.end_offset and len(chunk2.lines) == 4
+        other = RedisStreamInput("bus", server.url, "logs", "detectors", "d", claim_idle_seconds=3600)
+        assert other.poll() == [] and other.stats["redis_claimed"] == 0
+        again.commit(chunk2.key, chunk2.end_offset)
+        # the trimmed entry may already be gone from the group: XAUTOCLAIM (Redis 7) drops deleted entries it meets
+        assert pending_count(client, "logs", "detectors") == 0 and again.stats["redis_acked"] >= 4
+        for reader in (again, other):
+            reader.close()
+    finally:
+        server.stop()
