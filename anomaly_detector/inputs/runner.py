@@ -6,8 +6,10 @@ few busy files spread over the workers), and keeps it through rotation and trunc
 restarts (its checkpoint remembers the ring, so its worker's models keep seeing it). Network inputs are
 read from their spools (inputs/spool.py, written by the listener process, inputs/listener.py) and
 spread over all rings by origin (inputs/origin.py: syslog host and app, a JSON line's source), one
-origin's lines to one ring in order. Either way an input's offset is committed only
-once the workers acknowledged every line before it, on whichever ring (at-least-once, never loss).
+origin's lines to one ring in order; so are a Redis Stream's entries (inputs/redis_stream.py). Every
+reader is an inputs.base.Input built by its type's build() (BUILDERS). Either way an input's offset
+(for redis: the entry ids, XACKed) is committed only once the workers acknowledged every line before
+it, on whichever ring (at-least-once, never loss).
 A full ring stops reading from that input until there is room: backpressure, not memory. The
 control block's backpressure flag (POST /admin/enable-backpressure) stops reading from every input.
 """
