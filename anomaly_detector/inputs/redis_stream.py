@@ -83,6 +83,7 @@ class RedisStreamInput(Input):
         self._own_cursor = "0"         # reading this consumer's own pending entries; None once done
         self._claim_at = 0.0
         self._claim_cursor = "0-0"
+        self._claimed_in_sweep = 0
         self._inflight = set()         # entry ids delivered and not yet acknowledged
         self._unsent_acks = []         # ids scored while Redis was away: XACKed after the reconnection
         self.stats = {"lines": 0, "long_lines": 0, "read_errors": 0, "redis_reconnects": 0,
@@ -222,14 +223,16 @@ class RedisStreamInput(Input):
                                   start_id=self._claim_cursor, count=self.batch_count)
         cursor, entries = reply[0], reply[1]
         self._claim_cursor = cursor
-        if _text(cursor) == "0-0":
-            self._claim_at = now + self.claim_interval
         claimed = [(eid, fields) for eid, fields in entries if fields and _text(eid) not in self._inflight]
-        if claimed:
-            self.stats["redis_claimed"] += len(claimed)
-            log.warning("input %s: claimed %d entries idle over %.1f s on other consumers of group %s "
-                        "(claim_idle_seconds; they are scored again)", self.name, len(claimed),
-                        self.claim_idle_ms / 1000.0, self.group)
+        self.stats["redis_claimed"] += len(claimed)
+        self._claimed_in_sweep += len(claimed)
+        if _text(cursor) == "0-0":   # a sweep over the group's pending entries is done: one log line for it
+            self._claim_at = now + self.claim_interval
+            if self._claimed_in_sweep:
+                log.warning("input %s: claimed %d entries idle over %.1f s on other consumers of group %s "
+                            "(claim_idle_seconds; they are scored again)", self.name, self._claimed_in_sweep,
+                            self.claim_idle_ms / 1000.0, self.group)
+            self._claimed_in_sweep = 0
         return claimed
 
     def _chunk(self, entries):
