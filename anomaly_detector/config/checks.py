@@ -65,6 +65,8 @@ def semantic_problems(path, cfg, index, daemon=True):
     _check_processing(report, cfg["processing"])
     for name, section in cfg["inputs"].items():
         _check_input(report, ("inputs", name), section)
+        if section["type"] == "redis":
+            _check_redis_wait(report, ("inputs", name), section, cfg["processing"]["heartbeat_timeout_seconds"])
     if len(cfg["inputs"]) > MAX_INPUTS:  # each input has a stats row in shared memory
         report.add(ERROR, ("inputs",), None, "expected at most %d inputs, found %d: merge files into one "
                    "input with a glob" % (MAX_INPUTS, len(cfg["inputs"])))
@@ -107,14 +109,48 @@ def _check_input(report, section, i):
     if kind in _LISTENERS and i["listen_port"] == 0:
         report.add(ERROR, section, "listen_port", "required for type = %s: expected a port from 1 to 65535, "
                    "found 0 (senders need a fixed port)" % kind)
-    # type = redis is refused by unsupported.py: asking here for its keys
-    # (url, stream...) would only lead to "not supported" once they are set.
+    if kind == "redis":
+        _check_redis(report, section, i)
+    else:   # a redis key set (off its default: the shipped file lists every key) on another input is ignored
+        for (where, key), _line in report.index.keys.items():
+            if tuple(where) == tuple(section) and key in _REDIS_KEYS and i[key] != _REDIS_KEYS[key]:
+                report.add(ERROR, section, key, "used only by type = redis, not by type = %s" % kind)
     try:
         zoneinfo.ZoneInfo(i["timezone"])
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         report.add(ERROR, section, "timezone", "expected an IANA time zone such as UTC or Europe/Paris, found %s"
                    % i["timezone"])
     _check_header(report, section, i)
+
+
+_REDIS_KEYS = {"url": "", "stream": "", "group": "", "consumer": "", "batch_count": 500, "block_ms": 0,
+               "claim_idle_seconds": 60.0, "reconnect_min_seconds": 0.5, "reconnect_max_seconds": 30.0,
+               "socket_timeout_seconds": 2.0}  # spec defaults
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _check_redis(report, section, i):
+    if not i["url"].startswith(_REDIS_SCHEMES):
+        report.add(ERROR, section, "url", "required for type = redis: expected redis://host:port/db, rediss:// "
+                   "or unix://, found %s" % (i["url"] or "nothing"))
+    for key in ("stream", "group"):
+        if not i[key]:
+            report.add(ERROR, section, key, "required for type = redis: expected a name, found nothing")
+    if i["format"] not in ("jsonl", "auto"):
+        report.add(ERROR, section, "format", "expected jsonl or auto for type = redis (each entry is read as a "
+                   "JSON line of its fields), found %s" % i["format"])
+    if i["reconnect_max_seconds"] < i["reconnect_min_seconds"]:
+        report.add(ERROR, section, "reconnect_max_seconds", "expected at least reconnect_min_seconds (%g), found %g"
+                   % (i["reconnect_min_seconds"], i["reconnect_max_seconds"]))
+
+
+def _check_redis_wait(report, section, i, heartbeat):
+    """The input process waits block_ms plus socket_timeout_seconds at most in one call; its heartbeat must outlast that."""
+    wait = i["block_ms"] / 1000.0 + i["socket_timeout_seconds"]
+    if wait >= heartbeat:
+        report.add(ERROR, section, "socket_timeout_seconds", "block_ms + socket_timeout_seconds (%g s) must stay "
+                   "below [processing] heartbeat_timeout_seconds (%g s): the input process would be killed "
+                   "while it waits for Redis" % (wait, heartbeat))
 
 
 _SINK_COMMON = ("type", "min_score", "retry_initial_seconds", "retry_max_seconds", "severities", "quiet_hours",

@@ -7,12 +7,10 @@ it happens; so until the feature lands, setting the key is an error that says so
 from anomaly_detector.config.problems import ERROR, Problem
 
 NOT_SUPPORTED = "not supported in this release"
-UNSUPPORTED_INPUT_TYPES = ("redis",)
+UNSUPPORTED_INPUT_TYPES = ()
 
 # (section path, keys); "*" in a path stands for any subsection name, None for every key.
-_UNSUPPORTED_KEYS = (
-    (("inputs", "*"), ("url", "stream", "group", "consumer")),
-)
+_UNSUPPORTED_KEYS = ()
 # Whole subsections: one problem at the subsection's header.
 _UNSUPPORTED_SUBSECTIONS = ()
 

@@ -46,6 +46,8 @@ import time
 from collections import OrderedDict, deque
 from typing import NamedTuple
 
+from anomaly_detector.inputs.base import Chunk, Input
+from anomaly_detector.inputs.checkpoints import CheckpointStore
 from anomaly_detector.inputs.fingerprint import (
     DEFAULT_FINGERPRINT_BYTES,
     fingerprint_fd,
@@ -88,28 +90,6 @@ class FileKey(NamedTuple):
     device: int
     inode: int
     generation: int
-
-
-class Chunk(NamedTuple):
-    """Lines read from one file in one poll; commit `end_offset` (after the last newline) once scored.
-
-    `lines` may be empty when only a skipped too-long line was consumed: commit it all the same.
-    """
-
-    key: object
-    path: str
-    lines: list
-    start_offset: int
-    end_offset: int
-
-    @property
-    def stream_id(self):
-        """Stable for one file's whole life, whatever its path (rotation) or generation (truncation).
-
-        Route by this, not by path: commits of one file must come back in order, and a rotated
-        file changes path while its lines may still be in flight.
-        """
-        return (self.key.device, self.key.inode) if isinstance(self.key, FileKey) else self.key
 
 
 class _Lineage(NamedTuple):
@@ -200,7 +180,7 @@ def _named_like_rotation(path, origin_path):
     return name.startswith(origin_name) or name.startswith((stem + ".", stem + "-", stem + "_"))
 
 
-class FileTailer:
+class FileTailer(Input):
     """Non-blocking tailer: `poll()` returns chunks of new complete lines, `commit()` checkpoints them.
 
     patterns: one glob or a list of globs. start_at applies only to files present at the very first
@@ -213,6 +193,19 @@ class FileTailer:
     check; a deleted file is closed as soon as it is read to EOF. Every bound is a parameter:
     max_open_files, max_bytes_per_poll (all files together), read_block_bytes, max_line_bytes.
     """
+
+    @classmethod
+    def build(cls, name, section, cfg):
+        """The tailer of [inputs.<name>] with its checkpoints under state_dir/checkpoints/<name>.json."""
+        processing = cfg["processing"]
+        store = CheckpointStore(os.path.join(cfg["paths"]["state_dir"], "checkpoints", "%s.json" % name),
+                                max_age_seconds=section["checkpoint_retention_hours"] * 3600.0)
+        return cls(section["path"], store, max_line_bytes=processing["max_line_bytes"],
+                   on_long_line=processing["on_long_line"], start_at=section["start_at"],
+                   poll_interval=section["scan_interval_seconds"],
+                   rotate_wait_seconds=section["rotate_wait_seconds"],
+                   max_open_files=section["max_open_files"],
+                   change_scan_seconds=section["change_scan_seconds"])
 
     def __init__(self, patterns, checkpoints, max_line_bytes=DEFAULT_MAX_LINE_BYTES, on_long_line="truncate",
                  start_at="end", poll_interval=1.0, rotate_wait_seconds=5.0, max_open_files=1024,

@@ -19,7 +19,8 @@ import threading
 import time
 
 from anomaly_detector.inputs.http_ingest import HttpIngestInput, bind_ingest_socket
-from anomaly_detector.inputs.spool import SpoolError, SpoolFull, SpoolWriter, unread_bytes
+from anomaly_detector.inputs.origin import json_origin, syslog_origin
+from anomaly_detector.inputs.spool import SpoolError, SpoolFull, SpoolReader, SpoolWriter, unread_bytes
 from anomaly_detector.inputs.stats import InputStatsPublisher
 from anomaly_detector.inputs.syslog_server import SyslogInput, bind_syslog_socket
 from anomaly_detector.relief import ReliefWatch
@@ -57,6 +58,13 @@ def bind_network_socket(address):
 
 def spool_dir(cfg, name):
     return os.path.join(cfg["paths"]["state_dir"], "spool", name)
+
+
+def build_spool_input(name, section, cfg):
+    """The input process's reader of a network input: its spool (this module's listener owns the sockets)."""
+    reader = SpoolReader(spool_dir(cfg, name), "spool:" + name)
+    reader.origin = syslog_origin if section["type"] == "syslog" else json_origin(section["source_key"])
+    return reader
 
 
 def warn_orphan_spools(cfg):

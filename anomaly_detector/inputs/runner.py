@@ -6,22 +6,22 @@ few busy files spread over the workers), and keeps it through rotation and trunc
 restarts (its checkpoint remembers the ring, so its worker's models keep seeing it). Network inputs are
 read from their spools (inputs/spool.py, written by the listener process, inputs/listener.py) and
 spread over all rings by origin (inputs/origin.py: syslog host and app, a JSON line's source), one
-origin's lines to one ring in order. Either way an input's offset is committed only
-once the workers acknowledged every line before it, on whichever ring (at-least-once, never loss).
+origin's lines to one ring in order; so are a Redis Stream's entries (inputs/redis_stream.py). Every
+reader is an inputs.base.Input built by its type's build() (BUILDERS). Either way an input's offset
+(for redis: the entry ids, XACKed) is committed only once the workers acknowledged every line before
+it, on whichever ring (at-least-once, never loss).
 A full ring stops reading from that input until there is room: backpressure, not memory. The
 control block's backpressure flag (POST /admin/enable-backpressure) stops reading from every input.
 """
 import collections
 import hashlib
 import logging
-import os
 import time
 
-from anomaly_detector.inputs.checkpoints import CheckpointStore
-from anomaly_detector.inputs.file_tail import Chunk, FileKey, FileTailer
-from anomaly_detector.inputs.listener import NETWORK_TYPES, spool_dir, warn_orphan_spools
-from anomaly_detector.inputs.origin import json_origin, syslog_origin
-from anomaly_detector.inputs.spool import SpoolReader
+from anomaly_detector.inputs.base import Chunk
+from anomaly_detector.inputs.file_tail import FileKey, FileTailer
+from anomaly_detector.inputs.listener import NETWORK_TYPES, build_spool_input, warn_orphan_spools
+from anomaly_detector.inputs.redis_stream import RedisStreamInput
 from anomaly_detector.inputs.stats import InputStatsPublisher
 from anomaly_detector.inputs.stdin import StdinInput
 from anomaly_detector.relief import ReliefWatch
@@ -29,10 +29,15 @@ from anomaly_detector.storage.health import STATE_HEALTH
 
 log = logging.getLogger(__name__)
 DRAIN_POLL_SECONDS = 0.01
-SUPPORTED_TYPES = ("file", "stdin", "syslog", "http")
 MAX_ORIGINS_CACHED = 100_000   # distinct syslog hosts/apps or JSON sources remembered; then the cache restarts
 MAX_STREAMS_CACHED = 100_000   # files (and stdin) whose ring is remembered in memory; then the cache restarts
 LOAD_HALF_LIFE_SECONDS = 10.0  # lines routed to a ring count half as much as load this much later
+
+
+# type -> build(name, section, cfg) of the input class (inputs/base.py Input); one entry per input type.
+BUILDERS = {"file": FileTailer.build, "stdin": StdinInput.build, "syslog": build_spool_input,
+            "http": build_spool_input, "redis": RedisStreamInput.build}
+SUPPORTED_TYPES = tuple(BUILDERS)
 
 
 class UnsupportedInput(ValueError):
@@ -41,31 +46,15 @@ class UnsupportedInput(ValueError):
 
 def require_supported(name, section):
     """Raise UnsupportedInput for an input type the config accepts but this release cannot run."""
-    if section["type"] not in SUPPORTED_TYPES:
+    if section["type"] not in BUILDERS:
         raise UnsupportedInput("[inputs.%s] type = %s is not available in this release (supported: %s)"
                                % (name, section["type"], ", ".join(SUPPORTED_TYPES)))
 
 
 def build_input(name, section, cfg):
-    """The reader object for one [inputs] subsection (file, stdin, syslog or http)."""
+    """The reader object (an inputs.base.Input) for one [inputs] subsection."""
     require_supported(name, section)
-    processing = cfg["processing"]
-    if section["type"] == "file":
-        store = CheckpointStore(os.path.join(cfg["paths"]["state_dir"], "checkpoints", "%s.json" % name),
-                                max_age_seconds=section["checkpoint_retention_hours"] * 3600.0)
-        return FileTailer(section["path"], store, max_line_bytes=processing["max_line_bytes"],
-                          on_long_line=processing["on_long_line"], start_at=section["start_at"],
-                          poll_interval=section["scan_interval_seconds"],
-                          rotate_wait_seconds=section["rotate_wait_seconds"],
-                          max_open_files=section["max_open_files"],
-                          change_scan_seconds=section["change_scan_seconds"])
-    if section["type"] == "stdin":
-        return StdinInput(max_line_bytes=processing["max_line_bytes"], on_long_line=processing["on_long_line"])
-    if section["type"] in NETWORK_TYPES:
-        # The listener process owns the sockets and writes the spool; this process reads it back.
-        reader = SpoolReader(spool_dir(cfg, name), "spool:" + name)
-        reader.origin = syslog_origin if section["type"] == "syslog" else json_origin(section["source_key"])
-        return reader
+    return BUILDERS[section["type"]](name, section, cfg)
 
 
 class _Pending:
@@ -89,6 +78,8 @@ class _Ticket:
 
 class InputRunner:
     """Polls inputs, pushes their lines to rings, commits offsets the workers acknowledged."""
+
+    _counts = None   # input index -> its reader's stats already added to the counters (_reader_counts)
 
     def __init__(self, cfg, rings, control, slot, counter_row):
         self.cfg, self.control, self.slot = cfg, control, slot
@@ -135,23 +126,29 @@ class InputRunner:
         """One round over the inputs; returns the number of lines pushed."""
         moved = 0
         paused = self._paused()
+        if self._counts is None:
+            self._counts = {}
         for index, reader in enumerate(self.readers):
             backlog = self.backlog[index]
+            if index not in self._counts:
+                self._counts[index] = _reader_counts(reader)
             if not backlog and not paused:  # read more only once everything read before is in a ring
-                before = _reader_counts(reader)
                 chunks = reader.poll()
                 read_ns = time.monotonic_ns()   # the lines' latency (processing_duration_seconds) starts here
                 for chunk in chunks:
                     backlog.extend(self._route(index, chunk, read_ns))
-                after = _reader_counts(reader)
-                self.counters.add(**{name: max(0, after[name] - before[name]) for name in after})
+            # Since the last round, not around poll() only: commit() counts too (a Redis XACK, a lost connection).
+            before, after = self._counts[index], _reader_counts(reader)
+            self._counts[index] = after
+            self.counters.add(**{name: max(0, after[name] - before[name]) for name in after})
             while backlog:
                 pushed, done = self._push(backlog[0])
                 moved += pushed
                 if not done:
                     break  # that ring is full: keep the rest, in order, for the next round
                 backlog.popleft()
-        self.counters.set(files_deferred=sum(reader.stats.get("files_deferred", 0) for reader in self.readers))
+        self.counters.set(files_deferred=sum(reader.stats.get("files_deferred", 0) for reader in self.readers),
+                          redis_disconnected=sum(reader.stats.get("redis_disconnected", 0) for reader in self.readers))
         return moved
 
     def _paused(self):
@@ -297,7 +294,11 @@ def _reader_counts(reader):
     return {"read_errors": reader.stats.get("read_errors", 0),
             "spool_torn_records": reader.stats.get("torn_records", 0),
             "files_deferrals": reader.stats.get("deferrals", 0),
-            "files_change_rescans": reader.stats.get("change_rescans", 0)}
+            "files_change_rescans": reader.stats.get("change_rescans", 0),
+            "redis_reconnects": reader.stats.get("redis_reconnects", 0),
+            "redis_claimed": reader.stats.get("redis_claimed", 0),
+            "redis_acked": reader.stats.get("redis_acked", 0),
+            "redis_connect_failures": reader.stats.get("redis_connect_failures", 0)}
 
 
 def run_inputs(ctx, daemon):

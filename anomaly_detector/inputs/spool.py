@@ -34,7 +34,7 @@ import threading
 import time
 import zlib
 
-from anomaly_detector.inputs.file_tail import Chunk
+from anomaly_detector.inputs.base import Chunk, Input
 from anomaly_detector.storage.atomic import read_json_snapshot, write_json_snapshot
 
 log = logging.getLogger(__name__)
@@ -356,7 +356,7 @@ class SpoolWriter:
                 self._sync_and_close()
 
 
-class SpoolReader:
+class SpoolReader(Input):
     """Reads a spool back for the input process: `poll()` returns Chunks, `commit()` the acknowledged offset.
 
     Shaped like file_tail.FileTailer for inputs/runner.py: chunks hold whole records, so every chunk

@@ -7,13 +7,13 @@ import os
 import select
 import sys
 
-from anomaly_detector.inputs.file_tail import Chunk
+from anomaly_detector.inputs.base import Chunk, Input
 from anomaly_detector.parsing.framing import DEFAULT_MAX_LINE_BYTES, LineFramer
 
 STDIN_KEY = "stdin"
 
 
-class StdinInput:
+class StdinInput(Input):
     """`poll()` returns at most one Chunk of complete lines; `.eof` turns True once the writer closed.
 
     The input owns the stream's file descriptor and reads it with os.read, so nothing may read the
@@ -33,6 +33,11 @@ class StdinInput:
         self.line_end = 0      # just after the last newline read
         self.committed = 0
         self.stats = {"lines": 0, "bytes": 0, "long_lines": 0, "read_errors": 0}
+
+    @classmethod
+    def build(cls, name, section, cfg):
+        processing = cfg["processing"]
+        return cls(max_line_bytes=processing["max_line_bytes"], on_long_line=processing["on_long_line"])
 
     def _readable(self):
         try:

@@ -76,7 +76,10 @@ COUNTER_FIELDS = ("lines_processed", "errors", "batches", "bytes_processed", "an
                   # --optimize-models applied by a running worker (worker/optimize.py)
                   "models_optimized", "templates_merged",
                   # tier 2 drops and silences withdrawn after drop_hold_seconds (the key came back)
-                  "volume_drops_withdrawn")
+                  "volume_drops_withdrawn",
+                  # redis inputs (inputs/redis_stream.py); redis_disconnected is a gauge
+                  "redis_reconnects", "redis_claimed", "redis_acked", "redis_connect_failures",
+                  "redis_disconnected")
 # Buckets of a row's read-to-scored latency histogram: metrics.sketch.N_BUCKETS (a test checks they agree;
 # ipc/ does not import from metrics/).
 LATENCY_BUCKETS = 112

@@ -61,6 +61,16 @@ METRICS = {m.name: m for m in (
     MetricSpec("files_rescans_on_change_total", COUNTER,
                "Glob rescans of file inputs triggered by a change of a watched directory (a file created, "
                "renamed or removed), at most one per change_scan_seconds, besides those every scan_interval_seconds."),
+    MetricSpec("redis_entries_acknowledged_total", COUNTER,
+               "Redis Stream entries acknowledged (XACK) by redis inputs after their lines were scored."),
+    MetricSpec("redis_entries_claimed_total", COUNTER,
+               "Redis Stream entries claimed (XAUTOCLAIM) from other consumers of the group after "
+               "claim_idle_seconds idle: a dead instance's entries, scored again here."),
+    MetricSpec("redis_reconnects_total", COUNTER, "Connections to Redis made again by redis inputs after one was lost."),
+    MetricSpec("redis_connect_failures_total", COUNTER,
+               "Failed connection attempts and lost connections of redis inputs (retried with back-off: "
+               "reconnect_min_seconds doubling to reconnect_max_seconds)."),
+    MetricSpec("redis_inputs_disconnected", GAUGE, "Redis inputs without a connection to Redis now."),
     MetricSpec("rule_scans_cut_total", COUNTER,
                "Lines longer than a [rules] pattern's max_scan_bytes, searched by their head only."),
     MetricSpec("source_capped_lines_total", COUNTER,

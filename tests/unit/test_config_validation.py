@@ -50,8 +50,8 @@ CASES = [
     ("file_sink_without_path", "[alerting]\n[[f]]\ntype = file\n", "[[f]]",
      ["[alerting.f] path", "required for type = file"]),
     ("retention_days_range", "[retention]\nspool_days = 0\n", "spool_days", ["[retention] spool_days", "from 1 to 3650"]),
-    ("redis_not_yet", "[inputs]\n[[bus]]\ntype = redis\nurl = redis://127.0.0.1:6379/0\nstream = s\ngroup = g\n",
-     "type = redis", ["[inputs.bus] type", "type = redis is not supported in this release"]),
+    ("redis_plain_format", "[inputs]\n[[bus]]\ntype = redis\nurl = redis://127.0.0.1:6379/0\nstream = s\ngroup = g\n"
+     "format = plain\n", "format", ["[inputs.bus] format", "expected jsonl or auto"]),
     ("duplicate_key", "[processing]\nworkers = 2\nworkers = 3\n", "workers = 3", ["[processing] workers: duplicate key at lines 5 and 6"]),
     ("duplicate_section", "[processing]\nworkers = 2\n[processing]\nbatch_size = 10\n", "[processing]\nbatch_size",
      ["error: duplicate section [processing] at lines 4 and 6: merge them into one"]),
@@ -77,10 +77,16 @@ CASES = [
      ["[alerting.hook] url", "http:// or https://"]),
     ("email_without_addresses", "[alerting]\n[[mail]]\ntype = email\n", "[[mail]]",
      ["[alerting.mail] to_addresses", "required for type = email"]),
-    ("redis_missing_stream", "[inputs]\n[[bus]]\ntype = redis\nurl = redis://127.0.0.1:6379/0\ngroup = g\n", "type = redis",
-     ["[inputs.bus] type", "not supported"]),
+    ("redis_missing_stream", "[inputs]\n[[bus]]\ntype = redis\nurl = redis://127.0.0.1:6379/0\ngroup = g\n", "[[bus]]",
+     ["[inputs.bus] stream", "required for type = redis"]),
     ("redis_bad_url", "[inputs]\n[[bus]]\ntype = redis\nurl = http://x\nstream = s\ngroup = g\n", "url = http",
-     ["[inputs.bus] url", "not supported"]),
+     ["[inputs.bus] url", "expected redis://host:port/db"]),
+    ("redis_wait_over_heartbeat", "[inputs]\n[[bus]]\ntype = redis\nurl = redis://h:1/0\nstream = s\ngroup = g\n"
+     "socket_timeout_seconds = 5\n[processing]\nheartbeat_timeout_seconds = 4\n", "socket_timeout_seconds",
+     ["[inputs.bus] socket_timeout_seconds", "below [processing] heartbeat_timeout_seconds"]),
+    ("redis_backoff_order", "[inputs]\n[[bus]]\ntype = redis\nurl = redis://h:1/0\nstream = s\ngroup = g\n"
+     "reconnect_min_seconds = 5\nreconnect_max_seconds = 1\n", "reconnect_max_seconds",
+     ["[inputs.bus] reconnect_max_seconds", "at least reconnect_min_seconds"]),
     ("listener_without_port", "[inputs]\n[[sys]]\ntype = syslog\n", "[[sys]]", ["[inputs.sys] listen_port", "fixed port"]),
     ("bad_timezone", "[inputs]\n[[app]]\npath = /x\ntimezone = Mars/Base\n", "timezone", ["timezone", "Mars/Base"]),
     ("comma_makes_list", "[inputs]\n[[app]]\npath = /x\nlog_format = <Date>, <Content>\n", "log_format",
@@ -275,29 +281,23 @@ def test_cli_version():
     assert result.returncode == 0 and result.stdout.strip() == "anomaly_detector %s" % __version__
 
 
-@pytest.mark.parametrize("body", [
-    "[inputs]\n[[bus]]\ntype = redis\nurl = redis://127.0.0.1:6379/0\ngroup = g\n",
-    "[inputs]\n[[bus]]\ntype = redis\nurl = http://x\nstream = s\ngroup = g\n",
-], ids=["redis_without_stream", "redis_bad_url"])
-def test_an_unsupported_feature_is_refused_without_asking_for_more_of_its_keys(tmp_path, body):
-    """Asking for a redis stream or a sink's URL, then refusing the key once set, sends operators in a circle."""
-    path, _text = _write(tmp_path, body)
-    _cfg, problems = load_config(path, environment=False)
-    rendered = [p.render() for p in problems]
-    assert any("not supported in this release" in r for r in rendered), rendered
-    assert not any("required for type" in r or "http(s) URL" in r or "expected redis://" in r
-                   or "needs from_address" in r for r in rendered), rendered
+def test_a_redis_input_is_accepted_with_its_keys(tmp_path):
+    path, _text = _write(tmp_path, "[inputs]\n[[bus]]\ntype = redis\nurl = redis://127.0.0.1:6379/0\nstream = s\n"
+                         "group = g\nconsumer = c1\nbatch_count = 10\nblock_ms = 50\nclaim_idle_seconds = 2\n")
+    cfg, problems = load_config(path, environment=False)
+    assert cfg is not None, [p.render() for p in problems]
+    assert cfg["inputs"]["bus"]["claim_idle_seconds"] == 2.0 and cfg["inputs"]["bus"]["consumer"] == "c1"
 
 
-def test_a_setting_not_supported_is_reported_beside_a_wrong_value(tmp_path):
-    """Every problem at once: fixing a typo must not reveal a second, unrelated refusal."""
-    path, text = _write(tmp_path, "[inputs]\nstray = 1\n[[app]]\npath = /x.log\n[[bus]]\ntype = file\npath = /y.log\n"
-                        "stream = s\n[processing]\nworkers = 0\n")
-    _cfg, problems = load_config(path, environment=False)
+def test_a_redis_key_on_another_input_type_is_refused(tmp_path):
+    """A stream named on a file input would be silently ignored: say so, at its line."""
+    path, text = _write(tmp_path, "[inputs]\n[[app]]\npath = /x.log\n[[bus]]\ntype = file\npath = /y.log\n"
+                        "stream = s\n")
+    cfg, problems = load_config(path, environment=False)
     rendered = [p.render() for p in problems]
-    assert any("workers" in r and "from 1 to 64" in r for r in rendered), rendered
-    assert any("[inputs.bus] stream: not supported in this release" in r for r in rendered), rendered
-    assert any("[inputs] stray: unknown key" in r for r in rendered), rendered
+    assert cfg is None
+    assert any("[inputs.bus] stream: used only by type = redis, not by type = file" in r
+               and ":%d:" % _line_of(text, "stream = s") in r for r in rendered), rendered
 
 
 def test_sink_environment_and_link_local_targets_are_checked(tmp_path):
