@@ -151,6 +151,7 @@ def check_results(daemon, receiver, written, sampler, outage, drained):
              len(got) - len(set(got)), len(receiver.bad), max_bytes, OUTBOX_MAX_MB << 20, max_queue,
              OUTBOX_MAX_ALERTS, len(sampler.bytes), drained))
     result = check_received(receiver, list(written.values()))
+    assert (len(got) - len(set(got))) * 100 <= len(set(got))    # strictly 1%: none while there are < 100
     assert first_arrivals == list(written)
     assert len(sampler.bytes) >= outage / SAMPLE_SECONDS / 2      # sampled all along, the restart aside
     assert 0 < max_bytes <= OUTBOX_MAX_MB << 20 and max_queue <= OUTBOX_MAX_ALERTS
