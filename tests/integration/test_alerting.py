@@ -22,6 +22,7 @@ from tests.integration.daemon_harness import Daemon, free_port, wait_for
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 SECRET = b"integration-secret-0123456789"
+FAST_RETRY = "retry_initial_seconds = 0.2\nretry_max_seconds = 2\n"   # a one-minute outage
 
 
 def write_phase(path, start, first_seq, fatal=True, seconds=400):
@@ -102,31 +103,52 @@ def outbox_events(daemon):
     return sorted(found, key=lambda e: (e["at"], e["writer"], e["seq"]))   # the alerter's order
 
 
-def test_webhook_down_through_incidents_and_a_restart_gets_every_alert_in_order_signed(tmp_path):
-    port = free_port()   # nobody listens there until the receiver starts
-    chat = Collector()   # a Slack stand-in that is up all along: the webhook being down must not hold it back
+def hook_down_config(tmp_path, port, chat_url, retry=FAST_RETRY, outbox="outbox_max_alerts = 1000\n"):
+    """[detection] and [alerting] for a signed webhook sink on `port` (down until a Receiver starts there), a
+    file archive and a Slack stand-in at `chat_url`; the secret is written to tmp_path/secret. Every event is
+    its own notification, as written: noise control is covered by test_alerting_noise.py."""
     (tmp_path / "secret").write_bytes(SECRET)
-    # every event as its own notification, as written: noise control is covered by test_alerting_noise.py
-    extra = """[detection]
+    return """[detection]
 incident_window_seconds = 30
 [alerting]
-outbox_max_alerts = 1000
-dedup_window_seconds = 0
+%sdedup_window_seconds = 0
 group_wait_seconds = 0
 [[hook]]
 type = webhook
 url = http://127.0.0.1:%d/hook
 secret_file = %s
 timeout_seconds = 2
-retry_initial_seconds = 0.2
-retry_max_seconds = 2
-[[archive]]
+%s[[archive]]
 type = file
 path = %s
 [[chat]]
 type = slack
 url = %s/services/T0/B0/x
-""" % (port, tmp_path / "secret", tmp_path / "alerts.jsonl", chat.url)
+""" % (outbox, port, tmp_path / "secret", retry, tmp_path / "alerts.jsonl", chat_url)
+
+
+def check_received(receiver, written):
+    """Assert the receiver got every event `written` (outbox_events), all signed, at most 1% (or one) twice,
+    each incident's events in order: opened first, revs without gaps. Returns the unique events in their
+    order of first arrival and the number of duplicates."""
+    got = [e["id"] for e in receiver.events]
+    duplicates = len(got) - len(set(got))
+    assert not receiver.bad
+    assert set(got) == {e["id"] for e in written}
+    assert duplicates <= max(1, len(got) // 100)
+    per_incident = {}
+    for e in receiver.events:
+        per_incident.setdefault(e["incident_id"], []).append(e["rev"])
+    for revs in per_incident.values():
+        assert sorted(set(revs)) == list(range(len(set(revs))))
+        assert [r for i, r in enumerate(revs) if r not in revs[:i]] == sorted(set(revs))
+    return list({e["id"]: e for e in receiver.events}.values()), duplicates
+
+
+def test_webhook_down_through_incidents_and_a_restart_gets_every_alert_in_order_signed(tmp_path):
+    port = free_port()   # nobody listens there until the receiver starts
+    chat = Collector()   # a Slack stand-in that is up all along: the webhook being down must not hold it back
+    extra = hook_down_config(tmp_path, port, chat.url)
     daemon = Daemon(tmp_path, workers=1, extra=extra)
     app = os.path.join(daemon.logs, "app.log")
     receiver = None
@@ -160,18 +182,8 @@ url = %s/services/T0/B0/x
         receiver = Receiver(port)
         wait_for(lambda: len({e["id"] for e in receiver.events}) >= len({e["id"] for e in written}), 60, daemon)
         written = outbox_events(daemon)
+        unique, _ = check_received(receiver, written)
         got = [e["id"] for e in receiver.events]
-        assert not receiver.bad
-        assert set(got) == {e["id"] for e in written}
-        assert len(got) - len(set(got)) <= max(1, len(got) // 100)
-        # in order: each incident's events arrive opened first, numbered without gaps
-        per_incident = {}
-        for e in receiver.events:
-            per_incident.setdefault(e["incident_id"], []).append(e["rev"])
-        for revs in per_incident.values():
-            assert sorted(set(revs)) == list(range(len(set(revs))))
-            assert [r for i, r in enumerate(revs) if r not in revs[:i]] == sorted(set(revs))
-        unique = list({e["id"]: e for e in receiver.events}.values())
         opened = [e["incident_id"] for e in unique if e["event"] == "opened"]
         resolved = [e["incident_id"] for e in unique if e["event"] == "resolved"]
         assert len(opened) == len(set(opened)) >= 3 and len(resolved) == len(set(resolved)) >= 3
