@@ -137,7 +137,7 @@ class RulesTier(Tier):
 
     def _window_counts(self, rule, batch, ctx):
         """Yield (source, line indexes, matches within the window ending at each line, matches within
-        the learned_burst_windows windows ending at it)."""
+        the learned_burst_windows windows ending at it and the time of the first of those)."""
         hit = np.flatnonzero(rule.matches(batch))
         if hit.size == 0:
             return
@@ -150,7 +150,7 @@ class RulesTier(Tier):
             ends = np.arange(before.size, all_times.size) + 1
             starts = np.searchsorted(all_times, times - rule.window, side="right")
             long_starts = np.searchsorted(all_times, times - rule.window * self.learned_burst_windows, side="right")
-            yield int(source), idx, ends - starts, ends - long_starts
+            yield int(source), idx, ends - starts, (ends - long_starts, all_times[long_starts])
 
     def _score_key(self, rule, source, idx, counts, ctx, result):
         mean = self._learned_mean(rule, source, ctx)
@@ -186,7 +186,7 @@ class RulesTier(Tier):
             result.expected[i] = expected
             result.observed[i] = "%d per %gs" % (counts[j], rule.window)
 
-    def _score_slow_burst(self, rule, source, idx, long_counts, ctx, result):
+    def _score_slow_burst(self, rule, source, idx, long_window, ctx, result):
         """Past warm-up, flag a burst too slow to fill one window: learned_burst_min or more matches
         over learned_burst_windows windows, improbable (p about 1e-7) under the rule's learned rate
         over that span. Flagged where it reaches learned_burst_min and where it doubles; its other
@@ -194,6 +194,7 @@ class RulesTier(Tier):
         mean = self._learned_mean(rule, source, ctx)
         if mean is None:
             return
+        long_counts, first = long_window
         span = rule.window * self.learned_burst_windows
         counts = long_counts.astype(np.float64)
         surprise = count_upper_scores(counts, np.full(counts.size, mean * self.learned_burst_windows),
@@ -212,6 +213,7 @@ class RulesTier(Tier):
             result.reasons[i] = "%s rule: %d matching lines in %gs from %s" % (rule.name, long_counts[j], span, src)
             result.expected[i] = "usually %.1f per %gs" % (mean * self.learned_burst_windows, span)
             result.observed[i] = "%d per %gs" % (long_counts[j], span)
+            result.began[i] = float(first[j])   # one problem with what opened an incident at its start
 
     def _learned_mean(self, rule, source, ctx):
         if not (self.adaptive and ctx.warm):
