@@ -23,6 +23,8 @@ class TierResult:
     expected {line index: what the model expected}, observed likewise: for incident text
     about    int64[n] or None: what each line's score is about, for grouping into incidents (a
              template id, or -1 for its whole source); None: each line's own template
+    began    {line index: event time the evidence that scored it began} where that is well before
+             the line (a slow burst's first line): it joins the incident open since then
     """
 
     scores: np.ndarray
@@ -30,6 +32,7 @@ class TierResult:
     expected: dict = field(default_factory=dict)
     observed: dict = field(default_factory=dict)
     about: np.ndarray = None
+    began: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -68,6 +71,9 @@ class Finding:
     observed: str = ""
     template_id: int = -1
     source: str = ""
+    # Seen again before it was raised (a drop still low after drop_hold_seconds): two tests ten minutes
+    # apart back it, so it opens an incident from its tier's own minimum, below anomaly_threshold.
+    confirmed: bool = False
 
 
 class Tier(abc.ABC):

@@ -176,6 +176,14 @@ def _headline(reason_hits):
     return ranked[0]
 
 
+def _began(describe, lines, first):
+    """Earliest start the tiers gave for the evidence of these batch lines (TierResult.began), if
+    before `first`; else None."""
+    results = getattr(describe, "results", None) or {}
+    began = [r.began[i] for r in results.values() if r.began for i in lines.tolist() if i in r.began]
+    return min(began) if began and min(began) < first else None
+
+
 def _kind(reason):
     for needle, kind in KIND_BY_REASON:
         if needle in reason:
@@ -227,20 +235,24 @@ class IncidentBook:
         # In time order of their first line, so that the evidence that came first opens the incident.
         for first, fam, run in sorted(segments, key=lambda seg: (seg[0], seg[1])):
             closed += self._close_source(source, first)
-            incident = self._incident(source, "lines:%d" % fam, first, str(int(tids[run[0]])))
+            incident = self._incident(source, "lines:%d" % fam, first, str(int(tids[run[0]])),
+                                      _began(describe, lines[run], first))
             incident.add_many(ts[run], score[run], {k: v[run] for k, v in tiers.items()}, tids[run], lines[run],
                               describe)
             if expected_per_window is not None:
                 incident.add_bursts(ts[run], expected_per_window)
         return closed
 
-    def _incident(self, source, family, ts, opened_by):
-        """The open incident that evidence of `family` at `ts` belongs to, opened if there is none."""
+    def _incident(self, source, family, ts, opened_by, began=None):
+        """The open incident that evidence of `family` at `ts` belongs to, opened if there is none.
+        began: when that evidence started, if well before ts (a slow burst): it joins an incident
+        that opened within join_seconds of its start as well."""
         key = self._route.get((source, family))
         if key in self.open:
             return self.open[key]
+        starts = (ts,) if began is None else (ts, began)
         young = [(inc.first_seen, k) for k, inc in self.open.items()
-                 if k[0] == source and abs(ts - inc.first_seen) <= self.join]
+                 if k[0] == source and min(abs(t - inc.first_seen) for t in starts) <= self.join]
         if young:
             key = max(young)[1]
         else:

@@ -114,6 +114,9 @@ class RulesTier(Tier):
         self.rules = build_rules(settings, rules_section)
         self.adaptive = bool(settings.get("adapt_to_learned_rate", True))
         self.learned_burst_min = int(settings.get("learned_burst_min", 10))
+        # A slow burst (a few errors a minute for ten minutes) never packs learned_burst_min lines
+        # into one window: past warm-up it is also counted over this many windows (1 = off).
+        self.learned_burst_windows = int(settings.get("learned_burst_windows", 10)) if self.adaptive else 1
         self.recent = {}     # (rule name, source id) -> float64 array of recent match times
         self.learned = {}    # (rule name, source id) -> [decayed matches, decayed seconds]
         self.last_now = None
@@ -126,12 +129,15 @@ class RulesTier(Tier):
         scores = np.zeros(batch.n, np.float32)
         result = TierResult(scores)
         for rule in self.rules:
-            for source, idx, counts in self._window_counts(rule, batch, ctx):
+            for source, idx, counts, long_counts in self._window_counts(rule, batch, ctx):
                 self._score_key(rule, source, idx, counts, ctx, result)
+                if self.learned_burst_windows > 1:
+                    self._score_slow_burst(rule, source, idx, long_counts, ctx, result)
         return result
 
     def _window_counts(self, rule, batch, ctx):
-        """Yield (source, line indexes, matches within the window ending at each line)."""
+        """Yield (source, line indexes, matches within the window ending at each line, matches within
+        the learned_burst_windows windows ending at it and the time of the first of those)."""
         hit = np.flatnonzero(rule.matches(batch))
         if hit.size == 0:
             return
@@ -143,7 +149,8 @@ class RulesTier(Tier):
             all_times = np.concatenate([before, times])
             ends = np.arange(before.size, all_times.size) + 1
             starts = np.searchsorted(all_times, times - rule.window, side="right")
-            yield int(source), idx, ends - starts
+            long_starts = np.searchsorted(all_times, times - rule.window * self.learned_burst_windows, side="right")
+            yield int(source), idx, ends - starts, (ends - long_starts, all_times[long_starts])
 
     def _score_key(self, rule, source, idx, counts, ctx, result):
         mean = self._learned_mean(rule, source, ctx)
@@ -179,6 +186,35 @@ class RulesTier(Tier):
             result.expected[i] = expected
             result.observed[i] = "%d per %gs" % (counts[j], rule.window)
 
+    def _score_slow_burst(self, rule, source, idx, long_window, ctx, result):
+        """Past warm-up, flag a burst too slow to fill one window: learned_burst_min or more matches
+        over learned_burst_windows windows, improbable (p about 1e-7) under the rule's learned rate
+        over that span. Flagged where it reaches learned_burst_min and where it doubles; its other
+        lines score FOLLOWER_SCORE (they keep its incident open)."""
+        mean = self._learned_mean(rule, source, ctx)
+        if mean is None:
+            return
+        long_counts, first = long_window
+        span = rule.window * self.learned_burst_windows
+        counts = long_counts.astype(np.float64)
+        surprise = count_upper_scores(counts, np.full(counts.size, mean * self.learned_burst_windows),
+                                      np.ones(counts.size), np.zeros(counts.size))
+        slow = (long_counts >= self.learned_burst_min) & (surprise >= LEARNED_FIRE)
+        if not slow.any():
+            return
+        ratio = np.maximum(counts / self.learned_burst_min, 1.0)
+        fired = np.minimum(FIRE_SCORE + (100.0 - FIRE_SCORE) * np.log2(ratio) / 4.0, 100.0)
+        fired = np.where(_crossing(counts, self.learned_burst_min), fired, np.minimum(fired, FOLLOWER_SCORE))
+        line_scores = np.where(slow, fired, 0.0).astype(np.float32)
+        src = ctx.source_name(source)
+        for j in np.flatnonzero(line_scores > result.scores[idx]):
+            i = int(idx[j])
+            result.scores[i] = line_scores[j]
+            result.reasons[i] = "%s rule: %d matching lines in %gs from %s" % (rule.name, long_counts[j], span, src)
+            result.expected[i] = "usually %.1f per %gs" % (mean * self.learned_burst_windows, span)
+            result.observed[i] = "%d per %gs" % (long_counts[j], span)
+            result.began[i] = float(first[j])   # one problem with what opened an incident at its start
+
     def _learned_mean(self, rule, source, ctx):
         if not (self.adaptive and ctx.warm):
             return None
@@ -192,10 +228,11 @@ class RulesTier(Tier):
         self.last_now = ctx.now
         for rule in self.rules:
             self._decay(rule, elapsed, batch)
-            for source, idx, _counts in self._window_counts(rule, batch, ctx):
+            kept = rule.window * self.learned_burst_windows
+            for source, idx, _counts, _long in self._window_counts(rule, batch, ctx):
                 key = (rule.name, source)
                 times = np.concatenate([self.recent.get(key, np.empty(0)), np.maximum.accumulate(ctx.ts[idx])])
-                self.recent[key] = times[times > ctx.now - rule.window][-MAX_TIMES_KEPT:]
+                self.recent[key] = times[times > ctx.now - kept][-MAX_TIMES_KEPT:]
                 self.learned.setdefault(key, [0.0, 0.0])[0] += float(weights[idx].sum())
 
     def _decay(self, rule, elapsed, batch):

@@ -457,6 +457,7 @@ class VolumeTier(Tier):
                 continue
             del self.held[name]
             if self._still_low(kind, key, windows, spread):
+                finding.confirmed = True
                 self.pending.append(finding)
             else:
                 self.drops_withdrawn += 1

@@ -73,6 +73,7 @@ def close_keys(level, phi, rel2, nonzero, clump, total, age, open_raw, open_lear
         exp_win[i, slot] = expected
         best[i] = 0.0
         best_window[i] = 1
+        low = False
         if age[i] >= min_history + ring:
             disp = max(phi[i], 1.0)
             if nonzero[i] < sparse_fraction:
@@ -82,13 +83,25 @@ def close_keys(level, phi, rel2, nonzero, clump, total, age, open_raw, open_lear
                 if s > best[i]:
                     best[i] = s
                     best_window[i] = windows[k]
+                low = low or _window_low(obs_sum[i, k], exp_sum[i, k], disp, rel2[i])
         _learn_key(level, phi, rel2, nonzero, clump, total, age, open_raw, open_learn, season, i, learning_rate,
-                   slow_divisor, clip, min_rel)
+                   slow_divisor, clip, min_rel, low)
+
+
+@njit(cache=True)
+def _window_low(observed, expected, disp, rel2):
+    """Whether a drop window is unusually low as a whole (USUAL_SIGMAS below its forecast, as for one
+    bucket in _learn_key): a service down to a third of its traffic is lost in the noise of each
+    minute of a quiet template, not over a quarter of an hour."""
+    if observed >= expected:
+        return False
+    log_ratio2 = math.log((observed + 0.5) / (expected + 0.5)) ** 2
+    return log_ratio2 > USUAL_SIGMAS ** 2 * (rel2 + disp / max(expected, 0.5))
 
 
 @njit(cache=True)
 def _learn_key(level, phi, rel2, nonzero, clump, total, age, open_raw, open_learn, season, i, learning_rate,
-               slow_divisor, clip, min_rel):
+               slow_divisor, clip, min_rel, window_low):
     seen = age[i] > 0
     new = age[i] == 0 and open_raw[i] > 0
     s = max(season[i], 1e-6)
@@ -97,12 +110,13 @@ def _learn_key(level, phi, rel2, nonzero, clump, total, age, open_raw, open_lear
     sd = math.sqrt(max(mu * phi[i], 1.0))
     x_clipped = min(max(x, mu - clip * sd), mu + clip * sd)
     alpha = max(learning_rate, 1.0 / (age[i] + 1.0))
-    # An unusual bucket (a spike, a drop) teaches level, spread and shape slowly (see
-    # tier2_volume.DISPERSION_SLOWER), an ordinary one at the learning rate.
+    # An unusual bucket (a spike, a drop), or one of a drop window unusually low as a whole (window_low:
+    # its buckets, each within its noise, would teach the spread that hides the drop), teaches level,
+    # spread and shape slowly (see tier2_volume.DISPERSION_SLOWER), an ordinary one at the learning rate.
     slow = max(learning_rate / slow_divisor, 1.0 / (age[i] + 1.0))
     if seen:
         log_ratio2 = math.log((x + 0.5) / (mu + 0.5)) ** 2
-        unusual = log_ratio2 > USUAL_SIGMAS ** 2 * (rel2[i] + max(phi[i], 1.0) / max(mu, 0.5))
+        unusual = window_low or log_ratio2 > USUAL_SIGMAS ** 2 * (rel2[i] + max(phi[i], 1.0) / max(mu, 0.5))
         rate = slow if unusual else alpha
         resid2 = min((x_clipped - mu) ** 2 / max(mu, 1e-3), clip * clip * max(phi[i], 1.0))
         phi[i] += rate * (resid2 - phi[i])

@@ -50,16 +50,20 @@ def close_keys(b, season, slot, windows, min_history, learning_rate, slow_diviso
     best_window = np.ones(b["level"].size, np.int64)
     disp = np.maximum(b["phi"], 1.0)
     disp = np.where(b["nonzero"] < sparse_fraction, np.maximum(disp, b["clump"]), disp)
+    low = np.zeros(b["level"].size, bool)
     for i in np.flatnonzero(b["age"] >= min_history + ring):
         for k, w in enumerate(windows):
             s = count_lower_score(b["obs_sum"][i, k], b["exp_sum"][i, k], disp[i], b["rel2"][i])
             if s > best[i]:
                 best[i], best_window[i] = s, w
-    _learn(b, season, learning_rate, slow_divisor, clip, min_rel)
+        obs, exp = b["obs_sum"][i], b["exp_sum"][i]
+        ratio2 = np.log((obs + 0.5) / (exp + 0.5)) ** 2
+        low[i] = np.any((obs < exp) & (ratio2 > VK.USUAL_SIGMAS ** 2 * (b["rel2"][i] + disp[i] / np.maximum(exp, 0.5))))
+    _learn(b, season, learning_rate, slow_divisor, clip, min_rel, low)
     return best, best_window
 
 
-def _learn(b, season, learning_rate, slow_divisor, clip, min_rel):
+def _learn(b, season, learning_rate, slow_divisor, clip, min_rel, window_low):
     age, mu, phi = b["age"], b["level"].copy(), b["phi"]
     seen = age > 0
     new = (age == 0) & (b["open_raw"] > 0)
@@ -70,7 +74,7 @@ def _learn(b, season, learning_rate, slow_divisor, clip, min_rel):
     alpha = np.maximum(learning_rate, 1.0 / (age + 1.0))
     slow = np.maximum(learning_rate / slow_divisor, 1.0 / (age + 1.0))
     log_ratio2 = np.log((x + 0.5) / (mu + 0.5)) ** 2
-    unusual = log_ratio2 > VK.USUAL_SIGMAS ** 2 * (b["rel2"] + np.maximum(phi, 1.0) / np.maximum(mu, 0.5))
+    unusual = window_low | (log_ratio2 > VK.USUAL_SIGMAS ** 2 * (b["rel2"] + np.maximum(phi, 1.0) / np.maximum(mu, 0.5)))
     rate = np.where(unusual, slow, alpha)
     resid2 = np.minimum((x_clipped - mu) ** 2 / np.maximum(mu, 1e-3), clip ** 2 * np.maximum(phi, 1.0))
     b["phi"] = phi = np.where(seen, phi + rate * (resid2 - phi), phi)

@@ -380,3 +380,24 @@ def test_a_backup_restored_reads_its_backlog_then_the_downtime_raises_no_silence
         found[name] = {i["kind"] for i in incidents + restored.finish()}
     assert not found["downtime"] & {"silent_source", "volume_drop"}
     assert found["backlog"] & {"silent_source", "volume_drop"}
+
+
+def test_a_drop_still_low_when_raised_opens_an_incident_below_the_anomaly_threshold():
+    """A held drop confirmed after drop_hold_seconds is reported from finding_min_score; the same
+    score unconfirmed (drop_hold_seconds = 0: raised at once) needs anomaly_threshold."""
+    from anomaly_detector.detection.base import Finding
+    rng = np.random.default_rng(3)
+    opened = {}
+    for confirmed in (True, False):
+        engine = DetectionEngine(config())
+        steady(engine, 120, rng)
+        volume = engine.tiers["t2"]
+        drop = Finding(tier="t2", ts=T0 + 7200.0, key="source:0", score=55.0, reason="source volume drop: 20 lines "
+                       "in the last 300s", expected="about 60.0 per 300s", observed="20 per 300s", source="0",
+                       confirmed=confirmed)
+        volume.pending.append(drop)
+        got = engine.process(make_batch(T0 + 7200.0 + np.arange(10.0), np.zeros(10, np.int32)), 10).incidents
+        got += engine.finish()
+        opened[confirmed] = [i for i in got if i["kind"] == "volume_drop"]
+    assert len(opened[True]) == 1 and opened[True][0]["source"] == "web"
+    assert opened[False] == []

@@ -132,3 +132,31 @@ def test_past_warm_up_a_burst_far_beyond_the_learned_rate_fires_below_the_thresh
     assert scores[10:].min() >= 40
     t.learned[("error", 0)] = [12.0 * 60 * 24, 86400.0]   # a service that always logs twelve a minute
     assert t.score(batch, warm).scores.max() < 40
+
+
+def test_past_warm_up_a_slow_burst_is_counted_over_learned_burst_windows():
+    t = tier({})
+    t.learned[("error", 0)] = [3.0 * 24, 86400.0]        # three errors an hour, learned over a day
+    # four errors a minute for five minutes: never learned_burst_min (10) within one 60 s window
+    batch = text_batch(["upstream timed out"] * 20, levels=[LEVEL_ERROR] * 20, step=15.0)
+    warm = BatchContext(now=float(batch.ts.max()), lines_seen=10**6, warm=True, n_templates=1, ts=batch.ts)
+    result = t.score(batch, warm)
+    assert np.flatnonzero(result.scores >= 70).tolist() == [9, 19], "flagged where it reaches 10 and doubles"
+    assert result.scores[10:].min() >= 40, "its other lines stay suspicious"
+    assert result.reasons[9].startswith("error rule: 10 matching lines in 600s from ")
+    t.learned[("error", 0)] = [4.0 * 60 * 24, 86400.0]    # a service that always logs four a minute
+    assert t.score(batch, warm).scores.max() < 40
+    one = tier({})
+    one.learned_burst_windows = 1                          # [[tier1]] learned_burst_windows = 1: off
+    one.learned[("error", 0)] = [3.0 * 24, 86400.0]
+    assert one.score(batch, warm).scores.max() < 40
+
+
+def test_the_slow_burst_span_carries_over_between_batches():
+    t = tier({})
+    first = text_batch(["upstream timed out"] * 8, levels=[LEVEL_ERROR] * 8, step=15.0)
+    t.learn(first, ctx_for(first), np.ones(8))
+    t.learned[("error", 0)] = [3.0 * 24, 86400.0]
+    second = text_batch(["upstream timed out"] * 4, levels=[LEVEL_ERROR] * 4, t0=1120.0, step=15.0)
+    warm = BatchContext(now=float(second.ts.max()), lines_seen=10**6, warm=True, n_templates=1, ts=second.ts)
+    assert np.flatnonzero(t.score(second, warm).scores >= 70).tolist() == [1], "8 kept + 2 = the 10th"

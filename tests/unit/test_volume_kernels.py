@@ -120,3 +120,27 @@ def test_share_factors_match_the_numpy_twin():
         want = VT.share_factors(hod, dow, n, hour, day, 60.0, 1440.0, 0.5, 2.0)
         np.testing.assert_allclose(got, want, rtol=1e-12)
         assert (got[:3] == 1.0).all() and np.ptp(got) > 0.5
+
+
+def steady_key():
+    """One key long past warm-up at 9 lines a bucket, Poisson, forecast within 20%."""
+    return {"level": np.full(1, 9.0), "phi": np.ones(1), "rel2": np.full(1, 0.04), "nonzero": np.ones(1),
+            "clump": np.full(1, 9.0), "total": np.full(1, 9000.0), "age": np.full(1, 1000, np.int64),
+            **windows(np.full((1, 15), 9.0), np.full((1, 15), 9.0))}
+
+
+def test_a_drop_window_low_as_a_whole_does_not_teach_the_spread_that_hides_it():
+    # A third of the traffic: each bucket (3 against 9) is within its noise, the windows are not.
+    b = steady_key()
+    scores = []
+    for bucket in range(1, 16):
+        open_raw = np.array([3.0])
+        best, window = np.empty(1, np.float32), np.empty(1, np.int64)
+        VK.close_keys(b["level"], b["phi"], b["rel2"], b["nonzero"], b["clump"], b["total"], b["age"], open_raw,
+                      open_raw.copy(), b["obs_win"], b["exp_win"], b["obs_sum"], b["exp_sum"], np.ones(1), bucket % 15,
+                      WINDOWS, 120, 0.01, 10.0, 4.0, 0.1, 0.5, best, window)
+        scores.append(float(best[0]))
+    # Learnt at the full rate, the drop's own buckets would double rel2 (0.14) and pull the level to
+    # 8.2 in a quarter of an hour, and its score would fade from 36 to 25 while it lasts.
+    assert b["rel2"][0] < 0.1 and b["level"][0] > 8.5
+    assert scores[-1] >= 35 and min(scores[4:]) >= 32
