@@ -42,10 +42,19 @@ def test_weekly_report_from_prometheus_scraping_a_live_daemon(tmp_path):
             rate = float(result[0]["value"][1]) if result else 0.0
         assert rate > 0, open(tmp_path / "prometheus.log", errors="replace").read()[-2000:]
         report = str(tmp_path / "report.txt")
-        done = site.run("anomaly-detector-weekly-report", report, PROM_URL="http://127.0.0.1:%d" % prom_port,
-                        STEP="15", DAYS="1")
-        assert done.returncode == 0, done.stdout + done.stderr
-        text = open(report).read()
+        # a range query is evaluated every STEP seconds: rate() and increase() show once two scrapes fall
+        # inside a step's window, which may take a step or two after the first positive instant rate
+        deadline = time.monotonic() + 90
+        while True:
+            site.write(rng, t, t + 10, rate=5.0)
+            t += 10
+            done = site.run("anomaly-detector-weekly-report", report, PROM_URL="http://127.0.0.1:%d" % prom_port,
+                            STEP="15", DAYS="1")
+            assert done.returncode == 0, done.stdout + done.stderr
+            text = open(report).read()
+            if "no data" not in text or time.monotonic() > deadline:
+                break
+            time.sleep(5)
         assert text.count("\n== ") == 6 and "no data" not in text, text
         rate_line = text.split("== lines scored per second")[1].splitlines()[1]
         assert float(rate_line.rsplit("max=", 1)[1]) > 0, text
