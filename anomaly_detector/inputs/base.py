@@ -7,6 +7,7 @@ What an offset is belongs to the input: a file offset (file_tail), a spool offse
 of Redis Stream entry ids to XACK (redis_stream). Each input module declares its class with
 `build(name, section, cfg)`, which reads its own keys of the subsection.
 """
+from abc import ABC, abstractmethod
 from typing import NamedTuple
 
 
@@ -36,9 +37,11 @@ class Chunk(NamedTuple):
         return (key.device, key.inode) if hasattr(key, "inode") and hasattr(key, "device") else key
 
 
-class Input:
+class Input(ABC):
     """What runner.InputRunner needs of a reader.
 
+    Each reader is made by a builder of the input's type (runner.BUILDERS: a class's `build(name,
+    section, cfg)`, or listener.build_spool_input for the network types, whose reader is the spool's).
     poll(): the chunks read now (never blocks longer than the input's own bound); commit(key, offset):
     the lines up to offset are scored; close(): save and release. `stats`: plain counters the runner
     and stats.InputStatsPublisher ship as metrics. `spread`: chunks may go to any ring (by
@@ -49,16 +52,13 @@ class Input:
     spread = False
     stats = {}
 
-    @classmethod
-    def build(cls, name, section, cfg):
-        """The reader for subsection `name` of [inputs] (its own keys) in the loaded config `cfg`."""
-        raise NotImplementedError
-
+    @abstractmethod
     def poll(self):
-        raise NotImplementedError
+        """The chunks read now."""
 
+    @abstractmethod
     def commit(self, key, offset):
-        raise NotImplementedError
+        """The lines of `key` up to `offset` are scored: make that durable (a checkpoint, an XACK)."""
 
-    def close(self):
+    def close(self):  # noqa: B027 - a hook: a reader with nothing open keeps it
         """Nothing to release by default."""
