@@ -118,7 +118,9 @@ class Readings:
     def take(self):
         """A Snapshot of this second (the reader thread calls it every READ_INTERVAL_SECONDS)."""
         self.sample()
-        return Snapshot(self.clock(), types.MappingProxyType(self.samples()), types.MappingProxyType(self.health()))
+        reasons = self._judge(self.control.child_table(), self.clock(), self._reading)   # once for both
+        return Snapshot(self.clock(), types.MappingProxyType(self.samples(reasons)),
+                        types.MappingProxyType(self.health(reasons)))
 
     def sample(self):
         """Measure once: processing_rate, the latency window, CPU and memory (psutil's cpu_percent is
@@ -195,12 +197,14 @@ class Readings:
                 self._processes.pop(pid, None)
         return cpu, memory
 
-    def samples(self):
+    def samples(self, reasons=None):
+        """Every metric of this reading; `reasons`: _judge's verdict when the caller already has it."""
         totals = self.control.counter_totals()
         reading = self._current()
         depth = sum(ring.depth() for ring in self.rings)
         table = self.control.child_table()
-        reasons = self._judge(table, self.clock(), reading)
+        if reasons is None:
+            reasons = self._judge(table, self.clock(), reading)
         return {
             "logs_processed_total": totals["lines_processed"],
             "processing_errors_total": totals["errors"],
@@ -344,12 +348,14 @@ class Readings:
         states = self.control.child_table()["state"]
         return sum(int(states[slot]) in _ALIVE for slot in self.worker_slots)
 
-    def health(self):
+    def health(self, judged=None):
         """The /health body: "unhealthy" with the reasons (texts) when _judge finds any, else "degraded" while
-        state files cannot be written (scoring goes on), else "healthy"."""
-        now = self.clock()
+        state files cannot be written (scoring goes on), else "healthy". `judged`: _judge's verdict when the
+        caller already has it."""
         table = self.control.child_table()
-        reasons = [text for _kind, text in self._judge(table, now, self._current())]
+        if judged is None:
+            judged = self._judge(table, self.clock(), self._current())
+        reasons = [text for _kind, text in judged]
         degraded = state_degraded_reasons(self.control.counter_totals())
         return {"status": "unhealthy" if reasons else "degraded" if degraded else "healthy",
                 "reasons": reasons + degraded,
