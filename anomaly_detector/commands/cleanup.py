@@ -173,13 +173,21 @@ def _outbox_segments(directory, sinks, before):
         by_writer.setdefault(writer, []).append((first, path))
     for writer, segs in by_writer.items():
         delivered = min(_delivered(c, writer) for c in checkpoints)
-        for (first, path), (next_first, _next) in zip(segs, segs[1:]):   # never the newest segment
-            if next_first - 1 > delivered:
-                break
-            st = _old_file(path, before)
-            if st is not None:
-                found.append(Candidate("outbox", path, st.st_size, "alerts %d..%d of %s delivered to every sink"
-                                       % (first, next_first - 1, writer)))
+        found += _passed_segments(segs, delivered + 1, before, "outbox", lambda first, end, writer=writer:
+                                  "alerts %d..%d of %s delivered to every sink" % (first, end - 1, writer))
+    return found
+
+
+def _passed_segments(segs, limit, before, category, why):
+    """Candidates of the old segments [(first, path)] wholly below `limit` (the next segment starts at
+    or before it), never the newest segment; why(first, next_first) says what they held."""
+    found = []
+    for (first, path), (next_first, _next) in zip(segs, segs[1:]):
+        if next_first > limit:
+            break
+        st = _old_file(path, before)
+        if st is not None:
+            found.append(Candidate(category, path, st.st_size, why(first, next_first)))
     return found
 
 
@@ -207,15 +215,9 @@ def _spool_segments(top, before):
         return found
     for name in inputs:
         directory = os.path.join(top, name)
-        committed = peek_committed(directory)
-        segs = spool.list_segments(directory)
-        for (start, path), (next_start, _next) in zip(segs, segs[1:]):
-            if next_start > committed:
-                break
-            st = _old_file(path, before)
-            if st is not None:
-                found.append(Candidate("spool", path, st.st_size, "spooled lines of input %s committed (offset "
-                                       "%d..%d)" % (name, start, next_start)))
+        found += _passed_segments(spool.list_segments(directory), peek_committed(directory), before, "spool",
+                                  lambda start, end, name=name: "spooled lines of input %s committed (offset "
+                                  "%d..%d)" % (name, start, end))
     return found
 
 
