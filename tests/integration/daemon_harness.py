@@ -3,6 +3,7 @@
 Lines written by the tests carry `seq=<n>`; the scored-lines file (the audit trail) tells which
 were scored and how often, so loss and duplicates are counted exactly.
 """
+import http.client
 import json
 import os
 import re
@@ -196,6 +197,24 @@ incidents = {self.dir}/incidents.jsonl
             if self.process.poll() is not None:
                 raise AssertionError("daemon died:\n%s" % self.log_tail())
             time.sleep(0.5)
+
+
+def http_request(daemon, method, path, body=None, token=None, headers=None):
+    """(status, parsed JSON body, headers) of one request to the sidecar sent as written (http.client does
+    not normalise the path); `token`: a bearer token; a dict or list body is sent as JSON."""
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
+    try:
+        sent = dict(headers or {})
+        if token is not None:
+            sent["Authorization"] = "Bearer " + token
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        conn.request(method, path, body=body, headers=sent)
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        return resp.status, json.loads(text) if text else None, dict(resp.getheaders())
+    finally:
+        conn.close()
 
 
 def wait_for(condition, timeout, daemon, what="the condition", interval=0.5, tolerate=()):

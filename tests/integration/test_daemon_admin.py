@@ -1,7 +1,6 @@
 """POST /admin/* on the real daemon: every refusal status, the token never logged, and each action's
 effect where it acts (workers' batch size and tier 4, the input pausing without loss, the supervisor
 forking and retiring workers), plus the runbook's admin commands run as written with curl."""
-import http.client
 import json
 import os
 import re
@@ -19,20 +18,8 @@ MAX_BODY = 256
 
 
 def request(daemon, method, path, body=None, token=TOKEN, headers=None):
-    """(status, parsed JSON body, headers) of one request sent as written (http.client does not normalise)."""
-    conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
-    try:
-        sent = dict(headers or {})
-        if token is not None:
-            sent["Authorization"] = "Bearer " + token
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body)
-        conn.request(method, path, body=body, headers=sent)
-        resp = conn.getresponse()
-        text = resp.read().decode()
-        return resp.status, json.loads(text) if text else None, dict(resp.getheaders())
-    finally:
-        conn.close()
+    """The harness's http_request with this module's token."""
+    return harness.http_request(daemon, method, path, body, token, headers)
 
 
 def admin(daemon, action, body=None, **kwargs):

@@ -3,7 +3,6 @@ raises an incident each; the API lists them with their fields; "normal" on one s
 same burst from raising an incident there again (the other source, the control, still raises one), also
 after a restart; "problem" on a routine template makes its lines raise a known_problem incident; and
 every refusal of the two endpoints answers its status."""
-import http.client
 import json
 import os
 import re
@@ -20,19 +19,8 @@ MAX_BODY = 512
 
 
 def request(daemon, method, path, body=None, token=TOKEN, headers=None):
-    conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
-    try:
-        sent = dict(headers or {})
-        if token is not None:
-            sent["Authorization"] = "Bearer " + token
-        if isinstance(body, dict):
-            body = json.dumps(body)
-        conn.request(method, path, body=body, headers=sent)
-        resp = conn.getresponse()
-        text = resp.read().decode()
-        return resp.status, json.loads(text) if text else None, dict(resp.getheaders())
-    finally:
-        conn.close()
+    """The harness's http_request with this module's token."""
+    return harness.http_request(daemon, method, path, body, token, headers)
 
 
 def feedback(daemon, body, **kwargs):
