@@ -70,7 +70,7 @@ class Receiver:
 
 
 class Collector:
-    """Any JSON POST, answered 200 "ok" as Slack does."""
+    """Any JSON POST, answered 200 "ok" as Slack does (a webhook receiver too: any 2xx is delivered)."""
 
     def __init__(self):
         self.bodies = []

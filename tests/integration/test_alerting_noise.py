@@ -9,7 +9,7 @@ import signal
 from datetime import datetime, timedelta, timezone
 
 from tests.integration.daemon_harness import Daemon, wait_for
-from tests.integration.test_alerting_outage import Hook
+from tests.integration.test_alerting import Collector
 
 
 def stamp(t):
@@ -73,7 +73,7 @@ def unpack(notes):
 
 
 def test_grouping_routing_and_quiet_hours_on_a_live_daemon(tmp_path):
-    hook = Hook()
+    hook = Collector()
     quiet = quiet_now()
     daemon = Daemon(tmp_path, workers=1, extra=config(hook, tmp_path, quiet), inputs=INPUTS.format(d=tmp_path / "logs"))
     night, crit = str(tmp_path / "night.jsonl"), str(tmp_path / "crit.jsonl")

@@ -7,15 +7,14 @@ are written in three chunks a few seconds apart (resolve_wait_seconds = 5 then s
 writes the same lines in real time, one a second, for the whole ten minutes, with the default
 resolve_wait_seconds (`pytest -m slow`)."""
 import glob
-import http.server
 import json
 import os
-import threading
 import time
 
 import pytest
 
 from tests.integration.daemon_harness import Daemon
+from tests.integration.test_alerting import Collector
 
 BASELINE, OUTAGE, AFTER = 1800, 600, 120     # seconds of event time: normal, outage, normal again
 BURST, GAP = 50, 40                          # the outage: 50 s of errors, 40 s of normal lines, over and over
@@ -30,31 +29,6 @@ def line(t, seq):
             return "%s FATAL db connection lost host=db-1 seq=%d\n" % (stamp, seq)
         return "%s ERROR request failed: upstream db unavailable retry=%d seq=%d\n" % (stamp, into % 5, seq)
     return "%s INFO worker-%d took %d ms seq=%d\n" % (stamp, t % 3, 20 + t % 7, seq)
-
-
-class Hook:
-    """A webhook receiver: every POST body, parsed."""
-
-    def __init__(self):
-        self.bodies = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                outer.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = "http://127.0.0.1:%d/hook" % self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def incidents_of(notifications):
@@ -75,7 +49,7 @@ def outbox_incidents(daemon):
 
 def soak(tmp_path, pace, resolve_wait=30):
     """Run the outage; `pace(t)` is called before writing second t of event time (to sleep in real time)."""
-    hook = Hook()
+    hook = Collector()
     archive = tmp_path / "alerts.jsonl"
     extra = """[detection]
 incident_window_seconds = 30
