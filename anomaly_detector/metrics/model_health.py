@@ -17,6 +17,14 @@ STALE_SLACK_SECONDS = 30.0
 WARM, IDLE, LEARNING, STALE = "warm", "idle", "learning", "stale"
 
 
+def past_warm_up(meta, warmup_lines, warmup_seconds):
+    """Whether an engine snapshot's meta is past warm-up as the engine judges it (detection/engine.py):
+    warmup_lines lines seen and warmup_seconds of event time since its first line."""
+    first, last = meta.get("first_time"), meta.get("now")
+    return (int(meta.get("lines_seen") or 0) >= warmup_lines and first is not None and last is not None
+            and float(last) - float(first) >= warmup_seconds)
+
+
 class ModelHealth:
     """value() is 1 when each worker's snapshot is fresh, at least one worker is past its warm-up and
     none is in it (a worker that has seen no line yet, its ring idle, holds no model to judge), else 0.
@@ -55,11 +63,9 @@ class ModelHealth:
             with open(path, "rb") as f:
                 _header, _, payload = f.read().partition(b"\n")
             meta = json.loads(payload)["meta"]
-            lines, first, last = int(meta.get("lines_seen", 0)), meta.get("first_time"), meta.get("now")
-            if lines == 0:
+            if int(meta.get("lines_seen", 0)) == 0:
                 return IDLE
-            warm = (lines >= self.warmup_lines and first is not None and last is not None
-                    and float(last) - float(first) >= self.warmup_seconds)
+            warm = past_warm_up(meta, self.warmup_lines, self.warmup_seconds)
         except (OSError, ValueError, KeyError, TypeError):
             return LEARNING
         return WARM if warm else LEARNING

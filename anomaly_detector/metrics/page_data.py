@@ -17,6 +17,7 @@ import threading
 
 from anomaly_detector.inputs.listener import network_inputs, spool_dir
 from anomaly_detector.inputs.spool import spool_bytes
+from anomaly_detector.metrics.model_health import past_warm_up
 from anomaly_detector.parsing.masking import WILDCARD
 from anomaly_detector.parsing.miner import M as MASK_TOKEN
 from anomaly_detector.parsing.miner import S as SPAN_TOKEN
@@ -180,7 +181,8 @@ def tier_status(cfg, flags, workers, cache, skip):
         if digest is not None:
             metas.append(digest["meta"])
     lines_seen = sum(int(m.get("lines_seen") or 0) for m in metas)
-    warm = bool(metas) and all(_warm(m, detection) for m in metas)
+    warm = bool(metas) and all(past_warm_up(m, int(detection["warmup_lines"]), float(detection["warmup_seconds"]))
+                                    for m in metas)
     rows = []
     for tier, name, section in TIERS:
         enabled = bool(detection[section]["enabled"]) and (tier != "t4" or bool(flags.tier4_enabled))
@@ -188,12 +190,6 @@ def tier_status(cfg, flags, workers, cache, skip):
         rows.append({"tier": tier, "name": name, "enabled": enabled, "switched_off": switched_off,
                      "warm": warm, "lines_seen": lines_seen})
     return rows
-
-
-def _warm(meta, detection):
-    first, now = meta.get("first_time"), meta.get("now")
-    return (int(meta.get("lines_seen") or 0) >= int(detection["warmup_lines"]) and first is not None
-            and now is not None and float(now) - float(first) >= float(detection["warmup_seconds"]))
 
 
 def input_lag(cfg, cache, max_rows, skip):
