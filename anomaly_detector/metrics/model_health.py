@@ -5,10 +5,10 @@ Read by the sidecar's reader thread (metrics/sidecar.py) from the model snapshot
 <state_dir>/baselines/worker-<i>/detection.json, replaced atomically). A snapshot is parsed again
 only when its mtime changes, so the once-a-second reading costs one stat() per worker.
 """
-import json
 import os
 import time
 
+from anomaly_detector.storage.atomic import SnapshotError, peek_json_snapshot
 from anomaly_detector.storage.layout import worker_paths
 
 # A snapshot older than this many intervals (plus the slack of a busy batch) is "not persisting".
@@ -60,12 +60,10 @@ class ModelHealth:
     def _read_state(self, path):
         """WARM, IDLE or LEARNING from the snapshot's engine meta (a file that cannot be read: LEARNING)."""
         try:
-            with open(path, "rb") as f:
-                _header, _, payload = f.read().partition(b"\n")
-            meta = json.loads(payload)["meta"]
+            meta = peek_json_snapshot(path, "detection-baselines")["meta"]
             if int(meta.get("lines_seen", 0)) == 0:
                 return IDLE
             warm = past_warm_up(meta, self.warmup_lines, self.warmup_seconds)
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, SnapshotError, KeyError, TypeError, ValueError):
             return LEARNING
         return WARM if warm else LEARNING

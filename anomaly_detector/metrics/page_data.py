@@ -8,9 +8,7 @@ Nothing here writes or moves a file: a snapshot that does not check out is skipp
 renaming it right now), unlike storage.atomic's readers, which set a corrupt file aside for its owner.
 """
 import collections
-import hashlib
 import heapq
-import json
 import logging
 import os
 import threading
@@ -21,11 +19,11 @@ from anomaly_detector.metrics.model_health import past_warm_up
 from anomaly_detector.parsing.masking import WILDCARD
 from anomaly_detector.parsing.miner import M as MASK_TOKEN
 from anomaly_detector.parsing.miner import S as SPAN_TOKEN
+from anomaly_detector.storage.atomic import SnapshotError, peek_json_snapshot
 
 SKIP_REASONS = ("too_large", "unreadable")    # page_reads_skipped_total{reason}
 TIERS = (("t1", "rules", "tier1"), ("t2", "volume", "tier2"), ("t3", "novelty", "tier3"),
          ("t4", "sequence", "tier4"))
-_HEADER_MAX = 256   # an ADSNAP1 header line is about 100 bytes
 _LOGGED_NOTES = 256  # a note is logged once; a changed one (another file, another reason) again
 log = logging.getLogger(__name__)
 
@@ -121,26 +119,15 @@ def digest_checkpoints(state, max_rows):
 
 
 def read_snapshot_payload(path, kind, max_bytes, skip):
-    """The JSON payload of a storage.atomic snapshot, or None. Its header is read first: a payload over
-    max_bytes is skipped unread ("too_large"); a bad header, kind or checksum is "unreadable"."""
+    """The JSON payload of a storage.atomic snapshot, or None (missing, or skipped with its reason:
+    "too_large" over max_bytes, unread; "unreadable" a bad header, kind or checksum)."""
     try:
-        with open(path, "rb") as f:
-            head = f.readline(_HEADER_MAX)
-            parts = head.split()
-            if len(parts) != 5 or parts[0] != b"ADSNAP1" or parts[1] != kind.encode():
-                raise ValueError("not a %s snapshot" % kind)
-            length = int(parts[3])
-            if length > max_bytes:
-                skip("too_large", "%s: %d bytes, over [http] page_max_read_mb" % (path, length))
-                return None
-            payload = f.read(length + 1)
-        if len(payload) != length or hashlib.sha256(payload).hexdigest().encode() != parts[4]:
-            raise ValueError("changed while read or damaged")
-        return json.loads(payload)
+        return peek_json_snapshot(path, kind, max_bytes)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
-        skip("unreadable", "%s: %s" % (path, exc))
+    except SnapshotError as exc:
+        note = str(exc) + (" (over [http] page_max_read_mb)" if exc.reason == "too_large" else "")
+        skip(exc.reason, note)
         return None
 
 

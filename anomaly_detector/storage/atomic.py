@@ -55,7 +55,8 @@ def generation_paths(path):
 
 
 class SnapshotError(Exception):
-    """A snapshot file exists but cannot be trusted; `reason` is one of health.LOAD_FAILURE_REASONS."""
+    """A snapshot file exists but cannot be trusted; `reason` is one of health.LOAD_FAILURE_REASONS
+    (or "too_large" from peek_json_snapshot)."""
 
     def __init__(self, message, reason):
         super().__init__(message)
@@ -214,6 +215,33 @@ def read_snapshot(path, kind, max_version):
         except OSError as exc:
             _set_aside(candidate, path, "unreadable", "%s: %s" % (candidate, exc))
     return None
+
+
+_HEADER_MAX = 256   # a header line is about 100 bytes
+
+
+def peek_json_snapshot(path, kind, max_bytes=None):
+    """The JSON payload of the file at `path` for an observer (the sidecar, the page): nothing is moved,
+    counted or logged, no older generation tried. The header is read first, so a payload over max_bytes
+    (when given) is never read. Raises FileNotFoundError, or SnapshotError with reason "too_large" or "unreadable"
+    (a bad header, kind, checksum or JSON; also a file replaced while read)."""
+    try:
+        with open(path, "rb") as f:
+            parts = f.readline(_HEADER_MAX).split()
+            if len(parts) != 5 or parts[0] != MAGIC or parts[1] != kind.encode():
+                raise SnapshotError("%s: not a %s snapshot" % (path, kind), "unreadable")
+            length = int(parts[3])
+            if max_bytes is not None and length > max_bytes:
+                raise SnapshotError("%s: %d bytes, over the limit of %d" % (path, length, max_bytes),
+                                    "too_large")
+            payload = f.read(length + 1)
+        if len(payload) != length or hashlib.sha256(payload).hexdigest().encode() != parts[4]:
+            raise SnapshotError("%s: changed while read or damaged" % path, "unreadable")
+        return json.loads(payload)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise SnapshotError("%s: %s" % (path, exc), "unreadable") from None
 
 
 def write_json_snapshot(path, kind, version, obj):

@@ -2,6 +2,8 @@
 import os
 import pickle
 
+import pytest
+
 from anomaly_detector.storage import atomic
 from anomaly_detector.storage.atomic import read_json_snapshot, read_snapshot, write_json_snapshot, write_snapshot
 
@@ -56,3 +58,24 @@ def test_no_temporary_files_left(tmp_path, monkeypatch):
     for i in range(5):
         write_json_snapshot(path, "templates", 1, {"i": i})
     assert sorted(os.listdir(tmp_path)) == ["t.snap", "t.snap.prev"]
+
+
+def test_peek_reads_for_an_observer_and_never_moves_a_file(tmp_path):
+    path = str(tmp_path / "detection.json")
+    with pytest.raises(FileNotFoundError):
+        atomic.peek_json_snapshot(path, "detection-baselines")
+    write_json_snapshot(path, "detection-baselines", 1, {"meta": {"lines_seen": 5}, "pad": "x" * 1000})
+    assert atomic.peek_json_snapshot(path, "detection-baselines")["meta"] == {"lines_seen": 5}
+    with pytest.raises(atomic.SnapshotError) as big:
+        atomic.peek_json_snapshot(path, "detection-baselines", max_bytes=100)
+    assert big.value.reason == "too_large"
+    with pytest.raises(atomic.SnapshotError) as foreign:
+        atomic.peek_json_snapshot(path, "templates")
+    assert foreign.value.reason == "unreadable"
+    data = bytearray(open(path, "rb").read())
+    data[-3] ^= 1
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(atomic.SnapshotError) as damaged:
+        atomic.peek_json_snapshot(path, "detection-baselines")
+    assert damaged.value.reason == "unreadable"
+    assert sorted(os.listdir(tmp_path)) == ["detection.json"], "an observer sets nothing aside"
