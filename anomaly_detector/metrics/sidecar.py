@@ -5,7 +5,7 @@ crash here never blocks a worker. One reader thread (SnapshotReader) takes the r
 second: the control block, the rings, psutil's CPU and memory of every daemon process, the state
 directory; it keeps them as an immutable Snapshot under a lock, and /health and /metrics serve
 that snapshot (metrics/httpd.py, rendered by metrics/exposition.py), so no request computes a
-reading and no two handlers share psutil's cpu_percent state. Health rules are in Readings.health().
+reading and no two handlers share psutil's cpu_percent state. Health rules are in metrics/health_rules.py.
 """
 import collections
 import dataclasses
@@ -29,6 +29,7 @@ from anomaly_detector.inputs.listener import network_inputs, spool_dir
 from anomaly_detector.inputs.spool import spool_bytes
 from anomaly_detector.inputs.syslog_server import FRAMING_REASONS
 from anomaly_detector.metrics.admin import AdminAPI
+from anomaly_detector.metrics.health_rules import ALIVE, REASON_KINDS, HealthRules, state_degraded_reasons
 from anomaly_detector.metrics.httpd import SidecarHTTPServer
 from anomaly_detector.metrics.incidents_api import IncidentsAPI, WorkerViews
 from anomaly_detector.metrics.model_health import ModelHealth
@@ -37,7 +38,7 @@ from anomaly_detector.metrics.sketch import quantiles
 from anomaly_detector.metrics.tls import server_context, tls_enabled
 from anomaly_detector.relief import ReliefWatch
 from anomaly_detector.storage.health import LOAD_FAILURE_REASONS, load_counter_field
-from anomaly_detector.supervisor.states import ProcessState, state_name
+from anomaly_detector.supervisor.states import state_name
 
 log = logging.getLogger(__name__)
 RATE_WINDOW_SECONDS = 60.0
@@ -46,10 +47,6 @@ READ_INTERVAL_SECONDS = 1.0
 STALE_SNAPSHOT_SECONDS = 5.0
 TIERS = ("t1", "t2", "t3", "t4")   # detection.engine.TIER_NAMES (metrics/ does not import the engine)
 STATE_PROBE = ".health-probe"   # created, written and removed in state_dir at each reading
-# The kinds of /health reasons, each a health_reasons{reason} series from zero.
-REASON_KINDS = ("process_down", "process_fatal", "not_responding", "stalled", "memory", "state_dir",
-                "readings_stale")
-_ALIVE = (int(ProcessState.STARTING), int(ProcessState.RUNNING))
 # Bounded reason labels, each shown from zero for the inputs it can happen to.
 _SYSLOG_TCP_REASONS = ("refused",)
 _CLOSE_REASONS = ("idle_timeout", "evicted")
@@ -93,9 +90,8 @@ class Readings:
         self.spool_dirs = [spool_dir(cfg, name) for name in network_inputs(cfg)]
         self.sinks = [name for name, _section in sink_sections(cfg)]
         self.outbox = outbox_dir(cfg) if self.sinks else None   # without sinks no worker writes one
-        self.memory_limit = cfg["processing"]["max_memory_mb"] * 2**20
-        self.stall_seconds = cfg["http"]["stall_seconds"]
         self.state_dir = cfg["paths"]["state_dir"]
+        self.rules = HealthRules(cfg, rings, self.processes)
         self.model_health = ModelHealth(cfg, len(self.worker_slots))
         # [detection] [[tier1]] ... [[tier4]] enabled (an older config may lack a subsection: on by default).
         self.tiers_configured = [(t, bool(cfg.get("detection", {}).get("tier" + t[1:], {}).get("enabled", True)))
@@ -107,18 +103,15 @@ class Readings:
         self.http_rejections = None           # the HTTP server's rejections(), set once it exists
         self.admin = None                     # the AdminAPI, set once it exists (its counts and the flags)
         self.page = None                      # the page at /, set once it exists (its skipped reads)
-        self.down_seconds = cfg["service"]["health_down_seconds"]
         self._history = collections.deque()   # (monotonic, lines_processed)
         self._latency_history = collections.deque()   # (monotonic, summed latency histogram)
-        self._acked = {}                      # ring index -> (monotonic of the last progress, acknowledged)
-        self._down_since = {}                 # slot -> monotonic when first seen down
         self._processes = {}
         self._reading = None                  # the last _Reading, taken by sample()
 
     def take(self):
         """A Snapshot of this second (the reader thread calls it every READ_INTERVAL_SECONDS)."""
         self.sample()
-        reasons = self._judge(self.control.child_table(), self.clock(), self._reading)   # once for both
+        reasons = self.rules.judge(self.control.child_table(), self.clock(), self._reading)   # once for both
         return Snapshot(self.clock(), types.MappingProxyType(self.samples(reasons)),
                         types.MappingProxyType(self.health(reasons)))
 
@@ -131,8 +124,7 @@ class Readings:
         self._reading = _Reading(rate=self._rate(self.control.counter_totals()["lines_processed"], now),
                                  latency=self._latency_window(now), cpu=cpu, memory=memory,
                                  state_error=self._probe_state_dir(), model_health=self.model_health.value())
-        self._down_reasons(self.control.child_table(), now)
-        self._stall_reasons(now)
+        self.rules.track(self.control.child_table(), now)
 
     def _current(self):
         if self._reading is None:
@@ -198,13 +190,13 @@ class Readings:
         return cpu, memory
 
     def samples(self, reasons=None):
-        """Every metric of this reading; `reasons`: _judge's verdict when the caller already has it."""
+        """Every metric of this reading; `reasons`: the rules' verdict when the caller already has it."""
         totals = self.control.counter_totals()
         reading = self._current()
         depth = sum(ring.depth() for ring in self.rings)
         table = self.control.child_table()
         if reasons is None:
-            reasons = self._judge(table, self.clock(), reading)
+            reasons = self.rules.judge(table, self.clock(), reading)
         return {
             "logs_processed_total": totals["lines_processed"],
             "processing_errors_total": totals["errors"],
@@ -250,13 +242,13 @@ class Readings:
             "processing_duration_seconds": self._latency_summary(totals, reading),
             "processing_rate": round(reading.rate, 3),
             "cpu_usage_percent": round(reading.cpu, 2),
-            "memory_usage_percent": round(100.0 * reading.memory / self.memory_limit, 2),
+            "memory_usage_percent": round(100.0 * reading.memory / self.rules.memory_limit, 2),
             "learning_model_health": reading.model_health,
             "workers_running": self._workers_alive(),
             "ring_capacity_lines": sum(ring.slots for ring in self.rings),
-            "memory_limit_bytes": self.memory_limit,
+            "memory_limit_bytes": self.rules.memory_limit,
             **self._input_samples(),
-            "process_up": self._per_process(table, lambda row: int(int(row["state"]) in _ALIVE)),
+            "process_up": self._per_process(table, lambda row: int(int(row["state"]) in ALIVE)),
             "process_state": self._per_process(table, lambda row: int(row["state"])),
             "process_restarts_total": self._per_process(table, lambda row: int(row["restarts"])),
             **_reload_samples(self.control.flags()),
@@ -264,7 +256,7 @@ class Readings:
             "build_info": {(("version", __version__),): 1},
             "health_status": int(not reasons),
             "health_reasons": {(("reason", kind),): sum(k == kind for k, _ in reasons) for kind in REASON_KINDS},
-            "stall_limit_seconds": self.stall_seconds,
+            "stall_limit_seconds": self.rules.stall_seconds,
         }
 
     def own_samples(self):
@@ -346,15 +338,15 @@ class Readings:
 
     def _workers_alive(self):
         states = self.control.child_table()["state"]
-        return sum(int(states[slot]) in _ALIVE for slot in self.worker_slots)
+        return sum(int(states[slot]) in ALIVE for slot in self.worker_slots)
 
     def health(self, judged=None):
-        """The /health body: "unhealthy" with the reasons (texts) when _judge finds any, else "degraded" while
-        state files cannot be written (scoring goes on), else "healthy". `judged`: _judge's verdict when the
+        """The /health body: "unhealthy" with the reasons (texts) when the rules find any, else "degraded" while
+        state files cannot be written (scoring goes on), else "healthy". `judged`: the rules' verdict when the
         caller already has it."""
         table = self.control.child_table()
         if judged is None:
-            judged = self._judge(table, self.clock(), self._current())
+            judged = self.rules.judge(table, self.clock(), self._current())
         reasons = [text for _kind, text in judged]
         degraded = state_degraded_reasons(self.control.counter_totals())
         return {"status": "unhealthy" if reasons else "degraded" if degraded else "healthy",
@@ -365,66 +357,6 @@ class Readings:
                 "processes": {name: {"role": role, "state": state_name(table[slot]["state"]),
                                      "pid": int(table[slot]["pid"]), "restarts": int(table[slot]["restarts"])}
                               for name, role, slot in self.processes}}
-
-    def _judge(self, table, now, reading):
-        """[(kind, text)] of everything wrong now; kind is one of REASON_KINDS."""
-        reasons = self._down_reasons(table, now) + self._silent_reasons(table, now) + self._stall_reasons(now)
-        if reading.memory > self.memory_limit:
-            reasons.append(("memory", "memory %.0f MiB over max_memory_mb %.0f (proportional set size of every "
-                                      "daemon process)" % (reading.memory / 2**20, self.memory_limit / 2**20)))
-        if reading.state_error:
-            reasons.append(("state_dir", "state directory %s not writable: %s" % (self.state_dir, reading.state_error)))
-        return reasons
-
-    def _down_reasons(self, table, now):
-        """FATAL at once; any other down state once it lasted health_down_seconds (a restart is quick).
-
-        The sidecar is not judged here: when it answers, it is up.
-        """
-        reasons = []
-        for name, role, slot in self.processes:
-            state = int(table[slot]["state"])
-            if state in _ALIVE:
-                self._down_since.pop(slot, None)
-                continue
-            since = self._down_since.setdefault(slot, now)
-            if role == "sidecar":
-                continue
-            if state == ProcessState.FATAL:
-                reasons.append(("process_fatal", "%s FATAL: crash loop (last exit %d), not restarted; the supervisor "
-                                                 "exits after fatal_exit_seconds" % (name, int(table[slot]["exit_status"]))))
-            elif now - since >= self.down_seconds:
-                reasons.append(("process_down", "%s down (%s) for %.0f s" % (name, state_name(state), now - since)))
-        return reasons
-
-    def _silent_reasons(self, table, now):
-        """A running process (the sidecar too: its serving loop beats) without a heartbeat for stall_seconds:
-        stopped (SIGSTOP), hung or stuck; the supervisor kills it after heartbeat_timeout_seconds."""
-        reasons = []
-        for name, _role, slot in self.processes:
-            age = now - float(table[slot]["heartbeat"])
-            if int(table[slot]["state"]) in _ALIVE and age >= self.stall_seconds:
-                reasons.append(("not_responding", "%s not responding: no heartbeat for %.0f s" % (name, age)))
-        return reasons
-
-    def _stall_reasons(self, now):
-        """Per ring: lines wait in it and its worker acknowledged none for [http] stall_seconds.
-
-        Per ring, not summed: one worker stuck on a batch (killed and restarted on it forever) must
-        show while the others keep the total moving. An empty ring restarts the clock.
-        """
-        reasons = []
-        for index, ring in enumerate(self.rings):
-            acked, waiting = ring.acknowledged(), ring.depth()
-            since, before = self._acked.get(index, (now, -1))
-            if acked != before or not waiting:
-                self._acked[index] = (now, acked)
-                continue
-            if now - since >= self.stall_seconds:
-                reasons.append(("stalled", "worker %d stalled: %d lines waiting, none acknowledged for %.0f s"
-                                           % (index, waiting, now - since)))
-        return reasons
-
 
 class SnapshotReader:
     """The one place readings are taken: a thread calls Readings.take() every READ_INTERVAL_SECONDS and
@@ -504,16 +436,6 @@ def _remove_quietly(path):
         os.unlink(path)
     except OSError:
         pass
-
-
-def state_degraded_reasons(totals):
-    """/health: degraded (not down) while a process cannot write its state files, a full disk say;
-    scoring goes on and the previous generation stays valid, and it clears at the next good write."""
-    failing = totals["state_writes_failing"]
-    if not failing:
-        return []
-    return ["state files cannot be written in %d process(es) (disk full or read-only?); %d failed writes so far"
-            % (failing, totals["state_write_errors"])]
 
 
 def run_sidecar(ctx, daemon):

@@ -167,7 +167,7 @@ def test_a_failing_health_check_answers_503_with_the_error(shared):
 
     control, rings = shared
     reading = readings(control, rings, Clock())
-    reading.rings = [None]                                    # a ring view that cannot be read
+    reading.rings = reading.rules.rings = [None]              # a ring view that cannot be read
     server = SidecarHTTPServer("127.0.0.1", 0, reading)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
