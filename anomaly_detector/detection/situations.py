@@ -1,0 +1,384 @@
+"""Situations: incidents of several sources that overlap in time and are linked, told as one story.
+
+One job: group incident records (detection/incidents.py Incident.record(), fed as they open, update
+or close) into situations with a stable id, and name each situation's probable first cause with the
+evidence and a confidence. Links come from the incidents' own lines: identifiers they share (hosts,
+ips, ports, table names, request ids; tokens met in most incidents count for nothing), one source's
+name (or a host/program part of it) in another's lines, co-occurrence learned online (ordered source
+pairs whose incidents began close together before, decayed counts), and the operator's optional
+`[situations] dependencies`. Time overlap alone never links: unrelated incidents at the same moment
+stay apart. Memory is bounded: at most max_open open situations, max_pairs learned pairs and
+max_tokens token counts; a wrong link merges two notifications, it never drops an incident.
+
+Neighbours: commands/replay.py (`--situations`) feeds the records sorted by first_seen;
+bench/situation_bench.py scores the result against the generators' cascades; docs/situations.md
+is the operator's page.
+"""
+import hashlib
+import math
+import re
+import time
+from dataclasses import dataclass, field
+
+# Identifier-like tokens of a line: ips (with a port), host names with a digit (db-primary-1, web-2),
+# key=value identifiers, long hex or uuid request ids, and the word after "table"/"on"/"to"/"from".
+_IP = re.compile(r"\b(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{2,5}))?\b")
+_HOST = re.compile(r"\b([a-z][a-z0-9]*(?:[-_.][a-z0-9]+)+)(?::(\d{2,5}))?\b", re.I)   # with a digit: see tokens_of
+_HEX = re.compile(r"\b(?=[0-9a-f-]*[a-f])(?=[0-9a-f-]*\d)[0-9a-f]{8,}(?:-[0-9a-f]{4,})*\b", re.I)
+_NAMED = re.compile(r"\b(?:table|relation|on|host|upstream|target|queue|server|peer)[=: ]+\"?([a-z_][a-z0-9_.-]{2,})",
+                    re.I)
+_WORD = re.compile(r"[a-z][a-z0-9]+", re.I)
+_STOP = {"the", "for", "and", "after", "with", "from", "to", "on", "ms", "http", "https", "null", "none", "true",
+         "false", "localhost", "table", "select", "update", "insert", "delete"}
+MAX_TOKENS_PER_INCIDENT = 64
+COMMON_SHARE = 0.5          # a token in more than this share of recent incidents is too common to link
+COMMON_MIN_SEEN = 8         # ... once this many incidents have been seen
+DECAY = 0.98                # per incident seen: learned counts forget old history slowly
+TIME_FMT = "%H:%M:%S"
+
+# Weights of link evidence; two incidents link when their sum reaches LINK_THRESHOLD.
+W_SHARED, W_SHARED_CAP = 1.0, 2.0
+W_MENTION = 1.5
+W_DEPENDENCY = 1.5
+W_LEARNED = 1.0
+LINK_THRESHOLD = 1.0
+DIRECTED = ("names ", "configured")   # links that say which side depends on which
+LEARN_MIN = 2.0             # decayed co-occurrences before a pair's history counts as a link
+
+
+@dataclass
+class Member:
+    """What the correlator keeps of one incident: its record's fields and the tokens of its lines."""
+
+    id: str
+    source: str
+    first_seen: float
+    last_seen: float
+    template: str
+    reason: str
+    tokens: frozenset
+    words: frozenset
+
+
+@dataclass
+class Situation:
+    id: str
+    first_seen: float
+    last_seen: float
+    members: dict = field(default_factory=dict)        # incident id -> Member
+    links: list = field(default_factory=list)          # (dependent source, cause source, why)
+
+    def record(self, correlator):
+        """The situation as `replay --situations` writes it (docs/cli.md: a fixed layout)."""
+        ranked, confidence = correlator.rank(self)
+        first = ranked[0]
+        members = sorted(self.members.values(), key=lambda m: (m.first_seen, m.id))
+        return {"id": self.id, "first_seen": self.first_seen, "last_seen": self.last_seen,
+                "incidents": [m.id for m in members],
+                "sources": sorted({m.source for m in members}),
+                "first_cause": {"source": first.source, "template": first.template, "onset": first.first_seen},
+                "confidence": round(confidence, 3),
+                "evidence": _evidence(members, self.links)}
+
+
+def _clock(ts):
+    return time.strftime(TIME_FMT, time.gmtime(ts))
+
+
+def _evidence(members, links):
+    """One string per incident in onset order ("db: slow query from 10:02:10"), then the links."""
+    out = ["%s: %s from %s" % (m.source, m.reason or m.template or "anomaly", _clock(m.first_seen)) for m in members]
+    seen = set()
+    for dependent, cause, why in links:
+        if (dependent, cause, why) not in seen:
+            seen.add((dependent, cause, why))
+            out.append("%s -> %s: %s" % (dependent, cause, why))
+    return out[:20]
+
+
+def tokens_of(texts):
+    """Identifier tokens and plain words of an incident's lines (samples, template)."""
+    tokens, words = set(), set()
+    for text in texts:
+        for ip, port in _IP.findall(text):
+            tokens.add(ip)
+            if port:
+                tokens.add("%s:%s" % (ip, port))
+        for host, port in _HOST.findall(text):
+            if any(c.isdigit() for c in host):
+                tokens.add(host.lower())
+                if port:
+                    tokens.add("port:%s" % port)
+        tokens.update(h.lower() for h in _HEX.findall(text))
+        tokens.update(n.lower().rstrip(".,;") for n in _NAMED.findall(text) if n.lower() not in _STOP)
+        words.update(w.lower() for w in _WORD.findall(text) if w.lower() not in _STOP)
+    return (frozenset(sorted(tokens)[:MAX_TOKENS_PER_INCIDENT]), frozenset(words))
+
+
+def name_parts(source):
+    """The parts of a source name that another source's lines would use to name it: the whole name
+    and its host/program parts ("web-1/nginx" -> web-1/nginx, web-1, web, nginx)."""
+    parts = {source.lower()}
+    for piece in re.split(r"[/\s]+", source.lower()):
+        if piece:
+            parts.add(piece)
+            stem = re.split(r"[-_.\d]", piece)[0]
+            if len(stem) >= 2:
+                parts.add(stem)
+    return {p for p in parts if len(p) >= 2 and p not in _STOP}
+
+
+def parse_dependencies(items):
+    """'app->db' (app depends on db) items to a set of (dependent, cause); ValueError naming a bad one."""
+    out = set()
+    for item in items or ():
+        dependent, sep, cause = str(item).partition("->")
+        if not sep or not dependent.strip() or not cause.strip():
+            raise ValueError("dependency %r: write it as DEPENDENT->CAUSE, e.g. app->db" % item)
+        out.add((dependent.strip(), cause.strip()))
+    return out
+
+
+class Correlator:
+    """Groups incident records into situations, online and bounded (see the module docstring).
+
+    add(record) takes an incident as it opens, updates or closes and returns its situation;
+    close_quiet(now) returns the situations quiet for a whole window (event time); finish() all.
+    """
+
+    def __init__(self, window_seconds=300.0, max_open=1000, max_pairs=10000, max_tokens=50000,
+                 dependencies=(), on_limit=None):
+        self.window = float(window_seconds)
+        self.max_open, self.max_pairs, self.max_tokens = int(max_open), int(max_pairs), int(max_tokens)
+        self.dependencies = parse_dependencies(dependencies)
+        self.on_limit = on_limit or (lambda reason: None)   # called with "max_open" / "max_pairs" when hit
+        self.open = {}            # situation id -> Situation
+        self.of_incident = {}     # incident id -> situation id (open situations only)
+        self.token_seen = {}      # token -> decayed count of incidents holding it
+        self.seen = 0.0           # decayed count of incidents
+        self.pairs = {}           # (earlier source, later source) -> decayed co-occurrences within a window
+        self.source_seen = {}     # source -> decayed incidents
+        self.recent = []          # (first_seen, source) of incidents of the last window, for co-occurrence
+        self.hosts = {}           # source -> host-like tokens of its own lines (a bounded few)
+        self.closed_early = []    # situations closed by the max_open bound, not yet taken
+
+    # ------------------------------------------------------------------ feeding
+
+    def add(self, record):
+        """Take one incident record (new or again, as it grows); return its Situation."""
+        member = self._member(record)
+        sid = self.of_incident.get(member.id)
+        if sid in self.open:
+            situation = self.open[sid]
+            situation.members[member.id] = member
+            situation.last_seen = max(situation.last_seen, member.last_seen)
+            return situation
+        self._learn(member)
+        joined = []
+        for situation in sorted(self.open.values(), key=lambda s: (s.first_seen, s.id)):
+            if not self._overlaps(situation, member):
+                continue
+            why = self._links(situation, member)
+            if why:
+                joined.append(situation)
+                situation.links += why
+        if not joined:
+            situation = Situation(_situation_id(member.id), member.first_seen, member.last_seen)
+            self._make_room()
+            self.open[situation.id] = situation
+        else:
+            situation = self._merge(joined)
+        situation.members[member.id] = member
+        situation.first_seen = min(situation.first_seen, member.first_seen)
+        situation.last_seen = max(situation.last_seen, member.last_seen)
+        self.of_incident[member.id] = situation.id
+        return situation
+
+    def close_quiet(self, now):
+        """Remove and return the situations with nothing new for a whole window before `now`."""
+        quiet = [s for s in self.open.values() if now - s.last_seen > self.window]
+        return [self._close(s) for s in sorted(quiet, key=lambda s: (s.first_seen, s.id))]
+
+    def finish(self):
+        return [self._close(s) for s in sorted(self.open.values(), key=lambda s: (s.first_seen, s.id))]
+
+    def situation_of(self, incident_id):
+        sid = self.of_incident.get(incident_id)
+        return self.open.get(sid)
+
+    def _close(self, situation):
+        del self.open[situation.id]
+        for iid in situation.members:
+            self.of_incident.pop(iid, None)
+        return situation
+
+    def _make_room(self):
+        """At max_open, the situation quiet the longest is closed early (its incidents stay listed)."""
+        while len(self.open) >= self.max_open:
+            oldest = min(self.open.values(), key=lambda s: (s.last_seen, s.id))
+            self._close(oldest)
+            self.closed_early.append(oldest)
+            self.on_limit("max_open")
+
+    def take_closed_early(self):
+        taken, self.closed_early = self.closed_early, []
+        return taken
+
+    def _merge(self, joined):
+        """Linked to several situations: they are one; the earliest keeps its id."""
+        keep = joined[0]
+        for other in joined[1:]:
+            keep.members.update(other.members)
+            keep.links += other.links
+            keep.first_seen = min(keep.first_seen, other.first_seen)
+            keep.last_seen = max(keep.last_seen, other.last_seen)
+            for iid in other.members:
+                self.of_incident[iid] = keep.id
+            del self.open[other.id]
+        return keep
+
+    def _member(self, record):
+        texts = list(record.get("samples") or []) + [record.get("template") or ""]
+        tokens, words = tokens_of(texts)
+        return Member(str(record["id"]), str(record["source"]), float(record["first_seen"]),
+                      float(record["last_seen"]), str(record.get("template") or ""),
+                      str(record.get("reason") or ""), tokens, words)
+
+    def _overlaps(self, situation, member):
+        return situation.first_seen - self.window <= member.first_seen <= situation.last_seen + self.window
+
+    # ------------------------------------------------------------------ links
+
+    def _links(self, situation, member):
+        """Why `member` belongs to `situation`: [(dependent, cause, why)], empty when nothing links."""
+        found = []
+        for other in situation.members.values():
+            if other.source == member.source:
+                continue
+            why = self._pair_links(other, member)
+            if why:
+                found += why
+        return found
+
+    def _pair_links(self, a, b):
+        """Links between two incidents of different sources; [] when their evidence is too weak."""
+        weight, why = 0.0, []
+        shared = [t for t in a.tokens & b.tokens if not self._common(t)]
+        if shared:
+            weight += min(W_SHARED_CAP, W_SHARED * len(shared))
+            early, late = (a, b) if (a.first_seen, a.id) <= (b.first_seen, b.id) else (b, a)
+            why.append((late.source, early.source, "share %s" % ", ".join(sorted(shared)[:3])))
+        for dependent, cause in ((a, b), (b, a)):
+            named = self._names(dependent, cause)
+            if named:
+                weight += W_MENTION
+                why.append((dependent.source, cause.source, "names %s" % named))
+            if (dependent.source, cause.source) in self.dependencies:
+                weight += W_DEPENDENCY
+                why.append((dependent.source, cause.source, "configured dependency"))
+        learned = self._learned(a.source, b.source)
+        if learned >= LEARN_MIN:
+            weight += W_LEARNED
+            early, late = (a, b) if a.first_seen <= b.first_seen else (b, a)
+            why.append((late.source, early.source, "followed each other %d times before" % round(learned)))
+        return why if weight >= LINK_THRESHOLD else []
+
+    def _names(self, dependent, cause):
+        """A part of cause's source name, or one of its own hosts, that dependent's lines name."""
+        for part in sorted(name_parts(cause.source) - name_parts(dependent.source)):
+            if part in dependent.words or any(t.split("-")[0] == part or t == part for t in dependent.tokens):
+                return part
+        own = self.hosts.get(cause.source, set()) & dependent.tokens
+        own -= self.hosts.get(dependent.source, set())
+        return min(own) if own else ""
+
+    def _common(self, token):
+        if self.seen < COMMON_MIN_SEEN:
+            return False
+        return self.token_seen.get(token, 0.0) > COMMON_SHARE * self.seen
+
+    def _learned(self, s1, s2):
+        return self.pairs.get((s1, s2), 0.0) + self.pairs.get((s2, s1), 0.0)
+
+    # ------------------------------------------------------------------ learning
+
+    def _learn(self, member):
+        """Decayed counts: tokens (to tell common ones), sources, co-occurring ordered source pairs."""
+        self.seen = self.seen * DECAY + 1.0
+        for token in member.tokens:
+            self.token_seen[token] = self.token_seen.get(token, 0.0) * DECAY + 1.0
+        if len(self.token_seen) > self.max_tokens:
+            self._prune(self.token_seen, self.max_tokens)
+        self.source_seen[member.source] = self.source_seen.get(member.source, 0.0) * DECAY + 1.0
+        self.recent = [(t, s) for t, s in self.recent if member.first_seen - t <= self.window]
+        for _, source in self.recent:
+            if source != member.source:
+                key = (source, member.source)
+                self.pairs[key] = self.pairs.get(key, 0.0) + 1.0
+        if len(self.pairs) > self.max_pairs:
+            self._prune(self.pairs, self.max_pairs)
+            self.on_limit("max_pairs")
+        for key in list(self.pairs):
+            self.pairs[key] *= DECAY
+        self.recent.append((member.first_seen, member.source))
+        own = self.hosts.setdefault(member.source, set())
+        for token in member.tokens:
+            if _HOST.fullmatch(token) and not _HEX.fullmatch(token) and len(own) < 16:
+                own.add(token)
+
+    @staticmethod
+    def _prune(counts, bound):
+        """Keep the larger half of a bounded table of decayed counts."""
+        keep = sorted(counts.items(), key=lambda kv: -kv[1])[:bound // 2]
+        counts.clear()
+        counts.update(keep)
+
+    # ------------------------------------------------------------------ first cause
+
+    def rank(self, situation):
+        """The members, probable first cause first, and how sure that is (0..1).
+
+        Score: an earlier onset (a minute earlier is worth one point, up to three), each link
+        naming this member as the cause (+2) or the dependent (-2), and lead-lag learned from
+        history (the pair's ordered co-occurrences, +-1 at most). Confidence: the logistic of the
+        margin between the first two; a lone incident is its own first cause (1.0).
+        """
+        members = sorted(situation.members.values(), key=lambda m: (m.first_seen, m.id))
+        if len(members) == 1:
+            return members, 1.0
+        start = members[0].first_seen
+        score = {}
+        for m in members:
+            s = max(0.0, 3.0 - (m.first_seen - start) / 60.0)
+            for dependent, cause, why in situation.links:
+                if why.startswith(DIRECTED):     # shared tokens and history say nothing of direction
+                    s += 2.0 * (cause == m.source) - 2.0 * (dependent == m.source)
+            for other in members:
+                if other.source != m.source:
+                    lead = self.pairs.get((m.source, other.source), 0.0)
+                    lag = self.pairs.get((other.source, m.source), 0.0)
+                    if lead + lag >= LEARN_MIN:
+                        s += (lead - lag) / (lead + lag)
+            score[m.id] = s
+        ranked = sorted(members, key=lambda m: (-score[m.id], m.first_seen, m.id))
+        margin = score[ranked[0].id] - score[ranked[1].id]
+        return ranked, 1.0 / (1.0 + math.exp(-margin))
+
+
+def _situation_id(incident_id):
+    """A situation's id: from the incident that opened it, so it does not change as others join."""
+    return "s-" + hashlib.sha1(incident_id.encode()).hexdigest()[:12]
+
+
+def situations_of(records, **settings):
+    """Every incident record grouped: the situation records sorted by first_seen (what replay writes).
+    Each incident is in exactly one situation; a lone incident is a situation of one."""
+    correlator = Correlator(**settings)
+    done = []
+    for record in sorted(records, key=lambda r: (r["first_seen"], str(r["id"]))):
+        done += correlator.close_quiet(float(record["first_seen"]))
+        correlator.add(record)
+        done += correlator.take_closed_early()
+    done += correlator.finish()
+    out = [s.record(correlator) for s in done]
+    return sorted(out, key=lambda r: (r["first_seen"], r["id"]))
