@@ -27,6 +27,9 @@ _HOST = re.compile(r"\b([a-z][a-z0-9]*(?:[-_.][a-z0-9]+)+)(?::(\d{2,5}))?\b", re
 _HEX = re.compile(r"\b(?=[0-9a-f-]*[a-f])(?=[0-9a-f-]*\d)[0-9a-f]{8,}(?:-[0-9a-f]{4,})*\b", re.I)
 _NAMED = re.compile(r"\b(?:table|relation|on|host|upstream|target|queue|server|peer)[=: ]+\"?([a-z_][a-z0-9_.-]{2,})",
                     re.I)
+# A host a line calls: host:port, or after to / for / upstream / backend / target / connecting to.
+_CALL = re.compile(r"(?:\b(?:to|for|upstream|backend|target|connecting to)\b[=:]?\s*\"?(?:[a-z]+://)?"
+                   r"([a-z][a-z0-9]*(?:[-_.][a-z0-9]+)+))|\b([a-z][a-z0-9]*(?:[-_.][a-z0-9]+)*):\d{2,5}\b", re.I)
 _WORD = re.compile(r"[a-z][a-z0-9]+", re.I)
 _STOP = {"the", "for", "and", "after", "with", "from", "to", "on", "ms", "http", "https", "null", "none", "true",
          "false", "localhost", "table", "select", "update", "insert", "delete"}
@@ -40,10 +43,10 @@ TIME_FMT = "%H:%M:%S"
 W_SHARED, W_SHARED_CAP = 1.0, 2.0
 W_MENTION = 1.5
 W_DEPENDENCY = 1.5
-W_LEARNED = 1.0
+W_LEARNED = 1.2             # times the pair's share: history alone links only pairs together >= 84% of the time
 LINK_THRESHOLD = 1.0
-DIRECTED = ("names ", "configured")   # links that say which side depends on which
-LEARN_MIN = 2.0             # decayed co-occurrences before a pair's history counts as a link
+DIRECTED = ("names ", "calls ", "configured")   # links that say which side depends on which
+LEARN_MIN = 3.0             # decayed co-occurrences before a pair's history counts as a link
 
 
 @dataclass
@@ -58,6 +61,7 @@ class Member:
     reason: str
     tokens: frozenset
     words: frozenset
+    calls: frozenset = frozenset()
 
 
 @dataclass
@@ -97,9 +101,10 @@ def _evidence(members, links):
 
 
 def tokens_of(texts):
-    """Identifier tokens and plain words of an incident's lines (samples, template)."""
-    tokens, words = set(), set()
+    """Identifier tokens, plain words and called hosts of an incident's lines (samples, template)."""
+    tokens, words, calls = set(), set(), set()
     for text in texts:
+        calls.update((a or b).lower() for a, b in _CALL.findall(text) if any(c.isdigit() for c in a or b))
         for ip, port in _IP.findall(text):
             tokens.add(ip)
             if port:
@@ -112,7 +117,8 @@ def tokens_of(texts):
         tokens.update(h.lower() for h in _HEX.findall(text))
         tokens.update(n.lower().rstrip(".,;") for n in _NAMED.findall(text) if n.lower() not in _STOP)
         words.update(w.lower() for w in _WORD.findall(text) if w.lower() not in _STOP)
-    return (frozenset(sorted(tokens)[:MAX_TOKENS_PER_INCIDENT]), frozenset(words))
+    return (frozenset(sorted(tokens)[:MAX_TOKENS_PER_INCIDENT]), frozenset(words),
+            frozenset(sorted(calls)[:MAX_TOKENS_PER_INCIDENT]))
 
 
 def name_parts(source):
@@ -159,7 +165,6 @@ class Correlator:
         self.pairs = {}           # (earlier source, later source) -> decayed co-occurrences within a window
         self.source_seen = {}     # source -> decayed incidents
         self.recent = []          # (first_seen, source) of incidents of the last window, for co-occurrence
-        self.hosts = {}           # source -> host-like tokens of its own lines (a bounded few)
         self.closed_early = []    # situations closed by the max_open bound, not yet taken
 
     # ------------------------------------------------------------------ feeding
@@ -239,10 +244,10 @@ class Correlator:
 
     def _member(self, record):
         texts = list(record.get("samples") or []) + [record.get("template") or ""]
-        tokens, words = tokens_of(texts)
+        tokens, words, calls = tokens_of(texts)
         return Member(str(record["id"]), str(record["source"]), float(record["first_seen"]),
                       float(record["last_seen"]), str(record.get("template") or ""),
-                      str(record.get("reason") or ""), tokens, words)
+                      str(record.get("reason") or ""), tokens, words, calls)
 
     def _overlaps(self, situation, member):
         return situation.first_seen - self.window <= member.first_seen <= situation.last_seen + self.window
@@ -272,25 +277,27 @@ class Correlator:
             named = self._names(dependent, cause)
             if named:
                 weight += W_MENTION
-                why.append((dependent.source, cause.source, "names %s" % named))
+                why.append((dependent.source, cause.source, named if named.startswith("calls ") else "names " + named))
             if (dependent.source, cause.source) in self.dependencies:
                 weight += W_DEPENDENCY
                 why.append((dependent.source, cause.source, "configured dependency"))
-        learned = self._learned(a.source, b.source)
+        learned, strength = self._learned(a.source, b.source)
         if learned >= LEARN_MIN:
-            weight += W_LEARNED
+            weight += W_LEARNED * strength
             early, late = (a, b) if a.first_seen <= b.first_seen else (b, a)
-            why.append((late.source, early.source, "followed each other %d times before" % round(learned)))
+            why.append((late.source, early.source, "followed each other %d times before (%d%% of the time)"
+                        % (round(learned), 100 * strength)))
         return why if weight >= LINK_THRESHOLD else []
 
     def _names(self, dependent, cause):
-        """A part of cause's source name, or one of its own hosts, that dependent's lines name."""
+        """What in dependent's lines names cause: a part of cause's source name, or a host of cause's
+        lines that dependent calls (host:port, "to"/"waiting for"/"upstream" HOST) and cause does not."""
         for part in sorted(name_parts(cause.source) - name_parts(dependent.source)):
-            if part in dependent.words or any(t.split("-")[0] == part or t == part for t in dependent.tokens):
+            # Short names ("db", "app") only as a host's stem (db-primary-1): as words they are everywhere.
+            if (len(part) >= 4 and part in dependent.words) or any(t.split("-")[0] == part for t in dependent.tokens):
                 return part
-        own = self.hosts.get(cause.source, set()) & dependent.tokens
-        own -= self.hosts.get(dependent.source, set())
-        return min(own) if own else ""
+        called = (dependent.calls & cause.tokens) - cause.calls
+        return "calls %s" % min(called) if called else ""
 
     def _common(self, token):
         if self.seen < COMMON_MIN_SEEN:
@@ -298,7 +305,10 @@ class Correlator:
         return self.token_seen.get(token, 0.0) > COMMON_SHARE * self.seen
 
     def _learned(self, s1, s2):
-        return self.pairs.get((s1, s2), 0.0) + self.pairs.get((s2, s1), 0.0)
+        """(decayed co-occurrences of two sources' incidents, their share of the rarer source's incidents)."""
+        together = self.pairs.get((s1, s2), 0.0) + self.pairs.get((s2, s1), 0.0)
+        fewer = min(self.source_seen.get(s1, 0.0), self.source_seen.get(s2, 0.0))
+        return together, min(1.0, together / fewer) if fewer > 0 else 0.0
 
     # ------------------------------------------------------------------ learning
 
@@ -321,10 +331,6 @@ class Correlator:
         for key in list(self.pairs):
             self.pairs[key] *= DECAY
         self.recent.append((member.first_seen, member.source))
-        own = self.hosts.setdefault(member.source, set())
-        for token in member.tokens:
-            if _HOST.fullmatch(token) and not _HEX.fullmatch(token) and len(own) < 16:
-                own.add(token)
 
     @staticmethod
     def _prune(counts, bound):

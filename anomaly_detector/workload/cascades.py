@@ -25,7 +25,7 @@ KINDS = {
     "cache_down": (
         ("health", ERROR, "health check failed target=cache-1 latency_ms=5000.0 status=down attempt={n}"),
         (("app", ERROR, "cache unavailable: connection refused cache-1:6379 key=product:{n}"),
-         ("db", WARN, "too many connections for role shop from app-1 (active={n}) after cache-1 misses"))),
+         ("db", WARN, "too many connections for role shop from app-1 (active={n})"))),
     "queue_stuck": (
         ("batch", ERROR, "consumer stalled on queue-1: {n} messages pending host=batch-1"),
         (("app", ERROR, "publish to queue-1 timed out after 2000 ms order {id}"),
@@ -38,10 +38,11 @@ UNRELATED = {
     "app": (FATAL, "feature flag service returned malformed payload for flag ff_{id} (length={n})"),
 }
 DELAY_S = (10.0, 90.0)        # from one failing source to the next
+BLOCK_S = 25 * 60.0           # a cascade and its unrelated incident fit in this: longest duration plus delays
 DURATION_MIN = (5, 15)
 PER_MINUTE = (20.0, 60.0)
 UNRELATED_OFFSET_S = (-60.0, 120.0)
-CLEAR_S = 1800.0              # cascades keep this far from the other incidents and each other
+CLEAR_S = 600.0               # cascades keep this far from the other incidents and each other
 
 
 def schedule(rng, plan, t_from, t_to, per_day, first_id):
@@ -52,7 +53,7 @@ def schedule(rng, plan, t_from, t_to, per_day, first_id):
     kinds = list(KINDS)
     for c in range(n):
         kind = kinds[c % len(kinds)] if c < len(kinds) else str(rng.choice(kinds))
-        start = _free_start(rng, busy, t_from, t_to - 40 * 60.0)
+        start = _free_start(rng, busy, t_from, t_to - BLOCK_S)
         if start is None:
             break
         made = _cascade(rng, kind, start, first_id + len(incidents), len(groups))
@@ -66,7 +67,7 @@ def schedule(rng, plan, t_from, t_to, per_day, first_id):
 def _free_start(rng, busy, lo, hi):
     for _ in range(400):
         t = 60.0 * round(float(rng.uniform(lo, hi)) / 60.0)
-        if all(t + 40 * 60.0 + CLEAR_S <= a or t >= b + CLEAR_S for a, b in busy):
+        if all(t + BLOCK_S + CLEAR_S <= a or t >= b + CLEAR_S for a, b in busy):
             return t
     return None
 
