@@ -37,6 +37,7 @@ FAMILIES = ("generated", "shop")
 
 def run(files, out_dir, fmt, situations=True):
     """Replay files; return CPU seconds (the incidents and situations land in out_dir)."""
+    os.makedirs(out_dir, exist_ok=True)
     cmd = replay_command() + ["replay", "--output", os.path.join(out_dir, "replay.jsonl"),
                               "--incidents", os.path.join(out_dir, "incidents.jsonl")]
     cmd += ["--situations", os.path.join(out_dir, "situations.jsonl")] if situations else []

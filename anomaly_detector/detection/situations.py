@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 _IP = re.compile(r"\b(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{2,5}))?\b")
 _HOST = re.compile(r"\b([a-z][a-z0-9]*(?:[-_.][a-z0-9]+)+)(?::(\d{2,5}))?\b", re.I)   # with a digit: see tokens_of
 _HEX = re.compile(r"\b(?=[0-9a-f-]*[a-f])(?=[0-9a-f-]*\d)[0-9a-f]{8,}(?:-[0-9a-f]{4,})*\b", re.I)
-_NAMED = re.compile(r"\b(?:table|relation|on|host|upstream|target|queue|server|peer)[=: ]+\"?([a-z_][a-z0-9_.-]{2,})",
+_NAMED = re.compile(r"\b(?:table|relation|on|host|upstream|target|queue|server|peer)[=: ]+(?:table\s+|relation\s+)?\"?([a-z_][a-z0-9_.-]{2,})",
                     re.I)
 # A host a line calls: host:port, or after to / for / upstream / backend / target / connecting to.
 _CALL = re.compile(r"(?:\b(?:to|for|upstream|backend|target|connecting to)\b[=:]?\s*\"?(?:[a-z]+://)?"
@@ -43,10 +43,10 @@ TIME_FMT = "%H:%M:%S"
 W_SHARED, W_SHARED_CAP = 1.0, 2.0
 W_MENTION = 1.5
 W_DEPENDENCY = 1.5
-W_LEARNED = 1.2             # times the pair's share: history alone links only pairs together >= 84% of the time
+W_LEARNED = 1.1             # times the pair's share: history alone links only pairs together >= 91% of the time
 LINK_THRESHOLD = 1.0
 DIRECTED = ("names ", "calls ", "configured")   # links that say which side depends on which
-LEARN_MIN = 3.0             # decayed co-occurrences before a pair's history counts as a link
+LEARN_MIN = 5.0             # decayed co-occurrences before a pair's history counts as a link
 
 
 @dataclass
@@ -344,27 +344,27 @@ class Correlator:
     def rank(self, situation):
         """The members, probable first cause first, and how sure that is (0..1).
 
-        Score: an earlier onset (a minute earlier is worth one point, up to three), each link
-        naming this member as the cause (+2) or the dependent (-2), and lead-lag learned from
-        history (the pair's ordered co-occurrences, +-1 at most). Confidence: the logistic of the
-        margin between the first two; a lone incident is its own first cause (1.0).
+        Score: an earlier onset (a minute earlier is worth one point, up to three); a directed link
+        (names or calls the other) costs its dependent two points and gives its cause half a point: a
+        source that waits on another member is not where it began, while being waited on says little
+        about who came first; lead-lag learned from history adds up to one point. Confidence: the
+        logistic of the margin between the first two; a lone incident is its own first cause (1.0).
         """
         members = sorted(situation.members.values(), key=lambda m: (m.first_seen, m.id))
         if len(members) == 1:
             return members, 1.0
         start = members[0].first_seen
+        directed = {(d, c) for d, c, why in situation.links if why.startswith(DIRECTED)}
         score = {}
         for m in members:
             s = max(0.0, 3.0 - (m.first_seen - start) / 60.0)
-            for dependent, cause, why in situation.links:
-                if why.startswith(DIRECTED):     # shared tokens and history say nothing of direction
-                    s += 2.0 * (cause == m.source) - 2.0 * (dependent == m.source)
+            s += 0.5 * sum(c == m.source for _, c in directed) - 2.0 * sum(d == m.source for d, _ in directed)
             for other in members:
                 if other.source != m.source:
                     lead = self.pairs.get((m.source, other.source), 0.0)
                     lag = self.pairs.get((other.source, m.source), 0.0)
                     if lead + lag >= LEARN_MIN:
-                        s += (lead - lag) / (lead + lag)
+                        s += (lead - lag) / (lead + lag) / max(1, len(members) - 1)
             score[m.id] = s
         ranked = sorted(members, key=lambda m: (-score[m.id], m.first_seen, m.id))
         margin = score[ranked[0].id] - score[ranked[1].id]

@@ -36,6 +36,7 @@ UNRELATED = {
     "web": (ERROR, "client intended to send too large body: {n} bytes, client: {ip}, server: shop.example.com"),
     "db": (WARN, "replication slot slot_{id} inactive, retaining {n} MB of WAL"),
     "app": (FATAL, "feature flag service returned malformed payload for flag ff_{id} (length={n})"),
+    "health": (WARN, "health check flapping target=search-1 latency_ms={n}.0 status=up"),
 }
 DELAY_S = (10.0, 90.0)        # from one failing source to the next
 BLOCK_S = 25 * 60.0           # a cascade and its unrelated incident fit in this: longest duration plus delays
