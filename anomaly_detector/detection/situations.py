@@ -38,6 +38,7 @@ COMMON_SHARE = 0.5          # a token in more than this share of recent incident
 COMMON_MIN_SEEN = 8         # ... once this many incidents have been seen
 DECAY = 0.98                # per incident seen: learned counts forget old history slowly
 TIME_FMT = "%H:%M:%S"
+MAX_LINKS = 200             # links kept per situation (the evidence shows 20 lines at most)
 
 # Weights of link evidence; two incidents link when their sum reaches LINK_THRESHOLD.
 W_SHARED, W_SHARED_CAP = 1.0, 2.0
@@ -186,7 +187,7 @@ class Correlator:
             why = self._links(situation, member)
             if why:
                 joined.append(situation)
-                situation.links += why
+                situation.links = (situation.links + why)[-MAX_LINKS:]
         if not joined:
             situation = Situation(_situation_id(member.id), member.first_seen, member.last_seen)
             self._make_room()
@@ -339,6 +340,25 @@ class Correlator:
         counts.clear()
         counts.update(keep)
 
+    # ------------------------------------------------------------------ persistence
+
+    def state(self):
+        """JSON-able state (the alerter keeps it in each sink's checkpoint): open situations and history."""
+        return {"open": [_situation_state(s) for s in self.open.values()],
+                "token_seen": self.token_seen, "seen": self.seen, "source_seen": self.source_seen,
+                "pairs": [[a, b, n] for (a, b), n in self.pairs.items()], "recent": self.recent}
+
+    def restore(self, state):
+        """Take back what state() saved; KeyError, TypeError or ValueError when it is not that."""
+        opened = [_situation_from(s) for s in state["open"]]
+        self.open = {s.id: s for s in opened}
+        self.of_incident = {iid: s.id for s in opened for iid in s.members}
+        self.token_seen = {str(k): float(v) for k, v in dict(state["token_seen"]).items()}
+        self.seen = float(state["seen"])
+        self.source_seen = {str(k): float(v) for k, v in dict(state["source_seen"]).items()}
+        self.pairs = {(str(a), str(b)): float(n) for a, b, n in state["pairs"]}
+        self.recent = [(float(t), str(src)) for t, src in state["recent"]]
+
     # ------------------------------------------------------------------ first cause
 
     def rank(self, situation):
@@ -369,6 +389,22 @@ class Correlator:
         ranked = sorted(members, key=lambda m: (-score[m.id], m.first_seen, m.id))
         margin = score[ranked[0].id] - score[ranked[1].id]
         return ranked, 1.0 / (1.0 + math.exp(-margin))
+
+
+def _situation_state(situation):
+    members = [[m.id, m.source, m.first_seen, m.last_seen, m.template, m.reason, sorted(m.tokens), sorted(m.words),
+                sorted(m.calls)] for m in situation.members.values()]
+    return {"id": situation.id, "first_seen": situation.first_seen, "last_seen": situation.last_seen,
+            "members": members, "links": [list(link) for link in situation.links[-MAX_LINKS:]]}
+
+
+def _situation_from(state):
+    situation = Situation(str(state["id"]), float(state["first_seen"]), float(state["last_seen"]))
+    for iid, source, first, last, template, reason, tokens, words, calls in state["members"]:
+        situation.members[str(iid)] = Member(str(iid), str(source), float(first), float(last), str(template),
+                                             str(reason), frozenset(tokens), frozenset(words), frozenset(calls))
+    situation.links = [(str(d), str(c), str(w)) for d, c, w in state["links"]]
+    return situation
 
 
 def _situation_id(incident_id):
