@@ -165,7 +165,8 @@ def main(argv=None):
     try:
         warm_up(work)
         tuning = [bench_seed(f, s, args, work, timing=(s == seeds[0])) for f in families for s in seeds]
-        report(tuning, "tuning seeds %s" % seeds)
+        if tuning:
+            report(tuning, "tuning seeds %s" % seeds)
         for r in tuning:
             if r["cpu_without"]:
                 print("%s seed %d: %d lines; %.0f lines per CPU s with --situations, %.0f without"

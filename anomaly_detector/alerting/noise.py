@@ -27,10 +27,11 @@ Rules, in the order an event meets them:
    one notification, once the wait is over (not for alertmanager: it groups by itself); the other
    events taken meanwhile follow the group, in order.
 Situations (detection/situations.py, docs/situations.md), with rule 2: a newly routed incident that the
-sink's correlator links to the situation of an incident this sink announced and that still fires is
-folded into that incident's episode like a dedup: its `opened` goes out at once as an `updated` of the
-situation's lead (a join is always told, whatever update_interval_seconds), and the situation resolves
-when its last incident closes. Every event of an incident in a situation of several carries
+sink's correlator links to the situation of an incident this sink announced (firing, or resolved within
+the correlator's window: the situation is still open) is folded into that incident's episode like a
+dedup: its `opened` goes out at once as an `updated` of the situation's lead (a join is always told,
+whatever update_interval_seconds; a resolved one fires again), and the situation resolves when its
+last incident closes. Every event of an incident in a situation of several carries
 `situation` (id, sources, incidents, first_cause, confidence, evidence).
 """
 import collections
@@ -246,8 +247,14 @@ class SinkPolicy:
         else the open (or recent) episode of its identity, else a new one it leads."""
         situation = self._situation(incident)
         lead = self.situation_leads.get(situation.id) if situation is not None else None
-        if lead in self.episodes and self.episodes[lead]["members"]:
-            self.episodes[lead]["members"].append(incident_id)
+        if lead in self.episodes:
+            # Its situation's alert, firing or resolved a moment ago (the correlator's window): the join
+            # is told as its update, and a resolved still waiting for resolve_wait is void.
+            episode = self.episodes[lead]
+            episode["members"].append(incident_id)
+            if episode.get("pending") is not None:
+                self._suppress("dedup", episode["pending"])
+                episode["pending"] = None
             self.routed[incident_id] = lead
             self.joined.add(incident_id)
             self.stats["situation_joins"] = self.stats.get("situation_joins", 0) + 1
