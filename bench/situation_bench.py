@@ -7,6 +7,8 @@ seed and per family, for the tuning seeds and apart for the held-out seeds:
   one      share of cascades whose detected incidents all sit in one situation (target >= 90%)
   cause    share of cascades whose situation names the root's source as first cause (target >= 80%)
   merged   share of unrelated simultaneous incidents put in a cascade's situation (target <= 10%)
+  alerts   `opened` alerts per cascade from the alerter's noise policy (one sink, default config) fed
+           the replay's incidents: 1 when the dependents' incidents join as updates
 and the replay's lines per CPU second with and without --situations (first tuning seed of each
 family, replayed twice back to back). A labelled incident is detected by an incident of its source
 overlapping [start - 60 s, end + 60 s]; a cascade with fewer than two detected members says
@@ -25,6 +27,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from anomaly_detector.alerting.events import severity  # noqa: E402
+from anomaly_detector.alerting.noise import build_policy  # noqa: E402
+from anomaly_detector.config.loader import default_config  # noqa: E402
 from anomaly_detector.workload.generator import generate  # noqa: E402
 from anomaly_detector.workload.scoring import program_source  # noqa: E402
 from bench import shopgen  # noqa: E402
@@ -77,7 +82,8 @@ def score(labels, cascades, incidents, situations, known):
     for c in cascades:
         found = {m: by_label[m] for m in c["members"] if by_label[m]}
         result = {"kind": c["kind"], "detected": len(found), "one": False, "cause": False, "merged": 0,
-                  "unrelated_detected": sum(1 for u in c["unrelated"] if by_label[u])}
+                  "unrelated_detected": sum(1 for u in c["unrelated"] if by_label[u]),
+                  "member_ids": sorted({i for ids in found.values() for i in ids})}
         if len(found) >= 2:
             # One situation holding a detection of every detected member.
             common = set.intersection(*({situation_of[i]["id"] for i in ids} for ids in found.values()))
@@ -95,14 +101,55 @@ def score(labels, cascades, incidents, situations, known):
     return out
 
 
+def alerts_raised(incidents, situations_on=True):
+    """The alerter's noise policy (alerting/noise.py, built from the default config, as one sink) fed the
+    incidents as events in event time (opened at first_seen, resolved a window after last_seen): the
+    incident ids announced as `opened`, and the ids folded into a situation's alert as its update."""
+    cfg = default_config()
+    policy = build_policy({}, cfg["alerting"], {"min_score": 0.0}, True, "bench",
+                          cfg["situations"] if situations_on else None)
+    policy.since = 0.0
+    window = cfg["detection"]["incident_window_seconds"]
+    events = []
+    for r in incidents:
+        incident = dict(r, severity=severity(r))
+        for kind, at in (("opened", r["first_seen"]), ("resolved", r["last_seen"] + window)):
+            events.append({"id": "%s-%s" % (r["id"], kind), "event": kind, "incident_id": r["id"], "at": at,
+                           "incident": incident})
+    opened, joined = set(), set()
+    for e in sorted(events, key=lambda e: (e["at"], e["event"] != "resolved")):
+        while not policy.can_accept(e, e["at"]):
+            _drain(policy, e["at"] if policy.outgoing else policy.next_time(e["at"]), opened, joined)
+        policy.offer(e, e["at"])
+        _drain(policy, e["at"], opened, joined)
+    _drain(policy, float("inf"), opened, joined)
+    return opened, joined
+
+
+def _drain(policy, now, opened, joined):
+    while True:
+        note = policy.due(now)
+        if note is None:
+            return
+        for e in note:
+            if e["event"] == "opened":
+                opened.add(e["incident_id"])
+            elif e.get("folded_from") and e["event"] == "updated":
+                joined.add(e["folded_from"])
+        policy.sent()
+
+
 def bench_seed(family, seed, args, work, timing=False):
     w, fmt, known = make(family, seed, args, work)
     out_dir = w.out_dir
     cpu = run(w.files, out_dir, fmt)
     cpu_without = run(w.files, out_dir + "-no", fmt, situations=False) if timing else None
     labels = [lab for lab in w.incidents if "cascade" in lab["detail"]]
-    res = score(labels, w.cascades, read_jsonl(os.path.join(out_dir, "incidents.jsonl")),
-                read_jsonl(os.path.join(out_dir, "situations.jsonl")), known)
+    incidents = read_jsonl(os.path.join(out_dir, "incidents.jsonl"))
+    res = score(labels, w.cascades, incidents, read_jsonl(os.path.join(out_dir, "situations.jsonl")), known)
+    opened, _joined = alerts_raised(incidents)
+    for r in res:
+        r["alerts"] = len(opened & set(r.pop("member_ids")))
     return {"family": family, "seed": seed, "lines": w.lines, "cpu": cpu, "cpu_without": cpu_without,
             "cascades": res}
 
@@ -112,7 +159,8 @@ def shares(results):
     grouped = [c for c in cs if c["detected"] >= 2]
     unrelated = sum(c["unrelated_detected"] for c in grouped)
     n = len(grouped)
-    return {"cascades": len(cs), "scored": n,
+    alerts = [c["alerts"] for c in grouped if "alerts" in c]
+    return {"cascades": len(cs), "scored": n, "alerts": sum(alerts) / len(alerts) if alerts else float("nan"),
             "one": sum(c["one"] for c in grouped) / n if n else float("nan"),
             "cause": sum(c["cause"] for c in grouped) / n if n else float("nan"),
             "merged": sum(c["merged"] for c in grouped) / unrelated if unrelated else float("nan"),
@@ -120,8 +168,9 @@ def shares(results):
 
 
 def line(name, s):
-    return ("%-26s cascades %3d (scored %3d)  one %5.1f%%  cause %5.1f%%  merged %5.1f%% of %d unrelated"
-            % (name, s["cascades"], s["scored"], 100 * s["one"], 100 * s["cause"], 100 * s["merged"], s["unrelated"]))
+    return ("%-26s cascades %3d (scored %3d)  one %5.1f%%  cause %5.1f%%  merged %5.1f%% of %2d unrelated  "
+            "alerts/cascade %.2f" % (name, s["cascades"], s["scored"], 100 * s["one"], 100 * s["cause"],
+                                     100 * s["merged"], s["unrelated"], s["alerts"]))
 
 
 def report(results, title):
