@@ -235,7 +235,7 @@ class Correlator:
         keep = joined[0]
         for other in joined[1:]:
             keep.members.update(other.members)
-            keep.links += other.links
+            keep.links = (keep.links + other.links)[-MAX_LINKS:]
             keep.first_seen = min(keep.first_seen, other.first_seen)
             keep.last_seen = max(keep.last_seen, other.last_seen)
             for iid in other.members:
