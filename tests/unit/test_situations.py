@@ -201,3 +201,18 @@ def test_generated_cascades_spread_with_delays_and_name_the_dependency(generated
         unrelated = by_id[c["unrelated"][0]]
         assert unrelated["source"] not in {by_id[i]["source"] for i in c["members"]}
         assert abs(unrelated["start"] - starts[0]) <= 120.0
+
+
+def test_without_the_cascade_lines_a_seed_writes_what_it_wrote_without_cascades(generated, tmp_path):
+    """Cascades draw from a stream of their own: detect_bench's workloads stay comparable."""
+    w, _incidents, _ = generated
+    plain = generate(str(tmp_path), days=1.5, seed=1, lines_per_day=120_000, fmt="jsonl")
+    cascade_lines = {n for lab in w.incidents if "cascade" in lab["detail"] for n in lab["lines"]["workload.jsonl"]}
+    with open(w.files[0], encoding="utf-8") as f:
+        kept = [line for n, line in enumerate(f, 1) if n not in cascade_lines]
+    with open(plain.files[0], encoding="utf-8") as f:
+        assert kept == f.readlines()
+    def same(labels):   # line numbers shift by the cascade lines before them; the rest is equal
+        return [{k: v for k, v in lab.items() if k != "lines"} for lab in labels]
+    assert same(lab for lab in w.incidents if "cascade" not in lab["detail"]) == same(plain.incidents)
+    assert not plain.cascades
