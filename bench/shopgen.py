@@ -20,6 +20,11 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+if __package__ in (None, ""):          # run as a script: bench/ is the script's directory
+    import shop_cascades
+else:
+    from bench import shop_cascades
+
 DEFAULT_LINES_PER_DAY = 500_000
 START = "2026-03-06T00:00:00Z"      # a Friday: the warm-up day is a weekday, then a weekend
 LOG_FILE = "shop.log"
@@ -830,10 +835,14 @@ class ShopWorkload:
     incidents: list
     sources: tuple = PROGRAMS
     unlabelled: list = field(default_factory=list)
+    cascades: list = field(default_factory=list)     # labels.json "cascades" (generate(cascades=N))
 
 
-def generate(out_dir, days=3.0, seed=0, lines_per_day=DEFAULT_LINES_PER_DAY, start=START, warmup_days=None):
-    """Write shop.log and labels.json into out_dir; lines_per_day is a weekday's volume (weekends are lower)."""
+def generate(out_dir, days=3.0, seed=0, lines_per_day=DEFAULT_LINES_PER_DAY, start=START, warmup_days=None,
+             cascades=0):
+    """Write shop.log and labels.json into out_dir; lines_per_day is a weekday's volume (weekends are lower).
+    cascades: per post-warm-up day, a dependency's fault spreading to two dependents plus an unrelated
+    incident (bench/shop_cascades.py, labelled under "cascades"); 0 (default) leaves the output as it was."""
     if days <= 0 or lines_per_day <= 0:
         raise ValueError("days and lines_per_day must be positive")
     os.makedirs(out_dir, exist_ok=True)
@@ -850,21 +859,30 @@ def generate(out_dir, days=3.0, seed=0, lines_per_day=DEFAULT_LINES_PER_DAY, sta
             e.detail["down_s"] = plan_rng.uniform(20.0, 40.0, len(API)).tolist()
     plan, state = Plan(events, clock), State(float(lines_per_day))
     rng = np.random.default_rng(seeds[2])
+    extra, groups, crng = [], [], None
+    if cascades:
+        # A stream of its own: the draws of the seed without cascades stay what they were.
+        crng = np.random.default_rng(np.random.SeedSequence([seed, 17]))
+        extra, groups = shop_cascades.schedule(crng, events, t_start, t_end, t_warm, cascades, Event)
+        ips = [f"{a % 223 + 1}.{b}.{c}.{d}" for a, b, c, d in crng.integers(1, 255, (200, 4)).tolist()]
     path = os.path.join(out_dir, LOG_FILE)
-    writer = Writer(path, events)
+    writer = Writer(path, events + extra)
     try:
         for m0 in range(0, n_min, CHUNK_MIN):
             t0, t1 = t_start + 60.0 * m0, t_start + 60.0 * min(n_min, m0 + CHUNK_MIN)
             chunk = Chunk(rng, clock, plan, state, t0, t1)
             for stream in STREAMS:
                 stream(chunk)
+            if extra:
+                shop_cascades.add_lines(crng, chunk, extra, ips)
             writer.add(chunk, t1 if t1 < t_end else None)
     finally:
         writer.close()
-    return write_labels(out_dir, path, writer, events, seed, days, lines_per_day, t_start, t_end, t_warm)
+    return write_labels(out_dir, path, writer, events + extra, seed, days, lines_per_day, t_start, t_end, t_warm,
+                        groups)
 
 
-def write_labels(out_dir, path, writer, events, seed, days, lines_per_day, t_start, t_end, t_warm):
+def write_labels(out_dir, path, writer, events, seed, days, lines_per_day, t_start, t_end, t_warm, cascades=()):
     def rec(e):
         return {"kind": e.kind, "source": e.source, "start": e.start, "end": e.end, "start_iso": iso(e.start),
                 "end_iso": iso(e.end), "detail": e.detail}
@@ -874,11 +892,14 @@ def write_labels(out_dir, path, writer, events, seed, days, lines_per_day, t_sta
            "start": t_start, "end": t_end, "warmup_end": t_warm, "start_iso": iso(t_start), "end_iso": iso(t_end),
            "sources": list(PROGRAMS), "files": [LOG_FILE], "lines_per_file": {LOG_FILE: writer.lines},
            "incidents": incidents, "unlabelled": unlabelled}
+    if cascades:
+        doc["cascades"] = list(cascades)
     labels_path = os.path.join(out_dir, LABELS_FILE)
     with open(labels_path, "w", encoding="utf-8") as fh:
         json.dump(doc, fh, indent=1)
     return ShopWorkload(out_dir=out_dir, files=[path], labels_path=labels_path, lines=writer.lines, seed=seed,
-                        start=t_start, end=t_end, warmup_end=t_warm, incidents=incidents, unlabelled=unlabelled)
+                        start=t_start, end=t_end, warmup_end=t_warm, incidents=incidents, unlabelled=unlabelled,
+                        cascades=list(cascades))
 
 
 def main(argv=None):
@@ -887,8 +908,10 @@ def main(argv=None):
     p.add_argument("--days", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lines-per-day", type=int, default=DEFAULT_LINES_PER_DAY)
+    p.add_argument("--cascades", type=float, default=0,
+                   help="cascades per post-warm-up day (default 0: none, a seed's output unchanged)")
     args = p.parse_args(argv)
-    w = generate(args.out_dir, args.days, args.seed, args.lines_per_day)
+    w = generate(args.out_dir, args.days, args.seed, args.lines_per_day, cascades=args.cascades)
     print(f"{w.files[0]}: {w.lines} lines, {len(w.incidents)} labelled incidents, {len(w.unlabelled)} unlabelled "
           f"happenings; labels in {w.labels_path}")
     return 0

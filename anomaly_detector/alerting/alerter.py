@@ -256,7 +256,8 @@ class Alerter:
                 # This sink's events wait in the outbox (its checkpoint stays) until a reload fixes it.
                 log.error("alert sink %s not started: %s", name, exc)
                 continue
-            policy = build_policy(stats, cfg["alerting"], section, sink.groups, name)
+            policy = build_policy(stats, cfg["alerting"], section, sink.groups, name,
+                                  cfg["situations"] if cfg["situations"]["enabled"] else None)
             self.runners.append(SinkRunner(sink, self.directory, section, stats, cfg["alerting"]["rate_limit_per_minute"],
                                            policy))
         self.reader = OutboxReader(self.directory)
@@ -319,7 +320,9 @@ def _read_stats(path):
         if isinstance(s, dict):
             found[name] = {"delivered": int(s.get("delivered", 0)), "failed": dict(s.get("failed", {})),
                            "throttled": int(s.get("throttled", 0)), "notifications": int(s.get("notifications", 0)),
-                           "suppressed": dict(s.get("suppressed", {})), "held": int(s.get("held", 0))}
+                           "suppressed": dict(s.get("suppressed", {})), "held": int(s.get("held", 0)),
+                           "situation_joins": int(s.get("situation_joins", 0)),
+                           "situation_limits": dict(s.get("situation_limits", {}))}
     return found
 
 

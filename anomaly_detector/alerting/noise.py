@@ -26,6 +26,13 @@ Rules, in the order an event meets them:
 4. Grouping: `opened` events written within `group_wait_seconds` of the first (event `at`) go out as
    one notification, once the wait is over (not for alertmanager: it groups by itself); the other
    events taken meanwhile follow the group, in order.
+Situations (detection/situations.py, docs/situations.md), with rule 2: a newly routed incident that the
+sink's correlator links to the situation of an incident this sink announced (firing, or resolved within
+the correlator's window: the situation is still open) is folded into that incident's episode like a
+dedup: its `opened` goes out at once as an `updated` of the situation's lead (a join is always told,
+whatever update_interval_seconds; a resolved one fires again), and the situation resolves when its
+last incident closes. Every event of an incident in a situation of several carries
+`situation` (id, sources, incidents, first_cause, confidence, evidence).
 """
 import collections
 import hashlib
@@ -35,6 +42,7 @@ import zoneinfo
 from datetime import datetime, timedelta
 
 from anomaly_detector.alerting.events import OPENED, RESOLVED, UPDATED
+from anomaly_detector.detection.situations import Correlator
 
 log = logging.getLogger(__name__)
 SEVERITIES = ("critical", "warning")
@@ -42,6 +50,7 @@ SEVERITIES = ("critical", "warning")
 SUPPRESS_REASONS = ("severity", "min_score", "dedup", "resolved_in_quiet_hours", "superseded_in_quiet_hours",
                     "held_overflow")
 GROUP = "group"
+SITUATION_LIMITS = ("max_open", "max_pairs")   # bounded reasons of situation_limits_total{sink,reason}
 
 
 def identity(incident):
@@ -109,7 +118,7 @@ class SinkPolicy:
     """One sink's noise rules and buffers (module docstring)."""
 
     def __init__(self, stats, severities=SEVERITIES, min_score=0.0, dedup_window=0.0, update_interval=300.0,
-                 group_wait=0.0, quiet=None, held_max=10000, name="", resolve_wait=0.0):
+                 group_wait=0.0, quiet=None, held_max=10000, name="", resolve_wait=0.0, situations=None):
         self.stats = stats   # the runner's counters: "suppressed" {reason: n}, "held" n
         self.severities, self.min_score = tuple(severities), float(min_score)
         self.dedup_window, self.update_interval = float(dedup_window), float(update_interval)
@@ -126,6 +135,9 @@ class SinkPolicy:
         self._overflowed = self._capped = False
         self.latest = 0.0      # latest event time seen (for forgetting stale episodes)
         self.since = time.time()   # events written before it may belong to incidents announced without this state
+        self.situations = situations   # a detection.situations.Correlator, or None: no situations
+        self.situation_leads = {}      # situation id -> the lead incident id of the episode announcing it
+        self.joined = set()            # routed incident ids folded into a situation (not a dedup)
 
     # -- what the runner calls
 
@@ -209,14 +221,19 @@ class SinkPolicy:
             return event   # announced before this policy (routing let only those through): it ends as it was
         if lead is None:
             lead = self._join(incident_id, event["incident"], first, last)
+        elif self.situations is not None and event["event"] != RESOLVED:
+            self.situations.add(event["incident"])    # it grew: the situation's span and story follow
+        event = self._with_situation(event, incident_id)
         episode = self.episodes[lead]
         episode["last_seen"] = max(episode["last_seen"], last)
         folded = lead != incident_id
         if event["event"] == RESOLVED:
             del self.routed[incident_id]
+            self.joined.discard(incident_id)
             return self._resolve(event, episode, incident_id, lead)
         escalates = event["incident"].get("severity") == "critical" and episode.get("severity") != "critical"
-        if (folded and not escalates and episode["sent_at"] is not None
+        joins = folded and event["event"] == OPENED and incident_id in self.joined
+        if (folded and not escalates and not joins and episode["sent_at"] is not None
                 and event["at"] - episode["sent_at"] < self.update_interval):
             return self._suppress("dedup", event)
         if folded:
@@ -226,8 +243,51 @@ class SinkPolicy:
         return event
 
     def _join(self, incident_id, incident, first, last):
-        """The lead of the episode a newly routed incident belongs to: the open (or recent) episode of its
-        identity, or a new one it leads."""
+        """The lead of the episode a newly routed incident belongs to: the firing episode of its situation,
+        else the open (or recent) episode of its identity, else a new one it leads."""
+        situation = self._situation(incident)
+        lead = self.situation_leads.get(situation.id) if situation is not None else None
+        if lead in self.episodes:
+            # Its situation's alert, firing or resolved a moment ago (the correlator's window): the join
+            # is told as its update, and a resolved still waiting for resolve_wait is void.
+            episode = self.episodes[lead]
+            episode["members"].append(incident_id)
+            if episode.get("pending") is not None:
+                self._suppress("dedup", episode["pending"])
+                episode["pending"] = None
+            self.routed[incident_id] = lead
+            self.joined.add(incident_id)
+            self.stats["situation_joins"] = self.stats.get("situation_joins", 0) + 1
+            return lead
+        lead = self._join_identity(incident_id, incident, first, last)
+        if situation is not None:
+            self.situation_leads[situation.id] = lead
+        return lead
+
+    def _situation(self, incident):
+        """The situation the correlator puts a new incident in (None without situations); situations
+        quiet for their window are closed first (event time), so their memory is bounded."""
+        if self.situations is None:
+            return None
+        for closed in self.situations.close_quiet(float(incident.get("first_seen") or self.latest)):
+            self._forget_situation(closed)
+        situation = self.situations.add(incident)
+        for closed in self.situations.take_closed_early():
+            self._forget_situation(closed)
+        return situation
+
+    def _forget_situation(self, situation):
+        self.situation_leads.pop(situation.id, None)
+        self.joined.difference_update(situation.members)
+
+    def _with_situation(self, event, incident_id):
+        """The event with its situation's story, when its incident is in a situation of several."""
+        situation = self.situations.situation_of(incident_id) if self.situations is not None else None
+        if situation is None or len(situation.members) < 2:
+            return event
+        return dict(event, situation=situation.record(self.situations))
+
+    def _join_identity(self, incident_id, incident, first, last):
         key = identity(incident)
         lead = self.leads.get(key)
         episode = self.episodes.get(lead)
@@ -334,7 +394,8 @@ class SinkPolicy:
     def state(self):
         return {"routed": self.routed, "episodes": self.episodes, "leads": self.leads, "outgoing": list(self.outgoing),
                 "group": self.group, "deadline": self.deadline, "after": self.after, "held": self.held, "latest": self.latest,
-                "since": self.since}
+                "since": self.since, "situations": self.situations.state() if self.situations is not None else None,
+                "situation_leads": self.situation_leads, "joined": sorted(self.joined)}
 
     def restore(self, state):
         if not isinstance(state, dict):
@@ -351,6 +412,14 @@ class SinkPolicy:
         self.held = list(state.get("held") or [])
         self.latest = float(state.get("latest") or 0.0)
         self.since = float(state.get("since") or self.since)
+        if self.situations is not None and isinstance(state.get("situations"), dict):
+            try:
+                self.situations.restore(state["situations"])
+            except (KeyError, TypeError, ValueError, IndexError):
+                log.warning("alert sink %s: the saved situations could not be read; starting without them", self.name)
+            self.situation_leads = {k: v for k, v in (state.get("situation_leads") or {}).items()
+                                    if v in self.episodes}
+            self.joined = {i for i in state.get("joined") or [] if i in self.routed}
 
 
 def _times(incident, at):
@@ -361,8 +430,9 @@ def _times(incident, at):
     return float(first), float(last)
 
 
-def build_policy(stats, alerting, section, groups, name=""):
-    """The SinkPolicy of one [alerting] subsection; `groups` False for a sink that groups by itself."""
+def build_policy(stats, alerting, section, groups, name="", situations=None):
+    """The SinkPolicy of one [alerting] subsection; `groups` False for a sink that groups by itself;
+    `situations` the [situations] section (None: no situations)."""
     quiet = None
     if section.get("quiet_hours"):
         quiet = QuietHours(section["quiet_hours"], section.get("quiet_hours_timezone") or "UTC")
@@ -371,4 +441,18 @@ def build_policy(stats, alerting, section, groups, name=""):
                       update_interval=alerting["update_interval_seconds"],
                       group_wait=alerting["group_wait_seconds"] if groups else 0.0, quiet=quiet,
                       held_max=alerting["outbox_max_alerts"], name=name,
-                      resolve_wait=alerting["resolve_wait_seconds"])
+                      resolve_wait=alerting["resolve_wait_seconds"],
+                      situations=_correlator(stats, situations, name) if situations else None)
+
+
+def _correlator(stats, settings, name):
+    """The sink's correlator; a bound it reaches is counted in the sink's stats (situation_limits_total)
+    and logged the first time."""
+    def hit(reason):
+        limits = stats.setdefault("situation_limits", {})
+        if not limits.get(reason):
+            log.warning("alert sink %s: [situations] %s reached; see docs/situations.md, Limits", name, reason)
+        limits[reason] = limits.get(reason, 0) + 1
+    return Correlator(window_seconds=settings["window_seconds"], max_open=settings["max_open"],
+                      max_pairs=settings["max_pairs"], max_tokens=settings["max_tokens"],
+                      dependencies=settings["dependencies"], on_limit=hit)

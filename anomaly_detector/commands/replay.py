@@ -8,11 +8,13 @@ import os
 import resource
 import sys
 import time
+from collections import Counter
 
 import click
 
 from ..config.loader import REPLAY, default_config, load_config
 from ..config.problems import ERROR
+from ..detection.situations import situations_of
 from ..parsing.headers import HeaderFormat, HeaderFormatError
 from ..parsing.sources import SourceFieldsError
 from ..pipeline import Pipeline
@@ -42,6 +44,9 @@ def _config(path):
 @click.option("--log-format", default="", metavar="FMT", help='Loghub header format, e.g. "<Date> <Time> <Level>: <Content>".')
 @click.option("--output", "output_path", required=True, metavar="OUT.jsonl", help="One scored record per input line.")
 @click.option("--incidents", "incidents_path", default=None, metavar="FILE", help="Write incidents as JSON lines.")
+@click.option("--situations", "situations_path", default=None, metavar="FILE",
+              help="Write situations (linked incidents of several sources, with a probable first cause) as JSON "
+                   "lines, in order of first_seen.")
 @click.option("--from-state", default=None, metavar="DIR", help="Start from the models saved in DIR (by --save-state, or a daemon's state_dir: worker 0's).")
 @click.option("--save-state", default=None, metavar="DIR", help="Save the learned models into DIR at the end.")
 @click.option("--source-fields", default="", metavar="A,B",
@@ -51,8 +56,8 @@ def _config(path):
               help="auto: a `host program[pid]: ` or docker compose `name-1  | ` prefix held by most lines names "
                    "their source; off: each file is one source.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-def replay_command(config_path, fmt, log_format, output_path, incidents_path, from_state, save_state, source_fields,
-                   source_prefix, files):
+def replay_command(config_path, fmt, log_format, output_path, incidents_path, situations_path, from_state, save_state,
+                   source_fields, source_prefix, files):
     """Score FILEs offline in event time, exactly as the daemon would: one JSON record per input line, in order."""
     cfg = _config(config_path)
     set_generations(cfg["retention"]["snapshot_generations"])
@@ -70,6 +75,8 @@ def replay_command(config_path, fmt, log_format, output_path, incidents_path, fr
     incidents += pipeline.finish()
     if incidents_path:
         _write_incidents(incidents_path, incidents)
+    if situations_path:
+        _write_situations(situations_path, incidents, cfg["situations"])
     if save_state:
         pipeline.save(save_state)
     _summary(pipeline, len(incidents), time.perf_counter() - began)
@@ -121,6 +128,20 @@ def _write_incidents(path, incidents):
     with open(path, "w", encoding="utf-8") as f:
         for record in incidents:
             f.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def _write_situations(path, incidents, settings):
+    """Every incident in exactly one situation, one JSON line per situation by first_seen (docs/cli.md)."""
+    hits = Counter()
+    situations = situations_of(incidents, window_seconds=settings["window_seconds"], max_open=settings["max_open"],
+                               max_pairs=settings["max_pairs"], max_tokens=settings["max_tokens"],
+                               dependencies=settings["dependencies"], on_limit=lambda reason: hits.update([reason]))
+    with open(path, "w", encoding="utf-8") as f:
+        for record in situations:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    for reason, n in sorted(hits.items()):
+        click.echo("replay: [situations] %s reached %d times (see docs/situations.md, Limits)" % (reason, n), err=True)
+    click.echo("replay: %d situations of %d incidents" % (len(situations), len(incidents)), err=True)
 
 
 def _summary(pipeline, n_incidents, seconds):

@@ -19,6 +19,7 @@ from anomaly_detector.alerting.noise import SEVERITIES, parse_quiet_hours
 from anomaly_detector.alerting.sinks.webhook import check_target
 from anomaly_detector.config.problems import ERROR, WARNING, Problem
 from anomaly_detector.detection.regex_safety import refusal
+from anomaly_detector.detection.situations import parse_dependencies
 from anomaly_detector.ipc.control import MAX_INPUTS
 from anomaly_detector.logsetup import LOG_FILE_NAME
 from anomaly_detector.metrics.admin import token_file_exposed, token_file_problem
@@ -74,11 +75,19 @@ def semantic_problems(path, cfg, index, daemon=True):
         _check_sink(report, ("alerting", name), section)
     for name, section in cfg["rules"].items():
         _check_regex(report, ("rules", name), "pattern", section["pattern"])
+    _check_dependencies(report, cfg["situations"]["dependencies"])
     for pattern in cfg["parsing"]["extra_masks"]:
         _check_regex(report, ("parsing",), "extra_masks", pattern)
     for pattern in cfg["detection"]["tier4"].get("session_patterns", []):
         _check_regex(report, ("detection", "tier4"), "session_patterns", pattern)
     return report.problems
+
+
+def _check_dependencies(report, items):
+    try:
+        parse_dependencies(items)
+    except ValueError as exc:
+        report.add(ERROR, ("situations",), "dependencies", str(exc))
 
 
 def _subsections(section):

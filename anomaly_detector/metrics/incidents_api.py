@@ -19,11 +19,13 @@ import urllib.parse
 from datetime import datetime, timezone
 
 from anomaly_detector.alerting.events import severity
+from anomaly_detector.detection.situations import situations_of
 from anomaly_detector.storage.layout import every_worker_pattern
 from anomaly_detector.worker.incident_view import MAX_SAMPLE_CHARS, VIEW_FILE, read_view
 
 log = logging.getLogger(__name__)
 ROUTE = "/api/incidents"
+SITUATIONS_ROUTE = "/api/situations"
 STATUSES = ("open", "resolved")
 DEFAULT_LIMIT = 50
 QUERY_KEYS = ("limit", "since", "status")
@@ -101,27 +103,31 @@ class WorkerViews:
 
 
 class IncidentsAPI:
-    def __init__(self, views, max_limit, authorize=None, disabled_reason=""):
-        """authorize(Authorization header) -> bool when [http] incidents_api_token is on, else None."""
+    def __init__(self, views, max_limit, authorize=None, disabled_reason="", situations=None):
+        """authorize(Authorization header) -> bool when [http] incidents_api_token is on, else None;
+        situations: the [situations] section for GET /api/situations (default settings when None)."""
         self.views, self.max_limit = views, int(max_limit)
         self.authorize, self.disabled_reason = authorize, disabled_reason
+        self.situations = SituationsView(views, situations)
 
     def handle(self, method, path, headers):
         route, _, query = path.partition("?")
-        if route != ROUTE:
-            return _error(404, "not found: GET %s" % ROUTE)
+        if route not in (ROUTE, SITUATIONS_ROUTE):
+            return _error(404, "not found: GET %s or GET %s" % (ROUTE, SITUATIONS_ROUTE))
         if method != "GET":
-            return _error(405, "method not allowed: %s takes GET" % ROUTE, [("Allow", "GET")])
+            return _error(405, "method not allowed: %s takes GET" % route, [("Allow", "GET")])
         if self.authorize is not None:
             if self.disabled_reason:
                 return _error(403, "%s needs the admin token ([http] incidents_api_token) but %s"
-                              % (ROUTE, self.disabled_reason))
+                              % (route, self.disabled_reason))
             if not self.authorize(headers.get("Authorization")):
                 return _error(401, "missing or wrong bearer token", [("WWW-Authenticate", 'Bearer realm="admin"')])
         try:
             limit, since, status = parse_query(query, self.max_limit)
         except ValueError as exc:
             return _error(400, str(exc))
+        if route == SITUATIONS_ROUTE:
+            return ApiReply(200, self.situations.listing(limit, since, status))
         return ApiReply(200, self.listing(limit, since, status))
 
     def listing(self, limit, since=None, status=None):
@@ -129,6 +135,42 @@ class IncidentsAPI:
                   if (status is None or r.get("status") == status) and (since is None or _last(r) >= since)]
         return {"incidents": [public(r) for r in chosen[:limit]], "count": min(limit, len(chosen)),
                 "limit": limit, "more": len(chosen) > limit}
+
+
+class SituationsView:
+    """GET /api/situations: the incidents GET /api/incidents lists, grouped into situations
+    (detection/situations.py) with the [situations] settings, newest first; computed again only when a
+    worker's view changed. A situation is open while one of its incidents is."""
+
+    def __init__(self, views, settings=None):
+        self.views = views
+        keys = ("window_seconds", "max_open", "max_pairs", "max_tokens", "dependencies")
+        self.settings = {k: settings[k] for k in keys} if settings else {}
+        self._cached = (None, [])
+
+    def situations(self):
+        incidents = self.views.incidents()
+        key = tuple((r.get("id"), r.get("status"), _last(r)) for r in incidents)
+        if key != self._cached[0]:
+            status = {r.get("id"): r.get("status") for r in incidents}
+            found = situations_of([r for r in incidents if isinstance(r.get("first_seen"), (int, float))],
+                                  **self.settings)
+            for record in found:
+                record["status"] = "open" if any(status.get(i) == "open" for i in record["incidents"]) else "resolved"
+            self._cached = (key, sorted(found, key=lambda r: (-r["first_seen"], r["id"])))
+        return self._cached[1]
+
+    def listing(self, limit, since=None, status=None):
+        chosen = [r for r in self.situations()
+                  if (status is None or r["status"] == status) and (since is None or r["last_seen"] >= since)]
+        return {"situations": [situation_public(r) for r in chosen[:limit]], "count": min(limit, len(chosen)),
+                "limit": limit, "more": len(chosen) > limit}
+
+
+def situation_public(record):
+    """One situation as the API shows it (docs/http.md): the replay record, with times also as ISO text."""
+    cause = dict(record["first_cause"], onset_iso=iso(record["first_cause"]["onset"]))
+    return dict(record, first_cause=cause, start=iso(record["first_seen"]), last=iso(record["last_seen"]))
 
 
 def parse_query(query, max_limit):

@@ -133,6 +133,13 @@ METRICS = {m.name: m for m in (
     MetricSpec("alert_notifications_total", COUNTER,
                "Messages a sink accepted: one per alert, or one per group of alerts sent together "
                "([alerting] group_wait_seconds, quiet-hours digests).", ("sink",)),
+    MetricSpec("alert_situation_joins_total", COUNTER,
+               "Incidents a sink announced as an update of a situation's notification (linked to an incident it "
+               "announced that still fires; [situations], docs/situations.md) instead of as a new alert.", ("sink",)),
+    MetricSpec("situation_limits_total", COUNTER,
+               "Times a sink's situation correlator reached a bound, by reason: max_open (the quietest situation "
+               "closed early), max_pairs (the weaker half of the learned source pairs forgotten) ([situations]).",
+               ("sink", "reason")),
     MetricSpec("alert_outbox_bytes", GAUGE, "Disk bytes of the alert outbox, bounded by [alerting] outbox_max_mb."),
     MetricSpec("alert_outbox_limit_bytes", GAUGE,
                "[alerting] outbox_max_mb as bytes: the bound of alert_outbox_bytes (0 without sinks)."),

@@ -18,6 +18,7 @@ import threading
 import time
 
 from anomaly_detector.metrics import page_data
+from anomaly_detector.metrics.incidents_api import SituationsView
 from anomaly_detector.metrics.svg import bar_chart, escape_text, number, timeline
 from anomaly_detector.storage.layout import worker_paths
 
@@ -60,6 +61,7 @@ class Page:
         self.max_rows = http["page_max_rows"]
         self.max_bytes = http["page_max_read_mb"] * 2**20
         self.cache = page_data.SnapshotCache(self.max_bytes, self.max_rows)
+        self.situations = SituationsView(views, cfg["situations"])
         self.skips = page_data.Skips()
         self._lock = threading.Lock()
         self._built = (None, b"")
@@ -110,12 +112,20 @@ class Page:
             "figures": {"lines read": totals["lines_read"], "lines scored": totals["lines_processed"],
                         "anomalous lines": totals["anomalies"], "incidents closed": totals["incidents"]},
             "open": still_open, "recent": recent, "max_rows": rows,
+            "situations": self._linked(records, rows),
             "templates": page_data.top_templates(workers, self.cache, rows, skip),
             "tiers": page_data.tier_status(cfg, control.flags(), workers, self.cache, skip),
             "inputs": page_data.input_lag(cfg, self.cache, rows, skip),
             "snapshot_seconds": cfg["service"]["snapshot_interval_seconds"],
             "notes": notes,
         }
+
+
+    def _linked(self, records, rows):
+        """The newest situations of several incidents, each with its incidents' records (onset order)."""
+        by_id = {r.get("id"): r for r in records}
+        linked = [s for s in self.situations.situations() if len(s["incidents"]) > 1][:rows]
+        return [(s, [by_id[i] for i in s["incidents"] if i in by_id]) for s in linked]
 
 
 def render(view):
@@ -127,7 +137,7 @@ def render(view):
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">', refresh,
         '<meta name="viewport" content="width=device-width">',
         "<title>anomaly_detector: %s</title><style>%s</style></head><body>" % (name, STYLE),
-        _header(view), _now(view), _lately(view), _templates(view), _tiers(view), _inputs(view), _footer(view),
+        _header(view), _now(view), _situations(view), _lately(view), _templates(view), _tiers(view), _inputs(view), _footer(view),
         "</body></html>"))
 
 
@@ -159,6 +169,32 @@ def _lately(view):
         body = _incident_timeline(view) + "".join(_incident(record, False) for record in recent)
     return ('<section id="lately"><h2>Lately: %s%s</h2>%s</section>'
             % (_plural(len(recent), "closed incident"), _cut(len(recent), view), body))
+
+
+def _situations(view):
+    """Linked incidents of several sources (docs/situations.md): the first cause, how sure, and a timeline."""
+    linked = view.get("situations") or []
+    if not linked:
+        return ""
+    cards = []
+    for situation, members in linked:
+        cause = situation["first_cause"]
+        points = [(_float(r.get("first_seen")), _float(r.get("last_seen")), _float(r.get("score")),
+                   "%s %s: %s" % (r.get("source", ""), r.get("kind", ""), r.get("reason", "")),
+                   r.get("status") == "open") for r in members]
+        end = max([p[1] for p in points] + [_float(situation["last_seen"])])
+        span = max(300.0, (end - _float(situation["first_seen"])) * 1.1)
+        cards.append("".join((
+            '<article class="situation%s" id="situation-%s">' % (" open" if situation.get("status") == "open" else "",
+                                                                escape_text(situation["id"])),
+            "<h3>%s: probable first cause <b>%s</b> (%s sure), %s</h3>"
+            % ("OPEN" if situation.get("status") == "open" else "closed", escape_text(cause["source"]),
+               "%d%%" % round(100 * _float(situation["confidence"])), _plural(len(situation["incidents"]), "incident")),
+            timeline(points, end + span * 0.02, span, view["threshold"], height=120),
+            "<ol>%s</ol>" % "".join("<li>%s</li>" % escape_text(e) for e in situation["evidence"]),
+            "</article>")))
+    return ('<section id="situations"><h2>Situations: %s%s</h2>%s</section>'
+            % (_plural(len(linked), "linked group"), _cut(len(linked), view, "newest"), "".join(cards)))
 
 
 def _cut(shown, view, which="last"):

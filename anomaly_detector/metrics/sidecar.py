@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 import psutil
 
 from anomaly_detector import __version__
-from anomaly_detector.alerting.noise import SUPPRESS_REASONS
+from anomaly_detector.alerting.noise import SITUATION_LIMITS, SUPPRESS_REASONS
 from anomaly_detector.alerting.outbox import STATS_FILE, outbox_bytes, outbox_dir, read_stats
 from anomaly_detector.alerting.sinks import sink_sections
 from anomaly_detector.alerting.sinks.base import FAILURE_REASONS
@@ -272,8 +272,12 @@ class Readings:
         sinks = stats.get("sinks", {})
         oldest = stats.get("oldest_at")
         delivered, failed, throttled, suppressed, held, notes = {}, {}, {}, {}, {}, {}
+        joins, limits = {}, {}
         for sink in self.sinks:
             mine = sinks.get(sink, {})
+            joins[(("sink", sink),)] = int(mine.get("situation_joins", 0))
+            for reason in SITUATION_LIMITS:
+                limits[(("sink", sink), ("reason", reason))] = int(mine.get("situation_limits", {}).get(reason, 0))
             delivered[(("sink", sink),)] = int(mine.get("delivered", 0))
             throttled[(("sink", sink),)] = int(mine.get("throttled", 0))
             held[(("sink", sink),)] = int(mine.get("held", 0))
@@ -287,6 +291,7 @@ class Readings:
                                          (("reason", "write_error"),): totals["alert_write_errors"]},
                 "alerts_delivered_total": delivered, "alerts_failed_total": failed, "alerts_throttled_total": throttled,
                 "alerts_suppressed_total": suppressed, "alerts_held_total": held, "alert_notifications_total": notes,
+                "alert_situation_joins_total": joins, "situation_limits_total": limits,
                 "alert_queue_size": int(stats.get("queue", 0)) if self.sinks else 0,
                 "alert_queue_limit": self.outbox_limits[1],
                 "alert_outbox_bytes": outbox_bytes(self.outbox) if self.outbox else 0,
@@ -458,8 +463,9 @@ def run_sidecar(ctx, daemon):
                                tls_context=tls, page=readings.page)
     readings.http_rejections = server.rejections
     server.incidents_api = IncidentsAPI(views, http["incidents_api_max"], readings.admin.authorized
-                                        if http["incidents_api_token"] else None, readings.admin.disabled_reason)
-    log.info("sidecar serving %s://%s:%d (/, /health, /metrics, /api/incidents, /admin/*%s)",
+                                        if http["incidents_api_token"] else None, readings.admin.disabled_reason,
+                                        situations=cfg["situations"])
+    log.info("sidecar serving %s://%s:%d (/, /health, /metrics, /api/incidents, /api/situations, /admin/*%s)",
              "https" if tls else "http",
              server.server_address[0], server.port, "" if readings.admin.disabled_reason else " with a token")
     reader.start()

@@ -25,6 +25,9 @@ def parse_args(argv):
     p.add_argument("--start", default="2026-03-02T00:00:00Z", help="ISO 8601 start of event time")
     p.add_argument("--fmt", choices=("plain", "jsonl"), default="plain",
                    help="plain: one file per source; jsonl: one merged file with a source per line")
+    p.add_argument("--cascades", type=float, default=0,
+                   help="cascades per post-warm-up day: a dependency's fault spreading to two dependents, plus "
+                        "an unrelated incident at the same time (default 0: none, the output of a seed unchanged)")
     p.add_argument("--warmup-days", type=float, default=None, help="no incidents before this (default 1 day)")
     return p.parse_args(argv)
 
@@ -48,7 +51,7 @@ def main(argv=None):
         per_source = parse_volumes(args.source_lines_per_day)
         w = generate(args.out, days=args.days, seed=args.seed, lines_per_day=args.lines_per_day,
                      incidents=incidents, start=args.start, fmt=args.fmt, warmup_days=args.warmup_days,
-                     source_lines_per_day=per_source)
+                     source_lines_per_day=per_source, cascades=args.cascades)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

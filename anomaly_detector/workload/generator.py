@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from anomaly_detector.workload.cascades import parts as cascade_parts
+from anomaly_detector.workload.cascades import schedule as cascade_schedule
 from anomaly_detector.workload.incidents import expand_kinds, schedule
 from anomaly_detector.workload.services import LEVELS, NO_TAG, SERVICES, SOURCES, HealthService, Vocabulary
 
@@ -41,6 +43,7 @@ class Workload:
     incidents: list = field(default_factory=list)
     lines_per_file: dict = field(default_factory=dict)
     sources: tuple = SOURCES
+    cascades: list = field(default_factory=list)     # labels.json "cascades" (generate(cascades=N))
 
 
 def parse_time(text):
@@ -217,7 +220,7 @@ def build_services(seed_seqs, volumes):
 
 
 def generate(out_dir, days=3, seed=0, lines_per_day=DEFAULT_LINES_PER_DAY, incidents="all",
-             start="2026-03-02T00:00:00Z", fmt="plain", warmup_days=None, source_lines_per_day=None):
+             start="2026-03-02T00:00:00Z", fmt="plain", warmup_days=None, source_lines_per_day=None, cascades=0):
     """Write a workload of `days` of event time into out_dir and return what was written.
 
     lines_per_day is the weekday volume of web+app+db (weekends are lower; health and batch add a
@@ -225,6 +228,8 @@ def generate(out_dir, days=3, seed=0, lines_per_day=DEFAULT_LINES_PER_DAY, incid
     "none". Incidents fall after the warm-up (default: the first day, or half of a shorter run).
     source_lines_per_day overrides the weekday volume of single sources, e.g. {"db": 50000};
     "health" sets the heartbeat interval; batch jobs keep their schedule.
+    cascades: per post-warm-up day, faults spreading from a dependency to two dependents plus an
+    unrelated incident (cascades.py; labelled under "cascades"); 0 (default) leaves the output as it was.
     """
     if days <= 0 or lines_per_day <= 0:
         raise ValueError("days and lines_per_day must be positive")
@@ -243,6 +248,11 @@ def generate(out_dir, days=3, seed=0, lines_per_day=DEFAULT_LINES_PER_DAY, incid
     plan = schedule(kinds, np.random.default_rng(ss[1]), t_warm, t_end)
     apply_rate_incidents(rates, plan, t_start, n_min)
     services = build_services(ss[2:], volumes)
+    extra, groups = [], []
+    if cascades:
+        # A stream of its own: the services' and the schedule's draws stay those of the seed without cascades.
+        crng = np.random.default_rng(np.random.SeedSequence([seed, 17]))
+        extra, groups = cascade_schedule(crng, plan, t_warm, t_end, cascades, len(plan))
     output = Output(out_dir, fmt)
     merger = Merger(output, plan)
     try:
@@ -254,11 +264,14 @@ def generate(out_dir, days=3, seed=0, lines_per_day=DEFAULT_LINES_PER_DAY, incid
                 r = rates.get(svc.name, np.zeros(n_min))[m0:m1]
                 active = [i for i in plan if i.source == svc.name and i.overlaps(t0 - 600.0, t1)]
                 parts.append(svc.generate(t0, r, active).arrays() + (k,))
+            if extra:
+                parts += cascade_parts(crng, extra, t0, t1)
             merger.add(parts, t1)
         merger.add([], None)
     finally:
         output.close()
-    return write_labels(out_dir, output, plan, seed, fmt, t_start, t_end, t_warm, lines_per_day, days)
+    return write_labels(out_dir, output, plan + extra, seed, fmt, t_start, t_end, t_warm, lines_per_day, days,
+                        groups)
 
 
 def apply_rate_incidents(rates, plan, t_start, n_min):
@@ -270,7 +283,7 @@ def apply_rate_incidents(rates, plan, t_start, n_min):
             rates[inc.source][m0:m1] *= inc.detail.get("factor", 0.0)
 
 
-def write_labels(out_dir, output, plan, seed, fmt, t_start, t_end, t_warm, lines_per_day, days):
+def write_labels(out_dir, output, plan, seed, fmt, t_start, t_end, t_warm, lines_per_day, days, cascades=()):
     files = list(output.handles)
     labels = []
     for inc in plan:
@@ -281,12 +294,14 @@ def write_labels(out_dir, output, plan, seed, fmt, t_start, t_end, t_warm, lines
     doc = {"version": 1, "seed": seed, "days": days, "lines_per_day": lines_per_day, "fmt": fmt,
            "start": t_start, "end": t_end, "warmup_end": t_warm, "start_iso": iso(t_start), "end_iso": iso(t_end),
            "sources": list(SOURCES), "files": files, "lines_per_file": dict(output.count), "incidents": labels}
+    if cascades:
+        doc["cascades"] = list(cascades)
     path = os.path.join(out_dir, LABELS_FILE)
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(doc, fh, indent=1)
     return Workload(out_dir=out_dir, files=[os.path.join(out_dir, f) for f in files], labels_path=path,
                     lines=sum(output.count.values()), fmt=fmt, seed=seed, start=t_start, end=t_end,
-                    warmup_end=t_warm, incidents=labels, lines_per_file=dict(output.count))
+                    warmup_end=t_warm, incidents=labels, lines_per_file=dict(output.count), cascades=list(cascades))
 
 
 def load_labels(path):

@@ -7,7 +7,15 @@ from datetime import datetime, timezone
 import pytest
 
 from anomaly_detector.alerting.events import severity
-from anomaly_detector.alerting.noise import GROUP, QuietHours, SinkPolicy, group_id, identity, parse_quiet_hours
+from anomaly_detector.alerting.noise import (
+    GROUP,
+    QuietHours,
+    SinkPolicy,
+    build_policy,
+    group_id,
+    identity,
+    parse_quiet_hours,
+)
 from anomaly_detector.alerting.sinks import build_sink
 from anomaly_detector.alerting.sinks.email import compose_group
 from anomaly_detector.alerting.sinks.slack import group_message
@@ -284,3 +292,66 @@ def test_a_group_and_what_follows_it_are_bounded_and_the_bound_is_logged(caplog)
     assert "3 alerts wait in a group" in caplog.text
     assert kinds(drain(policy, NOON + 10)) == [[("a", "opened"), ("b", "opened")], [("a", "resolved")]]
     assert policy.can_accept(ev("c", at=NOON + 12, source="web"), NOON + 12)
+
+
+# -- situations: one notification per situation, updated as incidents join
+
+def linked(incident, kind="opened", rev=0, at=NOON, source="db", sample="", **kw):
+    event = ev(incident, kind, rev, at=at, source=source, template={"db": 1, "app": 2, "batch": 3}[source], **kw)
+    event["incident"]["samples"] = [sample]
+    return event
+
+
+DB = "lock wait timeout exceeded on table orders host=db-primary-1 txn=77"
+APP = "timeout waiting for db-primary-1:5432 after 3000 ms request 0a1b2c3d4e5f"
+BATCH = "job report-daily failed: disk quota exceeded on /var/reports (912 MB over)"
+
+
+def situation_policy():
+    stats = {}
+    policy = build_policy(stats, {"dedup_window_seconds": 300, "update_interval_seconds": 300,
+                                  "group_wait_seconds": 0, "outbox_max_alerts": 100, "resolve_wait_seconds": 0},
+                          {"min_score": 0}, True, "hook", {"window_seconds": 300, "max_open": 10, "max_pairs": 100,
+                                                           "max_tokens": 1000, "dependencies": []})
+    policy.since = 0.0
+    return policy, stats
+
+
+def test_an_incident_joining_a_situation_goes_out_as_its_update_and_it_resolves_with_the_last():
+    policy, stats = situation_policy()
+    t = NOON
+    notes = run(policy, [
+        linked("db", at=t, first=t - 40, sample=DB),
+        linked("batch", at=t + 5, first=t - 30, source="batch", sample=BATCH),     # same minute, nothing shared
+        linked("app", at=t + 20, first=t - 10, source="app", sample=APP),           # calls db-primary-1: joins
+        linked("app", "updated", 1, at=t + 30, first=t - 10, source="app", sample=APP),  # within update_interval
+        linked("db", "resolved", 1, at=t + 60, first=t - 40, sample=DB),             # app still fires
+        linked("batch", "resolved", 1, at=t + 61, first=t - 30, source="batch", sample=BATCH),
+        linked("app", "resolved", 2, at=t + 90, first=t - 10, source="app", sample=APP),
+    ])
+    assert kinds(notes) == [[("db", "opened")], [("batch", "opened")], [("db", "updated")], [("batch", "resolved")],
+                            [("db", "resolved")]]
+    join = notes[2][0]
+    assert join["folded_from"] == "app" and join["situation"]["sources"] == ["app", "db"]
+    assert join["situation"]["first_cause"]["source"] == "db" and "situation" not in notes[1][0]
+    assert stats["situation_joins"] == 1 and stats["suppressed"] == {"dedup": 2}   # app's update, db's resolved
+
+
+def test_situations_survive_a_restart_in_the_checkpoint_state():
+    policy, _ = situation_policy()
+    t = NOON
+    run(policy, [linked("db", at=t, first=t - 40, sample=DB)])
+    saved = json.loads(json.dumps(policy.state()))
+    again, stats = situation_policy()
+    again.restore(saved)
+    notes = run(again, [linked("app", at=t + 20, first=t - 10, source="app", sample=APP)])
+    assert kinds(notes) == [[("db", "updated")]] and notes[0][0]["situation"]["incidents"] == ["db", "app"]
+    assert stats["situation_joins"] == 1
+
+
+def test_without_situations_linked_incidents_page_on_their_own():
+    policy, stats = fresh(dedup_window=300, update_interval=300)
+    t = NOON
+    notes = run(policy, [linked("db", at=t, first=t - 40, sample=DB),
+                         linked("app", at=t + 20, first=t - 10, source="app", sample=APP)])
+    assert kinds(notes) == [[("db", "opened")], [("app", "opened")]] and "situation_joins" not in stats

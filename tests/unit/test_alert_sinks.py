@@ -16,6 +16,7 @@ from anomaly_detector.alerting.outbox import read_checkpoint
 from anomaly_detector.alerting.sinks import SinkConfigError, build_sink
 from anomaly_detector.alerting.sinks.alertmanager import AlertmanagerSink
 from anomaly_detector.alerting.sinks.base import DeliveryError, Sink
+from anomaly_detector.alerting.sinks.email import compose
 from anomaly_detector.alerting.sinks.webhook import WebhookSink
 
 
@@ -328,3 +329,41 @@ def test_a_webhook_group_is_one_signed_post_whose_id_is_the_groups(receiver):
     digest = hmac.new(b"k", b"%s.%s.%s" % (payload["id"].encode(), headers["webhook-timestamp"].encode(), body),
                       hashlib.sha256).digest()
     assert headers["webhook-signature"] == "v1," + base64.b64encode(digest).decode()
+
+
+STORY = {"id": "s-1", "sources": ["app", "db"], "incidents": ["abc", "def"], "confidence": 0.95,
+         "first_cause": {"source": "db", "template": "lock wait timeout on <*>", "onset": 990.0},
+         "evidence": ["db: critical rule from 00:16:30", "app: never-seen template from 00:17:00", "app -> db: names db"]}
+
+
+def joined(n, kind="updated"):
+    """An event of incident "def" (app) folded into the situation alert of "abc" (alerting/noise.py)."""
+    e = event(n, kind, incident="abc")
+    e["incident"] = dict(e["incident"], source="db-client", kind="new_template", template_id=9)
+    return dict(e, folded_from="def", situation=STORY)
+
+
+def test_alertmanager_keeps_a_situation_one_alert_as_incidents_join_and_resolve(receiver):
+    r = receiver()
+    sink = AlertmanagerSink("am", r.url, 2.0, False, 60.0, clock=lambda: 5000.0)
+    sink.send(event(0))
+    lead = json.loads(r.requests[-1][2])[0]
+    sink.send(joined(1))
+    update = json.loads(r.requests[-1][2])[0]
+    assert update["labels"] == lead["labels"] and update["startsAt"] == lead["startsAt"]
+    assert update["annotations"]["situation"].startswith("situation s-1: first cause db (95% sure); db: critical")
+    sink.send(joined(2, "resolved"))
+    done = json.loads(r.requests[-1][2])[0]
+    assert done["labels"] == lead["labels"] and not sink.active
+
+
+def test_slack_and_email_tell_the_situation(receiver):
+    r = receiver()
+    build_sink("chat", section(type="slack", url=r.url + "/services/T/B/X")).send(joined(1))
+    blocks = json.loads(r.requests[-1][2])["blocks"]
+    assert any("*Situation*" in b.get("text", {}).get("text", "") and "first cause db" in b["text"]["text"]
+               for b in blocks)
+    msg = compose(joined(1), "ad@example.com", ["ops@example.com"])
+    assert "situation s-1: first cause db (95% sure)" in msg.get_body(("plain",)).get_content()
+    assert "first cause db" in msg.get_body(("html",)).get_content()
+    assert "situation" not in compose(event(0), "ad@example.com", ["ops@example.com"]).get_body(("plain",)).get_content()

@@ -113,6 +113,10 @@ CASES = [
     ("max_sources_zero", "[processing]\nmax_sources = 0\n", "max_sources", ["max_sources", "from 1 to 100000"]),
     ("http_header_timeout_zero", "[http]\nheader_timeout_seconds = 0\n", "header_timeout_seconds",
      ["header_timeout_seconds", "from 0.1 to 300"]),
+    ("situation_dependency_without_arrow", "[situations]\ndependencies = app->db, web app\n", "dependencies",
+     ["[situations] dependencies", "'web app'", "DEPENDENT->CAUSE"]),
+    ("situation_window_zero", "[situations]\nwindow_seconds = 0\n", "window_seconds",
+     ["window_seconds", "from 10 to 86400"]),
 ]
 
 

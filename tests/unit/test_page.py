@@ -16,7 +16,7 @@ from anomaly_detector.config.loader import default_config
 from anomaly_detector.ipc.control import ControlBlock, control_bytes
 from anomaly_detector.metrics import page
 from anomaly_detector.metrics.httpd import SidecarHTTPServer
-from anomaly_detector.metrics.incidents_api import WorkerViews
+from anomaly_detector.metrics.incidents_api import IncidentsAPI, WorkerViews
 from anomaly_detector.metrics.sidecar import Readings
 from anomaly_detector.metrics.svg import bar_chart, escape_text, timeline
 from anomaly_detector.storage.layout import worker_paths
@@ -260,3 +260,25 @@ def test_incidents_come_from_the_workers_views_open_strongest_first_and_closed_o
     assert "Anomalous now: 2 open incidents" in text and "Lately: 1 closed incident" in text
     assert text.index("OPEN strong in strong") < text.index("OPEN weak in weak")
     assert "closed done in done" in text and "OPEN done" not in text
+
+
+def test_linked_incidents_of_two_sources_show_as_one_situation_with_their_first_cause(tmp_path):
+    """db's lock timeouts on db-primary-1, then app's timeouts calling it, and batch apart: one situation of
+    db and app naming db, on the page and in GET /api/situations (same views, same correlator)."""
+    cfg, source = readings(tmp_path)
+    db = dict(incident(0, "db"), samples=["lock wait timeout exceeded on table orders host=db-primary-1 txn=77"])
+    app = dict(incident(0, "app"), first_seen=1030.0, last_seen=1090.0,
+               samples=["timeout waiting for db-primary-1:5432 after 3000 ms request 0a1b2c3d4e5f"])
+    batch = dict(incident(0, "batch"), first_seen=1010.0, samples=["disk quota exceeded on /var/reports"])
+    write_view(cfg, 0, open_=[app], closed=[db, batch])
+    built = built_page(cfg, source)
+    parsed = Elements(built.body().decode())
+    ids = [attrs.get("id") for _, attrs in parsed.tags if attrs.get("id")]
+    assert "situations" in ids and sum(1 for i in ids if i.startswith("situation-")) == 1
+    text = "".join(parsed.text)
+    assert "Situations: 1 linked group" in text and "probable first cause db" in text
+    assert "app -> db: names db" in text and "app -> db: share db-primary-1" in text and "batch" not in text.split("Situations:")[1].split("Lately")[0]
+    listing = IncidentsAPI(WorkerViews(cfg["paths"]["state_dir"]), 10).handle("GET", "/api/situations", {}).body
+    # newest onset first: batch (1010) before the db/app situation (1000)
+    assert [(s["sources"], s["status"]) for s in listing["situations"]] == [(["batch"], "resolved"), (["app", "db"], "open")]
+    assert listing["situations"][1]["first_cause"]["source"] == "db" and listing["count"] == 2

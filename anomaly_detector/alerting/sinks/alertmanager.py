@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 from anomaly_detector.alerting import httpsend
 from anomaly_detector.alerting.escape import one_line
-from anomaly_detector.alerting.sinks.base import Sink
+from anomaly_detector.alerting.sinks.base import Sink, situation_text
 from anomaly_detector.alerting.sinks.webhook import check_target
 
 ALERTNAME = "LogAnomalyIncident"
@@ -37,6 +37,8 @@ def alert(event):
     annotations = {"summary": one_line(inc.get("reason", ""), 500), "expected": one_line(inc.get("expected", "")),
                    "observed": one_line(inc.get("observed", "")), "samples": samples,
                    "template": one_line(inc.get("template", "")), "score": str(inc.get("score", ""))}
+    if situation_text(event):
+        annotations["situation"] = situation_text(event)
     first = inc.get("first_seen")
     starts = min(first, event["at"]) if isinstance(first, (int, float)) else event["at"]
     return {"labels": labels, "annotations": annotations, "startsAt": rfc3339(starts)}
@@ -55,7 +57,7 @@ class AlertmanagerSink(Sink):
         self._next_resend = None
 
     def send(self, event):
-        body = alert(event)
+        body = self._same_alert(event, alert(event))
         now = self.clock()
         if event["event"] == "resolved":
             self._post([dict(body, endsAt=rfc3339(now))])
@@ -65,6 +67,15 @@ class AlertmanagerSink(Sink):
         self.active[event["incident_id"]] = body
         if self._next_resend is None:
             self._next_resend = now + self.resend
+
+    def _same_alert(self, event, body):
+        """An event of an alert already firing keeps that alert's labels (Alertmanager tells alerts apart by
+        them): an incident folded into it (a situation's dependent, alerting/noise.py) refreshes its
+        annotations and resolves it, instead of raising an alert of its own."""
+        firing = self.active.get(event["incident_id"])
+        if firing is None or not event.get("folded_from"):
+            return body
+        return dict(body, labels=dict(firing["labels"]), startsAt=firing["startsAt"])
 
     def send_group(self, events):
         """A quiet-hours digest: each event as its own alert, in order."""

@@ -6,6 +6,19 @@ FAILURE_REASONS = ("timeout", "connect", "refused_address", "redirect", "http_5x
                    "rejected", "io")
 
 
+def situation_text(event, limit=1000):
+    """One line telling an event's situation (alerting/noise.py adds it when its incident is linked to
+    others): "situation s-...: first cause db (95% sure); db: ... from 10:02:10; app: ..."; "" without one."""
+    story = event.get("situation")
+    if not isinstance(story, dict):
+        return ""
+    cause = story.get("first_cause") or {}
+    text = "situation %s: first cause %s (%d%% sure); %s" % (
+        story.get("id", ""), cause.get("source", ""), round(100 * float(story.get("confidence", 0.0))),
+        "; ".join(str(e) for e in story.get("evidence", [])))
+    return text[:limit]
+
+
 class DeliveryError(Exception):
     """The receiver did not take the event. retry False: it never will (the event is skipped, counted)."""
 

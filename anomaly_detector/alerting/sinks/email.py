@@ -17,7 +17,7 @@ from email.utils import formatdate
 
 from anomaly_detector.alerting.escape import clean, one_line
 from anomaly_detector.alerting.noise import group_id
-from anomaly_detector.alerting.sinks.base import DeliveryError, Sink
+from anomaly_detector.alerting.sinks.base import DeliveryError, Sink, situation_text
 
 FIELDS = (("Reason", "reason"), ("Source", "source"), ("Kind", "kind"), ("Score", "score"),
           ("Expected", "expected"), ("Observed", "observed"), ("Template", "template"))
@@ -36,12 +36,16 @@ def compose(event, sender, recipients):
     samples = [clean(s, 500) for s in inc.get("samples", [])]
     text = "\n".join("%s: %s" % (label, one_line(value, 500)) for label, value in rows)
     text += "\n\nSample lines:\n" + "\n".join("  " + one_line(s, 500) for s in samples)
+    situation = situation_text(event)
+    if situation:
+        text += "\n\n" + one_line(situation, 1000)
     text += "\n\nIncident %s, event %s (%s)\n" % (event["incident_id"], event["id"], event["event"])
     table = "".join("<tr><th align=\"left\">%s</th><td>%s</td></tr>" % (html.escape(label), html.escape(value))
                     for label, value in rows)
-    body = ("<html><body><h3>%s</h3><table>%s</table><p>Sample lines:</p><pre>%s</pre>"
+    body = ("<html><body><h3>%s</h3><table>%s</table><p>Sample lines:</p><pre>%s</pre>%s"
             "<p><small>Incident %s, event %s</small></p></body></html>"
             % (html.escape(subject(event)), table, html.escape("\n".join(samples)),
+               "<p>%s</p>" % html.escape(one_line(situation, 1000)) if situation else "",
                html.escape(event["incident_id"]), html.escape(event["id"])))
     msg = EmailMessage()
     msg["Subject"] = subject(event)

@@ -11,7 +11,7 @@ import json
 
 from anomaly_detector.alerting import httpsend
 from anomaly_detector.alerting.escape import one_line
-from anomaly_detector.alerting.sinks.base import Sink
+from anomaly_detector.alerting.sinks.base import Sink, situation_text
 from anomaly_detector.alerting.sinks.webhook import check_target
 
 HEADER_CHARS = 150          # Slack's limit for a header block
@@ -44,6 +44,9 @@ def message(event):
     ]
     if samples:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "```%s```" % samples}})
+    if situation_text(event):
+        blocks.append({"type": "section", "text": {"type": "mrkdwn",
+                                                   "text": "*Situation*\n%s" % code(situation_text(event), 1000)}})
     blocks.append({"type": "context", "elements": [
         {"type": "mrkdwn", "text": "incident %s \u00b7 event %s \u00b7 template %s" % (
             code(event["incident_id"]), code(event["id"]), code(inc.get("template_id", "")))}]})
