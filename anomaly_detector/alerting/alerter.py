@@ -22,6 +22,7 @@ import random
 import threading
 import time
 
+from anomaly_detector.alerting.fleet import FleetReader
 from anomaly_detector.alerting.noise import SinkPolicy, build_policy, group_id
 from anomaly_detector.alerting.outbox import (
     STATS_FILE,
@@ -94,7 +95,7 @@ class SinkRunner:
 
     def add(self, events):
         """Queue the events this sink has not taken yet (events arrive in outbox order)."""
-        fresh = [e for e in events if e["seq"] > self.taken.get(e["writer"], 0)]
+        fresh = [e for e in events if e["seq"] > self.taken.get(e["writer"], 0) and self.sink.takes(e)]
         if fresh:
             with self.cond:
                 self.queue += fresh
@@ -260,6 +261,7 @@ class Alerter:
             self.runners.append(SinkRunner(sink, self.directory, section, stats, cfg["alerting"]["rate_limit_per_minute"],
                                            policy))
         self.reader = OutboxReader(self.directory)
+        self.fleet = _fleet_readers(cfg, self.directory, [r.sink.name for r in self.runners])
         self._last_stats = None
 
     def run(self, stop, beat):
@@ -277,10 +279,15 @@ class Alerter:
         for runner in self.runners:   # a request in flight is not waited for long: it is sent again, same id
             runner.thread.join(timeout=max(0.0, deadline - time.monotonic()))
             runner.sink.close()
+        for fleet in self.fleet:
+            fleet.close()
+            fleet.writer.close()
         self.write_stats()
         return 0
 
     def step(self):
+        for fleet in self.fleet:
+            fleet.step()
         events = self.reader.poll()
         for runner in self.runners:
             runner.add(events)
@@ -296,8 +303,9 @@ class Alerter:
                 undelivered[(writer, seq)] = at
             with runner.cond:
                 counts = {key: dict(value) if isinstance(value, dict) else value for key, value in runner.stats.items()}
-            sinks[runner.sink.name] = dict(counts, queue=len(pending))
-        stats = {"sinks": sinks, "queue": len(undelivered), "oldest_at": min(undelivered.values(), default=None)}
+            sinks[runner.sink.name] = dict(counts, queue=len(pending), **getattr(runner.sink, "stats", {}))
+        stats = {"sinks": sinks, "queue": len(undelivered), "oldest_at": min(undelivered.values(), default=None),
+                 "fleet": {fleet.name: dict(fleet.stats) for fleet in self.fleet}}
         if stats == self._last_stats:
             return
         self._last_stats = stats
@@ -305,6 +313,17 @@ class Alerter:
             write_json_atomic(self.stats_path, stats)
         except OSError as exc:
             log.error("alerter: cannot write %s: %s", self.stats_path, exc)
+
+
+def _fleet_readers(cfg, directory, started):
+    """A FleetReader per redis sink with consume = true: it queues the stream's events of the other
+    instances for this instance's other sinks (alerting/fleet.py). Its outbox bound is a worker's share."""
+    alerting, workers = cfg["alerting"], max(1, cfg["processing"]["workers"])
+    sections = sink_sections(cfg)
+    delivering = [name for name, section in sections if section["type"] != "redis"]
+    return [FleetReader(directory, name, section, delivering, max(1, alerting["outbox_max_alerts"] // workers),
+                        max(4096, alerting["outbox_max_mb"] * 2**20 // workers))
+            for name, section in sections if section["type"] == "redis" and section["consume"] and name in started]
 
 
 def _fresh_stats():
