@@ -22,7 +22,7 @@ import random
 import threading
 import time
 
-from anomaly_detector.alerting.fleet import FleetReader
+from anomaly_detector.alerting.fleet import FLEET_COUNTERS, FleetReader
 from anomaly_detector.alerting.noise import SinkPolicy, build_policy, group_id
 from anomaly_detector.alerting.outbox import (
     STATS_FILE,
@@ -262,6 +262,10 @@ class Alerter:
                                            policy))
         self.reader = OutboxReader(self.directory)
         self.fleet = _fleet_readers(cfg, self.directory, [r.sink.name for r in self.runners])
+        for fleet in self.fleet:   # counters only grow across alerter restarts
+            carried = read_stats(self.stats_path).get("fleet", {}).get(fleet.name, {})
+            for key in FLEET_COUNTERS:
+                fleet.stats[key] += int(carried.get(key, 0)) if isinstance(carried, dict) else 0
         self._last_stats = None
 
     def run(self, stop, beat):

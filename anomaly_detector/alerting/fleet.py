@@ -28,6 +28,7 @@ from anomaly_detector.alerting.sinks.redis_stream import FLEET_WRITER, connect, 
 
 log = logging.getLogger(__name__)
 SEEN_FILE = "fleet-seen.json"
+FLEET_COUNTERS = ("read", "duplicates", "own", "unreadable", "claimed", "dropped", "connect_failures")
 READ_COUNT = 200                  # entries per XREADGROUP / XAUTOCLAIM
 RECONNECT_MIN, RECONNECT_MAX = 0.5, 30.0
 CLAIM_INTERVAL_MAX_SECONDS = 5.0
