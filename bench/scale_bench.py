@@ -5,13 +5,16 @@ The workload is fixed: the workload generator's lines (anomaly_detector.workload
 batch and health services, no incidents) as stream entries (timestamp, level, source, message),
 XADDed once into a fresh redis-server per run. The consumer group is made at the stream's end; once
 every daemon is ready the group is moved back to its first entry (XGROUP SETID 0), so all start at
-once. The run ends when the daemons' scored-lines files hold every entry and nothing is pending.
+once. The run ends when the group has read every entry (XINFO GROUPS lag 0) and nothing is pending:
+an entry is acknowledged only once scored. No scored-lines file is written (disk); each instance's
+share is its logs_processed_total.
 
 Printed per N: lines/s (entries / wall time from the SETID to the last line scored), each instance's
 share, the read-to-verdict latency p50 and p99 of each instance (its processing_duration_seconds
-summary), the peak PSS of each instance (all its processes), and the CPU seconds every daemon
-process spent per million lines: on a shared machine the wall figures are noisy, CPU per line much
-less so. A paragraph then says what the figures mean for this machine's cores and beyond.
+summary), the peak PSS of each instance (all its processes), the CPU seconds every daemon process
+spent per million lines (on a shared machine the wall figures are noisy, CPU per line much less so),
+the cores the daemons got on average (CPU seconds / wall seconds), the load average at the end and
+the duplicates (lines scored more than once; 0 without a failure). A paragraph then says what the figures mean for this machine's cores and beyond.
 
     python bench/scale_bench.py                      # 120,000 entries, N = 1, 2, 3, one worker each
     python bench/scale_bench.py --entries 300000 --instances 1,2,3 --workers 1
@@ -33,8 +36,9 @@ sys.path.insert(0, ROOT)
 
 import redis  # noqa: E402
 
+from anomaly_detector.metrics.scrape import read_metric  # noqa: E402
 from anomaly_detector.workload import generate  # noqa: E402
-from bench.e2e_bench import cpu_by_process, free_port, pss_total, start_daemon, wait_ready  # noqa: E402
+from bench.e2e_bench import cpu_by_process, free_port, pss_total, wait_ready  # noqa: E402
 
 STREAM, GROUP = "logs", "detectors"
 LINE = re.compile(r"^(\S+) (\S+) (.*)$")
@@ -89,6 +93,11 @@ class Redis:
         pipe.execute()
         self.client.xgroup_create(STREAM, GROUP, id="$")   # at the end: nothing to read until the start
 
+    def drained(self):
+        """Every entry read by the group (lag 0) and acknowledged, so scored (an entry is XACKed once scored)."""
+        group = next(g for g in self.client.xinfo_groups(STREAM) if g["name"] in (GROUP, GROUP.encode()))
+        return group["lag"] == 0 and group["pending"] == 0
+
     def stop(self):
         self.process.terminate()
         self.process.wait(30)
@@ -115,8 +124,6 @@ consumer = {consumer}
 workers = {workers}
 [http]
 port = {port}
-[outputs]
-scored_lines = {directory}/scored.jsonl
 [logging]
 level = WARNING
 """)
@@ -128,20 +135,16 @@ class Instance:
         self.dir = os.path.join(root, "n%d" % index)
         os.makedirs(self.dir)
         self.port = free_port()
-        self.scored_path = os.path.join(self.dir, "scored.jsonl")
-        self.process = start_daemon(write_config(self.dir, self.port, workers, url, "n%d" % index))
-        self.offset, self.scored = 0, 0
+        config = write_config(self.dir, self.port, workers, url, "n%d" % index)
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        env.setdefault("NUMBA_CACHE_DIR", os.path.join("/tmp", "anomaly-detector-bench-numba"))
+        with open(os.path.join(self.dir, "daemon.log"), "wb") as log:   # its incidents are logged, not printed
+            self.process = subprocess.Popen([sys.executable, "-m", "anomaly_detector", "--config", config], cwd=ROOT,
+                                            env=env, stdout=log, stderr=subprocess.STDOUT)
 
-    def poll(self):
-        """Lines scored so far (counted incrementally in the scored-lines file)."""
-        if os.path.exists(self.scored_path):
-            with open(self.scored_path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-            end = data.rfind(b"\n") + 1
-            self.offset += end
-            self.scored += data.count(b"\n", 0, end)
-        return self.scored
+    def processed(self):
+        """Lines this instance scored, from its /metrics (a reading the sidecar takes once a second)."""
+        return read_metric(self.port, "logs_processed_total") or 0
 
     def quantile(self, q):
         try:
@@ -186,11 +189,9 @@ def run(n, entries, args):
         probe.start()
         began = time.monotonic()
         server.client.xgroup_setid(STREAM, GROUP, id="0")
-        while sum(inst.poll() for inst in instances) < len(entries) or \
-                server.client.xpending(STREAM, GROUP)["pending"]:
+        while not server.drained():
             if time.monotonic() - began > args.timeout:
-                sys.exit("N=%d: %d of %d scored after %d s" % (n, sum(i.scored for i in instances), len(entries),
-                                                              args.timeout))
+                sys.exit("N=%d: not every entry scored after %d s" % (n, args.timeout))
             time.sleep(0.05)
         elapsed = time.monotonic() - began
         time.sleep(1.5)   # the sidecars' next reading holds the last batches' latencies
@@ -200,10 +201,11 @@ def run(n, entries, args):
         for inst, before in zip(instances, cpu_before):
             after = cpu_by_process(inst.process.pid)
             cpu += sum(after[k] - before.get(k, 0.0) for k in after)
-        scored = [inst.scored for inst in instances]
+        scored = [inst.processed() for inst in instances]
         return {"n": n, "elapsed": elapsed, "rate": len(entries) / elapsed, "scored": scored,
                 "p50": [inst.quantile("0.5") for inst in instances], "p99": [inst.quantile("0.99") for inst in instances],
-                "pss": [p / 2**20 for p in peaks[:]], "cpu_per_m": cpu / sum(scored) * 1e6,
+                "pss": [p / 2**20 for p in peaks[:]], "cpu_per_m": cpu / sum(scored) * 1e6, "cores": cpu / elapsed,
+                "load": os.getloadavg()[0],
                 "duplicates": sum(scored) - len(entries)}
     finally:
         for inst in instances:
@@ -215,7 +217,8 @@ def run(n, entries, args):
 INTERPRETATION = """
 What the figures mean. lines/s is the group's throughput on this machine; CPU s/M is what every
 process of every daemon spent per million lines, the figure to size from (a core gives about
-1,000,000 / (CPU s/M) lines/s when the daemon has it to itself). Each instance here runs an input
+1,000,000 / (CPU s/M) lines/s when the daemon has it to itself); "cores" is how many cores the
+daemons actually got: when it stays flat as N grows, the machine, not the daemon, is the limit. Each instance here runs an input
 process, %(workers)d detector worker(s), a sidecar and a supervisor: one instance's worker already
 keeps most of a core busy, so on %(cores)d cores a second instance can add at most what the cores
 left idle, and a third instance cannot add anything: it competes for the same cores, and the
@@ -240,15 +243,15 @@ def main():
     cores = os.cpu_count()
     print("%d entries (workload generator, no incidents), %d worker(s) per instance, %d cores, load %.1f"
           % (len(entries), args.workers, cores, os.getloadavg()[0]))
-    print("%-3s %-9s %-10s %-24s %-20s %-20s %-20s %-8s %-5s" % ("N", "wall s", "lines/s", "share %", "p50 ms",
-                                                                 "p99 ms", "peak PSS MiB", "CPU s/M", "dups"))
+    print("%-3s %-7s %-8s %-10s %-16s %-16s %-16s %-8s %-6s %-5s %-5s" % (
+        "N", "wall s", "lines/s", "share %", "p50 ms", "p99 ms", "peak PSS MiB", "CPU s/M", "cores", "load", "dups"))
     for n in [int(x) for x in args.instances.split(",")]:
         r = run(n, entries, args)
         share = "/".join("%.0f" % (100.0 * s / sum(r["scored"])) for s in r["scored"])
-        print("%-3d %-9.1f %-10.0f %-24s %-20s %-20s %-20s %-8.1f %-5d" % (
+        print("%-3d %-7.1f %-8.0f %-10s %-16s %-16s %-16s %-8.1f %-6.2f %-5.1f %-5d" % (
             n, r["elapsed"], r["rate"], share, "/".join("%.0f" % (q * 1e3) for q in r["p50"]),
             "/".join("%.0f" % (q * 1e3) for q in r["p99"]), "/".join("%.0f" % p for p in r["pss"]),
-            r["cpu_per_m"], r["duplicates"]), flush=True)
+            r["cpu_per_m"], r["cores"], r["load"], r["duplicates"]), flush=True)
     print(INTERPRETATION % {"workers": args.workers, "cores": cores})
 
 

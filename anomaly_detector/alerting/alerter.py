@@ -12,6 +12,9 @@ a time in the order they were written; a failure is retried after an
 exponential back-off with jitter (retry_initial_seconds doubling up to retry_max_seconds, each delay
 drawn from its upper half), so the order holds and nothing is skipped, except an event the receiver
 refuses for good (a 4xx other than 408/429), which is logged and counted (reason "rejected").
+A redis sink with consume = true adds a FleetReader (alerting/fleet.py): each step it first moves the
+other instances' events from the fleet's stream into the outbox (writer "fleet"), which the other
+sinks then deliver like this instance's own; the redis sinks skip them (Sink.takes).
 The checkpoint (outbox position and the policy's state, written together) is written after each step:
 a crash between the receiver's answer and the write sends that notification again, with the same id
 (at least once; receivers dedup on the id).
