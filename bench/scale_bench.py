@@ -14,7 +14,9 @@ share, the read-to-verdict latency p50 and p99 of each instance (its processing_
 summary), the peak PSS of each instance (all its processes), the CPU seconds every daemon process
 spent per million lines (on a shared machine the wall figures are noisy, CPU per line much less so),
 the cores the daemons got on average (CPU seconds / wall seconds), the load average at the end and
-the duplicates (lines scored more than once; 0 without a failure). A paragraph then says what the figures mean for this machine's cores and beyond.
+the duplicates (lines scored more than once; 0 without a failure) and the CPU seconds redis-server
+spent per million lines (reads, acknowledgements and claims; the XADDs of the loading are before).
+A paragraph then says what the figures mean for this machine's cores and beyond.
 
     python bench/scale_bench.py                      # 120,000 entries, N = 1, 2, 3, one worker each
     python bench/scale_bench.py --entries 300000 --instances 1,2,3 --workers 1
@@ -28,12 +30,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import psutil  # noqa: E402
 import redis  # noqa: E402
 
 from anomaly_detector.metrics.scrape import read_metric  # noqa: E402
@@ -97,6 +101,10 @@ class Redis:
         """Every entry read by the group (lag 0) and acknowledged, so scored (an entry is XACKed once scored)."""
         group = next(g for g in self.client.xinfo_groups(STREAM) if g["name"] in (GROUP, GROUP.encode()))
         return group["lag"] == 0 and group["pending"] == 0
+
+    def cpu(self):
+        times = psutil.Process(self.process.pid).cpu_times()
+        return times.user + times.system
 
     def stop(self):
         self.process.terminate()
@@ -183,6 +191,7 @@ def run(n, entries, args):
         for inst in instances:
             wait_ready(inst.port, inst.process)
         cpu_before = [cpu_by_process(inst.process.pid) for inst in instances]
+        redis_before = server.cpu()
         stop, peaks = multiprocessing.Event(), multiprocessing.Array("q", n)
         probe = multiprocessing.Process(target=pss_probe, args=([i.process.pid for i in instances], stop, peaks),
                                         daemon=True)
@@ -197,6 +206,7 @@ def run(n, entries, args):
         time.sleep(1.5)   # the sidecars' next reading holds the last batches' latencies
         stop.set()
         probe.join(30)
+        redis_cpu = server.cpu() - redis_before
         cpu = 0.0
         for inst, before in zip(instances, cpu_before):
             after = cpu_by_process(inst.process.pid)
@@ -205,6 +215,7 @@ def run(n, entries, args):
         return {"n": n, "elapsed": elapsed, "rate": len(entries) / elapsed, "scored": scored,
                 "p50": [inst.quantile("0.5") for inst in instances], "p99": [inst.quantile("0.99") for inst in instances],
                 "pss": [p / 2**20 for p in peaks[:]], "cpu_per_m": cpu / sum(scored) * 1e6, "cores": cpu / elapsed,
+                "redis_per_m": redis_cpu / sum(scored) * 1e6,
                 "load": os.getloadavg()[0],
                 "duplicates": sum(scored) - len(entries)}
     finally:
@@ -214,20 +225,32 @@ def run(n, entries, args):
         shutil.rmtree(root, ignore_errors=True)
 
 
-INTERPRETATION = """
-What the figures mean. lines/s is the group's throughput on this machine; CPU s/M is what every
-process of every daemon spent per million lines, the figure to size from (a core gives about
-1,000,000 / (CPU s/M) lines/s when the daemon has it to itself); "cores" is how many cores the
-daemons actually got: when it stays flat as N grows, the machine, not the daemon, is the limit. Each instance here runs an input
-process, %(workers)d detector worker(s), a sidecar and a supervisor: one instance's worker already
-keeps most of a core busy, so on %(cores)d cores a second instance can add at most what the cores
-left idle, and a third instance cannot add anything: it competes for the same cores, and the
-per-instance overheads (input, sidecar, Redis round trips) make CPU s/M grow with N. On a shared or
-loaded machine the other tenants take cores too, so N > 1 may even be slower. On a machine (or
-machines) with free cores, throughput grows about linearly with instances until Redis itself or
-the network saturates (one redis-server serves some 100,000s of XREADGROUP entries/s): expect N
-instances on N free cores to give about N x the N=1 rate, and use CPU s/M to count cores.
-"""
+def interpret(results, cores, workers):
+    """A paragraph on what the figures mean, with this run's numbers."""
+    one = results[0]
+    per_core = 1e6 / one["cpu_per_m"]
+    lines = ["",
+             "What the figures mean. CPU s/M is what every process of every daemon spent per million lines: "
+             "the figure to size from, little affected by other tenants. N=%d: %.1f CPU s/M, so a core the daemon "
+             "has to itself scores about %.0f lines/s (input, %d worker(s), sidecar and supervisor together)."
+             % (one["n"], one["cpu_per_m"], per_core, workers)]
+    for r in results[1:]:
+        lines.append("N=%d: %.1f CPU s/M (%+.0f%% per line: each instance adds its own input, sidecar and Redis "
+                     "round trips), %.0f lines/s on %.2f cores against %.0f lines/s on %.2f cores for N=%d."
+                     % (r["n"], r["cpu_per_m"], 100.0 * (r["cpu_per_m"] / one["cpu_per_m"] - 1), r["rate"],
+                        r["cores"], one["rate"], one["cores"], one["n"]))
+    worst = max(r["cpu_per_m"] for r in results)
+    lines.append("Wall lines/s follows the cores the daemons got (cores = CPU s / wall s). On %d cores, once one "
+                 "instance's worker has a core, more instances than cores cannot add capacity: they share the "
+                 "same cores and pay the per-instance overhead above. On a shared machine they may get more or "
+                 "less than their share (the scheduler shares by process, the other tenants decide), which is why "
+                 "lines/s moves with the load, not with N, here. On machines with free cores, expect about N x "
+                 "%.0f lines/s (at the highest CPU s/M above) for N instances of %d worker(s) on N free cores, "
+                 "until redis-server (one thread: about %.0f lines/s per Redis core at %.1f redis CPU s/M) or the "
+                 "network is the limit."
+                 % (cores, 1e6 / worst, workers, 1e6 / max(r["redis_per_m"] for r in results),
+                    max(r["redis_per_m"] for r in results)))
+    return "\n".join(textwrap.fill(line, 104) for line in lines)
 
 
 def main():
@@ -243,16 +266,18 @@ def main():
     cores = os.cpu_count()
     print("%d entries (workload generator, no incidents), %d worker(s) per instance, %d cores, load %.1f"
           % (len(entries), args.workers, cores, os.getloadavg()[0]))
-    print("%-3s %-7s %-8s %-10s %-16s %-16s %-16s %-8s %-6s %-5s %-5s" % (
-        "N", "wall s", "lines/s", "share %", "p50 ms", "p99 ms", "peak PSS MiB", "CPU s/M", "cores", "load", "dups"))
+    print("%-3s %-7s %-8s %-10s %-16s %-16s %-16s %-8s %-6s %-5s %-5s %s" % (
+        "N", "wall s", "lines/s", "share %", "p50 ms", "p99 ms", "peak PSS MiB", "CPU s/M", "cores", "load", "dups", "redis CPU s/M"))
+    results = []
     for n in [int(x) for x in args.instances.split(",")]:
         r = run(n, entries, args)
+        results.append(r)
         share = "/".join("%.0f" % (100.0 * s / sum(r["scored"])) for s in r["scored"])
-        print("%-3d %-7.1f %-8.0f %-10s %-16s %-16s %-16s %-8.1f %-6.2f %-5.1f %-5d" % (
+        print("%-3d %-7.1f %-8.0f %-10s %-16s %-16s %-16s %-8.1f %-6.2f %-5.1f %-5d %.1f" % (
             n, r["elapsed"], r["rate"], share, "/".join("%.0f" % (q * 1e3) for q in r["p50"]),
             "/".join("%.0f" % (q * 1e3) for q in r["p99"]), "/".join("%.0f" % p for p in r["pss"]),
-            r["cpu_per_m"], r["cores"], r["load"], r["duplicates"]), flush=True)
-    print(INTERPRETATION % {"workers": args.workers, "cores": cores})
+            r["cpu_per_m"], r["cores"], r["load"], r["duplicates"], r["redis_per_m"]), flush=True)
+    print(interpret(results, cores, args.workers))
 
 
 if __name__ == "__main__":
