@@ -72,7 +72,7 @@ def semantic_problems(path, cfg, index, daemon=True):
                    "input with a glob" % (MAX_INPUTS, len(cfg["inputs"])))
     for name, section in _subsections(cfg["alerting"]):
         _check_sink(report, ("alerting", name), section)
-    _check_fleet_reader(report, _subsections(cfg["alerting"]))
+    _check_fleet_reader(report, _subsections(cfg["alerting"]), cfg["processing"]["heartbeat_timeout_seconds"])
     for name, section in cfg["rules"].items():
         _check_regex(report, ("rules", name), "pattern", section["pattern"])
     for pattern in cfg["parsing"]["extra_masks"]:
@@ -213,12 +213,18 @@ def _check_sink(report, section, sink):
                    % (sink["retry_initial_seconds"], sink["retry_max_seconds"]))
 
 
-def _check_fleet_reader(report, sinks):
-    """consume = true delivers through this instance's other sinks: there must be one."""
+def _check_fleet_reader(report, sinks, heartbeat):
+    """consume = true delivers through this instance's other sinks: there must be one. The reader runs in
+    the alerter's main loop, which beats the heartbeat: one Redis request must not outlast it."""
     readers = [name for name, sink in sinks if sink["type"] == "redis" and sink["consume"]]
     if readers and all(sink["type"] == "redis" for _name, sink in sinks):
         report.add(ERROR, ("alerting", readers[0]), "consume", "true needs another sink in [alerting] to deliver the "
                    "stream's incidents to (webhook, slack, ...)")
+    for name, sink in sinks:
+        if name in readers and sink["timeout_seconds"] >= heartbeat:
+            report.add(ERROR, ("alerting", name), "timeout_seconds", "with consume = true it must stay below "
+                       "[processing] heartbeat_timeout_seconds (%g s): the alerter would be killed while it waits "
+                       "for Redis" % heartbeat)
 
 
 def _check_noise(report, section, sink):

@@ -53,6 +53,9 @@ CASES = [
      "quiet_hours", ["[alerting.fleet] quiet_hours", "not used by type = redis"]),
     ("redis_reader_without_a_sink", "[alerting]\n[[fleet]]\ntype = redis\nurl = redis://x/0\nconsume = true\n",
      "consume", ["[alerting.fleet] consume", "needs another sink"]),
+    ("redis_reader_timeout_over_heartbeat", "[processing]\nheartbeat_timeout_seconds = 10\n[alerting]\n[[fleet]]\n"
+     "type = redis\nurl = redis://x/0\nconsume = true\ntimeout_seconds = 15\n[[f]]\ntype = file\npath = /tmp/a\n",
+     "timeout_seconds = 15", ["[alerting.fleet] timeout_seconds", "heartbeat_timeout_seconds"]),
     ("redis_stream_max_entries_too_small", "[alerting]\n[[fleet]]\ntype = redis\nurl = redis://x/0\n"
      "stream_max_entries = 10\n", "stream_max_entries", ["[alerting.fleet] stream_max_entries"]),
     ("file_sink_without_path", "[alerting]\n[[f]]\ntype = file\n", "[[f]]",
