@@ -117,6 +117,7 @@ consume = %s
 claim_idle_seconds = 5
 retry_initial_seconds = 0.2
 retry_max_seconds = 1
+stream_max_entries = 100
 """ % (url, instance, "true" if consume else "false")
     if hook_url:
         text += "[[hook]]\ntype = webhook\nurl = %s/hook\nretry_initial_seconds = 0.2\nretry_max_seconds = 1\n" % hook_url
@@ -141,6 +142,13 @@ def test_incidents_of_two_instances_land_in_one_stream_and_one_alerter_delivers_
     def expected():
         return [("a", e["id"]) for e in own_events(reader)] + [("b", e["id"]) for e in own_events(writer)]
 
+    # The stream past stream_max_entries before any incident: fillers of instance a (the reader skips them as
+    # its own); XADD MAXLEN ~ trims whole nodes of 100 entries, so from the first event on it stays over 100.
+    pipe = client.pipeline()
+    for i in range(250):
+        pipe.xadd("anomaly-detector-incidents", {"key": "a/filler-%d" % i, "instance": "a", "event": "opened",
+                                                 "json": "{}"})
+    pipe.execute()
     try:
         reader.start()
         writer.start()
@@ -172,9 +180,13 @@ def test_incidents_of_two_instances_land_in_one_stream_and_one_alerter_delivers_
                  and writer.labelled("alerts_delivered_total")[(("sink", "fleet"),)] >= len(from_b), 30, reader,
                  "the reader's and the writer's counters")
         assert reader.labelled("alert_stream_duplicates_total")[(("sink", "fleet"),)] == 0
+        # every event each instance added found the stream at its bound: counted, and logged once
+        assert writer.labelled("alert_stream_at_limit_total")[(("sink", "fleet"),)] == len(from_b)
+        assert "its stream_max_entries = 100" in writer.log_tail(400)
         entries = client.xrange("anomaly-detector-incidents")
         keys = [f[b"key"].decode() for _id, f in entries]
-        assert set(keys) == {"%s/%s" % pair for pair in expected()}
+        assert 100 <= len(entries) < 200
+        assert {k for k in keys if "/filler-" not in k} == {"%s/%s" % pair for pair in expected()}
         assert client.xpending("anomaly-detector-incidents", "anomaly-detector-alerters")["pending"] == 0
         assert "reading stream anomaly-detector-incidents again" in reader.log_tail(400)
     finally:
