@@ -12,6 +12,9 @@ a time in the order they were written; a failure is retried after an
 exponential back-off with jitter (retry_initial_seconds doubling up to retry_max_seconds, each delay
 drawn from its upper half), so the order holds and nothing is skipped, except an event the receiver
 refuses for good (a 4xx other than 408/429), which is logged and counted (reason "rejected").
+A redis sink with consume = true adds a FleetReader (alerting/fleet.py): each step it first moves the
+other instances' events from the fleet's stream into the outbox (writer "fleet"), which the other
+sinks then deliver like this instance's own; the redis sinks skip them (Sink.takes).
 The checkpoint (outbox position and the policy's state, written together) is written after each step:
 a crash between the receiver's answer and the write sends that notification again, with the same id
 (at least once; receivers dedup on the id).
@@ -22,6 +25,7 @@ import random
 import threading
 import time
 
+from anomaly_detector.alerting.fleet import FLEET_COUNTERS, FleetReader
 from anomaly_detector.alerting.noise import SinkPolicy, build_policy, group_id
 from anomaly_detector.alerting.outbox import (
     STATS_FILE,
@@ -94,7 +98,7 @@ class SinkRunner:
 
     def add(self, events):
         """Queue the events this sink has not taken yet (events arrive in outbox order)."""
-        fresh = [e for e in events if e["seq"] > self.taken.get(e["writer"], 0)]
+        fresh = [e for e in events if e["seq"] > self.taken.get(e["writer"], 0) and self.sink.takes(e)]
         if fresh:
             with self.cond:
                 self.queue += fresh
@@ -261,6 +265,11 @@ class Alerter:
             self.runners.append(SinkRunner(sink, self.directory, section, stats, cfg["alerting"]["rate_limit_per_minute"],
                                            policy))
         self.reader = OutboxReader(self.directory)
+        self.fleet = _fleet_readers(cfg, self.directory, [r.sink.name for r in self.runners])
+        for fleet in self.fleet:   # counters only grow across alerter restarts
+            carried = read_stats(self.stats_path).get("fleet", {}).get(fleet.name, {})
+            for key in FLEET_COUNTERS:
+                fleet.stats[key] += int(carried.get(key, 0)) if isinstance(carried, dict) else 0
         self._last_stats = None
 
     def run(self, stop, beat):
@@ -278,10 +287,15 @@ class Alerter:
         for runner in self.runners:   # a request in flight is not waited for long: it is sent again, same id
             runner.thread.join(timeout=max(0.0, deadline - time.monotonic()))
             runner.sink.close()
+        for fleet in self.fleet:
+            fleet.close()
+            fleet.writer.close()
         self.write_stats()
         return 0
 
     def step(self):
+        for fleet in self.fleet:
+            fleet.step()
         events = self.reader.poll()
         for runner in self.runners:
             runner.add(events)
@@ -297,8 +311,9 @@ class Alerter:
                 undelivered[(writer, seq)] = at
             with runner.cond:
                 counts = {key: dict(value) if isinstance(value, dict) else value for key, value in runner.stats.items()}
-            sinks[runner.sink.name] = dict(counts, queue=len(pending))
-        stats = {"sinks": sinks, "queue": len(undelivered), "oldest_at": min(undelivered.values(), default=None)}
+            sinks[runner.sink.name] = dict(counts, queue=len(pending), **getattr(runner.sink, "stats", {}))
+        stats = {"sinks": sinks, "queue": len(undelivered), "oldest_at": min(undelivered.values(), default=None),
+                 "fleet": {fleet.name: dict(fleet.stats) for fleet in self.fleet}}
         if stats == self._last_stats:
             return
         self._last_stats = stats
@@ -306,6 +321,17 @@ class Alerter:
             write_json_atomic(self.stats_path, stats)
         except OSError as exc:
             log.error("alerter: cannot write %s: %s", self.stats_path, exc)
+
+
+def _fleet_readers(cfg, directory, started):
+    """A FleetReader per redis sink with consume = true: it queues the stream's events of the other
+    instances for this instance's other sinks (alerting/fleet.py). Its outbox bound is a worker's share."""
+    alerting, workers = cfg["alerting"], max(1, cfg["processing"]["workers"])
+    sections = sink_sections(cfg)
+    delivering = [name for name, section in sections if section["type"] != "redis"]
+    return [FleetReader(directory, name, section, delivering, max(1, alerting["outbox_max_alerts"] // workers),
+                        max(4096, alerting["outbox_max_mb"] * 2**20 // workers))
+            for name, section in sections if section["type"] == "redis" and section["consume"] and name in started]
 
 
 def _fresh_stats():

@@ -29,6 +29,7 @@ import click
 
 from anomaly_detector.alerting import outbox
 from anomaly_detector.alerting.sinks import sink_sections
+from anomaly_detector.alerting.sinks.redis_stream import FLEET_WRITER
 from anomaly_detector.inputs import spool
 from anomaly_detector.storage import locks
 from anomaly_detector.storage.atomic import SnapshotError, _decode, generation_paths
@@ -60,7 +61,7 @@ def select(cfg, now=None):
     found = _state_files(state_dir, retention["snapshot_generations"], cutoff("statistics_days"))
     found += _retired_workers(state_dir, cfg["processing"]["workers"], cutoff("statistics_days"))
     found += _outbox_segments(os.path.join(state_dir, "outbox"), [n for n, _ in sink_sections(cfg)],
-                              cutoff("outbox_days"))
+                              cutoff("outbox_days"), [n for n, sec in sink_sections(cfg) if sec["type"] == "redis"])
     found += _spool_segments(os.path.join(state_dir, "spool"), cutoff("spool_days"))
     found += _rotated(cfg["paths"]["log_dir"], _ROTATED_LOG.match, "logs", "rotated log", cutoff("logs_days"))
     dead = cfg["outputs"]["dead_letter"] or os.path.join(state_dir, DEAD_LETTER)
@@ -156,9 +157,10 @@ def _tree_age_and_size(path):
     return newest, size
 
 
-def _outbox_segments(directory, sinks, before):
+def _outbox_segments(directory, sinks, before, redis_sinks=()):
     """Segments whose every event all sinks delivered; with no sink configured, the sinks that left a
-    checkpoint decide (none: nothing was delivered, nothing goes)."""
+    checkpoint decide (none: nothing was delivered, nothing goes). The "fleet" writer's events (read
+    from a redis sink's stream, alerting/fleet.py) are for the other sinks only."""
     if not sinks:
         try:
             sinks = [name[:-5] for name in os.listdir(os.path.join(directory, "checkpoints")) if name.endswith(".json")]
@@ -166,13 +168,14 @@ def _outbox_segments(directory, sinks, before):
             sinks = []
     if not sinks:
         return []
-    checkpoints = [_peek_json(os.path.join(directory, "checkpoints", outbox.sink_file_name(s))) for s in sinks]
+    checkpoints = {s: _peek_json(os.path.join(directory, "checkpoints", outbox.sink_file_name(s))) for s in sinks}
     found = []
     by_writer = {}
     for writer, first, path in outbox.segments(directory):
         by_writer.setdefault(writer, []).append((first, path))
     for writer, segs in by_writer.items():
-        delivered = min(_delivered(c, writer) for c in checkpoints)
+        deciding = [c for s, c in checkpoints.items() if writer != FLEET_WRITER or s not in redis_sinks]
+        delivered = min((_delivered(c, writer) for c in deciding), default=0)
         found += _passed_segments(segs, delivered + 1, before, "outbox", lambda first, end, writer=writer:
                                   "alerts %d..%d of %s delivered to every sink" % (first, end - 1, writer))
     return found

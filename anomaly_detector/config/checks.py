@@ -73,6 +73,7 @@ def semantic_problems(path, cfg, index, daemon=True):
                    "input with a glob" % (MAX_INPUTS, len(cfg["inputs"])))
     for name, section in _subsections(cfg["alerting"]):
         _check_sink(report, ("alerting", name), section)
+    _check_fleet_reader(report, _subsections(cfg["alerting"]), cfg["processing"]["heartbeat_timeout_seconds"])
     for name, section in cfg["rules"].items():
         _check_regex(report, ("rules", name), "pattern", section["pattern"])
     _check_dependencies(report, cfg["situations"]["dependencies"])
@@ -170,6 +171,8 @@ _SINK_KEYS = {
     "alertmanager": ("url", "allow_link_local", "timeout_seconds", "resend_seconds"),
     "slack": ("url", "allow_link_local", "timeout_seconds"),
     "syslog": ("url", "timeout_seconds"),
+    "redis": ("url", "timeout_seconds", "stream", "stream_max_entries", "instance", "consume", "group", "consumer",
+              "claim_idle_seconds"),
     "email": ("smtp_host", "smtp_port", "from_address", "to_addresses", "smtp_security", "smtp_ca_file",
               "smtp_username", "smtp_password_file", "timeout_seconds"),
 }
@@ -180,6 +183,8 @@ def _check_sink(report, section, sink):
     daemon's start-up check (it builds the sinks)."""
     kind = sink["type"]
     allowed = _SINK_COMMON + _SINK_KEYS.get(kind, ())
+    if kind == "redis":   # readers apply their own sinks' quiet hours; a digest is for people
+        allowed = tuple(k for k in allowed if not k.startswith("quiet_hours"))
     for (where, key), _line in report.index.keys.items():
         if tuple(where) == tuple(section) and key not in allowed:
             report.add(ERROR, section, key, "not used by type = %s (its keys: %s)"
@@ -199,6 +204,9 @@ def _check_sink(report, section, sink):
     if kind == "syslog" and urllib.parse.urlsplit(sink["url"]).scheme not in ("udp", "tcp", "unix"):
         report.add(ERROR, section, "url", "required for type = syslog: expected udp://host:port, tcp://host:port or "
                    "unix:///dev/log, found %r" % sink["url"])
+    if kind == "redis" and urllib.parse.urlsplit(sink["url"]).scheme not in ("redis", "rediss", "unix"):
+        report.add(ERROR, section, "url", "required for type = redis: expected redis://host:port/db, rediss:// or "
+                   "unix:///path.sock, found %r" % sink["url"])
     if kind == "email":
         for key in ("from_address", "to_addresses"):
             if not sink[key]:
@@ -212,6 +220,20 @@ def _check_sink(report, section, sink):
     if sink["retry_max_seconds"] < sink["retry_initial_seconds"]:
         report.add(ERROR, section, "retry_max_seconds", "expected at least retry_initial_seconds (%g), found %g"
                    % (sink["retry_initial_seconds"], sink["retry_max_seconds"]))
+
+
+def _check_fleet_reader(report, sinks, heartbeat):
+    """consume = true delivers through this instance's other sinks: there must be one. The reader runs in
+    the alerter's main loop, which beats the heartbeat: one Redis request must not outlast it."""
+    readers = [name for name, sink in sinks if sink["type"] == "redis" and sink["consume"]]
+    if readers and all(sink["type"] == "redis" for _name, sink in sinks):
+        report.add(ERROR, ("alerting", readers[0]), "consume", "true needs another sink in [alerting] to deliver the "
+                   "stream's incidents to (webhook, slack, ...)")
+    for name, sink in sinks:
+        if name in readers and sink["timeout_seconds"] >= heartbeat:
+            report.add(ERROR, ("alerting", name), "timeout_seconds", "with consume = true it must stay below "
+                       "[processing] heartbeat_timeout_seconds (%g s): the alerter would be killed while it waits "
+                       "for Redis" % heartbeat)
 
 
 def _check_noise(report, section, sink):

@@ -6,8 +6,9 @@ XACK, so delivery is at-least-once), inputs/origin.py (lines are spread over the
 `source` field). The client is redis-py, with its own retries off: this module reconnects itself,
 with back-off, so a Redis restart never stalls the input process's loop.
 
-Reading, in this order each poll: at the first connection, the entries still pending on this
-consumer name (a restarted daemon with the same `consumer`); then, every claim interval, entries
+Reading, in this order each poll: at the first connection and after each reconnection, the entries
+still pending on this consumer name (a restarted daemon with the same `consumer`; a read whose reply
+a lost connection swallowed), but those in flight here; then, every claim interval, entries
 pending on any consumer of the group for at least claim_idle_seconds (XAUTOCLAIM: a dead instance's
 entries); then new entries (XREADGROUP >). Each entry becomes one JSON line of its fields (`message`,
 `timestamp`, `source`, ... as strings), parsed like any JSON line. Stream trimming is the producer's
@@ -131,6 +132,9 @@ class RedisStreamInput(Input):
         self._unsent_acks = []
         self._client = client
         if self._ever_connected:
+            # A read whose reply the failure lost left entries pending on us that we never got: read our
+            # pending entries again (those still in flight are skipped), not after claim_idle_seconds.
+            self._own_cursor = "0"
             self.stats["redis_reconnects"] += 1
             log.warning("input %s: reconnected to Redis %s after %.1f s", self.name, self.url,
                         now - (self._down_since or now))
@@ -199,7 +203,7 @@ class RedisStreamInput(Input):
             entries = self._xreadgroup(client, self._own_cursor, block=False)
             if entries:
                 self._own_cursor = entries[-1][0]
-                return entries
+                return [(eid, fields) for eid, fields in entries if _text(eid) not in self._inflight]
             self._own_cursor = None
         entries = self._claim(client)
         if entries:

@@ -140,6 +140,17 @@ METRICS = {m.name: m for m in (
                "Times a sink's situation correlator reached a bound, by reason: max_open (the quietest situation "
                "closed early), max_pairs (the weaker half of the learned source pairs forgotten) ([situations]).",
                ("sink", "reason")),
+    MetricSpec("alert_stream_at_limit_total", COUNTER,
+               "Incident events a redis sink added while its stream held stream_max_entries (each pushes the "
+               "oldest entries out, read or not).", ("sink",)),
+    MetricSpec("alert_stream_read_total", COUNTER,
+               "Incident events of other instances this alerter read from a redis sink's stream (consume = true) "
+               "and queued for its other sinks.", ("sink",)),
+    MetricSpec("alert_stream_duplicates_total", COUNTER,
+               "Stream entries a reader skipped because their key (instance/event id) was read already (an XADD "
+               "retried by its sender).", ("sink",)),
+    MetricSpec("alert_stream_reader_disconnected", GAUGE,
+               "1 while a redis sink's reader (consume = true) cannot reach Redis, else 0.", ("sink",)),
     MetricSpec("alert_outbox_bytes", GAUGE, "Disk bytes of the alert outbox, bounded by [alerting] outbox_max_mb."),
     MetricSpec("alert_outbox_limit_bytes", GAUGE,
                "[alerting] outbox_max_mb as bytes: the bound of alert_outbox_bytes (0 without sinks)."),

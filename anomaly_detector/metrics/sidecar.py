@@ -89,6 +89,9 @@ class Readings:
         self.supervisor_pid = supervisor_pid
         self.spool_dirs = [spool_dir(cfg, name) for name in network_inputs(cfg)]
         self.sinks = [name for name, _section in sink_sections(cfg)]
+        self.redis_sinks = [name for name, section in sink_sections(cfg) if section["type"] == "redis"]
+        self.redis_sinks_reading = [name for name, section in sink_sections(cfg)
+                                    if section["type"] == "redis" and section["consume"]]
         self.outbox = outbox_dir(cfg) if self.sinks else None   # without sinks no worker writes one
         self.state_dir = cfg["paths"]["state_dir"]
         self.rules = HealthRules(cfg, rings, self.processes)
@@ -286,8 +289,10 @@ class Readings:
                 suppressed[(("sink", sink), ("reason", reason))] = int(mine.get("suppressed", {}).get(reason, 0))
             for reason in FAILURE_REASONS:
                 failed[(("sink", sink), ("reason", reason))] = int(mine.get("failed", {}).get(reason, 0))
-        return {"alerts_generated_total": totals["alerts_generated"],
-                "alerts_dropped_total": {(("reason", "outbox_full"),): totals["alerts_dropped"],
+        fleet = stats.get("fleet", {})
+        return {**self._stream_samples(sinks, fleet), "alerts_generated_total": totals["alerts_generated"],
+                "alerts_dropped_total": {(("reason", "outbox_full"),): totals["alerts_dropped"] + sum(
+                                             int(f.get("dropped", 0)) for f in fleet.values()),
                                          (("reason", "write_error"),): totals["alert_write_errors"]},
                 "alerts_delivered_total": delivered, "alerts_failed_total": failed, "alerts_throttled_total": throttled,
                 "alerts_suppressed_total": suppressed, "alerts_held_total": held, "alert_notifications_total": notes,
@@ -298,6 +303,19 @@ class Readings:
                 "alert_outbox_limit_bytes": self.outbox_limits[0],
                 "alert_oldest_undelivered_age_seconds":
                     round(max(0.0, time.time() - oldest), 3) if self.sinks and oldest else 0}
+
+    def _stream_samples(self, sinks, fleet):
+        """The redis sinks' figures: the writer's from its sink stats, the reader's (consume) from "fleet"."""
+        redis_sinks = [name for name in self.sinks if name in self.redis_sinks]
+        at_limit, read, duplicates, down = {}, {}, {}, {}
+        for sink in redis_sinks:
+            reader = fleet.get(sink, {})
+            at_limit[(("sink", sink),)] = int(sinks.get(sink, {}).get("at_limit", 0))
+            read[(("sink", sink),)] = int(reader.get("read", 0))
+            duplicates[(("sink", sink),)] = int(reader.get("duplicates", 0))
+            down[(("sink", sink),)] = int(reader.get("disconnected", 0)) if sink in self.redis_sinks_reading else 0
+        return {"alert_stream_at_limit_total": at_limit, "alert_stream_read_total": read,
+                "alert_stream_duplicates_total": duplicates, "alert_stream_reader_disconnected": down}
 
     def _tiers_enabled(self):
         flags = self.control.flags()

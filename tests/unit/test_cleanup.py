@@ -100,6 +100,19 @@ def test_outbox_waits_for_every_sink(tmp_path):
     assert chosen(cfg) == {}
 
 
+def test_the_fleet_writers_segments_wait_for_every_sink_but_the_redis_ones(tmp_path):
+    """What the alerter read from a redis sink's stream (writer "fleet") is never given to a redis sink, so
+    its checkpoint does not hold those segments back; the other sinks' checkpoints do."""
+    cfg, _ = make_cfg(tmp_path, "[[fleet]]\ntype = redis\nurl = redis://127.0.0.1:6379/0\nconsume = true\n")
+    box = str(tmp_path / "state" / "outbox")
+    delivered = _segment(box, "fleet", 1, 5)
+    _segment(box, "fleet", 6, 6)
+    outbox.write_checkpoint(box, "fleet", {"writers": {}, "state": {}})
+    assert chosen(cfg) == {}
+    outbox.write_checkpoint(box, "f", {"writers": {"fleet": 6}, "state": {}})
+    assert chosen(cfg) == {delivered: "outbox"}
+
+
 def test_spool_keeps_what_is_not_committed_and_the_last_segment(tmp_path):
     cfg, _ = make_cfg(tmp_path)
     spool = tmp_path / "state" / "spool" / "syslog"

@@ -47,6 +47,17 @@ CASES = [
      "smtp_host", ["[alerting.hook] smtp_host", "not used by type = webhook"]),
     ("retry_max_below_initial", "[alerting]\n[[f]]\ntype = file\npath = /tmp/a.jsonl\nretry_initial_seconds = 10\n"
      "retry_max_seconds = 5\n", "retry_max_seconds", ["[alerting.f] retry_max_seconds", "at least retry_initial"]),
+    ("redis_sink_bad_url", "[alerting]\n[[fleet]]\ntype = redis\nurl = http://x\n", "url = http",
+     ["[alerting.fleet] url", "redis://host:port/db"]),
+    ("redis_sink_quiet_hours", "[alerting]\n[[fleet]]\ntype = redis\nurl = redis://x/0\nquiet_hours = 22:00-07:00\n",
+     "quiet_hours", ["[alerting.fleet] quiet_hours", "not used by type = redis"]),
+    ("redis_reader_without_a_sink", "[alerting]\n[[fleet]]\ntype = redis\nurl = redis://x/0\nconsume = true\n",
+     "consume", ["[alerting.fleet] consume", "needs another sink"]),
+    ("redis_reader_timeout_over_heartbeat", "[processing]\nheartbeat_timeout_seconds = 10\n[alerting]\n[[fleet]]\n"
+     "type = redis\nurl = redis://x/0\nconsume = true\ntimeout_seconds = 15\n[[f]]\ntype = file\npath = /tmp/a\n",
+     "timeout_seconds = 15", ["[alerting.fleet] timeout_seconds", "heartbeat_timeout_seconds"]),
+    ("redis_stream_max_entries_too_small", "[alerting]\n[[fleet]]\ntype = redis\nurl = redis://x/0\n"
+     "stream_max_entries = 10\n", "stream_max_entries", ["[alerting.fleet] stream_max_entries"]),
     ("file_sink_without_path", "[alerting]\n[[f]]\ntype = file\n", "[[f]]",
      ["[alerting.f] path", "required for type = file"]),
     ("retention_days_range", "[retention]\nspool_days = 0\n", "spool_days", ["[retention] spool_days", "from 1 to 3650"]),

@@ -6,10 +6,10 @@ DeliveryError otherwise, with a bounded `reason` (the label of alerts_failed_tot
 again can help. tick(now) runs when the sink's queue is empty (Alertmanager's re-sends); state() and
 restore() carry what a sink must remember across alerter restarts (the alerts still firing).
 """
-from anomaly_detector.alerting.sinks import alertmanager, email, file, slack, syslog, webhook
+from anomaly_detector.alerting.sinks import alertmanager, email, file, redis_stream, slack, syslog, webhook
 
 SINK_TYPES = {"file": file.build, "webhook": webhook.build, "alertmanager": alertmanager.build, "slack": slack.build,
-              "syslog": syslog.build, "email": email.build}
+              "syslog": syslog.build, "email": email.build, "redis": redis_stream.build}
 
 
 class SinkConfigError(Exception):

@@ -43,6 +43,10 @@ class Sink(abc.ABC):
     def send_group(self, events):
         """Deliver several events as one message listing them (a group, a quiet-hours digest)."""
 
+    def takes(self, event):
+        """Whether this sink delivers `event` at all (the redis sink: not what was read from its stream)."""
+        return True
+
     def tick(self, now):
         """Called when the queue is empty; returns when it wants to be called again (None: no need)."""
         return None
