@@ -237,6 +237,8 @@ class Readings:
             "json_fields_over_cap_total": totals["json_fields_over_cap"],
             "series_values_refused_total": totals["series_values_refused"],
             "lines_unclustered_total": totals["lines_unclustered"],
+            "vocabulary_refused_total": {(("reason", "new_template"),): totals["vocabulary_refused_new"],
+                                         (("reason", "widened_text"),): totals["vocabulary_refused_widened"]},
             "batch_deadline_hits_total": totals["batch_deadline_hits"],
             "kernels_compiled_after_fork_total": totals["kernels_compiled_after_fork"],
             "timestamps_unparsed_total": totals["timestamps_unparsed"],

@@ -25,7 +25,7 @@ from anomaly_detector.detection.output_kernels import record_prefix
 from anomaly_detector.metrics.sketch import record_latencies
 from anomaly_detector.parsing.columns import parse_columns
 from anomaly_detector.parsing.records import RecordParser
-from anomaly_detector.pipeline import Pipeline
+from anomaly_detector.pipeline import Pipeline, open_vocabulary
 from anomaly_detector.relief import ReliefWatch
 from anomaly_detector.storage import locks
 from anomaly_detector.storage.appendfile import AppendFile
@@ -99,7 +99,8 @@ class DetectorWorker:
         self.paths = worker_paths(cfg["paths"]["state_dir"], index)   # storage/layout.py
         self._lock = self._take_lock(cfg["paths"]["state_dir"], index)
         self.optimize = OptimizeRequests(cfg["paths"]["state_dir"], index)
-        self.pipeline = Pipeline(cfg)
+        self.vocabulary = open_vocabulary(cfg)   # template ids shared with every worker (parsing/vocabulary.py)
+        self.pipeline = Pipeline(cfg, vocabulary=self.vocabulary)
         if self.pipeline.load(self.paths):
             log.info("worker %d: models restored from %s and %s", index, self.paths.baselines, self.paths.statistics)
         max_line = cfg["processing"]["max_line_bytes"]
@@ -301,6 +302,9 @@ class DetectorWorker:
                           json_fields_over_cap=self._new_over_cap(),
                           series_values_refused=self._new_series_refused(),
                           lines_unclustered=self._new_unclustered(),
+                          vocabulary_refused_new=self._since_last("vocabulary_new", self.vocabulary.refused_new),
+                          vocabulary_refused_widened=self._since_last("vocabulary_widened",
+                                                                      self.vocabulary.refused_widened),
                           kernels_compiled_after_fork=self._new_kernels_typed(),
                           timestamps_unparsed=self._new_unparsed(), **self._new_feedback())
         self.view.note_batch()
@@ -611,6 +615,7 @@ class DetectorWorker:
         for out in (self.scored, self.incidents, self.dead_letter):
             if out is not None:
                 out.close()
+        self.vocabulary.close()
 
 
 def run_detector(ctx, daemon, index):
