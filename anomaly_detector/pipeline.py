@@ -69,6 +69,8 @@ class Pipeline:
         self.vocabulary = vocabulary
         self.miner = TemplateMiner(**self._miner_settings())
         self.engine = DetectionEngine(config)
+        if vocabulary is not None:
+            self.engine.template_ids = "deployment"
         self.n_templates = 0
         self.lines = 0
         self.anomalies = 0

@@ -32,6 +32,7 @@ from anomaly_detector.storage.appendfile import AppendFile
 from anomaly_detector.storage.health import STATE_HEALTH
 from anomaly_detector.storage.layout import worker_paths
 from anomaly_detector.worker.faults import FaultInjector
+from anomaly_detector.worker.handover import SourceHandover
 from anomaly_detector.worker.incident_view import IncidentView
 from anomaly_detector.worker.joining import join_lines, source_runs
 from anomaly_detector.worker.optimize import OptimizeRequests, compact, file_bytes
@@ -103,6 +104,10 @@ class DetectorWorker:
         self.pipeline = Pipeline(cfg, vocabulary=self.vocabulary)
         if self.pipeline.load(self.paths):
             log.info("worker %d: models restored from %s and %s", index, self.paths.baselines, self.paths.statistics)
+        # sources other workers learned (files moved here by a change of the worker count) bring their baselines
+        self.handover = SourceHandover(cfg["paths"]["state_dir"], self.paths.baselines, self.pipeline.engine,
+                                       "worker %d" % index)
+        self.pipeline.engine.source_added = self.handover.source_added
         max_line = cfg["processing"]["max_line_bytes"]
         self.inputs = list(cfg["inputs"].items())
         self.parsers = [input_parser(name, section, max_line, cfg["processing"]["max_sources"])
