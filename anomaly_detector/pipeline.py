@@ -17,7 +17,7 @@ from .parsing.masking import MaskingConfig
 from .parsing.miner import MinedBatch, TemplateMiner, render_tokens
 from .parsing.records import RecordParser
 from .parsing.unclustered import UNCLUSTERED_TEXT
-from .parsing.vocabulary import Vocabulary
+from .parsing.vocabulary import RedisVocabulary, Vocabulary
 from .storage.atomic import generation_paths, sweep_orphan_temps
 from .storage.layout import as_paths, vocabulary_path
 
@@ -38,12 +38,16 @@ def source_of_file(path):
 
 
 def open_vocabulary(config):
-    """The deployment's template vocabulary under [paths] state_dir, the reserved <unclustered> in it
-    (registered first, so a full vocabulary still has it)."""
-    vocabulary = Vocabulary(vocabulary_path(config["paths"]["state_dir"]), config["parsing"]["vocabulary_max_entries"],
-                            render=render_tokens)
-    vocabulary.assign([UNCLUSTERED_TEXT.encode()])
-    return vocabulary
+    """The deployment's template vocabulary: in Redis with [parsing] vocabulary_url (every daemon of the
+    deployment), else under [paths] state_dir (this daemon's workers); the reserved <unclustered> is its
+    first entry, id 0."""
+    parsing = config["parsing"]
+    first = [UNCLUSTERED_TEXT.encode()]
+    if parsing["vocabulary_url"]:
+        return RedisVocabulary(parsing["vocabulary_url"], parsing["vocabulary_key"], parsing["vocabulary_max_entries"],
+                               render=render_tokens, first=first)
+    return Vocabulary(vocabulary_path(config["paths"]["state_dir"]), parsing["vocabulary_max_entries"],
+                      render=render_tokens, first=first)
 
 
 def masking_from_config(parsing):

@@ -47,7 +47,8 @@ METRICS = {m.name: m for m in (
     MetricSpec("vocabulary_refused_total", COUNTER,
                "Entries the deployment's template vocabulary refused at [parsing] vocabulary_max_entries, by "
                "reason: new_template (its lines are reported under <unclustered>), widened_text (the template "
-               "keeps its id; other workers cannot adopt its wider text).", ("reason",)),
+               "keeps its id; other workers cannot adopt its wider text), unavailable ([parsing] vocabulary_url "
+               "could not be reached: either of the two, logged).", ("reason",)),
     MetricSpec("lines_read_total", COUNTER, "Lines read by the inputs and handed to the rings."),
     MetricSpec("lines_dropped_total", COUNTER, "Lines dropped because the rings were full (when_full = drop_newest)."),
     MetricSpec("input_read_errors_total", COUNTER, "Failed reads of input files (permissions, I/O errors)."),

@@ -783,6 +783,8 @@ class TemplateMiner:
             if tid is not None and not self._uses(tid):
                 return tid
         tid = self.vocabulary.assign(tokens, taken=_Taken(self))
+        if tid is None and reserved:    # full or away: the vocabulary's first entry is the reserved template
+            tid = 0
         if tid is not None:
             self._next_id = max(self._next_id, tid + 1)
         return tid

@@ -310,6 +310,8 @@ class DetectorWorker:
                           vocabulary_refused_new=self._since_last("vocabulary_new", self.vocabulary.refused_new),
                           vocabulary_refused_widened=self._since_last("vocabulary_widened",
                                                                       self.vocabulary.refused_widened),
+                          vocabulary_refused_unavailable=self._since_last("vocabulary_unavailable",
+                                                                          self.vocabulary.refused_unavailable),
                           kernels_compiled_after_fork=self._new_kernels_typed(),
                           timestamps_unparsed=self._new_unparsed(), **self._new_feedback())
         self.view.note_batch()

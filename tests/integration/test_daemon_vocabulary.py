@@ -91,4 +91,5 @@ def test_two_workers_and_a_restart_share_template_ids(daemon):
     entries = [json.loads(row) for row in open(vocabulary)]
     assert {e[0] for e in entries} >= set(before)
     assert daemon.labelled("vocabulary_refused_total") == {(("reason", "new_template"),): 0.0,
-                                                           (("reason", "widened_text"),): 0.0}
+                                                           (("reason", "widened_text"),): 0.0,
+                                                           (("reason", "unavailable"),): 0.0}
