@@ -90,7 +90,7 @@ class Unwritten:
 class DetectorWorker:
     """One worker's loop; `index` selects its ring, counter row and state directory."""
 
-    def __init__(self, cfg, index, ring, control, slot):
+    def __init__(self, cfg, index, ring, control, slot, workers=None):
         self.cfg, self.index, self.control, self.slot = cfg, index, control, slot
         # Kernels typed when forked (all of them, by warm-up): one typed later compiled in this worker.
         self._kernels = kernel_cache.kernel_dispatchers()
@@ -105,8 +105,8 @@ class DetectorWorker:
         if self.pipeline.load(self.paths):
             log.info("worker %d: models restored from %s and %s", index, self.paths.baselines, self.paths.statistics)
         # sources other workers learned (files moved here by a change of the worker count) bring their baselines
-        self.handover = SourceHandover(cfg["paths"]["state_dir"], self.paths.baselines, self.pipeline.engine,
-                                       "worker %d" % index)
+        self.handover = SourceHandover(cfg["paths"]["state_dir"], self.pipeline.engine, "worker %d" % index,
+                                       cfg["processing"]["workers"] if workers is None else workers)
         self.pipeline.engine.source_added = self.handover.source_added
         max_line = cfg["processing"]["max_line_bytes"]
         self.inputs = list(cfg["inputs"].items())
@@ -628,6 +628,6 @@ class DetectorWorker:
 def run_detector(ctx, daemon, index):
     """ChildSpec target for worker `index` (daemon: the supervisor's shared objects)."""
     daemon.setup_child_logging("worker-%d" % index)
-    worker = DetectorWorker(daemon.cfg, index, daemon.rings[index], daemon.control, ctx.slot)
+    worker = DetectorWorker(daemon.cfg, index, daemon.rings[index], daemon.control, ctx.slot, len(daemon.rings))
     return worker.run(ctx.stop)
 

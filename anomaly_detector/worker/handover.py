@@ -5,15 +5,20 @@ Used by worker/detector.py, which hooks SourceHandover.source_added into its eng
 calls it when a source name is first seen there). Lines of one file go to one ring, remembered in the
 file's checkpoint (inputs/runner.py); a reload or restart with fewer workers moves the files of the rings
 that are gone to the remaining ones, and every worker snapshots its models when it stops. So at its start
-a worker indexes the sources of the other workers' saved models (<state_dir>/baselines/worker-*/, its own
-apart) and, when one of those sources shows up, copies its tier 2 rows (level, dispersion, seasonal
+a worker indexes the sources of the retired workers' saved models (<state_dir>/baselines/worker-<N>/ with N
+at least the number of workers now: their rings are gone, so their sources moved) and, when one of those
+sources shows up here, copies its tier 2 rows (level, dispersion, seasonal
 factors, recent buckets; and those of its templates, whose ids are the deployment's: parsing/vocabulary.py)
 from the copy that learned the most of it. Its model is warm at once instead of relearning from zero.
 
+Only retired workers' sources: the workers still running keep theirs (files keep their ring while it
+exists), and a source name several workers share (the input's name, its files spread over rings) is
+each worker's share of it, which is not another worker's to take.
+
 Limits: only tier 2 (volume) moves; rules state, parameter statistics and workflows of the source are
-relearned. The index is taken at start: a source that moves while both workers run (it cannot, files
-keep their ring) would be taken from a stale copy. A source a worker already knows (it had it before)
-keeps its own, older rows. The old owner's copy is not deleted: a later move back finds its own.
+relearned. A source a worker already knows (it had it before) keeps its own, older rows. The retired
+worker's copy is not deleted: it is what a later start with fewer workers takes again, however old
+(tier 2 skips the time it was not running as downtime, not as silence).
 """
 import glob
 import logging
@@ -21,7 +26,7 @@ import os
 
 from anomaly_detector.detection.engine import STATE_VERSION
 from anomaly_detector.storage.atomic import peek_json_snapshot
-from anomaly_detector.storage.layout import every_worker_pattern
+from anomaly_detector.storage.layout import WORKER_PREFIX, every_worker_pattern
 
 log = logging.getLogger(__name__)
 KIND = "detection-baselines"
@@ -30,13 +35,14 @@ KIND = "detection-baselines"
 class SourceHandover:
     """The sources other workers saved models of, and the takeover of one when it arrives here."""
 
-    def __init__(self, state_dir, own_baselines, engine, who):
+    def __init__(self, state_dir, engine, who, workers):
+        """workers: how many run now; the models of workers numbered from it on are the retired ones'."""
         self.engine, self.who = engine, who
         self.taken = 0
         self._best = {}    # source name -> (lines learned, path of the saved models, their source id)
-        own = os.path.abspath(own_baselines)
         for directory in sorted(glob.glob(every_worker_pattern(state_dir, "baselines"))):
-            if os.path.abspath(directory) != own:
+            number = os.path.basename(directory)[len(WORKER_PREFIX):]
+            if number.isdigit() and int(number) >= workers:
                 self._index(os.path.join(directory, "detection.json"))
 
     def _index(self, path):

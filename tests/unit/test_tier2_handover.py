@@ -70,7 +70,7 @@ def _learn(engine, name, minutes, rng):
     return sid
 
 
-def test_a_worker_takes_over_a_source_another_worker_saved(tmp_path, caplog):
+def test_a_worker_takes_over_a_source_a_retired_worker_saved(tmp_path, caplog):
     cfg = _config(tmp_path)
     other = DetectionEngine(cfg)
     other.template_ids = "deployment"
@@ -85,7 +85,7 @@ def test_a_worker_takes_over_a_source_another_worker_saved(tmp_path, caplog):
     engine = DetectionEngine(cfg)
     engine.template_ids = "deployment"
     engine.source_id("api")
-    handover = SourceHandover(str(tmp_path), worker_paths(str(tmp_path), 0).baselines, engine, "worker 0")
+    handover = SourceHandover(str(tmp_path), engine, "worker 0", 1)
     engine.source_added = handover.source_added
     assert handover.sources()["gamma"] == other.tiers["t2"].sources.total[gamma]
     with caplog.at_level("INFO"):
@@ -100,6 +100,20 @@ def test_a_worker_takes_over_a_source_another_worker_saved(tmp_path, caplog):
     assert handover.taken == 1
 
 
+def test_running_workers_keep_their_sources(tmp_path):
+    """Worker 1 of two runs on with its share of source "app": worker 0 meeting "app" learns its own."""
+    cfg = _config(tmp_path)
+    other = DetectionEngine(cfg)
+    _learn(other, "app", 30, np.random.default_rng(7))
+    other.save(worker_paths(str(tmp_path), 1))
+    engine = DetectionEngine(cfg)
+    handover = SourceHandover(str(tmp_path), engine, "worker 0", 2)
+    engine.source_added = handover.source_added
+    engine.source_id("app")
+    assert handover.sources() == {} and engine.tiers["t2"].sources.size == 8
+    assert engine.tiers["t2"].sources.age[0] == 0
+
+
 def test_template_rows_stay_when_the_saved_ids_were_a_workers_own(tmp_path):
     cfg = _config(tmp_path)
     other = DetectionEngine(cfg)      # template_ids "local": saved by a release without the vocabulary
@@ -107,7 +121,7 @@ def test_template_rows_stay_when_the_saved_ids_were_a_workers_own(tmp_path):
     other.save(worker_paths(str(tmp_path), 1))
     engine = DetectionEngine(cfg)
     engine.template_ids = "deployment"
-    handover = SourceHandover(str(tmp_path), worker_paths(str(tmp_path), 0).baselines, engine, "worker 0")
+    handover = SourceHandover(str(tmp_path), engine, "worker 0", 1)
     engine.source_added = handover.source_added
     engine.source_id("gamma")
     t2 = engine.tiers["t2"]
