@@ -1265,6 +1265,10 @@ class _Taken:
     def __contains__(self, tid):
         return self.miner._uses(tid)
 
+    @property
+    def floor(self):
+        return self.miner._next_id     # above every id the miner has used
+
 
 def _best_rows(equal, tids, limit=MATCH_TRIES):
     """Rows with some equal token, most equal first (then oldest id), at most limit of them: a line

@@ -97,18 +97,21 @@ class _Entries:
         """The id of this template text, given now if it has none; None when the vocabulary is full
         (or cannot be reached).
 
-        taken: ids the caller already uses for other texts; a text registered under one of them gets a
-        new id reserved without a text instead (two workers widened one cluster two ways)."""
+        taken: ids the caller already uses for other texts (a container; its `floor`, when it has one, is
+        above all of them); a text registered under one of them gets a new id reserved without a text
+        instead, at least `floor` (two workers widened one cluster two ways, or the caller's models were
+        saved with ids of their own by an older release)."""
         key = key_of(tokens)
         tid = self._ids.get(key)
         if tid is not None and tid not in taken:
             return tid
         if self.full:   # for good (append-only): a refused line's repeats ask no one
             return self._refuse_new()
-        tid = self._assign_new(key, reserve=tid is not None)
-        if tid is not None and tid in taken:    # another process registered the text under one of ours
-            tid = self._assign_new(key, reserve=True)
-        return tid
+        floor = int(getattr(taken, "floor", 0))
+        tid = self._assign_new(key, reserve=tid is not None, floor=floor)
+        if tid is not None and tid in taken:    # a new id the caller already uses, or a race: above them all
+            tid = self._assign_new(key, reserve=True, floor=floor)
+        return None if tid in taken else tid
 
     def note_widened(self, tokens, tid):
         """Register the text a template widened to under its id (kept by the template: one id per
@@ -200,14 +203,14 @@ class Vocabulary(_Entries):
             os.close(self._fd)
             self._fd = None
 
-    def _assign_new(self, key, reserve):
+    def _assign_new(self, key, reserve, floor=0):
         with _Lock(self):
             tid = self._ids.get(key)
             if tid is not None and not reserve:
                 return tid
             if self.full:
                 return self._refuse_new()
-            tid = self._next
+            tid = max(self._next, floor) if reserve else self._next
             self._append(tid, None if reserve else key)
             return tid
 
@@ -253,17 +256,22 @@ class _Lock:
 
 
 # KEYS: the hash (text -> id), the list of entries, the id counter. ARGV: the text's key, max_entries,
-# "1" to reserve an id without a text, the entry's tail after "[id," (tokens and text, JSON), and the
-# id to register the text under ("" for a new id). Returns the id, -1 when full, -2 when the text was
+# "1" to reserve an id without a text, the entry's tail after "[id," (tokens and text, JSON), the
+# id to register the text under ("" for a new id), and the least id a reserved one may have. Returns the id, -1 when full, -2 when the text was
 # registered already (a widened text: nothing written).
 _SCRIPT = """
 local key, limit, reserve, tail, given = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local floor = tonumber(ARGV[6])
 local known = redis.call('HGET', KEYS[1], key)
 if known and given ~= '' then return -2 end
 if known and reserve ~= '1' then return tonumber(known) end
 if redis.call('LLEN', KEYS[2]) >= limit then return -1 end
 local id
 if given ~= '' then id = tonumber(given) else id = redis.call('INCR', KEYS[3]) - 1 end
+if reserve == '1' and id < floor then
+  id = floor
+  redis.call('SET', KEYS[3], floor + 1)
+end
 if reserve == '1' then
   redis.call('RPUSH', KEYS[2], '[' .. id .. ',null,null]')
 else
@@ -310,8 +318,8 @@ class RedisVocabulary(_Entries):
             self._client.close()
             self._client = None
 
-    def _assign_new(self, key, reserve):
-        tid = self._run(key, reserve, "")
+    def _assign_new(self, key, reserve, floor=0):
+        tid = self._run(key, reserve, "", floor)
         if tid is None or tid == -2:
             return None
         if tid == -1:
@@ -320,13 +328,13 @@ class RedisVocabulary(_Entries):
         return tid
 
     def _register(self, key, tid):
-        got = self._run(key, False, str(tid))
+        got = self._run(key, False, str(tid), 0)
         if got == -1:
             self.refused_widened += 1
             self._log_full()
         return got is not None and got >= 0
 
-    def _run(self, key, reserve, given):
+    def _run(self, key, reserve, given, floor):
         """The script's answer, after reading what it (and others) appended; None while Redis is away."""
         client = self._connected()
         if client is None:
@@ -334,8 +342,8 @@ class RedisVocabulary(_Entries):
             return None
         tail = self._entry(0, key)[len("[0, "):-1]
         try:
-            got = int(self._script(keys=self.keys, args=[json.dumps(_encode(key)), self.max_entries,
-                                                         "1" if reserve else "0", tail, given], client=client))
+            args = [json.dumps(_encode(key)), self.max_entries, "1" if reserve else "0", tail, given, floor]
+            got = int(self._script(keys=self.keys, args=args, client=client))
         except Exception as exc:
             self._lost(exc)
             self._unavailable()

@@ -145,3 +145,20 @@ def test_without_a_vocabulary_ids_are_the_miners_own(tmp_path):
     m = TemplateMiner()
     assert _ids(m, ["a b c", "d e f g"]) == [0, 1]
     assert not os.listdir(tmp_path)
+
+
+def test_models_saved_with_their_own_ids_get_no_id_twice(tmp_path):
+    """A miner saved by a release without the vocabulary numbered its templates itself; loaded with a
+    vocabulary whose ids name other texts, a new template gets an id above all of its own."""
+    own = TemplateMiner()
+    words = [" ".join(["alpha"] * k) for k in range(1, 13)]
+    local = _ids(own, words)
+    assert local == list(range(12))
+    own.save(str(tmp_path / "templates.json"))
+    path = str(tmp_path / "v.jsonl")
+    other = TemplateMiner(vocabulary=Vocabulary(path, 1000, render=render_tokens))
+    assert _ids(other, ["job alpha done", "job beta done"]) == [0, 1]
+    loaded = TemplateMiner.load(str(tmp_path / "templates.json"), vocabulary=Vocabulary(path, 1000, render=render_tokens))
+    new = _ids(loaded, ["job alpha done", "queue full again now"])   # vocabulary ids 0 and 2: its own here
+    assert new == [12, 13]
+    assert _ids(loaded, words) == local
