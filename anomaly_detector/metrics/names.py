@@ -49,6 +49,11 @@ METRICS = {m.name: m for m in (
                "reason: new_template (its lines are reported under <unclustered>), widened_text (the template "
                "keeps its id; other workers cannot adopt its wider text), unavailable ([parsing] vocabulary_url "
                "could not be reached: either of the two, logged).", ("reason",)),
+    MetricSpec("vocabulary_entries", GAUGE,
+               "Entries in the deployment's template vocabulary (one per template id, plus one per text a "
+               "template widened to), as the workers last read it."),
+    MetricSpec("vocabulary_limit_entries", GAUGE,
+               "[parsing] vocabulary_max_entries: the bound of vocabulary_entries."),
     MetricSpec("lines_read_total", COUNTER, "Lines read by the inputs and handed to the rings."),
     MetricSpec("lines_dropped_total", COUNTER, "Lines dropped because the rings were full (when_full = drop_newest)."),
     MetricSpec("input_read_errors_total", COUNTER, "Failed reads of input files (permissions, I/O errors)."),

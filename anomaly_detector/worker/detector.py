@@ -314,6 +314,7 @@ class DetectorWorker:
                                                                           self.vocabulary.refused_unavailable),
                           kernels_compiled_after_fork=self._new_kernels_typed(),
                           timestamps_unparsed=self._new_unparsed(), **self._new_feedback())
+        self.counters.set(vocabulary_entries=len(self.vocabulary))
         self.view.note_batch()
         return errors, dead, b"".join(outputs), incident_bytes
 

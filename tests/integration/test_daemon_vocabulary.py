@@ -90,6 +90,8 @@ def test_two_workers_and_a_restart_share_template_ids(daemon):
     vocabulary = os.path.join(daemon.dir, "state", "baselines", "vocabulary.jsonl")
     entries = [json.loads(row) for row in open(vocabulary)]
     assert {e[0] for e in entries} >= set(before)
+    wait_for(lambda: daemon.metric("vocabulary_entries") == len(entries), 30, daemon, "vocabulary_entries")
+    assert daemon.metric("vocabulary_limit_entries") == 200000
     assert daemon.labelled("vocabulary_refused_total") == {(("reason", "new_template"),): 0.0,
                                                            (("reason", "widened_text"),): 0.0,
                                                            (("reason", "unavailable"),): 0.0}
