@@ -14,10 +14,12 @@ from .detection.output_kernels import KEY_ARRAYS, escaped, record_prefix, write_
 from .parsing.batch import ParsedBatch
 from .parsing.columns import parse_columns
 from .parsing.masking import MaskingConfig
-from .parsing.miner import MinedBatch, TemplateMiner
+from .parsing.miner import MinedBatch, TemplateMiner, render_tokens
 from .parsing.records import RecordParser
+from .parsing.unclustered import UNCLUSTERED_TEXT
+from .parsing.vocabulary import RedisVocabulary, Vocabulary
 from .storage.atomic import generation_paths, sweep_orphan_temps
-from .storage.layout import as_paths
+from .storage.layout import as_paths, vocabulary_path
 
 # Bytes of input parsed at once: large enough that per-chunk Python is noise. The lines of a chunk are
 # scored in batches of at most [processing] batch_size lines, as the daemon's workers take them: a
@@ -35,6 +37,19 @@ def source_of_file(path):
     return base
 
 
+def open_vocabulary(config):
+    """The deployment's template vocabulary: in Redis with [parsing] vocabulary_url (every daemon of the
+    deployment), else under [paths] state_dir (this daemon's workers); the reserved <unclustered> is its
+    first entry, id 0."""
+    parsing = config["parsing"]
+    first = [UNCLUSTERED_TEXT.encode()]
+    if parsing["vocabulary_url"]:
+        return RedisVocabulary(parsing["vocabulary_url"], parsing["vocabulary_key"], parsing["vocabulary_max_entries"],
+                               render=render_tokens, first=first)
+    return Vocabulary(vocabulary_path(config["paths"]["state_dir"]), parsing["vocabulary_max_entries"],
+                      render=render_tokens, first=first)
+
+
 def masking_from_config(parsing):
     return MaskingConfig(numbers=parsing["mask_numbers"], hex=parsing["mask_hex"], ip=parsing["mask_ips"],
                          uuid=parsing["mask_uuids"], path=parsing["mask_paths"],
@@ -46,7 +61,7 @@ class Pipeline:
     """One parser per file, one template miner and one detection engine for everything."""
 
     def __init__(self, config, fmt="auto", log_format="", chunk_bytes=CHUNK_BYTES, source_fields=(),
-                 source_prefix="auto"):
+                 source_prefix="auto", vocabulary=None):
         self.config = config
         self.fmt = fmt
         self.log_format = log_format
@@ -54,8 +69,12 @@ class Pipeline:
         self.source_prefix = source_prefix
         self.chunk_bytes = int(chunk_bytes)
         self.batch_lines = int(config["processing"]["batch_size"])
-        self.miner = TemplateMiner(**miner_settings(config["parsing"]))
+        # parsing/vocabulary.py: the daemon's workers share one; replay numbers its own templates
+        self.vocabulary = vocabulary
+        self.miner = TemplateMiner(**self._miner_settings())
         self.engine = DetectionEngine(config)
+        if vocabulary is not None:
+            self.engine.template_ids = "deployment"
         self.n_templates = 0
         self.lines = 0
         self.anomalies = 0
@@ -119,6 +138,8 @@ class Pipeline:
         stable = np.array([self.engine.source_id(name) if used[k] else 0 for k, name in enumerate(columns.sources)]
                           or [0], np.int32)
         source_id = stable[columns.source_id]
+        if self.vocabulary is not None:     # templates other workers mined since the last batch
+            self.miner.adopt(self.vocabulary.take_new())
         mined = self.miner.add_batch(columns.content_buf, columns.content_start, columns.content_end, source_id)
         widened = self.miner.take_widened()
         if widened:
@@ -132,6 +153,9 @@ class Pipeline:
                            param_ptr=mined.param_ptr, param_pos=mined.param_pos, param_hash=mined.param_hash,
                            param_num=mined.param_num, sources=self.engine.sources,
                            param_start=mined.param_start, param_end=mined.param_end)
+
+    def _miner_settings(self):
+        return dict(miner_settings(self.config["parsing"]), vocabulary=self.vocabulary)
 
     def template_text(self, tid):
         try:
@@ -173,7 +197,7 @@ class Pipeline:
         path = paths.templates
         sweep_orphan_temps(path)    # also when a first write was killed before any snapshot existed
         if any(os.path.exists(g) for g in generation_paths(path)):
-            self.miner = TemplateMiner.load(path, **miner_settings(self.config["parsing"]))
+            self.miner = TemplateMiner.load(path, **self._miner_settings())
             self.n_templates = max([self.n_templates] + [tid + 1 for tid, _, _ in self.miner.templates()])
         return self.engine.load(paths)
 

@@ -64,6 +64,12 @@ def semantic_problems(path, cfg, index, daemon=True):
             report.add(ERROR, ("http",), "tls_cert" if http["tls_cert"] else "tls_key",
                        "tls_cert and tls_key must be set together (both for HTTPS, neither for HTTP)")
     _check_processing(report, cfg["processing"])
+    url = cfg["parsing"]["vocabulary_url"]
+    if url and not url.startswith(_REDIS_SCHEMES):
+        report.add(ERROR, ("parsing",), "vocabulary_url", "expected redis://host:port/db, rediss:// or unix://, "
+                   "found %s" % url)
+    if url and not cfg["parsing"]["vocabulary_key"]:
+        report.add(ERROR, ("parsing",), "vocabulary_key", "expected a key prefix, found nothing")
     for name, section in cfg["inputs"].items():
         _check_input(report, ("inputs", name), section)
         if section["type"] == "redis":

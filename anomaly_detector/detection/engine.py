@@ -71,6 +71,12 @@ class DetectionEngine:
         self.first_time = None
         self.now = None
         self.sources = []                # source id -> name, stable across restarts
+        # Called with (source id, name) when a source is first seen here (worker/handover.py takes
+        # over what another worker learned of it); None: nothing to take over.
+        self.source_added = None
+        # "deployment": template ids are the deployment's vocabulary's (parsing/vocabulary.py), the same
+        # in every worker, so per-template rows can move with their source; "local": this engine's own.
+        self.template_ids = "local"
         self.source_names = self.sources  # the names the last batch used
         self.template_weight = {}        # template id -> score multiplier from feedback
         self.feedback = FeedbackMatcher(detection["feedback_templates_known"])   # POST /admin/feedback's rules
@@ -140,7 +146,24 @@ class DetectionEngine:
             return self.sources.index(name)
         except ValueError:
             self.sources.append(name)
-            return len(self.sources) - 1
+            sid = len(self.sources) - 1
+            if self.source_added is not None:
+                self.source_added(sid, name)
+            return sid
+
+    def import_source_volume(self, sid, saved_t2, saved_sid, with_templates):
+        """Take over the volume baseline of a source another engine saved (saved_t2: its tier 2 state;
+        saved_sid: the source's id there) as source `sid` here; its templates' rows too when both
+        engines share the deployment's template ids. Returns how many templates were taken."""
+        other = VolumeTier(dict(self._tier_settings[0]["tier2"], learning_rate=self.learning_rate,
+                                warmup_lines=self.warmup_lines))
+        other.load_state(saved_t2)
+        exported = other.export_source(saved_sid)
+        if exported is None:
+            return 0
+        if not with_templates:
+            exported["templates"] = {}
+        return self.tiers["t2"].import_source(sid, exported)
 
     def process(self, batch, n_templates, template_text=str, samples=True):
         """Score one batch, learn from it and update incidents -> BatchScores."""
@@ -305,7 +328,7 @@ class DetectionEngine:
         storage.layout.StatePaths or a directory of the flat layout)."""
         paths = as_paths(where)
         meta = {"lines_seen": self.lines_seen, "first_time": self.first_time, "now": self.now,
-                "sources": self.sources, "learning_rate": self.learning_rate,
+                "sources": self.sources, "learning_rate": self.learning_rate, "template_ids": self.template_ids,
                 "template_weight": {str(k): v for k, v in self.template_weight.items()},
                 "feedback_bindings": self.feedback.state()}
         baselines = {"meta": meta, "t1": self.tiers["t1"].state(), "t2": self.tiers["t2"].state(),
@@ -386,6 +409,8 @@ class DetectionEngine:
                 "meta feedback_bindings not [source, template id, rule id] triples")
         self.feedback.restore(bindings)
         self.lines_seen, self.first_time, self.now = lines_seen, first_time, now
+        if meta and meta.get("template_ids", "local") != self.template_ids:
+            self.template_ids = "local"   # saved under ids of its own (an older release): rows stay here
         self.sources = list(sources)
         self.template_weight = weights
         if rate is not None:

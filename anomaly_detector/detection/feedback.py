@@ -4,7 +4,7 @@ The sidecar (metrics/admin.py, POST /admin/feedback) checks a request and rewrit
 <state_dir>/feedback.json (save_rules: atomic, fsynced); every detector worker stats it at batch
 boundaries (RulesFile.poll) and hands the rules to its engine's FeedbackMatcher (engine.py), so a
 rule reaches every worker whichever sources it reads. A rule names a source and template texts
-(template ids are per worker; texts are not) and, for an incident about a whole source, its kind:
+(texts: each worker matches them against its own templates, which may have widened differently) and, for an incident about a whole source, its kind:
 
 - normal: lines of that source and template score 0 in every tier (neither flagged nor suspicious,
   so they join no incident; they are learned as normal lines); findings of that source about one

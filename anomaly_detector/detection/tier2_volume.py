@@ -521,13 +521,54 @@ class VolumeTier(Tier):
 
     def _grow(self, n_templates, batch):
         self.templates.ensure(n_templates)
+        self._grow_template_tables()
+        n_src = int(batch.source_id.max()) + 1 if batch.n else 1
+        self.sources.ensure(n_src)
+        self.season.ensure(self.sources.size)
+
+    # -- handover of one source between workers (worker/handover.py) ----------------------
+
+    def export_source(self, sid):
+        """What was learned of source `sid`: its own rows and those of the templates last seen in it,
+        keyed by template id (the deployment's: parsing/vocabulary.py), JSON-ready."""
+        sid = int(sid)
+        if sid >= self.sources.size:
+            return None
+        n = min(self.templates.size, self.template_source.size, self.template_season.hod.shape[0])
+        tids = [t for t in np.flatnonzero(self.template_source[:n] == sid).tolist() if self.templates.age[t] > 0]
+        return {"source": _rows(self.sources, sid) | _season_rows(self.season, sid),
+                "templates": {str(t): _rows(self.templates, t) | _season_rows(self.template_season, t)
+                              | {"share_" + k: v for k, v in _season_rows(self.share_season, t).items()}
+                              for t in tids}}
+
+    def import_source(self, sid, exported):
+        """Take over what export_source gave for a source that is now `sid` here. A template this tier
+        has learned already (another of its sources logs it) keeps its own rows. The bucket the old owner
+        left open is not taken (its counts went with its time). Returns how many templates were taken."""
+        sid = int(sid)
+        self.sources.ensure(sid + 1)
+        self.season.ensure(self.sources.size)
+        _set_rows(self.sources, sid, exported["source"])
+        _set_season_rows(self.season, sid, exported["source"])
+        taken = 0
+        for key, rows in exported.get("templates", {}).items():
+            t = int(key)
+            self.templates.ensure(t + 1)
+            self._grow_template_tables()
+            if self.templates.age[t] > 0:
+                continue
+            _set_rows(self.templates, t, rows)
+            _set_season_rows(self.template_season, t, rows)
+            _set_season_rows(self.share_season, t, {k[6:]: v for k, v in rows.items() if k.startswith("share_")})
+            self.template_source[t] = sid
+            taken += 1
+        return taken
+
+    def _grow_template_tables(self):
         if self.template_source.size < self.templates.size:
             grown = np.zeros(self.templates.size, np.int64)
             grown[: self.template_source.size] = self.template_source
             self.template_source = grown
-        n_src = int(batch.source_id.max()) + 1 if batch.n else 1
-        self.sources.ensure(n_src)
-        self.season.ensure(self.sources.size)
         self.template_season.ensure(self.templates.size)
         self.share_season.ensure(self.templates.size)
 
@@ -549,6 +590,30 @@ class VolumeTier(Tier):
         self.template_source = np.asarray(state.get("template_source", [0] * 64), np.int64)
         self.open_bucket = state.get("open_bucket")
         self.resumed = self.open_bucket is not None
+
+
+# Counts of the bucket a key's old owner had open: not handed over (see import_source).
+_OPEN_BUCKET_ROWS = ("open_raw", "open_learn")
+
+
+def _rows(base, key):
+    return {name: arr[key].tolist() for name, arr in vars(base).items() if name not in _OPEN_BUCKET_ROWS}
+
+
+def _set_rows(base, key, rows):
+    for name, arr in vars(base).items():
+        if name in rows and name not in _OPEN_BUCKET_ROWS:
+            arr[key] = np.asarray(rows[name], arr.dtype).reshape(arr.shape[1:])
+
+
+def _season_rows(season, key):
+    return {"hod": season.hod[key].tolist(), "dow": season.dow[key].tolist()}
+
+
+def _set_season_rows(season, key, rows):
+    if "hod" in rows and "dow" in rows:
+        season.hod[key] = np.asarray(rows["hod"], float).reshape(3, 24)
+        season.dow[key] = np.asarray(rows["dow"], float).reshape(3, 7)
 
 
 def _season_weights(base, expected, min_ratio):

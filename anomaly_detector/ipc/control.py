@@ -79,7 +79,10 @@ COUNTER_FIELDS = ("lines_processed", "errors", "batches", "bytes_processed", "an
                   "volume_drops_withdrawn",
                   # redis inputs (inputs/redis_stream.py); redis_disconnected is a gauge
                   "redis_reconnects", "redis_claimed", "redis_acked", "redis_connect_failures",
-                  "redis_disconnected")
+                  "redis_disconnected",
+                  # parsing/vocabulary.py: new templates and widened texts refused when full; either when Redis is away
+                  "vocabulary_refused_new", "vocabulary_refused_widened", "vocabulary_refused_unavailable",
+                  "vocabulary_entries")   # a gauge: the vocabulary's size as this worker last read it
 # Buckets of a row's read-to-scored latency histogram: metrics.sketch.N_BUCKETS (a test checks they agree;
 # ipc/ does not import from metrics/).
 LATENCY_BUCKETS = 112

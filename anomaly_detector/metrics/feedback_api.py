@@ -142,7 +142,7 @@ class FeedbackDesk:
         if len(texts) == 1:
             return texts.pop()
         if texts:
-            raise FeedbackError("template id %d names %d different templates of source %s (ids are per worker): give "
+            raise FeedbackError("template id %d names %d different templates of source %s (its workers widened it differently): give "
                                 "its text" % (template, len(texts), source), "ambiguous_template")
         if not self.views.source_known(source):
             raise FeedbackError("unknown source %r: no worker has seen it lately" % source, "unknown_source")

@@ -85,7 +85,8 @@ class WorkerViews:
 
     def template_texts(self, source, template):
         """The texts a template id (int) or text (str) stands for in `source`, over every worker's recently seen
-        templates and its incidents' templates (ids are per worker, so one id may name several)."""
+        templates and its incidents' templates (one id may name several texts where workers widened it
+        differently)."""
         texts = set()
         for view in self.views():
             pairs = list(view["templates"].get(source, []))

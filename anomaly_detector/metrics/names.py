@@ -44,6 +44,16 @@ METRICS = {m.name: m for m in (
                "Failed writes of state files (snapshots, checkpoints, spool offsets), e.g. a full disk."),
     MetricSpec("state_writes_failing", GAUGE,
                "Processes whose last write of some state file failed; /health reports degraded while above 0."),
+    MetricSpec("vocabulary_refused_total", COUNTER,
+               "Entries the deployment's template vocabulary refused at [parsing] vocabulary_max_entries, by "
+               "reason: new_template (its lines are reported under <unclustered>), widened_text (the template "
+               "keeps its id; other workers cannot adopt its wider text), unavailable ([parsing] vocabulary_url "
+               "could not be reached: either of the two, logged).", ("reason",)),
+    MetricSpec("vocabulary_entries", GAUGE,
+               "Entries in the deployment's template vocabulary (one per template id, plus one per text a "
+               "template widened to), as the workers last read it."),
+    MetricSpec("vocabulary_limit_entries", GAUGE,
+               "[parsing] vocabulary_max_entries: the bound of vocabulary_entries."),
     MetricSpec("lines_read_total", COUNTER, "Lines read by the inputs and handed to the rings."),
     MetricSpec("lines_dropped_total", COUNTER, "Lines dropped because the rings were full (when_full = drop_newest)."),
     MetricSpec("input_read_errors_total", COUNTER, "Failed reads of input files (permissions, I/O errors)."),

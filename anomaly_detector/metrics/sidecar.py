@@ -100,6 +100,7 @@ class Readings:
         self.tiers_configured = [(t, bool(cfg.get("detection", {}).get("tier" + t[1:], {}).get("enabled", True)))
                                  for t in TIERS]
         self.spool_limit = cfg["processing"]["max_spool_mb"] * 2**20 * len(self.spool_dirs)
+        self.vocabulary_limit = cfg["parsing"]["vocabulary_max_entries"]
         self.outbox_limits = ((cfg["alerting"]["outbox_max_mb"] * 2**20, cfg["alerting"]["outbox_max_alerts"])
                               if self.sinks else (0, 0))
         self.inputs = [(name, section["type"], section.get("protocol")) for name, section in cfg["inputs"].items()]
@@ -216,6 +217,9 @@ class Readings:
             "spool_torn_records_total": totals["spool_torn_records"],
             "spool_bytes": sum(spool_bytes(d) for d in self.spool_dirs),
             "spool_limit_bytes": self.spool_limit,
+            # every worker reads the whole vocabulary: the most any of them has read is its size
+            "vocabulary_entries": int(self.control.counter_rows_snapshot()["vocabulary_entries"].max()),
+            "vocabulary_limit_entries": self.vocabulary_limit,
             "worker_lines_processed_total": self._per_worker("lines_processed"),
             "files_deferred": totals["files_deferred"],
             "files_deferred_total": totals["files_deferrals"],
@@ -232,6 +236,9 @@ class Readings:
             "json_fields_over_cap_total": totals["json_fields_over_cap"],
             "series_values_refused_total": totals["series_values_refused"],
             "lines_unclustered_total": totals["lines_unclustered"],
+            "vocabulary_refused_total": {(("reason", "new_template"),): totals["vocabulary_refused_new"],
+                                         (("reason", "widened_text"),): totals["vocabulary_refused_widened"],
+                                         (("reason", "unavailable"),): totals["vocabulary_refused_unavailable"]},
             "batch_deadline_hits_total": totals["batch_deadline_hits"],
             "kernels_compiled_after_fork_total": totals["kernels_compiled_after_fork"],
             "timestamps_unparsed_total": totals["timestamps_unparsed"],

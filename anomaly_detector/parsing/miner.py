@@ -40,7 +40,10 @@ Free text (unclustered.py)
   one each (a shape that comes back opens a template as usual). Shape-cache hits and such
   lines are resolved by one kernel (unclustered_kernels.free_text_run) without Python.
 
-Ids are non-negative int32, given in creation order and never reused. A template that widens
+Ids are non-negative int32, given in creation order and never reused. A miner given the deployment's
+vocabulary (parsing/vocabulary.py; the daemon's workers) takes each new template's id from it, by
+its text, and registers each text a template widens to under its id; adopt() seeds it with the
+templates other workers mined, so a line gets the same id in every worker. A template that widens
 (a value, or a span, where it had a word or a run) keeps its id; the shape cache and a reload
 (save/load) give the same line the same id. A template merged into a sibling gives its id up:
 current_id()/current_ids() map it to the survivor (as do template() and extract()), its shapes
@@ -108,6 +111,7 @@ class MinerStats:
     cache_misses: int = 0
     unclustered: int = 0
     merges: int = 0
+    adopted: int = 0        # templates taken from the deployment's vocabulary (adopt)
 
 
 # ---------------------------------------------------------------- token generalisation
@@ -535,7 +539,8 @@ class TemplateMiner:
 
     def __init__(self, max_templates=10000, masking=None, similarity=0.5, max_shapes=None, archive_size=None,
                  free_text_window=1000, free_text_share=0.5, sibling_values=SIBLING_VALUES,
-                 shared_values=SHARED_VALUES, sibling_literals=SIBLING_LITERALS, span_words=SPAN_WORDS):
+                 shared_values=SHARED_VALUES, sibling_literals=SIBLING_LITERALS, span_words=SPAN_WORDS,
+                 vocabulary=None):
         if max_templates < 1:
             raise ValueError("max_templates must be at least 1")
         if not 0.0 <= similarity <= 1.0:
@@ -546,6 +551,9 @@ class TemplateMiner:
         self.max_shapes = int(max_shapes or max(65536, 16 * self.max_templates))
         self.archive_size = int(archive_size if archive_size is not None else 4 * self.max_templates)
         self.stats = MinerStats()
+        # parsing/vocabulary.py: the deployment's ids (None: this miner numbers its templates itself)
+        self.vocabulary = vocabulary
+        self._adopted = set()   # archived ids taken from the vocabulary, not learned here
         self._flags = self.masking.flags
         self._next_id = 0
         self._clock = 0
@@ -760,9 +768,29 @@ class TemplateMiner:
             return self._tid_slot[tid]
         if tid is not None and tid in self._archive:
             return self._revive(tid)
-        self._unclustered_tid = self._next_id
-        self._next_id += 1
+        self._unclustered_tid = self._new_id([UNCLUSTERED_TEXT.encode()], reserved=True)
         return self._open([UNCLUSTERED_TEXT.encode()], self._unclustered_tid, 0)
+
+    def _new_id(self, tokens, reserved=False):
+        """The id of a template opened now: the next of this miner's own, or, with a vocabulary, the
+        deployment's id of its text (None when the vocabulary is full; the reserved <unclustered> then
+        still gets one of the vocabulary's, registered when it was created)."""
+        if self.vocabulary is None:
+            self._next_id += 1
+            return self._next_id - 1
+        if reserved:
+            tid = self.vocabulary.lookup(tokens)
+            if tid is not None and not self._uses(tid):
+                return tid
+        tid = self.vocabulary.assign(tokens, taken=_Taken(self))
+        if tid is None and reserved:    # full or away: the vocabulary's first entry is the reserved template
+            tid = 0
+        if tid is not None:
+            self._next_id = max(self._next_id, tid + 1)
+        return tid
+
+    def _uses(self, tid):
+        return tid in self._tid_slot or tid in self._archive or tid in self._alias
 
     def _place(self, line, force, shape, source=0):
         masked = _masked(line, self._flags, force)
@@ -784,8 +812,11 @@ class TemplateMiner:
                 if self._gate.is_free(source) and not self._gate.seen_before(shape):
                     self.stats.unclustered += 1
                     return self._unclustered_slot()    # its shape is not cached: a repeat must come back here
-                slot = self._open(tokens, self._next_id, 0)
-                self._next_id += 1
+                tid = self._new_id(tokens)
+                if tid is None:     # the deployment's vocabulary is full: reported as unclustered
+                    self.stats.unclustered += 1
+                    return self._unclustered_slot()
+                slot = self._open(tokens, tid, 0)
         slot = self._settle(slot, tokens)
         self._remember_shape(shape, slot)
         return slot
@@ -833,6 +864,33 @@ class TemplateMiner:
         if not _keeps_values(self._tokens[slot], tokens):
             self._widened.add(int(self._slot_tid[slot]))
         self._set_tokens(slot, tokens)
+        if self.vocabulary is not None:     # keeps its id; other workers adopt the wider text under it
+            self.vocabulary.note_widened(tokens, int(self._slot_tid[slot]))
+
+    def adopt(self, entries):
+        """Take templates of the deployment's vocabulary this miner does not have ([(id, tokens)], as
+        Vocabulary.take_new gives them) into the archive: a line that matches one revives it under its
+        id (step 3), as it would an evicted template of its own, instead of opening a template under
+        another id. A later text of an adopted id replaces the earlier one. Ids this miner uses (live,
+        archived, merged) are left alone: its own text wins. Adoption stops while the archive is full
+        (it never pushes out templates this miner learned). Returns how many were taken."""
+        taken = 0
+        for tid, tokens in entries:
+            tid, tokens = int(tid), list(tokens)
+            if tokens == [UNCLUSTERED_TEXT.encode()]:
+                continue
+            if tid in self._adopted and tid in self._archive:
+                self._unarchive(tid, self._archive.pop(tid)[0])
+            elif self._uses(tid) or len(self._archive) >= self.archive_size:
+                continue
+            self._archive[tid] = (tokens, 0, 0)
+            self._archived_at[tid] = time.time()
+            self._archive_by_len.setdefault(len(tokens), _LengthIndex(len(tokens))).put(tid, tokens)
+            self._adopted.add(tid)
+            self._next_id = max(self._next_id, tid + 1)
+            taken += 1
+        self.stats.adopted += taken
+        return taken
 
     def take_widened(self):
         """Ids of templates whose parameters changed meaning since the last call (a constant became
@@ -933,6 +991,7 @@ class TemplateMiner:
     def _revive(self, tid):
         tokens, count, last_seen = self._archive.pop(tid)
         self._archived_at.pop(tid, None)
+        self._adopted.discard(tid)
         self._unarchive(tid, tokens)
         self.stats.revivals += 1
         return self._open(tokens, tid, count, last_seen)
@@ -1176,6 +1235,8 @@ class TemplateMiner:
 
     def save(self, path):
         """Write the miner atomically (checksummed JSON snapshot, older generations kept as .prev, .prev2, ...)."""
+        if self.vocabulary is not None:     # the ids saved here must outlive a power cut in the vocabulary too
+            self.vocabulary.flush()
         write_json_snapshot(path, SNAPSHOT_KIND, SNAPSHOT_VERSION, self.to_state())
 
     @classmethod
@@ -1195,6 +1256,20 @@ class TemplateMiner:
         return cls(**settings) if miner is None else miner
 
 
+class _Taken:
+    """The ids a miner uses, as a container (Vocabulary.assign's `taken`)."""
+
+    def __init__(self, miner):
+        self.miner = miner
+
+    def __contains__(self, tid):
+        return self.miner._uses(tid)
+
+    @property
+    def floor(self):
+        return self.miner._next_id     # above every id the miner has used
+
+
 def _best_rows(equal, tids, limit=MATCH_TRIES):
     """Rows with some equal token, most equal first (then oldest id), at most limit of them: a line
     that fits none of the best few fits none of the rest often enough that trying them all (the cost
@@ -1208,6 +1283,11 @@ def _best_rows(equal, tids, limit=MATCH_TRIES):
             tied = tied[np.argpartition(tids[tied], room - 1)[:room]]
         rows = np.concatenate([above, tied])
     return rows[np.lexsort((tids[rows], -equal[rows]))]
+
+
+def render_tokens(tokens):
+    """A template's text as operators read it (values written <*>)."""
+    return _render(tokens)
 
 
 def _render(tokens):

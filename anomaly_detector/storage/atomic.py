@@ -255,6 +255,16 @@ def read_json_snapshot(path, kind, max_version):
     return restore_json_snapshot(path, kind, max_version, lambda version, obj: (version, obj))
 
 
+def peek_json_snapshot(path, kind, max_version):
+    """(version, obj) of `path` itself, or None when it is missing or unusable, read only: nothing is set
+    aside or counted (for files another process owns, e.g. another worker's saved models)."""
+    try:
+        version, payload = _decode(path, kind, max_version)
+        return version, json.loads(payload)
+    except (SnapshotError, OSError, ValueError):
+        return None
+
+
 def restore_json_snapshot(path, kind, max_version, restore):
     """restore(version, obj) on `path`, else on its older generations in turn; None when none is usable.
 

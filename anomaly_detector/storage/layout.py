@@ -1,6 +1,7 @@
 """Where the daemon keeps its state under state_dir, and the move from the layout of older releases.
 
     <state_dir>/baselines/worker-<N>/templates.json, detection.json   templates, volume baselines, open incidents
+    <state_dir>/baselines/vocabulary.jsonl                             template ids shared by every worker
     <state_dir>/statistics/worker-<N>/detection.json                   parameter statistics, workflows
     <state_dir>/alerting/worker-<N>/tracker.json                       incident numbering of the alert events
     <state_dir>/checkpoints/, spool/, outbox/, dead-letter/            inputs, alerter, poison lines
@@ -55,6 +56,11 @@ def worker_dir_name(index):
 def every_worker_pattern(state_dir, kind):
     """A glob pattern matching every worker's directory of `kind` (one of KINDS) under state_dir."""
     return os.path.join(state_dir, kind, WORKER_PREFIX + "*")
+
+
+def vocabulary_path(state_dir):
+    """The deployment's template vocabulary (parsing/vocabulary.py), shared by every worker."""
+    return os.path.join(state_dir, "baselines", "vocabulary.jsonl")
 
 
 def worker_paths(state_dir, index):

@@ -25,13 +25,14 @@ from anomaly_detector.detection.output_kernels import record_prefix
 from anomaly_detector.metrics.sketch import record_latencies
 from anomaly_detector.parsing.columns import parse_columns
 from anomaly_detector.parsing.records import RecordParser
-from anomaly_detector.pipeline import Pipeline
+from anomaly_detector.pipeline import Pipeline, open_vocabulary
 from anomaly_detector.relief import ReliefWatch
 from anomaly_detector.storage import locks
 from anomaly_detector.storage.appendfile import AppendFile
 from anomaly_detector.storage.health import STATE_HEALTH
 from anomaly_detector.storage.layout import worker_paths
 from anomaly_detector.worker.faults import FaultInjector
+from anomaly_detector.worker.handover import SourceHandover
 from anomaly_detector.worker.incident_view import IncidentView
 from anomaly_detector.worker.joining import join_lines, source_runs
 from anomaly_detector.worker.optimize import OptimizeRequests, compact, file_bytes
@@ -89,7 +90,7 @@ class Unwritten:
 class DetectorWorker:
     """One worker's loop; `index` selects its ring, counter row and state directory."""
 
-    def __init__(self, cfg, index, ring, control, slot):
+    def __init__(self, cfg, index, ring, control, slot, workers=None):
         self.cfg, self.index, self.control, self.slot = cfg, index, control, slot
         # Kernels typed when forked (all of them, by warm-up): one typed later compiled in this worker.
         self._kernels = kernel_cache.kernel_dispatchers()
@@ -99,9 +100,14 @@ class DetectorWorker:
         self.paths = worker_paths(cfg["paths"]["state_dir"], index)   # storage/layout.py
         self._lock = self._take_lock(cfg["paths"]["state_dir"], index)
         self.optimize = OptimizeRequests(cfg["paths"]["state_dir"], index)
-        self.pipeline = Pipeline(cfg)
+        self.vocabulary = open_vocabulary(cfg)   # template ids shared with every worker (parsing/vocabulary.py)
+        self.pipeline = Pipeline(cfg, vocabulary=self.vocabulary)
         if self.pipeline.load(self.paths):
             log.info("worker %d: models restored from %s and %s", index, self.paths.baselines, self.paths.statistics)
+        # sources other workers learned (files moved here by a change of the worker count) bring their baselines
+        self.handover = SourceHandover(cfg["paths"]["state_dir"], self.pipeline.engine, "worker %d" % index,
+                                       cfg["processing"]["workers"] if workers is None else workers)
+        self.pipeline.engine.source_added = self.handover.source_added
         max_line = cfg["processing"]["max_line_bytes"]
         self.inputs = list(cfg["inputs"].items())
         self.parsers = [input_parser(name, section, max_line, cfg["processing"]["max_sources"])
@@ -301,8 +307,14 @@ class DetectorWorker:
                           json_fields_over_cap=self._new_over_cap(),
                           series_values_refused=self._new_series_refused(),
                           lines_unclustered=self._new_unclustered(),
+                          vocabulary_refused_new=self._since_last("vocabulary_new", self.vocabulary.refused_new),
+                          vocabulary_refused_widened=self._since_last("vocabulary_widened",
+                                                                      self.vocabulary.refused_widened),
+                          vocabulary_refused_unavailable=self._since_last("vocabulary_unavailable",
+                                                                          self.vocabulary.refused_unavailable),
                           kernels_compiled_after_fork=self._new_kernels_typed(),
                           timestamps_unparsed=self._new_unparsed(), **self._new_feedback())
+        self.counters.set(vocabulary_entries=len(self.vocabulary))
         self.view.note_batch()
         return errors, dead, b"".join(outputs), incident_bytes
 
@@ -611,11 +623,12 @@ class DetectorWorker:
         for out in (self.scored, self.incidents, self.dead_letter):
             if out is not None:
                 out.close()
+        self.vocabulary.close()
 
 
 def run_detector(ctx, daemon, index):
     """ChildSpec target for worker `index` (daemon: the supervisor's shared objects)."""
     daemon.setup_child_logging("worker-%d" % index)
-    worker = DetectorWorker(daemon.cfg, index, daemon.rings[index], daemon.control, ctx.slot)
+    worker = DetectorWorker(daemon.cfg, index, daemon.rings[index], daemon.control, ctx.slot, len(daemon.rings))
     return worker.run(ctx.stop)
 
