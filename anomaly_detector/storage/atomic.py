@@ -220,17 +220,20 @@ def read_snapshot(path, kind, max_version):
 _HEADER_MAX = 256   # a header line is about 100 bytes
 
 
-def peek_json_snapshot(path, kind, max_bytes=None):
+def peek_json_snapshot(path, kind, max_bytes=None, max_version=None):
     """The JSON payload of the file at `path` for an observer (the sidecar, the page): nothing is moved,
     counted or logged, no older generation tried. The header is read first, so a payload over max_bytes
-    (when given) is never read. Raises FileNotFoundError, or SnapshotError with reason "too_large" or "unreadable"
-    (a bad header, kind, checksum or JSON; also a file replaced while read)."""
+    (when given) is never read. Raises FileNotFoundError, or SnapshotError with reason "too_large",
+    "version" (newer than max_version, when given) or "unreadable" (a bad header, kind, checksum or JSON;
+    also a file replaced while read)."""
     try:
         with open(path, "rb") as f:
             parts = f.readline(_HEADER_MAX).split()
             if len(parts) != 5 or parts[0] != MAGIC or parts[1] != kind.encode():
                 raise SnapshotError("%s: not a %s snapshot" % (path, kind), "unreadable")
-            length = int(parts[3])
+            version, length = int(parts[2]), int(parts[3])
+            if max_version is not None and version > max_version:
+                raise SnapshotError("%s: schema version %d is newer than %d" % (path, version, max_version), "version")
             if max_bytes is not None and length > max_bytes:
                 raise SnapshotError("%s: %d bytes, over the limit of %d" % (path, length, max_bytes),
                                     "too_large")
@@ -253,16 +256,6 @@ def write_json_snapshot(path, kind, version, obj):
 def read_json_snapshot(path, kind, max_version):
     """Return (version, obj) or None; a payload that is not valid JSON counts as corrupt."""
     return restore_json_snapshot(path, kind, max_version, lambda version, obj: (version, obj))
-
-
-def peek_json_snapshot(path, kind, max_version):
-    """(version, obj) of `path` itself, or None when it is missing or unusable, read only: nothing is set
-    aside or counted (for files another process owns, e.g. another worker's saved models)."""
-    try:
-        version, payload = _decode(path, kind, max_version)
-        return version, json.loads(payload)
-    except (SnapshotError, OSError, ValueError):
-        return None
 
 
 def restore_json_snapshot(path, kind, max_version, restore):

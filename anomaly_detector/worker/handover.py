@@ -25,7 +25,7 @@ import logging
 import os
 
 from anomaly_detector.detection.engine import STATE_VERSION
-from anomaly_detector.storage.atomic import peek_json_snapshot
+from anomaly_detector.storage.atomic import SnapshotError, peek_json_snapshot
 from anomaly_detector.storage.layout import WORKER_PREFIX, every_worker_pattern
 
 log = logging.getLogger(__name__)
@@ -46,12 +46,12 @@ class SourceHandover:
                 self._index(os.path.join(directory, "detection.json"))
 
     def _index(self, path):
-        got = peek_json_snapshot(path, KIND, STATE_VERSION)
-        if got is None:
+        state = _saved_models(path)
+        if state is None:
             return
         try:
-            names = got[1]["meta"]["sources"]
-            totals = got[1]["t2"]["sources"]["total"]
+            names = state["meta"]["sources"]
+            totals = state["t2"]["sources"]["total"]
         except (KeyError, TypeError):
             return
         for sid, name in enumerate(names):
@@ -69,9 +69,8 @@ class SourceHandover:
         if best is None:
             return
         _learned, path, saved_sid = best
-        got = peek_json_snapshot(path, KIND, STATE_VERSION)
+        state = _saved_models(path)
         try:
-            state = got[1]
             if state["meta"]["sources"][saved_sid] != name:
                 raise ValueError("rewritten since indexed")
             same_ids = state["meta"].get("template_ids") == "deployment" == self.engine.template_ids
@@ -83,3 +82,12 @@ class SourceHandover:
         self.taken += 1
         log.info("%s: took over the volume baseline of source %r (and %d of its templates) from %s",
                  self.who, name, templates, os.path.dirname(path))
+
+
+def _saved_models(path):
+    """A retired worker's saved models (read only: the file is not this worker's), or None when missing,
+    unusable or of a newer schema."""
+    try:
+        return peek_json_snapshot(path, KIND, max_version=STATE_VERSION)
+    except (OSError, SnapshotError):
+        return None

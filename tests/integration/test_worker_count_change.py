@@ -10,7 +10,7 @@ import signal
 import pytest
 
 from anomaly_detector.detection.engine import STATE_VERSION
-from anomaly_detector.storage.atomic import peek_json_snapshot
+from anomaly_detector.storage.atomic import SnapshotError, peek_json_snapshot
 from tests.integration.daemon_harness import Daemon, wait_for
 
 SOURCES = ("alpha", "beta", "gamma")
@@ -65,11 +65,13 @@ def baselines(daemon):
     found = {}
     state = os.path.join(daemon.dir, "state", "baselines")
     for worker in sorted(os.listdir(state)):
-        got = peek_json_snapshot(os.path.join(state, worker, "detection.json"), "detection-baselines", STATE_VERSION)
-        if got is None:
+        try:
+            got = peek_json_snapshot(os.path.join(state, worker, "detection.json"), "detection-baselines",
+                                     max_version=STATE_VERSION)
+        except (OSError, SnapshotError):
             continue
-        t2 = got[1]["t2"]["sources"]
-        for sid, name in enumerate(got[1]["meta"]["sources"]):
+        t2 = got["t2"]["sources"]
+        for sid, name in enumerate(got["meta"]["sources"]):
             row = (worker, t2["level"][sid], t2["age"][sid], t2["total"][sid])
             if name not in found or row[3] > found[name][3]:
                 found[name] = row

@@ -69,6 +69,9 @@ def test_peek_reads_for_an_observer_and_never_moves_a_file(tmp_path):
     with pytest.raises(atomic.SnapshotError) as big:
         atomic.peek_json_snapshot(path, "detection-baselines", max_bytes=100)
     assert big.value.reason == "too_large"
+    with pytest.raises(atomic.SnapshotError) as newer:
+        atomic.peek_json_snapshot(path, "detection-baselines", max_version=0)
+    assert newer.value.reason == "version"
     with pytest.raises(atomic.SnapshotError) as foreign:
         atomic.peek_json_snapshot(path, "templates")
     assert foreign.value.reason == "unreadable"
