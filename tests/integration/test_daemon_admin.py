@@ -154,20 +154,22 @@ def test_tier4_and_learning_rate_reach_every_worker(daemon):
 
 
 def test_set_workers_forks_and_retires_workers_without_loss(daemon):
+    batch_size = runtime(daemon)["batch_size"]   # whatever earlier tests of the module left
     status, body, _ = admin(daemon, "set-workers", {"count": 3})
     assert status == 202, body
     wait_for(lambda: daemon.metric("workers_running") == 3 and "ad-worker-2" in daemon.children(), 120,
              "three workers", daemon)
-    assert runtime(daemon)["workers_wanted"] == 3 and runtime(daemon)["batch_size"] == 7  # other settings kept
-    write_lines(daemon, 700, 300)
-    counts = daemon.wait_scored(1000, 120)
-    assert loss_and_duplicates(counts, 1000) == ([], 0)
+    assert runtime(daemon)["workers_wanted"] == 3 and runtime(daemon)["batch_size"] == batch_size  # other settings kept
+    first = len(daemon.scored_seqs())   # lines earlier tests of the module wrote (all scored), if they ran
+    write_lines(daemon, first, 300)
+    counts = daemon.wait_scored(first + 300, 120)
+    assert loss_and_duplicates(counts, first + 300) == ([], 0)
     assert admin(daemon, "set-workers", {"count": 1})[0] == 202
     wait_for(lambda: daemon.metric("workers_running") == 1 and not {"ad-worker-1", "ad-worker-2"} & set(daemon.children()),
              120, "one worker", daemon)
-    write_lines(daemon, 1000, 200)
-    counts = daemon.wait_scored(1200, 120)
-    assert loss_and_duplicates(counts, 1200) == ([], 0)
+    write_lines(daemon, first + 300, 200)
+    counts = daemon.wait_scored(first + 500, 120)
+    assert loss_and_duplicates(counts, first + 500) == ([], 0)
     assert "admin set-workers: 3 -> 1 workers" in log_text(daemon)
 
 
