@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from anomaly_detector.config.loader import default_config
 from anomaly_detector.ipc.control import ControlBlock, control_bytes
 from anomaly_detector.ipc.ring import Ring, ring_bytes
 from anomaly_detector.ipc.shm import SharedArena, instance_prefix, segment_names
@@ -16,10 +17,18 @@ from anomaly_detector.metrics.sidecar import Readings
 from anomaly_detector.supervisor.states import ProcessState
 
 PROCESSES = [("input", "input", 0), ("sidecar", "sidecar", 1), ("worker-0", "worker", 2), ("worker-1", "worker", 3)]
-CFG = {"processing": {"max_memory_mb": 1048576, "heartbeat_timeout_seconds": 30.0, "max_spool_mb": 1024},
-       "service": {"health_down_seconds": 10.0, "snapshot_interval_seconds": 60.0}, "inputs": {},
-       "http": {"stall_seconds": 30.0}, "alerting": {"outbox_max_mb": 50, "outbox_max_alerts": 10000},
-       "detection": {"warmup_lines": 0, "warmup_seconds": 0.0}}
+def _config():
+    """The built-in defaults with the limits these tests judge against."""
+    cfg = default_config()
+    cfg["processing"].update(max_memory_mb=1048576, heartbeat_timeout_seconds=30.0, max_spool_mb=1024)
+    cfg["service"].update(health_down_seconds=10.0, snapshot_interval_seconds=60.0)
+    cfg["http"]["stall_seconds"] = 30.0
+    cfg["detection"].update(warmup_lines=0, warmup_seconds=0.0)
+    cfg["inputs"] = {}
+    return cfg
+
+
+CFG = _config()
 
 
 class Clock:
