@@ -18,6 +18,10 @@ from .stats_kernels import count_lower_score, count_upper_scores
 
 # Windows (in buckets) over which drops are judged: fast for busy keys, longer for quiet ones.
 DROP_WINDOWS = (1, 5, 15)
+# Spikes are judged over one bucket and over this many (the line's bucket and the ones before it): a
+# key at five times its forecast for minutes is certain over five buckets long before one bucket of a
+# quiet key clears the spike_min_ratio floor at the low end of its sampling error (see _windowed).
+SPIKE_WINDOW = 5
 _WINDOWS = np.array(DROP_WINDOWS, np.int64)
 # Residuals beyond this many standard deviations are clipped before they reach the baseline.
 CLIP_SIGMAS = 4.0
@@ -229,9 +233,15 @@ class VolumeTier(Tier):
         per_key = {}
         for keys, counts, base, kind in ((batch.template_id, t_counts, self.templates, "template"),
                                          (batch.source_id, s_counts, self.sources, "source")):
-            per_key[kind], mus = self._spike_scores(keys, counts, buckets, base, ctx)
+            per_key[kind], mus, busy = self._spike_scores(keys, counts, buckets, base, ctx)
             self._explain(result, per_key[kind], counts, mus, keys, kind, ctx)
             np.maximum(scores, per_key[kind], out=scores)
+            w_scores, w_counts, w_mus = self._window_scores(keys, counts, buckets, base, mus, busy, ctx)
+            # explained by the window only where it says more than the bucket did
+            self._explain(result, np.where(w_scores > scores, w_scores, 0.0), w_counts, w_mus, keys, kind, ctx,
+                          span=SPIKE_WINDOW * self.bucket_seconds)
+            np.maximum(per_key[kind], w_scores, out=per_key[kind])
+            np.maximum(scores, w_scores, out=scores)
         share_scores, mus = self._share_scores(batch.template_id, t_counts, s_counts, ctx)
         self._explain(result, share_scores, t_counts, mus, batch.template_id, "template", ctx,
                       "volume spike of template %r against the rest of its source: %d lines in %gs")
@@ -267,7 +277,18 @@ class VolumeTier(Tier):
         intermittent = _intermittent(base, seasons, uniq, self.bucket_seconds)[inverse]
         mus = np.where(intermittent, np.maximum(mus, _hour_rate(seasons, keys, buckets, self.bucket_seconds)), mus)
         scores = count_upper_scores(counts, mus, _dispersion(base, keys), base.rel2[keys])
-        return self._gated(scores, counts, mus, base.age[keys] < self.min_history, ctx), mus
+        busy = ~sparse & ~intermittent & (base.age[keys] >= self.min_history + DROP_WINDOWS[-1])
+        return self._gated(scores, counts, mus, base.age[keys] < self.min_history, ctx), mus, busy
+
+    def _window_scores(self, keys, counts, buckets, base, mus, busy, ctx):
+        """Spike scores of each line's key over its last SPIKE_WINDOW buckets -> (scores, window counts,
+        window forecasts). Only for busy keys (steady, seen long enough for the drop windows' ring to
+        hold their past buckets): a sparse or intermittent key's clumps are judged per bucket only."""
+        w_counts = counts + _earlier_counts(keys, buckets, base.obs_win, base.open_raw, self.open_bucket,
+                                            SPIKE_WINDOW)
+        w_mus = SPIKE_WINDOW * mus
+        scores = count_upper_scores(w_counts, w_mus, _dispersion(base, keys), base.rel2[keys])
+        return self._gated(scores, w_counts, w_mus, ~busy, ctx), w_counts, w_mus
 
     def _share_scores(self, keys, t_counts, s_counts, ctx):
         """Score each line by its template's count against the rest of its source's lines.
@@ -300,16 +321,17 @@ class VolumeTier(Tier):
             scores[:] = 0.0
         return scores
 
-    def _explain(self, result, key_scores, counts, mus, keys, kind, ctx, reason=None):
+    def _explain(self, result, key_scores, counts, mus, keys, kind, ctx, reason=None, span=None):
         reason = reason or "volume spike of " + kind + " %r: %d lines in %gs"
+        span = span or self.bucket_seconds
         for i in np.flatnonzero(key_scores >= 40.0):
             i = int(i)
             if key_scores[i] < result.scores[i]:
                 continue
             name = ctx.template_text(int(keys[i])) if kind == "template" else ctx.source_name(int(keys[i]))
-            result.reasons[i] = reason % (name, counts[i], self.bucket_seconds)
-            result.expected[i] = "about %.1f per %gs" % (mus[i], self.bucket_seconds)
-            result.observed[i] = "%d per %gs" % (counts[i], self.bucket_seconds)
+            result.reasons[i] = reason % (name, counts[i], span)
+            result.expected[i] = "about %.1f per %gs" % (mus[i], span)
+            result.observed[i] = "%d per %gs" % (counts[i], span)
 
     # -- learning ------------------------------------------------------------------------
 
@@ -574,6 +596,24 @@ def _intermittent(base, seasons, keys, bucket_seconds):
     rate = np.where(seen, hod[:, 0, :] / np.where(seen, hod[:, 2, :], 1.0), 0.0)
     quiet = seen & (rate < QUIET_HOUR_SHARE * rate.max(axis=1, initial=0.0)[:, None])
     return (base.nonzero[keys] < SPARSE_FRACTION) | (quiet.sum(axis=1) > 0.5 * seen.sum(axis=1))
+
+
+def _earlier_counts(keys, buckets, obs_win, open_raw, open_bucket, window):
+    """Lines of each line's key in the window - 1 buckets before the line's bucket: from the batch
+    itself, the open bucket's count so far (open_raw) and the closed buckets' ring (obs_win, the last
+    DROP_WINDOWS[-1] buckets; older ones count 0)."""
+    ring = obs_win.shape[1]
+    code = keys.astype(np.int64) * (1 << 40) + buckets
+    uniq, per_pair = np.unique(code, return_counts=True)
+    out = np.zeros(keys.size)
+    for back in range(1, window):
+        earlier = buckets - back
+        at = np.minimum(np.searchsorted(uniq, code - back), uniq.size - 1)
+        in_batch = np.where(uniq[at] == code - back, per_pair[at], 0)
+        closed = (earlier < open_bucket) & (earlier >= open_bucket - ring)
+        out += in_batch + np.where(closed, obs_win[keys, earlier % ring], 0.0)
+        out += np.where(earlier == open_bucket, open_raw[keys], 0.0)
+    return out
 
 
 def _dispersion(base, keys):
