@@ -287,7 +287,10 @@ class VolumeTier(Tier):
         w_counts = counts + _earlier_counts(keys, buckets, base.obs_win, base.open_raw, self.open_bucket,
                                             SPIKE_WINDOW)
         w_mus = SPIKE_WINDOW * mus
-        scores = count_upper_scores(w_counts, w_mus, _dispersion(base, keys), base.rel2[keys])
+        # rel2 is learned from one bucket's residuals, whose sampling noise (large for a quiet key) it
+        # partly holds; over a window of buckets that noise averages out.
+        rel2 = np.maximum(base.rel2[keys] / SPIKE_WINDOW, MIN_RELATIVE_ERROR ** 2)
+        scores = count_upper_scores(w_counts, w_mus, _dispersion(base, keys), rel2)
         return self._gated(scores, w_counts, w_mus, ~busy, ctx), w_counts, w_mus
 
     def _share_scores(self, keys, t_counts, s_counts, ctx):
