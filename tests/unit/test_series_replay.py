@@ -52,3 +52,34 @@ def test_a_short_metric_series_is_judged_before_the_engine_warm_up(tmp_path):
     records = replay(tmp_path, [f"{stamp(k, 300)} metric cpu value {v:.2f}" for k, v in enumerate(values)])
     assert records[500]["anomaly"]
     assert sum(r["anomaly"] for r in records) == 1
+
+
+def query_log(rng, n=12000, slow_from=10000, factor=15.0):
+    """Queries on six tables of very different latencies in one template (five words at one position
+    make it one template with a parameter: parsing/miner.py); from line slow_from on, the fastest
+    table is `factor` times slower (still faster than the slowest table's normal)."""
+    medians = {"sessions": 1.0, "users": 2.0, "carts": 3.0, "items": 5.0, "orders": 8.0, "reports": 30.0}
+    tables = rng.choice(list(medians), n)
+    ms = np.array([medians[t] for t in tables]) * rng.lognormal(0.0, 0.4, n)
+    slow = (np.arange(n) >= slow_from) & (tables == "sessions")
+    ms[slow] *= factor
+    rows = rng.poisson(5, n)
+    hosts = rng.choice(["replica-1", "replica-2", "replica-3"], n)
+    lines = [f"{stamp(k, 20)} INFO query select on {t} took {v:.2f} ms rows={r} host=db-{h}"
+             for k, (t, v, r, h) in enumerate(zip(tables, ms, rows, hosts))]
+    return lines, slow
+
+
+def test_a_table_ten_times_slower_is_seen_in_its_own_series_not_lost_among_the_others(tmp_path, monkeypatch):
+    """The table is the lines' context: each table's latency is a series of its own (series.py)."""
+    import anomaly_detector.detection.tier3_novelty as T3
+    lines, slow = query_log(np.random.default_rng(4))
+    records = replay(tmp_path, lines)
+    score = np.array([r["score"] for r in records])
+    # an incident's worth: two suspicious lines (40), the strongest an anomaly (70)
+    assert (score[slow] >= 70).sum() >= 1 and (score[slow] >= 40).sum() >= 2, score[slow][:20]
+    assert any("unusual value" in r for r in records[np.flatnonzero(slow)[0]]["reasons"])
+    assert sum(r["anomaly"] for r in records[:10000]) <= 3, "six tables, each steady: no false alarm before"
+    monkeypatch.setattr(T3, "CONTEXT_MAX_VALUES", 0)    # one series for every table, as before contexts
+    mixed = np.array([r["score"] for r in replay(tmp_path, lines)])
+    assert (mixed[slow] >= 40).sum() == 0, "mixed with the slower tables, it hides"
