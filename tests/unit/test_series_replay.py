@@ -83,3 +83,22 @@ def test_a_table_ten_times_slower_is_seen_in_its_own_series_not_lost_among_the_o
     monkeypatch.setattr(T3, "CONTEXT_MAX_VALUES", 0)    # one series for every table, as before contexts
     mixed = np.array([r["score"] for r in replay(tmp_path, lines)])
     assert (mixed[slow] >= 40).sum() == 0, "mixed with the slower tables, it hides"
+
+
+def test_series_of_contexts_are_saved_restored_and_forgotten_with_their_slot():
+    from types import SimpleNamespace
+
+    from anomaly_detector.detection.series import SeriesBook
+    book = SeriesBook(100, 16)
+    batch = SimpleNamespace(n=3, param_ptr=np.array([0, 1, 2, 3]), param_num=np.array([1.0, 2.0, 3.0]),
+                            source_id=np.array([0, 0, 1], np.int32))
+    slots = np.array([5, 5, 5])
+    rows = book.rows_of(batch, slots, np.array([0, 77, 77], np.int64))
+    assert len(set(rows.tolist())) == 3, "no context, a context, the same context of another source"
+    again = SeriesBook(100, 16)
+    again.load(json.loads(json.dumps(book.state_dict())))
+    assert again.rows == book.rows
+    assert again.rows_of(batch, slots, np.array([0, 77, 77], np.int64)).tolist() == rows.tolist()
+    again.state[:3] = 1.0
+    again.forget_slots([5])
+    assert not again.state[:3].any()
