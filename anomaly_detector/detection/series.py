@@ -51,14 +51,10 @@ class SeriesBook:
         if not ok.any() or self.max_series == 0:
             return out
         keys = (slots[ok].astype(np.int64) << SOURCE_BITS) | batch.source_id[owner[ok]].astype(np.int64)
-        ctx = None if contexts is None else contexts[owner[ok]]
-        if ctx is None or not ctx.any():
-            unique, inverse = np.unique(keys, return_inverse=True)
-            unique = [(k, 0) for k in unique.tolist()]
-        else:
-            unique, inverse = np.unique(np.stack([keys, ctx], axis=1), axis=0, return_inverse=True)
-            unique, inverse = unique.tolist(), inverse.reshape(-1)
-        mapped = np.array([self._row(int(k) if c == 0 else (int(k), int(c))) for k, c in unique], np.int64)
+        ctx = np.zeros(keys.size, np.int64) if contexts is None else contexts[owner[ok]]
+        unique, inverse = np.unique(np.stack([keys, ctx], axis=1), axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        mapped = np.array([self._row(int(k) if c == 0 else (int(k), int(c))) for k, c in unique.tolist()], np.int64)
         out[ok] = mapped[inverse]
         self.refused += int(np.count_nonzero(out[ok] < 0))
         return out
