@@ -7,12 +7,6 @@ counter or a clock), and against the range of everything it has shown (a new rec
 `series_record_weight`). This module owns the state rows, the (slot, source) ->
 row map and the `max_series` limit (values of series beyond it are not judged; they are counted in
 `stats` and the first refusal is logged; 0 turns series off).
-
-A line may carry a context (tier3_novelty.NoveltyTier._contexts: the value of its first parameter
-that is a category of a few values, a table, a provider, a queue): its measurements are then a series
-of their own per context value. One template often logs many measurements that differ by nature (a
-query's latency per table): mixed, the slowest table's normal hides another table ten times slower.
-A row's key is `slot << SOURCE_BITS | source`, or (that, context hash) for a line with a context.
 """
 import logging
 
@@ -42,19 +36,17 @@ class SeriesBook:
         self.refused = 0            # parameter values of series past max_series (not judged)
         self._warned = False
 
-    def rows_of(self, batch, slots, contexts=None):
+    def rows_of(self, batch, slots):
         """Series row of every parameter (int64[m], -1: none): numeric values of slots, per the line's
-        source and context (int64[n] hash, 0: none); new series get rows while max_series allows."""
+        source; new series get rows while max_series allows."""
         owner = np.repeat(np.arange(batch.n), np.diff(batch.param_ptr))
         ok = (slots >= 0) & np.isfinite(batch.param_num)
         out = np.full(slots.size, -1, np.int64)
         if not ok.any() or self.max_series == 0:
             return out
         keys = (slots[ok].astype(np.int64) << SOURCE_BITS) | batch.source_id[owner[ok]].astype(np.int64)
-        ctx = np.zeros(keys.size, np.int64) if contexts is None else contexts[owner[ok]]
-        unique, inverse = np.unique(np.stack([keys, ctx], axis=1), axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        mapped = np.array([self._row(int(k) if c == 0 else (int(k), int(c))) for k, c in unique.tolist()], np.int64)
+        unique, inverse = np.unique(keys, return_inverse=True)
+        mapped = np.array([self._row(int(k)) for k in unique.tolist()], np.int64)
         out[ok] = mapped[inverse]
         self.refused += int(np.count_nonzero(out[ok] < 0))
         return out
@@ -71,7 +63,7 @@ class SeriesBook:
             return -1
         row = self.rows[key] = len(self.rows)
         self._grow(row + 1)
-        self.source_of[row] = _base(key) & ((1 << SOURCE_BITS) - 1)
+        self.source_of[row] = key & ((1 << SOURCE_BITS) - 1)
         return row
 
     def _grow(self, n):
@@ -119,7 +111,7 @@ class SeriesBook:
         """Series of these slots start again (their template's positions moved)."""
         gone = set(int(s) for s in slots)
         for key, row in self.rows.items():
-            if _base(key) >> SOURCE_BITS in gone:
+            if key >> SOURCE_BITS in gone:
                 self.state[row] = 0
                 self.season[row] = 0
                 self.seen[row] = 0
@@ -132,14 +124,14 @@ class SeriesBook:
 
     def state_dict(self):
         used = len(self.rows)
-        return {"keys": [_key_text(k) for k in self.rows], "rows": [int(r) for r in self.rows.values()],
+        return {"keys": [str(k) for k in self.rows], "rows": [int(r) for r in self.rows.values()],
                 "state": self.state[:used].tolist(), "season": self.season[:used].tolist(),
                 "seen": self.seen[:used].tolist(), "labels": self.labels[:used].tolist(),
                 "record": self.record[:used].tolist(), "refused": self.refused}
 
     def load(self, saved):
         """Restore state_dict(); rows past max_series (a lowered limit) are dropped."""
-        pairs = sorted(zip((_key_of(k) for k in saved["keys"]), (int(r) for r in saved["rows"])), key=lambda kv: kv[1])
+        pairs = sorted(zip((int(k) for k in saved["keys"]), (int(r) for r in saved["rows"])), key=lambda kv: kv[1])
         state = np.asarray(saved["state"], np.float64).reshape(-1, K.COLS)
         season = np.asarray(saved["season"], np.float64).reshape(-1, 2, K.SEASON_BUCKETS)
         seen = np.asarray(saved["seen"], np.int8).reshape(-1, K.SEASON_BUCKETS)
@@ -155,18 +147,3 @@ class SeriesBook:
             self.state[new], self.season[new], self.seen[new] = state[row], season[row], seen[row]
             self.labels[new, :labels.shape[1]] = labels[row]
             self.record[new] = record[row]
-
-
-def _base(key):
-    """slot << SOURCE_BITS | source of a row key (an int, or (that, context) for a line with a context)."""
-    return key[0] if isinstance(key, tuple) else key
-
-
-def _key_text(key):
-    return "%d:%d" % key if isinstance(key, tuple) else str(key)
-
-
-def _key_of(text):
-    """The key _key_text wrote ("<base>" or "<base>:<context>"; snapshots before contexts hold the first)."""
-    base, _, context = str(text).partition(":")
-    return (int(base), int(context)) if context else int(base)

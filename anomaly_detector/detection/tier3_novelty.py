@@ -21,10 +21,6 @@ from .series import SeriesBook
 
 MAX_POSITIONS = 16   # parameters beyond this position of a template are not modelled
 ROLE_UNSET, ROLE_NONE = -2, -1   # role_index: not looked at yet / no pool (template text unknown)
-# A parameter is a line's context (its measurements a series per value, see series.py) once its
-# slot has shown at least two distinct values, all of them categories and at most this many, after
-# min_observations values: a table, a provider, a queue; not a user, a host of a large fleet, a path.
-CONTEXT_MAX_VALUES = 8
 SERIES_KINDS = {SK.KIND_SPIKE: "unusual value (spike)", SK.KIND_DROP: "unusual value (drop)",
                 SK.KIND_RECORD_HIGH: "unusual value (record high: above every earlier value)",
                 SK.KIND_RECORD_LOW: "unusual value (record low: below every earlier value)"}
@@ -100,26 +96,8 @@ class NoveltyTier(Tier):
         replayed file may be one batch); a slot is only an index."""
         if self._rows_of[0] is not batch:
             slots = self._assign_slots(batch) if slots is None else slots
-            self._rows_of = (batch, self.series.rows_of(batch, slots, self._contexts(batch, slots)))
+            self._rows_of = (batch, self.series.rows_of(batch, slots))
         return self._rows_of[1]
-
-    def _contexts(self, batch, slots):
-        """int64[n]: hash of each line's context value (its first parameter whose slot is a settled
-        category of 2 to CONTEXT_MAX_VALUES values, not a number), 0 for a line without one."""
-        out = np.zeros(batch.n, np.int64)
-        ok = slots >= 0
-        if not ok.any():
-            return out
-        s = np.where(ok, slots, 0)
-        nd = self.cat_nd[s]
-        eligible = ok & np.isnan(batch.param_num) & (self.cat_full[s] == 0) & (nd >= 2) & (nd <= CONTEXT_MAX_VALUES)
-        eligible &= self.cat_count[s].sum(axis=1) >= self.min_obs
-        params = np.flatnonzero(eligible)
-        if params.size:
-            owner = np.repeat(np.arange(batch.n), np.diff(batch.param_ptr))[params]
-            lines, first = np.unique(owner, return_index=True)
-            out[lines] = batch.param_hash[params[first]].astype(np.uint64).view(np.int64) | 1
-        return out
 
     def _assign_slots(self, batch):
         self._grow_slots(self.next_slot + self._new_slot_count(batch))
