@@ -287,11 +287,16 @@ class VolumeTier(Tier):
         w_counts = counts + _earlier_counts(keys, buckets, base.obs_win, base.open_raw, self.open_bucket,
                                             SPIKE_WINDOW)
         w_mus = SPIKE_WINDOW * mus
-        # rel2 is learned from one bucket's residuals, whose sampling noise (large for a quiet key) it
-        # partly holds; over a window of buckets that noise averages out.
-        rel2 = np.maximum(base.rel2[keys] / SPIKE_WINDOW, MIN_RELATIVE_ERROR ** 2)
-        scores = count_upper_scores(w_counts, w_mus, _dispersion(base, keys), rel2)
-        return self._gated(scores, w_counts, w_mus, ~busy, ctx), w_counts, w_mus
+        scores = np.zeros(keys.size, np.float32)
+        # only lines that can pass the gate (_gated) are scored: the tail probabilities cost
+        judged = busy & (w_counts - 3.0 * np.sqrt(w_counts) >= self.spike_min_ratio * w_mus) & bool(ctx.warm)
+        if judged.any():
+            k = keys[judged]
+            # rel2 is learned from one bucket's residuals, whose sampling noise (large for a quiet key)
+            # it partly holds; over a window of buckets that noise averages out.
+            rel2 = np.maximum(base.rel2[k] / SPIKE_WINDOW, MIN_RELATIVE_ERROR ** 2)
+            scores[judged] = count_upper_scores(w_counts[judged], w_mus[judged], _dispersion(base, k), rel2)
+        return scores, w_counts, w_mus
 
     def _share_scores(self, keys, t_counts, s_counts, ctx):
         """Score each line by its template's count against the rest of its source's lines.
@@ -604,19 +609,20 @@ def _intermittent(base, seasons, keys, bucket_seconds):
 def _earlier_counts(keys, buckets, obs_win, open_raw, open_bucket, window):
     """Lines of each line's key in the window - 1 buckets before the line's bucket: from the batch
     itself, the open bucket's count so far (open_raw) and the closed buckets' ring (obs_win, the last
-    DROP_WINDOWS[-1] buckets; older ones count 0)."""
+    DROP_WINDOWS[-1] buckets; older ones count 0). Worked out once per (key, bucket) of the batch."""
     ring = obs_win.shape[1]
     code = keys.astype(np.int64) * (1 << 40) + buckets
-    uniq, per_pair = np.unique(code, return_counts=True)
-    out = np.zeros(keys.size)
+    uniq, inverse, per_pair = np.unique(code, return_inverse=True, return_counts=True)
+    pair_key, pair_bucket = uniq >> 40, uniq & ((1 << 40) - 1)
+    out = np.zeros(uniq.size)
     for back in range(1, window):
-        earlier = buckets - back
-        at = np.minimum(np.searchsorted(uniq, code - back), uniq.size - 1)
-        in_batch = np.where(uniq[at] == code - back, per_pair[at], 0)
+        earlier = pair_bucket - back
+        at = np.minimum(np.searchsorted(uniq, uniq - back), uniq.size - 1)
+        out += np.where(uniq[at] == uniq - back, per_pair[at], 0)
         closed = (earlier < open_bucket) & (earlier >= open_bucket - ring)
-        out += in_batch + np.where(closed, obs_win[keys, earlier % ring], 0.0)
-        out += np.where(earlier == open_bucket, open_raw[keys], 0.0)
-    return out
+        out += np.where(closed, obs_win[pair_key, earlier % ring], 0.0)
+        out += np.where(earlier == open_bucket, open_raw[pair_key], 0.0)
+    return out[inverse.reshape(-1)]
 
 
 def _dispersion(base, keys):
