@@ -233,10 +233,11 @@ class VolumeTier(Tier):
         per_key = {}
         for keys, counts, base, kind in ((batch.template_id, t_counts, self.templates, "template"),
                                          (batch.source_id, s_counts, self.sources, "source")):
-            per_key[kind], mus, busy = self._spike_scores(keys, counts, buckets, base, ctx)
+            per_key[kind], mus, busy, usual = self._spike_scores(keys, counts, buckets, base, ctx)
             self._explain(result, per_key[kind], counts, mus, keys, kind, ctx)
             np.maximum(scores, per_key[kind], out=scores)
-            w_scores, w_counts, w_mus = self._window_scores(keys, counts, buckets, base, mus, busy, ctx)
+            w_scores, w_counts, w_mus = self._window_scores(keys, counts, buckets, base, np.maximum(mus, usual), busy,
+                                                            ctx)
             # explained by the window only where it says more than the bucket did
             self._explain(result, np.where(w_scores > scores, w_scores, 0.0), w_counts, w_mus, keys, kind, ctx,
                           span=SPIKE_WINDOW * self.bucket_seconds)
@@ -278,11 +279,14 @@ class VolumeTier(Tier):
         mus = np.where(intermittent, np.maximum(mus, _hour_rate(seasons, keys, buckets, self.bucket_seconds)), mus)
         scores = count_upper_scores(counts, mus, _dispersion(base, keys), base.rel2[keys])
         busy = ~sparse & ~intermittent & (base.age[keys] >= self.min_history + DROP_WINDOWS[-1])
-        return self._gated(scores, counts, mus, base.age[keys] < self.min_history, ctx), mus, busy
+        # A window is judged against the long-run mean at this season too: a key back to its usual
+        # volume after a drop that its level learned is no spike.
+        usual = np.where(busy, long_run * season, 0.0)
+        return self._gated(scores, counts, mus, base.age[keys] < self.min_history, ctx), mus, busy, usual
 
     def _window_scores(self, keys, counts, buckets, base, mus, busy, ctx):
-        """Spike scores of each line's key over its last SPIKE_WINDOW buckets -> (scores, window counts,
-        window forecasts). Only for busy keys (steady, seen long enough for the drop windows' ring to
+        """Spike scores of each line's key over its last SPIKE_WINDOW buckets (mus: forecast per bucket)
+        -> (scores, window counts, window forecasts). Only for busy keys (steady, seen long enough for the drop windows' ring to
         hold their past buckets): a sparse or intermittent key's clumps are judged per bucket only."""
         w_counts = counts + _earlier_counts(keys, buckets, base.obs_win, base.open_raw, self.open_bucket,
                                             SPIKE_WINDOW)
@@ -292,10 +296,13 @@ class VolumeTier(Tier):
         judged = busy & (w_counts - 3.0 * np.sqrt(w_counts) >= self.spike_min_ratio * w_mus) & bool(ctx.warm)
         if judged.any():
             k = keys[judged]
-            # rel2 is learned from one bucket's residuals, whose sampling noise (large for a quiet key)
-            # it partly holds; over a window of buckets that noise averages out.
-            rel2 = np.maximum(base.rel2[k] / SPIKE_WINDOW, MIN_RELATIVE_ERROR ** 2)
-            scores[judged] = count_upper_scores(w_counts[judged], w_mus[judged], _dispersion(base, k), rel2)
+            # rel2 is learned from one bucket's residuals; the part of it that one bucket's sampling
+            # noise can explain (up to dispersion / forecast: all of it for a quiet key, little for a
+            # busy one, whose error is the forecast's own) averages out over the window.
+            disp, rel2 = _dispersion(base, k), base.rel2[k]
+            noise = np.minimum(rel2, disp / np.maximum(w_mus[judged] / SPIKE_WINDOW, 1e-3))
+            rel2 = np.maximum(rel2 - noise + noise / SPIKE_WINDOW, MIN_RELATIVE_ERROR ** 2)
+            scores[judged] = count_upper_scores(w_counts[judged], w_mus[judged], disp, rel2)
         return scores, w_counts, w_mus
 
     def _share_scores(self, keys, t_counts, s_counts, ctx):

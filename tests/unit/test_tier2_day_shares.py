@@ -298,3 +298,4 @@ def test_a_sustained_spike_of_a_quiet_template_is_judged_over_several_buckets(ch
             assert top >= 70.0 and any("in 300s" in r for r in reasons), (top, reasons)
         else:
             assert top < 40.0, "one minute at a time, the spike stays under the spike_min_ratio floor"
+
