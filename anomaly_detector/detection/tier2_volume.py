@@ -278,7 +278,12 @@ class VolumeTier(Tier):
         intermittent = _intermittent(base, seasons, uniq, self.bucket_seconds)[inverse]
         mus = np.where(intermittent, np.maximum(mus, _hour_rate(seasons, keys, buckets, self.bucket_seconds)), mus)
         scores = count_upper_scores(counts, mus, _dispersion(base, keys), base.rel2[keys])
-        busy = ~sparse & ~intermittent & (base.age[keys] >= self.min_history + DROP_WINDOWS[-1])
+        # The window is judged only where the forecast knows this hour of day (seen for half an hour,
+        # see _hour_rate): a service's first morning ramp, three times its night level, is no spike,
+        # and flagged it would keep its hour out of the seasons (_season_weights).
+        hour = _hour_and_day(buckets * self.bucket_seconds)[0]
+        hour_known = seasons.hod[keys, 2, hour] >= HOUR_RATE_MIN_SHARE * 3600.0 / self.bucket_seconds
+        busy = ~sparse & ~intermittent & hour_known & (base.age[keys] >= self.min_history + DROP_WINDOWS[-1])
         # A window is judged against the long-run mean at this season too: a key back to its usual
         # volume after a drop that its level learned is no spike.
         usual = np.where(busy, long_run * season, 0.0)
