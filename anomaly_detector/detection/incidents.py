@@ -24,6 +24,11 @@ MAX_SAMPLES = 5
 SEVERITY_RULES = ("critical rule:", "error rule:", "warning rule:")   # tier 1's level rules
 NEW_MESSAGES = ("never-seen template", "rare template")                # tier 3's new templates
 HEADLINE_MARGIN = 20.0
+# A severity rule names the incident only when it is about as strong as the strongest reason: a
+# burst of error lines that each carry a value never seen in the source (a new HTTP status) is
+# named by the value, the stronger and more specific evidence; a burst whose rule is as strong as
+# anything else is named by the burst.
+SEVERITY_MARGIN = 5.0
 REASONS_PER_RUN = 8     # strongest lines of a run of suspicious lines whose reasons are kept
 
 
@@ -163,15 +168,18 @@ class Incident:
 
 def _headline(reason_hits):
     """(reason, [score, expected, observed]) that names the incident: among the reasons scoring within
-    HEADLINE_MARGIN of the strongest, a new message (a never-seen or rare template) first, then a
-    severity rule ("error rule: 80 matching lines"), then the strongest. With a fatal line counting as a
-    burst on its own, a new failure mode is named by its message, not its level; a burst of errors
-    that carry new values (503s where 200s were) is named by the burst, its values are its detail."""
+    HEADLINE_MARGIN of the strongest, a new message (a never-seen or rare template) first; then, within
+    SEVERITY_MARGIN of the strongest, a severity rule ("error rule: 80 matching lines"); then the
+    strongest. With a fatal line counting as a burst on its own, a new failure mode is named by its
+    message, not its level; a burst of errors as strong as the values its lines carry (a record
+    latency in each 503) is named by the burst, its values are its detail; errors that each carry a
+    value clearly more surprising than their count (a status never seen in the source) are named by
+    that value."""
     ranked = sorted(reason_hits.items(), key=lambda kv: (-kv[1][0], kv[0]))
-    close = [kv for kv in ranked if kv[1][0] >= ranked[0][1][0] - HEADLINE_MARGIN]
-    for prefixes in (NEW_MESSAGES, SEVERITY_RULES):
-        for reason, hit in close:
-            if reason.startswith(prefixes):
+    top = ranked[0][1][0]
+    for prefixes, margin in ((NEW_MESSAGES, HEADLINE_MARGIN), (SEVERITY_RULES, SEVERITY_MARGIN)):
+        for reason, hit in ranked:
+            if hit[0] >= top - margin and reason.startswith(prefixes):
                 return reason, hit
     return ranked[0]
 

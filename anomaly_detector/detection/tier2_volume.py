@@ -18,6 +18,10 @@ from .stats_kernels import count_lower_score, count_upper_scores
 
 # Windows (in buckets) over which drops are judged: fast for busy keys, longer for quiet ones.
 DROP_WINDOWS = (1, 5, 15)
+# Spikes are judged over one bucket and over this many (the line's bucket and the ones before it): a
+# key at five times its forecast for minutes is certain over five buckets long before one bucket of a
+# quiet key clears the spike_min_ratio floor at the low end of its sampling error (see _windowed).
+SPIKE_WINDOW = 5
 _WINDOWS = np.array(DROP_WINDOWS, np.int64)
 # Residuals beyond this many standard deviations are clipped before they reach the baseline.
 CLIP_SIGMAS = 4.0
@@ -229,9 +233,16 @@ class VolumeTier(Tier):
         per_key = {}
         for keys, counts, base, kind in ((batch.template_id, t_counts, self.templates, "template"),
                                          (batch.source_id, s_counts, self.sources, "source")):
-            per_key[kind], mus = self._spike_scores(keys, counts, buckets, base, ctx)
+            per_key[kind], mus, busy, usual = self._spike_scores(keys, counts, buckets, base, ctx)
             self._explain(result, per_key[kind], counts, mus, keys, kind, ctx)
             np.maximum(scores, per_key[kind], out=scores)
+            w_scores, w_counts, w_mus = self._window_scores(keys, counts, buckets, base, np.maximum(mus, usual), busy,
+                                                            ctx)
+            # explained by the window only where it says more than the bucket did
+            self._explain(result, np.where(w_scores > scores, w_scores, 0.0), w_counts, w_mus, keys, kind, ctx,
+                          span=SPIKE_WINDOW * self.bucket_seconds)
+            np.maximum(per_key[kind], w_scores, out=per_key[kind])
+            np.maximum(scores, w_scores, out=scores)
         share_scores, mus = self._share_scores(batch.template_id, t_counts, s_counts, ctx)
         self._explain(result, share_scores, t_counts, mus, batch.template_id, "template", ctx,
                       "volume spike of template %r against the rest of its source: %d lines in %gs")
@@ -267,7 +278,37 @@ class VolumeTier(Tier):
         intermittent = _intermittent(base, seasons, uniq, self.bucket_seconds)[inverse]
         mus = np.where(intermittent, np.maximum(mus, _hour_rate(seasons, keys, buckets, self.bucket_seconds)), mus)
         scores = count_upper_scores(counts, mus, _dispersion(base, keys), base.rel2[keys])
-        return self._gated(scores, counts, mus, base.age[keys] < self.min_history, ctx), mus
+        # The window is judged only where the forecast knows this hour of day (seen for half an hour,
+        # see _hour_rate): a service's first morning ramp, three times its night level, is no spike,
+        # and flagged it would keep its hour out of the seasons (_season_weights).
+        hour = _hour_and_day(buckets * self.bucket_seconds)[0]
+        hour_known = seasons.hod[keys, 2, hour] >= HOUR_RATE_MIN_SHARE * 3600.0 / self.bucket_seconds
+        busy = ~sparse & ~intermittent & hour_known & (base.age[keys] >= self.min_history + DROP_WINDOWS[-1])
+        # A window is judged against the long-run mean at this season too: a key back to its usual
+        # volume after a drop that its level learned is no spike.
+        usual = np.where(busy, long_run * season, 0.0)
+        return self._gated(scores, counts, mus, base.age[keys] < self.min_history, ctx), mus, busy, usual
+
+    def _window_scores(self, keys, counts, buckets, base, mus, busy, ctx):
+        """Spike scores of each line's key over its last SPIKE_WINDOW buckets (mus: forecast per bucket)
+        -> (scores, window counts, window forecasts). Only for busy keys (steady, seen long enough for the drop windows' ring to
+        hold their past buckets): a sparse or intermittent key's clumps are judged per bucket only."""
+        w_counts = counts + _earlier_counts(keys, buckets, base.obs_win, base.open_raw, self.open_bucket,
+                                            SPIKE_WINDOW)
+        w_mus = SPIKE_WINDOW * mus
+        scores = np.zeros(keys.size, np.float32)
+        # only lines that can pass the gate (_gated) are scored: the tail probabilities cost
+        judged = busy & (w_counts - 3.0 * np.sqrt(w_counts) >= self.spike_min_ratio * w_mus) & bool(ctx.warm)
+        if judged.any():
+            k = keys[judged]
+            # rel2 is learned from one bucket's residuals; the part of it that one bucket's sampling
+            # noise can explain (up to dispersion / forecast: all of it for a quiet key, little for a
+            # busy one, whose error is the forecast's own) averages out over the window.
+            disp, rel2 = _dispersion(base, k), base.rel2[k]
+            noise = np.minimum(rel2, disp / np.maximum(w_mus[judged] / SPIKE_WINDOW, 1e-3))
+            rel2 = np.maximum(rel2 - noise + noise / SPIKE_WINDOW, MIN_RELATIVE_ERROR ** 2)
+            scores[judged] = count_upper_scores(w_counts[judged], w_mus[judged], disp, rel2)
+        return scores, w_counts, w_mus
 
     def _share_scores(self, keys, t_counts, s_counts, ctx):
         """Score each line by its template's count against the rest of its source's lines.
@@ -300,16 +341,17 @@ class VolumeTier(Tier):
             scores[:] = 0.0
         return scores
 
-    def _explain(self, result, key_scores, counts, mus, keys, kind, ctx, reason=None):
+    def _explain(self, result, key_scores, counts, mus, keys, kind, ctx, reason=None, span=None):
         reason = reason or "volume spike of " + kind + " %r: %d lines in %gs"
+        span = span or self.bucket_seconds
         for i in np.flatnonzero(key_scores >= 40.0):
             i = int(i)
             if key_scores[i] < result.scores[i]:
                 continue
             name = ctx.template_text(int(keys[i])) if kind == "template" else ctx.source_name(int(keys[i]))
-            result.reasons[i] = reason % (name, counts[i], self.bucket_seconds)
-            result.expected[i] = "about %.1f per %gs" % (mus[i], self.bucket_seconds)
-            result.observed[i] = "%d per %gs" % (counts[i], self.bucket_seconds)
+            result.reasons[i] = reason % (name, counts[i], span)
+            result.expected[i] = "about %.1f per %gs" % (mus[i], span)
+            result.observed[i] = "%d per %gs" % (counts[i], span)
 
     # -- learning ------------------------------------------------------------------------
 
@@ -639,6 +681,25 @@ def _intermittent(base, seasons, keys, bucket_seconds):
     rate = np.where(seen, hod[:, 0, :] / np.where(seen, hod[:, 2, :], 1.0), 0.0)
     quiet = seen & (rate < QUIET_HOUR_SHARE * rate.max(axis=1, initial=0.0)[:, None])
     return (base.nonzero[keys] < SPARSE_FRACTION) | (quiet.sum(axis=1) > 0.5 * seen.sum(axis=1))
+
+
+def _earlier_counts(keys, buckets, obs_win, open_raw, open_bucket, window):
+    """Lines of each line's key in the window - 1 buckets before the line's bucket: from the batch
+    itself, the open bucket's count so far (open_raw) and the closed buckets' ring (obs_win, the last
+    DROP_WINDOWS[-1] buckets; older ones count 0). Worked out once per (key, bucket) of the batch."""
+    ring = obs_win.shape[1]
+    code = keys.astype(np.int64) * (1 << 40) + buckets
+    uniq, inverse, per_pair = np.unique(code, return_inverse=True, return_counts=True)
+    pair_key, pair_bucket = uniq >> 40, uniq & ((1 << 40) - 1)
+    out = np.zeros(uniq.size)
+    for back in range(1, window):
+        earlier = pair_bucket - back
+        at = np.minimum(np.searchsorted(uniq, uniq - back), uniq.size - 1)
+        out += np.where(uniq[at] == uniq - back, per_pair[at], 0)
+        closed = (earlier < open_bucket) & (earlier >= open_bucket - ring)
+        out += np.where(closed, obs_win[pair_key, earlier % ring], 0.0)
+        out += np.where(earlier == open_bucket, open_raw[pair_key], 0.0)
+    return out[inverse.reshape(-1)]
 
 
 def _dispersion(base, keys):

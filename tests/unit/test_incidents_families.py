@@ -108,17 +108,23 @@ def test_a_spike_of_the_whole_source_is_one_family_whatever_the_templates():
     assert fam[2] == _line_families(np.array([6]), tiers[:, 2:3])[0]
 
 
-def test_an_incident_is_named_by_a_new_message_then_a_burst_then_its_strongest_reason():
+def test_an_incident_is_named_by_a_new_message_then_a_burst_as_strong_as_the_rest_then_its_strongest_reason():
     from anomaly_detector.detection.incidents import _headline
 
     def named(hits):
         return _headline({reason: [score, "", ""] for reason, score in hits.items()})[0]
 
     assert named({"critical rule: 3 matching lines": 100, "never-seen template": 85}) == "never-seen template"
-    assert named({"new value of parameter 5: '503'": 100, "error rule: 80 matching lines": 90}) == \
-        "error rule: 80 matching lines"
+    assert named({"unusual value (record high) of parameter 9": 100, "error rule: 160 matching lines": 100}) == \
+        "error rule: 160 matching lines", "a burst as strong as the values its lines carry is named by the burst"
+    assert named({"new value of parameter 5: '503'": 100, "error rule: 80 matching lines": 96}) == \
+        "error rule: 80 matching lines", "within SEVERITY_MARGIN: still the burst"
+    assert named({"new value of parameter 5: '508'": 100, "error rule: 40 matching lines": 90}) == \
+        "new value of parameter 5: '508'", "errors each carrying a clearly stronger new value are named by it"
     assert named({"new value of parameter 5: '503'": 100, "error rule: 20 matching lines": 75}) == \
         "new value of parameter 5: '503'", "a burst far weaker than the news does not name it"
+    assert named({"new value of parameter 5: '503'": 70, "error rule: 20 matching lines": 75}) == \
+        "error rule: 20 matching lines", "the strongest reason, when it is the burst"
 
 
 def test_one_unfinished_session_is_not_reported_two_are_and_a_silence_is_at_once():

@@ -248,3 +248,56 @@ def test_a_job_ending_mid_hour_is_no_drop_of_its_source_but_a_drop_of_the_rest_i
     t2.resumed = False
     assert raised(job_night(t2, 2, rng, True, after=lambda hour: {(0, 0): 6.0, (2, 1): 30.0}),
                   ("source:0", "template:0"))
+
+
+def steady_quiet(hour):
+    """Template 3 logs 6 lines a minute, day and night, beside template 2's 30 on source 1."""
+    return {(2, 1): 30.0, (3, 1): 6.0}
+
+
+def spike_minutes(t2, start, minutes, rng, chunk):
+    """Template 3 at 33 lines a minute (five and a half times its rate, evenly spread: no luck of the
+    draw) for `minutes`, scored and learned `chunk` minutes a batch -> (top score of its lines, the
+    reasons of the lines that scored it)."""
+    top, reasons = 0.0, set()
+    for m in range(0, minutes, chunk):
+        batch, ts = lines(lambda h: {(2, 1): 30.0}, start + 60.0 * m, chunk, rng)
+        extra = start + 60.0 * m + np.arange(33 * chunk) * 60.0 / 33
+        ts = np.concatenate([ts, extra])
+        order = np.argsort(ts, kind="stable")
+        batch = SimpleNamespace(n=ts.size, template_id=np.r_[batch.template_id, np.full(extra.size, 3, np.int32)][order],
+                                source_id=np.r_[batch.source_id, np.full(extra.size, 1, np.int32)][order])
+        ts = ts[order]
+        t2.advance(ts[0])
+        ctx = BatchContext(now=float(ts.max()), lines_seen=0, warm=True, n_templates=4, ts=ts,
+                           template_text=lambda t: "tpl%d" % t, source_name=str)
+        result = t2.score(batch, ctx)
+        mine = np.flatnonzero(batch.template_id == 3)
+        top = max(top, float(result.scores[mine].max()))
+        reasons |= {result.reasons[i] for i in mine.tolist() if result.scores[i] == top and i in result.reasons}
+        # anomalies are learned at a tenth of a line, as the engine learns them (anomaly_learning_weight)
+        t2.learn(batch, ctx, np.where(result.scores >= 70.0, 0.1, 1.0).astype(np.float32))
+    return top, reasons
+
+
+@pytest.mark.parametrize("chunk", [1, 10])
+def test_a_sustained_spike_of_a_quiet_template_is_judged_over_several_buckets(chunk, monkeypatch):
+    """Template 3 at 33 lines a minute against its usual 6: the low end of one minute's count (33 - 3
+    sqrt 33 = 15.8) is short of three times the forecast (18.5); over five minutes (165, low end 126,
+    against 31) it is well over. The window counts the same whether the minutes come in one batch or
+    in ten."""
+    import anomaly_detector.detection.tier2_volume as T2
+    start = DAY0 + 86400 + 14 * 3600
+    for window, expect_spike in ((1, False), (T2.SPIKE_WINDOW, True)):
+        monkeypatch.setattr(T2, "SPIKE_WINDOW", window)
+        rng = np.random.default_rng(11)
+        t2 = tier()
+        top, found = feed(t2, steady_quiet, DAY0, 1440 + 14 * 60, rng)
+        assert top < 40.0 and not found, "a steady day is neither spike nor drop, over one bucket or several"
+        top, reasons = spike_minutes(t2, start, 10, rng, chunk)
+        if expect_spike:
+            assert top >= 70.0 and any("in 300s" in r for r in reasons), (top, reasons)
+        else:
+            assert top < 40.0, "one minute at a time, the spike stays under the spike_min_ratio floor"
+
+
