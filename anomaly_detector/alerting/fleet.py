@@ -24,7 +24,8 @@ import time
 from collections import OrderedDict
 
 from anomaly_detector.alerting.outbox import OutboxWriter, write_json_atomic
-from anomaly_detector.alerting.sinks.redis_stream import FLEET_WRITER, connect, default_instance
+from anomaly_detector.alerting.sinks.redis_stream import FLEET_WRITER, default_instance
+from anomaly_detector.redis_link import close_quietly, connect, ensure_group, first_line
 
 log = logging.getLogger(__name__)
 SEEN_FILE = "fleet-seen.json"
@@ -143,14 +144,9 @@ class FleetReader:
         now = time.monotonic()
         if now < self._retry_at:
             return None
-        import redis
         try:
             client = self._connect()
-            try:   # from the stream's first entry: incidents written before the first reader came are read too
-                client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            ensure_group(client, self.stream, self.group)   # incidents written before the first reader came are read too
         except Exception as exc:   # noqa: BLE001 - retried after the back-off
             self._failed(exc)
             return None
@@ -173,7 +169,7 @@ class FleetReader:
         if self._down_since is None:
             self._down_since = now
             log.warning("alert sink %s: cannot read stream %s at %s (%s); retrying every %.1f s to %.0f s", self.name,
-                        self.stream, self.url, (str(exc) or type(exc).__name__).splitlines()[0], RECONNECT_MIN,
+                        self.stream, self.url, first_line(exc), RECONNECT_MIN,
                         RECONNECT_MAX)
         self._retry_at = now + self._backoff
         self._backoff = min(self._backoff * 2, RECONNECT_MAX)
@@ -182,12 +178,8 @@ class FleetReader:
         self.stats["dropped"] += count
 
     def close(self):
-        if self._client is not None:
-            try:
-                self._client.close()
-            except Exception:   # noqa: BLE001 - the socket is gone already
-                pass
-            self._client = None
+        close_quietly(self._client)
+        self._client = None
 
 
 def _read_seen(path):

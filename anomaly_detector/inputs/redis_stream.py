@@ -21,6 +21,7 @@ import time
 
 from anomaly_detector.inputs.base import Chunk, Input
 from anomaly_detector.inputs.origin import json_origin
+from anomaly_detector.redis_link import close_quietly, connect, ensure_group, first_line
 
 log = logging.getLogger(__name__)
 CLAIM_INTERVAL_MAX_SECONDS = 5.0   # XAUTOCLAIM at least this often (and at least 4 times per claim_idle_seconds)
@@ -104,12 +105,8 @@ class RedisStreamInput(Input):
                    source_key=section["source_key"])
 
     def _redis_client(self):
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-        timeout = self.block_ms / 1000.0 + self.socket_timeout
-        return redis.Redis.from_url(self.url, socket_timeout=timeout, socket_connect_timeout=self.socket_timeout,
-                                    retry=Retry(NoBackoff(), 0))
+        # A blocking read waits block_ms for entries before its reply is due.
+        return connect(self.url, self.block_ms / 1000.0 + self.socket_timeout, self.socket_timeout)
 
     # -- connection ---------------------------------------------------------------------------------
 
@@ -123,7 +120,7 @@ class RedisStreamInput(Input):
         try:
             client = self._connect()
             client.ping()
-            self._ensure_group(client)
+            ensure_group(client, self.stream, self.group)
             if self._unsent_acks:
                 client.xack(self.stream, self.group, *self._unsent_acks)
         except Exception as exc:   # noqa: BLE001 - any failure to connect is retried after the back-off
@@ -147,32 +144,20 @@ class RedisStreamInput(Input):
         self.stats["redis_disconnected"] = 0
         return client
 
-    def _ensure_group(self, client):
-        import redis
-        try:   # from the stream's first entry: what was written before the group existed is read too
-            client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
     def _failed(self, exc):
         """Drop the connection; the next attempt waits the back-off, doubled each time up to reconnect_max_seconds."""
         now = time.monotonic()
-        if self._client is not None:
-            try:
-                self._client.close()
-            except Exception:   # noqa: BLE001 - the socket is gone already
-                pass
-            self._client = None
+        close_quietly(self._client)
+        self._client = None
         self.stats["redis_disconnected"] = 1
         self.stats["redis_connect_failures"] += 1
         if self._down_since is None:
             self._down_since = now
             log.warning("input %s: Redis %s unreachable (%s); retrying every %.2f s to %.0f s (reconnect_*_seconds)",
-                        self.name, self.url, _one_line(exc), self.reconnect_min, self.reconnect_max)
+                        self.name, self.url, first_line(exc), self.reconnect_min, self.reconnect_max)
         elif self._backoff < self.reconnect_max <= self._backoff * 2:
             log.warning("input %s: Redis %s still unreachable after %.0f s (%s); retrying every %.0f s "
-                        "(reconnect_max_seconds)", self.name, self.url, now - self._down_since, _one_line(exc),
+                        "(reconnect_max_seconds)", self.name, self.url, now - self._down_since, first_line(exc),
                         self.reconnect_max)
         self._retry_at = now + self._backoff
         self._backoff = min(self._backoff * 2, self.reconnect_max)
@@ -193,7 +178,7 @@ class RedisStreamInput(Input):
         except redis.ResponseError as exc:
             # NOGROUP: Redis restarted without its data; the group is made again at the next connection.
             self.stats["read_errors"] += 1
-            log.warning("input %s: Redis refused a read (%s)", self.name, _one_line(exc))
+            log.warning("input %s: Redis refused a read (%s)", self.name, first_line(exc))
             self._failed(exc)
             return []
         return [self._chunk(entries)] if entries else []
@@ -277,13 +262,5 @@ class RedisStreamInput(Input):
         if self._unsent_acks:
             log.warning("input %s: %d scored entries could not be acknowledged (Redis away); they will "
                         "be claimed and scored again", self.name, len(self._unsent_acks))
-        if self._client is not None:
-            try:
-                self._client.close()
-            except Exception:   # noqa: BLE001 - closing at exit
-                pass
-            self._client = None
-
-
-def _one_line(exc):
-    return (str(exc) or type(exc).__name__).splitlines()[0]
+        close_quietly(self._client)
+        self._client = None

@@ -39,6 +39,8 @@ import logging
 import os
 import time
 
+from anomaly_detector.redis_link import close_quietly, connect
+
 log = logging.getLogger(__name__)
 
 FILE_NAME = "vocabulary.jsonl"
@@ -314,9 +316,8 @@ class RedisVocabulary(_Entries):
         """Nothing to do: Redis keeps what it acknowledged (as durably as it is configured to)."""
 
     def close(self):
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        close_quietly(self._client)
+        self._client = None
 
     def _assign_new(self, key, reserve, floor=0):
         tid = self._run(key, reserve, "", floor)
@@ -357,9 +358,7 @@ class RedisVocabulary(_Entries):
         if time.monotonic() < self._retry_at:
             return None
         try:
-            import redis
-            client = redis.Redis.from_url(self.url, socket_timeout=self._timeout,
-                                          socket_connect_timeout=self._timeout)
+            client = connect(self.url, self._timeout)
             client.ping()
             self._script = client.register_script(_SCRIPT)
         except Exception as exc:
@@ -374,8 +373,7 @@ class RedisVocabulary(_Entries):
         return self._client
 
     def _lost(self, exc):
-        if self._client is not None:
-            self._client.close()
+        close_quietly(self._client)
         self._client = None
         self._retry_at = time.monotonic() + RETRY_SECONDS
         if not self._down_logged:

@@ -19,6 +19,7 @@ import socket
 import time
 
 from anomaly_detector.alerting.sinks.base import DeliveryError, Sink
+from anomaly_detector.redis_link import close_quietly, connect, first_line
 
 log = logging.getLogger(__name__)
 FLEET_WRITER = "fleet"            # the outbox writer of the events read back from the stream
@@ -30,20 +31,12 @@ def default_instance():
     return socket.gethostname() or "anomaly-detector"
 
 
-def connect(url, timeout):
-    """A redis-py client with its own retries off: the alerter's back-off does the retrying."""
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
-
-
 def failure(exc):
     """The DeliveryError for a redis-py exception (reason: timeout, connect or io)."""
     import redis
     reason = "timeout" if isinstance(exc, redis.TimeoutError) else \
         "connect" if isinstance(exc, (redis.ConnectionError, OSError)) else "io"
-    return DeliveryError(reason, "Redis: %s" % ((str(exc) or type(exc).__name__).splitlines()[0]))
+    return DeliveryError(reason, "Redis: %s" % first_line(exc))
 
 
 class RedisStreamSink(Sink):
@@ -104,12 +97,8 @@ class RedisStreamSink(Sink):
             self.stats["at_limit"] = state["at_limit"]
 
     def close(self):
-        if self._client is not None:
-            try:
-                self._client.close()
-            except Exception:   # noqa: BLE001 - the socket is gone already
-                pass
-            self._client = None
+        close_quietly(self._client)
+        self._client = None
 
 
 def build(name, section):
