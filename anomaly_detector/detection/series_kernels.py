@@ -46,7 +46,7 @@ What is reported (see reported()): a value at the threshold is flagged unless it
 within FRESH_MARGIN of it (ten times as rare) in its recent points (REFRACTORY_POINTS): one episode,
 one loud line, even while the episode is still building up (NAB-style scoring counts every line
 after the first as a false positive once the labelled window is over). While an episode is fresh
-its values within FRESH_MARGIN of the threshold stay suspicious (they keep its incident open), never
+its values that reach the suspicious score stay suspicious (they keep its incident open), never
 flagged. Outside episodes a value below the threshold is scaled below the suspicious score: its
 order of surprise is kept, but a busy series' near misses (dozens a day, by its calibration)
 neither open nor widen incidents.
@@ -198,15 +198,15 @@ def reported(st, r, s, threshold, suspicious):
     series' alarm: its strongest recent score, fading by 100 / REFRACTORY_POINTS a point. A value is
     fresh when it beats the alarm by FRESH_MARGIN; one that does not is damped, below the threshold
     too, so a rising run of values (an episode building up) is one detection at any threshold. While
-    an episode is on, its values within FRESH_MARGIN of the threshold (unusual at the per-day
-    calibration themselves) stay suspicious and keep its incident open; weaker ones (dozens a day on
-    a busy series) do not."""
+    an episode is on, its values that reach the suspicious score stay suspicious and keep its
+    incident open (an incident needs two suspicious lines: a queue that jumped thirtyfold is one
+    flag and the values after it)."""
     fresh = s > st[r, ALARM] + FRESH_MARGIN
     in_episode = st[r, ALARM] >= threshold
     st[r, ALARM] = max(st[r, ALARM] - 100.0 / REFRACTORY_POINTS, s)
     if s >= threshold and fresh:
         return s
-    if s >= threshold or (in_episode and s >= threshold - FRESH_MARGIN):
+    if s >= threshold or (in_episode and s >= suspicious):
         return min(max(s * DAMPING, suspicious), threshold - 0.01)
     return (s if fresh else s * DAMPING) * 0.999 * suspicious / threshold
 

@@ -80,7 +80,7 @@ class Series:
         self.alarm = max(self.alarm - 100.0 / K.REFRACTORY_POINTS, s)
         if s >= self.threshold and fresh:
             return s
-        if s >= self.threshold or (in_episode and s >= self.threshold - K.FRESH_MARGIN):
+        if s >= self.threshold or (in_episode and s >= self.suspicious):
             return min(max(s * K.DAMPING, self.suspicious), self.threshold - 0.01)
         return (s if fresh else s * K.DAMPING) * 0.999 * self.suspicious / self.threshold
 
