@@ -91,7 +91,7 @@ REFRACTORY_POINTS = 100.0  # a fresh alarm of 100 fades over this many points
 DAMPING = 0.6              # a value of a fresh episode counts this much (within suspicious..threshold)
 FRESH_MARGIN = 10.0        # a value of an episode is news when ten times rarer than its strongest so far
 DAY_S = 86400.0
-RECORD_WEIGHT = 3.0        # default of series_record_weight (record_log10p)
+RECORD_WEIGHT = 4.0        # default of series_record_weight (record_log10p)
 KIND_NONE, KIND_SPIKE, KIND_DROP, KIND_RECORD_HIGH, KIND_RECORD_LOW = 0, 1, 2, 3, 4
 
 # record columns (float64[R, RECORD_COLS]): the series' extremes on its own scale, its points and how
