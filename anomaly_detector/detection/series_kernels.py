@@ -42,8 +42,10 @@ to a budget of FALSE_FLAGS_PER_DAY per source at the anomaly threshold, shared b
 series (an access log has one series per user agent and field: a hundred series must not raise a
 hundred times the flags of one metric).
 
-What is reported (see reported()): a value at the threshold is flagged unless a stronger flag of
-its series is still fresh (REFRACTORY_POINTS): one episode, one loud line. While an episode is fresh
+What is reported (see reported()): a value at the threshold is flagged unless its series scored
+within FRESH_MARGIN of it (ten times as rare) in its recent points (REFRACTORY_POINTS): one episode,
+one loud line, even while the episode is still building up (NAB-style scoring counts every line
+after the first as a false positive once the labelled window is over). While an episode is fresh
 its values that reach the suspicious score stay suspicious (they keep its incident open), never
 flagged. Outside episodes a value below the threshold is scaled below the suspicious score: its
 order of surprise is kept, but a busy series' near misses (dozens a day, by its calibration)
@@ -87,8 +89,9 @@ FALSE_FLAGS_PER_DAY = 0.05  # per source, at the anomaly threshold
 MAX_BONUS, MIN_BONUS = 40.0, -40.0
 REFRACTORY_POINTS = 100.0  # a fresh alarm of 100 fades over this many points
 DAMPING = 0.6              # a value of a fresh episode counts this much (within suspicious..threshold)
+FRESH_MARGIN = 10.0        # a value of an episode is news when ten times rarer than its strongest so far
 DAY_S = 86400.0
-RECORD_WEIGHT = 3.0        # default of series_record_weight (record_log10p)
+RECORD_WEIGHT = 4.0        # default of series_record_weight (record_log10p)
 KIND_NONE, KIND_SPIKE, KIND_DROP, KIND_RECORD_HIGH, KIND_RECORD_LOW = 0, 1, 2, 3, 4
 
 # record columns (float64[R, RECORD_COLS]): the series' extremes on its own scale, its points and how
@@ -192,15 +195,20 @@ def bucket_of(t):
 @njit(cache=True)
 def reported(st, r, s, threshold, suspicious):
     """The score reported for a judged value of raw score s (see the module docstring), advancing the
-    series' alarm: the strongest recent flag, fading by 100 / REFRACTORY_POINTS a point."""
-    fresh = s > st[r, ALARM]
+    series' alarm: its strongest recent score, fading by 100 / REFRACTORY_POINTS a point. A value is
+    fresh when it beats the alarm by FRESH_MARGIN; one that does not is damped, below the threshold
+    too, so a rising run of values (an episode building up) is one detection at any threshold. While
+    an episode is on, its values that reach the suspicious score stay suspicious and keep its
+    incident open (an incident needs two suspicious lines: a queue that jumped thirtyfold is one
+    flag and the values after it)."""
+    fresh = s > st[r, ALARM] + FRESH_MARGIN
     in_episode = st[r, ALARM] >= threshold
     st[r, ALARM] = max(st[r, ALARM] - 100.0 / REFRACTORY_POINTS, s)
     if s >= threshold and fresh:
         return s
     if s >= threshold or (in_episode and s >= suspicious):
         return min(max(s * DAMPING, suspicious), threshold - 0.01)
-    return s * 0.999 * suspicious / threshold
+    return (s if fresh else s * DAMPING) * 0.999 * suspicious / threshold
 
 
 @njit(cache=True)

@@ -76,13 +76,13 @@ class Series:
         return min(int(math.log2(a / K.TAIL_START)), K.HIST_BINS - 1)
 
     def reported(self, s):
-        fresh, in_episode = s > self.alarm, self.alarm >= self.threshold
+        fresh, in_episode = s > self.alarm + K.FRESH_MARGIN, self.alarm >= self.threshold
         self.alarm = max(self.alarm - 100.0 / K.REFRACTORY_POINTS, s)
         if s >= self.threshold and fresh:
             return s
         if s >= self.threshold or (in_episode and s >= self.suspicious):
             return min(max(s * K.DAMPING, self.suspicious), self.threshold - 0.01)
-        return s * 0.999 * self.suspicious / self.threshold
+        return (s if fresh else s * K.DAMPING) * 0.999 * self.suspicious / self.threshold
 
     def step(self, value, t, w=1.0, multiplicity=1.0):
         """-> (score, kind, expected on the log scale), as series_kernels.step."""

@@ -173,3 +173,17 @@ def test_a_snapshot_from_before_records_loads_and_starts_the_range_again():
     del saved["record"]
     again.load(saved)
     assert again.record[0].tolist() == [0.0] * K.RECORD_COLS
+
+
+def test_an_episode_building_up_is_one_detection_at_any_threshold():
+    """Raw scores of one series' run of values, each stronger than the last but not ten times rarer:
+    one flag, and below the threshold one near miss, not a run of them (NAB counts each as a line)."""
+    st = np.zeros((1, K.COLS))
+    flags = [K.reported(st, 0, s, 70.0, 40.0) for s in (72.0, 78.0, 85.0, 0.0, 0.0)]
+    assert [s >= 70 for s in flags] == [True, False, False, False, False]
+    assert 40 <= flags[1] < 70 and 40 <= flags[2] < 70          # still suspicious: the incident stays open
+    st = np.zeros((1, K.COLS))
+    near = [K.reported(st, 0, s, 70.0, 40.0) for s in (60.0, 64.0, 68.0)]
+    assert near[0] > near[1] and near[0] > near[2] and max(near) < 40
+    # ten times rarer than the episode so far is news again
+    assert K.reported(st, 0, 95.0, 70.0, 40.0) == 95.0
