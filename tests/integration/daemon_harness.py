@@ -3,6 +3,7 @@
 Lines written by the tests carry `seq=<n>`; the scored-lines file (the audit trail) tells which
 were scored and how often, so loss and duplicates are counted exactly.
 """
+import glob
 import http.client
 import json
 import os
@@ -52,6 +53,7 @@ class Daemon:
         self.write_config(workers, batch_size, extra, inputs, heartbeat, http)
 
     def write_config(self, workers=2, batch_size=500, extra="", inputs=None, heartbeat=30, http=""):
+        self.workers = workers
         inputs = inputs or "[[app]]\ntype = file\npath = %s/app.log*\nstart_at = beginning\n" % self.logs
         text = f"""[service]
 name = {self.name}
@@ -183,20 +185,38 @@ incidents = {self.dir}/incidents.jsonl
                     counts[seq] = counts.get(seq, 0) + 1
         return counts
 
-    def wait_scored(self, expected, timeout):
-        """Wait until every seq in range(expected) was scored; returns the counts. Then wait for the
-        sidecar's next reading, so /metrics (a snapshot taken once a second) counts those lines."""
+    def wait_scored(self, expected, timeout, reading=True):
+        """Wait until every seq in range(expected) was scored; returns the counts. Then, unless `reading` is
+        false (a test that reads no metric before its next wait), wait for the sidecar's next reading, so
+        /metrics (a snapshot taken once a second) counts those lines."""
         deadline = time.monotonic() + timeout
         while True:
             counts = self.scored_seqs()
             if len(counts) >= expected:
-                time.sleep(SNAPSHOT_WAIT_SECONDS)
+                if reading:
+                    time.sleep(SNAPSHOT_WAIT_SECONDS)
                 return counts
             if time.monotonic() > deadline:
                 return counts
             if self.process.poll() is not None:
                 raise AssertionError("daemon died:\n%s" % self.log_tail())
-            time.sleep(0.5)
+            time.sleep(0.2)
+
+    def wait_snapshot(self, after, timeout=30):
+        """Wait until every worker's model snapshot files (state/baselines/worker-N/*.json and
+        state/statistics/worker-N/*.json) were all written after the epoch time `after`: the periodic
+        snapshot (every snapshot_interval_seconds, 5 s here) that follows it."""
+        state = os.path.join(self.dir, "state")
+
+        def written():
+            paths = (glob.glob(os.path.join(state, "baselines", "worker-*", "*.json"))
+                     + glob.glob(os.path.join(state, "statistics", "worker-*", "*.json")))
+            workers = {os.path.basename(os.path.dirname(p)) for p in paths}
+            try:
+                return len(workers) == self.workers and all(os.stat(p).st_mtime > after for p in paths)
+            except FileNotFoundError:    # a generation being turned: not yet
+                return False
+        wait_for(written, timeout, self, "a model snapshot after %.1f" % after, interval=0.2)
 
 
 def http_request(daemon, method, path, body=None, token=None, headers=None):

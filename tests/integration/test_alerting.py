@@ -213,9 +213,11 @@ def test_a_fatal_burst_fires_in_alertmanager_and_resolves_after(tmp_path):
                            "--storage.path=%s" % (tmp_path / "am-data"),
                            "--web.listen-address=127.0.0.1:%d" % am_port, "--cluster.listen-address="],
                           stdout=open(tmp_path / "am.log", "wb"), stderr=subprocess.STDOUT)
+    # resolve_wait_seconds (30 s by default; test_alerting_noise.py covers it) would hold the resolved back
     extra = """[detection]
 incident_window_seconds = 30
 [alerting]
+resolve_wait_seconds = 1
 [[am]]
 type = alertmanager
 url = http://127.0.0.1:%d
@@ -245,9 +247,12 @@ retry_max_seconds = 2
         assert "template_id" in alert["labels"] and "seq=300" in alert["annotations"]["samples"]
         assert {"expected", "observed", "summary"} <= set(alert["annotations"])
         os.kill(daemon.process.pid, signal.SIGHUP)          # a reload keeps the incident and its alert
-        time.sleep(12)                                       # past resend_seconds: still firing (re-sent)
         daemon.wait_healthy(60)
-        again = ours()
+        wait_for(lambda: "reloaded" in daemon.log_tail(200), 30, daemon, "the reload")
+        ends = ours()[0]["endsAt"]
+        # re-sent after the reload (within resend_seconds): Alertmanager holds a later endsAt, still firing
+        again = wait_for(lambda: (lambda now: now if now and now[0]["endsAt"] != ends else None)(ours()), 30, daemon,
+                         "a re-send after the reload")
         assert [a["labels"]["incident_id"] for a in again] == [alert["labels"]["incident_id"]]
         assert again[0]["status"]["state"] == "active"
         assert daemon.labelled("alerts_delivered_total")[(("sink", "am"),)] >= 1
@@ -282,10 +287,14 @@ def test_an_incident_reaches_a_real_smtp_server_as_mail_with_both_parts_within_t
                       authenticator=authenticator, auth_require_tls=True)
     smtp.start()
     (tmp_path / "password").write_text("s3cret\n")
+    # Two incidents (four events, each its own mail: no grouping, no dedup) against three mails a minute: three
+    # go at once, the fourth waits 20 s for its token (one mail a minute would make that wait 60 s).
     extra = """[detection]
 incident_window_seconds = 30
 [alerting]
-rate_limit_per_minute = 1
+rate_limit_per_minute = 3
+dedup_window_seconds = 0
+group_wait_seconds = 0
 [[mail]]
 type = email
 smtp_host = 127.0.0.1
@@ -301,21 +310,22 @@ to_addresses = oncall@example.com,
     try:
         daemon.start()
         seq = write_phase(app, 0, 0)
+        seq = write_phase(app, 7, seq)
         daemon.wait_scored(seq, 120)
-        # one mail a minute: the opened one at once, the resolved one waits for its token
-        wait_for(lambda: len(inbox.messages) >= 1, 60, daemon)
+        # three mails at once, the fourth (the second resolved) waits for its token
+        wait_for(lambda: len(inbox.messages) >= 3, 60, daemon)
         wait_for(lambda: daemon.labelled("alerts_throttled_total").get((("sink", "mail"),)) == 1, 30, daemon)
-        assert daemon.metric("alert_queue_size") == 1 and len(inbox.messages) == 1
-        assert "rate_limit_per_minute = 1 reached; 1 alerts wait in the outbox" in daemon.log_tail(200)
-        wait_for(lambda: len(inbox.messages) >= 2, 90, daemon)
+        assert daemon.metric("alert_queue_size") == 1 and len(inbox.messages) == 3
+        assert "rate_limit_per_minute = 3 reached; 1 alerts wait in the outbox" in daemon.log_tail(200)
+        wait_for(lambda: len(inbox.messages) >= 4, 60, daemon)
         mails = [email.message_from_bytes(m[2], policy=email.policy.default) for m in inbox.messages]
-        assert [m["Subject"].split()[1] for m in mails[:2]] == ["OPENED", "RESOLVED"]
+        assert [m["Subject"].split()[1] for m in mails] == ["OPENED", "RESOLVED", "OPENED", "RESOLVED"]
         assert all(m[3] and m[1] == ["oncall@example.com"] for m in inbox.messages)
-        for mail in mails:
-            assert "seq=300" in mail.get_body(("plain",)).get_content()
-            assert "seq=300" in mail.get_body(("html",)).get_content()
+        for mail, burst in zip(mails, ("seq=300", "seq=300", "seq=700", "seq=700")):
+            assert burst in mail.get_body(("plain",)).get_content()
+            assert burst in mail.get_body(("html",)).get_content()
         # the counters reach /metrics through the alerter's stats file, rewritten within 0.2 s
-        wait_for(lambda: daemon.labelled("alerts_delivered_total")[(("sink", "mail"),)] == 2, 10, daemon)
+        wait_for(lambda: daemon.labelled("alerts_delivered_total")[(("sink", "mail"),)] == 4, 10, daemon)
     finally:
         daemon.stop()
         smtp.stop()

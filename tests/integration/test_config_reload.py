@@ -53,7 +53,7 @@ def test_reload_keeps_the_running_config_unless_the_new_one_validates(daemon):
     app = os.path.join(daemon.logs, "app.log")
     daemon.start()
     write_lines(app, 0, 1000)
-    daemon.wait_scored(1000, 120)
+    daemon.wait_scored(1000, 120, reading=False)
     good = open(daemon.config).read()
     children = daemon.children()
     broken = {
@@ -71,13 +71,15 @@ def test_reload_keeps_the_running_config_unless_the_new_one_validates(daemon):
         with open(daemon.config, "w") as f:
             f.write(text)
         _hup_and_wait_for(daemon, "reload rejected")
-        time.sleep(1.5)    # longer than any restart the heartbeat check would make with a NaN timeout
+        rejected_at = time.monotonic()
+        write_lines(app, seq, 500)
+        seq += 500
+        counts = daemon.wait_scored(seq, 120, reading=case == list(broken)[-1])   # metrics are read after the last
+        # longer than any restart the heartbeat check would make with a NaN timeout
+        time.sleep(max(0.0, rejected_at + 1.5 - time.monotonic()))
         assert daemon.children() == children, case
         status, _ = daemon.get("/health")
         assert status == 200, case
-        write_lines(app, seq, 500)
-        seq += 500
-        counts = daemon.wait_scored(seq, 120)
         assert loss_and_duplicates(counts, seq) == ([], 0), case
     assert daemon.metric("config_last_reload_successful") == 0
     assert _reloads(daemon) == {"applied": 0, "rejected": len(broken)}

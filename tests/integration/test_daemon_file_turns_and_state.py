@@ -196,7 +196,7 @@ def test_model_snapshot_of_the_wrong_shape_is_set_aside_and_the_worker_scores(tm
     try:
         daemon.start()
         _settle(daemon, 3000)
-        time.sleep(6.0)            # a periodic snapshot (every 5 s) and the one at stop: two generations
+        daemon.wait_snapshot(time.time())   # a periodic snapshot (every 5 s) and the one at stop: two generations
         assert daemon.stop() == 0
         snapshot = os.path.join(baselines, "detection.json")
         statistics = os.path.join(daemon.dir, "state", "statistics", "worker-0", "detection.json")

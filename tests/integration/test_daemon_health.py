@@ -89,7 +89,7 @@ def test_fatal_input_gives_503_naming_it_then_the_supervisor_exits_4(daemon):
 
 
 def test_fatal_sidecar_closes_the_port_and_the_supervisor_exits_4(daemon):
-    service_keys(daemon, fatal_exit_seconds=20)
+    service_keys(daemon, fatal_exit_seconds=8)   # the port must close within 5 s of FATAL, well before the exit
     daemon.start()
     kill_until_fatal(daemon, "ad-sidecar")
     deadline = time.monotonic() + 5
@@ -103,7 +103,7 @@ def test_fatal_sidecar_closes_the_port_and_the_supervisor_exits_4(daemon):
     assert refused, "the port still accepts with no sidecar behind it"
     assert daemon.process.poll() is None, "the port must close at FATAL, before the supervisor exits"
     assert "ad-sidecar" not in daemon.children()
-    assert daemon.process.wait(20 + 60) == EXIT_FATAL_CHILD
+    assert daemon.process.wait(8 + 60) == EXIT_FATAL_CHILD
     text = open(os.path.join(daemon.dir, "log", "anomaly-detector.log")).read()
     assert "sidecar FATAL: closed the HTTP port 127.0.0.1:%d" % daemon.port in text
     assert re.search(r"CRITICAL .*sidecar FATAL for \d+ s", text)

@@ -40,8 +40,8 @@ def saved_state(tmp_path_factory):
     try:
         daemon.start()
         _feed(daemon, 0, 3000)
-        assert len(daemon.wait_scored(3000, 240)) == 3000, daemon.log_tail()
-        time.sleep(6.0)                  # snapshot_interval_seconds = 5 in the harness
+        assert len(daemon.wait_scored(3000, 240, reading=False)) == 3000, daemon.log_tail()
+        daemon.wait_snapshot(time.time())   # a periodic snapshot of all 3000 (snapshot_interval_seconds = 5)
         assert daemon.stop() == 0
     finally:
         daemon.kill()

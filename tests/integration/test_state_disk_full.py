@@ -61,8 +61,8 @@ def test_a_full_disk_loses_no_line_and_health_says_degraded_until_space_returns(
         daemon.start()
         with open(log, "a") as f:
             f.write("".join(numbered_line(i) for i in range(1000)))
-        assert len(daemon.wait_scored(1000, 120)) == 1000, daemon.log_tail()
-        time.sleep(6.0)                                   # a snapshot (every 5 s) on a disk with room
+        assert len(daemon.wait_scored(1000, 120, reading=False)) == 1000, daemon.log_tail()
+        daemon.wait_snapshot(time.time())                 # a snapshot (every 5 s) on a disk with room
         _fill(small_disk / "filler")
         with open(log, "a") as f:
             f.write("".join(numbered_line(i) for i in range(1000, 3000)))

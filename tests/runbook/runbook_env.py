@@ -93,7 +93,7 @@ class Installed:
             value = self.daemon.metric("logs_processed_total")
             if value is not None and value >= expected and self.daemon.metric("input_queue_size") == 0:
                 return value
-            time.sleep(1)
+            time.sleep(0.25)
         raise AssertionError("%s of %d lines scored after %d s:\n%s" % (value, expected, timeout,
                                                                        self.daemon.log_tail()))
 

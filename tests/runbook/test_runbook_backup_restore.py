@@ -27,7 +27,7 @@ def test_backup_while_running_then_restore_starts_quiet_and_healthy(tmp_path):
         site.daemon.start()
         site.write(rng, now - 4 * 3600, now - 3600)          # three hours of history: warm models
         site.wait_processed(site.lines_written)
-        time.sleep(6)                                        # a snapshot of the models at this point
+        site.daemon.wait_snapshot(time.time())               # a snapshot of the models at this point
 
         check = site.run("anomaly-detector-health-check", SAMPLE_SECONDS="2", **BULK_WRITES)
         assert check.returncode == 0, check.stdout + check.stderr
