@@ -128,7 +128,7 @@ class Listener:
                     section["listen_address"], section["listen_port"], max_body_bytes=section["max_body_bytes"],
                     max_line_bytes=processing["max_line_bytes"], max_queue_lines=section["max_queue_lines"],
                     on_long_line=processing["on_long_line"], max_connections=section["max_connections"],
-                    spool=spool, on_refused=self._refused_callback(name), sock=sockets.get(name))))
+                    header_timeout_seconds=section["header_timeout_seconds"], spool=spool, on_refused=self._refused_callback(name), sock=sockets.get(name))))
             else:
                 self.syslog.append(_Syslog(name, SyslogInput(
                     section["listen_address"], section["listen_port"], section["protocol"],

@@ -17,7 +17,7 @@ def _inputs(logs, udp, tcp, idle, http):
             f"[[sys_udp]]\ntype = syslog\nprotocol = udp\nlisten_port = {udp}\nsource_prefix = off\n"
             f"[[sys_tcp]]\ntype = syslog\nprotocol = tcp\nlisten_port = {tcp}\nmax_connections = 1\n"
             f"[[sys_idle]]\ntype = syslog\nprotocol = tcp\nlisten_port = {idle}\nidle_timeout_seconds = 1\n"
-            f"[[ingest]]\ntype = http\nformat = jsonl\nlisten_port = {http}\nmax_connections = 2\n"
+            f"[[ingest]]\ntype = http\nformat = jsonl\nlisten_port = {http}\nmax_connections = 2\nheader_timeout_seconds = 3\n"
             "max_body_bytes = 200000\n")
 
 
@@ -68,7 +68,7 @@ def _provoke_ingest(daemon, http):
     held = [_raw(http), _raw(http)]                             # max_connections = 2 ...
     time.sleep(0.5)
     assert _exchange(http, b"GET /ingest HTTP/1.1\r\n\r\n") == b""  # ... so this one is refused
-    return held  # cut at the ingest's 10 s header deadline: header_timeout
+    return held  # cut at the ingest's header_timeout_seconds = 3: header_timeout
 
 
 def _provoke_syslog_tcp(tcp, idle):
@@ -136,7 +136,7 @@ def test_every_refusal_framing_error_truncation_and_drop_is_in_metrics(tmp_path)
         _provoke_syslog_tcp(tcp, idle)
         _udp_burst(daemon, udp, 20000)
         _provoke_sidecar(daemon)
-        for sock in held:  # the ingest cuts them at its 10 s header deadline
+        for sock in held:  # the ingest cuts them at its header_timeout_seconds (3 s)
             assert sock.recv(1) == b""
             sock.close()
 
