@@ -9,7 +9,6 @@
 Entries carry seq=<n> in their message; each daemon's scored-lines file tells which it scored.
 """
 import os
-import signal
 import time
 
 from tests.integration.daemon_harness import Daemon, loss_and_duplicates, wait_for
@@ -18,18 +17,6 @@ from tests.integration.test_alerting import Collector, outbox_events, write_phas
 
 SETTLE_SECONDS = 600
 CLAIM = "claim_idle_seconds = 5\nbatch_count = 500\n"
-
-
-def kill_tree(daemon):
-    """kill -9 of the supervisor and every child (no drain, no XACK of what is in flight)."""
-    children = daemon.children()
-    daemon.process.send_signal(signal.SIGKILL)
-    for pid in children.values():
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    daemon.process.wait(30)
 
 
 def pending_on(client, stream, group, consumer):
@@ -68,7 +55,7 @@ def run_group_with_a_kill(tmp_path, entries):
         wait_for(lambda: len(victim.scored_seqs()) >= entries // 10 and pending_on(client, "logs", "detectors", "n0"),
                  SETTLE_SECONDS, victim, "instance n0 scored some and holds pending entries", interval=0.05)
         victim_scored = len(victim.scored_seqs())
-        kill_tree(victim)
+        victim.kill_tree()
         held = pending_on(client, "logs", "detectors", "n0")
         assert held > 0
         survivors = daemons[1:]

@@ -3,26 +3,12 @@ a Redis restart mid-run loses nothing, and a consumer killed with -9 has its pen
 
 Entries carry seq=<n> in their message; the scored-lines file tells which were scored and how often.
 """
-import os
-import signal
 import time
 
 from tests.integration.daemon_harness import Daemon, loss_and_duplicates, wait_for
 from tests.integration.redis_harness import RedisServer, pending_count, redis_input, xadd_numbered
 
 SETTLE_SECONDS = 240
-
-
-def _kill_tree(daemon):
-    """kill -9 of the supervisor and every child (no drain, no XACK of what is in flight)."""
-    children = daemon.children()
-    daemon.process.send_signal(signal.SIGKILL)
-    for pid in children.values():
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    daemon.process.wait(30)
 
 
 def test_every_entry_is_scored_once_and_acknowledged(tmp_path):
@@ -88,7 +74,7 @@ def test_entries_pending_on_a_killed_consumer_are_claimed_by_the_survivor(tmp_pa
         # kill -9 once entries sit read and unacknowledged on consumer a
         wait_for(lambda: _pending_on(client, "a") > 0, SETTLE_SECONDS, doomed, "entries pending on consumer a",
                  interval=0.01)
-        _kill_tree(doomed)
+        doomed.kill_tree()
         left_on_a = _pending_on(client, "a")
         assert left_on_a > 0
         survivor.start()
