@@ -519,8 +519,8 @@ def close_sessions(now, timeout, learn_rate, report_score, min_support, sigmas,
                    tkeys, tcnt, counters, max_trans, dur_n, dur_mean, dur_var, core_ptr, core_tid):
     """End sessions idle longer than `timeout` or open longer than learned for their workflow.
 
-    Ended sessions judged fine teach the END transition and the composition with the smallest
-    weight of their lines, and the duration when that weight is 1 (learn_rate > 0). Returns (slots, verdicts, missing) of the
+    Ended sessions judged fine or missing a core step (not unfinished, not overdue) teach the END
+    transition and the composition with the smallest weight of their lines, and the duration when that weight is 1 (learn_rate > 0). Returns (slots, verdicts, missing) of the
     sessions worth a Finding: their slot data stays readable until the next learn_lines.
     """
     n = len(sd_key)
@@ -552,7 +552,11 @@ def close_sessions(now, timeout, learn_rate, report_score, min_support, sigmas,
             out_verdict[n_out] = verdict
             out_missing[n_out] = missing
             n_out += 1
-        if verdict == CLOSED_OK and sd_minw[s] > 0 and learn_rate > 0 and not sd_flags[s] & FLAG_PARTIAL:
+        # A session that lacks a core step but ended where sessions end still teaches its ending and
+        # composition: otherwise a core step decided early is never seen missing again, and a branch
+        # that legitimately skips it (a payment declined) is reported for ever.
+        learnable = verdict == CLOSED_OK or verdict == CLOSED_MISSING_STEP
+        if learnable and sd_minw[s] > 0 and learn_rate > 0 and not sd_flags[s] & FLAG_PARTIAL:
             _learn_ending(s, learn_rate, sd_minw[s], sd_wf, sd_last, sd_start, sd_lastts, sd_ntpl, sd_tpl,
                           sd_flags, tkeys, tcnt, counters, max_trans, dur_n, dur_mean, dur_var)
         g = ht_find(ix_key, sd_key[s])

@@ -222,7 +222,8 @@ def close_sessions_py(now, timeout, learn_rate, report_score, min_support, sigma
         if verdict != CLOSED_OK and se["maxscore"] < report_score:
             reported.append((k, verdict, missing))
         weight = se["minw"]
-        if verdict == CLOSED_OK and weight > 0 and learn_rate > 0 and not se["flags"] & FLAG_PARTIAL:
+        learnable = verdict in (CLOSED_OK, CLOSED_MISSING_STEP)
+        if learnable and weight > 0 and learn_rate > 0 and not se["flags"] & FLAG_PARTIAL:
             add((w, se["last"], END), weight)
             add((w, se["last"], ANY), weight)
             if not se["flags"] & FLAG_OVERFLOW:

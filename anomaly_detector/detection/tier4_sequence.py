@@ -22,6 +22,7 @@ TEMPLATES_PER_SESSION = 16  # distinct templates remembered per session (composi
 ID_BYTES = 48               # bytes of a session id kept for Findings
 DECAY_LINES = 10000         # counts shrink by (1 - learning_rate) per this many learned lines
 PRUNE_AT, PRUNE_TO = 0.95, 0.75   # of max_transitions
+CORE_CONFIDENCE_Z = 2.0       # deviations of the bound on a step's miss rate before it counts as core
 CORE_REFRESH_SESSIONS = 5000   # ended sessions between recomputations of each workflow's core steps
 EXPLAIN_FRACTION = 0.3      # lines scoring at least this share of unknown_score get a reason
 MAX_EXPLAINED = 20000       # lines given a reason per batch (texts are shared per case)
@@ -43,6 +44,21 @@ TEXT_CHARS = 80
 def _percent(share):
     pct = 100.0 * share
     return f"{pct:.0f}%" if pct >= 1 or pct == 0 else f"{pct:.1f}%"
+
+
+def core_miss_bound(missing, sessions):
+    """Upper confidence bound (Wilson, CORE_CONFIDENCE_Z) of the share of sessions missing a step.
+
+    missing and sessions are (decayed) counts, arrays or scalars; a step is core when this is at
+    most 1 - core_step_fraction: with none missing that takes about z^2 / (1 - fraction) sessions
+    (800 at 0.995), so a rare branch that skips the step has had its chance to show.
+    """
+    n = np.maximum(np.asarray(sessions, np.float64), 1e-9)
+    p = np.clip(np.asarray(missing, np.float64) / n, 0.0, 1.0)
+    z2 = CORE_CONFIDENCE_Z * CORE_CONFIDENCE_Z
+    centre = p + z2 / (2.0 * n)
+    spread = CORE_CONFIDENCE_Z * np.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n))
+    return (centre + spread) / (1.0 + z2 / n)
 
 
 def _pow2_at_least(n):
@@ -723,9 +739,11 @@ class SequenceTier(Tier):
         self.counters[sk.C_TRANS_SIZE] = kept.size
 
     def _refresh_core(self):
-        """Each workflow's core steps: templates held by at least core_step_fraction of its sessions.
+        """Each workflow's core steps: templates whose absence is rare with confidence (core_miss_bound).
 
-        Recomputed from the table after enough sessions ended: often early, then every CORE_REFRESH_SESSIONS.
+        A step missing from 3% of sessions (a branch that ends early) looks core in the first hundred
+        sessions by chance; the bound waits until enough sessions show it is missing from fewer than
+        1 - core_step_fraction of them. Recomputed from the table after enough sessions ended: often early, then every CORE_REFRESH_SESSIONS.
         """
         closed = int(self.counters[sk.C_CLOSED])
         if closed - self._core_closed < min(CORE_REFRESH_SESSIONS, max(100, closed // 2)):
@@ -740,7 +758,7 @@ class SequenceTier(Tier):
         totals[wf[is_total]] = c[is_total]
         rows = comp & (nxt != sk.ANY)
         tot = totals[wf[rows]]
-        core = (tot >= self.min_support) & (c[rows] >= self.core_fraction * tot)
+        core = (tot >= self.min_support) & (core_miss_bound(tot - c[rows], tot) <= 1.0 - self.core_fraction)
         cw, ct = wf[rows][core], nxt[rows][core]
         order = np.lexsort((ct, cw))
         self.core_tid = ct[order].astype(np.int32)

@@ -13,6 +13,7 @@ from anomaly_detector.detection.tier4_sequence import (
     MODE_REGEX,
     MODE_UNDECIDED,
     SequenceTier,
+    core_miss_bound,
 )
 from anomaly_detector.parsing.batch import ParsedBatch
 
@@ -25,6 +26,7 @@ STEPS = {
     "S": (4, "slow request {id} took {n} ms"),
     "E": (5, "request {id} completed status=200"),
     "P": (6, "payment authorised amount={n} req={id}"),
+    "X": (7, "payment declined reason=card req={id}"),
 }
 TEXTS = {tid: text.replace("{id}", "<*>").replace("{n}", "<*>").replace("{path}", "<*>") for tid, text in STEPS.values()}
 NORMAL = "ABCE"
@@ -210,14 +212,64 @@ def test_session_open_longer_than_learned_is_overdue_before_the_timeout():
 
 
 def test_missing_core_step_is_a_finding_when_no_line_looked_wrong():
-    """B is in 99.7% of sessions, so A -> C is known (rare but above rare_probability)."""
+    """B is in 99.75% of 4000 sessions (core with confidence), so A -> C is known (rare but above rare_probability)."""
     tr = Traffic(6)
-    tier = trained(tr, sessions=2000, per_batch=400, extra=["ACE"] * 3)
+    tier = trained(tr, sessions=4000, per_batch=400, extra=["ACE"] * 2)
     batch, ids = tr.batch(["ACE"])
     result, _ = step(tier, batch)
     assert result.scores.max() < 50
     found = tier.advance(float(batch.ts.max()) + 61.0)
     assert len(found) == 1 and "without step 'auth ok" in found[0].reason
+
+
+def run(tier, tr, plans_per_batch):
+    """Feed batches of plans, then let them end; every Finding of the way."""
+    found = []
+    for plans in plans_per_batch:
+        found += step(tier, tr.batch(plans)[0])[1]
+        tr.t += 20.0
+    tr.t += 1000.0
+    return found + tier.advance(tr.t)
+
+
+def with_branch(tr, n, share, branch="ABX"):
+    return [branch if tr.rng.random() < share else p for p in tr.normal(n)]
+
+
+def test_a_branch_that_ends_early_is_not_a_missing_step_though_first_seen_late():
+    """ABX (declined: no cart, no completion) is 3% of sessions but absent from the first 300.
+
+    C and E were in all 300: by share alone core. The confidence bound waits for more sessions, the
+    branch shows up and its sessions teach that C and E can be missing: no Finding about them.
+    """
+    tr = Traffic(11)
+    tier = trained(tr, sessions=300, per_batch=100)
+    found = run(tier, tr, [with_branch(tr, 200, 0.03) for _ in range(15)])
+    assert [f.reason for f in found if "without step" in f.reason] == []
+    assert (0, sk.IN, 7) in {(int(k) >> 42, (int(k) >> 21) & sk.CODE_MASK, int(k) & sk.CODE_MASK)
+                             for k in tier._rows()[0]}
+
+
+def test_a_core_step_that_stops_being_core_is_relearned_not_reported_for_ever():
+    """B is in 99.75% of 4000 sessions (core); then 5% of sessions skip it (ACE), a new normal.
+
+    A -> C is a known transition, so only the session verdict speaks: the first ACE sessions are
+    reported; they also teach the composition, so the bound on B's miss rate rises above
+    1 - core_step_fraction and, after the next refresh of the core, the last batches are quiet.
+    """
+    tr = Traffic(12)
+    tier = trained(tr, sessions=4000, per_batch=400, extra=["ACE"] * 2)
+    early = run(tier, tr, [with_branch(tr, 200, 0.05, "ACE") for _ in range(3)])
+    assert any("without step 'auth ok" in f.reason for f in early)
+    run(tier, tr, [with_branch(tr, 200, 0.05, "ACE") for _ in range(30)])
+    late = run(tier, tr, [with_branch(tr, 200, 0.05, "ACE") for _ in range(5)])
+    assert [f.reason for f in late if "without step" in f.reason] == []
+
+
+def test_core_miss_bound_needs_sessions_before_a_step_is_core():
+    assert core_miss_bound(0, 100) > 0.005 and core_miss_bound(0, 1000) < 0.005
+    assert core_miss_bound(3, 100) > max(0.03, core_miss_bound(0, 100)) and core_miss_bound(0, 100) > 0.0
+    assert np.all(np.diff(core_miss_bound(np.zeros(4), np.array([50, 200, 800, 5000]))) < 0)
 
 
 def test_sessions_reported_through_their_lines_give_no_second_finding():
