@@ -408,3 +408,38 @@ def test_without_situations_linked_incidents_page_on_their_own():
     notes = run(policy, [linked("db", at=t, first=t - 40, sample=DB),
                          linked("app", at=t + 20, first=t - 10, source="app", sample=APP)])
     assert kinds(notes) == [[("db", "opened")], [("app", "opened")]] and "situation_joins" not in stats
+
+
+def test_a_bound_reached_is_reported_and_the_situation_closed_early_stays_listed(tmp_path):
+    hits = []
+    book = SituationBook(str(tmp_path), SETTINGS, 5, on_limit=hits.append)   # max_open 10
+    through(book, [linked("db%d" % i, at=NOON + i, first=NOON + i, sample="host=db-%d" % i) for i in range(11)])
+    assert hits == ["max_open"]
+    listed = book.situations()
+    assert len(listed) == 11 and listed[-1]["incidents"] == ["db0"] and listed[-1]["status"] == "open"
+
+
+def test_an_unreadable_state_is_logged_and_the_alerter_starts_without_it(tmp_path, caplog):
+    (tmp_path / "situations-state.json").write_text('{"correlator": {"open": 3}}')
+    book = SituationBook(str(tmp_path), SETTINGS, 5)
+    assert "unreadable" in caplog.text and book.correlator.open == {} and book.fed == {}
+    assert through(book, [linked("db", sample=DB)])[0][SITUATION_KEY]["incidents"] == ["db"]
+
+
+def test_the_api_serves_the_alerters_situations_when_it_published_them(tmp_path):
+    from anomaly_detector.metrics.incidents_api import SituationsView
+
+    class NoViews:
+        def incidents(self):
+            return []
+    book = SituationBook(str(tmp_path), SETTINGS, 10)
+    path = os.path.join(str(tmp_path), "situations-view.json")
+    view = SituationsView(NoViews(), SETTINGS, path)
+    assert view.situations() == []   # not published yet: computed from the (empty) incident views
+    events = through(book, cascade())
+    book.save()
+    listing = view.listing(10)
+    story = run(situation_policy()[0], events)[2][0]["situation"]
+    same = [s for s in listing["situations"] if s["id"] == story["id"]]
+    assert len(same) == 1 and same[0]["incidents"] == story["incidents"] and same[0]["status"] == "resolved"
+    assert same[0]["first_cause"]["onset_iso"] and listing["count"] == 2
