@@ -29,6 +29,7 @@ if REPO not in sys.path:
 
 from anomaly_detector.alerting.events import severity  # noqa: E402
 from anomaly_detector.alerting.noise import build_policy  # noqa: E402
+from anomaly_detector.alerting.situation_book import SituationBook  # noqa: E402
 from anomaly_detector.config.loader import default_config  # noqa: E402
 from anomaly_detector.workload.generator import generate  # noqa: E402
 from anomaly_detector.workload.scoring import program_source  # noqa: E402
@@ -102,12 +103,12 @@ def score(labels, cascades, incidents, situations, known):
 
 
 def alerts_raised(incidents, situations_on=True):
-    """The alerter's noise policy (alerting/noise.py, built from the default config, as one sink) fed the
-    incidents as events in event time (opened at first_seen, resolved a window after last_seen): the
+    """The alerter's situation book and noise policy (alerting/situation_book.py, noise.py, built from the
+    default config, as one sink) fed the incidents as events in event time (opened at first_seen, resolved a window after last_seen): the
     incident ids announced as `opened`, and the ids folded into a situation's alert as its update."""
     cfg = default_config()
-    policy = build_policy({}, cfg["alerting"], {"min_score": 0.0}, True, "bench",
-                          cfg["situations"] if situations_on else None)
+    policy = build_policy({}, cfg["alerting"], {"min_score": 0.0}, True, "bench", situations_on)
+    book = SituationBook(tempfile.mkdtemp(prefix="situation-bench-"), cfg["situations"], 1) if situations_on else None
     policy.since = 0.0
     window = cfg["detection"]["incident_window_seconds"]
     events = []
@@ -120,7 +121,7 @@ def alerts_raised(incidents, situations_on=True):
     for e in sorted(events, key=lambda e: (e["at"], e["event"] != "resolved")):
         while not policy.can_accept(e, e["at"]):
             _drain(policy, e["at"] if policy.outgoing else policy.next_time(e["at"]), opened, joined)
-        policy.offer(e, e["at"])
+        policy.offer(book.take([e])[0] if book is not None else e, e["at"])
         _drain(policy, e["at"], opened, joined)
     _drain(policy, float("inf"), opened, joined)
     return opened, joined

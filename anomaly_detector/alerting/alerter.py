@@ -6,6 +6,11 @@ so a slow or dead receiver holds back only its own queue; the main thread reads 
 outbox (alerting/outbox.py), hands each sink the ones past its checkpoint, beats the heartbeat and
 writes the stats file the sidecar turns into metrics.
 
+Situations: with [situations] enabled, the main thread first gives each batch of events to the one
+SituationBook (situation_book.py), which puts every incident in its situation before any sink's routing
+(so all sinks name a situation by the same id), saves its state beside the checkpoints and publishes the
+situations for GET /api/situations and the page.
+
 Per sink: each event is first handed to the sink's noise policy (noise.py: routing, dedup, quiet hours,
 grouping), which says what to send; notifications (one event, or a group as one message) go out one at
 a time in the order they were written; a failure is retried after an
@@ -38,6 +43,7 @@ from anomaly_detector.alerting.outbox import (
 )
 from anomaly_detector.alerting.sinks import SinkConfigError, build_sink, sink_sections
 from anomaly_detector.alerting.sinks.base import DeliveryError
+from anomaly_detector.alerting.situation_book import SituationBook
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
@@ -260,10 +266,11 @@ class Alerter:
                 # This sink's events wait in the outbox (its checkpoint stays) until a reload fixes it.
                 log.error("alert sink %s not started: %s", name, exc)
                 continue
-            policy = build_policy(stats, cfg["alerting"], section, sink.groups, name,
-                                  cfg["situations"] if cfg["situations"]["enabled"] else None)
+            policy = build_policy(stats, cfg["alerting"], section, sink.groups, name, cfg["situations"]["enabled"])
             self.runners.append(SinkRunner(sink, self.directory, section, stats, cfg["alerting"]["rate_limit_per_minute"],
                                            policy))
+        self.book = SituationBook(self.directory, cfg["situations"], cfg["http"]["incidents_api_max"],
+                                  self._situation_limit) if cfg["situations"]["enabled"] else None
         self.reader = OutboxReader(self.directory)
         self.fleet = _fleet_readers(cfg, self.directory, [r.sink.name for r in self.runners])
         for fleet in self.fleet:   # counters only grow across alerter restarts
@@ -297,9 +304,21 @@ class Alerter:
         for fleet in self.fleet:
             fleet.step()
         events = self.reader.poll()
+        if self.book is not None:
+            events = self.book.take(events)
         for runner in self.runners:
             runner.add(events)
+        if self.book is not None:
+            self.book.save()
         self.write_stats()
+
+    def _situation_limit(self, reason):
+        """The one correlator reached a bound: every sink's situation_limits_total{reason} counts it (all
+        sinks share its grouping, and the metric keeps its sink label)."""
+        for runner in self.runners:
+            with runner.cond:
+                limits = runner.stats.setdefault("situation_limits", {})
+                limits[reason] = limits.get(reason, 0) + 1
 
     def write_stats(self):
         """Counters per sink and the queue: events not yet delivered to every sink, and the oldest's time."""

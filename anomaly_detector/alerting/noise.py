@@ -26,8 +26,10 @@ Rules, in the order an event meets them:
 4. Grouping: `opened` events written within `group_wait_seconds` of the first (event `at`) go out as
    one notification, once the wait is over (not for alertmanager: it groups by itself); the other
    events taken meanwhile follow the group, in order.
-Situations (detection/situations.py, docs/situations.md), with rule 2: a newly routed incident that the
-sink's correlator links to the situation of an incident this sink announced (firing, or resolved within
+Situations (detection/situations.py, docs/situations.md), with rule 2: the alerter's one correlator
+(situation_book.py) puts every incident event in its situation before any sink sees it (the event's
+SITUATION_KEY, stripped here), so all sinks name a situation by the same id. A newly routed incident
+that is in the situation of an incident this sink announced (firing, or resolved within
 the correlator's window: the situation is still open) is folded into that incident's episode like a
 dedup: its `opened` goes out at once as an `updated` of the situation's lead (a join is always told,
 whatever update_interval_seconds; a resolved one fires again), and the situation resolves when its
@@ -42,7 +44,7 @@ import zoneinfo
 from datetime import datetime, timedelta
 
 from anomaly_detector.alerting.events import OPENED, RESOLVED, UPDATED
-from anomaly_detector.detection.situations import Correlator
+from anomaly_detector.alerting.situation_book import SITUATION_KEY, SITUATION_LIMITS  # noqa: F401 (sidecar's)
 
 log = logging.getLogger(__name__)
 SEVERITIES = ("critical", "warning")
@@ -50,7 +52,6 @@ SEVERITIES = ("critical", "warning")
 SUPPRESS_REASONS = ("severity", "min_score", "dedup", "resolved_in_quiet_hours", "superseded_in_quiet_hours",
                     "held_overflow")
 GROUP = "group"
-SITUATION_LIMITS = ("max_open", "max_pairs")   # bounded reasons of situation_limits_total{sink,reason}
 
 
 def identity(incident):
@@ -135,7 +136,7 @@ class SinkPolicy:
         self._overflowed = self._capped = False
         self.latest = 0.0      # latest event time seen (for forgetting stale episodes)
         self.since = time.time()   # events written before it may belong to incidents announced without this state
-        self.situations = situations   # a detection.situations.Correlator, or None: no situations
+        self.situations = bool(situations)   # whether events carry their situation (SITUATION_KEY)
         self.situation_leads = {}      # situation id -> the lead incident id of the episode announcing it
         self.joined = set()            # routed incident ids folded into a situation (not a dedup)
 
@@ -157,9 +158,11 @@ class SinkPolicy:
 
     def offer(self, event, now):
         """Take one event: it is suppressed (counted), held, grouped or made ready."""
+        situation = event.get(SITUATION_KEY) if self.situations else None
+        event = {k: v for k, v in event.items() if k != SITUATION_KEY}
         ready = self._route(event)
         if ready is not None:
-            ready = self._dedup(ready)
+            ready = self._dedup(ready, situation)
         if ready is not None:
             self._quiet(ready, now)
 
@@ -212,7 +215,7 @@ class SinkPolicy:
 
     # -- rule 2: dedup
 
-    def _dedup(self, event):
+    def _dedup(self, event, situation=None):
         incident_id = event["incident_id"]
         first, last = _times(event["incident"], event["at"])
         self.latest = max(self.latest, last)
@@ -220,10 +223,8 @@ class SinkPolicy:
         if lead is None and event["event"] == RESOLVED:
             return event   # announced before this policy (routing let only those through): it ends as it was
         if lead is None:
-            lead = self._join(incident_id, event["incident"], first, last)
-        elif self.situations is not None and event["event"] != RESOLVED:
-            self.situations.add(event["incident"])    # it grew: the situation's span and story follow
-        event = self._with_situation(event, incident_id)
+            lead = self._join(incident_id, event["incident"], first, last, situation)
+        event = self._with_situation(event, situation)
         episode = self.episodes[lead]
         episode["last_seen"] = max(episode["last_seen"], last)
         folded = lead != incident_id
@@ -242,11 +243,12 @@ class SinkPolicy:
         episode["severity"] = event["incident"].get("severity")
         return event
 
-    def _join(self, incident_id, incident, first, last):
-        """The lead of the episode a newly routed incident belongs to: the firing episode of its situation,
-        else the open (or recent) episode of its identity, else a new one it leads."""
-        situation = self._situation(incident)
-        lead = self.situation_leads.get(situation.id) if situation is not None else None
+    def _join(self, incident_id, incident, first, last, situation):
+        """The lead of the episode a newly routed incident belongs to: the firing episode of its situation
+        (the alerter's record of it, or None), else the open (or recent) episode of its identity, else a
+        new one it leads."""
+        sid = situation.get("id") if isinstance(situation, dict) else None
+        lead = self.situation_leads.get(sid) if sid is not None else None
         if lead in self.episodes:
             # Its situation's alert, firing or resolved a moment ago (the correlator's window): the join
             # is told as its update, and a resolved still waiting for resolve_wait is void.
@@ -260,32 +262,16 @@ class SinkPolicy:
             self.stats["situation_joins"] = self.stats.get("situation_joins", 0) + 1
             return lead
         lead = self._join_identity(incident_id, incident, first, last)
-        if situation is not None:
-            self.situation_leads[situation.id] = lead
+        if sid is not None:
+            self.situation_leads[sid] = lead
         return lead
 
-    def _situation(self, incident):
-        """The situation the correlator puts a new incident in (None without situations); situations
-        quiet for their window are closed first (event time), so their memory is bounded."""
-        if self.situations is None:
-            return None
-        for closed in self.situations.close_quiet(float(incident.get("first_seen") or self.latest)):
-            self._forget_situation(closed)
-        situation = self.situations.add(incident)
-        for closed in self.situations.take_closed_early():
-            self._forget_situation(closed)
-        return situation
-
-    def _forget_situation(self, situation):
-        self.situation_leads.pop(situation.id, None)
-        self.joined.difference_update(situation.members)
-
-    def _with_situation(self, event, incident_id):
+    @staticmethod
+    def _with_situation(event, situation):
         """The event with its situation's story, when its incident is in a situation of several."""
-        situation = self.situations.situation_of(incident_id) if self.situations is not None else None
-        if situation is None or len(situation.members) < 2:
+        if not isinstance(situation, dict) or len(situation.get("incidents") or ()) < 2:
             return event
-        return dict(event, situation=situation.record(self.situations))
+        return dict(event, situation=situation)
 
     def _join_identity(self, incident_id, incident, first, last):
         key = identity(incident)
@@ -325,6 +311,8 @@ class SinkPolicy:
             if self.leads.get(self.episodes[lead]["key"]) == lead:
                 del self.leads[self.episodes[lead]["key"]]
             del self.episodes[lead]
+        # a situation whose episode is gone is closed for this sink: its id is not met again (bounded)
+        self.situation_leads = {s: lead for s, lead in self.situation_leads.items() if lead in self.episodes}
 
     # -- rule 3: quiet hours
 
@@ -394,8 +382,7 @@ class SinkPolicy:
     def state(self):
         return {"routed": self.routed, "episodes": self.episodes, "leads": self.leads, "outgoing": list(self.outgoing),
                 "group": self.group, "deadline": self.deadline, "after": self.after, "held": self.held, "latest": self.latest,
-                "since": self.since, "situations": self.situations.state() if self.situations is not None else None,
-                "situation_leads": self.situation_leads, "joined": sorted(self.joined)}
+                "since": self.since, "situation_leads": self.situation_leads, "joined": sorted(self.joined)}
 
     def restore(self, state):
         if not isinstance(state, dict):
@@ -412,11 +399,7 @@ class SinkPolicy:
         self.held = list(state.get("held") or [])
         self.latest = float(state.get("latest") or 0.0)
         self.since = float(state.get("since") or self.since)
-        if self.situations is not None and isinstance(state.get("situations"), dict):
-            try:
-                self.situations.restore(state["situations"])
-            except (KeyError, TypeError, ValueError, IndexError):
-                log.warning("alert sink %s: the saved situations could not be read; starting without them", self.name)
+        if self.situations:   # the situations themselves are the alerter's (situation_book.py)
             self.situation_leads = {k: v for k, v in (state.get("situation_leads") or {}).items()
                                     if v in self.episodes}
             self.joined = {i for i in state.get("joined") or [] if i in self.routed}
@@ -430,9 +413,9 @@ def _times(incident, at):
     return float(first), float(last)
 
 
-def build_policy(stats, alerting, section, groups, name="", situations=None):
+def build_policy(stats, alerting, section, groups, name="", situations=False):
     """The SinkPolicy of one [alerting] subsection; `groups` False for a sink that groups by itself;
-    `situations` the [situations] section (None: no situations)."""
+    `situations` true when the alerter's events carry their situation ([situations] enabled)."""
     quiet = None
     if section.get("quiet_hours"):
         quiet = QuietHours(section["quiet_hours"], section.get("quiet_hours_timezone") or "UTC")
@@ -442,17 +425,5 @@ def build_policy(stats, alerting, section, groups, name="", situations=None):
                       group_wait=alerting["group_wait_seconds"] if groups else 0.0, quiet=quiet,
                       held_max=alerting["outbox_max_alerts"], name=name,
                       resolve_wait=alerting["resolve_wait_seconds"],
-                      situations=_correlator(stats, situations, name) if situations else None)
+                      situations=bool(situations))
 
-
-def _correlator(stats, settings, name):
-    """The sink's correlator; a bound it reaches is counted in the sink's stats (situation_limits_total)
-    and logged the first time."""
-    def hit(reason):
-        limits = stats.setdefault("situation_limits", {})
-        if not limits.get(reason):
-            log.warning("alert sink %s: [situations] %s reached; see docs/situations.md, Limits", name, reason)
-        limits[reason] = limits.get(reason, 0) + 1
-    return Correlator(window_seconds=settings["window_seconds"], max_open=settings["max_open"],
-                      max_pairs=settings["max_pairs"], max_tokens=settings["max_tokens"],
-                      dependencies=settings["dependencies"], on_limit=hit)

@@ -19,6 +19,9 @@ import urllib.parse
 from datetime import datetime, timezone
 
 from anomaly_detector.alerting.events import severity
+from anomaly_detector.alerting.outbox import outbox_dir
+from anomaly_detector.alerting.sinks import sink_sections
+from anomaly_detector.alerting.situation_book import read_published, view_path
 from anomaly_detector.detection.situations import situations_of
 from anomaly_detector.storage.layout import every_worker_pattern
 from anomaly_detector.worker.incident_view import MAX_SAMPLE_CHARS, VIEW_FILE, read_view
@@ -104,12 +107,13 @@ class WorkerViews:
 
 
 class IncidentsAPI:
-    def __init__(self, views, max_limit, authorize=None, disabled_reason="", situations=None):
+    def __init__(self, views, max_limit, authorize=None, disabled_reason="", situations=None, published=None):
         """authorize(Authorization header) -> bool when [http] incidents_api_token is on, else None;
-        situations: the [situations] section for GET /api/situations (default settings when None)."""
+        situations: the [situations] section for GET /api/situations (default settings when None);
+        published: the alerter's situations file to serve (published_path), None to compute them."""
         self.views, self.max_limit = views, int(max_limit)
         self.authorize, self.disabled_reason = authorize, disabled_reason
-        self.situations = SituationsView(views, situations)
+        self.situations = SituationsView(views, situations, published)
 
     def handle(self, method, path, headers):
         route, _, query = path.partition("?")
@@ -138,18 +142,47 @@ class IncidentsAPI:
                 "limit": limit, "more": len(chosen) > limit}
 
 
-class SituationsView:
-    """GET /api/situations: the incidents GET /api/incidents lists, grouped into situations
-    (detection/situations.py) with the [situations] settings, newest first; computed again only when a
-    worker's view changed. A situation is open while one of its incidents is."""
+def published_path(cfg):
+    """The alerter's situations file when the alerter groups them (sinks exist and [situations] is on):
+    GET /api/situations and the page then serve the situations as notified; None otherwise."""
+    if cfg["situations"]["enabled"] and sink_sections(cfg):
+        return view_path(outbox_dir(cfg))
+    return None
 
-    def __init__(self, views, settings=None):
-        self.views = views
+
+class SituationsView:
+    """GET /api/situations, newest first. With sinks, the situations the alerter published
+    (alerting/situation_book.py: the ids, incidents and first causes of the notifications), re-read only
+    when the file changed; until its first write, and without sinks, the incidents GET /api/incidents
+    lists grouped into situations (detection/situations.py) with the [situations] settings, computed
+    again only when a worker's view changed. A situation is open while one of its incidents is."""
+
+    def __init__(self, views, settings=None, published=None):
+        self.views, self.published = views, published
         keys = ("window_seconds", "max_open", "max_pairs", "max_tokens", "dependencies")
         self.settings = {k: settings[k] for k in keys} if settings else {}
         self._cached = (None, [])
+        self._file = (None, None)   # (inode, mtime_ns, size) of the published file, its situations
 
     def situations(self):
+        found = self._published() if self.published else None
+        return found if found is not None else self._computed()
+
+    def _published(self):
+        try:
+            st = os.stat(self.published)
+        except OSError:
+            return None   # the alerter has not published yet
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if key != self._file[0]:
+            found = read_published(self.published)
+            if found is None:   # replaced atomically, so only a bad disk or a hand edit gets here
+                log.warning("situations file %s unusable; serving the last one read", self.published)
+                found = self._file[1]
+            self._file = (key, [r for r in found or [] if _a_situation(r)])
+        return self._file[1]
+
+    def _computed(self):
         incidents = self.views.incidents()
         key = tuple((r.get("id"), r.get("status"), _last(r)) for r in incidents)
         if key != self._cached[0]:
@@ -166,6 +199,12 @@ class SituationsView:
                   if (status is None or r["status"] == status) and (since is None or r["last_seen"] >= since)]
         return {"situations": [situation_public(r) for r in chosen[:limit]], "count": min(limit, len(chosen)),
                 "limit": limit, "more": len(chosen) > limit}
+
+
+def _a_situation(record):
+    return (isinstance(record, dict) and isinstance(record.get("first_cause"), dict)
+            and isinstance(record.get("first_seen"), (int, float)) and isinstance(record.get("last_seen"), (int, float))
+            and isinstance(record.get("incidents"), list) and record.get("status") in STATUSES)
 
 
 def situation_public(record):

@@ -147,8 +147,9 @@ METRICS = {m.name: m for m in (
                "Incidents a sink announced as an update of a situation's notification (linked to an incident it "
                "announced that still fires; [situations], docs/situations.md) instead of as a new alert.", ("sink",)),
     MetricSpec("situation_limits_total", COUNTER,
-               "Times a sink's situation correlator reached a bound, by reason: max_open (the quietest situation "
-               "closed early), max_pairs (the weaker half of the learned source pairs forgotten) ([situations]).",
+               "Times the alerter's situation correlator (one, shared by the sinks: each sink's series counts the "
+               "same hits) reached a bound, by reason: max_open (the quietest situation closed early), max_pairs "
+               "(the weaker half of the learned source pairs forgotten) ([situations]).",
                ("sink", "reason")),
     MetricSpec("alert_stream_at_limit_total", COUNTER,
                "Incident events a redis sink added while its stream held stream_max_entries (each pushes the "

@@ -18,7 +18,7 @@ import threading
 import time
 
 from anomaly_detector.metrics import page_data
-from anomaly_detector.metrics.incidents_api import SituationsView
+from anomaly_detector.metrics.incidents_api import SituationsView, published_path
 from anomaly_detector.metrics.svg import bar_chart, escape_text, number, timeline
 from anomaly_detector.storage.layout import worker_paths
 
@@ -61,7 +61,7 @@ class Page:
         self.max_rows = http["page_max_rows"]
         self.max_bytes = http["page_max_read_mb"] * 2**20
         self.cache = page_data.SnapshotCache(self.max_bytes, self.max_rows)
-        self.situations = SituationsView(views, cfg["situations"])
+        self.situations = SituationsView(views, cfg["situations"], published_path(cfg))
         self.skips = page_data.Skips()
         self._lock = threading.Lock()
         self._built = (None, b"")

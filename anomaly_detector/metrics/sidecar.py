@@ -31,7 +31,7 @@ from anomaly_detector.inputs.syslog_server import FRAMING_REASONS
 from anomaly_detector.metrics.admin import AdminAPI
 from anomaly_detector.metrics.health_rules import ALIVE, REASON_KINDS, HealthRules, state_degraded_reasons
 from anomaly_detector.metrics.httpd import SidecarHTTPServer
-from anomaly_detector.metrics.incidents_api import IncidentsAPI, WorkerViews
+from anomaly_detector.metrics.incidents_api import IncidentsAPI, WorkerViews, published_path
 from anomaly_detector.metrics.model_health import ModelHealth
 from anomaly_detector.metrics.page import Page
 from anomaly_detector.metrics.sketch import quantiles
@@ -489,7 +489,7 @@ def run_sidecar(ctx, daemon):
     readings.http_rejections = server.rejections
     server.incidents_api = IncidentsAPI(views, http["incidents_api_max"], readings.admin.authorized
                                         if http["incidents_api_token"] else None, readings.admin.disabled_reason,
-                                        situations=cfg["situations"])
+                                        situations=cfg["situations"], published=published_path(cfg))
     log.info("sidecar serving %s://%s:%d (/, /health, /metrics, /api/incidents, /api/situations, /admin/*%s)",
              "https" if tls else "http",
              server.server_address[0], server.port, "" if readings.admin.disabled_reason else " with a token")

@@ -1,7 +1,9 @@
 """Noise rules per sink (alerting/noise.py): severity routing, the dedup window, grouping, quiet hours
 (across midnight, in a time zone), and their state across a restart; plus the group messages of the
 sinks that list several alerts in one."""
+import itertools
 import json
+import os
 from datetime import datetime, timezone
 
 import pytest
@@ -20,6 +22,7 @@ from anomaly_detector.alerting.sinks import build_sink
 from anomaly_detector.alerting.sinks.email import compose_group
 from anomaly_detector.alerting.sinks.slack import group_message
 from anomaly_detector.alerting.sinks.syslog import MAX_MESSAGE_BYTES, format_group
+from anomaly_detector.alerting.situation_book import SITUATION_KEY, SituationBook, read_published
 
 NOON = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc).timestamp()    # a Monday, 12:00 UTC
 
@@ -307,46 +310,96 @@ APP = "timeout waiting for db-primary-1:5432 after 3000 ms request 0a1b2c3d4e5f"
 BATCH = "job report-daily failed: disk quota exceeded on /var/reports (912 MB over)"
 
 
-def situation_policy():
+SETTINGS = {"window_seconds": 300, "max_open": 10, "max_pairs": 100, "max_tokens": 1000, "dependencies": []}
+SEQ = itertools.count(1)
+
+
+def situation_policy(min_score=0, name="hook"):
     stats = {}
     policy = build_policy(stats, {"dedup_window_seconds": 300, "update_interval_seconds": 300,
                                   "group_wait_seconds": 0, "outbox_max_alerts": 100, "resolve_wait_seconds": 0},
-                          {"min_score": 0}, True, "hook", {"window_seconds": 300, "max_open": 10, "max_pairs": 100,
-                                                           "max_tokens": 1000, "dependencies": []})
+                          {"min_score": min_score}, True, name, True)
     policy.since = 0.0
     return policy, stats
 
 
-def test_an_incident_joining_a_situation_goes_out_as_its_update_and_it_resolves_with_the_last():
-    policy, stats = situation_policy()
-    t = NOON
-    notes = run(policy, [
+def through(book, events):
+    """The events as the alerter hands them to the sinks: numbered in the outbox, put in situations."""
+    return book.take([dict(e, seq=next(SEQ)) for e in events])
+
+
+def cascade(t=NOON):
+    return [
         linked("db", at=t, first=t - 40, sample=DB),
         linked("batch", at=t + 5, first=t - 30, source="batch", sample=BATCH),     # same minute, nothing shared
-        linked("app", at=t + 20, first=t - 10, source="app", sample=APP),           # calls db-primary-1: joins
+        linked("app", at=t + 20, first=t - 10, source="app", sample=APP, score=95.0),   # calls db-primary-1: joins
         linked("app", "updated", 1, at=t + 30, first=t - 10, source="app", sample=APP),  # within update_interval
         linked("db", "resolved", 1, at=t + 60, first=t - 40, sample=DB),             # app still fires
         linked("batch", "resolved", 1, at=t + 61, first=t - 30, source="batch", sample=BATCH),
         linked("app", "resolved", 2, at=t + 90, first=t - 10, source="app", sample=APP),
-    ])
+    ]
+
+
+def test_an_incident_joining_a_situation_goes_out_as_its_update_and_it_resolves_with_the_last(tmp_path):
+    policy, stats = situation_policy()
+    notes = run(policy, through(SituationBook(str(tmp_path), SETTINGS, 10), cascade()))
     assert kinds(notes) == [[("db", "opened")], [("batch", "opened")], [("db", "updated")], [("batch", "resolved")],
                             [("db", "resolved")]]
     join = notes[2][0]
     assert join["folded_from"] == "app" and join["situation"]["sources"] == ["app", "db"]
     assert join["situation"]["first_cause"]["source"] == "db" and "situation" not in notes[1][0]
     assert stats["situation_joins"] == 1 and stats["suppressed"] == {"dedup": 2}   # app's update, db's resolved
+    assert not any(SITUATION_KEY in e for note in notes for e in note)   # the alerter's mark is never sent
 
 
-def test_situations_survive_a_restart_in_the_checkpoint_state():
+def test_every_sink_names_a_situation_by_the_alerters_one_id(tmp_path):
+    book = SituationBook(str(tmp_path), SETTINGS, 10)
+    everything, _ = situation_policy()
+    pager, _ = situation_policy(min_score=90, name="pager")   # takes app (95), never db (70)
+    events = through(book, cascade())
+    told = run(everything, events)
+    paged = run(pager, events)
+    assert kinds(paged) == [[("app", "opened")], [("app", "updated")], [("app", "resolved")]]
+    mine, theirs = paged[0][0]["situation"], told[2][0]["situation"]
+    assert mine["id"] == theirs["id"] and mine["incidents"] == theirs["incidents"] == ["db", "app"]
+    assert mine["first_cause"] == theirs["first_cause"] and mine["first_cause"]["source"] == "db"
+    book.save()
+    listed = read_published(os.path.join(str(tmp_path), "situations-view.json"))
+    by_id = {s["id"]: s for s in listed}
+    assert by_id[mine["id"]]["incidents"] == ["db", "app"] and by_id[mine["id"]]["status"] == "resolved"
+    assert [s["sources"] for s in listed if s["id"] != mine["id"]] == [["batch"]]
+
+
+def test_situations_survive_a_restart_in_the_alerters_state(tmp_path):
     policy, _ = situation_policy()
     t = NOON
-    run(policy, [linked("db", at=t, first=t - 40, sample=DB)])
+    book = SituationBook(str(tmp_path), SETTINGS, 10)
+    first = through(book, [linked("db", at=t, first=t - 40, sample=DB)])
+    run(policy, first)
+    book.save()
     saved = json.loads(json.dumps(policy.state()))
     again, stats = situation_policy()
     again.restore(saved)
-    notes = run(again, [linked("app", at=t + 20, first=t - 10, source="app", sample=APP)])
+    book = SituationBook(str(tmp_path), SETTINGS, 10)
+    assert book.take(first)[0][SITUATION_KEY]["incidents"] == ["db"]   # read again after the restart: not fed twice
+    notes = run(again, through(book, [linked("app", at=t + 20, first=t - 10, source="app", sample=APP)]))
     assert kinds(notes) == [[("db", "updated")]] and notes[0][0]["situation"]["incidents"] == ["db", "app"]
     assert stats["situation_joins"] == 1
+
+
+def test_the_published_situations_are_bounded_and_closed_ones_stay_listed(tmp_path):
+    book = SituationBook(str(tmp_path), dict(SETTINGS, window_seconds=60), 2)
+    t = NOON
+    events = []
+    for i in range(5):   # five lone incidents, each 10 minutes after the last: each closes the one before
+        start = t + 600 * i
+        events += [linked("db%d" % i, at=start, first=start - 5, sample=DB),
+                   linked("db%d" % i, "resolved", 1, at=start + 30, first=start - 5, sample=DB)]
+    through(book, events)
+    book.save()
+    listed = read_published(os.path.join(str(tmp_path), "situations-view.json"))
+    assert [s["incidents"] for s in listed] == [["db4"], ["db3"], ["db2"]]   # open one + the last 2 closed
+    assert all(s["status"] == "resolved" for s in listed)
 
 
 def test_without_situations_linked_incidents_page_on_their_own():
@@ -355,3 +408,38 @@ def test_without_situations_linked_incidents_page_on_their_own():
     notes = run(policy, [linked("db", at=t, first=t - 40, sample=DB),
                          linked("app", at=t + 20, first=t - 10, source="app", sample=APP)])
     assert kinds(notes) == [[("db", "opened")], [("app", "opened")]] and "situation_joins" not in stats
+
+
+def test_a_bound_reached_is_reported_and_the_situation_closed_early_stays_listed(tmp_path):
+    hits = []
+    book = SituationBook(str(tmp_path), SETTINGS, 5, on_limit=hits.append)   # max_open 10
+    through(book, [linked("db%d" % i, at=NOON + i, first=NOON + i, sample="host=db-%d" % i) for i in range(11)])
+    assert hits == ["max_open"]
+    listed = book.situations()
+    assert len(listed) == 11 and listed[-1]["incidents"] == ["db0"] and listed[-1]["status"] == "open"
+
+
+def test_an_unreadable_state_is_logged_and_the_alerter_starts_without_it(tmp_path, caplog):
+    (tmp_path / "situations-state.json").write_text('{"correlator": {"open": 3}}')
+    book = SituationBook(str(tmp_path), SETTINGS, 5)
+    assert "unreadable" in caplog.text and book.correlator.open == {} and book.fed == {}
+    assert through(book, [linked("db", sample=DB)])[0][SITUATION_KEY]["incidents"] == ["db"]
+
+
+def test_the_api_serves_the_alerters_situations_when_it_published_them(tmp_path):
+    from anomaly_detector.metrics.incidents_api import SituationsView
+
+    class NoViews:
+        def incidents(self):
+            return []
+    book = SituationBook(str(tmp_path), SETTINGS, 10)
+    path = os.path.join(str(tmp_path), "situations-view.json")
+    view = SituationsView(NoViews(), SETTINGS, path)
+    assert view.situations() == []   # not published yet: computed from the (empty) incident views
+    events = through(book, cascade())
+    book.save()
+    listing = view.listing(10)
+    story = run(situation_policy()[0], events)[2][0]["situation"]
+    same = [s for s in listing["situations"] if s["id"] == story["id"]]
+    assert len(same) == 1 and same[0]["incidents"] == story["incidents"] and same[0]["status"] == "resolved"
+    assert same[0]["first_cause"]["onset_iso"] and listing["count"] == 2
