@@ -96,6 +96,8 @@ def test_an_old_per_worker_layout_is_moved_and_restored(saved_state, tmp_path):
     daemon = Daemon(tmp_path, workers=1)
     state = os.path.join(daemon.dir, "state")
     shutil.copytree(saved_state, state)
+    for name in glob.glob(os.path.join(state, "baselines", "vocabulary.jsonl*")):
+        os.unlink(name)   # the per-worker layout's releases had no deployment vocabulary
     for kind in ("baselines", "statistics"):
         os.makedirs(os.path.join(state, "workers", "0"), exist_ok=True)
         os.rename(os.path.join(state, kind, "worker-0"), os.path.join(state, "workers", "0", kind))
