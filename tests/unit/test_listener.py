@@ -13,7 +13,7 @@ ADDR = "127.0.0.1"
 
 def _cfg(tmp_path, max_spool_mb=64, **inputs):
     section = {"listen_address": ADDR, "listen_port": 0, "max_connections": 16, "idle_timeout_seconds": 60, "max_body_bytes": 1 << 20,
-               "max_queue_lines": 1000}
+               "max_queue_lines": 1000, "header_timeout_seconds": 10.0}
     return {"paths": {"state_dir": str(tmp_path)},
             "processing": {"max_line_bytes": 4096, "on_long_line": "truncate", "max_spool_mb": max_spool_mb},
             "inputs": {name: dict(section, **kind) for name, kind in inputs.items()}}
