@@ -85,7 +85,7 @@ def test_a_cascade_is_one_alert_updated_as_incidents_join(tmp_path):
     try:
         total = write_sources(daemon.logs) + write_web(daemon.logs, 0, 340)
         daemon.start()
-        daemon.wait_scored(total, 120)
+        wait_for(lambda: daemon.metric("logs_processed_total") >= total, 120, daemon, "%d lines scored" % total)
         wait_for(lambda: sum(n["event"] == "resolved" for n in hook.bodies) >= 2, 90, daemon, "two resolved alerts")
         events = [e for n in hook.bodies for e in n.get("events", [n])]
         opened = [e for e in events if e["event"] == "opened"]
