@@ -37,6 +37,7 @@ class SeriesBook:
         self._warned = False
         # What score() learned on its copies, kept for learn(): (batch, rows, touched rows, copies)
         self._scored = None
+        self._sorted = None         # (series count, sorted keys, their rows): see _known()
 
     def rows_of(self, batch, slots):
         """Series row of every parameter (int64[m], -1: none): numeric values of slots, per the line's
@@ -47,11 +48,26 @@ class SeriesBook:
         if not ok.any() or self.max_series == 0:
             return out
         keys = (slots[ok].astype(np.int64) << SOURCE_BITS) | batch.source_id[owner[ok]].astype(np.int64)
-        unique, inverse = np.unique(keys, return_inverse=True)
-        mapped = np.array([self._row(int(k)) for k in unique.tolist()], np.int64)
-        out[ok] = mapped[inverse]
-        self.refused += int(np.count_nonzero(out[ok] < 0))
+        known_keys, known_rows = self._known()
+        at = np.minimum(np.searchsorted(known_keys, keys), max(known_keys.size - 1, 0))
+        hit = known_keys[at] == keys if known_keys.size else np.zeros(keys.size, np.bool_)
+        mapped = np.where(hit, known_rows[at] if known_keys.size else -1, -1)
+        if not hit.all():       # keys new to the book, given rows in key order (as np.unique orders them)
+            unique, inverse = np.unique(keys[~hit], return_inverse=True)
+            mapped[~hit] = np.array([self._row(int(k)) for k in unique.tolist()], np.int64)[inverse]
+        out[ok] = mapped
+        self.refused += int(np.count_nonzero(mapped < 0))
         return out
+
+    def _known(self):
+        """(sorted keys, their rows) of the book, rebuilt only when series were added: a batch's keys are
+        looked up by binary search instead of sorting all of them."""
+        if self._sorted is None or self._sorted[0] != len(self.rows):
+            keys = np.fromiter(self.rows.keys(), np.int64, len(self.rows))
+            rows = np.fromiter(self.rows.values(), np.int64, len(self.rows))
+            order = np.argsort(keys)
+            self._sorted = (len(self.rows), keys[order], rows[order])
+        return self._sorted[1], self._sorted[2]
 
     def _row(self, key):
         row = self.rows.get(key)
