@@ -64,11 +64,9 @@ def replay_once(root, path, fmt, config, out):
 
 
 def _watched(cmd, root):
-    if root == REPO:
-        return run_watched(cmd, 0.5)
-    # run_watched prepends this repository to PYTHONPATH; another tree must come first instead.
-    shim = ["env", "PYTHONPATH=" + root] + cmd
-    return run_watched(shim, 0.5)
+    # `python -m` imports the package from the working directory first, and run_watched prepends this
+    # repository to PYTHONPATH: run in the tree's own directory with only it on the path.
+    return run_watched(["env", "-C", root, "PYTHONPATH=" + root] + cmd, 0.5)
 
 
 def measure(roots, inputs, repeat, work):
@@ -131,7 +129,7 @@ def main(argv=None):
     ap.add_argument("--compare", default=None, metavar="DIR", help="also replay through DIR, interleaved")
     args = ap.parse_args(argv)
     families = [f for f in args.families.split(",") if f]
-    work = args.work or tempfile.mkdtemp(prefix="replay-bench-")
+    work = os.path.abspath(args.work or tempfile.mkdtemp(prefix="replay-bench-"))
     os.makedirs(work, exist_ok=True)
     roots = [os.path.abspath(args.package_root or REPO)]
     if args.compare:
