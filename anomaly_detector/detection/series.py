@@ -35,6 +35,9 @@ class SeriesBook:
         self.source_of = np.zeros(16, np.int64)   # row -> source id (from its key)
         self.refused = 0            # parameter values of series past max_series (not judged)
         self._warned = False
+        # What score() learned on its copies, kept for learn(): (batch, rows, touched rows, copies)
+        self._scored = None
+        self._sorted = None         # (series count, sorted keys, their rows): see _known()
 
     def rows_of(self, batch, slots):
         """Series row of every parameter (int64[m], -1: none): numeric values of slots, per the line's
@@ -45,11 +48,26 @@ class SeriesBook:
         if not ok.any() or self.max_series == 0:
             return out
         keys = (slots[ok].astype(np.int64) << SOURCE_BITS) | batch.source_id[owner[ok]].astype(np.int64)
-        unique, inverse = np.unique(keys, return_inverse=True)
-        mapped = np.array([self._row(int(k)) for k in unique.tolist()], np.int64)
-        out[ok] = mapped[inverse]
-        self.refused += int(np.count_nonzero(out[ok] < 0))
+        known_keys, known_rows = self._known()
+        at = np.minimum(np.searchsorted(known_keys, keys), max(known_keys.size - 1, 0))
+        hit = known_keys[at] == keys if known_keys.size else np.zeros(keys.size, np.bool_)
+        mapped = np.where(hit, known_rows[at] if known_keys.size else -1, -1)
+        if not hit.all():       # keys new to the book, given rows in key order (as np.unique orders them)
+            unique, inverse = np.unique(keys[~hit], return_inverse=True)
+            mapped[~hit] = np.array([self._row(int(k)) for k in unique.tolist()], np.int64)[inverse]
+        out[ok] = mapped
+        self.refused += int(np.count_nonzero(mapped < 0))
         return out
+
+    def _known(self):
+        """(sorted keys, their rows) of the book, rebuilt only when series were added: a batch's keys are
+        looked up by binary search instead of sorting all of them."""
+        if self._sorted is None or self._sorted[0] != len(self.rows):
+            keys = np.fromiter(self.rows.keys(), np.int64, len(self.rows))
+            rows = np.fromiter(self.rows.values(), np.int64, len(self.rows))
+            order = np.argsort(keys)
+            self._sorted = (len(self.rows), keys[order], rows[order])
+        return self._sorted[1], self._sorted[2]
 
     def _row(self, key):
         row = self.rows.get(key)
@@ -83,17 +101,35 @@ class SeriesBook:
         the batch follow earlier ones (state unchanged) -> see K.score_series."""
         weights = np.ones(batch.n, np.float32)
         used = rows >= 0
-        # only the rows this batch touches, copied (fancy indexing) and renumbered
-        touched, local = np.unique(rows[used], return_inverse=True)
-        local_rows = np.full(rows.size, -1, np.int64)
-        local_rows[used] = local
-        return K.score_series(batch.param_ptr, local_rows, batch.param_num, ts, weights, self.state[touched],
-                              self.season[touched], self.seen[touched], self.labels[touched],
-                              self.record[touched], self.threshold, self.suspicious, self.multiplicity()[touched],
-                              self.record_weight)
+        # only the rows this batch touches, copied (fancy indexing) and renumbered in row order (a mark
+        # per row and a running count: what np.unique would give, without sorting every value)
+        mark = np.zeros(len(self.rows) + 1, np.bool_)
+        mark[rows[used]] = True
+        touched = np.flatnonzero(mark)
+        renumber = np.cumsum(mark) - 1
+        local_rows = np.where(used, renumber[rows], -1)
+        copies = (self.state[touched], self.season[touched], self.seen[touched], self.labels[touched],
+                  self.record[touched])
+        out = K.score_series(batch.param_ptr, local_rows, batch.param_num, ts, weights, *copies, self.threshold,
+                             self.suspicious, self.multiplicity()[touched], self.record_weight)
+        self._scored = (batch, rows, ts, touched, copies)
+        return out
 
     def learn(self, batch, rows, ts, weights):
-        K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights.astype(np.float32), self.state,
+        """Learn the batch with each line's weight. When every line holding a series value has weight 1,
+        score() already stepped these rows through exactly these values (in the same order, with the same
+        multiplicity: nothing changes the rows in between): its copies are the learned rows, and the
+        kernel's second pass over every value is saved."""
+        weights = weights.astype(np.float32)
+        scored, self._scored = self._scored, None
+        if scored is not None and scored[0] is batch and scored[1] is rows and scored[2] is ts:
+            owner = np.repeat(np.arange(batch.n), np.diff(batch.param_ptr))
+            if np.all(weights[owner[rows >= 0]] == 1.0):
+                touched, copies = scored[3], scored[4]
+                for name, copy in zip(("state", "season", "seen", "labels", "record"), copies):
+                    getattr(self, name)[touched] = copy
+                return
+        K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights, self.state,
                        self.season, self.seen, self.labels, self.record, self.threshold, self.suspicious,
                        self.multiplicity(), self.record_weight)
 
@@ -110,6 +146,7 @@ class SeriesBook:
     def forget_slots(self, slots):
         """Series of these slots start again (their template's positions moved)."""
         gone = set(int(s) for s in slots)
+        self._scored = None
         for key, row in self.rows.items():
             if key >> SOURCE_BITS in gone:
                 self.state[row] = 0
