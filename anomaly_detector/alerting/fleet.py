@@ -25,7 +25,7 @@ from collections import OrderedDict
 
 from anomaly_detector.alerting.outbox import OutboxWriter, write_json_atomic
 from anomaly_detector.alerting.sinks.redis_stream import FLEET_WRITER, default_instance
-from anomaly_detector.redis_link import close_quietly, connect, ensure_group, first_line
+from anomaly_detector.redis_link import Backoff, close_quietly, connect, ensure_group, first_line
 
 log = logging.getLogger(__name__)
 SEEN_FILE = "fleet-seen.json"
@@ -57,7 +57,7 @@ class FleetReader:
         self._client = None
         self._own_cursor = "0"
         self._claim_at, self._claim_cursor = 0.0, "0-0"
-        self._retry_at, self._backoff, self._down_since = 0.0, RECONNECT_MIN, None
+        self._backoff = Backoff(RECONNECT_MIN, RECONNECT_MAX)
         self.stats = {"read": 0, "duplicates": 0, "own": 0, "unreadable": 0, "claimed": 0, "dropped": 0,
                       "connect_failures": 0, "disconnected": 1}
 
@@ -141,8 +141,7 @@ class FleetReader:
     def _connected(self):
         if self._client is not None:
             return self._client
-        now = time.monotonic()
-        if now < self._retry_at:
+        if not self._backoff.due():
             return None
         try:
             client = self._connect()
@@ -150,29 +149,25 @@ class FleetReader:
         except Exception as exc:   # noqa: BLE001 - retried after the back-off
             self._failed(exc)
             return None
-        if self._down_since is not None:
-            log.warning("alert sink %s: reading stream %s again after %.1f s", self.name, self.stream,
-                        now - self._down_since)
+        lasted = self._backoff.succeeded()
+        if lasted is not None:
+            log.warning("alert sink %s: reading stream %s again after %.1f s", self.name, self.stream, lasted)
         else:
             log.info("alert sink %s: reading the fleet's incidents from stream %s as consumer %s of group %s",
                      self.name, self.stream, self.consumer, self.group)
-        self._client, self._down_since, self._backoff = client, None, RECONNECT_MIN
+        self._client = client
         self.stats["disconnected"] = 0
         return client
 
     def _failed(self, exc):
-        now = time.monotonic()
         self.close()
         self.stats["disconnected"] = 1
         self.stats["connect_failures"] += 1
         self._own_cursor = "0"   # what was read and not acknowledged comes back first
-        if self._down_since is None:
-            self._down_since = now
+        if self._backoff.failed()[0]:
             log.warning("alert sink %s: cannot read stream %s at %s (%s); retrying every %.1f s to %.0f s", self.name,
                         self.stream, self.url, first_line(exc), RECONNECT_MIN,
                         RECONNECT_MAX)
-        self._retry_at = now + self._backoff
-        self._backoff = min(self._backoff * 2, RECONNECT_MAX)
 
     def _dropped(self, count):
         self.stats["dropped"] += count

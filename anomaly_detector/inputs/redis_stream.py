@@ -21,7 +21,7 @@ import time
 
 from anomaly_detector.inputs.base import Chunk, Input
 from anomaly_detector.inputs.origin import json_origin
-from anomaly_detector.redis_link import close_quietly, connect, ensure_group, first_line
+from anomaly_detector.redis_link import Backoff, close_quietly, connect, ensure_group, first_line
 
 log = logging.getLogger(__name__)
 CLAIM_INTERVAL_MAX_SECONDS = 5.0   # XAUTOCLAIM at least this often (and at least 4 times per claim_idle_seconds)
@@ -78,9 +78,7 @@ class RedisStreamInput(Input):
         self.key = "redis:" + name
         self._connect = connect or self._redis_client
         self._client = None
-        self._backoff = reconnect_min_seconds
-        self._retry_at = 0.0
-        self._down_since = None        # monotonic time the connection was lost (or first tried), None while up
+        self._backoff = Backoff(reconnect_min_seconds, reconnect_max_seconds)
         self._ever_connected = False
         self._own_cursor = "0"         # reading this consumer's own pending entries; None once done
         self._claim_at = 0.0
@@ -114,8 +112,7 @@ class RedisStreamInput(Input):
         """The client, connecting (at most once per back-off step) when there is none; None while Redis is away."""
         if self._client is not None:
             return self._client
-        now = time.monotonic()
-        if now < self._retry_at:
+        if not self._backoff.due():
             return None
         try:
             client = self._connect()
@@ -128,39 +125,34 @@ class RedisStreamInput(Input):
             return None
         self._unsent_acks = []
         self._client = client
+        lasted = self._backoff.succeeded()
         if self._ever_connected:
             # A read whose reply the failure lost left entries pending on us that we never got: read our
             # pending entries again (those still in flight are skipped), not after claim_idle_seconds.
             self._own_cursor = "0"
             self.stats["redis_reconnects"] += 1
-            log.warning("input %s: reconnected to Redis %s after %.1f s", self.name, self.url,
-                        now - (self._down_since or now))
+            log.warning("input %s: reconnected to Redis %s after %.1f s", self.name, self.url, lasted or 0.0)
         else:
             log.info("input %s: reading Redis stream %s as consumer %s of group %s", self.name, self.stream,
                      self.consumer, self.group)
         self._ever_connected = True
-        self._down_since = None
-        self._backoff = self.reconnect_min
         self.stats["redis_disconnected"] = 0
         return client
 
     def _failed(self, exc):
         """Drop the connection; the next attempt waits the back-off, doubled each time up to reconnect_max_seconds."""
-        now = time.monotonic()
         close_quietly(self._client)
         self._client = None
         self.stats["redis_disconnected"] = 1
         self.stats["redis_connect_failures"] += 1
-        if self._down_since is None:
-            self._down_since = now
+        first, at_max = self._backoff.failed()
+        if first:
             log.warning("input %s: Redis %s unreachable (%s); retrying every %.2f s to %.0f s (reconnect_*_seconds)",
                         self.name, self.url, first_line(exc), self.reconnect_min, self.reconnect_max)
-        elif self._backoff < self.reconnect_max <= self._backoff * 2:
+        elif at_max:
             log.warning("input %s: Redis %s still unreachable after %.0f s (%s); retrying every %.0f s "
-                        "(reconnect_max_seconds)", self.name, self.url, now - self._down_since, first_line(exc),
-                        self.reconnect_max)
-        self._retry_at = now + self._backoff
-        self._backoff = min(self._backoff * 2, self.reconnect_max)
+                        "(reconnect_max_seconds)", self.name, self.url, time.monotonic() - self._backoff.down_since,
+                        first_line(exc), self.reconnect_max)
 
     # -- reading ------------------------------------------------------------------------------------
 

@@ -82,10 +82,10 @@ def test_a_refused_connection_waits_the_back_off_doubling_to_its_bound():
     assert reader.stats["redis_connect_failures"] == 1 and reader.stats["redis_disconnected"] == 1
     assert reader.poll() == []          # inside the back-off: no second attempt
     assert reader.stats["redis_connect_failures"] == 1
-    assert reader._backoff == 100       # 60 doubled, capped by reconnect_max_seconds
-    reader._retry_at = 0
+    assert reader._backoff.delay == 100   # 60 doubled, capped by reconnect_max_seconds
+    reader._backoff.retry_at = 0
     reader.poll()
-    assert reader.stats["redis_connect_failures"] == 2 and reader._backoff == 100
+    assert reader.stats["redis_connect_failures"] == 2 and reader._backoff.delay == 100
 
 
 def test_acknowledgements_made_while_redis_is_away_are_kept_for_the_reconnection():
