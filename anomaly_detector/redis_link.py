@@ -4,8 +4,8 @@ a consumer group made once, and the back-off between connection attempts.
 Users: inputs/redis_stream.py (the stream input), alerting/sinks/redis_stream.py and alerting/fleet.py
 (the fleet's incident stream), parsing/vocabulary.py (the deployment's template vocabulary). Each keeps
 its own logging and metrics; redis-py's retries are off so that no call blocks longer than its timeout
-and every outage is seen, counted and retried by its owner (the stream input and the fleet reader
-through Backoff; the incident sink through the alerter's delivery back-off).
+and every outage is seen, counted and retried by its owner (the stream input, the fleet reader and
+the vocabulary through Backoff; the incident sink through the alerter's delivery back-off).
 """
 import time
 

@@ -37,9 +37,8 @@ import fcntl
 import json
 import logging
 import os
-import time
 
-from anomaly_detector.redis_link import close_quietly, connect
+from anomaly_detector.redis_link import Backoff, close_quietly, connect
 
 log = logging.getLogger(__name__)
 
@@ -295,8 +294,7 @@ class RedisVocabulary(_Entries):
         self._client = None
         self._script = None
         self._offset = 0        # entries of the list read so far
-        self._retry_at = 0.0
-        self._down_logged = False
+        self._backoff = Backoff(RETRY_SECONDS, RETRY_SECONDS)
         self.refresh()
 
     def refresh(self):
@@ -355,7 +353,7 @@ class RedisVocabulary(_Entries):
     def _connected(self):
         if self._client is not None:
             return self._client
-        if time.monotonic() < self._retry_at:
+        if not self._backoff.due():
             return None
         try:
             client = connect(self.url, self._timeout)
@@ -364,9 +362,8 @@ class RedisVocabulary(_Entries):
         except Exception as exc:
             self._lost(exc)
             return None
-        if self._down_logged:
+        if self._backoff.succeeded() is not None:
             log.info("vocabulary %s: reachable again", self.path)
-            self._down_logged = False
         self._client = client
         if self.first is not None and self.lookup(self.first) is None:
             self.assign(self.first)
@@ -375,9 +372,7 @@ class RedisVocabulary(_Entries):
     def _lost(self, exc):
         close_quietly(self._client)
         self._client = None
-        self._retry_at = time.monotonic() + RETRY_SECONDS
-        if not self._down_logged:
-            self._down_logged = True
+        if self._backoff.failed()[0]:
             log.error("vocabulary %s cannot be reached (%s: %s): new templates are reported under <unclustered> "
                       "until it is (counted in anomaly_detector_vocabulary_refused_total, reason unavailable); "
                       "retried every %.0f s", self.path, type(exc).__name__, exc, RETRY_SECONDS)
