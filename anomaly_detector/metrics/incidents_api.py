@@ -41,32 +41,42 @@ class ApiReply:
         self.status, self.body, self.headers = status, body, tuple(headers)
 
 
+class ChangedFile:
+    """A file another process replaces atomically, parsed by `read` again only when its inode, mtime or
+    size changed; a read that fails (raises OSError or ValueError) is logged and the last good content
+    kept. get() is None while the file is missing."""
+
+    def __init__(self, path, read, what):
+        self.path, self.read, self.what = path, read, what
+        self._seen = (None, None)   # ((inode, mtime_ns, size), content)
+
+    def get(self):
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if key != self._seen[0]:
+            try:
+                content = self.read(self.path)
+            except (OSError, ValueError) as exc:
+                log.warning("%s %s unusable (%s); serving the last one read", self.what, self.path, exc)
+                content = self._seen[1]
+            self._seen = (key, content)
+        return self._seen[1]
+
+
 class WorkerViews:
     """Every worker's published view, each file parsed again only when it changed."""
 
     def __init__(self, state_dir):
         self.pattern = os.path.join(every_worker_pattern(state_dir, "alerting"), VIEW_FILE)
-        self._cache = {}     # path -> ((inode, mtime_ns, size), view)
+        self._files = {}     # path -> ChangedFile
 
     def views(self):
-        found = {}
-        for path in sorted(glob.glob(self.pattern)):
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            key = (st.st_ino, st.st_mtime_ns, st.st_size)
-            cached = self._cache.get(path)
-            if cached is None or cached[0] != key:
-                try:
-                    view = read_view(path)
-                except (OSError, ValueError) as exc:   # a worker rewrites it within a second
-                    log.warning("incidents view %s unusable: %s", path, exc)
-                    view = cached[1] if cached else None
-                cached = (key, view)
-            found[path] = cached
-        self._cache = found
-        return [view for _key, view in found.values() if view]
+        self._files = {path: self._files.get(path) or ChangedFile(path, read_view, "incidents view")
+                       for path in sorted(glob.glob(self.pattern))}
+        return [view for view in (f.get() for f in self._files.values()) if view]
 
     def incidents(self):
         """Every incident listed, one per id (the latest seen), newest onset first."""
@@ -150,6 +160,15 @@ def published_path(cfg):
     return None
 
 
+def _read_situations(path):
+    """The published situations that look like one (alerting/situation_book.py); ValueError when unusable
+    (it is replaced atomically, so only a bad disk or a hand edit gets here)."""
+    found = read_published(path)
+    if found is None:
+        raise ValueError("no list of situations")
+    return [r for r in found if _a_situation(r)]
+
+
 class SituationsView:
     """GET /api/situations, newest first. With sinks, the situations the alerter published
     (alerting/situation_book.py: the ids, incidents and first causes of the notifications), re-read only
@@ -162,25 +181,11 @@ class SituationsView:
         keys = ("window_seconds", "max_open", "max_pairs", "max_tokens", "dependencies")
         self.settings = {k: settings[k] for k in keys} if settings else {}
         self._cached = (None, [])
-        self._file = (None, None)   # (inode, mtime_ns, size) of the published file, its situations
+        self._file = ChangedFile(published, _read_situations, "situations file") if published else None
 
     def situations(self):
-        found = self._published() if self.published else None
+        found = self._file.get() if self._file else None   # None: the alerter has not published yet
         return found if found is not None else self._computed()
-
-    def _published(self):
-        try:
-            st = os.stat(self.published)
-        except OSError:
-            return None   # the alerter has not published yet
-        key = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if key != self._file[0]:
-            found = read_published(self.published)
-            if found is None:   # replaced atomically, so only a bad disk or a hand edit gets here
-                log.warning("situations file %s unusable; serving the last one read", self.published)
-                found = self._file[1]
-            self._file = (key, [r for r in found or [] if _a_situation(r)])
-        return self._file[1]
 
     def _computed(self):
         incidents = self.views.incidents()
