@@ -10,7 +10,9 @@ checkpoint file, so after a crash the uncommitted lines are read again (never sk
 Rotation handled: rename (the old inode is read to EOF, then closed after rotate_wait_seconds; a new
 file at the path starts at 0); copytruncate (size below the read offset, or a changed first-bytes hash,
 restarts the inode at 0; a copy matched by the glob and named like a rotation is recognised by its
-bytes and continued after what was already read, so nothing is read twice); deletion (read to EOF,
+bytes and continued after what was already read, so nothing is read twice; one found while logrotate
+is still writing it waits dormant while it is a prefix of its origin, and an origin truncated between
+the poll's check and the copy's opening is checked again first); deletion (read to EOF,
 fd closed); inode reuse (device + inode + fingerprint). At start-up, files rotated out of the glob
 while the daemon was down are drained: checkpointed ones found by inode, unknown ones by rotation
 name and a modification time after the previous run's last checkpoint save.
@@ -800,9 +802,12 @@ class FileTailer(Input):
         app.log.1, app.log-20260101) can be its copy, so two logs that happen to hold the same bytes
         are both read.
         """
-        for tailed in self._files.values():
-            if (tailed.copy_of is None and _named_like_rotation(path, tailed.path)
-                    and self._is_copy_of_live(fd, size, fingerprint, tailed)):
+        for tailed in list(self._files.values()):
+            if tailed.copy_of is not None or not _named_like_rotation(path, tailed.path):
+                continue
+            # truncated since this poll's check (a busy machine): its old content is the lineage now
+            self._detect_truncation(tailed)
+            if self._is_copy_of_live(fd, size, fingerprint, tailed):
                 return tailed.lineage(), tailed
         for lineage in reversed(self._truncated):
             if _named_like_rotation(path, lineage.path) and self._is_copy_of_truncated(fd, size, fingerprint, lineage):
@@ -818,12 +823,18 @@ class FileTailer(Input):
         return fingerprint_matches(fd, other)
 
     def _is_copy_of_live(self, fd, size, fingerprint, origin):
-        if not self._same_start(fd, size, fingerprint, origin.fingerprint):
-            return False
-        length = min(size, _COPY_COMPARE_BYTES)
         try:
             origin_size = os.fstat(origin.fd).st_size
-            if origin_size < length or origin_size < origin.read_pos:
+            if origin_size < origin.read_pos:
+                return False
+            if size < origin.fingerprint.length:
+                # logrotate is still writing the copy: a prefix of the origin waits dormant, and is
+                # read as a file of its own the moment it stops matching (_check_dormant_copy)
+                return read_range(fd, 0, size) == read_range(origin.fd, 0, size)
+            if not self._same_start(fd, size, fingerprint, origin.fingerprint):
+                return False
+            length = min(size, _COPY_COMPARE_BYTES)
+            if origin_size < length:
                 return False
             # a look-alike sharing only a header is not a copy: the match must go past the fingerprint
             if length <= self.fingerprint_bytes and length != origin_size:
@@ -1001,14 +1012,17 @@ class FileTailer(Input):
     def _detect_truncations(self):
         # before looking for new files, so the copy of a truncated file is matched to its old content
         for tailed in list(self._files.values()):
-            if tailed.copy_of is not None:
-                continue
-            try:
-                st = os.fstat(tailed.fd)
-                if st.st_size < tailed.read_pos or not self._same_content(tailed, st):
-                    self._restart_from_zero(tailed)
-            except OSError:
-                continue
+            self._detect_truncation(tailed)
+
+    def _detect_truncation(self, tailed):
+        if tailed.copy_of is not None:
+            return
+        try:
+            st = os.fstat(tailed.fd)
+            if st.st_size < tailed.read_pos or not self._same_content(tailed, st):
+                self._restart_from_zero(tailed)
+        except OSError:
+            return
 
     def _restart_from_zero(self, tailed):
         """Truncated (copytruncate) or rewritten: the same inode is a new file, read from 0."""

@@ -300,3 +300,54 @@ def test_stream_id_survives_rename_and_truncation(tmp_path):
     assert renamed.path != before.path and truncated.key != before.key
     assert before.stream_id == renamed.stream_id == truncated.stream_id
     tailer.close()
+
+
+def test_a_copy_found_while_logrotate_is_still_writing_it_is_recognised(tmp_path):
+    """The scan can see the copy empty or shorter than a fingerprint: it waits dormant, it is not new."""
+    writer = LineWriter(tmp_path / "app.log")
+    tailer = new_tailer(str(tmp_path / "app.log*"), tmp_path / "cp")
+    ledger = Ledger()
+    for partial in (0, 300, 0, 700):
+        writer.write(300)
+        drain(tailer, ledger)
+        writer._shift_generations(5)
+        data = open(writer.path, "rb").read()
+        with open(writer.path + ".1", "wb") as copy:
+            copy.write(data[:partial])
+            copy.flush()
+            drain(tailer, ledger, rounds=2)      # the copy is seen mid-write
+            copy.write(data[partial:])
+        writer.truncate()
+        writer.write(20)
+        drain(tailer, ledger)
+    assert ledger.lost(range(writer.next_seq)) == [] and ledger.duplicates() == 0
+    assert tailer.stats["copies"] == 4
+    tailer.close()
+
+
+def test_a_copy_found_after_its_origin_was_truncated_unnoticed_is_recognised(tmp_path):
+    """Truncation between the poll's truncation check and the copy's opening (a loaded machine)."""
+    writer = LineWriter(tmp_path / "app.log")
+    tailer = new_tailer(str(tmp_path / "app.log*"), tmp_path / "cp")
+    ledger = Ledger()
+    check = tailer._detect_truncations
+    rotate_now = []
+
+    def check_then_rotate():
+        check()
+        if rotate_now:
+            rotate_now.clear()
+            writer.write(100)             # unread: only the copy holds these once truncated
+            writer.copy_for_rotation()
+            writer.truncate()
+            writer.write(30)
+
+    tailer._detect_truncations = check_then_rotate
+    for _ in range(3):
+        writer.write(300)
+        drain(tailer, ledger)
+        rotate_now.append(True)
+        drain(tailer, ledger)
+    assert ledger.lost(range(writer.next_seq)) == [] and ledger.duplicates() == 0
+    assert tailer.stats["copies"] == 3
+    tailer.close()
