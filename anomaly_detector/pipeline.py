@@ -87,7 +87,8 @@ class Pipeline:
         return RecordParser(format=self.fmt, log_format=self.log_format, source=source_of_file(file_name),
                             max_line_bytes=self.config["processing"]["max_line_bytes"],
                             source_fields=self.source_fields, source_prefix=self.source_prefix,
-                            max_sources=self.config["processing"]["max_sources"], reference_time=reference_time)
+                            max_sources=self.config["processing"]["max_sources"], reference_time=reference_time,
+                            detect_log_format=True)
 
     def process_file(self, path, progress=None):
         """Yield output chunks (bytes of JSON lines) for every line of the file at `path`.

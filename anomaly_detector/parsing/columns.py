@@ -15,6 +15,7 @@ from anomaly_detector.parsing import json_kernels as jk
 from anomaly_detector.parsing import plain_kernels as pk
 from anomaly_detector.parsing.batch import level_code
 from anomaly_detector.parsing.framing import split_lines
+from anomaly_detector.parsing.header_sniff import SNIFF_LINES_PER_BATCH
 from anomaly_detector.parsing.jsonl import parse_json_line_reason
 from anomaly_detector.parsing.records import _NUMERIC_LEVELS, _SYSLOG_SEVERITY, RecordParser
 from anomaly_detector.parsing.sanitize import clean_buffer, clean_text
@@ -165,6 +166,9 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
     order, because carried times and year inference depend on the order.
     """
     clean, clean_bytes, starts, ends = _clean_and_split(parser, bytes(buf))
+    if parser.wants_sniff:
+        head = slice(0, SNIFF_LINES_PER_BATCH)
+        parser.sniff([clean_bytes[s:e].decode("utf-8", "replace") for s, e in zip(starts[head].tolist(), ends[head].tolist())])
     starts, compose = parser.line_sources.strip_compose(clean, starts, ends)
     n = len(starts)
     hdr = parser.header

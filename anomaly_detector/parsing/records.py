@@ -24,6 +24,7 @@ from anomaly_detector.parsing.batch import (
     level_code,
 )
 from anomaly_detector.parsing.framing import DEFAULT_MAX_LINE_BYTES
+from anomaly_detector.parsing.header_sniff import SNIFF_LINES_PER_BATCH, HeaderSniffer
 from anomaly_detector.parsing.headers import HeaderFormat
 from anomaly_detector.parsing.jsonl import parse_json_line_reason
 from anomaly_detector.parsing.sanitize import clean_text
@@ -128,6 +129,12 @@ def numeric_fields_text(obj, skip, limit):
     return "".join(f" {k}={number_text(obj[k])}" for k in keys[:limit]), max(0, len(keys) - limit)
 
 
+def _as_bytes(raw):
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raw = (raw if isinstance(raw, str) else str(raw)).encode("utf-8", "surrogatepass")
+    return bytes(raw)
+
+
 class RecordParser:
     """Parse raw lines of one input into Records; counts what it could not parse in `.stats`.
 
@@ -138,7 +145,8 @@ class RecordParser:
     def __init__(self, format="auto", log_format="", source="", message_key="message",
                  timestamp_key="timestamp", source_key="source", level_key="level", timestamp_format="",
                  timezone="UTC", max_line_bytes=DEFAULT_MAX_LINE_BYTES, default_year=None, source_fields=(),
-                 source_prefix="off", max_sources=256, json_numeric_fields=8, reference_time=None):
+                 source_prefix="off", max_sources=256, json_numeric_fields=8, reference_time=None,
+                 detect_log_format=False):
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
         self.format = format
@@ -161,6 +169,28 @@ class RecordParser:
         self.timestamps = TimestampParser(timestamp_format, timezone, default_year, reference_time)
         self.stats = dict.fromkeys(_STAT_KEYS, 0)
         self._last_ts = None
+        self.detected_log_format = ""
+        self._sniffer = None
+        if detect_log_format and not log_format and format in ("auto", "plain"):
+            scratch = RecordParser(format="plain", timezone=timezone)   # its stamp state is not ours
+            self._sniffer = HeaderSniffer(source, lambda text: scratch._parse_plain(text).level != LEVEL_UNKNOWN)
+
+    @property
+    def wants_sniff(self):
+        return self._sniffer is not None
+
+    def sniff(self, texts):
+        """Offer a batch's lines (decoded text) before parsing it: the first ones may name a header format."""
+        if self._sniffer is None:
+            return
+        found = self._sniffer.offer(texts)
+        if found is None:
+            return
+        self._sniffer = None
+        if found:
+            self.header = HeaderFormat(found)
+            self.header_has_stamp = any(f in STAMP_FIELDS for f in self.header.fields)
+            self.detected_log_format = found
 
     # ---- one line -----------------------------------------------------------------------------
 
@@ -173,13 +203,14 @@ class RecordParser:
             return self._finish(Record(None, self.source, LEVEL_UNKNOWN, clean_text(raw), {}), arrival_ts)
 
     def parse_many(self, raws, arrival_ts=None):
+        raws = list(raws)
+        if self._sniffer is not None:
+            self.sniff([clean_text(_as_bytes(raw).decode("utf-8", "replace")) for raw in raws[:SNIFF_LINES_PER_BATCH]])
         return [self.parse(raw, arrival_ts) for raw in raws]
 
     def _decode(self, raw):
         self.stats["lines"] += 1
-        if not isinstance(raw, (bytes, bytearray, memoryview)):
-            raw = (raw if isinstance(raw, str) else str(raw)).encode("utf-8", "surrogatepass")
-        raw = bytes(raw)
+        raw = _as_bytes(raw)
         if raw.endswith(b"\n"):
             raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
         if len(raw) > self.max_line_bytes:

@@ -54,7 +54,8 @@ def input_parser(name, section, max_line_bytes, max_sources):
                         level_key=section["level_key"], timestamp_format=section["timestamp_format"],
                         timezone=section["timezone"], max_line_bytes=max_line_bytes,
                         source_fields=section["source_fields"], source_prefix=section["source_prefix"],
-                        max_sources=max_sources, json_numeric_fields=section["json_numeric_fields"])
+                        max_sources=max_sources, json_numeric_fields=section["json_numeric_fields"],
+                        detect_log_format=section["detect_log_format"])
 
 
 def score_lines(pipeline, parser, prefix, buf, starts, ends, first_line, with_sources=False):

@@ -47,6 +47,7 @@ class Daemon:
         self.port = free_port()
         self.name = "adtest_%d_%d" % (os.getpid(), self.port)
         self.scored = os.path.join(self.dir, "scored.jsonl")
+        self.unnumbered_scored = 0     # scored lines without seq=N at the last scored_seqs()
         self.config = os.path.join(self.dir, "config.ini")
         self.process = None
         self.ssl_context = None   # set to an ssl.SSLContext trusting the daemon's CA when it serves HTTPS
@@ -188,12 +189,16 @@ incidents = {self.dir}/incidents.jsonl
         counts = {}
         if not os.path.exists(self.scored):
             return counts
+        unnumbered = 0
         with open(self.scored, "rb") as f:
             for line in f:
                 match = SEQ.search(line)
                 if match:
                     seq = int(match.group(1))
                     counts[seq] = counts.get(seq, 0) + 1
+                else:
+                    unnumbered += 1
+        self.unnumbered_scored = unnumbered
         return counts
 
     def wait_scored(self, expected, timeout, reading=True):
@@ -208,6 +213,10 @@ incidents = {self.dir}/incidents.jsonl
                     time.sleep(SNAPSHOT_WAIT_SECONDS)
                 return counts
             if time.monotonic() > deadline:
+                if not counts and self.unnumbered_scored:
+                    # not a slow daemon: the wait could never end; such a test waits on the metrics
+                    raise AssertionError("%d scored lines carry no seq=N: wait on logs_processed_total "
+                                         "with wait_for" % self.unnumbered_scored)
                 return counts
             if self.process.poll() is not None:
                 raise AssertionError("daemon died:\n%s" % self.log_tail())

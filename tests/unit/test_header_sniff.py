@@ -1,0 +1,116 @@
+"""Header formats recognised on an input's first lines when no log_format is configured."""
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from test_records import DATA, _compare
+
+from anomaly_detector.config.loader import load_config
+from anomaly_detector.parsing.batch import LEVEL_CRITICAL, LEVEL_UNKNOWN
+from anomaly_detector.parsing.columns import parse_columns
+from anomaly_detector.parsing.headers import LOGHUB_FORMATS
+from anomaly_detector.parsing.records import RecordParser
+from anomaly_detector.worker.detector import input_parser
+
+# Datasets whose lines carry their level in a header the plain parser does not read: found.
+FOUND = ["HDFS", "OpenStack", "Zookeeper", "Android"]
+# Read by the plain parser already (Hadoop, Spark, Apache) or without a level field at all: unchanged.
+NOT_FOUND = ["Hadoop", "Spark", "Apache", "Linux", "Mac", "HealthApp"]
+
+
+def _sample(name):
+    if DATA is None:
+        pytest.skip("Loghub-2k samples not found")
+    return (DATA / name / (name + "_2k.log")).read_bytes()
+
+
+def bgl_lines(n=300, fatal_every=0):
+    """BGL-style RAS lines: a label column, epoch, date, node, time, node, type, component, level."""
+    out = []
+    for i in range(n):
+        fatal = fatal_every and i % fatal_every == fatal_every - 1
+        label, level, text = ("KERNDTLB", "FATAL", "data TLB error interrupt") if fatal else \
+            ("-", "INFO", "instruction cache parity error corrected")
+        t = 1117838570 + i
+        node = "R%02d-M1-N%d-C:J12-U11" % (i % 8, i % 10)
+        out.append("%s %d 2005.06.03 %s 2005-06-03-15.%02d.%02d.%06d %s RAS KERNEL %s %s"
+                   % (label, t, node, (42 + i // 60) % 60, i % 60, i * 7, node, level, text))
+    return out
+
+
+@pytest.mark.parametrize("name", FOUND)
+def test_a_header_with_a_level_the_plain_parser_misses_is_found(name):
+    parser = RecordParser(detect_log_format=True, source=name)
+    cols = parse_columns(parser, _sample(name))
+    assert parser.detected_log_format == LOGHUB_FORMATS[name]
+    assert (cols.level != LEVEL_UNKNOWN).all() and np.isfinite(cols.ts).all()
+
+
+@pytest.mark.parametrize("name", NOT_FOUND)
+def test_lines_the_plain_parser_reads_or_without_a_level_field_are_left_alone(name):
+    parser = RecordParser(detect_log_format=True, source=name)
+    parse_columns(parser, _sample(name))
+    assert parser.detected_log_format == ""
+
+
+def test_bgl_lines_get_their_level_and_time_from_the_header():
+    data = ("\n".join(bgl_lines(300, fatal_every=50)) + "\n").encode()
+    parser = RecordParser(detect_log_format=True, source="bgl")
+    cols = parse_columns(parser, data)
+    assert parser.detected_log_format == LOGHUB_FORMATS["BGL"]
+    assert int((cols.level == LEVEL_CRITICAL).sum()) == 6
+    assert cols.content(49) == "data TLB error interrupt"
+    assert not math.isnan(cols.ts[0])
+
+
+def test_without_detection_nothing_changes():
+    data = ("\n".join(bgl_lines(300, fatal_every=50)) + "\n").encode()
+    parser = RecordParser(source="bgl")
+    cols = parse_columns(parser, data)
+    assert parser.detected_log_format == "" and (cols.level == LEVEL_UNKNOWN).all()
+
+
+@pytest.mark.parametrize("name", ["HDFS", "Zookeeper"])
+def test_parse_columns_still_equals_parse_many_with_detection(name):
+    data = _sample(name)
+    cols = _compare({"detect_log_format": True, "source": name}, data)
+    assert (cols.level != LEVEL_UNKNOWN).all()
+
+
+def test_few_lines_wait_for_more_then_decide():
+    parser = RecordParser(detect_log_format=True, source="bgl")
+    lines = bgl_lines(120)
+    parse_columns(parser, ("\n".join(lines[:10]) + "\n").encode())
+    assert parser.wants_sniff                     # 10 lines are not enough to decide
+    cols = parse_columns(parser, ("\n".join(lines[10:]) + "\n").encode())
+    assert parser.detected_log_format == LOGHUB_FORMATS["BGL"] and (cols.level != LEVEL_UNKNOWN).all()
+
+
+def _input_section(tmp_path, extra):
+    (tmp_path / "c.ini").write_text("[paths]\nstate_dir = %s/state\nlog_dir = %s/log\n[inputs]\n[[bgl]]\n"
+                                    "type = file\npath = %s/*.log\n%s" % (tmp_path, tmp_path, tmp_path, extra))
+    cfg, problems = load_config(str(tmp_path / "c.ini"))
+    assert cfg, problems
+    return cfg["inputs"]["bgl"]
+
+
+@pytest.mark.parametrize("extra, found", [("", LOGHUB_FORMATS["BGL"]), ("detect_log_format = false\n", "")])
+def test_the_input_key_turns_detection_off(tmp_path, extra, found):
+    parser = input_parser("bgl", _input_section(tmp_path, extra), 65536, 256)
+    parse_columns(parser, ("\n".join(bgl_lines(200)) + "\n").encode())
+    assert parser.detected_log_format == found
+
+
+def test_replay_flags_fatal_bgl_lines_without_a_format_and_not_with_content_only(tmp_path):
+    path = tmp_path / "bgl.log"
+    path.write_text("\n".join(bgl_lines(3000, fatal_every=500)) + "\n")
+    flagged = []
+    for extra in ([], ["--log-format", "<Content>"]):
+        out = tmp_path / "out.jsonl"
+        subprocess.run([sys.executable, "-m", "anomaly_detector", "replay", str(path), "--output", str(out)] + extra,
+                       check=True, capture_output=True)
+        flagged.append(sum(json.loads(line)["anomaly"] for line in out.open()))
+    assert flagged == [6, 0]
