@@ -166,10 +166,10 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
     order, because carried times and year inference depend on the order.
     """
     clean, clean_bytes, starts, ends = _clean_and_split(parser, bytes(buf))
-    if parser.wants_sniff:
+    starts, compose = parser.line_sources.strip_compose(clean, starts, ends)
+    if parser.wants_sniff:      # after the compose prefixes are cut: the header follows them
         head = slice(0, SNIFF_LINES_PER_BATCH)
         parser.sniff([clean_bytes[s:e].decode("utf-8", "replace") for s, e in zip(starts[head].tolist(), ends[head].tolist())])
-    starts, compose = parser.line_sources.strip_compose(clean, starts, ends)
     n = len(starts)
     hdr = parser.header
     if hdr is not None and parser.format in ("auto", "plain") and hdr.has_kernel:

@@ -114,3 +114,11 @@ def test_replay_flags_fatal_bgl_lines_without_a_format_and_not_with_content_only
                        check=True, capture_output=True)
         flagged.append(sum(json.loads(line)["anomaly"] for line in out.open()))
     assert flagged == [6, 0]
+
+
+def test_a_header_behind_docker_compose_prefixes_is_found():
+    lines = _sample("HDFS").splitlines()[:300]
+    parser = RecordParser(detect_log_format=True, source_prefix="auto", source="x")
+    cols = parse_columns(parser, b"".join(b"hdfs-1  | " + line + b"\n" for line in lines))
+    assert parser.detected_log_format == LOGHUB_FORMATS["HDFS"]
+    assert "hdfs" in cols.sources and (cols.level != LEVEL_UNKNOWN).all()
