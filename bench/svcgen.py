@@ -138,7 +138,7 @@ ENDPOINTS = (
     ("POST", "/api/login", 0.04, 110.0, 600, "users"),
     ("GET", "/api/users/me", 0.11, 15.0, 1200, "users"),
 )
-ORDER_SHARE = 0.028       # orders created per gateway request
+ORDER_SHARE = 0.04       # orders created per gateway request
 DECLINE_P = 0.04
 # Request-driven lines per gateway request, by (source, operation), and the hour shape of their share.
 WEIGHTS = {
@@ -160,13 +160,13 @@ OP_MS = {"cart updated": 18.0, "order status read": 9.0, "webhook received": 12.
          "email sent": 450.0}
 # Known errors and warnings of normal days: (source, operation, level, message, per hour at load 1).
 KNOWN_ERRORS = (
-    ("gateway", "upstream error", "error", "upstream connect error or disconnect/reset before headers", 4.0),
-    ("payments", "provider timeout", "warn", "provider timeout, retrying", 4.0),
+    ("gateway", "upstream error", "error", "upstream connect error or disconnect/reset before headers", 6.0),
+    ("payments", "provider timeout", "warn", "provider timeout, retrying", 6.0),
     ("orders", "deadlock", "warn", "deadlock detected, transaction retried", 0.4),
     ("orders", "slow query", "warn", "slow query", 1.0),
     ("inventory", "warehouse error", "error", "warehouse API returned 503", 1.0),
-    ("search", "shard timeout", "warn", "shard query timed out", 3.0),
-    ("users", "token expired", "warn", "token validation failed: token expired", 8.0),
+    ("search", "shard timeout", "warn", "shard query timed out", 4.0),
+    ("users", "token expired", "warn", "token validation failed: token expired", 10.0),
     ("mailer", "smtp deferred", "warn", "smtp deferred, will retry", 2.0),
 )
 # Errors never logged on a normal day (new_error): (source, message).
@@ -284,7 +284,7 @@ def incident_detail(rng, kind, op_day, used):
             return source, {"field": fld, "factor": 10.0, "operation": "GET /api/products"}
         return source, {"field": fld, "factor": 10.0}
     if kind == "error_burst":
-        usual = [e for e in KNOWN_ERRORS if e[4] >= 2.0]      # bursts of the rarest ones would be a few lines
+        usual = [e for e in KNOWN_ERRORS if e[4] >= 4.0]      # bursts of the rarest ones would be a few lines
         k = usual[rng.integers(len(usual))]
         return k[0], {"operation": k[1], "message": k[3], "factor": round(float(rng.uniform(10, 30)), 1)}
     if kind == "new_error":
@@ -352,9 +352,10 @@ class Chunk:
     def minute_load(self, ts):
         return self.load[np.clip(((ts - self.t0) // 60).astype(int), 0, len(self.load) - 1)]
 
-    def arrivals(self, per_min, source, op):
+    def arrivals(self, per_min, source, op, usual=None):
         """Poisson times in the hour at per_min (an array a minute); a volume_spike or error_burst of
-        (source, op) multiplies the rate, and each extra line is counted as the incident's."""
+        (source, op) multiplies the rate (usual: the rate its factor multiplies, default per_min), and each
+        extra line is counted as the incident's."""
         mult = np.ones(len(per_min))
         marks = []
         for kind in ("volume_spike", "error_burst"):
@@ -364,7 +365,8 @@ class Chunk:
         mins = self.t0 + 60.0 * np.arange(len(per_min))
         for e in marks:
             share = np.clip((np.minimum(mins + 60, e.end) - np.maximum(mins, e.start)) / 60.0, 0, 1)
-            mult = mult + share * (e.detail["factor"] - 1.0)
+            ratio = 1.0 if usual is None else usual / np.maximum(per_min, 1e-9)
+            mult = mult + share * np.maximum(e.detail["factor"] * ratio - 1.0, 0.0)
         n = self.rng.poisson(per_min * mult)
         ts = np.sort(np.repeat(mins, n) + self.rng.random(n.sum()) * 60.0)
         for e in marks:
@@ -677,7 +679,8 @@ def error_lines(ch):
     """The known warnings and errors of normal days (and their bursts), and new errors."""
     rng = ch.rng
     for source, op, level, msg, per_hour in KNOWN_ERRORS:
-        ts = ch.arrivals(per_hour / 60.0 * np.maximum(ch.load, 0.2), source, op)
+        # A burst is factor x the error's usual rate at a busy hour (load 1), whatever the hour.
+        ts = ch.arrivals(per_hour / 60.0 * np.maximum(ch.load, 0.2), source, op, usual=per_hour / 60.0)
         n = len(ts)
         if not n:
             continue
@@ -762,9 +765,9 @@ def runtime_lines(ch):
             waiting = np.where(use >= size, rng.integers(8, 60, n), 0)
             extra = [f',"pool_in_use":{u},"pool_size":{size},"pool_waiting":{w}'
                      for u, w in zip(use.tolist(), waiting.tolist())]
-        elif source == "mailer":
-            depth = np.round(1 + 10 * load + rng.integers(0, 4, n))
-            depth = ch.unusual("mailer", "queue_depth", ts, depth).astype(int)
+        elif source in ("mailer", "inventory"):       # the send queue; the replenishment queue
+            depth = np.round(1 + (10 if source == "mailer" else 25) * load + rng.integers(0, 4, n))
+            depth = ch.unusual(source, "queue_depth", ts, depth).astype(int)
             extra = [f',"queue_depth":{q},"workers":4' for q in depth.tolist()]
         elif source == "gateway":
             conns = np.round(20 + 400 * load * rng.uniform(0.9, 1.1, n)).astype(int)

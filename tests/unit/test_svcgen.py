@@ -166,20 +166,19 @@ def test_silence_drop_and_missing_step(svc):
         assert lines.where(inc["source"], inc["start"], inc["end"]).size == 0
         assert lines.where(inc["source"], inc["start"] - 1800, inc["start"]).size > 0
     for inc in by_kind(w, "volume_drop"):
-        dur = inc["end"] - inc["start"]
         ops = set(svcgen.FLOW_OPS) | {"runtime stats", "cache stats"}
         req = lines.where(inc["source"], inc["start"], inc["end"])
         req = [i for i in req if lines.msg[i] not in ops and "email" not in lines.msg[i]]
-        before = lines.where(inc["source"], inc["start"] - dur, inc["start"])
+        before = lines.where(inc["source"], inc["start"] - 86400, inc["end"] - 86400)     # a day earlier
         before = [i for i in before if lines.msg[i] not in ops and "email" not in lines.msg[i]]
         assert len(req) < 0.6 * len(before), inc
     for inc in by_kind(w, "broken_workflow"):
         step = inc["detail"]["missing_step"]
         message = {"confirmation email": "email sent"}.get(step, step)
         assert lines.where(inc["source"], inc["start"], inc["end"], message).size == 0
-        assert lines.where("orders", inc["start"], inc["end"], "order created").size > 10
-        assert lines.where("payments", inc["start"], inc["end"], "payment authorised").size > 10
-        assert lines.where(inc["source"], inc["start"] - 1800, inc["start"], message).size > 10
+        assert lines.where("orders", inc["start"], inc["end"], "order created").size > 3
+        assert lines.where("payments", inc["start"], inc["end"], "payment authorised").size > 3
+        assert lines.where(inc["source"], inc["start"] - 1800, inc["start"], message).size > 3
 
 
 def test_latency_and_values_shift_inside_their_windows(svc):
@@ -188,7 +187,8 @@ def test_latency_and_values_shift_inside_their_windows(svc):
         op = inc["detail"]["operation"]
 
         def med(t0, t1, inc=inc, op=op):
-            idx = [i for i in lines.where(inc["source"], t0, t1) if op is None or op in (lines.msg[i], svc_op(lines, i))]
+            idx = [i for i in lines.where(inc["source"], t0, t1)
+                   if (op is None and is_request(lines, i)) or op in (lines.msg[i], svc_op(lines, i))]
             return float(np.median(lines.values(idx, "duration_ms")))
         inside = med(inc["start"], inc["end"])
         assert inside > 1.6 * med(inc["start"] - 3600, inc["start"] - 60), inc
@@ -203,6 +203,11 @@ def test_latency_and_values_shift_inside_their_windows(svc):
             assert np.all(inside == inc["detail"]["pool_size"]) and outside.max() < inc["detail"]["pool_size"]
         else:
             assert np.median(inside) > 5 * np.median(outside), inc
+
+
+def is_request(lines, i):
+    """A line logged for a request (not housekeeping, a batch job or an error line)."""
+    return lines.msg[i] in svcgen.OP_MS or svc_op(lines, i).startswith(("GET /api", "POST /api"))
 
 
 def svc_op(lines, i):
