@@ -239,3 +239,51 @@ def test_bursts_spikes_and_new_errors_add_lines(svc):
         assert every.size == inc["n_lines"] > 0
         assert np.all((lines.ts[every] >= inc["start"]) & (lines.ts[every] < inc["end"]))
         assert set(lines.src[every]) == {inc["source"]}
+
+
+FAKE_REPLAY = r'''
+import json, sys
+args = sys.argv[1:]
+out = args[args.index("--output") + 1]
+inc = args[args.index("--incidents") + 1]
+files = args[args.index("--incidents") + 2:]
+labels = json.load(open(files[0].rsplit("/", 1)[0] + "/labels.json"))
+n = sum(1 for f in files for _ in open(f))
+with open(out, "w") as fh:
+    for i in range(n):
+        fh.write(json.dumps({"file": files[0], "line": i + 1, "ts": 0.0, "anomaly": False}) + "\n")
+with open(inc, "w") as fh:
+    if labels["incidents"]:      # catch the first label with a right kind
+        first = labels["incidents"][0]
+        fh.write(json.dumps({"id": 1, "first_seen": first["start"] + 30, "last_seen": first["end"],
+                             "source": first["source"], "kind": %RIGHT%[first["kind"]]}) + "\n")
+'''
+
+
+def test_detect_bench_runs_the_svc_family_under_its_own_held_out_titles(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "detect_bench_svc", os.path.join(os.path.dirname(__file__), "..", "..", "bench", "detect_bench.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    fake = tmp_path / "fake_replay.py"
+    fake.write_text(FAKE_REPLAY.replace("%RIGHT%", repr({k: v[0] for k, v in RIGHT_KINDS.items()})))
+    monkeypatch.setattr(bench, "replay_command", lambda: [sys.executable, str(fake)])
+    figures = tmp_path / "figures.json"
+    rc = bench.main(["--family", "all", "--seeds", "5", "--heldout-seeds", "7", "--days", "2", "--lines-per-day",
+                     "20000", "--no-loghub", "--work", str(tmp_path / "w"), "--json", str(figures)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    for title in ("== tuning: seeds 5 ==", "== held-out: seeds 7 ==", "== shop family, tuning: seeds 5 ==",
+                  "== shop family, held-out: seeds 7 ==", "== svc family (held out: never tuned on), seeds 5 ==",
+                  "== svc family (held out: never tuned on), seeds 7 =="):
+        assert out.count(title) == 1, title
+    svc_tables = out.split("== svc family (held out: never tuned on), seeds 5 ==")[1]
+    for kind in svcgen.KINDS:
+        assert f"\n{kind:<16} " in svc_tables
+    assert "svc seed 5:" in out and (tmp_path / "w" / "svc-seed7" / "services.jsonl").exists()
+    doc = json.loads(figures.read_text())
+    assert set(doc) >= {"shop", "svc", "heldout"}
+    assert sum(k["caught"] for k in doc["svc"]["kinds"].values()) == 1
+    assert sum(k["caught"] for k in doc["svc"]["heldout"]["kinds"].values()) == 1
+    assert bench.parse_args([]).family == "both"
