@@ -644,7 +644,7 @@ def order_flow(ch):
             bodies.append(f'"level":"INFO","message":"payment authorised","order_id":{oid_l[k]},'
                           f'"provider":"{provider[k]}","amount_cents":{total[k]},"duration_ms":{d_pay_l[k]},'
                           f'"trace_id":"{tid[k]}"')
-    ch.add(t_pay, "payments", op_pay, bodies)
+    ch.add(t_pay + d_pay / 1000.0, "payments", op_pay, bodies)       # logged when the provider answers
     t_gw = t_pay + d_pay / 1000.0 + 0.01 + rng.random(n) * 0.05
     gw_ms = np.round((t_gw - ts) * 1000.0, 1).tolist()
     rid = ch.ids(n)
