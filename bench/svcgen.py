@@ -504,7 +504,8 @@ def gateway_lines(ch):
             status[r < 0.015] = 401
         elif route == "/api/login":
             status[r < 0.06] = 401
-        ids = rng.integers(1000, 99999, n).tolist()
+        ids = ((ch.state.order_id - rng.integers(1, 40000, n)) if route.startswith("/api/orders")
+               else rng.integers(1000, 99999, n)).tolist()       # orders of the last weeks; product ids
         users = rng.integers(10_000, 2_000_000, n).tolist()
         has_user = (rng.random(n) < (0.35 if route in ("/api/products", "/api/search", "/api/products/{id}")
                                      else 0.97)).tolist()
@@ -514,7 +515,7 @@ def gateway_lines(ch):
             path = route.replace("{id}", str(ids[k]))
             user = f',"user_id":{users[k]}' if has_user[k] else ""
             st = int(status[k])
-            size_k = int(size_[k]) if st != 304 else 0
+            size_k = int(size_[k]) if st < 300 else (0 if st == 304 else 96)     # an error body is short
             bodies.append(f'"level":"info","message":"{method} {path} {st}","status":{st},'
                           f'"duration_ms":{dur[k]},"bytes":{size_k},"upstream":"{upstream}",'
                           f'"request_id":"{rid[k]}","trace_id":"{tid[k]}"{user}')
@@ -534,73 +535,109 @@ def hour_mod(ch, op):
     return 1.0
 
 
+class Req:
+    """One operation's requests of the hour: times, the fields every such line may use, its line head."""
+
+    def __init__(self, ch, source, op, ts):
+        self.ch, self.rng, self.source, self.op, self.ts, self.n = ch, ch.rng, source, op, ts, len(ts)
+        self.users = ch.rng.integers(10_000, 2_000_000, self.n).tolist()
+        level = ch.lv(source, "warn" if op in ("login failed", "bounce received") else "info")
+        self.head = f'"level":"{level}","message":"{op}"'
+        self.rid = ch.ids(self.n)
+        self.dur = ch.duration(ts, OP_MS[op], source, op).tolist() if op in OP_MS else None
+
+
 def request_lines(ch):
-    """The request-driven lines of WEIGHTS (not the order flow)."""
-    rng = ch.rng
+    """The request-driven lines of WEIGHTS (not the order flow); REQUEST_BODIES writes each op's fields."""
     for (source, op), w in WEIGHTS.items():
         ts = ch.arrivals(ch.req * w * hour_mod(ch, op), source, op)
-        n = len(ts)
-        if not n:
-            continue
-        users = rng.integers(10_000, 2_000_000, n).tolist()
-        level = ch.lv(source, "warn" if op in ("login failed", "bounce received") else "info")
-        head = f'"level":"{level}","message":"{op}"'
-        rid = ch.ids(n)
-        if op in OP_MS:
-            dur = ch.duration(ts, OP_MS[op], source, op).tolist()
-        if op == "cart updated":
-            items = rng.integers(1, 9, n).tolist()
-            b = [f'{head},"user_id":{u},"items":{i},"duration_ms":{d},"request_id":"{r}"'
-                 for u, i, d, r in zip(users, items, dur, rid)]
-        elif op == "order status read":
-            oid = (ch.state.order_id - rng.integers(1, 40000, n)).tolist()
-            b = [f'{head},"order_id":{o},"rows":1,"duration_ms":{d},"request_id":"{r}"'
-                 for o, d, r in zip(oid, dur, rid)]
-        elif op in ("webhook received", "refund issued"):
-            ev = rng.choice(("charge.succeeded", "charge.refunded", "payout.paid", "dispute.created"), n,
-                            p=(0.8, 0.1, 0.08, 0.02)).tolist()
-            amt = rng.integers(500, 40000, n).tolist()
-            b = ([f'{head},"event":"{e}","provider":"stripe","duration_ms":{d}' for e, d in zip(ev, dur)]
-                 if op == "webhook received" else
-                 [f'{head},"order_id":{ch.state.order_id - 900},"amount_cents":{a},"duration_ms":{d}'
-                  for a, d in zip(amt, dur)])
-        elif op == "stock checked":
-            sku = rng.integers(10000, 99999, n).tolist()
-            avail = rng.integers(0, 400, n).tolist()
-            b = [f'{head},"sku":"SKU-{s}","available":{a},"duration_ms":{d},"request_id":"{r}"'
-                 for s, a, d, r in zip(sku, avail, dur, rid)]
-        elif op == "replenishment queued":
-            depth = np.round(3 + 25 * ch.minute_load(ts) + rng.integers(0, 6, n))
-            depth = ch.unusual("inventory", "queue_depth", ts, depth).astype(int).tolist()
-            sku = rng.integers(10000, 99999, n).tolist()
-            qty = (rng.integers(1, 20, n) * 12).tolist()
-            b = [f'{head},"sku":"SKU-{s}","qty":{q},"queue_depth":{d}' for s, q, d in zip(sku, qty, depth)]
-        elif op in ("search served", "suggest served"):
-            hits = np.floor(rng.pareto(1.2, n) * 40).astype(int).tolist()
-            qlen = rng.integers(2 if op == "suggest served" else 3, 30, n).tolist()
-            hit = (rng.random(n) < 0.9 - 0.25 * ch.minute_load(ts)).tolist()
-            b = [f'"level":"info","message":"{op}","query_len":{q},"hits":{h},"cache_hit":{str(c).lower()},'
-                 f'"duration_ms":{d},"trace_id":"{r}"' for q, h, c, d, r in zip(qlen, hits, hit, dur, ch.ids(n, 32))]
-        elif op in ("login succeeded", "login failed"):
-            reason = rng.choice(("bad_password", "unknown_user", "locked"), n, p=(0.7, 0.25, 0.05)).tolist()
-            att = rng.integers(1, 4, n).tolist()
-            b = ([f'{head},"user_id":{u},"mfa":false,"duration_ms":{d},"request_id":"{r}"'
-                  for u, d, r in zip(users, dur, rid)] if op == "login succeeded" else
-                 [f'{head},"reason":"{x}","attempts":{a},"duration_ms":{d},"request_id":"{r}"'
-                  for x, a, d, r in zip(reason, att, dur, rid)])
-        elif op == "session refreshed":
-            b = [f'{head},"user_id":{u},"ttl_s":3600,"duration_ms":{d}' for u, d in zip(users, dur)]
-        elif op == "profile read":
-            b = [f'{head},"user_id":{u},"rows":1,"duration_ms":{d},"request_id":"{r}"'
-                 for u, d, r in zip(users, dur, rid)]
-        elif op == "password reset email queued":
-            depth = ch.unusual("mailer", "queue_depth", ts, np.round(2 + 12 * ch.minute_load(ts)
-                                                                      + rng.integers(0, 5, n))).astype(int)
-            b = [f'"level":"INFO","message":"email queued","template":"password_reset","user_id":{u},'
-                 f'"queue_depth":{q}' for u, q in zip(users, depth.tolist())]
-        else:       # bounce received
-            b = [f'{head},"smtp_code":550,"template":"order_confirmation","user_id":{u}' for u in users]
-        ch.add(ts, source, op, b)
+        if len(ts):
+            ch.add(ts, source, op, REQUEST_BODIES[op](Req(ch, source, op, ts)))
+
+
+def cart_body(q):
+    items = q.rng.integers(1, 9, q.n).tolist()
+    return [f'{q.head},"user_id":{u},"items":{i},"duration_ms":{d},"request_id":"{r}"'
+            for u, i, d, r in zip(q.users, items, q.dur, q.rid)]
+
+
+def order_read_body(q):
+    oid = (q.ch.state.order_id - q.rng.integers(1, 40000, q.n)).tolist()
+    return [f'{q.head},"order_id":{o},"rows":1,"duration_ms":{d},"request_id":"{r}"' for o, d, r in zip(oid, q.dur, q.rid)]
+
+
+def webhook_body(q):
+    ev = q.rng.choice(("charge.succeeded", "charge.refunded", "payout.paid", "dispute.created"), q.n,
+                      p=(0.8, 0.1, 0.08, 0.02)).tolist()
+    return [f'{q.head},"event":"{e}","provider":"stripe","duration_ms":{d}' for e, d in zip(ev, q.dur)]
+
+
+def refund_body(q):
+    oid = (q.ch.state.order_id - q.rng.integers(100, 200000, q.n)).tolist()      # orders of the last weeks
+    amt = q.rng.integers(500, 40000, q.n).tolist()
+    return [f'{q.head},"order_id":{o},"amount_cents":{a},"duration_ms":{d}' for o, a, d in zip(oid, amt, q.dur)]
+
+
+def stock_body(q):
+    sku = q.rng.integers(10000, 99999, q.n).tolist()
+    avail = q.rng.integers(0, 400, q.n).tolist()
+    return [f'{q.head},"sku":"SKU-{s}","available":{a},"duration_ms":{d},"request_id":"{r}"'
+            for s, a, d, r in zip(sku, avail, q.dur, q.rid)]
+
+
+def replenish_body(q):
+    depth = np.round(3 + 25 * q.ch.minute_load(q.ts) + q.rng.integers(0, 6, q.n))
+    depth = q.ch.unusual("inventory", "queue_depth", q.ts, depth).astype(int).tolist()
+    sku = q.rng.integers(10000, 99999, q.n).tolist()
+    qty = (q.rng.integers(1, 20, q.n) * 12).tolist()
+    return [f'{q.head},"sku":"SKU-{s}","qty":{n},"queue_depth":{d}' for s, n, d in zip(sku, qty, depth)]
+
+
+def search_body(q):
+    hits = np.floor(q.rng.pareto(1.2, q.n) * 40).astype(int).tolist()
+    qlen = q.rng.integers(2 if q.op == "suggest served" else 3, 30, q.n).tolist()
+    cached = (q.rng.random(q.n) < 0.9 - 0.25 * q.ch.minute_load(q.ts)).tolist()     # fewer hits when busy
+    return [f'{q.head},"query_len":{n},"hits":{h},"cache_hit":{str(c).lower()},"duration_ms":{d},"trace_id":"{r}"'
+            for n, h, c, d, r in zip(qlen, hits, cached, q.dur, q.ch.ids(q.n, 32))]
+
+
+def login_body(q):
+    return [f'{q.head},"user_id":{u},"mfa":false,"duration_ms":{d},"request_id":"{r}"'
+            for u, d, r in zip(q.users, q.dur, q.rid)]
+
+
+def login_failed_body(q):
+    reason = q.rng.choice(("bad_password", "unknown_user", "locked"), q.n, p=(0.7, 0.25, 0.05)).tolist()
+    att = q.rng.integers(1, 4, q.n).tolist()
+    return [f'{q.head},"reason":"{x}","attempts":{a},"duration_ms":{d},"request_id":"{r}"'
+            for x, a, d, r in zip(reason, att, q.dur, q.rid)]
+
+
+def session_body(q):
+    return [f'{q.head},"user_id":{u},"ttl_s":3600,"duration_ms":{d}' for u, d in zip(q.users, q.dur)]
+
+
+def profile_body(q):
+    return [f'{q.head},"user_id":{u},"rows":1,"duration_ms":{d},"request_id":"{r}"'
+            for u, d, r in zip(q.users, q.dur, q.rid)]
+
+
+def reset_email_body(q):
+    depth = np.round(2 + 12 * q.ch.minute_load(q.ts) + q.rng.integers(0, 5, q.n))
+    depth = q.ch.unusual("mailer", "queue_depth", q.ts, depth).astype(int).tolist()
+    return [f'"level":"INFO","message":"email queued","template":"password_reset","user_id":{u},"queue_depth":{d}'
+            for u, d in zip(q.users, depth)]
+
+
+def bounce_body(q):
+    return [f'{q.head},"smtp_code":550,"template":"order_confirmation","user_id":{u}' for u in q.users]
+
+
+REQUEST_BODIES = {"cart updated": cart_body, "order status read": order_read_body, "webhook received": webhook_body,
+                  "refund issued": refund_body, "stock checked": stock_body, "replenishment queued": replenish_body,
+                  "search served": search_body, "suggest served": search_body, "login succeeded": login_body,
+                  "login failed": login_failed_body, "session refreshed": session_body, "profile read": profile_body,
+                  "password reset email queued": reset_email_body, "bounce received": bounce_body}
 
 
 def order_flow(ch):
