@@ -1,8 +1,9 @@
 """Detection benchmark: generate labelled workloads, run `anomaly_detector replay` on them, score.
 
-Two workload families (--family): "generated" (anomaly_detector.workload, per-source JSONL) and
-"shop" (bench/shopgen.py, one plain syslog-style file written apart from the first), both scored by
-anomaly_detector/workload/scoring.py; the replay command runs as a subprocess. Prints per family, for
+Three workload families (--family): "generated" (anomaly_detector.workload, per-source JSONL),
+"shop" (bench/shopgen.py, one plain syslog-style file written apart from the first) and "svc"
+(bench/svcgen.py, JSON lines of seven services with numeric fields, held out: never tuned on), all
+scored by anomaly_detector/workload/scoring.py; the replay command runs as a subprocess. Prints per family, for
 the tuning seeds and apart for the held-out seeds, caught / caught with another kind / missed,
 recall and time to detect per incident kind, false incidents per day and what they were, then
 lines/s and peak RSS; with the shop family also the share of lines flagged on each Loghub sample
@@ -37,12 +38,13 @@ from anomaly_detector.workload.scoring import (  # noqa: E402
     merge_scores,
     score,
 )
-from bench import loghub_flags, shopgen  # noqa: E402
+from bench import loghub_flags, shopgen, svcgen  # noqa: E402
 
 TARGET_RECALL = 0.9
 TARGET_FALSE_PER_DAY = 1.0
 TARGET_LINES_PER_S = 100_000
-FAMILIES = ("generated", "shop")
+FAMILIES = ("generated", "shop")          # --family both; --family all adds "svc"
+SVC_TITLE = "svc family (held out: never tuned on)"
 _DIGITS = re.compile(r"\d+")
 
 
@@ -122,6 +124,9 @@ def bench_seed(seed, args, work, family="generated"):
     if family == "shop":
         w = shopgen.generate(out_dir, days=args.days, seed=seed, lines_per_day=args.lines_per_day)
         fmt = None          # replay's default (auto), as a user would run it on a plain file
+    elif family == "svc":
+        w = svcgen.generate(out_dir, days=args.days, seed=seed, lines_per_day=args.lines_per_day)
+        fmt = "jsonl"
     else:
         w = generate(out_dir, days=args.days, seed=seed, lines_per_day=args.lines_per_day, fmt="jsonl")
         fmt = "jsonl"
@@ -203,12 +208,12 @@ def fmt_delay(x):
     return "   n/a" if x != x else f"{x:6.0f}s"
 
 
-def print_report(results, title, after=TOLERANCE_AFTER_S, kinds=KINDS):
+def print_report(results, title, after=TOLERANCE_AFTER_S, kinds=KINDS, sep=": "):
     """Per-seed table, per-kind table and false incidents of one group of seeds."""
     if not results:
         return
     print()
-    print(f"== {title}: seeds {','.join(str(r['seed']) for r in results)} ==")
+    print(f"== {title}{sep}seeds {','.join(str(r['seed']) for r in results)} ==")
     print(f"{'seed':>4} {'lines':>10} {'gen s':>7} {'replay s':>9} {'lines/s':>10} {'peak RSS':>10} "
           f"{'incidents':>9} {'false/day':>9}  source of detections")
     for r in results:
@@ -283,9 +288,10 @@ def parse_args(argv):
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.add_argument("--tier4-cost", action="store_true",
                    help="replay the first seed again with tier 4 off and print tier 4's share of the time")
-    p.add_argument("--family", choices=("generated", "shop", "both"), default="both",
-                   help="workload family: generated (anomaly_detector.workload), shop (bench/shopgen.py) or both "
-                        "(default)")
+    p.add_argument("--family", choices=("generated", "shop", "svc", "both", "all"), default="both",
+                   help="workload family: generated (anomaly_detector.workload), shop (bench/shopgen.py), svc "
+                        "(bench/svcgen.py, held out: never tuned on), both (generated and shop, the default) or all "
+                        "three")
     p.add_argument("--no-loghub", action="store_true",
                    help="skip the share of lines flagged on the Loghub samples (printed with the shop family)")
     p.add_argument("--loghub-data", default=loghub_flags.DEFAULT_DATA,
@@ -302,7 +308,7 @@ def main(argv=None):
     if set(seeds) & set(heldout):
         print(f"detect_bench: seeds {sorted(set(seeds) & set(heldout))} are both tuning and held-out", file=sys.stderr)
         return 2
-    families = FAMILIES if args.family == "both" else (args.family,)
+    families = {"both": FAMILIES, "all": FAMILIES + ("svc",)}.get(args.family, (args.family,))
     work = args.work or tempfile.mkdtemp(prefix="detect_bench_")
     results = []
     tier4 = None
@@ -341,7 +347,8 @@ def main(argv=None):
 
 
 def report(results, seeds, heldout, after):
-    """The generated family's tables as they always were, then the shop family's under its own titles."""
+    """The generated family's tables as they always were, then the shop family's and the svc family's under
+    their own titles (the svc family is held out whatever the seed: both its tables say so)."""
     generated = [r for r in results if r["family"] == "generated"]
     print_report([r for r in generated if r["seed"] in seeds], "tuning", after)
     print_report([r for r in generated if r["seed"] in heldout], "held-out", after)
@@ -354,6 +361,11 @@ def report(results, seeds, heldout, after):
         print("shop family: an incident whose source names none of the labels' programs (a source the replay "
               "did not tell apart) is matched on time alone")
         print_runtime(shop)
+    svc = [r for r in results if r["family"] == "svc"]
+    print_report([r for r in svc if r["seed"] in seeds], SVC_TITLE, after, svcgen.KINDS, sep=", ")
+    print_report([r for r in svc if r["seed"] in heldout], SVC_TITLE, after, svcgen.KINDS, sep=", ")
+    if svc:
+        print_runtime(svc)
 
 
 def seed_list(text):
@@ -382,13 +394,17 @@ def family_figures(results, heldout):
 
 
 def write_json(path, results, heldout, loghub=None):
-    """The generated family's figures at the top level (as before), the shop family's under "shop",
-    the Loghub flag shares under "loghub"."""
+    """The generated family's figures at the top level (as before), the shop family's under "shop", the
+    svc family's under "svc" (its tuning seeds at its top level too, though it is never tuned on), the
+    Loghub flag shares under "loghub"."""
     generated = [r for r in results if r["family"] == "generated"]
     shop = [r for r in results if r["family"] == "shop"]
+    svc = [r for r in results if r["family"] == "svc"]
     doc = family_figures(generated, heldout) if generated else {}
     if shop:
         doc["shop"] = family_figures(shop, heldout)
+    if svc:
+        doc["svc"] = family_figures(svc, heldout)
     if loghub is not None:
         doc["loghub"] = loghub
     with open(path, "w", encoding="utf-8") as fh:
