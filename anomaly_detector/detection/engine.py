@@ -259,7 +259,7 @@ class DetectionEngine:
             self._report(self.book.add(
                 source, f.ts, f.score, {f.tier: f.score}, f.template_id, template,
                 [(f.reason, f.expected, f.observed, f.score)], None, opened_by=f.key, family="finding:" + f.tier,
-                session=f.key.startswith(SESSION_KEY)))
+                session=f.key.startswith(SESSION_KEY), seen_at=ctx.now))
         self._report(self.book.close_quiet(ctx.now))
 
     def _learn_suspicious_rate(self, batch, ctx, suspicious):

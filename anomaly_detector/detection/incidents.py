@@ -50,6 +50,9 @@ class Incident:
     reason_hits: dict = field(default_factory=dict)       # reason -> [best score, expected, observed]
     samples: list = field(default_factory=list)
     families: set = field(default_factory=set)            # evidence families routed to this incident
+    # When evidence last arrived (event time): later than last_seen for evidence judged late, such as a
+    # session found unfinished a session timeout after its last line; it keeps the incident open.
+    touched: float = 0.0
 
     @property
     def id(self):
@@ -63,6 +66,10 @@ class Incident:
         if not self.template_hits:
             return "source"
         return str(max(self.template_hits.items(), key=lambda kv: (kv[1][0], -kv[0]))[0])
+
+    @property
+    def quiet_since(self):
+        return max(self.last_seen, self.touched)
 
     @property
     def evidence(self):
@@ -108,9 +115,10 @@ class Incident:
             if best is None or value > best[0]:
                 self.reason_hits[reason] = [value, expected, observed]
 
-    def add(self, ts, score, tiers, template_id, template, reasons, sample, session=False):
+    def add(self, ts, score, tiers, template_id, template, reasons, sample, session=False, seen_at=None):
         self.first_seen = min(self.first_seen, ts)
         self.last_seen = max(self.last_seen, ts)
+        self.touched = max(self.touched, ts if seen_at is None else seen_at)
         self.lines += 1 if sample is not None else 0
         self.findings += 1 if sample is None else 0
         self.sessions += 1 if sample is None and session else 0
@@ -132,7 +140,8 @@ class Incident:
                 "score": self.score, "burst": self.burst, "recent": [float(t) for t in self.recent],
                 "tier_scores": self.tier_scores, "template_hits": [[int(t), c, x] for t, (c, x) in
                                                                    self.template_hits.items()],
-                "reason_hits": self.reason_hits, "samples": self.samples, "families": sorted(self.families)}
+                "reason_hits": self.reason_hits, "samples": self.samples, "families": sorted(self.families),
+                "touched": self.touched}
 
     @classmethod
     def from_state(cls, state):
@@ -147,6 +156,7 @@ class Incident:
         incident.samples = [str(x) for x in state["samples"]]
         incident.families = {str(f) for f in state["families"]}
         incident.sessions = int(state.get("sessions", 0))   # absent in states saved before it
+        incident.touched = float(state.get("touched", incident.last_seen))   # likewise
         return incident
 
     def record(self):
@@ -221,12 +231,13 @@ class IncidentBook:
         self._route = {}      # (source, family) -> key in self.open
 
     def add(self, source, ts, score, tiers, template_id, template, reasons, sample, opened_by, family=None,
-            session=False):
+            session=False, seen_at=None):
         """Add one suspicious line or a Finding (sample None; session: about one unfinished session);
-        return the incidents this closes (same source, quiet for too long). family defaults to opened_by."""
+        return the incidents this closes (same source, quiet for too long). family defaults to opened_by;
+        seen_at: when evidence stamped ts (its onset) was judged, if later (it keeps the incident open)."""
         closed = self._close_source(source, ts)
         incident = self._incident(source, family or opened_by, ts, opened_by)
-        incident.add(ts, score, tiers, template_id, template, reasons, sample, session)
+        incident.add(ts, score, tiers, template_id, template, reasons, sample, session, seen_at)
         return closed
 
     def add_lines(self, source, ts, score, tiers, tids, lines, describe, expected_per_window=None, families=None):
@@ -272,7 +283,7 @@ class IncidentBook:
 
     def _close_source(self, source, ts):
         """Remove and return the incidents of `source` with nothing new for a whole window before ts."""
-        return self._pop([k for k, inc in self.open.items() if k[0] == source and ts - inc.last_seen > self.window])
+        return self._pop([k for k, inc in self.open.items() if k[0] == source and ts - inc.quiet_since > self.window])
 
     def _pop(self, keys):
         closed = []
@@ -286,7 +297,7 @@ class IncidentBook:
 
     def close_quiet(self, now):
         """Remove and return the incidents with nothing new for a whole window before `now`."""
-        return self._pop([k for k, inc in self.open.items() if now - inc.last_seen > self.window])
+        return self._pop([k for k, inc in self.open.items() if now - inc.quiet_since > self.window])
 
     def close_all(self):
         return self._pop(list(self.open))

@@ -568,6 +568,9 @@ class SequenceTier(Tier):
         self.pending = []
         self._cache = None
         self._ctx = None
+        # Source of each template's latest line (-1: not seen since start): a cross-service workflow's
+        # unfinished session is reported in the source of the step that did not come.
+        self.tpl_src = np.full(0, -1, np.int32)
         self._resumed = False
         self._grace_until = None   # sessions opening before this may have begun unseen
         self._clock = None     # latest line time learned, on this tier's own timeline
@@ -587,6 +590,7 @@ class SequenceTier(Tier):
             return TierResult(scores)
         self._ctx = ctx
         tids = np.ascontiguousarray(batch.template_id, np.int32)
+        self._note_sources(tids, batch.source_id)
         keys, ks, ke = self.locator.keys(batch, ctx.n_templates)
         wf, prev, open_wf = self._walk(batch, keys, tids, ctx)
         result = TierResult(scores)
@@ -597,6 +601,15 @@ class SequenceTier(Tier):
             self._explain(result, why, wf, prev, tids)
         self._cache = (batch, keys, ks, ke, prev, open_wf, result.scores)
         return result
+
+    def _note_sources(self, tids, sources):
+        top = int(tids.max()) + 1 if tids.size else 0
+        if top > self.tpl_src.size:
+            grown = np.full(_pow2_at_least(top), -1, np.int32)
+            grown[:self.tpl_src.size] = self.tpl_src
+            self.tpl_src = grown
+        ok = tids >= 0
+        self.tpl_src[tids[ok]] = sources[ok]     # the last line of each template wins
 
     def _walk(self, batch, keys, tids, ctx):
         """(workflow, previous template, workflow each line would open) per line."""
@@ -864,11 +877,24 @@ class SequenceTier(Tier):
             else:
                 reason = f"session of workflow '{flow}' never finished: stopped after '{self._text(last)}'"
                 expected = then
-            source = self._ctx.source_name(int(st.src[s])) if self._ctx is not None else ""
+            awaited = miss if verdict == sk.CLOSED_MISSING_STEP else self._top_next(w, last, k, c)
             out.append(Finding(tier=self.name, ts=float(st.lastts[s]), key="session:" + st.id_text(s),
                                score=self.top, reason=reason, expected=expected, observed=observed,
-                               template_id=self.workflows.template[w], source=str(source)))
+                               template_id=self.workflows.template[w], source=self._finding_source(s, awaited)))
         return out
+
+    @staticmethod
+    def _top_next(w, last, k, c):
+        """The step that most often follows `last` in workflow w (-1: none learned)."""
+        rows = ((k >> sk.CODE_BITS) == ((w << sk.CODE_BITS) | last)) & ((k & sk.CODE_MASK) < sk.IN)
+        return int(k[rows][np.argmax(c[rows])] & sk.CODE_MASK) if rows.any() else -1
+
+    def _finding_source(self, s, awaited):
+        """The source of the step a session awaited when it is known, else the session's own."""
+        sid = int(self.tpl_src[awaited]) if 0 <= awaited < self.tpl_src.size else -1
+        if sid < 0:
+            sid = int(self.store.src[s])
+        return str(self._ctx.source_name(sid)) if self._ctx is not None else ""
 
     def _endings(self, w, k, c):
         rows = ((k >> (2 * sk.CODE_BITS)) == w) & ((k & sk.CODE_MASK) == sk.END)

@@ -145,3 +145,22 @@ def test_one_unfinished_session_is_not_reported_two_are_and_a_silence_is_at_once
     silence = book.close_quiet(6000.0)
     assert [engine._reportable(i) for i in one + two + silence] == [False, True, True]
     assert [i.sessions for i in one + two + silence] == [1, 2, 0]
+
+def test_evidence_judged_late_keeps_its_incident_open_from_when_it_arrived():
+    """Unfinished sessions are judged a session timeout after their last line: stamped with that line's
+    time, each would find the incident it should join already closed."""
+    merged, split = IncidentBook(window_seconds=300), IncidentBook(window_seconds=300)
+    for book, late in ((merged, True), (split, False)):
+        closed = []
+        for k in range(4):
+            ts = 1000.0 + 60 * k
+            now = ts + 360.0                       # judged 6 minutes after the session's last line
+            closed += book.add("mailer", ts, 90.0, {"t4": 90.0}, 3, "order flow", [("session never finished",
+                               "", "", 90.0)], None, opened_by="session:%d" % k, family="finding:t4",
+                               session=True, seen_at=now if late else None)
+            closed += book.close_quiet(now)
+        closed += book.close_all()
+        book.closed = closed
+    assert len(merged.closed) == 1 and merged.closed[0].findings == 4
+    assert merged.closed[0].first_seen == 1000.0 and merged.closed[0].last_seen == 1180.0
+    assert len(split.closed) == 4

@@ -460,3 +460,35 @@ def test_sessions_evicted_for_room_do_not_come_back_as_strange_starts():
     later = make_batch(lines, tr.t + 1.0 + np.arange(len(lines)) * 0.001, [2] * len(lines))
     result, _ = step(tier, later)
     assert result.scores.max() == 0
+
+
+def test_an_unfinished_session_of_a_cross_service_workflow_is_reported_in_the_source_of_the_awaited_step():
+    """A, B in source "app", C and E in source "cart": when sessions stop after B, cart owes the next step."""
+    tr = Traffic(9)
+    names = ["app", "cart"]
+
+    def two_sources(batch):
+        batch.source_id = np.isin(batch.template_id, [2, 5]).astype(np.int32)
+        batch.sources = names
+        return batch
+
+    def round_(tier, batch, warm=True):
+        ctx = BatchContext(now=float(batch.ts.max()), lines_seen=0, warm=warm, n_templates=16, ts=batch.ts,
+                           template_text=lambda t: TEXTS.get(t, "t%d" % t), source_name=lambda s: names[s])
+        found = tier.advance(float(batch.ts.min()))
+        tier.score(batch, ctx)
+        tier.learn(batch, ctx, np.ones(batch.n, np.float32))
+        return found
+
+    tier = SequenceTier(settings())
+    round_(tier, two_sources(tr.batch(tr.normal(5))[0]), warm=False)
+    tr.t += 61.0
+    for _ in range(6):
+        round_(tier, two_sources(tr.batch(tr.normal(200))[0]), warm=False)
+    tr.t += 1000.0
+    assert tier.advance(tr.t) == []
+    batch, ids = tr.batch(tr.normal(50) + ["AB"])
+    round_(tier, two_sources(batch))
+    found = tier.advance(float(batch.ts.max()) + 61.0)
+    assert [(f.key, f.source) for f in found] == [("session:" + ids[-1], "cart")]
+    assert "never finished" in found[0].reason and "cart loaded" in found[0].expected
