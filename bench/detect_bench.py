@@ -2,7 +2,7 @@
 
 Three workload families (--family): "generated" (anomaly_detector.workload, per-source JSONL),
 "shop" (bench/shopgen.py, one plain syslog-style file written apart from the first) and "svc"
-(bench/svcgen.py, JSON lines of seven services with numeric fields, held out: never tuned on), all
+(bench/svcgen.py, JSON lines of seven services with numeric fields, written without reading the detector), all
 scored by anomaly_detector/workload/scoring.py; the replay command runs as a subprocess. Prints per family, for
 the tuning seeds and apart for the held-out seeds, caught / caught with another kind / missed,
 recall and time to detect per incident kind, false incidents per day and what they were, then
@@ -44,7 +44,7 @@ TARGET_RECALL = 0.9
 TARGET_FALSE_PER_DAY = 1.0
 TARGET_LINES_PER_S = 100_000
 FAMILIES = ("generated", "shop")          # --family both; --family all adds "svc"
-SVC_TITLE = "svc family (held out: never tuned on)"
+SVC_TITLES = ("svc family, tuning", "svc family, held-out")
 _DIGITS = re.compile(r"\d+")
 
 
@@ -208,12 +208,12 @@ def fmt_delay(x):
     return "   n/a" if x != x else f"{x:6.0f}s"
 
 
-def print_report(results, title, after=TOLERANCE_AFTER_S, kinds=KINDS, sep=": "):
+def print_report(results, title, after=TOLERANCE_AFTER_S, kinds=KINDS):
     """Per-seed table, per-kind table and false incidents of one group of seeds."""
     if not results:
         return
     print()
-    print(f"== {title}{sep}seeds {','.join(str(r['seed']) for r in results)} ==")
+    print(f"== {title}: seeds {','.join(str(r['seed']) for r in results)} ==")
     print(f"{'seed':>4} {'lines':>10} {'gen s':>7} {'replay s':>9} {'lines/s':>10} {'peak RSS':>10} "
           f"{'incidents':>9} {'false/day':>9}  source of detections")
     for r in results:
@@ -290,7 +290,7 @@ def parse_args(argv):
                    help="replay the first seed again with tier 4 off and print tier 4's share of the time")
     p.add_argument("--family", choices=("generated", "shop", "svc", "both", "all"), default="both",
                    help="workload family: generated (anomaly_detector.workload), shop (bench/shopgen.py), svc "
-                        "(bench/svcgen.py, held out: never tuned on), both (generated and shop, the default) or all "
+                        "(bench/svcgen.py), both (generated and shop, the default) or all "
                         "three")
     p.add_argument("--no-loghub", action="store_true",
                    help="skip the share of lines flagged on the Loghub samples (printed with the shop family)")
@@ -348,7 +348,7 @@ def main(argv=None):
 
 def report(results, seeds, heldout, after):
     """The generated family's tables as they always were, then the shop family's and the svc family's under
-    their own titles (the svc family is held out whatever the seed: both its tables say so)."""
+    their own titles."""
     generated = [r for r in results if r["family"] == "generated"]
     print_report([r for r in generated if r["seed"] in seeds], "tuning", after)
     print_report([r for r in generated if r["seed"] in heldout], "held-out", after)
@@ -362,8 +362,8 @@ def report(results, seeds, heldout, after):
               "did not tell apart) is matched on time alone")
         print_runtime(shop)
     svc = [r for r in results if r["family"] == "svc"]
-    print_report([r for r in svc if r["seed"] in seeds], SVC_TITLE, after, svcgen.KINDS, sep=", ")
-    print_report([r for r in svc if r["seed"] in heldout], SVC_TITLE, after, svcgen.KINDS, sep=", ")
+    print_report([r for r in svc if r["seed"] in seeds], SVC_TITLES[0], after, svcgen.KINDS)
+    print_report([r for r in svc if r["seed"] in heldout], SVC_TITLES[1], after, svcgen.KINDS)
     if svc:
         print_runtime(svc)
 
@@ -395,7 +395,7 @@ def family_figures(results, heldout):
 
 def write_json(path, results, heldout, loghub=None):
     """The generated family's figures at the top level (as before), the shop family's under "shop", the
-    svc family's under "svc" (its tuning seeds at its top level too, though it is never tuned on), the
+    svc family's under "svc", the
     Loghub flag shares under "loghub"."""
     generated = [r for r in results if r["family"] == "generated"]
     shop = [r for r in results if r["family"] == "shop"]

@@ -1,7 +1,8 @@
 """The services workload family of bench/detect_bench.py: JSON lines of seven services with numeric fields.
 
-Held out by construction: written as an operator who runs such services would, without reading the
-detector, its parsers or the other two generators, and never tuned on. Only the label layout (that of
+Written as an operator who runs such services would, without reading the detector, its parsers or the
+other two generators (its tuning seeds now serve diagnosis, its held-out seeds do not; bench/README.md).
+Only the label layout (that of
 bench/shopgen.py) is shared, so anomaly_detector/workload/scoring.py scores it.
 
 One file `services.jsonl`, one JSON object a line, in time order: `timestamp` (ISO 8601 UTC, ms),

@@ -275,10 +275,10 @@ def test_detect_bench_runs_the_svc_family_under_its_own_held_out_titles(tmp_path
     out = capsys.readouterr().out
     assert rc == 0
     for title in ("== tuning: seeds 5 ==", "== held-out: seeds 7 ==", "== shop family, tuning: seeds 5 ==",
-                  "== shop family, held-out: seeds 7 ==", "== svc family (held out: never tuned on), seeds 5 ==",
-                  "== svc family (held out: never tuned on), seeds 7 =="):
+                  "== shop family, held-out: seeds 7 ==", "== svc family, tuning: seeds 5 ==",
+                  "== svc family, held-out: seeds 7 =="):
         assert out.count(title) == 1, title
-    svc_tables = out.split("== svc family (held out: never tuned on), seeds 5 ==")[1]
+    svc_tables = out.split("== svc family, tuning: seeds 5 ==")[1]
     for kind in svcgen.KINDS:
         assert f"\n{kind:<16} " in svc_tables
     assert "svc seed 5:" in out and (tmp_path / "w" / "svc-seed7" / "services.jsonl").exists()
