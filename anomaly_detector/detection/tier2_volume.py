@@ -17,6 +17,7 @@ from . import volume_kernels as VK
 from .base import Finding, Tier, TierResult
 from .ranks import running_counts
 from .stats_kernels import count_lower_score, count_upper_scores
+from .tier2_values import ValueKeys
 
 # Windows (in buckets) over which drops are judged: fast for busy keys, longer for quiet ones.
 DROP_WINDOWS = (1, 5, 15)
@@ -224,6 +225,9 @@ class VolumeTier(Tier):
         self.template_season = Seasonality(64)  # per template: a nightly job has its own hour
         self.share_season = ShareSeasonality(64)  # per template, of its share: night mixes differ from day ones
         self.template_source = np.zeros(64, np.int64)
+        # Heavy values of template positions, per source, counted and judged like templates (tier2_values.py)
+        self.values = ValueKeys(int(settings.get("max_value_keys", 1024)), KeyBaseline(), Seasonality(64),
+                                self.bucket_seconds)
         self.open_bucket = None
         self.pending = []
         # Gaps that are not the sources' doing (see _skip_gap): after a restore from state the time
@@ -271,6 +275,7 @@ class VolumeTier(Tier):
         self._explain(result, share_scores, t_counts, mus, batch.template_id, "template", ctx,
                       "volume spike of template %r against the rest of its source: %d lines in %gs")
         np.maximum(scores, share_scores, out=scores)
+        self._value_scores(batch, buckets, result, ctx)
         # A spike of the whole source is one problem, whichever templates its lines have.
         source_wide = per_key["source"] > np.maximum(per_key["template"], share_scores)
         result.about = np.where(source_wide, -1, batch.template_id.astype(np.int64))
@@ -281,9 +286,9 @@ class VolumeTier(Tier):
         counts = running_counts(buckets, keys).astype(np.float64)
         return counts + np.where(buckets == self.open_bucket, base.open_raw[keys], 0.0)
 
-    def _spike_scores(self, keys, counts, buckets, base, ctx):
+    def _spike_scores(self, keys, counts, buckets, base, ctx, seasons=None):
         """Score each line by its key's count against the key's seasonal level."""
-        seasons = self.template_season if base is self.templates else self.season
+        seasons = seasons or (self.template_season if base is self.templates else self.season)
         season = seasons.factor(keys, buckets * self.bucket_seconds, self.bucket_seconds)
         # An intermittent key (a nightly job) is not expected to be at zero just because it was
         # quiet lately: a spike is judged against at least its long-run mean and, since it comes in
@@ -400,12 +405,50 @@ class VolumeTier(Tier):
                 self.restart_bucket = None   # lines of the restart's time came: no later gap is downtime
             self._close_until(bucket, ctx)
             self._add(batch, part, weights)
+            self._add_values(batch, buckets, bucket, weights)
+        self.values.learn(batch, self.open_bucket)
 
     def _add(self, batch, idx, weights):
         w = weights[idx].astype(np.float64)
         for keys, base in ((batch.template_id[idx], self.templates), (batch.source_id[idx], self.sources)):
             base.open_raw += np.bincount(keys, minlength=base.size)[: base.size]
             base.open_learn += np.bincount(keys, weights=w, minlength=base.size)[: base.size]
+
+    def _add_values(self, batch, buckets, bucket, weights):
+        """Count the lines of `bucket` into the value keys their parameters have."""
+        keys, lines, _ = self.values.params(batch)
+        mine = buckets[lines] == bucket
+        if keys.size and mine.any():
+            base, keys, lines = self.values.base, keys[mine], lines[mine]
+            base.open_raw += np.bincount(keys, minlength=base.size)[: base.size]
+            base.open_learn += np.bincount(keys, weights=weights[lines].astype(np.float64), minlength=base.size)[: base.size]
+
+    def _value_scores(self, batch, buckets, result, ctx):
+        """Spikes of the heavy values of template positions (tier2_values.py), judged like templates'
+        (per bucket and over SPIKE_WINDOW buckets): each line scores its values' best."""
+        keys, lines, params = self.values.params(batch)
+        if not keys.size:
+            return
+        base, b = self.values.base, buckets[lines]
+        counts = self._counts(keys, b, base)
+        v_scores, mus, busy, usual = self._spike_scores(keys, counts, b, base, ctx, self.values.season)
+        w_scores, w_counts, w_mus = self._window_scores(keys, counts, b, base, np.maximum(mus, usual), busy, ctx)
+        windowed = w_scores > v_scores
+        best = np.maximum(v_scores, w_scores)
+        line_best = np.zeros(batch.n, np.float32)
+        np.maximum.at(line_best, lines, best)
+        explained = set()
+        for j in np.flatnonzero((best >= 40.0) & (best >= result.scores[lines]) & (best >= line_best[lines])):
+            i, span = int(lines[j]), (SPIKE_WINDOW if windowed[j] else 1) * self.bucket_seconds
+            count, mu = (w_counts[j], w_mus[j]) if windowed[j] else (counts[j], mus[j])
+            if i in explained:
+                continue   # by another value of the line, as high
+            explained.add(i)
+            result.reasons[i] = "volume spike of template %r with %s: %d lines in %gs" % (
+                ctx.template_text(int(batch.template_id[i])), self.values.describe(batch, int(params[j])), count, span)
+            result.expected[i] = "about %.1f per %gs" % (mu, span)
+            result.observed[i] = "%d per %gs" % (count, span)
+        np.maximum(result.scores, line_best, out=result.scores)
 
     def advance(self, event_time):
         if self.open_bucket is not None and not self.resumed:
@@ -459,7 +502,7 @@ class VolumeTier(Tier):
         no silence) or learned as zero counts. The open bucket (cut short by the gap) is dropped, the
         drop windows start empty, and the new bucket, which began before its first line, is not judged
         or learned either (see _close_bucket)."""
-        for base in (self.templates, self.sources):
+        for base in (self.templates, self.sources, self.values.base):
             for arr in (base.open_raw, base.open_learn, base.obs_win, base.exp_win, base.obs_sum, base.exp_sum):
                 arr[:] = 0.0
         if counted and not self.resumed:   # an input gap; downtime is not the input's
@@ -470,7 +513,7 @@ class VolumeTier(Tier):
     def _close_bucket(self, ctx):
         if self.open_bucket == self.partial_bucket:
             self.partial_bucket = None
-            for base in (self.templates, self.sources):
+            for base in (self.templates, self.sources, self.values.base):
                 base.open_raw[:] = 0.0
                 base.open_learn[:] = 0.0
             return
@@ -479,7 +522,7 @@ class VolumeTier(Tier):
         hour, day = (int(v) for v in _hour_and_day(when))
         self._close_shares(when, hour, day, keep)
         for base, seasons, kind in ((self.templates, self.template_season, "template"),
-                                    (self.sources, self.season, "source")):
+                                    (self.sources, self.season, "source"), (self.values.base, self.values.season, "value")):
             season = seasons.factor(np.arange(base.size), when, self.bucket_seconds)
             weight = _season_weights(base, base.level * season, self.spike_min_ratio)
             best = np.empty(base.size, np.float32)
@@ -489,7 +532,8 @@ class VolumeTier(Tier):
                           season, self.open_bucket % DROP_WINDOWS[-1], _WINDOWS, self.min_history,
                           self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS, MIN_RELATIVE_ERROR, SPARSE_FRACTION,
                           best, best_window)
-            for key in np.flatnonzero(best >= self.finding_min_score).tolist():
+            # value drops are not judged (tier2_values.py says why)
+            for key in np.flatnonzero((best >= self.finding_min_score) & (kind != "value")).tolist():
                 self._hold(self._drop_finding(base, kind, key, int(best_window[key]), float(best[key]), when),
                            kind, key)
             VK.season_update(seasons.hod, seasons.dow, hour, day, base.open_learn, base.level, weight, base.age,
@@ -643,7 +687,7 @@ class VolumeTier(Tier):
                 "season": self.season.state(), "template_season": self.template_season.state(),
                 "share_season": self.share_season.state(),
                 "template_source": self.template_source.tolist(),
-                "open_bucket": self.open_bucket}
+                "values": self.values.state(), "open_bucket": self.open_bucket}
 
     def load_state(self, state):
         self.templates.load_state(state.get("templates", {}))
@@ -654,6 +698,7 @@ class VolumeTier(Tier):
         self.share_season.load_state(state.get("share_season", {}))
         self.share_season.ensure(self.templates.size)
         self.template_source = np.asarray(state.get("template_source", [0] * 64), np.int64)
+        self.values.load_state(state.get("values"))   # absent before value keys: they are learned afresh
         self.open_bucket = state.get("open_bucket")
         self.resumed = self.open_bucket is not None
 
