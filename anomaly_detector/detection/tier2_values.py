@@ -46,14 +46,31 @@ class ValueTable:
         self.source = np.zeros(0, np.int64)
 
     def add(self, codes, templates, positions, sources):
+        """New keys, in the rows of forgotten ones first; returns their ids."""
+        free = np.flatnonzero(self.template < 0)[: codes.size]
+        grow = codes.size - free.size
         first = self.template.size
-        self.template = np.concatenate([self.template, templates])
-        self.position = np.concatenate([self.position, positions])
-        self.source = np.concatenate([self.source, sources])
+        for name in ("template", "position", "source"):
+            setattr(self, name, np.concatenate([getattr(self, name), np.zeros(grow, np.int64)]))
+        ids = np.concatenate([free, np.arange(first, first + grow)])
+        self.template[ids], self.position[ids], self.source[ids] = templates, positions, sources
         code = np.concatenate([self.code, codes])
-        key = np.concatenate([self.key, np.arange(first, first + codes.size)])
+        key = np.concatenate([self.key, ids])
         order = np.argsort(code, kind="stable")
         self.code, self.key = code[order], key[order]
+        return ids
+
+    def forget(self, template_ids):
+        """Drop the keys of these templates (their rows are free for new keys); returns their ids."""
+        gone = np.flatnonzero(np.isin(self.template, template_ids))
+        keep = ~np.isin(self.key, gone)
+        self.code, self.key = self.code[keep], self.key[keep]
+        self.template[gone] = -1
+        return gone
+
+    @property
+    def live(self):
+        return int(self.code.size)
 
     def lookup(self, codes):
         """Key id of each code, -1 where it is not a key."""
@@ -142,6 +159,7 @@ class ValueKeys:
 
     @property
     def size(self):
+        """Rows in use or free (forgotten keys' rows are taken first by new keys)."""
         return self.keys.template.size
 
     def params(self, batch):
@@ -187,6 +205,7 @@ class ValueKeys:
     def learn(self, batch, bucket):
         """Count the batch's values into the heavy-hitter tables (decayed to event-time bucket
         `bucket`) and make keys of the values that now qualify. Returns the number of new keys."""
+        self._cached = (None, None)   # the batch is learned: its key ids are not wanted again
         if not self.max_keys or not _has_params(batch):
             return 0
         self._decay(bucket)
@@ -220,7 +239,7 @@ class ValueKeys:
         new = np.flatnonzero(qualify)
         if not new.size:
             return 0
-        room = max(self.max_keys - self.size, 0)
+        room = max(self.max_keys - self.keys.live, 0)
         if new.size > room:
             # the heaviest first; the rest are refused, each counted once
             new = new[np.argsort(-c.count[new], kind="stable")]
@@ -236,11 +255,35 @@ class ValueKeys:
         if not new.size:
             return 0
         slot = c.slot[new]
-        self.keys.add(c.code[new], (slot >> np.uint64(4)).astype(np.int64) & 0xFFFFFFFFFF,
-                      (slot & np.uint64(15)).astype(np.int64), (slot >> np.uint64(44)).astype(np.int64))
+        ids = self.keys.add(c.code[new], (slot >> np.uint64(4)).astype(np.int64) & 0xFFFFFFFFFF,
+                            (slot & np.uint64(15)).astype(np.int64), (slot >> np.uint64(44)).astype(np.int64))
         self.base.ensure(self.size)
         self.season.ensure(self.base.size)
+        self._fresh_rows(ids)
         return int(new.size)
+
+    def forget(self, template_ids):
+        """The miner widened these templates: their positions mean other fields now. Their keys and
+        candidate values go (rows free for new keys); what they are now is found again."""
+        if not self.size and not self.candidates.code.size:
+            return
+        self._fresh_rows(self.keys.forget(np.asarray(template_ids, np.int64)))
+        c = self.candidates
+        keep = ~np.isin((c.slot >> np.uint64(4)).astype(np.int64) & 0xFFFFFFFFFF, np.asarray(template_ids, np.int64))
+        for name in ("code", "slot", "count", "refused"):
+            setattr(c, name, getattr(c, name)[keep])
+        self.slots.prune(c.slot)
+        self._cached = (None, None)
+
+    def _fresh_rows(self, ids):
+        """Rows as a key never seen has them (a reused row must not carry its old key's baseline)."""
+        if not len(ids):
+            return
+        fresh = type(self.base)(1)
+        for name, arr in vars(self.base).items():
+            arr[ids] = getattr(fresh, name)[0]
+        self.season.hod[ids] = 0.0
+        self.season.dow[ids] = 0.0
 
     # -- persistence ---------------------------------------------------------------------
 

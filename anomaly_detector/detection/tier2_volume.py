@@ -636,6 +636,10 @@ class VolumeTier(Tier):
         self.sources.ensure(n_src)
         self.season.ensure(self.sources.size)
 
+    def forget_parameters(self, template_ids):
+        """The miner widened these templates: their value keys start again (tier2_values.py)."""
+        self.values.forget(template_ids)
+
     # -- handover of one source between workers (worker/handover.py) ----------------------
 
     def export_source(self, sid):

@@ -169,3 +169,18 @@ def test_value_keys_are_saved_and_restored_and_an_older_state_without_them_loads
     older = VolumeTier(dict(config()["detection"]["tier2"], learning_rate=0.01, warmup_lines=100))
     older.load_state(old)
     assert older.values.size == 0
+
+
+def test_a_widened_template_forgets_its_value_keys_and_new_keys_take_their_rows():
+    rng = np.random.default_rng(7)
+    engine = DetectionEngine(config())
+    traffic(engine, rng, T0, 180)
+    values = engine.tiers["t2"].values
+    assert values.size == 5 and values.base.age[:5].min() > 0
+    engine.templates_widened([0])
+    assert values.keys.live == 0 and not values.candidates.code.size
+    assert values.base.age[:5].max() == 0 and values.base.level[:5].max() == 0.0
+    assert not values.params(make_batch(np.array([T0 + 3 * 3600.0]), np.array([1]), np.array([5])))[0].size
+    # what the positions hold now is found again, in the same rows
+    traffic(engine, rng, T0 + 3 * 3600, 120)
+    assert values.keys.live == 5 and values.size == 5
