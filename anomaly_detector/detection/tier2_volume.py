@@ -275,7 +275,7 @@ class VolumeTier(Tier):
         self._explain(result, share_scores, t_counts, mus, batch.template_id, "template", ctx,
                       "volume spike of template %r against the rest of its source: %d lines in %gs")
         np.maximum(scores, share_scores, out=scores)
-        self._value_scores(batch, buckets, result, ctx)
+        self._value_scores(batch, buckets, t_counts, result, ctx)
         # A spike of the whole source is one problem, whichever templates its lines have.
         source_wide = per_key["source"] > np.maximum(per_key["template"], share_scores)
         result.about = np.where(source_wide, -1, batch.template_id.astype(np.int64))
@@ -423,9 +423,10 @@ class VolumeTier(Tier):
             base.open_raw += np.bincount(keys, minlength=base.size)[: base.size]
             base.open_learn += np.bincount(keys, weights=weights[lines].astype(np.float64), minlength=base.size)[: base.size]
 
-    def _value_scores(self, batch, buckets, result, ctx):
+    def _value_scores(self, batch, buckets, t_counts, result, ctx):
         """Spikes of the heavy values of template positions (tier2_values.py), judged like templates'
-        (per bucket and over SPIKE_WINDOW buckets): each line scores its values' best."""
+        (per bucket and over SPIKE_WINDOW buckets) and against the rest of their template: each line
+        scores its values' best."""
         keys, lines, params = self.values.params(batch)
         if not keys.size:
             return
@@ -433,6 +434,9 @@ class VolumeTier(Tier):
         counts = self._counts(keys, b, base)
         v_scores, mus, busy, usual = self._spike_scores(keys, counts, b, base, ctx, self.values.season)
         w_scores, w_counts, w_mus = self._window_scores(keys, counts, b, base, np.maximum(mus, usual), busy, ctx)
+        r_scores, r_mus = self._value_share_scores(keys, w_counts, batch.template_id[lines], t_counts[lines], b, ctx)
+        w_mus = np.where(r_scores > w_scores, r_mus, w_mus)
+        w_scores = np.maximum(w_scores, r_scores)
         windowed = w_scores > v_scores
         best = np.maximum(v_scores, w_scores)
         line_best = np.zeros(batch.n, np.float32)
@@ -449,6 +453,44 @@ class VolumeTier(Tier):
             result.expected[i] = "about %.1f per %gs" % (mu, span)
             result.observed[i] = "%d per %gs" % (count, span)
         np.maximum(result.scores, line_best, out=result.scores)
+
+    def _value_share_scores(self, keys, w_counts, templates, t_counts, buckets, ctx):
+        """Score each value's count over SPIKE_WINDOW buckets against the rest of its template's lines
+        in them (its learned odds times theirs) -> (scores, forecasts). A value's share of its template
+        hardly moves with the hour (a rush hour lifts a template and its values together), so it is
+        judged from its first hours on, where its level is judged only at hours of the day it has seen.
+        Over the window, not per bucket: early in a bucket the rest of a template may not have come yet
+        (see _share_scores, which is why a template's forecast is its share of its source's lines)."""
+        base = self.values.base
+        den = base.share_den[keys]
+        judged = ((base.age[keys] >= self.min_history + DROP_WINDOWS[-1]) & (den > 0)
+                  & (base.nonzero[keys] >= SPARSE_FRACTION) & bool(ctx.warm))
+        w_template = t_counts + _earlier_counts(templates, buckets, self.templates.obs_win, self.templates.open_raw,
+                                                self.open_bucket, SPIKE_WINDOW)
+        odds = base.share_num[keys] / np.where(den > 0, den, 1.0)
+        mus = np.maximum(odds * np.maximum(w_template - w_counts, 0.0), 1e-3)
+        judged &= w_counts - 3.0 * np.sqrt(w_counts) >= self.spike_min_ratio * mus
+        scores = np.zeros(keys.size, np.float32)
+        if judged.any():
+            k = keys[judged]
+            # as in _window_scores: the part of the per-bucket error that sampling noise explains averages out
+            disp, rel2 = _dispersion(base, k), base.share_rel2[k]
+            noise = np.minimum(rel2, disp / np.maximum(mus[judged] / SPIKE_WINDOW, 1e-3))
+            rel2 = np.maximum(rel2 - noise + noise / SPIKE_WINDOW, MIN_RELATIVE_ERROR ** 2)
+            scores[judged] = count_upper_scores(w_counts[judged], mus[judged], disp, rel2)
+        return scores, mus
+
+    def _close_value_shares(self):
+        """Learn each value key's count against the rest of its template's lines in the closing bucket
+        (the odds share_num / share_den, no seasons: see _value_share_scores). Before close_keys ages them."""
+        v = self.values.base
+        parent = np.zeros(v.size, np.int64)
+        parent[: self.values.size] = np.maximum(self.values.keys.template, 0)
+        parent = np.minimum(parent, self.templates.size - 1)
+        others = np.empty(v.size)
+        VK.learn_shares(v.open_learn, self.templates.open_learn, parent, v.age, v.phi, v.share_num, v.share_den,
+                        v.share_rel2, np.ones(v.size), self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS,
+                        MIN_RELATIVE_ERROR, others)
 
     def advance(self, event_time):
         if self.open_bucket is not None and not self.resumed:
@@ -521,6 +563,7 @@ class VolumeTier(Tier):
         keep = 1.0 - self.learning_rate / SEASON_SLOWER
         hour, day = (int(v) for v in _hour_and_day(when))
         self._close_shares(when, hour, day, keep)
+        self._close_value_shares()
         for base, seasons, kind in ((self.templates, self.template_season, "template"),
                                     (self.sources, self.season, "source"), (self.values.base, self.values.season, "value")):
             season = seasons.factor(np.arange(base.size), when, self.bucket_seconds)

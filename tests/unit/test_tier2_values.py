@@ -184,3 +184,16 @@ def test_a_widened_template_forgets_its_value_keys_and_new_keys_take_their_rows(
     # what the positions hold now is found again, in the same rows
     traffic(engine, rng, T0 + 3 * 3600, 120)
     assert values.keys.live == 5 and values.size == 5
+
+
+def test_a_surge_at_an_hour_not_seen_yet_is_judged_against_the_rest_of_its_template():
+    rng = np.random.default_rng(8)
+    engine = DetectionEngine(config())
+    steady = traffic(engine, rng, T0, 8 * 60)
+    assert max(got.tiers[1].max() for _, got in steady[-24:]) < 40
+    # hour 18 was never seen: the value's level is judged per minute only, its share of the template
+    # over five minutes
+    (batch, got), = traffic(engine, rng, T0 + 8 * 3600, 10, surge=(2, 8.0))
+    inserts = np.array([batch.content(i).startswith("op insert") for i in range(batch.n)])
+    assert np.median(got.tiers[1][inserts]) >= 70
+    assert got.tiers[1][~inserts].max() < 40
