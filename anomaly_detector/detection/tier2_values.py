@@ -191,10 +191,12 @@ class ValueKeys:
         return "<*>#%d = %s" % (int(batch.param_pos[j]) + 1, value)
 
     def _codes(self, batch):
-        """Line index, value code, slot code and index of each parameter within MAX_POSITIONS."""
+        """Line index, value code, slot code and index of each word parameter within MAX_POSITIONS.
+        Numbers are measurements (a pool's in_use, a queue's depth, a size): a surge of `in_use=5` is
+        the gauge moving, which tier 3 judges as a number, not a kind of event."""
         counts = np.diff(batch.param_ptr)
         line = np.repeat(np.arange(batch.n, dtype=np.int64), counts)
-        within = np.flatnonzero(batch.param_pos < MAX_POSITIONS)
+        within = np.flatnonzero((batch.param_pos < MAX_POSITIONS) & np.isnan(batch.param_num))
         line = line[within]
         slot = ((batch.source_id[line].astype(np.uint64) << np.uint64(44))
                 | (batch.template_id[line].astype(np.uint64) << np.uint64(4))

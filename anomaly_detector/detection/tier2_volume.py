@@ -47,6 +47,9 @@ SEASON_SLOWER = 100.0
 ANOMALOUS_SHARE = 0.1
 # A volume forecast is never trusted to better than this relative error, however steady the key.
 MIN_RELATIVE_ERROR = 0.1
+# A value key is judged against the rest of its template (VolumeTier._value_share_scores) only where
+# that rest had at least this many lines in the window: fewer say too little about the share.
+VALUE_SHARE_MIN_OTHERS = 10
 # A key non-zero in fewer buckets than this is sparse: its counts come in clumps (a job's lines).
 SPARSE_FRACTION = 0.5
 # A sparse key's usual count at an hour of day is trusted once that hour was seen for this share of
@@ -468,15 +471,19 @@ class VolumeTier(Tier):
         w_template = t_counts + _earlier_counts(templates, buckets, self.templates.obs_win, self.templates.open_raw,
                                                 self.open_bucket, SPIKE_WINDOW)
         odds = base.share_num[keys] / np.where(den > 0, den, 1.0)
-        mus = np.maximum(odds * np.maximum(w_template - w_counts, 0.0), 1e-3)
-        judged &= w_counts - 3.0 * np.sqrt(w_counts) >= self.spike_min_ratio * mus
+        others = np.maximum(w_template - w_counts, 0.0)
+        mus = np.maximum(odds * others, 1e-3)
+        # The rest of the template is a sample too: a few lines of it say little (a value that is most of
+        # a quiet template has five minutes with no other line every other day).
+        judged &= (others >= VALUE_SHARE_MIN_OTHERS) & (w_counts - 3.0 * np.sqrt(w_counts) >= self.spike_min_ratio * mus)
         scores = np.zeros(keys.size, np.float32)
         if judged.any():
             k = keys[judged]
-            # as in _window_scores: the part of the per-bucket error that sampling noise explains averages out
+            # as in _window_scores: the part of the per-bucket error that sampling noise explains averages
+            # out; the rest's own sampling error (relative variance dispersion / count) adds to it
             disp, rel2 = _dispersion(base, k), base.share_rel2[k]
             noise = np.minimum(rel2, disp / np.maximum(mus[judged] / SPIKE_WINDOW, 1e-3))
-            rel2 = np.maximum(rel2 - noise + noise / SPIKE_WINDOW, MIN_RELATIVE_ERROR ** 2)
+            rel2 = np.maximum(rel2 - noise + noise / SPIKE_WINDOW, MIN_RELATIVE_ERROR ** 2) + disp / others[judged]
             scores[judged] = count_upper_scores(w_counts[judged], mus[judged], disp, rel2)
         return scores, mus
 
