@@ -23,6 +23,8 @@ import logging
 
 import numpy as np
 
+from .tier3_novelty import role_key
+
 log = logging.getLogger(__name__)
 
 MAX_POSITIONS = 16          # parameters beyond this position of a template are not counted
@@ -32,57 +34,60 @@ VALUE_MIN_RATE = 0.5        # and at least this many lines per bucket (quieter v
 CANDIDATE_HOURS = 1.0       # heavy-hitter counts decay over about this long (in event time)
 CANDIDATES_PER_KEY = 4      # candidate values tracked per allowed key (at least MIN_CANDIDATES)
 MIN_CANDIDATES = 4096
-_MIX = np.uint64(0x9E3779B97F4A7C15)   # spreads (source, template, position) over the hash bits
+_MIX = np.uint64(0x9E3779B97F4A7C15)   # spreads a slot (source, role) over the hash bits
+_TOTAL = np.uint64(0x5BD1E9955BD1E995)  # the "value" of a slot's total row
+ROLE_UNSET = -1
+STALE_LEVEL = 0.01          # a value key below this level (lines per bucket) has gone: its row may be reused
 
 
 class ValueTable:
-    """The value keys: code (sorted, for lookups) -> key id, and per key id what it is."""
+    """The keys: code (sorted, for lookups) -> row, and per row its slot, whether it is the slot's total
+    (every value of the position, the parent a value's share is judged against) and its total's row."""
 
     def __init__(self):
-        self.code = np.zeros(0, np.uint64)       # sorted value codes of the keys
-        self.key = np.zeros(0, np.int64)         # key id of each code
-        self.template = np.zeros(0, np.int64)    # by key id: its template, position and source
-        self.position = np.zeros(0, np.int64)
-        self.source = np.zeros(0, np.int64)
+        self.code = np.zeros(0, np.uint64)       # sorted codes of the rows in use
+        self.key = np.zeros(0, np.int64)         # row of each code
+        self.slot = np.zeros(0, np.uint64)       # by row: (source, role) code
+        self.total = np.zeros(0, np.bool_)       # by row: the slot's total, not a value
+        self.parent = np.zeros(0, np.int64)      # by row: the slot's total row (a total: itself)
 
-    def add(self, codes, templates, positions, sources):
-        """New keys, in the rows of forgotten ones first; returns their ids."""
-        free = np.flatnonzero(self.template < 0)[: codes.size]
-        grow = codes.size - free.size
-        first = self.template.size
-        for name in ("template", "position", "source"):
-            setattr(self, name, np.concatenate([getattr(self, name), np.zeros(grow, np.int64)]))
-        ids = np.concatenate([free, np.arange(first, first + grow)])
-        self.template[ids], self.position[ids], self.source[ids] = templates, positions, sources
-        code = np.concatenate([self.code, codes])
-        key = np.concatenate([self.key, ids])
-        order = np.argsort(code, kind="stable")
-        self.code, self.key = code[order], key[order]
+    def add(self, codes, slots, totals, rows):
+        """Keys in the given free rows, then in new rows; returns their rows."""
+        grow = codes.size - rows.size
+        first = self.slot.size
+        self.slot = np.concatenate([self.slot, np.zeros(grow, np.uint64)])
+        self.total = np.concatenate([self.total, np.zeros(grow, np.bool_)])
+        self.parent = np.concatenate([self.parent, np.zeros(grow, np.int64)])
+        ids = np.concatenate([rows, np.arange(first, first + grow)]).astype(np.int64)
+        self.slot[ids], self.total[ids] = slots, totals
+        self.parent[ids] = ids
+        self._index(np.concatenate([self.code, codes]), np.concatenate([self.key, ids]))
         return ids
 
-    def forget(self, template_ids):
-        """Drop the keys of these templates (their rows are free for new keys); returns their ids."""
-        gone = np.flatnonzero(np.isin(self.template, template_ids))
-        keep = ~np.isin(self.key, gone)
-        self.code, self.key = self.code[keep], self.key[keep]
-        self.template[gone] = -1
-        return gone
+    def drop(self, rows):
+        keep = ~np.isin(self.key, rows)
+        self._index(self.code[keep], self.key[keep])
 
-    @property
-    def live(self):
-        return int(self.code.size)
+    def _index(self, code, key):
+        order = np.argsort(code, kind="stable")
+        self.code, self.key = code[order], key[order]
 
     def lookup(self, codes):
-        """Key id of each code, -1 where it is not a key."""
+        """Row of each code, -1 where it is not a key."""
         if not self.code.size:
             return np.full(codes.size, -1, np.int64)
         at = np.minimum(np.searchsorted(self.code, codes), self.code.size - 1)
         return np.where(self.code[at] == codes, self.key[at], -1)
 
+    @property
+    def values(self):
+        """Rows in use by values (not totals)."""
+        return int(self.code.size - np.count_nonzero(self.total[self.key])) if self.code.size else 0
+
 
 class Candidates:
-    """Decayed counts of values (by code) with their position (slot code); refused: qualified for a key
-    when there was no room (counted once each)."""
+    """Decayed counts of values (by code) with their slot; refused: qualified for a key when there was
+    no room (counted once each)."""
 
     def __init__(self):
         self.code = np.zeros(0, np.uint64)    # sorted
@@ -113,7 +118,7 @@ class Candidates:
 
 
 class SlotTotals:
-    """Decayed line counts per (source, template, position) code, sorted."""
+    """Decayed line counts per slot code, sorted."""
 
     def __init__(self):
         self.code = np.zeros(0, np.uint64)
@@ -138,11 +143,25 @@ class SlotTotals:
         self.code, self.count = self.code[keep], self.count[keep]
 
 
-class ValueKeys:
-    """Finds the heavy values of template positions and maps a batch's parameters to their keys.
+class Found:
+    """A batch's parameters that are keys: values (rows, lines, parameter indexes, their totals' rows)
+    and totals (rows, lines, parameter indexes; every parameter of a slot with keys)."""
 
-    base (a tier2_volume.KeyBaseline) and season (a tier2_volume.Seasonality) hold one row per key;
-    VolumeTier counts, judges, closes and saves them like its templates'.
+    def __init__(self, v_rows, v_lines, v_params, t_rows, t_lines, t_params, parents):
+        self.v_rows, self.v_lines, self.v_params = v_rows, v_lines, v_params
+        self.t_rows, self.t_lines, self.t_params = t_rows, t_lines, t_params
+        self.parents = parents
+        # where each value's parameter is among the totals' (a value's slot always has its total)
+        self.in_totals = np.searchsorted(t_params, v_params)
+
+
+class ValueKeys:
+    """Finds the heavy values of each role and maps a batch's parameters to their keys.
+
+    A role is a source's parameter after the same template text (tier3_novelty.role_key): `<*> "POST <*>`
+    is the path of every POST line of an access log, whatever user agent follows and splits its
+    template. base (a tier2_volume.KeyBaseline) and season (a tier2_volume.Seasonality) hold one row
+    per key; VolumeTier counts, judges, closes and saves them like its templates'.
     """
 
     def __init__(self, max_keys, base, season, bucket_seconds):
@@ -152,6 +171,8 @@ class ValueKeys:
         self.keys = ValueTable()
         self.candidates = Candidates()
         self.slots = SlotTotals()
+        self.roles = {}              # role text -> id (slot codes hold ids: saved, so they stay)
+        self.role_index = np.full((64, MAX_POSITIONS), ROLE_UNSET, np.int64)   # (template, position) -> role
         self.horizon = max(CANDIDATE_HOURS * 3600.0 / bucket_seconds, 1.0)   # buckets
         self.last_bucket = None      # event-time bucket the candidate counts were last decayed to
         self.refused = 0             # values that qualified for a key beyond max_keys
@@ -159,23 +180,21 @@ class ValueKeys:
 
     @property
     def size(self):
-        """Rows in use or free (forgotten keys' rows are taken first by new keys)."""
-        return self.keys.template.size
+        """Rows (values and totals, in use or free)."""
+        return self.keys.slot.size
 
-    def params(self, batch):
-        """(key id, line index, parameter index) of the batch's parameters that are value keys (cached for
-        the batch between score and learn)."""
+    def params(self, batch, ctx):
+        """The batch's parameters that are keys, a Found (cached for the batch between score and learn)."""
         if self._cached[0] is batch:
             return self._cached[1]
-        found = None
-        if self.max_keys and self.size and _has_params(batch):
-            line, code, _, within = self._codes(batch)
-            keys = self.keys.lookup(code)
-            hit = np.flatnonzero(keys >= 0)
-            found = (keys[hit], line[hit], within[hit])
-        if found is None:
-            empty = np.zeros(0, np.int64)
-            found = (empty, empty, empty)
+        empty = np.zeros(0, np.int64)
+        found = Found(empty, empty, empty, empty, empty, empty, empty)
+        if self.max_keys and self.keys.code.size and _has_params(batch):
+            line, code, slot, within = self._codes(batch, ctx)
+            rows = self.keys.lookup(code)
+            totals = self.keys.lookup(_TOTAL ^ (slot * _MIX))
+            v, t = np.flatnonzero(rows >= 0), np.flatnonzero(totals >= 0)
+            found = Found(rows[v], line[v], within[v], totals[t], line[t], within[t], self.keys.parent[rows[v]])
         self._cached = (batch, found)
         return found
 
@@ -190,7 +209,7 @@ class ValueKeys:
             value = "#%x" % int(batch.param_hash[j])
         return "<*>#%d = %s" % (int(batch.param_pos[j]) + 1, value)
 
-    def _codes(self, batch):
+    def _codes(self, batch, ctx):
         """Line index, value code, slot code and index of each word parameter within MAX_POSITIONS.
         Numbers are measurements (a pool's in_use, a queue's depth, a size): a surge of `in_use=5` is
         the gauge moving, which tier 3 judges as a number, not a kind of event."""
@@ -198,20 +217,50 @@ class ValueKeys:
         line = np.repeat(np.arange(batch.n, dtype=np.int64), counts)
         within = np.flatnonzero((batch.param_pos < MAX_POSITIONS) & np.isnan(batch.param_num))
         line = line[within]
-        slot = ((batch.source_id[line].astype(np.uint64) << np.uint64(44))
-                | (batch.template_id[line].astype(np.uint64) << np.uint64(4))
-                | batch.param_pos[within].astype(np.uint64))
+        roles = self._roles(batch.template_id[line].astype(np.int64), batch.param_pos[within].astype(np.int64), ctx)
+        slot = (batch.source_id[line].astype(np.uint64) << np.uint64(44)) | roles.astype(np.uint64)
         code = batch.param_hash[within] ^ (slot * _MIX)
         return line, code, slot, within
 
-    def learn(self, batch, bucket):
+    def _roles(self, templates, positions, ctx):
+        """Role id of each (template, position); pairs met for the first time get theirs from the
+        template's text (a template without text, an evicted one, is a role of its own)."""
+        if not templates.size:
+            return templates
+        self._grow_roles(int(templates.max()) + 1)
+        roles = self.role_index[templates, positions]
+        todo = np.flatnonzero(roles == ROLE_UNSET)
+        if todo.size:
+            text = ctx.template_text if ctx is not None else str
+            for pair in np.unique(templates[todo] * MAX_POSITIONS + positions[todo]).tolist():
+                t, p = divmod(pair, MAX_POSITIONS)
+                name = role_key(text(t), p, "") or "\x01%d:%d" % (t, p)
+                self.role_index[t, p] = self.roles.setdefault(name, len(self.roles))
+            roles = self.role_index[templates, positions]
+        return roles
+
+    def _grow_roles(self, n):
+        if n > self.role_index.shape[0]:
+            grown = np.full((max(n, 2 * self.role_index.shape[0]), MAX_POSITIONS), ROLE_UNSET, np.int64)
+            grown[: self.role_index.shape[0]] = self.role_index
+            self.role_index = grown
+
+    def forget(self, template_ids):
+        """The miner widened these templates: their positions are other fields now, and their roles
+        are worked out again from their new text."""
+        ids = np.asarray(template_ids, np.int64)
+        ids = ids[ids < self.role_index.shape[0]]
+        self.role_index[ids] = ROLE_UNSET
+        self._cached = (None, None)
+
+    def learn(self, batch, bucket, ctx):
         """Count the batch's values into the heavy-hitter tables (decayed to event-time bucket
         `bucket`) and make keys of the values that now qualify. Returns the number of new keys."""
         self._cached = (None, None)   # the batch is learned: its key ids are not wanted again
         if not self.max_keys or not _has_params(batch):
             return 0
         self._decay(bucket)
-        _, code, slot, _ = self._codes(batch)
+        _, code, slot, _ = self._codes(batch, ctx)
         if not code.size:
             return 0
         uniq, first, counts = np.unique(code, return_index=True, return_counts=True)
@@ -241,11 +290,14 @@ class ValueKeys:
         new = np.flatnonzero(qualify)
         if not new.size:
             return 0
-        room = max(self.max_keys - self.keys.live, 0)
-        if new.size > room:
-            # the heaviest first; the rest are refused, each counted once
-            new = new[np.argsort(-c.count[new], kind="stable")]
-            refused = new[room:]
+        new = new[np.argsort(-c.count[new], kind="stable")]   # the heaviest first
+        take, fresh = self._fit(new, max(self.max_keys - self.keys.code.size, 0))
+        free = np.zeros(0, np.int64)
+        if take < new.size:
+            free = self._stale(new.size - take + len(fresh))
+            take, fresh = self._fit(new, max(self.max_keys - self.keys.code.size, 0) + free.size)
+        if take < new.size:
+            refused = new[take:]
             c.refused[refused] = True
             if not self.refused:
                 log.warning("tier 2: %d template parameter values qualify for their own volume baseline beyond "
@@ -253,29 +305,42 @@ class ValueKeys:
                             "templates (counted in anomaly_detector_volume_value_keys_refused_total)",
                             refused.size, self.max_keys)
             self.refused += int(refused.size)
-            new = np.sort(new[:room])
+            new = new[:take]
         if not new.size:
             return 0
-        slot = c.slot[new]
-        ids = self.keys.add(c.code[new], (slot >> np.uint64(4)).astype(np.int64) & 0xFFFFFFFFFF,
-                            (slot & np.uint64(15)).astype(np.int64), (slot >> np.uint64(44)).astype(np.int64))
+        slots = c.slot[new]
+        fresh = np.array(fresh, np.uint64)
+        # each slot with values has a total row: what a value's share is judged against
+        totals = self.keys.add(_TOTAL ^ (fresh * _MIX), fresh, np.ones(fresh.size, np.bool_), free[: fresh.size])
+        rows = self.keys.add(c.code[new], slots, np.zeros(new.size, np.bool_), free[fresh.size:])
+        self.keys.parent[rows] = self.keys.lookup(_TOTAL ^ (slots * _MIX))
         self.base.ensure(self.size)
         self.season.ensure(self.base.size)
-        self._fresh_rows(ids)
+        self._fresh_rows(np.concatenate([totals, rows]))
         return int(new.size)
 
-    def forget(self, template_ids):
-        """The miner widened these templates: their positions mean other fields now. Their keys and
-        candidate values go (rows free for new keys); what they are now is found again."""
-        if not self.size and not self.candidates.code.size:
-            return
-        self._fresh_rows(self.keys.forget(np.asarray(template_ids, np.int64)))
-        c = self.candidates
-        keep = ~np.isin((c.slot >> np.uint64(4)).astype(np.int64) & 0xFFFFFFFFFF, np.asarray(template_ids, np.int64))
-        for name in ("code", "slot", "count", "refused"):
-            setattr(c, name, getattr(c, name)[keep])
-        self.slots.prune(c.slot)
-        self._cached = (None, None)
+    def _fit(self, new, room):
+        """How many of the candidates `new` (heaviest first) fit in `room` rows, each slot's first also
+        taking a row for the slot's total -> (how many, the slots needing a total row)."""
+        fresh, take = [], 0
+        for slot in self.candidates.slot[new].tolist():
+            need = slot not in fresh and self.keys.lookup(_TOTAL ^ (np.array([slot], np.uint64) * _MIX))[0] < 0
+            if take + len(fresh) + 1 + need > room:
+                break
+            if need:
+                fresh.append(slot)
+            take += 1
+        return take, fresh
+
+    def _stale(self, n):
+        """Up to n value rows whose values have gone (their level under STALE_LEVEL after at least the
+        candidate horizon), taken out of the lookup for new keys."""
+        k = self.keys
+        rows = k.key[~k.total[k.key]]
+        gone = rows[(self.base.level[rows] < STALE_LEVEL) & (self.base.age[rows] > self.horizon)][:n]
+        if gone.size:
+            k.drop(gone)
+        return gone
 
     def _fresh_rows(self, ids):
         """Rows as a key never seen has them (a reused row must not carry its old key's baseline)."""
@@ -291,7 +356,8 @@ class ValueKeys:
 
     def state(self):
         return {"keys": _table_state(self.keys), "candidates": _table_state(self.candidates),
-                "slots": _table_state(self.slots), "base": self.base.state(), "season": self.season.state(),
+                "slots": _table_state(self.slots), "roles": sorted(self.roles, key=self.roles.get),
+                "base": self.base.state(), "season": self.season.state(),
                 "last_bucket": self.last_bucket, "refused": self.refused}
 
     def load_state(self, state):
@@ -300,6 +366,7 @@ class ValueKeys:
             return
         for name in ("keys", "candidates", "slots"):
             _load_table(getattr(self, name), state.get(name, {}))
+        self.roles = {name: i for i, name in enumerate(state.get("roles", []))}
         self.base.load_state(state.get("base", {}))
         self.season.load_state(state.get("season", {}))
         self.base.ensure(self.size)

@@ -278,7 +278,7 @@ class VolumeTier(Tier):
         self._explain(result, share_scores, t_counts, mus, batch.template_id, "template", ctx,
                       "volume spike of template %r against the rest of its source: %d lines in %gs")
         np.maximum(scores, share_scores, out=scores)
-        self._value_scores(batch, buckets, t_counts, result, ctx)
+        self._value_scores(batch, buckets, result, ctx)
         # A spike of the whole source is one problem, whichever templates its lines have.
         source_wide = per_key["source"] > np.maximum(per_key["template"], share_scores)
         result.about = np.where(source_wide, -1, batch.template_id.astype(np.int64))
@@ -408,8 +408,8 @@ class VolumeTier(Tier):
                 self.restart_bucket = None   # lines of the restart's time came: no later gap is downtime
             self._close_until(bucket, ctx)
             self._add(batch, part, weights)
-            self._add_values(batch, buckets, bucket, weights)
-        self.values.learn(batch, self.open_bucket)
+            self._add_values(batch, buckets, bucket, weights, ctx)
+        self.values.learn(batch, self.open_bucket, ctx)
 
     def _add(self, batch, idx, weights):
         w = weights[idx].astype(np.float64)
@@ -417,27 +417,35 @@ class VolumeTier(Tier):
             base.open_raw += np.bincount(keys, minlength=base.size)[: base.size]
             base.open_learn += np.bincount(keys, weights=w, minlength=base.size)[: base.size]
 
-    def _add_values(self, batch, buckets, bucket, weights):
-        """Count the lines of `bucket` into the value keys their parameters have."""
-        keys, lines, _ = self.values.params(batch)
-        mine = buckets[lines] == bucket
-        if keys.size and mine.any():
-            base, keys, lines = self.values.base, keys[mine], lines[mine]
-            base.open_raw += np.bincount(keys, minlength=base.size)[: base.size]
-            base.open_learn += np.bincount(keys, weights=weights[lines].astype(np.float64), minlength=base.size)[: base.size]
+    def _add_values(self, batch, buckets, bucket, weights, ctx):
+        """Count the lines of `bucket` into the value keys and totals their parameters have."""
+        found = self.values.params(batch, ctx)
+        base = self.values.base
+        for rows, lines in ((found.v_rows, found.v_lines), (found.t_rows, found.t_lines)):
+            mine = buckets[lines] == bucket
+            if rows.size and mine.any():
+                rows, lines = rows[mine], lines[mine]
+                base.open_raw += np.bincount(rows, minlength=base.size)[: base.size]
+                base.open_learn += np.bincount(rows, weights=weights[lines].astype(np.float64),
+                                               minlength=base.size)[: base.size]
 
-    def _value_scores(self, batch, buckets, t_counts, result, ctx):
-        """Spikes of the heavy values of template positions (tier2_values.py), judged like templates'
-        (per bucket and over SPIKE_WINDOW buckets) and against the rest of their template: each line
-        scores its values' best."""
-        keys, lines, params = self.values.params(batch)
+    def _value_scores(self, batch, buckets, result, ctx):
+        """Spikes of the heavy values of each role (tier2_values.py), judged like templates' (per bucket
+        and over SPIKE_WINDOW buckets) and against the rest of their role: each line scores its values'
+        best."""
+        found = self.values.params(batch, ctx)
+        keys, lines, params = found.v_rows, found.v_lines, found.v_params
         if not keys.size:
             return
         base, b = self.values.base, buckets[lines]
         counts = self._counts(keys, b, base)
         v_scores, mus, busy, usual = self._spike_scores(keys, counts, b, base, ctx, self.values.season)
         w_scores, w_counts, w_mus = self._window_scores(keys, counts, b, base, np.maximum(mus, usual), busy, ctx)
-        r_scores, r_mus = self._value_share_scores(keys, w_counts, batch.template_id[lines], t_counts[lines], b, ctx)
+        # each value's total (every value of its role) over the same window, up to its line
+        t_b = buckets[found.t_lines]
+        w_totals = (self._counts(found.t_rows, t_b, base)
+                    + _earlier_counts(found.t_rows, t_b, base.obs_win, base.open_raw, self.open_bucket, SPIKE_WINDOW))
+        r_scores, r_mus = self._value_share_scores(keys, w_counts, w_totals[found.in_totals], ctx)
         w_mus = np.where(r_scores > w_scores, r_mus, w_mus)
         w_scores = np.maximum(w_scores, r_scores)
         windowed = w_scores > v_scores
@@ -457,24 +465,22 @@ class VolumeTier(Tier):
             result.observed[i] = "%d per %gs" % (count, span)
         np.maximum(result.scores, line_best, out=result.scores)
 
-    def _value_share_scores(self, keys, w_counts, templates, t_counts, buckets, ctx):
-        """Score each value's count over SPIKE_WINDOW buckets against the rest of its template's lines
-        in them (its learned odds times theirs) -> (scores, forecasts). A value's share of its template
-        hardly moves with the hour (a rush hour lifts a template and its values together), so it is
-        judged from its first hours on, where its level is judged only at hours of the day it has seen.
-        Over the window, not per bucket: early in a bucket the rest of a template may not have come yet
-        (see _share_scores, which is why a template's forecast is its share of its source's lines)."""
+    def _value_share_scores(self, keys, w_counts, w_totals, ctx):
+        """Score each value's count over SPIKE_WINDOW buckets against the rest of its role's lines in
+        them (its learned odds times theirs) -> (scores, forecasts). A value's share of its role hardly
+        moves with the hour (a rush hour lifts a role and its values together), so it is judged from its
+        first hours on, where its level is judged only at hours of the day it has seen. Over the window,
+        not per bucket: early in a bucket the rest of a role may not have come yet (see _share_scores,
+        which is why a template's forecast is its share of its source's lines)."""
         base = self.values.base
         den = base.share_den[keys]
         judged = ((base.age[keys] >= self.min_history + DROP_WINDOWS[-1]) & (den > 0)
                   & (base.nonzero[keys] >= SPARSE_FRACTION) & bool(ctx.warm))
-        w_template = t_counts + _earlier_counts(templates, buckets, self.templates.obs_win, self.templates.open_raw,
-                                                self.open_bucket, SPIKE_WINDOW)
         odds = base.share_num[keys] / np.where(den > 0, den, 1.0)
-        others = np.maximum(w_template - w_counts, 0.0)
+        others = np.maximum(w_totals - w_counts, 0.0)
         mus = np.maximum(odds * others, 1e-3)
-        # The rest of the template is a sample too: a few lines of it say little (a value that is most of
-        # a quiet template has five minutes with no other line every other day).
+        # The rest of the role is a sample too: a few lines of it say little (a value that is most of a
+        # quiet role has five minutes with no other line every other day).
         judged &= (others >= VALUE_SHARE_MIN_OTHERS) & (w_counts - 3.0 * np.sqrt(w_counts) >= self.spike_min_ratio * mus)
         scores = np.zeros(keys.size, np.float32)
         if judged.any():
@@ -488,14 +494,14 @@ class VolumeTier(Tier):
         return scores, mus
 
     def _close_value_shares(self):
-        """Learn each value key's count against the rest of its template's lines in the closing bucket
-        (the odds share_num / share_den, no seasons: see _value_share_scores). Before close_keys ages them."""
+        """Learn each value key's count against the rest of its role's lines (its total row's count
+        less its own) in the closing bucket: the odds share_num / share_den, no seasons (see
+        _value_share_scores). Before close_keys ages them. A total's rest is nothing: never judged."""
         v = self.values.base
-        parent = np.zeros(v.size, np.int64)
-        parent[: self.values.size] = np.maximum(self.values.keys.template, 0)
-        parent = np.minimum(parent, self.templates.size - 1)
+        parent = np.arange(v.size, dtype=np.int64)
+        parent[: self.values.size] = self.values.keys.parent
         others = np.empty(v.size)
-        VK.learn_shares(v.open_learn, self.templates.open_learn, parent, v.age, v.phi, v.share_num, v.share_den,
+        VK.learn_shares(v.open_learn, v.open_learn.copy(), parent, v.age, v.phi, v.share_num, v.share_den,
                         v.share_rel2, np.ones(v.size), self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS,
                         MIN_RELATIVE_ERROR, others)
 

@@ -72,9 +72,10 @@ def test_the_heavy_values_of_a_position_become_keys_and_the_long_tail_and_the_wh
     engine = DetectionEngine(config())
     traffic(engine, rng, T0, 120)
     values = engine.tiers["t2"].values
-    # the five words are >= 2% of position 0 each; the ids of position 1 are each one line
-    assert values.size == 5
-    assert sorted(values.keys.position.tolist()) == [0] * 5 and set(values.keys.template.tolist()) == {0}
+    # the five words are >= 2% of position 0 each (a row each, and one for the position's total); the ids
+    # of position 1 are numbers, never keys
+    assert values.keys.values == 5 and values.size == 6 and values.keys.total.sum() == 1
+    assert len(set(values.keys.slot.tolist())) == 1
     assert values.refused == 0
 
 
@@ -85,20 +86,21 @@ def test_a_value_that_is_nearly_all_of_its_position_is_no_key():
         n = 600
         words = np.where(rng.random(n) < 0.95, 0, 1)
         batch = make_batch(T0 + 60.0 * m + np.sort(rng.uniform(0, 600, n)), words, rng.integers(0, 10 ** 6, n))
-        keys.learn(batch, int((T0 + 60.0 * m) // 60))
+        keys.learn(batch, int((T0 + 60.0 * m) // 60), None)
     # word 0 is 95% of the position (its template says as much), word 1 is 5%: only word 1
-    assert keys.size == 1
+    assert keys.keys.values == 1
 
 
 def test_max_value_keys_bounds_the_keys_and_counts_and_logs_the_refused_once(caplog):
     rng = np.random.default_rng(2)
-    engine = DetectionEngine(config(max_value_keys=2))
+    engine = DetectionEngine(config(max_value_keys=3))
     with caplog.at_level(logging.WARNING, logger="anomaly_detector.detection.tier2_values"):
         traffic(engine, rng, T0, 180)
     values = engine.tiers["t2"].values
-    assert values.size == 2 and values.refused == 3
-    # the heaviest got the room
-    assert sorted(values.keys.code.tolist()) == sorted(values.candidates.code[
+    # three rows: the position's total and its two heaviest values; the other three are refused
+    assert values.size == 3 and values.keys.values == 2 and values.refused == 3
+    values_codes = values.keys.code[~values.keys.total[values.keys.key]]
+    assert sorted(values_codes.tolist()) == sorted(values.candidates.code[
         np.argsort(-values.candidates.count)[:2]].tolist())
     warned = [r for r in caplog.records if "max_value_keys" in r.getMessage()]
     assert len(warned) == 1
@@ -144,7 +146,7 @@ def test_a_value_falling_silent_is_no_finding():
         out = traffic(engine, rng, T0 + 8 * 3600, 60)
     finally:
         SHARES = saved
-    assert engine.tiers["t2"].values.base.age[:5].min() > 300   # the value keys were judged all along
+    assert engine.tiers["t2"].values.base.age[:6].min() > 300   # the value keys were judged all along
     assert not any(got.tiers[1].max() >= 40 for _, got in out)
     assert not [i for i in engine.finish() if "t2" in str(i.get("tiers", i))]
 
@@ -157,33 +159,38 @@ def test_value_keys_are_saved_and_restored_and_an_older_state_without_them_loads
     state = t2.state()
     again = VolumeTier(dict(config()["detection"]["tier2"], learning_rate=0.01, warmup_lines=100))
     again.load_state(state)
-    assert again.values.size == t2.values.size == 5
-    for name in ("level", "phi", "age", "obs_win"):
-        assert np.array_equal(getattr(again.values.base, name)[:5], getattr(t2.values.base, name)[:5])
+    assert again.values.size == t2.values.size == 6
+    for name in ("level", "phi", "age", "obs_win", "share_num"):
+        assert np.array_equal(getattr(again.values.base, name)[:6], getattr(t2.values.base, name)[:6])
     assert np.array_equal(again.values.keys.code, t2.values.keys.code)
     assert np.array_equal(again.values.candidates.count, t2.values.candidates.count)
     engine.save(tmp_path)
     restored = DetectionEngine(config())
-    assert restored.load(tmp_path) and restored.tiers["t2"].values.size == 5
+    assert restored.load(tmp_path) and restored.tiers["t2"].values.size == 6
     old = {k: v for k, v in state.items() if k != "values"}
     older = VolumeTier(dict(config()["detection"]["tier2"], learning_rate=0.01, warmup_lines=100))
     older.load_state(old)
     assert older.values.size == 0
 
 
-def test_a_widened_template_forgets_its_value_keys_and_new_keys_take_their_rows():
+def test_a_role_pools_a_value_across_the_templates_a_later_field_splits():
+    """Access lines split by user agent into templates: `POST <*>` is one role, so one key per path."""
     rng = np.random.default_rng(7)
     engine = DetectionEngine(config())
-    traffic(engine, rng, T0, 180)
+    texts = {0: "op <*> id <*> ua=firefox", 1: "op <*> id <*> ua=safari"}
+    for m in range(0, 180, 10):
+        for template in (0, 1):
+            n = 300
+            words = rng.choice(len(WORDS), n, p=SHARES)
+            batch = make_batch(T0 + 60.0 * m + np.sort(rng.uniform(0, 600, n)), words, rng.integers(0, 10 ** 6, n),
+                               template)
+            engine.process(batch, 10, template_text=texts.get)
     values = engine.tiers["t2"].values
-    assert values.size == 5 and values.base.age[:5].min() > 0
-    engine.templates_widened([0])
-    assert values.keys.live == 0 and not values.candidates.code.size
-    assert values.base.age[:5].max() == 0 and values.base.level[:5].max() == 0.0
-    assert not values.params(make_batch(np.array([T0 + 3 * 3600.0]), np.array([1]), np.array([5])))[0].size
-    # what the positions hold now is found again, in the same rows
-    traffic(engine, rng, T0 + 3 * 3600, 120)
-    assert values.keys.live == 5 and values.size == 5
+    assert values.keys.values == 5 and values.keys.total.sum() == 1
+    assert list(values.roles) == ["\x00op <*>\x000"]
+    # widened: the template's roles are worked out again from its text, the keys stay
+    engine.templates_widened([1])
+    assert (values.role_index[1] == -1).all() and values.keys.values == 5
 
 
 def test_a_surge_at_an_hour_not_seen_yet_is_judged_against_the_rest_of_its_template():
