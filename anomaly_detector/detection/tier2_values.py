@@ -1,18 +1,24 @@
 """Tier 2, value keys: the volume of one parameter value inside a template (a table, a method, a path).
 
-An operator reads `query <*> on <*> took ...` with `<*>#2 = sessions`, or an access line with
+An operator reads `query select on <*> took ...` with `<*>#1 = sessions`, or an access line with
 `POST /login`, as one kind of event. A surge of such a value that is a few percent of a busy
 template barely moves the template's count, so tier 2 (tier2_volume.py, which owns the counting,
-the baselines and the spike tests) also counts the heavy values of each template position, per source.
+the baselines and the spike tests) also counts the heavy values of each role, per source.
 
-Which values: a bounded heavy-hitter table per (source, template, position), kept with decayed counts
-over about an hour (CANDIDATE_HOURS) of lines. A value becomes a key when it is at least
-VALUE_MIN_SHARE of its position's lines, at least VALUE_MIN_RATE lines per bucket, and not nearly
-all of them (VALUE_MAX_SHARE: it would say no more than its template). Heavy hitters rather than
-"positions with few distinct values": a path position holds thousands of product pages and a
-handful of busy endpoints; only the busy ones are worth a baseline, and a position's long tail must
-not keep its heavy values out. At most max_value_keys keys ([detection] [[tier2]]); values that
-qualify beyond it are refused, counted (refused) and logged once.
+A role is a source's parameter after the same template text (tier3_novelty.role_key): `<*> "POST <*>`
+is the path of every POST line, whatever user agent follows it and splits its template. Only words
+are counted: numbers are measurements (a pool's in_use, a queue's depth), which tier 3 judges.
+
+Which values: a bounded heavy-hitter table of (source, role, value) with counts decayed over about
+an hour (CANDIDATE_HOURS) of event time. A value becomes a key when it is at least VALUE_MIN_SHARE
+of its role's lines, at least VALUE_MIN_RATE lines per bucket, and not nearly all of them
+(VALUE_MAX_SHARE: it would say no more than its template). Heavy hitters rather than "positions
+with few distinct values": a path holds thousands of product pages and a handful of busy endpoints;
+only the busy ones are worth a baseline, and a long tail must not keep them out. A role with keys
+also has a total row (every value of it): a value is judged against its level and against its share
+of that total (VolumeTier._value_share_scores). At most max_value_keys rows ([detection] [[tier2]]);
+rows of values gone quiet (STALE_LEVEL) are reused; values that qualify beyond the limit are refused,
+counted (refused) and logged once.
 
 Keys are rows of their own KeyBaseline and Seasonality (given by tier2_volume.VolumeTier, which
 judges their spikes like templates'). Value drops are not judged: a value a few percent of its
