@@ -46,13 +46,21 @@ ROLE_UNSET = -1
 STALE_LEVEL = 0.01          # a value key below this level (lines per bucket) has gone: its row may be reused
 
 
-class ValueTable:
-    """The keys: code (sorted, for lookups) -> row, and per row its slot, whether it is the slot's total
-    (every value of the position, the parent a value's share is judged against) and its total's row."""
+class KeyIndex:
+    """Codes of the rows in use (sorted, for lookups) and the row of each: fewer than the rows when
+    rows of values gone quiet wait for reuse."""
 
     def __init__(self):
-        self.code = np.zeros(0, np.uint64)       # sorted codes of the rows in use
-        self.key = np.zeros(0, np.int64)         # row of each code
+        self.code = np.zeros(0, np.uint64)
+        self.key = np.zeros(0, np.int64)
+
+
+class ValueTable:
+    """The keys: code -> row (index), and per row its slot, whether it is the slot's total (every
+    value of the role, the parent a value's share is judged against) and its total's row."""
+
+    def __init__(self):
+        self.index = KeyIndex()
         self.slot = np.zeros(0, np.uint64)       # by row: (source, role) code
         self.total = np.zeros(0, np.bool_)       # by row: the slot's total, not a value
         self.parent = np.zeros(0, np.int64)      # by row: the slot's total row (a total: itself)
@@ -76,7 +84,15 @@ class ValueTable:
 
     def _index(self, code, key):
         order = np.argsort(code, kind="stable")
-        self.code, self.key = code[order], key[order]
+        self.index.code, self.index.key = code[order], key[order]
+
+    @property
+    def code(self):
+        return self.index.code
+
+    @property
+    def key(self):
+        return self.index.key
 
     def lookup(self, codes):
         """Row of each code, -1 where it is not a key."""
@@ -361,7 +377,7 @@ class ValueKeys:
     # -- persistence ---------------------------------------------------------------------
 
     def state(self):
-        return {"keys": _table_state(self.keys), "candidates": _table_state(self.candidates),
+        return {"keys": _table_state(self.keys) | _table_state(self.keys.index), "candidates": _table_state(self.candidates),
                 "slots": _table_state(self.slots), "roles": sorted(self.roles, key=self.roles.get),
                 "base": self.base.state(), "season": self.season.state(),
                 "last_bucket": self.last_bucket, "refused": self.refused}
@@ -372,6 +388,7 @@ class ValueKeys:
             return
         for name in ("keys", "candidates", "slots"):
             _load_table(getattr(self, name), state.get(name, {}))
+        _load_table(self.keys.index, state.get("keys", {}))
         self.roles = {name: i for i, name in enumerate(state.get("roles", []))}
         self.base.load_state(state.get("base", {}))
         self.season.load_state(state.get("season", {}))
@@ -388,11 +405,12 @@ def _has_params(batch):
 
 def _table_state(table):
     # codes are 64-bit hashes: saved as signed integers (JSON readers beyond Python lose larger ones)
-    return {name: (arr.view(np.int64) if arr.dtype == np.uint64 else arr).tolist() for name, arr in vars(table).items()}
+    return {name: (arr.view(np.int64) if arr.dtype == np.uint64 else arr).tolist() for name, arr in vars(table).items()
+            if isinstance(arr, np.ndarray)}
 
 
 def _load_table(table, state):
     for name, arr in vars(table).copy().items():
-        if name in state:
+        if name in state and isinstance(arr, np.ndarray):
             loaded = np.asarray(state[name], np.int64 if arr.dtype == np.uint64 else arr.dtype)
             setattr(table, name, loaded.view(np.uint64) if arr.dtype == np.uint64 else loaded)

@@ -167,6 +167,12 @@ def test_value_keys_are_saved_and_restored_and_an_older_state_without_them_loads
     engine.save(tmp_path)
     restored = DetectionEngine(config())
     assert restored.load(tmp_path) and restored.tiers["t2"].values.size == 6
+    # a row waiting for reuse (its value gone quiet) leaves fewer codes than rows: still a valid state
+    t2.values.keys.drop(np.array([t2.values.keys.key[~t2.values.keys.total[t2.values.keys.key]][0]]))
+    engine.save(tmp_path)
+    restored = DetectionEngine(config())
+    assert restored.load(tmp_path)
+    assert restored.tiers["t2"].values.size == 6 and restored.tiers["t2"].values.keys.values == 4
     old = {k: v for k, v in state.items() if k != "values"}
     older = VolumeTier(dict(config()["detection"]["tier2"], learning_rate=0.01, warmup_lines=100))
     older.load_state(old)
