@@ -17,7 +17,7 @@ with few distinct values": a path holds thousands of product pages and a handful
 only the busy ones are worth a baseline, and a long tail must not keep them out. A role with keys
 also has a total row (every value of it): a value is judged against its level and against its share
 of that total (VolumeTier._value_share_scores). At most max_value_keys rows ([detection] [[tier2]]);
-rows of values gone quiet (STALE_LEVEL) are reused; values that qualify beyond the limit are refused,
+rows of values gone quiet (STALE_SHARE) are reused; values that qualify beyond the limit are refused,
 counted (refused) and logged once.
 
 Keys are rows of their own KeyBaseline and Seasonality (given by tier2_volume.VolumeTier, which
@@ -43,7 +43,7 @@ MIN_CANDIDATES = 4096
 _MIX = np.uint64(0x9E3779B97F4A7C15)   # spreads a slot (source, role) over the hash bits
 _TOTAL = np.uint64(0x5BD1E9955BD1E995)  # the "value" of a slot's total row
 ROLE_UNSET = -1
-STALE_LEVEL = 0.01          # a value key below this level (lines per bucket) has gone: its row may be reused
+STALE_SHARE = 0.1           # a key whose value came at under this share of VALUE_MIN_RATE lately has gone
 
 
 class KeyIndex:
@@ -109,7 +109,7 @@ class ValueTable:
 
 class Candidates:
     """Decayed counts of values (by code) with their slot; refused: qualified for a key when there was
-    no room (counted once each)."""
+    no room (counted once each, however often they are tried again)."""
 
     def __init__(self):
         self.code = np.zeros(0, np.uint64)    # sorted
@@ -306,22 +306,22 @@ class ValueKeys:
         total = self.slots.of(c.slot)
         share = c.count / np.maximum(total, 1e-9)
         # a count decayed over the horizon is about rate * horizon once the value has been seen that long
-        qualify = ((share >= VALUE_MIN_SHARE) & (share < VALUE_MAX_SHARE) & (c.count >= VALUE_MIN_RATE * self.horizon)
-                   & ~c.refused)
+        qualify = (share >= VALUE_MIN_SHARE) & (share < VALUE_MAX_SHARE) & (c.count >= VALUE_MIN_RATE * self.horizon)
         qualify &= self.keys.lookup(c.code) < 0
         new = np.flatnonzero(qualify)
         if not new.size:
             return 0
         new = new[np.argsort(-c.count[new], kind="stable")]   # the heaviest first
         take, fresh = self._fit(new, max(self.max_keys - self.keys.code.size, 0))
-        free = np.zeros(0, np.int64)
+        free = np.setdiff1d(np.arange(self.size), self.keys.key)   # rows of keys gone, waiting for reuse
         if take < new.size:
-            free = self._stale(new.size - take + len(fresh))
-            take, fresh = self._fit(new, max(self.max_keys - self.keys.code.size, 0) + free.size)
+            free = self._stale(new.size - take + len(fresh) + free.size)
+            take, fresh = self._fit(new, max(self.max_keys - self.keys.code.size, 0))
         if take < new.size:
-            refused = new[take:]
+            # refused while there is no room (tried again when a value goes quiet), counted once each
+            refused = new[take:][~c.refused[new[take:]]]
             c.refused[refused] = True
-            if not self.refused:
+            if refused.size and not self.refused:
                 log.warning("tier 2: %d template parameter values qualify for their own volume baseline beyond "
                             "[detection] [[tier2]] max_value_keys = %d; their surges are judged only through their "
                             "templates (counted in anomaly_detector_volume_value_keys_refused_total)",
@@ -334,7 +334,7 @@ class ValueKeys:
         fresh = np.array(fresh, np.uint64)
         # each slot with values has a total row: what a value's share is judged against
         totals = self.keys.add(_TOTAL ^ (fresh * _MIX), fresh, np.ones(fresh.size, np.bool_), free[: fresh.size])
-        rows = self.keys.add(c.code[new], slots, np.zeros(new.size, np.bool_), free[fresh.size:])
+        rows = self.keys.add(c.code[new], slots, np.zeros(new.size, np.bool_), free[fresh.size:][: new.size])
         self.keys.parent[rows] = self.keys.lookup(_TOTAL ^ (slots * _MIX))
         self.base.ensure(self.size)
         self.season.ensure(self.base.size)
@@ -355,14 +355,22 @@ class ValueKeys:
         return take, fresh
 
     def _stale(self, n):
-        """Up to n value rows whose values have gone (their level under STALE_LEVEL after at least the
-        candidate horizon), taken out of the lookup for new keys."""
+        """Up to n free rows for new keys: rows out of the lookup already, then value rows whose values
+        have gone (their lines of about the last hour under STALE_SHARE of the least a key needs, after at
+        least that long as keys), taken out."""
         k = self.keys
-        rows = k.key[~k.total[k.key]]
-        gone = rows[(self.base.level[rows] < STALE_LEVEL) & (self.base.age[rows] > self.horizon)][:n]
+        free = np.setdiff1d(np.arange(self.size), k.key)[:n]
+        values = ~k.total[k.key]
+        codes, rows = k.code[values], k.key[values]
+        # its lines over about the last hour (decayed, as a candidate's), 0 once it left the table
+        c = self.candidates
+        at = np.minimum(np.searchsorted(c.code, codes), max(c.code.size - 1, 0))
+        recent = np.where(c.code[at] == codes, c.count[at], 0.0) if c.code.size else np.zeros(codes.size)
+        gone = rows[(recent < STALE_SHARE * VALUE_MIN_RATE * self.horizon)
+                    & (self.base.age[rows] > self.horizon)][: n - free.size]
         if gone.size:
             k.drop(gone)
-        return gone
+        return np.concatenate([free, gone]).astype(np.int64)
 
     def _fresh_rows(self, ids):
         """Rows as a key never seen has them (a reused row must not carry its old key's baseline)."""

@@ -210,3 +210,22 @@ def test_a_surge_at_an_hour_not_seen_yet_is_judged_against_the_rest_of_its_templ
     inserts = np.array([batch.content(i).startswith("op insert") for i in range(batch.n)])
     assert np.median(got.tiers[1][inserts]) >= 70
     assert got.tiers[1][~inserts].max() < 40
+
+
+def test_rows_of_values_gone_quiet_are_reused_for_new_ones():
+    rng = np.random.default_rng(9)
+    engine = DetectionEngine(config(max_value_keys=4))
+    traffic(engine, rng, T0, 180)
+    values = engine.tiers["t2"].values
+    assert values.size == 4 and values.refused == 2   # the total and the three heaviest words
+    kept = set(values.keys.code.tolist())
+    global SHARES
+    saved = SHARES
+    try:
+        # 'select' (the heaviest) stops; 'vacuum' grows to take its lines
+        SHARES = np.array([0.0, 0.3, 0.16, 0.1, 0.44])
+        traffic(engine, rng, T0 + 3 * 3600, 12 * 60)
+    finally:
+        SHARES = saved
+    assert values.size == 4   # no row more: the quiet word's row was reused
+    assert len(kept - set(values.keys.code.tolist())) == 1
