@@ -38,6 +38,7 @@ VALUE_MIN_SHARE = 0.02      # a key's value is at least this share of its positi
 VALUE_MAX_SHARE = 0.9       # and less than this share (else it is its template)
 VALUE_MIN_RATE = 0.5        # and at least this many lines per bucket (quieter values are clumps)
 CANDIDATE_HOURS = 1.0       # heavy-hitter counts decay over about this long (in event time)
+LEARN_SAMPLE = 1024         # values counted into the heavy-hitter tables per batch, at most (a sample)
 CANDIDATES_PER_KEY = 4      # candidate values tracked per allowed key (at least MIN_CANDIDATES)
 MIN_CANDIDATES = 4096
 _MIX = np.uint64(0x9E3779B97F4A7C15)   # spreads a slot (source, role) over the hash bits
@@ -199,6 +200,8 @@ class ValueKeys:
         self.last_bucket = None      # event-time bucket the candidate counts were last decayed to
         self.refused = 0             # values that qualified for a key beyond max_keys
         self._cached = (None, None)
+        self._coded = (None, None)
+        self._rng = np.random.default_rng(0)   # the sample learn counts (fixed seed: replays repeat)
 
     @property
     def size(self):
@@ -232,6 +235,12 @@ class ValueKeys:
         return "<*>#%d = %s" % (int(batch.param_pos[j]) + 1, value)
 
     def _codes(self, batch, ctx):
+        """As _codes_of, once per batch (params and learn both want them)."""
+        if self._coded[0] is not batch:
+            self._coded = (batch, self._codes_of(batch, ctx))
+        return self._coded[1]
+
+    def _codes_of(self, batch, ctx):
         """Line index, value code, slot code and index of each word parameter within MAX_POSITIONS.
         Numbers are measurements (a pool's in_use, a queue's depth, a size): a surge of `in_use=5` is
         the gauge moving, which tier 3 judges as a number, not a kind of event."""
@@ -273,7 +282,7 @@ class ValueKeys:
         ids = np.asarray(template_ids, np.int64)
         ids = ids[ids < self.role_index.shape[0]]
         self.role_index[ids] = ROLE_UNSET
-        self._cached = (None, None)
+        self._cached = self._coded = (None, None)
 
     def learn(self, batch, bucket, ctx):
         """Count the batch's values into the heavy-hitter tables (decayed to event-time bucket
@@ -283,12 +292,20 @@ class ValueKeys:
             return 0
         self._decay(bucket)
         _, code, slot, _ = self._codes(batch, ctx)
+        self._coded = (None, None)
         if not code.size:
             return 0
+        if code.size > LEARN_SAMPLE:
+            # heavy hitters stand out in a sample as well: counting every value of a big batch was most
+            # of this module's cost; each sampled one counts for the ones it stands for
+            pick = self._rng.random(code.size) < LEARN_SAMPLE / code.size
+            code, slot, weight = code[pick], slot[pick], code.size / LEARN_SAMPLE
+        else:
+            weight = 1.0
         uniq, first, counts = np.unique(code, return_index=True, return_counts=True)
-        self.candidates.add(uniq, slot[first], counts)
+        self.candidates.add(uniq, slot[first], counts * weight)
         slots, slot_counts = np.unique(slot, return_counts=True)
-        self.slots.add(slots, slot_counts)
+        self.slots.add(slots, slot_counts * weight)
         self.candidates.prune(max(CANDIDATES_PER_KEY * self.max_keys, MIN_CANDIDATES))
         self.slots.prune(self.candidates.slot)
         return self._promote()

@@ -231,6 +231,7 @@ class VolumeTier(Tier):
         # Heavy values of template positions, per source, counted and judged like templates (tier2_values.py)
         self.values = ValueKeys(int(settings.get("max_value_keys", 1024)), KeyBaseline(), Seasonality(64),
                                 self.bucket_seconds)
+        self._parts_of = self._parts = None   # a batch's value parameters in bucket order (_value_parts)
         self.open_bucket = None
         self.pending = []
         # Gaps that are not the sources' doing (see _skip_gap): after a restore from state the time
@@ -321,12 +322,14 @@ class VolumeTier(Tier):
         usual = np.where(busy, long_run * season, 0.0)
         return self._gated(scores, counts, mus, base.age[keys] < self.min_history, ctx), mus, busy, usual
 
-    def _window_scores(self, keys, counts, buckets, base, mus, busy, ctx):
-        """Spike scores of each line's key over its last SPIKE_WINDOW buckets (mus: forecast per bucket)
-        -> (scores, window counts, window forecasts). Only for busy keys (steady, seen long enough for the drop windows' ring to
+    def _window_scores(self, keys, counts, buckets, base, mus, busy, ctx, earlier=None):
+        """Spike scores of each line's key over its last SPIKE_WINDOW buckets (mus: forecast per bucket;
+        earlier: the lines before the line's bucket in the window, if known) -> (scores, window counts,
+        window forecasts). Only for busy keys (steady, seen long enough for the drop windows' ring to
         hold their past buckets): a sparse or intermittent key's clumps are judged per bucket only."""
-        w_counts = counts + _earlier_counts(keys, buckets, base.obs_win, base.open_raw, self.open_bucket,
-                                            SPIKE_WINDOW)
+        if earlier is None:
+            earlier = _earlier_counts(keys, buckets, base.obs_win, base.open_raw, self.open_bucket, SPIKE_WINDOW)
+        w_counts = counts + earlier
         w_mus = SPIKE_WINDOW * mus
         scores = np.zeros(keys.size, np.float32)
         # only lines that can pass the gate (_gated) are scored: the tail probabilities cost
@@ -409,6 +412,7 @@ class VolumeTier(Tier):
             self._close_until(bucket, ctx)
             self._add(batch, part, weights)
             self._add_values(batch, buckets, bucket, weights, ctx)
+        self._parts_of = self._parts = None
         self.values.learn(batch, self.open_bucket, ctx)
 
     def _add(self, batch, idx, weights):
@@ -419,33 +423,48 @@ class VolumeTier(Tier):
 
     def _add_values(self, batch, buckets, bucket, weights, ctx):
         """Count the lines of `bucket` into the value keys and totals their parameters have."""
-        found = self.values.params(batch, ctx)
         base = self.values.base
-        for rows, lines in ((found.v_rows, found.v_lines), (found.t_rows, found.t_lines)):
-            mine = buckets[lines] == bucket
-            if rows.size and mine.any():
-                rows, lines = rows[mine], lines[mine]
+        for rows, lines, sorted_buckets in self._value_parts(batch, buckets, ctx):
+            lo, hi = np.searchsorted(sorted_buckets, bucket), np.searchsorted(sorted_buckets, bucket, side="right")
+            if hi > lo:
+                rows, lines = rows[lo:hi], lines[lo:hi]
                 base.open_raw += np.bincount(rows, minlength=base.size)[: base.size]
                 base.open_learn += np.bincount(rows, weights=weights[lines].astype(np.float64),
                                                minlength=base.size)[: base.size]
+
+    def _value_parts(self, batch, buckets, ctx):
+        """The batch's value and total parameters (rows, lines, buckets) in bucket order, once per batch:
+        learn adds them bucket by bucket."""
+        if self._parts_of is not batch:
+            found = self.values.params(batch, ctx)
+            parts = []
+            for rows, lines in ((found.v_rows, found.v_lines), (found.t_rows, found.t_lines)):
+                order = np.argsort(buckets[lines], kind="stable")
+                parts.append((rows[order], lines[order], buckets[lines][order]))
+            self._parts_of, self._parts = batch, parts
+        return self._parts
 
     def _value_scores(self, batch, buckets, result, ctx):
         """Spikes of the heavy values of each role (tier2_values.py), judged like templates' (per bucket
         and over SPIKE_WINDOW buckets) and against the rest of their role: each line scores its values'
         best."""
         found = self.values.params(batch, ctx)
-        keys, lines, params = found.v_rows, found.v_lines, found.v_params
-        if not keys.size:
+        if not found.v_rows.size or not ctx.warm:
             return
-        base, b = self.values.base, buckets[lines]
+        base, t_b = self.values.base, buckets[found.t_lines]
+        keep, earlier = self._value_pairs_worth_scoring(found, buckets[found.v_lines], t_b)
+        if not keep.any():
+            return
+        keys, lines, params = found.v_rows[keep], found.v_lines[keep], found.v_params[keep]
+        b = buckets[lines]
         counts = self._counts(keys, b, base)
         v_scores, mus, busy, usual = self._spike_scores(keys, counts, b, base, ctx, self.values.season)
-        w_scores, w_counts, w_mus = self._window_scores(keys, counts, b, base, np.maximum(mus, usual), busy, ctx)
+        w_scores, w_counts, w_mus = self._window_scores(keys, counts, b, base, np.maximum(mus, usual), busy, ctx,
+                                                        earlier[keep])
         # each value's total (every value of its role) over the same window, up to its line
-        t_b = buckets[found.t_lines]
         w_totals = (self._counts(found.t_rows, t_b, base)
                     + _earlier_counts(found.t_rows, t_b, base.obs_win, base.open_raw, self.open_bucket, SPIKE_WINDOW))
-        r_scores, r_mus = self._value_share_scores(keys, w_counts, w_totals[found.in_totals], ctx)
+        r_scores, r_mus = self._value_share_scores(keys, w_counts, w_totals[found.in_totals[keep]], ctx)
         w_mus = np.where(r_scores > w_scores, r_mus, w_mus)
         w_scores = np.maximum(w_scores, r_scores)
         windowed = w_scores > v_scores
@@ -464,6 +483,30 @@ class VolumeTier(Tier):
             result.expected[i] = "about %.1f per %gs" % (mu, span)
             result.observed[i] = "%d per %gs" % (count, span)
         np.maximum(result.scores, line_best, out=result.scores)
+
+    def _value_pairs_worth_scoring(self, found, v_buckets, t_buckets):
+        """Which value parameters can score at all -> (mask, each one's lines in the window before its
+        bucket). Worked out per (key, bucket) from its count at the end of the batch, which no line of
+        it exceeds, against forecasts no line of it is below (its level times season; its odds times
+        the rest of its role before the bucket): the spike gates (count at the low end of its sampling
+        error at least spike_min_ratio times the forecast) pass for few; the lines of the others are
+        not scored line by line (a replay's batch spans many buckets of every key)."""
+        base, r = self.values.base, self.spike_min_ratio
+        v = _Pairs(found.v_rows, v_buckets, base.obs_win, base.open_raw, self.open_bucket, SPIKE_WINDOW)
+        t = _Pairs(found.t_rows, t_buckets, base.obs_win, base.open_raw, self.open_bucket, SPIKE_WINDOW)
+        parent = self.values.keys.parent[v.key] * (1 << 40) + v.bucket
+        at = np.minimum(np.searchsorted(t.code, parent), t.code.size - 1)
+        mine = t.code[at] == parent     # always: every value's parameter also counts for its total
+        t_final, t_earlier = np.where(mine, t.final[at], 0.0), np.where(mine, t.earlier[at], 0.0)
+        mu = base.level[v.key] * self.values.season.factor(v.key, v.bucket * self.bucket_seconds, self.bucket_seconds)
+        w = v.final + v.earlier
+        den = base.share_den[v.key]
+        odds = base.share_num[v.key] / np.where(den > 0, den, 1.0)
+        others_before = np.maximum(t_earlier - v.earlier, 0.0)
+        can = ((v.final - 3.0 * np.sqrt(v.final) >= r * np.maximum(mu, 1e-3))
+               | (w - 3.0 * np.sqrt(w) >= r * SPIKE_WINDOW * mu)
+               | ((t_final + t_earlier - w >= VALUE_SHARE_MIN_OTHERS) & (w - 3.0 * np.sqrt(w) >= r * odds * others_before)))
+        return can[v.inverse], v.earlier[v.inverse]
 
     def _value_share_scores(self, keys, w_counts, w_totals, ctx):
         """Score each value's count over SPIKE_WINDOW buckets against the rest of its role's lines in
@@ -816,19 +859,30 @@ def _earlier_counts(keys, buckets, obs_win, open_raw, open_bucket, window):
     """Lines of each line's key in the window - 1 buckets before the line's bucket: from the batch
     itself, the open bucket's count so far (open_raw) and the closed buckets' ring (obs_win, the last
     DROP_WINDOWS[-1] buckets; older ones count 0). Worked out once per (key, bucket) of the batch."""
-    ring = obs_win.shape[1]
-    code = keys.astype(np.int64) * (1 << 40) + buckets
-    uniq, inverse, per_pair = np.unique(code, return_inverse=True, return_counts=True)
-    pair_key, pair_bucket = uniq >> 40, uniq & ((1 << 40) - 1)
-    out = np.zeros(uniq.size)
-    for back in range(1, window):
-        earlier = pair_bucket - back
-        at = np.minimum(np.searchsorted(uniq, uniq - back), uniq.size - 1)
-        out += np.where(uniq[at] == uniq - back, per_pair[at], 0)
-        closed = (earlier < open_bucket) & (earlier >= open_bucket - ring)
-        out += np.where(closed, obs_win[pair_key, earlier % ring], 0.0)
-        out += np.where(earlier == open_bucket, open_raw[pair_key], 0.0)
-    return out[inverse.reshape(-1)]
+    pairs = _Pairs(keys, buckets, obs_win, open_raw, open_bucket, window)
+    return pairs.earlier[pairs.inverse]
+
+
+class _Pairs:
+    """The (key, bucket) pairs of a batch's lines: code (key << 40 | bucket, sorted), key, bucket, the
+    lines of each in its bucket by the end of the batch (batch and open bucket), those in the window - 1
+    buckets before (see _earlier_counts), and each line's pair (inverse)."""
+
+    def __init__(self, keys, buckets, obs_win, open_raw, open_bucket, window):
+        ring = obs_win.shape[1]
+        code = keys.astype(np.int64) * (1 << 40) + buckets
+        uniq, inverse, per_pair = np.unique(code, return_inverse=True, return_counts=True)
+        self.code, self.inverse = uniq, inverse.reshape(-1)
+        self.key, self.bucket = uniq >> 40, uniq & ((1 << 40) - 1)
+        self.final = per_pair + np.where(self.bucket == open_bucket, open_raw[self.key], 0.0)
+        self.earlier = np.zeros(uniq.size)
+        for back in range(1, window):
+            earlier = self.bucket - back
+            at = np.minimum(np.searchsorted(uniq, uniq - back), uniq.size - 1)
+            self.earlier += np.where(uniq[at] == uniq - back, per_pair[at], 0)
+            closed = (earlier < open_bucket) & (earlier >= open_bucket - ring)
+            self.earlier += np.where(closed, obs_win[self.key, earlier % ring], 0.0)
+            self.earlier += np.where(earlier == open_bucket, open_raw[self.key], 0.0)
 
 
 def _dispersion(base, keys):
