@@ -229,3 +229,35 @@ def test_rows_of_values_gone_quiet_are_reused_for_new_ones():
         SHARES = saved
     assert values.size == 4   # no row more: the quiet word's row was reused
     assert len(kept - set(values.keys.code.tolist())) == 1
+
+
+def test_the_pair_gate_drops_no_line_that_would_score(monkeypatch):
+    """Lines are scored one by one only for (key, bucket) pairs whose end-of-batch counts can pass a
+    spike gate: the same scores as scoring every line."""
+    def run():
+        rng = np.random.default_rng(4)
+        engine = DetectionEngine(config())
+        traffic(engine, rng, T0, 8 * 60)
+        return [got.tiers[1] for _, got in traffic(engine, rng, T0 + 8 * 3600, 30, surge=(2, 6.0))]
+
+    original = VolumeTier._value_pairs_worth_scoring
+    kept = []
+
+    def counting(self, found, v_buckets, t_buckets):
+        keep, earlier = original(self, found, v_buckets, t_buckets)
+        kept.append(keep.mean())
+        return keep, earlier
+
+    monkeypatch.setattr(VolumeTier, "_value_pairs_worth_scoring", counting)
+    gated = run()
+    assert min(kept) < 0.1   # most batches: (almost) no line scored one by one
+
+    def keep_all(self, found, v_buckets, t_buckets):
+        keep, earlier = original(self, found, v_buckets, t_buckets)
+        return np.ones_like(keep), earlier
+
+    monkeypatch.setattr(VolumeTier, "_value_pairs_worth_scoring", keep_all)
+    every = run()
+    assert max(s.max() for s in every) >= 70
+    for a, b in zip(gated, every):
+        assert np.array_equal(a, b)
