@@ -136,6 +136,7 @@ class DetectionEngine:
     def templates_widened(self, template_ids):
         """The miner widened these templates: what was learned about their parameters starts again."""
         self.tiers["t3"].forget_parameters(template_ids)
+        self.tiers["t2"].forget_parameters(template_ids)
         self.feedback.templates_changed()
 
     # -- scoring -----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from . import volume_kernels as VK
 from .base import Finding, Tier, TierResult
 from .ranks import running_counts
 from .stats_kernels import count_lower_score, count_upper_scores
+from .tier2_values import ValueKeys
 
 # Windows (in buckets) over which drops are judged: fast for busy keys, longer for quiet ones.
 DROP_WINDOWS = (1, 5, 15)
@@ -46,6 +47,9 @@ SEASON_SLOWER = 100.0
 ANOMALOUS_SHARE = 0.1
 # A volume forecast is never trusted to better than this relative error, however steady the key.
 MIN_RELATIVE_ERROR = 0.1
+# A value key is judged against the rest of its template (VolumeTier._value_share_scores) only where
+# that rest had at least this many lines in the window: fewer say too little about the share.
+VALUE_SHARE_MIN_OTHERS = 10
 # A key non-zero in fewer buckets than this is sparse: its counts come in clumps (a job's lines).
 SPARSE_FRACTION = 0.5
 # A sparse key's usual count at an hour of day is trusted once that hour was seen for this share of
@@ -224,6 +228,10 @@ class VolumeTier(Tier):
         self.template_season = Seasonality(64)  # per template: a nightly job has its own hour
         self.share_season = ShareSeasonality(64)  # per template, of its share: night mixes differ from day ones
         self.template_source = np.zeros(64, np.int64)
+        # Heavy values of template positions, per source, counted and judged like templates (tier2_values.py)
+        self.values = ValueKeys(int(settings.get("max_value_keys", 1024)), KeyBaseline(), Seasonality(64),
+                                self.bucket_seconds)
+        self._parts_of = self._parts = None   # a batch's value parameters in bucket order (_value_parts)
         self.open_bucket = None
         self.pending = []
         # Gaps that are not the sources' doing (see _skip_gap): after a restore from state the time
@@ -271,6 +279,7 @@ class VolumeTier(Tier):
         self._explain(result, share_scores, t_counts, mus, batch.template_id, "template", ctx,
                       "volume spike of template %r against the rest of its source: %d lines in %gs")
         np.maximum(scores, share_scores, out=scores)
+        self._value_scores(batch, buckets, result, ctx)
         # A spike of the whole source is one problem, whichever templates its lines have.
         source_wide = per_key["source"] > np.maximum(per_key["template"], share_scores)
         result.about = np.where(source_wide, -1, batch.template_id.astype(np.int64))
@@ -281,9 +290,9 @@ class VolumeTier(Tier):
         counts = running_counts(buckets, keys).astype(np.float64)
         return counts + np.where(buckets == self.open_bucket, base.open_raw[keys], 0.0)
 
-    def _spike_scores(self, keys, counts, buckets, base, ctx):
+    def _spike_scores(self, keys, counts, buckets, base, ctx, seasons=None):
         """Score each line by its key's count against the key's seasonal level."""
-        seasons = self.template_season if base is self.templates else self.season
+        seasons = seasons or (self.template_season if base is self.templates else self.season)
         season = seasons.factor(keys, buckets * self.bucket_seconds, self.bucket_seconds)
         # An intermittent key (a nightly job) is not expected to be at zero just because it was
         # quiet lately: a spike is judged against at least its long-run mean and, since it comes in
@@ -313,12 +322,14 @@ class VolumeTier(Tier):
         usual = np.where(busy, long_run * season, 0.0)
         return self._gated(scores, counts, mus, base.age[keys] < self.min_history, ctx), mus, busy, usual
 
-    def _window_scores(self, keys, counts, buckets, base, mus, busy, ctx):
-        """Spike scores of each line's key over its last SPIKE_WINDOW buckets (mus: forecast per bucket)
-        -> (scores, window counts, window forecasts). Only for busy keys (steady, seen long enough for the drop windows' ring to
+    def _window_scores(self, keys, counts, buckets, base, mus, busy, ctx, earlier=None):
+        """Spike scores of each line's key over its last SPIKE_WINDOW buckets (mus: forecast per bucket;
+        earlier: the lines before the line's bucket in the window, if known) -> (scores, window counts,
+        window forecasts). Only for busy keys (steady, seen long enough for the drop windows' ring to
         hold their past buckets): a sparse or intermittent key's clumps are judged per bucket only."""
-        w_counts = counts + _earlier_counts(keys, buckets, base.obs_win, base.open_raw, self.open_bucket,
-                                            SPIKE_WINDOW)
+        if earlier is None:
+            earlier = _earlier_counts(keys, buckets, base.obs_win, base.open_raw, self.open_bucket, SPIKE_WINDOW)
+        w_counts = counts + earlier
         w_mus = SPIKE_WINDOW * mus
         scores = np.zeros(keys.size, np.float32)
         # only lines that can pass the gate (_gated) are scored: the tail probabilities cost
@@ -400,12 +411,142 @@ class VolumeTier(Tier):
                 self.restart_bucket = None   # lines of the restart's time came: no later gap is downtime
             self._close_until(bucket, ctx)
             self._add(batch, part, weights)
+            self._add_values(batch, buckets, bucket, weights, ctx)
+        self._parts_of = self._parts = None
+        self.values.learn(batch, self.open_bucket, ctx)
 
     def _add(self, batch, idx, weights):
         w = weights[idx].astype(np.float64)
         for keys, base in ((batch.template_id[idx], self.templates), (batch.source_id[idx], self.sources)):
             base.open_raw += np.bincount(keys, minlength=base.size)[: base.size]
             base.open_learn += np.bincount(keys, weights=w, minlength=base.size)[: base.size]
+
+    def _add_values(self, batch, buckets, bucket, weights, ctx):
+        """Count the lines of `bucket` into the value keys and totals their parameters have."""
+        base = self.values.base
+        for rows, lines, sorted_buckets in self._value_parts(batch, buckets, ctx):
+            lo, hi = np.searchsorted(sorted_buckets, bucket), np.searchsorted(sorted_buckets, bucket, side="right")
+            if hi > lo:
+                rows, lines = rows[lo:hi], lines[lo:hi]
+                base.open_raw += np.bincount(rows, minlength=base.size)[: base.size]
+                base.open_learn += np.bincount(rows, weights=weights[lines].astype(np.float64),
+                                               minlength=base.size)[: base.size]
+
+    def _value_parts(self, batch, buckets, ctx):
+        """The batch's value and total parameters (rows, lines, buckets) in bucket order, once per batch:
+        learn adds them bucket by bucket."""
+        if self._parts_of is not batch:
+            found = self.values.params(batch, ctx)
+            parts = []
+            for rows, lines in ((found.v_rows, found.v_lines), (found.t_rows, found.t_lines)):
+                order = np.argsort(buckets[lines], kind="stable")
+                parts.append((rows[order], lines[order], buckets[lines][order]))
+            self._parts_of, self._parts = batch, parts
+        return self._parts
+
+    def _value_scores(self, batch, buckets, result, ctx):
+        """Spikes of the heavy values of each role (tier2_values.py), judged like templates' (per bucket
+        and over SPIKE_WINDOW buckets) and against the rest of their role: each line scores its values'
+        best."""
+        found = self.values.params(batch, ctx)
+        if not found.v_rows.size or not ctx.warm:
+            return
+        base, t_b = self.values.base, buckets[found.t_lines]
+        keep, earlier = self._value_pairs_worth_scoring(found, buckets[found.v_lines], t_b)
+        if not keep.any():
+            return
+        keys, lines, params = found.v_rows[keep], found.v_lines[keep], found.v_params[keep]
+        b = buckets[lines]
+        counts = self._counts(keys, b, base)
+        v_scores, mus, busy, usual = self._spike_scores(keys, counts, b, base, ctx, self.values.season)
+        w_scores, w_counts, w_mus = self._window_scores(keys, counts, b, base, np.maximum(mus, usual), busy, ctx,
+                                                        earlier[keep])
+        # each value's total (every value of its role) over the same window, up to its line
+        w_totals = (self._counts(found.t_rows, t_b, base)
+                    + _earlier_counts(found.t_rows, t_b, base.obs_win, base.open_raw, self.open_bucket, SPIKE_WINDOW))
+        r_scores, r_mus = self._value_share_scores(keys, w_counts, w_totals[found.in_totals[keep]], ctx)
+        w_mus = np.where(r_scores > w_scores, r_mus, w_mus)
+        w_scores = np.maximum(w_scores, r_scores)
+        windowed = w_scores > v_scores
+        best = np.maximum(v_scores, w_scores)
+        line_best = np.zeros(batch.n, np.float32)
+        np.maximum.at(line_best, lines, best)
+        explained = set()
+        for j in np.flatnonzero((best >= 40.0) & (best >= result.scores[lines]) & (best >= line_best[lines])):
+            i, span = int(lines[j]), (SPIKE_WINDOW if windowed[j] else 1) * self.bucket_seconds
+            count, mu = (w_counts[j], w_mus[j]) if windowed[j] else (counts[j], mus[j])
+            if i in explained:
+                continue   # by another value of the line, as high
+            explained.add(i)
+            result.reasons[i] = "volume spike of template %r with %s: %d lines in %gs" % (
+                ctx.template_text(int(batch.template_id[i])), self.values.describe(batch, int(params[j])), count, span)
+            result.expected[i] = "about %.1f per %gs" % (mu, span)
+            result.observed[i] = "%d per %gs" % (count, span)
+        np.maximum(result.scores, line_best, out=result.scores)
+
+    def _value_pairs_worth_scoring(self, found, v_buckets, t_buckets):
+        """Which value parameters can score at all -> (mask, each one's lines in the window before its
+        bucket). Worked out per (key, bucket) from its count at the end of the batch, which no line of
+        it exceeds, against forecasts no line of it is below (its level times season; its odds times
+        the rest of its role before the bucket): the spike gates (count at the low end of its sampling
+        error at least spike_min_ratio times the forecast) pass for few; the lines of the others are
+        not scored line by line (a replay's batch spans many buckets of every key)."""
+        base, r = self.values.base, self.spike_min_ratio
+        v = _Pairs(found.v_rows, v_buckets, base.obs_win, base.open_raw, self.open_bucket, SPIKE_WINDOW)
+        t = _Pairs(found.t_rows, t_buckets, base.obs_win, base.open_raw, self.open_bucket, SPIKE_WINDOW)
+        parent = self.values.keys.parent[v.key] * (1 << 40) + v.bucket
+        at = np.minimum(np.searchsorted(t.code, parent), t.code.size - 1)
+        mine = t.code[at] == parent     # always: every value's parameter also counts for its total
+        t_final, t_earlier = np.where(mine, t.final[at], 0.0), np.where(mine, t.earlier[at], 0.0)
+        mu = base.level[v.key] * self.values.season.factor(v.key, v.bucket * self.bucket_seconds, self.bucket_seconds)
+        w = v.final + v.earlier
+        den = base.share_den[v.key]
+        odds = base.share_num[v.key] / np.where(den > 0, den, 1.0)
+        others_before = np.maximum(t_earlier - v.earlier, 0.0)
+        can = ((v.final - 3.0 * np.sqrt(v.final) >= r * np.maximum(mu, 1e-3))
+               | (w - 3.0 * np.sqrt(w) >= r * SPIKE_WINDOW * mu)
+               | ((t_final + t_earlier - w >= VALUE_SHARE_MIN_OTHERS) & (w - 3.0 * np.sqrt(w) >= r * odds * others_before)))
+        return can[v.inverse], v.earlier[v.inverse]
+
+    def _value_share_scores(self, keys, w_counts, w_totals, ctx):
+        """Score each value's count over SPIKE_WINDOW buckets against the rest of its role's lines in
+        them (its learned odds times theirs) -> (scores, forecasts). A value's share of its role hardly
+        moves with the hour (a rush hour lifts a role and its values together), so it is judged from its
+        first hours on, where its level is judged only at hours of the day it has seen. Over the window,
+        not per bucket: early in a bucket the rest of a role may not have come yet (see _share_scores,
+        which is why a template's forecast is its share of its source's lines)."""
+        base = self.values.base
+        den = base.share_den[keys]
+        judged = ((base.age[keys] >= self.min_history + DROP_WINDOWS[-1]) & (den > 0)
+                  & (base.nonzero[keys] >= SPARSE_FRACTION) & bool(ctx.warm))
+        odds = base.share_num[keys] / np.where(den > 0, den, 1.0)
+        others = np.maximum(w_totals - w_counts, 0.0)
+        mus = np.maximum(odds * others, 1e-3)
+        # The rest of the role is a sample too: a few lines of it say little (a value that is most of a
+        # quiet role has five minutes with no other line every other day).
+        judged &= (others >= VALUE_SHARE_MIN_OTHERS) & (w_counts - 3.0 * np.sqrt(w_counts) >= self.spike_min_ratio * mus)
+        scores = np.zeros(keys.size, np.float32)
+        if judged.any():
+            k = keys[judged]
+            # as in _window_scores: the part of the per-bucket error that sampling noise explains averages
+            # out; the rest's own sampling error (relative variance dispersion / count) adds to it
+            disp, rel2 = _dispersion(base, k), base.share_rel2[k]
+            noise = np.minimum(rel2, disp / np.maximum(mus[judged] / SPIKE_WINDOW, 1e-3))
+            rel2 = np.maximum(rel2 - noise + noise / SPIKE_WINDOW, MIN_RELATIVE_ERROR ** 2) + disp / others[judged]
+            scores[judged] = count_upper_scores(w_counts[judged], mus[judged], disp, rel2)
+        return scores, mus
+
+    def _close_value_shares(self):
+        """Learn each value key's count against the rest of its role's lines (its total row's count
+        less its own) in the closing bucket: the odds share_num / share_den, no seasons (see
+        _value_share_scores). Before close_keys ages them. A total's rest is nothing: never judged."""
+        v = self.values.base
+        parent = np.arange(v.size, dtype=np.int64)
+        parent[: self.values.size] = self.values.keys.parent
+        others = np.empty(v.size)
+        VK.learn_shares(v.open_learn, v.open_learn.copy(), parent, v.age, v.phi, v.share_num, v.share_den,
+                        v.share_rel2, np.ones(v.size), self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS,
+                        MIN_RELATIVE_ERROR, others)
 
     def advance(self, event_time):
         if self.open_bucket is not None and not self.resumed:
@@ -459,7 +600,7 @@ class VolumeTier(Tier):
         no silence) or learned as zero counts. The open bucket (cut short by the gap) is dropped, the
         drop windows start empty, and the new bucket, which began before its first line, is not judged
         or learned either (see _close_bucket)."""
-        for base in (self.templates, self.sources):
+        for base in (self.templates, self.sources, self.values.base):
             for arr in (base.open_raw, base.open_learn, base.obs_win, base.exp_win, base.obs_sum, base.exp_sum):
                 arr[:] = 0.0
         if counted and not self.resumed:   # an input gap; downtime is not the input's
@@ -470,7 +611,7 @@ class VolumeTier(Tier):
     def _close_bucket(self, ctx):
         if self.open_bucket == self.partial_bucket:
             self.partial_bucket = None
-            for base in (self.templates, self.sources):
+            for base in (self.templates, self.sources, self.values.base):
                 base.open_raw[:] = 0.0
                 base.open_learn[:] = 0.0
             return
@@ -478,8 +619,9 @@ class VolumeTier(Tier):
         keep = 1.0 - self.learning_rate / SEASON_SLOWER
         hour, day = (int(v) for v in _hour_and_day(when))
         self._close_shares(when, hour, day, keep)
+        self._close_value_shares()
         for base, seasons, kind in ((self.templates, self.template_season, "template"),
-                                    (self.sources, self.season, "source")):
+                                    (self.sources, self.season, "source"), (self.values.base, self.values.season, "value")):
             season = seasons.factor(np.arange(base.size), when, self.bucket_seconds)
             weight = _season_weights(base, base.level * season, self.spike_min_ratio)
             best = np.empty(base.size, np.float32)
@@ -489,7 +631,8 @@ class VolumeTier(Tier):
                           season, self.open_bucket % DROP_WINDOWS[-1], _WINDOWS, self.min_history,
                           self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS, MIN_RELATIVE_ERROR, SPARSE_FRACTION,
                           best, best_window)
-            for key in np.flatnonzero(best >= self.finding_min_score).tolist():
+            # value drops are not judged (tier2_values.py says why)
+            for key in np.flatnonzero((best >= self.finding_min_score) & (kind != "value")).tolist():
                 self._hold(self._drop_finding(base, kind, key, int(best_window[key]), float(best[key]), when),
                            kind, key)
             VK.season_update(seasons.hod, seasons.dow, hour, day, base.open_learn, base.level, weight, base.age,
@@ -592,6 +735,10 @@ class VolumeTier(Tier):
         self.sources.ensure(n_src)
         self.season.ensure(self.sources.size)
 
+    def forget_parameters(self, template_ids):
+        """The miner widened these templates: their value keys start again (tier2_values.py)."""
+        self.values.forget(template_ids)
+
     # -- handover of one source between workers (worker/handover.py) ----------------------
 
     def export_source(self, sid):
@@ -643,7 +790,7 @@ class VolumeTier(Tier):
                 "season": self.season.state(), "template_season": self.template_season.state(),
                 "share_season": self.share_season.state(),
                 "template_source": self.template_source.tolist(),
-                "open_bucket": self.open_bucket}
+                "values": self.values.state(), "open_bucket": self.open_bucket}
 
     def load_state(self, state):
         self.templates.load_state(state.get("templates", {}))
@@ -654,6 +801,7 @@ class VolumeTier(Tier):
         self.share_season.load_state(state.get("share_season", {}))
         self.share_season.ensure(self.templates.size)
         self.template_source = np.asarray(state.get("template_source", [0] * 64), np.int64)
+        self.values.load_state(state.get("values"))   # absent before value keys: they are learned afresh
         self.open_bucket = state.get("open_bucket")
         self.resumed = self.open_bucket is not None
 
@@ -711,19 +859,30 @@ def _earlier_counts(keys, buckets, obs_win, open_raw, open_bucket, window):
     """Lines of each line's key in the window - 1 buckets before the line's bucket: from the batch
     itself, the open bucket's count so far (open_raw) and the closed buckets' ring (obs_win, the last
     DROP_WINDOWS[-1] buckets; older ones count 0). Worked out once per (key, bucket) of the batch."""
-    ring = obs_win.shape[1]
-    code = keys.astype(np.int64) * (1 << 40) + buckets
-    uniq, inverse, per_pair = np.unique(code, return_inverse=True, return_counts=True)
-    pair_key, pair_bucket = uniq >> 40, uniq & ((1 << 40) - 1)
-    out = np.zeros(uniq.size)
-    for back in range(1, window):
-        earlier = pair_bucket - back
-        at = np.minimum(np.searchsorted(uniq, uniq - back), uniq.size - 1)
-        out += np.where(uniq[at] == uniq - back, per_pair[at], 0)
-        closed = (earlier < open_bucket) & (earlier >= open_bucket - ring)
-        out += np.where(closed, obs_win[pair_key, earlier % ring], 0.0)
-        out += np.where(earlier == open_bucket, open_raw[pair_key], 0.0)
-    return out[inverse.reshape(-1)]
+    pairs = _Pairs(keys, buckets, obs_win, open_raw, open_bucket, window)
+    return pairs.earlier[pairs.inverse]
+
+
+class _Pairs:
+    """The (key, bucket) pairs of a batch's lines: code (key << 40 | bucket, sorted), key, bucket, the
+    lines of each in its bucket by the end of the batch (batch and open bucket), those in the window - 1
+    buckets before (see _earlier_counts), and each line's pair (inverse)."""
+
+    def __init__(self, keys, buckets, obs_win, open_raw, open_bucket, window):
+        ring = obs_win.shape[1]
+        code = keys.astype(np.int64) * (1 << 40) + buckets
+        uniq, inverse, per_pair = np.unique(code, return_inverse=True, return_counts=True)
+        self.code, self.inverse = uniq, inverse.reshape(-1)
+        self.key, self.bucket = uniq >> 40, uniq & ((1 << 40) - 1)
+        self.final = per_pair + np.where(self.bucket == open_bucket, open_raw[self.key], 0.0)
+        self.earlier = np.zeros(uniq.size)
+        for back in range(1, window):
+            earlier = self.bucket - back
+            at = np.minimum(np.searchsorted(uniq, uniq - back), uniq.size - 1)
+            self.earlier += np.where(uniq[at] == uniq - back, per_pair[at], 0)
+            closed = (earlier < open_bucket) & (earlier >= open_bucket - ring)
+            self.earlier += np.where(closed, obs_win[self.key, earlier % ring], 0.0)
+            self.earlier += np.where(earlier == open_bucket, open_raw[self.key], 0.0)
 
 
 def _dispersion(base, keys):

@@ -92,6 +92,10 @@ METRICS = {m.name: m for m in (
     MetricSpec("volume_drops_withdrawn_total", COUNTER,
                "Volume drops and silences not raised because their template or source was no longer low "
                "[detection][[tier2]] drop_hold_seconds after they were first seen (a restart, a deploy)."),
+    MetricSpec("volume_value_keys_refused_total", COUNTER,
+               "Template parameter values (a table, a method, a path) that qualified for their own volume "
+               "baseline beyond [detection][[tier2]] max_value_keys: their surges are judged only through "
+               "their templates."),
     MetricSpec("json_fields_over_cap_total", COUNTER,
                "Numeric JSON fields not mined as template parameters because their line had more than its "
                "input's json_numeric_fields (the first ones in key order are kept)."),

@@ -305,6 +305,8 @@ class DetectorWorker:
                           rule_scans_cut=self._new_scans_cut(), source_capped_lines=self._new_capped(),
                           volume_gaps_skipped=self._new_gaps_skipped(),
                           volume_drops_withdrawn=self._new_drops_withdrawn(),
+                          volume_value_keys_refused=self._since_last(
+                              "value_keys_refused", self.pipeline.engine.tiers["t2"].values.refused),
                           json_fields_over_cap=self._new_over_cap(),
                           series_values_refused=self._new_series_refused(),
                           lines_unclustered=self._new_unclustered(),
