@@ -265,11 +265,10 @@ class VolumeTier(Tier):
         per_key = {}
         for keys, counts, base, kind in ((batch.template_id, t_counts, self.templates, "template"),
                                          (batch.source_id, s_counts, self.sources, "source")):
-            per_key[kind], mus, busy, usual = self._spike_scores(keys, counts, buckets, base, ctx)
+            per_key[kind], mus, windowed, window_mus = self._spike_scores(keys, counts, buckets, base, ctx)
             self._explain(result, per_key[kind], counts, mus, keys, kind, ctx)
             np.maximum(scores, per_key[kind], out=scores)
-            w_scores, w_counts, w_mus = self._window_scores(keys, counts, buckets, base, np.maximum(mus, usual), busy,
-                                                            ctx)
+            w_scores, w_counts, w_mus = self._window_scores(keys, counts, buckets, base, window_mus, windowed, ctx)
             # explained by the window only where it says more than the bucket did
             self._explain(result, np.where(w_scores > scores, w_scores, 0.0), w_counts, w_mus, keys, kind, ctx,
                           span=SPIKE_WINDOW * self.bucket_seconds)
@@ -291,7 +290,8 @@ class VolumeTier(Tier):
         return counts + np.where(buckets == self.open_bucket, base.open_raw[keys], 0.0)
 
     def _spike_scores(self, keys, counts, buckets, base, ctx, seasons=None):
-        """Score each line by its key's count against the key's seasonal level."""
+        """Score each line by its key's count against the key's seasonal level -> (scores, forecasts per
+        bucket, which lines' keys are judged over the spike window too, their forecast per bucket there)."""
         seasons = seasons or (self.template_season if base is self.templates else self.season)
         season = seasons.factor(keys, buckets * self.bucket_seconds, self.bucket_seconds)
         # An intermittent key (a nightly job) is not expected to be at zero just because it was
@@ -308,7 +308,8 @@ class VolumeTier(Tier):
         mus = np.maximum(base.level[keys] * season, 1e-3)
         mus = np.where(sparse, np.maximum(mus, np.maximum(long_run, base.clump[keys])), mus)
         uniq, inverse = np.unique(keys, return_inverse=True)
-        intermittent = _intermittent(base, seasons, uniq, self.bucket_seconds)[inverse]
+        job_like = _quiet_most_hours(seasons, uniq, self.bucket_seconds)[inverse]
+        intermittent = sparse | job_like
         mus = np.where(intermittent, np.maximum(mus, _hour_rate(seasons, keys, buckets, self.bucket_seconds)), mus)
         scores = count_upper_scores(counts, mus, _dispersion(base, keys), base.rel2[keys])
         # The window is judged only where the forecast knows this hour of day (seen for half an hour,
@@ -316,17 +317,28 @@ class VolumeTier(Tier):
         # and flagged it would keep its hour out of the seasons (_season_weights).
         hour = _hour_and_day(buckets * self.bucket_seconds)[0]
         hour_known = seasons.hod[keys, 2, hour] >= HOUR_RATE_MIN_SHARE * 3600.0 / self.bucket_seconds
-        busy = ~sparse & ~intermittent & hour_known & (base.age[keys] >= self.min_history + DROP_WINDOWS[-1])
+        settled = hour_known & (base.age[keys] >= self.min_history + DROP_WINDOWS[-1])
+        busy = ~sparse & ~intermittent & settled
         # A window is judged against the long-run mean at this season too: a key back to its usual
         # volume after a drop that its level learned is no spike.
         usual = np.where(busy, long_run * season, 0.0)
-        return self._gated(scores, counts, mus, base.age[keys] < self.min_history, ctx), mus, busy, usual
+        # A sporadic key (a few lines an hour, spread over the day: a known error, a retry) bursting
+        # at ten times its rate has a handful of lines per bucket, never a spike of one bucket, but
+        # a window of them is: it is judged over the window against its long-run rate (not its
+        # clump, the size of a bucket it shows up in; not its level or hour, which the burst's own
+        # first minutes teach before the window fills), with its clumpiness as the dispersion. Keys
+        # quiet in most hours (a nightly job's clumps) stay judged per bucket only.
+        sporadic = sparse & ~job_like & settled
+        per_bucket = np.where(busy, np.maximum(mus, usual), np.where(sporadic, long_run, 0.0))
+        return (self._gated(scores, counts, mus, base.age[keys] < self.min_history, ctx), mus, busy | sporadic,
+                per_bucket)
 
     def _window_scores(self, keys, counts, buckets, base, mus, busy, ctx, earlier=None):
         """Spike scores of each line's key over its last SPIKE_WINDOW buckets (mus: forecast per bucket;
         earlier: the lines before the line's bucket in the window, if known) -> (scores, window counts,
-        window forecasts). Only for busy keys (steady, seen long enough for the drop windows' ring to
-        hold their past buckets): a sparse or intermittent key's clumps are judged per bucket only."""
+        window forecasts). Only for the keys `busy` marks (steady or sporadic, seen long enough for the
+        drop windows' ring to hold their past buckets, see _spike_scores): a job-like key's clumps are
+        judged per bucket only."""
         if earlier is None:
             earlier = _earlier_counts(keys, buckets, base.obs_win, base.open_raw, self.open_bucket, SPIKE_WINDOW)
         w_counts = counts + earlier
@@ -458,8 +470,8 @@ class VolumeTier(Tier):
         keys, lines, params = found.v_rows[keep], found.v_lines[keep], found.v_params[keep]
         b = buckets[lines]
         counts = self._counts(keys, b, base)
-        v_scores, mus, busy, usual = self._spike_scores(keys, counts, b, base, ctx, self.values.season)
-        w_scores, w_counts, w_mus = self._window_scores(keys, counts, b, base, np.maximum(mus, usual), busy, ctx,
+        v_scores, mus, windowed, window_mus = self._spike_scores(keys, counts, b, base, ctx, self.values.season)
+        w_scores, w_counts, w_mus = self._window_scores(keys, counts, b, base, window_mus, windowed, ctx,
                                                         earlier[keep])
         # each value's total (every value of its role) over the same window, up to its line
         w_totals = (self._counts(found.t_rows, t_b, base)
@@ -848,11 +860,16 @@ def _intermittent(base, seasons, keys, bucket_seconds):
     busiest hour's usual count) in most hours of the day they were seen in (a nightly job, even while
     it runs: its level and clump are learned divided by hour factors that cannot tell a job from a
     level)."""
+    return (base.nonzero[keys] < SPARSE_FRACTION) | _quiet_most_hours(seasons, keys, bucket_seconds)
+
+
+def _quiet_most_hours(seasons, keys, bucket_seconds):
+    """Keys quiet (below QUIET_HOUR_SHARE of their busiest hour's usual count) in most hours seen."""
     hod = seasons.hod[keys]
     seen = hod[:, 2, :] >= HOUR_RATE_MIN_SHARE * 3600.0 / bucket_seconds
     rate = np.where(seen, hod[:, 0, :] / np.where(seen, hod[:, 2, :], 1.0), 0.0)
     quiet = seen & (rate < QUIET_HOUR_SHARE * rate.max(axis=1, initial=0.0)[:, None])
-    return (base.nonzero[keys] < SPARSE_FRACTION) | (quiet.sum(axis=1) > 0.5 * seen.sum(axis=1))
+    return quiet.sum(axis=1) > 0.5 * seen.sum(axis=1)
 
 
 def _earlier_counts(keys, buckets, obs_win, open_raw, open_bucket, window):
