@@ -17,6 +17,7 @@ from . import volume_kernels as VK
 from .base import Finding, Tier, TierResult
 from .ranks import running_counts
 from .stats_kernels import count_lower_score, count_upper_scores
+from .tier2_recent import RecentLevel
 
 # Windows (in buckets) over which drops are judged: fast for busy keys, longer for quiet ones.
 DROP_WINDOWS = (1, 5, 15)
@@ -240,8 +241,13 @@ class VolumeTier(Tier):
         # (see _hold): a service restarting is quiet for minutes and comes back.
         hold = float(settings.get("drop_hold_seconds", 600.0))
         self.hold_buckets = int(np.ceil(hold / self.bucket_seconds)) if hold > 0 else 0
-        self.held = {}                # finding key -> [Finding, kind, key index, release bucket, (disp, rel2)]
+        self.held = {}                # finding key -> [Finding, kind, key index, release bucket, (disp, rel2), recent]
         self.drops_withdrawn = 0
+        # A steady template's drop is also judged against its own recent level (tier2_recent.py): the
+        # seasons of a young model lag the day. 0 = off.
+        recent = float(settings.get("drop_recent_seconds", 3600.0))
+        self.recent = RecentLevel(int(np.ceil(recent / self.bucket_seconds)), 64) if recent > 0 else None
+        self.recent_drops = 0         # drops confirmed by the recent-level test alone (see _release)
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -462,6 +468,8 @@ class VolumeTier(Tier):
         for base in (self.templates, self.sources):
             for arr in (base.open_raw, base.open_learn, base.obs_win, base.exp_win, base.obs_sum, base.exp_sum):
                 arr[:] = 0.0
+        if self.recent is not None:
+            self.recent.clear()
         if counted and not self.resumed:   # an input gap; downtime is not the input's
             self.gaps_skipped += 1          # counted and logged by the worker (worker/detector.py)
             self.last_gap_seconds = (bucket - self.open_bucket) * self.bucket_seconds
@@ -492,11 +500,35 @@ class VolumeTier(Tier):
             for key in np.flatnonzero(best >= self.finding_min_score).tolist():
                 self._hold(self._drop_finding(base, kind, key, int(best_window[key]), float(best[key]), when),
                            kind, key)
+            if kind == "template" and self.recent is not None:
+                self._recent_drops(season, when)
             VK.season_update(seasons.hod, seasons.dow, hour, day, base.open_learn, base.level, weight, base.age,
                              self.min_history, keep)
             base.open_raw[:] = 0.0
             base.open_learn[:] = 0.0
         self._release()
+
+    def _recent_drops(self, season, when):
+        """Judge every steady template (not intermittent, see _intermittent: a job's quiet hours are
+        its own) against its recent level (tier2_recent.py) and hold the drops found there."""
+        t = self.templates
+        self.recent.push(self.open_bucket, t.open_raw, season)
+        keys = np.arange(t.size)
+        judge = (t.age >= self.min_history) & ~_intermittent(t, self.template_season, keys, self.bucket_seconds)
+        best, window = self.recent.scores(_dispersion(t, keys), judge, self.learning_rate, self.finding_min_score)
+        level = self.recent.reference_level()[0]
+        for key in np.flatnonzero(best > 0).tolist():
+            name = "template:%d" % key
+            if name in self.held and self.held[name][0].score >= best[key]:
+                continue
+            obs, factor = self.recent.window(self.open_bucket, key, int(window[key]))
+            span = int(window[key]) * self.bucket_seconds
+            self._hold(Finding(tier=self.name, ts=when + self.bucket_seconds, key=name, score=float(best[key]),
+                               reason="template volume drop: %d lines in the last %gs, against its level over "
+                                      "the hour before" % (obs, span),
+                               expected="about %.1f per %gs" % (level[key] * factor, span),
+                               observed="%d per %gs" % (obs, span), template_id=key,
+                               source=str(int(self.template_source[key]))), "template", key)
 
     def _hold(self, finding, kind, key):
         """Keep a drop or silence back until drop_hold_seconds after it was first seen (the earliest
@@ -507,7 +539,8 @@ class VolumeTier(Tier):
             # the key's spread as it was: the drop's own buckets, learned meanwhile, widen it
             base = self.templates if kind == "template" else self.sources
             spread = (float(_dispersion(base, np.array([key]))[0]), float(base.rel2[key]))
-            self.held[finding.key] = [finding, kind, key, self.open_bucket + self.hold_buckets, spread]
+            self.held[finding.key] = [finding, kind, key, self.open_bucket + self.hold_buckets, spread,
+                                      self._recent_reference(kind, key)]
         elif finding.score > self.held[finding.key][0].score:
             first = self.held[finding.key][0]
             finding.ts = first.ts
@@ -518,15 +551,39 @@ class VolumeTier(Tier):
         drop_hold_seconds (judged over the drop windows that fit in it); withdraw the others: the key
         came back (a restart, a deploy), the quiet spell was too short to be an outage."""
         windows = [k for k, w in enumerate(DROP_WINDOWS) if w <= max(self.hold_buckets, 1)]
-        for name, (finding, kind, key, release, spread) in list(self.held.items()):
+        for name, (finding, kind, key, release, spread, recent) in list(self.held.items()):
             if release > self.open_bucket:
                 continue
             del self.held[name]
             if self._still_low(kind, key, windows, spread):
                 finding.confirmed = True
                 self.pending.append(finding)
+            elif self._recent_still_low(kind, key, recent, windows):
+                finding.confirmed = True
+                self.pending.append(finding)
+                self.recent_drops += 1
             else:
                 self.drops_withdrawn += 1
+
+    def _recent_reference(self, kind, key):
+        """A template's recent level as it was when its drop was first seen (its own buckets would
+        lower it), for _recent_still_low; None when the recent test does not judge it."""
+        r = self.recent
+        if kind != "template" or r is None or key >= r.size or r.filled[key] < r.ring or r.ref_obs[key] <= 0:
+            return None
+        disp = float(_dispersion(self.templates, np.array([key]))[0])
+        return float(r.reference_level()[0][key]), float(r.ref_obs[key]), disp, float(r.rel2[key])
+
+    def _recent_still_low(self, kind, key, reference, windows):
+        """Whether a template held for a drop is still low against the recent level it had then (over
+        the drop windows that fit in drop_hold_seconds); an intermittent one never is (see _still_low)."""
+        if reference is None or self.recent is None:
+            return False
+        if _intermittent(self.templates, self.template_season, np.array([key]), self.bucket_seconds)[0]:
+            return False
+        level, lines, disp, rel2 = reference
+        return self.recent.still_low(self.open_bucket, key, level, lines, disp, rel2,
+                                     [DROP_WINDOWS[k] for k in windows], self.finding_min_score)
 
     def _still_low(self, kind, key, windows, spread):
         """Whether a key is still significantly low over the given drop windows, judged with the
@@ -602,9 +659,10 @@ class VolumeTier(Tier):
             return None
         n = min(self.templates.size, self.template_source.size, self.template_season.hod.shape[0])
         tids = [t for t in np.flatnonzero(self.template_source[:n] == sid).tolist() if self.templates.age[t] > 0]
+        recent = self.recent.export_row if self.recent is not None else (lambda t: {})
         return {"source": _rows(self.sources, sid) | _season_rows(self.season, sid),
                 "templates": {str(t): _rows(self.templates, t) | _season_rows(self.template_season, t)
-                              | {"share_" + k: v for k, v in _season_rows(self.share_season, t).items()}
+                              | {"share_" + k: v for k, v in _season_rows(self.share_season, t).items()} | recent(t)
                               for t in tids}}
 
     def import_source(self, sid, exported):
@@ -627,6 +685,8 @@ class VolumeTier(Tier):
             _set_season_rows(self.template_season, t, rows)
             _set_season_rows(self.share_season, t, {k[6:]: v for k, v in rows.items() if k.startswith("share_")})
             self.template_source[t] = sid
+            if self.recent is not None:
+                self.recent.import_row(t, rows)
             taken += 1
         return taken
 
@@ -643,6 +703,7 @@ class VolumeTier(Tier):
                 "season": self.season.state(), "template_season": self.template_season.state(),
                 "share_season": self.share_season.state(),
                 "template_source": self.template_source.tolist(),
+                "recent": self.recent.state() if self.recent is not None else {},
                 "open_bucket": self.open_bucket}
 
     def load_state(self, state):
@@ -654,6 +715,8 @@ class VolumeTier(Tier):
         self.share_season.load_state(state.get("share_season", {}))
         self.share_season.ensure(self.templates.size)
         self.template_source = np.asarray(state.get("template_source", [0] * 64), np.int64)
+        if self.recent is not None:   # absent in states saved before the recent level: it fills again
+            self.recent.load_state(state.get("recent", {}))
         self.open_bucket = state.get("open_bucket")
         self.resumed = self.open_bucket is not None
 

@@ -1,0 +1,211 @@
+"""Tier 2, drops of a source against its own recent level (the last hour, same day).
+
+tier2_volume.VolumeTier judges drops against a seasonal forecast: a level times hour-of-day and
+day-of-week factors. That forecast is weak while the seasons are young (a daemon started mid-day on a
+service, its first days): it lags the day's ramps, learns a wide error from them, and a service down
+to a quarter of its traffic for an hour hides in that error. This module asks a plainer question of
+each source: are its last minutes far below its own level over the hour before them? The reference
+is deseasonalised by the source's hour-of-day factors as far as they are known, so an evening decline
+the seasons have seen is expected; the test's width is the source's dispersion, the sampling error
+of both stretches (the reference is short evidence) and a learned error of this very forecast (how
+far a source's recent level usually moves in minutes), so a source whose rate wanders is judged
+wider. Only a source's steady templates count (tier2_volume._intermittent: a night job ending is no
+drop of its source). A gap the tier skips (downtime, an input gap) empties the reference.
+
+Neighbours: tier2_volume.py (calls push/scores when a bucket closes, holds and confirms the drops it
+finds with still_low), stats_kernels.count_lower_score (the tail test).
+"""
+import numpy as np
+
+from .stats_kernels import count_lower_score
+
+# Windows (in buckets) judged against the recent level: a quarter of an hour is enough to be sure of
+# a service at a quarter of its traffic, five minutes of a busy one.
+RECENT_WINDOWS = (5, 15)
+# The forecast's squared relative error before it is learned, and its floor: a recent level is never
+# trusted to better than 15 % over the next quarter of an hour (traffic moves within an hour).
+START_REL2 = 0.15 ** 2
+MIN_REL2 = 0.15 ** 2
+# A window this far below its forecast (in units of its spread) teaches the error slowly: a drop must
+# not widen the test that judges it.
+USUAL_SIGMAS = 3.0
+SLOWER = 10.0
+# Below this many steady lines over the reference a source is too quiet to be judged this way.
+MIN_REFERENCE_LINES = 30.0
+
+
+class RecentLevel:
+    """Per key: a ring of the last buckets' counts and seasonal factors, running sums over the windows
+    and the reference, and the learned squared relative error of the recent-level forecast over the
+    longest window."""
+
+    def __init__(self, reference_buckets, size=8):
+        self.reference = int(reference_buckets)
+        self.ring = self.reference + RECENT_WINDOWS[-1]
+        self.obs = np.zeros((size, self.ring))
+        self.season = np.zeros((size, self.ring))
+        self.filled = np.zeros(size, np.int64)     # buckets pushed since the key's ring was last emptied
+        self.rel2 = np.full(size, START_REL2)
+        self.last_bucket = None
+        self._sums()
+
+    def _sums(self):
+        """Work the running sums out from the ring (after a load, a growth, a clear); the bucket after
+        last_bucket is the next pushed."""
+        last = self.last_bucket if self.last_bucket is not None else -1
+        self.win_obs = np.zeros((self.size, len(RECENT_WINDOWS)))
+        self.win_season = np.zeros((self.size, len(RECENT_WINDOWS)))
+        for i, width in enumerate(RECENT_WINDOWS):
+            slots = (last - np.arange(width)) % self.ring
+            self.win_obs[:, i] = self.obs[:, slots].sum(axis=1)
+            self.win_season[:, i] = self.season[:, slots].sum(axis=1)
+        slots = (last - np.arange(RECENT_WINDOWS[-1], self.ring)) % self.ring
+        self.ref_obs = self.obs[:, slots].sum(axis=1)
+        self.ref_season = self.season[:, slots].sum(axis=1)
+
+    @property
+    def size(self):
+        return self.obs.shape[0]
+
+    def ensure(self, n):
+        if n <= self.size:
+            return
+        new = max(n, 2 * self.size)
+        for name, fill in (("obs", 0.0), ("season", 0.0), ("filled", 0), ("rel2", START_REL2)):
+            arr = getattr(self, name)
+            grown = np.full((new,) + arr.shape[1:], fill, arr.dtype)
+            grown[: arr.shape[0]] = arr
+            setattr(self, name, grown)
+        self._sums()
+
+    def clear(self):
+        """Forget the recent buckets (a skipped gap): the reference starts again."""
+        self.obs[:] = 0.0
+        self.season[:] = 0.0
+        self.filled[:] = 0
+        self._sums()
+
+    def push(self, bucket, counts, season):
+        """Store the closing bucket's count and seasonal factor of every key, sliding the sums. After
+        a jump (time walked by the hour through a long silence) the ring starts again."""
+        if self.last_bucket is not None and bucket != self.last_bucket + 1:
+            self.clear()
+        self.ensure(counts.shape[0])
+        n = counts.shape[0]
+        slot = bucket % self.ring
+        for i, width in enumerate(RECENT_WINDOWS):
+            leaving = (bucket - width) % self.ring
+            self.win_obs[:n, i] += counts - self.obs[:n, leaving]
+            self.win_season[:n, i] += season - self.season[:n, leaving]
+        entering = (bucket - RECENT_WINDOWS[-1]) % self.ring   # leaves the longest window for the reference
+        self.ref_obs += self.obs[:, entering] - self.obs[:, slot]
+        self.ref_season += self.season[:, entering] - self.season[:, slot]
+        self.obs[:, slot] = 0.0
+        self.season[:, slot] = 0.0
+        self.obs[:n, slot] = counts
+        self.season[:n, slot] = season
+        self.filled = np.minimum(self.filled + 1, self.ring)
+        self.last_bucket = bucket
+
+    def reference_level(self):
+        """Each key's deseasonalised count per bucket over the reference (the buckets before the
+        longest window), and the lines the reference held."""
+        return self.ref_obs / np.maximum(self.ref_season, 1e-9), self.ref_obs
+
+    def window(self, bucket, key, width):
+        """(lines, summed seasonal factor) of one key over its last `width` buckets."""
+        slots = (bucket - np.arange(width)) % self.ring
+        return float(self.obs[key, slots].sum()), float(self.season[key, slots].sum())
+
+    def scores(self, disp, judge, learning_rate, min_score):
+        """Judge and learn every key at the bucket just pushed -> (score, window) per key, score 0
+        where below min_score or not judged. disp: each key's dispersion (variance / mean); judge: the
+        keys that may be judged (steady ones)."""
+        n = self.size
+        disp = np.maximum(_fit(disp, n, 1.0), 1.0)
+        level, lines = self.reference_level()
+        judged = _fit(judge, n, False) & (self.filled >= self.ring) & (lines >= MIN_REFERENCE_LINES)
+        rel2 = self.rel2 + disp / np.maximum(lines, 1.0)
+        best = np.zeros(n)
+        best_window = np.full(n, RECENT_WINDOWS[-1], np.int64)
+        for i, width in enumerate(RECENT_WINDOWS):
+            obs = self.win_obs[:, i]
+            expected = level * self.win_season[:, i]
+            # count_lower_score is 0 within QUIET_SIGMAS of the forecast: only the others are worked out
+            for key in np.flatnonzero(judged & (expected - obs > 2.0 * np.sqrt(disp * expected))).tolist():
+                s = count_lower_score(obs[key], expected[key], disp[key], rel2[key])
+                if s > best[key]:
+                    best[key], best_window[key] = s, width
+        self._learn(judged, obs, expected, disp, lines, learning_rate)
+        best[best < min_score] = 0.0
+        return best, best_window
+
+    @staticmethod
+    def score(obs, expected, disp, reference_lines, rel2):
+        """Drop score of `obs` lines against a recent-level forecast: the level's own sampling error
+        (disp / reference lines, on the log scale) adds to the learned error."""
+        return count_lower_score(obs, expected, disp, rel2 + disp / max(reference_lines, 1.0))
+
+    def _learn(self, judged, obs, expected, disp, reference_lines, learning_rate):
+        """Learn the squared relative error of the forecast over the longest window (obs, expected),
+        less the part the counting noise of both stretches explains; an unusual window (a drop, a
+        surge) teaches slowly."""
+        on = judged & (expected >= 1.0)
+        log_ratio2 = np.log((obs + 0.5) / (expected + 0.5)) ** 2
+        noise = disp / np.maximum(expected, 1.0) + disp / np.maximum(reference_lines, 1.0)
+        unusual = log_ratio2 > USUAL_SIGMAS ** 2 * (self.rel2 + noise)
+        rate = np.where(unusual, learning_rate / SLOWER, learning_rate)
+        target = np.minimum(np.maximum(log_ratio2 - noise, MIN_REL2), 16.0 * self.rel2)
+        self.rel2 = np.where(on, self.rel2 + rate * (target - self.rel2), self.rel2)
+
+    def still_low(self, bucket, key, level, reference_lines, disp, rel2, widths, min_score):
+        """Whether a source is still low against the level it had when its drop was first seen, over
+        any of the given windows (its last buckets)."""
+        for width in widths:
+            obs, factor = self.window(bucket, key, width)
+            if self.score(obs, level * factor, disp, reference_lines, rel2) >= min_score:
+                return True
+        return False
+
+    def state(self):
+        return {"reference": self.reference, "last_bucket": self.last_bucket, "obs": self.obs.tolist(),
+                "season": self.season.tolist(), "filled": self.filled.tolist(), "rel2": self.rel2.tolist()}
+
+    def load_state(self, state):
+        """Restore what state() saved; a state of another reference length (or none: saved by an older
+        release) keeps only the learned error, and the ring fills again."""
+        if not state:
+            return
+        rel2 = np.asarray(state.get("rel2", []), float)
+        self.ensure(rel2.size)
+        self.rel2[: rel2.size] = rel2
+        if int(state.get("reference", -1)) == self.reference and "obs" in state:
+            obs = np.asarray(state["obs"], float).reshape(-1, self.ring)
+            self.ensure(obs.shape[0])
+            self.obs[: obs.shape[0]] = obs
+            self.season[: obs.shape[0]] = np.asarray(state["season"], float).reshape(-1, self.ring)
+            filled = np.asarray(state["filled"], np.int64)
+            self.filled[: filled.size] = filled
+            self.last_bucket = state.get("last_bucket")
+        self._sums()
+
+    def export_row(self, key):
+        return {"recent_rel2": float(self.rel2[key])} if key < self.size else {}
+
+    def import_row(self, key, rows):
+        """A handed-over source keeps its learned error; its ring (the old owner's time) starts empty."""
+        self.ensure(key + 1)
+        if "recent_rel2" in rows:
+            self.rel2[key] = float(rows["recent_rel2"])
+        self.obs[key] = 0.0
+        self.season[key] = 0.0
+        self.filled[key] = 0
+        self._sums()
+
+
+def _fit(arr, n, fill):
+    """arr cut or padded (with fill) to n entries."""
+    arr = np.asarray(arr)
+    if arr.shape[0] >= n:
+        return arr[:n]
+    return np.concatenate((arr, np.full(n - arr.shape[0], fill, arr.dtype)))
