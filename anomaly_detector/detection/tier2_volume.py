@@ -55,6 +55,9 @@ HOUR_RATE_MIN_SHARE = 0.5
 # An hour in which a key's usual count is below this share of its busiest hour's is a quiet hour; a
 # key quiet in most of the hours it was seen in is intermittent (a nightly job).
 QUIET_HOUR_SHARE = 0.1
+# A template is judged against its recent level (tier2_recent.py) once this many hours of the day
+# have been seen for HOUR_RATE_MIN_SHARE of an hour since it settled.
+RECENT_MIN_HOURS = 4
 
 
 class KeyBaseline:
@@ -509,12 +512,16 @@ class VolumeTier(Tier):
         self._release()
 
     def _recent_drops(self, season, when):
-        """Judge every steady template (not intermittent, see _intermittent: a job's quiet hours are
-        its own) against its recent level (tier2_recent.py) and hold the drops found there."""
+        """Judge every steady template against its recent level (tier2_recent.py) and hold the drops
+        found there. Steady: not intermittent (see _intermittent: a job's quiet hours are its own), and
+        seen through RECENT_MIN_HOURS hours of the day (a job that has only ever run is not known to be
+        one: its first run ending is no drop)."""
         t = self.templates
         self.recent.push(self.open_bucket, t.open_raw, season)
         keys = np.arange(t.size)
-        judge = (t.age >= self.min_history) & ~_intermittent(t, self.template_season, keys, self.bucket_seconds)
+        hours = (self.template_season.hod[: t.size, 2, :] >= HOUR_RATE_MIN_SHARE * 3600.0 / self.bucket_seconds)
+        judge = ((t.age >= self.min_history) & (hours.sum(axis=1) >= RECENT_MIN_HOURS)
+                 & ~_intermittent(t, self.template_season, keys, self.bucket_seconds))
         best, window = self.recent.scores(_dispersion(t, keys), judge, self.learning_rate, self.finding_min_score)
         level = self.recent.reference_level()[0]
         for key in np.flatnonzero(best > 0).tolist():
