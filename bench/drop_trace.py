@@ -5,7 +5,8 @@ or the generated family's per-source files), replays it in-process through pipel
 code path, default config) and, for each closed bucket from an hour before to half an hour after
 every volume_drop / silent_source label, prints per source of the label's program: the count and
 forecast over each drop window, the dispersion and forecast error, and the drop score that window
-gets. `--minutes` widens the window traced.
+gets, then the recent-level test (tier2_recent.py) of its four busiest templates. `--before`
+and `--after` widen the window traced.
 
     python bench/drop_trace.py /tmp/work/shop-seed2 [--kind volume_drop] [--every 5]
 
@@ -25,6 +26,7 @@ if REPO not in sys.path:
 import numpy as np  # noqa: E402
 
 from anomaly_detector.config.loader import default_config  # noqa: E402
+from anomaly_detector.detection import tier2_recent as T2R  # noqa: E402
 from anomaly_detector.detection import tier2_volume as T2  # noqa: E402
 from anomaly_detector.detection.stats_kernels import count_lower_score  # noqa: E402
 from anomaly_detector.pipeline import Pipeline  # noqa: E402
@@ -78,8 +80,31 @@ def _source_rows(tier, label, names):
         for k, w in enumerate(T2.DROP_WINDOWS):
             obs, exp = float(s.obs_sum[sid, k]), float(s.exp_sum[sid, k])
             wins.append((w, obs, exp, count_lower_score(obs, exp, disp, float(s.rel2[sid]))))
-        out.append((name, disp, float(s.rel2[sid]), wins, None))
+        out.append((name, disp, float(s.rel2[sid]), wins, _recent(tier, sid)))
     return out
+
+
+def _recent(tier, sid):
+    """The recent-level test (tier2_recent.py) of the source's busiest templates: per template,
+    lines / forecast = score over each window, and its learned error."""
+    r = tier.recent
+    if r is None:
+        return None
+    t = tier.templates
+    n = min(t.size, r.size, tier.template_source.size)
+    mine = np.flatnonzero((tier.template_source[:n] == sid) & (r.filled[:n] >= r.ring))
+    mine = mine[np.argsort(-r.ref_obs[mine])][:4]
+    level = r.reference_level()[0]
+    disp = T2._dispersion(t, np.arange(t.size))
+    rel2 = r.rel2 + disp[: r.size] / np.maximum(r.ref_obs, 1.0)
+    parts = []
+    for k in mine.tolist():
+        wins = []
+        for i, _width in enumerate(T2R.RECENT_WINDOWS):
+            obs, exp = r.win_obs[k, i], level[k] * r.win_season[k, i]
+            wins.append(f"{obs:.0f}/{exp:.0f}={count_lower_score(obs, exp, max(disp[k], 1.0), rel2[k]):.0f}")
+        parts.append(f"t{k}(e{r.rel2[k]:.3f} d{disp[k]:.1f}) " + " ".join(wins))
+    return " | ".join(parts)
 
 
 def main(argv=None):
@@ -103,7 +128,7 @@ def main(argv=None):
                 tag = "in " if start <= when < end else "   "
                 for name, disp, rel2, wins, recent in per_source:
                     w = " ".join(f"w{w}:{o:.0f}/{e:.0f}={sc:.0f}" for w, o, e, sc in wins)
-                    extra = f" recent={recent}" if recent is not None else ""
+                    extra = f"\n              recent: {recent}" if recent else ""
                     print(f"  {tag}{rel:+7.1f}m {name:<22} disp={disp:5.2f} rel2={rel2:.3f} {w}{extra}")
 
 

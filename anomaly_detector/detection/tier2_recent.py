@@ -26,8 +26,12 @@ RECENT_WINDOWS = (5, 15)
 # trusted to better than 15 % over the next quarter of an hour (traffic moves within an hour).
 START_REL2 = 0.15 ** 2
 MIN_REL2 = 0.15 ** 2
-# A window this far below its forecast (in units of its spread) teaches the error slowly: a drop must
-# not widen the test that judges it.
+# The error is learned this many times slower than a level: the windows of consecutive buckets
+# overlap (14 of 15 buckets), so at the learning rate it would rest on a handful of independent
+# windows, and one campaign or one evening would set it.
+OVERLAP_SLOWER = 4.0
+# A window this far off its forecast (in units of its spread) teaches the error ten times slower
+# still, and no window teaches more than that far: a drop must not widen the test that judges it.
 USUAL_SIGMAS = 3.0
 SLOWER = 10.0
 # Below this many steady lines over the reference a source is too quiet to be judged this way.
@@ -112,6 +116,17 @@ class RecentLevel:
         longest window), and the lines the reference held."""
         return self.ref_obs / np.maximum(self.ref_season, 1e-9), self.ref_obs
 
+    def robust_level(self, key):
+        """A key's recent level for judging a drop: the reference's mean per bucket, or its median
+        (deseasonalised) where that is lower. A spike in the hour before (a scraper gone, a campaign
+        over) raises the mean, and the key back at its usual volume would be a drop against it; it
+        moves the median only once it fills half the hour."""
+        mean = self.ref_obs[key] / max(self.ref_season[key], 1e-9)
+        slots = (self.last_bucket - np.arange(RECENT_WINDOWS[-1], self.ring)) % self.ring
+        factors = self.season[key, slots]
+        per_bucket = self.obs[key, slots] / np.where(factors > 0, factors, 1.0)
+        return min(mean, float(np.median(per_bucket)))
+
     def window(self, bucket, key, width):
         """(lines, summed seasonal factor) of one key over its last `width` buckets."""
         slots = (bucket - np.arange(width)) % self.ring
@@ -137,6 +152,14 @@ class RecentLevel:
                 if s > best[key]:
                     best[key], best_window[key] = s, width
         self._learn(judged, obs, expected, disp, lines, learning_rate)
+        # A drop is confirmed against the robust level (a median: rare, so worked out for these only).
+        for key in np.flatnonzero(best >= min_score).tolist():
+            best[key] = 0.0
+            robust = self.robust_level(key)
+            for i, width in enumerate(RECENT_WINDOWS):
+                s = count_lower_score(self.win_obs[key, i], robust * self.win_season[key, i], disp[key], rel2[key])
+                if s > best[key]:
+                    best[key], best_window[key] = s, width
         best[best < min_score] = 0.0
         return best, best_window
 
@@ -154,8 +177,8 @@ class RecentLevel:
         log_ratio2 = np.log((obs + 0.5) / (expected + 0.5)) ** 2
         noise = disp / np.maximum(expected, 1.0) + disp / np.maximum(reference_lines, 1.0)
         unusual = log_ratio2 > USUAL_SIGMAS ** 2 * (self.rel2 + noise)
-        rate = np.where(unusual, learning_rate / SLOWER, learning_rate)
-        target = np.minimum(np.maximum(log_ratio2 - noise, MIN_REL2), 16.0 * self.rel2)
+        rate = np.where(unusual, learning_rate / SLOWER, learning_rate) / OVERLAP_SLOWER
+        target = np.minimum(np.maximum(log_ratio2 - noise, MIN_REL2), USUAL_SIGMAS ** 2 * self.rel2)
         self.rel2 = np.where(on, self.rel2 + rate * (target - self.rel2), self.rel2)
 
     def still_low(self, bucket, key, level, reference_lines, disp, rel2, widths, min_score):

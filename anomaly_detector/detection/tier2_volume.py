@@ -523,7 +523,6 @@ class VolumeTier(Tier):
         judge = ((t.age >= self.min_history) & (hours.sum(axis=1) >= RECENT_MIN_HOURS)
                  & ~_intermittent(t, self.template_season, keys, self.bucket_seconds))
         best, window = self.recent.scores(_dispersion(t, keys), judge, self.learning_rate, self.finding_min_score)
-        level = self.recent.reference_level()[0]
         for key in np.flatnonzero(best > 0).tolist():
             name = "template:%d" % key
             if name in self.held and self.held[name][0].score >= best[key]:
@@ -533,7 +532,7 @@ class VolumeTier(Tier):
             self._hold(Finding(tier=self.name, ts=when + self.bucket_seconds, key=name, score=float(best[key]),
                                reason="template volume drop: %d lines in the last %gs, against its level over "
                                       "the hour before" % (obs, span),
-                               expected="about %.1f per %gs" % (level[key] * factor, span),
+                               expected="about %.1f per %gs" % (self.recent.robust_level(key) * factor, span),
                                observed="%d per %gs" % (obs, span), template_id=key,
                                source=str(int(self.template_source[key]))), "template", key)
 
@@ -579,18 +578,21 @@ class VolumeTier(Tier):
         if kind != "template" or r is None or key >= r.size or r.filled[key] < r.ring or r.ref_obs[key] <= 0:
             return None
         disp = float(_dispersion(self.templates, np.array([key]))[0])
-        return float(r.reference_level()[0][key]), float(r.ref_obs[key]), disp, float(r.rel2[key])
+        return r.robust_level(key), float(r.ref_obs[key]), disp, float(r.rel2[key])
 
     def _recent_still_low(self, kind, key, reference, windows):
         """Whether a template held for a drop is still low against the recent level it had then (over
-        the drop windows that fit in drop_hold_seconds); an intermittent one never is (see _still_low)."""
+        the drop windows that fit in drop_hold_seconds, or all of it); an intermittent one never is
+        (see _still_low)."""
         if reference is None or self.recent is None:
             return False
         if _intermittent(self.templates, self.template_season, np.array([key]), self.bucket_seconds)[0]:
             return False
         level, lines, disp, rel2 = reference
-        return self.recent.still_low(self.open_bucket, key, level, lines, disp, rel2,
-                                     [DROP_WINDOWS[k] for k in windows], self.finding_min_score)
+        # the whole hold too: minutes of a busy template's evidence that one short window lacks
+        widths = {DROP_WINDOWS[k] for k in windows} | {max(min(self.hold_buckets, self.recent.ring), 1)}
+        return self.recent.still_low(self.open_bucket, key, level, lines, disp, rel2, sorted(widths),
+                                     self.finding_min_score)
 
     def _still_low(self, kind, key, windows, spread):
         """Whether a key is still significantly low over the given drop windows, judged with the
