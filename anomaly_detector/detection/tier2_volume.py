@@ -250,7 +250,6 @@ class VolumeTier(Tier):
         # seasons of a young model lag the day. 0 = off.
         recent = float(settings.get("drop_recent_seconds", 3600.0))
         self.recent = RecentLevel(int(np.ceil(recent / self.bucket_seconds)), 64) if recent > 0 else None
-        self.recent_drops = 0         # drops confirmed by the recent-level test alone (see _release)
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -561,13 +560,9 @@ class VolumeTier(Tier):
             if release > self.open_bucket:
                 continue
             del self.held[name]
-            if self._still_low(kind, key, windows, spread):
+            if self._still_low(kind, key, windows, spread) or self._recent_still_low(kind, key, recent, windows):
                 finding.confirmed = True
                 self.pending.append(finding)
-            elif self._recent_still_low(kind, key, recent, windows):
-                finding.confirmed = True
-                self.pending.append(finding)
-                self.recent_drops += 1
             else:
                 self.drops_withdrawn += 1
 
