@@ -1,26 +1,28 @@
-"""Tier 2, drops of a source against its own recent level (the last hour, same day).
+"""Tier 2, drops of a template against its own recent level (the hour before, same day).
 
 tier2_volume.VolumeTier judges drops against a seasonal forecast: a level times hour-of-day and
 day-of-week factors. That forecast is weak while the seasons are young (a daemon started mid-day on a
 service, its first days): it lags the day's ramps, learns a wide error from them, and a service down
-to a quarter of its traffic for an hour hides in that error. This module asks a plainer question of
-each source: are its last minutes far below its own level over the hour before them? The reference
-is deseasonalised by the source's hour-of-day factors as far as they are known, so an evening decline
-the seasons have seen is expected; the test's width is the source's dispersion, the sampling error
-of both stretches (the reference is short evidence) and a learned error of this very forecast (how
-far a source's recent level usually moves in minutes), so a source whose rate wanders is judged
-wider. Only a source's steady templates count (tier2_volume._intermittent: a night job ending is no
-drop of its source). A gap the tier skips (downtime, an input gap) empties the reference.
+to a quarter of its traffic for an hour hides in that error. RecentLevel asks a plainer question of
+each key: are its last minutes far below its own level over the hour before them? The reference is
+deseasonalised by the key's hour-of-day factors as far as they are known, so an evening decline the
+seasons have seen is expected; the test's width is the key's dispersion, the sampling error of both
+stretches (the reference is short evidence) and a learned error of this very forecast (how far the
+level usually moves within the hour), so a key whose rate wanders is judged wider. A drop must also
+hold against the hour's median minute where that is lower (a spike in the hour before is no level).
+Running sums over a ring of the last buckets keep the per-bucket cost to a few passes over the keys.
 
-Neighbours: tier2_volume.py (calls push/scores when a bucket closes, holds and confirms the drops it
-finds with still_low), stats_kernels.count_lower_score (the tail test).
+Neighbours: tier2_volume.py (pushes each closing bucket's template counts, chooses the steady
+templates judged, holds the drops found and confirms them with still_low), stats_kernels
+(count_lower_score, the tail test), tests/unit/test_tier2_recent.py.
 """
 import numpy as np
 
 from .stats_kernels import count_lower_score
 
 # Windows (in buckets) judged against the recent level: a quarter of an hour is enough to be sure of
-# a service at a quarter of its traffic, five minutes of a busy one.
+# a template at a quarter of its traffic, five minutes of a busy one. Both are drop windows of
+# tier2_volume.DROP_WINDOWS too.
 RECENT_WINDOWS = (5, 15)
 # The forecast's squared relative error before it is learned, and its floor: a recent level is never
 # trusted to better than 15 % over the next quarter of an hour (traffic moves within an hour).
@@ -34,7 +36,7 @@ OVERLAP_SLOWER = 4.0
 # still, and no window teaches more than that far: a drop must not widen the test that judges it.
 USUAL_SIGMAS = 3.0
 SLOWER = 10.0
-# Below this many steady lines over the reference a source is too quiet to be judged this way.
+# Below this many lines over the reference a key is too quiet to be judged this way.
 MIN_REFERENCE_LINES = 30.0
 
 
@@ -182,8 +184,8 @@ class RecentLevel:
         self.rel2 = np.where(on, self.rel2 + rate * (target - self.rel2), self.rel2)
 
     def still_low(self, bucket, key, level, reference_lines, disp, rel2, widths, min_score):
-        """Whether a source is still low against the level it had when its drop was first seen, over
-        any of the given windows (its last buckets)."""
+        """Whether a key is still low against the level it had when its drop was first seen, over any
+        of the given windows (its last buckets)."""
         for width in widths:
             obs, factor = self.window(bucket, key, width)
             if self.score(obs, level * factor, disp, reference_lines, rel2) >= min_score:
