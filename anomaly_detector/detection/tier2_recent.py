@@ -218,7 +218,7 @@ class RecentLevel:
         return {"recent_rel2": float(self.rel2[key])} if key < self.size else {}
 
     def import_row(self, key, rows):
-        """A handed-over source keeps its learned error; its ring (the old owner's time) starts empty."""
+        """A handed-over template keeps its learned error; its ring (the old owner's time) starts empty."""
         self.ensure(key + 1)
         if "recent_rel2" in rows:
             self.rel2[key] = float(rows["recent_rel2"])
