@@ -250,6 +250,7 @@ class VolumeTier(Tier):
         # seasons of a young model lag the day. 0 = off.
         recent = float(settings.get("drop_recent_seconds", 3600.0))
         self.recent = RecentLevel(int(np.ceil(recent / self.bucket_seconds)), 64) if recent > 0 else None
+        self._judged, self._judged_at = None, None   # see _recent_judged
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -518,10 +519,8 @@ class VolumeTier(Tier):
         t = self.templates
         self.recent.push(self.open_bucket, t.open_raw, season)
         keys = np.arange(t.size)
-        hours = (self.template_season.hod[: t.size, 2, :] >= HOUR_RATE_MIN_SHARE * 3600.0 / self.bucket_seconds)
-        judge = ((t.age >= self.min_history) & (hours.sum(axis=1) >= RECENT_MIN_HOURS)
-                 & ~_intermittent(t, self.template_season, keys, self.bucket_seconds))
-        best, window = self.recent.scores(_dispersion(t, keys), judge, self.learning_rate, self.finding_min_score)
+        best, window = self.recent.scores(_dispersion(t, keys), self._recent_judged(), self.learning_rate,
+                                          self.finding_min_score)
         for key in np.flatnonzero(best > 0).tolist():
             name = "template:%d" % key
             if name in self.held and self.held[name][0].score >= best[key]:
@@ -565,6 +564,19 @@ class VolumeTier(Tier):
                 self.pending.append(finding)
             else:
                 self.drops_withdrawn += 1
+
+    def _recent_judged(self):
+        """The templates the recent level judges (see _recent_drops), worked out again every
+        DROP_WINDOWS[-1] buckets: what is steady moves by the hour, and _intermittent reads every
+        template's hour table."""
+        t = self.templates
+        epoch = (self.open_bucket // DROP_WINDOWS[-1], t.size)
+        if self._judged_at != epoch:
+            hours = self.template_season.hod[: t.size, 2, :] >= HOUR_RATE_MIN_SHARE * 3600.0 / self.bucket_seconds
+            self._judged = ((hours.sum(axis=1) >= RECENT_MIN_HOURS)
+                            & ~_intermittent(t, self.template_season, np.arange(t.size), self.bucket_seconds))
+            self._judged_at = epoch
+        return self._judged & (t.age >= self.min_history)
 
     def _recent_reference(self, kind, key):
         """A template's recent level as it was when its drop was first seen (its own buckets would
