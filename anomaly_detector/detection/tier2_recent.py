@@ -193,26 +193,15 @@ class RecentLevel:
         return False
 
     def state(self):
-        return {"reference": self.reference, "last_bucket": self.last_bucket, "obs": self.obs.tolist(),
-                "season": self.season.tolist(), "filled": self.filled.tolist(), "rel2": self.rel2.tolist()}
+        """Only the learned error: the ring holds the last hour before the state was saved, and a
+        restored tier skips the time it was down (tier2_volume._skip_gap), which empties it anyway."""
+        return {"rel2": self.rel2.tolist()}
 
     def load_state(self, state):
-        """Restore what state() saved; a state of another reference length (or none: saved by an older
-        release) keeps only the learned error, and the ring fills again."""
-        if not state:
-            return
-        rel2 = np.asarray(state.get("rel2", []), float)
+        """Restore the learned error (none in a state saved by an older release); the ring fills again."""
+        rel2 = np.asarray(state.get("rel2", []) if state else [], float)
         self.ensure(rel2.size)
         self.rel2[: rel2.size] = rel2
-        if int(state.get("reference", -1)) == self.reference and "obs" in state:
-            obs = np.asarray(state["obs"], float).reshape(-1, self.ring)
-            self.ensure(obs.shape[0])
-            self.obs[: obs.shape[0]] = obs
-            self.season[: obs.shape[0]] = np.asarray(state["season"], float).reshape(-1, self.ring)
-            filled = np.asarray(state["filled"], np.int64)
-            self.filled[: filled.size] = filled
-            self.last_bucket = state.get("last_bucket")
-        self._sums()
 
     def export_row(self, key):
         return {"recent_rel2": float(self.rel2[key])} if key < self.size else {}
