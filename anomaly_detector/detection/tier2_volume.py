@@ -5,8 +5,9 @@ The baseline is an exponentially weighted level per key times a seasonal factor 
 over-dispersion. Spikes score the lines that make them, when they are both significant and at
 least spike_min_ratio times the expectation (against its level, and for a template against its
 share of its source too, which has its own hour-of-day and day-of-week factors); drops and silence
-become Findings when a bucket closes. Counts are judged by quasi-Poisson tail probabilities
-(stats_kernels.py). Gaps that are not the sources' doing (the time a restored daemon was down, every
+become Findings when a bucket closes; a steady template's drop is also judged against its own level
+over the hour before (tier2_recent.py), which finds drops the young seasons of a model's first days
+hide. Counts are judged by quasi-Poisson tail probabilities (stats_kernels.py). Gaps that are not the sources' doing (the time a restored daemon was down, every
 busy source quiet together) are skipped, not judged: see _skip_gap.
 """
 import math
