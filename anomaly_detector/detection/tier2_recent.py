@@ -18,12 +18,14 @@ templates judged, holds the drops found and confirms them with still_low), stats
 """
 import numpy as np
 
+from . import volume_kernels as VK
 from .stats_kernels import count_lower_score
 
 # Windows (in buckets) judged against the recent level: a quarter of an hour is enough to be sure of
 # a template at a quarter of its traffic, five minutes of a busy one. Both are drop windows of
 # tier2_volume.DROP_WINDOWS too.
 RECENT_WINDOWS = (5, 15)
+_WINDOWS = np.array(RECENT_WINDOWS, np.int64)
 # The forecast's squared relative error before it is learned, and its floor: a recent level is never
 # trusted to better than 15 % over the next quarter of an hour (traffic moves within an hour).
 START_REL2 = 0.15 ** 2
@@ -92,26 +94,38 @@ class RecentLevel:
         self._sums()
 
     def push(self, bucket, counts, season):
-        """Store the closing bucket's count and seasonal factor of every key, sliding the sums. After
-        a jump (time walked by the hour through a long silence) the ring starts again."""
+        """Store the closing bucket's count and seasonal factor of every key, judging none."""
+        self.close(bucket, counts, season, np.ones(0), np.zeros(0, np.bool_), 0.0, 100.0)
+
+    def close(self, bucket, counts, season, disp, judge, learning_rate, min_score):
+        """Push the closing bucket (each key's count and seasonal factor), then judge the keys that
+        may be judged (judge: steady ones; disp: their dispersion, variance / mean) and learn ->
+        (score, window) per key, score 0 where below min_score or not judged. After a jump (time
+        walked by the hour through a long silence) the ring starts again."""
         if self.last_bucket is not None and bucket != self.last_bucket + 1:
             self.clear()
         self.ensure(counts.shape[0])
-        n = counts.shape[0]
-        slot = bucket % self.ring
-        for i, width in enumerate(RECENT_WINDOWS):
-            leaving = (bucket - width) % self.ring
-            self.win_obs[:n, i] += counts - self.obs[:n, leaving]
-            self.win_season[:n, i] += season - self.season[:n, leaving]
-        entering = (bucket - RECENT_WINDOWS[-1]) % self.ring   # leaves the longest window for the reference
-        self.ref_obs += self.obs[:, entering] - self.obs[:, slot]
-        self.ref_season += self.season[:, entering] - self.season[:, slot]
-        self.obs[:, slot] = 0.0
-        self.season[:, slot] = 0.0
-        self.obs[:n, slot] = counts
-        self.season[:n, slot] = season
-        self.filled = np.minimum(self.filled + 1, self.ring)
+        best = np.empty(self.size)
+        best_window = np.empty(self.size, np.int64)
+        rate = learning_rate / OVERLAP_SLOWER
+        VK.recent_close(self.obs, self.season, self.win_obs, self.win_season, self.ref_obs, self.ref_season,
+                        self.filled, self.rel2, np.ascontiguousarray(counts, np.float64),
+                        np.ascontiguousarray(season, np.float64), np.ascontiguousarray(judge, np.bool_),
+                        np.ascontiguousarray(disp, np.float64), int(bucket), _WINDOWS, rate, rate / SLOWER,
+                        USUAL_SIGMAS, MIN_REL2, MIN_REFERENCE_LINES, best, best_window)
         self.last_bucket = bucket
+        # A drop is confirmed against the robust level (a median: rare, so worked out for these only).
+        for key in np.flatnonzero(best >= min_score).tolist():
+            best[key] = 0.0
+            robust = self.robust_level(key)
+            d = max(float(disp[key]), 1.0)
+            rel2 = self.rel2[key] + d / max(self.ref_obs[key], 1.0)
+            for i, width in enumerate(RECENT_WINDOWS):
+                s = count_lower_score(self.win_obs[key, i], robust * self.win_season[key, i], d, rel2)
+                if s > best[key]:
+                    best[key], best_window[key] = s, width
+        best[best < min_score] = 0.0
+        return best, best_window
 
     def reference_level(self):
         """Each key's deseasonalised count per bucket over the reference (the buckets before the
@@ -134,54 +148,11 @@ class RecentLevel:
         slots = (bucket - np.arange(width)) % self.ring
         return float(self.obs[key, slots].sum()), float(self.season[key, slots].sum())
 
-    def scores(self, disp, judge, learning_rate, min_score):
-        """Judge and learn every key at the bucket just pushed -> (score, window) per key, score 0
-        where below min_score or not judged. disp: each key's dispersion (variance / mean); judge: the
-        keys that may be judged (steady ones)."""
-        n = self.size
-        disp = np.maximum(_fit(disp, n, 1.0), 1.0)
-        level, lines = self.reference_level()
-        judged = _fit(judge, n, False) & (self.filled >= self.ring) & (lines >= MIN_REFERENCE_LINES)
-        rel2 = self.rel2 + disp / np.maximum(lines, 1.0)
-        best = np.zeros(n)
-        best_window = np.full(n, RECENT_WINDOWS[-1], np.int64)
-        for i, width in enumerate(RECENT_WINDOWS):
-            obs = self.win_obs[:, i]
-            expected = level * self.win_season[:, i]
-            # count_lower_score is 0 within QUIET_SIGMAS of the forecast: only the others are worked out
-            for key in np.flatnonzero(judged & (expected - obs > 2.0 * np.sqrt(disp * expected))).tolist():
-                s = count_lower_score(obs[key], expected[key], disp[key], rel2[key])
-                if s > best[key]:
-                    best[key], best_window[key] = s, width
-        self._learn(judged, obs, expected, disp, lines, learning_rate)
-        # A drop is confirmed against the robust level (a median: rare, so worked out for these only).
-        for key in np.flatnonzero(best >= min_score).tolist():
-            best[key] = 0.0
-            robust = self.robust_level(key)
-            for i, width in enumerate(RECENT_WINDOWS):
-                s = count_lower_score(self.win_obs[key, i], robust * self.win_season[key, i], disp[key], rel2[key])
-                if s > best[key]:
-                    best[key], best_window[key] = s, width
-        best[best < min_score] = 0.0
-        return best, best_window
-
     @staticmethod
     def score(obs, expected, disp, reference_lines, rel2):
         """Drop score of `obs` lines against a recent-level forecast: the level's own sampling error
         (disp / reference lines, on the log scale) adds to the learned error."""
         return count_lower_score(obs, expected, disp, rel2 + disp / max(reference_lines, 1.0))
-
-    def _learn(self, judged, obs, expected, disp, reference_lines, learning_rate):
-        """Learn the squared relative error of the forecast over the longest window (obs, expected),
-        less the part the counting noise of both stretches explains; an unusual window (a drop, a
-        surge) teaches slowly."""
-        on = judged & (expected >= 1.0)
-        log_ratio2 = np.log((obs + 0.5) / (expected + 0.5)) ** 2
-        noise = disp / np.maximum(expected, 1.0) + disp / np.maximum(reference_lines, 1.0)
-        unusual = log_ratio2 > USUAL_SIGMAS ** 2 * (self.rel2 + noise)
-        rate = np.where(unusual, learning_rate / SLOWER, learning_rate) / OVERLAP_SLOWER
-        target = np.minimum(np.maximum(log_ratio2 - noise, MIN_REL2), USUAL_SIGMAS ** 2 * self.rel2)
-        self.rel2 = np.where(on, self.rel2 + rate * (target - self.rel2), self.rel2)
 
     def still_low(self, bucket, key, level, reference_lines, disp, rel2, widths, min_score):
         """Whether a key is still low against the level it had when its drop was first seen, over any
@@ -216,10 +187,3 @@ class RecentLevel:
         self.filled[key] = 0
         self._sums()
 
-
-def _fit(arr, n, fill):
-    """arr cut or padded (with fill) to n entries."""
-    arr = np.asarray(arr)
-    if arr.shape[0] >= n:
-        return arr[:n]
-    return np.concatenate((arr, np.full(n - arr.shape[0], fill, arr.dtype)))

@@ -518,10 +518,8 @@ class VolumeTier(Tier):
         seen through RECENT_MIN_HOURS hours of the day (a job that has only ever run is not known to be
         one: its first run ending is no drop)."""
         t = self.templates
-        self.recent.push(self.open_bucket, t.open_raw, season)
-        keys = np.arange(t.size)
-        best, window = self.recent.scores(_dispersion(t, keys), self._recent_judged(), self.learning_rate,
-                                          self.finding_min_score)
+        best, window = self.recent.close(self.open_bucket, t.open_raw, season, _dispersion(t, np.arange(t.size)),
+                                         self._recent_judged(), self.learning_rate, self.finding_min_score)
         for key in np.flatnonzero(best > 0).tolist():
             name = "template:%d" % key
             if name in self.held and self.held[name][0].score >= best[key]:
