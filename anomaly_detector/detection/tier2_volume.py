@@ -5,8 +5,9 @@ The baseline is an exponentially weighted level per key times a seasonal factor 
 over-dispersion. Spikes score the lines that make them, when they are both significant and at
 least spike_min_ratio times the expectation (against its level, and for a template against its
 share of its source too, which has its own hour-of-day and day-of-week factors); drops and silence
-become Findings when a bucket closes. Counts are judged by quasi-Poisson tail probabilities
-(stats_kernels.py). Gaps that are not the sources' doing (the time a restored daemon was down, every
+become Findings when a bucket closes; a steady template's drop is also judged against its own level
+over the hour before (tier2_recent.py), which finds drops the young seasons of a model's first days
+hide. Counts are judged by quasi-Poisson tail probabilities (stats_kernels.py). Gaps that are not the sources' doing (the time a restored daemon was down, every
 busy source quiet together) are skipped, not judged: see _skip_gap.
 """
 import math
@@ -17,6 +18,7 @@ from . import volume_kernels as VK
 from .base import Finding, Tier, TierResult
 from .ranks import running_counts
 from .stats_kernels import count_lower_score, count_upper_scores
+from .tier2_recent import RecentLevel
 from .tier2_values import ValueKeys
 
 # Windows (in buckets) over which drops are judged: fast for busy keys, longer for quiet ones.
@@ -58,6 +60,9 @@ HOUR_RATE_MIN_SHARE = 0.5
 # An hour in which a key's usual count is below this share of its busiest hour's is a quiet hour; a
 # key quiet in most of the hours it was seen in is intermittent (a nightly job).
 QUIET_HOUR_SHARE = 0.1
+# A template is judged against its recent level (tier2_recent.py) once this many hours of the day
+# have been seen for HOUR_RATE_MIN_SHARE of an hour since it settled.
+RECENT_MIN_HOURS = 4
 
 
 class KeyBaseline:
@@ -248,8 +253,13 @@ class VolumeTier(Tier):
         # (see _hold): a service restarting is quiet for minutes and comes back.
         hold = float(settings.get("drop_hold_seconds", 600.0))
         self.hold_buckets = int(np.ceil(hold / self.bucket_seconds)) if hold > 0 else 0
-        self.held = {}                # finding key -> [Finding, kind, key index, release bucket, (disp, rel2)]
+        self.held = {}                # finding key -> [Finding, kind, key index, release bucket, (disp, rel2), recent]
         self.drops_withdrawn = 0
+        # A steady template's drop is also judged against its own recent level (tier2_recent.py): the
+        # seasons of a young model lag the day. 0 = off.
+        recent = float(settings.get("drop_recent_seconds", 3600.0))
+        self.recent = RecentLevel(int(np.ceil(recent / self.bucket_seconds)), 64) if recent > 0 else None
+        self._judged, self._judged_at = None, None   # see _recent_judged
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -615,6 +625,8 @@ class VolumeTier(Tier):
         for base in (self.templates, self.sources, self.values.base):
             for arr in (base.open_raw, base.open_learn, base.obs_win, base.exp_win, base.obs_sum, base.exp_sum):
                 arr[:] = 0.0
+        if self.recent is not None:
+            self.recent.clear()
         if counted and not self.resumed:   # an input gap; downtime is not the input's
             self.gaps_skipped += 1          # counted and logged by the worker (worker/detector.py)
             self.last_gap_seconds = (bucket - self.open_bucket) * self.bucket_seconds
@@ -647,11 +659,34 @@ class VolumeTier(Tier):
             for key in np.flatnonzero((best >= self.finding_min_score) & (kind != "value")).tolist():
                 self._hold(self._drop_finding(base, kind, key, int(best_window[key]), float(best[key]), when),
                            kind, key)
+            if kind == "template" and self.recent is not None:
+                self._recent_drops(season, when)
             VK.season_update(seasons.hod, seasons.dow, hour, day, base.open_learn, base.level, weight, base.age,
                              self.min_history, keep)
             base.open_raw[:] = 0.0
             base.open_learn[:] = 0.0
         self._release()
+
+    def _recent_drops(self, season, when):
+        """Judge every steady template against its recent level (tier2_recent.py) and hold the drops
+        found there. Steady: not intermittent (see _intermittent: a job's quiet hours are its own), and
+        seen through RECENT_MIN_HOURS hours of the day (a job that has only ever run is not known to be
+        one: its first run ending is no drop)."""
+        t = self.templates
+        best, window = self.recent.close(self.open_bucket, t.open_raw, season, _dispersion(t, np.arange(t.size)),
+                                         self._recent_judged(), self.learning_rate, self.finding_min_score)
+        for key in np.flatnonzero(best > 0).tolist():
+            name = "template:%d" % key
+            if name in self.held and self.held[name][0].score >= best[key]:
+                continue
+            obs, factor = self.recent.window(self.open_bucket, key, int(window[key]))
+            span = int(window[key]) * self.bucket_seconds
+            self._hold(Finding(tier=self.name, ts=when + self.bucket_seconds, key=name, score=float(best[key]),
+                               reason="template volume drop: %d lines in the last %gs, against its level over "
+                                      "the hour before" % (obs, span),
+                               expected="about %.1f per %gs" % (self.recent.robust_level(key) * factor, span),
+                               observed="%d per %gs" % (obs, span), template_id=key,
+                               source=str(int(self.template_source[key]))), "template", key)
 
     def _hold(self, finding, kind, key):
         """Keep a drop or silence back until drop_hold_seconds after it was first seen (the earliest
@@ -662,7 +697,8 @@ class VolumeTier(Tier):
             # the key's spread as it was: the drop's own buckets, learned meanwhile, widen it
             base = self.templates if kind == "template" else self.sources
             spread = (float(_dispersion(base, np.array([key]))[0]), float(base.rel2[key]))
-            self.held[finding.key] = [finding, kind, key, self.open_bucket + self.hold_buckets, spread]
+            self.held[finding.key] = [finding, kind, key, self.open_bucket + self.hold_buckets, spread,
+                                      self._recent_reference(kind, key)]
         elif finding.score > self.held[finding.key][0].score:
             first = self.held[finding.key][0]
             finding.ts = first.ts
@@ -673,15 +709,51 @@ class VolumeTier(Tier):
         drop_hold_seconds (judged over the drop windows that fit in it); withdraw the others: the key
         came back (a restart, a deploy), the quiet spell was too short to be an outage."""
         windows = [k for k, w in enumerate(DROP_WINDOWS) if w <= max(self.hold_buckets, 1)]
-        for name, (finding, kind, key, release, spread) in list(self.held.items()):
+        for name, (finding, kind, key, release, spread, recent) in list(self.held.items()):
             if release > self.open_bucket:
                 continue
             del self.held[name]
-            if self._still_low(kind, key, windows, spread):
+            if self._still_low(kind, key, windows, spread) or self._recent_still_low(kind, key, recent, windows):
                 finding.confirmed = True
                 self.pending.append(finding)
             else:
                 self.drops_withdrawn += 1
+
+    def _recent_judged(self):
+        """The templates the recent level judges (see _recent_drops), worked out again every
+        DROP_WINDOWS[-1] buckets: what is steady moves by the hour, and _intermittent reads every
+        template's hour table."""
+        t = self.templates
+        epoch = (self.open_bucket // DROP_WINDOWS[-1], t.size)
+        if self._judged_at != epoch:
+            hours = self.template_season.hod[: t.size, 2, :] >= HOUR_RATE_MIN_SHARE * 3600.0 / self.bucket_seconds
+            self._judged = ((hours.sum(axis=1) >= RECENT_MIN_HOURS)
+                            & ~_intermittent(t, self.template_season, np.arange(t.size), self.bucket_seconds))
+            self._judged_at = epoch
+        return self._judged & (t.age >= self.min_history)
+
+    def _recent_reference(self, kind, key):
+        """A template's recent level as it was when its drop was first seen (its own buckets would
+        lower it), for _recent_still_low; None when the recent test does not judge it."""
+        r = self.recent
+        if kind != "template" or r is None or key >= r.size or r.filled[key] < r.ring or r.ref_obs[key] <= 0:
+            return None
+        disp = float(_dispersion(self.templates, np.array([key]))[0])
+        return r.robust_level(key), float(r.ref_obs[key]), disp, float(r.rel2[key])
+
+    def _recent_still_low(self, kind, key, reference, windows):
+        """Whether a template held for a drop is still low against the recent level it had then (over
+        the drop windows that fit in drop_hold_seconds, or all of it); an intermittent one never is
+        (see _still_low)."""
+        if reference is None or self.recent is None:
+            return False
+        if _intermittent(self.templates, self.template_season, np.array([key]), self.bucket_seconds)[0]:
+            return False
+        level, lines, disp, rel2 = reference
+        # the whole hold too: minutes of a busy template's evidence that one short window lacks
+        widths = {DROP_WINDOWS[k] for k in windows} | {max(min(self.hold_buckets, self.recent.ring), 1)}
+        return self.recent.still_low(self.open_bucket, key, level, lines, disp, rel2, sorted(widths),
+                                     self.finding_min_score)
 
     def _still_low(self, kind, key, windows, spread):
         """Whether a key is still significantly low over the given drop windows, judged with the
@@ -761,9 +833,10 @@ class VolumeTier(Tier):
             return None
         n = min(self.templates.size, self.template_source.size, self.template_season.hod.shape[0])
         tids = [t for t in np.flatnonzero(self.template_source[:n] == sid).tolist() if self.templates.age[t] > 0]
+        recent = self.recent.export_row if self.recent is not None else (lambda t: {})
         return {"source": _rows(self.sources, sid) | _season_rows(self.season, sid),
                 "templates": {str(t): _rows(self.templates, t) | _season_rows(self.template_season, t)
-                              | {"share_" + k: v for k, v in _season_rows(self.share_season, t).items()}
+                              | {"share_" + k: v for k, v in _season_rows(self.share_season, t).items()} | recent(t)
                               for t in tids}}
 
     def import_source(self, sid, exported):
@@ -786,6 +859,8 @@ class VolumeTier(Tier):
             _set_season_rows(self.template_season, t, rows)
             _set_season_rows(self.share_season, t, {k[6:]: v for k, v in rows.items() if k.startswith("share_")})
             self.template_source[t] = sid
+            if self.recent is not None:
+                self.recent.import_row(t, rows)
             taken += 1
         return taken
 
@@ -802,7 +877,9 @@ class VolumeTier(Tier):
                 "season": self.season.state(), "template_season": self.template_season.state(),
                 "share_season": self.share_season.state(),
                 "template_source": self.template_source.tolist(),
-                "values": self.values.state(), "open_bucket": self.open_bucket}
+                "values": self.values.state(),
+                "recent": self.recent.state() if self.recent is not None else {},
+                "open_bucket": self.open_bucket}
 
     def load_state(self, state):
         self.templates.load_state(state.get("templates", {}))
@@ -814,6 +891,8 @@ class VolumeTier(Tier):
         self.share_season.ensure(self.templates.size)
         self.template_source = np.asarray(state.get("template_source", [0] * 64), np.int64)
         self.values.load_state(state.get("values"))   # absent before value keys: they are learned afresh
+        if self.recent is not None:   # absent in states saved before the recent level: it fills again
+            self.recent.load_state(state.get("recent", {}))
         self.open_bucket = state.get("open_bucket")
         self.resumed = self.open_bucket is not None
 

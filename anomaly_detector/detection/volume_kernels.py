@@ -190,3 +190,56 @@ def learn_shares(t_learn, src_learn, template_source, age, phi, share_num, share
                 share_rel2[i] += rate * (target - share_rel2[i])
         share_num[i] += rate * (t / s - share_num[i])
         share_den[i] += rate * (others - share_den[i])
+
+
+@kt.entry((kt.F64_2D, kt.F64_2D, kt.F64_2D, kt.F64_2D, kt.F64_1D, kt.F64_1D, kt.I64_1D, kt.F64_1D, kt.F64_1D,
+           kt.F64_1D, kt.BOOL_1D, kt.F64_1D, kt.INT64, kt.I64_1D, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64,
+           kt.FLOAT64, kt.F64_1D, kt.I64_1D), cache=True)
+def recent_close(obs, season, win_obs, win_season, ref_obs, ref_season, filled, rel2, counts, factors, judge, disp,
+                 bucket, windows, rate, slow_rate, usual_sigmas, min_rel2, min_lines, best, best_window):
+    """Push the closing bucket (counts, seasonal factors; keys beyond them count 0) into every key's
+    ring of tier2_recent.RecentLevel, sliding the window sums (windows, the last the longest) and the
+    reference's (the ring's buckets before the longest window); then, for each judged key with a full
+    ring and min_lines in its reference, score each window's count against the reference's
+    deseasonalised level (best, best_window: the highest count_lower_score) and learn rel2 from the
+    longest window at rate (slow_rate beyond usual_sigmas spreads), winsorised at usual_sigmas spreads."""
+    ring = obs.shape[1]
+    slot = bucket % ring
+    longest = windows[windows.shape[0] - 1]
+    entering = (bucket - longest) % ring
+    for i in range(obs.shape[0]):
+        c = counts[i] if i < counts.shape[0] else 0.0
+        f = factors[i] if i < factors.shape[0] else 0.0
+        for k in range(windows.shape[0]):
+            leaving = (bucket - windows[k]) % ring
+            win_obs[i, k] += c - obs[i, leaving]
+            win_season[i, k] += f - season[i, leaving]
+        ref_obs[i] += obs[i, entering] - obs[i, slot]
+        ref_season[i] += season[i, entering] - season[i, slot]
+        obs[i, slot] = c
+        season[i, slot] = f
+        filled[i] = min(filled[i] + 1, ring)
+        best[i] = 0.0
+        best_window[i] = longest
+        lines = ref_obs[i]
+        if not (i < judge.shape[0] and judge[i] and filled[i] >= ring and lines >= min_lines):
+            continue
+        d = max(disp[i], 1.0) if i < disp.shape[0] else 1.0
+        level = lines / max(ref_season[i], 1e-9)
+        r2 = rel2[i] + d / max(lines, 1.0)
+        o, e = 0.0, 0.0
+        for k in range(windows.shape[0]):
+            o = win_obs[i, k]
+            e = level * win_season[i, k]
+            # count_lower_score is 0 within QUIET_SIGMAS of the forecast
+            if e - o > 2.0 * math.sqrt(d * e):
+                s = count_lower_score(o, e, d, r2)
+                if s > best[i]:
+                    best[i] = s
+                    best_window[i] = windows[k]
+        if e >= 1.0:
+            log_ratio2 = math.log((o + 0.5) / (e + 0.5)) ** 2
+            noise = d / max(e, 1.0) + d / max(lines, 1.0)
+            unusual = log_ratio2 > usual_sigmas ** 2 * (rel2[i] + noise)
+            target = min(max(log_ratio2 - noise, min_rel2), usual_sigmas ** 2 * rel2[i])
+            rel2[i] += (slow_rate if unusual else rate) * (target - rel2[i])

@@ -125,3 +125,48 @@ def learn_shares(b, t_learn, src_learn, template_source, share_season, learning_
     b["share_num"] = np.where(seen, b["share_num"] + rate * (t / s - b["share_num"]), b["share_num"])
     b["share_den"] = np.where(seen, b["share_den"] + rate * (others - b["share_den"]), b["share_den"])
     return np.where(seen, others, 0.0)
+
+
+def recent_close(r, counts, factors, judge, disp, bucket, windows, rate, slow_rate, usual_sigmas, min_rel2,
+                 min_lines):
+    """r: dict of the RecentLevel arrays (obs, season, win_obs, win_season, ref_obs, ref_season, filled,
+    rel2; changed in place) -> (best score, best window) per key, as volume_kernels.recent_close."""
+    n, ring = r["obs"].shape
+    c = np.zeros(n)
+    c[: counts.size] = counts
+    f = np.zeros(n)
+    f[: factors.size] = factors
+    slot = bucket % ring
+    for k, w in enumerate(windows):
+        leaving = (bucket - w) % ring
+        r["win_obs"][:, k] += c - r["obs"][:, leaving]
+        r["win_season"][:, k] += f - r["season"][:, leaving]
+    entering = (bucket - windows[-1]) % ring
+    r["ref_obs"] += r["obs"][:, entering] - r["obs"][:, slot]
+    r["ref_season"] += r["season"][:, entering] - r["season"][:, slot]
+    r["obs"][:, slot] = c
+    r["season"][:, slot] = f
+    r["filled"][:] = np.minimum(r["filled"] + 1, ring)
+    d = np.ones(n)
+    d[: disp.size] = np.maximum(disp, 1.0)
+    j = np.zeros(n, bool)
+    j[: judge.size] = judge
+    lines = r["ref_obs"]
+    judged = j & (r["filled"] >= ring) & (lines >= min_lines)
+    level = lines / np.maximum(r["ref_season"], 1e-9)
+    r2 = r["rel2"] + d / np.maximum(lines, 1.0)
+    best = np.zeros(n)
+    best_window = np.full(n, windows[-1], np.int64)
+    for k, w in enumerate(windows):
+        o, e = r["win_obs"][:, k], level * r["win_season"][:, k]
+        for i in np.flatnonzero(judged & (e - o > 2.0 * np.sqrt(d * e))):
+            s = count_lower_score(o[i], e[i], d[i], r2[i])
+            if s > best[i]:
+                best[i], best_window[i] = s, w
+    on = judged & (e >= 1.0)
+    log_ratio2 = np.log((o + 0.5) / (e + 0.5)) ** 2
+    noise = d / np.maximum(e, 1.0) + d / np.maximum(lines, 1.0)
+    unusual = log_ratio2 > usual_sigmas ** 2 * (r["rel2"] + noise)
+    target = np.minimum(np.maximum(log_ratio2 - noise, min_rel2), usual_sigmas ** 2 * r["rel2"])
+    r["rel2"][:] = np.where(on, r["rel2"] + np.where(unusual, slow_rate, rate) * (target - r["rel2"]), r["rel2"])
+    return best, best_window

@@ -144,3 +144,33 @@ def test_a_drop_window_low_as_a_whole_does_not_teach_the_spread_that_hides_it():
     # 8.2 in a quarter of an hour, and its score would fade from 36 to 25 while it lasts.
     assert b["rel2"][0] < 0.1 and b["level"][0] > 8.5
     assert scores[-1] >= 35 and min(scores[4:]) >= 32
+
+
+def test_recent_close_matches_the_numpy_twin():
+    """tier2_recent's kernel against its twin, bucket after bucket on random rings: every array, and
+    the scores, with keys judged and not, quiet and busy, beyond the counts given (new keys count 0)."""
+    from anomaly_detector.detection.tier2_recent import RecentLevel
+
+    rng = np.random.default_rng(9)
+    n, windows = 30, np.array([5, 15], np.int64)
+    kernel = RecentLevel(20, size=n)
+    kernel.rel2[:] = rng.uniform(0.01, 0.3, n)
+    names = ("obs", "season", "win_obs", "win_season", "ref_obs", "ref_season", "filled", "rel2")
+    twin = {k: getattr(kernel, k).copy() for k in names}
+    scored = 0
+    for bucket in range(100, 200):
+        rates = np.where(np.arange(n) < 10, 40.0, 3.0) * (0.2 if 160 <= bucket < 175 else 1.0)
+        counts = rng.poisson(rates[: n - 2]).astype(float)
+        factors = rng.uniform(0.5, 1.5, n - 2)
+        judge, disp = rng.random(n) < 0.8, rng.uniform(0.5, 3.0, n)
+        best, best_window = np.empty(n), np.empty(n, np.int64)
+        VK.recent_close(kernel.obs, kernel.season, kernel.win_obs, kernel.win_season, kernel.ref_obs,
+                        kernel.ref_season, kernel.filled, kernel.rel2, counts, factors, judge, disp, bucket, windows,
+                        0.0025, 0.00025, 3.0, 0.0225, 30.0, best, best_window)
+        t_best, t_window = VT.recent_close(twin, counts, factors, judge, disp, bucket, windows, 0.0025, 0.00025, 3.0,
+                                           0.0225, 30.0)
+        for name in names:
+            assert np.allclose(getattr(kernel, name), twin[name]), (bucket, name)
+        assert np.allclose(best, t_best) and np.array_equal(best_window[best > 0], t_window[best > 0])
+        scored += int((best >= 40).sum())
+    assert scored > 0   # the drop at buckets 160-175 was judged, not only pushed

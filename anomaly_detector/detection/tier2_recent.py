@@ -1,0 +1,189 @@
+"""Tier 2, drops of a template against its own recent level (the hour before, same day).
+
+tier2_volume.VolumeTier judges drops against a seasonal forecast: a level times hour-of-day and
+day-of-week factors. That forecast is weak while the seasons are young (a daemon started mid-day on a
+service, its first days): it lags the day's ramps, learns a wide error from them, and a service down
+to a quarter of its traffic for an hour hides in that error. RecentLevel asks a plainer question of
+each key: are its last minutes far below its own level over the hour before them? The reference is
+deseasonalised by the key's hour-of-day factors as far as they are known, so an evening decline the
+seasons have seen is expected; the test's width is the key's dispersion, the sampling error of both
+stretches (the reference is short evidence) and a learned error of this very forecast (how far the
+level usually moves within the hour), so a key whose rate wanders is judged wider. A drop must also
+hold against the hour's median minute where that is lower (a spike in the hour before is no level).
+Running sums over a ring of the last buckets keep the per-bucket cost to a few passes over the keys.
+
+Neighbours: tier2_volume.py (pushes each closing bucket's template counts, chooses the steady
+templates judged, holds the drops found and confirms them with still_low), stats_kernels
+(count_lower_score, the tail test), tests/unit/test_tier2_recent.py.
+"""
+import numpy as np
+
+from . import volume_kernels as VK
+from .stats_kernels import count_lower_score
+
+# Windows (in buckets) judged against the recent level: a quarter of an hour is enough to be sure of
+# a template at a quarter of its traffic, five minutes of a busy one. Both are drop windows of
+# tier2_volume.DROP_WINDOWS too.
+RECENT_WINDOWS = (5, 15)
+_WINDOWS = np.array(RECENT_WINDOWS, np.int64)
+# The forecast's squared relative error before it is learned, and its floor: a recent level is never
+# trusted to better than 15 % over the next quarter of an hour (traffic moves within an hour).
+START_REL2 = 0.15 ** 2
+MIN_REL2 = 0.15 ** 2
+# The error is learned this many times slower than a level: the windows of consecutive buckets
+# overlap (14 of 15 buckets), so at the learning rate it would rest on a handful of independent
+# windows, and one campaign or one evening would set it.
+OVERLAP_SLOWER = 4.0
+# A window this far off its forecast (in units of its spread) teaches the error ten times slower
+# still, and no window teaches more than that far: a drop must not widen the test that judges it.
+USUAL_SIGMAS = 3.0
+SLOWER = 10.0
+# Below this many lines over the reference a key is too quiet to be judged this way.
+MIN_REFERENCE_LINES = 30.0
+
+
+class RecentLevel:
+    """Per key: a ring of the last buckets' counts and seasonal factors, running sums over the windows
+    and the reference, and the learned squared relative error of the recent-level forecast over the
+    longest window."""
+
+    def __init__(self, reference_buckets, size=8):
+        self.reference = int(reference_buckets)
+        self.ring = self.reference + RECENT_WINDOWS[-1]
+        self.obs = np.zeros((size, self.ring))
+        self.season = np.zeros((size, self.ring))
+        self.filled = np.zeros(size, np.int64)     # buckets pushed since the key's ring was last emptied
+        self.rel2 = np.full(size, START_REL2)
+        self.last_bucket = None
+        self._sums()
+
+    def _sums(self):
+        """Work the running sums out from the ring (after a load, a growth, a clear); the bucket after
+        last_bucket is the next pushed."""
+        last = self.last_bucket if self.last_bucket is not None else -1
+        self.win_obs = np.zeros((self.size, len(RECENT_WINDOWS)))
+        self.win_season = np.zeros((self.size, len(RECENT_WINDOWS)))
+        for i, width in enumerate(RECENT_WINDOWS):
+            slots = (last - np.arange(width)) % self.ring
+            self.win_obs[:, i] = self.obs[:, slots].sum(axis=1)
+            self.win_season[:, i] = self.season[:, slots].sum(axis=1)
+        slots = (last - np.arange(RECENT_WINDOWS[-1], self.ring)) % self.ring
+        self.ref_obs = self.obs[:, slots].sum(axis=1)
+        self.ref_season = self.season[:, slots].sum(axis=1)
+
+    @property
+    def size(self):
+        return self.obs.shape[0]
+
+    def ensure(self, n):
+        if n <= self.size:
+            return
+        new = max(n, 2 * self.size)
+        for name, fill in (("obs", 0.0), ("season", 0.0), ("filled", 0), ("rel2", START_REL2)):
+            arr = getattr(self, name)
+            grown = np.full((new,) + arr.shape[1:], fill, arr.dtype)
+            grown[: arr.shape[0]] = arr
+            setattr(self, name, grown)
+        self._sums()
+
+    def clear(self):
+        """Forget the recent buckets (a skipped gap): the reference starts again."""
+        self.obs[:] = 0.0
+        self.season[:] = 0.0
+        self.filled[:] = 0
+        self._sums()
+
+    def push(self, bucket, counts, season):
+        """Store the closing bucket's count and seasonal factor of every key, judging none."""
+        self.close(bucket, counts, season, np.ones(0), np.zeros(0, np.bool_), 0.0, 100.0)
+
+    def close(self, bucket, counts, season, disp, judge, learning_rate, min_score):
+        """Push the closing bucket (each key's count and seasonal factor), then judge the keys that
+        may be judged (judge: steady ones; disp: their dispersion, variance / mean) and learn ->
+        (score, window) per key, score 0 where below min_score or not judged. After a jump (time
+        walked by the hour through a long silence) the ring starts again."""
+        if self.last_bucket is not None and bucket != self.last_bucket + 1:
+            self.clear()
+        self.ensure(counts.shape[0])
+        best = np.empty(self.size)
+        best_window = np.empty(self.size, np.int64)
+        rate = learning_rate / OVERLAP_SLOWER
+        VK.recent_close(self.obs, self.season, self.win_obs, self.win_season, self.ref_obs, self.ref_season,
+                        self.filled, self.rel2, np.ascontiguousarray(counts, np.float64),
+                        np.ascontiguousarray(season, np.float64), np.ascontiguousarray(judge, np.bool_),
+                        np.ascontiguousarray(disp, np.float64), int(bucket), _WINDOWS, rate, rate / SLOWER,
+                        USUAL_SIGMAS, MIN_REL2, MIN_REFERENCE_LINES, best, best_window)
+        self.last_bucket = bucket
+        # A drop is confirmed against the robust level (a median: rare, so worked out for these only).
+        for key in np.flatnonzero(best >= min_score).tolist():
+            best[key] = 0.0
+            robust = self.robust_level(key)
+            d = max(float(disp[key]), 1.0)
+            rel2 = self.rel2[key] + d / max(self.ref_obs[key], 1.0)
+            for i, width in enumerate(RECENT_WINDOWS):
+                s = count_lower_score(self.win_obs[key, i], robust * self.win_season[key, i], d, rel2)
+                if s > best[key]:
+                    best[key], best_window[key] = s, width
+        best[best < min_score] = 0.0
+        return best, best_window
+
+    def reference_level(self):
+        """Each key's deseasonalised count per bucket over the reference (the buckets before the
+        longest window), and the lines the reference held."""
+        return self.ref_obs / np.maximum(self.ref_season, 1e-9), self.ref_obs
+
+    def robust_level(self, key):
+        """A key's recent level for judging a drop: the reference's mean per bucket, or its median
+        (deseasonalised) where that is lower. A spike in the hour before (a scraper gone, a campaign
+        over) raises the mean, and the key back at its usual volume would be a drop against it; it
+        moves the median only once it fills half the hour."""
+        mean = self.ref_obs[key] / max(self.ref_season[key], 1e-9)
+        slots = (self.last_bucket - np.arange(RECENT_WINDOWS[-1], self.ring)) % self.ring
+        factors = self.season[key, slots]
+        per_bucket = self.obs[key, slots] / np.where(factors > 0, factors, 1.0)
+        return min(mean, float(np.median(per_bucket)))
+
+    def window(self, bucket, key, width):
+        """(lines, summed seasonal factor) of one key over its last `width` buckets."""
+        slots = (bucket - np.arange(width)) % self.ring
+        return float(self.obs[key, slots].sum()), float(self.season[key, slots].sum())
+
+    @staticmethod
+    def score(obs, expected, disp, reference_lines, rel2):
+        """Drop score of `obs` lines against a recent-level forecast: the level's own sampling error
+        (disp / reference lines, on the log scale) adds to the learned error."""
+        return count_lower_score(obs, expected, disp, rel2 + disp / max(reference_lines, 1.0))
+
+    def still_low(self, bucket, key, level, reference_lines, disp, rel2, widths, min_score):
+        """Whether a key is still low against the level it had when its drop was first seen, over any
+        of the given windows (its last buckets)."""
+        for width in widths:
+            obs, factor = self.window(bucket, key, width)
+            if self.score(obs, level * factor, disp, reference_lines, rel2) >= min_score:
+                return True
+        return False
+
+    def state(self):
+        """Only the learned error: the ring holds the last hour before the state was saved, and a
+        restored tier skips the time it was down (tier2_volume._skip_gap), which empties it anyway."""
+        return {"rel2": self.rel2.tolist()}
+
+    def load_state(self, state):
+        """Restore the learned error (none in a state saved by an older release); the ring fills again."""
+        rel2 = np.asarray(state.get("rel2", []) if state else [], float)
+        self.ensure(rel2.size)
+        self.rel2[: rel2.size] = rel2
+
+    def export_row(self, key):
+        return {"recent_rel2": float(self.rel2[key])} if key < self.size else {}
+
+    def import_row(self, key, rows):
+        """A handed-over template keeps its learned error; its ring (the old owner's time) starts empty."""
+        self.ensure(key + 1)
+        if "recent_rel2" in rows:
+            self.rel2[key] = float(rows["recent_rel2"])
+        self.obs[key] = 0.0
+        self.season[key] = 0.0
+        self.filled[key] = 0
+        self._sums()
+
