@@ -39,6 +39,9 @@ class Incident:
     last_seen: float
     window: float
     opened_by: str = ""      # template id or finding key of the first evidence: part of the id
+    # The family of that evidence, part of the id too: the same template can open two incidents in one
+    # window (a rule burst of its lines, later its volume spike); "" in states saved before it.
+    opened_family: str = ""
     lines: int = 0
     findings: int = 0
     sessions: int = 0        # of the findings, sessions of a workflow cut short (tier 4): evidence per instance
@@ -58,6 +61,8 @@ class Incident:
     def id(self):
         bucket = int(self.first_seen // self.window)
         key = "%s|%s|%d" % (self.source, self.opened_by, bucket)
+        if self.opened_family:
+            key += "|" + self.opened_family
         return hashlib.sha1(key.encode()).hexdigest()[:16]
 
     @property
@@ -135,7 +140,8 @@ class Incident:
     def state(self):
         """JSON-able state: open incidents are saved with the engine's snapshot and go on after a restart."""
         return {"source": self.source, "first_seen": self.first_seen, "last_seen": self.last_seen,
-                "window": self.window, "opened_by": self.opened_by, "lines": self.lines, "findings": self.findings,
+                "window": self.window, "opened_by": self.opened_by, "opened_family": self.opened_family,
+                "lines": self.lines, "findings": self.findings,
                 "sessions": self.sessions,
                 "score": self.score, "burst": self.burst, "recent": [float(t) for t in self.recent],
                 "tier_scores": self.tier_scores, "template_hits": [[int(t), c, x] for t, (c, x) in
@@ -157,6 +163,7 @@ class Incident:
         incident.families = {str(f) for f in state["families"]}
         incident.sessions = int(state.get("sessions", 0))   # absent in states saved before it
         incident.touched = float(state.get("touched", incident.last_seen))   # likewise
+        incident.opened_family = str(state.get("opened_family", ""))         # likewise: the id stays
         return incident
 
     def record(self):
@@ -276,7 +283,7 @@ class IncidentBook:
             key = max(young)[1]
         else:
             key = (source, family)
-            self.open[key] = Incident(source, ts, ts, self.window, opened_by=opened_by)
+            self.open[key] = Incident(source, ts, ts, self.window, opened_by=opened_by, opened_family=family)
         self._route[(source, family)] = key
         self.open[key].families.add(family)
         return self.open[key]

@@ -164,3 +164,20 @@ def test_evidence_judged_late_keeps_its_incident_open_from_when_it_arrived():
     assert len(merged.closed) == 1 and merged.closed[0].findings == 4
     assert merged.closed[0].first_seen == 1000.0 and merged.closed[0].last_seen == 1180.0
     assert len(split.closed) == 4
+
+
+def test_one_template_opening_two_incidents_in_one_window_gives_them_different_ids():
+    """A rule burst of a template's lines, and three minutes later (past join_seconds) its volume spike:
+    two problems by the routing rules, so two ids, though source, template and onset window agree."""
+    from anomaly_detector.detection.incidents import Incident
+    book = IncidentBook(window_seconds=300, join_seconds=120)
+    book.add("batch", 1000.0, 80.0, {"t1": 80.0}, 7, "job failed", [("error rule", "", "", 80.0)], None,
+             opened_by="7", family="lines:rule")
+    book.add("batch", 1180.0, 90.0, {"t2": 90.0}, 7, "job failed", [("volume spike", "", "", 90.0)], None,
+             opened_by="7", family="lines:spike")
+    ids = [inc.id for inc in book.close_all()]
+    assert len(ids) == 2 and len(set(ids)) == 2
+    old = Incident("batch", 1000.0, 1000.0, 300.0, opened_by="7")     # restored from a state saved before
+    state = old.state()
+    del state["opened_family"]
+    assert Incident.from_state(state).id == old.id
