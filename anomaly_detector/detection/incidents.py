@@ -227,8 +227,8 @@ class IncidentBook:
     Routing of evidence of family F from source S at time t (see docs/detection.md, Incidents):
     the open incident of S that already holds F, if any; else the most recent open incident of S
     that began at most `join_seconds` before t (F started with it: one outage); else a new incident
-    with onset t. An incident's id hashes its source, the evidence that opened it and its onset
-    bucket, so it does not depend on what joins it later.
+    with onset t. An incident's id hashes its source, the evidence that opened it (and its family) and
+    its onset bucket, so it does not depend on what joins it later.
     """
 
     def __init__(self, window_seconds, join_seconds=60.0):
