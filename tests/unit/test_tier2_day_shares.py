@@ -255,14 +255,14 @@ def steady_quiet(hour):
     return {(2, 1): 30.0, (3, 1): 6.0}
 
 
-def spike_minutes(t2, start, minutes, rng, chunk):
-    """Template 3 at 33 lines a minute (five and a half times its rate, evenly spread: no luck of the
-    draw) for `minutes`, scored and learned `chunk` minutes a batch -> (top score of its lines, the
-    reasons of the lines that scored it)."""
+def spike_minutes(t2, start, minutes, rng, chunk, per_minute=33):
+    """Template 3 at `per_minute` lines a minute (33: five and a half times steady_quiet's rate; evenly
+    spread: no luck of the draw) for `minutes`, scored and learned `chunk` minutes a batch -> (top
+    score of its lines, the reasons of the lines that scored it)."""
     top, reasons = 0.0, set()
     for m in range(0, minutes, chunk):
         batch, ts = lines(lambda h: {(2, 1): 30.0}, start + 60.0 * m, chunk, rng)
-        extra = start + 60.0 * m + np.arange(33 * chunk) * 60.0 / 33
+        extra = start + 60.0 * m + np.arange(per_minute * chunk) * 60.0 / per_minute
         ts = np.concatenate([ts, extra])
         order = np.argsort(ts, kind="stable")
         batch = SimpleNamespace(n=ts.size, template_id=np.r_[batch.template_id, np.full(extra.size, 3, np.int32)][order],
@@ -308,26 +308,6 @@ def sporadic(hour):
     return {(2, 1): 30.0, (3, 1): 0.1}
 
 
-def burst_minutes(t2, start, minutes, rng, per_minute):
-    """Template 3 at `per_minute` lines a minute for `minutes` (spread evenly), one minute a batch -> top score."""
-    top = 0.0
-    for m in range(minutes):
-        batch, ts = lines(lambda h: {(2, 1): 30.0}, start + 60.0 * m, 1, rng)
-        extra = start + 60.0 * m + np.arange(per_minute) * 60.0 / per_minute
-        ts = np.concatenate([ts, extra])
-        order = np.argsort(ts, kind="stable")
-        batch = SimpleNamespace(n=ts.size, template_id=np.r_[batch.template_id, np.full(extra.size, 3, np.int32)][order],
-                                source_id=np.r_[batch.source_id, np.full(extra.size, 1, np.int32)][order])
-        ts = ts[order]
-        t2.advance(ts[0])
-        ctx = BatchContext(now=float(ts.max()), lines_seen=0, warm=True, n_templates=4, ts=ts,
-                           template_text=lambda t: "tpl%d" % t, source_name=str)
-        result = t2.score(batch, ctx)
-        top = max(top, float(result.scores[batch.template_id == 3].max()))
-        t2.learn(batch, ctx, np.where(result.scores >= 70.0, 0.1, 1.0).astype(np.float32))
-    return top
-
-
 @pytest.mark.parametrize("per_minute, spike", [(3, True), (1, False)])
 def test_a_sporadic_template_bursting_is_judged_over_the_window_against_its_rate(per_minute, spike):
     """Six an hour, then three a minute for a quarter of an hour (thirty times its rate): never more
@@ -337,5 +317,5 @@ def test_a_sporadic_template_bursting_is_judged_over_the_window_against_its_rate
     t2 = tier()
     top, found = feed(t2, sporadic, DAY0, 1440 + 14 * 60, rng)
     assert top < 40.0 and not found
-    top = burst_minutes(t2, DAY0 + 86400 + 14 * 3600, 15, rng, per_minute)
+    top, _ = spike_minutes(t2, DAY0 + 86400 + 14 * 3600, 15, rng, 1, per_minute)
     assert (top >= 70.0) if spike else (top < 40.0), top
