@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from tier2_traffic import poisson_lines
 
 from anomaly_detector.detection.base import BatchContext
 from anomaly_detector.detection.state_shape import check_state_arrays
@@ -21,18 +22,7 @@ def tier(**overrides):
 
 def lines(rates, start, minutes, rng):
     """Poisson lines for `minutes` from `start`: rates(hour) -> {(template, source): per minute}."""
-    ts, tids, srcs = [], [], []
-    for m in range(minutes):
-        t0 = start + 60.0 * m
-        for (tid, src), rate in rates(int(t0 % 86400 // 3600)).items():
-            n = rng.poisson(rate)
-            ts += list(t0 + rng.uniform(0, 60, n))
-            tids += [tid] * n
-            srcs += [src] * n
-    order = np.argsort(ts, kind="stable")
-    batch = SimpleNamespace(n=len(ts), template_id=np.asarray(tids, np.int32)[order],
-                            source_id=np.asarray(srcs, np.int32)[order])
-    return batch, np.asarray(ts, float)[order]
+    return poisson_lines(lambda t0: rates(int(t0 % 86400 // 3600)), start, minutes, rng)
 
 
 def feed(t2, rates, start, minutes, rng, chunk=60, anomalous=()):

@@ -1,9 +1,9 @@
 """A source's volume baseline moves between workers: VolumeTier.export_source / import_source, and
 worker/handover.py taking it from another worker's saved models when the source first shows up."""
 import json
-from types import SimpleNamespace
 
 import numpy as np
+from tier2_traffic import poisson_lines
 
 from anomaly_detector.config.loader import default_config
 from anomaly_detector.detection.base import BatchContext
@@ -21,17 +21,7 @@ RATES = {(0, 0): 30, (1, 0): 5, (2, 1): 12}
 
 def feed(t2, minutes, rng, start=T0, rates=RATES):
     for m in range(minutes):
-        t0 = start + 60.0 * m
-        ts, tids, srcs = [], [], []
-        for (tid, src), rate in rates.items():
-            n = rng.poisson(rate)
-            ts += list(t0 + rng.uniform(0, 60, n))
-            tids += [tid] * n
-            srcs += [src] * n
-        order = np.argsort(ts, kind="stable")
-        batch = SimpleNamespace(n=len(ts), template_id=np.asarray(tids, np.int32)[order],
-                                source_id=np.asarray(srcs, np.int32)[order])
-        ts = np.asarray(ts, float)[order]
+        batch, ts = poisson_lines(lambda t0: rates, start + 60.0 * m, 1, rng)
         ctx = BatchContext(now=float(ts.max()), lines_seen=0, warm=True, n_templates=8, ts=ts)
         t2.score(batch, ctx)
         t2.learn(batch, ctx, np.ones(batch.n, np.float32))

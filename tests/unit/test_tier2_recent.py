@@ -2,9 +2,9 @@
 model's first day found (and not without the test), an ordinary first day, a restart and a night job
 not raised, and the state saved, loaded (old states without it too) and handed over."""
 import json
-from types import SimpleNamespace
 
 import numpy as np
+from tier2_traffic import poisson_lines
 
 from anomaly_detector.detection.base import BatchContext
 from anomaly_detector.detection.state_shape import check_state_arrays
@@ -28,18 +28,7 @@ def shop(hour):
 
 
 def lines(rates, start, minutes, rng, factor=None):
-    ts, tids, srcs = [], [], []
-    for m in range(minutes):
-        t0 = start + 60.0 * m
-        for (tid, src), rate in rates((t0 % 86400) / 3600.0).items():
-            n = rng.poisson(rate * (factor(t0, tid) if factor else 1.0))
-            ts += list(t0 + rng.uniform(0, 60, n))
-            tids += [tid] * n
-            srcs += [src] * n
-    order = np.argsort(ts, kind="stable")
-    batch = SimpleNamespace(n=len(ts), template_id=np.asarray(tids, np.int32)[order],
-                            source_id=np.asarray(srcs, np.int32)[order])
-    return batch, np.asarray(ts, float)[order]
+    return poisson_lines(lambda t0: rates((t0 % 86400) / 3600.0), start, minutes, rng, factor)
 
 
 def feed(t2, start, minutes, rng, factor=None, chunk=30):
