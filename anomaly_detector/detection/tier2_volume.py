@@ -474,7 +474,7 @@ class VolumeTier(Tier):
         if not found.v_rows.size or not ctx.warm:
             return
         base, t_b = self.values.base, buckets[found.t_lines]
-        keep, earlier = self._value_pairs_worth_scoring(found, buckets[found.v_lines], t_b)
+        keep, earlier, t_earlier = self._value_pairs_worth_scoring(found, buckets[found.v_lines], t_b)
         if not keep.any():
             return
         keys, lines, params = found.v_rows[keep], found.v_lines[keep], found.v_params[keep]
@@ -484,8 +484,7 @@ class VolumeTier(Tier):
         w_scores, w_counts, w_mus = self._window_scores(keys, counts, b, base, window_mus, windowed, ctx,
                                                         earlier[keep])
         # each value's total (every value of its role) over the same window, up to its line
-        w_totals = (self._counts(found.t_rows, t_b, base)
-                    + _earlier_counts(found.t_rows, t_b, base.obs_win, base.open_raw, self.open_bucket, SPIKE_WINDOW))
+        w_totals = self._counts(found.t_rows, t_b, base) + t_earlier
         r_scores, r_mus = self._value_share_scores(keys, w_counts, w_totals[found.in_totals[keep]], ctx)
         w_mus = np.where(r_scores > w_scores, r_mus, w_mus)
         w_scores = np.maximum(w_scores, r_scores)
@@ -508,7 +507,7 @@ class VolumeTier(Tier):
 
     def _value_pairs_worth_scoring(self, found, v_buckets, t_buckets):
         """Which value parameters can score at all -> (mask, each one's lines in the window before its
-        bucket). Worked out per (key, bucket) from its count at the end of the batch, which no line of
+        bucket, each total parameter's lines in the window before its bucket). Worked out per (key, bucket) from its count at the end of the batch, which no line of
         it exceeds, against forecasts no line of it is below (its level times season; its odds times
         the rest of its role before the bucket): the spike gates (count at the low end of its sampling
         error at least spike_min_ratio times the forecast) pass for few; the lines of the others are
@@ -528,7 +527,7 @@ class VolumeTier(Tier):
         can = ((v.final - 3.0 * np.sqrt(v.final) >= r * np.maximum(mu, 1e-3))
                | (w - 3.0 * np.sqrt(w) >= r * SPIKE_WINDOW * mu)
                | ((t_final + t_earlier - w >= VALUE_SHARE_MIN_OTHERS) & (w - 3.0 * np.sqrt(w) >= r * odds * others_before)))
-        return can[v.inverse], v.earlier[v.inverse]
+        return can[v.inverse], v.earlier[v.inverse], t.earlier[t.inverse]
 
     def _value_share_scores(self, keys, w_counts, w_totals, ctx):
         """Score each value's count over SPIKE_WINDOW buckets against the rest of its role's lines in

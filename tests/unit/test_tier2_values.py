@@ -244,17 +244,17 @@ def test_the_pair_gate_drops_no_line_that_would_score(monkeypatch):
     kept = []
 
     def counting(self, found, v_buckets, t_buckets):
-        keep, earlier = original(self, found, v_buckets, t_buckets)
+        keep, *earlier = original(self, found, v_buckets, t_buckets)
         kept.append(keep.mean())
-        return keep, earlier
+        return (keep, *earlier)
 
     monkeypatch.setattr(VolumeTier, "_value_pairs_worth_scoring", counting)
     gated = run()
     assert min(kept) < 0.1   # most batches: (almost) no line scored one by one
 
     def keep_all(self, found, v_buckets, t_buckets):
-        keep, earlier = original(self, found, v_buckets, t_buckets)
-        return np.ones_like(keep), earlier
+        keep, *earlier = original(self, found, v_buckets, t_buckets)
+        return (np.ones_like(keep), *earlier)
 
     monkeypatch.setattr(VolumeTier, "_value_pairs_worth_scoring", keep_all)
     every = run()
