@@ -47,9 +47,17 @@ ROLE_UNSET = -1
 STALE_SHARE = 0.1           # a key whose value came at under this share of VALUE_MIN_RATE lately has gone
 
 
+def _find(sorted_codes, codes):
+    """(position in sorted_codes, found) of each code."""
+    if not sorted_codes.size:
+        return np.zeros(codes.size, np.int64), np.zeros(codes.size, np.bool_)
+    at = np.minimum(np.searchsorted(sorted_codes, codes), sorted_codes.size - 1)
+    return at, sorted_codes[at] == codes
+
+
 class KeyIndex:
     """Codes of the rows in use (sorted, for lookups) and the row of each: fewer than the rows when
-    rows of values gone quiet wait for reuse."""
+    rows of values gone quiet wait for reuse (saved apart from the per-row arrays for that reason)."""
 
     def __init__(self):
         self.code = np.zeros(0, np.uint64)
@@ -97,10 +105,8 @@ class ValueTable:
 
     def lookup(self, codes):
         """Row of each code, -1 where it is not a key."""
-        if not self.code.size:
-            return np.full(codes.size, -1, np.int64)
-        at = np.minimum(np.searchsorted(self.code, codes), self.code.size - 1)
-        return np.where(self.code[at] == codes, self.key[at], -1)
+        at, known = _find(self.code, codes)
+        return np.where(known, self.key[at], -1) if self.code.size else np.full(codes.size, -1, np.int64)
 
     @property
     def values(self):
@@ -119,8 +125,7 @@ class Candidates:
         self.refused = np.zeros(0, np.bool_)
 
     def add(self, codes, slots, counts):
-        at = np.minimum(np.searchsorted(self.code, codes), max(self.code.size - 1, 0))
-        known = (self.code[at] == codes) if self.code.size else np.zeros(codes.size, np.bool_)
+        at, known = _find(self.code, codes)
         np.add.at(self.count, at[known], counts[known])
         new = ~known
         if new.any():
@@ -148,8 +153,7 @@ class SlotTotals:
         self.count = np.zeros(0)
 
     def add(self, codes, counts):
-        at = np.minimum(np.searchsorted(self.code, codes), max(self.code.size - 1, 0))
-        known = (self.code[at] == codes) if self.code.size else np.zeros(codes.size, np.bool_)
+        at, known = _find(self.code, codes)
         np.add.at(self.count, at[known], counts[known])
         if (~known).any():
             code = np.concatenate([self.code, codes[~known]])
@@ -158,8 +162,8 @@ class SlotTotals:
             self.count = np.concatenate([self.count, counts[~known].astype(np.float64)])[order]
 
     def of(self, codes):
-        at = np.minimum(np.searchsorted(self.code, codes), max(self.code.size - 1, 0))
-        return np.where(self.code[at] == codes, self.count[at], 0.0) if self.code.size else np.zeros(codes.size)
+        at, known = _find(self.code, codes)
+        return np.where(known, self.count[at], 0.0) if self.code.size else np.zeros(codes.size)
 
     def prune(self, keep_codes):
         keep = np.isin(self.code, keep_codes)
