@@ -25,6 +25,8 @@ class TierResult:
              template id, or -1 for its whole source); None: each line's own template
     began    {line index: event time the evidence that scored it began} where that is well before
              the line (a slow burst's first line): it joins the incident open since then
+    blame    {line index: source id} where the line's evidence is about another source than its own
+             (a workflow step skipped: the source that should have logged it)
     """
 
     scores: np.ndarray
@@ -33,6 +35,7 @@ class TierResult:
     observed: dict = field(default_factory=dict)
     about: np.ndarray = None
     began: dict = field(default_factory=dict)
+    blame: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -74,6 +77,9 @@ class Finding:
     # Seen again before it was raised (a drop still low after drop_hold_seconds): two tests ten minutes
     # apart back it, so it opens an incident from its tier's own minimum, below anomaly_threshold.
     confirmed: bool = False
+    # Start of the span the finding covers, where it is about absence (a source with no line since then):
+    # an incident of its source that opened inside that span is about the same outage (see IncidentBook).
+    since: float | None = None
 
 
 class Tier(abc.ABC):

@@ -236,7 +236,7 @@ class DetectionEngine:
         expected = self._learn_suspicious_rate(batch, ctx, suspicious)
         lines = np.flatnonzero(suspicious)
         if lines.size:
-            src = batch.source_id[lines]
+            src = _evidence_sources(batch.source_id, tiers, describe.results, lines)
             order = np.lexsort((ctx.ts[lines], src))
             lines, src = lines[order], src[order]
             for run in np.split(np.arange(lines.size), np.flatnonzero(np.diff(src)) + 1):
@@ -260,7 +260,7 @@ class DetectionEngine:
             self._report(self.book.add(
                 source, f.ts, f.score, {f.tier: f.score}, f.template_id, template,
                 [(f.reason, f.expected, f.observed, f.score)], None, opened_by=f.key, family="finding:" + f.tier,
-                session=f.key.startswith(SESSION_KEY), seen_at=ctx.now))
+                session=f.key.startswith(SESSION_KEY), seen_at=ctx.now, since=f.since))
         self._report(self.book.close_quiet(ctx.now))
 
     def _learn_suspicious_rate(self, batch, ctx, suspicious):
@@ -452,6 +452,21 @@ def _line_families(template_id, tiers, results=None, lines=None):
             about[mine] = result.about[lines[mine]]
     about[np.isin(strongest, _SOURCE_WIDE_TIERS)] = -1
     return about * len(TIER_NAMES) + strongest
+
+
+def _evidence_sources(source_id, tiers, results, lines):
+    """Source whose incident each of these batch lines is evidence for: its own, unless the tier that
+    scored it most says the evidence is about another (TierResult.blame: a workflow step that another
+    service should have logged was skipped)."""
+    src = source_id[lines].copy()
+    strongest = tiers[:, lines].argmax(axis=0)
+    for name, result in (results or {}).items():
+        if result.blame:
+            k = TIER_NAMES.index(name)
+            for j, i in enumerate(lines.tolist()):
+                if strongest[j] == k and i in result.blame:
+                    src[j] = result.blame[i]
+    return src
 
 
 def _without_future(ts):

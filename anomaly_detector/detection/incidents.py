@@ -16,7 +16,9 @@ import numpy as np
 from .stats_kernels import log10_count_upper, surprisal_score
 
 # Tier whose evidence dominates -> the kind of incident reported to operators.
-KIND_BY_REASON = (("known problem", "known_problem"), ("silent", "silent_source"), ("volume drop", "volume_drop"), ("volume spike", "volume_spike"),
+# A template gone silent while its source goes on logging is a drop of that message, not a silent source.
+KIND_BY_REASON = (("known problem", "known_problem"), ("source silent", "silent_source"), ("silent", "volume_drop"),
+                  ("volume drop", "volume_drop"), ("volume spike", "volume_spike"),
                   ("never-seen", "new_template"), ("rare template", "rare_template"),
                   ("drift", "value_drift"), ("unusual value", "unusual_value"), ("new value", "new_value"),
                   ("rule", "rule_burst"), ("workflow", "sequence"), ("window", "window_structure"))
@@ -56,6 +58,9 @@ class Incident:
     # When evidence last arrived (event time): later than last_seen for evidence judged late, such as a
     # session found unfinished a session timeout after its last line; it keeps the incident open.
     touched: float = 0.0
+    # [since, judged] of a silence of the whole source it holds: evidence of the source stamped inside
+    # (sessions its absence left unfinished, judged later) is the same outage. None: it holds none.
+    absent: tuple = None
 
     @property
     def id(self):
@@ -147,7 +152,7 @@ class Incident:
                 "tier_scores": self.tier_scores, "template_hits": [[int(t), c, x] for t, (c, x) in
                                                                    self.template_hits.items()],
                 "reason_hits": self.reason_hits, "samples": self.samples, "families": sorted(self.families),
-                "touched": self.touched}
+                "touched": self.touched, "absent": list(self.absent) if self.absent else None}
 
     @classmethod
     def from_state(cls, state):
@@ -164,6 +169,8 @@ class Incident:
         incident.sessions = int(state.get("sessions", 0))   # absent in states saved before it
         incident.touched = float(state.get("touched", incident.last_seen))   # likewise
         incident.opened_family = str(state.get("opened_family", ""))         # likewise: the id stays
+        absent = state.get("absent")                                           # likewise
+        incident.absent = (float(absent[0]), float(absent[1])) if absent else None
         return incident
 
     def record(self):
@@ -238,12 +245,16 @@ class IncidentBook:
         self._route = {}      # (source, family) -> key in self.open
 
     def add(self, source, ts, score, tiers, template_id, template, reasons, sample, opened_by, family=None,
-            session=False, seen_at=None):
+            session=False, seen_at=None, since=None):
         """Add one suspicious line or a Finding (sample None; session: about one unfinished session);
         return the incidents this closes (same source, quiet for too long). family defaults to opened_by;
-        seen_at: when evidence stamped ts (its onset) was judged, if later (it keeps the incident open)."""
+        seen_at: when evidence stamped ts (its onset) was judged, if later (it keeps the incident open);
+        since: start of the span of absence a finding covers (Finding.since)."""
         closed = self._close_source(source, ts)
-        incident = self._incident(source, family or opened_by, ts, opened_by)
+        incident = self._incident(source, family or opened_by, ts, opened_by, since=since)
+        if since is not None:
+            low, high = incident.absent or (since, ts)
+            incident.absent = (min(low, since), max(high, ts))
         incident.add(ts, score, tiers, template_id, template, reasons, sample, session, seen_at)
         return closed
 
@@ -269,16 +280,21 @@ class IncidentBook:
                 incident.add_bursts(ts[run], expected_per_window)
         return closed
 
-    def _incident(self, source, family, ts, opened_by, began=None):
+    def _incident(self, source, family, ts, opened_by, began=None, since=None):
         """The open incident that evidence of `family` at `ts` belongs to, opened if there is none.
         began: when that evidence started, if well before ts (a slow burst): it joins an incident
-        that opened within join_seconds of its start as well."""
+        that opened within join_seconds of its start as well. since: the evidence is an absence
+        since then (a source with no line): an incident of the source that opened inside that span
+        holds evidence of the same absence, and it joins it; and evidence stamped inside the span of
+        an absence an incident holds joins that incident."""
         key = self._route.get((source, family))
         if key in self.open:
             return self.open[key]
         starts = (ts,) if began is None else (ts, began)
         young = [(inc.first_seen, k) for k, inc in self.open.items()
-                 if k[0] == source and min(abs(t - inc.first_seen) for t in starts) <= self.join]
+                 if k[0] == source and (min(abs(t - inc.first_seen) for t in starts) <= self.join
+                                        or since is not None and since - self.join <= inc.first_seen <= ts
+                                        or inc.absent and inc.absent[0] - self.join <= ts <= inc.absent[1])]
         if young:
             key = max(young)[1]
         else:

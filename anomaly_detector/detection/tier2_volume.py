@@ -798,10 +798,14 @@ class VolumeTier(Tier):
         span = window * self.bucket_seconds
         what = "silent" if obs == 0 else "volume drop"
         source = int(self.template_source[key]) if kind == "template" else key
-        return Finding(tier=self.name, ts=when + self.bucket_seconds, key="%s:%d" % (kind, key), score=score,
+        ts = when + self.bucket_seconds
+        # A source with no line at all since ts - span: whatever else was raised about it meanwhile
+        # (sessions its absence left unfinished) is the same outage.
+        since = ts - span if kind == "source" and obs == 0 else None
+        return Finding(tier=self.name, ts=ts, key="%s:%d" % (kind, key), score=score,
                        reason="%s %s: %d lines in the last %gs" % (kind, what, obs, span),
                        expected="about %.1f per %gs" % (exp, span), observed="%d per %gs" % (obs, span),
-                       template_id=key if kind == "template" else -1, source=str(source))
+                       template_id=key if kind == "template" else -1, source=str(source), since=since)
 
     # -- helpers -------------------------------------------------------------------------
 

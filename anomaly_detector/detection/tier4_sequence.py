@@ -598,7 +598,7 @@ class SequenceTier(Tier):
         if ctx.warm:
             result.scores, why = sk.score_transitions(wf, prev, tids, ts, self._grace(ts), self.tkeys, self.tcnt,
                                                       self.min_support, self.rare_p, self.top)
-            self._explain(result, why, wf, prev, tids)
+            self._explain(result, why, wf, prev, tids, batch.source_id)
         self._cache = (batch, keys, ks, ke, prev, open_wf, result.scores)
         return result
 
@@ -823,7 +823,7 @@ class SequenceTier(Tier):
             out[(h >> sk.CODE_BITS, h & sk.CODE_MASK)] = ", ".join(parts)
         return out
 
-    def _explain(self, result, why, wf, prev, tids):
+    def _explain(self, result, why, wf, prev, tids, sources):
         lines = np.flatnonzero(result.scores >= EXPLAIN_FRACTION * self.top)[:MAX_EXPLAINED]
         if lines.size == 0:
             return
@@ -835,8 +835,22 @@ class SequenceTier(Tier):
                                    k, c)
         for (code, w, p, t), idx in cases.items():
             reason, expected, observed = self._case_text(code, w, p, t, likely)
+            skipped = self._skipped_source(code, w, p, t, k, c)
             for i in idx:
                 result.reasons[i], result.expected[i], result.observed[i] = reason, expected, observed
+                if 0 <= skipped != sources[i]:
+                    result.blame[i] = skipped
+
+    def _skipped_source(self, code, w, p, t, k, c):
+        """Source of the step that should have come between p and t (-1: none, or not a skip): a known
+        step arriving where another usually comes, in a workflow across services, means the usual one
+        was skipped, and the service that should have logged it is where to look."""
+        if code not in (sk.WHY_UNKNOWN_TRANSITION, sk.WHY_RARE_TRANSITION):
+            return -1
+        awaited = self._top_next(w, p, k, c)
+        if awaited < 0 or awaited == t or awaited >= self.tpl_src.size:
+            return -1
+        return int(self.tpl_src[awaited])
 
     def _case_text(self, code, w, p, t, likely):
         observed = f"'{self._text(p)}' -> '{self._text(t)}'"

@@ -58,3 +58,16 @@ def test_the_engine_snapshot_carries_open_incidents_to_the_next_worker(tmp_path)
     successor.process(make_batch(T0 + 5 + np.arange(3.0), [7] * 3, level=[LEVEL_CRITICAL] * 3), 8)
     (closed,) = successor.finish()
     assert closed["id"] == opened["id"] and closed["lines"] == 8
+
+
+def test_the_span_of_a_silence_an_incident_holds_survives_a_round_trip():
+    book = IncidentBook(window_seconds=300)
+    book.add("app", 400.0, 100.0, {"t2": 100.0}, -1, "", [("source silent: 0 lines in the last 300s", "", "",
+             100.0)], None, opened_by="source:0", family="finding:t2", since=100.0)
+    restored = IncidentBook(window_seconds=300)
+    restored.restore(json.loads(json.dumps(book.state())))
+    assert next(iter(restored.open.values())).absent == (100.0, 400.0)
+    old = book.state()
+    del old["open"][0][2]["absent"]                         # a state saved before it
+    restored.restore(old)
+    assert next(iter(restored.open.values())).absent is None

@@ -181,3 +181,37 @@ def test_one_template_opening_two_incidents_in_one_window_gives_them_different_i
     state = old.state()
     del state["opened_family"]
     assert Incident.from_state(state).id == old.id
+
+
+def test_a_silence_joins_what_its_source_raised_while_it_was_silent_and_names_it():
+    """Sessions left unfinished by a source that stopped are raised at once; the silence is sure only a
+    window later. Both are that source's outage: one incident, called a silent source."""
+    book = IncidentBook(300, 60)
+
+    def sessions(ts):
+        book.add("mailer", ts, 90.0, {"t4": 90.0}, 7, "order flow", [("session never finished", "", "", 90.0)],
+                 None, opened_by="session:%d" % ts, family="finding:t4", session=True)
+
+    def silence(ts, since):
+        book.add("mailer", ts, 100.0, {"t2": 100.0}, -1, "", [("source silent: 0 lines in the last 300s", "",
+                 "", 100.0)], None, opened_by="source:3", family="finding:t2", since=since)
+    sessions(1010.0)
+    silence(1290.0, since=990.0)
+    (one,) = book.close_all()
+    assert one.first_seen == 1010.0 and one.findings == 2 and one.record()["kind"] == "silent_source"
+    sessions(5000.0)                       # sessions before the silent span: another problem
+    silence(5250.0, since=5100.0)
+    assert len(book.close_all()) == 2
+    silence(9300.0, since=9000.0)          # the silence sure first, the sessions judged a timeout later
+    sessions(9020.0)
+    add_lines(book, "mailer", [9400.0, 9410.0], [5, 5])     # errors once it logs again: another problem
+    first, later = sorted(book.close_all(), key=lambda i: i.first_seen)
+    assert first.first_seen == 9020.0 and first.findings == 2 and first.absent == (9000.0, 9300.0)
+    assert later.lines == 2 and later.findings == 0
+
+
+def test_a_template_gone_silent_is_a_drop_of_it_and_a_source_gone_silent_a_silent_source():
+    from anomaly_detector.detection.incidents import kind_of
+    assert kind_of("template silent: 0 lines in the last 900s") == "volume_drop"
+    assert kind_of("source silent: 0 lines in the last 300s") == "silent_source"
+    assert kind_of("template volume drop: 3 lines in the last 900s") == "volume_drop"

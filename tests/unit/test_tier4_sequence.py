@@ -462,33 +462,56 @@ def test_sessions_evicted_for_room_do_not_come_back_as_strange_starts():
     assert result.scores.max() == 0
 
 
-def test_an_unfinished_session_of_a_cross_service_workflow_is_reported_in_the_source_of_the_awaited_step():
-    """A, B in source "app", C and E in source "cart": when sessions stop after B, cart owes the next step."""
-    tr = Traffic(9)
-    names = ["app", "cart"]
+CROSS_SOURCES = ["app", "cart"]
 
-    def two_sources(batch):
-        batch.source_id = np.isin(batch.template_id, [2, 5]).astype(np.int32)
-        batch.sources = names
-        return batch
 
-    def round_(tier, batch, warm=True):
-        ctx = BatchContext(now=float(batch.ts.max()), lines_seen=0, warm=warm, n_templates=16, ts=batch.ts,
-                           template_text=lambda t: TEXTS.get(t, "t%d" % t), source_name=lambda s: names[s])
-        found = tier.advance(float(batch.ts.min()))
-        tier.score(batch, ctx)
-        tier.learn(batch, ctx, np.ones(batch.n, np.float32))
-        return found
+def two_sources(batch):
+    """A, B in source "app", C and E (templates 2, 5) in source "cart": a workflow across two services."""
+    batch.source_id = np.isin(batch.template_id, [2, 5]).astype(np.int32)
+    batch.sources = CROSS_SOURCES
+    return batch
 
+
+def cross_round(tier, batch, warm=True):
+    """(findings before the batch, its scores) of one batch of the two-service workflow."""
+    ctx = BatchContext(now=float(batch.ts.max()), lines_seen=0, warm=warm, n_templates=16, ts=batch.ts,
+                       template_text=lambda t: TEXTS.get(t, "t%d" % t), source_name=lambda s: CROSS_SOURCES[s])
+    found = tier.advance(float(batch.ts.min()))
+    result = tier.score(batch, ctx)
+    tier.learn(batch, ctx, np.ones(batch.n, np.float32))
+    return found, result
+
+
+def cross_trained(tr):
     tier = SequenceTier(settings())
-    round_(tier, two_sources(tr.batch(tr.normal(5))[0]), warm=False)
+    cross_round(tier, two_sources(tr.batch(tr.normal(5))[0]), warm=False)
     tr.t += 61.0
     for _ in range(6):
-        round_(tier, two_sources(tr.batch(tr.normal(200))[0]), warm=False)
+        cross_round(tier, two_sources(tr.batch(tr.normal(200))[0]), warm=False)
     tr.t += 1000.0
     assert tier.advance(tr.t) == []
+    return tier
+
+
+def test_an_unfinished_session_of_a_cross_service_workflow_is_reported_in_the_source_of_the_awaited_step():
+    """When sessions stop after B, cart owes the next step."""
+    tr = Traffic(9)
+    tier = cross_trained(tr)
     batch, ids = tr.batch(tr.normal(50) + ["AB"])
-    round_(tier, two_sources(batch))
+    cross_round(tier, two_sources(batch))
     found = tier.advance(float(batch.ts.max()) + 61.0)
     assert [(f.key, f.source) for f in found] == [("session:" + ids[-1], "cart")]
     assert "never finished" in found[0].reason and "cart loaded" in found[0].expected
+
+
+def test_a_step_skipped_in_another_service_blames_that_service():
+    """A then C: app's B was skipped; C's line is cart's, the evidence is about app. A, B then E: cart's C
+    was skipped and E is cart's own line: nobody else to blame."""
+    tr = Traffic(11)
+    tier = cross_trained(tr)
+    batch, ids = tr.batch(tr.normal(50) + ["ACE", "ABE"])
+    _, result = cross_round(tier, two_sources(batch))
+    skip_b, skip_c = line_of(batch, ids[-2], 2), line_of(batch, ids[-1], 5)
+    assert result.scores[skip_b] >= 80 and batch.source_id[skip_b] == 1
+    assert result.blame == {skip_b: 0}, "only the line whose skipped step is another service's"
+    assert result.scores[skip_c] >= 80 and "cart loaded" in result.expected[skip_c]
