@@ -462,10 +462,12 @@ def _evidence_sources(source_id, tiers, results, lines):
     strongest = tiers[:, lines].argmax(axis=0)
     for name, result in (results or {}).items():
         if result.blame:
-            k = TIER_NAMES.index(name)
-            for j, i in enumerate(lines.tolist()):
-                if strongest[j] == k and i in result.blame:
-                    src[j] = result.blame[i]
+            blamed = np.fromiter(result.blame, np.int64, len(result.blame))
+            order = np.argsort(blamed)
+            blamed, whom = blamed[order], np.fromiter(result.blame.values(), np.int64, len(blamed))[order]
+            at = np.minimum(np.searchsorted(blamed, lines), blamed.size - 1)
+            mine = (blamed[at] == lines) & (strongest == TIER_NAMES.index(name))
+            src[mine] = whom[at[mine]]
     return src
 
 

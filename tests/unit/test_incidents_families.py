@@ -215,3 +215,14 @@ def test_a_template_gone_silent_is_a_drop_of_it_and_a_source_gone_silent_a_silen
     assert kind_of("template silent: 0 lines in the last 900s") == "volume_drop"
     assert kind_of("source silent: 0 lines in the last 300s") == "silent_source"
     assert kind_of("template volume drop: 3 lines in the last 900s") == "volume_drop"
+
+
+def test_lines_a_workflow_blames_on_another_source_go_to_it_unless_another_tier_scored_them_more():
+    from anomaly_detector.detection.base import TierResult
+    from anomaly_detector.detection.engine import _evidence_sources
+    tiers = np.zeros((4, 6), np.float32)
+    tiers[3, [1, 2, 4]] = 90.0                 # workflow (t4) evidence on lines 1, 2, 4
+    tiers[0, 2] = 95.0                         # line 2 is above all a rule's (t1)
+    t4 = TierResult(tiers[3].copy(), blame={1: 5, 2: 6, 4: 7})
+    src = _evidence_sources(np.zeros(6, np.int32), tiers, {"t4": t4}, np.array([1, 2, 3, 4]))
+    assert src.tolist() == [5, 0, 0, 7]
