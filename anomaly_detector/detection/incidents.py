@@ -17,14 +17,15 @@ from .stats_kernels import log10_count_upper, surprisal_score
 
 # Tier whose evidence dominates -> the kind of incident reported to operators.
 # A template gone silent while its source goes on logging is a drop of that message, not a silent source.
-KIND_BY_REASON = (("known problem", "known_problem"), ("source silent", "silent_source"), ("silent", "volume_drop"),
+KIND_BY_REASON = (("known problem", "known_problem"), ("new field value", "new_value"),
+                  ("source silent", "silent_source"), ("silent", "volume_drop"),
                   ("volume drop", "volume_drop"), ("volume spike", "volume_spike"),
                   ("never-seen", "new_template"), ("rare template", "rare_template"),
                   ("drift", "value_drift"), ("unusual value", "unusual_value"), ("new value", "new_value"),
                   ("rule", "rule_burst"), ("workflow", "sequence"), ("window", "window_structure"))
 MAX_SAMPLES = 5
 SEVERITY_RULES = ("critical rule:", "error rule:", "warning rule:")   # tier 1's level rules
-NEW_MESSAGES = ("never-seen template", "rare template")                # tier 3's new templates
+NEW_MESSAGES = ("never-seen template", "rare template", "new field value")   # tier 3's new templates
 HEADLINE_MARGIN = 20.0
 # A severity rule names the incident only when it is about as strong as the strongest reason: a
 # burst of error lines that each carry a value never seen in the source (a new HTTP status) is

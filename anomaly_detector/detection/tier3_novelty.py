@@ -42,6 +42,7 @@ class NoveltyTier(Tier):
         self.suspicious = float(settings.get("suspicious_score", 40.0))
         self.new_error_score = float(settings["new_error_score"])
         self.template_count = np.zeros(64)
+        self._field_changes = {}     # template id -> (text, new_field_value of it): see _field_change
         self.template_severe = np.zeros(64, np.int8)   # 1 once a template was seen at WARNING or worse
         self.template_novelty = np.zeros(64, np.float32)  # rarity score at first sight (after warm-up)
         self.template_seen_at = np.zeros(64)               # lines learned before its first sight
@@ -251,9 +252,30 @@ class NoveltyTier(Tier):
             i = int(i)
             tid = int(batch.template_id[i])
             seen = int(counts[i])
-            result.reasons[i] = ("never-seen template" if seen == 0 else "rare template (seen %d times)" % seen)
-            result.expected[i] = "a known template"
-            result.observed[i] = "%r seen %d times before" % (ctx.template_text(tid), seen)
+            text = ctx.template_text(tid)
+            # An error line's news is the error, whatever word of it is new.
+            severe = batch.level[i] >= LEVEL_WARNING or self.template_severe[tid]
+            field = None if severe else self._field_change(tid, text, ctx)
+            if field is None:
+                result.reasons[i] = ("never-seen template" if seen == 0 else "rare template (seen %d times)" % seen)
+                result.expected[i] = "a known template"
+            else:
+                key, value, known = field
+                result.reasons[i] = "new field value %s=%r (a template seen %d times)" % (key, value, seen)
+                result.expected[i] = "%s one of %s" % (key, ", ".join(repr(v) for v in known[:5]))
+            result.observed[i] = "%r seen %d times before" % (text, seen)
+
+    def _field_change(self, tid, text, ctx):
+        """(key, value, known values) when this template differs from known ones only in the value of
+        one key=value word (an enum field the miner keeps in its templates: method=password and
+        method=sso): its news is a new value of that field, not a new kind of message. Else None.
+        Cached per template and text (a template read once per rare line, not once per line)."""
+        cached = self._field_changes.get(tid)
+        if cached is None or cached[0] != text:
+            others = [ctx.template_text(t) for t in np.flatnonzero(self.template_count > 0).tolist() if t != tid]
+            cached = (text, new_field_value(text, others))
+            self._field_changes[tid] = cached
+        return cached[1]
 
     def _explain_params(self, result, param_scores, which, kind, slots, batch, ctx, pooled=False):
         for i in np.flatnonzero(param_scores >= 40.0):
@@ -457,6 +479,29 @@ def role_key(template, position, source):
             return "%s\x00%s\x00%d" % (source, " ".join(tokens[:k + 1]), position - seen)
         seen += marks
     return None
+
+
+def new_field_value(text, others):
+    """(key, value, sorted known values) where `text` differs from some of `others` (template texts)
+    in one word only, the same key=value word with another value, none of them a parameter (<*>); the
+    position with the most known values wins. None where no such word."""
+    words = text.split(" ")
+    found = {}
+    for other in others:
+        theirs = other.split(" ")
+        if len(theirs) != len(words):
+            continue
+        diff = [p for p, (a, b) in enumerate(zip(words, theirs)) if a != b]
+        if len(diff) != 1:
+            continue
+        key, eq, value = words[diff[0]].partition("=")
+        their_key, their_eq, their_value = theirs[diff[0]].partition("=")
+        if eq and their_eq and key == their_key and value and their_value and "<*>" not in value + their_value:
+            found.setdefault(diff[0], (key, value, set()))[2].add(their_value)
+    if not found:
+        return None
+    key, value, known = max(found.values(), key=lambda f: len(f[2]))
+    return key, value, sorted(known)
 
 
 def _param_text(batch, j):
