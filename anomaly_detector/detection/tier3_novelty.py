@@ -20,6 +20,7 @@ from .ranks import running_counts
 from .series import SeriesBook
 
 MAX_POSITIONS = 16   # parameters beyond this position of a template are not modelled
+FIELD_CHECKS_PER_BATCH = 32   # new templates compared with the known ones per batch (_field_change)
 ROLE_UNSET, ROLE_NONE = -2, -1   # role_index: not looked at yet / no pool (template text unknown)
 SERIES_KINDS = {SK.KIND_SPIKE: "unusual value (spike)", SK.KIND_DROP: "unusual value (drop)",
                 SK.KIND_RECORD_HIGH: "unusual value (record high: above every earlier value)",
@@ -43,6 +44,7 @@ class NoveltyTier(Tier):
         self.new_error_score = float(settings["new_error_score"])
         self.template_count = np.zeros(64)
         self._field_changes = {}     # template id -> (text, new_field_value of it): see _field_change
+        self._field_checks = FIELD_CHECKS_PER_BATCH
         self.template_severe = np.zeros(64, np.int8)   # 1 once a template was seen at WARNING or worse
         self.template_novelty = np.zeros(64, np.float32)  # rarity score at first sight (after warm-up)
         self.template_seen_at = np.zeros(64)               # lines learned before its first sight
@@ -248,6 +250,7 @@ class NoveltyTier(Tier):
             first[t][3] = seen + 1.0
 
     def _explain_rarity(self, result, rarity, counts, batch, ctx):
+        self._field_checks = FIELD_CHECKS_PER_BATCH
         for i in np.flatnonzero(rarity >= 40.0):
             i = int(i)
             tid = int(batch.template_id[i])
@@ -269,9 +272,13 @@ class NoveltyTier(Tier):
         """(key, value, known values) when this template differs from known ones only in the value of
         one key=value word (an enum field the miner keeps in its templates: method=password and
         method=sso): its news is a new value of that field, not a new kind of message. Else None.
-        Cached per template and text (a template read once per rare line, not once per line)."""
+        Cached per template and text; at most FIELD_CHECKS_PER_BATCH templates looked up per batch
+        (each reads every known template's text: a flood of new messages is news enough)."""
         cached = self._field_changes.get(tid)
         if cached is None or cached[0] != text:
+            if self._field_checks <= 0:
+                return None
+            self._field_checks -= 1
             others = [ctx.template_text(t) for t in np.flatnonzero(self.template_count > 0).tolist() if t != tid]
             cached = (text, new_field_value(text, others))
             self._field_changes[tid] = cached
