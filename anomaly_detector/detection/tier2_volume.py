@@ -324,7 +324,7 @@ class VolumeTier(Tier):
         scores = count_upper_scores(counts, mus, _dispersion(base, keys), base.rel2[keys])
         # The window is judged only where the forecast knows this hour of day (seen for half an hour,
         # see _hour_rate): a service's first morning ramp, three times its night level, is no spike,
-        # and flagged it would keep its hour out of the seasons (_season_weights).
+        # and flagged it would keep its hour out of the seasons (volume_kernels._season_weight).
         hour = _hour_and_day(buckets * self.bucket_seconds)[0]
         hour_known = seasons.hod[keys, 2, hour] >= HOUR_RATE_MIN_SHARE * 3600.0 / self.bucket_seconds
         settled = hour_known & (base.age[keys] >= self.min_history + DROP_WINDOWS[-1])
@@ -641,23 +641,26 @@ class VolumeTier(Tier):
         when = self.open_bucket * self.bucket_seconds
         keep = 1.0 - self.learning_rate / SEASON_SLOWER
         hour, day = (int(v) for v in _hour_and_day(when))
-        self._close_shares(when, hour, day, keep)
+        self._close_shares(hour, day, keep)
         self._close_value_shares()
+        per_hour, per_day = 3600.0 / self.bucket_seconds, 86400.0 / self.bucket_seconds
         for base, seasons, kind in ((self.templates, self.template_season, "template"),
                                     (self.sources, self.season, "source"), (self.values.base, self.values.season, "value")):
-            season = seasons.factor(np.arange(base.size), when, self.bucket_seconds)
-            weight = _season_weights(base, base.level * season, self.spike_min_ratio)
-            best = np.empty(base.size, np.float32)
-            best_window = np.empty(base.size, np.int64)
-            VK.close_keys(base.level, base.phi, base.rel2, base.nonzero, base.clump, base.total, base.age,
+            # seasonal factors, season weights (volume_kernels._season_weight) and close_keys in one call
+            n = base.size
+            season, weight = np.empty(n), np.empty(n)
+            best, best_window = np.empty(n, np.float32), np.empty(n, np.int64)
+            VK.close_base(seasons.hod, seasons.dow, hour, day, per_hour, per_day, HOUR_PRIOR_DAYS, DAY_PRIOR_WEEKS,
+                          base.level, base.phi, base.rel2, base.nonzero, base.clump, base.total, base.age,
                           base.open_raw, base.open_learn, base.obs_win, base.exp_win, base.obs_sum, base.exp_sum,
-                          season, self.open_bucket % DROP_WINDOWS[-1], _WINDOWS, self.min_history,
-                          self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS, MIN_RELATIVE_ERROR, SPARSE_FRACTION,
-                          best, best_window)
+                          self.open_bucket % DROP_WINDOWS[-1], _WINDOWS, self.min_history, self.learning_rate,
+                          DISPERSION_SLOWER, CLIP_SIGMAS, MIN_RELATIVE_ERROR, SPARSE_FRACTION, self.spike_min_ratio,
+                          ANOMALOUS_SHARE, season, weight, best, best_window)
             # value drops are not judged (tier2_values.py says why)
-            for key in np.flatnonzero((best >= self.finding_min_score) & (kind != "value")).tolist():
-                self._hold(self._drop_finding(base, kind, key, int(best_window[key]), float(best[key]), when),
-                           kind, key)
+            if kind != "value" and n and best.max() >= self.finding_min_score:
+                for key in np.flatnonzero(best >= self.finding_min_score).tolist():
+                    self._hold(self._drop_finding(base, kind, key, int(best_window[key]), float(best[key]), when),
+                               kind, key)
             if kind == "template" and self.recent is not None:
                 self._recent_drops(season, when)
             VK.season_update(seasons.hod, seasons.dow, hour, day, base.open_learn, base.level, weight, base.age,
@@ -672,7 +675,7 @@ class VolumeTier(Tier):
         seen through RECENT_MIN_HOURS hours of the day (a job that has only ever run is not known to be
         one: its first run ending is no drop)."""
         t = self.templates
-        best, window = self.recent.close(self.open_bucket, t.open_raw, season, _dispersion(t, np.arange(t.size)),
+        best, window = self.recent.close(self.open_bucket, t.open_raw, season, _dispersion_all(t),
                                          self._recent_judged(), self.learning_rate, self.finding_min_score)
         for key in np.flatnonzero(best > 0).tolist():
             name = "template:%d" % key
@@ -707,6 +710,8 @@ class VolumeTier(Tier):
         """Raise the held drops whose time has come if their key is still low over the last
         drop_hold_seconds (judged over the drop windows that fit in it); withdraw the others: the key
         came back (a restart, a deploy), the quiet spell was too short to be an outage."""
+        if not self.held:
+            return
         windows = [k for k, w in enumerate(DROP_WINDOWS) if w <= max(self.hold_buckets, 1)]
         for name, (finding, kind, key, release, spread, recent) in list(self.held.items()):
             if release > self.open_bucket:
@@ -775,22 +780,18 @@ class VolumeTier(Tier):
         disp, rel2 = spread
         return max(count_lower_score(obs[k], exp[k], disp, rel2) for k in windows) >= self.finding_min_score
 
-    def _close_shares(self, when, hour, day, keep):
+    def _close_shares(self, hour, day, keep):
         """Learn each template's share of its source in the closing bucket, deseasonalised by the share's
-        own hour-of-day and day-of-week factors, and teach those factors the bucket."""
-        t = self.templates
-        share_season = self.share_season.factor(np.arange(t.size), when, self.bucket_seconds)
-        odds = t.share_num / np.where(t.share_den > 0, t.share_den, 1.0) * share_season
-        source_lines = self.sources.open_raw[self.template_source[: t.size]]
-        weight = _season_weights(t, odds / (1.0 + odds) * np.maximum(source_lines, t.open_raw), self.spike_min_ratio)
-        others = np.empty(t.size)
-        VK.learn_shares(t.open_learn, self.sources.open_learn, self.template_source, t.age, t.phi, t.share_num,
-                        t.share_den, t.share_rel2, share_season, self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS,
-                        MIN_RELATIVE_ERROR, others)
-        # Only buckets where the source had other lines teach the season (the rest hold no odds).
-        judged_age = np.where(others > 0, t.age, 0)
-        VK.season_update(self.share_season.hod, self.share_season.dow, hour, day, t.open_learn, others, weight,
-                         judged_age, self.min_history, keep)
+        own hour-of-day and day-of-week factors, and teach those factors the bucket (only buckets where
+        the source had other lines: the rest hold no odds). One kernel call (volume_kernels.close_shares):
+        a bucket closes for every template, a sparse log's empty minutes included."""
+        t, n = self.templates, self.templates.size
+        VK.close_shares(self.share_season.hod, self.share_season.dow, hour, day, 3600.0 / self.bucket_seconds,
+                        86400.0 / self.bucket_seconds, HOUR_PRIOR_DAYS, DAY_PRIOR_WEEKS, t.open_raw, t.open_learn,
+                        self.sources.open_raw, self.sources.open_learn, self.template_source, t.age, t.phi,
+                        t.share_num, t.share_den, t.share_rel2, self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS,
+                        MIN_RELATIVE_ERROR, self.spike_min_ratio, ANOMALOUS_SHARE, self.min_history, keep,
+                        np.empty(n), np.empty(n), np.empty(n), np.empty(n, np.int64))
 
     def _drop_finding(self, base, kind, key, window, score, when):
         obs = base.obs_sum[key, DROP_WINDOWS.index(window)]
@@ -920,19 +921,6 @@ def _set_season_rows(season, key, rows):
         season.dow[key] = np.asarray(rows["dow"], float).reshape(3, 7)
 
 
-def _season_weights(base, expected, min_ratio):
-    """Weight of each key's closing bucket in its seasonal tables: 0 for a spike made of anomalies
-    (more than ANOMALOUS_SHARE of its lines were, so open_learn falls short of open_raw, and the
-    count is at least min_ratio times `expected` at the low end of its sampling error, as a spike
-    must be to score), else 1. A ten-minute spike at 22:30 would otherwise teach 22:00 to expect it,
-    and the next quiet evening would be a drop. (Counts far off their forecast alone would also shut
-    out the daily pattern while it is being learned; anomalies alone would shut out buckets whose
-    lines were odd for other reasons, a drift, a new value.)"""
-    raw = base.open_raw
-    anomalous = base.open_learn < (1.0 - ANOMALOUS_SHARE) * raw
-    return np.where(anomalous & (raw - 3.0 * np.sqrt(raw) >= min_ratio * expected), 0.0, 1.0)
-
-
 def _intermittent(base, seasons, keys, bucket_seconds):
     """Keys mostly quiet: quiet in most recent buckets, or quiet (below QUIET_HOUR_SHARE of their
     busiest hour's usual count) in most hours of the day they were seen in (a nightly job, even while
@@ -978,6 +966,12 @@ class _Pairs:
             closed = (earlier < open_bucket) & (earlier >= open_bucket - ring)
             self.earlier += np.where(closed, obs_win[self.key, earlier % ring], 0.0)
             self.earlier += np.where(earlier == open_bucket, open_raw[self.key], 0.0)
+
+
+def _dispersion_all(base):
+    """_dispersion of every key (no gather of all of them by index, once per closing bucket)."""
+    phi = np.maximum(base.phi, 1.0)
+    return np.where(base.nonzero < SPARSE_FRACTION, np.maximum(phi, base.clump), phi)
 
 
 def _dispersion(base, keys):

@@ -243,3 +243,64 @@ def recent_close(obs, season, win_obs, win_season, ref_obs, ref_season, filled, 
             unusual = log_ratio2 > usual_sigmas ** 2 * (rel2[i] + noise)
             target = min(max(log_ratio2 - noise, min_rel2), usual_sigmas ** 2 * rel2[i])
             rel2[i] += (slow_rate if unusual else rate) * (target - rel2[i])
+
+
+@kt.entry((kt.F64_3D, kt.F64_3D, kt.INT64, kt.INT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.F64_1D, kt.F64_1D,
+           kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.I64_1D, kt.F64_1D, kt.F64_1D, kt.F64_2D, kt.F64_2D, kt.F64_2D,
+           kt.F64_2D, kt.INT64, kt.I64_1D, kt.INT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64,
+           kt.FLOAT64, kt.FLOAT64, kt.F64_1D, kt.F64_1D, kt.F32_1D, kt.I64_1D), cache=True)
+def close_base(hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, level, phi, rel2, nonzero, clump, total,
+               age, open_raw, open_learn, obs_win, exp_win, obs_sum, exp_sum, slot, windows, min_history,
+               learning_rate, slow_divisor, clip, min_rel, sparse_fraction, min_ratio, anomalous_share, season,
+               weight, best, best_window):
+    """One key set's share of closing a bucket, in one call: each key's seasonal factor at hour, day
+    (season, as season_factors), its weight in the seasonal tables (weight: 0 for a spike made of
+    anomalies, see _season_weight; from the level before this bucket), then close_keys.
+    The seasonal tables learn the bucket afterwards (season_update, from the level after it)."""
+    for i in range(level.shape[0]):
+        season[i] = (_shrunk(hod[i, 0, hour], hod[i, 1, hour], hod[i, 2, hour], per_hour, prior_hour)
+                     * _shrunk(dow[i, 0, day], dow[i, 1, day], dow[i, 2, day], per_day, prior_day))
+        weight[i] = _season_weight(open_raw[i], open_learn[i], level[i] * season[i], min_ratio, anomalous_share)
+    close_keys(level, phi, rel2, nonzero, clump, total, age, open_raw, open_learn, obs_win, exp_win, obs_sum, exp_sum,
+               season, slot, windows, min_history, learning_rate, slow_divisor, clip, min_rel, sparse_fraction, best,
+               best_window)
+
+
+@njit(cache=True)
+def _season_weight(raw, learned, expected, min_ratio, anomalous_share):
+    """A key's weight in its seasonal tables for the closing bucket: 0 for a spike made of anomalies (more
+    than anomalous_share of its lines were, so `learned` falls short of `raw`, and the count is at least
+    min_ratio times `expected` at the low end of its sampling error, as a spike must be to score), else 1.
+    A ten-minute spike at 22:30 would otherwise teach 22:00 to expect it, and the next quiet evening would
+    be a drop. (Counts far off their forecast alone would also shut out the daily pattern while it is
+    being learned; anomalies alone would shut out buckets whose lines were odd for other reasons, a
+    drift, a new value.)"""
+    if learned < (1.0 - anomalous_share) * raw and raw - 3.0 * math.sqrt(raw) >= min_ratio * expected:
+        return 0.0
+    return 1.0
+
+
+@kt.entry((kt.F64_3D, kt.F64_3D, kt.INT64, kt.INT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.F64_1D, kt.F64_1D,
+           kt.F64_1D, kt.F64_1D, kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.FLOAT64, kt.FLOAT64,
+           kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.INT64, kt.FLOAT64, kt.F64_1D, kt.F64_1D, kt.F64_1D,
+           kt.I64_1D), cache=True)
+def close_shares(hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, t_raw, t_learn, src_raw, src_learn,
+                 template_source, age, phi, share_num, share_den, share_rel2, learning_rate, slow_divisor, clip,
+                 min_rel, min_ratio, anomalous_share, min_history, keep, share_season, weight, others, judged_age):
+    """Every template's share of its source in the closing bucket, in one call: its share factor at hour,
+    day (share_season, as share_factors), its weight in the share tables (as close_base's, against its
+    odds' share of the larger of its source's lines and its own), learn_shares, then season_update of the
+    share tables with the buckets where the source had other lines (judged_age: the template's age
+    there, 0 elsewhere). See tier2_volume.VolumeTier._close_shares."""
+    for i in range(t_learn.shape[0]):
+        share_season[i] = (_relative_odds(hod, i, hour, per_hour, prior_hour)
+                           * _relative_odds(dow, i, day, per_day, prior_day))
+        den = share_den[i]
+        odds = share_num[i] / (den if den > 0 else 1.0) * share_season[i]
+        expected = odds / (1.0 + odds) * max(src_raw[template_source[i]], t_raw[i])
+        weight[i] = _season_weight(t_raw[i], t_learn[i], expected, min_ratio, anomalous_share)
+    learn_shares(t_learn, src_learn, template_source, age, phi, share_num, share_den, share_rel2, share_season,
+                 learning_rate, slow_divisor, clip, min_rel, others)
+    for i in range(t_learn.shape[0]):
+        judged_age[i] = age[i] if others[i] > 0 else 0
+    season_update(hod, dow, hour, day, t_learn, others, weight, judged_age, min_history, keep)
