@@ -114,6 +114,9 @@ class RecentLevel:
                         np.ascontiguousarray(disp, np.float64), int(bucket), _WINDOWS, rate, rate / SLOWER,
                         USUAL_SIGMAS, MIN_REL2, MIN_REFERENCE_LINES, best, best_window)
         self.last_bucket = bucket
+        if not best.size or best.max() < min_score:
+            best[:] = 0.0   # the usual bucket: nothing to confirm
+            return best, best_window
         # A drop is confirmed against the robust level (a median: rare, so worked out for these only).
         for key in np.flatnonzero(best >= min_score).tolist():
             best[key] = 0.0

@@ -565,7 +565,7 @@ class VolumeTier(Tier):
         parent = np.arange(v.size, dtype=np.int64)
         parent[: self.values.size] = self.values.keys.parent
         others = np.empty(v.size)
-        VK.learn_shares(v.open_learn, v.open_learn.copy(), parent, v.age, v.phi, v.share_num, v.share_den,
+        VK.learn_shares(v.open_learn, v.open_learn, parent, v.age, v.phi, v.share_num, v.share_den,
                         v.share_rel2, np.ones(v.size), self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS,
                         MIN_RELATIVE_ERROR, others)
 
@@ -644,9 +644,13 @@ class VolumeTier(Tier):
         self._close_shares(hour, day, keep)
         self._close_value_shares()
         per_hour, per_day = 3600.0 / self.bucket_seconds, 86400.0 / self.bucket_seconds
+        # the steady templates the recent level judges are read from the hour tables as they were before
+        # this bucket (and the baseline as it is after it): the kernel below teaches both the bucket
+        judging = self.recent is not None and self._judged_at != self._judged_epoch()
+        hod_before = self.template_season.hod.copy() if judging else None
         for base, seasons, kind in ((self.templates, self.template_season, "template"),
                                     (self.sources, self.season, "source"), (self.values.base, self.values.season, "value")):
-            # seasonal factors, season weights (volume_kernels._season_weight) and close_keys in one call
+            # seasonal factors and weights (volume_kernels._season_weight), close_keys, season_update: one call
             n = base.size
             season, weight = np.empty(n), np.empty(n)
             best, best_window = np.empty(n, np.float32), np.empty(n, np.int64)
@@ -655,28 +659,28 @@ class VolumeTier(Tier):
                           base.open_raw, base.open_learn, base.obs_win, base.exp_win, base.obs_sum, base.exp_sum,
                           self.open_bucket % DROP_WINDOWS[-1], _WINDOWS, self.min_history, self.learning_rate,
                           DISPERSION_SLOWER, CLIP_SIGMAS, MIN_RELATIVE_ERROR, SPARSE_FRACTION, self.spike_min_ratio,
-                          ANOMALOUS_SHARE, season, weight, best, best_window)
+                          ANOMALOUS_SHARE, keep, season, weight, best, best_window)
             # value drops are not judged (tier2_values.py says why)
             if kind != "value" and n and best.max() >= self.finding_min_score:
                 for key in np.flatnonzero(best >= self.finding_min_score).tolist():
                     self._hold(self._drop_finding(base, kind, key, int(best_window[key]), float(best[key]), when),
                                kind, key)
             if kind == "template" and self.recent is not None:
-                self._recent_drops(season, when)
-            VK.season_update(seasons.hod, seasons.dow, hour, day, base.open_learn, base.level, weight, base.age,
-                             self.min_history, keep)
+                self._recent_drops(season, when, hod_before)
             base.open_raw[:] = 0.0
             base.open_learn[:] = 0.0
         self._release()
 
-    def _recent_drops(self, season, when):
+    def _recent_drops(self, season, when, hod_before=None):
         """Judge every steady template against its recent level (tier2_recent.py) and hold the drops
         found there. Steady: not intermittent (see _intermittent: a job's quiet hours are its own), and
         seen through RECENT_MIN_HOURS hours of the day (a job that has only ever run is not known to be
         one: its first run ending is no drop)."""
         t = self.templates
         best, window = self.recent.close(self.open_bucket, t.open_raw, season, _dispersion_all(t),
-                                         self._recent_judged(), self.learning_rate, self.finding_min_score)
+                                         self._recent_judged(hod_before), self.learning_rate, self.finding_min_score)
+        if not best.any():
+            return
         for key in np.flatnonzero(best > 0).tolist():
             name = "template:%d" % key
             if name in self.held and self.held[name][0].score >= best[key]:
@@ -723,16 +727,21 @@ class VolumeTier(Tier):
             else:
                 self.drops_withdrawn += 1
 
-    def _recent_judged(self):
+    def _judged_epoch(self):
+        return self.open_bucket // DROP_WINDOWS[-1], self.templates.size
+
+    def _recent_judged(self, hod=None):
         """The templates the recent level judges (see _recent_drops), worked out again every
-        DROP_WINDOWS[-1] buckets: what is steady moves by the hour, and _intermittent reads every
-        template's hour table."""
+        DROP_WINDOWS[-1] buckets (from hod, the template hour tables as they were before the closing
+        bucket, if given): what is steady moves by the hour, and _intermittent reads every template's
+        hour table."""
         t = self.templates
-        epoch = (self.open_bucket // DROP_WINDOWS[-1], t.size)
+        epoch = self._judged_epoch()
         if self._judged_at != epoch:
-            hours = self.template_season.hod[: t.size, 2, :] >= HOUR_RATE_MIN_SHARE * 3600.0 / self.bucket_seconds
+            seasons = self.template_season if hod is None else _Hours(hod)
+            hours = seasons.hod[: t.size, 2, :] >= HOUR_RATE_MIN_SHARE * 3600.0 / self.bucket_seconds
             self._judged = ((hours.sum(axis=1) >= RECENT_MIN_HOURS)
-                            & ~_intermittent(t, self.template_season, np.arange(t.size), self.bucket_seconds))
+                            & ~_intermittent(t, seasons, np.arange(t.size), self.bucket_seconds))
             self._judged_at = epoch
         return self._judged & (t.age >= self.min_history)
 
@@ -919,6 +928,13 @@ def _set_season_rows(season, key, rows):
     if "hod" in rows and "dow" in rows:
         season.hod[key] = np.asarray(rows["hod"], float).reshape(3, 24)
         season.dow[key] = np.asarray(rows["dow"], float).reshape(3, 7)
+
+
+class _Hours:
+    """Hour-of-day tables standing in for a Seasonality's (see VolumeTier._recent_judged)."""
+
+    def __init__(self, hod):
+        self.hod = hod
 
 
 def _intermittent(base, seasons, keys, bucket_seconds):

@@ -248,15 +248,15 @@ def recent_close(obs, season, win_obs, win_season, ref_obs, ref_season, filled, 
 @kt.entry((kt.F64_3D, kt.F64_3D, kt.INT64, kt.INT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.F64_1D, kt.F64_1D,
            kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.I64_1D, kt.F64_1D, kt.F64_1D, kt.F64_2D, kt.F64_2D, kt.F64_2D,
            kt.F64_2D, kt.INT64, kt.I64_1D, kt.INT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64,
-           kt.FLOAT64, kt.FLOAT64, kt.F64_1D, kt.F64_1D, kt.F32_1D, kt.I64_1D), cache=True)
+           kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.F64_1D, kt.F64_1D, kt.F32_1D, kt.I64_1D), cache=True)
 def close_base(hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, level, phi, rel2, nonzero, clump, total,
                age, open_raw, open_learn, obs_win, exp_win, obs_sum, exp_sum, slot, windows, min_history,
-               learning_rate, slow_divisor, clip, min_rel, sparse_fraction, min_ratio, anomalous_share, season,
+               learning_rate, slow_divisor, clip, min_rel, sparse_fraction, min_ratio, anomalous_share, keep, season,
                weight, best, best_window):
     """One key set's share of closing a bucket, in one call: each key's seasonal factor at hour, day
     (season, as season_factors), its weight in the seasonal tables (weight: 0 for a spike made of
-    anomalies, see _season_weight; from the level before this bucket), then close_keys.
-    The seasonal tables learn the bucket afterwards (season_update, from the level after it)."""
+    anomalies, see _season_weight; from the level before this bucket), close_keys, then season_update
+    of hod, dow (decayed by keep) with the bucket, against the level after it."""
     for i in range(level.shape[0]):
         season[i] = (_shrunk(hod[i, 0, hour], hod[i, 1, hour], hod[i, 2, hour], per_hour, prior_hour)
                      * _shrunk(dow[i, 0, day], dow[i, 1, day], dow[i, 2, day], per_day, prior_day))
@@ -264,6 +264,7 @@ def close_base(hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, le
     close_keys(level, phi, rel2, nonzero, clump, total, age, open_raw, open_learn, obs_win, exp_win, obs_sum, exp_sum,
                season, slot, windows, min_history, learning_rate, slow_divisor, clip, min_rel, sparse_fraction, best,
                best_window)
+    season_update(hod, dow, hour, day, open_learn, level, weight, age, min_history, keep)
 
 
 @njit(cache=True)
