@@ -968,20 +968,13 @@ class _Pairs:
     buckets before (see _earlier_counts), and each line's pair (inverse)."""
 
     def __init__(self, keys, buckets, obs_win, open_raw, open_bucket, window):
-        ring = obs_win.shape[1]
         code = keys.astype(np.int64) * (1 << 40) + buckets
         uniq, inverse, per_pair = np.unique(code, return_inverse=True, return_counts=True)
         self.code, self.inverse = uniq, inverse.reshape(-1)
         self.key, self.bucket = uniq >> 40, uniq & ((1 << 40) - 1)
         self.final = per_pair + np.where(self.bucket == open_bucket, open_raw[self.key], 0.0)
-        self.earlier = np.zeros(uniq.size)
-        for back in range(1, window):
-            earlier = self.bucket - back
-            at = np.minimum(np.searchsorted(uniq, uniq - back), uniq.size - 1)
-            self.earlier += np.where(uniq[at] == uniq - back, per_pair[at], 0)
-            closed = (earlier < open_bucket) & (earlier >= open_bucket - ring)
-            self.earlier += np.where(closed, obs_win[self.key, earlier % ring], 0.0)
-            self.earlier += np.where(earlier == open_bucket, open_raw[self.key], 0.0)
+        self.earlier = np.empty(uniq.size)
+        VK.earlier_counts(uniq, per_pair, obs_win, open_raw, open_bucket, window, self.earlier)
 
 
 def _dispersion_all(base):

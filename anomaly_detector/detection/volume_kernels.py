@@ -305,3 +305,25 @@ def close_shares(hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, 
     for i in range(t_learn.shape[0]):
         judged_age[i] = age[i] if others[i] > 0 else 0
     season_update(hod, dow, hour, day, t_learn, others, weight, judged_age, min_history, keep)
+
+
+@kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_2D, kt.F64_1D, kt.INT64, kt.INT64, kt.F64_1D), cache=True)
+def earlier_counts(codes, per_pair, obs_win, open_raw, open_bucket, window, earlier):
+    """earlier[i] = the lines of pair codes[i] (key << 40 | bucket; codes sorted, distinct; per_pair[i]
+    lines each in the batch) in the window - 1 buckets before its bucket: from the batch's own pairs,
+    the closed buckets' ring (obs_win; older buckets count 0) and the open bucket's count (open_raw).
+    See tier2_volume._Pairs; added in its order (batch, ring, open bucket; one bucket back, then two)."""
+    ring = obs_win.shape[1]
+    for i in range(codes.shape[0]):
+        key, bucket = codes[i] >> 40, codes[i] & ((1 << 40) - 1)
+        e = 0.0
+        j = i - 1
+        for back in range(1, window):
+            target = codes[i] - back
+            while j >= 0 and codes[j] > target:
+                j -= 1
+            e += per_pair[j] if j >= 0 and codes[j] == target else 0
+            b = bucket - back
+            e += obs_win[key, b % ring] if open_bucket - ring <= b < open_bucket else 0.0
+            e += open_raw[key] if b == open_bucket else 0.0
+        earlier[i] = e
