@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from . import tier2_recent as TR
 from . import volume_kernels as VK
 from .base import Finding, Tier, TierResult
 from .ranks import running_counts
@@ -562,12 +563,16 @@ class VolumeTier(Tier):
         less its own) in the closing bucket: the odds share_num / share_den, no seasons (see
         _value_share_scores). Before close_keys ages them. A total's rest is nothing: never judged."""
         v = self.values.base
-        parent = np.arange(v.size, dtype=np.int64)
-        parent[: self.values.size] = self.values.keys.parent
         others = np.empty(v.size)
-        VK.learn_shares(v.open_learn, v.open_learn, parent, v.age, v.phi, v.share_num, v.share_den,
+        VK.learn_shares(v.open_learn, v.open_learn, self._value_parents(), v.age, v.phi, v.share_num, v.share_den,
                         v.share_rel2, np.ones(v.size), self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS,
                         MIN_RELATIVE_ERROR, others)
+
+    def _value_parents(self):
+        """Each value key's total row (a total's own row for the totals and unused rows)."""
+        parent = np.arange(self.values.base.size, dtype=np.int64)
+        parent[: self.values.size] = self.values.keys.parent
+        return parent
 
     def advance(self, event_time):
         if self.open_bucket is not None and not self.resumed:
@@ -581,10 +586,51 @@ class VolumeTier(Tier):
         # the rest: bounded work whatever a stamp says.
         walk_to = min(bucket, self.open_bucket + int(MAX_GAP_DAYS * 86400 / self.bucket_seconds))
         while self.open_bucket < walk_to:
+            # buckets walked one by one (the last day of a jump) that no line fell in: in bulk where it can
+            if walk_to - self.open_bucket < 86400 / self.bucket_seconds and self._close_quiet_run(walk_to):
+                continue
             self._close_bucket(ctx)
             step = 1 if walk_to - self.open_bucket < 86400 / self.bucket_seconds else int(3600 / self.bucket_seconds)
             self.open_bucket += max(step, 1)
         self.open_bucket = max(self.open_bucket, bucket)
+
+    def _close_quiet_run(self, stop):
+        """Close the empty buckets from the open one on (before `stop`) in one kernel call
+        (volume_kernels.close_quiet_run: what _close_bucket does, bucket by bucket, in the same order),
+        as far as none needs Python: a drop to hold, the recent level's judged templates to work out
+        again. A sparse log's empty minutes (a day of them between two lines) cost a call per quarter of
+        an hour, not one per minute. Returns how many buckets were closed (0: none, _close_bucket closes
+        the open one)."""
+        r, t, src, v = self.recent, self.templates, self.sources, self.values.base
+        first = self.open_bucket
+        if (r is None or self.held or first == self.partial_bucket or r.last_bucket != first - 1 or r.size < t.size
+                or self._judged_at != self._judged_epoch() or self.template_source.size < t.size
+                or any(b.open_raw.any() or b.open_learn.any() for b in (t, src, v))):
+            return 0
+        best, window, status = np.empty(r.size), np.empty(r.size, np.int64), np.zeros(2, np.int64)
+        rate = self.learning_rate / TR.OVERLAP_SLOWER
+        VK.close_quiet_run(
+            first, int(stop), self.bucket_seconds, DROP_WINDOWS[-1], 3600.0 / self.bucket_seconds,
+            86400.0 / self.bucket_seconds, HOUR_PRIOR_DAYS, DAY_PRIOR_WEEKS, self.learning_rate, DISPERSION_SLOWER,
+            CLIP_SIGMAS, MIN_RELATIVE_ERROR, SPARSE_FRACTION, self.spike_min_ratio, ANOMALOUS_SHARE,
+            1.0 - self.learning_rate / SEASON_SLOWER, self.finding_min_score, self.min_history, _WINDOWS,
+            *_base_arrays(t), t.share_num, t.share_den, t.share_rel2, self.template_season.hod,
+            self.template_season.dow, self.share_season.hod, self.share_season.dow, self.template_source,
+            *_base_arrays(src), self.season.hod, self.season.dow,
+            *_base_arrays(v), v.share_num, v.share_den, v.share_rel2, self.values.season.hod, self.values.season.dow,
+            self._value_parents(),
+            r.obs, r.season, r.win_obs, r.win_season, r.ref_obs, r.ref_season, r.filled, r.rel2, self._judged,
+            TR.WINDOW_ARRAY, rate, rate / TR.SLOWER, TR.USUAL_SIGMAS, TR.MIN_REL2, TR.MIN_REFERENCE_LINES,
+            best, window, status)
+        closed = int(status[0])
+        if closed:
+            r.last_bucket = self.open_bucket = first + closed - 1
+            if status[1]:     # the last bucket's recent level scored a drop: confirmed and held as _close_bucket does
+                best, window = r.confirm(best, window, _dispersion_all(t), self.finding_min_score)
+                self._hold_recent_drops(best, window, self.open_bucket * self.bucket_seconds)
+                self._release()
+            self.open_bucket += 1
+        return closed
 
     def restarted(self, wall_time):
         """The restored models run again from wall_time. They may be older than the first lines read
@@ -679,6 +725,10 @@ class VolumeTier(Tier):
         t = self.templates
         best, window = self.recent.close(self.open_bucket, t.open_raw, season, _dispersion_all(t),
                                          self._recent_judged(hod_before), self.learning_rate, self.finding_min_score)
+        self._hold_recent_drops(best, window, when)
+
+    def _hold_recent_drops(self, best, window, when):
+        """Hold the drops against the recent level that RecentLevel.close or confirm scored (best > 0)."""
         if not best.any():
             return
         for key in np.flatnonzero(best > 0).tolist():
@@ -975,6 +1025,12 @@ class _Pairs:
         self.final = per_pair + np.where(self.bucket == open_bucket, open_raw[self.key], 0.0)
         self.earlier = np.empty(uniq.size)
         VK.earlier_counts(uniq, per_pair, obs_win, open_raw, open_bucket, window, self.earlier)
+
+
+def _base_arrays(base):
+    """A KeyBaseline's arrays in the order volume_kernels.close_base takes them."""
+    return (base.level, base.phi, base.rel2, base.nonzero, base.clump, base.total, base.age, base.open_raw,
+            base.open_learn, base.obs_win, base.exp_win, base.obs_sum, base.exp_sum)
 
 
 def _dispersion_all(base):
