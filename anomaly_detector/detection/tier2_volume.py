@@ -597,20 +597,23 @@ class VolumeTier(Tier):
     def _close_quiet_run(self, stop):
         """Close the empty buckets from the open one on (before `stop`) in one kernel call
         (volume_kernels.close_quiet_run: what _close_bucket does, bucket by bucket, in the same order),
-        as far as none needs Python: a drop to hold, the recent level's judged templates to work out
-        again. A sparse log's empty minutes (a day of them between two lines) cost a call per quarter of
-        an hour, not one per minute. Returns how many buckets were closed (0: none, _close_bucket closes
+        as far as none needs Python (a drop to hold): a sparse log's empty minutes (a day of them between
+        two lines) cost a call, not one each. Returns how many buckets were closed (0: none, _close_bucket closes
         the open one)."""
         r, t, src, v = self.recent, self.templates, self.sources, self.values.base
         first = self.open_bucket
         if (r is None or self.held or first == self.partial_bucket or r.last_bucket != first - 1 or r.size < t.size
-                or self._judged_at != self._judged_epoch() or self.template_source.size < t.size
+                or self.template_source.size < t.size
                 or any(b.open_raw.any() or b.open_learn.any() for b in (t, src, v))):
             return 0
         best, window, status = np.empty(r.size), np.empty(r.size, np.int64), np.zeros(2, np.int64)
         rate = self.learning_rate / TR.OVERLAP_SLOWER
+        known = self._judged_at is not None and self._judged_at[1] == t.size
+        judged = self._judged.copy() if known else np.zeros(t.size, np.bool_)
         VK.close_quiet_run(
-            first, int(stop), self.bucket_seconds, DROP_WINDOWS[-1], 3600.0 / self.bucket_seconds,
+            first, int(stop), self.bucket_seconds, DROP_WINDOWS[-1], self._judged_at[0] if known else -1,
+            HOUR_RATE_MIN_SHARE * 3600.0 / self.bucket_seconds, RECENT_MIN_HOURS, QUIET_HOUR_SHARE,
+            3600.0 / self.bucket_seconds,
             86400.0 / self.bucket_seconds, HOUR_PRIOR_DAYS, DAY_PRIOR_WEEKS, self.learning_rate, DISPERSION_SLOWER,
             CLIP_SIGMAS, MIN_RELATIVE_ERROR, SPARSE_FRACTION, self.spike_min_ratio, ANOMALOUS_SHARE,
             1.0 - self.learning_rate / SEASON_SLOWER, self.finding_min_score, self.min_history, _WINDOWS,
@@ -619,12 +622,13 @@ class VolumeTier(Tier):
             *_base_arrays(src), self.season.hod, self.season.dow,
             *_base_arrays(v), v.share_num, v.share_den, v.share_rel2, self.values.season.hod, self.values.season.dow,
             self._value_parents(),
-            r.obs, r.season, r.win_obs, r.win_season, r.ref_obs, r.ref_season, r.filled, r.rel2, self._judged,
+            r.obs, r.season, r.win_obs, r.win_season, r.ref_obs, r.ref_season, r.filled, r.rel2, judged,
             TR.WINDOW_ARRAY, rate, rate / TR.SLOWER, TR.USUAL_SIGMAS, TR.MIN_REL2, TR.MIN_REFERENCE_LINES,
             best, window, status)
         closed = int(status[0])
         if closed:
             r.last_bucket = self.open_bucket = first + closed - 1
+            self._judged, self._judged_at = judged, self._judged_epoch()
             if status[1]:     # the last bucket's recent level scored a drop: confirmed and held as _close_bucket does
                 best, window = r.confirm(best, window, _dispersion_all(t), self.finding_min_score)
                 self._hold_recent_drops(best, window, self.open_bucket * self.bucket_seconds)

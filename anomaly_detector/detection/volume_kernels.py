@@ -365,13 +365,31 @@ def _factors(hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, out)
                   * _shrunk(dow[i, 0, day], dow[i, 1, day], dow[i, 2, day], per_day, prior_day))
 
 
-@kt.entry((kt.INT64, kt.INT64, kt.FLOAT64, kt.INT64) + (kt.FLOAT64,) * 13 + (kt.INT64, kt.I64_1D)
+@njit(cache=True)
+def _steady_hours(hod, i, min_seen, min_hours, quiet_share):
+    """Whether key i's hour table shows a steady key (tier2_volume.VolumeTier._recent_judged): seen
+    through at least min_hours hours of the day, and not quiet (below quiet_share of its busiest seen
+    hour's usual count) in most hours seen (tier2_volume._quiet_most_hours)."""
+    seen, busiest = 0, 0.0
+    for h in range(hod.shape[2]):
+        if hod[i, 2, h] >= min_seen:
+            seen += 1
+            busiest = max(busiest, hod[i, 0, h] / hod[i, 2, h])
+    quiet = 0
+    for h in range(hod.shape[2]):
+        if hod[i, 2, h] >= min_seen and hod[i, 0, h] / hod[i, 2, h] < quiet_share * busiest:
+            quiet += 1
+    return seen >= min_hours and not quiet > 0.5 * seen
+
+
+@kt.entry((kt.INT64, kt.INT64, kt.FLOAT64, kt.INT64, kt.INT64, kt.FLOAT64, kt.INT64, kt.FLOAT64)
+          + (kt.FLOAT64,) * 13 + (kt.INT64, kt.I64_1D)
           + _BASE + _SHARES + _TABLES + _TABLES + (kt.I64_1D,)
           + _BASE + _TABLES
           + _BASE + _SHARES + _TABLES + (kt.I64_1D,)
           + (kt.F64_2D,) * 4 + (kt.F64_1D, kt.F64_1D, kt.I64_1D, kt.F64_1D, kt.BOOL_1D, kt.I64_1D) + (kt.FLOAT64,) * 5
           + (kt.F64_1D, kt.I64_1D, kt.I64_1D), cache=True)
-def close_quiet_run(first, stop, bucket_seconds, epoch_buckets,
+def close_quiet_run(first, stop, bucket_seconds, epoch_buckets, judged_epoch, min_seen, min_hours, quiet_share,
                     per_hour, per_day, prior_hour, prior_day, learning_rate, slow_divisor, clip, min_rel,
                     sparse_fraction, min_ratio, anomalous_share, keep, finding_min_score, min_history, windows,
                     t_level, t_phi, t_rel2, t_nonzero, t_clump, t_total, t_age, t_raw, t_learn, t_obs_win, t_exp_win,
@@ -387,8 +405,10 @@ def close_quiet_run(first, stop, bucket_seconds, epoch_buckets,
     """Close the buckets first, first + 1, ... (before stop) that no line fell in, as
     tier2_volume.VolumeTier._close_bucket closes each (share tables, value shares, templates, their
     recent level, sources, values: the same kernels in the same order), while nothing needs Python:
-    a bucket in a new epoch of the recent level's judged templates (every epoch_buckets), or in which
-    a template or source would score a drop, is left open. A bucket whose recent level scores a drop
+    a bucket in which a template or source would score a drop is left open. The recent level's judged
+    templates (judged, of epoch judged_epoch: worked out again in each new epoch of epoch_buckets, as
+    _recent_judged does, from the hour tables before the bucket and the baseline after it; min_seen,
+    min_hours, quiet_share: see _steady_hours) are the judged ones of the last bucket closed. A bucket whose recent level scores a drop
     of finding_min_score or more is closed and ends the run: its scores are in r_best, r_best_window
     for the caller to confirm and hold. status = (buckets closed, 1 if the last had such a drop).
     Every open count (t_raw, t_learn, s_raw, ...) must be 0, and stays so."""
@@ -404,9 +424,9 @@ def close_quiet_run(first, stop, bucket_seconds, epoch_buckets,
     ring = t_obs_win.shape[1]
     status[0] = 0
     status[1] = 0
+    steady = np.empty(nt, np.bool_)
+    epoch = judged_epoch
     for bucket in range(first, stop):
-        if bucket // epoch_buckets != first // epoch_buckets:
-            break
         when = bucket * bucket_seconds
         hour = np.int64(when % 86400 // 3600)
         day = np.int64((np.int64(when // 86400) + 3) % 7)
@@ -425,10 +445,18 @@ def close_quiet_run(first, stop, bucket_seconds, epoch_buckets,
                      share_weight, others, judged_age)
         learn_shares(v_learn, v_learn, v_parent, v_age, v_phi, v_share_num, v_share_den, v_share_rel2, v_ones,
                      learning_rate, slow_divisor, clip, min_rel, v_others)
+        new_epoch = bucket // epoch_buckets != epoch
+        if new_epoch:
+            for i in range(nt):
+                steady[i] = _steady_hours(t_hod, i, min_seen, min_hours, quiet_share)
         close_base(t_hod, t_dow, hour, day, per_hour, per_day, prior_hour, prior_day, t_level, t_phi, t_rel2,
                    t_nonzero, t_clump, t_total, t_age, t_raw, t_learn, t_obs_win, t_exp_win, t_obs_sum, t_exp_sum, slot,
                    windows, min_history, learning_rate, slow_divisor, clip, min_rel, sparse_fraction, min_ratio,
                    anomalous_share, keep, t_season, t_weight, t_best, t_win)
+        if new_epoch:
+            epoch = bucket // epoch_buckets
+            for i in range(nt):
+                judged[i] = steady[i] and not t_nonzero[i] < sparse_fraction
         for i in range(nt):
             judge[i] = judged[i] and t_age[i] >= min_history
             d = max(t_phi[i], 1.0)
