@@ -25,7 +25,7 @@ from .stats_kernels import count_lower_score
 # a template at a quarter of its traffic, five minutes of a busy one. Both are drop windows of
 # tier2_volume.DROP_WINDOWS too.
 RECENT_WINDOWS = (5, 15)
-_WINDOWS = np.array(RECENT_WINDOWS, np.int64)
+WINDOW_ARRAY = np.array(RECENT_WINDOWS, np.int64)
 # The forecast's squared relative error before it is learned, and its floor: a recent level is never
 # trusted to better than 15 % over the next quarter of an hour (traffic moves within an hour).
 START_REL2 = 0.15 ** 2
@@ -111,9 +111,17 @@ class RecentLevel:
         VK.recent_close(self.obs, self.season, self.win_obs, self.win_season, self.ref_obs, self.ref_season,
                         self.filled, self.rel2, np.ascontiguousarray(counts, np.float64),
                         np.ascontiguousarray(season, np.float64), np.ascontiguousarray(judge, np.bool_),
-                        np.ascontiguousarray(disp, np.float64), int(bucket), _WINDOWS, rate, rate / SLOWER,
+                        np.ascontiguousarray(disp, np.float64), int(bucket), WINDOW_ARRAY, rate, rate / SLOWER,
                         USUAL_SIGMAS, MIN_REL2, MIN_REFERENCE_LINES, best, best_window)
         self.last_bucket = bucket
+        return self.confirm(best, best_window, disp, min_score)
+
+    def confirm(self, best, best_window, disp, min_score):
+        """The scores recent_close left (best, best_window; changed in place), those at min_score or
+        more judged again against the robust level, the others 0 -> (best, best_window)."""
+        if not best.size or best.max() < min_score:
+            best[:] = 0.0   # the usual bucket: nothing to confirm
+            return best, best_window
         # A drop is confirmed against the robust level (a median: rare, so worked out for these only).
         for key in np.flatnonzero(best >= min_score).tolist():
             best[key] = 0.0

@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from . import tier2_recent as TR
 from . import volume_kernels as VK
 from .base import Finding, Tier, TierResult
 from .ranks import running_counts
@@ -324,7 +325,7 @@ class VolumeTier(Tier):
         scores = count_upper_scores(counts, mus, _dispersion(base, keys), base.rel2[keys])
         # The window is judged only where the forecast knows this hour of day (seen for half an hour,
         # see _hour_rate): a service's first morning ramp, three times its night level, is no spike,
-        # and flagged it would keep its hour out of the seasons (_season_weights).
+        # and flagged it would keep its hour out of the seasons (volume_kernels._season_weight).
         hour = _hour_and_day(buckets * self.bucket_seconds)[0]
         hour_known = seasons.hod[keys, 2, hour] >= HOUR_RATE_MIN_SHARE * 3600.0 / self.bucket_seconds
         settled = hour_known & (base.age[keys] >= self.min_history + DROP_WINDOWS[-1])
@@ -562,12 +563,16 @@ class VolumeTier(Tier):
         less its own) in the closing bucket: the odds share_num / share_den, no seasons (see
         _value_share_scores). Before close_keys ages them. A total's rest is nothing: never judged."""
         v = self.values.base
-        parent = np.arange(v.size, dtype=np.int64)
-        parent[: self.values.size] = self.values.keys.parent
         others = np.empty(v.size)
-        VK.learn_shares(v.open_learn, v.open_learn.copy(), parent, v.age, v.phi, v.share_num, v.share_den,
+        VK.learn_shares(v.open_learn, v.open_learn, self._value_parents(), v.age, v.phi, v.share_num, v.share_den,
                         v.share_rel2, np.ones(v.size), self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS,
                         MIN_RELATIVE_ERROR, others)
+
+    def _value_parents(self):
+        """Each value key's total row (a total's own row for the totals and unused rows)."""
+        parent = np.arange(self.values.base.size, dtype=np.int64)
+        parent[: self.values.size] = self.values.keys.parent
+        return parent
 
     def advance(self, event_time):
         if self.open_bucket is not None and not self.resumed:
@@ -581,10 +586,55 @@ class VolumeTier(Tier):
         # the rest: bounded work whatever a stamp says.
         walk_to = min(bucket, self.open_bucket + int(MAX_GAP_DAYS * 86400 / self.bucket_seconds))
         while self.open_bucket < walk_to:
+            # buckets walked one by one (the last day of a jump) that no line fell in: in bulk where it can
+            if walk_to - self.open_bucket < 86400 / self.bucket_seconds and self._close_quiet_run(walk_to):
+                continue
             self._close_bucket(ctx)
             step = 1 if walk_to - self.open_bucket < 86400 / self.bucket_seconds else int(3600 / self.bucket_seconds)
             self.open_bucket += max(step, 1)
         self.open_bucket = max(self.open_bucket, bucket)
+
+    def _close_quiet_run(self, stop):
+        """Close the empty buckets from the open one on (before `stop`) in one kernel call
+        (volume_kernels.close_quiet_run: what _close_bucket does, bucket by bucket, in the same order),
+        as far as none needs Python (a drop to hold): a sparse log's empty minutes (a day of them between
+        two lines) cost a call, not one each. Returns how many buckets were closed (0: none, _close_bucket closes
+        the open one)."""
+        r, t, src, v = self.recent, self.templates, self.sources, self.values.base
+        first = self.open_bucket
+        if (r is None or self.held or first == self.partial_bucket or r.last_bucket != first - 1 or r.size < t.size
+                or self.template_source.size < t.size
+                or any(b.open_raw.any() or b.open_learn.any() for b in (t, src, v))):
+            return 0
+        best, window, status = np.empty(r.size), np.empty(r.size, np.int64), np.zeros(2, np.int64)
+        rate = self.learning_rate / TR.OVERLAP_SLOWER
+        known = self._judged_at is not None and self._judged_at[1] == t.size
+        judged = self._judged.copy() if known else np.zeros(t.size, np.bool_)
+        VK.close_quiet_run(
+            first, int(stop), self.bucket_seconds, DROP_WINDOWS[-1], self._judged_at[0] if known else -1,
+            HOUR_RATE_MIN_SHARE * 3600.0 / self.bucket_seconds, RECENT_MIN_HOURS, QUIET_HOUR_SHARE,
+            3600.0 / self.bucket_seconds,
+            86400.0 / self.bucket_seconds, HOUR_PRIOR_DAYS, DAY_PRIOR_WEEKS, self.learning_rate, DISPERSION_SLOWER,
+            CLIP_SIGMAS, MIN_RELATIVE_ERROR, SPARSE_FRACTION, self.spike_min_ratio, ANOMALOUS_SHARE,
+            1.0 - self.learning_rate / SEASON_SLOWER, self.finding_min_score, self.min_history, _WINDOWS,
+            *_base_arrays(t), t.share_num, t.share_den, t.share_rel2, self.template_season.hod,
+            self.template_season.dow, self.share_season.hod, self.share_season.dow, self.template_source,
+            *_base_arrays(src), self.season.hod, self.season.dow,
+            *_base_arrays(v), v.share_num, v.share_den, v.share_rel2, self.values.season.hod, self.values.season.dow,
+            self._value_parents(),
+            r.obs, r.season, r.win_obs, r.win_season, r.ref_obs, r.ref_season, r.filled, r.rel2, judged,
+            TR.WINDOW_ARRAY, rate, rate / TR.SLOWER, TR.USUAL_SIGMAS, TR.MIN_REL2, TR.MIN_REFERENCE_LINES,
+            best, window, status)
+        closed = int(status[0])
+        if closed:
+            r.last_bucket = self.open_bucket = first + closed - 1
+            self._judged, self._judged_at = judged, self._judged_epoch()
+            if status[1]:     # the last bucket's recent level scored a drop: confirmed and held as _close_bucket does
+                best, window = r.confirm(best, window, _dispersion_all(t), self.finding_min_score)
+                self._hold_recent_drops(best, window, self.open_bucket * self.bucket_seconds)
+                self._release()
+            self.open_bucket += 1
+        return closed
 
     def restarted(self, wall_time):
         """The restored models run again from wall_time. They may be older than the first lines read
@@ -641,39 +691,50 @@ class VolumeTier(Tier):
         when = self.open_bucket * self.bucket_seconds
         keep = 1.0 - self.learning_rate / SEASON_SLOWER
         hour, day = (int(v) for v in _hour_and_day(when))
-        self._close_shares(when, hour, day, keep)
+        self._close_shares(hour, day, keep)
         self._close_value_shares()
+        per_hour, per_day = 3600.0 / self.bucket_seconds, 86400.0 / self.bucket_seconds
+        # the steady templates the recent level judges are read from the hour tables as they were before
+        # this bucket (and the baseline as it is after it): the kernel below teaches both the bucket
+        judging = self.recent is not None and self._judged_at != self._judged_epoch()
+        hod_before = self.template_season.hod.copy() if judging else None
         for base, seasons, kind in ((self.templates, self.template_season, "template"),
                                     (self.sources, self.season, "source"), (self.values.base, self.values.season, "value")):
-            season = seasons.factor(np.arange(base.size), when, self.bucket_seconds)
-            weight = _season_weights(base, base.level * season, self.spike_min_ratio)
-            best = np.empty(base.size, np.float32)
-            best_window = np.empty(base.size, np.int64)
-            VK.close_keys(base.level, base.phi, base.rel2, base.nonzero, base.clump, base.total, base.age,
+            # seasonal factors and weights (volume_kernels._season_weight), close_keys, season_update: one call
+            n = base.size
+            season, weight = np.empty(n), np.empty(n)
+            best, best_window = np.empty(n, np.float32), np.empty(n, np.int64)
+            VK.close_base(seasons.hod, seasons.dow, hour, day, per_hour, per_day, HOUR_PRIOR_DAYS, DAY_PRIOR_WEEKS,
+                          base.level, base.phi, base.rel2, base.nonzero, base.clump, base.total, base.age,
                           base.open_raw, base.open_learn, base.obs_win, base.exp_win, base.obs_sum, base.exp_sum,
-                          season, self.open_bucket % DROP_WINDOWS[-1], _WINDOWS, self.min_history,
-                          self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS, MIN_RELATIVE_ERROR, SPARSE_FRACTION,
-                          best, best_window)
+                          self.open_bucket % DROP_WINDOWS[-1], _WINDOWS, self.min_history, self.learning_rate,
+                          DISPERSION_SLOWER, CLIP_SIGMAS, MIN_RELATIVE_ERROR, SPARSE_FRACTION, self.spike_min_ratio,
+                          ANOMALOUS_SHARE, keep, season, weight, best, best_window)
             # value drops are not judged (tier2_values.py says why)
-            for key in np.flatnonzero((best >= self.finding_min_score) & (kind != "value")).tolist():
-                self._hold(self._drop_finding(base, kind, key, int(best_window[key]), float(best[key]), when),
-                           kind, key)
+            if kind != "value" and n and best.max() >= self.finding_min_score:
+                for key in np.flatnonzero(best >= self.finding_min_score).tolist():
+                    self._hold(self._drop_finding(base, kind, key, int(best_window[key]), float(best[key]), when),
+                               kind, key)
             if kind == "template" and self.recent is not None:
-                self._recent_drops(season, when)
-            VK.season_update(seasons.hod, seasons.dow, hour, day, base.open_learn, base.level, weight, base.age,
-                             self.min_history, keep)
+                self._recent_drops(season, when, hod_before)
             base.open_raw[:] = 0.0
             base.open_learn[:] = 0.0
         self._release()
 
-    def _recent_drops(self, season, when):
+    def _recent_drops(self, season, when, hod_before=None):
         """Judge every steady template against its recent level (tier2_recent.py) and hold the drops
         found there. Steady: not intermittent (see _intermittent: a job's quiet hours are its own), and
         seen through RECENT_MIN_HOURS hours of the day (a job that has only ever run is not known to be
         one: its first run ending is no drop)."""
         t = self.templates
-        best, window = self.recent.close(self.open_bucket, t.open_raw, season, _dispersion(t, np.arange(t.size)),
-                                         self._recent_judged(), self.learning_rate, self.finding_min_score)
+        best, window = self.recent.close(self.open_bucket, t.open_raw, season, _dispersion_all(t),
+                                         self._recent_judged(hod_before), self.learning_rate, self.finding_min_score)
+        self._hold_recent_drops(best, window, when)
+
+    def _hold_recent_drops(self, best, window, when):
+        """Hold the drops against the recent level that RecentLevel.close or confirm scored (best > 0)."""
+        if not best.any():
+            return
         for key in np.flatnonzero(best > 0).tolist():
             name = "template:%d" % key
             if name in self.held and self.held[name][0].score >= best[key]:
@@ -707,6 +768,8 @@ class VolumeTier(Tier):
         """Raise the held drops whose time has come if their key is still low over the last
         drop_hold_seconds (judged over the drop windows that fit in it); withdraw the others: the key
         came back (a restart, a deploy), the quiet spell was too short to be an outage."""
+        if not self.held:
+            return
         windows = [k for k, w in enumerate(DROP_WINDOWS) if w <= max(self.hold_buckets, 1)]
         for name, (finding, kind, key, release, spread, recent) in list(self.held.items()):
             if release > self.open_bucket:
@@ -718,16 +781,21 @@ class VolumeTier(Tier):
             else:
                 self.drops_withdrawn += 1
 
-    def _recent_judged(self):
+    def _judged_epoch(self):
+        return self.open_bucket // DROP_WINDOWS[-1], self.templates.size
+
+    def _recent_judged(self, hod=None):
         """The templates the recent level judges (see _recent_drops), worked out again every
-        DROP_WINDOWS[-1] buckets: what is steady moves by the hour, and _intermittent reads every
-        template's hour table."""
+        DROP_WINDOWS[-1] buckets (from hod, the template hour tables as they were before the closing
+        bucket, if given): what is steady moves by the hour, and _intermittent reads every template's
+        hour table."""
         t = self.templates
-        epoch = (self.open_bucket // DROP_WINDOWS[-1], t.size)
+        epoch = self._judged_epoch()
         if self._judged_at != epoch:
-            hours = self.template_season.hod[: t.size, 2, :] >= HOUR_RATE_MIN_SHARE * 3600.0 / self.bucket_seconds
+            seasons = self.template_season if hod is None else _Hours(hod)
+            hours = seasons.hod[: t.size, 2, :] >= HOUR_RATE_MIN_SHARE * 3600.0 / self.bucket_seconds
             self._judged = ((hours.sum(axis=1) >= RECENT_MIN_HOURS)
-                            & ~_intermittent(t, self.template_season, np.arange(t.size), self.bucket_seconds))
+                            & ~_intermittent(t, seasons, np.arange(t.size), self.bucket_seconds))
             self._judged_at = epoch
         return self._judged & (t.age >= self.min_history)
 
@@ -775,22 +843,18 @@ class VolumeTier(Tier):
         disp, rel2 = spread
         return max(count_lower_score(obs[k], exp[k], disp, rel2) for k in windows) >= self.finding_min_score
 
-    def _close_shares(self, when, hour, day, keep):
+    def _close_shares(self, hour, day, keep):
         """Learn each template's share of its source in the closing bucket, deseasonalised by the share's
-        own hour-of-day and day-of-week factors, and teach those factors the bucket."""
-        t = self.templates
-        share_season = self.share_season.factor(np.arange(t.size), when, self.bucket_seconds)
-        odds = t.share_num / np.where(t.share_den > 0, t.share_den, 1.0) * share_season
-        source_lines = self.sources.open_raw[self.template_source[: t.size]]
-        weight = _season_weights(t, odds / (1.0 + odds) * np.maximum(source_lines, t.open_raw), self.spike_min_ratio)
-        others = np.empty(t.size)
-        VK.learn_shares(t.open_learn, self.sources.open_learn, self.template_source, t.age, t.phi, t.share_num,
-                        t.share_den, t.share_rel2, share_season, self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS,
-                        MIN_RELATIVE_ERROR, others)
-        # Only buckets where the source had other lines teach the season (the rest hold no odds).
-        judged_age = np.where(others > 0, t.age, 0)
-        VK.season_update(self.share_season.hod, self.share_season.dow, hour, day, t.open_learn, others, weight,
-                         judged_age, self.min_history, keep)
+        own hour-of-day and day-of-week factors, and teach those factors the bucket (only buckets where
+        the source had other lines: the rest hold no odds). One kernel call (volume_kernels.close_shares):
+        a bucket closes for every template, a sparse log's empty minutes included."""
+        t, n = self.templates, self.templates.size
+        VK.close_shares(self.share_season.hod, self.share_season.dow, hour, day, 3600.0 / self.bucket_seconds,
+                        86400.0 / self.bucket_seconds, HOUR_PRIOR_DAYS, DAY_PRIOR_WEEKS, t.open_raw, t.open_learn,
+                        self.sources.open_raw, self.sources.open_learn, self.template_source, t.age, t.phi,
+                        t.share_num, t.share_den, t.share_rel2, self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS,
+                        MIN_RELATIVE_ERROR, self.spike_min_ratio, ANOMALOUS_SHARE, self.min_history, keep,
+                        np.empty(n), np.empty(n), np.empty(n), np.empty(n, np.int64))
 
     def _drop_finding(self, base, kind, key, window, score, when):
         obs = base.obs_sum[key, DROP_WINDOWS.index(window)]
@@ -924,17 +988,11 @@ def _set_season_rows(season, key, rows):
         season.dow[key] = np.asarray(rows["dow"], float).reshape(3, 7)
 
 
-def _season_weights(base, expected, min_ratio):
-    """Weight of each key's closing bucket in its seasonal tables: 0 for a spike made of anomalies
-    (more than ANOMALOUS_SHARE of its lines were, so open_learn falls short of open_raw, and the
-    count is at least min_ratio times `expected` at the low end of its sampling error, as a spike
-    must be to score), else 1. A ten-minute spike at 22:30 would otherwise teach 22:00 to expect it,
-    and the next quiet evening would be a drop. (Counts far off their forecast alone would also shut
-    out the daily pattern while it is being learned; anomalies alone would shut out buckets whose
-    lines were odd for other reasons, a drift, a new value.)"""
-    raw = base.open_raw
-    anomalous = base.open_learn < (1.0 - ANOMALOUS_SHARE) * raw
-    return np.where(anomalous & (raw - 3.0 * np.sqrt(raw) >= min_ratio * expected), 0.0, 1.0)
+class _Hours:
+    """Hour-of-day tables standing in for a Seasonality's (see VolumeTier._recent_judged)."""
+
+    def __init__(self, hod):
+        self.hod = hod
 
 
 def _intermittent(base, seasons, keys, bucket_seconds):
@@ -968,20 +1026,25 @@ class _Pairs:
     buckets before (see _earlier_counts), and each line's pair (inverse)."""
 
     def __init__(self, keys, buckets, obs_win, open_raw, open_bucket, window):
-        ring = obs_win.shape[1]
         code = keys.astype(np.int64) * (1 << 40) + buckets
         uniq, inverse, per_pair = np.unique(code, return_inverse=True, return_counts=True)
         self.code, self.inverse = uniq, inverse.reshape(-1)
         self.key, self.bucket = uniq >> 40, uniq & ((1 << 40) - 1)
         self.final = per_pair + np.where(self.bucket == open_bucket, open_raw[self.key], 0.0)
-        self.earlier = np.zeros(uniq.size)
-        for back in range(1, window):
-            earlier = self.bucket - back
-            at = np.minimum(np.searchsorted(uniq, uniq - back), uniq.size - 1)
-            self.earlier += np.where(uniq[at] == uniq - back, per_pair[at], 0)
-            closed = (earlier < open_bucket) & (earlier >= open_bucket - ring)
-            self.earlier += np.where(closed, obs_win[self.key, earlier % ring], 0.0)
-            self.earlier += np.where(earlier == open_bucket, open_raw[self.key], 0.0)
+        self.earlier = np.empty(uniq.size)
+        VK.earlier_counts(uniq, per_pair, obs_win, open_raw, open_bucket, window, self.earlier)
+
+
+def _base_arrays(base):
+    """A KeyBaseline's arrays in the order volume_kernels.close_base takes them."""
+    return (base.level, base.phi, base.rel2, base.nonzero, base.clump, base.total, base.age, base.open_raw,
+            base.open_learn, base.obs_win, base.exp_win, base.obs_sum, base.exp_sum)
+
+
+def _dispersion_all(base):
+    """_dispersion of every key (no gather of all of them by index, once per closing bucket)."""
+    phi = np.maximum(base.phi, 1.0)
+    return np.where(base.nonzero < SPARSE_FRACTION, np.maximum(phi, base.clump), phi)
 
 
 def _dispersion(base, keys):

@@ -1,12 +1,15 @@
 """numba kernels of tier 2: closing one event-time bucket for every key of a KeyBaseline at once.
 
 tier2_volume.py owns the arrays and calls these once per bucket and per key set (templates,
-sources); volume_twins.py restates them with numpy for the tests. Closing a bucket pushes it into
+sources, value keys: close_base, close_shares), or once for a run of empty buckets (close_quiet_run:
+the same kernels, bucket after bucket, a sparse log's quiet minutes); volume_twins.py restates them
+with numpy for the tests (tests/unit/test_tier2_quiet_run.py compares a run with closing one by one). Closing a bucket pushes it into
 the drop windows, scores drops over those windows, then learns the bucket into level, dispersion,
 forecast error and shape, and finally into the seasonal tables.
 """
 import math
 
+import numpy as np
 from numba import njit
 
 from anomaly_detector import kernel_types as kt
@@ -243,3 +246,237 @@ def recent_close(obs, season, win_obs, win_season, ref_obs, ref_season, filled, 
             unusual = log_ratio2 > usual_sigmas ** 2 * (rel2[i] + noise)
             target = min(max(log_ratio2 - noise, min_rel2), usual_sigmas ** 2 * rel2[i])
             rel2[i] += (slow_rate if unusual else rate) * (target - rel2[i])
+
+
+@kt.entry((kt.F64_3D, kt.F64_3D, kt.INT64, kt.INT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.F64_1D, kt.F64_1D,
+           kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.I64_1D, kt.F64_1D, kt.F64_1D, kt.F64_2D, kt.F64_2D, kt.F64_2D,
+           kt.F64_2D, kt.INT64, kt.I64_1D, kt.INT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64,
+           kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.F64_1D, kt.F64_1D, kt.F32_1D, kt.I64_1D), cache=True)
+def close_base(hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, level, phi, rel2, nonzero, clump, total,
+               age, open_raw, open_learn, obs_win, exp_win, obs_sum, exp_sum, slot, windows, min_history,
+               learning_rate, slow_divisor, clip, min_rel, sparse_fraction, min_ratio, anomalous_share, keep, season,
+               weight, best, best_window):
+    """One key set's share of closing a bucket, in one call: each key's seasonal factor at hour, day
+    (season, as season_factors), its weight in the seasonal tables (weight: 0 for a spike made of
+    anomalies, see _season_weight; from the level before this bucket), close_keys, then season_update
+    of hod, dow (decayed by keep) with the bucket, against the level after it."""
+    for i in range(level.shape[0]):
+        season[i] = (_shrunk(hod[i, 0, hour], hod[i, 1, hour], hod[i, 2, hour], per_hour, prior_hour)
+                     * _shrunk(dow[i, 0, day], dow[i, 1, day], dow[i, 2, day], per_day, prior_day))
+        weight[i] = _season_weight(open_raw[i], open_learn[i], level[i] * season[i], min_ratio, anomalous_share)
+    close_keys(level, phi, rel2, nonzero, clump, total, age, open_raw, open_learn, obs_win, exp_win, obs_sum, exp_sum,
+               season, slot, windows, min_history, learning_rate, slow_divisor, clip, min_rel, sparse_fraction, best,
+               best_window)
+    season_update(hod, dow, hour, day, open_learn, level, weight, age, min_history, keep)
+
+
+@njit(cache=True)
+def _season_weight(raw, learned, expected, min_ratio, anomalous_share):
+    """A key's weight in its seasonal tables for the closing bucket: 0 for a spike made of anomalies (more
+    than anomalous_share of its lines were, so `learned` falls short of `raw`, and the count is at least
+    min_ratio times `expected` at the low end of its sampling error, as a spike must be to score), else 1.
+    A ten-minute spike at 22:30 would otherwise teach 22:00 to expect it, and the next quiet evening would
+    be a drop. (Counts far off their forecast alone would also shut out the daily pattern while it is
+    being learned; anomalies alone would shut out buckets whose lines were odd for other reasons, a
+    drift, a new value.)"""
+    if learned < (1.0 - anomalous_share) * raw and raw - 3.0 * math.sqrt(raw) >= min_ratio * expected:
+        return 0.0
+    return 1.0
+
+
+@kt.entry((kt.F64_3D, kt.F64_3D, kt.INT64, kt.INT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.F64_1D, kt.F64_1D,
+           kt.F64_1D, kt.F64_1D, kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.FLOAT64, kt.FLOAT64,
+           kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.INT64, kt.FLOAT64, kt.F64_1D, kt.F64_1D, kt.F64_1D,
+           kt.I64_1D), cache=True)
+def close_shares(hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, t_raw, t_learn, src_raw, src_learn,
+                 template_source, age, phi, share_num, share_den, share_rel2, learning_rate, slow_divisor, clip,
+                 min_rel, min_ratio, anomalous_share, min_history, keep, share_season, weight, others, judged_age):
+    """Every template's share of its source in the closing bucket, in one call: its share factor at hour,
+    day (share_season, as share_factors), its weight in the share tables (as close_base's, against its
+    odds' share of the larger of its source's lines and its own), learn_shares, then season_update of the
+    share tables with the buckets where the source had other lines (judged_age: the template's age
+    there, 0 elsewhere). See tier2_volume.VolumeTier._close_shares."""
+    for i in range(t_learn.shape[0]):
+        share_season[i] = (_relative_odds(hod, i, hour, per_hour, prior_hour)
+                           * _relative_odds(dow, i, day, per_day, prior_day))
+        den = share_den[i]
+        odds = share_num[i] / (den if den > 0 else 1.0) * share_season[i]
+        expected = odds / (1.0 + odds) * max(src_raw[template_source[i]], t_raw[i])
+        weight[i] = _season_weight(t_raw[i], t_learn[i], expected, min_ratio, anomalous_share)
+    learn_shares(t_learn, src_learn, template_source, age, phi, share_num, share_den, share_rel2, share_season,
+                 learning_rate, slow_divisor, clip, min_rel, others)
+    for i in range(t_learn.shape[0]):
+        judged_age[i] = age[i] if others[i] > 0 else 0
+    season_update(hod, dow, hour, day, t_learn, others, weight, judged_age, min_history, keep)
+
+
+@kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_2D, kt.F64_1D, kt.INT64, kt.INT64, kt.F64_1D), cache=True)
+def earlier_counts(codes, per_pair, obs_win, open_raw, open_bucket, window, earlier):
+    """earlier[i] = the lines of pair codes[i] (key << 40 | bucket; codes sorted, distinct; per_pair[i]
+    lines each in the batch) in the window - 1 buckets before its bucket: from the batch's own pairs,
+    the closed buckets' ring (obs_win; older buckets count 0) and the open bucket's count (open_raw).
+    See tier2_volume._Pairs; added in its order (batch, ring, open bucket; one bucket back, then two)."""
+    ring = obs_win.shape[1]
+    for i in range(codes.shape[0]):
+        key, bucket = codes[i] >> 40, codes[i] & ((1 << 40) - 1)
+        e = 0.0
+        j = i - 1
+        for back in range(1, window):
+            target = codes[i] - back
+            while j >= 0 and codes[j] > target:
+                j -= 1
+            e += per_pair[j] if j >= 0 and codes[j] == target else 0
+            b = bucket - back
+            e += obs_win[key, b % ring] if open_bucket - ring <= b < open_bucket else 0.0
+            e += open_raw[key] if b == open_bucket else 0.0
+        earlier[i] = e
+
+
+_BASE = (kt.F64_1D,) * 6 + (kt.I64_1D, kt.F64_1D, kt.F64_1D) + (kt.F64_2D,) * 4   # a KeyBaseline's arrays
+_SHARES = (kt.F64_1D,) * 3                                                         # share_num, share_den, share_rel2
+_TABLES = (kt.F64_3D, kt.F64_3D)                                                  # hour-of-day, day-of-week
+
+
+@njit(cache=True)
+def _drops_ahead(level, phi, rel2, nonzero, clump, age, open_raw, obs_win, exp_win, obs_sum, exp_sum, season, slot,
+                 windows, min_history, sparse_fraction, min_score):
+    """Whether close_keys of this bucket would score any key's drop at min_score or more (its best
+    score is kept as float32), worked out without changing anything."""
+    ring = obs_win.shape[1]
+    threshold = np.float32(min_score)
+    for i in range(level.shape[0]):
+        if age[i] < min_history + ring:
+            continue
+        expected = level[i] * season[i] if age[i] >= min_history else 0.0
+        disp = max(phi[i], 1.0)
+        if nonzero[i] < sparse_fraction:
+            disp = max(disp, clump[i])
+        for k in range(windows.shape[0]):
+            leaving = (slot - windows[k]) % ring
+            o = obs_sum[i, k] + (open_raw[i] - obs_win[i, leaving])
+            e = exp_sum[i, k] + (expected - exp_win[i, leaving])
+            if np.float32(count_lower_score(o, e, disp, rel2[i])) >= threshold:
+                return True
+    return False
+
+
+@njit(cache=True)
+def _factors(hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, out):
+    for i in range(out.shape[0]):
+        out[i] = (_shrunk(hod[i, 0, hour], hod[i, 1, hour], hod[i, 2, hour], per_hour, prior_hour)
+                  * _shrunk(dow[i, 0, day], dow[i, 1, day], dow[i, 2, day], per_day, prior_day))
+
+
+@njit(cache=True)
+def _steady_hours(hod, i, min_seen, min_hours, quiet_share):
+    """Whether key i's hour table shows a steady key (tier2_volume.VolumeTier._recent_judged): seen
+    through at least min_hours hours of the day, and not quiet (below quiet_share of its busiest seen
+    hour's usual count) in most hours seen (tier2_volume._quiet_most_hours)."""
+    seen, busiest = 0, 0.0
+    for h in range(hod.shape[2]):
+        if hod[i, 2, h] >= min_seen:
+            seen += 1
+            busiest = max(busiest, hod[i, 0, h] / hod[i, 2, h])
+    quiet = 0
+    for h in range(hod.shape[2]):
+        if hod[i, 2, h] >= min_seen and hod[i, 0, h] / hod[i, 2, h] < quiet_share * busiest:
+            quiet += 1
+    return seen >= min_hours and not quiet > 0.5 * seen
+
+
+@kt.entry((kt.INT64, kt.INT64, kt.FLOAT64, kt.INT64, kt.INT64, kt.FLOAT64, kt.INT64, kt.FLOAT64)
+          + (kt.FLOAT64,) * 13 + (kt.INT64, kt.I64_1D)
+          + _BASE + _SHARES + _TABLES + _TABLES + (kt.I64_1D,)
+          + _BASE + _TABLES
+          + _BASE + _SHARES + _TABLES + (kt.I64_1D,)
+          + (kt.F64_2D,) * 4 + (kt.F64_1D, kt.F64_1D, kt.I64_1D, kt.F64_1D, kt.BOOL_1D, kt.I64_1D) + (kt.FLOAT64,) * 5
+          + (kt.F64_1D, kt.I64_1D, kt.I64_1D), cache=True)
+def close_quiet_run(first, stop, bucket_seconds, epoch_buckets, judged_epoch, min_seen, min_hours, quiet_share,
+                    per_hour, per_day, prior_hour, prior_day, learning_rate, slow_divisor, clip, min_rel,
+                    sparse_fraction, min_ratio, anomalous_share, keep, finding_min_score, min_history, windows,
+                    t_level, t_phi, t_rel2, t_nonzero, t_clump, t_total, t_age, t_raw, t_learn, t_obs_win, t_exp_win,
+                    t_obs_sum, t_exp_sum, t_share_num, t_share_den, t_share_rel2, t_hod, t_dow, sh_hod, sh_dow,
+                    template_source,
+                    s_level, s_phi, s_rel2, s_nonzero, s_clump, s_total, s_age, s_raw, s_learn, s_obs_win, s_exp_win,
+                    s_obs_sum, s_exp_sum, s_hod, s_dow,
+                    v_level, v_phi, v_rel2, v_nonzero, v_clump, v_total, v_age, v_raw, v_learn, v_obs_win, v_exp_win,
+                    v_obs_sum, v_exp_sum, v_share_num, v_share_den, v_share_rel2, v_hod, v_dow, v_parent,
+                    r_obs, r_season, r_win_obs, r_win_season, r_ref_obs, r_ref_season, r_filled, r_rel2, judged,
+                    r_windows, r_rate, r_slow_rate, r_usual_sigmas, r_min_rel2, r_min_lines,
+                    r_best, r_best_window, status):
+    """Close the buckets first, first + 1, ... (before stop) that no line fell in, as
+    tier2_volume.VolumeTier._close_bucket closes each (share tables, value shares, templates, their
+    recent level, sources, values: the same kernels in the same order), while nothing needs Python:
+    a bucket in which a template or source would score a drop is left open. The recent level's judged
+    templates (judged, of epoch judged_epoch: worked out again in each new epoch of epoch_buckets, as
+    _recent_judged does, from the hour tables before the bucket and the baseline after it; min_seen,
+    min_hours, quiet_share: see _steady_hours) are the judged ones of the last bucket closed. A bucket whose recent level scores a drop
+    of finding_min_score or more is closed and ends the run: its scores are in r_best, r_best_window
+    for the caller to confirm and hold. status = (buckets closed, 1 if the last had such a drop).
+    Every open count (t_raw, t_learn, s_raw, ...) must be 0, and stays so."""
+    nt, ns, nv = t_level.shape[0], s_level.shape[0], v_level.shape[0]
+    t_season, s_season, v_season = np.empty(nt), np.empty(ns), np.empty(nv)
+    t_weight, s_weight, v_weight = np.empty(nt), np.empty(ns), np.empty(nv)
+    t_best, s_best, v_best = np.empty(nt, np.float32), np.empty(ns, np.float32), np.empty(nv, np.float32)
+    t_win, s_win, v_win = np.empty(nt, np.int64), np.empty(ns, np.int64), np.empty(nv, np.int64)
+    share_season, share_weight = np.empty(nt), np.empty(nt)
+    others, judged_age, v_others = np.empty(nt), np.empty(nt, np.int64), np.empty(nv)
+    v_ones = np.ones(nv)
+    judge, disp = np.empty(nt, np.bool_), np.empty(nt)
+    ring = t_obs_win.shape[1]
+    status[0] = 0
+    status[1] = 0
+    steady = np.empty(nt, np.bool_)
+    epoch = judged_epoch
+    for bucket in range(first, stop):
+        when = bucket * bucket_seconds
+        hour = np.int64(when % 86400 // 3600)
+        day = np.int64((np.int64(when // 86400) + 3) % 7)
+        slot = bucket % ring
+        _factors(t_hod, t_dow, hour, day, per_hour, per_day, prior_hour, prior_day, t_season)
+        _factors(s_hod, s_dow, hour, day, per_hour, per_day, prior_hour, prior_day, s_season)
+        if (_drops_ahead(t_level, t_phi, t_rel2, t_nonzero, t_clump, t_age, t_raw, t_obs_win, t_exp_win, t_obs_sum,
+                         t_exp_sum, t_season, slot, windows, min_history, sparse_fraction, finding_min_score)
+                or _drops_ahead(s_level, s_phi, s_rel2, s_nonzero, s_clump, s_age, s_raw, s_obs_win, s_exp_win,
+                                s_obs_sum, s_exp_sum, s_season, slot, windows, min_history, sparse_fraction,
+                                finding_min_score)):
+            break
+        close_shares(sh_hod, sh_dow, hour, day, per_hour, per_day, prior_hour, prior_day, t_raw, t_learn, s_raw,
+                     s_learn, template_source, t_age, t_phi, t_share_num, t_share_den, t_share_rel2, learning_rate,
+                     slow_divisor, clip, min_rel, min_ratio, anomalous_share, min_history, keep, share_season,
+                     share_weight, others, judged_age)
+        learn_shares(v_learn, v_learn, v_parent, v_age, v_phi, v_share_num, v_share_den, v_share_rel2, v_ones,
+                     learning_rate, slow_divisor, clip, min_rel, v_others)
+        new_epoch = bucket // epoch_buckets != epoch
+        if new_epoch:
+            for i in range(nt):
+                steady[i] = _steady_hours(t_hod, i, min_seen, min_hours, quiet_share)
+        close_base(t_hod, t_dow, hour, day, per_hour, per_day, prior_hour, prior_day, t_level, t_phi, t_rel2,
+                   t_nonzero, t_clump, t_total, t_age, t_raw, t_learn, t_obs_win, t_exp_win, t_obs_sum, t_exp_sum, slot,
+                   windows, min_history, learning_rate, slow_divisor, clip, min_rel, sparse_fraction, min_ratio,
+                   anomalous_share, keep, t_season, t_weight, t_best, t_win)
+        if new_epoch:
+            epoch = bucket // epoch_buckets
+            for i in range(nt):
+                judged[i] = steady[i] and not t_nonzero[i] < sparse_fraction
+        for i in range(nt):
+            judge[i] = judged[i] and t_age[i] >= min_history
+            d = max(t_phi[i], 1.0)
+            disp[i] = max(d, t_clump[i]) if t_nonzero[i] < sparse_fraction else d
+        recent_close(r_obs, r_season, r_win_obs, r_win_season, r_ref_obs, r_ref_season, r_filled, r_rel2, t_raw,
+                     t_season, judge, disp, bucket, r_windows, r_rate, r_slow_rate, r_usual_sigmas, r_min_rel2,
+                     r_min_lines, r_best, r_best_window)
+        close_base(s_hod, s_dow, hour, day, per_hour, per_day, prior_hour, prior_day, s_level, s_phi, s_rel2,
+                   s_nonzero, s_clump, s_total, s_age, s_raw, s_learn, s_obs_win, s_exp_win, s_obs_sum, s_exp_sum, slot,
+                   windows, min_history, learning_rate, slow_divisor, clip, min_rel, sparse_fraction, min_ratio,
+                   anomalous_share, keep, s_season, s_weight, s_best, s_win)
+        close_base(v_hod, v_dow, hour, day, per_hour, per_day, prior_hour, prior_day, v_level, v_phi, v_rel2,
+                   v_nonzero, v_clump, v_total, v_age, v_raw, v_learn, v_obs_win, v_exp_win, v_obs_sum, v_exp_sum, slot,
+                   windows, min_history, learning_rate, slow_divisor, clip, min_rel, sparse_fraction, min_ratio,
+                   anomalous_share, keep, v_season, v_weight, v_best, v_win)
+        status[0] += 1
+        for i in range(r_best.shape[0]):
+            if r_best[i] >= finding_min_score:
+                status[1] = 1
+        if status[1]:
+            break

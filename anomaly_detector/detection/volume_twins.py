@@ -170,3 +170,54 @@ def recent_close(r, counts, factors, judge, disp, bucket, windows, rate, slow_ra
     target = np.minimum(np.maximum(log_ratio2 - noise, min_rel2), usual_sigmas ** 2 * r["rel2"])
     r["rel2"][:] = np.where(on, r["rel2"] + np.where(unusual, slow_rate, rate) * (target - r["rel2"]), r["rel2"])
     return best, best_window
+
+
+def season_weights(raw, learned, expected, min_ratio, anomalous_share):
+    """0 where a bucket far above `expected` was mostly anomalies, else 1 (volume_kernels._season_weight)."""
+    anomalous = learned < (1.0 - anomalous_share) * raw
+    return np.where(anomalous & (raw - 3.0 * np.sqrt(raw) >= min_ratio * expected), 0.0, 1.0)
+
+
+def close_base(b, hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, slot, windows, min_history,
+               learning_rate, slow_divisor, clip, min_rel, sparse_fraction, min_ratio, anomalous_share, keep):
+    """As volume_kernels.close_base, step by step as tier2_volume closed a key set before it: b as for
+    close_keys, hod and dow changed in place -> (season, weight, best, best window)."""
+    n = b["level"].size
+    season = season_factors(hod, dow, n, hour, day, per_hour, per_day, prior_hour, prior_day)
+    weight = season_weights(b["open_raw"], b["open_learn"], b["level"] * season, min_ratio, anomalous_share)
+    best, best_window = close_keys(b, season, slot, windows, min_history, learning_rate, slow_divisor, clip, min_rel,
+                                   sparse_fraction)
+    season_update(hod, dow, hour, day, b["open_learn"], b["level"], weight, b["age"], min_history, keep)
+    return season, weight, best, best_window
+
+
+def close_shares(b, hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, src_raw, src_learn,
+                 template_source, learning_rate, slow_divisor, clip, min_rel, min_ratio, anomalous_share,
+                 min_history, keep):
+    """As volume_kernels.close_shares: b with open_raw, open_learn, age, phi, share_num, share_den,
+    share_rel2 (changed in place), hod and dow changed in place -> (share season, weight, others)."""
+    n = b["open_learn"].size
+    factor = share_factors(hod, dow, n, hour, day, per_hour, per_day, prior_hour, prior_day)
+    odds = b["share_num"] / np.where(b["share_den"] > 0, b["share_den"], 1.0) * factor
+    lines = np.maximum(src_raw[template_source[:n]], b["open_raw"])
+    weight = season_weights(b["open_raw"], b["open_learn"], odds / (1.0 + odds) * lines, min_ratio, anomalous_share)
+    others = learn_shares(b, b["open_learn"], src_learn, template_source[:n], factor, learning_rate, slow_divisor,
+                          clip, min_rel)
+    season_update(hod, dow, hour, day, b["open_learn"], others, weight, np.where(others > 0, b["age"], 0),
+                  min_history, keep)
+    return factor, weight, others
+
+
+def earlier_counts(codes, per_pair, obs_win, open_raw, open_bucket, window):
+    """As volume_kernels.earlier_counts, with a sorted search per bucket back."""
+    ring = obs_win.shape[1]
+    key, bucket = codes >> 40, codes & ((1 << 40) - 1)
+    earlier = np.zeros(codes.size)
+    for back in range(1, window):
+        before = bucket - back
+        at = np.minimum(np.searchsorted(codes, codes - back), codes.size - 1)
+        earlier += np.where(codes[at] == codes - back, per_pair[at], 0)
+        closed = (before < open_bucket) & (before >= open_bucket - ring)
+        earlier += np.where(closed, obs_win[key, before % ring], 0.0)
+        earlier += np.where(before == open_bucket, open_raw[key], 0.0)
+    return earlier

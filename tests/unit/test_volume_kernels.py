@@ -174,3 +174,98 @@ def test_recent_close_matches_the_numpy_twin():
         assert np.allclose(best, t_best) and np.array_equal(best_window[best > 0], t_window[best > 0])
         scored += int((best >= 40).sum())
     assert scored > 0   # the drop at buckets 160-175 was judged, not only pushed
+
+
+def test_closing_a_key_set_in_one_call_matches_its_steps():
+    """close_base (season factors, season weights, close_keys, season_update) against the numpy twins
+    of each step, bucket after bucket, with anomalous spikes that must not teach their hour."""
+    rng = np.random.default_rng(21)
+    n = 40
+    kernel = random_baseline(rng, n)
+    twin = {k: v.copy() for k, v in kernel.items()}
+    hod, dow = rng.uniform(0, 50, (n + 8, 3, 24)), rng.uniform(0, 50, (n + 8, 3, 7))
+    hod_t, dow_t = hod.copy(), dow.copy()
+    unweighted = 0
+    for bucket in range(1, 61):
+        hour, day = bucket % 24, bucket % 7
+        open_raw = rng.poisson(rng.choice([0.0, 0.5, 5.0, 50.0], n)).astype(float)
+        spiked = rng.random(n) < 0.1
+        open_raw[spiked] *= 20
+        open_learn = open_raw * np.where(spiked, 0.1, 1.0)   # a spike of anomalies, learned at a tenth
+        kernel.update(open_raw=open_raw, open_learn=open_learn)
+        twin.update(open_raw=open_raw.copy(), open_learn=open_learn.copy())
+        season, weight = np.empty(n), np.empty(n)
+        best, window = np.empty(n, np.float32), np.empty(n, np.int64)
+        VK.close_base(hod, dow, hour, day, 60.0, 1440.0, 0.5, 2.0, *(kernel[k] for k in BASE), bucket % 15, WINDOWS,
+                      120, 0.01, 10.0, 4.0, 0.1, 0.5, 3.0, 0.1, 0.9999, season, weight, best, window)
+        season_t, weight_t, best_t, window_t = VT.close_base(twin, hod_t, dow_t, hour, day, 60.0, 1440.0, 0.5, 2.0,
+                                                             bucket % 15, WINDOWS, 120, 0.01, 10.0, 4.0, 0.1, 0.5,
+                                                             3.0, 0.1, 0.9999)
+        np.testing.assert_allclose(season, season_t, rtol=1e-12)
+        assert (weight == weight_t).all()
+        np.testing.assert_allclose(best, best_t, atol=2e-3)
+        for name in ARRAYS:
+            np.testing.assert_allclose(kernel[name], twin[name], rtol=1e-9, atol=1e-9, err_msg=name)
+        np.testing.assert_allclose(hod, hod_t, rtol=1e-12)
+        np.testing.assert_allclose(dow, dow_t, rtol=1e-12)
+        unweighted += int((weight == 0).sum())
+    assert unweighted > 10, "spikes of anomalies should be kept out of the seasons"
+
+
+BASE = ("level", "phi", "rel2", "nonzero", "clump", "total", "age", "open_raw", "open_learn", "obs_win", "exp_win",
+        "obs_sum", "exp_sum")
+
+
+def test_closing_shares_in_one_call_matches_its_steps():
+    """close_shares (share factors, weights, learn_shares, the share tables' update) against the twins."""
+    rng = np.random.default_rng(22)
+    n, n_src = 50, 4
+    template_source = np.concatenate([rng.integers(0, n_src, n), np.zeros(14, np.int64)]).astype(np.int64)
+    age = rng.integers(0, 300, n).astype(np.int64)
+    age[:3] = 0
+    kernel = {"age": age, "phi": rng.uniform(0.5, 5, n), "share_num": rng.uniform(0, 20, n),
+              "share_den": rng.uniform(0, 200, n) * (rng.random(n) > 0.1), "share_rel2": rng.uniform(0.01, 0.5, n)}
+    twin = {k: v.copy() for k, v in kernel.items()}
+    hod, dow = rng.uniform(0, 50, (n + 6, 3, 24)), rng.uniform(0, 50, (n + 6, 3, 7))
+    hod_t, dow_t = hod.copy(), dow.copy()
+    for bucket in range(60):
+        hour, day = bucket % 24, bucket % 7
+        raw = rng.poisson(rng.choice([0.0, 1.0, 10.0, 40.0], n)).astype(float)
+        raw[rng.random(n) < 0.05] *= 10
+        learned = raw * np.where(rng.random(n) < 0.1, 0.2, 1.0)
+        src_raw = np.bincount(template_source[:n], weights=raw, minlength=n_src)
+        src_learn = np.bincount(template_source[:n], weights=learned, minlength=n_src)
+        kernel.update(open_raw=raw, open_learn=learned)
+        twin.update(open_raw=raw, open_learn=learned)
+        factor, weight, others, judged_age = np.empty(n), np.empty(n), np.empty(n), np.empty(n, np.int64)
+        VK.close_shares(hod, dow, hour, day, 60.0, 1440.0, 0.5, 2.0, raw, learned, src_raw, src_learn,
+                        template_source, kernel["age"], kernel["phi"], kernel["share_num"], kernel["share_den"],
+                        kernel["share_rel2"], 0.01, 10.0, 4.0, 0.1, 3.0, 0.1, 120, 0.9999, factor, weight, others,
+                        judged_age)
+        factor_t, weight_t, others_t = VT.close_shares(twin, hod_t, dow_t, hour, day, 60.0, 1440.0, 0.5, 2.0, src_raw,
+                                                       src_learn, template_source, 0.01, 10.0, 4.0, 0.1, 3.0, 0.1,
+                                                       120, 0.9999)
+        np.testing.assert_allclose(factor, factor_t, rtol=1e-12)
+        assert (weight == weight_t).all()
+        np.testing.assert_allclose(others, others_t, rtol=1e-9, atol=1e-12)
+        for name in ("share_num", "share_den", "share_rel2"):
+            np.testing.assert_allclose(kernel[name], twin[name], rtol=1e-9, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(hod, hod_t, rtol=1e-12)
+        np.testing.assert_allclose(dow, dow_t, rtol=1e-12)
+        kernel["age"] += raw > 0
+        twin["age"] = kernel["age"].copy()
+
+
+def test_earlier_counts_match_the_numpy_twin():
+    """Lines of each (key, bucket) pair in the buckets before it: from the batch, the ring of closed
+    buckets (older ones count 0) and the open bucket."""
+    rng = np.random.default_rng(23)
+    obs_win, open_raw, open_bucket = rng.poisson(4.0, (12, 15)).astype(float), rng.poisson(3.0, 12).astype(float), 5000
+    keys, buckets = rng.integers(0, 12, 3000), open_bucket + rng.integers(-20, 9, 3000)
+    codes, per_pair = np.unique(keys.astype(np.int64) * (1 << 40) + buckets, return_counts=True)
+    for window in (2, 5, 15):
+        got = np.empty(codes.size)
+        VK.earlier_counts(codes, per_pair, obs_win, open_raw, open_bucket, window, got)
+        want = VT.earlier_counts(codes, per_pair, obs_win, open_raw, open_bucket, window)
+        assert np.array_equal(got, want)
+        assert (got > 0).mean() > 0.5
