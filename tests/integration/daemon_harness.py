@@ -210,7 +210,7 @@ incidents = {self.dir}/incidents.jsonl
             counts = self.scored_seqs()
             if len(counts) >= expected:
                 if reading:
-                    time.sleep(SNAPSHOT_WAIT_SECONDS)
+                    self.wait_reading(sum(counts.values()) + self.unnumbered_scored)
                 return counts
             if time.monotonic() > deadline:
                 if not counts and self.unnumbered_scored:
@@ -221,6 +221,20 @@ incidents = {self.dir}/incidents.jsonl
             if self.process.poll() is not None:
                 raise AssertionError("daemon died:\n%s" % self.log_tail())
             time.sleep(0.2)
+
+    def wait_reading(self, scored):
+        """Wait until /metrics counts the `scored` lines of the scored-lines file in logs_processed_total: a
+        reading taken after the workers added those batches' counters (a worker adds all of a batch's
+        within microseconds, right after writing its lines). At most SNAPSHOT_WAIT_SECONDS, the fixed
+        wait this replaces: a daemon started again on an earlier run's file counts fewer lines than it holds."""
+        deadline = time.monotonic() + SNAPSHOT_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                if (self.metric("logs_processed_total") or 0) >= scored:
+                    return
+            except OSError:   # the sidecar restarting: wait out the deadline, as the fixed wait did
+                pass
+            time.sleep(0.1)
 
     def wait_snapshot(self, after, timeout=30):
         """Wait until every worker's model snapshot files (state/baselines/worker-N/*.json and

@@ -13,7 +13,7 @@ import threading
 import time
 
 from anomaly_detector.storage.atomic import _decode, write_snapshot
-from tests.integration.daemon_harness import NUMBA_CACHE, ROOT, Daemon, loss_and_duplicates, numbered_line
+from tests.integration.daemon_harness import NUMBA_CACHE, ROOT, Daemon, loss_and_duplicates, numbered_line, wait_for
 
 
 def _file_input(logs, pattern="*.log", **keys):
@@ -32,6 +32,19 @@ def _log_text(daemon):
     """The daemon's log (its stderr; the log file under log_dir holds the same lines)."""
     with open(os.path.join(daemon.dir, "daemon.stderr"), errors="replace") as f:
         return f.read()
+
+
+def _input_holds(daemon, path):
+    """True while the input process has `path` open (a descriptor in /proc/PID/fd names it)."""
+    pid = daemon.children()["ad-input"]
+    fds = os.path.join("/proc", str(pid), "fd")
+    for fd in os.listdir(fds):
+        try:
+            if os.readlink(os.path.join(fds, fd)) == os.path.realpath(path):
+                return True
+        except OSError:   # closed meanwhile
+            pass
+    return False
 
 
 def _settle(daemon, expected, timeout=240):
@@ -78,8 +91,11 @@ def test_file_moved_out_of_the_glob_longer_than_rotate_wait_and_back_is_not_read
     try:
         daemon.start()
         _settle(daemon, 2100)
+        assert _input_holds(daemon, path)                 # open now: the wait below watches the right name
         os.rename(path, os.path.join(away, "app.log"))
-        time.sleep(4.0)                                   # rotate_wait_seconds = 1: it is closed
+        # rotate_wait_seconds = 1: the input closes it (polled in /proc rather than slept on for 4 s)
+        wait_for(lambda: not _input_holds(daemon, os.path.join(away, "app.log")), 30, daemon,
+                 "the input closing the file moved out of the glob", interval=0.2)
         _write(os.path.join(away, "app.log"), range(2000, 2500))   # written while away
         os.rename(os.path.join(away, "app.log"), path)
         _write(path, range(2500, 3000))

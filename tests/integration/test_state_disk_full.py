@@ -50,7 +50,14 @@ def _health(daemon):
 
 
 def test_a_full_disk_loses_no_line_and_health_says_degraded_until_space_returns(tmp_path, small_disk):
-    daemon = Daemon(tmp_path / "daemon", workers=1, batch_size=200)
+    # [outputs] write_retry_max_seconds = 1 (the extra lands in [outputs]): the worker tries its held-back
+    # batch again every second, so it is written a second after space returns, not after a doubled pause
+    daemon = Daemon(tmp_path / "daemon", workers=1, batch_size=200, extra="write_retry_max_seconds = 1\n")
+    # models snapshot every 2 s (not the harness's 5): the failing state write, which /health waits for, comes sooner
+    with open(daemon.config) as f:
+        text = f.read()
+    with open(daemon.config, "w") as f:
+        f.write(text.replace("snapshot_interval_seconds = 5", "snapshot_interval_seconds = 2"))
     os.makedirs(small_disk / "state")
     # state_dir and both outputs live on the small disk; the config, the daemon's log and the inputs do not
     os.symlink(small_disk / "state", os.path.join(daemon.dir, "state"))
@@ -62,7 +69,7 @@ def test_a_full_disk_loses_no_line_and_health_says_degraded_until_space_returns(
         with open(log, "a") as f:
             f.write("".join(numbered_line(i) for i in range(1000)))
         assert len(daemon.wait_scored(1000, 120, reading=False)) == 1000, daemon.log_tail()
-        daemon.wait_snapshot(time.time())                 # a snapshot (every 5 s) on a disk with room
+        daemon.wait_snapshot(time.time())                 # a snapshot (every 2 s) on a disk with room
         _fill(small_disk / "filler")
         with open(log, "a") as f:
             f.write("".join(numbered_line(i) for i in range(1000, 3000)))

@@ -194,7 +194,8 @@ def test_extract_params_matches_twin(cases):
     pos, hsh, num, cs, ce = mk.extract_params(
         buf, starts, ends, slots, np.array(first, dtype=np.int64), np.array(nscan, dtype=np.int64),
         np.array(tt_start, dtype=np.int64), np.array(tt_end, dtype=np.int64), np.array(tt_marks, dtype=np.int64),
-        np.frombuffer(bytes(pool) + b"\0", dtype=np.uint8), max_marks, ptr, ALL, np.zeros(0, np.uint8))
+        # the pool writable, as the miner's is and the kernel is declared: a read-only one would compile it again
+        np.frombuffer(bytearray(bytes(pool) + b"\0"), dtype=np.uint8), max_marks, ptr, ALL, np.zeros(0, np.uint8))
     for k, (_, toks) in enumerate(cases):
         want = mk_twins.line_params_py(raw[k], toks)
         lo, hi = ptr[k], ptr[k + 1]

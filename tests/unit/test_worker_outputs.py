@@ -16,7 +16,8 @@ PIECES = [b"a", b"Z", b" ", b'"', b"\\", b"\x00", b"\x01", b"\x1f", b"\t", b"\r"
 def _spans(lines):
     lengths = np.array([len(line) for line in lines], np.int64)
     ends = np.cumsum(lengths)
-    return np.frombuffer(b"".join(lines) or b" ", np.uint8), ends - lengths, ends
+    # writable, as a ring batch is and as the kernel is declared: another kind would compile it again here
+    return np.frombuffer(bytearray(b"".join(lines) or b" "), np.uint8), ends - lengths, ends
 
 
 def _records(n):
@@ -39,7 +40,7 @@ def test_kernel_equals_twin_on_random_hostile_lines():
 def test_lines_as_spans_of_a_larger_buffer_and_valid_json():
     data = b'xx{"a": 1}\xff\xfeyy\tz"w\\v'
     starts, ends = np.array([2, 10, 15]), np.array([10, 12, 20])
-    out = scored_lines(_records(3), np.frombuffer(data, np.uint8), starts, ends, ["s"], np.zeros(3, np.int64))
+    out = scored_lines(_records(3), np.frombuffer(bytearray(data), np.uint8), starts, ends, ["s"], np.zeros(3, np.int64))
     rows = [json.loads(line) for line in out.decode("utf-8").splitlines()]
     assert [r["message"] for r in rows] == ['{"a": 1}', "\ufffd\ufffd", 'z"w\\v']
     assert [r["source"] for r in rows] == ["s", "s", "s"] and [r["line"] for r in rows] == [0, 1, 2]
