@@ -347,7 +347,9 @@ def _masked(line, flags, force):
     """The masked form of one new line by the mask_line kernel (its Python twin took ~3 us a byte)."""
     buf = np.frombuffer(line, np.uint8)
     out = np.empty(len(line) + 1, np.uint8)
-    forced = np.frombuffer(force, np.uint8) if force else np.zeros(0, np.uint8)
+    # A writable copy: mask_line is compiled for a writable mark array, and workers cannot compile
+    # another version after they fork (bytes would give a read-only view).
+    forced = np.frombuffer(bytearray(force), np.uint8) if force else np.zeros(0, np.uint8)
     return out[:mk.mask_line(buf, 0, len(line), flags, forced, out)].tobytes()
 
 
