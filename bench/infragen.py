@@ -226,7 +226,9 @@ def incident_detail(rng, kind, host, variant):
 # ---------------------------------------------------------------- load
 
 def bump(hour, centre, width):
-    return np.exp(-0.5 * ((hour - centre) / width) ** 2)
+    """A daily bump: the distance to centre wraps around midnight, so the curve has no step there."""
+    d = (hour - centre + 12.0) % 24.0 - 12.0
+    return np.exp(-0.5 * (d / width) ** 2)
 
 
 def day_curve(hour, weekend):
@@ -239,9 +241,10 @@ def load_curve(rng, t_start, n_min):
     t = t_start + 60.0 * np.arange(n_min)
     hour = (t % 86400.0) / 3600.0
     weekday = ((t // 86400.0).astype(np.int64) + 3) % 7          # 1970-01-01 was a Thursday (3)
-    weekend = weekday >= 5
+    # The weekend comes in over the night (a 6-hour blend), not as a step at midnight.
+    weekend = np.convolve(np.pad((weekday >= 5).astype(float), 180, mode="edge"), np.ones(360) / 360, "valid")[:n_min]
     norm = day_curve(np.arange(1440) / 60.0, False).mean()
-    base = np.where(weekend, 0.7 * day_curve(hour, True), day_curve(hour, False)) / norm
+    base = (weekend * 0.7 * day_curve(hour, True) + (1.0 - weekend) * day_curve(hour, False)) / norm
     eps = rng.normal(0.0, 0.03, n_min)
     noise = np.empty(n_min)
     acc = 0.0
