@@ -131,6 +131,10 @@ def test_load_follows_the_day_and_the_weekend_is_quieter(infra):
     noon = np.sum(web & (hour == 11) & (day == 0))
     assert noon > 4 * night
     assert np.sum(web & (day == 2)) < 0.85 * np.sum(web & (day == 0))      # Saturday vs Thursday
+    for midnight in (labels["start"] + 86400, labels["start"] + 2 * 86400):    # no step at midnight
+        before = np.sum(web & (ts >= midnight - 900) & (ts < midnight))
+        after = np.sum(web & (ts >= midnight) & (ts < midnight + 900))
+        assert 0.7 < after / before < 1.3, (before, after)
 
 
 def test_periodic_lines_cron_on_the_minute_and_nightly_backup(infra):
