@@ -1,8 +1,9 @@
 """Detection benchmark: generate labelled workloads, run `anomaly_detector replay` on them, score.
 
-Three workload families (--family): "generated" (anomaly_detector.workload, per-source JSONL),
-"shop" (bench/shopgen.py, one plain syslog-style file written apart from the first) and "svc"
-(bench/svcgen.py, JSON lines of seven services with numeric fields, written without reading the detector), all
+Four workload families (--family): "generated" (anomaly_detector.workload, per-source JSONL),
+"shop" (bench/shopgen.py, one plain syslog-style file written apart from the first), "svc"
+(bench/svcgen.py, JSON lines of seven services with numeric fields, written without reading the detector)
+and "infra" (bench/infragen.py, one RFC 3164 syslog file of Linux hosts, held out: never tuned on), all
 scored by anomaly_detector/workload/scoring.py; the replay command runs as a subprocess. Prints per family, for
 the tuning seeds and apart for the held-out seeds, caught / caught with another kind / missed,
 recall and time to detect per incident kind, false incidents per day and what they were, then
@@ -38,13 +39,14 @@ from anomaly_detector.workload.scoring import (  # noqa: E402
     merge_scores,
     score,
 )
-from bench import loghub_flags, shopgen, svcgen  # noqa: E402
+from bench import infragen, loghub_flags, shopgen, svcgen  # noqa: E402
 
 TARGET_RECALL = 0.9
 TARGET_FALSE_PER_DAY = 1.0
 TARGET_LINES_PER_S = 100_000
-FAMILIES = ("generated", "shop")          # --family both; --family all adds "svc"
+FAMILIES = ("generated", "shop")          # --family both; --family all adds "svc" and "infra"
 SVC_TITLES = ("svc family, tuning", "svc family, held-out")
+INFRA_TITLES = ("infra family, tuning", "infra family, held-out")
 _DIGITS = re.compile(r"\d+")
 
 
@@ -127,6 +129,9 @@ def bench_seed(seed, args, work, family="generated"):
     elif family == "svc":
         w = svcgen.generate(out_dir, days=args.days, seed=seed, lines_per_day=args.lines_per_day)
         fmt = "jsonl"
+    elif family == "infra":
+        w = infragen.generate(out_dir, days=args.days, seed=seed, lines_per_day=args.lines_per_day)
+        fmt = None          # replay's defaults, no --format: what a new user does with a syslog file
     else:
         w = generate(out_dir, days=args.days, seed=seed, lines_per_day=args.lines_per_day, fmt="jsonl")
         fmt = "jsonl"
@@ -288,10 +293,10 @@ def parse_args(argv):
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.add_argument("--tier4-cost", action="store_true",
                    help="replay the first seed again with tier 4 off and print tier 4's share of the time")
-    p.add_argument("--family", choices=("generated", "shop", "svc", "both", "all"), default="both",
+    p.add_argument("--family", choices=("generated", "shop", "svc", "infra", "both", "all"), default="both",
                    help="workload family: generated (anomaly_detector.workload), shop (bench/shopgen.py), svc "
-                        "(bench/svcgen.py), both (generated and shop, the default) or all "
-                        "three")
+                        "(bench/svcgen.py), infra (bench/infragen.py, held out), both (generated and shop, "
+                        "the default) or all four")
     p.add_argument("--no-loghub", action="store_true",
                    help="skip the share of lines flagged on the Loghub samples (printed with the shop family)")
     p.add_argument("--loghub-data", default=loghub_flags.DEFAULT_DATA,
@@ -308,7 +313,7 @@ def main(argv=None):
     if set(seeds) & set(heldout):
         print(f"detect_bench: seeds {sorted(set(seeds) & set(heldout))} are both tuning and held-out", file=sys.stderr)
         return 2
-    families = {"both": FAMILIES, "all": FAMILIES + ("svc",)}.get(args.family, (args.family,))
+    families = {"both": FAMILIES, "all": FAMILIES + ("svc", "infra")}.get(args.family, (args.family,))
     work = args.work or tempfile.mkdtemp(prefix="detect_bench_")
     results = []
     tier4 = None
@@ -348,7 +353,7 @@ def main(argv=None):
 
 def report(results, seeds, heldout, after):
     """The generated family's tables as they always were, then the shop family's and the svc family's under
-    their own titles."""
+    their own titles, then the infra family's."""
     generated = [r for r in results if r["family"] == "generated"]
     print_report([r for r in generated if r["seed"] in seeds], "tuning", after)
     print_report([r for r in generated if r["seed"] in heldout], "held-out", after)
@@ -366,6 +371,11 @@ def report(results, seeds, heldout, after):
     print_report([r for r in svc if r["seed"] in heldout], SVC_TITLES[1], after, svcgen.KINDS)
     if svc:
         print_runtime(svc)
+    infra = [r for r in results if r["family"] == "infra"]
+    print_report([r for r in infra if r["seed"] in seeds], INFRA_TITLES[0], after, infragen.KINDS)
+    print_report([r for r in infra if r["seed"] in heldout], INFRA_TITLES[1], after, infragen.KINDS)
+    if infra:
+        print_runtime(infra)
 
 
 def seed_list(text):
@@ -395,7 +405,7 @@ def family_figures(results, heldout):
 
 def write_json(path, results, heldout, loghub=None):
     """The generated family's figures at the top level (as before), the shop family's under "shop", the
-    svc family's under "svc", the
+    svc family's under "svc", the infra family's under "infra", the
     Loghub flag shares under "loghub"."""
     generated = [r for r in results if r["family"] == "generated"]
     shop = [r for r in results if r["family"] == "shop"]
@@ -405,6 +415,9 @@ def write_json(path, results, heldout, loghub=None):
         doc["shop"] = family_figures(shop, heldout)
     if svc:
         doc["svc"] = family_figures(svc, heldout)
+    infra = [r for r in results if r["family"] == "infra"]
+    if infra:
+        doc["infra"] = family_figures(infra, heldout)
     if loghub is not None:
         doc["loghub"] = loghub
     with open(path, "w", encoding="utf-8") as fh:

@@ -1,7 +1,7 @@
 """Why was a label missed? For each label of a replayed workload, the incidents of its source around it.
 
 Reads a seed directory that `detect_bench.py --work DIR` kept (labels.json and the incidents.jsonl
-that `replay --incidents` wrote; generated, shop or svc family alike) and prints, per label, how the
+that `replay --incidents` wrote; generated, shop, svc or infra family alike) and prints, per label, how the
 scorer judged it (caught, other kind, missed) and every incident of the label's source (or of no
 known source) that was open during the label or began up to 900 s after it: its onset relative to
 the label's start and end, kind, headline reason, the strongest reasons and the tiers' scores. That
