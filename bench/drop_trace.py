@@ -34,9 +34,9 @@ from anomaly_detector.workload.scoring import epoch, program_source  # noqa: E40
 
 
 def workload_files(seed_dir):
-    shop = os.path.join(seed_dir, "shop.log")
-    if os.path.exists(shop):
-        return [shop], "plain"
+    for name in ("shop.log", "syslog.log"):         # the plain families: shop, infra
+        if os.path.exists(os.path.join(seed_dir, name)):
+            return [os.path.join(seed_dir, name)], "plain"
     return sorted(glob.glob(os.path.join(seed_dir, "*.jsonl"))), "jsonl"
 
 
