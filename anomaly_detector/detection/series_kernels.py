@@ -63,7 +63,10 @@ from anomaly_detector import kernel_types as kt
  ALARM, DISTINCT, GROWTH) = range(17)
 HIST_BINS = 16             # per side: excesses counted by octave of |z| / TAIL_START
 UP_HIST, DN_HIST = 17, 17 + HIST_BINS
-COLS = 17 + 2 * HIST_BINS
+# the level-shift test (shift_u): its points, slow baseline, fast mean and the usual size of their gap
+SHIFT_N, BASE, FAST, GAP_SIZE = (17 + 2 * HIST_BINS + k for k in range(4))
+COLS = 21 + 2 * HIST_BINS
+OLD_COLS = 17 + 2 * HIST_BINS   # snapshots from before the level-shift test (series.py pads them)
 # The decayed sums (TOTAL to DN_S and the histograms) are kept multiplied by GROWTH, which grows by
 # 1/keep each point instead of every sum shrinking by keep: one multiply a point, not 37.
 DECAYED = (TOTAL, UP_N, UP_S, DN_N, DN_S)
@@ -92,7 +95,12 @@ DAMPING = 0.6              # a value of a fresh episode counts this much (within
 FRESH_MARGIN = 10.0        # a value of an episode is news when ten times rarer than its strongest so far
 DAY_S = 86400.0
 RECORD_WEIGHT = 4.0        # default of series_record_weight (record_log10p)
-KIND_NONE, KIND_SPIKE, KIND_DROP, KIND_RECORD_HIGH, KIND_RECORD_LOW = 0, 1, 2, 3, 4
+SHIFT_WINDOW = 20.0        # points in the fast mean of the level-shift test
+SHIFT_MEMORY = 500.0       # points in its baseline and in the usual size of the fast-baseline gap
+SHIFT_FIRE = 8.0           # a gap this many times its usual size is a level shift (scores the threshold)
+SHIFT_CLIP = 3.0           # a value moves the fast mean by at most this many residual scales
+SHIFT_WARM = 200.0         # points before a series' shifts are judged (the gap's size must be known)
+KIND_NONE, KIND_SPIKE, KIND_DROP, KIND_RECORD_HIGH, KIND_RECORD_LOW, KIND_SHIFT_UP, KIND_SHIFT_DOWN = range(7)
 
 # record columns (float64[R, RECORD_COLS]): the series' extremes on its own scale, its points and how
 # many of them were records, per side (0 points: nothing seen yet)
@@ -257,7 +265,8 @@ def learn_record(rec, r, value, t, w):
 @njit(cache=True)
 def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, multiplicity, record_weight):
     """Judge value x at time t of series r, then learn it with weight w -> (score 0..100, kind, expected
-    on the log scale: see from_log).
+    and the series' recent level (its fast mean), both on the log scale: see from_log). A level shift
+    (shift_u) expects the baseline it moved from.
 
     season[r, 0, b] is the series' offset at time-of-day bucket b and season[r, 1, b] its mean
     absolute residual there, seen[r, b] the points learned there (up to 100); labels[r] its first
@@ -271,7 +280,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         st[r, RISES] = 0.5
         st[r, N_OBS] = 1.0
         learn_record(rec, r, value, t, w)
-        return 0.0, KIND_NONE, x
+        return 0.0, KIND_NONE, x, x
     b = bucket_of(t)
     offset = season[r, 0, b] if seen[r, b] else 0.0
     expected = st[r, LEVEL] + offset
@@ -281,6 +290,8 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     z = e / scale
     score = 0.0
     kind = KIND_NONE
+    fast = shift_fast(st, r, x - offset, scale)
+    fired = False
     if judged(st, labels, r):
         lp = tail_log10p(st, r, z)
         kind = KIND_SPIKE if z > 0 else KIND_DROP
@@ -292,10 +303,68 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
             score = min(max(-10.0 * lp + rate_bonus(st[r, GAP], threshold, multiplicity), 0.0), 100.0)
         else:
             kind = KIND_NONE
+        u = shift_u(st, r, fast)
+        fired = abs(u) >= SHIFT_FIRE
+        # only a fired shift scores: its run builds up over SHIFT_WINDOW points, and a score rising
+        # with it would make its crossing no news to reported()
+        shift_score = min(threshold * abs(u) / SHIFT_FIRE, 100.0) if fired else 0.0
+        if shift_score > score:
+            score = shift_score
+            kind = KIND_SHIFT_UP if u > 0 else KIND_SHIFT_DOWN
+            expected = st[r, BASE] + offset
         score = reported(st, r, score, threshold, suspicious)
     learn_record(rec, r, value, t, w)
+    _learn_shift(st, r, fast, w, fired)
     _learn(st, season, seen, r, b, x, t, w, z, e, scale)
-    return score, kind, expected
+    return score, kind, expected, fast + offset
+
+
+@njit(cache=True)
+def shift_fast(st, r, d, scale):
+    """The fast mean of series r after value d (deseasoned, log scale): an exponential mean over about
+    SHIFT_WINDOW points, each value moving it by at most SHIFT_CLIP residual scales (a lone spike is
+    the tail's business, a run of values the shift's)."""
+    if st[r, SHIFT_N] <= 0.0:
+        return d
+    limit = SHIFT_CLIP * scale
+    return st[r, FAST] + min(max(d - st[r, FAST], -limit), limit) / SHIFT_WINDOW
+
+
+@njit(cache=True)
+def shift_u(st, r, fast):
+    """The level-shift statistic: how far the fast mean stands from the slow baseline, in units of that
+    gap's usual size (0 before SHIFT_WARM points). The usual size is learned from the series itself, so
+    a series whose level wanders (autocorrelated, a random walk) calibrates itself, and a steady one
+    makes a sustained move of a fraction of its spread stand out (a windowed mean: no single value of
+    the run need be extreme)."""
+    if st[r, SHIFT_N] < SHIFT_WARM or st[r, GAP_SIZE] <= 0.0:
+        return 0.0
+    return (fast - st[r, BASE]) / st[r, GAP_SIZE]
+
+
+@njit(cache=True)
+def _learn_shift(st, r, fast, w, fired):
+    """Learn the level-shift state: a fired shift resets the baseline to the new level (one detection
+    an episode; the shifted level is the new normal), else the baseline and the gap's size follow
+    slowly, the gap counting at most SHIFT_FIRE usual sizes (a past shift does not numb the test)."""
+    if w <= 0.0:
+        return
+    n = st[r, SHIFT_N]
+    st[r, SHIFT_N] = n + w
+    if n <= 0.0:
+        st[r, BASE] = fast
+        st[r, FAST] = fast
+        return
+    st[r, FAST] = fast if w == 1.0 else st[r, FAST] + w * (fast - st[r, FAST])
+    if fired:
+        st[r, BASE] = st[r, FAST]
+        return
+    rate = max(1.0 / SHIFT_MEMORY, 1.0 / n)
+    gap = abs(st[r, FAST] - st[r, BASE])
+    if n >= SHIFT_WARM and st[r, GAP_SIZE] > 0.0:
+        gap = min(gap, SHIFT_FIRE * st[r, GAP_SIZE])
+    st[r, GAP_SIZE] += w * rate * (gap - st[r, GAP_SIZE])
+    st[r, BASE] += w * rate * (st[r, FAST] - st[r, BASE])
 
 
 @njit(cache=True)
@@ -321,7 +390,7 @@ def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
     if g > MAX_GROWTH:
         for c in DECAYED:
             st[r, c] /= g
-        for c in range(UP_HIST, COLS):
+        for c in range(UP_HIST, UP_HIST + 2 * HIST_BINS):
             st[r, c] /= g
         g = 1.0
     st[r, GROWTH] = g
@@ -362,7 +431,7 @@ def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen,
                  multiplicity, record_weight):
     """Step every numeric parameter with a series row (param_row >= 0) through its series, in line
     order -> (best score per line float32[n], its parameter index int64[n], kind int8[n],
-    expected value float64[n]). weights float32[n]: learning weight per line (0: judge only);
+    expected value float64[n], the series' recent level float64[n]). weights float32[n]: learning weight per line (0: judge only);
     threshold: the anomaly threshold the per-day calibration aims at; suspicious: the suspicious score;
     multiplicity float64[R]: the judged series of each row's source (rate_bonus); rec float64[R, RECORD_COLS]:
     each row's range and records; record_weight: see record_log10p."""
@@ -371,14 +440,15 @@ def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen,
     which = np.full(n, -1, np.int64)
     kind = np.zeros(n, np.int8)
     expected = np.full(n, np.nan)
+    level = np.full(n, np.nan)
     for i in range(n):
         for j in range(param_ptr[i], param_ptr[i + 1]):
             r = param_row[j]
             x = param_num[j]
             if r < 0 or math.isnan(x) or math.isinf(x):
                 continue
-            sc, k, ex = step(st, season, seen, labels, rec, r, x, ts[i], weights[i], threshold, suspicious,
-                             multiplicity[r], record_weight)
+            sc, k, ex, now = step(st, season, seen, labels, rec, r, x, ts[i], weights[i], threshold, suspicious,
+                                  multiplicity[r], record_weight)
             if sc > best[i]:
-                best[i], which[i], kind[i], expected[i] = sc, j, k, from_log(ex)
-    return best, which, kind, expected
+                best[i], which[i], kind[i], expected[i], level[i] = sc, j, k, from_log(ex), from_log(now)
+    return best, which, kind, expected, level

@@ -24,6 +24,37 @@ class Series:
         self.season = {}          # bucket -> [offset, mean absolute residual, points seen]
         self.labels = []
         self.distinct = 0
+        self.shift_n = self.base = self.fast = self.gap_size = 0.0   # the level-shift test
+
+    def shift_fast(self, d, scale):
+        if self.shift_n <= 0:
+            return d
+        limit = K.SHIFT_CLIP * scale
+        return self.fast + min(max(d - self.fast, -limit), limit) / K.SHIFT_WINDOW
+
+    def shift_u(self, fast):
+        if self.shift_n < K.SHIFT_WARM or self.gap_size <= 0:
+            return 0.0
+        return (fast - self.base) / self.gap_size
+
+    def learn_shift(self, fast, w, fired):
+        if w <= 0:
+            return
+        n = self.shift_n
+        self.shift_n += w
+        if n <= 0:
+            self.base = self.fast = fast
+            return
+        self.fast = fast if w == 1.0 else self.fast + w * (fast - self.fast)
+        if fired:
+            self.base = self.fast
+            return
+        rate = max(1.0 / K.SHIFT_MEMORY, 1.0 / n)
+        gap = abs(self.fast - self.base)
+        if n >= K.SHIFT_WARM and self.gap_size > 0:
+            gap = min(gap, K.SHIFT_FIRE * self.gap_size)
+        self.gap_size += w * rate * (gap - self.gap_size)
+        self.base += w * rate * (self.fast - self.base)
 
     def judged(self):
         return (self.n >= K.MIN_POINTS and self.distinct > self.max_labels
@@ -85,7 +116,7 @@ class Series:
         return (s if fresh else s * K.DAMPING) * 0.999 * self.suspicious / self.threshold
 
     def step(self, value, t, w=1.0, multiplicity=1.0):
-        """-> (score, kind, expected on the log scale), as series_kernels.step."""
+        """-> (score, kind, expected and recent level on the log scale), as series_kernels.step."""
         if self.distinct <= self.max_labels and value not in self.labels:
             if len(self.labels) < self.max_labels:
                 self.labels.append(value)
@@ -96,7 +127,7 @@ class Series:
             self.last_t = t
             self.n = 1.0
             self.learn_record(value, t, w)
-            return 0.0, K.KIND_NONE, x
+            return 0.0, K.KIND_NONE, x, x
         b = int((t % K.DAY_S) / K.DAY_S * K.SEASON_BUCKETS) % K.SEASON_BUCKETS
         bucket = self.season.get(b, [0.0, 0.0, 0])
         expected = self.level + bucket[0]
@@ -105,6 +136,9 @@ class Series:
         e = x - expected
         z = e / scale
         score, kind = 0.0, K.KIND_NONE
+        offset = bucket[0] if bucket[2] else 0.0
+        fast = self.shift_fast(x - offset, scale)
+        fired = False
         if self.judged():
             lp = self.tail_log10p(z)
             kind = K.KIND_SPIKE if z > 0 else K.KIND_DROP
@@ -118,10 +152,18 @@ class Series:
                 score = min(max(-10 * lp + bonus, 0.0), 100.0)
             else:
                 kind = K.KIND_NONE
+            u = self.shift_u(fast)
+            fired = abs(u) >= K.SHIFT_FIRE
+            shift_score = min(self.threshold * abs(u) / K.SHIFT_FIRE, 100.0) if fired else 0.0
+            if shift_score > score:
+                score = shift_score
+                kind = K.KIND_SHIFT_UP if u > 0 else K.KIND_SHIFT_DOWN
+                expected = self.base + offset
             score = self.reported(score)
         self.learn_record(value, t, w)
+        self.learn_shift(fast, w, fired)
         self._learn(b, x, t, w, z, e, scale)
-        return score, kind, expected
+        return score, kind, expected, fast + offset
 
     def _learn(self, b, x, t, w, z, e, scale):
         a = abs(z)
