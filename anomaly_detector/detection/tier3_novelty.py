@@ -25,7 +25,7 @@ from .ranks import running_counts
 from .series import SeriesBook
 
 MAX_POSITIONS = 16   # parameters beyond this position of a template are not modelled
-SPLIT_UNSET, SPLIT_NONE = -2, -1   # split_pos: not chosen yet / no categorical position
+SPLIT_UNSET = -1     # split_pos: no categorical position chosen (yet)
 SPLIT_AFTER = 50     # lines per allowed categorical value (max_categories) before a template's split is chosen
 SPLIT_BASE = 1 << 30  # series keys of split series start here (slots of the book's keys stay below)
 MAX_VALUES_KEY = 256  # the largest max_categories: a value's index in its slot fits below it
@@ -185,10 +185,10 @@ class NoveltyTier(Tier):
         self.split_pos[tids[lost]] = SPLIT_UNSET
         todo = tids[(self.split_pos[tids] == SPLIT_UNSET)
                     & (self.template_count[tids] >= SPLIT_AFTER * self.max_values)]
-        for t in todo.tolist():
-            s = self.slot_index[t]
+        if todo.size:   # a template with no such position yet is looked at again with its next batch
+            s = self.slot_index[todo]
             nd = np.where((s >= 0) & (self.cat_full[np.maximum(s, 0)] == 0), self.cat_nd[np.maximum(s, 0)], 0)
-            self.split_pos[t] = int(np.argmax(nd)) if nd.max() >= 2 else SPLIT_NONE
+            self.split_pos[todo] = np.where(nd.max(axis=1) >= 2, np.argmax(nd, axis=1), SPLIT_UNSET)
 
     def _assign_slots(self, batch):
         self._grow_slots(self.next_slot + self._new_slot_count(batch))
