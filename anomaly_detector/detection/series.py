@@ -16,6 +16,7 @@ from . import series_kernels as K
 
 log = logging.getLogger(__name__)
 SOURCE_BITS = 32
+SPLIT_BASE = 1 << 30   # slots from here on are split series (one categorical value's): level shifts only
 
 
 class SeriesBook:
@@ -82,6 +83,7 @@ class SeriesBook:
         row = self.rows[key] = len(self.rows)
         self._grow(row + 1)
         self.source_of[row] = key & ((1 << SOURCE_BITS) - 1)
+        self.state[row, K.SPLIT_ONLY] = float(key >> SOURCE_BITS >= SPLIT_BASE)
         return row
 
     def _grow(self, n):
@@ -150,6 +152,7 @@ class SeriesBook:
         for key, row in self.rows.items():
             if key >> SOURCE_BITS in gone:
                 self.state[row] = 0
+                self.state[row, K.SPLIT_ONLY] = float(key >> SOURCE_BITS >= SPLIT_BASE)
                 self.season[row] = 0
                 self.seen[row] = 0
                 self.labels[row] = 0

@@ -63,9 +63,13 @@ from anomaly_detector import kernel_types as kt
  ALARM, DISTINCT, GROWTH) = range(17)
 HIST_BINS = 16             # per side: excesses counted by octave of |z| / TAIL_START
 UP_HIST, DN_HIST = 17, 17 + HIST_BINS
-# the level-shift test (shift_u): its points, slow baseline, fast mean and the usual size of their gap
-SHIFT_N, BASE, FAST, GAP_SIZE = (17 + 2 * HIST_BINS + k for k in range(4))
-COLS = 21 + 2 * HIST_BINS
+# the level-shift test (shift_u): its points, slow baseline, fast mean, the usual size of their gap; the
+# tail of |u|: decayed windows, decayed excursions beyond U_START, their sum of log peak excesses, the
+# peak of the excursion under way (0: none); points left of the settling after a fired shift; 1 for a
+# split series (one categorical value's: judged by this test only)
+SHIFT_N, BASE, FAST, GAP_SIZE, U_TOTAL, U_N, U_S, U_PEAK, SETTLE, SPLIT_ONLY = (
+    17 + 2 * HIST_BINS + k for k in range(10))
+COLS = 27 + 2 * HIST_BINS
 OLD_COLS = 17 + 2 * HIST_BINS   # snapshots from before the level-shift test (series.py pads them)
 # The decayed sums (TOTAL to DN_S and the histograms) are kept multiplied by GROWTH, which grows by
 # 1/keep each point instead of every sum shrinking by keep: one multiply a point, not 37.
@@ -97,7 +101,10 @@ DAY_S = 86400.0
 RECORD_WEIGHT = 4.0        # default of series_record_weight (record_log10p)
 SHIFT_WINDOW = 20.0        # points in the fast mean of the level-shift test
 SHIFT_MEMORY = 500.0       # points in its baseline and in the usual size of the fast-baseline gap
-SHIFT_FIRE = 8.0           # a gap this many times its usual size is a level shift (scores the threshold)
+GAP_CLIP = 8.0             # a gap counts at most this many usual sizes in the usual size
+U_START = 3.0              # |u| beyond which the level-shift statistic is on an excursion
+U_PRIOR_INDEX = 6.0        # tail index of excursion peaks before the series has shown its own (a mean's
+                           # tail is lighter than its values')
 SHIFT_CLIP = 3.0           # a value moves the fast mean by at most this many residual scales
 SHIFT_WARM = 200.0         # points before a series' shifts are judged (the gap's size must be known)
 KIND_NONE, KIND_SPIKE, KIND_DROP, KIND_RECORD_HIGH, KIND_RECORD_LOW, KIND_SHIFT_UP, KIND_SHIFT_DOWN = range(7)
@@ -291,6 +298,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     score = 0.0
     kind = KIND_NONE
     fast = shift_fast(st, r, x - offset, scale)
+    u = shift_u(st, r, fast)
     fired = False
     if judged(st, labels, r):
         lp = tail_log10p(st, r, z)
@@ -303,18 +311,25 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
             score = min(max(-10.0 * lp + rate_bonus(st[r, GAP], threshold, multiplicity), 0.0), 100.0)
         else:
             kind = KIND_NONE
-        u = shift_u(st, r, fast)
-        fired = abs(u) >= SHIFT_FIRE
+        if st[r, SPLIT_ONLY] > 0.0:
+            score = 0.0
+            kind = KIND_NONE
+        lp = shift_log10p(st, r, u)
+        shift_score = 0.0
+        if lp < 0.0:
+            # the run's points are one chance a window, not one a point
+            bonus = rate_bonus(st[r, GAP] * SHIFT_WINDOW, threshold, multiplicity)
+            shift_score = min(max(-10.0 * lp + bonus, 0.0), 100.0)
+        fired = shift_score >= threshold
         # only a fired shift scores: its run builds up over SHIFT_WINDOW points, and a score rising
         # with it would make its crossing no news to reported()
-        shift_score = min(threshold * abs(u) / SHIFT_FIRE, 100.0) if fired else 0.0
-        if shift_score > score:
+        if fired and shift_score > score:
             score = shift_score
             kind = KIND_SHIFT_UP if u > 0 else KIND_SHIFT_DOWN
             expected = st[r, BASE] + offset
         score = reported(st, r, score, threshold, suspicious)
     learn_record(rec, r, value, t, w)
-    _learn_shift(st, r, fast, w, fired)
+    _learn_shift(st, r, fast, w, fired, u)
     _learn(st, season, seen, r, b, x, t, w, z, e, scale)
     return score, kind, expected, fast + offset
 
@@ -343,12 +358,40 @@ def shift_u(st, r, fast):
 
 
 @njit(cache=True)
-def _learn_shift(st, r, fast, w, fired):
-    """Learn the level-shift state: a fired shift resets the baseline to the new level (one detection
-    an episode; the shifted level is the new normal), else the baseline and the gap's size follow
-    slowly, the gap counting at most SHIFT_FIRE usual sizes (a past shift does not numb the test)."""
+def shift_log10p(st, r, u):
+    """log10 of the chance that a window of the series holds an excursion of |u| this large, from its
+    own past excursions beyond U_START: their peaks' Pareto tail (Hill's estimator, shrunk towards
+    U_PRIOR_INDEX) times their share of windows. An excursion is learned once, by its peak, when it
+    ends: a shift building up does not teach its own tail while it is judged. A series whose level
+    wanders beyond U_START often needs a larger excursion to be news."""
+    a = abs(u)
+    if a <= U_START:
+        return 0.0
+    share = (st[r, U_N] + PRIOR_RATE * PRIOR_WEIGHT) / (st[r, U_TOTAL] + PRIOR_WEIGHT)
+    mean_log_excess = (st[r, U_S] + PRIOR_EXCESSES / U_PRIOR_INDEX) / (st[r, U_N] + PRIOR_EXCESSES)
+    return math.log10(min(share, 1.0)) - math.log10(a / U_START) / mean_log_excess
+
+
+@njit(cache=True)
+def _learn_shift(st, r, fast, w, fired, u):
+    """Learn the level-shift state: a fired shift resets the baseline to the new level, following the
+    fast mean for 2 x SHIFT_WINDOW points while it gets there (one detection an episode; the shifted
+    level is the new normal), else the baseline and the gap's size follow
+    slowly, the gap counting at most GAP_CLIP usual sizes (a past shift does not numb the test). The
+    tail of |u| learns every point once the test is warm, fired ones too."""
     if w <= 0.0:
         return
+    if st[r, SHIFT_N] >= SHIFT_WARM:
+        keep = (1.0 - slow_alpha(st, r)) ** w
+        st[r, U_TOTAL] = st[r, U_TOTAL] * keep + w / SHIFT_WINDOW
+        st[r, U_N] *= keep
+        st[r, U_S] *= keep
+        if abs(u) > U_START:
+            st[r, U_PEAK] = max(st[r, U_PEAK], abs(u))
+        if (abs(u) <= U_START or fired) and st[r, U_PEAK] > 0.0:
+            st[r, U_N] += 1.0
+            st[r, U_S] += math.log(st[r, U_PEAK] / U_START)
+            st[r, U_PEAK] = 0.0
     n = st[r, SHIFT_N]
     st[r, SHIFT_N] = n + w
     if n <= 0.0:
@@ -357,12 +400,16 @@ def _learn_shift(st, r, fast, w, fired):
         return
     st[r, FAST] = fast if w == 1.0 else st[r, FAST] + w * (fast - st[r, FAST])
     if fired:
+        st[r, SETTLE] = 2.0 * SHIFT_WINDOW
+    if st[r, SETTLE] > 0.0:
+        # the fast mean still travels to the new level for a window or two: the baseline goes with it
         st[r, BASE] = st[r, FAST]
+        st[r, SETTLE] = max(st[r, SETTLE] - w, 0.0)
         return
     rate = max(1.0 / SHIFT_MEMORY, 1.0 / n)
     gap = abs(st[r, FAST] - st[r, BASE])
     if n >= SHIFT_WARM and st[r, GAP_SIZE] > 0.0:
-        gap = min(gap, SHIFT_FIRE * st[r, GAP_SIZE])
+        gap = min(gap, GAP_CLIP * st[r, GAP_SIZE])
     st[r, GAP_SIZE] += w * rate * (gap - st[r, GAP_SIZE])
     st[r, BASE] += w * rate * (st[r, FAST] - st[r, BASE])
 

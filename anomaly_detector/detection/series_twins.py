@@ -25,6 +25,17 @@ class Series:
         self.labels = []
         self.distinct = 0
         self.shift_n = self.base = self.fast = self.gap_size = 0.0   # the level-shift test
+        self.u_total = self.u_n = self.u_s = self.u_peak = 0.0   # decayed windows, excursions, log peak excess, peak
+        self.split_only = False
+        self.settle = 0.0
+
+    def shift_log10p(self, u):
+        a = abs(u)
+        if a <= K.U_START:
+            return 0.0
+        share = (self.u_n + K.PRIOR_RATE * K.PRIOR_WEIGHT) / (self.u_total + K.PRIOR_WEIGHT)
+        index = (self.u_n + K.PRIOR_EXCESSES) / (self.u_s + K.PRIOR_EXCESSES / K.U_PRIOR_INDEX)
+        return math.log10(min(share, 1.0)) - index * math.log10(a / K.U_START)
 
     def shift_fast(self, d, scale):
         if self.shift_n <= 0:
@@ -37,9 +48,20 @@ class Series:
             return 0.0
         return (fast - self.base) / self.gap_size
 
-    def learn_shift(self, fast, w, fired):
+    def learn_shift(self, fast, w, fired, u):
         if w <= 0:
             return
+        if self.shift_n >= K.SHIFT_WARM:
+            keep = (1.0 - min(K.SLOW_ALPHA, max(self.gap, K.MIN_GAP_S) / K.DAY_S)) ** w
+            self.u_total = self.u_total * keep + w / K.SHIFT_WINDOW
+            self.u_n *= keep
+            self.u_s *= keep
+            if abs(u) > K.U_START:
+                self.u_peak = max(self.u_peak, abs(u))
+            if (abs(u) <= K.U_START or fired) and self.u_peak > 0:
+                self.u_n += 1.0
+                self.u_s += math.log(self.u_peak / K.U_START)
+                self.u_peak = 0.0
         n = self.shift_n
         self.shift_n += w
         if n <= 0:
@@ -47,12 +69,15 @@ class Series:
             return
         self.fast = fast if w == 1.0 else self.fast + w * (fast - self.fast)
         if fired:
+            self.settle = 2.0 * K.SHIFT_WINDOW
+        if self.settle > 0:
             self.base = self.fast
+            self.settle = max(self.settle - w, 0.0)
             return
         rate = max(1.0 / K.SHIFT_MEMORY, 1.0 / n)
         gap = abs(self.fast - self.base)
         if n >= K.SHIFT_WARM and self.gap_size > 0:
-            gap = min(gap, K.SHIFT_FIRE * self.gap_size)
+            gap = min(gap, K.GAP_CLIP * self.gap_size)
         self.gap_size += w * rate * (gap - self.gap_size)
         self.base += w * rate * (self.fast - self.base)
 
@@ -138,6 +163,7 @@ class Series:
         score, kind = 0.0, K.KIND_NONE
         offset = bucket[0] if bucket[2] else 0.0
         fast = self.shift_fast(x - offset, scale)
+        u = self.shift_u(fast)
         fired = False
         if self.judged():
             lp = self.tail_log10p(z)
@@ -152,16 +178,23 @@ class Series:
                 score = min(max(-10 * lp + bonus, 0.0), 100.0)
             else:
                 kind = K.KIND_NONE
-            u = self.shift_u(fast)
-            fired = abs(u) >= K.SHIFT_FIRE
-            shift_score = min(self.threshold * abs(u) / K.SHIFT_FIRE, 100.0) if fired else 0.0
-            if shift_score > score:
+            if self.split_only:
+                score, kind = 0.0, K.KIND_NONE
+            lp = self.shift_log10p(u)
+            shift_score = 0.0
+            if lp < 0:
+                per_day = K.DAY_S / max(self.gap * K.SHIFT_WINDOW, K.MIN_GAP_S)
+                budget = K.FALSE_FLAGS_PER_DAY / (per_day * max(multiplicity, 1.0))
+                bonus = min(max(self.threshold + 10 * math.log10(budget), K.MIN_BONUS), K.MAX_BONUS)
+                shift_score = min(max(-10 * lp + bonus, 0.0), 100.0)
+            fired = shift_score >= self.threshold
+            if fired and shift_score > score:
                 score = shift_score
                 kind = K.KIND_SHIFT_UP if u > 0 else K.KIND_SHIFT_DOWN
                 expected = self.base + offset
             score = self.reported(score)
         self.learn_record(value, t, w)
-        self.learn_shift(fast, w, fired)
+        self.learn_shift(fast, w, fired, u)
         self._learn(b, x, t, w, z, e, scale)
         return score, kind, expected, fast + offset
 

@@ -22,12 +22,11 @@ from . import novelty_kernels as K
 from . import series_kernels as SK
 from .base import Tier, TierResult
 from .ranks import running_counts
-from .series import SeriesBook
+from .series import SPLIT_BASE, SeriesBook
 
 MAX_POSITIONS = 16   # parameters beyond this position of a template are not modelled
 SPLIT_UNSET = -1     # split_pos: no categorical position chosen (yet)
 SPLIT_AFTER = 50     # lines per allowed categorical value (max_categories) before a template's split is chosen
-SPLIT_BASE = 1 << 30  # series keys of split series start here (slots of the book's keys stay below)
 MAX_VALUES_KEY = 256  # the largest max_categories: a value's index in its slot fits below it
 ROLE_UNSET, ROLE_NONE = -2, -1   # role_index: not looked at yet / no pool (template text unknown)
 SERIES_KINDS = {SK.KIND_SPIKE: "unusual value (spike)", SK.KIND_DROP: "unusual value (drop)",

@@ -207,22 +207,23 @@ def test_a_level_shift_with_no_extreme_value_is_one_detection_then_the_new_norma
     assert out[flagged[0]][1] == kind
     # it expected the old level and saw the new one
     assert K.from_log(out[flagged[0]][2]) == pytest.approx(120 * math.exp(0.5 ** 2 / 2), rel=0.5)
-    assert K.from_log(out[flagged[0]][3]) / K.from_log(out[flagged[0]][2]) == pytest.approx(factor, rel=0.5)
+    # the fast mean is on its way there when the shift fires: at least a third of the move, not past it
+    moved = math.log(K.from_log(out[flagged[0]][3]) / K.from_log(out[flagged[0]][2])) / math.log(factor)
+    assert 1 / 3 <= moved <= 1.2
     # the shifted level became the new normal: nothing after the episode reaches the suspicious score
     assert scores[4500:].max() < 40
 
 
 def test_values_of_a_shift_are_not_extreme_one_by_one():
-    """The same run without the level-shift test (SHIFT_FIRE out of reach) flags nothing: the run is the evidence."""
+    """The same run without the level-shift test (its tail out of reach) flags nothing: the run is the evidence."""
     values, times = _shifted(2.95)
     twin = T.Series(LABELS)
-    fire = K.SHIFT_FIRE
+    start = K.U_START
     try:
-        K_fire = 1e9
-        T.K.SHIFT_FIRE = K_fire
+        T.K.U_START = 1e9
         scores = [twin.step(float(x), float(t))[0] for x, t in zip(values, times)]
     finally:
-        T.K.SHIFT_FIRE = fire
+        T.K.U_START = start
     assert max(scores[4000:4100]) < 70
 
 
