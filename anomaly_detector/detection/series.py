@@ -6,7 +6,9 @@ once the series has shown itself a measurement (more distinct values than max_ca
 counter or a clock), and against the range of everything it has shown (a new record, weighed by
 `series_record_weight`). This module owns the state rows, the (slot, source) ->
 row map and the `max_series` limit (values of series beyond it are not judged; they are counted in
-`stats` and the first refusal is logged; 0 turns series off).
+`stats` and the first refusal is logged; 0 turns series off). Keys of slots from SPLIT_BASE on are
+split series (tier3_novelty.py gives them: one per numeric slot and categorical value); their rows
+are marked SPLIT_ONLY and count in `max_series` like any other.
 """
 import logging
 

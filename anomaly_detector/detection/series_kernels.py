@@ -30,6 +30,15 @@ says it moved, is also judged by how rare the series' records have been, and mor
 beyond its range; the value scores by the rarer of the two. A spiky series' learned tail absorbs a
 spike higher than any before; its record does not.
 
+Level shifts (shift_u, shift_log10p): the forecast follows each value, so a run of values that moved
+together, none of them extreme, leaves no residual to judge. A fast mean (SHIFT_WINDOW points) against
+a slow baseline (SHIFT_MEMORY points), in units of the gap's own usual size, is that run's evidence;
+its excursions beyond U_START are learned once each, by their peak, into a Pareto tail, and a shift
+scores against the flag budget with a window as one chance. Only a shift that reaches the threshold
+scores (one that built up beside the alarm would be no news to reported()); the baseline then
+follows the fast mean for two windows. Split series (SPLIT_ONLY: one categorical value's, see
+series.py) are judged by this test only.
+
 Counters and clocks (values whose changes are nearly always rises, or always falls: a minute field
 repeats, steps up and wraps once an hour) are not judged: their residuals are the lag of the level, not the process. Nor are labels: a series
 is judged once it has shown more distinct values than `labels` keeps (a status code is not a
