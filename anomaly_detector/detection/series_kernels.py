@@ -74,11 +74,11 @@ HIST_BINS = 16             # per side: excesses counted by octave of |z| / TAIL_
 UP_HIST, DN_HIST = 17, 17 + HIST_BINS
 # the level-shift test (shift_u): its points, slow baseline, fast mean, the usual size of their gap; the
 # tail of |u|: decayed windows, decayed excursions beyond U_START, their sum of log peak excesses, the
-# peak of the excursion under way (0: none); points left of the settling after a fired shift; 1 for a
-# split series (one categorical value's: judged by this test only)
-SHIFT_N, BASE, FAST, GAP_SIZE, U_TOTAL, U_N, U_S, U_PEAK, SETTLE, SPLIT_ONLY = (
-    17 + 2 * HIST_BINS + k for k in range(10))
-COLS = 27 + 2 * HIST_BINS
+# peak of the excursion under way (0: none); points left of the settling after a fired shift and the
+# baseline it moved from; 1 for a split series (one categorical value's: judged by this test only)
+SHIFT_N, BASE, FAST, GAP_SIZE, U_TOTAL, U_N, U_S, U_PEAK, SETTLE, FROM, SPLIT_ONLY = (
+    17 + 2 * HIST_BINS + k for k in range(11))
+COLS = 28 + 2 * HIST_BINS
 OLD_COLS = 17 + 2 * HIST_BINS   # snapshots from before the level-shift test (series.py pads them)
 # The decayed sums (TOTAL to DN_S and the histograms) are kept multiplied by GROWTH, which grows by
 # 1/keep each point instead of every sum shrinking by keep: one multiply a point, not 37.
@@ -309,6 +309,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     fast = shift_fast(st, r, x - offset, scale)
     u = shift_u(st, r, fast)
     fired = False
+    evidence = False
     if judged(st, labels, r):
         lp = tail_log10p(st, r, z)
         kind = KIND_SPIKE if z > 0 else KIND_DROP
@@ -336,7 +337,17 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
             score = shift_score
             kind = KIND_SHIFT_UP if u > 0 else KIND_SHIFT_DOWN
             expected = st[r, BASE] + offset
+        elif st[r, SETTLE] > 0.0 and score < suspicious:
+            # while it settles, a value past halfway from the old level to the new one is the shift's
+            # evidence too: suspicious, keeping its incident open (an incident needs more than one line)
+            moved = st[r, FAST] - st[r, FROM]
+            evidence = (x - offset - st[r, FROM]) * moved > 0.5 * moved * moved
+            if evidence:
+                kind = KIND_SHIFT_UP if moved > 0 else KIND_SHIFT_DOWN
+                expected = st[r, FROM] + offset
         score = reported(st, r, score, threshold, suspicious)
+        if evidence:
+            score = suspicious
     learn_record(rec, r, value, t, w)
     _learn_shift(st, r, fast, w, fired, u)
     _learn(st, season, seen, r, b, x, t, w, z, e, scale)
@@ -410,6 +421,7 @@ def _learn_shift(st, r, fast, w, fired, u):
     st[r, FAST] = fast if w == 1.0 else st[r, FAST] + w * (fast - st[r, FAST])
     if fired:
         st[r, SETTLE] = 2.0 * SHIFT_WINDOW
+        st[r, FROM] = st[r, BASE]
     if st[r, SETTLE] > 0.0:
         # the fast mean still travels to the new level for a window or two: the baseline goes with it
         st[r, BASE] = st[r, FAST]

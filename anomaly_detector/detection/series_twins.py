@@ -27,7 +27,7 @@ class Series:
         self.shift_n = self.base = self.fast = self.gap_size = 0.0   # the level-shift test
         self.u_total = self.u_n = self.u_s = self.u_peak = 0.0   # decayed windows, excursions, log peak excess, peak
         self.split_only = False
-        self.settle = 0.0
+        self.settle = self.moved_from = 0.0
 
     def shift_log10p(self, u):
         a = abs(u)
@@ -70,6 +70,7 @@ class Series:
         self.fast = fast if w == 1.0 else self.fast + w * (fast - self.fast)
         if fired:
             self.settle = 2.0 * K.SHIFT_WINDOW
+            self.moved_from = self.base
         if self.settle > 0:
             self.base = self.fast
             self.settle = max(self.settle - w, 0.0)
@@ -164,7 +165,7 @@ class Series:
         offset = bucket[0] if bucket[2] else 0.0
         fast = self.shift_fast(x - offset, scale)
         u = self.shift_u(fast)
-        fired = False
+        fired = evidence = False
         if self.judged():
             lp = self.tail_log10p(z)
             kind = K.KIND_SPIKE if z > 0 else K.KIND_DROP
@@ -192,7 +193,15 @@ class Series:
                 score = shift_score
                 kind = K.KIND_SHIFT_UP if u > 0 else K.KIND_SHIFT_DOWN
                 expected = self.base + offset
+            elif self.settle > 0 and score < self.suspicious:
+                moved = self.fast - self.moved_from
+                evidence = (x - offset - self.moved_from) * moved > 0.5 * moved * moved
+                if evidence:
+                    kind = K.KIND_SHIFT_UP if moved > 0 else K.KIND_SHIFT_DOWN
+                    expected = self.moved_from + offset
             score = self.reported(score)
+            if evidence:
+                score = self.suspicious
         self.learn_record(value, t, w)
         self.learn_shift(fast, w, fired, u)
         self._learn(b, x, t, w, z, e, scale)
