@@ -174,7 +174,8 @@ class SeriesBook:
     def load(self, saved):
         """Restore state_dict(); rows past max_series (a lowered limit) are dropped."""
         pairs = sorted(zip((int(k) for k in saved["keys"]), (int(r) for r in saved["rows"])), key=lambda kv: kv[1])
-        state = np.asarray(saved["state"], np.float64).reshape(len(pairs), -1)
+        state = np.asarray(saved["state"], np.float64)
+        state = state.reshape(len(pairs), -1) if pairs else np.zeros((0, K.COLS))
         if state.shape[1] < K.COLS:   # a snapshot from before the level-shift test: that test warms up anew
             state = np.hstack([state, np.zeros((state.shape[0], K.COLS - state.shape[1]))])
         season = np.asarray(saved["season"], np.float64).reshape(-1, 2, K.SEASON_BUCKETS)
