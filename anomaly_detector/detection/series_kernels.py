@@ -74,11 +74,12 @@ HIST_BINS = 16             # per side: excesses counted by octave of |z| / TAIL_
 UP_HIST, DN_HIST = 17, 17 + HIST_BINS
 # the level-shift test (shift_u): its points, slow baseline, fast mean, the usual size of their gap; the
 # tail of |u|: decayed windows, decayed excursions beyond U_START, their sum of log peak excesses, the
-# peak of the excursion under way (0: none); points left of the settling after a fired shift and the
-# baseline it moved from; 1 for a split series (one categorical value's: judged by this test only)
-SHIFT_N, BASE, FAST, GAP_SIZE, U_TOTAL, U_N, U_S, U_PEAK, SETTLE, FROM, SPLIT_ONLY = (
-    17 + 2 * HIST_BINS + k for k in range(11))
-COLS = 28 + 2 * HIST_BINS
+# peak of the excursion under way (0: none); points left of the settling after a fired shift (negative:
+# a recovery's, with no evidence), the baseline the last shift moved from and the shifts fired; 1 for a
+# split series (one categorical value's: judged by this test only)
+SHIFT_N, BASE, FAST, GAP_SIZE, U_TOTAL, U_N, U_S, U_PEAK, SETTLE, FROM, SHIFTS, SPLIT_ONLY = (
+    17 + 2 * HIST_BINS + k for k in range(12))
+COLS = 29 + 2 * HIST_BINS
 OLD_COLS = 17 + 2 * HIST_BINS   # snapshots from before the level-shift test (series.py pads them)
 # The decayed sums (TOTAL to DN_S and the histograms) are kept multiplied by GROWTH, which grows by
 # 1/keep each point instead of every sum shrinking by keep: one multiply a point, not 37.
@@ -309,6 +310,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     fast = shift_fast(st, r, x - offset, scale)
     u = shift_u(st, r, fast)
     fired = False
+    recovery = False
     evidence = False
     if judged(st, labels, r):
         lp = tail_log10p(st, r, z)
@@ -331,9 +333,10 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
             bonus = rate_bonus(st[r, GAP] * SHIFT_WINDOW, threshold, multiplicity)
             shift_score = min(max(-10.0 * lp + bonus, 0.0), 100.0)
         fired = shift_score >= threshold
+        recovery = fired and is_recovery(st, r, fast)
         # only a fired shift scores: its run builds up over SHIFT_WINDOW points, and a score rising
         # with it would make its crossing no news to reported()
-        if fired and shift_score > score:
+        if fired and not recovery and shift_score > score:
             score = shift_score
             kind = KIND_SHIFT_UP if u > 0 else KIND_SHIFT_DOWN
             expected = st[r, BASE] + offset
@@ -349,7 +352,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         if evidence:
             score = suspicious
     learn_record(rec, r, value, t, w)
-    _learn_shift(st, r, fast, w, fired, u)
+    _learn_shift(st, r, fast, w, fired, recovery, u)
     _learn(st, season, seen, r, b, x, t, w, z, e, scale)
     return score, kind, expected, fast + offset
 
@@ -393,7 +396,18 @@ def shift_log10p(st, r, u):
 
 
 @njit(cache=True)
-def _learn_shift(st, r, fast, w, fired, u):
+def is_recovery(st, r, fast):
+    """Whether a shift returns from the level of the last fired shift to at most halfway from the
+    level before it: the end of an episode (a lock storm over, a restarted cache warm again), reset
+    to but not reported."""
+    if st[r, SHIFTS] <= 0.0:
+        return False
+    away = st[r, BASE] - st[r, FROM]
+    return (fast - st[r, BASE]) * away < 0.0 and abs(fast - st[r, FROM]) < 0.5 * abs(away)
+
+
+@njit(cache=True)
+def _learn_shift(st, r, fast, w, fired, recovery, u):
     """Learn the level-shift state: a fired shift resets the baseline to the new level, following the
     fast mean for 2 x SHIFT_WINDOW points while it gets there (one detection an episode; the shifted
     level is the new normal), else the baseline and the gap's size follow
@@ -419,9 +433,16 @@ def _learn_shift(st, r, fast, w, fired, u):
         st[r, FAST] = fast
         return
     st[r, FAST] = fast if w == 1.0 else st[r, FAST] + w * (fast - st[r, FAST])
-    if fired:
+    if fired and recovery:
+        st[r, SETTLE] = -2.0 * SHIFT_WINDOW
+    elif fired:
         st[r, SETTLE] = 2.0 * SHIFT_WINDOW
         st[r, FROM] = st[r, BASE]
+        st[r, SHIFTS] += 1.0
+    if st[r, SETTLE] < 0.0:
+        st[r, BASE] = st[r, FAST]
+        st[r, SETTLE] = min(st[r, SETTLE] + w, 0.0)
+        return
     if st[r, SETTLE] > 0.0:
         # the fast mean still travels to the new level for a window or two: the baseline goes with it
         st[r, BASE] = st[r, FAST]

@@ -27,7 +27,13 @@ class Series:
         self.shift_n = self.base = self.fast = self.gap_size = 0.0   # the level-shift test
         self.u_total = self.u_n = self.u_s = self.u_peak = 0.0   # decayed windows, excursions, log peak excess, peak
         self.split_only = False
-        self.settle = self.moved_from = 0.0
+        self.settle = self.moved_from = self.shifts = 0.0
+
+    def is_recovery(self, fast):
+        if self.shifts <= 0:
+            return False
+        away = self.base - self.moved_from
+        return (fast - self.base) * away < 0 and abs(fast - self.moved_from) < 0.5 * abs(away)
 
     def shift_log10p(self, u):
         a = abs(u)
@@ -48,7 +54,7 @@ class Series:
             return 0.0
         return (fast - self.base) / self.gap_size
 
-    def learn_shift(self, fast, w, fired, u):
+    def learn_shift(self, fast, w, fired, recovery, u):
         if w <= 0:
             return
         if self.shift_n >= K.SHIFT_WARM:
@@ -68,9 +74,16 @@ class Series:
             self.base = self.fast = fast
             return
         self.fast = fast if w == 1.0 else self.fast + w * (fast - self.fast)
-        if fired:
+        if fired and recovery:
+            self.settle = -2.0 * K.SHIFT_WINDOW
+        elif fired:
             self.settle = 2.0 * K.SHIFT_WINDOW
             self.moved_from = self.base
+            self.shifts += 1
+        if self.settle < 0:
+            self.base = self.fast
+            self.settle = min(self.settle + w, 0.0)
+            return
         if self.settle > 0:
             self.base = self.fast
             self.settle = max(self.settle - w, 0.0)
@@ -165,7 +178,7 @@ class Series:
         offset = bucket[0] if bucket[2] else 0.0
         fast = self.shift_fast(x - offset, scale)
         u = self.shift_u(fast)
-        fired = evidence = False
+        fired = recovery = evidence = False
         if self.judged():
             lp = self.tail_log10p(z)
             kind = K.KIND_SPIKE if z > 0 else K.KIND_DROP
@@ -189,7 +202,8 @@ class Series:
                 bonus = min(max(self.threshold + 10 * math.log10(budget), K.MIN_BONUS), K.MAX_BONUS)
                 shift_score = min(max(-10 * lp + bonus, 0.0), 100.0)
             fired = shift_score >= self.threshold
-            if fired and shift_score > score:
+            recovery = fired and self.is_recovery(fast)
+            if fired and not recovery and shift_score > score:
                 score = shift_score
                 kind = K.KIND_SHIFT_UP if u > 0 else K.KIND_SHIFT_DOWN
                 expected = self.base + offset
@@ -203,7 +217,7 @@ class Series:
             if evidence:
                 score = self.suspicious
         self.learn_record(value, t, w)
-        self.learn_shift(fast, w, fired, u)
+        self.learn_shift(fast, w, fired, recovery, u)
         self._learn(b, x, t, w, z, e, scale)
         return score, kind, expected, fast + offset
 

@@ -243,3 +243,13 @@ def test_the_level_shift_test_keeps_the_flag_budget_on_wandering_series():
         out = _kernel_scores(values, np.arange(n) * 300.0)
         shifts = [s for s, k, *_ in out if s >= 70 and k in (K.KIND_SHIFT_UP, K.KIND_SHIFT_DOWN)]
         assert len(shifts) <= 3   # 104 days of 5-minute points
+
+
+def test_the_end_of_a_shift_episode_is_a_recovery_not_a_second_detection():
+    """x4 for 600 points, then back to the old level: one detection, the return is not news."""
+    values, times = _shifted(4.0, n=8000)
+    values[4600:] /= 4.0
+    out = _kernel_scores(values, times)
+    flagged = [k for k, (s, *_rest) in enumerate(out) if s >= 70]
+    assert len(flagged) == 1 and 4000 <= flagged[0] < 4060
+    assert max(s for s, *_ in out[4600:]) < 40
