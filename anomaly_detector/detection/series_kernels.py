@@ -36,7 +36,9 @@ a slow baseline (SHIFT_MEMORY points), in units of the gap's own usual size, is 
 its excursions beyond U_START are learned once each, by their peak, into a Pareto tail, and a shift
 scores against the flag budget with a window as one chance. Only a shift that reaches the threshold
 scores (one that built up beside the alarm would be no news to reported()); the baseline then
-follows the fast mean for two windows. Split series (SPLIT_ONLY: one categorical value's, see
+follows the fast mean for two windows, in which values past halfway to the new level are suspicious
+(an incident needs more than one line). A shift back towards the level before the last one is a
+recovery (is_recovery): reset to, not reported. Split series (SPLIT_ONLY: one categorical value's, see
 series.py) are judged by this test only.
 
 Counters and clocks (values whose changes are nearly always rises, or always falls: a minute field
