@@ -79,9 +79,9 @@ UP_HIST, DN_HIST = 17, 17 + HIST_BINS
 # peak of the excursion under way (0: none); points left of the settling after a fired shift (negative:
 # a recovery's, with no evidence), the baseline the last shift moved from and the shifts fired; 1 for a
 # split series (one categorical value's: judged by this test only)
-SHIFT_N, BASE, FAST, GAP_SIZE, U_TOTAL, U_N, U_S, U_PEAK, SETTLE, FROM, SHIFTS, SPLIT_ONLY = (
-    17 + 2 * HIST_BINS + k for k in range(12))
-COLS = 29 + 2 * HIST_BINS
+SHIFT_N, BASE, FAST, GAP_SIZE, U_TOTAL, U_N, U_S, U_PEAK, SETTLE, FROM, SHIFTS, HELD, SPLIT_ONLY = (
+    17 + 2 * HIST_BINS + k for k in range(13))
+COLS = 30 + 2 * HIST_BINS
 OLD_COLS = 17 + 2 * HIST_BINS   # snapshots from before the level-shift test (series.py pads them)
 # The decayed sums (TOTAL to DN_S and the histograms) are kept multiplied by GROWTH, which grows by
 # 1/keep each point instead of every sum shrinking by keep: one multiply a point, not 37.
@@ -115,6 +115,9 @@ SHIFT_WINDOW = 20.0        # points in the fast mean of the level-shift test
 SHIFT_MEMORY = 500.0       # points in its baseline and in the usual size of the fast-baseline gap
 GAP_CLIP = 8.0             # a gap counts at most this many usual sizes in the usual size
 U_START = 3.0              # |u| beyond which the level-shift statistic is on an excursion
+SHIFT_HOLD = 10.0          # points in a row a shift must reach the threshold before it fires: a burst
+                           # that is over within half a window is the tail's business, not a new level
+SHIFT_FLAGS_PER_DAY = 0.05  # the level-shift test's flag budget per source (as FALSE_FLAGS_PER_DAY)
 U_PRIOR_INDEX = 6.0        # tail index of excursion peaks before the series has shown its own (a mean's
                            # tail is lighter than its values')
 SHIFT_CLIP = 3.0           # a value moves the fast mean by at most this many residual scales
@@ -333,8 +336,10 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         if lp < 0.0:
             # the run's points are one chance a window, not one a point
             bonus = rate_bonus(st[r, GAP] * SHIFT_WINDOW, threshold, multiplicity)
+            bonus += 10.0 * math.log10(SHIFT_FLAGS_PER_DAY / FALSE_FLAGS_PER_DAY)
             shift_score = min(max(-10.0 * lp + bonus, 0.0), 100.0)
-        fired = shift_score >= threshold
+        st[r, HELD] = st[r, HELD] + 1.0 if shift_score >= threshold else 0.0
+        fired = st[r, HELD] >= SHIFT_HOLD
         recovery = fired and is_recovery(st, r, fast)
         # only a fired shift scores: its run builds up over SHIFT_WINDOW points, and a score rising
         # with it would make its crossing no news to reported()
@@ -435,6 +440,8 @@ def _learn_shift(st, r, fast, w, fired, recovery, u):
         st[r, FAST] = fast
         return
     st[r, FAST] = fast if w == 1.0 else st[r, FAST] + w * (fast - st[r, FAST])
+    if fired:
+        st[r, HELD] = 0.0
     if fired and recovery:
         st[r, SETTLE] = -2.0 * SHIFT_WINDOW
     elif fired:

@@ -27,7 +27,7 @@ class Series:
         self.shift_n = self.base = self.fast = self.gap_size = 0.0   # the level-shift test
         self.u_total = self.u_n = self.u_s = self.u_peak = 0.0   # decayed windows, excursions, log peak excess, peak
         self.split_only = False
-        self.settle = self.moved_from = self.shifts = 0.0
+        self.settle = self.moved_from = self.shifts = self.held = 0.0
 
     def is_recovery(self, fast):
         if self.shifts <= 0:
@@ -74,6 +74,8 @@ class Series:
             self.base = self.fast = fast
             return
         self.fast = fast if w == 1.0 else self.fast + w * (fast - self.fast)
+        if fired:
+            self.held = 0.0
         if fired and recovery:
             self.settle = -2.0 * K.SHIFT_WINDOW
         elif fired:
@@ -200,8 +202,10 @@ class Series:
                 per_day = K.DAY_S / max(self.gap * K.SHIFT_WINDOW, K.MIN_GAP_S)
                 budget = K.FALSE_FLAGS_PER_DAY / (per_day * max(multiplicity, 1.0))
                 bonus = min(max(self.threshold + 10 * math.log10(budget), K.MIN_BONUS), K.MAX_BONUS)
+                bonus += 10 * math.log10(K.SHIFT_FLAGS_PER_DAY / K.FALSE_FLAGS_PER_DAY)
                 shift_score = min(max(-10 * lp + bonus, 0.0), 100.0)
-            fired = shift_score >= self.threshold
+            self.held = self.held + 1 if shift_score >= self.threshold else 0.0
+            fired = self.held >= K.SHIFT_HOLD
             recovery = fired and self.is_recovery(fast)
             if fired and not recovery and shift_score > score:
                 score = shift_score
