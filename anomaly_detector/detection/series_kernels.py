@@ -36,7 +36,7 @@ a slow baseline (SHIFT_MEMORY points), in units of the gap's own usual size, is 
 its excursions beyond U_START are learned once each, by their peak, into a Pareto tail, and a shift
 scores against the flag budget with a window as one chance. Only a shift that reaches the threshold
 scores (one that built up beside the alarm would be no news to reported()); the baseline then
-follows the fast mean for two windows, in which values past halfway to the new level are suspicious
+follows the fast mean for two windows, in which its first SHIFT_EVIDENCE values past halfway to the new level are suspicious
 (an incident needs more than one line). A shift back towards the level before the last one is a
 recovery (is_recovery): reset to, not reported. Split series (SPLIT_ONLY: one categorical value's, see
 series.py) are judged by this test only.
@@ -79,9 +79,9 @@ UP_HIST, DN_HIST = 17, 17 + HIST_BINS
 # peak of the excursion under way (0: none); points left of the settling after a fired shift (negative:
 # a recovery's, with no evidence), the baseline the last shift moved from and the shifts fired; 1 for a
 # split series (one categorical value's: judged by this test only)
-SHIFT_N, BASE, FAST, GAP_SIZE, U_TOTAL, U_N, U_S, U_PEAK, SETTLE, FROM, SHIFTS, HELD, SPLIT_ONLY = (
-    17 + 2 * HIST_BINS + k for k in range(13))
-COLS = 30 + 2 * HIST_BINS
+SHIFT_N, BASE, FAST, GAP_SIZE, U_TOTAL, U_N, U_S, U_PEAK, SETTLE, FROM, SHIFTS, HELD, EVIDENCE, SPLIT_ONLY = (
+    17 + 2 * HIST_BINS + k for k in range(14))
+COLS = 31 + 2 * HIST_BINS
 OLD_COLS = 17 + 2 * HIST_BINS   # snapshots from before the level-shift test (series.py pads them)
 # The decayed sums (TOTAL to DN_S and the histograms) are kept multiplied by GROWTH, which grows by
 # 1/keep each point instead of every sum shrinking by keep: one multiply a point, not 37.
@@ -118,6 +118,8 @@ U_START = 3.0              # |u| beyond which the level-shift statistic is on an
 SHIFT_HOLD = 10.0          # points in a row a shift must reach the threshold before it fires: a burst
                            # that is over within half a window is the tail's business, not a new level
 SHIFT_FLAGS_PER_DAY = 0.05  # the level-shift test's flag budget per source (as FALSE_FLAGS_PER_DAY)
+SHIFT_EVIDENCE = 3.0       # values after a fired shift that may stay suspicious as its evidence (an
+                           # incident needs incident_min_lines; more would only lengthen it)
 U_PRIOR_INDEX = 6.0        # tail index of excursion peaks before the series has shown its own (a mean's
                            # tail is lighter than its values')
 SHIFT_CLIP = 3.0           # a value moves the fast mean by at most this many residual scales
@@ -347,7 +349,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
             score = shift_score
             kind = KIND_SHIFT_UP if u > 0 else KIND_SHIFT_DOWN
             expected = st[r, BASE] + offset
-        elif st[r, SETTLE] > 0.0 and score < suspicious:
+        elif st[r, SETTLE] > 0.0 and st[r, EVIDENCE] > 0.0 and score < suspicious:
             # while it settles, a value past halfway from the old level to the new one is the shift's
             # evidence too: suspicious, keeping its incident open (an incident needs more than one line)
             moved = st[r, FAST] - st[r, FROM]
@@ -358,6 +360,9 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         score = reported(st, r, score, threshold, suspicious)
         if evidence:
             score = suspicious
+            st[r, EVIDENCE] -= 1.0
+        if fired and not recovery:
+            st[r, EVIDENCE] = SHIFT_EVIDENCE
     learn_record(rec, r, value, t, w)
     _learn_shift(st, r, fast, w, fired, recovery, u)
     _learn(st, season, seen, r, b, x, t, w, z, e, scale)

@@ -27,7 +27,7 @@ class Series:
         self.shift_n = self.base = self.fast = self.gap_size = 0.0   # the level-shift test
         self.u_total = self.u_n = self.u_s = self.u_peak = 0.0   # decayed windows, excursions, log peak excess, peak
         self.split_only = False
-        self.settle = self.moved_from = self.shifts = self.held = 0.0
+        self.settle = self.moved_from = self.shifts = self.held = self.evidence = 0.0
 
     def is_recovery(self, fast):
         if self.shifts <= 0:
@@ -211,7 +211,7 @@ class Series:
                 score = shift_score
                 kind = K.KIND_SHIFT_UP if u > 0 else K.KIND_SHIFT_DOWN
                 expected = self.base + offset
-            elif self.settle > 0 and score < self.suspicious:
+            elif self.settle > 0 and self.evidence > 0 and score < self.suspicious:
                 moved = self.fast - self.moved_from
                 evidence = (x - offset - self.moved_from) * moved > 0.5 * moved * moved
                 if evidence:
@@ -220,6 +220,9 @@ class Series:
             score = self.reported(score)
             if evidence:
                 score = self.suspicious
+                self.evidence -= 1
+            if fired and not recovery:
+                self.evidence = K.SHIFT_EVIDENCE
         self.learn_record(value, t, w)
         self.learn_shift(fast, w, fired, recovery, u)
         self._learn(b, x, t, w, z, e, scale)
