@@ -174,7 +174,8 @@ class NoveltyTier(Tier):
 
     def _decide_splits(self, batch):
         """Choose the categorical position of templates seen SPLIT_AFTER x max_categories times: the
-        position whose slot holds the most distinct values without being full (2 at least), the
+        position of words (no value a number) whose slot holds the most distinct values without being
+        full (2 at least), the
         finest grouping the bound allows; ties go to the first. A position whose values overflow
         max_categories later (ids, not categories) stops splitting and the choice is made again."""
         tids = np.unique(batch.template_id)
@@ -186,7 +187,10 @@ class NoveltyTier(Tier):
                     & (self.template_count[tids] >= SPLIT_AFTER * self.max_values)]
         if todo.size:   # a template with no such position yet is looked at again with its next batch
             s = self.slot_index[todo]
-            nd = np.where((s >= 0) & (self.cat_full[np.maximum(s, 0)] == 0), self.cat_nd[np.maximum(s, 0)], 0)
+            # words, not numbers: a number with few values is more often a count (rows=, retries) than a
+            # category, and splitting by it makes series of a count's values
+            words = np.all(np.isnan(self.cat_num[np.maximum(s, 0)]), axis=2)
+            nd = np.where((s >= 0) & (self.cat_full[np.maximum(s, 0)] == 0) & words, self.cat_nd[np.maximum(s, 0)], 0)
             self.split_pos[todo] = np.where(nd.max(axis=1) >= 2, np.argmax(nd, axis=1), SPLIT_UNSET)
 
     def _assign_slots(self, batch):
