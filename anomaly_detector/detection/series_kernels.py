@@ -340,6 +340,10 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
             bonus = rate_bonus(st[r, GAP] * SHIFT_WINDOW, threshold, multiplicity)
             bonus += 10.0 * math.log10(SHIFT_FLAGS_PER_DAY / FALSE_FLAGS_PER_DAY)
             shift_score = min(max(-10.0 * lp + bonus, 0.0), 100.0)
+        if st[r, SPLIT_ONLY] > 0.0 and u < 0.0:
+            # a split series is there for one value's slowdown hidden in the mix; one value's drop is
+            # rarely trouble, and a load change drops many of them at once
+            shift_score = 0.0
         st[r, HELD] = st[r, HELD] + 1.0 if shift_score >= threshold else 0.0
         fired = st[r, HELD] >= SHIFT_HOLD
         recovery = fired and is_recovery(st, r, fast)

@@ -204,6 +204,8 @@ class Series:
                 bonus = min(max(self.threshold + 10 * math.log10(budget), K.MIN_BONUS), K.MAX_BONUS)
                 bonus += 10 * math.log10(K.SHIFT_FLAGS_PER_DAY / K.FALSE_FLAGS_PER_DAY)
                 shift_score = min(max(-10 * lp + bonus, 0.0), 100.0)
+            if self.split_only and u < 0:
+                shift_score = 0.0
             self.held = self.held + 1 if shift_score >= self.threshold else 0.0
             fired = self.held >= K.SHIFT_HOLD
             recovery = fired and self.is_recovery(fast)
