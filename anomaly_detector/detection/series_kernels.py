@@ -432,7 +432,9 @@ def _learn_shift(st, r, fast, w, fired, recovery, u):
     if w <= 0.0:
         return
     if st[r, SHIFT_N] >= SHIFT_WARM:
-        keep = (1.0 - slow_alpha(st, r)) ** w
+        keep = 1.0 - slow_alpha(st, r)
+        if w != 1.0:
+            keep = keep ** w
         st[r, U_TOTAL] = st[r, U_TOTAL] * keep + w / SHIFT_WINDOW
         st[r, U_N] *= keep
         st[r, U_S] *= keep

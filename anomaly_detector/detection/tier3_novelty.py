@@ -122,15 +122,23 @@ class NoveltyTier(Tier):
         extra = np.flatnonzero(split_rows >= 0)
         if extra.size == 0:
             return SeriesView(batch.n, batch.param_ptr, batch.param_num, rows, None, None)
-        owner = np.repeat(np.arange(batch.n), np.diff(batch.param_ptr))
-        all_owner = np.concatenate([owner, owner[extra]])
-        order = np.argsort(all_owner, kind="stable")
-        index = np.concatenate([np.arange(owner.size), extra])[order]
-        ptr = np.zeros(batch.n + 1, np.int64)
-        ptr[1:] = np.cumsum(np.bincount(all_owner, minlength=batch.n))
-        split_of = np.concatenate([np.full(owner.size, -1, np.int64), split[1][extra]])[order]
-        return SeriesView(batch.n, ptr, batch.param_num[index], np.concatenate([rows, split_rows[extra]])[order],
-                          index, split_of)
+        old_ptr = batch.param_ptr
+        owner = np.repeat(np.arange(batch.n), np.diff(old_ptr))
+        per_line = np.bincount(owner[extra], minlength=batch.n)
+        before = np.zeros(batch.n + 1, np.int64)     # extras of the lines before each line
+        np.cumsum(per_line, out=before[1:])
+        ptr = old_ptr + before
+        # a line's own values first, then its split copies (extra is ascending: grouped by line)
+        at_own = np.arange(owner.size) + before[owner]
+        extra_owner = owner[extra]
+        at_extra = ptr[extra_owner] + np.diff(old_ptr)[extra_owner] + np.arange(extra.size) - before[extra_owner]
+        index = np.empty(owner.size + extra.size, np.int64)
+        index[at_own], index[at_extra] = np.arange(owner.size), extra
+        split_of = np.full(index.size, -1, np.int64)
+        split_of[at_extra] = split[1][extra]
+        view_rows = np.empty(index.size, np.int64)
+        view_rows[at_own], view_rows[at_extra] = rows, split_rows[extra]
+        return SeriesView(batch.n, ptr, batch.param_num[index], view_rows, index, split_of)
 
     def _split_slots(self, batch, slots, rows):
         """(split series slot of every parameter (-1: none), the parameter holding its categorical
