@@ -117,7 +117,7 @@ GAP_CLIP = 8.0             # a gap counts at most this many usual sizes in the u
 U_START = 3.0              # |u| beyond which the level-shift statistic is on an excursion
 SHIFT_HOLD = 10.0          # points in a row a shift must reach the threshold before it fires: a burst
                            # that is over within half a window is the tail's business, not a new level
-SHIFT_FLAGS_PER_DAY = 0.05  # the level-shift test's flag budget per source (as FALSE_FLAGS_PER_DAY)
+SHIFT_FLAGS_PER_DAY = 0.01  # the level-shift test's flag budget per source, 5 times stricter than FALSE_FLAGS_PER_DAY
 SHIFT_EVIDENCE = 3.0       # values after a fired shift that may stay suspicious as its evidence (an
                            # incident needs incident_min_lines; more would only lengthen it)
 U_PRIOR_INDEX = 6.0        # tail index of excursion peaks before the series has shown its own (a mean's

@@ -45,9 +45,9 @@ def _t3(state_dir):
 
 
 def test_one_tables_latency_is_judged_against_that_tables_own_past(tmp_path):
-    """x8 on a table whose normal times sit inside the mix of all tables': the pooled series sees
+    """x16 on a table whose normal times sit inside the mix of all tables': the pooled series sees
     values it knows, the table's own series a shift (without splits nothing here is flagged)."""
-    lines, hit = _queries("cart_items", 8.0)
+    lines, hit = _queries("cart_items", 16.0)
     records = _replay(tmp_path, "all", lines)
     flagged = [k for k, r in enumerate(records) if r["anomaly"]]
     assert any(hit[k] for k in flagged), flagged
@@ -58,7 +58,7 @@ def test_one_tables_latency_is_judged_against_that_tables_own_past(tmp_path):
 
 
 def test_split_series_are_saved_and_restored(tmp_path):
-    lines, hit = _queries("cart_items", 8.0)
+    lines, hit = _queries("cart_items", 16.0)
     _replay(tmp_path, "before", lines[:19000], "--save-state", str(tmp_path / "state"))
     saved = _t3(tmp_path / "state")[1]["t3"]
     assert len(saved["split_ids"]) >= 7 and max(saved["split_pos"]) >= 0
