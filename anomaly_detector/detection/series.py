@@ -6,7 +6,9 @@ once the series has shown itself a measurement (more distinct values than max_ca
 counter or a clock), and against the range of everything it has shown (a new record, weighed by
 `series_record_weight`). This module owns the state rows, the (slot, source) ->
 row map and the `max_series` limit (values of series beyond it are not judged; they are counted in
-`stats` and the first refusal is logged; 0 turns series off).
+`stats` and the first refusal is logged; 0 turns series off). Keys of slots from SPLIT_BASE on are
+split series (tier3_novelty.py gives them: one per numeric slot and categorical value); their rows
+are marked SPLIT_ONLY and count in `max_series` like any other.
 """
 import logging
 
@@ -16,6 +18,7 @@ from . import series_kernels as K
 
 log = logging.getLogger(__name__)
 SOURCE_BITS = 32
+SPLIT_BASE = 1 << 30   # slots from here on are split series (one categorical value's): level shifts only
 
 
 class SeriesBook:
@@ -82,6 +85,7 @@ class SeriesBook:
         row = self.rows[key] = len(self.rows)
         self._grow(row + 1)
         self.source_of[row] = key & ((1 << SOURCE_BITS) - 1)
+        self.state[row, K.SPLIT_ONLY] = float(key >> SOURCE_BITS >= SPLIT_BASE)
         return row
 
     def _grow(self, n):
@@ -150,6 +154,7 @@ class SeriesBook:
         for key, row in self.rows.items():
             if key >> SOURCE_BITS in gone:
                 self.state[row] = 0
+                self.state[row, K.SPLIT_ONLY] = float(key >> SOURCE_BITS >= SPLIT_BASE)
                 self.season[row] = 0
                 self.seen[row] = 0
                 self.labels[row] = 0
@@ -169,7 +174,10 @@ class SeriesBook:
     def load(self, saved):
         """Restore state_dict(); rows past max_series (a lowered limit) are dropped."""
         pairs = sorted(zip((int(k) for k in saved["keys"]), (int(r) for r in saved["rows"])), key=lambda kv: kv[1])
-        state = np.asarray(saved["state"], np.float64).reshape(-1, K.COLS)
+        state = np.asarray(saved["state"], np.float64)
+        state = state.reshape(len(pairs), -1) if pairs else np.zeros((0, K.COLS))
+        if state.shape[1] < K.COLS:   # a snapshot from before the level-shift test: that test warms up anew
+            state = np.hstack([state, np.zeros((state.shape[0], K.COLS - state.shape[1]))])
         season = np.asarray(saved["season"], np.float64).reshape(-1, 2, K.SEASON_BUCKETS)
         seen = np.asarray(saved["seen"], np.int8).reshape(-1, K.SEASON_BUCKETS)
         labels = np.asarray(saved["labels"], np.float64)   # reshape(0, -1) is ambiguous: a book with no series

@@ -44,10 +44,11 @@ def test_kernel_matches_the_twin(shape):
     twin = T.Series(LABELS)
     expected = [twin.step(float(x), float(t), w) for x, t, w in zip(values, times, weights)]
     got = _kernel_scores(values, times, weights)
-    for (s1, k1, e1), (s2, k2, e2) in zip(got, expected):
+    for (s1, k1, e1, l1), (s2, k2, e2, l2) in zip(got, expected):
         assert s1 == pytest.approx(s2, rel=1e-9, abs=1e-9)
         assert k1 == k2
         assert e1 == pytest.approx(e2, rel=1e-9, abs=1e-9)
+        assert l1 == pytest.approx(l2, rel=1e-9, abs=1e-9)
 
 
 def test_a_latency_outlier_is_flagged_and_ordinary_values_are_not():
@@ -55,7 +56,7 @@ def test_a_latency_outlier_is_flagged_and_ordinary_values_are_not():
     rng = np.random.default_rng(3)
     values = rng.lognormal(math.log(150), 0.24, 20000)
     values[15000] = 3000.0
-    scores = np.array([s for s, _, _ in _kernel_scores(values, np.arange(values.size) * 30.0)])
+    scores = np.array([s for s, *_ in _kernel_scores(values, np.arange(values.size) * 30.0)])
     assert scores[15000] >= 70
     assert np.sum(scores >= 70) <= 3      # a day of 30 s points is 2,880; the budget is 0.05 a day
 
@@ -66,7 +67,7 @@ def test_a_jump_of_a_smooth_series_is_flagged():
     t = np.arange(n) * 60.0
     values = 500 + 100 * np.sin(2 * np.pi * np.arange(n) / 700.0) + np.random.default_rng(5).normal(0, 3, n)
     values[3000:3010] += 200
-    scores = np.array([s for s, _, _ in _kernel_scores(values, t)])
+    scores = np.array([s for s, *_ in _kernel_scores(values, t)])
     assert scores[3000] >= 70
     assert np.sum(scores[:2990] >= 70) == 0
 
@@ -76,7 +77,7 @@ def test_a_short_sparse_series_is_judged():
     rng = np.random.default_rng(9)
     values = rng.normal(40, 4, 200)
     values[150] = 120
-    scores = np.array([s for s, _, _ in _kernel_scores(values, np.arange(200) * 3600.0)])
+    scores = np.array([s for s, *_ in _kernel_scores(values, np.arange(200) * 3600.0)])
     assert scores[150] >= 70 and np.sum(scores >= 70) == 1
 
 
@@ -85,7 +86,7 @@ def test_counters_and_labels_are_not_judged(shape):
     values, times = _shapes(np.random.default_rng(2), 5000)[shape]
     values = values.copy()
     values[4000] = values[4000] * 10
-    assert max(s for s, _, _ in _kernel_scores(values, times)) == 0.0
+    assert max(s for s, *_ in _kernel_scores(values, times)) == 0.0
 
 
 class Batch:
@@ -116,7 +117,7 @@ def test_a_progress_count_that_restarts_each_night_is_not_judged():
         counts = np.cumsum(rng.integers(300, 4000, 27))
         values += counts.tolist()
         times += (day * 86400.0 + 7200 + np.sort(rng.uniform(0, 1800, 27))).tolist()
-    assert max(s for s, _, _ in _kernel_scores(np.array(values, float), np.array(times))) == 0.0
+    assert max(s for s, *_ in _kernel_scores(np.array(values, float), np.array(times))) == 0.0
 
 
 def test_the_flag_budget_is_shared_by_the_judged_series_of_a_source():
@@ -143,7 +144,7 @@ def test_records_of_noise_keep_the_flag_budget(shape):
     no anomaly; the budget is 0.05 flags a day, 3 in 60 days."""
     n = 17280
     values = _noise(shape, n, np.random.default_rng(1))
-    scores = np.array([s for s, _, _ in _kernel_scores(values, np.arange(n) * 300.0)])
+    scores = np.array([s for s, *_ in _kernel_scores(values, np.arange(n) * 300.0)])
     assert np.sum(scores >= 70) <= 4
 
 
@@ -187,3 +188,68 @@ def test_an_episode_building_up_is_one_detection_at_any_threshold():
     assert near[0] > near[1] and near[0] > near[2] and max(near) < 40
     # ten times rarer than the episode so far is news again
     assert K.reported(st, 0, 95.0, 70.0, 40.0) == 95.0
+
+
+def _shifted(factor, seed=5, n=6000, at=4000, sigma=0.5):
+    """Log-normal latencies 30 s apart whose level moves by `factor` at point `at` and stays there."""
+    values = np.random.default_rng(seed).lognormal(math.log(120), sigma, n)
+    values[at:] *= factor
+    return values, np.arange(n) * 30.0
+
+
+@pytest.mark.parametrize("factor,kind", [(2.95, K.KIND_SHIFT_UP), (1 / 3.0, K.KIND_SHIFT_DOWN)])
+def test_a_level_shift_with_no_extreme_value_is_one_detection_then_the_new_normal(factor, kind):
+    values, times = _shifted(factor)
+    out = _kernel_scores(values, times)
+    scores = np.array([s for s, *_ in out])
+    flagged = np.flatnonzero(scores >= 70)
+    assert flagged.size == 1 and 4000 <= flagged[0] < 4000 + 3 * K.SHIFT_WINDOW
+    assert out[flagged[0]][1] == kind
+    # it expected the old level and saw the new one
+    assert K.from_log(out[flagged[0]][2]) == pytest.approx(120 * math.exp(0.5 ** 2 / 2), rel=0.5)
+    # the fast mean is on its way there when the shift fires: at least a third of the move, not past it
+    moved = math.log(K.from_log(out[flagged[0]][3]) / K.from_log(out[flagged[0]][2])) / math.log(factor)
+    assert 1 / 3 <= moved <= 1.2
+    # the first values after it that are past halfway keep its incident open: suspicious, not flagged
+    after = scores[flagged[0] + 1:flagged[0] + 2 * int(K.SHIFT_WINDOW)]
+    assert K.SHIFT_EVIDENCE <= (after >= 40).sum() <= K.SHIFT_EVIDENCE + 2 and after.max() < 70
+    # the shifted level became the new normal: nothing after the episode reaches the suspicious score
+    assert scores[4500:].max() < 40
+
+
+def test_values_of_a_shift_are_not_extreme_one_by_one():
+    """The same run without the level-shift test (its tail out of reach) flags nothing: the run is the evidence."""
+    values, times = _shifted(2.95)
+    twin = T.Series(LABELS)
+    start = K.U_START
+    try:
+        T.K.U_START = 1e9
+        scores = [twin.step(float(x), float(t))[0] for x, t in zip(values, times)]
+    finally:
+        T.K.U_START = start
+    assert max(scores[4000:4100]) < 70
+
+
+def test_the_level_shift_test_keeps_the_flag_budget_on_wandering_series():
+    """A random walk and an AR(1) series, 30,000 points: the gap's usual size is learned from each, so
+    a wandering level is not a run of shifts."""
+    rng = np.random.default_rng(8)
+    n = 30000
+    walk = 100 + np.cumsum(rng.normal(0, 0.2, n))
+    ar = np.zeros(n)
+    for k in range(1, n):
+        ar[k] = 0.95 * ar[k - 1] + rng.normal(0, 1)
+    for values in (walk, 200 + ar):
+        out = _kernel_scores(values, np.arange(n) * 300.0)
+        shifts = [s for s, k, *_ in out if s >= 70 and k in (K.KIND_SHIFT_UP, K.KIND_SHIFT_DOWN)]
+        assert len(shifts) <= 3   # 104 days of 5-minute points
+
+
+def test_the_end_of_a_shift_episode_is_a_recovery_not_a_second_detection():
+    """x4 for 600 points, then back to the old level: one detection, the return is not news."""
+    values, times = _shifted(4.0, n=8000)
+    values[4600:] /= 4.0
+    out = _kernel_scores(values, times)
+    flagged = [k for k, (s, *_rest) in enumerate(out) if s >= 70]
+    assert len(flagged) == 1 and 4000 <= flagged[0] < 4060
+    assert max(s for s, *_ in out[4600:]) < 40
