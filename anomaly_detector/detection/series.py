@@ -24,9 +24,11 @@ SPLIT_BASE = 1 << 30   # slots from here on are split series (one categorical va
 class SeriesBook:
     """Series state of one tier 3: rows of series_kernels state, grown as series appear."""
 
-    def __init__(self, max_series, max_labels, threshold=70.0, suspicious=40.0, record_weight=K.RECORD_WEIGHT):
+    def __init__(self, max_series, max_labels, threshold=70.0, suspicious=40.0, record_weight=K.RECORD_WEIGHT,
+                 shift_budget=K.SHIFT_FLAGS_PER_DAY):
         self.threshold, self.suspicious = float(threshold), float(suspicious)
         self.record_weight = float(record_weight)
+        self.shift_budget = float(shift_budget)   # series_shift_budget (0: no level-shift test)
         self.max_series = int(max_series)
         self.max_labels = int(max_labels)
         self.rows = {}              # slot << SOURCE_BITS | source id -> row
@@ -115,7 +117,7 @@ class SeriesBook:
         copies = (self.state[touched], self.season[touched], self.seen[touched], self.labels[touched],
                   self.record[touched])
         out = K.score_series(batch.param_ptr, local_rows, batch.param_num, ts, weights, *copies, self.threshold,
-                             self.suspicious, self.multiplicity()[touched], self.record_weight)
+                             self.suspicious, self.multiplicity()[touched], self.record_weight, self.shift_budget)
         self._scored = (batch, rows, ts, touched, copies)
         return out
 
@@ -135,7 +137,7 @@ class SeriesBook:
                 return
         K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights, self.state,
                        self.season, self.seen, self.labels, self.record, self.threshold, self.suspicious,
-                       self.multiplicity(), self.record_weight)
+                       self.multiplicity(), self.record_weight, self.shift_budget)
 
     def multiplicity(self):
         """float64[rows]: how many judged series the source of each row has (at least 1)."""
@@ -185,7 +187,8 @@ class SeriesBook:
         # a snapshot from before records were kept: each series' range starts again from its next value
         record = np.asarray(saved.get("record", np.zeros((len(pairs), K.RECORD_COLS))), np.float64)
         record = record.reshape(len(pairs), K.RECORD_COLS)
-        self.__init__(self.max_series, self.max_labels, self.threshold, self.suspicious, self.record_weight)
+        self.__init__(self.max_series, self.max_labels, self.threshold, self.suspicious, self.record_weight,
+                      self.shift_budget)
         self.refused = int(saved.get("refused", 0))
         for key, row in pairs[: self.max_series]:
             new = self._row(key)

@@ -287,7 +287,8 @@ def learn_record(rec, r, value, t, w):
 
 
 @njit(cache=True)
-def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, multiplicity, record_weight):
+def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, multiplicity, record_weight,
+         shift_budget):
     """Judge value x at time t of series r, then learn it with weight w -> (score 0..100, kind, expected
     and the series' recent level (its fast mean), both on the log scale: see from_log). A level shift
     (shift_u) expects the baseline it moved from.
@@ -335,10 +336,10 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
             kind = KIND_NONE
         lp = shift_log10p(st, r, u)
         shift_score = 0.0
-        if lp < 0.0:
+        if lp < 0.0 and shift_budget > 0.0:
             # the run's points are one chance a window, not one a point
             bonus = rate_bonus(st[r, GAP] * SHIFT_WINDOW, threshold, multiplicity)
-            bonus += 10.0 * math.log10(SHIFT_FLAGS_PER_DAY / FALSE_FLAGS_PER_DAY)
+            bonus += 10.0 * math.log10(shift_budget / FALSE_FLAGS_PER_DAY)
             shift_score = min(max(-10.0 * lp + bonus, 0.0), 100.0)
         if st[r, SPLIT_ONLY] > 0.0 and u < 0.0:
             # a split series is there for one value's slowdown hidden in the mix; one value's drop is
@@ -535,15 +536,16 @@ def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
 
 
 @kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.F64_1D, kt.F32_1D, kt.F64_2D, kt.F64_3D, kt.I8_2D, kt.F64_2D,
-           kt.F64_2D, kt.FLOAT64, kt.FLOAT64, kt.F64_1D, kt.FLOAT64), cache=True)
+           kt.F64_2D, kt.FLOAT64, kt.FLOAT64, kt.F64_1D, kt.FLOAT64, kt.FLOAT64), cache=True)
 def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen, labels, rec, threshold, suspicious,
-                 multiplicity, record_weight):
+                 multiplicity, record_weight, shift_budget):
     """Step every numeric parameter with a series row (param_row >= 0) through its series, in line
     order -> (best score per line float32[n], its parameter index int64[n], kind int8[n],
     expected value float64[n], the series' recent level float64[n]). weights float32[n]: learning weight per line (0: judge only);
     threshold: the anomaly threshold the per-day calibration aims at; suspicious: the suspicious score;
     multiplicity float64[R]: the judged series of each row's source (rate_bonus); rec float64[R, RECORD_COLS]:
-    each row's range and records; record_weight: see record_log10p."""
+    each row's range and records; record_weight: see record_log10p; shift_budget: false level shifts a
+    source may raise a day (series_shift_budget; 0: the level-shift test is off)."""
     n = param_ptr.shape[0] - 1
     best = np.zeros(n, np.float32)
     which = np.full(n, -1, np.int64)
@@ -557,7 +559,7 @@ def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen,
             if r < 0 or math.isnan(x) or math.isinf(x):
                 continue
             sc, k, ex, now = step(st, season, seen, labels, rec, r, x, ts[i], weights[i], threshold, suspicious,
-                                  multiplicity[r], record_weight)
+                                  multiplicity[r], record_weight, shift_budget)
             if sc > best[i]:
                 best[i], which[i], kind[i], expected[i], level[i] = sc, j, k, from_log(ex), from_log(now)
     return best, which, kind, expected, level

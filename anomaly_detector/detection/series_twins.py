@@ -6,9 +6,11 @@ from . import series_kernels as K
 
 
 class Series:
-    def __init__(self, max_labels, threshold=70.0, suspicious=40.0, record_weight=K.RECORD_WEIGHT):
+    def __init__(self, max_labels, threshold=70.0, suspicious=40.0, record_weight=K.RECORD_WEIGHT,
+                 shift_budget=K.SHIFT_FLAGS_PER_DAY):
         self.max_labels = max_labels
         self.record_weight = record_weight
+        self.shift_budget = shift_budget
         self.high = self.low = None   # the range of every value learned (None: none yet)
         self.points = 0.0
         self.first_t = 0.0
@@ -198,11 +200,11 @@ class Series:
                 score, kind = 0.0, K.KIND_NONE
             lp = self.shift_log10p(u)
             shift_score = 0.0
-            if lp < 0:
+            if lp < 0 and self.shift_budget > 0:
                 per_day = K.DAY_S / max(self.gap * K.SHIFT_WINDOW, K.MIN_GAP_S)
                 budget = K.FALSE_FLAGS_PER_DAY / (per_day * max(multiplicity, 1.0))
                 bonus = min(max(self.threshold + 10 * math.log10(budget), K.MIN_BONUS), K.MAX_BONUS)
-                bonus += 10 * math.log10(K.SHIFT_FLAGS_PER_DAY / K.FALSE_FLAGS_PER_DAY)
+                bonus += 10 * math.log10(self.shift_budget / K.FALSE_FLAGS_PER_DAY)
                 shift_score = min(max(-10 * lp + bonus, 0.0), 100.0)
             if self.split_only and u < 0:
                 shift_score = 0.0

@@ -70,7 +70,7 @@ class NoveltyTier(Tier):
         self.cat_nd = np.zeros(64, np.int32)
         self.cat_full = np.zeros(64, np.int8)
         self.series = SeriesBook(settings["max_series"], self.max_values, self.threshold, self.suspicious,
-                                 settings["series_record_weight"])
+                                 settings["series_record_weight"], settings["series_shift_budget"])
         self.split_pos = np.full(64, SPLIT_UNSET, np.int8)  # template -> categorical position splitting its series
         self.split_ids = {}        # (numeric slot, categorical position, value index) key -> split series slot
         self._rows_of = (None, None)   # (batch, its SeriesView)
@@ -186,6 +186,8 @@ class NoveltyTier(Tier):
         full (2 at least), the
         finest grouping the bound allows; ties go to the first. A position whose values overflow
         max_categories later (ids, not categories) stops splitting and the choice is made again."""
+        if self.series.shift_budget <= 0.0:   # split series are judged by the level-shift test only
+            return
         tids = np.unique(batch.template_id)
         chosen = self.split_pos[tids]
         pos_slots = self.slot_index[tids, np.maximum(chosen, 0)]

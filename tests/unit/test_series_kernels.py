@@ -11,14 +11,15 @@ from anomaly_detector.detection.series import SeriesBook
 LABELS = 16
 
 
-def _kernel_scores(values, times, weights=None, record_weight=K.RECORD_WEIGHT):
+def _kernel_scores(values, times, weights=None, record_weight=K.RECORD_WEIGHT, shift_budget=K.SHIFT_FLAGS_PER_DAY):
     st, season = np.zeros((1, K.COLS)), np.zeros((1, 2, K.SEASON_BUCKETS))
     seen, labels = np.zeros((1, K.SEASON_BUCKETS), np.int8), np.zeros((1, LABELS))
     rec = np.zeros((1, K.RECORD_COLS))
     out = []
     for k, (x, t) in enumerate(zip(values, times)):
         w = 1.0 if weights is None else weights[k]
-        out.append(K.step(st, season, seen, labels, rec, 0, float(x), float(t), w, 70.0, 40.0, 1.0, record_weight))
+        out.append(K.step(st, season, seen, labels, rec, 0, float(x), float(t), w, 70.0, 40.0, 1.0, record_weight,
+                          shift_budget))
     return out
 
 
@@ -253,3 +254,20 @@ def test_the_end_of_a_shift_episode_is_a_recovery_not_a_second_detection():
     flagged = [k for k, (s, *_rest) in enumerate(out) if s >= 70]
     assert len(flagged) == 1 and 4000 <= flagged[0] < 4060
     assert max(s for s, *_ in out[4600:]) < 40
+
+
+@pytest.mark.parametrize("budget", [0.0, 0.002])
+def test_the_kernel_matches_the_twin_at_another_shift_budget(budget):
+    values, times = _shifted(2.95, n=5000)
+    twin = T.Series(LABELS, shift_budget=budget)
+    expected = [twin.step(float(x), float(t)) for x, t in zip(values, times)]
+    for (s1, k1, *_), (s2, k2, *_) in zip(_kernel_scores(values, times, shift_budget=budget), expected):
+        assert s1 == pytest.approx(s2, rel=1e-9, abs=1e-9) and k1 == k2
+
+
+def test_a_zero_shift_budget_turns_the_level_shift_test_off():
+    """series_shift_budget 0: the x2.95 run that the test catches at the default budget raises nothing."""
+    values, times = _shifted(2.95)
+    kinds = {k for s, k, *_ in _kernel_scores(values, times, shift_budget=0.0) if s >= 40}
+    assert not kinds & {K.KIND_SHIFT_UP, K.KIND_SHIFT_DOWN}
+    assert max(s for s, *_ in _kernel_scores(values, times, shift_budget=0.0)[4000:4100]) < 70

@@ -83,3 +83,14 @@ def test_statistics_saved_before_splits_and_shift_columns_load(tmp_path):
     assert len(records) == 2000 and not any(r["anomaly"] for r in records)
     again = _t3(tmp_path / "again")[1]["t3"]
     assert all(len(row) == K.COLS for row in again["series"]["state"]) and max(again["split_pos"]) >= 0
+
+
+def test_a_zero_shift_budget_splits_no_series(tmp_path):
+    """series_shift_budget = 0 turns the level-shift test off, and with it the split series it judges."""
+    config = tmp_path / "off.ini"
+    config.write_text("[detection]\n[[tier3]]\nseries_shift_budget = 0\n")
+    lines, hit = _queries("cart_items", 16.0, n=22000)
+    records = _replay(tmp_path, "off", lines, "--config", str(config), "--save-state", str(tmp_path / "state"))
+    saved = _t3(tmp_path / "state")[1]["t3"]
+    assert saved["split_ids"] == [] and max(saved["split_pos"]) < 0
+    assert not any("where parameter" in reason for r in records for reason in r["reasons"])
