@@ -90,6 +90,14 @@ class SeriesBook:
         self.state[row, K.SPLIT_ONLY] = float(key >> SOURCE_BITS >= SPLIT_BASE)
         return row
 
+    def mark_explained(self, split_rows, pooled_rows):
+        """Mark each split series judged while its value explains part of its pooled series' spread (its
+        long-run residual size at most SPLIT_EXPLAINS of the pooled one's: a table's query time, not a
+        referrer's), else learned only; a mark follows its series' sizes batch by batch."""
+        s = self.state
+        explained = s[split_rows, K.SLOW_SCALE] <= K.SPLIT_EXPLAINS * s[pooled_rows, K.SLOW_SCALE]
+        s[split_rows, K.SPLIT_ONLY] = np.where(explained, K.SPLIT_JUDGED, K.SPLIT_MIXED)
+
     def _grow(self, n):
         size = self.state.shape[0]
         if n <= size:

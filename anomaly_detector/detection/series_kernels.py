@@ -39,7 +39,9 @@ scores (one that built up beside the alarm would be no news to reported()); the 
 follows the fast mean for two windows, in which its first SHIFT_EVIDENCE values past halfway to the new level are suspicious
 (an incident needs more than one line). A shift back towards the level before the last one is a
 recovery (is_recovery): reset to, not reported. Split series (SPLIT_ONLY: one categorical value's, see
-series.py) are judged by this test only.
+series.py) are judged by this test only, and only while their value explains part of the pooled
+series' spread (SPLIT_JUDGED: their own residuals at most SPLIT_EXPLAINS of the pooled ones'); a split
+by a value that explains nothing (SPLIT_MIXED) only learns.
 
 Counters and clocks (values whose changes are nearly always rises, or always falls: a minute field
 repeats, steps up and wraps once an hour) are not judged: their residuals are the lag of the level, not the process. Nor are labels: a series
@@ -123,6 +125,9 @@ SHIFT_EVIDENCE = 3.0       # values after a fired shift that may stay suspicious
 U_PRIOR_INDEX = 6.0        # tail index of excursion peaks before the series has shown its own (a mean's
                            # tail is lighter than its values')
 SHIFT_CLIP = 3.0           # a value moves the fast mean by at most this many residual scales
+SPLIT_EXPLAINS = 0.8       # a split series is judged while its long-run residual size is at most this
+                           # share of its pooled series' (its value explains part of the pooled spread)
+SPLIT_JUDGED, SPLIT_MIXED = 1.0, 2.0   # SPLIT_ONLY of a split series judged / learned only (series.py)
 SHIFT_WARM = 200.0         # points before a series' shifts are judged (the gap's size must be known)
 KIND_NONE, KIND_SPIKE, KIND_DROP, KIND_RECORD_HIGH, KIND_RECORD_LOW, KIND_SHIFT_UP, KIND_SHIFT_DOWN = range(7)
 
@@ -344,6 +349,10 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         if st[r, SPLIT_ONLY] > 0.0 and u < 0.0:
             # a split series is there for one value's slowdown hidden in the mix; one value's drop is
             # rarely trouble, and a load change drops many of them at once
+            shift_score = 0.0
+        if st[r, SPLIT_ONLY] == SPLIT_MIXED:
+            # its value does not explain the spread (a referrer, not a table): its level moves with the
+            # mix of whatever else the lines hold, and a shift of it is that mix's, not news
             shift_score = 0.0
         st[r, HELD] = st[r, HELD] + 1.0 if shift_score >= threshold else 0.0
         fired = st[r, HELD] >= SHIFT_HOLD

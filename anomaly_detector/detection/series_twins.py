@@ -208,6 +208,8 @@ class Series:
                 shift_score = min(max(-10 * lp + bonus, 0.0), 100.0)
             if self.split_only and u < 0:
                 shift_score = 0.0
+            if self.split_only == K.SPLIT_MIXED:
+                shift_score = 0.0
             self.held = self.held + 1 if shift_score >= self.threshold else 0.0
             fired = self.held >= K.SHIFT_HOLD
             recovery = fired and self.is_recovery(fast)

@@ -122,6 +122,7 @@ class NoveltyTier(Tier):
         extra = np.flatnonzero(split_rows >= 0)
         if extra.size == 0:
             return SeriesView(batch.n, batch.param_ptr, batch.param_num, rows, None, None)
+        self.series.mark_explained(split_rows[extra], rows[extra])
         old_ptr = batch.param_ptr
         owner = np.repeat(np.arange(batch.n), np.diff(old_ptr))
         per_line = np.bincount(owner[extra], minlength=batch.n)

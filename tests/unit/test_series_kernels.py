@@ -6,7 +6,7 @@ import pytest
 
 from anomaly_detector.detection import series_kernels as K
 from anomaly_detector.detection import series_twins as T
-from anomaly_detector.detection.series import SeriesBook
+from anomaly_detector.detection.series import SPLIT_BASE, SeriesBook
 
 LABELS = 16
 
@@ -271,3 +271,25 @@ def test_a_zero_shift_budget_turns_the_level_shift_test_off():
     kinds = {k for s, k, *_ in _kernel_scores(values, times, shift_budget=0.0) if s >= 40}
     assert not kinds & {K.KIND_SHIFT_UP, K.KIND_SHIFT_DOWN}
     assert max(s for s, *_ in _kernel_scores(values, times, shift_budget=0.0)[4000:4100]) < 70
+
+
+def test_a_split_series_whose_value_explains_nothing_only_learns():
+    """A split series is judged while its residuals are at most SPLIT_EXPLAINS of its pooled series'
+    (mark_explained); one whose value explains nothing of the spread raises no shift, judged ones do."""
+    book = SeriesBook(max_series=10, max_labels=LABELS)
+    pooled, table, referrer = book._row(1 << 32), book._row((SPLIT_BASE << 32) | 0), book._row(((SPLIT_BASE + 1) << 32))
+    book.state[[pooled, table, referrer], K.SLOW_SCALE] = [1.0, 0.6, 0.95]
+    book.mark_explained(np.array([table, referrer, table]), np.array([pooled, pooled, pooled]))
+    assert book.state[[table, referrer], K.SPLIT_ONLY].tolist() == [K.SPLIT_JUDGED, K.SPLIT_MIXED]
+    values, times = _shifted(2.95)
+    for mark, shifts in ((K.SPLIT_JUDGED, 1), (K.SPLIT_MIXED, 0)):
+        st, season = np.zeros((1, K.COLS)), np.zeros((1, 2, K.SEASON_BUCKETS))
+        seen, labels, rec = np.zeros((1, K.SEASON_BUCKETS), np.int8), np.zeros((1, LABELS)), np.zeros((1, K.RECORD_COLS))
+        st[0, K.SPLIT_ONLY] = mark
+        twin = T.Series(LABELS)
+        twin.split_only = mark
+        got = [K.step(st, season, seen, labels, rec, 0, float(x), float(t), 1.0, 70.0, 40.0, 1.0, K.RECORD_WEIGHT,
+                      K.SHIFT_FLAGS_PER_DAY)[0] for x, t in zip(values, times)]
+        want = [twin.step(float(x), float(t))[0] for x, t in zip(values, times)]
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-9)
+        assert sum(1 for s in got if s >= 70) == shifts
