@@ -203,3 +203,5 @@ class SeriesBook:
             self.state[new], self.season[new], self.seen[new] = state[row], season[row], seen[row]
             self.labels[new, :labels.shape[1]] = labels[row]
             self.record[new] = record[row]
+        # the offsets' sum is the season's, whatever the snapshot held (none before it was kept)
+        self.state[:len(self.rows), K.OFFSET_SUM] = self.season[:len(self.rows), 0].sum(axis=1)

@@ -31,7 +31,11 @@ beyond its range; the value scores by the rarer of the two. A spiky series' lear
 spike higher than any before; its record does not.
 
 Level shifts (shift_u, shift_log10p): the forecast follows each value, so a run of values that moved
-together, none of them extreme, leaves no residual to judge. A fast mean (SHIFT_WINDOW points) against
+together, none of them extreme, leaves no residual to judge. The test sees values less their time-of-day
+offset, centred on the offsets' mean (OFFSET_SUM): the forecast's level and offsets are only known up
+to a constant between them, and on a mix of two kinds of value (2 bytes and 17 KB) they drift apart
+by hundreds of log units while their sum stays right: while an offset is wider than the series'
+whole range the test is off (it restarts as after a recovery). A fast mean (SHIFT_WINDOW points) against
 a slow baseline (SHIFT_MEMORY points), in units of the gap's own usual size, is that run's evidence;
 its excursions beyond U_START are learned once each, by their peak, into a Pareto tail, and a shift
 scores against the flag budget with a window as one chance. Only a shift that reaches the threshold
@@ -83,7 +87,10 @@ UP_HIST, DN_HIST = 17, 17 + HIST_BINS
 # split series (one categorical value's: judged by this test only)
 SHIFT_N, BASE, FAST, GAP_SIZE, U_TOTAL, U_N, U_S, U_PEAK, SETTLE, FROM, SHIFTS, HELD, EVIDENCE, SPLIT_ONLY = (
     17 + 2 * HIST_BINS + k for k in range(14))
-COLS = 31 + 2 * HIST_BINS
+# the sum of the time-of-day offsets (season[r, 0]): the level-shift test deseasons by an offset less
+# their mean (shift_offset), series.py recomputes it on load
+OFFSET_SUM = 31 + 2 * HIST_BINS
+COLS = 32 + 2 * HIST_BINS
 OLD_COLS = 17 + 2 * HIST_BINS   # snapshots from before the level-shift test (series.py pads them)
 # The decayed sums (TOTAL to DN_S and the histograms) are kept multiplied by GROWTH, which grows by
 # 1/keep each point instead of every sum shrinking by keep: one multiply a point, not 37.
@@ -219,6 +226,12 @@ def octave(a):
 
 
 @njit(cache=True)
+def to_log(v):
+    """The signed log1p of v: the scale series are judged on."""
+    return math.copysign(math.log1p(abs(v)), v)
+
+
+@njit(cache=True)
 def from_log(y):
     """The value whose signed log1p is y."""
     return math.copysign(math.expm1(abs(y)), y)
@@ -320,8 +333,15 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     z = e / scale
     score = 0.0
     kind = KIND_NONE
-    fast = shift_fast(st, r, x - offset, scale)
+    shift_off = offset - st[r, OFFSET_SUM] / SEASON_BUCKETS
+    fast = shift_fast(st, r, x - shift_off, scale)
     u = shift_u(st, r, fast)
+    if abs(shift_off) > to_log(rec[r, REC_HIGH]) - to_log(rec[r, REC_LOW]):
+        # an offset wider than every value's range: the forecast's level and season drifted apart (a
+        # mix of two kinds of value, 2 bytes and 17 KB), and its deseasoned values say nothing of a
+        # level; the test starts again once they are sane, as after a recovery
+        st[r, SETTLE] = -2.0 * SHIFT_WINDOW
+        u = 0.0
     fired = False
     recovery = False
     evidence = False
@@ -362,15 +382,15 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         if fired and not recovery and shift_score > score:
             score = shift_score
             kind = KIND_SHIFT_UP if u > 0 else KIND_SHIFT_DOWN
-            expected = st[r, BASE] + offset
+            expected = st[r, BASE] + shift_off
         elif st[r, SETTLE] > 0.0 and st[r, EVIDENCE] > 0.0 and score < suspicious:
             # while it settles, a value past halfway from the old level to the new one is the shift's
             # evidence too: suspicious, keeping its incident open (an incident needs more than one line)
             moved = st[r, FAST] - st[r, FROM]
-            evidence = (x - offset - st[r, FROM]) * moved > 0.5 * moved * moved
+            evidence = (x - shift_off - st[r, FROM]) * moved > 0.5 * moved * moved
             if evidence:
                 kind = KIND_SHIFT_UP if moved > 0 else KIND_SHIFT_DOWN
-                expected = st[r, FROM] + offset
+                expected = st[r, FROM] + shift_off
         score = reported(st, r, score, threshold, suspicious)
         if evidence:
             score = suspicious
@@ -380,7 +400,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     learn_record(rec, r, value, t, w)
     _learn_shift(st, r, fast, w, fired, recovery, u)
     _learn(st, season, seen, r, b, x, t, w, z, e, scale)
-    return score, kind, expected, fast + offset
+    return score, kind, expected, fast + shift_off
 
 
 @njit(cache=True)
@@ -532,11 +552,14 @@ def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
     size = min(a * scale, limit) if warm else abs(e)
     st[r, LEVEL] += w * (min(max(e, -limit), limit) if warm else e)
     if seen[r, b]:
-        season[r, 0, b] += w * SEASON_ALPHA * min(max(x - st[r, LEVEL] - season[r, 0, b], -limit), limit)
+        moved = w * SEASON_ALPHA * min(max(x - st[r, LEVEL] - season[r, 0, b], -limit), limit)
+        season[r, 0, b] += moved
+        st[r, OFFSET_SUM] += moved
         # a residual counts at most 4 tail starts: one wild day does not unsettle the hour for weeks
         season[r, 1, b] += w * SEASON_ALPHA * (min(abs(e), 4.0 * limit) - season[r, 1, b])
         seen[r, b] = min(seen[r, b] + 1, 100)
     else:
+        st[r, OFFSET_SUM] += x - st[r, LEVEL] - season[r, 0, b]
         season[r, 0, b] = x - st[r, LEVEL]
         season[r, 1, b] = abs(e)
         seen[r, b] = 1

@@ -180,8 +180,14 @@ class Series:
         z = e / scale
         score, kind = 0.0, K.KIND_NONE
         offset = bucket[0] if bucket[2] else 0.0
-        fast = self.shift_fast(x - offset, scale)
+        shift_off = offset - sum(v[0] for v in self.season.values()) / K.SEASON_BUCKETS
+        fast = self.shift_fast(x - shift_off, scale)
         u = self.shift_u(fast)
+        span = 0.0 if self.high is None else (math.copysign(math.log1p(abs(self.high)), self.high)
+                                              - math.copysign(math.log1p(abs(self.low)), self.low))
+        if abs(shift_off) > span:
+            self.settle = -2.0 * K.SHIFT_WINDOW
+            u = 0.0
         fired = recovery = evidence = False
         if self.judged():
             lp = self.tail_log10p(z)
@@ -216,13 +222,13 @@ class Series:
             if fired and not recovery and shift_score > score:
                 score = shift_score
                 kind = K.KIND_SHIFT_UP if u > 0 else K.KIND_SHIFT_DOWN
-                expected = self.base + offset
+                expected = self.base + shift_off
             elif self.settle > 0 and self.evidence > 0 and score < self.suspicious:
                 moved = self.fast - self.moved_from
-                evidence = (x - offset - self.moved_from) * moved > 0.5 * moved * moved
+                evidence = (x - shift_off - self.moved_from) * moved > 0.5 * moved * moved
                 if evidence:
                     kind = K.KIND_SHIFT_UP if moved > 0 else K.KIND_SHIFT_DOWN
-                    expected = self.moved_from + offset
+                    expected = self.moved_from + shift_off
             score = self.reported(score)
             if evidence:
                 score = self.suspicious
@@ -232,7 +238,7 @@ class Series:
         self.learn_record(value, t, w)
         self.learn_shift(fast, w, fired, recovery, u)
         self._learn(b, x, t, w, z, e, scale)
-        return score, kind, expected, fast + offset
+        return score, kind, expected, fast + shift_off
 
     def _learn(self, b, x, t, w, z, e, scale):
         a = abs(z)
