@@ -35,7 +35,8 @@ together, none of them extreme, leaves no residual to judge. The test sees value
 offset, centred on the offsets' mean (OFFSET_SUM): the forecast's level and offsets are only known up
 to a constant between them, and on a mix of two kinds of value (2 bytes and 17 KB) they drift apart
 by hundreds of log units while their sum stays right: while an offset is wider than the series'
-whole range the test is off (it restarts as after a recovery). A fast mean (SHIFT_WINDOW points) against
+whole range, or jumps from the last quarter hour's by more than SEASON_STEP_LIMIT residual sizes,
+the test is off (it restarts as after a recovery). A fast mean (SHIFT_WINDOW points) against
 a slow baseline (SHIFT_MEMORY points), in units of the gap's own usual size, is that run's evidence;
 its excursions beyond U_START are learned once each, by their peak, into a Pareto tail, and a shift
 scores against the flag budget with a window as one chance. Only a shift that reaches the threshold
@@ -90,7 +91,10 @@ SHIFT_N, BASE, FAST, GAP_SIZE, U_TOTAL, U_N, U_S, U_PEAK, SETTLE, FROM, SHIFTS, 
 # the sum of the time-of-day offsets (season[r, 0]): the level-shift test deseasons by an offset less
 # their mean (shift_offset), series.py recomputes it on load
 OFFSET_SUM = 31 + 2 * HIST_BINS
-COLS = 32 + 2 * HIST_BINS
+# the level the series held over about LONG_DAYS (the fast mean's slowest average): a shift back to it
+# ends an episode the level-shift test did not open (a pool exhausted for hours, then idle again)
+LONG_BASE = 32 + 2 * HIST_BINS
+COLS = 33 + 2 * HIST_BINS
 OLD_COLS = 17 + 2 * HIST_BINS   # snapshots from before the level-shift test (series.py pads them)
 # The decayed sums (TOTAL to DN_S and the histograms) are kept multiplied by GROWTH, which grows by
 # 1/keep each point instead of every sum shrinking by keep: one multiply a point, not 37.
@@ -135,6 +139,9 @@ SHIFT_CLIP = 3.0           # a value moves the fast mean by at most this many re
 SPLIT_EXPLAINS = 0.8       # a split series is judged while its long-run residual size is at most this
                            # share of its pooled series' (its value explains part of the pooled spread)
 SPLIT_JUDGED, SPLIT_MIXED = 1.0, 2.0   # SPLIT_ONLY of a split series judged / learned only (series.py)
+LONG_DAYS = 1.0            # memory of LONG_BASE in days of the series' points (at most SHIFT_MEMORY points' weight)
+SEASON_STEP_LIMIT = 4.0    # long-run residual sizes two neighbouring time-of-day offsets may differ by
+                           # before the level-shift test distrusts its deseasoning (season_jumps)
 SHIFT_WARM = 200.0         # points before a series' shifts are judged (the gap's size must be known)
 KIND_NONE, KIND_SPIKE, KIND_DROP, KIND_RECORD_HIGH, KIND_RECORD_LOW, KIND_SHIFT_UP, KIND_SHIFT_DOWN = range(7)
 
@@ -336,10 +343,13 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     shift_off = offset - st[r, OFFSET_SUM] / SEASON_BUCKETS
     fast = shift_fast(st, r, x - shift_off, scale)
     u = shift_u(st, r, fast)
-    if abs(shift_off) > to_log(rec[r, REC_HIGH]) - to_log(rec[r, REC_LOW]):
-        # an offset wider than every value's range: the forecast's level and season drifted apart (a
-        # mix of two kinds of value, 2 bytes and 17 KB), and its deseasoned values say nothing of a
-        # level; the test starts again once they are sane, as after a recovery
+    if abs(shift_off) > to_log(rec[r, REC_HIGH]) - to_log(rec[r, REC_LOW]) or season_jumps(
+            season, seen, r, b, st[r, SLOW_SCALE]):
+        # an offset wider than every value's range (the forecast's level and season drifted apart on a
+        # mix of two kinds of value, 2 bytes and 17 KB), or one that jumps from the last quarter hour's
+        # by more than a daily cycle moves (an episode of yesterday learned as this hour's normal): the
+        # deseasoned values jump with the season model, not the series; the test starts again from
+        # the new level, as after a recovery
         st[r, SETTLE] = -2.0 * SHIFT_WINDOW
         u = 0.0
     fired = False
@@ -404,6 +414,16 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
 
 
 @njit(cache=True)
+def season_jumps(season, seen, r, b, size):
+    """Whether the offsets of time-of-day bucket b and the one before it, both seen, differ by more than
+    SEASON_STEP_LIMIT long-run residual sizes: a daily cycle moves by less in a quarter hour."""
+    p = (b + SEASON_BUCKETS - 1) % SEASON_BUCKETS
+    if seen[r, b] == 0 or seen[r, p] == 0:
+        return False
+    return abs(season[r, 0, b] - season[r, 0, p]) > SEASON_STEP_LIMIT * size
+
+
+@njit(cache=True)
 def shift_fast(st, r, d, scale):
     """The fast mean of series r after value d (deseasoned, log scale): an exponential mean over about
     SHIFT_WINDOW points, each value moving it by at most SHIFT_CLIP residual scales (a lone spike is
@@ -444,8 +464,12 @@ def shift_log10p(st, r, u):
 @njit(cache=True)
 def is_recovery(st, r, fast):
     """Whether a shift returns from the level of the last fired shift to at most halfway from the
-    level before it: the end of an episode (a lock storm over, a restarted cache warm again), reset
-    to but not reported."""
+    level before it, or towards the level of the last day (LONG_BASE) to nearer it than the baseline
+    was: the end of an episode (a lock storm over, a restarted cache warm again, a pool idle again
+    after hours exhausted), reset to but not reported."""
+    away = st[r, BASE] - st[r, LONG_BASE]
+    if (fast - st[r, BASE]) * away < 0.0 and abs(fast - st[r, LONG_BASE]) < abs(away):
+        return True     # back towards the level of the last day, from one the baseline got used to
     if st[r, SHIFTS] <= 0.0:
         return False
     away = st[r, BASE] - st[r, FROM]
@@ -479,8 +503,11 @@ def _learn_shift(st, r, fast, w, fired, recovery, u):
     if n <= 0.0:
         st[r, BASE] = fast
         st[r, FAST] = fast
+        st[r, LONG_BASE] = fast
         return
     st[r, FAST] = fast if w == 1.0 else st[r, FAST] + w * (fast - st[r, FAST])
+    long_rate = max(min(max(st[r, GAP], MIN_GAP_S) / (LONG_DAYS * DAY_S), 1.0 / SHIFT_MEMORY), 1.0 / (n + 1.0))
+    st[r, LONG_BASE] += w * long_rate * (st[r, FAST] - st[r, LONG_BASE])
     if fired:
         st[r, HELD] = 0.0
     if fired and recovery:
