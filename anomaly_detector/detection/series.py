@@ -187,10 +187,7 @@ class SeriesBook:
         state = np.asarray(saved["state"], np.float64)
         state = state.reshape(len(pairs), -1) if pairs else np.zeros((0, K.COLS))
         if state.shape[1] < K.COLS:   # a snapshot from before the level-shift test: that test warms up anew
-            old = state.shape[1]
-            state = np.hstack([state, np.zeros((state.shape[0], K.COLS - old))])
-            if old > K.BASE:          # kept a baseline but not the last day's level: that starts from it
-                state[:, K.LONG_BASE] = state[:, K.BASE]
+            state = np.hstack([state, np.zeros((state.shape[0], K.COLS - state.shape[1]))])
         season = np.asarray(saved["season"], np.float64).reshape(-1, 2, K.SEASON_BUCKETS)
         seen = np.asarray(saved["seen"], np.int8).reshape(-1, K.SEASON_BUCKETS)
         labels = np.asarray(saved["labels"], np.float64)   # reshape(0, -1) is ambiguous: a book with no series

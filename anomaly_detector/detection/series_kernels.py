@@ -91,10 +91,7 @@ SHIFT_N, BASE, FAST, GAP_SIZE, U_TOTAL, U_N, U_S, U_PEAK, SETTLE, FROM, SHIFTS, 
 # the sum of the time-of-day offsets (season[r, 0]): the level-shift test deseasons by an offset less
 # their mean (shift_offset), series.py recomputes it on load
 OFFSET_SUM = 31 + 2 * HIST_BINS
-# the level the series held over about LONG_DAYS (the fast mean's slowest average): a shift back to it
-# ends an episode the level-shift test did not open (a pool exhausted for hours, then idle again)
-LONG_BASE = 32 + 2 * HIST_BINS
-COLS = 33 + 2 * HIST_BINS
+COLS = 32 + 2 * HIST_BINS
 OLD_COLS = 17 + 2 * HIST_BINS   # snapshots from before the level-shift test (series.py pads them)
 # The decayed sums (TOTAL to DN_S and the histograms) are kept multiplied by GROWTH, which grows by
 # 1/keep each point instead of every sum shrinking by keep: one multiply a point, not 37.
@@ -139,7 +136,6 @@ SHIFT_CLIP = 3.0           # a value moves the fast mean by at most this many re
 SPLIT_EXPLAINS = 0.8       # a split series is judged while its long-run residual size is at most this
                            # share of its pooled series' (its value explains part of the pooled spread)
 SPLIT_JUDGED, SPLIT_MIXED = 1.0, 2.0   # SPLIT_ONLY of a split series judged / learned only (series.py)
-LONG_DAYS = 1.0            # memory of LONG_BASE in days of the series' points (at most SHIFT_MEMORY points' weight)
 SEASON_STEP_LIMIT = 4.0    # long-run residual sizes two neighbouring time-of-day offsets may differ by
                            # before the level-shift test distrusts its deseasoning (season_jumps)
 SHIFT_WARM = 200.0         # points before a series' shifts are judged (the gap's size must be known)
@@ -351,6 +347,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         # deseasoned values jump with the season model, not the series; the test starts again from
         # the new level, as after a recovery
         st[r, SETTLE] = -2.0 * SHIFT_WINDOW
+        fast = x - shift_off      # from this value, not travelling there from the season model's jump
         u = 0.0
     fired = False
     recovery = False
@@ -464,12 +461,8 @@ def shift_log10p(st, r, u):
 @njit(cache=True)
 def is_recovery(st, r, fast):
     """Whether a shift returns from the level of the last fired shift to at most halfway from the
-    level before it, or towards the level of the last day (LONG_BASE) to nearer it than the baseline
-    was: the end of an episode (a lock storm over, a restarted cache warm again, a pool idle again
-    after hours exhausted), reset to but not reported."""
-    away = st[r, BASE] - st[r, LONG_BASE]
-    if (fast - st[r, BASE]) * away < 0.0 and abs(fast - st[r, LONG_BASE]) < abs(away):
-        return True     # back towards the level of the last day, from one the baseline got used to
+    level before it: the end of an episode (a lock storm over, a restarted cache warm again), reset
+    to but not reported."""
     if st[r, SHIFTS] <= 0.0:
         return False
     away = st[r, BASE] - st[r, FROM]
@@ -503,11 +496,8 @@ def _learn_shift(st, r, fast, w, fired, recovery, u):
     if n <= 0.0:
         st[r, BASE] = fast
         st[r, FAST] = fast
-        st[r, LONG_BASE] = fast
         return
     st[r, FAST] = fast if w == 1.0 else st[r, FAST] + w * (fast - st[r, FAST])
-    long_rate = max(min(max(st[r, GAP], MIN_GAP_S) / (LONG_DAYS * DAY_S), 1.0 / SHIFT_MEMORY), 1.0 / (n + 1.0))
-    st[r, LONG_BASE] += w * long_rate * (st[r, FAST] - st[r, LONG_BASE])
     if fired:
         st[r, HELD] = 0.0
     if fired and recovery:

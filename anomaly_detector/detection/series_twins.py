@@ -26,15 +26,12 @@ class Series:
         self.season = {}          # bucket -> [offset, mean absolute residual, points seen]
         self.labels = []
         self.distinct = 0
-        self.shift_n = self.base = self.fast = self.gap_size = self.long_base = 0.0   # the level-shift test
+        self.shift_n = self.base = self.fast = self.gap_size = 0.0   # the level-shift test
         self.u_total = self.u_n = self.u_s = self.u_peak = 0.0   # decayed windows, excursions, log peak excess, peak
         self.split_only = False
         self.settle = self.moved_from = self.shifts = self.held = self.evidence = 0.0
 
     def is_recovery(self, fast):
-        away = self.base - self.long_base
-        if (fast - self.base) * away < 0 and abs(fast - self.long_base) < abs(away):
-            return True
         if self.shifts <= 0:
             return False
         away = self.base - self.moved_from
@@ -76,11 +73,9 @@ class Series:
         n = self.shift_n
         self.shift_n += w
         if n <= 0:
-            self.base = self.fast = self.long_base = fast
+            self.base = self.fast = fast
             return
         self.fast = fast if w == 1.0 else self.fast + w * (fast - self.fast)
-        long_rate = max(min(max(self.gap, K.MIN_GAP_S) / (K.LONG_DAYS * K.DAY_S), 1.0 / K.SHIFT_MEMORY), 1.0 / (n + 1.0))
-        self.long_base += w * long_rate * (self.fast - self.long_base)
         if fired:
             self.held = 0.0
         if fired and recovery:
@@ -194,6 +189,7 @@ class Series:
         jumps = bucket[2] and before[2] and abs(bucket[0] - before[0]) > K.SEASON_STEP_LIMIT * self.slow
         if abs(shift_off) > span or jumps:
             self.settle = -2.0 * K.SHIFT_WINDOW
+            fast = x - shift_off
             u = 0.0
         fired = recovery = evidence = False
         if self.judged():
