@@ -337,10 +337,13 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     score = 0.0
     kind = KIND_NONE
     shift_off = offset - st[r, OFFSET_SUM] / SEASON_BUCKETS
-    fast = shift_fast(st, r, x - shift_off, scale)
-    u = shift_u(st, r, fast)
-    if abs(shift_off) > to_log(rec[r, REC_HIGH]) - to_log(rec[r, REC_LOW]) or season_jumps(
-            season, seen, r, b, st[r, SLOW_SCALE]):
+    fast = x - shift_off
+    u = 0.0
+    if shift_budget > 0.0:     # off (0): no level-shift state is kept either, its cost is saved
+        fast = shift_fast(st, r, x - shift_off, scale)
+        u = shift_u(st, r, fast)
+    if shift_budget > 0.0 and (abs(shift_off) > to_log(rec[r, REC_HIGH]) - to_log(rec[r, REC_LOW]) or season_jumps(
+            season, seen, r, b, st[r, SLOW_SCALE])):
         # an offset wider than every value's range (the forecast's level and season drifted apart on a
         # mix of two kinds of value, 2 bytes and 17 KB), or one that jumps from the last quarter hour's
         # by more than a daily cycle moves (an episode of yesterday learned as this hour's normal): the
@@ -405,7 +408,8 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         if fired and not recovery:
             st[r, EVIDENCE] = SHIFT_EVIDENCE
     learn_record(rec, r, value, t, w)
-    _learn_shift(st, r, fast, w, fired, recovery, u)
+    if shift_budget > 0.0:
+        _learn_shift(st, r, fast, w, fired, recovery, u)
     _learn(st, season, seen, r, b, x, t, w, z, e, scale)
     return score, kind, expected, fast + shift_off
 

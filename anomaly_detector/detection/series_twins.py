@@ -181,13 +181,15 @@ class Series:
         score, kind = 0.0, K.KIND_NONE
         offset = bucket[0] if bucket[2] else 0.0
         shift_off = offset - sum(v[0] for v in self.season.values()) / K.SEASON_BUCKETS
-        fast = self.shift_fast(x - shift_off, scale)
-        u = self.shift_u(fast)
+        fast, u = x - shift_off, 0.0
+        if self.shift_budget > 0:
+            fast = self.shift_fast(x - shift_off, scale)
+            u = self.shift_u(fast)
         span = 0.0 if self.high is None else (math.copysign(math.log1p(abs(self.high)), self.high)
                                               - math.copysign(math.log1p(abs(self.low)), self.low))
         before = self.season.get((b - 1) % K.SEASON_BUCKETS, [0.0, 0.0, 0])
         jumps = bucket[2] and before[2] and abs(bucket[0] - before[0]) > K.SEASON_STEP_LIMIT * self.slow
-        if abs(shift_off) > span or jumps:
+        if self.shift_budget > 0 and (abs(shift_off) > span or jumps):
             self.settle = -2.0 * K.SHIFT_WINDOW
             fast = x - shift_off
             u = 0.0
@@ -239,7 +241,8 @@ class Series:
             if fired and not recovery:
                 self.evidence = K.SHIFT_EVIDENCE
         self.learn_record(value, t, w)
-        self.learn_shift(fast, w, fired, recovery, u)
+        if self.shift_budget > 0:
+            self.learn_shift(fast, w, fired, recovery, u)
         self._learn(b, x, t, w, z, e, scale)
         return score, kind, expected, fast + shift_off
 
