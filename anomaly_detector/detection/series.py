@@ -6,7 +6,9 @@ once the series has shown itself a measurement (more distinct values than max_ca
 counter or a clock), and against the range of everything it has shown (a new record, weighed by
 `series_record_weight`). This module owns the state rows, the (slot, source) ->
 row map and the `max_series` limit (values of series beyond it are not judged; they are counted in
-`stats` and the first refusal is logged; 0 turns series off).
+`stats` and the first refusal is logged; 0 turns series off). Keys of slots from SPLIT_BASE on are
+split series (tier3_novelty.py gives them: one per numeric slot and categorical value); their rows
+are marked SPLIT_ONLY and count in `max_series` like any other.
 """
 import logging
 
@@ -16,14 +18,17 @@ from . import series_kernels as K
 
 log = logging.getLogger(__name__)
 SOURCE_BITS = 32
+SPLIT_BASE = 1 << 30   # slots from here on are split series (one categorical value's): level shifts only
 
 
 class SeriesBook:
     """Series state of one tier 3: rows of series_kernels state, grown as series appear."""
 
-    def __init__(self, max_series, max_labels, threshold=70.0, suspicious=40.0, record_weight=K.RECORD_WEIGHT):
+    def __init__(self, max_series, max_labels, threshold=70.0, suspicious=40.0, record_weight=K.RECORD_WEIGHT,
+                 shift_budget=K.SHIFT_FLAGS_PER_DAY):
         self.threshold, self.suspicious = float(threshold), float(suspicious)
         self.record_weight = float(record_weight)
+        self.shift_budget = float(shift_budget)   # series_shift_budget (0: no level-shift test)
         self.max_series = int(max_series)
         self.max_labels = int(max_labels)
         self.rows = {}              # slot << SOURCE_BITS | source id -> row
@@ -82,7 +87,16 @@ class SeriesBook:
         row = self.rows[key] = len(self.rows)
         self._grow(row + 1)
         self.source_of[row] = key & ((1 << SOURCE_BITS) - 1)
+        self.state[row, K.SPLIT_ONLY] = float(key >> SOURCE_BITS >= SPLIT_BASE)
         return row
+
+    def mark_explained(self, split_rows, pooled_rows):
+        """Mark each split series judged while its value explains part of its pooled series' spread (its
+        long-run residual size at most SPLIT_EXPLAINS of the pooled one's: a table's query time, not a
+        referrer's), else learned only; a mark follows its series' sizes batch by batch."""
+        s = self.state
+        explained = s[split_rows, K.SLOW_SCALE] <= K.SPLIT_EXPLAINS * s[pooled_rows, K.SLOW_SCALE]
+        s[split_rows, K.SPLIT_ONLY] = np.where(explained, K.SPLIT_JUDGED, K.SPLIT_MIXED)
 
     def _grow(self, n):
         size = self.state.shape[0]
@@ -111,7 +125,7 @@ class SeriesBook:
         copies = (self.state[touched], self.season[touched], self.seen[touched], self.labels[touched],
                   self.record[touched])
         out = K.score_series(batch.param_ptr, local_rows, batch.param_num, ts, weights, *copies, self.threshold,
-                             self.suspicious, self.multiplicity()[touched], self.record_weight)
+                             self.suspicious, self.multiplicity()[touched], self.record_weight, self.shift_budget)
         self._scored = (batch, rows, ts, touched, copies)
         return out
 
@@ -131,7 +145,7 @@ class SeriesBook:
                 return
         K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights, self.state,
                        self.season, self.seen, self.labels, self.record, self.threshold, self.suspicious,
-                       self.multiplicity(), self.record_weight)
+                       self.multiplicity(), self.record_weight, self.shift_budget)
 
     def multiplicity(self):
         """float64[rows]: how many judged series the source of each row has (at least 1)."""
@@ -150,6 +164,7 @@ class SeriesBook:
         for key, row in self.rows.items():
             if key >> SOURCE_BITS in gone:
                 self.state[row] = 0
+                self.state[row, K.SPLIT_ONLY] = float(key >> SOURCE_BITS >= SPLIT_BASE)
                 self.season[row] = 0
                 self.seen[row] = 0
                 self.labels[row] = 0
@@ -169,7 +184,10 @@ class SeriesBook:
     def load(self, saved):
         """Restore state_dict(); rows past max_series (a lowered limit) are dropped."""
         pairs = sorted(zip((int(k) for k in saved["keys"]), (int(r) for r in saved["rows"])), key=lambda kv: kv[1])
-        state = np.asarray(saved["state"], np.float64).reshape(-1, K.COLS)
+        state = np.asarray(saved["state"], np.float64)
+        state = state.reshape(len(pairs), -1) if pairs else np.zeros((0, K.COLS))
+        if state.shape[1] < K.COLS:   # a snapshot from before the level-shift test: that test warms up anew
+            state = np.hstack([state, np.zeros((state.shape[0], K.COLS - state.shape[1]))])
         season = np.asarray(saved["season"], np.float64).reshape(-1, 2, K.SEASON_BUCKETS)
         seen = np.asarray(saved["seen"], np.int8).reshape(-1, K.SEASON_BUCKETS)
         labels = np.asarray(saved["labels"], np.float64)   # reshape(0, -1) is ambiguous: a book with no series
@@ -177,10 +195,13 @@ class SeriesBook:
         # a snapshot from before records were kept: each series' range starts again from its next value
         record = np.asarray(saved.get("record", np.zeros((len(pairs), K.RECORD_COLS))), np.float64)
         record = record.reshape(len(pairs), K.RECORD_COLS)
-        self.__init__(self.max_series, self.max_labels, self.threshold, self.suspicious, self.record_weight)
+        self.__init__(self.max_series, self.max_labels, self.threshold, self.suspicious, self.record_weight,
+                      self.shift_budget)
         self.refused = int(saved.get("refused", 0))
         for key, row in pairs[: self.max_series]:
             new = self._row(key)
             self.state[new], self.season[new], self.seen[new] = state[row], season[row], seen[row]
             self.labels[new, :labels.shape[1]] = labels[row]
             self.record[new] = record[row]
+        # the offsets' sum is the season's, whatever the snapshot held (none before it was kept)
+        self.state[:len(self.rows), K.OFFSET_SUM] = self.season[:len(self.rows), 0].sum(axis=1)

@@ -30,6 +30,24 @@ says it moved, is also judged by how rare the series' records have been, and mor
 beyond its range; the value scores by the rarer of the two. A spiky series' learned tail absorbs a
 spike higher than any before; its record does not.
 
+Level shifts (shift_u, shift_log10p): the forecast follows each value, so a run of values that moved
+together, none of them extreme, leaves no residual to judge. The test sees values less their time-of-day
+offset, centred on the offsets' mean (OFFSET_SUM): the forecast's level and offsets are only known up
+to a constant between them, and on a mix of two kinds of value (2 bytes and 17 KB) they drift apart
+by hundreds of log units while their sum stays right: while an offset is wider than the series'
+whole range, or jumps from the last quarter hour's by more than SEASON_STEP_LIMIT residual sizes,
+the test is off (it restarts as after a recovery). A fast mean (SHIFT_WINDOW points) against
+a slow baseline (SHIFT_MEMORY points), in units of the gap's own usual size, is that run's evidence;
+its excursions beyond U_START are learned once each, by their peak, into a Pareto tail, and a shift
+scores against the flag budget with a window as one chance. Only a shift that reaches the threshold
+scores (one that built up beside the alarm would be no news to reported()); the baseline then
+follows the fast mean for two windows, in which its first SHIFT_EVIDENCE values past halfway to the new level are suspicious
+(an incident needs more than one line). A shift back towards the level before the last one is a
+recovery (is_recovery): reset to, not reported. Split series (SPLIT_ONLY: one categorical value's, see
+series.py) are judged by this test only, and only while their value explains part of the pooled
+series' spread (SPLIT_JUDGED: their own residuals at most SPLIT_EXPLAINS of the pooled ones'); a split
+by a value that explains nothing (SPLIT_MIXED) only learns.
+
 Counters and clocks (values whose changes are nearly always rises, or always falls: a minute field
 repeats, steps up and wraps once an hour) are not judged: their residuals are the lag of the level, not the process. Nor are labels: a series
 is judged once it has shown more distinct values than `labels` keeps (a status code is not a
@@ -63,7 +81,18 @@ from anomaly_detector import kernel_types as kt
  ALARM, DISTINCT, GROWTH) = range(17)
 HIST_BINS = 16             # per side: excesses counted by octave of |z| / TAIL_START
 UP_HIST, DN_HIST = 17, 17 + HIST_BINS
-COLS = 17 + 2 * HIST_BINS
+# the level-shift test (shift_u): its points, slow baseline, fast mean, the usual size of their gap; the
+# tail of |u|: decayed windows, decayed excursions beyond U_START, their sum of log peak excesses, the
+# peak of the excursion under way (0: none); points left of the settling after a fired shift (negative:
+# a recovery's, with no evidence), the baseline the last shift moved from and the shifts fired; 1 for a
+# split series (one categorical value's: judged by this test only)
+SHIFT_N, BASE, FAST, GAP_SIZE, U_TOTAL, U_N, U_S, U_PEAK, SETTLE, FROM, SHIFTS, HELD, EVIDENCE, SPLIT_ONLY = (
+    17 + 2 * HIST_BINS + k for k in range(14))
+# the sum of the time-of-day offsets (season[r, 0]): the level-shift test deseasons by an offset less
+# their mean (shift_offset), series.py recomputes it on load
+OFFSET_SUM = 31 + 2 * HIST_BINS
+COLS = 32 + 2 * HIST_BINS
+OLD_COLS = 17 + 2 * HIST_BINS   # snapshots from before the level-shift test (series.py pads them)
 # The decayed sums (TOTAL to DN_S and the histograms) are kept multiplied by GROWTH, which grows by
 # 1/keep each point instead of every sum shrinking by keep: one multiply a point, not 37.
 DECAYED = (TOTAL, UP_N, UP_S, DN_N, DN_S)
@@ -92,7 +121,25 @@ DAMPING = 0.6              # a value of a fresh episode counts this much (within
 FRESH_MARGIN = 10.0        # a value of an episode is news when ten times rarer than its strongest so far
 DAY_S = 86400.0
 RECORD_WEIGHT = 4.0        # default of series_record_weight (record_log10p)
-KIND_NONE, KIND_SPIKE, KIND_DROP, KIND_RECORD_HIGH, KIND_RECORD_LOW = 0, 1, 2, 3, 4
+SHIFT_WINDOW = 20.0        # points in the fast mean of the level-shift test
+SHIFT_MEMORY = 500.0       # points in its baseline and in the usual size of the fast-baseline gap
+GAP_CLIP = 8.0             # a gap counts at most this many usual sizes in the usual size
+U_START = 3.0              # |u| beyond which the level-shift statistic is on an excursion
+SHIFT_HOLD = 10.0          # points in a row a shift must reach the threshold before it fires: a burst
+                           # that is over within half a window is the tail's business, not a new level
+SHIFT_FLAGS_PER_DAY = 0.01  # the level-shift test's flag budget per source, 5 times stricter than FALSE_FLAGS_PER_DAY
+SHIFT_EVIDENCE = 3.0       # values after a fired shift that may stay suspicious as its evidence (an
+                           # incident needs incident_min_lines; more would only lengthen it)
+U_PRIOR_INDEX = 6.0        # tail index of excursion peaks before the series has shown its own (a mean's
+                           # tail is lighter than its values')
+SHIFT_CLIP = 3.0           # a value moves the fast mean by at most this many residual scales
+SPLIT_EXPLAINS = 0.8       # a split series is judged while its long-run residual size is at most this
+                           # share of its pooled series' (its value explains part of the pooled spread)
+SPLIT_JUDGED, SPLIT_MIXED = 1.0, 2.0   # SPLIT_ONLY of a split series judged / learned only (series.py)
+SEASON_STEP_LIMIT = 4.0    # long-run residual sizes two neighbouring time-of-day offsets may differ by
+                           # before the level-shift test distrusts its deseasoning (season_jumps)
+SHIFT_WARM = 200.0         # points before a series' shifts are judged (the gap's size must be known)
+KIND_NONE, KIND_SPIKE, KIND_DROP, KIND_RECORD_HIGH, KIND_RECORD_LOW, KIND_SHIFT_UP, KIND_SHIFT_DOWN = range(7)
 
 # record columns (float64[R, RECORD_COLS]): the series' extremes on its own scale, its points and how
 # many of them were records, per side (0 points: nothing seen yet)
@@ -182,6 +229,12 @@ def octave(a):
 
 
 @njit(cache=True)
+def to_log(v):
+    """The signed log1p of v: the scale series are judged on."""
+    return math.copysign(math.log1p(abs(v)), v)
+
+
+@njit(cache=True)
 def from_log(y):
     """The value whose signed log1p is y."""
     return math.copysign(math.expm1(abs(y)), y)
@@ -255,9 +308,11 @@ def learn_record(rec, r, value, t, w):
 
 
 @njit(cache=True)
-def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, multiplicity, record_weight):
+def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, multiplicity, record_weight,
+         shift_budget):
     """Judge value x at time t of series r, then learn it with weight w -> (score 0..100, kind, expected
-    on the log scale: see from_log).
+    and the series' recent level (its fast mean), both on the log scale: see from_log). A level shift
+    (shift_u) expects the baseline it moved from.
 
     season[r, 0, b] is the series' offset at time-of-day bucket b and season[r, 1, b] its mean
     absolute residual there, seen[r, b] the points learned there (up to 100); labels[r] its first
@@ -271,7 +326,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         st[r, RISES] = 0.5
         st[r, N_OBS] = 1.0
         learn_record(rec, r, value, t, w)
-        return 0.0, KIND_NONE, x
+        return 0.0, KIND_NONE, x, x
     b = bucket_of(t)
     offset = season[r, 0, b] if seen[r, b] else 0.0
     expected = st[r, LEVEL] + offset
@@ -281,6 +336,25 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     z = e / scale
     score = 0.0
     kind = KIND_NONE
+    shift_off = offset - st[r, OFFSET_SUM] / SEASON_BUCKETS
+    fast = x - shift_off
+    u = 0.0
+    if shift_budget > 0.0:     # off (0): no level-shift state is kept either, its cost is saved
+        fast = shift_fast(st, r, x - shift_off, scale)
+        u = shift_u(st, r, fast)
+    if shift_budget > 0.0 and (abs(shift_off) > to_log(rec[r, REC_HIGH]) - to_log(rec[r, REC_LOW]) or season_jumps(
+            season, seen, r, b, st[r, SLOW_SCALE])):
+        # an offset wider than every value's range (the forecast's level and season drifted apart on a
+        # mix of two kinds of value, 2 bytes and 17 KB), or one that jumps from the last quarter hour's
+        # by more than a daily cycle moves (an episode of yesterday learned as this hour's normal): the
+        # deseasoned values jump with the season model, not the series; the test starts again from
+        # the new level, as after a recovery
+        st[r, SETTLE] = -2.0 * SHIFT_WINDOW
+        fast = x - shift_off      # from this value, not travelling there from the season model's jump
+        u = 0.0
+    fired = False
+    recovery = False
+    evidence = False
     if judged(st, labels, r):
         lp = tail_log10p(st, r, z)
         kind = KIND_SPIKE if z > 0 else KIND_DROP
@@ -292,10 +366,165 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
             score = min(max(-10.0 * lp + rate_bonus(st[r, GAP], threshold, multiplicity), 0.0), 100.0)
         else:
             kind = KIND_NONE
+        if st[r, SPLIT_ONLY] > 0.0:
+            score = 0.0
+            kind = KIND_NONE
+        lp = shift_log10p(st, r, u)
+        shift_score = 0.0
+        if lp < 0.0 and shift_budget > 0.0:
+            # the run's points are one chance a window, not one a point
+            bonus = rate_bonus(st[r, GAP] * SHIFT_WINDOW, threshold, multiplicity)
+            bonus += 10.0 * math.log10(shift_budget / FALSE_FLAGS_PER_DAY)
+            shift_score = min(max(-10.0 * lp + bonus, 0.0), 100.0)
+        if st[r, SPLIT_ONLY] > 0.0 and u < 0.0:
+            # a split series is there for one value's slowdown hidden in the mix; one value's drop is
+            # rarely trouble, and a load change drops many of them at once
+            shift_score = 0.0
+        if st[r, SPLIT_ONLY] == SPLIT_MIXED:
+            # its value does not explain the spread (a referrer, not a table): its level moves with the
+            # mix of whatever else the lines hold, and a shift of it is that mix's, not news
+            shift_score = 0.0
+        st[r, HELD] = st[r, HELD] + 1.0 if shift_score >= threshold else 0.0
+        fired = st[r, HELD] >= SHIFT_HOLD
+        recovery = fired and is_recovery(st, r, fast)
+        # only a fired shift scores: its run builds up over SHIFT_WINDOW points, and a score rising
+        # with it would make its crossing no news to reported()
+        if fired and not recovery and shift_score > score:
+            score = shift_score
+            kind = KIND_SHIFT_UP if u > 0 else KIND_SHIFT_DOWN
+            expected = st[r, BASE] + shift_off
+        elif st[r, SETTLE] > 0.0 and st[r, EVIDENCE] > 0.0 and score < suspicious:
+            # while it settles, a value past halfway from the old level to the new one is the shift's
+            # evidence too: suspicious, keeping its incident open (an incident needs more than one line)
+            moved = st[r, FAST] - st[r, FROM]
+            evidence = (x - shift_off - st[r, FROM]) * moved > 0.5 * moved * moved
+            if evidence:
+                kind = KIND_SHIFT_UP if moved > 0 else KIND_SHIFT_DOWN
+                expected = st[r, FROM] + shift_off
         score = reported(st, r, score, threshold, suspicious)
+        if evidence:
+            score = suspicious
+            st[r, EVIDENCE] -= 1.0
+        if fired and not recovery:
+            st[r, EVIDENCE] = SHIFT_EVIDENCE
     learn_record(rec, r, value, t, w)
+    if shift_budget > 0.0:
+        _learn_shift(st, r, fast, w, fired, recovery, u)
     _learn(st, season, seen, r, b, x, t, w, z, e, scale)
-    return score, kind, expected
+    return score, kind, expected, fast + shift_off
+
+
+@njit(cache=True)
+def season_jumps(season, seen, r, b, size):
+    """Whether the offsets of time-of-day bucket b and the one before it, both seen, differ by more than
+    SEASON_STEP_LIMIT long-run residual sizes: a daily cycle moves by less in a quarter hour."""
+    p = (b + SEASON_BUCKETS - 1) % SEASON_BUCKETS
+    if seen[r, b] == 0 or seen[r, p] == 0:
+        return False
+    return abs(season[r, 0, b] - season[r, 0, p]) > SEASON_STEP_LIMIT * size
+
+
+@njit(cache=True)
+def shift_fast(st, r, d, scale):
+    """The fast mean of series r after value d (deseasoned, log scale): an exponential mean over about
+    SHIFT_WINDOW points, each value moving it by at most SHIFT_CLIP residual scales (a lone spike is
+    the tail's business, a run of values the shift's)."""
+    if st[r, SHIFT_N] <= 0.0:
+        return d
+    limit = SHIFT_CLIP * scale
+    return st[r, FAST] + min(max(d - st[r, FAST], -limit), limit) / SHIFT_WINDOW
+
+
+@njit(cache=True)
+def shift_u(st, r, fast):
+    """The level-shift statistic: how far the fast mean stands from the slow baseline, in units of that
+    gap's usual size (0 before SHIFT_WARM points). The usual size is learned from the series itself, so
+    a series whose level wanders (autocorrelated, a random walk) calibrates itself, and a steady one
+    makes a sustained move of a fraction of its spread stand out (a windowed mean: no single value of
+    the run need be extreme)."""
+    if st[r, SHIFT_N] < SHIFT_WARM or st[r, GAP_SIZE] <= 0.0:
+        return 0.0
+    return (fast - st[r, BASE]) / st[r, GAP_SIZE]
+
+
+@njit(cache=True)
+def shift_log10p(st, r, u):
+    """log10 of the chance that a window of the series holds an excursion of |u| this large, from its
+    own past excursions beyond U_START: their peaks' Pareto tail (Hill's estimator, shrunk towards
+    U_PRIOR_INDEX) times their share of windows. An excursion is learned once, by its peak, when it
+    ends: a shift building up does not teach its own tail while it is judged. A series whose level
+    wanders beyond U_START often needs a larger excursion to be news."""
+    a = abs(u)
+    if a <= U_START:
+        return 0.0
+    share = (st[r, U_N] + PRIOR_RATE * PRIOR_WEIGHT) / (st[r, U_TOTAL] + PRIOR_WEIGHT)
+    mean_log_excess = (st[r, U_S] + PRIOR_EXCESSES / U_PRIOR_INDEX) / (st[r, U_N] + PRIOR_EXCESSES)
+    return math.log10(min(share, 1.0)) - math.log10(a / U_START) / mean_log_excess
+
+
+@njit(cache=True)
+def is_recovery(st, r, fast):
+    """Whether a shift returns from the level of the last fired shift to at most halfway from the
+    level before it: the end of an episode (a lock storm over, a restarted cache warm again), reset
+    to but not reported."""
+    if st[r, SHIFTS] <= 0.0:
+        return False
+    away = st[r, BASE] - st[r, FROM]
+    return (fast - st[r, BASE]) * away < 0.0 and abs(fast - st[r, FROM]) < 0.5 * abs(away)
+
+
+@njit(cache=True)
+def _learn_shift(st, r, fast, w, fired, recovery, u):
+    """Learn the level-shift state: a fired shift resets the baseline to the new level, following the
+    fast mean for 2 x SHIFT_WINDOW points while it gets there (one detection an episode; the shifted
+    level is the new normal), else the baseline and the gap's size follow
+    slowly, the gap counting at most GAP_CLIP usual sizes (a past shift does not numb the test). The
+    tail of |u| learns every point once the test is warm, fired ones too."""
+    if w <= 0.0:
+        return
+    if st[r, SHIFT_N] >= SHIFT_WARM:
+        keep = 1.0 - slow_alpha(st, r)
+        if w != 1.0:
+            keep = keep ** w
+        st[r, U_TOTAL] = st[r, U_TOTAL] * keep + w / SHIFT_WINDOW
+        st[r, U_N] *= keep
+        st[r, U_S] *= keep
+        if abs(u) > U_START:
+            st[r, U_PEAK] = max(st[r, U_PEAK], abs(u))
+        if (abs(u) <= U_START or fired) and st[r, U_PEAK] > 0.0:
+            st[r, U_N] += 1.0
+            st[r, U_S] += math.log(st[r, U_PEAK] / U_START)
+            st[r, U_PEAK] = 0.0
+    n = st[r, SHIFT_N]
+    st[r, SHIFT_N] = n + w
+    if n <= 0.0:
+        st[r, BASE] = fast
+        st[r, FAST] = fast
+        return
+    st[r, FAST] = fast if w == 1.0 else st[r, FAST] + w * (fast - st[r, FAST])
+    if fired:
+        st[r, HELD] = 0.0
+    if fired and recovery:
+        st[r, SETTLE] = -2.0 * SHIFT_WINDOW
+    elif fired:
+        st[r, SETTLE] = 2.0 * SHIFT_WINDOW
+        st[r, FROM] = st[r, BASE]
+        st[r, SHIFTS] += 1.0
+    if st[r, SETTLE] < 0.0:
+        st[r, BASE] = st[r, FAST]
+        st[r, SETTLE] = min(st[r, SETTLE] + w, 0.0)
+        return
+    if st[r, SETTLE] > 0.0:
+        # the fast mean still travels to the new level for a window or two: the baseline goes with it
+        st[r, BASE] = st[r, FAST]
+        st[r, SETTLE] = max(st[r, SETTLE] - w, 0.0)
+        return
+    rate = max(1.0 / SHIFT_MEMORY, 1.0 / n)
+    gap = abs(st[r, FAST] - st[r, BASE])
+    if n >= SHIFT_WARM and st[r, GAP_SIZE] > 0.0:
+        gap = min(gap, GAP_CLIP * st[r, GAP_SIZE])
+    st[r, GAP_SIZE] += w * rate * (gap - st[r, GAP_SIZE])
+    st[r, BASE] += w * rate * (st[r, FAST] - st[r, BASE])
 
 
 @njit(cache=True)
@@ -321,7 +550,7 @@ def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
     if g > MAX_GROWTH:
         for c in DECAYED:
             st[r, c] /= g
-        for c in range(UP_HIST, COLS):
+        for c in range(UP_HIST, UP_HIST + 2 * HIST_BINS):
             st[r, c] /= g
         g = 1.0
     st[r, GROWTH] = g
@@ -344,11 +573,14 @@ def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
     size = min(a * scale, limit) if warm else abs(e)
     st[r, LEVEL] += w * (min(max(e, -limit), limit) if warm else e)
     if seen[r, b]:
-        season[r, 0, b] += w * SEASON_ALPHA * min(max(x - st[r, LEVEL] - season[r, 0, b], -limit), limit)
+        moved = w * SEASON_ALPHA * min(max(x - st[r, LEVEL] - season[r, 0, b], -limit), limit)
+        season[r, 0, b] += moved
+        st[r, OFFSET_SUM] += moved
         # a residual counts at most 4 tail starts: one wild day does not unsettle the hour for weeks
         season[r, 1, b] += w * SEASON_ALPHA * (min(abs(e), 4.0 * limit) - season[r, 1, b])
         seen[r, b] = min(seen[r, b] + 1, 100)
     else:
+        st[r, OFFSET_SUM] += x - st[r, LEVEL] - season[r, 0, b]
         season[r, 0, b] = x - st[r, LEVEL]
         season[r, 1, b] = abs(e)
         seen[r, b] = 1
@@ -357,28 +589,30 @@ def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
 
 
 @kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.F64_1D, kt.F32_1D, kt.F64_2D, kt.F64_3D, kt.I8_2D, kt.F64_2D,
-           kt.F64_2D, kt.FLOAT64, kt.FLOAT64, kt.F64_1D, kt.FLOAT64), cache=True)
+           kt.F64_2D, kt.FLOAT64, kt.FLOAT64, kt.F64_1D, kt.FLOAT64, kt.FLOAT64), cache=True)
 def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen, labels, rec, threshold, suspicious,
-                 multiplicity, record_weight):
+                 multiplicity, record_weight, shift_budget):
     """Step every numeric parameter with a series row (param_row >= 0) through its series, in line
     order -> (best score per line float32[n], its parameter index int64[n], kind int8[n],
-    expected value float64[n]). weights float32[n]: learning weight per line (0: judge only);
+    expected value float64[n], the series' recent level float64[n]). weights float32[n]: learning weight per line (0: judge only);
     threshold: the anomaly threshold the per-day calibration aims at; suspicious: the suspicious score;
     multiplicity float64[R]: the judged series of each row's source (rate_bonus); rec float64[R, RECORD_COLS]:
-    each row's range and records; record_weight: see record_log10p."""
+    each row's range and records; record_weight: see record_log10p; shift_budget: false level shifts a
+    source may raise a day (series_shift_budget; 0: the level-shift test is off)."""
     n = param_ptr.shape[0] - 1
     best = np.zeros(n, np.float32)
     which = np.full(n, -1, np.int64)
     kind = np.zeros(n, np.int8)
     expected = np.full(n, np.nan)
+    level = np.full(n, np.nan)
     for i in range(n):
         for j in range(param_ptr[i], param_ptr[i + 1]):
             r = param_row[j]
             x = param_num[j]
             if r < 0 or math.isnan(x) or math.isinf(x):
                 continue
-            sc, k, ex = step(st, season, seen, labels, rec, r, x, ts[i], weights[i], threshold, suspicious,
-                             multiplicity[r], record_weight)
+            sc, k, ex, now = step(st, season, seen, labels, rec, r, x, ts[i], weights[i], threshold, suspicious,
+                                  multiplicity[r], record_weight, shift_budget)
             if sc > best[i]:
-                best[i], which[i], kind[i], expected[i] = sc, j, k, from_log(ex)
-    return best, which, kind, expected
+                best[i], which[i], kind[i], expected[i], level[i] = sc, j, k, from_log(ex), from_log(now)
+    return best, which, kind, expected, level

@@ -6,9 +6,11 @@ from . import series_kernels as K
 
 
 class Series:
-    def __init__(self, max_labels, threshold=70.0, suspicious=40.0, record_weight=K.RECORD_WEIGHT):
+    def __init__(self, max_labels, threshold=70.0, suspicious=40.0, record_weight=K.RECORD_WEIGHT,
+                 shift_budget=K.SHIFT_FLAGS_PER_DAY):
         self.max_labels = max_labels
         self.record_weight = record_weight
+        self.shift_budget = shift_budget
         self.high = self.low = None   # the range of every value learned (None: none yet)
         self.points = 0.0
         self.first_t = 0.0
@@ -24,6 +26,78 @@ class Series:
         self.season = {}          # bucket -> [offset, mean absolute residual, points seen]
         self.labels = []
         self.distinct = 0
+        self.shift_n = self.base = self.fast = self.gap_size = 0.0   # the level-shift test
+        self.u_total = self.u_n = self.u_s = self.u_peak = 0.0   # decayed windows, excursions, log peak excess, peak
+        self.split_only = False
+        self.settle = self.moved_from = self.shifts = self.held = self.evidence = 0.0
+
+    def is_recovery(self, fast):
+        if self.shifts <= 0:
+            return False
+        away = self.base - self.moved_from
+        return (fast - self.base) * away < 0 and abs(fast - self.moved_from) < 0.5 * abs(away)
+
+    def shift_log10p(self, u):
+        a = abs(u)
+        if a <= K.U_START:
+            return 0.0
+        share = (self.u_n + K.PRIOR_RATE * K.PRIOR_WEIGHT) / (self.u_total + K.PRIOR_WEIGHT)
+        index = (self.u_n + K.PRIOR_EXCESSES) / (self.u_s + K.PRIOR_EXCESSES / K.U_PRIOR_INDEX)
+        return math.log10(min(share, 1.0)) - index * math.log10(a / K.U_START)
+
+    def shift_fast(self, d, scale):
+        if self.shift_n <= 0:
+            return d
+        limit = K.SHIFT_CLIP * scale
+        return self.fast + min(max(d - self.fast, -limit), limit) / K.SHIFT_WINDOW
+
+    def shift_u(self, fast):
+        if self.shift_n < K.SHIFT_WARM or self.gap_size <= 0:
+            return 0.0
+        return (fast - self.base) / self.gap_size
+
+    def learn_shift(self, fast, w, fired, recovery, u):
+        if w <= 0:
+            return
+        if self.shift_n >= K.SHIFT_WARM:
+            keep = (1.0 - min(K.SLOW_ALPHA, max(self.gap, K.MIN_GAP_S) / K.DAY_S)) ** w
+            self.u_total = self.u_total * keep + w / K.SHIFT_WINDOW
+            self.u_n *= keep
+            self.u_s *= keep
+            if abs(u) > K.U_START:
+                self.u_peak = max(self.u_peak, abs(u))
+            if (abs(u) <= K.U_START or fired) and self.u_peak > 0:
+                self.u_n += 1.0
+                self.u_s += math.log(self.u_peak / K.U_START)
+                self.u_peak = 0.0
+        n = self.shift_n
+        self.shift_n += w
+        if n <= 0:
+            self.base = self.fast = fast
+            return
+        self.fast = fast if w == 1.0 else self.fast + w * (fast - self.fast)
+        if fired:
+            self.held = 0.0
+        if fired and recovery:
+            self.settle = -2.0 * K.SHIFT_WINDOW
+        elif fired:
+            self.settle = 2.0 * K.SHIFT_WINDOW
+            self.moved_from = self.base
+            self.shifts += 1
+        if self.settle < 0:
+            self.base = self.fast
+            self.settle = min(self.settle + w, 0.0)
+            return
+        if self.settle > 0:
+            self.base = self.fast
+            self.settle = max(self.settle - w, 0.0)
+            return
+        rate = max(1.0 / K.SHIFT_MEMORY, 1.0 / n)
+        gap = abs(self.fast - self.base)
+        if n >= K.SHIFT_WARM and self.gap_size > 0:
+            gap = min(gap, K.GAP_CLIP * self.gap_size)
+        self.gap_size += w * rate * (gap - self.gap_size)
+        self.base += w * rate * (self.fast - self.base)
 
     def judged(self):
         return (self.n >= K.MIN_POINTS and self.distinct > self.max_labels
@@ -85,7 +159,7 @@ class Series:
         return (s if fresh else s * K.DAMPING) * 0.999 * self.suspicious / self.threshold
 
     def step(self, value, t, w=1.0, multiplicity=1.0):
-        """-> (score, kind, expected on the log scale), as series_kernels.step."""
+        """-> (score, kind, expected and recent level on the log scale), as series_kernels.step."""
         if self.distinct <= self.max_labels and value not in self.labels:
             if len(self.labels) < self.max_labels:
                 self.labels.append(value)
@@ -96,7 +170,7 @@ class Series:
             self.last_t = t
             self.n = 1.0
             self.learn_record(value, t, w)
-            return 0.0, K.KIND_NONE, x
+            return 0.0, K.KIND_NONE, x, x
         b = int((t % K.DAY_S) / K.DAY_S * K.SEASON_BUCKETS) % K.SEASON_BUCKETS
         bucket = self.season.get(b, [0.0, 0.0, 0])
         expected = self.level + bucket[0]
@@ -105,6 +179,21 @@ class Series:
         e = x - expected
         z = e / scale
         score, kind = 0.0, K.KIND_NONE
+        offset = bucket[0] if bucket[2] else 0.0
+        shift_off = offset - sum(v[0] for v in self.season.values()) / K.SEASON_BUCKETS
+        fast, u = x - shift_off, 0.0
+        if self.shift_budget > 0:
+            fast = self.shift_fast(x - shift_off, scale)
+            u = self.shift_u(fast)
+        span = 0.0 if self.high is None else (math.copysign(math.log1p(abs(self.high)), self.high)
+                                              - math.copysign(math.log1p(abs(self.low)), self.low))
+        before = self.season.get((b - 1) % K.SEASON_BUCKETS, [0.0, 0.0, 0])
+        jumps = bucket[2] and before[2] and abs(bucket[0] - before[0]) > K.SEASON_STEP_LIMIT * self.slow
+        if self.shift_budget > 0 and (abs(shift_off) > span or jumps):
+            self.settle = -2.0 * K.SHIFT_WINDOW
+            fast = x - shift_off
+            u = 0.0
+        fired = recovery = evidence = False
         if self.judged():
             lp = self.tail_log10p(z)
             kind = K.KIND_SPIKE if z > 0 else K.KIND_DROP
@@ -118,10 +207,44 @@ class Series:
                 score = min(max(-10 * lp + bonus, 0.0), 100.0)
             else:
                 kind = K.KIND_NONE
+            if self.split_only:
+                score, kind = 0.0, K.KIND_NONE
+            lp = self.shift_log10p(u)
+            shift_score = 0.0
+            if lp < 0 and self.shift_budget > 0:
+                per_day = K.DAY_S / max(self.gap * K.SHIFT_WINDOW, K.MIN_GAP_S)
+                budget = K.FALSE_FLAGS_PER_DAY / (per_day * max(multiplicity, 1.0))
+                bonus = min(max(self.threshold + 10 * math.log10(budget), K.MIN_BONUS), K.MAX_BONUS)
+                bonus += 10 * math.log10(self.shift_budget / K.FALSE_FLAGS_PER_DAY)
+                shift_score = min(max(-10 * lp + bonus, 0.0), 100.0)
+            if self.split_only and u < 0:
+                shift_score = 0.0
+            if self.split_only == K.SPLIT_MIXED:
+                shift_score = 0.0
+            self.held = self.held + 1 if shift_score >= self.threshold else 0.0
+            fired = self.held >= K.SHIFT_HOLD
+            recovery = fired and self.is_recovery(fast)
+            if fired and not recovery and shift_score > score:
+                score = shift_score
+                kind = K.KIND_SHIFT_UP if u > 0 else K.KIND_SHIFT_DOWN
+                expected = self.base + shift_off
+            elif self.settle > 0 and self.evidence > 0 and score < self.suspicious:
+                moved = self.fast - self.moved_from
+                evidence = (x - shift_off - self.moved_from) * moved > 0.5 * moved * moved
+                if evidence:
+                    kind = K.KIND_SHIFT_UP if moved > 0 else K.KIND_SHIFT_DOWN
+                    expected = self.moved_from + shift_off
             score = self.reported(score)
+            if evidence:
+                score = self.suspicious
+                self.evidence -= 1
+            if fired and not recovery:
+                self.evidence = K.SHIFT_EVIDENCE
         self.learn_record(value, t, w)
+        if self.shift_budget > 0:
+            self.learn_shift(fast, w, fired, recovery, u)
         self._learn(b, x, t, w, z, e, scale)
-        return score, kind, expected
+        return score, kind, expected, fast + shift_off
 
     def _learn(self, b, x, t, w, z, e, scale):
         a = abs(z)

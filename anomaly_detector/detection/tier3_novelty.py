@@ -7,8 +7,13 @@ per (template, position), and one pooled slot per role (role_key) for categorica
 holding numbers is also a series per source (series.py), judged against a forecast of its own
 past from its own first points on, whatever the engine's warm-up: a series of a value an hour is
 short, and its points are not the engine's lines.
+
+A numeric position is also split by the categorical position of its template (_decide_splits): one
+series per (numeric slot, categorical value, source) besides the pooled one, so one table's query
+time is judged against that table's own past, not against the mix of all tables.
 """
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,14 +22,18 @@ from . import novelty_kernels as K
 from . import series_kernels as SK
 from .base import Tier, TierResult
 from .ranks import running_counts
-from .series import SeriesBook
+from .series import SPLIT_BASE, SeriesBook
 
 MAX_POSITIONS = 16   # parameters beyond this position of a template are not modelled
 FIELD_CHECKS_PER_BATCH = 32   # new templates compared with the known ones per batch (_field_change)
+SPLIT_UNSET = -1     # split_pos: no categorical position chosen (yet)
+SPLIT_AFTER = 50     # lines per allowed categorical value (max_categories) before a template's split is chosen
+MAX_VALUES_KEY = 256  # the largest max_categories: a value's index in its slot fits below it
 ROLE_UNSET, ROLE_NONE = -2, -1   # role_index: not looked at yet / no pool (template text unknown)
 SERIES_KINDS = {SK.KIND_SPIKE: "unusual value (spike)", SK.KIND_DROP: "unusual value (drop)",
                 SK.KIND_RECORD_HIGH: "unusual value (record high: above every earlier value)",
                 SK.KIND_RECORD_LOW: "unusual value (record low: below every earlier value)"}
+SHIFT_KINDS = {SK.KIND_SHIFT_UP: "drift (level shift up)", SK.KIND_SHIFT_DOWN: "drift (level shift down)"}
 
 
 class NoveltyTier(Tier):
@@ -64,8 +73,10 @@ class NoveltyTier(Tier):
         self.cat_nd = np.zeros(64, np.int32)
         self.cat_full = np.zeros(64, np.int8)
         self.series = SeriesBook(settings["max_series"], self.max_values, self.threshold, self.suspicious,
-                                 settings["series_record_weight"])
-        self._rows_of = (None, None)   # (batch, its series rows)
+                                 settings["series_record_weight"], settings["series_shift_budget"])
+        self.split_pos = np.full(64, SPLIT_UNSET, np.int8)  # template -> categorical position splitting its series
+        self.split_ids = {}        # (numeric slot, categorical position, value index) key -> split series slot
+        self._rows_of = (None, None)   # (batch, its SeriesView)
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -94,13 +105,107 @@ class NoveltyTier(Tier):
         return result
 
     def _series_rows(self, batch, slots=None):
-        """Series row of every parameter, found once per batch (score and learn ask alike). Slots are
-        given when scoring, not only when learning: a series is judged from its first batch on (a
-        replayed file may be one batch); a slot is only an index."""
+        """The batch's series values as a SeriesView, found once per batch (score and learn ask alike).
+        Slots are given when scoring, not only when learning: a series is judged from its first batch
+        on (a replayed file may be one batch); a slot is only an index."""
         if self._rows_of[0] is not batch:
             slots = self._assign_slots(batch) if slots is None else slots
-            self._rows_of = (batch, self.series.rows_of(batch, slots))
+            rows = self.series.rows_of(batch, slots)
+            self._rows_of = (batch, self._split_view(batch, slots, rows))
         return self._rows_of[1]
+
+    def _split_view(self, batch, slots, rows):
+        """The batch's parameters with a series row, plus, after each line's own, a copy of each value
+        that also belongs to a split series (its template's categorical position holds one of that
+        slot's known values) with that series' row."""
+        split = self._split_slots(batch, slots, rows)
+        if split is None:
+            return SeriesView(batch.n, batch.param_ptr, batch.param_num, rows, None, None)
+        split_rows = self.series.rows_of(batch, split[0])
+        extra = np.flatnonzero(split_rows >= 0)
+        if extra.size == 0:
+            return SeriesView(batch.n, batch.param_ptr, batch.param_num, rows, None, None)
+        self.series.mark_explained(split_rows[extra], rows[extra])
+        old_ptr = batch.param_ptr
+        owner = np.repeat(np.arange(batch.n), np.diff(old_ptr))
+        per_line = np.bincount(owner[extra], minlength=batch.n)
+        before = np.zeros(batch.n + 1, np.int64)     # extras of the lines before each line
+        np.cumsum(per_line, out=before[1:])
+        ptr = old_ptr + before
+        # a line's own values first, then its split copies (extra is ascending: grouped by line)
+        at_own = np.arange(owner.size) + before[owner]
+        extra_owner = owner[extra]
+        at_extra = ptr[extra_owner] + np.diff(old_ptr)[extra_owner] + np.arange(extra.size) - before[extra_owner]
+        index = np.empty(owner.size + extra.size, np.int64)
+        index[at_own], index[at_extra] = np.arange(owner.size), extra
+        split_of = np.full(index.size, -1, np.int64)
+        split_of[at_extra] = split[1][extra]
+        view_rows = np.empty(index.size, np.int64)
+        view_rows[at_own], view_rows[at_extra] = rows, split_rows[extra]
+        return SeriesView(batch.n, ptr, batch.param_num[index], view_rows, index, split_of)
+
+    def _split_slots(self, batch, slots, rows):
+        """(split series slot of every parameter (-1: none), the parameter holding its categorical
+        value), or None when no line of the batch has a split template. Only values the categorical
+        slot knows split (at most max_categories per numeric slot), and only while it is not full."""
+        line_pos = self.split_pos[batch.template_id]
+        if not (line_pos >= 0).any():
+            return None
+        owner = np.repeat(np.arange(batch.n), np.diff(batch.param_ptr))
+        pos = line_pos[owner]
+        is_cat = (pos >= 0) & (batch.param_pos == pos)
+        line_cat = np.full(batch.n, -1, np.int64)
+        line_cat[owner[is_cat]] = np.flatnonzero(is_cat)
+        cand = np.flatnonzero((rows >= 0) & (pos >= 0) & ~is_cat)
+        cand = cand[line_cat[owner[cand]] >= 0]
+        cat = line_cat[owner[cand]]
+        cat_slot = slots[cat]
+        keep = (cat_slot >= 0) & (self.cat_full[np.maximum(cat_slot, 0)] == 0)
+        cand, cat, cat_slot = cand[keep], cat[keep], cat_slot[keep]
+        known = self.cat_hash[cat_slot] == batch.param_hash[cat][:, None]
+        known &= np.arange(self.max_values)[None, :] < self.cat_nd[cat_slot][:, None]
+        found = known.any(axis=1)
+        cand, cat = cand[found], cat[found]
+        keys = ((slots[cand] * MAX_POSITIONS + pos[cand]) * MAX_VALUES_KEY + known[found].argmax(axis=1))
+        out = np.full(slots.size, -1, np.int64)
+        of = np.full(slots.size, -1, np.int64)
+        if cand.size:
+            unique, inverse = np.unique(keys, return_inverse=True)
+            out[cand] = np.array([self._split_id(int(k)) for k in unique.tolist()], np.int64)[inverse]
+            of[cand] = cat
+        return out, of
+
+    def _split_id(self, key):
+        """Slot of the split series of key, new ones while the book has room (max_series bounds both)."""
+        sid = self.split_ids.get(key)
+        if sid is None:
+            if len(self.split_ids) >= self.series.max_series:
+                return -1
+            sid = self.split_ids[key] = SPLIT_BASE + len(self.split_ids)
+        return sid
+
+    def _decide_splits(self, batch):
+        """Choose the categorical position of templates seen SPLIT_AFTER x max_categories times: the
+        position of words (no value a number) whose slot holds the most distinct values without being
+        full (2 at least), the
+        finest grouping the bound allows; ties go to the first. A position whose values overflow
+        max_categories later (ids, not categories) stops splitting and the choice is made again."""
+        if self.series.shift_budget <= 0.0:   # split series are judged by the level-shift test only
+            return
+        tids = np.unique(batch.template_id)
+        chosen = self.split_pos[tids]
+        pos_slots = self.slot_index[tids, np.maximum(chosen, 0)]
+        lost = (chosen >= 0) & ((pos_slots < 0) | (self.cat_full[np.maximum(pos_slots, 0)] == 1))
+        self.split_pos[tids[lost]] = SPLIT_UNSET
+        todo = tids[(self.split_pos[tids] == SPLIT_UNSET)
+                    & (self.template_count[tids] >= SPLIT_AFTER * self.max_values)]
+        if todo.size:   # a template with no such position yet is looked at again with its next batch
+            s = self.slot_index[todo]
+            # words, not numbers: a number with few values is more often a count (rows=, retries) than a
+            # category, and splitting by it makes series of a count's values
+            words = np.all(np.isnan(self.cat_num[np.maximum(s, 0)]), axis=2)
+            nd = np.where((s >= 0) & (self.cat_full[np.maximum(s, 0)] == 0) & words, self.cat_nd[np.maximum(s, 0)], 0)
+            self.split_pos[todo] = np.where(nd.max(axis=1) >= 2, np.argmax(nd, axis=1), SPLIT_UNSET)
 
     def _assign_slots(self, batch):
         self._grow_slots(self.next_slot + self._new_slot_count(batch))
@@ -110,13 +215,23 @@ class NoveltyTier(Tier):
 
     def _score_series(self, batch, ctx, result):
         """Numeric series values against their forecasts (series_kernels.py)."""
-        best, which, kind, expected = self.series.score(batch, self._series_rows(batch), ctx.ts)
+        view = self._series_rows(batch)
+        best, which, kind, expected, level = self.series.score(view, view.rows, ctx.ts)
         np.maximum(result.scores, best, out=result.scores)
         for i in np.flatnonzero(best >= 40.0).tolist():
-            j = int(which[i])
+            j, where = view.param(int(which[i])), ""
             tid, pos = int(batch.template_id[i]), int(batch.param_pos[j])
-            what = SERIES_KINDS.get(int(kind[i]), "unusual value")
-            result.reasons[i] = "%s of parameter %d of %r, against its own past" % (what, pos, ctx.template_text(tid))
+            cat = view.category_of(int(which[i]))
+            if cat >= 0:
+                where = " where parameter %d is %s" % (int(batch.param_pos[cat]), _param_text(batch, cat))
+            if int(kind[i]) in SHIFT_KINDS:
+                result.reasons[i] = "%s of parameter %d of %r%s: moved from ~%.4g to ~%.4g over its last ~%d values" % (
+                    SHIFT_KINDS[int(kind[i])], pos, ctx.template_text(tid), where, expected[i], level[i],
+                    SK.SHIFT_WINDOW)
+            else:
+                what = SERIES_KINDS.get(int(kind[i]), "unusual value")
+                result.reasons[i] = "%s of parameter %d of %r%s, against its own past" % (
+                    what, pos, ctx.template_text(tid), where)
             result.expected[i] = "around %.4g" % expected[i]
             result.observed[i] = "%.4g" % batch.param_num[j]
 
@@ -325,12 +440,14 @@ class NoveltyTier(Tier):
         slots = self._assign_slots(batch)
         roles = self._assign_roles(batch, ctx)
         weights = weights.astype(np.float32)
-        self.series.learn(batch, self._series_rows(batch, slots), ctx.ts, weights)
+        view = self._series_rows(batch, slots)
+        self.series.learn(view, view.rows, ctx.ts, weights)
         for which, numeric in ((slots, True), (roles, False)):
             K.learn_params(batch.param_ptr, which, batch.param_num, batch.param_hash, weights,
                            self.num_stats, self.cat_hash, self.cat_count, self.cat_nd, self.cat_full,
                            self.cat_novelty, self.cat_seen_at, self.cat_num, self.cat_last,
                            self.min_obs, self.drift_alpha, self._numeric_alpha(), numeric)
+        self._decide_splits(batch)
 
     def _remember_novelty(self, batch):
         new = self.template_count[batch.template_id] == 0
@@ -354,7 +471,10 @@ class NoveltyTier(Tier):
                     self.cat_seen_at, self.cat_last):
             arr[slots] = 0
         self.cat_num[slots] = np.nan
-        self.series.forget_slots(slots)
+        self.split_pos[tids] = SPLIT_UNSET
+        gone = set(slots.tolist())
+        split = [sid for key, sid in self.split_ids.items() if key // (MAX_POSITIONS * MAX_VALUES_KEY) in gone]
+        self.series.forget_slots(np.concatenate([slots, np.asarray(split, np.int64)]))
         self._rows_of = (None, None)
         self.role_index[tids] = ROLE_UNSET   # the text before a position changed, and with it its role
 
@@ -384,6 +504,7 @@ class NoveltyTier(Tier):
         self.template_open = _grown(self.template_open, new, 0)
         self.slot_index = _grown(self.slot_index, new, -1)
         self.role_index = _grown(self.role_index, new, ROLE_UNSET)
+        self.split_pos = _grown(self.split_pos, new, SPLIT_UNSET)
 
     def _grow_sources(self, batch):
         n = int(batch.source_id.max()) + 1 if batch.n else 0
@@ -415,7 +536,8 @@ class NoveltyTier(Tier):
                 "cat_seen_at": self.cat_seen_at[:used].tolist(),
                 "cat_num": [[None if v != v else v for v in row] for row in self.cat_num[:used].tolist()],
                 "cat_last": [str(h) for h in self.cat_last[:used]],
-                "series": self.series.state_dict()}
+                "series": self.series.state_dict(), "split_pos": self.split_pos.tolist(),
+                "split_ids": [[int(k), int(v)] for k, v in self.split_ids.items()]}
 
     def load_state(self, state):
         if "slot_index" not in state:
@@ -453,7 +575,31 @@ class NoveltyTier(Tier):
         self.cat_last = _grown(np.array(last, np.uint64), size, 0)
         if "series" in state:
             self.series.load(state["series"])
+        # absent in states saved before series were split: every template chooses again
+        split_pos = np.asarray(state.get("split_pos", []), np.int8)
+        self.split_pos = _grown(split_pos, max(self.slot_index.shape[0], split_pos.size), SPLIT_UNSET)
+        self.split_ids = {int(k): int(v) for k, v in state.get("split_ids", [])}
         self._rows_of = (None, None)
+
+
+@dataclass
+class SeriesView:
+    """A batch's series values as SeriesBook reads them: per line (param_ptr) the values and their
+    series rows; index maps each back to the batch's parameter and split_of to the parameter holding
+    its categorical value (-1: the pooled series). index None: the batch's own parameters."""
+
+    n: int
+    param_ptr: np.ndarray
+    param_num: np.ndarray
+    rows: np.ndarray
+    index: np.ndarray | None
+    split_of: np.ndarray | None
+
+    def param(self, k):
+        return k if self.index is None else int(self.index[k])
+
+    def category_of(self, k):
+        return -1 if self.split_of is None else int(self.split_of[k])
 
 
 def _earlier_per_key(keys, flags):
