@@ -75,6 +75,7 @@ import numpy as np
 from numba import njit
 
 from anomaly_detector import kernel_types as kt
+from anomaly_detector.detection.novelty_kernels import signed_log  # the scale series are judged on
 
 # state columns (float64[R, COLS])
 (N_OBS, LEVEL, SCALE, SLOW_SCALE, TOTAL, UP_N, UP_S, DN_N, DN_S, LAST_X, LAST_T, RISES, RUN, GAP,
@@ -229,12 +230,6 @@ def octave(a):
 
 
 @njit(cache=True)
-def to_log(v):
-    """The signed log1p of v: the scale series are judged on."""
-    return math.copysign(math.log1p(abs(v)), v)
-
-
-@njit(cache=True)
 def from_log(y):
     """The value whose signed log1p is y."""
     return math.copysign(math.expm1(abs(y)), y)
@@ -318,7 +313,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     absolute residual there, seen[r, b] the points learned there (up to 100); labels[r] its first
     distinct values; rec[r] its range and records (record_log10p)."""
     _count_distinct(st, labels, r, value)
-    x = math.copysign(math.log1p(abs(value)), value)
+    x = signed_log(value)
     if st[r, N_OBS] == 0.0:
         st[r, LEVEL] = x
         st[r, LAST_X] = x
@@ -342,7 +337,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     if shift_budget > 0.0:     # off (0): no level-shift state is kept either, its cost is saved
         fast = shift_fast(st, r, x - shift_off, scale)
         u = shift_u(st, r, fast)
-    if shift_budget > 0.0 and (abs(shift_off) > to_log(rec[r, REC_HIGH]) - to_log(rec[r, REC_LOW]) or season_jumps(
+    if shift_budget > 0.0 and (abs(shift_off) > signed_log(rec[r, REC_HIGH]) - signed_log(rec[r, REC_LOW]) or season_jumps(
             season, seen, r, b, st[r, SLOW_SCALE])):
         # an offset wider than every value's range (the forecast's level and season drifted apart on a
         # mix of two kinds of value, 2 bytes and 17 KB), or one that jumps from the last quarter hour's

@@ -705,9 +705,7 @@ class VolumeTier(Tier):
             season, weight = np.empty(n), np.empty(n)
             best, best_window = np.empty(n, np.float32), np.empty(n, np.int64)
             VK.close_base(seasons.hod, seasons.dow, hour, day, per_hour, per_day, HOUR_PRIOR_DAYS, DAY_PRIOR_WEEKS,
-                          base.level, base.phi, base.rel2, base.nonzero, base.clump, base.total, base.age,
-                          base.open_raw, base.open_learn, base.obs_win, base.exp_win, base.obs_sum, base.exp_sum,
-                          self.open_bucket % DROP_WINDOWS[-1], _WINDOWS, self.min_history, self.learning_rate,
+                          *_base_arrays(base), self.open_bucket % DROP_WINDOWS[-1], _WINDOWS, self.min_history, self.learning_rate,
                           DISPERSION_SLOWER, CLIP_SIGMAS, MIN_RELATIVE_ERROR, SPARSE_FRACTION, self.spike_min_ratio,
                           ANOMALOUS_SHARE, keep, season, weight, best, best_window)
             # value drops are not judged (tier2_values.py says why)
@@ -1043,15 +1041,18 @@ def _base_arrays(base):
 
 def _dispersion_all(base):
     """_dispersion of every key (no gather of all of them by index, once per closing bucket)."""
-    phi = np.maximum(base.phi, 1.0)
-    return np.where(base.nonzero < SPARSE_FRACTION, np.maximum(phi, base.clump), phi)
+    return _dispersion_of(base.phi, base.nonzero, base.clump)
 
 
 def _dispersion(base, keys):
     """Variance/mean used in count tests: learned, at least Poisson, and for sparse keys at least
     the compound-Poisson index E[x^2]/E[x] of their non-zero buckets."""
-    phi = np.maximum(base.phi[keys], 1.0)
-    sparse = base.nonzero[keys] < SPARSE_FRACTION
-    return np.where(sparse, np.maximum(phi, base.clump[keys]), phi)
+    return _dispersion_of(base.phi[keys], base.nonzero[keys], base.clump[keys])
+
+
+def _dispersion_of(phi, nonzero, clump):
+    """The rule of _dispersion on arrays of phi, nonzero and clump (volume_kernels._dispersion per key)."""
+    phi = np.maximum(phi, 1.0)
+    return np.where(nonzero < SPARSE_FRACTION, np.maximum(phi, clump), phi)
 
 

@@ -25,9 +25,22 @@ def season_factors(hod, dow, keys, hours, days, per_hour, per_day, prior_hour, p
     """out[i] = the hour-of-day times day-of-week factor of key keys[i] at hours[i], days[i]
     (see tier2_volume.Seasonality)."""
     for i in range(out.shape[0]):
-        k, h, d = keys[i], hours[i], days[i]
-        out[i] = (_shrunk(hod[k, 0, h], hod[k, 1, h], hod[k, 2, h], per_hour, prior_hour)
-                  * _shrunk(dow[k, 0, d], dow[k, 1, d], dow[k, 2, d], per_day, prior_day))
+        out[i] = _factor(hod, dow, keys[i], hours[i], days[i], per_hour, per_day, prior_hour, prior_day)
+
+
+@njit(cache=True)
+def _factor(hod, dow, k, h, d, per_hour, per_day, prior_hour, prior_day):
+    """Key k's hour-of-day factor at hour h times its day-of-week factor at day d, each shrunk towards 1."""
+    return (_shrunk(hod[k, 0, h], hod[k, 1, h], hod[k, 2, h], per_hour, prior_hour)
+            * _shrunk(dow[k, 0, d], dow[k, 1, d], dow[k, 2, d], per_day, prior_day))
+
+
+@njit(cache=True)
+def _dispersion(phi, nonzero, clump, i, sparse_fraction):
+    """Key i's variance/mean in count tests (tier2_volume._dispersion): at least Poisson, and for a
+    sparse key at least its clump size."""
+    disp = max(phi[i], 1.0)
+    return max(disp, clump[i]) if nonzero[i] < sparse_fraction else disp
 
 
 @njit(cache=True)
@@ -78,9 +91,7 @@ def close_keys(level, phi, rel2, nonzero, clump, total, age, open_raw, open_lear
         best_window[i] = 1
         low = False
         if age[i] >= min_history + ring:
-            disp = max(phi[i], 1.0)
-            if nonzero[i] < sparse_fraction:
-                disp = max(disp, clump[i])
+            disp = _dispersion(phi, nonzero, clump, i, sparse_fraction)
             for k in range(windows.shape[0]):
                 s = count_lower_score(obs_sum[i, k], exp_sum[i, k], disp, rel2[i])
                 if s > best[i]:
@@ -260,9 +271,8 @@ def close_base(hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, le
     (season, as season_factors), its weight in the seasonal tables (weight: 0 for a spike made of
     anomalies, see _season_weight; from the level before this bucket), close_keys, then season_update
     of hod, dow (decayed by keep) with the bucket, against the level after it."""
+    _factors(hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, season)
     for i in range(level.shape[0]):
-        season[i] = (_shrunk(hod[i, 0, hour], hod[i, 1, hour], hod[i, 2, hour], per_hour, prior_hour)
-                     * _shrunk(dow[i, 0, day], dow[i, 1, day], dow[i, 2, day], per_day, prior_day))
         weight[i] = _season_weight(open_raw[i], open_learn[i], level[i] * season[i], min_ratio, anomalous_share)
     close_keys(level, phi, rel2, nonzero, clump, total, age, open_raw, open_learn, obs_win, exp_win, obs_sum, exp_sum,
                season, slot, windows, min_history, learning_rate, slow_divisor, clip, min_rel, sparse_fraction, best,
@@ -348,9 +358,7 @@ def _drops_ahead(level, phi, rel2, nonzero, clump, age, open_raw, obs_win, exp_w
         if age[i] < min_history + ring:
             continue
         expected = level[i] * season[i] if age[i] >= min_history else 0.0
-        disp = max(phi[i], 1.0)
-        if nonzero[i] < sparse_fraction:
-            disp = max(disp, clump[i])
+        disp = _dispersion(phi, nonzero, clump, i, sparse_fraction)
         for k in range(windows.shape[0]):
             leaving = (slot - windows[k]) % ring
             o = obs_sum[i, k] + (open_raw[i] - obs_win[i, leaving])
@@ -362,9 +370,9 @@ def _drops_ahead(level, phi, rel2, nonzero, clump, age, open_raw, obs_win, exp_w
 
 @njit(cache=True)
 def _factors(hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, out):
+    """out[i] = every key's season factor (_factor) at one hour and day."""
     for i in range(out.shape[0]):
-        out[i] = (_shrunk(hod[i, 0, hour], hod[i, 1, hour], hod[i, 2, hour], per_hour, prior_hour)
-                  * _shrunk(dow[i, 0, day], dow[i, 1, day], dow[i, 2, day], per_day, prior_day))
+        out[i] = _factor(hod, dow, i, hour, day, per_hour, per_day, prior_hour, prior_day)
 
 
 @njit(cache=True)
@@ -461,8 +469,7 @@ def close_quiet_run(first, stop, bucket_seconds, epoch_buckets, judged_epoch, mi
                 judged[i] = steady[i] and not t_nonzero[i] < sparse_fraction
         for i in range(nt):
             judge[i] = judged[i] and t_age[i] >= min_history
-            d = max(t_phi[i], 1.0)
-            disp[i] = max(d, t_clump[i]) if t_nonzero[i] < sparse_fraction else d
+            disp[i] = _dispersion(t_phi, t_nonzero, t_clump, i, sparse_fraction)
         recent_close(r_obs, r_season, r_win_obs, r_win_season, r_ref_obs, r_ref_season, r_filled, r_rel2, t_raw,
                      t_season, judge, disp, bucket, r_windows, r_rate, r_slow_rate, r_usual_sigmas, r_min_rel2,
                      r_min_lines, r_best, r_best_window)
