@@ -53,7 +53,6 @@ class NoveltyTier(Tier):
         self.new_error_score = float(settings["new_error_score"])
         self.template_count = np.zeros(64)
         self._field_changes = {}     # template id -> (text, new_field_value of it): see _field_change
-        self._field_checks = FIELD_CHECKS_PER_BATCH
         self.template_severe = np.zeros(64, np.int8)   # 1 once a template was seen at WARNING or worse
         self.template_novelty = np.zeros(64, np.float32)  # rarity score at first sight (after warm-up)
         self.template_seen_at = np.zeros(64)               # lines learned before its first sight
@@ -365,7 +364,7 @@ class NoveltyTier(Tier):
             first[t][3] = seen + 1.0
 
     def _explain_rarity(self, result, rarity, counts, batch, ctx):
-        self._field_checks = FIELD_CHECKS_PER_BATCH
+        checks_left = FIELD_CHECKS_PER_BATCH
         for i in np.flatnonzero(rarity >= 40.0):
             i = int(i)
             tid = int(batch.template_id[i])
@@ -373,7 +372,10 @@ class NoveltyTier(Tier):
             text = ctx.template_text(tid)
             # An error line's news is the error, whatever word of it is new.
             severe = batch.level[i] >= LEVEL_WARNING or self.template_severe[tid]
-            field = None if severe else self._field_change(tid, text, ctx)
+            field = None
+            if not severe:
+                field, looked_up = self._field_change(tid, text, ctx, checks_left > 0)
+                checks_left -= looked_up
             if field is None:
                 result.reasons[i] = ("never-seen template" if seen == 0 else "rare template (seen %d times)" % seen)
                 result.expected[i] = "a known template"
@@ -383,21 +385,21 @@ class NoveltyTier(Tier):
                 result.expected[i] = "%s one of %s" % (key, ", ".join(repr(v) for v in known[:5]))
             result.observed[i] = "%r seen %d times before" % (text, seen)
 
-    def _field_change(self, tid, text, ctx):
-        """(key, value, known values) when this template differs from known ones only in the value of
-        one key=value word (an enum field the miner keeps in its templates: method=password and
-        method=sso): its news is a new value of that field, not a new kind of message. Else None.
-        Cached per template and text; at most FIELD_CHECKS_PER_BATCH templates looked up per batch
-        (each reads every known template's text: a flood of new messages is news enough)."""
+    def _field_change(self, tid, text, ctx, may_look):
+        """((key, value, known values) or None, whether it was looked up now): the field value this
+        template's news is when it differs from known ones only in the value of one key=value word (an
+        enum field the miner keeps in its templates: method=password and method=sso), not a new kind of
+        message. Cached per template and text; looked up only if may_look (at most
+        FIELD_CHECKS_PER_BATCH a batch: each lookup reads every known template's text, and a flood of
+        new messages is news enough)."""
         cached = self._field_changes.get(tid)
-        if cached is None or cached[0] != text:
-            if self._field_checks <= 0:
-                return None
-            self._field_checks -= 1
-            others = [ctx.template_text(t) for t in np.flatnonzero(self.template_count > 0).tolist() if t != tid]
-            cached = (text, new_field_value(text, others))
-            self._field_changes[tid] = cached
-        return cached[1]
+        if cached is not None and cached[0] == text:
+            return cached[1], 0
+        if not may_look:
+            return None, 0
+        others = [ctx.template_text(t) for t in np.flatnonzero(self.template_count > 0).tolist() if t != tid]
+        self._field_changes[tid] = (text, new_field_value(text, others))
+        return self._field_changes[tid][1], 1
 
     def _explain_params(self, result, param_scores, which, kind, slots, batch, ctx, pooled=False):
         for i in np.flatnonzero(param_scores >= 40.0):
