@@ -25,6 +25,9 @@ SUBCOMMANDS = {
 # Kernels a command needs beyond those its module imports: demo's daemon loads them from the cache
 # the command fills, with progress on the user's terminal rather than in a hidden daemon log.
 KERNEL_MODULES = {"demo": ("anomaly_detector.worker.warmup",)}
+# Commands that run in one process: with a warm cache they load each kernel at its first call.
+# demo forks a daemon, whose workers must find their kernels loaded.
+LOAD_ON_FIRST_CALL = ("parse", "replay")
 
 
 class LazyGroup(click.Group):
@@ -39,7 +42,8 @@ class LazyGroup(click.Group):
             module, attr = SUBCOMMANDS[name].split(":")
             command = getattr(importlib.import_module(module), attr)
             if not getattr(command, "_kernels_first", False):
-                command.callback = _kernels_first(command.callback, KERNEL_MODULES.get(name, ()))
+                command.callback = _kernels_first(command.callback, KERNEL_MODULES.get(name, ()),
+                                                  lazy=name in LOAD_ON_FIRST_CALL)
                 command._kernels_first = True
             return command
         return super().get_command(ctx, name)
@@ -55,12 +59,12 @@ def _use_kernel_cache(numba_cache_dir="", state_dir="", echo=True):
         click.echo("anomaly_detector: warning: %s" % warning, err=True)
 
 
-def _kernels_first(callback, modules):
+def _kernels_first(callback, modules, lazy=False):
     """The command's callback, after its kernels are compiled or loaded (progress on stderr)."""
     def run_command(*args, **kwargs):
         for module in modules:
             importlib.import_module(module)
-        kernel_cache.prepare_kernels(kernel_cache.TerminalProgress())
+        kernel_cache.prepare_kernels(kernel_cache.TerminalProgress(), lazy=lazy)
         return callback(*args, **kwargs)
     run_command.__name__, run_command.__doc__ = callback.__name__, callback.__doc__
     return run_command

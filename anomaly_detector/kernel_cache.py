@@ -161,8 +161,11 @@ class LogProgress:
             self.status("compiling kernels %d/%d (first start only)" % (done, total))
 
 
-def prepare_kernels(progress=None):
+def prepare_kernels(progress=None, lazy=False):
     """Compile or load every imported entry kernel; returns the number that had to be compiled.
+
+    lazy (a command in one process, never the daemon, which forks): when every kernel is in the
+    cache, each is loaded at its first call instead (kernel_types.load_on_first_call).
 
     progress (TerminalProgress, LogProgress) hears of it only once something must be compiled, so a
     fully cached start prints nothing. On a cold cache with several CPUs the kernels compile in
@@ -173,6 +176,9 @@ def prepare_kernels(progress=None):
     from anomaly_detector import kernel_types
 
     pending = kernel_types.pending_signatures()
+    if lazy and not uncached(pending):
+        kernel_types.load_on_first_call(on_error=_cache_write_failed)
+        return 0
     total = len(pending)
     state = {"done": 0, "announced": False, "began": time.monotonic(), "quiet": False}
 

@@ -40,7 +40,8 @@ def tuple_of(item, count):
 
 # (dispatcher, [signature, ...]) of every entry kernel defined so far, in definition order.
 ENTRY_KERNELS = []
-_compiled = set()
+_compiled = set()   # ids of dispatchers loaded, compiling forbidden
+_deferred = set()   # ids of dispatchers whose first call loads them (load_on_first_call)
 
 
 def entry(signatures, **options):
@@ -66,20 +67,49 @@ def compile_entry_kernels(each=None, on_error=None):
     read or written (OSError) is dropped for that kernel after on_error(dispatcher, exc): it is
     compiled in memory instead."""
     for dispatcher, sigs in ENTRY_KERNELS:
-        if id(dispatcher) in _compiled:
+        if id(dispatcher) not in _compiled:
+            _prepare(dispatcher, sigs, each, on_error)
+
+
+def _prepare(dispatcher, sigs, each=None, on_error=None):
+    _unhook(dispatcher)
+    for sig in sigs:
+        try:
+            dispatcher.compile(sig)
+        except OSError as exc:
+            if on_error is not None:
+                on_error(dispatcher, exc)
+            dispatcher._cache = NullCache()   # numba's own no-cache object
+            dispatcher.compile(sig)
+        if each is not None:
+            each(dispatcher)
+    dispatcher.disable_compile()
+    _compiled.add(id(dispatcher))
+
+
+def load_on_first_call(on_error=None):
+    """Like compile_entry_kernels, but each kernel is loaded when it is first called.
+
+    For a command in one process whose kernels are all in the cache: loading the ~50 kernels takes
+    ~0.5 s and a run needs only some of them (a JSON replay no header kernels). Not for the daemon:
+    a forked worker must find its kernels loaded. numba asks the dispatcher's `_compile_for_args`
+    for a version when a call matches none; the hook shadows it on the instance, loads the declared
+    signatures, forbids others and hands the call back to the dispatcher, which then refuses types no
+    signature covers as a prepared kernel does."""
+    for dispatcher, sigs in ENTRY_KERNELS:
+        if id(dispatcher) in _compiled or "_compile_for_args" in vars(dispatcher):
             continue
-        for sig in sigs:
-            try:
-                dispatcher.compile(sig)
-            except OSError as exc:
-                if on_error is not None:
-                    on_error(dispatcher, exc)
-                dispatcher._cache = NullCache()   # numba's own no-cache object
-                dispatcher.compile(sig)
-            if each is not None:
-                each(dispatcher)
-        dispatcher.disable_compile()
-        _compiled.add(id(dispatcher))
+
+        def first_call(*_args, _dispatcher=dispatcher, _sigs=sigs, **_kws):
+            _prepare(_dispatcher, _sigs, on_error=on_error)
+            return _dispatcher
+        dispatcher._compile_for_args = first_call
+        _deferred.add(id(dispatcher))
+
+
+def _unhook(dispatcher):
+    vars(dispatcher).pop("_compile_for_args", None)
+    _deferred.discard(id(dispatcher))
 
 
 def is_type_mismatch(exc):
@@ -90,9 +120,15 @@ def is_type_mismatch(exc):
 def allow_late_compiles():
     """Let every prepared entry kernel compile again (a worker met types nobody declared: better a slow
     batch than lines lost); True the first time, False when already allowed."""
-    if not _compiled:
+    if not _compiled and not _deferred:
         return False
+    forget_prepared()
+    return True
+
+
+def forget_prepared():
+    """Every entry kernel lazy again: compiling allowed, first-call hooks gone (tests, late compiles)."""
     for dispatcher, _sigs in ENTRY_KERNELS:
+        _unhook(dispatcher)
         dispatcher.disable_compile(False)
     _compiled.clear()
-    return True

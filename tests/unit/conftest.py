@@ -18,12 +18,11 @@ def closing():
 
 @pytest.fixture(autouse=True)
 def entry_kernels_lazy_again():
-    """A command run through CliRunner prepares the entry kernels, which then refuse argument types
-    their signatures do not cover; kernel tests after it call them with the types they test."""
+    """A command run through CliRunner prepares the entry kernels (or hooks their first call), which
+    then refuse argument types their signatures do not cover; kernel tests after it call them with
+    the types they test."""
     yield
     import sys
     kernel_types = sys.modules.get("anomaly_detector.kernel_types")
-    if kernel_types is not None and kernel_types._compiled:
-        for dispatcher, _sigs in kernel_types.ENTRY_KERNELS:
-            dispatcher.disable_compile(False)
-        kernel_types._compiled.clear()
+    if kernel_types is not None:
+        kernel_types.forget_prepared()

@@ -108,6 +108,28 @@ def test_prepared_entry_kernels_refuse_other_types_and_print_nothing_when_cached
     assert len(joining.join_lines.overloads) == versions
 
 
+def test_kernels_loaded_at_first_call_refuse_other_types_like_prepared_ones():
+    from anomaly_detector.parsing import header_kernels  # noqa: F401  (kernels this test never calls)
+    from anomaly_detector.worker import joining
+    kernel_types.load_on_first_call()
+    pending = {id(d) for d, _sig in kernel_types.pending_signatures()}
+    assert id(joining.join_lines) in pending            # nothing loaded yet
+    buf = np.frombuffer(b"ab\ncd", np.uint8)
+    spans = np.array([0, 3], np.int64), np.array([2, 5], np.int64)
+    assert joining.join_lines(buf.copy(), *spans).tobytes() == b"ab\ncd\n"   # writable: the declared version
+    assert id(joining.join_lines) not in {id(d) for d, _sig in kernel_types.pending_signatures()}
+    versions = len(joining.join_lines.overloads)
+    assert joining.join_lines(buf, *spans).tobytes() == b"ab\ncd\n"
+    with pytest.raises(TypeError) as refused:
+        joining.join_lines(buf.astype(np.int16), *spans)
+    assert kernel_types.is_type_mismatch(refused.value)
+    assert len(joining.join_lines.overloads) == versions
+    never_called = [d for d, _sigs in kernel_types.ENTRY_KERNELS if "_compile_for_args" in vars(d)]
+    assert never_called
+    assert kernel_types.allow_late_compiles() is True    # their first-call hooks go too
+    assert not [d for d in never_called if "_compile_for_args" in vars(d)]
+
+
 def test_census_sees_a_kernel_typed_lazily():
     from anomaly_detector.parsing import header_kernels
     dispatchers = kernel_cache.kernel_dispatchers()
@@ -127,8 +149,11 @@ from anomaly_detector import kernel_cache
 path, warning = kernel_cache.use_cache_dir()
 import anomaly_detector.metrics.sketch, anomaly_detector.parsing.framing, anomaly_detector.parsing.sanitize
 import anomaly_detector.worker.joining
-compiled = kernel_cache.prepare_kernels(kernel_cache.TerminalProgress(sys.stderr))
-print(compiled, path)
+lazy = sys.argv[1:] == ["lazy"]
+from anomaly_detector import kernel_types
+before = len(kernel_types.pending_signatures())
+compiled = kernel_cache.prepare_kernels(kernel_cache.TerminalProgress(sys.stderr), lazy=lazy)
+print(compiled, path, before - len(kernel_types.pending_signatures()))
 """
 
 
@@ -139,16 +164,17 @@ def test_a_cold_cache_compiles_with_progress_then_loads_silently(tmp_path):
     import sys
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path), PYTHONPATH=os.getcwd())
     env.pop("NUMBA_CACHE_DIR", None)
-    runs = [subprocess.run([sys.executable, "-c", COLD_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
-            for _ in range(2)]
+    runs = [subprocess.run([sys.executable, "-c", COLD_SCRIPT] + args, env=env, capture_output=True, text=True,
+                           timeout=600) for args in (["lazy"], [], ["lazy"])]
     cache = str(tmp_path / "anomaly-detector" / "numba")
-    first, second = runs
+    first, second, third = runs
     assert first.returncode == 0, first.stderr
-    assert first.stdout.split() == ["4", cache]
+    assert first.stdout.split() == ["4", cache, "4"]    # lazy, but a cold cache compiles everything at once
     assert first.stderr.startswith("compiling 4 numba kernels (first run only)...\n"), first.stderr
     assert first.stderr.endswith("compiled 4 of 4 kernels in %s s; later runs load them from %s\n"
                                  % (first.stderr.split(" in ")[1].split(" s;")[0], cache)), first.stderr
-    assert second.returncode == 0 and second.stdout.split() == ["0", cache] and second.stderr == "", second.stderr
+    assert second.returncode == 0 and second.stdout.split() == ["0", cache, "4"] and second.stderr == "", second.stderr
+    assert third.returncode == 0 and third.stdout.split() == ["0", cache, "0"] and third.stderr == "", third.stderr
 
 
 def test_log_progress_start_steps_and_end(caplog, monkeypatch):
