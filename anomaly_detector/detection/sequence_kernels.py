@@ -260,6 +260,24 @@ def param_hash_at(param_ptr, param_pos, param_hash, rows, want):
     return out, found
 
 
+@kt.entry((kt.BYTES, kt.I64_1D, kt.I16_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D,
+           kt.I64_1D), cache=True)
+def keys_at_params(buf, param_ptr, param_pos, param_start, param_end, rows, want, keys, ks, ke):
+    """Session key and id span of lines rows[j] from their parameter number want[j] (a learned id
+    position, session_ids.py), hashed as extract_keys hashes an id: one id, one session, whichever
+    way its lines were read. Lines without that parameter, or with an empty one, keep their key."""
+    for j in range(len(rows)):
+        i = rows[j]
+        for q in range(param_ptr[i], param_ptr[i + 1]):
+            if param_pos[q] == want[j]:
+                a, b = param_start[q], param_end[q]
+                if b > a:
+                    keys[i] = _id_hash(buf, a, b)
+                    ks[i] = a
+                    ke[i] = b
+                break
+
+
 # ---------------------------------------------------------------- where each line stands in its session
 
 @kt.entry((kt.I64_1D, kt.I32_1D, kt.I32_1D, kt.I64_1D, kt.I32_1D, kt.I32_1D, kt.I32_1D), cache=True)

@@ -53,6 +53,17 @@ def extract_keys_py(buf, cstart, cend, tids, loc_mode, loc_tok, loc_pre, loc_suf
     return np.array(keys, np.int64), np.array(ks, np.int64), np.array(ke, np.int64)
 
 
+def keys_at_params_py(buf, param_ptr, param_pos, param_start, param_end, rows, want, keys, ks, ke):
+    raw = bytes(buf)
+    for j, i in enumerate(rows.tolist()):
+        for q in range(int(param_ptr[i]), int(param_ptr[i + 1])):
+            if int(param_pos[q]) == int(want[j]):
+                a, b = int(param_start[q]), int(param_end[q])
+                if b > a:
+                    keys[i], ks[i], ke[i] = id_hash_slow_path(raw[a:b]), a, b
+                break
+
+
 def param_hash_at_py(param_ptr, param_pos, param_hash, rows, want):
     out, found = np.zeros(len(rows), np.uint64), np.zeros(len(rows), bool)
     for j, (i, w) in enumerate(zip(rows.tolist(), want.tolist())):

@@ -10,9 +10,11 @@ import numpy as np
 
 from . import sequence_kernels as sk
 from .base import Finding, Tier, TierResult
+from .session_ids import SessionIdLearner
 
-# How a template's lines carry their session id (SessionIdLocator.mode).
-MODE_NONE, MODE_FROM_START, MODE_FROM_END, MODE_UNDECIDED, MODE_REGEX = 0, 1, 2, 3, 4
+# How a template's lines carry their session id (SessionIdLocator.mode). MODE_PARAM: no pattern
+# finds one, but the parameter numbered `tok` behaves as an id (session_ids.py).
+MODE_NONE, MODE_FROM_START, MODE_FROM_END, MODE_UNDECIDED, MODE_REGEX, MODE_PARAM = 0, 1, 2, 3, 4, 5
 SAMPLES_PER_TEMPLATE = 8    # lines a locator is decided from
 VERIFY_PER_BATCH = 8        # lines per batch re-checked with the regexes (drift in a template's shape)
 MISSES_TO_REDECIDE = 2
@@ -76,7 +78,10 @@ class SessionIdLocator:
     re-checked with the regexes; a template whose lines disagree is decided again.
     """
 
-    def __init__(self, patterns):
+    def __init__(self, patterns, learner=None):
+        self.learner = learner   # a SessionIdLearner, or None: only the patterns name ids
+        self.learned = 0
+        self._observed = None
         self.patterns = []
         for p in patterns:
             try:
@@ -111,8 +116,9 @@ class SessionIdLocator:
                 return m.span(1) if rx.groups else m.span()
         return None
 
-    def keys(self, batch, n_templates):
-        """Session key per line (-1: none) and the id's byte span in batch.buf."""
+    def keys(self, batch, n_templates, ts=None):
+        """Session key per line (-1: none) and the id's byte span in batch.buf; ts (event times)
+        lets the learner look for ids no pattern names."""
         tids = batch.template_id
         known = tids[tids >= 0]   # -1: a line the miner gave no template
         self.ensure(max(n_templates, int(known.max()) + 1 if known.size else 0))
@@ -130,7 +136,25 @@ class SessionIdLocator:
                 keys[i] = sk.id_hash_slow_path(bytes(batch.buf[ks[i]:ke[i]]))
         self.regex_lines += by_regex.size
         self._verify(batch, keys)
+        self._learned_keys(batch, ts, keys, ks, ke)
         return keys, ks, ke
+
+    def _learned_keys(self, batch, ts, keys, ks, ke):
+        """Keys of templates whose id is a learned parameter; first let the learner look (once a batch)."""
+        if self.learner is not None and ts is not None and self._observed is not batch:
+            self._observed = batch
+            for t, position in self.learner.observe(batch, ts, self.mode == MODE_NONE):
+                if self.mode[t] == MODE_NONE:
+                    self.mode[t], self.tok[t] = MODE_PARAM, position
+                    self.learned += 1
+        tids = batch.template_id
+        learned = np.flatnonzero(self.mode == MODE_PARAM)
+        if not learned.size or batch.param_start is None:
+            return
+        rows = np.flatnonzero(np.isin(tids, learned)).astype(np.int64)
+        if rows.size:
+            sk.keys_at_params(batch.buf, batch.param_ptr, batch.param_pos, batch.param_start, batch.param_end,
+                              rows, self.tok[tids[rows]].astype(np.int64), keys, ks, ke)
 
     def _locate(self, content):
         """(token from start, token from end, bytes before, bytes after) of the id; None; or 'split'."""
@@ -338,6 +362,8 @@ class WorkflowBook:
             seen = self.probes.setdefault(t, [0, {}])
             seen[0] += 1
             for q in range(int(batch.param_ptr[i]), int(batch.param_ptr[i + 1])):
+                if math.isfinite(batch.param_num[q]):
+                    continue   # a number measures (a latency, a count): a workflow is named by a word
                 values = seen[1].setdefault(int(batch.param_pos[q]), set())
                 if len(values) <= MAX_VARIANTS:
                     values.add(int(batch.param_hash[q]))
@@ -537,7 +563,8 @@ class SequenceTier(Tier):
         self.sigmas = float(settings["duration_sigmas"])
         self.max_findings = int(settings["max_findings_per_batch"])
         self.patterns = list(settings["session_patterns"])
-        self.locator = SessionIdLocator(self.patterns)
+        self.learn_ids = bool(settings["learn_session_ids"])
+        self.locator = SessionIdLocator(self.patterns, SessionIdLearner(self.timeout) if self.learn_ids else None)
         sk.touch_rare_kernels()
         self._cold_start()
 
@@ -591,7 +618,7 @@ class SequenceTier(Tier):
         self._ctx = ctx
         tids = np.ascontiguousarray(batch.template_id, np.int32)
         self._note_sources(tids, batch.source_id)
-        keys, ks, ke = self.locator.keys(batch, ctx.n_templates)
+        keys, ks, ke = self.locator.keys(batch, ctx.n_templates, ctx.ts)
         wf, prev, open_wf = self._walk(batch, keys, tids, ctx)
         result = TierResult(scores)
         ts = np.ascontiguousarray(ctx.ts, np.float64)
@@ -630,7 +657,7 @@ class SequenceTier(Tier):
         if self._cache is not None and self._cache[0] is batch:
             _, keys, ks, ke, prev, open_wf, scores = self._cache
         else:
-            keys, ks, ke = self.locator.keys(batch, ctx.n_templates)
+            keys, ks, ke = self.locator.keys(batch, ctx.n_templates, ctx.ts)
             _, prev, open_wf = self._walk(batch, keys, tids, ctx)
             scores = np.zeros(batch.n, np.float32)
         self._cache = None
@@ -941,7 +968,8 @@ class SequenceTier(Tier):
                 "session_lines_dropped_total": int(c[sk.C_DROPPED]), "transitions": int(c[sk.C_TRANS_SIZE]),
                 "transitions_dropped_total": int(c[sk.C_TRANS_DROPPED]), "transitions_pruned_total": self.pruned,
                 "findings_dropped_total": self.findings_dropped, "regex_lines_total": self.locator.regex_lines,
-                "locator_redecisions_total": self.locator.redecisions, "windows_closed_total": self.window.closed,
+                "locator_redecisions_total": self.locator.redecisions, "learned_id_templates": self.locator.learned,
+                "windows_closed_total": self.window.closed,
                 "windows_flagged_total": self.window.flagged, "workflows": len(self.workflows),
                 "workflows_overflow_total": self.workflows.overflow, "learned_lines_total": self.learned_lines}
 
@@ -961,6 +989,8 @@ class SequenceTier(Tier):
         if state.get("patterns") == self.patterns:
             # Locators found with other patterns would cut out the wrong ids.
             self.locator.load_state(state.get("locator", {}))
+            if not self.learn_ids:   # ids learned while learning was on are forgotten with it
+                self.locator.mode[self.locator.mode == MODE_PARAM] = MODE_NONE
         k = np.asarray(state.get("transition_keys", []), np.int64)
         c = np.asarray(state.get("transition_counts", []), np.float64)
         keep = min(k.size, self.max_transitions)

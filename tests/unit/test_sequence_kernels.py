@@ -387,3 +387,26 @@ def test_param_hash_at_matches_twin(seed):
     np.testing.assert_array_equal(got[0], twin[0])
     np.testing.assert_array_equal(got[1], twin[1])
     assert got[1].any() and not got[1].all()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_keys_at_params_matches_twin(seed):
+    rng = np.random.default_rng(seed)
+    n = 40
+    buf = np.frombuffer(rng.integers(97, 123, 2000, dtype=np.uint8).tobytes(), np.uint8)
+    counts = rng.integers(0, 4, n)
+    ptr = np.zeros(n + 1, np.int64)
+    ptr[1:] = np.cumsum(counts)
+    pos = np.concatenate([rng.permutation(5)[:c] for c in counts]).astype(np.int16)
+    start = rng.integers(0, 1990, ptr[-1]).astype(np.int64)
+    end = start + rng.integers(0, 9, ptr[-1])        # some empty values: no key from them
+    rows = rng.permutation(n)[:25].astype(np.int64)
+    want = rng.integers(0, 5, 25).astype(np.int64)
+    outs = []
+    for fn in (sk.keys_at_params, sk_twins.keys_at_params_py):
+        keys, ks, ke = np.full(n, -1, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+        fn(buf, ptr, pos, start, end, rows, want, keys, ks, ke)
+        outs.append((keys, ks, ke))
+    for got, twin in zip(*outs):
+        np.testing.assert_array_equal(got, twin)
+    assert (outs[0][0] >= 0).any() and (outs[0][0] == -1).any()

@@ -1,0 +1,150 @@
+"""Learn where a template carries a session id that no session pattern names.
+
+Tier 4 (tier4_sequence.py) finds session ids with regular expressions (request, trace, block, order
+ids, UUIDs). Logs name their units of work in many other ways: `job 4711 received`, a mail queue id,
+`conn 17`, `txn 88`. Such an id shows itself by how it behaves: the value one template's parameter
+takes comes back, within a session timeout, as a parameter of other templates (`job 4711 rendered`,
+`job 4711 uploaded`), and seldom twice in its own. A duration, a size or a user id does not: what
+it shares with other lines it shares as often with its own. Clocks and addresses are shared by
+lines written in the same millisecond or for one peer: their shape rules them out. SessionIdLearner watches the parameters of the templates the
+patterns found no id in and names such positions; SessionIdLocator then reads those templates'
+session keys from that parameter (sequence_kernels.keys_at_params).
+"""
+import re
+
+import numpy as np
+
+MIN_VALUES = 100          # values of a position looked at before it may be named an id
+GIVE_UP_VALUES = 3000     # values after which a position that never qualified is let go
+LINKED_SHARE = 0.5        # share of a position's values met earlier at other templates' positions
+PARTNER_SHARE = 0.05      # of those, the share an earlier position needs to be named with it
+REPEAT_SHARE = 0.1        # at most this share met earlier at its own position: a step uses its id once
+MAX_RECENT = 65536        # values remembered (the latest within the session timeout): bounds memory
+MAX_PER_BATCH = 8192      # values looked at per batch: bounds the cost
+MAX_POSITION = 64         # parameters past this one of a template are not looked at
+SAMPLES = 3               # values of a qualifying position whose shape is checked
+# Values shaped like these name a moment or a peer, not a unit of work: lines written in the same
+# millisecond, or by one client, share them without being one session.
+NOT_AN_ID = re.compile(rb"\d{1,2}:\d{2}|\d{4}-\d{2}-\d{2}|\d{1,2}/[A-Za-z]{3}/\d{4}|^\d{1,3}(?:\.\d{1,3}){3}$")
+
+
+class SessionIdLearner:
+    """Which (template, parameter position) pairs hold session ids, from the values they share."""
+
+    def __init__(self, timeout):
+        self.timeout = float(timeout)
+        self.h = np.zeros(0, np.uint64)      # remembered values: hash, position key, event time
+        self.key = np.zeros(0, np.int64)
+        self.ts = np.zeros(0, np.float64)
+        self.seen = {}       # position key -> values looked at
+        self.repeats = {}    # position key -> values met earlier at the same position
+        self.partners = {}   # position key -> {earlier position key: values first met there}
+        self.done = set()    # position keys decided, either way
+        self._done_array = np.zeros(0, np.int64)
+
+    def observe(self, batch, ts, candidate):
+        """Look at the parameters of lines whose template is a candidate (bool per template id);
+        return [(template, position)] newly named session ids."""
+        if batch.param_start is None:   # no value spans: a learned id could not be read anyway
+            return []
+        entries = self._entries(batch, ts, candidate)
+        if entries is None:
+            return []
+        at, h, key, when = entries
+        linked, partner, repeat = self._meet(h, key, when)
+        self._count(key, linked, partner, repeat)
+        return self._decide(np.unique(key), lambda k: self._values(batch, at[key == k][:SAMPLES]))
+
+    @staticmethod
+    def _values(batch, at):
+        return [bytes(batch.buf[a:b]) for a, b in zip(batch.param_start[at].tolist(), batch.param_end[at].tolist())]
+
+    def _entries(self, batch, ts, candidate):
+        ptr = batch.param_ptr
+        if ptr is None or ptr[-1] == 0:
+            return None
+        line = np.repeat(np.arange(batch.n, dtype=np.int64), np.diff(ptr))
+        tids = batch.template_id[line]
+        known = (tids >= 0) & (tids < candidate.size)
+        ok = known & (batch.param_pos < MAX_POSITION) & np.isfinite(ts[line])
+        ok[known] &= candidate[tids[known]]
+        sel = np.flatnonzero(ok)
+        key = tids[sel].astype(np.int64) * MAX_POSITION + batch.param_pos[sel]
+        if self._done_array.size:
+            fresh = ~np.isin(key, self._done_array)
+            sel, key = sel[fresh], key[fresh]
+        if not sel.size:
+            return None
+        sel, key = sel[:MAX_PER_BATCH], key[:MAX_PER_BATCH]
+        return sel, batch.param_hash[sel], key, ts[line[sel]]
+
+    def _meet(self, h, key, when):
+        """Per new value: met earlier at another position (and which), met earlier at its own."""
+        old = self.h.size
+        all_h, all_k = np.concatenate([self.h, h]), np.concatenate([self.key, key])
+        all_t = np.concatenate([self.ts, when])
+        order = np.lexsort((np.arange(all_h.size), all_t, all_h))   # by value, then time, then arrival
+        sh, sk_, st = all_h[order], all_k[order], all_t[order]
+        starts = np.ones(sh.size, np.bool_)
+        starts[1:] = sh[1:] != sh[:-1]
+        first = np.maximum.accumulate(np.where(starts, np.arange(sh.size), 0))
+        near = st - st[first] <= self.timeout
+        crossed = ~starts & (sk_[first] != sk_) & near & (sk_[first] // MAX_POSITION != sk_ // MAX_POSITION)
+        order2 = np.lexsort((np.arange(all_h.size), all_t, all_k, all_h))
+        again = np.zeros(all_h.size, np.bool_)
+        same = (all_h[order2][1:] == all_h[order2][:-1]) & (all_k[order2][1:] == all_k[order2][:-1])
+        same &= all_t[order2][1:] - all_t[order2][:-1] <= self.timeout
+        again[order2[1:]] = same
+        linked = np.zeros(all_h.size, np.bool_)
+        linked[order] = crossed
+        partner = np.full(all_h.size, -1, np.int64)
+        partner[order] = np.where(crossed, sk_[first], -1)
+        self._remember(all_h, all_k, all_t)
+        return linked[old:], partner[old:], again[old:]
+
+    def _remember(self, h, key, when):
+        keep = when >= np.max(when) - self.timeout
+        h, key, when = h[keep][-MAX_RECENT:], key[keep][-MAX_RECENT:], when[keep][-MAX_RECENT:]
+        self.h, self.key, self.ts = h, key, when
+
+    def _count(self, key, linked, partner, repeat):
+        keys, seen = np.unique(key, return_counts=True)
+        repeats = np.bincount(np.searchsorted(keys, key[repeat]), minlength=keys.size)
+        for k, n, r in zip(keys.tolist(), seen.tolist(), repeats.tolist()):
+            self.seen[k] = self.seen.get(k, 0) + n
+            self.repeats[k] = self.repeats.get(k, 0) + r
+        pairs, counts = np.unique(np.stack([key[linked], partner[linked]]), axis=1, return_counts=True)
+        for (k, p), c in zip(pairs.T.tolist(), counts.tolist()):
+            mine = self.partners.setdefault(k, {})
+            mine[p] = mine.get(p, 0) + c
+
+    def _decide(self, keys, values_of):
+        """Positions of `keys` that qualify now, with the earlier position they share values with;
+        values_of(key) gives a few of its values in this batch, whose shape must not be a moment or
+        an address."""
+        found = []
+        for k in keys.tolist():
+            seen = self.seen.get(k, 0)
+            if k in self.done or seen < MIN_VALUES:
+                continue
+            partners = self.partners.get(k, {})
+            met = sum(partners.values())
+            if met >= LINKED_SHARE * seen and self.repeats.get(k, 0) <= REPEAT_SHARE * seen:
+                if any(NOT_AN_ID.search(v) for v in values_of(k)):
+                    self._conclude(k)
+                    continue
+                # The steps before it that share its ids (a first step split by a word, `type=invoice`
+                # and `type=slip`, is several templates); one stray value shared is not a step.
+                earlier = [p for p, c in partners.items() if c >= PARTNER_SHARE * met]
+                for named in [k] + earlier:
+                    if named not in self.done:
+                        found.append(divmod(named, MAX_POSITION))
+                        self._conclude(named)
+            elif seen >= GIVE_UP_VALUES:
+                self._conclude(k)
+        return found
+
+    def _conclude(self, k):
+        self.done.add(k)
+        self.partners.pop(k, None)
+        self._done_array = np.fromiter(self.done, np.int64, len(self.done))

@@ -1,0 +1,88 @@
+"""Session ids no pattern names (detection/session_ids.py), learned from real replays of plain logs:
+a job number shared by the steps of a job becomes their session key; a clock, an address or a user
+id shared by unrelated lines does not; a job that skips a step is then reported."""
+import json
+
+import numpy as np
+import pytest
+
+from anomaly_detector.config.loader import default_config
+from anomaly_detector.detection.tier4_sequence import MODE_PARAM
+from anomaly_detector.pipeline import Pipeline
+
+T0 = 1_772_000_000.0   # 2026-02-25
+
+
+def _iso(t):
+    import datetime
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+def job_log(path, jobs=3000, broken=(), seed=0):
+    """A worker's log: each job `received`, `rendered`, `uploaded`, `done` (ids in no pattern), other
+    lines sharing clocks, addresses and user ids; jobs in `broken` never log `uploaded`."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    t = T0
+    for k in range(jobs):
+        t += float(rng.exponential(20.0))
+        job = 40000 + 7 * k + int(rng.integers(0, 7))
+        kind = ("invoice", "slip", "label")[int(rng.integers(0, 3))]
+        steps = [(0.0, f"job {job} received type={kind}"),
+                 (rng.uniform(0.2, 2), f"job {job} rendered in {int(rng.integers(20, 900))} ms"),
+                 (rng.uniform(0.2, 2), f"job {job} uploaded to store in {int(rng.integers(5, 300))} ms"),
+                 (rng.uniform(0.1, 1), f"job {job} done in {rng.uniform(0.5, 5):.1f} s")]
+        if k in broken:
+            del steps[2]
+        at = t
+        for gap, text in steps:
+            at += gap
+            lines.append((at, "worker: " + text))
+        clock = _iso(t)[11:23]
+        lines.append((t + 0.5, f"cache: save started at {clock}"))
+        lines.append((t + 0.5, f"cache: save finished at {clock}"))
+        peer = "10.0.%d.%d" % (rng.integers(0, 4), rng.integers(1, 250))
+        lines.append((t + 0.7, f"proxy: accepted {peer}"))
+        lines.append((t + 0.8, f"proxy: closed {peer}"))
+        user = "u%d" % rng.integers(0, 25)
+        lines.append((t + 1.1, f"web: login ok user={user}"))
+        lines.append((t + 1.3, f"web: order placed user={user}"))
+    lines.sort()
+    path.write_text("".join(f"{_iso(at)} INFO {text}\n" for at, text in lines))
+    return path
+
+
+def replay(path, learn=True):
+    cfg = default_config()
+    cfg["detection"]["tier4"]["learn_session_ids"] = learn
+    pipeline = Pipeline(cfg)
+    records = [json.loads(line) for chunk in pipeline.process_file(str(path)) for line in chunk.splitlines()]
+    return pipeline, records, pipeline.finish()
+
+
+def learned(pipeline):
+    loc = pipeline.engine.tiers["t4"].locator
+    return {pipeline.miner.template(int(t)): int(loc.tok[t]) for t in np.flatnonzero(loc.mode == MODE_PARAM)}
+
+
+def test_a_job_number_shared_by_the_steps_is_learned_as_their_session_id(tmp_path):
+    pipeline, _, _ = replay(job_log(tmp_path / "jobs.log", jobs=1500))
+    found = learned(pipeline)
+    steps = {t.split()[3] for t in found if t.startswith("worker: job")}
+    assert steps == {"received", "rendered", "uploaded", "done"}, found   # `received` is one template per type
+    assert all(position == 0 for position in found.values()), found      # the job number, not a duration
+    assert all(t.startswith("worker: job") for t in found), found        # no clock, address or user
+
+
+def test_nothing_learned_when_switched_off(tmp_path):
+    pipeline, _, _ = replay(job_log(tmp_path / "jobs.log", jobs=600), learn=False)
+    assert learned(pipeline) == {}
+
+
+@pytest.mark.parametrize("learn", [True, False])
+def test_jobs_that_skip_a_step_are_reported_only_with_learned_ids(tmp_path, learn):
+    broken = set(range(2600, 2640))
+    _, records, incidents = replay(job_log(tmp_path / "jobs.log", jobs=3000, broken=broken), learn=learn)
+    reasons = " ".join(str(i.get("reason")) for i in incidents)
+    # "'done' never follows 'rendered'" or "never finished": either way the job workflow is named
+    assert ("workflow 'worker: job" in reasons) == learn, reasons[:2000]
