@@ -15,12 +15,12 @@ import re
 import numpy as np
 
 MIN_VALUES = 100          # values of a position looked at before it may be named an id
-GIVE_UP_VALUES = 3000     # values after which a position that never qualified is let go
+GIVE_UP_VALUES = 1000     # values after which a position that never qualified is let go
 LINKED_SHARE = 0.5        # share of a position's values met earlier at other templates' positions
 PARTNER_SHARE = 0.05      # of those, the share an earlier position needs to be named with it
 REPEAT_SHARE = 0.1        # at most this share met earlier at its own position: a step uses its id once
-MAX_RECENT = 65536        # values remembered (the latest within the session timeout): bounds memory
-MAX_PER_BATCH = 8192      # values looked at per batch: bounds the cost
+MAX_RECENT = 16384        # values remembered (the latest within the session timeout): bounds memory
+PER_BATCH = 1024          # about this many values looked at per batch at most: bounds the cost
 MAX_POSITION = 64         # parameters past this one of a template are not looked at
 SAMPLES = 3               # values of a qualifying position whose shape is checked
 # Values shaped like these name a moment or a peer, not a unit of work: lines written in the same
@@ -73,10 +73,16 @@ class SessionIdLearner:
         if self._done_array.size:
             fresh = ~np.isin(key, self._done_array)
             sel, key = sel[fresh], key[fresh]
+        h = batch.param_hash[sel]
+        if sel.size > PER_BATCH:
+            # A sample chosen by value, so that a value kept in one template is kept in every other:
+            # one power of two divides another, and the values a larger one keeps a smaller one keeps.
+            rate = 1 << int(np.ceil(np.log2(sel.size / PER_BATCH)))
+            kept = ((h >> np.uint64(17)) & np.uint64(rate - 1)) == 0
+            sel, key, h = sel[kept], key[kept], h[kept]
         if not sel.size:
             return None
-        sel, key = sel[:MAX_PER_BATCH], key[:MAX_PER_BATCH]
-        return sel, batch.param_hash[sel], key, ts[line[sel]]
+        return sel, h, key, ts[line[sel]]
 
     def _meet(self, h, key, when):
         """Per new value: met earlier at another position (and which), met earlier at its own."""
@@ -113,10 +119,10 @@ class SessionIdLearner:
         for k, n, r in zip(keys.tolist(), seen.tolist(), repeats.tolist()):
             self.seen[k] = self.seen.get(k, 0) + n
             self.repeats[k] = self.repeats.get(k, 0) + r
-        pairs, counts = np.unique(np.stack([key[linked], partner[linked]]), axis=1, return_counts=True)
-        for (k, p), c in zip(pairs.T.tolist(), counts.tolist()):
-            mine = self.partners.setdefault(k, {})
-            mine[p] = mine.get(p, 0) + c
+        pairs, counts = np.unique((key[linked] << 32) | partner[linked], return_counts=True)
+        for pair, c in zip(pairs.tolist(), counts.tolist()):
+            mine = self.partners.setdefault(pair >> 32, {})
+            mine[pair & 0xFFFFFFFF] = mine.get(pair & 0xFFFFFFFF, 0) + c
 
     def _decide(self, keys, values_of):
         """Positions of `keys` that qualify now, with the earlier position they share values with;
