@@ -36,6 +36,7 @@ N_COUNTERS = 6
 _FNV_OFFSET = 0xCBF29CE484222325
 _FNV_PRIME = 0x100000001B3
 _KEY_MASK = 0x3FFFFFFFFFFFFFFF
+_FAMILY_MIX = 0x9E3779B97F4A7C15   # spreads a learned id's family over the key bits (keys_at_params)
 _U64 = 0xFFFFFFFFFFFFFFFF
 _WS = (32, 9, 10, 11, 12, 13)
 
@@ -261,18 +262,20 @@ def param_hash_at(param_ptr, param_pos, param_hash, rows, want):
 
 
 @kt.entry((kt.BYTES, kt.I64_1D, kt.I16_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D,
-           kt.I64_1D), cache=True)
-def keys_at_params(buf, param_ptr, param_pos, param_start, param_end, rows, want, keys, ks, ke):
+           kt.I64_1D, kt.I64_1D), cache=True)
+def keys_at_params(buf, param_ptr, param_pos, param_start, param_end, rows, want, family, keys, ks, ke):
     """Session key and id span of lines rows[j] from their parameter number want[j] (a learned id
-    position, session_ids.py), hashed as extract_keys hashes an id: one id, one session, whichever
-    way its lines were read. Lines without that parameter, or with an empty one, keep their key."""
+    position, session_ids.py): the id's bytes hashed as extract_keys hashes them, mixed with the
+    position's family, so that equal values of unrelated families are different sessions. Lines
+    without that parameter, or with an empty one, keep their key."""
     for j in range(len(rows)):
         i = rows[j]
         for q in range(param_ptr[i], param_ptr[i + 1]):
             if param_pos[q] == want[j]:
                 a, b = param_start[q], param_end[q]
                 if b > a:
-                    keys[i] = _id_hash(buf, a, b)
+                    mixed = np.uint64(_id_hash(buf, a, b)) ^ (np.uint64(family[j] + 1) * np.uint64(_FAMILY_MIX))
+                    keys[i] = np.int64(mixed & np.uint64(_KEY_MASK))
                     ks[i] = a
                     ke[i] = b
                 break

@@ -7,6 +7,9 @@ import math
 import numpy as np
 
 from anomaly_detector.detection.sequence_kernels import (
+    _FAMILY_MIX,
+    _KEY_MASK,
+    _U64,
     ANY,
     CLOSED_MISSING_STEP,
     CLOSED_OK,
@@ -53,14 +56,15 @@ def extract_keys_py(buf, cstart, cend, tids, loc_mode, loc_tok, loc_pre, loc_suf
     return np.array(keys, np.int64), np.array(ks, np.int64), np.array(ke, np.int64)
 
 
-def keys_at_params_py(buf, param_ptr, param_pos, param_start, param_end, rows, want, keys, ks, ke):
+def keys_at_params_py(buf, param_ptr, param_pos, param_start, param_end, rows, want, family, keys, ks, ke):
     raw = bytes(buf)
     for j, i in enumerate(rows.tolist()):
         for q in range(int(param_ptr[i]), int(param_ptr[i + 1])):
             if int(param_pos[q]) == int(want[j]):
                 a, b = int(param_start[q]), int(param_end[q])
                 if b > a:
-                    keys[i], ks[i], ke[i] = id_hash_slow_path(raw[a:b]), a, b
+                    mixed = id_hash_slow_path(raw[a:b]) ^ (((int(family[j]) + 1) * _FAMILY_MIX) & _U64)
+                    keys[i], ks[i], ke[i] = mixed & _KEY_MASK, a, b
                 break
 
 

@@ -18,7 +18,7 @@ MIN_VALUES = 100          # values of a position looked at before it may be name
 GIVE_UP_VALUES = 1000     # values after which a position that never qualified is let go
 LINKED_SHARE = 0.5        # share of a position's values met earlier at other templates' positions
 PARTNER_SHARE = 0.05      # of those, the share an earlier position needs to be named with it
-REPEAT_SHARE = 0.1        # at most this share met earlier at its own position: a step uses its id once
+REPEAT_SHARE = 0.02       # at most this share met earlier at its own position: a step uses its id once
 MAX_RECENT = 16384        # values remembered (the latest within the session timeout): bounds memory
 PER_BATCH = 1024          # about this many values looked at per batch at most: bounds the cost
 MAX_POSITION = 64         # parameters past this one of a template are not looked at
@@ -40,11 +40,14 @@ class SessionIdLearner:
         self.repeats = {}    # position key -> values met earlier at the same position
         self.partners = {}   # position key -> {earlier position key: values first met there}
         self.done = set()    # position keys decided, either way
+        self.family = {}     # position key named an id -> its family: the template id that began it
         self._done_array = np.zeros(0, np.int64)
 
     def observe(self, batch, ts, candidate):
         """Look at the parameters of lines whose template is a candidate (bool per template id);
-        return [(template, position)] newly named session ids."""
+        return [(template, position, family)] newly named session ids. Positions named together, or
+        sharing values with one named before, are one family: an id is one session only within its
+        family (a job number and an unrelated port that happen to be equal are two sessions)."""
         if batch.param_start is None:   # no value spans: a learned id could not be read anyway
             return []
         entries = self._entries(batch, ts, candidate)
@@ -142,9 +145,11 @@ class SessionIdLearner:
                 # The steps before it that share its ids (a first step split by a word, `type=invoice`
                 # and `type=slip`, is several templates); one stray value shared is not a step.
                 earlier = [p for p, c in partners.items() if c >= PARTNER_SHARE * met]
+                family = min([self.family[p] for p in earlier if p in self.family] or [k // MAX_POSITION])
                 for named in [k] + earlier:
                     if named not in self.done:
-                        found.append(divmod(named, MAX_POSITION))
+                        found.append(divmod(named, MAX_POSITION) + (family,))
+                        self.family[named] = family
                         self._conclude(named)
             elif seen >= GIVE_UP_VALUES:
                 self._conclude(k)

@@ -13,7 +13,7 @@ from .base import Finding, Tier, TierResult
 from .session_ids import SessionIdLearner
 
 # How a template's lines carry their session id (SessionIdLocator.mode). MODE_PARAM: no pattern
-# finds one, but the parameter numbered `tok` behaves as an id (session_ids.py).
+# finds one, but the parameter numbered `tok` behaves as an id (session_ids.py); `pre` holds its family.
 MODE_NONE, MODE_FROM_START, MODE_FROM_END, MODE_UNDECIDED, MODE_REGEX, MODE_PARAM = 0, 1, 2, 3, 4, 5
 SAMPLES_PER_TEMPLATE = 8    # lines a locator is decided from
 VERIFY_PER_BATCH = 8        # lines per batch re-checked with the regexes (drift in a template's shape)
@@ -143,9 +143,9 @@ class SessionIdLocator:
         """Keys of templates whose id is a learned parameter; first let the learner look (once a batch)."""
         if self.learner is not None and ts is not None and self._observed is not batch:
             self._observed = batch
-            for t, position in self.learner.observe(batch, ts, self.mode == MODE_NONE):
-                if self.mode[t] == MODE_NONE:
-                    self.mode[t], self.tok[t] = MODE_PARAM, position
+            for t, position, family in self.learner.observe(batch, ts, self.mode == MODE_NONE):
+                if self.mode[t] == MODE_NONE:   # pre holds the family: no bytes are cut from a parameter
+                    self.mode[t], self.tok[t], self.pre[t] = MODE_PARAM, position, family
                     self.learned += 1
         tids = batch.template_id
         learned = np.flatnonzero(self.mode == MODE_PARAM)
@@ -153,8 +153,9 @@ class SessionIdLocator:
             return
         rows = np.flatnonzero(np.isin(tids, learned)).astype(np.int64)
         if rows.size:
+            at = tids[rows]
             sk.keys_at_params(batch.buf, batch.param_ptr, batch.param_pos, batch.param_start, batch.param_end,
-                              rows, self.tok[tids[rows]].astype(np.int64), keys, ks, ke)
+                              rows, self.tok[at].astype(np.int64), self.pre[at].astype(np.int64), keys, ks, ke)
 
     def _locate(self, content):
         """(token from start, token from end, bytes before, bytes after) of the id; None; or 'split'."""

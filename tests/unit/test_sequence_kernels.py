@@ -402,10 +402,11 @@ def test_keys_at_params_matches_twin(seed):
     end = start + rng.integers(0, 9, ptr[-1])        # some empty values: no key from them
     rows = rng.permutation(n)[:25].astype(np.int64)
     want = rng.integers(0, 5, 25).astype(np.int64)
+    family = rng.integers(0, 3, 25).astype(np.int64)
     outs = []
     for fn in (sk.keys_at_params, sk_twins.keys_at_params_py):
         keys, ks, ke = np.full(n, -1, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
-        fn(buf, ptr, pos, start, end, rows, want, keys, ks, ke)
+        fn(buf, ptr, pos, start, end, rows, want, family, keys, ks, ke)
         outs.append((keys, ks, ke))
     for got, twin in zip(*outs):
         np.testing.assert_array_equal(got, twin)
