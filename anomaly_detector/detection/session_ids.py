@@ -14,13 +14,13 @@ import re
 
 import numpy as np
 
-MIN_VALUES = 100          # values of a position looked at before it may be named an id
+MIN_VALUES = 200          # values of a position looked at before it may be named an id
 GIVE_UP_VALUES = 1000     # values after which a position that never qualified is let go
 LINKED_SHARE = 0.5        # share of a position's values met earlier at other templates' positions
 PARTNER_SHARE = 0.05      # of those, the share an earlier position needs to be named with it
-REPEAT_SHARE = 0.02       # at most this share met earlier at its own position: a step uses its id once
+REPEAT_SHARE = 0.005      # at most this share met earlier at its own position: an id is used once per step
 MAX_RECENT = 16384        # values remembered (the latest within the session timeout): bounds memory
-PER_BATCH = 1024          # about this many values looked at per batch at most: bounds the cost
+PER_POSITION = 128        # values of one position looked at per batch at most: bounds the cost
 MAX_POSITION = 64         # parameters past this one of a template are not looked at
 SAMPLES = 3               # values of a qualifying position whose shape is checked
 # Values shaped like these name a moment or a peer, not a unit of work: lines written in the same
@@ -76,16 +76,17 @@ class SessionIdLearner:
         if self._done_array.size:
             fresh = ~np.isin(key, self._done_array)
             sel, key = sel[fresh], key[fresh]
-        h = batch.param_hash[sel]
-        if sel.size > PER_BATCH:
-            # A sample chosen by value, so that a value kept in one template is kept in every other:
-            # one power of two divides another, and the values a larger one keeps a smaller one keeps.
-            rate = 1 << int(np.ceil(np.log2(sel.size / PER_BATCH)))
-            kept = ((h >> np.uint64(17)) & np.uint64(rate - 1)) == 0
-            sel, key, h = sel[kept], key[kept], h[kept]
+        if sel.size > PER_POSITION:
+            # The first values of each position in the batch (lines are in time order): a busy
+            # position still meets its partner's values of the same moments, and is decided within
+            # a few batches, after which it costs nothing; a sparse one is looked at whole.
+            order = np.argsort(key, kind="stable")
+            ranks = np.arange(order.size) - np.searchsorted(key[order], key[order])
+            kept = np.sort(order[ranks < PER_POSITION])
+            sel, key = sel[kept], key[kept]
         if not sel.size:
             return None
-        return sel, h, key, ts[line[sel]]
+        return sel, batch.param_hash[sel], key, ts[line[sel]]
 
     def _meet(self, h, key, when):
         """Per new value: met earlier at another position (and which), met earlier at its own."""
@@ -144,7 +145,11 @@ class SessionIdLearner:
                     continue
                 # The steps before it that share its ids (a first step split by a word, `type=invoice`
                 # and `type=slip`, is several templates); one stray value shared is not a step.
-                earlier = [p for p, c in partners.items() if c >= PARTNER_SHARE * met]
+                earlier = [p for p, c in partners.items() if c >= PARTNER_SHARE * met
+                           and (p not in self.done or p in self.family)]
+                if not earlier:   # the positions it shares values with were judged no ids: alone, no sessions
+                    self._conclude(k)
+                    continue
                 family = min([self.family[p] for p in earlier if p in self.family] or [k // MAX_POSITION])
                 for named in [k] + earlier:
                     if named not in self.done:
