@@ -3,7 +3,8 @@
 parse_columns gives, field by field, what records.RecordParser.parse_many gives for the same lines.
 The bytes are cleaned and split by kernels; header lines are split by header_kernels and their
 stamps read by timestamps.parse_stamps with the recipe the parser learned; plain `<ISO stamp>
-<LEVEL> text` lines by plain_kernels, flat JSON objects by json_kernels. Lines no kernel takes go
+<LEVEL> text` lines by plain_kernels, year-less syslog file lines by syslog_plain, flat JSON objects
+by json_kernels. Lines no kernel takes go
 through the RecordParser, in input order (carried times and year inference depend on the order);
 each kernel run leaves the parser's state (TimestampParser's learned format, year, last stamp) as
 parse() would after those lines. Used by replay, parse (commands/) and the workers.
@@ -19,6 +20,7 @@ from anomaly_detector.parsing.header_sniff import SNIFF_LINES_PER_BATCH
 from anomaly_detector.parsing.jsonl import parse_json_line_reason
 from anomaly_detector.parsing.records import _NUMERIC_LEVELS, _SYSLOG_SEVERITY, RecordParser
 from anomaly_detector.parsing.sanitize import clean_buffer, clean_text
+from anomaly_detector.parsing.syslog_plain import SyslogPlainLines
 from anomaly_detector.parsing.timestamps import (
     EPOCH_LAYOUT,
     infer_years,
@@ -180,6 +182,7 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
         fs = fe = np.zeros((n, 1), dtype=np.int64)
     out = _ColumnBuilder(n, len(clean_bytes))
     plain = _PlainLines.for_buffer(parser, clean, starts, ends) if hdr is None else None
+    syslog = SyslogPlainLines.for_buffer(parser, clean, starts, ends) if hdr is None else None
     jsonl = _JsonLines.for_buffer(parser, clean, clean_bytes, starts, ends, out)
     fast = None
     if ok.any():
@@ -195,6 +198,11 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
     while i < n:
         if plain is not None and plain.ok[i] and plain.usable():
             run_end = plain.take_run(i, out, ts_arr, level_arr, ends)
+            if run_end > i:
+                i = run_end
+                continue
+        if syslog is not None and syslog.ok[i] and syslog.usable():
+            run_end = syslog.take_run(i, out, ts_arr, level_arr, ends)
             if run_end > i:
                 i = run_end
                 continue
