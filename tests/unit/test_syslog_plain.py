@@ -130,3 +130,30 @@ def test_syslog_file_lines_take_the_kernel_not_python(monkeypatch):
     parser = RecordParser(default_year=2026)
     parse_columns(parser, data)
     assert calls == [] and parser.stats["unparsed_timestamps"] == 1
+
+
+def test_mutated_stamps_equal_parse_many_and_leave_the_same_year_state():
+    """Random edits in the first 24 characters of syslog file lines (digits, white space of several
+    kinds, zone letters, other scripts' digits): every line, counter and the year state agree."""
+    rng = np.random.default_rng(7)
+    alphabet = list("0123456789 \t:.,+-ZUGTCMaejnbrpyulgsoctvd[]();|>") + ["\u00e9", "\u00a0", "\u0663", "\u2003"]
+    months = ["Nov", "Dec", "Jan", "Feb"]
+    for _ in range(10):
+        texts = []
+        for i in range(200):
+            line = list("%s %2d %02d:%02d:%02d web-%d sshd[%d]: Accepted password for u%d"
+                        % (months[i // 50], 1 + i % 28, i % 24, i % 60, (7 * i) % 60, i % 3, 100 + i, i % 5))
+            for _ in range(int(rng.choice([0, 0, 1, 2]))):
+                pos = int(rng.integers(0, 24))
+                if rng.random() < 0.6:
+                    line[pos] = alphabet[int(rng.integers(len(alphabet)))]
+                else:
+                    line.insert(pos, alphabet[int(rng.integers(len(alphabet)))])
+            texts.append("".join(line))
+        data = ("\n".join(texts) + "\n").encode()
+        for args in ({"default_year": 2026}, {"reference_time": 1767312000.0, "timezone": "Europe/Paris"}):
+            _compare(dict(args), data)
+            parser, reference = RecordParser(**args), RecordParser(**args)
+            parse_columns(parser, data)
+            reference.parse_many([t.encode() for t in texts])
+            assert _state(parser.timestamps) == _state(reference.timestamps)
