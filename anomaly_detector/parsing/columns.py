@@ -330,7 +330,7 @@ class _JsonLines:
         if stamps.strptime or not (parser.format == "jsonl" or (parser.format == "auto" and parser.header is None)):
             return None
         keys = jk.key_table(parser)
-        if keys is None or len(starts) == 0:
+        if keys is None or len(starts) == 0 or not _may_hold_objects(clean, starts, ends):
             return None
         if cls._TABLES is None:
             cls._TABLES = jk.kernel_args(_NUMERIC_LEVELS, _SYSLOG_SEVERITY)
@@ -424,6 +424,18 @@ class _JsonLines:
         obj, _ = parse_json_line_reason(text, self.parser.message_key, self.parser.timestamp_key,
                                         self.parser.source_key, self.parser.level_key)
         return obj["fields"]
+
+
+def _may_hold_objects(clean, starts, ends):
+    """Whether some line starts with '{' or white space: else no line is a JSON object, and the JSON
+    kernel (whose lines are a subset of those) need not scan a plain file's buffer."""
+    if len(clean) == 0:
+        return False
+    first = clean[np.minimum(starts, len(clean) - 1)][ends > starts]
+    return bool(np.isin(first, _OBJECT_OR_SPACE_LEADS).any())
+
+
+_OBJECT_OR_SPACE_LEADS = np.array([123, 9, 10, 11, 12, 13, 28, 29, 30, 31, 32, 0xC2, 0xE1, 0xE2, 0xE3], dtype=np.uint8)
 
 
 def _kernel_applies(parser, clean, starts, ends):
