@@ -1,7 +1,8 @@
 """Replay throughput per CPU second on fixed plain workloads, with and without numeric series.
 
 Generates (once per --work directory) the generated family (anomaly_detector.workload, one merged
-JSONL file) and the shop family (bench/shopgen.py, one plain file), no cascades, then replays each
+JSONL file), the shop family (bench/shopgen.py, one plain file) and the infra family (bench/infragen.py,
+one rsyslog file of year-less RFC 3164 lines; not in the default --families), no cascades, then replays each
 file with the default config and with numeric series off (`[detection] [[tier3]] max_series = 0`),
 back to back, --repeat times each, and prints per family and setting the best lines per CPU second
 of the whole `replay` process (user + system CPU of the child from wait4: robust to a loaded
@@ -13,9 +14,11 @@ two trees can be measured back to back; --compare DIR does both in one go, inter
 
     python bench/replay_bench.py                                  # 2 days x 300k lines/day, best of 2
     python bench/replay_bench.py --families shop --repeat 3
+    python bench/replay_bench.py --families infra,generated,shop --repeat 3
     python bench/replay_bench.py --compare /tmp/old-checkout      # old tree and this one, interleaved
 
-Neighbours: bench/detect_bench.py (run_watched, replay_command), bench/shopgen.py; bench/README.md.
+Neighbours: bench/detect_bench.py (run_watched, replay_command), bench/shopgen.py, bench/infragen.py;
+bench/README.md.
 """
 import argparse
 import os
@@ -29,7 +32,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from anomaly_detector.workload.generator import generate  # noqa: E402
-from bench import shopgen  # noqa: E402
+from bench import infragen, shopgen  # noqa: E402
 from bench.detect_bench import BenchError, run_watched  # noqa: E402
 
 SETTINGS = {"series on": "", "series off": "[detection]\n[[tier3]]\nmax_series = 0\n"}
@@ -49,6 +52,11 @@ def make_inputs(work, days, lines_per_day, families):
         if not os.path.exists(path):
             shopgen.generate(os.path.dirname(path), days=days, seed=1, lines_per_day=lines_per_day)
         inputs["shop"] = (path, None)
+    if "infra" in families:
+        path = os.path.join(work, "infra", infragen.LOG_FILE)
+        if not os.path.exists(path):
+            infragen.generate(os.path.dirname(path), days=days, seed=1, lines_per_day=lines_per_day)
+        inputs["infra"] = (path, None)     # replay's default format (auto), as detect_bench runs it
     return inputs
 
 

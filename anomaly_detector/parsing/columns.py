@@ -3,7 +3,8 @@
 parse_columns gives, field by field, what records.RecordParser.parse_many gives for the same lines.
 The bytes are cleaned and split by kernels; header lines are split by header_kernels and their
 stamps read by timestamps.parse_stamps with the recipe the parser learned; plain `<ISO stamp>
-<LEVEL> text` lines by plain_kernels, flat JSON objects by json_kernels. Lines no kernel takes go
+<LEVEL> text` lines by plain_kernels, year-less syslog file lines by syslog_plain, flat JSON objects
+by json_kernels. Lines no kernel takes go
 through the RecordParser, in input order (carried times and year inference depend on the order);
 each kernel run leaves the parser's state (TimestampParser's learned format, year, last stamp) as
 parse() would after those lines. Used by replay, parse (commands/) and the workers.
@@ -19,6 +20,7 @@ from anomaly_detector.parsing.header_sniff import SNIFF_LINES_PER_BATCH
 from anomaly_detector.parsing.jsonl import parse_json_line_reason
 from anomaly_detector.parsing.records import _NUMERIC_LEVELS, _SYSLOG_SEVERITY, RecordParser
 from anomaly_detector.parsing.sanitize import clean_buffer, clean_text
+from anomaly_detector.parsing.syslog_plain import SyslogPlainLines
 from anomaly_detector.parsing.timestamps import (
     EPOCH_LAYOUT,
     infer_years,
@@ -180,6 +182,7 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
         fs = fe = np.zeros((n, 1), dtype=np.int64)
     out = _ColumnBuilder(n, len(clean_bytes))
     plain = _PlainLines.for_buffer(parser, clean, starts, ends) if hdr is None else None
+    syslog = SyslogPlainLines.for_buffer(parser, clean, starts, ends) if hdr is None else None
     jsonl = _JsonLines.for_buffer(parser, clean, clean_bytes, starts, ends, out)
     fast = None
     if ok.any():
@@ -195,6 +198,11 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
     while i < n:
         if plain is not None and plain.ok[i] and plain.usable():
             run_end = plain.take_run(i, out, ts_arr, level_arr, ends)
+            if run_end > i:
+                i = run_end
+                continue
+        if syslog is not None and syslog.ok[i] and syslog.usable():
+            run_end = syslog.take_run(i, out, ts_arr, level_arr, ends)
             if run_end > i:
                 i = run_end
                 continue
@@ -322,7 +330,7 @@ class _JsonLines:
         if stamps.strptime or not (parser.format == "jsonl" or (parser.format == "auto" and parser.header is None)):
             return None
         keys = jk.key_table(parser)
-        if keys is None or len(starts) == 0:
+        if keys is None or len(starts) == 0 or not _may_hold_objects(clean, starts, ends):
             return None
         if cls._TABLES is None:
             cls._TABLES = jk.kernel_args(_NUMERIC_LEVELS, _SYSLOG_SEVERITY)
@@ -416,6 +424,18 @@ class _JsonLines:
         obj, _ = parse_json_line_reason(text, self.parser.message_key, self.parser.timestamp_key,
                                         self.parser.source_key, self.parser.level_key)
         return obj["fields"]
+
+
+def _may_hold_objects(clean, starts, ends):
+    """Whether some line starts with '{' or white space: else no line is a JSON object, and the JSON
+    kernel (whose lines are a subset of those) need not scan a plain file's buffer."""
+    if len(clean) == 0:
+        return False
+    first = clean[np.minimum(starts, len(clean) - 1)][ends > starts]
+    return bool(np.isin(first, _OBJECT_OR_SPACE_LEADS).any())
+
+
+_OBJECT_OR_SPACE_LEADS = np.array([123, 9, 10, 11, 12, 13, 28, 29, 30, 31, 32, 0xC2, 0xE1, 0xE2, 0xE3], dtype=np.uint8)
 
 
 def _kernel_applies(parser, clean, starts, ends):

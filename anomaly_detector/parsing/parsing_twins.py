@@ -6,7 +6,8 @@ kernels' view of it. Nothing in production imports this module.
 
 - timestamps.parse_stamps / infer_years: TimestampParser.parse with the learned format and year state
   (stamp_twin below).
-- plain_kernels.plain_lines: plain_lines_py; json_kernels.json_lines: json_lines_py.
+- plain_kernels.plain_lines: plain_lines_py; plain_kernels.syslog_lines (with infer_years):
+  syslog_lines_py; json_kernels.json_lines: json_lines_py.
 - framing.split_lines: split_lines_py; sanitize.clean_buffer: clean_buffer_py.
 """
 import numpy as np
@@ -16,6 +17,12 @@ from anomaly_detector.parsing.sanitize import clean_text
 
 def plain_lines_py(parser, texts):
     """What RecordParser._parse_plain gives for each text (ts, level, content), before carrying times."""
+    return [parser._parse_plain(text) for text in texts]
+
+
+def syslog_lines_py(parser, texts):
+    """What RecordParser._parse_plain gives for each text in order (the year of a year-less stamp
+    depends on the ones before), before carrying times."""
     return [parser._parse_plain(text) for text in texts]
 
 

@@ -122,3 +122,40 @@ def test_a_header_behind_docker_compose_prefixes_is_found():
     cols = parse_columns(parser, b"".join(b"hdfs-1  | " + line + b"\n" for line in lines))
     assert parser.detected_log_format == LOGHUB_FORMATS["HDFS"]
     assert "hdfs" in cols.sources and (cols.level != LEVEL_UNKNOWN).all()
+
+
+def _regex_shares(header, texts):
+    """fit_shares as the regex alone reads the lines (the reference of the kernel-split version)."""
+    from anomaly_detector.parsing.batch import level_code
+    from anomaly_detector.parsing.timestamps import TimestampParser
+    level, stamps, fits, stamped = header.fields[header.level_index], TimestampParser(), 0, 0
+    for text in texts:
+        fields = header.match(text)
+        if fields is not None and level_code(fields[level]) != LEVEL_UNKNOWN:
+            fits += 1
+            stamped += stamps.from_fields(fields) is not None
+    return fits / len(texts), stamped / len(texts)
+
+
+SYSLOG_FILE = ["Mar  5 00:00:%02d web-%d nginx[%d]: 10.0.0.%d - - \"GET /item/%d HTTP/1.1\" 200 512 \"-\" \"curl/8\" rt=0.%03d"
+               % (i % 60, i % 2, 900 + i, i, i, i) for i in range(150)] + \
+              ["Mar  5 00:01:%02d db-1 postgres[%d]: [7-1] LOG:  duration: 1.%d ms  statement: SELECT 1" % (i, i, i)
+               for i in range(50)]
+
+
+@pytest.mark.parametrize("name", FOUND + NOT_FOUND + ["infra"])
+def test_kernel_split_fit_shares_equal_the_regex_and_stop_early_only_below_the_bar(name):
+    from anomaly_detector.parsing.header_sniff import MIN_FIT_SHARE, best_format, candidates, fit_shares
+    texts = SYSLOG_FILE if name == "infra" else _sample(name).decode("utf-8", "replace").splitlines()[:200]
+    best = None
+    for format_name, header in candidates():
+        want = _regex_shares(header, texts)
+        assert fit_shares(header, texts) == want, header
+        early = fit_shares(header, texts, MIN_FIT_SHARE)
+        assert early == want if want[0] >= MIN_FIT_SHARE else early[0] < MIN_FIT_SHARE, header
+        rank = want + (len(header.fields),)
+        if want[0] >= MIN_FIT_SHARE and (best is None or rank > best[0]):
+            best = (rank, format_name, header.format)
+    assert best_format(texts) == (None if best is None else best[1:])
+    if name in FOUND:
+        assert best[2] == LOGHUB_FORMATS[name]
