@@ -317,7 +317,8 @@ class DetectorWorker:
                           vocabulary_refused_unavailable=self._since_last("vocabulary_unavailable",
                                                                           self.vocabulary.refused_unavailable),
                           kernels_compiled_after_fork=self._new_kernels_typed(),
-                          timestamps_unparsed=self._new_unparsed(), **self._new_feedback())
+                          timestamps_unparsed=self._new_unparsed(), lines_inline_level=self._new_inline_levels(),
+                          **self._new_feedback())
         self.counters.set(vocabulary_entries=len(self.vocabulary))
         self.view.note_batch()
         return errors, dead, b"".join(outputs), incident_bytes
@@ -411,6 +412,11 @@ class DetectorWorker:
             "input %s: JSON lines carry more than json_numeric_fields = %d numeric fields; the fields past them "
             "in key order are not mined (counted in anomaly_detector_json_fields_over_cap_total)"
             % (name, parser.json_numeric_fields)))
+
+    def _new_inline_levels(self):
+        """Lines whose level was read from their message since the last batch (no warning: it is the
+        normal reading of logs such as syslog files, whose header has no level)."""
+        return self._since_last("inline_levels", sum(parser.stats["inline_levels"] for parser in self.parsers))
 
     def _new_unparsed(self):
         """Lines whose stamp was there but read as no time since the last batch (a WARNING the first time
