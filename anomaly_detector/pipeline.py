@@ -88,7 +88,7 @@ class Pipeline:
                             max_line_bytes=self.config["processing"]["max_line_bytes"],
                             source_fields=self.source_fields, source_prefix=self.source_prefix,
                             max_sources=self.config["processing"]["max_sources"], reference_time=reference_time,
-                            detect_log_format=True)
+                            detect_log_format=True, inline_levels=self.config["parsing"]["inline_levels"])
 
     def process_file(self, path, progress=None):
         """Yield output chunks (bytes of JSON lines) for every line of the file at `path`.

@@ -204,7 +204,10 @@ class RulesTier(Tier):
             return
         ratio = np.maximum(counts / self.learned_burst_min, 1.0)
         fired = np.minimum(FIRE_SCORE + (100.0 - FIRE_SCORE) * np.log2(ratio) / 4.0, 100.0)
-        fired = np.where(_crossing(counts, self.learned_burst_min), fired, np.minimum(fired, FOLLOWER_SCORE))
+        # Flagged where the burst first becomes improbable (not merely where it reaches learned_burst_min,
+        # which a burst may pass while still probable) and where it doubles from there.
+        improbable = self._first_improbable(mean * self.learned_burst_windows)
+        fired = np.where(_crossing(counts, improbable), fired, np.minimum(fired, FOLLOWER_SCORE))
         line_scores = np.where(slow, fired, 0.0).astype(np.float32)
         src = ctx.source_name(source)
         for j in np.flatnonzero(line_scores > result.scores[idx]):
@@ -214,6 +217,14 @@ class RulesTier(Tier):
             result.expected[i] = "usually %.1f per %gs" % (mean * self.learned_burst_windows, span)
             result.observed[i] = "%d per %gs" % (long_counts[j], span)
             result.began[i] = float(first[j])   # one problem with what opened an incident at its start
+
+    def _first_improbable(self, mean):
+        """The smallest count from learned_burst_min up that scores LEARNED_FIRE against mean."""
+        candidates = np.arange(self.learned_burst_min, 64 * self.learned_burst_min + 1, dtype=np.float64)
+        surprise = count_upper_scores(candidates, np.full(candidates.size, mean), np.ones(candidates.size),
+                                      np.zeros(candidates.size))
+        reached = np.flatnonzero(surprise >= LEARNED_FIRE)
+        return int(candidates[reached[0]]) if reached.size else int(candidates[-1])
 
     def _learned_mean(self, rule, source, ctx):
         if not (self.adaptive and ctx.warm):

@@ -99,6 +99,9 @@ METRICS = {m.name: m for m in (
     MetricSpec("json_fields_over_cap_total", COUNTER,
                "Numeric JSON fields not mined as template parameters because their line had more than its "
                "input's json_numeric_fields (the first ones in key order are kept)."),
+    MetricSpec("lines_inline_level_total", COUNTER,
+               "Lines whose header or format gave no level and whose level was read from their message's "
+               "first words (`ERROR:`, `[error]`, `level=warn`; [parsing] inline_levels)."),
     MetricSpec("timestamps_unparsed_total", COUNTER,
                "Lines whose time stamp was there but read as no time (a header's stamp fields, a JSON or "
                "syslog time, a plain line starting with a known stamp shape whose values are impossible); "

@@ -243,6 +243,7 @@ class Readings:
             "batch_deadline_hits_total": totals["batch_deadline_hits"],
             "kernels_compiled_after_fork_total": totals["kernels_compiled_after_fork"],
             "timestamps_unparsed_total": totals["timestamps_unparsed"],
+            "lines_inline_level_total": totals["lines_inline_level"],
             "anomalies_total": totals["anomalies"],
             "anomalies_by_tier_total": {(("tier", t),): totals["anomalies_" + t] for t in TIERS},
             "tier_enabled": self._tiers_enabled(),

@@ -17,6 +17,7 @@ from anomaly_detector.parsing import plain_kernels as pk
 from anomaly_detector.parsing.batch import level_code
 from anomaly_detector.parsing.framing import split_lines
 from anomaly_detector.parsing.header_sniff import SNIFF_LINES_PER_BATCH
+from anomaly_detector.parsing.inline_levels import fill_unknown
 from anomaly_detector.parsing.jsonl import parse_json_line_reason
 from anomaly_detector.parsing.records import _NUMERIC_LEVELS, _SYSLOG_SEVERITY, RecordParser
 from anomaly_detector.parsing.sanitize import clean_buffer, clean_text
@@ -238,6 +239,8 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
         own = out.source_id == out._source_index.get(parser.source, -1)
         header = (clean, ok, fs, fe, hdr.fields, slow) if hdr is not None else None
         parser.line_sources.assign(out, own, content_buf, header, compose)
+    if parser.inline_levels == "auto" and n:   # after the prefixes are cut: the message's own first words
+        parser.stats["inline_levels"] += fill_unknown(level_arr, content_buf, out.start, out.end)
 
     def field_getter(i):
         if i in slow:

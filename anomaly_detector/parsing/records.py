@@ -26,6 +26,7 @@ from anomaly_detector.parsing.batch import (
 from anomaly_detector.parsing.framing import DEFAULT_MAX_LINE_BYTES
 from anomaly_detector.parsing.header_sniff import SNIFF_LINES_PER_BATCH, HeaderSniffer
 from anomaly_detector.parsing.headers import HeaderFormat
+from anomaly_detector.parsing.inline_levels import INLINE_LEVEL_MODES, level_of_text
 from anomaly_detector.parsing.jsonl import parse_json_line_reason
 from anomaly_detector.parsing.sanitize import clean_text
 from anomaly_detector.parsing.sources import LineSources, SourceFieldsError, source_fields_problem
@@ -36,8 +37,9 @@ FORMATS = ("auto", "plain", "jsonl", "syslog")
 # no_timestamp: lines that took the previous line's time (or the arrival time); unparsed_timestamps:
 # those of them whose stamp was there but read as no time (header stamp fields, a JSON or syslog
 # time, a plain line starting with a known stamp shape with impossible values).
+# inline_levels: lines whose level was read from their message's first words (inline_levels.py).
 _STAT_KEYS = ("lines", "decode_errors", "malformed_json", "header_mismatch", "no_timestamp", "truncated",
-              "not_syslog", "json_fields_over_cap", "unparsed_timestamps")
+              "not_syslog", "json_fields_over_cap", "unparsed_timestamps", "inline_levels")
 MAX_JSON_NUMERIC_FIELDS = 64  # the spec's bound of json_numeric_fields
 # Keys a numeric JSON field may have to be written as `key=value` into its line's text.
 _FIELD_KEY = re.compile(r"[A-Za-z0-9_.\-]+")
@@ -146,9 +148,12 @@ class RecordParser:
                  timestamp_key="timestamp", source_key="source", level_key="level", timestamp_format="",
                  timezone="UTC", max_line_bytes=DEFAULT_MAX_LINE_BYTES, default_year=None, source_fields=(),
                  source_prefix="off", max_sources=256, json_numeric_fields=8, reference_time=None,
-                 detect_log_format=False):
+                 detect_log_format=False, inline_levels="auto"):
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
+        if inline_levels not in INLINE_LEVEL_MODES:
+            raise ValueError(f"inline_levels must be one of {', '.join(INLINE_LEVEL_MODES)}, not {inline_levels!r}")
+        self.inline_levels = inline_levels
         self.format = format
         self.header = HeaderFormat(log_format) if log_format else None
         self.header_has_stamp = self.header is not None and any(f in STAMP_FIELDS for f in self.header.fields)
@@ -172,7 +177,7 @@ class RecordParser:
         self.detected_log_format = ""
         self._sniffer = None
         if detect_log_format and not log_format and format in ("auto", "plain"):
-            scratch = RecordParser(format="plain", timezone=timezone)   # its stamp state is not ours
+            scratch = RecordParser(format="plain", timezone=timezone, inline_levels="off")   # its stamp state is not ours
             self._sniffer = HeaderSniffer(source, lambda text: scratch._parse_plain(text).level != LEVEL_UNKNOWN)
 
     @property
@@ -319,9 +324,9 @@ class RecordParser:
     def parse_text(self, text):
         """parse() of a line already decoded and cleaned (lines no column kernel took)."""
         try:
-            return self._finish(self._parse_text(text), None)
+            return self._finish(self._parse_text(text), None, False)
         except Exception:  # noqa: BLE001 - same guarantee as parse()
-            return self._finish(Record(None, self.source, LEVEL_UNKNOWN, text, {}), None)
+            return self._finish(Record(None, self.source, LEVEL_UNKNOWN, text, {}), None, False)
 
     def carry_one(self, ts):
         """The time a line with this stamp value (None: none) gets, as parse() gives it."""
@@ -341,8 +346,13 @@ class RecordParser:
             self._last_ts = float(ts[len(ts) - 1 - int(np.argmin(none[::-1]))])
         return ts
 
-    def _finish(self, record, arrival_ts):
+    def _finish(self, record, arrival_ts, inline=True):
+        """inline: read a level from the message (parse_columns does it for its lines itself, after
+        it cut the source prefixes)."""
         record.ts = self._carry_ts(record.ts, arrival_ts)
+        if inline and record.level == LEVEL_UNKNOWN and self.inline_levels == "auto" and record.content:
+            record.level = level_of_text(record.content)
+            self.stats["inline_levels"] += record.level != LEVEL_UNKNOWN
         return record
 
     def _carry_ts(self, ts, arrival_ts):

@@ -46,8 +46,8 @@ OUTPUT_RETRY_SECONDS = 1.0   # first pause before a failed output write is retri
 DEAD_LETTER_REFUSED_LOG_SECONDS = 600.0   # dead-letter lines refused at dead_letter_max_mb: logged at most this often
 
 
-def input_parser(name, section, max_line_bytes, max_sources):
-    """The RecordParser for one [inputs] subsection."""
+def input_parser(name, section, max_line_bytes, max_sources, inline_levels="auto"):
+    """The RecordParser for one [inputs] subsection; inline_levels is [parsing] inline_levels."""
     return RecordParser(format=section["format"], log_format=section["log_format"],
                         source=section["source"] or name, message_key=section["message_key"],
                         timestamp_key=section["timestamp_key"], source_key=section["source_key"],
@@ -55,7 +55,7 @@ def input_parser(name, section, max_line_bytes, max_sources):
                         timezone=section["timezone"], max_line_bytes=max_line_bytes,
                         source_fields=section["source_fields"], source_prefix=section["source_prefix"],
                         max_sources=max_sources, json_numeric_fields=section["json_numeric_fields"],
-                        detect_log_format=section["detect_log_format"])
+                        detect_log_format=section["detect_log_format"], inline_levels=inline_levels)
 
 
 def score_lines(pipeline, parser, prefix, buf, starts, ends, first_line, with_sources=False):
@@ -111,7 +111,8 @@ class DetectorWorker:
         self.pipeline.engine.source_added = self.handover.source_added
         max_line = cfg["processing"]["max_line_bytes"]
         self.inputs = list(cfg["inputs"].items())
-        self.parsers = [input_parser(name, section, max_line, cfg["processing"]["max_sources"])
+        self.parsers = [input_parser(name, section, max_line, cfg["processing"]["max_sources"],
+                                     cfg["parsing"]["inline_levels"])
                         for name, section in self.inputs]
         self.prefixes = [(section["source"] or name) for name, section in self.inputs]
         self.record_prefixes = [record_prefix(source) for source in self.prefixes]
@@ -316,7 +317,8 @@ class DetectorWorker:
                           vocabulary_refused_unavailable=self._since_last("vocabulary_unavailable",
                                                                           self.vocabulary.refused_unavailable),
                           kernels_compiled_after_fork=self._new_kernels_typed(),
-                          timestamps_unparsed=self._new_unparsed(), **self._new_feedback())
+                          timestamps_unparsed=self._new_unparsed(), lines_inline_level=self._new_inline_levels(),
+                          **self._new_feedback())
         self.counters.set(vocabulary_entries=len(self.vocabulary))
         self.view.note_batch()
         return errors, dead, b"".join(outputs), incident_bytes
@@ -410,6 +412,11 @@ class DetectorWorker:
             "input %s: JSON lines carry more than json_numeric_fields = %d numeric fields; the fields past them "
             "in key order are not mined (counted in anomaly_detector_json_fields_over_cap_total)"
             % (name, parser.json_numeric_fields)))
+
+    def _new_inline_levels(self):
+        """Lines whose level was read from their message since the last batch (no warning: it is the
+        normal reading of logs such as syslog files, whose header has no level)."""
+        return self._since_last("inline_levels", sum(parser.stats["inline_levels"] for parser in self.parsers))
 
     def _new_unparsed(self):
         """Lines whose stamp was there but read as no time since the last batch (a WARNING the first time

@@ -99,7 +99,8 @@ def warm_up(cfg, status=None):
     record_latencies(np.zeros(N_BUCKETS, np.uint64), np.array([0.001, 0.5]))
     max_line = cfg["processing"]["max_line_bytes"]
     sections = list(cfg["inputs"].items())
-    parsers = [input_parser(name, section, max_line, cfg["processing"]["max_sources"]) for name, section in sections]
+    parsers = [input_parser(name, section, max_line, cfg["processing"]["max_sources"], cfg["parsing"]["inline_levels"])
+               for name, section in sections]
     warm_source_kernels()
     warm_free_text_kernels()
     if not parsers:

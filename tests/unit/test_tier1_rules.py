@@ -160,3 +160,17 @@ def test_the_slow_burst_span_carries_over_between_batches():
     second = text_batch(["upstream timed out"] * 4, levels=[LEVEL_ERROR] * 4, t0=1120.0, step=15.0)
     warm = BatchContext(now=float(second.ts.max()), lines_seen=10**6, warm=True, n_templates=1, ts=second.ts)
     assert np.flatnonzero(t.score(second, warm).scores >= 70).tolist() == [1], "8 kept + 2 = the 10th"
+
+
+def test_a_slow_burst_still_probable_at_learned_burst_min_is_flagged_where_it_becomes_improbable():
+    t = tier({})
+    t.learned[("error", 0)] = [40.0 * 24, 86400.0]       # forty errors an hour: 10 in 600 s is not yet rare
+    # eight a minute: never learned_burst_min (10) in a 60 s window, improbable only over 600 s
+    batch = text_batch(["pool timeout"] * 100, levels=[LEVEL_ERROR] * 100, step=7.5)
+    warm = BatchContext(now=float(batch.ts.max()), lines_seen=10**6, warm=True, n_templates=1, ts=batch.ts)
+    first = t._first_improbable(40.0 / 6.0)
+    assert first > t.learned_burst_min
+    result = t.score(batch, warm)
+    flagged = np.flatnonzero(result.scores >= 70).tolist()
+    assert flagged and flagged[0] == first - 1, "flagged at the count that first scores LEARNED_FIRE"
+    assert result.scores[first:].min() >= 40, "its other lines stay suspicious"
