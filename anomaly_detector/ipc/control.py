@@ -84,7 +84,9 @@ COUNTER_FIELDS = ("lines_processed", "errors", "batches", "bytes_processed", "an
                   "vocabulary_refused_new", "vocabulary_refused_widened", "vocabulary_refused_unavailable",
                   "vocabulary_entries",   # a gauge: the vocabulary's size as this worker last read it
                   # tier 2 parameter values that qualified for a volume baseline beyond max_value_keys
-                  "volume_value_keys_refused")
+                  "volume_value_keys_refused",
+                  # tier 2 lines of hosts past max_hosts_per_source, counted for their source only
+                  "source_hosts_dropped_lines")
 # Buckets of a row's read-to-scored latency histogram: metrics.sketch.N_BUCKETS (a test checks they agree;
 # ipc/ does not import from metrics/).
 LATENCY_BUCKETS = 112
