@@ -785,11 +785,19 @@ class VolumeTier(Tier):
         keys = np.arange(src.size)
         judged = ((src.age >= self.min_history + DROP_WINDOWS[-1] * (self.long.blocks + 1))
                   & ~_intermittent(src, self.season, keys, self.bucket_seconds))
-        if not judged.any():
-            return
-        for sid, width, score, obs, exp in self.long.drops(judged, _dispersion_all(src), src.rel2,
-                                                          self.finding_min_score, DROP_WINDOWS[-1],
-                                                          MIN_RELATIVE_ERROR ** 2):
+        disp = _dispersion_all(src)
+        for sid in np.flatnonzero(judged).tolist():
+            # Only a source whose quarter hour is too short to show its drop to half is judged over long
+            # windows: a busy one's quarter hour shows it, and a long window would add the young seasons'
+            # misfit (an evening forecast too high for a whole hour), which does not average out.
+            quarter = src.exp_sum[sid, -1]
+            judged[sid] = count_lower_score(0.5 * quarter, quarter, disp[sid], src.rel2[sid]) < self.finding_min_score
+        found = self.long.drops(judged, disp, self.finding_min_score) if judged.any() else []
+        # a block stands for its buckets, but consecutive ones overlap in what they say of the forecast
+        # (as tier2_recent's windows do): learned at a quarter of its buckets' rate
+        self.long.learn(disp, min(1.0, self.learning_rate * DROP_WINDOWS[-1] / 4.0), MIN_RELATIVE_ERROR ** 2,
+                        [f[0] for f in found])
+        for sid, width, score, obs, exp in found:
             span = width * DROP_WINDOWS[-1] * self.bucket_seconds
             what = "silent" if obs == 0 else "volume drop"
             self.held.pop("source:%d" % sid, None)

@@ -183,14 +183,17 @@ def test_long_windows_sum_the_last_blocks_like_a_plain_sum():
         history.append((obs, exp))
         lw.record(obs, exp)                    # grows to three sources
     judged = np.ones(3, np.bool_)
+    for _ in range(13):
+        lw.learn(np.ones(3), 0.05, 0.01)     # (the same block again: a steady forecast)
+    assert (lw.rel2[:3] < 0.05).all() and (lw.learned[:3] == 13).all()
     assert lw.widths == [2, 4, 8]
     # a source whose last four blocks were empty is low over 2, 4 and 8 blocks
     for _ in range(4):
         lw.record(np.array([0.0, 15.0, 15.0]), np.full(3, 15.0))
         history.append((np.array([0.0, 15.0, 15.0]), np.full(3, 15.0)))
-    found = lw.drops(judged, np.ones(3), np.full(3, 0.01), 40.0, 15, 0.01)
+    found = lw.drops(judged, np.ones(3), 40.0)
     assert [f[0] for f in found] == [0]
     src, width, score, obs, exp = found[0]
     assert obs == sum(h[0][0] for h in history[-width:]) and exp == 15.0 * width
     lw.clear()
-    assert lw.drops(judged, np.ones(3), np.full(3, 0.01), 40.0, 15, 0.01) == []
+    assert lw.drops(judged, np.ones(3), 40.0) == []
