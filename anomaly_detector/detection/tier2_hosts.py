@@ -45,14 +45,15 @@ class HostCounts:
         rows = np.full(uniq.size, -1, np.int64)
         for k, c in enumerate(uniq.tolist()):
             if c >= 0:
-                rows[k] = self._row(c >> 32, batch.hosts[c & 0xFFFFFFFF])
+                rows[k] = self.row(c >> 32, batch.hosts[c & 0xFFFFFFFF])
         out = rows[inverse.reshape(-1)]
         refused = int((named & (out < 0)).sum())
         if refused:
             self._refuse(refused, batch, out, named)
         return out
 
-    def _row(self, sid, host):
+    def row(self, sid, host):
+        """The row of (source, host), admitted while the source has fewer than max_per_source; -1 if not."""
         key = (int(sid), host)
         row = self._index.get(key)
         if row is not None:

@@ -989,7 +989,9 @@ class VolumeTier(Tier):
         n = min(self.templates.size, self.template_source.size, self.template_season.hod.shape[0])
         tids = [t for t in np.flatnonzero(self.template_source[:n] == sid).tolist() if self.templates.age[t] > 0]
         recent = self.recent.export_row if self.recent is not None else (lambda t: {})
-        return {"source": _rows(self.sources, sid) | _season_rows(self.season, sid),
+        hosts = {host: _rows(self.hosts.base, row) | _season_rows(self.hosts.season, row)
+                 for row, (owner, host) in enumerate(self.hosts.pairs) if owner == sid}
+        return {"source": _rows(self.sources, sid) | _season_rows(self.season, sid), "hosts": hosts,
                 "templates": {str(t): _rows(self.templates, t) | _season_rows(self.template_season, t)
                               | {"share_" + k: v for k, v in _season_rows(self.share_season, t).items()} | recent(t)
                               for t in tids}}
@@ -1003,6 +1005,11 @@ class VolumeTier(Tier):
         self.season.ensure(self.sources.size)
         _set_rows(self.sources, sid, exported["source"])
         _set_season_rows(self.season, sid, exported["source"])
+        for host, rows in exported.get("hosts", {}).items():   # absent from exports of older releases
+            row = self.hosts.row(sid, host)
+            if row >= 0 and self.hosts.base.age[row] == 0:
+                _set_rows(self.hosts.base, row, rows)
+                _set_season_rows(self.hosts.season, row, rows)
         taken = 0
         for key, rows in exported.get("templates", {}).items():
             t = int(key)

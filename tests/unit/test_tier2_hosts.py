@@ -197,3 +197,19 @@ def test_long_windows_sum_the_last_blocks_like_a_plain_sum():
     assert obs == sum(h[0][0] for h in history[-width:]) and exp == 15.0 * width
     lw.clear()
     assert lw.drops(judged, np.ones(3), 40.0) == []
+
+
+def test_a_sources_hosts_are_handed_over_with_it():
+    old = tier()
+    feed(old, DAY0, 300, np.random.default_rng(10), cron())
+    exported = json.loads(json.dumps(old.export_source(0)))
+    assert sorted(exported["hosts"]) == sorted(HOSTS)
+    new = tier(max_hosts_per_source=2)
+    new.import_source(4, exported)
+    assert [p[0] for p in new.hosts.pairs] == [4, 4]           # the bound holds for handed-over hosts too
+    for row, (_, host) in enumerate(new.hosts.pairs):
+        was = old.hosts.pairs.index([0, host])
+        assert new.hosts.base.level[row] == old.hosts.base.level[was]
+        np.testing.assert_array_equal(new.hosts.season.hod[row], old.hosts.season.hod[was])
+    del exported["hosts"]                                      # an export of an older release
+    tier().import_source(1, exported)
