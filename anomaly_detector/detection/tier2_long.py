@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from .stats_kernels import count_lower_score
+from .volume_kernels import USUAL_SIGMAS
 
 # A block's forecast is trusted to this squared relative error before any block was learned.
 START_REL2 = 0.25
@@ -89,10 +90,12 @@ class LongWindows:
                 found.append(best)
         return found
 
-    def learn(self, disp, rate, min_rel2, skip=()):
+    def learn(self, disp, rate, min_rel2, skip=(), slower=10.0):
         """Learn each source's block error from the newest block (not from sources in skip: a drop raised
         must not teach that drops are usual): its squared log ratio less what sampling explains
-        (disp / forecast), at least min_rel2, averaged over the first blocks, then at `rate`."""
+        (disp / forecast), at least min_rel2, averaged over the first blocks, then at `rate`. An unusual
+        block (USUAL_SIGMAS off its forecast: the start of a drop not yet significant over a window)
+        teaches `slower` times slower, as an unusual bucket does (volume_kernels._learn_key)."""
         newest = (self.pos - 1) % self.blocks
         n = min(disp.shape[0], self.obs.shape[0])
         skip = set(skip)
@@ -103,6 +106,8 @@ class LongWindows:
             ratio2 = math.log((self.obs[src, newest] + 0.5) / (exp + 0.5)) ** 2
             target = max(ratio2 - disp[src] / max(exp, 0.5), min_rel2)
             alpha = max(rate, 1.0 / (self.learned[src] + 1.0))
+            if ratio2 > USUAL_SIGMAS ** 2 * (self.rel2[src] + disp[src] / max(exp, 0.5)):
+                alpha = rate / slower
             self.rel2[src] += alpha * (min(target, 16.0 * self.rel2[src]) - self.rel2[src])
             self.learned[src] += 1
 

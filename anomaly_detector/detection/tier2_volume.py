@@ -783,8 +783,10 @@ class VolumeTier(Tier):
         src = self.sources
         self.long.record(src.obs_sum[:, -1], src.exp_sum[:, -1])
         keys = np.arange(src.size)
+        # a job-like source (quiet in most hours) is not judged; a sparse one is (its lines are what the long
+        # windows are for, and a drop makes a steady source look sparse: most of its buckets go empty)
         judged = ((src.age >= self.min_history + DROP_WINDOWS[-1] * (self.long.blocks + 1))
-                  & ~_intermittent(src, self.season, keys, self.bucket_seconds))
+                  & ~_quiet_most_hours(self.season, keys, self.bucket_seconds))
         disp = _dispersion_all(src)
         for sid in np.flatnonzero(judged).tolist():
             # Only a source whose quarter hour is too short to show its drop to half is judged over long
@@ -796,7 +798,7 @@ class VolumeTier(Tier):
         # a block stands for its buckets, but consecutive ones overlap in what they say of the forecast
         # (as tier2_recent's windows do): learned at a quarter of its buckets' rate
         self.long.learn(disp, min(1.0, self.learning_rate * DROP_WINDOWS[-1] / 4.0), MIN_RELATIVE_ERROR ** 2,
-                        [f[0] for f in found])
+                        [f[0] for f in found], DISPERSION_SLOWER)
         for sid, width, score, obs, exp in found:
             span = width * DROP_WINDOWS[-1] * self.bucket_seconds
             what = "silent" if obs == 0 else "volume drop"
