@@ -63,6 +63,9 @@ HOUR_RATE_MIN_SHARE = 0.5
 # An hour in which a key's usual count is below this share of its busiest hour's is a quiet hour; a
 # key quiet in most of the hours it was seen in is intermittent (a nightly job).
 QUIET_HOUR_SHARE = 0.1
+# A source is judged over long drop windows (tier2_long.py) once every hour of day they span was seen for
+# this many days' worth of buckets (decayed: a second day's hour brings a little under 2).
+LONG_MIN_DAYS = 1.5
 # A template is judged against its recent level (tier2_recent.py) once this many hours of the day
 # have been seen for HOUR_RATE_MIN_SHARE of an hour since it settled.
 RECENT_MIN_HOURS = 4
@@ -786,7 +789,8 @@ class VolumeTier(Tier):
         # a job-like source (quiet in most hours) is not judged; a sparse one is (its lines are what the long
         # windows are for, and a drop makes a steady source look sparse: most of its buckets go empty)
         judged = ((src.age >= self.min_history + DROP_WINDOWS[-1] * (self.long.blocks + 1))
-                  & ~_quiet_most_hours(self.season, keys, self.bucket_seconds))
+                  & ~_quiet_most_hours(self.season, keys, self.bucket_seconds)
+                  & self._hours_seen_twice(when, src.size))
         disp = _dispersion_all(src)
         for sid in np.flatnonzero(judged).tolist():
             # Only a source whose quarter hour is too short to show its drop to half is judged over long
@@ -808,6 +812,16 @@ class VolumeTier(Tier):
                 reason="source %s: %d lines in the last %gs" % (what, obs, span),
                 expected="about %.1f per %gs" % (exp, span), observed="%d per %gs" % (obs, span),
                 source=str(sid), confirmed=True, since=when + self.bucket_seconds - span if obs == 0 else None))
+
+    def _hours_seen_twice(self, when, n):
+        """Per source: whether every hour of day the long windows span (up to `when`) was seen on at least
+        LONG_MIN_DAYS days' worth of buckets. Over hours, the misfit of seasons that have seen an hour
+        once (a first night lower than the day's shape says) is a drop of every quarter of it."""
+        span = self.long.blocks * DROP_WINDOWS[-1] * self.bucket_seconds
+        hours = {int(t % 86400 // 3600) for t in np.arange(when - span + self.bucket_seconds, when + 1, 3600.0)}
+        hours.add(int(when % 86400 // 3600))
+        seen = self.season.hod[:n, 2, sorted(hours)].min(axis=1)
+        return seen >= LONG_MIN_DAYS * 3600.0 / self.bucket_seconds
 
     def _recent_drops(self, season, when, hod_before=None):
         """Judge every steady template against its recent level (tier2_recent.py) and hold the drops
