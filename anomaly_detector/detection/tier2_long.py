@@ -20,6 +20,8 @@ from .volume_kernels import USUAL_SIGMAS
 
 # A block's forecast is trusted to this squared relative error before any block was learned.
 START_REL2 = 0.25
+# A source is judged over long windows once at least this share of its quarter hours had a line.
+STEADY_SHARE = 0.5
 
 
 class LongWindows:
@@ -32,6 +34,7 @@ class LongWindows:
         self.filled = np.zeros(size, np.int64)     # blocks recorded since the source's ring was cleared
         self.rel2 = np.full(size, START_REL2)      # squared relative error of a block's forecast
         self.learned = np.zeros(size, np.int64)    # blocks it was learned from
+        self.nonzero = np.zeros(size)              # share of blocks with any line
         self.pos = 0                               # ring slot the next block goes to (all sources alike)
 
     @property
@@ -47,7 +50,7 @@ class LongWindows:
         if n <= self.obs.shape[0]:
             return
         new = max(n, 2 * self.obs.shape[0])
-        for name in ("obs", "exp", "filled", "rel2", "learned"):
+        for name in ("obs", "exp", "filled", "rel2", "learned", "nonzero"):
             arr = getattr(self, name)
             grown = np.full((new,) + arr.shape[1:], START_REL2 if name == "rel2" else 0, arr.dtype)
             grown[: arr.shape[0]] = arr
@@ -74,7 +77,9 @@ class LongWindows:
         (steady and old enough); disp: per source. The window's forecast error is the block's, learned
         (see learn): errors of consecutive blocks are alike more often than not, so it is not divided."""
         found = []
-        for src in np.flatnonzero(judged[: self.obs.shape[0]]).tolist():
+        # a source empty in most quarter hours (bursts hours apart) says nothing by a few more empty ones
+        steady = judged[: self.obs.shape[0]] & (self.nonzero[: judged.shape[0]] >= STEADY_SHARE)
+        for src in np.flatnonzero(steady).tolist():
             best = None
             for width in self.widths:
                 if self.filled[src] < width:
@@ -106,6 +111,7 @@ class LongWindows:
             ratio2 = math.log((self.obs[src, newest] + 0.5) / (exp + 0.5)) ** 2
             target = max(ratio2 - disp[src] / max(exp, 0.5), min_rel2)
             alpha = max(rate, 1.0 / (self.learned[src] + 1.0))
+            self.nonzero[src] += alpha * ((self.obs[src, newest] > 0) - self.nonzero[src])
             if ratio2 > USUAL_SIGMAS ** 2 * (self.rel2[src] + disp[src] / max(exp, 0.5)):
                 alpha = rate / slower
             self.rel2[src] += alpha * (min(target, 16.0 * self.rel2[src]) - self.rel2[src])
@@ -114,7 +120,7 @@ class LongWindows:
     def state(self):
         return {"blocks": self.blocks, "obs": self.obs.tolist(), "exp": self.exp.tolist(),
                 "filled": self.filled.tolist(), "pos": self.pos, "rel2": self.rel2.tolist(),
-                "learned": self.learned.tolist()}
+                "learned": self.learned.tolist(), "nonzero": self.nonzero.tolist()}
 
     def load_state(self, state):
         """Restore state(); absent (older snapshots) or saved with another ring length: start empty."""
@@ -125,8 +131,9 @@ class LongWindows:
         filled = np.asarray(state["filled"], np.int64).reshape(-1)
         rel2 = np.asarray(state["rel2"], float).reshape(-1)
         learned = np.asarray(state["learned"], np.int64).reshape(-1)
-        if (not obs.shape[0] == exp.shape[0] == filled.shape[0] == rel2.shape[0] == learned.shape[0]
+        nonzero = np.asarray(state["nonzero"], float).reshape(-1)
+        if (not obs.shape[0] == exp.shape[0] == filled.shape[0] == rel2.shape[0] == learned.shape[0] == nonzero.shape[0]
                 or not 0 <= int(state["pos"]) < self.blocks):
             raise ValueError("t2 long windows: rows or ring position do not match")
         self.obs, self.exp, self.filled, self.pos = obs, exp, filled, int(state["pos"])
-        self.rel2, self.learned = rel2, learned
+        self.rel2, self.learned, self.nonzero = rel2, learned, nonzero

@@ -185,7 +185,7 @@ def test_long_windows_sum_the_last_blocks_like_a_plain_sum():
     judged = np.ones(3, np.bool_)
     for _ in range(13):
         lw.learn(np.ones(3), 0.05, 0.01)     # (the same block again: a steady forecast)
-    assert (lw.rel2[:3] < 0.05).all() and (lw.learned[:3] == 13).all()
+    assert (lw.rel2[:3] < 0.05).all() and (lw.learned[:3] == 13).all() and (lw.nonzero[:3] == 1.0).all()
     assert lw.widths == [2, 4, 8]
     # a source whose last four blocks were empty is low over 2, 4 and 8 blocks
     for _ in range(4):
