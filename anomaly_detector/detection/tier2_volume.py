@@ -794,12 +794,12 @@ class VolumeTier(Tier):
         disp = _dispersion_all(src)
         for sid in np.flatnonzero(judged).tolist():
             # Only a source whose usual quarter hour (its long-run mean) holds too few lines to show a drop
-            # to half (by its sampling error alone, the forecast taken as exact as it can be) is judged
-            # over long windows: a busy source's quarter hour has the lines, and its quiet hours are where
-            # its forecast is uncertain (seasons that do not know yet when a night job ends): a longer
-            # window only adds more of that error.
+            # to half by Poisson sampling alone (the forecast taken as exact as it can be: about 45 lines
+            # or fewer) is judged over long windows. A busier source's quarter hour has the lines, and
+            # where it cannot show a drop (clumps of lines, quiet hours that its seasons do not know
+            # yet, such as when a night job ends), a longer window only adds more of that error.
             quarter = DROP_WINDOWS[-1] * src.total[sid] / max(src.age[sid], 1)
-            judged[sid] = (count_lower_score(0.5 * quarter, quarter, disp[sid], MIN_RELATIVE_ERROR ** 2)
+            judged[sid] = (count_lower_score(0.5 * quarter, quarter, 1.0, MIN_RELATIVE_ERROR ** 2)
                            < self.finding_min_score)
         found = self.long.drops(judged, disp, self.finding_min_score) if judged.any() else []
         # a block stands for its buckets, but consecutive ones overlap in what they say of the forecast
