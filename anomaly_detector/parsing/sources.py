@@ -9,7 +9,8 @@ Precedence for a line: the source the line names itself (JSON source key, syslog
 `source_fields`), else a syslog-style `host program[pid]: ` prefix (the program), else a docker
 compose `name-1  | ` prefix (the service), else the input's source. A syslog-style prefix also names
 the line's host (Columns.host_id): the source stays the program, an operator's service, and
-detection/tier2_hosts.py counts its hosts apart, so one replica going silent is seen.
+detection/tier2_hosts.py counts its hosts apart, so one replica going silent is seen. So does a
+`<Host>` field of log_format that source_fields does not name.
 """
 import logging
 
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 SOURCE_PREFIX_MODES = ("auto", "off")
 FIELD_JOINER = "/"        # source_fields = Host, Program -> "web-1/nginx"
+# A header field of this name, when source_fields does not name it, is the line's host (Columns.host_id).
+HOST_FIELD = "Host"
 # A shape seen on at least this share of lines is a prefix; below it, lines such as
 # "Connection closed: reset" (two words and a colon) would be read as `host program:`.
 TRUST_SHARE = 0.6
@@ -138,6 +141,9 @@ class LineSources:
                 names.append(FIELD_JOINER.join(p for p in parts if p))
             taken = self._apply(out, rows, np.asarray(inverse).reshape(-1), names)
             given[rows[taken]] = True
+            if HOST_FIELD in order and HOST_FIELD not in self.fields:   # replicas of one named source
+                j = order.index(HOST_FIELD)
+                self._name_hosts(out, given & (fe[:, j] > fs[:, j]), clean, fs[:, j], fe[:, j])
         for i, fields in slow.items():
             if own[i] and fields and all(name in fields for name in self.fields):
                 name = FIELD_JOINER.join(fields[f] for f in self.fields if fields[f])

@@ -144,6 +144,15 @@ def test_syslog_style_prefix_names_the_host_of_each_line_beside_its_program():
     assert set(off.host_id.tolist()) == {-1} and off.hosts == []
 
 
+def test_a_host_field_that_source_fields_does_not_name_is_the_host():
+    parser = RecordParser(source="shop", log_format=FORMAT, source_fields=["Program"])
+    cols = parse_columns(parser, interleaved(30) + b"not matching the header\n")
+    assert hosts_of(cols)[:3] == ["web-1", "api-2", "db-1"] and hosts_of(cols)[-1] is None
+    both = parse_columns(RecordParser(source="shop", log_format=FORMAT, source_fields=["Host", "Program"]),
+                         interleaved(6))
+    assert set(both.host_id.tolist()) == {-1}      # the host is in the source's name already
+
+
 def test_off_keeps_one_source_and_the_whole_text():
     cols = parse_columns(RecordParser(source="shop", source_prefix="off"), interleaved())
     assert set(sources_of(cols)) == {"shop"}
