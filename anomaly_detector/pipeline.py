@@ -153,7 +153,8 @@ class Pipeline:
                            content_start=columns.content_start, content_end=columns.content_end,
                            param_ptr=mined.param_ptr, param_pos=mined.param_pos, param_hash=mined.param_hash,
                            param_num=mined.param_num, sources=self.engine.sources,
-                           param_start=mined.param_start, param_end=mined.param_end)
+                           param_start=mined.param_start, param_end=mined.param_end,
+                           host_id=columns.host_id if columns.hosts else None, hosts=columns.hosts)
 
     def _miner_settings(self):
         return dict(miner_settings(self.config["parsing"]), vocabulary=self.vocabulary)

@@ -19,6 +19,8 @@ from . import volume_kernels as VK
 from .base import Finding, Tier, TierResult
 from .ranks import running_counts
 from .stats_kernels import count_lower_score, count_upper_scores
+from .tier2_hosts import HostCounts
+from .tier2_long import LongWindows
 from .tier2_recent import RecentLevel
 from .tier2_values import ValueKeys
 
@@ -61,6 +63,9 @@ HOUR_RATE_MIN_SHARE = 0.5
 # An hour in which a key's usual count is below this share of its busiest hour's is a quiet hour; a
 # key quiet in most of the hours it was seen in is intermittent (a nightly job).
 QUIET_HOUR_SHARE = 0.1
+# A source is judged over long drop windows (tier2_long.py) once every hour of day they span was seen for
+# this many days' worth of buckets (decayed: a second day's hour brings a little under 2).
+LONG_MIN_DAYS = 1.5
 # A template is judged against its recent level (tier2_recent.py) once this many hours of the day
 # have been seen for HOUR_RATE_MIN_SHARE of an hour since it settled.
 RECENT_MIN_HOURS = 4
@@ -261,6 +266,12 @@ class VolumeTier(Tier):
         recent = float(settings.get("drop_recent_seconds", 3600.0))
         self.recent = RecentLevel(int(np.ceil(recent / self.bucket_seconds)), 64) if recent > 0 else None
         self._judged, self._judged_at = None, None   # see _recent_judged
+        # Each source's hosts counted apart (tier2_hosts.py): one replica silent while the others go on.
+        self.hosts = HostCounts(int(settings.get("max_hosts_per_source", 64)), KeyBaseline(8), Seasonality(8))
+        # Sources' drops judged over windows up to drop_long_seconds too (tier2_long.py). 0 = off.
+        long_s = float(settings.get("drop_long_seconds", 7200.0))
+        self._source_name = str   # source id -> name for host findings' reasons: the last batch's (learn)
+        self.long = LongWindows(int(np.ceil(long_s / (DROP_WINDOWS[-1] * self.bucket_seconds))) if long_s > 0 else 0)
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -417,6 +428,7 @@ class VolumeTier(Tier):
         if batch.n == 0:
             return
         self._grow(ctx.n_templates, batch)
+        self._source_name = ctx.source_name
         self.template_source[batch.template_id] = batch.source_id
         buckets = self._buckets(ctx.ts)
         if self.open_bucket is None:
@@ -424,6 +436,7 @@ class VolumeTier(Tier):
             buckets = np.maximum(buckets, self.open_bucket)
         order = np.argsort(buckets, kind="stable")
         bounds = np.flatnonzero(np.diff(buckets[order])) + 1
+        host_rows = self.hosts.rows_of(batch)
         for part in np.split(order, bounds):
             bucket = int(buckets[part[0]])
             downtime = self._spans_restart(bucket)
@@ -434,6 +447,8 @@ class VolumeTier(Tier):
                 self.restart_bucket = None   # lines of the restart's time came: no later gap is downtime
             self._close_until(bucket, ctx)
             self._add(batch, part, weights)
+            if host_rows is not None:
+                self.hosts.add(host_rows[part], weights[part])
             self._add_values(batch, buckets, bucket, weights, ctx)
         self._parts_of = self._parts = None
         self.values.learn(batch, self.open_bucket, ctx)
@@ -602,7 +617,9 @@ class VolumeTier(Tier):
         the open one)."""
         r, t, src, v = self.recent, self.templates, self.sources, self.values.base
         first = self.open_bucket
-        if (r is None or self.held or first == self.partial_bucket or r.last_bucket != first - 1 or r.size < t.size
+        if self.long.blocks:   # a block that ends is recorded by _close_bucket (_close_long_block)
+            stop = min(stop, (first // DROP_WINDOWS[-1] + 1) * DROP_WINDOWS[-1] - 1)
+        if (r is None or self.held or first == self.partial_bucket or self.hosts.size or stop <= first or r.last_bucket != first - 1 or r.size < t.size
                 or self.template_source.size < t.size
                 or any(b.open_raw.any() or b.open_learn.any() for b in (t, src, v))):
             return 0
@@ -671,11 +688,12 @@ class VolumeTier(Tier):
         no silence) or learned as zero counts. The open bucket (cut short by the gap) is dropped, the
         drop windows start empty, and the new bucket, which began before its first line, is not judged
         or learned either (see _close_bucket)."""
-        for base in (self.templates, self.sources, self.values.base):
+        for base in (self.templates, self.sources, self.values.base, self.hosts.base):
             for arr in (base.open_raw, base.open_learn, base.obs_win, base.exp_win, base.obs_sum, base.exp_sum):
                 arr[:] = 0.0
         if self.recent is not None:
             self.recent.clear()
+        self.long.clear()
         if counted and not self.resumed:   # an input gap; downtime is not the input's
             self.gaps_skipped += 1          # counted and logged by the worker (worker/detector.py)
             self.last_gap_seconds = (bucket - self.open_bucket) * self.bucket_seconds
@@ -684,7 +702,7 @@ class VolumeTier(Tier):
     def _close_bucket(self, ctx):
         if self.open_bucket == self.partial_bucket:
             self.partial_bucket = None
-            for base in (self.templates, self.sources, self.values.base):
+            for base in (self.templates, self.sources, self.values.base, self.hosts.base):
                 base.open_raw[:] = 0.0
                 base.open_learn[:] = 0.0
             return
@@ -717,7 +735,96 @@ class VolumeTier(Tier):
                 self._recent_drops(season, when, hod_before)
             base.open_raw[:] = 0.0
             base.open_learn[:] = 0.0
+        self._close_hosts(hour, day, per_hour, per_day, keep, when)
+        self._close_long_block(when)
         self._release()
+
+    def _close_hosts(self, hour, day, per_hour, per_day, keep, when):
+        """Close the open bucket of every (source, host) row and hold the silences of steady ones whose
+        source still logs (tier2_hosts.py)."""
+        h = self.hosts
+        if not h.size:
+            return
+        base, n = h.base, h.base.size
+        season, weight = np.empty(n), np.empty(n)
+        best, best_window = np.empty(n, np.float32), np.empty(n, np.int64)
+        VK.close_base(h.season.hod, h.season.dow, hour, day, per_hour, per_day, HOUR_PRIOR_DAYS, DAY_PRIOR_WEEKS,
+                      *_base_arrays(base), self.open_bucket % DROP_WINDOWS[-1], _WINDOWS, self.min_history,
+                      self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS, MIN_RELATIVE_ERROR, SPARSE_FRACTION,
+                      self.spike_min_ratio, ANOMALOUS_SHARE, keep, season, weight, best, best_window)
+        base.open_raw[:] = 0.0
+        base.open_learn[:] = 0.0
+        rows = np.arange(h.size)
+        maybe = (best[: h.size] >= self.finding_min_score) & (base.age[: h.size] >= self.min_history + DROP_WINDOWS[-1])
+        if not maybe.any():
+            return
+        steady = maybe & ~_intermittent(base, h.season, rows, self.bucket_seconds)
+        sources = np.array([p[0] for p in h.pairs], np.int64)
+        self.sources.ensure(int(sources.max()) + 1)
+        source_obs = self.sources.obs_sum[sources]
+        for row, k, score in h.silences(steady, source_obs, _dispersion_all(base), self.finding_min_score):
+            self._hold(self._host_finding(row, DROP_WINDOWS[k], score, when), "host", row)
+
+    def _host_finding(self, row, window, score, when):
+        sid, host = self.hosts.pairs[row]
+        span = window * self.bucket_seconds
+        exp = self.hosts.base.exp_sum[row, DROP_WINDOWS.index(window)]
+        name = self._source_name(sid)
+        ts = when + self.bucket_seconds
+        return Finding(tier=self.name, ts=ts, key="host:%d" % row, score=score,
+                       reason="source silent on host %s: no lines from %s on %s in the last %gs, expected about %.0f"
+                              % (host, name, host, span, exp),
+                       expected="about %.1f per %gs from %s" % (exp, span, host),
+                       observed="0 per %gs from %s" % (span, host), source=str(sid), since=ts - span)
+
+    def _close_long_block(self, when):
+        """When the closing bucket ends a block of DROP_WINDOWS[-1] buckets, record the sources' block
+        (their longest drop window's sums) and raise the steady ones low over a long window (tier2_long.py).
+        Such a drop has lasted longer than drop_hold_seconds already: it is raised confirmed."""
+        if not self.long.blocks or (self.open_bucket + 1) % DROP_WINDOWS[-1]:
+            return
+        src = self.sources
+        self.long.record(src.obs_sum[:, -1], src.exp_sum[:, -1])
+        keys = np.arange(src.size)
+        # a job-like source (quiet in most hours) is not judged; a sparse one is (its lines are what the long
+        # windows are for, and a drop makes a steady source look sparse: most of its buckets go empty)
+        judged = ((src.age >= self.min_history + DROP_WINDOWS[-1] * (self.long.blocks + 1))
+                  & ~_quiet_most_hours(self.season, keys, self.bucket_seconds)
+                  & self._hours_seen_twice(when, src.size))
+        disp = _dispersion_all(src)
+        for sid in np.flatnonzero(judged).tolist():
+            # Only a source whose usual quarter hour (its long-run mean) holds too few lines to show a drop
+            # to half by Poisson sampling alone (the forecast taken as exact as it can be: about 45 lines
+            # or fewer) is judged over long windows. A busier source's quarter hour has the lines, and
+            # where it cannot show a drop (clumps of lines, quiet hours that its seasons do not know
+            # yet, such as when a night job ends), a longer window only adds more of that error.
+            quarter = DROP_WINDOWS[-1] * src.total[sid] / max(src.age[sid], 1)
+            judged[sid] = (count_lower_score(0.5 * quarter, quarter, 1.0, MIN_RELATIVE_ERROR ** 2)
+                           < self.finding_min_score)
+        found = self.long.drops(judged, disp, self.finding_min_score) if judged.any() else []
+        # a block stands for its buckets, but consecutive ones overlap in what they say of the forecast
+        # (as tier2_recent's windows do): learned at a quarter of its buckets' rate
+        self.long.learn(disp, min(1.0, self.learning_rate * DROP_WINDOWS[-1] / 4.0), MIN_RELATIVE_ERROR ** 2,
+                        [f[0] for f in found], DISPERSION_SLOWER)
+        for sid, width, score, obs, exp in found:
+            span = width * DROP_WINDOWS[-1] * self.bucket_seconds
+            what = "silent" if obs == 0 else "volume drop"
+            self.held.pop("source:%d" % sid, None)
+            self.pending.append(Finding(
+                tier=self.name, ts=when + self.bucket_seconds, key="source:%d" % sid, score=float(score),
+                reason="source %s: %d lines in the last %gs" % (what, obs, span),
+                expected="about %.1f per %gs" % (exp, span), observed="%d per %gs" % (obs, span),
+                source=str(sid), confirmed=True, since=when + self.bucket_seconds - span if obs == 0 else None))
+
+    def _hours_seen_twice(self, when, n):
+        """Per source: whether every hour of day the long windows span (up to `when`) was seen on at least
+        LONG_MIN_DAYS days' worth of buckets. Over hours, the misfit of seasons that have seen an hour
+        once (a first night lower than the day's shape says) is a drop of every quarter of it."""
+        span = self.long.blocks * DROP_WINDOWS[-1] * self.bucket_seconds
+        hours = {int(t % 86400 // 3600) for t in np.arange(when - span + self.bucket_seconds, when + 1, 3600.0)}
+        hours.add(int(when % 86400 // 3600))
+        seen = self.season.hod[:n, 2, sorted(hours)].min(axis=1)
+        return seen >= LONG_MIN_DAYS * 3600.0 / self.bucket_seconds
 
     def _recent_drops(self, season, when, hod_before=None):
         """Judge every steady template against its recent level (tier2_recent.py) and hold the drops
@@ -753,7 +860,7 @@ class VolumeTier(Tier):
             self.pending.append(finding)
         elif finding.key not in self.held:
             # the key's spread as it was: the drop's own buckets, learned meanwhile, widen it
-            base = self.templates if kind == "template" else self.sources
+            base = {"template": self.templates, "source": self.sources, "host": self.hosts.base}[kind]
             spread = (float(_dispersion(base, np.array([key]))[0]), float(base.rel2[key]))
             self.held[finding.key] = [finding, kind, key, self.open_bucket + self.hold_buckets, spread,
                                       self._recent_reference(kind, key)]
@@ -828,6 +935,8 @@ class VolumeTier(Tier):
         are not raised. A source is judged by its steady templates' lines only: a job ending is no
         drop of its source."""
         t = self.templates
+        if kind == "host":   # every window: a quiet host's silence is significant over a quarter hour only
+            return self.hosts.still_silent(key, range(len(DROP_WINDOWS)), spread, self.finding_min_score)
         if kind == "template":
             if _intermittent(t, self.template_season, np.array([key]), self.bucket_seconds)[0]:
                 return False
@@ -899,7 +1008,9 @@ class VolumeTier(Tier):
         n = min(self.templates.size, self.template_source.size, self.template_season.hod.shape[0])
         tids = [t for t in np.flatnonzero(self.template_source[:n] == sid).tolist() if self.templates.age[t] > 0]
         recent = self.recent.export_row if self.recent is not None else (lambda t: {})
-        return {"source": _rows(self.sources, sid) | _season_rows(self.season, sid),
+        hosts = {host: _rows(self.hosts.base, row) | _season_rows(self.hosts.season, row)
+                 for row, (owner, host) in enumerate(self.hosts.pairs) if owner == sid}
+        return {"source": _rows(self.sources, sid) | _season_rows(self.season, sid), "hosts": hosts,
                 "templates": {str(t): _rows(self.templates, t) | _season_rows(self.template_season, t)
                               | {"share_" + k: v for k, v in _season_rows(self.share_season, t).items()} | recent(t)
                               for t in tids}}
@@ -913,6 +1024,11 @@ class VolumeTier(Tier):
         self.season.ensure(self.sources.size)
         _set_rows(self.sources, sid, exported["source"])
         _set_season_rows(self.season, sid, exported["source"])
+        for host, rows in exported.get("hosts", {}).items():   # absent from exports of older releases
+            row = self.hosts.row(sid, host)
+            if row >= 0 and self.hosts.base.age[row] == 0:
+                _set_rows(self.hosts.base, row, rows)
+                _set_season_rows(self.hosts.season, row, rows)
         taken = 0
         for key, rows in exported.get("templates", {}).items():
             t = int(key)
@@ -944,6 +1060,7 @@ class VolumeTier(Tier):
                 "template_source": self.template_source.tolist(),
                 "values": self.values.state(),
                 "recent": self.recent.state() if self.recent is not None else {},
+                "hosts": self.hosts.state(), "long": self.long.state(),
                 "open_bucket": self.open_bucket}
 
     def load_state(self, state):
@@ -958,6 +1075,8 @@ class VolumeTier(Tier):
         self.values.load_state(state.get("values"))   # absent before value keys: they are learned afresh
         if self.recent is not None:   # absent in states saved before the recent level: it fills again
             self.recent.load_state(state.get("recent", {}))
+        self.hosts.load_state(state.get("hosts", {}))   # absent before hosts were counted: learned afresh
+        self.long.load_state(state.get("long", {}))     # likewise the long windows: they fill again
         self.open_bucket = state.get("open_bucket")
         self.resumed = self.open_bucket is not None
 

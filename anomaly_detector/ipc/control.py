@@ -86,7 +86,9 @@ COUNTER_FIELDS = ("lines_processed", "errors", "batches", "bytes_processed", "an
                   # tier 2 parameter values that qualified for a volume baseline beyond max_value_keys
                   "volume_value_keys_refused",
                   # lines whose level was read from their message (parsing/inline_levels.py)
-                  "lines_inline_level")
+                  "lines_inline_level",
+                  # tier 2 lines of hosts past max_hosts_per_source, counted for their source only
+                  "source_hosts_dropped_lines")
 # Buckets of a row's read-to-scored latency histogram: metrics.sketch.N_BUCKETS (a test checks they agree;
 # ipc/ does not import from metrics/).
 LATENCY_BUCKETS = 112

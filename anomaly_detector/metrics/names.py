@@ -96,6 +96,9 @@ METRICS = {m.name: m for m in (
                "Template parameter values (a table, a method, a path) that qualified for their own volume "
                "baseline beyond [detection][[tier2]] max_value_keys: their surges are judged only through "
                "their templates."),
+    MetricSpec("source_hosts_dropped_lines_total", COUNTER,
+               "Lines of a source's hosts beyond [detection][[tier2]] max_hosts_per_source: counted for their "
+               "source but not per host, so that host's silence is not seen."),
     MetricSpec("json_fields_over_cap_total", COUNTER,
                "Numeric JSON fields not mined as template parameters because their line had more than its "
                "input's json_numeric_fields (the first ones in key order are kept)."),

@@ -234,6 +234,7 @@ class Readings:
             "volume_gaps_skipped_total": totals["volume_gaps_skipped"],
             "volume_drops_withdrawn_total": totals["volume_drops_withdrawn"],
             "volume_value_keys_refused_total": totals["volume_value_keys_refused"],
+            "source_hosts_dropped_lines_total": totals["source_hosts_dropped_lines"],
             "json_fields_over_cap_total": totals["json_fields_over_cap"],
             "series_values_refused_total": totals["series_values_refused"],
             "lines_unclustered_total": totals["lines_unclustered"],

@@ -45,6 +45,7 @@ class ParsedBatch:
     param_num     float64[m]  numeric value when the token is a number (units stripped), else NaN
     param_start   int64[m]    offset of each value in buf (None when not kept; explanations only)
     param_end     int64[m]
+    host_id       int32    index into `hosts`, -1 where the line named no host (None: no line did)
     """
 
     ts: np.ndarray
@@ -61,6 +62,8 @@ class ParsedBatch:
     sources: list = field(default_factory=list)
     param_start: np.ndarray = None
     param_end: np.ndarray = None
+    host_id: np.ndarray = None
+    hosts: list = field(default_factory=list)
 
     @property
     def n(self):

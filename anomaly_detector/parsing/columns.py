@@ -37,9 +37,12 @@ class Columns:
     content_buf holds sanitised UTF-8 (lone surrogates from JSON escapes are U+FFFD by then; the
     surrogatepass codecs below are a second guard); line i's content is content_buf[content_start[i]:content_end[i]].
     source_id indexes `sources`. fields(i) builds the header/JSON/syslog fields of line i on demand.
+    host_id indexes `hosts` (-1: the line named no host): the host a syslog-style prefix names, so
+    that detection can tell the replicas of one source apart (parsing/sources.py).
     """
 
-    def __init__(self, ts, level, content_buf, content_start, content_end, source_id, sources, field_getter):
+    def __init__(self, ts, level, content_buf, content_start, content_end, source_id, sources, field_getter,
+                 host_id=None, hosts=()):
         self.ts = ts
         self.level = level
         self.content_buf = content_buf
@@ -48,6 +51,8 @@ class Columns:
         self.source_id = source_id
         self.sources = sources
         self._field_getter = field_getter
+        self.host_id = np.full(len(ts), -1, np.int32) if host_id is None else host_id
+        self.hosts = hosts
 
     @property
     def n(self):
@@ -67,7 +72,7 @@ class Columns:
         getter = self._field_getter
         return Columns(self.ts[first:stop], self.level[first:stop], self.content_buf, self.content_start[first:stop],
                        self.content_end[first:stop], self.source_id[first:stop], self.sources,
-                       lambda i: getter(first + i))
+                       lambda i: getter(first + i), self.host_id[first:stop], self.hosts)
 
 
 class _ColumnBuilder:
@@ -79,6 +84,9 @@ class _ColumnBuilder:
         self.source_id = np.zeros(n, dtype=np.int32)
         self.sources = []
         self._source_index = {}
+        self.host_id = np.full(n, -1, dtype=np.int32)   # see Columns
+        self.hosts = []
+        self._host_index = {}
         self.extra = []
         self.extra_len = base_len
 
@@ -91,6 +99,13 @@ class _ColumnBuilder:
             sid = self._source_index[name] = len(self.sources)
             self.sources.append(name)
         return sid
+
+    def host_index(self, name):
+        hid = self._host_index.get(name)
+        if hid is None:
+            hid = self._host_index[name] = len(self.hosts)
+            self.hosts.append(name)
+        return hid
 
     def add_extra(self, data):
         """Append bytes to the extra area; returns their offset in the final content buffer."""
@@ -251,7 +266,8 @@ def parse_columns(parser: RecordParser, buf: bytes) -> Columns:
             return {}
         return {name: clean_bytes[fs[i, j]:fe[i, j]].decode("utf-8") for j, name in enumerate(hdr.fields)}
 
-    return Columns(ts_arr, level_arr, content_buf, out.start, out.end, out.source_id, out.sources, field_getter)
+    return Columns(ts_arr, level_arr, content_buf, out.start, out.end, out.source_id, out.sources, field_getter,
+                   out.host_id, out.hosts)
 
 
 class _PlainLines:

@@ -7,7 +7,10 @@ several services gets one model per service instead of one moving mix.
 
 Precedence for a line: the source the line names itself (JSON source key, syslog app-name,
 `source_fields`), else a syslog-style `host program[pid]: ` prefix (the program), else a docker
-compose `name-1  | ` prefix (the service), else the input's source.
+compose `name-1  | ` prefix (the service), else the input's source. A syslog-style prefix also names
+the line's host (Columns.host_id): the source stays the program, an operator's service, and
+detection/tier2_hosts.py counts its hosts apart, so one replica going silent is seen. So does a
+`<Host>` field of log_format that source_fields does not name.
 """
 import logging
 
@@ -20,6 +23,8 @@ log = logging.getLogger(__name__)
 
 SOURCE_PREFIX_MODES = ("auto", "off")
 FIELD_JOINER = "/"        # source_fields = Host, Program -> "web-1/nginx"
+# A header field of this name, when source_fields does not name it, is the line's host (Columns.host_id).
+HOST_FIELD = "Host"
 # A shape seen on at least this share of lines is a prefix; below it, lines such as
 # "Connection closed: reset" (two words and a colon) would be read as `host program:`.
 TRUST_SHARE = 0.6
@@ -136,6 +141,9 @@ class LineSources:
                 names.append(FIELD_JOINER.join(p for p in parts if p))
             taken = self._apply(out, rows, np.asarray(inverse).reshape(-1), names)
             given[rows[taken]] = True
+            if HOST_FIELD in order and HOST_FIELD not in self.fields:   # replicas of one named source
+                j = order.index(HOST_FIELD)
+                self._name_hosts(out, given & (fe[:, j] > fs[:, j]), clean, fs[:, j], fe[:, j])
         for i, fields in slow.items():
             if own[i] and fields and all(name in fields for name in self.fields):
                 name = FIELD_JOINER.join(fields[f] for f in self.fields if fields[f])
@@ -150,8 +158,21 @@ class LineSources:
         if not self.syslog_votes.trusted(int(hit.sum()), int(own.sum())) or not hit.any():
             return np.zeros(len(own), dtype=np.bool_)
         given = self._name_spans(out, hit, content_buf, ps, pe)
+        self._name_hosts(out, given, content_buf, starts, ps - 1)
         out.start[given] = body[given]
         return given
+
+    @staticmethod
+    def _name_hosts(out, lines, buf, hs, he):
+        """Lines in `lines` take the text of their span as host (out.host_id): a program's replicas on
+        several hosts stay one source, and detection counts each host's lines apart (tier2_hosts.py)."""
+        rows = np.flatnonzero(lines)
+        if len(rows) == 0:
+            return
+        ids, first = span_ids(buf, np.where(lines, hs, -1), np.where(lines, he, -1))
+        hid = np.array([out.host_index(_text(buf, hs[k], he[k])) for k in first[:int(ids.max()) + 1].tolist()],
+                       np.int32)
+        out.host_id[rows] = hid[ids[rows]]
 
     def _name_spans(self, out, hit, buf, ss, se):
         """Lines in hit take the text of their span as source; returns the lines that did."""

@@ -308,6 +308,8 @@ class DetectorWorker:
                           volume_drops_withdrawn=self._new_drops_withdrawn(),
                           volume_value_keys_refused=self._since_last(
                               "value_keys_refused", self.pipeline.engine.tiers["t2"].values.refused),
+                          source_hosts_dropped_lines=self._since_last(
+                              "hosts_dropped", self.pipeline.engine.tiers["t2"].hosts.dropped_lines),
                           json_fields_over_cap=self._new_over_cap(),
                           series_values_refused=self._new_series_refused(),
                           lines_unclustered=self._new_unclustered(),

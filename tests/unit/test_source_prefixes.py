@@ -129,6 +129,30 @@ def test_syslog_style_prefix_names_the_program_and_leaves_the_miner_the_message(
     assert cols.level[0] == 2 and cols.ts[0] == 1772445600.0
 
 
+def hosts_of(columns):
+    return [columns.hosts[k] if k >= 0 else None for k in columns.host_id.tolist()]
+
+
+def test_syslog_style_prefix_names_the_host_of_each_line_beside_its_program():
+    text = interleaved(60, "{host} {prog}: {msg}").replace(b"api-2 checkout", b"web-2 nginx")
+    cols = parse_columns(RecordParser(source="shop", source_prefix="auto"), text + b"2026-03-02T11:00:00.000Z INFO a line without any tag\n")
+    assert sources_of(cols)[:3] == ["nginx", "nginx", "postgres"]      # replicas stay one source
+    assert hosts_of(cols)[:3] == ["web-1", "web-2", "db-1"]
+    assert hosts_of(cols)[-1] is None and sources_of(cols)[-1] == "shop"
+    assert hosts_of(cols.lines(1, 3)) == ["web-2", "db-1"]
+    off = parse_columns(RecordParser(source="shop", source_prefix="off"), text)
+    assert set(off.host_id.tolist()) == {-1} and off.hosts == []
+
+
+def test_a_host_field_that_source_fields_does_not_name_is_the_host():
+    parser = RecordParser(source="shop", log_format=FORMAT, source_fields=["Program"])
+    cols = parse_columns(parser, interleaved(30) + b"not matching the header\n")
+    assert hosts_of(cols)[:3] == ["web-1", "api-2", "db-1"] and hosts_of(cols)[-1] is None
+    both = parse_columns(RecordParser(source="shop", log_format=FORMAT, source_fields=["Host", "Program"]),
+                         interleaved(6))
+    assert set(both.host_id.tolist()) == {-1}      # the host is in the source's name already
+
+
 def test_off_keeps_one_source_and_the_whole_text():
     cols = parse_columns(RecordParser(source="shop", source_prefix="off"), interleaved())
     assert set(sources_of(cols)) == {"shop"}

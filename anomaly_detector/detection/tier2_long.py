@@ -1,0 +1,139 @@
+"""Tier 2's long drop windows of sources: a source of a line a minute cannot show a drop in 15 minutes.
+
+tier2_volume.py judges drops over DROP_WINDOWS buckets (up to a quarter of an hour); a source of about
+a line a minute down to a fifth of its lines expects 15 there and sees 3, which is not significant at
+the tiers' scores. LongWindows keeps the sum of each source's lines and forecast over every block of
+DROP_WINDOWS[-1] buckets (read from the source's own 15-bucket window when a block closes, so nothing
+is counted twice), a ring of drop_long_seconds of blocks, and judges windows of 2, 4, 8 ... blocks.
+
+The forecast error of a window is learned per block, not taken from the per-bucket one: a bucket of a
+sparse source holds a line or none, whose log ratio says little, and a young model's error over an
+hour (its seasons' misfit, an evening forecast too high for every minute of it) does not average out
+over the buckets of the window.
+"""
+import math
+
+import numpy as np
+
+from .stats_kernels import count_lower_score
+from .volume_kernels import USUAL_SIGMAS
+
+# A block's forecast is trusted to this squared relative error before any block was learned.
+START_REL2 = 0.25
+# A source is judged over long windows once at least this share of its quarter hours had a line.
+STEADY_SHARE = 0.5
+
+
+class LongWindows:
+    """Per source: lines and forecast per block of `block` buckets, over the last `blocks` blocks."""
+
+    def __init__(self, blocks, size=8):
+        self.blocks = int(blocks)
+        self.obs = np.zeros((size, max(self.blocks, 1)))
+        self.exp = np.zeros((size, max(self.blocks, 1)))
+        self.filled = np.zeros(size, np.int64)     # blocks recorded since the source's ring was cleared
+        self.rel2 = np.full(size, START_REL2)      # squared relative error of a block's forecast
+        self.learned = np.zeros(size, np.int64)    # blocks it was learned from
+        self.nonzero = np.zeros(size)              # share of blocks with any line
+        self.pos = 0                               # ring slot the next block goes to (all sources alike)
+
+    @property
+    def widths(self):
+        """Window widths judged, in blocks: 2, 4, 8, ... up to the ring (and the whole ring)."""
+        out, w = [], 2
+        while w < self.blocks:
+            out.append(w)
+            w *= 2
+        return out + [self.blocks] if self.blocks >= 2 else []
+
+    def ensure(self, n):
+        if n <= self.obs.shape[0]:
+            return
+        new = max(n, 2 * self.obs.shape[0])
+        for name in ("obs", "exp", "filled", "rel2", "learned", "nonzero"):
+            arr = getattr(self, name)
+            grown = np.full((new,) + arr.shape[1:], START_REL2 if name == "rel2" else 0, arr.dtype)
+            grown[: arr.shape[0]] = arr
+            setattr(self, name, grown)
+
+    def record(self, obs, exp):
+        """A block closed: each source's lines and forecast over it (arrays of the sources' size)."""
+        self.ensure(obs.shape[0])
+        n = obs.shape[0]
+        self.obs[:n, self.pos] = obs
+        self.exp[:n, self.pos] = exp
+        self.obs[n:, self.pos] = 0.0
+        self.exp[n:, self.pos] = 0.0
+        self.filled += 1
+        self.pos = (self.pos + 1) % self.blocks
+
+    def clear(self):
+        """A gap not the sources' doing (tier2_volume._skip_gap): every window starts again."""
+        self.filled[:] = 0
+
+    def drops(self, judged, disp, min_score):
+        """Sources low over a long window -> [(source, width in blocks, score, lines, forecast)], the best
+        window of each, where every block of the window was below its forecast. judged: bool per source
+        (steady and old enough); disp: per source. The window's forecast error is the block's, learned
+        (see learn): errors of consecutive blocks are alike more often than not, so it is not divided."""
+        found = []
+        # a source empty in most quarter hours (bursts hours apart) says nothing by a few more empty ones
+        steady = judged[: self.obs.shape[0]] & (self.nonzero[: judged.shape[0]] >= STEADY_SHARE)
+        for src in np.flatnonzero(steady).tolist():
+            best = None
+            for width in self.widths:
+                if self.filled[src] < width:
+                    break
+                slots = (self.pos - 1 - np.arange(width)) % self.blocks
+                if (self.obs[src, slots] >= self.exp[src, slots]).any():
+                    continue    # a drop lasting the whole window: a short outage in it (a restart) is not one
+                obs, exp = float(self.obs[src, slots].sum()), float(self.exp[src, slots].sum())
+                score = count_lower_score(obs, exp, disp[src], self.rel2[src]) if exp > 0 else 0.0
+                if score >= min_score and (best is None or score > best[2]):
+                    best = (src, width, score, obs, exp)
+            if best is not None:
+                found.append(best)
+        return found
+
+    def learn(self, disp, rate, min_rel2, skip=(), slower=10.0):
+        """Learn each source's block error from the newest block (not from sources in skip: a drop raised
+        must not teach that drops are usual): its squared log ratio less what sampling explains
+        (disp / forecast), at least min_rel2, averaged over the first blocks, then at `rate`. An unusual
+        block (USUAL_SIGMAS off its forecast: the start of a drop not yet significant over a window)
+        teaches `slower` times slower, as an unusual bucket does (volume_kernels._learn_key)."""
+        newest = (self.pos - 1) % self.blocks
+        n = min(disp.shape[0], self.obs.shape[0])
+        skip = set(skip)
+        for src in range(n):
+            exp = self.exp[src, newest]
+            if exp <= 0 or src in skip:
+                continue
+            ratio2 = math.log((self.obs[src, newest] + 0.5) / (exp + 0.5)) ** 2
+            target = max(ratio2 - disp[src] / max(exp, 0.5), min_rel2)
+            alpha = max(rate, 1.0 / (self.learned[src] + 1.0))
+            self.nonzero[src] += alpha * ((self.obs[src, newest] > 0) - self.nonzero[src])
+            if ratio2 > USUAL_SIGMAS ** 2 * (self.rel2[src] + disp[src] / max(exp, 0.5)):
+                alpha = rate / slower
+            self.rel2[src] += alpha * (min(target, 16.0 * self.rel2[src]) - self.rel2[src])
+            self.learned[src] += 1
+
+    def state(self):
+        return {"blocks": self.blocks, "obs": self.obs.tolist(), "exp": self.exp.tolist(),
+                "filled": self.filled.tolist(), "pos": self.pos, "rel2": self.rel2.tolist(),
+                "learned": self.learned.tolist(), "nonzero": self.nonzero.tolist()}
+
+    def load_state(self, state):
+        """Restore state(); absent (older snapshots) or saved with another ring length: start empty."""
+        if not isinstance(state, dict) or state.get("blocks") != self.blocks:
+            return
+        obs = np.asarray(state["obs"], float).reshape(-1, self.blocks)
+        exp = np.asarray(state["exp"], float).reshape(-1, self.blocks)
+        filled = np.asarray(state["filled"], np.int64).reshape(-1)
+        rel2 = np.asarray(state["rel2"], float).reshape(-1)
+        learned = np.asarray(state["learned"], np.int64).reshape(-1)
+        nonzero = np.asarray(state["nonzero"], float).reshape(-1)
+        if (not obs.shape[0] == exp.shape[0] == filled.shape[0] == rel2.shape[0] == learned.shape[0] == nonzero.shape[0]
+                or not 0 <= int(state["pos"]) < self.blocks):
+            raise ValueError("t2 long windows: rows or ring position do not match")
+        self.obs, self.exp, self.filled, self.pos = obs, exp, filled, int(state["pos"])
+        self.rel2, self.learned, self.nonzero = rel2, learned, nonzero
