@@ -144,8 +144,9 @@ KIND_NONE, KIND_SPIKE, KIND_DROP, KIND_RECORD_HIGH, KIND_RECORD_LOW, KIND_SHIFT_
 
 # record columns (float64[R, RECORD_COLS]): the series' extremes on its own scale, its points and how
 # many of them were records, per side (0 points: nothing seen yet)
-REC_HIGH, REC_LOW, REC_POINTS, REC_UPS, REC_DOWNS, REC_FIRST_T = range(6)
-RECORD_COLS = 6
+REC_HIGH, REC_LOW, REC_POINTS, REC_UPS, REC_DOWNS, REC_FIRST_T, REC_EPISODE_T = range(7)
+RECORD_COLS = 7
+OLD_RECORD_COLS = 6        # snapshots from before REC_EPISODE_T (series.py pads them)
 RECORD_GRAIN_S = 300.0     # points closer than this are not independent chances of a record
 
 
@@ -286,32 +287,48 @@ def record_log10p(rec, r, value, z, t, record_weight):
 
 @njit(cache=True)
 def learn_record(rec, r, value, t, w):
-    """Widen the series' range to value, counting a record, with weight w (0: judge only)."""
+    """Widen the series' range to value, counting a record, with weight w (0: judge only). A value
+    learned at a weight below 1 (judged anomalous) moves the range towards it by a share w of the way,
+    and counts w records, at most once per RECORD_GRAIN_S (REC_EPISODE_T: when the last one did): the
+    records are chances of a grain, and an episode of a thousand values logged in ten minutes is two
+    grains of evidence, not a thousand. So yesterday's x10 episode does not become today's range, while
+    a new level that lasts a day of grains does."""
     if w <= 0.0:
         return
     if rec[r, REC_POINTS] <= 0.0:
         rec[r, REC_HIGH] = value
         rec[r, REC_LOW] = value
         rec[r, REC_FIRST_T] = t
-    elif value > rec[r, REC_HIGH]:
-        rec[r, REC_HIGH] = value
-        rec[r, REC_UPS] += w
-    elif value < rec[r, REC_LOW]:
-        rec[r, REC_LOW] = value
-        rec[r, REC_DOWNS] += w
+    elif value > rec[r, REC_HIGH] or value < rec[r, REC_LOW]:
+        share = w
+        if w < 1.0:
+            share = w * min(max(t - rec[r, REC_EPISODE_T], 0.0) / RECORD_GRAIN_S, 1.0)
+            rec[r, REC_EPISODE_T] = max(t, rec[r, REC_EPISODE_T])
+        if value > rec[r, REC_HIGH]:
+            rec[r, REC_HIGH] += (1.0 if w >= 1.0 else share) * (value - rec[r, REC_HIGH])
+            rec[r, REC_UPS] += share
+        else:
+            rec[r, REC_LOW] += (1.0 if w >= 1.0 else share) * (value - rec[r, REC_LOW])
+            rec[r, REC_DOWNS] += share
     rec[r, REC_POINTS] += w
 
 
 @njit(cache=True)
 def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, multiplicity, record_weight,
-         shift_budget):
+         shift_budget, episode_weight):
     """Judge value x at time t of series r, then learn it with weight w -> (score 0..100, kind, expected
     and the series' recent level (its fast mean), both on the log scale: see from_log). A level shift
     (shift_u) expects the baseline it moved from.
 
     season[r, 0, b] is the series' offset at time-of-day bucket b and season[r, 1, b] its mean
     absolute residual there, seen[r, b] the points learned there (up to 100); labels[r] its first
-    distinct values; rec[r] its range and records (record_log10p)."""
+    distinct values; rec[r] its range and records (record_log10p). A value of an anomalous episode (its
+    own score at the threshold, or any value while the series' alarm is at the threshold: within about
+    REFRACTORY_POINTS x (1 - threshold / 100) points of the last such value) is learned at most at
+    episode_weight (anomaly_learning_weight), whether reported or damped: reported() damps an episode's
+    later values, and the engine would learn them as normal at full weight into the range and the
+    tail, hiding the same episode tomorrow. The forecast (level, time-of-day offsets, scale) and the
+    level-shift test keep the line's weight: the episode's values are judged against where it is."""
     _count_distinct(st, labels, r, value)
     x = signed_log(value)
     if st[r, N_OBS] == 0.0:
@@ -350,6 +367,8 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     fired = False
     recovery = False
     evidence = False
+    w_line = w     # the forecast and the level-shift test keep the line's weight: the episode weighs on the
+                   # range and the tail (what says how rare such a value is), not on where the series is
     if judged(st, labels, r):
         lp = tail_log10p(st, r, z)
         kind = KIND_SPIKE if z > 0 else KIND_DROP
@@ -396,6 +415,8 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
             if evidence:
                 kind = KIND_SHIFT_UP if moved > 0 else KIND_SHIFT_DOWN
                 expected = st[r, FROM] + shift_off
+        if score >= threshold or st[r, ALARM] >= threshold:
+            w = min(w, episode_weight)    # a value of an anomalous episode (see the docstring)
         score = reported(st, r, score, threshold, suspicious)
         if evidence:
             score = suspicious
@@ -404,8 +425,8 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
             st[r, EVIDENCE] = SHIFT_EVIDENCE
     learn_record(rec, r, value, t, w)
     if shift_budget > 0.0:
-        _learn_shift(st, r, fast, w, fired, recovery, u)
-    _learn(st, season, seen, r, b, x, t, w, z, e, scale)
+        _learn_shift(st, r, fast, w_line, fired, recovery, u)
+    _learn(st, season, seen, r, b, x, t, w_line, w, z, e, scale)
     return score, kind, expected, fast + shift_off
 
 
@@ -523,7 +544,8 @@ def _learn_shift(st, r, fast, w, fired, recovery, u):
 
 
 @njit(cache=True)
-def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
+def _learn(st, season, seen, r, b, x, t, w, w_tail, z, e, scale):
+    """Learn value x with weight w, its residual's excess into the tail with weight w_tail (at most w)."""
     a = abs(z)
     # what kind of series this is (a counter? how dense?) follows every point, whatever its weight
     if x != st[r, LAST_X]:
@@ -552,9 +574,9 @@ def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
     st[r, TOTAL] += w * g
     if warm and a > TAIL_START:
         base = UP_N if z > 0 else DN_N
-        st[r, base] += w * g
-        st[r, base + 1] += w * g * math.log(a / TAIL_START)
-        st[r, (UP_HIST if z > 0 else DN_HIST) + octave(a)] += w * g
+        st[r, base] += w_tail * g
+        st[r, base + 1] += w_tail * g * math.log(a / TAIL_START)
+        st[r, (UP_HIST if z > 0 else DN_HIST) + octave(a)] += w_tail * g
     if a > TAIL_START:
         sign = 1.0 if z > 0 else -1.0
         st[r, RUN] = st[r, RUN] + sign if st[r, RUN] * sign > 0 else sign
@@ -584,16 +606,17 @@ def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
 
 
 @kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.F64_1D, kt.F32_1D, kt.F64_2D, kt.F64_3D, kt.I8_2D, kt.F64_2D,
-           kt.F64_2D, kt.FLOAT64, kt.FLOAT64, kt.F64_1D, kt.FLOAT64, kt.FLOAT64), cache=True)
+           kt.F64_2D, kt.FLOAT64, kt.FLOAT64, kt.F64_1D, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64), cache=True)
 def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen, labels, rec, threshold, suspicious,
-                 multiplicity, record_weight, shift_budget):
+                 multiplicity, record_weight, shift_budget, episode_weight):
     """Step every numeric parameter with a series row (param_row >= 0) through its series, in line
     order -> (best score per line float32[n], its parameter index int64[n], kind int8[n],
     expected value float64[n], the series' recent level float64[n]). weights float32[n]: learning weight per line (0: judge only);
     threshold: the anomaly threshold the per-day calibration aims at; suspicious: the suspicious score;
     multiplicity float64[R]: the judged series of each row's source (rate_bonus); rec float64[R, RECORD_COLS]:
     each row's range and records; record_weight: see record_log10p; shift_budget: false level shifts a
-    source may raise a day (series_shift_budget; 0: the level-shift test is off)."""
+    source may raise a day (series_shift_budget; 0: the level-shift test is off); episode_weight: the
+    most a value scoring the threshold is learned with (anomaly_learning_weight; see step)."""
     n = param_ptr.shape[0] - 1
     best = np.zeros(n, np.float32)
     which = np.full(n, -1, np.int64)
@@ -607,7 +630,7 @@ def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen,
             if r < 0 or math.isnan(x) or math.isinf(x):
                 continue
             sc, k, ex, now = step(st, season, seen, labels, rec, r, x, ts[i], weights[i], threshold, suspicious,
-                                  multiplicity[r], record_weight, shift_budget)
+                                  multiplicity[r], record_weight, shift_budget, episode_weight)
             if sc > best[i]:
                 best[i], which[i], kind[i], expected[i], level[i] = sc, j, k, from_log(ex), from_log(now)
     return best, which, kind, expected, level
