@@ -197,7 +197,7 @@ class SeriesBook:
         # a snapshot from before records were kept: each series' range starts again from its next value
         record = np.asarray(saved.get("record", np.zeros((len(pairs), K.RECORD_COLS))), np.float64)
         record = record.reshape(len(pairs), -1) if pairs else np.zeros((0, K.RECORD_COLS))
-        if record.shape[1] < K.RECORD_COLS:   # from before REC_EPISODE_T: no episode record learned yet
+        if record.shape[1] < K.RECORD_COLS:   # from before the episode columns: no episode open
             record = np.hstack([record, np.zeros((record.shape[0], K.RECORD_COLS - record.shape[1]))])
         self.__init__(self.max_series, self.max_labels, self.threshold, self.suspicious, self.record_weight,
                       self.shift_budget, self.episode_weight)

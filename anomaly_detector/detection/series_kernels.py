@@ -144,9 +144,12 @@ KIND_NONE, KIND_SPIKE, KIND_DROP, KIND_RECORD_HIGH, KIND_RECORD_LOW, KIND_SHIFT_
 
 # record columns (float64[R, RECORD_COLS]): the series' extremes on its own scale, its points and how
 # many of them were records, per side (0 points: nothing seen yet)
-REC_HIGH, REC_LOW, REC_POINTS, REC_UPS, REC_DOWNS, REC_FIRST_T, REC_EPISODE_T = range(7)
-RECORD_COLS = 7
-OLD_RECORD_COLS = 6        # snapshots from before REC_EPISODE_T (series.py pads them)
+REC_HIGH, REC_LOW, REC_POINTS, REC_UPS, REC_DOWNS, REC_FIRST_T = range(6)
+# an episode's hold on the range (learn_record): when it began (0: none open) and the range before it
+REC_EPISODE_T, REC_PRE_HIGH, REC_PRE_LOW = range(6, 9)
+RECORD_COLS = 9
+OLD_RECORD_COLS = 6        # snapshots from before the episode columns (series.py pads them)
+EPISODE_KEEP_S = 3600.0    # an episode still on this long after it began is a new normal: the range keeps it
 RECORD_GRAIN_S = 300.0     # points closer than this are not independent chances of a record
 
 
@@ -286,30 +289,40 @@ def record_log10p(rec, r, value, z, t, record_weight):
 
 
 @njit(cache=True)
-def learn_record(rec, r, value, t, w):
-    """Widen the series' range to value, counting a record, with weight w (0: judge only). A value
-    learned at a weight below 1 (judged anomalous) moves the range towards it by a share w of the way,
-    and counts w records, at most once per RECORD_GRAIN_S (REC_EPISODE_T: when the last one did): the
-    records are chances of a grain, and an episode of a thousand values logged in ten minutes is two
-    grains of evidence, not a thousand. So yesterday's x10 episode does not become today's range, while
-    a new level that lasts a day of grains does."""
+def learn_record(rec, r, value, t, w, episode, episode_weight):
+    """Widen the series' range to value, counting a record, with weight w (0: judge only). episode: the
+    value belongs to an anomalous episode (see step). The range an episode widens is provisional: the
+    range before it is kept (REC_PRE_HIGH, REC_PRE_LOW), and when the episode is over (a value of no
+    episode) within EPISODE_KEEP_S of its start and the value is back inside that range, the range
+    returns to it, keeping a share episode_weight of the widening. So a queue ten times its depth for
+    twenty minutes yesterday is a record again today, while an episode that lasts (a new level, a
+    value that never comes back) stays in the range as it does without this."""
     if w <= 0.0:
         return
     if rec[r, REC_POINTS] <= 0.0:
         rec[r, REC_HIGH] = value
         rec[r, REC_LOW] = value
         rec[r, REC_FIRST_T] = t
-    elif value > rec[r, REC_HIGH] or value < rec[r, REC_LOW]:
-        share = w
-        if w < 1.0:
-            share = w * min(max(t - rec[r, REC_EPISODE_T], 0.0) / RECORD_GRAIN_S, 1.0)
-            rec[r, REC_EPISODE_T] = max(t, rec[r, REC_EPISODE_T])
-        if value > rec[r, REC_HIGH]:
-            rec[r, REC_HIGH] += (1.0 if w >= 1.0 else share) * (value - rec[r, REC_HIGH])
-            rec[r, REC_UPS] += share
-        else:
-            rec[r, REC_LOW] += (1.0 if w >= 1.0 else share) * (value - rec[r, REC_LOW])
-            rec[r, REC_DOWNS] += share
+        rec[r, REC_POINTS] += w
+        return
+    open_since = rec[r, REC_EPISODE_T]
+    if episode and open_since <= 0.0 and (value > rec[r, REC_HIGH] or value < rec[r, REC_LOW]):
+        rec[r, REC_EPISODE_T] = max(t, 1e-9)
+        rec[r, REC_PRE_HIGH] = rec[r, REC_HIGH]
+        rec[r, REC_PRE_LOW] = rec[r, REC_LOW]
+    elif open_since > 0.0 and not episode:
+        if t - open_since <= EPISODE_KEEP_S and rec[r, REC_PRE_LOW] <= value <= rec[r, REC_PRE_HIGH]:
+            rec[r, REC_HIGH] = rec[r, REC_PRE_HIGH] + episode_weight * (rec[r, REC_HIGH] - rec[r, REC_PRE_HIGH])
+            rec[r, REC_LOW] = rec[r, REC_PRE_LOW] + episode_weight * (rec[r, REC_LOW] - rec[r, REC_PRE_LOW])
+            rec[r, REC_EPISODE_T] = 0.0
+        elif t - open_since > EPISODE_KEEP_S:
+            rec[r, REC_EPISODE_T] = 0.0
+    if value > rec[r, REC_HIGH]:
+        rec[r, REC_HIGH] = value
+        rec[r, REC_UPS] += w
+    elif value < rec[r, REC_LOW]:
+        rec[r, REC_LOW] = value
+        rec[r, REC_DOWNS] += w
     rec[r, REC_POINTS] += w
 
 
@@ -324,11 +337,13 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     absolute residual there, seen[r, b] the points learned there (up to 100); labels[r] its first
     distinct values; rec[r] its range and records (record_log10p). A value of an anomalous episode (its
     own score at the threshold, or any value while the series' alarm is at the threshold: within about
-    REFRACTORY_POINTS x (1 - threshold / 100) points of the last such value) is learned at most at
-    episode_weight (anomaly_learning_weight), whether reported or damped: reported() damps an episode's
-    later values, and the engine would learn them as normal at full weight into the range and the
-    tail, hiding the same episode tomorrow. The forecast (level, time-of-day offsets, scale) and the
-    level-shift test keep the line's weight: the episode's values are judged against where it is."""
+    REFRACTORY_POINTS x (1 - threshold / 100) points of the last such value) widens the range only
+    provisionally (learn_record: an episode over within EPISODE_KEEP_S is rolled back out of it) and
+    counts as a record at most at episode_weight (anomaly_learning_weight), whether reported or
+    damped: reported() damps an episode's later values, and the engine would learn them into the range
+    at full weight, hiding the same episode tomorrow. The forecast (level, time-of-day offsets, scale),
+    the tail and the level-shift test keep the line's weight: learning an episode's tail at a lower
+    weight too raised more false flags on NAB (repeats of a new level's volatility) than it caught."""
     _count_distinct(st, labels, r, value)
     x = signed_log(value)
     if st[r, N_OBS] == 0.0:
@@ -337,7 +352,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         st[r, LAST_T] = t
         st[r, RISES] = 0.5
         st[r, N_OBS] = 1.0
-        learn_record(rec, r, value, t, w)
+        learn_record(rec, r, value, t, w, False, episode_weight)
         return 0.0, KIND_NONE, x, x
     b = bucket_of(t)
     offset = season[r, 0, b] if seen[r, b] else 0.0
@@ -367,8 +382,8 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     fired = False
     recovery = False
     evidence = False
-    w_line = w     # the forecast and the level-shift test keep the line's weight: the episode weighs on the
-                   # range and the tail (what says how rare such a value is), not on where the series is
+    episode = False
+    w_line = w     # the forecast, the tail and the level-shift test keep the line's weight (see above)
     if judged(st, labels, r):
         lp = tail_log10p(st, r, z)
         kind = KIND_SPIKE if z > 0 else KIND_DROP
@@ -415,7 +430,8 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
             if evidence:
                 kind = KIND_SHIFT_UP if moved > 0 else KIND_SHIFT_DOWN
                 expected = st[r, FROM] + shift_off
-        if score >= threshold or st[r, ALARM] >= threshold:
+        episode = score >= threshold or st[r, ALARM] >= threshold
+        if episode:
             w = min(w, episode_weight)    # a value of an anomalous episode (see the docstring)
         score = reported(st, r, score, threshold, suspicious)
         if evidence:
@@ -423,10 +439,10 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
             st[r, EVIDENCE] -= 1.0
         if fired and not recovery:
             st[r, EVIDENCE] = SHIFT_EVIDENCE
-    learn_record(rec, r, value, t, w)
+    learn_record(rec, r, value, t, w, episode, episode_weight)
     if shift_budget > 0.0:
         _learn_shift(st, r, fast, w_line, fired, recovery, u)
-    _learn(st, season, seen, r, b, x, t, w_line, w, z, e, scale)
+    _learn(st, season, seen, r, b, x, t, w_line, z, e, scale)
     return score, kind, expected, fast + shift_off
 
 
@@ -544,8 +560,7 @@ def _learn_shift(st, r, fast, w, fired, recovery, u):
 
 
 @njit(cache=True)
-def _learn(st, season, seen, r, b, x, t, w, w_tail, z, e, scale):
-    """Learn value x with weight w, its residual's excess into the tail with weight w_tail (at most w)."""
+def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
     a = abs(z)
     # what kind of series this is (a counter? how dense?) follows every point, whatever its weight
     if x != st[r, LAST_X]:
@@ -574,9 +589,9 @@ def _learn(st, season, seen, r, b, x, t, w, w_tail, z, e, scale):
     st[r, TOTAL] += w * g
     if warm and a > TAIL_START:
         base = UP_N if z > 0 else DN_N
-        st[r, base] += w_tail * g
-        st[r, base + 1] += w_tail * g * math.log(a / TAIL_START)
-        st[r, (UP_HIST if z > 0 else DN_HIST) + octave(a)] += w_tail * g
+        st[r, base] += w * g
+        st[r, base + 1] += w * g * math.log(a / TAIL_START)
+        st[r, (UP_HIST if z > 0 else DN_HIST) + octave(a)] += w * g
     if a > TAIL_START:
         sign = 1.0 if z > 0 else -1.0
         st[r, RUN] = st[r, RUN] + sign if st[r, RUN] * sign > 0 else sign

@@ -9,14 +9,14 @@ class Series:
     def __init__(self, max_labels, threshold=70.0, suspicious=40.0, record_weight=K.RECORD_WEIGHT,
                  shift_budget=K.SHIFT_FLAGS_PER_DAY, episode_weight=0.1):
         self.max_labels = max_labels
-        self.episode_weight = episode_weight   # the most a value scoring the threshold is learned with
+        self.episode_weight = episode_weight   # an episode's record count and the share of it a rollback keeps
         self.record_weight = record_weight
         self.shift_budget = shift_budget
         self.high = self.low = None   # the range of every value learned (None: none yet)
         self.points = 0.0
         self.first_t = 0.0
         self.records = {1: 0.0, -1: 0.0}  # side -> values learned beyond the range then
-        self.episode_t = 0.0      # when an anomalous value last widened the range
+        self.episode = None       # an episode's hold on the range: (start, high and low before it)
         self.threshold, self.suspicious = threshold, suspicious
         self.n = 0.0
         self.level = self.scale = self.slow = self.total = 0.0
@@ -133,24 +133,30 @@ class Series:
         rate = min((self.records[side] + 1.0) / (chances + 1.0), 1.0)
         return min(math.log10(rate) * (1.0 + self.record_weight * excess), 0.0)
 
-    def learn_record(self, value, t, w):
+    def learn_record(self, value, t, w, episode=False):
         if w <= 0:
             return
         if self.high is None:
             self.high = self.low = value
             self.first_t = t
-        elif value > self.high or value < self.low:
-            share = w
-            if w < 1:     # an anomalous value: a share w of the way, once per record grain
-                share = w * min(max(t - self.episode_t, 0.0) / K.RECORD_GRAIN_S, 1.0)
-                self.episode_t = max(t, self.episode_t)
-            move = 1.0 if w >= 1 else share
-            if value > self.high:
-                self.high += move * (value - self.high)
-                self.records[1] += share
-            else:
-                self.low += move * (value - self.low)
-                self.records[-1] += share
+            self.points += w
+            return
+        if episode and self.episode is None and not self.low <= value <= self.high:
+            self.episode = (t, self.high, self.low)     # when it began, the range before it
+        elif self.episode is not None and not episode:
+            since, high, low = self.episode
+            if t - since <= K.EPISODE_KEEP_S and low <= value <= high:   # over, and back: rolled back
+                self.high = high + self.episode_weight * (self.high - high)
+                self.low = low + self.episode_weight * (self.low - low)
+                self.episode = None
+            elif t - since > K.EPISODE_KEEP_S:                          # it lasted: kept
+                self.episode = None
+        if value > self.high:
+            self.high = value
+            self.records[1] += w
+        elif value < self.low:
+            self.low = value
+            self.records[-1] += w
         self.points += w
 
     @staticmethod
@@ -202,7 +208,7 @@ class Series:
             fast = x - shift_off
             u = 0.0
         fired = recovery = evidence = False
-        w_line = w
+        w_line, episode = w, False
         if self.judged():
             lp = self.tail_log10p(z)
             kind = K.KIND_SPIKE if z > 0 else K.KIND_DROP
@@ -243,7 +249,8 @@ class Series:
                 if evidence:
                     kind = K.KIND_SHIFT_UP if moved > 0 else K.KIND_SHIFT_DOWN
                     expected = self.moved_from + shift_off
-            if score >= self.threshold or self.alarm >= self.threshold:
+            episode = score >= self.threshold or self.alarm >= self.threshold
+            if episode:
                 w = min(w, self.episode_weight)
             score = self.reported(score)
             if evidence:
@@ -251,13 +258,13 @@ class Series:
                 self.evidence -= 1
             if fired and not recovery:
                 self.evidence = K.SHIFT_EVIDENCE
-        self.learn_record(value, t, w)
+        self.learn_record(value, t, w, episode)
         if self.shift_budget > 0:
             self.learn_shift(fast, w_line, fired, recovery, u)
-        self._learn(b, x, t, w_line, w, z, e, scale)
+        self._learn(b, x, t, w_line, z, e, scale)
         return score, kind, expected, fast + shift_off
 
-    def _learn(self, b, x, t, w, w_tail, z, e, scale):
+    def _learn(self, b, x, t, w, z, e, scale):
         a = abs(z)
         if x != self.last_x:
             self.rises += max(K.SCALE_ALPHA, 1.0 / self.n) * (float(x > self.last_x) - self.rises)
@@ -276,9 +283,9 @@ class Series:
             self.hist[side] = [v * keep for v in self.hist[side]]
         if warm and a > K.TAIL_START:
             tail = self.tails[1 if z > 0 else -1]
-            tail[0] += w_tail
-            tail[1] += w_tail * math.log(a / K.TAIL_START)
-            self.hist[1 if z > 0 else -1][self.octave(a)] += w_tail
+            tail[0] += w
+            tail[1] += w * math.log(a / K.TAIL_START)
+            self.hist[1 if z > 0 else -1][self.octave(a)] += w
         sign = 1 if z > 0 else -1
         self.run = (self.run + sign if self.run * sign > 0 else sign) if a > K.TAIL_START else 0
         if abs(self.run) >= K.SHIFT_RUN:
