@@ -146,10 +146,13 @@ KIND_NONE, KIND_SPIKE, KIND_DROP, KIND_RECORD_HIGH, KIND_RECORD_LOW, KIND_SHIFT_
 # many of them were records, per side (0 points: nothing seen yet)
 REC_HIGH, REC_LOW, REC_POINTS, REC_UPS, REC_DOWNS, REC_FIRST_T = range(6)
 # an episode's hold on the range (learn_record): when it began (0: none open) and the range before it
-REC_EPISODE_T, REC_PRE_HIGH, REC_PRE_LOW = range(6, 9)
-RECORD_COLS = 9
+# and its values beyond that range
+REC_EPISODE_T, REC_PRE_HIGH, REC_PRE_LOW, REC_EPISODE_N = range(6, 10)
+RECORD_COLS = 10
 OLD_RECORD_COLS = 6        # snapshots from before the episode columns (series.py pads them)
 EPISODE_KEEP_S = 3600.0    # an episode still on this long after it began is a new normal: the range keeps it
+EPISODE_MIN_VALUES = 3.0   # values beyond the old range an episode needs to be rolled back: a lone spike
+                           # widens the range for good, as before (the next one like it is no record)
 RECORD_GRAIN_S = 300.0     # points closer than this are not independent chances of a record
 
 
@@ -294,9 +297,10 @@ def learn_record(rec, r, value, t, w, episode, episode_weight):
     value belongs to an anomalous episode (see step). The range an episode widens is provisional: the
     range before it is kept (REC_PRE_HIGH, REC_PRE_LOW), and when the episode is over (a value of no
     episode) within EPISODE_KEEP_S of its start and the value is back inside that range, the range
-    returns to it, keeping a share episode_weight of the widening. So a queue ten times its depth for
-    twenty minutes yesterday is a record again today, while an episode that lasts (a new level, a
-    value that never comes back) stays in the range as it does without this."""
+    returns to it, keeping a share episode_weight of the widening, if at least EPISODE_MIN_VALUES of
+    its values were beyond it. So a queue ten times its depth for twenty minutes yesterday is a record
+    again today, while a lone spike or an episode that lasts (a new level, a value that never comes
+    back) stays in the range as it does without this."""
     if w <= 0.0:
         return
     if rec[r, REC_POINTS] <= 0.0:
@@ -310,13 +314,17 @@ def learn_record(rec, r, value, t, w, episode, episode_weight):
         rec[r, REC_EPISODE_T] = max(t, 1e-9)
         rec[r, REC_PRE_HIGH] = rec[r, REC_HIGH]
         rec[r, REC_PRE_LOW] = rec[r, REC_LOW]
+        rec[r, REC_EPISODE_N] = 0.0
     elif open_since > 0.0 and not episode:
-        if t - open_since <= EPISODE_KEEP_S and rec[r, REC_PRE_LOW] <= value <= rec[r, REC_PRE_HIGH]:
+        back = rec[r, REC_PRE_LOW] <= value <= rec[r, REC_PRE_HIGH]
+        if t - open_since <= EPISODE_KEEP_S and back and rec[r, REC_EPISODE_N] >= EPISODE_MIN_VALUES:
             rec[r, REC_HIGH] = rec[r, REC_PRE_HIGH] + episode_weight * (rec[r, REC_HIGH] - rec[r, REC_PRE_HIGH])
             rec[r, REC_LOW] = rec[r, REC_PRE_LOW] + episode_weight * (rec[r, REC_LOW] - rec[r, REC_PRE_LOW])
             rec[r, REC_EPISODE_T] = 0.0
-        elif t - open_since > EPISODE_KEEP_S:
+        elif back or t - open_since > EPISODE_KEEP_S:
             rec[r, REC_EPISODE_T] = 0.0
+    if rec[r, REC_EPISODE_T] > 0.0 and not rec[r, REC_PRE_LOW] <= value <= rec[r, REC_PRE_HIGH]:
+        rec[r, REC_EPISODE_N] += 1.0
     if value > rec[r, REC_HIGH]:
         rec[r, REC_HIGH] = value
         rec[r, REC_UPS] += w

@@ -142,15 +142,18 @@ class Series:
             self.points += w
             return
         if episode and self.episode is None and not self.low <= value <= self.high:
-            self.episode = (t, self.high, self.low)     # when it began, the range before it
+            self.episode = [t, self.high, self.low, 0]     # when it began, the range before it, values beyond
         elif self.episode is not None and not episode:
-            since, high, low = self.episode
-            if t - since <= K.EPISODE_KEEP_S and low <= value <= high:   # over, and back: rolled back
+            since, high, low, beyond = self.episode
+            back = low <= value <= high
+            if t - since <= K.EPISODE_KEEP_S and back and beyond >= K.EPISODE_MIN_VALUES:   # over: rolled back
                 self.high = high + self.episode_weight * (self.high - high)
                 self.low = low + self.episode_weight * (self.low - low)
                 self.episode = None
-            elif t - since > K.EPISODE_KEEP_S:                          # it lasted: kept
+            elif back or t - since > K.EPISODE_KEEP_S:     # a lone spike, or it lasted: kept
                 self.episode = None
+        if self.episode is not None and not self.episode[2] <= value <= self.episode[1]:
+            self.episode[3] += 1
         if value > self.high:
             self.high = value
             self.records[1] += w

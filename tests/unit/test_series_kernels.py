@@ -221,15 +221,15 @@ def test_a_new_level_that_lasts_becomes_the_range():
 def test_a_snapshot_from_before_records_loads_and_starts_the_range_again():
     book = SeriesBook(max_series=4, max_labels=LABELS)
     book._row(7 << 32)
-    book.record[0] = [10.0, 1.0, 50.0, 3.0, 2.0, 600.0, 900.0, 8.0, 1.5]
+    book.record[0] = [10.0, 1.0, 50.0, 3.0, 2.0, 600.0, 900.0, 8.0, 1.5, 4.0]
     saved = book.state_dict()
-    assert saved["record"][0] == [10.0, 1.0, 50.0, 3.0, 2.0, 600.0, 900.0, 8.0, 1.5]
+    assert saved["record"][0] == [10.0, 1.0, 50.0, 3.0, 2.0, 600.0, 900.0, 8.0, 1.5, 4.0]
     again = SeriesBook(max_series=4, max_labels=LABELS)
     again.load(saved)
-    assert again.record[0].tolist() == [10.0, 1.0, 50.0, 3.0, 2.0, 600.0, 900.0, 8.0, 1.5]
+    assert again.record[0].tolist() == [10.0, 1.0, 50.0, 3.0, 2.0, 600.0, 900.0, 8.0, 1.5, 4.0]
     saved["record"] = [row[:K.OLD_RECORD_COLS] for row in saved["record"]]   # before the episode columns
     again.load(saved)
-    assert again.record[0].tolist() == [10.0, 1.0, 50.0, 3.0, 2.0, 600.0, 0.0, 0.0, 0.0]
+    assert again.record[0].tolist() == [10.0, 1.0, 50.0, 3.0, 2.0, 600.0, 0.0, 0.0, 0.0, 0.0]
     del saved["record"]
     again.load(saved)
     assert again.record[0].tolist() == [0.0] * K.RECORD_COLS
