@@ -218,6 +218,21 @@ def test_a_new_level_that_lasts_becomes_the_range():
     assert got[t >= 2.5 * 86400].max() < 70
 
 
+def test_a_lone_spike_stays_in_the_range():
+    """One value at ten times the level on day 2: it widens the range for good (an episode needs
+    EPISODE_MIN_VALUES values beyond the old range to be rolled back), so the same value on day 3 is
+    judged by the tail alone, not as a record."""
+    rng = np.random.default_rng(9)
+    t = np.arange(0.0, 3 * 86400.0, 30.0)
+    values = np.round(rng.lognormal(np.log(12.0), 0.3, t.size))
+    one, two = int((86400 + 15 * 3600) / 30), int((2 * 86400 + 15 * 3600) / 30)
+    values[one] = values[two] = 10 * values.max()
+    got, want, rec = _as_the_engine_learns(values, t)
+    assert got == pytest.approx(want, rel=1e-9, abs=1e-9)
+    assert got[one] >= 70
+    assert rec[K.REC_HIGH] == values[one]
+
+
 def test_a_snapshot_from_before_records_loads_and_starts_the_range_again():
     book = SeriesBook(max_series=4, max_labels=LABELS)
     book._row(7 << 32)
