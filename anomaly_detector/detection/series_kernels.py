@@ -638,8 +638,9 @@ def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen,
     threshold: the anomaly threshold the per-day calibration aims at; suspicious: the suspicious score;
     multiplicity float64[R]: the judged series of each row's source (rate_bonus); rec float64[R, RECORD_COLS]:
     each row's range and records; record_weight: see record_log10p; shift_budget: false level shifts a
-    source may raise a day (series_shift_budget; 0: the level-shift test is off); episode_weight: the
-    most a value scoring the threshold is learned with (anomaly_learning_weight; see step)."""
+    source may raise a day (series_shift_budget; 0: the level-shift test is off); episode_weight
+    (anomaly_learning_weight): what an episode's record counts and the share of its widening of the
+    range a rollback keeps (see step, learn_record)."""
     n = param_ptr.shape[0] - 1
     best = np.zeros(n, np.float32)
     which = np.full(n, -1, np.int64)
