@@ -88,7 +88,8 @@ class DetectionEngine:
             return dict(detection[name], learning_rate=self.learning_rate, warmup_lines=self.warmup_lines)
         tiers = {"t1": RulesTier(settings("tier1"), rules), "t2": VolumeTier(settings("tier2")),
                  "t3": NoveltyTier(dict(settings("tier3"), anomaly_threshold=self.threshold,
-                                        suspicious_score=float(detection["suspicious_score"]))),
+                                        suspicious_score=float(detection["suspicious_score"]),
+                                        anomaly_learning_weight=self.anomaly_weight)),
                  "t4": SequenceTier(dict(detection["tier4"], learning_rate=self.learning_rate))}
         for name, tier in tiers.items():
             tier.enabled = bool(detection["tier" + name[1:]]["enabled"])

@@ -25,8 +25,9 @@ class SeriesBook:
     """Series state of one tier 3: rows of series_kernels state, grown as series appear."""
 
     def __init__(self, max_series, max_labels, threshold=70.0, suspicious=40.0, record_weight=K.RECORD_WEIGHT,
-                 shift_budget=K.SHIFT_FLAGS_PER_DAY):
+                 shift_budget=K.SHIFT_FLAGS_PER_DAY, episode_weight=0.1):
         self.threshold, self.suspicious = float(threshold), float(suspicious)
+        self.episode_weight = float(episode_weight)   # anomaly_learning_weight: see K.step
         self.record_weight = float(record_weight)
         self.shift_budget = float(shift_budget)   # series_shift_budget (0: no level-shift test)
         self.max_series = int(max_series)
@@ -125,7 +126,8 @@ class SeriesBook:
         copies = (self.state[touched], self.season[touched], self.seen[touched], self.labels[touched],
                   self.record[touched])
         out = K.score_series(batch.param_ptr, local_rows, batch.param_num, ts, weights, *copies, self.threshold,
-                             self.suspicious, self.multiplicity()[touched], self.record_weight, self.shift_budget)
+                             self.suspicious, self.multiplicity()[touched], self.record_weight, self.shift_budget,
+                             self.episode_weight)
         self._scored = (batch, rows, ts, touched, copies)
         return out
 
@@ -145,7 +147,7 @@ class SeriesBook:
                 return
         K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights, self.state,
                        self.season, self.seen, self.labels, self.record, self.threshold, self.suspicious,
-                       self.multiplicity(), self.record_weight, self.shift_budget)
+                       self.multiplicity(), self.record_weight, self.shift_budget, self.episode_weight)
 
     def multiplicity(self):
         """float64[rows]: how many judged series the source of each row has (at least 1)."""
@@ -194,9 +196,11 @@ class SeriesBook:
         labels = (labels.reshape(len(pairs), -1) if pairs else np.zeros((0, self.max_labels)))[:, :self.max_labels]
         # a snapshot from before records were kept: each series' range starts again from its next value
         record = np.asarray(saved.get("record", np.zeros((len(pairs), K.RECORD_COLS))), np.float64)
-        record = record.reshape(len(pairs), K.RECORD_COLS)
+        record = record.reshape(len(pairs), -1) if pairs else np.zeros((0, K.RECORD_COLS))
+        if record.shape[1] < K.RECORD_COLS:   # from before the episode columns: no episode open
+            record = np.hstack([record, np.zeros((record.shape[0], K.RECORD_COLS - record.shape[1]))])
         self.__init__(self.max_series, self.max_labels, self.threshold, self.suspicious, self.record_weight,
-                      self.shift_budget)
+                      self.shift_budget, self.episode_weight)
         self.refused = int(saved.get("refused", 0))
         for key, row in pairs[: self.max_series]:
             new = self._row(key)

@@ -145,7 +145,14 @@ KIND_NONE, KIND_SPIKE, KIND_DROP, KIND_RECORD_HIGH, KIND_RECORD_LOW, KIND_SHIFT_
 # record columns (float64[R, RECORD_COLS]): the series' extremes on its own scale, its points and how
 # many of them were records, per side (0 points: nothing seen yet)
 REC_HIGH, REC_LOW, REC_POINTS, REC_UPS, REC_DOWNS, REC_FIRST_T = range(6)
-RECORD_COLS = 6
+# an episode's hold on the range (learn_record): when it began (0: none open) and the range before it
+# and its values beyond that range
+REC_EPISODE_T, REC_PRE_HIGH, REC_PRE_LOW, REC_EPISODE_N = range(6, 10)
+RECORD_COLS = 10
+OLD_RECORD_COLS = 6        # snapshots from before the episode columns (series.py pads them)
+EPISODE_KEEP_S = 3600.0    # an episode still on this long after it began is a new normal: the range keeps it
+EPISODE_MIN_VALUES = 3.0   # values beyond the old range an episode needs to be rolled back: a lone spike
+                           # widens the range for good, as before (the next one like it is no record)
 RECORD_GRAIN_S = 300.0     # points closer than this are not independent chances of a record
 
 
@@ -285,15 +292,40 @@ def record_log10p(rec, r, value, z, t, record_weight):
 
 
 @njit(cache=True)
-def learn_record(rec, r, value, t, w):
-    """Widen the series' range to value, counting a record, with weight w (0: judge only)."""
+def learn_record(rec, r, value, t, w, episode, episode_weight):
+    """Widen the series' range to value, counting a record, with weight w (0: judge only). episode: the
+    value belongs to an anomalous episode (see step). The range an episode widens is provisional: the
+    range before it is kept (REC_PRE_HIGH, REC_PRE_LOW), and when the episode is over (a value of no
+    episode) within EPISODE_KEEP_S of its start and the value is back inside that range, the range
+    returns to it, keeping a share episode_weight of the widening, if at least EPISODE_MIN_VALUES of
+    its values were beyond it. So a queue ten times its depth for twenty minutes yesterday is a record
+    again today, while a lone spike or an episode that lasts (a new level, a value that never comes
+    back) stays in the range as it does without this."""
     if w <= 0.0:
         return
     if rec[r, REC_POINTS] <= 0.0:
         rec[r, REC_HIGH] = value
         rec[r, REC_LOW] = value
         rec[r, REC_FIRST_T] = t
-    elif value > rec[r, REC_HIGH]:
+        rec[r, REC_POINTS] += w
+        return
+    open_since = rec[r, REC_EPISODE_T]
+    if episode and open_since <= 0.0 and (value > rec[r, REC_HIGH] or value < rec[r, REC_LOW]):
+        rec[r, REC_EPISODE_T] = max(t, 1e-9)
+        rec[r, REC_PRE_HIGH] = rec[r, REC_HIGH]
+        rec[r, REC_PRE_LOW] = rec[r, REC_LOW]
+        rec[r, REC_EPISODE_N] = 0.0
+    elif open_since > 0.0 and not episode:
+        back = rec[r, REC_PRE_LOW] <= value <= rec[r, REC_PRE_HIGH]
+        if t - open_since <= EPISODE_KEEP_S and back and rec[r, REC_EPISODE_N] >= EPISODE_MIN_VALUES:
+            rec[r, REC_HIGH] = rec[r, REC_PRE_HIGH] + episode_weight * (rec[r, REC_HIGH] - rec[r, REC_PRE_HIGH])
+            rec[r, REC_LOW] = rec[r, REC_PRE_LOW] + episode_weight * (rec[r, REC_LOW] - rec[r, REC_PRE_LOW])
+            rec[r, REC_EPISODE_T] = 0.0
+        elif back or t - open_since > EPISODE_KEEP_S:
+            rec[r, REC_EPISODE_T] = 0.0
+    if rec[r, REC_EPISODE_T] > 0.0 and not rec[r, REC_PRE_LOW] <= value <= rec[r, REC_PRE_HIGH]:
+        rec[r, REC_EPISODE_N] += 1.0
+    if value > rec[r, REC_HIGH]:
         rec[r, REC_HIGH] = value
         rec[r, REC_UPS] += w
     elif value < rec[r, REC_LOW]:
@@ -304,14 +336,22 @@ def learn_record(rec, r, value, t, w):
 
 @njit(cache=True)
 def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, multiplicity, record_weight,
-         shift_budget):
+         shift_budget, episode_weight):
     """Judge value x at time t of series r, then learn it with weight w -> (score 0..100, kind, expected
     and the series' recent level (its fast mean), both on the log scale: see from_log). A level shift
     (shift_u) expects the baseline it moved from.
 
     season[r, 0, b] is the series' offset at time-of-day bucket b and season[r, 1, b] its mean
     absolute residual there, seen[r, b] the points learned there (up to 100); labels[r] its first
-    distinct values; rec[r] its range and records (record_log10p)."""
+    distinct values; rec[r] its range and records (record_log10p). A value of an anomalous episode (its
+    own score at the threshold, or any value while the series' alarm is at the threshold: within about
+    REFRACTORY_POINTS x (1 - threshold / 100) points of the last such value) widens the range only
+    provisionally (learn_record: an episode over within EPISODE_KEEP_S is rolled back out of it) and
+    counts as a record at most at episode_weight (anomaly_learning_weight), whether reported or
+    damped: reported() damps an episode's later values, and the engine would learn them into the range
+    at full weight, hiding the same episode tomorrow. The forecast (level, time-of-day offsets, scale),
+    the tail and the level-shift test keep the line's weight: learning an episode's tail at a lower
+    weight too raised more false flags on NAB (repeats of a new level's volatility) than it caught."""
     _count_distinct(st, labels, r, value)
     x = signed_log(value)
     if st[r, N_OBS] == 0.0:
@@ -320,7 +360,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         st[r, LAST_T] = t
         st[r, RISES] = 0.5
         st[r, N_OBS] = 1.0
-        learn_record(rec, r, value, t, w)
+        learn_record(rec, r, value, t, w, False, episode_weight)
         return 0.0, KIND_NONE, x, x
     b = bucket_of(t)
     offset = season[r, 0, b] if seen[r, b] else 0.0
@@ -350,6 +390,8 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     fired = False
     recovery = False
     evidence = False
+    episode = False
+    w_line = w     # the forecast, the tail and the level-shift test keep the line's weight (see above)
     if judged(st, labels, r):
         lp = tail_log10p(st, r, z)
         kind = KIND_SPIKE if z > 0 else KIND_DROP
@@ -396,16 +438,19 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
             if evidence:
                 kind = KIND_SHIFT_UP if moved > 0 else KIND_SHIFT_DOWN
                 expected = st[r, FROM] + shift_off
+        episode = score >= threshold or st[r, ALARM] >= threshold
+        if episode:
+            w = min(w, episode_weight)    # a value of an anomalous episode (see the docstring)
         score = reported(st, r, score, threshold, suspicious)
         if evidence:
             score = suspicious
             st[r, EVIDENCE] -= 1.0
         if fired and not recovery:
             st[r, EVIDENCE] = SHIFT_EVIDENCE
-    learn_record(rec, r, value, t, w)
+    learn_record(rec, r, value, t, w, episode, episode_weight)
     if shift_budget > 0.0:
-        _learn_shift(st, r, fast, w, fired, recovery, u)
-    _learn(st, season, seen, r, b, x, t, w, z, e, scale)
+        _learn_shift(st, r, fast, w_line, fired, recovery, u)
+    _learn(st, season, seen, r, b, x, t, w_line, z, e, scale)
     return score, kind, expected, fast + shift_off
 
 
@@ -584,16 +629,18 @@ def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
 
 
 @kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.F64_1D, kt.F32_1D, kt.F64_2D, kt.F64_3D, kt.I8_2D, kt.F64_2D,
-           kt.F64_2D, kt.FLOAT64, kt.FLOAT64, kt.F64_1D, kt.FLOAT64, kt.FLOAT64), cache=True)
+           kt.F64_2D, kt.FLOAT64, kt.FLOAT64, kt.F64_1D, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64), cache=True)
 def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen, labels, rec, threshold, suspicious,
-                 multiplicity, record_weight, shift_budget):
+                 multiplicity, record_weight, shift_budget, episode_weight):
     """Step every numeric parameter with a series row (param_row >= 0) through its series, in line
     order -> (best score per line float32[n], its parameter index int64[n], kind int8[n],
     expected value float64[n], the series' recent level float64[n]). weights float32[n]: learning weight per line (0: judge only);
     threshold: the anomaly threshold the per-day calibration aims at; suspicious: the suspicious score;
     multiplicity float64[R]: the judged series of each row's source (rate_bonus); rec float64[R, RECORD_COLS]:
     each row's range and records; record_weight: see record_log10p; shift_budget: false level shifts a
-    source may raise a day (series_shift_budget; 0: the level-shift test is off)."""
+    source may raise a day (series_shift_budget; 0: the level-shift test is off); episode_weight
+    (anomaly_learning_weight): what an episode's record counts and the share of its widening of the
+    range a rollback keeps (see step, learn_record)."""
     n = param_ptr.shape[0] - 1
     best = np.zeros(n, np.float32)
     which = np.full(n, -1, np.int64)
@@ -607,7 +654,7 @@ def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen,
             if r < 0 or math.isnan(x) or math.isinf(x):
                 continue
             sc, k, ex, now = step(st, season, seen, labels, rec, r, x, ts[i], weights[i], threshold, suspicious,
-                                  multiplicity[r], record_weight, shift_budget)
+                                  multiplicity[r], record_weight, shift_budget, episode_weight)
             if sc > best[i]:
                 best[i], which[i], kind[i], expected[i], level[i] = sc, j, k, from_log(ex), from_log(now)
     return best, which, kind, expected, level

@@ -7,14 +7,16 @@ from . import series_kernels as K
 
 class Series:
     def __init__(self, max_labels, threshold=70.0, suspicious=40.0, record_weight=K.RECORD_WEIGHT,
-                 shift_budget=K.SHIFT_FLAGS_PER_DAY):
+                 shift_budget=K.SHIFT_FLAGS_PER_DAY, episode_weight=0.1):
         self.max_labels = max_labels
+        self.episode_weight = episode_weight   # an episode's record count and the share of it a rollback keeps
         self.record_weight = record_weight
         self.shift_budget = shift_budget
         self.high = self.low = None   # the range of every value learned (None: none yet)
         self.points = 0.0
         self.first_t = 0.0
         self.records = {1: 0.0, -1: 0.0}  # side -> values learned beyond the range then
+        self.episode = None       # an episode's hold on the range: (start, high and low before it)
         self.threshold, self.suspicious = threshold, suspicious
         self.n = 0.0
         self.level = self.scale = self.slow = self.total = 0.0
@@ -131,13 +133,28 @@ class Series:
         rate = min((self.records[side] + 1.0) / (chances + 1.0), 1.0)
         return min(math.log10(rate) * (1.0 + self.record_weight * excess), 0.0)
 
-    def learn_record(self, value, t, w):
+    def learn_record(self, value, t, w, episode=False):
         if w <= 0:
             return
         if self.high is None:
             self.high = self.low = value
             self.first_t = t
-        elif value > self.high:
+            self.points += w
+            return
+        if episode and self.episode is None and not self.low <= value <= self.high:
+            self.episode = [t, self.high, self.low, 0]     # when it began, the range before it, values beyond
+        elif self.episode is not None and not episode:
+            since, high, low, beyond = self.episode
+            back = low <= value <= high
+            if t - since <= K.EPISODE_KEEP_S and back and beyond >= K.EPISODE_MIN_VALUES:   # over: rolled back
+                self.high = high + self.episode_weight * (self.high - high)
+                self.low = low + self.episode_weight * (self.low - low)
+                self.episode = None
+            elif back or t - since > K.EPISODE_KEEP_S:     # a lone spike, or it lasted: kept
+                self.episode = None
+        if self.episode is not None and not self.episode[2] <= value <= self.episode[1]:
+            self.episode[3] += 1
+        if value > self.high:
             self.high = value
             self.records[1] += w
         elif value < self.low:
@@ -194,6 +211,7 @@ class Series:
             fast = x - shift_off
             u = 0.0
         fired = recovery = evidence = False
+        w_line, episode = w, False
         if self.judged():
             lp = self.tail_log10p(z)
             kind = K.KIND_SPIKE if z > 0 else K.KIND_DROP
@@ -234,16 +252,19 @@ class Series:
                 if evidence:
                     kind = K.KIND_SHIFT_UP if moved > 0 else K.KIND_SHIFT_DOWN
                     expected = self.moved_from + shift_off
+            episode = score >= self.threshold or self.alarm >= self.threshold
+            if episode:
+                w = min(w, self.episode_weight)
             score = self.reported(score)
             if evidence:
                 score = self.suspicious
                 self.evidence -= 1
             if fired and not recovery:
                 self.evidence = K.SHIFT_EVIDENCE
-        self.learn_record(value, t, w)
+        self.learn_record(value, t, w, episode)
         if self.shift_budget > 0:
-            self.learn_shift(fast, w, fired, recovery, u)
-        self._learn(b, x, t, w, z, e, scale)
+            self.learn_shift(fast, w_line, fired, recovery, u)
+        self._learn(b, x, t, w_line, z, e, scale)
         return score, kind, expected, fast + shift_off
 
     def _learn(self, b, x, t, w, z, e, scale):

@@ -72,7 +72,8 @@ class NoveltyTier(Tier):
         self.cat_nd = np.zeros(64, np.int32)
         self.cat_full = np.zeros(64, np.int8)
         self.series = SeriesBook(settings["max_series"], self.max_values, self.threshold, self.suspicious,
-                                 settings["series_record_weight"], settings["series_shift_budget"])
+                                 settings["series_record_weight"], settings["series_shift_budget"],
+                                 float(settings.get("anomaly_learning_weight", 0.1)))
         self.split_pos = np.full(64, SPLIT_UNSET, np.int8)  # template -> categorical position splitting its series
         self.split_ids = {}        # (numeric slot, categorical position, value index) key -> split series slot
         self._rows_of = (None, None)   # (batch, its SeriesView)

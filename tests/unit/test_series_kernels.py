@@ -19,7 +19,7 @@ def _kernel_scores(values, times, weights=None, record_weight=K.RECORD_WEIGHT, s
     for k, (x, t) in enumerate(zip(values, times)):
         w = 1.0 if weights is None else weights[k]
         out.append(K.step(st, season, seen, labels, rec, 0, float(x), float(t), w, 70.0, 40.0, 1.0, record_weight,
-                          shift_budget))
+                          shift_budget, 0.1))
     return out
 
 
@@ -163,15 +163,88 @@ def test_a_value_far_beyond_the_range_is_a_record_the_forecast_alone_misses():
     assert [twin.step(float(x), float(s))[1] for x, s in zip(values, t)][5000] == K.KIND_RECORD_HIGH
 
 
+def _as_the_engine_learns(values, times, episode_weight=0.1):
+    """Kernel and twin side by side, each line learned at 0.1 when flagged (anomaly_learning_weight),
+    as the engine does -> (kernel scores, twin scores, the kernel's record row)."""
+    st, season = np.zeros((1, K.COLS)), np.zeros((1, 2, K.SEASON_BUCKETS))
+    seen, labels, rec = np.zeros((1, K.SEASON_BUCKETS), np.int8), np.zeros((1, LABELS)), np.zeros((1, K.RECORD_COLS))
+    twin = T.Series(LABELS, shift_budget=0.0, episode_weight=episode_weight)
+    got, want = [], []
+    w_kernel = w_twin = 1.0
+    for x, t in zip(values, times):
+        # the line's weight is known after it is scored: judge on a copy first, as SeriesBook.score does
+        probe = [a.copy() for a in (st, season, seen, labels, rec)]
+        s = K.step(*probe, 0, float(x), float(t), 0.0, 70.0, 40.0, 1.0, K.RECORD_WEIGHT, 0.0, episode_weight)[0]
+        w_kernel = 0.1 if s >= 70 else 1.0
+        got.append(K.step(st, season, seen, labels, rec, 0, float(x), float(t), w_kernel, 70.0, 40.0, 1.0,
+                          K.RECORD_WEIGHT, 0.0, episode_weight)[0])
+        probe = __import__("copy").deepcopy(twin)
+        w_twin = 0.1 if probe.step(float(x), float(t), 0.0)[0] >= 70 else 1.0
+        want.append(twin.step(float(x), float(t), w_twin)[0])
+    return np.array(got), np.array(want), rec[0]
+
+
+def test_an_episode_is_not_learned_into_the_range_and_is_news_again_the_next_day():
+    """A queue depth every 30 s, ten times its usual for 20 minutes on day 2 and again for 25 minutes on
+    day 3: both are flagged. Only the first value of an episode is reported (the rest are damped), but
+    the range the episode widened is rolled back when it is over (keeping anomaly_learning_weight of
+    the widening): day 2's episode is not day 3's normal."""
+    rng = np.random.default_rng(7)
+    t = np.arange(0.0, 3 * 86400.0, 30.0)
+    values = np.round(rng.lognormal(np.log(12.0), 0.3, t.size) * (1.0 + 0.5 * np.sin(2 * np.pi * t / 86400.0)))
+    first = (t >= 86400 + 15 * 3600) & (t < 86400 + 15 * 3600 + 1200)
+    second = (t >= 2 * 86400 + 19 * 3600) & (t < 2 * 86400 + 19 * 3600 + 1500)
+    values[first | second] = values[first | second] * 10 + rng.integers(1, 9, int((first | second).sum()))
+    got, want, rec = _as_the_engine_learns(values, t)
+    assert got == pytest.approx(want, rel=1e-9, abs=1e-9)
+    assert got[first].max() >= 70 and got[second].max() >= 70
+    assert (got[~(first | second) & (t > 86400)] >= 70).sum() <= 2    # the episodes' ends at most
+    # the range keeps a share of the episodes' widening, not all of it
+    assert rec[K.REC_HIGH] < 0.6 * values[first | second].max()
+    # learned at full weight (the episode's later values as normal), the range takes the episode
+    old, _, old_rec = _as_the_engine_learns(values, t, episode_weight=1.0)
+    assert old_rec[K.REC_HIGH] == values[first | second].max()
+
+
+def test_a_new_level_that_lasts_becomes_the_range():
+    """The same series moving for good to ten times its level on day 2: flagged when it moves, and the
+    range keeps an episode that lasts past EPISODE_KEEP_S, so its second half raises no flag."""
+    rng = np.random.default_rng(8)
+    t = np.arange(0.0, 3 * 86400.0, 30.0)
+    values = np.round(rng.lognormal(np.log(12.0), 0.3, t.size) * np.where(t >= 1.5 * 86400, 10.0, 1.0))
+    got, want, rec = _as_the_engine_learns(values, t)
+    assert got == pytest.approx(want, rel=1e-9, abs=1e-9)
+    assert got[(t >= 1.5 * 86400) & (t < 1.6 * 86400)].max() >= 70
+    assert got[t >= 2.5 * 86400].max() < 70
+
+
+def test_a_lone_spike_stays_in_the_range():
+    """One value at ten times the level on day 2: it widens the range for good (an episode needs
+    EPISODE_MIN_VALUES values beyond the old range to be rolled back), so the same value on day 3 is
+    judged by the tail alone, not as a record."""
+    rng = np.random.default_rng(9)
+    t = np.arange(0.0, 3 * 86400.0, 30.0)
+    values = np.round(rng.lognormal(np.log(12.0), 0.3, t.size))
+    one, two = int((86400 + 15 * 3600) / 30), int((2 * 86400 + 15 * 3600) / 30)
+    values[one] = values[two] = 10 * values.max()
+    got, want, rec = _as_the_engine_learns(values, t)
+    assert got == pytest.approx(want, rel=1e-9, abs=1e-9)
+    assert got[one] >= 70
+    assert rec[K.REC_HIGH] == values[one]
+
+
 def test_a_snapshot_from_before_records_loads_and_starts_the_range_again():
     book = SeriesBook(max_series=4, max_labels=LABELS)
     book._row(7 << 32)
-    book.record[0] = [10.0, 1.0, 50.0, 3.0, 2.0, 600.0]
+    book.record[0] = [10.0, 1.0, 50.0, 3.0, 2.0, 600.0, 900.0, 8.0, 1.5, 4.0]
     saved = book.state_dict()
-    assert saved["record"][0] == [10.0, 1.0, 50.0, 3.0, 2.0, 600.0]
+    assert saved["record"][0] == [10.0, 1.0, 50.0, 3.0, 2.0, 600.0, 900.0, 8.0, 1.5, 4.0]
     again = SeriesBook(max_series=4, max_labels=LABELS)
     again.load(saved)
-    assert again.record[0].tolist() == [10.0, 1.0, 50.0, 3.0, 2.0, 600.0]
+    assert again.record[0].tolist() == [10.0, 1.0, 50.0, 3.0, 2.0, 600.0, 900.0, 8.0, 1.5, 4.0]
+    saved["record"] = [row[:K.OLD_RECORD_COLS] for row in saved["record"]]   # before the episode columns
+    again.load(saved)
+    assert again.record[0].tolist() == [10.0, 1.0, 50.0, 3.0, 2.0, 600.0, 0.0, 0.0, 0.0, 0.0]
     del saved["record"]
     again.load(saved)
     assert again.record[0].tolist() == [0.0] * K.RECORD_COLS
@@ -289,7 +362,7 @@ def test_a_split_series_whose_value_explains_nothing_only_learns():
         twin = T.Series(LABELS)
         twin.split_only = mark
         got = [K.step(st, season, seen, labels, rec, 0, float(x), float(t), 1.0, 70.0, 40.0, 1.0, K.RECORD_WEIGHT,
-                      K.SHIFT_FLAGS_PER_DAY)[0] for x, t in zip(values, times)]
+                      K.SHIFT_FLAGS_PER_DAY, 0.1)[0] for x, t in zip(values, times)]
         want = [twin.step(float(x), float(t))[0] for x, t in zip(values, times)]
         assert got == pytest.approx(want, rel=1e-9, abs=1e-9)
         assert sum(1 for s in got if s >= 70) == shifts
@@ -318,7 +391,8 @@ def test_a_quarter_hour_whose_offset_an_outlier_set_raises_no_shift():
     limit = K.SEASON_STEP_LIMIT
     try:
         T.K.SEASON_STEP_LIMIT = 1e9
-        twin = T.Series(LABELS)
+        # the outlier's widening of the range kept (no episode rollback): the span guard stays out of it
+        twin = T.Series(LABELS, episode_weight=1.0)
         unguarded = [twin.step(float(x), float(t)) for x, t in zip(values, times)]
     finally:
         T.K.SEASON_STEP_LIMIT = limit

@@ -33,7 +33,7 @@ def kernel_learn(book, batch, rows, ts, weights):
     """The learning pass as it was before the reuse: the kernel over every value, on the book's rows."""
     K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights.astype(np.float32), book.state, book.season,
                    book.seen, book.labels, book.record, book.threshold, book.suspicious, book.multiplicity(),
-                   book.record_weight, book.shift_budget)
+                   book.record_weight, book.shift_budget, book.episode_weight)
 
 
 def run(weight_of_batch, reuse):
