@@ -21,7 +21,7 @@ from anomaly_detector.parsing.inline_levels import fill_unknown
 from anomaly_detector.parsing.jsonl import parse_json_line_reason
 from anomaly_detector.parsing.records import _NUMERIC_LEVELS, _SYSLOG_SEVERITY, RecordParser
 from anomaly_detector.parsing.sanitize import clean_buffer, clean_text
-from anomaly_detector.parsing.syslog_plain import SyslogPlainLines
+from anomaly_detector.parsing.syslog_plain import SyslogPlainLines, run_end
 from anomaly_detector.parsing.timestamps import (
     EPOCH_LAYOUT,
     infer_years,
@@ -306,14 +306,10 @@ class _PlainLines:
     def take_run(self, i, out, ts_arr, level_arr, ends):
         """Fill lines i.. up to the next line the kernel did not take; returns that index (i when
         line i itself must take the per-line path)."""
-        j = int(self._bad[np.searchsorted(self._bad, i)])
         stamps = self.parser.timestamps
-        if stamps.learned_format is None:  # garbage before any format is learned: Python decides
-            g = self._garbage_rows[np.searchsorted(self._garbage_rows, i):]
-            if len(g) and g[0] < j:
-                j = int(g[0])
-                if j == i:
-                    return i
+        j = run_end(self._bad, self._garbage_rows, stamps, i)
+        if j == i:
+            return i
         garbage = self.garbage[i:j]
         ts_arr[i:j] = self.parser.carry_column(self.ts[i:j])
         level_arr[i:j] = self.level[i:j]

@@ -13,6 +13,17 @@ from anomaly_detector.parsing.timestamps import infer_years
 FORMAT = "syslog"  # the TimestampParser format whose regex the kernel's stamp is a strict subset of
 
 
+def run_end(bad, garbage_rows, stamps, i):
+    """End of the kernel's run of lines from i: the next line it did not take (bad, sorted, ending
+    with n) or, before any stamp format is learned, the next garbage stamp (Python decides those)."""
+    j = int(bad[np.searchsorted(bad, i)])
+    if stamps.learned_format is None:
+        g = garbage_rows[np.searchsorted(garbage_rows, i):]
+        if len(g) and g[0] < j:
+            j = int(g[0])
+    return j
+
+
 class SyslogPlainLines:
     """Lines of a buffer that plain_kernels.syslog_lines took, handed out in runs.
 
@@ -58,14 +69,10 @@ class SyslogPlainLines:
     def take_run(self, i, out, ts_arr, level_arr, ends):
         """Fill lines i.. up to the next line the kernel did not take (or whose date the year makes
         impossible); returns that index (i when line i itself must take the per-line path)."""
-        j = int(self._bad[np.searchsorted(self._bad, i)])
         stamps = self.parser.timestamps
-        if stamps.learned_format is None:  # garbage before any format is learned: Python decides
-            g = self._garbage_rows[np.searchsorted(self._garbage_rows, i):]
-            if len(g) and g[0] < j:
-                j = int(g[0])
-                if j == i:
-                    return i
+        j = run_end(self._bad, self._garbage_rows, stamps, i)
+        if j == i:
+            return i
         took_valid = bool(self.valid[i:j].any())
         if took_valid:
             first = i + int(np.argmax(self.valid[i:j]))  # the first valid stamp picks the year when none is known
