@@ -21,7 +21,7 @@ from anomaly_detector.parsing.inline_levels import fill_unknown
 from anomaly_detector.parsing.jsonl import parse_json_line_reason
 from anomaly_detector.parsing.records import _NUMERIC_LEVELS, _SYSLOG_SEVERITY, RecordParser
 from anomaly_detector.parsing.sanitize import clean_buffer, clean_text
-from anomaly_detector.parsing.syslog_plain import SyslogPlainLines, run_end
+from anomaly_detector.parsing.syslog_plain import SyslogPlainLines, put_run, run_end
 from anomaly_detector.parsing.timestamps import (
     EPOCH_LAYOUT,
     infer_years,
@@ -311,12 +311,7 @@ class _PlainLines:
         if j == i:
             return i
         garbage = self.garbage[i:j]
-        ts_arr[i:j] = self.parser.carry_column(self.ts[i:j])
-        level_arr[i:j] = self.level[i:j]
-        out.start[i:j] = self.cstart[i:j]
-        out.end[i:j] = ends[i:j]
-        out.source(i, self.parser.source)
-        out.source_id[i:j] = out.source_id[i]
+        put_run(self.parser, out, i, j, self.ts[i:j], self.level[i:j], self.cstart[i:j], ts_arr, level_arr, ends)
         n_garbage = int(garbage.sum())
         if n_garbage:
             self.parser.stats["unparsed_timestamps"] += n_garbage

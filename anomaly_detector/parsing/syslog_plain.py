@@ -24,6 +24,17 @@ def run_end(bad, garbage_rows, stamps, i):
     return j
 
 
+def put_run(parser, out, i, j, ts, level, cstart, ts_arr, level_arr, ends):
+    """Write a kernel's run of lines i..j (their stamps ts, levels, content starts) into the columns;
+    the lines are the input's own source."""
+    ts_arr[i:j] = parser.carry_column(ts)
+    level_arr[i:j] = level
+    out.start[i:j] = cstart
+    out.end[i:j] = ends[i:j]
+    out.source(i, parser.source)
+    out.source_id[i:j] = out.source_id[i]
+
+
 class SyslogPlainLines:
     """Lines of a buffer that plain_kernels.syslog_lines took, handed out in runs.
 
@@ -91,12 +102,7 @@ class SyslogPlainLines:
             good = ~garbage
             ts[good] -= _zone_offsets(stamps, self._years[i:j][good], self.month[i:j][good], self.day[i:j][good],
                                       np.minimum(self.hour[i:j][good], 23))
-        ts_arr[i:j] = self.parser.carry_column(ts)
-        level_arr[i:j] = self.level[i:j]
-        out.start[i:j] = self.cstart[i:j]
-        out.end[i:j] = ends[i:j]
-        out.source(i, self.parser.source)
-        out.source_id[i:j] = out.source_id[i]
+        put_run(self.parser, out, i, j, ts, self.level[i:j], self.cstart[i:j], ts_arr, level_arr, ends)
         n_garbage = int(garbage.sum())
         if n_garbage:
             self.parser.stats["unparsed_timestamps"] += n_garbage
