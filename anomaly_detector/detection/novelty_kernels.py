@@ -63,6 +63,7 @@ QUIET_Z = 2.5                   # below this |z| a tail is not worth computing (
 # an hour must not become its usual level (nor widen the spread) before the drift test has judged it.
 DRIFT_SLOWER = 10.0
 KIND_NONE, KIND_OUTLIER, KIND_DRIFT, KIND_NEW_VALUE = 0, 1, 2, 3
+NEAR_SHARE = 0.1    # a never-seen value with a fraction this close to a known one is no new value
 
 
 @njit(cache=True)
@@ -289,6 +290,8 @@ def _value_score(young, s, h, x, cat_hash, cat_count, cat_nd, cat_novelty, cat_s
             return 0.0
         if k >= 0:
             state = np.array([cat_novelty[s, k], cat_seen_at[s, k], cat_count[s, k], _late_values(cat_novelty, s, k)])
+        elif _near_known_fraction(cat_num, cat_nd, s, x):
+            return 0.0
         elif learned >= min_obs:
             state = np.array([surprisal_score(_new_value_log10p(cat_count, cat_nd, s)), total, 0.0,
                               _late_values(cat_novelty, s, cat_nd[s])])
@@ -310,6 +313,19 @@ def _value_score(young, s, h, x, cat_hash, cat_count, cat_nd, cat_novelty, cat_s
         sc = _recurrence_score(state[0], state[2], total - state[1], state[1])
     state[2] += 1.0
     return sc
+
+
+@njit(cache=True)
+def _near_known_fraction(cat_num, cat_nd, s, x):
+    """True when x has a fractional part and lies within NEAR_SHARE of a known value of slot s: a
+    measurement that moved a little (a disk 41.3% used after 41.2%), not a new kind of value."""
+    if math.isnan(x) or x == math.floor(x):
+        return False
+    for q in range(cat_nd[s]):
+        v = cat_num[s, q]
+        if not math.isnan(v) and abs(v - x) <= NEAR_SHARE * max(abs(v), abs(x)):
+            return True
+    return False
 
 
 @njit(cache=True)

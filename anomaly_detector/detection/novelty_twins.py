@@ -120,6 +120,10 @@ def _value_score(slot, s, h, x, extra, young, min_obs, after_itself):
                 return 0.0
             earlier = order[:order.index(h)]
             state = [slot.novelty[h], slot.seen_at[h], slot.values[h]]
+        elif (not math.isnan(x) and x != math.floor(x)
+              and any(not math.isnan(v) and abs(v - x) <= K.NEAR_SHARE * max(abs(v), abs(x))
+                      for v in slot.nums.values())):
+            return 0.0
         elif learned >= min_obs:
             earlier = order
             state = [_new_value_surprise(slot), total, 0.0]

@@ -133,3 +133,37 @@ def test_record_writer_matches_json_twin():
                           score, anomaly, tiers, np.frombuffer(b"".join(r_parts) or b" ", np.uint8), r_start, r_end,
                           O.KEY_ARRAYS).tobytes()
     assert out == O_twins.records_py("dir/a.log", 5, ts, tids, texts, score, anomaly, tiers, reasons)
+
+
+def test_a_measurement_that_moved_a_little_is_no_new_value():
+    """A percentage with a fraction (41.6 after 41.2..41.4) is a measurement, not a new label; a far
+    value, or a new integer code, still is news at first sight. Kernel and twin agree."""
+    min_obs, alpha, base, max_values = 5.0, 0.1, 0.01, 8
+    size = 4
+    state = dict(num=np.zeros((size, K.NUM_COLS)), cat_hash=np.zeros((size, max_values), np.uint64),
+                 cat_count=np.zeros((size, max_values)), cat_nd=np.zeros(size, np.int32),
+                 cat_full=np.zeros(size, np.int8), cat_novelty=np.zeros((size, max_values), np.float32),
+                 cat_seen_at=np.zeros((size, max_values)), cat_num=np.full((size, max_values), np.nan),
+                 cat_last=np.zeros(size, np.uint64))
+    twins = {}
+    known = [41.2, 41.3, 41.4, 200.0, 404.0]
+    values = [v for v in known for _ in range(20)]
+    slots = np.array([0 if v < 100 else 1 for v in values], np.int32)
+    nums = np.array(values)
+    hashes = np.array([int(v * 10) for v in values], np.uint64)
+    ptr = np.arange(len(values) + 1, dtype=np.int64)
+    order = state["num"], state["cat_hash"], state["cat_count"], state["cat_nd"], state["cat_full"], \
+        state["cat_novelty"], state["cat_seen_at"], state["cat_num"], state["cat_last"]
+    K.learn_params(ptr, slots, nums, hashes, np.ones(len(values), np.float32), *order, min_obs, alpha, base, True)
+    T.learn_lines([[(int(s), float(x), int(h))] for s, x, h in zip(slots, nums, hashes)], [1.0] * len(values),
+                  twins, min_obs, alpha, base, max_values, True)
+    probe = np.array([41.6, 90.5, 503.0])
+    probe_slots = np.array([0, 0, 1], np.int32)
+    probe_hashes = np.array([416, 905, 5030], np.uint64)
+    got = K.score_params(np.arange(4, dtype=np.int64), probe_slots, probe, probe_hashes, *order, min_obs, alpha, 0.2,
+                         True)
+    want = T.score_lines([[(int(s), float(x), int(h))] for s, x, h in zip(probe_slots, probe, probe_hashes)], twins,
+                         min_obs, alpha, 0.2, True)
+    assert [round(float(g), 3) for g in got[0]] == [round(w[0], 3) for w in want]
+    assert got[0][0] == 0.0 and got[0][1] > 0 and got[0][2] > 0
+    assert got[2][1] == K.KIND_NEW_VALUE and got[2][2] == K.KIND_NEW_VALUE
