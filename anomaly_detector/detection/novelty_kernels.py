@@ -318,7 +318,8 @@ def _value_score(young, s, h, x, cat_hash, cat_count, cat_nd, cat_novelty, cat_s
 @njit(cache=True)
 def _near_known_fraction(cat_num, cat_nd, s, x):
     """True when x has a fractional part and lies within NEAR_SHARE of a known value of slot s: a
-    measurement that moved a little (a disk 41.3% used after 41.2%), not a new kind of value."""
+    measurement that moved a little (a disk 41.3% used after 41.2%), not a new kind of value, neither
+    at first sight nor when it comes back (it is learned with no novelty)."""
     if math.isnan(x) or x == math.floor(x):
         return False
     for q in range(cat_nd[s]):
@@ -376,7 +377,9 @@ def learn_params(param_ptr, param_slot, param_num, param_hash, weights, num_stat
                     cat_count[s, k] += w
                 elif cat_nd[s] < max_cat:
                     total = _slot_total(cat_count, cat_nd, s)
-                    novelty = surprisal_score(_new_value_log10p(cat_count, cat_nd, s)) if total >= min_obs else 0.0
+                    novelty = 0.0
+                    if total >= min_obs and not _near_known_fraction(cat_num, cat_nd, s, x):
+                        novelty = surprisal_score(_new_value_log10p(cat_count, cat_nd, s))
                     cat_novelty[s, cat_nd[s]] = novelty
                     cat_seen_at[s, cat_nd[s]] = total
                     cat_num[s, cat_nd[s]] = x

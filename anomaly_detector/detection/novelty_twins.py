@@ -120,9 +120,7 @@ def _value_score(slot, s, h, x, extra, young, min_obs, after_itself):
                 return 0.0
             earlier = order[:order.index(h)]
             state = [slot.novelty[h], slot.seen_at[h], slot.values[h]]
-        elif (not math.isnan(x) and x != math.floor(x)
-              and any(not math.isnan(v) and abs(v - x) <= K.NEAR_SHARE * max(abs(v), abs(x))
-                      for v in slot.nums.values())):
+        elif _near_known_fraction(slot, x):
             return 0.0
         elif learned >= min_obs:
             earlier = order
@@ -140,6 +138,11 @@ def _value_score(slot, s, h, x, extra, young, min_obs, after_itself):
         score = young_score(state[0], state[2], total - state[1], state[1], succession=after_itself)
     state[2] += 1.0
     return score
+
+
+def _near_known_fraction(slot, x):
+    return (not math.isnan(x) and x != math.floor(x)
+            and any(not math.isnan(v) and abs(v - x) <= K.NEAR_SHARE * max(abs(v), abs(x)) for v in slot.nums.values()))
 
 
 def _new_value_surprise(slot):
@@ -162,7 +165,7 @@ def learn_lines(lines, weights, slots, min_obs, drift_alpha, base_alpha, max_val
                     slot.values[h] += w
                 elif len(slot.values) < max_values:
                     known = slot.values and sum(slot.values.values()) >= min_obs
-                    slot.novelty[h] = _new_value_surprise(slot) if known else 0.0
+                    slot.novelty[h] = _new_value_surprise(slot) if known and not _near_known_fraction(slot, x) else 0.0
                     slot.seen_at[h] = sum(slot.values.values())
                     slot.nums[h] = x
                     slot.values[h] = w

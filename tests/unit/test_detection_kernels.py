@@ -167,3 +167,11 @@ def test_a_measurement_that_moved_a_little_is_no_new_value():
     assert [round(float(g), 3) for g in got[0]] == [round(w[0], 3) for w in want]
     assert got[0][0] == 0.0 and got[0][1] > 0 and got[0][2] > 0
     assert got[2][1] == K.KIND_NEW_VALUE and got[2][2] == K.KIND_NEW_VALUE
+    # Learned once, 41.6 comes back as a known young value: still no news (learned without novelty).
+    one = np.array([0, 1], np.int64)
+    K.learn_params(one, probe_slots[:1], probe[:1], probe_hashes[:1], np.ones(1, np.float32), *order, min_obs, alpha,
+                   base, True)
+    T.learn_lines([[(0, 41.6, 416)]], [1.0], twins, min_obs, alpha, base, max_values, True)
+    again = K.score_params(one, probe_slots[:1], probe[:1], probe_hashes[:1], *order, min_obs, alpha, 0.2, True)
+    assert again[0][0] == 0.0
+    assert T.score_lines([[(0, 41.6, 416)]], twins, min_obs, alpha, 0.2, True)[0][0] == 0.0
