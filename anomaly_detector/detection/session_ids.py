@@ -6,9 +6,11 @@ ids, UUIDs). Logs name their units of work in many other ways: `job 4711 receive
 takes comes back, within a session timeout, as a parameter of other templates (`job 4711 rendered`,
 `job 4711 uploaded`), and seldom twice in its own. A duration, a size or a user id does not: what
 it shares with other lines it shares as often with its own. Clocks and addresses are shared by
-lines written in the same millisecond or for one peer: their shape rules them out. SessionIdLearner watches the parameters of the templates the
-patterns found no id in and names such positions; SessionIdLocator then reads those templates'
-session keys from that parameter (sequence_kernels.keys_at_params).
+lines written in the same millisecond or for one peer: their shape rules them out.
+SessionIdLearner watches the parameters of the templates the patterns found no id in and names such
+positions; SessionIdLocator then reads those templates' session keys from that parameter
+(sequence_kernels.keys_at_params). Memory: the remembered values (MAX_RECENT) and a few counts per
+(template, position) looked at, bounded by the templates the miner keeps.
 """
 import re
 
