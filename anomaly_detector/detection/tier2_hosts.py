@@ -80,11 +80,8 @@ class HostCounts:
     def add(self, rows, weights):
         """Count lines (rows: one per line, -1 skipped) into the open bucket."""
         ok = rows >= 0
-        if not ok.any():
-            return
-        b = self.base
-        b.open_raw += np.bincount(rows[ok], minlength=b.size)[: b.size]
-        b.open_learn += np.bincount(rows[ok], weights=weights[ok].astype(np.float64), minlength=b.size)[: b.size]
+        if ok.any():
+            self.base.count(rows[ok], weights[ok])
 
     def silences(self, steady, source_obs, disp, min_score):
         """Rows silent over a drop window at min_score or more -> [(row, window index, score)].

@@ -110,6 +110,12 @@ class KeyBaseline:
             grown[: arr.shape[0]] = arr
             setattr(self, name, grown)
 
+    def count(self, keys, weights):
+        """Count lines (their keys, their learning weights) into the open bucket."""
+        self.open_raw += np.bincount(keys, minlength=self.size)[: self.size]
+        self.open_learn += np.bincount(keys, weights=weights.astype(np.float64, copy=False),
+                                       minlength=self.size)[: self.size]
+
     def state(self):
         return {k: v.tolist() for k, v in vars(self).items()}
 
@@ -455,9 +461,8 @@ class VolumeTier(Tier):
 
     def _add(self, batch, idx, weights):
         w = weights[idx].astype(np.float64)
-        for keys, base in ((batch.template_id[idx], self.templates), (batch.source_id[idx], self.sources)):
-            base.open_raw += np.bincount(keys, minlength=base.size)[: base.size]
-            base.open_learn += np.bincount(keys, weights=w, minlength=base.size)[: base.size]
+        self.templates.count(batch.template_id[idx], w)   # one conversion for both
+        self.sources.count(batch.source_id[idx], w)
 
     def _add_values(self, batch, buckets, bucket, weights, ctx):
         """Count the lines of `bucket` into the value keys and totals their parameters have."""
@@ -465,10 +470,7 @@ class VolumeTier(Tier):
         for rows, lines, sorted_buckets in self._value_parts(batch, buckets, ctx):
             lo, hi = np.searchsorted(sorted_buckets, bucket), np.searchsorted(sorted_buckets, bucket, side="right")
             if hi > lo:
-                rows, lines = rows[lo:hi], lines[lo:hi]
-                base.open_raw += np.bincount(rows, minlength=base.size)[: base.size]
-                base.open_learn += np.bincount(rows, weights=weights[lines].astype(np.float64),
-                                               minlength=base.size)[: base.size]
+                base.count(rows[lo:hi], weights[lines[lo:hi]])
 
     def _value_parts(self, batch, buckets, ctx):
         """The batch's value and total parameters (rows, lines, buckets) in bucket order, once per batch:

@@ -147,11 +147,10 @@ class SessionIdLocator:
                 if self.mode[t] == MODE_NONE:   # pre holds the family: no bytes are cut from a parameter
                     self.mode[t], self.tok[t], self.pre[t] = MODE_PARAM, position, family
                     self.learned += 1
-        tids = batch.template_id
-        learned = np.flatnonzero(self.mode == MODE_PARAM)
-        if not learned.size or batch.param_start is None:
+        if batch.param_start is None:
             return
-        rows = np.flatnonzero(np.isin(tids, learned)).astype(np.int64)
+        tids = batch.template_id
+        rows = np.flatnonzero((tids >= 0) & (self.mode[np.maximum(tids, 0)] == MODE_PARAM)).astype(np.int64)
         if rows.size:
             at = tids[rows]
             sk.keys_at_params(batch.buf, batch.param_ptr, batch.param_pos, batch.param_start, batch.param_end,

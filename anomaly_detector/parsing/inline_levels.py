@@ -32,6 +32,7 @@ from anomaly_detector.parsing.batch import (
     LEVEL_UNKNOWN,
     LEVEL_WARNING,
 )
+from anomaly_detector.parsing.header_kernels import lookup_level
 
 INLINE_LEVEL_MODES = ("auto", "off")
 MAX_WORDS = 6             # nginx and logback put the level after a date and a time (+ a thread)
@@ -70,7 +71,6 @@ _KEYS = np.zeros((len(LEVEL_KEYS), 9), np.uint8)
 for _k, _key in enumerate(LEVEL_KEYS):
     _KEYS[_k, :len(_key) + 1] = np.frombuffer(_key.encode() + b"=", np.uint8)
 _KEY_LENGTHS = np.array([len(k) + 1 for k in LEVEL_KEYS], np.int64)
-_LOG = 3   # index of LOG in LEVEL_WORDS: read only with its colon
 
 
 @njit(cache=True, inline="always")
@@ -89,23 +89,9 @@ def _is_lower(c):
 
 
 @njit(cache=True)
-def _lookup(buf, a, b, fold, names, lengths, codes):
-    """(index, code) of buf[a:b] among names (folded to upper case when fold), or (-1, 0)."""
-    n = b - a
-    for k in range(names.shape[0]):
-        if lengths[k] != n:
-            continue
-        same = True
-        for j in range(n):
-            c = buf[a + j]
-            if fold:
-                c = _upper(c)
-            if c != names[k, j]:
-                same = False
-                break
-        if same:
-            return k, codes[k]
-    return -1, 0
+def _is_log(buf, a, b):
+    """buf[a:b] is LOG, postgres's informational level (any case): a level only with its colon."""
+    return b - a == 3 and _upper(buf[a]) == 76 and _upper(buf[a + 1]) == 79 and _upper(buf[a + 2]) == 71
 
 
 @njit(cache=True)
@@ -129,8 +115,7 @@ def _bracketed(buf, ws, we):
         a -= 1
     if _letters_end(buf, a, end - 1) != end - 1:
         return 0
-    k, code = _lookup(buf, a, end - 1, True, _MARKED_NAMES, _MARKED_LENGTHS, _MARKED_CODES)
-    return code
+    return lookup_level(buf, a, end - 1, _MARKED_NAMES, _MARKED_LENGTHS, _MARKED_CODES)
 
 
 @njit(cache=True)
@@ -155,8 +140,7 @@ def _key_value(buf, ws, we):
                 b -= 1
         if _letters_end(buf, a, b) != b:
             return 0
-        idx, code = _lookup(buf, a, b, True, _MARKED_NAMES, _MARKED_LENGTHS, _MARKED_CODES)
-        return code
+        return lookup_level(buf, a, b, _MARKED_NAMES, _MARKED_LENGTHS, _MARKED_CODES)
     return 0
 
 
@@ -168,7 +152,7 @@ def _word_level(buf, ws, we, after_tag, after_php):
         return _bracketed(buf, ws, we)
     le = _letters_end(buf, ws, we)
     if after_php and le > ws and _is_upper(c):
-        k, code = _lookup(buf, ws, le, True, _PHP_NAMES, _PHP_LENGTHS, _PHP_CODES)
+        code = lookup_level(buf, ws, le, _PHP_NAMES, _PHP_LENGTHS, _PHP_CODES)
         if code > 0:
             return code
     if _is_upper(c):
@@ -177,10 +161,9 @@ def _word_level(buf, ws, we, after_tag, after_php):
                 return 0
         if le < we and buf[le] != 58:      # ERRORS, ERROR_CODE, INFO-1: not a level word
             return 0
-        k, code = _lookup(buf, ws, le, False, _NAMES, _LENGTHS, _CODES)
-        if k == _LOG and le == we:
+        if le == we and _is_log(buf, ws, le):
             return 0
-        return code
+        return lookup_level(buf, ws, le, _NAMES, _LENGTHS, _CODES)
     if _is_lower(c):
         if le < we and buf[le] == 61:      # key=value
             return _key_value(buf, ws, we)
@@ -190,8 +173,7 @@ def _word_level(buf, ws, we, after_tag, after_php):
             for j in range(ws, le):
                 if not _is_lower(buf[j]):
                     return 0
-            k, code = _lookup(buf, ws, le, True, _NAMES, _LENGTHS, _CODES)
-            return 0 if k == _LOG else code
+            return 0 if _is_log(buf, ws, le) else lookup_level(buf, ws, le, _NAMES, _LENGTHS, _CODES)
         if le == we:
             return -1
     return 0
