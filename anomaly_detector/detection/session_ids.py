@@ -44,6 +44,7 @@ class SessionIdLearner:
         self.done = set()    # position keys decided, either way
         self.family = {}     # position key named an id -> its family: the template id that began it
         self._done_array = np.zeros(0, np.int64)
+        self._named_array = np.zeros(0, np.int64)   # the keys of `family`
 
     def observe(self, batch, ts, candidate):
         """Look at the parameters of lines whose template is a candidate (bool per template id);
@@ -55,9 +56,11 @@ class SessionIdLearner:
         entries = self._entries(batch, ts, candidate)
         if entries is None:
             return []
-        at, h, key, when = entries
+        at, h, key, when, named = entries
         linked, partner, repeat = self._meet(h, key, when)
-        self._count(key, linked, partner, repeat)
+        judged = ~named
+        key, at = key[judged], at[judged]
+        self._count(key, linked[judged], partner[judged], repeat[judged])
         return self._decide(np.unique(key), lambda k: self._values(batch, at[key == k][:SAMPLES]))
 
     @staticmethod
@@ -71,13 +74,19 @@ class SessionIdLearner:
         line = np.repeat(np.arange(batch.n, dtype=np.int64), np.diff(ptr))
         tids = batch.template_id[line]
         known = (tids >= 0) & (tids < candidate.size)
-        ok = known & (batch.param_pos < MAX_POSITION) & np.isfinite(ts[line])
-        ok[known] &= candidate[tids[known]]
-        sel = np.flatnonzero(ok)
+        sel = np.flatnonzero(known & (batch.param_pos < MAX_POSITION) & np.isfinite(ts[line]))
         key = tids[sel].astype(np.int64) * MAX_POSITION + batch.param_pos[sel]
+        judged = candidate[tids[sel]]
         if self._done_array.size:
-            fresh = ~np.isin(key, self._done_array)
-            sel, key = sel[fresh], key[fresh]
+            judged &= ~np.isin(key, self._done_array)
+        if not judged.any():   # nothing left to decide here: remembering the named ids would be for nothing
+            return None
+        # The positions already named stay remembered (not judged again) while others are judged: a
+        # step that shows up later (a retry, an error path, a step a deploy added) meets their values
+        # and joins their family, also after a restart (adopt).
+        named = np.isin(key, self._named_array) if self._named_array.size else np.zeros(key.size, np.bool_)
+        keep = judged | named
+        sel, key, named = sel[keep], key[keep], named[keep]
         if sel.size > PER_POSITION:
             # The first values of each position in the batch (lines are in time order): a busy
             # position still meets its partner's values of the same moments, and is decided within
@@ -85,10 +94,8 @@ class SessionIdLearner:
             order = np.argsort(key, kind="stable")
             ranks = np.arange(order.size) - np.searchsorted(key[order], key[order])
             kept = np.sort(order[ranks < PER_POSITION])
-            sel, key = sel[kept], key[kept]
-        if not sel.size:
-            return None
-        return sel, batch.param_hash[sel], key, ts[line[sel]]
+            sel, key, named = sel[kept], key[kept], named[kept]
+        return sel, batch.param_hash[sel], key, ts[line[sel]], named
 
     def _meet(self, h, key, when):
         """Per new value: met earlier at another position (and which), met earlier at its own."""
@@ -162,7 +169,17 @@ class SessionIdLearner:
                 self._conclude(k)
         return found
 
+    def adopt(self, named):
+        """Take back positions named ids before a restart ([(template, position, family)], from the
+        locator's saved state): a template learned after it that shares their values joins their
+        family instead of starting one of its own."""
+        for t, position, family in named:
+            k = int(t) * MAX_POSITION + int(position)
+            self.family[k] = int(family)
+            self._conclude(k)
+
     def _conclude(self, k):
         self.done.add(k)
         self.partners.pop(k, None)
         self._done_array = np.fromiter(self.done, np.int64, len(self.done))
+        self._named_array = np.fromiter(self.family, np.int64, len(self.family))

@@ -227,6 +227,9 @@ class SessionIdLocator:
             if name in state:
                 setattr(self, name, np.asarray(state[name], getattr(self, name).dtype))
         self.ensure(self.mode.size)
+        if self.learner is not None:   # the learned ids and their families (pre) are the learner's too
+            learned = np.flatnonzero(self.mode == MODE_PARAM)
+            self.learner.adopt(zip(learned.tolist(), self.tok[learned].tolist(), self.pre[learned].tolist()))
 
 
 class SessionStore:

@@ -14,7 +14,10 @@ What counts as a level word (among the first MAX_WORDS words, before MAX_SCAN_BY
   syslog's `alert` and `emerg` count too (nginx, Apache);
 - lower-case with `:` as the message's first word or right after a word ending in `:` (`sshd[7]: error:`);
 - the value of a `level=`, `lvl=` or `severity=` key (quotes allowed), any case, `alert`/`emerg` too;
-- the word after `PHP` (`PHP Warning:`, `PHP Fatal error:`, `PHP Parse error:`).
+- the word after `PHP` (`PHP Warning:`, `PHP Fatal error:`, `PHP Parse error:`);
+- Redis's one-character marker (`.` debug, `-` verbose, `*` notice, `#` warning) after its date, when
+  the message starts as Redis's do (or goes on so after a `tag:`): `pid:role`
+  (`1:M 06 Dec 2026 10:00:00.000 # ...`) or `[pid]`.
 Prose is not read: the scan stops at an all-lower-case word without `:` (the first word may be a host
 when a `program:` tag follows it); `connection error`, `0 errors` and `Error` in a sentence never
 match (wrong case, no colon).
@@ -51,6 +54,11 @@ MARKED_WORDS = dict(LEVEL_WORDS, ALERT=LEVEL_CRITICAL, EMERG=LEVEL_CRITICAL)
 # After `PHP` (its error log): `PHP Parse error:` stops the script like an error; deprecations are notices.
 PHP_WORDS = dict(LEVEL_WORDS, PARSE=LEVEL_ERROR, DEPRECATED=LEVEL_NOTICE)
 LEVEL_KEYS = ("level", "lvl", "severity")
+# Redis marks its level with one character after the time; `#` (its highest, LL_WARNING) is also
+# what it writes for failures ("Background saving error", "MISCONF"); `-` is its verbose level.
+REDIS_MARKS = {".": LEVEL_DEBUG, "-": LEVEL_INFO, "*": LEVEL_NOTICE, "#": LEVEL_WARNING}
+REDIS_ROLES = "MCSX"       # master, child (an RDB/AOF fork), replica, sentinel
+REDIS_MARK_WORD = 5        # words from the head to the marker: `1:M 06 Dec 2026 10:00:00.000 #`
 
 
 def _table(words):
@@ -71,6 +79,11 @@ _KEYS = np.zeros((len(LEVEL_KEYS), 9), np.uint8)
 for _k, _key in enumerate(LEVEL_KEYS):
     _KEYS[_k, :len(_key) + 1] = np.frombuffer(_key.encode() + b"=", np.uint8)
 _KEY_LENGTHS = np.array([len(k) + 1 for k in LEVEL_KEYS], np.int64)
+_REDIS_LEVEL = np.zeros(256, np.int8)     # by byte: the level a Redis marker states, 0 for none
+for _mark, _code in REDIS_MARKS.items():
+    _REDIS_LEVEL[ord(_mark)] = _code
+_REDIS_ROLE = np.zeros(256, np.uint8)
+_REDIS_ROLE[np.frombuffer(REDIS_ROLES.encode(), np.uint8)] = 1
 
 
 @njit(cache=True, inline="always")
@@ -180,13 +193,36 @@ def _word_level(buf, ws, we, after_tag, after_php):
 
 
 @njit(cache=True)
+def _digits_end(buf, a, b):
+    while a < b and 48 <= buf[a] <= 57:
+        a += 1
+    return a
+
+
+@njit(cache=True)
+def _is_redis_head(buf, ws, we):
+    """buf[ws:we] is how Redis starts a line: `1234:M` (pid:role, Redis 3+) or `[1234]` (older)."""
+    if buf[ws] == 91:
+        d = _digits_end(buf, ws + 1, we)
+        return d > ws + 1 and d == we - 1 and buf[d] == 93
+    d = _digits_end(buf, ws, we)
+    if d == ws or d != we - 2 or buf[d] != 58:
+        return False
+    return _REDIS_ROLE[buf[d + 1]] == 1
+
+
+@njit(cache=True)
 def _line_level(buf, s, e):
     limit = min(e, s + MAX_SCAN_BYTES)
     pos = s
     after_tag = True
     after_php = False
     host_first = False
-    for word in range(MAX_WORDS):
+    redis = False
+    words = MAX_WORDS
+    word = -1
+    while word < words - 1:
+        word += 1
         while pos < limit and (buf[pos] == 32 or buf[pos] == 9):
             pos += 1
         if pos >= limit:
@@ -196,6 +232,11 @@ def _line_level(buf, s, e):
             pos += 1
         if host_first and buf[pos - 1] != 58:
             return 0
+        if redis and pos - ws == 1:
+            return _REDIS_LEVEL[buf[ws]]
+        if after_tag and not redis and _is_redis_head(buf, ws, pos):   # first, or after `redis-server[812]:`
+            redis = True
+            words = max(words, word + REDIS_MARK_WORD + 1)
         lv = _word_level(buf, ws, pos, after_tag, after_php)
         if lv > 0:
             return lv

@@ -13,6 +13,9 @@ from anomaly_detector.parsing.inline_levels import (
     MAX_SCAN_BYTES,
     MAX_WORDS,
     PHP_WORDS,
+    REDIS_MARK_WORD,
+    REDIS_MARKS,
+    REDIS_ROLES,
 )
 
 _BRACKETED = re.compile(rb"\[(?:[^\[\]]*:)?([A-Za-z]+)\]:?")
@@ -21,6 +24,7 @@ _KEY = re.compile(rb"(?:%s)=([\"']?)([A-Za-z]+)\1?" % b"|".join(k.encode() for k
 _LOWER_COLON = re.compile(rb"([a-z]+):")
 _PROSE = re.compile(rb"[a-z][A-Za-z]*")
 _PHP_WORD = re.compile(rb"([A-Z][A-Za-z]*).*", re.S)
+_REDIS_HEAD = re.compile(rb"[0-9]+:[%s]|\[[0-9]+\]" % REDIS_ROLES.encode())
 
 
 def _word_level_py(word, after_tag, after_php):
@@ -58,10 +62,16 @@ def _word_level_py(word, after_tag, after_php):
 def line_level_py(data):
     """The level one message (bytes) states, as line_levels reads it."""
     head = data[:MAX_SCAN_BYTES]
-    after_tag, after_php, host_first = True, False, False
-    for k, word in enumerate(re.findall(rb"[^ \t]+", head)[:MAX_WORDS]):
+    after_tag, after_php, host_first, redis, words = True, False, False, False, MAX_WORDS
+    for k, word in enumerate(re.findall(rb"[^ \t]+", head)):
+        if k >= words:
+            break
         if host_first and not word.endswith(b":"):
             return 0
+        if redis and len(word) == 1:
+            return REDIS_MARKS.get(word.decode("latin-1"), 0)
+        if after_tag and not redis and _REDIS_HEAD.fullmatch(word):
+            redis, words = True, max(words, k + REDIS_MARK_WORD + 1)
         lv = _word_level_py(word, after_tag, after_php)
         if lv > 0:
             return lv

@@ -47,6 +47,12 @@ CONVENTIONS = [
     ("DEBUG starting worker 3", LEVEL_DEBUG),
     ("web-1 nginx: 2026/03/05 00:00:02 [crit] 1#1: *3 SSL_do_handshake() failed", LEVEL_CRITICAL),
     ("db-1 postgres[4123]: [7-1] ERROR:  deadlock detected", LEVEL_ERROR),      # a prefix not cut yet
+    ("1:M 06 Dec 2026 10:00:00.123 # Background saving error", LEVEL_WARNING),    # redis 3+
+    ("4017:C 06 Dec 2026 10:00:00.123 * DB saved on disk", LEVEL_NOTICE),
+    ("12:S 06 Dec 2026 10:00:00.123 - Accepted 10.0.0.5:6379", LEVEL_INFO),
+    ("7:X 06 Dec 2026 10:00:00.123 . Client closed connection", LEVEL_DEBUG),
+    ("[4018] 14 Nov 07:01:22.119 * Background saving terminated with success", LEVEL_NOTICE),  # redis 2
+    ("cache-1 redis-server[812]: 812:M 05 Mar 2026 00:00:03.000 # Background saving error", LEVEL_WARNING),
 ]
 PROSE = [
     "connection error while reading",
@@ -68,6 +74,10 @@ PROSE = [
     "-ERR wrong number of arguments",
     "I/O error on device sda",
     "GET /info HTTP/1.1 200",
+    "10.0.0.1 - - [05/Mar/2026:00:00:02 +0000] \"GET / HTTP/1.1\" 200",      # `-` after no redis head
+    "1:Q 06 Dec 2026 10:00:00.123 # not a redis role",
+    "1:M 06 Dec 2026 10:00:00.123 ## two marks",
+    "[12a] 14 Nov 07:01:22.119 * not a pid",
 ]
 
 
@@ -93,7 +103,9 @@ def _mutations(rng, texts, count):
     """Lines built from pieces of real conventions and prose, cut, re-cased and shuffled."""
     words = [w for t in texts for w in t.split()] + ["[error]]", "[a[error]", "[x]:warn]", "[:error]", "[]",
                                                      "level=\"warn'", "lvl=warn\"", "level=", "level=\"\"",
-                                                     "PHP", "\t", "ERROR:", "error:", "Error:", "é", "ÉRROR"]
+                                                     "PHP", "\t", "ERROR:", "error:", "Error:", "é", "ÉRROR",
+                                                     "1:M", "[7]", "#", "*", "-", ".", "1:", ":M", "[]7]",
+                                                     "redis-server[8]:", "06", "Dec", "10:00:00.000"]
     out = []
     for _ in range(count):
         picked = [rng.choice(words) for _ in range(rng.randint(0, 9))]
@@ -177,3 +189,18 @@ def test_header_levels_win():
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="inline_levels must be one of auto, off"):
         RecordParser(inline_levels="on")
+
+
+def test_redis_marks_are_read_after_a_syslog_prefix_is_cut():
+    """Redis's `#` (warning, also its failures) and `*` (notice) after a syslog prefix, in both parse paths."""
+    lines = ["Mar  5 00:00:02 cache-1 redis-server[812]: 812:M 05 Mar 2026 00:00:02.000 * 10 changes in 300 "
+             "seconds. Saving...",
+             "Mar  5 00:00:03 cache-1 redis-server[812]: 812:M 05 Mar 2026 00:00:03.000 # Background saving error",
+             "Mar  5 00:00:04 cache-1 redis-server[812]: 4100:C 05 Mar 2026 00:00:04.000 * DB saved on disk"] * 10
+    buf = ("\n".join(lines) + "\n").encode()
+    columns = parse_columns(RecordParser(format="auto", source_prefix="auto", reference_time=1772700000.0), buf)
+    records = RecordParser(format="auto", source_prefix="auto", reference_time=1772700000.0).parse_many(
+        line.encode() for line in lines)
+    assert columns.content(1).startswith("812:M 05 Mar")      # the prefix was cut
+    assert columns.level.tolist() == [LEVEL_NOTICE, LEVEL_WARNING, LEVEL_NOTICE] * 10
+    assert [r.level for r in records] == columns.level.tolist()

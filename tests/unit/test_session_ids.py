@@ -18,13 +18,14 @@ def _iso(t):
     return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
 
 
-def job_log(path, jobs=3000, broken=(), seed=0):
+def job_log(path, jobs=3000, broken=(), seed=0, first=0, archived_from=None):
     """A worker's log: each job `received`, `rendered`, `uploaded`, `done` (ids in no pattern), other
-    lines sharing clocks, addresses and user ids; jobs in `broken` never log `uploaded`."""
+    lines sharing clocks, addresses and user ids; jobs in `broken` never log `uploaded`; jobs from
+    `archived_from` on also log `archived` (a step a deploy added). Jobs first..jobs-1."""
     rng = np.random.default_rng(seed)
     lines = []
-    t = T0
-    for k in range(jobs):
+    t = T0 + 20.0 * first
+    for k in range(first, jobs):
         t += float(rng.exponential(20.0))
         job = 40000 + 7 * k + int(rng.integers(0, 7))
         kind = ("invoice", "slip", "label")[int(rng.integers(0, 3))]
@@ -34,6 +35,8 @@ def job_log(path, jobs=3000, broken=(), seed=0):
                  (rng.uniform(0.1, 1), f"job {job} done in {rng.uniform(0.5, 5):.1f} s")]
         if k in broken:
             del steps[2]
+        if archived_from is not None and k >= archived_from:
+            steps.append((rng.uniform(0.1, 1), f"job {job} archived to cold storage"))
         at = t
         for gap, text in steps:
             at += gap
@@ -52,17 +55,24 @@ def job_log(path, jobs=3000, broken=(), seed=0):
     return path
 
 
-def replay(path, learn=True):
+def replay(path, learn=True, state=None):
+    """Replay path; with state (a directory), first restore the state saved there, and save it after."""
     cfg = default_config()
     cfg["detection"]["tier4"]["learn_session_ids"] = learn
     pipeline = Pipeline(cfg)
+    if state is not None:
+        pipeline.load(str(state))
     records = [json.loads(line) for chunk in pipeline.process_file(str(path)) for line in chunk.splitlines()]
-    return pipeline, records, pipeline.finish()
+    incidents = pipeline.finish()
+    if state is not None:
+        pipeline.save(str(state))
+    return pipeline, records, incidents
 
 
-def learned(pipeline):
+def learned(pipeline, what="tok"):
+    """{template text: the learned id's parameter position (what="tok") or its family (what="pre")}."""
     loc = pipeline.engine.tiers["t4"].locator
-    return {pipeline.miner.template(int(t)): int(loc.tok[t]) for t in np.flatnonzero(loc.mode == MODE_PARAM)}
+    return {pipeline.miner.template(int(t)): int(getattr(loc, what)[t]) for t in np.flatnonzero(loc.mode == MODE_PARAM)}
 
 
 def test_a_job_number_shared_by_the_steps_is_learned_as_their_session_id(tmp_path):
@@ -86,3 +96,20 @@ def test_jobs_that_skip_a_step_are_reported_only_with_learned_ids(tmp_path, lear
     reasons = " ".join(str(i.get("reason")) for i in incidents)
     # "'done' never follows 'rendered'" or "never finished": either way the job workflow is named
     assert ("workflow 'worker: job" in reasons) == learn, reasons[:2000]
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_a_step_that_comes_later_joins_the_learned_family(tmp_path, restart):
+    """Jobs gain an `archived` step after 1500 jobs (a deploy), when the other steps' ids are long
+    learned: its job number joins their family, in one run or after a restart from saved state."""
+    if restart:
+        replay(job_log(tmp_path / "a.log", jobs=1500), state=tmp_path)
+        pipeline, _, _ = replay(job_log(tmp_path / "b.log", first=1500, jobs=3000, archived_from=1500),
+                                state=tmp_path)
+    else:
+        pipeline, _, _ = replay(job_log(tmp_path / "jobs.log", jobs=3000, archived_from=1500))
+    families = learned(pipeline, "pre")
+    archived = [f for t, f in families.items() if "archived" in t]
+    received = {f for t, f in families.items() if "received" in t}
+    assert len(archived) == 1 and len(received) == 1, families
+    assert archived[0] in received, families
