@@ -99,6 +99,11 @@ def _epoch_number(digits, frac):
     return float(ts)
 
 
+# A year-less month this far past the last one is a late line of last year, not a jump ahead: lines
+# come late by minutes or hours around new year (several hosts forwarding), and a log quiet for
+# months is written in order, so only Nov/Dec after Jan (Dec after Feb) is read as late.
+LATE_MONTHS = 10
+
 class TimestampParser:
     """Stateful parser: remembers the detected format, day epochs and the inferred year.
 
@@ -107,8 +112,10 @@ class TimestampParser:
     time (`reference_time`, epoch seconds: replay gives the file's modification time, a live input
     the arrival time, None means now), or the year before when the stamp's month and day come more
     than a day after the reference (a file written last December, read in January). From there a
-    month that falls back by 6 or more (Dec -> Jan) means the year rolled over; a smaller step back
-    (Jul after Aug: lines out of order) does not. Zone-less stamps are read in `timezone` (IANA name).
+    month that falls back by 6 or more (Dec -> Jan) means the year rolled over; one that jumps ahead
+    by LATE_MONTHS or more (Dec after Jan: a line forwarded late around new year) is last year's, and
+    the next Jan rolls over again; a smaller step back (Jul after Aug: lines out of order) or ahead
+    (a quiet log's next line months later) keeps the year. Zone-less stamps are read in `timezone` (IANA name).
 
     `garbage` counts stamps in a known shape with impossible values (see the module docstring).
     """
@@ -469,6 +476,8 @@ class TimestampParser:
             self._year = self._first_year(month, day)
         elif self._last_month is not None and self._last_month - month >= 6:
             self._year += 1  # Dec -> Jan: the year rolled over
+        elif self._last_month is not None and month - self._last_month >= LATE_MONTHS:
+            self._year -= 1  # Jan -> Dec: a late line of last year (hosts forwarding out of order)
         return self._year
 
     def _first_year(self, month, day):
@@ -848,6 +857,8 @@ def infer_years(good, garbage, month, day, sod, fnum, fdig, start, year0, last0,
         y = year
         if last >= 0 and last - m >= 6:  # Dec -> Jan: the year rolled over
             y = year + 1
+        elif last >= 0 and m - last >= LATE_MONTHS:  # Jan -> Dec: a late line of last year
+            y = year - 1
         if y < 1 or y > 9999 or day[i] > _days_in_month(y, m):
             break
         value = float(_days_from_civil(y, m, day[i]) * 86400 + sod[i])
