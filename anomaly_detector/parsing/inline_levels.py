@@ -36,6 +36,7 @@ from anomaly_detector.parsing.batch import (
     LEVEL_WARNING,
 )
 from anomaly_detector.parsing.header_kernels import lookup_level
+from anomaly_detector.parsing.json_kernels import digits_end
 
 INLINE_LEVEL_MODES = ("auto", "off")
 MAX_WORDS = 6             # nginx and logback put the level after a date and a time (+ a thread)
@@ -193,19 +194,12 @@ def _word_level(buf, ws, we, after_tag, after_php):
 
 
 @njit(cache=True)
-def _digits_end(buf, a, b):
-    while a < b and 48 <= buf[a] <= 57:
-        a += 1
-    return a
-
-
-@njit(cache=True)
 def _is_redis_head(buf, ws, we):
     """buf[ws:we] is how Redis starts a line: `1234:M` (pid:role, Redis 3+) or `[1234]` (older)."""
     if buf[ws] == 91:
-        d = _digits_end(buf, ws + 1, we)
+        d = digits_end(buf, ws + 1, we)
         return d > ws + 1 and d == we - 1 and buf[d] == 93
-    d = _digits_end(buf, ws, we)
+    d = digits_end(buf, ws, we)
     if d == ws or d != we - 2 or buf[d] != 58:
         return False
     return _REDIS_ROLE[buf[d + 1]] == 1

@@ -100,7 +100,7 @@ def _string_end(buf, p, e):
 
 
 @njit(cache=True)
-def _digits_end(buf, p, e):
+def digits_end(buf, p, e):
     while p < e and 48 <= buf[p] <= 57:
         p += 1
     return p
@@ -118,7 +118,7 @@ def _number(buf, p, e, pow10):
         return q + 8, V_NONFINITE, 0.0
     if q >= e or buf[q] < 48 or buf[q] > 57:
         return -1, V_ABSENT, 0.0
-    int_end = q + 1 if buf[q] == 48 else _digits_end(buf, q, e)
+    int_end = q + 1 if buf[q] == 48 else digits_end(buf, q, e)
     mant = 0
     big = False
     for k in range(q, int_end):
@@ -127,7 +127,7 @@ def _number(buf, p, e, pow10):
     q = int_end
     frac_digits = 0
     if q < e and buf[q] == 46:
-        f_end = _digits_end(buf, q + 1, e)
+        f_end = digits_end(buf, q + 1, e)
         if f_end == q + 1:
             return -1, V_ABSENT, 0.0
         for k in range(q + 1, f_end):
@@ -143,7 +143,7 @@ def _number(buf, p, e, pow10):
         neg_exp = x < e and buf[x] == 45
         if x < e and (buf[x] == 45 or buf[x] == 43):
             x += 1
-        x_end = _digits_end(buf, x, e)
+        x_end = digits_end(buf, x, e)
         if x_end == x:
             return -1, V_ABSENT, 0.0
         if x_end - x > 4:
@@ -325,7 +325,7 @@ def _put_number(buf, a, b, out, o, dig):
     """
     neg = buf[a] == 45
     d0 = a + 1 if neg else a
-    d1 = _digits_end(buf, d0, b)
+    d1 = digits_end(buf, d0, b)
     if d1 == b:  # an integer literal (json gives -0 as 0)
         if neg and not (d1 - d0 == 1 and buf[d0] == 48):
             out[o] = 45
@@ -335,7 +335,7 @@ def _put_number(buf, a, b, out, o, dig):
     f0 = f1 = d1
     if buf[d1] == 46:
         f0 = d1 + 1
-        f1 = _digits_end(buf, f0, b)
+        f1 = digits_end(buf, f0, b)
     exp = 0
     p = f1
     if p < b:  # e or E, a sign, digits
