@@ -81,6 +81,7 @@ class Pipeline:
         # Anomalous lines by the tier that scored them highest (TIER_NAMES order), for the metrics.
         self.anomalies_by_tier = np.zeros(len(TIER_NAMES), np.int64)
         self.incidents = []     # closed incident records not yet taken
+        self._escaped = {}      # tid -> (template text, its JSON literal): see _template_table
 
     def parser_for(self, file_name, reference_time=None):
         """reference_time: when the file was last written (year-less stamps take their year from it)."""
@@ -170,12 +171,23 @@ class Pipeline:
         starts = np.zeros(self.n_templates, np.int64)
         ends = np.zeros(self.n_templates, np.int64)
         parts, size = [], 0
+        if len(self._escaped) > 2 * self.miner.max_templates:    # ids of evicted templates pile up
+            self._escaped.clear()
         for tid in np.unique(template_id).tolist():
-            text = escaped(self.template_text(tid))
+            text = self._escaped_text(tid)
             starts[tid], ends[tid] = size, size + len(text)
             parts.append(text)
             size += len(text)
         return np.frombuffer(b"".join(parts) or b" ", np.uint8), starts, ends
+
+    def _escaped_text(self, tid):
+        # The same templates come back batch after batch: json.dumps only a text not seen for this id.
+        text = self.template_text(tid)
+        kept = self._escaped.get(tid)
+        if kept is None or kept[0] != text:
+            kept = (text, escaped(text))
+            self._escaped[tid] = kept
+        return kept[1]
 
     def take_incidents(self):
         """Incident records closed since the last call."""

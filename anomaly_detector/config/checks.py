@@ -15,15 +15,11 @@ import socket
 import urllib.parse
 import zoneinfo
 
-from anomaly_detector.alerting.noise import SEVERITIES, parse_quiet_hours
-from anomaly_detector.alerting.sinks.webhook import check_target
 from anomaly_detector.config.problems import ERROR, WARNING, Problem
 from anomaly_detector.detection.regex_safety import refusal
 from anomaly_detector.detection.situations import parse_dependencies
 from anomaly_detector.ipc.control import MAX_INPUTS
 from anomaly_detector.logsetup import LOG_FILE_NAME
-from anomaly_detector.metrics.admin import token_file_exposed, token_file_problem
-from anomaly_detector.metrics.tls import tls_problem
 
 MB = 1024 * 1024
 _LISTENERS = ("syslog", "http")
@@ -203,6 +199,8 @@ def _check_sink(report, section, sink):
             report.add(ERROR, section, "url", "required for type = %s: expected an http:// or https:// URL with a "
                        "host, found %r" % (kind, sink["url"]))
         else:
+            from anomaly_detector.alerting.sinks.webhook import check_target  # see _check_noise
+
             try:
                 check_target(sink["url"], sink["allow_link_local"])
             except ValueError as exc:
@@ -244,6 +242,9 @@ def _check_fleet_reader(report, sinks, heartbeat):
 
 def _check_noise(report, section, sink):
     """severities among critical and warning; quiet_hours HH:MM-HH:MM in a known time zone."""
+    # Imported here, when a sink is configured: the alerting package pulls in http.client, ssl and
+    # email, which a replay (the loader without sinks) does not need at start-up.
+    from anomaly_detector.alerting.noise import SEVERITIES, parse_quiet_hours
     wrong = [s for s in sink["severities"] if s not in SEVERITIES]
     if wrong or not sink["severities"]:
         report.add(ERROR, section, "severities", "expected one or more of %s, found %s"
@@ -451,6 +452,9 @@ def environment_problems(path, cfg, index, daemon=True):
 def _check_http_files(report, http):
     """The sidecar's certificate, key and token file: one that cannot be used refuses the start or the
     reload (a running sidecar keeps what it serves), rather than a daemon serving plain HTTP or no /admin."""
+    # Imported here: only the daemon's environment checks need the sidecar's modules (see _check_noise).
+    from anomaly_detector.metrics.admin import token_file_exposed, token_file_problem
+    from anomaly_detector.metrics.tls import tls_problem
     if http["tls_cert"] and http["tls_key"]:
         problem = tls_problem(http["tls_cert"], http["tls_key"])
         if problem:

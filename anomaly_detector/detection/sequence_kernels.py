@@ -684,14 +684,3 @@ def _orthonormalise(m):
             norm = math.sqrt(np.sum(m[:, j] * m[:, j]))
         m[:, j] /= norm
 
-
-def touch_rare_kernels():
-    """Compile (or load) the kernels a short run may never reach (eviction, pruning, parameters).
-
-    SequenceTier calls it when built, so the supervisor's warm-up readies them before workers fork.
-    """
-    empty_i64, empty_i32 = np.zeros(0, np.int64), np.zeros(0, np.int32)
-    evict_slots(empty_i32, np.full(16, -1, np.int64), np.zeros(16, np.int32), np.full(4, -1, np.int64),
-                np.zeros(5, np.int32), np.zeros(N_COUNTERS, np.int64))
-    ht_rebuild(empty_i64, np.zeros(0), 16)
-    param_hash_at(np.zeros(1, np.int64), np.zeros(0, np.int16), np.zeros(0, np.uint64), empty_i64, empty_i64)

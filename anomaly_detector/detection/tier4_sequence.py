@@ -568,7 +568,6 @@ class SequenceTier(Tier):
         self.patterns = list(settings["session_patterns"])
         self.learn_ids = bool(settings["learn_session_ids"])
         self.locator = SessionIdLocator(self.patterns, SessionIdLearner(self.timeout) if self.learn_ids else None)
-        sk.touch_rare_kernels()
         self._cold_start()
 
     # The admin API flips `enabled`; sessions left open while off would all look unfinished.

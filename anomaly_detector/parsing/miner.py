@@ -568,6 +568,7 @@ class TemplateMiner:
         self._tpl_nscan = np.zeros(cap, dtype=np.int64)
         self._free = list(range(cap - 1, -1, -1))
         self._tokens = {}          # slot -> list of template tokens (bytes)
+        self._texts = {}           # slot -> (copy of the tokens, their text): see _slot_text
         self._tid_slot = {}        # tid -> slot
         self._by_len = {}          # token count -> _LengthIndex
         self._shapes = {}          # shape hash -> slot
@@ -612,10 +613,21 @@ class TemplateMiner:
         tid = self.current_id(tid)
         slot = self._tid_slot.get(tid)
         if slot is not None:
-            return _render(self._tokens[slot])
+            return self._slot_text(slot)
         if tid in self._archive:
             return _render(self._archive[tid][0])
         raise KeyError(tid)
+
+    def _slot_text(self, slot):
+        # Every batch's records name the text of each template they hold (replay renders ~100 a batch)
+        # while a template changes rarely: keep the text beside a copy of the tokens it was rendered
+        # from, so a widened template or a reused slot (other tokens) is rendered afresh.
+        tokens = self._tokens[slot]
+        kept = self._texts.get(slot)
+        if kept is None or kept[0] != tokens:
+            kept = (list(tokens), _render(tokens))
+            self._texts[slot] = kept
+        return kept[1]
 
     def current_id(self, tid):
         """The id that now stands for tid: its own, or that of the sibling it was merged into."""

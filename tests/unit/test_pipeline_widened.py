@@ -1,5 +1,7 @@
 """Lines of a template widened during their batch lose their parameters for that batch (their positions were
 cut by the old text), and a categorical field merged from sibling templates is learned cleanly."""
+import json
+
 import numpy as np
 
 from anomaly_detector.config.loader import default_config
@@ -34,3 +36,15 @@ def test_a_field_merged_from_siblings_holds_only_its_own_values():
     slots = [slot for key, slot in t3.roles.items() if key.endswith("provider=<*>\x000")]
     assert slots, list(t3.roles)
     assert t3.cat_nd[slots[0]] == 5 and not t3.cat_full[slots[0]]
+
+
+def test_records_name_the_text_a_template_has_when_the_batch_is_scored():
+    # the records' template texts are kept per id between batches (Pipeline._escaped_text): a template
+    # widened in a later batch must be written with its new text from then on
+    cfg = default_config()
+    cfg["processing"]["batch_size"] = 50
+    text = "".join("2026-03-02T10:00:%02d.000Z INFO session opened for user=%s\n" % (i % 60, "" if i < 50 else "u%d" % i)
+                   for i in range(100))
+    records = [json.loads(line) for chunk in Pipeline(cfg).process_buffer(text.encode(), "auth") for line in chunk.splitlines()]
+    assert records[0]["template"] == "session opened for user="
+    assert records[99]["template"] == "session opened for user=<*>"

@@ -67,3 +67,12 @@ def test_clean_text_output_is_safe(data):
     assert all(ch == "\t" or (ord(ch) >= 32 and ord(ch) != 127) for ch in text)
     if b"\n" not in data and b"\r" not in data:
         assert clean_buffer(_arr(data)).tobytes() == text.encode("utf-8")
+
+
+def test_clean_buffer_every_byte_value_as_its_twin():
+    # the plain-ASCII fast path must hand back the buffer itself exactly when no byte needs replacing
+    for b in range(256):
+        raw = _arr(b"ab" + bytes([b]) + b"cd\n")
+        got = clean_buffer(raw)
+        assert got.tobytes() == clean_buffer_py(raw).tobytes(), b
+        assert np.shares_memory(got, raw) == (32 <= b < 127 or b in (9, 10)), b
