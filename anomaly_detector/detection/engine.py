@@ -235,6 +235,12 @@ class DetectionEngine:
 
     def _record_incidents(self, batch, ctx, suspicious, score, tiers, describe, findings):
         expected = self._learn_suspicious_rate(batch, ctx, suspicious)
+        # A drop or silence of a whole source that tier 2 holds back (or raised, recorded below or in the
+        # next batch) keeps that source's incidents open meanwhile (IncidentBook.waiting): what its absence
+        # made at once (its partners' workflows out of order) joins the outage instead of closing alone.
+        t2 = self.tiers["t2"]
+        self.book.waiting = {ctx.source_name(sid): since for sid, since in t2.held_sources(findings).items()} \
+            if t2.enabled else {}
         lines = np.flatnonzero(suspicious)
         if lines.size:
             src = _evidence_sources(batch.source_id, tiers, describe.results, lines)

@@ -32,6 +32,8 @@ HEADLINE_MARGIN = 20.0
 # named by the value, the stronger and more specific evidence; a burst whose rule is as strong as
 # anything else is named by the burst.
 SEVERITY_MARGIN = 5.0
+# Kinds of evidence a silent source itself brings about: they do not name an incident that holds its silence.
+ABSENCE_SYMPTOMS = ("sequence", "volume_drop", "window_structure")
 REASONS_PER_RUN = 8     # strongest lines of a run of suspicious lines whose reasons are kept
 
 
@@ -176,7 +178,7 @@ class Incident:
 
     def record(self):
         """The JSON-able incident: what bench/detect_bench.py and the alerter read."""
-        top_reason, (_, expected, observed) = _headline(self.reason_hits)
+        top_reason, (_, expected, observed) = _headline(self.reason_hits, self.absent is not None)
         family = self.family
         template = self.template_hits[int(family)][1] if family != "source" else ""
         return {"id": self.id, "first_seen": self.first_seen, "last_seen": self.last_seen,
@@ -191,8 +193,10 @@ class Incident:
                 "reasons": sorted(self.reason_hits, key=lambda r: -self.reason_hits[r][0])[:5]}
 
 
-def _headline(reason_hits):
-    """(reason, [score, expected, observed]) that names the incident: among the reasons scoring within
+def _headline(reason_hits, absent=False):
+    """(reason, [score, expected, observed]) that names the incident: in an incident holding a silence of
+    its whole source (absent), the silence before what that absence makes (ABSENCE_SYMPTOMS); then among
+    the reasons scoring within
     HEADLINE_MARGIN of the strongest, a new message (a never-seen or rare template) first; then, within
     SEVERITY_MARGIN of the strongest, a severity rule ("error rule: 80 matching lines"); then the
     strongest. With a fatal line counting as a burst on its own, a new failure mode is named by its
@@ -201,6 +205,11 @@ def _headline(reason_hits):
     value clearly more surprising than their count (a status never seen in the source) are named by
     that value."""
     ranked = sorted(reason_hits.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    if absent and any(_kind(reason) == "silent_source" for reason, _ in ranked):
+        # A source that logs nothing leaves its partners' flows without its steps (tier 4 says so at once,
+        # the silence is sure a hold later) and its templates low: the cause names the outage, the
+        # symptoms are its detail. Its own lines (errors before it stopped) keep their rank.
+        ranked = [kv for kv in ranked if _kind(kv[0]) not in ABSENCE_SYMPTOMS]
     top = ranked[0][1][0]
     for prefixes, margin in ((NEW_MESSAGES, HEADLINE_MARGIN), (SEVERITY_RULES, SEVERITY_MARGIN)):
         for reason, hit in ranked:
@@ -244,6 +253,11 @@ class IncidentBook:
         self.join = float(join_seconds)
         self.open = {}        # (source, opening family) -> Incident
         self._route = {}      # (source, family) -> key in self.open
+        # source -> when it went low, for a drop or silence of the whole source that a tier holds back
+        # before raising it (set by the engine every batch): that source's incidents quiet since about then
+        # stay open until it is raised or withdrawn, so it can join and name what its absence made (its
+        # partners' workflows out of order at once, while the silence is sure only a hold later).
+        self.waiting = {}
 
     def add(self, source, ts, score, tiers, template_id, template, reasons, sample, opened_by, family=None,
             session=False, seen_at=None, since=None):
@@ -307,7 +321,12 @@ class IncidentBook:
 
     def _close_source(self, source, ts):
         """Remove and return the incidents of `source` with nothing new for a whole window before ts."""
-        return self._pop([k for k, inc in self.open.items() if k[0] == source and ts - inc.quiet_since > self.window])
+        return self._pop([k for k, inc in self.open.items() if k[0] == source and self._quiet(inc, ts)])
+
+    def _quiet(self, incident, now):
+        """Whether nothing came for a whole window before `now` and no held silence may still join it."""
+        since = self.waiting.get(incident.source)
+        return now - incident.quiet_since > self.window and (since is None or since > incident.quiet_since + self.join)
 
     def _pop(self, keys):
         closed = []
@@ -321,7 +340,7 @@ class IncidentBook:
 
     def close_quiet(self, now):
         """Remove and return the incidents with nothing new for a whole window before `now`."""
-        return self._pop([k for k, inc in self.open.items() if now - inc.quiet_since > self.window])
+        return self._pop([k for k, inc in self.open.items() if self._quiet(inc, now)])
 
     def close_all(self):
         return self._pop(list(self.open))

@@ -866,10 +866,29 @@ class VolumeTier(Tier):
             spread = (float(_dispersion(base, np.array([key]))[0]), float(base.rel2[key]))
             self.held[finding.key] = [finding, kind, key, self.open_bucket + self.hold_buckets, spread,
                                       self._recent_reference(kind, key)]
-        elif finding.score > self.held[finding.key][0].score:
+        elif finding.score > self.held[finding.key][0].score or (
+                finding.since is not None and self.held[finding.key][0].since is None
+                and finding.score >= self.held[finding.key][0].score):
+            # a stronger finding, or a drop that went silent: the absence is what the episode is (the
+            # source logs nothing at all), and it began no later than the drop was first seen
             first = self.held[finding.key][0]
             finding.ts = first.ts
+            if finding.since is not None:
+                finding.since = min(finding.since, first.ts)
             self.held[finding.key][0] = finding
+
+    def held_sources(self, handed=()):
+        """{source id: when it went low} for the drops and silences of whole sources held back now (see
+        _hold), raised and not yet handed over (advance), or among `handed` (findings handed over, not yet
+        recorded): the start of a silence, else when the drop was first seen."""
+        found = [f for f, kind, *_ in self.held.values() if kind == "source"]
+        found += [f for f in list(self.pending) + list(handed) if f.tier == self.name and f.key.startswith("source:")]
+        out = {}
+        for f in found:
+            start = f.ts if f.since is None else f.since
+            sid = int(f.key.split(":")[1])
+            out[sid] = min(out.get(sid, start), start)
+        return out
 
     def _release(self):
         """Raise the held drops whose time has come if their key is still low over the last
@@ -972,13 +991,25 @@ class VolumeTier(Tier):
         what = "silent" if obs == 0 else "volume drop"
         source = int(self.template_source[key]) if kind == "template" else key
         ts = when + self.bucket_seconds
-        # A source with no line at all since ts - span: whatever else was raised about it meanwhile
-        # (sessions its absence left unfinished) is the same outage.
-        since = ts - span if kind == "source" and obs == 0 else None
+        # A source with no line at all since then: whatever else was raised about it meanwhile (sessions
+        # its absence left unfinished, its partners' steps out of order) is the same outage.
+        since = self._silent_since(base, key) if kind == "source" and obs == 0 else None
         return Finding(tier=self.name, ts=ts, key="%s:%d" % (kind, key), score=score,
                        reason="%s %s: %d lines in the last %gs" % (kind, what, obs, span),
                        expected="about %.1f per %gs" % (exp, span), observed="%d per %gs" % (obs, span),
                        template_id=key if kind == "template" else -1, source=str(source), since=since)
+
+    def _silent_since(self, base, key):
+        """Start of the key's run of empty buckets that ends with the closing one (as far back as the ring
+        of DROP_WINDOWS[-1] buckets holds forecast ones): a silence is found over a whole window, which
+        starts up to a window after the last line; its partners' workflows broke from that last line on,
+        and their evidence must fall inside the silence to join its incident (incidents.py)."""
+        ring = base.obs_win.shape[1]
+        start = self.open_bucket
+        while (self.open_bucket - start + 1 < ring and base.obs_win[key, (start - 1) % ring] == 0
+               and base.exp_win[key, (start - 1) % ring] > 0):
+            start -= 1
+        return start * self.bucket_seconds
 
     # -- helpers -------------------------------------------------------------------------
 

@@ -226,3 +226,42 @@ def test_lines_a_workflow_blames_on_another_source_go_to_it_unless_another_tier_
     t4 = TierResult(tiers[3].copy(), blame={1: 5, 2: 6, 4: 7})
     src = _evidence_sources(np.zeros(6, np.int32), tiers, {"t4": t4}, np.array([1, 2, 3, 4]))
     assert src.tolist() == [5, 0, 0, 7]
+
+
+def test_a_silence_names_its_incident_before_the_workflows_its_absence_broke():
+    """A source that stops leaves its partners' steps out of order (tier 4, at once, strong) and its own
+    templates low: with its silence in the incident, the silence names it; the source's own error lines
+    keep their rank, and without a silence of the whole source the strongest reason names it."""
+    from anomaly_detector.detection.incidents import _headline
+
+    def named(hits, absent):
+        return _headline({reason: [score, "", ""] for reason, score in hits.items()}, absent)[0]
+
+    hits = {"unexpected order in workflow 'order': 'paid' never follows 'created'": 100,
+            "template volume drop: 2 lines in the last 900s": 100, "source silent: 0 lines in the last 300s": 90}
+    assert named(hits, True) == "source silent: 0 lines in the last 300s"
+    assert named(hits, False).startswith("template volume drop")
+    assert named(dict(hits, **{"error rule: 40 matching lines": 100}), True) == "error rule: 40 matching lines"
+    assert named({"unexpected order in workflow 'order'": 100, "template silent: 0 lines": 90}, True) == \
+        "unexpected order in workflow 'order'", "a template silent is no silence of the source"
+
+
+def test_an_incident_stays_open_while_a_silence_of_its_source_is_held_and_then_joins_it():
+    """The partners' workflows break at the silence's start; the silence is raised only a hold later,
+    when the incident would have closed: while the tier holds it (waiting) the incident stays open."""
+    for waiting, incidents in (({"inventory": 990.0}, 1), ({}, 2)):
+        book = IncidentBook(300, 120)
+        book.waiting = dict(waiting)
+        add_lines(book, "inventory", [1010.0, 1100.0], [5, 5], tier=0)
+        closed = book.close_quiet(1800.0)          # raised at 1800, stamped 1300 (first seen low)
+        assert (not closed) == bool(waiting)
+        book.waiting = {}
+        book.add("inventory", 1300.0, 100.0, {"t2": 100.0}, -1, "", [("source silent: 0 lines in the last 300s",
+                 "", "", 100.0)], None, opened_by="source:3", family="finding:t2", since=1000.0)
+        closed += book.close_all()
+        assert len(closed) == incidents
+        assert [i.record()["kind"] for i in closed] == ["silent_source"] if waiting else ["anomaly", "silent_source"]
+    book = IncidentBook(300, 120)
+    book.waiting = {"inventory": 5000.0}          # a silence that began long after the incident went quiet
+    add_lines(book, "inventory", [1010.0], [5])
+    assert len(book.close_quiet(1800.0)) == 1

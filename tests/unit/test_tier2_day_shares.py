@@ -309,3 +309,25 @@ def test_a_sporadic_template_bursting_is_judged_over_the_window_against_its_rate
     assert top < 40.0 and not found
     top, _ = spike_minutes(t2, DAY0 + 86400 + 14 * 3600, 15, rng, 1, per_minute)
     assert (top >= 70.0) if spike else (top < 40.0), top
+
+
+def test_a_drop_that_goes_silent_is_held_as_a_silence_since_its_first_low_minute():
+    """Source 0 falls to a twentieth for five minutes, then stops: the drop is first seen while it still
+    logs, the silence later. Held, it is reported to the engine as low since the drop (held_sources) and
+    raised as a silence of the source since no later than that (what its partners raised meanwhile
+    joins it, incidents.py)."""
+    rng = np.random.default_rng(3)
+    t2 = tier(drop_hold_seconds=600.0)
+    feed(t2, day_and_night, DAY0, 1440, rng)
+    start = DAY0 + 1440 * 60
+    trickle = lambda hour: {**{k: v / 20 for k, v in day_and_night(hour).items() if k[1] == 0}, (2, 1): 30.0}  # noqa: E731
+    only_web = lambda hour: {(2, 1): 30.0}   # noqa: E731
+    _, low = feed(t2, trickle, start, 5, rng, chunk=1)
+    _, quiet = feed(t2, only_web, start + 300, 4, rng, chunk=1)
+    held = t2.held_sources()
+    assert 0 in held and start <= held[0] <= start + 120
+    _, rest = feed(t2, only_web, start + 540, 30, rng, chunk=1)
+    found = [f for f in low + quiet + rest if f.key == "source:0"]
+    # the first finding stands for the episode from the drop on; the silence goes on being raised
+    assert found and all(f.reason.startswith("source silent") for f in found)
+    assert found[0].ts == held[0] and found[0].since == held[0]
