@@ -402,7 +402,12 @@ class VolumeTier(Tier):
             # rel2 is learned from one bucket's residuals; the part of it that one bucket's sampling
             # noise can explain (up to dispersion / forecast: all of it for a quiet key, little for a
             # busy one, whose error is the forecast's own) averages out over the window.
-            disp, rel2 = _dispersion(base, k), base.rel2[k]
+            # A sporadic key's window is a sum of its clumps: its dispersion is their compound-Poisson index
+            # (clump, E[x^2] / E[x] over its non-zero buckets), not phi, learned from one bucket's residual
+            # against a forecast of a tenth of a line, which each minute of a burst raises by a sixth or so
+            # (the burst's own minutes hid it: twenty times a known warning's rate stayed under 70).
+            disp = np.where(windowed[judged] == WINDOW_SPORADIC, np.maximum(base.clump[k], 1.0), _dispersion(base, k))
+            rel2 = base.rel2[k]
             noise = np.minimum(rel2, disp / np.maximum(w_mus[judged] / SPIKE_WINDOW, 1e-3))
             rel2 = np.maximum(rel2 - noise + noise / SPIKE_WINDOW, MIN_RELATIVE_ERROR ** 2)
             scores[judged] = count_upper_scores(w_counts[judged], w_mus[judged], disp, rel2)
