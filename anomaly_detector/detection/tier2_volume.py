@@ -55,6 +55,9 @@ MIN_RELATIVE_ERROR = 0.1
 # A value key is judged against the rest of its template (VolumeTier._value_share_scores) only where
 # that rest had at least this many lines in the window: fewer say too little about the share.
 VALUE_SHARE_MIN_OTHERS = 10
+# How a key's lines are judged over the spike window (_spike_scores -> _window_scores): not at all (a
+# young or job-like key), as a busy key (many lines: a normal floor) or as a sporadic one (a handful).
+WINDOW_NONE, WINDOW_BUSY, WINDOW_SPORADIC = 0, 1, 2
 # A key non-zero in fewer buckets than this is sparse: its counts come in clumps (a job's lines).
 SPARSE_FRACTION = 0.5
 # A sparse key's usual count at an hour of day is trusted once that hour was seen for this share of
@@ -357,29 +360,54 @@ class VolumeTier(Tier):
         # first minutes teach before the window fills), with its clumpiness as the dispersion. Keys
         # quiet in most hours (a nightly job's clumps) stay judged per bucket only.
         sporadic = sparse & ~job_like & settled
-        per_bucket = np.where(busy, np.maximum(mus, usual), np.where(sporadic, long_run, 0.0))
-        return (self._gated(scores, counts, mus, base.age[keys] < self.min_history, ctx), mus, busy | sporadic,
-                per_bucket)
+        per_bucket = np.where(busy, np.maximum(mus, usual),
+                              np.where(sporadic, long_run * self._busy_hour_factor(keys, buckets, base), 0.0))
+        windowed = np.where(sporadic, WINDOW_SPORADIC, np.where(busy, WINDOW_BUSY, WINDOW_NONE)).astype(np.int8)
+        return self._gated(scores, counts, mus, base.age[keys] < self.min_history, ctx), mus, windowed, per_bucket
 
-    def _window_scores(self, keys, counts, buckets, base, mus, busy, ctx, earlier=None):
+    def _busy_hour_factor(self, keys, buckets, base):
+        """How much busier than usual a template's source is at this hour and weekday (at least 1; 1 for
+        other keys). Most sporadic lines come with traffic (a declined payment, a timeout: one in so many
+        requests), so at the evening peak a sporadic template is expected at that multiple of its long-run
+        rate: judged against the day's mean, ordinary clumps at the peak would read as bursts. Its source's
+        factor, not its own: a busy key's is steady, and a burst does not teach it (the template's own hour
+        of a few lines would learn the burst's first minutes). Never below 1: a warning that does not follow
+        traffic is not expected to fall silent at night."""
+        if base is not self.templates:
+            return 1.0
+        sources = self.template_source[keys]
+        return np.maximum(self.season.factor(sources, buckets * self.bucket_seconds, self.bucket_seconds), 1.0)
+
+    def _window_scores(self, keys, counts, buckets, base, mus, windowed, ctx, earlier=None):
         """Spike scores of each line's key over its last SPIKE_WINDOW buckets (mus: forecast per bucket;
         earlier: the lines before the line's bucket in the window, if known) -> (scores, window counts,
-        window forecasts). Only for the keys `busy` marks (steady or sporadic, seen long enough for the
-        drop windows' ring to hold their past buckets, see _spike_scores): a job-like key's clumps are
-        judged per bucket only."""
+        window forecasts). Only for the keys `windowed` marks (WINDOW_BUSY or WINDOW_SPORADIC: seen long
+        enough for the drop windows' ring to hold their past buckets, see _spike_scores): a job-like key's
+        clumps are judged per bucket only."""
         if earlier is None:
             earlier = _earlier_counts(keys, buckets, base.obs_win, base.open_raw, self.open_bucket, SPIKE_WINDOW)
         w_counts = counts + earlier
         w_mus = SPIKE_WINDOW * mus
         scores = np.zeros(keys.size, np.float32)
+        # A sporadic key's window holds a handful of lines, where three normal deviations below the count
+        # reach zero (nine lines or fewer can never pass, whatever was expected): a known error at ten
+        # times its rate took twelve lines, minutes into its burst, to clear the floor. Its floor is the
+        # Poisson lower bound at the same confidence; a busy key's many lines keep the normal one.
+        low = np.where(windowed == WINDOW_SPORADIC, poisson_lower_bound(w_counts),
+                       w_counts - 3.0 * np.sqrt(w_counts))
         # only lines that can pass the gate (_gated) are scored: the tail probabilities cost
-        judged = busy & (w_counts - 3.0 * np.sqrt(w_counts) >= self.spike_min_ratio * w_mus) & bool(ctx.warm)
+        judged = (windowed != WINDOW_NONE) & (low >= self.spike_min_ratio * w_mus) & bool(ctx.warm)
         if judged.any():
             k = keys[judged]
             # rel2 is learned from one bucket's residuals; the part of it that one bucket's sampling
             # noise can explain (up to dispersion / forecast: all of it for a quiet key, little for a
             # busy one, whose error is the forecast's own) averages out over the window.
-            disp, rel2 = _dispersion(base, k), base.rel2[k]
+            # A sporadic key's window is a sum of its clumps: its dispersion is their compound-Poisson index
+            # (clump, E[x^2] / E[x] over its non-zero buckets), not phi, learned from one bucket's residual
+            # against a forecast of a tenth of a line, which each minute of a burst raises by a sixth or so
+            # (the burst's own minutes hid it: twenty times a known warning's rate stayed under 70).
+            disp = np.where(windowed[judged] == WINDOW_SPORADIC, np.maximum(base.clump[k], 1.0), _dispersion(base, k))
+            rel2 = base.rel2[k]
             noise = np.minimum(rel2, disp / np.maximum(w_mus[judged] / SPIKE_WINDOW, 1e-3))
             rel2 = np.maximum(rel2 - noise + noise / SPIKE_WINDOW, MIN_RELATIVE_ERROR ** 2)
             scores[judged] = count_upper_scores(w_counts[judged], w_mus[judged], disp, rel2)
@@ -1183,6 +1211,15 @@ class _Pairs:
         self.final = per_pair + np.where(self.bucket == open_bucket, open_raw[self.key], 0.0)
         self.earlier = np.empty(uniq.size)
         VK.earlier_counts(uniq, per_pair, obs_win, open_raw, open_bucket, window, self.earlier)
+
+
+def poisson_lower_bound(counts, sigmas=3.0):
+    """Lower confidence bound of a Poisson mean given counts, at the one-sided confidence of `sigmas`
+    normal deviations (Wilson-Hilferty's cube root of the chi-square quantile): close to count - sigmas
+    x sqrt(count) for large counts, and still above zero for a handful, where that reaches zero."""
+    k = np.maximum(np.asarray(counts, np.float64), 1.0)
+    root = np.maximum(1.0 - 1.0 / (9.0 * k) - sigmas / (3.0 * np.sqrt(k)), 0.0)
+    return np.where(np.asarray(counts) > 0, k * root ** 3, 0.0)
 
 
 def _base_arrays(base):

@@ -9,7 +9,7 @@ from tier2_traffic import poisson_lines
 
 from anomaly_detector.detection.base import BatchContext
 from anomaly_detector.detection.state_shape import check_state_arrays
-from anomaly_detector.detection.tier2_volume import VolumeTier
+from anomaly_detector.detection.tier2_volume import VolumeTier, poisson_lower_bound
 
 DAY0 = 1772409600.0   # a midnight
 SETTINGS = {"bucket_seconds": 60.0, "min_history_buckets": 120, "finding_min_score": 40.0, "spike_min_ratio": 3.0,
@@ -298,17 +298,44 @@ def sporadic(hour):
     return {(2, 1): 30.0, (3, 1): 0.1}
 
 
-@pytest.mark.parametrize("per_minute, spike", [(3, True), (1, False)])
-def test_a_sporadic_template_bursting_is_judged_over_the_window_against_its_rate(per_minute, spike):
-    """Six an hour, then three a minute for a quarter of an hour (thirty times its rate): never more
-    than a handful a bucket, short of any one bucket's floor (its clump), but fifteen in five minutes
-    against half a line expected. One a minute (ten times) stays under spike_min_ratio's low end."""
+@pytest.mark.parametrize("per_minute, minutes, at_least", [(3, 15, 70.0), (2, 6, 70.0), (1, 15, None)])
+def test_a_sporadic_template_bursting_is_judged_over_the_window_against_its_rate(per_minute, minutes, at_least):
+    """Six an hour, then `per_minute` a minute: never more than a handful a bucket, short of any one
+    bucket's floor (its clump), but over five minutes far beyond half a line expected. Thirty and twenty
+    times its rate are flagged (twenty: ten lines in five minutes, which three normal deviations put at
+    zero against its floor, and which its per-minute dispersion, raised by each minute of the burst, put
+    under 70); ten times (five lines in five minutes) stays under spike_min_ratio's low end (the Poisson
+    lower bound of its window count)."""
     rng = np.random.default_rng(21)
     t2 = tier()
     top, found = feed(t2, sporadic, DAY0, 1440 + 14 * 60, rng)
     assert top < 40.0 and not found
-    top, _ = spike_minutes(t2, DAY0 + 86400 + 14 * 3600, 15, rng, 1, per_minute)
-    assert (top >= 70.0) if spike else (top < 40.0), top
+    top, _ = spike_minutes(t2, DAY0 + 86400 + 14 * 3600, minutes, rng, 1, per_minute)
+    assert (top >= at_least) if at_least else (top < 40.0), top
+
+
+@pytest.mark.parametrize("count, floor", [(0, 0.0), (1, 0.0), (5, 0.79), (8, 2.07), (12, 4.19), (100, 72.65)])
+def test_the_poisson_lower_bound_is_the_exact_one_within_a_few_percent_and_never_above_it(count, floor):
+    """Exact one-sided 3-sigma (p = 0.00135) lower limits of a Poisson mean, from its chi-square quantile."""
+    low = float(poisson_lower_bound(np.array([count]))[0])
+    assert floor * 0.93 <= low <= floor + 1e-3, (count, low)
+
+
+def test_a_sporadic_template_is_expected_at_its_sources_busy_hour_multiple_never_below_its_rate():
+    """Source 0 logs ten times more at 14:00 than at 02:00: its sporadic lines (a decline, a timeout) come
+    with that traffic, so by day they are expected above their long-run rate; at night not below it."""
+    rng = np.random.default_rng(5)
+    t2 = tier()
+    feed(t2, day_and_night, DAY0, 2 * 1440, rng)
+
+    def factor(hour, base):
+        buckets = t2._buckets(np.array([DAY0 + 2 * 86400 + hour * 3600 + 30.0]))
+        return float(np.broadcast_to(t2._busy_hour_factor(np.array([1]), buckets, base), 1)[0])
+
+    assert factor(14, t2.templates) > 1.3
+    assert factor(2, t2.templates) == 1.0
+    assert factor(14, t2.values.base) == 1.0, "value keys keep their long-run rate"
+
 
 
 def test_a_drop_that_goes_silent_is_held_as_a_silence_since_its_first_low_minute():
