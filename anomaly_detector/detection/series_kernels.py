@@ -137,9 +137,15 @@ SHIFT_CLIP = 3.0           # a value moves the fast mean by at most this many re
 SPLIT_EXPLAINS = 0.8       # a split series is judged while its long-run residual size is at most this
                            # share of its pooled series' (its value explains part of the pooled spread)
 SPLIT_JUDGED, SPLIT_MIXED = 1.0, 2.0   # SPLIT_ONLY of a split series judged / learned only (series.py)
+POOLED_MIXTURE = -1.0      # SPLIT_ONLY of a pooled series some of whose split series explain its spread:
+                           # its level is the mix's, its shifts are left to them (series.py)
 SEASON_STEP_LIMIT = 4.0    # long-run residual sizes two neighbouring time-of-day offsets may differ by
                            # before the level-shift test distrusts its deseasoning (season_jumps)
-SHIFT_WARM = 200.0         # points before a series' shifts are judged (the gap's size must be known)
+SHIFT_WARM = 200.0         # points before a series' excursions of u are learned (the gap's size must be known)
+SHIFT_JUDGE = SHIFT_WARM + PRIOR_WEIGHT * SHIFT_WINDOW   # points before its shifts are judged: its tail of
+                           # excursions has then seen as many windows as the prior weighs. A series restarted
+                           # by its template's re-mining (a vacuum log's page counts, a day in) judged on the
+                           # prior alone raised a false shift at its 427th point
 KIND_NONE, KIND_SPIKE, KIND_DROP, KIND_RECORD_HIGH, KIND_RECORD_LOW, KIND_SHIFT_UP, KIND_SHIFT_DOWN = range(7)
 
 # record columns (float64[R, RECORD_COLS]): the series' extremes on its own scale, its points and how
@@ -393,14 +399,17 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     episode = False
     w_line = w     # the forecast, the tail and the level-shift test keep the line's weight (see above)
     if judged(st, labels, r):
-        if st[r, SPLIT_ONLY] == 0.0:
+        if st[r, SPLIT_ONLY] <= 0.0:
             # a split series' spikes and records are its pooled series' to judge: not computed for it
             score, kind = spike_score(st, rec, r, value, z, t, threshold, multiplicity, record_weight)
         # a split series whose value does not explain the spread (SPLIT_MIXED: a referrer, not a table)
-        # only learns: its level moves with the mix of whatever else its lines hold, not news
-        lp = shift_log10p(st, r, u) if st[r, SPLIT_ONLY] != SPLIT_MIXED else 0.0
+        # only learns: its level moves with the mix of whatever else its lines hold, not news. Nor is a
+        # shift of a pooled series whose split series explain it (POOLED_MIXTURE): a vacuum log's page
+        # counts of tables from 100 to 50,000 pages move whenever the big tables' share of the vacuums
+        # does; each table's own series tells whether that table grew
+        lp = shift_log10p(st, r, u) if st[r, SPLIT_ONLY] == 0.0 or st[r, SPLIT_ONLY] == SPLIT_JUDGED else 0.0
         shift_score = 0.0
-        if lp < 0.0 and shift_budget > 0.0:
+        if lp < 0.0 and shift_budget > 0.0 and st[r, SHIFT_N] >= SHIFT_JUDGE:
             # the run's points are one chance a window, not one a point
             bonus = rate_bonus(st[r, GAP] * SHIFT_WINDOW, threshold, multiplicity)
             bonus += 10.0 * math.log10(shift_budget / FALSE_FLAGS_PER_DAY)

@@ -120,13 +120,14 @@ class NoveltyTier(Tier):
         that also belongs to a split series (its template's categorical position holds one of that
         slot's known values) with that series' row."""
         split = self._split_slots(batch, slots, rows)
-        if split is None:
-            return SeriesView(batch.n, batch.param_ptr, batch.param_num, rows, None, None)
-        split_rows = self.series.rows_of(batch, split[0])
-        extra = np.flatnonzero(split_rows >= 0)
+        extra = np.zeros(0, np.int64)
+        if split is not None:
+            split_rows = self.series.rows_of(batch, split[0])
+            extra = np.flatnonzero(split_rows >= 0)
+        if self.series.shift_budget > 0.0:   # also unmarks the pooled series of templates no longer split
+            self.series.mark_explained(split_rows[extra] if extra.size else extra, rows[extra], rows)
         if extra.size == 0:
             return SeriesView(batch.n, batch.param_ptr, batch.param_num, rows, None, None)
-        self.series.mark_explained(split_rows[extra], rows[extra])
         old_ptr = batch.param_ptr
         owner = np.repeat(np.arange(batch.n), np.diff(old_ptr))
         per_line = np.bincount(owner[extra], minlength=batch.n)
