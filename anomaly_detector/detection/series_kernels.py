@@ -404,9 +404,9 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
             score, kind = spike_score(st, rec, r, value, z, t, threshold, multiplicity, record_weight)
         # a split series whose value does not explain the spread (SPLIT_MIXED: a referrer, not a table)
         # only learns: its level moves with the mix of whatever else its lines hold, not news. Nor is a
-        # shift of a pooled series whose split series explain it (POOLED_MIXTURE): a vacuum log's page
-        # counts of tables from 100 to 50,000 pages move whenever the big tables' share of the vacuums
-        # does; each table's own series tells whether that table grew
+        # shift of a pooled series whose split series explain it (POOLED_MIXTURE): a query time pooled
+        # over a fast and a slow table moves whenever the slow table's share of the queries does; each
+        # table's own series tells whether that table slowed
         lp = shift_log10p(st, r, u) if st[r, SPLIT_ONLY] == 0.0 or st[r, SPLIT_ONLY] == SPLIT_JUDGED else 0.0
         shift_score = 0.0
         if lp < 0.0 and shift_budget > 0.0 and st[r, SHIFT_N] >= SHIFT_JUDGE:
