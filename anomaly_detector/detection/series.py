@@ -91,13 +91,19 @@ class SeriesBook:
         self.state[row, K.SPLIT_ONLY] = float(key >> SOURCE_BITS >= SPLIT_BASE)
         return row
 
-    def mark_explained(self, split_rows, pooled_rows):
+    def mark_explained(self, split_rows, pooled_rows, batch_rows):
         """Mark each split series judged while its value explains part of its pooled series' spread (its
         long-run residual size at most SPLIT_EXPLAINS of the pooled one's: a table's query time, not a
-        referrer's), else learned only; a mark follows its series' sizes batch by batch."""
+        referrer's), else learned only, and each pooled series of the batch (batch_rows: its series
+        rows, -1 none) a mixture while one of its split series there explains it (its shifts are the
+        mix's: left to the split series); marks follow their series' sizes batch by batch."""
         s = self.state
         explained = s[split_rows, K.SLOW_SCALE] <= K.SPLIT_EXPLAINS * s[pooled_rows, K.SLOW_SCALE]
         s[split_rows, K.SPLIT_ONLY] = np.where(explained, K.SPLIT_JUDGED, K.SPLIT_MIXED)
+        pooled = batch_rows[batch_rows >= 0]
+        mixture = np.zeros(s.shape[0], np.bool_)
+        mixture[pooled_rows[explained]] = True
+        s[pooled, K.SPLIT_ONLY] = np.where(mixture[pooled], K.POOLED_MIXTURE, 0.0)
 
     def _grow(self, n):
         size = self.state.shape[0]

@@ -137,9 +137,15 @@ SHIFT_CLIP = 3.0           # a value moves the fast mean by at most this many re
 SPLIT_EXPLAINS = 0.8       # a split series is judged while its long-run residual size is at most this
                            # share of its pooled series' (its value explains part of the pooled spread)
 SPLIT_JUDGED, SPLIT_MIXED = 1.0, 2.0   # SPLIT_ONLY of a split series judged / learned only (series.py)
+POOLED_MIXTURE = -1.0      # SPLIT_ONLY of a pooled series some of whose split series explain its spread:
+                           # its level is the mix's, its shifts are left to them (series.py)
 SEASON_STEP_LIMIT = 4.0    # long-run residual sizes two neighbouring time-of-day offsets may differ by
                            # before the level-shift test distrusts its deseasoning (season_jumps)
-SHIFT_WARM = 200.0         # points before a series' shifts are judged (the gap's size must be known)
+SHIFT_WARM = 200.0         # points before a series' excursions of u are learned (the gap's size must be known)
+SHIFT_JUDGE = SHIFT_WARM + PRIOR_WEIGHT * SHIFT_WINDOW   # points before its shifts are judged: its tail of
+                           # excursions has then seen as many windows as the prior weighs. A series restarted
+                           # by its template's re-mining (a vacuum log's page counts, a day in) judged on the
+                           # prior alone raised a false shift at its 427th point
 KIND_NONE, KIND_SPIKE, KIND_DROP, KIND_RECORD_HIGH, KIND_RECORD_LOW, KIND_SHIFT_UP, KIND_SHIFT_DOWN = range(7)
 
 # record columns (float64[R, RECORD_COLS]): the series' extremes on its own scale, its points and how
@@ -393,22 +399,17 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     episode = False
     w_line = w     # the forecast, the tail and the level-shift test keep the line's weight (see above)
     if judged(st, labels, r):
-        lp = tail_log10p(st, r, z)
-        kind = KIND_SPIKE if z > 0 else KIND_DROP
-        lp_record = record_log10p(rec, r, value, z, t, record_weight)
-        if lp_record < lp:
-            lp = lp_record
-            kind = KIND_RECORD_HIGH if z > 0 else KIND_RECORD_LOW
-        if lp < 0.0:
-            score = min(max(-10.0 * lp + rate_bonus(st[r, GAP], threshold, multiplicity), 0.0), 100.0)
-        else:
-            kind = KIND_NONE
-        if st[r, SPLIT_ONLY] > 0.0:
-            score = 0.0
-            kind = KIND_NONE
-        lp = shift_log10p(st, r, u)
+        if st[r, SPLIT_ONLY] <= 0.0:
+            # a split series' spikes and records are its pooled series' to judge: not computed for it
+            score, kind = spike_score(st, rec, r, value, z, t, threshold, multiplicity, record_weight)
+        # a split series whose value does not explain the spread (SPLIT_MIXED: a referrer, not a table)
+        # only learns: its level moves with the mix of whatever else its lines hold, not news. Nor is a
+        # shift of a pooled series whose split series explain it (POOLED_MIXTURE): a query time pooled
+        # over a fast and a slow table moves whenever the slow table's share of the queries does; each
+        # table's own series tells whether that table slowed
+        lp = shift_log10p(st, r, u) if st[r, SPLIT_ONLY] == 0.0 or st[r, SPLIT_ONLY] == SPLIT_JUDGED else 0.0
         shift_score = 0.0
-        if lp < 0.0 and shift_budget > 0.0:
+        if lp < 0.0 and shift_budget > 0.0 and st[r, SHIFT_N] >= SHIFT_JUDGE:
             # the run's points are one chance a window, not one a point
             bonus = rate_bonus(st[r, GAP] * SHIFT_WINDOW, threshold, multiplicity)
             bonus += 10.0 * math.log10(shift_budget / FALSE_FLAGS_PER_DAY)
@@ -416,10 +417,6 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         if st[r, SPLIT_ONLY] > 0.0 and u < 0.0:
             # a split series is there for one value's slowdown hidden in the mix; one value's drop is
             # rarely trouble, and a load change drops many of them at once
-            shift_score = 0.0
-        if st[r, SPLIT_ONLY] == SPLIT_MIXED:
-            # its value does not explain the spread (a referrer, not a table): its level moves with the
-            # mix of whatever else the lines hold, and a shift of it is that mix's, not news
             shift_score = 0.0
         st[r, HELD] = st[r, HELD] + 1.0 if shift_score >= threshold else 0.0
         fired = st[r, HELD] >= SHIFT_HOLD
@@ -452,6 +449,21 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         _learn_shift(st, r, fast, w_line, fired, recovery, u)
     _learn(st, season, seen, r, b, x, t, w_line, z, e, scale)
     return score, kind, expected, fast + shift_off
+
+
+@njit(cache=True)
+def spike_score(st, rec, r, value, z, t, threshold, multiplicity, record_weight):
+    """(score, kind) of a value of a judged series by its residual's tail and its record (the rarer of
+    the two), before reported(): KIND_NONE and 0 when neither is in a tail."""
+    lp = tail_log10p(st, r, z)
+    kind = KIND_SPIKE if z > 0 else KIND_DROP
+    lp_record = record_log10p(rec, r, value, z, t, record_weight)
+    if lp_record < lp:
+        lp = lp_record
+        kind = KIND_RECORD_HIGH if z > 0 else KIND_RECORD_LOW
+    if lp >= 0.0:
+        return 0.0, KIND_NONE
+    return min(max(-10.0 * lp + rate_bonus(st[r, GAP], threshold, multiplicity), 0.0), 100.0), kind
 
 
 @njit(cache=True)

@@ -30,7 +30,7 @@ class Series:
         self.distinct = 0
         self.shift_n = self.base = self.fast = self.gap_size = 0.0   # the level-shift test
         self.u_total = self.u_n = self.u_s = self.u_peak = 0.0   # decayed windows, excursions, log peak excess, peak
-        self.split_only = False
+        self.split_only = 0.0     # SPLIT_ONLY: K.SPLIT_JUDGED, K.SPLIT_MIXED, K.POOLED_MIXTURE
         self.settle = self.moved_from = self.shifts = self.held = self.evidence = 0.0
 
     def is_recovery(self, fast):
@@ -225,19 +225,19 @@ class Series:
                 score = min(max(-10 * lp + bonus, 0.0), 100.0)
             else:
                 kind = K.KIND_NONE
-            if self.split_only:
+            if self.split_only > 0:
                 score, kind = 0.0, K.KIND_NONE
             lp = self.shift_log10p(u)
             shift_score = 0.0
-            if lp < 0 and self.shift_budget > 0:
+            if lp < 0 and self.shift_budget > 0 and self.shift_n >= K.SHIFT_JUDGE:
                 per_day = K.DAY_S / max(self.gap * K.SHIFT_WINDOW, K.MIN_GAP_S)
                 budget = K.FALSE_FLAGS_PER_DAY / (per_day * max(multiplicity, 1.0))
                 bonus = min(max(self.threshold + 10 * math.log10(budget), K.MIN_BONUS), K.MAX_BONUS)
                 bonus += 10 * math.log10(self.shift_budget / K.FALSE_FLAGS_PER_DAY)
                 shift_score = min(max(-10 * lp + bonus, 0.0), 100.0)
-            if self.split_only and u < 0:
+            if self.split_only > 0 and u < 0:
                 shift_score = 0.0
-            if self.split_only == K.SPLIT_MIXED:
+            if self.split_only in (K.SPLIT_MIXED, K.POOLED_MIXTURE):
                 shift_score = 0.0
             self.held = self.held + 1 if shift_score >= self.threshold else 0.0
             fired = self.held >= K.SHIFT_HOLD

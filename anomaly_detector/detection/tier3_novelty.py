@@ -76,6 +76,7 @@ class NoveltyTier(Tier):
                                  float(settings.get("anomaly_learning_weight", 0.1)))
         self.split_pos = np.full(64, SPLIT_UNSET, np.int8)  # template -> categorical position splitting its series
         self.split_ids = {}        # (numeric slot, categorical position, value index) key -> split series slot
+        self._split_sorted = (None, 0, None, None)   # split_ids sorted by key: see _split_ids_of
         self._rows_of = (None, None)   # (batch, its SeriesView)
 
     # -- scoring -------------------------------------------------------------------------
@@ -119,13 +120,14 @@ class NoveltyTier(Tier):
         that also belongs to a split series (its template's categorical position holds one of that
         slot's known values) with that series' row."""
         split = self._split_slots(batch, slots, rows)
-        if split is None:
-            return SeriesView(batch.n, batch.param_ptr, batch.param_num, rows, None, None)
-        split_rows = self.series.rows_of(batch, split[0])
-        extra = np.flatnonzero(split_rows >= 0)
+        extra = np.zeros(0, np.int64)
+        if split is not None:
+            split_rows = self.series.rows_of(batch, split[0])
+            extra = np.flatnonzero(split_rows >= 0)
+        if self.series.shift_budget > 0.0:   # also unmarks the pooled series of templates no longer split
+            self.series.mark_explained(split_rows[extra] if extra.size else extra, rows[extra], rows)
         if extra.size == 0:
             return SeriesView(batch.n, batch.param_ptr, batch.param_num, rows, None, None)
-        self.series.mark_explained(split_rows[extra], rows[extra])
         old_ptr = batch.param_ptr
         owner = np.repeat(np.arange(batch.n), np.diff(old_ptr))
         per_line = np.bincount(owner[extra], minlength=batch.n)
@@ -170,10 +172,27 @@ class NoveltyTier(Tier):
         out = np.full(slots.size, -1, np.int64)
         of = np.full(slots.size, -1, np.int64)
         if cand.size:
-            unique, inverse = np.unique(keys, return_inverse=True)
-            out[cand] = np.array([self._split_id(int(k)) for k in unique.tolist()], np.int64)[inverse]
+            out[cand] = self._split_ids_of(keys)
             of[cand] = cat
         return out, of
+
+    def _split_ids_of(self, keys):
+        """Split series slot of each key (int64, -1: refused): known keys by binary search in a sorted
+        copy of split_ids (rebuilt only when split series were added: a batch holds thousands of
+        values of a few hundred keys), new ones through _split_id in key order."""
+        if self._split_sorted[0] is not self.split_ids or self._split_sorted[1] != len(self.split_ids):
+            known = np.fromiter(self.split_ids.keys(), np.int64, len(self.split_ids))
+            sids = np.fromiter(self.split_ids.values(), np.int64, len(self.split_ids))
+            order = np.argsort(known)
+            self._split_sorted = (self.split_ids, len(self.split_ids), known[order], sids[order])
+        known, sids = self._split_sorted[2], self._split_sorted[3]
+        at = np.minimum(np.searchsorted(known, keys), max(known.size - 1, 0))
+        hit = known[at] == keys if known.size else np.zeros(keys.size, np.bool_)
+        out = np.where(hit, sids[at] if known.size else -1, -1)
+        if not hit.all():
+            unique, inverse = np.unique(keys[~hit], return_inverse=True)
+            out[~hit] = np.array([self._split_id(int(k)) for k in unique.tolist()], np.int64)[inverse]
+        return out
 
     def _split_id(self, key):
         """Slot of the split series of key, new ones while the book has room (max_series bounds both)."""

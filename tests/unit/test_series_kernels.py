@@ -352,7 +352,8 @@ def test_a_split_series_whose_value_explains_nothing_only_learns():
     book = SeriesBook(max_series=10, max_labels=LABELS)
     pooled, table, referrer = book._row(1 << 32), book._row((SPLIT_BASE << 32) | 0), book._row(((SPLIT_BASE + 1) << 32))
     book.state[[pooled, table, referrer], K.SLOW_SCALE] = [1.0, 0.6, 0.95]
-    book.mark_explained(np.array([table, referrer, table]), np.array([pooled, pooled, pooled]))
+    book.mark_explained(np.array([table, referrer, table]), np.array([pooled, pooled, pooled]),
+                        np.array([pooled, -1, pooled]))
     assert book.state[[table, referrer], K.SPLIT_ONLY].tolist() == [K.SPLIT_JUDGED, K.SPLIT_MIXED]
     values, times = _shifted(2.95)
     for mark, shifts in ((K.SPLIT_JUDGED, 1), (K.SPLIT_MIXED, 0)):
@@ -366,6 +367,52 @@ def test_a_split_series_whose_value_explains_nothing_only_learns():
         want = [twin.step(float(x), float(t))[0] for x, t in zip(values, times)]
         assert got == pytest.approx(want, rel=1e-9, abs=1e-9)
         assert sum(1 for s in got if s >= 70) == shifts
+
+
+def test_a_pooled_series_explained_by_its_split_series_leaves_shifts_to_them():
+    """A pooled series one of whose split series explains its spread (a table's page counts among all
+    tables') is marked a mixture (mark_explained): the x2.95 run raises no shift there (its level is
+    the mix's), while its spikes are still judged; the mark goes when no split series explains it."""
+    book = SeriesBook(max_series=10, max_labels=LABELS)
+    pooled, other, table = book._row(1 << 32), book._row(2 << 32), book._row((SPLIT_BASE << 32) | 0)
+    book.state[[pooled, other, table], K.SLOW_SCALE] = [1.0, 1.0, 0.6]
+    book.mark_explained(np.array([table]), np.array([pooled]), np.array([pooled, other, -1]))
+    assert book.state[[pooled, other], K.SPLIT_ONLY].tolist() == [K.POOLED_MIXTURE, 0.0]
+    book.state[table, K.SLOW_SCALE] = 0.95
+    book.mark_explained(np.array([table]), np.array([pooled]), np.array([pooled]))
+    assert book.state[pooled, K.SPLIT_ONLY] == 0.0
+    values, times = _shifted(2.95)
+    values = values.copy()
+    values[3000] *= 40.0      # a lone spike: still the pooled series' to judge
+    for mark, shifts in ((0.0, 1), (K.POOLED_MIXTURE, 0)):
+        st, season = np.zeros((1, K.COLS)), np.zeros((1, 2, K.SEASON_BUCKETS))
+        seen, labels, rec = np.zeros((1, K.SEASON_BUCKETS), np.int8), np.zeros((1, LABELS)), np.zeros((1, K.RECORD_COLS))
+        st[0, K.SPLIT_ONLY] = mark
+        twin = T.Series(LABELS)
+        twin.split_only = mark
+        got = [K.step(st, season, seen, labels, rec, 0, float(x), float(t), 1.0, 70.0, 40.0, 1.0, K.RECORD_WEIGHT,
+                      K.SHIFT_FLAGS_PER_DAY, 0.1)[:2] for x, t in zip(values, times)]
+        want = [twin.step(float(x), float(t))[:2] for x, t in zip(values, times)]
+        assert [s for s, _ in got] == pytest.approx([s for s, _ in want], rel=1e-9, abs=1e-9)
+        assert [k for _, k in got] == [k for _, k in want]
+        assert sum(1 for s, k in got if s >= 70 and k in (K.KIND_SHIFT_UP, K.KIND_SHIFT_DOWN)) == shifts
+        assert got[3000][0] >= 70 and got[3000][1] in (K.KIND_SPIKE, K.KIND_RECORD_HIGH)
+
+
+def test_a_young_series_judges_no_shift_before_its_excursions_are_known():
+    """The level-shift test judges from SHIFT_JUDGE points on (its tail of excursions has seen as many
+    windows as the prior weighs): a x6 run from point 450 of a series (a template re-mined a day before)
+    is its first value's record, not a shift 50 points later (it was, judged on the prior alone from
+    SHIFT_WARM on), kernel and twin alike; a x2.95 run at point 4000 is a shift."""
+    assert K.SHIFT_WARM < 500 < K.SHIFT_JUDGE
+    values, times = _shifted(6.0, at=450, n=1050)
+    twin = T.Series(LABELS)
+    want = [twin.step(float(x), float(t)) for x, t in zip(values, times)]
+    got = _kernel_scores(values, times)
+    assert [s for s, *_ in got] == pytest.approx([s for s, *_ in want], rel=1e-9, abs=1e-9)
+    assert not [k for s, k, *_ in got if s >= 70 and k in (K.KIND_SHIFT_UP, K.KIND_SHIFT_DOWN)]
+    values, times = _shifted(2.95)
+    assert [k for s, k, *_ in _kernel_scores(values, times) if s >= 70] == [K.KIND_SHIFT_UP]
 
 
 def _shift_kinds(out, start=0):

@@ -32,13 +32,9 @@ def _queries(drifting, factor, n=24000, at=20000, seed=4):
 
 def _replay(tmp_path, name, lines, *options):
     """Replay lines as one file; every call writes the same file (a file is a source: its name is kept).
-    The level-shift test is on (series_shift_budget 0.01) unless options give a --config."""
+    The level-shift test is on (series_shift_budget 0.01, the default) unless options give a --config."""
     log = tmp_path / "db.log"
     log.write_text("".join(line + "\n" for line in lines))
-    if "--config" not in options:
-        config = tmp_path / "shifts.ini"
-        config.write_text("[detection]\n[[tier3]]\nseries_shift_budget = 0.01\n")
-        options = ("--config", str(config)) + options
     out = tmp_path / (name + ".jsonl")
     result = CliRunner().invoke(replay_command, ["--output", str(out), *options, str(log)])
     assert result.exit_code == 0, result.output
@@ -91,7 +87,7 @@ def test_statistics_saved_before_splits_and_shift_columns_load(tmp_path):
 
 
 def test_a_zero_shift_budget_splits_no_series(tmp_path):
-    """series_shift_budget = 0 (the default) turns the level-shift test off, and with it the split
+    """series_shift_budget = 0 turns the level-shift test off, and with it the split
     series it judges."""
     config = tmp_path / "off.ini"
     config.write_text("[detection]\n[[tier3]]\nseries_shift_budget = 0\n")
