@@ -357,16 +357,22 @@ def test_a_split_series_whose_value_explains_nothing_only_learns():
     assert book.state[[table, referrer], K.SPLIT_ONLY].tolist() == [K.SPLIT_JUDGED, K.SPLIT_MIXED]
     values, times = _shifted(2.95)
     for mark, shifts in ((K.SPLIT_JUDGED, 1), (K.SPLIT_MIXED, 0)):
-        st, season = np.zeros((1, K.COLS)), np.zeros((1, 2, K.SEASON_BUCKETS))
-        seen, labels, rec = np.zeros((1, K.SEASON_BUCKETS), np.int8), np.zeros((1, LABELS)), np.zeros((1, K.RECORD_COLS))
-        st[0, K.SPLIT_ONLY] = mark
-        twin = T.Series(LABELS)
-        twin.split_only = mark
-        got = [K.step(st, season, seen, labels, rec, 0, float(x), float(t), 1.0, 70.0, 40.0, 1.0, K.RECORD_WEIGHT,
-                      K.SHIFT_FLAGS_PER_DAY, 0.1)[0] for x, t in zip(values, times)]
-        want = [twin.step(float(x), float(t))[0] for x, t in zip(values, times)]
+        got, want = _steps_marked(mark, values, times)
+        got, want = [g[0] for g in got], [w[0] for w in want]
         assert got == pytest.approx(want, rel=1e-9, abs=1e-9)
         assert sum(1 for s in got if s >= 70) == shifts
+
+
+def _steps_marked(mark, values, times):
+    """(kernel, twin) step results of a fresh series whose SPLIT_ONLY mark is `mark`, over values."""
+    st, season = np.zeros((1, K.COLS)), np.zeros((1, 2, K.SEASON_BUCKETS))
+    seen, labels, rec = np.zeros((1, K.SEASON_BUCKETS), np.int8), np.zeros((1, LABELS)), np.zeros((1, K.RECORD_COLS))
+    st[0, K.SPLIT_ONLY] = mark
+    twin = T.Series(LABELS)
+    twin.split_only = mark
+    got = [K.step(st, season, seen, labels, rec, 0, float(x), float(t), 1.0, 70.0, 40.0, 1.0, K.RECORD_WEIGHT,
+                  K.SHIFT_FLAGS_PER_DAY, 0.1) for x, t in zip(values, times)]
+    return got, [twin.step(float(x), float(t)) for x, t in zip(values, times)]
 
 
 def test_a_pooled_series_explained_by_its_split_series_leaves_shifts_to_them():
@@ -385,14 +391,8 @@ def test_a_pooled_series_explained_by_its_split_series_leaves_shifts_to_them():
     values = values.copy()
     values[3000] *= 40.0      # a lone spike: still the pooled series' to judge
     for mark, shifts in ((0.0, 1), (K.POOLED_MIXTURE, 0)):
-        st, season = np.zeros((1, K.COLS)), np.zeros((1, 2, K.SEASON_BUCKETS))
-        seen, labels, rec = np.zeros((1, K.SEASON_BUCKETS), np.int8), np.zeros((1, LABELS)), np.zeros((1, K.RECORD_COLS))
-        st[0, K.SPLIT_ONLY] = mark
-        twin = T.Series(LABELS)
-        twin.split_only = mark
-        got = [K.step(st, season, seen, labels, rec, 0, float(x), float(t), 1.0, 70.0, 40.0, 1.0, K.RECORD_WEIGHT,
-                      K.SHIFT_FLAGS_PER_DAY, 0.1)[:2] for x, t in zip(values, times)]
-        want = [twin.step(float(x), float(t))[:2] for x, t in zip(values, times)]
+        got, want = _steps_marked(mark, values, times)
+        got, want = [g[:2] for g in got], [w[:2] for w in want]
         assert [s for s, _ in got] == pytest.approx([s for s, _ in want], rel=1e-9, abs=1e-9)
         assert [k for _, k in got] == [k for _, k in want]
         assert sum(1 for s, k in got if s >= 70 and k in (K.KIND_SHIFT_UP, K.KIND_SHIFT_DOWN)) == shifts
