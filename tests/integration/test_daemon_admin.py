@@ -1,6 +1,7 @@
 """POST /admin/* on the real daemon: every refusal status, the token never logged, and each action's
 effect where it acts (workers' batch size and tier 4, the input pausing without loss, the supervisor
 forking and retiring workers), plus the runbook's admin commands run as written with curl."""
+import http.client
 import json
 import os
 import re
@@ -37,8 +38,11 @@ def log_text(daemon):
 
 
 def wait_for(condition, timeout, what, daemon):
-    """The harness's wait_for, `what` first."""
-    return harness.wait_for(condition, timeout, daemon, what, interval=0.25, tolerate=(OSError,))
+    """The harness's wait_for, `what` first. While set-workers restarts the sidecar, /metrics is briefly
+    unavailable (docs/http.md): refused (OSError), or an answer cut when the old sidecar stops
+    (http.client.HTTPException)."""
+    return harness.wait_for(condition, timeout, daemon, what, interval=0.25,
+                            tolerate=(OSError, http.client.HTTPException))
 
 
 def write_lines(daemon, first, count):

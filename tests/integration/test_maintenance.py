@@ -121,8 +121,9 @@ def test_optimize_on_a_running_daemon_is_applied_by_its_worker_and_a_second_one_
         lines = done.stdout.splitlines()
         assert [line.split(":")[0] for line in lines[:2]] == ["worker 0 (running worker)", "worker 1 (running worker)"]
         assert "(2 near-duplicates merged)" in done.stdout and "optimize: templates " in lines[-1], done.stdout
-        deadline = time.monotonic() + 10     # the sidecar reads the counters once a second
-        while time.monotonic() < deadline and daemon.metric("templates_merged_total") != 2:
+        deadline = time.monotonic() + 10     # the sidecar reads each worker's counters once a second
+        while time.monotonic() < deadline and (daemon.metric("templates_merged_total") != 2
+                                               or daemon.metric("models_optimized_total") != 2):
             time.sleep(0.3)
         assert daemon.metric("templates_merged_total") == 2 and daemon.metric("models_optimized_total") == 2   # one per worker
         assert not os.path.exists(os.path.join(state, "optimize", "request.json"))   # answered: withdrawn
