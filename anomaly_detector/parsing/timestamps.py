@@ -104,6 +104,7 @@ def _epoch_number(digits, frac):
 # months is written in order, so only Nov/Dec after Jan (Dec after Feb) is read as late.
 LATE_MONTHS = 10
 
+
 class TimestampParser:
     """Stateful parser: remembers the detected format, day epochs and the inferred year.
 
