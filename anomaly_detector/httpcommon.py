@@ -35,6 +35,7 @@ CONNECTION_REASONS = ("refused", "header_timeout", "incomplete", "evicted")
 REJECT_REASONS = STATUS_REASONS + CONNECTION_REASONS
 # Headers are read with a socket timeout this much past the deadline, so that the deadline always acts first.
 _DEADLINE_SLACK_SECONDS = 2.0
+DRAIN_POLL_SECONDS = 0.02
 
 
 def status_reason(status):
@@ -191,6 +192,7 @@ class GuardedHTTPServer(ThreadingHTTPServer, metaclass=abc.ABCMeta):
     max_connections = 64
     header_timeout_seconds = 10.0
     evict_when_full = False   # True: a new connection over the bound evicts the oldest still sending headers
+    draining = False          # set by drain(): answers close their connection
 
     def __init__(self, address, handler, bind_and_activate=True):
         self._open = {}  # socket -> _Watch
@@ -283,6 +285,35 @@ class GuardedHTTPServer(ThreadingHTTPServer, metaclass=abc.ABCMeta):
             conns = list(self._open)
         for conn in conns:
             _cut(conn)
+
+    def drain(self, timeout, poll=DRAIN_POLL_SECONDS):
+        """A graceful stop, once the owner no longer accepts: requests under way are answered, for up
+        to `timeout` seconds, then every connection is cut. A kept-alive connection silent since its
+        last answer is cut at once (clients retry a request whose kept-alive connection closes, RFC
+        9112 9.3.1); a fresh connection is waited for until its header deadline, as its request may be
+        on the wire. Answers given while draining carry Connection: close. Returns how many
+        connections were still busy at the timeout (they are cut)."""
+        self.draining = True
+        deadline = time.monotonic() + timeout
+        while True:
+            self.service_actions()   # header deadlines still hold while draining
+            busy = self._cut_idle()
+            if not busy or time.monotonic() >= deadline:
+                break
+            time.sleep(poll)
+        self.shutdown_connections()
+        return busy
+
+    def _cut_idle(self):
+        """Cut the kept-alive connections that sent nothing since their last answer; return how many
+        others are open."""
+        with self._open_lock:
+            idle = [conn for conn, watch in self._open.items()
+                    if watch.cut or (watch.deadline is not None and watch.quiet_if_silent and watch.silent())]
+            busy = len(self._open) - len(idle)
+        for conn in idle:
+            _cut(conn)
+        return busy
 
 
 class _Watch:

@@ -149,6 +149,8 @@ class _Handler(BodyHygieneMixin, BaseHTTPRequestHandler):
             self.server.count_rejection(status_reason(status))
         if self.body_unread():
             self.close_connection = True  # the body was not read: its bytes must not become a request
+        if self.server.draining:
+            self.close_connection = True  # stopping: the client's next request goes to the next sidecar
         self.send_response_only(status)
         self.send_header("Server", self.version_string())
         self.send_header("Date", self.date_time_string())

@@ -472,7 +472,7 @@ def _remove_quietly(path):
 
 
 def run_sidecar(ctx, daemon):
-    """ChildSpec target of the sidecar: serve until SIGTERM (default action) ends the process."""
+    """ChildSpec target of the sidecar: serve until SIGTERM, then finish the answers under way."""
     daemon.setup_child_logging("sidecar")
     cfg = daemon.cfg
     readings = Readings(cfg, daemon.control, daemon.rings, daemon.processes, os.getppid())
@@ -497,18 +497,19 @@ def run_sidecar(ctx, daemon):
              "https" if tls else "http",
              server.server_address[0], server.port, "" if readings.admin.disabled_reason else " with a token")
     reader.start()
-    _serve(server, daemon.control, ctx.slot)
+    _serve(server, daemon.control, ctx.slot, ctx.stop)
+    _drain(server, http["header_timeout_seconds"])
     return 0
 
 
-def _serve(server, control, slot):
-    """Serve requests; once a second beat, cut connections past their header deadline and run memory
-    relief when the supervisor asked for it (SIGUSR1 bumps relief_generation). The readings are the
-    reader thread's (SnapshotReader)."""
+def _serve(server, control, slot, stop):
+    """Serve requests until SIGTERM; once a second beat, cut connections past their header deadline
+    and run memory relief when the supervisor asked for it (SIGUSR1 bumps relief_generation). The
+    readings are the reader thread's (SnapshotReader)."""
     server.timeout = 0.25
     next_beat = 0.0
     relief = ReliefWatch(control, "sidecar")
-    while True:
+    while not stop.requested:
         now = time.monotonic()
         if now >= next_beat:
             control.beat(slot)
@@ -516,6 +517,17 @@ def _serve(server, control, slot):
             next_beat = now + 1.0
         server.service_actions()
         server.handle_request()
+
+
+def _drain(server, timeout):
+    """Stop accepting (the supervisor keeps the listening socket: connections wait in its queue for the
+    next sidecar) and finish the answers under way, bounded like a slow client's headers, so a reload
+    or set-workers does not cut a scrape halfway through its body."""
+    busy = server.drain(timeout)
+    if busy:
+        log.warning("sidecar stop: cut %d connection(s) still busy after %.1f s", busy, timeout)
+    else:
+        log.info("sidecar stop: answers under way finished")
 
 
 def _reload_samples(flags):

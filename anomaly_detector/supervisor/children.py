@@ -70,7 +70,7 @@ class ChildSpec:
     name: str
     target: Callable
     slot: Optional[int] = None   # row in the control block (heartbeat, counters); None: no heartbeat check
-    role: str = "worker"         # signal dispositions, see signals.ROLE_TERM
+    role: str = "worker"         # signal dispositions, see signals.CHILD_ROLES
     # A count that grows while the child does useful work (a worker's scored and set-aside lines).
     # A child that died young but moved it was not crash-looping: a worker isolating a poison line
     # dies once per bad line, each time a little further on, and must not be made FATAL for it.
@@ -128,8 +128,8 @@ class ChildSet:
     def add(self, spec):
         if spec.name in self.children:
             raise ValueError(f"child {spec.name!r} exists already")
-        if spec.role not in signals.ROLE_TERM:
-            raise ValueError(f"unknown child role {spec.role!r}; known: {', '.join(signals.ROLE_TERM)}")
+        if spec.role not in signals.CHILD_ROLES:
+            raise ValueError(f"unknown child role {spec.role!r}; known: {', '.join(signals.CHILD_ROLES)}")
         child = Child(spec)
         self.children[spec.name] = child
         return child

@@ -12,8 +12,8 @@ Children (workers, inputs, alerter, sidecar) must not react to the supervisor's 
 `pkill -HUP anomaly_detector` or a terminal's Ctrl-C reach every process, and a worker that died on
 SIGINT or reloaded on SIGHUP by itself would break the supervisor's orderly reload and stop. So
 children ignore HUP, USR1, USR2, INT, TTIN, TTOU and WINCH (the supervisor relays USR1 and reloads
-through the control block), keep default QUIT (the operator's "die now"), and SIGTERM is either a
-graceful stop request (stateful roles finish their batch, ack, snapshot) or the default action.
+through the control block), keep default QUIT (the operator's "die now"), and SIGTERM is a graceful
+stop request (stateful roles finish their batch, ack, snapshot; the sidecar its answers).
 """
 import faulthandler
 import os
@@ -28,8 +28,9 @@ WAKEUP_REQUEST = "wakeup"  # queued by SignalQueue.wakeup() for non-signal wake-
 
 CHILD_IGNORED = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT,
                  signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH)
-# How SIGTERM ends each child role: "graceful" sets StopRequest, "default" terminates at once.
-ROLE_TERM = {"worker": "graceful", "input": "graceful", "alerter": "graceful", "sidecar": "default"}
+# Every child role stops gracefully on SIGTERM (StopRequest): workers, inputs and the alerter finish their
+# batch or delivery, the sidecar its HTTP answers (a scrape cut after its headers is a failed scrape).
+CHILD_ROLES = ("worker", "input", "alerter", "sidecar")
 
 
 class SignalQueue:
@@ -128,13 +129,12 @@ def restore(mask):
 def setup_child(role, mask, supervisor_queue=None):
     """In a freshly forked child (signals blocked by block_all): give it its role's dispositions.
 
-    Drops the supervisor's handlers and wakeup pipe, ignores CHILD_IGNORED, sets SIGTERM per
-    ROLE_TERM, enables faulthandler so the supervisor's SIGABRT for a hung child dumps its stack,
-    then unblocks signals (restore(mask)). Returns the StopRequest SIGTERM sets (never set for
-    roles whose SIGTERM is the default action).
+    Drops the supervisor's handlers and wakeup pipe, ignores CHILD_IGNORED, makes SIGTERM set a
+    StopRequest, enables faulthandler so the supervisor's SIGABRT for a hung child dumps its stack,
+    then unblocks signals (restore(mask)). Returns the StopRequest SIGTERM sets.
     """
-    if role not in ROLE_TERM:
-        raise ValueError(f"unknown child role {role!r}; known: {', '.join(ROLE_TERM)}")
+    if role not in CHILD_ROLES:
+        raise ValueError(f"unknown child role {role!r}; known: {', '.join(CHILD_ROLES)}")
     signal.set_wakeup_fd(-1)
     if supervisor_queue is not None:
         supervisor_queue.close_descriptors()
@@ -143,8 +143,7 @@ def setup_child(role, mask, supervisor_queue=None):
     for sig in CHILD_IGNORED:
         signal.signal(sig, signal.SIG_IGN)
     stop = StopRequest()
-    if ROLE_TERM[role] == "graceful":
-        signal.signal(signal.SIGTERM, stop._handle)
+    signal.signal(signal.SIGTERM, stop._handle)
     faulthandler.enable()
     restore(mask)
     return stop
