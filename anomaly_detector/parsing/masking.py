@@ -10,6 +10,8 @@ Maskers (all on by default), applied per whitespace token:
   uuid      a token holding 8-4-4-4-12 hex is a value as a whole
   path      a token starting with "/" (or a quote/bracket then "/") and holding a second "/"
             is one value (a single "/" is not a path: /10.0.0.1:80 gives /<*>:<*>)
+            Both keep the token's opening brackets/quotes and trailing punctuation literal:
+            "(/var/lib/x):" -> "(<*>):", "'/udev/hda1'" -> "'<*>'", "6e9e...7a]" -> "<*>]"
   duration  12ms, 3.5s, 10min
   size      5KB, 12MiB, 100bytes
   datetime  dates and times written inside messages, each one value (so no day, hour or

@@ -167,9 +167,41 @@ def _forced(force, s, e):
 def _masks_whole(buf, s, e, flags, force):
     if _forced(force, s, e):
         return True
-    if (flags & F_DATETIME) and _is_date_name(buf, s, e):
-        return True
-    return (flags & F_UUID) != 0 and e - s >= 36 and _has_uuid(buf, s, e)
+    return (flags & F_DATETIME) != 0 and _is_date_name(buf, s, e)
+
+
+@njit(cache=True, inline="always")
+def _is_opener(c):
+    return c == 34 or c == 39 or c == 40 or c == 61 or c == 91 or c == 60 or c == 123   # " ' ( = [ < {
+
+
+@njit(cache=True, inline="always")
+def _is_closer(c):
+    # " ' ) ] > } , ; : . ! ?
+    return (c == 34 or c == 39 or c == 41 or c == 93 or c == 62 or c == 125 or c == 44 or c == 59
+            or c == 58 or c == 46 or c == 33 or c == 63)
+
+
+@njit(cache=True, inline="always")
+def _write_wrapped(buf, s, e, out, o):
+    """A whole-token value (a path, a token holding a uuid) as one MARK, its wrapping kept literal:
+    "(/var/lib/x):" -> "(<*>):", "e7f1...]" -> "<*>]". The brackets, quotes and trailing
+    punctuation are the message's words, the same on every line; swallowing them made the
+    template's text differ from what the program prints."""
+    a = s
+    while a < e - 1 and _is_opener(buf[a]):
+        out[o] = buf[a]
+        o += 1
+        a += 1
+    b = e
+    while b > a + 1 and _is_closer(buf[b - 1]):
+        b -= 1
+    out[o] = MARK
+    o += 1
+    for q in range(b, e):
+        out[o] = buf[q]
+        o += 1
+    return o
 
 
 # ---------------------------------------------------------------- dates and times inside a token
@@ -408,10 +440,9 @@ def _mask_token(buf, s, e, flags, force, out, o, after_value, after_date):
     if _masks_whole(buf, s, e, flags, force):
         out[o] = MARK
         return o + 1, False
-    if flags & F_PATH:
-        if _path_start(buf, s, e) >= 0:
-            out[o] = MARK
-            return o + 1, False
+    if ((flags & F_UUID) != 0 and e - s >= 36 and _has_uuid(buf, s, e)) or \
+            ((flags & F_PATH) != 0 and _path_start(buf, s, e) >= 0):
+        return _write_wrapped(buf, s, e, out, o), False
     dates = (flags & F_DATETIME) != 0
     dated = False
     i = s

@@ -102,14 +102,34 @@ def _masks_whole_py(tok, flags, forced):
         return True
     if flags & F_DATETIME and (len(tok) == 3 or (len(tok) == 4 and tok[3] == 44)) and tok[:3] in _NAME_SET:
         return True
-    if flags & F_UUID:
-        for i in range(len(tok) - 35):
-            if i > 0 and _alnum(tok[i - 1]):
-                continue
-            seg = tok[i:i + 36]
-            if all((c == 45) if j in (8, 13, 18, 23) else _hexc(c) for j, c in enumerate(seg)):
-                return True
     return False
+
+
+def _has_uuid_py(tok):
+    for i in range(len(tok) - 35):
+        if i > 0 and _alnum(tok[i - 1]):
+            continue
+        seg = tok[i:i + 36]
+        if all((c == 45) if j in (8, 13, 18, 23) else _hexc(c) for j, c in enumerate(seg)):
+            return True
+    return False
+
+
+def _is_path_py(tok):
+    if len(tok) < 3:
+        return False
+    first = 0 if tok[0] == 47 else (1 if tok[1] == 47 and tok[0] in b"\"'(=[<" else -1)
+    return first >= 0 and b"/" in tok[first + 1:]
+
+
+def _wrapped_py(tok):
+    """Twin of _write_wrapped."""
+    a, b = 0, len(tok)
+    while a < b - 1 and tok[a] in b"\"'(=[<{":
+        a += 1
+    while b > a + 1 and tok[b - 1] in b"\"')]>},;:.!?":
+        b -= 1
+    return tok[:a] + bytes([MARK]) + tok[b:]
 
 
 def _date_may_start_py(tok, i):
@@ -125,10 +145,8 @@ def _mask_token_py(tok, flags, forced, after_value, after_date):
     """Twin of _mask_token: (masked bytes, ends in a date/time)."""
     if _masks_whole_py(tok, flags, forced):
         return bytes([MARK]), False
-    if flags & F_PATH and len(tok) >= 3:
-        first = 0 if tok[0] == 47 else (1 if tok[1] == 47 and tok[0] in b"\"'(=[<" else -1)
-        if first >= 0 and b"/" in tok[first + 1:]:
-            return bytes([MARK]), False
+    if (flags & F_UUID and len(tok) >= 36 and _has_uuid_py(tok)) or (flags & F_PATH and _is_path_py(tok)):
+        return _wrapped_py(tok), False
     out = bytearray()
     i, e = 0, len(tok)
     dated = False

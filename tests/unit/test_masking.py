@@ -37,6 +37,19 @@ def test_datetime_masks_dates_and_times_as_one_value(text, masked):
     assert MaskingConfig(**off).mask(text) == text
 
 
+@pytest.mark.parametrize("text,masked", [
+    ("image 6ddb8c62 at (/var/lib/nova/instances/_base/6ddb8c62): checking",
+     "image <*> at (<*>): checking"),
+    ("removing device node '/udev/hda1'", "removing device node '<*>'"),
+    ("[instance: 6e9e5c2f-1a0e-4e5a-9f3c-2b1d0c9e8f7a] VM Resumed", "[instance: <*>] VM Resumed"),
+    ("req=req-38101a0b-2096-447d-96ea-a692162415ae, done.", "<*>, done."),
+    ("open \"/etc/hosts\".", "open \"<*>\"."),
+])
+def test_whole_token_values_keep_their_brackets_quotes_and_punctuation(text, masked):
+    # the program prints the brackets and quotes on every line: they are the template's words
+    assert MaskingConfig().mask(text) == masked
+
+
 def test_defaults_all_on_and_round_trip():
     cfg = MaskingConfig()
     assert cfg.flags == (1 << 9) - 1

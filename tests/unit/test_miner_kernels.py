@@ -13,7 +13,8 @@ ALL = (1 << 9) - 1
 # pieces that exercise every masker: numbers, ids, hex, IPs, uuids, paths, units, dates
 PIECES = ["blk_", "-", "12", "3.5", "0x1f", "ffffffff", "deadbee", "10.0.0.1", ":8080", "ms", "KB", "B", " ",
           "  ", "\t", "/var/log/x", "(", ")", "=", ",", "user", "Jul", "Sun,", "abc", ".", "..", "a1b2",
-          "123e4567-e89b-12d3-a456-426614174000", "é", "\xff", "KiB", "5.4", "_", "'", "/", "x"]
+          "123e4567-e89b-12d3-a456-426614174000", "é", "\xff", "KiB", "5.4", "_", "'", "/", "x",
+          "[", "]", ":", "{", "}", '"', "!", "?", "<", ">", ";"]
 lines = st.lists(st.sampled_from(PIECES), max_size=14).map("".join)
 flag_sets = st.sampled_from([ALL, 0, mk.F_NUMBERS, mk.F_IDS | mk.F_HEX, mk.F_PATH | mk.F_UUID | mk.F_DATETIME,
                              mk.F_SIZE | mk.F_NUMBERS, mk.F_IP, mk.F_DURATION | mk.F_IDS])
