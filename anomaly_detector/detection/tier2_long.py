@@ -10,18 +10,65 @@ The forecast error of a window is learned per block, not taken from the per-buck
 sparse source holds a line or none, whose log ratio says little, and a young model's error over an
 hour (its seasons' misfit, an evening forecast too high for every minute of it) does not average out
 over the buckets of the window.
+
+The same blocks also feed a one-sided sequential test (CUSUM, see sequential): a drop of any length is
+raised once the evidence of its low blocks adds up, not only when it fills one of the fixed windows.
 """
 import math
+from statistics import NormalDist
 
 import numpy as np
 
-from .stats_kernels import count_lower_score
+from .stats_kernels import count_lower_score, log10_count_lower
 from .volume_kernels import USUAL_SIGMAS
 
 # A block's forecast is trusted to this squared relative error before any block was learned.
 START_REL2 = 0.25
 # A source is judged over long windows once at least this share of its quarter hours had a line.
 STEADY_SHARE = 0.5
+# The sequential test (LongWindows.sequential) adds each block's evidence less this many normal deviations:
+# a block at its forecast takes evidence away, so only a run of blocks each about one deviation low (a
+# drop, not the forecast's usual misfit) builds up.
+CUSUM_REFERENCE = 0.5
+# Evidence of one block is capped at this many deviations: a quarter hour with no line of a sparse source
+# (a restart, a stall) says at most this much, so a drop needs several low quarters to be raised.
+CUSUM_BLOCK_CAP = 4.0
+# A run is raised only once its lines are at most this share of its forecast: a drop is a source well
+# below its forecast. A forecast a quarter too high for hours (its level still learning down after a
+# burst, a quiet holiday evening) adds up evidence too, and is no outage.
+DROP_MAX_RATIO = 0.5
+_NORMAL = NormalDist()
+
+
+def cusum_threshold(days, block_seconds):
+    """The one-sided CUSUM threshold h (in normal deviations, reference CUSUM_REFERENCE) whose mean run
+    between false alarms, on blocks that are at their forecast, is `days` (Siegmund's approximation
+    ARL = (exp(2kb) - 2kb - 1) / 2k^2 with b = h + 1.166, solved by bisection)."""
+    arl = max(days * 86400.0 / block_seconds, 2.0)
+    k = CUSUM_REFERENCE
+    lo, hi = 0.0, 50.0
+    for _ in range(60):
+        h = 0.5 * (lo + hi)
+        b = 2.0 * k * (h + 1.166)
+        if (math.exp(b) - b - 1.0) / (2.0 * k * k) < arl:
+            lo = h
+        else:
+            hi = h
+    return 0.5 * (lo + hi)
+
+
+def block_evidence(obs, exp, disp, rel2):
+    """How low one block is, in normal deviations (positive: below its forecast): the lower tail of its
+    count as a quasi-Poisson count (dispersion disp) and as a log ratio with the block's learned forecast
+    error rel2, the less surprising of both (as count_lower_score), as a normal quantile; a block above
+    its forecast gives its (negative) log-ratio deviation."""
+    z = math.log((obs + 0.5) / (exp + 0.5)) / math.sqrt(rel2 + disp / max(exp, 0.5))
+    if obs >= exp:
+        return max(-z, -CUSUM_BLOCK_CAP)
+    ratio = math.log10(max(_NORMAL.cdf(z), 1e-300))
+    lp = max(log10_count_lower(obs, exp, disp), ratio)
+    p = min(max(10.0 ** lp, 1e-15), 0.5)
+    return min(-_NORMAL.inv_cdf(p), CUSUM_BLOCK_CAP)
 
 
 class LongWindows:
@@ -36,6 +83,9 @@ class LongWindows:
         self.learned = np.zeros(size, np.int64)    # blocks it was learned from
         self.nonzero = np.zeros(size)              # share of blocks with any line
         self.pos = 0                               # ring slot the next block goes to (all sources alike)
+        self.cusum = np.zeros(size)                # evidence of a drop so far (sequential), in deviations
+        self.run = np.zeros(size, np.int64)        # blocks since the evidence was last zero
+        self.raised = np.zeros(size, bool)         # this run was raised already
 
     @property
     def widths(self):
@@ -50,7 +100,7 @@ class LongWindows:
         if n <= self.obs.shape[0]:
             return
         new = max(n, 2 * self.obs.shape[0])
-        for name in ("obs", "exp", "filled", "rel2", "learned", "nonzero"):
+        for name in ("obs", "exp", "filled", "rel2", "learned", "nonzero", "cusum", "run", "raised"):
             arr = getattr(self, name)
             grown = np.full((new,) + arr.shape[1:], START_REL2 if name == "rel2" else 0, arr.dtype)
             grown[: arr.shape[0]] = arr
@@ -70,6 +120,43 @@ class LongWindows:
     def clear(self):
         """A gap not the sources' doing (tier2_volume._skip_gap): every window starts again."""
         self.filled[:] = 0
+        self.cusum[:] = 0.0
+        self.run[:] = 0
+        self.raised[:] = False
+
+    def sequential(self, judged, disp, threshold):
+        """A one-sided CUSUM of each judged source's blocks against their forecasts -> [(source, blocks,
+        evidence, lines, forecast)] for the runs whose evidence reaches threshold (each run raised once).
+        A drop of a sparse source lasting an unknown time (an hour, an afternoon) is found once the evidence
+        of its blocks adds up, however long it lasts, instead of only when it fills one of the fixed windows
+        of drops(); a block at or above its forecast takes evidence away, so the forecast's usual misfit
+        (evening too high for one quarter, too low for the next) does not build up. The evidence of a block
+        uses its learned error (see learn), so a source whose forecast is often off needs a longer drop; and
+        the run's lines must be at most DROP_MAX_RATIO of its forecast."""
+        found = []
+        newest = (self.pos - 1) % self.blocks
+        n = min(judged.shape[0], self.obs.shape[0])
+        for src in range(n):
+            exp = self.exp[src, newest]
+            if not judged[src] or exp <= 0 or self.filled[src] < 1:
+                self.cusum[src], self.run[src], self.raised[src] = 0.0, 0, False
+                continue
+            obs = self.obs[src, newest]
+            step = block_evidence(obs, exp, disp[src], self.rel2[src]) - CUSUM_REFERENCE
+            self.cusum[src] = max(0.0, self.cusum[src] + step)
+            if self.cusum[src] == 0.0:
+                self.run[src], self.raised[src] = 0, False
+                continue
+            self.run[src] += 1
+            if self.cusum[src] < threshold or self.raised[src]:
+                continue
+            width = int(min(self.run[src], self.blocks, self.filled[src]))
+            slots = (self.pos - 1 - np.arange(width)) % self.blocks
+            lines, forecast = float(self.obs[src, slots].sum()), float(self.exp[src, slots].sum())
+            if lines <= DROP_MAX_RATIO * forecast:
+                self.raised[src] = True
+                found.append((src, width, float(self.cusum[src]), lines, forecast))
+        return found
 
     def drops(self, judged, disp, min_score):
         """Sources low over a long window -> [(source, width in blocks, score, lines, forecast)], the best
@@ -120,7 +207,8 @@ class LongWindows:
     def state(self):
         return {"blocks": self.blocks, "obs": self.obs.tolist(), "exp": self.exp.tolist(),
                 "filled": self.filled.tolist(), "pos": self.pos, "rel2": self.rel2.tolist(),
-                "learned": self.learned.tolist(), "nonzero": self.nonzero.tolist()}
+                "learned": self.learned.tolist(), "nonzero": self.nonzero.tolist(),
+                "cusum": self.cusum.tolist(), "run": self.run.tolist(), "raised": self.raised.tolist()}
 
     def load_state(self, state):
         """Restore state(); absent (older snapshots) or saved with another ring length: start empty."""
@@ -137,3 +225,14 @@ class LongWindows:
             raise ValueError("t2 long windows: rows or ring position do not match")
         self.obs, self.exp, self.filled, self.pos = obs, exp, filled, int(state["pos"])
         self.rel2, self.learned, self.nonzero = rel2, learned, nonzero
+        # the sequential test's evidence (absent in older snapshots: it starts again from none)
+        rows = obs.shape[0]
+        self.cusum = _row(state.get("cusum"), rows, float)
+        self.run = _row(state.get("run"), rows, np.int64)
+        self.raised = _row(state.get("raised"), rows, bool)
+
+
+def _row(values, rows, dtype):
+    """A saved per-source array, or zeros where it is absent or of another length."""
+    arr = np.asarray(values if values is not None else [], dtype).reshape(-1)
+    return arr if arr.shape[0] == rows else np.zeros(rows, dtype)

@@ -20,7 +20,7 @@ from .base import Finding, Tier, TierResult
 from .ranks import running_counts
 from .stats_kernels import count_lower_score, count_upper_scores
 from .tier2_hosts import HostCounts
-from .tier2_long import LongWindows
+from .tier2_long import LongWindows, cusum_threshold
 from .tier2_recent import RecentLevel
 from .tier2_values import ValueKeys
 
@@ -281,6 +281,11 @@ class VolumeTier(Tier):
         long_s = float(settings.get("drop_long_seconds", 7200.0))
         self._source_name = str   # source id -> name for host findings' reasons: the last batch's (learn)
         self.long = LongWindows(int(np.ceil(long_s / (DROP_WINDOWS[-1] * self.bucket_seconds))) if long_s > 0 else 0)
+        # ... and by a sequential test over their quarter hours whose false alarms per source are about one in
+        # drop_sequential_days (tier2_long.LongWindows.sequential). 0 = off.
+        seq_days = float(settings.get("drop_sequential_days", 30.0))
+        self.sequential_h = (cusum_threshold(seq_days, DROP_WINDOWS[-1] * self.bucket_seconds)
+                             if seq_days > 0 and self.long.blocks else 0.0)
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -832,10 +837,12 @@ class VolumeTier(Tier):
             judged[sid] = (count_lower_score(0.5 * quarter, quarter, 1.0, MIN_RELATIVE_ERROR ** 2)
                            < self.finding_min_score)
         found = self.long.drops(judged, disp, self.finding_min_score) if judged.any() else []
+        found += self._sequential_drops(judged, disp, {f[0] for f in found})
         # a block stands for its buckets, but consecutive ones overlap in what they say of the forecast
         # (as tier2_recent's windows do): learned at a quarter of its buckets' rate
+        skip = [f[0] for f in found] + np.flatnonzero(self.long.raised).tolist()
         self.long.learn(disp, min(1.0, self.learning_rate * DROP_WINDOWS[-1] / 4.0), MIN_RELATIVE_ERROR ** 2,
-                        [f[0] for f in found], DISPERSION_SLOWER)
+                        skip, DISPERSION_SLOWER)
         for sid, width, score, obs, exp in found:
             span = width * DROP_WINDOWS[-1] * self.bucket_seconds
             what = "silent" if obs == 0 else "volume drop"
@@ -845,6 +852,18 @@ class VolumeTier(Tier):
                 reason="source %s: %d lines in the last %gs" % (what, obs, span),
                 expected="about %.1f per %gs" % (exp, span), observed="%d per %gs" % (obs, span),
                 source=str(sid), confirmed=True, since=when + self.bucket_seconds - span if obs == 0 else None))
+
+    def _sequential_drops(self, judged, disp, already):
+        """The long windows' sources whose sequential test (tier2_long.LongWindows.sequential) reached its
+        threshold at this block, as drops() tuples, but not those a fixed window raised now. Scored
+        finding_min_score at the threshold and more with the evidence: it is confirmed by construction
+        (a run of low quarters, longer than drop_hold_seconds)."""
+        if not self.sequential_h:
+            return []
+        found = self.long.sequential(judged, disp, self.sequential_h)
+        scale = self.finding_min_score / self.sequential_h
+        return [(src, width, min(100.0, scale * evidence), obs, exp)
+                for src, width, evidence, obs, exp in found if src not in already]
 
     def _hours_seen_twice(self, when, n):
         """Per source: whether every hour of day the long windows span (up to `when`) was seen on at least
