@@ -64,6 +64,7 @@ QUIET_Z = 2.5                   # below this |z| a tail is not worth computing (
 DRIFT_SLOWER = 10.0
 KIND_NONE, KIND_OUTLIER, KIND_DRIFT, KIND_NEW_VALUE = 0, 1, 2, 3
 NEAR_SHARE = 0.1    # a never-seen value with a fraction this close to a known one is no new value
+RUN_LOOKBACK = 16   # first sights of a slot's latest values a run of new values may start at
 
 
 @njit(cache=True)
@@ -225,6 +226,8 @@ def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_ha
     last = cat_last.copy()
     # Sightings within this batch count too: an outbreak often fits in one batch.
     extra = np.zeros(cat_nd.shape[0])      # lines of each categorical slot so far in the batch
+    batch_new = np.zeros(cat_nd.shape[0])  # values new to each slot met so far in the batch
+    batch_first = np.zeros(cat_nd.shape[0])  # the slot's count at the first of them
     young = Dict.empty(key_type=types.uint64, value_type=types.float64[:])  # (slot, value) -> state
     drift_sd = math.sqrt(drift_alpha / (2.0 - drift_alpha))
     for i in range(n):
@@ -260,7 +263,7 @@ def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_ha
                         best[i], which[i], kind[i] = sc, j, KIND_DRIFT
             if cat_full[s] == 0 and cat_nd[s] > 0:
                 sc = _value_score(young, s, param_hash[j], x, cat_hash, cat_count, cat_nd, cat_novelty, cat_seen_at,
-                                  cat_num, extra, min_obs, last[s] == param_hash[j])
+                                  cat_num, extra, min_obs, last[s] == param_hash[j], batch_new, batch_first)
                 if sc > best[i]:
                     best[i], which[i], kind[i] = sc, j, KIND_NEW_VALUE
             if cat_full[s] == 0:
@@ -270,11 +273,13 @@ def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_ha
 
 @njit(cache=True)
 def _value_score(young, s, h, x, cat_hash, cat_count, cat_nd, cat_novelty, cat_seen_at, cat_num, extra, min_obs,
-                 after_itself):
+                 after_itself, batch_new, batch_first):
     """Surprise of a categorical value: unseen, or young (and how often it came back), or known.
 
     `young` holds [novelty, slot lines before first sight, sightings, judged at first sight only] of the
-    young values met in this batch; extra[s] counts the batch's lines of slot s so far. Both are advanced here.
+    young values met in this batch; extra[s] counts the batch's lines of slot s so far; batch_new[s] and
+    batch_first[s] count the batch's values new to slot s and where the first came (run_score). All are
+    advanced here.
     after_itself: the slot's previous line held this value too. A succession (young_score) is only
     possible then: a value that took over has no old value between its lines, while one that came
     beside the known ones (a new payment provider on half the orders) keeps meeting them.
@@ -295,6 +300,12 @@ def _value_score(young, s, h, x, cat_hash, cat_count, cat_nd, cat_novelty, cat_s
         elif learned >= min_obs:
             state = np.array([surprisal_score(_new_value_log10p(cat_count, cat_nd, s)), total, 0.0,
                               _late_values(cat_novelty, s, cat_nd[s])])
+            if not _next_to_known(cat_num, cat_nd, s, x, -1):
+                state[0] = max(state[0], run_score(cat_novelty, cat_seen_at, cat_nd, s, batch_new[s],
+                                                   batch_first[s], total))
+            if batch_new[s] == 0.0:
+                batch_first[s] = total
+            batch_new[s] += 1.0
         else:
             return 0.0
         # A count going one further (waiting=3 after 2) is not a new kind of value. A slot that
@@ -348,6 +359,38 @@ def _late_values(cat_novelty, s, k):
         if cat_novelty[s, q] > 0.0:
             late += 1.0
     return late
+
+
+@njit(cache=True)
+def run_score(cat_novelty, cat_seen_at, cat_nd, s, batch_new, batch_first, total):
+    """Surprise of the values new to slot s that came just before this new one, as a run.
+
+    Each new value alone is judged at first sight (about 47 after a few thousand lines of one
+    value), but several in a row after a long quiet span are rarer together: a pool's waiting
+    count that read 0 for days and now reads 35, 44, 38 is an exhausted pool, not three mild
+    surprises. A run starting at a value first seen after `gap` slot lines without a new value
+    would have a rate of new values below about NEW_RATE_BOUND / gap (95 %) if nothing had
+    changed; `count` new values in the `since` lines after its start are tested against it. A
+    slot that gains new values all the time (an open set) has short gaps, so its runs prove
+    nothing. Runs start at one of the last RUN_LOOKBACK values first seen after warm-up, or at
+    this batch's first new value (batch_new of them so far, the first at slot count batch_first).
+    """
+    nd = cat_nd[s]
+    count = batch_new
+    best = 0.0
+    if count > 0.0:
+        best = _run_tail(count, total - batch_first, batch_first - cat_seen_at[s, nd - 1])
+    for q in range(nd - 1, max(1, nd - RUN_LOOKBACK) - 1, -1):
+        count += 1.0
+        if cat_novelty[s, q] > 0.0:
+            best = max(best, _run_tail(count, total - cat_seen_at[s, q], cat_seen_at[s, q] - cat_seen_at[s, q - 1]))
+    return best
+
+
+@njit(cache=True, inline="always")
+def _run_tail(count, since, gap):
+    rate = NEW_RATE_BOUND / max(gap, 1.0)
+    return surprisal_score(log10_count_upper(count, max(since, 1.0) * rate, 1.0))
 
 
 @kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.U64_1D, kt.F32_1D, kt.F64_2D, kt.U64_2D, kt.F64_2D, kt.I32_1D, kt.I8_1D,

@@ -72,6 +72,7 @@ def score_lines(lines, slots, min_obs, drift_alpha, drift_min_shift, numeric=Tru
     zbar = {s: slot.zbar for s, slot in slots.items()}
     ybar = {s: slot.ybar for s, slot in slots.items()}
     extra = {}   # slot -> its lines so far in this batch
+    run = {}     # slot -> [values new to it so far in this batch, its count at the first]
     young = {}   # (slot, hash) -> [novelty, slot lines before first sight, sightings]
     last = {s: slot.last_value for s, slot in slots.items()}
     sd = math.sqrt(drift_alpha / (2.0 - drift_alpha))
@@ -98,7 +99,8 @@ def score_lines(lines, slots, min_obs, drift_alpha, drift_min_shift, numeric=Tru
                     candidates.append((_surprise(_two_sided(zbar[s] / spread), slot.exc_drift,
                                                  slot.n_drift * drift_alpha / 2.0, gate=False), K.KIND_DRIFT))
             if not slot.full and slot.values:
-                candidates.append((_value_score(slot, s, h, x, extra, young, min_obs, last[s] == h), K.KIND_NEW_VALUE))
+                candidates.append((_value_score(slot, s, h, x, extra, young, min_obs, last[s] == h, run),
+                                   K.KIND_NEW_VALUE))
             if not slot.full:
                 last[s] = h
             for score, kind in candidates:
@@ -108,7 +110,7 @@ def score_lines(lines, slots, min_obs, drift_alpha, drift_min_shift, numeric=Tru
     return out
 
 
-def _value_score(slot, s, h, x, extra, young, min_obs, after_itself):
+def _value_score(slot, s, h, x, extra, young, min_obs, after_itself, run):
     learned = sum(slot.values.values())
     total = learned + extra.get(s, 0.0)
     extra[s] = extra.get(s, 0.0) + 1.0
@@ -125,6 +127,10 @@ def _value_score(slot, s, h, x, extra, young, min_obs, after_itself):
         elif learned >= min_obs:
             earlier = order
             state = [_new_value_surprise(slot), total, 0.0]
+            batch_new, batch_first = run.get(s, (0.0, 0.0))
+            if not _next_to_any(slot, x):
+                state[0] = max(state[0], run_score_py(slot, batch_new, batch_first, total))
+            run[s] = (batch_new + 1.0, batch_first if batch_new else total)
         else:
             return 0.0
         late = sum(1 for v in earlier if slot.novelty[v] > 0)
@@ -138,6 +144,29 @@ def _value_score(slot, s, h, x, extra, young, min_obs, after_itself):
         score = young_score(state[0], state[2], total - state[1], state[1], succession=after_itself)
     state[2] += 1.0
     return score
+
+
+def _next_to_any(slot, x):
+    return not math.isnan(x) and x == math.floor(x) and any(abs(v - x) <= 1 for v in slot.nums.values())
+
+
+def run_score_py(slot, batch_new, batch_first, total):
+    """Twin of novelty_kernels.run_score over a slot's values in first-sight order."""
+    seen = [slot.seen_at[v] for v in slot.values]
+    late = [slot.novelty[v] > 0 for v in slot.values]
+    nd = len(seen)
+    best = _run_tail_py(batch_new, total - batch_first, batch_first - seen[-1]) if batch_new > 0 else 0.0
+    count = batch_new
+    for q in range(nd - 1, max(1, nd - K.RUN_LOOKBACK) - 1, -1):
+        count += 1.0
+        if late[q]:
+            best = max(best, _run_tail_py(count, total - seen[q], seen[q] - seen[q - 1]))
+    return best
+
+
+def _run_tail_py(count, since, gap):
+    rate = K.NEW_RATE_BOUND / max(gap, 1.0)
+    return min(100.0, max(0.0, -10.0 * log10_count_upper(count, max(since, 1.0) * rate, 1.0)))
 
 
 def _near_known_fraction(slot, x):

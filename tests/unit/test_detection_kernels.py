@@ -175,3 +175,48 @@ def test_a_measurement_that_moved_a_little_is_no_new_value():
     again = K.score_params(one, probe_slots[:1], probe[:1], probe_hashes[:1], *order, min_obs, alpha, 0.2, True)
     assert again[0][0] == 0.0
     assert T.score_lines([[(0, 41.6, 416)]], twins, min_obs, alpha, 0.2, True)[0][0] == 0.0
+
+
+def _categorical_state(size, max_values):
+    return (np.zeros((size, K.NUM_COLS)), np.zeros((size, max_values), np.uint64), np.zeros((size, max_values)),
+            np.zeros(size, np.int32), np.zeros(size, np.int8), np.zeros((size, max_values), np.float32),
+            np.zeros((size, max_values)), np.full((size, max_values), np.nan), np.zeros(size, np.uint64))
+
+
+def _feed(values, state, twins, min_obs, alpha, base, max_values, batch):
+    """Score then learn `values` (one slot, one per line) batch by batch; kernel and twin must agree."""
+    scores = []
+    for at in range(0, len(values), batch):
+        part = np.array(values[at:at + batch], dtype=np.float64)
+        ptr = np.arange(len(part) + 1, dtype=np.int64)
+        slots = np.zeros(len(part), np.int32)
+        hashes = part.astype(np.uint64) + np.uint64(7)
+        got = K.score_params(ptr, slots, part, hashes, *state, min_obs, alpha, 0.2, False)[0]
+        want = T.score_lines([[(0, float(x), int(h))] for x, h in zip(part, hashes)], twins, min_obs, alpha, 0.2,
+                             False)
+        assert [round(float(g), 3) for g in got] == [round(w[0], 3) for w in want]
+        scores += got.tolist()
+        K.learn_params(ptr, slots, part, hashes, np.ones(len(part), np.float32), *state, min_obs, alpha, base, False)
+        T.learn_lines([[(0, float(x), int(h))] for x, h in zip(part, hashes)], [1.0] * len(part), twins, min_obs,
+                      alpha, base, max_values, False)
+    return scores
+
+
+@pytest.mark.parametrize("batch", [1, 4, 64])
+def test_a_run_of_new_values_after_a_quiet_slot_is_raised(batch):
+    """A waiting count that read 0 for 5,000 lines, then 35, 44, 38, 58: each alone is a mild surprise,
+    the run is news (within batches and across them). A slot taking a new value every few lines all
+    along (an open set) gains nothing from it. Kernel and twin agree."""
+    min_obs, alpha, base, max_values = 20.0, 0.1, 0.01, 16
+    quiet = [0.0] * 5000 + [35.0, 44.0, 38.0, 58.0]
+    scores = _feed(quiet, _categorical_state(1, max_values), {}, min_obs, alpha, base, max_values, batch)
+    first, third = scores[5000], scores[5002]
+    assert 30 < first < 50, first            # one new value after a long quiet span: a mild surprise
+    assert third >= 50 > first, (first, third)
+    rng = np.random.default_rng(5)
+    steady = [float(v) for v in rng.choice([1, 2, 3], 420)]
+    for k in range(10):                       # a new value every 40 lines, from the start
+        steady[40 * k + 30] = 100.0 + 10 * k
+    steady += [300.0, 310.0]
+    scores = _feed(steady, _categorical_state(1, max_values), {}, min_obs, alpha, base, max_values, batch)
+    assert max(scores[-2:]) < 50, scores[-2:]
