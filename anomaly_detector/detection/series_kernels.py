@@ -125,6 +125,10 @@ RECORD_WEIGHT = 4.0        # default of series_record_weight (record_log10p)
 SHIFT_WINDOW = 20.0        # points in the fast mean of the level-shift test
 SHIFT_MEMORY = 500.0       # points in its baseline and in the usual size of the fast-baseline gap
 GAP_CLIP = 8.0             # a gap counts at most this many usual sizes in the usual size
+# Smallest usual gap (log scale): a series that sat at one value for days but not quite all along (a
+# waiting count back at 0 after an episode) learns a gap of 1e-8, in whose units its level settling
+# by a millionth is a "shift". A level that moves by less than 0.1 % is not one.
+GAP_FLOOR = 1e-3
 U_START = 3.0              # |u| beyond which the level-shift statistic is on an excursion
 SHIFT_HOLD = 10.0          # points in a row a shift must reach the threshold before it fires: a burst
                            # that is over within half a window is the tail's business, not a new level
@@ -496,7 +500,7 @@ def shift_u(st, r, fast):
     the run need be extreme)."""
     if st[r, SHIFT_N] < SHIFT_WARM or st[r, GAP_SIZE] <= 0.0:
         return 0.0
-    return (fast - st[r, BASE]) / st[r, GAP_SIZE]
+    return (fast - st[r, BASE]) / max(st[r, GAP_SIZE], GAP_FLOOR)
 
 
 @njit(cache=True)

@@ -56,7 +56,7 @@ class Series:
     def shift_u(self, fast):
         if self.shift_n < K.SHIFT_WARM or self.gap_size <= 0:
             return 0.0
-        return (fast - self.base) / self.gap_size
+        return (fast - self.base) / max(self.gap_size, K.GAP_FLOOR)
 
     def learn_shift(self, fast, w, fired, recovery, u):
         if w <= 0:

@@ -444,3 +444,20 @@ def test_a_quarter_hour_whose_offset_an_outlier_set_raises_no_shift():
     finally:
         T.K.SEASON_STEP_LIMIT = limit
     assert len(_shift_kinds(unguarded)) >= 1
+
+
+def test_a_count_back_at_zero_after_an_episode_raises_no_shift():
+    """A pool's waiting count: 0 for two days, an episode of 8..60 for 15 minutes, then 0 again for a
+    day. The gap's usual size shrinks towards 0 as the zeros return; its level settling by a millionth
+    must not be a level shift in those units. Kernel and twin agree."""
+    rng = np.random.default_rng(7)
+    n, burst = 9000, 5760
+    values = np.zeros(n)
+    values[burst:burst + 30] = rng.integers(8, 60, 30)
+    t = np.arange(n) * 30.0
+    got = _kernel_scores(values, t)
+    twin = T.Series(LABELS)
+    want = [twin.step(float(x), float(s), 1.0) for x, s in zip(values, t)]
+    assert [round(g[0], 6) for g in got] == [round(w[0], 6) for w in want]
+    after = [(s, k) for s, k, *_ in got[burst + 200:]]
+    assert not [sk for sk in after if sk[0] >= 70 and sk[1] in (K.KIND_SHIFT_UP, K.KIND_SHIFT_DOWN)], after[:3]
