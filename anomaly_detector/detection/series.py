@@ -138,22 +138,31 @@ class SeriesBook:
         return out
 
     def learn(self, batch, rows, ts, weights):
-        """Learn the batch with each line's weight. When every line holding a series value has weight 1,
-        score() already stepped these rows through exactly these values (in the same order, with the same
-        multiplicity: nothing changes the rows in between): its copies are the learned rows, and the
-        kernel's second pass over every value is saved."""
+        """Learn the batch with each line's weight. score() stepped the rows it touched through exactly
+        these values (in the same order, with the same multiplicity: nothing changes the rows in
+        between) at weight 1, and a row's steps read and write that row alone: its copies are the
+        learned rows of every series none of whose values has another weight, and only the others (the
+        series of flagged lines) step through the kernel again, from the state before the batch."""
         weights = weights.astype(np.float32)
         scored, self._scored = self._scored, None
         if scored is not None and scored[0] is batch and scored[1] is rows and scored[2] is ts:
             owner = np.repeat(np.arange(batch.n), np.diff(batch.param_ptr))
-            if np.all(weights[owner[rows >= 0]] == 1.0):
-                touched, copies = scored[3], scored[4]
-                for name, copy in zip(("state", "season", "seen", "labels", "record"), copies):
-                    getattr(self, name)[touched] = copy
+            other = (rows >= 0) & (weights[owner] != 1.0)
+            again = np.zeros(len(self.rows) + 1, np.bool_)
+            again[rows[other]] = True
+            multiplicity = self.multiplicity() if other.any() else None   # before any row changes
+            touched, copies = scored[3], scored[4]
+            keep = ~again[touched]
+            for name, copy in zip(("state", "season", "seen", "labels", "record"), copies):
+                getattr(self, name)[touched[keep]] = copy[keep]
+            if multiplicity is None:
                 return
+            rows = np.where(again[rows], rows, -1)    # rows -1 read again[-1]: never set
+        else:
+            multiplicity = self.multiplicity()
         K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights, self.state,
                        self.season, self.seen, self.labels, self.record, self.threshold, self.suspicious,
-                       self.multiplicity(), self.record_weight, self.shift_budget, self.episode_weight)
+                       multiplicity, self.record_weight, self.shift_budget, self.episode_weight)
 
     def multiplicity(self):
         """float64[rows]: how many judged series the source of each row has (at least 1)."""
