@@ -152,7 +152,7 @@ class SeriesBook:
             again[rows[other]] = True
             multiplicity = self.multiplicity() if other.any() else None   # before any row changes
             touched, copies = scored[3], scored[4]
-            keep = ~again[touched]
+            keep = ~again[touched] if multiplicity is not None else slice(None)   # all: the common case
             for name, copy in zip(("state", "season", "seen", "labels", "record"), copies):
                 getattr(self, name)[touched[keep]] = copy[keep]
             if multiplicity is None:

@@ -78,6 +78,7 @@ class NoveltyTier(Tier):
         self.split_ids = {}        # (numeric slot, categorical position, value index) key -> split series slot
         self._split_sorted = (None, 0, None, None)   # split_ids sorted by key: see _split_ids_of
         self._rows_of = (None, None)   # (batch, its SeriesView)
+        self._slots_of = (None, None, None)   # (batch, the slot_index it was read from, its slots)
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -199,9 +200,15 @@ class NoveltyTier(Tier):
             self.split_pos[todo] = np.where(nd.max(axis=1) >= 2, np.argmax(nd, axis=1), SPLIT_UNSET)
 
     def _assign_slots(self, batch):
+        """Slot of every parameter, new (template, position) pairs given one. score() and learn() of a
+        batch ask alike: the second time nothing is new (only this adds to slot_index; a load or a
+        growth replaces the array), so the first answer stands."""
+        if self._slots_of[0] is batch and self._slots_of[1] is self.slot_index:
+            return self._slots_of[2]
         self._grow_slots(self.next_slot + self._new_slot_count(batch))
         slots, self.next_slot = K.assign_slots(batch.template_id, batch.param_ptr, batch.param_pos,
                                                self.slot_index, self.next_slot)
+        self._slots_of = (batch, self.slot_index, slots)
         return slots
 
     def _score_series(self, batch, ctx, result):
