@@ -64,6 +64,7 @@ QUIET_Z = 2.5                   # below this |z| a tail is not worth computing (
 DRIFT_SLOWER = 10.0
 KIND_NONE, KIND_OUTLIER, KIND_DRIFT, KIND_NEW_VALUE = 0, 1, 2, 3
 NEAR_SHARE = 0.1    # a never-seen value with a fraction this close to a known one is no new value
+ROW_NEW = -2        # series_rows: a value of a series the book does not know yet
 
 
 @njit(cache=True)
@@ -502,3 +503,26 @@ def split_view(param_ptr, param_num, rows, split_rows, split_of):
                 k += 1
         ptr[i + 1] = k
     return ptr, values, view_rows, index, category
+
+
+@kt.entry((kt.I64_1D, kt.I32_1D, kt.I64_1D, kt.F64_1D, kt.I64_1D, kt.I64_1D, kt.INT64), cache=True)
+def series_rows(param_ptr, source_id, slots, param_num, known_keys, known_rows, source_bits):
+    """Series row of every parameter for series.SeriesBook.rows_of -> (row int64[m]: -1 for a value with
+    no series (no slot, not a finite number), ROW_NEW for one whose key (slot << source_bits | the
+    line's source) is not among known_keys (sorted, their rows known_rows); key int64[m]). A binary
+    search per value in one pass, instead of a dozen numpy passes over the batch's parameters."""
+    m = slots.shape[0]
+    rows = np.full(m, -1, np.int64)
+    keys = np.zeros(m, np.int64)
+    size = known_keys.shape[0]
+    for i in range(param_ptr.shape[0] - 1):
+        source = np.int64(source_id[i])
+        for j in range(param_ptr[i], param_ptr[i + 1]):
+            x = param_num[j]
+            if slots[j] < 0 or math.isnan(x) or math.isinf(x):
+                continue
+            key = (np.int64(slots[j]) << source_bits) | source
+            keys[j] = key
+            at = np.searchsorted(known_keys, key)
+            rows[j] = known_rows[at] if at < size and known_keys[at] == key else ROW_NEW
+    return rows, keys

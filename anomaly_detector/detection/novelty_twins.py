@@ -239,3 +239,19 @@ def split_view(lines):
     return [[(x, row, k, -1) for k, (x, row, _, _) in enumerate(params)]
             + [(x, split_row, k, cat) for k, (x, _, split_row, cat) in enumerate(params) if split_row >= 0]
             for params in lines]
+
+
+def series_rows(lines, known, source_bits):
+    """Twin of novelty_kernels.series_rows over lines of (source, [(slot, value)]) and known: key ->
+    row: per line, per parameter, (row, key): (-1, 0) for no series, (ROW_NEW, key) for an unknown key."""
+    out = []
+    for source, params in lines:
+        line = []
+        for slot, x in params:
+            if slot < 0 or not math.isfinite(x):
+                line.append((-1, 0))
+                continue
+            key = (slot << source_bits) | source
+            line.append((known.get(key, K.ROW_NEW), key))
+        out.append(line)
+    return out

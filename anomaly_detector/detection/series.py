@@ -14,6 +14,7 @@ import logging
 
 import numpy as np
 
+from . import novelty_kernels as NK
 from . import series_kernels as K
 
 log = logging.getLogger(__name__)
@@ -47,22 +48,18 @@ class SeriesBook:
 
     def rows_of(self, batch, slots):
         """Series row of every parameter (int64[m], -1: none): numeric values of slots, per the line's
-        source; new series get rows while max_series allows."""
-        owner = np.repeat(np.arange(batch.n), np.diff(batch.param_ptr))
-        ok = (slots >= 0) & np.isfinite(batch.param_num)
-        out = np.full(slots.size, -1, np.int64)
-        if not ok.any() or self.max_series == 0:
-            return out
-        keys = (slots[ok].astype(np.int64) << SOURCE_BITS) | batch.source_id[owner[ok]].astype(np.int64)
+        source; new series get rows while max_series allows (novelty_kernels.series_rows finds the
+        known ones)."""
+        if self.max_series == 0:
+            return np.full(slots.size, -1, np.int64)
         known_keys, known_rows = self._known()
-        at = np.minimum(np.searchsorted(known_keys, keys), max(known_keys.size - 1, 0))
-        hit = known_keys[at] == keys if known_keys.size else np.zeros(keys.size, np.bool_)
-        mapped = np.where(hit, known_rows[at] if known_keys.size else -1, -1)
-        if not hit.all():       # keys new to the book, given rows in key order (as np.unique orders them)
-            unique, inverse = np.unique(keys[~hit], return_inverse=True)
-            mapped[~hit] = np.array([self._row(int(k)) for k in unique.tolist()], np.int64)[inverse]
-        out[ok] = mapped
-        self.refused += int(np.count_nonzero(mapped < 0))
+        out, keys = NK.series_rows(batch.param_ptr, np.asarray(batch.source_id, np.int32), np.asarray(slots, np.int64),
+                                   batch.param_num, known_keys, known_rows, SOURCE_BITS)
+        new = np.flatnonzero(out == NK.ROW_NEW)
+        if new.size:       # keys new to the book, given rows in key order (as np.unique orders them)
+            unique, inverse = np.unique(keys[new], return_inverse=True)
+            out[new] = np.array([self._row(int(k)) for k in unique.tolist()], np.int64)[inverse]
+            self.refused += int(np.count_nonzero(out[new] < 0))
         return out
 
     def _known(self):

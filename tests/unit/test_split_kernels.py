@@ -1,5 +1,5 @@
-"""Tier 3's split-series kernels (novelty_kernels.split_keys, split_view) against their plain-Python
-twins (novelty_twins), on random batches, and the tier's split view against the vectorised form it
+"""Tier 3's series-lookup kernels (novelty_kernels.split_keys, split_view, series_rows) against their
+plain-Python twins (novelty_twins), on random batches, and split_keys against the vectorised form it
 replaced."""
 import numpy as np
 import pytest
@@ -99,3 +99,28 @@ def test_split_keys_equal_the_vectorised_form(seed):
     keys, cat = K.split_keys(*args, POSITIONS, VALUES_KEY)
     want_keys, want_cat = _split_keys_vectorised(*args)
     assert np.array_equal(keys, want_keys) and np.array_equal(cat, want_cat)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_series_rows_match_the_twin(seed):
+    rng = np.random.default_rng(seed)
+    tids, ptr, _pos, _hashes, slots, *_ = _batch(rng)
+    m = int(ptr[-1])
+    num = rng.normal(size=m)
+    num[rng.random(m) < 0.1] = np.nan
+    num[rng.random(m) < 0.02] = np.inf
+    source = rng.integers(0, 4, tids.size).astype(np.int32)
+    known = {(int(s) << 32) | int(src): row for row, (s, src) in enumerate(
+        (s, src) for s in range(0, 30, 2) for src in range(3))}
+    keys = np.array(sorted(known), np.int64)
+    rows, got_keys = K.series_rows(ptr, source, slots, num, keys, np.array([known[k] for k in keys.tolist()]), 32)
+    want = T.series_rows([(int(source[i]), [(int(slots[j]), float(num[j])) for j in range(ptr[i], ptr[i + 1])])
+                          for i in range(tids.size)], known, 32)
+    for i, line in enumerate(want):
+        for k, (row, key) in enumerate(line):
+            assert rows[ptr[i] + k] == row
+            if row != -1:
+                assert got_keys[ptr[i] + k] == key
+    assert (rows >= 0).any() and (rows == K.ROW_NEW).any() and (rows == -1).any()
+    empty = K.series_rows(ptr, source, slots, num, np.zeros(0, np.int64), np.zeros(0, np.int64), 32)[0]
+    assert np.array_equal(empty, np.where(rows == -1, -1, K.ROW_NEW))
