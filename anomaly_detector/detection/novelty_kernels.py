@@ -65,6 +65,7 @@ DRIFT_SLOWER = 10.0
 KIND_NONE, KIND_OUTLIER, KIND_DRIFT, KIND_NEW_VALUE = 0, 1, 2, 3
 NEAR_SHARE = 0.1    # a never-seen value with a fraction this close to a known one is no new value
 RUN_LOOKBACK = 16   # first sights of a slot's latest values a run of new values may start at
+ROW_NEW = -2        # series_rows: a value of a series the book does not know yet
 
 
 @njit(cache=True)
@@ -474,3 +475,97 @@ def _learn_number(st, s, y, w, min_obs, drift_alpha, drift_sd, base_alpha):
     dev = y - st[s, CENTER]
     st[s, CENTER] += alpha * min(max(dev, -limit), limit)
     st[s, SCALE] += alpha * (min(abs(dev), limit) - st[s, SCALE])
+
+
+@kt.entry((kt.I32_1D, kt.I64_1D, kt.I16_1D, kt.U64_1D, kt.I64_1D, kt.I64_1D, kt.I8_1D, kt.I8_1D, kt.U64_2D,
+           kt.I32_1D, kt.INT64, kt.INT64), cache=True)
+def split_keys(template_id, param_ptr, param_pos, param_hash, slots, rows, split_pos, cat_full, cat_hash, cat_nd,
+               positions, values_key):
+    """(split key of every parameter int64[m] (-1: none), the parameter holding its categorical value
+    int64[m] (-1: none)) for tier3_novelty._split_slots: a numeric value with a series row (rows >= 0)
+    of a line whose template splits at position p (split_pos, -1: none) gets key (slot x positions + p)
+    x values_key + v when the line's parameter at p (its last, should two stand there) has a slot that
+    is not full and whose known values (cat_hash[slot, :cat_nd]) hold its hash, v the first such. One
+    pass over the lines instead of a (values x max_categories) comparison matrix per batch."""
+    m = param_pos.shape[0]
+    keys = np.full(m, -1, np.int64)
+    cat = np.full(m, -1, np.int64)
+    for i in range(template_id.shape[0]):
+        t = template_id[i]
+        if t < 0:     # numpy's indexing from the end, as the vectorised form it replaces read it
+            t += split_pos.shape[0]
+        p = split_pos[t]
+        if p < 0:
+            continue
+        c = -1
+        for j in range(param_ptr[i], param_ptr[i + 1]):
+            if param_pos[j] == p:
+                c = j
+        if c < 0 or slots[c] < 0 or cat_full[slots[c]] != 0:
+            continue
+        s = slots[c]
+        v = -1
+        for q in range(min(cat_nd[s], cat_hash.shape[1])):
+            if cat_hash[s, q] == param_hash[c]:
+                v = q
+                break
+        if v < 0:
+            continue
+        for j in range(param_ptr[i], param_ptr[i + 1]):
+            if rows[j] >= 0 and param_pos[j] != p:
+                keys[j] = (slots[j] * positions + p) * values_key + v
+                cat[j] = c
+    return keys, cat
+
+
+@kt.entry((kt.I64_1D, kt.F64_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D), cache=True)
+def split_view(param_ptr, param_num, rows, split_rows, split_of):
+    """A batch's series values with its split copies (tier3_novelty._split_view): per line its own
+    parameters (series row rows[j]), then each with a split series (split_rows[j] >= 0) again with
+    that row, its categorical parameter split_of[j] -> (ptr int64[n+1], values float64[k], rows
+    int64[k], index int64[k]: the batch parameter of each, category int64[k]: -1 for own values)."""
+    n = param_ptr.shape[0] - 1
+    m = rows.shape[0]
+    extra = 0
+    for j in range(m):
+        if split_rows[j] >= 0:
+            extra += 1
+    ptr = np.zeros(n + 1, np.int64)
+    values = np.empty(m + extra, np.float64)
+    view_rows = np.empty(m + extra, np.int64)
+    index = np.empty(m + extra, np.int64)
+    category = np.full(m + extra, -1, np.int64)
+    k = 0
+    for i in range(n):
+        for j in range(param_ptr[i], param_ptr[i + 1]):
+            values[k], view_rows[k], index[k] = param_num[j], rows[j], j
+            k += 1
+        for j in range(param_ptr[i], param_ptr[i + 1]):
+            if split_rows[j] >= 0:
+                values[k], view_rows[k], index[k], category[k] = param_num[j], split_rows[j], j, split_of[j]
+                k += 1
+        ptr[i + 1] = k
+    return ptr, values, view_rows, index, category
+
+
+@kt.entry((kt.I64_1D, kt.I32_1D, kt.I64_1D, kt.F64_1D, kt.I64_1D, kt.I64_1D, kt.INT64), cache=True)
+def series_rows(param_ptr, source_id, slots, param_num, known_keys, known_rows, source_bits):
+    """Series row of every parameter for series.SeriesBook.rows_of -> (row int64[m]: -1 for a value with
+    no series (no slot, not a finite number), ROW_NEW for one whose key (slot << source_bits | the
+    line's source) is not among known_keys (sorted, their rows known_rows); key int64[m]). A binary
+    search per value in one pass, instead of a dozen numpy passes over the batch's parameters."""
+    m = slots.shape[0]
+    rows = np.full(m, -1, np.int64)
+    keys = np.zeros(m, np.int64)
+    size = known_keys.shape[0]
+    for i in range(param_ptr.shape[0] - 1):
+        source = np.int64(source_id[i])
+        for j in range(param_ptr[i], param_ptr[i + 1]):
+            x = param_num[j]
+            if slots[j] < 0 or math.isnan(x) or math.isinf(x):
+                continue
+            key = (np.int64(slots[j]) << source_bits) | source
+            keys[j] = key
+            at = np.searchsorted(known_keys, key)
+            rows[j] = known_rows[at] if at < size and known_keys[at] == key else ROW_NEW
+    return rows, keys

@@ -239,3 +239,48 @@ def _learn_number(slot, y, w, min_obs, drift_alpha, sd, base_alpha):
     dev = y - slot.center
     slot.center += alpha * max(-limit, min(limit, dev))
     slot.scale += alpha * (min(abs(dev), limit) - slot.scale)
+
+
+def split_keys(lines, split_pos, cat_full, known_values, positions, values_key):
+    """Twin of novelty_kernels.split_keys over lines of (template, [(position, hash, slot, row)]):
+    per line, per parameter (split key, index in the line of its categorical parameter), (-1, -1)
+    for none. known_values: slot -> list of its known hashes."""
+    out = []
+    for tid, params in lines:
+        pos = split_pos[tid]
+        where = [k for k, (p, _, _, _) in enumerate(params) if p == pos] if pos >= 0 else []
+        keyed = [(-1, -1)] * len(params)
+        if where:
+            c = where[-1]
+            _, h, slot, _ = params[c]
+            known = known_values.get(slot, []) if slot >= 0 and not cat_full[slot] else []
+            if h in known:
+                v = known.index(h)
+                keyed = [((s * positions + pos) * values_key + v, c) if row >= 0 and p != pos else (-1, -1)
+                         for p, _, s, row in params]
+        out.append(keyed)
+    return out
+
+
+def split_view(lines):
+    """Twin of novelty_kernels.split_view over lines of [(value, row, split row, category)]: per
+    line, [(value, row, index in the line, category)] of its own values, then its split copies."""
+    return [[(x, row, k, -1) for k, (x, row, _, _) in enumerate(params)]
+            + [(x, split_row, k, cat) for k, (x, _, split_row, cat) in enumerate(params) if split_row >= 0]
+            for params in lines]
+
+
+def series_rows(lines, known, source_bits):
+    """Twin of novelty_kernels.series_rows over lines of (source, [(slot, value)]) and known: key ->
+    row: per line, per parameter, (row, key): (-1, 0) for no series, (ROW_NEW, key) for an unknown key."""
+    out = []
+    for source, params in lines:
+        line = []
+        for slot, x in params:
+            if slot < 0 or not math.isfinite(x):
+                line.append((-1, 0))
+                continue
+            key = (slot << source_bits) | source
+            line.append((known.get(key, K.ROW_NEW), key))
+        out.append(line)
+    return out

@@ -14,6 +14,7 @@ import logging
 
 import numpy as np
 
+from . import novelty_kernels as NK
 from . import series_kernels as K
 
 log = logging.getLogger(__name__)
@@ -47,22 +48,18 @@ class SeriesBook:
 
     def rows_of(self, batch, slots):
         """Series row of every parameter (int64[m], -1: none): numeric values of slots, per the line's
-        source; new series get rows while max_series allows."""
-        owner = np.repeat(np.arange(batch.n), np.diff(batch.param_ptr))
-        ok = (slots >= 0) & np.isfinite(batch.param_num)
-        out = np.full(slots.size, -1, np.int64)
-        if not ok.any() or self.max_series == 0:
-            return out
-        keys = (slots[ok].astype(np.int64) << SOURCE_BITS) | batch.source_id[owner[ok]].astype(np.int64)
+        source; new series get rows while max_series allows (novelty_kernels.series_rows finds the
+        known ones)."""
+        if self.max_series == 0:
+            return np.full(slots.size, -1, np.int64)
         known_keys, known_rows = self._known()
-        at = np.minimum(np.searchsorted(known_keys, keys), max(known_keys.size - 1, 0))
-        hit = known_keys[at] == keys if known_keys.size else np.zeros(keys.size, np.bool_)
-        mapped = np.where(hit, known_rows[at] if known_keys.size else -1, -1)
-        if not hit.all():       # keys new to the book, given rows in key order (as np.unique orders them)
-            unique, inverse = np.unique(keys[~hit], return_inverse=True)
-            mapped[~hit] = np.array([self._row(int(k)) for k in unique.tolist()], np.int64)[inverse]
-        out[ok] = mapped
-        self.refused += int(np.count_nonzero(mapped < 0))
+        out, keys = NK.series_rows(batch.param_ptr, np.asarray(batch.source_id, np.int32), np.asarray(slots, np.int64),
+                                   batch.param_num, known_keys, known_rows, SOURCE_BITS)
+        new = np.flatnonzero(out == NK.ROW_NEW)
+        if new.size:       # keys new to the book, given rows in key order (as np.unique orders them)
+            unique, inverse = np.unique(keys[new], return_inverse=True)
+            out[new] = np.array([self._row(int(k)) for k in unique.tolist()], np.int64)[inverse]
+            self.refused += int(np.count_nonzero(out[new] < 0))
         return out
 
     def _known(self):
@@ -138,22 +135,31 @@ class SeriesBook:
         return out
 
     def learn(self, batch, rows, ts, weights):
-        """Learn the batch with each line's weight. When every line holding a series value has weight 1,
-        score() already stepped these rows through exactly these values (in the same order, with the same
-        multiplicity: nothing changes the rows in between): its copies are the learned rows, and the
-        kernel's second pass over every value is saved."""
+        """Learn the batch with each line's weight. score() stepped the rows it touched through exactly
+        these values (in the same order, with the same multiplicity: nothing changes the rows in
+        between) at weight 1, and a row's steps read and write that row alone: its copies are the
+        learned rows of every series none of whose values has another weight, and only the others (the
+        series of flagged lines) step through the kernel again, from the state before the batch."""
         weights = weights.astype(np.float32)
         scored, self._scored = self._scored, None
         if scored is not None and scored[0] is batch and scored[1] is rows and scored[2] is ts:
             owner = np.repeat(np.arange(batch.n), np.diff(batch.param_ptr))
-            if np.all(weights[owner[rows >= 0]] == 1.0):
-                touched, copies = scored[3], scored[4]
-                for name, copy in zip(("state", "season", "seen", "labels", "record"), copies):
-                    getattr(self, name)[touched] = copy
+            other = (rows >= 0) & (weights[owner] != 1.0)
+            again = np.zeros(len(self.rows) + 1, np.bool_)
+            again[rows[other]] = True
+            multiplicity = self.multiplicity() if other.any() else None   # before any row changes
+            touched, copies = scored[3], scored[4]
+            keep = ~again[touched] if multiplicity is not None else slice(None)   # all: the common case
+            for name, copy in zip(("state", "season", "seen", "labels", "record"), copies):
+                getattr(self, name)[touched[keep]] = copy[keep]
+            if multiplicity is None:
                 return
+            rows = np.where(again[rows], rows, -1)    # rows -1 read again[-1]: never set
+        else:
+            multiplicity = self.multiplicity()
         K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights, self.state,
                        self.season, self.seen, self.labels, self.record, self.threshold, self.suspicious,
-                       self.multiplicity(), self.record_weight, self.shift_budget, self.episode_weight)
+                       multiplicity, self.record_weight, self.shift_budget, self.episode_weight)
 
     def multiplicity(self):
         """float64[rows]: how many judged series the source of each row has (at least 1)."""

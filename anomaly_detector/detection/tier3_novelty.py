@@ -78,6 +78,7 @@ class NoveltyTier(Tier):
         self.split_ids = {}        # (numeric slot, categorical position, value index) key -> split series slot
         self._split_sorted = (None, 0, None, None)   # split_ids sorted by key: see _split_ids_of
         self._rows_of = (None, None)   # (batch, its SeriesView)
+        self._slots_of = (None, None, None)   # (batch, the slot_index it was read from, its slots)
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -118,7 +119,7 @@ class NoveltyTier(Tier):
     def _split_view(self, batch, slots, rows):
         """The batch's parameters with a series row, plus, after each line's own, a copy of each value
         that also belongs to a split series (its template's categorical position holds one of that
-        slot's known values) with that series' row."""
+        slot's known values) with that series' row (novelty_kernels.split_view builds it)."""
         split = self._split_slots(batch, slots, rows)
         extra = np.zeros(0, np.int64)
         if split is not None:
@@ -128,52 +129,24 @@ class NoveltyTier(Tier):
             self.series.mark_explained(split_rows[extra] if extra.size else extra, rows[extra], rows)
         if extra.size == 0:
             return SeriesView(batch.n, batch.param_ptr, batch.param_num, rows, None, None)
-        old_ptr = batch.param_ptr
-        owner = np.repeat(np.arange(batch.n), np.diff(old_ptr))
-        per_line = np.bincount(owner[extra], minlength=batch.n)
-        before = np.zeros(batch.n + 1, np.int64)     # extras of the lines before each line
-        np.cumsum(per_line, out=before[1:])
-        ptr = old_ptr + before
-        # a line's own values first, then its split copies (extra is ascending: grouped by line)
-        at_own = np.arange(owner.size) + before[owner]
-        extra_owner = owner[extra]
-        at_extra = ptr[extra_owner] + np.diff(old_ptr)[extra_owner] + np.arange(extra.size) - before[extra_owner]
-        index = np.empty(owner.size + extra.size, np.int64)
-        index[at_own], index[at_extra] = np.arange(owner.size), extra
-        split_of = np.full(index.size, -1, np.int64)
-        split_of[at_extra] = split[1][extra]
-        view_rows = np.empty(index.size, np.int64)
-        view_rows[at_own], view_rows[at_extra] = rows, split_rows[extra]
-        return SeriesView(batch.n, ptr, batch.param_num[index], view_rows, index, split_of)
+        ptr, values, view_rows, index, split_of = K.split_view(batch.param_ptr, batch.param_num, rows, split_rows,
+                                                               split[1])
+        return SeriesView(batch.n, ptr, values, view_rows, index, split_of)
 
     def _split_slots(self, batch, slots, rows):
         """(split series slot of every parameter (-1: none), the parameter holding its categorical
         value), or None when no line of the batch has a split template. Only values the categorical
-        slot knows split (at most max_categories per numeric slot), and only while it is not full."""
-        line_pos = self.split_pos[batch.template_id]
-        if not (line_pos >= 0).any():
+        slot knows split (at most max_categories per numeric slot), and only while it is not full
+        (novelty_kernels.split_keys finds them)."""
+        if not (self.split_pos[batch.template_id] >= 0).any():
             return None
-        owner = np.repeat(np.arange(batch.n), np.diff(batch.param_ptr))
-        pos = line_pos[owner]
-        is_cat = (pos >= 0) & (batch.param_pos == pos)
-        line_cat = np.full(batch.n, -1, np.int64)
-        line_cat[owner[is_cat]] = np.flatnonzero(is_cat)
-        cand = np.flatnonzero((rows >= 0) & (pos >= 0) & ~is_cat)
-        cand = cand[line_cat[owner[cand]] >= 0]
-        cat = line_cat[owner[cand]]
-        cat_slot = slots[cat]
-        keep = (cat_slot >= 0) & (self.cat_full[np.maximum(cat_slot, 0)] == 0)
-        cand, cat, cat_slot = cand[keep], cat[keep], cat_slot[keep]
-        known = self.cat_hash[cat_slot] == batch.param_hash[cat][:, None]
-        known &= np.arange(self.max_values)[None, :] < self.cat_nd[cat_slot][:, None]
-        found = known.any(axis=1)
-        cand, cat = cand[found], cat[found]
-        keys = ((slots[cand] * MAX_POSITIONS + pos[cand]) * MAX_VALUES_KEY + known[found].argmax(axis=1))
+        keys, of = K.split_keys(batch.template_id, batch.param_ptr, batch.param_pos, batch.param_hash,
+                                np.asarray(slots, np.int64), rows, self.split_pos, self.cat_full, self.cat_hash,
+                                self.cat_nd, MAX_POSITIONS, MAX_VALUES_KEY)
+        cand = np.flatnonzero(keys >= 0)
         out = np.full(slots.size, -1, np.int64)
-        of = np.full(slots.size, -1, np.int64)
         if cand.size:
-            out[cand] = self._split_ids_of(keys)
-            of[cand] = cat
+            out[cand] = self._split_ids_of(keys[cand])
         return out, of
 
     def _split_ids_of(self, keys):
@@ -227,9 +200,15 @@ class NoveltyTier(Tier):
             self.split_pos[todo] = np.where(nd.max(axis=1) >= 2, np.argmax(nd, axis=1), SPLIT_UNSET)
 
     def _assign_slots(self, batch):
+        """Slot of every parameter, new (template, position) pairs given one. score() and learn() of a
+        batch ask alike: the second time nothing is new (only this adds to slot_index; a load or a
+        growth replaces the array), so the first answer stands."""
+        if self._slots_of[0] is batch and self._slots_of[1] is self.slot_index:
+            return self._slots_of[2]
         self._grow_slots(self.next_slot + self._new_slot_count(batch))
         slots, self.next_slot = K.assign_slots(batch.template_id, batch.param_ptr, batch.param_pos,
                                                self.slot_index, self.next_slot)
+        self._slots_of = (batch, self.slot_index, slots)
         return slots
 
     def _score_series(self, batch, ctx, result):

@@ -1,6 +1,6 @@
-"""SeriesBook.learn reuses what score() stepped on its copies when every line holding a series value
-has weight 1 (series.py): the rows it leaves must be exactly those of the kernel's own learning pass,
-and a batch with another weight must still be learned by the kernel."""
+"""SeriesBook.learn reuses what score() stepped on its copies for every series none of whose values
+has another weight than 1 (series.py): the rows it leaves must be exactly those of the kernel's own
+learning pass, and the series of a line with another weight must still be learned by the kernel."""
 from types import SimpleNamespace
 
 import numpy as np
@@ -36,14 +36,14 @@ def kernel_learn(book, batch, rows, ts, weights):
                    book.record_weight, book.shift_budget, book.episode_weight)
 
 
-def run(weight_of_batch, reuse):
+def run(weight_of_batch, reuse, every=7):
     book = SeriesBook(100, 16)
     scores = []
     for k, (batch, slots, ts) in enumerate(batches()):
         rows = book.rows_of(batch, slots)
         scores.append(book.score(batch, rows, ts)[0])
         weights = np.ones(batch.n, np.float32)
-        weights[::7] = weight_of_batch(k)
+        weights[::every] = weight_of_batch(k)
         if reuse:
             book.learn(batch, rows, ts, weights)
         else:
@@ -70,3 +70,20 @@ def test_a_batch_with_a_down_weighted_line_is_learned_by_the_kernel():
         assert np.array_equal(getattr(reused, name), getattr(stepped, name)), name
     ones, _ = run(lambda k: 1.0, reuse=True)
     assert not np.array_equal(ones.state, reused.state)   # the weights did matter
+
+
+def test_only_the_series_of_down_weighted_lines_step_again():
+    # one line in 150 at weight 0.1: some series of a batch hold none of them and keep score's copies
+    weight = lambda k: 0.1 if k in (1, 3) else 1.0  # noqa: E731
+    batch, slots, _ts = next(batches())
+    book = SeriesBook(100, 16)
+    rows = book.rows_of(batch, slots)
+    owner = np.repeat(np.arange(batch.n), np.diff(batch.param_ptr))
+    again = set(rows[(rows >= 0) & (owner % 150 == 0)].tolist())
+    assert again and again != set(rows[rows >= 0].tolist())   # both paths are taken
+    reused, _ = run(weight, reuse=True, every=150)
+    stepped, _ = run(weight, reuse=False, every=150)
+    for name in ARRAYS:
+        assert np.array_equal(getattr(reused, name), getattr(stepped, name)), name
+    ones, _ = run(lambda k: 1.0, reuse=True, every=150)
+    assert not np.array_equal(ones.state, reused.state)

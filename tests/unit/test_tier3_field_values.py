@@ -41,3 +41,18 @@ def test_a_new_method_is_a_new_value_and_a_new_error_line_a_new_template():
     assert incident["reason"].startswith("new field value method='legacy_token' (a template seen ")
     assert "'password', 'sso'" in incident["expected"]
     assert incident_of_template_3(LEVEL_ERROR)["kind"] == "new_template"
+
+
+def test_a_batch_is_given_its_slots_once_for_score_and_learn():
+    """Tier 3 assigns a batch's slots when scoring and reuses them when learning it; another batch, or a
+    slot table replaced in between (a load), is looked up again, with the same slots for the same pairs."""
+    t3 = DetectionEngine(config()).tiers["t3"]
+    t3._grow_templates(5)
+    batch = make_batch(T0 + np.arange(50.0), np.arange(50) % 5)
+    slots = t3._assign_slots(batch)
+    assert t3._assign_slots(batch) is slots and t3.next_slot == 5
+    t3.slot_index = t3.slot_index.copy()
+    again = t3._assign_slots(batch)
+    assert again is not slots and np.array_equal(again, slots)
+    other = make_batch(T0 + np.arange(50.0), (np.arange(50) % 6))
+    assert t3._assign_slots(other).max() == 5 and t3.next_slot == 6

@@ -1,0 +1,126 @@
+"""Tier 3's series-lookup kernels (novelty_kernels.split_keys, split_view, series_rows) against their
+plain-Python twins (novelty_twins), on random batches, and split_keys against the vectorised form it
+replaced."""
+import numpy as np
+import pytest
+
+from anomaly_detector.detection import novelty_kernels as K
+from anomaly_detector.detection import novelty_twins as T
+
+POSITIONS, VALUES_KEY = 16, 256
+
+
+def _batch(rng, n_lines=400, n_templates=6, n_slots=30, max_values=5):
+    tids = rng.integers(-1, n_templates, n_lines).astype(np.int32)   # -1: numpy's last, as before
+    per_line = rng.integers(0, 5, n_lines)
+    ptr = np.concatenate([[0], np.cumsum(per_line)]).astype(np.int64)
+    m = int(ptr[-1])
+    # positions 0..3, sometimes repeated within a line (the last one holds the category)
+    pos = rng.integers(0, 4, m).astype(np.int16)
+    hashes = rng.integers(0, 8, m).astype(np.uint64)
+    slots = rng.integers(-1, n_slots, m).astype(np.int64)
+    rows = np.where((slots >= 0) & (rng.random(m) < 0.7), rng.integers(0, 50, m), -1).astype(np.int64)
+    split_pos = rng.integers(-1, 4, n_templates).astype(np.int8)
+    cat_full = (rng.random(n_slots) < 0.2).astype(np.int8)
+    cat_nd = rng.integers(0, max_values + 1, n_slots).astype(np.int32)
+    cat_hash = rng.integers(0, 8, (n_slots, max_values)).astype(np.uint64)
+    return tids, ptr, pos, hashes, slots, rows, split_pos, cat_full, cat_hash, cat_nd
+
+
+def _lines(tids, ptr, *per_param):
+    return [(int(tids[i]), [tuple(a[j].item() for a in per_param) for j in range(ptr[i], ptr[i + 1])])
+            for i in range(tids.size)]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_split_keys_match_the_twin(seed):
+    tids, ptr, pos, hashes, slots, rows, split_pos, cat_full, cat_hash, cat_nd = _batch(np.random.default_rng(seed))
+    keys, cat = K.split_keys(tids, ptr, pos, hashes, slots, rows, split_pos, cat_full, cat_hash, cat_nd,
+                             POSITIONS, VALUES_KEY)
+    known = {s: [int(h) for h in cat_hash[s, :cat_nd[s]]] for s in range(cat_hash.shape[0])}
+    want = T.split_keys(_lines(tids, ptr, pos, hashes, slots, rows), split_pos.tolist(), cat_full.tolist(), known,
+                        POSITIONS, VALUES_KEY)
+    for i, line in enumerate(want):
+        for k, (key, c) in enumerate(line):
+            j = ptr[i] + k
+            assert keys[j] == key
+            assert cat[j] == (c + ptr[i] if c >= 0 else -1)
+    assert (keys >= 0).sum() > 20, "the random batch should split some values"
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_split_view_matches_the_twin(seed):
+    rng = np.random.default_rng(seed)
+    tids, ptr, *_ = _batch(rng)
+    m = int(ptr[-1])
+    num = rng.normal(size=m)
+    rows = rng.integers(-1, 20, m).astype(np.int64)
+    split_rows = np.where(rng.random(m) < 0.4, rng.integers(20, 40, m), -1).astype(np.int64)
+    split_of = np.where(split_rows >= 0, rng.integers(0, m, m), -1).astype(np.int64)
+    got_ptr, values, view_rows, index, category = K.split_view(ptr, num, rows, split_rows, split_of)
+    want = T.split_view([[(num[j], rows[j], split_rows[j], split_of[j]) for j in range(ptr[i], ptr[i + 1])]
+                         for i in range(tids.size)])
+    assert got_ptr[0] == 0 and np.all(np.diff(got_ptr) == [len(line) for line in want])
+    for i, line in enumerate(want):
+        for k, (x, row, at, cat) in enumerate(line):
+            q = got_ptr[i] + k
+            assert (values[q], view_rows[q], index[q], category[q]) == (x, row, at + ptr[i], cat)
+
+
+def _split_keys_vectorised(tids, ptr, pos_of, hashes, slots, rows, split_pos, cat_full, cat_hash, cat_nd):
+    """The numpy form tier3_novelty._split_slots had before split_keys (a matrix of known values)."""
+    n = tids.size
+    line_pos = split_pos[tids]
+    owner = np.repeat(np.arange(n), np.diff(ptr))
+    pos = line_pos[owner]
+    is_cat = (pos >= 0) & (pos_of == pos)
+    line_cat = np.full(n, -1, np.int64)
+    line_cat[owner[is_cat]] = np.flatnonzero(is_cat)
+    cand = np.flatnonzero((rows >= 0) & (pos >= 0) & ~is_cat)
+    cand = cand[line_cat[owner[cand]] >= 0]
+    cat = line_cat[owner[cand]]
+    cat_slot = slots[cat]
+    keep = (cat_slot >= 0) & (cat_full[np.maximum(cat_slot, 0)] == 0)
+    cand, cat, cat_slot = cand[keep], cat[keep], cat_slot[keep]
+    known = cat_hash[cat_slot] == hashes[cat][:, None]
+    known &= np.arange(cat_hash.shape[1])[None, :] < cat_nd[cat_slot][:, None]
+    found = known.any(axis=1)
+    cand, cat = cand[found], cat[found]
+    keys = np.full(slots.size, -1, np.int64)
+    keys[cand] = (slots[cand] * POSITIONS + pos[cand]) * VALUES_KEY + known[found].argmax(axis=1)
+    of = np.full(slots.size, -1, np.int64)
+    of[cand] = cat
+    return keys, of
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_split_keys_equal_the_vectorised_form(seed):
+    args = _batch(np.random.default_rng(seed))
+    keys, cat = K.split_keys(*args, POSITIONS, VALUES_KEY)
+    want_keys, want_cat = _split_keys_vectorised(*args)
+    assert np.array_equal(keys, want_keys) and np.array_equal(cat, want_cat)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_series_rows_match_the_twin(seed):
+    rng = np.random.default_rng(seed)
+    tids, ptr, _pos, _hashes, slots, *_ = _batch(rng)
+    m = int(ptr[-1])
+    num = rng.normal(size=m)
+    num[rng.random(m) < 0.1] = np.nan
+    num[rng.random(m) < 0.02] = np.inf
+    source = rng.integers(0, 4, tids.size).astype(np.int32)
+    known = {(int(s) << 32) | int(src): row for row, (s, src) in enumerate(
+        (s, src) for s in range(0, 30, 2) for src in range(3))}
+    keys = np.array(sorted(known), np.int64)
+    rows, got_keys = K.series_rows(ptr, source, slots, num, keys, np.array([known[k] for k in keys.tolist()]), 32)
+    want = T.series_rows([(int(source[i]), [(int(slots[j]), float(num[j])) for j in range(ptr[i], ptr[i + 1])])
+                          for i in range(tids.size)], known, 32)
+    for i, line in enumerate(want):
+        for k, (row, key) in enumerate(line):
+            assert rows[ptr[i] + k] == row
+            if row != -1:
+                assert got_keys[ptr[i] + k] == key
+    assert (rows >= 0).any() and (rows == K.ROW_NEW).any() and (rows == -1).any()
+    empty = K.series_rows(ptr, source, slots, num, np.zeros(0, np.int64), np.zeros(0, np.int64), 32)[0]
+    assert np.array_equal(empty, np.where(rows == -1, -1, K.ROW_NEW))
