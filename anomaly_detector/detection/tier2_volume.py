@@ -398,8 +398,10 @@ class VolumeTier(Tier):
         hours: a weekday's busy-hour multiple there made a weekend scraper's lines look ordinary for
         minutes. Never above 1: a source busier than usual may be the incident itself."""
         src = self.sources
-        long_run = src.total[sources] / np.maximum(src.age[sources], 1)
-        return np.where(long_run > 0, np.minimum(src.level[sources] / np.where(long_run > 0, long_run, 1.0), 1.0), 1.0)
+        # worked out for every source (a handful) and then gathered: one gather per line, not three
+        long_run = src.total / np.maximum(src.age, 1)
+        quiet = np.where(long_run > 0, np.minimum(src.level / np.where(long_run > 0, long_run, 1.0), 1.0), 1.0)
+        return quiet[sources]
 
     def _window_scores(self, keys, counts, buckets, base, mus, windowed, ctx, earlier=None, window=None):
         """Spike scores of each line's key over its last `window` buckets (SPIKE_WINDOW unless given; mus: forecast per bucket;
