@@ -30,6 +30,12 @@ DROP_WINDOWS = (1, 5, 15)
 # key at five times its forecast for minutes is certain over five buckets long before one bucket of a
 # quiet key clears the spike_min_ratio floor at the low end of its sampling error (see _windowed).
 SPIKE_WINDOW = 5
+# A busy key whose short window is already spike_min_ratio times its forecast is judged over this many
+# buckets too (the drop windows' ring holds them): a firewall template at a line a minute scanned at seven
+# times its rate has 35-40 lines in five minutes, too few for their ratio to be certain against a forecast
+# of six (and short of the floor at their low end once the level has moved), but a quarter of an hour of
+# them is (see VolumeTier._long_window_scores).
+LONG_SPIKE_WINDOW = 15
 _WINDOWS = np.array(DROP_WINDOWS, np.int64)
 # Residuals beyond this many standard deviations are clipped before they reach the baseline.
 CLIP_SIGMAS = 4.0
@@ -62,7 +68,7 @@ WINDOW_NONE, WINDOW_BUSY, WINDOW_SPORADIC = 0, 1, 2
 SPARSE_FRACTION = 0.5
 # A sparse key's usual count at an hour of day is trusted once that hour was seen for this share of
 # an hour (summed over days, decayed).
-HOUR_RATE_MIN_SHARE = 0.5
+HOUR_RATE_MIN_SHARE = VK.HOUR_MIN_SHARE
 # An hour in which a key's usual count is below this share of its busiest hour's is a quiet hour; a
 # key quiet in most of the hours it was seen in is intermittent (a nightly job).
 QUIET_HOUR_SHARE = 0.1
@@ -310,6 +316,12 @@ class VolumeTier(Tier):
                           span=SPIKE_WINDOW * self.bucket_seconds)
             np.maximum(per_key[kind], w_scores, out=per_key[kind])
             np.maximum(scores, w_scores, out=scores)
+            l_scores, l_counts, l_mus = self._long_window_scores(keys, counts, buckets, base, window_mus, windowed,
+                                                                 w_counts, w_mus, ctx)
+            self._explain(result, np.where(l_scores > scores, l_scores, 0.0), l_counts, l_mus, keys, kind, ctx,
+                          span=LONG_SPIKE_WINDOW * self.bucket_seconds)
+            np.maximum(per_key[kind], l_scores, out=per_key[kind])
+            np.maximum(scores, l_scores, out=scores)
         share_scores, mus = self._share_scores(batch.template_id, t_counts, s_counts, ctx)
         self._explain(result, share_scores, t_counts, mus, batch.template_id, "template", ctx,
                       "volume spike of template %r against the rest of its source: %d lines in %gs")
@@ -381,18 +393,32 @@ class VolumeTier(Tier):
         if base is not self.templates:
             return 1.0
         sources = self.template_source[keys]
-        return np.maximum(self.season.factor(sources, buckets * self.bucket_seconds, self.bucket_seconds), 1.0)
+        season = self.season.factor(sources, buckets * self.bucket_seconds, self.bucket_seconds)
+        return np.maximum(season * self._quiet_day_factor(sources), 1.0)
 
-    def _window_scores(self, keys, counts, buckets, base, mus, windowed, ctx, earlier=None):
-        """Spike scores of each line's key over its last SPIKE_WINDOW buckets (mus: forecast per bucket;
+    def _quiet_day_factor(self, sources):
+        """How much quieter than its long-run mean each source's level is now (at most 1). The hour-of-day
+        table learns the weekdays' busy mornings; until the day-of-week table has seen a few Sundays
+        (DAY_PRIOR_WEEKS), a quiet Sunday or holiday shows only in the level, which follows the day within
+        hours: a weekday's busy-hour multiple there made a weekend scraper's lines look ordinary for
+        minutes. Never above 1: a source busier than usual may be the incident itself."""
+        src = self.sources
+        # worked out for every source (a handful) and then gathered: one gather per line, not three
+        long_run = src.total / np.maximum(src.age, 1)
+        quiet = np.where(long_run > 0, np.minimum(src.level / np.where(long_run > 0, long_run, 1.0), 1.0), 1.0)
+        return quiet[sources]
+
+    def _window_scores(self, keys, counts, buckets, base, mus, windowed, ctx, earlier=None, window=None):
+        """Spike scores of each line's key over its last `window` buckets (SPIKE_WINDOW unless given; mus: forecast per bucket;
         earlier: the lines before the line's bucket in the window, if known) -> (scores, window counts,
         window forecasts). Only for the keys `windowed` marks (WINDOW_BUSY or WINDOW_SPORADIC: seen long
         enough for the drop windows' ring to hold their past buckets, see _spike_scores): a job-like key's
         clumps are judged per bucket only."""
+        window = window or SPIKE_WINDOW
         if earlier is None:
-            earlier = _earlier_counts(keys, buckets, base.obs_win, base.open_raw, self.open_bucket, SPIKE_WINDOW)
+            earlier = _earlier_counts(keys, buckets, base.obs_win, base.open_raw, self.open_bucket, window)
         w_counts = counts + earlier
-        w_mus = SPIKE_WINDOW * mus
+        w_mus = window * mus
         scores = np.zeros(keys.size, np.float32)
         # A sporadic key's window holds a handful of lines, where three normal deviations below the count
         # reach zero (nine lines or fewer can never pass, whatever was expected): a known error at ten
@@ -413,10 +439,29 @@ class VolumeTier(Tier):
             # (the burst's own minutes hid it: twenty times a known warning's rate stayed under 70).
             disp = np.where(windowed[judged] == WINDOW_SPORADIC, np.maximum(base.clump[k], 1.0), _dispersion(base, k))
             rel2 = base.rel2[k]
-            noise = np.minimum(rel2, disp / np.maximum(w_mus[judged] / SPIKE_WINDOW, 1e-3))
-            rel2 = np.maximum(rel2 - noise + noise / SPIKE_WINDOW, MIN_RELATIVE_ERROR ** 2)
+            noise = np.minimum(rel2, disp / np.maximum(w_mus[judged] / window, 1e-3))
+            rel2 = np.maximum(rel2 - noise + noise / window, MIN_RELATIVE_ERROR ** 2)
             scores[judged] = count_upper_scores(w_counts[judged], w_mus[judged], disp, rel2)
         return scores, w_counts, w_mus
+
+    def _long_window_scores(self, keys, counts, buckets, base, mus, windowed, w_counts, w_mus, ctx):
+        """Spike scores over LONG_SPIKE_WINDOW buckets of busy keys whose short window (w_counts against
+        w_mus) is itself at least spike_min_ratio times its forecast -> (scores, counts, forecasts; the
+        short window's where not judged). A quiet key's few lines a minute are mostly counting noise: five
+        minutes of a sustained rise are rarely certain, a quarter of an hour is. Only while the short
+        window is still that high: a spike that has ended is no news for the lines after it. Every line of
+        a candidate's key goes in (the window's earlier buckets are counted from the batch's lines)."""
+        scores = np.zeros(keys.size, np.float32)
+        cand = (windowed == WINDOW_BUSY) & (w_counts >= self.spike_min_ratio * w_mus)
+        if not (cand.any() and ctx.warm):
+            return scores, w_counts, w_mus
+        idx = np.flatnonzero(np.isin(keys, keys[cand]))
+        l_scores, l_counts, l_mus = self._window_scores(keys[idx], counts[idx], buckets[idx], base, mus[idx],
+                                                        windowed[idx], ctx, window=LONG_SPIKE_WINDOW)
+        scores[idx] = np.where(cand[idx], l_scores, 0.0)
+        counts_out, mus_out = w_counts.copy(), w_mus.copy()
+        counts_out[idx], mus_out[idx] = l_counts, l_mus
+        return scores, counts_out, mus_out
 
     def _share_scores(self, keys, t_counts, s_counts, ctx):
         """Score each line by its template's count against the rest of its source's lines.

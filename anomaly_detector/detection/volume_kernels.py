@@ -17,6 +17,9 @@ from anomaly_detector import kernel_types as kt
 from .stats_kernels import count_lower_score
 
 USUAL_SIGMAS = 3.0   # a bucket this far off its forecast (log ratio against its spread) is unusual
+# An hour of day is known for a key once its hour table has seen it for this share of an hour's buckets
+# (tier2_volume.HOUR_RATE_MIN_SHARE).
+HOUR_MIN_SHARE = 0.5
 
 
 @kt.entry((kt.F64_3D, kt.F64_3D, kt.I64_1D, kt.I64_1D_RO, kt.I64_1D_RO, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64,
@@ -73,11 +76,13 @@ def season_update(hod, dow, hour, day, observed, expected, weight, age, min_age,
 
 @kt.entry((kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.I64_1D, kt.F64_1D, kt.F64_1D, kt.F64_2D,
        kt.F64_2D, kt.F64_2D, kt.F64_2D, kt.F64_1D, kt.INT64, kt.I64_1D, kt.INT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64,
-       kt.FLOAT64, kt.FLOAT64, kt.F32_1D, kt.I64_1D), cache=True)
+       kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.F64_1D, kt.F64_1D, kt.F32_1D, kt.I64_1D), cache=True)
 def close_keys(level, phi, rel2, nonzero, clump, total, age, open_raw, open_learn, obs_win, exp_win, obs_sum,
                exp_sum, season, slot, windows, min_history, learning_rate, slow_divisor, clip, min_rel,
-               sparse_fraction, best, best_window):
-    """Close the open bucket for every key: drop scores into best/best_window, then learn it."""
+               sparse_fraction, min_ratio, hour_rate, weight, best, best_window):
+    """Close the open bucket for every key: drop scores into best/best_window, then learn it. A busy key
+    whose bucket ends a window high by a spike's size (_window_high, against at least its usual count per
+    bucket at this hour, hour_rate; < 0 where the hour is not known yet) gets season weight[i] 0."""
     ring = obs_win.shape[1]
     for i in range(level.shape[0]):
         expected = level[i] * season[i] if age[i] >= min_history else 0.0
@@ -90,6 +95,7 @@ def close_keys(level, phi, rel2, nonzero, clump, total, age, open_raw, open_lear
         best[i] = 0.0
         best_window[i] = 1
         low = False
+        high = False
         if age[i] >= min_history + ring:
             disp = _dispersion(phi, nonzero, clump, i, sparse_fraction)
             for k in range(windows.shape[0]):
@@ -98,8 +104,12 @@ def close_keys(level, phi, rel2, nonzero, clump, total, age, open_raw, open_lear
                     best[i] = s
                     best_window[i] = windows[k]
                 low = low or _window_low(obs_sum[i, k], exp_sum[i, k], disp, rel2[i])
+                high = high or (nonzero[i] >= sparse_fraction and hour_rate[i] >= 0.0
+                                and _window_high(obs_sum[i, k], max(exp_sum[i, k], windows[k] * hour_rate[i]), min_ratio))
+        if high:
+            weight[i] = 0.0
         _learn_key(level, phi, rel2, nonzero, clump, total, age, open_raw, open_learn, season, i, learning_rate,
-                   slow_divisor, clip, min_rel, low)
+                   slow_divisor, clip, min_rel, low or high)
 
 
 @njit(cache=True)
@@ -114,6 +124,31 @@ def _window_low(observed, expected, disp, rel2):
 
 
 @njit(cache=True)
+def _window_high(observed, expected, min_ratio):
+    """Whether a window is high by a spike's size: its count at the low end of its Poisson sampling error
+    (poisson_low) at least min_ratio times its forecast. A port scan at seven times a quiet firewall
+    template's rate is lost in each minute's noise (so no bucket is unusual) but not over five: learnt at
+    the usual rate, its minutes raised the level and taught the hour of day the scan, and the next scan at
+    that hour, or the rest of this one, was ordinary. Only a spike's size, not any significant rise: rush
+    hours and campaigns double traffic, and a level that does not follow them reads their end as a drop.
+    Only at an hour of day the key's table knows, and against at least its usual count at that hour (see
+    close_keys): a service's first morning, a nightly job's run, are what the hour table must learn, though
+    far above a level that decayed through the quiet hours before."""
+    return expected > 0.0 and poisson_low(observed) >= min_ratio * expected
+
+
+@njit(cache=True)
+def poisson_low(count):
+    """The lower 3-sigma (one-sided p 0.00135) confidence bound of a Poisson mean given a count (Wilson-
+    Hilferty; tier2_volume.poisson_lower_bound on one count): a handful of lines is still above zero."""
+    if count <= 0.0:
+        return 0.0
+    k = max(count, 1.0)
+    root = max(1.0 - 1.0 / (9.0 * k) - 1.0 / math.sqrt(k), 0.0)
+    return k * root ** 3
+
+
+@njit(cache=True)
 def _learn_key(level, phi, rel2, nonzero, clump, total, age, open_raw, open_learn, season, i, learning_rate,
                slow_divisor, clip, min_rel, window_low):
     seen = age[i] > 0
@@ -125,7 +160,8 @@ def _learn_key(level, phi, rel2, nonzero, clump, total, age, open_raw, open_lear
     x_clipped = min(max(x, mu - clip * sd), mu + clip * sd)
     alpha = max(learning_rate, 1.0 / (age[i] + 1.0))
     # An unusual bucket (a spike, a drop), or one of a drop window unusually low as a whole (window_low:
-    # its buckets, each within its noise, would teach the spread that hides the drop), teaches level,
+    # its buckets, each within its noise, would teach the spread that hides the drop; or of a window high
+    # by a spike's size, see _window_high, passed in the same flag), teaches level,
     # spread and shape slowly (see tier2_volume.DISPERSION_SLOWER), an ordinary one at the learning rate.
     slow = max(learning_rate / slow_divisor, 1.0 / (age[i] + 1.0))
     if seen:
@@ -272,11 +308,14 @@ def close_base(hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, le
     anomalies, see _season_weight; from the level before this bucket), close_keys, then season_update
     of hod, dow (decayed by keep) with the bucket, against the level after it."""
     _factors(hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, season)
+    hour_rate = np.empty(level.shape[0])
     for i in range(level.shape[0]):
         weight[i] = _season_weight(open_raw[i], open_learn[i], level[i] * season[i], min_ratio, anomalous_share)
+        seen = hod[i, 2, hour]
+        hour_rate[i] = hod[i, 0, hour] / seen if seen >= HOUR_MIN_SHARE * per_hour else -1.0
     close_keys(level, phi, rel2, nonzero, clump, total, age, open_raw, open_learn, obs_win, exp_win, obs_sum, exp_sum,
-               season, slot, windows, min_history, learning_rate, slow_divisor, clip, min_rel, sparse_fraction, best,
-               best_window)
+               season, slot, windows, min_history, learning_rate, slow_divisor, clip, min_rel, sparse_fraction,
+               min_ratio, hour_rate, weight, best, best_window)
     season_update(hod, dow, hour, day, open_learn, level, weight, age, min_history, keep)
 
 

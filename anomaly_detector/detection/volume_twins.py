@@ -36,8 +36,12 @@ def season_update(hod, dow, hour, day, observed, expected, weight, age, min_age,
         table[seen, 2, slot] += weight[seen]
 
 
-def close_keys(b, season, slot, windows, min_history, learning_rate, slow_divisor, clip, min_rel, sparse_fraction):
-    """b: dict of the KeyBaseline arrays (changed in place) -> (best score, best window) per key."""
+def close_keys(b, season, slot, windows, min_history, learning_rate, slow_divisor, clip, min_rel, sparse_fraction,
+               min_ratio=None, hour_rate=None):
+    """b: dict of the KeyBaseline arrays (changed in place) -> (best score, best window, window high) per key
+    (window high: a busy key's window at least min_ratio times its forecast, and its usual count at this
+    hour (hour_rate, < 0: unknown hour, never high), at the low end of its Poisson error; none without
+    min_ratio)."""
     ring = b["obs_win"].shape[1]
     expected = np.where(b["age"] >= min_history, b["level"] * season, 0.0)
     for k, w in enumerate(windows):
@@ -51,6 +55,7 @@ def close_keys(b, season, slot, windows, min_history, learning_rate, slow_diviso
     disp = np.maximum(b["phi"], 1.0)
     disp = np.where(b["nonzero"] < sparse_fraction, np.maximum(disp, b["clump"]), disp)
     low = np.zeros(b["level"].size, bool)
+    high = np.zeros(b["level"].size, bool)
     for i in np.flatnonzero(b["age"] >= min_history + ring):
         for k, w in enumerate(windows):
             s = count_lower_score(b["obs_sum"][i, k], b["exp_sum"][i, k], disp[i], b["rel2"][i])
@@ -59,8 +64,18 @@ def close_keys(b, season, slot, windows, min_history, learning_rate, slow_diviso
         obs, exp = b["obs_sum"][i], b["exp_sum"][i]
         ratio2 = np.log((obs + 0.5) / (exp + 0.5)) ** 2
         low[i] = np.any((obs < exp) & (ratio2 > VK.USUAL_SIGMAS ** 2 * (b["rel2"][i] + disp[i] / np.maximum(exp, 0.5))))
-    _learn(b, season, learning_rate, slow_divisor, clip, min_rel, low)
-    return best, best_window
+        if min_ratio is not None and b["nonzero"][i] >= sparse_fraction and hour_rate[i] >= 0:
+            exp = np.maximum(exp, np.asarray(windows) * hour_rate[i])
+            high[i] = np.any((exp > 0) & (_poisson_low(obs) >= min_ratio * exp))
+    _learn(b, season, learning_rate, slow_divisor, clip, min_rel, low | high)
+    return best, best_window, high
+
+
+def _poisson_low(counts):
+    """As volume_kernels.poisson_low, on an array: the lower 3-sigma bound of a Poisson mean (Wilson-Hilferty)."""
+    k = np.maximum(counts, 1.0)
+    root = np.maximum(1.0 - 1.0 / (9.0 * k) - 1.0 / np.sqrt(k), 0.0)
+    return np.where(counts > 0, k * root ** 3, 0.0)
 
 
 def _learn(b, season, learning_rate, slow_divisor, clip, min_rel, window_low):
@@ -185,8 +200,12 @@ def close_base(b, hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day,
     n = b["level"].size
     season = season_factors(hod, dow, n, hour, day, per_hour, per_day, prior_hour, prior_day)
     weight = season_weights(b["open_raw"], b["open_learn"], b["level"] * season, min_ratio, anomalous_share)
-    best, best_window = close_keys(b, season, slot, windows, min_history, learning_rate, slow_divisor, clip, min_rel,
-                                   sparse_fraction)
+    seen = hod[:n, 2, hour]
+    known = seen >= VK.HOUR_MIN_SHARE * per_hour
+    hour_rate = np.where(known, hod[:n, 0, hour] / np.where(known, seen, 1.0), -1.0)
+    best, best_window, high = close_keys(b, season, slot, windows, min_history, learning_rate, slow_divisor, clip,
+                                         min_rel, sparse_fraction, min_ratio, hour_rate)
+    weight = np.where(high, 0.0, weight)
     season_update(hod, dow, hour, day, b["open_learn"], b["level"], weight, b["age"], min_history, keep)
     return season, weight, best, best_window
 

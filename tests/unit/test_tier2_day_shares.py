@@ -280,6 +280,7 @@ def test_a_sustained_spike_of_a_quiet_template_is_judged_over_several_buckets(ch
     start = DAY0 + 86400 + 14 * 3600
     for window, expect_spike in ((1, False), (T2.SPIKE_WINDOW, True)):
         monkeypatch.setattr(T2, "SPIKE_WINDOW", window)
+        monkeypatch.setattr(T2, "LONG_SPIKE_WINDOW", window)   # no longer window either
         rng = np.random.default_rng(11)
         t2 = tier()
         top, found = feed(t2, steady_quiet, DAY0, 1440 + 14 * 60, rng)
@@ -291,6 +292,30 @@ def test_a_sustained_spike_of_a_quiet_template_is_judged_over_several_buckets(ch
             assert top < 40.0, "one minute at a time, the spike stays under the spike_min_ratio floor"
 
 
+
+
+def firewall(hour):
+    """Template 3: a firewall's blocks, 1.2 a minute day and night (a busy key: most minutes have one)."""
+    return {(2, 1): 30.0, (3, 1): 1.2}
+
+
+def test_a_scan_of_a_quiet_template_is_judged_over_a_quarter_of_an_hour(monkeypatch):
+    """Template 3 at 10 lines a minute against its usual 1.2 (a port scan) after two days: five minutes'
+    50 lines against 6 are mostly counting noise on the ratio's scale and stay under anomaly_threshold;
+    fifteen minutes' 100 and more against 18 are not. Judged over five minutes only, the scan is missed."""
+    import anomaly_detector.detection.tier2_volume as T2
+    start = DAY0 + 2 * 86400 + 14 * 3600
+    for long_window, expect_spike in ((T2.SPIKE_WINDOW, False), (T2.LONG_SPIKE_WINDOW, True)):
+        monkeypatch.setattr(T2, "LONG_SPIKE_WINDOW", long_window)
+        rng = np.random.default_rng(11)
+        t2 = tier()
+        top, found = feed(t2, firewall, DAY0, 2 * 1440 + 14 * 60, rng)
+        assert top < 40.0 and not found
+        top, reasons = spike_minutes(t2, start, 20, rng, 1, per_minute=10)
+        if expect_spike:
+            assert top >= 70.0 and any("in 900s" in r for r in reasons), (top, reasons)
+        else:
+            assert top < 70.0, (top, reasons)
 
 
 def sporadic(hour):
@@ -358,3 +383,25 @@ def test_a_drop_that_goes_silent_is_held_as_a_silence_since_its_first_low_minute
     # the first finding stands for the episode from the drop on; the silence goes on being raised
     assert found and all(f.reason.startswith("source silent") for f in found)
     assert found[0].ts == held[0] and found[0].since == held[0]
+
+
+def test_a_sporadic_templates_busy_hour_multiple_is_lowered_on_a_quiet_day():
+    """A Sunday at 70% of the weekdays' traffic from 10:00: at 14:00 the hour-of-day table still says the
+    hour is busy, but the source's level has followed the quieter day, and the busy-hour multiple follows
+    it down (a weekend scraper's lines are not expected at a weekday's rate). It is never raised on a
+    busier day."""
+    quiet = lambda hour: {k: (0.7 * v if k[1] == 0 else v) for k, v in day_and_night(hour).items()}  # noqa: E731
+    busy = lambda hour: {k: (2.0 * v if k[1] == 0 else v) for k, v in day_and_night(hour).items()}   # noqa: E731
+    factors = {}
+    for name, day in (("weekday", day_and_night), ("sunday", quiet), ("busy", busy)):
+        rng = np.random.default_rng(5)
+        t2 = tier()
+        feed(t2, day_and_night, DAY0, 2 * 1440 + 10 * 60, rng)
+        feed(t2, day, DAY0 + 2 * 86400 + 10 * 3600, 4 * 60, rng)
+        buckets = t2._buckets(np.array([DAY0 + 2 * 86400 + 14 * 3600 + 30.0]))
+        factors[name] = float(np.broadcast_to(t2._busy_hour_factor(np.array([1]), buckets, t2.templates), 1)[0])
+        factors[name + " level"] = float(t2._quiet_day_factor(np.array([0]))[0])
+    assert factors["weekday"] > 1.3 and factors["weekday level"] >= 0.95, factors
+    # four hours at 70% bring the level to about 0.9 of its long-run mean (it learns at learning_rate)
+    assert 1.0 <= factors["sunday"] < 0.9 * factors["weekday"] and factors["sunday level"] < 0.92, factors
+    assert factors["busy level"] == 1.0, factors

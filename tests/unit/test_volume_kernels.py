@@ -35,7 +35,7 @@ def test_closing_buckets_matches_the_numpy_twin():
     twin = {k: v.copy() for k, v in kernel.items()}
     hod, dow = rng.uniform(0, 50, (n + 8, 3, 24)), rng.uniform(0, 50, (n + 8, 3, 7))
     hod_t, dow_t = hod.copy(), dow.copy()
-    scored = 0
+    scored = highs = 0
     for bucket in range(1, 61):
         hour, day = bucket % 24, bucket % 7
         open_raw = rng.poisson(rng.choice([0.0, 0.5, 5.0, 50.0], n)).astype(float)
@@ -45,13 +45,17 @@ def test_closing_buckets_matches_the_numpy_twin():
         VK.season_factors(hod, dow, np.arange(n), np.full(n, hour), np.full(n, day), 60.0, 1440.0, 0.5, 2.0, season)
         want = VT.season_factors(hod_t, dow_t, n, hour, day, 60.0, 1440.0, 0.5, 2.0)
         np.testing.assert_allclose(season, want, rtol=1e-12)
-        best, window = np.empty(n, np.float32), np.empty(n, np.int64)
+        best, window, weight = np.empty(n, np.float32), np.empty(n, np.int64), np.ones(n)
+        hour_rate = np.where(rng.random(n) < 0.2, -1.0, rng.uniform(0.0, 2.0, n))   # some hours not known yet
         VK.close_keys(kernel["level"], kernel["phi"], kernel["rel2"], kernel["nonzero"], kernel["clump"],
                       kernel["total"], kernel["age"], open_raw, open_learn, kernel["obs_win"], kernel["exp_win"],
                       kernel["obs_sum"], kernel["exp_sum"], season, bucket % 15, WINDOWS, 120, 0.01, 10.0, 4.0, 0.1,
-                      0.5, best, window)
+                      0.5, 3.0, hour_rate, weight, best, window)
         twin.update(open_raw=open_raw, open_learn=open_learn)
-        best_t, window_t = VT.close_keys(twin, want, bucket % 15, WINDOWS, 120, 0.01, 10.0, 4.0, 0.1, 0.5)
+        best_t, window_t, high_t = VT.close_keys(twin, want, bucket % 15, WINDOWS, 120, 0.01, 10.0, 4.0, 0.1, 0.5, 3.0,
+                                                 hour_rate)
+        np.testing.assert_array_equal(weight == 0.0, high_t)
+        highs += int(high_t.sum())
         np.testing.assert_allclose(best, best_t, atol=2e-3)
         assert (window[best > 0] == window_t[best > 0]).all()
         scored += int((best > 0).sum())
@@ -63,6 +67,7 @@ def test_closing_buckets_matches_the_numpy_twin():
         np.testing.assert_allclose(hod, hod_t, rtol=1e-12)
         np.testing.assert_allclose(dow, dow_t, rtol=1e-12)
     assert scored > 20, "the random baselines should produce drops to score"
+    assert highs > 5, "and windows high by a spike's size"
 
 
 @pytest.mark.parametrize("count,mu", [(0.0, 50.0), (3.0, 40.0), (30.0, 40.0), (0.0, 2.0)])
@@ -138,7 +143,7 @@ def test_a_drop_window_low_as_a_whole_does_not_teach_the_spread_that_hides_it():
         best, window = np.empty(1, np.float32), np.empty(1, np.int64)
         VK.close_keys(b["level"], b["phi"], b["rel2"], b["nonzero"], b["clump"], b["total"], b["age"], open_raw,
                       open_raw.copy(), b["obs_win"], b["exp_win"], b["obs_sum"], b["exp_sum"], np.ones(1), bucket % 15,
-                      WINDOWS, 120, 0.01, 10.0, 4.0, 0.1, 0.5, best, window)
+                      WINDOWS, 120, 0.01, 10.0, 4.0, 0.1, 0.5, 3.0, np.full(1, 9.0), np.ones(1), best, window)
         scores.append(float(best[0]))
     # Learnt at the full rate, the drop's own buckets would double rel2 (0.14) and pull the level to
     # 8.2 in a quarter of an hour, and its score would fade from 36 to 25 while it lasts.
@@ -269,3 +274,29 @@ def test_earlier_counts_match_the_numpy_twin():
         want = VT.earlier_counts(codes, per_pair, obs_win, open_raw, open_bucket, window)
         assert np.array_equal(got, want)
         assert (got > 0).mean() > 0.5
+
+
+@pytest.mark.parametrize("per_bucket, hour_rate, high", [(8.0, 1.2, True), (2.5, 1.2, False), (8.0, -1.0, False),
+                                                         (8.0, 7.0, False)])
+def test_a_window_high_by_a_spikes_size_teaches_neither_level_nor_season(per_bucket, hour_rate, high):
+    """A firewall template at 1.2 lines a minute: a port scan at 8 a minute is within each minute's noise
+    (no bucket is unusual) but 40 lines in five minutes are far beyond three times 6 even at their
+    Poisson low end: its buckets weigh 0 in the seasons and teach the level slowly, so the rest of the scan
+    (and the next one at this hour) is still judged against 1.2. Twice the rate (a busy hour) is learnt, and
+    so is any rise at an hour of day not known yet (-1) or one usually that busy (a job's hour)."""
+    b = {"level": np.full(1, 1.2), "phi": np.ones(1), "rel2": np.full(1, 0.01), "nonzero": np.full(1, 0.7),
+         "clump": np.full(1, 1.7), "total": np.full(1, 1200.0), "age": np.full(1, 1000, np.int64),
+         **windows(np.full((1, 15), 1.2), np.full((1, 15), 1.2))}
+    weights = []
+    for bucket in range(1, 16):
+        open_raw = np.array([per_bucket])
+        best, window, weight = np.empty(1, np.float32), np.empty(1, np.int64), np.ones(1)
+        VK.close_keys(b["level"], b["phi"], b["rel2"], b["nonzero"], b["clump"], b["total"], b["age"], open_raw,
+                      open_raw.copy(), b["obs_win"], b["exp_win"], b["obs_sum"], b["exp_sum"], np.ones(1), bucket % 15,
+                      WINDOWS, 120, 0.01, 10.0, 4.0, 0.1, 0.5, 3.0, np.full(1, hour_rate), weight, best, window)
+        weights.append(float(weight[0]))
+    if high:
+        # learnt at the usual rate, fifteen minutes of the scan would have raised the level to 2.2
+        assert weights[4:] == [0.0] * 11 and b["level"][0] < 1.5
+    else:
+        assert weights == [1.0] * 15 and b["level"][0] > 1.3
