@@ -181,9 +181,15 @@ def _recurrence_score(novelty, seen, lines_since, lines_before):
     """young_score without the succession rule: the surprise of a young value's recurrences."""
     if novelty <= 0.0 or seen < 1.0:
         return novelty
+    return max(novelty, again_score(seen, lines_since, lines_before))
+
+
+@njit(cache=True, inline="always")
+def again_score(seen, lines_since, lines_before):
+    """Surprise of `seen` sightings in the `lines_since` lines after something first appeared, which
+    `lines_before` lines without it bound to a rate below NEW_RATE_BOUND / lines_before (95 %)."""
     rate = NEW_RATE_BOUND / max(lines_before, 1.0)
-    again = surprisal_score(log10_count_upper(seen, max(lines_since, 1.0) * rate, 1.0))
-    return max(novelty, again)
+    return surprisal_score(log10_count_upper(seen, max(lines_since, 1.0) * rate, 1.0))
 
 
 @njit(cache=True)
@@ -380,18 +386,12 @@ def run_score(cat_novelty, cat_seen_at, cat_nd, s, batch_new, batch_first, total
     count = batch_new
     best = 0.0
     if count > 0.0:
-        best = _run_tail(count, total - batch_first, batch_first - cat_seen_at[s, nd - 1])
+        best = again_score(count, total - batch_first, batch_first - cat_seen_at[s, nd - 1])
     for q in range(nd - 1, max(1, nd - RUN_LOOKBACK) - 1, -1):
         count += 1.0
         if cat_novelty[s, q] > 0.0:
-            best = max(best, _run_tail(count, total - cat_seen_at[s, q], cat_seen_at[s, q] - cat_seen_at[s, q - 1]))
+            best = max(best, again_score(count, total - cat_seen_at[s, q], cat_seen_at[s, q] - cat_seen_at[s, q - 1]))
     return best
-
-
-@njit(cache=True, inline="always")
-def _run_tail(count, since, gap):
-    rate = NEW_RATE_BOUND / max(gap, 1.0)
-    return surprisal_score(log10_count_upper(count, max(since, 1.0) * rate, 1.0))
 
 
 @kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.U64_1D, kt.F32_1D, kt.F64_2D, kt.U64_2D, kt.F64_2D, kt.I32_1D, kt.I8_1D,

@@ -62,9 +62,13 @@ def _two_sided(z):
 def young_score(novelty, seen, lines_since, lines_before, succession=True):
     if novelty <= 0.0 or seen < 1.0 or (succession and seen >= K.SUCCESSION_SHARE * lines_since):
         return novelty
+    return max(novelty, again_score_py(seen, lines_since, lines_before))
+
+
+def again_score_py(seen, lines_since, lines_before):
+    """Twin of novelty_kernels.again_score."""
     rate = K.NEW_RATE_BOUND / max(lines_before, 1.0)
-    again = log10_count_upper(seen, max(lines_since, 1.0) * rate, 1.0)
-    return max(novelty, min(100.0, max(0.0, -10.0 * again)))
+    return min(100.0, max(0.0, -10.0 * log10_count_upper(seen, max(lines_since, 1.0) * rate, 1.0)))
 
 
 def score_lines(lines, slots, min_obs, drift_alpha, drift_min_shift, numeric=True):
@@ -155,18 +159,13 @@ def run_score_py(slot, batch_new, batch_first, total):
     seen = [slot.seen_at[v] for v in slot.values]
     late = [slot.novelty[v] > 0 for v in slot.values]
     nd = len(seen)
-    best = _run_tail_py(batch_new, total - batch_first, batch_first - seen[-1]) if batch_new > 0 else 0.0
+    best = again_score_py(batch_new, total - batch_first, batch_first - seen[-1]) if batch_new > 0 else 0.0
     count = batch_new
     for q in range(nd - 1, max(1, nd - K.RUN_LOOKBACK) - 1, -1):
         count += 1.0
         if late[q]:
-            best = max(best, _run_tail_py(count, total - seen[q], seen[q] - seen[q - 1]))
+            best = max(best, again_score_py(count, total - seen[q], seen[q] - seen[q - 1]))
     return best
-
-
-def _run_tail_py(count, since, gap):
-    rate = K.NEW_RATE_BOUND / max(gap, 1.0)
-    return min(100.0, max(0.0, -10.0 * log10_count_upper(count, max(since, 1.0) * rate, 1.0)))
 
 
 def _near_known_fraction(slot, x):

@@ -7,6 +7,7 @@ import numpy as np
 
 from . import volume_kernels as VK
 from .stats_twins import count_lower_score
+from .tier2_volume import poisson_lower_bound  # volume_kernels.poisson_low's reference, tested on exact values
 
 
 def _hour_slot(table, keys, slot):
@@ -66,16 +67,9 @@ def close_keys(b, season, slot, windows, min_history, learning_rate, slow_diviso
         low[i] = np.any((obs < exp) & (ratio2 > VK.USUAL_SIGMAS ** 2 * (b["rel2"][i] + disp[i] / np.maximum(exp, 0.5))))
         if min_ratio is not None and b["nonzero"][i] >= sparse_fraction and hour_rate[i] >= 0:
             exp = np.maximum(exp, np.asarray(windows) * hour_rate[i])
-            high[i] = np.any((exp > 0) & (_poisson_low(obs) >= min_ratio * exp))
+            high[i] = np.any((exp > 0) & (poisson_lower_bound(obs) >= min_ratio * exp))
     _learn(b, season, learning_rate, slow_divisor, clip, min_rel, low | high)
     return best, best_window, high
-
-
-def _poisson_low(counts):
-    """As volume_kernels.poisson_low, on an array: the lower 3-sigma bound of a Poisson mean (Wilson-Hilferty)."""
-    k = np.maximum(counts, 1.0)
-    root = np.maximum(1.0 - 1.0 / (9.0 * k) - 1.0 / np.sqrt(k), 0.0)
-    return np.where(counts > 0, k * root ** 3, 0.0)
 
 
 def _learn(b, season, learning_rate, slow_divisor, clip, min_rel, window_low):
