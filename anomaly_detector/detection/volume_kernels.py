@@ -168,11 +168,15 @@ def _learn_key(level, phi, rel2, nonzero, clump, total, age, open_raw, open_lear
         log_ratio2 = math.log((x + 0.5) / (mu + 0.5)) ** 2
         unusual = window_low or log_ratio2 > USUAL_SIGMAS ** 2 * (rel2[i] + max(phi[i], 1.0) / max(mu, 0.5))
         rate = slow if unusual else alpha
-        resid2 = min((x_clipped - mu) ** 2 / max(mu, 1e-3), clip * clip * max(phi[i], 1.0))
+        # An unusual bucket teaches the spread no more than one just inside USUAL_SIGMAS would: at clip^2
+        # times the spread, a drop or silence lasting hours widened the spread it is judged against by a
+        # few per cent a bucket, until its own buckets looked usual and taught at the full rate.
+        cap = USUAL_SIGMAS ** 2 if unusual else clip * clip
+        resid2 = min((x_clipped - mu) ** 2 / max(mu, 1e-3), cap * max(phi[i], 1.0))
         phi[i] += rate * (resid2 - phi[i])
         if mu >= 1.0:
             target = log_ratio2 - phi[i] / max(mu, 0.5)
-            target = min(max(target, min_rel * min_rel), clip * clip * rel2[i])
+            target = min(max(target, min_rel * min_rel), cap * rel2[i])
             rel2[i] += rate * (target - rel2[i])
         raw = open_raw[i] / s
         hit = 1.0 if raw > 0 else 0.0

@@ -85,11 +85,12 @@ def _learn(b, season, learning_rate, slow_divisor, clip, min_rel, window_low):
     log_ratio2 = np.log((x + 0.5) / (mu + 0.5)) ** 2
     unusual = window_low | (log_ratio2 > VK.USUAL_SIGMAS ** 2 * (b["rel2"] + np.maximum(phi, 1.0) / np.maximum(mu, 0.5)))
     rate = np.where(unusual, slow, alpha)
-    resid2 = np.minimum((x_clipped - mu) ** 2 / np.maximum(mu, 1e-3), clip ** 2 * np.maximum(phi, 1.0))
+    cap = np.where(unusual, VK.USUAL_SIGMAS ** 2, clip ** 2)   # see volume_kernels._learn_key
+    resid2 = np.minimum((x_clipped - mu) ** 2 / np.maximum(mu, 1e-3), cap * np.maximum(phi, 1.0))
     b["phi"] = phi = np.where(seen, phi + rate * (resid2 - phi), phi)
     busy = seen & (mu >= 1.0)
     target = log_ratio2 - phi / np.maximum(mu, 0.5)
-    target = np.minimum(np.maximum(target, min_rel ** 2), clip ** 2 * b["rel2"])
+    target = np.minimum(np.maximum(target, min_rel ** 2), cap * b["rel2"])
     b["rel2"] = np.where(busy, b["rel2"] + rate * (target - b["rel2"]), b["rel2"])
     raw = b["open_raw"] / s
     hit = raw > 0

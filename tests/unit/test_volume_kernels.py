@@ -300,3 +300,30 @@ def test_a_window_high_by_a_spikes_size_teaches_neither_level_nor_season(per_buc
         assert weights[4:] == [0.0] * 11 and b["level"][0] < 1.5
     else:
         assert weights == [1.0] * 15 and b["level"][0] > 1.3
+
+
+def close_one(b, count, bucket):
+    """Close one bucket of count lines for the steady key b (close_keys as in tier 2) -> its drop score."""
+    open_raw = np.array([float(count)])
+    best, window = np.empty(1, np.float32), np.empty(1, np.int64)
+    VK.close_keys(b["level"], b["phi"], b["rel2"], b["nonzero"], b["clump"], b["total"], b["age"], open_raw,
+                  open_raw.copy(), b["obs_win"], b["exp_win"], b["obs_sum"], b["exp_sum"], np.ones(1), bucket % 15,
+                  WINDOWS, 120, 0.01, 10.0, 4.0, 0.1, 0.5, 3.0, np.full(1, 9.0), np.ones(1), best, window)
+    return float(best[0])
+
+
+def test_an_hour_long_silence_leaves_the_spread_that_judges_the_next_drop():
+    # A service silent for 80 minutes, back for an hour, then down to a tenth for an hour. Each silent
+    # bucket is unusual and teaches slowly, but at up to clip^2 times the spread each they widened it
+    # from 0.04 to 0.13, and during the second drop to 0.19, its score fading from 100 to 61.
+    b = steady_key()
+    bucket = 0
+    for count in [0] * 80 + [9] * 60:
+        bucket += 1
+        close_one(b, count, bucket)
+    assert b["rel2"][0] < 0.1
+    scores = []
+    for _ in range(60):
+        bucket += 1
+        scores.append(close_one(b, 1, bucket))
+    assert b["rel2"][0] < 0.1 and min(scores[15:]) >= 90
