@@ -5,6 +5,8 @@ a different (slower, more obvious) route: direct sums of probability terms, loop
 """
 import math
 
+import numpy as np
+
 
 def log10_count_upper(k, mu, phi):
     """log10 P(X >= k), X ~ Poisson(mu/phi) at k/phi, by the full power series of P(a, x)."""
@@ -46,6 +48,23 @@ def log10_ratio_tail(k, mu, phi, rel2, min_mean=5.0):
         return -300.0
     z = abs(math.log((k + 0.5) / (mu + 0.5))) / math.sqrt(rel2 + phi / mu)
     return log10_normal_two_sided(z) - math.log10(2.0)
+
+
+def count_upper_mixed_scores(counts, mus, phis, rel2s):
+    """Twin of stats_kernels.count_upper_mixed_scores: the forecast's log-normal error integrated by the
+    trapezoid rule over +-10 deviations, in plain probabilities (to 1e-300)."""
+    out = np.zeros(len(counts), np.float32)
+    z = np.linspace(-10.0, 10.0, 801)
+    density = np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi) * (z[1] - z[0])
+    for i, (k, mu, phi, rel2) in enumerate(zip(counts, mus, phis, rel2s)):
+        if k - mu > 2.0 * math.sqrt((phi + rel2 * mu) * mu) or mu < 1.0:
+            if k <= 0:
+                continue
+            means = mu * np.exp(math.sqrt(rel2) * z)
+            # far above the count the tail is 1 (and the series overflows)
+            tails = [1.0 if m > 4.0 * k + 100.0 else 10.0 ** log10_count_upper(k, m, phi) for m in means]
+            out[i] = surprisal_score(math.log10(max(float(np.dot(density, tails)), 1e-300)))
+    return out
 
 
 def count_lower_score(count, mu, phi, rel2):

@@ -18,7 +18,7 @@ from . import tier2_recent as TR
 from . import volume_kernels as VK
 from .base import Finding, Tier, TierResult
 from .ranks import running_counts
-from .stats_kernels import count_lower_score, count_upper_scores
+from .stats_kernels import count_lower_score, count_upper_mixed_scores, count_upper_scores
 from .tier2_hosts import HostCounts
 from .tier2_long import LongWindows, cusum_threshold
 from .tier2_recent import RecentLevel
@@ -441,7 +441,12 @@ class VolumeTier(Tier):
             rel2 = base.rel2[k]
             noise = np.minimum(rel2, disp / np.maximum(w_mus[judged] / window, 1e-3))
             rel2 = np.maximum(rel2 - noise + noise / window, MIN_RELATIVE_ERROR ** 2)
-            scores[judged] = count_upper_scores(w_counts[judged], w_mus[judged], disp, rel2)
+            # A sporadic key's window holds a handful of lines, where the log ratio's normal tail (the second
+            # test of count_upper_scores) is far heavier than the count's: a login burst ten times its rate
+            # scored 35. Its forecast's error goes into the count's variance instead.
+            sporadic = windowed[judged] == WINDOW_SPORADIC
+            scores[judged] = np.where(sporadic, count_upper_mixed_scores(w_counts[judged], w_mus[judged], disp, rel2),
+                                      count_upper_scores(w_counts[judged], w_mus[judged], disp, rel2))
         return scores, w_counts, w_mus
 
     def _long_window_scores(self, keys, counts, buckets, base, mus, windowed, w_counts, w_mus, ctx):

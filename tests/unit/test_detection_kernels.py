@@ -220,3 +220,30 @@ def test_a_run_of_new_values_after_a_quiet_slot_is_raised(batch):
     steady += [300.0, 310.0]
     scores = _feed(steady, _categorical_state(1, max_values), {}, min_obs, alpha, base, max_values, batch)
     assert max(scores[-2:]) < 50, scores[-2:]
+
+
+def test_mixed_count_scores_match_the_twin():
+    rng = np.random.default_rng(11)
+    n = 60
+    mus = rng.uniform(0.05, 40, n)
+    counts = np.floor(mus * rng.uniform(0, 8, n))
+    phis, rel2s = rng.uniform(1, 5, n), rng.uniform(0.01, 0.6, n)
+    got, want = S.count_upper_mixed_scores(counts, mus, phis, rel2s), ST.count_upper_mixed_scores(counts, mus, phis, rel2s)
+    assert np.allclose(got, want, atol=0.5)   # the quadrature resolves the step of the tail to this
+    assert (got > 0).sum() > 15 and (got == 100).sum() < n
+
+
+def test_a_handful_of_lines_ten_times_their_forecast_scores_as_a_count_not_a_ratio():
+    # a login burst over five minutes: 64 lines where 5.7 were expected, in clumps of 2, forecast within a third
+    args = (np.array([64.0]), np.array([5.67]), np.array([2.08]), np.array([0.106]))
+    assert S.count_upper_scores(*args)[0] < 40 <= 90 <= S.count_upper_mixed_scores(*args)[0]
+
+
+def test_mixed_count_scores_are_rarely_high_at_the_forecast():
+    # counts drawn with the error the score assumes: a log-normal forecast error and clumps of phi lines
+    rng = np.random.default_rng(5)
+    for mu, phi, rel2 in ((0.5, 1.0, 0.05), (3.0, 2.0, 0.1), (8.0, 3.0, 0.3), (8.0, 1.0, 1.0), (40.0, 1.5, 0.3)):
+        n = 200_000
+        counts = phi * rng.poisson(mu * rng.lognormal(0.0, math.sqrt(rel2), n) / phi)
+        scores = S.count_upper_mixed_scores(counts.astype(float), np.full(n, mu), np.full(n, phi), np.full(n, rel2))
+        assert (scores >= 50).mean() < 5e-5, (mu, phi, rel2)

@@ -9,7 +9,7 @@ from tier2_traffic import poisson_lines
 
 from anomaly_detector.detection.base import BatchContext
 from anomaly_detector.detection.state_shape import check_state_arrays
-from anomaly_detector.detection.tier2_volume import VolumeTier, poisson_lower_bound
+from anomaly_detector.detection.tier2_volume import WINDOW_BUSY, WINDOW_SPORADIC, VolumeTier, poisson_lower_bound
 
 DAY0 = 1772409600.0   # a midnight
 SETTINGS = {"bucket_seconds": 60.0, "min_history_buckets": 120, "finding_min_score": 40.0, "spike_min_ratio": 3.0,
@@ -405,3 +405,21 @@ def test_a_sporadic_templates_busy_hour_multiple_is_lowered_on_a_quiet_day():
     # four hours at 70% bring the level to about 0.9 of its long-run mean (it learns at learning_rate)
     assert 1.0 <= factors["sunday"] < 0.9 * factors["weekday"] and factors["sunday level"] < 0.92, factors
     assert factors["busy level"] == 1.0, factors
+
+
+
+def test_a_sporadic_keys_window_is_scored_as_a_count_whose_forecast_is_uncertain():
+    """A login form's POSTs on a Sunday morning (a sparse key: 1.6 lines a minute over the day, in clumps
+    of two; its forecast often a third off): 64 lines in five minutes against 8 expected. Judged also as a
+    log ratio against the forecast's error and the counting noise together, the less surprising of two
+    tests, it scored 35; as a count whose forecast is uncertain, it is a spike."""
+    t2 = tier()
+    base = t2.templates
+    base.ensure(4)
+    base.clump[3], base.rel2[3], base.phi[3] = 2.08, 0.53, 1.15
+    ctx = BatchContext(now=DAY0, lines_seen=0, warm=True, n_templates=4, ts=np.array([DAY0]))
+    args = (np.array([3]), np.array([13.0]), np.array([int(DAY0 // 60)]), base, np.array([1.61]))
+    scores, counts, mus = t2._window_scores(*args, np.array([WINDOW_SPORADIC], np.int8), ctx, earlier=np.array([51.0]))
+    assert counts[0] == 64 and mus[0] == pytest.approx(8.05) and scores[0] >= 70, scores
+    busy, _, _ = t2._window_scores(*args, np.array([WINDOW_BUSY], np.int8), ctx, earlier=np.array([51.0]))
+    assert busy[0] < 40, "a busy key's many lines keep both tests"
