@@ -5,7 +5,8 @@ or the generated family's per-source files), replays it in-process through pipel
 code path, default config) and, for each closed bucket from an hour before to half an hour after
 every volume_drop / silent_source label, prints per source of the label's program: the count and
 forecast over each drop window, the dispersion and forecast error, and the drop score that window
-gets, then the recent-level test (tier2_recent.py) of its four busiest templates. `--before`
+gets, then the recent-level test (tier2_recent.py) of its four busiest templates and the source's
+long windows (tier2_long.py: block error and dispersion, sequential evidence, last blocks). `--before`
 and `--after` widen the window traced.
 
     python bench/drop_trace.py /tmp/work/shop-seed2 [--kind volume_drop] [--every 5]
@@ -80,8 +81,21 @@ def _source_rows(tier, label, names):
         for k, w in enumerate(T2.DROP_WINDOWS):
             obs, exp = float(s.obs_sum[sid, k]), float(s.exp_sum[sid, k])
             wins.append((w, obs, exp, count_lower_score(obs, exp, disp, float(s.rel2[sid]))))
-        out.append((name, disp, float(s.rel2[sid]), wins, _recent(tier, sid)))
+        recent = " | ".join(filter(None, [_recent(tier, sid), _long(tier, sid, disp)]))
+        out.append((name, disp, float(s.rel2[sid]), wins, recent))
     return out
+
+
+def _long(tier, sid, disp):
+    """The long windows (tier2_long.py) of a source: its block error and dispersion, the sequential
+    test's evidence and its last four blocks' lines / forecast."""
+    lw = tier.long
+    if not lw.blocks or sid >= lw.obs.shape[0] or not lw.filled[sid]:
+        return ""
+    bdisp = float(lw.block_dispersion(np.array([disp] * (sid + 1)))[sid])
+    slots = (lw.pos - 1 - np.arange(min(4, lw.filled[sid], lw.blocks))) % lw.blocks
+    blocks = " ".join(f"{lw.obs[sid, k]:.0f}/{lw.exp[sid, k]:.0f}" for k in slots)
+    return f"long: e{lw.rel2[sid]:.3f} d{bdisp:.1f} cusum {lw.cusum[sid]:.1f} blocks {blocks}"
 
 
 def _recent(tier, sid):

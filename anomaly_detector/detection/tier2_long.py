@@ -11,6 +11,12 @@ sparse source holds a line or none, whose log ratio says little, and a young mod
 hour (its seasons' misfit, an evening forecast too high for every minute of it) does not average out
 over the buckets of the window.
 
+The sampling error of a block is its own too: the per-bucket dispersion of a source whose lines come in
+clumps (a Redis save writes five lines every five minutes) says how a minute scatters, not a quarter hour:
+five clumps a quarter of a periodic source are as many as a clock makes, not a Poisson count of clumps.
+So each source's dispersion over a block (variance / mean of its count about the forecast) is learned
+from the blocks too, and judges them where it is well below the per-bucket one (see block_dispersion).
+
 The same blocks also feed a one-sided sequential test (CUSUM, see sequential): a drop of any length is
 raised once the evidence of its low blocks adds up, not only when it fills one of the fixed windows.
 """
@@ -37,6 +43,12 @@ CUSUM_BLOCK_CAP = 4.0
 # below its forecast. A forecast a quarter too high for hours (its level still learning down after a
 # burst, a quiet holiday evening) adds up evidence too, and is no outage.
 DROP_MAX_RATIO = 0.5
+# A source's learned block dispersion replaces its per-bucket one only below this share of it: well below
+# (a clock-like source), not by the noise of an average of squares.
+CLOCK_SHARE = 0.5
+# One block's squared deviation teaches the block dispersion at most this many times the per-bucket one:
+# an outage's block (already taught ten times slower) must not set it alone.
+BDISP_SAMPLE_CAP = 16.0
 _NORMAL = NormalDist()
 
 
@@ -80,6 +92,7 @@ class LongWindows:
         self.exp = np.zeros((size, max(self.blocks, 1)))
         self.filled = np.zeros(size, np.int64)     # blocks recorded since the source's ring was cleared
         self.rel2 = np.full(size, START_REL2)      # squared relative error of a block's forecast
+        self.bdisp = np.zeros(size)                # dispersion of a block's count, 0 until learned (block_dispersion)
         self.learned = np.zeros(size, np.int64)    # blocks it was learned from
         self.nonzero = np.zeros(size)              # share of blocks with any line
         self.pos = 0                               # ring slot the next block goes to (all sources alike)
@@ -100,7 +113,7 @@ class LongWindows:
         if n <= self.obs.shape[0]:
             return
         new = max(n, 2 * self.obs.shape[0])
-        for name in ("obs", "exp", "filled", "rel2", "learned", "nonzero", "cusum", "run", "raised"):
+        for name in ("obs", "exp", "filled", "rel2", "bdisp", "learned", "nonzero", "cusum", "run", "raised"):
             arr = getattr(self, name)
             grown = np.full((new,) + arr.shape[1:], START_REL2 if name == "rel2" else 0, arr.dtype)
             grown[: arr.shape[0]] = arr
@@ -116,6 +129,19 @@ class LongWindows:
         self.exp[n:, self.pos] = 0.0
         self.filled += 1
         self.pos = (self.pos + 1) % self.blocks
+
+    def block_dispersion(self, disp):
+        """Each source's dispersion over a block: the learned one (at least Poisson) where it is below
+        CLOCK_SHARE of the per-bucket disp, else disp itself (and until a block was learned). A
+        clock-like source (a save every five minutes, a cron job each minute) is nearly exact over a
+        quarter hour, and a quarter without its lines says far more than its per-minute clumps would
+        allow; a source of random clumps (jobs of four lines) scatters over a block as per minute, and
+        a learned value near that is only the noise of a few squares."""
+        n = min(disp.shape[0], self.bdisp.shape[0])
+        out = np.array(disp, float, copy=True)
+        clock = (self.bdisp[:n] > 0) & (self.bdisp[:n] < CLOCK_SHARE * out[:n])
+        out[:n] = np.where(clock, np.maximum(self.bdisp[:n], 1.0), out[:n])
+        return out
 
     def clear(self):
         """A gap not the sources' doing (tier2_volume._skip_gap): every window starts again."""
@@ -136,6 +162,7 @@ class LongWindows:
         found = []
         newest = (self.pos - 1) % self.blocks
         n = min(judged.shape[0], self.obs.shape[0])
+        disp = self.block_dispersion(disp)
         for src in range(n):
             exp = self.exp[src, newest]
             if not judged[src] or exp <= 0 or self.filled[src] < 1:
@@ -164,6 +191,7 @@ class LongWindows:
         (steady and old enough); disp: per source. The window's forecast error is the block's, learned
         (see learn): errors of consecutive blocks are alike more often than not, so it is not divided."""
         found = []
+        disp = self.block_dispersion(disp)
         # a source empty in most quarter hours (bursts hours apart) says nothing by a few more empty ones
         steady = judged[: self.obs.shape[0]] & (self.nonzero[: judged.shape[0]] >= STEADY_SHARE)
         for src in np.flatnonzero(steady).tolist():
@@ -195,18 +223,25 @@ class LongWindows:
             exp = self.exp[src, newest]
             if exp <= 0 or src in skip:
                 continue
-            ratio2 = math.log((self.obs[src, newest] + 0.5) / (exp + 0.5)) ** 2
+            obs = self.obs[src, newest]
+            ratio2 = math.log((obs + 0.5) / (exp + 0.5)) ** 2
             target = max(ratio2 - disp[src] / max(exp, 0.5), min_rel2)
             alpha = max(rate, 1.0 / (self.learned[src] + 1.0))
-            self.nonzero[src] += alpha * ((self.obs[src, newest] > 0) - self.nonzero[src])
+            self.nonzero[src] += alpha * ((obs > 0) - self.nonzero[src])
             if ratio2 > USUAL_SIGMAS ** 2 * (self.rel2[src] + disp[src] / max(exp, 0.5)):
                 alpha = rate / slower
+            # the block's squared deviation per forecast line (its forecast error included: an upper
+            # bound of its sampling part); averaged as it is (clipped only where it is used: clipping each
+            # block at disp would bias the mean of a skewed square low), bounded far out against a drop's
+            # block; the first block sets it
+            spread = min(max((obs - exp) ** 2 / max(exp, 0.5), 1e-6), BDISP_SAMPLE_CAP * max(disp[src], 1.0))
+            self.bdisp[src] = spread if self.bdisp[src] <= 0 else self.bdisp[src] + alpha * (spread - self.bdisp[src])
             self.rel2[src] += alpha * (min(target, 16.0 * self.rel2[src]) - self.rel2[src])
             self.learned[src] += 1
 
     def state(self):
         return {"blocks": self.blocks, "obs": self.obs.tolist(), "exp": self.exp.tolist(),
-                "filled": self.filled.tolist(), "pos": self.pos, "rel2": self.rel2.tolist(),
+                "filled": self.filled.tolist(), "pos": self.pos, "rel2": self.rel2.tolist(), "bdisp": self.bdisp.tolist(),
                 "learned": self.learned.tolist(), "nonzero": self.nonzero.tolist(),
                 "cusum": self.cusum.tolist(), "run": self.run.tolist(), "raised": self.raised.tolist()}
 
@@ -228,6 +263,8 @@ class LongWindows:
         # the sequential test's evidence (absent in older snapshots: it starts again from none)
         rows = obs.shape[0]
         self.cusum = _row(state.get("cusum"), rows, float)
+        # the blocks' dispersion (absent in older snapshots: learned again from the next block on)
+        self.bdisp = _row(state.get("bdisp"), rows, float)
         self.run = _row(state.get("run"), rows, np.int64)
         self.raised = _row(state.get("raised"), rows, bool)
 

@@ -1,7 +1,8 @@
 """Tier 2 per host of a source (tier2_hosts.py) and over long windows (tier2_long.py): one replica of a
 service silent while the others go on is a silence of the source on that host; a sparse source's drop
 is seen over an hour; restarts and steady days raise nothing; the bound on hosts is kept, logged once;
-the state is saved, loaded, and older states without it load."""
+the state is saved, loaded, and older states without it load; a clock-like source's blocks are judged
+by their own dispersion, not its per-minute clumps."""
 import json
 import logging
 from types import SimpleNamespace
@@ -213,3 +214,68 @@ def test_a_sources_hosts_are_handed_over_with_it():
         np.testing.assert_array_equal(new.hosts.season.hod[row], old.hosts.season.hod[was])
     del exported["hosts"]                                      # an export of an older release
     tier().import_source(1, exported)
+
+
+def test_block_dispersion_is_learned_between_poisson_and_the_per_bucket_clumps():
+    """A clock-like source (a save of five lines every five minutes: 15 lines a quarter, always) scatters
+    like no Poisson count over a block, whatever its per-minute clumps say; a source of jobs of four lines
+    at random scatters over a block as its clumps do, and keeps its per-bucket dispersion. Until a block
+    is learned the per-bucket one stands."""
+    rng = np.random.default_rng(11)
+    lw = LongWindows(8, size=2)
+    disp = np.array([5.0, 4.0])
+    assert np.array_equal(lw.block_dispersion(disp), disp)
+    for _ in range(200):
+        lw.record(np.array([15.0, 4.0 * rng.poisson(15.0)]), np.array([15.0, 60.0]))
+        lw.learn(disp, 0.05, 0.01)
+    bdisp = lw.block_dispersion(disp)
+    assert bdisp[0] == 1.0 and bdisp[1] == 4.0 and 3.0 < lw.bdisp[1] < 6.0, (bdisp, lw.bdisp)
+    # one empty quarter of the clock-like source is now far below its forecast; of the jobs' not alone
+    lw.record(np.array([0.0, 4.0 * 15.0]), np.array([15.0, 60.0]))
+    back = LongWindows(8)
+    back.load_state(json.loads(json.dumps(lw.state())))
+    assert np.array_equal(back.bdisp, lw.bdisp)
+    old = {k: v for k, v in lw.state().items() if k != "bdisp"}
+    fresh = LongWindows(8)
+    fresh.load_state(old)     # a snapshot from before: the per-bucket dispersion until a block is learned
+    assert np.array_equal(fresh.block_dispersion(disp), disp)
+
+
+def redis_saves(silent=None):
+    """Source 1: five lines at each save, every five minutes, around the clock; source 2 busy."""
+    def rows(t0, rng):
+        out = [(t, 1, 2, -1) for t in t0 + rng.uniform(0, 60, rng.poisson(30.0))]
+        if int(t0 // 60) % 5 == 0 and not (silent and silent[0] <= t0 < silent[1]):
+            out += [(t0 + 3.0 + 0.1 * k, 2, 1, -1) for k in range(5)]
+        return out
+    return rows
+
+
+def feed_rows(t2, start, minutes, rng, rows_at, chunk=30):
+    """feed() for traffic given per minute as rows (time, template, source, host)."""
+    found = []
+    for m in range(0, minutes, chunk):
+        rows = sorted(r for k in range(m, min(m + chunk, minutes)) for r in rows_at(start + 60.0 * k, rng))
+        ts = np.array([r[0] for r in rows])
+        batch = SimpleNamespace(n=len(rows), template_id=np.array([r[1] for r in rows], np.int32),
+                                source_id=np.array([r[2] for r in rows], np.int32), host_id=None, hosts=[],
+                                sources=["CRON", "redis-server", "app"])
+        if t2.open_bucket is not None:
+            found += t2.advance(float(ts[0]))
+        ctx = BatchContext(now=float(ts.max()), lines_seen=0, warm=True, n_templates=4, ts=ts,
+                           source_name=lambda i: ["CRON", "redis-server", "app"][i])
+        t2.score(batch, ctx)
+        t2.learn(batch, ctx, np.ones(batch.n, np.float32))
+    return found + t2.advance(start + 60.0 * minutes)
+
+
+def test_a_clock_like_source_silent_for_forty_minutes_is_raised_and_ordinary_days_are_not():
+    """Per minute, the saves are clumps of five lines in one minute of five (dispersion 5): a quarter hour
+    without one is e^-3 by its clumps, nothing; over blocks they are as regular as a clock."""
+    quiet = (DAY0 + 2 * 86400 + 15 * 3600 - 120, DAY0 + 2 * 86400 + 15 * 3600 + 40 * 60)
+    found = source_drops(feed_rows(tier(), DAY0, 3 * 1440, np.random.default_rng(12), redis_saves(quiet)), 1)
+    assert found and quiet[0] < found[0].ts <= quiet[1] and found[0].confirmed, [f.reason for f in found]
+    assert kind_of(found[0].reason) == "silent_source"
+    ordinary = feed_rows(tier(), DAY0, 3 * 1440, np.random.default_rng(13), redis_saves())
+    assert not source_drops(ordinary, 1), [f.reason for f in source_drops(ordinary, 1)]
+
