@@ -4,7 +4,7 @@ import numpy as np
 from numba import njit
 
 from anomaly_detector import kernel_types as kt
-from anomaly_detector.detection import novelty_kernels, series_kernels, volume_kernels
+from anomaly_detector.detection import novelty_kernels, output_kernels, series_kernels, volume_kernels
 
 
 @njit
@@ -39,5 +39,6 @@ def test_inlined_helper_gives_what_its_call_gives():
 def test_hot_helpers_are_inlined():
     for helper in (series_kernels.step, series_kernels.spike_score, series_kernels.learn_record,
                    series_kernels._learn_shift, series_kernels._learn, novelty_kernels._value_score,
-                   volume_kernels._learn_key):
+                   volume_kernels._learn_key, output_kernels._put, output_kernels._put_int,
+                   output_kernels._put_fixed):
         assert helper.targetoptions.get("inline") == "always", helper.py_func.__name__
