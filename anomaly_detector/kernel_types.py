@@ -38,6 +38,18 @@ def tuple_of(item, count):
     return types.UniTuple(item, count)
 
 
+def inline_into_callers(*helpers):
+    """Have numba inline these njit helpers into the kernels that call them: its IR-level inlining, as
+    @njit(inline="always") does, read when a caller compiles (so call this at import, before any
+    kernel is compiled or loaded). For a helper called once per element of a hot loop: a call that is
+    not inlined passes each array argument as its ~7 fields (data, shape, strides, ...), which in
+    series_kernels.step and its helpers cost more than their arithmetic. The same operations run in
+    the same order, so the results are the same. Set apart from the helpers' definitions, so that
+    their code can change without touching this; a helper stays callable from Python (the twin tests)."""
+    for helper in helpers:
+        helper.targetoptions["inline"] = "always"
+
+
 # (dispatcher, [signature, ...]) of every entry kernel defined so far, in definition order.
 ENTRY_KERNELS = []
 _compiled = set()   # ids of dispatchers loaded, compiling forbidden

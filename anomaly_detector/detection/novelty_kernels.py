@@ -569,3 +569,8 @@ def series_rows(param_ptr, source_id, slots, param_num, known_keys, known_rows, 
             at = np.searchsorted(known_keys, key)
             rows[j] = known_rows[at] if at < size and known_keys[at] == key else ROW_NEW
     return rows, keys
+
+
+# the categorical judgement, called once per categorical value of score_params, inlined into it (see
+# kt.inline_into_callers: about 20% less CPU for score_params, the same results)
+kt.inline_into_callers(_value_score)

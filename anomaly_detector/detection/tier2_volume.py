@@ -17,7 +17,7 @@ import numpy as np
 from . import tier2_recent as TR
 from . import volume_kernels as VK
 from .base import Finding, Tier, TierResult
-from .ranks import running_counts
+from .ranks import running_counts, unique_lines
 from .stats_kernels import count_lower_score, count_upper_mixed_scores, count_upper_scores
 from .tier2_hosts import HostCounts
 from .tier2_long import LongWindows, cusum_threshold
@@ -355,7 +355,7 @@ class VolumeTier(Tier):
         long_run = base.total[keys] / np.maximum(base.age[keys], 1)
         mus = np.maximum(base.level[keys] * season, 1e-3)
         mus = np.where(sparse, np.maximum(mus, np.maximum(long_run, base.clump[keys])), mus)
-        uniq, inverse = np.unique(keys, return_inverse=True)
+        uniq, inverse, _ = unique_lines(keys, keys)
         job_like = _quiet_most_hours(seasons, uniq, self.bucket_seconds)[inverse]
         intermittent = sparse | job_like
         mus = np.where(intermittent, np.maximum(mus, _hour_rate(seasons, keys, buckets, self.bucket_seconds)), mus)
@@ -1274,8 +1274,8 @@ class _Pairs:
 
     def __init__(self, keys, buckets, obs_win, open_raw, open_bucket, window):
         code = keys.astype(np.int64) * (1 << 40) + buckets
-        uniq, inverse, per_pair = np.unique(code, return_inverse=True, return_counts=True)
-        self.code, self.inverse = uniq, inverse.reshape(-1)
+        uniq, inverse, per_pair = unique_lines(code, keys, buckets)
+        self.code, self.inverse = uniq, inverse
         self.key, self.bucket = uniq >> 40, uniq & ((1 << 40) - 1)
         self.final = per_pair + np.where(self.bucket == open_bucket, open_raw[self.key], 0.0)
         self.earlier = np.empty(uniq.size)

@@ -530,3 +530,8 @@ def close_quiet_run(first, stop, bucket_seconds, epoch_buckets, judged_epoch, mi
                 status[1] = 1
         if status[1]:
             break
+
+
+# learning one key's bucket, called once per key and bucket by close_keys, inlined into it (see
+# kt.inline_into_callers: about 20% less CPU for close_base, the same results)
+kt.inline_into_callers(_learn_key)
