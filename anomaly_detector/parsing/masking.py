@@ -3,13 +3,25 @@
 Read by miner.TemplateMiner; the byte-level maskers themselves are numba kernels in miner_kernels.py.
 
 Maskers (all on by default), applied per whitespace token:
-  numbers   runs of digits with inner dots: 42, 0.25, 1.2.3
-  ids       runs mixing letters and digits: blk_<*> (the digits part), t761, a64f992
+  numbers   runs of digits with inner dots: 42, 0.25, 1.2.3; a "-" before the digits at the
+            token's start or after punctuation is the number's sign: vCores:-1 -> vCores:<*>,
+            blk_-69 -> blk_<*> (after a letter or digit it joins words: a-5, 3-4 stay apart)
+  ids       runs mixing letters and digits: blk_<*> (the digits part), t761, a64f992. But a
+            word of up to 5 characters with one digit after a leading letter, glued by "_" to
+            a word after it, is part of a code identifier and stays: jk2_init, utf8_decode.
+            Lowercase words joined by "-" and ending in a number name an instance (host, pod,
+            worker), one value as a whole: msra-sa-41, mesos-slave-07, web-01, ip-10-0-1-23
+            (UTF-8, MININT-X5, node-1-backup are masked run by run)
+  (any)     values glued by "_", with at most one letter between them, are one compound id:
+            attempt_1445_0020_m_000000_0 -> attempt_<*>, rdd_42_3 -> rdd_<*>
   hex       0x1f, and hex strings of 8+ characters even without digits (ffffffff)
   ip        IPv4 addresses (10.0.0.1, with the port kept as a separate number)
   uuid      a token holding 8-4-4-4-12 hex is a value as a whole
   path      a token starting with "/" (or a quote/bracket then "/") and holding a second "/"
             is one value (a single "/" is not a path: /10.0.0.1:80 gives /<*>:<*>)
+            A URL with a path is one value after its scheme, what precedes the scheme masked
+            as usual: hdfs://h:9000/logs/a -> hdfs://<*>, user@https://x/y -> user@https://<*>
+            (spark://driver@10.0.0.1:7077, no path, is masked run by run)
             Both keep the token's opening brackets/quotes and trailing punctuation literal:
             "(/var/lib/x):" -> "(<*>):", "'/udev/hda1'" -> "'<*>'", "6e9e...7a]" -> "<*>]"
   duration  12ms, 3.5s, 10min

@@ -28,6 +28,12 @@ F_NUMBERS, F_IDS, F_HEX, F_IP, F_UUID, F_PATH, F_DURATION, F_SIZE, F_DATETIME = 
 # Kinds of a value run inside a token.
 K_LITERAL, K_NUMBER, K_ID, K_HEX, K_IP, K_DURATION, K_SIZE = range(7)
 _KIND_FLAG = np.array([0, F_NUMBERS, F_IDS, F_HEX, F_IP, F_DURATION, F_SIZE], dtype=np.int64)
+# A short word holding one digit after a leading letter, glued by "_" to a word after it, is part
+# of a code identifier (jk2_init, utf8_decode, log4j_conf, sha1_update), not an id: ids come last
+# (blk_<*>, user_<*>). Alone, such a word stays an id (u1, t7, cpu0): a literal there would make
+# a new template, and a novelty, of every new value.
+NAME_MAX = 5
+UNDERSCORE = 95
 _NAMES = np.frombuffer(b"JanFebMarAprMayJunJulAugSepOctNovDecMonTueWedThuFriSatSun", dtype=np.uint8).copy()
 
 
@@ -151,6 +157,32 @@ def _path_start(buf, s, e):
         if buf[i] == 47:
             return first
     return -1
+
+
+@njit(cache=True, inline="always")
+def _is_scheme_char(c):
+    return _is_alnum(c) or c == 43 or c == 45 or c == 46   # + - .
+
+
+@njit(cache=True)
+def _is_url_at(buf, s, p, e):
+    """buf[p:p+3] is the "://" of a URL with a path: a scheme word before it (a letter first:
+    hdfs, https, akka.tcp), a "/" after it (hdfs://host:9000/logs/a, url=http://x/y).
+
+    As a path is one value, so is what follows the scheme of a URL that has one: host, port and
+    path all change from line to line; the scheme stays a word. A URL without a path
+    (spark://driver@10.0.0.1:7077) keeps its address masked run by run."""
+    if not (p + 2 < e and buf[p] == 58 and buf[p + 1] == 47 and buf[p + 2] == 47):
+        return False
+    q = p
+    while q > s and _is_scheme_char(buf[q - 1]):
+        q -= 1
+    if q == p or not _is_alpha(buf[q]):
+        return False
+    for i in range(p + 3, e):
+        if buf[i] == 47:
+            return True
+    return False
 
 
 @njit(cache=True, inline="always")
@@ -334,7 +366,9 @@ def _datetime_end(buf, i, e):
 
 
 @njit(cache=True, inline="always")
-def _is_opener(c):
+def _is_date_opener(c):
+    # not "=": that one is checked on its own (a date right after "=" or after "=" and a bracket);
+    # named apart from _is_opener, which it used to shadow, dropping the "=" of "=/var/x" and "=<uuid>"
     return c == 34 or c == 39 or c == 40 or c == 91 or c == 60 or c == 123
 
 
@@ -343,7 +377,7 @@ def _date_may_start(buf, s, i):
     """A date is looked for only where a value starts: the token start, after "=" or one opening bracket/quote."""
     if i == s or buf[i - 1] == 61:
         return True
-    return _is_opener(buf[i - 1]) and (i - 1 == s or buf[i - 2] == 61)
+    return _is_date_opener(buf[i - 1]) and (i - 1 == s or buf[i - 2] == 61)
 
 
 # ---------------------------------------------------------------- value runs inside a token
@@ -403,6 +437,19 @@ def _run_kind(buf, a, b, has_digit, all_num, all_hex):
 
 
 @njit(cache=True, inline="always")
+def _is_identifier_word(buf, a, b, e):
+    """buf[a:b] is a word of a code identifier (see NAME_MAX): a letter, one digit, at most NAME_MAX
+    bytes, then "_" and a letter."""
+    if not (_is_alpha(buf[a]) and b - a <= NAME_MAX and b + 1 < e and buf[b] == UNDERSCORE and _is_alpha(buf[b + 1])):
+        return False
+    n = 0
+    for i in range(a, b):
+        if _is_digit(buf[i]):
+            n += 1
+    return n == 1
+
+
+@njit(cache=True, inline="always")
 def _is_lone_unit(buf, a, b, words):
     # exact compare against the space-separated words of words (_LONE_BYTES, _LONE_DURATION_BYTES)
     w = 0
@@ -431,6 +478,74 @@ def _zone_token_end(buf, s, e):
 
 
 @njit(cache=True, inline="always")
+def _is_lower_or_digit(c):
+    return (97 <= c <= 122) or (48 <= c <= 57)
+
+
+@njit(cache=True)
+def _instance_end(buf, a, e):
+    """End of an instance name starting at buf[a], or -1: lowercase words joined by "-" whose last
+    part is a number, standing alone (msra-sa-41, mesos-slave-07, web-01, ip-10-0-1-23, redis-0).
+
+    Hosts, pods and workers are named this way; the number picks one of many alike, so the whole
+    name is the value, not only its number. Upper-case words (UTF-8, SHA-256, MININT-X5) and a
+    dotted or further joined continuation (web-01.corp, node-1-backup) are left to the run rules."""
+    j = a
+    while j < e and 97 <= buf[j] <= 122:
+        j += 1
+    parts = 0
+    last_numeric = False
+    while j + 1 < e and buf[j] == 45 and _is_lower_or_digit(buf[j + 1]):
+        j += 1
+        last_numeric = True
+        while j < e and _is_lower_or_digit(buf[j]):
+            last_numeric = last_numeric and _is_digit(buf[j])
+            j += 1
+        parts += 1
+    if parts == 0 or not last_numeric:
+        return -1
+    if j < e and (_is_alnum(buf[j]) or buf[j] == UNDERSCORE):
+        return -1
+    if j + 1 < e and (buf[j] == 46 or buf[j] == 45) and _is_alnum(buf[j + 1]):
+        return -1
+    return j
+
+
+@njit(cache=True, inline="always")
+def _may_start_instance(buf, s, a):
+    # not inside a longer word, id or dotted name
+    if a == s:
+        return True
+    c = buf[a - 1]
+    return not (_is_alnum(c) or c == UNDERSCORE or c == 46 or c == 45)
+
+
+@njit(cache=True, inline="always")
+def _put_value(out, o, o0):
+    """Write one MARK at out[o] unless the token's output since o0 ends in a value joined by "_"
+    (MARK "_" or MARK "_" letter "_"): then that value grows over this one and its "_" goes.
+
+    "_" belongs to identifiers, not prose, so values glued by it are one compound id:
+    attempt_1445_0020_m_000000_0 -> attempt_<*>, rdd_42_3 -> rdd_<*>, container_1445_0020_01_000002;
+    a single letter between two such values is a tag inside the id (m/r for map/reduce).
+    Returns the new end."""
+    if o - o0 >= 2 and out[o - 1] == UNDERSCORE and out[o - 2] == MARK:
+        return o - 1
+    if o - o0 >= 4 and out[o - 1] == UNDERSCORE and _is_alpha(out[o - 2]) and out[o - 3] == UNDERSCORE \
+            and out[o - 4] == MARK:
+        return o - 3
+    out[o] = MARK
+    return o + 1
+
+
+@njit(cache=True, inline="always")
+def _is_sign(buf, s, i, e):
+    """buf[i] is a minus sign: "-" before a digit, at the token start or after punctuation
+    (vCores:-1, x=-5, [-2], blk_-69); after a letter or digit it joins words (msra-sa-41, 3-4)."""
+    return buf[i] == 45 and i + 1 < e and _is_digit(buf[i + 1]) and (i == s or not _is_alnum(buf[i - 1]))
+
+
+@njit(cache=True, inline="always")
 def _mask_token(buf, s, e, flags, force, out, o, after_value, after_date):
     """Write the masked form of token buf[s:e] to out[o:]; return (new end, ends in a date/time).
 
@@ -445,6 +560,8 @@ def _mask_token(buf, s, e, flags, force, out, o, after_value, after_date):
         return _write_wrapped(buf, s, e, out, o), False
     dates = (flags & F_DATETIME) != 0
     dated = False
+    o0 = o
+    sign = False  # a minus sign was read and waits for the run after it
     i = s
     if after_date and dates:
         z = _zone_token_end(buf, s, e)
@@ -458,8 +575,7 @@ def _mask_token(buf, s, e, flags, force, out, o, after_value, after_date):
             if dates and (k & 2) and _date_may_start(buf, s, i):
                 d = _datetime_end(buf, i, e)
                 if d > 0:
-                    out[o] = MARK
-                    o += 1
+                    o = _put_value(out, o, o0)
                     i = d
                     dated = True
                     continue
@@ -480,6 +596,14 @@ def _mask_token(buf, s, e, flags, force, out, o, after_value, after_date):
                     i += 1
                 else:
                     break
+            if (seen & 6) == 4 and i < e and buf[i] == 45 and (flags & F_IDS) != 0 and _may_start_instance(buf, s, a):
+                # only a run of letters before "-" may start an instance name: the check costs no
+                # call for the other words
+                h = _instance_end(buf, a, e)
+                if h > 0:
+                    o = _put_value(out, o, o0)
+                    i = h
+                    continue
             has_digit = (seen & 2) != 0
             all_hex = common != 0
             if not all_hex and i - a >= 2 and buf[a] == 48 and buf[a + 1] == 120:
@@ -491,16 +615,26 @@ def _mask_token(buf, s, e, flags, force, out, o, after_value, after_date):
             kind = K_LITERAL
             if has_digit or (all_hex and i - a >= 8):
                 kind = _run_kind(buf, a, i, has_digit, (seen & 4) == 0, all_hex)
+                if (kind == K_ID or kind == K_HEX) and _is_identifier_word(buf, a, i, e):
+                    kind = K_LITERAL
             elif a == s and after_value and (flags & F_SIZE) != 0 and _is_lone_unit(buf, a, i, _LONE_BYTES):
                 kind = K_SIZE
 
             if kind != K_LITERAL and (flags & _KIND_FLAG[kind]) != 0:
-                out[o] = MARK
-                o += 1
+                o = _put_value(out, o, o0)  # a waiting sign is part of the value
             else:
-                for q in range(a, i):
+                for q in range(a - 1 if sign else a, i):
                     out[o] = buf[q]
                     o += 1
+            sign = False
+        elif _is_sign(buf, s, i, e):
+            sign = True  # written with the run after it only if that run stays literal
+            i += 1
+        elif buf[i] == 58 and (flags & F_PATH) != 0 and _is_url_at(buf, s, i, e):
+            # what came before "://" was masked as usual (user@https://...); the rest is one value
+            for q in range(3):
+                out[o + q] = buf[i + q]
+            return _write_wrapped(buf, i + 3, e, out, o + 3), False
         else:
             out[o] = buf[i]
             o += 1

@@ -16,6 +16,7 @@ from anomaly_detector.parsing.miner_kernels import (
     _NAMES,
     _SIZE_UNITS,
     F_DATETIME,
+    F_IDS,
     F_PATH,
     F_SIZE,
     F_UUID,
@@ -27,6 +28,7 @@ from anomaly_detector.parsing.miner_kernels import (
     K_NUMBER,
     K_SIZE,
     MARK,
+    NAME_MAX,
     SEP,
     glob_capture_slow_path,
     pool_token,
@@ -70,6 +72,9 @@ _DATETIME_RE = re.compile(b"(?:" + b"|".join([
 ]) + b")" + _STANDS_ALONE)
 _ZONE_RE = re.compile(_ZONE_RX + _STANDS_ALONE)
 _OPENERS = b"\"'([<{"
+_INSTANCE_RE = re.compile(rb"(?<![A-Za-z0-9_.\-])[a-z]+(?:-[a-z0-9]+)*-[0-9]+(?![A-Za-z0-9_]|[.\-][A-Za-z0-9])")
+_IDENTIFIER_WORD = re.compile(rb"(?=[A-Za-z][A-Za-z.]*[0-9][A-Za-z.]*_)[A-Za-z0-9.]{1,%d}_[A-Za-z]" % NAME_MAX)
+_JOINED_VALUES = re.compile(rb"\xff(?:_(?:[A-Za-z]_)?\xff)+")
 
 
 def _run_kind_py(run):
@@ -132,6 +137,14 @@ def _wrapped_py(tok):
     return tok[:a] + bytes([MARK]) + tok[b:]
 
 
+def _is_url_at_py(tok, p):
+    """Twin of _is_url_at, relative to the token."""
+    if tok[p:p + 3] != b"://" or b"/" not in tok[p + 3:]:
+        return False
+    scheme = re.search(rb"[A-Za-z0-9+.\-]*\Z", tok[:p]).group()
+    return bool(scheme) and scheme[:1].isalpha()
+
+
 def _date_may_start_py(tok, i):
     return i == 0 or tok[i - 1] == 61 or (tok[i - 1] in _OPENERS and (i == 1 or tok[i - 2] == 61))
 
@@ -162,12 +175,22 @@ def _mask_token_py(tok, flags, forced, after_value, after_date):
             i = date.end()
             dated = True
             continue
-        if _alnum(c):
+        instance = _INSTANCE_RE.match(tok, i) if flags & F_IDS else None
+        if instance:
             dated = False
-            b = i
+            out.append(MARK)
+            i = instance.end()
+            continue
+        sign = c == 45 and i + 1 < e and _digit(tok[i + 1]) and (i == 0 or not _alnum(tok[i - 1]))
+        if _alnum(c) or sign:
+            dated = False
+            a = i + 1 if sign else i
+            b = a
             while b < e and (_alnum(tok[b]) or (tok[b] == 46 and b + 1 < e and _alnum(tok[b + 1]))):
                 b += 1
-            kind = _run_kind_py(tok[i:b])
+            kind = _run_kind_py(tok[a:b])
+            if kind in (K_ID, K_HEX) and _IDENTIFIER_WORD.fullmatch(tok[a:b + 2]):
+                kind = K_LITERAL
             if i == 0 and after_value and flags & F_SIZE and tok[i:b] in _LONE_SIZE_WORDS:
                 kind = K_SIZE
 
@@ -176,10 +199,15 @@ def _mask_token_py(tok, flags, forced, after_value, after_date):
             else:
                 out += tok[i:b]
             i = b
+        elif c == 58 and flags & F_PATH and _is_url_at_py(tok, i):
+            out += b"://" + _wrapped_py(tok[i + 3:])
+            dated = False
+            break
         else:
             out.append(c)
             i += 1
-    return bytes(out), dated
+    # values glued by "_" (with at most one letter between) are one compound id
+    return _JOINED_VALUES.sub(bytes([MARK]), bytes(out)), dated
 
 
 def tokens_py(line):

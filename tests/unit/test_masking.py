@@ -7,7 +7,7 @@ from anomaly_detector.parsing.masking import MaskingConfig
 
 CASES = [  # (masker, text, masked with it on)
     ("numbers", "retry 42 after 0.25", "retry <*> after <*>"),
-    ("ids", "block blk_x9 on t761", "block blk_<*> on <*>"),
+    ("ids", "block blk_x9 on t761 in jk2_init", "block blk_<*> on <*> in jk2_init"),
     ("hex", "mask=ffffffff", "mask=<*>"),
     ("ip", "from 10.0.0.1", "from <*>"),
     ("uuid", "req req-38101a0b-2096-447d-96ea-a692162415ae ok", "req <*> ok"),

@@ -14,7 +14,8 @@ ALL = (1 << 9) - 1
 PIECES = ["blk_", "-", "12", "3.5", "0x1f", "ffffffff", "deadbee", "10.0.0.1", ":8080", "ms", "KB", "B", " ",
           "  ", "\t", "/var/log/x", "(", ")", "=", ",", "user", "Jul", "Sun,", "abc", ".", "..", "a1b2",
           "123e4567-e89b-12d3-a456-426614174000", "é", "\xff", "KiB", "5.4", "_", "'", "/", "x",
-          "[", "]", ":", "{", "}", '"', "!", "?", "<", ">", ";"]
+          "[", "]", ":", "{", "}", '"', "!", "?", "<", ">", ";", "jk2", "m", "_m_", "sa-41", "web-01",
+          "://", "http", "a-B", "3", "A"]
 lines = st.lists(st.sampled_from(PIECES), max_size=14).map("".join)
 flag_sets = st.sampled_from([ALL, 0, mk.F_NUMBERS, mk.F_IDS | mk.F_HEX, mk.F_PATH | mk.F_UUID | mk.F_DATETIME,
                              mk.F_SIZE | mk.F_NUMBERS, mk.F_IP, mk.F_DURATION | mk.F_IDS])
@@ -54,7 +55,7 @@ def test_masking_examples():
     def m(text):
         return mk_twins.mask_line_py(text.encode(), ALL).replace(bytes([mk.MARK]), b"<*>").decode()
     assert m("PacketResponder 1 for block blk_-6952295868487656571 terminating") == \
-        "PacketResponder <*> for block blk_-<*> terminating"
+        "PacketResponder <*> for block blk_<*> terminating"
     assert m("connection from 10.0.0.1:22 at Sun Jul 10 03:55:15 2005") == \
         "connection from <*>:<*> at <*> <*> <*> <*> <*>"
     assert m("size 5.4 KB, took 12ms path /var/log/a.log mask=ffffffff from /10.0.0.1:80") == \
@@ -62,6 +63,42 @@ def test_masking_examples():
     assert m("VM Started (Lifecycle Event)") == "VM Started (Lifecycle Event)"
     assert m("req-123e4567-e89b-12d3-a456-426614174000 done.") == "<*> done."
 
+
+
+@pytest.mark.parametrize("text,masked", [
+    # a short word with one digit, glued by "_" to a word after it, is part of an identifier
+    ("jk2_init() utf8_decode log4j_conf", "jk2_init() utf8_decode log4j_conf"),
+    # alone, at the end, with more digits or a digit first, it is an id
+    ("u1 cpu0 blk_x9 t761_x jk2_ jk2_3 2x_a abcdef1_a", "<*> <*> blk_<*> <*>_x <*>_ <*> <*>_a <*>_a"),
+    # a minus sign after punctuation or at a token's start is the number's; after a word it joins
+    ("vCores:-1> x=-5 [-2.5] blk_-69 -7 --3", "vCores:<*>> x=<*> [<*>] blk_<*> <*> -<*>"),
+    ("3-4 A-5 a5-6", "<*>-<*> A-<*> <*>-<*>"),
+    # values glued by "_", a single letter between them, are one compound id
+    ("attempt_1445144423722_0020_m_000000_0 rdd_42_3 container_1445_0020_01_000002", "attempt_<*> rdd_<*> container_<*>"),
+    ("job_12_ab_3 x_1_y", "job_<*>_ab_<*> x_<*>_y"),
+    # lowercase words joined by "-" ending in a number name an instance: the whole name is the value
+    ("to msra-sa-41:9000 mesos-slave-07 web-01 ip-10-0-1-23 (redis-0)", "to <*>:<*> <*> <*> <*> (<*>)"),
+    ("UTF-8 MININT-FNANLI5 web-01.corp node-1-backup x_a-1", "UTF-<*> MININT-<*> web-<*> node-<*>-backup x_a-<*>"),
+    # a URL with a path is one value after its scheme; without a path, its address run by run
+    ("hdfs://msra-sa-41:9000/pjhe/logs/x:0+1234 url=http://a.b/c?x=1, (https://x/y).",
+     "hdfs://<*> url=http://<*>, (https://<*>)."),
+    ("spark://driver@10.0.0.1:7077 hdfs://msra-sa-41:9000] 1://a/b", "spark://driver@<*>:<*> hdfs://<*>:<*>] <*>://a/b"),
+    # what comes before the scheme is masked as usual
+    ("xpc_ben@163.com@https://caldav.163.com/x/ s3://bucket/key", "xpc_ben@<*>@https://<*> <*>://<*>"),
+    # a whole-token value keeps an opening "=" as it keeps a bracket
+    ("=/var/log/x] =123e4567-e89b-12d3-a456-426614174000", "=<*>] =<*>"),
+])
+def test_names_signs_compound_ids_instances_and_urls(text, masked):
+    assert _masked(text) == masked
+
+
+def test_new_rules_follow_their_switches():
+    # numbers only: no id, so "msra-sa-41" is masked as before, by its number run
+    assert _masked("msra-sa-41 x=-5 a_1_2", mk.F_NUMBERS) == "msra-sa-<*> x=<*> a_<*>"
+    # paths off: a URL is masked run by run
+    assert _masked("hdfs://h:1/a/b", ALL & ~mk.F_PATH) == "hdfs://h:<*>/a/b"
+    # nothing on: the minus sign and the underscores stay
+    assert _masked("x=-5 a_1_2 web-01", 0) == "x=-5 a_1_2 web-01"
 
 # digits, separators and letters that reach every branch of the date/time grammar and its edges
 DATE_PIECES = ["0", "1", "2", "3", "5", "9", "00", "12", "14", "19", "20", "24", "31", "59", "60", "2026", "1899",
@@ -114,9 +151,9 @@ def test_dates_and_times_are_one_value(text, masked):
     ("mac 00:11:22:33:44:55 at 12:30", "mac <*>:<*>:<*>:<*>:<*>:<*> at <*>:<*>"),
     # out-of-range fields, glued text and a zone not after a date stay as they were
     ("bad 25:00:00 10:61:00 2026-13-02 1800-01-01 2026-03-02_13", "bad <*>:<*>:<*> <*>:<*>:<*> <*>-<*>-<*> "
-     "<*>-<*>-<*> <*>-<*>-<*>_<*>"),
+     "<*>-<*>-<*> <*>-<*>-<*>"),
     ("x10:00:00 file-2026-03-02.log 10:00:00x offset +0000 count 5 -0700]",
-     "<*>:<*>:<*> file-<*>-<*>-<*> <*>:<*>:<*> offset +<*> count <*> -<*>]"),
+     "<*>:<*>:<*> file-<*>-<*>-<*> <*>:<*>:<*> offset +<*> count <*> <*>]"),
 ])
 def test_non_dates_keep_their_masking(text, masked):
     assert _masked(text) == masked

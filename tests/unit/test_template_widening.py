@@ -11,13 +11,13 @@ from anomaly_detector.pipeline import Pipeline
 
 def test_widening_one_value_keeps_positions_and_values():
     miner = TemplateMiner()
-    tid, _ = miner.add_line("query took 3 ms host=db-replica-1")
-    assert miner.template(tid) == "query took <*> ms host=db-replica-<*>"
-    replica = miner.add_batch(*_buffer(b"query took 3 ms host=db-replica-1")).param_hash[1]
-    again, _ = miner.add_line("query took 5 ms host=db-primary-1")
-    assert again == tid and miner.template(tid) == "query took <*> ms host=db-<*>"
+    tid, _ = miner.add_line("query took 3 ms host=db_replica_1")
+    assert miner.template(tid) == "query took <*> ms host=db_replica_<*>"
+    replica = miner.add_batch(*_buffer(b"query took 3 ms host=db_replica_1")).param_hash[1]
+    again, _ = miner.add_line("query took 5 ms host=db_primary_1")
+    assert again == tid and miner.template(tid) == "query took <*> ms host=db_<*>"
     assert miner.take_widened() == []
-    assert miner.add_batch(*_buffer(b"query took 3 ms host=db-replica-1")).param_hash[1] == replica
+    assert miner.add_batch(*_buffer(b"query took 3 ms host=db_replica_1")).param_hash[1] == replica
 
 
 def test_the_miner_reports_each_template_whose_positions_moved_once():
@@ -50,21 +50,21 @@ def _queries(minutes, host):
 
 def test_a_new_host_that_widens_its_template_is_still_a_new_value():
     pipeline, parser = _db_pipeline()
-    batch, _ = _process(pipeline, parser, _queries(60, lambda i: "db-replica-%d" % (1 + i % 2)))
+    batch, _ = _process(pipeline, parser, _queries(60, lambda i: "db_replica_%d" % (1 + i % 2)))
     t3 = pipeline.engine.tiers["t3"]
     tid = int(batch.template_id[0])
     slots = t3.slot_index[tid][t3.slot_index[tid] >= 0]
     known = t3.cat_nd[slots].copy()
-    assert known.tolist() == [5, 2] and "host=db-replica-<*>" in pipeline.template_text(tid)
+    assert known.tolist() == [5, 2] and "host=db_replica_<*>" in pipeline.template_text(tid)
     # From 01:00, one query in five goes to a host never seen: its first line widens the template.
-    later = _queries(65, lambda i: "db-primary-9" if i % 5 == 0 else "db-replica-%d" % (1 + i % 2))
+    later = _queries(65, lambda i: "db_primary_9" if i % 5 == 0 else "db_replica_%d" % (1 + i % 2))
     batch, scores = _process(pipeline, parser, later[later.index("2026-03-02T01:00:00Z"):])
-    assert (batch.template_id == tid).all() and "host=db-<*>" in pipeline.template_text(tid)
+    assert (batch.template_id == tid).all() and "host=db_<*>" in pipeline.template_text(tid)
     assert (t3.cat_nd[slots] >= known).all(), "widening kept the known hosts"
-    primary = np.array(["db-primary-9" in batch.content(i) for i in range(batch.n)])
+    primary = np.array(["db_primary_9" in batch.content(i) for i in range(batch.n)])
     assert scores.anomaly[primary].any() and not scores.anomaly[~primary].any()
     flagged = int(np.flatnonzero(scores.anomaly)[0])
-    assert any("new value" in reason and "'primary-9'" in reason for _, reason, _, _ in scores.reasons[flagged])
+    assert any("new value" in reason and "'primary_9'" in reason for _, reason, _, _ in scores.reasons[flagged])
 
 
 def test_a_template_whose_positions_moved_forgets_its_parameter_values():
