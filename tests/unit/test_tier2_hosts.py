@@ -43,19 +43,24 @@ def feed(t2, start, minutes, rng, rates_at, chunk=30, with_hosts=True):
             rows += minute_lines(start + 60.0 * k, rng, rates_at(start + 60.0 * k))
         if not rows:
             continue
-        rows.sort()
-        ts = np.array([r[0] for r in rows])
-        batch = SimpleNamespace(n=len(rows), template_id=np.array([r[1] for r in rows], np.int32),
-                                source_id=np.array([r[2] for r in rows], np.int32),
-                                host_id=np.array([r[3] for r in rows], np.int32) if with_hosts else None,
-                                hosts=HOSTS if with_hosts else [], sources=["CRON", "postfix/smtpd", "app"])
-        if t2.open_bucket is not None:
-            found += t2.advance(float(ts[0]))
-        ctx = BatchContext(now=float(ts.max()), lines_seen=0, warm=True, n_templates=4, ts=ts,
-                           source_name=lambda i: ["CRON", "postfix/smtpd", "app"][i])
-        t2.score(batch, ctx)
-        t2.learn(batch, ctx, np.ones(batch.n, np.float32))
+        found += score_and_learn(t2, sorted(rows), ["CRON", "postfix/smtpd", "app"], with_hosts)
     found += t2.advance(start + 60.0 * minutes)
+    return found
+
+
+def score_and_learn(t2, rows, sources, with_hosts):
+    """One batch of rows (time, template, source, host), in time order, scored and learned as the engine
+    does (event time advanced to its first line) -> the findings the advance raised."""
+    ts = np.array([r[0] for r in rows])
+    batch = SimpleNamespace(n=len(rows), template_id=np.array([r[1] for r in rows], np.int32),
+                            source_id=np.array([r[2] for r in rows], np.int32),
+                            host_id=np.array([r[3] for r in rows], np.int32) if with_hosts else None,
+                            hosts=HOSTS if with_hosts else [], sources=sources)
+    found = t2.advance(float(ts[0])) if t2.open_bucket is not None else []
+    ctx = BatchContext(now=float(ts.max()), lines_seen=0, warm=True, n_templates=4, ts=ts,
+                       source_name=lambda i: sources[i])
+    t2.score(batch, ctx)
+    t2.learn(batch, ctx, np.ones(batch.n, np.float32))
     return found
 
 
@@ -256,16 +261,7 @@ def feed_rows(t2, start, minutes, rng, rows_at, chunk=30):
     found = []
     for m in range(0, minutes, chunk):
         rows = sorted(r for k in range(m, min(m + chunk, minutes)) for r in rows_at(start + 60.0 * k, rng))
-        ts = np.array([r[0] for r in rows])
-        batch = SimpleNamespace(n=len(rows), template_id=np.array([r[1] for r in rows], np.int32),
-                                source_id=np.array([r[2] for r in rows], np.int32), host_id=None, hosts=[],
-                                sources=["CRON", "redis-server", "app"])
-        if t2.open_bucket is not None:
-            found += t2.advance(float(ts[0]))
-        ctx = BatchContext(now=float(ts.max()), lines_seen=0, warm=True, n_templates=4, ts=ts,
-                           source_name=lambda i: ["CRON", "redis-server", "app"][i])
-        t2.score(batch, ctx)
-        t2.learn(batch, ctx, np.ones(batch.n, np.float32))
+        found += score_and_learn(t2, rows, ["CRON", "redis-server", "app"], False)
     return found + t2.advance(start + 60.0 * minutes)
 
 
