@@ -248,9 +248,12 @@ class IncidentBook:
     its onset bucket, so it does not depend on what joins it later.
     """
 
-    def __init__(self, window_seconds, join_seconds=60.0):
+    def __init__(self, window_seconds, join_seconds=60.0, volume_tier=None):
         self.window = float(window_seconds)
         self.join = float(join_seconds)
+        # (number of tiers, index of the volume tier) of the line family codes (engine._line_families):
+        # a source's volume spike and a spike of one of its templates are one problem (see _one_surge)
+        self.volume_tier = volume_tier
         self.open = {}        # (source, opening family) -> Incident
         self._route = {}      # (source, family) -> key in self.open
         # source -> when it went low, for a drop or silence of the whole source that a tier holds back
@@ -310,6 +313,9 @@ class IncidentBook:
                  if k[0] == source and (min(abs(t - inc.first_seen) for t in starts) <= self.join
                                         or since is not None and since - self.join <= inc.first_seen <= ts
                                         or inc.absent and inc.absent[0] - self.join <= ts <= inc.absent[1])]
+        if not young:
+            young = [(inc.first_seen, k) for k, inc in self.open.items()
+                     if k[0] == source and any(self._one_surge(family, f) for f in inc.families)]
         if young:
             key = max(young)[1]
         else:
@@ -318,6 +324,17 @@ class IncidentBook:
         self._route[(source, family)] = key
         self.open[key].families.add(family)
         return self.open[key]
+
+    def _one_surge(self, family, other):
+        """Whether two line families are a volume spike of a whole source and one of one of its templates:
+        the template's lines are part of the source's surge (a campaign lifting every request template, a
+        scraper lifting one until the source's count shows it too), one problem whichever came first.
+        Spikes of two templates stay apart: two messages surging are two problems until shown otherwise."""
+        if self.volume_tier is None or not (family.startswith("lines:") and other.startswith("lines:")):
+            return False
+        n, volume = self.volume_tier
+        a, b = int(family[6:]), int(other[6:])
+        return a % n == volume and b % n == volume and (a // n == -1) != (b // n == -1)
 
     def _close_source(self, source, ts):
         """Remove and return the incidents of `source` with nothing new for a whole window before ts."""

@@ -265,3 +265,31 @@ def test_an_incident_stays_open_while_a_silence_of_its_source_is_held_and_then_j
     book.waiting = {"inventory": 5000.0}          # a silence that began long after the incident went quiet
     add_lines(book, "inventory", [1010.0], [5])
     assert len(book.close_quiet(1800.0)) == 1
+
+
+def add_spike(book, source, ts, tids, about):
+    """Volume-tier (t2) evidence: lines of templates tids about one template (about >= 0) or the whole source (-1)."""
+    ts, tids = np.asarray(ts, float), np.asarray(tids, np.int64)
+    score = np.full(ts.size, 80.0, np.float32)
+    return book.add_lines(source, ts, score, {"t2": score}, tids, np.arange(ts.size), Describe(), None,
+                          np.full(ts.size, about * 4 + 1, np.int64))
+
+
+def test_a_sources_spike_and_its_templates_spike_are_one_surge_whichever_comes_first():
+    # a campaign: the source's count rises first, one of its templates is certain two minutes later
+    book = IncidentBook(300, 60, volume_tier=(4, 1))
+    add_spike(book, "web", [1000, 1010, 1020], [3, 4, 5], -1)
+    add_spike(book, "web", [1140, 1150], [4, 4], 4)
+    # a scraper: its template first, the whole source a few minutes later
+    add_spike(book, "db", [1000, 1010], [7, 7], 7)
+    add_spike(book, "db", [1200, 1210], [7, 8], -1)
+    incidents = book.close_all()
+    assert sorted((i.source, i.first_seen, i.lines) for i in incidents) == [("db", 1000, 4), ("web", 1000, 5)]
+
+
+def test_spikes_of_two_templates_minutes_apart_are_two_problems():
+    book = IncidentBook(300, 60, volume_tier=(4, 1))
+    add_spike(book, "web", [1000, 1010], [3, 3], 3)
+    add_spike(book, "web", [1140, 1150], [4, 4], 4)
+    add_lines(book, "web", [1300], [6], tier=2)     # nor does a new template join a spike
+    assert len(book.close_all()) == 3
