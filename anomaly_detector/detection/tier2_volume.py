@@ -445,8 +445,10 @@ class VolumeTier(Tier):
             # test of count_upper_scores) is far heavier than the count's: a login burst ten times its rate
             # scored 35. Its forecast's error goes into the count's variance instead.
             sporadic = windowed[judged] == WINDOW_SPORADIC
-            scores[judged] = np.where(sporadic, count_upper_mixed_scores(w_counts[judged], w_mus[judged], disp, rel2),
-                                      count_upper_scores(w_counts[judged], w_mus[judged], disp, rel2))
+            out, c, m = np.empty(k.size, np.float32), w_counts[judged], w_mus[judged]
+            out[sporadic] = count_upper_mixed_scores(c[sporadic], m[sporadic], disp[sporadic], rel2[sporadic])
+            out[~sporadic] = count_upper_scores(c[~sporadic], m[~sporadic], disp[~sporadic], rel2[~sporadic])
+            scores[judged] = out
         return scores, w_counts, w_mus
 
     def _long_window_scores(self, keys, counts, buckets, base, mus, windowed, w_counts, w_mus, ctx):
