@@ -293,7 +293,7 @@ class DetectionEngine:
     def _report(self, closed):
         """Keep closed incidents with enough evidence: a Finding about a whole key (a drop, a silence, an
         unusual window), incident_min_lines unfinished sessions, or incident_min_lines suspicious lines
-        of which the strongest reaches the anomaly threshold.
+        of one family of evidence of which the strongest reaches the anomaly threshold (Incident.persists).
 
         One odd line is not an outage; like an alert rule's `for:`, an incident must persist. The
         burst score is reported but does not open an incident by itself: suspicious lines are not
@@ -306,7 +306,7 @@ class DetectionEngine:
         # worker restarted mid-request, a weekly task slower than any before) is not a broken workflow.
         aggregate = incident.findings > incident.sessions
         return (aggregate or incident.sessions >= self.incident_min_lines
-                or (incident.lines >= self.incident_min_lines and incident.score >= self.threshold))
+                or incident.persists(self.incident_min_lines, self.threshold))
 
     def open_records(self):
         """Records of the open incidents that would be reported if they closed now (alerting's "opened")."""

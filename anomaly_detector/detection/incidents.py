@@ -58,6 +58,9 @@ class Incident:
     reason_hits: dict = field(default_factory=dict)       # reason -> [best score, expected, observed]
     samples: list = field(default_factory=list)
     families: set = field(default_factory=set)            # evidence families routed to this incident
+    # family -> [suspicious lines, best score] of the lines routed here (see persists); empty in states
+    # saved before it
+    family_lines: dict = field(default_factory=dict)
     # When evidence last arrived (event time): later than last_seen for evidence judged late, such as a
     # session found unfinished a session timeout after its last line; it keeps the incident open.
     touched: float = 0.0
@@ -88,8 +91,22 @@ class Incident:
     def evidence(self):
         return max(self.score, self.burst)
 
-    def add_many(self, ts, score, tiers, tids, lines, describe):
-        """Add a time-ordered run of suspicious lines (arrays; tiers is {tier name: scores}).
+    def persists(self, min_lines, threshold):
+        """Whether one problem of the incident showed in at least min_lines suspicious lines, one of them
+        reaching the threshold: one family of evidence (a template's values, a rule, a workflow) seen
+        again. A lone odd value and an unrelated suspicious line that came within the same minute (a
+        slow request, a big order's amount) are two odd lines, not an outage."""
+        if not self.family_lines:     # a state saved before families were counted: all lines as one
+            return self.lines >= min_lines and self.score >= threshold
+        return any(n >= min_lines and best >= threshold for n, best in self.family_lines.values())
+
+    def _count_family(self, family, n, best):
+        entry = self.family_lines.setdefault(family, [0, 0.0])
+        entry[0] += n
+        entry[1] = max(entry[1], best)
+
+    def add_many(self, ts, score, tiers, tids, lines, describe, family=""):
+        """Add a time-ordered run of suspicious lines of one family (arrays; tiers is {tier name: scores}).
 
         Python work is per template and for the few strongest lines only: `describe` gives the
         texts (template(tid), reasons(line), sample(line)) for the batch line numbers in `lines`.
@@ -98,6 +115,7 @@ class Incident:
         self.last_seen = max(self.last_seen, float(ts[-1]))
         self.lines += int(ts.size)
         self.score = max(self.score, float(score.max()))
+        self._count_family(family, int(ts.size), float(score.max()))
         for tier, values in tiers.items():
             top = float(values.max())
             if top > 0:
@@ -128,7 +146,8 @@ class Incident:
             if best is None or value > best[0]:
                 self.reason_hits[reason] = [value, expected, observed]
 
-    def add(self, ts, score, tiers, template_id, template, reasons, sample, session=False, seen_at=None):
+    def add(self, ts, score, tiers, template_id, template, reasons, sample, session=False, seen_at=None,
+            family=""):
         self.first_seen = min(self.first_seen, ts)
         self.last_seen = max(self.last_seen, ts)
         self.touched = max(self.touched, ts if seen_at is None else seen_at)
@@ -136,6 +155,8 @@ class Incident:
         self.findings += 1 if sample is None else 0
         self.sessions += 1 if sample is None and session else 0
         self.score = max(self.score, score)
+        if sample is not None:
+            self._count_family(family, 1, score)
         for tier, value in tiers.items():
             self.tier_scores[tier] = max(self.tier_scores.get(tier, 0.0), value)
         if template_id >= 0:
@@ -155,6 +176,7 @@ class Incident:
                 "tier_scores": self.tier_scores, "template_hits": [[int(t), c, x] for t, (c, x) in
                                                                    self.template_hits.items()],
                 "reason_hits": self.reason_hits, "samples": self.samples, "families": sorted(self.families),
+                "family_lines": [[f, n, best] for f, (n, best) in self.family_lines.items()],
                 "touched": self.touched, "absent": list(self.absent) if self.absent else None}
 
     @classmethod
@@ -169,6 +191,7 @@ class Incident:
         incident.reason_hits = {str(r): list(v) for r, v in dict(state["reason_hits"]).items()}
         incident.samples = [str(x) for x in state["samples"]]
         incident.families = {str(f) for f in state["families"]}
+        incident.family_lines = {str(f): [int(n), float(best)] for f, n, best in state.get("family_lines", [])}
         incident.sessions = int(state.get("sessions", 0))   # absent in states saved before it
         incident.touched = float(state.get("touched", incident.last_seen))   # likewise
         incident.opened_family = str(state.get("opened_family", ""))         # likewise: the id stays
@@ -273,7 +296,7 @@ class IncidentBook:
         if since is not None:
             low, high = incident.absent or (since, ts)
             incident.absent = (min(low, since), max(high, ts))
-        incident.add(ts, score, tiers, template_id, template, reasons, sample, session, seen_at)
+        incident.add(ts, score, tiers, template_id, template, reasons, sample, session, seen_at, family or opened_by)
         return closed
 
     def add_lines(self, source, ts, score, tiers, tids, lines, describe, expected_per_window=None, families=None):
@@ -293,7 +316,7 @@ class IncidentBook:
             incident = self._incident(source, "lines:%d" % fam, first, str(int(tids[run[0]])),
                                       _began(describe, lines[run], first))
             incident.add_many(ts[run], score[run], {k: v[run] for k, v in tiers.items()}, tids[run], lines[run],
-                              describe)
+                              describe, "lines:%d" % fam)
             if expected_per_window is not None:
                 incident.add_bursts(ts[run], expected_per_window)
         return closed

@@ -146,6 +146,33 @@ def test_one_unfinished_session_is_not_reported_two_are_and_a_silence_is_at_once
     assert [engine._reportable(i) for i in one + two + silence] == [False, True, True]
     assert [i.sessions for i in one + two + silence] == [1, 2, 0]
 
+def test_one_odd_value_and_an_unrelated_suspicious_line_are_not_an_incident_two_of_one_problem_are():
+    """incident_min_lines counts lines of one family of evidence: a record-high response time (100) with
+    an unrelated line of another template at 45 a few seconds later (they join one young incident) is not
+    reported; two suspicious lines of the record's own template and tier are, as is a state saved before
+    families were counted."""
+    from anomaly_detector.config.loader import default_config
+    from anomaly_detector.detection.engine import DetectionEngine
+    from anomaly_detector.detection.incidents import Incident
+    engine = DetectionEngine(default_config())      # incident_min_lines 2, anomaly threshold 70
+
+    def lines(ts, tids, scores, tier=2):
+        book = IncidentBook(300.0, 120.0)
+        ts, tids, score = np.asarray(ts, float), np.asarray(tids, np.int64), np.asarray(scores, np.float32)
+        book.add_lines("web", ts, score, {"t3": score}, tids, np.arange(ts.size), Describe(), None, tids * 4 + tier)
+        return book.close_all()
+
+    (apart,) = lines([1000.0, 1030.0], [110, 64], [100.0, 45.0])
+    (together,) = lines([1000.0, 1030.0], [110, 110], [100.0, 45.0])
+    (weak,) = lines([1000.0, 1030.0, 1040.0], [110, 64, 64], [100.0, 45.0, 50.0])
+    assert apart.lines == 2 and weak.lines == 3
+    assert [engine._reportable(i) for i in (apart, together, weak)] == [False, True, False]
+    state = apart.state()
+    del state["family_lines"]
+    assert engine._reportable(Incident.from_state(state))
+    assert not engine._reportable(Incident.from_state(apart.state()))
+
+
 def test_evidence_judged_late_keeps_its_incident_open_from_when_it_arrived():
     """Unfinished sessions are judged a session timeout after their last line: stamped with that line's
     time, each would find the incident it should join already closed."""
