@@ -22,6 +22,7 @@ from .stats_kernels import count_lower_score, count_upper_mixed_scores, count_up
 from .tier2_hosts import HostCounts
 from .tier2_long import LongWindows, cusum_threshold
 from .tier2_recent import RecentLevel
+from .tier2_site import SiteLoad
 from .tier2_values import ValueKeys
 
 # Windows (in buckets) over which drops are judged: fast for busy keys, longer for quiet ones.
@@ -305,19 +306,22 @@ class VolumeTier(Tier):
         t_counts = self._counts(batch.template_id, buckets, self.templates)
         s_counts = self._counts(batch.source_id, buckets, self.sources)
         per_key = {}
+        # a surge of every busy source at once is traffic, not a fault of one (tier2_site.py)
+        site = SiteLoad(self, batch.source_id, buckets)
         for keys, counts, base, kind in ((batch.template_id, t_counts, self.templates, "template"),
                                          (batch.source_id, s_counts, self.sources, "source")):
-            per_key[kind], mus, windowed, window_mus = self._spike_scores(keys, counts, buckets, base, ctx)
+            per_key[kind], mus, windowed, window_mus = self._spike_scores(keys, counts, buckets, base, ctx, site=site)
             self._explain(result, per_key[kind], counts, mus, keys, kind, ctx)
             np.maximum(scores, per_key[kind], out=scores)
-            w_scores, w_counts, w_mus = self._window_scores(keys, counts, buckets, base, window_mus, windowed, ctx)
+            w_scores, w_counts, w_mus = self._window_scores(keys, counts, buckets, base, window_mus, windowed, ctx,
+                                                            site=site)
             # explained by the window only where it says more than the bucket did
             self._explain(result, np.where(w_scores > scores, w_scores, 0.0), w_counts, w_mus, keys, kind, ctx,
                           span=SPIKE_WINDOW * self.bucket_seconds)
             np.maximum(per_key[kind], w_scores, out=per_key[kind])
             np.maximum(scores, w_scores, out=scores)
             l_scores, l_counts, l_mus = self._long_window_scores(keys, counts, buckets, base, window_mus, windowed,
-                                                                 w_counts, w_mus, ctx)
+                                                                 w_counts, w_mus, ctx, site)
             self._explain(result, np.where(l_scores > scores, l_scores, 0.0), l_counts, l_mus, keys, kind, ctx,
                           span=LONG_SPIKE_WINDOW * self.bucket_seconds)
             np.maximum(per_key[kind], l_scores, out=per_key[kind])
@@ -326,7 +330,7 @@ class VolumeTier(Tier):
         self._explain(result, share_scores, t_counts, mus, batch.template_id, "template", ctx,
                       "volume spike of template %r against the rest of its source: %d lines in %gs")
         np.maximum(scores, share_scores, out=scores)
-        self._value_scores(batch, buckets, result, ctx)
+        self._value_scores(batch, buckets, result, ctx, site)
         # A spike of the whole source is one problem, whichever templates its lines have.
         source_wide = per_key["source"] > np.maximum(per_key["template"], share_scores)
         result.about = np.where(source_wide, -1, batch.template_id.astype(np.int64))
@@ -337,9 +341,33 @@ class VolumeTier(Tier):
         counts = running_counts(buckets, keys).astype(np.float64)
         return counts + np.where(buckets == self.open_bucket, base.open_raw[keys], 0.0)
 
-    def _spike_scores(self, keys, counts, buckets, base, ctx, seasons=None):
-        """Score each line by its key's count against the key's seasonal level -> (scores, forecasts per
-        bucket, which lines' keys are judged over the spike window too, their forecast per bucket there)."""
+    def _spike_scores(self, keys, counts, buckets, base, ctx, seasons=None, site=None, lines=None):
+        """Score each line by its key's count against the key's seasonal level (times the site's factor
+        where site, a tier2_site.SiteLoad, is given; lines: the batch lines of these keys, if not all of
+        them in order) -> (scores, forecasts per bucket, which lines' keys are judged over the spike window
+        too, their forecast per bucket there)."""
+        mus, windowed, per_bucket = self._forecast(keys, buckets, base, seasons)
+        disp, rel2, young = _dispersion(base, keys), base.rel2[keys], base.age[keys] < self.min_history
+        scores = self._gated(count_upper_scores(counts, mus, disp, rel2), counts, mus, young, ctx)
+        if site is not None:
+            def rescore(sel, f):
+                return self._gated(count_upper_scores(counts[sel], mus[sel] * f, disp[sel], rel2[sel]), counts[sel],
+                                   mus[sel] * f, young[sel], ctx)
+            mus = mus * site.adjust(scores, 1, rescore, lines)
+        return scores, mus, windowed, per_bucket
+
+    def source_forecasts(self, bucket, window):
+        """Every source's forecast per bucket at `bucket` as its spike test over `window` buckets judges
+        it, and which sources are busy (judged over windows: neither young, sparse nor job-like)."""
+        n = self.sources.size
+        mus, windowed, per_bucket = self._forecast(np.arange(n, dtype=np.int64), np.full(n, bucket, np.int64),
+                                                   self.sources, self.season)
+        forecast = mus if window == 1 else per_bucket
+        return forecast, (windowed == WINDOW_BUSY) & (forecast > 0)
+
+    def _forecast(self, keys, buckets, base, seasons=None):
+        """Each line's key's forecast count per bucket -> (forecasts, how each key is judged over the
+        spike window: WINDOW_*, the forecast per bucket there)."""
         seasons = seasons or (self.template_season if base is self.templates else self.season)
         season = seasons.factor(keys, buckets * self.bucket_seconds, self.bucket_seconds)
         # An intermittent key (a nightly job) is not expected to be at zero just because it was
@@ -359,7 +387,6 @@ class VolumeTier(Tier):
         job_like = _quiet_most_hours(seasons, uniq, self.bucket_seconds)[inverse]
         intermittent = sparse | job_like
         mus = np.where(intermittent, np.maximum(mus, _hour_rate(seasons, keys, buckets, self.bucket_seconds)), mus)
-        scores = count_upper_scores(counts, mus, _dispersion(base, keys), base.rel2[keys])
         # The window is judged only where the forecast knows this hour of day (seen for half an hour,
         # see _hour_rate): a service's first morning ramp, three times its night level, is no spike,
         # and flagged it would keep its hour out of the seasons (volume_kernels._season_weight).
@@ -380,7 +407,7 @@ class VolumeTier(Tier):
         per_bucket = np.where(busy, np.maximum(mus, usual),
                               np.where(sporadic, long_run * self._busy_hour_factor(keys, buckets, base), 0.0))
         windowed = np.where(sporadic, WINDOW_SPORADIC, np.where(busy, WINDOW_BUSY, WINDOW_NONE)).astype(np.int8)
-        return self._gated(scores, counts, mus, base.age[keys] < self.min_history, ctx), mus, windowed, per_bucket
+        return mus, windowed, per_bucket
 
     def _busy_hour_factor(self, keys, buckets, base):
         """How much busier than usual a template's source is at this hour and weekday (at least 1; 1 for
@@ -408,12 +435,14 @@ class VolumeTier(Tier):
         quiet = np.where(long_run > 0, np.minimum(src.level / np.where(long_run > 0, long_run, 1.0), 1.0), 1.0)
         return quiet[sources]
 
-    def _window_scores(self, keys, counts, buckets, base, mus, windowed, ctx, earlier=None, window=None):
+    def _window_scores(self, keys, counts, buckets, base, mus, windowed, ctx, earlier=None, window=None, site=None,
+                       lines=None):
         """Spike scores of each line's key over its last `window` buckets (SPIKE_WINDOW unless given; mus: forecast per bucket;
         earlier: the lines before the line's bucket in the window, if known) -> (scores, window counts,
         window forecasts). Only for the keys `windowed` marks (WINDOW_BUSY or WINDOW_SPORADIC: seen long
         enough for the drop windows' ring to hold their past buckets, see _spike_scores): a job-like key's
-        clumps are judged per bucket only."""
+        clumps are judged per bucket only. site: a tier2_site.SiteLoad, whose factor the forecast is
+        multiplied by (lines: the batch lines of these keys, if not all of them in order)."""
         window = window or SPIKE_WINDOW
         if earlier is None:
             earlier = _earlier_counts(keys, buckets, base.obs_win, base.open_raw, self.open_bucket, window)
@@ -449,9 +478,14 @@ class VolumeTier(Tier):
             out[sporadic] = count_upper_mixed_scores(c[sporadic], m[sporadic], disp[sporadic], rel2[sporadic])
             out[~sporadic] = count_upper_scores(c[~sporadic], m[~sporadic], disp[~sporadic], rel2[~sporadic])
             scores[judged] = out
+        if site is not None:
+            def rescore(sel, f):
+                return self._window_scores(keys[sel], counts[sel], buckets[sel], base, mus[sel] * f, windowed[sel], ctx,
+                                           earlier[sel], window)[0]
+            w_mus = w_mus * site.adjust(scores, window, rescore, lines)
         return scores, w_counts, w_mus
 
-    def _long_window_scores(self, keys, counts, buckets, base, mus, windowed, w_counts, w_mus, ctx):
+    def _long_window_scores(self, keys, counts, buckets, base, mus, windowed, w_counts, w_mus, ctx, site=None):
         """Spike scores over LONG_SPIKE_WINDOW buckets of busy keys whose short window (w_counts against
         w_mus) is itself at least spike_min_ratio times its forecast -> (scores, counts, forecasts; the
         short window's where not judged). A quiet key's few lines a minute are mostly counting noise: five
@@ -464,7 +498,7 @@ class VolumeTier(Tier):
             return scores, w_counts, w_mus
         idx = np.flatnonzero(np.isin(keys, keys[cand]))
         l_scores, l_counts, l_mus = self._window_scores(keys[idx], counts[idx], buckets[idx], base, mus[idx],
-                                                        windowed[idx], ctx, window=LONG_SPIKE_WINDOW)
+                                                        windowed[idx], ctx, window=LONG_SPIKE_WINDOW, site=site, lines=idx)
         scores[idx] = np.where(cand[idx], l_scores, 0.0)
         counts_out, mus_out = w_counts.copy(), w_mus.copy()
         counts_out[idx], mus_out[idx] = l_counts, l_mus
@@ -569,7 +603,7 @@ class VolumeTier(Tier):
             self._parts_of, self._parts = batch, parts
         return self._parts
 
-    def _value_scores(self, batch, buckets, result, ctx):
+    def _value_scores(self, batch, buckets, result, ctx, site=None):
         """Spikes of the heavy values of each role (tier2_values.py), judged like templates' (per bucket
         and over SPIKE_WINDOW buckets) and against the rest of their role: each line scores its values'
         best."""
@@ -583,9 +617,10 @@ class VolumeTier(Tier):
         keys, lines, params = found.v_rows[keep], found.v_lines[keep], found.v_params[keep]
         b = buckets[lines]
         counts = self._counts(keys, b, base)
-        v_scores, mus, windowed, window_mus = self._spike_scores(keys, counts, b, base, ctx, self.values.season)
+        v_scores, mus, windowed, window_mus = self._spike_scores(keys, counts, b, base, ctx, self.values.season,
+                                                                 site, lines)
         w_scores, w_counts, w_mus = self._window_scores(keys, counts, b, base, window_mus, windowed, ctx,
-                                                        earlier[keep])
+                                                        earlier[keep], site=site, lines=lines)
         # each value's total (every value of its role) over the same window, up to its line
         w_totals = self._counts(found.t_rows, t_b, base) + t_earlier
         r_scores, r_mus = self._value_share_scores(keys, w_counts, w_totals[found.in_totals[keep]], ctx)
