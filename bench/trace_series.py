@@ -83,7 +83,7 @@ def shift_score(st, u, multiplicity):
 
 
 def trace(values, start, end, multiplicity, every, out=sys.stdout):
-    st, season = np.zeros((1, K.COLS)), np.zeros((1, 2, K.SEASON_BUCKETS))
+    st, season = np.zeros((1, K.COLS)), np.zeros((1, K.SEASON_ROWS, K.SEASON_BUCKETS))
     seen, labels, rec = np.zeros((1, K.SEASON_BUCKETS), np.int8), np.zeros((1, 16)), np.zeros((1, K.RECORD_COLS))
     excursions, current = [], None      # [sign, first t, last t, values, peak |u|]
     print("%8s %12s %6s %-11s %7s %6s %4s %8s %7s %6s %7s" % (
