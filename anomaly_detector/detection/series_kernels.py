@@ -451,8 +451,12 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         fired = st[r, HELD] >= SHIFT_HOLD
         recovery = fired and is_recovery(st, r, fast)
         # only a fired shift scores: its run builds up over SHIFT_WINDOW points, and a score rising
-        # with it would make its crossing no news to reported()
-        if fired and not recovery and shift_score > score:
+        # with it would make its crossing no news to reported(). Nor does one that fires while the
+        # series' alarm is at the threshold: its values moved together because an episode its spikes
+        # or records flagged goes on (GC pauses 20 times longer for half an hour: a record, then a
+        # shift of the same values); one episode, one loud line, named by what flagged it, and the
+        # shift's values past halfway stay its evidence
+        if fired and not recovery and shift_score > score and st[r, ALARM] < threshold:
             score = shift_score
             kind = KIND_SHIFT_UP if u > 0 else KIND_SHIFT_DOWN
             expected = st[r, BASE] + shift_off

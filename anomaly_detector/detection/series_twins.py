@@ -250,7 +250,7 @@ class Series:
             self.held = self.held + 1 if shift_score >= self.threshold else 0.0
             fired = self.held >= K.SHIFT_HOLD
             recovery = fired and self.is_recovery(fast)
-            if fired and not recovery and shift_score > score:
+            if fired and not recovery and shift_score > score and self.alarm < self.threshold:
                 score = shift_score
                 kind = K.KIND_SHIFT_UP if u > 0 else K.KIND_SHIFT_DOWN
                 expected = self.base + shift_off

@@ -446,6 +446,25 @@ def _shift_kinds(out, start=0):
             and kind in (K.KIND_SHIFT_UP, K.KIND_SHIFT_DOWN)]
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_a_shift_during_an_episode_its_records_flagged_is_that_episodes_evidence_not_a_second_flag(seed):
+    """GC pauses of one of two pooled hosts 20 times longer for 200 of their values: the first is a
+    record (flagged), and the level-shift test fires within the episode, while the series' alarm is
+    still at the threshold: the same episode, so no loud shift (it named the incident a drift at the
+    same score as the record), only its evidence (suspicious). Kernel and twin agree."""
+    rng = np.random.default_rng(seed)
+    values = rng.lognormal(math.log(10), 0.4, 8000)
+    values[4000:4400:2] *= 20.0
+    times = np.arange(values.size) * 15.0
+    out, st, _ = _kernel_run(values, times)
+    twin = T.Series(LABELS)
+    want = [twin.step(float(x), float(t)) for x, t in zip(values, times)]
+    assert [s for s, *_ in out] == pytest.approx([s for s, *_ in want], rel=1e-9, abs=1e-9)
+    assert out[4000][0] >= 70 and out[4000][1] == K.KIND_RECORD_HIGH
+    assert st[0, K.SHIFTS] >= 1 and _shift_kinds(out) == []
+    assert any(40 <= s < 70 and k in (K.KIND_SHIFT_UP, K.KIND_SHIFT_DOWN) for s, k, *_ in out[4000:4400])
+
+
 def _idle_count_with_an_outlier(days=3):
     """A pool's idle count (~40, every 7.5 s) that read 0 once, as the first value of 09:00 on day 1."""
     rng = np.random.default_rng(3)
@@ -548,9 +567,9 @@ def test_a_first_days_warm_up_episode_does_not_hold_down_a_drift_at_those_hours(
 
 
 def test_a_one_off_episode_teaches_the_shift_test_nothing_and_raises_no_shift_the_next_day():
-    """A latency ten times slower 10:00-10:45 on day 2 is one shift; it recurs on no other day, so the
-    test's offsets of those quarter hours stay near 0 and the next days raise no shift there. Kernel
-    and twin agree."""
+    """A latency ten times slower 10:00-10:45 on day 2 is flagged (its first values are records); it
+    recurs on no other day, so the test's offsets of those quarter hours stay near 0 and the next days
+    raise no shift there. Kernel and twin agree."""
     values, times = _latency_days(4, 10, 11)
     episode = (times >= 86400 + 10 * 3600) & (times < 86400 + 10.75 * 3600)
     values[episode] *= 10.0
@@ -558,8 +577,9 @@ def test_a_one_off_episode_teaches_the_shift_test_nothing_and_raises_no_shift_th
     twin = T.Series(LABELS)
     want = [twin.step(float(x), float(t)) for x, t in zip(values, times)]
     assert [s for s, *_ in out] == pytest.approx([s for s, *_ in want], rel=1e-9, abs=1e-9)
+    flagged = [times[k] for k, (s, *_r) in enumerate(out) if s >= 70]
+    assert any(86400 + 10 * 3600 <= t < 86400 + 10.75 * 3600 for t in flagged), flagged
     shifts = [times[k] for k in _shift_kinds(out)]
-    assert any(86400 + 10 * 3600 <= t < 86400 + 10.75 * 3600 for t in shifts), shifts
     assert not [t for t in shifts if t >= 86400 + 11 * 3600], shifts
     assert np.abs(season[0, K.SHIFT_OFFSET, 40:43]).max() < 0.1
 
