@@ -7,7 +7,12 @@ through series_kernels.step as the replay does (anomaly threshold 70, suspicious
 series_record_weight and series_shift_budget), one series alone: `--multiplicity` is the number of
 judged series of its source in a real replay (the flag budget is shared by them: more series, a
 stricter bonus), 1 by default. Timestamps: ISO 8601 at the line's start, else RFC 3164 (`Mar  5
-00:04:39`, in `--year`).
+00:04:39`, in `--year`), or a JSON line's `timestamp` (`@timestamp`, `time`, `ts`) field: the generated
+workload's seed 10 `select on users` query time, whose x9 drift scored 61 when the test deseasoned by the
+forecast's offsets:
+
+    python bench/trace_series.py /tmp/work/seed10/workload.jsonl --value 'select on users took ([0-9.]+) ms' \
+        --start 2026-03-04T10:05:00Z --end 2026-03-04T10:20:00Z --every 20
 
     python bench/trace_series.py LOG --value REGEX --start 2026-03-07T09:50:14Z --end 2026-03-07T11:23:00Z
 
@@ -20,6 +25,7 @@ Neighbours: explain_labels.py (which labels were missed), anomaly_detector/detec
 """
 import argparse
 import datetime
+import json
 import math
 import os
 import re
@@ -36,14 +42,24 @@ from anomaly_detector.detection import series_kernels as K  # noqa: E402
 KIND_NAMES = {K.KIND_NONE: "-", K.KIND_SPIKE: "spike", K.KIND_DROP: "drop", K.KIND_RECORD_HIGH: "record-high",
               K.KIND_RECORD_LOW: "record-low", K.KIND_SHIFT_UP: "shift-up", K.KIND_SHIFT_DOWN: "shift-down"}
 THRESHOLD, SUSPICIOUS = 70.0, 40.0
+JSON_TIME_KEYS = ("timestamp", "@timestamp", "time", "ts")   # a JSON line's time field, the first present
 
 
 def iso_seconds(text):
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    t = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (t if t.tzinfo else t.replace(tzinfo=datetime.timezone.utc)).timestamp()
 
 
 def line_seconds(line, year):
-    """Epoch seconds of a line's ISO 8601 or RFC 3164 timestamp (None: neither)."""
+    """Epoch seconds of a line's ISO 8601 or RFC 3164 timestamp, or of a JSON line's ISO 8601 time
+    field (None: none of these)."""
+    if line.startswith("{"):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return None
+        stamp = next((record[k] for k in JSON_TIME_KEYS if isinstance(record.get(k), str)), None)
+        return iso_seconds(stamp) if stamp else None
     head = line[:32].split(" ", 1)[0].replace("Z", "+00:00")
     try:
         t = datetime.datetime.fromisoformat(head)
@@ -83,7 +99,7 @@ def shift_score(st, u, multiplicity):
 
 
 def trace(values, start, end, multiplicity, every, out=sys.stdout):
-    st, season = np.zeros((1, K.COLS)), np.zeros((1, 2, K.SEASON_BUCKETS))
+    st, season = np.zeros((1, K.COLS)), np.zeros((1, K.SEASON_ROWS, K.SEASON_BUCKETS))
     seen, labels, rec = np.zeros((1, K.SEASON_BUCKETS), np.int8), np.zeros((1, 16)), np.zeros((1, K.RECORD_COLS))
     excursions, current = [], None      # [sign, first t, last t, values, peak |u|]
     print("%8s %12s %6s %-11s %7s %6s %4s %8s %7s %6s %7s" % (

@@ -35,7 +35,7 @@ class SeriesBook:
         self.max_labels = int(max_labels)
         self.rows = {}              # slot << SOURCE_BITS | source id -> row
         self.state = np.zeros((16, K.COLS))
-        self.season = np.zeros((16, 2, K.SEASON_BUCKETS))
+        self.season = np.zeros((16, K.SEASON_ROWS, K.SEASON_BUCKETS))
         self.seen = np.zeros((16, K.SEASON_BUCKETS), np.int8)
         self.labels = np.zeros((16, self.max_labels))
         self.record = np.zeros((16, K.RECORD_COLS))
@@ -200,10 +200,16 @@ class SeriesBook:
         pairs = sorted(zip((int(k) for k in saved["keys"]), (int(r) for r in saved["rows"])), key=lambda kv: kv[1])
         state = np.asarray(saved["state"], np.float64)
         state = state.reshape(len(pairs), -1) if pairs else np.zeros((0, K.COLS))
-        if state.shape[1] < K.COLS:   # a snapshot from before the level-shift test: that test warms up anew
+        if state.shape[1] < K.COLS:   # a snapshot from before the level-shift test (or its own offsets): padded
             state = np.hstack([state, np.zeros((state.shape[0], K.COLS - state.shape[1]))])
-        season = np.asarray(saved["season"], np.float64).reshape(-1, 2, K.SEASON_BUCKETS)
+        season = np.asarray(saved["season"], np.float64)
+        season = (season.reshape(len(pairs), -1, K.SEASON_BUCKETS) if pairs
+                  else np.zeros((0, K.SEASON_ROWS, K.SEASON_BUCKETS)))
         seen = np.asarray(saved["seen"], np.int8).reshape(-1, K.SEASON_BUCKETS)
+        if season.shape[1] < K.SEASON_ROWS:
+            self._level_shift_test_anew(state, season, seen)
+            season = np.concatenate([season, np.zeros((season.shape[0], K.SEASON_ROWS - season.shape[1],
+                                                       K.SEASON_BUCKETS))], axis=1)
         labels = np.asarray(saved["labels"], np.float64)   # reshape(0, -1) is ambiguous: a book with no series
         labels = (labels.reshape(len(pairs), -1) if pairs else np.zeros((0, self.max_labels)))[:, :self.max_labels]
         # a snapshot from before records were kept: each series' range starts again from its next value
@@ -219,5 +225,23 @@ class SeriesBook:
             self.state[new], self.season[new], self.seen[new] = state[row], season[row], seen[row]
             self.labels[new, :labels.shape[1]] = labels[row]
             self.record[new] = record[row]
-        # the offsets' sum is the season's, whatever the snapshot held (none before it was kept)
-        self.state[:len(self.rows), K.OFFSET_SUM] = self.season[:len(self.rows), 0].sum(axis=1)
+        # the offsets' sum is the shift test's offsets', whatever the snapshot held (none before it was kept)
+        self.state[:len(self.rows), K.OFFSET_SUM] = self.season[:len(self.rows), K.SHIFT_OFFSET].sum(axis=1)
+
+    @staticmethod
+    def _level_shift_test_anew(state, season, seen):
+        """State saved before the level-shift test had its own time-of-day offsets (it deseasoned by the
+        forecast's): its offsets start at 0 with no visit pending, so its slow level, fast mean and
+        baseline start at the forecast of the series' last value (the deseasoned values' level now; the
+        old baseline may stand far from it) and the test restarts as after a recovery."""
+        if not state.shape[0]:
+            return
+        rows = np.arange(state.shape[0])
+        b = ((state[:, K.LAST_T] % K.DAY_S) / K.DAY_S * K.SEASON_BUCKETS).astype(np.int64) % K.SEASON_BUCKETS
+        last = state[:, K.LEVEL] + np.where(seen[rows, b] > 0, season[rows, K.OFFSET, b], 0.0)
+        state[:, K.DAY_LEVEL] = last
+        state[:, K.VISIT_B] = 0.0
+        warm = state[:, K.SHIFT_N] > 0.0
+        state[warm, K.FAST] = last[warm]
+        state[warm, K.BASE] = last[warm]
+        state[warm, K.SETTLE] = -2.0 * K.SHIFT_WINDOW

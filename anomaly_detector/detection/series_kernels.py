@@ -31,10 +31,17 @@ beyond its range; the value scores by the rarer of the two. A spiky series' lear
 spike higher than any before; its record does not.
 
 Level shifts (shift_u, shift_log10p): the forecast follows each value, so a run of values that moved
-together, none of them extreme, leaves no residual to judge. The test sees values less their time-of-day
-offset, centred on the offsets' mean (OFFSET_SUM): the forecast's level and offsets are only known up
-to a constant between them, and on a mix of two kinds of value (2 bytes and 17 KB) they drift apart
-by hundreds of log units while their sum stays right: while an offset is wider than the series'
+together, none of them extreme, leaves no residual to judge. The test sees values less its own
+time-of-day offset (season row SHIFT_OFFSET), centred on those offsets' mean (OFFSET_SUM: a constant
+common to all of them is the level's, not the time of day's). Not the forecast's offsets: a quarter
+hour's first value sets its forecast offset (an outlier's, a first day's warm-up episode's) and, the
+level having taken the whole residual, it never unlearns; the forecast does not suffer (its level
+absorbs it), but values deseasoned by it jump there every day and the test learns a fat tail of
+excursions from the jumps. The test's offsets (the visit model: _end_visit, _learn_visit) start at 0
+and learn what two visits of a quarter hour in a row agree on: the mean distance of a visit's values
+from a slow level (DAY_LEVEL, SEASON_LEVEL_S of memory) against the distance the last visit left
+pending (season row PENDING). A one-off episode teaches them nothing; a nightly job's step is theirs
+from the first values of its second night. While an offset is wider than the series'
 whole range, or jumps from the last quarter hour's by more than SEASON_STEP_LIMIT residual sizes,
 the test is off (it restarts as after a recovery). A fast mean (SHIFT_WINDOW points) against
 a slow baseline (SHIFT_MEMORY points), in units of the gap's own usual size, is that run's evidence;
@@ -89,21 +96,35 @@ UP_HIST, DN_HIST = 17, 17 + HIST_BINS
 # split series (one categorical value's: judged by this test only)
 SHIFT_N, BASE, FAST, GAP_SIZE, U_TOTAL, U_N, U_S, U_PEAK, SETTLE, FROM, SHIFTS, HELD, EVIDENCE, SPLIT_ONLY = (
     17 + 2 * HIST_BINS + k for k in range(14))
-# the sum of the time-of-day offsets (season[r, 0]): the level-shift test deseasons by an offset less
-# their mean (shift_offset), series.py recomputes it on load
+# the sum of the level-shift test's own time-of-day offsets (season[r, SHIFT_OFFSET]): the test deseasons
+# by an offset less their mean, series.py recomputes it on load
 OFFSET_SUM = 31 + 2 * HIST_BINS
-COLS = 32 + 2 * HIST_BINS
+# the visit model of those offsets (_end_visit, _learn_visit): the slow level they learn against, and the
+# quarter hour being visited (its bucket + 1, 0: none), its values' weight, their summed distance from
+# that level and what its offset took in this visit
+DAY_LEVEL, VISIT_B, VISIT_N, VISIT_SUM, VISIT_TAKEN = (32 + 2 * HIST_BINS + k for k in range(5))
+COLS = 37 + 2 * HIST_BINS
 OLD_COLS = 17 + 2 * HIST_BINS   # snapshots from before the level-shift test (series.py pads them)
 # The decayed sums (TOTAL to DN_S and the histograms) are kept multiplied by GROWTH, which grows by
 # 1/keep each point instead of every sum shrinking by keep: one multiply a point, not 37.
 DECAYED = (TOTAL, UP_N, UP_S, DN_N, DN_S)
 MAX_GROWTH = 1e150
 SEASON_BUCKETS = 96        # 15-minute offsets over the day
+# season rows (float64[R, SEASON_ROWS, SEASON_BUCKETS]), per time-of-day bucket: the forecast's offset and
+# mean absolute residual there, the level-shift test's own offset (learned by the visit model) and the
+# distance its last visit showed that this offset has not taken
+OFFSET, RESIDUAL, SHIFT_OFFSET, PENDING = range(4)
+SEASON_ROWS = 4
+OLD_SEASON_ROWS = 2        # snapshots from before the level-shift test's own offsets (series.py pads them)
 
 SCALE_ALPHA = 0.02         # memory of the residuals' size (about 50 points)
 SLOW_ALPHA = 0.002         # memory of their long-run size and of the tails: about 500 points, or a day
                            # of points where a day holds more (tails far out need the evidence)
 SEASON_ALPHA = 0.1         # weight of a new day in a time-of-day offset
+SEASON_LEVEL_S = 6 * 3600.0  # memory (time) of the slow level the shift test's offsets learn against: it
+                           # does not follow an hour's episode nor a nightly job, it does follow a new normal
+SEASON_NOISE = 2.0         # a visit's mean distance within this many long-run residual sizes / sqrt(values)
+                           # of 0 is noise, not a time-of-day pattern
 FLOOR_SHARE = 0.3          # the scale is at least this share of the long-run one
 TAIL_START = 2.5           # robust deviations beyond which a residual is in a tail
 SHIFT_RUN = 3              # residuals in a row beyond the tail, one side: the level moved
@@ -351,8 +372,10 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     and the series' recent level (its fast mean), both on the log scale: see from_log). A level shift
     (shift_u) expects the baseline it moved from.
 
-    season[r, 0, b] is the series' offset at time-of-day bucket b and season[r, 1, b] its mean
-    absolute residual there, seen[r, b] the points learned there (up to 100); labels[r] its first
+    season[r, OFFSET, b] is the forecast's offset at time-of-day bucket b, season[r, RESIDUAL, b] its
+    mean absolute residual there, season[r, SHIFT_OFFSET, b] the level-shift test's offset and
+    season[r, PENDING, b] what its last visit left pending (_end_visit), seen[r, b] the points learned
+    there (up to 100); labels[r] its first
     distinct values; rec[r] its range and records (record_log10p). A value of an anomalous episode (its
     own score at the threshold, or any value while the series' alarm is at the threshold: within about
     REFRACTORY_POINTS x (1 - threshold / 100) points of the last such value) widens the range only
@@ -370,9 +393,12 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         st[r, LAST_T] = t
         st[r, RISES] = 0.5
         st[r, N_OBS] = 1.0
+        st[r, DAY_LEVEL] = x
         learn_record(rec, r, value, t, w, False, episode_weight)
         return 0.0, KIND_NONE, x, x
     b = bucket_of(t)
+    if shift_budget > 0.0 and w > 0.0:   # the test's offsets are its own: off, they cost nothing
+        _end_visit(st, season, seen, r, b)
     offset = season[r, 0, b] if seen[r, b] else 0.0
     expected = st[r, LEVEL] + offset
     scale = max(st[r, SCALE], FLOOR_SHARE * st[r, SLOW_SCALE], RELATIVE_FLOOR * abs(st[r, LEVEL]), 1e-300,
@@ -381,7 +407,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     z = e / scale
     score = 0.0
     kind = KIND_NONE
-    shift_off = offset - st[r, OFFSET_SUM] / SEASON_BUCKETS
+    shift_off = season[r, SHIFT_OFFSET, b] - st[r, OFFSET_SUM] / SEASON_BUCKETS
     fast = x - shift_off
     u = 0.0
     if shift_budget > 0.0:     # off (0): no level-shift state is kept either, its cost is saved
@@ -389,11 +415,10 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         u = shift_u(st, r, fast)
     if shift_budget > 0.0 and (abs(shift_off) > signed_log(rec[r, REC_HIGH]) - signed_log(rec[r, REC_LOW]) or season_jumps(
             season, seen, r, b, st[r, SLOW_SCALE])):
-        # an offset wider than every value's range (the forecast's level and season drifted apart on a
-        # mix of two kinds of value, 2 bytes and 17 KB), or one that jumps from the last quarter hour's
-        # by more than a daily cycle moves (an episode of yesterday learned as this hour's normal): the
-        # deseasoned values jump with the season model, not the series; the test starts again from
-        # the new level, as after a recovery
+        # an offset wider than every value's range, or one that jumps from the last quarter hour's by
+        # more than a daily cycle moves (a nightly job's step learned into its quarter hours, or an
+        # offset in a state saved before the test had its own): the deseasoned values jump with the
+        # season model, not the series; the test starts again from the new level, as after a recovery
         st[r, SETTLE] = -2.0 * SHIFT_WINDOW
         fast = x - shift_off      # from this value, not travelling there from the season model's jump
         u = 0.0
@@ -426,8 +451,12 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         fired = st[r, HELD] >= SHIFT_HOLD
         recovery = fired and is_recovery(st, r, fast)
         # only a fired shift scores: its run builds up over SHIFT_WINDOW points, and a score rising
-        # with it would make its crossing no news to reported()
-        if fired and not recovery and shift_score > score:
+        # with it would make its crossing no news to reported(). Nor does one that fires while the
+        # series' alarm is at the threshold: its values moved together because an episode its spikes
+        # or records flagged goes on (GC pauses 20 times longer for half an hour: a record, then a
+        # shift of the same values); one episode, one loud line, named by what flagged it, and the
+        # shift's values past halfway stay its evidence
+        if fired and not recovery and shift_score > score and st[r, ALARM] < threshold:
             score = shift_score
             kind = KIND_SHIFT_UP if u > 0 else KIND_SHIFT_DOWN
             expected = st[r, BASE] + shift_off
@@ -451,6 +480,8 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     learn_record(rec, r, value, t, w, episode, episode_weight)
     if shift_budget > 0.0:
         _learn_shift(st, r, fast, w_line, fired, recovery, u)
+        if w_line > 0.0:
+            _learn_visit(st, season, seen, r, b, x, w_line, TAIL_START * scale)
     _learn(st, season, seen, r, b, x, t, w_line, z, e, scale)
     return score, kind, expected, fast + shift_off
 
@@ -472,12 +503,13 @@ def spike_score(st, rec, r, value, z, t, threshold, multiplicity, record_weight)
 
 @njit(cache=True)
 def season_jumps(season, seen, r, b, size):
-    """Whether the offsets of time-of-day bucket b and the one before it, both seen, differ by more than
-    SEASON_STEP_LIMIT long-run residual sizes: a daily cycle moves by less in a quarter hour."""
+    """Whether the level-shift test's offsets of time-of-day bucket b and the one before it, both seen,
+    differ by more than SEASON_STEP_LIMIT long-run residual sizes: a daily cycle moves by less in a
+    quarter hour."""
     p = (b + SEASON_BUCKETS - 1) % SEASON_BUCKETS
     if seen[r, b] == 0 or seen[r, p] == 0:
         return False
-    return abs(season[r, 0, b] - season[r, 0, p]) > SEASON_STEP_LIMIT * size
+    return abs(season[r, SHIFT_OFFSET, b] - season[r, SHIFT_OFFSET, p]) > SEASON_STEP_LIMIT * size
 
 
 @njit(cache=True)
@@ -584,6 +616,69 @@ def _learn_shift(st, r, fast, w, fired, recovery, u):
 
 
 @njit(cache=True)
+def _end_visit(st, season, seen, r, b):
+    """When value's bucket b is another than the visit's: what the visit's values still stand from the
+    level-shift test's offset (their mean distance, less what _learn_visit took) waits for the next
+    visit of its quarter hour (PENDING), and a visit of b begins. If the visit that ends took a distance
+    on the side that b has pending, b's offset takes as much of its pending before its first value is
+    judged: a daily pattern is being learned across these hours (a nightly job's half hour), and b's
+    first values would otherwise deseason off by the difference."""
+    pb = int(st[r, VISIT_B]) - 1
+    if pb == b:
+        return
+    taken = st[r, VISIT_TAKEN]
+    if pb >= 0 and st[r, VISIT_N] > 0.0:
+        season[r, PENDING, pb] = st[r, VISIT_SUM] / st[r, VISIT_N]
+    st[r, VISIT_B] = b + 1.0
+    st[r, VISIT_N] = 0.0
+    st[r, VISIT_SUM] = 0.0
+    st[r, VISIT_TAKEN] = 0.0
+    p = season[r, PENDING, b]
+    if seen[r, b] and p * taken > 0.0:
+        ahead = math.copysign(min(abs(p), abs(taken)), p)
+        season[r, SHIFT_OFFSET, b] += ahead
+        st[r, OFFSET_SUM] += ahead
+        season[r, PENDING, b] -= ahead
+        st[r, VISIT_TAKEN] = ahead
+
+
+@njit(cache=True)
+def _learn_visit(st, season, seen, r, b, x, w, limit):
+    """Learn value x (weight w > 0) into the slow level and the visit of its quarter hour b, and move the
+    level-shift test's offset of b by what this visit and the last one agree on (see the module
+    docstring). The slow level follows the deseasoned values over SEASON_LEVEL_S of time, each value
+    moving it by at most `limit` (a running mean over the first MIN_POINTS values): not the forecast's
+    level nor the test's baseline, which both follow an episode within minutes, so an episode's
+    distance from it is there to be compared with the next day's."""
+    d = x - season[r, SHIFT_OFFSET, b]
+    n = st[r, N_OBS]
+    if n < MIN_POINTS:
+        st[r, DAY_LEVEL] += w / (n + w) * (d - st[r, DAY_LEVEL])
+    else:
+        rate = min(1.0, max(st[r, GAP], MIN_GAP_S) / SEASON_LEVEL_S)
+        st[r, DAY_LEVEL] += w * rate * min(max(d - st[r, DAY_LEVEL], -limit), limit)
+    st[r, VISIT_N] += w
+    # one outlier does not make a visit's mean
+    st[r, VISIT_SUM] += w * min(max(d - st[r, DAY_LEVEL], -4.0 * limit), 4.0 * limit)
+    if not seen[r, b]:
+        return     # a first sight: what it shows waits for the next visit
+    m, p = st[r, VISIT_SUM] / st[r, VISIT_N], season[r, PENDING, b]
+    if m * p <= 0.0:
+        return
+    # the lesser of the two distances, less what the visit's noise explains: taken as soon as the visit
+    # shows it (a nightly job's step is the offset's from its second night's first values, before the
+    # test could fire on it), no more than the last visit left pending, and at most `limit` a value (a
+    # real step is learned within a few values; one wild value does not move it far)
+    noise = SEASON_NOISE * st[r, SLOW_SCALE] / math.sqrt(st[r, VISIT_N])
+    taken = math.copysign(min(max(min(abs(m), abs(p)) - noise, 0.0), limit), m)
+    season[r, SHIFT_OFFSET, b] += taken
+    st[r, OFFSET_SUM] += taken
+    season[r, PENDING, b] -= taken
+    st[r, VISIT_SUM] -= taken * st[r, VISIT_N]
+    st[r, VISIT_TAKEN] += taken
+
+
+@njit(cache=True)
 def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
     a = abs(z)
     # what kind of series this is (a counter? how dense?) follows every point, whatever its weight
@@ -629,14 +724,11 @@ def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
     size = min(a * scale, limit) if warm else abs(e)
     st[r, LEVEL] += w * (min(max(e, -limit), limit) if warm else e)
     if seen[r, b]:
-        moved = w * SEASON_ALPHA * min(max(x - st[r, LEVEL] - season[r, 0, b], -limit), limit)
-        season[r, 0, b] += moved
-        st[r, OFFSET_SUM] += moved
+        season[r, 0, b] += w * SEASON_ALPHA * min(max(x - st[r, LEVEL] - season[r, 0, b], -limit), limit)
         # a residual counts at most 4 tail starts: one wild day does not unsettle the hour for weeks
         season[r, 1, b] += w * SEASON_ALPHA * (min(abs(e), 4.0 * limit) - season[r, 1, b])
         seen[r, b] = min(seen[r, b] + 1, 100)
     else:
-        st[r, OFFSET_SUM] += x - st[r, LEVEL] - season[r, 0, b]
         season[r, 0, b] = x - st[r, LEVEL]
         season[r, 1, b] = abs(e)
         seen[r, b] = 1
@@ -679,4 +771,4 @@ def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen,
 
 # step and the helpers it calls once per value, inlined into score_series (see kt.inline_into_callers:
 # about 30% less CPU per value, the same results)
-kt.inline_into_callers(step, spike_score, learn_record, _learn_shift, _learn)
+kt.inline_into_callers(step, spike_score, learn_record, _learn_shift, _learn, _end_visit, _learn_visit)

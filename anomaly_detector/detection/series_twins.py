@@ -26,6 +26,9 @@ class Series:
         self.rises = 0.5          # share of rises among the changes
         self.run = 0
         self.season = {}          # bucket -> [offset, mean absolute residual, points seen]
+        self.shift_season = {}    # bucket -> [the level-shift test's offset, what its last visit left pending]
+        self.day_level = 0.0      # the slow level the test's offsets are learned against
+        self.visit = [-1, 0.0, 0.0, 0.0]   # the quarter hour visited, its values' weight, summed distance, take
         self.labels = []
         self.distinct = 0
         self.shift_n = self.base = self.fast = self.gap_size = 0.0   # the level-shift test
@@ -186,9 +189,12 @@ class Series:
             self.level = self.last_x = x
             self.last_t = t
             self.n = 1.0
+            self.day_level = x
             self.learn_record(value, t, w)
             return 0.0, K.KIND_NONE, x, x
         b = int((t % K.DAY_S) / K.DAY_S * K.SEASON_BUCKETS) % K.SEASON_BUCKETS
+        if self.shift_budget > 0 and w > 0:
+            self.end_visit(b)
         bucket = self.season.get(b, [0.0, 0.0, 0])
         expected = self.level + bucket[0]
         scale = max(self.scale, K.FLOOR_SHARE * self.slow, K.RELATIVE_FLOOR * abs(self.level), 1e-300,
@@ -196,16 +202,18 @@ class Series:
         e = x - expected
         z = e / scale
         score, kind = 0.0, K.KIND_NONE
-        offset = bucket[0] if bucket[2] else 0.0
-        shift_off = offset - sum(v[0] for v in self.season.values()) / K.SEASON_BUCKETS
+        shift_off = (self.shift_season.get(b, [0.0])[0]
+                     - sum(v[0] for v in self.shift_season.values()) / K.SEASON_BUCKETS)
         fast, u = x - shift_off, 0.0
         if self.shift_budget > 0:
             fast = self.shift_fast(x - shift_off, scale)
             u = self.shift_u(fast)
         span = 0.0 if self.high is None else (math.copysign(math.log1p(abs(self.high)), self.high)
                                               - math.copysign(math.log1p(abs(self.low)), self.low))
-        before = self.season.get((b - 1) % K.SEASON_BUCKETS, [0.0, 0.0, 0])
-        jumps = bucket[2] and before[2] and abs(bucket[0] - before[0]) > K.SEASON_STEP_LIMIT * self.slow
+        p = (b - 1) % K.SEASON_BUCKETS
+        jumps = (bucket[2] and p in self.season and abs(self.shift_season.get(b, [0.0])[0]
+                                                        - self.shift_season.get(p, [0.0])[0])
+                 > K.SEASON_STEP_LIMIT * self.slow)
         if self.shift_budget > 0 and (abs(shift_off) > span or jumps):
             self.settle = -2.0 * K.SHIFT_WINDOW
             fast = x - shift_off
@@ -242,7 +250,7 @@ class Series:
             self.held = self.held + 1 if shift_score >= self.threshold else 0.0
             fired = self.held >= K.SHIFT_HOLD
             recovery = fired and self.is_recovery(fast)
-            if fired and not recovery and shift_score > score:
+            if fired and not recovery and shift_score > score and self.alarm < self.threshold:
                 score = shift_score
                 kind = K.KIND_SHIFT_UP if u > 0 else K.KIND_SHIFT_DOWN
                 expected = self.base + shift_off
@@ -264,8 +272,48 @@ class Series:
         self.learn_record(value, t, w, episode)
         if self.shift_budget > 0:
             self.learn_shift(fast, w_line, fired, recovery, u)
+            if w_line > 0:
+                self.learn_visit(b, x, w_line, K.TAIL_START * scale)
         self._learn(b, x, t, w_line, z, e, scale)
         return score, kind, expected, fast + shift_off
+
+    def end_visit(self, b):
+        """Twin of series_kernels._end_visit."""
+        pb, n, total, taken = self.visit
+        if pb == b:
+            return
+        if pb >= 0 and n > 0:
+            self.shift_season.setdefault(pb, [0.0, 0.0])[1] = total / n
+        self.visit = [b, 0.0, 0.0, 0.0]
+        mine = self.shift_season.get(b)
+        if b in self.season and mine is not None and mine[1] * taken > 0:
+            ahead = math.copysign(min(abs(mine[1]), abs(taken)), mine[1])
+            mine[0] += ahead
+            mine[1] -= ahead
+            self.visit[3] = ahead
+
+    def learn_visit(self, b, x, w, limit):
+        """Twin of series_kernels._learn_visit."""
+        mine = self.shift_season.setdefault(b, [0.0, 0.0])
+        d = x - mine[0]
+        if self.n < K.MIN_POINTS:
+            self.day_level += w / (self.n + w) * (d - self.day_level)
+        else:
+            rate = min(1.0, max(self.gap, K.MIN_GAP_S) / K.SEASON_LEVEL_S)
+            self.day_level += w * rate * min(max(d - self.day_level, -limit), limit)
+        self.visit[1] += w
+        self.visit[2] += w * min(max(d - self.day_level, -4.0 * limit), 4.0 * limit)
+        if b not in self.season:
+            return
+        m, p = self.visit[2] / self.visit[1], mine[1]
+        if m * p <= 0:
+            return
+        noise = K.SEASON_NOISE * self.slow / math.sqrt(self.visit[1])
+        taken = math.copysign(min(max(min(abs(m), abs(p)) - noise, 0.0), limit), m)
+        mine[0] += taken
+        mine[1] -= taken
+        self.visit[2] -= taken * self.visit[1]
+        self.visit[3] += taken
 
     def _learn(self, b, x, t, w, z, e, scale):
         a = abs(z)
