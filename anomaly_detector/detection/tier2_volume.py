@@ -529,7 +529,10 @@ class VolumeTier(Tier):
         order = np.argsort(buckets, kind="stable")
         bounds = np.flatnonzero(np.diff(buckets[order])) + 1
         host_rows = self.hosts.rows_of(batch)
-        for part in np.split(order, bounds):
+        # the lines' templates, sources and weights in bucket order, counted a bucket at a time (_count)
+        lines = (batch.template_id[order].astype(np.int64), batch.source_id[order].astype(np.int64),
+                 weights[order].astype(np.float64), np.concatenate(([0], bounds, [order.size])))
+        for j, part in enumerate(np.split(order, bounds)):
             bucket = int(buckets[part[0]])
             downtime = self._spans_restart(bucket)
             if downtime or self._not_the_sources_gap(bucket):
@@ -538,35 +541,34 @@ class VolumeTier(Tier):
             if self.restart_bucket is not None and bucket >= self.restart_bucket - 1:
                 self.restart_bucket = None   # lines of the restart's time came: no later gap is downtime
             self._close_until(bucket, ctx)
-            self._add(batch, part, weights)
+            self._count(batch, buckets, bucket, lines, j, weights, ctx)
             if host_rows is not None:
                 self.hosts.add(host_rows[part], weights[part])
-            self._add_values(batch, buckets, bucket, weights, ctx)
         self._parts_of = self._parts = None
         self.values.learn(batch, self.open_bucket, ctx)
 
-    def _add(self, batch, idx, weights):
-        w = weights[idx].astype(np.float64)
-        self.templates.count(batch.template_id[idx], w)   # one conversion for both
-        self.sources.count(batch.source_id[idx], w)
+    def _count(self, batch, buckets, bucket, lines, j, weights, ctx):
+        """Count the lines of `bucket` (the j-th of the batch's buckets; lines: their templates, sources,
+        weights in bucket order and each bucket's bounds) into templates, sources, and the value keys and
+        totals their parameters have: one kernel call (volume_kernels.count_bucket)."""
+        (v_rows, v_weights, v_bounds), (t_rows, t_weights, t_bounds) = self._value_parts(batch, buckets, weights, ctx)
+        t, src, v = self.templates, self.sources, self.values.base
+        VK.count_bucket(lines[0], lines[1], lines[2], int(lines[3][j]), int(lines[3][j + 1]), t.open_raw, t.open_learn,
+                        src.open_raw, src.open_learn, v_rows, v_weights, int(v_bounds[j]), int(v_bounds[j + 1]),
+                        t_rows, t_weights, int(t_bounds[j]), int(t_bounds[j + 1]), v.open_raw, v.open_learn)
 
-    def _add_values(self, batch, buckets, bucket, weights, ctx):
-        """Count the lines of `bucket` into the value keys and totals their parameters have."""
-        base = self.values.base
-        for rows, lines, sorted_buckets in self._value_parts(batch, buckets, ctx):
-            lo, hi = np.searchsorted(sorted_buckets, bucket), np.searchsorted(sorted_buckets, bucket, side="right")
-            if hi > lo:
-                base.count(rows[lo:hi], weights[lines[lo:hi]])
-
-    def _value_parts(self, batch, buckets, ctx):
-        """The batch's value and total parameters (rows, lines, buckets) in bucket order, once per batch:
-        learn adds them bucket by bucket."""
+    def _value_parts(self, batch, buckets, weights, ctx):
+        """The batch's value and total parameters (rows, their lines' weights, the bounds of each of the batch's
+        buckets, in order) in bucket order, once per batch: learn counts them bucket by bucket."""
         if self._parts_of is not batch:
             found = self.values.params(batch, ctx)
             parts = []
-            for rows, lines in ((found.v_rows, found.v_lines), (found.t_rows, found.t_lines)):
-                order = np.argsort(buckets[lines], kind="stable")
-                parts.append((rows[order], lines[order], buckets[lines][order]))
+            every = np.unique(buckets)   # the batch's buckets in order, as learn walks them
+            for rows, at in ((found.v_rows, found.v_lines), (found.t_rows, found.t_lines)):
+                order = np.argsort(buckets[at], kind="stable")
+                sorted_buckets = buckets[at][order]
+                bounds = np.concatenate((np.searchsorted(sorted_buckets, every), [sorted_buckets.size]))
+                parts.append((rows[order].astype(np.int64), weights[at[order]].astype(np.float64), bounds))
             self._parts_of, self._parts = batch, parts
         return self._parts
 

@@ -658,6 +658,38 @@ def _zero_open(b):
         b[8][i] = 0.0
 
 
+@kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.INT64, kt.INT64, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D,
+           kt.I64_1D, kt.F64_1D, kt.INT64, kt.INT64, kt.I64_1D, kt.F64_1D, kt.INT64, kt.INT64, kt.F64_1D, kt.F64_1D),
+          cache=True)
+def count_bucket(templates, sources, weights, lo, hi, t_raw, t_learn, s_raw, s_learn, values, v_weights, v_lo, v_hi,
+                 totals, t_weights, t_lo, t_hi, v_raw, v_learn):
+    """Count one bucket's lines into the open bucket: lines lo..hi of templates, sources and weights (a batch's
+    lines in bucket order) into the templates' and sources' open counts, then value parameters v_lo..v_hi
+    (value key rows, their lines' weights) and total parameters t_lo..t_hi into the value keys'. Each
+    set as KeyBaseline.count adds it (its counts and weights summed first, in line order, then added to the
+    open counts, so the sums are the same to the bit): one call per bucket instead of four counts."""
+    _count_into(templates, weights, lo, hi, t_raw, t_learn)
+    _count_into(sources, weights, lo, hi, s_raw, s_learn)
+    _count_into(values, v_weights, v_lo, v_hi, v_raw, v_learn)
+    _count_into(totals, t_weights, t_lo, t_hi, v_raw, v_learn)
+
+
+@njit(cache=True)
+def _count_into(keys, weights, lo, hi, open_raw, open_learn):
+    """open_raw += the lines of each key among keys[lo:hi], open_learn += their weights, as np.bincount
+    (keys past the arrays dropped) then an add of every key."""
+    n = open_raw.shape[0]
+    lines, learned = np.zeros(n), np.zeros(n)
+    for i in range(lo, hi):
+        k = keys[i]
+        if 0 <= k < n:
+            lines[k] += 1.0
+            learned[k] += weights[i]
+    for k in range(n):
+        open_raw[k] += lines[k]
+        open_learn[k] += learned[k]
+
+
 # learning one key's bucket, called once per key and bucket by close_keys, inlined into it (see
 # kt.inline_into_callers: about 20% less CPU for close_base, the same results)
 kt.inline_into_callers(_learn_key)
