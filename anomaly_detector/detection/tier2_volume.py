@@ -282,6 +282,7 @@ class VolumeTier(Tier):
         self.recent = RecentLevel(int(np.ceil(recent / self.bucket_seconds)), 64) if recent > 0 else None
         self._judged, self._judged_at = None, None   # the templates the recent level judges (_close_bucket)
         self._r_best, self._r_window = np.empty(0), np.empty(0, np.int64)   # close_bucket's recent scores
+        self._close_settings = (None, None)   # close_bucket's settings, worked out once (_close_kernel)
         # Each source's hosts counted apart (tier2_hosts.py): one replica silent while the others go on.
         self.hosts = HostCounts(int(settings.get("max_hosts_per_source", 64)), KeyBaseline(8), Seasonality(8))
         # Sources' drops judged over windows up to drop_long_seconds too (tier2_long.py). 0 = off.
@@ -696,6 +697,8 @@ class VolumeTier(Tier):
         two lines) cost a call, not one each. Returns how many buckets were closed (0: none, _close_bucket closes
         the open one)."""
         r, t, src, v = self.recent, self.templates, self.sources, self.values.base
+        if t.open_raw.any():   # the usual case, a bucket that lines fell in: checked first (it is below too)
+            return 0
         first = self.open_bucket
         if self.long.blocks:   # a block that ends is recorded by _close_bucket (_close_long_block)
             stop = min(stop, (first // DROP_WINDOWS[-1] + 1) * DROP_WINDOWS[-1] - 1)
@@ -793,12 +796,12 @@ class VolumeTier(Tier):
         # run ending is no drop) are worked out again every DROP_WINDOWS[-1] buckets, by the kernel: what is
         # steady moves by the hour. From the hour tables as they were before this bucket, the baseline after.
         rejudge = r is not None and self._judged_at != self._judged_epoch()
-        judged = np.zeros(t.size, np.bool_) if rejudge or r is None else self._judged
+        judged = np.zeros(t.size if r is not None else 0, np.bool_) if rejudge or r is None else self._judged
         # a ring that starts again (after a jump) or grows is changed after the templates' drops are held
         # (a hold keeps the recent level as it was): the kernel stops after the templates then
         ring_changes = r is not None and ((r.last_bucket is not None and self.open_bucket != r.last_bucket + 1)
                                           or r.size < t.size)
-        t_out, s_out, status = _close_outputs(t.size), _close_outputs(src.size), np.zeros(2, np.int64)
+        t_out, s_out, status = _close_outputs(t.size), _close_outputs(src.size), np.zeros(3, np.int64)
         self._close_kernel(1, ring_changes, rejudge, judged, t_out, s_out, status)
         if status[0]:
             self._hold_drops(t, "template", t_out, when)
@@ -814,10 +817,12 @@ class VolumeTier(Tier):
             if status[1]:   # the recent level scored a drop: confirmed against its robust level, then held
                 best, window = r.confirm(self._r_best, self._r_window, _dispersion_all(t), self.finding_min_score)
                 self._hold_recent_drops(best, window, when)
-        self._hold_drops(src, "source", s_out, when)   # value drops are not judged (tier2_values.py says why)
-        hour, day = (int(v) for v in _hour_and_day(when))
-        keep = 1.0 - self.learning_rate / SEASON_SLOWER
-        self._close_hosts(hour, day, 3600.0 / self.bucket_seconds, 86400.0 / self.bucket_seconds, keep, when)
+        if status[2]:   # a source scored a drop (value drops are not judged: tier2_values.py says why)
+            self._hold_drops(src, "source", s_out, when)
+        if self.hosts.size:
+            hour, day = (int(v) for v in _hour_and_day(when))
+            keep = 1.0 - self.learning_rate / SEASON_SLOWER
+            self._close_hosts(hour, day, 3600.0 / self.bucket_seconds, 86400.0 / self.bucket_seconds, keep, when)
         self._close_long_block(when)
         self._release()
 
@@ -827,16 +832,19 @@ class VolumeTier(Tier):
         size = r.size if r is not None else 0
         if self._r_best.size != size:   # every entry is written by the kernel: kept from bucket to bucket
             self._r_best, self._r_window = np.empty(size), np.empty(size, np.int64)
-        settings = (3600.0 / self.bucket_seconds, 86400.0 / self.bucket_seconds, HOUR_PRIOR_DAYS, DAY_PRIOR_WEEKS,
-                    self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS, MIN_RELATIVE_ERROR, SPARSE_FRACTION,
-                    self.spike_min_ratio, ANOMALOUS_SHARE, 1.0 - self.learning_rate / SEASON_SLOWER,
-                    self.finding_min_score, self.bucket_seconds, HOUR_RATE_MIN_SHARE * 3600.0 / self.bucket_seconds,
-                    QUIET_HOUR_SHARE)
-        rate = self.learning_rate / TR.OVERLAP_SLOWER
+        key = (self.learning_rate, self.spike_min_ratio, self.finding_min_score, self.bucket_seconds)
+        if self._close_settings[0] != key:   # worked out again only when one changes (set_learning_rate)
+            rate = self.learning_rate / TR.OVERLAP_SLOWER
+            self._close_settings = key, (
+                (3600.0 / self.bucket_seconds, 86400.0 / self.bucket_seconds, HOUR_PRIOR_DAYS, DAY_PRIOR_WEEKS,
+                 self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS, MIN_RELATIVE_ERROR, SPARSE_FRACTION,
+                 self.spike_min_ratio, ANOMALOUS_SHARE, 1.0 - self.learning_rate / SEASON_SLOWER,
+                 self.finding_min_score, self.bucket_seconds, HOUR_RATE_MIN_SHARE * 3600.0 / self.bucket_seconds,
+                 QUIET_HOUR_SHARE), (rate, rate / TR.SLOWER, TR.USUAL_SIGMAS, TR.MIN_REL2, TR.MIN_REFERENCE_LINES))
+        settings, recent_settings = self._close_settings[1]
         recent = ((r.obs, r.season, r.win_obs, r.win_season, r.ref_obs, r.ref_season, r.filled, r.rel2)
                   if r is not None else _NO_RECENT)
-        VK.close_bucket(self.open_bucket, start, stop_early, r is not None, rejudge, settings,
-                        (rate, rate / TR.SLOWER, TR.USUAL_SIGMAS, TR.MIN_REL2, TR.MIN_REFERENCE_LINES),
+        VK.close_bucket(self.open_bucket, start, stop_early, r is not None, rejudge, settings, recent_settings,
                         self.min_history, RECENT_MIN_HOURS, _WINDOWS, _base_arrays(t),
                         (t.share_num, t.share_den, t.share_rel2), (self.template_season.hod, self.template_season.dow),
                         (self.share_season.hod, self.share_season.dow), self.template_source, _base_arrays(src),

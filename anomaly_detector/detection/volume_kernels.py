@@ -563,7 +563,8 @@ def close_bucket(bucket, start, stop_early, has_recent, rejudge, settings, recen
     recent level takes the bucket (the hold keeps the recent level as it was). So stage 1 (start 1: the
     shares, values' shares and templates) stops when a template scores a drop of finding_min_score or more
     (or when stop_early), status[0] = 1, and the caller, having held them, calls again with start 2 for
-    the rest. status[1] = 1 when the recent level scored finding_min_score or more (to confirm and hold).
+    the rest. status[1] = 1 when the recent level scored finding_min_score or more (to confirm and hold),
+    status[2] = 1 when a source did (to hold).
     settings: (per_hour, per_day, prior_hour, prior_day, learning_rate, slow_divisor, clip, min_rel,
     sparse_fraction, min_ratio, anomalous_share, keep, finding_min_score, bucket_seconds, min_seen,
     quiet_share); recent_settings: recent_close's (rate, slow_rate, usual_sigmas, min_rel2, min_lines)."""
@@ -573,8 +574,7 @@ def close_bucket(bucket, start, stop_early, has_recent, rejudge, settings, recen
     hour = np.int64(when % 86400 // 3600)
     day = np.int64((np.int64(when // 86400) + 3) % 7)   # 1970-01-01 was a Thursday
     slot = bucket % t[9].shape[1]
-    status[0] = 0
-    status[1] = 0
+    status[:] = 0
     if start <= 1:
         _close_shares_of_all(hour, day, settings, min_history, t, t_shares, share_tables, template_source, s, v,
                              v_shares, v_parent)
@@ -601,6 +601,9 @@ def close_bucket(bucket, start, stop_early, has_recent, rejudge, settings, recen
     _zero_open(t)
     _close_key_set(hour, day, slot, settings, min_history, windows, s, s_tables, s_out)
     _zero_open(s)
+    for i in range(s_out[2].shape[0]):
+        if s_out[2][i] >= np.float32(min_score):
+            status[2] = 1
     n = v[0].shape[0]
     _close_key_set(hour, day, slot, settings, min_history, windows, v, v_tables,
                    (np.empty(n), np.empty(n), np.empty(n, np.float32), np.empty(n, np.int64)))

@@ -226,7 +226,7 @@ def check_close_bucket(seed):
     judged_twin = judged.copy()
     twin = [copy(t, t_tab), copy(s, s_tab), copy(v, v_tab), tuple(x.copy() for x in sh_tab)]
     t_out, s_out = T2._close_outputs(nt), T2._close_outputs(ns)
-    r_best, r_window, status = np.empty(nt), np.empty(nt, np.int64), np.zeros(2, np.int64)
+    r_best, r_window, status = np.empty(nt), np.empty(nt, np.int64), np.zeros(3, np.int64)
 
     def call(start):
         VK.close_bucket(bucket, start, False, True, rejudge, SETTINGS, RECENT_SETTINGS, 120, T2.RECENT_MIN_HOURS,
@@ -253,7 +253,7 @@ def check_close_bucket(seed):
     np.testing.assert_allclose(t_out[2], want[0], atol=2e-3)
     np.testing.assert_allclose(s_out[2], want[2], atol=2e-3)
     np.testing.assert_allclose(r_best, want[4], rtol=1e-6, atol=1e-9)   # the twin's tail test is close, not equal
-    assert status[1] == int((r_best >= 40.0).any())
+    assert status[1] == int((r_best >= 40.0).any()) and status[2] == int((s_out[2] >= np.float32(40.0)).any())
     return stopped, int(status[1])
 
 
