@@ -1,8 +1,9 @@
 """numba kernels of tier 2: closing one event-time bucket for every key of a KeyBaseline at once.
 
-tier2_volume.py owns the arrays and calls these once per bucket and per key set (templates,
-sources, value keys: close_base, close_shares), or once for a run of empty buckets (close_quiet_run:
-the same kernels, bucket after bucket, a sparse log's quiet minutes); volume_twins.py restates them
+tier2_volume.py owns the arrays and calls these once per bucket (close_bucket: every key set, templates,
+sources, value keys, their shares and the recent level, in one call; count_bucket counts a bucket's lines
+in), or once for a run of empty buckets (close_quiet_run: the same kernels, bucket after bucket, a sparse
+log's quiet minutes); volume_twins.py restates them
 with numpy for the tests (tests/unit/test_tier2_quiet_run.py compares a run with closing one by one). Closing a bucket pushes it into
 the drop windows, scores drops over those windows, then learns the bucket into level, dispersion,
 forecast error and shape, and finally into the seasonal tables.
