@@ -38,12 +38,8 @@ class SessionIdLearner:
         self.h = np.zeros(0, np.uint64)      # remembered values: hash, position key, event time
         self.key = np.zeros(0, np.int64)
         self.ts = np.zeros(0, np.float64)
-        # per position key looked at (sorted, as they came: never forgotten, as the partners of decided ones
-        # are): values looked at, and values met earlier at the same position. Arrays, not dicts: a batch
-        # counts into hundreds of positions, most of them rare templates' that take long to decide.
-        self.counted = np.zeros(0, np.int64)
-        self.seen = np.zeros(0, np.int64)
-        self.repeats = np.zeros(0, np.int64)
+        self.seen = {}       # position key -> values looked at
+        self.repeats = {}    # position key -> values met earlier at the same position
         self.partners = {}   # position key -> {earlier position key: values first met there}
         self.done = set()    # position keys decided, either way
         self.family = {}     # position key named an id -> its family: the template id that began it
@@ -133,42 +129,26 @@ class SessionIdLearner:
     def _count(self, key, linked, partner, repeat):
         keys, seen = np.unique(key, return_counts=True)
         repeats = np.bincount(np.searchsorted(keys, key[repeat]), minlength=keys.size)
-        at = self._rows(keys)
-        self.seen[at] += seen
-        self.repeats[at] += repeats
+        for k, n, r in zip(keys.tolist(), seen.tolist(), repeats.tolist()):
+            self.seen[k] = self.seen.get(k, 0) + n
+            self.repeats[k] = self.repeats.get(k, 0) + r
         pairs, counts = np.unique((key[linked] << 32) | partner[linked], return_counts=True)
         for pair, c in zip(pairs.tolist(), counts.tolist()):
             mine = self.partners.setdefault(pair >> 32, {})
             mine[pair & 0xFFFFFFFF] = mine.get(pair & 0xFFFFFFFF, 0) + c
 
-    def _rows(self, keys):
-        """The rows of `keys` (sorted, distinct) in counted, seen and repeats; those not there yet added (0, 0)."""
-        at = np.searchsorted(self.counted, keys)
-        there = at < self.counted.size
-        there[there] = self.counted[at[there]] == keys[there]
-        new = keys[~there]
-        if new.size:
-            grown = np.concatenate([self.counted, new])
-            order = np.argsort(grown, kind="stable")
-            self.counted = grown[order]
-            self.seen = np.concatenate([self.seen, np.zeros(new.size, np.int64)])[order]
-            self.repeats = np.concatenate([self.repeats, np.zeros(new.size, np.int64)])[order]
-            at = np.searchsorted(self.counted, keys)
-        return at
-
     def _decide(self, keys, values_of):
-        """Positions of `keys` (counted: see _count) that qualify now, with the earlier position they share
-        values with; values_of(key) gives a few of its values in this batch, whose shape must not be a
-        moment or an address."""
+        """Positions of `keys` that qualify now, with the earlier position they share values with;
+        values_of(key) gives a few of its values in this batch, whose shape must not be a moment or
+        an address."""
         found = []
-        at = np.searchsorted(self.counted, keys)
-        ripe = self.seen[at] >= MIN_VALUES   # the others are not decided yet: not looked at one by one
-        for k, seen, repeats in zip(keys[ripe].tolist(), self.seen[at[ripe]].tolist(), self.repeats[at[ripe]].tolist()):
-            if k in self.done:
+        for k in keys.tolist():
+            seen = self.seen.get(k, 0)
+            if k in self.done or seen < MIN_VALUES:
                 continue
             partners = self.partners.get(k, {})
             met = sum(partners.values())
-            if met >= LINKED_SHARE * seen and repeats <= REPEAT_SHARE * seen:
+            if met >= LINKED_SHARE * seen and self.repeats.get(k, 0) <= REPEAT_SHARE * seen:
                 if any(NOT_AN_ID.search(v) for v in values_of(k)):
                     self._conclude(k)
                     continue

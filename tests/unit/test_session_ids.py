@@ -113,23 +113,3 @@ def test_a_step_that_comes_later_joins_the_learned_family(tmp_path, restart):
     received = {f for t, f in families.items() if "received" in t}
     assert len(archived) == 1 and len(received) == 1, families
     assert archived[0] in received, families
-
-
-def test_values_counted_per_position_add_up_over_batches():
-    """The learner's per-position counts (arrays kept sorted by position key) are the sums of each batch's,
-    whatever order new positions come in, and decide on the same counts a dict of them would hold."""
-    from collections import Counter
-
-    from anomaly_detector.detection.session_ids import SessionIdLearner
-
-    rng = np.random.default_rng(5)
-    learner, seen, repeats = SessionIdLearner(60.0), Counter(), Counter()
-    for batch in range(40):
-        key = rng.choice(rng.integers(0, 10_000 + 500 * batch, 60), int(rng.integers(0, 300)))
-        repeat = rng.random(key.size) < 0.1
-        learner._count(key, np.zeros(key.size, np.bool_), np.full(key.size, -1), repeat)
-        seen.update(key.tolist())
-        repeats.update(key[repeat].tolist())
-        assert (np.diff(learner.counted) > 0).all()
-        assert dict(zip(learner.counted.tolist(), learner.seen.tolist())) == dict(seen)
-        assert dict(zip(learner.counted.tolist(), learner.repeats.tolist())) == {k: repeats[k] for k in seen}
