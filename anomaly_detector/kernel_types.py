@@ -38,6 +38,11 @@ def tuple_of(item, count):
     return types.UniTuple(item, count)
 
 
+def tuple_of_items(*items):
+    """A tuple of values of the given types, one each (a group of state arrays passed as one argument)."""
+    return types.Tuple(items)
+
+
 def inline_into_callers(*helpers):
     """Have numba inline these njit helpers into the kernels that call them: its IR-level inlining, as
     @njit(inline="always") does, read when a caller compiles (so call this at import, before any

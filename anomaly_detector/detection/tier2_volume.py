@@ -281,7 +281,9 @@ class VolumeTier(Tier):
         # seasons of a young model lag the day. 0 = off.
         recent = float(settings.get("drop_recent_seconds", 3600.0))
         self.recent = RecentLevel(int(np.ceil(recent / self.bucket_seconds)), 64) if recent > 0 else None
-        self._judged, self._judged_at = None, None   # see _recent_judged
+        self._judged, self._judged_at = None, None   # the templates the recent level judges (_close_bucket)
+        self._r_best, self._r_window = np.empty(0), np.empty(0, np.int64)   # close_bucket's recent scores
+        self._close_settings = (None, None)   # close_bucket's settings, worked out once (_close_kernel)
         # Each source's hosts counted apart (tier2_hosts.py): one replica silent while the others go on.
         self.hosts = HostCounts(int(settings.get("max_hosts_per_source", 64)), KeyBaseline(8), Seasonality(8))
         # Sources' drops judged over windows up to drop_long_seconds too (tier2_long.py). 0 = off.
@@ -562,7 +564,10 @@ class VolumeTier(Tier):
         order = np.argsort(buckets, kind="stable")
         bounds = np.flatnonzero(np.diff(buckets[order])) + 1
         host_rows = self.hosts.rows_of(batch)
-        for part in np.split(order, bounds):
+        # the lines' templates, sources and weights in bucket order, counted a bucket at a time (_count)
+        lines = (batch.template_id[order].astype(np.int64), batch.source_id[order].astype(np.int64),
+                 weights[order].astype(np.float64), np.concatenate(([0], bounds, [order.size])))
+        for j, part in enumerate(np.split(order, bounds)):
             bucket = int(buckets[part[0]])
             downtime = self._spans_restart(bucket)
             if downtime or self._not_the_sources_gap(bucket):
@@ -571,35 +576,34 @@ class VolumeTier(Tier):
             if self.restart_bucket is not None and bucket >= self.restart_bucket - 1:
                 self.restart_bucket = None   # lines of the restart's time came: no later gap is downtime
             self._close_until(bucket, ctx)
-            self._add(batch, part, weights)
+            self._count(batch, buckets, bucket, lines, j, weights, ctx)
             if host_rows is not None:
                 self.hosts.add(host_rows[part], weights[part])
-            self._add_values(batch, buckets, bucket, weights, ctx)
         self._parts_of = self._parts = None
         self.values.learn(batch, self.open_bucket, ctx)
 
-    def _add(self, batch, idx, weights):
-        w = weights[idx].astype(np.float64)
-        self.templates.count(batch.template_id[idx], w)   # one conversion for both
-        self.sources.count(batch.source_id[idx], w)
+    def _count(self, batch, buckets, bucket, lines, j, weights, ctx):
+        """Count the lines of `bucket` (the j-th of the batch's buckets; lines: their templates, sources,
+        weights in bucket order and each bucket's bounds) into templates, sources, and the value keys and
+        totals their parameters have: one kernel call (volume_kernels.count_bucket)."""
+        (v_rows, v_weights, v_bounds), (t_rows, t_weights, t_bounds) = self._value_parts(batch, buckets, weights, ctx)
+        t, src, v = self.templates, self.sources, self.values.base
+        VK.count_bucket(lines[0], lines[1], lines[2], int(lines[3][j]), int(lines[3][j + 1]), t.open_raw, t.open_learn,
+                        src.open_raw, src.open_learn, v_rows, v_weights, int(v_bounds[j]), int(v_bounds[j + 1]),
+                        t_rows, t_weights, int(t_bounds[j]), int(t_bounds[j + 1]), v.open_raw, v.open_learn)
 
-    def _add_values(self, batch, buckets, bucket, weights, ctx):
-        """Count the lines of `bucket` into the value keys and totals their parameters have."""
-        base = self.values.base
-        for rows, lines, sorted_buckets in self._value_parts(batch, buckets, ctx):
-            lo, hi = np.searchsorted(sorted_buckets, bucket), np.searchsorted(sorted_buckets, bucket, side="right")
-            if hi > lo:
-                base.count(rows[lo:hi], weights[lines[lo:hi]])
-
-    def _value_parts(self, batch, buckets, ctx):
-        """The batch's value and total parameters (rows, lines, buckets) in bucket order, once per batch:
-        learn adds them bucket by bucket."""
+    def _value_parts(self, batch, buckets, weights, ctx):
+        """The batch's value and total parameters (rows, their lines' weights, the bounds of each of the batch's
+        buckets, in order) in bucket order, once per batch: learn counts them bucket by bucket."""
         if self._parts_of is not batch:
             found = self.values.params(batch, ctx)
             parts = []
-            for rows, lines in ((found.v_rows, found.v_lines), (found.t_rows, found.t_lines)):
-                order = np.argsort(buckets[lines], kind="stable")
-                parts.append((rows[order], lines[order], buckets[lines][order]))
+            every = np.unique(buckets)   # the batch's buckets in order, as learn walks them
+            for rows, at in ((found.v_rows, found.v_lines), (found.t_rows, found.t_lines)):
+                order = np.argsort(buckets[at], kind="stable")
+                sorted_buckets = buckets[at][order]
+                bounds = np.concatenate((np.searchsorted(sorted_buckets, every), [sorted_buckets.size]))
+                parts.append((rows[order].astype(np.int64), weights[at[order]].astype(np.float64), bounds))
             self._parts_of, self._parts = batch, parts
         return self._parts
 
@@ -695,16 +699,6 @@ class VolumeTier(Tier):
             scores[judged] = count_upper_scores(w_counts[judged], mus[judged], disp, rel2)
         return scores, mus
 
-    def _close_value_shares(self):
-        """Learn each value key's count against the rest of its role's lines (its total row's count
-        less its own) in the closing bucket: the odds share_num / share_den, no seasons (see
-        _value_share_scores). Before close_keys ages them. A total's rest is nothing: never judged."""
-        v = self.values.base
-        others = np.empty(v.size)
-        VK.learn_shares(v.open_learn, v.open_learn, self._value_parents(), v.age, v.phi, v.share_num, v.share_den,
-                        v.share_rel2, np.ones(v.size), self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS,
-                        MIN_RELATIVE_ERROR, others)
-
     def _value_parents(self):
         """Each value key's total row (a total's own row for the totals and unused rows)."""
         parent = np.arange(self.values.base.size, dtype=np.int64)
@@ -738,6 +732,8 @@ class VolumeTier(Tier):
         two lines) cost a call, not one each. Returns how many buckets were closed (0: none, _close_bucket closes
         the open one)."""
         r, t, src, v = self.recent, self.templates, self.sources, self.values.base
+        if t.open_raw.any():   # the usual case, a bucket that lines fell in: checked first (it is below too)
+            return 0
         first = self.open_bucket
         if self.long.blocks:   # a block that ends is recorded by _close_bucket (_close_long_block)
             stop = min(stop, (first // DROP_WINDOWS[-1] + 1) * DROP_WINDOWS[-1] - 1)
@@ -829,37 +825,76 @@ class VolumeTier(Tier):
                 base.open_learn[:] = 0.0
             return
         when = self.open_bucket * self.bucket_seconds
-        keep = 1.0 - self.learning_rate / SEASON_SLOWER
-        hour, day = (int(v) for v in _hour_and_day(when))
-        self._close_shares(hour, day, keep)
-        self._close_value_shares()
-        per_hour, per_day = 3600.0 / self.bucket_seconds, 86400.0 / self.bucket_seconds
-        # the steady templates the recent level judges are read from the hour tables as they were before
-        # this bucket (and the baseline as it is after it): the kernel below teaches both the bucket
-        judging = self.recent is not None and self._judged_at != self._judged_epoch()
-        hod_before = self.template_season.hod.copy() if judging else None
-        for base, seasons, kind in ((self.templates, self.template_season, "template"),
-                                    (self.sources, self.season, "source"), (self.values.base, self.values.season, "value")):
-            # seasonal factors and weights (volume_kernels._season_weight), close_keys, season_update: one call
-            n = base.size
-            season, weight = np.empty(n), np.empty(n)
-            best, best_window = np.empty(n, np.float32), np.empty(n, np.int64)
-            VK.close_base(seasons.hod, seasons.dow, hour, day, per_hour, per_day, HOUR_PRIOR_DAYS, DAY_PRIOR_WEEKS,
-                          *_base_arrays(base), self.open_bucket % DROP_WINDOWS[-1], _WINDOWS, self.min_history, self.learning_rate,
-                          DISPERSION_SLOWER, CLIP_SIGMAS, MIN_RELATIVE_ERROR, SPARSE_FRACTION, self.spike_min_ratio,
-                          ANOMALOUS_SHARE, keep, season, weight, best, best_window)
-            # value drops are not judged (tier2_values.py says why)
-            if kind != "value" and n and best.max() >= self.finding_min_score:
-                for key in np.flatnonzero(best >= self.finding_min_score).tolist():
-                    self._hold(self._drop_finding(base, kind, key, int(best_window[key]), float(best[key]), when),
-                               kind, key)
-            if kind == "template" and self.recent is not None:
-                self._recent_drops(season, when, hod_before)
-            base.open_raw[:] = 0.0
-            base.open_learn[:] = 0.0
-        self._close_hosts(hour, day, per_hour, per_day, keep, when)
+        t, src, r = self.templates, self.sources, self.recent
+        # The templates the recent level judges (steady: seen through RECENT_MIN_HOURS hours of the day and
+        # not intermittent, see _intermittent; a job that has only ever run is not known to be one, its first
+        # run ending is no drop) are worked out again every DROP_WINDOWS[-1] buckets, by the kernel: what is
+        # steady moves by the hour. From the hour tables as they were before this bucket, the baseline after.
+        rejudge = r is not None and self._judged_at != self._judged_epoch()
+        judged = np.zeros(t.size if r is not None else 0, np.bool_) if rejudge or r is None else self._judged
+        # a ring that starts again (after a jump) or grows is changed after the templates' drops are held
+        # (a hold keeps the recent level as it was): the kernel stops after the templates then
+        ring_changes = r is not None and ((r.last_bucket is not None and self.open_bucket != r.last_bucket + 1)
+                                          or r.size < t.size)
+        t_out, s_out, status = _close_outputs(t.size), _close_outputs(src.size), np.zeros(3, np.int64)
+        self._close_kernel(1, ring_changes, rejudge, judged, t_out, s_out, status)
+        if status[0]:
+            self._hold_drops(t, "template", t_out, when)
+            if ring_changes:
+                if r.last_bucket is not None and self.open_bucket != r.last_bucket + 1:
+                    r.clear()
+                r.ensure(t.size)
+            self._close_kernel(2, False, rejudge, judged, t_out, s_out, status)
+        if r is not None:
+            r.last_bucket = self.open_bucket
+            if rejudge:
+                self._judged, self._judged_at = judged, self._judged_epoch()
+            if status[1]:   # the recent level scored a drop: confirmed against its robust level, then held
+                best, window = r.confirm(self._r_best, self._r_window, _dispersion_all(t), self.finding_min_score)
+                self._hold_recent_drops(best, window, when)
+        if status[2]:   # a source scored a drop (value drops are not judged: tier2_values.py says why)
+            self._hold_drops(src, "source", s_out, when)
+        if self.hosts.size:
+            hour, day = (int(v) for v in _hour_and_day(when))
+            keep = 1.0 - self.learning_rate / SEASON_SLOWER
+            self._close_hosts(hour, day, 3600.0 / self.bucket_seconds, 86400.0 / self.bucket_seconds, keep, when)
         self._close_long_block(when)
         self._release()
+
+    def _close_kernel(self, start, stop_early, rejudge, judged, t_out, s_out, status):
+        """One call of volume_kernels.close_bucket for the open bucket (see _close_bucket)."""
+        t, src, v, r = self.templates, self.sources, self.values.base, self.recent
+        size = r.size if r is not None else 0
+        if self._r_best.size != size:   # every entry is written by the kernel: kept from bucket to bucket
+            self._r_best, self._r_window = np.empty(size), np.empty(size, np.int64)
+        key = (self.learning_rate, self.spike_min_ratio, self.finding_min_score, self.bucket_seconds)
+        if self._close_settings[0] != key:   # worked out again only when one changes (set_learning_rate)
+            rate = self.learning_rate / TR.OVERLAP_SLOWER
+            self._close_settings = key, (
+                (3600.0 / self.bucket_seconds, 86400.0 / self.bucket_seconds, HOUR_PRIOR_DAYS, DAY_PRIOR_WEEKS,
+                 self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS, MIN_RELATIVE_ERROR, SPARSE_FRACTION,
+                 self.spike_min_ratio, ANOMALOUS_SHARE, 1.0 - self.learning_rate / SEASON_SLOWER,
+                 self.finding_min_score, self.bucket_seconds, HOUR_RATE_MIN_SHARE * 3600.0 / self.bucket_seconds,
+                 QUIET_HOUR_SHARE), (rate, rate / TR.SLOWER, TR.USUAL_SIGMAS, TR.MIN_REL2, TR.MIN_REFERENCE_LINES))
+        settings, recent_settings = self._close_settings[1]
+        recent = ((r.obs, r.season, r.win_obs, r.win_season, r.ref_obs, r.ref_season, r.filled, r.rel2)
+                  if r is not None else _NO_RECENT)
+        VK.close_bucket(self.open_bucket, start, stop_early, r is not None, rejudge, settings, recent_settings,
+                        self.min_history, RECENT_MIN_HOURS, _WINDOWS, _base_arrays(t),
+                        (t.share_num, t.share_den, t.share_rel2), (self.template_season.hod, self.template_season.dow),
+                        (self.share_season.hod, self.share_season.dow), self.template_source, _base_arrays(src),
+                        (self.season.hod, self.season.dow), _base_arrays(v), (v.share_num, v.share_den, v.share_rel2),
+                        (self.values.season.hod, self.values.season.dow), self._value_parents(), recent, judged,
+                        TR.WINDOW_ARRAY, t_out, s_out, self._r_best, self._r_window, status)
+
+    def _hold_drops(self, base, kind, out, when):
+        """Hold the drops of a key set's closing bucket (close_bucket's out: best, best_window) that scored
+        finding_min_score or more."""
+        best, best_window = out[2], out[3]
+        if best.size and best.max() >= self.finding_min_score:
+            for key in np.flatnonzero(best >= self.finding_min_score).tolist():
+                self._hold(self._drop_finding(base, kind, key, int(best_window[key]), float(best[key]), when),
+                           kind, key)
 
     def _close_hosts(self, hour, day, per_hour, per_day, keep, when):
         """Close the open bucket of every (source, host) row and hold the silences of steady ones whose
@@ -962,16 +997,6 @@ class VolumeTier(Tier):
         seen = self.season.hod[:n, 2, sorted(hours)].min(axis=1)
         return seen >= LONG_MIN_DAYS * 3600.0 / self.bucket_seconds
 
-    def _recent_drops(self, season, when, hod_before=None):
-        """Judge every steady template against its recent level (tier2_recent.py) and hold the drops
-        found there. Steady: not intermittent (see _intermittent: a job's quiet hours are its own), and
-        seen through RECENT_MIN_HOURS hours of the day (a job that has only ever run is not known to be
-        one: its first run ending is no drop)."""
-        t = self.templates
-        best, window = self.recent.close(self.open_bucket, t.open_raw, season, _dispersion_all(t),
-                                         self._recent_judged(hod_before), self.learning_rate, self.finding_min_score)
-        self._hold_recent_drops(best, window, when)
-
     def _hold_recent_drops(self, best, window, when):
         """Hold the drops against the recent level that RecentLevel.close or confirm scored (best > 0)."""
         if not best.any():
@@ -1044,21 +1069,6 @@ class VolumeTier(Tier):
     def _judged_epoch(self):
         return self.open_bucket // DROP_WINDOWS[-1], self.templates.size
 
-    def _recent_judged(self, hod=None):
-        """The templates the recent level judges (see _recent_drops), worked out again every
-        DROP_WINDOWS[-1] buckets (from hod, the template hour tables as they were before the closing
-        bucket, if given): what is steady moves by the hour, and _intermittent reads every template's
-        hour table."""
-        t = self.templates
-        epoch = self._judged_epoch()
-        if self._judged_at != epoch:
-            seasons = self.template_season if hod is None else _Hours(hod)
-            hours = seasons.hod[: t.size, 2, :] >= HOUR_RATE_MIN_SHARE * 3600.0 / self.bucket_seconds
-            self._judged = ((hours.sum(axis=1) >= RECENT_MIN_HOURS)
-                            & ~_intermittent(t, seasons, np.arange(t.size), self.bucket_seconds))
-            self._judged_at = epoch
-        return self._judged & (t.age >= self.min_history)
-
     def _recent_reference(self, kind, key):
         """A template's recent level as it was when its drop was first seen (its own buckets would
         lower it), for _recent_still_low; None when the recent test does not judge it."""
@@ -1104,19 +1114,6 @@ class VolumeTier(Tier):
                 obs, exp = t.obs_sum[steady].sum(axis=0), t.exp_sum[steady].sum(axis=0)
         disp, rel2 = spread
         return max(count_lower_score(obs[k], exp[k], disp, rel2) for k in windows) >= self.finding_min_score
-
-    def _close_shares(self, hour, day, keep):
-        """Learn each template's share of its source in the closing bucket, deseasonalised by the share's
-        own hour-of-day and day-of-week factors, and teach those factors the bucket (only buckets where
-        the source had other lines: the rest hold no odds). One kernel call (volume_kernels.close_shares):
-        a bucket closes for every template, a sparse log's empty minutes included."""
-        t, n = self.templates, self.templates.size
-        VK.close_shares(self.share_season.hod, self.share_season.dow, hour, day, 3600.0 / self.bucket_seconds,
-                        86400.0 / self.bucket_seconds, HOUR_PRIOR_DAYS, DAY_PRIOR_WEEKS, t.open_raw, t.open_learn,
-                        self.sources.open_raw, self.sources.open_learn, self.template_source, t.age, t.phi,
-                        t.share_num, t.share_den, t.share_rel2, self.learning_rate, DISPERSION_SLOWER, CLIP_SIGMAS,
-                        MIN_RELATIVE_ERROR, self.spike_min_ratio, ANOMALOUS_SHARE, self.min_history, keep,
-                        np.empty(n), np.empty(n), np.empty(n), np.empty(n, np.int64))
 
     def _drop_finding(self, base, kind, key, window, score, when):
         obs = base.obs_sum[key, DROP_WINDOWS.index(window)]
@@ -1272,13 +1269,6 @@ def _set_season_rows(season, key, rows):
         season.dow[key] = np.asarray(rows["dow"], float).reshape(3, 7)
 
 
-class _Hours:
-    """Hour-of-day tables standing in for a Seasonality's (see VolumeTier._recent_judged)."""
-
-    def __init__(self, hod):
-        self.hod = hod
-
-
 def _intermittent(base, seasons, keys, bucket_seconds):
     """Keys mostly quiet: quiet in most recent buckets, or quiet (below QUIET_HOUR_SHARE of their
     busiest hour's usual count) in most hours of the day they were seen in (a nightly job, even while
@@ -1326,6 +1316,16 @@ def poisson_lower_bound(counts, sigmas=3.0):
     k = np.maximum(np.asarray(counts, np.float64), 1.0)
     root = np.maximum(1.0 - 1.0 / (9.0 * k) - sigmas / (3.0 * np.sqrt(k)), 0.0)
     return np.where(np.asarray(counts) > 0, k * root ** 3, 0.0)
+
+
+def _close_outputs(n):
+    """close_bucket's outputs for one key set of n keys: season factor, season weight, best drop score and
+    its window."""
+    return np.empty(n), np.empty(n), np.empty(n, np.float32), np.empty(n, np.int64)
+
+
+# close_bucket's recent level when there is none (drop_recent_seconds = 0): never read
+_NO_RECENT = (np.zeros((0, 1)),) * 4 + (np.zeros(0), np.zeros(0), np.zeros(0, np.int64), np.zeros(0))
 
 
 def _base_arrays(base):

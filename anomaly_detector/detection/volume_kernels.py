@@ -1,8 +1,9 @@
 """numba kernels of tier 2: closing one event-time bucket for every key of a KeyBaseline at once.
 
-tier2_volume.py owns the arrays and calls these once per bucket and per key set (templates,
-sources, value keys: close_base, close_shares), or once for a run of empty buckets (close_quiet_run:
-the same kernels, bucket after bucket, a sparse log's quiet minutes); volume_twins.py restates them
+tier2_volume.py owns the arrays and calls these once per bucket (close_bucket: every key set, templates,
+sources, value keys, their shares and the recent level, in one call; count_bucket counts a bucket's lines
+in), or once for a run of empty buckets (close_quiet_run: the same kernels, bucket after bucket, a sparse
+log's quiet minutes); volume_twins.py restates them
 with numpy for the tests (tests/unit/test_tier2_quiet_run.py compares a run with closing one by one). Closing a bucket pushes it into
 the drop windows, scores drops over those windows, then learns the bucket into level, dispersion,
 forecast error and shape, and finally into the seasonal tables.
@@ -348,7 +349,7 @@ def close_shares(hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, 
     day (share_season, as share_factors), its weight in the share tables (as close_base's, against its
     odds' share of the larger of its source's lines and its own), learn_shares, then season_update of the
     share tables with the buckets where the source had other lines (judged_age: the template's age
-    there, 0 elsewhere). See tier2_volume.VolumeTier._close_shares."""
+    there, 0 elsewhere). See tier2_volume.VolumeTier._share_scores."""
     for i in range(t_learn.shape[0]):
         share_season[i] = (_relative_odds(hod, i, hour, per_hour, prior_hour)
                            * _relative_odds(dow, i, day, per_day, prior_day))
@@ -420,7 +421,7 @@ def _factors(hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, out)
 
 @njit(cache=True)
 def _steady_hours(hod, i, min_seen, min_hours, quiet_share):
-    """Whether key i's hour table shows a steady key (tier2_volume.VolumeTier._recent_judged): seen
+    """Whether key i's hour table shows a steady key (the templates tier2_volume's recent level judges): seen
     through at least min_hours hours of the day, and not quiet (below quiet_share of its busiest seen
     hour's usual count) in most hours seen (tier2_volume._quiet_most_hours)."""
     seen, busiest = 0, 0.0
@@ -460,7 +461,7 @@ def close_quiet_run(first, stop, bucket_seconds, epoch_buckets, judged_epoch, mi
     recent level, sources, values: the same kernels in the same order), while nothing needs Python:
     a bucket in which a template or source would score a drop is left open. The recent level's judged
     templates (judged, of epoch judged_epoch: worked out again in each new epoch of epoch_buckets, as
-    _recent_judged does, from the hour tables before the bucket and the baseline after it; min_seen,
+    close_bucket does, from the hour tables before the bucket and the baseline after it; min_seen,
     min_hours, quiet_share: see _steady_hours) are the judged ones of the last bucket closed. A bucket whose recent level scores a drop
     of finding_min_score or more is closed and ends the run: its scores are in r_best, r_best_window
     for the caller to confirm and hold. status = (buckets closed, 1 if the last had such a drop).
@@ -530,6 +531,167 @@ def close_quiet_run(first, stop, bucket_seconds, epoch_buckets, judged_epoch, mi
                 status[1] = 1
         if status[1]:
             break
+
+
+# Groups of close_bucket's arguments: a KeyBaseline (tier2_volume._base_arrays), a template's or value key's
+# share odds, a set of seasonal tables, a RecentLevel's ring and sums, and one key set's per-key outputs.
+BASE_TUPLE = kt.tuple_of_items(*_BASE)
+SHARES_TUPLE = kt.tuple_of_items(*_SHARES)
+TABLES_TUPLE = kt.tuple_of_items(*_TABLES)
+RECENT_TUPLE = kt.tuple_of_items(*((kt.F64_2D,) * 4 + (kt.F64_1D, kt.F64_1D, kt.I64_1D, kt.F64_1D)))
+OUT_TUPLE = kt.tuple_of_items(kt.F64_1D, kt.F64_1D, kt.F32_1D, kt.I64_1D)
+# the float settings (see close_bucket), and the recent level's
+SETTINGS_TUPLE = kt.tuple_of(kt.FLOAT64, 16)
+RECENT_SETTINGS_TUPLE = kt.tuple_of(kt.FLOAT64, 5)
+
+
+@kt.entry((kt.INT64, kt.INT64, kt.BOOL, kt.BOOL, kt.BOOL, SETTINGS_TUPLE, RECENT_SETTINGS_TUPLE, kt.INT64, kt.INT64,
+           kt.I64_1D, BASE_TUPLE, SHARES_TUPLE, TABLES_TUPLE, TABLES_TUPLE, kt.I64_1D, BASE_TUPLE, TABLES_TUPLE,
+           BASE_TUPLE, SHARES_TUPLE, TABLES_TUPLE, kt.I64_1D, RECENT_TUPLE, kt.BOOL_1D, kt.I64_1D, OUT_TUPLE, OUT_TUPLE,
+           kt.F64_1D, kt.I64_1D, kt.I64_1D), cache=True)
+def close_bucket(bucket, start, stop_early, has_recent, rejudge, settings, recent_settings, min_history, min_hours,
+                 windows, t, t_shares, t_tables, share_tables, template_source, s, s_tables, v, v_shares, v_tables,
+                 v_parent, recent, judged, r_windows, t_out, s_out, r_best, r_best_window, status):
+    """Close one bucket of lines for every key, as tier2_volume.VolumeTier._close_bucket did with a kernel
+    call per step (tests/unit/test_tier2_close_bucket.py keeps those steps): the share tables, the value
+    keys' shares, the templates (close_base; their drops in t_out), the recent level (recent_close; judged:
+    the steady templates, worked out again from the hour tables before the bucket and the baseline after
+    it when rejudge: steady by _steady_hours and not sparse; its scores in r_best, r_best_window), the sources (s_out)
+    and the value keys, each key set's open counts zeroed once read. One call instead of a dozen numpy
+    operations and calls per bucket: a replay closes a bucket every minute of its event time.
+
+    Python holds the drops between steps where their order matters: a template's drop is held before the
+    recent level takes the bucket (the hold keeps the recent level as it was). So stage 1 (start 1: the
+    shares, values' shares and templates) stops when a template scores a drop of finding_min_score or more
+    (or when stop_early), status[0] = 1, and the caller, having held them, calls again with start 2 for
+    the rest. status[1] = 1 when the recent level scored finding_min_score or more (to confirm and hold),
+    status[2] = 1 when a source did (to hold).
+    settings: (per_hour, per_day, prior_hour, prior_day, learning_rate, slow_divisor, clip, min_rel,
+    sparse_fraction, min_ratio, anomalous_share, keep, finding_min_score, bucket_seconds, min_seen,
+    quiet_share); recent_settings: recent_close's (rate, slow_rate, usual_sigmas, min_rel2, min_lines)."""
+    (per_hour, per_day, prior_hour, prior_day, learning_rate, slow_divisor, clip, min_rel, sparse_fraction,
+     min_ratio, anomalous_share, keep, min_score, bucket_seconds, min_seen, quiet_share) = settings
+    when = bucket * bucket_seconds
+    hour = np.int64(when % 86400 // 3600)
+    day = np.int64((np.int64(when // 86400) + 3) % 7)   # 1970-01-01 was a Thursday
+    slot = bucket % t[9].shape[1]
+    status[:] = 0
+    if start <= 1:
+        _close_shares_of_all(hour, day, settings, min_history, t, t_shares, share_tables, template_source, s, v,
+                             v_shares, v_parent)
+        steady = np.empty(t[0].shape[0], np.bool_)
+        if has_recent and rejudge:
+            for i in range(steady.shape[0]):
+                steady[i] = _steady_hours(t_tables[0], i, min_seen, min_hours, quiet_share)
+        _close_key_set(hour, day, slot, settings, min_history, windows, t, t_tables, t_out)
+        if has_recent and rejudge:
+            for i in range(steady.shape[0]):
+                judged[i] = steady[i] and not t[3][i] < sparse_fraction
+        threshold = np.float32(min_score)
+        for i in range(t_out[2].shape[0]):
+            stop_early = stop_early or t_out[2][i] >= threshold
+        if stop_early:
+            status[0] = 1
+            return
+    if has_recent:
+        _close_recent(bucket, sparse_fraction, min_history, t, t_out[0], recent, judged, r_windows, recent_settings,
+                      r_best, r_best_window)
+        for i in range(r_best.shape[0]):
+            if r_best[i] >= min_score:
+                status[1] = 1
+    _zero_open(t)
+    _close_key_set(hour, day, slot, settings, min_history, windows, s, s_tables, s_out)
+    _zero_open(s)
+    for i in range(s_out[2].shape[0]):
+        if s_out[2][i] >= np.float32(min_score):
+            status[2] = 1
+    n = v[0].shape[0]
+    _close_key_set(hour, day, slot, settings, min_history, windows, v, v_tables,
+                   (np.empty(n), np.empty(n), np.empty(n, np.float32), np.empty(n, np.int64)))
+    _zero_open(v)
+
+
+@njit(cache=True)
+def _close_shares_of_all(hour, day, settings, min_history, t, t_shares, share_tables, template_source, s, v,
+                         v_shares, v_parent):
+    """close_shares of the templates against their sources, then learn_shares of the value keys against
+    their totals (no seasons: see tier2_volume.VolumeTier._value_share_scores)."""
+    (per_hour, per_day, prior_hour, prior_day, learning_rate, slow_divisor, clip, min_rel, _sparse,
+     min_ratio, anomalous_share, keep) = settings[:12]
+    nt, nv = t[0].shape[0], v[0].shape[0]
+    close_shares(share_tables[0], share_tables[1], hour, day, per_hour, per_day, prior_hour, prior_day, t[7], t[8],
+                 s[7], s[8], template_source, t[6], t[1], t_shares[0], t_shares[1], t_shares[2], learning_rate,
+                 slow_divisor, clip, min_rel, min_ratio, anomalous_share, min_history, keep, np.empty(nt),
+                 np.empty(nt), np.empty(nt), np.empty(nt, np.int64))
+    learn_shares(v[8], v[8], v_parent, v[6], v[1], v_shares[0], v_shares[1], v_shares[2], np.ones(nv), learning_rate,
+                 slow_divisor, clip, min_rel, np.empty(nv))
+
+
+@njit(cache=True)
+def _close_key_set(hour, day, slot, settings, min_history, windows, b, tables, out):
+    """close_base of one key set (b: a KeyBaseline's arrays) into out (season, weight, best, best_window)."""
+    (per_hour, per_day, prior_hour, prior_day, learning_rate, slow_divisor, clip, min_rel, sparse_fraction,
+     min_ratio, anomalous_share, keep) = settings[:12]
+    close_base(tables[0], tables[1], hour, day, per_hour, per_day, prior_hour, prior_day, b[0], b[1], b[2], b[3],
+               b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], slot, windows, min_history, learning_rate,
+               slow_divisor, clip, min_rel, sparse_fraction, min_ratio, anomalous_share, keep, out[0], out[1],
+               out[2], out[3])
+
+
+@njit(cache=True)
+def _close_recent(bucket, sparse_fraction, min_history, t, t_season, recent, judged, r_windows, recent_settings,
+                  r_best, r_best_window):
+    """recent_close of the templates' closing bucket: the judged ones of min_history buckets or more, with
+    their dispersion as tier2_volume._dispersion_all gives it."""
+    nt = t[0].shape[0]
+    judge, disp = np.empty(nt, np.bool_), np.empty(nt)
+    for i in range(nt):
+        judge[i] = judged[i] and t[6][i] >= min_history
+        disp[i] = _dispersion(t[1], t[3], t[4], i, sparse_fraction)
+    rate, slow_rate, usual_sigmas, min_rel2, min_lines = recent_settings
+    recent_close(recent[0], recent[1], recent[2], recent[3], recent[4], recent[5], recent[6], recent[7], t[7],
+                 t_season, judge, disp, bucket, r_windows, rate, slow_rate, usual_sigmas, min_rel2, min_lines, r_best,
+                 r_best_window)
+
+
+@njit(cache=True)
+def _zero_open(b):
+    """Empty a key set's open bucket (its raw and learning counts) once closed."""
+    for i in range(b[7].shape[0]):
+        b[7][i] = 0.0
+        b[8][i] = 0.0
+
+
+@kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.INT64, kt.INT64, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D,
+           kt.I64_1D, kt.F64_1D, kt.INT64, kt.INT64, kt.I64_1D, kt.F64_1D, kt.INT64, kt.INT64, kt.F64_1D, kt.F64_1D),
+          cache=True)
+def count_bucket(templates, sources, weights, lo, hi, t_raw, t_learn, s_raw, s_learn, values, v_weights, v_lo, v_hi,
+                 totals, t_weights, t_lo, t_hi, v_raw, v_learn):
+    """Count one bucket's lines into the open bucket: lines lo..hi of templates, sources and weights (a batch's
+    lines in bucket order) into the templates' and sources' open counts, then value parameters v_lo..v_hi
+    (value key rows, their lines' weights) and total parameters t_lo..t_hi into the value keys'. Each
+    set as KeyBaseline.count adds it (its counts and weights summed first, in line order, then added to the
+    open counts, so the sums are the same to the bit): one call per bucket instead of four counts."""
+    _count_into(templates, weights, lo, hi, t_raw, t_learn)
+    _count_into(sources, weights, lo, hi, s_raw, s_learn)
+    _count_into(values, v_weights, v_lo, v_hi, v_raw, v_learn)
+    _count_into(totals, t_weights, t_lo, t_hi, v_raw, v_learn)
+
+
+@njit(cache=True)
+def _count_into(keys, weights, lo, hi, open_raw, open_learn):
+    """open_raw += the lines of each key among keys[lo:hi], open_learn += their weights, as np.bincount
+    (keys past the arrays dropped) then an add of every key."""
+    n = open_raw.shape[0]
+    lines, learned = np.zeros(n), np.zeros(n)
+    for i in range(lo, hi):
+        k = keys[i]
+        if 0 <= k < n:
+            lines[k] += 1.0
+            learned[k] += weights[i]
+    for k in range(n):
+        open_raw[k] += lines[k]
+        open_learn[k] += learned[k]
 
 
 # learning one key's bucket, called once per key and bucket by close_keys, inlined into it (see

@@ -235,3 +235,14 @@ def earlier_counts(codes, per_pair, obs_win, open_raw, open_bucket, window):
         earlier += np.where(closed, obs_win[key, before % ring], 0.0)
         earlier += np.where(before == open_bucket, open_raw[key], 0.0)
     return earlier
+
+
+def count_bucket(templates, sources, weights, lo, hi, t, s, values, v_weights, v_lo, v_hi, totals, t_weights, t_lo,
+                 t_hi, v):
+    """As volume_kernels.count_bucket, with np.bincount per key set as KeyBaseline.count: t, s, v dicts with
+    open_raw and open_learn (changed in place)."""
+    for keys, w, a, b, base in ((templates, weights, lo, hi, t), (sources, weights, lo, hi, s),
+                                (values, v_weights, v_lo, v_hi, v), (totals, t_weights, t_lo, t_hi, v)):
+        n = base["open_raw"].size
+        base["open_raw"] += np.bincount(keys[a:b], minlength=n)[:n]
+        base["open_learn"] += np.bincount(keys[a:b], weights=w[a:b], minlength=n)[:n]

@@ -327,3 +327,28 @@ def test_an_hour_long_silence_leaves_the_spread_that_judges_the_next_drop():
         bucket += 1
         scores.append(close_one(b, 1, bucket))
     assert b["rel2"][0] < 0.1 and min(scores[15:]) >= 90
+
+
+def test_counting_a_bucket_matches_bincounts_to_the_bit():
+    """count_bucket against the bincounts KeyBaseline.count adds: the same sums to the bit (a replay's output
+    is the same), over random slices of random keys with uneven weights, into counts already open."""
+    rng = np.random.default_rng(31)
+    for _ in range(50):
+        n_lines, n_values = int(rng.integers(0, 400)), int(rng.integers(0, 300))
+        templates, sources = rng.integers(0, 60, n_lines), rng.integers(0, 6, n_lines)
+        weights = rng.choice([1.0, 0.3, 1e-3, 0.1 + rng.random()], n_lines)
+        values, totals = rng.integers(0, 90, n_values), rng.integers(0, 20, n_values)
+        v_weights, t_weights = rng.random(n_values) * 3, rng.random(n_values)
+        lo, hi = sorted(rng.integers(0, n_lines + 1, 2).tolist())
+        v_lo, v_hi = sorted(rng.integers(0, n_values + 1, 2).tolist())
+        t_lo, t_hi = sorted(rng.integers(0, n_values + 1, 2).tolist())
+        sets = [{"open_raw": rng.poisson(3.0, n).astype(float), "open_learn": rng.random(n) * 7} for n in (64, 8, 128)]
+        twin = [{k: a.copy() for k, a in base.items()} for base in sets]
+        VK.count_bucket(templates, sources, weights, lo, hi, sets[0]["open_raw"], sets[0]["open_learn"],
+                        sets[1]["open_raw"], sets[1]["open_learn"], values, v_weights, v_lo, v_hi, totals, t_weights,
+                        t_lo, t_hi, sets[2]["open_raw"], sets[2]["open_learn"])
+        VT.count_bucket(templates, sources, weights, lo, hi, twin[0], twin[1], values, v_weights, v_lo, v_hi, totals,
+                        t_weights, t_lo, t_hi, twin[2])
+        for got, want in zip(sets, twin):
+            assert np.array_equal(got["open_raw"], want["open_raw"])
+            assert np.array_equal(got["open_learn"], want["open_learn"])
