@@ -631,6 +631,19 @@ def _learn_ending(s, learn_rate, weight, sd_wf, sd_last, sd_start, sd_lastts, sd
         dur_n[w] += 1
 
 
+@kt.entry((kt.I64_1D, kt.F64_1D, kt.F64_1D, kt.FLOAT64), cache=True)
+def decay_counts(tkeys, tcnt, wf_factor, other_factor):
+    """Shrink each used count by its workflow's factor (wf_factor[wf]); rows of other workflows
+    (GLOBAL, or beyond the array) by other_factor. One pass over the table, nothing allocated."""
+    n_wf = len(wf_factor)
+    for i in range(len(tkeys)):
+        k = tkeys[i]
+        if k < 0:
+            continue
+        w = k >> (2 * CODE_BITS)
+        tcnt[i] *= wf_factor[w] if w < n_wf else other_factor
+
+
 @kt.entry((kt.I32_1D, kt.I64_1D, kt.I32_1D, kt.I64_1D, kt.I32_1D, kt.I64_1D), cache=True)
 def evict_slots(slots, ix_key, ix_slot, sd_key, free, counters):
     """Forget sessions (oldest first, chosen by the caller) to make room; nothing is learned."""

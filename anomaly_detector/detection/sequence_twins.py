@@ -200,6 +200,11 @@ def learn_lines_py(keys, tids, open_wf, ts, weights, line_scores, counts, sessio
     return free_slots, opened, dropped
 
 
+def decay_counts_py(counts, wf_factor, other_factor):
+    """Twin of decay_counts over {(wf, prev, next): count}; returns the shrunk dict."""
+    return {k: v * (wf_factor[k[0]] if k[0] < len(wf_factor) else other_factor) for k, v in counts.items()}
+
+
 def close_sessions_py(now, timeout, learn_rate, report_score, min_support, min_runs, sigmas, sessions, counts,
                       max_trans, durations, core):
     """Twin of close_sessions. durations: {wf: [n, mean, var]}; core: {wf: [templates]}.

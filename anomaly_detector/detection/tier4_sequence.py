@@ -789,22 +789,25 @@ class SequenceTier(Tier):
     def _note_starts(self, wfs, ts):
         """Learn the time between the starts of each workflow's runs (mean log gap, learning_rate)."""
         ok = (wfs >= 0) & (wfs < self.last_start.size) & np.isfinite(ts)
-        wfs, ts = wfs[ok], ts[ok]
+        wfs, ts = wfs[ok].astype(np.int64), ts[ok]
         if wfs.size == 0:
             return
         order = np.lexsort((ts, wfs))
         wfs, ts = wfs[order], ts[order]
-        firsts = np.flatnonzero(np.r_[True, wfs[1:] != wfs[:-1]])
-        for lo, hi in zip(firsts.tolist(), np.r_[firsts[1:], wfs.size].tolist()):
-            w = int(wfs[lo])
-            times = ts[lo:hi] if np.isnan(self.last_start[w]) else np.r_[self.last_start[w], ts[lo:hi]]
-            gaps = np.log1p(np.maximum(np.diff(times), 0.0))
-            self.last_start[w] = max(float(ts[hi - 1]), float(times[0]))
-            if gaps.size == 0:
-                continue
-            a = max(1.0 / (self.log_gap_n[w] + gaps.size), min(self.learning_rate * gaps.size, 1.0))
-            self.log_gap[w] += a * (float(gaps.mean()) - self.log_gap[w])
-            self.log_gap_n[w] += gaps.size
+        first = np.r_[True, wfs[1:] != wfs[:-1]]
+        prev = np.where(first, self.last_start[wfs], np.r_[np.nan, ts[:-1]])   # nan: no run before
+        measured = ~np.isnan(prev)
+        gaps = np.log1p(np.maximum(ts - np.where(measured, prev, ts), 0.0))
+        group = np.cumsum(first) - 1
+        flows = wfs[first]
+        n = np.bincount(group, weights=measured)
+        total = np.bincount(group, weights=np.where(measured, gaps, 0.0))
+        self.last_start[flows] = np.maximum.reduceat(ts, np.flatnonzero(first))
+        got = n > 0
+        flows, n, total = flows[got], n[got], total[got]
+        a = np.maximum(1.0 / (self.log_gap_n[flows] + n), np.minimum(self.learning_rate * n, 1.0))
+        self.log_gap[flows] += a * (total / n - self.log_gap[flows])
+        self.log_gap_n[flows] += n
 
     def _runs_alone(self, w):
         """Whether workflow w's runs come alone: usually further apart than the session timeout (a cron
@@ -826,13 +829,8 @@ class SequenceTier(Tier):
         if self._since_decay >= DECAY_LINES:
             keep = 1.0 - min(self.learning_rate, 1.0)
             per_lines = self._since_decay / DECAY_LINES
-            used = np.flatnonzero(self.tkeys >= 0)
-            wf = self.tkeys[used] >> (2 * sk.CODE_BITS)
-            runs = self._runs_since_decay
-            shrinks = np.full(used.size, per_lines)
-            own = wf < runs.size
-            shrinks[own] = np.minimum(runs[wf[own]], per_lines)
-            self.tcnt[used] *= keep ** shrinks
+            wf_factor = keep ** np.minimum(self._runs_since_decay, per_lines).astype(np.float64)
+            sk.decay_counts(self.tkeys, self.tcnt, wf_factor, keep ** per_lines)
             self._runs_since_decay[:] = 0
             self._since_decay = 0
         if self.counters[sk.C_TRANS_SIZE] < PRUNE_AT * self.max_transitions:

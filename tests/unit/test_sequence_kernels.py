@@ -384,6 +384,17 @@ def test_close_sessions_judges_a_workflow_of_few_runs_by_its_runs():
     assert reported == {}
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_decay_counts_matches_twin(seed):
+    rng = np.random.default_rng(seed)
+    counts = {(int(w), int(p), int(t)): float(rng.uniform(0, 100)) for w, p, t in rng.integers(0, 6, (40, 3))}
+    counts.update({(sk.GLOBAL, sk.START, int(t)): 50.0 for t in range(3)})
+    tkeys, tcnt = _table(counts)
+    wf_factor = rng.uniform(0.5, 1.0, 4)          # workflows 4 and 5 and GLOBAL take the other factor
+    sk.decay_counts(tkeys, tcnt, wf_factor, 0.25)
+    assert _as_counts(tkeys, tcnt) == pytest.approx(sk_twins.decay_counts_py(counts, wf_factor, 0.25))
+
+
 def test_evict_slots_frees_and_counts():
     st = Store(4)
     tkeys, tcnt = np.full(64, -1, np.int64), np.zeros(64)

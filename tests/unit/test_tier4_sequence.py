@@ -555,3 +555,18 @@ def test_a_nightly_job_seen_on_two_nights_is_judged_on_the_third():
     assert tier._runs_alone(tier.workflows.ids[(8, 0)]) and not tier._runs_alone(tier.workflows.ids[(0, 0)])
     assert "ended after 'nightly backup dumped req=<*>', where none of its 2 runs ended" in found[2][0].reason
     assert found[3] == []   # the same ending again: learned when reported, not reported every night
+
+
+def test_the_time_between_runs_is_learned_per_workflow_across_batches():
+    tier = SequenceTier(settings(learning_rate=0.01, session_timeout_seconds=300.0))
+    tier._ensure_workflows(4)
+    # workflow 1 every hour, one run a batch; workflow 2 every second, many a batch, in any order
+    for k in range(5):
+        busy = 1000.0 + 3600.0 * k + np.arange(50.0)
+        wfs = np.r_[np.full(50, 2), 1].astype(np.int32)
+        ts = np.r_[busy[::-1], 1000.0 + 3600.0 * k]
+        tier._note_starts(wfs, ts)
+    assert tier.log_gap_n[1] == 4 and np.isclose(np.expm1(tier.log_gap[1]), 3600.0)
+    assert tier.log_gap_n[2] == 4 * 50 + 49 and np.expm1(tier.log_gap[2]) < 300.0
+    assert tier.last_start[1] == 1000.0 + 3600.0 * 4 and tier.last_start[2] == 1000.0 + 3600.0 * 4 + 49.0
+    assert tier._runs_alone(1) and not tier._runs_alone(2) and not tier._runs_alone(3)
