@@ -37,6 +37,7 @@ STATISTICS_VERSION = 2
 EXPLAIN_MIN_SCORE = 20.0
 FUTURE_SKEW_SECONDS = 86400.0   # clock skew tolerated before a stamp counts as bogus
 SESSION_KEY = "session:"        # key prefix of tier 4's Findings about one unfinished session
+# (a run of a job whose runs come alone, "run:<id>", stands for its workflow: not counted as a session)
 
 
 class BatchScores:

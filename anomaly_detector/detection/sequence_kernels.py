@@ -25,7 +25,12 @@ MAX_TEMPLATE = CODE_MASK - 8   # template ids (and workflow ids) at or above thi
 # Why a line scored (TierResult reasons are built from these codes).
 WHY_NONE, WHY_UNKNOWN_START, WHY_UNKNOWN_STEP, WHY_UNKNOWN_TRANSITION, WHY_RARE_TRANSITION = range(5)
 # Verdicts on a closed session.
-CLOSED_OK, CLOSED_UNFINISHED, CLOSED_MISSING_STEP, CLOSED_OVERDUE = range(4)
+CLOSED_OK, CLOSED_UNFINISHED, CLOSED_MISSING_STEP, CLOSED_OVERDUE, CLOSED_NEW_ENDING = range(5)
+# A step every learned run of a workflow held, when its composition count is at least this share of
+# the runs (counts are decayed floats: exact equality is not to be had).
+ALL_RUNS_SHARE = 0.99
+# Runs are decayed counts (two runs a while ago count 1.98): a count this far below min_runs still makes it.
+RUN_ROUNDING = 0.5
 # Session flags: more distinct templates than a session keeps (its composition is partial); opened
 # so soon after the tier started watching that it may have begun unseen (judge and learn nothing of it).
 FLAG_OVERFLOW, FLAG_PARTIAL = 1, 2
@@ -512,12 +517,16 @@ def duration_limit(mean, var, sigmas):
 
 
 @njit(cache=True)
-def _judge(s, sd_wf, sd_last, sd_ntpl, sd_tpl, sd_flags, tkeys, tcnt, core_ptr, core_tid, min_support):
+def _judge(s, sd_wf, sd_last, sd_ntpl, sd_tpl, sd_flags, tkeys, tcnt, core_ptr, core_tid, min_support, min_runs):
     """(verdict, missing template) for a session that has ended."""
     w = sd_wf[s]
-    out = ht_get(tkeys, tcnt, pack_nb(w, sd_last[s], ANY))
-    if out >= min_support and ht_get(tkeys, tcnt, pack_nb(w, sd_last[s], END)) < 0.5:
+    last = sd_last[s]
+    out = ht_get(tkeys, tcnt, pack_nb(w, last, ANY))
+    never_ended = ht_get(tkeys, tcnt, pack_nb(w, last, END)) < 0.5
+    if out >= min_support and never_ended:
         return CLOSED_UNFINISHED, -1
+    if never_ended and out >= min_runs - RUN_ROUNDING and _all_runs_held(w, last, tkeys, tcnt, min_runs):
+        return CLOSED_NEW_ENDING, -1
     if (sd_flags[s] & FLAG_OVERFLOW) == 0 and w + 1 < len(core_ptr):
         for j in range(core_ptr[w], core_ptr[w + 1]):
             c = core_tid[j]
@@ -531,10 +540,17 @@ def _judge(s, sd_wf, sd_last, sd_ntpl, sd_tpl, sd_flags, tkeys, tcnt, core_ptr, 
     return CLOSED_OK, -1
 
 
-@kt.entry((kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.I64_1D, kt.I32_1D, kt.I64_1D,
+@njit(cache=True)
+def _all_runs_held(w, t, tkeys, tcnt, min_runs):
+    """Whether workflow w has at least min_runs learned runs and every one of them held step t."""
+    runs = ht_get(tkeys, tcnt, pack_nb(w, IN, ANY))
+    return runs >= min_runs - RUN_ROUNDING and ht_get(tkeys, tcnt, pack_nb(w, IN, t)) >= ALL_RUNS_SHARE * runs
+
+
+@kt.entry((kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.I64_1D, kt.I32_1D, kt.I64_1D,
        kt.I32_1D, kt.I32_1D, kt.F64_1D, kt.F64_1D, kt.I32_1D, kt.I32_2D, kt.I32_1D, kt.F32_1D, kt.F32_1D, kt.I32_1D,
        kt.I64_1D, kt.F64_1D, kt.I64_1D, kt.INT64, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.I64_1D, kt.I32_1D), cache=True)
-def close_sessions(now, timeout, learn_rate, report_score, min_support, sigmas,
+def close_sessions(now, timeout, learn_rate, report_score, min_support, min_runs, sigmas,
                    ix_key, ix_slot, sd_key, sd_wf, sd_last, sd_start, sd_lastts,
                    sd_ntpl, sd_tpl, sd_flags, sd_minw, sd_maxscore, free,
                    tkeys, tcnt, counters, max_trans, dur_n, dur_mean, dur_var, core_ptr, core_tid):
@@ -543,6 +559,11 @@ def close_sessions(now, timeout, learn_rate, report_score, min_support, sigmas,
     Ended sessions judged fine or missing a core step (not unfinished, not overdue) teach the END
     transition and the composition with the smallest weight of their lines, and the duration when that weight is 1 (learn_rate > 0). Returns (slots, verdicts, missing) of the
     sessions worth a Finding: their slot data stays readable until the next learn_lines.
+
+    A workflow seen too few times for min_support (a nightly job) is still judged once it has
+    min_runs learned runs: a session ending at a step that every run so far held and none ended at
+    is CLOSED_NEW_ENDING. It is reported and learned: after so few runs a new ending is as likely a
+    branch not seen yet as a failure, so it is reported once, not every time it recurs.
     """
     n = len(sd_key)
     out_slots = np.empty(n, np.int32)
@@ -563,7 +584,7 @@ def close_sessions(now, timeout, learn_rate, report_score, min_support, sigmas,
             verdict, missing = CLOSED_OK, -1
         else:
             verdict, missing = _judge(s, sd_wf, sd_last, sd_ntpl, sd_tpl, sd_flags, tkeys, tcnt,
-                                      core_ptr, core_tid, min_support)
+                                      core_ptr, core_tid, min_support, min_runs)
         if not idle:
             if verdict != CLOSED_UNFINISHED:
                 continue   # overdue but at a step sessions end with: wait until it goes idle
@@ -576,7 +597,7 @@ def close_sessions(now, timeout, learn_rate, report_score, min_support, sigmas,
         # A session that lacks a core step but ended where sessions end still teaches its ending and
         # composition: otherwise a core step decided early is never seen missing again, and a branch
         # that legitimately skips it (a payment declined) is reported for ever.
-        learnable = verdict == CLOSED_OK or verdict == CLOSED_MISSING_STEP
+        learnable = verdict == CLOSED_OK or verdict == CLOSED_MISSING_STEP or verdict == CLOSED_NEW_ENDING
         if learnable and sd_minw[s] > 0 and learn_rate > 0 and not sd_flags[s] & FLAG_PARTIAL:
             _learn_ending(s, learn_rate, sd_minw[s], sd_wf, sd_last, sd_start, sd_lastts, sd_ntpl, sd_tpl,
                           sd_flags, tkeys, tcnt, counters, max_trans, dur_n, dur_mean, dur_var)
@@ -608,6 +629,19 @@ def _learn_ending(s, learn_rate, weight, sd_wf, sd_last, sd_start, sd_lastts, sd
         dur_mean[w] += a * delta
         dur_var[w] = (1.0 - a) * (dur_var[w] + a * delta * delta)
         dur_n[w] += 1
+
+
+@kt.entry((kt.I64_1D, kt.F64_1D, kt.F64_1D, kt.FLOAT64), cache=True)
+def decay_counts(tkeys, tcnt, wf_factor, other_factor):
+    """Shrink each used count by its workflow's factor (wf_factor[wf]); rows of other workflows
+    (GLOBAL, or beyond the array) by other_factor. One pass over the table, nothing allocated."""
+    n_wf = len(wf_factor)
+    for i in range(len(tkeys)):
+        k = tkeys[i]
+        if k < 0:
+            continue
+        w = k >> (2 * CODE_BITS)
+        tcnt[i] *= wf_factor[w] if w < n_wf else other_factor
 
 
 @kt.entry((kt.I32_1D, kt.I64_1D, kt.I32_1D, kt.I64_1D, kt.I32_1D, kt.I64_1D), cache=True)

@@ -10,8 +10,10 @@ from anomaly_detector.detection.sequence_kernels import (
     _FAMILY_MIX,
     _KEY_MASK,
     _U64,
+    ALL_RUNS_SHARE,
     ANY,
     CLOSED_MISSING_STEP,
+    CLOSED_NEW_ENDING,
     CLOSED_OK,
     CLOSED_OVERDUE,
     CLOSED_UNFINISHED,
@@ -22,6 +24,7 @@ from anomaly_detector.detection.sequence_kernels import (
     IN,
     MAX_TAIL_TERMS,
     MAX_TEMPLATE,
+    RUN_ROUNDING,
     SEEN_SHARE,
     SIGNIFICANT_LOG10,
     START,
@@ -197,7 +200,12 @@ def learn_lines_py(keys, tids, open_wf, ts, weights, line_scores, counts, sessio
     return free_slots, opened, dropped
 
 
-def close_sessions_py(now, timeout, learn_rate, report_score, min_support, sigmas, sessions, counts,
+def decay_counts_py(counts, wf_factor, other_factor):
+    """Twin of decay_counts over {(wf, prev, next): count}; returns the shrunk dict."""
+    return {k: v * (wf_factor[k[0]] if k[0] < len(wf_factor) else other_factor) for k, v in counts.items()}
+
+
+def close_sessions_py(now, timeout, learn_rate, report_score, min_support, min_runs, sigmas, sessions, counts,
                       max_trans, durations, core):
     """Twin of close_sessions. durations: {wf: [n, mean, var]}; core: {wf: [templates]}.
     Returns [(key, verdict, missing)] in no particular order; mutates sessions, counts, durations."""
@@ -225,6 +233,9 @@ def close_sessions_py(now, timeout, learn_rate, report_score, min_support, sigma
             pass
         elif get((w, se["last"], ANY)) >= min_support and get((w, se["last"], END)) < 0.5:
             verdict = CLOSED_UNFINISHED
+        elif (get((w, se["last"], END)) < 0.5 and get((w, se["last"], ANY)) >= min_runs - RUN_ROUNDING
+              and get((w, IN, ANY)) >= min_runs - RUN_ROUNDING and get((w, IN, se["last"])) >= ALL_RUNS_SHARE * get((w, IN, ANY))):
+            verdict = CLOSED_NEW_ENDING
         elif not se["flags"] & FLAG_OVERFLOW:
             for c in core.get(w, []):
                 if c not in se["tpl"]:
@@ -237,7 +248,7 @@ def close_sessions_py(now, timeout, learn_rate, report_score, min_support, sigma
         if verdict != CLOSED_OK and se["maxscore"] < report_score:
             reported.append((k, verdict, missing))
         weight = se["minw"]
-        learnable = verdict in (CLOSED_OK, CLOSED_MISSING_STEP)
+        learnable = verdict in (CLOSED_OK, CLOSED_MISSING_STEP, CLOSED_NEW_ENDING)
         if learnable and weight > 0 and learn_rate > 0 and not se["flags"] & FLAG_PARTIAL:
             add((w, se["last"], END), weight)
             add((w, se["last"], ANY), weight)

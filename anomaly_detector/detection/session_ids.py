@@ -18,6 +18,12 @@ import numpy as np
 
 MIN_VALUES = 200          # values of a position looked at before it may be named an id
 GIVE_UP_VALUES = 1000     # values after which a position that never qualified is let go
+# A position may be named sooner, from this many values, when nearly all of them (UNANIMOUS_SHARE) came
+# back from one earlier position and none twice at its own: a job that runs hourly (`backup 20260305-0215
+# started` ... `backup 20260305-0215 done`) shows 200 values in eight days. Values met by chance (a
+# number that another busy template also writes) are spread over several partners and seldom every time.
+MIN_UNANIMOUS_VALUES = 12
+UNANIMOUS_SHARE = 0.9
 LINKED_SHARE = 0.5        # share of a position's values met earlier at other templates' positions
 PARTNER_SHARE = 0.05      # of those, the share an earlier position needs to be named with it
 REPEAT_SHARE = 0.005      # at most this share met earlier at its own position: an id is used once per step
@@ -144,10 +150,12 @@ class SessionIdLearner:
         found = []
         for k in keys.tolist():
             seen = self.seen.get(k, 0)
-            if k in self.done or seen < MIN_VALUES:
+            if k in self.done or seen < min(MIN_VALUES, MIN_UNANIMOUS_VALUES):
                 continue
             partners = self.partners.get(k, {})
             met = sum(partners.values())
+            if seen < MIN_VALUES and not _unanimous(seen, partners, self.repeats.get(k, 0)):
+                continue
             if met >= LINKED_SHARE * seen and self.repeats.get(k, 0) <= REPEAT_SHARE * seen:
                 if any(NOT_AN_ID.search(v) for v in values_of(k)):
                     self._conclude(k)
@@ -183,3 +191,9 @@ class SessionIdLearner:
         self.partners.pop(k, None)
         self._done_array = np.fromiter(self.done, np.int64, len(self.done))
         self._named_array = np.fromiter(self.family, np.int64, len(self.family))
+
+
+def _unanimous(seen, partners, repeats):
+    """Whether a position's few values all but came back from one earlier position, none repeated."""
+    best = max(partners.values(), default=0)
+    return repeats == 0 and best >= UNANIMOUS_SHARE * seen

@@ -22,7 +22,7 @@ MAX_DECISIONS = 3           # after this many, a template that keeps changing sh
 
 TEMPLATES_PER_SESSION = 16  # distinct templates remembered per session (composition)
 ID_BYTES = 48               # bytes of a session id kept for Findings
-DECAY_LINES = 10000         # counts shrink by (1 - learning_rate) per this many learned lines
+DECAY_LINES = 10000         # counts shrink by (1 - learning_rate) per this many learned lines (at most)
 PRUNE_AT, PRUNE_TO = 0.95, 0.75   # of max_transitions
 CORE_CONFIDENCE_Z = 2.0       # deviations of the bound on a step's miss rate before it counts as core
 CORE_REFRESH_SESSIONS = 5000   # ended sessions between recomputations of each workflow's core steps
@@ -560,6 +560,7 @@ class SequenceTier(Tier):
         self.max_sessions = int(settings["max_sessions"])
         self.max_transitions = int(settings["max_transitions"])
         self.min_support = float(settings["min_support"])
+        self.min_runs = float(settings["min_runs"])
         self.rare_p = float(settings["rare_probability"])
         self.top = float(settings["unknown_score"])
         self.core_fraction = float(settings["core_step_fraction"])
@@ -591,6 +592,11 @@ class SequenceTier(Tier):
         self.dur_n = np.zeros(64)
         self.dur_mean = np.zeros(64)
         self.dur_var = np.zeros(64)
+        # Per workflow: its latest run's start and the mean log of the time between its runs' starts
+        # (log_gap_n runs measured): a workflow whose runs come alone is a job (see _runs_alone).
+        self.last_start = np.full(64, np.nan)
+        self.log_gap = np.zeros(64)
+        self.log_gap_n = np.zeros(64)
         self.core_ptr = np.zeros(1, np.int64)
         self.core_tid = np.zeros(0, np.int32)
         self.window = WindowStructure(self.settings)
@@ -605,6 +611,7 @@ class SequenceTier(Tier):
         self._clock = None     # latest line time learned, on this tier's own timeline
         self._behind = False   # the engine's watermark belongs to an earlier, later-ending file
         self._since_decay = 0
+        self._runs_since_decay = np.zeros(0, np.int64)   # learned runs per workflow since counts shrank
         self._core_closed = 0
         self.learned_lines = 0
         self.pruned = 0
@@ -680,6 +687,9 @@ class SequenceTier(Tier):
                        st.ntpl, st.tpl, st.flags, st.minw, st.maxscore, st.src, st.ids, st.idlen,
                        st.free, self.tkeys, self.tcnt, self.counters, self.max_transitions, grace)
         self.workflows.probe(batch, opening)
+        learned_runs = opening[w[opening] > 0]
+        self._count_runs(open_wf[learned_runs])
+        self._note_starts(open_wf[learned_runs], ts[learned_runs])
         learned = int(np.count_nonzero((w > 0) & (keys >= 0)))
         latest = float(np.max(ctx.ts))
         if math.isfinite(latest):
@@ -714,7 +724,7 @@ class SequenceTier(Tier):
         st = self.store
         slots, verdicts, missing = sk.close_sessions(
             float(event_time), self.timeout, self.learning_rate, REPORTED_FRACTION * self.top, self.min_support,
-            self.sigmas, st.ix_key, st.ix_slot, st.key, st.wf, st.last, st.start, st.lastts, st.ntpl, st.tpl,
+            self.min_runs, self.sigmas, st.ix_key, st.ix_slot, st.key, st.wf, st.last, st.start, st.lastts, st.ntpl, st.tpl,
             st.flags, st.minw, st.maxscore, st.free, self.tkeys, self.tcnt, self.counters, self.max_transitions,
             self.dur_n, self.dur_mean, self.dur_var, self.core_ptr, self.core_tid)
         if slots.size and self._ctx is not None and self._ctx.warm:
@@ -735,8 +745,8 @@ class SequenceTier(Tier):
         if n <= self.dur_n.size:
             return
         size = _pow2_at_least(n)
-        for name in ("dur_n", "dur_mean", "dur_var"):
-            grown = np.zeros(size)
+        for name in ("dur_n", "dur_mean", "dur_var", "last_start", "log_gap", "log_gap_n"):
+            grown = np.full(size, np.nan) if name == "last_start" else np.zeros(size)
             old = getattr(self, name)
             grown[:old.size] = old
             setattr(self, name, grown)
@@ -765,11 +775,63 @@ class SequenceTier(Tier):
         self._resumed = False
         self._grace_until = None
 
+    def _count_runs(self, wfs):
+        """Runs (sessions opened and learned) of each workflow since the counts last shrank."""
+        wfs = wfs[(wfs >= 0) & (wfs < sk.MAX_TEMPLATE)]
+        top = max(len(self.workflows), int(wfs.max()) + 1 if wfs.size else 0)
+        if top > self._runs_since_decay.size:
+            grown = np.zeros(_pow2_at_least(top), np.int64)
+            grown[:self._runs_since_decay.size] = self._runs_since_decay
+            self._runs_since_decay = grown
+        if wfs.size:
+            self._runs_since_decay += np.bincount(wfs, minlength=self._runs_since_decay.size)
+
+    def _note_starts(self, wfs, ts):
+        """Learn the time between the starts of each workflow's runs (mean log gap, learning_rate)."""
+        ok = (wfs >= 0) & (wfs < self.last_start.size) & np.isfinite(ts)
+        wfs, ts = wfs[ok].astype(np.int64), ts[ok]
+        if wfs.size == 0:
+            return
+        order = np.lexsort((ts, wfs))
+        wfs, ts = wfs[order], ts[order]
+        first = np.r_[True, wfs[1:] != wfs[:-1]]
+        prev = np.where(first, self.last_start[wfs], np.r_[np.nan, ts[:-1]])   # nan: no run before
+        measured = ~np.isnan(prev)
+        gaps = np.log1p(np.maximum(ts - np.where(measured, prev, ts), 0.0))
+        group = np.cumsum(first) - 1
+        flows = wfs[first]
+        n = np.bincount(group, weights=measured)
+        total = np.bincount(group, weights=np.where(measured, gaps, 0.0))
+        self.last_start[flows] = np.maximum.reduceat(ts, np.flatnonzero(first))
+        got = n > 0
+        flows, n, total = flows[got], n[got], total[got]
+        a = np.maximum(1.0 / (self.log_gap_n[flows] + n), np.minimum(self.learning_rate * n, 1.0))
+        self.log_gap[flows] += a * (total / n - self.log_gap[flows])
+        self.log_gap_n[flows] += n
+
+    def _runs_alone(self, w):
+        """Whether workflow w's runs come alone: usually further apart than the session timeout (a cron
+        job, a nightly backup). One run of such a job cut short is the job failing, not one instance of
+        many (one order of thousands whose worker restarted): its Finding stands for the workflow."""
+        return (0 <= w < self.log_gap.size and self.log_gap_n[w] >= self.min_runs
+                and math.expm1(self.log_gap[w]) >= self.timeout)
+
     def _forget(self, learned):
-        """Shrink counts at the learning rate so workflows that change are relearned; prune when full."""
+        """Shrink counts at the learning rate so workflows that change are relearned; prune when full.
+
+        A workflow's counts shrink per run of it, at most per DECAY_LINES learned lines: a nightly job's
+        few runs would otherwise be forgotten by the lines of the busy workflows between two nights
+        (30 shrinks a day at 300k lines), and it could never be judged. A busy workflow (more runs than
+        that) shrinks per lines as before; the session starts and template shares (GLOBAL rows) are of
+        all workflows and shrink per lines.
+        """
         self._since_decay += learned
         if self._since_decay >= DECAY_LINES:
-            self.tcnt *= (1.0 - min(self.learning_rate, 1.0)) ** (self._since_decay / DECAY_LINES)
+            keep = 1.0 - min(self.learning_rate, 1.0)
+            per_lines = self._since_decay / DECAY_LINES
+            wf_factor = keep ** np.minimum(self._runs_since_decay, per_lines).astype(np.float64)
+            sk.decay_counts(self.tkeys, self.tcnt, wf_factor, keep ** per_lines)
+            self._runs_since_decay[:] = 0
             self._since_decay = 0
         if self.counters[sk.C_TRANS_SIZE] < PRUNE_AT * self.max_transitions:
             return
@@ -912,6 +974,11 @@ class SequenceTier(Tier):
             if verdict == sk.CLOSED_MISSING_STEP:
                 reason = f"session of workflow '{flow}' ended without step '{self._text(miss)}'"
                 expected = f"'{self._text(miss)}' is in at least {100 * self.core_fraction:.1f}% of its sessions"
+            elif verdict == sk.CLOSED_NEW_ENDING:
+                runs = self._runs_of(w, k, c) - float(st.minw[s])   # this session was learned already
+                reason = f"session of workflow '{flow}' ended after '{self._text(last)}', where none of its " \
+                         f"{runs:.0f} runs ended"
+                expected = then
             elif verdict == sk.CLOSED_OVERDUE:
                 limit = sk.duration_limit(self.dur_mean[w], self.dur_var[w], self.sigmas)
                 reason = f"session of workflow '{flow}' open {now - st.start[s]:.0f} s (learned at most " \
@@ -921,10 +988,17 @@ class SequenceTier(Tier):
                 reason = f"session of workflow '{flow}' never finished: stopped after '{self._text(last)}'"
                 expected = then
             awaited = miss if verdict == sk.CLOSED_MISSING_STEP else self._top_next(w, last, k, c)
-            out.append(Finding(tier=self.name, ts=float(st.lastts[s]), key="session:" + st.id_text(s),
+            kind = "run:" if self._runs_alone(w) else "session:"   # engine: a run stands for its workflow
+            out.append(Finding(tier=self.name, ts=float(st.lastts[s]), key=kind + st.id_text(s),
                                score=self.top, reason=reason, expected=expected, observed=observed,
                                template_id=self.workflows.template[w], source=self._finding_source(s, awaited)))
         return out
+
+    @staticmethod
+    def _runs_of(w, k, c):
+        """Learned (decayed) runs of workflow w: its composition total."""
+        rows = k == sk.pack(w, sk.IN, sk.ANY)
+        return float(c[rows].sum())
 
     @staticmethod
     def _top_next(w, last, k, c):
@@ -981,7 +1055,9 @@ class SequenceTier(Tier):
                 "workflows": self.workflows.state(),
                 "sessions": self.store.state(), "transition_keys": k.tolist(), "transition_counts": c.tolist(),
                 "counters": self.counters.tolist(), "dur_n": self.dur_n.tolist(), "dur_mean": self.dur_mean.tolist(),
-                "dur_var": self.dur_var.tolist(), "window": self.window.state(), "learned_lines": self.learned_lines,
+                "dur_var": self.dur_var.tolist(),
+                "last_start": [None if math.isnan(v) else v for v in self.last_start.tolist()],
+                "log_gap": self.log_gap.tolist(), "log_gap_n": self.log_gap_n.tolist(), "window": self.window.state(), "learned_lines": self.learned_lines,
                 "pruned": self.pruned, "findings_dropped": self.findings_dropped}
 
     def load_state(self, state):
@@ -1001,6 +1077,15 @@ class SequenceTier(Tier):
         self.counters[sk.C_TRANS_SIZE] = keep
         for name in ("dur_n", "dur_mean", "dur_var"):
             setattr(self, name, np.asarray(state.get(name, getattr(self, name)), np.float64))
+        # the runs' gaps (absent in states saved before them: learned again); as long as dur_n
+        n = self.dur_n.size
+        starts = [np.nan if v is None else v for v in state.get("last_start", [])]
+        for name, values, empty in (("last_start", starts, np.nan), ("log_gap", state.get("log_gap", []), 0.0),
+                                    ("log_gap_n", state.get("log_gap_n", []), 0.0)):
+            arr = np.full(n, empty)
+            values = np.asarray(values, np.float64)[:n]
+            arr[:values.size] = values
+            setattr(self, name, arr)
         self.workflows.load_state(state.get("workflows", {}))
         self.store.load_state(state.get("sessions", {}))
         self.window.load_state(state.get("window", {}))

@@ -173,6 +173,20 @@ def test_one_odd_value_and_an_unrelated_suspicious_line_are_not_an_incident_two_
     assert not engine._reportable(Incident.from_state(apart.state()))
 
 
+def test_one_unfinished_run_of_a_job_whose_runs_come_alone_is_reported():
+    """Tier 4 keys a run of a job (runs further apart than the session timeout) run:<id>: the engine
+    counts it as a finding about the workflow, not as one session of many."""
+    from anomaly_detector.config.loader import default_config
+    from anomaly_detector.detection.engine import SESSION_KEY, DetectionEngine
+    engine = DetectionEngine(default_config())      # incident_min_lines 2
+    book = IncidentBook(300.0, 120.0)
+    for source, key in (("shop", "session:17"), ("pg-backup", "run:20260305-0915")):
+        book.add(source, 1000.0, 90.0, {"t4": 90.0}, 7, "backup started", [("ended after", "", "", 90.0)],
+                 None, opened_by=key, family="finding:t4", session=key.startswith(SESSION_KEY))
+    one_session, one_run = sorted(book.close_quiet(2000.0), key=lambda i: i.source != "shop")
+    assert [engine._reportable(one_session), engine._reportable(one_run)] == [False, True]
+
+
 def test_evidence_judged_late_keeps_its_incident_open_from_when_it_arrived():
     """Unfinished sessions are judged a session timeout after their last line: stamped with that line's
     time, each would find the incident it should join already closed."""

@@ -281,6 +281,10 @@ def test_close_sessions_matches_twin(seed):
                     tkeys[i] = sk.pack(*row)
                     counters[sk.C_TRANS_SIZE] += 1
                 tcnt[i] = v
+        row = sk.pack(w, sk.IN, sk.ANY)   # runs: none, or enough for the few-runs judgement (min_runs 5)
+        i = -1 - sk.ht_find(tkeys, row)
+        tkeys[i], tcnt[i] = row, rng.choice([0.0, 60.0, 61.0])
+        counters[sk.C_TRANS_SIZE] += 1
     dur_n = rng.choice([0.0, 100.0], 4)
     dur_mean = rng.uniform(0, 3, 4)
     dur_var = rng.uniform(0, 0.5, 4)
@@ -293,10 +297,10 @@ def test_close_sessions_matches_twin(seed):
     durations = {w: [dur_n[w], dur_mean[w], dur_var[w]] for w in range(4)}
     keys_before = st.key.copy()
     slots, verdicts, missing = sk.close_sessions(
-        95.0, 20.0, 0.05, 99.5, 50.0, 2.0, st.ix_key, st.ix_slot, st.key, st.wf, st.last, st.start, st.lastts,
+        95.0, 20.0, 0.05, 99.5, 50.0, 5.0, 2.0, st.ix_key, st.ix_slot, st.key, st.wf, st.last, st.start, st.lastts,
         st.ntpl, st.tpl, st.flags, st.minw, st.maxscore, st.free, tkeys, tcnt, counters, max_trans,
         dur_n, dur_mean, dur_var, core_ptr, core_tid)
-    reported = sk_twins.close_sessions_py(95.0, 20.0, 0.05, 99.5, 50.0, 2.0, sessions, counts, max_trans, durations, core)
+    reported = sk_twins.close_sessions_py(95.0, 20.0, 0.05, 99.5, 50.0, 5.0, 2.0, sessions, counts, max_trans, durations, core)
     got = sorted(zip(keys_before[slots].tolist(), verdicts.tolist(), missing.tolist()))
     assert got == sorted(reported)
     assert counters[sk.C_CLOSED] > len(got) > 0   # some ended quietly, some were worth a Finding
@@ -327,9 +331,9 @@ def test_close_sessions_reports_every_verdict():
     args = (st.ix_key, st.ix_slot, st.key, st.wf, st.last, st.start, st.lastts, st.ntpl, st.tpl, st.flags, st.minw,
             st.maxscore, st.free, tkeys, tcnt, counters, 100, *dur, core_ptr, core_tid)
     keys_before = st.key.copy()
-    slots, verdicts, _ = sk.close_sessions(30.0, 60.0, 0.01, 60.0, 50.0, 4.0, *args)
+    slots, verdicts, _ = sk.close_sessions(30.0, 60.0, 0.01, 60.0, 50.0, 2.0, 4.0, *args)
     assert dict(zip(keys_before[slots].tolist(), verdicts.tolist())) == {2: sk.CLOSED_OVERDUE}
-    slots, verdicts, missing = sk.close_sessions(200.0, 60.0, 0.01, 60.0, 50.0, 4.0, *args)
+    slots, verdicts, missing = sk.close_sessions(200.0, 60.0, 0.01, 60.0, 50.0, 2.0, 4.0, *args)
     assert dict(zip(keys_before[slots].tolist(), zip(verdicts.tolist(), missing.tolist()))) == {
         3: (sk.CLOSED_MISSING_STEP, 1)}
     assert (st.key == -1).all() and st.free[0] == 8
@@ -337,6 +341,58 @@ def test_close_sessions_reports_every_verdict():
     # and composition; 2 (unfinished, overdue) did not.
     learned = _as_counts(tkeys, tcnt)
     assert learned[(0, 2, sk.END)] == 102.0 and learned[(0, sk.IN, 1)] == 1.0 and learned[(0, sk.IN, 2)] == 2.0
+
+
+def _few_runs_close(counts, keys, tids, min_runs, now=200.0):
+    """Learn sessions of workflow 0 over the given counts, close them all; -> (reported, counts after)."""
+    st = Store(8, ntpl=4)
+    tkeys, tcnt = _table(counts)
+    counters = np.zeros(sk.N_COUNTERS, np.int64)
+    counters[sk.C_TRANS_SIZE] = len(counts)
+    ones = np.ones(len(keys), np.float32)
+    ts = np.arange(len(keys), dtype=np.float64)
+    st.learn(keys, tids, ts, ones, np.zeros(len(keys), np.float32), tkeys, tcnt, counters, 100, open_wf=tids * 0)
+    dur = [np.zeros(1), np.zeros(1), np.zeros(1)]
+    keys_before = st.key.copy()
+    slots, verdicts, _ = sk.close_sessions(now, 60.0, 0.01, 60.0, 50.0, min_runs, 4.0, st.ix_key, st.ix_slot, st.key,
+                                           st.wf, st.last, st.start, st.lastts, st.ntpl, st.tpl, st.flags, st.minw,
+                                           st.maxscore, st.free, tkeys, tcnt, counters, 100, *dur,
+                                           np.zeros(2, np.int64), np.zeros(0, np.int32))
+    return dict(zip(keys_before[slots].tolist(), verdicts.tolist())), _as_counts(tkeys, tcnt)
+
+
+def test_close_sessions_judges_a_workflow_of_few_runs_by_its_runs():
+    """Workflow 0: 0 -> 1 -> 2 run twice (a nightly job seen on two nights), far below min_support 50.
+    A third run stopping after 1 ended where none of its runs did: reported once, and its ending learned."""
+    two_runs = {(0, 0, 1): 2.0, (0, 0, sk.ANY): 2.0, (0, 1, 2): 2.0, (0, 1, sk.ANY): 2.0, (0, 2, sk.END): 2.0,
+                (0, 2, sk.ANY): 2.0, (0, sk.IN, sk.ANY): 2.0, (0, sk.IN, 0): 2.0, (0, sk.IN, 1): 2.0,
+                (0, sk.IN, 2): 2.0}
+    stuck = (np.array([5, 5], np.int64), np.array([0, 1], np.int32))
+    reported, learned = _few_runs_close(two_runs, *stuck, min_runs=2.0)
+    assert reported == {5: sk.CLOSED_NEW_ENDING}
+    assert learned[(0, 1, sk.END)] == 1.0 and learned[(0, sk.IN, sk.ANY)] == 3.0
+    reported, _ = _few_runs_close(learned, *stuck, min_runs=2.0)
+    assert reported == {}                          # the same ending again: learned, not reported twice
+    reported, _ = _few_runs_close(two_runs, *stuck, min_runs=3.0)
+    assert reported == {}                          # two runs are too few at min_runs 3
+    # a step that not every run held (a branch) is no evidence: nothing reported
+    branchy = {**two_runs, (0, sk.IN, 1): 1.0}
+    reported, _ = _few_runs_close(branchy, *stuck, min_runs=2.0)
+    assert reported == {}
+    # a complete run is fine
+    reported, _ = _few_runs_close(two_runs, np.array([6, 6, 6], np.int64), np.array([0, 1, 2], np.int32), 2.0)
+    assert reported == {}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_decay_counts_matches_twin(seed):
+    rng = np.random.default_rng(seed)
+    counts = {(int(w), int(p), int(t)): float(rng.uniform(0, 100)) for w, p, t in rng.integers(0, 6, (40, 3))}
+    counts.update({(sk.GLOBAL, sk.START, int(t)): 50.0 for t in range(3)})
+    tkeys, tcnt = _table(counts)
+    wf_factor = rng.uniform(0.5, 1.0, 4)          # workflows 4 and 5 and GLOBAL take the other factor
+    sk.decay_counts(tkeys, tcnt, wf_factor, 0.25)
+    assert _as_counts(tkeys, tcnt) == pytest.approx(sk_twins.decay_counts_py(counts, wf_factor, 0.25))
 
 
 def test_evict_slots_frees_and_counts():

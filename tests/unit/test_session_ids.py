@@ -113,3 +113,35 @@ def test_a_step_that_comes_later_joins_the_learned_family(tmp_path, restart):
     received = {f for t, f in families.items() if "received" in t}
     assert len(archived) == 1 and len(received) == 1, families
     assert archived[0] in received, families
+
+
+def hourly_log(path, hours=30, seed=0):
+    """A backup every hour (started, dumped, uploaded, done, its tag in no pattern) among busy lines whose
+    numbers (latencies, sizes) are often equal to the backup's: 30 runs, far fewer than MIN_VALUES."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for h in range(hours):
+        t = T0 + 3600.0 * h + 900.0
+        tag = "2026%04d-%02d15" % (225 + h // 24, h % 24)
+        at = t
+        for gap, text in ((0.0, f"backup {tag} started: type=incr"),
+                          (rng.uniform(30, 140), f"backup {tag} dump finished: {rng.integers(1, 99)} GB in {rng.integers(30, 140)} s"),
+                          (rng.uniform(8, 40), f"backup {tag} upload finished in {rng.integers(8, 40)} s"),
+                          (0.5, f"backup {tag} done")):
+            at += gap
+            lines.append((at, "pg-backup: " + text))
+    t = T0
+    while t < T0 + 3600.0 * hours:
+        t += float(rng.exponential(4.0))
+        lines.append((t, f"api: GET /items/{rng.integers(1, 99)} took {rng.integers(1, 140)} ms"))
+    lines.sort()
+    path.write_text("".join(f"{_iso(at)} INFO {text}\n" for at, text in lines))
+    return path
+
+
+def test_an_hourly_job_tag_is_learned_from_its_first_runs(tmp_path):
+    pipeline, _, _ = replay(hourly_log(tmp_path / "hourly.log"))
+    found = learned(pipeline)
+    steps = {t.split()[3] for t in found if t.startswith("pg-backup: backup")}
+    assert steps == {"started:", "dump", "upload", "done"}, found
+    assert all(t.startswith("pg-backup:") for t in found), found   # no latency or item number

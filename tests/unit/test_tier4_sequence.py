@@ -515,3 +515,58 @@ def test_a_step_skipped_in_another_service_blames_that_service():
     assert result.scores[skip_b] >= 80 and batch.source_id[skip_b] == 1
     assert result.blame == {skip_b: 0}, "only the line whose skipped step is another service's"
     assert result.scores[skip_c] >= 80 and "cart loaded" in result.expected[skip_c]
+
+
+NIGHTLY = {8: "nightly backup started req={id}", 9: "nightly backup dumped req={id}", 10: "nightly backup done req={id}"}
+TEXTS.update({tid: text.replace("{id}", "<*>") for tid, text in NIGHTLY.items()})
+
+
+def nightly_run(tr, night, steps=(8, 9, 10)):
+    rid = "bk%010d" % night
+    tr.t += 5.0
+    return make_batch([NIGHTLY[t].format(id=rid) for t in steps], [tr.t + 30.0 * j for j in range(len(steps))],
+                      list(steps)), rid
+
+
+def test_a_nightly_job_seen_on_two_nights_is_judged_on_the_third():
+    """Busy checkouts pass between the nights (three count shrinks a day at learning rate 0.1): the nightly
+    job's counts shrink per run of it, not per busy line, so its two runs still count as two, far below
+    min_support; the third night's run that stops after 'dumped' is reported, once."""
+    tr = Traffic(11)
+    tier = SequenceTier(settings(learning_rate=0.1))
+    step(tier, tr.batch(tr.normal(5))[0], warm=False)
+    tr.t += 61.0
+    found = {}
+    for night in range(4):
+        for _ in range(36):   # about 30k learned lines of checkouts: three shrinks of every busy count
+            step(tier, tr.batch(tr.normal(200))[0])
+        stops_early = night >= 2
+        batch, rid = nightly_run(tr, night, (8, 9) if stops_early else (8, 9, 10))
+        step(tier, batch)
+        tr.t += 1000.0
+        found[night] = [f for f in tier.advance(tr.t) if "nightly" in f.reason]
+        if night == 1:
+            runs = tier._runs_of(tier.workflows.ids[(8, 0)], *tier._rows())
+            assert 1.85 < runs < 2.0, runs   # 0.9 + 1: the first run shrunk once, by its second (per lines: 1.73)
+    assert found[0] == [] and found[1] == []
+    # the job's runs come hours apart: one run cut short stands for the workflow (run:), while the
+    # checkouts, many at once, stay one session of many
+    assert [f.key for f in found[2]] == ["run:bk0000000002"]
+    assert tier._runs_alone(tier.workflows.ids[(8, 0)]) and not tier._runs_alone(tier.workflows.ids[(0, 0)])
+    assert "ended after 'nightly backup dumped req=<*>', where none of its 2 runs ended" in found[2][0].reason
+    assert found[3] == []   # the same ending again: learned when reported, not reported every night
+
+
+def test_the_time_between_runs_is_learned_per_workflow_across_batches():
+    tier = SequenceTier(settings(learning_rate=0.01, session_timeout_seconds=300.0))
+    tier._ensure_workflows(4)
+    # workflow 1 every hour, one run a batch; workflow 2 every second, many a batch, in any order
+    for k in range(5):
+        busy = 1000.0 + 3600.0 * k + np.arange(50.0)
+        wfs = np.r_[np.full(50, 2), 1].astype(np.int32)
+        ts = np.r_[busy[::-1], 1000.0 + 3600.0 * k]
+        tier._note_starts(wfs, ts)
+    assert tier.log_gap_n[1] == 4 and np.isclose(np.expm1(tier.log_gap[1]), 3600.0)
+    assert tier.log_gap_n[2] == 4 * 50 + 49 and np.expm1(tier.log_gap[2]) < 300.0
+    assert tier.last_start[1] == 1000.0 + 3600.0 * 4 and tier.last_start[2] == 1000.0 + 3600.0 * 4 + 49.0
+    assert tier._runs_alone(1) and not tier._runs_alone(2) and not tier._runs_alone(3)
