@@ -818,11 +818,7 @@ class VolumeTier(Tier):
         self.open_bucket = self.partial_bucket = bucket
 
     def _close_bucket(self, ctx):
-        if self.open_bucket == self.partial_bucket:
-            self.partial_bucket = None
-            for base in (self.templates, self.sources, self.values.base, self.hosts.base):
-                base.open_raw[:] = 0.0
-                base.open_learn[:] = 0.0
+        if self._drop_partial_bucket():
             return
         when = self.open_bucket * self.bucket_seconds
         t, src, r = self.templates, self.sources, self.recent
@@ -933,6 +929,17 @@ class VolumeTier(Tier):
                               % (host, name, host, span, exp),
                        expected="about %.1f per %gs from %s" % (exp, span, host),
                        observed="0 per %gs from %s" % (span, host), source=str(sid), since=ts - span)
+
+    def _drop_partial_bucket(self):
+        """Forget the open bucket's counts, unjudged and unlearned, when it is the bucket time resumed in
+        (partial_bucket: it began before the first line) -> whether it was."""
+        if self.open_bucket != self.partial_bucket:
+            return False
+        self.partial_bucket = None
+        for base in (self.templates, self.sources, self.values.base, self.hosts.base):
+            base.open_raw[:] = 0.0
+            base.open_learn[:] = 0.0
+        return True
 
     def _close_long_block(self, when):
         """When the closing bucket ends a block of DROP_WINDOWS[-1] buckets, record the sources' block

@@ -18,11 +18,7 @@ def close_by_steps(t2, ctx):
     """VolumeTier._close_bucket as it was before close_bucket: close_shares, learn_shares of the value
     keys, close_base of templates (their drops held), the recent level (its drops held), sources (held)
     and value keys, then hosts, long windows and release."""
-    if t2.open_bucket == t2.partial_bucket:
-        t2.partial_bucket = None
-        for base in (t2.templates, t2.sources, t2.values.base, t2.hosts.base):
-            base.open_raw[:] = 0.0
-            base.open_learn[:] = 0.0
+    if t2._drop_partial_bucket():
         return
     when = t2.open_bucket * t2.bucket_seconds
     keep = 1.0 - t2.learning_rate / T2.SEASON_SLOWER
