@@ -74,8 +74,12 @@ HOUR_RATE_MIN_SHARE = VK.HOUR_MIN_SHARE
 # key quiet in most of the hours it was seen in is intermittent (a nightly job).
 QUIET_HOUR_SHARE = 0.1
 # A source is judged over long drop windows (tier2_long.py) once every hour of day they span was seen for
-# this many days' worth of buckets (decayed: a second day's hour brings a little under 2).
-LONG_MIN_DAYS = 1.5
+# this many days' worth of buckets (decayed: a second day's hour brings a little under 2). An hour not
+# seen in full has no shape yet (a first night lower than the day's shape says is a drop of every quarter
+# of it); once seen, the first days' misfit is in the blocks' learned error (LongWindows.learn). 1.5 kept
+# the second day from judging any drop in the first half of each hour, and the sequential test's evidence
+# of a run of low quarters started again at every hour (postfix at a fifth of its mail for 33 min: none).
+LONG_MIN_DAYS = 1.0
 # A template is judged against its recent level (tier2_recent.py) once this many hours of the day
 # have been seen for HOUR_RATE_MIN_SHARE of an hour since it settled.
 RECENT_MIN_HOURS = 4
@@ -996,8 +1000,8 @@ class VolumeTier(Tier):
 
     def _hours_seen_twice(self, when, n):
         """Per source: whether every hour of day the long windows span (up to `when`) was seen on at least
-        LONG_MIN_DAYS days' worth of buckets. Over hours, the misfit of seasons that have seen an hour
-        once (a first night lower than the day's shape says) is a drop of every quarter of it."""
+        LONG_MIN_DAYS days' worth of buckets. Over hours, the misfit of seasons that have not seen an
+        hour in full (a first night lower than the day's shape says) is a drop of every quarter of it."""
         span = self.long.blocks * DROP_WINDOWS[-1] * self.bucket_seconds
         hours = {int(t % 86400 // 3600) for t in np.arange(when - span + self.bucket_seconds, when + 1, 3600.0)}
         hours.add(int(when % 86400 // 3600))

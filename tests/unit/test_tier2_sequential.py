@@ -124,3 +124,15 @@ def test_a_drop_the_fixed_windows_miss_under_a_wandering_forecast_is_raised_by_t
     # the same wandering source without a drop raises nothing
     calm = feed(tier(), DAY0, 3 * 1440, np.random.default_rng(7), wandering_source())
     assert not source_drops(calm, 1), [f.reason for f in source_drops(calm, 1)]
+
+
+def test_a_drop_at_the_top_of_an_hour_on_the_second_day_is_raised():
+    """The day after a first whole day: postfix at a sixth of its mail from 12:00 for 35 min. Every hour
+    was seen in full once; asking for a day and a half kept the long windows shut until 12:30 and the
+    sequential test's evidence from 12:00 was dropped each time they shut."""
+    from test_tier2_hosts import postfix
+    low = (DAY0 + 86400 + 12 * 3600, DAY0 + 86400 + 12 * 3600 + 35 * 60)
+    found = source_drops(feed(tier(), DAY0, 2 * 1440, np.random.default_rng(7), postfix(drop=low, factor=0.16)), 1)
+    assert found and low[0] < found[0].ts <= low[1] + 900 and found[0].confirmed, [f.reason for f in found]
+    calm = feed(tier(), DAY0, 2 * 1440, np.random.default_rng(7), postfix())
+    assert not source_drops(calm, 1), [f.reason for f in source_drops(calm, 1)]
