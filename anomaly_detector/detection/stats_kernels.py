@@ -92,7 +92,8 @@ def log10_count_upper(k, mu, phi):
     return log_gamma_p(k / phi, mu / phi) / LN10
 
 
-@njit(cache=True)
+# Called from Python too (tier2_long's blocks): an entry, typed before the daemon forks its workers
+@kt.entry((kt.FLOAT64,) * 3, cache=True)
 def log10_count_lower(k, mu, phi):
     """log10 P(X <= k) for the same quasi-Poisson count (drops and silence)."""
     if mu <= 0.0:
@@ -189,7 +190,8 @@ def count_upper_mixed_scores(counts, mus, phis, rel2s):
     return out
 
 
-@njit(cache=True)
+# Called from Python too (held drops, hosts, long windows): an entry, typed before the daemon forks
+@kt.entry((kt.FLOAT64,) * 4, cache=True)
 def count_lower_score(count, mu, phi, rel2):
     """Drop score of one count, judged like count_upper_scores from below."""
     if mu - count > QUIET_SIGMAS * math.sqrt(phi * mu):
