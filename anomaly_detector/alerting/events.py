@@ -2,7 +2,7 @@
 
 The detection engine groups suspicious lines into incidents (detection/incidents.py); this module
 watches them from outside. An incident is announced ("opened") the first batch it is reportable (the
-engine's own rule: a Finding, or incident_min_lines lines reaching the threshold), "updated" when it
+engine's own rule: a Finding, or incident_min_lines lines of one problem reaching the threshold), "updated" when it
 gained evidence and [alerting] update_interval_seconds passed since its last event, and "resolved" when
 the engine closes it. An event's id is the incident id and the event's number within the incident
 ("3f2a...-0" opens it), so the same event written again after a crash carries the same id, and
