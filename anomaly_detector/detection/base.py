@@ -50,6 +50,8 @@ class BatchContext:
                  tiers never see NaN; batch.ts itself keeps the raw value for output
     template_text  callable tid -> template string with <*> (explanations only)
     source_name    callable source_id -> source name (explanations only)
+    gaps         ((start, end), ...) the input's gaps up to this batch's lines (lines lost on the way,
+                 tier2_volume.input_gaps): what they cut is not the sources' doing
     """
 
     now: float
@@ -59,6 +61,7 @@ class BatchContext:
     ts: np.ndarray
     template_text: object = str
     source_name: object = str
+    gaps: tuple = ()
 
 
 @dataclass

@@ -217,7 +217,14 @@ class DetectionEngine:
         names = self.source_names = batch.sources or self.sources
         return BatchContext(now=now, lines_seen=self.lines_seen, warm=warm, n_templates=int(n_templates),
                             ts=ts, template_text=template_text,
-                            source_name=lambda i: names[i] if 0 <= i < len(names) else str(i))
+                            source_name=lambda i: names[i] if 0 <= i < len(names) else str(i),
+                            gaps=self._input_gaps(ts))
+
+    def _input_gaps(self, ts):
+        volume = self.tiers.get("t2")
+        if volume is None or not volume.enabled:
+            return ()
+        return volume.input_gaps(ts, self.now)
 
     def _feedback_weights(self, batch):
         if not self.template_weight:

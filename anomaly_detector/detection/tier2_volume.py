@@ -797,13 +797,32 @@ class VolumeTier(Tier):
             return True
         if not self.input_gap_buckets or bucket - self.open_bucket < self.input_gap_buckets:
             return False
-        # Every source quiet together, though at least two of them log every bucket: the lines were
-        # lost on the way (a collector, a network), not by each source on its own. A quiet service
-        # whose few sources are often all idle is not busy, and its gaps are learned as usual.
+        return self._busy_sources(self.open_bucket) >= 2
+
+    def _busy_sources(self, bucket):
+        """How many sources log at least a line a bucket at `bucket`'s time of day. Every source quiet
+        together, though at least two of them log every bucket: the lines were lost on the way (a
+        collector, a network), not by each source on its own. A quiet service whose few sources are
+        often all idle is not busy, and its gaps are learned as usual."""
         src = self.sources
-        season = self.season.factor(np.arange(src.size), self.open_bucket * self.bucket_seconds, self.bucket_seconds)
+        season = self.season.factor(np.arange(src.size), bucket * self.bucket_seconds, self.bucket_seconds)
         busy = (src.age >= self.min_history) & (src.level * season >= 1.0)
-        return int(busy.sum()) >= 2
+        return int(busy.sum())
+
+    def input_gaps(self, ts, before):
+        """The input's gaps among event times `ts` (the latest line before them at `before`, or None):
+        each (start, end) of at least input_gap_seconds with no line while two or more sources are busy
+        (see _busy_sources). Other tiers forgive what such a gap cut: a workflow's steps lost in it."""
+        gap = self.input_gap_buckets * self.bucket_seconds
+        if not gap or self.open_bucket is None or ts.size == 0:
+            return ()
+        first = float(ts.min()) if before is None else min(float(ts.min()), before)
+        if float(ts.max()) - first < gap:     # a busy stream's batch spans seconds: nothing to sort
+            return ()
+        times = np.sort(ts if before is None else np.append(ts, before))
+        at = np.flatnonzero(np.diff(times) >= gap)
+        return tuple((float(times[i]), float(times[i + 1])) for i in at
+                     if self._busy_sources(int(times[i] // self.bucket_seconds)) >= 2)
 
     def _skip_gap(self, bucket, counted=True):
         """Resume counting at `bucket` as if the gap had not been: no bucket in it is judged (no drop,

@@ -608,6 +608,7 @@ class SequenceTier(Tier):
         self.tpl_src = np.full(0, -1, np.int32)
         self._resumed = False
         self._grace_until = None   # sessions opening before this may have begun unseen
+        self._gap_start = None     # the start of an input gap in the batch being scored (_after_gap)
         self._clock = None     # latest line time learned, on this tier's own timeline
         self._behind = False   # the engine's watermark belongs to an earlier, later-ending file
         self._since_decay = 0
@@ -631,12 +632,27 @@ class SequenceTier(Tier):
         wf, prev, open_wf = self._walk(batch, keys, tids, ctx)
         result = TierResult(scores)
         ts = np.ascontiguousarray(ctx.ts, np.float64)
+        if ctx.gaps:
+            self._after_gap(ctx.gaps[-1], ts)
         if ctx.warm:
             result.scores, why = sk.score_transitions(wf, prev, tids, ts, self._grace(ts), self.tkeys, self.tcnt,
                                                       self.min_support, self.rare_p, self.top)
             self._explain(result, why, wf, prev, tids, batch.source_id)
         self._cache = (batch, keys, ks, ke, prev, open_wf, result.scores)
         return result
+
+    def _after_gap(self, gap, ts):
+        """Lines were lost in the input's gap (a collector down, see BatchContext.gaps): a session open
+        across it may have lost its next steps and one opening after it its first, so neither is judged.
+        The sessions not continued past the gap's start are dropped once the batch is learned."""
+        self._grace_until = max(self._grace(ts), gap[1] + self.timeout)
+        self._gap_start = gap[0]
+
+    def _drop_cut_sessions(self):
+        st = self.store
+        cut = np.flatnonzero((st.key >= 0) & (st.lastts <= self._gap_start)).astype(np.int32)
+        sk.evict_slots(cut, st.ix_key, st.ix_slot, st.key, st.free, self.counters)
+        self._gap_start = None
 
     def _note_sources(self, tids, sources):
         top = int(tids.max()) + 1 if tids.size else 0
@@ -686,6 +702,8 @@ class SequenceTier(Tier):
                        st.ix_key, st.ix_slot, st.key, st.wf, st.last, st.start, st.lastts, st.steps,
                        st.ntpl, st.tpl, st.flags, st.minw, st.maxscore, st.src, st.ids, st.idlen,
                        st.free, self.tkeys, self.tcnt, self.counters, self.max_transitions, grace)
+        if self._gap_start is not None:
+            self._drop_cut_sessions()
         self.workflows.probe(batch, opening)
         learned_runs = opening[w[opening] > 0]
         self._count_runs(open_wf[learned_runs])

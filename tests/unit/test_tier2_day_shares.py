@@ -423,3 +423,17 @@ def test_a_sporadic_keys_window_is_scored_as_a_count_whose_forecast_is_uncertain
     assert counts[0] == 64 and mus[0] == pytest.approx(8.05) and scores[0] >= 70, scores
     busy, _, _ = t2._window_scores(*args, np.array([WINDOW_BUSY], np.int8), ctx, earlier=np.array([51.0]))
     assert busy[0] < 40, "a busy key's many lines keep both tests"
+
+
+def test_input_gaps_names_the_spans_every_busy_source_was_quiet_in():
+    rng = np.random.default_rng(9)
+    t2 = tier()
+    feed(t2, day_and_night, DAY0, 1440, rng)
+    after = DAY0 + 1440 * 60
+    ts = np.array([after + 10.0, after + 20.0, after + 720.0, after + 730.0])
+    assert t2.input_gaps(ts, after) == ((after + 20.0, after + 720.0),)
+    assert t2.input_gaps(ts[:2], after) == ()                           # seconds apart: no gap
+    assert tier(input_gap_seconds=0).input_gaps(ts, after) == ()       # gap skipping off
+    quiet = tier()                                                      # one source logging a line an hour
+    feed(quiet, lambda hour: {(2, 1): 1.0 / 60.0}, DAY0, 1440, rng)
+    assert quiet.input_gaps(ts, after) == ()

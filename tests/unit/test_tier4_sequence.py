@@ -1,4 +1,5 @@
 """Tier 4 (detection/tier4_sequence.py) on synthetic ParsedBatches: ids, workflows, endings, bounds, state."""
+import dataclasses
 import json
 
 import numpy as np
@@ -570,3 +571,30 @@ def test_the_time_between_runs_is_learned_per_workflow_across_batches():
     assert tier.log_gap_n[2] == 4 * 50 + 49 and np.expm1(tier.log_gap[2]) < 300.0
     assert tier.last_start[1] == 1000.0 + 3600.0 * 4 and tier.last_start[2] == 1000.0 + 3600.0 * 4 + 49.0
     assert tier._runs_alone(1) and not tier._runs_alone(2) and not tier._runs_alone(3)
+
+
+def test_sessions_cut_by_a_gap_in_the_input_are_not_judged():
+    """Lines lost on the way (a collector down: the engine names the gap in BatchContext.gaps) cut the
+    sessions open across it and the ones that began in it; neither is a broken workflow."""
+    tr = Traffic(21)
+    tier = trained(tr)
+    before, ids = tr.batch(tr.normal(20) + ["AB"] * 3)
+    step(tier, before)
+    gap = (float(before.ts.max()), float(before.ts.max()) + 200.0)
+    tr.t = gap[1]
+    after, _ = tr.batch(["CE"] * 3 + tr.normal(20))   # the cut sessions' ends come with new ids: began in the gap
+    ctx = dataclasses.replace(context(after), gaps=(gap,))
+    assert tier.advance(float(before.ts.max())) == []
+    result = tier.score(after, ctx)
+    tier.learn(after, ctx, np.ones(after.n, np.float32))
+    assert result.scores.max() == 0
+    assert tier.advance(float(after.ts.max()) + 61.0) == []
+    # the same lines without the gap named: the three sessions are unfinished and the ends are strange
+    tr = Traffic(21)
+    tier = trained(tr)
+    before, ids = tr.batch(tr.normal(20) + ["AB"] * 3)
+    step(tier, before)
+    tr.t = gap[1]
+    result, found = step(tier, tr.batch(["CE"] * 3 + tr.normal(20))[0])
+    assert result.scores.max() >= 80
+    assert {f.key for f in found + tier.advance(tr.t + 61.0)} >= {"session:" + i for i in ids[-3:]}
