@@ -37,6 +37,11 @@ WINDOW_DIMS = 64            # template-count vector length (template id modulo t
 WINDOW_VARIANCE = 0.95      # share of variance the normal subspace explains
 WINDOW_COMPONENTS = 16      # most directions in that subspace (tracked by orthogonal iteration)
 WINDOW_REFIT = 8            # after warm-up the subspace is refitted every this many learned windows
+# A source whose latest line is this many of its recent mean gaps between lines old is quiet (under
+# Poisson arrivals a 0.7% chance); its gaps are known once it has logged QUIET_MIN_LINES lines.
+QUIET_GAPS = 5.0
+QUIET_MIN_LINES = 100
+RATE_MEMORY_SECONDS = 3600.0
 WINDOW_CLEAN = 0.9          # share of learnable lines a window needs to be learned
 WINDOW_HISTORY = 4096       # residuals of learned windows kept to calibrate the window score (~3 days)
 WINDOW_TAIL = 0.05          # share of the largest residuals the tail (Pareto) fit uses
@@ -541,6 +546,69 @@ class WindowStructure:
         self.vecs = np.asarray(state.get("vecs", self.vecs), np.float64).reshape(WINDOW_DIMS, WINDOW_COMPONENTS)
 
 
+class SourceLiveness:
+    """Each source's latest line and its recent rate of lines (counted with an exponential memory of
+    RATE_MEMORY_SECONDS, so the day's busy and quiet hours each have theirs), to tell a quiet service
+    from one that logs as usual. Runtime only: after a restart it is learned again."""
+
+    def __init__(self):
+        self.first = np.full(0, np.nan)
+        self.last = np.full(0, -np.inf)
+        self.lines = np.zeros(0, np.int64)
+        self.recent = np.zeros(0)      # lines, each weighted exp(-age / RATE_MEMORY_SECONDS) at self.clock
+        self.clock = -np.inf
+
+    def add(self, sources, ts):
+        if sources.size == 0:
+            return
+        top = int(sources.max()) + 1
+        if top > self.last.size:
+            size = _pow2_at_least(top)
+            for name, empty in (("first", np.nan), ("last", -np.inf), ("lines", 0), ("recent", 0.0)):
+                old = getattr(self, name)
+                grown = np.full(size, empty, old.dtype)
+                grown[:old.size] = old
+                setattr(self, name, grown)
+        ok = sources >= 0
+        src, t = sources[ok], ts[ok]
+        self.lines += np.bincount(src, minlength=self.lines.size)
+        before = self.last.copy()
+        self.last[src] = t                        # each source's last line in log order: its latest
+        np.maximum(self.last, before, out=self.last)
+        new = np.isnan(self.first[src])
+        self.first[src[new][::-1]] = t[new][::-1]   # and its first
+        now = float(self.last.max())
+        if now > self.clock:
+            self.recent *= math.exp(-(now - self.clock) / RATE_MEMORY_SECONDS) if math.isfinite(self.clock) else 1.0
+            self.clock = now
+        age = np.minimum(t - now, 0.0)
+        self.recent += np.bincount(src, weights=np.exp(age / RATE_MEMORY_SECONDS), minlength=self.recent.size)
+
+    def last_line(self, sid):
+        return float(self.last[sid]) if 0 <= sid < self.last.size else -np.inf
+
+    def mean_gap(self, sid):
+        """Seconds between sid's lines lately: its recent count over the time that count covers."""
+        covered = RATE_MEMORY_SECONDS * -math.expm1(-(self.clock - float(self.first[sid])) / RATE_MEMORY_SECONDS)
+        return covered / max(float(self.recent[sid]), 1e-9)
+
+    def quiet(self, sid, when, recent=None):
+        """Whether source sid has logged nothing for QUIET_GAPS of its recent gaps before `when` (recent:
+        the sorted times of its lines not added yet, `when` one of theirs)."""
+        if not 0 <= sid < self.last.size or self.lines[sid] < QUIET_MIN_LINES:
+            return False
+        latest = float(self.last[sid])
+        if recent is not None:
+            k = int(np.searchsorted(recent, when)) - 1    # its latest line before `when`
+            if k >= 0:
+                latest = max(latest, float(recent[k]))
+        else:
+            # quiet while the rest of the log went on: past the latest line of any source, the whole
+            # input is quiet (its end, or a gap of the input's), which says nothing of this source
+            when = min(when, self.clock)
+        return when - latest >= QUIET_GAPS * self.mean_gap(sid)
+
+
 class SequenceTier(Tier):
     """Sessions keyed by an id in the line; transitions, composition, endings and durations per workflow.
 
@@ -606,6 +674,7 @@ class SequenceTier(Tier):
         # Source of each template's latest line (-1: not seen since start): a cross-service workflow's
         # unfinished session is reported in the source of the step that did not come.
         self.tpl_src = np.full(0, -1, np.int32)
+        self.liveness = SourceLiveness()
         self._resumed = False
         self._grace_until = None   # sessions opening before this may have begun unseen
         self._gap_start = None     # the start of an input gap in the batch being scored (_after_gap)
@@ -637,9 +706,43 @@ class SequenceTier(Tier):
         if ctx.warm:
             result.scores, why = sk.score_transitions(wf, prev, tids, ts, self._grace(ts), self.tkeys, self.tcnt,
                                                       self.min_support, self.rare_p, self.top)
+            self._spare_quiet_sources(result.scores, why, wf, prev, tids, ts, batch.source_id)
             self._explain(result, why, wf, prev, tids, batch.source_id)
+        self.liveness.add(batch.source_id, ts)
         self._cache = (batch, keys, ks, ke, prev, open_wf, result.scores)
         return result
+
+    def _spare_quiet_sources(self, scores, why, wf, prev, tids, ts, sources):
+        """A step skipped, or a session met without its first step, while the service that logs that step
+        was quiet (a deploy restarting it, lines lost on its way) is that service's silence, which tier 2
+        judges and holds a while for a restart: not a broken workflow of every session meanwhile."""
+        flagged = np.flatnonzero(scores > 0)
+        if flagged.size == 0:
+            return
+        k, c = self._rows()
+        awaited, recent = {}, {}
+        for i in flagged.tolist():
+            case = (int(why[i]), int(wf[i]), int(prev[i]), int(tids[i]))
+            if case not in awaited:
+                awaited[case] = self._awaited_source(*case, k, c)
+            src = awaited[case]
+            if src < 0:
+                continue
+            if src not in recent:
+                recent[src] = np.sort(ts[sources == src])
+            if self.liveness.quiet(src, float(ts[i]), recent[src]):
+                scores[i] = 0.0
+
+    def _awaited_source(self, code, w, p, t, k, c):
+        """Source of the step a line shows missing: the skipped one, or the one that comes before t
+        where t never opens a session (-1: none known)."""
+        if code == sk.WHY_UNKNOWN_START:
+            rows = ((k & sk.CODE_MASK) == t) & (((k >> sk.CODE_BITS) & sk.CODE_MASK) < sk.IN)
+            if not rows.any():
+                return -1
+            before = int((k[rows] >> sk.CODE_BITS)[np.argmax(c[rows])] & sk.CODE_MASK)
+            return int(self.tpl_src[before]) if 0 <= before < self.tpl_src.size else -1
+        return self._skipped_source(code, w, p, t, k, c)
 
     def _after_gap(self, gap, ts):
         """Lines were lost in the input's gap (a collector down, see BatchContext.gaps): a session open
@@ -1006,6 +1109,8 @@ class SequenceTier(Tier):
                 reason = f"session of workflow '{flow}' never finished: stopped after '{self._text(last)}'"
                 expected = then
             awaited = miss if verdict == sk.CLOSED_MISSING_STEP else self._top_next(w, last, k, c)
+            if self._awaited_quiet(awaited, float(st.lastts[s]), now):
+                continue
             kind = "run:" if self._runs_alone(w) else "session:"   # engine: a run stands for its workflow
             out.append(Finding(tier=self.name, ts=float(st.lastts[s]), key=kind + st.id_text(s),
                                score=self.top, reason=reason, expected=expected, observed=observed,
@@ -1023,6 +1128,12 @@ class SequenceTier(Tier):
         """The step that most often follows `last` in workflow w (-1: none learned)."""
         rows = ((k >> sk.CODE_BITS) == ((w << sk.CODE_BITS) | last)) & ((k & sk.CODE_MASK) < sk.IN)
         return int(k[rows][np.argmax(c[rows])] & sk.CODE_MASK) if rows.any() else -1
+
+    def _awaited_quiet(self, awaited, last_step, now):
+        """Whether the service that logs the awaited step has logged nothing since the session's last step
+        and is quiet now: the session waits on that service's silence (see _spare_quiet_sources)."""
+        sid = int(self.tpl_src[awaited]) if 0 <= awaited < self.tpl_src.size else -1
+        return sid >= 0 and self.liveness.last_line(sid) <= last_step and self.liveness.quiet(sid, now)
 
     def _finding_source(self, s, awaited):
         """The source of the step a session awaited when it is known, else the session's own."""

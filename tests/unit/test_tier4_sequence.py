@@ -14,6 +14,7 @@ from anomaly_detector.detection.tier4_sequence import (
     MODE_REGEX,
     MODE_UNDECIDED,
     SequenceTier,
+    SourceLiveness,
     core_miss_bound,
 )
 from anomaly_detector.parsing.batch import ParsedBatch
@@ -598,3 +599,41 @@ def test_sessions_cut_by_a_gap_in_the_input_are_not_judged():
     result, found = step(tier, tr.batch(["CE"] * 3 + tr.normal(20))[0])
     assert result.scores.max() >= 80
     assert {f.key for f in found + tier.advance(tr.t + 61.0)} >= {"session:" + i for i in ids[-3:]}
+
+
+def test_sessions_waiting_on_a_quiet_service_are_its_silence_not_broken_workflows():
+    """cart stops logging (a deploy restarting it) while app goes on: the sessions that wait for cart's
+    step, and the ones met without app's steps while app is the quiet one, are not tier 4's to report;
+    tier 2 judges a service's silence and holds it a while for a restart."""
+    tr = Traffic(23)
+    tier = cross_trained(tr)
+    found = []
+    for _ in range(3):                                  # app only: every session stops after B
+        batch, ids = tr.batch(["AB"] * 50)
+        found += cross_round(tier, two_sources(batch))[0]
+        tr.t += 20.0
+    tr.t += 100.0
+    found += cross_round(tier, two_sources(tr.batch(tr.normal(50))[0]))[0]
+    assert found == [], [f.reason for f in found]
+    tr.t += 30.0
+    batch, _ = tr.batch(["CE"] * 30)                    # cart only: sessions met without app's A, B
+    _, result = cross_round(tier, two_sources(batch))
+    assert result.scores.max() == 0
+    # cart alive: a session stopping after B is still reported in cart (see the test above)
+    batch, ids = tr.batch(tr.normal(50) + ["AB"] + tr.normal(50))
+    cross_round(tier, two_sources(batch))
+    tr.t += 100.0
+    found = cross_round(tier, two_sources(tr.batch(tr.normal(50))[0]))[0]
+    assert [(f.key, f.source) for f in found] == [("session:" + ids[50], "cart")]
+
+
+def test_source_liveness_counts_recent_lines_and_needs_the_rest_of_the_log_to_go_on():
+    live = SourceLiveness()
+    ts = np.arange(0.0, 3600.0, 1.0)
+    live.add(np.zeros(ts.size, np.int32), ts)           # one line a second for an hour
+    live.add(np.ones(1, np.int32), np.array([3600.0]))
+    assert 0.9 < live.mean_gap(0) < 1.1
+    assert live.quiet(0, 3606.0, np.array([3610.0]))     # 6 s without a line, another source logging
+    assert not live.quiet(0, 3603.0, np.array([3601.0]))
+    assert not live.quiet(0, 3700.0)                     # nothing logged after 3600: the input is quiet
+    assert not live.quiet(1, 3700.0, np.array([3700.0]))  # one line: its gaps are not known
