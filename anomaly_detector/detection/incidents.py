@@ -32,6 +32,10 @@ HEADLINE_MARGIN = 20.0
 # named by the value, the stronger and more specific evidence; a burst whose rule is as strong as
 # anything else is named by the burst.
 SEVERITY_MARGIN = 5.0
+# Numbers out of line (a record latency, a drifting duration) are what failing requests carry: timeouts
+# are slow. A burst of errors is named by the burst within HEADLINE_MARGIN of such numbers, and they
+# are its detail. A value never seen (a status, a provider: "new value") keeps SEVERITY_MARGIN.
+NUMBER_REASONS = ("unusual value", "drift of parameter")
 # Kinds of evidence a silent source itself brings about: they do not name an incident that holds its silence.
 ABSENCE_SYMPTOMS = ("sequence", "volume_drop", "window_structure")
 REASONS_PER_RUN = 8     # strongest lines of a run of suspicious lines whose reasons are kept
@@ -226,7 +230,8 @@ def _headline(reason_hits, absent=False):
     message, not its level; a burst of errors as strong as the values its lines carry (a record
     latency in each 503) is named by the burst, its values are its detail; errors that each carry a
     value clearly more surprising than their count (a status never seen in the source) are named by
-    that value."""
+    that value. Numbers out of line (NUMBER_REASONS) name it only when the burst is HEADLINE_MARGIN
+    weaker."""
     ranked = sorted(reason_hits.items(), key=lambda kv: (-kv[1][0], kv[0]))
     if absent and any(_kind(reason) == "silent_source" for reason, _ in ranked):
         # A source that logs nothing leaves its partners' flows without its steps (tier 4 says so at once,
@@ -234,7 +239,8 @@ def _headline(reason_hits, absent=False):
         # symptoms are its detail. Its own lines (errors before it stopped) keep their rank.
         ranked = [kv for kv in ranked if _kind(kv[0]) not in ABSENCE_SYMPTOMS]
     top = ranked[0][1][0]
-    for prefixes, margin in ((NEW_MESSAGES, HEADLINE_MARGIN), (SEVERITY_RULES, SEVERITY_MARGIN)):
+    severity_margin = HEADLINE_MARGIN if ranked[0][0].startswith(NUMBER_REASONS) else SEVERITY_MARGIN
+    for prefixes, margin in ((NEW_MESSAGES, HEADLINE_MARGIN), (SEVERITY_RULES, severity_margin)):
         for reason, hit in ranked:
             if hit[0] >= top - margin and reason.startswith(prefixes):
                 return reason, hit

@@ -125,6 +125,11 @@ def test_an_incident_is_named_by_a_new_message_then_a_burst_as_strong_as_the_res
         "new value of parameter 5: '503'", "a burst far weaker than the news does not name it"
     assert named({"new value of parameter 5: '503'": 70, "error rule: 20 matching lines": 75}) == \
         "error rule: 20 matching lines", "the strongest reason, when it is the burst"
+    assert named({"unusual value (record high: above every earlier value) of parameter 3": 100,
+                  "error rule: 40 matching lines": 90}) == "error rule: 40 matching lines", \
+        "timeouts are slow: a burst of errors carrying record latencies is named by the burst"
+    assert named({"drift of parameter 1 of 'GET <*>'": 100, "error rule: 5 matching lines": 75}) == \
+        "drift of parameter 1 of 'GET <*>'", "a few errors in a drift do not name it"
 
 
 def test_one_unfinished_session_is_not_reported_two_are_and_a_silence_is_at_once():
