@@ -1086,6 +1086,9 @@ class SequenceTier(Tier):
         out = []
         for s, verdict, miss in zip(slots.tolist(), verdicts.tolist(), missing.tolist()):
             w, last = int(st.wf[s]), int(st.last[s])
+            awaited = miss if verdict == sk.CLOSED_MISSING_STEP else self._top_next(w, last, k, c)
+            if self._awaited_quiet(awaited, float(st.lastts[s]), now):
+                continue     # it waits on a quiet service: that silence is tier 2's
             if w not in endings:
                 endings[w] = self._endings(w, k, c)
             then = f"after '{self._text(last)}': {likely.get((w, last), '?')}; sessions end after {endings[w]}"
@@ -1108,9 +1111,6 @@ class SequenceTier(Tier):
             else:
                 reason = f"session of workflow '{flow}' never finished: stopped after '{self._text(last)}'"
                 expected = then
-            awaited = miss if verdict == sk.CLOSED_MISSING_STEP else self._top_next(w, last, k, c)
-            if self._awaited_quiet(awaited, float(st.lastts[s]), now):
-                continue
             kind = "run:" if self._runs_alone(w) else "session:"   # engine: a run stands for its workflow
             out.append(Finding(tier=self.name, ts=float(st.lastts[s]), key=kind + st.id_text(s),
                                score=self.top, reason=reason, expected=expected, observed=observed,
