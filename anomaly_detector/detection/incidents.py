@@ -65,6 +65,8 @@ class Incident:
     # family -> [suspicious lines, best score] of the lines routed here (see persists); empty in states
     # saved before it
     family_lines: dict = field(default_factory=dict)
+    # family -> time of its first line routed here (IncidentBook._redate); empty in states saved before it
+    family_first: dict = field(default_factory=dict)
     # When evidence last arrived (event time): later than last_seen for evidence judged late, such as a
     # session found unfinished a session timeout after its last line; it keeps the incident open.
     touched: float = 0.0
@@ -120,6 +122,7 @@ class Incident:
         self.lines += int(ts.size)
         self.score = max(self.score, float(score.max()))
         self._count_family(family, int(ts.size), float(score.max()))
+        self.family_first[family] = min(self.family_first.get(family, float(ts[0])), float(ts[0]))
         for tier, values in tiers.items():
             top = float(values.max())
             if top > 0:
@@ -181,6 +184,7 @@ class Incident:
                                                                    self.template_hits.items()],
                 "reason_hits": self.reason_hits, "samples": self.samples, "families": sorted(self.families),
                 "family_lines": [[f, n, best] for f, (n, best) in self.family_lines.items()],
+                "family_first": self.family_first,
                 "touched": self.touched, "absent": list(self.absent) if self.absent else None}
 
     @classmethod
@@ -196,6 +200,7 @@ class Incident:
         incident.samples = [str(x) for x in state["samples"]]
         incident.families = {str(f) for f in state["families"]}
         incident.family_lines = {str(f): [int(n), float(best)] for f, n, best in state.get("family_lines", [])}
+        incident.family_first = {str(f): float(t) for f, t in dict(state.get("family_first", {})).items()}
         incident.sessions = int(state.get("sessions", 0))   # absent in states saved before it
         incident.touched = float(state.get("touched", incident.last_seen))   # likewise
         incident.opened_family = str(state.get("opened_family", ""))         # likewise: the id stays
@@ -277,9 +282,12 @@ class IncidentBook:
     its onset bucket, so it does not depend on what joins it later.
     """
 
-    def __init__(self, window_seconds, join_seconds=60.0, volume_tier=None):
+    def __init__(self, window_seconds, join_seconds=60.0, volume_tier=None, threshold=None):
         self.window = float(window_seconds)
         self.join = float(join_seconds)
+        # anomaly_threshold: an incident first reaching it by lines of a family that joined it is dated
+        # from that family's lines (see _redate); None: every incident keeps its first line's time
+        self.threshold = threshold
         # (number of tiers, index of the volume tier) of the line family codes (engine._line_families):
         # a source's volume spike and a spike of one of its templates are one problem (see _one_surge)
         self.volume_tier = volume_tier
@@ -321,8 +329,11 @@ class IncidentBook:
             closed += self._close_source(source, first)
             incident = self._incident(source, "lines:%d" % fam, first, str(int(tids[run[0]])),
                                       _began(describe, lines[run], first))
+            weak = self._weak(incident)
             incident.add_many(ts[run], score[run], {k: v[run] for k, v in tiers.items()}, tids[run], lines[run],
                               describe, "lines:%d" % fam)
+            if weak and not self._weak(incident):
+                self._redate(incident, "lines:%d" % fam)
             if expected_per_window is not None:
                 incident.add_bursts(ts[run], expected_per_window)
         return closed
@@ -353,6 +364,22 @@ class IncidentBook:
         self._route[(source, family)] = key
         self.open[key].families.add(family)
         return self.open[key]
+
+    def _weak(self, incident):
+        """Whether an incident holds suspicious lines only, none at the anomaly threshold, and no finding
+        (False without a threshold)."""
+        return self.threshold is not None and incident.findings == 0 and incident.score < self.threshold
+
+    def _redate(self, incident, family):
+        """An incident that first reached the anomaly threshold by lines of `family` begins with that
+        family's first line here, unless `family` opened it. Suspicious lines of other families that came
+        before are weak evidence of when anything began: rare but routine lines (a daily job's start and
+        progress, a weekly report) are suspicious on every run, and a backup's never-seen error two minutes
+        into the daily report's run was an alert dated from the report's start. They stay as its context
+        (lines, samples); lines of the family itself that came before its strongest are its own slow start
+        and do date it. Its id (never reported while it was weak) hashes the new onset's bucket."""
+        if family != incident.opened_family:
+            incident.first_seen = incident.family_first.get(family, incident.first_seen)
 
     def _one_surge(self, family, other):
         """Whether two line families are a volume spike of a whole source and one of one of its templates:

@@ -1055,6 +1055,12 @@ class VolumeTier(Tier):
             spread = (float(_dispersion(base, np.array([key]))[0]), float(base.rel2[key]))
             self.held[finding.key] = [finding, kind, key, self.open_bucket + self.hold_buckets, spread,
                                       self._recent_reference(kind, key)]
+        elif self._back_before_silence(kind, key):
+            # the key came back between the held drop and this silence (a minute's dip, its usual volume
+            # for minutes, then nothing): the silence is an episode of its own, dated and held from its
+            # own onset; the dip is no part of it, and neither is what else the source raised around it
+            del self.held[finding.key]
+            self._hold(finding, kind, key)
         elif finding.score > self.held[finding.key][0].score or (
                 finding.since is not None and self.held[finding.key][0].since is None
                 and finding.score >= self.held[finding.key][0].score):
@@ -1065,6 +1071,26 @@ class VolumeTier(Tier):
             if finding.since is not None:
                 finding.since = min(finding.since, first.ts)
             self.held[finding.key][0] = finding
+
+    def _back_before_silence(self, kind, key):
+        """Whether a held key that has no line in the closing bucket was back at its usual volume between
+        the bucket after it was first seen low and its run of empty buckets (_silent_since): those buckets
+        of the ring together are not low by the key's spread as it was when held. Hosts are not judged
+        (a host is held only when silent), nor buckets the ring no longer holds."""
+        if kind == "host":
+            return False
+        base = self.templates if kind == "template" else self.sources
+        ring = base.obs_win.shape[1]
+        if base.obs_win[key, self.open_bucket % ring] > 0:
+            return False
+        first, _, _, _, spread, _ = self.held["%s:%d" % (kind, key)]
+        start = max(int(round(first.ts / self.bucket_seconds)), self.open_bucket - ring + 1)
+        between = np.arange(start, int(round(self._silent_since(base, key) / self.bucket_seconds))) % ring
+        exp = float(base.exp_win[key, between].sum())
+        if between.size == 0 or exp <= 0:
+            return False
+        obs = float(base.obs_win[key, between].sum())
+        return count_lower_score(obs, exp, *spread) < self.finding_min_score
 
     def held_sources(self, handed=()):
         """{source id: when it went low} for the drops and silences of whole sources held back now (see

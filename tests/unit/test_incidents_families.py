@@ -1,5 +1,7 @@
 """IncidentBook: one problem, one incident. Evidence of a source is routed by family (template and
 tier, or a Finding's key): an outage stays one incident, a later problem gets its own with its own onset."""
+import json
+
 import numpy as np
 
 from anomaly_detector.detection.engine import _line_families
@@ -339,3 +341,44 @@ def test_spikes_of_two_templates_minutes_apart_are_two_problems():
     add_spike(book, "web", [1140, 1150], [4, 4], 4)
     add_lines(book, "web", [1300], [6], tier=2)     # nor does a new template join a spike
     assert len(book.close_all()) == 3
+
+
+
+def test_an_incident_first_reaching_the_threshold_by_a_family_that_joined_it_begins_with_that_family():
+    """A daily job's rare but routine lines are suspicious (45) every run; a backup's never-seen error (85)
+    a hundred seconds into the run joins the young incident they opened (join_seconds), but the incident,
+    weak until then, is dated from the error: the report's start is no part of the alert. An incident
+    whose own opening family reaches the threshold later keeps its first line (its slow start)."""
+    def run(book, ts, tid, value):
+        ts = np.asarray(ts, float)
+        score = np.full(ts.size, value, np.float32)
+        tids = np.full(ts.size, tid, np.int64)
+        book.add_lines("batch", ts, score, {"t3": score}, tids, np.arange(ts.size), Describe(), None, tids * 4 + 2)
+
+    book = IncidentBook(300, 120, threshold=70.0)
+    run(book, [1000, 1040], 5, 45.0)             # the report's start and progress: suspicious, not anomalies
+    run(book, [1090], 9, 45.0)                   # the error's family, first seen weak
+    run(book, [1104, 1207, 1337], 9, 85.0)       # then at the threshold
+    run(book, [1400], 5, 45.0)                   # the report goes on
+    (incident,) = book.close_all()
+    assert incident.first_seen == 1090 and incident.lines == 7
+    restored = type(incident).from_state(json.loads(json.dumps(incident.state())))
+    assert restored.family_first == incident.family_first
+    # its own family reaching the threshold: dated from its first line
+    book = IncidentBook(300, 120, threshold=70.0)
+    run(book, [1000, 1040], 5, 45.0)
+    run(book, [1104], 5, 85.0)
+    (own,) = book.close_all()
+    assert own.first_seen == 1000
+    # an incident that was already an anomaly keeps its onset when others join it
+    book = IncidentBook(300, 120, threshold=70.0)
+    run(book, [1000], 5, 85.0)
+    run(book, [1050], 9, 95.0)
+    (strong,) = book.close_all()
+    assert strong.first_seen == 1000
+    # without a threshold every incident keeps its first line's time
+    book = IncidentBook(300, 120)
+    run(book, [1000, 1040], 5, 45.0)
+    run(book, [1104], 9, 85.0)
+    (old,) = book.close_all()
+    assert old.first_seen == 1000

@@ -385,6 +385,34 @@ def test_a_drop_that_goes_silent_is_held_as_a_silence_since_its_first_low_minute
     assert found[0].ts == held[0] and found[0].since == held[0]
 
 
+def test_a_silence_after_a_dip_the_source_came_back_from_is_dated_from_its_own_onset():
+    """Source 0 falls to a twentieth for one minute, is back at its usual volume for six, then stops: the
+    dip is held (a drop is held drop_hold_seconds), but the silence is an episode of its own, dated
+    and held from its first empty minute, not from the dip (an alert dated at the dip sends the
+    operator to minutes of normal traffic; a source that stopped mid-way through its own decline keeps
+    the earlier date, test above)."""
+    rng = np.random.default_rng(3)
+    t2 = tier(drop_hold_seconds=600.0)
+    feed(t2, day_and_night, DAY0, 1440, rng)
+    start = DAY0 + 1440 * 60
+    trickle = lambda hour: {**{k: v / 20 for k, v in day_and_night(hour).items() if k[1] == 0}, (2, 1): 30.0}  # noqa: E731
+    only_web = lambda hour: {(2, 1): 30.0}   # noqa: E731
+    _, dip = feed(t2, trickle, start, 1, rng, chunk=1)
+    _, back = feed(t2, day_and_night, start + 60, 6, rng, chunk=1)
+    assert "source:0" in t2.held, "the dip is held"
+    silent = start + 420
+    _, quiet = feed(t2, only_web, silent, 4, rng, chunk=1)
+    held = t2.held_sources()
+    assert 0 in held and silent <= held[0] <= silent + 120, (held, silent)
+    _, rest = feed(t2, only_web, silent + 240, 30, rng, chunk=1)
+    found = [f for f in dip + back + quiet + rest if f.key == "source:0"]
+    assert found and all(f.reason.startswith("source silent") for f in found)
+    assert silent <= found[0].ts <= silent + 120 and found[0].since == silent, (found[0], silent)
+    # so are its templates' silences, which went to the same incident
+    mine = [f for f in dip + back + quiet + rest if f.key in ("template:0", "template:1")]
+    assert mine and all(f.ts >= silent for f in mine), [(f.key, f.ts - silent) for f in mine]
+
+
 def test_a_sporadic_templates_busy_hour_multiple_is_lowered_on_a_quiet_day():
     """A Sunday at 70% of the weekdays' traffic from 10:00: at 14:00 the hour-of-day table still says the
     hour is busy, but the source's level has followed the quieter day, and the busy-hour multiple follows
