@@ -142,11 +142,11 @@ class SeriesBook:
         touched = np.flatnonzero(mark)
         before = tuple(getattr(self, name)[touched] for name in _STEPPED)
         multiplicity = self.multiplicity()    # of the rows before the batch: learn() steps again with it
-        out = K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights, self.state, self.season, self.seen,
-                             self.labels, self.record, self.threshold, self.suspicious, multiplicity,
-                             self.record_weight, self.shift_budget, self.episode_weight)
+        # pending before the kernel runs: rows a failing call left half-stepped are put back too
         self._scored = (batch, rows, ts, touched, before, multiplicity)
-        return out
+        return K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights, self.state, self.season,
+                              self.seen, self.labels, self.record, self.threshold, self.suspicious, multiplicity,
+                              self.record_weight, self.shift_budget, self.episode_weight)
 
     def _settle(self):
         """Put back the rows a score() stepped that no learn() of its batch took (see score)."""
@@ -176,10 +176,10 @@ class SeriesBook:
             if not again.any():
                 return
             touched, before, multiplicity = scored[3], scored[4], scored[5]
-            back = again[touched]      # rows -1 read again[-1]: never set
+            back = again[touched]
             for name, copy in zip(_STEPPED, before):
                 getattr(self, name)[touched[back]] = copy[back]
-            rows = np.where(again[rows], rows, -1)
+            rows = np.where(again[rows], rows, -1)    # rows -1 read again[-1]: never set
         else:
             self._settle()
             multiplicity = self.multiplicity()
@@ -189,6 +189,7 @@ class SeriesBook:
 
     def multiplicity(self):
         """float64[rows]: how many judged series the source of each row has (at least 1)."""
+        self._settle()
         used = len(self.rows)
         judged = K.judged_rows(self.state, self.labels, used)
         sources = self.source_of[:used]
