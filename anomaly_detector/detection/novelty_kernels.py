@@ -66,6 +66,8 @@ KIND_NONE, KIND_OUTLIER, KIND_DRIFT, KIND_NEW_VALUE = 0, 1, 2, 3
 NEAR_SHARE = 0.1    # a never-seen value with a fraction this close to a known one is no new value
 RUN_LOOKBACK = 16   # first sights of a slot's latest values a run of new values may start at
 ROW_NEW = -2        # series_rows: a value of a series the book does not know yet
+SERIES_MEMO = 4096   # series_rows' table of keys met in the call (a power of 2: buckets by the key's low bits)
+MEMO_EMPTY = -3      # a bucket of that table with no key yet (neither a row, -1, nor ROW_NEW)
 
 
 @njit(cache=True)
@@ -553,11 +555,15 @@ def series_rows(param_ptr, source_id, slots, param_num, known_keys, known_rows, 
     """Series row of every parameter for series.SeriesBook.rows_of -> (row int64[m]: -1 for a value with
     no series (no slot, not a finite number), ROW_NEW for one whose key (slot << source_bits | the
     line's source) is not among known_keys (sorted, their rows known_rows); key int64[m]). A binary
-    search per value in one pass, instead of a dozen numpy passes over the batch's parameters."""
+    search per value in one pass, instead of a dozen numpy passes over the batch's parameters; a key
+    met again finds its answer in a small table of the last key seen per SERIES_MEMO bucket (a batch
+    holds thousands of values of a few hundred series: most values skip the search)."""
     m = slots.shape[0]
     rows = np.full(m, -1, np.int64)
     keys = np.zeros(m, np.int64)
     size = known_keys.shape[0]
+    memo_key = np.zeros(SERIES_MEMO, np.int64)
+    memo_row = np.full(SERIES_MEMO, MEMO_EMPTY, np.int64)
     for i in range(param_ptr.shape[0] - 1):
         source = np.int64(source_id[i])
         for j in range(param_ptr[i], param_ptr[i + 1]):
@@ -566,8 +572,14 @@ def series_rows(param_ptr, source_id, slots, param_num, known_keys, known_rows, 
                 continue
             key = (np.int64(slots[j]) << source_bits) | source
             keys[j] = key
+            h = (key ^ (key >> source_bits)) & (SERIES_MEMO - 1)   # the slot's low bits mixed with the source
+            if memo_row[h] != MEMO_EMPTY and memo_key[h] == key:
+                rows[j] = memo_row[h]
+                continue
             at = np.searchsorted(known_keys, key)
             rows[j] = known_rows[at] if at < size and known_keys[at] == key else ROW_NEW
+            memo_key[h] = key
+            memo_row[h] = rows[j]
     return rows, keys
 
 

@@ -22,6 +22,17 @@ SOURCE_BITS = 32
 SPLIT_BASE = 1 << 30   # slots from here on are split series (one categorical value's): level shifts only
 
 
+_STEPPED = ("state", "season", "seen", "labels", "record")   # the per-row arrays K.score_series steps
+
+
+def _ranges(ptr, lines):
+    """Indices of the parameters of these lines (ptr: each line's first parameter, and the end)."""
+    starts, ends = ptr[lines], ptr[lines + 1]
+    counts = ends - starts
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    return np.arange(int(counts.sum()), dtype=np.int64) + offsets
+
+
 class SeriesBook:
     """Series state of one tier 3: rows of series_kernels state, grown as series appear."""
 
@@ -42,7 +53,8 @@ class SeriesBook:
         self.source_of = np.zeros(16, np.int64)   # row -> source id (from its key)
         self.refused = 0            # parameter values of series past max_series (not judged)
         self._warned = False
-        # What score() learned on its copies, kept for learn(): (batch, rows, touched rows, copies)
+        # What score() stepped, kept for learn(): (batch, rows, ts, touched rows, their copies from before
+        # the batch, the multiplicity it judged with)
         self._scored = None
         self._sorted = None         # (series count, sorted keys, their rows): see _known()
 
@@ -94,6 +106,7 @@ class SeriesBook:
         referrer's), else learned only, and each pooled series of the batch (batch_rows: its series
         rows, -1 none) a mixture while one of its split series there explains it (its shifts are the
         mix's: left to the split series); marks follow their series' sizes batch by batch."""
+        self._settle()
         s = self.state
         explained = s[split_rows, K.SLOW_SCALE] <= K.SPLIT_EXPLAINS * s[pooled_rows, K.SLOW_SCALE]
         s[split_rows, K.SPLIT_ONLY] = np.where(explained, K.SPLIT_JUDGED, K.SPLIT_MIXED)
@@ -115,47 +128,60 @@ class SeriesBook:
             setattr(self, name, new)
 
     def score(self, batch, rows, ts):
-        """Judge the batch's series values, learning each on copies as it goes so that later values of
-        the batch follow earlier ones (state unchanged) -> see K.score_series."""
+        """Judge the batch's series values, learning each at weight 1 as it goes so that later values of
+        the batch follow earlier ones -> see K.score_series. The kernel steps the book's own rows (a
+        copy of each touched row is kept first): learn() of the same batch, at weight 1 for every
+        value of a row, then has nothing left to do for it, and anything else that reads the book
+        first puts the rows back (_settle), so what was learned never holds a score's steps."""
+        self._settle()
         weights = np.ones(batch.n, np.float32)
-        used = rows >= 0
-        # only the rows this batch touches, copied (fancy indexing) and renumbered in row order (a mark
-        # per row and a running count: what np.unique would give, without sorting every value)
+        # the rows this batch touches, in row order (a mark per row: what np.unique would give, without
+        # sorting every value), copied (fancy indexing) as they were before the batch
         mark = np.zeros(len(self.rows) + 1, np.bool_)
-        mark[rows[used]] = True
+        mark[rows[rows >= 0]] = True
         touched = np.flatnonzero(mark)
-        renumber = np.cumsum(mark) - 1
-        local_rows = np.where(used, renumber[rows], -1)
-        copies = (self.state[touched], self.season[touched], self.seen[touched], self.labels[touched],
-                  self.record[touched])
-        out = K.score_series(batch.param_ptr, local_rows, batch.param_num, ts, weights, *copies, self.threshold,
-                             self.suspicious, self.multiplicity()[touched], self.record_weight, self.shift_budget,
-                             self.episode_weight)
-        self._scored = (batch, rows, ts, touched, copies)
-        return out
+        before = tuple(getattr(self, name)[touched] for name in _STEPPED)
+        multiplicity = self.multiplicity()    # of the rows before the batch: learn() steps again with it
+        # pending before the kernel runs: rows a failing call left half-stepped are put back too
+        self._scored = (batch, rows, ts, touched, before, multiplicity)
+        return K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights, self.state, self.season,
+                              self.seen, self.labels, self.record, self.threshold, self.suspicious, multiplicity,
+                              self.record_weight, self.shift_budget, self.episode_weight)
+
+    def _settle(self):
+        """Put back the rows a score() stepped that no learn() of its batch took (see score)."""
+        scored, self._scored = self._scored, None
+        if scored is not None:
+            touched, before = scored[3], scored[4]
+            for name, copy in zip(_STEPPED, before):
+                getattr(self, name)[touched] = copy
 
     def learn(self, batch, rows, ts, weights):
         """Learn the batch with each line's weight. score() stepped the rows it touched through exactly
         these values (in the same order, with the same multiplicity: nothing changes the rows in
-        between) at weight 1, and a row's steps read and write that row alone: its copies are the
-        learned rows of every series none of whose values has another weight, and only the others (the
-        series of flagged lines) step through the kernel again, from the state before the batch."""
+        between) at weight 1, and a row's steps read and write that row alone: the rows as score() left
+        them are the learned rows of every series none of whose values has another weight, and only the
+        others (the series of lines with another weight: flagged lines) are put back and step through
+        the kernel again, from the state before the batch."""
         weights = weights.astype(np.float32)
-        scored, self._scored = self._scored, None
+        scored = self._scored
         if scored is not None and scored[0] is batch and scored[1] is rows and scored[2] is ts:
-            owner = np.repeat(np.arange(batch.n), np.diff(batch.param_ptr))
-            other = (rows >= 0) & (weights[owner] != 1.0)
+            self._scored = None
+            lines = np.flatnonzero(weights != 1.0)
+            if lines.size == 0:
+                return                 # the common case: every touched row is learned already
+            values = _ranges(batch.param_ptr, lines)
             again = np.zeros(len(self.rows) + 1, np.bool_)
-            again[rows[other]] = True
-            multiplicity = self.multiplicity() if other.any() else None   # before any row changes
-            touched, copies = scored[3], scored[4]
-            keep = ~again[touched] if multiplicity is not None else slice(None)   # all: the common case
-            for name, copy in zip(("state", "season", "seen", "labels", "record"), copies):
-                getattr(self, name)[touched[keep]] = copy[keep]
-            if multiplicity is None:
+            again[rows[values][rows[values] >= 0]] = True
+            if not again.any():
                 return
+            touched, before, multiplicity = scored[3], scored[4], scored[5]
+            back = again[touched]
+            for name, copy in zip(_STEPPED, before):
+                getattr(self, name)[touched[back]] = copy[back]
             rows = np.where(again[rows], rows, -1)    # rows -1 read again[-1]: never set
         else:
+            self._settle()
             multiplicity = self.multiplicity()
         K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights, self.state,
                        self.season, self.seen, self.labels, self.record, self.threshold, self.suspicious,
@@ -163,6 +189,7 @@ class SeriesBook:
 
     def multiplicity(self):
         """float64[rows]: how many judged series the source of each row has (at least 1)."""
+        self._settle()
         used = len(self.rows)
         judged = K.judged_rows(self.state, self.labels, used)
         sources = self.source_of[:used]
@@ -174,7 +201,7 @@ class SeriesBook:
     def forget_slots(self, slots):
         """Series of these slots start again (their template's positions moved)."""
         gone = set(int(s) for s in slots)
-        self._scored = None
+        self._settle()
         for key, row in self.rows.items():
             if key >> SOURCE_BITS in gone:
                 self.state[row] = 0
@@ -189,6 +216,7 @@ class SeriesBook:
         return {"series": len(self.rows), "series_limit": self.max_series, "series_values_refused_total": self.refused}
 
     def state_dict(self):
+        self._settle()
         used = len(self.rows)
         return {"keys": [str(k) for k in self.rows], "rows": [int(r) for r in self.rows.values()],
                 "state": self.state[:used].tolist(), "season": self.season[:used].tolist(),

@@ -413,8 +413,10 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     if shift_budget > 0.0:     # off (0): no level-shift state is kept either, its cost is saved
         fast = shift_fast(st, r, x - shift_off, scale)
         u = shift_u(st, r, fast)
-    if shift_budget > 0.0 and (abs(shift_off) > signed_log(rec[r, REC_HIGH]) - signed_log(rec[r, REC_LOW]) or season_jumps(
-            season, seen, r, b, st[r, SLOW_SCALE])):
+    # an offset of 0 (a series with no time-of-day pattern learned, as every series' first day) is wider
+    # than no range, and 0 > x is false for any x (NaN too): the range's two logs are not computed for it
+    if shift_budget > 0.0 and ((shift_off != 0.0 and abs(shift_off) > signed_log(rec[r, REC_HIGH])
+                                - signed_log(rec[r, REC_LOW])) or season_jumps(season, seen, r, b, st[r, SLOW_SCALE])):
         # an offset wider than every value's range, or one that jumps from the last quarter hour's by
         # more than a daily cycle moves (a nightly job's step learned into its quarter hours, or an
         # offset in a state saved before the test had its own): the deseasoned values jump with the

@@ -1,6 +1,7 @@
-"""SeriesBook.learn reuses what score() stepped on its copies for every series none of whose values
-has another weight than 1 (series.py): the rows it leaves must be exactly those of the kernel's own
-learning pass, and the series of a line with another weight must still be learned by the kernel."""
+"""SeriesBook.learn keeps what score() stepped (in place, the rows' copies from before the batch set
+aside) for every series none of whose values has another weight than 1 (series.py): the rows it leaves
+must be exactly those of the kernel's own learning pass, the series of a line with another weight must
+still be learned by the kernel, and a score that no learn of its batch follows leaves nothing behind."""
 from types import SimpleNamespace
 
 import numpy as np
@@ -47,7 +48,7 @@ def run(weight_of_batch, reuse, every=7):
         if reuse:
             book.learn(batch, rows, ts, weights)
         else:
-            book._scored = None
+            book._settle()   # score() stepped the rows: back to before the batch
             kernel_learn(book, batch, rows, ts, weights)
     return book, scores
 
@@ -87,3 +88,34 @@ def test_only_the_series_of_down_weighted_lines_step_again():
         assert np.array_equal(getattr(reused, name), getattr(stepped, name)), name
     ones, _ = run(lambda k: 1.0, reuse=True, every=150)
     assert not np.array_equal(ones.state, reused.state)
+
+
+def test_a_score_that_no_learn_follows_leaves_the_learned_rows_as_they_were():
+    # score() steps the book's rows in place: anything that reads the book before that batch's learn()
+    # (a snapshot, the next batch's score, a learn of another batch) sees the rows from before it
+    book = SeriesBook(100, 16)
+    it = batches()
+    for _ in range(3):
+        batch, slots, ts = next(it)
+        rows = book.rows_of(batch, slots)
+        book.score(batch, rows, ts)
+        book.learn(batch, rows, ts, np.ones(batch.n, np.float32))
+    before = {name: getattr(book, name).copy() for name in ARRAYS}
+    snapshot = book.state_dict()
+    batch, slots, ts = next(it)
+    rows = book.rows_of(batch, slots)
+    first = book.score(batch, rows, ts)
+    assert book.state_dict() == snapshot
+    for name in ARRAYS:
+        assert np.array_equal(getattr(book, name), before[name]), name
+    again = book.score(batch, rows, ts)        # scored twice: the same answer, from the same rows
+    assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(first, again))
+    book.learn(batch, rows.copy(), ts, np.ones(batch.n, np.float32))   # not the rows score() saw: stepped anew
+    reference = SeriesBook(100, 16)
+    for batch, slots, ts in batches(n_batches=4):
+        rows = reference.rows_of(batch, slots)
+        reference.score(batch, rows, ts)
+        reference.learn(batch, rows, ts, np.ones(batch.n, np.float32))
+    for name in ARRAYS:
+        assert np.array_equal(getattr(book, name), getattr(reference, name)), name
+    assert not np.array_equal(book.state, before["state"])

@@ -124,3 +124,21 @@ def test_series_rows_match_the_twin(seed):
     assert (rows >= 0).any() and (rows == K.ROW_NEW).any() and (rows == -1).any()
     empty = K.series_rows(ptr, source, slots, num, np.zeros(0, np.int64), np.zeros(0, np.int64), 32)[0]
     assert np.array_equal(empty, np.where(rows == -1, -1, K.ROW_NEW))
+
+
+def test_series_rows_of_keys_that_share_a_memo_bucket_match_the_twin():
+    # slots SERIES_MEMO apart of one source fall in one bucket of series_rows' table of keys met: each
+    # value must still get its own key's row, known or new, however the keys alternate
+    rng = np.random.default_rng(3)
+    n = 400
+    ptr = np.arange(n + 1, dtype=np.int64)
+    slots = (rng.integers(0, 3, n) * K.SERIES_MEMO + 7).astype(np.int64)
+    source = rng.integers(0, 2, n).astype(np.int32)
+    num = rng.normal(size=n)
+    known = {(int(s) << 32) | src: row for row, (s, src) in enumerate(
+        [(7, 0), (7 + K.SERIES_MEMO, 1), (7 + 2 * K.SERIES_MEMO, 0)])}
+    keys = np.array(sorted(known), np.int64)
+    rows, _ = K.series_rows(ptr, source, slots, num, keys, np.array([known[k] for k in keys.tolist()]), 32)
+    want = T.series_rows([(int(source[i]), [(int(slots[i]), float(num[i]))]) for i in range(n)], known, 32)
+    assert rows.tolist() == [line[0][0] for line in want]
+    assert (rows >= 0).any() and (rows == K.ROW_NEW).any()
