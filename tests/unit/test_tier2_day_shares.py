@@ -362,6 +362,21 @@ def test_a_sporadic_template_is_expected_at_its_sources_busy_hour_multiple_never
     assert factor(14, t2.values.base) == 1.0, "value keys keep their long-run rate"
 
 
+def held_a_day(rng):
+    """A tier that holds drops 600 s, trained a day on day_and_night -> (tier, the next minute's start)."""
+    t2 = tier(drop_hold_seconds=600.0)
+    feed(t2, day_and_night, DAY0, 1440, rng)
+    return t2, DAY0 + 1440 * 60
+
+
+def trickle(hour):
+    """Source 0 at a twentieth of its day_and_night volume, source 1 as usual."""
+    return {**{k: v / 20 for k, v in day_and_night(hour).items() if k[1] == 0}, (2, 1): 30.0}
+
+
+def only_web(hour):
+    return {(2, 1): 30.0}
+
 
 def test_a_drop_that_goes_silent_is_held_as_a_silence_since_its_first_low_minute():
     """Source 0 falls to a twentieth for five minutes, then stops: the drop is first seen while it still
@@ -369,11 +384,7 @@ def test_a_drop_that_goes_silent_is_held_as_a_silence_since_its_first_low_minute
     raised as a silence of the source since no later than that (what its partners raised meanwhile
     joins it, incidents.py)."""
     rng = np.random.default_rng(3)
-    t2 = tier(drop_hold_seconds=600.0)
-    feed(t2, day_and_night, DAY0, 1440, rng)
-    start = DAY0 + 1440 * 60
-    trickle = lambda hour: {**{k: v / 20 for k, v in day_and_night(hour).items() if k[1] == 0}, (2, 1): 30.0}  # noqa: E731
-    only_web = lambda hour: {(2, 1): 30.0}   # noqa: E731
+    t2, start = held_a_day(rng)
     _, low = feed(t2, trickle, start, 5, rng, chunk=1)
     _, quiet = feed(t2, only_web, start + 300, 4, rng, chunk=1)
     held = t2.held_sources()
@@ -392,11 +403,7 @@ def test_a_silence_after_a_dip_the_source_came_back_from_is_dated_from_its_own_o
     operator to minutes of normal traffic; a source that stopped mid-way through its own decline keeps
     the earlier date, test above)."""
     rng = np.random.default_rng(3)
-    t2 = tier(drop_hold_seconds=600.0)
-    feed(t2, day_and_night, DAY0, 1440, rng)
-    start = DAY0 + 1440 * 60
-    trickle = lambda hour: {**{k: v / 20 for k, v in day_and_night(hour).items() if k[1] == 0}, (2, 1): 30.0}  # noqa: E731
-    only_web = lambda hour: {(2, 1): 30.0}   # noqa: E731
+    t2, start = held_a_day(rng)
     _, dip = feed(t2, trickle, start, 1, rng, chunk=1)
     _, back = feed(t2, day_and_night, start + 60, 6, rng, chunk=1)
     assert "source:0" in t2.held, "the dip is held"
