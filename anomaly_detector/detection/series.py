@@ -101,18 +101,22 @@ class SeriesBook:
         return row
 
     def mark_explained(self, split_rows, pooled_rows, batch_rows):
-        """Mark each split series judged while its value explains part of its pooled series' spread (its
-        long-run residual size at most SPLIT_EXPLAINS of the pooled one's: a table's query time, not a
-        referrer's), else learned only, and each pooled series of the batch (batch_rows: its series
-        rows, -1 none) a mixture while one of its split series there explains it (its shifts are the
-        mix's: left to the split series); marks follow their series' sizes batch by batch."""
+        """Mark each pooled series of the batch (batch_rows: its series rows, -1 none) a mixture while one
+        of its split series there explains part of its spread (its long-run residual size at most
+        SPLIT_EXPLAINS of the pooled one's: a table's query time, not a referrer's; the mix's shifts are
+        left to the split series), and the split series of a mixture judged, the others (split by a
+        word that explains nothing) learned only; marks follow their series' sizes batch by batch."""
         self._settle()
         s = self.state
         explained = s[split_rows, K.SLOW_SCALE] <= K.SPLIT_EXPLAINS * s[pooled_rows, K.SLOW_SCALE]
-        s[split_rows, K.SPLIT_ONLY] = np.where(explained, K.SPLIT_JUDGED, K.SPLIT_MIXED)
         pooled = batch_rows[batch_rows >= 0]
         mixture = np.zeros(s.shape[0], np.bool_)
         mixture[pooled_rows[explained]] = True
+        # A mixture leaves its shifts to every one of its split series: the values of its word that explain
+        # part of the spread and those that do not (one table whose query times spread as widely as all
+        # tables' together); else a shift of that one would be judged by no series at all.
+        judged = explained | mixture[pooled_rows]
+        s[split_rows, K.SPLIT_ONLY] = np.where(judged, K.SPLIT_JUDGED, K.SPLIT_MIXED)
         s[pooled, K.SPLIT_ONLY] = np.where(mixture[pooled], K.POOLED_MIXTURE, 0.0)
 
     def _grow(self, n):

@@ -377,16 +377,31 @@ def test_a_split_series_whose_value_explains_nothing_only_learns():
     (mark_explained); one whose value explains nothing of the spread raises no shift, judged ones do."""
     book = SeriesBook(max_series=10, max_labels=LABELS)
     pooled, table, referrer = book._row(1 << 32), book._row((SPLIT_BASE << 32) | 0), book._row(((SPLIT_BASE + 1) << 32))
-    book.state[[pooled, table, referrer], K.SLOW_SCALE] = [1.0, 0.6, 0.95]
-    book.mark_explained(np.array([table, referrer, table]), np.array([pooled, pooled, pooled]),
-                        np.array([pooled, -1, pooled]))
+    by_referrer = book._row(2 << 32)
+    book.state[[pooled, table, referrer, by_referrer], K.SLOW_SCALE] = [1.0, 0.6, 0.95, 1.0]
+    book.mark_explained(np.array([table, referrer, table]), np.array([pooled, by_referrer, pooled]),
+                        np.array([pooled, by_referrer, pooled]))
     assert book.state[[table, referrer], K.SPLIT_ONLY].tolist() == [K.SPLIT_JUDGED, K.SPLIT_MIXED]
+    assert book.state[[pooled, by_referrer], K.SPLIT_ONLY].tolist() == [K.POOLED_MIXTURE, 0.0]
     values, times = _shifted(2.95)
     for mark, shifts in ((K.SPLIT_JUDGED, 1), (K.SPLIT_MIXED, 0)):
         got, want = _steps_marked(mark, values, times)
         got, want = [g[0] for g in got], [w[0] for w in want]
         assert got == pytest.approx(want, rel=1e-9, abs=1e-9)
         assert sum(1 for s in got if s >= 70) == shifts
+
+
+def test_every_split_series_of_a_mixture_is_judged_even_one_that_explains_nothing():
+    """Tables' query times pooled: most tables' own spread is narrow (they explain the mix: it is a
+    mixture, its shifts left to them), but one table's is as wide as the mix's. Its shifts are judged
+    on its own series, or a x12 drift of that table's queries would be judged by no series at all."""
+    book = SeriesBook(max_series=10, max_labels=LABELS)
+    pooled = book._row(1 << 32)
+    narrow, wide = book._row((SPLIT_BASE << 32) | 0), book._row(((SPLIT_BASE + 1) << 32))
+    book.state[[pooled, narrow, wide], K.SLOW_SCALE] = [0.6, 0.3, 0.55]
+    book.mark_explained(np.array([narrow, wide]), np.array([pooled, pooled]), np.array([pooled, pooled]))
+    assert book.state[pooled, K.SPLIT_ONLY] == K.POOLED_MIXTURE
+    assert book.state[[narrow, wide], K.SPLIT_ONLY].tolist() == [K.SPLIT_JUDGED, K.SPLIT_JUDGED]
 
 
 def _steps_marked(mark, values, times):
