@@ -323,6 +323,13 @@ def record_log10p(rec, r, value, z, t, record_weight):
 
 
 @njit(cache=True)
+def beyond_episode(rec, r, value):
+    """Whether an episode is open on the series' range (learn_record) and value is outside the range
+    from before it."""
+    return rec[r, REC_EPISODE_T] > 0.0 and not rec[r, REC_PRE_LOW] <= value <= rec[r, REC_PRE_HIGH]
+
+
+@njit(cache=True)
 def learn_record(rec, r, value, t, w, episode, episode_weight):
     """Widen the series' range to value, counting a record, with weight w (0: judge only). episode: the
     value belongs to an anomalous episode (see step). The range an episode widens is provisional: the
@@ -354,7 +361,7 @@ def learn_record(rec, r, value, t, w, episode, episode_weight):
             rec[r, REC_EPISODE_T] = 0.0
         elif back or t - open_since > EPISODE_KEEP_S:
             rec[r, REC_EPISODE_T] = 0.0
-    if rec[r, REC_EPISODE_T] > 0.0 and not rec[r, REC_PRE_LOW] <= value <= rec[r, REC_PRE_HIGH]:
+    if beyond_episode(rec, r, value):
         rec[r, REC_EPISODE_N] += 1.0
     if value > rec[r, REC_HIGH]:
         rec[r, REC_HIGH] = value
@@ -477,6 +484,13 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         if evidence:
             score = suspicious
             st[r, EVIDENCE] -= 1.0
+        elif episode and score < suspicious and st[r, SPLIT_ONLY] <= 0.0 and beyond_episode(rec, r, value):
+            # a value of the open episode still beyond the range from before it (a queue still thirty times
+            # its depth): its evidence, suspicious, keeping its incident open. The tail has learned the
+            # episode's first values (at episode_weight), which would call the rest ordinary at once
+            score = suspicious
+            if kind == KIND_NONE:
+                kind = KIND_SPIKE if value > rec[r, REC_PRE_HIGH] else KIND_DROP
         if fired and not recovery:
             st[r, EVIDENCE] = SHIFT_EVIDENCE
     learn_record(rec, r, value, t, w, episode, episode_weight)

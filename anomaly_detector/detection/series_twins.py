@@ -267,6 +267,11 @@ class Series:
             if evidence:
                 score = self.suspicious
                 self.evidence -= 1
+            elif (episode and score < self.suspicious and self.split_only <= 0 and self.episode is not None
+                  and not self.episode[2] <= value <= self.episode[1]):
+                score = self.suspicious
+                if kind == K.KIND_NONE:
+                    kind = K.KIND_SPIKE if value > self.episode[1] else K.KIND_DROP
             if fired and not recovery:
                 self.evidence = K.SHIFT_EVIDENCE
         self.learn_record(value, t, w, episode)

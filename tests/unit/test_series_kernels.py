@@ -645,3 +645,23 @@ def test_a_count_back_at_zero_after_an_episode_raises_no_shift():
     assert [round(g[0], 6) for g in got] == [round(w[0], 6) for w in want]
     after = [(s, k) for s, k, *_ in got[burst + 200:]]
     assert not [sk for sk in after if sk[0] >= 70 and sk[1] in (K.KIND_SHIFT_UP, K.KIND_SHIFT_DOWN)], after[:3]
+
+
+def test_the_values_of_an_episode_beyond_the_range_before_it_stay_suspicious():
+    """A queue depth of about 9 every 30 s for three days jumps thirtyfold and stays there: the first value is
+    a record (flagged), the rest are the episode's evidence (suspicious, never flagged) while they stay
+    beyond the range from before it, so its incident (two lines at least) opens; once back inside that
+    range they are nothing (but what the level-shift test says of them). The tail learned the first values of the episode and would call the rest
+    ordinary at once. Kernel and twin agree."""
+    rng = np.random.default_rng(11)
+    normal = rng.poisson(8.0, 8640).astype(float) + 1.0
+    values = np.concatenate([normal, [240, 180, 210, 240, 240, 120, 210, 270], rng.poisson(8.0, 20) + 1.0])
+    times = np.arange(values.size) * 30.0
+    got, want = _steps_marked(0.0, values, times)
+    scores = [g[0] for g in got]
+    assert scores == pytest.approx([w[0] for w in want], rel=1e-9, abs=1e-9)
+    assert [g[1] for g in got] == [w[1] for w in want]
+    assert scores[8640] >= 70
+    assert all(40 <= s < 70 for s in scores[8641:8648]), scores[8641:8648]
+    back = [g[0] for g in got[8650:] if g[1] not in (K.KIND_SHIFT_UP, K.KIND_SHIFT_DOWN)]   # the shift's own evidence
+    assert max(back) < 40
