@@ -83,10 +83,9 @@ class SiteLoad:
         count so far and the closed buckets' ring (as VolumeTier's _earlier_counts for one key)."""
         base, open_bucket = self.tier.sources, self.tier.open_bucket
         ring = base.obs_win.shape[1]
-        out = np.zeros(n)
-        for back in range(1, window):
-            b = bucket - back
-            out += np.bincount(self.sources[self.buckets == b], minlength=n)[:n]
+        back = bucket - self.buckets          # how many buckets before `bucket` each batch line is
+        out = np.bincount(self.sources[(back >= 1) & (back < window)], minlength=n)[:n].astype(np.float64)
+        for b in range(bucket - window + 1, bucket):
             if b == open_bucket:
                 out += base.open_raw[:n]
             elif open_bucket - ring <= b < open_bucket:
