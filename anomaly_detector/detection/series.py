@@ -233,7 +233,10 @@ class SeriesBook:
         state = np.asarray(saved["state"], np.float64)
         state = state.reshape(len(pairs), -1) if pairs else np.zeros((0, K.COLS))
         if state.shape[1] < K.COLS:   # a snapshot from before the level-shift test (or its own offsets): padded
+            log_excess = state.shape[1] == K.LOG_EXCESS_COLS
             state = np.hstack([state, np.zeros((state.shape[0], K.COLS - state.shape[1]))])
+            if log_excess:
+                self._excess_moments_anew(state)
         season = np.asarray(saved["season"], np.float64)
         season = (season.reshape(len(pairs), -1, K.SEASON_BUCKETS) if pairs
                   else np.zeros((0, K.SEASON_ROWS, K.SEASON_BUCKETS)))
@@ -259,6 +262,18 @@ class SeriesBook:
             self.record[new] = record[row]
         # the offsets' sum is the shift test's offsets', whatever the snapshot held (none before it was kept)
         self.state[:len(self.rows), K.OFFSET_SUM] = self.season[:len(self.rows), K.SHIFT_OFFSET].sum(axis=1)
+
+    @staticmethod
+    def _excess_moments_anew(state):
+        """State saved while the level-shift test's tail summed its excursions' log peak excesses (a Pareto
+        from U_START): the sums of excess and squared excess that Pareto implies for the same excursions
+        (its index at least 2.5: the squares need a finite variance)."""
+        n = state[:, K.U_N]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            index = np.where(state[:, K.U_S] > 0.0, n / state[:, K.U_S], K.U_PRIOR_INDEX)
+        index = np.maximum(index, 2.5)
+        state[:, K.U_S] = n * K.U_START / (index - 1.0)
+        state[:, K.U_S2] = n * 2.0 * K.U_START ** 2 / ((index - 1.0) * (index - 2.0))
 
     @staticmethod
     def _level_shift_test_anew(state, season, seen):

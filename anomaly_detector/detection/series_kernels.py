@@ -45,7 +45,8 @@ from the first values of its second night. While an offset is wider than the ser
 whole range, or jumps from the last quarter hour's by more than SEASON_STEP_LIMIT residual sizes,
 the test is off (it restarts as after a recovery). A fast mean (SHIFT_WINDOW points) against
 a slow baseline (SHIFT_MEMORY points), in units of the gap's own usual size, is that run's evidence;
-its excursions beyond U_START are learned once each, by their peak, into a Pareto tail, and a shift
+its excursions beyond U_START are learned once each, by their peak, into a generalized Pareto tail (its
+shape and scale from the peaks' moments), and a shift
 scores against the flag budget with a window as one chance. Only a shift that reaches the threshold
 scores (one that built up beside the alarm would be no news to reported()); the baseline then
 follows the fast mean for two windows, in which its first SHIFT_EVIDENCE values past halfway to the new level are suspicious
@@ -90,7 +91,7 @@ from anomaly_detector.detection.novelty_kernels import signed_log  # the scale s
 HIST_BINS = 16             # per side: excesses counted by octave of |z| / TAIL_START
 UP_HIST, DN_HIST = 17, 17 + HIST_BINS
 # the level-shift test (shift_u): its points, slow baseline, fast mean, the usual size of their gap; the
-# tail of |u|: decayed windows, decayed excursions beyond U_START, their sum of log peak excesses, the
+# tail of |u|: decayed windows, decayed excursions beyond U_START, their sum of peak excesses (peak - U_START), the
 # peak of the excursion under way (0: none); points left of the settling after a fired shift (negative:
 # a recovery's, with no evidence), the baseline the last shift moved from and the shifts fired; 1 for a
 # split series (one categorical value's: judged by this test only)
@@ -103,7 +104,10 @@ OFFSET_SUM = 31 + 2 * HIST_BINS
 # quarter hour being visited (its bucket + 1, 0: none), its values' weight, their summed distance from
 # that level and what its offset took in this visit
 DAY_LEVEL, VISIT_B, VISIT_N, VISIT_SUM, VISIT_TAKEN = (32 + 2 * HIST_BINS + k for k in range(5))
-COLS = 37 + 2 * HIST_BINS
+# the excursions' sum of squared peak excesses (with U_S: the moments of the excess tail, shift_log10p)
+U_S2 = 37 + 2 * HIST_BINS
+COLS = 38 + 2 * HIST_BINS
+LOG_EXCESS_COLS = 37 + 2 * HIST_BINS   # snapshots whose U_S summed log peak excesses (series.py converts them)
 OLD_COLS = 17 + 2 * HIST_BINS   # snapshots from before the level-shift test (series.py pads them)
 # The decayed sums (TOTAL to DN_S and the histograms) are kept multiplied by GROWTH, which grows by
 # 1/keep each point instead of every sum shrinking by keep: one multiply a point, not 37.
@@ -157,7 +161,8 @@ SHIFT_FLAGS_PER_DAY = 0.01  # the level-shift test's flag budget per source, 5 t
 SHIFT_EVIDENCE = 3.0       # values after a fired shift that may stay suspicious as its evidence (an
                            # incident needs incident_min_lines; more would only lengthen it)
 U_PRIOR_INDEX = 6.0        # tail index of excursion peaks before the series has shown its own (a mean's
-                           # tail is lighter than its values')
+                           # tail is lighter than its values'): a Pareto from U_START, the prior's shape
+MAX_SHAPE = 0.45           # heaviest excess tail shape the moments may show (the estimator's own bound is 0.5)
 SHIFT_CLIP = 3.0           # a value moves the fast mean by at most this many residual scales
 SPLIT_EXPLAINS = 0.8       # a split series is judged while its long-run residual size is at most this
                            # share of its pooled series' (its value explains part of the pooled spread)
@@ -554,16 +559,38 @@ def shift_u(st, r, fast):
 @njit(cache=True)
 def shift_log10p(st, r, u):
     """log10 of the chance that a window of the series holds an excursion of |u| this large, from its
-    own past excursions beyond U_START: their peaks' Pareto tail (Hill's estimator, shrunk towards
-    U_PRIOR_INDEX) times their share of windows. An excursion is learned once, by its peak, when it
-    ends: a shift building up does not teach its own tail while it is judged. A series whose level
-    wanders beyond U_START often needs a larger excursion to be news."""
+    own past excursions beyond U_START: a generalized Pareto tail of their peaks' excesses, fitted by
+    its moments (shrunk towards a Pareto of index U_PRIOR_INDEX), times their share of windows. The
+    shape is at least 0 (exponential: a windowed mean's tail is no lighter) and the moments decide how
+    much heavier: a series whose excursions all peaked within a scale or two of U_START makes one
+    three times beyond them news, where a Pareto tail fitted to the same peaks (its scale tied to
+    U_START) called it a few times a day. An excursion is learned once, by its peak, when it ends: a
+    shift building up does not teach its own tail while it is judged. A series whose level wanders
+    beyond U_START often needs a larger excursion to be news."""
     a = abs(u)
     if a <= U_START:
         return 0.0
     share = (st[r, U_N] + PRIOR_RATE * PRIOR_WEIGHT) / (st[r, U_TOTAL] + PRIOR_WEIGHT)
-    mean_log_excess = (st[r, U_S] + PRIOR_EXCESSES / U_PRIOR_INDEX) / (st[r, U_N] + PRIOR_EXCESSES)
-    return math.log10(min(share, 1.0)) - math.log10(a / U_START) / mean_log_excess
+    return math.log10(min(share, 1.0)) + excess_log10p(st[r, U_N], st[r, U_S], st[r, U_S2], a - U_START)
+
+
+@njit(cache=True)
+def excess_log10p(n, s1, s2, y):
+    """log10 P(excess > y) under the generalized Pareto fitted by the moments of n excesses (sum s1, sum
+    of squares s2) and PRIOR_EXCESSES of the prior's: shape 0.5 (1 - mean^2 / variance) within 0 and
+    MAX_SHAPE, scale mean x (1 - shape)."""
+    shape0 = 1.0 / U_PRIOR_INDEX
+    scale0 = U_START * shape0          # the prior is a Pareto from U_START
+    mean0 = scale0 / (1.0 - shape0)
+    square0 = 2.0 * scale0 * scale0 / ((1.0 - shape0) * (1.0 - 2.0 * shape0))
+    m1 = (s1 + PRIOR_EXCESSES * mean0) / (n + PRIOR_EXCESSES)
+    m2 = (s2 + PRIOR_EXCESSES * square0) / (n + PRIOR_EXCESSES)
+    var = max(m2 - m1 * m1, 1e-12)
+    shape = min(max(0.5 * (1.0 - m1 * m1 / var), 0.0), MAX_SHAPE)
+    scale = m1 * (1.0 - shape)
+    if shape < 1e-9:
+        return -y / scale / math.log(10.0)
+    return -math.log10(1.0 + shape * y / scale) / shape
 
 
 @njit(cache=True)
@@ -593,11 +620,14 @@ def _learn_shift(st, r, fast, w, fired, recovery, u):
         st[r, U_TOTAL] = st[r, U_TOTAL] * keep + w / SHIFT_WINDOW
         st[r, U_N] *= keep
         st[r, U_S] *= keep
+        st[r, U_S2] *= keep
         if abs(u) > U_START:
             st[r, U_PEAK] = max(st[r, U_PEAK], abs(u))
         if (abs(u) <= U_START or fired) and st[r, U_PEAK] > 0.0:
             st[r, U_N] += 1.0
-            st[r, U_S] += math.log(st[r, U_PEAK] / U_START)
+            excess = st[r, U_PEAK] - U_START
+            st[r, U_S] += excess
+            st[r, U_S2] += excess * excess
             st[r, U_PEAK] = 0.0
     n = st[r, SHIFT_N]
     st[r, SHIFT_N] = n + w
@@ -627,7 +657,11 @@ def _learn_shift(st, r, fast, w, fired, recovery, u):
     gap = abs(st[r, FAST] - st[r, BASE])
     if n >= SHIFT_WARM and st[r, GAP_SIZE] > 0.0:
         gap = min(gap, GAP_CLIP * st[r, GAP_SIZE])
-    st[r, GAP_SIZE] += w * rate * (gap - st[r, GAP_SIZE])
+    if abs(u) <= U_START or n < SHIFT_JUDGE:
+        # once shifts are judged the usual size is learned outside excursions: a shift being judged does
+        # not widen the yardstick it is judged by (learning it, an hour at a new level halved its own u);
+        # the baseline's drift towards the new level still ends an excursion that never fires
+        st[r, GAP_SIZE] += w * rate * (gap - st[r, GAP_SIZE])
     st[r, BASE] += w * rate * (st[r, FAST] - st[r, BASE])
 
 

@@ -32,7 +32,8 @@ class Series:
         self.labels = []
         self.distinct = 0
         self.shift_n = self.base = self.fast = self.gap_size = 0.0   # the level-shift test
-        self.u_total = self.u_n = self.u_s = self.u_peak = 0.0   # decayed windows, excursions, log peak excess, peak
+        # decayed windows, excursions, their sums of peak excess and squared peak excess, the peak under way
+        self.u_total = self.u_n = self.u_s = self.u_s2 = self.u_peak = 0.0
         self.split_only = 0.0     # SPLIT_ONLY: K.SPLIT_JUDGED, K.SPLIT_MIXED, K.POOLED_MIXTURE
         self.settle = self.moved_from = self.shifts = self.held = self.evidence = 0.0
 
@@ -47,8 +48,18 @@ class Series:
         if a <= K.U_START:
             return 0.0
         share = (self.u_n + K.PRIOR_RATE * K.PRIOR_WEIGHT) / (self.u_total + K.PRIOR_WEIGHT)
-        index = (self.u_n + K.PRIOR_EXCESSES) / (self.u_s + K.PRIOR_EXCESSES / K.U_PRIOR_INDEX)
-        return math.log10(min(share, 1.0)) - index * math.log10(a / K.U_START)
+        # generalized Pareto by moments, the prior a Pareto of index U_PRIOR_INDEX from U_START
+        xi0 = 1.0 / K.U_PRIOR_INDEX
+        sigma0 = K.U_START * xi0
+        weight = self.u_n + K.PRIOR_EXCESSES
+        mean = (self.u_s + K.PRIOR_EXCESSES * sigma0 / (1 - xi0)) / weight
+        square = (self.u_s2 + K.PRIOR_EXCESSES * 2 * sigma0 ** 2 / ((1 - xi0) * (1 - 2 * xi0))) / weight
+        variance = max(square - mean ** 2, 1e-12)
+        xi = min(max((1 - mean ** 2 / variance) / 2, 0.0), K.MAX_SHAPE)
+        sigma = mean * (1 - xi)
+        y = a - K.U_START
+        tail = -y / sigma / math.log(10) if xi < 1e-9 else -math.log10(1 + xi * y / sigma) / xi
+        return math.log10(min(share, 1.0)) + tail
 
     def shift_fast(self, d, scale):
         if self.shift_n <= 0:
@@ -69,11 +80,13 @@ class Series:
             self.u_total = self.u_total * keep + w / K.SHIFT_WINDOW
             self.u_n *= keep
             self.u_s *= keep
+            self.u_s2 *= keep
             if abs(u) > K.U_START:
                 self.u_peak = max(self.u_peak, abs(u))
             if (abs(u) <= K.U_START or fired) and self.u_peak > 0:
                 self.u_n += 1.0
-                self.u_s += math.log(self.u_peak / K.U_START)
+                self.u_s += self.u_peak - K.U_START
+                self.u_s2 += (self.u_peak - K.U_START) ** 2
                 self.u_peak = 0.0
         n = self.shift_n
         self.shift_n += w
@@ -101,7 +114,8 @@ class Series:
         gap = abs(self.fast - self.base)
         if n >= K.SHIFT_WARM and self.gap_size > 0:
             gap = min(gap, K.GAP_CLIP * self.gap_size)
-        self.gap_size += w * rate * (gap - self.gap_size)
+        if abs(u) <= K.U_START or n < K.SHIFT_JUDGE:     # not learned from an excursion judged
+            self.gap_size += w * rate * (gap - self.gap_size)
         self.base += w * rate * (self.fast - self.base)
 
     def judged(self):

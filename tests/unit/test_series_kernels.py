@@ -276,6 +276,64 @@ def test_a_snapshot_from_before_the_shift_tests_own_offsets_loads_and_restarts_t
     assert again.state[0, K.SETTLE] == -2.0 * K.SHIFT_WINDOW
 
 
+def test_a_snapshot_whose_shift_tail_summed_log_excesses_loads_with_the_moments_it_implies():
+    """A snapshot from when the level-shift test's tail was a Pareto from U_START (U_S: the excursions'
+    summed log peak excesses, no U_S2 column): the sums of excess and squared excess of a Pareto of the
+    same index, so its shift scores carry on where they were."""
+    book = SeriesBook(max_series=4, max_labels=LABELS)
+    book._row(7 << 32)
+    book.state[0, [K.U_N, K.U_S]] = [10.0, 10.0 / 5.0]      # index 5
+    saved = book.state_dict()
+    saved["state"] = [row[:K.LOG_EXCESS_COLS] for row in saved["state"]]
+    again = SeriesBook(max_series=4, max_labels=LABELS)
+    again.load(saved)
+    assert again.state[0, K.U_S] == pytest.approx(10 * K.U_START / 4)
+    assert again.state[0, K.U_S2] == pytest.approx(10 * 2 * K.U_START ** 2 / 12)
+    pareto = -5 * math.log10(12 / K.U_START)
+    assert K.excess_log10p(10.0, again.state[0, K.U_S], again.state[0, K.U_S2], 9.0) == pytest.approx(pareto, abs=0.6)
+
+
+def test_the_excess_tail_is_the_prior_pareto_until_excursions_are_seen_and_then_their_own():
+    """With no excursion learned, the tail of excursion peaks is the prior Pareto of index U_PRIOR_INDEX
+    from U_START. Forty excursions that all peaked within two usual sizes of U_START make one at u = 15
+    a hundred times rarer than the Pareto fitted to their log excesses (Hill's, as before) said: their
+    moments show a light tail. Forty drawn from a heavy tail (shape 0.4) keep it likelier."""
+    prior = K.excess_log10p(0.0, 0.0, 0.0, 12.0)
+    assert prior == pytest.approx(-K.U_PRIOR_INDEX * math.log10(15.0 / K.U_START))
+    rng = np.random.default_rng(4)
+    light = rng.uniform(0.0, 2.0, 40)
+    heavy = 0.5 * ((1 - rng.random(40)) ** -0.4 - 1) / 0.4
+    hill = (40 + K.PRIOR_EXCESSES) / (np.log1p(light / K.U_START).sum() + K.PRIOR_EXCESSES / K.U_PRIOR_INDEX)
+    light_p = K.excess_log10p(40.0, light.sum(), (light ** 2).sum(), 12.0)
+    assert light_p < -hill * math.log10(15.0 / K.U_START) - 2.0
+    assert K.excess_log10p(40.0, heavy.sum(), (heavy ** 2).sum(), 12.0) > light_p + 0.5
+    for ex in (light, heavy):
+        twin = T.Series(LABELS)
+        twin.u_n, twin.u_s, twin.u_s2, twin.u_total = 40.0, ex.sum(), (ex ** 2).sum(), 400.0
+        st = np.zeros((1, K.COLS))
+        st[0, [K.U_N, K.U_S, K.U_S2, K.U_TOTAL]] = [40.0, ex.sum(), (ex ** 2).sum(), 400.0]
+        assert K.shift_log10p(st, 0, 15.0) == pytest.approx(twin.shift_log10p(15.0), rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 3, 5])
+def test_a_noisy_latency_that_climbs_to_a_new_level_is_a_shift(seed):
+    """Log-normal latencies 20 s apart (a spread of a factor 1.6) that climb to 2.4 times their level
+    over 150 points and stay: a shift within the hour, kernel and twin alike. The usual size of the
+    fast-baseline gap had learned the climb while it was judged, and its u had halved by the time it
+    reached the new level: these seeds raised nothing."""
+    rng = np.random.default_rng(seed)
+    n = 12000
+    times = np.arange(n) * 20.0
+    values = rng.lognormal(0.0, 0.5, n) * np.exp(np.clip((np.arange(n) - 9000) / 150.0, 0, 1) * math.log(2.4))
+    out = _kernel_scores(values, times)
+    twin = T.Series(LABELS)
+    want = [twin.step(float(x), float(t)) for x, t in zip(values, times)]
+    assert [s for s, *_ in out] == pytest.approx([s for s, *_ in want], rel=1e-9, abs=1e-9)
+    assert not [k for k, (s, *_r) in enumerate(out[:9000]) if s >= 70]
+    shifts = _shift_kinds(out, 9000)
+    assert shifts and shifts[0] < 9000 + 180 and out[shifts[0]][1] == K.KIND_SHIFT_UP
+
+
 def test_an_episode_building_up_is_one_detection_at_any_threshold():
     """Raw scores of one series' run of values, each stronger than the last but not ten times rarer:
     one flag, and below the threshold one near miss, not a run of them (NAB counts each as a line)."""
