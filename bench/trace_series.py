@@ -6,8 +6,9 @@ one source and template, e.g. `'api-1 checkout.*payment authorized.*took ([0-9]+
 through series_kernels.step as the replay does (anomaly threshold 70, suspicious 40, default
 series_record_weight and series_shift_budget), one series alone: `--multiplicity` is the number of
 judged series of its source in a real replay (the flag budget is shared by them: more series, a
-stricter bonus), 1 by default. Timestamps: ISO 8601 at the line's start, else RFC 3164 (`Mar  5
-00:04:39`, in `--year`), or a JSON line's `timestamp` (`@timestamp`, `time`, `ts`) field: the generated
+stricter bonus), 1 by default; the level-shift test is given the same (the engine gives it a share of
+the budget by the series' windows a day: see series.SeriesBook.multiplicity). Timestamps: ISO 8601 at
+the line's start, else RFC 3164 (`Mar  5 00:04:39`, in `--year`), or a JSON line's `timestamp` (`@timestamp`, `time`, `ts`) field: the generated
 workload's seed 10 `select on users` query time, whose x9 drift scored 61 when the test deseasoned by the
 forecast's offsets:
 
@@ -106,7 +107,7 @@ def trace(values, start, end, multiplicity, every, out=sys.stdout):
         "s", "value", "score", "kind", "u", "shift", "held", "gap", "scale", "exc", "windows"), file=out)
     for k, (t, v) in enumerate(values):
         score, kind, _, _ = K.step(st, season, seen, labels, rec, 0, v, t, 1.0, THRESHOLD, SUSPICIOUS,
-                                   multiplicity, K.RECORD_WEIGHT, K.SHIFT_FLAGS_PER_DAY, 0.1)
+                                   multiplicity, multiplicity, K.RECORD_WEIGHT, K.SHIFT_FLAGS_PER_DAY, 0.1)
         u = K.shift_u(st, 0, st[0, K.FAST])
         if abs(u) > K.U_START and (current is None or current[0] * u > 0):
             current = current or [math.copysign(1.0, u), t, t, 0, 0.0]

@@ -192,14 +192,23 @@ class SeriesBook:
                        multiplicity, self.record_weight, self.shift_budget, self.episode_weight)
 
     def multiplicity(self):
-        """float64[rows]: how many judged series the source of each row has (at least 1)."""
+        """float64[rows, 2]: per row, how many judged series its source has (at least 1: the spike test
+        shares the source's flag budget equally among them), and the inverse of the level-shift test's
+        share: half the budget shared equally, half by windows a day (each series' rate of values, 1 /
+        GAP, against the source's judged series' summed rates), so a busy series' windows are not each
+        held to a sparse one's share."""
         self._settle()
         used = len(self.rows)
         judged = K.judged_rows(self.state, self.labels, used)
         sources = self.source_of[:used]
-        counts = np.bincount(sources[judged], minlength=int(sources.max()) + 1 if used else 1)
-        out = np.ones(self.state.shape[0])
-        out[:used] = np.maximum(counts[sources], 1)
+        size = int(sources.max()) + 1 if used else 1
+        counts = np.maximum(np.bincount(sources[judged], minlength=size)[sources], 1)
+        rate = 1.0 / np.maximum(self.state[:used, K.GAP], K.MIN_GAP_S)
+        total = np.bincount(sources[judged], weights=rate[judged], minlength=size)[sources]
+        share = 0.5 / counts + 0.5 * np.where(judged, rate / np.maximum(total, 1e-300), 0.0)
+        out = np.ones((self.state.shape[0], 2))
+        out[:used, 0] = counts
+        out[:used, 1] = np.maximum(1.0 / share, 1.0)
         return out
 
     def forget_slots(self, slots):

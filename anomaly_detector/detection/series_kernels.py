@@ -66,7 +66,10 @@ point every five minutes meets ~300 tests a day, a latency logged 10 times a sec
 same tail probability is worth more on the sparse series: rate_bonus converts the per-point surprise
 to a budget of FALSE_FLAGS_PER_DAY per source at the anomaly threshold, shared by the source's judged
 series (an access log has one series per user agent and field: a hundred series must not raise a
-hundred times the flags of one metric).
+hundred times the flags of one metric). The level-shift test's budget is shared half equally by them and
+half by their windows a day (a weighted Bonferroni: the shares still sum to the budget): a database's
+query time judged 5,000 times a day was held to the same share as each of a dozen checkpoint figures
+logged 300 times, so that every query slowing 2.65 times for an hour stayed below the threshold.
 
 What is reported (see reported()): a value at the threshold is flagged unless its series scored
 within FRESH_MARGIN of it (ten times as rare) in its recent points (REFRACTORY_POINTS): one episode,
@@ -378,8 +381,8 @@ def learn_record(rec, r, value, t, w, episode, episode_weight):
 
 
 @njit(cache=True)
-def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, multiplicity, record_weight,
-         shift_budget, episode_weight):
+def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, multiplicity, shift_multiplicity,
+         record_weight, shift_budget, episode_weight):
     """Judge value x at time t of series r, then learn it with weight w -> (score 0..100, kind, expected
     and the series' recent level (its fast mean), both on the log scale: see from_log). A level shift
     (shift_u) expects the baseline it moved from.
@@ -454,7 +457,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         shift_score = 0.0
         if lp < 0.0 and shift_budget > 0.0 and st[r, SHIFT_N] >= SHIFT_JUDGE:
             # the run's points are one chance a window, not one a point
-            bonus = rate_bonus(st[r, GAP] * SHIFT_WINDOW, threshold, multiplicity)
+            bonus = rate_bonus(st[r, GAP] * SHIFT_WINDOW, threshold, shift_multiplicity)
             bonus += 10.0 * math.log10(shift_budget / FALSE_FLAGS_PER_DAY)
             shift_score = min(max(-10.0 * lp + bonus, 0.0), 100.0)
         if st[r, SPLIT_ONLY] > 0.0 and u < 0.0:
@@ -787,14 +790,15 @@ def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
 
 
 @kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.F64_1D, kt.F32_1D, kt.F64_2D, kt.F64_3D, kt.I8_2D, kt.F64_2D,
-           kt.F64_2D, kt.FLOAT64, kt.FLOAT64, kt.F64_1D, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64), cache=True)
+           kt.F64_2D, kt.FLOAT64, kt.FLOAT64, kt.F64_2D, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64), cache=True)
 def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen, labels, rec, threshold, suspicious,
                  multiplicity, record_weight, shift_budget, episode_weight):
     """Step every numeric parameter with a series row (param_row >= 0) through its series, in line
     order -> (best score per line float32[n], its parameter index int64[n], kind int8[n],
     expected value float64[n], the series' recent level float64[n]). weights float32[n]: learning weight per line (0: judge only);
     threshold: the anomaly threshold the per-day calibration aims at; suspicious: the suspicious score;
-    multiplicity float64[R]: the judged series of each row's source (rate_bonus); rec float64[R, RECORD_COLS]:
+    multiplicity float64[R, 2]: the judged series of each row's source, and the level-shift test's share of
+    its budget (rate_bonus; see series.SeriesBook.multiplicity); rec float64[R, RECORD_COLS]:
     each row's range and records; record_weight: see record_log10p; shift_budget: false level shifts a
     source may raise a day (series_shift_budget; 0: the level-shift test is off); episode_weight
     (anomaly_learning_weight): what an episode's record counts and the share of its widening of the
@@ -812,7 +816,7 @@ def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen,
             if r < 0 or math.isnan(x) or math.isinf(x):
                 continue
             sc, k, ex, now = step(st, season, seen, labels, rec, r, x, ts[i], weights[i], threshold, suspicious,
-                                  multiplicity[r], record_weight, shift_budget, episode_weight)
+                                  multiplicity[r, 0], multiplicity[r, 1], record_weight, shift_budget, episode_weight)
             if sc > best[i]:
                 best[i], which[i], kind[i], expected[i], level[i] = sc, j, k, from_log(ex), from_log(now)
     return best, which, kind, expected, level

@@ -192,8 +192,10 @@ class Series:
             return min(max(s * K.DAMPING, self.suspicious), self.threshold - 0.01)
         return (s if fresh else s * K.DAMPING) * 0.999 * self.suspicious / self.threshold
 
-    def step(self, value, t, w=1.0, multiplicity=1.0):
-        """-> (score, kind, expected and recent level on the log scale), as series_kernels.step."""
+    def step(self, value, t, w=1.0, multiplicity=1.0, shift_multiplicity=None):
+        """-> (score, kind, expected and recent level on the log scale), as series_kernels.step (the
+        level-shift test's multiplicity is the spike test's unless given)."""
+        shift_multiplicity = multiplicity if shift_multiplicity is None else shift_multiplicity
         if self.distinct <= self.max_labels and value not in self.labels:
             if len(self.labels) < self.max_labels:
                 self.labels.append(value)
@@ -253,7 +255,7 @@ class Series:
             shift_score = 0.0
             if lp < 0 and self.shift_budget > 0 and self.shift_n >= K.SHIFT_JUDGE:
                 per_day = K.DAY_S / max(self.gap * K.SHIFT_WINDOW, K.MIN_GAP_S)
-                budget = K.FALSE_FLAGS_PER_DAY / (per_day * max(multiplicity, 1.0))
+                budget = K.FALSE_FLAGS_PER_DAY / (per_day * max(shift_multiplicity, 1.0))
                 bonus = min(max(self.threshold + 10 * math.log10(budget), K.MIN_BONUS), K.MAX_BONUS)
                 bonus += 10 * math.log10(self.shift_budget / K.FALSE_FLAGS_PER_DAY)
                 shift_score = min(max(-10 * lp + bonus, 0.0), 100.0)

@@ -18,7 +18,7 @@ def _kernel_scores(values, times, weights=None, record_weight=K.RECORD_WEIGHT, s
     out = []
     for k, (x, t) in enumerate(zip(values, times)):
         w = 1.0 if weights is None else weights[k]
-        out.append(K.step(st, season, seen, labels, rec, 0, float(x), float(t), w, 70.0, 40.0, 1.0, record_weight,
+        out.append(K.step(st, season, seen, labels, rec, 0, float(x), float(t), w, 70.0, 40.0, 1.0, 1.0, record_weight,
                           shift_budget, 0.1))
     return out
 
@@ -129,7 +129,12 @@ def test_the_flag_budget_is_shared_by_the_judged_series_of_a_source():
     book.state[:4, K.DISTINCT] = LABELS + 1
     book.state[:4, K.RISES] = 0.5
     book.state[2, K.RISES] = 0.99          # a counter: not judged, not counted
-    assert book.multiplicity()[:4].tolist() == [2, 2, 2, 1]
+    book.state[:4, K.GAP] = [1.0, 100.0, 5.0, 30.0]
+    assert book.multiplicity()[:4, 0].tolist() == [2, 2, 2, 1]
+    # the level-shift test's share: half equally, half by windows a day (a value a second against one
+    # every 100 s), so the busy series is held to about three quarters of the source's budget, not a half
+    busy, sparse = 0.25 + 0.5 * 1.0 / 1.01, 0.25 + 0.5 * 0.01 / 1.01
+    assert book.multiplicity()[[0, 1, 3], 1] == pytest.approx([1 / busy, 1 / sparse, 1.0])
     # the same surprise scores ten points less where ten series share the budget
     assert K.rate_bonus(300.0, 70.0, 10.0) == pytest.approx(K.rate_bonus(300.0, 70.0, 1.0) - 10.0)
 
@@ -174,9 +179,9 @@ def _as_the_engine_learns(values, times, episode_weight=0.1):
     for x, t in zip(values, times):
         # the line's weight is known after it is scored: judge on a copy first, as SeriesBook.score does
         probe = [a.copy() for a in (st, season, seen, labels, rec)]
-        s = K.step(*probe, 0, float(x), float(t), 0.0, 70.0, 40.0, 1.0, K.RECORD_WEIGHT, 0.0, episode_weight)[0]
+        s = K.step(*probe, 0, float(x), float(t), 0.0, 70.0, 40.0, 1.0, 1.0, K.RECORD_WEIGHT, 0.0, episode_weight)[0]
         w_kernel = 0.1 if s >= 70 else 1.0
-        got.append(K.step(st, season, seen, labels, rec, 0, float(x), float(t), w_kernel, 70.0, 40.0, 1.0,
+        got.append(K.step(st, season, seen, labels, rec, 0, float(x), float(t), w_kernel, 70.0, 40.0, 1.0, 1.0,
                           K.RECORD_WEIGHT, 0.0, episode_weight)[0])
         probe = __import__("copy").deepcopy(twin)
         w_twin = 0.1 if probe.step(float(x), float(t), 0.0)[0] >= 70 else 1.0
@@ -422,6 +427,28 @@ def test_the_kernel_matches_the_twin_at_another_shift_budget(budget):
         assert s1 == pytest.approx(s2, rel=1e-9, abs=1e-9) and k1 == k2
 
 
+def _stepped_with_shares(values, times, multiplicity, shift_multiplicity):
+    st, season = np.zeros((1, K.COLS)), np.zeros((1, K.SEASON_ROWS, K.SEASON_BUCKETS))
+    seen, labels, rec = np.zeros((1, K.SEASON_BUCKETS), np.int8), np.zeros((1, LABELS)), np.zeros((1, K.RECORD_COLS))
+    return [K.step(st, season, seen, labels, rec, 0, float(x), float(t), 1.0, 70.0, 40.0, multiplicity,
+                   shift_multiplicity, K.RECORD_WEIGHT, K.SHIFT_FLAGS_PER_DAY, 0.1) for x, t in zip(values, times)]
+
+
+def test_the_level_shift_test_takes_its_own_share_of_the_budget_kernel_and_twin_alike():
+    """A source's spike budget shared by 20 series and this series' share of the shift budget a half: the
+    x2.95 run's shift fires sooner and scores more than held to a 20th, and the kernel and the twin agree
+    at every value."""
+    values, times = _shifted(2.95, n=5000)
+    got = _stepped_with_shares(values, times, 20.0, 2.0)
+    twin = T.Series(LABELS)
+    want = [twin.step(float(x), float(t), 1.0, 20.0, 2.0) for x, t in zip(values, times)]
+    assert [(s, k) for s, k, *_ in got] == [(pytest.approx(s, rel=1e-9, abs=1e-9), k) for s, k, *_ in want]
+    share = [(k, s) for k, (s, *_) in enumerate(got) if s >= 70]
+    twentieth = [(k, s) for k, (s, *_) in enumerate(_stepped_with_shares(values, times, 20.0, 20.0)) if s >= 70]
+    assert len(share) == len(twentieth) == 1 and got[share[0][0]][1] == K.KIND_SHIFT_UP
+    assert share[0][0] < twentieth[0][0] and share[0][1] > twentieth[0][1] + 5
+
+
 def test_a_zero_shift_budget_turns_the_level_shift_test_off():
     """series_shift_budget 0: the x2.95 run that the test catches at the default budget raises nothing."""
     values, times = _shifted(2.95)
@@ -469,7 +496,7 @@ def _steps_marked(mark, values, times):
     st[0, K.SPLIT_ONLY] = mark
     twin = T.Series(LABELS)
     twin.split_only = mark
-    got = [K.step(st, season, seen, labels, rec, 0, float(x), float(t), 1.0, 70.0, 40.0, 1.0, K.RECORD_WEIGHT,
+    got = [K.step(st, season, seen, labels, rec, 0, float(x), float(t), 1.0, 70.0, 40.0, 1.0, 1.0, K.RECORD_WEIGHT,
                   K.SHIFT_FLAGS_PER_DAY, 0.1) for x, t in zip(values, times)]
     return got, [twin.step(float(x), float(t)) for x, t in zip(values, times)]
 
@@ -556,7 +583,7 @@ def _kernel_run(values, times, poke=None, shift_budget=K.SHIFT_FLAGS_PER_DAY):
     for k, (x, t) in enumerate(zip(values, times)):
         if poke is not None:
             poke(k, st, season)
-        out.append(K.step(st, season, seen, labels, rec, 0, float(x), float(t), 1.0, 70.0, 40.0, 1.0,
+        out.append(K.step(st, season, seen, labels, rec, 0, float(x), float(t), 1.0, 70.0, 40.0, 1.0, 1.0,
                           K.RECORD_WEIGHT, shift_budget, 0.1))
     return out, st, season
 
