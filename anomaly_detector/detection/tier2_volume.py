@@ -1073,10 +1073,11 @@ class VolumeTier(Tier):
             self.held[finding.key][0] = finding
 
     def _back_before_silence(self, kind, key):
-        """Whether a held key that has no line in the closing bucket was back at its usual volume between
-        the bucket after it was first seen low and its run of empty buckets (_silent_since): those buckets
-        of the ring together are not low by the key's spread as it was when held. Hosts are not judged
-        (a host is held only when silent), nor buckets the ring no longer holds."""
+        """Whether a held key that has no line in the closing bucket went silent after being back at its
+        usual volume: its run of empty buckets (_silent_since) is a silence by itself, and the buckets
+        between the one after it was first seen low and that run are together not low, both by the
+        key's spread as it was when held. Hosts are not judged (a host is held only when silent), nor
+        buckets the ring no longer holds."""
         if kind == "host":
             return False
         base = self.templates if kind == "template" else self.sources
@@ -1084,8 +1085,16 @@ class VolumeTier(Tier):
         if base.obs_win[key, self.open_bucket % ring] > 0:
             return False
         first, _, _, _, spread, _ = self.held["%s:%d" % (kind, key)]
+        silent_from = int(round(self._silent_since(base, key) / self.bucket_seconds))
+        # An empty minute or two of a quiet key is no silence: a template of a few lines a minute at a
+        # quarter of its traffic (a service that lost most of its requests upstream) has many, and were
+        # each taken for one, its drop would be held afresh at every one of them and released only once
+        # its recent level had sunk into the drop. The run must be significant alone, as a silence is.
+        run = np.arange(silent_from, self.open_bucket + 1) % ring
+        if count_lower_score(0.0, float(base.exp_win[key, run].sum()), *spread) < self.finding_min_score:
+            return False
         start = max(int(round(first.ts / self.bucket_seconds)), self.open_bucket - ring + 1)
-        between = np.arange(start, int(round(self._silent_since(base, key) / self.bucket_seconds))) % ring
+        between = np.arange(start, silent_from) % ring
         exp = float(base.exp_win[key, between].sum())
         if between.size == 0 or exp <= 0:
             return False

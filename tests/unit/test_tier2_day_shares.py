@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from tier2_traffic import poisson_lines
 
-from anomaly_detector.detection.base import BatchContext
+from anomaly_detector.detection.base import BatchContext, Finding
 from anomaly_detector.detection.state_shape import check_state_arrays
 from anomaly_detector.detection.tier2_volume import WINDOW_BUSY, WINDOW_SPORADIC, VolumeTier, poisson_lower_bound
 
@@ -472,3 +472,37 @@ def test_input_gaps_names_the_spans_every_busy_source_was_quiet_in():
     quiet = tier()                                                      # one source logging a line an hour
     feed(quiet, lambda hour: {(2, 1): 1.0 / 60.0}, DAY0, 1440, rng)
     assert quiet.input_gaps(ts, after) == ()
+
+
+
+def test_an_empty_minute_of_a_quiet_key_does_not_split_its_held_drop():
+    """A held drop seen again, stronger, while its closing minute happens to be empty: a key at a quarter
+    of a few lines a minute has many empty minutes, and the minutes in between may not be low by the
+    spread its seasons forecast it with. Unless the empty run is a silence by itself, the drop goes on:
+    one episode, held from its first low minute and released on time (a template's drop re-held at
+    every empty minute was released only once its recent level had sunk into the drop, and withdrawn).
+    An empty run that is a silence alone, after minutes back at the usual volume, is an episode of its
+    own (test above)."""
+    rng = np.random.default_rng(3)
+    t2, start = held_a_day(rng)
+    feed(t2, trickle, start, 1, rng, chunk=1)
+    feed(t2, day_and_night, start + 60, 6, rng, chunk=1)
+    assert "source:0" in t2.held, "the dip is held"
+    first, _, _, release, _, _ = t2.held["source:0"]
+    ring = t2.sources.obs_win.shape[1]
+    slot = t2.open_bucket % ring
+    t2.sources.obs_win[0, slot] = 0.0      # the closing minute is empty, the one before it was not
+    assert t2.sources.obs_win[0, (slot - 1) % ring] > 0
+
+    def finding(score):
+        return Finding(tier=t2.name, ts=start + 420.0, key="source:0", score=score, reason="source volume drop")
+
+    t2.sources.exp_win[0, slot] = 2.0      # two lines expected: an empty minute is no silence
+    deeper = finding(first.score + 10.0)
+    t2._hold(deeper, "source", 0)
+    entry = t2.held["source:0"]
+    assert entry[0] is deeper and entry[3] == release and deeper.ts == first.ts, "one episode, held as it was"
+    t2.sources.exp_win[0, slot] = 60.0     # sixty: silent
+    silence = finding(first.score + 20.0)
+    t2._hold(silence, "source", 0)
+    assert t2.held["source:0"][0] is silence and t2.held["source:0"][3] > release, "a silence is its own episode"
