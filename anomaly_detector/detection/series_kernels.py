@@ -385,7 +385,9 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
          record_weight, shift_budget, episode_weight):
     """Judge value x at time t of series r, then learn it with weight w -> (score 0..100, kind, expected
     and the series' recent level (its fast mean), both on the log scale: see from_log). A level shift
-    (shift_u) expects the baseline it moved from.
+    (shift_u) expects the baseline it moved from. multiplicity: the source's judged series, among which
+    the spike test shares the flag budget; shift_multiplicity: the inverse of the level-shift test's
+    share of it (series.SeriesBook.multiplicity).
 
     season[r, OFFSET, b] is the forecast's offset at time-of-day bucket b, season[r, RESIDUAL, b] its
     mean absolute residual there, season[r, SHIFT_OFFSET, b] the level-shift test's offset and
