@@ -68,8 +68,8 @@ class SessionIdLearner:
         linked, partner, repeat = self._meet(h, key, when)
         judged = ~named
         key, at = key[judged], at[judged]
-        self._count(key, linked[judged], partner[judged], repeat[judged])
-        return self._decide(np.unique(key), lambda k: self._values(batch, at[key == k][:SAMPLES]))
+        counted = self._count(key, linked[judged], partner[judged], repeat[judged])
+        return self._decide(counted, lambda k: self._values(batch, at[key == k][:SAMPLES]))
 
     @staticmethod
     def _values(batch, at):
@@ -128,6 +128,8 @@ class SessionIdLearner:
         self.h, self.key, self.ts = h, key, when
 
     def _count(self, key, linked, partner, repeat):
+        """Count the values of each position (key), its repeats and its partners; returns the positions
+        counted, sorted."""
         keys, seen = np.unique(key, return_counts=True)
         repeats = np.bincount(np.searchsorted(keys, key[repeat]), minlength=keys.size)
         for k, n, r in zip(keys.tolist(), seen.tolist(), repeats.tolist()):
@@ -137,6 +139,7 @@ class SessionIdLearner:
         for pair, c in zip(pairs.tolist(), counts.tolist()):
             mine = self.partners.setdefault(pair >> 32, {})
             mine[pair & 0xFFFFFFFF] = mine.get(pair & 0xFFFFFFFF, 0) + c
+        return keys
 
     def _decide(self, keys, values_of):
         """Positions of `keys` that qualify now, with the earlier position they share values with;
