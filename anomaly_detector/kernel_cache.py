@@ -8,7 +8,6 @@ log for the daemon (worker/warmup.py). typed_kernels() lets a forked worker noti
 after warm-up (worker/detector.py). Nothing here imports numba before the directory is chosen.
 """
 import atexit
-import glob
 import inspect
 import logging
 import os
@@ -232,12 +231,16 @@ def uncached(pending):
     """The (dispatcher, signature) pairs whose cache index is missing or older than their source:
     a cold cache, or a first start after an upgrade (a guess, only used to decide on forking)."""
     found = []
+    listed = {}   # cache directory -> its index files: one listing per directory, not a glob per kernel
     for dispatcher, sig in pending:
         func = dispatcher.py_func
         source = func.__code__.co_filename
-        pattern = "%s.%s-*.nbi" % (os.path.splitext(os.path.basename(source))[0], func.__qualname__)
+        prefix = "%s.%s-" % (os.path.splitext(os.path.basename(source))[0], func.__qualname__)
         try:
-            indexes = glob.glob(os.path.join(glob.escape(dispatcher.stats.cache_path), pattern))
+            where = dispatcher.stats.cache_path
+            if where not in listed:
+                listed[where] = [name for name in os.listdir(where) if name.endswith(".nbi")]
+            indexes = [os.path.join(where, name) for name in listed[where] if name.startswith(prefix)]
             fresh = any(os.path.getmtime(i) >= os.path.getmtime(source) for i in indexes)
         except (OSError, AttributeError, TypeError):   # no cache for this kernel
             fresh = False

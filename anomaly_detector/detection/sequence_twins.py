@@ -24,6 +24,8 @@ from anomaly_detector.detection.sequence_kernels import (
     IN,
     MAX_TAIL_TERMS,
     MAX_TEMPLATE,
+    POSITION_DONE,
+    POSITION_NAMED,
     RUN_ROUNDING,
     SEEN_SHARE,
     SIGNIFICANT_LOG10,
@@ -78,6 +80,30 @@ def param_hash_at_py(param_ptr, param_pos, param_hash, rows, want):
         if hits:
             out[j], found[j] = param_hash[hits[0]], True
     return out, found
+
+
+def learner_params_py(param_ptr, param_pos, tids, ts, candidate, status, max_position, per_key, taken):
+    sel, line, key, named, judged, seen = [], [], [], [], 0, {}
+    for i, t in enumerate(tids.tolist()):
+        if not 0 <= t < len(candidate) or not math.isfinite(ts[i]):
+            continue
+        for q in range(int(param_ptr[i]), int(param_ptr[i + 1])):
+            pos = int(param_pos[q])
+            if pos >= max_position:
+                continue
+            at = t * max_position + pos
+            state = int(status[at])
+            fresh = bool(candidate[t]) and not state & POSITION_DONE
+            if fresh or state & POSITION_NAMED:
+                judged += fresh
+                if seen.get(at, 0) < per_key:
+                    seen[at] = seen.get(at, 0) + 1
+                    sel.append(q)
+                    line.append(i)
+                    key.append(at)
+                    named.append(bool(state & POSITION_NAMED))
+    return (np.array(sel, np.int64), np.array(line, np.int64), np.array(key, np.int64), np.array(named, bool),
+            judged)
 
 
 def walk_sessions_py(keys, tids, open_wf, sessions):

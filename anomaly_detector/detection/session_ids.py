@@ -16,6 +16,8 @@ import re
 
 import numpy as np
 
+from . import sequence_kernels as sk
+
 MIN_VALUES = 200          # values of a position looked at before it may be named an id
 GIVE_UP_VALUES = 1000     # values after which a position that never qualified is let go
 # A position may be named sooner, from this many values, when nearly all of them (UNANIMOUS_SHARE) came
@@ -49,8 +51,8 @@ class SessionIdLearner:
         self.partners = {}   # position key -> {earlier position key: values first met there}
         self.done = set()    # position keys decided, either way
         self.family = {}     # position key named an id -> its family: the template id that began it
-        self._done_array = np.zeros(0, np.int64)
-        self._named_array = np.zeros(0, np.int64)   # the keys of `family`
+        self._status = np.zeros(0, np.int8)   # per position key: done, named (sequence_kernels.POSITION_*)
+        self._taken = np.zeros(0, np.int16)   # per position key: learner_params' scratch count, zero between calls
 
     def observe(self, batch, ts, candidate):
         """Look at the parameters of lines whose template is a candidate (bool per template id);
@@ -66,8 +68,8 @@ class SessionIdLearner:
         linked, partner, repeat = self._meet(h, key, when)
         judged = ~named
         key, at = key[judged], at[judged]
-        self._count(key, linked[judged], partner[judged], repeat[judged])
-        return self._decide(np.unique(key), lambda k: self._values(batch, at[key == k][:SAMPLES]))
+        counted = self._count(key, linked[judged], partner[judged], repeat[judged])
+        return self._decide(counted, lambda k: self._values(batch, at[key == k][:SAMPLES]))
 
     @staticmethod
     def _values(batch, at):
@@ -77,45 +79,38 @@ class SessionIdLearner:
         ptr = batch.param_ptr
         if ptr is None or ptr[-1] == 0:
             return None
-        line = np.repeat(np.arange(batch.n, dtype=np.int64), np.diff(ptr))
-        tids = batch.template_id[line]
-        known = (tids >= 0) & (tids < candidate.size)
-        sel = np.flatnonzero(known & (batch.param_pos < MAX_POSITION) & np.isfinite(ts[line]))
-        key = tids[sel].astype(np.int64) * MAX_POSITION + batch.param_pos[sel]
-        judged = candidate[tids[sel]]
-        if self._done_array.size:
-            judged &= ~np.isin(key, self._done_array)
-        if not judged.any():   # nothing left to decide here: remembering the named ids would be for nothing
-            return None
+        self._grow_status(candidate.size * MAX_POSITION)
         # The positions already named stay remembered (not judged again) while others are judged: a
         # step that shows up later (a retry, an error path, a step a deploy added) meets their values
         # and joins their family, also after a restart (adopt).
-        named = np.isin(key, self._named_array) if self._named_array.size else np.zeros(key.size, np.bool_)
-        keep = judged | named
-        sel, key, named = sel[keep], key[keep], named[keep]
-        if sel.size > PER_POSITION:
-            # The first values of each position in the batch (lines are in time order): a busy
-            # position still meets its partner's values of the same moments, and is decided within
-            # a few batches, after which it costs nothing; a sparse one is looked at whole.
-            order = np.argsort(key, kind="stable")
-            ranks = np.arange(order.size) - np.searchsorted(key[order], key[order])
-            kept = np.sort(order[ranks < PER_POSITION])
-            sel, key, named = sel[kept], key[kept], named[kept]
-        return sel, batch.param_hash[sel], key, ts[line[sel]], named
+        # Of each position, the first values in the batch only (lines are in time order): a busy
+        # position still meets its partner's values of the same moments, and is decided within a few
+        # batches, after which it costs nothing; a sparse one is looked at whole.
+        sel, line, key, named, judged = sk.learner_params(ptr, batch.param_pos, batch.template_id, ts, candidate,
+                                                          self._status, MAX_POSITION, PER_POSITION, self._taken)
+        if not judged:   # nothing left to decide here: remembering the named ids would be for nothing
+            return None
+        return sel, batch.param_hash[sel], key, ts[line], named
+
+    def _grow_status(self, size):
+        if self._status.size < size:
+            grown = np.zeros(size, np.int8)
+            grown[:self._status.size] = self._status
+            self._status, self._taken = grown, np.zeros(size, np.int16)
 
     def _meet(self, h, key, when):
         """Per new value: met earlier at another position (and which), met earlier at its own."""
         old = self.h.size
         all_h, all_k = np.concatenate([self.h, h]), np.concatenate([self.key, key])
         all_t = np.concatenate([self.ts, when])
-        order = np.lexsort((np.arange(all_h.size), all_t, all_h))   # by value, then time, then arrival
+        order = np.lexsort((all_t, all_h))   # by value, then time, then arrival (lexsort is stable)
         sh, sk_, st = all_h[order], all_k[order], all_t[order]
         starts = np.ones(sh.size, np.bool_)
         starts[1:] = sh[1:] != sh[:-1]
         first = np.maximum.accumulate(np.where(starts, np.arange(sh.size), 0))
         near = st - st[first] <= self.timeout
         crossed = ~starts & (sk_[first] != sk_) & near & (sk_[first] // MAX_POSITION != sk_ // MAX_POSITION)
-        order2 = np.lexsort((np.arange(all_h.size), all_t, all_k, all_h))
+        order2 = np.lexsort((all_t, all_k, all_h))
         again = np.zeros(all_h.size, np.bool_)
         same = (all_h[order2][1:] == all_h[order2][:-1]) & (all_k[order2][1:] == all_k[order2][:-1])
         same &= all_t[order2][1:] - all_t[order2][:-1] <= self.timeout
@@ -133,6 +128,8 @@ class SessionIdLearner:
         self.h, self.key, self.ts = h, key, when
 
     def _count(self, key, linked, partner, repeat):
+        """Count the values of each position (key), its repeats and its partners; returns the positions
+        counted, sorted."""
         keys, seen = np.unique(key, return_counts=True)
         repeats = np.bincount(np.searchsorted(keys, key[repeat]), minlength=keys.size)
         for k, n, r in zip(keys.tolist(), seen.tolist(), repeats.tolist()):
@@ -142,6 +139,7 @@ class SessionIdLearner:
         for pair, c in zip(pairs.tolist(), counts.tolist()):
             mine = self.partners.setdefault(pair >> 32, {})
             mine[pair & 0xFFFFFFFF] = mine.get(pair & 0xFFFFFFFF, 0) + c
+        return keys
 
     def _decide(self, keys, values_of):
         """Positions of `keys` that qualify now, with the earlier position they share values with;
@@ -189,8 +187,8 @@ class SessionIdLearner:
     def _conclude(self, k):
         self.done.add(k)
         self.partners.pop(k, None)
-        self._done_array = np.fromiter(self.done, np.int64, len(self.done))
-        self._named_array = np.fromiter(self.family, np.int64, len(self.family))
+        self._grow_status(k + 1)
+        self._status[k] = sk.POSITION_DONE | (sk.POSITION_NAMED if k in self.family else 0)
 
 
 def _unanimous(seen, partners, repeats):

@@ -45,6 +45,11 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)   # spreads a slot (source, role) over the 
 _TOTAL = np.uint64(0x5BD1E9955BD1E995)  # the "value" of a slot's total row
 ROLE_UNSET = -1
 STALE_SHARE = 0.1           # a key whose value came at under this share of VALUE_MIN_RATE lately has gone
+# ValueTable.lookup first asks a flag per value of a code's low FILTER_BITS bits (codes are hashes) whether
+# any key has it: most of a batch's parameters are no key (a few hundred keys against tens of thousands
+# of parameters), and a flag is cheaper to read than a binary search over the keys.
+FILTER_BITS = 16
+_LOW_BITS = np.uint64((1 << FILTER_BITS) - 1)
 
 
 def _find(sorted_codes, codes):
@@ -73,6 +78,7 @@ class ValueTable:
         self.slot = np.zeros(0, np.uint64)       # by row: (source, role) code
         self.total = np.zeros(0, np.bool_)       # by row: the slot's total, not a value
         self.parent = np.zeros(0, np.int64)      # by row: the slot's total row (a total: itself)
+        self._filter = (None, None)   # (the codes it was made for, the flags); a tuple: not saved with the arrays
 
     def add(self, codes, slots, totals, rows):
         """Keys in the given free rows, then in new rows; returns their rows."""
@@ -105,8 +111,20 @@ class ValueTable:
 
     def lookup(self, codes):
         """Row of each code, -1 where it is not a key."""
-        at, known = _find(self.code, codes)
-        return np.where(known, self.key[at], -1) if self.code.size else np.full(codes.size, -1, np.int64)
+        rows = np.full(codes.size, -1, np.int64)
+        if self.code.size:
+            maybe = np.flatnonzero(self._flags()[codes & _LOW_BITS])
+            at, known = _find(self.code, codes[maybe])
+            rows[maybe] = np.where(known, self.key[at], -1)
+        return rows
+
+    def _flags(self):
+        """Whether any key's code has each value of the low FILTER_BITS bits (made again when the codes change)."""
+        if self._filter[0] is not self.code:
+            flags = np.zeros(1 << FILTER_BITS, np.bool_)
+            flags[self.code & _LOW_BITS] = True
+            self._filter = (self.code, flags)
+        return self._filter[1]
 
     @property
     def values(self):

@@ -167,10 +167,11 @@ class Seasonality:
                 grown[: arr.shape[0]] = arr
                 setattr(self, name, grown)
 
-    def factor(self, sources, when, bucket_seconds):
-        """Seasonal multiplier for each source (array) at epoch second(s) `when`."""
+    def factor(self, sources, when, bucket_seconds, hour_day=None):
+        """Seasonal multiplier for each source (array) at epoch second(s) `when` (hour_day: _hour_and_day(when)
+        when the caller has it already)."""
         sources = np.asarray(sources, np.int64)
-        hour, day = _hours_and_days(when, sources.shape)
+        hour, day = _hours_and_days(when, sources.shape, hour_day)
         out = np.empty(sources.shape[0])
         VK.season_factors(self.hod, self.dow, sources, hour, day,
                           3600.0 / bucket_seconds, 86400.0 / bucket_seconds, HOUR_PRIOR_DAYS, DAY_PRIOR_WEEKS, out)
@@ -194,28 +195,29 @@ class ShareSeasonality(Seasonality):
     (which would hide most of the pattern it is meant to learn) or starts from the first hours seen.
     """
 
-    def factor(self, keys, when, bucket_seconds):
+    def factor(self, keys, when, bucket_seconds, hour_day=None):
         keys = np.asarray(keys, np.int64)
-        hour, day = _hours_and_days(when, keys.shape)
+        hour, day = _hours_and_days(when, keys.shape, hour_day)
         out = np.empty(keys.shape[0])
         VK.share_factors(self.hod, self.dow, keys, hour, day,
                          3600.0 / bucket_seconds, 86400.0 / bucket_seconds, HOUR_PRIOR_DAYS, DAY_PRIOR_WEEKS, out)
         return out
 
 
-def _hour_rate(seasons, keys, buckets, bucket_seconds):
+def _hour_rate(seasons, keys, buckets, bucket_seconds, hour=None):
     """Each key's usual learned count per bucket in the hour of day of its bucket: the hour-of-day
     table's observed sum over its buckets (both decay alike), once the hour has been seen for at
-    least HOUR_RATE_MIN_SHARE of an hour; 0 before."""
-    hour = _hour_and_day(buckets * bucket_seconds)[0]
+    least HOUR_RATE_MIN_SHARE of an hour; 0 before. hour: the buckets' hours, when the caller has them."""
+    hour = _hour_and_day(buckets * bucket_seconds)[0] if hour is None else hour
     seen = seasons.hod[keys, 2, hour]
     enough = seen >= HOUR_RATE_MIN_SHARE * 3600.0 / bucket_seconds
     return np.where(enough, seasons.hod[keys, 0, hour] / np.where(enough, seen, 1.0), 0.0)
 
 
-def _hours_and_days(when, shape):
-    """Contiguous int64 hour of day and day of week of `when` (a time, or one per key) for keys of `shape`."""
-    hour, day = _hour_and_day(when)
+def _hours_and_days(when, shape, hour_day=None):
+    """Contiguous int64 hour of day and day of week of `when` (a time, or one per key) for keys of `shape`
+    (hour_day: _hour_and_day(when), when worked out already)."""
+    hour, day = _hour_and_day(when) if hour_day is None else hour_day
     if np.ndim(hour) == 0:
         return np.full(shape, hour, np.int64), np.full(shape, day, np.int64)
     return (np.ascontiguousarray(np.broadcast_to(hour, shape)),
@@ -375,7 +377,9 @@ class VolumeTier(Tier):
         """Each line's key's forecast count per bucket -> (forecasts, how each key is judged over the
         spike window: WINDOW_*, the forecast per bucket there)."""
         seasons = seasons or (self.template_season if base is self.templates else self.season)
-        season = seasons.factor(keys, buckets * self.bucket_seconds, self.bucket_seconds)
+        when = buckets * self.bucket_seconds
+        hour_day = _hour_and_day(when)   # once for the four uses below (a batch's lines in runs of a bucket)
+        season = seasons.factor(keys, when, self.bucket_seconds, hour_day)
         # An intermittent key (a nightly job) is not expected to be at zero just because it was
         # quiet lately: a spike is judged against at least its long-run mean and, since it comes in
         # clumps (a job's progress lines), at least its usual clump. A busy key is judged against
@@ -392,11 +396,12 @@ class VolumeTier(Tier):
         uniq, inverse, _ = unique_lines(keys, keys)
         job_like = _quiet_most_hours(seasons, uniq, self.bucket_seconds)[inverse]
         intermittent = sparse | job_like
-        mus = np.where(intermittent, np.maximum(mus, _hour_rate(seasons, keys, buckets, self.bucket_seconds)), mus)
+        mus = np.where(intermittent, np.maximum(mus, _hour_rate(seasons, keys, buckets, self.bucket_seconds,
+                                                                 hour_day[0])), mus)
         # The window is judged only where the forecast knows this hour of day (seen for half an hour,
         # see _hour_rate): a service's first morning ramp, three times its night level, is no spike,
         # and flagged it would keep its hour out of the seasons (volume_kernels._season_weight).
-        hour = _hour_and_day(buckets * self.bucket_seconds)[0]
+        hour = hour_day[0]
         hour_known = seasons.hod[keys, 2, hour] >= HOUR_RATE_MIN_SHARE * 3600.0 / self.bucket_seconds
         settled = hour_known & (base.age[keys] >= self.min_history + DROP_WINDOWS[-1])
         busy = ~sparse & ~intermittent & settled
@@ -411,11 +416,12 @@ class VolumeTier(Tier):
         # quiet in most hours (a nightly job's clumps) stay judged per bucket only.
         sporadic = sparse & ~job_like & settled
         per_bucket = np.where(busy, np.maximum(mus, usual),
-                              np.where(sporadic, long_run * self._busy_hour_factor(keys, buckets, base), 0.0))
+                              np.where(sporadic, long_run * self._busy_hour_factor(keys, buckets, base, hour_day),
+                                       0.0))
         windowed = np.where(sporadic, WINDOW_SPORADIC, np.where(busy, WINDOW_BUSY, WINDOW_NONE)).astype(np.int8)
         return mus, windowed, per_bucket
 
-    def _busy_hour_factor(self, keys, buckets, base):
+    def _busy_hour_factor(self, keys, buckets, base, hour_day=None):
         """How much busier than usual a template's source is at this hour and weekday (at least 1; 1 for
         other keys). Most sporadic lines come with traffic (a declined payment, a timeout: one in so many
         requests), so at the evening peak a sporadic template is expected at that multiple of its long-run
@@ -426,7 +432,7 @@ class VolumeTier(Tier):
         if base is not self.templates:
             return 1.0
         sources = self.template_source[keys]
-        season = self.season.factor(sources, buckets * self.bucket_seconds, self.bucket_seconds)
+        season = self.season.factor(sources, buckets * self.bucket_seconds, self.bucket_seconds, hour_day)
         return np.maximum(season * self._quiet_day_factor(sources), 1.0)
 
     def _quiet_day_factor(self, sources):

@@ -223,3 +223,27 @@ def test_a_modules_compile_cost_counts_the_helpers_its_kernels_compile_with():
     assert entries > 0 and helpers > 0
     assert kernel_cache._module_cost(name) >= entries + helpers
     assert kernel_cache._module_cost("anomaly_detector.not_imported") == 0
+
+
+def test_uncached_compares_each_kernels_index_with_its_source(tmp_path):
+    """A kernel counts as cached when an index file of its own (module.qualname-*.nbi) is at least as new
+    as its source; another kernel's index, a missing directory or an older index do not count."""
+    import types
+    source = tmp_path / "mod_kernels.py"
+    source.write_text("def scan(): pass\ndef scan_all(): pass\ndef other(): pass\n")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    namespace = {}
+    exec(compile(source.read_text(), str(source), "exec"), namespace)
+
+    def fake(name, where):
+        return types.SimpleNamespace(py_func=namespace[name], stats=types.SimpleNamespace(cache_path=str(where)))
+    (cache / "mod_kernels.scan-1.py311.nbi").write_bytes(b"")
+    (cache / "mod_kernels.scan_all-2.py311.nbc").write_bytes(b"")     # data without an index
+    old = cache / "mod_kernels.other-3.py311.nbi"
+    old.write_bytes(b"")
+    os.utime(old, (os.path.getmtime(source) - 60, os.path.getmtime(source) - 60))
+    pending = [(fake("scan", cache), "sig"), (fake("scan_all", cache), "sig"), (fake("other", cache), "sig"),
+               (fake("scan", tmp_path / "missing"), "sig")]
+    assert [(d.py_func.__name__, d.stats.cache_path) for d, _ in kernel_cache.uncached(pending)] == [
+        ("scan_all", str(cache)), ("other", str(cache)), ("scan", str(tmp_path / "missing"))]

@@ -467,3 +467,31 @@ def test_keys_at_params_matches_twin(seed):
     for got, twin in zip(*outs):
         np.testing.assert_array_equal(got, twin)
     assert (outs[0][0] >= 0).any() and (outs[0][0] == -1).any()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_learner_params_matches_twin(seed):
+    """SessionIdLearner's parameters of a batch: the kernel's one pass against the plain loop."""
+    rng = np.random.default_rng(seed)
+    n, positions, templates, per_key = 80, 6, 5, 4
+    counts = rng.integers(0, 5, n)
+    ptr = np.zeros(n + 1, np.int64)
+    ptr[1:] = np.cumsum(counts)
+    pos = rng.integers(0, positions + 2, ptr[-1]).astype(np.int16)    # some past max_position
+    tids = rng.integers(-1, templates + 2, n).astype(np.int32)       # -1 and ids past the candidates
+    ts = rng.uniform(0, 100, n)
+    ts[rng.random(n) < 0.1] = np.nan                                 # lines without a time are left out
+    candidate = rng.random(templates) < 0.6
+    candidate[0] = True
+    status = rng.choice(np.array([0, sk.POSITION_DONE, sk.POSITION_DONE | sk.POSITION_NAMED], np.int8),
+                        templates * positions)
+    taken = np.zeros(status.size, np.int16)
+    got = sk.learner_params(ptr, pos, tids, ts, candidate, status, positions, per_key, taken)
+    twin = sk_twins.learner_params_py(ptr, pos, tids, ts, candidate, status, positions, per_key, taken.copy())
+    for a, b in zip(got[:4], twin[:4]):
+        np.testing.assert_array_equal(a, b)
+    assert got[4] == twin[4]
+    assert not taken.any()                                          # the scratch counts are left zeroed
+    judged, kept = got[4], got[0].size
+    assert 0 < judged and got[3].any() and kept < ptr[-1]           # judged, named and left-out parameters
+    assert np.bincount(got[2]).max() == per_key                     # a busy key is cut at per_key

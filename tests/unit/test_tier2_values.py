@@ -261,3 +261,32 @@ def test_the_pair_gate_drops_no_line_that_would_score(monkeypatch):
     assert max(s.max() for s in every) >= 70
     for a, b in zip(gated, every):
         assert np.array_equal(a, b)
+
+
+def test_value_table_lookup_finds_every_key_and_only_keys_through_its_filter():
+    """ValueTable.lookup reads its low-bit flags before searching: the same rows as a plain dictionary,
+    also for codes that share a key's low bits, after keys are added and dropped and after a state load."""
+    from anomaly_detector.detection.tier2_values import _LOW_BITS, ValueTable, _load_table, _table_state
+    rng = np.random.default_rng(5)
+    table = ValueTable()
+    assert (table.lookup(rng.integers(0, 2**63, 10, dtype=np.uint64)) == -1).all()
+
+    def check(t):
+        keys = dict(zip(t.code.tolist(), t.key.tolist()))
+        twins = (t.code ^ np.uint64(1 << 40)) | (t.code & _LOW_BITS)   # other codes with a key's low bits
+        probe = np.concatenate([t.code, twins, rng.integers(0, 2**63, 500, dtype=np.uint64)])
+        assert t.lookup(probe).tolist() == [keys.get(c, -1) for c in probe.tolist()]
+
+    codes = rng.integers(0, 2**63, 300, dtype=np.uint64)
+    table.add(codes, codes % np.uint64(7), np.zeros(300, np.bool_), np.zeros(0, np.int64))
+    check(table)
+    table.drop(table.key[:100])
+    check(table)
+    more = rng.integers(0, 2**63, 50, dtype=np.uint64)    # keys added after the flags were made
+    table.add(more, more % np.uint64(7), np.zeros(50, np.bool_), np.zeros(0, np.int64))
+    check(table)
+    loaded = ValueTable()
+    _load_table(loaded, _table_state(table))
+    _load_table(loaded.index, _table_state(table.index))
+    assert "_filter" not in _table_state(loaded) | _table_state(loaded.index)   # the flags are not saved
+    check(loaded)
