@@ -703,22 +703,25 @@ class SequenceTier(Tier):
         ts = np.ascontiguousarray(ctx.ts, np.float64)
         if ctx.gaps:
             self._after_gap(ctx.gaps[-1], ts)
+        spared = None
         if ctx.warm:
             result.scores, why = sk.score_transitions(wf, prev, tids, ts, self._grace(ts), self.tkeys, self.tcnt,
                                                       self.min_support, self.rare_p, self.top)
-            self._spare_quiet_sources(result.scores, why, wf, prev, tids, ts, batch.source_id)
+            spared = self._spare_quiet_sources(result.scores, why, wf, prev, tids, ts, batch.source_id)
             self._explain(result, why, wf, prev, tids, batch.source_id)
         self.liveness.add(batch.source_id, ts)
-        self._cache = (batch, keys, ks, ke, prev, open_wf, result.scores)
+        self._cache = (batch, keys, ks, ke, prev, open_wf, result.scores, spared)
         return result
 
     def _spare_quiet_sources(self, scores, why, wf, prev, tids, ts, sources):
         """A step skipped, or a session met without its first step, while the service that logs that step
         was quiet (a deploy restarting it, lines lost on its way) is that service's silence, which tier 2
-        judges and holds a while for a restart: not a broken workflow of every session meanwhile."""
+        judges and holds a while for a restart: not a broken workflow of every session meanwhile. Returns
+        the lines spared (batch line numbers), or None: they are not learned either (see learn)."""
         flagged = np.flatnonzero(scores > 0)
         if flagged.size == 0:
-            return
+            return None
+        spared = []
         k, c = self._rows()
         awaited, recent = {}, {}
         for i in flagged.tolist():
@@ -732,6 +735,8 @@ class SequenceTier(Tier):
                 recent[src] = np.sort(ts[sources == src])
             if self.liveness.quiet(src, float(ts[i]), recent[src]):
                 scores[i] = 0.0
+                spared.append(i)
+        return np.asarray(spared, np.int64) if spared else None
 
     def _awaited_source(self, code, w, p, t, k, c):
         """Source of the step a line shows missing: the skipped one, or the one that comes before t
@@ -782,16 +787,23 @@ class SequenceTier(Tier):
             return
         self._ctx = ctx
         tids = np.ascontiguousarray(batch.template_id, np.int32)
+        spared = None
         if self._cache is not None and self._cache[0] is batch:
-            _, keys, ks, ke, prev, open_wf, scores = self._cache
+            _, keys, ks, ke, prev, open_wf, scores, spared = self._cache
         else:
             keys, ks, ke = self.locator.keys(batch, ctx.n_templates, ctx.ts)
             _, prev, open_wf = self._walk(batch, keys, tids, ctx)
             scores = np.zeros(batch.n, np.float32)
         self._cache = None
-        w = np.ascontiguousarray(weights, np.float32)
+        w = np.array(weights, np.float32)     # a copy: the engine's weights are every tier's
         if self.learning_rate <= 0:
-            w = np.zeros_like(w)
+            w[:] = 0.0
+        if spared is not None:
+            # A session that skipped a step while the step's service logged nothing (an outage, a deploy)
+            # is not how the workflow goes: learned, an hour's outage taught that the step may be skipped
+            # (2% of sessions), and a later loss of that step alone raised nothing. Weight 0 also keeps
+            # the session's ending and composition unlearned (sd_minw).
+            w[spared] = 0.0
         self._ensure_workflows(len(self.workflows))
         opening = np.flatnonzero(prev == sk.START)
         st = self.store

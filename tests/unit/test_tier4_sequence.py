@@ -619,6 +619,8 @@ def test_sessions_waiting_on_a_quiet_service_are_its_silence_not_broken_workflow
     batch, _ = tr.batch(["CE"] * 30)                    # cart only: sessions met without app's A, B
     _, result = cross_round(tier, two_sources(batch))
     assert result.scores.max() == 0
+    k, c = tier._rows()
+    assert c[k == sk.pack(sk.GLOBAL, sk.START, 2)].sum() == 0, "spared: not learned as a way sessions open"
     # cart alive: a session stopping after B is still reported in cart (see the test above)
     batch, ids = tr.batch(tr.normal(50) + ["AB"] + tr.normal(50))
     cross_round(tier, two_sources(batch))
