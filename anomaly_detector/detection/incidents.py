@@ -17,7 +17,10 @@ from .stats_kernels import log10_count_upper, surprisal_score
 
 # Tier whose evidence dominates -> the kind of incident reported to operators.
 # A template gone silent while its source goes on logging is a drop of that message, not a silent source.
-KIND_BY_REASON = (("known problem", "known_problem"), ("new field value", "new_value"),
+# Tier 4's "session opens with a step that never opens sessions: '<template>'" (a workflow met without its
+# first step) comes first: the template it quotes may hold any word below.
+KIND_BY_REASON = (("session opens with a step", "sequence"), ("known problem", "known_problem"),
+                  ("new field value", "new_value"),
                   ("source silent", "silent_source"), ("silent", "volume_drop"),
                   ("volume drop", "volume_drop"), ("volume spike", "volume_spike"),
                   ("never-seen", "new_template"), ("rare template", "rare_template"),
@@ -38,6 +41,11 @@ SEVERITY_MARGIN = 5.0
 NUMBER_REASONS = ("unusual value", "drift of parameter")
 # Kinds of evidence a silent source itself brings about: they do not name an incident that holds its silence.
 ABSENCE_SYMPTOMS = ("sequence", "volume_drop", "window_structure")
+# A message that stops (or thins) while the source goes on, in one incident with sessions of a workflow
+# broken within HEADLINE_MARGIN of it: that message is a step of the workflow, and the sessions that go
+# on without it say what broke (an order flow whose stock reservation stopped, every other step logged
+# as usual). Counting the message is the symptom; the workflow is the story (see _headline).
+STEP_SYMPTOMS = ("volume_drop",)
 REASONS_PER_RUN = 8     # strongest lines of a run of suspicious lines whose reasons are kept
 
 
@@ -227,7 +235,8 @@ class Incident:
 
 def _headline(reason_hits, absent=False):
     """(reason, [score, expected, observed]) that names the incident: in an incident holding a silence of
-    its whole source (absent), the silence before what that absence makes (ABSENCE_SYMPTOMS); then among
+    its whole source (absent), the silence before what that absence makes (ABSENCE_SYMPTOMS); else a
+    broken workflow within HEADLINE_MARGIN of a drop that heads it (STEP_SYMPTOMS); then among
     the reasons scoring within
     HEADLINE_MARGIN of the strongest, a new message (a never-seen or rare template) first; then, within
     SEVERITY_MARGIN of the strongest, a severity rule ("error rule: 80 matching lines"); then the
@@ -243,6 +252,10 @@ def _headline(reason_hits, absent=False):
         # the silence is sure a hold later) and its templates low: the cause names the outage, the
         # symptoms are its detail. Its own lines (errors before it stopped) keep their rank.
         ranked = [kv for kv in ranked if _kind(kv[0]) not in ABSENCE_SYMPTOMS]
+    elif _kind(ranked[0][0]) in STEP_SYMPTOMS:
+        flows = [kv for kv in ranked if _kind(kv[0]) == "sequence" and kv[1][0] >= ranked[0][1][0] - HEADLINE_MARGIN]
+        if flows:
+            return flows[0]
     top = ranked[0][1][0]
     severity_margin = HEADLINE_MARGIN if ranked[0][0].startswith(NUMBER_REASONS) else SEVERITY_MARGIN
     for prefixes, margin in ((NEW_MESSAGES, HEADLINE_MARGIN), (SEVERITY_RULES, severity_margin)):

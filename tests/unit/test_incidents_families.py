@@ -265,6 +265,12 @@ def test_a_template_gone_silent_is_a_drop_of_it_and_a_source_gone_silent_a_silen
     assert kind_of("template volume drop: 3 lines in the last 900s") == "volume_drop"
 
 
+def test_a_session_met_without_its_first_step_is_a_workflow_problem_whatever_its_template_says():
+    from anomaly_detector.detection.incidents import kind_of
+    assert kind_of("session opens with a step that never opens sessions: 'stock reserved qty=<*>'") == "sequence"
+    assert kind_of("session opens with a step that never opens sessions: 'rule <*> silent'") == "sequence"
+
+
 def test_lines_a_workflow_blames_on_another_source_go_to_it_unless_another_tier_scored_them_more():
     from anomaly_detector.detection.base import TierResult
     from anomaly_detector.detection.engine import _evidence_sources
@@ -288,7 +294,10 @@ def test_a_silence_names_its_incident_before_the_workflows_its_absence_broke():
     hits = {"unexpected order in workflow 'order': 'paid' never follows 'created'": 100,
             "template volume drop: 2 lines in the last 900s": 100, "source silent: 0 lines in the last 300s": 90}
     assert named(hits, True) == "source silent: 0 lines in the last 300s"
-    assert named(hits, False).startswith("template volume drop")
+    assert named(hits, False).startswith("unexpected order"), "a step that stops: the workflow names it"
+    assert named(dict(hits, **{"rare template (seen 2 times)": 60}), False).startswith("unexpected order")
+    assert named({"template volume drop: 2 lines": 100, "unexpected order in workflow 'order'": 70}, False) \
+        .startswith("template volume drop"), "a weak workflow finding is the drop's detail"
     assert named(dict(hits, **{"error rule: 40 matching lines": 100}), True) == "error rule: 40 matching lines"
     assert named({"unexpected order in workflow 'order'": 100, "template silent: 0 lines": 90}, True) == \
         "unexpected order in workflow 'order'", "a template silent is no silence of the source"
