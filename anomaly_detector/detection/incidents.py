@@ -46,6 +46,7 @@ ABSENCE_SYMPTOMS = ("sequence", "volume_drop", "window_structure")
 # on without it say what broke (an order flow whose stock reservation stopped, every other step logged
 # as usual). Counting the message is the symptom; the workflow is the story (see _headline).
 STEP_SYMPTOMS = ("volume_drop",)
+MAX_EXCUSES = 16        # spans of silence an incident keeps (IncidentBook.excuse): the latest ones
 REASONS_PER_RUN = 8     # strongest lines of a run of suspicious lines whose reasons are kept
 
 
@@ -75,6 +76,11 @@ class Incident:
     family_lines: dict = field(default_factory=dict)
     # family -> time of its first line routed here (IncidentBook._redate); empty in states saved before it
     family_first: dict = field(default_factory=dict)
+    # family -> time of its last line routed here; empty in states saved before it
+    family_last: dict = field(default_factory=dict)
+    # [family, since, until]: that family's lines are excused when they all fall inside the span, a
+    # silence of the service its evidence blames (IncidentBook.excuse); empty in states saved before it
+    excuses: list = field(default_factory=list)
     # When evidence last arrived (event time): later than last_seen for evidence judged late, such as a
     # session found unfinished a session timeout after its last line; it keeps the incident open.
     touched: float = 0.0
@@ -112,7 +118,14 @@ class Incident:
         slow request, a big order's amount) are two odd lines, not an outage."""
         if not self.family_lines:     # a state saved before families were counted: all lines as one
             return self.lines >= min_lines and self.score >= threshold
-        return any(n >= min_lines and best >= threshold for n, best in self.family_lines.values())
+        return any(n >= min_lines and best >= threshold for family, (n, best) in self.family_lines.items()
+                   if not self.excused(family))
+
+    def excused(self, family):
+        """Whether every line of `family` here fell inside one span it is excused for (see excuses)."""
+        first, last = self.family_first.get(family), self.family_last.get(family)
+        return first is not None and last is not None and any(
+            f == family and since <= first and last <= until for f, since, until in self.excuses)
 
     def _count_family(self, family, n, best):
         entry = self.family_lines.setdefault(family, [0, 0.0])
@@ -131,6 +144,7 @@ class Incident:
         self.score = max(self.score, float(score.max()))
         self._count_family(family, int(ts.size), float(score.max()))
         self.family_first[family] = min(self.family_first.get(family, float(ts[0])), float(ts[0]))
+        self.family_last[family] = max(self.family_last.get(family, float(ts[-1])), float(ts[-1]))
         for tier, values in tiers.items():
             top = float(values.max())
             if top > 0:
@@ -192,7 +206,8 @@ class Incident:
                                                                    self.template_hits.items()],
                 "reason_hits": self.reason_hits, "samples": self.samples, "families": sorted(self.families),
                 "family_lines": [[f, n, best] for f, (n, best) in self.family_lines.items()],
-                "family_first": self.family_first,
+                "family_first": self.family_first, "family_last": self.family_last,
+                "excuses": [list(e) for e in self.excuses],
                 "touched": self.touched, "absent": list(self.absent) if self.absent else None}
 
     @classmethod
@@ -209,6 +224,8 @@ class Incident:
         incident.families = {str(f) for f in state["families"]}
         incident.family_lines = {str(f): [int(n), float(best)] for f, n, best in state.get("family_lines", [])}
         incident.family_first = {str(f): float(t) for f, t in dict(state.get("family_first", {})).items()}
+        incident.family_last = {str(f): float(t) for f, t in dict(state.get("family_last", {})).items()}  # likewise
+        incident.excuses = [(str(f), float(a), float(b)) for f, a, b in state.get("excuses", [])]          # likewise
         incident.sessions = int(state.get("sessions", 0))   # absent in states saved before it
         incident.touched = float(state.get("touched", incident.last_seen))   # likewise
         incident.opened_family = str(state.get("opened_family", ""))         # likewise: the id stays
@@ -377,6 +394,15 @@ class IncidentBook:
         self._route[(source, family)] = key
         self.open[key].families.add(family)
         return self.open[key]
+
+    def excuse(self, source, family, since, until):
+        """Lines of `family` in open incidents of `source` that all fell between since and until are no
+        evidence (Incident.persists): the engine says so for a workflow's steps skipped while the service
+        that logs them wrote nothing, a silence known only once it logged again (a deploy's restart).
+        Checked when the incident is judged, so lines that join it later count again."""
+        for key, incident in self.open.items():
+            if key[0] == source and family in incident.family_lines:
+                incident.excuses = (incident.excuses + [(family, float(since), float(until))])[-MAX_EXCUSES:]
 
     def _weak(self, incident):
         """Whether an incident holds suspicious lines only, none at the anomaly threshold, and no finding
