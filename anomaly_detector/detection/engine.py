@@ -277,7 +277,19 @@ class DetectionEngine:
                 source, f.ts, f.score, {f.tier: f.score}, f.template_id, template,
                 [(f.reason, f.expected, f.observed, f.score)], None, opened_by=f.key, family="finding:" + f.tier,
                 session=f.key.startswith(SESSION_KEY), seen_at=ctx.now, since=f.since))
+        self._excuse_silences(ctx)
         self._report(self.book.close_quiet(ctx.now))
+
+    def _excuse_silences(self, ctx):
+        """Workflow steps skipped only while the service that logs them wrote nothing (tier 4 finds such
+        a silence once the service logs again: a deploy's restart) are that service's outage, which tier 2
+        judges: its incident does not stand on them (IncidentBook.excuse)."""
+        t4 = self.tiers.get("t4")
+        if t4 is None or not t4.enabled:
+            return
+        family = "lines:%d" % (-len(TIER_NAMES) + TIER_NAMES.index("t4"))   # _line_families of tier 4's lines
+        for sid, since, until in t4.take_silences():
+            self.book.excuse(ctx.source_name(sid), family, since, until)
 
     def _learn_suspicious_rate(self, batch, ctx, suspicious):
         """Update each source's long-run rate of suspicious lines; return {source: expected per window}.

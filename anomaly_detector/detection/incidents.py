@@ -17,7 +17,10 @@ from .stats_kernels import log10_count_upper, surprisal_score
 
 # Tier whose evidence dominates -> the kind of incident reported to operators.
 # A template gone silent while its source goes on logging is a drop of that message, not a silent source.
-KIND_BY_REASON = (("known problem", "known_problem"), ("new field value", "new_value"),
+# Tier 4's "session opens with a step that never opens sessions: '<template>'" (a workflow met without its
+# first step) comes first: the template it quotes may hold any word below.
+KIND_BY_REASON = (("session opens with a step", "sequence"), ("known problem", "known_problem"),
+                  ("new field value", "new_value"),
                   ("source silent", "silent_source"), ("silent", "volume_drop"),
                   ("volume drop", "volume_drop"), ("volume spike", "volume_spike"),
                   ("never-seen", "new_template"), ("rare template", "rare_template"),
@@ -38,6 +41,12 @@ SEVERITY_MARGIN = 5.0
 NUMBER_REASONS = ("unusual value", "drift of parameter")
 # Kinds of evidence a silent source itself brings about: they do not name an incident that holds its silence.
 ABSENCE_SYMPTOMS = ("sequence", "volume_drop", "window_structure")
+# A message that stops (or thins) while the source goes on, in one incident with sessions of a workflow
+# broken within HEADLINE_MARGIN of it: that message is a step of the workflow, and the sessions that go
+# on without it say what broke (an order flow whose stock reservation stopped, every other step logged
+# as usual). Counting the message is the symptom; the workflow is the story (see _headline).
+STEP_SYMPTOMS = ("volume_drop",)
+MAX_EXCUSES = 16        # spans of silence an incident keeps (IncidentBook.excuse): the latest ones
 REASONS_PER_RUN = 8     # strongest lines of a run of suspicious lines whose reasons are kept
 
 
@@ -67,6 +76,11 @@ class Incident:
     family_lines: dict = field(default_factory=dict)
     # family -> time of its first line routed here (IncidentBook._redate); empty in states saved before it
     family_first: dict = field(default_factory=dict)
+    # family -> time of its last line routed here; empty in states saved before it
+    family_last: dict = field(default_factory=dict)
+    # [family, since, until]: that family's lines are excused when they all fall inside the span, a
+    # silence of the service its evidence blames (IncidentBook.excuse); empty in states saved before it
+    excuses: list = field(default_factory=list)
     # When evidence last arrived (event time): later than last_seen for evidence judged late, such as a
     # session found unfinished a session timeout after its last line; it keeps the incident open.
     touched: float = 0.0
@@ -104,7 +118,14 @@ class Incident:
         slow request, a big order's amount) are two odd lines, not an outage."""
         if not self.family_lines:     # a state saved before families were counted: all lines as one
             return self.lines >= min_lines and self.score >= threshold
-        return any(n >= min_lines and best >= threshold for n, best in self.family_lines.values())
+        return any(n >= min_lines and best >= threshold for family, (n, best) in self.family_lines.items()
+                   if not self.excused(family))
+
+    def excused(self, family):
+        """Whether every line of `family` here fell inside one span it is excused for (see excuses)."""
+        first, last = self.family_first.get(family), self.family_last.get(family)
+        return first is not None and last is not None and any(
+            f == family and since <= first and last <= until for f, since, until in self.excuses)
 
     def _count_family(self, family, n, best):
         entry = self.family_lines.setdefault(family, [0, 0.0])
@@ -123,6 +144,7 @@ class Incident:
         self.score = max(self.score, float(score.max()))
         self._count_family(family, int(ts.size), float(score.max()))
         self.family_first[family] = min(self.family_first.get(family, float(ts[0])), float(ts[0]))
+        self.family_last[family] = max(self.family_last.get(family, float(ts[-1])), float(ts[-1]))
         for tier, values in tiers.items():
             top = float(values.max())
             if top > 0:
@@ -184,7 +206,8 @@ class Incident:
                                                                    self.template_hits.items()],
                 "reason_hits": self.reason_hits, "samples": self.samples, "families": sorted(self.families),
                 "family_lines": [[f, n, best] for f, (n, best) in self.family_lines.items()],
-                "family_first": self.family_first,
+                "family_first": self.family_first, "family_last": self.family_last,
+                "excuses": [list(e) for e in self.excuses],
                 "touched": self.touched, "absent": list(self.absent) if self.absent else None}
 
     @classmethod
@@ -201,6 +224,8 @@ class Incident:
         incident.families = {str(f) for f in state["families"]}
         incident.family_lines = {str(f): [int(n), float(best)] for f, n, best in state.get("family_lines", [])}
         incident.family_first = {str(f): float(t) for f, t in dict(state.get("family_first", {})).items()}
+        incident.family_last = {str(f): float(t) for f, t in dict(state.get("family_last", {})).items()}  # likewise
+        incident.excuses = [(str(f), float(a), float(b)) for f, a, b in state.get("excuses", [])]          # likewise
         incident.sessions = int(state.get("sessions", 0))   # absent in states saved before it
         incident.touched = float(state.get("touched", incident.last_seen))   # likewise
         incident.opened_family = str(state.get("opened_family", ""))         # likewise: the id stays
@@ -227,7 +252,8 @@ class Incident:
 
 def _headline(reason_hits, absent=False):
     """(reason, [score, expected, observed]) that names the incident: in an incident holding a silence of
-    its whole source (absent), the silence before what that absence makes (ABSENCE_SYMPTOMS); then among
+    its whole source (absent), the silence before what that absence makes (ABSENCE_SYMPTOMS); else a
+    broken workflow within HEADLINE_MARGIN of a drop that heads it (STEP_SYMPTOMS); then among
     the reasons scoring within
     HEADLINE_MARGIN of the strongest, a new message (a never-seen or rare template) first; then, within
     SEVERITY_MARGIN of the strongest, a severity rule ("error rule: 80 matching lines"); then the
@@ -243,6 +269,10 @@ def _headline(reason_hits, absent=False):
         # the silence is sure a hold later) and its templates low: the cause names the outage, the
         # symptoms are its detail. Its own lines (errors before it stopped) keep their rank.
         ranked = [kv for kv in ranked if _kind(kv[0]) not in ABSENCE_SYMPTOMS]
+    elif _kind(ranked[0][0]) in STEP_SYMPTOMS:
+        flows = [kv for kv in ranked if _kind(kv[0]) == "sequence" and kv[1][0] >= ranked[0][1][0] - HEADLINE_MARGIN]
+        if flows:
+            return flows[0]
     top = ranked[0][1][0]
     severity_margin = HEADLINE_MARGIN if ranked[0][0].startswith(NUMBER_REASONS) else SEVERITY_MARGIN
     for prefixes, margin in ((NEW_MESSAGES, HEADLINE_MARGIN), (SEVERITY_RULES, severity_margin)):
@@ -364,6 +394,15 @@ class IncidentBook:
         self._route[(source, family)] = key
         self.open[key].families.add(family)
         return self.open[key]
+
+    def excuse(self, source, family, since, until):
+        """Lines of `family` in open incidents of `source` that all fell between since and until are no
+        evidence (Incident.persists): the engine says so for a workflow's steps skipped while the service
+        that logs them wrote nothing, a silence known only once it logged again (a deploy's restart).
+        Checked when the incident is judged, so lines that join it later count again."""
+        for key, incident in self.open.items():
+            if key[0] == source and family in incident.family_lines:
+                incident.excuses = (incident.excuses + [(family, float(since), float(until))])[-MAX_EXCUSES:]
 
     def _weak(self, incident):
         """Whether an incident holds suspicious lines only, none at the anomaly threshold, and no finding

@@ -675,6 +675,10 @@ class SequenceTier(Tier):
         # unfinished session is reported in the source of the step that did not come.
         self.tpl_src = np.full(0, -1, np.int32)
         self.liveness = SourceLiveness()
+        # Runtime only, like liveness: source -> (its last line before skipped steps of it were due, the
+        # last such skip, sources their lines went to), until it logs again (_find_silences)
+        self._awaiting = {}
+        self.silences = []     # (source, since, until) its steps were skipped in: for the engine
         self._resumed = False
         self._grace_until = None   # sessions opening before this may have begun unseen
         self._gap_start = None     # the start of an input gap in the batch being scored (_after_gap)
@@ -703,24 +707,29 @@ class SequenceTier(Tier):
         ts = np.ascontiguousarray(ctx.ts, np.float64)
         if ctx.gaps:
             self._after_gap(ctx.gaps[-1], ts)
+        spared = None
         if ctx.warm:
             result.scores, why = sk.score_transitions(wf, prev, tids, ts, self._grace(ts), self.tkeys, self.tcnt,
                                                       self.min_support, self.rare_p, self.top)
-            self._spare_quiet_sources(result.scores, why, wf, prev, tids, ts, batch.source_id)
+            spared = self._spare_quiet_sources(result.scores, why, wf, prev, tids, ts, batch.source_id, keys)
             self._explain(result, why, wf, prev, tids, batch.source_id)
         self.liveness.add(batch.source_id, ts)
-        self._cache = (batch, keys, ks, ke, prev, open_wf, result.scores)
+        self._cache = (batch, keys, ks, ke, prev, open_wf, result.scores, spared)
         return result
 
-    def _spare_quiet_sources(self, scores, why, wf, prev, tids, ts, sources):
+    def _spare_quiet_sources(self, scores, why, wf, prev, tids, ts, sources, keys):
         """A step skipped, or a session met without its first step, while the service that logs that step
         was quiet (a deploy restarting it, lines lost on its way) is that service's silence, which tier 2
-        judges and holds a while for a restart: not a broken workflow of every session meanwhile."""
+        judges and holds a while for a restart: not a broken workflow of every session meanwhile. Returns
+        the lines spared (batch line numbers), or None: they are not learned either (see learn)."""
         flagged = np.flatnonzero(scores > 0)
         if flagged.size == 0:
-            return
+            if self._awaiting:
+                self._find_silences({}, {}, ts, sources)
+            return None
+        spared = []
         k, c = self._rows()
-        awaited, recent = {}, {}
+        awaited, recent, skipped = {}, {}, {}
         for i in flagged.tolist():
             case = (int(why[i]), int(wf[i]), int(prev[i]), int(tids[i]))
             if case not in awaited:
@@ -732,6 +741,85 @@ class SequenceTier(Tier):
                 recent[src] = np.sort(ts[sources == src])
             if self.liveness.quiet(src, float(ts[i]), recent[src]):
                 scores[i] = 0.0
+                spared.append(i)
+            else:
+                skipped.setdefault(src, []).append(i)
+        if skipped:
+            flagged = np.concatenate([np.asarray(v, np.int64) for v in skipped.values()])
+            due = dict(zip(flagged.tolist(), self._previous_step_times(keys, ts, flagged).tolist()))
+            # per source: (the skips' times, when each skipped step was due, the sources whose incidents
+            # their lines went to: blamed on src, or their own for a session met without its first step)
+            skipped = {src: (ts[v], np.array([due[i] for i in v]), set(sources[v].tolist()) | {src})
+                       for src, v in skipped.items()}
+        self._find_silences(skipped, recent, ts, sources)
+        return np.asarray(spared, np.int64) if spared else None
+
+    def _previous_step_times(self, keys, ts, lines):
+        """Time of the line before each of `lines` in its session (in this batch, else the open session's
+        latest), or the line's own time when it opened its session: when the step it shows skipped was due."""
+        out = ts[lines].astype(np.float64)
+        known = {}
+        at = {i: j for j, i in enumerate(lines.tolist())}
+        for i in np.flatnonzero(np.isin(keys, keys[lines])).tolist():   # batch lines in log order
+            j = at.get(i)
+            if j is not None:
+                g = sk.ht_find(self.store.ix_key, np.int64(keys[i]))
+                if keys[i] in known:
+                    out[j] = known[keys[i]]
+                elif g >= 0:
+                    out[j] = self.store.lastts[self.store.ix_slot[g]]
+            known[keys[i]] = ts[i]
+        return np.minimum(out, ts[lines])
+
+    def _find_silences(self, skipped, recent, ts, sources):
+        """Spans in which a service whose steps sessions skipped logged nothing for QUIET_GAPS of its mean
+        gaps while those steps were due, found once it logs again. skipped: by source, (the skips' times,
+        when each skipped step was due, the sources whose incidents their lines went to). A deploy
+        restarting a busy service is silent for less than that when the first sessions go on without it,
+        so they were flagged; its next line shows their steps were all due in its silence, its outage
+        (tier 2's to judge), and the engine excuses them (IncidentBook.excuse): from its line before
+        the silence to the last such skip, which may come just after it is back (an order confirmed a
+        moment after the payment service's start-up lines, its payment due while it was down).
+        Causal: a span closes with a later line of the service."""
+        for src in set(skipped) | set(self._awaiting):
+            if src not in recent:
+                recent[src] = np.sort(ts[sources == src])
+            lines = recent[src]
+            spans = {}     # its latest line before a skipped step was due -> [last skip, sources]
+            if src in self._awaiting:
+                since, last, landed = self._awaiting.pop(src)
+                spans[since] = [last, set(landed)]
+            if src in skipped:
+                times, dues, landed = skipped[src]
+                at = np.searchsorted(lines, dues) - 1          # its latest line before each step was due
+                # none in the batch: its latest, unless it logged after the step was due (it was up then)
+                last = self.liveness.last_line(src)
+                before = np.where(at >= 0, lines[np.maximum(at, 0)], np.where(dues >= last, last, np.nan))
+                for since, t in zip(before.tolist(), times.tolist()):
+                    if math.isfinite(since):
+                        span = spans.setdefault(since, [t, set()])
+                        span[0] = max(span[0], t)
+                        span[1] |= landed
+            for since, (last, landed) in sorted(spans.items()):
+                j = int(np.searchsorted(lines, since, side="right"))
+                if j == lines.size:
+                    self._awaiting[src] = (since, last, landed)   # no line of it since: a later batch decides
+                elif self._silent_between(src, since, float(lines[j])):
+                    until = max(last, float(lines[j]))
+                    self.silences += [(sid, since, until) for sid in sorted(landed)]
+
+    def _silent_between(self, sid, since, until):
+        """Whether source sid's gap between two of its lines is QUIET_GAPS of its recent mean gaps (the
+        test SourceLiveness.quiet makes at one moment, made of a whole gap)."""
+        lv = self.liveness
+        return 0 <= sid < lv.lines.size and lv.lines[sid] >= QUIET_MIN_LINES and \
+            until - since >= QUIET_GAPS * lv.mean_gap(sid)
+
+    def take_silences(self):
+        """[(source id, since, until)] found since the last call: skipped steps that went to that source's
+        incidents fell between since and until, a silence of the service that logs them (_find_silences)."""
+        found, self.silences = self.silences, []
+        return found
 
     def _awaited_source(self, code, w, p, t, k, c):
         """Source of the step a line shows missing: the skipped one, or the one that comes before t
@@ -782,16 +870,23 @@ class SequenceTier(Tier):
             return
         self._ctx = ctx
         tids = np.ascontiguousarray(batch.template_id, np.int32)
+        spared = None
         if self._cache is not None and self._cache[0] is batch:
-            _, keys, ks, ke, prev, open_wf, scores = self._cache
+            _, keys, ks, ke, prev, open_wf, scores, spared = self._cache
         else:
             keys, ks, ke = self.locator.keys(batch, ctx.n_templates, ctx.ts)
             _, prev, open_wf = self._walk(batch, keys, tids, ctx)
             scores = np.zeros(batch.n, np.float32)
         self._cache = None
-        w = np.ascontiguousarray(weights, np.float32)
+        w = np.array(weights, np.float32)     # a copy: the engine's weights are every tier's
         if self.learning_rate <= 0:
-            w = np.zeros_like(w)
+            w[:] = 0.0
+        if spared is not None:
+            # A session that skipped a step while the step's service logged nothing (an outage, a deploy)
+            # is not how the workflow goes: learned, an hour's outage taught that the step may be skipped
+            # (2% of sessions), and a later loss of that step alone raised nothing. Weight 0 also keeps
+            # the session's ending and composition unlearned (sd_minw).
+            w[spared] = 0.0
         self._ensure_workflows(len(self.workflows))
         opening = np.flatnonzero(prev == sk.START)
         st = self.store

@@ -265,6 +265,12 @@ def test_a_template_gone_silent_is_a_drop_of_it_and_a_source_gone_silent_a_silen
     assert kind_of("template volume drop: 3 lines in the last 900s") == "volume_drop"
 
 
+def test_a_session_met_without_its_first_step_is_a_workflow_problem_whatever_its_template_says():
+    from anomaly_detector.detection.incidents import kind_of
+    assert kind_of("session opens with a step that never opens sessions: 'stock reserved qty=<*>'") == "sequence"
+    assert kind_of("session opens with a step that never opens sessions: 'rule <*> silent'") == "sequence"
+
+
 def test_lines_a_workflow_blames_on_another_source_go_to_it_unless_another_tier_scored_them_more():
     from anomaly_detector.detection.base import TierResult
     from anomaly_detector.detection.engine import _evidence_sources
@@ -288,7 +294,10 @@ def test_a_silence_names_its_incident_before_the_workflows_its_absence_broke():
     hits = {"unexpected order in workflow 'order': 'paid' never follows 'created'": 100,
             "template volume drop: 2 lines in the last 900s": 100, "source silent: 0 lines in the last 300s": 90}
     assert named(hits, True) == "source silent: 0 lines in the last 300s"
-    assert named(hits, False).startswith("template volume drop")
+    assert named(hits, False).startswith("unexpected order"), "a step that stops: the workflow names it"
+    assert named(dict(hits, **{"rare template (seen 2 times)": 60}), False).startswith("unexpected order")
+    assert named({"template volume drop: 2 lines": 100, "unexpected order in workflow 'order'": 70}, False) \
+        .startswith("template volume drop"), "a weak workflow finding is the drop's detail"
     assert named(dict(hits, **{"error rule: 40 matching lines": 100}), True) == "error rule: 40 matching lines"
     assert named({"unexpected order in workflow 'order'": 100, "template silent: 0 lines": 90}, True) == \
         "unexpected order in workflow 'order'", "a template silent is no silence of the source"
@@ -382,3 +391,33 @@ def test_an_incident_first_reaching_the_threshold_by_a_family_that_joined_it_beg
     run(book, [1104], 9, 85.0)
     (old,) = book.close_all()
     assert old.first_seen == 1000
+
+
+def test_workflow_lines_that_all_fell_in_a_silence_of_the_service_they_blame_are_excused():
+    """Orders confirmed without a payment while payments restarted (its next line shows it wrote nothing
+    from before the first to after the last of them) are payments' outage: no incident stands on them.
+    Lines of the family outside that span, or other evidence, still count."""
+    from anomaly_detector.config.loader import default_config
+    from anomaly_detector.detection.engine import DetectionEngine
+    engine = DetectionEngine(default_config())      # incident_min_lines 2
+    strongest_t4 = np.array([[0.0], [0.0], [20.0], [90.0]], np.float32)
+    workflow = int(_line_families(np.array([7]), strongest_t4)[0])   # tier 4's lines: source-wide
+    assert "lines:%d" % workflow == "lines:-1"     # the family the engine excuses (_excuse_silences)
+
+    def run(excuse, more=()):
+        book = IncidentBook(300.0, 60.0)
+        ts = np.array([1008.0, 1020.0, 1050.0] + list(more))
+        score = np.full(ts.size, 90.0, np.float32)
+        book.add_lines("payments", ts, score, {"t4": score}, np.full(ts.size, 7), np.arange(ts.size), Describe(),
+                       None, np.full(ts.size, workflow))
+        book.excuse("payments", "lines:%d" % workflow, *excuse)
+        restored = IncidentBook(300.0, 60.0)      # excuses are kept with the engine's snapshot
+        restored.restore(json.loads(json.dumps(book.state())))
+        closed = restored.close_quiet(5000.0)
+        assert len(closed) == 1
+        return engine._reportable(closed[0])
+
+    assert not run((1000.0, 1060.0))
+    assert run((1000.0, 1040.0)), "a line after the service logged again: a broken workflow"
+    assert run((1000.0, 1060.0), more=(1200.0, 1210.0))
+    assert run((900.0, 990.0))

@@ -619,6 +619,8 @@ def test_sessions_waiting_on_a_quiet_service_are_its_silence_not_broken_workflow
     batch, _ = tr.batch(["CE"] * 30)                    # cart only: sessions met without app's A, B
     _, result = cross_round(tier, two_sources(batch))
     assert result.scores.max() == 0
+    k, c = tier._rows()
+    assert c[k == sk.pack(sk.GLOBAL, sk.START, 2)].sum() == 0, "spared: not learned as a way sessions open"
     # cart alive: a session stopping after B is still reported in cart (see the test above)
     batch, ids = tr.batch(tr.normal(50) + ["AB"] + tr.normal(50))
     cross_round(tier, two_sources(batch))
@@ -637,3 +639,52 @@ def test_source_liveness_counts_recent_lines_and_needs_the_rest_of_the_log_to_go
     assert not live.quiet(0, 3603.0, np.array([3601.0]))
     assert not live.quiet(0, 3700.0)                     # nothing logged after 3600: the input is quiet
     assert not live.quiet(1, 3700.0, np.array([3700.0]))  # one line: its gaps are not known
+
+
+def test_steps_skipped_while_their_service_wrote_nothing_are_found_once_it_logs_again():
+    """A deploy restarts a busy service: the first sessions that go on without its step come before it is
+    quiet long enough to be judged so (they are flagged); its next line shows whether their steps were all
+    due in one silence of QUIET_GAPS of its mean gaps (the engine then excuses them up to the last such
+    skip, which may come just after it is back), decided in a later batch if that line comes later. A
+    step due while it logs as usual is a broken workflow and stays."""
+    tier = SequenceTier(settings())
+    ts = np.arange(0.0, 3600.0, 1.0)
+    tier.liveness.add(np.zeros(ts.size, np.int32), ts)     # source 0: a line a second for an hour
+    src = np.zeros(3, np.int32)
+
+    def skips(times, dues, landed=(0,)):
+        return {0: (np.array(times), np.array(dues), set(landed))}
+    # lines in the incidents of 0 (blamed) and of 2 (a session met without its first step); the last skip
+    # comes after 0's first line back, its step due before
+    tier._find_silences(skips([3601.5, 3603.0, 3610.5], [3601.4, 3602.9, 3609.9], (0, 2)), {},
+                        np.array([3610.0, 3611.0, 3612.0]), src)
+    assert tier.take_silences() == [(0, 3599.0, 3610.5), (2, 3599.0, 3610.5)] and tier.take_silences() == []
+    tier.liveness.add(src, np.array([3610.0, 3611.0, 3612.0]))
+    tier._find_silences(skips([3613.5], [3613.4]), {}, np.array([3613.0, 3614.0, 3615.0]), src)   # it logs as usual
+    assert tier.take_silences() == []
+    tier.liveness.add(src, np.array([3613.0, 3614.0, 3615.0]))
+    tier._find_silences(skips([3617.0], [3611.0]), {}, np.array([3616.0]), src[:1])   # due while it logged
+    assert tier.take_silences() == [] and tier._awaiting == {}
+    tier._find_silences(skips([3617.0], [3616.5]), {}, np.array([3616.0]), src[:1])   # no line of it after yet
+    assert tier.take_silences() == [] and tier._awaiting == {0: (3616.0, 3617.0, {0})}
+    tier.liveness.add(src[:1], np.array([3616.0]))
+    tier._find_silences({}, {}, np.array([3630.0]), src[:1])
+    assert tier.take_silences() == [(0, 3616.0, 3630.0)] and tier._awaiting == {}
+
+
+def test_a_skipped_step_is_due_after_the_sessions_line_before_it():
+    tr = Traffic(31)
+    tier = trained(tr)
+    first, ids = tr.batch(["AB"])                           # session 1's A, B in one batch
+    step(tier, first)
+    tr.t += 5.0
+    batch, more = tr.batch(["AC"])                          # session 2: A then C (B skipped)
+    keys = tier.locator.keys(batch, 16, batch.ts)[0]
+    c = np.array([line_of(batch, more[0], 2)])
+    assert tier._previous_step_times(keys, batch.ts, c)[0] == batch.ts[line_of(batch, more[0], 0)]
+    assert tier._previous_step_times(keys, batch.ts, np.array([line_of(batch, more[0], 0)]))[0] == \
+        batch.ts[line_of(batch, more[0], 0)], "a session's first line: its own time"
+    late, _ = tr.batch(["E"])
+    late_keys = tier.locator.keys(late, 16, late.ts)[0]
+    late_keys[:] = tier.locator.keys(first, 16, first.ts)[0][-1]   # session 1's E, in a later batch
+    assert tier._previous_step_times(late_keys, late.ts, np.array([0]))[0] == first.ts.max()
