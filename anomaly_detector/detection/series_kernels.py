@@ -51,8 +51,7 @@ scores against the flag budget with a window as one chance. Only a shift that re
 scores (one that built up beside the alarm would be no news to reported()); the baseline then
 follows the fast mean for two windows, in which its first SHIFT_EVIDENCE values past halfway to the new level are suspicious
 (an incident needs more than one line). A shift back towards the level before the last one is a
-recovery (is_recovery): reset to, not reported; held as one once within halfway, however ordinary the tail
-calls it, and never reported as a shift of its own on the way back (shift_return). Split series (SPLIT_ONLY: one categorical value's, see
+recovery (is_recovery): reset to, not reported. Split series (SPLIT_ONLY: one categorical value's, see
 series.py) are judged by this test only, and only while their value explains part of the pooled
 series' spread (SPLIT_JUDGED: their own residuals at most SPLIT_EXPLAINS of the pooled ones'); a split
 by a value that explains nothing (SPLIT_MIXED) only learns.
@@ -467,12 +466,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
             # a split series is there for one value's slowdown hidden in the mix; one value's drop is
             # rarely trouble, and a load change drops many of them at once
             shift_score = 0.0
-        # a move back towards the level before the last fired shift is that episode ending: held as a
-        # recovery once within halfway of it, whatever its rarity (the tail may call it ordinary, and a
-        # split series' drops are not judged, so it never fired and a stale baseline kept an excursion
-        # open for hours), and never reported as a shift of its own on the way there
-        returning, back = shift_return(st, r, fast, u)
-        st[r, HELD] = st[r, HELD] + 1.0 if (shift_score >= threshold and not returning) or back else 0.0
+        st[r, HELD] = st[r, HELD] + 1.0 if shift_score >= threshold else 0.0
         fired = st[r, HELD] >= SHIFT_HOLD
         recovery = fired and is_recovery(st, r, fast)
         # only a fired shift scores: its run builds up over SHIFT_WINDOW points, and a score rising
@@ -605,18 +599,6 @@ def excess_log10p(n, s1, s2, y):
 
 
 @njit(cache=True)
-def shift_return(st, r, fast, u):
-    """(whether the fast mean stands between the level the last fired shift moved from and the baseline
-    it moved to: the series on its way back, whether it is back within halfway and on an excursion of
-    u: a recovery under way)."""
-    if st[r, SHIFTS] <= 0.0:
-        return False, False
-    away = st[r, BASE] - st[r, FROM]
-    returning = (fast - st[r, BASE]) * away < 0.0 and (fast - st[r, FROM]) * away > 0.0
-    return returning, returning and abs(u) > U_START and abs(fast - st[r, FROM]) < 0.5 * abs(away)
-
-
-@njit(cache=True)
 def is_recovery(st, r, fast):
     """Whether a shift returns from the level of the last fired shift to at most halfway from the
     level before it: the end of an episode (a lock storm over, a restarted cache warm again), reset
@@ -633,8 +615,7 @@ def _learn_shift(st, r, fast, w, fired, recovery, u):
     fast mean for 2 x SHIFT_WINDOW points while it gets there (one detection an episode; the shifted
     level is the new normal), else the baseline and the gap's size follow
     slowly, the gap counting at most GAP_CLIP usual sizes (a past shift does not numb the test). The
-    tail of |u| learns every point once the test is warm; the excursions' tail learns each excursion's peak
-    when it ends, but not a fired one's (the anomaly, or the recovery from one, is not the tail's)."""
+    tail of |u| learns every point once the test is warm, fired ones too."""
     if w <= 0.0:
         return
     if st[r, SHIFT_N] >= SHIFT_WARM:
@@ -647,11 +628,7 @@ def _learn_shift(st, r, fast, w, fired, recovery, u):
         st[r, U_S2] *= keep
         if abs(u) > U_START:
             st[r, U_PEAK] = max(st[r, U_PEAK], abs(u))
-        if fired:
-            # a fired shift (or the recovery from one) is the anomaly, not the tail's: learned, one such peak
-            # made the excess moments' shape heavy for a day, and the same drift again hours later scored 45
-            st[r, U_PEAK] = 0.0
-        elif abs(u) <= U_START and st[r, U_PEAK] > 0.0:
+        if (abs(u) <= U_START or fired) and st[r, U_PEAK] > 0.0:
             st[r, U_N] += 1.0
             excess = st[r, U_PEAK] - U_START
             st[r, U_S] += excess

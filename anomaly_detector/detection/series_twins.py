@@ -83,9 +83,7 @@ class Series:
             self.u_s2 *= keep
             if abs(u) > K.U_START:
                 self.u_peak = max(self.u_peak, abs(u))
-            if fired:                      # the anomaly's peak is not the tail's
-                self.u_peak = 0.0
-            elif abs(u) <= K.U_START and self.u_peak > 0:
+            if (abs(u) <= K.U_START or fired) and self.u_peak > 0:
                 self.u_n += 1.0
                 self.u_s += self.u_peak - K.U_START
                 self.u_s2 += (self.u_peak - K.U_START) ** 2
@@ -265,10 +263,7 @@ class Series:
                 shift_score = 0.0
             if self.split_only in (K.SPLIT_MIXED, K.POOLED_MIXTURE):
                 shift_score = 0.0
-            away = self.base - self.moved_from
-            returning = (self.shifts > 0 and (fast - self.base) * away < 0 and (fast - self.moved_from) * away > 0)
-            back = returning and abs(u) > K.U_START and abs(fast - self.moved_from) < 0.5 * abs(away)
-            self.held = self.held + 1 if (shift_score >= self.threshold and not returning) or back else 0.0
+            self.held = self.held + 1 if shift_score >= self.threshold else 0.0
             fired = self.held >= K.SHIFT_HOLD
             recovery = fired and self.is_recovery(fast)
             if fired and not recovery and shift_score > score and self.alarm < self.threshold:
