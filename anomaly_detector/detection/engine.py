@@ -287,7 +287,7 @@ class DetectionEngine:
         t4 = self.tiers.get("t4")
         if t4 is None or not t4.enabled:
             return
-        family = "lines:%d" % (-len(TIER_NAMES) + TIER_NAMES.index("t4"))   # _line_families of tier 4's lines
+        family = "lines:%d" % _family_code(-1, TIER_NAMES.index("t4"))   # tier 4's lines: about the whole source
         for sid, since, until in t4.take_silences():
             self.book.excuse(ctx.source_name(sid), family, since, until)
 
@@ -479,7 +479,12 @@ def _line_families(template_id, tiers, results=None, lines=None):
             mine = strongest == TIER_NAMES.index(name)
             about[mine] = result.about[lines[mine]]
     about[np.isin(strongest, _SOURCE_WIDE_TIERS)] = -1
-    return about * len(TIER_NAMES) + strongest
+    return _family_code(about, strongest)
+
+
+def _family_code(about, tier):
+    """Incident family code of lines about a template (-1: the whole source) that a tier scored most."""
+    return about * len(TIER_NAMES) + tier
 
 
 def _evidence_sources(source_id, tiers, results, lines):

@@ -204,11 +204,10 @@ class ShareSeasonality(Seasonality):
         return out
 
 
-def _hour_rate(seasons, keys, buckets, bucket_seconds, hour=None):
-    """Each key's usual learned count per bucket in the hour of day of its bucket: the hour-of-day
-    table's observed sum over its buckets (both decay alike), once the hour has been seen for at
-    least HOUR_RATE_MIN_SHARE of an hour; 0 before. hour: the buckets' hours, when the caller has them."""
-    hour = _hour_and_day(buckets * bucket_seconds)[0] if hour is None else hour
+def _hour_rate(seasons, keys, hour, bucket_seconds):
+    """Each key's usual learned count per bucket in the hour of day of its bucket (hour: that hour,
+    _hour_and_day's): the hour-of-day table's observed sum over its buckets (both decay alike), once
+    the hour has been seen for at least HOUR_RATE_MIN_SHARE of an hour; 0 before."""
     seen = seasons.hod[keys, 2, hour]
     enough = seen >= HOUR_RATE_MIN_SHARE * 3600.0 / bucket_seconds
     return np.where(enough, seasons.hod[keys, 0, hour] / np.where(enough, seen, 1.0), 0.0)
@@ -396,8 +395,7 @@ class VolumeTier(Tier):
         uniq, inverse, _ = unique_lines(keys, keys)
         job_like = _quiet_most_hours(seasons, uniq, self.bucket_seconds)[inverse]
         intermittent = sparse | job_like
-        mus = np.where(intermittent, np.maximum(mus, _hour_rate(seasons, keys, buckets, self.bucket_seconds,
-                                                                 hour_day[0])), mus)
+        mus = np.where(intermittent, np.maximum(mus, _hour_rate(seasons, keys, hour_day[0], self.bucket_seconds)), mus)
         # The window is judged only where the forecast knows this hour of day (seen for half an hour,
         # see _hour_rate): a service's first morning ramp, three times its night level, is no spike,
         # and flagged it would keep its hour out of the seasons (volume_kernels._season_weight).
