@@ -133,6 +133,17 @@ def test_pipeline_counts_lines_across_buffers():
     assert [r["line"] for r in records] == list(range(1, 41)) and pipeline.lines == 40
 
 
+def test_process_file_buffers_are_its_bytes(tmp_path):
+    # replay writes the rendered arrays as they are (buffers=True): the same bytes as the chunks
+    from anomaly_detector.config.loader import default_config
+    path = tmp_path / "x.log"
+    write_log(path)
+    chunks = list(Pipeline(default_config(), fmt="plain", chunk_bytes=256).process_file(str(path)))
+    arrays = list(Pipeline(default_config(), fmt="plain", chunk_bytes=256).process_file(str(path), buffers=True))
+    assert len(chunks) > 1 and all(isinstance(c, bytes) for c in chunks)
+    assert [a.tobytes() for a in arrays] == chunks
+
+
 def write_shop_log(path, n=1800):
     """Three services interleaved in one file, as docker compose, journald or syslog files have them;
     each service has a burst of fatal lines of its own at its own time."""
