@@ -9,8 +9,9 @@ it shares with other lines it shares as often with its own. Clocks and addresses
 lines written in the same millisecond or for one peer: their shape rules them out.
 SessionIdLearner watches the parameters of the templates the patterns found no id in and names such
 positions; SessionIdLocator then reads those templates' session keys from that parameter
-(sequence_kernels.keys_at_params). Memory: the remembered values (MAX_RECENT) and a few counts per
-(template, position) looked at, bounded by the templates the miner keeps.
+(sequence_kernels.keys_at_params). Memory: the remembered values (MAX_RECENT), a status byte and two
+int32 counts per (template, position) key up to the highest template id looked at (MAX_POSITION keys a
+template), and the partners of positions not decided yet; bounded by the templates the miner keeps.
 """
 import re
 
