@@ -69,7 +69,7 @@ def replay_command(config_path, fmt, log_format, output_path, incidents_path, si
     with open(output_path, "wb") as out:
         for path in files:
             with _progress(path) as advance:
-                for chunk in pipeline.process_file(path, progress=advance):
+                for chunk in pipeline.process_file(path, progress=advance, buffers=True):
                     out.write(chunk)
             incidents += pipeline.take_incidents()
     incidents += pipeline.finish()

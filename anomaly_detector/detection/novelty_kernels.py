@@ -293,15 +293,20 @@ def _value_score(young, s, h, x, cat_hash, cat_count, cat_nd, cat_novelty, cat_s
     possible then: a value that took over has no old value between its lines, while one that came
     beside the known ones (a new payment provider on half the orders) keeps meeting them.
     """
-    learned = _slot_total(cat_count, cat_nd, s)
-    total = learned + extra[s]
+    before = extra[s]
     extra[s] += 1.0
     key = h ^ np.uint64((s + 1) * 0x9E3779B97F4A7C15)
-    state = young.get(key)
+    # Most values are known and mature (scored 0): the young table is empty in most batches and the
+    # slot's total is only needed past that test, so neither is paid for them.
+    state = young.get(key) if len(young) else None
+    k = -1
     if state is None:
         k = _category_index(cat_hash, cat_nd, s, h)
         if k >= 0 and cat_count[s, k] >= min_obs:
             return 0.0
+    learned = _slot_total(cat_count, cat_nd, s)
+    total = learned + before
+    if state is None:
         if k >= 0:
             state = np.array([cat_novelty[s, k], cat_seen_at[s, k], cat_count[s, k], _late_values(cat_novelty, s, k)])
         elif _near_known_fraction(cat_num, cat_nd, s, x):

@@ -9,8 +9,9 @@ it shares with other lines it shares as often with its own. Clocks and addresses
 lines written in the same millisecond or for one peer: their shape rules them out.
 SessionIdLearner watches the parameters of the templates the patterns found no id in and names such
 positions; SessionIdLocator then reads those templates' session keys from that parameter
-(sequence_kernels.keys_at_params). Memory: the remembered values (MAX_RECENT) and a few counts per
-(template, position) looked at, bounded by the templates the miner keeps.
+(sequence_kernels.keys_at_params). Memory: the remembered values (MAX_RECENT), a status byte and two
+int32 counts per (template, position) key up to the highest template id looked at (MAX_POSITION keys a
+template), and the partners of positions not decided yet; bounded by the templates the miner keeps.
 """
 import re
 
@@ -46,8 +47,10 @@ class SessionIdLearner:
         self.h = np.zeros(0, np.uint64)      # remembered values: hash, position key, event time
         self.key = np.zeros(0, np.int64)
         self.ts = np.zeros(0, np.float64)
-        self.seen = {}       # position key -> values looked at
-        self.repeats = {}    # position key -> values met earlier at the same position
+        # per position key, like _status: values looked at, and those met earlier at the same position
+        # (int32: a position is decided by GIVE_UP_VALUES plus a batch's PER_POSITION at the latest)
+        self._seen = np.zeros(0, np.int32)
+        self._repeats = np.zeros(0, np.int32)
         self.partners = {}   # position key -> {earlier position key: values first met there}
         self.done = set()    # position keys decided, either way
         self.family = {}     # position key named an id -> its family: the template id that began it
@@ -94,9 +97,9 @@ class SessionIdLearner:
 
     def _grow_status(self, size):
         if self._status.size < size:
-            grown = np.zeros(size, np.int8)
-            grown[:self._status.size] = self._status
-            self._status, self._taken = grown, np.zeros(size, np.int16)
+            self._status, self._seen, self._repeats = (_grown(a, size) for a in (self._status, self._seen,
+                                                                                   self._repeats))
+            self._taken = np.zeros(size, np.int16)
 
     def _meet(self, h, key, when):
         """Per new value: met earlier at another position (and which), met earlier at its own."""
@@ -131,10 +134,8 @@ class SessionIdLearner:
         """Count the values of each position (key), its repeats and its partners; returns the positions
         counted, sorted."""
         keys, seen = np.unique(key, return_counts=True)
-        repeats = np.bincount(np.searchsorted(keys, key[repeat]), minlength=keys.size)
-        for k, n, r in zip(keys.tolist(), seen.tolist(), repeats.tolist()):
-            self.seen[k] = self.seen.get(k, 0) + n
-            self.repeats[k] = self.repeats.get(k, 0) + r
+        self._seen[keys] += seen.astype(np.int32)
+        self._repeats[keys] += np.bincount(np.searchsorted(keys, key[repeat]), minlength=keys.size).astype(np.int32)
         pairs, counts = np.unique((key[linked] << 32) | partner[linked], return_counts=True)
         for pair, c in zip(pairs.tolist(), counts.tolist()):
             mine = self.partners.setdefault(pair >> 32, {})
@@ -146,15 +147,18 @@ class SessionIdLearner:
         values_of(key) gives a few of its values in this batch, whose shape must not be a moment or
         an address."""
         found = []
-        for k in keys.tolist():
-            seen = self.seen.get(k, 0)
-            if k in self.done or seen < min(MIN_VALUES, MIN_UNANIMOUS_VALUES):
+        # most positions have too few values yet: left out in one pass (decided ones too, again in the loop:
+        # a position named with an earlier key of this loop is done by the time its own turn comes)
+        keys = keys[(self._seen[keys] >= min(MIN_VALUES, MIN_UNANIMOUS_VALUES))
+                    & (self._status[keys] & sk.POSITION_DONE == 0)]
+        for k, seen, repeats in zip(keys.tolist(), self._seen[keys].tolist(), self._repeats[keys].tolist()):
+            if k in self.done:
                 continue
             partners = self.partners.get(k, {})
             met = sum(partners.values())
-            if seen < MIN_VALUES and not _unanimous(seen, partners, self.repeats.get(k, 0)):
+            if seen < MIN_VALUES and not _unanimous(seen, partners, repeats):
                 continue
-            if met >= LINKED_SHARE * seen and self.repeats.get(k, 0) <= REPEAT_SHARE * seen:
+            if met >= LINKED_SHARE * seen and repeats <= REPEAT_SHARE * seen:
                 if any(NOT_AN_ID.search(v) for v in values_of(k)):
                     self._conclude(k)
                     continue
@@ -189,6 +193,13 @@ class SessionIdLearner:
         self.partners.pop(k, None)
         self._grow_status(k + 1)
         self._status[k] = sk.POSITION_DONE | (sk.POSITION_NAMED if k in self.family else 0)
+
+
+def _grown(values, size):
+    """values zero-padded to size."""
+    grown = np.zeros(size, values.dtype)
+    grown[:values.size] = values
+    return grown
 
 
 def _unanimous(seen, partners, repeats):

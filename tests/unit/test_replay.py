@@ -98,6 +98,32 @@ def test_file_chunks_stream_whole_lines():
     assert list(_file_chunks(io.BytesIO(b""), 64)) == []
 
 
+class _Pipe(io.RawIOBase):
+    """A stream that cannot seek, as stdin or a FIFO."""
+
+    def __init__(self, data):
+        self.data = io.BytesIO(data)
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        got = self.data.read(len(b))
+        b[:len(got)] = got
+        return len(got)
+
+
+def test_file_chunks_of_a_file_are_those_of_a_stream():
+    # a file reads its partial last line again with the next piece, a stream carries it: the pieces
+    # (and so the batches cut from them) must be the same, with lines longer than a piece too
+    lines = [b"y" * (i * 37 % 150) + b"\n" for i in range(400)]
+    for data in (b"".join(lines), b"".join(lines) + b"tail", b"z" * 300, b"\n" * 70, b"a\n" + b"b" * 200 + b"\n"):
+        stream = list(_file_chunks(io.BufferedReader(_Pipe(data), 16), 64))
+        assert not io.BufferedReader(_Pipe(b""), 16).seekable()
+        assert list(_file_chunks(io.BytesIO(data), 64)) == stream
+        assert b"".join(stream) == data
+
+
 def test_pipeline_counts_lines_across_buffers():
     from anomaly_detector.config.loader import default_config
     pipeline = Pipeline(default_config(), fmt="plain", chunk_bytes=64)
@@ -105,6 +131,17 @@ def test_pipeline_counts_lines_across_buffers():
     out = b"".join(pipeline.process_buffer(text, "x.log"))
     records = [json.loads(x) for x in out.splitlines()]
     assert [r["line"] for r in records] == list(range(1, 41)) and pipeline.lines == 40
+
+
+def test_process_file_buffers_are_its_bytes(tmp_path):
+    # replay writes the rendered arrays as they are (buffers=True): the same bytes as the chunks
+    from anomaly_detector.config.loader import default_config
+    path = tmp_path / "x.log"
+    write_log(path)
+    chunks = list(Pipeline(default_config(), fmt="plain", chunk_bytes=256).process_file(str(path)))
+    arrays = list(Pipeline(default_config(), fmt="plain", chunk_bytes=256).process_file(str(path), buffers=True))
+    assert len(chunks) > 1 and all(isinstance(c, bytes) for c in chunks)
+    assert [a.tobytes() for a in arrays] == chunks
 
 
 def write_shop_log(path, n=1800):
