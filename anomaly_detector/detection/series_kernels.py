@@ -51,7 +51,11 @@ scores against the flag budget with a window as one chance. Only a shift that re
 scores (one that built up beside the alarm would be no news to reported()); the baseline then
 follows the fast mean for two windows, in which its first SHIFT_EVIDENCE values past halfway to the new level are suspicious
 (an incident needs more than one line). A shift back towards the level before the last one is a
-recovery (is_recovery): reset to, not reported. Split series (SPLIT_ONLY: one categorical value's, see
+recovery (is_recovery): reset to, not reported, and needing no rarity, only an excursion held as long as
+a shift's. The tail learns an episode's values as little as possible: a fired excursion as what scored the
+threshold (censored there), neither its recovery nor excursions that go its way within EPISODE_KEEP_S of
+it (a slowdown still ramping up): when it learned them, a query 14 times slower for an hour made the same
+query 6.6 times slower five hours later an ordinary excursion. Split series (SPLIT_ONLY: one categorical value's, see
 series.py) are judged by this test only, and only while their value explains part of the pooled
 series' spread (SPLIT_JUDGED: their own residuals at most SPLIT_EXPLAINS of the pooled ones'); a split
 by a value that explains nothing (SPLIT_MIXED) only learns.
@@ -109,7 +113,10 @@ OFFSET_SUM = 31 + 2 * HIST_BINS
 DAY_LEVEL, VISIT_B, VISIT_N, VISIT_SUM, VISIT_TAKEN = (32 + 2 * HIST_BINS + k for k in range(5))
 # the excursions' sum of squared peak excesses (with U_S: the moments of the excess tail, shift_log10p)
 U_S2 = 37 + 2 * HIST_BINS
-COLS = 38 + 2 * HIST_BINS
+# when the last shift fired (0: none, or it recovered since) and whether the excursion under way goes its
+# way within EPISODE_KEEP_S of it (1: that episode's, not the series' own: not learned)
+SHIFT_T, U_EPISODE = 38 + 2 * HIST_BINS, 39 + 2 * HIST_BINS
+COLS = 40 + 2 * HIST_BINS
 LOG_EXCESS_COLS = 37 + 2 * HIST_BINS   # snapshots whose U_S summed log peak excesses (series.py converts them)
 OLD_COLS = 17 + 2 * HIST_BINS   # snapshots from before the level-shift test (series.py pads them)
 # The decayed sums (TOTAL to DN_S and the histograms) are kept multiplied by GROWTH, which grows by
@@ -443,6 +450,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         u = 0.0
     fired = False
     recovery = False
+    u_learn = u
     evidence = False
     episode = False
     w_line = w     # the forecast, the tail and the level-shift test keep the line's weight (see above)
@@ -462,11 +470,21 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
             bonus = rate_bonus(st[r, GAP] * SHIFT_WINDOW, threshold, shift_multiplicity)
             bonus += 10.0 * math.log10(shift_budget / FALSE_FLAGS_PER_DAY)
             shift_score = min(max(-10.0 * lp + bonus, 0.0), 100.0)
+            if shift_score >= threshold:
+                # censored at the threshold: the tail learns such an excursion as what scores the threshold,
+                # beyond it the anomaly's (a query 14 times slower taught a tail that hid the same query
+                # 6.6 times slower five hours later)
+                u_learn = math.copysign(min(abs(u), shift_u_at(st, r, -(threshold - bonus) / 10.0)), u)
         if st[r, SPLIT_ONLY] > 0.0 and u < 0.0:
             # a split series is there for one value's slowdown hidden in the mix; one value's drop is
             # rarely trouble, and a load change drops many of them at once
             shift_score = 0.0
-        st[r, HELD] = st[r, HELD] + 1.0 if shift_score >= threshold else 0.0
+        # a return from the last fired shift towards the level before it (is_recovery) is that episode's
+        # end, expected, not news: it needs no rarity, only an excursion held as long as a shift's. Else
+        # it waits to be rare: a query back from 14 times slower stayed an excursion for an hour, its peak
+        # was learned as an ordinary one, and that tail hid the same query 6.6 times slower after
+        back = abs(u) > U_START and is_recovery(st, r, fast)
+        st[r, HELD] = st[r, HELD] + 1.0 if shift_score >= threshold or back else 0.0
         fired = st[r, HELD] >= SHIFT_HOLD
         recovery = fired and is_recovery(st, r, fast)
         # only a fired shift scores: its run builds up over SHIFT_WINDOW points, and a score rising
@@ -505,7 +523,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
             st[r, EVIDENCE] = SHIFT_EVIDENCE
     learn_record(rec, r, value, t, w, episode, episode_weight)
     if shift_budget > 0.0:
-        _learn_shift(st, r, fast, w_line, fired, recovery, u)
+        _learn_shift(st, r, fast, w_line, fired, recovery, u_learn, t)
         if w_line > 0.0:
             _learn_visit(st, season, seen, r, b, x, w_line, TAIL_START * scale)
     _learn(st, season, seen, r, b, x, t, w_line, z, e, scale)
@@ -580,9 +598,9 @@ def shift_log10p(st, r, u):
 
 
 @njit(cache=True)
-def excess_log10p(n, s1, s2, y):
-    """log10 P(excess > y) under the generalized Pareto fitted by the moments of n excesses (sum s1, sum
-    of squares s2) and PRIOR_EXCESSES of the prior's: shape 0.5 (1 - mean^2 / variance) within 0 and
+def excess_fit(n, s1, s2):
+    """(shape, scale) of the generalized Pareto fitted by the moments of n excesses (sum s1, sum of
+    squares s2) and PRIOR_EXCESSES of the prior's: shape 0.5 (1 - mean^2 / variance) within 0 and
     MAX_SHAPE, scale mean x (1 - shape)."""
     shape0 = 1.0 / U_PRIOR_INDEX
     scale0 = U_START * shape0          # the prior is a Pareto from U_START
@@ -592,10 +610,29 @@ def excess_log10p(n, s1, s2, y):
     m2 = (s2 + PRIOR_EXCESSES * square0) / (n + PRIOR_EXCESSES)
     var = max(m2 - m1 * m1, 1e-12)
     shape = min(max(0.5 * (1.0 - m1 * m1 / var), 0.0), MAX_SHAPE)
-    scale = m1 * (1.0 - shape)
+    return shape, m1 * (1.0 - shape)
+
+
+@njit(cache=True)
+def excess_log10p(n, s1, s2, y):
+    """log10 P(excess > y) under the generalized Pareto of excess_fit."""
+    shape, scale = excess_fit(n, s1, s2)
     if shape < 1e-9:
         return -y / scale / math.log(10.0)
     return -math.log10(1.0 + shape * y / scale) / shape
+
+
+@njit(cache=True)
+def shift_u_at(st, r, lp):
+    """The |u| whose shift_log10p is lp (U_START where even that is no rarer): the inverse of the tail."""
+    share = (st[r, U_N] + PRIOR_RATE * PRIOR_WEIGHT) / (st[r, U_TOTAL] + PRIOR_WEIGHT)
+    target = lp - math.log10(min(share, 1.0))
+    if target >= 0.0:
+        return U_START
+    shape, scale = excess_fit(st[r, U_N], st[r, U_S], st[r, U_S2])
+    if shape < 1e-9:
+        return U_START - target * scale * math.log(10.0)
+    return U_START + scale / shape * (10.0 ** (-shape * target) - 1.0)
 
 
 @njit(cache=True)
@@ -610,12 +647,22 @@ def is_recovery(st, r, fast):
 
 
 @njit(cache=True)
-def _learn_shift(st, r, fast, w, fired, recovery, u):
+def in_episode(st, r, u, t):
+    """Whether an excursion of u starting at t goes the way of the last fired shift, within
+    EPISODE_KEEP_S of it and not recovered since: that episode going on (a slowdown still ramping up
+    after its shift fired), whose peaks would teach the tail that the next such episode is ordinary."""
+    return st[r, SHIFT_T] > 0.0 and t - st[r, SHIFT_T] < EPISODE_KEEP_S and u * (st[r, BASE] - st[r, FROM]) > 0.0
+
+
+@njit(cache=True)
+def _learn_shift(st, r, fast, w, fired, recovery, u, t):
     """Learn the level-shift state: a fired shift resets the baseline to the new level, following the
     fast mean for 2 x SHIFT_WINDOW points while it gets there (one detection an episode; the shifted
     level is the new normal), else the baseline and the gap's size follow
-    slowly, the gap counting at most GAP_CLIP usual sizes (a past shift does not numb the test). The
-    tail of |u| learns every point once the test is warm, fired ones too."""
+    slowly, the gap counting at most GAP_CLIP usual sizes (a past shift does not numb the test). Once the
+    test is warm, the tail of |u| learns each excursion once, by its peak, when it ends or fires: a fired
+    one as at most what scored the threshold (step passes u censored there), a recovery (an episode's
+    end) not at all, nor one that goes the way of a shift fired within EPISODE_KEEP_S (in_episode)."""
     if w <= 0.0:
         return
     if st[r, SHIFT_N] >= SHIFT_WARM:
@@ -627,12 +674,17 @@ def _learn_shift(st, r, fast, w, fired, recovery, u):
         st[r, U_S] *= keep
         st[r, U_S2] *= keep
         if abs(u) > U_START:
+            if st[r, U_PEAK] <= 0.0:
+                st[r, U_EPISODE] = 1.0 if in_episode(st, r, u, t) else 0.0
             st[r, U_PEAK] = max(st[r, U_PEAK], abs(u))
+        if fired and recovery:
+            st[r, U_PEAK] = 0.0     # an episode's end is not one of the series' own excursions
         if (abs(u) <= U_START or fired) and st[r, U_PEAK] > 0.0:
-            st[r, U_N] += 1.0
-            excess = st[r, U_PEAK] - U_START
-            st[r, U_S] += excess
-            st[r, U_S2] += excess * excess
+            if st[r, U_EPISODE] <= 0.0:
+                st[r, U_N] += 1.0
+                excess = st[r, U_PEAK] - U_START
+                st[r, U_S] += excess
+                st[r, U_S2] += excess * excess
             st[r, U_PEAK] = 0.0
     n = st[r, SHIFT_N]
     st[r, SHIFT_N] = n + w
@@ -645,10 +697,12 @@ def _learn_shift(st, r, fast, w, fired, recovery, u):
         st[r, HELD] = 0.0
     if fired and recovery:
         st[r, SETTLE] = -2.0 * SHIFT_WINDOW
+        st[r, SHIFT_T] = 0.0
     elif fired:
         st[r, SETTLE] = 2.0 * SHIFT_WINDOW
         st[r, FROM] = st[r, BASE]
         st[r, SHIFTS] += 1.0
+        st[r, SHIFT_T] = t
     if st[r, SETTLE] < 0.0:
         st[r, BASE] = st[r, FAST]
         st[r, SETTLE] = min(st[r, SETTLE] + w, 0.0)

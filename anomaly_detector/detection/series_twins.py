@@ -36,6 +36,8 @@ class Series:
         self.u_total = self.u_n = self.u_s = self.u_s2 = self.u_peak = 0.0
         self.split_only = 0.0     # SPLIT_ONLY: K.SPLIT_JUDGED, K.SPLIT_MIXED, K.POOLED_MIXTURE
         self.settle = self.moved_from = self.shifts = self.held = self.evidence = 0.0
+        self.shift_t = 0.0        # when the last shift fired (0: none, or recovered since)
+        self.u_episode = False    # the excursion under way is that shift's episode going on (not learned)
 
     def is_recovery(self, fast):
         if self.shifts <= 0:
@@ -43,12 +45,9 @@ class Series:
         away = self.base - self.moved_from
         return (fast - self.base) * away < 0 and abs(fast - self.moved_from) < 0.5 * abs(away)
 
-    def shift_log10p(self, u):
-        a = abs(u)
-        if a <= K.U_START:
-            return 0.0
-        share = (self.u_n + K.PRIOR_RATE * K.PRIOR_WEIGHT) / (self.u_total + K.PRIOR_WEIGHT)
-        # generalized Pareto by moments, the prior a Pareto of index U_PRIOR_INDEX from U_START
+    def excess_fit(self):
+        """(shape, scale): generalized Pareto by moments, the prior a Pareto of index U_PRIOR_INDEX from
+        U_START."""
         xi0 = 1.0 / K.U_PRIOR_INDEX
         sigma0 = K.U_START * xi0
         weight = self.u_n + K.PRIOR_EXCESSES
@@ -56,10 +55,29 @@ class Series:
         square = (self.u_s2 + K.PRIOR_EXCESSES * 2 * sigma0 ** 2 / ((1 - xi0) * (1 - 2 * xi0))) / weight
         variance = max(square - mean ** 2, 1e-12)
         xi = min(max((1 - mean ** 2 / variance) / 2, 0.0), K.MAX_SHAPE)
-        sigma = mean * (1 - xi)
+        return xi, mean * (1 - xi)
+
+    def u_share_log10(self):
+        return math.log10(min((self.u_n + K.PRIOR_RATE * K.PRIOR_WEIGHT) / (self.u_total + K.PRIOR_WEIGHT), 1.0))
+
+    def shift_log10p(self, u):
+        a = abs(u)
+        if a <= K.U_START:
+            return 0.0
+        xi, sigma = self.excess_fit()
         y = a - K.U_START
         tail = -y / sigma / math.log(10) if xi < 1e-9 else -math.log10(1 + xi * y / sigma) / xi
-        return math.log10(min(share, 1.0)) + tail
+        return self.u_share_log10() + tail
+
+    def shift_u_at(self, lp):
+        """The |u| whose shift_log10p is lp."""
+        target = lp - self.u_share_log10()
+        if target >= 0:
+            return K.U_START
+        xi, sigma = self.excess_fit()
+        if xi < 1e-9:
+            return K.U_START - target * sigma * math.log(10)
+        return K.U_START + sigma / xi * (10 ** (-xi * target) - 1)
 
     def shift_fast(self, d, scale):
         if self.shift_n <= 0:
@@ -72,7 +90,7 @@ class Series:
             return 0.0
         return (fast - self.base) / max(self.gap_size, K.GAP_FLOOR)
 
-    def learn_shift(self, fast, w, fired, recovery, u):
+    def learn_shift(self, fast, w, fired, recovery, u, t):
         if w <= 0:
             return
         if self.shift_n >= K.SHIFT_WARM:
@@ -82,11 +100,17 @@ class Series:
             self.u_s *= keep
             self.u_s2 *= keep
             if abs(u) > K.U_START:
+                if self.u_peak <= 0:   # an excursion begins: the last fired shift's episode going on?
+                    self.u_episode = (self.shift_t > 0 and t - self.shift_t < K.EPISODE_KEEP_S
+                                      and u * (self.base - self.moved_from) > 0)
                 self.u_peak = max(self.u_peak, abs(u))
+            if fired and recovery:
+                self.u_peak = 0.0       # an episode's end is not learned
             if (abs(u) <= K.U_START or fired) and self.u_peak > 0:
-                self.u_n += 1.0
-                self.u_s += self.u_peak - K.U_START
-                self.u_s2 += (self.u_peak - K.U_START) ** 2
+                if not self.u_episode:
+                    self.u_n += 1.0
+                    self.u_s += self.u_peak - K.U_START
+                    self.u_s2 += (self.u_peak - K.U_START) ** 2
                 self.u_peak = 0.0
         n = self.shift_n
         self.shift_n += w
@@ -98,10 +122,12 @@ class Series:
             self.held = 0.0
         if fired and recovery:
             self.settle = -2.0 * K.SHIFT_WINDOW
+            self.shift_t = 0.0
         elif fired:
             self.settle = 2.0 * K.SHIFT_WINDOW
             self.moved_from = self.base
             self.shifts += 1
+            self.shift_t = t
         if self.settle < 0:
             self.base = self.fast
             self.settle = min(self.settle + w, 0.0)
@@ -235,6 +261,7 @@ class Series:
             fast = x - shift_off
             u = 0.0
         fired = recovery = evidence = False
+        u_learn = u
         w_line, episode = w, False
         if self.judged():
             lp = self.tail_log10p(z)
@@ -259,11 +286,14 @@ class Series:
                 bonus = min(max(self.threshold + 10 * math.log10(budget), K.MIN_BONUS), K.MAX_BONUS)
                 bonus += 10 * math.log10(self.shift_budget / K.FALSE_FLAGS_PER_DAY)
                 shift_score = min(max(-10 * lp + bonus, 0.0), 100.0)
+                if shift_score >= self.threshold:    # censored: learned as what scores the threshold
+                    u_learn = math.copysign(min(abs(u), self.shift_u_at(-(self.threshold - bonus) / 10)), u)
             if self.split_only > 0 and u < 0:
                 shift_score = 0.0
             if self.split_only in (K.SPLIT_MIXED, K.POOLED_MIXTURE):
                 shift_score = 0.0
-            self.held = self.held + 1 if shift_score >= self.threshold else 0.0
+            back = abs(u) > K.U_START and self.is_recovery(fast)    # a return needs no rarity
+            self.held = self.held + 1 if shift_score >= self.threshold or back else 0.0
             fired = self.held >= K.SHIFT_HOLD
             recovery = fired and self.is_recovery(fast)
             if fired and not recovery and shift_score > score and self.alarm < self.threshold:
@@ -292,7 +322,7 @@ class Series:
                 self.evidence = K.SHIFT_EVIDENCE
         self.learn_record(value, t, w, episode)
         if self.shift_budget > 0:
-            self.learn_shift(fast, w_line, fired, recovery, u)
+            self.learn_shift(fast, w_line, fired, recovery, u_learn, t)
             if w_line > 0:
                 self.learn_visit(b, x, w_line, K.TAIL_START * scale)
         self._learn(b, x, t, w_line, z, e, scale)

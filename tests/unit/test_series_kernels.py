@@ -298,6 +298,35 @@ def test_a_snapshot_whose_shift_tail_summed_log_excesses_loads_with_the_moments_
     assert K.excess_log10p(10.0, again.state[0, K.U_S], again.state[0, K.U_S2], 9.0) == pytest.approx(pareto, abs=0.6)
 
 
+def test_a_snapshot_from_before_the_episode_columns_loads_with_no_episode_open():
+    """A snapshot without SHIFT_T and U_EPISODE (38 + 2 HIST_BINS columns): no shift's episode is open, the
+    rest carries on as saved."""
+    book = SeriesBook(max_series=4, max_labels=LABELS)
+    book._row(7 << 32)
+    book.state[0, [K.U_N, K.U_S, K.U_S2, K.SHIFTS]] = [10.0, 4.0, 3.0, 1.0]
+    saved = book.state_dict()
+    saved["state"] = [row[:K.SHIFT_T] for row in saved["state"]]
+    again = SeriesBook(max_series=4, max_labels=LABELS)
+    again.load(saved)
+    assert again.state.shape[1] == K.COLS
+    assert list(again.state[0, [K.U_N, K.U_S, K.U_S2, K.SHIFTS]]) == [10.0, 4.0, 3.0, 1.0]
+    assert again.state[0, K.SHIFT_T] == 0.0 and not K.in_episode(again.state, 0, 5.0, 1e9)
+
+
+@pytest.mark.parametrize("n,s1,s2", [(0.0, 0.0, 0.0), (40.0, 12.0, 9.0), (40.0, 30.0, 200.0)])
+def test_the_u_that_scores_a_tail_probability_is_the_tails_inverse(n, s1, s2):
+    """shift_u_at (where an excursion is censored) inverts shift_log10p, kernel and twin alike."""
+    st = np.zeros((1, K.COLS))
+    st[0, [K.U_N, K.U_S, K.U_S2, K.U_TOTAL]] = [n, s1, s2, 500.0]
+    twin = T.Series(LABELS)
+    twin.u_n, twin.u_s, twin.u_s2, twin.u_total = n, s1, s2, 500.0
+    for lp in (-4.0, -5.5, -8.0):      # rarer than an excursion at all (its share of windows)
+        u = K.shift_u_at(st, 0, lp)
+        assert K.shift_log10p(st, 0, u) == pytest.approx(lp, abs=1e-9)
+        assert twin.shift_u_at(lp) == pytest.approx(u, rel=1e-12)
+    assert K.shift_u_at(st, 0, 0.0) == K.U_START
+
+
 def test_the_excess_tail_is_the_prior_pareto_until_excursions_are_seen_and_then_their_own():
     """With no excursion learned, the tail of excursion peaks is the prior Pareto of index U_PRIOR_INDEX
     from U_START. Forty excursions that all peaked within two usual sizes of U_START make one at u = 15
@@ -416,6 +445,36 @@ def test_the_end_of_a_shift_episode_is_a_recovery_not_a_second_detection():
     flagged = [k for k, (s, *_rest) in enumerate(out) if s >= 70]
     assert len(flagged) == 1 and 4000 <= flagged[0] < 4060
     assert max(s for s, *_ in out[4600:]) < 40
+
+
+def _two_episodes(seed):
+    """Log-normal latencies 30 s apart: 6 to 14 times slower for an hour (a ramp), back, and five hours
+    later 6.6 times slower for an hour (the same query slowing again)."""
+    values, times = _shifted(1.0, seed=seed, n=6000)
+    values[4000:4120] *= np.linspace(6.0, 14.0, 120)
+    values[4600:4720] *= 6.6
+    return values, times
+
+
+@pytest.mark.parametrize("seed", [0, 2, 5])
+def test_a_second_episode_after_a_recovery_is_news_again(seed):
+    """The first episode's return is a recovery (no rarity needed), its ramp and its return teach the tail
+    of excursions nothing, and its fired peak is learned as what scored the threshold: the second
+    episode fires. When they were learned, the tail they made hid it on these seeds."""
+    out = _kernel_scores(*_two_episodes(seed))
+    scores = np.array([s for s, *_ in out])
+    assert scores[4000:4060].max() >= 70
+    assert scores[4160:4600].max() < 70
+    assert scores[4600:4660].max() >= 70
+
+
+def test_the_kernel_matches_the_twin_over_two_episodes():
+    values, times = _two_episodes(0)
+    twin = T.Series(LABELS)
+    expected = [twin.step(float(x), float(t)) for x, t in zip(values, times)]
+    for (s1, k1, e1, l1), (s2, k2, e2, l2) in zip(_kernel_scores(values, times), expected):
+        assert s1 == pytest.approx(s2, rel=1e-9, abs=1e-9) and k1 == k2
+        assert e1 == pytest.approx(e2, rel=1e-9, abs=1e-9) and l1 == pytest.approx(l2, rel=1e-9, abs=1e-9)
 
 
 @pytest.mark.parametrize("budget", [0.0, 0.002])
