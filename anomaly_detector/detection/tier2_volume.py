@@ -62,6 +62,11 @@ MIN_RELATIVE_ERROR = 0.1
 # A value key is judged against the rest of its template (VolumeTier._value_share_scores) only where
 # that rest had at least this many lines in the window: fewer say too little about the share.
 VALUE_SHARE_MIN_OTHERS = 10
+# A template judged by its share of its source over a window (VolumeTier._share_window_scores) must also be
+# at least this many times its own level's forecast there: its share triples as well when the rest of its
+# source falls to a third, which is their drop, not its spike. Twice: what a rush hour or a campaign does to
+# a level (spike_min_ratio's reason) and a template that is not itself up by that is no spike of its own.
+SHARE_SPIKE_MIN_LEVEL_RATIO = 2.0
 # How a key's lines are judged over the spike window (_spike_scores -> _window_scores): not at all (a
 # young or job-like key), as a busy key (many lines: a normal floor) or as a sporadic one (a handful).
 WINDOW_NONE, WINDOW_BUSY, WINDOW_SPORADIC = 0, 1, 2
@@ -312,7 +317,7 @@ class VolumeTier(Tier):
         buckets = self._buckets(ctx.ts)
         t_counts = self._counts(batch.template_id, buckets, self.templates)
         s_counts = self._counts(batch.source_id, buckets, self.sources)
-        per_key = {}
+        per_key, window_counts = {}, {}
         # a surge of every busy source at once is traffic, not a fault of one (tier2_site.py)
         site = SiteLoad(self, batch.source_id, buckets)
         for keys, counts, base, kind in ((batch.template_id, t_counts, self.templates, "template"),
@@ -322,6 +327,7 @@ class VolumeTier(Tier):
             np.maximum(scores, per_key[kind], out=scores)
             w_scores, w_counts, w_mus = self._window_scores(keys, counts, buckets, base, window_mus, windowed, ctx,
                                                             site=site)
+            window_counts[kind], window_counts[kind + " forecast"] = w_counts, w_mus
             # explained by the window only where it says more than the bucket did
             self._explain(result, np.where(w_scores > scores, w_scores, 0.0), w_counts, w_mus, keys, kind, ctx,
                           span=SPIKE_WINDOW * self.bucket_seconds)
@@ -333,10 +339,18 @@ class VolumeTier(Tier):
                           span=LONG_SPIKE_WINDOW * self.bucket_seconds)
             np.maximum(per_key[kind], l_scores, out=per_key[kind])
             np.maximum(scores, l_scores, out=scores)
-        share_scores, mus = self._share_scores(batch.template_id, t_counts, s_counts, ctx)
+        share = self._share_forecast(batch.template_id, buckets)
+        share_scores, mus = self._share_scores(batch.template_id, t_counts, s_counts, ctx, share)
         self._explain(result, share_scores, t_counts, mus, batch.template_id, "template", ctx,
                       "volume spike of template %r against the rest of its source: %d lines in %gs")
         np.maximum(scores, share_scores, out=scores)
+        for w_scores, w_counts, w_mus, span in self._share_window_scores(batch, buckets, t_counts, s_counts,
+                                                                          window_counts, share, ctx):
+            self._explain(result, np.where(w_scores > scores, w_scores, 0.0), w_counts, w_mus, batch.template_id,
+                          "template", ctx, "volume spike of template %r against the rest of its source: %d lines in %gs",
+                          span=span * self.bucket_seconds)
+            np.maximum(share_scores, w_scores, out=share_scores)
+            np.maximum(scores, w_scores, out=scores)
         self._value_scores(batch, buckets, result, ctx, site)
         # A spike of the whole source is one problem, whichever templates its lines have.
         source_wide = per_key["source"] > np.maximum(per_key["template"], share_scores)
@@ -514,7 +528,15 @@ class VolumeTier(Tier):
         counts_out[idx], mus_out[idx] = l_counts, l_mus
         return scores, counts_out, mus_out
 
-    def _share_scores(self, keys, t_counts, s_counts, ctx):
+    def _share_forecast(self, keys, buckets):
+        """Each line's template's forecast share of its source's lines at its bucket: its learned odds
+        times their seasonal factor, as a share (odds q: share q / (1 + q))."""
+        den = self.templates.share_den[keys]
+        odds = self.templates.share_num[keys] / np.where(den > 0, den, 1.0)
+        odds = odds * self.share_season.factor(keys, buckets * self.bucket_seconds, self.bucket_seconds)
+        return odds / (1.0 + odds)
+
+    def _share_scores(self, keys, t_counts, s_counts, ctx, share=None):
         """Score each line by its template's count against the rest of its source's lines.
 
         A template's share of its source is steadier than its level: rush hours, surges and quiet
@@ -529,12 +551,79 @@ class VolumeTier(Tier):
         most of its source cannot be a multiple of its share."""
         base = self.templates
         den = base.share_den[keys]
-        odds = base.share_num[keys] / np.where(den > 0, den, 1.0)
-        odds = odds * self.share_season.factor(keys, self._buckets(ctx.ts) * self.bucket_seconds, self.bucket_seconds)
-        mus = np.maximum(odds / (1.0 + odds) * s_counts, 1e-3)
+        if share is None:
+            share = self._share_forecast(keys, self._buckets(ctx.ts))
+        mus = np.maximum(share * s_counts, 1e-3)
         scores = count_upper_scores(t_counts, mus, np.maximum(base.phi[keys], 1.0), base.share_rel2[keys])
         unjudged = (base.age[keys] < self.min_history) | (den <= 0) | (base.nonzero[keys] < SPARSE_FRACTION)
         return self._gated(scores, t_counts, mus, unjudged, ctx), mus
+
+    def _share_window_scores(self, batch, buckets, t_counts, s_counts, window_counts, share, ctx):
+        """Each line's template's count over SPIKE_WINDOW buckets (and, for a template already at
+        spike_min_ratio times its share there, over LONG_SPIKE_WINDOW) against its share of its source's
+        lines in the same window -> [(scores, window counts, forecasts, window in buckets)].
+
+        A quiet template's spike at night has a handful of lines a minute: one bucket's share
+        (_share_scores) never clears the floor at the low end of its sampling error, and its level's
+        forecast is as high as the young hour-of-day factor makes it (a first night's hours, shrunk
+        towards the day's mean, forecast twice what they see), so a cache-miss storm five times its
+        rate read as 2.8 times its level. Its share of its source does not move with the hour (the
+        night lowers a source's templates together) and the window gathers enough lines for the same
+        floor (spike_min_ratio at the low end of the count's sampling error) to be passed honestly; an
+        operator reads "three times its usual share of its service's lines for five minutes" as a real
+        change, whatever the hour. Counts are small, so the forecast's error goes into the count's
+        tail (count_upper_mixed_scores), not the log ratio's normal tail, which is far heavier there.
+        share: each line's template's forecast share (_share_forecast)."""
+        keys, sources = batch.template_id, batch.source_id
+        base = self.templates
+        den = base.share_den[keys]
+        usable = ((base.age[keys] >= self.min_history + DROP_WINDOWS[-1]) & (den > 0)
+                  & (base.nonzero[keys] >= SPARSE_FRACTION) & bool(ctx.warm))
+        t_w, s_w = window_counts["template"], window_counts["source"]
+        # A share also triples when the rest of its source falls to a third (a batch job's lines ending at
+        # night): that is the others' drop, judged as a drop. The template itself must have risen too, to
+        # SHARE_SPIKE_MIN_LEVEL_RATIO times its own level's forecast over the window (see _forecast).
+        level_mu = window_counts["template forecast"] / SPIKE_WINDOW
+        usable &= level_mu > 0
+        risen = usable & (t_w >= SHARE_SPIKE_MIN_LEVEL_RATIO * SPIKE_WINDOW * level_mu)
+        out = [self._share_window(keys, t_w, s_w, share, risen, SPIKE_WINDOW)]
+        # the long window only for templates whose short window is already that high (as _long_window_scores)
+        cand = risen & (t_w >= self.spike_min_ratio * share * s_w)
+        if cand.any():
+            idx = np.flatnonzero(np.isin(keys, keys[cand]))
+            s_idx = np.flatnonzero(np.isin(sources, sources[idx]))   # every line of their sources counts
+            t_l = t_counts[idx] + _earlier_counts(keys[idx], buckets[idx], base.obs_win, base.open_raw,
+                                                  self.open_bucket, LONG_SPIKE_WINDOW)
+            s_l = np.zeros(keys.size)
+            s_l[s_idx] = s_counts[s_idx] + _earlier_counts(sources[s_idx], buckets[s_idx], self.sources.obs_win,
+                                                           self.sources.open_raw, self.open_bucket, LONG_SPIKE_WINDOW)
+            l_scores, l_mus = np.zeros(keys.size, np.float32), np.zeros(keys.size)
+            l_counts = np.zeros(keys.size)
+            l_counts[idx] = t_l
+            risen_l = cand[idx] & (t_l >= SHARE_SPIKE_MIN_LEVEL_RATIO * LONG_SPIKE_WINDOW * level_mu[idx])
+            sc, _, mu, _ = self._share_window(keys[idx], t_l, s_l[idx], share[idx], risen_l, LONG_SPIKE_WINDOW)
+            l_scores[idx], l_mus[idx] = sc, mu
+            out.append((l_scores, l_counts, l_mus, LONG_SPIKE_WINDOW))
+        return out
+
+    def _share_window(self, keys, t_w, s_w, share, usable, window):
+        """Share-window scores of lines whose template had t_w lines of its source's s_w over `window`
+        buckets (share: the template's forecast share of its source) -> (scores, t_w, forecasts, window)."""
+        base = self.templates
+        mus = np.maximum(share * s_w, 1e-3)
+        others = s_w - t_w
+        # The rest of the source is a sample too: a few of its lines say little about the share.
+        judged = usable & (others >= VALUE_SHARE_MIN_OTHERS) & (poisson_lower_bound(t_w) >= self.spike_min_ratio * mus)
+        scores = np.zeros(keys.size, np.float32)
+        if judged.any():
+            k = keys[judged]
+            # as in _window_scores: the part of the per-bucket error that sampling noise explains averages
+            # out over the window; the rest's own sampling error (dispersion / its count) adds to it
+            disp, rel2 = np.maximum(base.phi[k], 1.0), base.share_rel2[k]
+            noise = np.minimum(rel2, disp / np.maximum(mus[judged] / window, 1e-3))
+            rel2 = np.maximum(rel2 - noise + noise / window, MIN_RELATIVE_ERROR ** 2) + disp / others[judged]
+            scores[judged] = count_upper_mixed_scores(t_w[judged], mus[judged], disp, rel2)
+        return scores, t_w, mus, window
 
     def _gated(self, scores, counts, mus, unjudged, ctx):
         scores[unjudged] = 0.0

@@ -506,3 +506,103 @@ def test_an_empty_minute_of_a_quiet_key_does_not_split_its_held_drop():
     silence = finding(first.score + 20.0)
     t2._hold(silence, "source", 0)
     assert t2.held["source:0"][0] is silence and t2.held["source:0"][3] > release, "a silence is its own episode"
+
+
+def night_and_day(hour):
+    """Source 0 at 500 lines a minute at 16:00 and 50 at 04:00; template 1 is 1% of it all day (a cache
+    miss: 5 a minute by day, 0.5 at night), template 0 the rest. Source 1 logs steadily."""
+    traffic = 0.55 - 0.45 * np.cos(2 * np.pi * (hour - 4) / 24)
+    return {(0, 0): 495.0 * traffic, (1, 0): 5.0 * traffic, (2, 1): 30.0}
+
+
+def night_spike(t2, start, minutes, rng, factor):
+    """`minutes` of night_and_day from `start` with template 1 at `factor` times its rate, a minute a batch
+    -> (top score of template 1's lines, the reasons of the lines that scored it)."""
+    top, reasons = 0.0, set()
+    for m in range(minutes):
+        batch, ts = poisson_lines(lambda t0: night_and_day(int(t0 % 86400 // 3600)), start + 60.0 * m, 1, rng,
+                                  factor=lambda t0, tid: factor if tid == 1 else 1.0)
+        t2.advance(ts[0])
+        ctx = BatchContext(now=float(ts.max()), lines_seen=0, warm=True, n_templates=4, ts=ts,
+                           template_text=lambda t: "tpl%d" % t, source_name=str)
+        result = t2.score(batch, ctx)
+        mine = np.flatnonzero(batch.template_id == 1)
+        if mine.size:
+            top = max(top, float(result.scores[mine].max()))
+            reasons |= {result.reasons[i] for i in mine.tolist() if result.scores[i] >= 70 and i in result.reasons}
+        t2.learn(batch, ctx, np.where(result.scores >= 70.0, 0.1, 1.0).astype(np.float32))
+    return top, reasons
+
+
+@pytest.mark.parametrize("share_windows", [True, False])
+def test_a_quiet_templates_night_spike_is_judged_against_its_share_over_a_window(share_windows, monkeypatch):
+    """After a day, template 1 at ten times its night rate (5 lines a minute against 0.5) for twenty
+    minutes: one minute's share never clears the floor at the low end of its sampling error, and its level
+    is forecast from a night seen once; its share of its source over five minutes (about 30 lines against
+    its share of the source's 250 or so) does. A night without the spike is not flagged. Without the share
+    windows it is missed."""
+    if not share_windows:
+        monkeypatch.setattr(VolumeTier, "_share_window_scores", lambda self, *a: [])
+    rng = np.random.default_rng(7)
+    t2 = tier()
+    top, found = feed(t2, night_and_day, DAY0, 1440 + 3 * 60, rng)
+    assert top < 40.0
+    start = DAY0 + 86400 + 3 * 3600
+    quiet, _ = night_spike(t2, start, 40, rng, 1.0)
+    assert quiet < 40.0, "an ordinary night is no spike"
+    top, reasons = night_spike(t2, start + 2400, 20, rng, 10.0)
+    if share_windows:
+        assert top >= 70.0 and any("against the rest of its source" in r for r in reasons), (top, reasons)
+    else:
+        assert top < 70.0, (top, reasons)
+
+
+def test_a_share_window_needs_the_rest_of_its_source_and_the_floor_at_the_low_end_of_its_count():
+    """40 lines of a template whose share is 2%: against a source of 340 lines (6.8 expected; the Poisson
+    lower bound of 40, about 24, is over three times that) a spike; against 45 (five other lines, too few
+    to say what the share should be) or 900 (18 expected: 40 is not three times that at its low end), none."""
+    t2 = tier()
+    t2.templates.ensure(4)
+    keys, usable = np.array([1, 1, 1]), np.ones(3, bool)
+    scores, _, mus, window = t2._share_window(keys, np.full(3, 40.0), np.array([340.0, 45.0, 900.0]),
+                                              np.full(3, 0.02), usable, 5)
+    assert window == 5 and mus[0] == pytest.approx(6.8)
+    assert scores[0] >= 70.0 and scores[1] == 0.0 and scores[2] == 0.0, scores
+    unusable, _, _, _ = t2._share_window(keys, np.full(3, 40.0), np.full(3, 340.0), np.full(3, 0.02),
+                                         np.zeros(3, bool), 5)
+    assert not unusable.any(), "a young or sparse template is not judged by its share"
+
+
+def export_job(hour):
+    """Source 0: template 0, an export job's progress lines, 40 a minute; template 1, a queue-depth line
+    twice a minute, all day. Source 1 logs steadily."""
+    return {(0, 0): 40.0, (1, 0): 2.0, (2, 1): 30.0}
+
+
+@pytest.mark.parametrize("min_level_ratio, expect_spike", [(2.0, False), (0.0, True)])
+def test_a_share_that_rises_because_the_rest_of_its_source_fell_is_no_spike(min_level_ratio, expect_spike,
+                                                                            monkeypatch):
+    """The export job's lines fall to a twentieth: template 1's two lines a minute become half its source
+    instead of a twenty-first, ten times its share, though it logs as it always did. That is the job's
+    drop, not a spike of template 1, which is not up on its own level. Without the level condition
+    (SHARE_SPIKE_MIN_LEVEL_RATIO 0) its share windows raised it."""
+    import anomaly_detector.detection.tier2_volume as T2
+    monkeypatch.setattr(T2, "SHARE_SPIKE_MIN_LEVEL_RATIO", min_level_ratio)
+    rng = np.random.default_rng(3)
+    t2 = tier()
+    top, _ = feed(t2, export_job, DAY0, 2 * 1440 + 14 * 60, rng)
+    assert top < 40.0
+    start = DAY0 + 2 * 86400 + 14 * 3600
+    top = 0.0
+    for m in range(20):
+        batch, ts = poisson_lines(lambda t0: export_job(14), start + 60.0 * m, 1, rng,
+                                  factor=lambda t0, tid: 0.05 if tid == 0 else 1.0)
+        t2.advance(ts[0])
+        ctx = BatchContext(now=float(ts.max()), lines_seen=0, warm=True, n_templates=4, ts=ts,
+                           template_text=lambda t: "tpl%d" % t, source_name=str)
+        result = t2.score(batch, ctx)
+        mine = np.flatnonzero(batch.template_id == 1)
+        if mine.size:
+            top = max(top, float(result.scores[mine].max()))
+        t2.learn(batch, ctx, np.where(result.scores >= 70.0, 0.1, 1.0).astype(np.float32))
+    assert (top >= 70.0) if expect_spike else (top < 40.0), top
