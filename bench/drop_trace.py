@@ -5,7 +5,8 @@ or the generated family's per-source files), replays it in-process through pipel
 code path, default config) and, for each closed bucket from an hour before to half an hour after
 every volume_drop / silent_source label, prints per source of the label's program: the count and
 forecast over each drop window, the dispersion and forecast error, and the drop score that window
-gets, then the recent-level test (tier2_recent.py) of its four busiest templates and the source's
+gets, then the recent-level test (tier2_recent.py) of its four busiest templates, its steady templates
+pooled against the rest of the site (learned error, score and ratio over 5 and 15 buckets) and the source's
 long windows (tier2_long.py: block error and dispersion, sequential evidence, last blocks). `--before`
 and `--after` widen the window traced.
 
@@ -81,7 +82,7 @@ def _source_rows(tier, label, names):
         for k, w in enumerate(T2.DROP_WINDOWS):
             obs, exp = float(s.obs_sum[sid, k]), float(s.exp_sum[sid, k])
             wins.append((w, obs, exp, count_lower_score(obs, exp, disp, float(s.rel2[sid]))))
-        recent = " | ".join(filter(None, [_recent(tier, sid), _long(tier, sid, disp)]))
+        recent = " | ".join(filter(None, [_recent(tier, sid), _relative(tier, sid), _long(tier, sid, disp)]))
         out.append((name, disp, float(s.rel2[sid]), wins, recent))
     return out
 
@@ -96,6 +97,21 @@ def _long(tier, sid, disp):
     slots = (lw.pos - 1 - np.arange(min(4, lw.filled[sid], lw.blocks))) % lw.blocks
     blocks = " ".join(f"{lw.obs[sid, k]:.0f}/{lw.exp[sid, k]:.0f}" for k in slots)
     return f"long: e{lw.rel2[sid]:.3f} d{bdisp:.1f} cusum {lw.cusum[sid]:.1f} blocks {blocks}"
+
+
+def _relative(tier, sid):
+    """The source's steady templates pooled against the rest of the site (tier2_volume._relative_score), at
+    their levels now: the learned relative error (trusted or not), windows learned from, score over 5 and 15."""
+    if tier.recent is None or sid >= tier.relative.rel2.size:
+        return ""
+    site = tier._site_reference(sid)
+    if site is None:
+        return ""
+    rate = min(1.0, tier.learning_rate * T2.DROP_WINDOWS[-1] / T2R.OVERLAP_SLOWER)
+    trusted = tier.relative.error(sid, rate) is not None
+    err = float(tier.relative.rel2[sid])
+    scores = " ".join("w%d:%.0f (x%.2f)" % ((w,) + tier._relative_score(site, err, w)) for w in (5, 15))
+    return f"site: e{err:.3f}{'' if trusted else ' (untrusted)'} n{int(tier.relative.learned[sid])} {scores}"
 
 
 def _recent(tier, sid):

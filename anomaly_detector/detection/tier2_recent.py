@@ -16,6 +16,8 @@ Neighbours: tier2_volume.py (pushes each closing bucket's template counts, choos
 templates judged, holds the drops found and confirms them with still_low), stats_kernels
 (count_lower_score, the tail test), tests/unit/test_tier2_recent.py.
 """
+import math
+
 import numpy as np
 
 from . import volume_kernels as VK
@@ -40,6 +42,9 @@ USUAL_SIGMAS = 3.0
 SLOWER = 10.0
 # Below this many lines over the reference a key is too quiet to be judged this way.
 MIN_REFERENCE_LINES = 30.0
+# A template whose per-bucket count varies less than this share of a Poisson count's (variance / mean)
+# is a timer (a stats line, a heartbeat), not traffic: it joins no pool (tier2_volume._pool_members).
+CLOCK_DISPERSION = 0.5
 
 
 class RecentLevel:
@@ -171,6 +176,39 @@ class RecentLevel:
                 return True
         return False
 
+    def pool_reference(self, keys, disp):
+        """The recent level of a pool of keys (a source's steady templates) as it is now: (keys, level,
+        reference lines, dispersion) of those with a full ring and lines in their reference, or None.
+        The levels are the keys' reference means, scaled down together where the pool's median minute
+        (deseasonalised) is lower than their sum: a spike in the hour before is no level (see
+        robust_level). The pool's median, not each key's: a key that comes in clumps has most minutes
+        below its mean, and the sum of such medians is no level of the sum."""
+        keys = np.asarray(keys, np.int64)
+        keys = keys[(keys < self.size)]
+        keys = keys[(self.filled[keys] >= self.ring) & (self.ref_obs[keys] > 0)]
+        if not keys.size or self.last_bucket is None:
+            return None
+        means = self.ref_obs[keys] / np.maximum(self.ref_season[keys], 1e-9)
+        slots = (self.last_bucket - np.arange(RECENT_WINDOWS[-1], self.ring)) % self.ring
+        expected = (means[:, None] * self.season[np.ix_(keys, slots)]).sum(axis=0)
+        seen = self.obs[np.ix_(keys, slots)].sum(axis=0)
+        ratio = np.median(seen[expected > 0] / expected[expected > 0]) if (expected > 0).any() else 1.0
+        return keys, means * min(1.0, float(ratio)), self.ref_obs[keys].copy(), np.maximum(np.asarray(disp, float)[keys], 1.0)
+
+    def pool_window(self, bucket, reference, width):
+        """(lines, forecast, dispersion) of a pool (pool_reference) over its last `width` buckets. The
+        dispersion is that of its keys' counts all moving together (the variance of the sum is the square
+        of the sum of their deviations): the templates of one service are often one request's lines (its
+        start and its end, the steps of an order), so two of them are not twice the evidence."""
+        keys, levels, _lines, disp = reference
+        slots = (bucket - np.arange(width)) % self.ring
+        obs = float(self.obs[np.ix_(keys, slots)].sum())
+        exp_each = levels * self.season[np.ix_(keys, slots)].sum(axis=1)
+        exp = float(exp_each.sum())
+        if exp <= 0:
+            return obs, 0.0, 1.0
+        return obs, exp, max(float(np.sqrt(disp * exp_each).sum() ** 2 / exp), 1.0)
+
     def state(self):
         """Only the learned error: the ring holds the last hour before the state was saved, and a
         restored tier skips the time it was down (tier2_volume._skip_gap), which empties it anyway."""
@@ -195,3 +233,54 @@ class RecentLevel:
         self.filled[key] = 0
         self._sums()
 
+
+class SiteRelative:
+    """Per source: the learned squared error of its pool's recent-level forecast (RecentLevel.pool_window
+    over the longest window) relative to the rest of the site's, and how many windows it was learned from.
+    A shop's traffic moves by a third within an hour (a campaign, the evening, a slow afternoon), and its
+    services move together: against its own recent level a service at a quarter of its traffic is a few
+    such errors low, while against the rest of the site, which moved with it, it is many. Learned from
+    disjoint windows (one per quarter hour) as tier2_long's blocks are."""
+
+    def __init__(self, size=8):
+        self.rel2 = np.full(size, START_REL2)
+        self.learned = np.zeros(size, np.int64)
+
+    def ensure(self, n):
+        if n <= self.rel2.size:
+            return
+        new = max(n, 2 * self.rel2.size)
+        self.rel2 = np.concatenate([self.rel2, np.full(new - self.rel2.size, START_REL2)])
+        self.learned = np.concatenate([self.learned, np.zeros(new - self.learned.size, np.int64)])
+
+    @staticmethod
+    def log_ratio(obs, exp, rest_obs, rest_exp):
+        """A pool's log ratio to its forecast less the rest of the site's to theirs."""
+        return math.log((obs + 0.5) / (exp + 0.5)) - math.log((rest_obs + 0.5) / (rest_exp + 0.5))
+
+    def learn(self, source, z, noise, rate):
+        """Learn one window's relative log ratio z (its sampling noise, noise, taken off) at rate, ten times
+        slower beyond USUAL_SIGMAS spreads and winsorised there, as RecentLevel's error is (a drop must not
+        widen the test that judges it)."""
+        self.ensure(source + 1)
+        r2 = self.rel2[source]
+        unusual = z * z > USUAL_SIGMAS ** 2 * (r2 + noise)
+        target = min(max(z * z - noise, MIN_REL2), USUAL_SIGMAS ** 2 * r2)
+        self.rel2[source] += (rate / SLOWER if unusual else rate) * (target - r2)
+        self.learned[source] += 1
+
+    def error(self, source, rate):
+        """The source's learned relative error once learned from twice its time constant of windows (at
+        rate), else None: it starts at the floor, too narrow to trust."""
+        if source >= self.learned.size or self.learned[source] < 2.0 / rate:
+            return None
+        return float(self.rel2[source])
+
+    def state(self):
+        return {"rel2": self.rel2.tolist(), "learned": self.learned.tolist()}
+
+    def load_state(self, state):
+        rel2 = np.asarray((state or {}).get("rel2", []), float)
+        self.ensure(rel2.size)
+        self.rel2[: rel2.size] = rel2
+        self.learned[: rel2.size] = np.asarray(state.get("learned", [0] * rel2.size), np.int64)[: rel2.size]

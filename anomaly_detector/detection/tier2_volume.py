@@ -292,6 +292,9 @@ class VolumeTier(Tier):
         recent = float(settings.get("drop_recent_seconds", 3600.0))
         self.recent = RecentLevel(int(np.ceil(recent / self.bucket_seconds)), 64) if recent > 0 else None
         self._judged, self._judged_at = None, None   # the templates the recent level judges (_close_bucket)
+        # Each source's steady templates pooled against the rest of the site's (_site_reference): the error
+        # of that relative forecast, learned every quarter hour (_learn_relative)
+        self.relative = TR.SiteRelative(8)
         self._r_best, self._r_window = np.empty(0), np.empty(0, np.int64)   # close_bucket's recent scores
         self._close_settings = (None, None)   # close_bucket's settings, worked out once (_close_kernel)
         # Each source's hosts counted apart (tier2_hosts.py): one replica silent while the others go on.
@@ -832,8 +835,8 @@ class VolumeTier(Tier):
         if t.open_raw.any():   # the usual case, a bucket that lines fell in: checked first (it is below too)
             return 0
         first = self.open_bucket
-        if self.long.blocks:   # a block that ends is recorded by _close_bucket (_close_long_block)
-            stop = min(stop, (first // DROP_WINDOWS[-1] + 1) * DROP_WINDOWS[-1] - 1)
+        if self.long.blocks or r is not None:   # a block that ends is recorded by _close_bucket
+            stop = min(stop, (first // DROP_WINDOWS[-1] + 1) * DROP_WINDOWS[-1] - 1)   # (_close_long_block, _learn_relative)
         if (r is None or self.held or first == self.partial_bucket or self.hosts.size or stop <= first or r.last_bucket != first - 1 or r.size < t.size
                 or self.template_source.size < t.size
                 or any(b.open_raw.any() or b.open_learn.any() for b in (t, src, v))):
@@ -971,6 +974,7 @@ class VolumeTier(Tier):
             keep = 1.0 - self.learning_rate / SEASON_SLOWER
             self._close_hosts(hour, day, 3600.0 / self.bucket_seconds, 86400.0 / self.bucket_seconds, keep, when)
         self._close_long_block(when)
+        self._learn_relative()
         self._release()
 
     def _close_kernel(self, start, stop_early, rejudge, judged, t_out, s_out, status):
@@ -1228,27 +1232,132 @@ class VolumeTier(Tier):
         return self.open_bucket // DROP_WINDOWS[-1], self.templates.size
 
     def _recent_reference(self, kind, key):
-        """A template's recent level as it was when its drop was first seen (its own buckets would
-        lower it), for _recent_still_low; None when the recent test does not judge it."""
+        """A key's recent level as it was when its drop was first seen (its own buckets would lower it),
+        for _recent_still_low: (the template's own: level, reference lines, dispersion, error; None when
+        the recent test does not judge it, or for a source), and its source's pool and the rest of the
+        site's (_site_reference)."""
         r = self.recent
-        if kind != "template" or r is None or key >= r.size or r.filled[key] < r.ring or r.ref_obs[key] <= 0:
+        if r is None or kind == "host":
             return None
-        disp = float(_dispersion(self.templates, np.array([key]))[0])
-        return r.robust_level(key), float(r.ref_obs[key]), disp, float(r.rel2[key])
+        own = None
+        if kind == "template" and key < r.size and r.filled[key] >= r.ring and r.ref_obs[key] > 0:
+            disp = float(_dispersion(self.templates, np.array([key]))[0])
+            own = r.robust_level(key), float(r.ref_obs[key]), disp, float(r.rel2[key])
+        source = int(self.template_source[key]) if kind == "template" else key
+        return own, self._site_reference(source)
+
+    def _pool_members(self, n):
+        """Which of the first n templates pool into their source's traffic: steady ones the recent level
+        judges (see _close_bucket), of min_history buckets or more. A job's or an error's template coming
+        and going is no traffic of the service (not steady), nor is a template whose count varies well
+        below a Poisson count's (a pool stats line, a heartbeat per host: a timer): it would only hide
+        the traffic's fall."""
+        t, judged = self.templates, self._judged
+        if judged is None:
+            return np.zeros(0, np.bool_)
+        n = min(n, judged.size)
+        return judged[:n] & (t.phi[:n] >= TR.CLOCK_DISPERSION) & (t.age[:n] >= self.min_history)
+
+    def _site_pools(self):
+        """{source: its pool} for every source with one (RecentLevel.pool_reference of its _pool_members)."""
+        t = self.templates
+        members = self._pool_members(min(t.size, self.template_source.size))
+        src = self.template_source[: members.size]
+        disp = _dispersion_all(t)
+        out = {}
+        for source in np.unique(src[members]).tolist():
+            ref = self.recent.pool_reference(np.flatnonzero(members & (src == source)), disp)
+            if ref is not None:
+                out[source] = ref
+        return out
+
+    def _site_reference(self, source):
+        """(the source's pool, the other sources' pools) (_site_pools), or None: the rest must be at least
+        two other sources (one other may be the source's own chain, a proxy in front of it)."""
+        pools = self._site_pools()
+        if source not in pools or len(pools) < 3:
+            return None
+        return pools[source], [ref for s, ref in pools.items() if s != source]
+
+    def _site_windows(self, pools, width):
+        """Per pool: (lines, forecast, deviation) over the ring's last `width` buckets (RecentLevel.pool_window;
+        the deviation is the square root of its variance, which add up across pools as across the
+        templates of one: all moving together, the cautious choice)."""
+        out = []
+        for ref in pools:
+            obs, exp, disp = self.recent.pool_window(self.recent.last_bucket, ref, width)
+            out.append((obs, exp, math.sqrt(disp * exp)))
+        return out
+
+    @staticmethod
+    def _combined(windows):
+        """(lines, forecast, dispersion) of pools' windows (_site_windows) taken together."""
+        obs, exp, dev = (sum(w[i] for w in windows) for i in range(3))
+        return obs, exp, max(dev * dev / exp, 1.0) if exp > 0 else 1.0
+
+    def _learn_relative(self):
+        """At the end of each quarter hour, learn every source's error of its pool's recent-level forecast
+        relative to the rest of the site's (TR.SiteRelative) over that quarter hour, at the rate of a
+        quarter hour's disjoint windows (as tier2_long's blocks)."""
+        width = DROP_WINDOWS[-1]
+        if self.recent is None or (self.open_bucket + 1) % width or self._judged is None:
+            return
+        pools = self._site_pools()
+        if len(pools) < 3:
+            return
+        rate = min(1.0, self.learning_rate * width / TR.OVERLAP_SLOWER)
+        sources = list(pools)
+        windows = self._site_windows([pools[s] for s in sources], width)
+        for i, source in enumerate(sources):
+            obs, exp, disp = self._combined(windows[i: i + 1])
+            r_obs, r_exp, r_disp = self._combined(windows[:i] + windows[i + 1:])
+            if exp < 1.0 or r_exp < 1.0:
+                continue
+            noise = disp / exp + r_disp / r_exp + disp / max(float(pools[source][2].sum()), 1.0)
+            self.relative.learn(source, TR.SiteRelative.log_ratio(obs, exp, r_obs, r_exp), noise, rate)
 
     def _recent_still_low(self, kind, key, reference, windows):
-        """Whether a template held for a drop is still low against the recent level it had then (over
-        the drop windows that fit in drop_hold_seconds, or all of it); an intermittent one never is
-        (see _still_low)."""
+        """Whether a key held for a drop is still low against the recent level it had then (over the
+        drop windows that fit in drop_hold_seconds, or all of it): a template against its own level
+        (an intermittent one never is, see _still_low), or its source's steady templates pooled against
+        theirs times the rest of the site's (how far it moved from its own), with their learned relative
+        error (TR.SiteRelative): a service that lost its traffic while the site's held."""
         if reference is None or self.recent is None:
             return False
-        if _intermittent(self.templates, self.template_season, np.array([key]), self.bucket_seconds)[0]:
+        own, site = reference
+        if kind == "template" and _intermittent(self.templates, self.template_season, np.array([key]),
+                                                self.bucket_seconds)[0]:
             return False
-        level, lines, disp, rel2 = reference
         # the whole hold too: minutes of a busy template's evidence that one short window lacks
-        widths = {DROP_WINDOWS[k] for k in windows} | {max(min(self.hold_buckets, self.recent.ring), 1)}
-        return self.recent.still_low(self.open_bucket, key, level, lines, disp, rel2, sorted(widths),
-                                     self.finding_min_score)
+        widths = sorted({DROP_WINDOWS[k] for k in windows} | {max(min(self.hold_buckets, self.recent.ring), 1)})
+        if own is not None:
+            level, lines, disp, rel2 = own
+            if self.recent.still_low(self.open_bucket, key, level, lines, disp, rel2, widths,
+                                     self.finding_min_score):
+                return True
+        source = int(self.template_source[key]) if kind == "template" else key
+        error = self.relative.error(source, min(1.0, self.learning_rate * DROP_WINDOWS[-1] / TR.OVERLAP_SLOWER))
+        if site is None or error is None:
+            return False
+        scores = {w: self._relative_score(site, error, w) for w in set(widths) | {DROP_WINDOWS[1], DROP_WINDOWS[-1]}}
+        # Over the hold, or over the longest window (the one the relative error was learned over; it reaches
+        # back into the minutes before the hold, when the drop was seen) while its last minutes are still
+        # below half their forecast (as tier2_long's DROP_MAX_RATIO): a key back at its usual volume is not.
+        return (max(scores[w][0] for w in widths) >= self.finding_min_score
+                or (scores[DROP_WINDOWS[-1]][0] >= self.finding_min_score and scores[DROP_WINDOWS[1]][1] < 0.5))
+
+    def _relative_score(self, site, error, width):
+        """Drop score of a source's pool over its last `width` buckets against its level times the rest
+        of the site's ratio to theirs (see _recent_still_low), and the ratio of its lines to that; the
+        site's sampling error and the pool's reference's add to the learned error -> (score, ratio)."""
+        pool, rest = site
+        obs, exp, disp = self._combined(self._site_windows([pool], width))
+        r_obs, r_exp, r_disp = self._combined(self._site_windows(rest, width))
+        if exp <= 0 or r_exp < 1.0:
+            return 0.0, 1.0
+        expected = exp * (r_obs + 0.5) / (r_exp + 0.5)
+        score = count_lower_score(obs, expected, disp, error + r_disp / r_exp + disp / max(float(pool[2].sum()), 1.0))
+        return score, obs / expected
 
     def _still_low(self, kind, key, windows, spread):
         """Whether a key is still significantly low over the given drop windows, judged with the
@@ -1382,7 +1491,7 @@ class VolumeTier(Tier):
                 "template_source": self.template_source.tolist(),
                 "values": self.values.state(),
                 "recent": self.recent.state() if self.recent is not None else {},
-                "hosts": self.hosts.state(), "long": self.long.state(),
+                "hosts": self.hosts.state(), "long": self.long.state(), "relative": self.relative.state(),
                 "open_bucket": self.open_bucket}
 
     def load_state(self, state):
@@ -1399,6 +1508,7 @@ class VolumeTier(Tier):
             self.recent.load_state(state.get("recent", {}))
         self.hosts.load_state(state.get("hosts", {}))   # absent before hosts were counted: learned afresh
         self.long.load_state(state.get("long", {}))     # likewise the long windows: they fill again
+        self.relative.load_state(state.get("relative", {}))   # likewise the site-relative error: learned again
         self.open_bucket = state.get("open_bucket")
         self.resumed = self.open_bucket is not None
 

@@ -1,0 +1,120 @@
+"""Tier 2's pools of a source's steady templates against the rest of the site (tier2_recent.pool_reference,
+pool_window, SiteRelative; tier2_volume._learn_relative, _relative_score): templates of one request
+counted once, a spike in the hour before no level, the relative error learned from a site whose traffic
+wanders together and trusted only once learned, a service that lost its traffic told from a site that
+moved as one, and the state saved and loaded."""
+import json
+import math
+
+import numpy as np
+from tier2_traffic import poisson_lines
+
+from anomaly_detector.detection.base import BatchContext
+from anomaly_detector.detection.state_shape import check_state_arrays
+from anomaly_detector.detection.tier2_recent import MIN_REL2, START_REL2, RecentLevel, SiteRelative
+from anomaly_detector.detection.tier2_volume import VolumeTier
+
+DAY0 = 1772409600.0
+SETTINGS = {"bucket_seconds": 60.0, "min_history_buckets": 120, "finding_min_score": 40.0, "spike_min_ratio": 3.0,
+            "learning_rate": 0.01, "warmup_lines": 0, "input_gap_seconds": 600.0}
+
+
+def filled_ring(counts_per_bucket, reference=60):
+    """A RecentLevel whose keys were pushed the given counts (keys x buckets), factors 1."""
+    r = RecentLevel(reference, size=counts_per_bucket.shape[0])
+    for b in range(counts_per_bucket.shape[1]):
+        r.push(b, counts_per_bucket[:, b].astype(float), np.ones(counts_per_bucket.shape[0]))
+    return r, counts_per_bucket.shape[1] - 1
+
+
+def test_two_templates_of_one_request_are_not_twice_the_evidence():
+    rng = np.random.default_rng(1)
+    one = rng.poisson(4.0, 75)
+    r, last = filled_ring(np.vstack([one, one]))           # a request's start and end line: the same counts
+    ref = r.pool_reference([0, 1], np.ones(2))
+    obs, exp, disp = r.pool_window(last, ref, 15)
+    assert obs == 2 * one[-15:].sum()
+    assert abs(disp - 2.0) < 1e-9                          # each Poisson: their sum varies as a count of pairs
+
+
+def test_a_spike_in_the_hour_before_is_no_level_of_the_pool():
+    base = np.full((2, 75), 4)
+    base[:, 10:35] = 40                                    # 25 of the reference's 60 minutes at ten times
+    r, _ = filled_ring(base)
+    keys, levels, _, _ = r.pool_reference([0, 1], np.ones(2))
+    assert list(keys) == [0, 1]
+    assert np.allclose(levels, 4.0)                        # the pool's median minute, not its mean (about 19)
+
+
+def test_the_relative_error_is_learned_and_trusted_only_once_learned():
+    rng = np.random.default_rng(2)
+    rel = SiteRelative(2)
+    rate = 0.0375
+    for _ in range(math.ceil(2.0 / rate) - 1):
+        assert rel.error(0, rate) is None                  # it starts at the floor: too narrow to trust
+        rel.learn(0, float(rng.normal(0.0, 0.3)), 0.0, rate)
+    rel.learn(0, 0.0, 0.0, rate)
+    assert START_REL2 < rel.error(0, rate) < 0.3 ** 2 * 1.5
+    before = rel.rel2[0]
+    rel.learn(0, -3.0, 0.0, rate)                          # a drop teaches ten times slower, winsorised
+    assert rel.rel2[0] - before < rate / 10 * 9 * before + 1e-12
+    assert rel.error(1, rate) is None and MIN_REL2 <= rel.rel2[1]
+
+
+def site(t0):
+    """Four services of two templates each (a request's two lines for service 0), all riding the site's
+    traffic, which wanders by a third within the hour."""
+    load = 1.0 + 0.35 * np.sin(2 * np.pi * t0 / 5400.0) * np.sin(2 * np.pi * t0 / 2300.0)
+    out = {}
+    for s in range(4):
+        out[(2 * s, s)] = 6.0 * load
+        out[(2 * s + 1, s)] = (6.0 if s == 0 else 3.0) * load
+    return out
+
+
+def feed(t2, start, minutes, rng, factor=None, chunk=30):
+    for m in range(0, minutes, chunk):
+        batch, ts = poisson_lines(site, start + 60.0 * m, min(chunk, minutes - m), rng, factor)
+        if t2.open_bucket is not None:
+            t2.advance(float(ts[0]))
+        ctx = BatchContext(now=float(ts.max()), lines_seen=0, warm=True, n_templates=8, ts=ts)
+        t2.score(batch, ctx)
+        t2.learn(batch, ctx, np.ones(batch.n, np.float32))
+    t2.advance(start + 60.0 * minutes)
+
+
+def relative_after(t2, start, minutes, rng, factor):
+    """Feed `minutes` more with factor, then source 0's relative score over the last quarter hour against
+    the site as it was before them."""
+    reference = t2._site_reference(0)
+    feed(t2, start, minutes, rng, factor)
+    return t2._relative_score(reference, t2.relative.error(0, 0.0375), 15)
+
+
+def test_a_service_that_lost_its_traffic_is_low_against_the_site_and_a_site_that_fell_together_is_not():
+    rng = np.random.default_rng(3)
+    t2 = VolumeTier(SETTINGS)
+    feed(t2, DAY0, 20 * 60, rng)
+    error = t2.relative.error(0, 0.0375)
+    assert error is not None and error < 0.75 * float(t2.recent.rel2[:2].mean())   # the wander cancels out
+    now = DAY0 + 20 * 3600.0
+    state = t2.state()
+    lost = relative_after(t2, now, 15, rng, lambda t, tid: 0.3 if tid in (0, 1) else 1.0)
+    assert lost[0] >= 40.0 and lost[1] < 0.5
+    t2 = VolumeTier(SETTINGS)
+    t2.load_state(json.loads(json.dumps(state)))
+    check_state_arrays("t2", VolumeTier(SETTINGS), t2)
+    assert np.array_equal(t2.relative.rel2, np.asarray(state["relative"]["rel2"]))
+    assert t2.relative.error(0, 0.0375) == error
+    t2 = VolumeTier(SETTINGS)
+    feed(t2, DAY0, 20 * 60, np.random.default_rng(3))
+    together = relative_after(t2, now, 15, rng, lambda t, tid: 0.5)
+    assert together[0] < 40.0 and together[1] > 0.5
+
+
+def test_old_states_without_the_relative_error_load():
+    t2 = VolumeTier(SETTINGS)
+    state = t2.state()
+    del state["relative"]
+    t2.load_state(state)
+    assert t2.relative.error(0, 0.0375) is None
