@@ -515,13 +515,12 @@ def night_and_day(hour):
     return {(0, 0): 495.0 * traffic, (1, 0): 5.0 * traffic, (2, 1): 30.0}
 
 
-def night_spike(t2, start, minutes, rng, factor):
-    """`minutes` of night_and_day from `start` with template 1 at `factor` times its rate, a minute a batch
-    -> (top score of template 1's lines, the reasons of the lines that scored it)."""
+def template1_top(t2, rates, start, minutes, rng, factor):
+    """`minutes` of `rates` from `start`, each template's rate times factor(t0, tid), a minute a batch,
+    learned as the engine learns -> (top score of template 1's lines, the reasons of those at 70)."""
     top, reasons = 0.0, set()
     for m in range(minutes):
-        batch, ts = poisson_lines(lambda t0: night_and_day(int(t0 % 86400 // 3600)), start + 60.0 * m, 1, rng,
-                                  factor=lambda t0, tid: factor if tid == 1 else 1.0)
+        batch, ts = poisson_lines(rates, start + 60.0 * m, 1, rng, factor=factor)
         t2.advance(ts[0])
         ctx = BatchContext(now=float(ts.max()), lines_seen=0, warm=True, n_templates=4, ts=ts,
                            template_text=lambda t: "tpl%d" % t, source_name=str)
@@ -532,6 +531,12 @@ def night_spike(t2, start, minutes, rng, factor):
             reasons |= {result.reasons[i] for i in mine.tolist() if result.scores[i] >= 70 and i in result.reasons}
         t2.learn(batch, ctx, np.where(result.scores >= 70.0, 0.1, 1.0).astype(np.float32))
     return top, reasons
+
+
+def night_spike(t2, start, minutes, rng, factor):
+    """template1_top of night_and_day with template 1 at `factor` times its rate."""
+    return template1_top(t2, lambda t0: night_and_day(int(t0 % 86400 // 3600)), start, minutes, rng,
+                         lambda t0, tid: factor if tid == 1 else 1.0)
 
 
 @pytest.mark.parametrize("share_windows", [True, False])
@@ -593,16 +598,5 @@ def test_a_share_that_rises_because_the_rest_of_its_source_fell_is_no_spike(min_
     top, _ = feed(t2, export_job, DAY0, 2 * 1440 + 14 * 60, rng)
     assert top < 40.0
     start = DAY0 + 2 * 86400 + 14 * 3600
-    top = 0.0
-    for m in range(20):
-        batch, ts = poisson_lines(lambda t0: export_job(14), start + 60.0 * m, 1, rng,
-                                  factor=lambda t0, tid: 0.05 if tid == 0 else 1.0)
-        t2.advance(ts[0])
-        ctx = BatchContext(now=float(ts.max()), lines_seen=0, warm=True, n_templates=4, ts=ts,
-                           template_text=lambda t: "tpl%d" % t, source_name=str)
-        result = t2.score(batch, ctx)
-        mine = np.flatnonzero(batch.template_id == 1)
-        if mine.size:
-            top = max(top, float(result.scores[mine].max()))
-        t2.learn(batch, ctx, np.where(result.scores >= 70.0, 0.1, 1.0).astype(np.float32))
+    top, _ = template1_top(t2, lambda t0: export_job(14), start, 20, rng, lambda t0, tid: 0.05 if tid == 0 else 1.0)
     assert (top >= 70.0) if expect_spike else (top < 40.0), top
