@@ -275,7 +275,7 @@ class DetectionEngine:
             template = ctx.template_text(f.template_id) if f.template_id >= 0 else ""
             self._report(self.book.add(
                 source, f.ts, f.score, {f.tier: f.score}, f.template_id, template,
-                [(f.reason, f.expected, f.observed, f.score)], None, opened_by=f.key, family="finding:" + f.tier,
+                [(f.reason, f.expected, f.observed, f.score)], None, opened_by=f.key, family=_finding_family(f),
                 session=f.key.startswith(SESSION_KEY), seen_at=ctx.now, since=f.since))
         self._excuse_silences(ctx)
         self._report(self.book.close_quiet(ctx.now))
@@ -465,6 +465,18 @@ class DetectionEngine:
 # Tiers whose evidence is about the whole source, not one template: rule bursts (t1 counts a
 # source's matching lines) and workflows (t4 follows sessions across templates).
 _SOURCE_WIDE_TIERS = np.array([TIER_NAMES.index("t1"), TIER_NAMES.index("t4")])
+
+
+def _finding_family(finding):
+    """Incident family of a Finding (see IncidentBook): its tier, and for tier 2 what it is about (a
+    template, the whole source, a host). A template that went quiet as the night thinned it opened an
+    incident an hour before its source went silent; in the same family, the source's silence joined that
+    incident and the outage was dated by the message's night. A dip of the source that turns into its
+    silence stays one incident (both are the source's), and a drop of a template that starts with it
+    joins it while young (join_seconds) or inside the silence's span (IncidentBook._incident)."""
+    if finding.tier == "t2":
+        return "finding:t2:" + finding.key.split(":", 1)[0]
+    return "finding:" + finding.tier
 
 
 def _line_families(template_id, tiers, results=None, lines=None):

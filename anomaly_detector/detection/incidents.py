@@ -2,13 +2,14 @@
 
 The engine (engine.py) feeds them in event time; an incident closes once nothing was added for
 `window_seconds`, so one outage (errors, a spike, a drop, all in one source) is one alert. Evidence
-has a family (engine._line_families for lines; "finding:<tier>" for Findings): an open incident takes
+has a family (engine._line_families for lines; engine._finding_family for Findings): an open incident takes
 more of its own families, and new families only while it is young (`join_seconds` from its onset:
 they started with it, one outage); a family arriving later is another problem, raised on its own.
 Besides its strongest line, an incident scores its burst: how improbable it is to meet this many
 suspicious lines within one window given how often the source produces them (a scan statistic).
 """
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,6 +47,11 @@ ABSENCE_SYMPTOMS = ("sequence", "volume_drop", "window_structure")
 # on without it say what broke (an order flow whose stock reservation stopped, every other step logged
 # as usual). Counting the message is the symptom; the workflow is the story (see _headline).
 STEP_SYMPTOMS = ("volume_drop",)
+# A volume spike of a template or of the source as strong as a value never seen (within SEVERITY_MARGIN)
+# names the incident: the value is who surged (a new client hammering a login carries it on every line of
+# the surge), the count is what an operator acts on. A spike of that value's own key ("volume spike of
+# template '...' with <*>#7 = Go-http-client/1.1") is the value's count, not a surge, and does not.
+VALUE_KEY_SPIKE = re.compile(r"^volume spike of template .+ with .+: \d+ lines in ")
 MAX_EXCUSES = 16        # spans of silence an incident keeps (IncidentBook.excuse): the latest ones
 REASONS_PER_RUN = 8     # strongest lines of a run of suspicious lines whose reasons are kept
 
@@ -262,7 +268,8 @@ def _headline(reason_hits, absent=False):
     latency in each 503) is named by the burst, its values are its detail; errors that each carry a
     value clearly more surprising than their count (a status never seen in the source) are named by
     that value. Numbers out of line (NUMBER_REASONS) name it only when the burst is HEADLINE_MARGIN
-    weaker."""
+    weaker. A value never seen that heads it yields to a volume spike of its template or source within
+    SEVERITY_MARGIN (VALUE_KEY_SPIKE)."""
     ranked = sorted(reason_hits.items(), key=lambda kv: (-kv[1][0], kv[0]))
     if absent and any(_kind(reason) == "silent_source" for reason, _ in ranked):
         # A source that logs nothing leaves its partners' flows without its steps (tier 4 says so at once,
@@ -278,6 +285,10 @@ def _headline(reason_hits, absent=False):
     for prefixes, margin in ((NEW_MESSAGES, HEADLINE_MARGIN), (SEVERITY_RULES, severity_margin)):
         for reason, hit in ranked:
             if hit[0] >= top - margin and reason.startswith(prefixes):
+                return reason, hit
+    if _kind(ranked[0][0]) == "new_value":
+        for reason, hit in ranked:
+            if hit[0] >= top - SEVERITY_MARGIN and _kind(reason) == "volume_spike" and not VALUE_KEY_SPIKE.match(reason):
                 return reason, hit
     return ranked[0]
 

@@ -4,8 +4,9 @@ import json
 
 import numpy as np
 
-from anomaly_detector.detection.engine import _line_families
-from anomaly_detector.detection.incidents import IncidentBook
+from anomaly_detector.detection.base import Finding
+from anomaly_detector.detection.engine import _finding_family, _line_families
+from anomaly_detector.detection.incidents import IncidentBook, _headline, _kind
 
 
 class Describe:
@@ -421,3 +422,46 @@ def test_workflow_lines_that_all_fell_in_a_silence_of_the_service_they_blame_are
     assert run((1000.0, 1040.0)), "a line after the service logged again: a broken workflow"
     assert run((1000.0, 1060.0), more=(1200.0, 1210.0))
     assert run((900.0, 990.0))
+
+
+def test_a_source_silent_an_hour_after_one_of_its_templates_went_quiet_is_its_own_incident():
+    """Tier 2's findings are families by what they are about (engine._finding_family): a template that
+    went quiet as the night thinned it (an incident from 23:46, its drop findings still coming) and its
+    source silent from 01:08 are two problems, the silence dated by its own onset; a dip of the source
+    that turns into its silence stays one incident."""
+    book = IncidentBook(300, 120)
+
+    closed = []
+
+    def finding(ts, key, reason, since=None):
+        f = Finding(tier="t2", ts=ts, key=key, score=100.0, reason=reason, since=since)
+        closed.extend(book.add("web", ts, 100.0, {"t2": 100.0}, -1, "", [(reason, "", "", 100.0)], None,
+                               opened_by=f.key, family=_finding_family(f), since=since))
+
+    for ts in range(0, 4800, 240):        # 23:46 on: the template quiet, found again every four minutes
+        finding(float(ts), "template:1", "template silent: 0 lines in the last 900s")
+    finding(4980.0, "source:0", "source silent: 0 lines in the last 300s", since=4680.0)
+    early, silence = sorted(closed + book.close_all(), key=lambda i: i.first_seen)
+    assert early.first_seen == 0.0 and silence.first_seen == 4980.0
+    assert silence.record()["kind"] == "silent_source" and early.record()["kind"] == "volume_drop"
+    for ts in (9000.0, 9240.0, 9480.0):
+        finding(ts, "source:0", "source volume drop: 40 lines in the last 900s")
+    finding(9600.0, "source:0", "source silent: 0 lines in the last 300s", since=9300.0)
+    closed.clear()
+    (outage,) = closed + book.close_all()
+    assert outage.first_seen == 9000.0 and outage.record()["kind"] == "silent_source"
+    assert _finding_family(Finding(tier="t4", ts=0.0, key="session:7", score=90.0, reason="")) == "finding:t4"
+
+
+def test_a_new_value_carried_by_a_surge_of_its_template_is_named_by_the_surge():
+    """A new client hammering a login: every line of the surge carries its never-seen user agent, and the
+    template's spike is as strong: a volume spike. A spike of the new value's own key (its count) and a
+    surge well weaker leave the incident named by the value, as a new payment provider is."""
+    value = ("new value of parameter 7 of '<*> POST <*>': 'Go-http-client/1.1'", [100.0, "", ""])
+    surge = ("volume spike of template '<*> POST <*>': 14 lines in 300s", [100.0, "", ""])
+    own_key = ("volume spike of template '<*> POST <*>' with <*>#7 = Go-http-client/1.1: 40 lines in 300s",
+               [100.0, "", ""])
+    assert _kind(_headline(dict([value, surge, own_key]))[0]) == "volume_spike"
+    assert _kind(_headline(dict([value, own_key]))[0]) == "new_value"
+    weaker = (surge[0], [80.0, "", ""])
+    assert _kind(_headline(dict([value, weaker]))[0]) == "new_value"
