@@ -280,7 +280,8 @@ class SiteRelative:
         return {"rel2": self.rel2.tolist(), "learned": self.learned.tolist()}
 
     def load_state(self, state):
-        rel2 = np.asarray((state or {}).get("rel2", []), float)
+        state = state or {}
+        rel2 = np.asarray(state.get("rel2", []), float)
         self.ensure(rel2.size)
         self.rel2[: rel2.size] = rel2
         self.learned[: rel2.size] = np.asarray(state.get("learned", [0] * rel2.size), np.int64)[: rel2.size]
