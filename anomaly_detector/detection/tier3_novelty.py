@@ -29,6 +29,9 @@ FIELD_CHECKS_PER_BATCH = 32   # new templates compared with the known ones per b
 SPLIT_UNSET = -1     # split_pos: no categorical position chosen (yet)
 SPLIT_AFTER = 50     # lines per allowed categorical value (max_categories) before a template's split is chosen
 MAX_VALUES_KEY = 256  # the largest max_categories: a value's index in its slot fits below it
+NEW_VALUE_EPISODE_S = 300.0   # a flagged new value's lines this close to its last are its episode
+                              # (incident_window_seconds' default: lines further apart are no one incident)
+MAX_NEW_VALUE_EPISODES = 4096  # new values' episodes kept before the ended ones are pruned
 ROLE_UNSET, ROLE_NONE = -2, -1   # role_index: not looked at yet / no pool (template text unknown)
 SERIES_KINDS = {SK.KIND_SPIKE: "unusual value (spike)", SK.KIND_DROP: "unusual value (drop)",
                 SK.KIND_RECORD_HIGH: "unusual value (record high: above every earlier value)",
@@ -51,6 +54,9 @@ class NoveltyTier(Tier):
         self.threshold = float(settings.get("anomaly_threshold", 70.0))
         self.suspicious = float(settings.get("suspicious_score", 40.0))
         self.new_error_score = float(settings["new_error_score"])
+        # A value never seen that scored the anomaly threshold: (slot, value hash) -> when its episode was
+        # last seen (see _keep_new_values)
+        self.new_value_episodes = {}
         self.template_count = np.zeros(64)
         self._field_changes = {}     # template id -> (text, new_field_value of it): see _field_change
         self.template_severe = np.zeros(64, np.int8)   # 1 once a template was seen at WARNING or worse
@@ -97,6 +103,7 @@ class NoveltyTier(Tier):
             batch.param_ptr, slots, batch.param_num, batch.param_hash, self.num_stats, self.cat_hash,
             self.cat_count, self.cat_nd, self.cat_full, self.cat_novelty, self.cat_seen_at, self.cat_num,
             self.cat_last, self.min_obs, self.drift_alpha, self.drift_min_shift, True)
+        self._keep_new_values(batch, ctx, param_scores, which, kind, slots)
         role_scores, role_which, role_kind, roles = self._role_scores(batch, counts)
         np.maximum(scores, rarity, out=scores)
         np.maximum(scores, param_scores, out=scores)
@@ -105,6 +112,30 @@ class NoveltyTier(Tier):
         self._explain_params(result, role_scores, role_which, role_kind, roles, batch, ctx, pooled=True)
         np.maximum(scores, role_scores, out=scores)
         return result
+
+    def _keep_new_values(self, batch, ctx, param_scores, which, kind, slots):
+        """A value never seen, once it scored the anomaly threshold, keeps its later lines suspicious while it
+        keeps coming (each within NEW_VALUE_EPISODE_S of the last): they are one episode, as a series'
+        values are. A new payment provider on half the night's checkouts scored 100 on two lines ten
+        minutes apart and 37 between them (its slot is open-ended: its recurrences prove nothing), and no
+        incident formed. A value that comes once stays one flagged line."""
+        young = np.flatnonzero((kind == K.KIND_NEW_VALUE) & (param_scores > 0.0))
+        if not young.size:
+            return
+        episodes = self.new_value_episodes
+        for i in young.tolist():
+            j = int(which[i])
+            key, t = (int(slots[j]), int(batch.param_hash[j])), float(ctx.ts[i])
+            last = episodes.get(key)
+            if param_scores[i] >= self.threshold:
+                episodes[key] = t
+            elif last is not None and 0.0 <= t - last <= NEW_VALUE_EPISODE_S:
+                param_scores[i] = max(param_scores[i], self.suspicious)
+                episodes[key] = t
+        if len(episodes) > MAX_NEW_VALUE_EPISODES:     # the ended episodes are pruned
+            now = float(ctx.ts.max())
+            for key in [k for k, t in episodes.items() if now - t > NEW_VALUE_EPISODE_S]:
+                del episodes[key]
 
     def _series_rows(self, batch, slots=None):
         """The batch's series values as a SeriesView, found once per batch (score and learn ask alike).

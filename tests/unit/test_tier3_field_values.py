@@ -56,3 +56,23 @@ def test_a_batch_is_given_its_slots_once_for_score_and_learn():
     assert again is not slots and np.array_equal(again, slots)
     other = make_batch(T0 + np.arange(50.0), (np.arange(50) % 6))
     assert t3._assign_slots(other).max() == 5 and t3.next_slot == 6
+
+
+def test_a_flagged_new_values_later_lines_are_its_episode_while_it_keeps_coming():
+    """A new value that scored the threshold keeps its later lines, each within NEW_VALUE_EPISODE_S of the
+    last, at the suspicious score (one episode: an incident of more than one line); a line after a longer
+    gap, another new value's lines and values scored nothing are left as they were."""
+    from types import SimpleNamespace
+
+    from anomaly_detector.detection import novelty_kernels as K
+    from anomaly_detector.detection.tier3_novelty import NEW_VALUE_EPISODE_S
+
+    t3 = DetectionEngine(config()).tiers["t3"]
+    gap = NEW_VALUE_EPISODE_S
+    ts = np.array([0.0, 120.0, 120.0 + gap - 1, 60.0, 2 * gap + 200.0, 2 * gap + 210.0, 2 * gap + 220.0])
+    hashes = np.array([7, 7, 7, 9, 7, 7, 5], np.uint64)      # value 7 flagged first; 9 and 5 never flagged
+    scores = np.array([100.0, 37.0, 37.0, 37.0, 37.0, 37.0, 0.0], np.float32)
+    kind = np.array([K.KIND_NEW_VALUE] * 6 + [0], np.int64)
+    which, slots = np.arange(7), np.full(7, 3, np.int32)
+    t3._keep_new_values(SimpleNamespace(param_hash=hashes), SimpleNamespace(ts=ts), scores, which, kind, slots)
+    assert scores.tolist() == [100.0, 40.0, 40.0, 37.0, 37.0, 37.0, 0.0]
