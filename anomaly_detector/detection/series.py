@@ -22,7 +22,43 @@ SOURCE_BITS = 32
 SPLIT_BASE = 1 << 30   # slots from here on are split series (one categorical value's): level shifts only
 
 
-_STEPPED = ("state", "season", "seen", "labels", "record")   # the per-row arrays K.score_series steps
+_STEPPED = ("state", "seen", "labels", "record")   # per-row arrays K.score_series steps, copied whole
+
+
+class _RowCopies:
+    """What score() copied of the rows a batch touches, to put back (all, or some of them): the small
+    per-row arrays whole, and of the time-of-day rows (3 KB a row, most of the copying when whole) only
+    the buckets a step can write: the buckets of the batch's times and the visit each row had open
+    before it (K.step writes season[r, :, b] for its value's bucket b and PENDING of the visit it ends,
+    nothing else). A neighbour on each side of each bucket is kept too, so no float rounding of the
+    bucket here against the kernel's can leave a written column out."""
+
+    def __init__(self, book, touched, ts):
+        self.touched = touched
+        self.whole = tuple(getattr(book, name)[touched] for name in _STEPPED)
+        b = np.unique(np.floor((np.asarray(ts, np.float64) % K.DAY_S) / K.DAY_S * K.SEASON_BUCKETS))
+        if not np.all(np.isfinite(b)):     # a time the kernel's bucket_of cannot be foretold for: all
+            b = np.arange(K.SEASON_BUCKETS, dtype=np.float64)
+        b = b.astype(np.int64)
+        self.buckets = np.unique(np.concatenate([b - 1, b, b + 1]) % K.SEASON_BUCKETS)
+        # columns of a row's (SEASON_ROWS, SEASON_BUCKETS) block, read by take (a fraction of the cost of
+        # indexing three axes at once)
+        cols = (np.arange(K.SEASON_ROWS)[:, None] * K.SEASON_BUCKETS + self.buckets).ravel()
+        season = book.season.reshape(book.season.shape[0], -1)
+        self.season = season.take(cols, axis=1).take(touched, axis=0).reshape(touched.size, K.SEASON_ROWS,
+                                                                                  self.buckets.size)
+        # the open visit's bucket (VISIT_B - 1; none: -1, whose column the kernel never writes: copied anyway)
+        self.visit = self.whole[0][:, K.VISIT_B].astype(np.int64) - 1
+        self.pending = book.season[touched, K.PENDING, self.visit]
+
+    def restore(self, book, sel=None):
+        """Put back the rows touched[sel] (all when sel is None) as they were before the batch."""
+        sel = slice(None) if sel is None else sel
+        rows = self.touched[sel]
+        for name, copy in zip(_STEPPED, self.whole):
+            getattr(book, name)[rows] = copy[sel]
+        book.season[rows, K.PENDING, self.visit[sel]] = self.pending[sel]
+        book.season[np.ix_(rows, np.arange(K.SEASON_ROWS), self.buckets)] = self.season[sel]
 
 
 def _ranges(ptr, lines):
@@ -134,17 +170,17 @@ class SeriesBook:
     def score(self, batch, rows, ts):
         """Judge the batch's series values, learning each at weight 1 as it goes so that later values of
         the batch follow earlier ones -> see K.score_series. The kernel steps the book's own rows (a
-        copy of each touched row is kept first): learn() of the same batch, at weight 1 for every
+        copy of what its steps can write of each touched row is kept first: _RowCopies): learn() of the same batch, at weight 1 for every
         value of a row, then has nothing left to do for it, and anything else that reads the book
         first puts the rows back (_settle), so what was learned never holds a score's steps."""
         self._settle()
         weights = np.ones(batch.n, np.float32)
         # the rows this batch touches, in row order (a mark per row: what np.unique would give, without
-        # sorting every value), copied (fancy indexing) as they were before the batch
+        # sorting every value), copied as they were before the batch
         mark = np.zeros(len(self.rows) + 1, np.bool_)
         mark[rows[rows >= 0]] = True
         touched = np.flatnonzero(mark)
-        before = tuple(getattr(self, name)[touched] for name in _STEPPED)
+        before = _RowCopies(self, touched, ts)
         multiplicity = self.multiplicity()    # of the rows before the batch: learn() steps again with it
         # pending before the kernel runs: rows a failing call left half-stepped are put back too
         self._scored = (batch, rows, ts, touched, before, multiplicity)
@@ -156,9 +192,7 @@ class SeriesBook:
         """Put back the rows a score() stepped that no learn() of its batch took (see score)."""
         scored, self._scored = self._scored, None
         if scored is not None:
-            touched, before = scored[3], scored[4]
-            for name, copy in zip(_STEPPED, before):
-                getattr(self, name)[touched] = copy
+            scored[4].restore(self)
 
     def learn(self, batch, rows, ts, weights):
         """Learn the batch with each line's weight. score() stepped the rows it touched through exactly
@@ -180,9 +214,7 @@ class SeriesBook:
             if not again.any():
                 return
             touched, before, multiplicity = scored[3], scored[4], scored[5]
-            back = again[touched]
-            for name, copy in zip(_STEPPED, before):
-                getattr(self, name)[touched[back]] = copy[back]
+            before.restore(self, np.flatnonzero(again[touched]))
             rows = np.where(again[rows], rows, -1)    # rows -1 read again[-1]: never set
         else:
             self._settle()

@@ -12,8 +12,9 @@ from anomaly_detector.detection.series import SeriesBook
 ARRAYS = ("state", "season", "seen", "labels", "record")
 
 
-def batches(n_batches=6, lines=400, seed=5):
-    """Lines of two sources with one or two numeric parameters (slots 0-2), some not numbers."""
+def batches(n_batches=6, lines=400, seed=5, span=600.0, gap=0.0):
+    """Lines of two sources with one or two numeric parameters (slots 0-2), some not numbers; each
+    batch's times spread over `span` seconds, `gap` seconds after the batch before."""
     rng = np.random.default_rng(seed)
     t = 1.77e9
     for _ in range(n_batches):
@@ -23,7 +24,7 @@ def batches(n_batches=6, lines=400, seed=5):
         num = rng.lognormal(np.log(200), 0.3, m)
         num[rng.random(m) < 0.05] = np.nan
         slots = rng.integers(0, 3, m).astype(np.int32)
-        ts = t + np.sort(rng.uniform(0, 600, lines))
+        ts = t + gap + np.sort(rng.uniform(0, span, lines))
         t = float(ts[-1])
         batch = SimpleNamespace(n=lines, param_ptr=ptr, param_num=num,
                                 source_id=rng.integers(0, 2, lines).astype(np.int32))
@@ -37,10 +38,10 @@ def kernel_learn(book, batch, rows, ts, weights):
                    book.record_weight, book.shift_budget, book.episode_weight)
 
 
-def run(weight_of_batch, reuse, every=7):
+def run(weight_of_batch, reuse, every=7, **shape):
     book = SeriesBook(100, 16)
     scores = []
-    for k, (batch, slots, ts) in enumerate(batches()):
+    for k, (batch, slots, ts) in enumerate(batches(**shape)):
         rows = book.rows_of(batch, slots)
         scores.append(book.score(batch, rows, ts)[0])
         weights = np.ones(batch.n, np.float32)
@@ -71,6 +72,30 @@ def test_a_batch_with_a_down_weighted_line_is_learned_by_the_kernel():
         assert np.array_equal(getattr(reused, name), getattr(stepped, name)), name
     ones, _ = run(lambda k: 1.0, reuse=True)
     assert not np.array_equal(ones.state, reused.state)   # the weights did matter
+
+
+def test_batches_hours_apart_over_many_quarter_hours_are_put_back_whole():
+    # score() copies of the time-of-day rows only the quarter hours a step can write (the batch's and the
+    # visit each series had open before it, hours earlier here): what the kernel's own pass learns
+    weight = lambda k: 0.1 if k % 2 else 1.0  # noqa: E731
+    shape = dict(n_batches=10, span=5400.0, gap=7200.0)
+    reused, reused_scores = run(weight, reuse=True, **shape)
+    stepped, stepped_scores = run(weight, reuse=False, **shape)
+    for name in ARRAYS:
+        assert np.array_equal(getattr(reused, name), getattr(stepped, name)), name
+    assert all(np.array_equal(a, b) for a, b in zip(reused_scores, stepped_scores))
+    used = len(reused.rows)
+    assert np.count_nonzero(reused.season[:used, K.PENDING]) > 50   # the visits did leave distances pending
+    assert reused.state[:used, K.N_OBS].min() > 200
+    # a score that no learn follows, hours after the last batch: the visits it ended are put back too
+    before = {name: getattr(reused, name).copy() for name in ARRAYS}
+    batch, slots, ts = list(batches(seed=9, **shape))[-1]
+    ts = ts + (reused.state[:used, K.LAST_T].max() - ts[0]) + 7200.0
+    reused.score(batch, reused.rows_of(batch, slots), ts)
+    assert not np.array_equal(reused.season, before["season"])    # the kernel stepped them
+    reused._settle()
+    for name in ARRAYS:
+        assert np.array_equal(getattr(reused, name), before[name]), name
 
 
 def test_only_the_series_of_down_weighted_lines_step_again():
@@ -119,3 +144,14 @@ def test_a_score_that_no_learn_follows_leaves_the_learned_rows_as_they_were():
     for name in ARRAYS:
         assert np.array_equal(getattr(book, name), getattr(reference, name)), name
     assert not np.array_equal(book.state, before["state"])
+
+
+def test_a_batch_with_no_series_value_scores_and_learns():
+    # no parameter of the batch has a series row (a batch of lines with no numbers): nothing to copy
+    book = SeriesBook(100, 16)
+    batch, slots, ts = next(batches())
+    rows = np.full(slots.size, -1, np.int64)
+    best = book.score(batch, rows, ts)[0]
+    assert not best.any()
+    book.learn(batch, rows, ts, np.full(batch.n, 0.1, np.float32))
+    assert not book.state.any()
