@@ -288,7 +288,8 @@ def _headline(reason_hits, absent=False):
                 return reason, hit
     if _kind(ranked[0][0]) == "new_value":
         for reason, hit in ranked:
-            if hit[0] >= top - SEVERITY_MARGIN and _kind(reason) == "volume_spike" and not VALUE_KEY_SPIKE.match(reason):
+            surge = _kind(reason) == "volume_spike" and not VALUE_KEY_SPIKE.match(reason)
+            if surge and hit[0] >= top - SEVERITY_MARGIN:
                 return reason, hit
     return ranked[0]
 

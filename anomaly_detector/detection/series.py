@@ -170,9 +170,10 @@ class SeriesBook:
     def score(self, batch, rows, ts):
         """Judge the batch's series values, learning each at weight 1 as it goes so that later values of
         the batch follow earlier ones -> see K.score_series. The kernel steps the book's own rows (a
-        copy of what its steps can write of each touched row is kept first: _RowCopies): learn() of the same batch, at weight 1 for every
-        value of a row, then has nothing left to do for it, and anything else that reads the book
-        first puts the rows back (_settle), so what was learned never holds a score's steps."""
+        copy of what its steps can write of each touched row is kept first: _RowCopies): learn() of
+        the same batch, at weight 1 for every value of a row, then has nothing left to do for it, and
+        anything else that reads the book first puts the rows back (_settle), so what was learned never
+        holds a score's steps."""
         self._settle()
         weights = np.ones(batch.n, np.float32)
         # the rows this batch touches, in row order (a mark per row: what np.unique would give, without

@@ -193,7 +193,8 @@ class RecentLevel:
         expected = (means[:, None] * self.season[np.ix_(keys, slots)]).sum(axis=0)
         seen = self.obs[np.ix_(keys, slots)].sum(axis=0)
         ratio = np.median(seen[expected > 0] / expected[expected > 0]) if (expected > 0).any() else 1.0
-        return keys, means * min(1.0, float(ratio)), self.ref_obs[keys].copy(), np.maximum(np.asarray(disp, float)[keys], 1.0)
+        disp = np.maximum(np.asarray(disp, float)[keys], 1.0)
+        return keys, means * min(1.0, float(ratio)), self.ref_obs[keys].copy(), disp
 
     def pool_window(self, bucket, reference, width):
         """(lines, forecast, dispersion) of a pool (pool_reference) over its last `width` buckets. The

@@ -67,6 +67,8 @@ VALUE_SHARE_MIN_OTHERS = 10
 # source falls to a third, which is their drop, not its spike. Twice: what a rush hour or a campaign does to
 # a level (spike_min_ratio's reason) and a template that is not itself up by that is no spike of its own.
 SHARE_SPIKE_MIN_LEVEL_RATIO = 2.0
+# The reason of a template's spike against its share of its source (a bucket's or a window's)
+SHARE_SPIKE_REASON = "volume spike of template %r against the rest of its source: %d lines in %gs"
 # How a key's lines are judged over the spike window (_spike_scores -> _window_scores): not at all (a
 # young or job-like key), as a busy key (many lines: a normal floor) or as a sporadic one (a handful).
 WINDOW_NONE, WINDOW_BUSY, WINDOW_SPORADIC = 0, 1, 2
@@ -344,14 +346,12 @@ class VolumeTier(Tier):
             np.maximum(scores, l_scores, out=scores)
         share = self._share_forecast(batch.template_id, buckets)
         share_scores, mus = self._share_scores(batch.template_id, t_counts, s_counts, ctx, share)
-        self._explain(result, share_scores, t_counts, mus, batch.template_id, "template", ctx,
-                      "volume spike of template %r against the rest of its source: %d lines in %gs")
+        self._explain(result, share_scores, t_counts, mus, batch.template_id, "template", ctx, SHARE_SPIKE_REASON)
         np.maximum(scores, share_scores, out=scores)
         for w_scores, w_counts, w_mus, span in self._share_window_scores(batch, buckets, t_counts, s_counts,
                                                                           window_counts, share, ctx):
             self._explain(result, np.where(w_scores > scores, w_scores, 0.0), w_counts, w_mus, batch.template_id,
-                          "template", ctx, "volume spike of template %r against the rest of its source: %d lines in %gs",
-                          span=span * self.bucket_seconds)
+                          "template", ctx, SHARE_SPIKE_REASON, span=span * self.bucket_seconds)
             np.maximum(share_scores, w_scores, out=share_scores)
             np.maximum(scores, w_scores, out=scores)
         self._value_scores(batch, buckets, result, ctx, site)
@@ -836,7 +836,8 @@ class VolumeTier(Tier):
             return 0
         first = self.open_bucket
         if self.long.blocks or r is not None:   # a block that ends is recorded by _close_bucket
-            stop = min(stop, (first // DROP_WINDOWS[-1] + 1) * DROP_WINDOWS[-1] - 1)   # (_close_long_block, _learn_relative)
+            # (_close_long_block, _learn_relative)
+            stop = min(stop, (first // DROP_WINDOWS[-1] + 1) * DROP_WINDOWS[-1] - 1)
         if (r is None or self.held or first == self.partial_bucket or self.hosts.size or stop <= first or r.last_bucket != first - 1 or r.size < t.size
                 or self.template_source.size < t.size
                 or any(b.open_raw.any() or b.open_learn.any() for b in (t, src, v))):
