@@ -65,8 +65,9 @@ repeats, steps up and wraps once an hour) are not judged: their residuals are th
 process. A change is a rise or a fall against the last value of the same host (host_last): a service on
 two hosts logs each one's uptime into one series, whose values alternate between two clocks (half the
 changes falls) and jump when one host restarts; host by host they are clocks, and the series is not
-judged. Nor are labels: a series is judged once it has shown more distinct values than `labels` keeps (a status code is not a
-measurement; tier 3 judges its new values as categories), after MIN_POINTS points of its own.
+judged. Nor are labels: a series is judged once it has shown more distinct values than `labels` keeps
+(a status code is not a measurement; tier 3 judges its new values as categories), after MIN_POINTS
+points of its own.
 
 The surprise is per point; what an operator pays for is false alarms per day. A series that logs a
 point every five minutes meets ~300 tests a day, a latency logged 10 times a second ~900,000, so the
@@ -122,8 +123,8 @@ SHIFT_T, U_EPISODE = 38 + 2 * HIST_BINS, 39 + 2 * HIST_BINS
 # the hosts whose values the series pools (see host_last): each one's code (series.host_codes; 0: slot free)
 # and its last value on the log scale, HOST_SLOTS of them
 HOST_SLOTS = 8
-HOST_KEY, HOST_LAST = 40 + 2 * HIST_BINS, 40 + 2 * HIST_BINS + HOST_SLOTS
 HOSTLESS_COLS = 40 + 2 * HIST_BINS   # snapshots from before the hosts' last values (series.py pads them)
+HOST_KEY, HOST_LAST = HOSTLESS_COLS, HOSTLESS_COLS + HOST_SLOTS
 COLS = HOSTLESS_COLS + 2 * HOST_SLOTS
 LOG_EXCESS_COLS = 37 + 2 * HIST_BINS   # snapshots whose U_S summed log peak excesses (series.py converts them)
 OLD_COLS = 17 + 2 * HIST_BINS   # snapshots from before the level-shift test (series.py pads them)

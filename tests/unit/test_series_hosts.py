@@ -71,7 +71,7 @@ def _host_shapes(rng, n):
     return {
         "two clocks": (clocks, np.where(np.arange(n) % 2 == 0, 11, 22)),
         "latency on three hosts, some lines naming none": (rng.lognormal(5.0, 0.25, n), rng.integers(0, 4, n) * 7),
-        "counters on more hosts than slots": (np.cumsum(rng.integers(1, 5, n)).astype(float) + 1000 * (np.arange(n) % 12),
+        "counters on more hosts than slots": (np.cumsum(rng.integers(1, 5, n)) + 1000.0 * (np.arange(n) % 12),
                                               np.arange(n) % 12 + 1),
     }
 
