@@ -8,9 +8,12 @@ counter or a clock), and against the range of everything it has shown (a new rec
 row map and the `max_series` limit (values of series beyond it are not judged; they are counted in
 `stats` and the first refusal is logged; 0 turns series off). Keys of slots from SPLIT_BASE on are
 split series (tier3_novelty.py gives them: one per numeric slot and categorical value); their rows
-are marked SPLIT_ONLY and count in `max_series` like any other.
+are marked SPLIT_ONLY and count in `max_series` like any other. Series are not kept per host: the
+kernel counts each value's rise or fall against its own host's last value (host_codes), so the clocks
+of a service's hosts pooled into one series are known for clocks.
 """
 import logging
+import zlib
 
 import numpy as np
 
@@ -59,6 +62,25 @@ class _RowCopies:
             getattr(book, name)[rows] = copy[sel]
         book.season[rows, K.PENDING, self.visit[sel]] = self.pending[sel]
         book.season[np.ix_(rows, np.arange(K.SEASON_ROWS), self.buckets)] = self.season[sel]
+
+
+def host_codes(batch):
+    """int64[n]: the code of each line's host, the same for a host's name in every batch and process
+    (its CRC-32 + 1, exact in the kernel's float state), 0 where the line named none (batch.host_id -1,
+    or a batch with no host_id)."""
+    host_id, hosts = getattr(batch, "host_id", None), getattr(batch, "hosts", None)
+    if host_id is None or not hosts:
+        return np.zeros(batch.n, np.int64)
+    codes = np.array([zlib.crc32(h if isinstance(h, bytes) else str(h).encode()) + 1 for h in hosts], np.int64)
+    host_id = np.asarray(host_id)
+    return np.where(host_id >= 0, codes[np.maximum(host_id, 0)], 0).astype(np.int64)
+
+
+def _hosts(batch):
+    """Host codes of the batch's lines: its host_code where it keeps them (tier3_novelty.SeriesView), else
+    host_codes of it."""
+    code = getattr(batch, "host_code", None)
+    return host_codes(batch) if code is None else code
 
 
 def _ranges(ptr, lines):
@@ -185,9 +207,9 @@ class SeriesBook:
         multiplicity = self.multiplicity()    # of the rows before the batch: learn() steps again with it
         # pending before the kernel runs: rows a failing call left half-stepped are put back too
         self._scored = (batch, rows, ts, touched, before, multiplicity)
-        return K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights, self.state, self.season,
-                              self.seen, self.labels, self.record, self.threshold, self.suspicious, multiplicity,
-                              self.record_weight, self.shift_budget, self.episode_weight)
+        return K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights, _hosts(batch), self.state,
+                              self.season, self.seen, self.labels, self.record, self.threshold, self.suspicious,
+                              multiplicity, self.record_weight, self.shift_budget, self.episode_weight)
 
     def _settle(self):
         """Put back the rows a score() stepped that no learn() of its batch took (see score)."""
@@ -220,7 +242,7 @@ class SeriesBook:
         else:
             self._settle()
             multiplicity = self.multiplicity()
-        K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights, self.state,
+        K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights, _hosts(batch), self.state,
                        self.season, self.seen, self.labels, self.record, self.threshold, self.suspicious,
                        multiplicity, self.record_weight, self.shift_budget, self.episode_weight)
 

@@ -61,9 +61,13 @@ series' spread (SPLIT_JUDGED: their own residuals at most SPLIT_EXPLAINS of the 
 by a value that explains nothing (SPLIT_MIXED) only learns.
 
 Counters and clocks (values whose changes are nearly always rises, or always falls: a minute field
-repeats, steps up and wraps once an hour) are not judged: their residuals are the lag of the level, not the process. Nor are labels: a series
-is judged once it has shown more distinct values than `labels` keeps (a status code is not a
-measurement; tier 3 judges its new values as categories), after MIN_POINTS points of its own.
+repeats, steps up and wraps once an hour) are not judged: their residuals are the lag of the level, not the
+process. A change is a rise or a fall against the last value of the same host (host_last): a service on
+two hosts logs each one's uptime into one series, whose values alternate between two clocks (half the
+changes falls) and jump when one host restarts; host by host they are clocks, and the series is not
+judged. Nor are labels: a series is judged once it has shown more distinct values than `labels` keeps
+(a status code is not a measurement; tier 3 judges its new values as categories), after MIN_POINTS
+points of its own.
 
 The surprise is per point; what an operator pays for is false alarms per day. A series that logs a
 point every five minutes meets ~300 tests a day, a latency logged 10 times a second ~900,000, so the
@@ -116,7 +120,12 @@ U_S2 = 37 + 2 * HIST_BINS
 # when the last shift fired (0: none, or it recovered since) and whether the excursion under way goes its
 # way within EPISODE_KEEP_S of it (1: that episode's, not the series' own: not learned)
 SHIFT_T, U_EPISODE = 38 + 2 * HIST_BINS, 39 + 2 * HIST_BINS
-COLS = 40 + 2 * HIST_BINS
+# the hosts whose values the series pools (see host_last): each one's code (series.host_codes; 0: slot free)
+# and its last value on the log scale, HOST_SLOTS of them
+HOST_SLOTS = 8
+HOSTLESS_COLS = 40 + 2 * HIST_BINS   # snapshots from before the hosts' last values (series.py pads them)
+HOST_KEY, HOST_LAST = HOSTLESS_COLS, HOSTLESS_COLS + HOST_SLOTS
+COLS = HOSTLESS_COLS + 2 * HOST_SLOTS
 LOG_EXCESS_COLS = 37 + 2 * HIST_BINS   # snapshots whose U_S summed log peak excesses (series.py converts them)
 OLD_COLS = 17 + 2 * HIST_BINS   # snapshots from before the level-shift test (series.py pads them)
 # The decayed sums (TOTAL to DN_S and the histograms) are kept multiplied by GROWTH, which grows by
@@ -232,6 +241,26 @@ def judged_rows(st, labels, rows):
     for r in range(rows):
         out[r] = judged(st, labels, r)
     return out
+
+
+@njit(cache=True)
+def host_last(st, r, host, x):
+    """The value before x of series r that a rise or fall is counted against: the last one of the same
+    host (host: its code, 0: the line named none), else the series' last; records x as that host's last.
+    A series keeps the last values of its first HOST_SLOTS hosts; a host past them, and a line naming no
+    host, count against the series' last (pooled, as a series of one host always does)."""
+    if host == 0.0:
+        return st[r, LAST_X]
+    for k in range(HOST_SLOTS):
+        if st[r, HOST_KEY + k] == host:
+            last = st[r, HOST_LAST + k]
+            st[r, HOST_LAST + k] = x
+            return last
+        if st[r, HOST_KEY + k] == 0.0:
+            st[r, HOST_KEY + k] = host
+            st[r, HOST_LAST + k] = x
+            return st[r, LAST_X]    # a host's first value: against the series' last, as before hosts were kept
+    return st[r, LAST_X]
 
 
 @njit(cache=True)
@@ -389,9 +418,10 @@ def learn_record(rec, r, value, t, w, episode, episode_weight):
 
 @njit(cache=True)
 def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, multiplicity, shift_multiplicity,
-         record_weight, shift_budget, episode_weight):
+         record_weight, shift_budget, episode_weight, host=0.0):
     """Judge value x at time t of series r, then learn it with weight w -> (score 0..100, kind, expected
-    and the series' recent level (its fast mean), both on the log scale: see from_log). A level shift
+    and the series' recent level (its fast mean), both on the log scale: see from_log). host: the code of
+    the line's host (0: none), whose last value its rise or fall is counted against (host_last). A level shift
     (shift_u) expects the baseline it moved from. multiplicity: the source's judged series, among which
     the spike test shares the flag budget; shift_multiplicity: the inverse of the level-shift test's
     share of it (series.SeriesBook.multiplicity).
@@ -418,6 +448,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         st[r, RISES] = 0.5
         st[r, N_OBS] = 1.0
         st[r, DAY_LEVEL] = x
+        host_last(st, r, host, x)
         learn_record(rec, r, value, t, w, False, episode_weight)
         return 0.0, KIND_NONE, x, x
     b = bucket_of(t)
@@ -526,7 +557,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         _learn_shift(st, r, fast, w_line, fired, recovery, u_learn, t)
         if w_line > 0.0:
             _learn_visit(st, season, seen, r, b, x, w_line, TAIL_START * scale)
-    _learn(st, season, seen, r, b, x, t, w_line, z, e, scale)
+    _learn(st, season, seen, r, b, x, t, w_line, z, e, scale, host)
     return score, kind, expected, fast + shift_off
 
 
@@ -788,13 +819,15 @@ def _learn_visit(st, season, seen, r, b, x, w, limit):
 
 
 @njit(cache=True)
-def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
+def _learn(st, season, seen, r, b, x, t, w, z, e, scale, host):
     a = abs(z)
-    # what kind of series this is (a counter? how dense?) follows every point, whatever its weight
-    if x != st[r, LAST_X]:
+    # what kind of series this is (a counter? how dense?) follows every point, whatever its weight; a
+    # rise or a fall is its host's own (host_last: two hosts' clocks pooled are still clocks)
+    last = host_last(st, r, host, x)
+    if x != last:
         # a running mean at first: a counter must be known for one before its first reset is judged
         rate = max(SCALE_ALPHA, 1.0 / st[r, N_OBS])
-        st[r, RISES] += rate * ((1.0 if x > st[r, LAST_X] else 0.0) - st[r, RISES])
+        st[r, RISES] += rate * ((1.0 if x > last else 0.0) - st[r, RISES])
     dt = t - st[r, LAST_T]
     if dt >= 0.0:
         st[r, GAP] += max(SCALE_ALPHA, 1.0 / st[r, N_OBS]) * (max(dt, MIN_GAP_S) - st[r, GAP])
@@ -845,13 +878,14 @@ def _learn(st, season, seen, r, b, x, t, w, z, e, scale):
     st[r, SLOW_SCALE] += w * max(slow_alpha(st, r), 1.0 / (n + 1.0)) * (size - st[r, SLOW_SCALE])
 
 
-@kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.F64_1D, kt.F32_1D, kt.F64_2D, kt.F64_3D, kt.I8_2D, kt.F64_2D,
-           kt.F64_2D, kt.FLOAT64, kt.FLOAT64, kt.F64_2D, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64), cache=True)
-def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen, labels, rec, threshold, suspicious,
-                 multiplicity, record_weight, shift_budget, episode_weight):
+@kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.F64_1D, kt.F32_1D, kt.I64_1D, kt.F64_2D, kt.F64_3D, kt.I8_2D,
+           kt.F64_2D, kt.F64_2D, kt.FLOAT64, kt.FLOAT64, kt.F64_2D, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64), cache=True)
+def score_series(param_ptr, param_row, param_num, ts, weights, hosts, st, season, seen, labels, rec, threshold,
+                 suspicious, multiplicity, record_weight, shift_budget, episode_weight):
     """Step every numeric parameter with a series row (param_row >= 0) through its series, in line
     order -> (best score per line float32[n], its parameter index int64[n], kind int8[n],
     expected value float64[n], the series' recent level float64[n]). weights float32[n]: learning weight per line (0: judge only);
+    hosts int64[n]: the code of each line's host (series.host_codes; 0: the line named none);
     threshold: the anomaly threshold the per-day calibration aims at; suspicious: the suspicious score;
     multiplicity float64[R, 2]: the judged series of each row's source, and the level-shift test's share of
     its budget (rate_bonus; see series.SeriesBook.multiplicity); rec float64[R, RECORD_COLS]:
@@ -872,7 +906,8 @@ def score_series(param_ptr, param_row, param_num, ts, weights, st, season, seen,
             if r < 0 or math.isnan(x) or math.isinf(x):
                 continue
             sc, k, ex, now = step(st, season, seen, labels, rec, r, x, ts[i], weights[i], threshold, suspicious,
-                                  multiplicity[r, 0], multiplicity[r, 1], record_weight, shift_budget, episode_weight)
+                                  multiplicity[r, 0], multiplicity[r, 1], record_weight, shift_budget, episode_weight,
+                                  float(hosts[i]))
             if sc > best[i]:
                 best[i], which[i], kind[i], expected[i], level[i] = sc, j, k, from_log(ex), from_log(now)
     return best, which, kind, expected, level

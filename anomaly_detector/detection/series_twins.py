@@ -24,6 +24,7 @@ class Series:
         self.hist = {1: [0.0] * K.HIST_BINS, -1: [0.0] * K.HIST_BINS}  # side -> decayed excesses per octave
         self.last_x = self.last_t = self.gap = self.alarm = 0.0
         self.rises = 0.5          # share of rises among the changes
+        self.host_last = {}       # host code -> its last value (log scale), for its first HOST_SLOTS hosts
         self.run = 0
         self.season = {}          # bucket -> [offset, mean absolute residual, points seen]
         self.shift_season = {}    # bucket -> [the level-shift test's offset, what its last visit left pending]
@@ -218,9 +219,10 @@ class Series:
             return min(max(s * K.DAMPING, self.suspicious), self.threshold - 0.01)
         return (s if fresh else s * K.DAMPING) * 0.999 * self.suspicious / self.threshold
 
-    def step(self, value, t, w=1.0, multiplicity=1.0, shift_multiplicity=None):
+    def step(self, value, t, w=1.0, multiplicity=1.0, shift_multiplicity=None, host=0):
         """-> (score, kind, expected and recent level on the log scale), as series_kernels.step (the
-        level-shift test's multiplicity is the spike test's unless given)."""
+        level-shift test's multiplicity is the spike test's unless given; host: the line's host code, 0
+        none)."""
         shift_multiplicity = multiplicity if shift_multiplicity is None else shift_multiplicity
         if self.distinct <= self.max_labels and value not in self.labels:
             if len(self.labels) < self.max_labels:
@@ -232,6 +234,7 @@ class Series:
             self.last_t = t
             self.n = 1.0
             self.day_level = x
+            self.before(host, x)
             self.learn_record(value, t, w)
             return 0.0, K.KIND_NONE, x, x
         b = int((t % K.DAY_S) / K.DAY_S * K.SEASON_BUCKETS) % K.SEASON_BUCKETS
@@ -325,7 +328,7 @@ class Series:
             self.learn_shift(fast, w_line, fired, recovery, u_learn, t)
             if w_line > 0:
                 self.learn_visit(b, x, w_line, K.TAIL_START * scale)
-        self._learn(b, x, t, w_line, z, e, scale)
+        self._learn(b, x, t, w_line, z, e, scale, host)
         return score, kind, expected, fast + shift_off
 
     def end_visit(self, b):
@@ -366,10 +369,21 @@ class Series:
         self.visit[2] -= taken * self.visit[1]
         self.visit[3] += taken
 
-    def _learn(self, b, x, t, w, z, e, scale):
+    def before(self, host, x):
+        """The value a rise or fall of x is counted against: the host's own last one while it is among the
+        first HOST_SLOTS hosts seen (its first value: the series' last), else the series' last."""
+        if host and host in self.host_last:
+            last, self.host_last[host] = self.host_last[host], x
+            return last
+        if host and len(self.host_last) < K.HOST_SLOTS:
+            self.host_last[host] = x
+        return self.last_x
+
+    def _learn(self, b, x, t, w, z, e, scale, host=0):
         a = abs(z)
-        if x != self.last_x:
-            self.rises += max(K.SCALE_ALPHA, 1.0 / self.n) * (float(x > self.last_x) - self.rises)
+        last = self.before(host, x)
+        if x != last:
+            self.rises += max(K.SCALE_ALPHA, 1.0 / self.n) * (float(x > last) - self.rises)
         if t >= self.last_t:
             self.gap += max(K.SCALE_ALPHA, 1.0 / self.n) * (max(t - self.last_t, K.MIN_GAP_S) - self.gap)
         self.last_x, self.last_t = x, max(t, self.last_t)

@@ -22,7 +22,7 @@ from . import novelty_kernels as K
 from . import series_kernels as SK
 from .base import Tier, TierResult
 from .ranks import running_counts
-from .series import SPLIT_BASE, SeriesBook
+from .series import SPLIT_BASE, SeriesBook, host_codes
 
 MAX_POSITIONS = 16   # parameters beyond this position of a template are not modelled
 FIELD_CHECKS_PER_BATCH = 32   # new templates compared with the known ones per batch (_field_change)
@@ -159,10 +159,10 @@ class NoveltyTier(Tier):
         if self.series.shift_budget > 0.0:   # also unmarks the pooled series of templates no longer split
             self.series.mark_explained(split_rows[extra] if extra.size else extra, rows[extra], rows)
         if extra.size == 0:
-            return SeriesView(batch.n, batch.param_ptr, batch.param_num, rows, None, None)
+            return SeriesView(batch.n, batch.param_ptr, batch.param_num, rows, None, None, host_codes(batch))
         ptr, values, view_rows, index, split_of = K.split_view(batch.param_ptr, batch.param_num, rows, split_rows,
                                                                split[1])
-        return SeriesView(batch.n, ptr, values, view_rows, index, split_of)
+        return SeriesView(batch.n, ptr, values, view_rows, index, split_of, host_codes(batch))
 
     def _split_slots(self, batch, slots, rows):
         """(split series slot of every parameter (-1: none), the parameter holding its categorical
@@ -618,7 +618,8 @@ class NoveltyTier(Tier):
 class SeriesView:
     """A batch's series values as SeriesBook reads them: per line (param_ptr) the values and their
     series rows; index maps each back to the batch's parameter and split_of to the parameter holding
-    its categorical value (-1: the pooled series). index None: the batch's own parameters."""
+    its categorical value (-1: the pooled series). index None: the batch's own parameters. host_code: each
+    line's host (series.host_codes), whose own last value a series value's rise or fall is counted against."""
 
     n: int
     param_ptr: np.ndarray
@@ -626,6 +627,7 @@ class SeriesView:
     rows: np.ndarray
     index: np.ndarray | None
     split_of: np.ndarray | None
+    host_code: np.ndarray
 
     def param(self, k):
         return k if self.index is None else int(self.index[k])

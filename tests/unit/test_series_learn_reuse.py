@@ -7,14 +7,14 @@ from types import SimpleNamespace
 import numpy as np
 
 from anomaly_detector.detection import series_kernels as K
-from anomaly_detector.detection.series import SeriesBook
+from anomaly_detector.detection.series import SeriesBook, host_codes
 
 ARRAYS = ("state", "season", "seen", "labels", "record")
 
 
 def batches(n_batches=6, lines=400, seed=5, span=600.0, gap=0.0):
-    """Lines of two sources with one or two numeric parameters (slots 0-2), some not numbers; each
-    batch's times spread over `span` seconds, `gap` seconds after the batch before."""
+    """Lines of two sources on two hosts (or none) with one or two numeric parameters (slots 0-2), some not
+    numbers; each batch's times spread over `span` seconds, `gap` seconds after the batch before."""
     rng = np.random.default_rng(seed)
     t = 1.77e9
     for _ in range(n_batches):
@@ -27,15 +27,16 @@ def batches(n_batches=6, lines=400, seed=5, span=600.0, gap=0.0):
         ts = t + gap + np.sort(rng.uniform(0, span, lines))
         t = float(ts[-1])
         batch = SimpleNamespace(n=lines, param_ptr=ptr, param_num=num,
-                                source_id=rng.integers(0, 2, lines).astype(np.int32))
+                                source_id=rng.integers(0, 2, lines).astype(np.int32),
+                                host_id=rng.integers(-1, 2, lines).astype(np.int32), hosts=["api-1", "api-2"])
         yield batch, slots, ts
 
 
 def kernel_learn(book, batch, rows, ts, weights):
     """The learning pass as it was before the reuse: the kernel over every value, on the book's rows."""
-    K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights.astype(np.float32), book.state, book.season,
-                   book.seen, book.labels, book.record, book.threshold, book.suspicious, book.multiplicity(),
-                   book.record_weight, book.shift_budget, book.episode_weight)
+    K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights.astype(np.float32), host_codes(batch),
+                   book.state, book.season, book.seen, book.labels, book.record, book.threshold, book.suspicious,
+                   book.multiplicity(), book.record_weight, book.shift_budget, book.episode_weight)
 
 
 def run(weight_of_batch, reuse, every=7, **shape):
