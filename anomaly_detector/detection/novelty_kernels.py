@@ -205,6 +205,16 @@ def _category_index(cat_hash, cat_nd, s, h):
 
 
 @njit(cache=True)
+def _known_mature(cat_hash, cat_count, cat_nd, s, h, min_obs):
+    """Whether h is a value of slot s seen min_obs times or more: most values are, and _value_score scores
+    them 0 and only counts them (such a value is never young: its table takes new values and known ones
+    under min_obs, and the counts do not change in a batch). Asked before calling it: a call of
+    _value_score, inlined or not, costs about ten times this test (its many array arguments)."""
+    k = _category_index(cat_hash, cat_nd, s, h)
+    return k >= 0 and cat_count[s, k] >= min_obs
+
+
+@njit(cache=True)
 def _new_value_log10p(cat_count, cat_nd, s):
     # Good-Turing: the chance that the next value is unseen is about (values seen once) / total.
     total = 0.0
@@ -272,7 +282,10 @@ def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_ha
                                                             nd * drift_alpha / 2.0, False))
                     if sc > best[i]:
                         best[i], which[i], kind[i] = sc, j, KIND_DRIFT
-            if cat_full[s] == 0 and cat_nd[s] > 0:
+            if cat_full[s] == 0 and cat_nd[s] > 0 and _known_mature(cat_hash, cat_count, cat_nd, s, param_hash[j],
+                                                                     min_obs):
+                extra[s] += 1.0   # all _value_score does for it (see _known_mature)
+            elif cat_full[s] == 0 and cat_nd[s] > 0:
                 sc = _value_score(young, s, param_hash[j], x, cat_hash, cat_count, cat_nd, cat_novelty, cat_seen_at,
                                   cat_num, extra, min_obs, last[s] == param_hash[j], batch_new, batch_first)
                 if sc > best[i]:

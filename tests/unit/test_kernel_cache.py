@@ -247,3 +247,27 @@ def test_uncached_compares_each_kernels_index_with_its_source(tmp_path):
                (fake("scan", tmp_path / "missing"), "sig")]
     assert [(d.py_func.__name__, d.stats.cache_path) for d, _ in kernel_cache.uncached(pending)] == [
         ("scan_all", str(cache)), ("other", str(cache)), ("scan", str(tmp_path / "missing"))]
+
+
+def test_uncached_asks_numba_about_an_index_older_than_its_source(tmp_path):
+    """numba stamps an index with a hash of its source's text: a source touched without a change (a
+    checkout, a reinstall) keeps its kernel cached, and uncached says so instead of having every start
+    fork the compilers; a source whose text changed is uncached."""
+    import importlib.util
+    source = tmp_path / "touched_kernels.py"
+    text = "from numba import njit\n\n\n@njit(cache=True)\ndef twice(x):\n    return 2 * x\n"
+    source.write_text(text)
+
+    def load():
+        spec = importlib.util.spec_from_file_location("touched_kernels", source)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.twice
+    assert load()(2) == 4     # compiled and cached
+    later = os.path.getmtime(source) + 60
+    os.utime(source, (later, later))
+    assert kernel_cache.uncached([(load(), "sig")]) == []
+    source.write_text(text + "# changed\n")
+    os.utime(source, (later + 60, later + 60))
+    changed = load()
+    assert [d for d, _ in kernel_cache.uncached([(changed, "sig")])] == [changed]

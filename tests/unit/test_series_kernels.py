@@ -139,6 +139,26 @@ def test_the_flag_budget_is_shared_by_the_judged_series_of_a_source():
     assert K.rate_bonus(300.0, 70.0, 10.0) == pytest.approx(K.rate_bonus(300.0, 70.0, 1.0) - 10.0)
 
 
+def test_only_the_tests_a_series_makes_share_the_flag_budget():
+    """Split series' spikes are their pooled series' (not computed for them), and a split series that
+    explains nothing (SPLIT_MIXED) or a pooled series its split series explain (POOLED_MIXTURE) judges no
+    shift: none of them takes a share of the budget those tests are held to."""
+    book = SeriesBook(max_series=10, max_labels=LABELS)
+    for slot in range(1, 7):
+        book._row((slot << 32) | 0)
+    book.state[:6, K.N_OBS] = 100
+    book.state[:6, K.DISTINCT] = LABELS + 1
+    book.state[:6, K.RISES] = 0.5
+    book.state[:6, K.GAP] = 10.0
+    book.state[:6, K.SPLIT_ONLY] = [0.0, K.POOLED_MIXTURE, K.SPLIT_JUDGED, K.SPLIT_MIXED, K.SPLIT_MIXED,
+                                    K.SPLIT_MIXED]
+    out = book.multiplicity()
+    # spikes: the two pooled series, not the four split ones
+    assert out[:6, 0].tolist() == [2] * 6
+    # shifts: the plain series and the judged split series, equal rates: each holds half the budget
+    assert out[[0, 2], 1] == pytest.approx([2.0, 2.0])
+
+
 def _noise(name, n, rng):
     return {"normal": lambda: rng.normal(100, 10, n), "lognormal": lambda: rng.lognormal(5, 0.5, n),
             "exponential": lambda: rng.exponential(10, n), "pareto": lambda: rng.pareto(3, n) * 10}[name]()
