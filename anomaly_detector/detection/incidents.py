@@ -28,6 +28,8 @@ KIND_BY_REASON = (("session opens with a step", "sequence"), ("known problem", "
                   ("drift", "value_drift"), ("unusual value", "unusual_value"), ("new value", "new_value"),
                   ("rule", "rule_burst"), ("workflow", "sequence"), ("window", "window_structure"))
 MAX_SAMPLES = 5
+# A split series' reason (tier3_novelty: "... of 'template' where parameter 1 is 'x'" or "'s route is")
+SPLIT_REASON = re.compile(r"['\"] where parameter \d+(?:'s route)? is ")
 SEVERITY_RULES = ("critical rule:", "error rule:", "warning rule:")   # tier 1's level rules
 NEW_MESSAGES = ("never-seen template", "rare template", "new field value")   # tier 3's new templates
 HEADLINE_MARGIN = 20.0
@@ -285,6 +287,12 @@ def _headline(reason_hits, absent=False):
     for prefixes, margin in ((NEW_MESSAGES, HEADLINE_MARGIN), (SEVERITY_RULES, severity_margin)):
         for reason, hit in ranked:
             if hit[0] >= top - margin and reason.startswith(prefixes):
+                return reason, hit
+    if ranked[0][0].startswith("drift") and SPLIT_REASON.search(ranked[0][0]):
+        # one route's (one table's) level shift beside values out of line in its pooled series: the
+        # values are named, the split is where they went wrong
+        for reason, hit in ranked:
+            if reason.startswith("unusual value") and hit[0] >= top - SEVERITY_MARGIN:
                 return reason, hit
     if _kind(ranked[0][0]) == "new_value":
         for reason, hit in ranked:

@@ -31,6 +31,7 @@ from numba.typed import Dict
 
 from anomaly_detector import kernel_types as kt
 
+from .route_kernels import known_route, route_hash
 from .stats_kernels import log10_count_upper, log10_normal_two_sided, surprisal_score
 
 # numeric stats columns (float64[S, NUM_COLS])
@@ -68,6 +69,7 @@ RUN_LOOKBACK = 16   # first sights of a slot's latest values a run of new values
 ROW_NEW = -2        # series_rows: a value of a series the book does not know yet
 SERIES_MEMO = 4096   # series_rows' table of keys met in the call (a power of 2: buckets by the key's low bits)
 MEMO_EMPTY = -3      # a bucket of that table with no key yet (neither a row, -1, nor ROW_NEW)
+ROUTE_KEY = 1 << 60  # added to the split key of a value split by its route (split_keys), apart from its own
 
 
 @njit(cache=True)
@@ -498,18 +500,21 @@ def _learn_number(st, s, y, w, min_obs, drift_alpha, drift_sd, base_alpha):
 
 
 @kt.entry((kt.I32_1D, kt.I64_1D, kt.I16_1D, kt.U64_1D, kt.I64_1D, kt.I64_1D, kt.I8_1D, kt.I8_1D, kt.U64_2D,
-           kt.I32_1D, kt.INT64, kt.INT64), cache=True)
+           kt.I32_1D, kt.INT64, kt.INT64, kt.BYTES, kt.I64_1D, kt.I64_1D, kt.U64_2D, kt.I32_1D, kt.I8_1D), cache=True)
 def split_keys(template_id, param_ptr, param_pos, param_hash, slots, rows, split_pos, cat_full, cat_hash, cat_nd,
-               positions, values_key):
+               positions, values_key, buf, param_start, param_end, route_table, route_nd, route_full):
     """(split key of every parameter int64[m] (-1: none), the parameter holding its categorical value
     int64[m] (-1: none)) for tier3_novelty._split_slots: a numeric value with a series row (rows >= 0)
     of a line whose template splits at position p (split_pos, -1: none) gets key (slot x positions + p)
     x values_key + v when the line's parameter at p (its last, should two stand there) has a slot that
-    is not full and whose known values (cat_hash[slot, :cat_nd]) hold its hash, v the first such. One
-    pass over the lines instead of a (values x max_categories) comparison matrix per batch."""
+    is not full and whose known values (cat_hash[slot, :cat_nd]) hold its hash, v the first such; when
+    that slot is full, v is its value's route among the slot's routes (route_kernels: routes not full,
+    param_start given) and the key has ROUTE_KEY added. One pass over the lines instead of a (values x
+    max_categories) comparison matrix per batch."""
     m = param_pos.shape[0]
     keys = np.full(m, -1, np.int64)
     cat = np.full(m, -1, np.int64)
+    spans = param_start.shape[0] == m
     for i in range(template_id.shape[0]):
         t = template_id[i]
         if t < 0:     # numpy's indexing from the end, as the vectorised form it replaces read it
@@ -521,19 +526,25 @@ def split_keys(template_id, param_ptr, param_pos, param_hash, slots, rows, split
         for j in range(param_ptr[i], param_ptr[i + 1]):
             if param_pos[j] == p:
                 c = j
-        if c < 0 or slots[c] < 0 or cat_full[slots[c]] != 0:
+        if c < 0 or slots[c] < 0:
             continue
         s = slots[c]
         v = -1
-        for q in range(min(cat_nd[s], cat_hash.shape[1])):
-            if cat_hash[s, q] == param_hash[c]:
-                v = q
-                break
+        route = 0
+        if cat_full[s] == 0:
+            for q in range(min(cat_nd[s], cat_hash.shape[1])):
+                if cat_hash[s, q] == param_hash[c]:
+                    v = q
+                    break
+        elif spans and route_full[s] == 0:
+            h = route_hash(buf, param_start[c], param_end[c])
+            v = known_route(route_table, route_nd, s, h) if h != 0 else -1
+            route = ROUTE_KEY
         if v < 0:
             continue
         for j in range(param_ptr[i], param_ptr[i + 1]):
             if rows[j] >= 0 and param_pos[j] != p:
-                keys[j] = (slots[j] * positions + p) * values_key + v
+                keys[j] = (slots[j] * positions + p) * values_key + v + route
                 cat[j] = c
     return keys, cat
 

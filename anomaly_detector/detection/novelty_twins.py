@@ -240,23 +240,30 @@ def _learn_number(slot, y, w, min_obs, drift_alpha, sd, base_alpha):
     slot.scale += alpha * (min(abs(dev), limit) - slot.scale)
 
 
-def split_keys(lines, split_pos, cat_full, known_values, positions, values_key):
-    """Twin of novelty_kernels.split_keys over lines of (template, [(position, hash, slot, row)]):
+def split_keys(lines, split_pos, cat_full, known_values, positions, values_key, known_routes=None, route_full=()):
+    """Twin of novelty_kernels.split_keys over lines of (template, [(position, hash, slot, row, route)]):
     per line, per parameter (split key, index in the line of its categorical parameter), (-1, -1)
-    for none. known_values: slot -> list of its known hashes."""
+    for none. known_values: slot -> list of its known hashes; known_routes (None: no value spans) slot
+    -> list of its routes' hashes, route_full the slots whose routes are full; route is the value's
+    route hash (routes.route_hash, 0: none)."""
     out = []
     for tid, params in lines:
         pos = split_pos[tid]
-        where = [k for k, (p, _, _, _) in enumerate(params) if p == pos] if pos >= 0 else []
+        where = [k for k, q in enumerate(params) if q[0] == pos] if pos >= 0 else []
         keyed = [(-1, -1)] * len(params)
         if where:
             c = where[-1]
-            _, h, slot, _ = params[c]
-            known = known_values.get(slot, []) if slot >= 0 and not cat_full[slot] else []
-            if h in known:
-                v = known.index(h)
-                keyed = [((s * positions + pos) * values_key + v, c) if row >= 0 and p != pos else (-1, -1)
-                         for p, _, s, row in params]
+            _, h, slot, _, route = params[c]
+            v, offset = -1, 0
+            if slot >= 0 and not cat_full[slot]:
+                known = known_values.get(slot, [])
+                v = known.index(h) if h in known else -1
+            elif slot >= 0 and known_routes is not None and slot not in route_full:
+                known = known_routes.get(slot, [])
+                v, offset = (known.index(route) if route and route in known else -1), K.ROUTE_KEY
+            if v >= 0:
+                keyed = [((s * positions + pos) * values_key + v + offset, c) if row >= 0 and p != pos else (-1, -1)
+                         for p, _, s, row, _ in params]
         out.append(keyed)
     return out
 

@@ -10,7 +10,9 @@ short, and its points are not the engine's lines.
 
 A numeric position is also split by the categorical position of its template (_decide_splits): one
 series per (numeric slot, categorical value, source) besides the pooled one, so one table's query
-time is judged against that table's own past, not against the mix of all tables.
+time is judged against that table's own past, not against the mix of all tables. A position whose
+values overflow max_categories splits by their routes instead when they are URL paths (route_kernels:
+`/search?q=shoes` is `/search`), so one route's response time is judged against its own past too.
 """
 import math
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ import numpy as np
 
 from ..parsing.batch import LEVEL_ERROR, LEVEL_WARNING
 from . import novelty_kernels as K
+from . import route_kernels as RK
+from . import routes
 from . import series_kernels as SK
 from .base import Tier, TierResult
 from .ranks import running_counts
@@ -77,6 +81,10 @@ class NoveltyTier(Tier):
         self.cat_last = np.zeros(64, np.uint64)            # hash of each slot's last value (a succession's test)
         self.cat_nd = np.zeros(64, np.int32)
         self.cat_full = np.zeros(64, np.int8)
+        # a full slot's routes, when its values are URL paths (route_kernels): the categories it splits by
+        self.route_table = np.zeros((64, self.max_values), np.uint64)
+        self.route_nd = np.zeros(64, np.int32)
+        self.route_full = np.zeros(64, np.int8)
         self.series = SeriesBook(settings["max_series"], self.max_values, self.threshold, self.suspicious,
                                  settings["series_record_weight"], settings["series_shift_budget"],
                                  float(settings.get("anomaly_learning_weight", 0.1)))
@@ -171,9 +179,11 @@ class NoveltyTier(Tier):
         (novelty_kernels.split_keys finds them)."""
         if not (self.split_pos[batch.template_id] >= 0).any():
             return None
+        buf, starts, ends = _spans(batch)
         keys, of = K.split_keys(batch.template_id, batch.param_ptr, batch.param_pos, batch.param_hash,
                                 np.asarray(slots, np.int64), rows, self.split_pos, self.cat_full, self.cat_hash,
-                                self.cat_nd, MAX_POSITIONS, MAX_VALUES_KEY)
+                                self.cat_nd, MAX_POSITIONS, MAX_VALUES_KEY, buf, starts, ends, self.route_table,
+                                self.route_nd, self.route_full)
         cand = np.flatnonzero(keys >= 0)
         out = np.full(slots.size, -1, np.int64)
         if cand.size:
@@ -207,18 +217,29 @@ class NoveltyTier(Tier):
             sid = self.split_ids[key] = SPLIT_BASE + len(self.split_ids)
         return sid
 
+    def _split_text(self, batch, tid, cat):
+        """Which category a split series' value is of: its categorical parameter's value, or its route."""
+        pos = int(batch.param_pos[cat])
+        slot = self.slot_index[tid, pos] if pos < MAX_POSITIONS else -1
+        if slot >= 0 and self.cat_full[slot] == 1 and batch.param_start is not None:
+            route = routes.shown(bytes(batch.buf[batch.param_start[cat]:batch.param_end[cat]]))
+            if route is not None:
+                return " where parameter %d's route is %r" % (pos, route)
+        return " where parameter %d is %s" % (pos, _param_text(batch, cat))
+
     def _decide_splits(self, batch):
         """Choose the categorical position of templates seen SPLIT_AFTER x max_categories times: the
         position of words (no value a number) whose slot holds the most distinct values without being
-        full (2 at least), the
-        finest grouping the bound allows; ties go to the first. A position whose values overflow
-        max_categories later (ids, not categories) stops splitting and the choice is made again."""
+        full (2 at least), or, full, the most routes without those being full, the finest grouping the
+        bound allows; ties go to the first. A position whose values overflow max_categories later (ids,
+        not categories) and whose routes do too (or are fewer than 2) stops splitting and the choice is
+        made again."""
         if self.series.shift_budget <= 0.0:   # split series are judged by the level-shift test only
             return
         tids = np.unique(batch.template_id)
         chosen = self.split_pos[tids]
         pos_slots = self.slot_index[tids, np.maximum(chosen, 0)]
-        lost = (chosen >= 0) & ((pos_slots < 0) | (self.cat_full[np.maximum(pos_slots, 0)] == 1))
+        lost = (chosen >= 0) & ((pos_slots < 0) | (self._categories(np.maximum(pos_slots, 0)) < 2))
         self.split_pos[tids[lost]] = SPLIT_UNSET
         todo = tids[(self.split_pos[tids] == SPLIT_UNSET)
                     & (self.template_count[tids] >= SPLIT_AFTER * self.max_values)]
@@ -227,8 +248,14 @@ class NoveltyTier(Tier):
             # words, not numbers: a number with few values is more often a count (rows=, retries) than a
             # category, and splitting by it makes series of a count's values
             words = np.all(np.isnan(self.cat_num[np.maximum(s, 0)]), axis=2)
-            nd = np.where((s >= 0) & (self.cat_full[np.maximum(s, 0)] == 0) & words, self.cat_nd[np.maximum(s, 0)], 0)
+            nd = np.where((s >= 0) & words, self._categories(np.maximum(s, 0)), 0)
             self.split_pos[todo] = np.where(nd.max(axis=1) >= 2, np.argmax(nd, axis=1), SPLIT_UNSET)
+
+    def _categories(self, slots):
+        """How many categories each slot splits by: its values while not full, else its routes while those
+        are not (0: none)."""
+        full = self.cat_full[slots] == 1
+        return np.where(full, np.where(self.route_full[slots] == 0, self.route_nd[slots], 0), self.cat_nd[slots])
 
     def _assign_slots(self, batch):
         """Slot of every parameter, new (template, position) pairs given one. score() and learn() of a
@@ -252,7 +279,7 @@ class NoveltyTier(Tier):
             tid, pos = int(batch.template_id[i]), int(batch.param_pos[j])
             cat = view.category_of(int(which[i]))
             if cat >= 0:
-                where = " where parameter %d is %s" % (int(batch.param_pos[cat]), _param_text(batch, cat))
+                where = self._split_text(batch, tid, cat)
             if int(kind[i]) in SHIFT_KINDS:
                 result.reasons[i] = "%s of parameter %d of %r%s: moved from ~%.4g to ~%.4g over its last ~%d values" % (
                     SHIFT_KINDS[int(kind[i])], pos, ctx.template_text(tid), where, expected[i], level[i],
@@ -479,6 +506,10 @@ class NoveltyTier(Tier):
                            self.num_stats, self.cat_hash, self.cat_count, self.cat_nd, self.cat_full,
                            self.cat_novelty, self.cat_seen_at, self.cat_num, self.cat_last,
                            self.min_obs, self.drift_alpha, self._numeric_alpha(), numeric)
+        if batch.param_start is not None and self.series.shift_budget > 0.0:   # routes only split series
+            buf, starts, ends = _spans(batch)
+            RK.learn_routes(buf, batch.param_ptr, starts, ends, slots, weights, self.cat_full, self.route_table,
+                            self.route_nd, self.route_full)
         self._decide_splits(batch)
 
     def _remember_novelty(self, batch):
@@ -500,12 +531,13 @@ class NoveltyTier(Tier):
         slots = self.slot_index[tids].ravel()
         slots = slots[slots >= 0]
         for arr in (self.num_stats, self.cat_hash, self.cat_count, self.cat_nd, self.cat_full, self.cat_novelty,
-                    self.cat_seen_at, self.cat_last):
+                    self.cat_seen_at, self.cat_last, self.route_table, self.route_nd, self.route_full):
             arr[slots] = 0
         self.cat_num[slots] = np.nan
         self.split_pos[tids] = SPLIT_UNSET
         gone = set(slots.tolist())
-        split = [sid for key, sid in self.split_ids.items() if key // (MAX_POSITIONS * MAX_VALUES_KEY) in gone]
+        split = [sid for key, sid in self.split_ids.items()
+                 if key % K.ROUTE_KEY // (MAX_POSITIONS * MAX_VALUES_KEY) in gone]
         self.series.forget_slots(np.concatenate([slots, np.asarray(split, np.int64)]))
         self._rows_of = (None, None)
         self.role_index[tids] = ROLE_UNSET   # the text before a position changed, and with it its role
@@ -552,7 +584,8 @@ class NoveltyTier(Tier):
         while new < n:
             new *= 2
         for name, fill in (("num_stats", 0), ("cat_hash", 0), ("cat_count", 0), ("cat_nd", 0), ("cat_full", 0),
-                           ("cat_novelty", 0), ("cat_seen_at", 0), ("cat_num", np.nan), ("cat_last", 0)):
+                           ("cat_novelty", 0), ("cat_seen_at", 0), ("cat_num", np.nan), ("cat_last", 0),
+                           ("route_table", 0), ("route_nd", 0), ("route_full", 0)):
             setattr(self, name, _grown(getattr(self, name), new, fill))
 
     def state(self):
@@ -568,6 +601,8 @@ class NoveltyTier(Tier):
                 "cat_seen_at": self.cat_seen_at[:used].tolist(),
                 "cat_num": [[None if v != v else v for v in row] for row in self.cat_num[:used].tolist()],
                 "cat_last": [str(h) for h in self.cat_last[:used]],
+                "route_table": [[str(h) for h in row] for row in self.route_table[:used]],
+                "route_nd": self.route_nd[:used].tolist(), "route_full": self.route_full[:used].tolist(),
                 "series": self.series.state_dict(), "split_pos": self.split_pos.tolist(),
                 "split_ids": [[int(k), int(v)] for k, v in self.split_ids.items()]}
 
@@ -605,6 +640,7 @@ class NoveltyTier(Tier):
         last = [int(h) for h in state.get("cat_last", [])][: self.next_slot]
         last += [0] * (self.next_slot - len(last))
         self.cat_last = _grown(np.array(last, np.uint64), size, 0)
+        self._load_routes(state, size)
         if "series" in state:
             self.series.load(state["series"])
         # absent in states saved before series were split: every template chooses again
@@ -612,6 +648,13 @@ class NoveltyTier(Tier):
         self.split_pos = _grown(split_pos, max(self.slot_index.shape[0], split_pos.size), SPLIT_UNSET)
         self.split_ids = {int(k): int(v) for k, v in state.get("split_ids", [])}
         self._rows_of = (None, None)
+
+    def _load_routes(self, state, size):
+        """Absent in states saved before routes split series: the full slots learn their routes anew."""
+        table = np.array([[int(h) for h in row] for row in state.get("route_table", [])], np.uint64)
+        self.route_table = _grown(table.reshape(-1, self.max_values), size, 0)
+        self.route_nd = _grown(np.asarray(state.get("route_nd", []), np.int32), size, 0)
+        self.route_full = _grown(np.asarray(state.get("route_full", []), np.int8), size, 0)
 
 
 @dataclass
@@ -689,6 +732,13 @@ def new_field_value(text, others):
         return None
     key, value, known = max(found.values(), key=lambda f: len(f[2]))
     return key, value, sorted(known)
+
+
+def _spans(batch):
+    """(buf, param_start, param_end) of a batch for the route kernels; empty spans when it kept none."""
+    if batch.param_start is None:
+        return np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return batch.buf, np.asarray(batch.param_start, np.int64), np.asarray(batch.param_end, np.int64)
 
 
 def _param_text(batch, j):

@@ -135,6 +135,23 @@ def test_an_incident_is_named_by_a_new_message_then_a_burst_as_strong_as_the_res
         "drift of parameter 1 of 'GET <*>'", "a few errors in a drift do not name it"
 
 
+def test_a_split_series_drift_beside_values_out_of_line_is_named_by_the_values():
+    """One route's level shift (a split series) with record values of the pooled series within
+    SEVERITY_MARGIN: the values name the incident, the route is where; a pooled series' drift keeps the
+    name, and so does a split drift clearly stronger than the values."""
+    def named(hits):
+        return _headline({reason: [score, "", ""] for reason, score in hits.items()})[0]
+
+    route = "drift (level shift up) of parameter 5 of 'GET <*> rt=<*>' where parameter 1's route is '/search': moved"
+    table = "drift (level shift up) of parameter 1 of 'select on <*> took <*>' where parameter 0 is 'carts': moved"
+    record = "unusual value (record high: above every earlier value) of parameter 5 of 'GET <*> rt=<*>', against"
+    pooled = "drift (level shift up) of parameter 5 of 'GET <*> rt=<*>': moved from ~0.04 to ~0.4"
+    assert named({route: 100, record: 100}) == record
+    assert named({table: 100, record: 96}) == record
+    assert named({table: 100, record: 80}) == table, "a split drift clearly stronger than the values"
+    assert named({pooled: 100, record: 100}) == pooled, "a pooled series' drift keeps the name"
+
+
 def test_one_unfinished_session_is_not_reported_two_are_and_a_silence_is_at_once():
     from anomaly_detector.config.loader import default_config
     from anomaly_detector.detection.engine import DetectionEngine

@@ -1,13 +1,38 @@
 """Tier 3's series-lookup kernels (novelty_kernels.split_keys, split_view, series_rows) against their
-plain-Python twins (novelty_twins), on random batches, and split_keys against the vectorised form it
-replaced."""
+plain-Python twins (novelty_twins), on random batches (split_keys with and without routes), and
+split_keys against the vectorised form it replaced."""
 import numpy as np
 import pytest
 
 from anomaly_detector.detection import novelty_kernels as K
 from anomaly_detector.detection import novelty_twins as T
+from anomaly_detector.detection import routes
 
 POSITIONS, VALUES_KEY = 16, 256
+PATHS = [b"/search?q=shoes", b"/search?q=hat", b"/product/12", b"/product/7", b"/", b"-", b"/cart#top", b"200"]
+
+
+def _no_routes(n_slots=30, max_values=5):
+    """split_keys' route arguments of a batch without value spans."""
+    return (np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64),
+            np.zeros((n_slots, max_values), np.uint64), np.zeros(n_slots, np.int32), np.zeros(n_slots, np.int8))
+
+
+def _with_routes(rng, m, n_slots=30, max_values=5):
+    """Value spans over PATHS and random route tables of the routes among them: (route hash of every
+    value, split_keys' route arguments)."""
+    which = rng.integers(0, len(PATHS), m)
+    buf = np.frombuffer(b"".join(PATHS[k] for k in which), np.uint8)
+    ends = np.cumsum([len(PATHS[k]) for k in which]).astype(np.int64)
+    starts = ends - np.array([len(PATHS[k]) for k in which], np.int64)
+    route = np.array([routes.route_hash(PATHS[k]) for k in which], np.uint64)
+    distinct = np.array(sorted({routes.route_hash(p) for p in PATHS} - {0}), np.uint64)
+    table = np.zeros((n_slots, max_values), np.uint64)
+    nd = rng.integers(0, min(max_values, distinct.size) + 1, n_slots).astype(np.int32)
+    for s in range(n_slots):
+        table[s, :nd[s]] = distinct[rng.permutation(distinct.size)[:nd[s]]]
+    full = (rng.random(n_slots) < 0.2).astype(np.int8)
+    return route, (buf, starts, ends, table, nd, full)
 
 
 def _batch(rng, n_lines=400, n_templates=6, n_slots=30, max_values=5):
@@ -32,14 +57,23 @@ def _lines(tids, ptr, *per_param):
             for i in range(tids.size)]
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_split_keys_match_the_twin(seed):
-    tids, ptr, pos, hashes, slots, rows, split_pos, cat_full, cat_hash, cat_nd = _batch(np.random.default_rng(seed))
+@pytest.mark.parametrize("seed,spans", [(1, False), (2, False), (3, False), (1, True), (2, True), (3, True)])
+def test_split_keys_match_the_twin(seed, spans):
+    rng = np.random.default_rng(seed)
+    tids, ptr, pos, hashes, slots, rows, split_pos, cat_full, cat_hash, cat_nd = _batch(rng)
+    m = int(ptr[-1])
+    route, extra = _with_routes(rng, m) if spans else (np.zeros(m, np.uint64), _no_routes())
+    if spans:
+        cat_full = (rng.random(cat_full.size) < 0.5).astype(np.int8)
     keys, cat = K.split_keys(tids, ptr, pos, hashes, slots, rows, split_pos, cat_full, cat_hash, cat_nd,
-                             POSITIONS, VALUES_KEY)
+                             POSITIONS, VALUES_KEY, *extra)
     known = {s: [int(h) for h in cat_hash[s, :cat_nd[s]]] for s in range(cat_hash.shape[0])}
-    want = T.split_keys(_lines(tids, ptr, pos, hashes, slots, rows), split_pos.tolist(), cat_full.tolist(), known,
-                        POSITIONS, VALUES_KEY)
+    known_routes = {s: [int(h) for h in extra[3][s, :extra[4][s]]] for s in range(cat_hash.shape[0])}
+    want = T.split_keys(_lines(tids, ptr, pos, hashes, slots, rows, route), split_pos.tolist(), cat_full.tolist(),
+                        known, POSITIONS, VALUES_KEY, known_routes if spans else None,
+                        set(np.flatnonzero(extra[5]).tolist()))
+    if spans:
+        assert (keys >= K.ROUTE_KEY).sum() > 10, "the random batch should split some values by route"
     for i, line in enumerate(want):
         for k, (key, c) in enumerate(line):
             j = ptr[i] + k
@@ -96,7 +130,7 @@ def _split_keys_vectorised(tids, ptr, pos_of, hashes, slots, rows, split_pos, ca
 @pytest.mark.parametrize("seed", [4, 5])
 def test_split_keys_equal_the_vectorised_form(seed):
     args = _batch(np.random.default_rng(seed))
-    keys, cat = K.split_keys(*args, POSITIONS, VALUES_KEY)
+    keys, cat = K.split_keys(*args, POSITIONS, VALUES_KEY, *_no_routes())
     want_keys, want_cat = _split_keys_vectorised(*args)
     assert np.array_equal(keys, want_keys) and np.array_equal(cat, want_cat)
 
