@@ -282,14 +282,15 @@ def score_params(param_ptr, param_slot, param_num, param_hash, num_stats, cat_ha
                                                             nd * drift_alpha / 2.0, False))
                     if sc > best[i]:
                         best[i], which[i], kind[i] = sc, j, KIND_DRIFT
-            if cat_full[s] == 0 and cat_nd[s] > 0 and _known_mature(cat_hash, cat_count, cat_nd, s, param_hash[j],
-                                                                     min_obs):
-                extra[s] += 1.0   # all _value_score does for it (see _known_mature)
-            elif cat_full[s] == 0 and cat_nd[s] > 0:
-                sc = _value_score(young, s, param_hash[j], x, cat_hash, cat_count, cat_nd, cat_novelty, cat_seen_at,
-                                  cat_num, extra, min_obs, last[s] == param_hash[j], batch_new, batch_first)
-                if sc > best[i]:
-                    best[i], which[i], kind[i] = sc, j, KIND_NEW_VALUE
+            if cat_full[s] == 0 and cat_nd[s] > 0:
+                if _known_mature(cat_hash, cat_count, cat_nd, s, param_hash[j], min_obs):
+                    extra[s] += 1.0   # all _value_score does for it (see _known_mature)
+                else:
+                    sc = _value_score(young, s, param_hash[j], x, cat_hash, cat_count, cat_nd, cat_novelty,
+                                      cat_seen_at, cat_num, extra, min_obs, last[s] == param_hash[j], batch_new,
+                                      batch_first)
+                    if sc > best[i]:
+                        best[i], which[i], kind[i] = sc, j, KIND_NEW_VALUE
             if cat_full[s] == 0:
                 last[s] = param_hash[j]
     return best, which, kind

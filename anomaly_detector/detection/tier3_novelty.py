@@ -166,11 +166,12 @@ class NoveltyTier(Tier):
             extra = np.flatnonzero(split_rows >= 0)
         if self.series.shift_budget > 0.0:   # also unmarks the pooled series of templates no longer split
             self.series.mark_explained(split_rows[extra] if extra.size else extra, rows[extra], rows)
+        hosts = host_codes(batch)
         if extra.size == 0:
-            return SeriesView(batch.n, batch.param_ptr, batch.param_num, rows, None, None, host_codes(batch))
+            return SeriesView(batch.n, batch.param_ptr, batch.param_num, rows, None, None, hosts)
         ptr, values, view_rows, index, split_of = K.split_view(batch.param_ptr, batch.param_num, rows, split_rows,
                                                                split[1])
-        return SeriesView(batch.n, ptr, values, view_rows, index, split_of, host_codes(batch))
+        return SeriesView(batch.n, ptr, values, view_rows, index, split_of, hosts)
 
     def _split_slots(self, batch, slots, rows):
         """(split series slot of every parameter (-1: none), the parameter holding its categorical
