@@ -64,9 +64,10 @@ class DetectionEngine:
         self.learning_rate = float(detection["learning_rate"])
         self._tier_settings = (detection, config.get("rules", {}))   # to start a tier afresh on a bad restore
         self.tiers = self._build_tiers(*self._tier_settings)
-        self.book = IncidentBook(detection["incident_window_seconds"], detection["incident_join_seconds"],
-                                 volume_tier=(len(TIER_NAMES), TIER_NAMES.index("t2")), threshold=self.threshold)
         self.incident_min_lines = int(detection["incident_min_lines"])
+        self.book = IncidentBook(detection["incident_window_seconds"], detection["incident_join_seconds"],
+                                 volume_tier=(len(TIER_NAMES), TIER_NAMES.index("t2")), threshold=self.threshold,
+                                 min_lines=self.incident_min_lines)
         self.suspicious_score = float(detection["suspicious_score"])
         self.suspicious_seen = {}        # source -> [decayed suspicious lines, decayed seconds]
         self.lines_seen = 0

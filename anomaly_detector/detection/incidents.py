@@ -56,6 +56,11 @@ STEP_SYMPTOMS = ("volume_drop",)
 VALUE_KEY_SPIKE = re.compile(r"^volume spike of template .+ with .+: \d+ lines in ")
 MAX_EXCUSES = 16        # spans of silence an incident keeps (IncidentBook.excuse): the latest ones
 REASONS_PER_RUN = 8     # strongest lines of a run of suspicious lines whose reasons are kept
+# A message never seen before is one odd line; the same message again within this many windows is that
+# problem recurring (a failed job's retries ten minutes apart), so an incident holding it alone stays
+# open that long for its repeats (IncidentBook._awaits_repeat) instead of closing after one quiet window.
+RECALL_WINDOWS = 12
+NEVER_SEEN = "never-seen template"
 
 
 @dataclass
@@ -332,9 +337,12 @@ class IncidentBook:
     its onset bucket, so it does not depend on what joins it later.
     """
 
-    def __init__(self, window_seconds, join_seconds=60.0, volume_tier=None, threshold=None):
+    def __init__(self, window_seconds, join_seconds=60.0, volume_tier=None, threshold=None, min_lines=None):
         self.window = float(window_seconds)
         self.join = float(join_seconds)
+        # incident_min_lines: an incident short of it whose strongest line was a never-seen message stays
+        # open RECALL_WINDOWS for that message's repeats (see _awaits_repeat); None: none does
+        self.min_lines = min_lines
         # anomaly_threshold: an incident first reaching it by lines of a family that joined it is dated
         # from that family's lines (see _redate); None: every incident keeps its first line's time
         self.threshold = threshold
@@ -456,9 +464,21 @@ class IncidentBook:
         return self._pop([k for k, inc in self.open.items() if k[0] == source and self._quiet(inc, ts)])
 
     def _quiet(self, incident, now):
-        """Whether nothing came for a whole window before `now` and no held silence may still join it."""
+        """Whether nothing came for a whole window before `now` (RECALL_WINDOWS for an incident awaiting
+        a repeat) and no held silence may still join it."""
         since = self.waiting.get(incident.source)
-        return now - incident.quiet_since > self.window and (since is None or since > incident.quiet_since + self.join)
+        hold = self.window * (RECALL_WINDOWS if self._awaits_repeat(incident) else 1)
+        return now - incident.quiet_since > hold and (since is None or since > incident.quiet_since + self.join)
+
+    def _awaits_repeat(self, incident):
+        """Whether an incident is short of min_lines and holds a message never seen before that reached
+        the anomaly threshold: it is not reported yet, and that message coming again within the
+        hour is the same problem (a batch job's failure, then its retries), not a new one alone again."""
+        if self.min_lines is None or self.threshold is None or incident.findings:
+            return False
+        best = incident.reason_hits.get(NEVER_SEEN)
+        return (best is not None and best[0] >= self.threshold
+                and not incident.persists(self.min_lines, self.threshold))
 
     def _pop(self, keys):
         closed = []

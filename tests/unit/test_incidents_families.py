@@ -482,3 +482,55 @@ def test_a_new_value_carried_by_a_surge_of_its_template_is_named_by_the_surge():
     assert _kind(_headline(dict([value, own_key]))[0]) == "new_value"
     weaker = (surge[0], [80.0, "", ""])
     assert _kind(_headline(dict([value, weaker]))[0]) == "new_value"
+
+
+class DescribeNews(Describe):
+    """Lines whose strongest reason is a message never seen (score at least 85) or a rare one."""
+    def __init__(self, score):
+        self.score = score
+
+    def reasons(self, i):
+        reason = "never-seen template" if self.score[i] >= 85 else "rare template (seen 1 times)"
+        return [(reason, "", "", float(self.score[i]))]
+
+
+def test_a_never_seen_message_that_comes_again_within_the_hour_is_one_incident_from_its_first_line():
+    """A batch job fails with a message never seen (85), then its retries log it again ten minutes later
+    (rare now: 45-50). Each alone is one odd line; together, within RECALL_WINDOWS, they are one problem,
+    dated from the first failure. A never-seen message that does not come back closes unreported; one
+    that comes back after the hour is a new (weak) incident, and other evidence does not hold an
+    incident open."""
+    from anomaly_detector.detection.incidents import RECALL_WINDOWS
+
+    def run(book, ts, value, tid=9):
+        ts = np.asarray(ts, float)
+        score = np.asarray(value if np.ndim(value) else [value] * ts.size, np.float32)
+        tids = np.full(ts.size, tid, np.int64)
+        return book.add_lines("batch", ts, score, {"t3": score}, tids, np.arange(ts.size), DescribeNews(score),
+                              None, tids * 4 + 2)
+
+    def book():
+        return IncidentBook(300, 120, threshold=70.0, min_lines=2)
+
+    retried = book()
+    run(retried, [1000], 85.0)
+    assert run(retried, [1600, 1740, 1835], 48.0) == []          # 600 s later: the same, still open
+    (incident,) = retried.close_all()
+    assert incident.first_seen == 1000 and incident.lines == 4 and incident.persists(2, 70.0)
+    alone = book()
+    run(alone, [1000], 85.0)
+    assert alone.close_quiet(1000 + 300 * RECALL_WINDOWS - 1) == []
+    (closed,) = alone.close_quiet(1000 + 300 * RECALL_WINDOWS + 1)
+    assert not closed.persists(2, 70.0)
+    late = book()
+    run(late, [1000], 85.0)
+    (first,) = run(late, [1000 + 300 * RECALL_WINDOWS + 60], 48.0)
+    assert first.lines == 1 and [i.first_seen for i in late.open.values()] == [1000 + 300 * RECALL_WINDOWS + 60]
+    odd_value = book()                      # a value out of line, not a new message: one window
+    odd_value.add_lines("batch", np.array([1000.0]), np.array([80.0], np.float32),
+                        {"t3": np.array([80.0], np.float32)}, np.array([5]), np.arange(1), Describe(), None,
+                        np.array([22]))
+    assert len(odd_value.close_quiet(1400)) == 1
+    unheld = IncidentBook(300, 120, threshold=70.0)     # no min_lines given: nothing is held
+    run(unheld, [1000], 85.0)
+    assert len(unheld.close_quiet(1400)) == 1
