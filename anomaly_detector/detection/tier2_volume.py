@@ -727,7 +727,10 @@ class VolumeTier(Tier):
                                                         earlier[keep], site=site, lines=lines)
         # each value's total (every value of its role) over the same window, up to its line
         w_totals = self._counts(found.t_rows, t_b, base) + t_earlier
-        r_scores, r_mus = self._value_share_scores(keys, w_counts, w_totals[found.in_totals[keep]], ctx)
+        # the level each value's window is held to besides its share: the window's forecast, or at an hour
+        # of day not yet known, its bucket's (level times the young hour factor) over the window
+        level_w = np.where(w_mus > 0, w_mus, SPIKE_WINDOW * mus)
+        r_scores, r_mus = self._value_share_scores(keys, w_counts, w_totals[found.in_totals[keep]], level_w, ctx)
         w_mus = np.where(r_scores > w_scores, r_mus, w_mus)
         w_scores = np.maximum(w_scores, r_scores)
         windowed = w_scores > v_scores
@@ -771,13 +774,17 @@ class VolumeTier(Tier):
                | ((t_final + t_earlier - w >= VALUE_SHARE_MIN_OTHERS) & (w - 3.0 * np.sqrt(w) >= r * odds * others_before)))
         return can[v.inverse], v.earlier[v.inverse], t.earlier[t.inverse]
 
-    def _value_share_scores(self, keys, w_counts, w_totals, ctx):
+    def _value_share_scores(self, keys, w_counts, w_totals, level_w, ctx):
         """Score each value's count over SPIKE_WINDOW buckets against the rest of its role's lines in
         them (its learned odds times theirs) -> (scores, forecasts). A value's share of its role hardly
         moves with the hour (a rush hour lifts a role and its values together), so it is judged from its
         first hours on, where its level is judged only at hours of the day it has seen. Over the window,
         not per bucket: early in a bucket the rest of a role may not have come yet (see _share_scores,
-        which is why a template's forecast is its share of its source's lines)."""
+        which is why a template's forecast is its share of its source's lines). As a template's share
+        (_share_window_scores), a value's must also come with its count at SHARE_SPIKE_MIN_LEVEL_RATIO
+        times its own level's forecast over the window (level_w): a load balancer's health checks, the
+        same 120 lines every five minutes, are most of a web server's client addresses at night, when
+        the customers sleep; their share quadruples and they are not up at all."""
         base = self.values.base
         den = base.share_den[keys]
         judged = ((base.age[keys] >= self.min_history + DROP_WINDOWS[-1]) & (den > 0)
@@ -788,6 +795,7 @@ class VolumeTier(Tier):
         # The rest of the role is a sample too: a few lines of it say little (a value that is most of a
         # quiet role has five minutes with no other line every other day).
         judged &= (others >= VALUE_SHARE_MIN_OTHERS) & (w_counts - 3.0 * np.sqrt(w_counts) >= self.spike_min_ratio * mus)
+        judged &= w_counts >= SHARE_SPIKE_MIN_LEVEL_RATIO * level_w
         scores = np.zeros(keys.size, np.float32)
         if judged.any():
             k = keys[judged]

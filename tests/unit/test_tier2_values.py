@@ -290,3 +290,39 @@ def test_value_table_lookup_finds_every_key_and_only_keys_through_its_filter():
     _load_table(loaded.index, _table_state(table.index))
     assert "_filter" not in _table_state(loaded) | _table_state(loaded.index)   # the flags are not saved
     check(loaded)
+
+
+def quieter_rest(engine, rng, start, minutes, rest_factor, steady_word=3, per_minute=60):
+    """`minutes` of the template in 10-minute batches: `steady_word` at its usual count (a health check, a
+    poller), every other word at rest_factor of theirs (the night). Returns the scored batches."""
+    out = []
+    rest_p = np.delete(SHARES, steady_word) / np.delete(SHARES, steady_word).sum()
+    rest_words = np.delete(np.arange(len(WORDS)), steady_word)
+    for m in range(0, minutes, 10):
+        rest = rest_words[rng.choice(len(rest_p), rng.poisson(per_minute * 10 * (1 - SHARES[steady_word])
+                                                               * rest_factor), p=rest_p)]
+        words = np.concatenate([rest, np.full(rng.poisson(per_minute * 10 * SHARES[steady_word]), steady_word)])
+        ts = start + 60.0 * m + rng.uniform(0, 600, words.size)
+        order = np.argsort(ts)
+        batch = make_batch(ts[order], words[order], rng.integers(0, 10 ** 6, words.size)[order])
+        out.append((batch, engine.process(batch, 10)))
+    return out
+
+
+def test_a_value_as_busy_as_ever_while_the_rest_of_its_role_sleeps_is_no_spike():
+    """A load balancer's health checks, the same count every minute, become most of a web server's client
+    addresses at night: their share of the role quadruples, their own count does not move. No spike, at
+    an hour of the day not seen yet (held to its level times the young hour factor) or at one seen the
+    day before; the same value at eight times its count is one (the share test still judges)."""
+    for hours in (8, 28):
+        rng = np.random.default_rng(11)
+        engine = DetectionEngine(config())
+        traffic(engine, rng, T0, hours * 60)
+        night = quieter_rest(engine, rng, T0 + hours * 3600, 30, rest_factor=0.15)
+        assert max(got.tiers[1].max() for _, got in night) < 40, hours
+    rng = np.random.default_rng(11)
+    engine = DetectionEngine(config())
+    traffic(engine, rng, T0, 8 * 60)
+    (batch, got), = traffic(engine, rng, T0 + 8 * 3600, 10, surge=(3, 8.0))
+    deletes = np.array([batch.content(i).startswith("op delete") for i in range(batch.n)])
+    assert np.median(got.tiers[1][deletes]) >= 70
