@@ -41,6 +41,7 @@ WINDOW_REFIT = 8            # after warm-up the subspace is refitted every this 
 # Poisson arrivals a 0.7% chance); its gaps are known once it has logged QUIET_MIN_LINES lines.
 QUIET_GAPS = 5.0
 QUIET_MIN_LINES = 100
+SILENT_SPANS_KEPT = 4    # silences of a source remembered (SourceLiveness.silent): sessions time out minutes after
 RATE_MEMORY_SECONDS = 3600.0
 WINDOW_CLEAN = 0.9          # share of learnable lines a window needs to be learned
 WINDOW_HISTORY = 4096       # residuals of learned windows kept to calibrate the window score (~3 days)
@@ -557,6 +558,9 @@ class SourceLiveness:
         self.lines = np.zeros(0, np.int64)
         self.recent = np.zeros(0)      # lines, each weighted exp(-age / RATE_MEMORY_SECONDS) at self.clock
         self.clock = -np.inf
+        # source -> its latest SILENT_SPANS_KEPT silences, each (its line before, its line after, the gap
+        # that made it one): QUIET_GAPS of its mean gaps with no line, then lines again (a deploy)
+        self.silent = {}
 
     def add(self, sources, ts):
         if sources.size == 0:
@@ -571,6 +575,7 @@ class SourceLiveness:
                 setattr(self, name, grown)
         ok = sources >= 0
         src, t = sources[ok], ts[ok]
+        self._note_silences(src, t)
         self.lines += np.bincount(src, minlength=self.lines.size)
         before = self.last.copy()
         self.last[src] = t                        # each source's last line in log order: its latest
@@ -583,6 +588,33 @@ class SourceLiveness:
             self.clock = now
         age = np.minimum(t - now, 0.0)
         self.recent += np.bincount(src, weights=np.exp(age / RATE_MEMORY_SECONDS), minlength=self.recent.size)
+
+    def _note_silences(self, src, t):
+        """Keep, per source of these lines, its longest gap (from its last line before them, and between
+        them) when that gap was a silence by quiet()'s measure, judged with its rate before them."""
+        order = np.argsort(src, kind="stable")
+        src, t = src[order], t[order]
+        for part in np.split(np.arange(src.size), np.flatnonzero(np.diff(src)) + 1):
+            sid = int(src[part[0]])
+            if sid in self.silent:    # a line inside a kept span (a replay's earlier file): it was no silence
+                self.silent[sid] = [(low, high, limit) for low, high, limit in self.silent[sid]
+                                    if not ((t[part] > low) & (t[part] < high)).any()]
+            if self.lines[sid] < QUIET_MIN_LINES or not math.isfinite(self.last[sid]):
+                continue
+            times = np.maximum.accumulate(np.concatenate(([self.last[sid]], t[part])))
+            gaps = np.diff(times)
+            j = int(np.argmax(gaps))
+            limit = QUIET_GAPS * self.mean_gap(sid)
+            if gaps[j] >= limit:
+                spans = self.silent.setdefault(sid, [])
+                spans[:] = (spans + [(float(times[j]), float(times[j + 1]), limit)])[-SILENT_SPANS_KEPT:]
+
+    def silent_while(self, sid, since, until):
+        """Whether source sid had a silence (its kept spans) that a step due from `since` to `until` may
+        have fallen in: the span starts before `until`, or within the gap that made it one after it (a
+        step due a moment before its last line was lost with it), and ends after `since` (its first line
+        back, if that is `since`, is no step lost)."""
+        return any(low - limit <= until and since < high for low, high, limit in self.silent.get(sid, ()))
 
     def last_line(self, sid):
         return float(self.last[sid]) if 0 <= sid < self.last.size else -np.inf
@@ -1182,8 +1214,10 @@ class SequenceTier(Tier):
         for s, verdict, miss in zip(slots.tolist(), verdicts.tolist(), missing.tolist()):
             w, last = int(st.wf[s]), int(st.last[s])
             awaited = miss if verdict == sk.CLOSED_MISSING_STEP else self._top_next(w, last, k, c)
-            if self._awaited_quiet(awaited, float(st.lastts[s]), now):
-                continue     # it waits on a quiet service: that silence is tier 2's
+            # a missing step was due somewhere in the session; the next one, after its last step
+            due_from = float(st.start[s]) if verdict == sk.CLOSED_MISSING_STEP else float(st.lastts[s])
+            if self._awaited_quiet(awaited, float(st.lastts[s]), now, due_from):
+                continue     # it waits, or waited, on a quiet service: that silence is tier 2's
             if w not in endings:
                 endings[w] = self._endings(w, k, c)
             then = f"after '{self._text(last)}': {likely.get((w, last), '?')}; sessions end after {endings[w]}"
@@ -1224,11 +1258,16 @@ class SequenceTier(Tier):
         rows = ((k >> sk.CODE_BITS) == ((w << sk.CODE_BITS) | last)) & ((k & sk.CODE_MASK) < sk.IN)
         return int(k[rows][np.argmax(c[rows])] & sk.CODE_MASK) if rows.any() else -1
 
-    def _awaited_quiet(self, awaited, last_step, now):
+    def _awaited_quiet(self, awaited, last_step, now, due_from):
         """Whether the service that logs the awaited step has logged nothing since the session's last step
-        and is quiet now: the session waits on that service's silence (see _spare_quiet_sources)."""
+        and is quiet now: the session waits on that service's silence (see _spare_quiet_sources); or was
+        silent between due_from and the last step, when the step was due, and is back: a deploy restarted
+        it, and the sessions it left behind are found only a session timeout later, when it logs again."""
         sid = int(self.tpl_src[awaited]) if 0 <= awaited < self.tpl_src.size else -1
-        return sid >= 0 and self.liveness.last_line(sid) <= last_step and self.liveness.quiet(sid, now)
+        if sid < 0:
+            return False
+        return (self.liveness.last_line(sid) <= last_step and self.liveness.quiet(sid, now)
+                or self.liveness.silent_while(sid, due_from, last_step))
 
     def _finding_source(self, s, awaited):
         """The source of the step a session awaited when it is known, else the session's own."""

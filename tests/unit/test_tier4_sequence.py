@@ -629,6 +629,32 @@ def test_sessions_waiting_on_a_quiet_service_are_its_silence_not_broken_workflow
     assert [(f.key, f.source) for f in found] == [("session:" + ids[50], "cart")]
 
 
+def test_sessions_a_restart_left_behind_are_its_silence_though_they_time_out_after_it_is_back():
+    """A deploy restarts cart for a few seconds (twice its QUIET_GAPS of mean gaps) while app goes on: the
+    sessions of that time stop after B. They are judged once cart logs again, so cart is not quiet then;
+    it was when their step was due (SourceLiveness.silent), and they are its outage, not broken
+    workflows. The same sessions while cart logs as usual are."""
+    def run(cart_down):
+        tr = Traffic(23)
+        tier = cross_trained(tr)
+        cross_round(tier, two_sources(tr.batch(tr.normal(50))[0]))
+        tr.t += 5.0 if cart_down else 0.1
+        # cart down: app's sessions stop after B; up: they stop too, cart's lines between them
+        plans = ["AB"] * 30 if cart_down else [p for pair in zip(["AB"] * 30, tr.normal(30)) for p in pair]
+        batch, ids = tr.batch(plans)
+        found = cross_round(tier, two_sources(batch))[0]
+        tr.t += 1.0 if cart_down else 0.1
+        found += cross_round(tier, two_sources(tr.batch(tr.normal(50))[0]))[0]   # cart back
+        tr.t += 100.0
+        return tier, found + tier.advance(tr.t), ids
+    tier, found, _ = run(cart_down=True)
+    assert found == [], [f.reason for f in found]
+    since, until, limit = tier.liveness.silent[1][-1]     # cart: its 40 s away (the training gap before)
+    assert until - since > 6.0 > 2 * limit
+    _, found, ids = run(cart_down=False)
+    assert sorted(f.key for f in found) == sorted("session:" + i for i in ids[0::2])
+
+
 def test_source_liveness_counts_recent_lines_and_needs_the_rest_of_the_log_to_go_on():
     live = SourceLiveness()
     ts = np.arange(0.0, 3600.0, 1.0)
