@@ -8,6 +8,8 @@ Only values starting with "/" are routes (nginx and apache paths, JSON `path` fi
 
 Per slot, up to max_categories route hashes are learned once its raw values overflowed (cat_full),
 and the slot stops there when more routes come (route_full): the bound holds for routes as well.
+Tier 2 counts a path's route as the value (route_codes): a surge of product pages is one of
+`/product/<*>`, where no single page is ever a heavy value.
 routes.py is the plain-Python twin (and the text explanations show); the tests compare them.
 """
 import numpy as np
@@ -79,6 +81,18 @@ def route_hash(buf, a, b):
                     k += 1
         i = e
     return h if h != 0 else np.uint64(1)
+
+
+@kt.entry((kt.BYTES, kt.I64_1D, kt.I64_1D, kt.U64_1D), cache=True)
+def route_codes(buf, starts, ends, hashes):
+    """Each value's route hash where buf[starts[j]:ends[j]] is a URL path, else its own hash (hashes[j]):
+    the values tier 2 counts, one per endpoint (tier2_values)."""
+    out = hashes.copy()
+    for j in range(starts.shape[0]):
+        h = route_hash(buf, starts[j], ends[j])
+        if h != 0:
+            out[j] = h
+    return out
 
 
 @kt.entry((kt.BYTES, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.F32_1D, kt.I8_1D, kt.U64_2D, kt.I32_1D,

@@ -43,6 +43,11 @@ def shown(value):
     return None if text is None else text.replace(_MARK, b"<*>").decode("utf-8", "replace")
 
 
+def route_codes(values, hashes):
+    """Twin of route_kernels.route_codes over a list of value bytes and their hashes."""
+    return [route_hash(v) or h for v, h in zip(values, hashes)]
+
+
 def learn_routes(values, table, full, max_routes):
     """Twin of route_kernels.learn_routes over [(slot, value bytes, weight, slot is full)]: table is
     slot -> list of route hashes, full a set of slots whose routes are full."""

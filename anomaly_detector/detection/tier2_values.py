@@ -7,7 +7,9 @@ the baselines and the spike tests) also counts the heavy values of each role, pe
 
 A role is a source's parameter after the same template text (tier3_novelty.role_key): `<*> "POST <*>`
 is the path of every POST line, whatever user agent follows it and splits its template. Only words
-are counted: numbers are measurements (a pool's in_use, a queue's depth), which tier 3 judges.
+are counted: numbers are measurements (a pool's in_use, a queue's depth), which tier 3 judges. A URL
+path counts as its route (route_kernels.route_codes: `/product/<*>`, `/search` whatever the query):
+no single product page is ever a heavy value, and a scraper walking them is a surge of one endpoint.
 
 Which values: a bounded heavy-hitter table of (source, role, value) with counts decayed over about
 an hour (CANDIDATE_HOURS) of event time. A value becomes a key when it is at least VALUE_MIN_SHARE
@@ -29,6 +31,8 @@ import logging
 
 import numpy as np
 
+from . import routes
+from .route_kernels import route_codes
 from .tier3_novelty import role_key
 
 log = logging.getLogger(__name__)
@@ -249,7 +253,8 @@ class ValueKeys:
         """`<*>#k = value` of the batch's parameter j (k counts a template's parameters from 1); the value
         as the line wrote it, or without offsets its number or hash."""
         if batch.param_start is not None:
-            value = bytes(batch.buf[batch.param_start[j]:batch.param_end[j]]).decode("utf-8", "replace")[:80]
+            raw = bytes(batch.buf[batch.param_start[j]:batch.param_end[j]])
+            value = (routes.shown(raw) or raw.decode("utf-8", "replace"))[:80]   # a path: its route's key
         elif np.isfinite(batch.param_num[j]):
             value = "%g" % batch.param_num[j]
         else:
@@ -272,7 +277,7 @@ class ValueKeys:
         line = line[within]
         roles = self._roles(batch.template_id[line].astype(np.int64), batch.param_pos[within].astype(np.int64), ctx)
         slot = (batch.source_id[line].astype(np.uint64) << np.uint64(44)) | roles.astype(np.uint64)
-        code = batch.param_hash[within] ^ (slot * _MIX)
+        code = _value_hashes(batch, within) ^ (slot * _MIX)
         return line, code, slot, within
 
     def _roles(self, templates, positions, ctx):
@@ -461,3 +466,13 @@ def _load_table(table, state):
         if name in state and isinstance(arr, np.ndarray):
             loaded = np.asarray(state[name], np.int64 if arr.dtype == np.uint64 else arr.dtype)
             setattr(table, name, loaded.view(np.uint64) if arr.dtype == np.uint64 else loaded)
+
+
+def _value_hashes(batch, within):
+    """The hash each of these parameters is counted by: a URL path's route (/product/<*> for every product
+    page, /search for every query: one endpoint, as an operator reads it), else the value's own."""
+    hashes = np.ascontiguousarray(batch.param_hash[within], np.uint64)
+    if batch.param_start is None or not within.size:
+        return hashes
+    return route_codes(batch.buf, np.ascontiguousarray(batch.param_start[within], np.int64),
+                       np.ascontiguousarray(batch.param_end[within], np.int64), hashes)

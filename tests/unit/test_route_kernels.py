@@ -69,3 +69,15 @@ def test_learn_routes_matches_the_twin(seed):
         assert [int(h) for h in table[s, :nd[s]]] == want.get(s, [])
     assert set(np.flatnonzero(full).tolist()) == want_full
     assert want_full and any(nd), "the random batch should fill some slots' routes and not others"
+
+
+def test_route_codes_are_the_route_hash_of_paths_and_the_value_hash_of_the_rest():
+    values = list(EXAMPLES) + _random_paths(np.random.default_rng(5), 200)
+    buf = np.frombuffer(b"".join(values), np.uint8)
+    ends = np.cumsum([len(v) for v in values]).astype(np.int64)
+    starts = ends - np.array([len(v) for v in values], np.int64)
+    hashes = np.arange(7, 7 + len(values), dtype=np.uint64)
+    got = RK.route_codes(buf, starts, ends, hashes)
+    assert got.tolist() == routes.route_codes(values, hashes.tolist())
+    assert got[list(EXAMPLES).index(b"/product/123")] == got[list(EXAMPLES).index(b"/product/77")]
+    assert got[list(EXAMPLES).index(b"GET")] == 7 + list(EXAMPLES).index(b"GET")

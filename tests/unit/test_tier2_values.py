@@ -2,6 +2,7 @@
 volume baseline, bounded by max_value_keys, saved and restored, and a surge of one of them is a spike
 that names the template and the value."""
 import logging
+import zlib
 
 import numpy as np
 
@@ -16,20 +17,22 @@ WORDS = [b"select", b"update", b"insert", b"delete", b"vacuum"]
 SHARES = np.array([0.4, 0.3, 0.16, 0.1, 0.04])   # of the position's lines
 
 
-def make_batch(ts, words, ids, template=0):
-    """Lines `op <word> id <n>` of one template: position 0 a word of WORDS, position 1 a number."""
+def make_batch(ts, words, ids, template=0, vocab=WORDS):
+    """Lines `op <word> id <n>` of one template: position 0 a word of vocab (b"%d" in it: the line's id
+    too), position 1 a number."""
     n = len(ts)
-    texts = [b"op %s id %d" % (WORDS[w], i) for w, i in zip(words.tolist(), ids.tolist())]
+    firsts = [vocab[w] % i if b"%d" in vocab[w] else vocab[w] for w, i in zip(words.tolist(), ids.tolist())]
+    texts = [b"op %s id %d" % (f, i) for f, i in zip(firsts, ids.tolist())]
     ends = np.cumsum([len(t) for t in texts]).astype(np.int64)
     starts = ends - np.array([len(t) for t in texts], np.int64)
     p_start = np.empty(2 * n, np.int64)
     p_start[0::2] = starts + 3
-    p_start[1::2] = starts + 3 + np.array([len(WORDS[w]) for w in words.tolist()]) + 4
+    p_start[1::2] = starts + 3 + np.array([len(f) for f in firsts], np.int64) + 4
     p_end = p_start.copy()
-    p_end[0::2] += [len(WORDS[w]) for w in words.tolist()]
+    p_end[0::2] += [len(f) for f in firsts]
     p_end[1::2] = ends
     p_hash = np.empty(2 * n, np.uint64)
-    p_hash[0::2] = words.astype(np.uint64) + np.uint64(11)
+    p_hash[0::2] = [zlib.crc32(f) + 11 for f in firsts]
     p_hash[1::2] = ids.astype(np.uint64) + np.uint64(1 << 20)
     p_num = np.full(2 * n, np.nan)
     p_num[1::2] = ids
@@ -48,7 +51,7 @@ def config(**tier2):
     return cfg
 
 
-def traffic(engine, rng, start, minutes, per_minute=60, surge=None):
+def traffic(engine, rng, start, minutes, per_minute=60, surge=None, vocab=WORDS):
     """`minutes` of the template in 10-minute batches; surge=(word, factor) multiplies one word's lines.
     Returns the scored batches."""
     out = []
@@ -62,7 +65,7 @@ def traffic(engine, rng, start, minutes, per_minute=60, surge=None):
         ts = start + 60.0 * m + rng.uniform(0, 600, words.size)
         order = np.argsort(ts)
         ids = rng.integers(0, 10 ** 6, words.size)
-        batch = make_batch(ts[order], words[order], ids[order])
+        batch = make_batch(ts[order], words[order], ids[order], vocab=vocab)
         out.append((batch, engine.process(batch, 10)))
     return out
 
@@ -326,3 +329,18 @@ def test_a_value_as_busy_as_ever_while_the_rest_of_its_role_sleeps_is_no_spike()
     (batch, got), = traffic(engine, rng, T0 + 8 * 3600, 10, surge=(3, 8.0))
     deletes = np.array([batch.content(i).startswith("op delete") for i in range(batch.n)])
     assert np.median(got.tiers[1][deletes]) >= 70
+
+
+def test_a_surge_of_pages_of_one_route_is_a_spike_of_the_route():
+    """Product pages each come once (/product/<id>): no page is a heavy value, their route is. A scraper
+    walking them (x8 for ten minutes) is a spike named by the route."""
+    paths = [b"/search", b"/cart", b"/product/%d", b"/login", b"/checkout"]
+    rng = np.random.default_rng(4)
+    engine = DetectionEngine(config())
+    steady = traffic(engine, rng, T0, 28 * 60, vocab=paths)
+    assert max(got.tiers[1].max() for _, got in steady[-12:]) < 40
+    (batch, got), = traffic(engine, rng, T0 + 28 * 3600, 10, surge=(2, 8.0), vocab=paths)
+    pages = np.array([batch.content(i).startswith("op /product/") for i in range(batch.n)])
+    assert np.median(got.tiers[1][pages]) >= 70
+    reasons = [r[1] for rs in got.reasons.values() for r in rs if "volume spike" in r[1]]
+    assert reasons and all("with <*>#1 = /product/<*>" in r for r in reasons)
