@@ -32,8 +32,8 @@ class _RowCopies:
     """What score() copied of the rows a batch touches, to put back (all, or some of them): the small
     per-row arrays whole, and of the time-of-day rows (3 KB a row, most of the copying when whole) only
     the buckets a step can write: the buckets of the batch's times and the visit each row had open
-    before it (K.step writes season[r, :, b] for its value's bucket b and PENDING of the visit it ends,
-    nothing else). A neighbour on each side of each bucket is kept too, so no float rounding of the
+    before it (K.step writes season[r, :, b] for its value's bucket b and PENDING and EPISODES of the visit
+    it ends, nothing else). A neighbour on each side of each bucket is kept too, so no float rounding of the
     bucket here against the kernel's can leave a written column out."""
 
     def __init__(self, book, touched, ts):
@@ -53,6 +53,7 @@ class _RowCopies:
         # the open visit's bucket (VISIT_B - 1; none: -1, whose column the kernel never writes: copied anyway)
         self.visit = self.whole[0][:, K.VISIT_B].astype(np.int64) - 1
         self.pending = book.season[touched, K.PENDING, self.visit]
+        self.episodes = book.season[touched, K.EPISODES, self.visit]
 
     def restore(self, book, sel=None):
         """Put back the rows touched[sel] (all when sel is None) as they were before the batch."""
@@ -61,6 +62,7 @@ class _RowCopies:
         for name, copy in zip(_STEPPED, self.whole):
             getattr(book, name)[rows] = copy[sel]
         book.season[rows, K.PENDING, self.visit[sel]] = self.pending[sel]
+        book.season[rows, K.EPISODES, self.visit[sel]] = self.episodes[sel]
         book.season[np.ix_(rows, np.arange(K.SEASON_ROWS), self.buckets)] = self.season[sel]
 
 
@@ -313,8 +315,9 @@ class SeriesBook:
         season = (season.reshape(len(pairs), -1, K.SEASON_BUCKETS) if pairs
                   else np.zeros((0, K.SEASON_ROWS, K.SEASON_BUCKETS)))
         seen = np.asarray(saved["seen"], np.int8).reshape(-1, K.SEASON_BUCKETS)
-        if season.shape[1] < K.SEASON_ROWS:
-            self._level_shift_test_anew(state, season, seen)
+        if season.shape[1] < K.SEASON_ROWS:   # from before the test's own offsets, or before EPISODES: padded
+            if season.shape[1] <= K.OLD_SEASON_ROWS:
+                self._level_shift_test_anew(state, season, seen)
             season = np.concatenate([season, np.zeros((season.shape[0], K.SEASON_ROWS - season.shape[1],
                                                        K.SEASON_BUCKETS))], axis=1)
         labels = np.asarray(saved["labels"], np.float64)   # reshape(0, -1) is ambiguous: a book with no series

@@ -41,7 +41,8 @@ excursions from the jumps. The test's offsets (the visit model: _end_visit, _lea
 and learn what two visits of a quarter hour in a row agree on: the mean distance of a visit's values
 from a slow level (DAY_LEVEL, SEASON_LEVEL_S of memory) against the distance the last visit left
 pending (season row PENDING). A one-off episode teaches them nothing; a nightly job's step is theirs
-from the first values of its second night. While an offset is wider than the series'
+from the first values of its second night, or of its third where its first was raised as a shift (two
+nights cannot tell a job from the same incident twice at the same hour: EPISODES). While an offset is wider than the series'
 whole range, or jumps from the last quarter hour's by more than SEASON_STEP_LIMIT residual sizes,
 the test is off (it restarts as after a recovery). A fast mean (SHIFT_WINDOW points) against
 a slow baseline (SHIFT_MEMORY points), in units of the gap's own usual size, is that run's evidence;
@@ -125,7 +126,9 @@ SHIFT_T, U_EPISODE = 38 + 2 * HIST_BINS, 39 + 2 * HIST_BINS
 HOST_SLOTS = 8
 HOSTLESS_COLS = 40 + 2 * HIST_BINS   # snapshots from before the hosts' last values (series.py pads them)
 HOST_KEY, HOST_LAST = HOSTLESS_COLS, HOSTLESS_COLS + HOST_SLOTS
-COLS = HOSTLESS_COLS + 2 * HOST_SLOTS
+# whether the visit under way holds values of a fired shift's episode (1: yes; see _end_visit, EPISODES)
+VISIT_EPISODE = HOSTLESS_COLS + 2 * HOST_SLOTS
+COLS = VISIT_EPISODE + 1
 LOG_EXCESS_COLS = 37 + 2 * HIST_BINS   # snapshots whose U_S summed log peak excesses (series.py converts them)
 OLD_COLS = 17 + 2 * HIST_BINS   # snapshots from before the level-shift test (series.py pads them)
 # The decayed sums (TOTAL to DN_S and the histograms) are kept multiplied by GROWTH, which grows by
@@ -134,11 +137,15 @@ DECAYED = (TOTAL, UP_N, UP_S, DN_N, DN_S)
 MAX_GROWTH = 1e150
 SEASON_BUCKETS = 96        # 15-minute offsets over the day
 # season rows (float64[R, SEASON_ROWS, SEASON_BUCKETS]), per time-of-day bucket: the forecast's offset and
-# mean absolute residual there, the level-shift test's own offset (learned by the visit model) and the
-# distance its last visit showed that this offset has not taken
-OFFSET, RESIDUAL, SHIFT_OFFSET, PENDING = range(4)
-SEASON_ROWS = 4
+# mean absolute residual there, the level-shift test's own offset (learned by the visit model), the
+# distance its last visit showed that this offset has not taken, and the visits in a row up to the last
+# that held a fired shift's episode, agreeing on their side (1, or 2 at most: see _end_visit)
+OFFSET, RESIDUAL, SHIFT_OFFSET, PENDING, EPISODES = range(5)
+SEASON_ROWS = 5
 OLD_SEASON_ROWS = 2        # snapshots from before the level-shift test's own offsets (series.py pads them)
+EPISODE_VISITS = 2.0       # agreeing visits that held a shift's episode before the next one teaches the offset:
+                           # the same incident at the same hour two days running is raised twice, a
+                           # nightly job is learned from its third night
 
 SCALE_ALPHA = 0.02         # memory of the residuals' size (about 50 points)
 SLOW_ALPHA = 0.002         # memory of their long-run size and of the tails: about 500 points, or a day
@@ -556,7 +563,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     if shift_budget > 0.0:
         _learn_shift(st, r, fast, w_line, fired, recovery, u_learn, t)
         if w_line > 0.0:
-            _learn_visit(st, season, seen, r, b, x, w_line, TAIL_START * scale)
+            _learn_visit(st, season, seen, r, b, x, w_line, TAIL_START * scale, t)
     _learn(st, season, seen, r, b, x, t, w_line, z, e, scale, host)
     return score, kind, expected, fast + shift_off
 
@@ -762,19 +769,33 @@ def _end_visit(st, season, seen, r, b):
     visit of its quarter hour (PENDING), and a visit of b begins. If the visit that ends took a distance
     on the side that b has pending, b's offset takes as much of its pending before its first value is
     judged: a daily pattern is being learned across these hours (a nightly job's half hour), and b's
-    first values would otherwise deseason off by the difference."""
+    first values would otherwise deseason off by the difference.
+
+    A visit that held a fired shift's episode counts in EPISODES: 1, or EPISODE_VISITS when the visit
+    before it held one too and they agree on the side. While a quarter hour's count is 1 its next visit
+    learns nothing (offsets_learn): the same incident twice at the same hour, a query 16 times slower
+    at 07:04 one day and 18 times the next, agreed as a nightly job does, and the offset learned on the
+    second day hid it; a third agreeing visit (a job) is learned as before."""
     pb = int(st[r, VISIT_B]) - 1
     if pb == b:
         return
     taken = st[r, VISIT_TAKEN]
     if pb >= 0 and st[r, VISIT_N] > 0.0:
-        season[r, PENDING, pb] = st[r, VISIT_SUM] / st[r, VISIT_N]
+        m = st[r, VISIT_SUM] / st[r, VISIT_N]
+        if st[r, VISIT_EPISODE] <= 0.0:
+            season[r, EPISODES, pb] = 0.0
+        elif season[r, EPISODES, pb] > 0.0 and m * season[r, PENDING, pb] > 0.0:
+            season[r, EPISODES, pb] = EPISODE_VISITS
+        else:
+            season[r, EPISODES, pb] = 1.0
+        season[r, PENDING, pb] = m
     st[r, VISIT_B] = b + 1.0
     st[r, VISIT_N] = 0.0
     st[r, VISIT_SUM] = 0.0
     st[r, VISIT_TAKEN] = 0.0
+    st[r, VISIT_EPISODE] = 0.0
     p = season[r, PENDING, b]
-    if seen[r, b] and p * taken > 0.0:
+    if offsets_learn(season, seen, r, b) and p * taken > 0.0:
         ahead = math.copysign(min(abs(p), abs(taken)), p)
         season[r, SHIFT_OFFSET, b] += ahead
         st[r, OFFSET_SUM] += ahead
@@ -783,13 +804,23 @@ def _end_visit(st, season, seen, r, b):
 
 
 @njit(cache=True)
-def _learn_visit(st, season, seen, r, b, x, w, limit):
+def offsets_learn(season, seen, r, b):
+    """Whether a visit of quarter hour b may move its level-shift offset: b was seen before, and its
+    last visit held no shift's episode or was the EPISODE_VISITS-th of such visits agreeing in a row."""
+    return seen[r, b] > 0 and season[r, EPISODES, b] != 1.0
+
+
+@njit(cache=True)
+def _learn_visit(st, season, seen, r, b, x, w, limit, t):
     """Learn value x (weight w > 0) into the slow level and the visit of its quarter hour b, and move the
     level-shift test's offset of b by what this visit and the last one agree on (see the module
     docstring). The slow level follows the deseasoned values over SEASON_LEVEL_S of time, each value
     moving it by at most `limit` (a running mean over the first MIN_POINTS values): not the forecast's
     level nor the test's baseline, which both follow an episode within minutes, so an episode's
-    distance from it is there to be compared with the next day's."""
+    distance from it is there to be compared with the next day's. A value within EPISODE_KEEP_S of a
+    fired shift (SHIFT_T, at t) makes its visit one of that episode's (_end_visit)."""
+    if st[r, SHIFT_T] > 0.0 and t - st[r, SHIFT_T] < EPISODE_KEEP_S:
+        st[r, VISIT_EPISODE] = 1.0
     d = x - season[r, SHIFT_OFFSET, b]
     n = st[r, N_OBS]
     if n < MIN_POINTS:
@@ -800,8 +831,8 @@ def _learn_visit(st, season, seen, r, b, x, w, limit):
     st[r, VISIT_N] += w
     # one outlier does not make a visit's mean
     st[r, VISIT_SUM] += w * min(max(d - st[r, DAY_LEVEL], -4.0 * limit), 4.0 * limit)
-    if not seen[r, b]:
-        return     # a first sight: what it shows waits for the next visit
+    if not offsets_learn(season, seen, r, b):
+        return     # a first sight, or after one shift's episode: what it shows waits for the next visit
     m, p = st[r, VISIT_SUM] / st[r, VISIT_N], season[r, PENDING, b]
     if m * p <= 0.0:
         return
@@ -916,4 +947,5 @@ def score_series(param_ptr, param_row, param_num, ts, weights, hosts, st, season
 
 # step and the helpers it calls once per value, inlined into score_series (see kt.inline_into_callers:
 # about 30% less CPU per value, the same results)
-kt.inline_into_callers(step, spike_score, learn_record, _learn_shift, _learn, _end_visit, _learn_visit)
+kt.inline_into_callers(step, spike_score, learn_record, _learn_shift, _learn, _end_visit, _learn_visit,
+                       offsets_learn)

@@ -27,9 +27,12 @@ class Series:
         self.host_last = {}       # host code -> its last value (log scale), for its first HOST_SLOTS hosts
         self.run = 0
         self.season = {}          # bucket -> [offset, mean absolute residual, points seen]
-        self.shift_season = {}    # bucket -> [the level-shift test's offset, what its last visit left pending]
+        # bucket -> [the level-shift test's offset, what its last visit left pending, its visits in a row that
+        # held a shift's episode, agreeing (K.EPISODES)]
+        self.shift_season = {}
         self.day_level = 0.0      # the slow level the test's offsets are learned against
         self.visit = [-1, 0.0, 0.0, 0.0]   # the quarter hour visited, its values' weight, summed distance, take
+        self.visit_episode = False         # the visit holds values of a fired shift's episode
         self.labels = []
         self.distinct = 0
         self.shift_n = self.base = self.fast = self.gap_size = 0.0   # the level-shift test
@@ -327,7 +330,7 @@ class Series:
         if self.shift_budget > 0:
             self.learn_shift(fast, w_line, fired, recovery, u_learn, t)
             if w_line > 0:
-                self.learn_visit(b, x, w_line, K.TAIL_START * scale)
+                self.learn_visit(b, x, w_line, K.TAIL_START * scale, t)
         self._learn(b, x, t, w_line, z, e, scale, host)
         return score, kind, expected, fast + shift_off
 
@@ -337,18 +340,31 @@ class Series:
         if pb == b:
             return
         if pb >= 0 and n > 0:
-            self.shift_season.setdefault(pb, [0.0, 0.0])[1] = total / n
+            ended = self.shift_season.setdefault(pb, [0.0, 0.0, 0.0])
+            m = total / n
+            if not self.visit_episode:
+                ended[2] = 0.0
+            else:
+                ended[2] = K.EPISODE_VISITS if ended[2] > 0 and m * ended[1] > 0 else 1.0
+            ended[1] = m
         self.visit = [b, 0.0, 0.0, 0.0]
+        self.visit_episode = False
         mine = self.shift_season.get(b)
-        if b in self.season and mine is not None and mine[1] * taken > 0:
+        if self.offsets_learn(b) and mine is not None and mine[1] * taken > 0:
             ahead = math.copysign(min(abs(mine[1]), abs(taken)), mine[1])
             mine[0] += ahead
             mine[1] -= ahead
             self.visit[3] = ahead
 
-    def learn_visit(self, b, x, w, limit):
+    def offsets_learn(self, b):
+        """Twin of series_kernels.offsets_learn."""
+        return b in self.season and self.shift_season.get(b, [0.0, 0.0, 0.0])[2] != 1.0
+
+    def learn_visit(self, b, x, w, limit, t):
         """Twin of series_kernels._learn_visit."""
-        mine = self.shift_season.setdefault(b, [0.0, 0.0])
+        if self.shift_t > 0 and t - self.shift_t < K.EPISODE_KEEP_S:
+            self.visit_episode = True
+        mine = self.shift_season.setdefault(b, [0.0, 0.0, 0.0])
         d = x - mine[0]
         if self.n < K.MIN_POINTS:
             self.day_level += w / (self.n + w) * (d - self.day_level)
@@ -357,7 +373,7 @@ class Series:
             self.day_level += w * rate * min(max(d - self.day_level, -limit), limit)
         self.visit[1] += w
         self.visit[2] += w * min(max(d - self.day_level, -4.0 * limit), 4.0 * limit)
-        if b not in self.season:
+        if not self.offsets_learn(b):
             return
         m, p = self.visit[2] / self.visit[1], mine[1]
         if m * p <= 0:
