@@ -92,6 +92,14 @@ def _ranges(ptr, lines):
     return np.arange(int(counts.sum()), dtype=np.int64) + offsets
 
 
+class SourceTest:
+    """The state of the sources' level-shift test (source_shift_kernels), a row per source id: an object of
+    its own, as its rows are not the series' (state_shape checks a book's series arrays for one length)."""
+
+    def __init__(self):
+        self.state = np.zeros((1, SSK.COLS))
+
+
 class SeriesBook:
     """Series state of one tier 3: rows of series_kernels state, grown as series appear."""
 
@@ -110,13 +118,22 @@ class SeriesBook:
         self.labels = np.zeros((16, self.max_labels))
         self.record = np.zeros((16, K.RECORD_COLS))
         self.source_of = np.zeros(16, np.int64)   # row -> source id (from its key)
-        self.sources = np.zeros((1, SSK.COLS))     # source id -> its source-level shift test (SSK)
+        self.source_test = SourceTest()
         self.refused = 0            # parameter values of series past max_series (not judged)
         self._warned = False
         # What score() stepped, kept for learn(): (batch, rows, ts, touched rows, their copies from before
         # the batch, the multiplicity it judged with)
         self._scored = None
         self._sorted = None         # (series count, sorted keys, their rows): see _known()
+
+    @property
+    def sources(self):
+        """float64[source ids, SSK.COLS]: each source's source-level shift test."""
+        return self.source_test.state
+
+    @sources.setter
+    def sources(self, value):
+        self.source_test.state = value
 
     def rows_of(self, batch, slots):
         """Series row of every parameter (int64[m], -1: none): numeric values of slots, per the line's

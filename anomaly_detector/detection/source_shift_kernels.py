@@ -6,7 +6,8 @@ budget: a database whose five query series each stood at u 7-9 together, every o
 tenth of the budget, raised nothing. Here a source's evidence is combined: its statistic is the sum of
 its judged series' shift evidence (series_kernels.shift_evidence: the decades of rarity of the series'
 u by its own tail, signed by its side), each clipped to +-SERIES_CLIP decades, so one series far out is
-its own test's business and an excursion beyond U_START needs two series at least. It is updated as each
+its own test's business and an excursion beyond U_START needs two series at least (a split series'
+drops count as 0, as its own test judges none of them). It is updated as each
 value steps its series (series_kernels.score_series gives every value's evidence after it). Series
 moving the same way add up; opposite moves cancel. Summing raw u instead (over the root of the series'
 count) let a source whose series wander together (a busy web log) or a quiet series' u swamp the sum:
@@ -71,7 +72,7 @@ def score_sources(param_ptr, param_row, after_u, ts, source_of, eligible, row_u,
             if r < 0 or not eligible[r] or math.isnan(after_u[j]):
                 continue
             s = source_of[r]
-            a = min(max(after_u[j], -SERIES_CLIP), SERIES_CLIP)
+            a = clipped(st, r, after_u[j])
             src[s, SUM] += a - row_u[r]
             row_u[r] = a
             if src[s, COUNT] < MIN_SERIES:
@@ -92,8 +93,16 @@ def row_evidence(st, eligible, shift_budget):
     out = np.zeros(eligible.shape[0])
     for r in range(eligible.shape[0]):
         if eligible[r]:
-            out[r] = min(max(SK.shift_evidence(st, r, shift_budget), -SERIES_CLIP), SERIES_CLIP)
+            out[r] = clipped(st, r, SK.shift_evidence(st, r, shift_budget))
     return out
+
+
+@njit(cache=True)
+def clipped(st, r, e):
+    """Series r's evidence e as the source's sum counts it: within +-SERIES_CLIP, and none of a split
+    series' drop (as its own test judges none: a load change drops many values' times at once)."""
+    low = 0.0 if st[r, SK.SPLIT_ONLY] > 0.0 else -SERIES_CLIP
+    return min(max(e, low), SERIES_CLIP)
 
 
 @njit(cache=True)

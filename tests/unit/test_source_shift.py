@@ -155,3 +155,16 @@ def test_a_score_that_no_learn_follows_leaves_the_source_test_as_it_was():
     book.score(batch, book.rows_of(batch, slots), ts)
     book._settle()
     assert np.array_equal(book.sources[:, SSK.VALUES:], before[:, SSK.VALUES:])
+
+
+def test_the_sources_rows_leave_the_series_arrays_checked_for_one_length():
+    """state_shape checks a book's series arrays for one first dimension while a fresh book's share it: the
+    sources' rows (one per source id) are an object of their own, so the check still holds."""
+    from anomaly_detector.detection.state_shape import check_state_arrays
+    from anomaly_detector.storage.atomic import StateShapeError
+    book = SeriesBook(100, 16)
+    book.sources = np.zeros((3, SSK.COLS))
+    check_state_arrays("t3-series", SeriesBook(100, 16), book)
+    book.labels = book.labels[:4]
+    with pytest.raises(StateShapeError):
+        check_state_arrays("t3-series", SeriesBook(100, 16), book)
