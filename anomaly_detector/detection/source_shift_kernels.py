@@ -24,7 +24,9 @@ scored the threshold (censored there), and its next SHIFT_EVIDENCE values on its
 MIN_SERIES judged series at least.
 
 Source state (float64[S, COLS], row = source id): SUM and COUNT are derived from the series every batch
-(series.SeriesBook.source_sums); the rest is learned.
+(series.SeriesBook._source_sums); the rest is learned, by score() alone (learn() steps some rows again
+with other weights, never the sources: a line's weight is the series', and stepping a source twice
+would count its values twice).
 """
 import math
 
@@ -55,9 +57,8 @@ def score_sources(param_ptr, param_row, after_u, ts, source_of, eligible, row_u,
                   suspicious, budget):
     """Step the source test through every value with an eligible series row (its source's judged series,
     their evidence summed in src[:, SUM], their count in src[:, COUNT] and row_u: each row's clipped
-    evidence counted there), in
-    line order -> (score per line float32[n], its parameter int64[n], kind int8[n], the firing series'
-    baseline and fast mean float64[n] (not log), its source's series beyond U_START on its side int64[n]).
+    evidence counted there), in line order -> (score per line float32[n], its parameter int64[n], kind int8[n], the firing series'
+    baseline and fast mean float64[n] (not log), its source's series showing evidence on its side int64[n]).
     after_u: each value's evidence after its step (series_kernels.score_series; NaN: not stepped)."""
     n = param_ptr.shape[0] - 1
     best = np.zeros(n, np.float32)
