@@ -168,3 +168,13 @@ def test_the_sources_rows_leave_the_series_arrays_checked_for_one_length():
     book.labels = book.labels[:4]
     with pytest.raises(StateShapeError):
         check_state_arrays("t3-series", SeriesBook(100, 16), book)
+
+
+def test_a_split_series_drop_counts_nothing_in_the_sum():
+    """A split series' own test judges no drop (a load change drops many values' times at once): nor does
+    its source's sum count one; a rise, and any move of a plain series, count up to SERIES_CLIP."""
+    st = np.zeros((2, K.COLS))
+    st[1, K.SPLIT_ONLY] = K.SPLIT_JUDGED
+    assert SSK.clipped(st, 0, -5.0) == -SSK.SERIES_CLIP
+    assert SSK.clipped(st, 1, -5.0) == 0.0
+    assert SSK.clipped(st, 1, 5.0) == SSK.SERIES_CLIP
