@@ -19,6 +19,7 @@ import numpy as np
 
 from . import novelty_kernels as NK
 from . import series_kernels as K
+from . import source_shift_kernels as SSK
 
 log = logging.getLogger(__name__)
 SOURCE_BITS = 32
@@ -93,6 +94,14 @@ def _ranges(ptr, lines):
     return np.arange(int(counts.sum()), dtype=np.int64) + offsets
 
 
+class SourceTest:
+    """The state of the sources' level-shift test (source_shift_kernels), a row per source id: an object of
+    its own, as its rows are not the series' (state_shape checks a book's series arrays for one length)."""
+
+    def __init__(self):
+        self.state = np.zeros((1, SSK.COLS))
+
+
 class SeriesBook:
     """Series state of one tier 3: rows of series_kernels state, grown as series appear."""
 
@@ -111,12 +120,22 @@ class SeriesBook:
         self.labels = np.zeros((16, self.max_labels))
         self.record = np.zeros((16, K.RECORD_COLS))
         self.source_of = np.zeros(16, np.int64)   # row -> source id (from its key)
+        self.source_test = SourceTest()
         self.refused = 0            # parameter values of series past max_series (not judged)
         self._warned = False
         # What score() stepped, kept for learn(): (batch, rows, ts, touched rows, their copies from before
         # the batch, the multiplicity it judged with)
         self._scored = None
         self._sorted = None         # (series count, sorted keys, their rows): see _known()
+
+    @property
+    def sources(self):
+        """float64[source ids, SSK.COLS]: each source's source-level shift test."""
+        return self.source_test.state
+
+    @sources.setter
+    def sources(self, value):
+        self.source_test.state = value
 
     def rows_of(self, batch, slots):
         """Series row of every parameter (int64[m], -1: none): numeric values of slots, per the line's
@@ -207,17 +226,53 @@ class SeriesBook:
         touched = np.flatnonzero(mark)
         before = _RowCopies(self, touched, ts)
         multiplicity = self.multiplicity()    # of the rows before the batch: learn() steps again with it
-        # pending before the kernel runs: rows a failing call left half-stepped are put back too
-        self._scored = (batch, rows, ts, touched, before, multiplicity)
-        return K.score_series(batch.param_ptr, rows, batch.param_num, ts, weights, _hosts(batch), self.state,
-                              self.season, self.seen, self.labels, self.record, self.threshold, self.suspicious,
-                              multiplicity, self.record_weight, self.shift_budget, self.episode_weight)
+        eligible, row_u = self._source_sums()
+        # pending before the kernel runs: rows a failing call left half-stepped are put back too, and the
+        # sources' test (stepped by score() alone: learn() re-steps rows, not sources) as it was
+        self._scored = (batch, rows, ts, touched, before, multiplicity, self.sources.copy())
+        best, which, kind, expected, level, after_u = K.score_series(
+            batch.param_ptr, rows, batch.param_num, ts, weights, _hosts(batch), self.state, self.season, self.seen,
+            self.labels, self.record, self.threshold, self.suspicious, multiplicity, self.record_weight,
+            self.shift_budget, self.episode_weight)
+        together = np.zeros(batch.n, np.int64)
+        if self.shift_budget > 0.0 and eligible.any():
+            s_best, s_which, s_kind, s_expected, s_level, s_together = SSK.score_sources(
+                batch.param_ptr, rows, after_u, np.asarray(ts, np.float64), self.source_of, eligible, row_u,
+                self.sources, self.state, self.season, self.threshold, self.suspicious, self.shift_budget)
+            won = s_best > best
+            best[won], which[won], kind[won] = s_best[won], s_which[won], s_kind[won]
+            expected[won], level[won], together[won] = s_expected[won], s_level[won], s_together[won]
+        return best, which, kind, expected, level, together
+
+    def _source_sums(self):
+        """(eligible bool[rows], row_u float64[rows]) for SSK.score_sources: the series whose shifts are
+        judged (judged, their shift test made and warm) and each one's clipped evidence, summed per source into
+        self.sources' SUM and COUNT (derived anew each batch: learn() re-steps rows, not sources)."""
+        used = len(self.rows)
+        size = self.state.shape[0]
+        eligible = np.zeros(size, np.bool_)
+        row_u = np.zeros(size)
+        sources = self.source_of[:used]
+        if used and int(sources.max()) >= self.sources.shape[0]:
+            grown = np.zeros((int(sources.max()) + 1, SSK.COLS))
+            grown[: self.sources.shape[0]] = self.sources
+            self.sources = grown
+        if self.shift_budget <= 0.0 or not used:
+            self.sources[:, SSK.SUM] = self.sources[:, SSK.COUNT] = 0.0
+            return eligible, row_u
+        eligible[:used] = self._shift_tested(used) & (self.state[:used, K.SHIFT_N] >= K.SHIFT_JUDGE)
+        row_u = SSK.row_evidence(self.state, eligible, self.shift_budget)
+        size = self.sources.shape[0]
+        self.sources[:, SSK.SUM] = np.bincount(sources, weights=row_u[:used], minlength=size)
+        self.sources[:, SSK.COUNT] = np.bincount(sources, weights=eligible[:used], minlength=size)
+        return eligible, row_u
 
     def _settle(self):
         """Put back the rows a score() stepped that no learn() of its batch took (see score)."""
         scored, self._scored = self._scored, None
         if scored is not None:
             scored[4].restore(self)
+            self.sources = scored[6]
 
     def learn(self, batch, rows, ts, weights):
         """Learn the batch with each line's weight. score() stepped the rows it touched through exactly
@@ -263,7 +318,7 @@ class SeriesBook:
         # nor of a pooled series that its split series explain (POOLED_MIXTURE). Counted, a search log's 30
         # split series by search term, none of them judged, held its query time to a 33rd of the budget
         spiked = judged & (split <= 0.0)
-        shifted = judged & ((split == 0.0) | (split == K.SPLIT_JUDGED))
+        shifted = self._shift_tested(used, judged)
         sources = self.source_of[:used]
         size = int(sources.max()) + 1 if used else 1
         counts = np.maximum(np.bincount(sources[spiked], minlength=size)[sources], 1)
@@ -275,6 +330,12 @@ class SeriesBook:
         out[:used, 0] = counts
         out[:used, 1] = np.maximum(1.0 / share, 1.0)
         return out
+
+    def _shift_tested(self, used, judged=None):
+        """bool[used]: the series whose level shifts are judged (see multiplicity)."""
+        judged = K.judged_rows(self.state, self.labels, used) if judged is None else judged
+        split = self.state[:used, K.SPLIT_ONLY]
+        return judged & ((split == 0.0) | (split == K.SPLIT_JUDGED))
 
     def forget_slots(self, slots):
         """Series of these slots start again (their template's positions moved)."""
@@ -299,7 +360,7 @@ class SeriesBook:
         return {"keys": [str(k) for k in self.rows], "rows": [int(r) for r in self.rows.values()],
                 "state": self.state[:used].tolist(), "season": self.season[:used].tolist(),
                 "seen": self.seen[:used].tolist(), "labels": self.labels[:used].tolist(),
-                "record": self.record[:used].tolist(), "refused": self.refused}
+                "record": self.record[:used].tolist(), "refused": self.refused, "sources": self.sources.tolist()}
 
     def load(self, saved):
         """Restore state_dict(); rows past max_series (a lowered limit) are dropped."""
@@ -330,6 +391,10 @@ class SeriesBook:
         self.__init__(self.max_series, self.max_labels, self.threshold, self.suspicious, self.record_weight,
                       self.shift_budget, self.episode_weight)
         self.refused = int(saved.get("refused", 0))
+        # a snapshot from before the source-level test: each source's test starts anew
+        sources = np.asarray(saved.get("sources", []), np.float64).reshape(-1, SSK.COLS)
+        if sources.shape[0]:
+            self.sources = sources
         for key, row in pairs[: self.max_series]:
             new = self._row(key)
             self.state[new], self.season[new], self.seen[new] = state[row], season[row], seen[row]

@@ -915,7 +915,9 @@ def score_series(param_ptr, param_row, param_num, ts, weights, hosts, st, season
                  suspicious, multiplicity, record_weight, shift_budget, episode_weight):
     """Step every numeric parameter with a series row (param_row >= 0) through its series, in line
     order -> (best score per line float32[n], its parameter index int64[n], kind int8[n],
-    expected value float64[n], the series' recent level float64[n]). weights float32[n]: learning weight per line (0: judge only);
+    expected value float64[n], the series' recent level float64[n], and per parameter the evidence of a
+    level shift its series stands at after it (after_u float64[m]: shift_evidence, NaN for a value not
+    stepped; source_shift_kernels combines them per source)). weights float32[n]: learning weight per line (0: judge only);
     hosts int64[n]: the code of each line's host (series.host_codes; 0: the line named none);
     threshold: the anomaly threshold the per-day calibration aims at; suspicious: the suspicious score;
     multiplicity float64[R, 2]: the judged series of each row's source, and the level-shift test's share of
@@ -930,6 +932,7 @@ def score_series(param_ptr, param_row, param_num, ts, weights, hosts, st, season
     kind = np.zeros(n, np.int8)
     expected = np.full(n, np.nan)
     level = np.full(n, np.nan)
+    after_u = np.full(param_num.shape[0], np.nan)
     for i in range(n):
         for j in range(param_ptr[i], param_ptr[i + 1]):
             r = param_row[j]
@@ -939,13 +942,24 @@ def score_series(param_ptr, param_row, param_num, ts, weights, hosts, st, season
             sc, k, ex, now = step(st, season, seen, labels, rec, r, x, ts[i], weights[i], threshold, suspicious,
                                   multiplicity[r, 0], multiplicity[r, 1], record_weight, shift_budget, episode_weight,
                                   float(hosts[i]))
+            after_u[j] = shift_evidence(st, r, shift_budget)
             if sc > best[i]:
                 best[i], which[i], kind[i], expected[i], level[i] = sc, j, k, from_log(ex), from_log(now)
-    return best, which, kind, expected, level
+    return best, which, kind, expected, level, after_u
 
+
+@njit(cache=True)
+def shift_evidence(st, r, shift_budget):
+    """The evidence of a level shift series r stands at: -shift_log10p of the u of its fast mean (decades
+    of rarity by its own tail), signed by the shift's side; 0 within U_START, while its shifts are not
+    judged yet, or with the test off."""
+    if shift_budget <= 0.0 or st[r, SHIFT_N] < SHIFT_JUDGE:
+        return 0.0
+    u = shift_u(st, r, st[r, FAST])
+    return math.copysign(-shift_log10p(st, r, u), u) if abs(u) > U_START else 0.0
 
 
 # step and the helpers it calls once per value, inlined into score_series (see kt.inline_into_callers:
 # about 30% less CPU per value, the same results)
-kt.inline_into_callers(step, spike_score, learn_record, _learn_shift, _learn, _end_visit, _learn_visit,
-                       offsets_learn)
+kt.inline_into_callers(step, shift_evidence, spike_score, learn_record, _learn_shift, _learn, _end_visit,
+                       _learn_visit, offsets_learn)

@@ -24,6 +24,7 @@ from . import novelty_kernels as K
 from . import route_kernels as RK
 from . import routes
 from . import series_kernels as SK
+from . import source_shift_kernels as SSK
 from .base import Tier, TierResult
 from .ranks import running_counts
 from .series import SPLIT_BASE, SeriesBook, host_codes
@@ -41,6 +42,8 @@ SERIES_KINDS = {SK.KIND_SPIKE: "unusual value (spike)", SK.KIND_DROP: "unusual v
                 SK.KIND_RECORD_HIGH: "unusual value (record high: above every earlier value)",
                 SK.KIND_RECORD_LOW: "unusual value (record low: below every earlier value)"}
 SHIFT_KINDS = {SK.KIND_SHIFT_UP: "drift (level shift up)", SK.KIND_SHIFT_DOWN: "drift (level shift down)"}
+# a shift that several series of the source made together (source_shift_kernels): named a drift as well
+SOURCE_SHIFT_KINDS = {SSK.KIND_SOURCE_UP: "up", SSK.KIND_SOURCE_DOWN: "down"}
 
 
 class NoveltyTier(Tier):
@@ -273,7 +276,7 @@ class NoveltyTier(Tier):
     def _score_series(self, batch, ctx, result):
         """Numeric series values against their forecasts (series_kernels.py)."""
         view = self._series_rows(batch)
-        best, which, kind, expected, level = self.series.score(view, view.rows, ctx.ts)
+        best, which, kind, expected, level, together = self.series.score(view, view.rows, ctx.ts)
         np.maximum(result.scores, best, out=result.scores)
         for i in np.flatnonzero(best >= 40.0).tolist():
             j, where = view.param(int(which[i])), ""
@@ -281,7 +284,12 @@ class NoveltyTier(Tier):
             cat = view.category_of(int(which[i]))
             if cat >= 0:
                 where = self._split_text(batch, tid, cat)
-            if int(kind[i]) in SHIFT_KINDS:
+            if int(kind[i]) in SOURCE_SHIFT_KINDS:
+                result.reasons[i] = ("drift (level shift %s, with %d series of its source together) of parameter %d "
+                                     "of %r%s: moved from ~%.4g to ~%.4g" % (
+                                         SOURCE_SHIFT_KINDS[int(kind[i])], max(int(together[i]), 1), pos,
+                                         ctx.template_text(tid), where, expected[i], level[i]))
+            elif int(kind[i]) in SHIFT_KINDS:
                 result.reasons[i] = "%s of parameter %d of %r%s: moved from ~%.4g to ~%.4g over its last ~%d values" % (
                     SHIFT_KINDS[int(kind[i])], pos, ctx.template_text(tid), where, expected[i], level[i],
                     SK.SHIFT_WINDOW)
