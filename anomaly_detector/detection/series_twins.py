@@ -105,16 +105,16 @@ class Series:
             self.u_s2 *= keep
             if abs(u) > K.U_START:
                 if self.u_peak <= 0:   # an excursion begins: the last fired shift's episode going on?
-                    self.u_episode = (self.shift_t > 0 and t - self.shift_t < K.EPISODE_KEEP_S
-                                      and u * (self.base - self.moved_from) > 0)
+                    self.u_episode = self.in_episode(u, t)
                 self.u_peak = max(self.u_peak, abs(u))
             if fired and recovery:
                 self.u_peak = 0.0       # an episode's end is not learned
             if (abs(u) <= K.U_START or fired) and self.u_peak > 0:
                 if not self.u_episode:
-                    self.u_n += 1.0
-                    self.u_s += self.u_peak - K.U_START
-                    self.u_s2 += (self.u_peak - K.U_START) ** 2
+                    k = self.episode_weight if fired else 1.0    # a fired one: an episode's
+                    self.u_n += k
+                    self.u_s += k * (self.u_peak - K.U_START)
+                    self.u_s2 += k * (self.u_peak - K.U_START) ** 2
                 self.u_peak = 0.0
         n = self.shift_n
         self.shift_n += w
@@ -298,6 +298,8 @@ class Series:
                 shift_score = 0.0
             if self.split_only in (K.SPLIT_MIXED, K.POOLED_MIXTURE):
                 shift_score = 0.0
+            if self.in_episode(u, t) or self.is_returning(u, fast):   # an episode going on, or ending
+                shift_score = 0.0
             back = abs(u) > K.U_START and self.is_recovery(fast)    # a return needs no rarity
             self.held = self.held + 1 if shift_score >= self.threshold or back else 0.0
             fired = self.held >= K.SHIFT_HOLD
@@ -355,6 +357,15 @@ class Series:
             mine[0] += ahead
             mine[1] -= ahead
             self.visit[3] = ahead
+
+    def is_returning(self, u, fast):
+        """Twin of series_kernels.is_returning."""
+        away = self.base - self.moved_from
+        return self.shifts > 0 and u * away < 0 and (fast - self.moved_from) * away > 0
+
+    def in_episode(self, u, t):
+        """Twin of series_kernels.in_episode."""
+        return self.shift_t > 0 and t - self.shift_t < K.EPISODE_KEEP_S and u * (self.base - self.moved_from) > 0
 
     def offsets_learn(self, b):
         """Twin of series_kernels.offsets_learn."""
