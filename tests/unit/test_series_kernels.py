@@ -871,3 +871,24 @@ def test_the_values_of_an_episode_beyond_the_range_before_it_stay_suspicious():
     assert all(40 <= s < 70 for s in scores[8641:8648]), scores[8641:8648]
     back = [g[0] for g in got[8650:] if g[1] not in (K.KIND_SHIFT_UP, K.KIND_SHIFT_DOWN)]   # the shift's own evidence
     assert max(back) < 40
+
+
+@pytest.mark.parametrize("seed", [0, 3, 5])
+def test_a_fired_shift_barely_teaches_the_tail_that_judges_the_next_one(seed):
+    """A query four times slower for 40 minutes, then again a day later, at a source with 15 judged series.
+    The first fires; its peak (censored at the threshold) is one excursion among dozens, and learned at
+    full weight it alone made the tail heavy enough that the second scored about 71. Learned at
+    anomaly_learning_weight (0.1) it leaves the tail the series' own: the second is plain news."""
+    rng = np.random.default_rng(seed)
+    values, times = rng.lognormal(math.log(2.0), 0.4, 10000), np.arange(10000) * 30.0
+    values[5000:5080] *= 4.0
+    values[7880:7960] *= 4.0
+
+    def second(episode_weight):
+        st, season = np.zeros((1, K.COLS)), np.zeros((1, K.SEASON_ROWS, K.SEASON_BUCKETS))
+        seen, labels, rec = np.zeros((1, K.SEASON_BUCKETS), np.int8), np.zeros((1, LABELS)), np.zeros((1, K.RECORD_COLS))
+        scores = [K.step(st, season, seen, labels, rec, 0, float(x), float(t), 1.0, 70.0, 40.0, 15.0, 15.0,
+                         K.RECORD_WEIGHT, K.SHIFT_FLAGS_PER_DAY, episode_weight)[0] for x, t in zip(values, times)]
+        assert max(scores[5000:5100]) >= 90 and max(scores[:5000] + scores[5100:7880]) < 40
+        return max(scores[7880:7980])
+    assert second(0.1) >= 85 > 75 > second(1.0)
