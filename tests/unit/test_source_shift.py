@@ -118,13 +118,19 @@ def test_a_source_whose_series_all_slow_down_a_little_is_flagged_by_the_source_t
     assert (kind[fired] == SSK.KIND_SOURCE_UP).any()
 
 
-def test_the_source_test_is_saved_and_restored():
+def _learned_but_the_last(**kw):
+    """A SeriesBook that scored and learned every batch of _batches(**kw) but the last; the batches."""
     book = SeriesBook(100, 16)
-    batches = list(_batches(points=1500))
+    batches = list(_batches(**kw))
     for batch, slots, ts in batches[:-1]:
         rows = book.rows_of(batch, slots)
         book.score(batch, rows, ts)
         book.learn(batch, rows, ts, np.ones(batch.n, np.float32))
+    return book, batches
+
+
+def test_the_source_test_is_saved_and_restored():
+    book, batches = _learned_but_the_last(points=1500)
     saved = book.state_dict()
     assert np.asarray(saved["sources"]).shape[1] == SSK.COLS
     again = SeriesBook(100, 16)
@@ -144,12 +150,7 @@ def test_the_source_test_is_saved_and_restored():
 
 
 def test_a_score_that_no_learn_follows_leaves_the_source_test_as_it_was():
-    book = SeriesBook(100, 16)
-    batches = list(_batches(points=1500))
-    for batch, slots, ts in batches[:-1]:
-        rows = book.rows_of(batch, slots)
-        book.score(batch, rows, ts)
-        book.learn(batch, rows, ts, np.ones(batch.n, np.float32))
+    book, batches = _learned_but_the_last(points=1500)
     before = book.sources.copy()
     batch, slots, ts = batches[-1]
     book.score(batch, book.rows_of(batch, slots), ts)
