@@ -945,11 +945,7 @@ def score_series(param_ptr, param_row, param_num, ts, weights, hosts, st, season
     (anomaly_learning_weight): what an episode's record counts and the share of its widening of the
     range a rollback keeps (see step, learn_record)."""
     n = param_ptr.shape[0] - 1
-    best = np.zeros(n, np.float32)
-    which = np.full(n, -1, np.int64)
-    kind = np.zeros(n, np.int8)
-    expected = np.full(n, np.nan)
-    level = np.full(n, np.nan)
+    best, which, kind, expected, level = line_outputs(n)
     after_u = np.full(param_num.shape[0], np.nan)
     for i in range(n):
         for j in range(param_ptr[i], param_ptr[i + 1]):
@@ -964,6 +960,14 @@ def score_series(param_ptr, param_row, param_num, ts, weights, hosts, st, season
             if sc > best[i]:
                 best[i], which[i], kind[i], expected[i], level[i] = sc, j, k, from_log(ex), from_log(now)
     return best, which, kind, expected, level, after_u
+
+
+@njit(cache=True)
+def line_outputs(n):
+    """A kernel's per-line results before any value is judged: best score float32[n] (0), its parameter
+    int64[n] (-1), kind int8[n] (none), expected value and level float64[n] (NaN)."""
+    return (np.zeros(n, np.float32), np.full(n, -1, np.int64), np.zeros(n, np.int8), np.full(n, np.nan),
+            np.full(n, np.nan))
 
 
 @njit(cache=True)

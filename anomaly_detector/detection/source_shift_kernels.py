@@ -61,11 +61,7 @@ def score_sources(param_ptr, param_row, after_u, ts, source_of, eligible, row_u,
     baseline and fast mean float64[n] (not log), its source's series showing evidence on its side int64[n]).
     after_u: each value's evidence after its step (series_kernels.score_series; NaN: not stepped)."""
     n = param_ptr.shape[0] - 1
-    best = np.zeros(n, np.float32)
-    which = np.full(n, -1, np.int64)
-    kind = np.zeros(n, np.int8)
-    expected = np.full(n, np.nan)
-    level = np.full(n, np.nan)
+    best, which, kind, expected, level = SK.line_outputs(n)
     together = np.zeros(n, np.int64)
     for i in range(n):
         for j in range(param_ptr[i], param_ptr[i + 1]):
