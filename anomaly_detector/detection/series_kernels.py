@@ -637,8 +637,16 @@ def shift_log10p(st, r, u):
     a = abs(u)
     if a <= U_START:
         return 0.0
-    share = (st[r, U_N] + PRIOR_RATE * PRIOR_WEIGHT) / (st[r, U_TOTAL] + PRIOR_WEIGHT)
-    return math.log10(min(share, 1.0)) + excess_log10p(st[r, U_N], st[r, U_S], st[r, U_S2], a - U_START)
+    return excursion_log10p(st[r, U_N], st[r, U_TOTAL], st[r, U_S], st[r, U_S2], a)
+
+
+@njit(cache=True)
+def excursion_log10p(n, windows, s1, s2, a):
+    """log10 of the chance that a window holds an excursion of |u| = a > U_START, given n learned peaks
+    (their excesses' sum s1 and sum of squares s2) over `windows` windows: the excesses' tail times the
+    peaks' share of windows, shrunk towards PRIOR_RATE (shift_log10p; the source test's too)."""
+    share = (n + PRIOR_RATE * PRIOR_WEIGHT) / (windows + PRIOR_WEIGHT)
+    return math.log10(min(share, 1.0)) + excess_log10p(n, s1, s2, a - U_START)
 
 
 @njit(cache=True)
@@ -669,11 +677,17 @@ def excess_log10p(n, s1, s2, y):
 @njit(cache=True)
 def shift_u_at(st, r, lp):
     """The |u| whose shift_log10p is lp (U_START where even that is no rarer): the inverse of the tail."""
-    share = (st[r, U_N] + PRIOR_RATE * PRIOR_WEIGHT) / (st[r, U_TOTAL] + PRIOR_WEIGHT)
+    return excursion_u_at(st[r, U_N], st[r, U_TOTAL], st[r, U_S], st[r, U_S2], lp)
+
+
+@njit(cache=True)
+def excursion_u_at(n, windows, s1, s2, lp):
+    """The |u| whose excursion_log10p is lp (U_START where even that is no rarer): its inverse."""
+    share = (n + PRIOR_RATE * PRIOR_WEIGHT) / (windows + PRIOR_WEIGHT)
     target = lp - math.log10(min(share, 1.0))
     if target >= 0.0:
         return U_START
-    shape, scale = excess_fit(st[r, U_N], st[r, U_S], st[r, U_S2])
+    shape, scale = excess_fit(n, s1, s2)
     if shape < 1e-9:
         return U_START - target * scale * math.log(10.0)
     return U_START + scale / shape * (10.0 ** (-shape * target) - 1.0)

@@ -14,7 +14,7 @@ count) let a source whose series wander together (a busy web log) or a quiet ser
 postgres' drift scored no higher than other sources' ordinary nights.
 
 It is calibrated as each series' test is, by its own past: its excursions beyond U_START are learned
-once each, by their peak, into a generalized Pareto tail of excesses (series_kernels.excess_log10p),
+once each, by their peak, into a generalized Pareto tail of excesses (series_kernels.excursion_log10p),
 times their share of the source's windows (a window: SHIFT_WINDOW values of each of its series), with
 a memory of a day of the source's values (or SHIFT_MEMORY windows where a day holds fewer). A
 statistic held at the threshold for SHIFT_HOLD values of each series fires once an excursion, scored
@@ -148,10 +148,11 @@ def step(src, s, u, t, threshold, suspicious, budget):
     if a <= SK.U_START:
         return 0.0, SK.KIND_NONE        # an excursion dipping back towards U_START goes on
     bonus = SK.rate_bonus(gap * window, threshold, 1.0) + 10.0 * math.log10(budget / SK.FALSE_FLAGS_PER_DAY)
-    lp = log10p(src, s, a)
+    tail = (src[s, EXC_N], src[s, TOTAL], src[s, EXC_S], src[s, EXC_S2])
+    lp = SK.excursion_log10p(*tail, a)
     score = min(max(-10.0 * lp + bonus, 0.0), 100.0)
     kind = KIND_SOURCE_UP if u > 0.0 else KIND_SOURCE_DOWN
-    censor = u_at(src, s, -(threshold - bonus) / 10.0)
+    censor = SK.excursion_u_at(*tail, -(threshold - bonus) / 10.0)
     if src[s, FIRED] > 0.0:
         # the excursion that fired is learned as what scored the threshold, not as the anomaly it is
         src[s, PEAK] = max(src[s, PEAK], min(a, censor))
@@ -167,23 +168,3 @@ def step(src, s, u, t, threshold, suspicious, budget):
         src[s, PEAK] = min(src[s, PEAK], censor)
         return score, kind
     return 0.0, SK.KIND_NONE
-
-
-@njit(cache=True)
-def log10p(src, s, a):
-    """log10 of the chance that a window of source s holds an excursion of |u| = a > U_START."""
-    share = (src[s, EXC_N] + SK.PRIOR_RATE * SK.PRIOR_WEIGHT) / (src[s, TOTAL] + SK.PRIOR_WEIGHT)
-    return math.log10(min(share, 1.0)) + SK.excess_log10p(src[s, EXC_N], src[s, EXC_S], src[s, EXC_S2], a - SK.U_START)
-
-
-@njit(cache=True)
-def u_at(src, s, lp):
-    """The |u| whose log10p is lp (U_START where even that is no rarer): the inverse of the tail."""
-    share = (src[s, EXC_N] + SK.PRIOR_RATE * SK.PRIOR_WEIGHT) / (src[s, TOTAL] + SK.PRIOR_WEIGHT)
-    target = lp - math.log10(min(share, 1.0))
-    if target >= 0.0:
-        return SK.U_START
-    shape, scale = SK.excess_fit(src[s, EXC_N], src[s, EXC_S], src[s, EXC_S2])
-    if shape < 1e-9:
-        return SK.U_START - target * scale * math.log(10.0)
-    return SK.U_START + scale / shape * (10.0 ** (-shape * target) - 1.0)
