@@ -958,9 +958,22 @@ def score_series(param_ptr, param_row, param_num, ts, weights, hosts, st, season
     source may raise a day (series_shift_budget; 0: the level-shift test is off); episode_weight
     (anomaly_learning_weight): what an episode's record counts and the share of its widening of the
     range a rollback keeps (see step, learn_record)."""
-    n = param_ptr.shape[0] - 1
-    best, which, kind, expected, level = line_outputs(n)
+    best, which, kind, expected, level = line_outputs(param_ptr.shape[0] - 1)
     after_u = np.full(param_num.shape[0], np.nan)
+    step_values(param_ptr, param_row, param_num, ts, weights, hosts, st, season, seen, labels, rec, threshold,
+                suspicious, multiplicity, record_weight, shift_budget, episode_weight, best, which, kind, expected,
+                level, after_u)
+    return best, which, kind, expected, level, after_u
+
+
+@njit(cache=True, _nrt=False)
+def step_values(param_ptr, param_row, param_num, ts, weights, hosts, st, season, seen, labels, rec, threshold,
+                suspicious, multiplicity, record_weight, shift_budget, episode_weight, best, which, kind, expected,
+                level, after_u):
+    """score_series' loop, into its outputs. Compiled without numba's reference counting (it allocates
+    nothing): with it, every array the inlined helpers bind was counted in and out per value, which
+    cost twice as much as the arithmetic."""
+    n = param_ptr.shape[0] - 1
     for i in range(n):
         for j in range(param_ptr[i], param_ptr[i + 1]):
             r = param_row[j]
@@ -973,7 +986,6 @@ def score_series(param_ptr, param_row, param_num, ts, weights, hosts, st, season
             after_u[j] = shift_evidence(st, r, shift_budget)
             if sc > best[i]:
                 best[i], which[i], kind[i], expected[i], level[i] = sc, j, k, from_log(ex), from_log(now)
-    return best, which, kind, expected, level, after_u
 
 
 @njit(cache=True)
