@@ -716,11 +716,15 @@ def shape_hashes(buf, starts, ends, flags, force):
     for k in range(n):
         if ends[k] - starts[k] + 1 > longest:
             longest = ends[k] - starts[k] + 1
-    scratch = np.empty(longest, dtype=np.uint8)
-    for k in range(n):
+    _hash_lines(buf, starts, ends, flags, force, np.empty(longest, dtype=np.uint8), out)
+    return out
+
+
+@njit(cache=True, _nrt=False)
+def _hash_lines(buf, starts, ends, flags, force, scratch, out):
+    for k in range(starts.shape[0]):
         m = mask_line(buf, starts[k], ends[k], flags, force, scratch)
         out[k] = _hash_words(scratch, 0, m)
-    return out
 
 
 # ---------------------------------------------------------------- shape cache (open addressing)
