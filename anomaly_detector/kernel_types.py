@@ -55,6 +55,17 @@ def inline_into_callers(*helpers):
         helper.targetoptions["inline"] = "always"
 
 
+def loop(function):
+    """@njit(cache=True) without numba's reference counting: for a kernel's hot loop, split out of the
+    kernel into a helper that allocates nothing (the kernel allocates the outputs and passes them in).
+    With counting, numba counts every array in and out each time a helper (inlined or called) binds it:
+    per element of the loop, in series_kernels.step (five state arrays through a dozen inlined helpers)
+    that cost twice the arithmetic, in miner_kernels.shape_hashes (the buffer and scratch through
+    mask_line per line) twice the masking. The same operations run in the same order: the results are
+    the same. A helper compiled so cannot allocate an array, nor return one."""
+    return njit(cache=True, _nrt=False)(function)
+
+
 # (dispatcher, [signature, ...]) of every entry kernel defined so far, in definition order.
 ENTRY_KERNELS = []
 _compiled = set()   # ids of dispatchers loaded, compiling forbidden

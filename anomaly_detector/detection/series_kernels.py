@@ -966,13 +966,11 @@ def score_series(param_ptr, param_row, param_num, ts, weights, hosts, st, season
     return best, which, kind, expected, level, after_u
 
 
-@njit(cache=True, _nrt=False)
+@kt.loop
 def step_values(param_ptr, param_row, param_num, ts, weights, hosts, st, season, seen, labels, rec, threshold,
                 suspicious, multiplicity, record_weight, shift_budget, episode_weight, best, which, kind, expected,
                 level, after_u):
-    """score_series' loop, into its outputs. Compiled without numba's reference counting (it allocates
-    nothing): with it, every array the inlined helpers bind was counted in and out per value, which
-    cost twice as much as the arithmetic."""
+    """score_series' loop, into its outputs (kt.loop: no reference counting)."""
     n = param_ptr.shape[0] - 1
     for i in range(n):
         for j in range(param_ptr[i], param_ptr[i + 1]):

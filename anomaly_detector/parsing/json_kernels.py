@@ -330,7 +330,7 @@ def _put_number(buf, a, b, out, o, dig):
         if neg and not (d1 - d0 == 1 and buf[d0] == 48):
             out[o] = 45
             o += 1
-        out[o:o + d1 - d0] = buf[d0:d1]
+        _copy(buf, d0, d1, out, o)
         return o + d1 - d0
     f0 = f1 = d1
     if buf[d1] == 46:
@@ -426,7 +426,7 @@ def _put_fields(buf, fields, nf, max_fields, out, o, dig):
         out[o] = 32
         o += 1
         ks, ke = fields[i, 0], fields[i, 1]
-        out[o:o + ke - ks] = buf[ks:ke]
+        _copy(buf, ks, ke, out, o)
         o += ke - ks
         out[o] = 61
         o = _put_number(buf, fields[i, 2], fields[i, 3], out, o + 1, dig)
@@ -486,6 +486,14 @@ def _escape_char(d):
     return d  # " \ /
 
 
+@njit(cache=True, inline="always")
+def _copy(src, a, b, dst, o):
+    """dst[o:o + b - a] = src[a:b], byte by byte: a slice assignment may allocate a temporary, which a
+    loop compiled without reference counting (kt.loop) cannot."""
+    for k in range(b - a):
+        dst[o + k] = src[a + k]
+
+
 @njit(cache=True)
 def decode_string(buf, p, q, out, o):
     """Decode the validated string body buf[p:q) into out at o, as clean_text(json.loads(...)) gives it.
@@ -497,7 +505,7 @@ def decode_string(buf, p, q, out, o):
             r = p + 1
             while r < q and buf[r] != 92:
                 r += 1
-            out[o:o + r - p] = buf[p:r]
+            _copy(buf, p, r, out, o)
             o += r - p
             p = r
             continue
@@ -602,7 +610,6 @@ def json_lines(buf, starts, ends, keys, key_lengths, naive_ok, pow10, days_in_mo
     src_start = np.full(n, -1, np.int64)
     src_end = np.full(n, -1, np.int64)
     decoded = np.empty(buf.shape[0] * 3 // 2 + 8, np.uint8)  # an escape grows at most 2 bytes to 3
-    o = 0
     kinds = np.zeros(4, np.int64)
     vs = np.zeros(4, np.int64)
     ve = np.zeros(4, np.int64)
@@ -610,9 +617,34 @@ def json_lines(buf, starts, ends, keys, key_lengths, naive_ok, pow10, days_in_mo
     fields = np.zeros((MAX_SCANNED_FIELDS, 5), np.int64)
     over = np.zeros(n, np.int32)
     dig = np.zeros(SIGNIFICANT + 1, np.uint8)
-    prev_s, prev_e = -1, -1
-    prev_la, prev_lb, prev_level = -1, -1, 0
-    for i in range(n):
+    outs = (ok, ts, stamp, stamp_start, stamp_end, year, month, repeat, level, cstart, cend, in_decoded, src_start,
+            src_end, over)
+    scratch = (kinds, vs, ve, vnum, fields, dig)
+    # the decoded bytes so far, the last text stamp's span, the last level word's span and its level
+    carry = np.array([0, -1, -1, -1, -1, 0], np.int64)
+    i = _json_loop(buf, starts, ends, keys, key_lengths, naive_ok, pow10, days_in_month, exact_pow10, names, lengths,
+                   codes, numeric_levels, max_fields, 0, decoded, carry, scratch, outs)
+    while i < n:     # line i may need more room in decoded than is left
+        decoded = _grown(decoded, carry[0], 3 * (ends[i] - starts[i]) + 64 * max(max_fields, 0) + 16)
+        i = _json_loop(buf, starts, ends, keys, key_lengths, naive_ok, pow10, days_in_month, exact_pow10, names,
+                       lengths, codes, numeric_levels, max_fields, i, decoded, carry, scratch, outs)
+    o = carry[0]
+    return (ok, ts, stamp, stamp_start, stamp_end, year, month, repeat, level, cstart, cend, in_decoded, src_start,
+            src_end, decoded[:o].copy(), over)
+
+
+@kt.loop
+def _json_loop(buf, starts, ends, keys, key_lengths, naive_ok, pow10, days_in_month, exact_pow10, names, lengths,
+               codes, numeric_levels, max_fields, first, decoded, carry, scratch, outs):
+    """json_lines' loop from line `first`, into its outputs (kt.loop: no reference counting) -> the line
+    whose decoded text may not fit in what is left of `decoded` (json_lines grows it and calls again from
+    there), or n when all are done."""
+    (ok, ts, stamp, stamp_start, stamp_end, year, month, repeat, level, cstart, cend, in_decoded, src_start, src_end,
+     over) = outs
+    kinds, vs, ve, vnum, fields, dig = scratch
+    o, prev_s, prev_e, prev_la, prev_lb, prev_level = carry[0], carry[1], carry[2], carry[3], carry[4], carry[5]
+    n = starts.shape[0]
+    for i in range(first, n):
         s, e = starts[i], ends[i]
         if e - s > MAX_LINE_BYTES:
             continue
@@ -655,17 +687,19 @@ def json_lines(buf, starts, ends, keys, key_lengths, naive_ok, pow10, days_in_mo
         elif mk == V_STRING and not numeric:
             c0, c1, dec = vs[ROLE_MESSAGE] + 1, ve[ROLE_MESSAGE] - 1, False
         elif mk == V_STRING or mk == V_ESCAPED or mk == V_TRUE or mk == V_FALSE:
-            decoded = _grown(decoded, o, 3 * (e - s) + 64 * min(nf, max_fields) + 16)
+            if o + 3 * (e - s) + 64 * min(nf, max_fields) + 16 > decoded.shape[0]:
+                carry[0], carry[1], carry[2], carry[3], carry[4], carry[5] = o, prev_s, prev_e, prev_la, prev_lb, prev_level
+                return i
             c0, c1, dec = o, o, True
             if mk == V_STRING:
                 c1 = o + ve[ROLE_MESSAGE] - vs[ROLE_MESSAGE] - 2
-                decoded[o:c1] = buf[vs[ROLE_MESSAGE] + 1:ve[ROLE_MESSAGE] - 1]
+                _copy(buf, vs[ROLE_MESSAGE] + 1, ve[ROLE_MESSAGE] - 1, decoded, o)
             elif mk == V_ESCAPED:
                 c1 = decode_string(buf, vs[ROLE_MESSAGE] + 1, ve[ROLE_MESSAGE] - 1, decoded, o)
             else:  # json.dumps of the value
                 word = _TRUE if mk == V_TRUE else _FALSE
                 c1 = o + word.shape[0]
-                decoded[c0:c1] = word
+                _copy(word, 0, word.shape[0], decoded, c0)
             if c1 >= 0 and numeric:
                 c1, over[i] = _put_fields(buf, fields, nf, max_fields, decoded, c1, dig)
             if c1 < 0:
@@ -683,8 +717,8 @@ def json_lines(buf, starts, ends, keys, key_lengths, naive_ok, pow10, days_in_mo
             prev_s, prev_e = a, b
             stamp_start[i], stamp_end[i], year[i], month[i] = a, b, y, mo
         ok[i], ts[i], stamp[i], level[i], cstart[i], cend[i] = True, t, kind, lv, c0, c1
-    return (ok, ts, stamp, stamp_start, stamp_end, year, month, repeat, level, cstart, cend, in_decoded, src_start,
-            src_end, decoded[:o].copy(), over)
+    carry[0], carry[1], carry[2], carry[3], carry[4], carry[5] = o, prev_s, prev_e, prev_la, prev_lb, prev_level
+    return n
 
 
 @kt.entry((kt.BYTES, kt.I64_1D, kt.I64_1D), cache=True)

@@ -720,8 +720,9 @@ def shape_hashes(buf, starts, ends, flags, force):
     return out
 
 
-@njit(cache=True, _nrt=False)
+@kt.loop
 def _hash_lines(buf, starts, ends, flags, force, scratch, out):
+    """shape_hashes' loop, into out (kt.loop: no reference counting)."""
     for k in range(starts.shape[0]):
         m = mask_line(buf, starts[k], ends[k], flags, force, scratch)
         out[k] = _hash_words(scratch, 0, m)
@@ -962,8 +963,16 @@ def extract_params(buf, starts, ends, slots, tpl_first, tpl_nscan, tt_start, tt_
     for k in range(n):
         if tpl_nscan[slots[k]] > 0 and ends[k] - starts[k] + 1 > longest:
             longest = ends[k] - starts[k] + 1
-    scratch = np.empty(longest, dtype=np.uint8)
-    for k in range(n):
+    _extract_lines(buf, starts, ends, slots, tpl_first, tpl_nscan, tt_start, tt_end, tt_marks, pool, param_ptr,
+                   flags, force, np.empty(longest, dtype=np.uint8), caps, pos, hsh, num, cs, ce)
+    return pos, hsh, num, cs, ce
+
+
+@kt.loop
+def _extract_lines(buf, starts, ends, slots, tpl_first, tpl_nscan, tt_start, tt_end, tt_marks, pool, param_ptr,
+                   flags, force, scratch, caps, pos, hsh, num, cs, ce):
+    """extract_params' loop, into its outputs (kt.loop: no reference counting)."""
+    for k in range(starts.shape[0]):
         slot = slots[k]
         out = param_ptr[k]
         ordinal = 0
@@ -1013,7 +1022,6 @@ def extract_params(buf, starts, ends, slots, tpl_first, tpl_nscan, tt_start, tt_
             ps = i
             pe = j
             i = j
-    return pos, hsh, num, cs, ce
 
 
 # ================================================================ Python the miner runs itself

@@ -330,6 +330,22 @@ def test_numeric_fields_are_written_as_python_writes_them(literals):
     assert ok.sum() >= len(usual)  # the usual ones are the kernel's
 
 
+def test_a_line_that_may_not_fit_grows_the_decoded_bytes_mid_batch():
+    # a long line after short ones: what is left of the decoded bytes may not hold its text with its
+    # numeric fields, so the loop stops there and goes on once they have grown (json_lines, _json_loop)
+    short = ['{"message":"m%d","v":%d,"w":%d.5}' % (i, i, i) for i in range(5)]
+    long = ['{"message":"%s","v":7,"w":8.25}' % ("x" * 5000)]
+    texts = [t.encode() for t in short + long + short]
+    raw, _s, _e, got = _kernel(texts)
+    assert got[0].all() and got[11].all()
+    content = raw + got[14].tobytes()
+    for i, text in enumerate(texts):
+        alone_raw, _s, _e, alone = _kernel([text])
+        alone_content = (alone_raw + alone[14].tobytes())[len(alone_raw) + alone[9][0]:len(alone_raw) + alone[10][0]]
+        assert content[len(raw) + got[9][i]:len(raw) + got[10][i]] == alone_content
+    assert content[len(raw) + got[9][5]:len(raw) + got[10][5]] == b"x" * 5000 + b" v=7 w=8.25"
+
+
 def test_json_lines_with_numeric_fields_take_the_fast_path():
     texts = [json.dumps({"timestamp": "2026-03-02T00:00:%02dZ" % (i % 60), "source": "api", "level": "INFO",
                          "message": "order placed", "duration_ms": 100 + i, "cpu": round(i * 0.37, 2),
