@@ -22,7 +22,8 @@ def escaped(text):
 
 @njit(cache=True)
 def _put(out, pos, src):
-    out[pos:pos + src.shape[0]] = src
+    for k in range(src.shape[0]):    # not a slice assignment: that may allocate, which kt.loop cannot
+        out[pos + k] = src[k]
     return pos + src.shape[0]
 
 
@@ -79,8 +80,16 @@ def write_records(prefix, first_line, ts, template_id, tpl_pool, tpl_start, tpl_
         t = template_id[i]
         size += 260 + prefix.shape[0] + (tpl_end[t] - tpl_start[t]) + (reason_end[i] - reason_start[i])
     out = np.empty(size, np.uint8)
+    return out[:_write_lines(prefix, first_line, ts, template_id, tpl_pool, tpl_start, tpl_end, score, anomaly, tiers,
+                             reason_pool, reason_start, reason_end, keys, out)]
+
+
+@kt.loop
+def _write_lines(prefix, first_line, ts, template_id, tpl_pool, tpl_start, tpl_end, score, anomaly, tiers,
+                 reason_pool, reason_start, reason_end, keys, out):
+    """write_records' loop, into out (kt.loop: no reference counting) -> the bytes written."""
     pos = 0
-    for i in range(n):
+    for i in range(ts.shape[0]):
         pos = _put(out, pos, prefix)
         pos = _put_int(out, pos, first_line + i)
         pos = _put(out, pos, keys[0])
@@ -105,7 +114,7 @@ def write_records(prefix, first_line, ts, template_id, tpl_pool, tpl_start, tpl_
         else:
             pos = _put(out, pos, _EMPTY_LIST)
         pos = _put(out, pos, keys[11])
-    return out[:pos]
+    return pos
 
 
 KEYS = (', "ts": ', ', "template_id": ', ', "template": ', ', "score": ', ', "anomaly": true',
