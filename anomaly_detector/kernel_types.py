@@ -62,7 +62,9 @@ def loop(function):
     per element of the loop, in series_kernels.step (five state arrays through a dozen inlined helpers)
     that cost twice the arithmetic, in miner_kernels.shape_hashes (the buffer and scratch through
     mask_line per line) twice the masking. The same operations run in the same order: the results are
-    the same. A helper compiled so cannot allocate an array, nor return one."""
+    the same. A helper compiled so cannot allocate an array (nor a slice assignment's temporary), nor
+    return one; the helpers it calls are compiled so too. An entry kernel that allocates nothing is
+    compiled so itself: `@entry(signature, cache=True, _nrt=False)`."""
     return njit(cache=True, _nrt=False)(function)
 
 

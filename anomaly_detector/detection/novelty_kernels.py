@@ -418,7 +418,7 @@ def run_score(cat_novelty, cat_seen_at, cat_nd, s, batch_new, batch_first, total
 
 
 @kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.U64_1D, kt.F32_1D, kt.F64_2D, kt.U64_2D, kt.F64_2D, kt.I32_1D, kt.I8_1D,
-       kt.F32_2D, kt.F64_2D, kt.F64_2D, kt.U64_1D, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.BOOL), cache=True)
+       kt.F32_2D, kt.F64_2D, kt.F64_2D, kt.U64_1D, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.BOOL), cache=True, _nrt=False)
 def learn_params(param_ptr, param_slot, param_num, param_hash, weights, num_stats, cat_hash, cat_count,
                  cat_nd, cat_full, cat_novelty, cat_seen_at, cat_num, cat_last, min_obs, drift_alpha, base_alpha,
                  numeric):

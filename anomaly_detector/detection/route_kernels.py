@@ -96,7 +96,7 @@ def route_codes(buf, starts, ends, hashes):
 
 
 @kt.entry((kt.BYTES, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.F32_1D, kt.I8_1D, kt.U64_2D, kt.I32_1D,
-           kt.I8_1D), cache=True)
+           kt.I8_1D), cache=True, _nrt=False)
 def learn_routes(buf, param_ptr, param_start, param_end, param_slot, weights, cat_full, route_table, route_nd,
                  route_full):
     """Learn the routes of the values (weight > 0) of full slots (in place): a new one is added while

@@ -476,7 +476,7 @@ def score_transitions(wf, prev, tids, ts, grace_until, tkeys, tcnt, min_support,
 @kt.entry((kt.I64_1D, kt.I32_1D, kt.I32_1D, kt.F64_1D, kt.F32_1D, kt.F32_1D, kt.I32_1D, kt.BYTES, kt.I64_1D, kt.I64_1D,
        kt.I64_1D, kt.I32_1D, kt.I64_1D, kt.I32_1D, kt.I32_1D, kt.F64_1D, kt.F64_1D, kt.I32_1D, kt.I32_1D, kt.I32_2D,
        kt.I32_1D, kt.F32_1D, kt.F32_1D, kt.I32_1D, kt.U8_2D, kt.I32_1D, kt.I32_1D, kt.I64_1D, kt.F64_1D, kt.I64_1D,
-       kt.INT64, kt.FLOAT64), cache=True)
+       kt.INT64, kt.FLOAT64), cache=True, _nrt=False)
 def learn_lines(keys, tids, open_wf, ts, weights, line_scores, src, buf, ks, ke,
                 ix_key, ix_slot, sd_key, sd_wf, sd_last, sd_start, sd_lastts, sd_steps,
                 sd_ntpl, sd_tpl, sd_flags, sd_minw, sd_maxscore, sd_src, sd_id, sd_idlen,

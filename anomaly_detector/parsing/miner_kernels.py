@@ -752,7 +752,7 @@ def table_put(keys, vals, key, val):
     vals[i] = val
 
 
-@kt.entry((kt.U64_1D, kt.INT64, kt.U64_1D, kt.I32_1D, kt.I64_1D, kt.I64_1D, kt.INT64, kt.I32_1D), cache=True)
+@kt.entry((kt.U64_1D, kt.INT64, kt.U64_1D, kt.I32_1D, kt.I64_1D, kt.I64_1D, kt.INT64, kt.I32_1D), cache=True, _nrt=False)
 def assign_slots(hashes, first, keys, vals, counts, last_seen, clock, out):
     """Resolve lines from `first` on through the cache until the first miss; return its index (n if none).
 
