@@ -88,11 +88,17 @@ def route_codes(buf, starts, ends, hashes):
     """Each value's route hash where buf[starts[j]:ends[j]] is a URL path, else its own hash (hashes[j]):
     the values tier 2 counts, one per endpoint (tier2_values)."""
     out = hashes.copy()
+    _route_into(buf, starts, ends, out)
+    return out
+
+
+@kt.loop
+def _route_into(buf, starts, ends, out):
+    """route_codes' loop (kt.loop: no reference counting of buf per value)."""
     for j in range(starts.shape[0]):
         h = route_hash(buf, starts[j], ends[j])
         if h != 0:
             out[j] = h
-    return out
 
 
 @kt.entry((kt.BYTES, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.I64_1D, kt.F32_1D, kt.I8_1D, kt.U64_2D, kt.I32_1D,

@@ -613,8 +613,20 @@ def close_sessions(now, timeout, learn_rate, report_score, min_support, min_runs
     out_slots = np.empty(n, np.int32)
     out_verdict = np.empty(n, np.int8)
     out_missing = np.empty(n, np.int32)
+    n_out = _close_into(now, timeout, learn_rate, report_score, min_support, min_runs, sigmas, ix_key, ix_slot, sd_key,
+                        sd_wf, sd_last, sd_start, sd_lastts, sd_ntpl, sd_tpl, sd_flags, sd_minw, sd_maxscore, free,
+                        tkeys, tcnt, counters, max_trans, dur_n, dur_mean, dur_var, core_ptr, core_tid, out_slots,
+                        out_verdict, out_missing)
+    return out_slots[:n_out].copy(), out_verdict[:n_out].copy(), out_missing[:n_out].copy()
+
+
+@kt.loop
+def _close_into(now, timeout, learn_rate, report_score, min_support, min_runs, sigmas, ix_key, ix_slot, sd_key, sd_wf,
+                sd_last, sd_start, sd_lastts, sd_ntpl, sd_tpl, sd_flags, sd_minw, sd_maxscore, free, tkeys, tcnt,
+                counters, max_trans, dur_n, dur_mean, dur_var, core_ptr, core_tid, out_slots, out_verdict, out_missing):
+    """close_sessions' loop, into its outputs (kt.loop: no reference counting) -> the sessions reported."""
     n_out = 0
-    for s in range(n):
+    for s in range(len(sd_key)):
         if sd_key[s] < 0:
             continue
         w = sd_wf[s]
@@ -651,7 +663,7 @@ def close_sessions(now, timeout, learn_rate, report_score, min_support, min_runs
         free[0] += 1
         free[free[0]] = s
         counters[C_CLOSED] += 1
-    return out_slots[:n_out].copy(), out_verdict[:n_out].copy(), out_missing[:n_out].copy()
+    return n_out
 
 
 @njit(cache=True)

@@ -24,7 +24,7 @@ HOUR_MIN_SHARE = 0.5
 
 
 @kt.entry((kt.F64_3D, kt.F64_3D, kt.I64_1D, kt.I64_1D_RO, kt.I64_1D_RO, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64,
-       kt.F64_1D), cache=True)
+       kt.F64_1D), cache=True, _nrt=False)
 def season_factors(hod, dow, keys, hours, days, per_hour, per_day, prior_hour, prior_day, out):
     """out[i] = the hour-of-day times day-of-week factor of key keys[i] at hours[i], days[i]
     (see tier2_volume.Seasonality)."""

@@ -653,7 +653,7 @@ def _next_token(buf, i, e):
     return i, j
 
 
-@kt.entry((kt.BYTES, kt.INT64, kt.INT64, kt.INT64, kt.U8_1D, kt.U8_1D), cache=True)
+@kt.entry((kt.BYTES, kt.INT64, kt.INT64, kt.INT64, kt.U8_1D, kt.U8_1D), cache=True, _nrt=False)
 def mask_line(buf, s, e, flags, force, out):
     """Masked form of line buf[s:e] into out (len >= e - s); returns its length."""
     o = 0
