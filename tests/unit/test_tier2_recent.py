@@ -143,3 +143,64 @@ def test_a_handed_over_template_keeps_its_learned_error():
     new = tier()
     assert new.import_source(0, exported) == 3   # the night job has not run yet
     assert new.recent.rel2[1] == 0.09 and new.recent.filled[1] == 0
+
+
+# -- spikes against the recent level ------------------------------------------------------------------
+
+def night_shop(hour):
+    """shop's traffic, and template 4: a steady line of every request, quiet at night (a sixth of its day)."""
+    rates = shop(hour)
+    rates[(4, 0)] = 3.0 if hour < 6 else 18.0
+    return rates
+
+
+def feed_scores(t2, start, minutes, rng, factor=None, rates=night_shop, chunk=30):
+    """Score then learn `minutes` of traffic as feed does -> [(time, template, score, reason)] of the lines
+    tier 2 scored 40 or more."""
+    scored = []
+    for m in range(0, minutes, chunk):
+        batch, ts = poisson_lines(lambda t0: rates((t0 % 86400) / 3600.0), start + 60.0 * m, min(chunk, minutes - m),
+                                  rng, factor)
+        if not batch.n:
+            continue
+        if t2.open_bucket is not None:
+            t2.advance(float(ts[0]))
+        ctx = BatchContext(now=float(ts.max()), lines_seen=0, warm=True, n_templates=5, ts=ts)
+        result = t2.score(batch, ctx)
+        scored += [(float(ts[i]), int(batch.template_id[i]), float(result.scores[i]), result.reasons.get(i, ""))
+                   for i in np.flatnonzero(result.scores >= 40.0)]
+        t2.learn(batch, ctx, np.ones(batch.n, np.float32))
+    return scored
+
+
+def spiked(tid, start, minutes, times):
+    return lambda t, t_id: times if t_id == tid and start <= t < start + 60.0 * minutes else 1.0
+
+
+MIDNIGHT = DAY0 - 9 * 3600.0 + 86400.0   # the end of the first day
+
+
+def test_a_steady_template_six_times_its_rate_at_night_on_day_two_is_raised():
+    """Template 4 at six times its night rate for a quarter of an hour at 01:30 on day two: the seasonal
+    forecast of a first night lags far above it, and the recent level finds it."""
+    rng = np.random.default_rng(7)
+    t2 = tier()
+    onset = MIDNIGHT + 86400.0 + 1.5 * 3600.0
+    scored = feed_scores(t2, DAY0, int((onset - DAY0) / 60.0) + 30, rng, spiked(4, onset, 15, 6.0))
+    spike = [s for s in scored if s[1] == 4 and onset <= s[0] < onset + 900.0]
+    assert max(s[2] for s in spike) >= 70.0, scored
+    assert any("hour before" in s[3] and "volume spike" in s[3] for s in spike), spike
+    # nothing before it, nor once its lines have left the long window
+    assert not [s for s in scored if "hour before" in s[3] and not onset <= s[0] < onset + 1800.0], scored
+
+
+def test_a_wandering_night_level_and_a_known_ramp_are_not_raised():
+    """Template 4's night level wanders (by up to 1.8 times, every 20 minutes) and it ramps to six times
+    its night rate at 06:00 every day; from the second day the hour factors know the ramp. No spike against
+    the recent level once the hours are known (the first day's are not judged)."""
+    rng = np.random.default_rng(8)
+    steps = rng.choice([0.55, 1.0, 1.8], size=400)
+    wander = lambda t, tid: steps[int(t // 1200) % 400] if tid == 4 and (t % 86400) < 6 * 3600 else 1.0  # noqa: E731
+    t2 = tier()
+    scored = feed_scores(t2, DAY0, 3 * 24 * 60, rng, wander)
+    assert [s for s in scored if "hour before" in s[3]] == [], scored
