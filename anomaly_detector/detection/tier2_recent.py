@@ -176,6 +176,21 @@ class RecentLevel:
         usable = (self.filled[keys] >= self.ring) & (lines >= MIN_REFERENCE_LINES) & ~dropped
         return np.where(usable, level, 0.0), np.where(usable, lines, 0.0)
 
+    def source_reference(self, source_of, n_sources):
+        """Each source's recent level per bucket: the median over the reference's blocks of SPIKE_BLOCK buckets
+        of the lines of its keys (source_of: each key's source), 0 where the ring is not full or it held fewer
+        than MIN_REFERENCE_LINES. Not deseasonalised: the site's surge is measured against the hour before."""
+        out = np.zeros(n_sources)
+        blocks = self.reference // SPIKE_BLOCK
+        n = source_of.size
+        if self.last_bucket is None or not n or not blocks or self.filled[:n].max(initial=0) < self.ring:
+            return out
+        slots = (self.last_bucket - RECENT_WINDOWS[-1] - np.arange(blocks * SPIKE_BLOCK)) % self.ring
+        summed = np.zeros((n_sources, slots.size))
+        np.add.at(summed, source_of, self.obs[:n][:, slots])
+        level = np.median(summed.reshape(n_sources, blocks, SPIKE_BLOCK).sum(axis=2), axis=1) / SPIKE_BLOCK
+        return np.where(summed.sum(axis=1) >= MIN_REFERENCE_LINES, level, 0.0)
+
     def closed_seasons(self, keys, width):
         """Each key's seasonal factors of the last closed buckets summed: column n is the sum over the last n
         (n < width), the part of a window of `width` buckets ending in the open bucket that the ring holds."""

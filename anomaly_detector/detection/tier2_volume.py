@@ -350,6 +350,7 @@ class VolumeTier(Tier):
             np.maximum(scores, l_scores, out=scores)
         # a steady template against its own level over the hour before (young seasons hide a spike at night)
         per_key["recent"] = np.zeros(batch.n, np.float32)
+        site = SiteLoad(self, batch.source_id, buckets, self._source_recent_forecasts)
         for r_scores, r_counts, r_mus, span in self._recent_spike_scores(batch.template_id, buckets, t_counts,
                                                                           window_counts["template"], ctx, site):
             self._explain(result, np.where(r_scores > scores, r_scores, 0.0), r_counts, r_mus, batch.template_id,
@@ -619,6 +620,17 @@ class VolumeTier(Tier):
                    "rel2": TR.RecentLevel.spike_rel2(r.rel2[:n], disp, lines), "factors": {}}
             self._spike_cache = stamp, ref
         return self._spike_cache[1]
+
+    def _source_recent_forecasts(self, bucket, window):
+        """Every source's recent level per bucket (RecentLevel.source_reference of its templates' lines, not
+        deseasonalised: a site surge is measured within the hour) and which sources are busy, for the site's
+        factor of a spike against the recent level (tier2_site.SiteLoad: the other sources against theirs)."""
+        ref = self._spike_reference()
+        if "sources" not in ref:
+            n = min(self.recent.size, self.templates.size)
+            ref["sources"] = self.recent.source_reference(self.template_source[:n], self.sources.size)
+        level = ref["sources"]
+        return level, level > 0
 
     def _dropped_lately(self, keys, span):
         """Which templates (keys), or their sources, had a drop or silence held within the last `span` buckets:
