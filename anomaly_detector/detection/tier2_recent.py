@@ -49,8 +49,7 @@ MIN_REFERENCE_LINES = 30.0
 # whose sampling variance is this many times the mean's (a normal sample's median: pi / 2).
 SPIKE_BLOCK = RECENT_WINDOWS[0]
 MEDIAN_VARIANCE = math.pi / 2.0
-# A block of the reference below this share of its upper quartile's forecast (and beyond its sampling
-# error) is a drop.
+# A block of the reference below this share of its median's forecast (and beyond its sampling error) is a drop.
 DROP_BLOCK_SHARE = 0.5
 # A template whose per-bucket count varies less than this share of a Poisson count's (variance / mean)
 # is a timer (a stats line, a heartbeat), not traffic: it joins no pool (tier2_volume._pool_members).
@@ -156,9 +155,9 @@ class RecentLevel:
         reference held fewer than MIN_REFERENCE_LINES or a drop; disp: the keys' dispersion). A median, not
         the mean: a spike in the hour before (shorter than half of it) would raise the mean and hide the next;
         of blocks, not of single buckets, so that a quiet key's median is not a whole count off its level. A
-        key back from a drop or a silence in the hour before is back to its level, no spike: a reference with
-        a block below DROP_BLOCK_SHARE of the upper quartile's forecast (beyond three deviations of its count)
-        is none."""
+        key back from a drop in the hour before is back to its level, no spike: a reference with a block
+        below DROP_BLOCK_SHARE of the median's forecast (beyond three deviations of its count) is none (a
+        silence of most of the hour lowers the median itself: VolumeTier._dropped_lately keeps those out)."""
         keys = np.asarray(keys, np.int64)
         blocks = self.reference // SPIKE_BLOCK
         if self.last_bucket is None or not keys.size or not blocks:
@@ -168,8 +167,7 @@ class RecentLevel:
         season = self.season[np.ix_(keys, slots)].reshape(keys.size, blocks, SPIKE_BLOCK).sum(axis=2)
         per_bucket = obs / np.maximum(season, 1e-9)
         level = np.median(per_bucket, axis=1)
-        # a drop against the upper quartile: a silence of most of the hour lowers the median itself
-        exp = np.quantile(per_bucket, 0.75, axis=1)[:, None] * season
+        exp = level[:, None] * season
         low = (obs < DROP_BLOCK_SHARE * exp) & (obs + 3.0 * np.sqrt(np.asarray(disp)[:, None] * exp) < exp)
         dropped = low.any(axis=1)
         lines = self.ref_obs[keys]

@@ -165,7 +165,7 @@ def feed_scores(t2, start, minutes, rng, factor=None, rates=night_shop, chunk=30
             continue
         if t2.open_bucket is not None:
             t2.advance(float(ts[0]))
-        ctx = BatchContext(now=float(ts.max()), lines_seen=0, warm=True, n_templates=5, ts=ts)
+        ctx = BatchContext(now=float(ts.max()), lines_seen=0, warm=True, n_templates=7, ts=ts)
         result = t2.score(batch, ctx)
         scored += [(float(ts[i]), int(batch.template_id[i]), float(result.scores[i]), result.reasons.get(i, ""))
                    for i in np.flatnonzero(result.scores >= 40.0)]
@@ -203,4 +203,60 @@ def test_a_wandering_night_level_and_a_known_ramp_are_not_raised():
     wander = lambda t, tid: steps[int(t // 1200) % 400] if tid == 4 and (t % 86400) < 6 * 3600 else 1.0  # noqa: E731
     t2 = tier()
     scored = feed_scores(t2, DAY0, 3 * 24 * 60, rng, wander)
+    assert [s for s in scored if "hour before" in s[3]] == [], scored
+
+
+def filled_ring(per_bucket, season=1.0):
+    """A RecentLevel of one key per row of per_bucket (counts of its last buckets, oldest first)."""
+    per_bucket = np.atleast_2d(np.asarray(per_bucket, float))
+    r = RecentLevel(60, size=per_bucket.shape[0])
+    for b in range(per_bucket.shape[1]):
+        r.push(1000 + b, per_bucket[:, b], np.full(per_bucket.shape[0], season))
+    return r
+
+
+def test_the_spike_reference_is_a_median_not_raised_by_a_spike_in_the_hour_before():
+    rng = np.random.default_rng(9)
+    counts = rng.poisson(10.0, 75).astype(float)
+    spiked_hour = counts.copy()
+    spiked_hour[20:40] *= 6.0                  # twenty minutes at six times: a third of the reference
+    r = filled_ring([counts, spiked_hour], season=2.0)
+    level, lines = r.spike_reference(np.array([0, 1]), np.ones(2))
+    assert abs(level[0] - 5.0) < 1.0 and abs(level[1] - 5.0) < 1.0, level   # per bucket, deseasonalised
+    assert lines[1] == r.ref_obs[1] > lines[0]
+    mean = r.ref_obs / r.ref_season
+    assert mean[1] > 1.5 * level[1]            # the mean would have hidden the next spike
+
+
+def test_a_reference_with_a_drop_or_too_few_lines_is_no_spike_reference():
+    rng = np.random.default_rng(10)
+    counts = rng.poisson(10.0, (3, 75)).astype(float)
+    counts[1, 10:50] = 0.0                     # silent for forty of the reference's minutes
+    counts[2] = rng.poisson(0.3, 75)           # a handful of lines an hour
+    r = filled_ring(counts)
+    level, _ = r.spike_reference(np.arange(3), np.ones(3))
+    assert level[0] > 8.0 and level[1] == 0.0 and level[2] == 0.0, level
+
+
+def test_source_reference_sums_a_sources_keys():
+    rng = np.random.default_rng(11)
+    counts = rng.poisson([[4.0], [6.0], [1.0]], (3, 75)).astype(float)
+    r = filled_ring(counts, season=3.0)        # not deseasonalised: lines per bucket as they came
+    level = r.source_reference(np.array([0, 0, 1]), 3)
+    assert abs(level[0] - 10.0) < 1.5 and abs(level[1] - 1.0) < 0.5 and level[2] == 0.0, level
+
+
+def test_a_site_wide_surge_is_no_spike_against_the_recent_level():
+    """Every source's traffic at four times its rate for ten minutes at night on day two (a crowd, not a
+    fault): no spike against the recent level (test_a_steady_template_six_times_... is one template's)."""
+    rng = np.random.default_rng(12)
+
+    def two_sources(hour):
+        rates = night_shop(hour)
+        rates.update({(5, 1): 20.0 if 6 <= hour else 4.0, (6, 2): 18.0 if 6 <= hour else 3.5})
+        return rates
+    onset = MIDNIGHT + 86400.0 + 1.5 * 3600.0
+    crowd = lambda t, tid: 4.0 if tid in (0, 1, 4, 5, 6) and onset <= t < onset + 600.0 else 1.0  # noqa: E731
+    t2 = tier()
+    scored = feed_scores(t2, DAY0, int((onset - DAY0) / 60.0) + 30, rng, crowd, rates=two_sources)
     assert [s for s in scored if "hour before" in s[3]] == [], scored
