@@ -301,7 +301,7 @@ class VolumeTier(Tier):
         self.relative = TR.SiteRelative(8)
         self._r_best, self._r_window = np.empty(0), np.empty(0, np.int64)   # close_bucket's recent scores
         self._spike_cache = (None, None)   # the recent level's spike reference for the open bucket (_spike_reference)
-        self._dropped = {}   # (kind, key) -> the bucket a drop or silence of it was last held in (_hold)
+        self._dropped = {}   # (kind, key) -> the bucket an outage of it was last raised in (_release)
         self._close_settings = (None, None)   # close_bucket's settings, worked out once (_close_kernel)
         # Each source's hosts counted apart (tier2_hosts.py): one replica silent while the others go on.
         self.hosts = HostCounts(int(settings.get("max_hosts_per_source", 64)), KeyBaseline(8), Seasonality(8))
@@ -633,8 +633,9 @@ class VolumeTier(Tier):
         return level, level > 0
 
     def _dropped_lately(self, keys, span):
-        """Which templates (keys), or their sources, had a drop or silence held within the last `span` buckets:
-        one back to its level is no spike, and the hour before it is no level (older entries are forgotten)."""
+        """Which templates (keys), or their sources, had an outage raised within the last `span` buckets (a
+        silence, or a drop still low against the hour before: _release): one back to its level is no spike,
+        and the hour before it is no level (older entries are forgotten)."""
         since = self.open_bucket - span
         self._dropped = {k: b for k, b in self._dropped.items() if b >= since}
         if not self._dropped:
@@ -1280,8 +1281,9 @@ class VolumeTier(Tier):
     def _hold(self, finding, kind, key):
         """Keep a drop or silence back until drop_hold_seconds after it was first seen (the earliest
         finding of its key stands for the episode, at its own time)."""
-        self._dropped[kind, key] = self.open_bucket
         if not self.hold_buckets:
+            if finding.since is not None or "hour before" in finding.reason:
+                self._dropped[kind, key] = self.open_bucket
             self.pending.append(finding)
         elif finding.key not in self.held:
             # the key's spread as it was: the drop's own buckets, learned meanwhile, widen it
@@ -1359,9 +1361,13 @@ class VolumeTier(Tier):
             if release > self.open_bucket:
                 continue
             del self.held[name]
-            if self._still_low(kind, key, windows, spread) or self._recent_still_low(kind, key, recent, windows):
+            recent_low = self._recent_still_low(kind, key, recent, windows)
+            if recent_low or self._still_low(kind, key, windows, spread):
                 finding.confirmed = True
                 self.pending.append(finding)
+                # an outage (a silence, or low against the hour before: not the young seasons' lag at night)
+                if recent_low or finding.since is not None:
+                    self._dropped[kind, key] = self.open_bucket
             else:
                 self.drops_withdrawn += 1
 

@@ -148,7 +148,15 @@ def test_a_handed_over_template_keeps_its_learned_error():
 # -- spikes against the recent level ------------------------------------------------------------------
 
 def night_shop(hour):
-    """shop's traffic, and template 4: a steady line of every request, quiet at night (a sixth of its day)."""
+    """shop's traffic, and template 4: a steady line of every request, up from 3 a minute at night to 18 in
+    the afternoon and down again by midnight."""
+    rates = shop(hour)
+    rates[(4, 0)] = 3.0 + (15.0 * np.sin(np.pi * (hour - 6.0) / 18.0) if hour >= 6 else 0.0)
+    return rates
+
+
+def morning_step(hour):
+    """night_shop, but template 4 steps from 3 a minute to 18 at 06:00 and back at midnight."""
     rates = shop(hour)
     rates[(4, 0)] = 3.0 if hour < 6 else 18.0
     return rates
@@ -181,8 +189,9 @@ MIDNIGHT = DAY0 - 9 * 3600.0 + 86400.0   # the end of the first day
 
 
 def test_a_steady_template_six_times_its_rate_at_night_on_day_two_is_raised():
-    """Template 4 at six times its night rate for a quarter of an hour at 01:30 on day two: the seasonal
-    forecast of a first night lags far above it, and the recent level finds it."""
+    """Template 4 at six times its night rate for a quarter of an hour at 01:30 of its second night (day
+    two of the hours known): the seasonal forecast of a young night lags far above it, and the recent
+    level finds it (without it, no line of the spike scores even 40)."""
     rng = np.random.default_rng(7)
     t2 = tier()
     onset = MIDNIGHT + 86400.0 + 1.5 * 3600.0
@@ -192,18 +201,23 @@ def test_a_steady_template_six_times_its_rate_at_night_on_day_two_is_raised():
     assert any("hour before" in s[3] and "volume spike" in s[3] for s in spike), spike
     # nothing before it, nor once its lines have left the long window
     assert not [s for s in scored if "hour before" in s[3] and not onset <= s[0] < onset + 1800.0], scored
+    off = feed_scores(tier(drop_recent_seconds=0), DAY0, int((onset - DAY0) / 60.0) + 30, np.random.default_rng(7),
+                      spiked(4, onset, 15, 6.0))
+    assert not [s for s in off if "hour before" in s[3]], off      # drop_recent_seconds = 0: off
 
 
 def test_a_wandering_night_level_and_a_known_ramp_are_not_raised():
-    """Template 4's night level wanders (by up to 1.8 times, every 20 minutes) and it ramps to six times
-    its night rate at 06:00 every day; from the second day the hour factors know the ramp. No spike against
-    the recent level once the hours are known (the first day's are not judged)."""
+    """Template 4's night level wanders (by up to 1.8 times, every 20 minutes) and it steps to six times
+    its night rate at 06:00 every day: once the hour factors know the step (its second morning), no spike
+    against the recent level. (Its first morning, an hour never seen, is judged: six times in a minute is
+    a spike against the hour before, whatever the hour.)"""
     rng = np.random.default_rng(8)
     steps = rng.choice([0.55, 1.0, 1.8], size=400)
     wander = lambda t, tid: steps[int(t // 1200) % 400] if tid == 4 and (t % 86400) < 6 * 3600 else 1.0  # noqa: E731
     t2 = tier()
-    scored = feed_scores(t2, DAY0, 3 * 24 * 60, rng, wander)
-    assert [s for s in scored if "hour before" in s[3]] == [], scored
+    scored = feed_scores(t2, DAY0, 3 * 24 * 60, rng, wander, rates=morning_step)
+    first_morning = MIDNIGHT + 6 * 3600.0
+    assert [s for s in scored if "hour before" in s[3] and not first_morning <= s[0] < first_morning + 1800.0] == []
 
 
 def filled_ring(per_bucket, season=1.0):
@@ -247,13 +261,13 @@ def test_source_reference_sums_a_sources_keys():
 
 
 def test_a_site_wide_surge_is_no_spike_against_the_recent_level():
-    """Every source's traffic at four times its rate for ten minutes at night on day two (a crowd, not a
+    """Every source's traffic at four times its rate for ten minutes at night, as above (a crowd, not a
     fault): no spike against the recent level (test_a_steady_template_six_times_... is one template's)."""
     rng = np.random.default_rng(12)
 
     def two_sources(hour):
         rates = night_shop(hour)
-        rates.update({(5, 1): 20.0 if 6 <= hour else 4.0, (6, 2): 18.0 if 6 <= hour else 3.5})
+        rates.update({(5, 1): 1.2 * rates[(4, 0)], (6, 2): rates[(4, 0)]})   # two more services like it
         return rates
     onset = MIDNIGHT + 86400.0 + 1.5 * 3600.0
     crowd = lambda t, tid: 4.0 if tid in (0, 1, 4, 5, 6) and onset <= t < onset + 600.0 else 1.0  # noqa: E731
