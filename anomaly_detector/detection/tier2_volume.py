@@ -549,10 +549,10 @@ class VolumeTier(Tier):
         """Spike scores of each line's template over its last RECENT_WINDOWS buckets against its own level over
         the hour before (RecentLevel.spike_reference; short_counts: its lines over SPIKE_WINDOW buckets) ->
         [(scores, window counts, forecasts, window in buckets)]. Only the steady templates the recent level
-        judges (see _close_bucket). The forecast is deseasonalised by the hour
-        factors as far as they are known (a ramp they know is expected), its error the recent level's learned
-        one, its dispersion the template's; a surge of the whole site is traffic (site: tier2_site.SiteLoad),
-        as for the seasonal test. The long window only for templates whose short one is already
+        judges (see _close_bucket and _spike_reference). The forecast is deseasonalised by the hour factors
+        as far as they are known (a ramp they know is expected), its error the recent level's learned one,
+        its dispersion the template's; a surge of the whole site is traffic (site: a tier2_site.SiteLoad of
+        the sources' recent levels). The long window only for templates whose short one is already
         spike_min_ratio times its forecast, and only while it is (as _long_window_scores)."""
         if self.recent is None or self._judged is None or self.recent.last_bucket is None or not ctx.warm:
             return []
@@ -602,8 +602,9 @@ class VolumeTier(Tier):
 
     def _spike_reference(self):
         """Per template, for _recent_spike_scores, worked out once per bucket: its spike level (0 for the ones
-        not judged: not steady, sparse, young, too quiet, back from a drop), its closed buckets' seasons summed (RecentLevel.closed_seasons),
-        dispersion and the forecast's squared relative error; and a cache of factors per bucket."""
+        not judged: not steady, sparse, young, too quiet, back from an outage), its closed buckets' seasons
+        summed (RecentLevel.closed_seasons), dispersion and the forecast's squared relative error; and a cache
+        of factors per bucket."""
         r, t = self.recent, self.templates
         stamp = (r.last_bucket, self.open_bucket, r.size, t.size)
         if self._spike_cache[0] != stamp:
@@ -1281,9 +1282,10 @@ class VolumeTier(Tier):
     def _hold(self, finding, kind, key):
         """Keep a drop or silence back until drop_hold_seconds after it was first seen (the earliest
         finding of its key stands for the episode, at its own time)."""
+        if (kind, key) in self._dropped or (not self.hold_buckets and (finding.since is not None
+                                                                      or "hour before" in finding.reason)):
+            self._dropped[kind, key] = self.open_bucket   # an outage goes on (or raised at once)
         if not self.hold_buckets:
-            if finding.since is not None or "hour before" in finding.reason:
-                self._dropped[kind, key] = self.open_bucket
             self.pending.append(finding)
         elif finding.key not in self.held:
             # the key's spread as it was: the drop's own buckets, learned meanwhile, widen it
