@@ -301,7 +301,7 @@ class VolumeTier(Tier):
         self.relative = TR.SiteRelative(8)
         self._r_best, self._r_window = np.empty(0), np.empty(0, np.int64)   # close_bucket's recent scores
         self._spike_cache = (None, None)   # the recent level's spike reference for the open bucket (_spike_reference)
-        self._dropped = {}   # (kind, key) -> the bucket an outage of it was last raised in (_release)
+        self._outage = {}   # template -> its recent level before an outage of it or its source (_note_outage)
         self._close_settings = (None, None)   # close_bucket's settings, worked out once (_close_kernel)
         # Each source's hosts counted apart (tier2_hosts.py): one replica silent while the others go on.
         self.hosts = HostCounts(int(settings.get("max_hosts_per_source", 64)), KeyBaseline(8), Seasonality(8))
@@ -602,19 +602,19 @@ class VolumeTier(Tier):
 
     def _spike_reference(self):
         """Per template, for _recent_spike_scores, worked out once per bucket: its spike level (0 for the ones
-        not judged: not steady, sparse, young, too quiet, back from an outage), its closed buckets' seasons
-        summed (RecentLevel.closed_seasons), dispersion and the forecast's squared relative error; and a cache
-        of factors per bucket."""
+        not judged: not steady, sparse, young, too quiet; at least its level before an outage), its closed
+        buckets' seasons summed (RecentLevel.closed_seasons), dispersion and the forecast's squared relative
+        error; and a cache of factors per bucket."""
         r, t = self.recent, self.templates
         stamp = (r.last_bucket, self.open_bucket, r.size, t.size)
         if self._spike_cache[0] != stamp:
             n = min(r.size, t.size)
             judged = self._judged[:n] & (t.nonzero[: self._judged[:n].size] >= SPARSE_FRACTION)
             keys = np.flatnonzero(judged & (t.age[: judged.size] >= self.min_history + DROP_WINDOWS[-1]))
-            keys = keys[~self._dropped_lately(keys, r.ring)]
             disp = _dispersion_all(t)[:n]
             level, lines = np.zeros(n), np.zeros(n)
             level[keys], lines[keys] = r.spike_reference(keys, disp[keys])
+            self._outage_floor(level)
             closed = np.zeros((n, TR.RECENT_WINDOWS[-1]))
             closed[keys] = r.closed_seasons(keys, TR.RECENT_WINDOWS[-1])
             ref = {"level": level, "closed": closed, "disp": disp,
@@ -633,17 +633,29 @@ class VolumeTier(Tier):
         level = ref["sources"]
         return level, level > 0
 
-    def _dropped_lately(self, keys, span):
-        """Which templates (keys), or their sources, had an outage raised within the last `span` buckets (a
-        silence, or a drop still low against the hour before: _release): one back to its level is no spike,
-        and the hour before it is no level (older entries are forgotten)."""
-        since = self.open_bucket - span
-        self._dropped = {k: b for k, b in self._dropped.items() if b >= since}
-        if not self._dropped:
-            return np.zeros(keys.size, np.bool_)
-        templates = {k for (kind, k) in self._dropped if kind == "template"}
-        sources = {k for (kind, k) in self._dropped if kind == "source"}
-        return np.isin(keys, list(templates)) | np.isin(self.template_source[keys], list(sources))
+    def _note_outage(self, kind, key):
+        """An outage of a template or a source was raised (a silence, or a drop still low against the hour
+        before: _release): its templates' recent levels before it (the reference of the hour before, which a
+        drop raised after drop_hold_seconds has not reached yet) are kept until they are back (_outage_floor)."""
+        r = self.recent
+        if r is None or kind not in ("template", "source"):
+            return
+        n = min(r.size, self.templates.size)
+        keys = [key] if kind == "template" else np.flatnonzero(self.template_source[:n] == key).tolist()
+        for k in keys:
+            if k < n and k not in self._outage and r.filled[k] >= r.ring:
+                self._outage[k] = float(r.ref_obs[k] / max(r.ref_season[k], 1e-9))
+
+    def _outage_floor(self, level):
+        """Raise the spike level of each template back from an outage to the level it had before (a template
+        back to its usual volume is no spike, and the hour of the outage is no level), and forget the outages
+        of templates whose hour before is back to at least DROP_BLOCK_SHARE of it."""
+        r = self.recent
+        for k, before in list(self._outage.items()):
+            if k >= level.size or r.ref_obs[k] / max(r.ref_season[k], 1e-9) >= TR.DROP_BLOCK_SHARE * before:
+                del self._outage[k]
+            elif level[k] > 0:
+                level[k] = max(level[k], before)
 
     def _spike_factors(self, keys, buckets, usable, cache):
         """The template hour and day factor of each usable line's key at its bucket (1 elsewhere), every
@@ -1282,10 +1294,9 @@ class VolumeTier(Tier):
     def _hold(self, finding, kind, key):
         """Keep a drop or silence back until drop_hold_seconds after it was first seen (the earliest
         finding of its key stands for the episode, at its own time)."""
-        if (kind, key) in self._dropped or (not self.hold_buckets and (finding.since is not None
-                                                                      or "hour before" in finding.reason)):
-            self._dropped[kind, key] = self.open_bucket   # an outage goes on (or raised at once)
         if not self.hold_buckets:
+            if finding.since is not None or "hour before" in finding.reason:
+                self._note_outage(kind, key)
             self.pending.append(finding)
         elif finding.key not in self.held:
             # the key's spread as it was: the drop's own buckets, learned meanwhile, widen it
@@ -1369,7 +1380,7 @@ class VolumeTier(Tier):
                 self.pending.append(finding)
                 # an outage (a silence, or low against the hour before: not the young seasons' lag at night)
                 if recent_low or finding.since is not None:
-                    self._dropped[kind, key] = self.open_bucket
+                    self._note_outage(kind, key)
             else:
                 self.drops_withdrawn += 1
 
