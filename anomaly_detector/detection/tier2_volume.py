@@ -301,7 +301,7 @@ class VolumeTier(Tier):
         self.relative = TR.SiteRelative(8)
         self._r_best, self._r_window = np.empty(0), np.empty(0, np.int64)   # close_bucket's recent scores
         self._spike_cache = (None, None)   # the recent level's spike reference for the open bucket (_spike_reference)
-        self._outage = {}   # template -> its recent level before an outage of it or its source (_note_outage)
+        self._outage = {}   # template -> (its level before an outage of it or its source, bucket last raised)
         self._close_settings = (None, None)   # close_bucket's settings, worked out once (_close_kernel)
         # Each source's hosts counted apart (tier2_hosts.py): one replica silent while the others go on.
         self.hosts = HostCounts(int(settings.get("max_hosts_per_source", 64)), KeyBaseline(8), Seasonality(8))
@@ -643,16 +643,19 @@ class VolumeTier(Tier):
         n = min(r.size, self.templates.size)
         keys = [key] if kind == "template" else np.flatnonzero(self.template_source[:n] == key).tolist()
         for k in keys:
-            if k < n and k not in self._outage and r.filled[k] >= r.ring:
-                self._outage[k] = float(r.ref_obs[k] / max(r.ref_season[k], 1e-9))
+            if k in self._outage:   # still out: the level before it stands, the outage is dated again
+                self._outage[k] = (self._outage[k][0], self.open_bucket)
+            elif k < n and r.filled[k] >= r.ring:
+                self._outage[k] = (float(r.ref_obs[k] / max(r.ref_season[k], 1e-9)), self.open_bucket)
 
     def _outage_floor(self, level):
         """Raise the spike level of each template back from an outage to the level it had before (a template
         back to its usual volume is no spike, and the hour of the outage is no level), and forget the outages
-        of templates whose hour before is back to at least DROP_BLOCK_SHARE of it."""
+        last raised longer than the ring ago whose template's hour before is back to DROP_BLOCK_SHARE of it."""
         r = self.recent
-        for k, before in list(self._outage.items()):
-            if k >= level.size or r.ref_obs[k] / max(r.ref_season[k], 1e-9) >= TR.DROP_BLOCK_SHARE * before:
+        for k, (before, noted) in list(self._outage.items()):
+            back = r.ref_obs[k] / max(r.ref_season[k], 1e-9) >= TR.DROP_BLOCK_SHARE * before if k < level.size else True
+            if self.open_bucket - noted > r.ring and back:
                 del self._outage[k]
             elif level[k] > 0:
                 level[k] = max(level[k], before)

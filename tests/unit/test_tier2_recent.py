@@ -274,3 +274,15 @@ def test_a_site_wide_surge_is_no_spike_against_the_recent_level():
     t2 = tier()
     scored = feed_scores(t2, DAY0, int((onset - DAY0) / 60.0) + 30, rng, crowd, rates=two_sources)
     assert [s for s in scored if "hour before" in s[3]] == [], scored
+
+
+def test_a_template_back_from_an_outage_is_no_spike():
+    """Template 4 down to a tenth for 40 minutes of its second afternoon, then back: judged against the hour
+    before (mostly the outage) its return is six times that, but it is judged against its level before the
+    outage (VolumeTier._outage_floor) and nothing is raised as a spike."""
+    rng = np.random.default_rng(13)
+    down = MIDNIGHT + 86400.0 + 14 * 3600.0
+    outage = lambda t, tid: 0.1 if tid == 4 and down <= t < down + 2400.0 else 1.0  # noqa: E731
+    t2 = tier()
+    scored = feed_scores(t2, DAY0, int((down - DAY0) / 60.0) + 120, rng, outage)
+    assert [s for s in scored if "hour before" in s[3]] == [], scored
