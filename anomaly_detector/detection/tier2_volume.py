@@ -634,9 +634,10 @@ class VolumeTier(Tier):
         return level, level > 0
 
     def _note_outage(self, kind, key):
-        """An outage of a template or a source was raised (a silence, or a drop still low against the hour
-        before: _release): its templates' recent levels before it (the reference of the hour before, which a
-        drop raised after drop_hold_seconds has not reached yet) are kept until they are back (_outage_floor)."""
+        """An outage of a template or a source was raised (a silence, a drop still low against the hour before
+        (_release), a source's long window or sequential test): its templates' recent levels before it (the
+        reference of the hour before, which a drop raised after drop_hold_seconds has not reached yet) are kept
+        until they are back (_outage_floor)."""
         r = self.recent
         if r is None or kind not in ("template", "source"):
             return
@@ -1249,6 +1250,7 @@ class VolumeTier(Tier):
             span = width * DROP_WINDOWS[-1] * self.bucket_seconds
             what = "silent" if obs == 0 else "volume drop"
             self.held.pop("source:%d" % sid, None)
+            self._note_outage("source", sid)   # half an hour low at least: an outage
             self.pending.append(Finding(
                 tier=self.name, ts=when + self.bucket_seconds, key="source:%d" % sid, score=float(score),
                 reason="source %s: %d lines in the last %gs" % (what, obs, span),
