@@ -635,16 +635,14 @@ class VolumeTier(Tier):
 
     def _note_outage(self, kind, key):
         """An outage of a template or a source was raised (a silence, a drop still low against the hour before
-        (_release), a source's long window or sequential test): its source's templates' levels before it (the
+        (_release), a source's long window or sequential test): its templates' recent levels before it (the
         reference of the hour before, which a drop raised after drop_hold_seconds has not reached yet) are kept
         until they are back (_outage_floor)."""
         r = self.recent
         if r is None or kind not in ("template", "source"):
             return
         n = min(r.size, self.templates.size)
-        # every template of its source: traffic lost upstream lowers them all, a few of them found low
-        source = int(self.template_source[key]) if kind == "template" else key
-        keys = np.flatnonzero(self.template_source[:n] == source).tolist()
+        keys = [key] if kind == "template" else np.flatnonzero(self.template_source[:n] == key).tolist()
         for k in keys:
             if k in self._outage:   # still out: the level before it stands, the outage is dated again
                 self._outage[k] = (self._outage[k][0], self.open_bucket)
