@@ -301,7 +301,7 @@ class VolumeTier(Tier):
         self.relative = TR.SiteRelative(8)
         self._r_best, self._r_window = np.empty(0), np.empty(0, np.int64)   # close_bucket's recent scores
         self._spike_cache = (None, None)   # the recent level's spike reference for the open bucket (_spike_reference)
-        self._outage = {}   # template -> (its level before an outage of it or its source, bucket last raised)
+        self._outage = {}   # template -> (its level before an outage of it or its source, bucket last dated)
         self._close_settings = (None, None)   # close_bucket's settings, worked out once (_close_kernel)
         # Each source's hosts counted apart (tier2_hosts.py): one replica silent while the others go on.
         self.hosts = HostCounts(int(settings.get("max_hosts_per_source", 64)), KeyBaseline(8), Seasonality(8))
@@ -637,7 +637,7 @@ class VolumeTier(Tier):
         """An outage of a template or a source was raised (a silence, a drop still low against the hour before
         (_release), a source's long window or sequential test): its templates' recent levels before it (the
         reference of the hour before, which a drop raised after drop_hold_seconds has not reached yet) are kept
-        until they are back (_outage_floor)."""
+        until they are back (_track_outages, _outage_floor)."""
         r = self.recent
         if r is None or kind not in ("template", "source"):
             return
@@ -649,16 +649,38 @@ class VolumeTier(Tier):
             elif k < n and r.filled[k] >= r.ring:
                 self._outage[k] = (float(r.ref_obs[k] / max(r.ref_season[k], 1e-9)), self.open_bucket)
 
+    def _track_outages(self):
+        """At each closed bucket, date again the outages whose template is coming back: its last SPIKE_BLOCK
+        buckets up against its spike level (the median of the hour before, mostly the outage while it comes
+        back) by 1 / DROP_BLOCK_SHARE, beyond their sampling error. Forget those dated longer than the ring ago
+        whose template's spike level is back to its level before (the floor no longer raises it). Neither the
+        hour before's mean against the level before (its deseasonalised level is another hour's: young hour
+        factors, still learning the day, read a two-hour drop to a quarter at more than half of it) nor when
+        the drop was last raised (its hour before sinks into a long drop, which is then raised no more) tells
+        a template still out from one back."""
+        r = self.recent
+        if not self._outage or r is None or r.last_bucket is None:
+            return
+        keys = np.array([k for k in self._outage if k < r.size], np.int64)
+        for k in set(self._outage) - set(keys.tolist()):
+            del self._outage[k]
+        if not keys.size:
+            return
+        level, _ = r.spike_reference(keys, _dispersion(self.templates, keys))
+        block = r.win_obs[keys, 0]
+        back = (level > 0) & (block - 3.0 * np.sqrt(block) >= level * r.win_season[keys, 0] / TR.DROP_BLOCK_SHARE)
+        for i, k in enumerate(keys.tolist()):
+            before, dated = self._outage[k]
+            if back[i]:
+                self._outage[k] = (before, self.open_bucket)
+            elif self.open_bucket - dated > r.ring and level[i] >= before:
+                del self._outage[k]
+
     def _outage_floor(self, level):
         """Raise the spike level of each template back from an outage to the level it had before (a template
-        back to its usual volume is no spike, and the hour of the outage is no level), and forget the outages
-        last raised longer than the ring ago whose template's hour before is back to DROP_BLOCK_SHARE of it."""
-        r = self.recent
-        for k, (before, noted) in list(self._outage.items()):
-            back = r.ref_obs[k] / max(r.ref_season[k], 1e-9) >= TR.DROP_BLOCK_SHARE * before if k < level.size else True
-            if self.open_bucket - noted > r.ring and back:
-                del self._outage[k]
-            elif level[k] > 0:
+        back to its usual volume is no spike, and the hour of the outage is no level)."""
+        for k, (before, _) in self._outage.items():
+            if k < level.size and level[k] > 0:
                 level[k] = max(level[k], before)
 
     def _spike_factors(self, keys, buckets, usable, cache):
@@ -1130,6 +1152,7 @@ class VolumeTier(Tier):
         self._close_long_block(when)
         self._learn_relative()
         self._release()
+        self._track_outages()
 
     def _close_kernel(self, start, stop_early, rejudge, judged, t_out, s_out, status):
         """One call of volume_kernels.close_bucket for the open bucket (see _close_bucket)."""

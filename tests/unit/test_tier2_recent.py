@@ -286,3 +286,40 @@ def test_a_template_back_from_an_outage_is_no_spike():
     t2 = tier()
     scored = feed_scores(t2, DAY0, int((down - DAY0) / 60.0) + 120, rng, outage)
     assert [s for s in scored if "hour before" in s[3]] == [], scored
+
+
+def outage_tier(counts, before, dated_ago):
+    """A tier whose template 0 has the recent ring `counts` (oldest first, seasons 1) and an outage noted with
+    `before` as its level before, last dated `dated_ago` buckets ago; its buckets closed up to the last."""
+    t2 = tier()
+    t2.recent = filled_ring(counts)
+    t2.templates.ensure(t2.recent.size)
+    t2.open_bucket = t2.recent.last_bucket
+    t2._outage = {0: (before, t2.open_bucket - dated_ago)}
+    return t2
+
+
+def test_an_outage_is_kept_until_its_template_is_back_to_its_level_before():
+    """A long drop is raised only while its hour before still holds the level before it. The outage is kept
+    past a ring while its template's spike level (the median of the hour before) is below its level before,
+    even when that hour's mean reads more than half of it (young hour factors read a two-hour drop to a
+    quarter so); dated again while the template comes back (its last five minutes at twice its hour
+    before); forgotten once its spike level is back and it was last dated a ring ago."""
+    rng = np.random.default_rng(14)
+    out = outage_tier(rng.poisson(6.0, 75).astype(float), 10.0, 80)
+    assert out.recent.ref_obs[0] / out.recent.ref_season[0] > 0.5 * 10.0   # the old rule's "back"
+    out._track_outages()
+    level = np.array([6.0])
+    out._outage_floor(level)
+    assert level[0] == 10.0 and 0 in out._outage                          # still out: its floor stands
+    returning = rng.poisson(6.0, 75).astype(float)
+    returning[-5:] = rng.poisson(25.0, 5)
+    out = outage_tier(returning, 10.0, 80)
+    out._track_outages()
+    assert out._outage[0] == (10.0, out.open_bucket)                     # coming back: dated again
+    back = outage_tier(rng.poisson(12.0, 75).astype(float), 10.0, 80)
+    back._track_outages()
+    assert back._outage == {}                                             # back, a ring after: forgotten
+    recent = outage_tier(rng.poisson(12.0, 75).astype(float), 10.0, 60)
+    recent._track_outages()
+    assert 0 in recent._outage                                            # dated within the ring: kept
