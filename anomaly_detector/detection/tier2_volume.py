@@ -666,7 +666,9 @@ class VolumeTier(Tier):
             del self._outage[k]
         if not keys.size:
             return
-        level, _ = r.spike_reference(keys, _dispersion(self.templates, keys))
+        level = np.zeros(keys.size)   # an hour before too quiet is no spike reference: not worked out
+        some = r.ref_obs[keys] >= TR.MIN_REFERENCE_LINES
+        level[some], _ = r.spike_reference(keys[some], _dispersion(self.templates, keys[some]))
         block = r.win_obs[keys, 0]
         back = (level > 0) & (block - 3.0 * np.sqrt(block) >= level * r.win_season[keys, 0] / TR.DROP_BLOCK_SHARE)
         for i, k in enumerate(keys.tolist()):
