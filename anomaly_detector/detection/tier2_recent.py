@@ -1,4 +1,4 @@
-"""Tier 2, drops of a template against its own recent level (the hour before, same day).
+"""Tier 2, drops and spikes of a template against its own recent level (the hour before, same day).
 
 tier2_volume.VolumeTier judges drops against a seasonal forecast: a level times hour-of-day and
 day-of-week factors. That forecast is weak while the seasons are young (a daemon started mid-day on a
@@ -11,6 +11,9 @@ stretches (the reference is short evidence) and a learned error of this very for
 level usually moves within the hour), so a key whose rate wanders is judged wider. A drop must also
 hold against the hour's median minute where that is lower (a spike in the hour before is no level).
 Running sums over a ring of the last buckets keep the per-bucket cost to a few passes over the keys.
+Spikes hide the same way at night (the young hour factors forecast the night far above what it sees,
+with a wide error): tier2_volume also judges a steady template's last 5/15 minutes, its lines as they
+come, against the median level of the hour before (spike_reference) with the same learned error.
 
 Neighbours: tier2_volume.py (pushes each closing bucket's template counts, chooses the steady
 templates judged, holds the drops found and confirms them with still_low), stats_kernels
@@ -42,6 +45,12 @@ USUAL_SIGMAS = 3.0
 SLOWER = 10.0
 # Below this many lines over the reference a key is too quiet to be judged this way.
 MIN_REFERENCE_LINES = 30.0
+# A spike is judged against the median of the reference's blocks of this many buckets (spike_reference),
+# whose sampling variance is this many times the mean's (a normal sample's median: pi / 2).
+SPIKE_BLOCK = RECENT_WINDOWS[0]
+MEDIAN_VARIANCE = math.pi / 2.0
+# A block of the reference below this share of its median's forecast (and beyond its sampling error) is a drop.
+DROP_BLOCK_SHARE = 0.5
 # A template whose per-bucket count varies less than this share of a Poisson count's (variance / mean)
 # is a timer (a stats line, a heartbeat), not traffic: it joins no pool (tier2_volume._pool_members).
 CLOCK_DISPERSION = 0.5
@@ -139,6 +148,62 @@ class RecentLevel:
                     best[key], best_window[key] = s, width
         best[best < min_score] = 0.0
         return best, best_window
+
+    def spike_reference(self, keys, disp):
+        """(level, reference lines) per key for judging a spike: the median over the reference's blocks of
+        SPIKE_BLOCK buckets of each block's deseasonalised count per bucket (0 where the ring is not full, the
+        reference held fewer than MIN_REFERENCE_LINES or a drop; disp: the keys' dispersion). A median, not
+        the mean: a spike in the hour before (shorter than half of it) would raise the mean and hide the next;
+        of blocks, not of single buckets, so that a quiet key's median is not a whole count off its level. A
+        key back from a drop in the hour before is back to its level, no spike: a reference with a block
+        below DROP_BLOCK_SHARE of the median's forecast (beyond three deviations of its count) is none (a
+        silence of most of the hour lowers the median itself: VolumeTier._dropped_lately keeps those out)."""
+        keys = np.asarray(keys, np.int64)
+        blocks = self.reference // SPIKE_BLOCK
+        if self.last_bucket is None or not keys.size or not blocks:
+            return np.zeros(keys.size), np.zeros(keys.size)
+        slots = (self.last_bucket - RECENT_WINDOWS[-1] - np.arange(blocks * SPIKE_BLOCK)) % self.ring
+        obs = self.obs[np.ix_(keys, slots)].reshape(keys.size, blocks, SPIKE_BLOCK).sum(axis=2)
+        season = self.season[np.ix_(keys, slots)].reshape(keys.size, blocks, SPIKE_BLOCK).sum(axis=2)
+        per_bucket = obs / np.maximum(season, 1e-9)
+        level = np.median(per_bucket, axis=1)
+        exp = level[:, None] * season
+        low = (obs < DROP_BLOCK_SHARE * exp) & (obs + 3.0 * np.sqrt(np.asarray(disp)[:, None] * exp) < exp)
+        dropped = low.any(axis=1)
+        lines = self.ref_obs[keys]
+        usable = (self.filled[keys] >= self.ring) & (lines >= MIN_REFERENCE_LINES) & ~dropped
+        return np.where(usable, level, 0.0), np.where(usable, lines, 0.0)
+
+    def source_reference(self, source_of, n_sources):
+        """Each source's recent level per bucket: the median over the reference's blocks of SPIKE_BLOCK buckets
+        of the lines of its keys (source_of: each key's source), 0 where the ring is not full or it held fewer
+        than MIN_REFERENCE_LINES. Not deseasonalised: the site's surge is measured against the hour before."""
+        out = np.zeros(n_sources)
+        blocks = self.reference // SPIKE_BLOCK
+        n = source_of.size
+        if self.last_bucket is None or not n or not blocks or self.filled[:n].max(initial=0) < self.ring:
+            return out
+        slots = (self.last_bucket - RECENT_WINDOWS[-1] - np.arange(blocks * SPIKE_BLOCK)) % self.ring
+        summed = np.zeros((n_sources, slots.size))
+        np.add.at(summed, source_of, self.obs[:n][:, slots])
+        level = np.median(summed.reshape(n_sources, blocks, SPIKE_BLOCK).sum(axis=2), axis=1) / SPIKE_BLOCK
+        return np.where(summed.sum(axis=1) >= MIN_REFERENCE_LINES, level, 0.0)
+
+    def closed_seasons(self, keys, width):
+        """Each key's seasonal factors of the last closed buckets summed: column n is the sum over the last n
+        (n < width), the part of a window of `width` buckets ending in the open bucket that the ring holds."""
+        keys = np.asarray(keys, np.int64)
+        out = np.zeros((keys.size, width))
+        if self.last_bucket is not None and width > 1:
+            slots = (self.last_bucket - np.arange(width - 1)) % self.ring
+            np.cumsum(self.season[np.ix_(keys, slots)], axis=1, out=out[:, 1:])
+        return out
+
+    @staticmethod
+    def spike_rel2(rel2, disp, reference_lines):
+        """The squared relative error of a spike's forecast (spike_reference): the learned error of the recent
+        level and the median's sampling error, MEDIAN_VARIANCE times the mean's (disp / reference lines)."""
+        return rel2 + MEDIAN_VARIANCE * disp / np.maximum(reference_lines, 1.0)
 
     def reference_level(self):
         """Each key's deseasonalised count per bucket over the reference (the buckets before the

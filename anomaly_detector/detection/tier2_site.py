@@ -26,8 +26,11 @@ class SiteLoad:
     """The site's factor for lines of one batch (VolumeTier.score), worked out only for the lines whose
     own spike score is above zero (few: a spike's lines), per bucket and window once."""
 
-    def __init__(self, tier, sources, buckets):
+    def __init__(self, tier, sources, buckets, forecasts=None):
         self.tier = tier
+        # (bucket, window) -> every source's forecast per bucket and which are busy: their seasonal one
+        # (VolumeTier.source_forecasts) unless given
+        self.forecasts = forecasts or tier.source_forecasts
         self.sources = sources        # each batch line's source id
         self.buckets = buckets        # each batch line's bucket
         self._per_bucket = {}         # (bucket, window) -> (earlier counts, forecast per source, busy)
@@ -74,7 +77,7 @@ class SiteLoad:
         key = (bucket, window)
         if key not in self._per_bucket:
             n = self.tier.sources.size
-            forecast, busy = self.tier.source_forecasts(bucket, window)
+            forecast, busy = self.forecasts(bucket, window)
             self._per_bucket[key] = (self._earlier(bucket, window, n), forecast, busy)
         return self._per_bucket[key]
 

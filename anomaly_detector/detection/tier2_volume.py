@@ -69,6 +69,8 @@ VALUE_SHARE_MIN_OTHERS = 10
 SHARE_SPIKE_MIN_LEVEL_RATIO = 2.0
 # The reason of a template's spike against its share of its source (a bucket's or a window's)
 SHARE_SPIKE_REASON = "volume spike of template %r against the rest of its source: %d lines in %gs"
+# The reason of a template's spike against its own level over the hour before (_recent_spike_scores)
+RECENT_SPIKE_REASON = "volume spike of template %r against its level over the hour before: %d lines in %gs"
 # How a key's lines are judged over the spike window (_spike_scores -> _window_scores): not at all (a
 # young or job-like key), as a busy key (many lines: a normal floor) or as a sporadic one (a handful).
 WINDOW_NONE, WINDOW_BUSY, WINDOW_SPORADIC = 0, 1, 2
@@ -298,6 +300,8 @@ class VolumeTier(Tier):
         # of that relative forecast, learned every quarter hour (_learn_relative)
         self.relative = TR.SiteRelative(8)
         self._r_best, self._r_window = np.empty(0), np.empty(0, np.int64)   # close_bucket's recent scores
+        self._spike_cache = (None, None)   # the recent level's spike reference for the open bucket (_spike_reference)
+        self._outage = {}   # template -> (its level before an outage of it or its source, bucket last dated)
         self._close_settings = (None, None)   # close_bucket's settings, worked out once (_close_kernel)
         # Each source's hosts counted apart (tier2_hosts.py): one replica silent while the others go on.
         self.hosts = HostCounts(int(settings.get("max_hosts_per_source", 64)), KeyBaseline(8), Seasonality(8))
@@ -344,6 +348,16 @@ class VolumeTier(Tier):
                           span=LONG_SPIKE_WINDOW * self.bucket_seconds)
             np.maximum(per_key[kind], l_scores, out=per_key[kind])
             np.maximum(scores, l_scores, out=scores)
+        # a steady template against its own level over the hour before (young seasons hide a spike at night)
+        per_key["recent"] = np.zeros(batch.n, np.float32)
+        site = SiteLoad(self, batch.source_id, buckets, self._source_recent_forecasts)
+        for r_scores, r_counts, r_mus, span in self._recent_spike_scores(batch.template_id, buckets, t_counts,
+                                                                          window_counts["template"], ctx, site):
+            self._explain(result, np.where(r_scores > scores, r_scores, 0.0), r_counts, r_mus, batch.template_id,
+                          "template", ctx, RECENT_SPIKE_REASON, span=span * self.bucket_seconds)
+            np.maximum(per_key["recent"], r_scores, out=per_key["recent"])
+            np.maximum(scores, r_scores, out=scores)
+        np.maximum(per_key["template"], per_key["recent"], out=per_key["template"])
         share = self._share_forecast(batch.template_id, buckets)
         share_scores, mus = self._share_scores(batch.template_id, t_counts, s_counts, ctx, share)
         self._explain(result, share_scores, t_counts, mus, batch.template_id, "template", ctx, SHARE_SPIKE_REASON)
@@ -530,6 +544,161 @@ class VolumeTier(Tier):
         counts_out, mus_out = w_counts.copy(), w_mus.copy()
         counts_out[idx], mus_out[idx] = l_counts, l_mus
         return scores, counts_out, mus_out
+
+    def _recent_spike_scores(self, keys, buckets, counts, short_counts, ctx, site):
+        """Spike scores of each line's template over its last RECENT_WINDOWS buckets against its own level over
+        the hour before (RecentLevel.spike_reference; short_counts: its lines over SPIKE_WINDOW buckets) ->
+        [(scores, window counts, forecasts, window in buckets)]. Only the steady templates the recent level
+        judges (see _close_bucket and _spike_reference). The forecast is deseasonalised by the hour factors
+        as far as they are known (a ramp they know is expected), its error the recent level's learned one,
+        its dispersion the template's; a surge of the whole site is traffic (site: a tier2_site.SiteLoad of
+        the sources' recent levels). The long window only for templates whose short one is already
+        spike_min_ratio times its forecast, and only while it is (as _long_window_scores)."""
+        if self.recent is None or self._judged is None or self.recent.last_bucket is None or not ctx.warm:
+            return []
+        ref = self._spike_reference()
+        k = np.where(keys < ref["level"].size, keys, 0)
+        usable = (keys < ref["level"].size) & (ref["level"][k] > 0)
+        if not usable.any():
+            return []
+        factor = self._spike_factors(k, buckets, usable, ref["factors"])
+        out, cand = [], usable
+        for width in TR.RECENT_WINDOWS:
+            lines = np.flatnonzero(cand) if width == SPIKE_WINDOW else np.flatnonzero(np.isin(keys, keys[cand]))
+            if not lines.size:
+                break
+            w_counts = short_counts.astype(np.float64) if width == SPIKE_WINDOW else np.zeros(keys.size)
+            if width != SPIKE_WINDOW:
+                w_counts[lines] = counts[lines] + _earlier_counts(keys[lines], buckets[lines], self.templates.obs_win,
+                                                                  self.templates.open_raw, self.open_bucket, width)
+            scores, mus = self._recent_window(width, k, buckets, w_counts, lines, cand, factor, ref, ctx, site)
+            out.append((scores, w_counts, mus, width))
+            cand = (mus > 0) & (w_counts >= self.spike_min_ratio * mus)
+        return out
+
+    def _recent_window(self, width, keys, buckets, w_counts, lines, cand, factor, ref, ctx, site):
+        """_recent_spike_scores over one window of `width` buckets -> (scores, forecasts) of every line, 0 but
+        for the candidates among `lines` (w_counts: their window's lines; factor: their key's season at their
+        bucket). A window reaching into buckets the ring does not hold yet (later ones of the batch) takes
+        their factor as the line's."""
+        k = keys[lines]
+        n_closed = np.clip(width - 1 - (buckets[lines] - self.open_bucket), 0, width - 1)
+        mus = np.zeros(keys.size)
+        mus[lines] = ref["level"][k] * (ref["closed"][k, n_closed] + (width - n_closed) * factor[lines])
+        disp, rel2 = np.ones(keys.size), np.zeros(keys.size)
+        disp[lines], rel2[lines] = ref["disp"][k], ref["rel2"][k]
+        unjudged = ~cand | (mus <= 0)
+
+        def rescore(sel, f):
+            return self._gated(count_upper_mixed_scores(w_counts[sel], mus[sel] * f, disp[sel], rel2[sel]),
+                               w_counts[sel], mus[sel] * f, unjudged[sel], ctx)
+        scores = np.zeros(keys.size, np.float32)
+        # only lines that can pass the gate (_gated) are scored: the tail probabilities cost
+        sel = np.flatnonzero(~unjudged & (w_counts - 3.0 * np.sqrt(w_counts) >= self.spike_min_ratio * mus))
+        if sel.size:
+            scores[sel] = rescore(sel, 1.0)
+            mus = mus * site.adjust(scores, width, rescore)
+        return scores, mus
+
+    def _spike_reference(self):
+        """Per template, for _recent_spike_scores, worked out once per bucket: its spike level (0 for the ones
+        not judged: not steady, sparse, young, too quiet; at least its level before an outage), its closed
+        buckets' seasons summed (RecentLevel.closed_seasons), dispersion and the forecast's squared relative
+        error; and a cache of factors per bucket."""
+        r, t = self.recent, self.templates
+        stamp = (r.last_bucket, self.open_bucket, r.size, t.size)
+        if self._spike_cache[0] != stamp:
+            n = min(r.size, t.size)
+            judged = self._judged[:n] & (t.nonzero[: self._judged[:n].size] >= SPARSE_FRACTION)
+            keys = np.flatnonzero(judged & (t.age[: judged.size] >= self.min_history + DROP_WINDOWS[-1]))
+            disp = _dispersion_all(t)[:n]
+            level, lines = np.zeros(n), np.zeros(n)
+            level[keys], lines[keys] = r.spike_reference(keys, disp[keys])
+            self._outage_floor(level)
+            closed = np.zeros((n, TR.RECENT_WINDOWS[-1]))
+            closed[keys] = r.closed_seasons(keys, TR.RECENT_WINDOWS[-1])
+            ref = {"level": level, "closed": closed, "disp": disp,
+                   "rel2": TR.RecentLevel.spike_rel2(r.rel2[:n], disp, lines), "factors": {}}
+            self._spike_cache = stamp, ref
+        return self._spike_cache[1]
+
+    def _source_recent_forecasts(self, bucket, window):
+        """Every source's recent level per bucket (RecentLevel.source_reference of its templates' lines, not
+        deseasonalised: a site surge is measured within the hour) and which sources are busy, for the site's
+        factor of a spike against the recent level (tier2_site.SiteLoad: the other sources against theirs)."""
+        ref = self._spike_reference()
+        if "sources" not in ref:
+            n = min(self.recent.size, self.templates.size)
+            ref["sources"] = self.recent.source_reference(self.template_source[:n], self.sources.size)
+        level = ref["sources"]
+        return level, level > 0
+
+    def _note_outage(self, kind, key):
+        """An outage of a template or a source was raised (a silence, a drop still low against the hour before
+        (_release), a source's long window or sequential test): its templates' recent levels before it (the
+        reference of the hour before, which a drop raised after drop_hold_seconds has not reached yet) are kept
+        until they are back (_track_outages, _outage_floor)."""
+        r = self.recent
+        if r is None or kind not in ("template", "source"):
+            return
+        n = min(r.size, self.templates.size)
+        keys = [key] if kind == "template" else np.flatnonzero(self.template_source[:n] == key).tolist()
+        for k in keys:
+            if k in self._outage:   # still out: the level before it stands, the outage is dated again
+                self._outage[k] = (self._outage[k][0], self.open_bucket)
+            elif k < n and r.filled[k] >= r.ring:
+                self._outage[k] = (float(r.ref_obs[k] / max(r.ref_season[k], 1e-9)), self.open_bucket)
+
+    def _track_outages(self):
+        """At each closed bucket, date again the outages whose template is coming back: its last SPIKE_BLOCK
+        buckets up against its spike level (the median of the hour before, mostly the outage while it comes
+        back) by 1 / DROP_BLOCK_SHARE, beyond their sampling error. Forget those dated longer than the ring ago
+        whose template's spike level is back to its level before (the floor no longer raises it). Neither the
+        hour before's mean against the level before (its deseasonalised level is another hour's: young hour
+        factors, still learning the day, read a two-hour drop to a quarter at more than half of it) nor when
+        the drop was last raised (its hour before sinks into a long drop, which is then raised no more) tells
+        a template still out from one back."""
+        r = self.recent
+        if not self._outage or r is None or r.last_bucket is None:
+            return
+        keys = np.array([k for k in self._outage if k < r.size], np.int64)
+        for k in set(self._outage) - set(keys.tolist()):
+            del self._outage[k]
+        if not keys.size:
+            return
+        level = np.zeros(keys.size)   # an hour before too quiet is no spike reference: not worked out
+        some = r.ref_obs[keys] >= TR.MIN_REFERENCE_LINES
+        level[some], _ = r.spike_reference(keys[some], _dispersion(self.templates, keys[some]))
+        block = r.win_obs[keys, 0]
+        back = (level > 0) & (block - 3.0 * np.sqrt(block) >= level * r.win_season[keys, 0] / TR.DROP_BLOCK_SHARE)
+        for i, k in enumerate(keys.tolist()):
+            before, dated = self._outage[k]
+            if back[i]:
+                self._outage[k] = (before, self.open_bucket)
+            elif self.open_bucket - dated > r.ring and level[i] >= before:
+                del self._outage[k]
+
+    def _outage_floor(self, level):
+        """Raise the spike level of each template back from an outage to the level it had before (a template
+        back to its usual volume is no spike, and the hour of the outage is no level)."""
+        for k, (before, _) in self._outage.items():
+            if k < level.size and level[k] > 0:
+                level[k] = max(level[k], before)
+
+    def _spike_factors(self, keys, buckets, usable, cache):
+        """The template hour and day factor of each usable line's key at its bucket (1 elsewhere), every
+        template's worked out once per bucket (cache: {bucket: them}). An hour not seen yet has its prior's:
+        the reference is deseasonalised as far as the hours are known."""
+        factor = np.ones(keys.size)
+        n = self._spike_cache[1]["level"].size
+        lo, hi = int(buckets.min()), int(buckets.max())
+        for bucket in (np.unique(buckets[usable]).tolist() if lo != hi else [lo]):
+            if bucket not in cache:
+                cache[bucket] = self.template_season.factor(np.arange(n), float(bucket * self.bucket_seconds),
+                                                            self.bucket_seconds)
+            at = np.flatnonzero(usable & (buckets == bucket)) if lo != hi else np.flatnonzero(usable)
+            factor[at] = cache[bucket][keys[at]]
+        return factor
 
     def _share_forecast(self, keys, buckets):
         """Each line's template's forecast share of its source's lines at its bucket: its learned odds
@@ -985,6 +1154,7 @@ class VolumeTier(Tier):
         self._close_long_block(when)
         self._learn_relative()
         self._release()
+        self._track_outages()
 
     def _close_kernel(self, start, stop_early, rejudge, judged, t_out, s_out, status):
         """One call of volume_kernels.close_bucket for the open bucket (see _close_bucket)."""
@@ -1105,6 +1275,7 @@ class VolumeTier(Tier):
             span = width * DROP_WINDOWS[-1] * self.bucket_seconds
             what = "silent" if obs == 0 else "volume drop"
             self.held.pop("source:%d" % sid, None)
+            self._note_outage("source", sid)   # half an hour low at least: an outage
             self.pending.append(Finding(
                 tier=self.name, ts=when + self.bucket_seconds, key="source:%d" % sid, score=float(score),
                 reason="source %s: %d lines in the last %gs" % (what, obs, span),
@@ -1154,6 +1325,8 @@ class VolumeTier(Tier):
         """Keep a drop or silence back until drop_hold_seconds after it was first seen (the earliest
         finding of its key stands for the episode, at its own time)."""
         if not self.hold_buckets:
+            if finding.since is not None or "hour before" in finding.reason:
+                self._note_outage(kind, key)
             self.pending.append(finding)
         elif finding.key not in self.held:
             # the key's spread as it was: the drop's own buckets, learned meanwhile, widen it
@@ -1231,9 +1404,13 @@ class VolumeTier(Tier):
             if release > self.open_bucket:
                 continue
             del self.held[name]
-            if self._still_low(kind, key, windows, spread) or self._recent_still_low(kind, key, recent, windows):
+            recent_low = self._recent_still_low(kind, key, recent, windows)
+            if recent_low or self._still_low(kind, key, windows, spread):
                 finding.confirmed = True
                 self.pending.append(finding)
+                # an outage (a silence, or low against the hour before: not the young seasons' lag at night)
+                if recent_low or finding.since is not None:
+                    self._note_outage(kind, key)
             else:
                 self.drops_withdrawn += 1
 

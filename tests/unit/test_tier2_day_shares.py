@@ -278,9 +278,13 @@ def test_a_sustained_spike_of_a_quiet_template_is_judged_over_several_buckets(ch
     in ten."""
     import anomaly_detector.detection.tier2_volume as T2
     start = DAY0 + 86400 + 14 * 3600
+    judge_recent = T2.VolumeTier._recent_spike_scores
     for window, expect_spike in ((1, False), (T2.SPIKE_WINDOW, True)):
         monkeypatch.setattr(T2, "SPIKE_WINDOW", window)
         monkeypatch.setattr(T2, "LONG_SPIKE_WINDOW", window)   # no longer window either
+        # nor the windows against the recent level (test_tier2_recent.py's)
+        monkeypatch.setattr(T2.VolumeTier, "_recent_spike_scores",
+                            judge_recent if window > 1 else lambda *args: [])
         rng = np.random.default_rng(11)
         t2 = tier()
         top, found = feed(t2, steady_quiet, DAY0, 1440 + 14 * 60, rng)
@@ -305,8 +309,12 @@ def test_a_scan_of_a_quiet_template_is_judged_over_a_quarter_of_an_hour(monkeypa
     fifteen minutes' 100 and more against 18 are not. Judged over five minutes only, the scan is missed."""
     import anomaly_detector.detection.tier2_volume as T2
     start = DAY0 + 2 * 86400 + 14 * 3600
+    judge_recent = T2.VolumeTier._recent_spike_scores
     for long_window, expect_spike in ((T2.SPIKE_WINDOW, False), (T2.LONG_SPIKE_WINDOW, True)):
         monkeypatch.setattr(T2, "LONG_SPIKE_WINDOW", long_window)
+        # nor over a quarter of an hour against the recent level (test_tier2_recent.py's)
+        monkeypatch.setattr(T2.VolumeTier, "_recent_spike_scores",
+                            judge_recent if expect_spike else lambda *args: [])
         rng = np.random.default_rng(11)
         t2 = tier()
         top, found = feed(t2, firewall, DAY0, 2 * 1440 + 14 * 60, rng)
@@ -548,6 +556,8 @@ def test_a_quiet_templates_night_spike_is_judged_against_its_share_over_a_window
     windows it is missed."""
     if not share_windows:
         monkeypatch.setattr(VolumeTier, "_share_window_scores", lambda self, *a: [])
+        # the spike against its level over the hour before finds it too (test_tier2_recent.py): not here
+        monkeypatch.setattr(VolumeTier, "_recent_spike_scores", lambda self, *a: [])
     rng = np.random.default_rng(7)
     t2 = tier()
     top, found = feed(t2, night_and_day, DAY0, 1440 + 3 * 60, rng)

@@ -143,3 +143,183 @@ def test_a_handed_over_template_keeps_its_learned_error():
     new = tier()
     assert new.import_source(0, exported) == 3   # the night job has not run yet
     assert new.recent.rel2[1] == 0.09 and new.recent.filled[1] == 0
+
+
+# -- spikes against the recent level ------------------------------------------------------------------
+
+def night_shop(hour):
+    """shop's traffic, and template 4: a steady line of every request, up from 3 a minute at night to 18 in
+    the afternoon and down again by midnight."""
+    rates = shop(hour)
+    rates[(4, 0)] = 3.0 + (15.0 * np.sin(np.pi * (hour - 6.0) / 18.0) if hour >= 6 else 0.0)
+    return rates
+
+
+def morning_step(hour):
+    """night_shop, but template 4 steps from 3 a minute to 18 at 06:00 and back at midnight."""
+    rates = shop(hour)
+    rates[(4, 0)] = 3.0 if hour < 6 else 18.0
+    return rates
+
+
+def feed_scores(t2, start, minutes, rng, factor=None, rates=night_shop, chunk=30):
+    """Score then learn `minutes` of traffic as feed does -> [(time, template, score, reason)] of the lines
+    tier 2 scored 40 or more."""
+    scored = []
+    for m in range(0, minutes, chunk):
+        batch, ts = poisson_lines(lambda t0: rates((t0 % 86400) / 3600.0), start + 60.0 * m, min(chunk, minutes - m),
+                                  rng, factor)
+        if not batch.n:
+            continue
+        if t2.open_bucket is not None:
+            t2.advance(float(ts[0]))
+        ctx = BatchContext(now=float(ts.max()), lines_seen=0, warm=True, n_templates=7, ts=ts)
+        result = t2.score(batch, ctx)
+        scored += [(float(ts[i]), int(batch.template_id[i]), float(result.scores[i]), result.reasons.get(i, ""))
+                   for i in np.flatnonzero(result.scores >= 40.0)]
+        t2.learn(batch, ctx, np.ones(batch.n, np.float32))
+    return scored
+
+
+def spiked(tid, start, minutes, times):
+    return lambda t, t_id: times if t_id == tid and start <= t < start + 60.0 * minutes else 1.0
+
+
+MIDNIGHT = DAY0 - 9 * 3600.0 + 86400.0   # the end of the first day
+
+
+def test_a_steady_template_six_times_its_rate_at_night_on_day_two_is_raised():
+    """Template 4 at six times its night rate for a quarter of an hour at 01:30 of its second night (day
+    two of the hours known): the seasonal forecast of a young night lags far above it, and the recent
+    level finds it (without it, no line of the spike scores even 40)."""
+    rng = np.random.default_rng(7)
+    t2 = tier()
+    onset = MIDNIGHT + 86400.0 + 1.5 * 3600.0
+    scored = feed_scores(t2, DAY0, int((onset - DAY0) / 60.0) + 30, rng, spiked(4, onset, 15, 6.0))
+    spike = [s for s in scored if s[1] == 4 and onset <= s[0] < onset + 900.0]
+    assert max(s[2] for s in spike) >= 70.0, scored
+    assert any("hour before" in s[3] and "volume spike" in s[3] for s in spike), spike
+    # nothing before it, nor once its lines have left the long window
+    assert not [s for s in scored if "hour before" in s[3] and not onset <= s[0] < onset + 1800.0], scored
+    off = feed_scores(tier(drop_recent_seconds=0), DAY0, int((onset - DAY0) / 60.0) + 30, np.random.default_rng(7),
+                      spiked(4, onset, 15, 6.0))
+    assert not [s for s in off if "hour before" in s[3]], off      # drop_recent_seconds = 0: off
+
+
+def test_a_wandering_night_level_and_a_known_ramp_are_not_raised():
+    """Template 4's night level wanders (by up to 1.8 times, every 20 minutes) and it steps to six times
+    its night rate at 06:00 every day: once the hour factors know the step (its second morning), no spike
+    against the recent level. (Its first morning, an hour never seen, is judged: six times in a minute is
+    a spike against the hour before, whatever the hour.)"""
+    rng = np.random.default_rng(8)
+    steps = rng.choice([0.55, 1.0, 1.8], size=400)
+    wander = lambda t, tid: steps[int(t // 1200) % 400] if tid == 4 and (t % 86400) < 6 * 3600 else 1.0  # noqa: E731
+    t2 = tier()
+    scored = feed_scores(t2, DAY0, 3 * 24 * 60, rng, wander, rates=morning_step)
+    first_morning = MIDNIGHT + 6 * 3600.0
+    assert [s for s in scored if "hour before" in s[3] and not first_morning <= s[0] < first_morning + 1800.0] == []
+
+
+def filled_ring(per_bucket, season=1.0):
+    """A RecentLevel of one key per row of per_bucket (counts of its last buckets, oldest first)."""
+    per_bucket = np.atleast_2d(np.asarray(per_bucket, float))
+    r = RecentLevel(60, size=per_bucket.shape[0])
+    for b in range(per_bucket.shape[1]):
+        r.push(1000 + b, per_bucket[:, b], np.full(per_bucket.shape[0], season))
+    return r
+
+
+def test_the_spike_reference_is_a_median_not_raised_by_a_spike_in_the_hour_before():
+    rng = np.random.default_rng(9)
+    counts = rng.poisson(10.0, 75).astype(float)
+    spiked_hour = counts.copy()
+    spiked_hour[20:40] *= 6.0                  # twenty minutes at six times: a third of the reference
+    r = filled_ring([counts, spiked_hour], season=2.0)
+    level, lines = r.spike_reference(np.array([0, 1]), np.ones(2))
+    assert abs(level[0] - 5.0) < 1.0 and abs(level[1] - 5.0) < 1.0, level   # per bucket, deseasonalised
+    assert lines[1] == r.ref_obs[1] > lines[0]
+    mean = r.ref_obs / r.ref_season
+    assert mean[1] > 1.5 * level[1]            # the mean would have hidden the next spike
+
+
+def test_a_reference_with_a_drop_or_too_few_lines_is_no_spike_reference():
+    rng = np.random.default_rng(10)
+    counts = rng.poisson(10.0, (3, 75)).astype(float)
+    counts[1, 10:50] = 0.0                     # silent for forty of the reference's minutes
+    counts[2] = rng.poisson(0.3, 75)           # a handful of lines an hour
+    r = filled_ring(counts)
+    level, _ = r.spike_reference(np.arange(3), np.ones(3))
+    assert level[0] > 8.0 and level[1] == 0.0 and level[2] == 0.0, level
+
+
+def test_source_reference_sums_a_sources_keys():
+    rng = np.random.default_rng(11)
+    counts = rng.poisson([[4.0], [6.0], [1.0]], (3, 75)).astype(float)
+    r = filled_ring(counts, season=3.0)        # not deseasonalised: lines per bucket as they came
+    level = r.source_reference(np.array([0, 0, 1]), 3)
+    assert abs(level[0] - 10.0) < 1.5 and abs(level[1] - 1.0) < 0.5 and level[2] == 0.0, level
+
+
+def test_a_site_wide_surge_is_no_spike_against_the_recent_level():
+    """Every source's traffic at four times its rate for ten minutes at night, as above (a crowd, not a
+    fault): no spike against the recent level (test_a_steady_template_six_times_... is one template's)."""
+    rng = np.random.default_rng(12)
+
+    def two_sources(hour):
+        rates = night_shop(hour)
+        rates.update({(5, 1): 1.2 * rates[(4, 0)], (6, 2): rates[(4, 0)]})   # two more services like it
+        return rates
+    onset = MIDNIGHT + 86400.0 + 1.5 * 3600.0
+    crowd = lambda t, tid: 4.0 if tid in (0, 1, 4, 5, 6) and onset <= t < onset + 600.0 else 1.0  # noqa: E731
+    t2 = tier()
+    scored = feed_scores(t2, DAY0, int((onset - DAY0) / 60.0) + 30, rng, crowd, rates=two_sources)
+    assert [s for s in scored if "hour before" in s[3]] == [], scored
+
+
+def test_a_template_back_from_an_outage_is_no_spike():
+    """Template 4 down to a tenth for 40 minutes of its second afternoon, then back: judged against the hour
+    before (mostly the outage) its return is six times that, but it is judged against its level before the
+    outage (VolumeTier._outage_floor) and nothing is raised as a spike."""
+    rng = np.random.default_rng(13)
+    down = MIDNIGHT + 86400.0 + 14 * 3600.0
+    outage = lambda t, tid: 0.1 if tid == 4 and down <= t < down + 2400.0 else 1.0  # noqa: E731
+    t2 = tier()
+    scored = feed_scores(t2, DAY0, int((down - DAY0) / 60.0) + 120, rng, outage)
+    assert [s for s in scored if "hour before" in s[3]] == [], scored
+
+
+def outage_tier(counts, before, dated_ago):
+    """A tier whose template 0 has the recent ring `counts` (oldest first, seasons 1) and an outage noted with
+    `before` as its level before, last dated `dated_ago` buckets ago; its buckets closed up to the last."""
+    t2 = tier()
+    t2.recent = filled_ring(counts)
+    t2.templates.ensure(t2.recent.size)
+    t2.open_bucket = t2.recent.last_bucket
+    t2._outage = {0: (before, t2.open_bucket - dated_ago)}
+    return t2
+
+
+def test_an_outage_is_kept_until_its_template_is_back_to_its_level_before():
+    """A long drop is raised only while its hour before still holds the level before it. The outage is kept
+    past a ring while its template's spike level (the median of the hour before) is below its level before,
+    even when that hour's mean reads more than half of it (young hour factors read a two-hour drop to a
+    quarter so); dated again while the template comes back (its last five minutes at twice its hour
+    before); forgotten once its spike level is back and it was last dated a ring ago."""
+    rng = np.random.default_rng(14)
+    out = outage_tier(rng.poisson(6.0, 75).astype(float), 10.0, 80)
+    assert out.recent.ref_obs[0] / out.recent.ref_season[0] > 0.5 * 10.0   # the old rule's "back"
+    out._track_outages()
+    level = np.array([6.0])
+    out._outage_floor(level)
+    assert level[0] == 10.0 and 0 in out._outage                          # still out: its floor stands
+    returning = rng.poisson(6.0, 75).astype(float)
+    returning[-5:] = rng.poisson(25.0, 5)
+    out = outage_tier(returning, 10.0, 80)
+    out._track_outages()
+    assert out._outage[0] == (10.0, out.open_bucket)                     # coming back: dated again
+    back = outage_tier(rng.poisson(12.0, 75).astype(float), 10.0, 80)
+    back._track_outages()
+    assert back._outage == {}                                             # back, a ring after: forgotten
+    recent = outage_tier(rng.poisson(12.0, 75).astype(float), 10.0, 60)
+    recent._track_outages()
+    assert 0 in recent._outage                                            # dated within the ring: kept
