@@ -1005,7 +1005,11 @@ def shift_evidence(st, r, shift_budget):
     return math.copysign(-shift_log10p(st, r, u), u) if abs(u) > U_START else 0.0
 
 
-# step and the helpers it calls once per value, inlined into score_series (see kt.inline_into_callers:
-# about 30% less CPU per value, the same results)
+# step and every helper it calls with the state arrays, inlined into score_series' loop (see
+# kt.inline_into_callers: about 30% less CPU per value, the same results). Inlined, they are compiled
+# with the loop, without reference counting (kt.loop): one called would be whatever version another
+# kernel compiled first (judged_rows compiles judged with counting), counting the arrays per value.
 kt.inline_into_callers(step, shift_evidence, spike_score, learn_record, _learn_shift, _learn, _end_visit,
-                       _learn_visit, offsets_learn, in_episode, is_returning)
+                       _learn_visit, offsets_learn, in_episode, is_returning, judged, reported, host_last,
+                       _count_distinct, tail_log10p, record_log10p, beyond_episode, shift_fast, shift_u,
+                       shift_log10p, season_jumps, is_recovery, slow_alpha, _growth, shift_u_at)
