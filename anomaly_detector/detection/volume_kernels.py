@@ -32,14 +32,14 @@ def season_factors(hod, dow, keys, hours, days, per_hour, per_day, prior_hour, p
         out[i] = _factor(hod, dow, keys[i], hours[i], days[i], per_hour, per_day, prior_hour, prior_day)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _factor(hod, dow, k, h, d, per_hour, per_day, prior_hour, prior_day):
     """Key k's hour-of-day factor at hour h times its day-of-week factor at day d, each shrunk towards 1."""
     return (_shrunk(hod[k, 0, h], hod[k, 1, h], hod[k, 2, h], per_hour, prior_hour)
             * _shrunk(dow[k, 0, d], dow[k, 1, d], dow[k, 2, d], per_day, prior_day))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _dispersion(phi, nonzero, clump, i, sparse_fraction):
     """Key i's variance/mean in count tests (tier2_volume._dispersion): at least Poisson, and for a
     sparse key at least its clump size."""
@@ -47,14 +47,14 @@ def _dispersion(phi, nonzero, clump, i, sparse_fraction):
     return max(disp, clump[i]) if nonzero[i] < sparse_fraction else disp
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _shrunk(observed, expected, buckets, per_period, prior):
     ratio = observed / max(expected, 1e-12) if expected > 0 else 1.0
     periods = buckets / per_period
     return min(max((periods * ratio + prior) / (periods + prior), 0.05), 20.0)
 
 
-@kt.entry((kt.F64_3D, kt.F64_3D, kt.INT64, kt.INT64, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.I64_1D, kt.INT64, kt.FLOAT64), cache=True)
+@kt.entry((kt.F64_3D, kt.F64_3D, kt.INT64, kt.INT64, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.I64_1D, kt.INT64, kt.FLOAT64), cache=True, _nrt=False)
 def season_update(hod, dow, hour, day, observed, expected, weight, age, min_age, keep):
     """Decay both tables by keep, then add the bucket of every key seen for min_age buckets (a
     younger key's level has not settled: its ratios would teach a season that is not there), with
@@ -77,7 +77,7 @@ def season_update(hod, dow, hour, day, observed, expected, weight, age, min_age,
 
 @kt.entry((kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.I64_1D, kt.F64_1D, kt.F64_1D, kt.F64_2D,
        kt.F64_2D, kt.F64_2D, kt.F64_2D, kt.F64_1D, kt.INT64, kt.I64_1D, kt.INT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64,
-       kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.F64_1D, kt.F64_1D, kt.F32_1D, kt.I64_1D), cache=True)
+       kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.F64_1D, kt.F64_1D, kt.F32_1D, kt.I64_1D), cache=True, _nrt=False)
 def close_keys(level, phi, rel2, nonzero, clump, total, age, open_raw, open_learn, obs_win, exp_win, obs_sum,
                exp_sum, season, slot, windows, min_history, learning_rate, slow_divisor, clip, min_rel,
                sparse_fraction, min_ratio, hour_rate, weight, best, best_window):
@@ -113,7 +113,7 @@ def close_keys(level, phi, rel2, nonzero, clump, total, age, open_raw, open_lear
                    slow_divisor, clip, min_rel, low or high)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _window_low(observed, expected, disp, rel2):
     """Whether a drop window is unusually low as a whole (USUAL_SIGMAS below its forecast, as for one
     bucket in _learn_key): a service down to a third of its traffic is lost in the noise of each
@@ -124,7 +124,7 @@ def _window_low(observed, expected, disp, rel2):
     return log_ratio2 > USUAL_SIGMAS ** 2 * (rel2 + disp / max(expected, 0.5))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _window_high(observed, expected, min_ratio):
     """Whether a window is high by a spike's size: its count at the low end of its Poisson sampling error
     (poisson_low) at least min_ratio times its forecast. A port scan at seven times a quiet firewall
@@ -138,7 +138,7 @@ def _window_high(observed, expected, min_ratio):
     return expected > 0.0 and poisson_low(observed) >= min_ratio * expected
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def poisson_low(count):
     """The lower 3-sigma (one-sided p 0.00135) confidence bound of a Poisson mean given a count (Wilson-
     Hilferty; tier2_volume.poisson_lower_bound on one count): a handful of lines is still above zero."""
@@ -203,7 +203,7 @@ def share_factors(hod, dow, keys, hours, days, per_hour, per_day, prior_hour, pr
         out[i] = (_relative_odds(hod, k, h, per_hour, prior_hour) * _relative_odds(dow, k, d, per_day, prior_day))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _relative_odds(table, k, slot, per_period, prior):
     count, others = 0.0, 0.0
     for j in range(table.shape[2]):
@@ -215,7 +215,7 @@ def _relative_odds(table, k, slot, per_period, prior):
 
 
 @kt.entry((kt.F64_1D, kt.F64_1D, kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.FLOAT64,
-       kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.F64_1D), cache=True)
+       kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.F64_1D), cache=True, _nrt=False)
 def learn_shares(t_learn, src_learn, template_source, age, phi, share_num, share_den, share_rel2, share_season,
                  learning_rate, slow_divisor, clip, min_rel, others_out):
     """Learn, for every template seen before, its count against the rest of its source's lines in the
@@ -249,7 +249,7 @@ def learn_shares(t_learn, src_learn, template_source, age, phi, share_num, share
 
 @kt.entry((kt.F64_2D, kt.F64_2D, kt.F64_2D, kt.F64_2D, kt.F64_1D, kt.F64_1D, kt.I64_1D, kt.F64_1D, kt.F64_1D,
            kt.F64_1D, kt.BOOL_1D, kt.F64_1D, kt.INT64, kt.I64_1D, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64,
-           kt.FLOAT64, kt.F64_1D, kt.I64_1D), cache=True)
+           kt.FLOAT64, kt.F64_1D, kt.I64_1D), cache=True, _nrt=False)
 def recent_close(obs, season, win_obs, win_season, ref_obs, ref_season, filled, rel2, counts, factors, judge, disp,
                  bucket, windows, rate, slow_rate, usual_sigmas, min_rel2, min_lines, best, best_window):
     """Push the closing bucket (counts, seasonal factors; keys beyond them count 0) into every key's
@@ -324,7 +324,7 @@ def close_base(hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, le
     season_update(hod, dow, hour, day, open_learn, level, weight, age, min_history, keep)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _season_weight(raw, learned, expected, min_ratio, anomalous_share):
     """A key's weight in its seasonal tables for the closing bucket: 0 for a spike made of anomalies (more
     than anomalous_share of its lines were, so `learned` falls short of `raw`, and the count is at least
@@ -341,7 +341,7 @@ def _season_weight(raw, learned, expected, min_ratio, anomalous_share):
 @kt.entry((kt.F64_3D, kt.F64_3D, kt.INT64, kt.INT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.F64_1D, kt.F64_1D,
            kt.F64_1D, kt.F64_1D, kt.I64_1D, kt.I64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.F64_1D, kt.FLOAT64, kt.FLOAT64,
            kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.FLOAT64, kt.INT64, kt.FLOAT64, kt.F64_1D, kt.F64_1D, kt.F64_1D,
-           kt.I64_1D), cache=True)
+           kt.I64_1D), cache=True, _nrt=False)
 def close_shares(hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, t_raw, t_learn, src_raw, src_learn,
                  template_source, age, phi, share_num, share_den, share_rel2, learning_rate, slow_divisor, clip,
                  min_rel, min_ratio, anomalous_share, min_history, keep, share_season, weight, others, judged_age):
@@ -364,7 +364,7 @@ def close_shares(hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, 
     season_update(hod, dow, hour, day, t_learn, others, weight, judged_age, min_history, keep)
 
 
-@kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_2D, kt.F64_1D, kt.INT64, kt.INT64, kt.F64_1D), cache=True)
+@kt.entry((kt.I64_1D, kt.I64_1D, kt.F64_2D, kt.F64_1D, kt.INT64, kt.INT64, kt.F64_1D), cache=True, _nrt=False)
 def earlier_counts(codes, per_pair, obs_win, open_raw, open_bucket, window, earlier):
     """earlier[i] = the lines of pair codes[i] (key << 40 | bucket; codes sorted, distinct; per_pair[i]
     lines each in the batch) in the window - 1 buckets before its bucket: from the batch's own pairs,
@@ -391,7 +391,7 @@ _SHARES = (kt.F64_1D,) * 3                                                      
 _TABLES = (kt.F64_3D, kt.F64_3D)                                                  # hour-of-day, day-of-week
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _drops_ahead(level, phi, rel2, nonzero, clump, age, open_raw, obs_win, exp_win, obs_sum, exp_sum, season, slot,
                  windows, min_history, sparse_fraction, min_score):
     """Whether close_keys of this bucket would score any key's drop at min_score or more (its best
@@ -412,14 +412,14 @@ def _drops_ahead(level, phi, rel2, nonzero, clump, age, open_raw, obs_win, exp_w
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _factors(hod, dow, hour, day, per_hour, per_day, prior_hour, prior_day, out):
     """out[i] = every key's season factor (_factor) at one hour and day."""
     for i in range(out.shape[0]):
         out[i] = _factor(hod, dow, i, hour, day, per_hour, per_day, prior_hour, prior_day)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _steady_hours(hod, i, min_seen, min_hours, quiet_share):
     """Whether key i's hour table shows a steady key (the templates tier2_volume's recent level judges): seen
     through at least min_hours hours of the day, and not quiet (below quiet_share of its busiest seen
@@ -654,7 +654,7 @@ def _close_recent(bucket, sparse_fraction, min_history, t, t_season, recent, jud
                  r_best_window)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _zero_open(b):
     """Empty a key set's open bucket (its raw and learning counts) once closed."""
     for i in range(b[7].shape[0]):
