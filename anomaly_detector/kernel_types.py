@@ -63,8 +63,11 @@ def loop(function):
     that cost twice the arithmetic, in miner_kernels.shape_hashes (the buffer and scratch through
     mask_line per line) twice the masking. The same operations run in the same order: the results are
     the same. A helper compiled so cannot allocate an array (nor a slice assignment's temporary), nor
-    return one; the helpers it calls are compiled so too. An entry kernel that allocates nothing is
-    compiled so itself: `@entry(signature, cache=True, _nrt=False)`."""
+    return one. An entry kernel that allocates nothing is compiled so itself (`@entry(signature,
+    cache=True, _nrt=False)`), and so is a helper such a loop calls with arrays (`@njit(cache=True,
+    _nrt=False)`) or it is inlined into it (inline_into_callers): numba keeps one compiled version of a
+    helper per argument types, the first one compiled, and a helper that does not say inherits its
+    first caller's counting, so a loop may otherwise call a version a counting kernel compiled first."""
     return njit(cache=True, _nrt=False)(function)
 
 

@@ -41,7 +41,7 @@ def _segment_end(buf, i, b):
     return i
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _id_segment(buf, a, b):
     """buf[a:b] is ID_SEGMENT+ hex digits and dashes, one a digit at least (words like `feedback`
     stay words)."""
@@ -57,7 +57,7 @@ def _id_segment(buf, a, b):
     return digit
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def route_hash(buf, a, b):
     """FNV-1a of the route of the value buf[a:b], 0 when it is no URL path (routes.route_text)."""
     if b <= a or buf[a] != SLASH:

@@ -245,9 +245,15 @@ def judged(st, labels, r):
 def judged_rows(st, labels, rows):
     """bool[rows]: which of the first `rows` series are judged (judged() of each)."""
     out = np.zeros(rows, np.bool_)
-    for r in range(rows):
-        out[r] = judged(st, labels, r)
+    _judged_into(st, labels, out)
     return out
+
+
+@kt.loop
+def _judged_into(st, labels, out):
+    """judged_rows' loop (kt.loop: no reference counting per row)."""
+    for r in range(out.shape[0]):
+        out[r] = judged(st, labels, r)
 
 
 @njit(cache=True)

@@ -94,7 +94,7 @@ def row_evidence(st, eligible, shift_budget):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def clipped(st, r, e):
     """Series r's evidence e as the source's sum counts it: within +-SERIES_CLIP, and none of a split
     series' drop (as its own test judges none: a load change drops many values' times at once)."""
@@ -102,7 +102,7 @@ def clipped(st, r, e):
     return min(max(e, low), SERIES_CLIP)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def moved_with(source_of, eligible, row_u, s, counted, up):
     """How many judged series of source s show evidence on the side of the shift (0 unless counted:
     the scan is made for a firing value only)."""
@@ -115,7 +115,7 @@ def moved_with(source_of, eligible, row_u, s, counted, up):
     return k
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def step(src, s, u, t, threshold, suspicious, budget):
     """Judge the statistic u of source s at time t, then learn it -> (score, kind): the score of a shift
     that fires, suspicious for its evidence, else 0 (see the module docstring)."""
