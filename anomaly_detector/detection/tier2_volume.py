@@ -614,6 +614,8 @@ class VolumeTier(Tier):
             disp = _dispersion_all(t)[:n]
             level, lines = np.zeros(n), np.zeros(n)
             level[keys], lines[keys] = r.spike_reference(keys, disp[keys])
+            # carried to the open bucket no higher than the buckets since the reference say (young hour factors)
+            level[keys] *= r.ramp_shortfall(keys, level[keys], disp[keys])
             self._outage_floor(level)
             closed = np.zeros((n, TR.RECENT_WINDOWS[-1]))
             closed[keys] = r.closed_seasons(keys, TR.RECENT_WINDOWS[-1])
