@@ -373,3 +373,16 @@ def test_ramp_shortfall_lowers_a_level_only_where_the_buckets_since_fell_short_o
     share = r.ramp_shortfall(keys, level, np.ones(5))
     assert abs(share[0] - 1.0 / 1.6) < 0.12 and share[1] == 1.0 and share[2] == 0.5, share
     assert share[0] <= share[3] < share[0] + 0.1 and share[4] == 1.0, share
+
+
+def test_the_site_factor_of_a_recent_spike_is_what_the_site_rose_beyond_the_ramp_the_forecast_carries():
+    """A recent level's forecast carried by the hour factors to 1.6 times the seasons of the hour before already
+    holds the morning's ramp: the site's factor (measured against the sources' hour before, not deseasonalised)
+    is divided by it (VolumeTier._recent_ramp). A forecast the seasons carry down is not raised by it (1)."""
+    t2 = tier()
+    t2.recent = filled_ring(np.full((2, 75), 10.0), season=1.0)
+    level = np.array([10.0, 10.0])
+    width = RECENT_WINDOWS[0]
+    mus = level * width * np.array([1.6, 0.8])
+    ramp = t2._recent_ramp(np.array([0, 1, 0]), np.array([0, 1]), np.append(mus, 0.0), level, width)
+    assert np.allclose(ramp, [1.6, 1.0, 1.0]), ramp
