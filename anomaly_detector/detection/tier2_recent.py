@@ -174,6 +174,30 @@ class RecentLevel:
         usable = (self.filled[keys] >= self.ring) & (lines >= MIN_REFERENCE_LINES) & ~dropped
         return np.where(usable, level, 0.0), np.where(usable, lines, 0.0)
 
+    def ramp_shortfall(self, keys, level, disp):
+        """Per key, the share (DROP_BLOCK_SHARE to 1) of its spike level (spike_reference's: level; disp: the
+        keys' dispersion) that the buckets since the reference reached: the median over the last
+        RECENT_WINDOWS[-1] closed buckets of each one's deseasonalised count, against the level, where it is
+        below it beyond the median's sampling error (1 elsewhere). The level is carried to the open bucket by
+        the hour factors, young ones learned from a day or two: a Saturday as flat as its afternoon, after a
+        Friday whose evening doubled, would be forecast at the Friday's ramp, its five-fold spike at three
+        times that, short of the test. A median, not the sum: the spike's first minutes do not raise it
+        (half the buckets); never below DROP_BLOCK_SHARE: a template below half its level is in a drop, and
+        its return to the level is no spike."""
+        keys = np.asarray(keys, np.int64)
+        width = RECENT_WINDOWS[-1]
+        out = np.ones(keys.size)
+        if self.last_bucket is None or not keys.size:
+            return out
+        slots = (self.last_bucket - np.arange(width)) % self.ring
+        obs, season = self.obs[np.ix_(keys, slots)], self.season[np.ix_(keys, slots)]
+        median = np.median(obs / np.maximum(season, 1e-9), axis=1)
+        exp = level * season.sum(axis=1)
+        noise = 3.0 * np.sqrt(MEDIAN_VARIANCE * np.asarray(disp) * exp)
+        short = (level > 0) & (median * season.sum(axis=1) + noise < exp)
+        out[short] = np.clip(median[short] / level[short], DROP_BLOCK_SHARE, 1.0)
+        return out
+
     def source_reference(self, source_of, n_sources):
         """Each source's recent level per bucket: the median over the reference's blocks of SPIKE_BLOCK buckets
         of the lines of its keys (source_of: each key's source), 0 where the ring is not full or it held fewer

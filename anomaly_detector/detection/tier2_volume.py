@@ -597,8 +597,27 @@ class VolumeTier(Tier):
         sel = np.flatnonzero(~unjudged & (w_counts - 3.0 * np.sqrt(w_counts) >= self.spike_min_ratio * mus))
         if sel.size:
             scores[sel] = rescore(sel, 1.0)
-            mus = mus * site.adjust(scores, width, rescore)
+            ramp = self._recent_ramp(keys, lines, mus, ref["level"], width)
+
+            def beyond_ramp(sel, f):
+                return rescore(sel, np.maximum(f / ramp[sel], 1.0))
+            mus = mus * np.maximum(site.adjust(scores, width, beyond_ramp) / ramp, 1.0)
         return scores, mus
+
+    def _recent_ramp(self, keys, lines, mus, level, width):
+        """Per line (1 but for `lines`), the rise over the hour before that the recent level's forecast of its
+        window (mus, of `width` buckets) already carries by the hour factors: its seasons per bucket against the
+        reference's, at least 1. The site's factor (SiteLoad over the sources' levels of the hour before, not
+        deseasonalised) holds the morning's ramp as well: judged against both, a template would be forecast at
+        the ramp twice (shop seed 60: a Sunday morning at 08:04, hour factors 1.6 times the hour before's, the
+        other sources 1.4-1.6 times theirs, its five-fold scraper below three times the forecast)."""
+        ramp = np.ones(keys.size)
+        k = keys[lines]
+        r = self.recent
+        ref_season = r.ref_season[k] / r.reference
+        window_season = mus[lines] / np.maximum(level[k], 1e-9) / width
+        ramp[lines] = np.where(ref_season > 0, np.maximum(window_season / np.maximum(ref_season, 1e-9), 1.0), 1.0)
+        return ramp
 
     def _spike_reference(self):
         """Per template, for _recent_spike_scores, worked out once per bucket: its spike level (0 for the ones
@@ -614,6 +633,8 @@ class VolumeTier(Tier):
             disp = _dispersion_all(t)[:n]
             level, lines = np.zeros(n), np.zeros(n)
             level[keys], lines[keys] = r.spike_reference(keys, disp[keys])
+            # carried to the open bucket no higher than the buckets since the reference say (young hour factors)
+            level[keys] *= r.ramp_shortfall(keys, level[keys], disp[keys])
             self._outage_floor(level)
             closed = np.zeros((n, TR.RECENT_WINDOWS[-1]))
             closed[keys] = r.closed_seasons(keys, TR.RECENT_WINDOWS[-1])

@@ -323,3 +323,66 @@ def test_an_outage_is_kept_until_its_template_is_back_to_its_level_before():
     recent = outage_tier(rng.poisson(12.0, 75).astype(float), 10.0, 60)
     recent._track_outages()
     assert 0 in recent._outage                                            # dated within the ring: kept
+
+
+def evening_step(hour):
+    """shop's traffic, and template 4: 10 lines a minute, 20 from 18:00 to midnight (a Friday's evening)."""
+    rates = shop(hour)
+    rates[(4, 0)] = 20.0 if hour >= 18 else 10.0
+    return rates
+
+
+def test_a_spike_on_a_flat_evening_after_a_day_whose_evening_doubled_is_raised():
+    """Template 4's evening doubled at 18:00 on the first day (the hour factors learn the step); the second
+    day stays flat at 10 a minute, and at 18:14 it runs at five times that for a quarter of an hour. Carried
+    to 18:00 by the young hour factors its level would be near 17 a minute, the spike three times that, short
+    of the test; the minutes since 18:00 show the ramp has not come (RecentLevel.ramp_shortfall)."""
+    rng = np.random.default_rng(11)
+    onset = MIDNIGHT + 18 * 3600.0 + 14 * 60.0
+    flat_from = MIDNIGHT + 18 * 3600.0
+
+    def saturday(t, tid):
+        if tid != 4 or t < flat_from:
+            return 1.0
+        return 0.5 * (5.0 if onset <= t < onset + 900.0 else 1.0)
+    scored = feed_scores(tier(), DAY0, int((onset - DAY0) / 60.0) + 30, rng, saturday, rates=evening_step)
+    spike = [s for s in scored if s[1] == 4 and onset <= s[0] < onset + 900.0 and s[2] >= 70.0]
+    assert spike, [s for s in scored if s[1] == 4 and s[0] >= flat_from]
+    assert not [s for s in scored if s[2] >= 70.0 and not onset <= s[0] < onset + 1800.0], scored
+
+
+def test_ramp_shortfall_lowers_a_level_only_where_the_buckets_since_fell_short_of_it():
+    """Key 0 flat at 10 a minute while the season of its last quarter hour went from 1 to 1.6: 10 / 1.6 of
+    its level reached. Key 1 followed the season (16 a minute): all of it. Key 2 at a tenth: a drop, the
+    floor (DROP_BLOCK_SHARE). Key 3 flat with its last five minutes at five times: the median is not raised.
+    Key 4: a handful of lines, within the median's sampling error: all of it."""
+    rng = np.random.default_rng(12)
+    n = 75
+    counts = rng.poisson(10.0, (5, n)).astype(float)
+    counts[1, -15:] = rng.poisson(16.0, 15)
+    counts[2, -15:] = rng.poisson(1.0, 15)
+    counts[3] = counts[0]
+    counts[3, -5:] *= 5.0
+    counts[4] = rng.poisson(1.0, n)
+    r = RecentLevel(60, size=5)
+    for b in range(n):
+        r.push(1000 + b, counts[:, b], np.full(5, 1.6 if b >= n - 15 else 1.0))
+    keys = np.arange(5)
+    level, _ = r.spike_reference(keys, np.ones(5))
+    level[4] = 1.0
+    share = r.ramp_shortfall(keys, level, np.ones(5))
+    assert abs(share[0] - 1.0 / 1.6) < 0.12 and share[1] == 1.0 and share[2] == 0.5, share
+    assert share[0] <= share[3] < share[0] + 0.1 and share[4] == 1.0, share
+
+
+def test_the_site_factor_of_a_recent_spike_is_what_the_site_rose_beyond_the_ramp_the_forecast_carries():
+    """A recent level's forecast carried by the hour factors to 1.6 times the seasons of the hour before already
+    holds the morning's ramp: the site's factor (measured against the sources' hour before, not deseasonalised)
+    is divided by it (VolumeTier._recent_ramp). A forecast the seasons carry down is not raised by it (1)."""
+    t2 = tier()
+    t2.recent = filled_ring(np.full((2, 75), 10.0), season=1.0)
+    level = np.array([10.0, 10.0])
+    width = RECENT_WINDOWS[0]
+    mus = level * width * np.array([1.6, 0.8])
+    ramp = t2._recent_ramp(np.array([0, 1, 0]), np.array([0, 1]), np.append(mus, 0.0), level, width)
+    assert np.allclose(ramp, [1.6, 1.0, 1.0]), ramp
