@@ -114,7 +114,7 @@ def assign_slots(template_id, param_ptr, param_pos, slot_index, next_slot):
     return out, next_slot
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _robust_z(stats, s, y):
     scale = max(stats[s, SCALE], SCALE_FLOOR)
     return (y - stats[s, CENTER]) / (1.2533 * scale)
@@ -143,19 +143,19 @@ def _scatters(st, s):
     return st[s, DIFF2] >= MIN_VON_NEUMANN * 2.0 * var and st[s, REPEAT] <= MAX_REPEAT_SHARE
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _drift_spread(st, s, drift_sd):
     return math.sqrt(max(st[s, ZVAR], drift_sd * drift_sd))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _clipped_dev(st, s, y):
     """y's distance from the slot's centre, clipped so that one wild value does not make a drift."""
     limit = DEV_CLIP * 1.2533 * max(st[s, SCALE], SCALE_FLOOR)
     return min(max(y - st[s, CENTER], -limit), limit)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _slot_total(cat_count, cat_nd, s):
     total = 0.0
     for q in range(cat_nd[s]):
@@ -196,7 +196,7 @@ def again_score(seen, lines_since, lines_before):
     return surprisal_score(log10_count_upper(seen, max(lines_since, 1.0) * rate, 1.0))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _category_index(cat_hash, cat_nd, s, h):
     for k in range(cat_nd[s]):
         if cat_hash[s, k] == h:
@@ -214,7 +214,7 @@ def _known_mature(cat_hash, cat_count, cat_nd, s, h, min_obs):
     return k >= 0 and cat_count[s, k] >= min_obs
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _new_value_log10p(cat_count, cat_nd, s):
     # Good-Turing: the chance that the next value is unseen is about (values seen once) / total.
     total = 0.0
@@ -356,7 +356,7 @@ def _value_score(young, s, h, x, cat_hash, cat_count, cat_nd, cat_novelty, cat_s
     return sc
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _near_known_fraction(cat_num, cat_nd, s, x):
     """True when x has a fractional part and lies within NEAR_SHARE of a known value of slot s: a
     measurement that moved a little (a disk 41.3% used after 41.2%), not a new kind of value, neither
@@ -457,7 +457,7 @@ def learn_params(param_ptr, param_slot, param_num, param_hash, weights, num_stat
                     cat_full[s] = 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _learn_number(st, s, y, w, min_obs, drift_alpha, drift_sd, base_alpha):
     nobs = st[s, N_OBS]
     drifting = False

@@ -125,7 +125,7 @@ def learn_routes(buf, param_ptr, param_start, param_end, param_slot, weights, ca
                 route_full[s] = 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def known_route(route_table, route_nd, s, h):
     """Index of route h among slot s's, -1 when it has none such."""
     for q in range(min(route_nd[s], route_table.shape[1])):

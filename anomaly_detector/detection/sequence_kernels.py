@@ -69,7 +69,7 @@ def _mix(key):
     return x
 
 
-@kt.entry((kt.I64_1D, kt.INT64), cache=True)
+@kt.entry((kt.I64_1D, kt.INT64), cache=True, _nrt=False)
 def ht_find(hkeys, key):
     """Linear probing over int64 keys (-1 = empty): slot of key, or -1 - (slot to insert it)."""
     mask = len(hkeys) - 1
@@ -83,7 +83,7 @@ def ht_find(hkeys, key):
         i = (i + 1) & mask
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def ht_delete(hkeys, hvals, i):
     """Remove slot i by backward shift, so lookups never need tombstones."""
     mask = len(hkeys) - 1
@@ -101,7 +101,7 @@ def ht_delete(hkeys, hvals, i):
     hkeys[i] = -1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def ht_get(hkeys, hvals, key):
     i = ht_find(hkeys, key)
     return hvals[i] if i >= 0 else 0.0
@@ -119,7 +119,7 @@ def ht_rebuild(keys, vals, capacity):
     return hkeys, hvals
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _add(hkeys, hvals, key, w, counters, max_size):
     i = ht_find(hkeys, key)
     if i >= 0:
@@ -560,7 +560,7 @@ def duration_limit(mean, var, sigmas):
     return math.expm1(mean + sigmas * math.sqrt(max(var, 0.0))) * 1.5 + 1.0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _judge(s, sd_wf, sd_last, sd_ntpl, sd_tpl, sd_flags, tkeys, tcnt, core_ptr, core_tid, min_support, min_runs):
     """(verdict, missing template) for a session that has ended."""
     w = sd_wf[s]
@@ -584,7 +584,7 @@ def _judge(s, sd_wf, sd_last, sd_ntpl, sd_tpl, sd_flags, tkeys, tcnt, core_ptr, 
     return CLOSED_OK, -1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _all_runs_held(w, t, tkeys, tcnt, min_runs):
     """Whether workflow w has at least min_runs learned runs and every one of them held step t."""
     runs = ht_get(tkeys, tcnt, pack_nb(w, IN, ANY))
@@ -666,7 +666,7 @@ def _close_into(now, timeout, learn_rate, report_score, min_support, min_runs, s
     return n_out
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _learn_ending(s, learn_rate, weight, sd_wf, sd_last, sd_start, sd_lastts, sd_ntpl, sd_tpl, sd_flags,
                   tkeys, tcnt, counters, max_trans, dur_n, dur_mean, dur_var):
     w = sd_wf[s]

@@ -252,7 +252,7 @@ def level_codes(buf, ls, le, names, lengths, codes):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def lookup_level(buf, s, e, names, lengths, codes):
     """Code of the ASCII word buf[s:e], upper-cased, in the level_table; 0 when it is not a level."""
     length = e - s

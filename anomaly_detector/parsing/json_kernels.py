@@ -34,7 +34,7 @@ _NAN = np.frombuffer(b"NaN", dtype=np.uint8)
 _INFINITY = np.frombuffer(b"Infinity", dtype=np.uint8)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _skip_ws(buf, p, e):
     """JSON white space of a cleaned line: only spaces and tabs are left (CR and LF are gone)."""
     while p < e and (buf[p] == 32 or buf[p] == 9):
@@ -42,7 +42,7 @@ def _skip_ws(buf, p, e):
     return p
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _word_at(buf, p, e, word):
     if p + word.shape[0] > e:
         return False
@@ -52,7 +52,7 @@ def _word_at(buf, p, e, word):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _hex4(buf, p, e):
     """Value of the 4 hex digits at p, or -1."""
     if p + 4 > e:
@@ -72,7 +72,7 @@ def _hex4(buf, p, e):
     return v
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _string_end(buf, p, e):
     """(end after the closing quote, has escapes) of the string opening at p; end -1 when invalid."""
     q = p + 1
@@ -99,14 +99,14 @@ def _string_end(buf, p, e):
     return -1, escaped
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def digits_end(buf, p, e):
     while p < e and 48 <= buf[p] <= 57:
         p += 1
     return p
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _number(buf, p, e, pow10):
     """(end, kind, value) of the number at p; end -1 when invalid JSON.
 
@@ -175,7 +175,7 @@ def _number(buf, p, e, pow10):
     return q, V_NUMBER, -value if buf[p] == 45 else value
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _value(buf, p, e, pow10):
     """(kind, end, number) of the value at p; kind -1 for invalid JSON or a nested value."""
     c = buf[p]
@@ -198,7 +198,7 @@ def _value(buf, p, e, pow10):
     return -1, p, 0.0  # objects and arrays included: Python decides
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _same_key(buf, ks, ke, keys, key_lengths, r):
     length = key_lengths[r]
     if length != ke - ks:  # an empty configured key has length -1 and matches nothing
@@ -209,7 +209,7 @@ def _same_key(buf, ks, ke, keys, key_lengths, r):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _safe_key(buf, ks, ke):
     """A key that may be written as `key=value` into a message: ASCII letters, digits, _ . - only."""
     if ke <= ks:
@@ -221,7 +221,7 @@ def _safe_key(buf, ks, ke):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _scan_object(buf, s, e, keys, key_lengths, kinds, vstart, vend, vnum, pow10, want_fields, fields):
     """Read the flat object on line [s, e): per role the kind, span and number of its value.
 
@@ -279,7 +279,7 @@ def _scan_object(buf, s, e, keys, key_lengths, kinds, vstart, vend, vnum, pow10,
         p = _skip_ws(buf, p + 1, e)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _key_less(buf, a, b, c, d):
     """Bytes buf[a:b] sort before buf[c:d] (str order, the keys being ASCII)."""
     for k in range(min(b - a, d - c)):
@@ -288,7 +288,7 @@ def _key_less(buf, a, b, c, d):
     return b - a < d - c
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _sort_fields(buf, fields, nf):
     """Sort the first nf rows of fields by key; False when a key is given twice (json.loads keeps
     the last value, Python decides)."""
@@ -310,7 +310,7 @@ def _digit(buf, d0, d1, f0, k):
     return buf[d0 + k] if k < d1 - d0 else buf[f0 + k - (d1 - d0)]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _put_number(buf, a, b, out, o, dig):
     """Write the JSON number literal buf[a:b] as records.number_text writes its value; -1 when the
     kernel leaves it to Python (an exponent of more than 4 digits, a form longer than 40 bytes, or
@@ -409,7 +409,7 @@ def _put_number(buf, a, b, out, o, dig):
     return o
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _put_fields(buf, fields, nf, max_fields, out, o, dig):
     """Append ` key=value` for the numeric fields among the sorted rows, at most max_fields of them.
 
@@ -446,7 +446,7 @@ def _grown(decoded, o, need):
     return bigger
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _put_char(out, o, cp):
     """UTF-8 of code point cp at out[o], as clean_text leaves it (C0 but TAB, and DEL -> U+FFFD)."""
     if (cp < 32 and cp != 9) or cp == 127:
@@ -494,7 +494,7 @@ def _copy(src, a, b, dst, o):
         dst[o + k] = src[a + k]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def decode_string(buf, p, q, out, o):
     """Decode the validated string body buf[p:q) into out at o, as clean_text(json.loads(...)) gives it.
 
@@ -528,7 +528,7 @@ def decode_string(buf, p, q, out, o):
     return o
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _level_word(buf, a, b, names, lengths, codes):
     """batch.level_code of an unescaped string value; -1 when it is not ASCII (Python decides)."""
     for k in range(a, b):
@@ -541,7 +541,7 @@ def _level_word(buf, a, b, names, lengths, codes):
     return lookup_level(buf, a, b, names, lengths, codes)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _level(kind, number, buf, a, b, names, lengths, codes, numeric_levels):
     """records.json_level of the level value; -1 when the kernel cannot tell."""
     if kind == V_NUMBER:
@@ -568,7 +568,7 @@ def _epoch_value(v):
     return v
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _same_bytes(buf, a, b, c, d):
     if b - a != d - c:
         return False

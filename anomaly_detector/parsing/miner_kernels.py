@@ -117,7 +117,7 @@ def _is_name(buf, i, count):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _has_uuid(buf, s, e):
     for i in range(s, e - 35):
         if i > s and _is_alnum(buf[i - 1]):
@@ -164,7 +164,7 @@ def _is_scheme_char(c):
     return _is_alnum(c) or c == 43 or c == 45 or c == 46   # + - .
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _is_url_at(buf, s, p, e):
     """buf[p:p+3] is the "://" of a URL with a path: a scheme word before it (a letter first:
     hdfs, https, akka.tcp), a "/" after it (hdfs://host:9000/logs/a, url=http://x/y).
@@ -269,7 +269,7 @@ def _is_month_name(buf, i):
     return _is_name(buf, i, 12)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _zone_end(buf, i, e):
     """End of a zone offset +hh:mm / -hhmm at buf[i:], else -1."""
     if i >= e or (buf[i] != 43 and buf[i] != 45):
@@ -280,7 +280,7 @@ def _zone_end(buf, i, e):
     return _field_end(buf, j, e, 2, 2, 0, 59, -1)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _clock_end(buf, i, e):
     """End of hh:mm:ss[.fff|,fff][Z|zone] at buf[i:], else -1."""
     j = _field_end(buf, i, e, 1, 2, 0, 23, 58)
@@ -310,7 +310,7 @@ def _then_clock(buf, j, e, sep):
     return j
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _date_end(buf, i, e, width, sep):
     """End of the date at buf[i:] whose first field has width digits followed by sep, else -1.
 
@@ -347,7 +347,7 @@ def _ends_value(buf, j, e):
     return not (glue and j + 1 < e and _is_alnum(buf[j + 1]))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _datetime_end(buf, i, e):
     """End of the date or time that starts at buf[i] (a digit), or -1 when there is none."""
     j, _ = _num(buf, i, e, 1, 4)
@@ -482,7 +482,7 @@ def _is_lower_or_digit(c):
     return (97 <= c <= 122) or (48 <= c <= 57)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _instance_end(buf, a, e):
     """End of an instance name starting at buf[a], or -1: lowercase words joined by "-" whose last
     part is a number, standing alone (msra-sa-41, mesos-slave-07, web-01, ip-10-0-1-23, redis-0).
@@ -849,7 +849,7 @@ def _glob_capture(buf, s, e, pool, ts, te, caps):
     return p == e
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def parse_number(buf, a, b):
     """Numeric value of buf[a:b] with a unit word stripped ("12ms" -> 12.0); NaN if not a number."""
     i = a
@@ -899,7 +899,7 @@ def _value_only(out, o):
 _mask_token_called = njit(cache=True)(_mask_token.py_func)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def span_tokens(buf, i, e, flags, force, scratch, prev_s, prev_e):
     """(start, end) of the run of value-only tokens from buf[i] on, each with the duration unit
     word that may follow it (_LONE_DURATION_WORDS); (-1, i) when there is none.

@@ -41,7 +41,7 @@ def _days_from_civil(y, m, d):
     return era * 146097 + doe - 719468
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _digits(buf, pos, count, end):
     """Value of `count` ASCII digits at pos, or -1."""
     if pos + count > end:
@@ -62,7 +62,7 @@ def _is_unicode_space_lead(c):
     return c == 0xC2 or c == 0xE1 or c == 0xE2 or c == 0xE3
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _stamp(buf, s, e, naive_ok, pow10, days_in_month):
     """(ts, end, year, month) of a stamp at s; end = -1 when this line is not for the kernel,
     GARBAGE_END when the stamp has the shape `YYYY-MM-DD[T ]hh:mm:ss` with impossible values."""
@@ -134,7 +134,7 @@ def _level(buf, ws, we, strip, names, lengths, codes):
     return lookup_level(buf, a, b, names, lengths, codes)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _in(c, chars):
     for x in chars:
         if c == x:
