@@ -78,12 +78,16 @@ class RecentLevel:
         self.win_obs = np.zeros((self.size, len(RECENT_WINDOWS)))
         self.win_season = np.zeros((self.size, len(RECENT_WINDOWS)))
         for i, width in enumerate(RECENT_WINDOWS):
-            slots = (last - np.arange(width)) % self.ring
+            slots = self._slots(last, 0, width)
             self.win_obs[:, i] = self.obs[:, slots].sum(axis=1)
             self.win_season[:, i] = self.season[:, slots].sum(axis=1)
-        slots = (last - np.arange(RECENT_WINDOWS[-1], self.ring)) % self.ring
+        slots = self._slots(last, RECENT_WINDOWS[-1], self.ring)
         self.ref_obs = self.obs[:, slots].sum(axis=1)
         self.ref_season = self.season[:, slots].sum(axis=1)
+
+    def _slots(self, newest, first, stop):
+        """The ring slots of the buckets first to stop - 1 before `newest` (0: newest itself), newest first."""
+        return (newest - np.arange(first, stop)) % self.ring
 
     @property
     def size(self):
@@ -162,7 +166,7 @@ class RecentLevel:
         blocks = self.reference // SPIKE_BLOCK
         if self.last_bucket is None or not keys.size or not blocks:
             return np.zeros(keys.size), np.zeros(keys.size)
-        slots = (self.last_bucket - RECENT_WINDOWS[-1] - np.arange(blocks * SPIKE_BLOCK)) % self.ring
+        slots = self._slots(self.last_bucket, RECENT_WINDOWS[-1], RECENT_WINDOWS[-1] + blocks * SPIKE_BLOCK)
         obs = self.obs[np.ix_(keys, slots)].reshape(keys.size, blocks, SPIKE_BLOCK).sum(axis=2)
         season = self.season[np.ix_(keys, slots)].reshape(keys.size, blocks, SPIKE_BLOCK).sum(axis=2)
         per_bucket = obs / np.maximum(season, 1e-9)
@@ -189,7 +193,7 @@ class RecentLevel:
         out = np.ones(keys.size)
         if self.last_bucket is None or not keys.size:
             return out
-        slots = (self.last_bucket - np.arange(width)) % self.ring
+        slots = self._slots(self.last_bucket, 0, width)
         obs, season = self.obs[np.ix_(keys, slots)], self.season[np.ix_(keys, slots)]
         median = np.median(obs / np.maximum(season, 1e-9), axis=1)
         exp = level * season.sum(axis=1)
@@ -207,7 +211,7 @@ class RecentLevel:
         n = source_of.size
         if self.last_bucket is None or not n or not blocks or self.filled[:n].max(initial=0) < self.ring:
             return out
-        slots = (self.last_bucket - RECENT_WINDOWS[-1] - np.arange(blocks * SPIKE_BLOCK)) % self.ring
+        slots = self._slots(self.last_bucket, RECENT_WINDOWS[-1], RECENT_WINDOWS[-1] + blocks * SPIKE_BLOCK)
         summed = np.zeros((n_sources, slots.size))
         np.add.at(summed, source_of, self.obs[:n][:, slots])
         level = np.median(summed.reshape(n_sources, blocks, SPIKE_BLOCK).sum(axis=2), axis=1) / SPIKE_BLOCK
@@ -219,7 +223,7 @@ class RecentLevel:
         keys = np.asarray(keys, np.int64)
         out = np.zeros((keys.size, width))
         if self.last_bucket is not None and width > 1:
-            slots = (self.last_bucket - np.arange(width - 1)) % self.ring
+            slots = self._slots(self.last_bucket, 0, width - 1)
             np.cumsum(self.season[np.ix_(keys, slots)], axis=1, out=out[:, 1:])
         return out
 
@@ -240,14 +244,14 @@ class RecentLevel:
         over) raises the mean, and the key back at its usual volume would be a drop against it; it
         moves the median only once it fills half the hour."""
         mean = self.ref_obs[key] / max(self.ref_season[key], 1e-9)
-        slots = (self.last_bucket - np.arange(RECENT_WINDOWS[-1], self.ring)) % self.ring
+        slots = self._slots(self.last_bucket, RECENT_WINDOWS[-1], self.ring)
         factors = self.season[key, slots]
         per_bucket = self.obs[key, slots] / np.where(factors > 0, factors, 1.0)
         return min(mean, float(np.median(per_bucket)))
 
     def window(self, bucket, key, width):
         """(lines, summed seasonal factor) of one key over its last `width` buckets."""
-        slots = (bucket - np.arange(width)) % self.ring
+        slots = self._slots(bucket, 0, width)
         return float(self.obs[key, slots].sum()), float(self.season[key, slots].sum())
 
     @staticmethod
@@ -278,7 +282,7 @@ class RecentLevel:
         if not keys.size or self.last_bucket is None:
             return None
         means = self.ref_obs[keys] / np.maximum(self.ref_season[keys], 1e-9)
-        slots = (self.last_bucket - np.arange(RECENT_WINDOWS[-1], self.ring)) % self.ring
+        slots = self._slots(self.last_bucket, RECENT_WINDOWS[-1], self.ring)
         expected = (means[:, None] * self.season[np.ix_(keys, slots)]).sum(axis=0)
         seen = self.obs[np.ix_(keys, slots)].sum(axis=0)
         ratio = np.median(seen[expected > 0] / expected[expected > 0]) if (expected > 0).any() else 1.0
@@ -291,7 +295,7 @@ class RecentLevel:
         of the sum of their deviations): the templates of one service are often one request's lines (its
         start and its end, the steps of an order), so two of them are not twice the evidence."""
         keys, levels, _lines, disp = reference
-        slots = (bucket - np.arange(width)) % self.ring
+        slots = self._slots(bucket, 0, width)
         obs = float(self.obs[np.ix_(keys, slots)].sum())
         exp_each = levels * self.season[np.ix_(keys, slots)].sum(axis=1)
         exp = float(exp_each.sum())
