@@ -633,6 +633,12 @@ def json_lines(buf, starts, ends, keys, key_lengths, naive_ok, pow10, days_in_mo
             src_end, decoded[:o].copy(), over)
 
 
+@njit(cache=True, inline="always")
+def _keep(carry, o, prev_s, prev_e, prev_la, prev_lb, prev_level):
+    """What _json_loop carries from one call to the next (see json_lines)."""
+    carry[0], carry[1], carry[2], carry[3], carry[4], carry[5] = o, prev_s, prev_e, prev_la, prev_lb, prev_level
+
+
 @kt.loop
 def _json_loop(buf, starts, ends, keys, key_lengths, naive_ok, pow10, days_in_month, exact_pow10, names, lengths,
                codes, numeric_levels, max_fields, first, decoded, carry, scratch, outs):
@@ -688,7 +694,7 @@ def _json_loop(buf, starts, ends, keys, key_lengths, naive_ok, pow10, days_in_mo
             c0, c1, dec = vs[ROLE_MESSAGE] + 1, ve[ROLE_MESSAGE] - 1, False
         elif mk == V_STRING or mk == V_ESCAPED or mk == V_TRUE or mk == V_FALSE:
             if o + 3 * (e - s) + 64 * min(nf, max_fields) + 16 > decoded.shape[0]:
-                carry[0], carry[1], carry[2], carry[3], carry[4], carry[5] = o, prev_s, prev_e, prev_la, prev_lb, prev_level
+                _keep(carry, o, prev_s, prev_e, prev_la, prev_lb, prev_level)
                 return i
             c0, c1, dec = o, o, True
             if mk == V_STRING:
@@ -717,7 +723,7 @@ def _json_loop(buf, starts, ends, keys, key_lengths, naive_ok, pow10, days_in_mo
             prev_s, prev_e = a, b
             stamp_start[i], stamp_end[i], year[i], month[i] = a, b, y, mo
         ok[i], ts[i], stamp[i], level[i], cstart[i], cend[i] = True, t, kind, lv, c0, c1
-    carry[0], carry[1], carry[2], carry[3], carry[4], carry[5] = o, prev_s, prev_e, prev_la, prev_lb, prev_level
+    _keep(carry, o, prev_s, prev_e, prev_la, prev_lb, prev_level)
     return n
 
 
