@@ -44,6 +44,10 @@ SERIES_KINDS = {SK.KIND_SPIKE: "unusual value (spike)", SK.KIND_DROP: "unusual v
 SHIFT_KINDS = {SK.KIND_SHIFT_UP: "drift (level shift up)", SK.KIND_SHIFT_DOWN: "drift (level shift down)"}
 # a shift that several series of the source made together (source_shift_kernels): named a drift as well
 SOURCE_SHIFT_KINDS = {SSK.KIND_SOURCE_UP: "up", SSK.KIND_SOURCE_DOWN: "down"}
+# a source-level shift's line counts as the source's (one incident family) when its series' mean moved by
+# at least this many of its long-run residual sizes (_wide_shifts): a latency twice as long moves by more
+# than its values' spread, a load change moves many series by less
+SOURCE_SHIFT_EFFECT = 1.0
 
 
 class NoveltyTier(Tier):
@@ -105,9 +109,9 @@ class NoveltyTier(Tier):
         if batch.n == 0:
             return result
         self._grow_templates(ctx.n_templates)
-        self._score_series(batch, ctx, result)
+        source_wide = self._score_series(batch, ctx, result)
         if not ctx.warm:
-            return result
+            return _about_sources(result, batch, source_wide)
         rarity, counts = self._rarity_scores(batch)
         slots = K.lookup_slots(batch.template_id, batch.param_ptr, batch.param_pos, self.slot_index)
         param_scores, which, kind = K.score_params(
@@ -122,7 +126,7 @@ class NoveltyTier(Tier):
         self._explain_params(result, param_scores, which, kind, slots, batch, ctx)
         self._explain_params(result, role_scores, role_which, role_kind, roles, batch, ctx, pooled=True)
         np.maximum(scores, role_scores, out=scores)
-        return result
+        return _about_sources(result, batch, source_wide)
 
     def _keep_new_values(self, batch, ctx, param_scores, which, kind, slots):
         """A value never seen, once it scored the anomaly threshold, keeps its later lines suspicious while it
@@ -274,10 +278,12 @@ class NoveltyTier(Tier):
         return slots
 
     def _score_series(self, batch, ctx, result):
-        """Numeric series values against their forecasts (series_kernels.py)."""
+        """Numeric series values against their forecasts (series_kernels.py) -> (lines whose score is the
+        source-level shift test's, their scores): see _about_sources."""
         view = self._series_rows(batch)
         best, which, kind, expected, level, together = self.series.score(view, view.rows, ctx.ts)
         np.maximum(result.scores, best, out=result.scores)
+        source_wide = self._wide_shifts(view, best, which, kind, expected, level)
         for i in np.flatnonzero(best >= 40.0).tolist():
             j, where = view.param(int(which[i])), ""
             tid, pos = int(batch.template_id[i]), int(batch.param_pos[j])
@@ -299,6 +305,21 @@ class NoveltyTier(Tier):
                     what, pos, ctx.template_text(tid), where)
             result.expected[i] = "around %.4g" % expected[i]
             result.observed[i] = "%.4g" % batch.param_num[j]
+        return source_wide, best
+
+    def _wide_shifts(self, view, best, which, kind, expected, level):
+        """bool[n]: lines the source-level shift test scored whose own series moved by at least
+        SOURCE_SHIFT_EFFECT of its long-run residual size (its fast mean from its baseline, log scale): what
+        _about_sources counts as the source's. Series that moved together by less than their values' spread
+        are what a load change does to a busy source (nginx's response times at the morning peak, a JVM's
+        GC pauses 10 % shorter): those lines stay their templates', as before."""
+        wide = np.isin(kind, np.fromiter(SOURCE_SHIFT_KINDS, np.int64)) & (best > 0.0)
+        lines = np.flatnonzero(wide)
+        if lines.size:
+            rows = view.rows[which[lines]]
+            moved = np.abs(_signed_log(level[lines]) - _signed_log(expected[lines]))
+            wide[lines] = moved >= SOURCE_SHIFT_EFFECT * self.series.state[rows, SK.SLOW_SCALE]
+        return wide
 
     def _role_scores(self, batch, counts):
         """New categorical values judged per role, across templates: a role is a source's
@@ -686,6 +707,24 @@ class SeriesView:
 
     def category_of(self, k):
         return -1 if self.split_of is None else int(self.split_of[k])
+
+
+def _signed_log(x):
+    """The series' scale (novelty_kernels.signed_log) of an array."""
+    return np.copysign(np.log1p(np.abs(x)), x)
+
+
+def _about_sources(result, batch, source_wide):
+    """result, its lines scored by the source-level shift test (source_wide: (lines, their scores) from
+    _score_series) about their whole source, not their template (TierResult.about): the shift fires on one
+    series' line and its evidence comes on the next lines of any of the source's series, other templates'
+    as often as not; counted per template, no template had the incident_min_lines an incident needs, and a
+    database whose five queries slowed together (2.9 times) raised nothing although the test fired at 79."""
+    lines, best = source_wide
+    wide = lines & (best >= result.scores)
+    if wide.any():
+        result.about = np.where(wide, -1, batch.template_id.astype(np.int64))
+    return result
 
 
 def _earlier_per_key(keys, flags):
