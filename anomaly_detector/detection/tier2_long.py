@@ -49,6 +49,12 @@ CLOCK_SHARE = 0.5
 # One block's squared deviation teaches the block dispersion at most this many times the per-bucket one:
 # an outage's block (already taught ten times slower) must not set it alone.
 BDISP_SAMPLE_CAP = 16.0
+# A source is clock-like over a block only where its learned block dispersion is at most this (Poisson):
+# a clock's quarter hours are as regular as a clock, not merely less clumpy than its minutes.
+CLOCK_MAX_DISPERSION = 1.0
+# The least squared relative error a block is judged with until learn() gives its own (tier2_volume's
+# MIN_RELATIVE_ERROR squared): the learned mean may go below it, or below zero (see learn).
+REL2_FLOOR = 0.01
 _NORMAL = NormalDist()
 
 
@@ -91,7 +97,8 @@ class LongWindows:
         self.obs = np.zeros((size, max(self.blocks, 1)))
         self.exp = np.zeros((size, max(self.blocks, 1)))
         self.filled = np.zeros(size, np.int64)     # blocks recorded since the source's ring was cleared
-        self.rel2 = np.full(size, START_REL2)      # squared relative error of a block's forecast
+        self.rel2 = np.full(size, START_REL2)      # squared relative error of a block's forecast (raw mean, see learn)
+        self.rel2_floor = REL2_FLOOR               # the least rel2 judged with (learn's min_rel2 once given)
         self.bdisp = np.zeros(size)                # dispersion of a block's count, 0 until learned (block_dispersion)
         self.learned = np.zeros(size, np.int64)    # blocks it was learned from
         self.nonzero = np.zeros(size)              # share of blocks with any line
@@ -136,10 +143,15 @@ class LongWindows:
         clock-like source (a save every five minutes, a cron job each minute) is nearly exact over a
         quarter hour, and a quarter without its lines says far more than its per-minute clumps would
         allow; a source of random clumps (jobs of four lines) scatters over a block as per minute, and
-        a learned value near that is only the noise of a few squares."""
+        a learned value near that is only the noise of a few squares. A clock's quarters are also no
+        more scattered than a Poisson count (at most CLOCK_MAX_DISPERSION): a source of random flows of
+        three lines (failed ssh logins) learns a block spread well below its per-minute one (about 2
+        against 4: its forecast follows its own last hours), and judged so, an ordinary half hour of
+        few flows read as a drop."""
         n = min(disp.shape[0], self.bdisp.shape[0])
         out = np.array(disp, float, copy=True)
-        clock = (self.bdisp[:n] > 0) & (self.bdisp[:n] < CLOCK_SHARE * out[:n])
+        clock = ((self.bdisp[:n] > 0) & (self.bdisp[:n] < CLOCK_SHARE * out[:n])
+                 & (self.bdisp[:n] <= CLOCK_MAX_DISPERSION))
         out[:n] = np.where(clock, np.maximum(self.bdisp[:n], 1.0), out[:n])
         return out
 
@@ -169,7 +181,7 @@ class LongWindows:
                 self.cusum[src], self.run[src], self.raised[src] = 0.0, 0, False
                 continue
             obs = self.obs[src, newest]
-            step = block_evidence(obs, exp, disp[src], self.rel2[src]) - CUSUM_REFERENCE
+            step = block_evidence(obs, exp, disp[src], self.error(src)) - CUSUM_REFERENCE
             self.cusum[src] = max(0.0, self.cusum[src] + step)
             if self.cusum[src] == 0.0:
                 self.run[src], self.raised[src] = 0, False
@@ -203,32 +215,43 @@ class LongWindows:
                 if (self.obs[src, slots] >= self.exp[src, slots]).any():
                     continue    # a drop lasting the whole window: a short outage in it (a restart) is not one
                 obs, exp = float(self.obs[src, slots].sum()), float(self.exp[src, slots].sum())
-                score = count_lower_score(obs, exp, disp[src], self.rel2[src]) if exp > 0 else 0.0
+                score = count_lower_score(obs, exp, disp[src], self.error(src)) if exp > 0 else 0.0
                 if score >= min_score and (best is None or score > best[2]):
                     best = (src, width, score, obs, exp)
             if best is not None:
                 found.append(best)
         return found
 
+    def error(self, src):
+        """A source's block error as judged: the learned mean, at least the floor learn() was given."""
+        return max(float(self.rel2[src]), self.rel2_floor)
+
     def learn(self, disp, rate, min_rel2, skip=(), slower=10.0):
         """Learn each source's block error from the newest block (not from sources in skip: a drop raised
         must not teach that drops are usual): its squared log ratio less what sampling explains
-        (disp / forecast), at least min_rel2, averaged over the first blocks, then at `rate`. An unusual
-        block (USUAL_SIGMAS off its forecast: the start of a drop not yet significant over a window)
-        teaches `slower` times slower, as an unusual bucket does (volume_kernels._learn_key)."""
+        (disp / forecast), averaged over the first blocks, then at `rate`, and judged at least min_rel2
+        (error). Averaged as it is, not clipped at min_rel2 block by block: a sparse source's blocks
+        (ten lines each) scatter by sampling alone, and clipping each block's share of that below
+        at min_rel2 learned about half the sampling variance as forecast error (0.06 for ten lines a
+        block at an exact forecast), counted twice with disp / forecast, and a drop of such a source to
+        a third over an hour stayed below finding_min_score. An unusual block (USUAL_SIGMAS off its
+        forecast: the start of a drop not yet significant over a window) teaches `slower` times
+        slower, as an unusual bucket does (volume_kernels._learn_key)."""
         newest = (self.pos - 1) % self.blocks
         n = min(disp.shape[0], self.obs.shape[0])
         skip = set(skip)
+        self.rel2_floor = float(min_rel2)
         for src in range(n):
             exp = self.exp[src, newest]
             if exp <= 0 or src in skip:
                 continue
             obs = self.obs[src, newest]
             ratio2 = math.log((obs + 0.5) / (exp + 0.5)) ** 2
-            target = max(ratio2 - disp[src] / max(exp, 0.5), min_rel2)
+            target = ratio2 - disp[src] / max(exp, 0.5)
+            rel2 = self.error(src)
             alpha = max(rate, 1.0 / (self.learned[src] + 1.0))
             self.nonzero[src] += alpha * ((obs > 0) - self.nonzero[src])
-            if ratio2 > USUAL_SIGMAS ** 2 * (self.rel2[src] + disp[src] / max(exp, 0.5)):
+            if ratio2 > USUAL_SIGMAS ** 2 * (rel2 + disp[src] / max(exp, 0.5)):
                 alpha = rate / slower
             # the block's squared deviation per forecast line (its forecast error included: an upper
             # bound of its sampling part); averaged as it is (clipped only where it is used: clipping each
@@ -236,7 +259,7 @@ class LongWindows:
             # block; the first block sets it
             spread = min(max((obs - exp) ** 2 / max(exp, 0.5), 1e-6), BDISP_SAMPLE_CAP * max(disp[src], 1.0))
             self.bdisp[src] = spread if self.bdisp[src] <= 0 else self.bdisp[src] + alpha * (spread - self.bdisp[src])
-            self.rel2[src] += alpha * (min(target, 16.0 * self.rel2[src]) - self.rel2[src])
+            self.rel2[src] += alpha * (min(target, 16.0 * rel2) - self.rel2[src])
             self.learned[src] += 1
 
     def state(self):
