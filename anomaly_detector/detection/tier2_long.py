@@ -55,6 +55,8 @@ CLOCK_MAX_DISPERSION = 1.0
 # The least squared relative error a block is judged with until learn() gives its own (tier2_volume's
 # MIN_RELATIVE_ERROR squared): the learned mean may go below it, or below zero (see learn).
 REL2_FLOOR = 0.01
+# Blocks since a source's last long-window raise, for one never raised.
+NEVER = 1 << 30
 _NORMAL = NormalDist()
 
 
@@ -106,6 +108,7 @@ class LongWindows:
         self.cusum = np.zeros(size)                # evidence of a drop so far (sequential), in deviations
         self.run = np.zeros(size, np.int64)        # blocks since the evidence was last zero
         self.raised = np.zeros(size, bool)         # this run was raised already
+        self.since = np.full(size, NEVER, np.int64)  # blocks recorded since the source's last window raised
 
     @property
     def widths(self):
@@ -120,9 +123,10 @@ class LongWindows:
         if n <= self.obs.shape[0]:
             return
         new = max(n, 2 * self.obs.shape[0])
-        for name in ("obs", "exp", "filled", "rel2", "bdisp", "learned", "nonzero", "cusum", "run", "raised"):
+        start = {"rel2": START_REL2, "since": NEVER}
+        for name in ("obs", "exp", "filled", "rel2", "bdisp", "learned", "nonzero", "cusum", "run", "raised", "since"):
             arr = getattr(self, name)
-            grown = np.full((new,) + arr.shape[1:], START_REL2 if name == "rel2" else 0, arr.dtype)
+            grown = np.full((new,) + arr.shape[1:], start.get(name, 0), arr.dtype)
             grown[: arr.shape[0]] = arr
             setattr(self, name, grown)
 
@@ -135,6 +139,7 @@ class LongWindows:
         self.obs[n:, self.pos] = 0.0
         self.exp[n:, self.pos] = 0.0
         self.filled += 1
+        self.since = np.minimum(self.since + 1, NEVER)
         self.pos = (self.pos + 1) % self.blocks
 
     def block_dispersion(self, disp):
@@ -194,6 +199,7 @@ class LongWindows:
             lines, forecast = float(self.obs[src, slots].sum()), float(self.exp[src, slots].sum())
             if lines <= DROP_MAX_RATIO * forecast:
                 self.raised[src] = True
+                self.since[src] = 0
                 found.append((src, width, float(self.cusum[src]), lines, forecast))
         return found
 
@@ -201,7 +207,10 @@ class LongWindows:
         """Sources low over a long window -> [(source, width in blocks, score, lines, forecast)], the best
         window of each, where every block of the window was below its forecast. judged: bool per source
         (steady and old enough); disp: per source. The window's forecast error is the block's, learned
-        (see learn): errors of consecutive blocks are alike more often than not, so it is not divided."""
+        (see learn): errors of consecutive blocks are alike more often than not, so it is not divided.
+        A window reaching back into the blocks of one raised before is that outage again, not a new one
+        (a half hour silent, raised, then the hour over it and the source's return read as a drop): only
+        windows of the blocks since are judged."""
         found = []
         disp = self.block_dispersion(disp)
         # a source empty in most quarter hours (bursts hours apart) says nothing by a few more empty ones
@@ -209,7 +218,7 @@ class LongWindows:
         for src in np.flatnonzero(steady).tolist():
             best = None
             for width in self.widths:
-                if self.filled[src] < width:
+                if min(self.filled[src], self.since[src]) < width:
                     break
                 slots = (self.pos - 1 - np.arange(width)) % self.blocks
                 if (self.obs[src, slots] >= self.exp[src, slots]).any():
@@ -219,6 +228,7 @@ class LongWindows:
                 if score >= min_score and (best is None or score > best[2]):
                     best = (src, width, score, obs, exp)
             if best is not None:
+                self.since[src] = 0
                 found.append(best)
         return found
 
@@ -266,7 +276,8 @@ class LongWindows:
         return {"blocks": self.blocks, "obs": self.obs.tolist(), "exp": self.exp.tolist(),
                 "filled": self.filled.tolist(), "pos": self.pos, "rel2": self.rel2.tolist(), "bdisp": self.bdisp.tolist(),
                 "learned": self.learned.tolist(), "nonzero": self.nonzero.tolist(),
-                "cusum": self.cusum.tolist(), "run": self.run.tolist(), "raised": self.raised.tolist()}
+                "cusum": self.cusum.tolist(), "run": self.run.tolist(), "raised": self.raised.tolist(),
+                "since": self.since.tolist()}
 
     def load_state(self, state):
         """Restore state(); absent (older snapshots) or saved with another ring length: start empty."""
@@ -290,6 +301,8 @@ class LongWindows:
         self.bdisp = _row(state.get("bdisp"), rows, float)
         self.run = _row(state.get("run"), rows, np.int64)
         self.raised = _row(state.get("raised"), rows, bool)
+        # blocks since the last raise (absent in older snapshots: as never raised)
+        self.since = _row(state.get("since"), rows, np.int64) if "since" in state else np.full(rows, NEVER, np.int64)
 
 
 def _row(values, rows, dtype):

@@ -274,6 +274,30 @@ def test_a_block_spread_between_poisson_and_the_per_minute_clumps_is_no_clock():
     assert np.array_equal(lw.block_dispersion(np.array([4.0, 5.0])), [4.0, 1.0])
 
 
+def test_a_long_window_over_a_drop_raised_already_is_not_raised_again():
+    """Half an hour silent is raised; the hour over it, when the source is back a little low, is the same
+    outage and is not raised again (it would open a second incident half an hour after the first); a
+    window of the blocks since is judged again, and the state keeps how long ago the raise was."""
+    rng = np.random.default_rng(13)
+    lw = LongWindows(8, size=1)
+    for _ in range(40):
+        lw.record(np.array([float(rng.poisson(15.0))]), np.array([15.0]))
+        lw.learn(np.ones(1), 0.05, 0.01)
+    judged = np.ones(1, np.bool_)
+    for obs in (0.0, 0.0):
+        lw.record(np.array([obs]), np.array([15.0]))
+    assert [(f[1], f[3]) for f in lw.drops(judged, np.ones(1), 40.0)] == [(2, 0.0)]
+    for obs in (12.0, 12.0):
+        lw.record(np.array([obs]), np.array([15.0]))
+    assert lw.drops(judged, np.ones(1), 40.0) == []
+    back = LongWindows(8)
+    back.load_state(json.loads(json.dumps(lw.state())))
+    assert back.since[0] == 2
+    for obs in (0.0, 0.0):
+        back.record(np.array([obs]), np.array([15.0]))
+    assert [f[1] for f in back.drops(judged, np.ones(1), 40.0)] == [2]
+
+
 def redis_saves(silent=None):
     """Source 1: five lines at each save, every five minutes, around the clock; source 2 busy."""
     def rows(t0, rng):
