@@ -49,6 +49,14 @@ CLOCK_SHARE = 0.5
 # One block's squared deviation teaches the block dispersion at most this many times the per-bucket one:
 # an outage's block (already taught ten times slower) must not set it alone.
 BDISP_SAMPLE_CAP = 16.0
+# A source is clock-like over a block only where its learned block dispersion is at most this (Poisson):
+# a clock's quarter hours are as regular as a clock, not merely less clumpy than its minutes.
+CLOCK_MAX_DISPERSION = 1.0
+# The least squared relative error a block is judged with until learn() gives its own (tier2_volume's
+# MIN_RELATIVE_ERROR squared): the learned mean may go below it, or below zero (see learn).
+REL2_FLOOR = 0.01
+# Blocks since a source's last long-window raise, for one never raised.
+NEVER = 1 << 30
 _NORMAL = NormalDist()
 
 
@@ -91,7 +99,8 @@ class LongWindows:
         self.obs = np.zeros((size, max(self.blocks, 1)))
         self.exp = np.zeros((size, max(self.blocks, 1)))
         self.filled = np.zeros(size, np.int64)     # blocks recorded since the source's ring was cleared
-        self.rel2 = np.full(size, START_REL2)      # squared relative error of a block's forecast
+        self.rel2 = np.full(size, START_REL2)      # squared relative error of a block's forecast (raw mean, see learn)
+        self.rel2_floor = REL2_FLOOR               # the least rel2 judged with (learn's min_rel2 once given)
         self.bdisp = np.zeros(size)                # dispersion of a block's count, 0 until learned (block_dispersion)
         self.learned = np.zeros(size, np.int64)    # blocks it was learned from
         self.nonzero = np.zeros(size)              # share of blocks with any line
@@ -99,6 +108,7 @@ class LongWindows:
         self.cusum = np.zeros(size)                # evidence of a drop so far (sequential), in deviations
         self.run = np.zeros(size, np.int64)        # blocks since the evidence was last zero
         self.raised = np.zeros(size, bool)         # this run was raised already
+        self.since = np.full(size, NEVER, np.int64)  # blocks recorded since the source's last window raised
 
     @property
     def widths(self):
@@ -113,9 +123,10 @@ class LongWindows:
         if n <= self.obs.shape[0]:
             return
         new = max(n, 2 * self.obs.shape[0])
-        for name in ("obs", "exp", "filled", "rel2", "bdisp", "learned", "nonzero", "cusum", "run", "raised"):
+        start = {"rel2": START_REL2, "since": NEVER}
+        for name in ("obs", "exp", "filled", "rel2", "bdisp", "learned", "nonzero", "cusum", "run", "raised", "since"):
             arr = getattr(self, name)
-            grown = np.full((new,) + arr.shape[1:], START_REL2 if name == "rel2" else 0, arr.dtype)
+            grown = np.full((new,) + arr.shape[1:], start.get(name, 0), arr.dtype)
             grown[: arr.shape[0]] = arr
             setattr(self, name, grown)
 
@@ -128,6 +139,7 @@ class LongWindows:
         self.obs[n:, self.pos] = 0.0
         self.exp[n:, self.pos] = 0.0
         self.filled += 1
+        self.since = np.minimum(self.since + 1, NEVER)
         self.pos = (self.pos + 1) % self.blocks
 
     def block_dispersion(self, disp):
@@ -136,10 +148,15 @@ class LongWindows:
         clock-like source (a save every five minutes, a cron job each minute) is nearly exact over a
         quarter hour, and a quarter without its lines says far more than its per-minute clumps would
         allow; a source of random clumps (jobs of four lines) scatters over a block as per minute, and
-        a learned value near that is only the noise of a few squares."""
+        a learned value near that is only the noise of a few squares. A clock's quarters are also no
+        more scattered than a Poisson count (at most CLOCK_MAX_DISPERSION): a source of random flows of
+        three lines (failed ssh logins) learns a block spread well below its per-minute one (about 2
+        against 4: its forecast follows its own last hours), and judged so, an ordinary half hour of
+        few flows read as a drop."""
         n = min(disp.shape[0], self.bdisp.shape[0])
         out = np.array(disp, float, copy=True)
-        clock = (self.bdisp[:n] > 0) & (self.bdisp[:n] < CLOCK_SHARE * out[:n])
+        clock = ((self.bdisp[:n] > 0) & (self.bdisp[:n] < CLOCK_SHARE * out[:n])
+                 & (self.bdisp[:n] <= CLOCK_MAX_DISPERSION))
         out[:n] = np.where(clock, np.maximum(self.bdisp[:n], 1.0), out[:n])
         return out
 
@@ -169,7 +186,7 @@ class LongWindows:
                 self.cusum[src], self.run[src], self.raised[src] = 0.0, 0, False
                 continue
             obs = self.obs[src, newest]
-            step = block_evidence(obs, exp, disp[src], self.rel2[src]) - CUSUM_REFERENCE
+            step = block_evidence(obs, exp, disp[src], self.error(src)) - CUSUM_REFERENCE
             self.cusum[src] = max(0.0, self.cusum[src] + step)
             if self.cusum[src] == 0.0:
                 self.run[src], self.raised[src] = 0, False
@@ -182,6 +199,7 @@ class LongWindows:
             lines, forecast = float(self.obs[src, slots].sum()), float(self.exp[src, slots].sum())
             if lines <= DROP_MAX_RATIO * forecast:
                 self.raised[src] = True
+                self.since[src] = 0
                 found.append((src, width, float(self.cusum[src]), lines, forecast))
         return found
 
@@ -189,7 +207,10 @@ class LongWindows:
         """Sources low over a long window -> [(source, width in blocks, score, lines, forecast)], the best
         window of each, where every block of the window was below its forecast. judged: bool per source
         (steady and old enough); disp: per source. The window's forecast error is the block's, learned
-        (see learn): errors of consecutive blocks are alike more often than not, so it is not divided."""
+        (see learn): errors of consecutive blocks are alike more often than not, so it is not divided.
+        A window reaching back into the blocks of one raised before is that outage again, not a new one
+        (a half hour silent, raised, then the hour over it and the source's return read as a drop): only
+        windows of the blocks since are judged."""
         found = []
         disp = self.block_dispersion(disp)
         # a source empty in most quarter hours (bursts hours apart) says nothing by a few more empty ones
@@ -197,38 +218,50 @@ class LongWindows:
         for src in np.flatnonzero(steady).tolist():
             best = None
             for width in self.widths:
-                if self.filled[src] < width:
+                if min(self.filled[src], self.since[src]) < width:
                     break
                 slots = (self.pos - 1 - np.arange(width)) % self.blocks
                 if (self.obs[src, slots] >= self.exp[src, slots]).any():
                     continue    # a drop lasting the whole window: a short outage in it (a restart) is not one
                 obs, exp = float(self.obs[src, slots].sum()), float(self.exp[src, slots].sum())
-                score = count_lower_score(obs, exp, disp[src], self.rel2[src]) if exp > 0 else 0.0
+                score = count_lower_score(obs, exp, disp[src], self.error(src)) if exp > 0 else 0.0
                 if score >= min_score and (best is None or score > best[2]):
                     best = (src, width, score, obs, exp)
             if best is not None:
+                self.since[src] = 0
                 found.append(best)
         return found
+
+    def error(self, src):
+        """A source's block error as judged: the learned mean, at least the floor learn() was given."""
+        return max(float(self.rel2[src]), self.rel2_floor)
 
     def learn(self, disp, rate, min_rel2, skip=(), slower=10.0):
         """Learn each source's block error from the newest block (not from sources in skip: a drop raised
         must not teach that drops are usual): its squared log ratio less what sampling explains
-        (disp / forecast), at least min_rel2, averaged over the first blocks, then at `rate`. An unusual
-        block (USUAL_SIGMAS off its forecast: the start of a drop not yet significant over a window)
-        teaches `slower` times slower, as an unusual bucket does (volume_kernels._learn_key)."""
+        (disp / forecast), averaged over the first blocks, then at `rate`, and judged at least min_rel2
+        (error). Averaged as it is, not clipped at min_rel2 block by block: a sparse source's blocks
+        (ten lines each) scatter by sampling alone, and clipping each block's share of that below
+        at min_rel2 learned about half the sampling variance as forecast error (0.06 for ten lines a
+        block at an exact forecast), counted twice with disp / forecast, and a drop of such a source to
+        a third over an hour stayed below finding_min_score. An unusual block (USUAL_SIGMAS off its
+        forecast: the start of a drop not yet significant over a window) teaches `slower` times
+        slower, as an unusual bucket does (volume_kernels._learn_key)."""
         newest = (self.pos - 1) % self.blocks
         n = min(disp.shape[0], self.obs.shape[0])
         skip = set(skip)
+        self.rel2_floor = float(min_rel2)
         for src in range(n):
             exp = self.exp[src, newest]
             if exp <= 0 or src in skip:
                 continue
             obs = self.obs[src, newest]
             ratio2 = math.log((obs + 0.5) / (exp + 0.5)) ** 2
-            target = max(ratio2 - disp[src] / max(exp, 0.5), min_rel2)
+            target = ratio2 - disp[src] / max(exp, 0.5)
+            rel2 = self.error(src)
             alpha = max(rate, 1.0 / (self.learned[src] + 1.0))
             self.nonzero[src] += alpha * ((obs > 0) - self.nonzero[src])
-            if ratio2 > USUAL_SIGMAS ** 2 * (self.rel2[src] + disp[src] / max(exp, 0.5)):
+            if ratio2 > USUAL_SIGMAS ** 2 * (rel2 + disp[src] / max(exp, 0.5)):
                 alpha = rate / slower
             # the block's squared deviation per forecast line (its forecast error included: an upper
             # bound of its sampling part); averaged as it is (clipped only where it is used: clipping each
@@ -236,14 +269,15 @@ class LongWindows:
             # block; the first block sets it
             spread = min(max((obs - exp) ** 2 / max(exp, 0.5), 1e-6), BDISP_SAMPLE_CAP * max(disp[src], 1.0))
             self.bdisp[src] = spread if self.bdisp[src] <= 0 else self.bdisp[src] + alpha * (spread - self.bdisp[src])
-            self.rel2[src] += alpha * (min(target, 16.0 * self.rel2[src]) - self.rel2[src])
+            self.rel2[src] += alpha * (min(target, 16.0 * rel2) - self.rel2[src])
             self.learned[src] += 1
 
     def state(self):
         return {"blocks": self.blocks, "obs": self.obs.tolist(), "exp": self.exp.tolist(),
                 "filled": self.filled.tolist(), "pos": self.pos, "rel2": self.rel2.tolist(), "bdisp": self.bdisp.tolist(),
                 "learned": self.learned.tolist(), "nonzero": self.nonzero.tolist(),
-                "cusum": self.cusum.tolist(), "run": self.run.tolist(), "raised": self.raised.tolist()}
+                "cusum": self.cusum.tolist(), "run": self.run.tolist(), "raised": self.raised.tolist(),
+                "since": self.since.tolist()}
 
     def load_state(self, state):
         """Restore state(); absent (older snapshots) or saved with another ring length: start empty."""
@@ -267,6 +301,8 @@ class LongWindows:
         self.bdisp = _row(state.get("bdisp"), rows, float)
         self.run = _row(state.get("run"), rows, np.int64)
         self.raised = _row(state.get("raised"), rows, bool)
+        # blocks since the last raise (absent in older snapshots: as never raised)
+        self.since = _row(state.get("since"), rows, np.int64) if "since" in state else np.full(rows, NEVER, np.int64)
 
 
 def _row(values, rows, dtype):

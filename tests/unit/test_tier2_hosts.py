@@ -246,6 +246,58 @@ def test_block_dispersion_is_learned_between_poisson_and_the_per_bucket_clumps()
     assert np.array_equal(fresh.block_dispersion(disp), disp)
 
 
+def test_a_sparse_sources_block_error_is_not_its_sampling_noise_learned_twice():
+    """A source of about ten lines a quarter hour at an exact forecast scatters by Poisson sampling alone.
+    Its block error is that scatter less disp / forecast, averaged as it is: clipped at the floor block by
+    block, half the sampling variance was learned as forecast error (about 0.06) and judged again with
+    disp / forecast, so its drop to 0.4 over an hour (16 lines against 40) scored below 40."""
+    rng = np.random.default_rng(12)
+    lw = LongWindows(8, size=1)
+    for _ in range(400):
+        lw.record(np.array([float(rng.poisson(10.0))]), np.array([10.0]))
+        lw.learn(np.ones(1), 0.01, 0.01)
+    assert max(float(lw.rel2[0]), 0.01) < 0.03, lw.rel2
+    for obs in (4.0, 4.0, 4.0, 4.0):
+        lw.record(np.array([obs]), np.array([10.0]))
+    found = lw.drops(np.ones(1, np.bool_), np.ones(1), 40.0)
+    assert [(f[0], f[3], f[4]) for f in found] == [(0, 16.0, 40.0)], found
+
+
+def test_a_block_spread_between_poisson_and_the_per_minute_clumps_is_no_clock():
+    """Failed ssh logins come as flows of three lines at random (a per-minute dispersion near 4); their
+    forecast follows their own last hours, and the block spread learned about it comes out near 2. That is
+    no clock: its quarter hours are judged by the per-minute dispersion, not the learned spread; one of at
+    most Poisson scatter is (judged as Poisson)."""
+    lw = LongWindows(8, size=2)
+    lw.record(np.array([30.0, 15.0]), np.array([30.0, 15.0]))
+    lw.bdisp[:2] = [1.7, 0.2]
+    assert np.array_equal(lw.block_dispersion(np.array([4.0, 5.0])), [4.0, 1.0])
+
+
+def test_a_long_window_over_a_drop_raised_already_is_not_raised_again():
+    """Half an hour silent is raised; the hour over it, when the source is back a little low, is the same
+    outage and is not raised again (it would open a second incident half an hour after the first); a
+    window of the blocks since is judged again, and the state keeps how long ago the raise was."""
+    rng = np.random.default_rng(13)
+    lw = LongWindows(8, size=1)
+    for _ in range(40):
+        lw.record(np.array([float(rng.poisson(15.0))]), np.array([15.0]))
+        lw.learn(np.ones(1), 0.05, 0.01)
+    judged = np.ones(1, np.bool_)
+    for obs in (0.0, 0.0):
+        lw.record(np.array([obs]), np.array([15.0]))
+    assert [(f[1], f[3]) for f in lw.drops(judged, np.ones(1), 40.0)] == [(2, 0.0)]
+    for obs in (12.0, 12.0):
+        lw.record(np.array([obs]), np.array([15.0]))
+    assert lw.drops(judged, np.ones(1), 40.0) == []
+    back = LongWindows(8)
+    back.load_state(json.loads(json.dumps(lw.state())))
+    assert back.since[0] == 2
+    for obs in (0.0, 0.0):
+        back.record(np.array([obs]), np.array([15.0]))
+    assert [f[1] for f in back.drops(judged, np.ones(1), 40.0)] == [2]
+
+
 def redis_saves(silent=None):
     """Source 1: five lines at each save, every five minutes, around the clock; source 2 busy."""
     def rows(t0, rng):
