@@ -9,7 +9,14 @@ from tier2_traffic import poisson_lines
 
 from anomaly_detector.detection.base import BatchContext, Finding
 from anomaly_detector.detection.state_shape import check_state_arrays
-from anomaly_detector.detection.tier2_volume import WINDOW_BUSY, WINDOW_SPORADIC, VolumeTier, poisson_lower_bound
+from anomaly_detector.detection.tier2_volume import (
+    DROP_WINDOWS,
+    WINDOW_BUSY,
+    WINDOW_SPORADIC,
+    VolumeTier,
+    change_point,
+    poisson_lower_bound,
+)
 
 DAY0 = 1772409600.0   # a midnight
 SETTINGS = {"bucket_seconds": 60.0, "min_history_buckets": 120, "finding_min_score": 40.0, "spike_min_ratio": 3.0,
@@ -426,6 +433,48 @@ def test_a_silence_after_a_dip_the_source_came_back_from_is_dated_from_its_own_o
     # so are its templates' silences, which went to the same incident
     mine = [f for f in dip + back + quiet + rest if f.key in ("template:0", "template:1")]
     assert mine and all(f.ts >= silent for f in mine), [(f.key, f.ts - silent) for f in mine]
+
+
+def test_a_drop_held_from_a_dip_just_before_it_is_dated_from_the_fall():
+    """Source 0 dips for one minute and is held (a drop is held drop_hold_seconds); it is back at its
+    forecast for minutes, then falls to a fifth and is still there at the release. The outage began when
+    the source fell, not at the dip: an alert dated from the dip begins before the outage (an operator's
+    rule credits none that does). It is raised dated from the fall's first minute; a drop that was low
+    from the dip on keeps the dip's date (never earlier than first seen)."""
+    for fall_at, dated in ((6, "fall"), (None, "first seen")):
+        rng = np.random.default_rng(3)
+        t2, start = held_a_day(rng)
+        feed(t2, trickle, start, 1, rng, chunk=1)
+        feed(t2, day_and_night, start + 60, 1, rng, chunk=1)   # the dip's minute closes
+        assert "source:0" in t2.held, "the dip is held"
+        first = t2.held["source:0"][0].ts
+        src, ring = t2.sources, t2.sources.obs_win.shape[1]
+        dip = int(start // 60)
+        # the ring as it is at the release: the dip, minutes at the forecast, then a fifth of it
+        t2.open_bucket = dip + t2.hold_buckets
+        buckets = np.arange(t2.open_bucket - ring + 1, t2.open_bucket + 1)
+        exp = np.full(ring, 20.0)
+        obs = np.where(buckets < dip + (fall_at or 1), 20.0, 4.0)
+        obs[buckets == dip] = 1.0
+        src.obs_win[0, buckets % ring], src.exp_win[0, buckets % ring] = obs, exp
+        for k, width in enumerate(DROP_WINDOWS):
+            src.obs_sum[0, k], src.exp_sum[0, k] = obs[-width:].sum(), exp[-width:].sum()
+        t2.held = {"source:0": t2.held["source:0"]}
+        t2.held["source:0"][3] = t2.open_bucket
+        t2._release()
+        found = [f for f in t2.pending if f.key == "source:0"]
+        assert found and found[0].confirmed
+        expected = (dip + fall_at) * 60.0 if dated == "fall" else first
+        assert found[0].ts == expected, (dated, found[0].ts - first)
+
+
+def test_change_point_finds_where_the_counts_fell_against_their_forecast():
+    assert change_point([10, 10, 10, 2, 2, 2], [10] * 6) == 3
+    assert change_point([10, 3, 10, 10, 2, 2, 1], [10] * 7) == 4      # a dip before the fall is not it
+    assert change_point([20, 20, 10, 10], [20, 20, 20, 20]) == 2
+    assert change_point([2, 2, 2], [10] * 3) == 0                      # low all along: no later start
+    assert change_point([1, 1, 9, 9], [10] * 4) == 0                   # a rise is no fall
+    assert change_point([10, 0, 2, 2], [10, 0, 10, 10]) == 1           # no forecast: no evidence either way
 
 
 def test_a_sporadic_templates_busy_hour_multiple_is_lowered_on_a_quiet_day():

@@ -9,7 +9,7 @@ import math
 import numpy as np
 from tier2_traffic import poisson_lines
 
-from anomaly_detector.detection.base import BatchContext
+from anomaly_detector.detection.base import BatchContext, Finding
 from anomaly_detector.detection.state_shape import check_state_arrays
 from anomaly_detector.detection.tier2_recent import MIN_REL2, START_REL2, RecentLevel, SiteRelative
 from anomaly_detector.detection.tier2_volume import VolumeTier
@@ -118,3 +118,21 @@ def test_old_states_without_the_relative_error_load():
     del state["relative"]
     t2.load_state(state)
     assert t2.relative.error(0, 0.0375) is None
+
+
+def test_a_source_whose_drop_is_held_does_not_teach_the_relative_error_its_quarter():
+    """Service 0 loses most of its traffic for a quarter hour: its drop is held (drop_hold_seconds) before the
+    quarter ends, and that quarter, which holds the drop, does not widen the relative error that is to confirm
+    it at its release; the other services learn theirs as usual."""
+    rng = np.random.default_rng(3)
+    t2 = VolumeTier(SETTINGS)
+    feed(t2, DAY0, 20 * 60, rng)
+    rel2, learned = t2.relative.rel2.copy(), t2.relative.learned.copy()
+    # its template 0 seen low and held (as _hold keeps it: released long after this quarter)
+    seen = Finding(tier=t2.name, ts=DAY0 + 20 * 3600.0 + 120.0, key="template:0", score=45.0,
+                   reason="template volume drop", template_id=0, source="0")
+    t2.held["template:0"] = [seen, "template", 0, t2.open_bucket + 1000, (1.0, 0.01), None]
+    assert t2._sources_held_low() == {0}
+    feed(t2, DAY0 + 20 * 3600.0, 15, rng, lambda t, tid: 0.3 if tid in (0, 1) else 1.0, chunk=1)
+    assert t2.relative.learned[0] == learned[0] and t2.relative.rel2[0] == rel2[0]
+    assert all(t2.relative.learned[s] == learned[s] + 1 for s in (1, 2, 3))
