@@ -208,14 +208,17 @@ KIND_NONE, KIND_SPIKE, KIND_DROP, KIND_RECORD_HIGH, KIND_RECORD_LOW, KIND_SHIFT_
 # many of them were records, per side (0 points: nothing seen yet)
 REC_HIGH, REC_LOW, REC_POINTS, REC_UPS, REC_DOWNS, REC_FIRST_T = range(6)
 # an episode's hold on the range (learn_record): when it began (0: none open) and the range before it
-# and its values beyond that range
-REC_EPISODE_T, REC_PRE_HIGH, REC_PRE_LOW, REC_EPISODE_N = range(6, 10)
-RECORD_COLS = 10
+# and its values beyond that range, and when the last of them came (0 in snapshots from before it: quiet)
+REC_EPISODE_T, REC_PRE_HIGH, REC_PRE_LOW, REC_EPISODE_N, REC_EPISODE_LAST = range(6, 11)
+RECORD_COLS = 11
 OLD_RECORD_COLS = 6        # snapshots from before the episode columns (series.py pads them)
 EPISODE_KEEP_S = 3600.0    # an episode still on this long after it began is a new normal: the range keeps it
 EPISODE_MIN_VALUES = 3.0   # values beyond the old range an episode needs to be rolled back: a lone spike
                            # widens the range for good, as before (the next one like it is no record)
 RECORD_GRAIN_S = 300.0     # points closer than this are not independent chances of a record
+EPISODE_QUIET_S = RECORD_GRAIN_S   # an episode is over once no value has been beyond the old range this long:
+                           # one value back inside it is not the end where the series pools two hosts (one
+                           # host's GC pauses twenty times longer, the other's as usual between them)
 
 
 @njit(cache=True)
@@ -410,16 +413,19 @@ def learn_record(rec, r, value, t, w, episode, episode_weight):
         rec[r, REC_PRE_HIGH] = rec[r, REC_HIGH]
         rec[r, REC_PRE_LOW] = rec[r, REC_LOW]
         rec[r, REC_EPISODE_N] = 0.0
+        rec[r, REC_EPISODE_LAST] = t
     elif open_since > 0.0 and not episode:
-        back = rec[r, REC_PRE_LOW] <= value <= rec[r, REC_PRE_HIGH]
-        if t - open_since <= EPISODE_KEEP_S and back and rec[r, REC_EPISODE_N] >= EPISODE_MIN_VALUES:
+        over = rec[r, REC_PRE_LOW] <= value <= rec[r, REC_PRE_HIGH] and t - rec[r, REC_EPISODE_LAST] >= EPISODE_QUIET_S
+        if t - open_since <= EPISODE_KEEP_S and over and rec[r, REC_EPISODE_N] >= EPISODE_MIN_VALUES:
             rec[r, REC_HIGH] = rec[r, REC_PRE_HIGH] + episode_weight * (rec[r, REC_HIGH] - rec[r, REC_PRE_HIGH])
             rec[r, REC_LOW] = rec[r, REC_PRE_LOW] + episode_weight * (rec[r, REC_LOW] - rec[r, REC_PRE_LOW])
             rec[r, REC_EPISODE_T] = 0.0
-        elif back or t - open_since > EPISODE_KEEP_S:
+        elif over or t - open_since > EPISODE_KEEP_S:
             rec[r, REC_EPISODE_T] = 0.0
     if beyond_episode(rec, r, value):
         rec[r, REC_EPISODE_N] += 1.0
+        rec[r, REC_EPISODE_LAST] = t
+        w = min(w, episode_weight)    # the episode's, flagged or not: one episode is not many records
     if value > rec[r, REC_HIGH]:
         rec[r, REC_HIGH] = value
         rec[r, REC_UPS] += w

@@ -189,18 +189,21 @@ class Series:
             self.points += w
             return
         if episode and self.episode is None and not self.low <= value <= self.high:
-            self.episode = [t, self.high, self.low, 0]     # when it began, the range before it, values beyond
+            # when it began, the range before it, its values beyond that range and when the last came
+            self.episode = [t, self.high, self.low, 0, t]
         elif self.episode is not None and not episode:
-            since, high, low, beyond = self.episode
-            back = low <= value <= high
-            if t - since <= K.EPISODE_KEEP_S and back and beyond >= K.EPISODE_MIN_VALUES:   # over: rolled back
+            since, high, low, beyond, last = self.episode
+            over = low <= value <= high and t - last >= K.EPISODE_QUIET_S    # back, and quiet a while
+            if t - since <= K.EPISODE_KEEP_S and over and beyond >= K.EPISODE_MIN_VALUES:   # over: rolled back
                 self.high = high + self.episode_weight * (self.high - high)
                 self.low = low + self.episode_weight * (self.low - low)
                 self.episode = None
-            elif back or t - since > K.EPISODE_KEEP_S:     # a lone spike, or it lasted: kept
+            elif over or t - since > K.EPISODE_KEEP_S:     # a lone spike, or it lasted: kept
                 self.episode = None
         if self.episode is not None and not self.episode[2] <= value <= self.episode[1]:
             self.episode[3] += 1
+            self.episode[4] = t
+            w = min(w, self.episode_weight)      # the episode's, flagged or not
         if value > self.high:
             self.high = value
             self.records[1] += w
