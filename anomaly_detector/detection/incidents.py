@@ -30,6 +30,8 @@ KIND_BY_REASON = (("session opens with a step", "sequence"), ("known problem", "
 MAX_SAMPLES = 5
 # A split series' reason (tier3_novelty: "... of 'template' where parameter 1 is 'x'" or "'s route is")
 SPLIT_REASON = re.compile(r"['\"] where parameter \d+(?:'s route)? is ")
+# The series a numeric reason is about: "... of parameter 5 of '[gc] GC(<*>) Pause ... <*>'" (tier3_novelty)
+SERIES_OF = re.compile(r"of parameter \d+ of (['\"]).*?\1(?=[:,]| where|$)")
 SEVERITY_RULES = ("critical rule:", "error rule:", "warning rule:")   # tier 1's level rules
 NEW_MESSAGES = ("never-seen template", "rare template", "new field value")   # tier 3's new templates
 HEADLINE_MARGIN = 20.0
@@ -293,11 +295,15 @@ def _headline(reason_hits, absent=False):
         for reason, hit in ranked:
             if hit[0] >= top - margin and reason.startswith(prefixes):
                 return reason, hit
-    if ranked[0][0].startswith("drift") and SPLIT_REASON.search(ranked[0][0]):
+    if ranked[0][0].startswith("drift"):
         # one route's (one table's) level shift beside values out of line in its pooled series: the
-        # values are named, the split is where they went wrong
+        # values are named, the split is where they went wrong. So is a shift of the series whose values
+        # out of line opened the episode (one host's GC pauses twenty times longer: records, then the
+        # pooled series' level moves with them): one episode, named by what flagged it
+        split = SPLIT_REASON.search(ranked[0][0])
         for reason, hit in ranked:
-            if reason.startswith("unusual value") and hit[0] >= top - SEVERITY_MARGIN:
+            if (reason.startswith("unusual value") and hit[0] >= top - SEVERITY_MARGIN
+                    and (split or _series_of(reason) == _series_of(ranked[0][0]))):
                 return reason, hit
     if _kind(ranked[0][0]) == "new_value":
         for reason, hit in ranked:
@@ -313,6 +319,12 @@ def _began(describe, lines, first):
     results = getattr(describe, "results", None) or {}
     began = [r.began[i] for r in results.values() if r.began for i in lines.tolist() if i in r.began]
     return min(began) if began and min(began) < first else None
+
+
+def _series_of(reason):
+    """'parameter N of 'template'' of a numeric reason (which series it is about), or None."""
+    found = SERIES_OF.search(reason)
+    return found.group(0) if found else None
 
 
 def _kind(reason):
