@@ -901,3 +901,32 @@ def test_a_fired_shift_barely_teaches_the_tail_that_judges_the_next_one(seed):
         assert max(scores[5000:5100]) >= 90 and max(scores[:5000] + scores[5100:7880]) < 40
         return max(scores[7880:7980])
     assert second(0.1) >= 85 > 75 > second(1.0)
+
+
+def test_one_hosts_episode_in_a_series_pooling_two_hosts_is_a_record_again_when_it_recurs():
+    """GC pauses of two hosts in one series (infra seed 66's shop-api): host A's pauses twenty times
+    longer for 17 minutes on day 2, and again 34 hours later. Host B's ordinary pauses come between
+    A's: one value back inside the range did end the first episode (rolled back) while A's went on,
+    and each later pause of A's beyond the rolled-back range counted a record at full weight, so the
+    records looked common and the recurrence scored 32 at the multiplicity of its source. The episode
+    ends after EPISODE_QUIET_S with no value beyond its old range: the recurrence's first value is a
+    record at the threshold again, kernel and twin alike."""
+    rng = np.random.default_rng(66)
+    times = np.sort(rng.uniform(0, 3 * 86400, 3 * 86400 // 15))
+    hosts = rng.integers(1, 3, times.size)
+    values = 9.0 * np.exp(rng.normal(0, 0.3, times.size))
+    first = (times >= 86400 + 9.65 * 3600) & (times < 86400 + 9.95 * 3600) & (hosts == 1)
+    again = (times >= 2 * 86400 + 20.3 * 3600) & (times < 2 * 86400 + 20.6 * 3600) & (hosts == 1)
+    values[first | again] *= 20.0
+    st, season = np.zeros((1, K.COLS)), np.zeros((1, K.SEASON_ROWS, K.SEASON_BUCKETS))
+    seen, labels, rec = np.zeros((1, K.SEASON_BUCKETS), np.int8), np.zeros((1, LABELS)), np.zeros((1, K.RECORD_COLS))
+    twin = T.Series(LABELS)
+    got, want = [], []
+    for x, t, h in zip(values, times, hosts):
+        got.append(K.step(st, season, seen, labels, rec, 0, float(x), float(t), 1.0, 70.0, 40.0, 20.0, 20.0,
+                          K.RECORD_WEIGHT, K.SHIFT_FLAGS_PER_DAY, 0.1, float(h)))
+        want.append(twin.step(float(x), float(t), multiplicity=20.0, shift_multiplicity=20.0, host=float(h)))
+    assert [g[0] for g in got] == pytest.approx([w[0] for w in want], rel=1e-9, abs=1e-9)
+    assert got[np.flatnonzero(first)[0]][0] >= 70
+    k = np.flatnonzero(again)[0]
+    assert got[k][0] >= 70 and got[k][1] == K.KIND_RECORD_HIGH
