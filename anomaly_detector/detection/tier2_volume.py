@@ -1471,18 +1471,23 @@ class VolumeTier(Tier):
             own = r.robust_level(key), float(r.ref_obs[key]), disp, float(r.rel2[key])
         source = int(self.template_source[key]) if kind == "template" else key
         site = self._site_reference(source)
-        if site is not None and kind == "template":
-            site = site + (self._alone_in_pool(site[0], key),)
+        if site is not None and own is not None:
+            site = site + (self._alone_in_pool(site[0], key, own[0]),)
         return own, site
 
     @staticmethod
-    def _alone_in_pool(pool, key):
+    def _alone_in_pool(pool, key, robust):
         """A template's own part of its source's pool (RecentLevel.pool_reference), or None where it is no
-        member. A service's pool holds its housekeeping (status reads, cache stats) beside its main flow:
-        when only the flow falls, the pool falls by the flow's share of it, and the flow's fall against
-        the rest of the site is the evidence."""
+        member, at its robust level (robust: RecentLevel.robust_level) where that is lower. A service's
+        pool holds its housekeeping (status reads) beside its main flow: when only the flow falls, the
+        pool falls by the flow's share of it, and the flow's fall against the rest of the site is the
+        evidence. The pool's level is scaled by the pool's median minute, not the template's: a spike of
+        the template alone in the hour before (a burst of cache misses) is no level of it."""
         at = np.flatnonzero(pool[0] == key)
-        return None if not at.size else tuple(part[at] for part in pool)
+        if not at.size:
+            return None
+        keys, levels, lines, disp = (part[at] for part in pool)
+        return keys, np.minimum(levels, robust), lines, disp
 
     def _pool_members(self, n):
         """Which of the first n templates pool into their source's traffic: steady ones the recent level

@@ -181,3 +181,18 @@ def test_a_flow_that_fell_while_its_services_status_lines_did_not_is_low_against
     assert low and pool_score < 40.0
     assert not flow_held_low(lambda t, tid: 0.5)[0]
     assert not flow_held_low(None)[0]
+
+
+def test_a_template_back_from_a_spike_of_its_own_is_not_low_against_the_site():
+    """Service 0's flow template at four times its traffic for 20 minutes of the hour before (a burst of cache
+    misses) and back to its usual volume: its mean over the hour is no level of it, its median is (judged
+    alone at the pool's level, scaled by the pool's median minute only, it was still low)."""
+    t2 = VolumeTier(SETTINGS)
+    rng = np.random.default_rng(5)
+    flow_feed(t2, DAY0, 20 * 60, rng)
+    now = DAY0 + 20 * 3600.0
+    flow_feed(t2, now, 20, rng, lambda t, tid: 4.0 if tid == 0 else 1.0)
+    flow_feed(t2, now + 20 * 60.0, 15, rng)
+    reference = t2._recent_reference("template", 0)
+    flow_feed(t2, now + 35 * 60.0, 10, rng)
+    assert not t2._recent_still_low("template", 0, reference, [0, 1])
