@@ -1470,7 +1470,24 @@ class VolumeTier(Tier):
             disp = float(_dispersion(self.templates, np.array([key]))[0])
             own = r.robust_level(key), float(r.ref_obs[key]), disp, float(r.rel2[key])
         source = int(self.template_source[key]) if kind == "template" else key
-        return own, self._site_reference(source)
+        site = self._site_reference(source)
+        if site is not None and own is not None:
+            site = site + (self._alone_in_pool(site[0], key, own[0]),)
+        return own, site
+
+    @staticmethod
+    def _alone_in_pool(pool, key, robust):
+        """A template's own part of its source's pool (RecentLevel.pool_reference), or None where it is no
+        member, at its robust level (robust: RecentLevel.robust_level) where that is lower. A service's
+        pool holds its housekeeping (status reads) beside its main flow: when only the flow falls, the
+        pool falls by the flow's share of it, and the flow's fall against the rest of the site is the
+        evidence. The pool's level is scaled by the pool's median minute, not the template's: a spike of
+        the template alone in the hour before (a burst of cache misses) is no level of it."""
+        at = np.flatnonzero(pool[0] == key)
+        if not at.size:
+            return None
+        keys, levels, lines, disp = (part[at] for part in pool)
+        return keys, np.minimum(levels, robust), lines, disp
 
     def _pool_members(self, n):
         """Which of the first n templates pool into their source's traffic: steady ones the recent level
@@ -1574,6 +1591,20 @@ class VolumeTier(Tier):
         error = self.relative.error(source, min(1.0, self.learning_rate * DROP_WINDOWS[-1] / TR.OVERLAP_SLOWER))
         if site is None or error is None:
             return False
+        if self._relative_low(site[:2], error, widths):
+            return True
+        if len(site) < 3 or site[2] is None:
+            return False
+        # The held template alone against the rest of the site: its own shifts within its source (the mix
+        # of a service's operations) are no part of the pool's learned error, so its own recent-level
+        # error as it was when held (the drop widens it) bounds it from below.
+        own_rel2 = own[3] if own is not None else float(self.recent.rel2[key])
+        return self._relative_low((site[2], site[1]), max(error, own_rel2), widths)
+
+    def _relative_low(self, site, error, widths):
+        """Whether a pool (site: the pool and the rest of the site's pools) is low against its level times
+        the rest's ratio (_relative_score) over the hold's widths, or over the longest window while its
+        last minutes are below half their forecast."""
         scores = {w: self._relative_score(site, error, w) for w in set(widths) | {DROP_WINDOWS[1], DROP_WINDOWS[-1]}}
         # Over the hold, or over the longest window (the one the relative error was learned over; it reaches
         # back into the minutes before the hold, when the drop was seen) while its last minutes are still

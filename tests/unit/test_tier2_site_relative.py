@@ -136,3 +136,63 @@ def test_a_source_whose_drop_is_held_does_not_teach_the_relative_error_its_quart
     feed(t2, DAY0 + 20 * 3600.0, 15, rng, lambda t, tid: 0.3 if tid in (0, 1) else 1.0, chunk=1)
     assert t2.relative.learned[0] == learned[0] and t2.relative.rel2[0] == rel2[0]
     assert all(t2.relative.learned[s] == learned[s] + 1 for s in (1, 2, 3))
+
+
+def flow_site(t0):
+    """Service 0 logs one order flow template (0) beside two status templates (1, 2) as busy as it together;
+    services 1 to 3 two templates each; all ride the site's traffic, which wanders by a third."""
+    load = 1.0 + 0.35 * np.sin(2 * np.pi * t0 / 5400.0) * np.sin(2 * np.pi * t0 / 2300.0)
+    out = {(0, 0): 8.0 * load, (1, 0): 4.0 * load, (2, 0): 4.0 * load}
+    for s in range(1, 4):
+        out[(2 * s + 1, s)] = 6.0 * load
+        out[(2 * s + 2, s)] = 3.0 * load
+    return out
+
+
+def flow_feed(t2, start, minutes, rng, factor=None):
+    for m in range(minutes):
+        batch, ts = poisson_lines(flow_site, start + 60.0 * m, 1, rng, factor)
+        if t2.open_bucket is not None:
+            t2.advance(float(ts[0]))
+        ctx = BatchContext(now=float(ts.max()), lines_seen=0, warm=True, n_templates=9, ts=ts)
+        t2.score(batch, ctx)
+        t2.learn(batch, ctx, np.ones(batch.n, np.float32))
+    t2.advance(start + 60.0 * minutes)
+
+
+def flow_held_low(factor, seed=5):
+    """Feed the site 20 hours, hold service 0's flow template as its drop is first seen, feed the hold's ten
+    minutes with factor -> (whether it is still low at its release, service 0's pool score over them)."""
+    t2 = VolumeTier(SETTINGS)
+    rng = np.random.default_rng(seed)
+    flow_feed(t2, DAY0, 20 * 60, rng)
+    reference = t2._recent_reference("template", 0)
+    assert reference[1] is not None and reference[1][2] is not None     # the template is a member of the pool
+    flow_feed(t2, DAY0 + 20 * 3600.0, 10, rng, factor)
+    error = t2.relative.error(0, 0.0375)
+    return t2._recent_still_low("template", 0, reference, [0, 1]), t2._relative_score(reference[1][:2], error, 10)[0]
+
+
+def test_a_flow_that_fell_while_its_services_status_lines_did_not_is_low_against_the_site():
+    """Only service 0's order flow falls to a third: its pool (the flow and its status lines) falls by less
+    than half and is not low against the site, the flow template alone is; the site falling as one, or
+    the flow at its usual volume, is not."""
+    low, pool_score = flow_held_low(lambda t, tid: 0.3 if tid == 0 else 1.0)
+    assert low and pool_score < 40.0
+    assert not flow_held_low(lambda t, tid: 0.5)[0]
+    assert not flow_held_low(None)[0]
+
+
+def test_a_template_back_from_a_spike_of_its_own_is_not_low_against_the_site():
+    """Service 0's flow template at four times its traffic for 20 minutes of the hour before (a burst of cache
+    misses) and back to its usual volume: its mean over the hour is no level of it, its median is (judged
+    alone at the pool's level, scaled by the pool's median minute only, it was still low)."""
+    t2 = VolumeTier(SETTINGS)
+    rng = np.random.default_rng(5)
+    flow_feed(t2, DAY0, 20 * 60, rng)
+    now = DAY0 + 20 * 3600.0
+    flow_feed(t2, now, 20, rng, lambda t, tid: 4.0 if tid == 0 else 1.0)
+    flow_feed(t2, now + 20 * 60.0, 15, rng)
+    reference = t2._recent_reference("template", 0)
+    flow_feed(t2, now + 35 * 60.0, 10, rng)
+    assert not t2._recent_still_low("template", 0, reference, [0, 1])
