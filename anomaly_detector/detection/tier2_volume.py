@@ -302,6 +302,10 @@ class VolumeTier(Tier):
         self._r_best, self._r_window = np.empty(0), np.empty(0, np.int64)   # close_bucket's recent scores
         self._spike_cache = (None, None)   # the recent level's spike reference for the open bucket (_spike_reference)
         self._outage = {}   # template -> (its level before an outage of it or its source, bucket last dated)
+        # source -> the last bucket a line of it scored a spike at anomaly_threshold (_note_surges): its templates'
+        # hour before holds the surge, and their return from it is no drop against that hour (_hold_recent_drops)
+        self._surged = {}
+        self.threshold = float(settings.get("anomaly_threshold", 70.0))
         self._close_settings = (None, None)   # close_bucket's settings, worked out once (_close_kernel)
         # Each source's hosts counted apart (tier2_hosts.py): one replica silent while the others go on.
         self.hosts = HostCounts(int(settings.get("max_hosts_per_source", 64)), KeyBaseline(8), Seasonality(8))
@@ -372,7 +376,16 @@ class VolumeTier(Tier):
         # A spike of the whole source is one problem, whichever templates its lines have.
         source_wide = per_key["source"] > np.maximum(per_key["template"], share_scores)
         result.about = np.where(source_wide, -1, batch.template_id.astype(np.int64))
+        self._note_surges(batch.source_id, buckets, scores)
         return result
+
+    def _note_surges(self, source_id, buckets, scores):
+        """Keep, per source, the last bucket in which a line of it scored a spike (every line score of this tier
+        is one) at anomaly_threshold."""
+        raised = np.flatnonzero(scores >= self.threshold)
+        for i in raised.tolist():
+            src = int(source_id[i])
+            self._surged[src] = max(self._surged.get(src, int(buckets[i])), int(buckets[i]))
 
     def _counts(self, keys, buckets, base):
         """The count each line's (bucket, key) has reached when the line arrives."""
@@ -1332,6 +1345,11 @@ class VolumeTier(Tier):
         for key in np.flatnonzero(best > 0).tolist():
             name = "template:%d" % key
             if name in self.held and self.held[name][0].score >= best[key]:
+                continue
+            if self._surged.get(int(self.template_source[key]), -self.recent.ring) > self.open_bucket - self.recent.ring:
+                # Its source surged within the hour before (a scraper, a campaign, a retry storm: raised): that
+                # hour is no level of its templates, and their return from the surge read as a drop against it
+                # (a surge filling half the hour is its median too). The seasonal, site and long tests still judge.
                 continue
             obs, factor = self.recent.window(self.open_bucket, key, int(window[key]))
             span = int(window[key]) * self.bucket_seconds

@@ -196,3 +196,30 @@ def test_a_template_back_from_a_spike_of_its_own_is_not_low_against_the_site():
     reference = t2._recent_reference("template", 0)
     flow_feed(t2, now + 35 * 60.0, 10, rng)
     assert not t2._recent_still_low("template", 0, reference, [0, 1])
+
+
+def surge_then(after_factor, seed=7):
+    """Feed the site 20 hours, then service 0's flow template at four times its traffic for 35 minutes (more
+    than half the hour before: its median minute too) and `after_factor` of it for 20 minutes -> (the
+    surge's best line score, the drop keys held or raised of service 0's flow template)."""
+    t2 = VolumeTier(SETTINGS)
+    rng = np.random.default_rng(seed)
+    flow_feed(t2, DAY0, 20 * 60, rng)
+    now = DAY0 + 20 * 3600.0
+    flow_feed(t2, now, 35, rng, lambda t, tid: 4.0 if tid == 0 else 1.0)
+    surged = t2._surged.get(0)
+    flow_feed(t2, now + 35 * 60.0, 20, rng, lambda t, tid: after_factor if tid == 0 else 1.0)
+    keys = set(t2.held) | {f.key for f in t2.pending}
+    return surged, {k for k in keys if k == "template:0"}
+
+
+def test_a_template_back_from_a_surge_of_its_source_is_no_drop_against_the_hour_before():
+    """A surge raised (its lines at anomaly_threshold) fills more than half the hour before, so its median
+    minute is the surge's: the template back at its usual volume read as a drop to a quarter against it
+    (held, then raised). The hour that holds its source's surge is no level: no drop against it is held,
+    while the same template down to a tenth after the surge is still found by the seasonal test."""
+    surged, held = surge_then(1.0)
+    assert surged is not None
+    assert not held
+    surged, held = surge_then(0.1)
+    assert surged is not None and held
