@@ -72,12 +72,13 @@ def site(t0):
     return out
 
 
-def feed(t2, start, minutes, rng, factor=None, chunk=30):
+def feed(t2, start, minutes, rng, factor=None, chunk=30, rates=site, n_templates=8):
+    """Feed `minutes` of Poisson lines of `rates` (site by default) in batches of `chunk` minutes."""
     for m in range(0, minutes, chunk):
-        batch, ts = poisson_lines(site, start + 60.0 * m, min(chunk, minutes - m), rng, factor)
+        batch, ts = poisson_lines(rates, start + 60.0 * m, min(chunk, minutes - m), rng, factor)
         if t2.open_bucket is not None:
             t2.advance(float(ts[0]))
-        ctx = BatchContext(now=float(ts.max()), lines_seen=0, warm=True, n_templates=8, ts=ts)
+        ctx = BatchContext(now=float(ts.max()), lines_seen=0, warm=True, n_templates=n_templates, ts=ts)
         t2.score(batch, ctx)
         t2.learn(batch, ctx, np.ones(batch.n, np.float32))
     t2.advance(start + 60.0 * minutes)
@@ -150,14 +151,7 @@ def flow_site(t0):
 
 
 def flow_feed(t2, start, minutes, rng, factor=None):
-    for m in range(minutes):
-        batch, ts = poisson_lines(flow_site, start + 60.0 * m, 1, rng, factor)
-        if t2.open_bucket is not None:
-            t2.advance(float(ts[0]))
-        ctx = BatchContext(now=float(ts.max()), lines_seen=0, warm=True, n_templates=9, ts=ts)
-        t2.score(batch, ctx)
-        t2.learn(batch, ctx, np.ones(batch.n, np.float32))
-    t2.advance(start + 60.0 * minutes)
+    feed(t2, start, minutes, rng, factor, chunk=1, rates=flow_site, n_templates=9)
 
 
 def flow_held_low(factor, seed=5):
