@@ -382,10 +382,15 @@ class VolumeTier(Tier):
     def _note_surges(self, source_id, buckets, scores):
         """Keep, per source, the last bucket in which a line of it scored a spike (every line score of this tier
         is one) at anomaly_threshold."""
-        raised = np.flatnonzero(scores >= self.threshold)
-        for i in raised.tolist():
-            src = int(source_id[i])
-            self._surged[src] = max(self._surged.get(src, int(buckets[i])), int(buckets[i]))
+        raised = scores >= self.threshold
+        if not raised.any():
+            return
+        # a surge's batch holds thousands of such lines of a few sources: their last bucket per source at once
+        sources, at = np.unique(np.asarray(source_id)[raised], return_inverse=True)
+        last = np.full(sources.size, np.iinfo(np.int64).min)
+        np.maximum.at(last, at, np.asarray(buckets, np.int64)[raised])
+        for src, bucket in zip(sources.tolist(), last.tolist()):
+            self._surged[src] = max(self._surged.get(src, bucket), bucket)
 
     def _counts(self, keys, buckets, base):
         """The count each line's (bucket, key) has reached when the line arrives."""
