@@ -327,3 +327,18 @@ def test_a_clock_like_source_silent_for_forty_minutes_is_raised_and_ordinary_day
     ordinary = feed_rows(tier(), DAY0, 3 * 1440, np.random.default_rng(13), redis_saves())
     assert not source_drops(ordinary, 1), [f.reason for f in source_drops(ordinary, 1)]
 
+
+
+def test_a_clock_under_a_young_forecast_is_still_a_clock_and_random_flows_are_not():
+    """A cache's saves log 15 lines every quarter hour, exactly, while young seasons forecast 9 to 11: its
+    block spread is learned from block to block (0: a clock), not around the misfit forecast (4.6 on infra
+    seed 75's redis, no clock any more: its 80-minute hang was judged at the per-minute clumps and missed).
+    Random flows of three lines scatter from block to block by about their size: no clock."""
+    rng = np.random.default_rng(75)
+    lw = LongWindows(8, size=2)
+    for _ in range(60):
+        flows = 3.0 * rng.poisson(5.0)
+        lw.record(np.array([15.0, flows]), np.array([float(rng.uniform(9.0, 11.0)), 15.0]))
+        lw.learn(np.array([4.4, 3.0]), 0.05, 0.01)
+    assert lw.bdisp[0] < 0.1 and lw.bdisp[1] > 1.5
+    assert np.array_equal(lw.block_dispersion(np.array([4.4, 4.0])), [1.0, 4.0])
