@@ -42,7 +42,7 @@ from anomaly_detector.detection import series_kernels as SK
 # its evidence left, the windows seen (not decayed)
 SUM, COUNT, VALUES, LAST_T, GAP, TOTAL, EXC_N, EXC_S, EXC_S2, PEAK, HELD, FIRED, EVIDENCE, WINDOWS = range(14)
 COLS = 14
-SERIES_CLIP = 2.0                 # one series' evidence counts at most this many decades
+SERIES_CLIP = 3.0                 # one series' evidence counts at most this many decades
 MIN_SERIES = 2.0                  # a source of one judged series is that series' test
 JUDGE_WINDOWS = SK.SHIFT_JUDGE / SK.SHIFT_WINDOW   # windows before the source is judged, as a series'
 KIND_SOURCE_UP, KIND_SOURCE_DOWN = 7, 8   # after series_kernels' kinds
@@ -74,7 +74,7 @@ def score_sources(param_ptr, param_row, after_u, ts, source_of, eligible, row_u,
             row_u[r] = a
             if src[s, COUNT] < MIN_SERIES:
                 continue
-            sc, k = step(src, s, src[s, SUM], ts[i], threshold, suspicious, budget)
+            sc, k = step(src, s, src[s, SUM], a, ts[i], threshold, suspicious, budget)
             if sc > best[i]:
                 best[i], which[i], kind[i] = sc, j, k
                 off = season[r, SK.SHIFT_OFFSET, SK.bucket_of(ts[i])] - st[r, SK.OFFSET_SUM] / SK.SEASON_BUCKETS
@@ -116,9 +116,11 @@ def moved_with(source_of, eligible, row_u, s, counted, up):
 
 
 @njit(cache=True, _nrt=False)
-def step(src, s, u, t, threshold, suspicious, budget):
+def step(src, s, u, own, t, threshold, suspicious, budget):
     """Judge the statistic u of source s at time t, then learn it -> (score, kind): the score of a shift
-    that fires, suspicious for its evidence, else 0 (see the module docstring)."""
+    that fires, suspicious for its evidence, else 0 (see the module docstring). own: the evidence of the
+    series whose value this is; a shift fires, and shows its evidence, only on values of series that
+    moved its way (a database's port numbers stepping its sum over the threshold named nothing that moved)."""
     values = src[s, VALUES]
     if values > 0.0 and t >= src[s, LAST_T]:
         dt = max(t - src[s, LAST_T], SK.MIN_GAP_S)
@@ -156,13 +158,13 @@ def step(src, s, u, t, threshold, suspicious, budget):
     if src[s, FIRED] > 0.0:
         # the excursion that fired is learned as what scored the threshold, not as the anomaly it is
         src[s, PEAK] = max(src[s, PEAK], min(a, censor))
-        if src[s, EVIDENCE] > 0.0:
+        if src[s, EVIDENCE] > 0.0 and own * u > 0.0:
             src[s, EVIDENCE] -= 1.0
             return suspicious, kind
         return 0.0, SK.KIND_NONE
     src[s, PEAK] = max(src[s, PEAK], a)
     src[s, HELD] = src[s, HELD] + 1.0 if score >= threshold else 0.0
-    if src[s, HELD] >= SK.SHIFT_HOLD * src[s, COUNT] and src[s, WINDOWS] >= JUDGE_WINDOWS:
+    if src[s, HELD] >= SK.SHIFT_HOLD * src[s, COUNT] and src[s, WINDOWS] >= JUDGE_WINDOWS and own * u > 0.0:
         src[s, FIRED] = 1.0
         src[s, EVIDENCE] = SK.SHIFT_EVIDENCE
         src[s, PEAK] = min(src[s, PEAK], censor)

@@ -29,7 +29,7 @@ class Source:
         self.series_u[series] = min(max(u, -SSK.SERIES_CLIP), SSK.SERIES_CLIP)
         if len(self.series_u) < SSK.MIN_SERIES:
             return 0.0, K.KIND_NONE
-        return self.judge(self.statistic(), t)
+        return self.judge(self.statistic(), t, self.series_u[series])
 
     def tail(self, a):
         share = min((self.n + K.PRIOR_RATE * K.PRIOR_WEIGHT) / (self.total + K.PRIOR_WEIGHT), 1.0)
@@ -49,7 +49,8 @@ class Source:
             return K.U_START - target * sigma * math.log(10)
         return K.U_START + sigma / xi * (10 ** (-xi * target) - 1)
 
-    def judge(self, u, t):
+    def judge(self, u, t, own=1.0):
+        """The statistic u at time t, on a value of a series showing evidence own -> (score, kind)."""
         count = len(self.series_u)
         if self.values > 0 and t >= self.last_t:
             self.gap += max(K.SCALE_ALPHA, 1.0 / self.values) * (max(t - self.last_t, K.MIN_GAP_S) - self.gap)
@@ -79,13 +80,13 @@ class Source:
         censor = self.u_at(-(self.threshold - bonus) / 10)
         if self.fired:
             self.peak = max(self.peak, min(a, censor))
-            if self.evidence > 0:
+            if self.evidence > 0 and own * u > 0:
                 self.evidence -= 1
                 return self.suspicious, kind
             return 0.0, K.KIND_NONE
         self.peak = max(self.peak, a)
         self.held = self.held + 1 if score >= self.threshold else 0
-        if self.held >= K.SHIFT_HOLD * count and self.windows >= SSK.JUDGE_WINDOWS:
+        if self.held >= K.SHIFT_HOLD * count and self.windows >= SSK.JUDGE_WINDOWS and own * u > 0:
             self.fired, self.evidence = True, int(K.SHIFT_EVIDENCE)
             self.peak = min(self.peak, censor)
             return score, kind
