@@ -179,3 +179,46 @@ def test_a_split_series_drop_counts_nothing_in_the_sum():
     assert SSK.clipped(st, 0, -5.0) == -SSK.SERIES_CLIP
     assert SSK.clipped(st, 1, -5.0) == 0.0
     assert SSK.clipped(st, 1, 5.0) == SSK.SERIES_CLIP
+
+
+def _together_values(seed, series=6, points=4000, shift_at=3000, level=3.0):
+    """As _u_values, one source whose series wander together (a shared AR(1): a daily load its young
+    offsets do not yet remove moves them all), now and then a decade or two out together; from shift_at
+    on every series stands `level` decades higher."""
+    rng = np.random.default_rng(seed)
+    shared = 0.0
+    own = np.zeros(series)
+    rows, us, ts = [], [], []
+    for k in range(points * series):
+        r = int(rng.integers(0, series))
+        shared = 0.995 * shared + rng.normal(0.0, 0.1)
+        own[r] = 0.95 * own[r] + rng.normal(0.0, 0.1)
+        u = shared + own[r]
+        rows.append(r)
+        us.append(np.copysign(max(abs(u) - 1.5, 0.0), u) + (level if k // series >= shift_at else 0.0))
+        ts.append(1.77e9 + 10.0 * k / series)
+    return np.array(rows, np.int64), np.array(us), np.array(ts), series, series
+
+
+def test_series_far_out_together_outweigh_a_source_whose_series_wander_together():
+    """Series wandering together a decade or two out make the source's sum wander near as far as a clip
+    of two decades allows; a shift of each three decades must still stand out from that (at that clip
+    the shift summed little more than the wander, and scored below the threshold: shop postgres' five
+    query series, each 2-4.6 decades out in a x3.4 drift, after nights of 1.3-2.1 together)."""
+    values = _together_values(3)
+    rows, us, ts, series, n_rows = values
+    assert np.quantile(np.abs(us[: 3000 * series]), 0.99) > 0.8     # the wander: a decade out, together
+    (best, _, kind, _, _, _), _ = _kernel(*values)
+    fired = np.flatnonzero(best >= 70.0)
+    assert fired.size and fired[0] >= 3000 * series and kind[fired[0]] == SSK.KIND_SOURCE_UP
+
+
+def test_the_source_fires_and_shows_evidence_on_values_of_series_that_moved():
+    """A shift of four of six series is reported on their values: a value of a series that did not move
+    (a database's port numbers) stepping the sum over the threshold names nothing that moved."""
+    for seed in (3, 6, 8):
+        rows, us, ts, series, n_rows = _u_values(seed)
+        (best, _, _, _, _, _), _ = _kernel(rows, us, ts, series, n_rows)
+        loud = np.flatnonzero(best >= 40.0)
+        assert loud.size and (best[loud] >= 70.0).any()
+        assert np.isin(rows[loud], (0, 1, 2, 3)).all()
