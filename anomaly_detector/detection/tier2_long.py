@@ -52,8 +52,8 @@ BDISP_SAMPLE_CAP = 16.0
 # A source is clock-like over a block only where its learned block dispersion is at most this (Poisson):
 # a clock's quarter hours are as regular as a clock, not merely less clumpy than its minutes.
 CLOCK_MAX_DISPERSION = 1.0
-# The least squared relative error a block is judged with until learn() gives its own (tier2_volume's
-# MIN_RELATIVE_ERROR squared): the learned mean may go below it, or below zero (see learn).
+# The least squared relative error a block is judged with (tier2_volume's MIN_RELATIVE_ERROR squared): the
+# learned mean may go below it, or below zero (see learn).
 REL2_FLOOR = 0.01
 # Blocks since a source's last long-window raise, for one never raised.
 NEVER = 1 << 30
@@ -100,7 +100,6 @@ class LongWindows:
         self.exp = np.zeros((size, max(self.blocks, 1)))
         self.filled = np.zeros(size, np.int64)     # blocks recorded since the source's ring was cleared
         self.rel2 = np.full(size, START_REL2)      # squared relative error of a block's forecast (raw mean, see learn)
-        self.rel2_floor = REL2_FLOOR               # the least rel2 judged with (learn's min_rel2 once given)
         self.bdisp = np.zeros(size)                # dispersion of a block's count, 0 until learned (block_dispersion)
         self.learned = np.zeros(size, np.int64)    # blocks it was learned from
         self.nonzero = np.zeros(size)              # share of blocks with any line
@@ -233,16 +232,16 @@ class LongWindows:
         return found
 
     def error(self, src):
-        """A source's block error as judged: the learned mean, at least the floor learn() was given."""
-        return max(float(self.rel2[src]), self.rel2_floor)
+        """A source's block error as judged: the learned mean, at least REL2_FLOOR."""
+        return max(float(self.rel2[src]), REL2_FLOOR)
 
-    def learn(self, disp, rate, min_rel2, skip=(), slower=10.0):
+    def learn(self, disp, rate, skip=(), slower=10.0):
         """Learn each source's block error from the newest block (not from sources in skip: a drop raised
         must not teach that drops are usual): its squared log ratio less what sampling explains
-        (disp / forecast), averaged over the first blocks, then at `rate`, and judged at least min_rel2
-        (error). Averaged as it is, not clipped at min_rel2 block by block: a sparse source's blocks
+        (disp / forecast), averaged over the first blocks, then at `rate`, and judged at least REL2_FLOOR
+        (error). Averaged as it is, not clipped at the floor block by block: a sparse source's blocks
         (ten lines each) scatter by sampling alone, and clipping each block's share of that below
-        at min_rel2 learned about half the sampling variance as forecast error (0.06 for ten lines a
+        at the floor learned about half the sampling variance as forecast error (0.06 for ten lines a
         block at an exact forecast), counted twice with disp / forecast, and a drop of such a source to
         a third over an hour stayed below finding_min_score. An unusual block (USUAL_SIGMAS off its
         forecast: the start of a drop not yet significant over a window) teaches `slower` times
@@ -250,7 +249,6 @@ class LongWindows:
         newest = (self.pos - 1) % self.blocks
         n = min(disp.shape[0], self.obs.shape[0])
         skip = set(skip)
-        self.rel2_floor = float(min_rel2)
         for src in range(n):
             exp = self.exp[src, newest]
             if exp <= 0 or src in skip:

@@ -1308,8 +1308,7 @@ class VolumeTier(Tier):
         # a block stands for its buckets, but consecutive ones overlap in what they say of the forecast
         # (as tier2_recent's windows do): learned at a quarter of its buckets' rate
         skip = [f[0] for f in found] + np.flatnonzero(self.long.raised).tolist()
-        self.long.learn(disp, min(1.0, self.learning_rate * DROP_WINDOWS[-1] / 4.0), MIN_RELATIVE_ERROR ** 2,
-                        skip, DISPERSION_SLOWER)
+        self.long.learn(disp, min(1.0, self.learning_rate * DROP_WINDOWS[-1] / 4.0), skip, DISPERSION_SLOWER)
         for sid, width, score, obs, exp in found:
             span = width * DROP_WINDOWS[-1] * self.bucket_seconds
             what = "silent" if obs == 0 else "volume drop"

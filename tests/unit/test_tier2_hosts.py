@@ -190,7 +190,7 @@ def test_long_windows_sum_the_last_blocks_like_a_plain_sum():
         lw.record(obs, exp)                    # grows to three sources
     judged = np.ones(3, np.bool_)
     for _ in range(13):
-        lw.learn(np.ones(3), 0.05, 0.01)     # (the same block again: a steady forecast)
+        lw.learn(np.ones(3), 0.05)     # (the same block again: a steady forecast)
     assert (lw.rel2[:3] < 0.05).all() and (lw.learned[:3] == 13).all() and (lw.nonzero[:3] == 1.0).all()
     assert lw.widths == [2, 4, 8]
     # a source whose last four blocks were empty is low over 2, 4 and 8 blocks
@@ -232,7 +232,7 @@ def test_block_dispersion_is_learned_between_poisson_and_the_per_bucket_clumps()
     assert np.array_equal(lw.block_dispersion(disp), disp)
     for _ in range(200):
         lw.record(np.array([15.0, 4.0 * rng.poisson(15.0)]), np.array([15.0, 60.0]))
-        lw.learn(disp, 0.05, 0.01)
+        lw.learn(disp, 0.05)
     bdisp = lw.block_dispersion(disp)
     assert bdisp[0] == 1.0 and bdisp[1] == 4.0 and 3.0 < lw.bdisp[1] < 6.0, (bdisp, lw.bdisp)
     # one empty quarter of the clock-like source is now far below its forecast; of the jobs' not alone
@@ -255,7 +255,7 @@ def test_a_sparse_sources_block_error_is_not_its_sampling_noise_learned_twice():
     lw = LongWindows(8, size=1)
     for _ in range(400):
         lw.record(np.array([float(rng.poisson(10.0))]), np.array([10.0]))
-        lw.learn(np.ones(1), 0.01, 0.01)
+        lw.learn(np.ones(1), 0.01)
     assert max(float(lw.rel2[0]), 0.01) < 0.03, lw.rel2
     for obs in (4.0, 4.0, 4.0, 4.0):
         lw.record(np.array([obs]), np.array([10.0]))
@@ -282,7 +282,7 @@ def test_a_long_window_over_a_drop_raised_already_is_not_raised_again():
     lw = LongWindows(8, size=1)
     for _ in range(40):
         lw.record(np.array([float(rng.poisson(15.0))]), np.array([15.0]))
-        lw.learn(np.ones(1), 0.05, 0.01)
+        lw.learn(np.ones(1), 0.05)
     judged = np.ones(1, np.bool_)
     for obs in (0.0, 0.0):
         lw.record(np.array([obs]), np.array([15.0]))
@@ -339,6 +339,6 @@ def test_a_clock_under_a_young_forecast_is_still_a_clock_and_random_flows_are_no
     for _ in range(60):
         flows = 3.0 * rng.poisson(5.0)
         lw.record(np.array([15.0, flows]), np.array([float(rng.uniform(9.0, 11.0)), 15.0]))
-        lw.learn(np.array([4.4, 3.0]), 0.05, 0.01)
+        lw.learn(np.array([4.4, 3.0]), 0.05)
     assert lw.bdisp[0] < 0.1 and lw.bdisp[1] > 1.5
     assert np.array_equal(lw.block_dispersion(np.array([4.4, 4.0])), [1.0, 4.0])

@@ -54,7 +54,7 @@ def _filled(blocks, sources=2, lam=15.0, seed=5):
     lw = LongWindows(blocks, size=sources)
     for _ in range(blocks):
         lw.record(rng.poisson(lam, sources).astype(float), np.full(sources, lam))
-        lw.learn(np.ones(sources), 0.05, 0.01)
+        lw.learn(np.ones(sources), 0.05)
     return lw
 
 
