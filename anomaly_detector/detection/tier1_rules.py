@@ -3,6 +3,7 @@
 Works from the first line (no warm-up); after warm-up a rule also needs its count to be improbable
 under the rule's own learned rate, so a service that always logs some errors is not paged all day.
 """
+import functools
 import math
 import re
 
@@ -25,6 +26,17 @@ FOLLOWER_SCORE = 60.0
 LEARNED_FIRE = 70.0
 # Most recent match times kept per (rule, source) for the sliding window.
 MAX_TIMES_KEPT = 4096
+# A slow burst (over learned_burst_windows windows) is judged at this many false flags a day per (rule, source)
+# instead of a fixed p: a rule matching a few times an hour is tested a hundred times a day, not the thousands
+# of a busy one, so a rarer count is already worth a look (a deadlock logged three times an hour, eight in ten
+# minutes: p about 4e-7, 64). Never stricter than LEARNED_FIRE, never looser than SLOW_FIRE_FLOOR (p 1e-5).
+SLOW_FLAGS_PER_DAY = 1e-3
+SLOW_FIRE_FLOOR = 50.0
+# ... and its count must reach SLOW_MIN_RATIO times its learned count over the span, at least SLOW_MIN_LINES
+# (a retry storm of three or four lines and a usual one or two stay below it), at most learned_burst_min:
+# a rare rule's burst is a handful of lines (seven deadlocks at x20 their rate never reach ten).
+SLOW_MIN_RATIO = 10.0
+SLOW_MIN_LINES = 6
 
 
 class Rule:
@@ -187,26 +199,27 @@ class RulesTier(Tier):
             result.observed[i] = "%d per %gs" % (counts[j], rule.window)
 
     def _score_slow_burst(self, rule, source, idx, long_window, ctx, result):
-        """Past warm-up, flag a burst too slow to fill one window: learned_burst_min or more matches
-        over learned_burst_windows windows, improbable (p about 1e-7) under the rule's learned rate
-        over that span. Flagged where it reaches learned_burst_min and where it doubles; its other
-        lines score FOLLOWER_SCORE (they keep its incident open)."""
-        mean = self._learned_mean(rule, source, ctx)
-        if mean is None:
+        """Past warm-up, flag a burst too slow to fill one window: over learned_burst_windows windows, a count
+        of at least _slow_least lines that is improbable under the rule's rate learned before that span at its
+        flag budget (_slow_fire). Flagged where it first becomes so and where it doubles; its other lines
+        score FOLLOWER_SCORE (they keep its incident open)."""
+        span_means = self._span_means(rule, source, idx, long_window[0], ctx)
+        if span_means is None:
             return
         long_counts, first = long_window
         span = rule.window * self.learned_burst_windows
         counts = long_counts.astype(np.float64)
-        surprise = count_upper_scores(counts, np.full(counts.size, mean * self.learned_burst_windows),
-                                      np.ones(counts.size), np.zeros(counts.size))
-        slow = (long_counts >= self.learned_burst_min) & (surprise >= LEARNED_FIRE)
+        least = np.array([self._slow_least(m) for m in span_means.tolist()])
+        fire = np.array([self._slow_fire(m / self.learned_burst_windows, rule.window) for m in span_means.tolist()])
+        surprise = count_upper_scores(counts, span_means, np.ones(counts.size), np.zeros(counts.size))
+        slow = (long_counts >= least) & (surprise >= fire)
         if not slow.any():
             return
-        ratio = np.maximum(counts / self.learned_burst_min, 1.0)
+        ratio = np.maximum(counts / least, 1.0)
         fired = np.minimum(FIRE_SCORE + (100.0 - FIRE_SCORE) * np.log2(ratio) / 4.0, 100.0)
-        # Flagged where the burst first becomes improbable (not merely where it reaches learned_burst_min,
+        # Flagged where the burst first becomes improbable (not merely where it reaches its least count,
         # which a burst may pass while still probable) and where it doubles from there.
-        improbable = self._first_improbable(mean * self.learned_burst_windows)
+        improbable = np.array([self._first_improbable(m, k, f) for m, k, f in zip(span_means.tolist(), least, fire)])
         fired = np.where(_crossing(counts, improbable), fired, np.minimum(fired, FOLLOWER_SCORE))
         line_scores = np.where(slow, fired, 0.0).astype(np.float32)
         src = ctx.source_name(source)
@@ -214,16 +227,43 @@ class RulesTier(Tier):
             i = int(idx[j])
             result.scores[i] = line_scores[j]
             result.reasons[i] = "%s rule: %d matching lines in %gs from %s" % (rule.name, long_counts[j], span, src)
-            result.expected[i] = "usually %.1f per %gs" % (mean * self.learned_burst_windows, span)
+            result.expected[i] = "usually %.1f per %gs" % (span_means[j], span)
             result.observed[i] = "%d per %gs" % (long_counts[j], span)
             result.began[i] = float(first[j])   # one problem with what opened an incident at its start
 
-    def _first_improbable(self, mean):
-        """The smallest count from learned_burst_min up that scores LEARNED_FIRE against mean."""
-        candidates = np.arange(self.learned_burst_min, 64 * self.learned_burst_min + 1, dtype=np.float64)
+    def _span_means(self, rule, source, idx, long_counts, ctx):
+        """Each line's learned count over learned_burst_windows windows, without the lines of its span that
+        were learned already (earlier batches'): a burst spread over batches is judged against the rate
+        before it, not one it raised itself (a rule matching three times an hour learns seven lines of a
+        ten-minute burst as doubling its rate). None before warm-up."""
+        if self._learned_mean(rule, source, ctx) is None:
+            return None
+        matches, seconds = self.learned[(rule.name, source)]
+        learned_in_span = np.maximum(long_counts - np.arange(1, idx.size + 1), 0)
+        before = np.maximum(matches - learned_in_span, 0.0) / seconds * rule.window
+        return np.maximum(before, 1e-3) * self.learned_burst_windows
+
+    def _slow_least(self, span_mean):
+        """Fewest lines a slow burst needs: SLOW_MIN_RATIO times the span's learned count, within
+        [SLOW_MIN_LINES, learned_burst_min]."""
+        scaled = max(SLOW_MIN_LINES, int(math.ceil(SLOW_MIN_RATIO * span_mean)))
+        return min(self.learned_burst_min, scaled)
+
+    @staticmethod
+    def _slow_fire(mean, window):
+        """Surprise a slow burst must reach: SLOW_FLAGS_PER_DAY over the tests a day (one per match at the
+        learned rate), within [SLOW_FIRE_FLOOR, LEARNED_FIRE]."""
+        tests_a_day = max(mean / window * 86400.0, 1.0)
+        return min(max(-10.0 * math.log10(SLOW_FLAGS_PER_DAY / tests_a_day), SLOW_FIRE_FLOOR), LEARNED_FIRE)
+
+    @staticmethod
+    @functools.lru_cache(maxsize=4096)
+    def _first_improbable(mean, least, fire):
+        """The smallest count from least up that scores fire against mean."""
+        candidates = np.arange(least, 64 * least + 1, dtype=np.float64)
         surprise = count_upper_scores(candidates, np.full(candidates.size, mean), np.ones(candidates.size),
                                       np.zeros(candidates.size))
-        reached = np.flatnonzero(surprise >= LEARNED_FIRE)
+        reached = np.flatnonzero(surprise >= fire)
         return int(candidates[reached[0]]) if reached.size else int(candidates[-1])
 
     def _learned_mean(self, rule, source, ctx):
