@@ -23,6 +23,9 @@ from . import source_shift_kernels as SSK
 
 log = logging.getLogger(__name__)
 SOURCE_BITS = 32
+# a series with no value for this long (and for its fast mean's span) no longer counts in its source's
+# level-shift sum (SeriesBook._fresh)
+STALE_S = 3600.0
 SPLIT_BASE = 1 << 30   # slots from here on are split series (one categorical value's): level shifts only
 
 
@@ -226,7 +229,7 @@ class SeriesBook:
         touched = np.flatnonzero(mark)
         before = _RowCopies(self, touched, ts)
         multiplicity = self.multiplicity()    # of the rows before the batch: learn() steps again with it
-        eligible, row_u = self._source_sums()
+        eligible, row_u = self._source_sums(float(np.min(ts)) if len(ts) else 0.0, mark)
         # pending before the kernel runs: rows a failing call left half-stepped are put back too, and the
         # sources' test (stepped by score() alone: learn() re-steps rows, not sources) as it was
         self._scored = (batch, rows, ts, touched, before, multiplicity, self.sources.copy())
@@ -244,10 +247,11 @@ class SeriesBook:
             expected[won], level[won], together[won] = s_expected[won], s_level[won], s_together[won]
         return best, which, kind, expected, level, together
 
-    def _source_sums(self):
+    def _source_sums(self, now, in_batch):
         """(eligible bool[rows], row_u float64[rows]) for SSK.score_sources: the series whose shifts are
-        judged (judged, their shift test made and warm) and each one's clipped evidence, summed per source into
-        self.sources' SUM and COUNT (derived anew each batch: learn() re-steps rows, not sources)."""
+        judged (judged, their shift test made and warm, and not stale at time `now` unless in_batch holds a
+        value of theirs: see _fresh) and each one's clipped evidence, summed per source into self.sources'
+        SUM and COUNT (derived anew each batch: learn() re-steps rows, not sources)."""
         used = len(self.rows)
         size = self.state.shape[0]
         eligible = np.zeros(size, np.bool_)
@@ -260,12 +264,21 @@ class SeriesBook:
         if self.shift_budget <= 0.0 or not used:
             self.sources[:, SSK.SUM] = self.sources[:, SSK.COUNT] = 0.0
             return eligible, row_u
-        eligible[:used] = self._shift_tested(used) & (self.state[:used, K.SHIFT_N] >= K.SHIFT_JUDGE)
+        eligible[:used] = (self._shift_tested(used) & (self.state[:used, K.SHIFT_N] >= K.SHIFT_JUDGE)
+                           & (self._fresh(used, now) | in_batch[:used]))
         row_u = SSK.row_evidence(self.state, eligible, self.shift_budget)
         size = self.sources.shape[0]
         self.sources[:, SSK.SUM] = np.bincount(sources, weights=row_u[:used], minlength=size)
         self.sources[:, SSK.COUNT] = np.bincount(sources, weights=eligible[:used], minlength=size)
         return eligible, row_u
+
+    def _fresh(self, used, now):
+        """bool[used]: series whose last value is recent at `now`: within STALE_S and the span of their fast
+        mean (SHIFT_WINDOW usual gaps). A stale series' evidence tells of its last values, hours old: a
+        series logged only at night held postgres' sum 1.7 decades down all the next afternoon, against
+        the rise of its query series and towards false falls."""
+        span = np.maximum(STALE_S, K.SHIFT_WINDOW * self.state[:used, K.GAP])
+        return now - self.state[:used, K.LAST_T] <= span
 
     def _settle(self):
         """Put back the rows a score() stepped that no learn() of its batch took (see score)."""
