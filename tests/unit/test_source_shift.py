@@ -222,3 +222,22 @@ def test_the_source_fires_and_shows_evidence_on_values_of_series_that_moved():
         loud = np.flatnonzero(best >= 40.0)
         assert loud.size and (best[loud] >= 70.0).any()
         assert np.isin(rows[loud], (0, 1, 2, 3)).all()
+
+
+def test_a_stale_series_leaves_its_sources_sum_until_it_logs_again():
+    """A series with no value for an hour (and its fast mean's span) no longer counts in its source's sum:
+    its evidence tells of values hours old (a series logged only at night held postgres' sum down all
+    afternoon). A value of it in the batch being scored brings it back."""
+    book = SeriesBook(100, 16)
+    _run_book(book, points=800)
+    used = len(book.rows)
+    now = float(book.state[:used, K.LAST_T].max())
+    idle = np.zeros(used + 1, np.bool_)
+    eligible, _ = book._source_sums(now, idle)
+    assert eligible[:used].sum() == 6
+    book.state[0, K.LAST_T] = now - 2.0 * 3600.0
+    eligible, _ = book._source_sums(now, idle)
+    assert not eligible[0] and eligible[1:used].all() and book.sources[0, SSK.COUNT] == 5
+    idle[0] = True
+    eligible, _ = book._source_sums(now, idle)
+    assert eligible[0] and book.sources[0, SSK.COUNT] == 6
