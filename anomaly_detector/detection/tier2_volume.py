@@ -19,6 +19,7 @@ from . import volume_kernels as VK
 from .base import Finding, Tier, TierResult
 from .ranks import running_counts, unique_lines
 from .stats_kernels import count_lower_score, count_upper_mixed_scores, count_upper_scores
+from .tier2_clock import ClockSilence, clock_like
 from .tier2_hosts import HostCounts
 from .tier2_long import LongWindows, cusum_threshold
 from .tier2_recent import RecentLevel
@@ -318,6 +319,8 @@ class VolumeTier(Tier):
         seq_days = float(settings.get("drop_sequential_days", 30.0))
         self.sequential_h = (cusum_threshold(seq_days, DROP_WINDOWS[-1] * self.bucket_seconds)
                              if seq_days > 0 and self.long.blocks else 0.0)
+        # ... and a source on a clock silent for a window of its ticks (tier2_clock.py; needs the long windows)
+        self.clock = ClockSilence()
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -1148,6 +1151,7 @@ class VolumeTier(Tier):
         if self.recent is not None:
             self.recent.clear()
         self.long.clear()
+        self.clock.clear()
         if counted and not self.resumed:   # an input gap; downtime is not the input's
             self.gaps_skipped += 1          # counted and logged by the worker (worker/detector.py)
             self.last_gap_seconds = (bucket - self.open_bucket) * self.bucket_seconds
@@ -1186,6 +1190,7 @@ class VolumeTier(Tier):
                 self._hold_recent_drops(best, window, when)
         if status[2]:   # a source scored a drop (value drops are not judged: tier2_values.py says why)
             self._hold_drops(src, "source", s_out, when)
+        self._clock_silences(when)
         if self.hosts.size:
             hour, day = (int(v) for v in _hour_and_day(when))
             keep = 1.0 - self.learning_rate / SEASON_SLOWER
@@ -1308,6 +1313,7 @@ class VolumeTier(Tier):
         # a block stands for its buckets, but consecutive ones overlap in what they say of the forecast
         # (as tier2_recent's windows do): learned at a quarter of its buckets' rate
         skip = [f[0] for f in found] + np.flatnonzero(self.long.raised).tolist()
+        skip += np.flatnonzero(self.clock.raised).tolist()   # a clock's silence must not teach it scatter
         self.long.learn(disp, min(1.0, self.learning_rate * DROP_WINDOWS[-1] / 4.0), skip, DISPERSION_SLOWER)
         for sid, width, score, obs, exp in found:
             span = width * DROP_WINDOWS[-1] * self.bucket_seconds
@@ -1319,6 +1325,35 @@ class VolumeTier(Tier):
                 reason="source %s: %d lines in the last %gs" % (what, obs, span),
                 expected="about %.1f per %gs" % (exp, span), observed="%d per %gs" % (obs, span),
                 source=str(sid), confirmed=True, since=when + self.bucket_seconds - span if obs == 0 else None))
+
+    def _clock_silences(self, when):
+        """Raise the sources on a clock whose last DROP_WINDOWS[-1] buckets were empty though their forecast
+        held a few ticks (tier2_clock.py), at an hour of day seen as the long windows' (LONG_MIN_DAYS). Such a
+        silence has lasted longer than drop_hold_seconds already: it is raised confirmed, from its first empty
+        bucket, in place of a drop of the source held meanwhile."""
+        src, lw = self.sources, self.long
+        n = min(src.size, lw.bdisp.shape[0])
+        if not lw.blocks or not n:
+            return
+        clock = clock_like(lw.bdisp[:n], lw.learned[:n], lw.nonzero[:n], src.clump[:n])
+        if not clock.any():
+            self.clock.silences(src.obs_sum[:n, -1], src.exp_sum[:n, -1], clock, src.clump[:n], lw.bdisp[:n],
+                                lw.rel2[:n], self.finding_min_score)   # forgets the silences that ended
+            return
+        hour = int(when % 86400 // 3600)
+        judged = clock & (src.age[:n] >= self.min_history + DROP_WINDOWS[-1]) & (
+            self.season.hod[:n, 2, hour] >= LONG_MIN_DAYS * 3600.0 / self.bucket_seconds)
+        rel2 = np.maximum(lw.rel2[:n], lw.rel2_floor)
+        for sid, score in self.clock.silences(src.obs_sum[:n, -1], src.exp_sum[:n, -1], judged, src.clump[:n],
+                                              lw.bdisp[:n], rel2, self.finding_min_score):
+            exp, span = float(src.exp_sum[sid, -1]), DROP_WINDOWS[-1] * self.bucket_seconds
+            self.held.pop("source:%d" % sid, None)
+            self._note_outage("source", sid)
+            self.pending.append(Finding(
+                tier=self.name, ts=when + self.bucket_seconds, key="source:%d" % sid, score=score,
+                reason="source silent: 0 lines in the last %gs, its clock's ticks missed" % span,
+                expected="about %.1f per %gs" % (exp, span), observed="0 per %gs" % span, source=str(sid),
+                confirmed=True, since=self._silent_since(src, sid)))
 
     def _sequential_drops(self, judged, disp, already):
         """The long windows' sources whose sequential test (tier2_long.LongWindows.sequential) reached its
