@@ -17,7 +17,7 @@ from anomaly_detector.detection import volume_twins as VT
 def close_by_steps(t2, ctx):
     """VolumeTier._close_bucket as it was before close_bucket: close_shares, learn_shares of the value
     keys, close_base of templates (their drops held), the recent level (its drops held), sources (held)
-    and value keys, then hosts, long windows and release."""
+    and value keys, then the clock silences, hosts, long windows and release."""
     if t2._drop_partial_bucket():
         return
     when = t2.open_bucket * t2.bucket_seconds
@@ -55,6 +55,7 @@ def close_by_steps(t2, ctx):
             t2._hold_recent_drops(best, window, when)
         base.open_raw[:] = 0.0
         base.open_learn[:] = 0.0
+    t2._clock_silences(when)
     t2._close_hosts(hour, day, per_hour, per_day, keep, when)
     t2._close_long_block(when)
     t2._release()
