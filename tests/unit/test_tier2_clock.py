@@ -43,19 +43,21 @@ def test_a_silence_is_raised_once_and_again_after_a_line():
     assert ClockSilence().silences(np.array([0.0]), np.array([15.0]), np.array([False]), *args) == []
 
 
-def clock_feed(t2, minutes, rng, silent=None, random_source=False):
+def clock_feed(t2, minutes, rng, silent=None, random_source=False, hours=(0, 24)):
     """Source 0: a line every minute at :31 (random_source: Poisson, a line a minute); source 2: five lines
-    every five minutes; source 1: thirty random lines a minute. silent=(source, start, end)."""
+    every five minutes; source 1: thirty random lines a minute. silent=(source, start, end); the clocks
+    tick only in `hours` of the day."""
     found = []
     for m in range(0, minutes, 30):
         rows = []
         for k in range(m, min(m + 30, minutes)):
             t0 = DAY0 + 60.0 * k
+            awake = hours[0] <= t0 % 86400 // 3600 < hours[1]
             off = silent is not None and silent[1] <= t0 < silent[2]
             n0 = rng.poisson(1.0) if random_source else 1
-            if not (off and silent[0] == 0):
+            if awake and not (off and silent[0] == 0):
                 rows += [(t, 0, 0, -1) for t in (t0 + rng.uniform(0, 60, n0) if random_source else [t0 + 31.0])]
-            if k % 5 == 0 and not (off and silent[0] == 2):
+            if awake and k % 5 == 0 and not (off and silent[0] == 2):
                 rows += [(t0 + 3.0 + 0.1 * i, 2, 2, -1) for i in range(5)]
             rows += [(t, 1, 1, -1) for t in t0 + rng.uniform(0, 60, rng.poisson(30.0))]
         found += score_and_learn(t2, sorted(rows), SOURCES, False)
@@ -84,3 +86,11 @@ def test_saves_every_five_minutes_missing_three_are_raised():
     found = source_drops(clock_feed(tier(), 2 * 1440, np.random.default_rng(4), silent), 2)
     assert found and start < found[0].ts <= start + 20 * 60, [f.reason for f in found]
     assert kind_of(found[0].reason) == "silent_source"
+
+
+def test_clocks_that_tick_in_working_hours_only_raise_nothing_when_they_stop_at_night():
+    """A clock quiet every night (a job of the working day) has a line in few of its quarter hours: its
+    evening stop is its usual day, not a silence."""
+    found = clock_feed(tier(), 3 * 1440, np.random.default_rng(5), hours=(8, 18))
+    clocks = [f for f in found if f.key in ("source:0", "source:2") and "clock" in f.reason]
+    assert not clocks, [(f.ts, f.reason) for f in clocks]
