@@ -21,7 +21,7 @@ from .ranks import running_counts, unique_lines
 from .stats_kernels import count_lower_score, count_upper_mixed_scores, count_upper_scores
 from .tier2_clock import ClockSilence, clock_like
 from .tier2_hosts import HostCounts
-from .tier2_long import LongWindows, cusum_threshold
+from .tier2_long import REL2_FLOOR, LongWindows, cusum_threshold
 from .tier2_recent import RecentLevel
 from .tier2_site import SiteLoad
 from .tier2_values import ValueKeys
@@ -1343,7 +1343,7 @@ class VolumeTier(Tier):
         hour = int(when % 86400 // 3600)
         judged = clock & (src.age[:n] >= self.min_history + DROP_WINDOWS[-1]) & (
             self.season.hod[:n, 2, hour] >= LONG_MIN_DAYS * 3600.0 / self.bucket_seconds)
-        rel2 = np.maximum(lw.rel2[:n], lw.rel2_floor)
+        rel2 = np.maximum(lw.rel2[:n], REL2_FLOOR)
         for sid, score in self.clock.silences(src.obs_sum[:n, -1], src.exp_sum[:n, -1], judged, src.clump[:n],
                                               lw.bdisp[:n], rel2, self.finding_min_score):
             exp, span = float(src.exp_sum[sid, -1]), DROP_WINDOWS[-1] * self.bucket_seconds
