@@ -306,6 +306,7 @@ class VolumeTier(Tier):
         # source -> the last bucket a line of it scored a spike at anomaly_threshold (_note_surges): its templates'
         # hour before holds the surge, and their return from it is no drop against that hour (_hold_recent_drops)
         self._surged = {}
+        self._surged_templates = {}   # the same per template: a pool's members (_hold_relative_drops)
         self.threshold = float(settings.get("anomaly_threshold", 70.0))
         self._close_settings = (None, None)   # close_bucket's settings, worked out once (_close_kernel)
         # Each source's hosts counted apart (tier2_hosts.py): one replica silent while the others go on.
@@ -379,21 +380,22 @@ class VolumeTier(Tier):
         # A spike of the whole source is one problem, whichever templates its lines have.
         source_wide = per_key["source"] > np.maximum(per_key["template"], share_scores)
         result.about = np.where(source_wide, -1, batch.template_id.astype(np.int64))
-        self._note_surges(batch.source_id, buckets, scores)
+        self._note_surges(batch.source_id, buckets, scores, batch.template_id)
         return result
 
-    def _note_surges(self, source_id, buckets, scores):
-        """Keep, per source, the last bucket in which a line of it scored a spike (every line score of this tier
-        is one) at anomaly_threshold."""
+    def _note_surges(self, source_id, buckets, scores, template_id):
+        """Keep, per source and per template, the last bucket in which a line of it scored a spike (every line
+        score of this tier is one) at anomaly_threshold."""
         raised = scores >= self.threshold
         if not raised.any():
             return
-        # a surge's batch holds thousands of such lines of a few sources: their last bucket per source at once
-        sources, at = np.unique(np.asarray(source_id)[raised], return_inverse=True)
-        last = np.full(sources.size, np.iinfo(np.int64).min)
-        np.maximum.at(last, at, np.asarray(buckets, np.int64)[raised])
-        for src, bucket in zip(sources.tolist(), last.tolist()):
-            self._surged[src] = max(self._surged.get(src, bucket), bucket)
+        for keys, last_seen in ((source_id, self._surged), (template_id, self._surged_templates)):
+            # a surge's batch holds thousands of such lines of a few keys: their last bucket per key at once
+            found, at = np.unique(np.asarray(keys)[raised], return_inverse=True)
+            last = np.full(found.size, np.iinfo(np.int64).min)
+            np.maximum.at(last, at, np.asarray(buckets, np.int64)[raised])
+            for key, bucket in zip(found.tolist(), last.tolist()):
+                last_seen[key] = max(last_seen.get(key, bucket), bucket)
 
     def _counts(self, keys, buckets, base):
         """The count each line's (bucket, key) has reached when the line arrives."""
@@ -1196,6 +1198,7 @@ class VolumeTier(Tier):
             keep = 1.0 - self.learning_rate / SEASON_SLOWER
             self._close_hosts(hour, day, 3600.0 / self.bucket_seconds, 86400.0 / self.bucket_seconds, keep, when)
         self._close_long_block(when)
+        self._hold_relative_drops(when)
         self._learn_relative()
         self._release()
         self._track_outages()
@@ -1398,6 +1401,50 @@ class VolumeTier(Tier):
                                expected="about %.1f per %gs" % (self.recent.robust_level(key) * factor, span),
                                observed="%d per %gs" % (obs, span), template_id=key,
                                source=str(int(self.template_source[key]))), "template", key)
+
+    def _hold_relative_drops(self, when):
+        """Hold the drop of a source whose steady templates pooled are low against their level over the hour
+        before times the rest of the site's ratio to theirs (_relative_score, with the source's learned relative
+        error), over 5 or 15 minutes. A quiet service (a dozen lines a minute over a few templates) that falls
+        to a third is low by many of that error, while neither each of its templates against its own level
+        (a few lines each, at the recent test's floor of error) nor the source against young seasons (a morning
+        ramp they misfit) reaches the finding score: the pooled test confirmed such a drop but never found one.
+        Not a source already held, nor one a template of whose pool surged within the hour before (the pool's
+        return reads as a drop, see _hold_recent_drops; a burst of one of its errors, no member, leaves the pool's
+        level as it was); a site-wide fall moves the rest with it and is no drop of any one source."""
+        if self.recent is None or self._judged is None:
+            return
+        pools = self._site_pools()
+        if len(pools) < 3:
+            return
+        rate = min(1.0, self.learning_rate * DROP_WINDOWS[-1] / TR.OVERLAP_SLOWER)
+        sources = list(pools)
+        # every pool's windows once per width: each source's rest is the others' (as _learn_relative)
+        windows = {w: self._site_windows([pools[s] for s in sources], w) for w in DROP_WINDOWS[1:]}
+        for i, source in enumerate(sources):
+            name = "source:%d" % source
+            error = self.relative.error(source, rate)
+            if error is None or name in self.held or self._pool_surged(pools[source][0]):
+                continue
+            lines = float(pools[source][2].sum())
+            width, score = max(((w, self._relative_of(ws[i: i + 1], ws[:i] + ws[i + 1:], error, lines)[0])
+                                for w, ws in windows.items()), key=lambda found: found[1])
+            if score < self.finding_min_score:
+                continue
+            own, rest = windows[width][i: i + 1], windows[width][:i] + windows[width][i + 1:]
+            obs, exp, _ = self._combined(own)
+            r_obs, r_exp, _ = self._combined(rest)
+            span = width * self.bucket_seconds
+            self._hold(Finding(tier=self.name, ts=when + self.bucket_seconds, key=name, score=float(score),
+                               reason="source volume drop: %d lines in the last %gs, against its level over the "
+                                      "hour before times the rest of the site's" % (obs, span),
+                               expected="about %.1f per %gs" % (exp * _rest_ratio(rest, r_obs, r_exp), span),
+                               observed="%d per %gs" % (obs, span), source=str(source)), "source", source)
+
+    def _pool_surged(self, members):
+        """Whether a template among these surged (_note_surges) within the recent level's ring."""
+        since = self.open_bucket - self.recent.ring
+        return any(self._surged_templates.get(key, since) > since for key in members.tolist())
 
     def _hold(self, finding, kind, key):
         """Keep a drop or silence back until drop_hold_seconds after it was first seen (the earliest
@@ -1674,12 +1721,17 @@ class VolumeTier(Tier):
         of the site's ratio to theirs (see _recent_still_low), and the ratio of its lines to that; the
         site's sampling error and the pool's reference's add to the learned error -> (score, ratio)."""
         pool, rest = site
-        obs, exp, disp = self._combined(self._site_windows([pool], width))
-        r_obs, r_exp, r_disp = self._combined(self._site_windows(rest, width))
+        return self._relative_of(self._site_windows([pool], width), self._site_windows(rest, width), error,
+                                 float(pool[2].sum()))
+
+    def _relative_of(self, own, rest, error, pool_lines):
+        """_relative_score from the pool's and the rest's windows (_site_windows) and the pool's reference lines."""
+        obs, exp, disp = self._combined(own)
+        r_obs, r_exp, r_disp = self._combined(rest)
         if exp <= 0 or r_exp < 1.0:
             return 0.0, 1.0
-        expected = exp * (r_obs + 0.5) / (r_exp + 0.5)
-        score = count_lower_score(obs, expected, disp, error + r_disp / r_exp + disp / max(float(pool[2].sum()), 1.0))
+        expected = exp * _rest_ratio(rest, r_obs, r_exp)
+        score = count_lower_score(obs, expected, disp, error + r_disp / r_exp + disp / max(pool_lines, 1.0))
         return score, obs / expected
 
     def _still_low(self, kind, key, windows, spread):
@@ -1919,6 +1971,16 @@ def change_point(obs, exp):
     falls = (e_before > 0) & (e_after > 0) & (o_after * e_before < o_before * e_after)
     gain = np.where(falls, gain, 0.0)
     return int(np.argmax(gain)) + 1 if gain.size and gain.max() > 0 else 0
+
+
+def _rest_ratio(windows, r_obs, r_exp):
+    """The rest of the site's ratio to its forecast (windows: its pools' _site_windows, r_obs / r_exp their
+    sums): their total's, or the median pool's where lower. One other service's surge (a scraper, a
+    campaign on one endpoint: ten times its traffic) lifts the total and would make every other source
+    read low against it; it does not move the median. A fall of the site moves both."""
+    total = (r_obs + 0.5) / (r_exp + 0.5)
+    ratios = [(w[0] + 0.5) / (w[1] + 0.5) for w in windows if w[1] > 0]
+    return min(total, float(np.median(ratios))) if ratios else total
 
 
 def poisson_lower_bound(counts, sigmas=3.0):

@@ -217,3 +217,39 @@ def test_a_template_back_from_a_surge_of_its_source_is_no_drop_against_the_hour_
     assert not held
     surged, held = surge_then(0.1)
     assert surged is not None and held
+
+
+
+def pooled_holds(factor, minutes=15, seed=3):
+    """Feed the site 20 hours, then `minutes` minute by minute with factor -> the source keys the pooled test
+    (_hold_relative_drops) held meanwhile."""
+    t2 = VolumeTier(SETTINGS)
+    rng = np.random.default_rng(seed)
+    feed(t2, DAY0, 20 * 60, rng)
+    held = []
+    original = t2._hold
+
+    def hold(finding, kind, key):
+        if "rest of the site" in finding.reason:
+            held.append(finding.key)
+        original(finding, kind, key)
+
+    t2._hold = hold
+    feed(t2, DAY0 + 20 * 3600.0, minutes, rng, factor, chunk=1)
+    return set(held)
+
+
+def test_a_service_low_against_the_rest_of_the_site_is_held_by_its_pool():
+    """Service 0 at 0.3 of its traffic, the site as usual: its pool against the rest of the site finds the drop
+    (it only confirmed drops the other tests found: a quiet service's templates alone, or the source against
+    young seasons, were never low enough). The site at half its traffic, or as usual, is no drop of any."""
+    assert pooled_holds(lambda t, tid: 0.3 if tid in (0, 1) else 1.0) == {"source:0"}
+    assert not pooled_holds(lambda t, tid: 0.5)
+    assert not pooled_holds(None)
+
+
+def test_one_other_service_surging_does_not_make_the_rest_of_the_site_read_low():
+    """Service 3 at ten times its traffic (a scraper on one service) lifts the rest of the site's total for
+    services 0 to 2 about fourfold while they are at their usual volume: against the median service of the
+    rest they are not low (against the total they read as drops to a quarter)."""
+    assert not pooled_holds(lambda t, tid: 10.0 if tid in (6, 7) else 1.0)
