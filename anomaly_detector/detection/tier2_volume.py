@@ -1430,7 +1430,7 @@ class VolumeTier(Tier):
             if error is None or name in self.held or self._pool_surged(pools[source][0]):
                 continue
             lines = float(pools[source][2].sum())
-            width, score = max(((w, self._relative_of(ws[i: i + 1], ws[:i] + ws[i + 1:], error, lines)[0])
+            width, score = max(((w, self._relative_of(ws[i: i + 1], ws[:i] + ws[i + 1:], error, lines, True)[0])
                                 for w, ws in windows.items()), key=lambda found: found[1])
             if score < self.finding_min_score:
                 continue
@@ -1727,13 +1727,17 @@ class VolumeTier(Tier):
         return self._relative_of(self._site_windows([pool], width), self._site_windows(rest, width), error,
                                  float(pool[2].sum()))
 
-    def _relative_of(self, own, rest, error, pool_lines):
-        """_relative_score from the pool's and the rest's windows (_site_windows) and the pool's reference lines."""
+    def _relative_of(self, own, rest, error, pool_lines, cautious=False):
+        """_relative_score from the pool's and the rest's windows (_site_windows) and the pool's reference lines;
+        cautious: the rest's ratio is its total's or its median pool's where lower (_rest_ratio), as a drop
+        found by this test alone needs (_hold_relative_drops); a drop another test found is confirmed against
+        the total's, as before."""
         obs, exp, disp = self._combined(own)
         r_obs, r_exp, r_disp = self._combined(rest)
         if exp <= 0 or r_exp < 1.0:
             return 0.0, 1.0
-        expected = exp * _rest_ratio(rest, r_obs, r_exp)
+        ratio = _rest_ratio(rest, r_obs, r_exp) if cautious else (r_obs + 0.5) / (r_exp + 0.5)
+        expected = exp * ratio
         score = count_lower_score(obs, expected, disp, error + r_disp / r_exp + disp / max(pool_lines, 1.0))
         return score, obs / expected
 
