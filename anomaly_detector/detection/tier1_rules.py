@@ -3,7 +3,6 @@
 Works from the first line (no warm-up); after warm-up a rule also needs its count to be improbable
 under the rule's own learned rate, so a service that always logs some errors is not paged all day.
 """
-import functools
 import math
 import re
 
@@ -209,8 +208,8 @@ class RulesTier(Tier):
         long_counts, first = long_window
         span = rule.window * self.learned_burst_windows
         counts = long_counts.astype(np.float64)
-        least = np.array([self._slow_least(m) for m in span_means.tolist()])
-        fire = np.array([self._slow_fire(m / self.learned_burst_windows, rule.window) for m in span_means.tolist()])
+        least = self._slow_least(span_means)
+        fire = self._slow_fire(span_means / self.learned_burst_windows, rule.window)
         surprise = count_upper_scores(counts, span_means, np.ones(counts.size), np.zeros(counts.size))
         slow = (long_counts >= least) & (surprise >= fire)
         if not slow.any():
@@ -219,7 +218,7 @@ class RulesTier(Tier):
         fired = np.minimum(FIRE_SCORE + (100.0 - FIRE_SCORE) * np.log2(ratio) / 4.0, 100.0)
         # Flagged where the burst first becomes improbable (not merely where it reaches its least count,
         # which a burst may pass while still probable) and where it doubles from there.
-        improbable = np.array([self._first_improbable(m, k, f) for m, k, f in zip(span_means.tolist(), least, fire)])
+        improbable = self._first_improbable(span_means, least, fire)
         fired = np.where(_crossing(counts, improbable), fired, np.minimum(fired, FOLLOWER_SCORE))
         line_scores = np.where(slow, fired, 0.0).astype(np.float32)
         src = ctx.source_name(source)
@@ -243,28 +242,35 @@ class RulesTier(Tier):
         before = np.maximum(matches - learned_in_span, 0.0) / seconds * rule.window
         return np.maximum(before, 1e-3) * self.learned_burst_windows
 
-    def _slow_least(self, span_mean):
-        """Fewest lines a slow burst needs: SLOW_MIN_RATIO times the span's learned count, within
-        [SLOW_MIN_LINES, learned_burst_min]."""
-        scaled = max(SLOW_MIN_LINES, int(math.ceil(SLOW_MIN_RATIO * span_mean)))
-        return min(self.learned_burst_min, scaled)
+    def _slow_least(self, span_means):
+        """Fewest lines a slow burst needs, per span mean: SLOW_MIN_RATIO times the span's learned count,
+        within [SLOW_MIN_LINES, learned_burst_min]."""
+        scaled = np.maximum(SLOW_MIN_LINES, np.ceil(SLOW_MIN_RATIO * np.asarray(span_means, np.float64)))
+        return np.minimum(self.learned_burst_min, scaled).astype(np.int64)
 
     @staticmethod
-    def _slow_fire(mean, window):
-        """Surprise a slow burst must reach: SLOW_FLAGS_PER_DAY over the tests a day (one per match at the
-        learned rate), within [SLOW_FIRE_FLOOR, LEARNED_FIRE]."""
-        tests_a_day = max(mean / window * 86400.0, 1.0)
-        return min(max(-10.0 * math.log10(SLOW_FLAGS_PER_DAY / tests_a_day), SLOW_FIRE_FLOOR), LEARNED_FIRE)
+    def _slow_fire(means, window):
+        """Surprise a slow burst must reach, per learned mean a window: SLOW_FLAGS_PER_DAY over the tests a
+        day (one per match at the learned rate), within [SLOW_FIRE_FLOOR, LEARNED_FIRE]."""
+        tests_a_day = np.maximum(np.asarray(means, np.float64) / window * 86400.0, 1.0)
+        return np.clip(-10.0 * np.log10(SLOW_FLAGS_PER_DAY / tests_a_day), SLOW_FIRE_FLOOR, LEARNED_FIRE)
 
     @staticmethod
-    @functools.lru_cache(maxsize=4096)
-    def _first_improbable(mean, least, fire):
-        """The smallest count from least up that scores fire against mean."""
-        candidates = np.arange(least, 64 * least + 1, dtype=np.float64)
-        surprise = count_upper_scores(candidates, np.full(candidates.size, mean), np.ones(candidates.size),
-                                      np.zeros(candidates.size))
-        reached = np.flatnonzero(surprise >= fire)
-        return int(candidates[reached[0]]) if reached.size else int(candidates[-1])
+    def _first_improbable(means, least, fire):
+        """Per line, the smallest count from least up (to 64 x least) that scores fire against its mean; 64 x
+        least where none does. A bisection over every line at once (a count's surprise grows with it): a
+        search per line cost 55 us, seconds a batch in an error storm, when the slow test is busiest."""
+        means = np.atleast_1d(np.asarray(means, np.float64))
+        lo = np.broadcast_to(np.asarray(least, np.float64), means.shape).copy()
+        hi = 64.0 * lo
+        fire = np.broadcast_to(np.asarray(fire, np.float64), means.shape)
+        ones, zeros = np.ones(means.size), np.zeros(means.size)
+        while (lo < hi).any():
+            mid = np.floor((lo + hi) / 2.0)
+            reached = count_upper_scores(mid, means, ones, zeros) >= fire
+            hi = np.where(reached, mid, hi)
+            lo = np.where(reached, lo, np.minimum(mid + 1.0, hi))
+        return lo.astype(np.int64)
 
     def _learned_mean(self, rule, source, ctx):
         if not (self.adaptive and ctx.warm):

@@ -170,7 +170,7 @@ def test_a_slow_burst_still_probable_at_learned_burst_min_is_flagged_where_it_be
     # eight a minute: never learned_burst_min (10) in a 60 s window, improbable only over 600 s
     batch = text_batch(["pool timeout"] * 100, levels=[LEVEL_ERROR] * 100, step=7.5)
     warm = BatchContext(now=float(batch.ts.max()), lines_seen=10**6, warm=True, n_templates=1, ts=batch.ts)
-    first = t._first_improbable(40.0 / 6.0, t._slow_least(40.0 / 6.0), t._slow_fire(40.0 / 60.0, 60.0))
+    first = int(t._first_improbable(40.0 / 6.0, t._slow_least(40.0 / 6.0), t._slow_fire(40.0 / 60.0, 60.0))[0])
     assert first > t.learned_burst_min
     result = t.score(batch, warm)
     flagged = np.flatnonzero(result.scores >= 70).tolist()
@@ -207,3 +207,21 @@ def test_a_slow_burst_spread_over_batches_is_judged_against_the_rate_before_it()
     warm = BatchContext(now=float(second.ts.max()), lines_seen=10**6, warm=True, n_templates=1, ts=second.ts)
     result = t.score(second, warm)
     assert result.scores[0] >= 40 and result.reasons[0].startswith("error rule: 8 matching lines in 600s")
+
+
+def test_the_first_improbable_count_is_what_a_scan_from_the_least_count_finds():
+    """_first_improbable bisects every line's count at once; a scan of each line's counts from its least
+    up (64 x least where none scores) finds the same."""
+    from anomaly_detector.detection.stats_kernels import count_upper_scores
+    rng = np.random.default_rng(5)
+    means = rng.uniform(0.01, 60.0, 300)
+    least = rng.integers(1, 12, 300)
+    fire = rng.uniform(40.0, 100.0, 300)
+    fire[:5] = 1e9                                     # never reached: the scan's last candidate
+    got = RulesTier._first_improbable(means, least, fire)
+    for m, k, f, g in zip(means, least, fire, got):
+        candidates = np.arange(k, 64 * k + 1, dtype=np.float64)
+        surprise = count_upper_scores(candidates, np.full(candidates.size, m), np.ones(candidates.size),
+                                      np.zeros(candidates.size))
+        reached = np.flatnonzero(surprise >= f)
+        assert g == (candidates[reached[0]] if reached.size else candidates[-1])
