@@ -235,6 +235,10 @@ class LongWindows:
         """A source's block error as judged: the learned mean, at least REL2_FLOOR."""
         return max(float(self.rel2[src]), REL2_FLOOR)
 
+    def errors(self, n):
+        """The first n sources' block errors as judged (error, as an array)."""
+        return np.maximum(self.rel2[:n], REL2_FLOOR)
+
     def learn(self, disp, rate, skip=(), slower=10.0):
         """Learn each source's block error from the newest block (not from sources in skip: a drop raised
         must not teach that drops are usual): its squared log ratio less what sampling explains

@@ -21,7 +21,7 @@ from .ranks import running_counts, unique_lines
 from .stats_kernels import count_lower_score, count_upper_mixed_scores, count_upper_scores
 from .tier2_clock import ClockSilence, clock_like
 from .tier2_hosts import HostCounts
-from .tier2_long import REL2_FLOOR, LongWindows, cusum_threshold
+from .tier2_long import LongWindows, cusum_threshold
 from .tier2_recent import RecentLevel
 from .tier2_site import SiteLoad
 from .tier2_values import ValueKeys
@@ -1341,14 +1341,13 @@ class VolumeTier(Tier):
         clock = clock_like(lw.bdisp[:n], lw.learned[:n], lw.nonzero[:n], src.clump[:n])
         if not clock.any():
             self.clock.silences(src.obs_sum[:n, -1], src.exp_sum[:n, -1], clock, src.clump[:n], lw.bdisp[:n],
-                                lw.rel2[:n], self.finding_min_score)   # forgets the silences that ended
+                                lw.errors(n), self.finding_min_score)   # forgets the silences that ended
             return
         hour = int(when % 86400 // 3600)
         judged = clock & (src.age[:n] >= self.min_history + DROP_WINDOWS[-1]) & (
             self.season.hod[:n, 2, hour] >= LONG_MIN_DAYS * 3600.0 / self.bucket_seconds)
-        rel2 = np.maximum(lw.rel2[:n], REL2_FLOOR)
         for sid, score in self.clock.silences(src.obs_sum[:n, -1], src.exp_sum[:n, -1], judged, src.clump[:n],
-                                              lw.bdisp[:n], rel2, self.finding_min_score):
+                                              lw.bdisp[:n], lw.errors(n), self.finding_min_score):
             exp, span = float(src.exp_sum[sid, -1]), DROP_WINDOWS[-1] * self.bucket_seconds
             self.held.pop("source:%d" % sid, None)
             self._note_outage("source", sid)
