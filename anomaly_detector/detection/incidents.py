@@ -376,12 +376,24 @@ class IncidentBook:
         seen_at: when evidence stamped ts (its onset) was judged, if later (it keeps the incident open);
         since: start of the span of absence a finding covers (Finding.since)."""
         closed = self._close_source(source, ts)
-        incident = self._incident(source, family or opened_by, ts, opened_by, since=since)
+        routed = since if since is not None else self._held_absence(source, ts, reasons)
+        incident = self._incident(source, family or opened_by, ts, opened_by, since=routed)
         if since is not None:
             low, high = incident.absent or (since, ts)
             incident.absent = (min(low, since), max(high, ts))
         incident.add(ts, score, tiers, template_id, template, reasons, sample, session, seen_at, family or opened_by)
         return closed
+
+    def _held_absence(self, source, ts, reasons):
+        """Start of the drop or silence of the whole source that tier 2 holds (waiting) if a drop of one of
+        its templates at ts is part of it, else None. The template's drop is sure before the source's (a
+        busy template empties first) and is routed as that absence: it joins what the absence made at once
+        (its partners' workflows out of order, a minute or two before) instead of opening an incident of its
+        own that the source's silence, raised next, would join."""
+        since = self.waiting.get(source)
+        if since is None or since > ts or not reasons or _kind(reasons[0][0]) != "volume_drop":
+            return None
+        return since
 
     def add_lines(self, source, ts, score, tiers, tids, lines, describe, expected_per_window=None, families=None):
         """Add one source's suspicious lines, in time order, as add() would one by one (see

@@ -351,6 +351,28 @@ def test_an_incident_stays_open_while_a_silence_of_its_source_is_held_and_then_j
     assert len(book.close_quiet(1800.0)) == 1
 
 
+def test_a_template_drop_while_its_source_is_held_silent_joins_what_the_silence_broke_at_once():
+    """A source stops at 1000: its partners' sessions break at 1010 (tier 4, at once); its busiest template is
+    sure empty at 1150, before the source's silence is raised (same batch, after it). All three are one outage,
+    dated from the broken sessions and named by the silence; without a held silence of the source, a template's
+    drop 140 s after an incident opened (beyond join_seconds) is its own."""
+    for waiting, expect in (({"payments": 1000.0}, ["silent_source"]), ({}, ["sequence", "silent_source"])):
+        book = IncidentBook(300, 120)
+        book.waiting = dict(waiting)
+        book.add("payments", 1010.0, 93.0, {"t4": 90.0}, 7, "order flow",
+                 [("unexpected order in workflow 'order': 'confirmed' never follows 'reserved'", "", "", 90.0)],
+                 None, opened_by="session:1010", family="finding:t4", session=True)
+        book.add("payments", 1150.0, 100.0, {"t2": 100.0}, 3, "charge ok", [(
+            "template volume drop: 0 lines in the last 300s, against its level over the hour before", "", "",
+            100.0)], None, opened_by="template:3", family="finding:t2:template")
+        book.add("payments", 1150.0, 100.0, {"t2": 100.0}, -1, "", [("source silent: 0 lines in the last 300s",
+                 "", "", 100.0)], None, opened_by="source:2", family="finding:t2:source", since=1000.0 if waiting
+                 else 1150.0)
+        closed = sorted(book.close_all(), key=lambda i: i.first_seen)
+        assert [i.record()["kind"] for i in closed] == expect
+        assert closed[0].first_seen == 1010.0
+
+
 def add_spike(book, source, ts, tids, about):
     """Volume-tier (t2) evidence: lines of templates tids about one template (about >= 0) or the whole source (-1)."""
     ts, tids = np.asarray(ts, float), np.asarray(tids, np.int64)
