@@ -495,13 +495,16 @@ class IncidentBook:
         return now - incident.quiet_since > hold and (since is None or since > incident.quiet_since + self.join)
 
     def _awaits_repeat(self, incident):
-        """Whether an incident is short of min_lines and holds a message never seen before that reached
-        the anomaly threshold: it is not reported yet, and that message coming again within the
-        hour is the same problem (a batch job's failure, then its retries), not a new one alone again."""
+        """Whether an incident is short of min_lines and holds a message never seen before, or a burst of a
+        rule, that reached the anomaly threshold: it is not reported yet, and that message (that rule's
+        lines) coming again within the hour is the same problem, not a new one alone again: a batch job's
+        failure, then its retries; a slow burst of a rare error (a deadlock every few minutes, ten times
+        its usual rate), whose lines may come further apart than a window."""
         if self.min_lines is None or self.threshold is None or incident.findings:
             return False
-        best = incident.reason_hits.get(NEVER_SEEN)
-        return (best is not None and best[0] >= self.threshold
+        best = max((hit[0] for reason, hit in incident.reason_hits.items()
+                    if reason == NEVER_SEEN or _kind(reason) == "rule_burst"), default=None)
+        return (best is not None and best >= self.threshold
                 and not incident.persists(self.min_lines, self.threshold))
 
     def _pop(self, keys):

@@ -525,6 +525,37 @@ class DescribeNews(Describe):
         return [(reason, "", "", float(self.score[i]))]
 
 
+class DescribeRule(Describe):
+    """Reasons of tier 1's slow burst: a rule's count over its span (the flagged line, then its followers)."""
+    def __init__(self, score):
+        self.score = score
+
+    def reasons(self, i):
+        return [("error rule: %d matching lines in 600s from postgres" % (10 + i), "", "", float(self.score[i]))]
+
+
+def test_a_slow_burst_whose_next_line_comes_after_a_window_is_one_incident():
+    """Deadlocks at ten times their usual rate: tier 1 flags the tenth in 30 minutes (80), the next comes
+    six minutes later (a follower, 45): one problem, one incident of two lines, not two lone lines that
+    incident_min_lines drops. A lone flagged line with nothing after it within the hour still closes alone."""
+    def run(book, ts, value):
+        ts = np.asarray(ts, float)
+        score = np.asarray([value] * ts.size, np.float32)
+        tids = np.full(ts.size, 3, np.int64)
+        return book.add_lines("postgres", ts, score, {"t1": score}, tids, np.arange(ts.size), DescribeRule(score),
+                              None, np.full(ts.size, 1, np.int64))
+
+    book = IncidentBook(300, 120, threshold=70.0, min_lines=2)
+    run(book, [1000], 80.0)
+    assert run(book, [1365], 45.0) == []
+    (incident,) = book.close_all()
+    assert incident.first_seen == 1000 and incident.lines == 2 and incident.persists(2, 70.0)
+    alone = IncidentBook(300, 120, threshold=70.0, min_lines=2)
+    run(alone, [1000], 80.0)
+    (closed,) = alone.close_quiet(1000 + 300 * 12 + 1)
+    assert not closed.persists(2, 70.0)
+
+
 def test_a_never_seen_message_that_comes_again_within_the_hour_is_one_incident_from_its_first_line():
     """A batch job fails with a message never seen (85), then its retries log it again ten minutes later
     (rare now: 45-50). Each alone is one odd line; together, within RECALL_WINDOWS, they are one problem,
