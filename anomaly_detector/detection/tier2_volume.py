@@ -1322,9 +1322,16 @@ class VolumeTier(Tier):
             judged[sid] = few or (busy[sid] and count_lower_score(0.5 * quarter, quarter, _clumps(src, sid),
                                                                   MIN_RELATIVE_ERROR ** 2) < self.finding_min_score)
             by_clumps[sid] = judged[sid] and not few
-        forecast = self.long.site_scaled(by_clumps) if by_clumps.any() else None
-        found = self.long.drops(judged, disp, self.finding_min_score, forecast) if judged.any() else []
-        found += self._sequential_drops(judged, disp, {f[0] for f in found}, forecast)
+        forecast, judged_disp = None, disp
+        if by_clumps.any():
+            forecast = self.long.site_scaled(by_clumps)
+            # judged by its clumps: at least as scattered as its blocks were learned to be (a job's eight lines
+            # learned a per-minute dispersion of five, its quarter hours one of eight)
+            n = min(disp.shape[0], self.long.bdisp.shape[0])
+            judged_disp = disp.copy()
+            judged_disp[:n] = np.where(by_clumps[:n], np.maximum(disp[:n], self.long.bdisp[:n]), disp[:n])
+        found = self.long.drops(judged, judged_disp, self.finding_min_score, forecast) if judged.any() else []
+        found += self._sequential_drops(judged, judged_disp, {f[0] for f in found}, forecast)
         # a block stands for its buckets, but consecutive ones overlap in what they say of the forecast
         # (as tier2_recent's windows do): learned at a quarter of its buckets' rate
         skip = [f[0] for f in found] + np.flatnonzero(self.long.raised).tolist()
