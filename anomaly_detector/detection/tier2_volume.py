@@ -1399,15 +1399,17 @@ class VolumeTier(Tier):
         return seen >= LONG_MIN_DAYS * 3600.0 / self.bucket_seconds
 
     def _busy_hours(self, when, n):
-        """Per source: whether every hour of day the long windows span (up to `when`) is one of its busy
-        hours, its usual count there (_hour_rate) at least BUSY_HOUR_SHARE of its long-run mean. Hour-of-day
-        factors are shrunk towards 1 while they are young, so a source's forecast in its quiet hours is too
-        high: the nights of a job queue were forecast at two to five times the jobs that came, for hours on
-        end, and judged by its jobs, such a night read as a drop of the source."""
+        """Per source: whether every hour of day the long windows span (up to `when`), and the hour after, is
+        one of its busy hours, its usual count there (_hour_rate) at least BUSY_HOUR_SHARE of its long-run mean.
+        Hour-of-day factors are shrunk towards 1 while they are young, so a source's forecast in its quiet
+        hours is too high: the nights of a job queue were forecast at two to five times the jobs that came,
+        for hours on end, and judged by its jobs, such a night read as a drop of the source. The hour after
+        too: an hour whose second half is quiet (a nightly batch that ends at half past) has a usual count
+        between both, too high for the quiet half, and its end read as a drop."""
         src = self.sources
         span = self.long.blocks * DROP_WINDOWS[-1] * self.bucket_seconds
         hours = {int(t % 86400 // 3600) for t in np.arange(when - span + self.bucket_seconds, when + 1, 3600.0)}
-        hours.add(int(when % 86400 // 3600))
+        hours |= {int(when % 86400 // 3600), int((when + 3600.0) % 86400 // 3600)}
         keys = np.arange(n)
         mean = src.total[:n] / np.maximum(src.age[:n], 1)
         rates = np.array([_hour_rate(self.season, keys, h, self.bucket_seconds) for h in sorted(hours)])
