@@ -166,7 +166,23 @@ class LongWindows:
         self.run[:] = 0
         self.raised[:] = False
 
-    def sequential(self, judged, disp, threshold):
+    def site_scaled(self, rows):
+        """The blocks' forecasts, those of the sources in `rows` (bool per source) scaled by the rest of the
+        site's ratio to its forecast over each block where below 1 (the other sources' lines over their
+        forecasts, this one's left out). A source judged over long windows for its few clumps (tier2_volume's
+        _clumps) is judged by whole events against a forecast whose young seasons may be off by more than
+        its learned block error allows (first nights forecast at three times the jobs that came): the rest of
+        the site, forecast by the same young seasons, falls short alike, and a drop of its own is one against
+        the rest."""
+        exp = self.exp.copy()
+        rows = np.flatnonzero(rows[: exp.shape[0]])
+        if rows.size:
+            rest_obs = self.obs.sum(axis=0)[None, :] - self.obs[rows]
+            rest_exp = self.exp.sum(axis=0)[None, :] - self.exp[rows]
+            exp[rows] *= np.minimum(1.0, (rest_obs + 0.5) / (rest_exp + 0.5))
+        return exp
+
+    def sequential(self, judged, disp, threshold, forecast=None):
         """A one-sided CUSUM of each judged source's blocks against their forecasts -> [(source, blocks,
         evidence, lines, forecast)] for the runs whose evidence reaches threshold (each run raised once).
         A drop of a sparse source lasting an unknown time (an hour, an afternoon) is found once the evidence
@@ -174,13 +190,15 @@ class LongWindows:
         of drops(); a block at or above its forecast takes evidence away, so the forecast's usual misfit
         (evening too high for one quarter, too low for the next) does not build up. The evidence of a block
         uses its learned error (see learn), so a source whose forecast is often off needs a longer drop; and
-        the run's lines must be at most DROP_MAX_RATIO of its forecast."""
+        the run's lines must be at most DROP_MAX_RATIO of its forecast. forecast: the blocks' forecasts to
+        judge against (site_scaled), else the recorded ones."""
         found = []
+        forecast = self.exp if forecast is None else forecast
         newest = (self.pos - 1) % self.blocks
         n = min(judged.shape[0], self.obs.shape[0])
         disp = self.block_dispersion(disp)
         for src in range(n):
-            exp = self.exp[src, newest]
+            exp = forecast[src, newest]
             if not judged[src] or exp <= 0 or self.filled[src] < 1:
                 self.cusum[src], self.run[src], self.raised[src] = 0.0, 0, False
                 continue
@@ -195,22 +213,23 @@ class LongWindows:
                 continue
             width = int(min(self.run[src], self.blocks, self.filled[src]))
             slots = (self.pos - 1 - np.arange(width)) % self.blocks
-            lines, forecast = float(self.obs[src, slots].sum()), float(self.exp[src, slots].sum())
-            if lines <= DROP_MAX_RATIO * forecast:
+            lines, expected = float(self.obs[src, slots].sum()), float(forecast[src, slots].sum())
+            if lines <= DROP_MAX_RATIO * expected:
                 self.raised[src] = True
                 self.since[src] = 0
-                found.append((src, width, float(self.cusum[src]), lines, forecast))
+                found.append((src, width, float(self.cusum[src]), lines, expected))
         return found
 
-    def drops(self, judged, disp, min_score):
+    def drops(self, judged, disp, min_score, forecast=None):
         """Sources low over a long window -> [(source, width in blocks, score, lines, forecast)], the best
         window of each, where every block of the window was below its forecast. judged: bool per source
         (steady and old enough); disp: per source. The window's forecast error is the block's, learned
         (see learn): errors of consecutive blocks are alike more often than not, so it is not divided.
         A window reaching back into the blocks of one raised before is that outage again, not a new one
         (a half hour silent, raised, then the hour over it and the source's return read as a drop): only
-        windows of the blocks since are judged."""
+        windows of the blocks since are judged. forecast: as sequential's."""
         found = []
+        forecast = self.exp if forecast is None else forecast
         disp = self.block_dispersion(disp)
         # a source empty in most quarter hours (bursts hours apart) says nothing by a few more empty ones
         steady = judged[: self.obs.shape[0]] & (self.nonzero[: judged.shape[0]] >= STEADY_SHARE)
@@ -220,9 +239,9 @@ class LongWindows:
                 if min(self.filled[src], self.since[src]) < width:
                     break
                 slots = (self.pos - 1 - np.arange(width)) % self.blocks
-                if (self.obs[src, slots] >= self.exp[src, slots]).any():
+                if (self.obs[src, slots] >= forecast[src, slots]).any():
                     continue    # a drop lasting the whole window: a short outage in it (a restart) is not one
-                obs, exp = float(self.obs[src, slots].sum()), float(self.exp[src, slots].sum())
+                obs, exp = float(self.obs[src, slots].sum()), float(forecast[src, slots].sum())
                 score = count_lower_score(obs, exp, disp[src], self.error(src)) if exp > 0 else 0.0
                 if score >= min_score and (best is None or score > best[2]):
                     best = (src, width, score, obs, exp)

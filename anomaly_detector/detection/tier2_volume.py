@@ -90,6 +90,11 @@ QUIET_HOUR_SHARE = 0.1
 # the second day from judging any drop in the first half of each hour, and the sequential test's evidence
 # of a run of low quarters started again at every hour (postfix at a fifth of its mail for 33 min: none).
 LONG_MIN_DAYS = 1.0
+# A source judged over long windows by its clumps (_clumps) is judged only in hours whose usual count is at least
+# this share of its long-run mean (VolumeTier._busy_hours). Quieter, a young hour-of-day factor shrunk towards 1
+# (HOUR_PRIOR_DAYS) is itself a drop: at a fifth of the mean, two days seen forecast nearly twice what comes. Not
+# the mean itself: a drop lowers its own hour's usual count, by a quarter over three days for a drop to a fifth.
+BUSY_HOUR_SHARE = 0.5
 # A template is judged against its recent level (tier2_recent.py) once this many hours of the day
 # have been seen for HOUR_RATE_MIN_SHARE of an hour since it settled.
 RECENT_MIN_HOURS = 4
@@ -1302,17 +1307,31 @@ class VolumeTier(Tier):
                   & ~_quiet_most_hours(self.season, keys, self.bucket_seconds)
                   & self._hours_seen_twice(when, src.size))
         disp = _dispersion_all(src)
+        by_clumps = np.zeros(src.size, np.bool_)
+        busy = self._busy_hours(when, src.size)
         for sid in np.flatnonzero(judged).tolist():
             # Only a source whose usual quarter hour (its long-run mean) holds too few lines to show a drop
             # to half by Poisson sampling alone (the forecast taken as exact as it can be: about 45 lines
             # or fewer) is judged over long windows. A busier source's quarter hour has the lines, and
-            # where it cannot show a drop (clumps of lines, quiet hours that its seasons do not know
-            # yet, such as when a night job ends), a longer window only adds more of that error.
+            # where it cannot show a drop (quiet hours that its seasons do not know yet, such as when a
+            # night job ends), a longer window only adds more of that error. Unless its lines come in clumps
+            # of one event each (_clumps): too few events then, judged in its busy hours (_busy_hours) and
+            # against the rest of the site (LongWindows.site_scaled).
             quarter = DROP_WINDOWS[-1] * src.total[sid] / max(src.age[sid], 1)
-            judged[sid] = (count_lower_score(0.5 * quarter, quarter, 1.0, MIN_RELATIVE_ERROR ** 2)
-                           < self.finding_min_score)
-        found = self.long.drops(judged, disp, self.finding_min_score) if judged.any() else []
-        found += self._sequential_drops(judged, disp, {f[0] for f in found})
+            few = count_lower_score(0.5 * quarter, quarter, 1.0, MIN_RELATIVE_ERROR ** 2) < self.finding_min_score
+            judged[sid] = few or (busy[sid] and count_lower_score(0.5 * quarter, quarter, _clumps(src, sid),
+                                                                  MIN_RELATIVE_ERROR ** 2) < self.finding_min_score)
+            by_clumps[sid] = judged[sid] and not few
+        forecast, judged_disp = None, disp
+        if by_clumps.any():
+            forecast = self.long.site_scaled(by_clumps)
+            # judged by its clumps: at least as scattered as its blocks were learned to be (a job's eight lines
+            # learned a per-minute dispersion of five, its quarter hours one of eight)
+            n = min(disp.shape[0], self.long.bdisp.shape[0])
+            judged_disp = disp.copy()
+            judged_disp[:n] = np.where(by_clumps[:n], np.maximum(disp[:n], self.long.bdisp[:n]), disp[:n])
+        found = self.long.drops(judged, judged_disp, self.finding_min_score, forecast) if judged.any() else []
+        found += self._sequential_drops(judged, judged_disp, {f[0] for f in found}, forecast)
         # a block stands for its buckets, but consecutive ones overlap in what they say of the forecast
         # (as tier2_recent's windows do): learned at a quarter of its buckets' rate
         skip = [f[0] for f in found] + np.flatnonzero(self.long.raised).tolist()
@@ -1357,14 +1376,14 @@ class VolumeTier(Tier):
                 expected="about %.1f per %gs" % (exp, span), observed="0 per %gs" % span, source=str(sid),
                 confirmed=True, since=self._silent_since(src, sid)))
 
-    def _sequential_drops(self, judged, disp, already):
+    def _sequential_drops(self, judged, disp, already, forecast=None):
         """The long windows' sources whose sequential test (tier2_long.LongWindows.sequential) reached its
         threshold at this block, as drops() tuples, but not those a fixed window raised now. Scored
         finding_min_score at the threshold and more with the evidence: it is confirmed by construction
         (a run of low quarters, longer than drop_hold_seconds)."""
         if not self.sequential_h:
             return []
-        found = self.long.sequential(judged, disp, self.sequential_h)
+        found = self.long.sequential(judged, disp, self.sequential_h, forecast)
         scale = self.finding_min_score / self.sequential_h
         return [(src, width, min(100.0, scale * evidence), obs, exp)
                 for src, width, evidence, obs, exp in found if src not in already]
@@ -1378,6 +1397,23 @@ class VolumeTier(Tier):
         hours.add(int(when % 86400 // 3600))
         seen = self.season.hod[:n, 2, sorted(hours)].min(axis=1)
         return seen >= LONG_MIN_DAYS * 3600.0 / self.bucket_seconds
+
+    def _busy_hours(self, when, n):
+        """Per source: whether every hour of day the long windows span (up to `when`), and the hour after, is
+        one of its busy hours, its usual count there (_hour_rate) at least BUSY_HOUR_SHARE of its long-run mean.
+        Hour-of-day factors are shrunk towards 1 while they are young, so a source's forecast in its quiet
+        hours is too high: the nights of a job queue were forecast at two to five times the jobs that came,
+        for hours on end, and judged by its jobs, such a night read as a drop of the source. The hour after
+        too: an hour whose second half is quiet (a nightly batch that ends at half past) has a usual count
+        between both, too high for the quiet half, and its end read as a drop."""
+        src = self.sources
+        span = self.long.blocks * DROP_WINDOWS[-1] * self.bucket_seconds
+        hours = {int(t % 86400 // 3600) for t in np.arange(when - span + self.bucket_seconds, when + 1, 3600.0)}
+        hours |= {int(when % 86400 // 3600), int((when + 3600.0) % 86400 // 3600)}
+        keys = np.arange(n)
+        mean = src.total[:n] / np.maximum(src.age[:n], 1)
+        rates = np.array([_hour_rate(self.season, keys, h, self.bucket_seconds) for h in sorted(hours)])
+        return (rates >= BUSY_HOUR_SHARE * mean[None, :]).all(axis=0) & (mean > 0)
 
     def _hold_recent_drops(self, best, window, when):
         """Hold the drops against the recent level that RecentLevel.close or confirm scored (best > 0)."""
@@ -1916,6 +1952,16 @@ def _set_season_rows(season, key, rows):
     if "hod" in rows and "dow" in rows:
         season.hod[key] = np.asarray(rows["hod"], float).reshape(3, 24)
         season.dow[key] = np.asarray(rows["dow"], float).reshape(3, 7)
+
+
+def _clumps(base, key):
+    """The size of a key's clumps of lines where they are one event's lines (a job logging received, rendered,
+    uploaded and done within seconds): its dispersion, bounded by its mean count in a bucket with any, at
+    least 1. A quarter hour of 90 such lines is some 22 jobs, whose drop to half is no more certain than 22
+    single lines'; counted by lines, such a source was too busy for the long windows, and a drop of its jobs
+    to a fifth for an hour and a half, each quarter hour short of finding_min_score, was missed. A steady
+    source busy every minute scatters as single lines (dispersion 1): its lines are no clumps."""
+    return float(max(1.0, min(base.clump[key], base.phi[key])))
 
 
 def _intermittent(base, seasons, keys, bucket_seconds):
