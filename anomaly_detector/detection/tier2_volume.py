@@ -484,13 +484,29 @@ class VolumeTier(Tier):
         requests), so at the evening peak a sporadic template is expected at that multiple of its long-run
         rate: judged against the day's mean, ordinary clumps at the peak would read as bursts. Its source's
         factor, not its own: a busy key's is steady, and a burst does not teach it (the template's own hour
-        of a few lines would learn the burst's first minutes). Never below 1: a warning that does not follow
-        traffic is not expected to fall silent at night."""
+        of a few lines would learn the burst's first minutes); but no more than the template's own hours
+        were seen to follow it (_own_hour_multiple). Never below 1: a warning that does not follow traffic
+        is not expected to fall silent at night."""
         if base is not self.templates:
             return 1.0
         sources = self.template_source[keys]
         season = self.season.factor(sources, buckets * self.bucket_seconds, self.bucket_seconds, hour_day)
-        return np.maximum(season * self._quiet_day_factor(sources), 1.0)
+        traffic = season * self._quiet_day_factor(sources)
+        return np.maximum(np.minimum(traffic, self._own_hour_multiple(keys, buckets, hour_day)), 1.0)
+
+    def _own_hour_multiple(self, keys, buckets, hour_day=None):
+        """How much above its long-run rate each template was seen at this hour of day (inf where the hour is
+        not known yet: HOUR_RATE_MIN_SHARE of an hour). Not every sporadic template follows its source's traffic:
+        a shard timeout at a line every twenty minutes was expected at nineteen times that at its source's
+        evening peak, where its own evening hours had three, and its burst at fifteen times its rate was
+        never judged. Its own hours say how far it follows."""
+        hour = (hour_day or _hour_and_day(buckets * self.bucket_seconds))[0]
+        base, seasons = self.templates, self.template_season
+        seen = seasons.hod[keys, 2, hour]
+        known = seen >= HOUR_RATE_MIN_SHARE * 3600.0 / self.bucket_seconds
+        long_run = base.total[keys] / np.maximum(base.age[keys], 1)
+        rate = seasons.hod[keys, 0, hour] / np.where(known, seen, 1.0)
+        return np.where(known & (long_run > 0), rate / np.where(long_run > 0, long_run, 1.0), np.inf)
 
     def _quiet_day_factor(self, sources):
         """How much quieter than its long-run mean each source's level is now (at most 1). The hour-of-day
@@ -551,7 +567,15 @@ class VolumeTier(Tier):
             def rescore(sel, f):
                 return self._window_scores(keys[sel], counts[sel], buckets[sel], base, mus[sel] * f, windowed[sel], ctx,
                                            earlier[sel], window)[0]
+            # A sporadic key's forecast is its long-run rate times its source's traffic as far as its own hours
+            # follow it (_busy_hour_factor), not a seasonal level that a site-wide surge leaves behind: the site's
+            # factor is not laid on it again (svc's evening, every service at 6-12 times a season that had not
+            # seen it, put a shard timeout's burst at nine times its rate under the floor).
+            sporadic = windowed == WINDOW_SPORADIC
+            kept = scores[sporadic].copy()
+            scores[sporadic] = 0.0
             w_mus = w_mus * site.adjust(scores, window, rescore, lines)
+            scores[sporadic] = kept
         return scores, w_counts, w_mus
 
     def _long_window_scores(self, keys, counts, buckets, base, mus, windowed, w_counts, w_mus, ctx, site=None):
@@ -560,9 +584,11 @@ class VolumeTier(Tier):
         short window's where not judged). A quiet key's few lines a minute are mostly counting noise: five
         minutes of a sustained rise are rarely certain, a quarter of an hour is. Only while the short
         window is still that high: a spike that has ended is no news for the lines after it. Every line of
-        a candidate's key goes in (the window's earlier buckets are counted from the batch's lines)."""
+        a candidate's key goes in (the window's earlier buckets are counted from the batch's lines). A sporadic
+        key too: a rare warning at a line a minute has five or six in five minutes, short of a certain spike
+        against a forecast under half a line, and a quarter hour of them is certain."""
         scores = np.zeros(keys.size, np.float32)
-        cand = (windowed == WINDOW_BUSY) & (w_counts >= self.spike_min_ratio * w_mus)
+        cand = (windowed != WINDOW_NONE) & (w_counts >= self.spike_min_ratio * w_mus)
         if not (cand.any() and ctx.warm):
             return scores, w_counts, w_mus
         idx = np.flatnonzero(np.isin(keys, keys[cand]))

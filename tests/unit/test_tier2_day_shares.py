@@ -338,14 +338,15 @@ def sporadic(hour):
     return {(2, 1): 30.0, (3, 1): 0.1}
 
 
-@pytest.mark.parametrize("per_minute, minutes, at_least", [(3, 15, 70.0), (2, 6, 70.0), (1, 15, None)])
+@pytest.mark.parametrize("per_minute, minutes, at_least", [(3, 15, 70.0), (2, 6, 70.0), (1, 5, None), (1, 15, 70.0)])
 def test_a_sporadic_template_bursting_is_judged_over_the_window_against_its_rate(per_minute, minutes, at_least):
     """Six an hour, then `per_minute` a minute: never more than a handful a bucket, short of any one
     bucket's floor (its clump), but over five minutes far beyond half a line expected. Thirty and twenty
     times its rate are flagged (twenty: ten lines in five minutes, which three normal deviations put at
     zero against its floor, and which its per-minute dispersion, raised by each minute of the burst, put
     under 70); ten times (five lines in five minutes) stays under spike_min_ratio's low end (the Poisson
-    lower bound of its window count)."""
+    lower bound of its window count) for five minutes, and is found over the quarter hour (fifteen lines
+    against one and a half: VolumeTier._long_window_scores judges sporadic keys too)."""
     rng = np.random.default_rng(21)
     t2 = tier()
     top, found = feed(t2, sporadic, DAY0, 1440 + 14 * 60, rng)
@@ -362,19 +363,32 @@ def test_the_poisson_lower_bound_is_the_exact_one_within_a_few_percent_and_never
 
 
 def test_a_sporadic_template_is_expected_at_its_sources_busy_hour_multiple_never_below_its_rate():
-    """Source 0 logs ten times more at 14:00 than at 02:00: its sporadic lines (a decline, a timeout) come
-    with that traffic, so by day they are expected above their long-run rate; at night not below it."""
+    """Source 0 logs ten times more at 14:00 than at 02:00: lines that come with that traffic (a decline, a
+    timeout; template 0) are expected above their long-run rate by day; at night not below it."""
     rng = np.random.default_rng(5)
     t2 = tier()
     feed(t2, day_and_night, DAY0, 2 * 1440, rng)
 
-    def factor(hour, base):
+    def factor(hour, base, key=0):
         buckets = t2._buckets(np.array([DAY0 + 2 * 86400 + hour * 3600 + 30.0]))
-        return float(np.broadcast_to(t2._busy_hour_factor(np.array([1]), buckets, base), 1)[0])
+        return float(np.broadcast_to(t2._busy_hour_factor(np.array([key]), buckets, base), 1)[0])
 
     assert factor(14, t2.templates) > 1.3
     assert factor(2, t2.templates) == 1.0
     assert factor(14, t2.values.base) == 1.0, "value keys keep their long-run rate"
+
+
+def test_a_sporadic_template_that_does_not_follow_its_source_is_not_expected_at_its_busy_hour_multiple():
+    """Template 1 logs as much at 14:00 as at 02:00 while its source is ten times busier: its own hours say
+    it does not follow that traffic, and it is expected at about its long-run rate by day too (at the
+    source's multiple, a shard timeout's burst at fifteen times its rate never reached its forecast's floor)."""
+    rng = np.random.default_rng(5)
+    t2 = tier()
+    feed(t2, day_and_night, DAY0, 2 * 1440, rng)
+    buckets = t2._buckets(np.array([DAY0 + 2 * 86400 + 14 * 3600 + 30.0]))
+    flat = float(np.broadcast_to(t2._busy_hour_factor(np.array([1]), buckets, t2.templates), 1)[0])
+    follows = float(np.broadcast_to(t2._busy_hour_factor(np.array([0]), buckets, t2.templates), 1)[0])
+    assert flat < 1.15 < 1.3 < follows, (flat, follows)
 
 
 def held_a_day(rng):
@@ -491,7 +505,7 @@ def test_a_sporadic_templates_busy_hour_multiple_is_lowered_on_a_quiet_day():
         feed(t2, day_and_night, DAY0, 2 * 1440 + 10 * 60, rng)
         feed(t2, day, DAY0 + 2 * 86400 + 10 * 3600, 4 * 60, rng)
         buckets = t2._buckets(np.array([DAY0 + 2 * 86400 + 14 * 3600 + 30.0]))
-        factors[name] = float(np.broadcast_to(t2._busy_hour_factor(np.array([1]), buckets, t2.templates), 1)[0])
+        factors[name] = float(np.broadcast_to(t2._busy_hour_factor(np.array([0]), buckets, t2.templates), 1)[0])
         factors[name + " level"] = float(t2._quiet_day_factor(np.array([0]))[0])
     assert factors["weekday"] > 1.3 and factors["weekday level"] >= 0.95, factors
     # four hours at 70% bring the level to about 0.9 of its long-run mean (it learns at learning_rate)
@@ -659,3 +673,31 @@ def test_a_share_that_rises_because_the_rest_of_its_source_fell_is_no_spike(min_
     start = DAY0 + 2 * 86400 + 14 * 3600
     top, _ = template1_top(t2, lambda t0: export_job(14), start, 20, rng, lambda t0, tid: 0.05 if tid == 0 else 1.0)
     assert (top >= 70.0) if expect_spike else (top < 40.0), top
+
+
+def with_a_rare_warning(rate):
+    """day_and_night with template 3 of source 0, a warning at `rate` a minute whatever the traffic."""
+    return lambda hour: {**day_and_night(hour), (3, 0): rate}
+
+
+def test_a_rare_warnings_burst_too_slow_for_five_minutes_is_found_over_a_quarter_hour():
+    """A warning that logs once in twenty minutes comes at about a line a minute for a quarter hour (svc's shard
+    timeouts): five or six lines in five minutes are no certain spike of a sporadic key, but a quarter hour of
+    them is (its long window, VolumeTier._long_window_scores). Before it, this draw's best line scored 49."""
+    rng = np.random.default_rng(4)
+    t2 = tier()
+    feed(t2, with_a_rare_warning(0.05), DAY0, 2 * 1440 + 14 * 60, rng)
+    top, _ = feed(t2, with_a_rare_warning(1.0), DAY0 + 2 * 86400 + 14 * 3600, 15, rng, chunk=1)
+    assert top >= 70.0, top
+
+
+def test_a_rare_warning_three_times_in_ten_minutes_does_not_page():
+    """The same warning three times in ten minutes by chance (a line a minute for three minutes) is no spike."""
+    rng = np.random.default_rng(7)
+    t2 = tier()
+    feed(t2, with_a_rare_warning(0.05), DAY0, 2 * 1440 + 14 * 60, rng)
+    burst = {0: 1.0, 1: 1.0, 2: 1.0}
+    for m in range(10):
+        top, _ = feed(t2, with_a_rare_warning(burst.get(m, 0.0)), DAY0 + 2 * 86400 + 14 * 3600 + 60 * m, 1, rng,
+                      chunk=1)
+        assert top < 70.0, (m, top)
