@@ -224,8 +224,13 @@ def _hour_rate(seasons, keys, hour, bucket_seconds):
     _hour_and_day's): the hour-of-day table's observed sum over its buckets (both decay alike), once
     the hour has been seen for at least HOUR_RATE_MIN_SHARE of an hour; 0 before."""
     seen = seasons.hod[keys, 2, hour]
-    enough = seen >= HOUR_RATE_MIN_SHARE * 3600.0 / bucket_seconds
+    enough = _hour_known(seasons, keys, hour, bucket_seconds)
     return np.where(enough, seasons.hod[keys, 0, hour] / np.where(enough, seen, 1.0), 0.0)
+
+
+def _hour_known(seasons, keys, hour, bucket_seconds):
+    """Whether each key's hour-of-day table has seen this hour for at least HOUR_RATE_MIN_SHARE of an hour."""
+    return seasons.hod[keys, 2, hour] >= HOUR_RATE_MIN_SHARE * 3600.0 / bucket_seconds
 
 
 def _hours_and_days(when, shape, hour_day=None):
@@ -459,7 +464,7 @@ class VolumeTier(Tier):
         # see _hour_rate): a service's first morning ramp, three times its night level, is no spike,
         # and flagged it would keep its hour out of the seasons (volume_kernels._season_weight).
         hour = hour_day[0]
-        hour_known = seasons.hod[keys, 2, hour] >= HOUR_RATE_MIN_SHARE * 3600.0 / self.bucket_seconds
+        hour_known = _hour_known(seasons, keys, hour, self.bucket_seconds)
         settled = hour_known & (base.age[keys] >= self.min_history + DROP_WINDOWS[-1])
         busy = ~sparse & ~intermittent & settled
         # A window is judged against the long-run mean at this season too: a key back to its usual
@@ -502,10 +507,9 @@ class VolumeTier(Tier):
         never judged. Its own hours say how far it follows."""
         hour = (hour_day or _hour_and_day(buckets * self.bucket_seconds))[0]
         base, seasons = self.templates, self.template_season
-        seen = seasons.hod[keys, 2, hour]
-        known = seen >= HOUR_RATE_MIN_SHARE * 3600.0 / self.bucket_seconds
+        known = _hour_known(seasons, keys, hour, self.bucket_seconds)
         long_run = base.total[keys] / np.maximum(base.age[keys], 1)
-        rate = seasons.hod[keys, 0, hour] / np.where(known, seen, 1.0)
+        rate = _hour_rate(seasons, keys, hour, self.bucket_seconds)
         return np.where(known & (long_run > 0), rate / np.where(long_run > 0, long_run, 1.0), np.inf)
 
     def _quiet_day_factor(self, sources):
