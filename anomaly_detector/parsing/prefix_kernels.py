@@ -3,7 +3,9 @@
 parsing/sources.py runs them over a parsed batch and decides (by share) whether to trust what they
 found; tests/unit/test_source_prefixes.py compares them with plain-Python regex twins. They only
 look at shapes: a syslog-style prefix is two tokens, the second shaped like a program name, then
-`:` and a space; a docker compose prefix is one name token, spaces, `|` and a space.
+`:` and a space; a docker compose prefix is one name token, spaces, `|` and a space. The service a
+syslog tag names is the program before its first `/`: postfix logs as `postfix/smtpd`, `postfix/qmgr`,
+`postfix/cleanup` (one mail passes through each), and an operator calls that one service, postfix.
 """
 import numpy as np
 from numba import njit
@@ -38,7 +40,8 @@ def _is_program_byte(c):
 
 @njit(cache=True)
 def _syslog_prefix(buf, s, e):
-    """(program start, program end, body start) of `host program[pid]: body` at s, or (-1, -1, s)."""
+    """(program start, service end, body start) of `host program[pid]: body` at s, or (-1, -1, s); the
+    service ends at the program's first `/` (`postfix/smtpd` is postfix) or with the program."""
     pos = s
     while pos < e and pos - s <= MAX_HOST_BYTES and _is_host_byte(buf[pos]):
         pos += 1
@@ -48,11 +51,16 @@ def _syslog_prefix(buf, s, e):
     if ps >= e or not _is_letter(buf[ps]):
         return -1, -1, s
     pos = ps
+    service_end = -1
     while pos < e and pos - ps <= MAX_PROGRAM_BYTES and _is_program_byte(buf[pos]):
+        if buf[pos] == 47 and service_end < 0:
+            service_end = pos
         pos += 1
     pe = pos
     if pe - ps > MAX_PROGRAM_BYTES or pos >= e:
         return -1, -1, s
+    if service_end < 0:
+        service_end = pe
     if buf[pos] == 91:  # [pid]
         k = pos + 1
         while k < e and k - pos - 1 <= MAX_PID_BYTES and _is_alnum(buf[k]):
@@ -67,12 +75,12 @@ def _syslog_prefix(buf, s, e):
         return -1, -1, s  # `a b:c` is text (a time, a URL, key:value), not a tag
     while pos < e and buf[pos] == 32:
         pos += 1
-    return ps, pe, pos
+    return ps, service_end, pos
 
 
 @kt.entry((kt.BYTES, kt.I64_1D, kt.I64_1D), cache=True)
 def syslog_prefixes(buf, starts, ends):
-    """Per line: program span (-1 where there is no prefix) and where the text after the prefix starts."""
+    """Per line: service span (-1 where there is no prefix) and where the text after the prefix starts."""
     n = starts.shape[0]
     ps = np.full(n, -1, np.int64)
     pe = np.full(n, -1, np.int64)

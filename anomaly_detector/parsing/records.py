@@ -29,7 +29,7 @@ from anomaly_detector.parsing.headers import HeaderFormat
 from anomaly_detector.parsing.inline_levels import INLINE_LEVEL_MODES, level_of_text
 from anomaly_detector.parsing.jsonl import parse_json_line_reason
 from anomaly_detector.parsing.sanitize import clean_text
-from anomaly_detector.parsing.sources import LineSources, SourceFieldsError, source_fields_problem
+from anomaly_detector.parsing.sources import LineSources, SourceFieldsError, service_of, source_fields_problem
 from anomaly_detector.parsing.syslog import parse_syslog
 from anomaly_detector.parsing.timestamps import GARBAGE, STAMP_FIELDS, TimestampParser
 
@@ -280,7 +280,7 @@ class RecordParser:
         if msg["ts"] is None and msg["timestamp"]:
             self.stats["unparsed_timestamps"] += 1
         if self.line_sources.prefix == "auto" and msg["app"]:
-            source = msg["app"]   # the app-name is the program, as a syslog-style prefix would say
+            source = service_of(msg["app"])   # the app-name is the program, as a syslog-style prefix would say
         else:
             source = self.source or msg["host"] or ""
         return Record(msg["ts"], source, msg["level"], msg["message"], msg)

@@ -7,7 +7,8 @@ several services gets one model per service instead of one moving mix.
 
 Precedence for a line: the source the line names itself (JSON source key, syslog app-name,
 `source_fields`), else a syslog-style `host program[pid]: ` prefix (the program), else a docker
-compose `name-1  | ` prefix (the service), else the input's source. A syslog-style prefix also names
+compose `name-1  | ` prefix (the service), else the input's source. A syslog program's service is its
+name before the first `/` (service_of): `postfix/smtpd` and `postfix/qmgr` are postfix. A syslog-style prefix also names
 the line's host (Columns.host_id): the source stays the program, an operator's service, and
 detection/tier2_hosts.py counts its hosts apart, so one replica going silent is seen. So does a
 `<Host>` field of log_format that source_fields does not name.
@@ -33,6 +34,11 @@ MIN_EVIDENCE_LINES = 20
 # Votes carry from batch to batch (a daemon batch can be one line) and are halved past this many
 # lines, so an input that changes shape is followed within a few window lengths.
 VOTE_WINDOW_LINES = 20000
+
+
+def service_of(program):
+    """The service a syslog program tag names: its text before the first `/` (prefix_kernels does the same)."""
+    return program.split("/", 1)[0]
 
 
 class SourceFieldsError(ValueError):

@@ -15,9 +15,9 @@ _REPLICA = re.compile(r"(.+)[-_][0-9]+\Z")
 
 
 def syslog_twin(line):
-    """(program, body) of a syslog-style prefix, or None."""
+    """(service, body) of a syslog-style prefix, or None: the service is the program before its first `/`."""
     m = _SYSLOG.match(line)
-    return (m.group(2), line[m.end():]) if m else None
+    return (m.group(2).split("/", 1)[0], line[m.end():]) if m else None
 
 
 def compose_twin(line):
@@ -49,7 +49,9 @@ def run_kernel(kernel, lines):
 SYSLOG_POSITIVE = [
     ("web-1 nginx: 10.0.0.5 GET /cart 200 123", ("nginx", "10.0.0.5 GET /cart 200 123")),
     ("db-1.prod.example postgres[4242]: checkpoint complete", ("postgres", "checkpoint complete")),
-    ("mail01 postfix/smtpd[77]: connect from x", ("postfix/smtpd", "connect from x")),
+    ("mail01 postfix/smtpd[77]: connect from x", ("postfix", "connect from x")),
+    ("mail01 postfix-out/submission/smtpd[7]: x", ("postfix-out", "x")),
+    ("h a@b.service/x: y", ("a@b.service", "y")),
     ("host1 systemd:", ("systemd", "")),
     ("h kernel:   spaces after", ("kernel", "spaces after")),
 ]
@@ -249,6 +251,16 @@ def test_syslog_messages_take_their_app_name():
     assert sources_of(cols) == ["nginx", "postgres"]
     cols = parse_columns(RecordParser(source="sys", source_prefix="off"), text)
     assert sources_of(cols) == ["sys", "sys"]
+
+
+def test_a_program_and_its_sub_programs_are_one_service():
+    """postfix logs one mail as postfix/smtpd, postfix/cleanup, postfix/qmgr: one service, not three."""
+    lines = ["2026-03-02T10:00:%02dZ INFO mail-1 postfix/%s[%d]: Q%d: step" % (i % 60, sub, 10 + i, i)
+             for i in range(30) for sub in ("smtpd", "cleanup", "qmgr")]
+    cols = parse_columns(RecordParser(source="in", source_prefix="auto"), ("\n".join(lines) + "\n").encode())
+    assert set(sources_of(cols)) == {"postfix"}
+    text = b"<22>Mar  2 10:00:01 mail-1 postfix/smtpd[5]: connect\n<22>Mar  2 10:00:02 mail-1 postfix/qmgr[6]: ok\n"
+    assert sources_of(parse_columns(RecordParser(source="sys", source_prefix="auto"), text)) == ["postfix", "postfix"]
 
 
 def test_json_lines_keep_their_source_key_and_a_prefix_in_the_message_names_the_rest():
