@@ -98,16 +98,38 @@ def _write(path, directory, kind, version, payload):
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
-        generations = generation_paths(path)
-        for older, newer in reversed(list(zip(generations[1:], generations))):
-            if os.path.exists(newer):    # oldest first; a crash half-way leaves a gap, never a torn file
-                os.replace(newer, older)
+        _rotate(generation_paths(path))
         os.replace(tmp, path)
         fsync_dir(directory)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _rotate(generations):
+    """Shift path -> .prev -> .prev2 ..., oldest first, each older name taking its newer one's file by a
+    hard link renamed over it: every generation is in place at every moment (a backup or a cleanup
+    looking mid-rotation finds them all), where renaming the newer name over the older left it missing
+    until the next step. A crash half-way leaves two names of one whole file, never a torn one."""
+    for older, newer in reversed(list(zip(generations[1:], generations))):
+        if os.path.exists(newer):
+            _link_over(newer, older)
+
+
+def _link_over(src, dst):
+    """Make dst a name of src's file in one rename (src moved there where hard links are not supported).
+    The link's name is fixed per dst: only the owner of a state file writes it, and a link left by a
+    writer killed before its rename is replaced by the next write."""
+    link = os.path.join(os.path.dirname(dst), ".%s.link" % os.path.basename(dst))
+    try:
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.link(src, link)
+    except OSError:
+        os.replace(src, dst)
+        return
+    os.replace(link, dst)
 
 
 def replace_file(path, data, durable=True):

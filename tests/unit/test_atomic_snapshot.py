@@ -60,6 +60,36 @@ def test_no_temporary_files_left(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["t.snap", "t.snap.prev"]
 
 
+def test_every_generation_stays_in_place_while_a_write_rotates_them(tmp_path, monkeypatch):
+    """A backup or cleanup looking mid-rotation finds every kept generation, each whole and in order."""
+    monkeypatch.setattr(atomic, "_generations", 3)
+    path = str(tmp_path / "t.snap")
+    for i in range(3):
+        write_json_snapshot(path, "templates", 1, {"i": i})
+    generations = atomic.generation_paths(path)
+    replace = os.replace
+    missing = []
+
+    def watched(src, dst):
+        missing.extend(p for p in generations if not os.path.exists(p))
+        replace(src, dst)
+    monkeypatch.setattr(atomic.os, "replace", watched)
+    write_json_snapshot(path, "templates", 1, {"i": 3})
+    assert missing == []
+    assert [read_json_snapshot(p, "templates", 1)[1]["i"] for p in generations] == [3, 2, 1]
+    assert sorted(os.listdir(tmp_path)) == ["t.snap", "t.snap.prev", "t.snap.prev2"]
+
+
+def test_a_filesystem_without_hard_links_still_rotates(tmp_path, monkeypatch):
+    def refuse(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(atomic.os, "link", refuse)
+    path = str(tmp_path / "t.snap")
+    for i in range(3):
+        write_json_snapshot(path, "templates", 1, {"i": i})
+    assert [read_json_snapshot(p, "templates", 1)[1]["i"] for p in (path, path + ".prev")] == [2, 1]
+
+
 def test_peek_reads_for_an_observer_and_never_moves_a_file(tmp_path):
     path = str(tmp_path / "detection.json")
     with pytest.raises(FileNotFoundError):
