@@ -36,12 +36,12 @@ class SiteLoad:
         self._per_bucket = {}         # (bucket, window) -> (earlier counts, forecast per source, busy)
         self._running = {}            # bucket -> (lines of the bucket in the batch, running counts per source)
 
-    def adjust(self, scores, window, rescore, lines=None):
-        """Rescore the lines with a score above 0 whose site factor is above 1: rescore(selected positions,
-        their factors) gives their scores against the forecast times the factor. Returns the factor of
-        every line (1 where not adjusted); scores is changed in place."""
+    def adjust(self, scores, window, rescore, lines=None, among=None):
+        """Rescore the lines with a score above 0 whose site factor is above 1 (among: only where True):
+        rescore(selected positions, their factors) gives their scores against the forecast times the
+        factor. Returns the factor of every line (1 where not adjusted); scores is changed in place."""
         factor = np.ones(scores.size)
-        cand = np.flatnonzero(scores > 0)
+        cand = np.flatnonzero(scores > 0 if among is None else (scores > 0) & among)
         if cand.size == 0:
             return factor
         at = cand if lines is None else lines[cand]

@@ -575,11 +575,7 @@ class VolumeTier(Tier):
             # follow it (_busy_hour_factor), not a seasonal level that a site-wide surge leaves behind: the site's
             # factor is not laid on it again (svc's evening, every service at 6-12 times a season that had not
             # seen it, put a shard timeout's burst at nine times its rate under the floor).
-            sporadic = windowed == WINDOW_SPORADIC
-            kept = scores[sporadic].copy()
-            scores[sporadic] = 0.0
-            w_mus = w_mus * site.adjust(scores, window, rescore, lines)
-            scores[sporadic] = kept
+            w_mus = w_mus * site.adjust(scores, window, rescore, lines, among=windowed != WINDOW_SPORADIC)
         return scores, w_counts, w_mus
 
     def _long_window_scores(self, keys, counts, buckets, base, mus, windowed, w_counts, w_mus, ctx, site=None):
