@@ -122,8 +122,10 @@ def _row(tier, batch, ctx, calls, i, start, names, t2):
                 wins.append("%dm -" % width)
                 continue
             # tier 2's floor (VolumeTier._window_scores): a sporadic key's windows at the Poisson lower bound
-            sporadic = tag != "1" and windowed == T2.WINDOW_SPORADIC
-            low = float(T2.poisson_lower_bound(np.array([n]))[0]) if sporadic else n - 3.0 * np.sqrt(n)
+            # and a busy key no more dispersed than Poisson counts (phi <= 1) at that bound too
+            poisson = tag != "1" and (windowed == T2.WINDOW_SPORADIC or (windowed == T2.WINDOW_BUSY
+                                                                          and base.phi[key] <= 1.0))
+            low = float(T2.poisson_lower_bound(np.array([n]))[0]) if poisson else n - 3.0 * np.sqrt(n)
             gate = "open" if low >= tier.spike_min_ratio * mu else "low %.0f<%.0f" % (low, tier.spike_min_ratio * mu)
             wins.append("%dm %.0f/%.1f=%.0f %s" % (width, n, mu, scores[i], gate))
         mode = {T2.WINDOW_BUSY: "busy", T2.WINDOW_SPORADIC: "sporadic"}.get(windowed, "none")

@@ -30,6 +30,12 @@ UNANIMOUS_SHARE = 0.9
 LINKED_SHARE = 0.5        # share of a position's values met earlier at other templates' positions
 PARTNER_SHARE = 0.05      # of those, the share an earlier position needs to be named with it
 REPEAT_SHARE = 0.005      # at most this share met earlier at its own position: an id is used once per step
+# ... unless nearly all its values (UNANIMOUS_SHARE) came back from earlier positions: then up to this share
+# may come back at its own too. A job numbered by the second hands a number out again when two jobs start
+# in one second (report jobs at 2-5% in their busy hours were never named, and an hour of jobs stopping
+# after one step raised nothing); a measurement that one earlier line always echoes repeats at its own
+# position about as often as it is echoed, far more than this.
+REUSED_SHARE = 0.05
 MAX_RECENT = 16384        # values remembered (the latest within the session timeout): bounds memory
 PER_POSITION = 128        # values of one position looked at per batch at most: bounds the cost
 MAX_POSITION = 64         # parameters past this one of a template are not looked at
@@ -158,7 +164,7 @@ class SessionIdLearner:
             met = sum(partners.values())
             if seen < MIN_VALUES and not _unanimous(seen, partners, repeats):
                 continue
-            if met >= LINKED_SHARE * seen and repeats <= REPEAT_SHARE * seen:
+            if met >= LINKED_SHARE * seen and repeats <= _repeats_allowed(seen, met):
                 if any(NOT_AN_ID.search(v) for v in values_of(k)):
                     self._conclude(k)
                     continue
@@ -200,6 +206,12 @@ def _grown(values, size):
     grown = np.zeros(size, values.dtype)
     grown[:values.size] = values
     return grown
+
+
+def _repeats_allowed(seen, met):
+    """How many of a position's values may have come back at its own position for it to be an id (met: how
+    many came back from earlier positions of other templates)."""
+    return (REUSED_SHARE if met >= UNANIMOUS_SHARE * seen else REPEAT_SHARE) * seen
 
 
 def _unanimous(seen, partners, repeats):
