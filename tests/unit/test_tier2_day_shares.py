@@ -333,6 +333,23 @@ def test_a_scan_of_a_quiet_template_is_judged_over_a_quarter_of_an_hour(monkeypa
             assert top < 70.0, (top, reasons)
 
 
+def test_a_busy_key_no_more_dispersed_than_poisson_opens_its_window_at_the_poisson_bound(monkeypatch):
+    """Template 3 at 1.2 a minute (Poisson: phi about 1), then 7 a minute for five minutes, in one batch:
+    35 lines against a forecast of 5.8 have a normal low end (35 - 3 sqrt 35 = 17.3) short of three times
+    the forecast (17.5), and an exact Poisson lower bound (19.5) past it: the window is judged, and the
+    count is a finding (before, it was never scored)."""
+    import anomaly_detector.detection.tier2_volume as T2
+    monkeypatch.setattr(T2, "LONG_SPIKE_WINDOW", T2.SPIKE_WINDOW)       # the five-minute window alone
+    monkeypatch.setattr(T2.VolumeTier, "_recent_spike_scores", lambda *args: [])
+    rng = np.random.default_rng(11)
+    t2 = tier()
+    top, found = feed(t2, firewall, DAY0, 2 * 1440 + 14 * 60, rng)
+    assert top < 40.0 and not found
+    assert t2.templates.phi[3] <= 1.0, t2.templates.phi[3]
+    top, reasons = spike_minutes(t2, DAY0 + 2 * 86400 + 14 * 3600, 5, rng, 5, per_minute=7)
+    assert top >= 40.0 and any("35 lines in 300s" in r for r in reasons), (top, reasons)
+
+
 def sporadic(hour):
     """Template 3: a known warning, six an hour day and night (a sparse key, spread over the day)."""
     return {(2, 1): 30.0, (3, 1): 0.1}
