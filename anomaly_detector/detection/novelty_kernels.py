@@ -54,6 +54,10 @@ HUBER_C = 3.0
 Z_CLIP = 3.0                    # Huber clip of z in the drift mean: a few extreme values do not make a drift
 OPEN_SLOT_VALUES = 8            # a slot with this many values new after warm-up is open-ended,
 CLOSED_SLOT_NOVELTY = 50.0      # unless a new value there was this surprising (p < 1e-5) at first sight
+# A new number this share of its slot's known span beyond every known number (and more than 1 beyond) is
+# not the open slot's next value: a count grows into new values a step at a time (13, then 14), a pool
+# pinned at its size (20 where 14 was the most ever seen) jumps past them.
+BEYOND_SPAN_SHARE = 0.25
 OPEN_SOURCE_TEMPLATES = 3       # a source with this many messages new after warm-up is open-ended
 SUCCESSION_SHARE = 0.5          # a young value this much of its slot's lines replaces the old ones
 NEW_RATE_BOUND = 3.0            # a value unseen in N lines has a rate below 3/N (95 %)
@@ -343,8 +347,10 @@ def _value_score(young, s, h, x, cat_hash, cat_count, cat_nd, cat_novelty, cat_s
         # come back with the load that brought them, so their recurrences prove nothing, unless
         # new values there are so rare that this one was a surprise at first sight (a status
         # code pool gathers a few new codes over weeks; a user id slot gains them every hour).
+        # A number far beyond all the slot's known ones is judged by its recurrences even there.
         state[3] = 1.0 if (_next_to_known(cat_num, cat_nd, s, x, k)
-                           or (state[3] >= OPEN_SLOT_VALUES and state[0] < CLOSED_SLOT_NOVELTY)) else 0.0
+                           or (state[3] >= OPEN_SLOT_VALUES and state[0] < CLOSED_SLOT_NOVELTY
+                               and not _far_beyond_known(cat_num, cat_nd, s, x, k))) else 0.0
         young[key] = state
     if state[3] > 0.0:
         sc = state[0]
@@ -379,6 +385,25 @@ def _next_to_known(cat_num, cat_nd, s, x, k):
         if q != k and abs(cat_num[s, q] - x) <= 1.0:
             return True
     return False
+
+
+@njit(cache=True)
+def _far_beyond_known(cat_num, cat_nd, s, x, k):
+    """True when x lies beyond every known number of slot s (not index k) by more than BEYOND_SPAN_SHARE
+    of their span and by more than 1 (see BEYOND_SPAN_SHARE)."""
+    if math.isnan(x):
+        return False
+    lo = math.inf
+    hi = -math.inf
+    for q in range(cat_nd[s]):
+        v = cat_num[s, q]
+        if q != k and not math.isnan(v):
+            lo = min(lo, v)
+            hi = max(hi, v)
+    if lo > hi:
+        return False
+    reach = max(1.0, BEYOND_SPAN_SHARE * (hi - lo))
+    return x > hi + reach or x < lo - reach
 
 
 @njit(cache=True)

@@ -140,7 +140,10 @@ def _value_score(slot, s, h, x, extra, young, min_obs, after_itself, run):
         late = sum(1 for v in earlier if slot.novelty[v] > 0)
         counting = (not math.isnan(x) and x == math.floor(x)
                     and any(abs(v - x) <= 1 for o, v in slot.nums.items() if o != h))
-        state.append(counting or (late >= K.OPEN_SLOT_VALUES and state[0] < K.CLOSED_SLOT_NOVELTY))
+        known = [v for o, v in slot.nums.items() if o != h and not math.isnan(v)]
+        reach = max(1.0, K.BEYOND_SPAN_SHARE * (max(known) - min(known))) if known else 0.0
+        far = bool(known) and not math.isnan(x) and (x > max(known) + reach or x < min(known) - reach)
+        state.append(counting or (late >= K.OPEN_SLOT_VALUES and state[0] < K.CLOSED_SLOT_NOVELTY and not far))
         young[(s, h)] = state
     if state[3]:
         score = state[0]

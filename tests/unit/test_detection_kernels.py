@@ -247,3 +247,31 @@ def test_mixed_count_scores_are_rarely_high_at_the_forecast():
         counts = phi * rng.poisson(mu * rng.lognormal(0.0, math.sqrt(rel2), n) / phi)
         scores = S.count_upper_mixed_scores(counts.astype(float), np.full(n, mu), np.full(n, phi), np.full(n, rel2))
         assert (scores >= 50).mean() < 5e-5, (mu, phi, rel2)
+
+
+@pytest.mark.parametrize("batch", [1, 16])
+def test_a_count_pinned_far_beyond_its_known_values_is_raised_in_an_open_slot(batch):
+    """A pool's in-use count (0..14 over days, each of 4..14 first seen after warm-up: an open slot) pinned
+    at its size, 20, every other line: the open slot's rule forgave the recurrences of its new values, so
+    a pool exhausted for ten minutes stayed at its first-sight surprise. 20 is far beyond every known
+    value (not the count's next step): its recurrences are judged. 15, one step past 14, stays forgiven.
+    Kernel and twin agree."""
+    min_obs, alpha, base, max_values = 20.0, 0.1, 0.01, 16
+    rng = np.random.default_rng(3)
+    values = [float(v) for v in rng.integers(0, 4, 100)]
+    for top in range(4, 15):                  # the count reaches one more value now and then
+        values += [float(v) for v in rng.integers(0, top + 1, 300)]
+    values += [float(v) for v in rng.integers(0, 15, 3000)]
+
+    def pinned(at):
+        out = []
+        for v in rng.integers(0, 15, 20):
+            out += [float(v), at]
+        return out
+
+    for at, raised in ((20.0, True), (15.0, False)):
+        scores = _feed(values + pinned(at), _categorical_state(1, max_values), {}, min_obs, alpha, base,
+                       max_values, batch)
+        first = scores[len(values) + 1]
+        assert 20 < first < 50, first             # one new value in a busy slot: a mild surprise
+        assert (max(scores[len(values):]) >= 70) == raised, (at, max(scores[len(values):]))
