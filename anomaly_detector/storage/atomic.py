@@ -129,7 +129,11 @@ def _link_over(src, dst):
     except OSError:
         os.replace(src, dst)
         return
-    os.replace(link, dst)
+    try:
+        os.replace(link, dst)
+    except BaseException:
+        os.unlink(link)       # the write fails as a whole, leaving nothing of its own behind
+        raise
 
 
 def replace_file(path, data, durable=True):
