@@ -40,6 +40,15 @@ HEADLINE_MARGIN = 20.0
 # named by the value, the stronger and more specific evidence; a burst whose rule is as strong as
 # anything else is named by the burst.
 SEVERITY_MARGIN = 5.0
+# A severity rule's lines that mostly carry a value never seen anywhere in their source (tier 3's pooled new
+# value: a status no template of the web server ever logged) are that value's lines: the burst counts
+# them, the value says what they are, and it names the incident however close the rule's score. A burst of
+# gateway errors carries known statuses on most lines (a 502 logged now and then before), and a value new
+# to the source on a few (a first 504): it stays the burst's. Judged on an even sample of each run's lines
+# (VALUE_SAMPLE at most), not on the strongest ones: a line with both reasons scores above one with either.
+NEW_TO_SOURCE = ("new value of parameter", "(new to every template of source ")
+VALUE_SAMPLE = 32
+VALUE_BORNE_SHARE = 0.5
 # Numbers out of line (a record latency, a drifting duration) are what failing requests carry: timeouts
 # are slow. A burst of errors is named by the burst within HEADLINE_MARGIN of such numbers, and they
 # are its detail. A value never seen (a status, a provider: "new value") keeps SEVERITY_MARGIN.
@@ -102,6 +111,9 @@ class Incident:
     # [since, judged] of a silence of the whole source it holds: evidence of the source stamped inside
     # (sessions its absence left unfinished, judged later) is the same outage. None: it holds none.
     absent: tuple = None
+    # [severity rule lines sampled, of them carrying a value new to their source] (see NEW_TO_SOURCE);
+    # [0, 0] in states saved before it
+    rule_values: list = field(default_factory=lambda: [0, 0])
 
     @property
     def id(self):
@@ -171,6 +183,22 @@ class Incident:
             self._add_reasons(describe.reasons(i))
         for i in lines[:max(0, MAX_SAMPLES - len(self.samples))].tolist():
             self.samples.append(describe.sample(i))
+        self._count_rule_values(describe, lines[::max(1, -(-lines.size // VALUE_SAMPLE))])
+
+    def _count_rule_values(self, describe, lines):
+        """Count the severity rule lines among `lines` and those of them carrying a value new to their
+        source (rule_values)."""
+        for i in lines.tolist():
+            reasons = [r[0] for r in describe.reasons(i)]
+            if any(r.startswith(SEVERITY_RULES) for r in reasons):
+                self.rule_values[0] += 1
+                self.rule_values[1] += any(r.startswith(NEW_TO_SOURCE[0]) and NEW_TO_SOURCE[1] in r
+                                           for r in reasons)
+
+    @property
+    def value_borne(self):
+        """Whether its severity rule's lines mostly carry a value never seen in their source (NEW_TO_SOURCE)."""
+        return self.rule_values[1] > 0 and self.rule_values[1] >= VALUE_BORNE_SHARE * self.rule_values[0]
 
     def add_bursts(self, ts, expected_per_window):
         """Count a time-ordered run of suspicious lines towards the burst score: how improbable it is
@@ -223,7 +251,8 @@ class Incident:
                 "family_lines": [[f, n, best] for f, (n, best) in self.family_lines.items()],
                 "family_first": self.family_first, "family_last": self.family_last,
                 "excuses": [list(e) for e in self.excuses],
-                "touched": self.touched, "absent": list(self.absent) if self.absent else None}
+                "touched": self.touched, "absent": list(self.absent) if self.absent else None,
+                "rule_values": list(self.rule_values)}
 
     @classmethod
     def from_state(cls, state):
@@ -246,11 +275,12 @@ class Incident:
         incident.opened_family = str(state.get("opened_family", ""))         # likewise: the id stays
         absent = state.get("absent")                                           # likewise
         incident.absent = (float(absent[0]), float(absent[1])) if absent else None
+        incident.rule_values = [int(n) for n in state.get("rule_values", [0, 0])][:2]   # likewise
         return incident
 
     def record(self):
         """The JSON-able incident: what bench/detect_bench.py and the alerter read."""
-        top_reason, (_, expected, observed) = _headline(self.reason_hits, self.absent is not None)
+        top_reason, (_, expected, observed) = _headline(self.reason_hits, self.absent is not None, self.value_borne)
         family = self.family
         template = self.template_hits[int(family)][1] if family != "source" else ""
         return {"id": self.id, "first_seen": self.first_seen, "last_seen": self.last_seen,
@@ -265,7 +295,18 @@ class Incident:
                 "reasons": sorted(self.reason_hits, key=lambda r: -self.reason_hits[r][0])[:5]}
 
 
-def _headline(reason_hits, absent=False):
+def _headline(reason_hits, absent=False, value_borne=False):
+    """_headline_of, except that a severity rule whose lines mostly carry a value new to their source
+    (value_borne, see NEW_TO_SOURCE) yields to the strongest such value."""
+    reason, hit = _headline_of(reason_hits, absent)
+    if value_borne and reason.startswith(SEVERITY_RULES):
+        values = [kv for kv in reason_hits.items() if kv[0].startswith(NEW_TO_SOURCE[0]) and NEW_TO_SOURCE[1] in kv[0]]
+        if values:
+            return min(values, key=lambda kv: (-kv[1][0], kv[0]))
+    return reason, hit
+
+
+def _headline_of(reason_hits, absent=False):
     """(reason, [score, expected, observed]) that names the incident: in an incident holding a silence of
     its whole source (absent), the silence before what that absence makes (ABSENCE_SYMPTOMS); else a
     broken workflow within HEADLINE_MARGIN of a drop that heads it (STEP_SYMPTOMS); then among

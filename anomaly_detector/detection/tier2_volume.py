@@ -23,7 +23,7 @@ from .tier2_clock import ClockSilence, clock_like
 from .tier2_hosts import HostCounts
 from .tier2_long import LongWindows, cusum_threshold
 from .tier2_recent import RecentLevel
-from .tier2_site import SiteLoad
+from .tier2_site import SITE_QUORUM, SiteLoad
 from .tier2_values import ValueKeys
 
 # Windows (in buckets) over which drops are judged: fast for busy keys, longer for quiet ones.
@@ -1597,7 +1597,7 @@ class VolumeTier(Tier):
                 continue
             del self.held[name]
             recent_low = self._recent_still_low(kind, key, recent, windows)
-            if recent_low or self._still_low(kind, key, windows, spread):
+            if recent_low or self._still_low(kind, key, windows, spread, recent):
                 finding.confirmed = True
                 onset = self._drop_onset(kind, key)
                 if onset > finding.ts:   # first seen at a dip before it: no absence before it began either
@@ -1755,8 +1755,8 @@ class VolumeTier(Tier):
         widths = sorted({DROP_WINDOWS[k] for k in windows} | {max(min(self.hold_buckets, self.recent.ring), 1)})
         if own is not None:
             level, lines, disp, rel2 = own
-            if self.recent.still_low(self.open_bucket, key, level, lines, disp, rel2, widths,
-                                     self.finding_min_score):
+            if any(self.recent.still_low(self.open_bucket, key, level * self._site_fall(reference, w), lines, disp,
+                                         rel2, [w], self.finding_min_score) for w in widths):
                 return True
         source = int(self.template_source[key]) if kind == "template" else key
         error = self.relative.error(source, min(1.0, self.learning_rate * DROP_WINDOWS[-1] / TR.OVERLAP_SLOWER))
@@ -1805,12 +1805,27 @@ class VolumeTier(Tier):
         score = count_lower_score(obs, expected, disp, error + r_disp / r_exp + disp / max(pool_lines, 1.0))
         return score, obs / expected
 
-    def _still_low(self, kind, key, windows, spread):
+    def _site_fall(self, reference, width):
+        """How far the rest of the site fell over the last `width` buckets against its level of the hour
+        before (reference: _recent_reference's, its pools as they were when the drop was held), at most 1: the
+        ratio that at least SITE_QUORUM, and at least half, of the other sources are down to (the k-th
+        smallest). A lull of the whole site's traffic (the night after a campaign's surge) takes each
+        service's templates down with it, and a template judged against its own level alone read as a drop
+        of every service at once; one other service's outage is no fall of the site (tier2_site.py, for
+        surges). 1 where there is no such rest."""
+        if reference is None or reference[1] is None:
+            return 1.0
+        ratios = sorted((w[0] + 0.5) / (w[1] + 0.5) for w in self._site_windows(reference[1][1], width) if w[1] >= 1.0)
+        k = max(SITE_QUORUM, -(-len(ratios) // 2))
+        return min(1.0, ratios[k - 1]) if len(ratios) >= k else 1.0
+
+    def _still_low(self, kind, key, windows, spread, reference=None):
         """Whether a key is still significantly low over the given drop windows, judged with the
         dispersion and forecast error it had when first seen low (spread). An intermittent
         template (a nightly job, see _intermittent) is quiet most of the day on its own schedule,
         which hour-of-day factors cannot pin (does it end at 04:00 or 04:30?): its drops and silences
-        are not raised. A source is judged by its steady templates' lines only: a job ending is no
+        are not raised. A template's forecast is scaled by the rest of the site's fall (_site_fall; reference:
+        _recent_reference's). A source is judged by its steady templates' lines only: a job ending is no
         drop of its source."""
         t = self.templates
         if kind == "host":   # every window: a quiet host's silence is significant over a quarter hour only
@@ -1818,7 +1833,8 @@ class VolumeTier(Tier):
         if kind == "template":
             if _intermittent(t, self.template_season, np.array([key]), self.bucket_seconds)[0]:
                 return False
-            obs, exp = t.obs_sum[key], t.exp_sum[key]
+            obs = t.obs_sum[key]
+            exp = t.exp_sum[key] * np.array([self._site_fall(reference, w) for w in DROP_WINDOWS])
         else:
             obs, exp = self.sources.obs_sum[key], self.sources.exp_sum[key]
             mine = np.flatnonzero((self.template_source[: t.size] == key) & (t.age > 0))

@@ -534,6 +534,54 @@ class DescribeRule(Describe):
         return [("error rule: %d matching lines in 600s from postgres" % (10 + i), "", "", float(self.score[i]))]
 
 
+class DescribeStatus(Describe):
+    """Error lines of a web server: tier 1's burst on each, and on the lines in `new` also tier 3's status
+    never seen in any template of the source (a 507), scoring just above the rule's count."""
+    VALUE = ("new value of parameter 5 of 'GET <*> HTTP/<*> <*>' (new to every template of source 'web' "
+             "there): '507'")
+    KNOWN = "new value of parameter 5 of 'GET <*> HTTP/<*> <*>': '502'"
+
+    def __init__(self, new, known=()):
+        self.new, self.known = set(new), set(known)
+
+    def reasons(self, i):
+        found = [("error rule: %d matching lines in 600s from web" % (10 + i), "", "", 97.0)]
+        if i in self.new:
+            found.insert(0, (self.VALUE, "one of 10 known values", "a value never seen there", 100.0))
+        elif i in self.known:
+            found.append((self.KNOWN, "one of 3 known values", "a value never seen there", 60.0))
+        return found
+
+
+def test_errors_that_mostly_carry_a_value_new_to_their_source_are_named_by_the_value():
+    """A status no template of the source ever logged, on most of a burst's error lines: the value is what
+    the burst is (the rule's count at 97 beside the value's 100 had named it a rule burst). A burst of
+    gateway errors whose first 504s are new to the source but whose other lines carry known statuses stays
+    the burst's, and the value-borne count survives a restart."""
+    def incident(describe, n=40):
+        book = IncidentBook(300, 120)
+        ts = 1000 + np.arange(n, dtype=float) * 5
+        score = np.full(n, 97.0, np.float32)
+        book.add_lines("web", ts, score, {"t1": score}, np.arange(n) % 4, np.arange(n), describe, None,
+                       np.full(n, -4, np.int64))
+        (closed,) = book.close_all()
+        return closed
+
+    borne = incident(DescribeStatus(new=range(0, 40, 3)))          # a third carry the 507 ...
+    assert borne.record()["kind"] == "rule_burst", "a third of the lines: still the burst's"
+    most = incident(DescribeStatus(new=[i for i in range(40) if i % 4]))   # ... three quarters do
+    assert most.value_borne and most.record()["kind"] == "new_value"
+    assert most.record()["reason"] == DescribeStatus.VALUE
+    gateway = incident(DescribeStatus(new=[0, 1, 2], known=range(3, 40)))
+    assert not gateway.value_borne and gateway.record()["kind"] == "rule_burst"
+    from anomaly_detector.detection.incidents import Incident
+    again = Incident.from_state(json.loads(json.dumps(most.state())))
+    assert again.rule_values == most.rule_values and again.record()["kind"] == "new_value"
+    old = most.state()
+    del old["rule_values"]                                          # a state saved before it: as before
+    assert Incident.from_state(old).record()["kind"] == "rule_burst"
+
+
 def test_a_slow_burst_whose_next_line_comes_after_a_window_is_one_incident():
     """Deadlocks at ten times their usual rate: tier 1 flags the tenth in 30 minutes (80), the next comes
     six minutes later (a follower, 45): one problem, one incident of two lines, not two lone lines that

@@ -12,7 +12,7 @@ from tier2_traffic import poisson_lines
 from anomaly_detector.detection.base import BatchContext, Finding
 from anomaly_detector.detection.state_shape import check_state_arrays
 from anomaly_detector.detection.tier2_recent import MIN_REL2, START_REL2, RecentLevel, SiteRelative
-from anomaly_detector.detection.tier2_volume import VolumeTier
+from anomaly_detector.detection.tier2_volume import VolumeTier, _dispersion
 
 DAY0 = 1772409600.0
 SETTINGS = {"bucket_seconds": 60.0, "min_history_buckets": 120, "finding_min_score": 40.0, "spike_min_ratio": 3.0,
@@ -253,3 +253,28 @@ def test_one_other_service_surging_does_not_make_the_rest_of_the_site_read_low()
     services 0 to 2 about fourfold while they are at their usual volume: against the median service of the
     rest they are not low (against the total they read as drops to a quarter)."""
     assert not pooled_holds(lambda t, tid: 10.0 if tid in (6, 7) else 1.0)
+
+
+def held_template_low(factor, seed=7):
+    """Feed the site 20 hours, hold service 0's template 0 as its drop is first seen, feed the hold's ten
+    minutes with factor -> whether it is still low at its release, by its own recent level or its seasons."""
+    t2 = VolumeTier(SETTINGS)
+    rng = np.random.default_rng(seed)
+    feed(t2, DAY0, 20 * 60, rng, chunk=1)
+    reference = t2._recent_reference("template", 0)
+    spread = (float(_dispersion(t2.templates, np.array([0]))[0]), float(t2.templates.rel2[0]))
+    assert reference[0] is not None and reference[1] is not None
+    feed(t2, DAY0 + 20 * 3600.0, 10, rng, factor, chunk=1)
+    return t2._recent_still_low("template", 0, reference, [0, 1]) or t2._still_low("template", 0, [0, 1], spread,
+                                                                                   reference)
+
+
+def test_a_template_of_a_site_whose_traffic_fell_together_is_not_still_low():
+    """The night after a campaign's surge: every service's traffic at a quarter of its level for ten minutes.
+    A template judged against its own level (recent or seasonal) alone read as a drop of every service at
+    once; against that level times the rest of the site's fall it is not low. A service that lost its
+    traffic alone still is, and so is its template when one other service fell with it (no quorum of the
+    rest)."""
+    assert not held_template_low(lambda t, tid: 0.25)
+    assert held_template_low(lambda t, tid: 0.2 if tid in (0, 1) else 1.0)
+    assert held_template_low(lambda t, tid: 0.2 if tid in (0, 1, 2, 3) else 1.0)
