@@ -192,8 +192,7 @@ class Incident:
             reasons = [r[0] for r in describe.reasons(i)]
             if any(r.startswith(SEVERITY_RULES) for r in reasons):
                 self.rule_values[0] += 1
-                self.rule_values[1] += any(r.startswith(NEW_TO_SOURCE[0]) and NEW_TO_SOURCE[1] in r
-                                           for r in reasons)
+                self.rule_values[1] += any(_new_to_source(r) for r in reasons)
 
     @property
     def value_borne(self):
@@ -300,10 +299,15 @@ def _headline(reason_hits, absent=False, value_borne=False):
     (value_borne, see NEW_TO_SOURCE) yields to the strongest such value."""
     reason, hit = _headline_of(reason_hits, absent)
     if value_borne and reason.startswith(SEVERITY_RULES):
-        values = [kv for kv in reason_hits.items() if kv[0].startswith(NEW_TO_SOURCE[0]) and NEW_TO_SOURCE[1] in kv[0]]
+        values = [kv for kv in reason_hits.items() if _new_to_source(kv[0])]
         if values:
             return min(values, key=lambda kv: (-kv[1][0], kv[0]))
     return reason, hit
+
+
+def _new_to_source(reason):
+    """Whether a reason is tier 3's value new to every template of its source (NEW_TO_SOURCE)."""
+    return reason.startswith(NEW_TO_SOURCE[0]) and NEW_TO_SOURCE[1] in reason
 
 
 def _headline_of(reason_hits, absent=False):
