@@ -320,15 +320,15 @@ def test_a_bogus_future_stamp_neither_hangs_nor_moves_event_time():
     now = engine.now
     ts = T0 + 120 * 60 + np.arange(10.0)
     ts[4] = 32503680000.0          # year 3000: binary junk read as a date
-    began = time.monotonic()
+    began = time.process_time()     # CPU time: a loaded machine stretches the wall clock, not the work
     engine.process(make_batch(ts, np.zeros(10, int)), 10)
-    assert time.monotonic() - began < 5
+    assert time.process_time() - began < 5
     assert engine.now < now + 3600 and engine.tiers["t2"].open_bucket * 60 < now + 3600
     # a gap of years between genuine stamps (an old file, then today's) is walked in bounded work
     t2 = engine.tiers["t2"]
-    began = time.monotonic()
+    began = time.process_time()
     t2._close_until(t2.open_bucket + 10 * 365 * 1440, None)
-    assert time.monotonic() - began < 5 and t2.open_bucket >= 10 * 365 * 1440
+    assert time.process_time() - began < 5 and t2.open_bucket >= 10 * 365 * 1440
 
 
 def test_the_time_a_restored_engine_was_down_raises_no_silence(tmp_path):

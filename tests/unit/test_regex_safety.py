@@ -143,9 +143,9 @@ def test_bytes_patterns_are_analysed_too():
 def test_an_evil_pattern_really_is_slow():
     """The analyser's premise, measured once: 24 characters already cost far more than a safe pattern's 10 KB."""
     evil = re.compile(r"^(a+)+$")
-    began = time.perf_counter()
+    began = time.process_time()
     evil.search("a" * 24 + "!")
-    assert time.perf_counter() - began > 0.05
+    assert time.process_time() - began > 0.05
 
 
 def _alphabet(pattern):
@@ -169,9 +169,9 @@ def test_accepted_patterns_search_a_10kb_adversarial_line_quickly(case):
     """Generous bound (the machine is shared): accepted patterns are at worst quadratic in the line."""
     pattern, line = case
     compiled = re.compile(pattern)
-    began = time.perf_counter()
+    began = time.process_time()
     compiled.search(line)
-    assert time.perf_counter() - began < 3.0, (pattern, line[:40])
+    assert time.process_time() - began < 3.0, (pattern, line[:40])
 
 
 _TOKENS = ["a", "b", "\\d", "\\w", "\\s", "\\S", ".", "[a-z]", "[^x]", "(", ")", "(?:", "(?=", "(?!", "(?<=a)",
