@@ -80,6 +80,18 @@ class Rule:
         return hit & found
 
 
+def excess_onset(times, rate, span):
+    """When the lines of a span (times, ending at times[-1]) began to exceed a learned rate (lines a second):
+    the Poisson CUSUM change point, the line from which the count to the end most exceeds a reference rate
+    over the same time. The reference lies between the learned rate and the span's own ((l1 - l0) / ln(l1 / l0)),
+    so background lines before a burst, at the learned rate, lose more than they add."""
+    times = np.asarray(times, np.float64)
+    learned, own = max(rate, 1e-12), max(times.size / span, rate)
+    reference = (own - learned) / np.log(own / learned) if own > learned * (1 + 1e-9) else learned
+    excess = (times.size - np.arange(times.size)) - reference * (times[-1] - times)
+    return float(times[int(np.argmax(excess))])
+
+
 def _crossing(counts, threshold):
     """True where a window count reaches threshold x 2^k (the burst forms or doubles)."""
     ratio = counts / np.asarray(threshold, np.float64)
@@ -147,8 +159,9 @@ class RulesTier(Tier):
         return result
 
     def _window_counts(self, rule, batch, ctx):
-        """Yield (source, line indexes, matches within the window ending at each line, matches within
-        the learned_burst_windows windows ending at it and the time of the first of those)."""
+        """Yield (source, line indexes, matches within the window ending at each line, and (matches within the
+        learned_burst_windows windows ending at it, the times of the recent and new matches, and the index of
+        the first of those windows' matches in those times))."""
         hit = np.flatnonzero(rule.matches(batch))
         if hit.size == 0:
             return
@@ -161,7 +174,7 @@ class RulesTier(Tier):
             ends = np.arange(before.size, all_times.size) + 1
             starts = np.searchsorted(all_times, times - rule.window, side="right")
             long_starts = np.searchsorted(all_times, times - rule.window * self.learned_burst_windows, side="right")
-            yield int(source), idx, ends - starts, (ends - long_starts, all_times[long_starts])
+            yield int(source), idx, ends - starts, (ends - long_starts, all_times, long_starts)
 
     def _score_key(self, rule, source, idx, counts, ctx, result):
         mean = self._learned_mean(rule, source, ctx)
@@ -205,7 +218,7 @@ class RulesTier(Tier):
         span_means = self._span_means(rule, source, idx, long_window[0], ctx)
         if span_means is None:
             return
-        long_counts, first = long_window
+        long_counts, all_times, long_starts = long_window
         span = rule.window * self.learned_burst_windows
         counts = long_counts.astype(np.float64)
         least = self._slow_least(span_means)
@@ -228,7 +241,10 @@ class RulesTier(Tier):
             result.reasons[i] = "%s rule: %d matching lines in %gs from %s" % (rule.name, long_counts[j], span, src)
             result.expected[i] = "usually %.1f per %gs" % (span_means[j], span)
             result.observed[i] = "%d per %gs" % (long_counts[j], span)
-            result.began[i] = float(first[j])   # one problem with what opened an incident at its start
+            # One problem with what opened an incident at its start: where the excess began, not the span's
+            # first line (a background error minutes before the burst is not its onset).
+            span_times = all_times[long_starts[j]:long_starts[j] + long_counts[j]]
+            result.began[i] = excess_onset(span_times, span_means[j] / span, span)
 
     def _span_means(self, rule, source, idx, long_counts, ctx):
         """Each line's learned count over learned_burst_windows windows, without the lines of its span that

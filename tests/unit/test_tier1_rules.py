@@ -195,6 +195,31 @@ def test_a_rare_rules_slow_burst_needs_fewer_lines_than_learned_burst_min_at_its
     assert busy._slow_fire(10.0, 60.0) == 70.0 and busy._slow_least(100.0) == busy.learned_burst_min
 
 
+def test_a_slow_burst_is_dated_where_its_excess_began_not_at_the_spans_first_line():
+    """Generated seed 96: a web 5xx storm was dated 101 s before it began, at a background error inside its
+    ten-minute span; the incident began before the outage an operator knows of."""
+    t = tier({})
+    background = text_batch(["upstream timed out"] * 2, levels=[LEVEL_ERROR] * 2, t0=1000.0, step=200.0)
+    t.learn(background, ctx_for(background), np.ones(2))
+    t.learned[("error", 0)] = [3.0 * 24 + 2, 86400.0]     # three an hour, and the two kept lines learned
+    burst = text_batch(["upstream timed out"] * 20, levels=[LEVEL_ERROR] * 20, t0=1500.0, step=15.0)
+    warm = BatchContext(now=float(burst.ts.max()), lines_seen=10**6, warm=True, n_templates=1, ts=burst.ts)
+    result = t.score(burst, warm)
+    flagged = np.flatnonzero(result.scores >= 70)
+    assert flagged.size and result.reasons[int(flagged[0])].startswith("error rule: 7 matching lines in 600s")
+    assert result.began[int(flagged[0])] == 1500.0, "the burst's first line, not the background one at 1000 s"
+
+
+def test_the_excess_onset_is_the_burst_start_whatever_the_background_before_it():
+    from anomaly_detector.detection.tier1_rules import excess_onset
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        background, burst = np.sort(rng.uniform(0, 500, 10)), np.sort(rng.uniform(500, 600, 100))
+        onset = excess_onset(np.concatenate([background, burst]), 10 / 500, 600.0)   # background at its rate
+        assert burst[0] - 60.0 <= onset <= burst[5], seed     # not the span's first line, minutes before
+    assert excess_onset(np.array([5.0]), 0.01, 600.0) == 5.0
+
+
 def test_a_slow_burst_spread_over_batches_is_judged_against_the_rate_before_it():
     """Infra seed 83: seven deadlocks learned from one batch doubled the rule's rate, and the eighth, in the next
     batch, scored 2: the incident never had its second line. The lines of the span already learned are not
