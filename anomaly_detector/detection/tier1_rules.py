@@ -80,16 +80,17 @@ class Rule:
         return hit & found
 
 
-def excess_onset(times, rate, span):
-    """When the lines of a span (times, ending at times[-1]) began to exceed a learned rate (lines a second):
-    the Poisson CUSUM change point, the line from which the count to the end most exceeds a reference rate
-    over the same time. The reference lies between the learned rate and the span's own ((l1 - l0) / ln(l1 / l0)),
-    so background lines before a burst, at the learned rate, lose more than they add."""
+def excess_onset(times, rate):
+    """When the lines ending at times[-1] began to exceed a learned rate (lines a second): the Poisson change
+    point of most likelihood with the rate before it known. From each line k the m lines after it in the d
+    seconds to the end fit a rate of their own against the learned one by m ln(m / (rate d)) - m + rate d;
+    the best fit is the onset. A background line minutes before a burst adds a line and a long wait: it
+    lowers the fit, and the span's first line is no longer the burst's start."""
     times = np.asarray(times, np.float64)
-    learned, own = max(rate, 1e-12), max(times.size / span, rate)
-    reference = (own - learned) / np.log(own / learned) if own > learned * (1 + 1e-9) else learned
-    excess = (times.size - np.arange(times.size)) - reference * (times[-1] - times)
-    return float(times[int(np.argmax(excess))])
+    m = (times.size - 1 - np.arange(times.size)).astype(np.float64)
+    expected = max(rate, 1e-12) * np.maximum(times[-1] - times, 1e-3)
+    fit = m * np.log(np.maximum(m, 1.0) / expected) - m + expected
+    return float(times[int(np.argmax(np.where(m > 0, fit, 0.0)))])
 
 
 def _crossing(counts, threshold):
@@ -244,7 +245,7 @@ class RulesTier(Tier):
             # One problem with what opened an incident at its start: where the excess began, not the span's
             # first line (a background error minutes before the burst is not its onset).
             span_times = all_times[long_starts[j]:long_starts[j] + long_counts[j]]
-            result.began[i] = excess_onset(span_times, span_means[j] / span, span)
+            result.began[i] = excess_onset(span_times, span_means[j] / span)
 
     def _span_means(self, rule, source, idx, long_counts, ctx):
         """Each line's learned count over learned_burst_windows windows, without the lines of its span that

@@ -215,9 +215,10 @@ def test_the_excess_onset_is_the_burst_start_whatever_the_background_before_it()
     for seed in range(20):
         rng = np.random.default_rng(seed)
         background, burst = np.sort(rng.uniform(0, 500, 10)), np.sort(rng.uniform(500, 600, 100))
-        onset = excess_onset(np.concatenate([background, burst]), 10 / 500, 600.0)   # background at its rate
+        onset = excess_onset(np.concatenate([background, burst]), 10 / 500)   # background at its rate
         assert burst[0] - 60.0 <= onset <= burst[5], seed     # not the span's first line, minutes before
-    assert excess_onset(np.array([5.0]), 0.01, 600.0) == 5.0
+    assert excess_onset(np.array([5.0]), 0.01) == 5.0
+    assert excess_onset(np.array([-400.0, -250.0, -101.0, 0.0, 1.0, 2.0, 3.0, 5.0, 6.0, 7.6]), 2 / 600) == 0.0
 
 
 def test_a_slow_burst_spread_over_batches_is_judged_against_the_rate_before_it():
