@@ -402,6 +402,21 @@ def test_spikes_of_two_templates_minutes_apart_are_two_problems():
 
 
 
+def test_within_one_batch_the_family_whose_line_first_reached_the_threshold_dates_the_incident():
+    """Generated seed 96: a scanner's odd request (40, template A's values) opened a weak incident 100 s before
+    a 5xx storm; the storm's record latencies reached the threshold on template B at +2 s and on A at +17 s,
+    all in one batch. A's run was added whole first, so A seemed to reach the threshold first and the
+    incident, its opener's family, kept the scanner's line as its start: 100 s before the outage."""
+    book = IncidentBook(300, 120, threshold=70.0)
+    ts = np.array([1000.0, 1102.0, 1117.0, 1121.0])
+    score = np.array([40.0, 100.0, 100.0, 92.0], np.float32)
+    families = np.array([5 * 4 + 2, 9 * 4 + 2, 5 * 4 + 2, 5 * 4 + 2], np.int64)
+    tids = families // 4
+    book.add_lines("web", ts, score, {"t3": score}, tids, np.arange(ts.size), Describe(), None, families)
+    (incident,) = book.close_all()
+    assert incident.first_seen == 1102.0 and incident.lines == 4
+
+
 def test_an_incident_first_reaching_the_threshold_by_a_family_that_joined_it_begins_with_that_family():
     """A daily job's rare but routine lines are suspicious (45) every run; a backup's never-seen error (85)
     a hundred seconds into the run joins the young incident they opened (join_seconds), but the incident,
