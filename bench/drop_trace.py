@@ -96,7 +96,10 @@ def _long(tier, sid, disp):
     bdisp = float(lw.block_dispersion(np.array([disp] * (sid + 1)))[sid])
     slots = (lw.pos - 1 - np.arange(min(4, lw.filled[sid], lw.blocks))) % lw.blocks
     blocks = " ".join(f"{lw.obs[sid, k]:.0f}/{lw.exp[sid, k]:.0f}" for k in slots)
-    return f"long: e{lw.rel2[sid]:.3f} d{bdisp:.1f} cusum {lw.cusum[sid]:.1f} blocks {blocks}"
+    # the forecasts a source judged by its clumps is judged against (scaled down by the rest of the site)
+    site = lw.site_scaled(np.arange(lw.obs.shape[0]) == sid)[sid]
+    scaled = " ".join(f"{site[k]:.0f}" for k in slots)
+    return f"long: e{lw.rel2[sid]:.3f} d{bdisp:.1f} cusum {lw.cusum[sid]:.1f} blocks {blocks} site-scaled {scaled}"
 
 
 def _relative(tier, sid):
