@@ -346,9 +346,10 @@ class Series:
         """A 0 of a series of magnitudes once zeros are a mode of it: skipped (K.ZERO_MODE_SHARE)."""
         if self.n == 0:
             return False
-        mode = value == 0 and self.zero_share >= K.ZERO_MODE_SHARE and self.level > K.ZERO_MODE_LEVEL
+        mode = (value == 0 and self.n >= K.MIN_POINTS and K.ZERO_MODE_SHARE <= self.zero_share <= K.ZERO_MODE_MAX
+                and self.level > K.ZERO_MODE_LEVEL and 0.0 in self.labels)
         if w > 0:
-            rate = min(min(K.SLOW_ALPHA, max(self.gap, K.MIN_GAP_S) / K.DAY_S) * w, 1.0)
+            rate = min(max(min(K.SLOW_ALPHA, max(self.gap, K.MIN_GAP_S) / K.DAY_S), 1.0 / (self.n + 1.0)) * w, 1.0)
             self.zero_share += rate * ((1.0 if value == 0 else 0.0) - self.zero_share)
         return mode
 

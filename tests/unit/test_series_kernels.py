@@ -99,14 +99,16 @@ def test_bodies_ten_times_their_size_beside_empty_ones_shift_the_level():
     assert np.sum(scores[:6000] >= 70) == 0 and np.sum(scores[6120:] >= 70) == 0
 
 
-def test_a_first_zero_of_a_series_that_never_logged_one_is_judged():
-    """Zeros become a mode only once they are a share of the values: a size of 0 among sizes that never
-    were 0 is a drop, as before."""
+def test_zeros_that_came_later_are_judged():
+    """Zeros are a mode only where they were there from the start: sizes that never were 0 read 0 every
+    other point from point 2500 on (a failing disk): the first zero is a drop, as before, and the zeros after
+    it stay that episode's evidence up to the point where they are 1 % of the values (the 15th)."""
     rng = np.random.default_rng(8)
     values = np.round(18000 * np.exp(rng.normal(0, 0.2, 3000)))
-    values[2500] = 0.0
+    values[2500::2] = 0.0
     scores = np.array([s for s, *_ in _kernel_scores(values, np.arange(values.size) * 60.0)])
     assert scores[2500] >= 70
+    assert scores[2500:2530:2].min() >= 40
 
 
 @pytest.mark.parametrize("shape", ["counter", "status codes"])
