@@ -350,6 +350,12 @@ def _headline_of(reason_hits, absent=False):
             if (reason.startswith("unusual value") and hit[0] >= top - SEVERITY_MARGIN
                     and (split or _series_of(reason) == _series_of(ranked[0][0]))):
                 return reason, hit
+        # a route's shift beside values out of line in its own pooled series, however weaker: they are the
+        # route's values, judged against the whole pool's range (a route's bodies ten times their size: a
+        # record of the pool at 70, the route's shift at 100), one episode seen from both
+        for reason, hit in ranked:
+            if split and reason.startswith("unusual value") and _series_of(reason) == _series_of(ranked[0][0]):
+                return reason, hit
     if _kind(ranked[0][0]) == "new_value":
         for reason, hit in ranked:
             surge = _kind(reason) == "volume_spike" and not VALUE_KEY_SPIKE.match(reason)

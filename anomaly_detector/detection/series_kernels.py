@@ -128,7 +128,9 @@ HOSTLESS_COLS = 40 + 2 * HIST_BINS   # snapshots from before the hosts' last val
 HOST_KEY, HOST_LAST = HOSTLESS_COLS, HOSTLESS_COLS + HOST_SLOTS
 # whether the visit under way holds values of a fired shift's episode (1: yes; see _end_visit, EPISODES)
 VISIT_EPISODE = HOSTLESS_COLS + 2 * HOST_SLOTS
-COLS = VISIT_EPISODE + 1
+# the decayed share of the series' values that were exactly 0 (see _empty_mode; 0 in snapshots from before it)
+ZERO_SHARE = VISIT_EPISODE + 1
+COLS = ZERO_SHARE + 1
 LOG_EXCESS_COLS = 37 + 2 * HIST_BINS   # snapshots whose U_S summed log peak excesses (series.py converts them)
 OLD_COLS = 17 + 2 * HIST_BINS   # snapshots from before the level-shift test (series.py pads them)
 # The decayed sums (TOTAL to DN_S and the histograms) are kept multiplied by GROWTH, which grows by
@@ -161,6 +163,17 @@ SHIFT_RUN = 3              # residuals in a row beyond the tail, one side: the l
 PRIOR_INDEX = 4.0          # tail index before the series has shown its own
 PRIOR_EXCESSES = 3.0       # weight of that prior, in excesses
 PRIOR_RATE, PRIOR_WEIGHT = 0.02, 20.0   # tail share before the series has shown its own
+# An exact 0 in a series of magnitudes (an empty body's bytes beside the sizes of full ones: a 304 on one
+# response in ten) is a mode of its own, not the smallest magnitude: on the log scale it lies ten units below
+# the rest, and learned with them it made their residual scale four times the bodies' own spread, in which a
+# route's bodies ten times their size were ordinary. Where 0 was among the series' first distinct values (its
+# labels: there from the start), zeros are ZERO_MODE_SHARE to ZERO_MODE_MAX of its values (decayed as its tails:
+# about a day) and its level is above ZERO_MODE_LEVEL (values of about 9 and up), its zeros are neither judged
+# nor learned (_empty_mode). Zeros that came later (a disk or a group of hosts reading 0 every other point from
+# some day on: NAB's grok_asg_anomaly) are judged as before, and so are those of a series mostly of zeros.
+ZERO_MODE_SHARE = 0.01
+ZERO_MODE_MAX = 0.5
+ZERO_MODE_LEVEL = 2.3
 MIN_POINTS = 30.0          # points before a series is judged
 MONOTONE_SHARE = 0.85      # its changes are rises (or falls) this often: a counter, a clock or a
                            # progress count that restarts with each run (a sawtooth), not judged
@@ -459,6 +472,8 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     the tail and the level-shift test keep the line's weight: learning an episode's tail at a lower
     weight too raised more false flags on NAB (repeats of a new level's volatility) than it caught."""
     _count_distinct(st, labels, r, value)
+    if _empty_mode(st, labels, r, value, w):
+        return 0.0, KIND_NONE, st[r, LEVEL], st[r, LEVEL]
     x = signed_log(value)
     if st[r, N_OBS] == 0.0:
         st[r, LEVEL] = x
@@ -584,6 +599,32 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
             _learn_visit(st, season, seen, r, b, x, w_line, TAIL_START * scale, t)
     _learn(st, season, seen, r, b, x, t, w_line, z, e, scale, host)
     return score, kind, expected, fast + shift_off
+
+
+@njit(cache=True)
+def _empty_mode(st, labels, r, value, w):
+    """Whether value is an empty one of a series of magnitudes, neither judged nor learned (see
+    ZERO_MODE_SHARE); learns, with weight w, how often the series' values are 0."""
+    if st[r, N_OBS] == 0.0:
+        return False
+    zero = value == 0.0
+    mode = (zero and st[r, N_OBS] >= MIN_POINTS and ZERO_MODE_SHARE <= st[r, ZERO_SHARE] <= ZERO_MODE_MAX
+            and st[r, LEVEL] > ZERO_MODE_LEVEL and _zero_from_start(st, labels, r))
+    if w > 0.0:
+        # the mean of the values so far until the decayed one's memory is reached: a share ramping up from 0
+        # over the first day would pass through the mode's range in a series mostly of zeros
+        rate = min(max(slow_alpha(st, r), 1.0 / (st[r, N_OBS] + 1.0)) * w, 1.0)
+        st[r, ZERO_SHARE] += rate * ((1.0 if zero else 0.0) - st[r, ZERO_SHARE])
+    return mode
+
+
+@njit(cache=True)
+def _zero_from_start(st, labels, r):
+    """Whether 0 is among the first distinct values of series r (its labels)."""
+    for q in range(min(int(st[r, DISTINCT]), labels.shape[1])):
+        if labels[r, q] == 0.0:
+            return True
+    return False
 
 
 @njit(cache=True)

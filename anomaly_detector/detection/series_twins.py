@@ -42,6 +42,7 @@ class Series:
         self.settle = self.moved_from = self.shifts = self.held = self.evidence = 0.0
         self.shift_t = 0.0        # when the last shift fired (0: none, or recovered since)
         self.u_episode = False    # the excursion under way is that shift's episode going on (not learned)
+        self.zero_share = 0.0     # decayed share of values that were exactly 0 (K.ZERO_MODE_SHARE)
 
     def is_recovery(self, fast):
         if self.shifts <= 0:
@@ -234,6 +235,8 @@ class Series:
             if len(self.labels) < self.max_labels:
                 self.labels.append(value)
             self.distinct += 1
+        if self.empty_mode(value, w):
+            return 0.0, K.KIND_NONE, self.level, self.level
         x = math.copysign(math.log1p(abs(value)), value)
         if self.n == 0:
             self.level = self.last_x = x
@@ -338,6 +341,17 @@ class Series:
                 self.learn_visit(b, x, w_line, K.TAIL_START * scale, t)
         self._learn(b, x, t, w_line, z, e, scale, host)
         return score, kind, expected, fast + shift_off
+
+    def empty_mode(self, value, w):
+        """A 0 of a series of magnitudes once zeros are a mode of it: skipped (K.ZERO_MODE_SHARE)."""
+        if self.n == 0:
+            return False
+        mode = (value == 0 and self.n >= K.MIN_POINTS and K.ZERO_MODE_SHARE <= self.zero_share <= K.ZERO_MODE_MAX
+                and self.level > K.ZERO_MODE_LEVEL and 0.0 in self.labels)
+        if w > 0:
+            rate = min(max(min(K.SLOW_ALPHA, max(self.gap, K.MIN_GAP_S) / K.DAY_S), 1.0 / (self.n + 1.0)) * w, 1.0)
+            self.zero_share += rate * ((1.0 if value == 0 else 0.0) - self.zero_share)
+        return mode
 
     def end_visit(self, b):
         """Twin of series_kernels._end_visit."""

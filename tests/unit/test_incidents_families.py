@@ -137,10 +137,11 @@ def test_an_incident_is_named_by_a_new_message_then_a_burst_as_strong_as_the_res
 
 def test_a_split_series_drift_beside_values_out_of_line_is_named_by_the_values():
     """One route's level shift (a split series) with record values of the pooled series within
-    SEVERITY_MARGIN: the values name the incident, the route is where; so does a drift of the series whose
-    own values out of line opened the episode (one host's GC pauses twenty times longer: records, then the
-    pooled series' shift, both 100, had been named by the shift, alphabetically first). A drift of another
-    series keeps the name, and so does a drift clearly stronger than the values."""
+    SEVERITY_MARGIN, or of its own pooled series however weaker: the values name the incident, the route is
+    where; so does a drift of the series whose own values out of line opened the episode (one host's GC pauses
+    twenty times longer: records, then the pooled series' shift, both 100, had been named by the shift,
+    alphabetically first). A drift of another series keeps the name, and so does a drift clearly stronger than
+    the values."""
     def named(hits):
         return _headline({reason: [score, "", ""] for reason, score in hits.items()})[0]
 
@@ -151,6 +152,8 @@ def test_a_split_series_drift_beside_values_out_of_line_is_named_by_the_values()
     assert named({route: 100, record: 100}) == record
     assert named({table: 100, record: 96}) == record
     assert named({table: 100, record: 80}) == table, "a split drift clearly stronger than the values"
+    assert named({route: 100, record: 70}) == record, "its own pooled series' values: the route's values"
+    assert named({route: 100, route.replace("/search", "/cart"): 100, record: 45}) == record
     other = "drift (level shift up) of parameter 2 of 'GET <*> rt=<*> bytes=<*>': moved from ~3000 to ~9000"
     assert named({pooled: 100, record: 100}) == record, "the same series: its values opened the episode"
     assert named({pooled: 100, record: 80}) == pooled, "a drift clearly stronger than the values"

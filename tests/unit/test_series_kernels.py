@@ -34,6 +34,7 @@ def _shapes(rng, n):
         "counter": (np.cumsum(rng.integers(1, 5, n)).astype(float), t),
         "status codes": (rng.choice([200.0, 404.0, 500.0], n, p=[0.95, 0.04, 0.01]), t),
         "dense irregular": (rng.normal(100, 5, n), np.sort(rng.uniform(0, 600, n))),
+        "sizes with empty bodies": (np.where(rng.random(n) < 0.1, 0.0, np.round(rng.lognormal(9.8, 0.4, n))), t),
     }
 
 
@@ -80,6 +81,34 @@ def test_a_short_sparse_series_is_judged():
     values[150] = 120
     scores = np.array([s for s, *_ in _kernel_scores(values, np.arange(200) * 3600.0)])
     assert scores[150] >= 70 and np.sum(scores >= 70) == 1
+
+
+def test_bodies_ten_times_their_size_beside_empty_ones_shift_the_level():
+    """Response sizes around 18 kB, one response in ten a 304 with 0 bytes, every 20 s; for 120 responses
+    the bodies are ten times larger (the empty ones stay 0). Judged as a split series is (by the level-shift
+    test; records off): the zeros are a mode of their own, not ten log units of spread, so the move fires.
+    Learned with the sizes, they made the scale four times the bodies' spread and the move scored 23."""
+    rng = np.random.default_rng(7)
+    n = 8000
+    values = np.round(18000 * np.exp(rng.normal(0, 0.4, n)))
+    values[rng.random(n) < 0.1] = 0.0
+    values[6000:6120] *= 10
+    out = _kernel_scores(values, np.arange(n) * 20.0, record_weight=0.0)
+    scores, kinds = np.array([s for s, *_ in out]), np.array([k for _, k, *_ in out])
+    assert scores[6000:6120].max() >= 70 and K.KIND_SHIFT_UP in kinds[6000:6120][scores[6000:6120] >= 70]
+    assert np.sum(scores[:6000] >= 70) == 0 and np.sum(scores[6120:] >= 70) == 0
+
+
+def test_zeros_that_came_later_are_judged():
+    """Zeros are a mode only where they were there from the start: sizes that never were 0 read 0 every
+    other point from point 2500 on (a failing disk): the first zero is a drop, as before, and the zeros after
+    it stay that episode's evidence up to the point where they are 1 % of the values (the 15th)."""
+    rng = np.random.default_rng(8)
+    values = np.round(18000 * np.exp(rng.normal(0, 0.2, 3000)))
+    values[2500::2] = 0.0
+    scores = np.array([s for s, *_ in _kernel_scores(values, np.arange(values.size) * 60.0)])
+    assert scores[2500] >= 70
+    assert scores[2500:2530:2].min() >= 40
 
 
 @pytest.mark.parametrize("shape", ["counter", "status codes"])
