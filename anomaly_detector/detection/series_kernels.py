@@ -202,6 +202,9 @@ SHIFT_JUDGE = SHIFT_WARM + PRIOR_WEIGHT * SHIFT_WINDOW   # points before its shi
                            # excursions has then seen as many windows as the prior weighs. A series restarted
                            # by its template's re-mining (a vacuum log's page counts, a day in) judged on the
                            # prior alone raised a false shift at its 427th point
+WEEK_DAYS = 7             # a series' first week: each day after its first is a day of the week it has not met
+UNSEEN_DAY_WIDTH = 1.0     # on such a day its time-of-day offsets, learned on other days of the week, are
+                           # uncertain by this many times their own size (young_shrink, unseen_step)
 KIND_NONE, KIND_SPIKE, KIND_DROP, KIND_RECORD_HIGH, KIND_RECORD_LOW, KIND_SHIFT_UP, KIND_SHIFT_DOWN = range(7)
 
 # record columns (float64[R, RECORD_COLS]): the series' extremes on its own scale, its points and how
@@ -436,6 +439,49 @@ def learn_record(rec, r, value, t, w, episode, episode_weight):
 
 
 @njit(cache=True)
+def unseen_weekday(rec, r, t):
+    """Whether t falls on a day of the week series r has not lived through: 1 to WEEK_DAYS - 1 calendar
+    days after its first value's. Its time-of-day offsets were learned on other days of the week (a
+    shop's Friday), and a Saturday's or a Sunday's load runs another course: judged against Friday's
+    hours with full confidence, the weekend's first afternoon raised level shifts of response times and a
+    pool's usage that were the day, not the service. Its first day has no offsets to trust yet, and from
+    its eighth every day of the week has been seen once."""
+    if rec[r, REC_POINTS] <= 0.0:
+        return False
+    days = math.floor(t / DAY_S) - math.floor(rec[r, REC_FIRST_T] / DAY_S)
+    return 1.0 <= days < WEEK_DAYS
+
+
+@njit(cache=True)
+def young_shrink(st, season, seen, rec, r, t):
+    """Factor on the level-shift statistic u at time t: 1, or on a day of the week the series has not met
+    (unseen_weekday) its usual gap over the root of the gap squared plus UNSEEN_DAY_WIDTH times the
+    test's offset at t's quarter hour squared (as the test centres it, and as it stood before this visit
+    of the quarter hour: a visit's values teach it, the very episode judged among them): the time of
+    day's deseasoning, learned on other days of the week, may be off by about as much as it moves the
+    series then. Where the time of day moves it little (a night, a flat series) a shift is judged as
+    confidently as on any day; where it moves it most (a weekday's busy afternoon) the least."""
+    b = bucket_of(t)
+    if seen[r, b] == 0 or not unseen_weekday(rec, r, t):
+        return 1.0
+    taken = st[r, VISIT_TAKEN] if st[r, VISIT_B] - 1.0 == b else 0.0
+    a = UNSEEN_DAY_WIDTH * abs(season[r, SHIFT_OFFSET, b] - taken - st[r, OFFSET_SUM] / SEASON_BUCKETS)
+    gap = max(st[r, GAP_SIZE], GAP_FLOOR)
+    return gap / math.sqrt(gap * gap + a * a)
+
+
+@njit(cache=True)
+def unseen_step(season, seen, rec, r, b, p, t):
+    """What the forecast's offset steps by from bucket p (the last value's) to b on a day of the week the
+    series has not met (0 on other days, within one bucket, or with either unseen): a step learned on
+    another day (a weekday's 09:00 newsletter) is not known to come today, so a value that does not take
+    it is judged with that much more room (UNSEEN_DAY_WIDTH times it)."""
+    if b == p or seen[r, b] == 0 or seen[r, p] == 0 or not unseen_weekday(rec, r, t):
+        return 0.0
+    return UNSEEN_DAY_WIDTH * abs(season[r, OFFSET, b] - season[r, OFFSET, p])
+
+
+@njit(cache=True)
 def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, multiplicity, shift_multiplicity,
          record_weight, shift_budget, episode_weight, host=0.0):
     """Judge value x at time t of series r, then learn it with weight w -> (score 0..100, kind, expected
@@ -479,6 +525,9 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
                 season[r, 1, b] if seen[r, b] > 1 else 0.0)
     e = x - expected
     z = e / scale
+    # judged with room for an offset step learned on another day of the week (unseen_step); learned as is
+    room = unseen_step(season, seen, rec, r, b, bucket_of(st[r, LAST_T]), t)
+    z_judged = e / math.sqrt(scale * scale + room * room) if room > 0.0 else z
     score = 0.0
     kind = KIND_NONE
     shift_off = season[r, SHIFT_OFFSET, b] - st[r, OFFSET_SUM] / SEASON_BUCKETS
@@ -487,6 +536,8 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     if shift_budget > 0.0:     # off (0): no level-shift state is kept either, its cost is saved
         fast = shift_fast(st, r, x - shift_off, scale)
         u = shift_u(st, r, fast)
+        if abs(u) > U_START:   # the spread is summed only where it can matter
+            u *= young_shrink(st, season, seen, rec, r, t)
     # an offset of 0 (a series with no time-of-day pattern learned, as every series' first day) is wider
     # than no range, and 0 > x is false for any x (NaN too): the range's two logs are not computed for it
     if shift_budget > 0.0 and ((shift_off != 0.0 and abs(shift_off) > signed_log(rec[r, REC_HIGH])
@@ -507,7 +558,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     if judged(st, labels, r):
         if st[r, SPLIT_ONLY] <= 0.0:
             # a split series' spikes and records are its pooled series' to judge: not computed for it
-            score, kind = spike_score(st, rec, r, value, z, t, threshold, multiplicity, record_weight)
+            score, kind = spike_score(st, rec, r, value, z_judged, t, threshold, multiplicity, record_weight)
         # a split series whose value does not explain the spread (SPLIT_MIXED: a referrer, not a table)
         # only learns: its level moves with the mix of whatever else its lines hold, not news. Nor is a
         # shift of a pooled series whose split series explain it (POOLED_MIXTURE): a query time pooled
@@ -993,7 +1044,7 @@ def step_values(param_ptr, param_row, param_num, ts, weights, hosts, st, season,
             sc, k, ex, now = step(st, season, seen, labels, rec, r, x, ts[i], weights[i], threshold, suspicious,
                                   multiplicity[r, 0], multiplicity[r, 1], record_weight, shift_budget, episode_weight,
                                   float(hosts[i]))
-            after_u[j] = shift_evidence(st, r, shift_budget)
+            after_u[j] = shift_evidence(st, season, seen, rec, r, shift_budget, ts[i])
             if sc > best[i]:
                 best[i], which[i], kind[i], expected[i], level[i] = sc, j, k, from_log(ex), from_log(now)
 
@@ -1007,13 +1058,15 @@ def line_outputs(n):
 
 
 @njit(cache=True)
-def shift_evidence(st, r, shift_budget):
-    """The evidence of a level shift series r stands at: -shift_log10p of the u of its fast mean (decades
-    of rarity by its own tail), signed by the shift's side; 0 within U_START, while its shifts are not
-    judged yet, or with the test off."""
+def shift_evidence(st, season, seen, rec, r, shift_budget, t):
+    """The evidence of a level shift series r stands at, at time t: -shift_log10p of the u of its fast mean
+    (decades of rarity by its own tail; u as step judges it then, young_shrink), signed by the shift's
+    side; 0 within U_START, while its shifts are not judged yet, or with the test off."""
     if shift_budget <= 0.0 or st[r, SHIFT_N] < SHIFT_JUDGE:
         return 0.0
     u = shift_u(st, r, st[r, FAST])
+    if abs(u) > U_START:
+        u *= young_shrink(st, season, seen, rec, r, t)
     return math.copysign(-shift_log10p(st, r, u), u) if abs(u) > U_START else 0.0
 
 
@@ -1021,7 +1074,7 @@ def shift_evidence(st, r, shift_budget):
 # kt.inline_into_callers: about 30% less CPU per value, the same results). Inlined, they are compiled
 # with the loop, without reference counting (kt.loop): one called would be whatever version another
 # kernel compiled first (judged_rows compiles judged with counting), counting the arrays per value.
-kt.inline_into_callers(step, shift_evidence, spike_score, learn_record, _learn_shift, _learn, _end_visit,
+kt.inline_into_callers(step, shift_evidence, unseen_weekday, young_shrink, unseen_step, spike_score, learn_record, _learn_shift, _learn, _end_visit,
                        _learn_visit, offsets_learn, in_episode, is_returning, judged, reported, host_last,
                        _count_distinct, tail_log10p, record_log10p, beyond_episode, shift_fast, shift_u,
                        shift_log10p, season_jumps, is_recovery, slow_alpha, _growth, shift_u_at)

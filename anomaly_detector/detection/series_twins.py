@@ -252,6 +252,8 @@ class Series:
                     bucket[1] if bucket[2] > 1 else 0.0)
         e = x - expected
         z = e / scale
+        room = self.unseen_step(b, t)
+        z_judged = e / math.sqrt(scale * scale + room * room) if room > 0 else z
         score, kind = 0.0, K.KIND_NONE
         shift_off = (self.shift_season.get(b, [0.0])[0]
                      - sum(v[0] for v in self.shift_season.values()) / K.SEASON_BUCKETS)
@@ -259,6 +261,8 @@ class Series:
         if self.shift_budget > 0:
             fast = self.shift_fast(x - shift_off, scale)
             u = self.shift_u(fast)
+            if abs(u) > K.U_START:
+                u *= self.young_shrink(t)
         span = 0.0 if self.high is None else (math.copysign(math.log1p(abs(self.high)), self.high)
                                               - math.copysign(math.log1p(abs(self.low)), self.low))
         p = (b - 1) % K.SEASON_BUCKETS
@@ -273,7 +277,7 @@ class Series:
         u_learn = u
         w_line, episode = w, False
         if self.judged():
-            lp = self.tail_log10p(z)
+            lp = self.tail_log10p(z_judged)
             kind = K.KIND_SPIKE if z > 0 else K.KIND_DROP
             if self.record_log10p(value, z, t) < lp:
                 lp = self.record_log10p(value, z, t)
@@ -338,6 +342,31 @@ class Series:
                 self.learn_visit(b, x, w_line, K.TAIL_START * scale, t)
         self._learn(b, x, t, w_line, z, e, scale, host)
         return score, kind, expected, fast + shift_off
+
+    def unseen_weekday(self, t):
+        """Twin of series_kernels.unseen_weekday."""
+        if self.high is None:
+            return False
+        return 1 <= math.floor(t / K.DAY_S) - math.floor(self.first_t / K.DAY_S) < K.WEEK_DAYS
+
+    def young_shrink(self, t):
+        """Twin of series_kernels.young_shrink."""
+        b = int((t % K.DAY_S) / K.DAY_S * K.SEASON_BUCKETS) % K.SEASON_BUCKETS
+        if not self.season.get(b, [0, 0, 0])[2] or not self.unseen_weekday(t):
+            return 1.0
+        taken = self.visit[3] if self.visit[0] == b else 0.0
+        centre = sum(v[0] for v in self.shift_season.values()) / K.SEASON_BUCKETS
+        a = K.UNSEEN_DAY_WIDTH * abs(self.shift_season.get(b, [0.0])[0] - taken - centre)
+        gap = max(self.gap_size, K.GAP_FLOOR)
+        return gap / math.sqrt(gap * gap + a * a)
+
+    def unseen_step(self, b, t):
+        """Twin of series_kernels.unseen_step."""
+        p = int((self.last_t % K.DAY_S) / K.DAY_S * K.SEASON_BUCKETS) % K.SEASON_BUCKETS
+        now, last = self.season.get(b), self.season.get(p)
+        if b == p or not now or not last or not now[2] or not last[2] or not self.unseen_weekday(t):
+            return 0.0
+        return K.UNSEEN_DAY_WIDTH * abs(now[0] - last[0])
 
     def end_visit(self, b):
         """Twin of series_kernels._end_visit."""
