@@ -350,14 +350,15 @@ class Series:
         return 1 <= math.floor(t / K.DAY_S) - math.floor(self.first_t / K.DAY_S) < K.WEEK_DAYS
 
     def young_shrink(self, t):
-        """Twin of series_kernels.young_shrink."""
-        b = int((t % K.DAY_S) / K.DAY_S * K.SEASON_BUCKETS) % K.SEASON_BUCKETS
-        if not self.season.get(b, [0, 0, 0])[2] or not self.unseen_weekday(t):
+        """Twin of series_kernels.young_shrink (the spread over the buckets the forecast has seen but t's)."""
+        if not self.unseen_weekday(t):
             return 1.0
-        taken = self.visit[3] if self.visit[0] == b else 0.0
         centre = sum(v[0] for v in self.shift_season.values()) / K.SEASON_BUCKETS
-        a = K.UNSEEN_DAY_WIDTH * abs(self.shift_season.get(b, [0.0])[0] - taken - centre)
+        now = int((t % K.DAY_S) / K.DAY_S * K.SEASON_BUCKETS) % K.SEASON_BUCKETS
+        offsets = [self.shift_season.get(b, [0.0])[0] - centre for b, v in self.season.items() if v[2] > 0 and b != now]
+        spread = sum(abs(d) for d in offsets) / len(offsets) if offsets else 0.0
         gap = max(self.gap_size, K.GAP_FLOOR)
+        a = K.UNSEEN_DAY_WIDTH * spread
         return gap / math.sqrt(gap * gap + a * a)
 
     def unseen_step(self, b, t):

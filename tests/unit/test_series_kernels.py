@@ -978,8 +978,8 @@ def test_a_day_of_the_week_not_met_yet_is_not_a_level_shift_of_the_weekdays_seas
 
 
 def test_a_real_shift_on_a_day_not_met_yet_is_still_flagged_and_seen_days_are_judged_as_before():
-    """Where the time of day moves the series little (09:00, outside the busy afternoon) a shift x3 on the
-    unseen third day is flagged; from the eighth day on every day of the week has been seen: no room."""
+    """A shift x3 at 09:00 on the unseen third day is flagged (a record where the room holds the level-shift
+    test below the threshold); from the eighth day on every day of the week has been seen: no room."""
     values, times = _pool_with_a_busy_afternoon(3, 3, 0, shift_at=2 * 86400 + 9 * 3600, factor=3.0)
     out, _ = _twin_shifts(values, times)
     assert max(o[0] for t, o in zip(times, out) if 2 * 86400 + 9 * 3600 <= t < 2 * 86400 + 10 * 3600) >= 70
