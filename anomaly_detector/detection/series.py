@@ -266,8 +266,7 @@ class SeriesBook:
             return eligible, row_u
         eligible[:used] = (self._shift_tested(used) & (self.state[:used, K.SHIFT_N] >= K.SHIFT_JUDGE)
                            & (self._fresh(used, now) | in_batch[:used]))
-        row_u = SSK.row_evidence(self.state, self.season, self.seen, self.record, eligible, self.shift_budget,
-                                 now)
+        row_u = SSK.row_evidence(self.state, eligible, self.shift_budget)
         size = self.sources.shape[0]
         self.sources[:, SSK.SUM] = np.bincount(sources, weights=row_u[:used], minlength=size)
         self.sources[:, SSK.COUNT] = np.bincount(sources, weights=eligible[:used], minlength=size)

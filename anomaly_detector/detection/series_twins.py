@@ -261,8 +261,6 @@ class Series:
         if self.shift_budget > 0:
             fast = self.shift_fast(x - shift_off, scale)
             u = self.shift_u(fast)
-            if abs(u) > K.U_START:
-                u *= self.young_shrink(t)
         span = 0.0 if self.high is None else (math.copysign(math.log1p(abs(self.high)), self.high)
                                               - math.copysign(math.log1p(abs(self.low)), self.low))
         p = (b - 1) % K.SEASON_BUCKETS
@@ -275,6 +273,8 @@ class Series:
             u = 0.0
         fired = recovery = evidence = False
         u_learn = u
+        if abs(u) > K.U_START:
+            u *= self.young_shrink(t)
         w_line, episode = w, False
         if self.judged():
             lp = self.tail_log10p(z_judged)
@@ -300,14 +300,14 @@ class Series:
                 bonus += 10 * math.log10(self.shift_budget / K.FALSE_FLAGS_PER_DAY)
                 shift_score = min(max(-10 * lp + bonus, 0.0), 100.0)
                 if shift_score >= self.threshold:    # censored: learned as what scores the threshold
-                    u_learn = math.copysign(min(abs(u), self.shift_u_at(-(self.threshold - bonus) / 10)), u)
+                    u_learn = math.copysign(min(abs(u_learn), self.shift_u_at(-(self.threshold - bonus) / 10)), u_learn)
             if self.split_only > 0 and u < 0:
                 shift_score = 0.0
             if self.split_only in (K.SPLIT_MIXED, K.POOLED_MIXTURE):
                 shift_score = 0.0
             if self.in_episode(u, t) or self.is_returning(u, fast):   # an episode going on, or ending
                 shift_score = 0.0
-            back = abs(u) > K.U_START and self.is_recovery(fast)    # a return needs no rarity
+            back = abs(u_learn) > K.U_START and self.is_recovery(fast)    # a return needs no rarity
             self.held = self.held + 1 if shift_score >= self.threshold or back else 0.0
             fired = self.held >= K.SHIFT_HOLD
             recovery = fired and self.is_recovery(fast)

@@ -86,14 +86,13 @@ def score_sources(param_ptr, param_row, after_u, ts, source_of, eligible, row_u,
     return best, which, kind, expected, level, together
 
 
-@kt.entry((kt.F64_2D, kt.F64_3D, kt.I8_2D, kt.F64_2D, kt.BOOL_1D, kt.FLOAT64, kt.FLOAT64), cache=True)
-def row_evidence(st, season, seen, rec, eligible, shift_budget, now):
-    """float64[rows]: the clipped shift evidence each eligible series stands at, at time now (0 for the
-    others)."""
+@kt.entry((kt.F64_2D, kt.BOOL_1D, kt.FLOAT64), cache=True)
+def row_evidence(st, eligible, shift_budget):
+    """float64[rows]: the clipped shift evidence each eligible series stands at (0 for the others)."""
     out = np.zeros(eligible.shape[0])
     for r in range(eligible.shape[0]):
         if eligible[r]:
-            out[r] = clipped(st, r, SK.shift_evidence(st, season, seen, rec, r, shift_budget, now))
+            out[r] = clipped(st, r, SK.shift_evidence(st, r, shift_budget))
     return out
 
 
