@@ -479,7 +479,7 @@ def young_shrink(st, season, seen, rec, r, t):
         return 1.0
     gap = max(st[r, GAP_SIZE], GAP_FLOOR)
     a = UNSEEN_DAY_WIDTH * season_spread(st, season, seen, r, bucket_of(t))
-    return gap / math.sqrt(gap * gap + a * a)
+    return gap / math.hypot(gap, a)
 
 
 @njit(cache=True)
@@ -539,7 +539,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     z = e / scale
     # judged with room for an offset step learned on another day of the week (unseen_step); learned as is
     room = unseen_step(season, seen, rec, r, b, bucket_of(st[r, LAST_T]), t)
-    z_judged = e / math.sqrt(scale * scale + room * room) if room > 0.0 else z
+    z_judged = e / math.hypot(scale, room) if room > 0.0 else z   # hypot: a scale of 1e-300 squares to 0
     score = 0.0
     kind = KIND_NONE
     shift_off = season[r, SHIFT_OFFSET, b] - st[r, OFFSET_SUM] / SEASON_BUCKETS

@@ -253,7 +253,7 @@ class Series:
         e = x - expected
         z = e / scale
         room = self.unseen_step(b, t)
-        z_judged = e / math.sqrt(scale * scale + room * room) if room > 0 else z
+        z_judged = e / math.hypot(scale, room) if room > 0 else z
         score, kind = 0.0, K.KIND_NONE
         shift_off = (self.shift_season.get(b, [0.0])[0]
                      - sum(v[0] for v in self.shift_season.values()) / K.SEASON_BUCKETS)
@@ -359,7 +359,7 @@ class Series:
         spread = sum(abs(d) for d in offsets) / len(offsets) if offsets else 0.0
         gap = max(self.gap_size, K.GAP_FLOOR)
         a = K.UNSEEN_DAY_WIDTH * spread
-        return gap / math.sqrt(gap * gap + a * a)
+        return gap / math.hypot(gap, a)
 
     def unseen_step(self, b, t):
         """Twin of series_kernels.unseen_step."""

@@ -986,3 +986,15 @@ def test_a_real_shift_on_a_day_not_met_yet_is_still_flagged_and_seen_days_are_ju
     rec = np.zeros((1, K.RECORD_COLS))
     rec[0, K.REC_POINTS], rec[0, K.REC_FIRST_T] = 1.0, 0.5 * 86400
     assert [K.unseen_weekday(rec, 0, d * 86400.0 + 3600) for d in range(9)] == [False] + [True] * 6 + [False] * 2
+
+
+def test_a_constant_series_that_steps_on_an_unseen_day_is_judged_without_dividing_by_zero():
+    """A series constant for a day (its scale at the 1e-300 floor, whose square is 0) whose forecast offset
+    steps between quarter hours on its second day: the room of the step is summed with the scale without
+    squaring either (NAB's constant stretches divided by zero). Kernel and twin agree."""
+    times = np.arange(0, 2 * 86400, 300.0)
+    values = np.where((times % 86400) < 43200, 5.0, 5.0 + 1e-12 * (times // 86400 + 1))
+    got = _kernel_scores(values, times)
+    twin = T.Series(LABELS)
+    want = [twin.step(float(x), float(t)) for x, t in zip(values, times)]
+    assert [g[0] for g in got] == pytest.approx([w[0] for w in want], rel=1e-9, abs=1e-9)
