@@ -203,8 +203,8 @@ SHIFT_JUDGE = SHIFT_WARM + PRIOR_WEIGHT * SHIFT_WINDOW   # points before its shi
                            # by its template's re-mining (a vacuum log's page counts, a day in) judged on the
                            # prior alone raised a false shift at its 427th point
 WEEK_DAYS = 7             # a series' first week: each day after its first is a day of the week it has not met
-UNSEEN_DAY_WIDTH = 1.0     # on such a day its time-of-day offsets, learned on other days of the week, are
-                           # uncertain by this many times their spread (young_shrink) or step (unseen_step)
+UNSEEN_DAY_WIDTH = 1.0     # on such a day a step of its time-of-day offsets, learned on other days of the
+                           # week, is uncertain by this many times its size (unseen_step)
 KIND_NONE, KIND_SPIKE, KIND_DROP, KIND_RECORD_HIGH, KIND_RECORD_LOW, KIND_SHIFT_UP, KIND_SHIFT_DOWN = range(7)
 
 # record columns (float64[R, RECORD_COLS]): the series' extremes on its own scale, its points and how
@@ -453,36 +453,6 @@ def unseen_weekday(rec, r, t):
 
 
 @njit(cache=True)
-def season_spread(st, season, seen, r, now):
-    """Mean absolute distance of the level-shift test's time-of-day offsets from their centre (as the test
-    centres them) over the buckets seen but bucket `now`: how far the time of day moves the series. Not
-    the bucket being visited, and a mean of distances, not of squares: the offsets the very episode judged
-    is teaching (a slowdown at the hour of yesterday's) widened that episode's own room."""
-    centre = st[r, OFFSET_SUM] / SEASON_BUCKETS
-    total, count = 0.0, 0
-    for b in range(SEASON_BUCKETS):
-        if seen[r, b] > 0 and b != now:
-            total += abs(season[r, SHIFT_OFFSET, b] - centre)
-            count += 1
-    return total / count if count > 0 else 0.0
-
-
-@njit(cache=True)
-def young_shrink(st, season, seen, rec, r, t):
-    """Factor on the level-shift statistic u at time t: 1, or on a day of the week the series has not met
-    (unseen_weekday) its usual gap over the root of the gap squared plus UNSEEN_DAY_WIDTH times its
-    offsets' spread squared (season_spread): its deseasoning, learned on other days of the week, may be
-    off at any hour by about as much as the time of day moves it (a Sunday afternoon busier than Friday's
-    at an hour whose Friday offset was ordinary). Judged by the offset of its own hour instead, the
-    shop's first weekend (seeds 94-97) kept 9 of its 11 false incidents, judged by the spread 8."""
-    if not unseen_weekday(rec, r, t):
-        return 1.0
-    gap = max(st[r, GAP_SIZE], GAP_FLOOR)
-    a = UNSEEN_DAY_WIDTH * season_spread(st, season, seen, r, bucket_of(t))
-    return gap / math.hypot(gap, a)
-
-
-@njit(cache=True)
 def unseen_step(season, seen, rec, r, b, p, t):
     """What the forecast's offset steps by from bucket p (the last value's) to b on a day of the week the
     series has not met (0 on other days, within one bucket, or with either unseen): a step learned on
@@ -561,9 +531,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         u = 0.0
     fired = False
     recovery = False
-    u_learn = u     # learned as it stands: the room below is the judgement's (the tail, the source's test as before)
-    if abs(u) > U_START:   # the room of an unseen day of the week: summed only where it can matter
-        u *= young_shrink(st, season, seen, rec, r, t)
+    u_learn = u
     evidence = False
     episode = False
     w_line = w     # the forecast, the tail and the level-shift test keep the line's weight (see above)
@@ -587,7 +555,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
                 # censored at the threshold: the tail learns such an excursion as what scores the threshold,
                 # beyond it the anomaly's (a query 14 times slower taught a tail that hid the same query
                 # 6.6 times slower five hours later)
-                u_learn = math.copysign(min(abs(u_learn), shift_u_at(st, r, -(threshold - bonus) / 10.0)), u_learn)
+                u_learn = math.copysign(min(abs(u), shift_u_at(st, r, -(threshold - bonus) / 10.0)), u)
         if st[r, SPLIT_ONLY] > 0.0 and u < 0.0:
             # a split series is there for one value's slowdown hidden in the mix; one value's drop is
             # rarely trouble, and a load change drops many of them at once
@@ -602,7 +570,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
         # end, expected, not news: it needs no rarity, only an excursion held as long as a shift's. Else
         # it waits to be rare: a query back from 14 times slower stayed an excursion for an hour, its peak
         # was learned as an ordinary one, and that tail hid the same query 6.6 times slower after
-        back = abs(u_learn) > U_START and is_recovery(st, r, fast)
+        back = abs(u) > U_START and is_recovery(st, r, fast)
         st[r, HELD] = st[r, HELD] + 1.0 if shift_score >= threshold or back else 0.0
         fired = st[r, HELD] >= SHIFT_HOLD
         recovery = fired and is_recovery(st, r, fast)
@@ -1073,9 +1041,7 @@ def line_outputs(n):
 def shift_evidence(st, r, shift_budget):
     """The evidence of a level shift series r stands at: -shift_log10p of the u of its fast mean (decades
     of rarity by its own tail), signed by the shift's side; 0 within U_START, while its shifts are not
-    judged yet, or with the test off. Not given an unseen day's room (young_shrink): the source's test
-    learns its tail from this evidence; with the room here and in what the series' tail learned, the
-    generated workload's seed 43 raised a false source-level shift of a database's five query series."""
+    judged yet, or with the test off."""
     if shift_budget <= 0.0 or st[r, SHIFT_N] < SHIFT_JUDGE:
         return 0.0
     u = shift_u(st, r, st[r, FAST])
@@ -1086,7 +1052,7 @@ def shift_evidence(st, r, shift_budget):
 # kt.inline_into_callers: about 30% less CPU per value, the same results). Inlined, they are compiled
 # with the loop, without reference counting (kt.loop): one called would be whatever version another
 # kernel compiled first (judged_rows compiles judged with counting), counting the arrays per value.
-kt.inline_into_callers(step, shift_evidence, unseen_weekday, season_spread, young_shrink, unseen_step, spike_score, learn_record, _learn_shift, _learn, _end_visit,
+kt.inline_into_callers(step, shift_evidence, unseen_weekday, unseen_step, spike_score, learn_record, _learn_shift, _learn, _end_visit,
                        _learn_visit, offsets_learn, in_episode, is_returning, judged, reported, host_last,
                        _count_distinct, tail_log10p, record_log10p, beyond_episode, shift_fast, shift_u,
                        shift_log10p, season_jumps, is_recovery, slow_alpha, _growth, shift_u_at)

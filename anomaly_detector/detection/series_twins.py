@@ -273,8 +273,6 @@ class Series:
             u = 0.0
         fired = recovery = evidence = False
         u_learn = u
-        if abs(u) > K.U_START:
-            u *= self.young_shrink(t)
         w_line, episode = w, False
         if self.judged():
             lp = self.tail_log10p(z_judged)
@@ -300,14 +298,14 @@ class Series:
                 bonus += 10 * math.log10(self.shift_budget / K.FALSE_FLAGS_PER_DAY)
                 shift_score = min(max(-10 * lp + bonus, 0.0), 100.0)
                 if shift_score >= self.threshold:    # censored: learned as what scores the threshold
-                    u_learn = math.copysign(min(abs(u_learn), self.shift_u_at(-(self.threshold - bonus) / 10)), u_learn)
+                    u_learn = math.copysign(min(abs(u), self.shift_u_at(-(self.threshold - bonus) / 10)), u)
             if self.split_only > 0 and u < 0:
                 shift_score = 0.0
             if self.split_only in (K.SPLIT_MIXED, K.POOLED_MIXTURE):
                 shift_score = 0.0
             if self.in_episode(u, t) or self.is_returning(u, fast):   # an episode going on, or ending
                 shift_score = 0.0
-            back = abs(u_learn) > K.U_START and self.is_recovery(fast)    # a return needs no rarity
+            back = abs(u) > K.U_START and self.is_recovery(fast)    # a return needs no rarity
             self.held = self.held + 1 if shift_score >= self.threshold or back else 0.0
             fired = self.held >= K.SHIFT_HOLD
             recovery = fired and self.is_recovery(fast)
@@ -348,18 +346,6 @@ class Series:
         if self.high is None:
             return False
         return 1 <= math.floor(t / K.DAY_S) - math.floor(self.first_t / K.DAY_S) < K.WEEK_DAYS
-
-    def young_shrink(self, t):
-        """Twin of series_kernels.young_shrink (the spread over the buckets the forecast has seen but t's)."""
-        if not self.unseen_weekday(t):
-            return 1.0
-        centre = sum(v[0] for v in self.shift_season.values()) / K.SEASON_BUCKETS
-        now = int((t % K.DAY_S) / K.DAY_S * K.SEASON_BUCKETS) % K.SEASON_BUCKETS
-        offsets = [self.shift_season.get(b, [0.0])[0] - centre for b, v in self.season.items() if v[2] > 0 and b != now]
-        spread = sum(abs(d) for d in offsets) / len(offsets) if offsets else 0.0
-        gap = max(self.gap_size, K.GAP_FLOOR)
-        a = K.UNSEEN_DAY_WIDTH * spread
-        return gap / math.hypot(gap, a)
 
     def unseen_step(self, b, t):
         """Twin of series_kernels.unseen_step."""
