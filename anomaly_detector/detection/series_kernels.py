@@ -443,9 +443,9 @@ def unseen_weekday(rec, r, t):
     """Whether t falls on a day of the week series r has not lived through: 1 to WEEK_DAYS - 1 calendar
     days after its first value's. Its time-of-day offsets were learned on other days of the week (a
     shop's Friday), and a Saturday's or a Sunday's load runs another course: judged against Friday's
-    hours with full confidence, the weekend's first afternoon raised level shifts of response times and a
-    pool's usage that were the day, not the service. Its first day has no offsets to trust yet, and from
-    its eighth every day of the week has been seen once."""
+    09:00 newsletter step with full confidence, the first Sunday's ordinary 09:00 pool figures were a
+    spike and a drop. Its first day has no offsets to trust yet, and from its eighth every day of the
+    week has been seen once."""
     if rec[r, REC_POINTS] <= 0.0:
         return False
     days = math.floor(t / DAY_S) - math.floor(rec[r, REC_FIRST_T] / DAY_S)
@@ -1052,7 +1052,7 @@ def shift_evidence(st, r, shift_budget):
 # kt.inline_into_callers: about 30% less CPU per value, the same results). Inlined, they are compiled
 # with the loop, without reference counting (kt.loop): one called would be whatever version another
 # kernel compiled first (judged_rows compiles judged with counting), counting the arrays per value.
-kt.inline_into_callers(step, shift_evidence, unseen_weekday, unseen_step, spike_score, learn_record, _learn_shift, _learn, _end_visit,
-                       _learn_visit, offsets_learn, in_episode, is_returning, judged, reported, host_last,
-                       _count_distinct, tail_log10p, record_log10p, beyond_episode, shift_fast, shift_u,
+kt.inline_into_callers(step, shift_evidence, unseen_weekday, unseen_step, spike_score, learn_record, _learn_shift,
+                       _learn, _end_visit, _learn_visit, offsets_learn, in_episode, is_returning, judged, reported,
+                       host_last, _count_distinct, tail_log10p, record_log10p, beyond_episode, shift_fast, shift_u,
                        shift_log10p, season_jumps, is_recovery, slow_alpha, _growth, shift_u_at)
