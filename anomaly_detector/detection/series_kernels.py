@@ -215,6 +215,9 @@ SHIFT_JUDGE = SHIFT_WARM + PRIOR_WEIGHT * SHIFT_WINDOW   # points before its shi
                            # excursions has then seen as many windows as the prior weighs. A series restarted
                            # by its template's re-mining (a vacuum log's page counts, a day in) judged on the
                            # prior alone raised a false shift at its 427th point
+WEEK_DAYS = 7             # a series' first week: each day after its first is a day of the week it has not met
+UNSEEN_DAY_WIDTH = 1.0     # on such a day a step of its time-of-day offsets, learned on other days of the
+                           # week, is uncertain by this many times its size (unseen_step)
 KIND_NONE, KIND_SPIKE, KIND_DROP, KIND_RECORD_HIGH, KIND_RECORD_LOW, KIND_SHIFT_UP, KIND_SHIFT_DOWN = range(7)
 
 # record columns (float64[R, RECORD_COLS]): the series' extremes on its own scale, its points and how
@@ -449,6 +452,31 @@ def learn_record(rec, r, value, t, w, episode, episode_weight):
 
 
 @njit(cache=True)
+def unseen_weekday(rec, r, t):
+    """Whether t falls on a day of the week series r has not lived through: 1 to WEEK_DAYS - 1 calendar
+    days after its first value's. Its time-of-day offsets were learned on other days of the week (a
+    shop's Friday), and a Saturday's or a Sunday's load runs another course: judged against Friday's
+    09:00 newsletter step with full confidence, the first Sunday's ordinary 09:00 pool figures were a
+    spike and a drop. Its first day has no offsets to trust yet, and from its eighth every day of the
+    week has been seen once."""
+    if rec[r, REC_POINTS] <= 0.0:
+        return False
+    days = math.floor(t / DAY_S) - math.floor(rec[r, REC_FIRST_T] / DAY_S)
+    return 1.0 <= days < WEEK_DAYS
+
+
+@njit(cache=True)
+def unseen_step(season, seen, rec, r, b, p, t):
+    """What the forecast's offset steps by from bucket p (the last value's) to b on a day of the week the
+    series has not met (0 on other days, within one bucket, or with either unseen): a step learned on
+    another day (a weekday's 09:00 newsletter) is not known to come today, so a value that does not take
+    it is judged with that much more room (UNSEEN_DAY_WIDTH times it)."""
+    if b == p or seen[r, b] == 0 or seen[r, p] == 0 or not unseen_weekday(rec, r, t):
+        return 0.0
+    return UNSEEN_DAY_WIDTH * abs(season[r, OFFSET, b] - season[r, OFFSET, p])
+
+
+@njit(cache=True)
 def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, multiplicity, shift_multiplicity,
          record_weight, shift_budget, episode_weight, host=0.0):
     """Judge value x at time t of series r, then learn it with weight w -> (score 0..100, kind, expected
@@ -494,6 +522,9 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
                 season[r, 1, b] if seen[r, b] > 1 else 0.0)
     e = x - expected
     z = e / scale
+    # judged with room for an offset step learned on another day of the week (unseen_step); learned as is
+    room = unseen_step(season, seen, rec, r, b, bucket_of(st[r, LAST_T]), t)
+    z_judged = e / math.hypot(scale, room) if room > 0.0 else z   # hypot: a scale of 1e-300 squares to 0
     score = 0.0
     kind = KIND_NONE
     shift_off = season[r, SHIFT_OFFSET, b] - st[r, OFFSET_SUM] / SEASON_BUCKETS
@@ -522,7 +553,7 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     if judged(st, labels, r):
         if st[r, SPLIT_ONLY] <= 0.0:
             # a split series' spikes and records are its pooled series' to judge: not computed for it
-            score, kind = spike_score(st, rec, r, value, z, t, threshold, multiplicity, record_weight)
+            score, kind = spike_score(st, rec, r, value, z_judged, t, threshold, multiplicity, record_weight)
         # a split series whose value does not explain the spread (SPLIT_MIXED: a referrer, not a table)
         # only learns: its level moves with the mix of whatever else its lines hold, not news. Nor is a
         # shift of a pooled series whose split series explain it (POOLED_MIXTURE): a query time pooled
@@ -1062,7 +1093,7 @@ def shift_evidence(st, r, shift_budget):
 # kt.inline_into_callers: about 30% less CPU per value, the same results). Inlined, they are compiled
 # with the loop, without reference counting (kt.loop): one called would be whatever version another
 # kernel compiled first (judged_rows compiles judged with counting), counting the arrays per value.
-kt.inline_into_callers(step, shift_evidence, spike_score, learn_record, _learn_shift, _learn, _end_visit,
-                       _learn_visit, offsets_learn, in_episode, is_returning, judged, reported, host_last,
-                       _count_distinct, tail_log10p, record_log10p, beyond_episode, shift_fast, shift_u,
+kt.inline_into_callers(step, shift_evidence, unseen_weekday, unseen_step, spike_score, learn_record, _learn_shift,
+                       _learn, _end_visit, _learn_visit, offsets_learn, in_episode, is_returning, judged, reported,
+                       host_last, _count_distinct, tail_log10p, record_log10p, beyond_episode, shift_fast, shift_u,
                        shift_log10p, season_jumps, is_recovery, slow_alpha, _growth, shift_u_at)

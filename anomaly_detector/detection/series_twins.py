@@ -255,6 +255,8 @@ class Series:
                     bucket[1] if bucket[2] > 1 else 0.0)
         e = x - expected
         z = e / scale
+        room = self.unseen_step(b, t)
+        z_judged = e / math.hypot(scale, room) if room > 0 else z
         score, kind = 0.0, K.KIND_NONE
         shift_off = (self.shift_season.get(b, [0.0])[0]
                      - sum(v[0] for v in self.shift_season.values()) / K.SEASON_BUCKETS)
@@ -276,7 +278,7 @@ class Series:
         u_learn = u
         w_line, episode = w, False
         if self.judged():
-            lp = self.tail_log10p(z)
+            lp = self.tail_log10p(z_judged)
             kind = K.KIND_SPIKE if z > 0 else K.KIND_DROP
             if self.record_log10p(value, z, t) < lp:
                 lp = self.record_log10p(value, z, t)
@@ -352,6 +354,20 @@ class Series:
             rate = min(max(min(K.SLOW_ALPHA, max(self.gap, K.MIN_GAP_S) / K.DAY_S), 1.0 / (self.n + 1.0)) * w, 1.0)
             self.zero_share += rate * ((1.0 if value == 0 else 0.0) - self.zero_share)
         return mode
+
+    def unseen_weekday(self, t):
+        """Twin of series_kernels.unseen_weekday."""
+        if self.high is None:
+            return False
+        return 1 <= math.floor(t / K.DAY_S) - math.floor(self.first_t / K.DAY_S) < K.WEEK_DAYS
+
+    def unseen_step(self, b, t):
+        """Twin of series_kernels.unseen_step."""
+        p = int((self.last_t % K.DAY_S) / K.DAY_S * K.SEASON_BUCKETS) % K.SEASON_BUCKETS
+        now, last = self.season.get(b), self.season.get(p)
+        if b == p or not now or not last or not now[2] or not last[2] or not self.unseen_weekday(t):
+            return 0.0
+        return K.UNSEEN_DAY_WIDTH * abs(now[0] - last[0])
 
     def end_visit(self, b):
         """Twin of series_kernels._end_visit."""
