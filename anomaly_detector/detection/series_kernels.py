@@ -1093,7 +1093,7 @@ def shift_evidence(st, r, shift_budget):
 # kt.inline_into_callers: about 30% less CPU per value, the same results). Inlined, they are compiled
 # with the loop, without reference counting (kt.loop): one called would be whatever version another
 # kernel compiled first (judged_rows compiles judged with counting), counting the arrays per value.
-kt.inline_into_callers(step, shift_evidence, unseen_weekday, unseen_step, spike_score, learn_record, _learn_shift,
-                       _learn, _end_visit, _learn_visit, offsets_learn, in_episode, is_returning, judged, reported,
-                       host_last, _count_distinct, tail_log10p, record_log10p, beyond_episode, shift_fast, shift_u,
+kt.inline_into_callers(step, shift_evidence, unseen_weekday, unseen_step, _empty_mode, _zero_from_start, spike_score,
+                       learn_record, _learn_shift, _learn, _end_visit, _learn_visit, offsets_learn, in_episode,
+                       is_returning, judged, reported, host_last, _count_distinct, tail_log10p, record_log10p, beyond_episode, shift_fast, shift_u,
                        shift_log10p, season_jumps, is_recovery, slow_alpha, _growth, shift_u_at)

@@ -38,6 +38,7 @@ def test_inlined_helper_gives_what_its_call_gives():
 
 def test_hot_helpers_are_inlined():
     for helper in (series_kernels.step, series_kernels.spike_score, series_kernels.learn_record,
+                   series_kernels._empty_mode, series_kernels.unseen_step,
                    series_kernels._learn_shift, series_kernels._learn, novelty_kernels._value_score,
                    volume_kernels._learn_key, output_kernels._put, output_kernels._put_int,
                    output_kernels._put_fixed):
