@@ -21,7 +21,7 @@ from ..storage.atomic import SHAPE_ERRORS, require, restore_json_snapshot, write
 from ..storage.layout import as_paths
 from .base import BatchContext
 from .feedback import KNOWN_PROBLEM, NORMAL, PROBLEM, FeedbackMatcher
-from .incidents import IncidentBook, kind_of
+from .incidents import NEVER_SEEN, IncidentBook, kind_of
 from .state_shape import check_state_arrays
 from .tier1_rules import RulesTier
 from .tier2_volume import VolumeTier
@@ -325,8 +325,11 @@ class DetectionEngine:
     def _reportable(self, incident):
         # A session cut short is evidence about one instance, as a line is: one unfinished order (its
         # worker restarted mid-request, a weekly task slower than any before) is not a broken workflow.
+        # A never-seen error at the threshold is news alone (the flag says so): an unhandled exception a new
+        # release throws once is what an operator wants to read, with or without its retries.
         aggregate = incident.findings > incident.sessions
-        return (aggregate or incident.sessions >= self.incident_min_lines
+        first_error = incident.reason_hits.get(NEVER_SEEN, (0.0,))[0] >= self.threshold
+        return (aggregate or first_error or incident.sessions >= self.incident_min_lines
                 or incident.persists(self.incident_min_lines, self.threshold))
 
     def open_records(self):
