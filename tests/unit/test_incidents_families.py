@@ -625,9 +625,9 @@ def test_a_slow_burst_whose_next_line_comes_after_a_window_is_one_incident():
 def test_a_never_seen_message_that_comes_again_within_the_hour_is_one_incident_from_its_first_line():
     """A batch job fails with a message never seen (85), then its retries log it again ten minutes later
     (rare now: 45-50). Each alone is one odd line; together, within RECALL_WINDOWS, they are one problem,
-    dated from the first failure. A never-seen message that does not come back closes unreported; one
-    that comes back after the hour is a new (weak) incident, and other evidence does not hold an
-    incident open."""
+    dated from the first failure. A never-seen message that does not come back closes as one line (the
+    engine still reports it: see the next test); one that comes back after the hour is a new (weak)
+    incident, and other evidence does not hold an incident open."""
     from anomaly_detector.detection.incidents import RECALL_WINDOWS
 
     def run(book, ts, value, tid=9):
@@ -662,3 +662,22 @@ def test_a_never_seen_message_that_comes_again_within_the_hour_is_one_incident_f
     unheld = IncidentBook(300, 120, threshold=70.0)     # no min_lines given: nothing is held
     run(unheld, [1000], 85.0)
     assert len(unheld.close_quiet(1400)) == 1
+
+
+def test_a_never_seen_error_alone_is_reported_a_rare_line_alone_is_not():
+    """Generated and shop seed 98: a release's unhandled exception (`KeyError('tier')`) logged once, never seen
+    before, flagged at 85.6, raised no incident (one line, and no repeat within the hour). It is what an
+    operator wants to read, with or without retries; one rare (seen before) line at the threshold is not."""
+    from anomaly_detector.config.loader import default_config
+    from anomaly_detector.detection.engine import DetectionEngine
+    engine = DetectionEngine(default_config())      # incident_min_lines 2, anomaly threshold 70
+
+    def alone(value):
+        book = IncidentBook(300, 120, threshold=70.0, min_lines=2)
+        score = np.array([value], np.float32)
+        book.add_lines("checkout", np.array([1000.0]), score, {"t3": score}, np.array([9]), np.arange(1),
+                       DescribeNews(score), None, np.array([9 * 4 + 2]))
+        (closed,) = book.close_all()
+        return closed
+
+    assert engine._reportable(alone(85.6)) and not engine._reportable(alone(80.0))
