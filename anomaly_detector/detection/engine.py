@@ -325,8 +325,9 @@ class DetectionEngine:
     def _reportable(self, incident):
         # A session cut short is evidence about one instance, as a line is: one unfinished order (its
         # worker restarted mid-request, a weekly task slower than any before) is not a broken workflow.
-        # A never-seen error at the threshold is news alone (the flag says so): an unhandled exception a new
-        # release throws once is what an operator wants to read, with or without its retries.
+        # A message never seen before that reached the threshold is news alone (the flag says so; the first
+        # line of a never-seen ERROR template scores new_error_score): an unhandled exception a new release
+        # throws once is what an operator wants to read, with or without its retries.
         aggregate = incident.findings > incident.sessions
         first_error = incident.reason_hits.get(NEVER_SEEN, (0.0,))[0] >= self.threshold
         return (aggregate or first_error or incident.sessions >= self.incident_min_lines
