@@ -44,6 +44,10 @@ class Series:
         self.u_episode = False    # the excursion under way is that shift's episode going on (not learned)
         self.zero_share = 0.0     # decayed share of values that were exactly 0 (K.ZERO_MODE_SHARE)
 
+    def slow_alpha(self):
+        """Twin of series_kernels.slow_alpha: the long-run memory's weight per value, at most a day's share."""
+        return min(K.SLOW_ALPHA, max(self.gap, K.MIN_GAP_S) / K.DAY_S)
+
     def is_recovery(self, fast):
         if self.shifts <= 0:
             return False
@@ -99,7 +103,7 @@ class Series:
         if w <= 0:
             return
         if self.shift_n >= K.SHIFT_WARM:
-            keep = (1.0 - min(K.SLOW_ALPHA, max(self.gap, K.MIN_GAP_S) / K.DAY_S)) ** w
+            keep = (1.0 - self.slow_alpha()) ** w
             self.u_total = self.u_total * keep + w / K.SHIFT_WINDOW
             self.u_n *= keep
             self.u_s *= keep
@@ -351,7 +355,7 @@ class Series:
         mode = (value == 0 and self.n >= K.MIN_POINTS and K.ZERO_MODE_SHARE <= self.zero_share <= K.ZERO_MODE_MAX
                 and self.level > K.ZERO_MODE_LEVEL and 0.0 in self.labels)
         if w > 0:
-            rate = min(max(min(K.SLOW_ALPHA, max(self.gap, K.MIN_GAP_S) / K.DAY_S), 1.0 / (self.n + 1.0)) * w, 1.0)
+            rate = min(max(self.slow_alpha(), 1.0 / (self.n + 1.0)) * w, 1.0)
             self.zero_share += rate * ((1.0 if value == 0 else 0.0) - self.zero_share)
         return mode
 
@@ -451,7 +455,7 @@ class Series:
             return
         n, warm = self.n, self.n >= K.MIN_POINTS
         self.n += w
-        slow_alpha = min(K.SLOW_ALPHA, max(self.gap, K.MIN_GAP_S) / K.DAY_S)
+        slow_alpha = self.slow_alpha()
         keep = (1.0 - slow_alpha) ** w
         self.total = self.total * keep + w
         for side in (1, -1):
