@@ -68,7 +68,8 @@ two hosts logs each one's uptime into one series, whose values alternate between
 changes falls) and jump when one host restarts; host by host they are clocks, and the series is not
 judged. Nor are labels: a series is judged once it has shown more distinct values than `labels` keeps
 (a status code is not a measurement; tier 3 judges its new values as categories), after MIN_POINTS
-points of its own.
+points of its own. One label series is judged all the same, by its records alone: one of 0 only (a
+count of requests waiting for a pool), whose first other value is a record (constant_broken).
 
 The surprise is per point; what an operator pays for is false alarms per day. A series that logs a
 point every five minutes meets ~300 tests a day, a latency logged 10 times a second ~900,000, so the
@@ -399,6 +400,28 @@ def record_log10p(rec, r, value, z, t, record_weight):
 
 
 @njit(cache=True)
+def constant_broken(st, rec, r, value, record_weight):
+    """Whether series r showed 0 only over its first MIN_POINTS points and more, and value is another (with
+    the record test on: record_weight > 0). Only 0: a count of what waits or fails at 0 for days has begun
+    to count, while a constant of another value is a setting or a date (a save interval of 3600 s that
+    becomes 300 under load, a day of the month that turns at midnight), whose change is no anomaly."""
+    return (record_weight > 0.0 and st[r, N_OBS] >= MIN_POINTS and rec[r, REC_POINTS] > 0.0
+            and rec[r, REC_HIGH] == 0.0 and rec[r, REC_LOW] == 0.0 and value != 0.0)
+
+
+@njit(cache=True)
+def constant_score(st, rec, r, value, t, threshold, multiplicity, record_weight):
+    """(score, kind) of the first value of a constant series that is another (constant_broken): a record
+    after as many chances as record_log10p counts and none before it. A range of no width gives no share
+    to measure how far beyond it the value went: it counts as one range beyond (1 + record_weight records
+    in a row), so a constant of half an hour is not yet news and one of a day is."""
+    chances = min(rec[r, REC_POINTS], max(t - rec[r, REC_FIRST_T], 0.0) / RECORD_GRAIN_S + 1.0)
+    lp = -math.log10(chances + 1.0) * (1.0 + record_weight)
+    kind = KIND_RECORD_HIGH if value > rec[r, REC_HIGH] else KIND_RECORD_LOW
+    return min(max(-10.0 * lp + rate_bonus(st[r, GAP], threshold, multiplicity), 0.0), 100.0), kind
+
+
+@njit(cache=True)
 def beyond_episode(rec, r, value):
     """Whether an episode is open on the series' range (learn_record) and value is outside the range
     from before it."""
@@ -492,7 +515,8 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
     there (up to 100); labels[r] its first
     distinct values; rec[r] its range and records (record_log10p). A value of an anomalous episode (its
     own score at the threshold, or any value while the series' alarm is at the threshold: within about
-    REFRACTORY_POINTS x (1 - threshold / 100) points of the last such value) widens the range only
+    REFRACTORY_POINTS x (1 - threshold / 100) points of the last such value; or a value learned below
+    weight 1, on a line the engine flagged by whatever tier) widens the range only
     provisionally (learn_record: an episode over within EPISODE_KEEP_S is rolled back out of it) and
     counts as a record at most at episode_weight (anomaly_learning_weight), whether reported or
     damped: reported() damps an episode's later values, and the engine would learn them into the range
@@ -623,7 +647,25 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
                 kind = KIND_SPIKE if value > rec[r, REC_PRE_HIGH] else KIND_DROP
         if fired and not recovery:
             st[r, EVIDENCE] = SHIFT_EVIDENCE
-    learn_record(rec, r, value, t, w, episode, episode_weight)
+    elif st[r, SPLIT_ONLY] <= 0.0 and (constant_broken(st, rec, r, value, record_weight)
+                                       or (st[r, ALARM] >= threshold and beyond_episode(rec, r, value))):
+        # a series that has shown 0 only (a waiting count, for days) is no measurement to judge, but
+        # its first other value is a record all the same (a pool pinned at its size: the count
+        # of requests waiting for it leaves 0), and the values after it beyond that one stay its evidence
+        if constant_broken(st, rec, r, value, record_weight):
+            score, kind = constant_score(st, rec, r, value, t, threshold, multiplicity, record_weight)
+        episode = score >= threshold or st[r, ALARM] >= threshold
+        if episode:
+            w = min(w, episode_weight)
+        score = reported(st, r, score, threshold, suspicious)
+        if episode and score < suspicious and beyond_episode(rec, r, value):
+            score = suspicious
+            kind = KIND_SPIKE if value > rec[r, REC_PRE_HIGH] else KIND_DROP
+    # A value on a line the engine flagged (learned below full weight: anomaly_learning_weight) is an
+    # episode's for the range too, whatever this series scored: a pool pinned at its size whose lines a
+    # new field value flagged, while the series was not judged yet (too few distinct values), widened the
+    # range for good, and the same pool pinned the next day was no record
+    learn_record(rec, r, value, t, w, episode or w_line < 1.0, episode_weight)
     if shift_budget > 0.0:
         _learn_shift(st, r, fast, w_line, fired, recovery, u_learn, t, episode_weight)
         if w_line > 0.0:
@@ -1095,5 +1137,5 @@ def shift_evidence(st, r, shift_budget):
 # kernel compiled first (judged_rows compiles judged with counting), counting the arrays per value.
 kt.inline_into_callers(step, shift_evidence, unseen_weekday, unseen_step, _empty_mode, _zero_from_start, spike_score,
                        learn_record, _learn_shift, _learn, _end_visit, _learn_visit, offsets_learn, in_episode,
-                       is_returning, judged, reported, host_last, _count_distinct, tail_log10p, record_log10p, beyond_episode, shift_fast, shift_u,
+                       is_returning, judged, reported, constant_broken, constant_score, host_last, _count_distinct, tail_log10p, record_log10p, beyond_episode, shift_fast, shift_u,
                        shift_log10p, season_jumps, is_recovery, slow_alpha, _growth, shift_u_at)

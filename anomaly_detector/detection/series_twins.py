@@ -217,6 +217,15 @@ class Series:
             self.records[-1] += w
         self.points += w
 
+    def constant_broken(self, value):
+        """Twin of series_kernels.constant_broken."""
+        return (self.record_weight > 0 and self.n >= K.MIN_POINTS and self.high is not None
+                and self.high == 0.0 and self.low == 0.0 and value != 0.0)
+
+    def beyond_episode(self, value):
+        """Twin of series_kernels.beyond_episode."""
+        return self.episode is not None and not self.episode[2] <= value <= self.episode[1]
+
     @staticmethod
     def octave(a):
         return min(int(math.log2(a / K.TAIL_START)), K.HIST_BINS - 1)
@@ -340,7 +349,24 @@ class Series:
                     kind = K.KIND_SPIKE if value > self.episode[1] else K.KIND_DROP
             if fired and not recovery:
                 self.evidence = K.SHIFT_EVIDENCE
-        self.learn_record(value, t, w, episode)
+        elif self.split_only <= 0 and (self.constant_broken(value)
+                                       or (self.alarm >= self.threshold and self.beyond_episode(value))):
+            if self.constant_broken(value):    # a constant's first other value: a record (K.constant_score)
+                chances = min(self.points, max(t - self.first_t, 0.0) / K.RECORD_GRAIN_S + 1.0)
+                lp = -math.log10(chances + 1.0) * (1.0 + self.record_weight)
+                per_day = K.DAY_S / max(self.gap, K.MIN_GAP_S)
+                budget = K.FALSE_FLAGS_PER_DAY / (per_day * max(multiplicity, 1.0))
+                bonus = min(max(self.threshold + 10 * math.log10(budget), K.MIN_BONUS), K.MAX_BONUS)
+                score = min(max(-10 * lp + bonus, 0.0), 100.0)
+                kind = K.KIND_RECORD_HIGH if value > self.high else K.KIND_RECORD_LOW
+            episode = score >= self.threshold or self.alarm >= self.threshold
+            if episode:
+                w = min(w, self.episode_weight)
+            score = self.reported(score)
+            if episode and score < self.suspicious and self.beyond_episode(value):
+                score = self.suspicious
+                kind = K.KIND_SPIKE if value > self.episode[1] else K.KIND_DROP
+        self.learn_record(value, t, w, episode or w_line < 1.0)   # a flagged line's value: an episode's
         if self.shift_budget > 0:
             self.learn_shift(fast, w_line, fired, recovery, u_learn, t)
             if w_line > 0:

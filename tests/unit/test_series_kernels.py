@@ -260,6 +260,53 @@ def test_an_episode_is_not_learned_into_the_range_and_is_news_again_the_next_day
     assert old_rec[K.REC_HIGH] == values[first | second].max()
 
 
+def test_an_episode_another_tier_flagged_is_not_learned_into_the_range():
+    """A pool's waiting count every 30 s: now and then 1 or 2 for a day and a half, then 25 minutes of 8-60
+    waiters (the pool pinned at its size) on day 2 and again on day 3. Day 2's values are new field
+    values, flagged by another test and learned at anomaly_learning_weight, while this series, with too
+    few distinct values, is not judged yet: its range rolls back all the same, so day 3's first value is
+    a record."""
+    rng = np.random.default_rng(12)
+    t = np.arange(0.0, 3 * 86400.0, 30.0)
+    values = np.where(rng.random(t.size) < 0.02, rng.integers(1, 3, t.size), 0).astype(float)
+    first = (t >= 86400 + 15 * 3600) & (t < 86400 + 15 * 3600 + 1500)
+    second = (t >= 2 * 86400 + 19 * 3600) & (t < 2 * 86400 + 19 * 3600 + 1500)
+    values[first | second] = rng.integers(8, 60, int((first | second).sum()))
+    weights = np.where(first, 0.1, 1.0)       # day 2's lines flagged (new values), day 3's not yet
+    got = np.array([s for s, *_ in _kernel_scores(values, t, weights)])
+    twin = T.Series(LABELS)
+    want = np.array([twin.step(float(x), float(s), w)[0] for x, s, w in zip(values, t, weights)])
+    assert got == pytest.approx(want, rel=1e-9, abs=1e-9)
+    assert got[np.flatnonzero(second)[0]] >= 70
+    assert twin.high < values[first].max()
+
+
+def test_a_constant_that_leaves_its_value_after_days_is_a_record():
+    """A pool's waiting count every 30 s, 0 for two days, then 20 minutes of 8-60 waiters: the series has
+    too few distinct values to be judged as a measurement, but its first other value is a record, and
+    the values after it stay its evidence (suspicious); the same count leaving 0 after half an hour is
+    not yet news."""
+    rng = np.random.default_rng(13)
+    t = np.arange(0.0, 3 * 86400.0, 30.0)
+    values = np.zeros(t.size)
+    pinned = (t >= 2 * 86400 + 19 * 3600) & (t < 2 * 86400 + 19 * 3600 + 1200)
+    values[pinned] = rng.integers(8, 60, int(pinned.sum()))
+    got = _kernel_scores(values, t)
+    twin = T.Series(LABELS)
+    want = [twin.step(float(x), float(s)) for x, s in zip(values, t)]
+    assert [g[0] for g in got] == pytest.approx([w[0] for w in want], rel=1e-9, abs=1e-9)
+    assert [g[1] for g in got] == [w[1] for w in want]
+    first = np.flatnonzero(pinned)[0]
+    assert got[first][0] >= 70 and got[first][1] == K.KIND_RECORD_HIGH
+    assert all(40 <= got[k][0] < 70 for k in range(first + 1, first + 10))
+    assert max(g[0] for g in got[:first]) == 0.0
+    early = np.where(t == 1800.0, 5.0, 0.0)
+    assert max(s for s, *_ in _kernel_scores(early[:200], t[:200])) < 70
+    # a constant other than 0 is a setting or a date: a save interval of 3600 s for two days, then 300
+    setting = np.where(pinned, 300.0, 3600.0)
+    assert max(s for s, *_ in _kernel_scores(setting, t)) < 40
+
+
 def test_a_new_level_that_lasts_becomes_the_range():
     """The same series moving for good to ten times its level on day 2: flagged when it moves, and the
     range keeps an episode that lasts past EPISODE_KEEP_S, so its second half raises no flag."""
