@@ -68,8 +68,8 @@ two hosts logs each one's uptime into one series, whose values alternate between
 changes falls) and jump when one host restarts; host by host they are clocks, and the series is not
 judged. Nor are labels: a series is judged once it has shown more distinct values than `labels` keeps
 (a status code is not a measurement; tier 3 judges its new values as categories), after MIN_POINTS
-points of its own. One label series is judged all the same, by its records alone: one of 0 only (a
-count of requests waiting for a pool), whose first other value is a record (constant_broken).
+points of its own. One label series is judged all the same, by its records alone: one of 0 only for a
+day (a count of requests waiting for a pool), whose first other value is a record (constant_broken).
 
 The surprise is per point; what an operator pays for is false alarms per day. A series that logs a
 point every five minutes meets ~300 tests a day, a latency logged 10 times a second ~900,000, so the
@@ -400,13 +400,17 @@ def record_log10p(rec, r, value, z, t, record_weight):
 
 
 @njit(cache=True)
-def constant_broken(st, rec, r, value, record_weight):
-    """Whether series r showed 0 only over its first MIN_POINTS points and more, and value is another (with
-    the record test on: record_weight > 0). Only 0: a count of what waits or fails at 0 for days has begun
-    to count, while a constant of another value is a setting or a date (a save interval of 3600 s that
-    becomes 300 under load, a day of the month that turns at midnight), whose change is no anomaly."""
+def constant_broken(st, rec, r, value, t, record_weight):
+    """Whether series r showed 0 only over a day and its first MIN_POINTS points at least, and value at
+    time t is another (with the record test on: record_weight > 0). Only 0: a count of what waits or
+    fails at 0 for days has begun to count, while a constant of another value is a setting or a date (a
+    save interval of 3600 s that becomes 300 under load, a day of the month that turns at midnight),
+    whose change is no anomaly. A day: a queue of nightly exports that fills at 01:00 was 0 all evening,
+    and one evening cannot tell the job from trouble (as unseen_weekday: a first day has no pattern to
+    trust)."""
     return (record_weight > 0.0 and st[r, N_OBS] >= MIN_POINTS and rec[r, REC_POINTS] > 0.0
-            and rec[r, REC_HIGH] == 0.0 and rec[r, REC_LOW] == 0.0 and value != 0.0)
+            and rec[r, REC_HIGH] == 0.0 and rec[r, REC_LOW] == 0.0 and value != 0.0
+            and t - rec[r, REC_FIRST_T] >= DAY_S)
 
 
 @njit(cache=True)
@@ -414,7 +418,7 @@ def constant_score(st, rec, r, value, t, threshold, multiplicity, record_weight)
     """(score, kind) of the first value of a constant series that is another (constant_broken): a record
     after as many chances as record_log10p counts and none before it. A range of no width gives no share
     to measure how far beyond it the value went: it counts as one range beyond (1 + record_weight records
-    in a row), so a constant of half an hour is not yet news and one of a day is."""
+    in a row), so a day of 0 every 30 s (288 chances) makes it news."""
     chances = min(rec[r, REC_POINTS], max(t - rec[r, REC_FIRST_T], 0.0) / RECORD_GRAIN_S + 1.0)
     lp = -math.log10(chances + 1.0) * (1.0 + record_weight)
     kind = KIND_RECORD_HIGH if value > rec[r, REC_HIGH] else KIND_RECORD_LOW
@@ -647,12 +651,12 @@ def step(st, season, seen, labels, rec, r, value, t, w, threshold, suspicious, m
                 kind = KIND_SPIKE if value > rec[r, REC_PRE_HIGH] else KIND_DROP
         if fired and not recovery:
             st[r, EVIDENCE] = SHIFT_EVIDENCE
-    elif st[r, SPLIT_ONLY] <= 0.0 and (constant_broken(st, rec, r, value, record_weight)
+    elif st[r, SPLIT_ONLY] <= 0.0 and (constant_broken(st, rec, r, value, t, record_weight)
                                        or (st[r, ALARM] >= threshold and beyond_episode(rec, r, value))):
         # a series that has shown 0 only (a waiting count, for days) is no measurement to judge, but
         # its first other value is a record all the same (a pool pinned at its size: the count
         # of requests waiting for it leaves 0), and the values after it beyond that one stay its evidence
-        if constant_broken(st, rec, r, value, record_weight):
+        if constant_broken(st, rec, r, value, t, record_weight):
             score, kind = constant_score(st, rec, r, value, t, threshold, multiplicity, record_weight)
         episode = score >= threshold or st[r, ALARM] >= threshold
         if episode:

@@ -217,10 +217,10 @@ class Series:
             self.records[-1] += w
         self.points += w
 
-    def constant_broken(self, value):
+    def constant_broken(self, value, t):
         """Twin of series_kernels.constant_broken."""
         return (self.record_weight > 0 and self.n >= K.MIN_POINTS and self.high is not None
-                and self.high == 0.0 and self.low == 0.0 and value != 0.0)
+                and self.high == 0.0 and self.low == 0.0 and value != 0.0 and t - self.first_t >= K.DAY_S)
 
     def beyond_episode(self, value):
         """Twin of series_kernels.beyond_episode."""
@@ -349,9 +349,9 @@ class Series:
                     kind = K.KIND_SPIKE if value > self.episode[1] else K.KIND_DROP
             if fired and not recovery:
                 self.evidence = K.SHIFT_EVIDENCE
-        elif self.split_only <= 0 and (self.constant_broken(value)
+        elif self.split_only <= 0 and (self.constant_broken(value, t)
                                        or (self.alarm >= self.threshold and self.beyond_episode(value))):
-            if self.constant_broken(value):    # a constant's first other value: a record (K.constant_score)
+            if self.constant_broken(value, t):    # a constant's first other value: a record (K.constant_score)
                 chances = min(self.points, max(t - self.first_t, 0.0) / K.RECORD_GRAIN_S + 1.0)
                 lp = -math.log10(chances + 1.0) * (1.0 + self.record_weight)
                 per_day = K.DAY_S / max(self.gap, K.MIN_GAP_S)

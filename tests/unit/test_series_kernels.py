@@ -284,8 +284,8 @@ def test_an_episode_another_tier_flagged_is_not_learned_into_the_range():
 def test_a_constant_that_leaves_its_value_after_days_is_a_record():
     """A pool's waiting count every 30 s, 0 for two days, then 20 minutes of 8-60 waiters: the series has
     too few distinct values to be judged as a measurement, but its first other value is a record, and
-    the values after it stay its evidence (suspicious); the same count leaving 0 after half an hour is
-    not yet news."""
+    the values after it stay its evidence (suspicious); the same count leaving 0 after less than a day is
+    not news."""
     rng = np.random.default_rng(13)
     t = np.arange(0.0, 3 * 86400.0, 30.0)
     values = np.zeros(t.size)
@@ -302,6 +302,9 @@ def test_a_constant_that_leaves_its_value_after_days_is_a_record():
     assert max(g[0] for g in got[:first]) == 0.0
     early = np.where(t == 1800.0, 5.0, 0.0)
     assert max(s for s, *_ in _kernel_scores(early[:200], t[:200])) < 70
+    # a count at 0 for an evening that leaves it at 01:00 (a nightly job's first night): not a day of 0 yet
+    night = np.where(t == 20 * 3600.0, 30.0, 0.0)
+    assert max(s for s, *_ in _kernel_scores(night[:3000], t[:3000])) < 40
     # a constant other than 0 is a setting or a date: a save interval of 3600 s for two days, then 300
     setting = np.where(pinned, 300.0, 3600.0)
     assert max(s for s, *_ in _kernel_scores(setting, t)) < 40
