@@ -7,7 +7,8 @@ every volume_drop / silent_source label, prints per source of the label's progra
 forecast over each drop window, the dispersion and forecast error, and the drop score that window
 gets, then the recent-level test (tier2_recent.py) of its four busiest templates, its steady templates
 pooled against the rest of the site (learned error, score and ratio over 5 and 15 buckets) and the source's
-long windows (tier2_long.py: block error and dispersion, sequential evidence, last blocks). `--before`
+long windows (tier2_long.py: block error and dispersion, sequential evidence, last blocks; and their forecasts
+from the rest of the site's lines, tier2_load.py, with that forecast's error, slope and evidence). `--before`
 and `--after` widen the window traced.
 
     python bench/drop_trace.py /tmp/work/shop-seed2 [--kind volume_drop] [--every 5]
@@ -99,7 +100,14 @@ def _long(tier, sid, disp):
     # the forecasts a source judged by its clumps is judged against (scaled down by the rest of the site)
     site = lw.site_scaled(np.arange(lw.obs.shape[0]) == sid)[sid]
     scaled = " ".join(f"{site[k]:.0f}" for k in slots)
-    return f"long: e{lw.rel2[sid]:.3f} d{bdisp:.1f} cusum {lw.cusum[sid]:.1f} blocks {blocks} site-scaled {scaled}"
+    # the forecasts from the rest of the site's lines (tier2_load.py), their learned error and evidence
+    ld = tier.load_long
+    load = ""
+    if sid < ld.obs.shape[0]:
+        loads = " ".join(f"{ld.exp[sid, k]:.0f}" for k in slots)
+        load = (f" | load: e{ld.rel2[sid]:.3f} n{int(tier.load.learned[sid])} slope {tier.load.slope(sid + 1)[sid]:.2f}"
+                f" cusum {ld.cusum[sid]:.1f} forecasts {loads}")
+    return f"long: e{lw.rel2[sid]:.3f} d{bdisp:.1f} cusum {lw.cusum[sid]:.1f} blocks {blocks} site-scaled {scaled}{load}"
 
 
 def _relative(tier, sid):

@@ -21,7 +21,9 @@ from .ranks import running_counts, unique_lines
 from .stats_kernels import count_lower_score, count_upper_mixed_scores, count_upper_scores
 from .tier2_clock import ClockSilence, clock_like
 from .tier2_hosts import HostCounts
-from .tier2_long import LongWindows, cusum_threshold
+from .tier2_load import MIN_BLOCKS as LOAD_MIN_BLOCKS
+from .tier2_load import LoadFollow, rest_of_site, unusual
+from .tier2_long import DROP_MAX_RATIO, LongWindows, cusum_threshold
 from .tier2_recent import RecentLevel
 from .tier2_site import SITE_QUORUM, SiteLoad
 from .tier2_values import ValueKeys
@@ -95,6 +97,8 @@ LONG_MIN_DAYS = 1.0
 # (HOUR_PRIOR_DAYS) is itself a drop: at a fifth of the mean, two days seen forecast nearly twice what comes. Not
 # the mean itself: a drop lowers its own hour's usual count, by a quarter over three days for a drop to a fifth.
 BUSY_HOUR_SHARE = 0.5
+# Said of a long window's drop found against the source's forecast from the rest of the site (tier2_load.py)
+LOAD_REASON = ", against its share of the rest of the site's"
 # A template is judged against its recent level (tier2_recent.py) once this many hours of the day
 # have been seen for HOUR_RATE_MIN_SHARE of an hour since it settled.
 RECENT_MIN_HOURS = 4
@@ -325,6 +329,10 @@ class VolumeTier(Tier):
         long_s = float(settings.get("drop_long_seconds", 7200.0))
         self._source_name = str   # source id -> name for host findings' reasons: the last batch's (learn)
         self.long = LongWindows(int(np.ceil(long_s / (DROP_WINDOWS[-1] * self.bucket_seconds))) if long_s > 0 else 0)
+        # ... and over the same windows against its forecast from the rest of the site's lines (tier2_load.py), where
+        # that follows the load: the blocks of that forecast and its learned error on a ring of their own
+        self.load = LoadFollow()
+        self.load_long = LongWindows(self.long.blocks)
         # ... and by a sequential test over their quarter hours whose false alarms per source are about one in
         # drop_sequential_days (tier2_long.LongWindows.sequential). 0 = off.
         seq_days = float(settings.get("drop_sequential_days", 30.0))
@@ -1328,7 +1336,10 @@ class VolumeTier(Tier):
         if not self.long.blocks or (self.open_bucket + 1) % DROP_WINDOWS[-1]:
             return
         src = self.sources
-        self.long.record(src.obs_sum[:, -1], src.exp_sum[:, -1])
+        obs_b, exp_b = src.obs_sum[:, -1], src.exp_sum[:, -1]
+        self.long.record(obs_b, exp_b)
+        rest = rest_of_site(obs_b, exp_b)
+        self.load_long.record(obs_b, self.load.forecast(rest))
         keys = np.arange(src.size)
         # a job-like source (quiet in most hours) is not judged; a sparse one is (its lines are what the long
         # windows are for, and a drop makes a steady source look sparse: most of its buckets go empty)
@@ -1361,11 +1372,18 @@ class VolumeTier(Tier):
             judged_disp[:n] = np.where(by_clumps[:n], np.maximum(disp[:n], self.long.bdisp[:n]), disp[:n])
         found = self.long.drops(judged, judged_disp, self.finding_min_score, forecast) if judged.any() else []
         found += self._sequential_drops(judged, judged_disp, {f[0] for f in found}, forecast)
+        followed = self._load_drops(judged, judged_disp, {f[0] for f in found})
+        found += followed
+        for sid in {f[0] for f in found}:   # an outage raised by either forecast: neither raises its blocks again
+            self.long.since[sid] = self.load_long.since[sid] = 0
         # a block stands for its buckets, but consecutive ones overlap in what they say of the forecast
         # (as tier2_recent's windows do): learned at a quarter of its buckets' rate
         skip = [f[0] for f in found] + np.flatnonzero(self.long.raised).tolist()
+        skip += np.flatnonzero(self.load_long.raised).tolist()
         skip += np.flatnonzero(self.clock.raised).tolist()   # a clock's silence must not teach it scatter
-        self.long.learn(disp, min(1.0, self.learning_rate * DROP_WINDOWS[-1] / 4.0), skip, DISPERSION_SLOWER)
+        rate = min(1.0, self.learning_rate * DROP_WINDOWS[-1] / 4.0)
+        self.long.learn(disp, rate, skip, DISPERSION_SLOWER)
+        self._learn_load(obs_b, rest, disp, rate, skip)
         for sid, width, score, obs, exp in found:
             span = width * DROP_WINDOWS[-1] * self.bucket_seconds
             what = "silent" if obs == 0 else "volume drop"
@@ -1373,9 +1391,53 @@ class VolumeTier(Tier):
             self._note_outage("source", sid)   # half an hour low at least: an outage
             self.pending.append(Finding(
                 tier=self.name, ts=when + self.bucket_seconds, key="source:%d" % sid, score=float(score),
-                reason="source %s: %d lines in the last %gs" % (what, obs, span),
+                reason="source %s: %d lines in the last %gs%s" % (
+                    what, obs, span, LOAD_REASON if (sid, width, score, obs, exp) in followed else ""),
                 expected="about %.1f per %gs" % (exp, span), observed="%d per %gs" % (obs, span),
                 source=str(sid), confirmed=True, since=when + self.bucket_seconds - span if obs == 0 else None))
+
+    def _load_drops(self, judged, disp, already):
+        """The sources judged over long windows that are low over one, or by the sequential test, against their
+        forecast from the rest of the site's lines (tier2_load.py), as LongWindows.drops tuples, but not those
+        in `already`. Only where that forecast's learned block error is narrower than the seasonal one's: a
+        source that follows the site's load is forecast better by the load than by its own few bursty days,
+        and one that does not (a heartbeat, a job on its own schedule) learns a wide error against the load."""
+        lw, n = self.load_long, judged.size
+        lw.ensure(n)
+        # the learned means as they are, not floored (LongWindows.error): a mail relay's quarters scatter by their
+        # clumps alone against either forecast, and the better fit is the lower mean, below the floor
+        follow = judged & (self.load.learned[:n] >= LOAD_MIN_BLOCKS) & (lw.rel2[:n] < self.long.rel2[:n])
+        found = lw.drops(follow, disp, self.finding_min_score) if follow.any() else []
+        if self.sequential_h:   # every block: the evidence of a source no longer judged starts again
+            scale = self.finding_min_score / self.sequential_h
+            found += [(src, width, min(100.0, scale * evidence), obs, exp)
+                      for src, width, evidence, obs, exp in lw.sequential(follow, disp, self.sequential_h)
+                      if src not in {f[0] for f in found}]
+        # still low now: its newest quarter at most DROP_MAX_RATIO of its forecast. A window reaching over the
+        # end of an outage (a source back within its last quarter) is that outage raised again, late
+        newest = (lw.pos - 1) % lw.blocks
+        return [f for f in found if f[0] not in already and not self._outage_within(f[0], f[1] * DROP_WINDOWS[-1])
+                and lw.obs[f[0], newest] <= DROP_MAX_RATIO * lw.exp[f[0], newest]]
+
+    def _outage_within(self, source, buckets):
+        """Whether an outage of the source or of one of its templates was raised, or dated again while coming
+        back (_note_outage, _track_outages), within its last `buckets` buckets or the quarter hour before them: a
+        long window over it, or one that begins where it was last raised (the blocks since a raise are judged
+        again, see LongWindows.drops), is that outage and its tail, which another test raised already (a drop
+        against the seasonal forecast, a silence on its clock)."""
+        since = self.open_bucket + 1 - buckets - DROP_WINDOWS[-1]
+        return any(dated >= since and k < self.template_source.size and self.template_source[k] == source
+                   for k, (_, dated) in self._outage.items())
+
+    def _learn_load(self, obs, rest, disp, rate, skip):
+        """Learn the newest block's forecast from the rest of the site (tier2_load.py): its error on the load
+        ring, and each source's line against the rest; an unusual block (USUAL_SIGMAS off that forecast: a drop
+        not yet raised) teaches DISPERSION_SLOWER times slower, a raised one (skip) not at all."""
+        lw, n = self.load_long, obs.size
+        exp = lw.exp[:n, (lw.pos - 1) % lw.blocks]
+        slow = unusual(obs, exp, lw.errors(n), disp[:n], VK.USUAL_SIGMAS)
+        lw.learn(disp, rate, skip, DISPERSION_SLOWER)
+        self.load.learn(obs, rest, rate, skip, slow, DISPERSION_SLOWER)
 
     def _clock_silences(self, when):
         """Raise the sources on a clock whose last DROP_WINDOWS[-1] buckets were empty though their forecast
@@ -1954,6 +2016,7 @@ class VolumeTier(Tier):
                 "values": self.values.state(),
                 "recent": self.recent.state() if self.recent is not None else {},
                 "hosts": self.hosts.state(), "long": self.long.state(), "relative": self.relative.state(),
+                "load": self.load.state(), "load_long": self.load_long.state(),
                 "open_bucket": self.open_bucket}
 
     def load_state(self, state):
@@ -1971,6 +2034,8 @@ class VolumeTier(Tier):
         self.hosts.load_state(state.get("hosts", {}))   # absent before hosts were counted: learned afresh
         self.long.load_state(state.get("long", {}))     # likewise the long windows: they fill again
         self.relative.load_state(state.get("relative", {}))   # likewise the site-relative error: learned again
+        self.load.load_state(state.get("load", {}))             # likewise the load-following forecast
+        self.load_long.load_state(state.get("load_long", {}))
         self.open_bucket = state.get("open_bucket")
         self.resumed = self.open_bucket is not None
 
