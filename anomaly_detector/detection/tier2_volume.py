@@ -1379,6 +1379,8 @@ class VolumeTier(Tier):
         # a block stands for its buckets, but consecutive ones overlap in what they say of the forecast
         # (as tier2_recent's windows do): learned at a quarter of its buckets' rate
         skip = [f[0] for f in found] + np.flatnonzero(self.long.raised).tolist()
+        # a run the load test found is not learned from while it lasts, raised or set aside as another outage's
+        # tail (_load_drops): its quarters are low against the site's load, whichever test said it first
         skip += np.flatnonzero(self.load_long.raised).tolist()
         skip += np.flatnonzero(self.clock.raised).tolist()   # a clock's silence must not teach it scatter
         rate = min(1.0, self.learning_rate * DROP_WINDOWS[-1] / 4.0)
