@@ -217,6 +217,12 @@ class Series:
             self.records[-1] += w
         self.points += w
 
+    def rate_bonus(self, gap, multiplicity):
+        """Twin of series_kernels.rate_bonus."""
+        per_day = K.DAY_S / max(gap, K.MIN_GAP_S)
+        budget = K.FALSE_FLAGS_PER_DAY / (per_day * max(multiplicity, 1.0))
+        return min(max(self.threshold + 10 * math.log10(budget), K.MIN_BONUS), K.MAX_BONUS)
+
     def constant_broken(self, value, t):
         """Twin of series_kernels.constant_broken."""
         return (self.record_weight > 0 and self.n >= K.MIN_POINTS and self.high is not None
@@ -297,10 +303,7 @@ class Series:
                 lp = self.record_log10p(value, z, t)
                 kind = K.KIND_RECORD_HIGH if z > 0 else K.KIND_RECORD_LOW
             if lp < 0:
-                per_day = K.DAY_S / max(self.gap, K.MIN_GAP_S)
-                budget = K.FALSE_FLAGS_PER_DAY / (per_day * max(multiplicity, 1.0))
-                bonus = min(max(self.threshold + 10 * math.log10(budget), K.MIN_BONUS), K.MAX_BONUS)
-                score = min(max(-10 * lp + bonus, 0.0), 100.0)
+                score = min(max(-10 * lp + self.rate_bonus(self.gap, multiplicity), 0.0), 100.0)
             else:
                 kind = K.KIND_NONE
             if self.split_only > 0:
@@ -308,9 +311,7 @@ class Series:
             lp = self.shift_log10p(u)
             shift_score = 0.0
             if lp < 0 and self.shift_budget > 0 and self.shift_n >= K.SHIFT_JUDGE:
-                per_day = K.DAY_S / max(self.gap * K.SHIFT_WINDOW, K.MIN_GAP_S)
-                budget = K.FALSE_FLAGS_PER_DAY / (per_day * max(shift_multiplicity, 1.0))
-                bonus = min(max(self.threshold + 10 * math.log10(budget), K.MIN_BONUS), K.MAX_BONUS)
+                bonus = self.rate_bonus(self.gap * K.SHIFT_WINDOW, shift_multiplicity)
                 bonus += 10 * math.log10(self.shift_budget / K.FALSE_FLAGS_PER_DAY)
                 shift_score = min(max(-10 * lp + bonus, 0.0), 100.0)
                 if shift_score >= self.threshold:    # censored: learned as what scores the threshold
@@ -354,10 +355,7 @@ class Series:
             if self.constant_broken(value, t):    # a constant's first other value: a record (K.constant_score)
                 chances = min(self.points, max(t - self.first_t, 0.0) / K.RECORD_GRAIN_S + 1.0)
                 lp = -math.log10(chances + 1.0) * (1.0 + self.record_weight)
-                per_day = K.DAY_S / max(self.gap, K.MIN_GAP_S)
-                budget = K.FALSE_FLAGS_PER_DAY / (per_day * max(multiplicity, 1.0))
-                bonus = min(max(self.threshold + 10 * math.log10(budget), K.MIN_BONUS), K.MAX_BONUS)
-                score = min(max(-10 * lp + bonus, 0.0), 100.0)
+                score = min(max(-10 * lp + self.rate_bonus(self.gap, multiplicity), 0.0), 100.0)
                 kind = K.KIND_RECORD_HIGH if value > self.high else K.KIND_RECORD_LOW
             episode = score >= self.threshold or self.alarm >= self.threshold
             if episode:
