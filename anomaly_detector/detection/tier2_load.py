@@ -17,7 +17,6 @@ scan, a retry storm) is no load of the site, and counted in full it would make e
 
 Neighbours: tier2_long.py (the windows and tests judged on these forecasts), tier2_volume.py.
 """
-import math
 
 import numpy as np
 
@@ -115,12 +114,3 @@ class LoadFollow:
             setattr(self, name, arr)
         self.learned = learned
 
-
-def unusual(obs, exp, rel2, disp, sigmas):
-    """Per source: whether a block is more than `sigmas` spreads off its forecast (log ratio against its
-    error rel2 and its sampling disp / exp), as tier2_long.LongWindows.learn judges a block unusual."""
-    out = np.zeros(obs.shape[0], np.bool_)
-    for s in np.flatnonzero(exp > 0).tolist():
-        ratio2 = math.log((obs[s] + 0.5) / (exp[s] + 0.5)) ** 2
-        out[s] = ratio2 > sigmas ** 2 * (rel2[s] + disp[s] / max(exp[s], 0.5))
-    return out

@@ -258,6 +258,17 @@ class LongWindows:
         """The first n sources' block errors as judged (error, as an array)."""
         return np.maximum(self.rel2[:n], REL2_FLOOR)
 
+    def unusual(self, disp, n):
+        """bool[n]: whether each of the first n sources' newest block is USUAL_SIGMAS off its forecast, against
+        its block error as judged and the sampling error disp / forecast (learn teaches such a block slower)."""
+        newest = (self.pos - 1) % self.blocks
+        out = np.zeros(n, np.bool_)
+        for src in np.flatnonzero(self.exp[:n, newest] > 0).tolist():
+            exp = self.exp[src, newest]
+            ratio2 = math.log((self.obs[src, newest] + 0.5) / (exp + 0.5)) ** 2
+            out[src] = ratio2 > USUAL_SIGMAS ** 2 * (self.error(src) + disp[src] / max(exp, 0.5))
+        return out
+
     def learn(self, disp, rate, skip=(), slower=10.0):
         """Learn each source's block error from the newest block (not from sources in skip: a drop raised
         must not teach that drops are usual): its squared log ratio less what sampling explains
@@ -272,6 +283,7 @@ class LongWindows:
         newest = (self.pos - 1) % self.blocks
         n = min(disp.shape[0], self.obs.shape[0])
         skip = set(skip)
+        unusual = self.unusual(disp, n)
         for src in range(n):
             exp = self.exp[src, newest]
             if exp <= 0 or src in skip:
@@ -282,7 +294,7 @@ class LongWindows:
             rel2 = self.error(src)
             alpha = max(rate, 1.0 / (self.learned[src] + 1.0))
             self.nonzero[src] += alpha * ((obs > 0) - self.nonzero[src])
-            if ratio2 > USUAL_SIGMAS ** 2 * (rel2 + disp[src] / max(exp, 0.5)):
+            if unusual[src]:
                 alpha = rate / slower
             # the block's squared deviation from the block before, per line and halved (a Poisson count's is
             # 1, a clock's 0, random flows' their size): against the forecast instead, a clock that young

@@ -22,7 +22,7 @@ from .stats_kernels import count_lower_score, count_upper_mixed_scores, count_up
 from .tier2_clock import ClockSilence, clock_like
 from .tier2_hosts import HostCounts
 from .tier2_load import MIN_BLOCKS as LOAD_MIN_BLOCKS
-from .tier2_load import LoadFollow, rest_of_site, unusual
+from .tier2_load import LoadFollow, rest_of_site
 from .tier2_long import DROP_MAX_RATIO, LongWindows, cusum_threshold
 from .tier2_recent import RecentLevel
 from .tier2_site import SITE_QUORUM, SiteLoad
@@ -1436,8 +1436,7 @@ class VolumeTier(Tier):
         ring, and each source's line against the rest; an unusual block (USUAL_SIGMAS off that forecast: a drop
         not yet raised) teaches DISPERSION_SLOWER times slower, a raised one (skip) not at all."""
         lw, n = self.load_long, obs.size
-        exp = lw.exp[:n, (lw.pos - 1) % lw.blocks]
-        slow = unusual(obs, exp, lw.errors(n), disp[:n], VK.USUAL_SIGMAS)
+        slow = lw.unusual(disp, n)
         lw.learn(disp, rate, skip, DISPERSION_SLOWER)
         self.load.learn(obs, rest, rate, skip, slow, DISPERSION_SLOWER)
 
