@@ -36,6 +36,12 @@ SLOW_FIRE_FLOOR = 50.0
 # a rare rule's burst is a handful of lines (seven deadlocks at x20 their rate never reach ten).
 SLOW_MIN_RATIO = 10.0
 SLOW_MIN_LINES = 6
+# The rate a slow burst is judged against is the recent one (the last hundred windows: it follows the day)
+# shrunk toward the long-run one (per span: most of a day), which weighs as this many matches. A rare rule's
+# recent rate rests on a few matches: one busy hour, or a burst's own ramp, doubles it for two hours (a pool
+# timeout burst at noon judged against 1.8 where the day's rate gave 1.0), and a quiet night takes it to a
+# fraction of its usual one. A busy rule's hundreds of recent matches outweigh it.
+RATE_PRIOR_MATCHES = 10.0
 
 
 class Rule:
@@ -143,6 +149,9 @@ class RulesTier(Tier):
         self.learned_burst_windows = int(settings.get("learned_burst_windows", 10)) if self.adaptive else 1
         self.recent = {}     # (rule name, source id) -> float64 array of recent match times
         self.learned = {}    # (rule name, source id) -> [decayed matches, decayed seconds]
+        # The same, decayed per span of learned_burst_windows windows instead of per window (a memory of a
+        # hundred spans): the long-run rate the slow test shrinks the recent one toward (RATE_PRIOR_MATCHES).
+        self.span_learned = {}
         self.last_now = None
 
     def scans_cut(self):
@@ -251,12 +260,16 @@ class RulesTier(Tier):
         """Each line's learned count over learned_burst_windows windows, without the lines of its span that
         were learned already (earlier batches'): a burst spread over batches is judged against the rate
         before it, not one it raised itself (a rule matching three times an hour learns seven lines of a
-        ten-minute burst as doubling its rate). None before warm-up."""
-        if self._learned_mean(rule, source, ctx) is None:
+        ten-minute burst as doubling its rate). The recent rate (per window: it follows the day) is shrunk
+        toward the long-run one (per span) by RATE_PRIOR_MATCHES (_shrunk_rate). None before warm-up."""
+        if self._learned_mean(rule, source, ctx) is None or (rule.name, source) not in self.span_learned:
             return None
-        matches, seconds = self.learned[(rule.name, source)]
         learned_in_span = np.maximum(long_counts - np.arange(1, idx.size + 1), 0)
-        before = np.maximum(matches - learned_in_span, 0.0) / seconds * rule.window
+        recent_m, recent_s = self.learned[(rule.name, source)]
+        long_m, long_s = self.span_learned[(rule.name, source)]
+        recent_m = np.maximum(recent_m - learned_in_span, 0.0)
+        long_rate = np.maximum(long_m - learned_in_span, 0.0) / max(long_s, 1.0)
+        before = _shrunk_rate(recent_m, recent_s, long_rate) * rule.window
         return np.maximum(before, 1e-3) * self.learned_burst_windows
 
     def _slow_least(self, span_means):
@@ -307,20 +320,35 @@ class RulesTier(Tier):
                 key = (rule.name, source)
                 times = np.concatenate([self.recent.get(key, np.empty(0)), np.maximum.accumulate(ctx.ts[idx])])
                 self.recent[key] = times[times > ctx.now - kept][-MAX_TIMES_KEPT:]
-                self.learned.setdefault(key, [0.0, 0.0])[0] += float(weights[idx].sum())
+                for learned in (self.learned, self.span_learned):
+                    learned.setdefault(key, [0.0, 0.0])[0] += float(weights[idx].sum())
 
     def _decay(self, rule, elapsed, batch):
-        keep = (1.0 - self.learning_rate) ** (elapsed / rule.window)
-        for source in set(np.unique(batch.source_id).tolist()) | {s for (r, s) in self.learned if r == rule.name}:
-            entry = self.learned.setdefault((rule.name, source), [0.0, 0.0])
-            entry[0] *= keep
-            entry[1] = entry[1] * keep + elapsed
+        sources = set(np.unique(batch.source_id).tolist()) | {s for (r, s) in self.learned if r == rule.name}
+        for learned, per in ((self.learned, rule.window), (self.span_learned, rule.window * self.learned_burst_windows)):
+            keep = (1.0 - self.learning_rate) ** (elapsed / per)
+            for source in sources:
+                entry = learned.setdefault((rule.name, source), [0.0, 0.0])
+                entry[0] *= keep
+                entry[1] = entry[1] * keep + elapsed
 
     def state(self):
         return {"learned": [[r, s, m, t] for (r, s), (m, t) in sorted(self.learned.items())],
+                "span_learned": [[r, s, m, t] for (r, s), (m, t) in sorted(self.span_learned.items())],
                 "last_now": self.last_now}
 
     def load_state(self, state):
         self.learned = {(r, int(s)): [float(m), float(t)] for r, s, m, t in state.get("learned", [])}
+        # A state saved before rates were learned per span starts them from the per-window ones.
+        spans = state.get("span_learned", state.get("learned", []))
+        self.span_learned = {(r, int(s)): [float(m), float(t)] for r, s, m, t in spans}
         last = state.get("last_now")
         self.last_now = float(last) if last is not None and math.isfinite(last) else None
+
+
+def _shrunk_rate(recent_matches, recent_seconds, long_rate):
+    """Matches a second: the recent count over its seconds with RATE_PRIOR_MATCHES matches at the long-run
+    rate added (a gamma prior's posterior mean); the long-run rate itself while nothing was learned recently."""
+    long_rate = np.maximum(np.asarray(long_rate, np.float64), 1e-9)
+    prior_seconds = RATE_PRIOR_MATCHES / long_rate
+    return (np.asarray(recent_matches, np.float64) + RATE_PRIOR_MATCHES) / (recent_seconds + prior_seconds)

@@ -27,6 +27,12 @@ def ctx_for(batch):
     return BatchContext(now=float(batch.ts.max()), lines_seen=0, warm=False, n_templates=1, ts=batch.ts)
 
 
+def learned(t, rate):
+    """Give the error rule of source 0 a learned [matches, seconds], per window and per span alike."""
+    t.learned[("error", 0)] = list(rate)
+    t.span_learned[("error", 0)] = list(rate)
+
+
 def tier(rules):
     settings = dict(default_config()["detection"]["tier1"], learning_rate=0.01)
     return RulesTier(settings, rules)
@@ -125,20 +131,20 @@ def test_past_warm_up_a_burst_far_beyond_the_learned_rate_fires_below_the_thresh
     batch = text_batch(["upstream timed out"] * 12, levels=[LEVEL_ERROR] * 12, step=5.0)
     cold = t.score(batch, ctx_for(batch)).scores
     assert cold.max() < 40, "before warm-up 12 errors a minute are below the error threshold of 20"
-    t.learned[("error", 0)] = [3.0 * 24, 86400.0]        # three errors an hour, learned over a day
+    learned(t, [3.0 * 24, 86400.0])        # three errors an hour, learned over a day
     warm = BatchContext(now=float(batch.ts.max()), lines_seen=10**6, warm=True, n_templates=1, ts=batch.ts)
     scores = t.score(batch, warm).scores
     # the 10th error (learned_burst_min) is the window's flag; the 7th already the slow test's, whose least count
     # at three an hour is SLOW_MIN_LINES and whose flag budget makes 7 in 600 s (p about 1e-6) improbable
     assert np.flatnonzero(scores >= 70).tolist() == [6, 9]
     assert scores[10:].min() >= 40
-    t.learned[("error", 0)] = [12.0 * 60 * 24, 86400.0]   # a service that always logs twelve a minute
+    learned(t, [12.0 * 60 * 24, 86400.0])   # a service that always logs twelve a minute
     assert t.score(batch, warm).scores.max() < 40
 
 
 def test_past_warm_up_a_slow_burst_is_counted_over_learned_burst_windows():
     t = tier({})
-    t.learned[("error", 0)] = [3.0 * 24, 86400.0]        # three errors an hour, learned over a day
+    learned(t, [3.0 * 24, 86400.0])        # three errors an hour, learned over a day
     # four errors a minute for five minutes: never learned_burst_min (10) within one 60 s window
     batch = text_batch(["upstream timed out"] * 20, levels=[LEVEL_ERROR] * 20, step=15.0)
     warm = BatchContext(now=float(batch.ts.max()), lines_seen=10**6, warm=True, n_templates=1, ts=batch.ts)
@@ -146,11 +152,11 @@ def test_past_warm_up_a_slow_burst_is_counted_over_learned_burst_windows():
     assert np.flatnonzero(result.scores >= 70).tolist() == [6, 13], "flagged where it reaches 7 and doubles"
     assert result.scores[7:].min() >= 40, "its other lines stay suspicious"
     assert result.reasons[6].startswith("error rule: 7 matching lines in 600s from ")
-    t.learned[("error", 0)] = [4.0 * 60 * 24, 86400.0]    # a service that always logs four a minute
+    learned(t, [4.0 * 60 * 24, 86400.0])    # a service that always logs four a minute
     assert t.score(batch, warm).scores.max() < 40
     one = tier({})
     one.learned_burst_windows = 1                          # [[tier1]] learned_burst_windows = 1: off
-    one.learned[("error", 0)] = [3.0 * 24, 86400.0]
+    learned(one, [3.0 * 24, 86400.0])
     assert one.score(batch, warm).scores.max() < 40
 
 
@@ -158,7 +164,7 @@ def test_the_slow_burst_span_carries_over_between_batches():
     t = tier({})
     first = text_batch(["upstream timed out"] * 5, levels=[LEVEL_ERROR] * 5, step=15.0)
     t.learn(first, ctx_for(first), np.ones(5))
-    t.learned[("error", 0)] = [3.0 * 24 + 5, 86400.0]     # three an hour, and the five kept lines learned
+    learned(t, [3.0 * 24 + 5, 86400.0])     # three an hour, and the five kept lines learned
     second = text_batch(["upstream timed out"] * 4, levels=[LEVEL_ERROR] * 4, t0=1120.0, step=15.0)
     warm = BatchContext(now=float(second.ts.max()), lines_seen=10**6, warm=True, n_templates=1, ts=second.ts)
     assert np.flatnonzero(t.score(second, warm).scores >= 70).tolist() == [1], "5 kept + 2 = the 7th"
@@ -166,7 +172,7 @@ def test_the_slow_burst_span_carries_over_between_batches():
 
 def test_a_slow_burst_still_probable_at_learned_burst_min_is_flagged_where_it_becomes_improbable():
     t = tier({})
-    t.learned[("error", 0)] = [40.0 * 24, 86400.0]       # forty errors an hour: 10 in 600 s is not yet rare
+    learned(t, [40.0 * 24, 86400.0])       # forty errors an hour: 10 in 600 s is not yet rare
     # eight a minute: never learned_burst_min (10) in a 60 s window, improbable only over 600 s
     batch = text_batch(["pool timeout"] * 100, levels=[LEVEL_ERROR] * 100, step=7.5)
     warm = BatchContext(now=float(batch.ts.max()), lines_seen=10**6, warm=True, n_templates=1, ts=batch.ts)
@@ -182,7 +188,7 @@ def test_a_rare_rules_slow_burst_needs_fewer_lines_than_learned_burst_min_at_its
     """Infra seed 83's deadlocks: three an hour, seven within ten minutes (x20). At p < 1e-7 and ten lines they
     were never flagged; a rule tested a hundred times a day is judged at SLOW_FLAGS_PER_DAY."""
     t = tier({})
-    t.learned[("error", 0)] = [3.0 * 24, 86400.0]        # three errors an hour, learned over a day
+    learned(t, [3.0 * 24, 86400.0])        # three errors an hour, learned over a day
     burst = text_batch(["ERROR:  deadlock detected"] * 7, levels=[LEVEL_ERROR] * 7, step=80.0)
     warm = BatchContext(now=float(burst.ts.max()), lines_seen=10**6, warm=True, n_templates=1, ts=burst.ts)
     assert np.flatnonzero(t.score(burst, warm).scores >= 70).tolist() == [6]
@@ -191,7 +197,7 @@ def test_a_rare_rules_slow_burst_needs_fewer_lines_than_learned_burst_min_at_its
     warm = BatchContext(now=float(clumps.ts.max()), lines_seen=10**6, warm=True, n_templates=1, ts=clumps.ts)
     assert t.score(clumps, warm).scores.max() < 70, "a retry storm of five lines stays below SLOW_MIN_LINES"
     busy = tier({})
-    busy.learned[("error", 0)] = [10.0 * 60 * 24, 86400.0]   # ten a minute: tested 14,400 times a day
+    learned(busy, [10.0 * 60 * 24, 86400.0])   # ten a minute: tested 14,400 times a day
     assert busy._slow_fire(10.0, 60.0) == 70.0 and busy._slow_least(100.0) == busy.learned_burst_min
 
 
@@ -201,7 +207,7 @@ def test_a_slow_burst_is_dated_where_its_excess_began_not_at_the_spans_first_lin
     t = tier({})
     background = text_batch(["upstream timed out"] * 2, levels=[LEVEL_ERROR] * 2, t0=1000.0, step=200.0)
     t.learn(background, ctx_for(background), np.ones(2))
-    t.learned[("error", 0)] = [3.0 * 24 + 2, 86400.0]     # three an hour, and the two kept lines learned
+    learned(t, [3.0 * 24 + 2, 86400.0])     # three an hour, and the two kept lines learned
     burst = text_batch(["upstream timed out"] * 20, levels=[LEVEL_ERROR] * 20, t0=1500.0, step=15.0)
     warm = BatchContext(now=float(burst.ts.max()), lines_seen=10**6, warm=True, n_templates=1, ts=burst.ts)
     result = t.score(burst, warm)
@@ -228,7 +234,7 @@ def test_a_slow_burst_spread_over_batches_is_judged_against_the_rate_before_it()
     t = tier({})
     first = text_batch(["ERROR:  deadlock detected"] * 7, levels=[LEVEL_ERROR] * 7, step=70.0)
     t.learn(first, ctx_for(first), np.ones(7))
-    t.learned[("error", 0)] = [0.05 * 100 + 7, 6000.0]     # three an hour over the memory, plus the seven
+    learned(t, [0.05 * 100 + 7, 6000.0])     # three an hour over the memory, plus the seven
     second = text_batch(["ERROR:  deadlock detected"], levels=[LEVEL_ERROR], t0=1000.0 + 7 * 70.0)
     warm = BatchContext(now=float(second.ts.max()), lines_seen=10**6, warm=True, n_templates=1, ts=second.ts)
     result = t.score(second, warm)
@@ -251,3 +257,47 @@ def test_the_first_improbable_count_is_what_a_scan_from_the_least_count_finds():
                                       np.zeros(candidates.size))
         reached = np.flatnonzero(surprise >= f)
         assert g == (candidates[reached[0]] if reached.size else candidates[-1])
+
+
+def test_a_rare_rules_recent_rate_is_shrunk_toward_its_long_run_rate():
+    """Infra seed 108: shop-api's pool timeouts, about five an hour, ten within ten minutes (x10) at noon. Per
+    60 s window the rule remembered a hundred minutes, a dozen matches of a busier hour, and judged the ten
+    against 1.8 (p about 1e-5, below its flag budget): never flagged. The slow test shrinks that recent rate
+    toward the one learned per span."""
+    t = tier({})
+    step = 1200.0                                          # three errors an hour for a day
+    for k in range(72):
+        line = text_batch(["pool timeout"], levels=[LEVEL_ERROR], t0=1000.0 + k * step)
+        t.learn(line, ctx_for(line), np.ones(1))
+    t0 = 1000.0 + 72 * step
+    for k in range(18):                                    # then a busier hour: eighteen, one at a time
+        one = text_batch(["pool timeout"], levels=[LEVEL_ERROR], t0=t0 + k * 200.0)
+        t.learn(one, ctx_for(one), np.ones(1))
+    burst = text_batch(["pool timeout"] * 10, levels=[LEVEL_ERROR] * 10, t0=t0 + 17 * 200.0 + 300.0, step=60.0)
+    warm = BatchContext(now=float(burst.ts.max()), lines_seen=10**6, warm=True, n_templates=1, ts=burst.ts)
+    result = t.score(burst, warm)
+    assert result.scores.max() >= 70, "ten within ten minutes against three an hour"
+    assert result.reasons[int(np.argmax(result.scores))].endswith("matching lines in 600s from 0")
+    per_window = t.learned[("error", 0)]
+    assert per_window[0] / per_window[1] * 600.0 > 1.5, "per window: a hundred minutes' memory, the busy hour's"
+
+
+def test_the_per_span_rates_are_saved_and_an_older_state_starts_them_from_the_per_window_ones():
+    t = tier({})
+    learned(t, [72.0, 86400.0])
+    t.span_learned[("error", 0)] = [80.0, 90000.0]
+    again = tier({})
+    again.load_state(t.state())
+    assert again.span_learned == {("error", 0): [80.0, 90000.0]} and again.learned == {("error", 0): [72.0, 86400.0]}
+    older = tier({})
+    older.load_state({"learned": [["error", 0, 72.0, 86400.0]], "last_now": None})
+    assert older.span_learned == {("error", 0): [72.0, 86400.0]}
+
+
+def test_the_shrunk_rate_is_the_recent_one_for_a_busy_rule_and_the_long_run_one_for_a_silent_recent_past():
+    from anomaly_detector.detection.tier1_rules import RATE_PRIOR_MATCHES, _shrunk_rate
+    busy = float(_shrunk_rate(600.0, 6000.0, 0.05))            # 600 recent matches: 0.1 a second
+    assert abs(busy - 0.1) / 0.1 < 0.02
+    assert float(_shrunk_rate(0.0, 0.0, 0.002)) == 0.002       # nothing recent: the long-run rate
+    quiet = float(_shrunk_rate(1.0, 6000.0, 0.002))            # one match in 100 min against 0.12 a minute
+    assert 1.0 / 6000.0 < quiet < 0.002 and RATE_PRIOR_MATCHES == 10.0
