@@ -22,8 +22,8 @@ statistic held at the threshold for SHIFT_HOLD values of each series fires once 
 of a series that moved its way (its line is where the operator looks), scored
 against the whole budget with a window as one chance; the excursion that fired is learned as what
 scored the threshold (censored there), and its next SHIFT_EVIDENCE values on its side are suspicious
-(an incident needs more than one line). The test judges after JUDGE_WINDOWS windows, with
-MIN_SERIES judged series at least.
+(an incident needs more than one line). Only shifts up are raised (see KIND_SOURCE_DOWN below). The
+test judges after JUDGE_WINDOWS windows, with MIN_SERIES judged series at least.
 
 Source state (float64[S, COLS], row = source id): SUM and COUNT are derived from the series every batch
 (series.SeriesBook._source_sums); the rest is learned, by score() alone (learn() steps some rows again
@@ -48,6 +48,13 @@ SERIES_CLIP = 3.0                 # one series' evidence counts at most this man
 MIN_SERIES = 2.0                  # a source of one judged series is that series' test
 JUDGE_WINDOWS = SK.SHIFT_JUDGE / SK.SHIFT_WINDOW   # windows before the source is judged, as a series'
 KIND_SOURCE_UP, KIND_SOURCE_DOWN = 7, 8   # after series_kernels' kinds
+# Series of one source moving DOWN together, none remarkable alone, are what a falling load does to a busy
+# source: its requests, queries and GC pauses faster, its orders and result pages smaller, its queues
+# shorter (shop-api's took=, items=, total=, hits= at night, pgbouncer's stats, mailer's queue: 11 false
+# incidents on infra/svc seeds 1,2,94-109, none of them a fault). Faster, smaller, fewer together is no trouble to report; fewer lines is tier 2's
+# drop test's, and one series far down its own level-shift test's. So the sum's excursions below are learned
+# as ever (a window is one chance for either side: the up side's calibration stays as it was) and the
+# source test raises its shifts up only (KIND_SOURCE_DOWN is kept for the kinds' numbering).
 # an excursion ends once the statistic is this far back inside U_START: a sum of several series hovers
 # about U_START for a while, and ending it at each crossing counted one excursion a window on postgres
 END_MARGIN = 1.0
@@ -160,12 +167,14 @@ def step(src, s, u, own, t, threshold, suspicious, budget):
     if src[s, FIRED] > 0.0:
         # the excursion that fired is learned as what scored the threshold, not as the anomaly it is
         src[s, PEAK] = max(src[s, PEAK], min(a, censor))
-        if src[s, EVIDENCE] > 0.0 and own * u > 0.0:
+        if src[s, EVIDENCE] > 0.0 and own * u > 0.0 and u > 0.0:
             src[s, EVIDENCE] -= 1.0
             return suspicious, kind
         return 0.0, SK.KIND_NONE
     src[s, PEAK] = max(src[s, PEAK], a)
     src[s, HELD] = src[s, HELD] + 1.0 if score >= threshold else 0.0
+    if u <= 0.0:
+        return 0.0, SK.KIND_NONE        # a shift down together: learned, never raised (KIND_SOURCE_DOWN)
     if src[s, HELD] >= SK.SHIFT_HOLD * src[s, COUNT] and src[s, WINDOWS] >= JUDGE_WINDOWS and own * u > 0.0:
         src[s, FIRED] = 1.0
         src[s, EVIDENCE] = SK.SHIFT_EVIDENCE

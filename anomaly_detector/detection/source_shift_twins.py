@@ -80,12 +80,14 @@ class Source:
         censor = self.u_at(-(self.threshold - bonus) / 10)
         if self.fired:
             self.peak = max(self.peak, min(a, censor))
-            if self.evidence > 0 and own * u > 0:
+            if self.evidence > 0 and own * u > 0 and u > 0:
                 self.evidence -= 1
                 return self.suspicious, kind
             return 0.0, K.KIND_NONE
         self.peak = max(self.peak, a)
         self.held = self.held + 1 if score >= self.threshold else 0
+        if u <= 0:                  # a shift down together is learned, never raised (SSK.KIND_SOURCE_DOWN)
+            return 0.0, K.KIND_NONE
         if self.held >= K.SHIFT_HOLD * count and self.windows >= SSK.JUDGE_WINDOWS and own * u > 0:
             self.fired, self.evidence = True, int(K.SHIFT_EVIDENCE)
             self.peak = min(self.peak, censor)

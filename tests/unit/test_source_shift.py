@@ -241,3 +241,22 @@ def test_a_stale_series_leaves_its_sources_sum_until_it_logs_again():
     idle[0] = True
     eligible, _ = book._source_sums(now, idle)
     assert eligible[0] and book.sources[0, SSK.COUNT] == 6
+
+
+def test_series_moving_down_together_are_learned_but_not_raised():
+    """Series of a source all faster, smaller or shorter together, none remarkable alone, are what a falling
+    load does to a busy source (shop-api's took=, items=, hits= at night): the source test raises shifts up
+    only. The sum's excursions below are still learned (a window is one chance for either side), by the
+    kernel and the twin alike."""
+    for seed in (3, 6):
+        values = _u_values(seed, level=-3.0)
+        (best, _, kind, _, _, _), src = _kernel(*values)
+        assert not (best > 0.0).any() and not (kind == SSK.KIND_SOURCE_DOWN).any()
+        assert src[0, SSK.PEAK] > K.U_START                   # the excursion under way, learned at its end
+        twin, sources = _twin(*values)
+        assert not any(s for s, _ in twin)
+        assert src[0, SSK.PEAK] == pytest.approx(sources[0].peak, rel=1e-9)
+        assert src[0, SSK.EXC_N] == pytest.approx(sources[0].n, rel=1e-9)
+    # the same step up is raised
+    (best, _, kind, _, _, _), _ = _kernel(*_u_values(3, level=3.0))
+    assert (best >= 70.0).any() and (kind[best >= 70.0] == SSK.KIND_SOURCE_UP).all()
