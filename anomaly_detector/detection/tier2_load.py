@@ -30,6 +30,15 @@ SLOPE_PRIOR = 0.05
 # A slope is kept within this range: a source falls and rises with the load, not against it, nor at
 # many times its pace.
 SLOPE_RANGE = (0.0, 2.0)
+# A run of the sequential test against this forecast is raised at most this share of it (tier2_long's
+# DROP_MAX_RATIO, a half, against the seasonal forecast, and for the fixed windows here). The half guards
+# against a seasonal forecast too high for hours (a level still learning down after a burst, a holiday
+# evening): this one has no level to learn down nor hours to misfit, it follows the site's load over the
+# very quarter. A service's requests at two fifths, its housekeeping lines as usual, leave the source at
+# about three fifths of its share for as long as it lasts, and the sequential test raises it once its
+# evidence has added up over the run; the fixed windows keep the half: a half hour at three fifths of a
+# share is within a busy service's drift of share over a day.
+MAX_RATIO = 0.7
 # A source's forecast from the rest is made once this many blocks were learned (a day of quarter hours):
 # before that the line has not seen the day's range of load.
 MIN_BLOCKS = 96

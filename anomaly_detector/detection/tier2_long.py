@@ -182,7 +182,7 @@ class LongWindows:
             exp[rows] *= np.minimum(1.0, (rest_obs + 0.5) / (rest_exp + 0.5))
         return exp
 
-    def sequential(self, judged, disp, threshold, forecast=None):
+    def sequential(self, judged, disp, threshold, forecast=None, max_ratio=DROP_MAX_RATIO):
         """A one-sided CUSUM of each judged source's blocks against their forecasts -> [(source, blocks,
         evidence, lines, forecast)] for the runs whose evidence reaches threshold (each run raised once).
         A drop of a sparse source lasting an unknown time (an hour, an afternoon) is found once the evidence
@@ -190,7 +190,7 @@ class LongWindows:
         of drops(); a block at or above its forecast takes evidence away, so the forecast's usual misfit
         (evening too high for one quarter, too low for the next) does not build up. The evidence of a block
         uses its learned error (see learn), so a source whose forecast is often off needs a longer drop; and
-        the run's lines must be at most DROP_MAX_RATIO of its forecast. forecast: the blocks' forecasts to
+        the run's lines must be at most max_ratio of its forecast. forecast: the blocks' forecasts to
         judge against (site_scaled), else the recorded ones."""
         found = []
         forecast = self.exp if forecast is None else forecast
@@ -214,7 +214,7 @@ class LongWindows:
             width = int(min(self.run[src], self.blocks, self.filled[src]))
             slots = (self.pos - 1 - np.arange(width)) % self.blocks
             lines, expected = float(self.obs[src, slots].sum()), float(forecast[src, slots].sum())
-            if lines <= DROP_MAX_RATIO * expected:
+            if lines <= max_ratio * expected:
                 self.raised[src] = True
                 self.since[src] = 0
                 found.append((src, width, float(self.cusum[src]), lines, expected))

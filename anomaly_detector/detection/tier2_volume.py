@@ -21,6 +21,7 @@ from .ranks import running_counts, unique_lines
 from .stats_kernels import count_lower_score, count_upper_mixed_scores, count_upper_scores
 from .tier2_clock import ClockSilence, clock_like
 from .tier2_hosts import HostCounts
+from .tier2_load import MAX_RATIO as LOAD_MAX_RATIO
 from .tier2_load import MIN_BLOCKS as LOAD_MIN_BLOCKS
 from .tier2_load import LoadFollow, rest_of_site
 from .tier2_long import DROP_MAX_RATIO, LongWindows, cusum_threshold
@@ -1349,6 +1350,14 @@ class VolumeTier(Tier):
         disp = _dispersion_all(src)
         by_clumps = np.zeros(src.size, np.bool_)
         busy = self._busy_hours(when, src.size)
+        # Against the rest of the site's load (_load_drops) a busy source is judged too, in its busy hours: a
+        # busy source's quarter hour has the lines to show a drop where its seasons can, but the forecast from
+        # the load follows the load the site had over the very quarter and its error can be far narrower than
+        # the seasonal one (a service's requests at two fifths for two hours, each quarter within its seasonal
+        # error). Not in its quiet hours: the site's mix changes by hour (a night of crawlers and batch jobs),
+        # and one line through the log of the load does not know a source's night share (a shop's web server at
+        # night read as a drop to a third).
+        load_judged = judged.copy()
         for sid in np.flatnonzero(judged).tolist():
             # Only a source whose usual quarter hour (its long-run mean) holds too few lines to show a drop
             # to half by Poisson sampling alone (the forecast taken as exact as it can be: about 45 lines
@@ -1362,6 +1371,7 @@ class VolumeTier(Tier):
             judged[sid] = few or (busy[sid] and count_lower_score(0.5 * quarter, quarter, _clumps(src, sid),
                                                                   MIN_RELATIVE_ERROR ** 2) < self.finding_min_score)
             by_clumps[sid] = judged[sid] and not few
+            load_judged[sid] = few or busy[sid]
         forecast, judged_disp = None, disp
         if by_clumps.any():
             forecast = self.long.site_scaled(by_clumps)
@@ -1372,7 +1382,7 @@ class VolumeTier(Tier):
             judged_disp[:n] = np.where(by_clumps[:n], np.maximum(disp[:n], self.long.bdisp[:n]), disp[:n])
         found = self.long.drops(judged, judged_disp, self.finding_min_score, forecast) if judged.any() else []
         found += self._sequential_drops(judged, judged_disp, {f[0] for f in found}, forecast)
-        followed = self._load_drops(judged, judged_disp, {f[0] for f in found})
+        followed = self._load_drops(load_judged, judged_disp, {f[0] for f in found})
         found += followed
         for sid in {f[0] for f in found}:   # an outage raised by either forecast: neither raises its blocks again
             self.long.since[sid] = self.load_long.since[sid] = 0
@@ -1410,16 +1420,20 @@ class VolumeTier(Tier):
         # clumps alone against either forecast, and the better fit is the lower mean, below the floor
         follow = judged & (self.load.learned[:n] >= LOAD_MIN_BLOCKS) & (lw.rel2[:n] < self.long.rel2[:n])
         found = lw.drops(follow, disp, self.finding_min_score) if follow.any() else []
+        fixed = len(found)
         if self.sequential_h:   # every block: the evidence of a source no longer judged starts again
             scale = self.finding_min_score / self.sequential_h
             found += [(src, width, min(100.0, scale * evidence), obs, exp)
-                      for src, width, evidence, obs, exp in lw.sequential(follow, disp, self.sequential_h)
+                      for src, width, evidence, obs, exp in lw.sequential(follow, disp, self.sequential_h,
+                                                                          max_ratio=LOAD_MAX_RATIO)
                       if src not in {f[0] for f in found}]
-        # still low now: its newest quarter at most DROP_MAX_RATIO of its forecast. A window reaching over the
-        # end of an outage (a source back within its last quarter) is that outage raised again, late
+        # still low now: its newest quarter at most DROP_MAX_RATIO of its forecast (LOAD_MAX_RATIO for a run of
+        # the sequential test). A window reaching over the end of an outage (a source back within its last
+        # quarter) is that outage raised again, late
         newest = (lw.pos - 1) % lw.blocks
-        return [f for f in found if f[0] not in already and not self._outage_within(f[0], f[1] * DROP_WINDOWS[-1])
-                and lw.obs[f[0], newest] <= DROP_MAX_RATIO * lw.exp[f[0], newest]]
+        return [f for k, f in enumerate(found) if f[0] not in already
+                and not self._outage_within(f[0], f[1] * DROP_WINDOWS[-1])
+                and lw.obs[f[0], newest] <= (DROP_MAX_RATIO if k < fixed else LOAD_MAX_RATIO) * lw.exp[f[0], newest]]
 
     def _outage_within(self, source, buckets):
         """Whether an outage of the source or of one of its templates was raised, or dated again while coming
