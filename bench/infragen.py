@@ -806,7 +806,7 @@ def sshd_scanners(g):
     out_ts, bodies, counted = [], [], []
     for k in np.argsort(ts, kind="stable"):
         t, net = ts[k], nets[k]
-        ip = f"{net.rsplit('.', 2)[0]}.{rng.integers(1, 255)}" if net else \
+        ip = f"{net.rsplit('.', 1)[0]}.{rng.integers(1, 255)}" if net else \
             f"{rng.integers(1, 224)}.{rng.integers(0, 256)}.{rng.integers(0, 256)}.{rng.integers(1, 255)}"
         user, port, pid = SCAN_USERS[rng.integers(len(SCAN_USERS))], rng.integers(30000, 65000), g.new_pid()
         out_ts += [t, t + 1.8, t + 1.9]
@@ -836,7 +836,7 @@ def ufw(g):
     bodies = []
     for k in order:
         t, net = ts[k], nets[k]
-        src = f"{net.rsplit('.', 2)[0]}.{rng.integers(1, 255)}" if net else \
+        src = f"{net.rsplit('.', 1)[0]}.{rng.integers(1, 255)}" if net else \
             f"{rng.integers(1, 224)}.{rng.integers(0, 256)}.{rng.integers(0, 256)}.{rng.integers(1, 255)}"
         port = (23, 3389, 445, 8080, 5900, 6379, 9200)[rng.integers(7)] if not net else rng.integers(1, 65535)
         bodies.append(f"kernel: [{t - g.t_start + 812345.0:12.6f}] [UFW BLOCK] IN=eth0 OUT= MAC=52:54:00:8e:1a:"

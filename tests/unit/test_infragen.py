@@ -245,6 +245,17 @@ def test_bursts_spikes_and_new_errors_add_lines(infra):
         assert not lines_of(infra, inc["source"], host, 0, inc["start"], "Out of memory|EXT4-fs error|No space left")
 
 
+
+def test_a_spikes_addresses_are_ipv4_in_its_network(infra):
+    """A brute force or port scan comes from one /24: each extra line's address is a whole IPv4 address in it."""
+    pats = {"sshd": r"Failed password for invalid user \S+ from (\S+) port", "kernel": r"UFW BLOCK.* SRC=(\S+) "}
+    for inc in incidents(infra, "volume_spike"):
+        net = inc["detail"]["network"].rsplit(".", 1)[0] + "."
+        found = [re.search(pats[inc["source"]], m)[1] for _, m in
+                 lines_of(infra, inc["source"], inc["detail"]["host"], inc["start"], inc["end"], pats[inc["source"]])]
+        ours = [a for a in found if a.startswith(net)]
+        assert ours and all(re.fullmatch(r"(\d{1,3}\.){3}\d{1,3}", a) for a in ours)
+
 FAKE_REPLAY = r'''
 import json, sys
 args = sys.argv[1:]
