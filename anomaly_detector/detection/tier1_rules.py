@@ -262,7 +262,7 @@ class RulesTier(Tier):
         before it, not one it raised itself (a rule matching three times an hour learns seven lines of a
         ten-minute burst as doubling its rate). The recent rate (per window: it follows the day) is shrunk
         toward the long-run one (per span) by RATE_PRIOR_MATCHES (_shrunk_rate). None before warm-up."""
-        if self._learned_mean(rule, source, ctx) is None or (rule.name, source) not in self.span_learned:
+        if self._learned_mean(rule, source, ctx) is None:   # span_learned is kept beside learned, key for key
             return None
         learned_in_span = np.maximum(long_counts - np.arange(1, idx.size + 1), 0)
         recent_m, recent_s = self.learned[(rule.name, source)]
